@@ -1,0 +1,75 @@
+/**
+ * `spotkeep <subcommand>`: the one entry point. Subcommands live one per file in this folder and
+ * are loaded lazily, so `spotkeep status` does not pay for localcloud's code.
+ */
+import { VERSION } from "../../shared/version.js";
+import { UsageError } from "./args.js";
+import { ValidationError } from "../../shared/errors.js";
+
+export interface Command {
+  /** Run with the arguments after the subcommand name; resolves to the exit code. */
+  run(argv: string[]): Promise<number>;
+  usage: string;
+}
+
+interface Entry {
+  name: string;
+  summary: string;
+  load: () => Promise<Command>;
+}
+
+/** Every subcommand that exists. Add a line here and a file beside this one. */
+export const COMMANDS: Entry[] = [
+  { name: "demo", summary: "run a stateful instance through a spot interruption on localcloud and verify it", load: async () => (await import("./demo.js")).command },
+];
+
+export function helpText(): string {
+  const width = Math.max(...COMMANDS.map((c) => c.name.length));
+  return [
+    `spotkeep ${VERSION}: keep stateful workloads on EC2 spot instances`,
+    "",
+    "usage: spotkeep <subcommand> [flags]",
+    "",
+    "subcommands:",
+    ...COMMANDS.map((c) => `  ${c.name.padEnd(width)}  ${c.summary}`),
+    "",
+    "flags: --help (also after a subcommand), --version",
+    "",
+  ].join("\n");
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+    process.stdout.write(helpText());
+    return 0;
+  }
+  if (name === "--version" || name === "-v") {
+    process.stdout.write(`${VERSION}\n`);
+    return 0;
+  }
+  const entry = COMMANDS.find((c) => c.name === name);
+  if (!entry) {
+    process.stderr.write(`spotkeep: ${name.startsWith("-") ? `unknown flag ${name}` : `unknown subcommand ${JSON.stringify(name)}`} (see spotkeep --help)\n`);
+    return 2;
+  }
+  const command = await entry.load();
+  if (rest.includes("--help") || rest.includes("-h")) {
+    process.stdout.write(command.usage.endsWith("\n") ? command.usage : command.usage + "\n");
+    return 0;
+  }
+  try {
+    return await command.run(rest);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`spotkeep ${name}: ${err.message} (see spotkeep ${name} --help)\n`);
+      return 2;
+    }
+    if (err instanceof ValidationError) {
+      process.stderr.write(`spotkeep ${name}: ${err.message}\n`);
+      return 1;
+    }
+    process.stderr.write(`spotkeep ${name}: ${(err as Error)?.message ?? String(err)}\n`);
+    return 1;
+  }
+}

@@ -1,0 +1,31 @@
+// Bundles the agent into ONE file, dist/spotkeep-agent.js, that runs with plain `node` and no
+// node_modules (CommonJS so it needs no package.json beside it).
+import { build } from "esbuild";
+import { mkdirSync, statSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { dirname, join } from "node:path";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const outfile = join(root, "dist", "spotkeep-agent.js");
+mkdirSync(dirname(outfile), { recursive: true });
+
+await build({
+  entryPoints: [join(root, "agent", "main.ts")],
+  outfile,
+  bundle: true,
+  platform: "node",
+  target: "node20",
+  format: "cjs",
+  minify: true,
+  legalComments: "none",
+  banner: { js: "#!/usr/bin/env node" },
+  logLevel: "warning",
+});
+
+const size = statSync(outfile).size;
+const limit = 2 * 1024 * 1024;
+console.log(`built ${outfile} (${(size / 1024).toFixed(0)} KiB)`);
+if (size > limit) {
+  console.error(`agent bundle is ${size} bytes, over the ${limit}-byte budget`);
+  process.exit(1);
+}

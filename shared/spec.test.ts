@@ -1,0 +1,118 @@
+import { describe, expect, it } from "vitest";
+import YAML from "yaml";
+import { parseSpec } from "./spec.js";
+import { ValidationError } from "./errors.js";
+
+const full = `
+name: orders-db
+region: us-east-1
+launch:
+  imageId: ami-0abc0123456789def
+  instanceTypes: [m6i.large, m5.large, m6a.large]
+  subnetIds: [subnet-0a0000000000000a1, subnet-0b0000000000000b1]
+  securityGroupIds: [sg-01234567890abcdef]
+  iamInstanceProfile: spotkeep-agent
+  userData: "echo hi"
+  tags: {team: orders}
+  market: {type: spot, fallbackToOnDemand: true, revertToSpot: true}
+persistence:
+  root: true
+  volumes:
+    - {device: /dev/sdf, sizeGiB: 100, type: gp3, mountPoint: /var/lib/postgresql, fsType: ext4}
+  dataMethod: reattach
+  network: {privateIp: same-eni}
+snapshots: {intervalMinutes: 5, keep: 3, consistency: freeze}
+hooks: {preStop: "systemctl stop postgresql", postRestore: "systemctl start postgresql", timeoutSeconds: 60}
+onRebalance: snapshot
+`;
+
+const minimal = {
+  name: "dev-box",
+  launch: { imageId: "ami-0abc0123456789def", instanceTypes: ["t3.medium"], subnetIds: ["subnet-0a0000000000000a1"] },
+};
+
+function errorOf(input: unknown): string {
+  try {
+    parseSpec(input);
+  } catch (err) {
+    expect(err).toBeInstanceOf(ValidationError);
+    return (err as Error).message;
+  }
+  throw new Error("spec was accepted");
+}
+
+function withChange(mutate: (s: any) => void): unknown {
+  const s = YAML.parse(full);
+  mutate(s);
+  return s;
+}
+
+describe("spec parsing", () => {
+  it("parses the full design example from YAML", () => {
+    const spec = parseSpec(full);
+    expect(spec.name).toBe("orders-db");
+    expect(spec.persistence.volumes[0]).toEqual({ device: "/dev/sdf", sizeGiB: 100, type: "gp3", mountPoint: "/var/lib/postgresql", fsType: "ext4" });
+    expect(spec.persistence.network).toEqual({ privateIp: "same-eni", ipPool: [], attach: "primary" });
+    expect(spec.hooks.timeoutSeconds).toBe(60);
+  });
+
+  it("parses JSON and fills defaults", () => {
+    const spec = parseSpec(JSON.stringify(minimal));
+    expect(spec.region).toBe("us-east-1");
+    expect(spec.launch.market).toEqual({ type: "spot", fallbackToOnDemand: true, revertToSpot: true });
+    expect(spec.launch.securityGroupIds).toEqual([]);
+    expect(spec.persistence).toEqual({ root: false, volumes: [], dataMethod: "reattach", network: { privateIp: "same-eni", ipPool: [], attach: "primary" } });
+    expect(spec.snapshots).toEqual({ intervalMinutes: 0, keep: 3, consistency: "freeze" });
+    expect(spec.onRebalance).toBe("snapshot");
+  });
+
+  it("fills volume defaults", () => {
+    const spec = parseSpec({ ...minimal, persistence: { volumes: [{ device: "/dev/xvdg", sizeGiB: 8, mountPoint: "/data" }] } });
+    expect(spec.persistence.volumes[0]).toMatchObject({ type: "gp3", fsType: "ext4" });
+  });
+
+  it("allows reattach with subnets in several AZs (the volumes pin the AZ)", () => {
+    expect(() => parseSpec(full)).not.toThrow();
+  });
+
+  it("accepts a pool with addresses", () => {
+    const spec = parseSpec(withChange((s) => (s.persistence.network = { privateIp: "pool", ipPool: ["10.0.1.10", "10.0.1.11"] })));
+    expect(spec.persistence.network.ipPool).toHaveLength(2);
+  });
+});
+
+describe("spec rejections name the path and the reason", () => {
+  const cases: Array<[string, unknown, string | RegExp]> = [
+    ["bad device name", withChange((s) => (s.persistence.volumes[0].device = "/dev/foo!")), 'persistence.volumes[0].device: "/dev/foo!" is not a valid device name'],
+    ["pool without addresses", withChange((s) => (s.persistence.network = { privateIp: "pool" })), "persistence.network.ipPool: must list at least one address when privateIp is pool"],
+    ["missing launch", { name: "x" }, "launch: is required"],
+    ["bad name", { ...minimal, name: "Orders_DB" }, /^name: "Orders_DB" must be 1-63 lowercase/],
+    ["negative size", withChange((s) => (s.persistence.volumes[0].sizeGiB = -5)), "persistence.volumes[0].sizeGiB: must be positive"],
+    ["fractional size", withChange((s) => (s.persistence.volumes[0].sizeGiB = 1.5)), "persistence.volumes[0].sizeGiB: must be a whole number of GiB"],
+    ["size over the type's range", withChange((s) => (s.persistence.volumes[0] = { ...s.persistence.volumes[0], type: "st1", sizeGiB: 10 })), "persistence.volumes[0].sizeGiB: 10 is outside 125..16384 GiB for st1"],
+    ["duplicate device (sd/xvd alias)", withChange((s) => s.persistence.volumes.push({ device: "/dev/xvdf", sizeGiB: 1, mountPoint: "/b" })), 'persistence.volumes[1].device: "/dev/xvdf" is already used by persistence.volumes[0]'],
+    ["duplicate mount point", withChange((s) => s.persistence.volumes.push({ device: "/dev/sdg", sizeGiB: 1, mountPoint: "/var/lib/postgresql" })), 'persistence.volumes[1].mountPoint: "/var/lib/postgresql" is already used by persistence.volumes[0]'],
+    ["root device as data volume", withChange((s) => (s.persistence.volumes[0].device = "/dev/sda1")), /persistence\.volumes\[0\]\.device: "\/dev\/sda1" is the root device/],
+    ["relative mount point", withChange((s) => (s.persistence.volumes[0].mountPoint = "data")), "persistence.volumes[0].mountPoint: must be an absolute path"],
+    ["mount point /", withChange((s) => (s.persistence.volumes[0].mountPoint = "/")), /persistence\.volumes\[0\]\.mountPoint: cannot be \//],
+    ["unknown dataMethod", withChange((s) => (s.persistence.dataMethod = "copy")), /^persistence\.dataMethod: /],
+    ["unknown field", withChange((s) => (s.persistence.volumes[0].sise = 3)), 'persistence.volumes[0]: unknown field "sise"'],
+    ["empty instance types", withChange((s) => (s.launch.instanceTypes = [])), "launch.instanceTypes: needs at least one instance type"],
+    ["bad subnet id", withChange((s) => (s.launch.subnetIds = ["subnet-a"])), "launch.subnetIds[0]: is not a subnet id (subnet-…)"],
+    ["bad AMI id", withChange((s) => (s.launch.imageId = "ubuntu")), "launch.imageId: is not an AMI id (ami-…)"],
+    ["bad pool address", withChange((s) => (s.persistence.network = { privateIp: "pool", ipPool: ["10.0.1.300"] })), "persistence.network.ipPool[0]: is not an IPv4 address"],
+    ["iops on gp2", withChange((s) => (s.persistence.volumes[0] = { ...s.persistence.volumes[0], type: "gp2", iops: 3000 })), "persistence.volumes[0].iops: is only valid for gp3, io1 and io2 volumes (this one is gp2)"],
+    ["reserved tag prefix", withChange((s) => (s.launch.tags = { "aws:x": "1" })), "launch.tags.aws:x: the aws: prefix is reserved by AWS"],
+    ["snapshot interval too short", withChange((s) => (s.snapshots.intervalMinutes = 2)), "snapshots.intervalMinutes: must be 0 (off) or at least 5"],
+    ["wrong type for root", withChange((s) => (s.persistence.root = "yes")), /^persistence\.root: expected boolean/],
+    ["not a mapping", "- a\n- b\n", "spec: must be a mapping with name, launch and persistence"],
+    ["invalid YAML", "name: [unclosed", /^spec: is not valid JSON or YAML/],
+  ];
+  for (const [what, input, expected] of cases) {
+    it(`rejects ${what}`, () => {
+      const msg = errorOf(input);
+      if (typeof expected === "string") expect(msg).toContain(expected);
+      else expect(msg).toMatch(expected);
+    });
+  }
+});

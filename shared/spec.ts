@@ -1,0 +1,171 @@
+/**
+ * The stateful instance spec (design.md §3): what a user writes, in JSON or YAML.
+ * `parseSpec` fills defaults and enforces cross-field rules; every error names the path.
+ */
+import { z } from "zod";
+import YAML from "yaml";
+import { ValidationError } from "./errors.js";
+import { zodToValidationError } from "./zod-errors.js";
+
+const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+/** Linux device names EC2 accepts for EBS: /dev/sd[a-z], /dev/sd[a-z][1-15], /dev/xvd[a-z], /dev/xvd[a-z][a-z]. */
+export const DEVICE_NAME_RE = /^\/dev\/(sd[a-z]([1-9]|1[0-5])?|xvd[a-z]{1,2}([1-9]|1[0-5])?)$/;
+const REGION_RE = /^[a-z]{2}(-gov)?-[a-z]+-\d$/;
+const FS_TYPES = ["ext4", "xfs", "ext3", "btrfs"] as const;
+const VOLUME_TYPES = ["gp2", "gp3", "io1", "io2", "st1", "sc1", "standard"] as const;
+
+/** Size limits per volume type, GiB (EBS documented ranges). */
+const SIZE_LIMITS: Record<(typeof VOLUME_TYPES)[number], [number, number]> = {
+  gp2: [1, 16384],
+  gp3: [1, 16384],
+  io1: [4, 16384],
+  io2: [4, 65536],
+  st1: [125, 16384],
+  sc1: [125, 16384],
+  standard: [1, 1024],
+};
+
+const ipv4 = z.ipv4({ message: "is not an IPv4 address" });
+
+const Volume = z
+  .object({
+    device: z.string().refine((d) => DEVICE_NAME_RE.test(d), { error: (iss) => `${JSON.stringify(iss.input)} is not a valid device name (use /dev/sdf…/dev/sdp or /dev/xvdf…)` }),
+    sizeGiB: z.number().int({ message: "must be a whole number of GiB" }).positive({ message: "must be positive" }),
+    type: z.enum(VOLUME_TYPES).default("gp3"),
+    iops: z.number().int().positive().optional(),
+    throughput: z.number().int().positive().optional(),
+    mountPoint: z.string().startsWith("/", { message: "must be an absolute path" }).refine((p) => p !== "/", { message: "cannot be / (the root volume is persisted with persistence.root)" }),
+    fsType: z.enum(FS_TYPES).default("ext4"),
+    /** Import an existing volume instead of creating one. */
+    volumeId: z.string().regex(/^vol-[0-9a-f]{8,17}$/, { message: "is not a volume id (vol-…)" }).optional(),
+  })
+  .strict();
+
+const Market = z
+  .object({
+    type: z.enum(["spot", "on-demand"]).default("spot"),
+    fallbackToOnDemand: z.boolean().default(true),
+    revertToSpot: z.boolean().default(true),
+    maxPrice: z.string().regex(/^\d+(\.\d+)?$/, { message: "must be a decimal price such as \"0.05\"" }).optional(),
+  })
+  .strict();
+
+const Launch = z
+  .object({
+    imageId: z.string().regex(/^ami-[0-9a-f]{8,17}$/, { message: "is not an AMI id (ami-…)" }),
+    instanceTypes: z.array(z.string().regex(/^[a-z][a-z0-9-]*\.[a-z0-9]+$/, { message: "is not an instance type (such as m6i.large)" })).min(1, { message: "needs at least one instance type" }),
+    subnetIds: z.array(z.string().regex(/^subnet-[0-9a-f]{8,17}$/, { message: "is not a subnet id (subnet-…)" })).min(1, { message: "needs at least one subnet" }),
+    securityGroupIds: z.array(z.string().regex(/^sg-[0-9a-f]{8,17}$/, { message: "is not a security group id (sg-…)" })).default([]),
+    iamInstanceProfile: z.string().min(1).optional(),
+    userData: z.string().max(12_000, { message: "is longer than 12000 characters (EC2 allows 16 KB after spotkeep's bootstrap)" }).default(""),
+    tags: z.record(z.string().min(1).max(128), z.string().max(256)).default({}),
+    market: Market.default({ type: "spot", fallbackToOnDemand: true, revertToSpot: true }),
+  })
+  .strict();
+
+const Network = z
+  .object({
+    privateIp: z.enum(["same-eni", "pool", "none"]).default("same-eni"),
+    ipPool: z.array(ipv4).default([]),
+    attach: z.enum(["primary", "secondary"]).default("primary"),
+  })
+  .strict();
+
+const Persistence = z
+  .object({
+    root: z.boolean().default(false),
+    volumes: z.array(Volume).max(26).default([]),
+    dataMethod: z.enum(["reattach", "snapshot"]).default("reattach"),
+    network: Network.default({ privateIp: "same-eni", ipPool: [], attach: "primary" }),
+  })
+  .strict();
+
+const Snapshots = z
+  .object({
+    intervalMinutes: z.number().int().min(0).max(10_080).default(0),
+    keep: z.number().int().min(1).max(100).default(3),
+    consistency: z.enum(["crash", "freeze", "hooks"]).default("freeze"),
+  })
+  .strict();
+
+const HooksSpec = z
+  .object({
+    preStop: z.string().max(4096).optional(),
+    postRestore: z.string().max(4096).optional(),
+    timeoutSeconds: z.number().int().positive().max(3600).default(60),
+  })
+  .strict();
+
+export const StatefulInstanceSpec = z
+  .object({
+    name: z.string().refine((n) => NAME_RE.test(n), { error: (iss) => `${JSON.stringify(iss.input)} must be 1-63 lowercase letters, digits or dashes, starting and ending with a letter or digit` }),
+    region: z.string().regex(REGION_RE, { message: "is not an AWS region (such as us-east-1)" }).default("us-east-1"),
+    launch: Launch,
+    persistence: Persistence.default({ root: false, volumes: [], dataMethod: "reattach", network: { privateIp: "same-eni", ipPool: [], attach: "primary" } }),
+    snapshots: Snapshots.default({ intervalMinutes: 0, keep: 3, consistency: "freeze" }),
+    hooks: HooksSpec.default({ timeoutSeconds: 60 }),
+    onRebalance: z.enum(["ignore", "snapshot", "recycle"]).default("snapshot"),
+  })
+  .strict()
+  .superRefine((spec, ctx) => {
+    const add = (path: PropertyKey[], message: string) => ctx.addIssue({ code: "custom", path, message });
+    const net = spec.persistence.network;
+    if (net.privateIp === "pool" && net.ipPool.length === 0) add(["persistence", "network", "ipPool"], "must list at least one address when privateIp is pool");
+    if (net.privateIp !== "pool" && net.ipPool.length > 0) add(["persistence", "network", "ipPool"], `is only used when privateIp is pool (it is ${net.privateIp})`);
+    if (net.attach === "secondary" && net.privateIp !== "same-eni") add(["persistence", "network", "attach"], "secondary attachment needs privateIp: same-eni");
+    const devices = new Map<string, number>();
+    const mounts = new Map<string, number>();
+    spec.persistence.volumes.forEach((v, i) => {
+      const canon = canonicalDevice(v.device);
+      const prevDev = devices.get(canon);
+      if (prevDev !== undefined) add(["persistence", "volumes", i, "device"], `${JSON.stringify(v.device)} is already used by persistence.volumes[${prevDev}]`);
+      devices.set(canon, i);
+      const prevMount = mounts.get(v.mountPoint);
+      if (prevMount !== undefined) add(["persistence", "volumes", i, "mountPoint"], `${JSON.stringify(v.mountPoint)} is already used by persistence.volumes[${prevMount}]`);
+      mounts.set(v.mountPoint, i);
+      if (/^\/dev\/(sda|xvda)/.test(v.device)) add(["persistence", "volumes", i, "device"], `${JSON.stringify(v.device)} is the root device; data volumes use /dev/sdf…/dev/sdp`);
+      const [min, max] = SIZE_LIMITS[v.type];
+      if (v.sizeGiB < min || v.sizeGiB > max) add(["persistence", "volumes", i, "sizeGiB"], `${v.sizeGiB} is outside ${min}..${max} GiB for ${v.type}`);
+      if (v.iops !== undefined && !["gp3", "io1", "io2"].includes(v.type)) add(["persistence", "volumes", i, "iops"], `is only valid for gp3, io1 and io2 volumes (this one is ${v.type})`);
+      if (v.throughput !== undefined && v.type !== "gp3") add(["persistence", "volumes", i, "throughput"], `is only valid for gp3 volumes (this one is ${v.type})`);
+    });
+    const market = spec.launch.market;
+    if (market.type === "on-demand" && market.maxPrice !== undefined) add(["launch", "market", "maxPrice"], "is only used with type: spot");
+    if (spec.snapshots.intervalMinutes > 0 && spec.snapshots.intervalMinutes < 5) add(["snapshots", "intervalMinutes"], "must be 0 (off) or at least 5");
+    for (const key of Object.keys(spec.launch.tags)) {
+      if (key.startsWith("aws:")) add(["launch", "tags", key], "the aws: prefix is reserved by AWS");
+      if (key.startsWith("spotkeep:")) add(["launch", "tags", key], "the spotkeep: prefix is reserved for spotkeep's own tags");
+    }
+  });
+
+export type StatefulInstanceSpec = z.infer<typeof StatefulInstanceSpec>;
+export type SpecInput = z.input<typeof StatefulInstanceSpec>;
+export type VolumeSpec = StatefulInstanceSpec["persistence"]["volumes"][number];
+
+/** /dev/xvdf and /dev/sdf name the same slot. */
+export function canonicalDevice(device: string): string {
+  return device.replace(/^\/dev\/xvd/, "/dev/sd");
+}
+
+/**
+ * Parse a spec from JSON or YAML text (or an already-parsed object). Throws ValidationError whose
+ * message names every bad path: `persistence.volumes[0].device: "/dev/foo!" is not a valid device name …`.
+ */
+export function parseSpec(input: string | unknown, source = "spec"): StatefulInstanceSpec {
+  let data: unknown = input;
+  if (typeof input === "string") {
+    try {
+      const doc = YAML.parseDocument(input, { prettyErrors: true, uniqueKeys: true });
+      if (doc.errors.length > 0) throw doc.errors[0];
+      data = doc.toJS();
+    } catch (err) {
+      throw new ValidationError([{ path: source, reason: `is not valid JSON or YAML: ${(err as Error).message.split("\n")[0]}` }], { cause: err });
+    }
+  }
+  if (typeof data !== "object" || data === null || Array.isArray(data)) {
+    throw new ValidationError([{ path: source, reason: "must be a mapping with name, launch and persistence" }]);
+  }
+  const parsed = StatefulInstanceSpec.safeParse(data);
+  if (!parsed.success) throw zodToValidationError(parsed.error);
+  return parsed.data;
+}
