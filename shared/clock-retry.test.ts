@@ -32,7 +32,7 @@ describe("FakeClock", () => {
 
   it("scaled clock runs model time faster", () => {
     const base = new FakeClock(0);
-    const fast = scaledClock(10, base);
+    const fast = scaledClock(0.1, base);
     let fired = false;
     fast.setTimer(1000, () => (fired = true));
     expect(base.pending).toBe(1);

@@ -30,16 +30,16 @@ export const realClock: Clock = {
 };
 
 /**
- * A clock that runs `scale` times faster than real time (localcloud's --time-scale). Durations
- * given to it are model time; it waits `ms / scale` real milliseconds.
+ * A clock for localcloud's `--time-scale`: real time = model time × timeScale (0.1 runs ten times
+ * faster). Durations given to it are model time; `now()` is model time counted from creation.
  */
-export function scaledClock(scale: number, base: Clock = realClock): Clock {
-  if (!(scale > 0)) throw new RangeError(`time scale must be positive, got ${scale}`);
+export function scaledClock(timeScale: number, base: Clock = realClock): Clock {
+  if (!(timeScale > 0)) throw new RangeError(`time scale must be positive, got ${timeScale}`);
   const origin = base.now();
   return {
-    now: () => origin + (base.now() - origin) * scale,
-    sleep: (ms, signal) => base.sleep(ms / scale, signal),
-    setTimer: (ms, fn) => base.setTimer(ms / scale, fn),
+    now: () => origin + (base.now() - origin) / timeScale,
+    sleep: (ms, signal) => base.sleep(ms * timeScale, signal),
+    setTimer: (ms, fn) => base.setTimer(ms * timeScale, fn),
   };
 }
 

@@ -1,0 +1,44 @@
+/**
+ * What the HTTP API (coordinator/api/) needs from the rest of the coordinator. The service
+ * (coordinator/service.ts) implements it over the store and the workflow engine; API tests
+ * implement it over a fake.
+ */
+import type { IncomingMessage } from "node:http";
+import type { Duplex } from "node:stream";
+import type { EventsResponse, InstanceDetail, InstanceSummary, Workflow } from "../../shared/api.js";
+import type { StatefulInstanceSpec } from "../../shared/spec.js";
+
+/** A domain error the API maps to an HTTP status: not-found 404, conflict 409, invalid 400. */
+export class ApiFault extends Error {
+  override name = "ApiFault";
+  constructor(readonly kind: "not-found" | "conflict" | "invalid", message: string) {
+    super(message);
+  }
+}
+
+export interface CoordinatorViews {
+  listInstances(): InstanceSummary[];
+  /** null when unknown. */
+  getInstance(name: string): InstanceDetail | null;
+  getEvents(name: string): EventsResponse | null;
+  getWorkflow(id: string): Workflow | null;
+  /** Start the create runbook; ApiFault("conflict") when the name exists. Must change nothing on error. */
+  createInstance(spec: StatefulInstanceSpec): Promise<{ workflowId: string }>;
+  /** pause | resume | recycle | snapshot; ApiFault for unknown names or conflicting operations. */
+  runOperation?(name: string, op: "pause" | "resume" | "recycle" | "snapshot"): Promise<{ workflowId: string }>;
+  deleteInstance?(name: string): Promise<{ workflowId: string }>;
+}
+
+export interface ApiServerDeps {
+  views: CoordinatorViews;
+  /** Bearer token required on /api/v1/*. */
+  adminToken: string;
+  /** Serves GET /agent/v1/agent.js. */
+  agentBundlePath: string;
+  /** Handles the WebSocket upgrade at /agent/v1/ws (the agent hub). */
+  onAgentUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
+  /** Prometheus text for GET /metrics. */
+  metricsText(): Promise<string>;
+  /** For /healthz. */
+  health(): { ok: boolean; detail?: Record<string, unknown> };
+}

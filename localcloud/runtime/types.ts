@@ -1,0 +1,56 @@
+/**
+ * How a localcloud instance runs. The EC2 model (localcloud/ec2) owns state and timing; a Runtime
+ * only makes the model's decisions real on this machine. Two implementations:
+ *  - `process` (no root): an instance is a folder and a bash process group; volumes are folders
+ *    exposed as links under the instance's device folder.
+ *  - `linux` (root): an instance is a network + mount namespace with its private IP on a project
+ *    bridge; volumes are sparse files on loop devices.
+ *
+ * Contract for implementations (the same contract suite runs against both):
+ *  - every method is idempotent: calling it twice for the same ids has the effect of once;
+ *  - methods never throw for "already gone" (delete of a missing volume is a no-op);
+ *  - `cleanup()` removes everything the runtime ever created, including leftovers a crashed
+ *    earlier run left in the same state dir (it is called at start and at stop).
+ */
+export interface RuntimeInstance {
+  instanceId: string;
+  /** The instance's folder under the state dir (created by the runtime). */
+  dir: string;
+  /** Decoded user-data (may be empty: then nothing runs). */
+  userData: Buffer;
+  privateIp: string;
+  /** Subnet CIDR and gateway, for runtimes that give the instance a real address. */
+  subnetCidr: string;
+  /** Origin of this instance's IMDS (http://host:port, no path); set as AWS_EC2_METADATA_SERVICE_ENDPOINT. */
+  imdsEndpoint: string;
+  /** Extra environment for user-data (e.g. SPOTKEEP_TIME_SCALE). */
+  env: Record<string, string>;
+}
+
+export interface RuntimeVolume {
+  volumeId: string;
+  sizeGiB: number;
+}
+
+export interface Runtime {
+  readonly kind: "process" | "linux";
+  /** Remove leftovers from earlier runs; prepare shared resources (bridge, folders). */
+  init(): Promise<void>;
+  /** Create the backing store of a new, blank volume (or one restored from a snapshot). */
+  createVolume(vol: RuntimeVolume, fromSnapshotId?: string): Promise<void>;
+  deleteVolume(volumeId: string): Promise<void>;
+  /** Copy a volume's content, point in time, into snapshot storage. */
+  createSnapshot(snapshotId: string, volumeId: string): Promise<void>;
+  deleteSnapshot(snapshotId: string): Promise<void>;
+  /** Expose a volume to an instance as `nvme-Amazon_Elastic_Block_Store_vol<id without dash>` and under `deviceName`. */
+  attachVolume(instanceId: string, volumeId: string, deviceName: string): Promise<void>;
+  detachVolume(instanceId: string, volumeId: string, deviceName: string): Promise<void>;
+  /** The instance booted: give it its network and run its user-data (as root inside it for linux). */
+  boot(inst: RuntimeInstance, rootVolumeId: string): Promise<void>;
+  /** SIGTERM the instance's process group, then SIGKILL after `graceMs`; tear down its network. */
+  shutdown(instanceId: string, graceMs: number): Promise<void>;
+  /** Where the instance's stdout/stderr go. */
+  logPath(instanceId: string): string;
+  /** Remove everything this runtime created. */
+  cleanup(): Promise<void>;
+}

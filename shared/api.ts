@@ -1,0 +1,106 @@
+/**
+ * Shapes of the coordinator's HTTP API (design.md §6). The server builds these, the CLI parses
+ * them; both sides import from here so they cannot drift.
+ */
+import { z } from "zod";
+
+export const InstanceState = z.enum(["creating", "running", "replacing", "paused", "failed", "deleting", "deleted"]);
+export type InstanceState = z.infer<typeof InstanceState>;
+
+export const InstanceSummary = z.object({
+  name: z.string(),
+  state: InstanceState,
+  /** Why it is in this state (set for failed, replacing). */
+  stateReason: z.string().nullable(),
+  generation: z.number().int().nonnegative(),
+  instanceId: z.string().nullable(),
+  instanceType: z.string().nullable(),
+  availabilityZone: z.string().nullable(),
+  lifecycle: z.enum(["spot", "on-demand"]).nullable(),
+  privateIp: z.string().nullable(),
+  lastDowntimeSeconds: z.number().nullable(),
+});
+export type InstanceSummary = z.infer<typeof InstanceSummary>;
+
+export const PersistedVolume = z.object({
+  device: z.string(),
+  mountPoint: z.string(),
+  volumeId: z.string().nullable(),
+  latestSnapshotId: z.string().nullable(),
+  availabilityZone: z.string().nullable(),
+});
+
+export const Generation = z.object({
+  generation: z.number().int().positive(),
+  instanceId: z.string().nullable(),
+  instanceType: z.string().nullable(),
+  availabilityZone: z.string().nullable(),
+  lifecycle: z.enum(["spot", "on-demand"]).nullable(),
+  launchedAt: z.string().nullable(),
+  endedAt: z.string().nullable(),
+  endReason: z.string().nullable(),
+});
+
+export const InstanceDetail = InstanceSummary.extend({
+  spec: z.unknown(),
+  resources: z.object({
+    volumes: z.array(PersistedVolume),
+    root: z.object({ imageId: z.string().nullable(), snapshotId: z.string().nullable() }),
+    network: z.object({ eniId: z.string().nullable(), privateIp: z.string().nullable() }),
+  }),
+  generations: z.array(Generation),
+});
+export type InstanceDetail = z.infer<typeof InstanceDetail>;
+
+export const WorkflowStep = z.object({
+  seq: z.number().int().nonnegative(),
+  name: z.string(),
+  status: z.enum(["pending", "running", "done", "failed"]),
+  attempts: z.number().int().nonnegative(),
+  startedAt: z.string().nullable(),
+  endedAt: z.string().nullable(),
+  durationMs: z.number().nullable(),
+  error: z.string().nullable(),
+});
+export type WorkflowStep = z.infer<typeof WorkflowStep>;
+
+export const Workflow = z.object({
+  id: z.string(),
+  kind: z.string(),
+  instance: z.string(),
+  status: z.enum(["running", "succeeded", "failed", "cancelled"]),
+  startedAt: z.string(),
+  finishedAt: z.string().nullable(),
+  error: z.string().nullable(),
+  steps: z.array(WorkflowStep),
+});
+export type Workflow = z.infer<typeof Workflow>;
+
+/** One replacement (or create) as a timeline. Times are ISO strings; durations in seconds. */
+export const Timeline = z.object({
+  workflowId: z.string(),
+  kind: z.string(),
+  trigger: z.string().nullable(),
+  startedAt: z.string(),
+  finishedAt: z.string().nullable(),
+  outcome: z.enum(["running", "succeeded", "failed", "cancelled"]),
+  /** design.md §1: quiesce start on the old instance -> workload serving on the new one. */
+  downtimeSeconds: z.number().nullable(),
+  /** design.md §1: notice -> replacement reported ready. */
+  recoverySeconds: z.number().nullable(),
+  steps: z.array(WorkflowStep),
+  /** Names of the steps on the critical path, in order. */
+  criticalPath: z.array(z.string()),
+});
+export type Timeline = z.infer<typeof Timeline>;
+
+export const EventsResponse = z.object({
+  name: z.string(),
+  timelines: z.array(Timeline),
+  events: z.array(z.object({ at: z.string(), kind: z.string(), message: z.string(), workflowId: z.string().nullable() })),
+});
+export type EventsResponse = z.infer<typeof EventsResponse>;
+
+export const CreateResponse = z.object({ name: z.string(), workflowId: z.string() });
+export const ApiError = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
+export type ApiError = z.infer<typeof ApiError>;
