@@ -1,0 +1,241 @@
+/**
+ * The coordinator's HTTP surface (design.md §6): admin API under /api/v1 (bearer token), /metrics,
+ * /healthz, the agent bundle download and the agent WebSocket upgrade. Plain node:http: the
+ * route table is small and fixed, and the agent upgrade needs the raw server anyway.
+ *
+ * Every rejected request (bad token, bad body, unknown name, conflict) is answered before
+ * anything is handed to the service, so it changes nothing.
+ */
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createReadStream, statSync } from "node:fs";
+import type { AddressInfo } from "node:net";
+import { parseSpec } from "../../shared/spec.js";
+import { ValidationError } from "../../shared/errors.js";
+import { ApiFault, type ApiServerDeps } from "./types.js";
+import { tokenMatches } from "./token.js";
+
+export const MAX_BODY_BYTES = 1024 * 1024;
+const OPERATIONS = ["pause", "resume", "recycle", "snapshot"] as const;
+type Operation = (typeof OPERATIONS)[number];
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export interface ApiServer {
+  server: Server;
+  /** Listen and resolve the base URL (http://host:port). */
+  listen(port: number, host?: string): Promise<string>;
+  close(): Promise<void>;
+}
+
+export function createApiServer(deps: ApiServerDeps): ApiServer {
+  const server = createServer((req, res) => {
+    handle(deps, req, res).catch((err) => sendError(res, err));
+  });
+  server.on("upgrade", (req, socket, head) => {
+    const path = (req.url ?? "").split("?")[0];
+    if (path === "/agent/v1/ws") return deps.onAgentUpgrade(req, socket, head);
+    socket.end("HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+  });
+  // Slow or stuck clients must not hold sockets forever.
+  server.headersTimeout = 15_000;
+  server.requestTimeout = 30_000;
+  return {
+    server,
+    listen(port, host = "127.0.0.1") {
+      return new Promise((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(port, host, () => {
+          server.off("error", reject);
+          const addr = server.address() as AddressInfo;
+          const h = addr.family === "IPv6" ? `[${addr.address}]` : addr.address;
+          resolve(`http://${h}:${addr.port}`);
+        });
+      });
+    },
+    close() {
+      return new Promise((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections?.();
+      });
+    },
+  };
+}
+
+async function handle(deps: ApiServerDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const url = new URL(req.url ?? "/", "http://localhost");
+  const path = url.pathname.replace(/\/+$/, "") || "/";
+  const method = req.method ?? "GET";
+
+  if (path === "/healthz") {
+    only(method, ["GET", "HEAD"]);
+    const h = deps.health();
+    return sendJson(res, h.ok ? 200 : 503, { ok: h.ok, ...(h.detail ?? {}) });
+  }
+  if (path === "/metrics") {
+    only(method, ["GET"]);
+    const text = await deps.metricsText();
+    res.writeHead(200, { "content-type": "text/plain; version=0.0.4; charset=utf-8" });
+    res.end(text);
+    return;
+  }
+  if (path === "/agent/v1/agent.js") {
+    only(method, ["GET", "HEAD"]);
+    let size: number;
+    try {
+      size = statSync(deps.agentBundlePath).size;
+    } catch {
+      throw new HttpError(404, "not-found", "the agent bundle is not built (run npm run build)");
+    }
+    res.writeHead(200, { "content-type": "application/javascript; charset=utf-8", "content-length": size });
+    if (method === "HEAD") return void res.end();
+    createReadStream(deps.agentBundlePath).pipe(res);
+    return;
+  }
+  if (path === "/agent/v1/ws") throw new HttpError(426, "upgrade-required", "the agent endpoint speaks WebSocket");
+  if (!path.startsWith("/api/v1/") && path !== "/api/v1") throw new HttpError(404, "not-found", `no route for ${method} ${path}`);
+
+  // Everything under /api/v1 needs the admin token.
+  const auth = req.headers.authorization;
+  const presented = auth?.startsWith("Bearer ") ? auth.slice(7).trim() : undefined;
+  if (!tokenMatches(presented, deps.adminToken)) {
+    res.setHeader("www-authenticate", 'Bearer realm="spotkeep"');
+    throw new HttpError(401, "unauthorized", presented ? "the bearer token is not valid" : "missing bearer token (Authorization: Bearer <token>)");
+  }
+
+  const parts = path.split("/").slice(3).map(decodeSegment); // after "", "api", "v1"
+  const { views } = deps;
+
+  if (parts[0] === "instances") {
+    if (parts.length === 1) {
+      if (method === "GET") return sendJson(res, 200, { instances: views.listInstances() });
+      if (method === "POST") {
+        const body = await readBody(req);
+        const spec = parseSpecBody(body, req.headers["content-type"]);
+        const { workflowId } = await views.createInstance(spec);
+        return sendJson(res, 201, { name: spec.name, workflowId });
+      }
+      throw methodNotAllowed(method, ["GET", "POST"]);
+    }
+    const name = parts[1]!;
+    if (parts.length === 2) {
+      if (method === "GET") {
+        const detail = views.getInstance(name);
+        if (!detail) throw notFoundInstance(name);
+        return sendJson(res, 200, detail);
+      }
+      if (method === "DELETE") {
+        if (!views.deleteInstance) throw new HttpError(501, "not-implemented", "deallocate is not available in this version");
+        if (!views.getInstance(name)) throw notFoundInstance(name);
+        const { workflowId } = await views.deleteInstance(name);
+        return sendJson(res, 202, { name, workflowId });
+      }
+      throw methodNotAllowed(method, ["GET", "DELETE"]);
+    }
+    if (parts.length === 3 && parts[2] === "events") {
+      only(method, ["GET"]);
+      const events = views.getEvents(name);
+      if (!events) throw notFoundInstance(name);
+      return sendJson(res, 200, events);
+    }
+    if (parts.length === 3 && (OPERATIONS as readonly string[]).includes(parts[2]!)) {
+      only(method, ["POST"]);
+      if (!views.getInstance(name)) throw notFoundInstance(name);
+      if (!views.runOperation) throw new HttpError(501, "not-implemented", `${parts[2]} is not available in this version`);
+      const { workflowId } = await views.runOperation(name, parts[2] as Operation);
+      return sendJson(res, 202, { name, workflowId });
+    }
+  }
+  if (parts[0] === "workflows" && parts.length === 2) {
+    only(method, ["GET"]);
+    const wf = views.getWorkflow(parts[1]!);
+    if (!wf) throw new HttpError(404, "not-found", `no workflow ${JSON.stringify(parts[1])}`);
+    return sendJson(res, 200, wf);
+  }
+  if (parts[0] === "import" && parts.length === 1) {
+    only(method, ["POST"]);
+    throw new HttpError(501, "not-implemented", "import is not available in this version");
+  }
+  throw new HttpError(404, "not-found", `no route for ${method} ${path}`);
+}
+
+function decodeSegment(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    throw new HttpError(400, "bad-request", `bad URL encoding in ${JSON.stringify(s)}`);
+  }
+}
+
+function parseSpecBody(body: string, contentType: string | undefined): ReturnType<typeof parseSpec> {
+  const type = (contentType ?? "").split(";")[0]!.trim().toLowerCase();
+  const allowed = ["application/json", "application/yaml", "application/x-yaml", "text/yaml", "text/plain", ""];
+  if (!allowed.includes(type)) throw new HttpError(415, "unsupported-media-type", `send the spec as application/json or application/yaml, not ${type}`);
+  if (!body.trim()) throw new HttpError(400, "bad-request", "the request body is empty; send a stateful instance spec");
+  try {
+    return parseSpec(body, "body");
+  } catch (err) {
+    if (err instanceof ValidationError) throw new HttpError(400, "invalid-spec", err.message);
+    throw err;
+  }
+}
+
+function readBody(req: IncomingMessage): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const declared = Number(req.headers["content-length"] ?? 0);
+    if (declared > MAX_BODY_BYTES) {
+      req.resume();
+      return reject(new HttpError(413, "payload-too-large", `the body is ${declared} bytes; the limit is ${MAX_BODY_BYTES}`));
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on("data", (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_BODY_BYTES) {
+        req.removeAllListeners("data");
+        req.resume();
+        reject(new HttpError(413, "payload-too-large", `the body exceeds the ${MAX_BODY_BYTES}-byte limit`));
+        return;
+      }
+      chunks.push(c);
+    });
+    req.on("end", () => resolve(Buffer.concat(chunks).toString("utf8")));
+    req.on("error", reject);
+  });
+}
+
+function only(method: string, allowed: string[]): void {
+  if (!allowed.includes(method)) throw methodNotAllowed(method, allowed);
+}
+
+function methodNotAllowed(method: string, allowed: string[]): HttpError {
+  return new HttpError(405, "method-not-allowed", `${method} is not allowed here (allowed: ${allowed.join(", ")})`);
+}
+
+function notFoundInstance(name: string): HttpError {
+  return new HttpError(404, "not-found", `no stateful instance named ${JSON.stringify(name)}`);
+}
+
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { "content-type": "application/json; charset=utf-8", "content-length": Buffer.byteLength(text) });
+  res.end(text);
+}
+
+function sendError(res: ServerResponse, err: unknown): void {
+  if (res.headersSent) return void res.destroy();
+  if (err instanceof HttpError) return sendJson(res, err.status, { error: { code: err.code, message: err.message } });
+  if (err instanceof ApiFault) {
+    const status = err.kind === "not-found" ? 404 : err.kind === "conflict" ? 409 : 400;
+    return sendJson(res, status, { error: { code: err.kind, message: err.message } });
+  }
+  if (err instanceof ValidationError) return sendJson(res, 400, { error: { code: "invalid", message: err.message } });
+  sendJson(res, 500, { error: { code: "internal", message: (err as Error)?.message ?? String(err) } });
+}

@@ -1,0 +1,149 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createApiServer, MAX_BODY_BYTES, type ApiServer } from "../../coordinator/api/server.js";
+import { loadOrCreateAdminToken } from "../../coordinator/api/token.js";
+import { Metrics } from "../../coordinator/metrics.js";
+import { EventsResponse, InstanceDetail, InstanceSummary, Workflow } from "../../shared/api.js";
+import { FakeViews } from "./fake-views.js";
+
+const spec = {
+  name: "web-db",
+  launch: { imageId: "ami-0abc0123456789def", instanceTypes: ["m6i.large"], subnetIds: ["subnet-0a0000000000000a1"] },
+  persistence: { volumes: [{ device: "/dev/sdf", sizeGiB: 10, mountPoint: "/data" }] },
+};
+
+let api: ApiServer;
+let base: string;
+let views: FakeViews;
+let dir: string;
+let token: string;
+const metrics = new Metrics({ defaultMetrics: false });
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), "spotkeep-api-"));
+  token = loadOrCreateAdminToken(dir);
+  writeFileSync(join(dir, "agent.js"), "console.log('agent')\n");
+  views = new FakeViews();
+  views.seedRunning();
+  metrics.setInstanceStateSource(() => ({ running: views.listInstances().filter((i) => i.state === "running").length }));
+  api = createApiServer({
+    views, adminToken: token, agentBundlePath: join(dir, "agent.js"),
+    onAgentUpgrade: (_req, socket) => socket.end("HTTP/1.1 101 Switching Protocols\r\n\r\n"),
+    metricsText: () => metrics.text(), health: () => ({ ok: true, detail: { agents: 0 } }),
+  });
+  base = await api.listen(0);
+});
+afterAll(async () => {
+  await api?.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function call(path: string, init: RequestInit & { auth?: string | null } = {}) {
+  const headers = new Headers(init.headers);
+  if (init.auth !== null) headers.set("authorization", `Bearer ${init.auth ?? token}`);
+  return fetch(base + path, { ...init, headers });
+}
+async function expectError(res: Response, status: number, message: RegExp) {
+  expect(res.status).toBe(status);
+  const body = await res.json();
+  expect(body.error.message).toMatch(message);
+  expect(typeof body.error.code).toBe("string");
+}
+
+describe("admin token", () => {
+  it("is generated once into the data dir with mode 0600", () => {
+    expect(token.length).toBeGreaterThanOrEqual(16);
+    expect(statSync(join(dir, "admin-token")).mode & 0o777).toBe(0o600);
+    expect(loadOrCreateAdminToken(dir)).toBe(token);
+  });
+  it("401 without a token and with a wrong one", async () => {
+    await expectError(await call("/api/v1/instances", { auth: null }), 401, /missing bearer token/);
+    const res = await call("/api/v1/instances", { auth: "nope" });
+    expect(res.headers.get("www-authenticate")).toMatch(/Bearer/);
+    await expectError(res, 401, /not valid/);
+  });
+  it("a rejected create with a wrong token changes nothing", async () => {
+    const before = views.listInstances().length;
+    await expectError(await call("/api/v1/instances", { method: "POST", auth: "wrong", body: JSON.stringify(spec) }), 401, /not valid/);
+    expect(views.listInstances()).toHaveLength(before);
+  });
+});
+
+describe("instances", () => {
+  it("lists instances in the shared shape", async () => {
+    const res = await call("/api/v1/instances");
+    expect(res.status).toBe(200);
+    const body = await res.json();
+    expect(body.instances.map((i: unknown) => InstanceSummary.parse(i).name)).toEqual(["orders-db"]);
+  });
+  it("describes one and 404s an unknown one", async () => {
+    const res = await call("/api/v1/instances/orders-db");
+    expect(InstanceDetail.parse(await res.json()).resources.network.privateIp).toBe("172.31.0.10");
+    await expectError(await call("/api/v1/instances/nope"), 404, /no stateful instance named "nope"/);
+  });
+  it("serves the timeline", async () => {
+    const body = EventsResponse.parse(await (await call("/api/v1/instances/orders-db/events")).json());
+    expect(body.timelines[0]!.downtimeSeconds).toBe(41.5);
+    await expectError(await call("/api/v1/instances/nope/events"), 404, /nope/);
+  });
+  it("creates from a JSON spec and from YAML", async () => {
+    const res = await call("/api/v1/instances", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(spec) });
+    expect(res.status).toBe(201);
+    expect(await res.json()).toEqual({ name: "web-db", workflowId: expect.stringMatching(/^wf-/) });
+    const yaml = "name: web-db-2\nlaunch:\n  imageId: ami-0abc0123456789def\n  instanceTypes: [t3.small]\n  subnetIds: [subnet-0a0000000000000a1]\n";
+    expect((await call("/api/v1/instances", { method: "POST", headers: { "content-type": "application/yaml" }, body: yaml })).status).toBe(201);
+  });
+  it("409 on a duplicate name, nothing changes", async () => {
+    const before = views.created.length;
+    await expectError(await call("/api/v1/instances", { method: "POST", body: JSON.stringify(spec) }), 409, /already exists/);
+    expect(views.created).toHaveLength(before);
+  });
+  it("400 with the path for an invalid spec, nothing changes", async () => {
+    const before = views.created.length;
+    const bad = { ...spec, name: "x2", persistence: { volumes: [{ device: "/dev/foo!", sizeGiB: 1, mountPoint: "/d" }] } };
+    await expectError(await call("/api/v1/instances", { method: "POST", body: JSON.stringify(bad) }), 400, /persistence\.volumes\[0\]\.device: "\/dev\/foo!" is not a valid device name/);
+    await expectError(await call("/api/v1/instances", { method: "POST", body: "{nope" }), 400, /not valid JSON or YAML/);
+    await expectError(await call("/api/v1/instances", { method: "POST", body: "" }), 400, /body is empty/);
+    await expectError(await call("/api/v1/instances", { method: "POST", headers: { "content-type": "image/png" }, body: "x" }), 415, /application\/json/);
+    await expectError(await call("/api/v1/instances", { method: "POST", body: "x".repeat(MAX_BODY_BYTES + 10) }), 413, /limit/);
+    expect(views.created).toHaveLength(before);
+  });
+  it("operations: 202, 409 when busy, 404 unknown", async () => {
+    const res = await call("/api/v1/instances/orders-db/snapshot", { method: "POST" });
+    expect(res.status).toBe(202);
+    await expectError(await call("/api/v1/instances/orders-db/pause", { method: "POST" }), 409, /busy/);
+    await expectError(await call("/api/v1/instances/nope/pause", { method: "POST" }), 404, /nope/);
+  });
+  it("405 for a wrong method, 404 for unknown routes", async () => {
+    await expectError(await call("/api/v1/instances", { method: "PUT" }), 405, /PUT is not allowed/);
+    await expectError(await call("/api/v1/frobs"), 404, /no route/);
+  });
+});
+
+describe("workflows", () => {
+  it("returns a workflow or 404", async () => {
+    const wf = Workflow.parse(await (await call("/api/v1/workflows/wf-r1")).json());
+    expect(wf.steps.map((s) => s.name)).toEqual(["quiesce", "terminate-old", "launch"]);
+    await expectError(await call("/api/v1/workflows/wf-zzz"), 404, /no workflow/);
+  });
+});
+
+describe("public endpoints", () => {
+  it("/healthz needs no token", async () => {
+    const res = await fetch(base + "/healthz");
+    expect(res.status).toBe(200);
+    expect(await res.json()).toEqual({ ok: true, agents: 0 });
+  });
+  it("/metrics is Prometheus text", async () => {
+    const res = await fetch(base + "/metrics");
+    expect(res.headers.get("content-type")).toMatch(/text\/plain; version=0\.0\.4/);
+    expect(await res.text()).toMatch(/spotkeep_instances\{state="running"\} 1/);
+  });
+  it("serves the agent bundle", async () => {
+    const res = await fetch(base + "/agent/v1/agent.js");
+    expect(res.status).toBe(200);
+    expect(await res.text()).toContain("agent");
+  });
+});
