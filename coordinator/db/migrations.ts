@@ -1,0 +1,148 @@
+/**
+ * Numbered, forward-only migrations. Never edit a released one: add the next number.
+ * Applied by `migrate()` inside one IMMEDIATE transaction, so two coordinators starting on the
+ * same file at once serialise on SQLite's write lock and the second sees nothing left to do.
+ */
+import type Database from "better-sqlite3";
+
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+export const MIGRATIONS: readonly Migration[] = [
+  {
+    version: 1,
+    name: "initial",
+    sql: `
+CREATE TABLE instances (
+  name TEXT PRIMARY KEY,
+  spec TEXT NOT NULL,
+  state TEXT NOT NULL,
+  state_reason TEXT,
+  generation INTEGER NOT NULL DEFAULT 0,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+-- One EC2 instance that served a stateful instance. status: launching | live | ended.
+CREATE TABLE generations (
+  instance TEXT NOT NULL REFERENCES instances(name),
+  generation INTEGER NOT NULL,
+  instance_id TEXT,
+  instance_type TEXT,
+  availability_zone TEXT,
+  lifecycle TEXT,
+  private_ip TEXT,
+  status TEXT NOT NULL,
+  launched_at INTEGER,
+  ready_at INTEGER,
+  ended_at INTEGER,
+  end_reason TEXT,
+  workflow_id TEXT,
+  PRIMARY KEY (instance, generation)
+);
+CREATE UNIQUE INDEX generations_instance_id ON generations(instance_id) WHERE instance_id IS NOT NULL;
+-- Data volumes by logical device: the current EBS volume and the latest snapshot of it.
+CREATE TABLE volumes (
+  instance TEXT NOT NULL REFERENCES instances(name),
+  device TEXT NOT NULL,
+  mount_point TEXT NOT NULL,
+  fs_type TEXT NOT NULL,
+  volume_id TEXT,
+  availability_zone TEXT,
+  latest_snapshot_id TEXT,
+  PRIMARY KEY (instance, device)
+);
+-- Every snapshot/image spotkeep made, for lineage and retention.
+CREATE TABLE artifacts (
+  id TEXT PRIMARY KEY,
+  instance TEXT NOT NULL,
+  kind TEXT NOT NULL,           -- data-snapshot | root-snapshot | image
+  device TEXT,
+  source_id TEXT,               -- volume id (snapshots) or root snapshot id (images)
+  generation INTEGER,
+  created_at INTEGER NOT NULL,
+  deleted_at INTEGER
+);
+CREATE INDEX artifacts_instance ON artifacts(instance, kind, created_at);
+CREATE TABLE network (
+  instance TEXT PRIMARY KEY REFERENCES instances(name),
+  eni_id TEXT,
+  private_ip TEXT,
+  subnet_id TEXT,
+  availability_zone TEXT
+);
+CREATE TABLE root_lineage (
+  instance TEXT PRIMARY KEY REFERENCES instances(name),
+  image_id TEXT,
+  snapshot_id TEXT,
+  root_device_name TEXT,
+  architecture TEXT
+);
+CREATE TABLE workflows (
+  id TEXT PRIMARY KEY,
+  kind TEXT NOT NULL,
+  instance TEXT NOT NULL,
+  status TEXT NOT NULL,          -- running | succeeded | failed | cancelled
+  input TEXT NOT NULL,
+  trigger TEXT,
+  result TEXT,
+  error TEXT,
+  started_at INTEGER NOT NULL,
+  finished_at INTEGER
+);
+CREATE INDEX workflows_instance ON workflows(instance, started_at);
+CREATE INDEX workflows_status ON workflows(status);
+-- Retry state lives here, so a restart resumes the backoff where it was.
+CREATE TABLE steps (
+  workflow_id TEXT NOT NULL REFERENCES workflows(id),
+  seq INTEGER NOT NULL,
+  name TEXT NOT NULL,
+  status TEXT NOT NULL,          -- running | done | failed (pending = waiting for a retry)
+  attempts INTEGER NOT NULL DEFAULT 0,
+  next_attempt_at INTEGER,
+  result TEXT,
+  error TEXT,
+  started_at INTEGER,
+  ended_at INTEGER,
+  PRIMARY KEY (workflow_id, seq)
+);
+CREATE TABLE events (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  at INTEGER NOT NULL,
+  instance TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  message TEXT NOT NULL,
+  workflow_id TEXT
+);
+CREATE INDEX events_instance ON events(instance, id);
+-- What agents reported (quiesced, restored, ready, notice), keyed by EC2 instance id; runbook
+-- waits read these rows, so a restarted coordinator still sees a report made before the crash.
+CREATE TABLE agent_reports (
+  instance_id TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  ref TEXT NOT NULL DEFAULT '',
+  data TEXT NOT NULL,
+  at INTEGER NOT NULL,
+  PRIMARY KEY (instance_id, kind, ref)
+);
+`,
+  },
+];
+
+export function migrate(db: Database.Database, now: () => number = Date.now): number[] {
+  db.exec("CREATE TABLE IF NOT EXISTS migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)");
+  const applied: number[] = [];
+  const run = db.transaction(() => {
+    const done = new Set((db.prepare("SELECT version FROM migrations").all() as { version: number }[]).map((r) => r.version));
+    for (const m of MIGRATIONS) {
+      if (done.has(m.version)) continue;
+      db.exec(m.sql);
+      db.prepare("INSERT INTO migrations (version, name, applied_at) VALUES (?, ?, ?)").run(m.version, m.name, now());
+      applied.push(m.version);
+    }
+  });
+  run.immediate();
+  return applied;
+}

@@ -1,0 +1,195 @@
+import { describe, it, expect, beforeEach, afterEach } from "vitest";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { FakeClock } from "../../shared/clock.js";
+import { Store } from "../db/queries.js";
+import { WorkflowEngine, type Runbook, type StepInfo } from "./engine.js";
+
+let dir: string;
+let clock: FakeClock;
+const stores: Store[] = [];
+const engines: WorkflowEngine[] = [];
+
+function open(runbooks: Record<string, Runbook>, extra: Partial<ConstructorParameters<typeof WorkflowEngine>[0]> = {}) {
+  const store = new Store(join(dir, "db.sqlite"), () => clock.now());
+  stores.push(store);
+  const engine = new WorkflowEngine({ store, clock, runbooks, random: () => 1, ...extra });
+  engines.push(engine);
+  return { store, engine };
+}
+
+/** A step body that never finishes by itself (a coordinator "crash" stops it). */
+const hang = (info: StepInfo) => new Promise<never>((_, reject) => info.signal.addEventListener("abort", () => reject(info.signal.reason), { once: true }));
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), "spotkeep-engine-"));
+  clock = new FakeClock();
+});
+afterEach(async () => {
+  for (const e of engines.splice(0)) await e.stop();
+  for (const s of stores.splice(0)) s.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe("workflow engine", () => {
+  it("records each step's result and returns it on replay without running the step again", async () => {
+    const runs: string[] = [];
+    let crash = true;
+    const book: Runbook = async (ctx) => {
+      const a = await ctx.step("create-volume", async () => (runs.push("a"), { volumeId: "vol-1" }));
+      const b = await ctx.step("create-eni", async () => (runs.push("b"), "eni-1"));
+      const c = await ctx.step("launch", async (info) => {
+        runs.push("c");
+        if (crash) return hang(info);
+        return `${a.volumeId}+${b}`;
+      });
+      return c;
+    };
+    const first = open({ demo: book });
+    const id = first.engine.start("demo", "db", { x: 1 });
+    await clock.advance(0);
+    expect(runs).toEqual(["a", "b", "c"]);
+    await first.engine.stop(); // the "crash": the workflow stays running in the store
+    expect(first.store.getWorkflow(id)!.status).toBe("running");
+    crash = false;
+    const second = open({ demo: book });
+    expect(second.engine.resumeAll()).toEqual([id]);
+    const wf = await second.engine.wait(id);
+    expect(wf.status).toBe("succeeded");
+    expect(JSON.parse(wf.result!)).toBe("vol-1+eni-1");
+    expect(runs).toEqual(["a", "b", "c", "c"]);
+    expect(second.store.listSteps(id).map((s) => [s.seq, s.name, s.status])).toEqual([
+      [1, "create-volume", "done"],
+      [2, "create-eni", "done"],
+      [3, "launch", "done"],
+    ]);
+  });
+
+  it("keeps retry state in the step row and retries with backoff until the step succeeds", async () => {
+    let calls = 0;
+    const { store, engine } = open({
+      flaky: async (ctx) => ctx.step("attach", async () => {
+        calls++;
+        if (calls < 3) throw new Error(`VolumeInUse #${calls}`);
+        return "ok";
+      }, { initialMs: 1000, factor: 2, maxMs: 10_000, attempts: 5, jitter: "none" }),
+    });
+    const id = engine.start("flaky", "db", null);
+    await clock.advance(0);
+    let row = store.getStep(id, 1)!;
+    expect(row).toMatchObject({ status: "pending", attempts: 1, error: "VolumeInUse #1", next_attempt_at: clock.now() + 1000 });
+    await clock.advance(1000);
+    row = store.getStep(id, 1)!;
+    expect(row).toMatchObject({ status: "pending", attempts: 2, error: "VolumeInUse #2", next_attempt_at: clock.now() + 2000 });
+    await clock.advance(2000);
+    expect((await engine.wait(id)).status).toBe("succeeded");
+    expect(store.getStep(id, 1)).toMatchObject({ status: "done", attempts: 3, error: null });
+  });
+
+  it("resumes a backoff after a restart from the stored next attempt time", async () => {
+    let calls = 0;
+    const book: Runbook = async (ctx) => ctx.step("detach", async () => {
+      calls++;
+      if (calls === 1) throw new Error("IncorrectState");
+      return calls;
+    }, { initialMs: 5000, attempts: 3, jitter: "none" });
+    const first = open({ b: book });
+    const id = first.engine.start("b", "db", null);
+    await clock.advance(1000);
+    await first.engine.stop();
+    const second = open({ b: book });
+    second.engine.resumeAll();
+    await clock.advance(3000); // 4 s after the failure: still waiting
+    expect(calls).toBe(1);
+    await clock.advance(1000);
+    expect((await second.engine.wait(id)).status).toBe("succeeded");
+    expect(calls).toBe(2);
+  });
+
+  it("fails the step and the workflow with the cause when attempts run out or the error is not retryable", async () => {
+    const { store, engine } = open({
+      b: async (ctx) => ctx.step("launch", async () => { throw new Error("InvalidAMIID.NotFound"); }, { retryable: () => false }),
+    });
+    const id = engine.start("b", "db", null);
+    const wf = await engine.wait(id);
+    expect(wf.status).toBe("failed");
+    expect(wf.error).toContain("step launch failed after 1 attempt: InvalidAMIID.NotFound");
+    expect(store.getStep(id, 1)).toMatchObject({ status: "failed", attempts: 1 });
+  });
+
+  it("fails a replay whose step sequence differs from the recorded one", async () => {
+    let version = 1;
+    const book: Runbook = async (ctx) => {
+      await ctx.step("quiesce", async () => 1);
+      await ctx.step(version === 1 ? "capture" : "terminate", async (info) => (version === 1 ? hang(info) : 2));
+    };
+    const first = open({ b: book });
+    const id = first.engine.start("b", "db", null);
+    await clock.advance(0);
+    await first.engine.stop();
+    version = 2;
+    const second = open({ b: book });
+    second.engine.resumeAll();
+    const wf = await second.engine.wait(id);
+    expect(wf.status).toBe("failed");
+    expect(wf.error).toMatch(/step 2 is recorded as "capture" but the runbook now asks for "terminate"/);
+  });
+
+  it("runs at most maxConcurrent workflows at once and starts queued ones as others finish", async () => {
+    const release: Array<() => void> = [];
+    let peak = 0;
+    let now = 0;
+    const { engine } = open(
+      {
+        w: async (ctx) => ctx.step("work", async () => {
+          now++;
+          peak = Math.max(peak, now);
+          await new Promise<void>((r) => release.push(r));
+          now--;
+        }),
+      },
+      { maxConcurrent: 2 },
+    );
+    const ids = [1, 2, 3, 4, 5].map((i) => engine.start("w", `db-${i}`, null));
+    await clock.advance(0);
+    expect(engine.running).toBe(2);
+    expect(engine.waiting).toBe(3);
+    while (release.length > 0 || engine.running > 0) {
+      release.shift()?.();
+      await clock.advance(0);
+    }
+    for (const id of ids) expect((await engine.wait(id)).status).toBe("succeeded");
+    expect(peak).toBe(2);
+  });
+
+  it("runs parallel steps concurrently with sequence numbers in array order, and replays them", async () => {
+    const started: string[] = [];
+    let gate!: () => void;
+    const opened = new Promise<void>((r) => (gate = r));
+    const book: Runbook = async (ctx) => {
+      await ctx.step("quiesce", async () => "q");
+      const [img, term] = await ctx.parallel<[string, string]>([
+        ["register-image", async () => { started.push("img"); await opened; return "ami-1"; }],
+        ["wait-terminated", async () => { started.push("term"); gate(); return "terminated"; }],
+      ]);
+      return await ctx.step("launch", async () => `${img}/${term}`);
+    };
+    const { store, engine } = open({ b: book });
+    const id = engine.start("b", "db", null);
+    const wf = await engine.wait(id);
+    expect(wf.status).toBe("succeeded");
+    expect(started.sort()).toEqual(["img", "term"]); // image waited for terminate's gate: both were running together
+    expect(store.listSteps(id).map((s) => `${s.seq}:${s.name}`)).toEqual(["1:quiesce", "2:register-image", "3:wait-terminated", "4:launch"]);
+    expect(JSON.parse(wf.result!)).toBe("ami-1/terminated");
+  });
+
+  it("applies migrations once even when two stores open the same file", () => {
+    const a = new Store(join(dir, "race.sqlite"));
+    const b = new Store(join(dir, "race.sqlite"));
+    stores.push(a, b);
+    const rows = a.db.prepare("SELECT version FROM migrations").all();
+    expect(rows).toEqual([{ version: 1 }]);
+    expect(b.counts().instances).toBe(0);
+  });
+});
