@@ -1,0 +1,265 @@
+/**
+ * The IMDS client: the ONLY code in spotkeep that knows IMDS paths and the IMDSv2 token dance
+ * (reference §D). Built on @aws-sdk/ec2-metadata-service's MetadataService for the HTTP calls, but:
+ *  - ONE cached IMDSv2 token (TTL 6 h), refreshed shortly before it expires and whenever IMDS
+ *    answers 401 (the library would PUT a new token before every GET: wasteful at 1 s polling);
+ *  - 404 means "nothing there" and yields null, never an error (no notice = 404);
+ *  - timeouts, connection errors, 429 and 5xx are retried with backoff on the injected Clock;
+ *    400/403 are not (they will not get better);
+ *  - a token PUT refused with 403/404/405 falls back to IMDSv1 (no token), as the SDK does.
+ * The endpoint comes from the caller (the agent passes AWS_EC2_METADATA_SERVICE_ENDPOINT).
+ */
+import { MetadataService } from "@aws-sdk/ec2-metadata-service";
+import { realClock, type Clock } from "../../shared/clock.js";
+import { retryPolicy, withRetry, type RetryPolicy } from "../../shared/retry.js";
+
+export const TOKEN_HEADER = "x-aws-ec2-metadata-token";
+
+export class ImdsError extends Error {
+  override name = "ImdsError";
+  constructor(
+    message: string,
+    readonly status: number | undefined,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+  /** Worth retrying: no HTTP answer (timeout, refused, reset), throttled, or a server error. */
+  get transient(): boolean {
+    return this.status === undefined || this.status === 429 || this.status >= 500;
+  }
+}
+
+export interface ImdsClientOptions {
+  /** http://host[:port], no path. Default http://169.254.169.254. */
+  endpoint?: string;
+  clock?: Clock;
+  /** Per-request timeout (real ms). Default 1000. */
+  timeoutMs?: number;
+  tokenTtlSeconds?: number;
+  /** Refresh the token this many seconds before it expires. */
+  refreshBeforeSeconds?: number;
+  /** Backoff for transient failures (delays in real ms). */
+  retry?: Partial<RetryPolicy>;
+  onRetry?: (what: string, err: unknown, attempt: number, delayMs: number) => void;
+}
+
+export interface InstanceInfo {
+  instanceId: string;
+  instanceType: string;
+  availabilityZone: string;
+  imageId: string;
+  privateIp: string | null;
+  lifecycle: string | null;
+}
+
+export interface ImdsEni {
+  mac: string;
+  interfaceId: string;
+  deviceNumber: number;
+  privateIps: string[];
+  subnetId?: string;
+}
+
+/** What the rest of the agent needs from IMDS, in domain words (tests may pass a fake). */
+export interface Imds {
+  spotInstanceAction(): Promise<string | null>;
+  rebalanceRecommendation(): Promise<string | null>;
+  scheduledEvents(): Promise<string | null>;
+  identity(): Promise<{ document: string; signature: string }>;
+  instanceInfo(): Promise<InstanceInfo>;
+  networkInterfaces(): Promise<ImdsEni[]>;
+  blockDeviceMapping(): Promise<Record<string, string>>;
+}
+
+export class ImdsClient implements Imds {
+  readonly endpoint: string;
+  private readonly svc: MetadataService;
+  private readonly clock: Clock;
+  private readonly ttl: number;
+  private readonly refreshBefore: number;
+  private readonly policy: RetryPolicy;
+  private token: { value: string; expiresAt: number } | null = null;
+  private tokenInFlight: Promise<string | null> | null = null;
+  /** Set when IMDS refuses token PUTs (403/404/405): IMDSv1 from then on. */
+  private v1Only = false;
+  /** Counters, for tests and `status`. */
+  readonly stats = { tokenFetches: 0, requests: 0, retries: 0, unauthorized: 0 };
+
+  constructor(private readonly opts: ImdsClientOptions = {}) {
+    this.endpoint = (opts.endpoint ?? "http://169.254.169.254").replace(/\/+$/, "");
+    this.clock = opts.clock ?? realClock;
+    this.ttl = opts.tokenTtlSeconds ?? 21_600;
+    this.refreshBefore = opts.refreshBeforeSeconds ?? 60;
+    this.policy = retryPolicy({ initialMs: 100, factor: 2, maxMs: 2_000, attempts: 5, jitter: "full", ...opts.retry });
+    // Token handling is ours: the library must neither fetch tokens nor retry (we retry on our Clock).
+    this.svc = new MetadataService({
+      endpoint: this.endpoint,
+      httpOptions: { timeout: opts.timeoutMs ?? 1_000 },
+      disableFetchToken: true,
+      ec2MetadataV1Disabled: false,
+      retries: 0,
+      tokenTtl: this.ttl,
+    });
+  }
+
+  // ---------- paths (the only place they are spelled) ----------
+
+  spotInstanceAction(): Promise<string | null> {
+    return this.get("/latest/meta-data/spot/instance-action");
+  }
+  rebalanceRecommendation(): Promise<string | null> {
+    return this.get("/latest/meta-data/events/recommendations/rebalance");
+  }
+  scheduledEvents(): Promise<string | null> {
+    return this.get("/latest/meta-data/events/maintenance/scheduled");
+  }
+
+  async identity(): Promise<{ document: string; signature: string }> {
+    const [document, signature] = await Promise.all([
+      this.get("/latest/dynamic/instance-identity/document"),
+      this.get("/latest/dynamic/instance-identity/signature"),
+    ]);
+    if (!document || !signature) throw new ImdsError("reading the instance identity document: IMDS has no document or signature", 404);
+    return { document, signature: signature.trim() };
+  }
+
+  async instanceInfo(): Promise<InstanceInfo> {
+    const md = (p: string) => this.get(`/latest/meta-data/${p}`).then((v) => v?.trim() ?? null);
+    const [instanceId, instanceType, availabilityZone, imageId, privateIp, lifecycle] = await Promise.all([
+      md("instance-id"),
+      md("instance-type"),
+      md("placement/availability-zone"),
+      md("ami-id"),
+      md("local-ipv4"),
+      md("instance-life-cycle"),
+    ]);
+    if (!instanceId || !instanceType || !availabilityZone || !imageId) {
+      throw new ImdsError("reading instance metadata: instance-id, instance-type, placement/availability-zone or ami-id missing", 404);
+    }
+    return { instanceId, instanceType, availabilityZone, imageId, privateIp, lifecycle };
+  }
+
+  async networkInterfaces(): Promise<ImdsEni[]> {
+    const base = "/latest/meta-data/network/interfaces/macs/";
+    const listing = await this.get(base);
+    const macs = (listing ?? "").split("\n").map((l) => l.trim().replace(/\/$/, "")).filter(Boolean);
+    const enis = await Promise.all(
+      macs.map(async (mac) => {
+        const f = (p: string) => this.get(`${base}${mac}/${p}`).then((v) => v?.trim() ?? null);
+        const [interfaceId, deviceNumber, ips, subnetId] = await Promise.all([f("interface-id"), f("device-number"), f("local-ipv4s"), f("subnet-id")]);
+        if (!interfaceId || deviceNumber === null) return null;
+        const eni: ImdsEni = { mac, interfaceId, deviceNumber: Number(deviceNumber), privateIps: (ips ?? "").split("\n").map((s) => s.trim()).filter(Boolean) };
+        if (subnetId) eni.subnetId = subnetId;
+        return eni;
+      }),
+    );
+    return enis.filter((e): e is ImdsEni => e !== null).sort((a, b) => a.deviceNumber - b.deviceNumber);
+  }
+
+  async blockDeviceMapping(): Promise<Record<string, string>> {
+    const base = "/latest/meta-data/block-device-mapping/";
+    const names = ((await this.get(base)) ?? "").split("\n").map((l) => l.trim().replace(/\/$/, "")).filter(Boolean);
+    const out: Record<string, string> = {};
+    await Promise.all(
+      names.map(async (n) => {
+        const v = await this.get(base + n);
+        if (v) out[n] = v.trim();
+      }),
+    );
+    return out;
+  }
+
+  // ---------- transport ----------
+
+  /** GET a path; null on 404. Retries transient failures; refreshes the token once on 401. */
+  async get(path: string): Promise<string | null> {
+    return withRetry(
+      async () => {
+        try {
+          return await this.getOnce(path);
+        } catch (err) {
+          if (err instanceof ImdsError && err.status === 401) {
+            // Expired or revoked token: drop it and try once more with a fresh one.
+            this.stats.unauthorized++;
+            this.token = null;
+            return await this.getOnce(path);
+          }
+          throw err;
+        }
+      },
+      {
+        policy: this.policy,
+        sleep: (ms) => this.clock.sleep(ms),
+        shouldRetry: (err) => err instanceof ImdsError && err.transient,
+        onRetry: (err, attempt, delay) => {
+          this.stats.retries++;
+          this.opts.onRetry?.(`GET ${path}`, err, attempt, delay);
+        },
+      },
+    ).catch((err) => {
+      throw err instanceof ImdsError && err.message.startsWith("GET ") ? err : wrap(`GET ${path}`, err);
+    });
+  }
+
+  private async getOnce(path: string): Promise<string | null> {
+    const token = await this.currentToken();
+    const headers: Record<string, string> = {};
+    if (token) headers[TOKEN_HEADER] = token;
+    this.stats.requests++;
+    try {
+      return await this.svc.request(path, { method: "GET", headers });
+    } catch (err) {
+      const status = statusOf(err);
+      if (status === 404) return null;
+      throw new ImdsError(`GET ${path}: ${status ? `HTTP ${status}` : messageOf(err)}`, status, { cause: err });
+    }
+  }
+
+  /** The cached token, fetched (once, even with concurrent callers) when missing or about to expire. */
+  private async currentToken(): Promise<string | null> {
+    if (this.v1Only) return null;
+    if (this.token && this.clock.now() < this.token.expiresAt - this.refreshBefore * 1000) return this.token.value;
+    if (!this.tokenInFlight) {
+      this.tokenInFlight = this.fetchToken().finally(() => {
+        this.tokenInFlight = null;
+      });
+    }
+    return this.tokenInFlight;
+  }
+
+  private async fetchToken(): Promise<string | null> {
+    this.stats.tokenFetches++;
+    const startedAt = this.clock.now();
+    try {
+      const value = (await this.svc.fetchMetadataToken()).trim();
+      this.token = { value, expiresAt: startedAt + this.ttl * 1000 };
+      return value;
+    } catch (err) {
+      const status = statusOf(err);
+      if (status === 403 || status === 404 || status === 405) {
+        // IMDS refuses tokens (v1-only endpoint): carry on without one, as the SDK does.
+        this.v1Only = true;
+        return null;
+      }
+      throw new ImdsError(`PUT /latest/api/token: ${status ? `HTTP ${status}` : messageOf(err)}`, status, { cause: err });
+    }
+  }
+}
+
+function statusOf(err: unknown): number | undefined {
+  const meta = (err as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode;
+  if (typeof meta === "number") return meta;
+  // The library's token errors carry the status only in their message.
+  const m = /status code (\d{3})/.exec(messageOf(err));
+  return m ? Number(m[1]) : undefined;
+}
+
+function messageOf(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function wrap(what: string, err: unknown): ImdsError {
+  const status = err instanceof ImdsError ? err.status : statusOf(err);
+  return new ImdsError(`${what}: ${messageOf(err)}`, status, { cause: err });
+}

@@ -1,0 +1,136 @@
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { FakeClock } from "../../shared/clock.js";
+import { ImdsClient, ImdsError } from "../../agent/imds/client.js";
+import { MonitorLoop } from "../../agent/monitors/loop.js";
+import { SpotInterruptionMonitor } from "../../agent/monitors/spot-interruption.js";
+import { RebalanceMonitor } from "../../agent/monitors/rebalance.js";
+import { silentLogger } from "../../agent/log.js";
+import { instancePaths, startFakeImds, type FakeImds } from "./fake-imds.js";
+
+const ACTION = "/latest/meta-data/spot/instance-action";
+const fastRetry = { initialMs: 1, maxMs: 5, attempts: 5 };
+
+let imds: FakeImds;
+beforeEach(async () => {
+  imds = await startFakeImds(instancePaths());
+});
+afterEach(async () => {
+  await imds.close();
+});
+
+function spotLoop(client: ImdsClient) {
+  const seen = new Set<string>();
+  const notices: string[] = [];
+  const loop = new MonitorLoop({
+    monitors: [new SpotInterruptionMonitor(client, { now: () => Date.now(), sleep: async () => {}, setTimer: () => () => {} })],
+    intervalMs: 10,
+    clock: new FakeClock(),
+    log: silentLogger,
+    seen,
+    onNotice: (o) => void notices.push(o.noticeId),
+  });
+  return { loop, notices };
+}
+
+describe("IMDS client", () => {
+  it("reuses one IMDSv2 token across many requests", async () => {
+    const client = new ImdsClient({ endpoint: imds.endpoint, retry: fastRetry });
+    for (let i = 0; i < 20; i++) expect(await client.get("/latest/meta-data/instance-id")).toBe("i-0123456789abcdef0");
+    expect(imds.tokenPuts).toBe(1);
+  });
+
+  it("refreshes the token on 401 and still sees the notice that appeared meanwhile", async () => {
+    const client = new ImdsClient({ endpoint: imds.endpoint, retry: fastRetry });
+    const { loop, notices } = spotLoop(client);
+    expect(await loop.pollOnce()).toEqual([]);
+    imds.expireTokens();
+    imds.set(ACTION, JSON.stringify({ action: "terminate", time: "2030-01-01T00:02:00Z" }));
+    const found = await loop.pollOnce();
+    expect(found).toHaveLength(1);
+    expect(found[0]!.deadline).toBe("2030-01-01T00:02:00.000Z");
+    expect(imds.tokenPuts).toBe(2);
+    expect(imds.requests.some((r) => r.status === 401)).toBe(true);
+    expect(notices).toHaveLength(1);
+  });
+
+  it("refreshes the token before it expires, without a 401", async () => {
+    const clock = new FakeClock(Date.now());
+    const client = new ImdsClient({ endpoint: imds.endpoint, clock, tokenTtlSeconds: 120, refreshBeforeSeconds: 30, retry: fastRetry });
+    await client.get("/latest/meta-data/instance-id");
+    await clock.advance(80_000);
+    await client.get("/latest/meta-data/instance-id");
+    expect(imds.tokenPuts).toBe(1);
+    await clock.advance(15_000); // 95 s: inside the 30 s refresh window
+    await client.get("/latest/meta-data/instance-id");
+    expect(imds.tokenPuts).toBe(2);
+    expect(imds.requests.filter((r) => r.status === 401)).toEqual([]);
+  });
+
+  it("retries 5xx and 429 with backoff", async () => {
+    const client = new ImdsClient({ endpoint: imds.endpoint, retry: fastRetry });
+    imds.set(ACTION, JSON.stringify({ action: "stop", time: "2030-01-01T00:02:00Z" }));
+    imds.failNext("instance-action", 503, 2);
+    imds.failNext("instance-action", 429, 1);
+    expect(await client.spotInstanceAction()).toMatch(/"stop"/);
+    expect(client.stats.retries).toBe(3);
+  });
+
+  it("retries a request that times out", async () => {
+    const client = new ImdsClient({ endpoint: imds.endpoint, timeoutMs: 150, retry: fastRetry });
+    imds.set(ACTION, JSON.stringify({ action: "terminate", time: "2030-01-01T00:02:00Z" }));
+    imds.failNext("instance-action", "hang", 1);
+    expect(await client.spotInstanceAction()).toMatch(/terminate/);
+    expect(client.stats.retries).toBeGreaterThanOrEqual(1);
+  });
+
+  it("retries a token PUT that fails with 500", async () => {
+    const client = new ImdsClient({ endpoint: imds.endpoint, retry: fastRetry });
+    imds.failNext("token", 500, 1);
+    expect(await client.get("/latest/meta-data/instance-id")).toBe("i-0123456789abcdef0");
+  });
+
+  it("gives up after the retry budget with an error naming the path", async () => {
+    const client = new ImdsClient({ endpoint: imds.endpoint, retry: { ...fastRetry, attempts: 2 } });
+    imds.failNext("instance-action", 500, 5);
+    const err = await client.spotInstanceAction().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ImdsError);
+    expect((err as ImdsError).message).toMatch(/GET \/latest\/meta-data\/spot\/instance-action: HTTP 500/);
+  });
+
+  it("treats 404 as no notice (null), not an error", async () => {
+    const client = new ImdsClient({ endpoint: imds.endpoint, retry: fastRetry });
+    expect(await client.spotInstanceAction()).toBeNull();
+    const { loop, notices } = spotLoop(client);
+    expect(await loop.pollOnce()).toEqual([]);
+    expect(notices).toEqual([]);
+    expect(client.stats.retries).toBe(0);
+  });
+
+  it("does not retry 403", async () => {
+    const client = new ImdsClient({ endpoint: imds.endpoint, retry: fastRetry });
+    imds.failNext("instance-id", 403, 1);
+    await expect(client.get("/latest/meta-data/instance-id")).rejects.toMatchObject({ status: 403 });
+    expect(client.stats.retries).toBe(0);
+  });
+
+  it("falls back to IMDSv1 when token PUTs are refused with 403", async () => {
+    imds.requireToken = false;
+    imds.failNext("token", 403, 100);
+    const client = new ImdsClient({ endpoint: imds.endpoint, retry: fastRetry });
+    expect(await client.get("/latest/meta-data/instance-id")).toBe("i-0123456789abcdef0");
+    expect(await client.get("/latest/meta-data/instance-id")).toBe("i-0123456789abcdef0");
+    expect(imds.requests.filter((r) => r.path === "/latest/api/token")).toHaveLength(1);
+  });
+
+  it("reads instance info, ENIs, block-device-mapping and the identity document", async () => {
+    const client = new ImdsClient({ endpoint: imds.endpoint, retry: fastRetry });
+    expect(await client.instanceInfo()).toMatchObject({ instanceId: "i-0123456789abcdef0", availabilityZone: "us-east-1a", imageId: "ami-0a887e401f7654935", privateIp: "10.0.1.10" });
+    expect(await client.networkInterfaces()).toEqual([
+      { mac: "0e:49:61:0f:c3:11", interfaceId: "eni-0f95d3625f5c521cc", deviceNumber: 0, privateIps: ["10.0.1.10"], subnetId: "subnet-0123456789abcdef0" },
+    ]);
+    expect(await client.blockDeviceMapping()).toEqual({ ami: "/dev/xvda", root: "/dev/xvda", ebs1: "sdf" });
+    const id = await client.identity();
+    expect(JSON.parse(id.document).instanceId).toBe("i-0123456789abcdef0");
+    expect(imds.tokenPuts).toBe(1);
+  });
+});
