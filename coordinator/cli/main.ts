@@ -5,6 +5,7 @@
 import { VERSION } from "../../shared/version.js";
 import { UsageError } from "./args.js";
 import { ValidationError } from "../../shared/errors.js";
+import { CliError } from "./client.js";
 
 export interface Command {
   /** Run with the arguments after the subcommand name; resolves to the exit code. */
@@ -20,6 +21,10 @@ interface Entry {
 
 /** Every subcommand that exists. Add a line here and a file beside this one. */
 export const COMMANDS: Entry[] = [
+  { name: "status", summary: "list stateful instances (table, or --json)", load: async () => (await import("./status.js")).command },
+  { name: "describe", summary: "show one stateful instance: resources and generations", load: async () => (await import("./describe.js")).command },
+  { name: "events", summary: "show the step timeline of a stateful instance's latest workflow", load: async () => (await import("./events.js")).command },
+  { name: "create", summary: "create a stateful instance from a spec file (-f SPEC [--wait])", load: async () => (await import("./create.js")).command },
   { name: "demo", summary: "run a stateful instance through a spot interruption on localcloud and verify it", load: async () => (await import("./demo.js")).command },
 ];
 
@@ -65,7 +70,7 @@ export async function main(argv: string[]): Promise<number> {
       process.stderr.write(`spotkeep ${name}: ${err.message} (see spotkeep ${name} --help)\n`);
       return 2;
     }
-    if (err instanceof ValidationError) {
+    if (err instanceof ValidationError || err instanceof CliError) {
       process.stderr.write(`spotkeep ${name}: ${err.message}\n`);
       return 1;
     }

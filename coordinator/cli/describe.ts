@@ -1,0 +1,49 @@
+import { InstanceDetail } from "../../shared/api.js";
+import type { Command } from "./main.js";
+import { parseFlags, UsageError } from "./args.js";
+import { ApiClient, CLIENT_FLAGS, printJson, secs } from "./client.js";
+import { renderTable } from "./table.js";
+
+export const command: Command = {
+  usage: `usage: spotkeep describe NAME [--json] [--url URL] [--token T | --data-dir DIR]
+
+Shows one stateful instance: its state, persisted resources (data volumes, root image, network
+interface) and every generation that served it.`,
+  async run(argv) {
+    const { values, positionals } = parseFlags(argv, CLIENT_FLAGS, ["NAME"]);
+    const name = positionals[0];
+    if (!name) throw new UsageError("missing NAME");
+    const client = ApiClient.fromFlags(values);
+    const d = await client.get(`/api/v1/instances/${encodeURIComponent(name)}`, InstanceDetail);
+    if (values.json) {
+      printJson(d);
+      return 0;
+    }
+    const out: string[] = [];
+    out.push(
+      renderTable(
+        ["FIELD", "VALUE"],
+        [
+          ["name", d.name],
+          ["state", d.state + (d.stateReason ? ` (${d.stateReason})` : "")],
+          ["generation", d.generation],
+          ["instance", d.instanceId],
+          ["type", d.instanceType],
+          ["availability zone", d.availabilityZone],
+          ["lifecycle", d.lifecycle],
+          ["private IP", d.privateIp],
+          ["network interface", d.resources.network.eniId],
+          ["root image", d.resources.root.imageId],
+          ["root snapshot", d.resources.root.snapshotId],
+          ["last downtime", secs(d.lastDowntimeSeconds)],
+        ],
+      ),
+    );
+    out.push("\nDATA VOLUMES\n");
+    out.push(d.resources.volumes.length ? renderTable(["DEVICE", "MOUNT POINT", "VOLUME", "AZ", "LATEST SNAPSHOT"], d.resources.volumes.map((v) => [v.device, v.mountPoint, v.volumeId, v.availabilityZone, v.latestSnapshotId])) : "none\n");
+    out.push("\nGENERATIONS\n");
+    out.push(d.generations.length ? renderTable(["GEN", "INSTANCE", "TYPE", "AZ", "LIFECYCLE", "LAUNCHED", "ENDED", "END REASON"], d.generations.map((g) => [g.generation, g.instanceId, g.instanceType, g.availabilityZone, g.lifecycle, g.launchedAt, g.endedAt, g.endReason])) : "none yet\n");
+    process.stdout.write(out.join(""));
+    return 0;
+  },
+};

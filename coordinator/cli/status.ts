@@ -1,0 +1,33 @@
+import { z } from "zod";
+import { InstanceSummary } from "../../shared/api.js";
+import type { Command } from "./main.js";
+import { parseFlags } from "./args.js";
+import { ApiClient, CLIENT_FLAGS, printJson, secs } from "./client.js";
+import { renderTable } from "./table.js";
+
+export const command: Command = {
+  usage: `usage: spotkeep status [--json] [--url URL] [--token T | --data-dir DIR]
+
+Lists every stateful instance: state, generation, EC2 instance, type, AZ, lifecycle, private IP and
+the downtime of its last replacement.`,
+  async run(argv) {
+    const { values } = parseFlags(argv, CLIENT_FLAGS);
+    const client = ApiClient.fromFlags(values);
+    const { instances } = await client.get("/api/v1/instances", z.object({ instances: z.array(InstanceSummary) }));
+    if (values.json) {
+      printJson(instances);
+      return 0;
+    }
+    if (instances.length === 0) {
+      process.stdout.write("no stateful instances yet (create one with: spotkeep create -f SPEC)\n");
+      return 0;
+    }
+    process.stdout.write(
+      renderTable(
+        ["NAME", "STATE", "GEN", "INSTANCE", "TYPE", "AZ", "LIFECYCLE", "PRIVATE IP", "LAST DOWNTIME"],
+        instances.map((i) => [i.name, i.state + (i.stateReason && i.state === "failed" ? ` (${i.stateReason})` : ""), i.generation, i.instanceId, i.instanceType, i.availabilityZone, i.lifecycle, i.privateIp, secs(i.lastDowntimeSeconds)]),
+      ),
+    );
+    return 0;
+  },
+};
