@@ -75,7 +75,7 @@ describe("instances", () => {
   it("lists instances in the shared shape", async () => {
     const res = await call("/api/v1/instances");
     expect(res.status).toBe(200);
-    const body = await res.json();
+    const body = (await res.json()) as any;
     expect(body.instances.map((i: unknown) => InstanceSummary.parse(i).name)).toEqual(["orders-db"]);
   });
   it("describes one and 404s an unknown one", async () => {
