@@ -47,7 +47,7 @@ function call(path: string, init: RequestInit & { auth?: string | null } = {}) {
 }
 async function expectError(res: Response, status: number, message: RegExp) {
   expect(res.status).toBe(status);
-  const body = await res.json();
+  const body = (await res.json()) as { error: { message: string; code: unknown } };
   expect(body.error.message).toMatch(message);
   expect(typeof body.error.code).toBe("string");
 }
