@@ -1,0 +1,134 @@
+/**
+ * Generates docs/spec-reference.md from the zod schema in shared/spec.ts, so the reference cannot
+ * drift from what the parser accepts (a test regenerates it and compares).
+ * Run: npx tsx scripts/spec-doc.ts > docs/spec-reference.md
+ */
+import { z } from "zod";
+import { StatefulInstanceSpec } from "../shared/spec.js";
+
+/** What each field means, by path (`[]` marks list items). Every schema path must have one. */
+export const DESCRIPTIONS: Record<string, string> = {
+  name: "The stateful instance's name: unique per coordinator, used in tags and the CLI.",
+  region: "AWS region the instance lives in.",
+  launch: "How each generation is launched.",
+  "launch.imageId": "AMI of the first generation. With `persistence.root`, later generations boot from spotkeep's own image of the root volume.",
+  "launch.instanceTypes": "Instance types in order of preference; the next one is tried when EC2 has no capacity for the previous.",
+  "launch.instanceTypes[]": "An EC2 instance type such as `m6i.large`.",
+  "launch.subnetIds": "Subnets (one AZ each) to launch in. With `dataMethod: reattach` the data volumes pin the AZ; other subnets are used only through snapshot restore.",
+  "launch.subnetIds[]": "A subnet id.",
+  "launch.securityGroupIds": "Security groups of the instance (or of the ENI spotkeep creates).",
+  "launch.securityGroupIds[]": "A security group id.",
+  "launch.iamInstanceProfile": "Instance profile name for the workload. The agent itself needs no AWS permissions.",
+  "launch.userData": "Your own user-data; it runs after spotkeep restored storage and network.",
+  "launch.tags": "Tags for the instance and every resource spotkeep creates for it. `aws:` and `spotkeep:` prefixes are reserved.",
+  "launch.market": "Purchase options.",
+  "launch.market.type": "`spot` (default) or `on-demand`.",
+  "launch.market.fallbackToOnDemand": "Launch on-demand when no spot capacity is left in any allowed type/subnet.",
+  "launch.market.revertToSpot": "Move back to spot at the next replacement or recycle once spot capacity returns.",
+  "launch.market.maxPrice": "Spot max price per hour in USD; default is the on-demand price.",
+  persistence: "What survives a replacement.",
+  "persistence.root": "Keep the root disk: snapshot it and register an AMI that the next generation boots from.",
+  "persistence.volumes": "Data volumes, created at the first launch (or imported with `volumeId`).",
+  "persistence.volumes[]": "One data volume.",
+  "persistence.volumes[].device": "Device name at attach (`/dev/sdf`…`/dev/sdp`, `/dev/xvdf`…). On Nitro the agent finds the volume by id, not by this name.",
+  "persistence.volumes[].sizeGiB": "Size in GiB, within the volume type's range.",
+  "persistence.volumes[].type": "EBS volume type.",
+  "persistence.volumes[].iops": "Provisioned IOPS (gp3, io1, io2).",
+  "persistence.volumes[].throughput": "Throughput in MiB/s (gp3).",
+  "persistence.volumes[].mountPoint": "Where the agent mounts the filesystem on every generation.",
+  "persistence.volumes[].fsType": "Filesystem created on a new volume and checked after an unclean stop.",
+  "persistence.volumes[].volumeId": "Adopt this existing volume instead of creating one.",
+  "persistence.dataMethod": "`reattach` moves the same EBS volumes to the replacement (same AZ); `snapshot` restores new volumes from snapshots taken at quiesce (any AZ).",
+  "persistence.network": "How the private IP is kept.",
+  "persistence.network.privateIp": "`same-eni` keeps a dedicated network interface (and its IP) across generations; `pool` picks a free address from `ipPool`; `none` lets EC2 choose.",
+  "persistence.network.ipPool": "Addresses for `privateIp: pool`.",
+  "persistence.network.ipPool[]": "An IPv4 address inside one of the subnets.",
+  "persistence.network.attach": "`primary` (the ENI is the instance's eth0) or `secondary` (make-before-break: the replacement launches at the notice and only the ENI moves).",
+  snapshots: "Continuous snapshots of the data volumes.",
+  "snapshots.intervalMinutes": "Take a snapshot every N minutes (0 = off, else at least 5).",
+  "snapshots.keep": "How many scheduled snapshots to keep per volume.",
+  "snapshots.consistency": "`crash` (no coordination), `freeze` (fsfreeze around CreateSnapshot) or `hooks` (pre-stop hook, then freeze).",
+  hooks: "Commands the agent runs on the instance.",
+  "hooks.preStop": "Runs at quiesce, before sync and freeze (e.g. a fast database shutdown).",
+  "hooks.postRestore": "Runs on the replacement after the volumes are mounted, before your user-data.",
+  "hooks.timeoutSeconds": "Limit for each hook; a hook that times out makes the quiesce unclean.",
+  onRebalance: "What a rebalance recommendation triggers: `ignore`, a fresh `snapshot`, or a proactive `recycle`.",
+};
+
+interface JsonSchema {
+  type?: string;
+  properties?: Record<string, JsonSchema>;
+  required?: string[];
+  items?: JsonSchema;
+  enum?: unknown[];
+  default?: unknown;
+  pattern?: string;
+  minimum?: number;
+  maximum?: number;
+  minItems?: number;
+  maxItems?: number;
+  maxLength?: number;
+  format?: string;
+  anyOf?: JsonSchema[];
+}
+
+interface Row {
+  path: string;
+  type: string;
+  required: boolean;
+  default: string;
+  rules: string;
+}
+
+function walk(schema: JsonSchema, path: string, required: boolean, rows: Row[]): void {
+  const type = schema.enum ? schema.enum.map((e) => `\`${String(e)}\``).join(" \\| ") : schema.type === "array" ? `list of ${schema.items?.type ?? "value"}` : schema.type === "object" && !schema.properties ? "map of string" : (schema.type ?? (schema.format ? "string" : "value"));
+  const rules: string[] = [];
+  if (schema.pattern && !schema.enum) rules.push(`pattern \`${schema.pattern}\``);
+  if (schema.format) rules.push(schema.format);
+  if (schema.minimum !== undefined) rules.push(`≥ ${schema.minimum}`);
+  if (schema.maximum !== undefined) rules.push(`≤ ${schema.maximum}`);
+  if (schema.minItems !== undefined) rules.push(`at least ${schema.minItems}`);
+  if (schema.maxItems !== undefined) rules.push(`at most ${schema.maxItems}`);
+  if (schema.maxLength !== undefined) rules.push(`at most ${schema.maxLength} chars`);
+  if (path) rows.push({ path, type, required, default: schema.default === undefined ? "" : `\`${JSON.stringify(schema.default)}\``, rules: rules.join(", ") });
+  if (schema.type === "object" && schema.properties) {
+    for (const [key, child] of Object.entries(schema.properties)) walk(child, path ? `${path}.${key}` : key, (schema.required ?? []).includes(key), rows);
+  }
+  if (schema.type === "array" && schema.items) walk(schema.items, `${path}[]`, true, rows);
+}
+
+export function specRows(): Row[] {
+  const rows: Row[] = [];
+  walk(z.toJSONSchema(StatefulInstanceSpec, { io: "input", unrepresentable: "any" }) as JsonSchema, "", true, rows);
+  return rows;
+}
+
+export function renderSpecReference(): string {
+  const rows = specRows();
+  const missing = rows.filter((r) => !DESCRIPTIONS[r.path]).map((r) => r.path);
+  if (missing.length) throw new Error(`scripts/spec-doc.ts has no description for: ${missing.join(", ")}`);
+  const esc = (s: string) => s.replace(/\|/g, "\\|");
+  return [
+    "# Stateful instance spec reference",
+    "",
+    "<!-- Generated by `npx tsx scripts/spec-doc.ts > docs/spec-reference.md` from shared/spec.ts; a test fails when they differ. -->",
+    "",
+    "A spec is YAML or JSON. `spotkeep create -f SPEC` checks it locally before sending it; every error names the",
+    "field (`persistence.volumes[0].device: \"/dev/foo!\" is not a valid device name …`). Unknown fields are errors.",
+    "",
+    "| field | type | required | default | rules | meaning |",
+    "|---|---|---|---|---|---|",
+    ...rows.map((r) => `| \`${r.path}\` | ${r.type} | ${r.required ? "yes" : ""} | ${r.default} | ${esc(r.rules)} | ${DESCRIPTIONS[r.path]} |`),
+    "",
+    "Rules across fields:",
+    "- `persistence.network.privateIp: pool` needs a non-empty `ipPool`; `ipPool` is only used with `pool`.",
+    "- `persistence.network.attach: secondary` needs `privateIp: same-eni`.",
+    "- Device names and mount points are unique across volumes (`/dev/sdf` and `/dev/xvdf` are the same slot); the root device (`/dev/sda*`, `/dev/xvda*`) is not a data volume.",
+    "- `sizeGiB` must lie in the volume type's range (gp2/gp3 1–16384, io1 4–16384, io2 4–65536, st1/sc1 125–16384, standard 1–1024); `iops` only for gp3/io1/io2, `throughput` only for gp3.",
+    "- `dataMethod: reattach` with subnets in several AZs is allowed: the volumes pin the AZ, and a replacement elsewhere goes through snapshot restore.",
+    "- `snapshots.intervalMinutes` is 0 (off) or at least 5.",
+    "",
+  ].join("\n");
+}
+
+if (import.meta.url === `file://${process.argv[1]}`) process.stdout.write(renderSpecReference());
