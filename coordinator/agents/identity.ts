@@ -1,0 +1,68 @@
+/**
+ * Instance identity verification (reference §D.3): the document's RSA-SHA256 signature must
+ * verify against the pinned certificate (AWS's per-region RSA certificate, or localcloud's).
+ */
+import { X509Certificate, verify, type KeyObject } from "node:crypto";
+import { readFileSync, existsSync } from "node:fs";
+
+export interface IdentityDocument {
+  instanceId: string;
+  region: string;
+  availabilityZone: string;
+  instanceType: string;
+  imageId: string;
+  privateIp: string | null;
+  accountId: string;
+  pendingTime: string | null;
+}
+
+export class IdentityError extends Error {
+  override name = "IdentityError";
+}
+
+/** PEM text, or a path to a PEM file. */
+export function loadCertificate(pemOrPath: string): KeyObject {
+  const pem = pemOrPath.includes("-----BEGIN") ? pemOrPath : existsSync(pemOrPath) ? readFileSync(pemOrPath, "utf8") : null;
+  if (pem === null) throw new IdentityError(`identityCertificate: ${JSON.stringify(pemOrPath)} is neither PEM text nor a readable file`);
+  try {
+    return new X509Certificate(pem).publicKey;
+  } catch (err) {
+    throw new IdentityError(`identityCertificate: not a valid X.509 certificate (${(err as Error).message})`);
+  }
+}
+
+/** Verify and parse; throws IdentityError saying why the identity is refused. */
+export function verifyIdentity(document: string, signatureB64: string, publicKey: KeyObject): IdentityDocument {
+  let sig: Buffer;
+  try {
+    sig = Buffer.from(signatureB64.replace(/\s+/g, ""), "base64");
+  } catch {
+    throw new IdentityError("identity signature is not base64");
+  }
+  let ok = false;
+  try {
+    ok = sig.length > 0 && verify("sha256", Buffer.from(document, "utf8"), publicKey, sig);
+  } catch {
+    ok = false;
+  }
+  if (!ok) throw new IdentityError("identity document signature does not verify against the configured certificate");
+  let doc: Record<string, unknown>;
+  try {
+    doc = JSON.parse(document) as Record<string, unknown>;
+  } catch {
+    throw new IdentityError("identity document is not JSON");
+  }
+  const str = (k: string) => (typeof doc[k] === "string" ? (doc[k] as string) : null);
+  const instanceId = str("instanceId");
+  if (!instanceId || !/^i-[0-9a-f]{8,17}$/.test(instanceId)) throw new IdentityError("identity document has no valid instanceId");
+  return {
+    instanceId,
+    region: str("region") ?? "",
+    availabilityZone: str("availabilityZone") ?? "",
+    instanceType: str("instanceType") ?? "",
+    imageId: str("imageId") ?? "",
+    privateIp: str("privateIp"),
+    accountId: str("accountId") ?? "",
+    pendingTime: str("pendingTime"),
+  };
+}

@@ -1,0 +1,430 @@
+/**
+ * Ec2Gateway over the AWS SDK v3 (works against AWS and, through `endpoint`, localcloud).
+ * The only module in the coordinator that imports @aws-sdk/client-ec2.
+ */
+import {
+  EC2Client,
+  AttachVolumeCommand,
+  CreateNetworkInterfaceCommand,
+  CreateSnapshotCommand,
+  CreateTagsCommand,
+  CreateVolumeCommand,
+  DeleteSnapshotCommand,
+  DeleteVolumeCommand,
+  DeregisterImageCommand,
+  DescribeImagesCommand,
+  DescribeInstancesCommand,
+  DescribeNetworkInterfacesCommand,
+  DescribeSnapshotsCommand,
+  DescribeSubnetsCommand,
+  DescribeVolumesCommand,
+  DetachVolumeCommand,
+  RegisterImageCommand,
+  RunInstancesCommand,
+  TerminateInstancesCommand,
+  type Filter,
+  type Instance,
+  type Tag,
+  type Volume,
+  type Snapshot,
+  type Image,
+  type NetworkInterface,
+  type _InstanceType,
+  type VolumeType,
+  type ArchitectureValues,
+} from "@aws-sdk/client-ec2";
+import type { Clock } from "../../shared/clock.js";
+import { realClock } from "../../shared/clock.js";
+import { Ec2Error, errorCode, isNotFound, wrapEc2 } from "./errors.js";
+import { Pacer } from "./pacing.js";
+import { TAG, type CreateVolumeRequest, type Ec2Gateway, type EniInfo, type ImageInfo, type InstanceInfo, type LaunchRequest, type SnapshotInfo, type SubnetInfo, type Tags, type VolumeInfo } from "./gateway.js";
+
+/** Every EC2 action this gateway calls (the documented IAM policy must grant exactly these). */
+export const GATEWAY_ACTIONS: readonly string[] = [
+  "AttachVolume",
+  "CreateNetworkInterface",
+  "CreateSnapshot",
+  "CreateTags",
+  "CreateVolume",
+  "DeleteSnapshot",
+  "DeleteVolume",
+  "DeregisterImage",
+  "DescribeImages",
+  "DescribeInstances",
+  "DescribeNetworkInterfaces",
+  "DescribeSnapshots",
+  "DescribeSubnets",
+  "DescribeVolumes",
+  "DetachVolume",
+  "RegisterImage",
+  "RunInstances",
+  "TerminateInstances",
+] as const;
+
+export interface AwsGatewayOptions {
+  region: string;
+  /** e.g. localcloud's http://127.0.0.1:4566; default: AWS. */
+  endpoint?: string;
+  clock?: Clock;
+  /** SDK attempts per call (throttling and 5xx are retried by the SDK with backoff). */
+  maxAttempts?: number;
+  /** Fraction of AWS's throttling buckets to use; 0 disables client-side pacing. */
+  pacingHeadroom?: number;
+  observe?: { recordEc2Call(action: string, errorCode?: string): void };
+}
+
+export function createAwsGateway(opts: AwsGatewayOptions): Ec2Gateway {
+  return new AwsGateway(opts);
+}
+
+const toTags = (tags: Tags): Tag[] => Object.entries(tags).map(([Key, Value]) => ({ Key, Value }));
+const fromTags = (tags: Tag[] | undefined): Tags => Object.fromEntries((tags ?? []).filter((t) => t.Key).map((t) => [t.Key!, t.Value ?? ""]));
+const tagFilters = (tags: Tags): Filter[] => Object.entries(tags).map(([k, v]) => ({ Name: `tag:${k}`, Values: [v] }));
+
+class AwsGateway implements Ec2Gateway {
+  private readonly client: EC2Client;
+  private readonly pacer: Pacer | null;
+
+  constructor(private readonly opts: AwsGatewayOptions) {
+    const local = opts.endpoint !== undefined;
+    this.client = new EC2Client({
+      region: opts.region,
+      endpoint: opts.endpoint,
+      maxAttempts: opts.maxAttempts ?? 6,
+      retryMode: "standard",
+      // localcloud accepts any signature; real AWS uses the standard credential chain.
+      ...(local && !process.env.AWS_ACCESS_KEY_ID ? { credentials: { accessKeyId: "spotkeep", secretAccessKey: "spotkeep" } } : {}),
+    });
+    this.pacer = opts.pacingHeadroom === 0 ? null : new Pacer(opts.clock ?? realClock, opts.pacingHeadroom ?? 0.8);
+  }
+
+  private async call<T>(action: string, what: string, fn: () => Promise<T>, pace: { unfiltered?: boolean; resources?: number } = {}): Promise<T> {
+    await this.pacer?.acquire(action, pace);
+    try {
+      const out = await fn();
+      this.opts.observe?.recordEc2Call(action);
+      return out;
+    } catch (err) {
+      this.opts.observe?.recordEc2Call(action, errorCode(err) ?? "network");
+      throw wrapEc2(what, err);
+    }
+  }
+
+  async describeSubnets(subnetIds: string[]): Promise<SubnetInfo[]> {
+    const out = await this.call("DescribeSubnets", `describing subnets ${subnetIds.join(", ")}`, () => this.client.send(new DescribeSubnetsCommand({ SubnetIds: subnetIds })));
+    return (out.Subnets ?? []).map((s) => ({ subnetId: s.SubnetId!, availabilityZone: s.AvailabilityZone!, cidr: s.CidrBlock ?? "" }));
+  }
+
+  async describeImage(imageId: string): Promise<ImageInfo | null> {
+    try {
+      const out = await this.call("DescribeImages", `describing image ${imageId}`, () => this.client.send(new DescribeImagesCommand({ ImageIds: [imageId] })));
+      const img = out.Images?.[0];
+      return img ? imageInfo(img) : null;
+    } catch (err) {
+      if (isNotFound(err)) return null;
+      throw err;
+    }
+  }
+
+  async launchInstance(req: LaunchRequest): Promise<InstanceInfo> {
+    const what = `launching ${req.market} ${req.instanceType}${"eniId" in req.network ? ` with ${req.network.eniId}` : ` in ${req.network.subnetId}`}`;
+    const net = req.network;
+    const out = await this.call(
+      "RunInstances",
+      what,
+      () =>
+        this.client.send(
+          new RunInstancesCommand({
+            ClientToken: req.clientToken,
+            ImageId: req.imageId,
+            InstanceType: req.instanceType as _InstanceType,
+            MinCount: 1,
+            MaxCount: 1,
+            UserData: Buffer.from(req.userData, "utf8").toString("base64"),
+            ...("eniId" in net
+              ? { NetworkInterfaces: [{ DeviceIndex: 0, NetworkInterfaceId: net.eniId }] }
+              : { SubnetId: net.subnetId, SecurityGroupIds: net.securityGroupIds.length ? net.securityGroupIds : undefined, PrivateIpAddress: net.privateIp }),
+            BlockDeviceMappings: req.blockDevices.length
+              ? req.blockDevices.map((b) => ({
+                  DeviceName: b.deviceName,
+                  Ebs: { SnapshotId: b.snapshotId, VolumeSize: b.sizeGiB, VolumeType: b.volumeType as VolumeType | undefined, Iops: b.iops, Throughput: b.throughput, DeleteOnTermination: b.deleteOnTermination },
+                }))
+              : undefined,
+            InstanceMarketOptions: req.market === "spot" ? { MarketType: "spot", SpotOptions: { SpotInstanceType: "one-time", InstanceInterruptionBehavior: "terminate", MaxPrice: req.maxPrice } } : undefined,
+            IamInstanceProfile: req.iamInstanceProfile ? { Name: req.iamInstanceProfile } : undefined,
+            MetadataOptions: { HttpTokens: "required", HttpEndpoint: "enabled", HttpPutResponseHopLimit: 2 },
+            TagSpecifications: Object.keys(req.tags).length
+              ? [
+                  { ResourceType: "instance", Tags: toTags(req.tags) },
+                  { ResourceType: "volume", Tags: toTags(req.tags) },
+                ]
+              : undefined,
+          }),
+        ),
+      { resources: 1 },
+    );
+    const inst = out.Instances?.[0];
+    if (!inst?.InstanceId) throw new Ec2Error(what, "EmptyResponse", "RunInstances returned no instance");
+    return instanceInfo(inst);
+  }
+
+  async describeInstances(instanceIds: string[]): Promise<InstanceInfo[]> {
+    const result: InstanceInfo[] = [];
+    // Ask by filter, not InstanceIds: an unknown id must not fail the whole batch.
+    for (let i = 0; i < instanceIds.length; i += 200) {
+      const chunk = instanceIds.slice(i, i + 200);
+      result.push(...(await this.describePaged(`describing instances ${chunk.slice(0, 3).join(", ")}${chunk.length > 3 ? "…" : ""}`, [{ Name: "instance-id", Values: chunk }])));
+    }
+    return result;
+  }
+
+  async findInstances(tags: Tags): Promise<InstanceInfo[]> {
+    return this.describePaged(`finding instances tagged ${JSON.stringify(tags)}`, tagFilters(tags));
+  }
+
+  private async describePaged(what: string, filters: Filter[]): Promise<InstanceInfo[]> {
+    const result: InstanceInfo[] = [];
+    let token: string | undefined;
+    do {
+      const out = await this.call("DescribeInstances", what, () => this.client.send(new DescribeInstancesCommand({ Filters: filters, MaxResults: 1000, NextToken: token })));
+      for (const r of out.Reservations ?? []) for (const i of r.Instances ?? []) result.push(instanceInfo(i));
+      token = out.NextToken;
+    } while (token);
+    return result;
+  }
+
+  async terminateInstance(instanceId: string): Promise<void> {
+    try {
+      await this.call("TerminateInstances", `terminating ${instanceId}`, () => this.client.send(new TerminateInstancesCommand({ InstanceIds: [instanceId] })), { resources: 1 });
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+  }
+
+  async createVolume(req: CreateVolumeRequest): Promise<VolumeInfo> {
+    const existing = await this.findVolumes(req.tags);
+    const live = existing.find((v) => v.state !== "deleting" && v.state !== "deleted" && v.state !== "error");
+    if (live) return live;
+    const out = await this.call("CreateVolume", `creating a ${req.sizeGiB ?? "snapshot-sized"} GiB volume in ${req.availabilityZone}${req.snapshotId ? ` from ${req.snapshotId}` : ""}`, () =>
+      this.client.send(
+        new CreateVolumeCommand({
+          AvailabilityZone: req.availabilityZone,
+          Size: req.sizeGiB,
+          SnapshotId: req.snapshotId,
+          VolumeType: (req.volumeType ?? "gp3") as VolumeType,
+          Iops: req.iops,
+          Throughput: req.throughput,
+          TagSpecifications: [{ ResourceType: "volume", Tags: toTags(req.tags) }],
+        }),
+      ),
+    );
+    return volumeInfo(out as Volume);
+  }
+
+  private async findVolumes(tags: Tags): Promise<VolumeInfo[]> {
+    const out = await this.call("DescribeVolumes", `finding volumes tagged ${JSON.stringify(tags)}`, () => this.client.send(new DescribeVolumesCommand({ Filters: tagFilters(tags) })));
+    return (out.Volumes ?? []).map(volumeInfo);
+  }
+
+  async describeVolume(volumeId: string): Promise<VolumeInfo | null> {
+    try {
+      const out = await this.call("DescribeVolumes", `describing ${volumeId}`, () => this.client.send(new DescribeVolumesCommand({ VolumeIds: [volumeId] })));
+      const v = out.Volumes?.[0];
+      return v ? volumeInfo(v) : null;
+    } catch (err) {
+      if (isNotFound(err)) return null;
+      throw err;
+    }
+  }
+
+  async attachVolume(volumeId: string, instanceId: string, device: string): Promise<void> {
+    try {
+      await this.call("AttachVolume", `attaching ${volumeId} to ${instanceId} as ${device}`, () => this.client.send(new AttachVolumeCommand({ VolumeId: volumeId, InstanceId: instanceId, Device: device })));
+    } catch (err) {
+      // A replayed attach whose first attempt went through: the volume is already ours.
+      const v = await this.describeVolume(volumeId).catch(() => null);
+      if (v?.attachments.some((a) => a.instanceId === instanceId && a.state !== "detaching" && a.state !== "detached")) return;
+      throw err;
+    }
+  }
+
+  async detachVolume(volumeId: string, instanceId?: string): Promise<void> {
+    try {
+      await this.call("DetachVolume", `detaching ${volumeId}${instanceId ? ` from ${instanceId}` : ""}`, () => this.client.send(new DetachVolumeCommand({ VolumeId: volumeId, InstanceId: instanceId })));
+    } catch (err) {
+      const v = await this.describeVolume(volumeId).catch(() => undefined);
+      if (v === null || (v && v.attachments.length === 0)) return;
+      throw err;
+    }
+  }
+
+  async deleteVolume(volumeId: string): Promise<void> {
+    try {
+      await this.call("DeleteVolume", `deleting ${volumeId}`, () => this.client.send(new DeleteVolumeCommand({ VolumeId: volumeId })));
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+  }
+
+  async createSnapshot(volumeId: string, description: string, tags: Tags): Promise<SnapshotInfo> {
+    const found = await this.call("DescribeSnapshots", `finding snapshots tagged ${JSON.stringify(tags)}`, () => this.client.send(new DescribeSnapshotsCommand({ OwnerIds: ["self"], Filters: tagFilters(tags) })));
+    const existing = (found.Snapshots ?? []).map(snapshotInfo).find((s) => s.state !== "error");
+    if (existing) return existing;
+    const out = await this.call("CreateSnapshot", `snapshotting ${volumeId}`, () =>
+      this.client.send(new CreateSnapshotCommand({ VolumeId: volumeId, Description: description, TagSpecifications: [{ ResourceType: "snapshot", Tags: toTags(tags) }] })),
+    );
+    return snapshotInfo(out as Snapshot);
+  }
+
+  async describeSnapshot(snapshotId: string): Promise<SnapshotInfo | null> {
+    try {
+      const out = await this.call("DescribeSnapshots", `describing ${snapshotId}`, () => this.client.send(new DescribeSnapshotsCommand({ SnapshotIds: [snapshotId] })));
+      const s = out.Snapshots?.[0];
+      return s ? snapshotInfo(s) : null;
+    } catch (err) {
+      if (isNotFound(err)) return null;
+      throw err;
+    }
+  }
+
+  async deleteSnapshot(snapshotId: string): Promise<void> {
+    try {
+      await this.call("DeleteSnapshot", `deleting ${snapshotId}`, () => this.client.send(new DeleteSnapshotCommand({ SnapshotId: snapshotId })));
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+  }
+
+  async registerImage(req: { name: string; rootSnapshotId: string; rootDeviceName: string; architecture: string; description?: string; tags: Tags }): Promise<string> {
+    const what = `registering image ${req.name} from ${req.rootSnapshotId}`;
+    const findByName = async () => {
+      const out = await this.call("DescribeImages", `finding image named ${req.name}`, () => this.client.send(new DescribeImagesCommand({ Owners: ["self"], Filters: [{ Name: "name", Values: [req.name] }] })));
+      return out.Images?.find((i) => i.State !== "deregistered")?.ImageId;
+    };
+    const existing = await findByName();
+    if (existing) return existing;
+    try {
+      const out = await this.call("RegisterImage", what, () =>
+        this.client.send(
+          new RegisterImageCommand({
+            Name: req.name,
+            Description: req.description,
+            RootDeviceName: req.rootDeviceName,
+            Architecture: req.architecture as ArchitectureValues,
+            VirtualizationType: "hvm",
+            EnaSupport: true,
+            BlockDeviceMappings: [{ DeviceName: req.rootDeviceName, Ebs: { SnapshotId: req.rootSnapshotId, DeleteOnTermination: true } }],
+          }),
+        ),
+      );
+      if (!out.ImageId) throw new Ec2Error(what, "EmptyResponse", "RegisterImage returned no image id");
+      await this.call("CreateTags", `tagging ${out.ImageId}`, () => this.client.send(new CreateTagsCommand({ Resources: [out.ImageId!], Tags: toTags(req.tags) }))).catch(() => undefined);
+      return out.ImageId;
+    } catch (err) {
+      if (errorCode(err) === "InvalidAMIName.Duplicate") {
+        const again = await findByName();
+        if (again) return again;
+      }
+      throw err;
+    }
+  }
+
+  async deregisterImage(imageId: string): Promise<void> {
+    try {
+      await this.call("DeregisterImage", `deregistering ${imageId}`, () => this.client.send(new DeregisterImageCommand({ ImageId: imageId })));
+    } catch (err) {
+      if (!isNotFound(err)) throw err;
+    }
+  }
+
+  async createNetworkInterface(req: { subnetId: string; securityGroupIds: string[]; privateIp?: string; description: string; tags: Tags }): Promise<EniInfo> {
+    const found = await this.call("DescribeNetworkInterfaces", `finding ENIs tagged ${JSON.stringify(req.tags)}`, () => this.client.send(new DescribeNetworkInterfacesCommand({ Filters: tagFilters(req.tags) })));
+    const existing = found.NetworkInterfaces?.[0];
+    if (existing) return eniInfo(existing);
+    const out = await this.call("CreateNetworkInterface", `creating an ENI in ${req.subnetId}`, () =>
+      this.client.send(
+        new CreateNetworkInterfaceCommand({
+          SubnetId: req.subnetId,
+          Groups: req.securityGroupIds.length ? req.securityGroupIds : undefined,
+          PrivateIpAddress: req.privateIp,
+          Description: req.description,
+          TagSpecifications: [{ ResourceType: "network-interface", Tags: toTags(req.tags) }],
+        }),
+      ),
+    );
+    if (!out.NetworkInterface) throw new Ec2Error(`creating an ENI in ${req.subnetId}`, "EmptyResponse", "no network interface returned");
+    return eniInfo(out.NetworkInterface);
+  }
+
+  async describeNetworkInterface(eniId: string): Promise<EniInfo | null> {
+    try {
+      const out = await this.call("DescribeNetworkInterfaces", `describing ${eniId}`, () => this.client.send(new DescribeNetworkInterfacesCommand({ NetworkInterfaceIds: [eniId] })));
+      const n = out.NetworkInterfaces?.[0];
+      return n ? eniInfo(n) : null;
+    } catch (err) {
+      if (isNotFound(err)) return null;
+      throw err;
+    }
+  }
+}
+
+function instanceInfo(i: Instance): InstanceInfo {
+  return {
+    instanceId: i.InstanceId!,
+    state: (i.State?.Name ?? "pending") as InstanceInfo["state"],
+    stateReason: i.StateReason?.Code ?? null,
+    instanceType: i.InstanceType ?? "",
+    availabilityZone: i.Placement?.AvailabilityZone ?? "",
+    subnetId: i.SubnetId ?? null,
+    privateIp: i.PrivateIpAddress ?? null,
+    lifecycle: i.InstanceLifecycle === "spot" ? "spot" : "on-demand",
+    imageId: i.ImageId ?? "",
+    rootDeviceName: i.RootDeviceName ?? null,
+    volumes: (i.BlockDeviceMappings ?? []).filter((b) => b.Ebs?.VolumeId).map((b) => ({ deviceName: b.DeviceName ?? "", volumeId: b.Ebs!.VolumeId! })),
+    enis: (i.NetworkInterfaces ?? []).map((n) => ({ eniId: n.NetworkInterfaceId!, deviceIndex: n.Attachment?.DeviceIndex ?? 0 })),
+    tags: fromTags(i.Tags),
+  };
+}
+
+function volumeInfo(v: Volume): VolumeInfo {
+  return {
+    volumeId: v.VolumeId!,
+    state: (v.State ?? "creating") as VolumeInfo["state"],
+    availabilityZone: v.AvailabilityZone ?? "",
+    sizeGiB: v.Size ?? 0,
+    snapshotId: v.SnapshotId || null,
+    attachments: (v.Attachments ?? []).map((a) => ({ instanceId: a.InstanceId ?? "", device: a.Device ?? "", state: a.State ?? "" })),
+    tags: fromTags(v.Tags),
+  };
+}
+
+function snapshotInfo(s: Snapshot): SnapshotInfo {
+  return { snapshotId: s.SnapshotId!, state: s.State ?? "pending", volumeId: s.VolumeId ?? null, tags: fromTags(s.Tags) };
+}
+
+function imageInfo(i: Image): ImageInfo {
+  const root = i.BlockDeviceMappings?.find((b) => b.DeviceName === i.RootDeviceName);
+  return {
+    imageId: i.ImageId!,
+    state: i.State ?? "pending",
+    name: i.Name ?? "",
+    rootDeviceName: i.RootDeviceName ?? "/dev/xvda",
+    architecture: i.Architecture ?? "x86_64",
+    rootSnapshotId: root?.Ebs?.SnapshotId ?? null,
+    tags: fromTags(i.Tags),
+  };
+}
+
+function eniInfo(n: NetworkInterface): EniInfo {
+  return {
+    eniId: n.NetworkInterfaceId!,
+    status: n.Status ?? "available",
+    privateIp: n.PrivateIpAddress ?? "",
+    subnetId: n.SubnetId ?? "",
+    availabilityZone: n.AvailabilityZone ?? "",
+    attachedTo: n.Attachment?.InstanceId ?? null,
+    tags: fromTags(n.TagSet),
+  };
+}
+
+export { TAG };

@@ -1,0 +1,150 @@
+/**
+ * The EC2 gateway: the few EC2 operations spotkeep needs, in domain words. The contract every
+ * implementation keeps (runbooks rely on it to be crash-safe):
+ *  - every mutation is safe to repeat: launchInstance with the same clientToken returns the same
+ *    instance; createVolume/createSnapshot/createNetworkInterface with the same idempotency tags
+ *    (`spotkeep:workflow` + `spotkeep:step`) find the resource an earlier attempt created instead
+ *    of making a second one; registerImage with the same name returns the existing image;
+ *  - terminate/delete/deregister of something already gone succeed; detach of a detached volume
+ *    succeeds; attach of a volume already attached to that instance succeeds;
+ *  - describe* of an unknown id returns null (not an error);
+ *  - errors are Ec2Error (coordinator/cloud/errors.ts) saying what was attempted, with the code.
+ */
+export type Tags = Record<string, string>;
+
+/** Tag keys spotkeep puts on what it creates. */
+export const TAG = {
+  managed: "spotkeep:managed",
+  instance: "spotkeep:instance",
+  generation: "spotkeep:generation",
+  workflow: "spotkeep:workflow",
+  step: "spotkeep:step",
+  device: "spotkeep:device",
+} as const;
+
+export type InstanceStateName = "pending" | "running" | "shutting-down" | "terminated" | "stopping" | "stopped";
+
+export interface InstanceInfo {
+  instanceId: string;
+  state: InstanceStateName;
+  stateReason: string | null;
+  instanceType: string;
+  availabilityZone: string;
+  subnetId: string | null;
+  privateIp: string | null;
+  lifecycle: "spot" | "on-demand";
+  imageId: string;
+  rootDeviceName: string | null;
+  /** EBS volumes by device name, root included. */
+  volumes: Array<{ deviceName: string; volumeId: string }>;
+  enis: Array<{ eniId: string; deviceIndex: number }>;
+  tags: Tags;
+}
+
+export interface VolumeInfo {
+  volumeId: string;
+  state: "creating" | "available" | "in-use" | "deleting" | "deleted" | "error";
+  availabilityZone: string;
+  sizeGiB: number;
+  snapshotId: string | null;
+  attachments: Array<{ instanceId: string; device: string; state: string }>;
+  tags: Tags;
+}
+
+export interface SnapshotInfo {
+  snapshotId: string;
+  state: "pending" | "completed" | "error" | string;
+  volumeId: string | null;
+  tags: Tags;
+}
+
+export interface ImageInfo {
+  imageId: string;
+  state: "pending" | "available" | "failed" | string;
+  name: string;
+  rootDeviceName: string;
+  architecture: string;
+  rootSnapshotId: string | null;
+  tags: Tags;
+}
+
+export interface EniInfo {
+  eniId: string;
+  status: "available" | "attaching" | "in-use" | "detaching" | string;
+  privateIp: string;
+  subnetId: string;
+  availabilityZone: string;
+  attachedTo: string | null;
+  tags: Tags;
+}
+
+export interface SubnetInfo {
+  subnetId: string;
+  availabilityZone: string;
+  cidr: string;
+}
+
+export interface BlockDeviceRequest {
+  deviceName: string;
+  snapshotId?: string;
+  sizeGiB?: number;
+  volumeType?: string;
+  iops?: number;
+  throughput?: number;
+  deleteOnTermination: boolean;
+}
+
+export interface LaunchRequest {
+  /** ≤ 64 chars; derive it from (workflow, attempt) so a replayed launch finds the same instance. */
+  clientToken: string;
+  imageId: string;
+  instanceType: string;
+  market: "spot" | "on-demand";
+  maxPrice?: string;
+  /** An existing ENI at DeviceIndex 0 (keeps the private IP), or a subnet. */
+  network: { eniId: string } | { subnetId: string; securityGroupIds: string[]; privateIp?: string };
+  /** Plain text; the gateway base64-encodes it. */
+  userData: string;
+  blockDevices: BlockDeviceRequest[];
+  /** Put on the instance and on the volumes it creates. */
+  tags: Tags;
+  iamInstanceProfile?: string;
+}
+
+export interface CreateVolumeRequest {
+  availabilityZone: string;
+  sizeGiB?: number;
+  snapshotId?: string;
+  volumeType?: string;
+  iops?: number;
+  throughput?: number;
+  /** Must include spotkeep:workflow and spotkeep:step (the idempotency key). */
+  tags: Tags;
+}
+
+export interface Ec2Gateway {
+  describeSubnets(subnetIds: string[]): Promise<SubnetInfo[]>;
+  describeImage(imageId: string): Promise<ImageInfo | null>;
+
+  launchInstance(req: LaunchRequest): Promise<InstanceInfo>;
+  describeInstances(instanceIds: string[]): Promise<InstanceInfo[]>;
+  /** Every instance carrying all these tags (any state), paginated and batched. */
+  findInstances(tags: Tags): Promise<InstanceInfo[]>;
+  terminateInstance(instanceId: string): Promise<void>;
+
+  createVolume(req: CreateVolumeRequest): Promise<VolumeInfo>;
+  describeVolume(volumeId: string): Promise<VolumeInfo | null>;
+  attachVolume(volumeId: string, instanceId: string, device: string): Promise<void>;
+  detachVolume(volumeId: string, instanceId?: string): Promise<void>;
+  deleteVolume(volumeId: string): Promise<void>;
+
+  createSnapshot(volumeId: string, description: string, tags: Tags): Promise<SnapshotInfo>;
+  describeSnapshot(snapshotId: string): Promise<SnapshotInfo | null>;
+  deleteSnapshot(snapshotId: string): Promise<void>;
+
+  registerImage(req: { name: string; rootSnapshotId: string; rootDeviceName: string; architecture: string; description?: string; tags: Tags }): Promise<string>;
+  deregisterImage(imageId: string): Promise<void>;
+
+  createNetworkInterface(req: { subnetId: string; securityGroupIds: string[]; privateIp?: string; description: string; tags: Tags }): Promise<EniInfo>;
+  describeNetworkInterface(eniId: string): Promise<EniInfo | null>;
+}
