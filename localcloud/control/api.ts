@@ -1,0 +1,194 @@
+/**
+ * The control API (design.md §6) under /_localcloud/v1/: what only AWS could do to an account
+ * (interrupt, rebalance, lose, capacity, faults, throttling), plus state dump, reset, the identity
+ * certificate and each instance's IMDS endpoint. JSON in and out; bad requests get 400 + reason.
+ */
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { z } from "zod";
+import type { World } from "../world/world.js";
+import type { Throttle } from "../throttle.js";
+import { AZS } from "../world/catalog.js";
+import { STATE_CODES } from "../world/types.js";
+import { InterruptError, interrupt, lose, rebalance } from "../world/interruptions.js";
+
+export const CONTROL_PREFIX = "/_localcloud/v1/";
+const MAX_CONTROL_BODY = 64 * 1024;
+
+export interface ControlDeps {
+  world: World;
+  throttle: Throttle;
+  certificatePem: () => string;
+  imdsEndpoint: (instanceId: string) => Promise<string>;
+  info: () => Record<string, unknown>;
+}
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const InterruptBody = z.strictObject({
+  action: z.enum(["terminate", "stop", "hibernate"]).optional(),
+  noticeSeconds: z.number().finite().min(0).max(3600).optional(),
+});
+const CapacityBody = z.strictObject({
+  instanceType: z.string().min(1),
+  availabilityZone: z.string().min(1),
+  market: z.enum(["spot", "on-demand"]),
+  available: z.union([z.boolean(), z.number().int().min(0)]),
+});
+const FaultsBody = z.strictObject({
+  failNext: z.array(z.strictObject({ action: z.string().regex(/^[A-Z][A-Za-z]+$/), code: z.string().min(1), count: z.number().int().min(1).max(10_000).default(1), message: z.string().optional() })).optional(),
+  throttle: z.boolean().optional(),
+  clear: z.boolean().optional(),
+});
+
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const c of req as AsyncIterable<Buffer>) {
+    size += c.length;
+    if (size > MAX_CONTROL_BODY) throw new HttpError(413, `request body is larger than ${MAX_CONTROL_BODY} bytes`);
+    chunks.push(c);
+  }
+  const text = Buffer.concat(chunks).toString("utf8").trim();
+  if (text === "") return {};
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new HttpError(400, `request body is not valid JSON: ${(err as Error).message}`);
+  }
+}
+
+function parse<T>(schema: z.ZodType<T>, body: unknown): T {
+  const r = schema.safeParse(body);
+  if (!r.success) {
+    const reason = r.error.issues.map((i) => `${i.path.length ? i.path.join(".") : "body"}: ${i.message}`).join("; ");
+    throw new HttpError(400, reason);
+  }
+  return r.data;
+}
+
+function instanceOr404(w: World, id: string) {
+  const inst = w.instances.get(id);
+  if (!inst) throw new HttpError(404, `instance ${id} does not exist`);
+  return inst;
+}
+
+/** A JSON view of the whole world (GET state). */
+export function dumpState(deps: ControlDeps): Record<string, unknown> {
+  const w = deps.world;
+  const tags = (m: Map<string, string>) => Object.fromEntries(m);
+  return {
+    ...deps.info(),
+    throttle: deps.throttle.enabled,
+    capacity: Object.fromEntries(w.capacity),
+    faults: w.faults,
+    instances: [...w.instances.values()].map((i) => ({
+      id: i.id,
+      state: i.state,
+      stateCode: STATE_CODES[i.state],
+      stateReason: i.stateReason ?? null,
+      instanceType: i.instanceType,
+      availabilityZone: i.az,
+      subnetId: i.subnetId,
+      privateIp: i.privateIp,
+      imageId: i.imageId,
+      lifecycle: i.lifecycle,
+      spotInstanceRequestId: i.spotRequestId ?? null,
+      rootVolumeId: i.rootVolumeId,
+      booted: i.booted,
+      spotInstanceAction: i.spotAction,
+      rebalanceNoticeTime: i.rebalanceNoticeTime,
+      imdsEndpoint: i.imdsEndpoint ?? null,
+      logPath: w.runtime.logPath(i.id) || null,
+      tags: tags(i.tags),
+    })),
+    volumes: [...w.volumes.values()].map((v) => ({ id: v.id, state: v.state, size: v.size, availabilityZone: v.az, snapshotId: v.snapshotId || null, attachment: v.attachment ?? null, tags: tags(v.tags) })),
+    snapshots: [...w.snapshots.values()].map((s) => ({ id: s.id, state: s.state, progress: s.progress, volumeId: s.volumeId, volumeSize: s.volumeSize, ownerId: s.ownerId, tags: tags(s.tags) })),
+    images: [...w.images.values()].map((i) => ({ id: i.id, name: i.name, state: i.state, rootDeviceName: i.rootDeviceName, blockDeviceMappings: i.blockDeviceMappings, tags: tags(i.tags) })),
+    networkInterfaces: [...w.enis.values()].map((e) => ({ id: e.id, status: e.status, subnetId: e.subnetId, availabilityZone: e.az, privateIp: e.privateIp, mac: e.mac, attachment: e.attachment ?? null, tags: tags(e.tags) })),
+    spotInstanceRequests: [...w.spotRequests.values()].map((r) => ({ id: r.id, state: r.state, statusCode: r.statusCode, type: r.type, interruptionBehavior: r.interruptionBehavior, instanceId: r.instanceId ?? null })),
+    subnets: [...w.subnets.values()].map((s) => ({ id: s.id, vpcId: s.vpcId, availabilityZone: s.az, cidr: s.cidr })),
+    securityGroups: [...w.securityGroups.values()].map((g) => ({ id: g.id, name: g.name, vpcId: g.vpcId })),
+    baseImageId: w.baseImageId,
+  };
+}
+
+export async function handleControl(req: IncomingMessage, res: ServerResponse, deps: ControlDeps): Promise<void> {
+  const send = (status: number, body: unknown, type = "application/json") => {
+    const text = type === "application/json" ? JSON.stringify(body, null, 2) + "\n" : String(body);
+    res.writeHead(status, { "content-type": type, "content-length": Buffer.byteLength(text) });
+    res.end(text);
+  };
+  try {
+    const url = new URL(req.url ?? "/", "http://localcloud");
+    const route = url.pathname.slice(CONTROL_PREFIX.length).replace(/\/+$/, "");
+    const method = req.method ?? "GET";
+    const w = deps.world;
+    const m = /^instances\/([^/]+)\/(interrupt|rebalance|lose|imds)$/.exec(route);
+    if (m) {
+      const [, id, verb] = m;
+      const inst = instanceOr404(w, id!);
+      if (verb === "imds") {
+        if (method !== "GET") throw new HttpError(405, `use GET for instances/{id}/imds`);
+        return send(200, { instanceId: inst.id, endpoint: inst.imdsEndpoint ?? (await deps.imdsEndpoint(inst.id)) });
+      }
+      if (method !== "POST") throw new HttpError(405, `use POST for instances/{id}/${verb}`);
+      const body = await readJson(req);
+      try {
+        if (verb === "interrupt") {
+          const b = parse(InterruptBody, body);
+          const notice = interrupt(w, inst, b.action, b.noticeSeconds ?? 120);
+          return send(200, { instanceId: inst.id, notice });
+        }
+        parse(z.strictObject({}), body);
+        if (verb === "rebalance") return send(200, { instanceId: inst.id, noticeTime: rebalance(w, inst) });
+        lose(w, inst);
+        return send(200, { instanceId: inst.id, state: inst.state });
+      } catch (err) {
+        if (err instanceof InterruptError) throw new HttpError(400, err.message);
+        throw err;
+      }
+    }
+    switch (`${method} ${route}`) {
+      case "PUT capacity": {
+        const b = parse(CapacityBody, await readJson(req));
+        if (!w.instanceType(b.instanceType)) throw new HttpError(400, `instanceType: unknown instance type ${b.instanceType}`);
+        if (!(AZS as readonly string[]).includes(b.availabilityZone)) throw new HttpError(400, `availabilityZone: unknown availability zone ${b.availabilityZone} (have ${AZS.join(", ")})`);
+        w.capacity.set(`${b.instanceType}|${b.availabilityZone}|${b.market}`, b.available);
+        return send(200, { capacity: Object.fromEntries(w.capacity) });
+      }
+      case "PUT faults": {
+        const b = parse(FaultsBody, await readJson(req));
+        if (b.clear) w.faults = [];
+        for (const f of b.failNext ?? []) w.faults.push({ action: f.action, code: f.code, count: f.count, message: f.message });
+        if (b.throttle !== undefined) {
+          deps.throttle.enabled = b.throttle;
+          deps.throttle.reset();
+        }
+        return send(200, { faults: w.faults, throttle: deps.throttle.enabled });
+      }
+      case "GET state":
+        return send(200, dumpState(deps));
+      case "POST reset":
+        await w.reset();
+        deps.throttle.reset();
+        return send(200, { reset: true, baseImageId: w.baseImageId });
+      case "GET identity/certificate":
+        return send(200, deps.certificatePem(), "application/x-pem-file");
+      case "GET info":
+        return send(200, deps.info());
+      default:
+        throw new HttpError(404, `no control route ${method} ${CONTROL_PREFIX}${route}`);
+    }
+  } catch (err) {
+    if (err instanceof HttpError) return send(err.status, { error: err.message });
+    deps.world.log(`control API error: ${(err as Error)?.stack ?? String(err)}`);
+    return send(500, { error: (err as Error)?.message ?? String(err) });
+  }
+}

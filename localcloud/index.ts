@@ -1,0 +1,126 @@
+/**
+ * localcloud's programmatic entry point: `startLocalCloud()` gives an EC2 endpoint for the
+ * unmodified SDK (`new EC2Client({ endpoint, region: "us-east-1", credentials: {...} })`), the
+ * control API, and a world you can inspect in white-box tests.
+ */
+import { mkdtemp, mkdir } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { scaledClock, type Clock } from "../shared/clock.js";
+import type { Runtime } from "./runtime/types.js";
+import { PROFILES, type LatencyProfile } from "./profiles.js";
+import { Throttle } from "./throttle.js";
+import { World } from "./world/world.js";
+import { createNullRuntime } from "./ec2/null-runtime.js";
+import { startHttpServer } from "./server.js";
+import { startImds } from "./imds/server.js";
+import { loadOrCreateSigner } from "./imds/identity.js";
+
+export { PROFILES, replacementCriticalPath, type LatencyProfile } from "./profiles.js";
+
+export interface LocalCloudOptions {
+  /** 0 = ephemeral; default 4566. */
+  port?: number;
+  host?: string;
+  /** Default: a new temp dir (removed by nobody: the caller owns it). */
+  stateDir?: string;
+  profile?: "instant" | "realistic";
+  /** real = model × timeScale (0.1 runs ten times faster); default 1. */
+  timeScale?: number;
+  /** none: no processes (pure API tests). Default process. */
+  runtime?: "process" | "linux" | "none";
+  /** Default: on for realistic, off for instant. */
+  throttle?: boolean;
+  /** Inject a clock (e.g. FakeClock) instead of scaledClock(timeScale). */
+  clock?: Clock;
+  /** Where runtime/internal errors are reported (default stderr). */
+  log?: (msg: string) => void;
+}
+
+export interface LocalCloud {
+  /** http://HOST:PORT */
+  endpoint: string;
+  /** endpoint + /_localcloud/v1 */
+  controlUrl: string;
+  region: "us-east-1";
+  stateDir: string;
+  profile: LatencyProfile;
+  timeScale: number;
+  world: World;
+  throttle: Throttle;
+  runtime: Runtime;
+  /** The identity certificate (PEM) instance identity documents are signed with. */
+  certificatePem: string;
+  stop(): Promise<void>;
+}
+
+export class RuntimeUnavailableError extends Error {
+  override name = "RuntimeUnavailableError";
+}
+
+async function loadRuntime(kind: "process" | "linux" | "none", stateDir: string, clock: Clock): Promise<Runtime> {
+  if (kind === "none") return createNullRuntime();
+  // Loaded lazily (and by computed path) so an API-only localcloud never loads runtime code.
+  const modPath = kind === "process" ? "./runtime/process.js" : "./runtime/linux/index.js";
+  let mod: Record<string, unknown>;
+  try {
+    mod = (await import(modPath)) as Record<string, unknown>;
+  } catch (err) {
+    throw new RuntimeUnavailableError(`the ${kind} runtime is not available (${modPath}): ${(err as Error).message}`, { cause: err });
+  }
+  const factory = (kind === "process" ? mod.createProcessRuntime : mod.createLinuxRuntime) as ((o: { stateDir: string; clock?: Clock }) => Runtime) | undefined;
+  if (typeof factory !== "function") throw new RuntimeUnavailableError(`the ${kind} runtime module does not export ${kind === "process" ? "createProcessRuntime" : "createLinuxRuntime"}`);
+  if (kind === "linux" && process.getuid?.() !== 0) throw new RuntimeUnavailableError("the linux runtime needs root (network namespaces, loop devices)");
+  return factory({ stateDir, clock });
+}
+
+export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<LocalCloud> {
+  const profileName = opts.profile ?? "instant";
+  const profile = PROFILES[profileName];
+  if (!profile) throw new RangeError(`unknown localcloud profile ${JSON.stringify(profileName)} (instant or realistic)`);
+  const timeScale = opts.timeScale ?? 1;
+  if (!(timeScale > 0) || !Number.isFinite(timeScale)) throw new RangeError(`time scale must be a positive number, got ${timeScale}`);
+  const host = opts.host ?? "127.0.0.1";
+  const stateDir = opts.stateDir ?? (await mkdtemp(path.join(os.tmpdir(), "localcloud-")));
+  await mkdir(stateDir, { recursive: true });
+  const clock = opts.clock ?? scaledClock(timeScale);
+  const runtime = await loadRuntime(opts.runtime ?? "process", stateDir, clock);
+  await runtime.init();
+  const world = new World({ clock, profile, timeScale, runtime, log: opts.log });
+  const signer = await loadOrCreateSigner(stateDir);
+  const imds = await startImds({ lookup: (id) => world.imdsView(id), signer, host, clock: scaledClock(1) });
+  world.imds = imds;
+  await world.seed();
+  const throttle = new Throttle(clock, opts.throttle ?? profileName === "realistic");
+  let endpoint = "";
+  const info = () => ({ endpoint, region: "us-east-1", profile: profile.name, timeScale, runtime: opts.runtime ?? "process", stateDir, profileTable: profile });
+  const http = await startHttpServer({
+    host,
+    port: opts.port ?? 4566,
+    query: { world, throttle },
+    control: { world, throttle, certificatePem: () => signer.certificatePem, imdsEndpoint: (id) => imds.endpointFor(id), info },
+  });
+  endpoint = `http://${host.includes(":") ? `[${host}]` : host}:${http.port}`;
+  let stopping: Promise<void> | undefined;
+  return {
+    endpoint,
+    controlUrl: `${endpoint}/_localcloud/v1`,
+    region: "us-east-1",
+    stateDir,
+    profile,
+    timeScale,
+    world,
+    throttle,
+    runtime,
+    certificatePem: signer.certificatePem,
+    stop: () =>
+      (stopping ??= (async () => {
+        await http.close();
+        await world.stop();
+        const live = [...world.instances.values()].filter((i) => i.state !== "terminated" && i.state !== "stopped");
+        await Promise.allSettled(live.map((i) => runtime.shutdown(i.id, 2000)));
+        await imds.stop();
+        await runtime.cleanup();
+      })()),
+  };
+}

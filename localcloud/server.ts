@@ -1,0 +1,51 @@
+/** One HTTP listener: the control API under /_localcloud/v1/, the EC2 Query API everywhere else. */
+import http from "node:http";
+import type { AddressInfo, Socket } from "node:net";
+import { handleQuery, type QueryDeps } from "./ec2/query.js";
+import { CONTROL_PREFIX, handleControl, type ControlDeps } from "./control/api.js";
+
+export interface HttpServerHandle {
+  port: number;
+  host: string;
+  close(): Promise<void>;
+}
+
+export async function startHttpServer(opts: { host: string; port: number; query: QueryDeps; control: ControlDeps }): Promise<HttpServerHandle> {
+  const sockets = new Set<Socket>();
+  const server = http.createServer((req, res) => {
+    const path = (req.url ?? "/").split("?")[0]!;
+    const work = path === CONTROL_PREFIX.slice(0, -1) || path.startsWith(CONTROL_PREFIX) ? handleControl(req, res, opts.control) : handleQuery(req, res, opts.query);
+    work.catch((err: unknown) => {
+      opts.query.world.log(`unhandled request error: ${(err as Error)?.stack ?? String(err)}`);
+      if (!res.headersSent) res.writeHead(500).end();
+    });
+  });
+  server.on("connection", (s) => {
+    sockets.add(s);
+    s.on("close", () => sockets.delete(s));
+  });
+  // Bad HTTP framing gets a plain 400 instead of a crash or a hung socket.
+  server.on("clientError", (_err, socket) => {
+    if (socket.writable) socket.end("HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-length: 0\r\n\r\n");
+    else socket.destroy();
+  });
+  server.requestTimeout = 60_000;
+  server.headersTimeout = 30_000;
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts.port, opts.host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  const addr = server.address() as AddressInfo;
+  return {
+    port: addr.port,
+    host: opts.host,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        for (const s of sockets) s.destroy();
+      }),
+  };
+}

@@ -1,0 +1,142 @@
+/**
+ * EC2's token-bucket throttling (reference §C): one request bucket per action (sized by category
+ * or by the action's own row), plus a per-instance resource bucket for Run/Terminate/Start/Stop.
+ * Buckets refill continuously by the world clock (model time), so a time-scaled localcloud
+ * throttles in proportion. A request needs tokens in both buckets; it is charged only when it has.
+ */
+import type { Clock } from "../shared/clock.js";
+
+export interface BucketSpec {
+  max: number;
+  /** Tokens per model second. */
+  refill: number;
+}
+
+const NON_MUTATING: BucketSpec = { max: 100, refill: 20 };
+const UNFILTERED: BucketSpec = { max: 50, refill: 10 };
+const MUTATING: BucketSpec = { max: 50, refill: 5 };
+
+/** Actions with their own bucket (reference §C "Uncategorized"). */
+const OWN: Record<string, BucketSpec> = {
+  RunInstances: { max: 5, refill: 2 },
+  StartInstances: { max: 5, refill: 2 },
+  TerminateInstances: { max: 100, refill: 5 },
+  CreateVolume: { max: 100, refill: 5 },
+  DeleteVolume: { max: 100, refill: 5 },
+  CreateSnapshot: { max: 100, refill: 5 },
+  CreateSnapshots: { max: 100, refill: 5 },
+  DeleteSnapshot: { max: 100, refill: 5 },
+  CreateNetworkInterface: { max: 100, refill: 5 },
+  DeleteNetworkInterface: { max: 100, refill: 5 },
+  ModifyNetworkInterfaceAttribute: { max: 100, refill: 5 },
+  CreateTags: { max: 100, refill: 10 },
+  DeleteTags: { max: 100, refill: 10 },
+  DeregisterImage: { max: 100, refill: 5 },
+};
+
+/** Per-instance resource buckets. */
+export const RESOURCE_BUCKETS: Record<string, BucketSpec> = {
+  RunInstances: { max: 1000, refill: 2 },
+  TerminateInstances: { max: 1000, refill: 20 },
+  StartInstances: { max: 1000, refill: 2 },
+  StopInstances: { max: 1000, refill: 20 },
+};
+
+/** Describes that use the smaller bucket when called with no filter, no IDs and no pagination. */
+const UNFILTERED_CANDIDATES = new Set([
+  "DescribeInstances",
+  "DescribeInstanceStatus",
+  "DescribeNetworkInterfaces",
+  "DescribeSecurityGroups",
+  "DescribeSnapshots",
+  "DescribeSpotInstanceRequests",
+  "DescribeVolumes",
+]);
+
+export interface RequestShape {
+  action: string;
+  /** True when the request has Filter.*, explicit IDs, MaxResults or NextToken. */
+  filtered: boolean;
+}
+
+/** Which request bucket an action uses, and its size. */
+export function requestBucketFor(req: RequestShape): { key: string; spec: BucketSpec } {
+  const own = OWN[req.action];
+  if (own) return { key: req.action, spec: own };
+  if (/^(Describe|List|Search|Get)/.test(req.action)) {
+    if (!req.filtered && UNFILTERED_CANDIDATES.has(req.action)) return { key: `${req.action}#unfiltered`, spec: UNFILTERED };
+    return { key: req.action, spec: NON_MUTATING };
+  }
+  return { key: req.action, spec: MUTATING };
+}
+
+class Bucket {
+  tokens: number;
+  at: number;
+  constructor(
+    readonly spec: BucketSpec,
+    now: number,
+  ) {
+    this.tokens = spec.max;
+    this.at = now;
+  }
+  level(now: number): number {
+    const dt = Math.max(0, now - this.at) / 1000;
+    this.tokens = Math.min(this.spec.max, this.tokens + dt * this.spec.refill);
+    this.at = now;
+    return this.tokens;
+  }
+}
+
+export class Throttle {
+  enabled: boolean;
+  private buckets = new Map<string, Bucket>();
+
+  constructor(
+    private readonly clock: Clock,
+    enabled: boolean,
+  ) {
+    this.enabled = enabled;
+  }
+
+  private bucket(key: string, spec: BucketSpec): Bucket {
+    let b = this.buckets.get(key);
+    if (!b) {
+      b = new Bucket(spec, this.clock.now());
+      this.buckets.set(key, b);
+    }
+    return b;
+  }
+
+  /** Charge one request token; false (nothing charged) when the bucket is empty. */
+  takeRequest(req: RequestShape): boolean {
+    if (!this.enabled) return true;
+    const { key, spec } = requestBucketFor(req);
+    const b = this.bucket(key, spec);
+    if (b.level(this.clock.now()) < 1) return false;
+    b.tokens -= 1;
+    return true;
+  }
+
+  /** Charge `count` instance tokens for an instance action; false (nothing charged) when short. */
+  takeResources(action: string, count: number): boolean {
+    if (!this.enabled) return true;
+    const spec = RESOURCE_BUCKETS[action];
+    if (!spec || count <= 0) return true;
+    const b = this.bucket(`${action}#instances`, spec);
+    if (b.level(this.clock.now()) < count) return false;
+    b.tokens -= count;
+    return true;
+  }
+
+  /** Current tokens of a request bucket (for tests and the state dump). */
+  level(req: RequestShape): number {
+    const { key, spec } = requestBucketFor(req);
+    return this.bucket(key, spec).level(this.clock.now());
+  }
+
+  /** Refill every bucket (used by reset and when throttling is switched on). */
+  reset(): void {
+    this.buckets.clear();
+  }
+}

@@ -1,0 +1,62 @@
+/** The static part of the seed world: region, AZs, instance types and prices. */
+export const REGION = "us-east-1";
+export const ACCOUNT_ID = "123456789012";
+/** Owner of the seeded base AMI and its snapshot (Amazon's public-image account). */
+export const AMAZON_OWNER_ID = "137112412989";
+export const AZS = ["us-east-1a", "us-east-1b", "us-east-1c"] as const;
+export const AZ_IDS: Record<string, string> = { "us-east-1a": "use1-az1", "us-east-1b": "use1-az2", "us-east-1c": "use1-az4" };
+
+export interface InstanceTypeInfo {
+  name: string;
+  vcpus: number;
+  memoryMiB: number;
+  architecture: "x86_64" | "arm64";
+  /** On-demand USD per hour. */
+  onDemand: number;
+  maxEnis: number;
+  ipsPerEni: number;
+}
+
+function t(name: string, vcpus: number, memGiB: number, onDemand: number, maxEnis: number, ipsPerEni: number): InstanceTypeInfo {
+  return { name, vcpus, memoryMiB: Math.round(memGiB * 1024), architecture: "x86_64", onDemand, maxEnis, ipsPerEni };
+}
+
+export const INSTANCE_TYPES: readonly InstanceTypeInfo[] = [
+  t("t3.micro", 2, 1, 0.0104, 2, 2),
+  t("t3.small", 2, 2, 0.0208, 3, 4),
+  t("t3.medium", 2, 4, 0.0416, 3, 6),
+  t("t3.large", 2, 8, 0.0832, 3, 12),
+  t("m5.large", 2, 8, 0.096, 3, 10),
+  t("m5.xlarge", 4, 16, 0.192, 4, 15),
+  t("m5.2xlarge", 8, 32, 0.384, 4, 15),
+  t("m6i.large", 2, 8, 0.096, 3, 10),
+  t("m6i.xlarge", 4, 16, 0.192, 4, 15),
+  t("m6i.2xlarge", 8, 32, 0.384, 4, 15),
+  t("c6i.large", 2, 4, 0.085, 3, 10),
+  t("c6i.xlarge", 4, 8, 0.17, 4, 15),
+  t("c6i.2xlarge", 8, 16, 0.34, 4, 15),
+];
+
+export function instanceType(name: string): InstanceTypeInfo | undefined {
+  return INSTANCE_TYPES.find((x) => x.name === name);
+}
+
+/** Deterministic spot price per (type, AZ): 28-40% of on-demand, different per AZ. */
+export function spotPrice(type: InstanceTypeInfo, az: string): number {
+  const i = AZS.indexOf(az as (typeof AZS)[number]);
+  const factor = [0.31, 0.36, 0.28][i] ?? 0.4;
+  return Math.round(type.onDemand * factor * 1e6) / 1e6;
+}
+
+/** Volume types and their size limits (GiB). */
+export const VOLUME_TYPES: Record<string, { min: number; max: number; iops: "none" | "optional" | "required"; defaultIops?: (size: number) => number }> = {
+  standard: { min: 1, max: 1024, iops: "none" },
+  gp2: { min: 1, max: 16384, iops: "none", defaultIops: (s) => Math.min(16000, Math.max(100, s * 3)) },
+  gp3: { min: 1, max: 16384, iops: "optional", defaultIops: () => 3000 },
+  io1: { min: 4, max: 16384, iops: "required" },
+  io2: { min: 4, max: 65536, iops: "required" },
+  st1: { min: 125, max: 16384, iops: "none" },
+  sc1: { min: 125, max: 16384, iops: "none" },
+};
+
+export const DEVICE_NAME_RE = /^\/dev\/(sd[a-z][1-9]?|sd[b-z][a-z]?|xvd[a-z][a-z]?|xvd[a-z][1-9]?)$/;

@@ -1,0 +1,171 @@
+/** The resources localcloud models. Field names are ours; actions map them to SDK shapes. */
+export type Tags = Map<string, string>;
+
+export type InstanceStateName = "pending" | "running" | "shutting-down" | "terminated" | "stopping" | "stopped";
+export const STATE_CODES: Record<InstanceStateName, number> = { pending: 0, running: 16, "shutting-down": 32, terminated: 48, stopping: 64, stopped: 80 };
+
+export interface Instance {
+  id: string;
+  reservationId: string;
+  imageId: string;
+  instanceType: string;
+  az: string;
+  subnetId: string;
+  vpcId: string;
+  privateIp: string;
+  securityGroupIds: string[];
+  state: InstanceStateName;
+  stateReason?: { code: string; message: string };
+  stateTransitionReason: string;
+  launchTime: Date;
+  clientToken?: string;
+  tags: Tags;
+  lifecycle: "spot" | "on-demand";
+  spotRequestId?: string;
+  userData: Buffer | null;
+  httpTokens: "required" | "optional";
+  httpEndpoint: "enabled" | "disabled";
+  rootDeviceName: string;
+  rootVolumeId: string;
+  architecture: "x86_64" | "arm64";
+  disableApiTermination: boolean;
+  hibernationConfigured: boolean;
+  /** IMDS view fields. */
+  spotAction: { action: "terminate" | "stop" | "hibernate"; time: string } | null;
+  rebalanceNoticeTime: string | null;
+  /** IMDS block-device-mapping (launch-time volumes only). */
+  launchBlockDevices: Record<string, string>;
+  imdsEndpoint?: string;
+  /** Real wall-clock time of the last pending, for IMDS pendingTime. */
+  pendingTime: Date;
+  booted: boolean;
+  /** Increments on every stop/start cycle; timers of an older cycle do nothing. */
+  epoch: number;
+  terminatedAt?: number;
+  /** Runtime shutdown in progress (volumes are released only after it). */
+  shutdown?: Promise<void>;
+}
+
+export type VolumeState = "creating" | "available" | "in-use" | "deleting" | "deleted" | "error";
+export type AttachState = "attaching" | "attached" | "detaching";
+
+export interface Volume {
+  id: string;
+  size: number;
+  snapshotId: string;
+  az: string;
+  state: VolumeState;
+  createTime: Date;
+  volumeType: string;
+  iops?: number;
+  throughput?: number;
+  encrypted: boolean;
+  tags: Tags;
+  attachment?: { instanceId: string; device: string; state: AttachState; attachTime: Date; deleteOnTermination: boolean };
+  /** The runtime's backing store exists once this settles. */
+  ready: Promise<void>;
+  clientToken?: string;
+}
+
+export interface Snapshot {
+  id: string;
+  volumeId: string;
+  state: "pending" | "completed" | "error";
+  progress: number;
+  startTime: Date;
+  volumeSize: number;
+  description: string;
+  ownerId: string;
+  tags: Tags;
+  encrypted: boolean;
+  ready: Promise<void>;
+}
+
+export interface ImageBdm {
+  deviceName: string;
+  snapshotId?: string;
+  volumeSize?: number;
+  volumeType: string;
+  deleteOnTermination: boolean;
+}
+
+export interface Image {
+  id: string;
+  name: string;
+  description: string;
+  state: "pending" | "available" | "failed";
+  ownerId: string;
+  ownerAlias?: string;
+  rootDeviceName: string;
+  blockDeviceMappings: ImageBdm[];
+  architecture: "x86_64" | "arm64";
+  creationDate: Date;
+  tags: Tags;
+  enaSupport: boolean;
+  bootMode?: string;
+  imdsSupport?: string;
+  virtualizationType: string;
+}
+
+export interface Eni {
+  id: string;
+  subnetId: string;
+  vpcId: string;
+  az: string;
+  privateIp: string;
+  mac: string;
+  securityGroupIds: string[];
+  description: string;
+  status: "available" | "attaching" | "in-use" | "detaching";
+  attachment?: { id: string; instanceId: string; deviceIndex: number; state: AttachState; attachTime: Date; deleteOnTermination: boolean };
+  tags: Tags;
+  clientToken?: string;
+}
+
+export interface SpotRequest {
+  id: string;
+  instanceId?: string;
+  state: "open" | "active" | "closed" | "cancelled" | "failed" | "disabled";
+  statusCode: string;
+  statusMessage: string;
+  statusTime: Date;
+  type: "one-time" | "persistent";
+  interruptionBehavior: "terminate" | "stop" | "hibernate";
+  maxPrice: string;
+  instanceType: string;
+  imageId: string;
+  subnetId: string;
+  az: string;
+  createTime: Date;
+  validUntil?: Date;
+  tags: Tags;
+}
+
+export interface Subnet {
+  id: string;
+  vpcId: string;
+  az: string;
+  cidr: string;
+  defaultForAz: boolean;
+  tags: Tags;
+}
+
+export interface Vpc {
+  id: string;
+  cidr: string;
+  isDefault: boolean;
+}
+
+export interface SecurityGroup {
+  id: string;
+  name: string;
+  description: string;
+  vpcId: string;
+  tags: Tags;
+}
+
+export interface Reservation {
+  id: string;
+  instanceIds: string[];
+  groupIds: string[];
+}
