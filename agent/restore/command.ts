@@ -1,0 +1,68 @@
+/**
+ * `spotkeep-agent restore`: run first by a replacement's user-data. Connects with hello mode
+ * "restore", waits for the coordinator's `restore-plan`, restores the volumes (restore.ts), reports
+ * `restored` (and an `error` message on failure), waits until the report is acked (bounded), and
+ * exits: 0 when restored so the rest of user-data continues, 1 with the reason otherwise.
+ *
+ * Contract with the coordinator: restore sends `restored` (ref = the plan's id); the `ready`
+ * message comes from `spotkeep-agent run` right after its first welcome, carrying the restore's
+ * step timings (left in <stateDir>/restored.json).
+ */
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { MessageOf } from "../../shared/protocol.js";
+import { createContext, createLink, type ContextOverrides } from "../context.js";
+import type { AgentConfig } from "../config.js";
+import { errorText } from "../log.js";
+import { RESTORED_MARKER } from "../run.js";
+import { restoreVolumes, type RestoreReport } from "./restore.js";
+
+export interface RestoreOverrides extends ContextOverrides {
+  /** Model ms to wait for the plan. Default 10 minutes. */
+  planTimeoutMs?: number;
+}
+
+export async function restoreMode(cfg: AgentConfig, o: RestoreOverrides = {}): Promise<number> {
+  const ctx = await createContext(cfg, o);
+  const { log, clock, scale } = ctx;
+  let gotPlan: (p: MessageOf<"restore-plan">) => void = () => {};
+  const planArrived = new Promise<MessageOf<"restore-plan">>((r) => (gotPlan = r));
+  const link = createLink(ctx, "restore", {
+    onCommand: (m) => {
+      if (m.type === "restore-plan") gotPlan(m);
+      else if (m.type === "error") log.warn("coordinator reported an error", { code: m.code, message: m.message });
+      else log.info("ignoring a command during restore", { type: m.type });
+    },
+  });
+  link.start();
+  try {
+    const timeout = scale(o.planTimeoutMs ?? 600_000);
+    const plan = await Promise.race([planArrived, clock.sleep(timeout).then(() => null)]);
+    if (!plan) {
+      log.error("restore failed: no restore plan from the coordinator", { waitedMs: timeout });
+      process.stderr.write(`spotkeep-agent restore: no restore plan from the coordinator after ${timeout} ms\n`);
+      return 1;
+    }
+    log.info("restore plan received", { statefulInstance: plan.statefulInstance, generation: plan.generation, volumes: plan.volumes.length, previousClean: plan.previousClean });
+    let report: RestoreReport;
+    try {
+      report = await restoreVolumes(plan, { devDir: cfg.devDir, rootDir: cfg.rootDir, clock, log, scale });
+    } catch (err) {
+      report = { ok: false, volumes: [], steps: [], reason: `restore crashed: ${errorText(err)}` };
+    }
+    link.send({ type: "restored", ref: plan.id, ok: report.ok, volumes: report.volumes, steps: report.steps.slice(0, 64), ...(report.reason ? { reason: report.reason } : {}) });
+    if (!report.ok) link.send({ type: "error", code: "restore-failed", message: report.reason ?? "restore failed", ref: plan.id });
+    else writeFileSync(join(cfg.stateDir, RESTORED_MARKER), JSON.stringify({ instanceId: ctx.info.instanceId, steps: report.steps.slice(0, 63) }));
+    // Make the report reach the coordinator before user-data moves on (bounded: the outbox keeps it anyway).
+    const until = clock.now() + scale(30_000);
+    while (ctx.store.outbox.length > 0 && clock.now() < until) await clock.sleep(Math.max(10, scale(100)));
+    if (!report.ok) {
+      process.stderr.write(`spotkeep-agent restore: ${report.reason}\n`);
+      return 1;
+    }
+    log.info("restore finished", { volumes: report.volumes.length });
+    return 0;
+  } finally {
+    await link.stop();
+  }
+}

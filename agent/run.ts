@@ -1,0 +1,223 @@
+/**
+ * `spotkeep-agent run`: the long-running agent.
+ *  - polls IMDS for notices (spot interruption, rebalance, scheduled events) and reports each once;
+ *  - keeps the link to the coordinator; sends `inventory` on connect and when devices change;
+ *  - sends `ready` once per process, right after its first `welcome` (with the timings of the
+ *    restore that ran before it, when there was one: restore leaves them in restored.json);
+ *  - executes coordinator commands: quiesce, freeze-for-snapshot, thaw, shutdown;
+ *  - when a spot interruption arrives and the coordinator cannot be reached within
+ *    autonomousQuiesceAfterMs, quiesces on its own (unmount, falling back to freeze thawed by the
+ *    notice's deadline) and queues the `quiesced` report in the outbox.
+ */
+import { readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import type { CoordinatorMessage, Mount, MessageOf, StepTiming, Hooks } from "../shared/protocol.js";
+import { createContext, createLink, type AgentContext, type ContextOverrides } from "./context.js";
+import type { AgentConfig } from "./config.js";
+import { errorText } from "./log.js";
+import { MonitorLoop } from "./monitors/loop.js";
+import { SpotInterruptionMonitor } from "./monitors/spot-interruption.js";
+import { RebalanceMonitor } from "./monitors/rebalance.js";
+import { ScheduledEventsMonitor } from "./monitors/scheduled-events.js";
+import type { NoticeObservation } from "./monitors/types.js";
+import { Quiescer, type QuiesceReport } from "./quiesce/quiescer.js";
+import { createFsFreezer, type Freezer } from "./storage/freezer.js";
+import { protectedDevices } from "./storage/filesystems.js";
+import { collectInventory } from "./storage/inventory.js";
+import { listVolumeDevices } from "./storage/devices.js";
+import type { AgentLink } from "./link/client.js";
+
+export const RESTORED_MARKER = "restored.json";
+
+export interface RunOverrides extends ContextOverrides {
+  freezer?: Freezer;
+}
+
+export class RunningAgent {
+  private mounts: Mount[] = [];
+  private hooks: Partial<Hooks> = {};
+  private quiesceStarted = false;
+  private readySent = false;
+  private lastInventory = "";
+  private lastDevices = "";
+  private cancelDeviceWatch: (() => void) | null = null;
+  private stopped = false;
+  readonly loop: MonitorLoop;
+  readonly link: AgentLink | null;
+  readonly quiescer: Quiescer;
+  private readonly done: Promise<number>;
+  private resolveDone!: (code: number) => void;
+
+  constructor(
+    readonly ctx: AgentContext,
+    o: RunOverrides = {},
+  ) {
+    const { cfg, clock, log, imds, store, scale } = ctx;
+    this.done = new Promise((r) => (this.resolveDone = r));
+    this.quiescer = new Quiescer({ clock, log: log.child({ component: "quiesce" }), freezer: o.freezer ?? createFsFreezer(), rootDir: cfg.rootDir, protectedDevs: protectedDevices(cfg.stateDir), scale });
+    this.loop = new MonitorLoop({
+      monitors: [new SpotInterruptionMonitor(imds, clock), new RebalanceMonitor(imds, clock), new ScheduledEventsMonitor(imds, clock)],
+      intervalMs: scale(cfg.pollIntervalMs),
+      clock,
+      log: log.child({ component: "monitor" }),
+      seen: store.notices,
+      onNotice: (n) => this.onNotice(n),
+    });
+    this.link = cfg.coordinatorUrl ? createLink(ctx, "run", { onWelcome: (m) => this.onWelcome(m), onCommand: (m) => this.onCommand(m) }) : null;
+  }
+
+  start(): Promise<number> {
+    this.ctx.log.info("agent running", { coordinator: this.ctx.cfg.coordinatorUrl ?? null, pollMs: this.ctx.scale(this.ctx.cfg.pollIntervalMs), stateDir: this.ctx.cfg.stateDir });
+    if (!this.link) this.ctx.log.warn("no coordinator configured: notices are only logged and kept in the outbox");
+    this.ctx.store.setStatus({ mode: "run", pid: process.pid, startedAt: new Date().toISOString() });
+    this.loop.start();
+    this.link?.start();
+    this.watchDevices();
+    return this.done;
+  }
+
+  async stop(code = 0, reason = "stopping"): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.ctx.log.info("agent stopping", { reason });
+    this.cancelDeviceWatch?.();
+    await this.quiescer.thawAll(reason);
+    await this.loop.stop();
+    await this.link?.stop();
+    this.resolveDone(code);
+  }
+
+  private async onNotice(n: NoticeObservation): Promise<void> {
+    this.ctx.store.setStatus({ lastNotice: { noticeId: n.noticeId, kind: n.kind, action: n.action, deadline: n.deadline } });
+    const body = { type: "notice" as const, noticeId: n.noticeId, kind: n.kind, observedAt: n.observedAt, raw: n.raw.slice(0, 16_384), ...(n.action ? { action: n.action } : {}), ...(n.deadline ? { deadline: n.deadline } : {}) };
+    if (this.link) this.link.send(body);
+    else this.ctx.store.enqueue({ v: 1, id: `a-local-${n.noticeId}`, ...body });
+    if (n.kind === "spot-interruption" && (n.action === "terminate" || n.action === "stop")) {
+      const deadline = n.deadline ? Date.parse(n.deadline) : this.ctx.clock.now();
+      void this.autonomousQuiesce(deadline);
+    }
+  }
+
+  /** If the coordinator is unreachable after a notice, quiesce on our own before the deadline. */
+  private async autonomousQuiesce(deadline: number): Promise<void> {
+    const wait = Math.min(this.ctx.scale(this.ctx.cfg.autonomousQuiesceAfterMs), Math.max(0, deadline - this.ctx.clock.now()) / 2);
+    const reachable = this.link ? await this.link.waitConnected(wait) : false;
+    if (reachable || this.quiesceStarted || this.stopped) return;
+    this.ctx.log.warn("coordinator unreachable after a spot notice; quiescing on our own", { deadline: new Date(deadline).toISOString() });
+    const report = await this.runQuiesce(() => this.quiescer.quiesce({ mountPoints: this.mounts.map((m) => m.mountPoint), hooks: this.hooks, unmount: true, deadline }));
+    if (report) this.sendQuiesced(report, undefined);
+  }
+
+  private async runQuiesce(fn: () => Promise<QuiesceReport>): Promise<QuiesceReport | null> {
+    if (this.quiesceStarted) return null;
+    this.quiesceStarted = true;
+    try {
+      return await fn();
+    } catch (err) {
+      this.ctx.log.error("quiesce failed", { error: errorText(err) });
+      return { clean: false, steps: [{ name: "quiesce", ok: false, ms: 0, detail: errorText(err) }], filesystems: [] };
+    }
+  }
+
+  private sendQuiesced(r: QuiesceReport, ref: string | undefined): void {
+    const body = { type: "quiesced" as const, clean: r.clean, steps: r.steps, filesystems: r.filesystems, ...(ref ? { ref } : {}), ...(r.thawDeadline ? { thawDeadline: r.thawDeadline } : {}) };
+    if (this.link) this.link.send(body);
+    else this.ctx.store.enqueue({ v: 1, id: `a-local-q-${Date.now()}`, ...body });
+  }
+
+  private async onWelcome(m: MessageOf<"welcome">): Promise<void> {
+    this.mounts = m.config.mounts;
+    this.hooks = m.config.hooks;
+    this.loop.setInterval(this.ctx.scale(m.config.pollIntervalMs));
+    this.ctx.store.setStatus({ connected: true, statefulInstance: m.statefulInstance, generation: m.generation });
+    await this.sendInventory(true);
+    if (!this.readySent) {
+      this.readySent = true;
+      this.link?.send({ type: "ready", instanceId: this.ctx.info.instanceId, steps: this.restoreSteps() });
+    }
+  }
+
+  private restoreSteps(): StepTiming[] {
+    const marker = join(this.ctx.cfg.stateDir, RESTORED_MARKER);
+    try {
+      const data = JSON.parse(readFileSync(marker, "utf8")) as { instanceId?: string; steps?: StepTiming[] };
+      rmSync(marker, { force: true });
+      if (data.instanceId === this.ctx.info.instanceId && Array.isArray(data.steps)) return data.steps.slice(0, 63);
+    } catch {
+      /* no restore happened before this run */
+    }
+    return [];
+  }
+
+  private async sendInventory(force: boolean): Promise<void> {
+    try {
+      const inv = await collectInventory({ imds: this.ctx.imds, devDir: this.ctx.cfg.devDir, rootDir: this.ctx.cfg.rootDir, mounts: this.mounts });
+      const text = JSON.stringify(inv);
+      if (!force && text === this.lastInventory) return;
+      this.lastInventory = text;
+      this.link?.send(inv);
+    } catch (err) {
+      this.ctx.log.warn("collecting inventory failed", { error: errorText(err) });
+    }
+  }
+
+  /** Cheap change detection (a readdir + realpaths); full inventory only when the set changes. */
+  private watchDevices(): void {
+    const tick = () => {
+      if (this.stopped) return;
+      const sig = JSON.stringify(listVolumeDevices(this.ctx.cfg.devDir));
+      if (this.lastDevices && sig !== this.lastDevices && this.link?.connected) void this.sendInventory(false);
+      this.lastDevices = sig;
+      this.cancelDeviceWatch = this.ctx.clock.setTimer(this.ctx.scale(5_000), tick);
+    };
+    tick();
+  }
+
+  private async onCommand(m: CoordinatorMessage): Promise<void> {
+    const log = this.ctx.log;
+    switch (m.type) {
+      case "quiesce": {
+        log.info("quiesce requested", { reason: m.reason, deadline: m.deadline, unmount: m.unmount });
+        const report = await this.runQuiesce(() =>
+          this.quiescer.quiesce({ mountPoints: this.mounts.map((x) => x.mountPoint), hooks: this.hooks, unmount: m.unmount, deadline: Date.parse(m.deadline) }),
+        );
+        // A second quiesce (e.g. after we quiesced on our own) is answered with a no-op report.
+        this.sendQuiesced(report ?? { clean: true, steps: [{ name: "quiesce", ok: true, ms: 0, detail: "already quiesced" }], filesystems: [] }, m.id);
+        return;
+      }
+      case "freeze-for-snapshot": {
+        const report = await this.quiescer.freezeForSnapshot({ mountPoints: this.mounts.map((x) => x.mountPoint), thawAfterMs: this.ctx.scale(m.thawAfterMs) });
+        this.sendQuiesced(report, m.id);
+        return;
+      }
+      case "thaw":
+        await this.quiescer.thawAll("thaw requested");
+        return;
+      case "shutdown":
+        await this.stop(0, `coordinator asked: ${m.reason ?? "shutdown"}`);
+        return;
+      case "restore-plan":
+        log.warn("ignoring a restore-plan in run mode (restore runs as `spotkeep-agent restore`)");
+        return;
+      case "error":
+        log.warn("coordinator reported an error", { code: m.code, message: m.message, ref: m.ref });
+        return;
+      default:
+        return;
+    }
+  }
+}
+
+export async function runMode(cfg: AgentConfig, o: RunOverrides = {}): Promise<number> {
+  const ctx = await createContext(cfg, o);
+  const agent = new RunningAgent(ctx, o);
+  const onSignal = (sig: string) => void agent.stop(0, `signal ${sig}`);
+  process.once("SIGTERM", onSignal);
+  process.once("SIGINT", onSignal);
+  try {
+    return await agent.start();
+  } finally {
+    process.off("SIGTERM", onSignal);
+    process.off("SIGINT", onSignal);
+  }
+}
