@@ -12,7 +12,7 @@ if (!stateDir) throw new Error("usage: crash-child.ts <stateDir>");
 const id = "i-0c0a5e0000000001";
 const rt = createLinuxRuntime({ stateDir, lockWaitMs: 120_000 });
 await rt.init();
-await rt.createVolume({ volumeId: "vol-crashroot01", sizeGiB: 1 }, "snap-crashbase01");
+await rt.createVolume({ volumeId: "vol-crashroot01", sizeGiB: 1 });
 await rt.createVolume({ volumeId: "vol-crashdata01", sizeGiB: 2 });
 await rt.boot(
   { instanceId: id, dir: "", userData: Buffer.from("#!/bin/bash\nsetsid sleep 1001 &\nexec sleep 1002\n"), privateIp: "172.31.0.50", subnetCidr: "172.31.0.0/20", imdsEndpoint: "http://172.31.0.1:1", env: {} },

@@ -12,6 +12,7 @@ if (unavailable) console.log(`linux runtime suites skipped: ${unavailable}`);
 
 const I1 = "i-0a1b2c3d4e5f60001";
 const I2 = "i-0a1b2c3d4e5f60002";
+const I3 = "i-0a1b2c3d4e5f60003";
 const IP1 = "172.31.0.10";
 const IP2 = "172.31.16.20";
 
@@ -35,7 +36,7 @@ describe.skipIf(unavailable !== null)("linux runtime (root: netns, loop devices,
     rt = createLinuxRuntime({ stateDir, graceMs: 500, lockWaitMs: 120_000 });
     await rt.init();
     for (const id of [I1, I2]) {
-      await rt.createVolume({ volumeId: `vol-root${id.slice(-4)}`, sizeGiB: 1 }, "snap-baseami0001");
+      await rt.createVolume({ volumeId: `vol-root${id.slice(-4)}`, sizeGiB: 1 });
     }
   }, 150_000);
 
@@ -46,7 +47,7 @@ describe.skipIf(unavailable !== null)("linux runtime (root: netns, loop devices,
     rmSync(stateDir, { recursive: true, force: true });
   });
 
-  it("boots user-data as root in its namespace, with the root volume (a real ext4 from the AMI) at SPOTKEEP_ROOT_DIR, reachable from the host at the private IP", async () => {
+  it("boots user-data as root in its namespace, with the root volume (blank, formatted ext4 at first boot) at SPOTKEEP_ROOT_DIR, reachable from the host at the private IP", async () => {
     const userData = [
       "#!/bin/bash",
       'env > "$SPOTKEEP_ROOT_DIR/env.txt"',
@@ -56,8 +57,8 @@ describe.skipIf(unavailable !== null)("linux runtime (root: netns, loop devices,
       `exec node -e 'const fs=require("fs"),p=require("path");require("http").createServer((q,s)=>{fs.readFile(p.join(process.env.SPOTKEEP_ROOT_DIR,q.url),(e,b)=>{s.statusCode=e?404:200;s.end(e?"":b)})}).listen(8080,"${IP1}")'`,
     ].join("\n");
     await rt.boot(instance(rt, I1, IP1, "172.31.0.0/20", userData), "vol-root0001");
-    const marker = await eventually(() => httpGet(`http://${IP1}:8080/etc/spotkeep-base-image`).catch(() => undefined));
-    expect(marker.trim()).toBe("snap-baseami0001");
+    const marker = await eventually(() => httpGet(`http://${IP1}:8080/etc/spotkeep-first-boot`).catch(() => undefined));
+    expect(marker.trim()).toBe(`instance=${I1} volume=vol-root0001`);
     const env = await httpGet(`http://${IP1}:8080/env.txt`);
     expect(env).toContain(`AWS_EC2_METADATA_SERVICE_ENDPOINT=http://172.31.0.1:1338`);
     expect(env).toContain(`SPOTKEEP_DEV_DIR=${rt.devDir(I1)}`);
@@ -153,6 +154,11 @@ describe.skipIf(unavailable !== null)("linux runtime (root: netns, loop devices,
     const out = await new Promise<string>((res) => { let s = ""; ps.stdout.on("data", (d) => (s += d)); ps.on("close", () => res(s)); });
     expect(out.trim()).toBe("");
     await rt.shutdown(I1, 500); // idempotent
+    // A new generation from a snapshot of the root (the AMI lineage) finds the first boot's content.
+    await rt.createSnapshot("snap-rootimg001", "vol-root0001");
+    await rt.createVolume({ volumeId: "vol-root0003", sizeGiB: 1 }, "snap-rootimg001");
+    await rt.boot(instance(rt, I3, "172.31.32.30", "172.31.32.0/20", ""), "vol-root0003");
+    expect((await rt.exec(I3, ["cat", join(rt.rootDir(I3), "etc/spotkeep-first-boot"), join(rt.rootDir(I3), "uid.txt")])).stdout).toBe(`instance=${I1} volume=vol-root0001\n0\n`);
     // Boot again (stop/start): the root volume still holds what the first boot wrote.
     await rt.boot(instance(rt, I1, IP1, "172.31.0.0/20", ""), "vol-root0001");
     expect((await rt.exec(I1, ["cat", join(rt.rootDir(I1), "uid.txt")])).stdout.trim()).toBe("0");

@@ -79,7 +79,10 @@ export class HostLock {
         if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw new Error(`taking the linux runtime host lock ${this.ownerFile}: ${String(err)}`, { cause: err });
       }
       const owner = this.readOwner();
-      if (owner === null || !ownerAlive(owner)) {
+      // A runtime reopened in the same process over the same state dir is a restarted localcloud
+      // (the earlier object was abandoned, as after a crash): it takes over.
+      const reopened = owner !== null && owner.pid === process.pid && owner.stateDir === this.stateDir;
+      if (owner === null || !ownerAlive(owner) || reopened) {
         // Stale (crashed owner) or half-written: remove and retry. Two racers may both remove it;
         // only one wins the O_EXCL create above.
         rmSync(this.ownerFile, { force: true });

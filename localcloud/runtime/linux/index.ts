@@ -25,9 +25,8 @@ import { createSparse, detachLoop, ensureLoop, loopsOf, removeFile, sparseCopy }
  *                               root/ (SPOTKEEP_ROOT_DIR: the root volume is mounted here, inside
  *                               the instance's mount namespace only), user-data, pgid, console.log
  *
- * Root volume: a real ext4 filesystem. A root volume created from a snapshot the runtime never took
- * (the seeded base AMI's) gets a fresh ext4 image holding `/etc/spotkeep-base-image`; a root volume
- * with no filesystem at boot is formatted ext4 (EC2 roots always carry one). Data volumes created
+ * Root volume: a real ext4 filesystem. A root volume with no filesystem at boot (localcloud's base
+ * AMI snapshot is blank) is formatted ext4 holding `/etc/spotkeep-first-boot`. Data volumes created
  * blank stay blank (no filesystem): formatting them is the create runbook's job.
  */
 export interface LinuxRuntimeOptions {
@@ -232,20 +231,21 @@ class LinuxRuntimeImpl implements LinuxRuntime {
     if (existsSync(file)) return;
     if (!fromSnapshotId) return createSparse(file, vol.sizeGiB, what);
     checkId("snapshot id", fromSnapshotId, SNAP_RE);
-    if (!existsSync(this.snapFile(fromSnapshotId))) await this.makeBaseImage(fromSnapshotId, vol.sizeGiB, what);
+    if (!existsSync(this.snapFile(fromSnapshotId))) throw new Error(`${what}: snapshot ${fromSnapshotId} has no storage`);
     await sparseCopy(this.snapFile(fromSnapshotId), file, what, vol.sizeGiB);
   }
 
-  /** A snapshot the runtime never took is a seeded AMI's: a blank ext4 root with a marker file. */
-  private async makeBaseImage(snapshotId: string, sizeGiB: number, what: string): Promise<void> {
-    const file = this.snapFile(snapshotId);
-    const content = mkdtempSync(join(tmpdir(), "spotkeep-baseimg-"));
+  /**
+   * EC2 roots always carry a filesystem; localcloud's base AMI snapshot is a blank volume, so the
+   * first boot from it formats ext4 with `/etc/spotkeep-first-boot` (which instance and volume), a
+   * marker later generations find again: root persistence is proven by content.
+   */
+  private async formatRoot(device: string, instanceId: string, volumeId: string, what: string): Promise<void> {
+    const content = mkdtempSync(join(tmpdir(), "spotkeep-rootfs-"));
     try {
       mkdirSync(join(content, "etc"));
-      writeFileSync(join(content, "etc", "spotkeep-base-image"), `${snapshotId}\n`);
-      await createSparse(file + ".base", sizeGiB, what);
-      await sh(what, "mkfs.ext4", ["-q", "-F", "-L", "root", "-d", content, file + ".base"]);
-      renameSync(file + ".base", file);
+      writeFileSync(join(content, "etc", "spotkeep-first-boot"), `instance=${instanceId} volume=${volumeId}\n`);
+      await sh(`${what}: formatting blank root volume ${volumeId}`, "mkfs.ext4", ["-q", "-L", "root", "-d", content, device]);
     } finally {
       rmSync(content, { recursive: true, force: true });
     }
@@ -376,7 +376,7 @@ class LinuxRuntimeImpl implements LinuxRuntime {
     this.link(id, NVME_PREFIX + rootVolumeId.replace("-", ""), rootLoop);
     if (!devs.some((n) => readlinkSync(join(this.devDir(id), n)) === rootLoop)) this.link(id, "xvda", rootLoop);
     const probe = await shTry("blkid", ["-p", "-o", "value", "-s", "TYPE", rootLoop]);
-    if (probe.code === 2 || !probe.stdout.trim()) await sh(`${what}: formatting blank root volume ${rootVolumeId}`, "mkfs.ext4", ["-q", "-L", "root", rootLoop]);
+    if (probe.code === 2 || !probe.stdout.trim()) await this.formatRoot(rootLoop, id, rootVolumeId, what);
     const nsArgs = [`--mount=${this.nsFile(id)}`];
     if (!(await mountsIn(nsArgs)).some((m) => m.target === this.rootDir(id))) {
       await sh(`${what}: mounting root volume`, "nsenter", [...nsArgs, "--", "mount", rootLoop, this.rootDir(id)]);
