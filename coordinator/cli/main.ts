@@ -21,6 +21,7 @@ interface Entry {
 
 /** Every subcommand that exists. Add a line here and a file beside this one. */
 export const COMMANDS: Entry[] = [
+  { name: "coordinator", summary: "run the coordinator service (--config FILE [--data-dir DIR])", load: async () => (await import("./coordinator.js")).command },
   { name: "status", summary: "list stateful instances (table, or --json)", load: async () => (await import("./status.js")).command },
   { name: "describe", summary: "show one stateful instance: resources and generations", load: async () => (await import("./describe.js")).command },
   { name: "events", summary: "show the step timeline of a stateful instance's latest workflow", load: async () => (await import("./events.js")).command },

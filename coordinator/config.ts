@@ -1,0 +1,70 @@
+/**
+ * Coordinator configuration (`spotkeep coordinator --config FILE`), JSON or YAML, validated with
+ * errors that name the field (`listen: "nope" is not host:port`).
+ */
+import { z } from "zod";
+import YAML from "yaml";
+import { readFileSync } from "node:fs";
+import { ValidationError } from "../shared/errors.js";
+import { zodToValidationError } from "../shared/zod-errors.js";
+
+const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$/, { message: "must be host:port, such as 127.0.0.1:7400" });
+const url = z.string().regex(/^https?:\/\/[^\s]+$/, { message: "must be an http:// or https:// URL" });
+
+export const CoordinatorConfig = z
+  .object({
+    listen: hostPort.default("127.0.0.1:7400"),
+    dataDir: z.string().min(1, { message: "must not be empty" }).default("./spotkeep-data"),
+    region: z.string().regex(/^[a-z]{2}(-gov)?-[a-z]+-\d$/, { message: "is not an AWS region (such as us-east-1)" }).default("us-east-1"),
+    /** EC2 endpoint override, e.g. localcloud's http://127.0.0.1:4566. */
+    ec2Endpoint: url.optional(),
+    /** PEM text or a path to the certificate that signs instance identity documents. */
+    identityCertificate: z.string().min(1).optional(),
+    /** localcloud control API (…/_localcloud/v1); the identity certificate is fetched from it when not given. */
+    localcloudControlUrl: url.optional(),
+    /** real = model × timeScale; scales every coordinator poll, waiter and heartbeat (design §9). */
+    timeScale: z.number().positive({ message: "must be positive" }).max(100).default(1),
+    /** Bearer token for /api/v1; generated and stored in dataDir when absent. */
+    adminToken: z.string().min(16, { message: "must be at least 16 characters" }).optional(),
+    /** The coordinator URL agents use (http://host:port); default derived from listen. */
+    publicUrl: url.optional(),
+    /** Where the agent bundle is served from; default dist/spotkeep-agent.js of this package. */
+    agentBundlePath: z.string().min(1).optional(),
+    maxConcurrentWorkflows: z.number().int().min(1).max(10_000).default(64),
+    /** Model ms between batched DescribeInstances sweeps that detect lost instances. */
+    lostCheckIntervalMs: z.number().int().min(100).max(3_600_000).default(15_000),
+    /** Fraction of AWS's API buckets spotkeep uses; 0 turns client-side pacing off. */
+    apiHeadroom: z.number().min(0).max(1).default(0.8),
+    /** Model seconds before the notice deadline by which quiesce must be done. */
+    quiesceMarginSeconds: z.number().min(0).max(110).default(20),
+  })
+  .strict();
+
+export type CoordinatorConfig = z.infer<typeof CoordinatorConfig>;
+export type CoordinatorConfigInput = z.input<typeof CoordinatorConfig>;
+
+export function parseConfig(input: unknown, source = "config"): CoordinatorConfig {
+  let data = input;
+  if (typeof input === "string") {
+    try {
+      data = YAML.parse(input);
+    } catch (err) {
+      throw new ValidationError([{ path: source, reason: `is not valid JSON or YAML: ${(err as Error).message.split("\n")[0]}` }], { cause: err });
+    }
+  }
+  if (data === null || data === undefined) data = {};
+  if (typeof data !== "object" || Array.isArray(data)) throw new ValidationError([{ path: source, reason: "must be a mapping of settings" }]);
+  const parsed = CoordinatorConfig.safeParse(data);
+  if (!parsed.success) throw zodToValidationError(parsed.error);
+  return parsed.data;
+}
+
+export function loadConfigFile(path: string): CoordinatorConfig {
+  let text: string;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (err) {
+    throw new ValidationError([{ path: "--config", reason: `cannot read ${path}: ${(err as Error).message}` }], { cause: err });
+  }
+  return parseConfig(text, path);
+}

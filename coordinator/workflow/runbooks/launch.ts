@@ -1,0 +1,168 @@
+/**
+ * Launching a generation and bringing it to `ready`: the part the create and replace runbooks
+ * share. Each function here is ONE step body and safe to re-run.
+ */
+import { createHash } from "node:crypto";
+import type { StatefulInstanceSpec } from "../../../shared/spec.js";
+import { canonicalDevice } from "../../../shared/spec.js";
+import { classify, errorCode, isRetryable } from "../../cloud/errors.js";
+import { TAG, type BlockDeviceRequest, type InstanceInfo } from "../../cloud/gateway.js";
+import { waitUntil, type RunbookDeps } from "./deps.js";
+import type { WorkflowContext, StepPolicy } from "../engine.js";
+
+export interface Candidate {
+  instanceType: string;
+  subnetId: string;
+  availabilityZone: string;
+  market: "spot" | "on-demand";
+}
+
+export interface LaunchResult {
+  instanceId: string;
+  instanceType: string;
+  availabilityZone: string;
+  market: "spot" | "on-demand";
+  tried: string[];
+}
+
+/** Every candidate was refused for capacity. */
+export class NoCapacityError extends Error {
+  override name = "NoCapacityError";
+}
+
+/** ENI still attached to the old instance, volumes still detaching, throttling: try again. */
+export const LAUNCH_POLICY: StepPolicy = { initialMs: 1000, factor: 1.5, maxMs: 5000, attempts: 60, jitter: "equal", retryable: (err) => isRetryable(err) };
+export const MUTATE_POLICY: StepPolicy = { initialMs: 500, factor: 2, maxMs: 8000, attempts: 30, jitter: "equal", retryable: (err) => isRetryable(err) || !errorCode(err) };
+
+/**
+ * Fallback order (design §4.1 step 6): instance types, then subnets/AZs (only when nothing pins
+ * the AZ), then on-demand if the spec allows.
+ */
+export function candidates(spec: StatefulInstanceSpec, subnets: Array<{ subnetId: string; availabilityZone: string }>, pinnedAz: string | null): Candidate[] {
+  const m = spec.launch.market;
+  const markets: Array<"spot" | "on-demand"> = m.type === "spot" ? (m.fallbackToOnDemand ? ["spot", "on-demand"] : ["spot"]) : ["on-demand"];
+  const usable = pinnedAz ? subnets.filter((s) => s.availabilityZone === pinnedAz) : subnets;
+  const out: Candidate[] = [];
+  for (const market of markets) for (const s of usable) for (const t of spec.launch.instanceTypes) out.push({ instanceType: t, subnetId: s.subnetId, availabilityZone: s.availabilityZone, market });
+  return out;
+}
+
+export function clientToken(...parts: Array<string | number>): string {
+  return createHash("sha256").update(parts.join("\u0000")).digest("hex").slice(0, 64);
+}
+
+export async function launchGeneration(
+  deps: RunbookDeps,
+  ctx: WorkflowContext,
+  o: {
+    name: string;
+    spec: StatefulInstanceSpec;
+    generation: number;
+    imageId: string;
+    cands: Candidate[];
+    eniId: string | null;
+    blockDevices: BlockDeviceRequest[];
+  },
+): Promise<LaunchResult> {
+  const genTags = { [TAG.managed]: "true", [TAG.instance]: o.name, [TAG.generation]: String(o.generation), [TAG.workflow]: ctx.workflowId };
+  // Tag-then-find: an earlier attempt of this step may have launched on a candidate we would now skip.
+  const earlier = (await deps.ec2.findInstances({ [TAG.workflow]: ctx.workflowId, [TAG.generation]: String(o.generation) })).find((i) => i.state === "pending" || i.state === "running");
+  if (earlier) return record(deps, o, earlier, []);
+  const tried: string[] = [];
+  let lastCapacity: unknown = null;
+  for (const c of o.cands) {
+    const label = `${c.market} ${c.instanceType} in ${c.availabilityZone}`;
+    try {
+      const inst = await deps.ec2.launchInstance({
+        clientToken: clientToken(ctx.workflowId, o.generation, c.instanceType, c.subnetId, c.market),
+        imageId: o.imageId,
+        instanceType: c.instanceType,
+        market: c.market,
+        maxPrice: o.spec.launch.market.maxPrice,
+        network: o.eniId ? { eniId: o.eniId } : { subnetId: c.subnetId, securityGroupIds: o.spec.launch.securityGroupIds },
+        userData: deps.userData(o.spec),
+        blockDevices: o.blockDevices,
+        tags: { ...o.spec.launch.tags, Name: `${o.name}-g${o.generation}`, ...genTags },
+        iamInstanceProfile: o.spec.launch.iamInstanceProfile,
+      });
+      if (tried.length) ctx.event("fallback", `launched ${label} after: ${tried.join("; ")}`);
+      return record(deps, o, inst, tried);
+    } catch (err) {
+      if (classify(err) !== "capacity") throw err;
+      lastCapacity = err;
+      tried.push(`${label}: ${errorCode(err)}`);
+    }
+  }
+  throw new NoCapacityError(`no capacity for ${o.name} generation ${o.generation}: ${tried.join("; ") || "no candidates (check subnets and instance types)"}`, { cause: lastCapacity });
+}
+
+function record(deps: RunbookDeps, o: { name: string; generation: number }, inst: InstanceInfo, tried: string[]): LaunchResult {
+  deps.store.recordLaunch(o.name, o.generation, { instanceId: inst.instanceId, instanceType: inst.instanceType, availabilityZone: inst.availabilityZone, lifecycle: inst.lifecycle, privateIp: inst.privateIp });
+  return { instanceId: inst.instanceId, instanceType: inst.instanceType, availabilityZone: inst.availabilityZone, market: inst.lifecycle, tried };
+}
+
+/** Wait for `running`; record the private IP and the volumes created from BlockDeviceMappings. */
+export async function waitRunning(deps: RunbookDeps, ctx: WorkflowContext, name: string, generation: number, instanceId: string, snapshotVolumes: boolean): Promise<{ privateIp: string | null; volumes: Record<string, string> }> {
+  const inst = await waitUntil(deps.clock, `${instanceId} to be running`, async () => {
+    const [i] = await deps.ec2.describeInstances([instanceId]);
+    if (!i) return null;
+    if (i.state === "shutting-down" || i.state === "terminated") throw new Error(`${instanceId} went ${i.state} while starting (${i.stateReason ?? "no reason given"})`);
+    return i.state === "running" ? i : null;
+  }, { intervalMs: deps.pollMs, timeoutMs: 15 * 60_000, signal: ctx.signal });
+  const volumes: Record<string, string> = {};
+  if (snapshotVolumes) {
+    const byDevice = new Map(inst.volumes.map((v) => [canonicalDevice(v.deviceName), v.volumeId]));
+    for (const v of deps.store.listVolumes(name)) {
+      const id = byDevice.get(canonicalDevice(v.device));
+      if (!id) throw new Error(`${instanceId} came up without a volume at ${v.device}`);
+      volumes[v.device] = id;
+      deps.store.setVolumeCurrent(name, v.device, id, inst.availabilityZone);
+    }
+  }
+  deps.store.recordLaunch(name, generation, { instanceId, instanceType: inst.instanceType, availabilityZone: inst.availabilityZone, lifecycle: inst.lifecycle, privateIp: inst.privateIp });
+  return { privateIp: inst.privateIp, volumes };
+}
+
+/** Attach one data volume once it is free (the old instance may still be releasing it). */
+export async function attachVolume(deps: RunbookDeps, ctx: WorkflowContext, volumeId: string, instanceId: string, device: string): Promise<void> {
+  const ready = await waitUntil(deps.clock, `${volumeId} to be available or attached to ${instanceId}`, async () => {
+    const v = await deps.ec2.describeVolume(volumeId);
+    if (!v) throw new Error(`${volumeId} no longer exists`);
+    if (v.attachments.some((a) => a.instanceId === instanceId)) return "mine";
+    return v.state === "available" ? "free" : null;
+  }, { intervalMs: deps.pollMs, timeoutMs: 10 * 60_000, signal: ctx.signal });
+  if (ready === "free") await deps.ec2.attachVolume(volumeId, instanceId, device);
+  await waitUntil(deps.clock, `${volumeId} to attach to ${instanceId}`, async () => {
+    const v = await deps.ec2.describeVolume(volumeId);
+    return v?.attachments.some((a) => a.instanceId === instanceId && a.state === "attached") ? true : null;
+  }, { intervalMs: deps.pollMs / 2, timeoutMs: 5 * 60_000, signal: ctx.signal });
+}
+
+/**
+ * Send the restore plan (same id every time, so a re-run is deduplicated by the agent) and wait
+ * for the agent to report `ready`.
+ */
+export async function restoreAndWaitReady(deps: RunbookDeps, ctx: WorkflowContext, o: { name: string; spec: StatefulInstanceSpec; generation: number; instanceId: string; previousClean: boolean }): Promise<{ readyAt: number }> {
+  const vols = deps.store.listVolumes(o.name);
+  deps.sendToAgent(
+    o.instanceId,
+    {
+      type: "restore-plan",
+      statefulInstance: o.name,
+      generation: o.generation,
+      previousClean: o.previousClean,
+      volumes: vols.map((v) => ({ volumeId: v.volume_id!, device: v.device, mountPoint: v.mount_point, fsType: v.fs_type })),
+      hooks: { preStop: o.spec.hooks.preStop, postRestore: o.spec.hooks.postRestore, timeoutSeconds: o.spec.hooks.timeoutSeconds },
+      deviceTimeoutMs: 120_000,
+    },
+    `plan-${ctx.workflowId}-${o.generation}`,
+  );
+  const failure = () => deps.store.latestAgentReport(o.instanceId, "restored");
+  await waitUntil(deps.clock, `${o.instanceId} to report ready`, async () => {
+    const r = failure();
+    if (r && JSON.parse(r.data).ok === false) throw new Error(`restore on ${o.instanceId} failed: ${JSON.parse(r.data).reason ?? "no reason given"}`);
+    const [i] = await Promise.resolve(deps.store.latestAgentReport(o.instanceId, "ready") ? [true] : [null]);
+    return i;
+  }, { intervalMs: Math.max(50, deps.pollMs / 5), timeoutMs: 20 * 60_000, signal: ctx.signal });
+  return { readyAt: deps.store.latestAgentReport(o.instanceId, "ready")!.at };
+}
