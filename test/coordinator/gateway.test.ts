@@ -1,0 +1,120 @@
+/**
+ * The EC2 gateway against localcloud through the real SDK (runtime none, instant profile):
+ * idempotent mutations (a re-run step finds what the first attempt made), not-found handling,
+ * error wording and classification, retries of injected throttling.
+ */
+import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import { rmSync } from "node:fs";
+import { startLocalCloud, type LocalCloud } from "../../localcloud/index.js";
+import { createAwsGateway } from "../../coordinator/cloud/aws.js";
+import { classify } from "../../coordinator/cloud/errors.js";
+import { TAG, type Ec2Gateway } from "../../coordinator/cloud/gateway.js";
+
+let lc: LocalCloud;
+let gw: Ec2Gateway;
+let subnetA: { subnetId: string; availabilityZone: string };
+let subnetB: { subnetId: string; availabilityZone: string };
+
+const control = async (method: string, path: string, body?: unknown) => {
+  const res = await fetch(`${lc.controlUrl}/${path}`, { method, headers: { "content-type": "application/json" }, body: body ? JSON.stringify(body) : undefined });
+  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${await res.text()}`);
+  return res.json();
+};
+const until = async <T>(f: () => Promise<T | null | undefined>, ms = 5000): Promise<T> => {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await f();
+    if (v) return v;
+    if (Date.now() > end) throw new Error("timed out");
+    await new Promise((r) => setTimeout(r, 20));
+  }
+};
+
+beforeAll(async () => {
+  lc = await startLocalCloud({ port: 0, profile: "instant", runtime: "none" });
+  gw = createAwsGateway({ region: "us-east-1", endpoint: lc.endpoint, pacingHeadroom: 0 });
+  const subnets = [...lc.world.subnets.values()].sort((a, b) => a.az.localeCompare(b.az));
+  const all = await gw.describeSubnets(subnets.map((s) => s.id));
+  subnetA = all.find((s) => s.availabilityZone === "us-east-1a")!;
+  subnetB = all.find((s) => s.availabilityZone === "us-east-1b")!;
+});
+afterAll(async () => {
+  await lc?.stop();
+  if (lc) rmSync(lc.stateDir, { recursive: true, force: true });
+});
+
+describe("EC2 gateway on localcloud", () => {
+  it("exports the actions it calls", async () => {
+    const { GATEWAY_ACTIONS } = await import("../../coordinator/cloud/aws.js");
+    expect(GATEWAY_ACTIONS).toContain("RunInstances");
+    expect(new Set(GATEWAY_ACTIONS).size).toBe(GATEWAY_ACTIONS.length);
+  });
+
+  it("createVolume run twice with the same step tags finds the first volume instead of making a second", async () => {
+    const tags = { [TAG.workflow]: "wf-test-1", [TAG.step]: "create-volume /dev/sdf" };
+    const a = await gw.createVolume({ availabilityZone: subnetA.availabilityZone, sizeGiB: 4, tags });
+    const b = await gw.createVolume({ availabilityZone: subnetA.availabilityZone, sizeGiB: 4, tags });
+    expect(b.volumeId).toBe(a.volumeId);
+    const tagged = [...lc.world.volumes.values()].filter((v) => v.tags.get(TAG.workflow) === "wf-test-1");
+    expect(tagged).toHaveLength(1);
+  });
+
+  it("createNetworkInterface and createSnapshot are idempotent by tags; registerImage by name", async () => {
+    const eniTags = { [TAG.workflow]: "wf-test-2", [TAG.step]: "create-eni" };
+    const e1 = await gw.createNetworkInterface({ subnetId: subnetA.subnetId, securityGroupIds: [], description: "t", tags: eniTags });
+    const e2 = await gw.createNetworkInterface({ subnetId: subnetA.subnetId, securityGroupIds: [], description: "t", tags: eniTags });
+    expect(e2.eniId).toBe(e1.eniId);
+    expect(e1.privateIp).toMatch(/^172\.31\./);
+
+    const vol = await gw.createVolume({ availabilityZone: subnetA.availabilityZone, sizeGiB: 2, tags: { [TAG.workflow]: "wf-test-2", [TAG.step]: "v" } });
+    await until(async () => (await gw.describeVolume(vol.volumeId))?.state === "available");
+    const sTags = { [TAG.workflow]: "wf-test-2", [TAG.step]: "snapshot-root" };
+    const s1 = await gw.createSnapshot(vol.volumeId, "d", sTags);
+    const s2 = await gw.createSnapshot(vol.volumeId, "d", sTags);
+    expect(s2.snapshotId).toBe(s1.snapshotId);
+    await until(async () => (await gw.describeSnapshot(s1.snapshotId))?.state === "completed");
+    const i1 = await gw.registerImage({ name: "spotkeep-test-g2-abc", rootSnapshotId: s1.snapshotId, rootDeviceName: "/dev/xvda", architecture: "x86_64", tags: {} });
+    const i2 = await gw.registerImage({ name: "spotkeep-test-g2-abc", rootSnapshotId: s1.snapshotId, rootDeviceName: "/dev/xvda", architecture: "x86_64", tags: {} });
+    expect(i2).toBe(i1);
+  });
+
+  it("launchInstance with the same client token returns the same instance", async () => {
+    const req = { clientToken: "tok-same-1", imageId: lc.world.baseImageId, instanceType: "m5.large", market: "spot" as const, network: { subnetId: subnetA.subnetId, securityGroupIds: [] }, userData: "", blockDevices: [], tags: { [TAG.workflow]: "wf-test-3" } };
+    const a = await gw.launchInstance(req);
+    const b = await gw.launchInstance(req);
+    expect(b.instanceId).toBe(a.instanceId);
+    expect(a.lifecycle).toBe("spot");
+    const found = await gw.findInstances({ [TAG.workflow]: "wf-test-3" });
+    expect(found.map((i) => i.instanceId)).toEqual([a.instanceId]);
+  });
+
+  it("treats unknown ids as gone: describe returns null, terminate/delete succeed", async () => {
+    expect(await gw.describeVolume("vol-0123456789abcdef0")).toBeNull();
+    expect(await gw.describeSnapshot("snap-0123456789abcdef0")).toBeNull();
+    expect(await gw.describeInstances(["i-0123456789abcdef0"])).toEqual([]);
+    await gw.terminateInstance("i-0123456789abcdef0");
+    await gw.deleteVolume("vol-0123456789abcdef0");
+  });
+
+  it("says what was attempted and classifies the code (cross-AZ attach is fatal)", async () => {
+    const vol = await gw.createVolume({ availabilityZone: subnetB.availabilityZone, sizeGiB: 1, tags: { [TAG.workflow]: "wf-test-4", [TAG.step]: "v" } });
+    await until(async () => (await gw.describeVolume(vol.volumeId))?.state === "available");
+    const inst = await gw.launchInstance({ clientToken: "tok-4", imageId: lc.world.baseImageId, instanceType: "m5.large", market: "on-demand", network: { subnetId: subnetA.subnetId, securityGroupIds: [] }, userData: "", blockDevices: [], tags: {} });
+    await until(async () => (await gw.describeInstances([inst.instanceId]))[0]?.state === "running");
+    const err = await gw.attachVolume(vol.volumeId, inst.instanceId, "/dev/sdf").then(() => null, (e: unknown) => e);
+    expect(String(err)).toContain(`attaching ${vol.volumeId} to ${inst.instanceId} as /dev/sdf: InvalidVolume.ZoneMismatch`);
+    expect(classify(err)).toBe("fatal");
+  });
+
+  it("retries injected RequestLimitExceeded on attach and detach to success", async () => {
+    const vol = await gw.createVolume({ availabilityZone: subnetA.availabilityZone, sizeGiB: 1, tags: { [TAG.workflow]: "wf-test-5", [TAG.step]: "v" } });
+    const inst = await gw.launchInstance({ clientToken: "tok-5", imageId: lc.world.baseImageId, instanceType: "m5.large", market: "on-demand", network: { subnetId: subnetA.subnetId, securityGroupIds: [] }, userData: "", blockDevices: [], tags: {} });
+    await until(async () => (await gw.describeInstances([inst.instanceId]))[0]?.state === "running");
+    await until(async () => (await gw.describeVolume(vol.volumeId))?.state === "available");
+    await control("PUT", "faults", { failNext: [{ action: "AttachVolume", code: "RequestLimitExceeded", count: 2 }, { action: "DetachVolume", code: "RequestLimitExceeded", count: 2 }] });
+    await gw.attachVolume(vol.volumeId, inst.instanceId, "/dev/sdf");
+    await until(async () => (await gw.describeVolume(vol.volumeId))?.attachments[0]?.state === "attached");
+    await gw.detachVolume(vol.volumeId, inst.instanceId);
+    await until(async () => (await gw.describeVolume(vol.volumeId))?.state === "available");
+  });
+});
