@@ -3,7 +3,7 @@
  * unmodified SDK (`new EC2Client({ endpoint, region: "us-east-1", credentials: {...} })`), the
  * control API, and a world you can inspect in white-box tests.
  */
-import { mkdtemp, mkdir } from "node:fs/promises";
+import { mkdtemp, mkdir, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { scaledClock, type Clock } from "../shared/clock.js";
@@ -22,7 +22,7 @@ export interface LocalCloudOptions {
   /** 0 = ephemeral; default 4566. */
   port?: number;
   host?: string;
-  /** Default: a new temp dir (removed by nobody: the caller owns it). */
+  /** Default: a new temp dir, removed by stop() (a given dir is kept). */
   stateDir?: string;
   profile?: "instant" | "realistic";
   /** real = model × timeScale (0.1 runs ten times faster); default 1. */
@@ -121,6 +121,7 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
         await Promise.allSettled(live.map((i) => runtime.shutdown(i.id, 2000)));
         await imds.stop();
         await runtime.cleanup();
+        if (!opts.stateDir) await rm(stateDir, { recursive: true, force: true });
       })()),
   };
 }

@@ -26,6 +26,7 @@ export const COMMANDS: Entry[] = [
   { name: "describe", summary: "show one stateful instance: resources and generations", load: async () => (await import("./describe.js")).command },
   { name: "events", summary: "show the step timeline of a stateful instance's latest workflow", load: async () => (await import("./events.js")).command },
   { name: "create", summary: "create a stateful instance from a spec file (-f SPEC [--wait])", load: async () => (await import("./create.js")).command },
+  { name: "localcloud", summary: "run localcloud, the local EC2 + IMDS for development, tests and rehearsals", load: async () => (await import("./localcloud.js")).command },
   { name: "demo", summary: "run a stateful instance through a spot interruption on localcloud and verify it", load: async () => (await import("./demo.js")).command },
 ];
 

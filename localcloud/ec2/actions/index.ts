@@ -2,6 +2,10 @@
 import type { Ctx } from "../common.js";
 import { runInstances } from "./run-instances.js";
 import { describeInstanceStatus, describeInstances, modifyInstanceAttribute, startInstances, stopInstances, terminateInstances } from "./instances.js";
+import { attachVolume, createVolume, deleteVolume, describeVolumes, detachVolume } from "./volumes.js";
+import { createImage, createSnapshot, deleteSnapshot, deregisterImage, describeImages, describeSnapshots, registerImage } from "./images.js";
+import { attachNetworkInterface, createNetworkInterface, deleteNetworkInterface, describeNetworkInterfaces, detachNetworkInterface } from "./enis.js";
+import { createTags, deleteTags, describeTags } from "./tags.js";
 import { describeAvailabilityZones, describeInstanceTypes, describeSecurityGroups, describeSpotInstanceRequests, describeSpotPriceHistory, describeSubnets } from "./catalog.js";
 
 // Inputs are decoded against the SDK's request schema before a handler sees them.
@@ -16,6 +20,26 @@ export const ACTIONS: Record<string, Handler> = {
   StopInstances: stopInstances,
   StartInstances: startInstances,
   ModifyInstanceAttribute: modifyInstanceAttribute,
+  CreateVolume: createVolume,
+  DescribeVolumes: describeVolumes,
+  AttachVolume: attachVolume,
+  DetachVolume: detachVolume,
+  DeleteVolume: deleteVolume,
+  CreateSnapshot: createSnapshot,
+  DescribeSnapshots: describeSnapshots,
+  DeleteSnapshot: deleteSnapshot,
+  RegisterImage: registerImage,
+  CreateImage: createImage,
+  DescribeImages: describeImages,
+  DeregisterImage: deregisterImage,
+  CreateNetworkInterface: createNetworkInterface,
+  DescribeNetworkInterfaces: describeNetworkInterfaces,
+  AttachNetworkInterface: attachNetworkInterface,
+  DetachNetworkInterface: detachNetworkInterface,
+  DeleteNetworkInterface: deleteNetworkInterface,
+  CreateTags: createTags,
+  DeleteTags: deleteTags,
+  DescribeTags: describeTags,
   DescribeAvailabilityZones: describeAvailabilityZones,
   DescribeSubnets: describeSubnets,
   DescribeSecurityGroups: describeSecurityGroups,

@@ -1,0 +1,67 @@
+import type { Command } from "./main.js";
+import { choiceFlag, numberFlag, parseFlags } from "./args.js";
+
+export const command: Command = {
+  usage: [
+    "usage: spotkeep localcloud [--port 4566] [--host 127.0.0.1] [--state-dir DIR] [--profile instant|realistic]",
+    "                           [--time-scale N] [--runtime process|linux|none] [--throttle on|off]",
+    "",
+    "Runs localcloud: an EC2-compatible endpoint for the unmodified AWS SDK, per-instance IMDS, and the",
+    "control API under /_localcloud/v1/. Prints `localcloud listening on URL` when ready; SIGINT/SIGTERM",
+    "stop every instance and exit 0. --port 0 picks a free port. --time-scale 0.1 runs ten times faster.",
+  ].join("\n"),
+  async run(argv) {
+    const { values } = parseFlags(argv, {
+      port: { type: "string" },
+      host: { type: "string" },
+      "state-dir": { type: "string" },
+      profile: { type: "string" },
+      "time-scale": { type: "string" },
+      runtime: { type: "string" },
+      throttle: { type: "string" },
+    });
+    const port = numberFlag("port", values.port, { min: 0, max: 65535, integer: true }) ?? 4566;
+    const timeScale = numberFlag("time-scale", values["time-scale"], { min: 0.0001, max: 1000 }) ?? 1;
+    const profile = choiceFlag("profile", values.profile, ["instant", "realistic"] as const) ?? "realistic";
+    const runtime = choiceFlag("runtime", values.runtime, ["process", "linux", "none"] as const) ?? "process";
+    const throttle = choiceFlag("throttle", values.throttle, ["on", "off"] as const);
+    const { startLocalCloud, RuntimeUnavailableError } = await import("../../localcloud/index.js");
+    let cloud;
+    try {
+      cloud = await startLocalCloud({
+        port,
+        host: values.host ?? "127.0.0.1",
+        stateDir: values["state-dir"],
+        profile,
+        timeScale,
+        runtime,
+        throttle: throttle === undefined ? undefined : throttle === "on",
+      });
+    } catch (err) {
+      if (err instanceof RuntimeUnavailableError) {
+        process.stderr.write(`spotkeep localcloud: ${err.message}\n`);
+        return 1;
+      }
+      throw err;
+    }
+    process.stdout.write(`localcloud listening on ${cloud.endpoint}\n`);
+    process.stdout.write(`  control API ${cloud.controlUrl}  state dir ${cloud.stateDir}  profile ${profile}  time scale ${timeScale}  runtime ${runtime}\n`);
+    return await new Promise<number>((resolve) => {
+      let stopping = false;
+      const stop = (sig: string) => {
+        if (stopping) return;
+        stopping = true;
+        process.stderr.write(`localcloud: ${sig}: stopping instances\n`);
+        cloud
+          .stop()
+          .then(() => resolve(0))
+          .catch((err: unknown) => {
+            process.stderr.write(`localcloud: stopping: ${(err as Error)?.message ?? String(err)}\n`);
+            resolve(1);
+          });
+      };
+      process.once("SIGINT", () => stop("SIGINT"));
+      process.once("SIGTERM", () => stop("SIGTERM"));
+    });
+  },
+};
