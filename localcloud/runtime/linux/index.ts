@@ -363,6 +363,9 @@ class LinuxRuntimeImpl implements LinuxRuntime {
     if (inst.dir) mkdirSync(inst.dir, { recursive: true });
     mkdirSync(this.devDir(id), { recursive: true });
     mkdirSync(this.rootDir(id), { recursive: true });
+    // Non-root workloads (postgres) must traverse down to SPOTKEEP_ROOT_DIR, as they can reach / on
+    // EC2: traverse-only permission on the folders above it (mkdtemp makes the state dir 0700).
+    for (const d of [this.stateDir, join(this.stateDir, "instances"), this.instanceDir(id)]) chmodSync(d, 0o711);
 
     await ensureGateway(this.bridgeName, inst.subnetCidr);
     await plugInstance({ instanceId: id, bridge: this.bridgeName, privateIp: inst.privateIp, subnetCidr: inst.subnetCidr, vpcCidr: this.vpcCidr });
