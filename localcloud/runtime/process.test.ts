@@ -78,6 +78,7 @@ describe("process runtime specifics", () => {
     // The root is the root volume's folder: what user-data writes lands in the volume.
     await waitFor("root file", () => existsSync(path.join(rt.volumeDir(root), "written-by-user-data")));
     expect(readlinkSync(rt.rootDir(id))).toBe(rt.volumeDir(root));
+    expect(readlinkSync(path.join(rt.devDir(id), byId(root)))).toBe(rt.volumeDir(root));
   });
 
   it("honours a #! interpreter line in user-data", async () => {

@@ -10,7 +10,8 @@
  *                                 Being a link, the root's content lives in the root volume and
  *                                 survives the instance when DeleteOnTermination=false.
  *   instances/<i-id>/dev/         SPOTKEEP_DEV_DIR: `nvme-Amazon_Elastic_Block_Store_vol<hex>` and
- *                                 the device name (`sdf`, plus the `xvdf` alias) -> volume folder
+ *                                 the device name (`sdf`, plus the `xvdf` alias) -> volume folder;
+ *                                 boot adds the root volume's by-id link
  *   instances/<i-id>/user-data    the decoded user-data, as run
  *   instances/<i-id>/pgid         process group of the running user-data (for crash cleanup)
  *   instances/<i-id>/console.log  stdout + stderr of everything the instance runs
@@ -200,6 +201,9 @@ export function createProcessRuntime(opts: ProcessRuntimeOptions): ProcessRuntim
       if (!(await exists(volumeDir(rootVolumeId)))) throw new Error(`booting ${id}: root volume ${rootVolumeId} has no storage (createVolume first)`);
       await mkdir(devDir(id), { recursive: true });
       await linkAtomically(volumeDir(rootVolumeId), rootDir(id));
+      // On Nitro the root volume is an NVMe device too, with its by-id link (its device name
+      // link comes from attachVolume if the model makes one).
+      await linkAtomically(volumeDir(rootVolumeId), path.join(devDir(id), byIdName(rootVolumeId)));
       const logFile = await open(logPath(id), fsc.O_WRONLY | fsc.O_APPEND | fsc.O_CREAT, 0o644);
       try {
         await logFile.write(`[localcloud] ${new Date().toISOString()} booting ${id}\n`);

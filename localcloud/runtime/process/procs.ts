@@ -95,12 +95,19 @@ export function killMarked(...markers: string[]): number {
 
 export const sleepMs = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-/** Poll until no live member remains or `ms` passes; true when the group is gone. */
-export async function waitGroupGone(pgid: number, ms: number, pollMs = 20): Promise<boolean> {
+/**
+ * Poll until no live member remains or `ms` passes; true when the group is gone. The interval
+ * backs off (10 ms -> 250 ms) because each poll scans /proc: quick exits are seen quickly and
+ * a long grace does not burn a core.
+ */
+export async function waitGroupGone(pgid: number, ms: number): Promise<boolean> {
   const deadline = Date.now() + ms;
+  let pollMs = 10;
   for (;;) {
     if (groupMembers(pgid).length === 0) return true;
-    if (Date.now() >= deadline) return false;
-    await sleepMs(pollMs);
+    const left = deadline - Date.now();
+    if (left <= 0) return false;
+    await sleepMs(Math.min(pollMs, left));
+    pollMs = Math.min(250, pollMs * 1.5);
   }
 }
