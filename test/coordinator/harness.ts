@@ -1,0 +1,159 @@
+/**
+ * Shared set-up for the coordinator's end-to-end suites: localcloud (process runtime) + a
+ * coordinator (in-process or as a child process) + a workload that writes numbered, fsync'd
+ * records to the data volume and appends each acknowledged number to a file OUTSIDE the instance.
+ */
+import { spawn, execFileSync, type ChildProcess } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { startLocalCloud, type LocalCloud } from "../../localcloud/index.js";
+import type { ProcessRuntime } from "../../localcloud/runtime/process.js";
+import { startCoordinator, type Coordinator } from "../../coordinator/service.js";
+import { createAwsGateway } from "../../coordinator/cloud/aws.js";
+import type { Ec2Gateway, InstanceInfo } from "../../coordinator/cloud/gateway.js";
+import type { SpecInput } from "../../shared/spec.js";
+import { parseSpec } from "../../shared/spec.js";
+
+export const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+export const AGENT_BUNDLE = join(ROOT, "dist", "spotkeep-agent.js");
+
+export function ensureAgentBundle(): void {
+  if (!existsSync(AGENT_BUNDLE)) execFileSync(process.execPath, [join(ROOT, "scripts", "build.mjs")], { stdio: "ignore" });
+}
+
+/** Writes "<n> <generation-marker>" lines with fsync to /data/records.log; acks go to ACKS (host path). */
+const WRITER = `
+const fs = require("fs");
+const [file, acks, pidFile] = process.argv.slice(2);
+let n = 0;
+try { const lines = fs.readFileSync(file, "utf8").split("\\n").filter(Boolean); if (lines.length) n = Number(lines[lines.length - 1].split(" ")[0]) || 0; } catch {}
+fs.writeFileSync(pidFile, String(process.pid));
+const fd = fs.openSync(file, "a");
+const afd = fs.openSync(acks, "a");
+let stop = false;
+process.on("SIGTERM", () => { stop = true; });
+const tick = () => {
+  if (stop) { fs.closeSync(fd); process.exit(0); }
+  n++;
+  fs.writeSync(fd, n + " " + process.env.SPOTKEEP_INSTANCE_ID + "\\n");
+  fs.fsyncSync(fd);
+  fs.writeSync(afd, n + "\\n");
+  setTimeout(tick, 15);
+};
+tick();
+`;
+
+/** The user's user-data: root marker on first boot, then the writer in the background. */
+export function workloadUserData(acksFile: string): string {
+  return `R="\${SPOTKEEP_ROOT_DIR:-}"
+mkdir -p "$R/etc" "$R/opt" "$R/run"
+[ -f "$R/etc/spotkeep-marker" ] || echo "first-boot $SPOTKEEP_INSTANCE_ID" > "$R/etc/spotkeep-marker"
+cat > "$R/opt/writer.js" <<'WRITER_EOF'
+${WRITER}
+WRITER_EOF
+nohup node "$R/opt/writer.js" "$R/data/records.log" ${JSON.stringify(acksFile)} "$R/run/writer.pid" >/dev/null 2>&1 &
+`;
+}
+
+/** preStop: stop the writer and wait until it is gone (its last acked record is on disk). */
+export const STOP_WRITER = `R="\${SPOTKEEP_ROOT_DIR:-}"; P=$(cat "$R/run/writer.pid" 2>/dev/null); if [ -n "$P" ]; then kill -TERM "$P" 2>/dev/null; for i in $(seq 1 200); do kill -0 "$P" 2>/dev/null || break; sleep 0.02; done; fi`;
+
+export interface Env {
+  lc: LocalCloud;
+  dir: string;
+  ec2: Ec2Gateway;
+  subnets: Array<{ id: string; az: string }>;
+  control(method: string, path: string, body?: unknown): Promise<any>;
+  rootDir(instanceId: string): string;
+  spec(name: string, o?: { dataMethod?: "reattach" | "snapshot"; root?: boolean; volumes?: number; instanceTypes?: string[]; fallbackToOnDemand?: boolean; acks?: string }): SpecInput;
+  stop(): Promise<void>;
+}
+
+export async function startEnv(dir: string, timeScale: number, opts: { throttle?: boolean; runtime?: "process" | "none"; profile?: "realistic" | "instant" } = {}): Promise<Env> {
+  mkdirSync(dir, { recursive: true });
+  const lc = await startLocalCloud({ port: 0, profile: opts.profile ?? "realistic", timeScale, runtime: opts.runtime ?? "process", stateDir: join(dir, "localcloud"), throttle: opts.throttle ?? false, log: () => undefined });
+  const ec2 = createAwsGateway({ region: "us-east-1", endpoint: lc.endpoint, pacingHeadroom: 0 });
+  const subnets = [...lc.world.subnets.values()].map((s) => ({ id: s.id, az: s.az })).sort((a, b) => a.az.localeCompare(b.az));
+  return {
+    lc,
+    dir,
+    ec2,
+    subnets,
+    async control(method, path, body) {
+      const res = await fetch(`${lc.controlUrl}/${path}`, { method, headers: { "content-type": "application/json" }, body: body === undefined ? undefined : JSON.stringify(body) });
+      const text = await res.text();
+      if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text}`);
+      return text ? JSON.parse(text) : null;
+    },
+    rootDir: (id) => (lc.runtime as ProcessRuntime).rootDir(id),
+    spec(name, o = {}) {
+      const nVol = o.volumes ?? 1;
+      return {
+        name,
+        launch: {
+          imageId: lc.world.baseImageId,
+          instanceTypes: o.instanceTypes ?? ["m5.large", "m6i.large"],
+          subnetIds: subnets.map((s) => s.id),
+          userData: workloadUserData(o.acks ?? join(dir, `${name}.acks`)),
+          market: { type: "spot", fallbackToOnDemand: o.fallbackToOnDemand ?? true, revertToSpot: true },
+        },
+        persistence: {
+          root: o.root ?? true,
+          volumes: Array.from({ length: nVol }, (_, i) => ({ device: `/dev/sd${"fghijk"[i]}`, sizeGiB: 1, mountPoint: i === 0 ? "/data" : `/data${i}` })),
+          dataMethod: o.dataMethod ?? "reattach",
+          network: { privateIp: "same-eni" },
+        },
+        hooks: { preStop: STOP_WRITER, timeoutSeconds: 30 },
+      };
+    },
+    async stop() {
+      await lc.stop();
+    },
+  };
+}
+
+export function coordinatorConfig(env: Env, dataDir: string, timeScale: number, extra: Record<string, unknown> = {}) {
+  return {
+    listen: "127.0.0.1:0",
+    dataDir,
+    ec2Endpoint: env.lc.endpoint,
+    identityCertificate: env.lc.certificatePem,
+    timeScale,
+    adminToken: "test-admin-token-0123456789",
+    agentBundlePath: AGENT_BUNDLE,
+    lostCheckIntervalMs: 5000,
+    ...extra,
+  };
+}
+
+export async function inProcessCoordinator(env: Env, dataDir: string, timeScale: number, extra: Record<string, unknown> = {}): Promise<Coordinator> {
+  return startCoordinator({ config: coordinatorConfig(env, dataDir, timeScale, extra), log: process.env.SPOTKEEP_TEST_LOG ? (l) => console.log(l) : undefined });
+}
+
+export async function until<T>(what: string, f: () => Promise<T | null | undefined | false> | T | null | undefined | false, ms = 60_000, every = 50): Promise<T> {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await f();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, every));
+  }
+}
+
+/** Instances of a stateful instance that are pending or running in EC2. */
+export async function liveInstances(env: Env, name: string): Promise<InstanceInfo[]> {
+  return (await env.ec2.findInstances({ "spotkeep:instance": name })).filter((i) => i.state === "pending" || i.state === "running");
+}
+
+export function readAcks(file: string): number[] {
+  if (!existsSync(file)) return [];
+  return readFileSync(file, "utf8").split("\n").filter(Boolean).map(Number);
+}
+
+export function readRecords(file: string): Set<number> {
+  if (!existsSync(file)) return new Set();
+  return new Set(readFileSync(file, "utf8").split("\n").filter(Boolean).map((l) => Number(l.split(" ")[0])));
+}
+
+export { parseSpec, writeFileSync, spawn, type ChildProcess };
