@@ -1,4 +1,4 @@
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import os from "node:os";
@@ -156,6 +156,47 @@ describe("process runtime specifics", () => {
     await waitFor("escaped process to start", () => processAlive(pid));
     await rt.shutdown(id, 500);
     await waitFor("escaped process to die", () => !processAlive(pid), 5000);
+  });
+
+  it("a restarted runtime kills the instances of a localcloud that was SIGKILLed (orphans reparented away from us)", async () => {
+    const stateDir = mkdtempSync(path.join(os.tmpdir(), "spotkeep-procrt-"));
+    dir = stateDir;
+    const script = path.join(stateDir, "crashy.mts");
+    const moduleUrl = new URL("./process.js", import.meta.url).href.replace(/\.js$/, ".ts");
+    writeFileSync(
+      script,
+      `import { createProcessRuntime } from ${JSON.stringify(moduleUrl)};
+const rt = createProcessRuntime({ stateDir: ${JSON.stringify(stateDir)} });
+await rt.init();
+await rt.createVolume({ volumeId: "vol-0crash", sizeGiB: 1 });
+await rt.boot({ instanceId: "i-0crash", dir: "", userData: Buffer.from('sleep 300 &\\necho "child $!"\\necho "leader $$"\\nwait\\n'), privateIp: "172.31.32.10", subnetCidr: "172.31.32.0/20", imdsEndpoint: "http://127.0.0.1:9", env: {} }, "vol-0crash");
+console.log("booted");
+setInterval(() => {}, 1000);
+`,
+    );
+    const crashy = spawn(process.execPath, ["--import", "tsx", script], { stdio: ["ignore", "pipe", "inherit"], detached: true });
+    try {
+      await waitFor("the crashy localcloud to boot its instance", () => new Promise<boolean>((r) => (crashy.stdout!.read()?.toString().includes("booted") ? r(true) : setTimeout(() => r(false), 25))));
+      const logFile = path.join(stateDir, "instances", "i-0crash", "console.log");
+      const child = await waitFor("child pid", () => Number(/^child (\d+)$/m.exec(existsSync(logFile) ? readFileSync(logFile, "utf8") : "")?.[1]) || null);
+      const leader = await waitFor("leader pid", () => Number(/^leader (\d+)$/m.exec(readFileSync(logFile, "utf8"))?.[1]) || null);
+      process.kill(-crashy.pid!, "SIGKILL");
+      await new Promise((r) => crashy.once("exit", r));
+      // SIGKILL of the localcloud's own group does not reach the instance: it has its own group.
+      expect(processAlive(child) && processAlive(leader)).toBe(true);
+      const rt = createProcessRuntime({ stateDir });
+      await rt.init();
+      expect(processAlive(child)).toBe(false);
+      expect(processAlive(leader)).toBe(false);
+      expect(existsSync(path.join(stateDir, "volumes", "vol-0crash"))).toBe(false);
+    } finally {
+      try {
+        process.kill(-crashy.pid!, "SIGKILL");
+      } catch {
+        // already gone
+      }
+      await createProcessRuntime({ stateDir }).cleanup();
+    }
   });
 
   it("boot refuses a root volume without storage and a bad env name, and runs nothing", async () => {
