@@ -60,3 +60,8 @@ export async function control(cloud: LocalCloud, method: string, route: string, 
   }
   return { status: res.status, json, text };
 }
+
+/** Waiter settings for the instant profile: poll every few ms, give up after 10 s. */
+export function fast(env: Env) {
+  return { client: env.ec2, maxWaitTime: 10, minDelay: 0.005, maxDelay: 0.02 };
+}
