@@ -1,0 +1,22 @@
+/**
+ * Every linux-runtime suite (root only), in ONE file so that they run one after another (they
+ * share the host's VPC addresses and its one-runtime lock) and so that a host without root says
+ * in one line why they were skipped.
+ */
+import { linuxRuntimeUnavailable } from "../../localcloud/runtime/linux/index.js";
+import { linuxContract } from "./contract.suite.js";
+import { crashSuite } from "./crash.suite.js";
+import { imdsSuite } from "./imds.suite.js";
+import { postgresFreezeSuite, postgresUnavailable } from "./postgres-freeze.suite.js";
+import { runtimeSuite } from "./runtime.suite.js";
+
+const why = linuxRuntimeUnavailable();
+const pgWhy = why ?? postgresUnavailable();
+if (why) console.log(`linux-runtime suites skipped: ${why}`);
+else if (pgWhy) console.log(`linux-runtime PostgreSQL suite skipped: ${pgWhy}`);
+
+runtimeSuite(why);
+if (!why) linuxContract();
+imdsSuite(why);
+crashSuite(why);
+postgresFreezeSuite(pgWhy);
