@@ -1,7 +1,7 @@
 // Bundles the agent into ONE file, dist/spotkeep-agent.js, that runs with plain `node` and no
 // node_modules (CommonJS so it needs no package.json beside it).
 import { build } from "esbuild";
-import { mkdirSync, statSync } from "node:fs";
+import { mkdirSync, statSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { dirname, join } from "node:path";
 
@@ -21,6 +21,10 @@ await build({
   banner: { js: "#!/usr/bin/env node" },
   logLevel: "warning",
 });
+
+// The repo's package.json says "type": "module"; without this, `node dist/spotkeep-agent.js` run
+// inside the repo would load the CJS bundle as ESM and fail (copies elsewhere are unaffected).
+writeFileSync(join(root, "dist", "package.json"), '{ "type": "commonjs" }\n');
 
 const size = statSync(outfile).size;
 const limit = 2 * 1024 * 1024;
