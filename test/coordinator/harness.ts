@@ -66,7 +66,7 @@ export interface Env {
   subnets: Array<{ id: string; az: string }>;
   control(method: string, path: string, body?: unknown): Promise<any>;
   rootDir(instanceId: string): string;
-  spec(name: string, o?: { dataMethod?: "reattach" | "snapshot"; root?: boolean; volumes?: number; instanceTypes?: string[]; fallbackToOnDemand?: boolean; acks?: string }): SpecInput;
+  spec(name: string, o?: { dataMethod?: "reattach" | "snapshot"; root?: boolean; volumes?: number; instanceTypes?: string[]; fallbackToOnDemand?: boolean; acks?: string; workload?: boolean }): SpecInput;
   stop(): Promise<void>;
 }
 
@@ -95,7 +95,7 @@ export async function startEnv(dir: string, timeScale: number, opts: { throttle?
           imageId: lc.world.baseImageId,
           instanceTypes: o.instanceTypes ?? ["m5.large", "m6i.large"],
           subnetIds: subnets.map((s) => s.id),
-          userData: workloadUserData(o.acks ?? join(dir, `${name}.acks`)),
+          userData: o.workload === false ? "" : workloadUserData(o.acks ?? join(dir, `${name}.acks`)),
           market: { type: "spot", fallbackToOnDemand: o.fallbackToOnDemand ?? true, revertToSpot: true },
         },
         persistence: {

@@ -1,0 +1,157 @@
+/**
+ * Fault tests through localcloud's control API: capacity fallbacks (next type, on-demand, a clear
+ * failure when neither is allowed), throttling and failNext on attach/detach, a lost instance,
+ * and ten simultaneous interruptions with throttling on.
+ */
+import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseSpec } from "../../shared/spec.js";
+import type { Coordinator } from "../../coordinator/service.js";
+import { ensureAgentBundle, inProcessCoordinator, liveInstances, readAcks, readRecords, startEnv, until, type Env } from "./harness.js";
+
+const SCALE = 0.03;
+let dir: string;
+let env: Env;
+let coord: Coordinator;
+
+beforeAll(async () => {
+  ensureAgentBundle();
+  dir = mkdtempSync(join(tmpdir(), "spotkeep-faults-"));
+  env = await startEnv(dir, SCALE, { throttle: true });
+  coord = await inProcessCoordinator(env, join(dir, "coord"), SCALE, { lostCheckIntervalMs: 3000 });
+});
+afterAll(async () => {
+  await coord?.stop();
+  await env?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const capacity = (instanceType: string, market: "spot" | "on-demand", available: boolean, availabilityZone = "us-east-1a") => env.control("PUT", "capacity", { instanceType, availabilityZone, market, available });
+
+async function create(name: string, o: Parameters<Env["spec"]>[1] = {}) {
+  const { workflowId } = await coord.views.createInstance(parseSpec(env.spec(name, o)));
+  return coord.engine.wait(workflowId);
+}
+
+async function replaceOf(name: string) {
+  const wf = await until(`a replace workflow for ${name}`, () => coord.store.workflowsFor(name).find((w) => w.kind === "replace"), 60_000);
+  return coord.engine.wait(wf.id);
+}
+
+describe("capacity fallbacks", () => {
+  it("uses the next instance type when the first has no spot capacity", async () => {
+    await capacity("m5.large", "spot", false);
+    try {
+      const wf = await create("cap-next-type", { workload: false });
+      expect(wf.error).toBeNull();
+      const d = coord.views.getInstance("cap-next-type")!;
+      expect(d).toMatchObject({ state: "running", instanceType: "m6i.large", lifecycle: "spot" });
+      expect(coord.views.getEvents("cap-next-type")!.events.some((e) => e.kind === "fallback" && /m5\.large.*InsufficientInstanceCapacity/.test(e.message))).toBe(true);
+    } finally {
+      await capacity("m5.large", "spot", true);
+    }
+  });
+
+  it("falls back to on-demand when spot is gone everywhere and the spec allows it", async () => {
+    await capacity("m5.large", "spot", false);
+    await capacity("m6i.large", "spot", false);
+    try {
+      const wf = await create("cap-on-demand", { workload: false });
+      expect(wf.error).toBeNull();
+      expect(coord.views.getInstance("cap-on-demand")).toMatchObject({ state: "running", instanceType: "m5.large", lifecycle: "on-demand" });
+    } finally {
+      await capacity("m5.large", "spot", true);
+      await capacity("m6i.large", "spot", true);
+    }
+  });
+
+  it("fails with a clear reason when spot is gone and on-demand is not allowed", async () => {
+    await capacity("m5.large", "spot", false);
+    await capacity("m6i.large", "spot", false);
+    try {
+      const wf = await create("cap-none", { workload: false, fallbackToOnDemand: false });
+      expect(wf.status).toBe("failed");
+      const d = coord.views.getInstance("cap-none")!;
+      expect(d.state).toBe("failed");
+      expect(d.stateReason).toMatch(/no capacity for cap-none generation 1: spot m5\.large in us-east-1a: InsufficientInstanceCapacity; spot m6i\.large in us-east-1a: InsufficientInstanceCapacity/);
+      expect(await liveInstances(env, "cap-none")).toEqual([]);
+    } finally {
+      await capacity("m5.large", "spot", true);
+      await capacity("m6i.large", "spot", true);
+    }
+  });
+});
+
+describe("API errors and lost instances", () => {
+  it("retries RequestLimitExceeded bursts and failNext errors on attach and detach to success", async () => {
+    const acks = join(dir, "flaky.acks");
+    expect((await create("flaky", { acks })).error).toBeNull();
+    const old = coord.views.getInstance("flaky")!;
+    await until("acked records", () => readAcks(acks).length > 5);
+    await env.control("PUT", "faults", {
+      failNext: [
+        { action: "AttachVolume", code: "RequestLimitExceeded", count: 4 },
+        { action: "AttachVolume", code: "IncorrectState", count: 1 },
+        { action: "RunInstances", code: "RequestLimitExceeded", count: 3 },
+        { action: "CreateSnapshot", code: "RequestLimitExceeded", count: 2 },
+        { action: "DescribeInstances", code: "RequestLimitExceeded", count: 3 },
+      ],
+    });
+    await env.control("POST", `instances/${old.instanceId}/interrupt`, { action: "terminate", noticeSeconds: 120 });
+    const wf = await replaceOf("flaky");
+    expect(wf.error).toBeNull();
+    const d = coord.views.getInstance("flaky")!;
+    expect(d).toMatchObject({ state: "running", generation: 2, privateIp: old.privateIp });
+    const records = readRecords(join(env.rootDir(d.instanceId!), "data", "records.log"));
+    expect(readAcks(acks).filter((n) => !records.has(n))).toEqual([]);
+  });
+
+  it("retries failNext on detach (the lost-instance path detaches nothing, so exercise the gateway directly)", async () => {
+    const d = coord.views.getInstance("flaky")!;
+    const vol = d.resources.volumes[0]!.volumeId!;
+    await env.control("PUT", "faults", { failNext: [{ action: "DetachVolume", code: "RequestLimitExceeded", count: 2 }] });
+    // A detach of a volume that is attached: the SDK retries the throttled answers.
+    const gw = env.ec2;
+    await gw.detachVolume(vol, d.instanceId!);
+    await until("the volume to detach", async () => (await gw.describeVolume(vol))?.state === "available", 30_000);
+    await gw.attachVolume(vol, d.instanceId!, "/dev/sdf");
+    await until("the volume to reattach", async () => (await gw.describeVolume(vol))?.attachments[0]?.state === "attached", 30_000);
+  });
+
+  it("recovers an instance lost without a notice (found by the batched DescribeInstances sweep)", async () => {
+    const acks = join(dir, "lost.acks");
+    expect((await create("lost", { acks })).error).toBeNull();
+    const old = coord.views.getInstance("lost")!;
+    await until("acked records", () => readAcks(acks).length > 5);
+    await env.control("POST", `instances/${old.instanceId}/lose`, {});
+    const wf = await replaceOf("lost");
+    expect(wf.error).toBeNull();
+    expect(wf.trigger).toBe("lost");
+    const d = coord.views.getInstance("lost")!;
+    expect(d).toMatchObject({ state: "running", generation: 2, privateIp: old.privateIp });
+    expect(d.resources.volumes[0]!.volumeId).toBe(old.resources.volumes[0]!.volumeId);
+    const records = readRecords(join(env.rootDir(d.instanceId!), "data", "records.log"));
+    expect(readAcks(acks).filter((n) => !records.has(n))).toEqual([]);
+    expect(coord.store.listSteps(wf.id).map((s) => s.name)).not.toContain("quiesce");
+  });
+});
+
+describe("many interruptions at once", () => {
+  it("recovers ten stateful instances interrupted at the same moment, with throttling on", async () => {
+    const names = Array.from({ length: 10 }, (_, i) => `burst-${i}`);
+    const created = await Promise.all(names.map((n) => create(n, { workload: false, root: false })));
+    expect(created.map((w) => w.error)).toEqual(names.map(() => null));
+    const before = names.map((n) => coord.views.getInstance(n)!);
+    await Promise.all(before.map((d) => env.control("POST", `instances/${d.instanceId}/interrupt`, { action: "terminate", noticeSeconds: 120 })));
+    const results = await Promise.all(names.map((n) => replaceOf(n)));
+    expect(results.map((w) => w.error)).toEqual(names.map(() => null));
+    for (const [i, n] of names.entries()) {
+      const d = coord.views.getInstance(n)!;
+      expect(d).toMatchObject({ state: "running", generation: 2, privateIp: before[i]!.privateIp });
+      expect(d.resources.volumes[0]!.volumeId).toBe(before[i]!.resources.volumes[0]!.volumeId);
+      expect((await liveInstances(env, n)).map((x) => x.instanceId)).toEqual([d.instanceId]);
+    }
+  }, 180_000);
+});
