@@ -99,6 +99,15 @@ export class World {
     return guarded;
   }
 
+  /**
+   * Real-time SIGTERM->SIGKILL grace for a shutdown that the profile gives `modelMs`: at least 1 s
+   * so even the instant profile lets a process run its TERM handler (the state change waits for
+   * the runtime), at most 30 s.
+   */
+  graceMs(modelMs: number): number {
+    return Math.min(30_000, Math.max(1_000, this.real(modelMs)));
+  }
+
   /** Model ms -> real ms (for runtime grace periods, which are real time). */
   real(ms: number): number {
     return ms * this.timeScale;
@@ -354,8 +363,8 @@ export class World {
     inst.epoch += 1;
     inst.stateReason = reason;
     inst.stateTransitionReason = `${reason.message.replace(/^[^:]*: /, "")} (${new Date().toISOString().replace(/\.\d+Z$/, " GMT").replace("T", " ")})`;
-    const grace = this.real(this.profile.shuttingDownToTerminated);
-    inst.shutdown = wasRunning ? (this.track(`shutting down ${inst.id}`, this.runtime.shutdown(inst.id, Math.min(grace, 30_000))) as Promise<void>) : Promise.resolve();
+    const grace = this.graceMs(this.profile.shuttingDownToTerminated);
+    inst.shutdown = wasRunning ? (this.track(`shutting down ${inst.id}`, this.runtime.shutdown(inst.id, grace)) as Promise<void>) : Promise.resolve();
     this.markSpotRequestInterrupted(inst, reason.code);
     this.after(this.profile.shuttingDownToTerminated, `terminating ${inst.id}`, async () => {
       await inst.shutdown;
@@ -417,7 +426,7 @@ export class World {
     inst.epoch += 1;
     inst.stateReason = reason;
     inst.stateTransitionReason = `${reason.message.replace(/^[^:]*: /, "")} (${new Date().toISOString()})`;
-    const shutdown = this.track(`stopping ${inst.id}`, this.runtime.shutdown(inst.id, Math.min(this.real(this.profile.stoppingToStopped), 30_000)));
+    const shutdown = this.track(`stopping ${inst.id}`, this.runtime.shutdown(inst.id, this.graceMs(this.profile.stoppingToStopped)));
     const epoch = inst.epoch;
     this.after(this.profile.stoppingToStopped, `stopping ${inst.id}`, async () => {
       await shutdown;

@@ -1,0 +1,77 @@
+/** `spotkeep localcloud` as a user runs it: prints the endpoint, serves the SDK, stops on SIGTERM. */
+import { afterEach, describe, expect, it } from "vitest";
+import { spawn, type ChildProcess } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { DescribeAvailabilityZonesCommand, EC2Client } from "@aws-sdk/client-ec2";
+
+const BIN = path.resolve(import.meta.dirname, "../../bin/spotkeep.js");
+const children: ChildProcess[] = [];
+const dirs: string[] = [];
+
+afterEach(async () => {
+  for (const c of children.splice(0)) {
+    if (c.exitCode === null && c.signalCode === null && c.pid) {
+      try {
+        process.kill(-c.pid, "SIGKILL");
+      } catch {
+        /* already gone */
+      }
+    }
+  }
+  for (const d of dirs.splice(0)) await rm(d, { recursive: true, force: true });
+});
+
+function start(args: string[]) {
+  const child = spawn(process.execPath, [BIN, "localcloud", ...args], { detached: true, stdio: ["ignore", "pipe", "pipe"] });
+  children.push(child);
+  let out = "";
+  let err = "";
+  child.stdout!.on("data", (d) => (out += d));
+  child.stderr!.on("data", (d) => (err += d));
+  const exited = new Promise<number | null>((resolve) => child.on("exit", (code) => resolve(code)));
+  const endpoint = new Promise<string>((resolve, reject) => {
+    const t = setTimeout(() => reject(new Error(`no endpoint printed; stdout=${out} stderr=${err}`)), 30_000);
+    child.stdout!.on("data", () => {
+      const m = /localcloud listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(out);
+      if (m) {
+        clearTimeout(t);
+        resolve(m[1]!);
+      }
+    });
+    void exited.then((code) => reject(new Error(`exited ${code} before listening: ${err}`)));
+  });
+  endpoint.catch(() => undefined); // callers that only check the exit don't await it
+  return { child, endpoint, exited, output: () => ({ out, err }) };
+}
+
+describe("spotkeep localcloud", () => {
+  it("starts, answers DescribeAvailabilityZones through the SDK, and exits 0 on SIGTERM", async () => {
+    const stateDir = await mkdtemp(path.join(os.tmpdir(), "lc-cli-"));
+    dirs.push(stateDir);
+    const p = start(["--port", "0", "--profile", "instant", "--runtime", "process", "--state-dir", stateDir, "--time-scale", "0.5"]);
+    const endpoint = await p.endpoint;
+    const ec2 = new EC2Client({ endpoint, region: "us-east-1", credentials: { accessKeyId: "x", secretAccessKey: "x" } });
+    const out = await ec2.send(new DescribeAvailabilityZonesCommand({}));
+    ec2.destroy();
+    expect(out.AvailabilityZones!.map((z) => z.ZoneName)).toEqual(["us-east-1a", "us-east-1b", "us-east-1c"]);
+    p.child.kill("SIGTERM");
+    expect(await p.exited).toBe(0);
+    expect(p.output().err).toContain("SIGTERM");
+  });
+
+  it("rejects a bad flag with exit 2 and a one-line reason", async () => {
+    const p = start(["--profile", "fast"]);
+    expect(await p.exited).toBe(2);
+    expect(p.output().err.trim()).toMatch(/^spotkeep localcloud: --profile must be one of instant, realistic, got "fast"/);
+  });
+
+  const isRoot = process.getuid?.() === 0;
+  if (isRoot) console.log("skipping the linux-runtime-without-root check: this run is root");
+  it.skipIf(isRoot)("refuses --runtime linux without root, with a clear error", async () => {
+    const p = start(["--port", "0", "--runtime", "linux"]);
+    expect(await p.exited).toBe(1);
+    expect(p.output().err).toMatch(/linux runtime/);
+  });
+});
