@@ -91,6 +91,8 @@ export const Timeline = z.object({
   steps: z.array(WorkflowStep),
   /** Names of the steps on the critical path, in order. */
   criticalPath: z.array(z.string()),
+  /** Real seconds per model second when this ran (timestamps are real, durations model time). */
+  timeScale: z.number().positive().default(1),
 });
 export type Timeline = z.infer<typeof Timeline>;
 

@@ -38,7 +38,8 @@ export function renderTimeline(t: Timeline): string {
   const rows = t.steps.map((s) => [
     critical.has(s.name) ? "*" : "",
     s.name,
-    s.startedAt ? `+${((Date.parse(s.startedAt) - start) / 1000).toFixed(1)}s` : "-",
+    // Timestamps are wall-clock; offsets are shown in model seconds like the durations.
+    s.startedAt ? `+${((Date.parse(s.startedAt) - start) / 1000 / t.timeScale).toFixed(1)}s` : "-",
     s.durationMs !== null ? `${(s.durationMs / 1000).toFixed(1)}s` : "-",
     s.status,
     s.attempts,

@@ -102,6 +102,7 @@ export class Views {
       recoverySeconds: w.kind === "replace" && ready != null ? model(ready - w.started_at) : null,
       steps: steps.map((s) => this.step(s)),
       criticalPath: criticalPath(steps),
+      timeScale: this.timeScale,
     };
   }
 

@@ -22,7 +22,7 @@ export class FakeViews implements CoordinatorViews {
       name,
       timelines: wfs.map((w) => ({
         workflowId: w.id, kind: w.kind, trigger: w.kind === "replace" ? "spot-interruption" : null, startedAt: w.startedAt, finishedAt: w.finishedAt, outcome: w.status,
-        downtimeSeconds: w.kind === "replace" ? 41.5 : null, recoverySeconds: w.kind === "replace" ? 47.25 : null, steps: w.steps, criticalPath: w.steps.map((s) => s.name),
+        downtimeSeconds: w.kind === "replace" ? 41.5 : null, recoverySeconds: w.kind === "replace" ? 47.25 : null, steps: w.steps, criticalPath: w.steps.map((s) => s.name), timeScale: 1,
       })),
       events: [{ at: "2026-11-25T10:00:00.000Z", kind: "notice", message: "spot-interruption (terminate) for i-0aaaaaaaaaaaaaaa1", workflowId: null }],
     };
