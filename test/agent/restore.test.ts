@@ -8,6 +8,7 @@ import type { MessageOf } from "../../shared/protocol.js";
 import { restoreVolumes, mountedSource } from "../../agent/restore/restore.js";
 import { byIdName, findVolumeDevice, listVolumeDevices } from "../../agent/storage/devices.js";
 import { silentLogger } from "../../agent/log.js";
+import { collectInventory } from "../../agent/storage/inventory.js";
 import { cleanupLoops, makeLoopFs, rootSkipReason, type LoopFs } from "./loopdev.js";
 
 const VOL = "vol-0123456789abcdef0";
@@ -135,5 +136,13 @@ describe.skipIf(skip !== null)("restore of a loop-device ext4 found by volume id
     // Idempotent: already mounted there -> ok without a second mount.
     const again = await restoreVolumes(plan({ volumes: [{ volumeId: VOL, device: "/dev/sdf", mountPoint: mp, fsType: "ext4" }] }), { devDir, clock: realClock, log: silentLogger, scale: (ms) => ms });
     expect(again.ok).toBe(true);
+
+    // Inventory describes the block device through systeminformation.
+    const imds = {
+      instanceInfo: async () => ({ instanceId: "i-0123456789abcdef0", instanceType: "m5.large", availabilityZone: "us-east-1a", imageId: "ami-0a887e401f7654935", privateIp: "10.0.1.10", lifecycle: "spot" }),
+      networkInterfaces: async () => [],
+    };
+    const inv = await collectInventory({ imds, devDir });
+    expect(inv.devices).toEqual([expect.objectContaining({ volumeId: VOL, kind: "block", fsType: "ext4", mountPoint: mp, sizeBytes: 32 * 1024 * 1024 })]);
   });
 });
