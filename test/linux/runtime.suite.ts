@@ -5,6 +5,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLinuxRuntime, type LinuxRuntime } from "../../localcloud/runtime/linux/index.js";
 import type { RuntimeInstance } from "../../localcloud/runtime/types.js";
+import { shTry } from "../../localcloud/runtime/linux/sh.js";
 import { eventually, leftovers, NOTHING } from "./leftovers.js";
 
 const I1 = "i-0a1b2c3d4e5f60001";
@@ -161,6 +162,33 @@ export function runtimeSuite(skip: string | null): void {
       // Boot again (stop/start): the root volume still holds what the first boot wrote.
       await rt.boot(instance(rt, I1, IP1, "172.31.0.0/20", ""), "vol-root0001");
       expect((await rt.exec(I1, ["cat", join(rt.rootDir(I1), "uid.txt")])).stdout.trim()).toBe("0");
+    });
+
+    it("refuses to start when a host address or route overlaps the VPC (checked in a scratch namespace standing in for the host)", async () => {
+      const ns = "sk-ovltest";
+      const ip = async (...a: string[]) => {
+        const r = await shTry("ip", ["-n", ns, ...a]);
+        if (r.code !== 0) throw new Error(`ip -n ${ns} ${a.join(" ")}: ${r.stderr}`);
+      };
+      const check = async () => {
+        const code = `import("${join(import.meta.dirname, "../../localcloud/runtime/linux/network.ts")}").then((m) => m.checkNoOverlap(["172.31.0.0/16"])).then(() => console.log("NO-OVERLAP"), (e) => console.log(e.message))`;
+        return (await shTry("ip", ["netns", "exec", ns, process.execPath, "--import", "tsx", "-e", code])).stdout.trim();
+      };
+      await shTry("ip", ["netns", "del", ns]);
+      await shTry("ip", ["netns", "add", ns]);
+      try {
+        await ip("link", "add", "d0", "type", "bridge"); // dummy interfaces may not exist in this kernel
+        await ip("addr", "add", "10.9.0.1/24", "dev", "d0");
+        await ip("link", "set", "d0", "up");
+        expect(await check()).toBe("NO-OVERLAP");
+        await ip("route", "add", "172.31.64.0/18", "dev", "d0");
+        expect(await check()).toMatch(/host route 172\.31\.64\.0\/18 dev d0 overlaps the VPC CIDR 172\.31\.0\.0\/16/);
+        await ip("route", "del", "172.31.64.0/18", "dev", "d0");
+        await ip("addr", "add", "172.31.5.1/24", "dev", "d0");
+        expect(await check()).toMatch(/host address 172\.31\.5\.1\/24 on d0 overlaps the VPC CIDR 172\.31\.0\.0\/16/);
+      } finally {
+        await shTry("ip", ["netns", "del", ns]);
+      }
     });
 
     it("refuses bad input with a specific error and changes nothing", async () => {

@@ -99,7 +99,23 @@ const VOL_RE = /^vol-[0-9a-z]{1,32}$/;
 const SNAP_RE = /^snap-[0-9a-z]{1,32}$/;
 const INST_RE = /^i-[0-9a-z]{1,32}$/;
 
+/** Runs calls with the same key one after another (the model may, e.g., attach and detach one volume concurrently). */
+class KeyedSerial {
+  private readonly tails = new Map<string, Promise<unknown>>();
+  run<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.tails.get(key) ?? Promise.resolve();
+    const next = prev.then(fn, fn);
+    const tail = next.catch(() => undefined);
+    this.tails.set(key, tail);
+    void tail.then(() => {
+      if (this.tails.get(key) === tail) this.tails.delete(key);
+    });
+    return next;
+  }
+}
+
 class LinuxRuntimeImpl implements LinuxRuntime {
+  private readonly serial = new KeyedSerial();
   readonly kind = "linux" as const;
   readonly stateDir: string;
   readonly bridgeName: string;
@@ -223,16 +239,18 @@ class LinuxRuntimeImpl implements LinuxRuntime {
 
   // ---- volumes and snapshots ----
   async createVolume(vol: RuntimeVolume, fromSnapshotId?: string): Promise<void> {
-    const what = `creating volume ${vol.volumeId}${fromSnapshotId ? ` from ${fromSnapshotId}` : ""}`;
-    this.ensureInit(what);
-    checkId("volume id", vol.volumeId, VOL_RE);
-    if (!Number.isInteger(vol.sizeGiB) || vol.sizeGiB < 1 || vol.sizeGiB > 65536) throw new Error(`${what}: sizeGiB must be an integer 1..65536, got ${vol.sizeGiB}`);
-    const file = this.volFile(vol.volumeId);
-    if (existsSync(file)) return;
-    if (!fromSnapshotId) return createSparse(file, vol.sizeGiB, what);
-    checkId("snapshot id", fromSnapshotId, SNAP_RE);
-    if (!existsSync(this.snapFile(fromSnapshotId))) throw new Error(`${what}: snapshot ${fromSnapshotId} has no storage`);
-    await sparseCopy(this.snapFile(fromSnapshotId), file, what, vol.sizeGiB);
+    return this.serial.run(`vol:${vol.volumeId}`, async () => {
+      const what = `creating volume ${vol.volumeId}${fromSnapshotId ? ` from ${fromSnapshotId}` : ""}`;
+      this.ensureInit(what);
+      checkId("volume id", vol.volumeId, VOL_RE);
+      if (!Number.isInteger(vol.sizeGiB) || vol.sizeGiB < 1 || vol.sizeGiB > 65536) throw new Error(`${what}: sizeGiB must be an integer 1..65536, got ${vol.sizeGiB}`);
+      const file = this.volFile(vol.volumeId);
+      if (existsSync(file)) return;
+      if (!fromSnapshotId) return createSparse(file, vol.sizeGiB, what);
+      checkId("snapshot id", fromSnapshotId, SNAP_RE);
+      if (!existsSync(this.snapFile(fromSnapshotId))) throw new Error(`${what}: snapshot ${fromSnapshotId} has no storage`);
+      await sparseCopy(this.snapFile(fromSnapshotId), file, what, vol.sizeGiB);
+    });
   }
 
   /**
@@ -252,21 +270,25 @@ class LinuxRuntimeImpl implements LinuxRuntime {
   }
 
   async deleteVolume(volumeId: string): Promise<void> {
-    checkId("volume id", volumeId, VOL_RE);
-    const file = this.volFile(volumeId);
-    for (const loop of await loopsOf(file)) await this.yankEverywhere(loop, `deleting volume ${volumeId}`);
-    removeFile(file);
+    return this.serial.run(`vol:${volumeId}`, async () => {
+      checkId("volume id", volumeId, VOL_RE);
+      const file = this.volFile(volumeId);
+      for (const loop of await loopsOf(file)) await this.yankEverywhere(loop, `deleting volume ${volumeId}`);
+      removeFile(file);
+    });
   }
 
   async createSnapshot(snapshotId: string, volumeId: string): Promise<void> {
-    const what = `snapshotting ${volumeId} to ${snapshotId}`;
-    this.ensureInit(what);
-    checkId("snapshot id", snapshotId, SNAP_RE);
-    checkId("volume id", volumeId, VOL_RE);
-    if (existsSync(this.snapFile(snapshotId))) return;
-    if (!existsSync(this.volFile(volumeId))) throw new Error(`${what}: no such volume`);
-    // Attached and frozen: the loop device has flushed everything to the backing file, so copying it is consistent.
-    await sparseCopy(this.volFile(volumeId), this.snapFile(snapshotId), what);
+    return this.serial.run(`vol:${volumeId}`, async () => {
+      const what = `snapshotting ${volumeId} to ${snapshotId}`;
+      this.ensureInit(what);
+      checkId("snapshot id", snapshotId, SNAP_RE);
+      checkId("volume id", volumeId, VOL_RE);
+      if (existsSync(this.snapFile(snapshotId))) return;
+      if (!existsSync(this.volFile(volumeId))) throw new Error(`${what}: no such volume`);
+      // Attached and frozen: the loop device has flushed everything to the backing file, so copying it is consistent.
+      await sparseCopy(this.volFile(volumeId), this.snapFile(snapshotId), what);
+    });
   }
 
   async deleteSnapshot(snapshotId: string): Promise<void> {
@@ -276,16 +298,18 @@ class LinuxRuntimeImpl implements LinuxRuntime {
 
   // ---- attachments ----
   async attachVolume(instanceId: string, volumeId: string, deviceName: string): Promise<void> {
-    const what = `attaching ${volumeId} to ${instanceId} as ${deviceName}`;
-    this.ensureInit(what);
-    checkId("instance id", instanceId, INST_RE);
-    checkId("volume id", volumeId, VOL_RE);
-    const dev = deviceLinkName(deviceName);
-    if (!existsSync(this.volFile(volumeId))) throw new Error(`${what}: no such volume`);
-    const loop = await ensureLoop(this.volFile(volumeId), what);
-    mkdirSync(this.devDir(instanceId), { recursive: true });
-    this.link(instanceId, NVME_PREFIX + volumeId.replace("-", ""), loop);
-    this.link(instanceId, dev, loop);
+    return this.serial.run(`vol:${volumeId}`, async () => {
+      const what = `attaching ${volumeId} to ${instanceId} as ${deviceName}`;
+      this.ensureInit(what);
+      checkId("instance id", instanceId, INST_RE);
+      checkId("volume id", volumeId, VOL_RE);
+      const dev = deviceLinkName(deviceName);
+      if (!existsSync(this.volFile(volumeId))) throw new Error(`${what}: no such volume`);
+      const loop = await ensureLoop(this.volFile(volumeId), what);
+      mkdirSync(this.devDir(instanceId), { recursive: true });
+      this.link(instanceId, NVME_PREFIX + volumeId.replace("-", ""), loop);
+      this.link(instanceId, dev, loop);
+    });
   }
 
   private link(instanceId: string, name: string, target: string): void {
@@ -302,24 +326,26 @@ class LinuxRuntimeImpl implements LinuxRuntime {
   }
 
   async detachVolume(instanceId: string, volumeId: string, deviceName: string): Promise<void> {
-    checkId("instance id", instanceId, INST_RE);
-    checkId("volume id", volumeId, VOL_RE);
-    const what = `detaching ${volumeId} from ${instanceId}`;
-    const dev = deviceLinkName(deviceName);
-    const loops = await loopsOf(this.volFile(volumeId));
-    for (const loop of loops) await this.yankEverywhere(loop, what);
-    // Remove the links even if the loop is already gone.
-    const dir = this.devDir(instanceId);
-    for (const name of [NVME_PREFIX + volumeId.replace("-", ""), dev]) {
-      const p = join(dir, name);
-      try {
-        const t = readlinkSync(p);
-        if (name === dev && loops.length && !loops.includes(t)) continue; // the name now belongs to another volume
-        rmSync(p, { force: true });
-      } catch {
-        /* absent */
+    return this.serial.run(`vol:${volumeId}`, async () => {
+      checkId("instance id", instanceId, INST_RE);
+      checkId("volume id", volumeId, VOL_RE);
+      const what = `detaching ${volumeId} from ${instanceId}`;
+      const dev = deviceLinkName(deviceName);
+      const loops = await loopsOf(this.volFile(volumeId));
+      for (const loop of loops) await this.yankEverywhere(loop, what);
+      // Remove the links even if the loop is already gone.
+      const dir = this.devDir(instanceId);
+      for (const name of [NVME_PREFIX + volumeId.replace("-", ""), dev]) {
+        const p = join(dir, name);
+        try {
+          const t = readlinkSync(p);
+          if (name === dev && loops.length && !loops.includes(t)) continue; // the name now belongs to another volume
+          rmSync(p, { force: true });
+        } catch {
+          /* absent */
+        }
       }
-    }
+    });
   }
 
   /** As EC2 does on a forced detach, the device vanishes from every instance that mounted it; then the loop goes. */
@@ -350,91 +376,100 @@ class LinuxRuntimeImpl implements LinuxRuntime {
 
   // ---- instances ----
   async boot(inst: RuntimeInstance, rootVolumeId: string): Promise<void> {
-    const id = inst.instanceId;
-    const what = `booting ${id}`;
-    this.ensureInit(what);
-    checkId("instance id", id, INST_RE);
-    checkId("volume id", rootVolumeId, VOL_RE);
-    parseIp(inst.privateIp);
-    const subnet = parseCidr(inst.subnetCidr);
-    if (!cidrContains(subnet, parseIp(inst.privateIp))) throw new Error(`${what}: private IP ${inst.privateIp} is not inside subnet ${inst.subnetCidr}`);
-    if (!cidrContains(parseCidr(this.vpcCidr), subnet.base)) throw new Error(`${what}: subnet ${inst.subnetCidr} is outside the runtime's VPC ${this.vpcCidr}`);
-    if (this.running.has(id)) return;
-    if (inst.dir) mkdirSync(inst.dir, { recursive: true });
-    mkdirSync(this.devDir(id), { recursive: true });
-    mkdirSync(this.rootDir(id), { recursive: true });
-    // Non-root workloads (postgres) must traverse down to SPOTKEEP_ROOT_DIR, as they can reach / on
-    // EC2: traverse-only permission on the folders above it (mkdtemp makes the state dir 0700).
-    for (const d of [this.stateDir, join(this.stateDir, "instances"), this.instanceDir(id)]) chmodSync(d, 0o711);
+    return this.serial.run(`inst:${inst.instanceId}`, async () => {
+      const id = inst.instanceId;
+      const what = `booting ${id}`;
+      this.ensureInit(what);
+      checkId("instance id", id, INST_RE);
+      checkId("volume id", rootVolumeId, VOL_RE);
+      let subnet;
+      try {
+        parseIp(inst.privateIp);
+        subnet = parseCidr(inst.subnetCidr);
+      } catch (err) {
+        throw new Error(`${what}: ${(err as Error).message}`, { cause: err });
+      }
+      if (!cidrContains(subnet, parseIp(inst.privateIp))) throw new Error(`${what}: private IP ${inst.privateIp} is not inside subnet ${inst.subnetCidr}`);
+      if (!cidrContains(parseCidr(this.vpcCidr), subnet.base)) throw new Error(`${what}: subnet ${inst.subnetCidr} is outside the runtime's VPC ${this.vpcCidr}`);
+      if (this.running.has(id)) return;
+      if (inst.dir) mkdirSync(inst.dir, { recursive: true });
+      mkdirSync(this.devDir(id), { recursive: true });
+      mkdirSync(this.rootDir(id), { recursive: true });
+      // Non-root workloads (postgres) must traverse down to SPOTKEEP_ROOT_DIR, as they can reach / on
+      // EC2: traverse-only permission on the folders above it (mkdtemp makes the state dir 0700).
+      for (const d of [this.stateDir, join(this.stateDir, "instances"), this.instanceDir(id)]) chmodSync(d, 0o711);
 
-    await ensureGateway(this.bridgeName, inst.subnetCidr);
-    await plugInstance({ instanceId: id, bridge: this.bridgeName, privateIp: inst.privateIp, subnetCidr: inst.subnetCidr, vpcCidr: this.vpcCidr });
-    await createMountNs(this.nsFile(id), [this.nsDir, "/run/netns"]);
+      await ensureGateway(this.bridgeName, inst.subnetCidr);
+      await plugInstance({ instanceId: id, bridge: this.bridgeName, privateIp: inst.privateIp, subnetCidr: inst.subnetCidr, vpcCidr: this.vpcCidr });
+      await createMountNs(this.nsFile(id), [this.nsDir, "/run/netns"]);
 
-    // Root volume: attached (the model may already have done it, e.g. as /dev/xvda), formatted if blank, mounted inside.
-    const rootFile = this.volFile(rootVolumeId);
-    if (!existsSync(rootFile)) throw new Error(`${what}: root volume ${rootVolumeId} does not exist`);
-    const rootLoop = await ensureLoop(rootFile, `${what}: attaching root volume ${rootVolumeId}`);
-    const devs = readdirSync(this.devDir(id)).filter((n) => !n.startsWith(NVME_PREFIX));
-    this.link(id, NVME_PREFIX + rootVolumeId.replace("-", ""), rootLoop);
-    if (!devs.some((n) => readlinkSync(join(this.devDir(id), n)) === rootLoop)) this.link(id, "xvda", rootLoop);
-    const probe = await shTry("blkid", ["-p", "-o", "value", "-s", "TYPE", rootLoop]);
-    if (probe.code === 2 || !probe.stdout.trim()) await this.formatRoot(rootLoop, id, rootVolumeId, what);
-    const nsArgs = [`--mount=${this.nsFile(id)}`];
-    if (!(await mountsIn(nsArgs)).some((m) => m.target === this.rootDir(id))) {
-      await sh(`${what}: mounting root volume`, "nsenter", [...nsArgs, "--", "mount", rootLoop, this.rootDir(id)]);
-    }
+      // Root volume: attached (the model may already have done it, e.g. as /dev/xvda), formatted if blank, mounted inside.
+      const rootFile = this.volFile(rootVolumeId);
+      if (!existsSync(rootFile)) throw new Error(`${what}: root volume ${rootVolumeId} does not exist`);
+      const rootLoop = await ensureLoop(rootFile, `${what}: attaching root volume ${rootVolumeId}`);
+      const devs = readdirSync(this.devDir(id)).filter((n) => !n.startsWith(NVME_PREFIX));
+      this.link(id, NVME_PREFIX + rootVolumeId.replace("-", ""), rootLoop);
+      if (!devs.some((n) => readlinkSync(join(this.devDir(id), n)) === rootLoop)) this.link(id, "xvda", rootLoop);
+      const probe = await shTry("blkid", ["-p", "-o", "value", "-s", "TYPE", rootLoop]);
+      if (probe.code === 2 || !probe.stdout.trim()) await this.formatRoot(rootLoop, id, rootVolumeId, what);
+      const nsArgs = [`--mount=${this.nsFile(id)}`];
+      if (!(await mountsIn(nsArgs)).some((m) => m.target === this.rootDir(id))) {
+        await sh(`${what}: mounting root volume`, "nsenter", [...nsArgs, "--", "mount", rootLoop, this.rootDir(id)]);
+      }
 
-    this.running.add(id);
-    if (inst.userData.length === 0) return;
-    const script = join(this.instanceDir(id), "user-data");
-    writeFileSync(script, inst.userData, { mode: 0o700 });
-    chmodSync(script, 0o700);
-    const env: Record<string, string> = {};
-    for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("AWS_")) env[k] = v;
-    Object.assign(env, inst.env, {
-      AWS_EC2_METADATA_SERVICE_ENDPOINT: inst.imdsEndpoint,
-      SPOTKEEP_DEV_DIR: this.devDir(id),
-      SPOTKEEP_ROOT_DIR: this.rootDir(id),
-      SPOTKEEP_INSTANCE_ID: id,
-      HOME: "/root",
-    });
-    const shebang = inst.userData.subarray(0, 2).toString() === "#!";
-    const logFd = openSync(this.logPath(id), "a");
-    try {
-      const child = spawn("nsenter", [...this.nsenterArgs(id), "--", ...(shebang ? [script] : ["/bin/bash", script])], {
-        cwd: "/",
-        env,
-        detached: true, // own process group: shutdown signals the whole group
-        stdio: ["ignore", logFd, logFd],
+      this.running.add(id);
+      if (inst.userData.length === 0) return;
+      const script = join(this.instanceDir(id), "user-data");
+      writeFileSync(script, inst.userData, { mode: 0o700 });
+      chmodSync(script, 0o700);
+      const env: Record<string, string> = {};
+      for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith("AWS_")) env[k] = v;
+      Object.assign(env, inst.env, {
+        AWS_EC2_METADATA_SERVICE_ENDPOINT: inst.imdsEndpoint,
+        SPOTKEEP_DEV_DIR: this.devDir(id),
+        SPOTKEEP_ROOT_DIR: this.rootDir(id),
+        SPOTKEEP_INSTANCE_ID: id,
+        HOME: "/root",
       });
-      child.on("error", (e) => this.log(`${what}: user-data: ${String(e)}`));
-      child.unref();
-      if (child.pid === undefined) throw new Error(`${what}: could not start user-data`);
-      writeFileSync(this.pgidFile(id), String(child.pid));
-    } finally {
-      closeSync(logFd);
-    }
+      const shebang = inst.userData.subarray(0, 2).toString() === "#!";
+      const logFd = openSync(this.logPath(id), "a");
+      try {
+        const child = spawn("nsenter", [...this.nsenterArgs(id), "--", ...(shebang ? [script] : ["/bin/bash", script])], {
+          cwd: "/",
+          env,
+          detached: true, // own process group: shutdown signals the whole group
+          stdio: ["ignore", logFd, logFd],
+        });
+        child.on("error", (e) => this.log(`${what}: user-data: ${String(e)}`));
+        child.unref();
+        if (child.pid === undefined) throw new Error(`${what}: could not start user-data`);
+        writeFileSync(this.pgidFile(id), String(child.pid));
+      } finally {
+        closeSync(logFd);
+      }
+    });
   }
 
   async shutdown(instanceId: string, graceMs: number): Promise<void> {
-    checkId("instance id", instanceId, INST_RE);
-    const pgids = this.readPgid(instanceId);
-    const pids = await netnsPids(netnsName(instanceId));
-    signalAll(pgids, pids, "SIGTERM");
-    if (!(await waitGone(pgids, pids, Math.max(0, graceMs)))) {
-      // A writer blocked on a frozen filesystem cannot even die: thaw first, as the OS going down would.
-      const nsFile = this.nsFile(instanceId);
-      if (existsSync(nsFile)) await thawUnder([`--mount=${nsFile}`], [this.instanceDir(instanceId)]);
-      const more = [...pids, ...(await netnsPids(netnsName(instanceId)))];
-      signalAll(pgids, more, "SIGKILL");
-      if (!(await waitGone(pgids, more, 10_000))) this.log(`shutting down ${instanceId}: some processes did not exit after SIGKILL`);
-    }
-    await destroyMountNs(this.nsFile(instanceId));
-    rmSync(this.nsFile(instanceId), { force: true });
-    await unplugInstance(instanceId);
-    rmSync(this.pgidFile(instanceId), { force: true });
-    this.running.delete(instanceId);
+    return this.serial.run(`inst:${instanceId}`, async () => {
+      checkId("instance id", instanceId, INST_RE);
+      const pgids = this.readPgid(instanceId);
+      const pids = await netnsPids(netnsName(instanceId));
+      signalAll(pgids, pids, "SIGTERM");
+      if (!(await waitGone(pgids, pids, Math.max(0, graceMs)))) {
+        // A writer blocked on a frozen filesystem cannot even die: thaw first, as the OS going down would.
+        const nsFile = this.nsFile(instanceId);
+        if (existsSync(nsFile)) await thawUnder([`--mount=${nsFile}`], [this.instanceDir(instanceId)]);
+        const more = [...pids, ...(await netnsPids(netnsName(instanceId)))];
+        signalAll(pgids, more, "SIGKILL");
+        if (!(await waitGone(pgids, more, 10_000))) this.log(`shutting down ${instanceId}: some processes did not exit after SIGKILL`);
+      }
+      await destroyMountNs(this.nsFile(instanceId));
+      rmSync(this.nsFile(instanceId), { force: true });
+      await unplugInstance(instanceId);
+      rmSync(this.pgidFile(instanceId), { force: true });
+      this.running.delete(instanceId);
+    });
   }
 
   private readPgid(instanceId: string): number[] {
