@@ -7,6 +7,7 @@ import { linuxRuntimeUnavailable } from "../../localcloud/runtime/linux/index.js
 import { linuxContract } from "./contract.suite.js";
 import { crashSuite } from "./crash.suite.js";
 import { imdsSuite } from "./imds.suite.js";
+import { localcloudSuite } from "./localcloud.suite.js";
 import { postgresFreezeSuite, postgresUnavailable } from "./postgres-freeze.suite.js";
 import { runtimeSuite } from "./runtime.suite.js";
 
@@ -19,4 +20,5 @@ runtimeSuite(why);
 if (!why) linuxContract();
 imdsSuite(why);
 crashSuite(why);
+localcloudSuite(why);
 postgresFreezeSuite(pgWhy);
