@@ -4,14 +4,16 @@
  */
 import { randomBytes, timingSafeEqual } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { homedir } from "node:os";
 import { join } from "node:path";
 
 export const TOKEN_FILE = "admin-token";
 
-/** Where the coordinator keeps its state unless told otherwise: $SPOTKEEP_DATA_DIR or ~/.spotkeep. */
+/**
+ * Where the CLI looks for the coordinator's data dir (and its admin token) unless told:
+ * $SPOTKEEP_DATA_DIR, else the coordinator's own default, ./spotkeep-data.
+ */
 export function defaultDataDir(env: NodeJS.ProcessEnv = process.env): string {
-  return env.SPOTKEEP_DATA_DIR || join(homedir(), ".spotkeep");
+  return env.SPOTKEEP_DATA_DIR || "spotkeep-data";
 }
 
 /** The configured token, or the one in `<dataDir>/admin-token`, created (0600) when missing. */

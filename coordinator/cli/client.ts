@@ -1,7 +1,7 @@
 /**
  * The admin CLI's HTTP client. URL from --url, $SPOTKEEP_URL or http://127.0.0.1:7400; token from
  * --token, $SPOTKEEP_TOKEN or the coordinator's data dir (--data-dir, $SPOTKEEP_DATA_DIR,
- * ~/.spotkeep). Failures become one clear line (CliError) and a non-zero exit.
+ * ./spotkeep-data). Failures become one clear line (CliError) and a non-zero exit.
  */
 import { existsSync } from "node:fs";
 import { join } from "node:path";
