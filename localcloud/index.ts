@@ -70,7 +70,10 @@ async function loadRuntime(kind: "process" | "linux" | "none", stateDir: string,
   }
   const factory = (kind === "process" ? mod.createProcessRuntime : mod.createLinuxRuntime) as ((o: { stateDir: string; clock?: Clock }) => Runtime) | undefined;
   if (typeof factory !== "function") throw new RuntimeUnavailableError(`the ${kind} runtime module does not export ${kind === "process" ? "createProcessRuntime" : "createLinuxRuntime"}`);
-  if (kind === "linux" && process.getuid?.() !== 0) throw new RuntimeUnavailableError("the linux runtime needs root (network namespaces, loop devices)");
+  if (kind === "linux") {
+    const why = typeof mod.linuxRuntimeUnavailable === "function" ? (mod.linuxRuntimeUnavailable as () => string | null)() : process.getuid?.() !== 0 ? "the linux runtime needs root" : null;
+    if (why) throw new RuntimeUnavailableError(why);
+  }
   return factory({ stateDir, clock });
 }
 
@@ -88,18 +91,34 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
   await runtime.init();
   const world = new World({ clock, profile, timeScale, runtime, log: opts.log });
   const signer = await loadOrCreateSigner(stateDir);
-  const imds = await startImds({ lookup: (id) => world.imdsView(id), signer, host, clock: scaledClock(1) });
-  world.imds = imds;
+  // IMDS tokens expire in real time (their TTL is what the client asked for, not model time).
+  const imds = await startImds({ lookup: (id) => world.imdsView(id), signer, host, clock: scaledClock(1), lookupByIp: (ip) => world.instanceIdByIp(ip) });
+  const bindAddress = (runtime as Runtime & { imdsBindAddress?: () => string }).imdsBindAddress?.();
+  // process runtime: one listener per instance on `host`; linux runtime: instances live in network
+  // namespaces and reach one shared listener on the bridge, which tells them apart by source IP.
+  world.imds = bindAddress
+    ? { endpointFor: () => imds.endpointForAddress(bindAddress), release: async () => {} }
+    : { endpointFor: (id) => imds.endpointFor(id), release: (id) => imds.release(id) };
   await world.seed();
   const throttle = new Throttle(clock, opts.throttle ?? profileName === "realistic");
   let endpoint = "";
   const info = () => ({ endpoint, region: "us-east-1", profile: profile.name, timeScale, runtime: opts.runtime ?? "process", stateDir, profileTable: profile });
-  const http = await startHttpServer({
-    host,
-    port: opts.port ?? 4566,
-    query: { world, throttle },
-    control: { world, throttle, certificatePem: () => signer.certificatePem, imdsEndpoint: (id) => imds.endpointFor(id), info },
-  });
+  let http;
+  try {
+    http = await startHttpServer({
+      host,
+      port: opts.port ?? 4566,
+      query: { world, throttle },
+      control: { world, throttle, certificatePem: () => signer.certificatePem, imdsEndpoint: (id) => world.imds!.endpointFor(id), info },
+    });
+  } catch (err) {
+    // e.g. EADDRINUSE: undo what started so a failed start leaves nothing behind
+    await world.stop();
+    await imds.stop();
+    await runtime.cleanup();
+    if (!opts.stateDir) await rm(stateDir, { recursive: true, force: true });
+    throw new Error(`localcloud: listening on ${host}:${opts.port ?? 4566}: ${(err as Error).message}`, { cause: err });
+  }
   endpoint = `http://${host.includes(":") ? `[${host}]` : host}:${http.port}`;
   let stopping: Promise<void> | undefined;
   return {

@@ -256,6 +256,8 @@ export function encodeResponse(action: string, output: Record<string, unknown>, 
   if (!ops) throw new Error(`localcloud bug: no schema for ${action}`);
   const out: string[] = [`<?xml version="1.0" encoding="UTF-8"?>\n<${action}Response xmlns="${XMLNS}">`, `<requestId>${requestId}</requestId>`];
   const r = resolve(ops.output);
+  // Actions with no modelled output (DeleteVolume, ModifyInstanceAttribute, ...) answer <return>true</return> on the wire.
+  if (!r.members || r.members.length === 0) out.push("<return>true</return>");
   for (const m of r.members ?? []) {
     const v = output[m.name];
     if (v === undefined || v === null) continue;

@@ -264,6 +264,12 @@ export class World {
 
   // ---- IMDS -------------------------------------------------------------------------------
 
+  /** The instance whose primary private IP this is (linux runtime IMDS tells callers apart by it). */
+  instanceIdByIp(ip: string): string | null {
+    for (const i of this.instances.values()) if (i.privateIp === ip && i.state !== "terminated") return i.id;
+    return null;
+  }
+
   /** The ImdsLookup: the instance as IMDS shows it right now. */
   imdsView(instanceId: string): ImdsInstanceView | null {
     const inst = this.instances.get(instanceId);

@@ -41,7 +41,9 @@ import { control, expectEc2Error, fast, startEnv, type Env } from "./helpers.js"
 let env: Env;
 /** A localcloud where nothing progresses during the test (timeScale 5000): intermediate states hold. */
 let slow: Env;
-const r: Record<string, string> = {};
+type Key = "ami" | "subnetA" | "subnetB" | "inst" | "instIp" | "instEni" | "instEniAttach" | "root" | "volA" | "volA2" | "volB" | "snap" | "image" | "eniB" | "dead" | "slowPending" | "slowCreating" | "slowPendingSnap";
+/** Ids of the fixtures built in beforeAll. */
+const r = {} as Record<Key, string>;
 
 beforeAll(async () => {
   [env, slow] = await Promise.all([startEnv(), startEnv({ timeScale: 5000 })]);

@@ -101,3 +101,16 @@ describe("EC2 Query wire format", () => {
     expect(ok.AvailabilityZones).toHaveLength(3);
   });
 });
+
+describe("startLocalCloud", () => {
+  it("fails clearly when the port is taken and leaves nothing running", async () => {
+    const { startLocalCloud } = await import("../../localcloud/index.js");
+    const port = Number(new URL(env.cloud.endpoint).port);
+    await expect(startLocalCloud({ port, runtime: "none", log: () => {} })).rejects.toThrow(/listening on 127\.0\.0\.1:\d+: .*EADDRINUSE/);
+  });
+
+  it("answers <return>true</return> for actions without output members", async () => {
+    const r = await post(`Action=CreateTags&Version=2016-11-15&ResourceId.1=${env.cloud.world.baseImageId}&Tag.1.Key=k&Tag.1.Value=v`);
+    expect(r.text).toContain("<return>true</return></CreateTagsResponse>");
+  });
+});
