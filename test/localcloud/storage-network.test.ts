@@ -184,6 +184,14 @@ describe("network interfaces", () => {
     await expectEc2Error(env.ec2.send(new DescribeNetworkInterfacesCommand({ NetworkInterfaceIds: [e.NetworkInterfaceId!] })), "InvalidNetworkInterfaceID.NotFound", 400);
   });
 
+  it("are idempotent on ClientToken", async () => {
+    const subnet = (await env.ec2.send(new DescribeSubnetsCommand({}))).Subnets![2]!;
+    const a = (await env.ec2.send(new CreateNetworkInterfaceCommand({ SubnetId: subnet.SubnetId!, ClientToken: "eni-tok" }))).NetworkInterface!;
+    const b = (await env.ec2.send(new CreateNetworkInterfaceCommand({ SubnetId: subnet.SubnetId!, ClientToken: "eni-tok" }))).NetworkInterface!;
+    expect(b.NetworkInterfaceId).toBe(a.NetworkInterfaceId);
+    await expectEc2Error(env.ec2.send(new CreateNetworkInterfaceCommand({ SubnetId: subnet.SubnetId!, ClientToken: "eni-tok", Description: "other" })), "IdempotentParameterMismatch", 400);
+  });
+
   it("filters by private-ip-address", async () => {
     const ip = env.cloud.world.instances.get(inst)!.privateIp;
     const l = (await env.ec2.send(new DescribeNetworkInterfacesCommand({ Filters: [{ Name: "private-ip-address", Values: [ip] }] }))).NetworkInterfaces!;
