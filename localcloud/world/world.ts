@@ -127,6 +127,11 @@ export class World {
     for (const cancel of this.timers) cancel();
     this.timers.clear();
     const running = [...this.instances.values()].filter((i) => i.state !== "terminated");
+    // Work already in flight (a boot waiting on a volume) checks state/epoch and must find it over.
+    for (const i of this.instances.values()) {
+      i.state = "terminated";
+      i.epoch += 1;
+    }
     await Promise.allSettled(running.map((i) => this.runtime.shutdown(i.id, 0)));
     if (this.imds) await Promise.allSettled([...this.instances.keys()].map((id) => this.imds!.release(id)));
     await Promise.allSettled([...this.volumes.keys()].map((id) => this.runtime.deleteVolume(id)));

@@ -8,7 +8,9 @@ import {
   DescribeSpotInstanceRequestsCommand,
   DescribeSubnetsCommand,
   DescribeVolumesCommand,
+  CancelSpotInstanceRequestsCommand,
   ModifyInstanceAttributeCommand,
+  ModifyNetworkInterfaceAttributeCommand,
   RunInstancesCommand,
   StartInstancesCommand,
   StopInstancesCommand,
@@ -182,6 +184,29 @@ describe("instance lifecycle", () => {
     await env.ec2.send(new TerminateInstancesCommand({ InstanceIds: [id] }));
     await waitUntilInstanceTerminated(fast(env), { InstanceIds: [id] });
     await waitUntilVolumeAvailable(fast(env), { VolumeIds: [root.VolumeId!] });
+  });
+
+  it("keeps a launch ENI whose DeleteOnTermination was turned off (ModifyNetworkInterfaceAttribute)", async () => {
+    const out = await run();
+    const id = out.Instances![0]!.InstanceId!;
+    const ni = out.Instances![0]!.NetworkInterfaces![0]!;
+    await waitUntilInstanceRunning(fast(env), { InstanceIds: [id] });
+    await env.ec2.send(new ModifyNetworkInterfaceAttributeCommand({ NetworkInterfaceId: ni.NetworkInterfaceId!, Attachment: { AttachmentId: ni.Attachment!.AttachmentId!, DeleteOnTermination: false } }));
+    await env.ec2.send(new TerminateInstancesCommand({ InstanceIds: [id] }));
+    await waitUntilInstanceTerminated(fast(env), { InstanceIds: [id] });
+    const e = await until(async () => {
+      const x = (await env.ec2.send(new DescribeNetworkInterfacesCommand({ NetworkInterfaceIds: [ni.NetworkInterfaceId!] }))).NetworkInterfaces![0]!;
+      return x.Status === "available" ? x : null;
+    }, "kept ENI available");
+    expect(e.PrivateIpAddress).toBe(ni.PrivateIpAddress);
+  });
+
+  it("cancels a spot request without terminating its instance", async () => {
+    const out = await run({ InstanceMarketOptions: { MarketType: "spot" } });
+    const i = out.Instances![0]!;
+    const c = await env.ec2.send(new CancelSpotInstanceRequestsCommand({ SpotInstanceRequestIds: [i.SpotInstanceRequestId!] }));
+    expect(c.CancelledSpotInstanceRequests![0]).toEqual({ SpotInstanceRequestId: i.SpotInstanceRequestId, State: "cancelled" });
+    expect((await describeOne(i.InstanceId!)).State!.Name).toMatch(/pending|running/);
   });
 
   it("honours termination protection", async () => {

@@ -1,5 +1,6 @@
 /** Read-only actions over the seed world: AZs, subnets, security groups, types, prices, spot requests. */
 import type {
+  CancelSpotInstanceRequestsRequest,
   DescribeAvailabilityZonesRequest,
   DescribeInstanceTypesRequest,
   DescribeSecurityGroupsRequest,
@@ -247,5 +248,29 @@ export function describeSpotInstanceRequests(ctx: Ctx, input: DescribeSpotInstan
       Tags: r.tags.size ? tagList(r.tags) : undefined,
     })),
     NextToken: nextToken,
+  };
+}
+
+/** Cancelling a request does not terminate its instance (as on EC2); the request goes cancelled. */
+export function cancelSpotInstanceRequests(ctx: Ctx, input: CancelSpotInstanceRequestsRequest) {
+  const w = ctx.world;
+  const ids = input.SpotInstanceRequestIds ?? [];
+  if (ids.length === 0) throw new Ec2Error("MissingParameter", "The request must contain the parameter SpotInstanceRequestId");
+  for (const id of ids) {
+    checkId(id, "sir", "InvalidSpotInstanceRequestID.Malformed");
+    if (!w.spotRequests.has(id)) throw new Ec2Error("InvalidSpotInstanceRequestID.NotFound", `The spot instance request ID '${id}' does not exist`);
+  }
+  dryRun(input);
+  return {
+    CancelledSpotInstanceRequests: ids.map((id) => {
+      const r = w.spotRequests.get(id)!;
+      if (r.state !== "closed") {
+        r.state = "cancelled";
+        r.statusCode = r.instanceId ? "request-canceled-and-instance-running" : "canceled-before-fulfillment";
+        r.statusMessage = "Spot Instance request was canceled.";
+        r.statusTime = new Date();
+      }
+      return { SpotInstanceRequestId: id, State: r.state as "cancelled" };
+    }),
   };
 }

@@ -5,6 +5,7 @@ import type {
   DeleteNetworkInterfaceRequest,
   DescribeNetworkInterfacesRequest,
   DetachNetworkInterfaceRequest,
+  ModifyNetworkInterfaceAttributeRequest,
   NetworkInterface as SdkEni,
 } from "@aws-sdk/client-ec2";
 import { createHash } from "node:crypto";
@@ -180,5 +181,45 @@ export function deleteNetworkInterface(ctx: Ctx, input: DeleteNetworkInterfaceRe
   if (e.status !== "available") throw new Ec2Error("InvalidNetworkInterface.InUse", `The network interface '${e.id}' is currently in use.`);
   dryRun(input);
   w.enis.delete(e.id);
+  return {};
+}
+
+/** Only the attachment's DeleteOnTermination and the description are modelled (what import/replace need). */
+export function modifyNetworkInterfaceAttribute(ctx: Ctx, input: ModifyNetworkInterfaceAttributeRequest) {
+  const w = ctx.world;
+  const e = lookupEni(w, input.NetworkInterfaceId);
+  const given = [input.Attachment ? "Attachment" : "", input.Description ? "Description" : "", input.Groups?.length ? "SecurityGroupId" : "", input.SourceDestCheck ? "SourceDestCheck" : ""].filter(Boolean);
+  if (given.length === 0) throw new Ec2Error("MissingParameter", "The request must contain one attribute to modify (Attachment, Description or SecurityGroupId)");
+  if (given.length > 1) throw new Ec2Error("InvalidParameterCombination", `Only one attribute can be modified at a time (got ${given.join(", ")})`);
+  let apply: () => void;
+  if (input.Attachment) {
+    const aid = required(input.Attachment.AttachmentId, "Attachment.AttachmentId");
+    checkId(aid, "eni-attach", "InvalidAttachmentID.Malformed");
+    if (!e.attachment || e.attachment.id !== aid) throw new Ec2Error("InvalidAttachmentID.NotFound", `Interface attachment '${aid}' does not exist on ${e.id}.`);
+    const dot = input.Attachment.DeleteOnTermination;
+    if (dot === undefined) throw new Ec2Error("MissingParameter", "The request must contain the parameter Attachment.DeleteOnTermination");
+    const a = e.attachment;
+    apply = () => {
+      a.deleteOnTermination = dot;
+    };
+  } else if (input.Description) {
+    const d = input.Description.Value ?? "";
+    apply = () => {
+      e.description = d;
+    };
+  } else if (input.Groups?.length) {
+    for (const g of input.Groups) {
+      checkId(g, "sg", "InvalidGroupId.Malformed");
+      if (!w.securityGroups.has(g)) throw new Ec2Error("InvalidGroup.NotFound", `The security group '${g}' does not exist`);
+    }
+    const groups = [...new Set(input.Groups)];
+    apply = () => {
+      e.securityGroupIds = groups;
+    };
+  } else {
+    throw new Ec2Error("Unsupported", "localcloud does not model SourceDestCheck");
+  }
+  dryRun(input);
+  apply();
   return {};
 }

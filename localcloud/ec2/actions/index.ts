@@ -4,9 +4,9 @@ import { runInstances } from "./run-instances.js";
 import { describeInstanceStatus, describeInstances, modifyInstanceAttribute, startInstances, stopInstances, terminateInstances } from "./instances.js";
 import { attachVolume, createVolume, deleteVolume, describeVolumes, detachVolume } from "./volumes.js";
 import { createImage, createSnapshot, deleteSnapshot, deregisterImage, describeImages, describeSnapshots, registerImage } from "./images.js";
-import { attachNetworkInterface, createNetworkInterface, deleteNetworkInterface, describeNetworkInterfaces, detachNetworkInterface } from "./enis.js";
+import { attachNetworkInterface, createNetworkInterface, deleteNetworkInterface, describeNetworkInterfaces, detachNetworkInterface, modifyNetworkInterfaceAttribute } from "./enis.js";
 import { createTags, deleteTags, describeTags } from "./tags.js";
-import { describeAvailabilityZones, describeInstanceTypes, describeSecurityGroups, describeSpotInstanceRequests, describeSpotPriceHistory, describeSubnets } from "./catalog.js";
+import { cancelSpotInstanceRequests, describeAvailabilityZones, describeInstanceTypes, describeSecurityGroups, describeSpotInstanceRequests, describeSpotPriceHistory, describeSubnets } from "./catalog.js";
 
 // Inputs are decoded against the SDK's request schema before a handler sees them.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
@@ -37,6 +37,7 @@ export const ACTIONS: Record<string, Handler> = {
   AttachNetworkInterface: attachNetworkInterface,
   DetachNetworkInterface: detachNetworkInterface,
   DeleteNetworkInterface: deleteNetworkInterface,
+  ModifyNetworkInterfaceAttribute: modifyNetworkInterfaceAttribute,
   CreateTags: createTags,
   DeleteTags: deleteTags,
   DescribeTags: describeTags,
@@ -46,4 +47,5 @@ export const ACTIONS: Record<string, Handler> = {
   DescribeInstanceTypes: describeInstanceTypes,
   DescribeSpotPriceHistory: describeSpotPriceHistory,
   DescribeSpotInstanceRequests: describeSpotInstanceRequests,
+  CancelSpotInstanceRequests: cancelSpotInstanceRequests,
 };
