@@ -143,6 +143,24 @@ export function runtimeSuite(skip: string | null): void {
       expect(r.stdout).toBe("hello\nduring-freeze\n");
     });
 
+    it("shutdown completes even when a filesystem inside is frozen with a writer blocked on it, and the volume can move on", async () => {
+      const mnt = join(rt.rootDir(I2), "moved");
+      expect((await rt.exec(I2, ["fsfreeze", "-f", mnt])).code).toBe(0);
+      const stuck = spawn("nsenter", [...rt.nsenterArgs(I2), "--", "sh", "-c", `echo stuck > ${mnt}/c`], { detached: true, stdio: "ignore" });
+      children.push(stuck);
+      let exited = false;
+      stuck.on("exit", () => (exited = true));
+      await rt.shutdown(I2, 200);
+      await eventually(async () => (exited ? true : undefined));
+      expect(leftovers([stateDir]).netns).not.toContain(`sk-${I2}`);
+      // The volume detaches cleanly (the frozen filesystem was thawed and released) and keeps its content.
+      await rt.detachVolume(I2, "vol-data0001", "/dev/sdf");
+      expect(leftovers([join(stateDir, "volumes", "vol-data0001.img")]).loops).toEqual([]);
+      await rt.attachVolume(I1, "vol-data0001", "/dev/sdf");
+      const r = await rt.exec(I1, ["sh", "-c", `m=${join(rt.rootDir(I1), "again")} && mkdir -p $m && mount ${join(rt.devDir(I1), "sdf")} $m && cat $m/a`]);
+      expect(r.stdout).toBe("hello\n");
+    });
+
     it("shutdown kills the user-data's whole tree (daemons too) and removes the instance's network; a reboot finds the root content", async () => {
       const pids = (await rt.exec(I1, ["sh", "-c", "ip netns identify $$ >/dev/null; echo"])).code; // enter works before shutdown
       expect(pids).toBe(0);

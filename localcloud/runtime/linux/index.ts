@@ -356,7 +356,7 @@ class LinuxRuntimeImpl implements LinuxRuntime {
         if (f.endsWith(".mnt") && hostMounts().some((m) => m.target === nsFile)) await yankDevice([`--mount=${nsFile}`], loop);
       }
     }
-    await detachLoop(loop, what);
+    if (!(await detachLoop(loop, what))) this.log(`${what}: ${loop} is still held open by processes that used it; it is freed when they exit (re-attaching waits for that)`);
     // Remove links to it left in any instance's device folder.
     const instances = join(this.stateDir, "instances");
     if (existsSync(instances)) {
