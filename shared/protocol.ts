@@ -179,6 +179,11 @@ export const Mount = z.object({
   device: z.string().min(1),
   mountPoint: absPath,
   fsType: z.string().min(1).default("ext4"),
+  /**
+   * Create the filesystem when the device carries no signature at all. Set only for a volume
+   * spotkeep itself created and has never mounted; a device with any signature is never formatted.
+   */
+  formatIfBlank: z.boolean().optional(),
 });
 export type Mount = z.infer<typeof Mount>;
 

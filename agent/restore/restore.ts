@@ -61,6 +61,11 @@ export async function restoreVolumes(plan: RestorePlan, deps: RestoreDeps): Prom
       steps.push({ name: `device:${vol.volumeId}`, ok: true, ms: ms(started), detail: `${dev.path} -> ${dev.real}` });
       let checked = false;
       if (dev.kind === "block") {
+        if (vol.formatIfBlank) {
+          const t = deps.clock.now();
+          const detail = await formatIfBlank(dev.path, vol.fsType, vol.volumeId);
+          steps.push({ name: `format:${vol.volumeId}`, ok: true, ms: ms(t), detail });
+        }
         if (!plan.previousClean) {
           const t = deps.clock.now();
           const detail = await checkFilesystem(dev.path, vol.fsType, vol.mountPoint);
@@ -103,6 +108,20 @@ async function waitForDevice(vol: Mount, timeoutMs: number, deps: RestoreDeps): 
     }
     await deps.clock.sleep(Math.min(pollMs, Math.max(1, deadline - deps.clock.now())));
   }
+}
+
+/**
+ * mkfs a brand-new volume. "Blank" means blkid finds no signature of any kind (exit 2); anything
+ * else (a filesystem, a partition table, LVM, a RAID member) is left alone.
+ */
+async function formatIfBlank(device: string, fsType: string, volumeId: string): Promise<string> {
+  const probe = await runTool(resolveBinary("blkid"), ["-p", device], 60_000);
+  if (probe.code === 0) return "has a signature; not formatted";
+  if (probe.code !== 2) throw new RestoreError(`probing ${device} (${volumeId}) before formatting: blkid -p exit ${probe.code}: ${probe.output}`);
+  const args = fsType === "xfs" ? ["-q", device] : /^ext[234]$/.test(fsType) ? ["-q", "-L", volumeId.replace(/^vol-/, "").slice(0, 16), device] : [device];
+  const r = await runTool(resolveBinary(`mkfs.${fsType}`), args, 30 * 60_000);
+  if (r.code !== 0) throw new RestoreError(`formatting ${device} (${volumeId}) as ${fsType}: mkfs.${fsType} exit ${r.code}: ${r.output}`);
+  return `formatted as ${fsType}`;
 }
 
 async function checkFilesystem(device: string, fsType: string, mountPoint: string): Promise<string> {

@@ -9,7 +9,7 @@ import { restoreVolumes, mountedSource } from "../../agent/restore/restore.js";
 import { byIdName, findVolumeDevice, listVolumeDevices } from "../../agent/storage/devices.js";
 import { silentLogger } from "../../agent/log.js";
 import { collectInventory } from "../../agent/storage/inventory.js";
-import { cleanupLoops, makeLoopFs, rootSkipReason, type LoopFs } from "./loopdev.js";
+import { LOOP_PREFIX, cleanupLoops, makeLoopFs, rootSkipReason, type LoopFs } from "./loopdev.js";
 
 const VOL = "vol-0123456789abcdef0";
 const VOL2 = "vol-0fedcba9876543210";
@@ -146,3 +146,37 @@ describe.skipIf(skip !== null)("restore of a loop-device ext4 found by volume id
     expect(inv.devices).toEqual([expect.objectContaining({ volumeId: VOL, kind: "block", fsType: "ext4", mountPoint: mp, sizeBytes: 32 * 1024 * 1024 })]);
   });
 });
+
+describe.skipIf(skip !== null)("restore formats a brand-new blank volume, never one with data (root)", () => {
+  let dir: string;
+  let device: string;
+  let devDir: string;
+  const NEW_VOL = "vol-0fedcba9876543211";
+  beforeAll(() => {
+    cleanupLoops();
+    // A blank loop device (no filesystem), named with the shared prefix so cleanupLoops() removes it.
+    dir = mkdtempSync(join(tmpdir(), `${LOOP_PREFIX}${process.pid}-blank-`));
+    execFileSync("truncate", ["-s", "32M", join(dir, "disk.img")]);
+    device = execFileSync("losetup", ["-f", "--show", join(dir, "disk.img")], { encoding: "utf8" }).trim();
+    devDir = join(dir, "by-id");
+    mkdirSync(devDir);
+    symlinkSync(device, join(devDir, byIdName(NEW_VOL)));
+  });
+  afterAll(() => cleanupLoops());
+
+  it("creates the spec's filesystem on a blank device, then leaves it alone on the next restore", async () => {
+    const mp = join(dir, "mnt", "data");
+    const vol = { volumeId: NEW_VOL, device: "/dev/sdg", mountPoint: mp, fsType: "ext4", formatIfBlank: true };
+    const r = await restoreVolumes(plan({ previousClean: true, volumes: [vol] }), { devDir, clock: realClock, log: silentLogger, scale: (ms) => ms });
+    expect(r.reason).toBeUndefined();
+    expect(r.steps.find((s) => s.name === `format:${NEW_VOL}`)?.detail).toBe("formatted as ext4");
+    writeFileSync(join(mp, "precious"), "data\n");
+    execFileSync("umount", [mp]);
+    const again = await restoreVolumes(plan({ previousClean: true, volumes: [vol] }), { devDir, clock: realClock, log: silentLogger, scale: (ms) => ms });
+    expect(again.ok).toBe(true);
+    expect(again.steps.find((s) => s.name === `format:${NEW_VOL}`)?.detail).toBe("has a signature; not formatted");
+    expect(readFileSync(join(mp, "precious"), "utf8")).toBe("data\n");
+    execFileSync("umount", [mp]);
+  });
+});
+
