@@ -42,7 +42,7 @@ export interface HubOptions {
   onMessage(session: AgentSession, message: AgentMessage): void;
   onRejected?(reason: string, detail: string): void;
   onConnectionCount?(n: number): void;
-  /** ms (clock time) a socket may stay silent before its hello; default 10 s. */
+  /** Real ms a socket may stay silent before its hello; default 10 s. */
   helloTimeoutMs?: number;
   /** ms between resends of unacked commands; default 2 s. */
   resendMs?: number;
@@ -152,9 +152,12 @@ export class AgentHub {
 
   private accept(ws: WebSocket): void {
     let session: AgentSession | null = null;
-    const cancelHello = this.opts.clock.setTimer(this.opts.helloTimeoutMs ?? 10_000, () => {
+    // Real time, not the (possibly scaled) clock: this bounds a socket's silence on this host,
+    // and an agent busy fetching its identity under load must not be cut off by a time scale.
+    const helloTimer = setTimeout(() => {
       if (!session) this.reject(ws, 1008, "hello-timeout", "no hello within the timeout");
-    });
+    }, this.opts.helloTimeoutMs ?? 10_000);
+    const cancelHello = () => clearTimeout(helloTimer);
     ws.on("error", () => undefined);
     ws.on("close", (code) => {
       cancelHello();
@@ -171,6 +174,8 @@ export class AgentHub {
       if (!parsed.ok) return this.reject(ws, 1007, "malformed-frame", parsed.error.message);
       const msg = parsed.message as AgentMessage;
       if (!session) {
+        // An ack left over from the agent's previous connection carries no request: drop it.
+        if (msg.type === "ack") return;
         if (msg.type !== "hello") return this.reject(ws, 1008, "no-hello", `first message must be hello, got ${msg.type}`);
         session = this.hello(ws, msg);
         if (session) cancelHello();

@@ -19,8 +19,6 @@ const TOKEN = "test-admin-token-0123456789";
 
 let dir: string;
 let env: Env;
-let port: number;
-let cfgFile: string;
 const children = new Set<ChildProcess>();
 
 function freePort(): Promise<number> {
@@ -34,7 +32,20 @@ function freePort(): Promise<number> {
   });
 }
 
-async function startCoordinatorProcess(crashAfter?: number): Promise<{ child: ChildProcess; exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>; log: string[] }> {
+interface Slot {
+  port: number;
+  cfgFile: string;
+}
+
+/** Each case gets its own coordinator (port, data dir) so cases can run side by side. */
+async function slot(n: number): Promise<Slot> {
+  const port = await freePort();
+  const cfgFile = join(dir, `coordinator-${n}.json`);
+  writeFileSync(cfgFile, JSON.stringify(coordinatorConfig(env, join(dir, `coord-${n}`), SCALE, { listen: `127.0.0.1:${port}`, lostCheckIntervalMs: 3000 })));
+  return { port, cfgFile };
+}
+
+async function startCoordinatorProcess({ cfgFile }: Slot, crashAfter?: number): Promise<{ child: ChildProcess; exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>; log: string[] }> {
   const log: string[] = [];
   const child = spawn(process.execPath, [join(ROOT, "bin", "spotkeep.js"), "coordinator", "--config", cfgFile], {
     env: { ...process.env, ...(crashAfter ? { SPOTKEEP_CRASH_AFTER_STEP: String(crashAfter) } : { SPOTKEEP_CRASH_AFTER_STEP: "" }) },
@@ -52,7 +63,7 @@ async function startCoordinatorProcess(crashAfter?: number): Promise<{ child: Ch
   return { child, exited, log };
 }
 
-const api = async (method: string, path: string, body?: unknown) => {
+const api = async ({ port }: Slot, method: string, path: string, body?: unknown) => {
   const res = await fetch(`http://127.0.0.1:${port}/api/v1/${path}`, { method, headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" }, body: body === undefined ? undefined : JSON.stringify(body) });
   const json = await res.json();
   if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
@@ -63,9 +74,6 @@ beforeAll(async () => {
   ensureAgentBundle();
   dir = mkdtempSync(join(tmpdir(), "spotkeep-crash-"));
   env = await startEnv(dir, SCALE);
-  port = await freePort();
-  cfgFile = join(dir, "coordinator.json");
-  writeFileSync(cfgFile, JSON.stringify(coordinatorConfig(env, join(dir, "coord"), SCALE, { listen: `127.0.0.1:${port}`, lostCheckIntervalMs: 3000 })));
 });
 afterAll(async () => {
   for (const c of children) {
@@ -79,27 +87,28 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-describe("coordinator crash at every step boundary of the replace runbook", () => {
+describe.concurrent("coordinator crash at every step boundary of the replace runbook", () => {
   it.each(STEPS)("SIGKILL after step %i: resumes to exactly one live generation with the data intact", async (n) => {
     const name = `crash-${n}`;
     const acks = join(dir, `${name}.acks`);
-    const first = await startCoordinatorProcess(n);
+    const s = await slot(n);
+    const first = await startCoordinatorProcess(s, n);
     try {
-      await api("POST", "instances", env.spec(name, { acks }));
+      await api(s, "POST", "instances", env.spec(name, { acks }));
       const created = await until("the instance to be running", async () => {
-        const d = await api("GET", `instances/${name}`);
+        const d = await api(s, "GET", `instances/${name}`);
         if (d.state === "failed") throw new Error(`create failed: ${d.stateReason}`);
         return d.state === "running" ? d : null;
       });
       await until("records to be acknowledged", () => readAcks(acks).length > 10);
       await env.control("POST", `instances/${created.instanceId}/interrupt`, { action: "terminate", noticeSeconds: 120 });
-      const how = await Promise.race([first.exited, first.exited.then(() => null), new Promise((r) => setTimeout(() => r("no-crash"), 40_000))]);
+      const how = await Promise.race([first.exited, first.exited.then(() => null), new Promise((r) => setTimeout(() => r("no-crash"), 60_000))]);
       expect(how, first.log.join("")).toMatchObject({ signal: "SIGKILL" });
 
-      const second = await startCoordinatorProcess();
+      const second = await startCoordinatorProcess(s);
       try {
         const after = await until("the replacement to be running", async () => {
-          const d = await api("GET", `instances/${name}`);
+          const d = await api(s, "GET", `instances/${name}`);
           if (d.state === "failed") throw new Error(`replace failed: ${d.stateReason}\n${second.log.join("")}`);
           return d.state === "running" && d.generation === 2 ? d : null;
         }, 45_000);
@@ -115,8 +124,9 @@ describe("coordinator crash at every step boundary of the replace runbook", () =
         const dataVols = [...env.lc.world.volumes.values()].filter((v) => v.tags.get("spotkeep:instance") === name && v.tags.has("spotkeep:device") && v.state !== "deleted");
         expect(dataVols.map((v) => v.id)).toEqual([after.resources.volumes[0].volumeId]);
         // Every acknowledged record survived.
+        const acked = readAcks(acks); // acks first: a record is on disk before its ack is written
         const records = readRecords(join(env.rootDir(after.instanceId), "data", "records.log"));
-        expect(readAcks(acks).filter((x) => !records.has(x))).toEqual([]);
+        expect(acked.filter((x) => !records.has(x))).toEqual([]);
       } finally {
         second.child.kill("SIGTERM");
         await second.exited;

@@ -34,6 +34,7 @@ export async function waitUntil<T>(clock: Clock, what: string, check: () => Prom
     if (v !== null && v !== undefined) return v;
     if (clock.now() - start >= opts.timeoutMs) throw new Error(`timed out after ${Math.round(opts.timeoutMs / 1000)} s waiting for ${what}`);
     await clock.sleep(interval, opts.signal);
-    interval = Math.min(interval * 1.5, opts.intervalMs * 4);
+    // Grow gently: these waits sit on the downtime's critical path.
+    interval = Math.min(interval * 1.25, opts.intervalMs * 2);
   }
 }

@@ -108,7 +108,7 @@ export async function waitRunning(deps: RunbookDeps, ctx: WorkflowContext, name:
     if (!i) return null;
     if (i.state === "shutting-down" || i.state === "terminated") throw new Error(`${instanceId} went ${i.state} while starting (${i.stateReason ?? "no reason given"})`);
     return i.state === "running" ? i : null;
-  }, { intervalMs: deps.pollMs, timeoutMs: 15 * 60_000, signal: ctx.signal });
+  }, { intervalMs: deps.pollMs / 2, timeoutMs: 15 * 60_000, signal: ctx.signal });
   const volumes: Record<string, string> = {};
   if (snapshotVolumes) {
     const byDevice = new Map(inst.volumes.map((v) => [canonicalDevice(v.deviceName), v.volumeId]));
@@ -130,7 +130,7 @@ export async function attachVolume(deps: RunbookDeps, ctx: WorkflowContext, volu
     if (!v) throw new Error(`${volumeId} no longer exists`);
     if (v.attachments.some((a) => a.instanceId === instanceId)) return "mine";
     return v.state === "available" ? "free" : null;
-  }, { intervalMs: deps.pollMs, timeoutMs: 10 * 60_000, signal: ctx.signal });
+  }, { intervalMs: deps.pollMs / 2, timeoutMs: 10 * 60_000, signal: ctx.signal });
   if (ready === "free") await deps.ec2.attachVolume(volumeId, instanceId, device);
   await waitUntil(deps.clock, `${volumeId} to attach to ${instanceId}`, async () => {
     const v = await deps.ec2.describeVolume(volumeId);

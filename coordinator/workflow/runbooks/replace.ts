@@ -8,6 +8,7 @@
  */
 import type { StatefulInstanceSpec } from "../../../shared/spec.js";
 import { TAG } from "../../cloud/gateway.js";
+import { isNotFound } from "../../cloud/errors.js";
 import type { Runbook, StepSpec } from "../engine.js";
 import { waitUntil, type RunbookDeps } from "./deps.js";
 import { LAUNCH_POLICY, MUTATE_POLICY, attachVolume, candidates, launchGeneration, restoreAndWaitReady, waitRunning } from "./launch.js";
@@ -74,7 +75,15 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
           ctx.event("root-lost", `the root volume of ${oldId} is gone; the replacement boots from ${begin.previousImage}`);
           return null;
         }
-        const snap = await deps.ec2.createSnapshot(rootVol, `spotkeep ${name} root, generation ${input.fromGeneration}`, { ...tags("snapshot-root"), [TAG.generation]: String(input.fromGeneration) });
+        let snap;
+        try {
+          snap = await deps.ec2.createSnapshot(rootVol, `spotkeep ${name} root, generation ${input.fromGeneration}`, { ...tags("snapshot-root"), [TAG.generation]: String(input.fromGeneration) });
+        } catch (err) {
+          // The notice window ran out and EC2 deleted the root with the instance.
+          if (!isNotFound(err)) throw err;
+          ctx.event("root-lost", `the root volume ${rootVol} of ${oldId} was deleted before it could be captured; the replacement boots from ${begin.previousImage}`);
+          return null;
+        }
         deps.store.recordArtifact({ id: snap.snapshotId, instance: name, kind: "root-snapshot", device: begin.rootDeviceName, source_id: rootVol, generation: input.fromGeneration });
         return snap.snapshotId;
       },
@@ -110,8 +119,17 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
         await waitUntil(deps.clock, `${oldId} to terminate`, async () => {
           const [i] = await deps.ec2.describeInstances([oldId]);
           return !i || i.state === "terminated" ? true : null;
-        }, { intervalMs: deps.pollMs, timeoutMs: 15 * 60_000, signal: ctx.signal });
+        }, { intervalMs: deps.pollMs / 2, timeoutMs: 15 * 60_000, signal: ctx.signal });
         deps.store.endGeneration(name, input.fromGeneration, input.trigger);
+        // The ENI comes free a little after `terminated`; launching before that only earns
+        // InvalidNetworkInterface.InUse and a backoff, so watch it closely instead.
+        if (begin.eniId) {
+          await waitUntil(deps.clock, `${begin.eniId} to be released by ${oldId}`, async () => {
+            const e = await deps.ec2.describeNetworkInterface(begin.eniId!);
+            if (!e) throw new Error(`${begin.eniId} (the stateful instance's network interface) no longer exists`);
+            return e.status === "available" ? true : null;
+          }, { intervalMs: deps.pollMs / 4, timeoutMs: 10 * 60_000, signal: ctx.signal });
+        }
         return true;
       },
       MUTATE_POLICY,
