@@ -70,7 +70,7 @@ beforeAll(async () => {
   r.image = (await ec2.send(new RegisterImageCommand({ Name: "rejections-img", RootDeviceName: "/dev/xvda", Architecture: "x86_64", BlockDeviceMappings: [{ DeviceName: "/dev/xvda", Ebs: { SnapshotId: r.snap } }] }))).ImageId!;
   await waitUntilImageAvailable(fast(env), { ImageIds: [r.image] });
   r.eniB = (await ec2.send(new CreateNetworkInterfaceCommand({ SubnetId: r.subnetB }))).NetworkInterface!.NetworkInterfaceId!;
-  const dead = (await ec2.send(new RunInstancesCommand({ ImageId: r.ami, MinCount: 1, MaxCount: 1 }))).Instances![0]!.InstanceId!;
+  const dead = (await ec2.send(new RunInstancesCommand({ ImageId: r.ami, MinCount: 1, MaxCount: 1, ClientToken: "dead-token" }))).Instances![0]!.InstanceId!;
   await ec2.send(new TerminateInstancesCommand({ InstanceIds: [dead] }));
   await waitUntilInstanceTerminated(fast(env), { InstanceIds: [dead] });
   r.dead = dead;
@@ -120,6 +120,7 @@ const cases: Case[] = [
   ["RunInstances with an invalid block device name", () => run({ BlockDeviceMappings: [{ DeviceName: "/dev/bogus", Ebs: { VolumeSize: 1 } }] }), "InvalidBlockDeviceMapping", 400],
   ["RunInstances with a root volume smaller than its snapshot", () => run({ BlockDeviceMappings: [{ DeviceName: "/dev/xvda", Ebs: { VolumeSize: 2 } }] }), "InvalidBlockDeviceMapping", 400],
   ["RunInstances reusing a ClientToken with other parameters", async () => { await run({ ClientToken: "rej-1" }); return run({ ClientToken: "rej-1", InstanceType: "m5.large" }); }, "IdempotentParameterMismatch", 400],
+  ["RunInstances reusing the ClientToken of a terminated launch", () => run({ ClientToken: "dead-token" }), "IdempotentInstanceTerminated", 400],
   ["DescribeInstances with an unknown instance id", () => ec2().send(new DescribeInstancesCommand({ InstanceIds: ["i-0123456789abcdef0"] })), "InvalidInstanceID.NotFound", 400],
   ["DescribeInstances with a malformed instance id", () => ec2().send(new DescribeInstancesCommand({ InstanceIds: ["i-zz"] })), "InvalidInstanceID.Malformed", 400],
   ["DescribeInstances with InstanceIds and MaxResults", () => ec2().send(new DescribeInstancesCommand({ InstanceIds: [r.inst], MaxResults: 5 })), "InvalidParameterCombination", 400],
