@@ -39,7 +39,7 @@ try {
   const timelines = names.map((n, i) => coord.views.getEvents(n)!.timelines.find((t) => t.workflowId === wfs[i]!.id)!);
   const downtimes = timelines.map((t) => t.downtimeSeconds ?? NaN).sort((a, b) => a - b);
   const recoveries = timelines.map((t) => t.recoverySeconds ?? NaN).sort((a, b) => a - b);
-  const cp = replacementCriticalPath(PROFILES.realistic);
+  const cp = replacementCriticalPath(PROFILES.realistic) / 1000; // the profile is in ms
   const pct = (xs: number[], p: number) => xs[Math.min(xs.length - 1, Math.floor((xs.length - 1) * p))]!;
   const report = {
     at: new Date().toISOString(),
