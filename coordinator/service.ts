@@ -6,10 +6,9 @@
  * `timeScale` into real time. Timestamps in the store are wall-clock, so a restart (whose scaled
  * clock starts afresh) still reads them correctly.
  */
-import { mkdirSync, existsSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
-import { randomBytes } from "node:crypto";
 import type { KeyObject } from "node:crypto";
 import { realClock, scaledClock, type Clock } from "../shared/clock.js";
 import type { StatefulInstanceSpec } from "../shared/spec.js";
@@ -17,6 +16,7 @@ import type { AgentMessage } from "../shared/protocol.js";
 import type { EventsResponse, InstanceDetail, InstanceSummary, Workflow } from "../shared/api.js";
 import { ApiFault, type CoordinatorViews } from "./api/types.js";
 import { createApiServer, type ApiServer } from "./api/server.js";
+import { loadOrCreateAdminToken } from "./api/token.js";
 import { Metrics } from "./metrics.js";
 import { parseConfig, type CoordinatorConfig, type CoordinatorConfigInput } from "./config.js";
 import { Store } from "./db/queries.js";
@@ -95,12 +95,7 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
   mkdirSync(dataDir, { recursive: true });
   const publicKey = await loadIdentityKey(config);
 
-  const tokenFile = join(dataDir, "admin-token");
-  const adminToken = config.adminToken ?? (existsSync(tokenFile) ? readFileSync(tokenFile, "utf8").trim() : (() => {
-    const t = randomBytes(24).toString("base64url");
-    writeFileSync(tokenFile, t + "\n", { mode: 0o600 });
-    return t;
-  })());
+  const adminToken = loadOrCreateAdminToken(dataDir, config.adminToken);
 
   const clock = delayScaledClock(config.timeScale);
   const model = scaledClock(config.timeScale);
