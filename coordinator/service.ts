@@ -29,7 +29,7 @@ import { createAwsGateway } from "./cloud/aws.js";
 import type { Ec2Gateway } from "./cloud/gateway.js";
 import { AgentHub, type AgentSession } from "./agents/hub.js";
 import { loadCertificate } from "./agents/identity.js";
-import { renderBootstrap } from "./bootstrap.js";
+import { renderUserData } from "./bootstrap.js";
 
 export interface StartOptions {
   config: CoordinatorConfigInput | CoordinatorConfig;
@@ -116,7 +116,7 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
     clock: model,
     timeScale: config.timeScale,
     sendToAgent: (instanceId, body, id) => hub.send(instanceId, body, id),
-    userData: (spec: StatefulInstanceSpec) => renderBootstrap({ coordinatorWsUrl: publicUrl.replace(/^http/, "ws") + "/agent/v1/ws", agentUrl: publicUrl + "/agent/v1/agent.js", userUserData: spec.launch.userData, timeScale: config.timeScale }),
+    userData: (spec: StatefulInstanceSpec) => renderUserData({ publicUrl, userUserData: spec.launch.userData, timeScale: config.timeScale }),
     pollMs: 1000,
     quiesceMarginMs: config.quiesceMarginSeconds * 1000,
     log,
