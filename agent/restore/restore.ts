@@ -73,7 +73,7 @@ export async function restoreVolumes(plan: RestorePlan, deps: RestoreDeps): Prom
           steps.push({ name: `fsck:${vol.volumeId}`, ok: true, ms: ms(t), detail });
         }
         const t = deps.clock.now();
-        await mountBlock(dev, vol);
+        await mountBlock(dev, { ...vol, mountPoint: hostPath({ rootDir: deps.rootDir }, vol.mountPoint) });
         steps.push({ name: `mount:${vol.mountPoint}`, ok: true, ms: ms(t) });
       } else {
         const t = deps.clock.now();

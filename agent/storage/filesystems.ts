@@ -42,18 +42,24 @@ export function protectedDevices(stateDir: string): Map<number, string> {
 }
 
 export function classifyMount(mountPoint: string, opts: { rootDir?: string; protectedDevs: Map<number, string> }): FsClass {
-  if (opts.rootDir) return { kind: "directory", path: join(opts.rootDir, mountPoint) };
-  const path = mountPoint;
-  if (path === "/") return { kind: "refused", path, reason: "never freezes / (the agent runs on it)" };
+  // With SPOTKEEP_ROOT_DIR (localcloud runtimes) instance paths live under it. There a mount point
+  // that is not a separate filesystem is a directory volume (process runtime: a symlink to a
+  // folder); a real mount under it (linux runtime: a loop device) is frozen like on EC2.
+  const path = opts.rootDir ? join(opts.rootDir, mountPoint) : mountPoint;
+  if (mountPoint === "/") return { kind: "refused", path, reason: "never freezes / (the agent runs on it)" };
   let dev: number;
   let parentDev: number;
   try {
     dev = statSync(path).dev;
     parentDev = statSync(dirname(path)).dev;
   } catch (err) {
+    if (opts.rootDir) return { kind: "directory", path };
     return { kind: "refused", path, reason: `not found: ${(err as Error).message}` };
   }
-  if (dev === parentDev) return { kind: "refused", path, reason: "not a mount point (freezing it would freeze its parent filesystem)" };
+  if (dev === parentDev) {
+    if (opts.rootDir) return { kind: "directory", path };
+    return { kind: "refused", path, reason: "not a mount point (freezing it would freeze its parent filesystem)" };
+  }
   const why = opts.protectedDevs.get(dev);
   if (why) return { kind: "refused", path, reason: `never frozen: ${why}` };
   return { kind: "filesystem", path };

@@ -151,7 +151,9 @@ export async function restoreAndWaitReady(deps: RunbookDeps, ctx: WorkflowContex
       statefulInstance: o.name,
       generation: o.generation,
       previousClean: o.previousClean,
-      volumes: vols.map((v) => ({ volumeId: v.volume_id!, device: v.device, mountPoint: v.mount_point, fsType: v.fs_type })),
+      // A volume spotkeep created for generation 1 is blank: the agent makes its filesystem (only if
+      // it finds no signature at all). Imported volumes (spec volumeId) are never formatted.
+      volumes: vols.map((v) => ({ volumeId: v.volume_id!, device: v.device, mountPoint: v.mount_point, fsType: v.fs_type, ...(o.generation === 1 && !importedDevice(o.spec, v.device) ? { formatIfBlank: true } : {}) })),
       hooks: { preStop: o.spec.hooks.preStop, postRestore: o.spec.hooks.postRestore, timeoutSeconds: o.spec.hooks.timeoutSeconds },
       deviceTimeoutMs: 120_000,
     },
@@ -165,4 +167,8 @@ export async function restoreAndWaitReady(deps: RunbookDeps, ctx: WorkflowContex
     return i;
   }, { intervalMs: Math.max(50, deps.pollMs / 5), timeoutMs: 20 * 60_000, signal: ctx.signal });
   return { readyAt: deps.store.latestAgentReport(o.instanceId, "ready")!.at };
+}
+
+function importedDevice(spec: StatefulInstanceSpec, device: string): boolean {
+  return spec.persistence.volumes.some((sv) => canonicalDevice(sv.device) === canonicalDevice(device) && sv.volumeId !== undefined);
 }
