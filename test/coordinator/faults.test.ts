@@ -84,6 +84,37 @@ describe("capacity fallbacks", () => {
   });
 });
 
+describe("cross-AZ", () => {
+  it("moves a reattach instance (no ENI pinning it) to another AZ through snapshots when its AZ has no capacity", async () => {
+    const acks = join(dir, "xaz.acks");
+    const spec = env.spec("xaz", { acks });
+    spec.persistence!.network = { privateIp: "none" };
+    const { workflowId } = await coord.views.createInstance(parseSpec(spec));
+    expect((await coord.engine.wait(workflowId)).error).toBeNull();
+    const old = coord.views.getInstance("xaz")!;
+    expect(old.availabilityZone).toBe("us-east-1a");
+    await until("acked records", () => readAcks(acks).length > 5);
+    const types = ["m5.large", "m6i.large"];
+    for (const t of types) for (const m of ["spot", "on-demand"] as const) await capacity(t, m, false);
+    try {
+      await env.control("POST", `instances/${old.instanceId}/interrupt`, { action: "terminate", noticeSeconds: 120 });
+      const wf = await replaceOf("xaz");
+      expect(wf.error).toBeNull();
+      const d = coord.views.getInstance("xaz")!;
+      expect(d.state).toBe("running");
+      expect(d.availabilityZone).not.toBe("us-east-1a");
+      expect(d.resources.volumes[0]!.volumeId).not.toBe(old.resources.volumes[0]!.volumeId);
+      expect(d.resources.volumes[0]!.availabilityZone).toBe(d.availabilityZone);
+      expect(coord.views.getEvents("xaz")!.events.some((e) => e.kind === "cross-az")).toBe(true);
+      const acked = readAcks(acks); // acks first: a record is on disk before its ack is written
+      const records = readRecords(join(env.rootDir(d.instanceId!), "data", "records.log"));
+      expect(acked.filter((n) => !records.has(n))).toEqual([]);
+    } finally {
+      for (const t of types) for (const m of ["spot", "on-demand"] as const) await capacity(t, m, true);
+    }
+  });
+});
+
 describe("API errors and lost instances", () => {
   it("retries RequestLimitExceeded bursts and failNext errors on attach and detach to success", async () => {
     const acks = join(dir, "flaky.acks");

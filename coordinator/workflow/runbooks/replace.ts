@@ -89,8 +89,7 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
       },
       MUTATE_POLICY,
     ];
-    const dataSnapshotSteps: StepSpec<string>[] = snapshotMode
-      ? deps.store.listVolumes(name).map((v) => [
+    const dataSnapshotSteps: StepSpec<string>[] = deps.store.listVolumes(name).map((v) => [
           `snapshot ${v.device}`,
           async () => {
             const snap = await deps.ec2.createSnapshot(v.volume_id!, `spotkeep ${name} ${v.device}, generation ${input.fromGeneration}`, { ...tags(`snapshot ${v.device}`), [TAG.device]: v.device });
@@ -99,11 +98,10 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
             return snap.snapshotId;
           },
           MUTATE_POLICY,
-        ])
-      : [];
+        ]);
     let rootSnapshot: string | null = null;
     if (!lost) {
-      const captured = await ctx.parallel<unknown[]>([...(spec.persistence.root ? [rootSnapshotStep] : []), ...dataSnapshotSteps] as never);
+      const captured = await ctx.parallel<unknown[]>([...(spec.persistence.root ? [rootSnapshotStep] : []), ...(snapshotMode ? dataSnapshotSteps : [])] as never);
       if (spec.persistence.root) rootSnapshot = captured[0] as string | null;
     }
 
@@ -190,26 +188,36 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
       const s = await deps.ec2.describeSubnets(spec.launch.subnetIds);
       return spec.launch.subnetIds.map((id) => s.find((x) => x.subnetId === id)).filter((x): x is NonNullable<typeof x> => !!x).map((x) => ({ subnetId: x.subnetId, availabilityZone: x.availabilityZone }));
     }, MUTATE_POLICY);
-    const launched = await ctx.step("launch", () =>
-      launchGeneration(deps, ctx, {
-        name,
-        spec,
-        generation,
-        imageId,
-        cands: candidates(spec, subnets, pinnedAz),
-        eniId: begin.eniId,
-        blockDevices: snapshotMode
-          ? vols.map((v) => {
-              const vs = spec.persistence.volumes.find((x) => x.device === v.device);
-              return { deviceName: v.device, snapshotId: v.latest_snapshot_id!, volumeType: vs?.type, iops: vs?.iops, throughput: vs?.throughput, deleteOnTermination: false };
-            })
-          : [],
-      }),
-    LAUNCH_POLICY);
-    const oldVolumes = snapshotMode ? begin.volumes.filter((v): v is string => !!v) : [];
-    await ctx.step("wait-running", () => waitRunning(deps, ctx, name, generation, launched.instanceId, snapshotMode), MUTATE_POLICY);
+    const snapshotDevices = (specVols: typeof vols) =>
+      specVols.map((v) => {
+        const vs = spec.persistence.volumes.find((x) => x.device === v.device);
+        return { deviceName: v.device, snapshotId: v.latest_snapshot_id!, volumeType: vs?.type, iops: vs?.iops, throughput: vs?.throughput, deleteOnTermination: false };
+      });
+    let crossAz = false;
+    let launched;
+    try {
+      launched = await ctx.step("launch", () =>
+        launchGeneration(deps, ctx, { name, spec, generation, imageId, cands: candidates(spec, subnets, pinnedAz), eniId: begin.eniId, blockDevices: snapshotMode ? snapshotDevices(vols) : [] }),
+      LAUNCH_POLICY);
+    } catch (err) {
+      // Reattach pins the volumes' AZ. When that AZ has no capacity (and no ENI pins it too), move
+      // the data through snapshots to another AZ, as Spot.io does. The test is on the message so
+      // a replay (which only has the recorded text) takes the same branch.
+      const otherAzs = subnets.filter((s) => s.availabilityZone !== pinnedAz);
+      if (snapshotMode || begin.eniId || vols.length === 0 || otherAzs.length === 0 || !/NoCapacityError/.test(String((err as Error).message))) throw err;
+      crossAz = true;
+      ctx.event("cross-az", `no capacity in ${pinnedAz} for reattach; restoring the data volumes from snapshots in another AZ`);
+      await ctx.parallel<unknown[]>(dataSnapshotSteps.map(([n, fn, p]) => [`cross-az ${n}`, fn, p]) as never);
+      await ctx.step(`cross-az ${snapshotsDone[0]}`, snapshotsDone[1], snapshotsDone[2]);
+      launched = await ctx.step("launch in another AZ", () =>
+        launchGeneration(deps, ctx, { name, spec, generation, imageId, cands: candidates(spec, otherAzs, null), eniId: null, blockDevices: snapshotDevices(deps.store.listVolumes(name)) }),
+      LAUNCH_POLICY);
+    }
+    const fromSnapshots = snapshotMode || crossAz;
+    const oldVolumes = fromSnapshots ? begin.volumes.filter((v): v is string => !!v) : [];
+    await ctx.step("wait-running", () => waitRunning(deps, ctx, name, generation, launched.instanceId, fromSnapshots), MUTATE_POLICY);
 
-    if (!snapshotMode && vols.length > 0) {
+    if (!fromSnapshots && vols.length > 0) {
       await ctx.parallel<unknown[]>(vols.map((v) => [`attach ${v.device}`, () => attachVolume(deps, ctx, v.volume_id!, launched.instanceId, v.device), MUTATE_POLICY] as const) as never);
     }
 
