@@ -115,6 +115,26 @@ describe("cross-AZ", () => {
   });
 });
 
+describe("address pool", () => {
+  it("gives the replacement the same pool address once the old instance lets it go", async () => {
+    const acks = join(dir, "pool.acks");
+    const spec = env.spec("pool", { acks });
+    const ip = "172.31.0.200";
+    spec.persistence!.network = { privateIp: "pool", ipPool: ["172.31.16.200", ip] };
+    const { workflowId } = await coord.views.createInstance(parseSpec(spec));
+    expect((await coord.engine.wait(workflowId)).error).toBeNull();
+    const old = coord.views.getInstance("pool")!;
+    expect(old.privateIp).toBe(ip); // home is us-east-1a, where 172.31.0.200 fits
+    await env.control("POST", `instances/${old.instanceId}/interrupt`, { action: "terminate", noticeSeconds: 120 });
+    const wf = await replaceOf("pool");
+    expect(wf.error).toBeNull();
+    const d = coord.views.getInstance("pool")!;
+    expect(d).toMatchObject({ state: "running", generation: 2, privateIp: ip });
+    const [inst] = await env.ec2.describeInstances([d.instanceId!]);
+    expect(inst!.privateIp).toBe(ip);
+  });
+});
+
 describe("API errors and lost instances", () => {
   it("retries RequestLimitExceeded bursts and failNext errors on attach and detach to success", async () => {
     const acks = join(dir, "flaky.acks");

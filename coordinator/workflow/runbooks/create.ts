@@ -6,7 +6,7 @@ import type { StatefulInstanceSpec } from "../../../shared/spec.js";
 import { TAG } from "../../cloud/gateway.js";
 import type { Runbook } from "../engine.js";
 import { waitUntil, type RunbookDeps } from "./deps.js";
-import { LAUNCH_POLICY, MUTATE_POLICY, attachVolume, candidates, launchGeneration, restoreAndWaitReady, waitRunning } from "./launch.js";
+import { LAUNCH_POLICY, MUTATE_POLICY, attachVolume, candidates, ipInCidr, launchGeneration, restoreAndWaitReady, waitRunning } from "./launch.js";
 
 export interface CreateInput {
   name: string;
@@ -24,14 +24,16 @@ export function createRunbook(deps: RunbookDeps): Runbook<CreateInput> {
       const ordered = spec.launch.subnetIds.map((id) => {
         const s = subnets.find((x) => x.subnetId === id);
         if (!s) throw new Error(`launch.subnetIds: ${id} does not exist`);
-        return { subnetId: s.subnetId, availabilityZone: s.availabilityZone };
+        return { subnetId: s.subnetId, availabilityZone: s.availabilityZone, cidr: s.cidr };
       });
       deps.store.setRoot({ instance: name, image_id: spec.persistence.root ? spec.launch.imageId : null, snapshot_id: null, root_device_name: image.rootDeviceName, architecture: image.architecture });
       deps.store.ensureGeneration(name, generation, ctx.workflowId);
       return { subnets: ordered, rootDeviceName: image.rootDeviceName };
     }, { ...MUTATE_POLICY, retryable: (e) => MUTATE_POLICY.retryable!(e) && !/does not exist/.test(String(e)) });
 
-    const home = plan.subnets[0]!;
+    // With an address pool, home is the first subnet that holds one of the pool's addresses.
+    const pool = spec.persistence.network.privateIp === "pool" ? spec.persistence.network.ipPool : [];
+    const home = plan.subnets.find((s) => pool.some((ip) => ipInCidr(ip, s.cidr))) ?? plan.subnets[0]!;
     const tags = (step: string) => ({ [TAG.managed]: "true", [TAG.instance]: name, [TAG.workflow]: ctx.workflowId, [TAG.step]: step });
 
     const made = await ctx.parallel<unknown[]>([

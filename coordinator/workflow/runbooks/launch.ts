@@ -15,6 +15,8 @@ export interface Candidate {
   subnetId: string;
   availabilityZone: string;
   market: "spot" | "on-demand";
+  /** From the spec's ipPool (privateIp: pool). */
+  privateIp?: string;
 }
 
 export interface LaunchResult {
@@ -38,13 +40,33 @@ export const MUTATE_POLICY: StepPolicy = { initialMs: 500, factor: 2, maxMs: 800
  * Fallback order (design §4.1 step 6): instance types, then subnets/AZs (only when nothing pins
  * the AZ), then on-demand if the spec allows.
  */
-export function candidates(spec: StatefulInstanceSpec, subnets: Array<{ subnetId: string; availabilityZone: string }>, pinnedAz: string | null): Candidate[] {
+export function candidates(spec: StatefulInstanceSpec, subnets: Array<{ subnetId: string; availabilityZone: string; cidr?: string }>, pinnedAz: string | null, preferredIp: string | null = null): Candidate[] {
   const m = spec.launch.market;
   const markets: Array<"spot" | "on-demand"> = m.type === "spot" ? (m.fallbackToOnDemand ? ["spot", "on-demand"] : ["spot"]) : ["on-demand"];
   const usable = pinnedAz ? subnets.filter((s) => s.availabilityZone === pinnedAz) : subnets;
+  const pool = spec.persistence.network.privateIp === "pool" ? spec.persistence.network.ipPool : null;
   const out: Candidate[] = [];
-  for (const market of markets) for (const s of usable) for (const t of spec.launch.instanceTypes) out.push({ instanceType: t, subnetId: s.subnetId, availabilityZone: s.availabilityZone, market });
+  for (const market of markets)
+    for (const s of usable) {
+      let privateIp: string | undefined;
+      if (pool) {
+        // The pool keeps the address stable: the one used before if this subnet holds it, else the first that fits.
+        const fits = pool.filter((ip) => s.cidr && ipInCidr(ip, s.cidr));
+        privateIp = preferredIp && fits.includes(preferredIp) ? preferredIp : fits[0];
+        if (!privateIp) continue;
+      }
+      for (const t of spec.launch.instanceTypes) out.push({ instanceType: t, subnetId: s.subnetId, availabilityZone: s.availabilityZone, market, privateIp });
+    }
   return out;
+}
+
+export function ipInCidr(ip: string, cidr: string): boolean {
+  const [base, bitsText] = cidr.split("/");
+  const bits = Number(bitsText);
+  const toInt = (a: string) => a.split(".").reduce((n, o) => (n << 8) + Number(o), 0) >>> 0;
+  if (!base || !(bits >= 0 && bits <= 32)) return false;
+  const mask = bits === 0 ? 0 : (~0 << (32 - bits)) >>> 0;
+  return (toInt(ip) & mask) === (toInt(base) & mask);
 }
 
 export function clientToken(...parts: Array<string | number>): string {
@@ -71,7 +93,7 @@ export async function launchGeneration(
   const tried: string[] = [];
   let lastCapacity: unknown = null;
   for (const c of o.cands) {
-    const label = `${c.market} ${c.instanceType} in ${c.availabilityZone}`;
+    const label = `${c.market} ${c.instanceType} in ${c.availabilityZone}${c.privateIp ? ` at ${c.privateIp}` : ""}`;
     try {
       const inst = await deps.ec2.launchInstance({
         clientToken: clientToken(ctx.workflowId, o.generation, c.instanceType, c.subnetId, c.market),
@@ -79,7 +101,7 @@ export async function launchGeneration(
         instanceType: c.instanceType,
         market: c.market,
         maxPrice: o.spec.launch.market.maxPrice,
-        network: o.eniId ? { eniId: o.eniId } : { subnetId: c.subnetId, securityGroupIds: o.spec.launch.securityGroupIds },
+        network: o.eniId ? { eniId: o.eniId } : { subnetId: c.subnetId, securityGroupIds: o.spec.launch.securityGroupIds, privateIp: c.privateIp },
         userData: deps.userData(o.spec),
         blockDevices: o.blockDevices,
         tags: { ...o.spec.launch.tags, Name: `${o.name}-g${o.generation}`, ...genTags },
@@ -93,7 +115,7 @@ export async function launchGeneration(
       tried.push(`${label}: ${errorCode(err)}`);
     }
   }
-  throw new NoCapacityError(`no capacity for ${o.name} generation ${o.generation}: ${tried.join("; ") || "no candidates (check subnets and instance types)"}`, { cause: lastCapacity });
+  throw new NoCapacityError(`no capacity for ${o.name} generation ${o.generation}: ${tried.join("; ") || "no candidates (check launch.subnetIds, launch.instanceTypes and persistence.network.ipPool)"}`, { cause: lastCapacity });
 }
 
 function record(deps: RunbookDeps, o: { name: string; generation: number }, inst: InstanceInfo, tried: string[]): LaunchResult {
@@ -120,6 +142,8 @@ export async function waitRunning(deps: RunbookDeps, ctx: WorkflowContext, name:
     }
   }
   deps.store.recordLaunch(name, generation, { instanceId, instanceType: inst.instanceType, availabilityZone: inst.availabilityZone, lifecycle: inst.lifecycle, privateIp: inst.privateIp });
+  const net = deps.store.getNetwork(name);
+  if (!net?.eni_id) deps.store.setNetwork({ instance: name, eni_id: null, private_ip: inst.privateIp, subnet_id: inst.subnetId, availability_zone: inst.availabilityZone });
   return { privateIp: inst.privateIp, volumes };
 }
 

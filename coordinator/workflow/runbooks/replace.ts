@@ -39,7 +39,7 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
       const spec = JSON.parse(row.spec) as StatefulInstanceSpec;
       const root = deps.store.getRoot(name);
       const net = deps.store.getNetwork(name);
-      return { volumes: deps.store.listVolumes(name).map((v) => v.volume_id), spec, rootDeviceName: root?.root_device_name ?? "/dev/xvda", architecture: root?.architecture ?? "x86_64", previousImage: root?.image_id ?? spec.launch.imageId, eniId: net?.eni_id ?? null, eniAz: net?.availability_zone ?? null };
+      return { volumes: deps.store.listVolumes(name).map((v) => v.volume_id), spec, rootDeviceName: root?.root_device_name ?? "/dev/xvda", architecture: root?.architecture ?? "x86_64", previousImage: root?.image_id ?? spec.launch.imageId, eniId: net?.eni_id ?? null, eniAz: net?.availability_zone ?? null, privateIp: net?.private_ip ?? null };
     });
     const spec = begin.spec;
     const snapshotMode = spec.persistence.dataMethod === "snapshot" && spec.persistence.volumes.length > 0;
@@ -186,7 +186,7 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
     const pinnedAz = begin.eniId ? begin.eniAz : !snapshotMode && vols.length > 0 ? vols[0]!.availability_zone : null;
     const subnets = await ctx.step("subnets", async () => {
       const s = await deps.ec2.describeSubnets(spec.launch.subnetIds);
-      return spec.launch.subnetIds.map((id) => s.find((x) => x.subnetId === id)).filter((x): x is NonNullable<typeof x> => !!x).map((x) => ({ subnetId: x.subnetId, availabilityZone: x.availabilityZone }));
+      return spec.launch.subnetIds.map((id) => s.find((x) => x.subnetId === id)).filter((x): x is NonNullable<typeof x> => !!x).map((x) => ({ subnetId: x.subnetId, availabilityZone: x.availabilityZone, cidr: x.cidr }));
     }, MUTATE_POLICY);
     const snapshotDevices = (specVols: typeof vols) =>
       specVols.map((v) => {
@@ -197,7 +197,7 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
     let launched;
     try {
       launched = await ctx.step("launch", () =>
-        launchGeneration(deps, ctx, { name, spec, generation, imageId, cands: candidates(spec, subnets, pinnedAz), eniId: begin.eniId, blockDevices: snapshotMode ? snapshotDevices(vols) : [] }),
+        launchGeneration(deps, ctx, { name, spec, generation, imageId, cands: candidates(spec, subnets, pinnedAz, begin.privateIp), eniId: begin.eniId, blockDevices: snapshotMode ? snapshotDevices(vols) : [] }),
       LAUNCH_POLICY);
     } catch (err) {
       // Reattach pins the volumes' AZ. When that AZ has no capacity (and no ENI pins it too), move
@@ -210,7 +210,7 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
       await ctx.parallel<unknown[]>(dataSnapshotSteps.map(([n, fn, p]) => [`cross-az ${n}`, fn, p]) as never);
       await ctx.step(`cross-az ${snapshotsDone[0]}`, snapshotsDone[1], snapshotsDone[2]);
       launched = await ctx.step("launch in another AZ", () =>
-        launchGeneration(deps, ctx, { name, spec, generation, imageId, cands: candidates(spec, otherAzs, null), eniId: null, blockDevices: snapshotDevices(deps.store.listVolumes(name)) }),
+        launchGeneration(deps, ctx, { name, spec, generation, imageId, cands: candidates(spec, otherAzs, null, begin.privateIp), eniId: null, blockDevices: snapshotDevices(deps.store.listVolumes(name)) }),
       LAUNCH_POLICY);
     }
     const fromSnapshots = snapshotMode || crossAz;

@@ -1,0 +1,50 @@
+import { describe, it, expect } from "vitest";
+import { parseSpec } from "../../../shared/spec.js";
+import { candidates, clientToken, ipInCidr } from "./launch.js";
+
+const subnets = [
+  { subnetId: "subnet-0000000000000000a", availabilityZone: "us-east-1a", cidr: "172.31.0.0/20" },
+  { subnetId: "subnet-0000000000000000b", availabilityZone: "us-east-1b", cidr: "172.31.16.0/20" },
+];
+const spec = (extra: Record<string, unknown> = {}, market: Record<string, unknown> = {}) =>
+  parseSpec({ name: "db", launch: { imageId: "ami-0123456789abcdef0", instanceTypes: ["m6i.large", "m5.large"], subnetIds: subnets.map((s) => s.subnetId), market }, persistence: { ...extra } });
+
+describe("launch candidates", () => {
+  it("orders fallbacks: instance types, then subnets, then on-demand", () => {
+    const c = candidates(spec(), subnets, null).map((x) => `${x.market}/${x.instanceType}/${x.availabilityZone}`);
+    expect(c).toEqual([
+      "spot/m6i.large/us-east-1a", "spot/m5.large/us-east-1a", "spot/m6i.large/us-east-1b", "spot/m5.large/us-east-1b",
+      "on-demand/m6i.large/us-east-1a", "on-demand/m5.large/us-east-1a", "on-demand/m6i.large/us-east-1b", "on-demand/m5.large/us-east-1b",
+    ]);
+  });
+
+  it("keeps to the pinned AZ and leaves out on-demand when the spec forbids it", () => {
+    const c = candidates(spec({}, { fallbackToOnDemand: false }), subnets, "us-east-1b");
+    expect(c.map((x) => `${x.market}/${x.availabilityZone}`)).toEqual(["spot/us-east-1b", "spot/us-east-1b"]);
+  });
+
+  it("takes the pool address that fits each subnet, preferring the one used before", () => {
+    const s = spec({ network: { privateIp: "pool", ipPool: ["172.31.16.50", "172.31.0.50", "172.31.0.51"] } });
+    const c = candidates(s, subnets, null, "172.31.0.51");
+    expect(c.filter((x) => x.market === "spot").map((x) => `${x.availabilityZone}@${x.privateIp}`)).toEqual(["us-east-1a@172.31.0.51", "us-east-1a@172.31.0.51", "us-east-1b@172.31.16.50", "us-east-1b@172.31.16.50"]);
+  });
+
+  it("skips subnets the pool has no address in", () => {
+    const s = spec({ network: { privateIp: "pool", ipPool: ["172.31.16.9"] } });
+    expect(new Set(candidates(s, subnets, null).map((x) => x.availabilityZone))).toEqual(new Set(["us-east-1b"]));
+  });
+
+  it("derives client tokens of at most 64 characters that differ per attempt", () => {
+    const a = clientToken("wf-1", 2, "m5.large", "subnet-a", "spot");
+    expect(a).toHaveLength(64);
+    expect(clientToken("wf-1", 2, "m5.large", "subnet-a", "spot")).toBe(a);
+    expect(clientToken("wf-1", 2, "m5.large", "subnet-a", "on-demand")).not.toBe(a);
+  });
+
+  it("matches addresses against CIDRs", () => {
+    expect(ipInCidr("10.0.1.10", "10.0.0.0/16")).toBe(true);
+    expect(ipInCidr("10.1.1.10", "10.0.0.0/16")).toBe(false);
+    expect(ipInCidr("172.31.15.255", "172.31.0.0/20")).toBe(true);
+    expect(ipInCidr("172.31.16.0", "172.31.0.0/20")).toBe(false);
+  });
+});
