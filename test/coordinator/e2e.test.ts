@@ -10,6 +10,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseSpec } from "../../shared/spec.js";
+import { EventsResponse } from "../../shared/api.js";
 import type { Coordinator } from "../../coordinator/service.js";
 import { ensureAgentBundle, inProcessCoordinator, liveInstances, readAcks, readRecords, startEnv, until, type Env } from "./harness.js";
 
@@ -77,8 +78,11 @@ async function scenario(name: string, dataMethod: "reattach" | "snapshot") {
   // Exactly one live generation, in EC2 and in the store.
   expect((await liveInstances(env, name)).map((i) => i.instanceId)).toEqual([after.instanceId]);
   expect(after.generations.filter((g) => g.endedAt === null).map((g) => g.generation)).toEqual([2]);
-  // The timeline has downtime and recovery figures.
-  const t = coord.views.getEvents(name)!.timelines.find((x) => x.workflowId === wf.id)!;
+  // The timeline, served at GET /api/v1/instances/{name}/events, has downtime and recovery figures.
+  const res = await fetch(`${coord.url}/api/v1/instances/${name}/events`, { headers: { authorization: `Bearer ${coord.adminToken}` } });
+  expect(res.status).toBe(200);
+  const events = EventsResponse.parse(await res.json());
+  const t = events.timelines.find((x) => x.workflowId === wf.id)!;
   expect(t.downtimeSeconds).toBeGreaterThan(0);
   expect(t.recoverySeconds).toBeGreaterThanOrEqual(t.downtimeSeconds!);
   expect(t.criticalPath.at(-1)).toBe("retention");
