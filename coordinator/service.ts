@@ -24,6 +24,7 @@ import { Views } from "./db/views.js";
 import { WorkflowEngine, type Runbook } from "./workflow/engine.js";
 import { createRunbook } from "./workflow/runbooks/create.js";
 import { replaceRunbook, type ReplaceInput } from "./workflow/runbooks/replace.js";
+import { snapshotRunbook } from "./workflow/runbooks/snapshot.js";
 import type { RunbookDeps } from "./workflow/runbooks/deps.js";
 import { createAwsGateway } from "./cloud/aws.js";
 import type { Ec2Gateway } from "./cloud/gateway.js";
@@ -121,7 +122,7 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
     quiesceMarginMs: config.quiesceMarginSeconds * 1000,
     log,
   };
-  const runbooks: Record<string, Runbook> = { create: createRunbook(deps), replace: replaceRunbook(deps) };
+  const runbooks: Record<string, Runbook> = { create: createRunbook(deps), replace: replaceRunbook(deps), snapshot: snapshotRunbook(deps) };
   const crash = opts.crashAfterStep;
   const engine = new WorkflowEngine({
     store,
@@ -143,11 +144,13 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
       metrics.recordWorkflow(wf.kind, wf.status, { downtimeSeconds: t.downtimeSeconds, recoverySeconds: t.recoverySeconds, steps: t.steps.filter((s) => s.durationMs != null).map((s) => ({ name: s.name, seconds: s.durationMs! / 1000 })) });
       if (!outcome.ok) {
         const later = store.runningWorkflowsFor(wf.instance).length > 0;
-        if (!later) store.setInstanceState(wf.instance, "failed", `${wf.kind} failed: ${outcome.error}`);
+        // A failed snapshot leaves the instance serving; only create/replace failures mean it is down.
+        if (!later && wf.kind !== "snapshot") store.setInstanceState(wf.instance, "failed", `${wf.kind} failed: ${outcome.error}`);
         store.addEvent(wf.instance, "workflow-failed", `${wf.kind} ${wf.id} failed: ${outcome.error}`, wf.id);
         log(`${wf.kind} ${wf.id} for ${wf.instance} failed: ${outcome.error}`);
       } else {
         store.addEvent(wf.instance, "workflow-succeeded", `${wf.kind} ${wf.id} succeeded`, wf.id);
+        if (wf.kind === "replace") hub.forget((JSON.parse(wf.input) as ReplaceInput).instanceId);
       }
     },
   });
@@ -158,10 +161,24 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
     if (!inst || inst.state !== "running") return null;
     const g = store.getGeneration(input.name, inst.generation);
     if (!g || g.status !== "live" || g.instance_id !== input.instanceId) return null;
-    if (store.runningWorkflowsFor(input.name).length > 0) return null;
+    // A snapshot in flight does not hold up a replacement (it will fail on its own if the instance goes).
+    if (store.runningWorkflowsFor(input.name).some((w) => w.kind !== "snapshot")) return null;
     const id = engine.start("replace", input.name, { ...input, fromGeneration: inst.generation }, input.trigger);
     store.addEvent(input.name, "replace-started", `${why}: replacing ${input.instanceId} (generation ${inst.generation})`, id);
     log(`${input.name}: ${why}; replacing ${input.instanceId} as workflow ${id}`);
+    return id;
+  }
+
+  /** Start a snapshot workflow of the live generation; null when not running or busy. */
+  function startSnapshot(name: string, reason: string): string | null {
+    const inst = store.getInstance(name);
+    if (!inst || inst.state !== "running") return null;
+    const g = store.getGeneration(name, inst.generation);
+    if (!g?.instance_id || g.status !== "live") return null;
+    if (store.runningWorkflowsFor(name).length > 0) return null;
+    if (store.listVolumes(name).length === 0) return null;
+    const id = engine.start("snapshot", name, { name, instanceId: g.instance_id, generation: g.generation, reason }, reason);
+    store.addEvent(name, "snapshot-started", `${reason}: snapshotting the data volumes of ${g.instance_id}`, id);
     return id;
   }
 
@@ -172,6 +189,11 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
         if (!store.recordAgentReport(session.instanceId, "notice", msg.noticeId, msg)) return;
         metrics.interruptions.inc({ kind: msg.kind });
         store.addEvent(name, "notice", `${msg.kind}${msg.action ? ` (${msg.action})` : ""} on ${session.instanceId}${msg.deadline ? `, deadline ${msg.deadline}` : ""}`);
+        if (msg.kind === "rebalance") {
+          const spec = JSON.parse(store.getInstance(name)!.spec) as StatefulInstanceSpec;
+          if (spec.onRebalance === "snapshot") startSnapshot(name, "rebalance recommendation");
+          else if (spec.onRebalance === "recycle") store.addEvent(name, "rebalance", "onRebalance: recycle is not supported yet; ignoring");
+        }
         if (msg.kind === "spot-interruption") startReplace({ name, instanceId: session.instanceId, fromGeneration: session.generation, trigger: "spot-interruption", deadline: msg.deadline }, `spot interruption notice (${msg.action ?? "terminate"})`);
         return;
       }
@@ -224,6 +246,17 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
     getInstance: (name): InstanceDetail | null => views.detail(name),
     getEvents: (name): EventsResponse | null => views.events(name),
     getWorkflow: (id): Workflow | null => views.workflow(id),
+    runOperation: async (name, op) => {
+      const inst = store.getInstance(name);
+      if (!inst) throw new ApiFault("not-found", `no stateful instance named ${name}`);
+      if (op !== "snapshot") throw new ApiFault("conflict", `${op} is not supported by this coordinator yet`);
+      if (store.listVolumes(name).length === 0) throw new ApiFault("conflict", `${name} has no data volumes to snapshot`);
+      const running = store.runningWorkflowsFor(name)[0];
+      if (running) throw new ApiFault("conflict", `${name} is busy with ${running.kind} ${running.id}`);
+      const id = startSnapshot(name, "requested");
+      if (!id) throw new ApiFault("conflict", `${name} is ${inst.state}; only a running instance can be snapshotted`);
+      return { workflowId: id };
+    },
     createInstance: async (spec) => {
       if (store.getInstance(spec.name)) throw new ApiFault("conflict", `stateful instance ${spec.name} already exists`);
       let wfId = "";

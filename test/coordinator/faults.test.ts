@@ -135,6 +135,28 @@ describe("address pool", () => {
   });
 });
 
+describe("snapshots", () => {
+  it("snapshots the data volumes on a rebalance recommendation (onRebalance: snapshot) and on request", async () => {
+    expect((await create("snap", { workload: false })).error).toBeNull();
+    const d = coord.views.getInstance("snap")!;
+    expect(d.resources.volumes[0]!.latestSnapshotId).toBeNull();
+    await env.control("POST", `instances/${d.instanceId}/rebalance`, {});
+    const wf = await until("a snapshot workflow", () => coord.store.workflowsFor("snap").find((w) => w.kind === "snapshot"), 60_000);
+    expect((await coord.engine.wait(wf.id)).error).toBeNull();
+    expect(coord.store.listSteps(wf.id).map((s) => s.name)).toEqual(["freeze", "snapshot /dev/sdf", "thaw", "wait-snapshots", "retention"]);
+    const first = coord.views.getInstance("snap")!.resources.volumes[0]!.latestSnapshotId!;
+    expect((await env.ec2.describeSnapshot(first))?.state).toBe("completed");
+
+    const res = await fetch(`${coord.url}/api/v1/instances/snap/snapshot`, { method: "POST", headers: { authorization: `Bearer ${coord.adminToken}` } });
+    expect(res.status).toBeLessThan(300);
+    const { workflowId } = (await res.json()) as { workflowId: string };
+    expect((await coord.engine.wait(workflowId)).error).toBeNull();
+    const second = coord.views.getInstance("snap")!.resources.volumes[0]!.latestSnapshotId!;
+    expect(second).not.toBe(first);
+    expect(coord.views.getInstance("snap")!.state).toBe("running");
+  });
+});
+
 describe("API errors and lost instances", () => {
   it("retries RequestLimitExceeded bursts and failNext errors on attach and detach to success", async () => {
     const acks = join(dir, "flaky.acks");
