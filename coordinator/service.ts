@@ -301,6 +301,21 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
     }
     return started;
   }
+  /** Continuous snapshots (design §4.2): every snapshots.intervalMinutes of model time. */
+  function dueSnapshots(): string[] {
+    const started: string[] = [];
+    for (const inst of store.listInstances()) {
+      if (inst.state !== "running") continue;
+      const spec = JSON.parse(inst.spec) as StatefulInstanceSpec;
+      if (!(spec.snapshots.intervalMinutes > 0) || spec.persistence.volumes.length === 0) continue;
+      const last = Math.max(store.listArtifacts(inst.name, "data-snapshot")[0]?.created_at ?? 0, store.getGeneration(inst.name, inst.generation)?.ready_at ?? 0);
+      if (clock.now() - last < spec.snapshots.intervalMinutes * 60_000 * config.timeScale) continue;
+      const id = startSnapshot(inst.name, `every ${spec.snapshots.intervalMinutes} min`);
+      if (id) started.push(id);
+    }
+    return started;
+  }
+
   let stopped = false;
   let cancelSweep: (() => void) | null = null;
   const scheduleSweep = () => {
@@ -308,6 +323,8 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
     cancelSweep = clock.setTimer(config.lostCheckIntervalMs, () => {
       sweepLost()
         .catch((err) => log(`lost-instance sweep: ${(err as Error).message}`))
+        .then(() => dueSnapshots())
+        .catch((err) => log(`scheduled snapshots: ${(err as Error).message}`))
         .finally(scheduleSweep);
     });
   };

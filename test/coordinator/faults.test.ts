@@ -157,6 +157,18 @@ describe("snapshots", () => {
   });
 });
 
+describe("continuous snapshots", () => {
+  it("snapshots every snapshots.intervalMinutes (model time) while the instance runs", async () => {
+    const spec = env.spec("cont", { workload: false });
+    spec.snapshots = { intervalMinutes: 5, keep: 2 };
+    const { workflowId } = await coord.views.createInstance(parseSpec(spec));
+    expect((await coord.engine.wait(workflowId)).error).toBeNull();
+    const wf = await until("a scheduled snapshot", () => coord.store.workflowsFor("cont").find((w) => w.kind === "snapshot" && w.trigger === "every 5 min"), 60_000);
+    expect((await coord.engine.wait(wf.id)).error).toBeNull();
+    expect(coord.views.getInstance("cont")!.resources.volumes[0]!.latestSnapshotId).toMatch(/^snap-/);
+  });
+});
+
 describe("API errors and lost instances", () => {
   it("retries RequestLimitExceeded bursts and failNext errors on attach and detach to success", async () => {
     const acks = join(dir, "flaky.acks");
