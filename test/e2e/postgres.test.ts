@@ -1,0 +1,53 @@
+/**
+ * The PostgreSQL end-to-end run (issue 7's acceptance test) under `npm test`: root, the linux
+ * runtime's tools and Debian's PostgreSQL needed; otherwise skipped with one printed line.
+ * Serialised with test/linux/linux.test.ts by the host's linux-suite lock (the scenario takes it).
+ */
+import { tmpdir } from "node:os";
+import { afterAll, describe, expect, it } from "vitest";
+import { leftovers } from "../linux/leftovers.js";
+import { postgresE2eUnavailable, runPostgresScenario, summaryLine, type ScenarioResult } from "./postgres-scenario.js";
+
+const why = postgresE2eUnavailable();
+if (why) console.log(`PostgreSQL end-to-end skipped: ${why}`);
+
+describe.skipIf(why !== null)("PostgreSQL end to end on the linux runtime (real agent and coordinator)", () => {
+  let r: ScenarioResult | undefined;
+
+  afterAll(() => {
+    // Nothing of ours on the host, passed or failed. Netns and links (sk-*, skv*, skbr*) were
+    // listed by the scenario while it still held the linux-suite lock (afterwards another suite
+    // may legitimately create its own); loop devices and mounts of our state dirs are ours by name.
+    if (r) expect(r.leftovers).toEqual({ netns: [], loops: [], mounts: [], links: [] });
+    const left = leftovers([tmpdir()]);
+    expect({ loops: left.loops.filter((l) => l.includes("spotkeep-pge2e-")), mounts: left.mounts.filter((l) => l.includes("spotkeep-pge2e-")) }).toEqual({ loops: [], mounts: [] });
+  });
+
+  it(
+    "keeps every acknowledged COMMIT and the private IP through two reattach interruptions, one snapshot-mode interruption and one lost instance",
+    async () => {
+      r = await runPostgresScenario({ timeScale: 0.05, log: (l) => console.log(l) });
+      console.log(summaryLine(r));
+      expect(r.error).toBeNull();
+      expect(r.interruptions).toBe(4);
+      expect(r.lost).toBe(0);
+      expect(r.sameIp).toBe(true);
+      expect(r.acknowledged).toBeGreaterThan(100);
+      const reattach = r.rounds.filter((x) => x.kind === "interrupt" && x.dataMethod === "reattach");
+      expect(reattach).toHaveLength(2);
+      for (const x of reattach) expect(x.volumeAfter).toBe(x.volumeBefore);
+      const snap = r.rounds.filter((x) => x.dataMethod === "snapshot");
+      expect(snap).toHaveLength(1);
+      expect(snap[0]!.volumeAfter).not.toBe(snap[0]!.volumeBefore);
+      const lose = r.rounds.filter((x) => x.kind === "lose");
+      expect(lose.map((x) => x.trigger)).toEqual(["lost"]);
+      for (const x of r.rounds) {
+        expect(x.missing).toEqual([]);
+        expect(x.toInstanceId).not.toBe(x.fromInstanceId);
+      }
+      expect(r.downtimeSeconds).toHaveLength(4);
+      expect(r.ok).toBe(true);
+    },
+    15 * 60_000,
+  );
+});
