@@ -6,7 +6,7 @@
  * root disk kept, no acknowledged write lost, and how long it all took against the profile's
  * critical-path lower bound.
  */
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -87,8 +87,11 @@ export async function runDemo(opts: { timeScale: number; dataMethod: "reattach" 
   const cleanup = async () => {
     if (cleaned) return;
     cleaned = true;
+    // localcloud removes its instances on stop: with --keep, save their console logs first.
+    if (opts.keep) saveInstanceLogs(join(dir, "localcloud", "instances"), join(dir, "logs"));
     for (const s of running.reverse()) await s.stop().catch(() => undefined);
     if (!opts.keep) rmSync(dir, { recursive: true, force: true });
+    else out.write(`kept ${dir} (coordinator database, instance console logs in logs/)\n`);
   };
   const onSignal = (sig: NodeJS.Signals) => {
     out.write(`\n${sig}: stopping the demo and cleaning up\n`);
@@ -236,8 +239,29 @@ nohup node "$R/opt/demo-workload.mjs" --data "$R/data/records.log" --ack ${JSON.
 `;
 }
 
-/** preStop: stop the workload and wait until it has exited (its last acknowledged record is on disk). */
-const STOP_WORKLOAD = `R="\${SPOTKEEP_ROOT_DIR:-}"; P=$(cat "$R/run/workload.pid" 2>/dev/null); if [ -n "$P" ]; then kill -TERM "$P" 2>/dev/null; for i in $(seq 1 300); do kill -0 "$P" 2>/dev/null || break; sleep 0.02; done; fi`;
+/**
+ * preStop: stop the workload and wait until it has exited (its last acknowledged record is on
+ * disk). An exited workload may linger as a zombie until whatever adopted it reaps it, so a
+ * zombie counts as gone.
+ */
+const STOP_WORKLOAD = `R="\${SPOTKEEP_ROOT_DIR:-}"; P=$(cat "$R/run/workload.pid" 2>/dev/null); if [ -n "$P" ]; then kill -TERM "$P" 2>/dev/null; for i in $(seq 1 300); do [ -r /proc/$P/stat ] || break; case "$(cut -d' ' -f3 /proc/$P/stat 2>/dev/null)" in Z|X|"") break;; esac; sleep 0.02; done; fi`;
+
+function saveInstanceLogs(instancesDir: string, to: string): void {
+  let ids: string[] = [];
+  try {
+    ids = readdirSync(instancesDir);
+  } catch {
+    return;
+  }
+  mkdirSync(to, { recursive: true });
+  for (const id of ids) {
+    try {
+      copyFileSync(join(instancesDir, id, "console.log"), join(to, `${id}.log`));
+    } catch {
+      /* an instance that never booted has no log */
+    }
+  }
+}
 
 async function waitFor<T>(f: () => T | Promise<T>, ms: number, what: string): Promise<NonNullable<T>> {
   const end = Date.now() + ms;
