@@ -107,7 +107,7 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
     return out;
   } });
   const views = new Views(store, config.timeScale);
-  const ec2 = opts.ec2 ?? createAwsGateway({ region: config.region, endpoint: config.ec2Endpoint, clock: model, pacingHeadroom: config.apiHeadroom, observe: metrics });
+  const ec2 = opts.ec2 ?? createAwsGateway({ region: config.region, endpoint: config.ec2Endpoint, clock: model, timeScale: config.timeScale, pacingHeadroom: config.apiHeadroom, observe: metrics });
 
   let publicUrl = config.publicUrl ?? "";
   let hub!: AgentHub;

@@ -37,6 +37,7 @@ import type { Clock } from "../../shared/clock.js";
 import { realClock } from "../../shared/clock.js";
 import { Ec2Error, errorCode, isNotFound, wrapEc2 } from "./errors.js";
 import { Pacer } from "./pacing.js";
+import { ScaledRetryStrategy } from "./sdk-retry.js";
 import { TAG, type CreateVolumeRequest, type Ec2Gateway, type EniInfo, type ImageInfo, type InstanceInfo, type LaunchRequest, type SnapshotInfo, type SubnetInfo, type Tags, type VolumeInfo } from "./gateway.js";
 
 /** Every EC2 action this gateway calls (the documented IAM policy must grant exactly these). */
@@ -68,6 +69,8 @@ export interface AwsGatewayOptions {
   clock?: Clock;
   /** SDK attempts per call (throttling and 5xx are retried by the SDK with backoff). */
   maxAttempts?: number;
+  /** Multiplies the SDK's retry back-off (design §9: real = model × timeScale). */
+  timeScale?: number;
   /** Fraction of AWS's throttling buckets to use; 0 disables client-side pacing. */
   pacingHeadroom?: number;
   observe?: { recordEc2Call(action: string, errorCode?: string): void };
@@ -90,8 +93,7 @@ class AwsGateway implements Ec2Gateway {
     this.client = new EC2Client({
       region: opts.region,
       endpoint: opts.endpoint,
-      maxAttempts: opts.maxAttempts ?? 6,
-      retryMode: "standard",
+      retryStrategy: new ScaledRetryStrategy(opts.maxAttempts ?? 6, opts.timeScale ?? 1),
       // localcloud accepts any signature; real AWS uses the standard credential chain.
       ...(local && !process.env.AWS_ACCESS_KEY_ID ? { credentials: { accessKeyId: "spotkeep", secretAccessKey: "spotkeep" } } : {}),
     });

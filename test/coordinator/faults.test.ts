@@ -194,7 +194,7 @@ describe("API errors and lost instances", () => {
     expect(acked.filter((n) => !records.has(n))).toEqual([]);
   });
 
-  it("retries failNext on detach (the lost-instance path detaches nothing, so exercise the gateway directly)", async () => {
+  it("retries throttled DetachVolume and AttachVolume calls (failNext) to success", async () => {
     const d = coord.views.getInstance("flaky")!;
     const vol = d.resources.volumes[0]!.volumeId!;
     await env.control("PUT", "faults", { failNext: [{ action: "DetachVolume", code: "RequestLimitExceeded", count: 2 }] });
