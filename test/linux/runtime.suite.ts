@@ -182,6 +182,24 @@ export function runtimeSuite(skip: string | null): void {
       expect((await rt.exec(I1, ["cat", join(rt.rootDir(I1), "uid.txt")])).stdout.trim()).toBe("0");
     });
 
+    it("shutdown thaws a frozen filesystem even when every process exits at once, so the volume detaches and re-attaches (regression: a frozen, unmounted ext4 pinned its loop device and every later attach failed)", async () => {
+      await rt.createVolume({ volumeId: "vol-frozen0001", sizeGiB: 1 });
+      await rt.attachVolume(I1, "vol-frozen0001", "/dev/sdg");
+      const mnt = join(rt.rootDir(I1), "frozen");
+      const dev = join(rt.devDir(I1), "sdg");
+      const made = await rt.exec(I1, ["sh", "-c", `mkfs.ext4 -q ${dev} && mkdir -p ${mnt} && mount ${dev} ${mnt} && echo kept > ${mnt}/a && sync && fsfreeze -f ${mnt}`]);
+      expect(made.code).toBe(0);
+      // Nothing is blocked on the frozen filesystem: SIGTERM ends every process within the grace.
+      await rt.shutdown(I1, 500);
+      await rt.detachVolume(I1, "vol-frozen0001", "/dev/sdg");
+      expect(leftovers([join(stateDir, "volumes", "vol-frozen0001.img")]).loops).toEqual([]);
+      await rt.boot(instance(rt, I1, IP1, "172.31.0.0/20", ""), "vol-root0001");
+      await rt.attachVolume(I1, "vol-frozen0001", "/dev/sdg");
+      const r = await rt.exec(I1, ["sh", "-c", `mkdir -p ${mnt} && mount ${join(rt.devDir(I1), "sdg")} ${mnt} && cat ${mnt}/a && touch ${mnt}/writable`]);
+      expect(r.stdout).toBe("kept\n");
+      expect(r.code).toBe(0);
+    });
+
     it("refuses to start when a host address or route overlaps the VPC (checked in a scratch namespace standing in for the host)", async () => {
       const ns = "sk-ovltest";
       const ip = async (...a: string[]) => {

@@ -464,6 +464,11 @@ class LinuxRuntimeImpl implements LinuxRuntime {
         signalAll(pgids, more, "SIGKILL");
         if (!(await waitGone(pgids, more, 10_000))) this.log(`shutting down ${instanceId}: some processes did not exit after SIGKILL`);
       }
+      // Also thaw when every process exited at once (e.g. the agent that froze the filesystem and
+      // its watchdog died on SIGTERM): a frozen ext4 holds an active reference, so once its
+      // namespace is gone it lives on unmounted and frozen, pinning its loop device for good
+      // (every later attach of the volume fails with VolumeInUse).
+      if (existsSync(this.nsFile(instanceId)) && hostMounts().some((m) => m.target === this.nsFile(instanceId))) await thawUnder([`--mount=${this.nsFile(instanceId)}`], [this.instanceDir(instanceId)]);
       await destroyMountNs(this.nsFile(instanceId));
       rmSync(this.nsFile(instanceId), { force: true });
       await unplugInstance(instanceId);
