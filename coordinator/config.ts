@@ -20,7 +20,7 @@ export const CoordinatorConfig = z
     ec2Endpoint: url.optional(),
     /** PEM text or a path to the certificate that signs instance identity documents. */
     identityCertificate: z.string().min(1).optional(),
-    /** localcloud control API (…/_localcloud/v1); the identity certificate is fetched from it when not given. */
+    /** localcloud control API (…/_localcloud/v1; default <ec2Endpoint>/_localcloud/v1): the identity certificate is fetched from it when not given. */
     localcloudControlUrl: url.optional(),
     /** real = model × timeScale; scales every coordinator poll, waiter and heartbeat (design §9). */
     timeScale: z.number().positive({ message: "must be positive" }).max(100).default(1),

@@ -71,10 +71,12 @@ function delayScaledClock(timeScale: number): Clock {
 
 async function loadIdentityKey(config: CoordinatorConfig): Promise<KeyObject> {
   if (config.identityCertificate) return loadCertificate(config.identityCertificate);
-  if (config.localcloudControlUrl) {
-    const url = `${config.localcloudControlUrl.replace(/\/+$/, "")}/identity/certificate`;
+  // localcloud serves its signing certificate beside its EC2 endpoint.
+  const control = config.localcloudControlUrl ?? (config.ec2Endpoint ? `${config.ec2Endpoint.replace(/\/+$/, "")}/_localcloud/v1` : undefined);
+  if (control) {
+    const url = `${control.replace(/\/+$/, "")}/identity/certificate`;
     let lastErr: unknown;
-    for (let i = 0; i < 20; i++) {
+    for (let i = 0; i < (config.localcloudControlUrl ? 20 : 2); i++) {
       try {
         const res = await fetch(url);
         if (!res.ok) throw new Error(`HTTP ${res.status}`);
@@ -84,7 +86,7 @@ async function loadIdentityKey(config: CoordinatorConfig): Promise<KeyObject> {
         await new Promise((r) => setTimeout(r, 250));
       }
     }
-    throw new Error(`fetching the identity certificate from ${url}: ${(lastErr as Error)?.message}`, { cause: lastErr });
+    throw new Error(`identityCertificate: not configured, and fetching localcloud's from ${url} failed (${(lastErr as Error)?.message}); set identityCertificate to AWS's RSA certificate for the region`, { cause: lastErr });
   }
   throw new ApiFault("invalid", "identityCertificate: required (PEM text or a file path), or set localcloudControlUrl to fetch localcloud's");
 }
