@@ -200,6 +200,22 @@ export function runtimeSuite(skip: string | null): void {
       expect(r.code).toBe(0);
     });
 
+    it("a filesystem left frozen and unmounted by a mount namespace that died no longer pins its volume: detach thaws it and frees the loop device", async () => {
+      await rt.createVolume({ volumeId: "vol-orphan0001", sizeGiB: 1 });
+      await rt.attachVolume(I1, "vol-orphan0001", "/dev/sdh");
+      const dev = join(rt.devDir(I1), "sdh");
+      // A throwaway namespace mounts it, writes, freezes, and dies: the frozen ext4 outlives every mount.
+      const made = await rt.exec(I1, ["sh", "-c", `mkfs.ext4 -q ${dev} && d=$(mktemp -d) && unshare --mount --propagation private sh -c "mount ${dev} $d && echo kept > $d/a && sync && fsfreeze -f $d"; rc=$?; rmdir $d; exit $rc`]);
+      expect(made.code).toBe(0);
+      await rt.detachVolume(I1, "vol-orphan0001", "/dev/sdh");
+      expect(leftovers([join(stateDir, "volumes", "vol-orphan0001.img")]).loops).toEqual([]);
+      await rt.attachVolume(I1, "vol-orphan0001", "/dev/sdh");
+      const mnt = join(rt.rootDir(I1), "orphan");
+      const r = await rt.exec(I1, ["sh", "-c", `mkdir -p ${mnt} && mount ${join(rt.devDir(I1), "sdh")} ${mnt} && cat ${mnt}/a && touch ${mnt}/writable`]);
+      expect(r.stdout).toBe("kept\n");
+      expect(r.code).toBe(0);
+    });
+
     it("refuses to start when a host address or route overlaps the VPC (checked in a scratch namespace standing in for the host)", async () => {
       const ns = "sk-ovltest";
       const ip = async (...a: string[]) => {

@@ -5,7 +5,7 @@ import { delimiter, join, resolve } from "node:path";
 import type { Runtime, RuntimeInstance, RuntimeVolume } from "../types.js";
 import { cidrContains, gatewayOf, parseCidr, parseIp } from "./cidr.js";
 import { DEFAULT_RUN_DIR, HostLock } from "./hostlock.js";
-import { createMountNs, destroyMountNs, ensurePrivateBind, hostMounts, mountsIn, thawUnder, yankDevice } from "./mounts.js";
+import { createMountNs, destroyMountNs, ensurePrivateBind, hostMounts, mountsIn, releaseOrphanedFreeze, thawUnder, yankDevice } from "./mounts.js";
 import { BRIDGE_PREFIX, checkNoOverlap, ensureBridge, ensureGateway, netnsName, netnsPids, plugInstance, unplugInstance } from "./network.js";
 import { signalAll, waitGone } from "./processes.js";
 import { sh, shTry, type ShResult } from "./sh.js";
@@ -356,7 +356,10 @@ class LinuxRuntimeImpl implements LinuxRuntime {
         if (f.endsWith(".mnt") && hostMounts().some((m) => m.target === nsFile)) await yankDevice([`--mount=${nsFile}`], loop);
       }
     }
-    if (!(await detachLoop(loop, what))) this.log(`${what}: ${loop} is still held open by processes that used it; it is freed when they exit (re-attaching waits for that)`);
+    let gone = await detachLoop(loop, what);
+    // Still busy: maybe a filesystem left frozen by a namespace that died (see releaseOrphanedFreeze).
+    if (!gone) gone = await releaseOrphanedFreeze(loop).then(() => detachLoop(loop, what));
+    if (!gone) this.log(`${what}: ${loop} is still held open by processes that used it; it is freed when they exit (re-attaching waits for that)`);
     // Remove links to it left in any instance's device folder.
     const instances = join(this.stateDir, "instances");
     if (existsSync(instances)) {

@@ -1,4 +1,6 @@
-import { readFileSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { readFileSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { basename, join } from "node:path";
 import { sh, shTry } from "./sh.js";
 
 /**
@@ -93,4 +95,21 @@ export async function yankDevice(nsArgs: readonly string[], device: string): Pro
 /** Unpins a mount namespace; it dies once no process is left in it, releasing its mounts. */
 export async function destroyMountNs(nsFile: string): Promise<void> {
   if (hostMounts().some((m) => m.target === nsFile)) await shTry("umount", ["-l", nsFile]);
+}
+
+/**
+ * A filesystem still frozen when its last mount went (its namespace died) lives on unmounted and
+ * frozen (a freeze holds an active reference), keeping its loop device busy for good. Mounting the
+ * device again finds that same filesystem: thaw it there and unmount, in a throwaway mount
+ * namespace (the host's mount table is never touched). A no-op for a device with no live ext4/xfs.
+ */
+export async function releaseOrphanedFreeze(device: string): Promise<void> {
+  const name = basename(device);
+  if (!existsSync(`/sys/fs/ext4/${name}`) && !existsSync(`/sys/fs/xfs/${name}`)) return;
+  const dir = mkdtempSync(join(tmpdir(), "spotkeep-thaw-"));
+  try {
+    await shTry("unshare", ["--mount", "--propagation", "private", "sh", "-c", 'mount "$1" "$2" && { fsfreeze -u "$2"; umount "$2"; }', "sh", device, dir], { timeoutMs: 30_000 });
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }

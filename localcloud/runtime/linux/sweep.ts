@@ -1,6 +1,6 @@
 import { existsSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { hostMounts, isUnder, thawUnder } from "./mounts.js";
+import { hostMounts, isUnder, releaseOrphanedFreeze, thawUnder } from "./mounts.js";
 import { NETNS_PREFIX, netnsList, netnsPids, projectLinks } from "./network.js";
 import { groupMembers, signalAll, waitGone } from "./processes.js";
 import { shTry } from "./sh.js";
@@ -69,7 +69,17 @@ export async function sweepLeftovers(stateDirs: readonly string[]): Promise<Swee
   }
 
   for (const loop of await listLoops()) {
-    if (stateDirs.some((d) => isUnder(loop.backFile, d))) await detachLoop(loop.name, `detaching leftover ${loop.name} (${loop.backFile})`).catch((e) => problems.push(String(e)));
+    if (!stateDirs.some((d) => isUnder(loop.backFile, d))) continue;
+    const what = `detaching leftover ${loop.name} (${loop.backFile})`;
+    // Still busy: maybe a filesystem left frozen by a namespace that died (releaseOrphanedFreeze).
+    try {
+      if (!(await detachLoop(loop.name, what))) {
+        await releaseOrphanedFreeze(loop.name);
+        await detachLoop(loop.name, what);
+      }
+    } catch (e) {
+      problems.push(String(e));
+    }
   }
   const busy = (await listLoops()).filter((l) => stateDirs.some((d) => isUnder(l.backFile, d)));
   if (busy.length) problems.push(`loop devices still busy: ${busy.map((l) => `${l.name} (${l.backFile})`).join(", ")}`);
