@@ -38,6 +38,7 @@ import { realClock } from "../../shared/clock.js";
 import { Ec2Error, errorCode, isNotFound, wrapEc2 } from "./errors.js";
 import { Pacer } from "./pacing.js";
 import { ScaledRetryStrategy } from "./sdk-retry.js";
+import { Batcher } from "./batcher.js";
 import { TAG, type CreateVolumeRequest, type Ec2Gateway, type EniInfo, type ImageInfo, type InstanceInfo, type LaunchRequest, type SnapshotInfo, type SubnetInfo, type Tags, type VolumeInfo } from "./gateway.js";
 
 /** Every EC2 action this gateway calls (the documented IAM policy must grant exactly these). */
@@ -87,6 +88,19 @@ const tagFilters = (tags: Tags): Filter[] => Object.entries(tags).map(([k, v]) =
 class AwsGateway implements Ec2Gateway {
   private readonly client: EC2Client;
   private readonly pacer: Pacer | null;
+  private readonly instances = new Batcher<InstanceInfo>((ids) => this.describeInstancesNow(ids).then((l) => new Map(l.map((i) => [i.instanceId, i]))));
+  private readonly volumes = new Batcher<VolumeInfo>(async (ids) => {
+    const out = await this.call("DescribeVolumes", `describing volumes ${ids.slice(0, 3).join(", ")}${ids.length > 3 ? "…" : ""}`, () => this.client.send(new DescribeVolumesCommand({ Filters: [{ Name: "volume-id", Values: ids }] })));
+    return new Map((out.Volumes ?? []).map((v) => [v.VolumeId!, volumeInfo(v)]));
+  });
+  private readonly snapshots = new Batcher<SnapshotInfo>(async (ids) => {
+    const out = await this.call("DescribeSnapshots", `describing snapshots ${ids.slice(0, 3).join(", ")}${ids.length > 3 ? "…" : ""}`, () => this.client.send(new DescribeSnapshotsCommand({ Filters: [{ Name: "snapshot-id", Values: ids }] })));
+    return new Map((out.Snapshots ?? []).map((x) => [x.SnapshotId!, snapshotInfo(x)]));
+  });
+  private readonly enis = new Batcher<EniInfo>(async (ids) => {
+    const out = await this.call("DescribeNetworkInterfaces", `describing ENIs ${ids.slice(0, 3).join(", ")}${ids.length > 3 ? "…" : ""}`, () => this.client.send(new DescribeNetworkInterfacesCommand({ Filters: [{ Name: "network-interface-id", Values: ids }] })));
+    return new Map((out.NetworkInterfaces ?? []).map((n) => [n.NetworkInterfaceId!, eniInfo(n)]));
+  });
 
   constructor(private readonly opts: AwsGatewayOptions) {
     const local = opts.endpoint !== undefined;
@@ -171,6 +185,15 @@ class AwsGateway implements Ec2Gateway {
   }
 
   async describeInstances(instanceIds: string[]): Promise<InstanceInfo[]> {
+    // Single lookups (the waiters) are coalesced across workflows; lists go straight out.
+    if (instanceIds.length === 1) {
+      const one = await this.instances.get(instanceIds[0]!);
+      return one ? [one] : [];
+    }
+    return this.describeInstancesNow(instanceIds);
+  }
+
+  private async describeInstancesNow(instanceIds: string[]): Promise<InstanceInfo[]> {
     const result: InstanceInfo[] = [];
     // Ask by filter, not InstanceIds: an unknown id must not fail the whole batch.
     for (let i = 0; i < instanceIds.length; i += 200) {
@@ -228,15 +251,8 @@ class AwsGateway implements Ec2Gateway {
     return (out.Volumes ?? []).map(volumeInfo);
   }
 
-  async describeVolume(volumeId: string): Promise<VolumeInfo | null> {
-    try {
-      const out = await this.call("DescribeVolumes", `describing ${volumeId}`, () => this.client.send(new DescribeVolumesCommand({ VolumeIds: [volumeId] })));
-      const v = out.Volumes?.[0];
-      return v ? volumeInfo(v) : null;
-    } catch (err) {
-      if (isNotFound(err)) return null;
-      throw err;
-    }
+  describeVolume(volumeId: string): Promise<VolumeInfo | null> {
+    return this.volumes.get(volumeId);
   }
 
   async attachVolume(volumeId: string, instanceId: string, device: string): Promise<void> {
@@ -278,15 +294,8 @@ class AwsGateway implements Ec2Gateway {
     return snapshotInfo(out as Snapshot);
   }
 
-  async describeSnapshot(snapshotId: string): Promise<SnapshotInfo | null> {
-    try {
-      const out = await this.call("DescribeSnapshots", `describing ${snapshotId}`, () => this.client.send(new DescribeSnapshotsCommand({ SnapshotIds: [snapshotId] })));
-      const s = out.Snapshots?.[0];
-      return s ? snapshotInfo(s) : null;
-    } catch (err) {
-      if (isNotFound(err)) return null;
-      throw err;
-    }
+  describeSnapshot(snapshotId: string): Promise<SnapshotInfo | null> {
+    return this.snapshots.get(snapshotId);
   }
 
   async deleteSnapshot(snapshotId: string): Promise<void> {
@@ -358,15 +367,8 @@ class AwsGateway implements Ec2Gateway {
     return eniInfo(out.NetworkInterface);
   }
 
-  async describeNetworkInterface(eniId: string): Promise<EniInfo | null> {
-    try {
-      const out = await this.call("DescribeNetworkInterfaces", `describing ${eniId}`, () => this.client.send(new DescribeNetworkInterfacesCommand({ NetworkInterfaceIds: [eniId] })));
-      const n = out.NetworkInterfaces?.[0];
-      return n ? eniInfo(n) : null;
-    } catch (err) {
-      if (isNotFound(err)) return null;
-      throw err;
-    }
+  describeNetworkInterface(eniId: string): Promise<EniInfo | null> {
+    return this.enis.get(eniId);
   }
 }
 
