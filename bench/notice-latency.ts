@@ -19,7 +19,7 @@
  *   npx tsx bench/notice-latency.ts [--count 16] [--profile realistic|instant] [--gap-ms 250]
  */
 import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { parseSpec } from "../shared/spec.js";
@@ -109,6 +109,8 @@ try {
     fromCallStartMs: { p99: fromStart[Math.min(fromStart.length - 1, Math.ceil(0.99 * fromStart.length) - 1)] ?? NaN, max: fromStart.at(-1) ?? NaN },
     target: { p99Ms: TARGET_P99_MS, met: stats.p99 <= TARGET_P99_MS && got.length === count },
     setupSeconds,
+    /** The host is shared: a load average above its cores means other work competed for the CPU. */
+    host: { cores: cpus().length, loadAverage1m: +loadavg()[0]!.toFixed(2) },
     samples,
   };
   mkdirSync(join(ROOT, "bench", "reports"), { recursive: true });
@@ -126,6 +128,7 @@ try {
   ];
   console.log(`notice in IMDS -> coordinator: ${count} instances, ${profile} profile, process runtime, time scale ${TIME_SCALE}`);
   for (const [a, b, t] of rows) console.log(`${a.padEnd(26)} ${b.padEnd(16)} ${t}`);
+  console.log(`host load average ${report.host.loadAverage1m} on ${report.host.cores} cores`);
   console.log(`the agent's ${POLL_MS} ms IMDS poll bounds the latency (about uniform over 0..${POLL_MS} ms, plus delivery); p99 ${report.target.met ? "meets" : "MISSES"} the ${TARGET_P99_MS} ms target`);
   if (report.missed.length) console.log(`MISSED: ${report.missed.join(", ")}`);
   console.log("report: bench/reports/notice-latency.json");
