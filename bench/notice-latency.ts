@@ -42,7 +42,10 @@ ensureAgentBundle();
 const dir = mkdtempSync(join(tmpdir(), "spotkeep-notice-bench-"));
 let env: Env | undefined;
 let coord: Coordinator | undefined;
+let stopped = false;
 const stopAll = async () => {
+  if (stopped) return;
+  stopped = true;
   await coord?.stop().catch(() => undefined);
   await env?.stop().catch(() => undefined);
   rmSync(dir, { recursive: true, force: true });
