@@ -39,6 +39,9 @@ import { Ec2Error, errorCode, isNotFound, wrapEc2 } from "./errors.js";
 import { Pacer } from "./pacing.js";
 import { ScaledRetryStrategy } from "./sdk-retry.js";
 import { Batcher } from "./batcher.js";
+import { NodeHttpHandler } from "@smithy/node-http-handler";
+import { Agent as HttpAgent } from "node:http";
+import { Agent as HttpsAgent } from "node:https";
 import { TAG, type CreateVolumeRequest, type Ec2Gateway, type EniInfo, type ImageInfo, type InstanceInfo, type LaunchRequest, type SnapshotInfo, type SubnetInfo, type Tags, type VolumeInfo } from "./gateway.js";
 
 /** Every EC2 action this gateway calls (the documented IAM policy must grant exactly these). */
@@ -88,6 +91,9 @@ const tagFilters = (tags: Tags): Filter[] => Object.entries(tags).map(([k, v]) =
 class AwsGateway implements Ec2Gateway {
   private readonly client: EC2Client;
   private readonly pacer: Pacer | null;
+  private readonly terminations = new Batcher<true>((ids) => this.terminateMany(ids), 5, 100);
+  /** Subnets do not move between AZs: remember them. */
+  private readonly subnetCache = new Map<string, SubnetInfo>();
   private readonly instances = new Batcher<InstanceInfo>((ids) => this.describeInstancesNow(ids).then((l) => new Map(l.map((i) => [i.instanceId, i]))));
   private readonly volumes = new Batcher<VolumeInfo>(async (ids) => {
     const out = await this.call("DescribeVolumes", `describing volumes ${ids.slice(0, 3).join(", ")}${ids.length > 3 ? "…" : ""}`, () => this.client.send(new DescribeVolumesCommand({ Filters: [{ Name: "volume-id", Values: ids }] })));
@@ -108,6 +114,8 @@ class AwsGateway implements Ec2Gateway {
       region: opts.region,
       endpoint: opts.endpoint,
       retryStrategy: new ScaledRetryStrategy(opts.maxAttempts ?? 6, opts.timeScale ?? 1),
+      // Hundreds of workflows poll and mutate at once; the default 50 sockets queue them.
+      requestHandler: new NodeHttpHandler({ httpAgent: new HttpAgent({ keepAlive: true, maxSockets: 256 }), httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets: 256 }) }),
       // localcloud accepts any signature; real AWS uses the standard credential chain.
       ...(local && !process.env.AWS_ACCESS_KEY_ID ? { credentials: { accessKeyId: "spotkeep", secretAccessKey: "spotkeep" } } : {}),
     });
@@ -127,8 +135,12 @@ class AwsGateway implements Ec2Gateway {
   }
 
   async describeSubnets(subnetIds: string[]): Promise<SubnetInfo[]> {
-    const out = await this.call("DescribeSubnets", `describing subnets ${subnetIds.join(", ")}`, () => this.client.send(new DescribeSubnetsCommand({ SubnetIds: subnetIds })));
-    return (out.Subnets ?? []).map((s) => ({ subnetId: s.SubnetId!, availabilityZone: s.AvailabilityZone!, cidr: s.CidrBlock ?? "" }));
+    const missing = subnetIds.filter((id) => !this.subnetCache.has(id));
+    if (missing.length) {
+      const out = await this.call("DescribeSubnets", `describing subnets ${missing.join(", ")}`, () => this.client.send(new DescribeSubnetsCommand({ SubnetIds: missing })));
+      for (const s of out.Subnets ?? []) this.subnetCache.set(s.SubnetId!, { subnetId: s.SubnetId!, availabilityZone: s.AvailabilityZone!, cidr: s.CidrBlock ?? "" });
+    }
+    return subnetIds.map((id) => this.subnetCache.get(id)).filter((s): s is SubnetInfo => !!s);
   }
 
   async describeImage(imageId: string): Promise<ImageInfo | null> {
@@ -218,12 +230,30 @@ class AwsGateway implements Ec2Gateway {
     return result;
   }
 
-  async terminateInstance(instanceId: string): Promise<void> {
-    try {
-      await this.call("TerminateInstances", `terminating ${instanceId}`, () => this.client.send(new TerminateInstancesCommand({ InstanceIds: [instanceId] })), { resources: 1 });
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
+  terminateInstance(instanceId: string): Promise<void> {
+    return this.terminations.get(instanceId).then(() => undefined);
+  }
+
+  /** One TerminateInstances for many ids; an unknown id fails a batch, so then go one by one. */
+  private async terminateMany(ids: string[]): Promise<Map<string, true>> {
+    const one = async (id: string) => {
+      try {
+        await this.call("TerminateInstances", `terminating ${id}`, () => this.client.send(new TerminateInstancesCommand({ InstanceIds: [id] })), { resources: 1 });
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+      }
+    };
+    if (ids.length === 1) {
+      await one(ids[0]!);
+    } else {
+      try {
+        await this.call("TerminateInstances", `terminating ${ids.length} instances (${ids.slice(0, 3).join(", ")}…)`, () => this.client.send(new TerminateInstancesCommand({ InstanceIds: ids })), { resources: ids.length });
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+        await Promise.all(ids.map(one));
+      }
     }
+    return new Map(ids.map((id) => [id, true as const]));
   }
 
   async createVolume(req: CreateVolumeRequest): Promise<VolumeInfo> {

@@ -17,6 +17,7 @@ import { nextDelay, type RetryPolicy, retryPolicy } from "../../shared/retry.js"
 import type { Clock } from "../../shared/clock.js";
 import type { Store, WorkflowRow } from "../db/queries.js";
 import { randomBytes } from "node:crypto";
+import { setMaxListeners } from "node:events";
 
 export interface StepPolicy extends Partial<RetryPolicy> {
   /** Whether this error is worth another attempt; default: every error is. */
@@ -101,6 +102,8 @@ export class WorkflowEngine {
     this.store = opts.store;
     this.clock = opts.clock;
     this.maxConcurrent = Math.max(1, opts.maxConcurrent ?? 32);
+    // Every waiting step listens on this one signal; hundreds of workflows are normal.
+    setMaxListeners(0, this.abort.signal);
   }
 
   /** Record a new workflow and schedule it. The row is written before this returns. */

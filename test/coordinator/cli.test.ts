@@ -7,7 +7,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ensureAgentBundle, ROOT, startEnv, until, type Env } from "./harness.js";
+import { OWNER_ENV, ensureAgentBundle, ROOT, startEnv, until, type Env } from "./harness.js";
 
 let dir: string;
 let env: Env;
@@ -29,7 +29,7 @@ describe("spotkeep coordinator", () => {
     const cfg = join(dir, "coordinator.yaml");
     writeFileSync(cfg, `listen: 127.0.0.1:0\nec2Endpoint: ${env.lc.endpoint}\ntimeScale: 1\n`);
     const out: string[] = [];
-    child = spawn(process.execPath, [join(ROOT, "bin", "spotkeep.js"), "coordinator", "--config", cfg, "--data-dir", join(dir, "data")], { stdio: ["ignore", "pipe", "pipe"] });
+    child = spawn(process.execPath, [join(ROOT, "bin", "spotkeep.js"), "coordinator", "--config", cfg, "--data-dir", join(dir, "data")], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, [OWNER_ENV]: dir } });
     child.stdout!.on("data", (d) => out.push(String(d)));
     child.stderr!.on("data", (d) => out.push(String(d)));
     const exited = new Promise<number | null>((r) => child!.on("exit", (code) => r(code)));

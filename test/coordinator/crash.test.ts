@@ -10,7 +10,7 @@ import { createServer } from "node:net";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { coordinatorConfig, ensureAgentBundle, liveInstances, readAcks, readRecords, ROOT, startEnv, until, type Env } from "./harness.js";
+import { OWNER_ENV, coordinatorConfig, ensureAgentBundle, liveInstances, readAcks, readRecords, ROOT, startEnv, until, type Env } from "./harness.js";
 
 const SCALE = 0.03;
 /** begin, quiesce, snapshot-root, terminate-old, wait-old-terminated, image, subnets, launch, wait-running, attach, restore, finish, retention */
@@ -48,7 +48,7 @@ async function slot(n: number): Promise<Slot> {
 async function startCoordinatorProcess({ cfgFile }: Slot, crashAfter?: number): Promise<{ child: ChildProcess; exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>; log: string[] }> {
   const log: string[] = [];
   const child = spawn(process.execPath, [join(ROOT, "bin", "spotkeep.js"), "coordinator", "--config", cfgFile], {
-    env: { ...process.env, ...(crashAfter ? { SPOTKEEP_CRASH_AFTER_STEP: String(crashAfter) } : { SPOTKEEP_CRASH_AFTER_STEP: "" }) },
+    env: { ...process.env, [OWNER_ENV]: dir, ...(crashAfter ? { SPOTKEEP_CRASH_AFTER_STEP: String(crashAfter) } : { SPOTKEEP_CRASH_AFTER_STEP: "" }) },
     stdio: ["ignore", "pipe", "pipe"],
     detached: true,
   });

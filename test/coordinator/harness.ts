@@ -4,8 +4,9 @@
  * records to the data volume and appends each acknowledged number to a file OUTSIDE the instance.
  */
 import { spawn, execFileSync, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join, dirname } from "node:path";
+import { tmpdir } from "node:os";
 import { fileURLToPath } from "node:url";
 import { startLocalCloud, type LocalCloud } from "../../localcloud/index.js";
 import type { ProcessRuntime } from "../../localcloud/runtime/process.js";
@@ -70,8 +71,59 @@ export interface Env {
   stop(): Promise<void>;
 }
 
+/** Env entry that marks processes a suite started itself (coordinator children); see reapLeftovers. */
+export const OWNER_ENV = "SPOTKEEP_TEST_OWNER_DIR";
+const SUITE_DIR = /^spotkeep-(e2e|faults|crash|bad|cli|bench|burst)-/;
+
+/**
+ * Leftovers of an earlier run of these suites that died before its afterAll (a killed vitest):
+ * for every suite temp dir whose owner process is gone, SIGKILL the processes started under it
+ * (localcloud instances carry SPOTKEEP_LOCALCLOUD_RUNTIME=<its dir>/…, coordinator children
+ * OWNER_ENV=<dir>) and remove the dir. Dirs without an owner.pid are not ours to judge.
+ */
+export function reapLeftovers(): void {
+  const root = tmpdir();
+  const dead: string[] = [];
+  for (const name of readdirSync(root)) {
+    if (!SUITE_DIR.test(name)) continue;
+    const d = join(root, name);
+    let owner: number;
+    try {
+      owner = Number(readFileSync(join(d, "owner.pid"), "utf8"));
+    } catch {
+      continue;
+    }
+    try {
+      process.kill(owner, 0);
+      continue; // alive: another suite's
+    } catch {
+      dead.push(d);
+    }
+  }
+  if (dead.length === 0) return;
+  for (const pid of readdirSync("/proc").filter((n) => /^\d+$/.test(n)).map(Number)) {
+    if (pid === process.pid) continue;
+    let env: string[];
+    try {
+      env = readFileSync(`/proc/${pid}/environ`).toString("utf8").split("\0");
+    } catch {
+      continue;
+    }
+    if (dead.some((d) => env.some((e) => e.startsWith(`SPOTKEEP_LOCALCLOUD_RUNTIME=${d}/`) || e === `${OWNER_ENV}=${d}`))) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        /* already gone */
+      }
+    }
+  }
+  for (const d of dead) rmSync(d, { recursive: true, force: true });
+}
+
 export async function startEnv(dir: string, timeScale: number, opts: { throttle?: boolean; runtime?: "process" | "none"; profile?: "realistic" | "instant" } = {}): Promise<Env> {
+  reapLeftovers();
   mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, "owner.pid"), String(process.pid));
   const lc = await startLocalCloud({ port: 0, profile: opts.profile ?? "realistic", timeScale, runtime: opts.runtime ?? "process", stateDir: join(dir, "localcloud"), throttle: opts.throttle ?? false, log: () => undefined });
   const ec2 = createAwsGateway({ region: "us-east-1", endpoint: lc.endpoint, pacingHeadroom: 0 });
   const subnets = [...lc.world.subnets.values()].map((s) => ({ id: s.id, az: s.az })).sort((a, b) => a.az.localeCompare(b.az));
