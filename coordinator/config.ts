@@ -30,7 +30,8 @@ export const CoordinatorConfig = z
     publicUrl: url.optional(),
     /** Where the agent bundle is served from; default dist/spotkeep-agent.js of this package. */
     agentBundlePath: z.string().min(1).optional(),
-    maxConcurrentWorkflows: z.number().int().min(1).max(10_000).default(64),
+    /** Workflows mostly wait on EC2 and agents (the pacer bounds API use), so many run at once. */
+    maxConcurrentWorkflows: z.number().int().min(1).max(10_000).default(512),
     /** Model ms between batched DescribeInstances sweeps that detect lost instances. */
     lostCheckIntervalMs: z.number().int().min(100).max(3_600_000).default(15_000),
     /** Fraction of AWS's API buckets spotkeep uses; 0 turns client-side pacing off. */
