@@ -323,6 +323,7 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
   const scheduleSweep = () => {
     if (stopped) return;
     cancelSweep = clock.setTimer(config.lostCheckIntervalMs, () => {
+      metrics.workflowsRunning.set(engine.running);
       sweepLost()
         .catch((err) => log(`lost-instance sweep: ${(err as Error).message}`))
         .then(() => dueSnapshots())
