@@ -2,29 +2,16 @@
 // node_modules (CommonJS so it needs no package.json beside it).
 import { build } from "esbuild";
 import { mkdirSync, statSync, writeFileSync } from "node:fs";
-import { fileURLToPath } from "node:url";
 import { dirname, join } from "node:path";
+import { agentBundleOptions, repoRoot } from "./agent-bundle-options.mjs";
 
-const root = join(dirname(fileURLToPath(import.meta.url)), "..");
-const outfile = join(root, "dist", "spotkeep-agent.js");
+const outfile = join(repoRoot, "dist", "spotkeep-agent.js");
 mkdirSync(dirname(outfile), { recursive: true });
-
-await build({
-  entryPoints: [join(root, "agent", "main.ts")],
-  outfile,
-  bundle: true,
-  platform: "node",
-  target: "node20",
-  format: "cjs",
-  minify: true,
-  legalComments: "none",
-  banner: { js: "#!/usr/bin/env node" },
-  logLevel: "warning",
-});
+await build(agentBundleOptions(outfile));
 
 // The repo's package.json says "type": "module"; without this, `node dist/spotkeep-agent.js` run
 // inside the repo would load the CJS bundle as ESM and fail (copies elsewhere are unaffected).
-writeFileSync(join(root, "dist", "package.json"), '{ "type": "commonjs" }\n');
+writeFileSync(join(repoRoot, "dist", "package.json"), '{ "type": "commonjs" }\n');
 
 const size = statSync(outfile).size;
 const limit = 2 * 1024 * 1024;

@@ -7,23 +7,11 @@ import { build } from "esbuild";
 import { mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-
-const repo = join(import.meta.dirname, "..", "..");
+import { agentBundleOptions } from "../../scripts/agent-bundle-options.mjs";
 
 export async function buildAgentBundle(): Promise<{ file: string; dir: string }> {
   const dir = mkdtempSync(join(tmpdir(), "spotkeep-agent-bundle-"));
   const file = join(dir, "spotkeep-agent.js");
-  await build({
-    entryPoints: [join(repo, "agent", "main.ts")],
-    outfile: file,
-    bundle: true,
-    platform: "node",
-    target: "node20",
-    format: "cjs",
-    minify: true,
-    legalComments: "none",
-    banner: { js: "#!/usr/bin/env node" },
-    logLevel: "error",
-  });
+  await build({ ...agentBundleOptions(file), logLevel: "error" });
   return { file, dir };
 }
