@@ -6,10 +6,13 @@
 import { tmpdir } from "node:os";
 import { afterAll, describe, expect, it } from "vitest";
 import { leftovers } from "../linux/leftovers.js";
+import { linuxRuntimeUnavailable } from "../../localcloud/runtime/linux/index.js";
 import { postgresE2eUnavailable, runPostgresScenario, summaryLine, type ScenarioResult } from "./postgres-scenario.js";
 
 const why = postgresE2eUnavailable();
-if (why) console.log(`PostgreSQL end-to-end skipped: ${why}`);
+// Without the linux runtime (no root, missing tools) test/linux/linux.test.ts already says so in
+// its one skip line; only a PostgreSQL-specific reason is printed here.
+if (why && !linuxRuntimeUnavailable()) console.log(`PostgreSQL end-to-end skipped: ${why}`);
 
 describe.skipIf(why !== null)("PostgreSQL end to end on the linux runtime (real agent and coordinator)", () => {
   let r: ScenarioResult | undefined;

@@ -15,7 +15,7 @@ import { runtimeSuite } from "./runtime.suite.js";
 
 const why = linuxRuntimeUnavailable();
 const pgWhy = why ?? postgresUnavailable();
-if (why) console.log(`linux-runtime suites skipped: ${why}`);
+if (why) console.log(`linux-runtime suites (and the PostgreSQL end-to-end) skipped: ${why}`);
 else if (pgWhy) console.log(`linux-runtime PostgreSQL suite skipped: ${pgWhy}`);
 
 // One linux-runtime test file at a time on this host (the PostgreSQL e2e also uses the runtime).
