@@ -23,6 +23,7 @@ import { Store } from "./db/queries.js";
 import { Views } from "./db/views.js";
 import { WorkflowEngine, type Runbook } from "./workflow/engine.js";
 import { createRunbook } from "./workflow/runbooks/create.js";
+import { unsupportedFeatures } from "./workflow/runbooks/support.js";
 import { replaceRunbook, type ReplaceInput } from "./workflow/runbooks/replace.js";
 import { snapshotRunbook } from "./workflow/runbooks/snapshot.js";
 import type { RunbookDeps } from "./workflow/runbooks/deps.js";
@@ -260,6 +261,8 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
       return { workflowId: id };
     },
     createInstance: async (spec) => {
+      const unsupported = unsupportedFeatures(spec);
+      if (unsupported.length) throw new ApiFault("invalid", unsupported.map((u) => `${u.path}: ${u.reason}`).join("; "));
       if (store.getInstance(spec.name)) throw new ApiFault("conflict", `stateful instance ${spec.name} already exists`);
       let wfId = "";
       store.tx(() => {

@@ -43,7 +43,7 @@ export const DESCRIPTIONS: Record<string, string> = {
   "persistence.network.privateIp": "`same-eni` keeps a dedicated network interface (and its IP) across generations; `pool` picks a free address from `ipPool`; `none` lets EC2 choose.",
   "persistence.network.ipPool": "Addresses for `privateIp: pool`.",
   "persistence.network.ipPool[]": "An IPv4 address inside one of the subnets.",
-  "persistence.network.attach": "`primary` (the ENI is the instance's eth0) or `secondary` (make-before-break: the replacement launches at the notice and only the ENI moves).",
+  "persistence.network.attach": "`primary` (the ENI is the instance's eth0) or `secondary` (make-before-break: the replacement launches at the notice and only the ENI moves; the coordinator refuses it until the runbook exists).",
   snapshots: "Continuous snapshots of the data volumes.",
   "snapshots.intervalMinutes": "Take a snapshot every N minutes (0 = off, else at least 5).",
   "snapshots.keep": "How many scheduled snapshots to keep per volume.",
@@ -52,7 +52,7 @@ export const DESCRIPTIONS: Record<string, string> = {
   "hooks.preStop": "Runs at quiesce, before sync and freeze (e.g. a fast database shutdown).",
   "hooks.postRestore": "Runs on the replacement after the volumes are mounted, before your user-data.",
   "hooks.timeoutSeconds": "Limit for each hook; a hook that times out makes the quiesce unclean.",
-  onRebalance: "What a rebalance recommendation triggers: `ignore`, a fresh `snapshot`, or a proactive `recycle`.",
+  onRebalance: "What a rebalance recommendation triggers: `ignore` or a fresh `snapshot` (`recycle`, a proactive replacement, is refused by the coordinator until the runbook exists).",
 };
 
 interface JsonSchema {

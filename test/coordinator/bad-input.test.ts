@@ -73,6 +73,16 @@ describe("bad input is rejected and changes nothing", () => {
     expect(coord.store.counts()).toEqual(before);
   });
 
+  it("refuses spec features the runbooks do not carry out yet, naming the field; nothing changes", async () => {
+    const before = coord.store.counts();
+    const spec = env.spec("mbb-one");
+    const mbb = { ...spec, persistence: { ...spec.persistence, network: { privateIp: "same-eni", attach: "secondary" } }, onRebalance: "recycle" };
+    const r = await api("POST", "instances", JSON.stringify(mbb));
+    expect(r.status).toBe(400);
+    expect(r.body.error.message).toBe("persistence.network.attach: secondary (make-before-break) is not supported by this coordinator yet; use primary; onRebalance: recycle is not supported by this coordinator yet; use snapshot or ignore");
+    expect(coord.store.counts()).toEqual(before);
+  });
+
   it("refuses a forged identity document with a clear error; nothing changes", async () => {
     const before = coord.store.counts();
     const { ws, frames, closed } = await session();

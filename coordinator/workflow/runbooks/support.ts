@@ -1,0 +1,17 @@
+/**
+ * Spec features the schema describes (design.md §3-4) but this coordinator's runbooks do not carry
+ * out yet. A spec asking for one is refused at create with the field named, instead of being
+ * accepted and silently ignored.
+ */
+import type { StatefulInstanceSpec } from "../../../shared/spec.js";
+
+export function unsupportedFeatures(spec: StatefulInstanceSpec): Array<{ path: string; reason: string }> {
+  const out: Array<{ path: string; reason: string }> = [];
+  if (spec.persistence.network.attach === "secondary") {
+    out.push({ path: "persistence.network.attach", reason: "secondary (make-before-break) is not supported by this coordinator yet; use primary" });
+  }
+  if (spec.onRebalance === "recycle") {
+    out.push({ path: "onRebalance", reason: "recycle is not supported by this coordinator yet; use snapshot or ignore" });
+  }
+  return out;
+}
