@@ -1,10 +1,10 @@
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { execFileSync, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { createLinuxRuntime } from "../../localcloud/runtime/linux/index.js";
-import { leftovers, NOTHING } from "./leftovers.js";
+import { leftovers, NOTHING, spawnReadyChild } from "./leftovers.js";
 
 function sleepersAlive(): number[] {
   try {
@@ -31,18 +31,9 @@ export function crashSuite(skip: string | null): void {
     it("the next runtime's init() removes a killed runtime's processes, frozen mounts, loop devices, namespaces and links", async () => {
       const crashedDir = mkdtempSync(join(tmpdir(), "spotkeep-lc-crashed-"));
       dirs.push(crashedDir);
-      child = spawn(process.execPath, ["--import", "tsx", join(import.meta.dirname, "crash-child.ts"), crashedDir], { detached: true, stdio: ["ignore", "pipe", "pipe"] });
-      let err = "";
-      child.stderr!.on("data", (d) => (err += d));
-      const line = await new Promise<string>((resolve, reject) => {
-        let out = "";
-        child!.stdout!.on("data", (d) => {
-          out += d;
-          if (out.includes("\n")) resolve(out.split("\n")[0]!);
-        });
-        child!.on("exit", (code) => reject(new Error(`crash child exited ${code} before ready: ${err}`)));
-      });
-      const ready = JSON.parse(line) as { loop: string; instanceId: string };
+      const started = spawnReadyChild<{ loop: string; instanceId: string }>(join(import.meta.dirname, "crash-child.ts"), crashedDir, "crash child");
+      child = started.child;
+      const ready = await started.ready;
       const before = leftovers([crashedDir]);
       expect(before.netns).toContain(`sk-${ready.instanceId}`);
       expect(before.loops.length).toBe(2); // root + data

@@ -1,4 +1,4 @@
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawn, type ChildProcess } from "node:child_process";
 import { readFileSync } from "node:fs";
 
 /** What the host shows of a linux runtime's state dir and namespaces (empty lists = nothing left). */
@@ -36,4 +36,23 @@ export async function eventually<T>(fn: () => Promise<T | undefined>, tries = 10
     await new Promise((r) => setTimeout(r, everyMs));
   }
   throw new Error(`condition not met after ${tries} tries${last ? `: ${String(last)}` : ""}`);
+}
+
+/**
+ * Start a child script (in its own process group, so a test can SIGKILL the whole group) and
+ * resolve its first stdout line parsed as JSON: the child's "ready" report.
+ */
+export function spawnReadyChild<T>(script: string, arg: string, what: string): { child: ChildProcess; ready: Promise<T> } {
+  const child = spawn(process.execPath, ["--import", "tsx", script, arg], { detached: true, stdio: ["ignore", "pipe", "pipe"] });
+  let err = "";
+  child.stderr!.on("data", (d: Buffer) => (err += d));
+  const ready = new Promise<T>((resolve, reject) => {
+    let out = "";
+    child.stdout!.on("data", (d: Buffer) => {
+      out += d;
+      if (out.includes("\n")) resolve(JSON.parse(out.split("\n")[0]!) as T);
+    });
+    child.on("exit", (code: number | null) => reject(new Error(`${what} exited ${code} before ready: ${err}`)));
+  });
+  return { child, ready };
 }

@@ -1,11 +1,11 @@
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
+import { execFileSync, type ChildProcess } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { DescribeImagesCommand, EC2Client, RunInstancesCommand, TerminateInstancesCommand } from "@aws-sdk/client-ec2";
 import { afterAll, describe, expect, it } from "vitest";
 import { startLocalCloud, type LocalCloud } from "../../localcloud/index.js";
-import { eventually, leftovers, NOTHING } from "./leftovers.js";
+import { eventually, leftovers, NOTHING, spawnReadyChild } from "./leftovers.js";
 
 function ec2For(lc: LocalCloud): EC2Client {
   return new EC2Client({ endpoint: lc.endpoint, region: "us-east-1", credentials: { accessKeyId: "test", secretAccessKey: "test" } });
@@ -63,18 +63,9 @@ export function localcloudSuite(skip: string | null): void {
     it("a localcloud killed with SIGKILL mid-run is cleaned up by the next start", async () => {
       const crashedDir = mkdtempSync(join(tmpdir(), "spotkeep-lc-cloudcrash-"));
       dirs.push(crashedDir);
-      child = spawn(process.execPath, ["--import", "tsx", join(import.meta.dirname, "localcloud-child.ts"), crashedDir], { detached: true, stdio: ["ignore", "pipe", "pipe"] });
-      let err = "";
-      child.stderr!.on("data", (d) => (err += d));
-      const line = await new Promise<string>((resolve, reject) => {
-        let out = "";
-        child!.stdout!.on("data", (d) => {
-          out += d;
-          if (out.includes("\n")) resolve(out.split("\n")[0]!);
-        });
-        child!.on("exit", (code) => reject(new Error(`localcloud child exited ${code} before ready: ${err}`)));
-      });
-      const ready = JSON.parse(line) as { instanceId: string };
+      const started = spawnReadyChild<{ instanceId: string }>(join(import.meta.dirname, "localcloud-child.ts"), crashedDir, "localcloud child");
+      child = started.child;
+      const ready = await started.ready;
       expect(leftovers([crashedDir]).netns).toContain(`sk-${ready.instanceId}`);
       expect(leftovers([crashedDir]).loops.length).toBeGreaterThan(0);
       expect(sleeperAlive()).toBe(true);
