@@ -3,6 +3,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { GATEWAY_ACTIONS } from "../coordinator/cloud/aws.js";
 import { renderSpecReference } from "../scripts/spec-doc.js";
+import { parseConfig } from "../coordinator/config.js";
 
 const root = join(import.meta.dirname, "..");
 
@@ -13,6 +14,12 @@ describe("docs stay true to the code", () => {
     const missing = GATEWAY_ACTIONS.filter((a) => !ec2.has(a));
     const extra = [...ec2].filter((a) => !GATEWAY_ACTIONS.includes(a));
     expect({ missing, extra }).toEqual({ missing: [], extra: [] });
+  });
+  it("the example coordinator config is valid and shows the defaults it claims", () => {
+    const example = readFileSync(join(root, "docs", "coordinator.example.yaml"), "utf8");
+    const config = parseConfig(example, "docs/coordinator.example.yaml");
+    const defaults = parseConfig({});
+    for (const key of ["maxConcurrentWorkflows", "lostCheckIntervalMs", "apiHeadroom", "quiesceMarginSeconds"] as const) expect(config[key]).toBe(defaults[key]);
   });
   it("docs/spec-reference.md is what scripts/spec-doc.ts generates from the schema", () => {
     expect(readFileSync(join(root, "docs", "spec-reference.md"), "utf8")).toBe(renderSpecReference());
