@@ -84,6 +84,15 @@ export function createAwsGateway(opts: AwsGatewayOptions): Ec2Gateway {
   return new AwsGateway(opts);
 }
 
+/** Deletes and terminations are retried after crashes: a resource already gone means the work is done. */
+async function alreadyGoneIsDone(p: Promise<unknown>): Promise<void> {
+  try {
+    await p;
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
+  }
+}
+
 const toTags = (tags: Tags): Tag[] => Object.entries(tags).map(([Key, Value]) => ({ Key, Value }));
 const fromTags = (tags: Tag[] | undefined): Tags => Object.fromEntries((tags ?? []).filter((t) => t.Key).map((t) => [t.Key!, t.Value ?? ""]));
 const tagFilters = (tags: Tags): Filter[] => Object.entries(tags).map(([k, v]) => ({ Name: `tag:${k}`, Values: [v] }));
@@ -236,13 +245,7 @@ class AwsGateway implements Ec2Gateway {
 
   /** One TerminateInstances for many ids; an unknown id fails a batch, so then go one by one. */
   private async terminateMany(ids: string[]): Promise<Map<string, true>> {
-    const one = async (id: string) => {
-      try {
-        await this.call("TerminateInstances", `terminating ${id}`, () => this.client.send(new TerminateInstancesCommand({ InstanceIds: [id] })), { resources: 1 });
-      } catch (err) {
-        if (!isNotFound(err)) throw err;
-      }
-    };
+    const one = (id: string) => alreadyGoneIsDone(this.call("TerminateInstances", `terminating ${id}`, () => this.client.send(new TerminateInstancesCommand({ InstanceIds: [id] })), { resources: 1 }));
     if (ids.length === 1) {
       await one(ids[0]!);
     } else {
@@ -307,11 +310,7 @@ class AwsGateway implements Ec2Gateway {
   }
 
   async deleteVolume(volumeId: string): Promise<void> {
-    try {
-      await this.call("DeleteVolume", `deleting ${volumeId}`, () => this.client.send(new DeleteVolumeCommand({ VolumeId: volumeId })));
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
-    }
+    await alreadyGoneIsDone(this.call("DeleteVolume", `deleting ${volumeId}`, () => this.client.send(new DeleteVolumeCommand({ VolumeId: volumeId }))));
   }
 
   async createSnapshot(volumeId: string, description: string, tags: Tags): Promise<SnapshotInfo> {
@@ -329,11 +328,7 @@ class AwsGateway implements Ec2Gateway {
   }
 
   async deleteSnapshot(snapshotId: string): Promise<void> {
-    try {
-      await this.call("DeleteSnapshot", `deleting ${snapshotId}`, () => this.client.send(new DeleteSnapshotCommand({ SnapshotId: snapshotId })));
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
-    }
+    await alreadyGoneIsDone(this.call("DeleteSnapshot", `deleting ${snapshotId}`, () => this.client.send(new DeleteSnapshotCommand({ SnapshotId: snapshotId }))));
   }
 
   async registerImage(req: { name: string; rootSnapshotId: string; rootDeviceName: string; architecture: string; description?: string; tags: Tags }): Promise<string> {
@@ -371,11 +366,7 @@ class AwsGateway implements Ec2Gateway {
   }
 
   async deregisterImage(imageId: string): Promise<void> {
-    try {
-      await this.call("DeregisterImage", `deregistering ${imageId}`, () => this.client.send(new DeregisterImageCommand({ ImageId: imageId })));
-    } catch (err) {
-      if (!isNotFound(err)) throw err;
-    }
+    await alreadyGoneIsDone(this.call("DeregisterImage", `deregistering ${imageId}`, () => this.client.send(new DeregisterImageCommand({ ImageId: imageId }))));
   }
 
   async createNetworkInterface(req: { subnetId: string; securityGroupIds: string[]; privateIp?: string; description: string; tags: Tags }): Promise<EniInfo> {
