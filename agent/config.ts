@@ -69,7 +69,8 @@ export function resolveConfig(flags: Record<string, string>, env: NodeJS.Process
   }
   const imds = get("--imds");
   const imdsEndpoint = imds.value ?? "http://169.254.169.254";
-  if (!/^https?:\/\/[^\s/]+/.test(imdsEndpoint)) throw new ConfigError(`${imds.source}: must be an http:// URL, got ${JSON.stringify(imdsEndpoint)}`);
+  if (!/^https?:\/\/[^\s/]+/.test(imdsEndpoint))
+    throw new ConfigError(`${imds.source}: must be an http:// URL, got ${JSON.stringify(imdsEndpoint)}`);
 
   const abs = (flag: string, dflt: string | undefined): string | undefined => {
     const { value, source } = get(flag);
@@ -86,7 +87,8 @@ export function resolveConfig(flags: Record<string, string>, env: NodeJS.Process
     const { value, source } = get(flag);
     if (value === undefined) return dflt;
     const n = Number(value);
-    if (!Number.isFinite(n) || n < min || n > max) throw new ConfigError(`${source}: must be a number in [${min}, ${max}], got ${JSON.stringify(value)}`);
+    if (!Number.isFinite(n) || n < min || n > max)
+      throw new ConfigError(`${source}: must be a number in [${min}, ${max}], got ${JSON.stringify(value)}`);
     return n;
   };
   const timeScale = num("--time-scale", 1, 0.0001, 1000);
@@ -95,9 +97,20 @@ export function resolveConfig(flags: Record<string, string>, env: NodeJS.Process
 
   const lvl = get("--log-level");
   const logLevel = (lvl.value ?? "info") as AgentConfig["logLevel"];
-  if (!["debug", "info", "warn", "error"].includes(logLevel)) throw new ConfigError(`${lvl.source}: must be debug|info|warn|error, got ${JSON.stringify(lvl.value)}`);
+  if (!["debug", "info", "warn", "error"].includes(logLevel))
+    throw new ConfigError(`${lvl.source}: must be debug|info|warn|error, got ${JSON.stringify(lvl.value)}`);
 
-  return { coordinatorUrl: coord.value, imdsEndpoint, devDir, rootDir, stateDir, timeScale, pollIntervalMs, logLevel, autonomousQuiesceAfterMs: 5_000 };
+  return {
+    coordinatorUrl: coord.value,
+    imdsEndpoint,
+    devDir,
+    rootDir,
+    stateDir,
+    timeScale,
+    pollIntervalMs,
+    logLevel,
+    autonomousQuiesceAfterMs: 5_000,
+  };
 }
 
 /** Model ms -> real ms under the configured time scale (never below 1 ms). */

@@ -21,7 +21,7 @@ export function createLogger(opts: { level?: LogLevel; write?: (line: string) =>
   const emit = (level: LogLevel, msg: string, fields?: Record<string, unknown>) => {
     if (ORDER[level] < min) return;
     try {
-      write(JSON.stringify({ ts: new Date().toISOString(), level, msg, ...base, ...normalise(fields) }) + "\n");
+      write(`${JSON.stringify({ ts: new Date().toISOString(), level, msg, ...base, ...normalise(fields) })}\n`);
     } catch {
       // never let logging take the agent down
     }

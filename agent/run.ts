@@ -54,7 +54,14 @@ export class RunningAgent {
   ) {
     const { cfg, clock, log, imds, store, scale } = ctx;
     this.done = new Promise((r) => (this.resolveDone = r));
-    this.quiescer = new Quiescer({ clock, log: log.child({ component: "quiesce" }), freezer: o.freezer ?? createFsFreezer(), rootDir: cfg.rootDir, protectedDevs: protectedDevices(cfg.stateDir), scale });
+    this.quiescer = new Quiescer({
+      clock,
+      log: log.child({ component: "quiesce" }),
+      freezer: o.freezer ?? createFsFreezer(),
+      rootDir: cfg.rootDir,
+      protectedDevs: protectedDevices(cfg.stateDir),
+      scale,
+    });
     this.loop = new MonitorLoop({
       monitors: [new SpotInterruptionMonitor(imds, clock), new RebalanceMonitor(imds, clock), new ScheduledEventsMonitor(imds, clock)],
       intervalMs: scale(cfg.pollIntervalMs),
@@ -63,11 +70,17 @@ export class RunningAgent {
       seen: store.notices,
       onNotice: (n) => this.onNotice(n),
     });
-    this.link = cfg.coordinatorUrl ? createLink(ctx, "run", { onWelcome: (m) => this.onWelcome(m), onCommand: (m) => this.onCommand(m) }) : null;
+    this.link = cfg.coordinatorUrl
+      ? createLink(ctx, "run", { onWelcome: (m) => this.onWelcome(m), onCommand: (m) => this.onCommand(m) })
+      : null;
   }
 
   start(): Promise<number> {
-    this.ctx.log.info("agent running", { coordinator: this.ctx.cfg.coordinatorUrl ?? null, pollMs: this.ctx.scale(this.ctx.cfg.pollIntervalMs), stateDir: this.ctx.cfg.stateDir });
+    this.ctx.log.info("agent running", {
+      coordinator: this.ctx.cfg.coordinatorUrl ?? null,
+      pollMs: this.ctx.scale(this.ctx.cfg.pollIntervalMs),
+      stateDir: this.ctx.cfg.stateDir,
+    });
     if (!this.link) this.ctx.log.warn("no coordinator configured: notices are only logged and kept in the outbox");
     this.ctx.store.setStatus({ mode: "run", pid: process.pid, startedAt: new Date().toISOString() });
     this.loop.start();
@@ -89,7 +102,15 @@ export class RunningAgent {
 
   private async onNotice(n: NoticeObservation): Promise<void> {
     this.ctx.store.setStatus({ lastNotice: { noticeId: n.noticeId, kind: n.kind, action: n.action, deadline: n.deadline } });
-    const body = { type: "notice" as const, noticeId: n.noticeId, kind: n.kind, observedAt: n.observedAt, raw: n.raw.slice(0, 16_384), ...(n.action ? { action: n.action } : {}), ...(n.deadline ? { deadline: n.deadline } : {}) };
+    const body = {
+      type: "notice" as const,
+      noticeId: n.noticeId,
+      kind: n.kind,
+      observedAt: n.observedAt,
+      raw: n.raw.slice(0, 16_384),
+      ...(n.action ? { action: n.action } : {}),
+      ...(n.deadline ? { deadline: n.deadline } : {}),
+    };
     if (this.link) this.link.send(body);
     else this.ctx.store.enqueue({ v: 1, id: `a-local-${n.noticeId}`, ...body });
     if (n.kind === "spot-interruption" && (n.action === "terminate" || n.action === "stop")) {
@@ -104,7 +125,9 @@ export class RunningAgent {
     const reachable = this.link ? await this.link.waitConnected(wait) : false;
     if (reachable || this.quiesceStarted || this.stopped) return;
     this.ctx.log.warn("coordinator unreachable after a spot notice; quiescing on our own", { deadline: new Date(deadline).toISOString() });
-    const report = await this.runQuiesce(() => this.quiescer.quiesce({ mountPoints: this.mounts.map((m) => m.mountPoint), hooks: this.hooks, unmount: true, deadline }));
+    const report = await this.runQuiesce(() =>
+      this.quiescer.quiesce({ mountPoints: this.mounts.map((m) => m.mountPoint), hooks: this.hooks, unmount: true, deadline }),
+    );
     if (report) this.sendQuiesced(report, undefined);
   }
 
@@ -120,7 +143,14 @@ export class RunningAgent {
   }
 
   private sendQuiesced(r: QuiesceReport, ref: string | undefined): void {
-    const body = { type: "quiesced" as const, clean: r.clean, steps: r.steps, filesystems: r.filesystems, ...(ref ? { ref } : {}), ...(r.thawDeadline ? { thawDeadline: r.thawDeadline } : {}) };
+    const body = {
+      type: "quiesced" as const,
+      clean: r.clean,
+      steps: r.steps,
+      filesystems: r.filesystems,
+      ...(ref ? { ref } : {}),
+      ...(r.thawDeadline ? { thawDeadline: r.thawDeadline } : {}),
+    };
     if (this.link) this.link.send(body);
     else this.ctx.store.enqueue({ v: 1, id: `a-local-q-${Date.now()}`, ...body });
   }
@@ -151,7 +181,12 @@ export class RunningAgent {
 
   private async sendInventory(force: boolean): Promise<void> {
     try {
-      const inv = await collectInventory({ imds: this.ctx.imds, devDir: this.ctx.cfg.devDir, rootDir: this.ctx.cfg.rootDir, mounts: this.mounts });
+      const inv = await collectInventory({
+        imds: this.ctx.imds,
+        devDir: this.ctx.cfg.devDir,
+        rootDir: this.ctx.cfg.rootDir,
+        mounts: this.mounts,
+      });
       const text = JSON.stringify(inv);
       if (!force && text === this.lastInventory) return;
       this.lastInventory = text;
@@ -179,14 +214,25 @@ export class RunningAgent {
       case "quiesce": {
         log.info("quiesce requested", { reason: m.reason, deadline: m.deadline, unmount: m.unmount });
         const report = await this.runQuiesce(() =>
-          this.quiescer.quiesce({ mountPoints: this.mounts.map((x) => x.mountPoint), hooks: this.hooks, unmount: m.unmount, deadline: Date.parse(m.deadline) }),
+          this.quiescer.quiesce({
+            mountPoints: this.mounts.map((x) => x.mountPoint),
+            hooks: this.hooks,
+            unmount: m.unmount,
+            deadline: Date.parse(m.deadline),
+          }),
         );
         // A second quiesce (e.g. after we quiesced on our own) is answered with a no-op report.
-        this.sendQuiesced(report ?? { clean: true, steps: [{ name: "quiesce", ok: true, ms: 0, detail: "already quiesced" }], filesystems: [] }, m.id);
+        this.sendQuiesced(
+          report ?? { clean: true, steps: [{ name: "quiesce", ok: true, ms: 0, detail: "already quiesced" }], filesystems: [] },
+          m.id,
+        );
         return;
       }
       case "freeze-for-snapshot": {
-        const report = await this.quiescer.freezeForSnapshot({ mountPoints: this.mounts.map((x) => x.mountPoint), thawAfterMs: this.ctx.scale(m.thawAfterMs) });
+        const report = await this.quiescer.freezeForSnapshot({
+          mountPoints: this.mounts.map((x) => x.mountPoint),
+          thawAfterMs: this.ctx.scale(m.thawAfterMs),
+        });
         this.sendQuiesced(report, m.id);
         return;
       }

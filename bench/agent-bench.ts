@@ -52,7 +52,15 @@ coord.welcomeConfig.pollIntervalMs = pollMs;
 const work = mkdtempSync(join(tmpdir(), "spotkeep-agent-bench-"));
 mkdirSync(join(work, "dev"));
 const child = spawn(process.execPath, [...nodeFlags, bundle, "run"], {
-  env: { PATH: process.env.PATH, AWS_EC2_METADATA_SERVICE_ENDPOINT: imds.endpoint, SPOTKEEP_COORDINATOR: coord.url, SPOTKEEP_DEV_DIR: join(work, "dev"), SPOTKEEP_STATE_DIR: join(work, "state"), SPOTKEEP_POLL_INTERVAL_MS: String(pollMs), SPOTKEEP_LOG_LEVEL: "warn" },
+  env: {
+    PATH: process.env.PATH,
+    AWS_EC2_METADATA_SERVICE_ENDPOINT: imds.endpoint,
+    SPOTKEEP_COORDINATOR: coord.url,
+    SPOTKEEP_DEV_DIR: join(work, "dev"),
+    SPOTKEEP_STATE_DIR: join(work, "state"),
+    SPOTKEEP_POLL_INTERVAL_MS: String(pollMs),
+    SPOTKEEP_LOG_LEVEL: "warn",
+  },
   stdio: "ignore",
 });
 const pid = child.pid!;
@@ -82,7 +90,11 @@ try {
     pollIntervalMs: pollMs,
     bundleBytes,
     bundleMiB: +(bundleBytes / 1024 / 1024).toFixed(3),
-    rssMiB: { max: +Math.max(...rss).toFixed(1), avg: +(rss.reduce((a, b) => a + b, 0) / rss.length).toFixed(1), last: +(rss.at(-1) ?? 0).toFixed(1) },
+    rssMiB: {
+      max: +Math.max(...rss).toFixed(1),
+      avg: +(rss.reduce((a, b) => a + b, 0) / rss.length).toFixed(1),
+      last: +(rss.at(-1) ?? 0).toFixed(1),
+    },
     cpuPercentOfCore: +((cpuS / wallS) * 100).toFixed(3),
     imdsRequestsPerSecond: +((imds.requests.length - reqBefore) / wallS).toFixed(2),
     imdsTokenPuts: imds.tokenPuts,
@@ -90,7 +102,7 @@ try {
     targets: { rssMiB: 50, cpuPercentOfCore: 0.5, bundleMiB: 2 },
   };
   mkdirSync(join(root, "bench", "reports"), { recursive: true });
-  writeFileSync(join(root, "bench", "reports", "agent.json"), JSON.stringify(report, null, 2) + "\n");
+  writeFileSync(join(root, "bench", "reports", "agent.json"), `${JSON.stringify(report, null, 2)}\n`);
   const rows: Array<[string, string, string]> = [
     ["bundle size", `${report.bundleMiB} MiB`, "<= 2 MiB"],
     ["RSS max / avg", `${report.rssMiB.max} / ${report.rssMiB.avg} MiB`, "<= 50 MiB"],

@@ -28,22 +28,35 @@ import { PROFILES, replacementCriticalPath } from "../localcloud/index.js";
 import { inProcessCoordinator, startEnv, until, ROOT, type Env } from "../test/coordinator/harness.js";
 import type { Coordinator } from "../coordinator/service.js";
 
-const { values } = parseArgs({ options: { count: { type: "string", default: "200" }, "time-scale": { type: "string", default: "0.05" }, headroom: { type: "string", default: "1" } } });
+const { values } = parseArgs({
+  options: {
+    count: { type: "string", default: "200" },
+    "time-scale": { type: "string", default: "0.05" },
+    headroom: { type: "string", default: "1" },
+  },
+});
 const N = Number(values.count);
 const scale = Number(values["time-scale"]);
 if (!(N >= 1) || !(scale > 0)) throw new Error("--count must be >= 1 and --time-scale > 0");
 
 class FakeAgent {
   private ws!: WebSocket;
-  constructor(readonly instanceId: string, private readonly env: Env, private readonly coord: Coordinator) {}
+  constructor(
+    readonly instanceId: string,
+    private readonly env: Env,
+    private readonly coord: Coordinator,
+  ) {}
 
   private send(body: Record<string, unknown>): void {
-    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify({ v: 1, id: newMessageId("f"), ts: new Date().toISOString(), ...body }));
+    if (this.ws.readyState === WebSocket.OPEN)
+      this.ws.send(JSON.stringify({ v: 1, id: newMessageId("f"), ts: new Date().toISOString(), ...body }));
   }
 
   async start(): Promise<void> {
     const { endpoint } = await this.env.control("GET", `instances/${this.instanceId}/imds`);
-    const token = await (await fetch(`${endpoint}/latest/api/token`, { method: "PUT", headers: { "x-aws-ec2-metadata-token-ttl-seconds": "21600" } })).text();
+    const token = await (
+      await fetch(`${endpoint}/latest/api/token`, { method: "PUT", headers: { "x-aws-ec2-metadata-token-ttl-seconds": "21600" } })
+    ).text();
     const get = async (p: string) => (await fetch(`${endpoint}${p}`, { headers: { "x-aws-ec2-metadata-token": token } })).text();
     const document = await get("/latest/dynamic/instance-identity/document");
     const signature = await get("/latest/dynamic/instance-identity/signature");
@@ -69,7 +82,15 @@ class FakeAgent {
 
   notice(action: string, time: string): void {
     const raw = JSON.stringify({ action, time });
-    this.send({ type: "notice", noticeId: createHash("sha256").update(raw).digest("hex").slice(0, 32), kind: "spot-interruption", action, deadline: time, observedAt: new Date().toISOString(), raw });
+    this.send({
+      type: "notice",
+      noticeId: createHash("sha256").update(raw).digest("hex").slice(0, 32),
+      kind: "spot-interruption",
+      action,
+      deadline: time,
+      observedAt: new Date().toISOString(),
+      raw,
+    });
   }
 
   close(): void {
@@ -79,7 +100,11 @@ class FakeAgent {
 
 const dir = mkdtempSync(join(tmpdir(), "spotkeep-burst-"));
 const env = await startEnv(dir, scale, { runtime: "none", throttle: true });
-const coord = await inProcessCoordinator(env, join(dir, "coord"), scale, { maxConcurrentWorkflows: Math.max(64, N), lostCheckIntervalMs: 60_000, apiHeadroom: Number(values.headroom) });
+const coord = await inProcessCoordinator(env, join(dir, "coord"), scale, {
+  maxConcurrentWorkflows: Math.max(64, N),
+  lostCheckIntervalMs: 60_000,
+  apiHeadroom: Number(values.headroom),
+});
 const agents = new Map<string, FakeAgent>();
 let stopAgents = false;
 // Give every instance that reaches `running` its fake agent.
@@ -100,31 +125,47 @@ const spawner = (async () => {
 try {
   const names = Array.from({ length: N }, (_, i) => `burst-${String(i).padStart(3, "0")}`);
   const t0 = Date.now();
-  const creates = await Promise.all(names.map(async (n) => coord.engine.wait((await coord.views.createInstance(parseSpec(env.spec(n, { workload: false, root: false })))).workflowId)));
+  const creates = await Promise.all(
+    names.map(async (n) =>
+      coord.engine.wait((await coord.views.createInstance(parseSpec(env.spec(n, { workload: false, root: false })))).workflowId),
+    ),
+  );
   const createFailed = creates.filter((w) => w.status !== "succeeded");
   if (createFailed.length) throw new Error(`${createFailed.length} creates failed, first: ${createFailed[0]!.error}`);
   const createReal = (Date.now() - t0) / 1000;
 
   const t1 = Date.now();
   const olds = names.map((n) => coord.views.getInstance(n)!.instanceId!);
-  await Promise.all(olds.map(async (id) => {
-    const r = await env.control("POST", `instances/${id}/interrupt`, { action: "terminate", noticeSeconds: 120 });
-    agents.get(id)!.notice(r.notice.action, r.notice.time);
-  }));
-  const wfs = await Promise.all(names.map(async (n) => coord.engine.wait((await until(`replace of ${n}`, () => coord.store.workflowsFor(n).find((w) => w.kind === "replace"), 600_000)).id)));
+  await Promise.all(
+    olds.map(async (id) => {
+      const r = await env.control("POST", `instances/${id}/interrupt`, { action: "terminate", noticeSeconds: 120 });
+      agents.get(id)!.notice(r.notice.action, r.notice.time);
+    }),
+  );
+  const wfs = await Promise.all(
+    names.map(async (n) =>
+      coord.engine.wait((await until(`replace of ${n}`, () => coord.store.workflowsFor(n).find((w) => w.kind === "replace"), 600_000)).id),
+    ),
+  );
   const allReal = (Date.now() - t1) / 1000;
   const failed = wfs.filter((w) => w.status !== "succeeded");
-  const recoveries = names.map((n, i) => coord.views.getEvents(n)!.timelines.find((t) => t.workflowId === wfs[i]!.id)!.recoverySeconds ?? NaN).sort((a, b) => a - b);
+  const recoveries = names
+    .map((n, i) => coord.views.getEvents(n)!.timelines.find((t) => t.workflowId === wfs[i]!.id)!.recoverySeconds ?? NaN)
+    .sort((a, b) => a - b);
   const cp = replacementCriticalPath(PROFILES.realistic) / 1000;
   const bound = cp + Math.max(0, N - 5) / 2;
   const maxRecovery = recoveries.at(-1)!;
   // Median and max model seconds per step across all replacements: where the time went.
   const perStep = new Map<string, number[]>();
-  for (const w of wfs) for (const st of coord.views.getWorkflow(w.id)!.steps) if (st.durationMs != null) perStep.set(st.name, [...(perStep.get(st.name) ?? []), st.durationMs / 1000]);
-  const stepStats = Object.fromEntries([...perStep].map(([k, v]) => {
-    v.sort((a, b) => a - b);
-    return [k, { p50: v[Math.floor((v.length - 1) / 2)], max: v.at(-1) }];
-  }));
+  for (const w of wfs)
+    for (const st of coord.views.getWorkflow(w.id)!.steps)
+      if (st.durationMs != null) perStep.set(st.name, [...(perStep.get(st.name) ?? []), st.durationMs / 1000]);
+  const stepStats = Object.fromEntries(
+    [...perStep].map(([k, v]) => {
+      v.sort((a, b) => a - b);
+      return [k, { p50: v[Math.floor((v.length - 1) / 2)], max: v.at(-1) }];
+    }),
+  );
   const metrics = await coord.metrics.text();
   const throttles = [...metrics.matchAll(/^spotkeep_ec2_api_throttles_total\{action="(\w+)"\} (\d+)/gm)].map((m) => `${m[1]}=${m[2]}`);
   const calls = [...metrics.matchAll(/^spotkeep_ec2_api_calls_total\{action="(\w+)"\} (\d+)/gm)].reduce((a, m) => a + Number(m[2]), 0);

@@ -16,7 +16,15 @@ import { parseSpec } from "../shared/spec.js";
 import { PROFILES, replacementCriticalPath } from "../localcloud/index.js";
 import { ensureAgentBundle, inProcessCoordinator, startEnv, until, ROOT } from "../test/coordinator/harness.js";
 
-const { values } = parseArgs({ options: { "time-scale": { type: "string", default: "0.05" }, mode: { type: "string", default: "reattach" }, count: { type: "string", default: "1" }, root: { type: "string", default: "true" }, throttle: { type: "string", default: "true" } } });
+const { values } = parseArgs({
+  options: {
+    "time-scale": { type: "string", default: "0.05" },
+    mode: { type: "string", default: "reattach" },
+    count: { type: "string", default: "1" },
+    root: { type: "string", default: "true" },
+    throttle: { type: "string", default: "true" },
+  },
+});
 const scale = Number(values["time-scale"]);
 const count = Number(values.count);
 const mode = values.mode === "snapshot" ? "snapshot" : "reattach";
@@ -28,13 +36,27 @@ const env = await startEnv(dir, scale, { throttle: values.throttle !== "false" }
 const coord = await inProcessCoordinator(env, join(dir, "coord"), scale);
 try {
   const names = Array.from({ length: count }, (_, i) => `bench-${i}`);
-  const created = await Promise.all(names.map(async (n) => coord.engine.wait((await coord.views.createInstance(parseSpec(env.spec(n, { dataMethod: mode, root: values.root !== "false" })))).workflowId)));
+  const created = await Promise.all(
+    names.map(async (n) =>
+      coord.engine.wait(
+        (await coord.views.createInstance(parseSpec(env.spec(n, { dataMethod: mode, root: values.root !== "false" })))).workflowId,
+      ),
+    ),
+  );
   const bad = created.find((w) => w.status !== "succeeded");
   if (bad) throw new Error(`create failed: ${bad.error}`);
   await new Promise((r) => setTimeout(r, 500));
   const t0 = Date.now();
-  await Promise.all(names.map((n) => env.control("POST", `instances/${coord.views.getInstance(n)!.instanceId}/interrupt`, { action: "terminate", noticeSeconds: 120 })));
-  const wfs = await Promise.all(names.map(async (n) => coord.engine.wait((await until("replace", () => coord.store.workflowsFor(n).find((w) => w.kind === "replace"), 600_000)).id)));
+  await Promise.all(
+    names.map((n) =>
+      env.control("POST", `instances/${coord.views.getInstance(n)!.instanceId}/interrupt`, { action: "terminate", noticeSeconds: 120 }),
+    ),
+  );
+  const wfs = await Promise.all(
+    names.map(async (n) =>
+      coord.engine.wait((await until("replace", () => coord.store.workflowsFor(n).find((w) => w.kind === "replace"), 600_000)).id),
+    ),
+  );
   const realSeconds = (Date.now() - t0) / 1000;
   const timelines = names.map((n, i) => coord.views.getEvents(n)!.timelines.find((t) => t.workflowId === wfs[i]!.id)!);
   const downtimes = timelines.map((t) => t.downtimeSeconds ?? NaN).sort((a, b) => a - b);
@@ -58,9 +80,12 @@ try {
   mkdirSync(join(ROOT, "bench", "reports"), { recursive: true });
   writeFileSync(join(ROOT, "bench", "reports", "coordinator-downtime.json"), JSON.stringify(report, null, 2));
   console.log(`mode ${mode}, root ${report.root}, ${count} instance(s), time scale ${scale}`);
-  console.log(`downtime p50 ${report.downtimeSeconds.p50} s, max ${report.downtimeSeconds.max} s (model); recovery p50 ${report.recoverySeconds.p50} s; profile critical path ${cp} s; ratio ${report.downtimeOverCriticalPath.toFixed(2)}`);
+  console.log(
+    `downtime p50 ${report.downtimeSeconds.p50} s, max ${report.downtimeSeconds.max} s (model); recovery p50 ${report.recoverySeconds.p50} s; profile critical path ${cp} s; ratio ${report.downtimeOverCriticalPath.toFixed(2)}`,
+  );
   console.log("steps of the first replacement (model ms):");
-  for (const s of timelines[0]!.steps) console.log(`  ${String(s.seq).padStart(2)} ${s.name.padEnd(22)} ${String(s.durationMs ?? "-").padStart(7)}  start ${s.startedAt}`);
+  for (const s of timelines[0]!.steps)
+    console.log(`  ${String(s.seq).padStart(2)} ${s.name.padEnd(22)} ${String(s.durationMs ?? "-").padStart(7)}  start ${s.startedAt}`);
   console.log(`critical path: ${timelines[0]!.criticalPath.join(" -> ")}`);
   if (report.failed.length) console.log(`FAILED: ${report.failed.join("; ")}`);
 } finally {

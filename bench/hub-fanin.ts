@@ -33,7 +33,14 @@ import { Store } from "../coordinator/db/queries.js";
 import { loadOrCreateSigner } from "../localcloud/imds/identity.js";
 import { ROOT } from "../test/coordinator/harness.js";
 
-const { values } = parseArgs({ options: { agents: { type: "string", default: "5000" }, seconds: { type: "string", default: "60" }, "heartbeat-ms": { type: "string" }, "connect-batch": { type: "string", default: "100" } } });
+const { values } = parseArgs({
+  options: {
+    agents: { type: "string", default: "5000" },
+    seconds: { type: "string", default: "60" },
+    "heartbeat-ms": { type: "string" },
+    "connect-batch": { type: "string", default: "100" },
+  },
+});
 const posInt = (name: string, v: string | undefined, max: number): number => {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1 || n > max) throw new Error(`--${name} must be an integer 1..${max}, got ${JSON.stringify(v)}`);
@@ -50,11 +57,17 @@ const needFds = agents + 512;
 const softFds = Number(execFileSync("sh", ["-c", "ulimit -n"], { encoding: "utf8" }).trim()) || 0;
 if (softFds < needFds && process.env.SPOTKEEP_BENCH_ULIMIT !== "raised") {
   console.log(`raising the open-files limit from ${softFds} to ${needFds} (ulimit -n) and re-running`);
-  const r = spawnSync("sh", ["-c", `ulimit -n ${needFds} && exec "$0" "$@"`, process.execPath, ...process.execArgv, ...process.argv.slice(1)], { stdio: "inherit", env: { ...process.env, SPOTKEEP_BENCH_ULIMIT: "raised" } });
-  if (r.status !== 0 && r.status !== null) console.log(`(if the hard limit is below ${needFds}, run as a user allowed \`ulimit -n ${needFds}\`, or pass a smaller --agents)`);
+  const r = spawnSync(
+    "sh",
+    ["-c", `ulimit -n ${needFds} && exec "$0" "$@"`, process.execPath, ...process.execArgv, ...process.argv.slice(1)],
+    { stdio: "inherit", env: { ...process.env, SPOTKEEP_BENCH_ULIMIT: "raised" } },
+  );
+  if (r.status !== 0 && r.status !== null)
+    console.log(`(if the hard limit is below ${needFds}, run as a user allowed \`ulimit -n ${needFds}\`, or pass a smaller --agents)`);
   process.exit(r.status ?? 1);
 }
-if (softFds < needFds) throw new Error(`open-files limit is ${softFds}, ${needFds} needed for ${agents} agents: raise \`ulimit -n\` or pass a smaller --agents`);
+if (softFds < needFds)
+  throw new Error(`open-files limit is ${softFds}, ${needFds} needed for ${agents} agents: raise \`ulimit -n\` or pass a smaller --agents`);
 
 // ---------- /proc sampling of the coordinator ----------
 const CLK_TCK = Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
@@ -112,14 +125,21 @@ interface Agent {
 try {
   const signer = await loadOrCreateSigner(join(dir, "identity"));
   const instanceId = (i: number) => `i-${(0xb0000000 + i).toString(16).padStart(17, "0")}`;
-  const spec = (name: string) => parseSpec({ name, launch: { imageId: "ami-0123456789abcdef0", instanceTypes: ["m5.large"], subnetIds: ["subnet-0123456789abcdef0"] } });
+  const spec = (name: string) =>
+    parseSpec({ name, launch: { imageId: "ami-0123456789abcdef0", instanceTypes: ["m5.large"], subnetIds: ["subnet-0123456789abcdef0"] } });
   const store = new Store(join(dataDir, "coordinator.sqlite"));
   store.tx(() => {
     for (let i = 0; i < agents; i++) {
       const name = `fanin-${i}`;
       store.insertInstance(name, spec(name), "running");
       store.ensureGeneration(name, 1, "wf-fanin-bench");
-      store.recordLaunch(name, 1, { instanceId: instanceId(i), instanceType: "m5.large", availabilityZone: "us-east-1a", lifecycle: "spot", privateIp: null });
+      store.recordLaunch(name, 1, {
+        instanceId: instanceId(i),
+        instanceType: "m5.large",
+        availabilityZone: "us-east-1a",
+        lifecycle: "spot",
+        privateIp: null,
+      });
       store.markGenerationLive(name, 1);
       store.setCurrentGeneration(name, 1);
     }
@@ -127,8 +147,22 @@ try {
   store.close();
 
   const configFile = join(dir, "coordinator.json");
-  writeFileSync(configFile, JSON.stringify({ listen: "127.0.0.1:0", dataDir, identityCertificate: signer.certificatePem, ec2Endpoint: "http://127.0.0.1:9", lostCheckIntervalMs: 3_600_000, adminToken: "fanin-bench-admin-token-0123" }));
-  const child = spawn(process.execPath, [join(ROOT, "bin", "spotkeep.js"), "coordinator", "--config", configFile], { detached: true, stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: "true" } });
+  writeFileSync(
+    configFile,
+    JSON.stringify({
+      listen: "127.0.0.1:0",
+      dataDir,
+      identityCertificate: signer.certificatePem,
+      ec2Endpoint: "http://127.0.0.1:9",
+      lostCheckIntervalMs: 3_600_000,
+      adminToken: "fanin-bench-admin-token-0123",
+    }),
+  );
+  const child = spawn(process.execPath, [join(ROOT, "bin", "spotkeep.js"), "coordinator", "--config", configFile], {
+    detached: true,
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: "true" },
+  });
   coordinator = child;
   let stderr = "";
   child.stderr!.on("data", (d: Buffer) => void (stderr = (stderr + d.toString()).slice(-20_000)));
@@ -145,7 +179,7 @@ try {
     });
     child.once("exit", (code) => reject(new Error(`coordinator exited (${code}) before listening:\n${stderr}`)));
   });
-  const wsUrl = url.replace(/^http/, "ws") + "/agent/v1/ws";
+  const wsUrl = `${url.replace(/^http/, "ws")}/agent/v1/ws`;
   const pid = child.pid!;
   await new Promise((r) => setTimeout(r, 1000));
   const idle = sample(pid);
@@ -154,8 +188,30 @@ try {
   const list: Agent[] = [];
   for (let i = 0; i < agents; i++) {
     const id = instanceId(i);
-    const doc = JSON.stringify({ accountId: "000000000000", architecture: "x86_64", availabilityZone: "us-east-1a", imageId: "ami-0123456789abcdef0", instanceId: id, instanceType: "m5.large", pendingTime: new Date().toISOString(), privateIp: null, region: "us-east-1", version: "2017-09-30" }, null, 2);
-    const hello = JSON.stringify({ v: 1, id: newMessageId("h"), type: "hello", identity: { document: doc, signature: signer.signRsaSha256(doc) }, agentVersion: "bench", mode: "run" });
+    const doc = JSON.stringify(
+      {
+        accountId: "000000000000",
+        architecture: "x86_64",
+        availabilityZone: "us-east-1a",
+        imageId: "ami-0123456789abcdef0",
+        instanceId: id,
+        instanceType: "m5.large",
+        pendingTime: new Date().toISOString(),
+        privateIp: null,
+        region: "us-east-1",
+        version: "2017-09-30",
+      },
+      null,
+      2,
+    );
+    const hello = JSON.stringify({
+      v: 1,
+      id: newMessageId("h"),
+      type: "hello",
+      identity: { document: doc, signature: signer.signRsaSha256(doc) },
+      agentVersion: "bench",
+      mode: "run",
+    });
     list.push({ instanceId: id, hello, inflight: new Map(), seq: 0 });
   }
 
@@ -264,17 +320,25 @@ try {
     closeReasons: Object.fromEntries(closeReasons),
     handlingMs: { p50: pct(0.5), p90: pct(0.9), p99: pct(0.99), p999: pct(0.999), max: +(latencies.at(-1) ?? NaN).toFixed(2) },
     /** The clients' own event-loop delay: it is inside every measured latency. */
-    clientEventLoopDelayMs: { p99: +Math.max(0, loopDelay.percentile(99) / 1e6 - LOOP_RESOLUTION_MS).toFixed(2), max: +Math.max(0, loopDelay.max / 1e6 - LOOP_RESOLUTION_MS).toFixed(2) },
+    clientEventLoopDelayMs: {
+      p99: +Math.max(0, loopDelay.percentile(99) / 1e6 - LOOP_RESOLUTION_MS).toFixed(2),
+      max: +Math.max(0, loopDelay.max / 1e6 - LOOP_RESOLUTION_MS).toFixed(2),
+    },
     /** The host is shared: a load average above its cores means other work competed for the CPU. */
     host: { cores: cpus().length, loadAverage1m: { before: loadBefore, after: +loadavg()[0]!.toFixed(2) } },
     coordinator: {
       cpuPercentOfCore: +cpuPct.toFixed(1),
-      rssMiB: { idle: idle ? +(idle.rssKiB / 1024).toFixed(1) : null, afterConnect: afterConnect ? +(afterConnect.rssKiB / 1024).toFixed(1) : null, max: +Math.max(...rss).toFixed(1), avg: +(rss.reduce((x, y) => x + y, 0) / rss.length).toFixed(1) },
+      rssMiB: {
+        idle: idle ? +(idle.rssKiB / 1024).toFixed(1) : null,
+        afterConnect: afterConnect ? +(afterConnect.rssKiB / 1024).toFixed(1) : null,
+        max: +Math.max(...rss).toFixed(1),
+        avg: +(rss.reduce((x, y) => x + y, 0) / rss.length).toFixed(1),
+      },
     },
     target: { p99Ms: TARGET_P99_MS, met: pct(0.99) <= TARGET_P99_MS && unacked === 0 && closedEarly === 0 },
   };
   mkdirSync(join(ROOT, "bench", "reports"), { recursive: true });
-  writeFileSync(join(ROOT, "bench", "reports", "hub-fanin.json"), JSON.stringify(report, null, 2) + "\n");
+  writeFileSync(join(ROOT, "bench", "reports", "hub-fanin.json"), `${JSON.stringify(report, null, 2)}\n`);
   const rows: Array<[string, string, string]> = [
     ["agent sessions", `${report.connected ?? "?"} / ${agents}`, `connected in ${connectSeconds.toFixed(1)} s`],
     ["heartbeats", `${report.heartbeatsPerSecond}/s`, `every ${heartbeatMs} ms per agent`],
@@ -285,7 +349,11 @@ try {
     ["client loop delay p99", `${report.clientEventLoopDelayMs.p99} ms`, "included above"],
     ["coordinator CPU", `${report.coordinator.cpuPercentOfCore}% of a core`, ""],
     ["coordinator RSS", `${report.coordinator.rssMiB.max} MiB max`, `idle ${report.coordinator.rssMiB.idle} MiB`],
-    ["measured", `${report.seconds} s`, `host load ${report.host.loadAverage1m.before} -> ${report.host.loadAverage1m.after} on ${report.host.cores} cores`],
+    [
+      "measured",
+      `${report.seconds} s`,
+      `host load ${report.host.loadAverage1m.before} -> ${report.host.loadAverage1m.after} on ${report.host.cores} cores`,
+    ],
   ];
   console.log(`coordinator fan-in: ${agents} agents, heartbeat every ${heartbeatMs} ms`);
   for (const [a, b, c] of rows) console.log(`${a.padEnd(24)} ${b.padEnd(22)} ${c}`);

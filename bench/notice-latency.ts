@@ -26,7 +26,13 @@ import { parseSpec } from "../shared/spec.js";
 import { ensureAgentBundle, inProcessCoordinator, startEnv, until, ROOT, type Env } from "../test/coordinator/harness.js";
 import type { Coordinator } from "../coordinator/service.js";
 
-const { values } = parseArgs({ options: { count: { type: "string", default: "16" }, profile: { type: "string", default: "realistic" }, "gap-ms": { type: "string", default: "250" } } });
+const { values } = parseArgs({
+  options: {
+    count: { type: "string", default: "16" },
+    profile: { type: "string", default: "realistic" },
+    "gap-ms": { type: "string", default: "250" },
+  },
+});
 const count = Number(values.count);
 const gapMs = Number(values["gap-ms"]);
 const profile = values.profile === "instant" ? "instant" : values.profile === "realistic" ? "realistic" : null;
@@ -59,7 +65,11 @@ try {
   const e = env;
   const names = Array.from({ length: count }, (_, i) => `notice-${i}`);
   // No volumes, no root lineage, no workload: the notice path is what is measured.
-  const created = await Promise.all(names.map(async (n) => c.engine.wait((await c.views.createInstance(parseSpec(e.spec(n, { root: false, volumes: 0, workload: false })))).workflowId)));
+  const created = await Promise.all(
+    names.map(async (n) =>
+      c.engine.wait((await c.views.createInstance(parseSpec(e.spec(n, { root: false, volumes: 0, workload: false })))).workflowId),
+    ),
+  );
   const bad = created.find((w) => w.status !== "succeeded");
   if (bad) throw new Error(`create failed: ${bad.error}`);
   const setupSeconds = (Date.now() - t0) / 1000;
@@ -67,14 +77,26 @@ try {
   await until("every agent connected", () => names.every((n) => c.hub.isConnected(c.views.getInstance(n)!.instanceId!)), 60_000);
   await new Promise((r) => setTimeout(r, 2 * POLL_MS));
 
-  const samples: Array<{ name: string; instanceId: string; controlCallMs: number; latencyMs: number | null; fromCallStartMs: number | null }> = [];
+  const samples: Array<{
+    name: string;
+    instanceId: string;
+    controlCallMs: number;
+    latencyMs: number | null;
+    fromCallStartMs: number | null;
+  }> = [];
   const waits: Array<Promise<void>> = [];
   for (const name of names) {
     const instanceId = c.views.getInstance(name)!.instanceId!;
     const before = Date.now();
     await e.control("POST", `instances/${instanceId}/interrupt`, { action: "terminate", noticeSeconds: 120 });
     const visible = Date.now();
-    const sample = { name, instanceId, controlCallMs: visible - before, latencyMs: null as number | null, fromCallStartMs: null as number | null };
+    const sample = {
+      name,
+      instanceId,
+      controlCallMs: visible - before,
+      latencyMs: null as number | null,
+      fromCallStartMs: null as number | null,
+    };
     samples.push(sample);
     waits.push(
       until(`the notice of ${instanceId}`, () => c.store.latestAgentReport(instanceId, "notice"), 15_000, 5)
@@ -88,11 +110,24 @@ try {
   }
   await Promise.all(waits);
 
-  const got = samples.map((s) => s.latencyMs).filter((x): x is number => x !== null).sort((a, b) => a - b);
+  const got = samples
+    .map((s) => s.latencyMs)
+    .filter((x): x is number => x !== null)
+    .sort((a, b) => a - b);
   // Nearest-rank percentile: with few samples p99 is the maximum, which is the honest reading.
   const pct = (p: number) => (got.length ? got[Math.min(got.length - 1, Math.ceil(p * got.length) - 1)]! : NaN);
-  const fromStart = samples.map((s) => s.fromCallStartMs).filter((x): x is number => x !== null).sort((a, b) => a - b);
-  const stats = { min: got[0] ?? NaN, p50: pct(0.5), p90: pct(0.9), p99: pct(0.99), max: got.at(-1) ?? NaN, mean: got.length ? Math.round(got.reduce((a, b) => a + b, 0) / got.length) : NaN };
+  const fromStart = samples
+    .map((s) => s.fromCallStartMs)
+    .filter((x): x is number => x !== null)
+    .sort((a, b) => a - b);
+  const stats = {
+    min: got[0] ?? NaN,
+    p50: pct(0.5),
+    p90: pct(0.9),
+    p99: pct(0.99),
+    max: got.at(-1) ?? NaN,
+    mean: got.length ? Math.round(got.reduce((a, b) => a + b, 0) / got.length) : NaN,
+  };
   const report = {
     at: new Date().toISOString(),
     node: process.version,
@@ -107,9 +142,15 @@ try {
     /** With a poll every POLL_MS, latency ~ U(0, POLL_MS) + overhead; overhead >= min. */
     pollBound: { expectedMaxMs: POLL_MS, aboveThePollBoundMs: Math.max(0, stats.max - POLL_MS) },
     /** The notice became visible somewhere inside the control call: latencyMs may undercount by up to its duration. */
-    controlCallMs: { p50: [...samples].map((s) => s.controlCallMs).sort((a, b) => a - b)[Math.floor(samples.length / 2)], max: Math.max(...samples.map((s) => s.controlCallMs)) },
+    controlCallMs: {
+      p50: [...samples].map((s) => s.controlCallMs).sort((a, b) => a - b)[Math.floor(samples.length / 2)],
+      max: Math.max(...samples.map((s) => s.controlCallMs)),
+    },
     /** Upper bound: measured from the start of the control call instead of its return. */
-    fromCallStartMs: { p99: fromStart[Math.min(fromStart.length - 1, Math.ceil(0.99 * fromStart.length) - 1)] ?? NaN, max: fromStart.at(-1) ?? NaN },
+    fromCallStartMs: {
+      p99: fromStart[Math.min(fromStart.length - 1, Math.ceil(0.99 * fromStart.length) - 1)] ?? NaN,
+      max: fromStart.at(-1) ?? NaN,
+    },
     target: { p99Ms: TARGET_P99_MS, met: stats.p99 <= TARGET_P99_MS && got.length === count },
     setupSeconds,
     /** The host is shared: a load average above its cores means other work competed for the CPU. */
@@ -117,7 +158,7 @@ try {
     samples,
   };
   mkdirSync(join(ROOT, "bench", "reports"), { recursive: true });
-  writeFileSync(join(ROOT, "bench", "reports", "notice-latency.json"), JSON.stringify(report, null, 2) + "\n");
+  writeFileSync(join(ROOT, "bench", "reports", "notice-latency.json"), `${JSON.stringify(report, null, 2)}\n`);
   const rows: Array<[string, string, string]> = [
     ["notices received", `${got.length} / ${count}`, "all"],
     ["latency min", `${stats.min} ms`, ""],
@@ -132,7 +173,9 @@ try {
   console.log(`notice in IMDS -> coordinator: ${count} instances, ${profile} profile, process runtime, time scale ${TIME_SCALE}`);
   for (const [a, b, t] of rows) console.log(`${a.padEnd(26)} ${b.padEnd(16)} ${t}`);
   console.log(`host load average ${report.host.loadAverage1m} on ${report.host.cores} cores`);
-  console.log(`the agent's ${POLL_MS} ms IMDS poll bounds the latency (about uniform over 0..${POLL_MS} ms, plus delivery); p99 ${report.target.met ? "meets" : "MISSES"} the ${TARGET_P99_MS} ms target`);
+  console.log(
+    `the agent's ${POLL_MS} ms IMDS poll bounds the latency (about uniform over 0..${POLL_MS} ms, plus delivery); p99 ${report.target.met ? "meets" : "MISSES"} the ${TARGET_P99_MS} ms target`,
+  );
   if (report.missed.length) console.log(`MISSED: ${report.missed.join(", ")}`);
   console.log("report: bench/reports/notice-latency.json");
 } finally {

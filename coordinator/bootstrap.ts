@@ -12,11 +12,14 @@ export const USER_DATA_LIMIT = 16 * 1024;
 export function renderUserData(o: { publicUrl: string; userUserData: string; timeScale: number }): string {
   const base = o.publicUrl.replace(/\/+$/, "");
   const text = renderBootstrap({
-    coordinatorUrl: base.replace(/^http/, "ws") + "/agent/v1/ws",
-    agentUrl: base + "/agent/v1/agent.js",
+    coordinatorUrl: `${base.replace(/^http/, "ws")}/agent/v1/ws`,
+    agentUrl: `${base}/agent/v1/agent.js`,
     userUserData: o.userUserData,
     timeScale: o.timeScale,
   });
-  if (Buffer.byteLength(text) > USER_DATA_LIMIT) throw new Error(`launch.userData: with spotkeep's bootstrap the user-data is ${Buffer.byteLength(text)} bytes, over EC2's ${USER_DATA_LIMIT}`);
+  if (Buffer.byteLength(text) > USER_DATA_LIMIT)
+    throw new Error(
+      `launch.userData: with spotkeep's bootstrap the user-data is ${Buffer.byteLength(text)} bytes, over EC2's ${USER_DATA_LIMIT}`,
+    );
   return text;
 }

@@ -15,7 +15,10 @@ export const CoordinatorConfig = z
   .object({
     listen: hostPort.default("127.0.0.1:7400"),
     dataDir: z.string().min(1, { message: "must not be empty" }).default("./spotkeep-data"),
-    region: z.string().regex(/^[a-z]{2}(-gov)?-[a-z]+-\d$/, { message: "is not an AWS region (such as us-east-1)" }).default("us-east-1"),
+    region: z
+      .string()
+      .regex(/^[a-z]{2}(-gov)?-[a-z]+-\d$/, { message: "is not an AWS region (such as us-east-1)" })
+      .default("us-east-1"),
     /** EC2 endpoint override, e.g. localcloud's http://127.0.0.1:4566. */
     ec2Endpoint: url.optional(),
     /** PEM text or a path to the certificate that signs instance identity documents. */
@@ -50,11 +53,14 @@ export function parseConfig(input: unknown, source = "config"): CoordinatorConfi
     try {
       data = YAML.parse(input);
     } catch (err) {
-      throw new ValidationError([{ path: source, reason: `is not valid JSON or YAML: ${(err as Error).message.split("\n")[0]}` }], { cause: err });
+      throw new ValidationError([{ path: source, reason: `is not valid JSON or YAML: ${(err as Error).message.split("\n")[0]}` }], {
+        cause: err,
+      });
     }
   }
   if (data === null || data === undefined) data = {};
-  if (typeof data !== "object" || Array.isArray(data)) throw new ValidationError([{ path: source, reason: "must be a mapping of settings" }]);
+  if (typeof data !== "object" || Array.isArray(data))
+    throw new ValidationError([{ path: source, reason: "must be a mapping of settings" }]);
   const parsed = CoordinatorConfig.safeParse(data);
   if (!parsed.success) throw zodToValidationError(parsed.error);
   return parsed.data;

@@ -11,18 +11,77 @@ export class Metrics {
 
   private instanceSource: (() => Record<string, number>) | undefined;
   readonly instances: Gauge<"state">;
-  readonly interruptions = new Counter({ name: "spotkeep_interruptions_total", help: "Notices received, by kind (spot-interruption, rebalance, scheduled-event, lost)", labelNames: ["kind"] as const, registers: [this.registry] });
-  readonly replacements = new Counter({ name: "spotkeep_replacements_total", help: "Finished replacement workflows by outcome", labelNames: ["outcome"] as const, registers: [this.registry] });
-  readonly workflows = new Counter({ name: "spotkeep_workflows_total", help: "Finished workflows by kind and outcome", labelNames: ["kind", "outcome"] as const, registers: [this.registry] });
-  readonly workflowsRunning = new Gauge({ name: "spotkeep_workflows_running", help: "Workflows currently running", registers: [this.registry] });
-  readonly downtime = new Histogram({ name: "spotkeep_downtime_seconds", help: "Downtime per replacement (quiesce start to workload serving), model seconds", buckets: DURATION_BUCKETS, registers: [this.registry] });
-  readonly recovery = new Histogram({ name: "spotkeep_recovery_seconds", help: "Recovery time per replacement (notice to ready), model seconds", buckets: DURATION_BUCKETS, registers: [this.registry] });
-  readonly stepDuration = new Histogram({ name: "spotkeep_step_duration_seconds", help: "Workflow step durations, model seconds", labelNames: ["step"] as const, buckets: DURATION_BUCKETS, registers: [this.registry] });
-  readonly ec2Calls = new Counter({ name: "spotkeep_ec2_api_calls_total", help: "EC2 API calls by action", labelNames: ["action"] as const, registers: [this.registry] });
-  readonly ec2Errors = new Counter({ name: "spotkeep_ec2_api_errors_total", help: "EC2 API errors by action and error code", labelNames: ["action", "code"] as const, registers: [this.registry] });
-  readonly ec2Throttles = new Counter({ name: "spotkeep_ec2_api_throttles_total", help: "EC2 RequestLimitExceeded answers by action", labelNames: ["action"] as const, registers: [this.registry] });
-  readonly agentsConnected = new Gauge({ name: "spotkeep_agents_connected", help: "Agents with an open WebSocket session", registers: [this.registry] });
-  readonly agentRejections = new Counter({ name: "spotkeep_agent_rejections_total", help: "Agent sessions refused or closed, by reason", labelNames: ["reason"] as const, registers: [this.registry] });
+  readonly interruptions = new Counter({
+    name: "spotkeep_interruptions_total",
+    help: "Notices received, by kind (spot-interruption, rebalance, scheduled-event, lost)",
+    labelNames: ["kind"] as const,
+    registers: [this.registry],
+  });
+  readonly replacements = new Counter({
+    name: "spotkeep_replacements_total",
+    help: "Finished replacement workflows by outcome",
+    labelNames: ["outcome"] as const,
+    registers: [this.registry],
+  });
+  readonly workflows = new Counter({
+    name: "spotkeep_workflows_total",
+    help: "Finished workflows by kind and outcome",
+    labelNames: ["kind", "outcome"] as const,
+    registers: [this.registry],
+  });
+  readonly workflowsRunning = new Gauge({
+    name: "spotkeep_workflows_running",
+    help: "Workflows currently running",
+    registers: [this.registry],
+  });
+  readonly downtime = new Histogram({
+    name: "spotkeep_downtime_seconds",
+    help: "Downtime per replacement (quiesce start to workload serving), model seconds",
+    buckets: DURATION_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly recovery = new Histogram({
+    name: "spotkeep_recovery_seconds",
+    help: "Recovery time per replacement (notice to ready), model seconds",
+    buckets: DURATION_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly stepDuration = new Histogram({
+    name: "spotkeep_step_duration_seconds",
+    help: "Workflow step durations, model seconds",
+    labelNames: ["step"] as const,
+    buckets: DURATION_BUCKETS,
+    registers: [this.registry],
+  });
+  readonly ec2Calls = new Counter({
+    name: "spotkeep_ec2_api_calls_total",
+    help: "EC2 API calls by action",
+    labelNames: ["action"] as const,
+    registers: [this.registry],
+  });
+  readonly ec2Errors = new Counter({
+    name: "spotkeep_ec2_api_errors_total",
+    help: "EC2 API errors by action and error code",
+    labelNames: ["action", "code"] as const,
+    registers: [this.registry],
+  });
+  readonly ec2Throttles = new Counter({
+    name: "spotkeep_ec2_api_throttles_total",
+    help: "EC2 RequestLimitExceeded answers by action",
+    labelNames: ["action"] as const,
+    registers: [this.registry],
+  });
+  readonly agentsConnected = new Gauge({
+    name: "spotkeep_agents_connected",
+    help: "Agents with an open WebSocket session",
+    registers: [this.registry],
+  });
+  readonly agentRejections = new Counter({
+    name: "spotkeep_agent_rejections_total",
+    help: "Agent sessions refused or closed, by reason",
+    labelNames: ["reason"] as const,
+    registers: [this.registry],
+  });
 
   constructor(opts: { defaultMetrics?: boolean; instanceStates?: () => Record<string, number> } = {}) {
     const self = this;
@@ -56,7 +115,11 @@ export class Metrics {
   }
 
   /** Record a finished workflow; replacements also feed the downtime/recovery histograms. */
-  recordWorkflow(kind: string, outcome: string, timings: { downtimeSeconds?: number | null; recoverySeconds?: number | null; steps?: Array<{ name: string; seconds: number }> } = {}): void {
+  recordWorkflow(
+    kind: string,
+    outcome: string,
+    timings: { downtimeSeconds?: number | null; recoverySeconds?: number | null; steps?: Array<{ name: string; seconds: number }> } = {},
+  ): void {
     this.workflows.inc({ kind, outcome });
     if (kind.startsWith("replace") || kind === "recover") {
       this.replacements.inc({ outcome });

@@ -73,7 +73,8 @@ function delayScaledClock(timeScale: number): Clock {
 async function loadIdentityKey(config: CoordinatorConfig): Promise<KeyObject> {
   if (config.identityCertificate) return loadCertificate(config.identityCertificate);
   // localcloud serves its signing certificate beside its EC2 endpoint.
-  const control = config.localcloudControlUrl ?? (config.ec2Endpoint ? `${config.ec2Endpoint.replace(/\/+$/, "")}/_localcloud/v1` : undefined);
+  const control =
+    config.localcloudControlUrl ?? (config.ec2Endpoint ? `${config.ec2Endpoint.replace(/\/+$/, "")}/_localcloud/v1` : undefined);
   if (control) {
     const url = `${control.replace(/\/+$/, "")}/identity/certificate`;
     let lastErr: unknown;
@@ -87,9 +88,15 @@ async function loadIdentityKey(config: CoordinatorConfig): Promise<KeyObject> {
         await new Promise((r) => setTimeout(r, 250));
       }
     }
-    throw new Error(`identityCertificate: not configured, and fetching localcloud's from ${url} failed (${(lastErr as Error)?.message}); set identityCertificate to AWS's RSA certificate for the region`, { cause: lastErr });
+    throw new Error(
+      `identityCertificate: not configured, and fetching localcloud's from ${url} failed (${(lastErr as Error)?.message}); set identityCertificate to AWS's RSA certificate for the region`,
+      { cause: lastErr },
+    );
   }
-  throw new ApiFault("invalid", "identityCertificate: required (PEM text or a file path), or set localcloudControlUrl to fetch localcloud's");
+  throw new ApiFault(
+    "invalid",
+    "identityCertificate: required (PEM text or a file path), or set localcloudControlUrl to fetch localcloud's",
+  );
 }
 
 export async function startCoordinator(opts: StartOptions): Promise<Coordinator> {
@@ -104,13 +111,25 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
   const clock = delayScaledClock(config.timeScale);
   const model = scaledClock(config.timeScale);
   const store = new Store(join(dataDir, "coordinator.sqlite"), clock.now);
-  const metrics = new Metrics({ defaultMetrics: false, instanceStates: () => {
-    const out: Record<string, number> = {};
-    for (const r of store.listInstances()) out[r.state] = (out[r.state] ?? 0) + 1;
-    return out;
-  } });
+  const metrics = new Metrics({
+    defaultMetrics: false,
+    instanceStates: () => {
+      const out: Record<string, number> = {};
+      for (const r of store.listInstances()) out[r.state] = (out[r.state] ?? 0) + 1;
+      return out;
+    },
+  });
   const views = new Views(store, config.timeScale);
-  const ec2 = opts.ec2 ?? createAwsGateway({ region: config.region, endpoint: config.ec2Endpoint, clock: model, timeScale: config.timeScale, pacingHeadroom: config.apiHeadroom, observe: metrics });
+  const ec2 =
+    opts.ec2 ??
+    createAwsGateway({
+      region: config.region,
+      endpoint: config.ec2Endpoint,
+      clock: model,
+      timeScale: config.timeScale,
+      pacingHeadroom: config.apiHeadroom,
+      observe: metrics,
+    });
 
   let publicUrl = config.publicUrl ?? "";
   let hub!: AgentHub;
@@ -120,7 +139,8 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
     clock: model,
     timeScale: config.timeScale,
     sendToAgent: (instanceId, body, id) => hub.send(instanceId, body, id),
-    userData: (spec: StatefulInstanceSpec) => renderUserData({ publicUrl, userUserData: spec.launch.userData, timeScale: config.timeScale }),
+    userData: (spec: StatefulInstanceSpec) =>
+      renderUserData({ publicUrl, userUserData: spec.launch.userData, timeScale: config.timeScale }),
     pollMs: 1000,
     quiesceMarginMs: config.quiesceMarginSeconds * 1000,
     log,
@@ -144,7 +164,11 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
     onFinished: (wf, outcome) => {
       metrics.workflowsRunning.set(engine.running);
       const t = views.timeline(wf);
-      metrics.recordWorkflow(wf.kind, wf.status, { downtimeSeconds: t.downtimeSeconds, recoverySeconds: t.recoverySeconds, steps: t.steps.filter((s) => s.durationMs != null).map((s) => ({ name: s.name, seconds: s.durationMs! / 1000 })) });
+      metrics.recordWorkflow(wf.kind, wf.status, {
+        downtimeSeconds: t.downtimeSeconds,
+        recoverySeconds: t.recoverySeconds,
+        steps: t.steps.filter((s) => s.durationMs != null).map((s) => ({ name: s.name, seconds: s.durationMs! / 1000 })),
+      });
       if (!outcome.ok) {
         const later = store.runningWorkflowsFor(wf.instance).length > 0;
         // A failed snapshot leaves the instance serving; only create/replace failures mean it is down.
@@ -161,9 +185,9 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
   /** Start a replacement unless one is already running or the instance is not the live generation. */
   function startReplace(input: ReplaceInput, why: string): string | null {
     const inst = store.getInstance(input.name);
-    if (!inst || inst.state !== "running") return null;
+    if (inst?.state !== "running") return null;
     const g = store.getGeneration(input.name, inst.generation);
-    if (!g || g.status !== "live" || g.instance_id !== input.instanceId) return null;
+    if (g?.status !== "live" || g.instance_id !== input.instanceId) return null;
     // A snapshot in flight does not hold up a replacement (it will fail on its own if the instance goes).
     if (store.runningWorkflowsFor(input.name).some((w) => w.kind !== "snapshot")) return null;
     const id = engine.start("replace", input.name, { ...input, fromGeneration: inst.generation }, input.trigger);
@@ -175,7 +199,7 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
   /** Start a snapshot workflow of the live generation; null when not running or busy. */
   function startSnapshot(name: string, reason: string): string | null {
     const inst = store.getInstance(name);
-    if (!inst || inst.state !== "running") return null;
+    if (inst?.state !== "running") return null;
     const g = store.getGeneration(name, inst.generation);
     if (!g?.instance_id || g.status !== "live") return null;
     if (store.runningWorkflowsFor(name).length > 0) return null;
@@ -191,19 +215,37 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
       case "notice": {
         if (!store.recordAgentReport(session.instanceId, "notice", msg.noticeId, msg)) return;
         metrics.interruptions.inc({ kind: msg.kind });
-        store.addEvent(name, "notice", `${msg.kind}${msg.action ? ` (${msg.action})` : ""} on ${session.instanceId}${msg.deadline ? `, deadline ${msg.deadline}` : ""}`);
+        store.addEvent(
+          name,
+          "notice",
+          `${msg.kind}${msg.action ? ` (${msg.action})` : ""} on ${session.instanceId}${msg.deadline ? `, deadline ${msg.deadline}` : ""}`,
+        );
         if (msg.kind === "rebalance") {
           const spec = JSON.parse(store.getInstance(name)!.spec) as StatefulInstanceSpec;
           if (spec.onRebalance === "snapshot") startSnapshot(name, "rebalance recommendation");
           else if (spec.onRebalance === "recycle") store.addEvent(name, "rebalance", "onRebalance: recycle is not supported yet; ignoring");
         }
-        if (msg.kind === "spot-interruption") startReplace({ name, instanceId: session.instanceId, fromGeneration: session.generation, trigger: "spot-interruption", deadline: msg.deadline }, `spot interruption notice (${msg.action ?? "terminate"})`);
+        if (msg.kind === "spot-interruption")
+          startReplace(
+            {
+              name,
+              instanceId: session.instanceId,
+              fromGeneration: session.generation,
+              trigger: "spot-interruption",
+              deadline: msg.deadline,
+            },
+            `spot interruption notice (${msg.action ?? "terminate"})`,
+          );
         return;
       }
       case "quiesced":
       case "restored":
         store.recordAgentReport(session.instanceId, msg.type, msg.ref ?? "", msg);
-        store.addEvent(name, msg.type, `${session.instanceId} ${msg.type}${"clean" in msg ? ` (clean: ${msg.clean})` : ` (ok: ${msg.ok})`}`);
+        store.addEvent(
+          name,
+          msg.type,
+          `${session.instanceId} ${msg.type}${"clean" in msg ? ` (clean: ${msg.clean})` : ` (ok: ${msg.ok})`}`,
+        );
         return;
       case "ready":
         store.recordAgentReport(session.instanceId, "ready", "", msg);
@@ -229,7 +271,10 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
       const spec = JSON.parse(store.getInstance(session.statefulInstance)!.spec) as StatefulInstanceSpec;
       return {
         hooks: { preStop: spec.hooks.preStop, postRestore: spec.hooks.postRestore, timeoutSeconds: spec.hooks.timeoutSeconds },
-        mounts: store.listVolumes(session.statefulInstance).filter((v) => v.volume_id).map((v) => ({ volumeId: v.volume_id!, device: v.device, mountPoint: v.mount_point, fsType: v.fs_type })),
+        mounts: store
+          .listVolumes(session.statefulInstance)
+          .filter((v) => v.volume_id)
+          .map((v) => ({ volumeId: v.volume_id!, device: v.device, mountPoint: v.mount_point, fsType: v.fs_type })),
         pollIntervalMs: 1000,
         heartbeatMs: 5000,
       };
@@ -267,7 +312,8 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
       let wfId = "";
       store.tx(() => {
         store.insertInstance(spec.name, spec, "creating");
-        for (const v of spec.persistence.volumes) store.upsertVolume({ instance: spec.name, device: v.device, mount_point: v.mountPoint, fs_type: v.fsType });
+        for (const v of spec.persistence.volumes)
+          store.upsertVolume({ instance: spec.name, device: v.device, mount_point: v.mountPoint, fs_type: v.fsType });
         wfId = engine.start("create", spec.name, { name: spec.name }, "create");
         store.addEvent(spec.name, "created", `create requested (workflow ${wfId})`, wfId);
       });
@@ -298,7 +344,10 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
       const i = seen.get(g.instance_id!);
       if (i && i.state !== "shutting-down" && i.state !== "terminated") continue;
       // A notice may be on its way; a replacement already running is left alone by startReplace.
-      const id = startReplace({ name: g.instance, instanceId: g.instance_id!, fromGeneration: g.generation, trigger: "lost" }, `${g.instance_id} found ${i?.state ?? "missing"} without a notice${i?.stateReason ? ` (${i.stateReason})` : ""}`);
+      const id = startReplace(
+        { name: g.instance, instanceId: g.instance_id!, fromGeneration: g.generation, trigger: "lost" },
+        `${g.instance_id} found ${i?.state ?? "missing"} without a notice${i?.stateReason ? ` (${i.stateReason})` : ""}`,
+      );
       if (id) {
         metrics.interruptions.inc({ kind: "lost" });
         started.push(id);
@@ -313,7 +362,10 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
       if (inst.state !== "running") continue;
       const spec = JSON.parse(inst.spec) as StatefulInstanceSpec;
       if (!(spec.snapshots.intervalMinutes > 0) || spec.persistence.volumes.length === 0) continue;
-      const last = Math.max(store.listArtifacts(inst.name, "data-snapshot")[0]?.created_at ?? 0, store.getGeneration(inst.name, inst.generation)?.ready_at ?? 0);
+      const last = Math.max(
+        store.listArtifacts(inst.name, "data-snapshot")[0]?.created_at ?? 0,
+        store.getGeneration(inst.name, inst.generation)?.ready_at ?? 0,
+      );
       if (clock.now() - last < spec.snapshots.intervalMinutes * 60_000 * config.timeScale) continue;
       const id = startSnapshot(inst.name, `every ${spec.snapshots.intervalMinutes} min`);
       if (id) started.push(id);
@@ -342,7 +394,7 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
 
   return {
     url,
-    wsUrl: url.replace(/^http/, "ws") + "/agent/v1/ws",
+    wsUrl: `${url.replace(/^http/, "ws")}/agent/v1/ws`,
     adminToken,
     config,
     store,

@@ -68,10 +68,20 @@ async function loadRuntime(kind: "process" | "linux" | "none", stateDir: string,
   } catch (err) {
     throw new RuntimeUnavailableError(`the ${kind} runtime is not available (${modPath}): ${(err as Error).message}`, { cause: err });
   }
-  const factory = (kind === "process" ? mod.createProcessRuntime : mod.createLinuxRuntime) as ((o: { stateDir: string; clock?: Clock }) => Runtime) | undefined;
-  if (typeof factory !== "function") throw new RuntimeUnavailableError(`the ${kind} runtime module does not export ${kind === "process" ? "createProcessRuntime" : "createLinuxRuntime"}`);
+  const factory = (kind === "process" ? mod.createProcessRuntime : mod.createLinuxRuntime) as
+    | ((o: { stateDir: string; clock?: Clock }) => Runtime)
+    | undefined;
+  if (typeof factory !== "function")
+    throw new RuntimeUnavailableError(
+      `the ${kind} runtime module does not export ${kind === "process" ? "createProcessRuntime" : "createLinuxRuntime"}`,
+    );
   if (kind === "linux") {
-    const why = typeof mod.linuxRuntimeUnavailable === "function" ? (mod.linuxRuntimeUnavailable as () => string | null)() : process.getuid?.() !== 0 ? "the linux runtime needs root" : null;
+    const why =
+      typeof mod.linuxRuntimeUnavailable === "function"
+        ? (mod.linuxRuntimeUnavailable as () => string | null)()
+        : process.getuid?.() !== 0
+          ? "the linux runtime needs root"
+          : null;
     if (why) throw new RuntimeUnavailableError(why);
   }
   return factory({ stateDir, clock });
@@ -92,7 +102,13 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
   const world = new World({ clock, profile, timeScale, runtime, log: opts.log });
   const signer = await loadOrCreateSigner(stateDir);
   // IMDS tokens expire in real time (their TTL is what the client asked for, not model time).
-  const imds = await startImds({ lookup: (id) => world.imdsView(id), signer, host, clock: scaledClock(1), lookupByIp: (ip) => world.instanceIdByIp(ip) });
+  const imds = await startImds({
+    lookup: (id) => world.imdsView(id),
+    signer,
+    host,
+    clock: scaledClock(1),
+    lookupByIp: (ip) => world.instanceIdByIp(ip),
+  });
   const bindAddress = (runtime as Runtime & { imdsBindAddress?: () => string }).imdsBindAddress?.();
   // process runtime: one listener per instance on `host`; linux runtime: instances live in network
   // namespaces and reach one shared listener on the bridge, which tells them apart by source IP.
@@ -102,7 +118,15 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
   await world.seed();
   const throttle = new Throttle(clock, opts.throttle ?? profileName === "realistic");
   let endpoint = "";
-  const info = () => ({ endpoint, region: "us-east-1", profile: profile.name, timeScale, runtime: opts.runtime ?? "process", stateDir, profileTable: profile });
+  const info = () => ({
+    endpoint,
+    region: "us-east-1",
+    profile: profile.name,
+    timeScale,
+    runtime: opts.runtime ?? "process",
+    stateDir,
+    profileTable: profile,
+  });
   let http;
   try {
     http = await startHttpServer({

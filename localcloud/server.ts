@@ -10,11 +10,19 @@ export interface HttpServerHandle {
   close(): Promise<void>;
 }
 
-export async function startHttpServer(opts: { host: string; port: number; query: QueryDeps; control: ControlDeps }): Promise<HttpServerHandle> {
+export async function startHttpServer(opts: {
+  host: string;
+  port: number;
+  query: QueryDeps;
+  control: ControlDeps;
+}): Promise<HttpServerHandle> {
   const sockets = new Set<Socket>();
   const server = http.createServer((req, res) => {
     const path = (req.url ?? "/").split("?")[0]!;
-    const work = path === CONTROL_PREFIX.slice(0, -1) || path.startsWith(CONTROL_PREFIX) ? handleControl(req, res, opts.control) : handleQuery(req, res, opts.query);
+    const work =
+      path === CONTROL_PREFIX.slice(0, -1) || path.startsWith(CONTROL_PREFIX)
+        ? handleControl(req, res, opts.control)
+        : handleQuery(req, res, opts.query);
     work.catch((err: unknown) => {
       opts.query.world.log(`unhandled request error: ${(err as Error)?.stack ?? String(err)}`);
       if (!res.headersSent) res.writeHead(500).end();

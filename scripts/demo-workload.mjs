@@ -9,7 +9,9 @@ import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, wr
 import { dirname } from "node:path";
 import { parseArgs } from "node:util";
 
-const { values } = parseArgs({ options: { data: { type: "string" }, ack: { type: "string" }, pid: { type: "string" }, "interval-ms": { type: "string" } } });
+const { values } = parseArgs({
+  options: { data: { type: "string" }, ack: { type: "string" }, pid: { type: "string" }, "interval-ms": { type: "string" } },
+});
 if (!values.data || !values.ack) {
   console.error("usage: demo-workload.mjs --data FILE --ack FILE [--pid FILE] [--interval-ms N]");
   process.exit(2);
@@ -23,7 +25,10 @@ let next = 1;
 if (existsSync(values.data)) {
   // A torn last line (no newline) is not a complete record; it was never acknowledged.
   const lines = readFileSync(values.data, "utf8").split("\n").slice(0, -1);
-  const last = lines.map((l) => /^record (\d+) /.exec(l)).filter(Boolean).pop();
+  const last = lines
+    .map((l) => /^record (\d+) /.exec(l))
+    .filter(Boolean)
+    .pop();
   if (last) next = Number(last[1]) + 1;
 }
 console.log(JSON.stringify({ msg: "demo workload started", pid: process.pid, resumeAt: next }));

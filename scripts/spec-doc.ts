@@ -11,10 +11,12 @@ export const DESCRIPTIONS: Record<string, string> = {
   name: "The stateful instance's name: unique per coordinator, used in tags and the CLI.",
   region: "AWS region the instance lives in.",
   launch: "How each generation is launched.",
-  "launch.imageId": "AMI of the first generation. With `persistence.root`, later generations boot from spotkeep's own image of the root volume.",
+  "launch.imageId":
+    "AMI of the first generation. With `persistence.root`, later generations boot from spotkeep's own image of the root volume.",
   "launch.instanceTypes": "Instance types in order of preference; the next one is tried when EC2 has no capacity for the previous.",
   "launch.instanceTypes[]": "An EC2 instance type such as `m6i.large`.",
-  "launch.subnetIds": "Subnets (one AZ each) to launch in. With `dataMethod: reattach` the data volumes pin the AZ; other subnets are used only through snapshot restore.",
+  "launch.subnetIds":
+    "Subnets (one AZ each) to launch in. With `dataMethod: reattach` the data volumes pin the AZ; other subnets are used only through snapshot restore.",
   "launch.subnetIds[]": "A subnet id.",
   "launch.securityGroupIds": "Security groups of the instance (or of the ENI spotkeep creates).",
   "launch.securityGroupIds[]": "A security group id.",
@@ -30,7 +32,8 @@ export const DESCRIPTIONS: Record<string, string> = {
   "persistence.root": "Keep the root disk: snapshot it and register an AMI that the next generation boots from.",
   "persistence.volumes": "Data volumes, created at the first launch (or imported with `volumeId`).",
   "persistence.volumes[]": "One data volume.",
-  "persistence.volumes[].device": "Device name at attach (`/dev/sdf`…`/dev/sdp`, `/dev/xvdf`…). On Nitro the agent finds the volume by id, not by this name.",
+  "persistence.volumes[].device":
+    "Device name at attach (`/dev/sdf`…`/dev/sdp`, `/dev/xvdf`…). On Nitro the agent finds the volume by id, not by this name.",
   "persistence.volumes[].sizeGiB": "Size in GiB, within the volume type's range.",
   "persistence.volumes[].type": "EBS volume type.",
   "persistence.volumes[].iops": "Provisioned IOPS (gp3, io1, io2).",
@@ -38,12 +41,15 @@ export const DESCRIPTIONS: Record<string, string> = {
   "persistence.volumes[].mountPoint": "Where the agent mounts the filesystem on every generation.",
   "persistence.volumes[].fsType": "Filesystem created on a new volume and checked after an unclean stop.",
   "persistence.volumes[].volumeId": "Adopt this existing volume instead of creating one.",
-  "persistence.dataMethod": "`reattach` moves the same EBS volumes to the replacement (same AZ); `snapshot` restores new volumes from snapshots taken at quiesce (any AZ).",
+  "persistence.dataMethod":
+    "`reattach` moves the same EBS volumes to the replacement (same AZ); `snapshot` restores new volumes from snapshots taken at quiesce (any AZ).",
   "persistence.network": "How the private IP is kept.",
-  "persistence.network.privateIp": "`same-eni` keeps a dedicated network interface (and its IP) across generations; `pool` picks a free address from `ipPool`; `none` lets EC2 choose.",
+  "persistence.network.privateIp":
+    "`same-eni` keeps a dedicated network interface (and its IP) across generations; `pool` picks a free address from `ipPool`; `none` lets EC2 choose.",
   "persistence.network.ipPool": "Addresses for `privateIp: pool`.",
   "persistence.network.ipPool[]": "An IPv4 address inside one of the subnets.",
-  "persistence.network.attach": "`primary` (the ENI is the instance's eth0) or `secondary` (make-before-break: the replacement launches at the notice and only the ENI moves; the coordinator refuses it until the runbook exists).",
+  "persistence.network.attach":
+    "`primary` (the ENI is the instance's eth0) or `secondary` (make-before-break: the replacement launches at the notice and only the ENI moves; the coordinator refuses it until the runbook exists).",
   snapshots: "Continuous snapshots of the data volumes.",
   "snapshots.intervalMinutes": "Take a snapshot every N minutes (0 = off, else at least 5).",
   "snapshots.keep": "How many scheduled snapshots to keep per volume.",
@@ -52,7 +58,8 @@ export const DESCRIPTIONS: Record<string, string> = {
   "hooks.preStop": "Runs at quiesce, before sync and freeze (e.g. a fast database shutdown).",
   "hooks.postRestore": "Runs on the replacement after the volumes are mounted, before your user-data.",
   "hooks.timeoutSeconds": "Limit for each hook; a hook that times out makes the quiesce unclean.",
-  onRebalance: "What a rebalance recommendation triggers: `ignore` or a fresh `snapshot` (`recycle`, a proactive replacement, is refused by the coordinator until the runbook exists).",
+  onRebalance:
+    "What a rebalance recommendation triggers: `ignore` or a fresh `snapshot` (`recycle`, a proactive replacement, is refused by the coordinator until the runbook exists).",
 };
 
 interface JsonSchema {
@@ -81,7 +88,13 @@ interface Row {
 }
 
 function walk(schema: JsonSchema, path: string, required: boolean, rows: Row[]): void {
-  const type = schema.enum ? schema.enum.map((e) => `\`${String(e)}\``).join(" \\| ") : schema.type === "array" ? `list of ${schema.items?.type ?? "value"}` : schema.type === "object" && !schema.properties ? "map of string" : (schema.type ?? (schema.format ? "string" : "value"));
+  const type = schema.enum
+    ? schema.enum.map((e) => `\`${String(e)}\``).join(" \\| ")
+    : schema.type === "array"
+      ? `list of ${schema.items?.type ?? "value"}`
+      : schema.type === "object" && !schema.properties
+        ? "map of string"
+        : (schema.type ?? (schema.format ? "string" : "value"));
   const rules: string[] = [];
   if (schema.pattern && !schema.enum) rules.push(`pattern \`${schema.pattern}\``);
   if (schema.format) rules.push(schema.format);
@@ -90,9 +103,17 @@ function walk(schema: JsonSchema, path: string, required: boolean, rows: Row[]):
   if (schema.minItems !== undefined) rules.push(`at least ${schema.minItems}`);
   if (schema.maxItems !== undefined) rules.push(`at most ${schema.maxItems}`);
   if (schema.maxLength !== undefined) rules.push(`at most ${schema.maxLength} chars`);
-  if (path) rows.push({ path, type, required, default: schema.default === undefined ? "" : `\`${JSON.stringify(schema.default)}\``, rules: rules.join(", ") });
+  if (path)
+    rows.push({
+      path,
+      type,
+      required,
+      default: schema.default === undefined ? "" : `\`${JSON.stringify(schema.default)}\``,
+      rules: rules.join(", "),
+    });
   if (schema.type === "object" && schema.properties) {
-    for (const [key, child] of Object.entries(schema.properties)) walk(child, path ? `${path}.${key}` : key, (schema.required ?? []).includes(key), rows);
+    for (const [key, child] of Object.entries(schema.properties))
+      walk(child, path ? `${path}.${key}` : key, (schema.required ?? []).includes(key), rows);
   }
   if (schema.type === "array" && schema.items) walk(schema.items, `${path}[]`, true, rows);
 }
@@ -114,11 +135,13 @@ export function renderSpecReference(): string {
     "<!-- Generated by `npx tsx scripts/spec-doc.ts > docs/spec-reference.md` from shared/spec.ts; a test fails when they differ. -->",
     "",
     "A spec is YAML or JSON. `spotkeep create -f SPEC` checks it locally before sending it; every error names the",
-    "field (`persistence.volumes[0].device: \"/dev/foo!\" is not a valid device name …`). Unknown fields are errors.",
+    'field (`persistence.volumes[0].device: "/dev/foo!" is not a valid device name …`). Unknown fields are errors.',
     "",
     "| field | type | required | default | rules | meaning |",
     "|---|---|---|---|---|---|",
-    ...rows.map((r) => `| \`${r.path}\` | ${r.type} | ${r.required ? "yes" : ""} | ${r.default} | ${esc(r.rules)} | ${DESCRIPTIONS[r.path]} |`),
+    ...rows.map(
+      (r) => `| \`${r.path}\` | ${r.type} | ${r.required ? "yes" : ""} | ${r.default} | ${esc(r.rules)} | ${DESCRIPTIONS[r.path]} |`,
+    ),
     "",
     "Rules across fields:",
     "- `persistence.network.privateIp: pool` needs a non-empty `ipPool`; `ipPool` is only used with `pool`.",

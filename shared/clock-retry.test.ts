@@ -61,12 +61,22 @@ describe("retry policy", () => {
   it("withRetry retries until success and stops on non-retryable errors", async () => {
     let calls = 0;
     const sleeps: number[] = [];
-    const v = await withRetry(async () => {
-      if (++calls < 3) throw new Error("transient");
-      return "ok";
-    }, { policy: retryPolicy({ jitter: "none", initialMs: 10 }), sleep: async (ms) => void sleeps.push(ms) });
+    const v = await withRetry(
+      async () => {
+        if (++calls < 3) throw new Error("transient");
+        return "ok";
+      },
+      { policy: retryPolicy({ jitter: "none", initialMs: 10 }), sleep: async (ms) => void sleeps.push(ms) },
+    );
     expect(v).toBe("ok");
     expect(sleeps).toEqual([10, 20]);
-    await expect(withRetry(async () => { throw new Error("fatal"); }, { shouldRetry: () => false, sleep: async () => {} })).rejects.toThrow("fatal");
+    await expect(
+      withRetry(
+        async () => {
+          throw new Error("fatal");
+        },
+        { shouldRetry: () => false, sleep: async () => {} },
+      ),
+    ).rejects.toThrow("fatal");
   });
 });

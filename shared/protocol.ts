@@ -242,7 +242,16 @@ export const Shutdown = z.object({
 });
 
 export const AgentMessage = z.discriminatedUnion("type", [Hello, Inventory, Notice, Quiesced, Restored, Ready, Heartbeat, ErrorMsg, Ack]);
-export const CoordinatorMessage = z.discriminatedUnion("type", [Welcome, Quiesce, FreezeForSnapshot, Thaw, RestorePlan, Shutdown, ErrorMsg, Ack]);
+export const CoordinatorMessage = z.discriminatedUnion("type", [
+  Welcome,
+  Quiesce,
+  FreezeForSnapshot,
+  Thaw,
+  RestorePlan,
+  Shutdown,
+  ErrorMsg,
+  Ack,
+]);
 export const AnyMessage = z.union([AgentMessage, CoordinatorMessage]);
 
 export type AgentMessage = z.infer<typeof AgentMessage>;
@@ -252,7 +261,16 @@ export type MessageType = Message["type"];
 export type MessageOf<T extends MessageType> = Extract<Message, { type: T }>;
 
 export const AGENT_MESSAGE_TYPES = ["hello", "inventory", "notice", "quiesced", "restored", "ready", "heartbeat", "error", "ack"] as const;
-export const COORDINATOR_MESSAGE_TYPES = ["welcome", "quiesce", "freeze-for-snapshot", "thaw", "restore-plan", "shutdown", "error", "ack"] as const;
+export const COORDINATOR_MESSAGE_TYPES = [
+  "welcome",
+  "quiesce",
+  "freeze-for-snapshot",
+  "thaw",
+  "restore-plan",
+  "shutdown",
+  "error",
+  "ack",
+] as const;
 
 export type ParseResult<T> = { ok: true; message: T } | { ok: false; error: ValidationError };
 
@@ -277,7 +295,10 @@ export function parseMessage(text: string | Buffer, direction: Direction = "from
   const allowed: readonly string[] = direction === "from-agent" ? AGENT_MESSAGE_TYPES : COORDINATOR_MESSAGE_TYPES;
   if (typeof obj.type !== "string") return fail("type", "is required and must be a string");
   if (!allowed.includes(obj.type)) {
-    return fail("type", `unknown message type ${JSON.stringify(obj.type)} ${direction === "from-agent" ? "from an agent" : "from the coordinator"} (expected one of ${allowed.join(", ")})`);
+    return fail(
+      "type",
+      `unknown message type ${JSON.stringify(obj.type)} ${direction === "from-agent" ? "from an agent" : "from the coordinator"} (expected one of ${allowed.join(", ")})`,
+    );
   }
   const schema = direction === "from-agent" ? AgentMessage : CoordinatorMessage;
   const parsed = schema.safeParse(obj);
@@ -291,7 +312,8 @@ export function encodeMessage(message: Message, direction: Direction): string {
   const parsed = schema.safeParse(message);
   if (!parsed.success) throw zodToValidationError(parsed.error, message.type);
   const text = JSON.stringify(parsed.data);
-  if (Buffer.byteLength(text) > MAX_FRAME_BYTES) throw new ValidationError([{ path: "frame", reason: `exceeds the ${MAX_FRAME_BYTES}-byte limit` }]);
+  if (Buffer.byteLength(text) > MAX_FRAME_BYTES)
+    throw new ValidationError([{ path: "frame", reason: `exceeds the ${MAX_FRAME_BYTES}-byte limit` }]);
   return text;
 }
 

@@ -33,7 +33,7 @@ export function retryPolicy(p: Partial<RetryPolicy> = {}): RetryPolicy {
  */
 export function nextDelay(policy: RetryPolicy, attempt: number, random: () => number = Math.random): number | null {
   if (attempt >= policy.attempts) return null;
-  const base = Math.min(policy.maxMs, policy.initialMs * Math.pow(policy.factor, Math.max(0, attempt - 1)));
+  const base = Math.min(policy.maxMs, policy.initialMs * policy.factor ** Math.max(0, attempt - 1));
   switch (policy.jitter) {
     case "none":
       return base;
@@ -47,7 +47,12 @@ export function nextDelay(policy: RetryPolicy, attempt: number, random: () => nu
 /** Run `fn` until it succeeds, `shouldRetry` says no, or attempts run out. */
 export async function withRetry<T>(
   fn: (attempt: number) => Promise<T>,
-  opts: { policy?: RetryPolicy; shouldRetry?: (err: unknown) => boolean; sleep: (ms: number) => Promise<void>; onRetry?: (err: unknown, attempt: number, delayMs: number) => void },
+  opts: {
+    policy?: RetryPolicy;
+    shouldRetry?: (err: unknown) => boolean;
+    sleep: (ms: number) => Promise<void>;
+    onRetry?: (err: unknown, attempt: number, delayMs: number) => void;
+  },
 ): Promise<T> {
   const policy = opts.policy ?? DEFAULT_RETRY;
   for (let attempt = 1; ; attempt++) {

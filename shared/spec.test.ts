@@ -51,7 +51,13 @@ describe("spec parsing", () => {
   it("parses the full design example from YAML", () => {
     const spec = parseSpec(full);
     expect(spec.name).toBe("orders-db");
-    expect(spec.persistence.volumes[0]).toEqual({ device: "/dev/sdf", sizeGiB: 100, type: "gp3", mountPoint: "/var/lib/postgresql", fsType: "ext4" });
+    expect(spec.persistence.volumes[0]).toEqual({
+      device: "/dev/sdf",
+      sizeGiB: 100,
+      type: "gp3",
+      mountPoint: "/var/lib/postgresql",
+      fsType: "ext4",
+    });
     expect(spec.persistence.network).toEqual({ privateIp: "same-eni", ipPool: [], attach: "primary" });
     expect(spec.hooks.timeoutSeconds).toBe(60);
   });
@@ -61,7 +67,12 @@ describe("spec parsing", () => {
     expect(spec.region).toBe("us-east-1");
     expect(spec.launch.market).toEqual({ type: "spot", fallbackToOnDemand: true, revertToSpot: true });
     expect(spec.launch.securityGroupIds).toEqual([]);
-    expect(spec.persistence).toEqual({ root: false, volumes: [], dataMethod: "reattach", network: { privateIp: "same-eni", ipPool: [], attach: "primary" } });
+    expect(spec.persistence).toEqual({
+      root: false,
+      volumes: [],
+      dataMethod: "reattach",
+      network: { privateIp: "same-eni", ipPool: [], attach: "primary" },
+    });
     expect(spec.snapshots).toEqual({ intervalMinutes: 0, keep: 3, consistency: "freeze" });
     expect(spec.onRebalance).toBe("snapshot");
   });
@@ -83,27 +94,75 @@ describe("spec parsing", () => {
 
 describe("spec rejections name the path and the reason", () => {
   const cases: Array<[string, unknown, string | RegExp]> = [
-    ["bad device name", withChange((s) => (s.persistence.volumes[0].device = "/dev/foo!")), 'persistence.volumes[0].device: "/dev/foo!" is not a valid device name'],
-    ["pool without addresses", withChange((s) => (s.persistence.network = { privateIp: "pool" })), "persistence.network.ipPool: must list at least one address when privateIp is pool"],
+    [
+      "bad device name",
+      withChange((s) => (s.persistence.volumes[0].device = "/dev/foo!")),
+      'persistence.volumes[0].device: "/dev/foo!" is not a valid device name',
+    ],
+    [
+      "pool without addresses",
+      withChange((s) => (s.persistence.network = { privateIp: "pool" })),
+      "persistence.network.ipPool: must list at least one address when privateIp is pool",
+    ],
     ["missing launch", { name: "x" }, "launch: is required"],
     ["bad name", { ...minimal, name: "Orders_DB" }, /^name: "Orders_DB" must be 1-63 lowercase/],
     ["negative size", withChange((s) => (s.persistence.volumes[0].sizeGiB = -5)), "persistence.volumes[0].sizeGiB: must be positive"],
-    ["fractional size", withChange((s) => (s.persistence.volumes[0].sizeGiB = 1.5)), "persistence.volumes[0].sizeGiB: must be a whole number of GiB"],
-    ["size over the type's range", withChange((s) => (s.persistence.volumes[0] = { ...s.persistence.volumes[0], type: "st1", sizeGiB: 10 })), "persistence.volumes[0].sizeGiB: 10 is outside 125..16384 GiB for st1"],
-    ["duplicate device (sd/xvd alias)", withChange((s) => s.persistence.volumes.push({ device: "/dev/xvdf", sizeGiB: 1, mountPoint: "/b" })), 'persistence.volumes[1].device: "/dev/xvdf" is already used by persistence.volumes[0]'],
-    ["duplicate mount point", withChange((s) => s.persistence.volumes.push({ device: "/dev/sdg", sizeGiB: 1, mountPoint: "/var/lib/postgresql" })), 'persistence.volumes[1].mountPoint: "/var/lib/postgresql" is already used by persistence.volumes[0]'],
-    ["root device as data volume", withChange((s) => (s.persistence.volumes[0].device = "/dev/sda1")), /persistence\.volumes\[0\]\.device: "\/dev\/sda1" is the root device/],
-    ["relative mount point", withChange((s) => (s.persistence.volumes[0].mountPoint = "data")), "persistence.volumes[0].mountPoint: must be an absolute path"],
-    ["mount point /", withChange((s) => (s.persistence.volumes[0].mountPoint = "/")), /persistence\.volumes\[0\]\.mountPoint: cannot be \//],
+    [
+      "fractional size",
+      withChange((s) => (s.persistence.volumes[0].sizeGiB = 1.5)),
+      "persistence.volumes[0].sizeGiB: must be a whole number of GiB",
+    ],
+    [
+      "size over the type's range",
+      withChange((s) => (s.persistence.volumes[0] = { ...s.persistence.volumes[0], type: "st1", sizeGiB: 10 })),
+      "persistence.volumes[0].sizeGiB: 10 is outside 125..16384 GiB for st1",
+    ],
+    [
+      "duplicate device (sd/xvd alias)",
+      withChange((s) => s.persistence.volumes.push({ device: "/dev/xvdf", sizeGiB: 1, mountPoint: "/b" })),
+      'persistence.volumes[1].device: "/dev/xvdf" is already used by persistence.volumes[0]',
+    ],
+    [
+      "duplicate mount point",
+      withChange((s) => s.persistence.volumes.push({ device: "/dev/sdg", sizeGiB: 1, mountPoint: "/var/lib/postgresql" })),
+      'persistence.volumes[1].mountPoint: "/var/lib/postgresql" is already used by persistence.volumes[0]',
+    ],
+    [
+      "root device as data volume",
+      withChange((s) => (s.persistence.volumes[0].device = "/dev/sda1")),
+      /persistence\.volumes\[0\]\.device: "\/dev\/sda1" is the root device/,
+    ],
+    [
+      "relative mount point",
+      withChange((s) => (s.persistence.volumes[0].mountPoint = "data")),
+      "persistence.volumes[0].mountPoint: must be an absolute path",
+    ],
+    [
+      "mount point /",
+      withChange((s) => (s.persistence.volumes[0].mountPoint = "/")),
+      /persistence\.volumes\[0\]\.mountPoint: cannot be \//,
+    ],
     ["unknown dataMethod", withChange((s) => (s.persistence.dataMethod = "copy")), /^persistence\.dataMethod: /],
     ["unknown field", withChange((s) => (s.persistence.volumes[0].sise = 3)), 'persistence.volumes[0]: unknown field "sise"'],
     ["empty instance types", withChange((s) => (s.launch.instanceTypes = [])), "launch.instanceTypes: needs at least one instance type"],
     ["bad subnet id", withChange((s) => (s.launch.subnetIds = ["subnet-a"])), "launch.subnetIds[0]: is not a subnet id (subnet-…)"],
     ["bad AMI id", withChange((s) => (s.launch.imageId = "ubuntu")), "launch.imageId: is not an AMI id (ami-…)"],
-    ["bad pool address", withChange((s) => (s.persistence.network = { privateIp: "pool", ipPool: ["10.0.1.300"] })), "persistence.network.ipPool[0]: is not an IPv4 address"],
-    ["iops on gp2", withChange((s) => (s.persistence.volumes[0] = { ...s.persistence.volumes[0], type: "gp2", iops: 3000 })), "persistence.volumes[0].iops: is only valid for gp3, io1 and io2 volumes (this one is gp2)"],
+    [
+      "bad pool address",
+      withChange((s) => (s.persistence.network = { privateIp: "pool", ipPool: ["10.0.1.300"] })),
+      "persistence.network.ipPool[0]: is not an IPv4 address",
+    ],
+    [
+      "iops on gp2",
+      withChange((s) => (s.persistence.volumes[0] = { ...s.persistence.volumes[0], type: "gp2", iops: 3000 })),
+      "persistence.volumes[0].iops: is only valid for gp3, io1 and io2 volumes (this one is gp2)",
+    ],
     ["reserved tag prefix", withChange((s) => (s.launch.tags = { "aws:x": "1" })), "launch.tags.aws:x: the aws: prefix is reserved by AWS"],
-    ["snapshot interval too short", withChange((s) => (s.snapshots.intervalMinutes = 2)), "snapshots.intervalMinutes: must be 0 (off) or at least 5"],
+    [
+      "snapshot interval too short",
+      withChange((s) => (s.snapshots.intervalMinutes = 2)),
+      "snapshots.intervalMinutes: must be 0 (off) or at least 5",
+    ],
     ["wrong type for root", withChange((s) => (s.persistence.root = "yes")), /^persistence\.root: expected boolean/],
     ["not a mapping", "- a\n- b\n", "spec: must be a mapping with name, launch and persistence"],
     ["invalid YAML", "name: [unclosed", /^spec: is not valid JSON or YAML/],

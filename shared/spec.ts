@@ -29,15 +29,23 @@ const ipv4 = z.ipv4({ message: "is not an IPv4 address" });
 
 const Volume = z
   .object({
-    device: z.string().refine((d) => DEVICE_NAME_RE.test(d), { error: (iss) => `${JSON.stringify(iss.input)} is not a valid device name (use /dev/sdf…/dev/sdp or /dev/xvdf…)` }),
+    device: z.string().refine((d) => DEVICE_NAME_RE.test(d), {
+      error: (iss) => `${JSON.stringify(iss.input)} is not a valid device name (use /dev/sdf…/dev/sdp or /dev/xvdf…)`,
+    }),
     sizeGiB: z.number().int({ message: "must be a whole number of GiB" }).positive({ message: "must be positive" }),
     type: z.enum(VOLUME_TYPES).default("gp3"),
     iops: z.number().int().positive().optional(),
     throughput: z.number().int().positive().optional(),
-    mountPoint: z.string().startsWith("/", { message: "must be an absolute path" }).refine((p) => p !== "/", { message: "cannot be / (the root volume is persisted with persistence.root)" }),
+    mountPoint: z
+      .string()
+      .startsWith("/", { message: "must be an absolute path" })
+      .refine((p) => p !== "/", { message: "cannot be / (the root volume is persisted with persistence.root)" }),
     fsType: z.enum(FS_TYPES).default("ext4"),
     /** Import an existing volume instead of creating one. */
-    volumeId: z.string().regex(/^vol-[0-9a-f]{8,17}$/, { message: "is not a volume id (vol-…)" }).optional(),
+    volumeId: z
+      .string()
+      .regex(/^vol-[0-9a-f]{8,17}$/, { message: "is not a volume id (vol-…)" })
+      .optional(),
   })
   .strict();
 
@@ -46,18 +54,28 @@ const Market = z
     type: z.enum(["spot", "on-demand"]).default("spot"),
     fallbackToOnDemand: z.boolean().default(true),
     revertToSpot: z.boolean().default(true),
-    maxPrice: z.string().regex(/^\d+(\.\d+)?$/, { message: "must be a decimal price such as \"0.05\"" }).optional(),
+    maxPrice: z
+      .string()
+      .regex(/^\d+(\.\d+)?$/, { message: 'must be a decimal price such as "0.05"' })
+      .optional(),
   })
   .strict();
 
 const Launch = z
   .object({
     imageId: z.string().regex(/^ami-[0-9a-f]{8,17}$/, { message: "is not an AMI id (ami-…)" }),
-    instanceTypes: z.array(z.string().regex(/^[a-z][a-z0-9-]*\.[a-z0-9]+$/, { message: "is not an instance type (such as m6i.large)" })).min(1, { message: "needs at least one instance type" }),
-    subnetIds: z.array(z.string().regex(/^subnet-[0-9a-f]{8,17}$/, { message: "is not a subnet id (subnet-…)" })).min(1, { message: "needs at least one subnet" }),
+    instanceTypes: z
+      .array(z.string().regex(/^[a-z][a-z0-9-]*\.[a-z0-9]+$/, { message: "is not an instance type (such as m6i.large)" }))
+      .min(1, { message: "needs at least one instance type" }),
+    subnetIds: z
+      .array(z.string().regex(/^subnet-[0-9a-f]{8,17}$/, { message: "is not a subnet id (subnet-…)" }))
+      .min(1, { message: "needs at least one subnet" }),
     securityGroupIds: z.array(z.string().regex(/^sg-[0-9a-f]{8,17}$/, { message: "is not a security group id (sg-…)" })).default([]),
     iamInstanceProfile: z.string().min(1).optional(),
-    userData: z.string().max(12_000, { message: "is longer than 12000 characters (EC2 allows 16 KB after spotkeep's bootstrap)" }).default(""),
+    userData: z
+      .string()
+      .max(12_000, { message: "is longer than 12000 characters (EC2 allows 16 KB after spotkeep's bootstrap)" })
+      .default(""),
     tags: z.record(z.string().min(1).max(128), z.string().max(256)).default({}),
     market: Market.default({ type: "spot", fallbackToOnDemand: true, revertToSpot: true }),
   })
@@ -98,10 +116,18 @@ const HooksSpec = z
 
 export const StatefulInstanceSpec = z
   .object({
-    name: z.string().refine((n) => NAME_RE.test(n), { error: (iss) => `${JSON.stringify(iss.input)} must be 1-63 lowercase letters, digits or dashes, starting and ending with a letter or digit` }),
+    name: z.string().refine((n) => NAME_RE.test(n), {
+      error: (iss) =>
+        `${JSON.stringify(iss.input)} must be 1-63 lowercase letters, digits or dashes, starting and ending with a letter or digit`,
+    }),
     region: z.string().regex(REGION_RE, { message: "is not an AWS region (such as us-east-1)" }).default("us-east-1"),
     launch: Launch,
-    persistence: Persistence.default({ root: false, volumes: [], dataMethod: "reattach", network: { privateIp: "same-eni", ipPool: [], attach: "primary" } }),
+    persistence: Persistence.default({
+      root: false,
+      volumes: [],
+      dataMethod: "reattach",
+      network: { privateIp: "same-eni", ipPool: [], attach: "primary" },
+    }),
     snapshots: Snapshots.default({ intervalMinutes: 0, keep: 3, consistency: "freeze" }),
     hooks: HooksSpec.default({ timeoutSeconds: 60 }),
     onRebalance: z.enum(["ignore", "snapshot", "recycle"]).default("snapshot"),
@@ -110,28 +136,41 @@ export const StatefulInstanceSpec = z
   .superRefine((spec, ctx) => {
     const add = (path: PropertyKey[], message: string) => ctx.addIssue({ code: "custom", path, message });
     const net = spec.persistence.network;
-    if (net.privateIp === "pool" && net.ipPool.length === 0) add(["persistence", "network", "ipPool"], "must list at least one address when privateIp is pool");
-    if (net.privateIp !== "pool" && net.ipPool.length > 0) add(["persistence", "network", "ipPool"], `is only used when privateIp is pool (it is ${net.privateIp})`);
-    if (net.attach === "secondary" && net.privateIp !== "same-eni") add(["persistence", "network", "attach"], "secondary attachment needs privateIp: same-eni");
+    if (net.privateIp === "pool" && net.ipPool.length === 0)
+      add(["persistence", "network", "ipPool"], "must list at least one address when privateIp is pool");
+    if (net.privateIp !== "pool" && net.ipPool.length > 0)
+      add(["persistence", "network", "ipPool"], `is only used when privateIp is pool (it is ${net.privateIp})`);
+    if (net.attach === "secondary" && net.privateIp !== "same-eni")
+      add(["persistence", "network", "attach"], "secondary attachment needs privateIp: same-eni");
     const devices = new Map<string, number>();
     const mounts = new Map<string, number>();
     spec.persistence.volumes.forEach((v, i) => {
       const canon = canonicalDevice(v.device);
       const prevDev = devices.get(canon);
-      if (prevDev !== undefined) add(["persistence", "volumes", i, "device"], `${JSON.stringify(v.device)} is already used by persistence.volumes[${prevDev}]`);
+      if (prevDev !== undefined)
+        add(["persistence", "volumes", i, "device"], `${JSON.stringify(v.device)} is already used by persistence.volumes[${prevDev}]`);
       devices.set(canon, i);
       const prevMount = mounts.get(v.mountPoint);
-      if (prevMount !== undefined) add(["persistence", "volumes", i, "mountPoint"], `${JSON.stringify(v.mountPoint)} is already used by persistence.volumes[${prevMount}]`);
+      if (prevMount !== undefined)
+        add(
+          ["persistence", "volumes", i, "mountPoint"],
+          `${JSON.stringify(v.mountPoint)} is already used by persistence.volumes[${prevMount}]`,
+        );
       mounts.set(v.mountPoint, i);
-      if (/^\/dev\/(sda|xvda)/.test(v.device)) add(["persistence", "volumes", i, "device"], `${JSON.stringify(v.device)} is the root device; data volumes use /dev/sdf…/dev/sdp`);
+      if (/^\/dev\/(sda|xvda)/.test(v.device))
+        add(["persistence", "volumes", i, "device"], `${JSON.stringify(v.device)} is the root device; data volumes use /dev/sdf…/dev/sdp`);
       const [min, max] = SIZE_LIMITS[v.type];
-      if (v.sizeGiB < min || v.sizeGiB > max) add(["persistence", "volumes", i, "sizeGiB"], `${v.sizeGiB} is outside ${min}..${max} GiB for ${v.type}`);
-      if (v.iops !== undefined && !["gp3", "io1", "io2"].includes(v.type)) add(["persistence", "volumes", i, "iops"], `is only valid for gp3, io1 and io2 volumes (this one is ${v.type})`);
-      if (v.throughput !== undefined && v.type !== "gp3") add(["persistence", "volumes", i, "throughput"], `is only valid for gp3 volumes (this one is ${v.type})`);
+      if (v.sizeGiB < min || v.sizeGiB > max)
+        add(["persistence", "volumes", i, "sizeGiB"], `${v.sizeGiB} is outside ${min}..${max} GiB for ${v.type}`);
+      if (v.iops !== undefined && !["gp3", "io1", "io2"].includes(v.type))
+        add(["persistence", "volumes", i, "iops"], `is only valid for gp3, io1 and io2 volumes (this one is ${v.type})`);
+      if (v.throughput !== undefined && v.type !== "gp3")
+        add(["persistence", "volumes", i, "throughput"], `is only valid for gp3 volumes (this one is ${v.type})`);
     });
     const market = spec.launch.market;
     if (market.type === "on-demand" && market.maxPrice !== undefined) add(["launch", "market", "maxPrice"], "is only used with type: spot");
-    if (spec.snapshots.intervalMinutes > 0 && spec.snapshots.intervalMinutes < 5) add(["snapshots", "intervalMinutes"], "must be 0 (off) or at least 5");
+    if (spec.snapshots.intervalMinutes > 0 && spec.snapshots.intervalMinutes < 5)
+      add(["snapshots", "intervalMinutes"], "must be 0 (off) or at least 5");
     for (const key of Object.keys(spec.launch.tags)) {
       if (key.startsWith("aws:")) add(["launch", "tags", key], "the aws: prefix is reserved by AWS");
       if (key.startsWith("spotkeep:")) add(["launch", "tags", key], "the spotkeep: prefix is reserved for spotkeep's own tags");
@@ -159,7 +198,9 @@ export function parseSpec(input: string | unknown, source = "spec"): StatefulIns
       if (doc.errors.length > 0) throw doc.errors[0];
       data = doc.toJS();
     } catch (err) {
-      throw new ValidationError([{ path: source, reason: `is not valid JSON or YAML: ${(err as Error).message.split("\n")[0]}` }], { cause: err });
+      throw new ValidationError([{ path: source, reason: `is not valid JSON or YAML: ${(err as Error).message.split("\n")[0]}` }], {
+        cause: err,
+      });
     }
   }
   if (typeof data !== "object" || data === null || Array.isArray(data)) {

@@ -44,7 +44,14 @@ describe("spotkeep demo", () => {
     const lines = r.stdout.trim().split("\n");
     expect(lines).toHaveLength(1);
     const result = JSON.parse(lines[0]!);
-    expect(result).toMatchObject({ recovered: true, samePrivateIp: true, sameEni: true, sameDataVolume: true, sameRootDisk: true, lostWrites: 0 });
+    expect(result).toMatchObject({
+      recovered: true,
+      samePrivateIp: true,
+      sameEni: true,
+      sameDataVolume: true,
+      sameRootDisk: true,
+      lostWrites: 0,
+    });
     expect(result.acknowledgedWrites).toBeGreaterThan(0);
     expect(result.downtimeSeconds).toBeGreaterThan(0);
     expect(result.recoverySeconds).toBeGreaterThanOrEqual(result.downtimeSeconds);

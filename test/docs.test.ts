@@ -9,8 +9,14 @@ const root = join(import.meta.dirname, "..");
 
 describe("docs stay true to the code", () => {
   it("the coordinator's IAM policy lists exactly the EC2 actions the gateway calls", () => {
-    const policy = JSON.parse(readFileSync(join(root, "docs", "iam", "coordinator-policy.json"), "utf8")) as { Statement: Array<{ Action: string | string[] }> };
-    const ec2 = new Set(policy.Statement.flatMap((s) => (Array.isArray(s.Action) ? s.Action : [s.Action])).filter((a) => a.startsWith("ec2:")).map((a) => a.slice(4)));
+    const policy = JSON.parse(readFileSync(join(root, "docs", "iam", "coordinator-policy.json"), "utf8")) as {
+      Statement: Array<{ Action: string | string[] }>;
+    };
+    const ec2 = new Set(
+      policy.Statement.flatMap((s) => (Array.isArray(s.Action) ? s.Action : [s.Action]))
+        .filter((a) => a.startsWith("ec2:"))
+        .map((a) => a.slice(4)),
+    );
     const missing = GATEWAY_ACTIONS.filter((a) => !ec2.has(a));
     const extra = [...ec2].filter((a) => !GATEWAY_ACTIONS.includes(a));
     expect({ missing, extra }).toEqual({ missing: [], extra: [] });
@@ -19,7 +25,8 @@ describe("docs stay true to the code", () => {
     const example = readFileSync(join(root, "docs", "coordinator.example.yaml"), "utf8");
     const config = parseConfig(example, "docs/coordinator.example.yaml");
     const defaults = parseConfig({});
-    for (const key of ["maxConcurrentWorkflows", "lostCheckIntervalMs", "apiHeadroom", "quiesceMarginSeconds"] as const) expect(config[key]).toBe(defaults[key]);
+    for (const key of ["maxConcurrentWorkflows", "lostCheckIntervalMs", "apiHeadroom", "quiesceMarginSeconds"] as const)
+      expect(config[key]).toBe(defaults[key]);
   });
   it("docs/spec-reference.md is what scripts/spec-doc.ts generates from the schema", () => {
     expect(readFileSync(join(root, "docs", "spec-reference.md"), "utf8")).toBe(renderSpecReference());

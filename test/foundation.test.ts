@@ -20,7 +20,9 @@ describe("packaging", () => {
     try {
       copyFileSync(bundle, join(dir, "spotkeep-agent.js"));
       expect(execFileSync(process.execPath, ["spotkeep-agent.js", "--version"], { cwd: dir, encoding: "utf8" }).trim()).toBe(VERSION);
-      expect(execFileSync(process.execPath, ["spotkeep-agent.js", "--help"], { cwd: dir, encoding: "utf8" })).toMatch(/usage: spotkeep-agent/);
+      expect(execFileSync(process.execPath, ["spotkeep-agent.js", "--help"], { cwd: dir, encoding: "utf8" })).toMatch(
+        /usage: spotkeep-agent/,
+      );
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
@@ -31,7 +33,7 @@ describe("spotkeep CLI", () => {
   it("--help lists the subcommands", () => {
     const out = execFileSync(process.execPath, [cli, "--help"], { encoding: "utf8" });
     expect(out).toMatch(/usage: spotkeep <subcommand>/);
-    expect(out).toMatch(/\n  demo /);
+    expect(out).toMatch(/\n {2}demo /);
   });
   it("an unknown subcommand exits 2 with one line", () => {
     const r = spawnSync(process.execPath, [cli, "frobnicate"], { encoding: "utf8" });

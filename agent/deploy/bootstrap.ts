@@ -34,11 +34,18 @@ export function shQuote(s: string): string {
 export const AGENT_INSTALL_PATH = "/usr/local/lib/spotkeep/spotkeep-agent.js";
 
 export function renderBootstrap(o: BootstrapOptions): string {
-  if (!/^wss?:\/\//.test(o.coordinatorUrl)) throw new Error(`renderBootstrap: coordinatorUrl must be a ws:// or wss:// URL, got ${JSON.stringify(o.coordinatorUrl)}`);
-  if (!/^https?:\/\//.test(o.agentUrl)) throw new Error(`renderBootstrap: agentUrl must be an http(s):// URL, got ${JSON.stringify(o.agentUrl)}`);
+  if (!/^wss?:\/\//.test(o.coordinatorUrl))
+    throw new Error(`renderBootstrap: coordinatorUrl must be a ws:// or wss:// URL, got ${JSON.stringify(o.coordinatorUrl)}`);
+  if (!/^https?:\/\//.test(o.agentUrl))
+    throw new Error(`renderBootstrap: agentUrl must be an http(s):// URL, got ${JSON.stringify(o.agentUrl)}`);
   if (o.timeScale !== undefined && !(o.timeScale > 0)) throw new Error(`renderBootstrap: timeScale must be positive, got ${o.timeScale}`);
-  const env: Record<string, string> = { SPOTKEEP_COORDINATOR: o.coordinatorUrl, ...(o.timeScale !== undefined && o.timeScale !== 1 ? { SPOTKEEP_TIME_SCALE: String(o.timeScale) } : {}), ...o.env };
-  for (const k of Object.keys(env)) if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new Error(`renderBootstrap: env name ${JSON.stringify(k)} is not a shell identifier`);
+  const env: Record<string, string> = {
+    SPOTKEEP_COORDINATOR: o.coordinatorUrl,
+    ...(o.timeScale !== undefined && o.timeScale !== 1 ? { SPOTKEEP_TIME_SCALE: String(o.timeScale) } : {}),
+    ...o.env,
+  };
+  for (const k of Object.keys(env))
+    if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(k)) throw new Error(`renderBootstrap: env name ${JSON.stringify(k)} is not a shell identifier`);
   const exports = Object.entries(env)
     .map(([k, v]) => `export ${k}=${shQuote(v)}`)
     .join("\n");

@@ -143,13 +143,29 @@ export class ImdsClient implements Imds {
   async networkInterfaces(): Promise<ImdsEni[]> {
     const base = "/latest/meta-data/network/interfaces/macs/";
     const listing = await this.get(base);
-    const macs = (listing ?? "").split("\n").map((l) => l.trim().replace(/\/$/, "")).filter(Boolean);
+    const macs = (listing ?? "")
+      .split("\n")
+      .map((l) => l.trim().replace(/\/$/, ""))
+      .filter(Boolean);
     const enis = await Promise.all(
       macs.map(async (mac) => {
         const f = (p: string) => this.get(`${base}${mac}/${p}`).then((v) => v?.trim() ?? null);
-        const [interfaceId, deviceNumber, ips, subnetId] = await Promise.all([f("interface-id"), f("device-number"), f("local-ipv4s"), f("subnet-id")]);
+        const [interfaceId, deviceNumber, ips, subnetId] = await Promise.all([
+          f("interface-id"),
+          f("device-number"),
+          f("local-ipv4s"),
+          f("subnet-id"),
+        ]);
         if (!interfaceId || deviceNumber === null) return null;
-        const eni: ImdsEni = { mac, interfaceId, deviceNumber: Number(deviceNumber), privateIps: (ips ?? "").split("\n").map((s) => s.trim()).filter(Boolean) };
+        const eni: ImdsEni = {
+          mac,
+          interfaceId,
+          deviceNumber: Number(deviceNumber),
+          privateIps: (ips ?? "")
+            .split("\n")
+            .map((s) => s.trim())
+            .filter(Boolean),
+        };
         if (subnetId) eni.subnetId = subnetId;
         return eni;
       }),
@@ -159,7 +175,10 @@ export class ImdsClient implements Imds {
 
   async blockDeviceMapping(): Promise<Record<string, string>> {
     const base = "/latest/meta-data/block-device-mapping/";
-    const names = ((await this.get(base)) ?? "").split("\n").map((l) => l.trim().replace(/\/$/, "")).filter(Boolean);
+    const names = ((await this.get(base)) ?? "")
+      .split("\n")
+      .map((l) => l.trim().replace(/\/$/, ""))
+      .filter(Boolean);
     const out: Record<string, string> = {};
     await Promise.all(
       names.map(async (n) => {

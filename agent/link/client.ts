@@ -11,7 +11,15 @@
  * Hello and heartbeats are not persisted: they only make sense on the live connection.
  */
 import WebSocket from "ws";
-import { encodeMessage, MAX_FRAME_BYTES, newMessageId, parseMessage, type AgentMessage, type CoordinatorMessage, type MessageOf } from "../../shared/protocol.js";
+import {
+  encodeMessage,
+  MAX_FRAME_BYTES,
+  newMessageId,
+  parseMessage,
+  type AgentMessage,
+  type CoordinatorMessage,
+  type MessageOf,
+} from "../../shared/protocol.js";
 import { nextDelay, retryPolicy, type RetryPolicy } from "../../shared/retry.js";
 import type { Clock } from "../../shared/clock.js";
 import { errorText, type Logger } from "../log.js";
@@ -59,7 +67,14 @@ export class AgentLink {
   constructor(private readonly opts: LinkOptions) {
     this.startedAt = opts.clock.now();
     this.heartbeatMs = opts.scale(15_000);
-    this.backoff = retryPolicy({ initialMs: opts.scale(500), factor: 2, maxMs: Math.max(opts.scale(500), opts.scale(30_000)), attempts: Infinity, jitter: "full", ...opts.backoff });
+    this.backoff = retryPolicy({
+      initialMs: opts.scale(500),
+      factor: 2,
+      maxMs: Math.max(opts.scale(500), opts.scale(30_000)),
+      attempts: Infinity,
+      jitter: "full",
+      ...opts.backoff,
+    });
   }
 
   get connected(): boolean {
@@ -174,7 +189,13 @@ export class AgentLink {
       if (this.stopped) return;
       this.attempt++;
       const delay = nextDelay(this.backoff, this.attempt, this.opts.random) ?? this.backoff.maxMs;
-      this.opts.log.info("link closed; reconnecting", { code, reason: reason.toString(), attempt: this.attempt, delayMs: Math.round(delay), pending: this.opts.store.outbox.length });
+      this.opts.log.info("link closed; reconnecting", {
+        code,
+        reason: reason.toString(),
+        attempt: this.attempt,
+        delayMs: Math.round(delay),
+        pending: this.opts.store.outbox.length,
+      });
       this.cancelReconnect = this.opts.clock.setTimer(delay, () => this.connect());
     });
   }
@@ -182,7 +203,14 @@ export class AgentLink {
   private async sendHello(ws: WebSocket): Promise<void> {
     try {
       const hello = await this.opts.hello();
-      const msg = { v: 1, id: newMessageId("a"), ts: new Date().toISOString(), type: "hello", ...hello, lastSeen: this.opts.store.recentCommands() } as AgentMessage;
+      const msg = {
+        v: 1,
+        id: newMessageId("a"),
+        ts: new Date().toISOString(),
+        type: "hello",
+        ...hello,
+        lastSeen: this.opts.store.recentCommands(),
+      } as AgentMessage;
       if (this.ws === ws && ws.readyState === WebSocket.OPEN) ws.send(encodeMessage(msg, "from-agent"));
     } catch (err) {
       this.opts.log.warn("could not build hello; closing and retrying", { error: errorText(err) });
@@ -226,12 +254,18 @@ export class AgentLink {
     this.attempt = 0;
     this.cancelWelcomeWait?.();
     this.heartbeatMs = this.opts.scale(msg.config.heartbeatMs);
-    this.opts.log.info("connected to the coordinator", { statefulInstance: msg.statefulInstance, generation: msg.generation, pending: this.opts.store.outbox.length });
+    this.opts.log.info("connected to the coordinator", {
+      statefulInstance: msg.statefulInstance,
+      generation: msg.generation,
+      pending: this.opts.store.outbox.length,
+    });
     // Everything not yet acked goes again, oldest first, with its original id.
     this.resend(true);
     this.scheduleHeartbeat();
     for (const w of this.waiters.splice(0)) w();
-    void Promise.resolve(this.opts.onWelcome?.(msg)).catch((err) => this.opts.log.error("welcome handling failed", { error: errorText(err) }));
+    void Promise.resolve(this.opts.onWelcome?.(msg)).catch((err) =>
+      this.opts.log.error("welcome handling failed", { error: errorText(err) }),
+    );
   }
 
   private resend(all: boolean): void {

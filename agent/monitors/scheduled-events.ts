@@ -34,7 +34,11 @@ export class ScheduledEventsMonitor implements NoticeMonitor {
     if (!Array.isArray(events)) throw new Error("events/maintenance/scheduled: must be a JSON array");
     const active = (events as ScheduledEvent[])
       .filter((e) => e && e.State === "active")
-      .map((e, i) => ({ code: String(e.Code ?? "unknown"), eventId: String(e.EventId ?? i), notBefore: parseNoticeTime(`events/maintenance/scheduled[${i}].NotBefore`, e.NotBefore) }))
+      .map((e, i) => ({
+        code: String(e.Code ?? "unknown"),
+        eventId: String(e.EventId ?? i),
+        notBefore: parseNoticeTime(`events/maintenance/scheduled[${i}].NotBefore`, e.NotBefore),
+      }))
       .sort((a, b) => a.notBefore.localeCompare(b.notBefore) || a.eventId.localeCompare(b.eventId));
     const first = active[0];
     if (!first) return null;

@@ -27,16 +27,24 @@ export function runHook(name: string, command: string, opts: HookOptions): Promi
     };
     let child;
     try {
-      child = spawn("/bin/sh", ["-c", command], { cwd: opts.cwd, env: opts.env ?? process.env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
+      child = spawn("/bin/sh", ["-c", command], {
+        cwd: opts.cwd,
+        env: opts.env ?? process.env,
+        detached: true,
+        stdio: ["ignore", "pipe", "pipe"],
+      });
     } catch (err) {
       resolve({ name, ok: false, ms: 0, detail: `could not start hook: ${(err as Error).message}` });
       return;
     }
     let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      killGroup(child.pid, "SIGKILL");
-    }, Math.max(1, opts.timeoutMs));
+    const timer = setTimeout(
+      () => {
+        timedOut = true;
+        killGroup(child.pid, "SIGKILL");
+      },
+      Math.max(1, opts.timeoutMs),
+    );
     child.stdout?.on("data", append);
     child.stderr?.on("data", append);
     const finish = (code: number | null, signal: NodeJS.Signals | null, spawnError?: Error) => {

@@ -66,7 +66,10 @@ export class Quiescer {
     let clean = true;
     const hook = args.hooks?.preStop;
     if (hook) {
-      const budget = Math.min(this.opts.scale((args.hooks?.timeoutSeconds ?? 60) * 1000), Math.max(1, args.deadline - this.opts.clock.now()));
+      const budget = Math.min(
+        this.opts.scale((args.hooks?.timeoutSeconds ?? 60) * 1000),
+        Math.max(1, args.deadline - this.opts.clock.now()),
+      );
       const step = await runHook("preStop", hook, { timeoutMs: budget, env: this.opts.hookEnv, now: () => this.opts.clock.now() });
       steps.push(step);
       if (!step.ok) clean = false;
@@ -121,7 +124,10 @@ export class Quiescer {
     return { name: "sync", ok: r.code === 0, ms: this.ms(started), ...(r.code === 0 ? {} : { detail: r.output || `exit ${r.code}` }) };
   }
 
-  private async freezeAll(mountPoints: string[], args: { unmount: boolean; thawAt: number; steps: StepTiming[] }): Promise<FilesystemReport[]> {
+  private async freezeAll(
+    mountPoints: string[],
+    args: { unmount: boolean; thawAt: number; steps: StepTiming[] },
+  ): Promise<FilesystemReport[]> {
     const reports: FilesystemReport[] = [];
     for (const mountPoint of mountPoints) {
       const c = classifyMount(mountPoint, { rootDir: this.opts.rootDir, protectedDevs: this.opts.protectedDevs });

@@ -43,16 +43,32 @@ export async function restoreMode(cfg: AgentConfig, o: RestoreOverrides = {}): P
       process.stderr.write(`spotkeep-agent restore: no restore plan from the coordinator after ${timeout} ms\n`);
       return 1;
     }
-    log.info("restore plan received", { statefulInstance: plan.statefulInstance, generation: plan.generation, volumes: plan.volumes.length, previousClean: plan.previousClean });
+    log.info("restore plan received", {
+      statefulInstance: plan.statefulInstance,
+      generation: plan.generation,
+      volumes: plan.volumes.length,
+      previousClean: plan.previousClean,
+    });
     let report: RestoreReport;
     try {
       report = await restoreVolumes(plan, { devDir: cfg.devDir, rootDir: cfg.rootDir, clock, log, scale });
     } catch (err) {
       report = { ok: false, volumes: [], steps: [], reason: `restore crashed: ${errorText(err)}` };
     }
-    link.send({ type: "restored", ref: plan.id, ok: report.ok, volumes: report.volumes, steps: report.steps.slice(0, 64), ...(report.reason ? { reason: report.reason } : {}) });
+    link.send({
+      type: "restored",
+      ref: plan.id,
+      ok: report.ok,
+      volumes: report.volumes,
+      steps: report.steps.slice(0, 64),
+      ...(report.reason ? { reason: report.reason } : {}),
+    });
     if (!report.ok) link.send({ type: "error", code: "restore-failed", message: report.reason ?? "restore failed", ref: plan.id });
-    else writeFileSync(join(cfg.stateDir, RESTORED_MARKER), JSON.stringify({ instanceId: ctx.info.instanceId, steps: report.steps.slice(0, 63) }));
+    else
+      writeFileSync(
+        join(cfg.stateDir, RESTORED_MARKER),
+        JSON.stringify({ instanceId: ctx.info.instanceId, steps: report.steps.slice(0, 63) }),
+      );
     // Make the report reach the coordinator before user-data moves on (bounded: the outbox keeps it anyway).
     const until = clock.now() + scale(30_000);
     while (ctx.store.outbox.length > 0 && clock.now() < until) await clock.sleep(Math.max(10, scale(100)));

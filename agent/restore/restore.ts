@@ -9,7 +9,19 @@
  * directory is never replaced (that would hide data) and fails the restore.
  * Every step is idempotent: a volume already mounted (or linked) at its mount point is accepted.
  */
-import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, realpathSync, rmdirSync, statSync, symlinkSync, unlinkSync } from "node:fs";
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  realpathSync,
+  rmdirSync,
+  statSync,
+  symlinkSync,
+  unlinkSync,
+} from "node:fs";
 import { dirname } from "node:path";
 import type { Clock } from "../../shared/clock.js";
 import type { Mount, MessageOf, StepTiming } from "../../shared/protocol.js";
@@ -90,7 +102,11 @@ export async function restoreVolumes(plan: RestorePlan, deps: RestoreDeps): Prom
     }
   }
   if (plan.hooks.postRestore) {
-    const step = await runHook("postRestore", plan.hooks.postRestore, { timeoutMs: deps.scale(plan.hooks.timeoutSeconds * 1000), env: deps.hookEnv, now: () => deps.clock.now() });
+    const step = await runHook("postRestore", plan.hooks.postRestore, {
+      timeoutMs: deps.scale(plan.hooks.timeoutSeconds * 1000),
+      env: deps.hookEnv,
+      now: () => deps.clock.now(),
+    });
     steps.push(step);
     if (!step.ok) return { ok: false, volumes, steps, reason: `postRestore hook failed: ${step.detail?.split("\n")[0] ?? ""}` };
   }
@@ -104,7 +120,9 @@ async function waitForDevice(vol: Mount, timeoutMs: number, deps: RestoreDeps): 
     const dev = findVolumeDevice(deps.devDir, vol.volumeId, vol.device);
     if (dev) return dev;
     if (deps.clock.now() >= deadline) {
-      throw new RestoreError(`waiting for the device of ${vol.volumeId} (${vol.device}) in ${deps.devDir}: not there after ${timeoutMs} ms`);
+      throw new RestoreError(
+        `waiting for the device of ${vol.volumeId} (${vol.device}) in ${deps.devDir}: not there after ${timeoutMs} ms`,
+      );
     }
     await deps.clock.sleep(Math.min(pollMs, Math.max(1, deadline - deps.clock.now())));
   }
@@ -117,8 +135,14 @@ async function waitForDevice(vol: Mount, timeoutMs: number, deps: RestoreDeps): 
 async function formatIfBlank(device: string, fsType: string, volumeId: string): Promise<string> {
   const probe = await runTool(resolveBinary("blkid"), ["-p", device], 60_000);
   if (probe.code === 0) return "has a signature; not formatted";
-  if (probe.code !== 2) throw new RestoreError(`probing ${device} (${volumeId}) before formatting: blkid -p exit ${probe.code}: ${probe.output}`);
-  const args = fsType === "xfs" ? ["-q", device] : /^ext[234]$/.test(fsType) ? ["-q", "-L", volumeId.replace(/^vol-/, "").slice(0, 16), device] : [device];
+  if (probe.code !== 2)
+    throw new RestoreError(`probing ${device} (${volumeId}) before formatting: blkid -p exit ${probe.code}: ${probe.output}`);
+  const args =
+    fsType === "xfs"
+      ? ["-q", device]
+      : /^ext[234]$/.test(fsType)
+        ? ["-q", "-L", volumeId.replace(/^vol-/, "").slice(0, 16), device]
+        : [device];
   const r = await runTool(resolveBinary(`mkfs.${fsType}`), args, 30 * 60_000);
   if (r.code !== 0) throw new RestoreError(`formatting ${device} (${volumeId}) as ${fsType}: mkfs.${fsType} exit ${r.code}: ${r.output}`);
   return `formatted as ${fsType}`;
@@ -128,7 +152,8 @@ async function checkFilesystem(device: string, fsType: string, mountPoint: strin
   if (/^ext[234]$/.test(fsType)) {
     const r = await runTool(resolveBinary("e2fsck"), ["-p", device], 30 * 60_000);
     // 0 = clean, 1 = errors fixed, 2 = fixed (reboot advised for root only); 4+ = left uncorrected.
-    if (r.code === null || r.code >= 4) throw new RestoreError(`checking ${device} (${fsType}) for ${mountPoint}: e2fsck -p exit ${r.code}: ${r.output}`);
+    if (r.code === null || r.code >= 4)
+      throw new RestoreError(`checking ${device} (${fsType}) for ${mountPoint}: e2fsck -p exit ${r.code}: ${r.output}`);
     return `e2fsck -p exit ${r.code}`;
   }
   if (fsType === "xfs") {
@@ -147,13 +172,13 @@ export function mountedSource(path: string): string | null {
   } catch {
     return null;
   }
-  const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+  const unescapeOctal = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
   let source: string | null = null;
   for (const line of text.split("\n")) {
     const parts = line.split(" ");
-    if (parts.length < 10 || unescape(parts[4]!) !== path) continue;
+    if (parts.length < 10 || unescapeOctal(parts[4]!) !== path) continue;
     const sep = parts.indexOf("-");
-    source = sep > 0 ? unescape(parts[sep + 2] ?? "") : "";
+    source = sep > 0 ? unescapeOctal(parts[sep + 2] ?? "") : "";
   }
   return source; // last entry wins: the topmost mount
 }
@@ -175,7 +200,8 @@ async function mountBlock(dev: VolumeDevice, vol: Mount): Promise<void> {
   const r = await runTool(resolveBinary("mount"), ["-t", vol.fsType, dev.path, mp], 5 * 60_000);
   if (r.code !== 0) throw new RestoreError(`mounting ${dev.path} (${vol.fsType}) at ${mp}: ${r.output || `exit ${r.code}`}`);
   // Verify: the mount point is now a separate filesystem.
-  if (statSync(mp).dev === statSync(dirname(mp)).dev) throw new RestoreError(`mounting ${dev.path} at ${mp}: mount succeeded but ${mp} is not a mount point`);
+  if (statSync(mp).dev === statSync(dirname(mp)).dev)
+    throw new RestoreError(`mounting ${dev.path} at ${mp}: mount succeeded but ${mp} is not a mount point`);
 }
 
 function linkDirectory(dev: VolumeDevice, vol: Mount, rootDir: string | undefined): void {
@@ -203,6 +229,7 @@ function linkDirectory(dev: VolumeDevice, vol: Mount, rootDir: string | undefine
     throw new RestoreError(`linking ${vol.volumeId} at ${vol.mountPoint}: ${at} exists and is not a directory`);
   }
   symlinkSync(dev.real, at);
-  if (!existsSync(at) || realpathSync(at) !== dev.real) throw new RestoreError(`linking ${vol.volumeId} at ${vol.mountPoint}: link does not resolve to ${dev.real} (${readlinkSync(at)})`);
+  if (!existsSync(at) || realpathSync(at) !== dev.real)
+    throw new RestoreError(`linking ${vol.volumeId} at ${vol.mountPoint}: link does not resolve to ${dev.real} (${readlinkSync(at)})`);
   readdirSync(at); // verify the volume is readable through its mount point
 }

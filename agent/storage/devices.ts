@@ -92,7 +92,11 @@ export function findVolumeDevice(devDir: string, volumeId: string, deviceName?: 
   const r = resolve(byId!);
   if (r) return { volumeId, path: byId!, ...r };
   // A name link is only trusted when it is not another volume's by-id target.
-  const claimed = new Set(listVolumeDevices(devDir).filter((d) => d.volumeId && d.volumeId !== volumeId).map((d) => d.real));
+  const claimed = new Set(
+    listVolumeDevices(devDir)
+      .filter((d) => d.volumeId && d.volumeId !== volumeId)
+      .map((d) => d.real),
+  );
   for (const p of byName) {
     const rr = resolve(p);
     if (rr && !claimed.has(rr.real)) return { volumeId, path: p, ...rr, requestedName: deviceName };

@@ -55,7 +55,10 @@ export function createFsFreezer(): Freezer {
       const seconds = Math.max(0.05, inMs / 1000).toFixed(3);
       let pid: number | undefined;
       try {
-        const child = spawn(sh, ["-c", `sleep ${seconds}; exec "$0" -u "$1" >/dev/null 2>&1`, fsfreeze, mp], { detached: true, stdio: "ignore" });
+        const child = spawn(sh, ["-c", `sleep ${seconds}; exec "$0" -u "$1" >/dev/null 2>&1`, fsfreeze, mp], {
+          detached: true,
+          stdio: "ignore",
+        });
         child.on("error", () => {});
         child.unref();
         pid = child.pid;

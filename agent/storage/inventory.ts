@@ -27,7 +27,10 @@ type SiBlock = { name: string; type: string; fsType: string; mount: string; size
 export async function blockDevicesInfo(timeoutMs = 5000): Promise<SiBlock[]> {
   try {
     const si = (await import("systeminformation")).default;
-    const list = await Promise.race([si.blockDevices(), new Promise<never>((_, rej) => setTimeout(() => rej(new Error("timeout")), timeoutMs).unref())]);
+    const list = await Promise.race([
+      si.blockDevices(),
+      new Promise<never>((_, rej) => setTimeout(() => rej(new Error("timeout")), timeoutMs).unref()),
+    ]);
     return list as SiBlock[];
   } catch {
     return [];
@@ -81,7 +84,15 @@ export async function collectInventory(args: {
     instanceType: info.instanceType,
     availabilityZone: info.availabilityZone,
     imageId: info.imageId,
-    enis: enis.filter((e) => e.privateIps.length > 0).map((e) => ({ mac: e.mac, interfaceId: e.interfaceId, deviceNumber: e.deviceNumber, privateIps: e.privateIps, ...(e.subnetId ? { subnetId: e.subnetId } : {}) })),
+    enis: enis
+      .filter((e) => e.privateIps.length > 0)
+      .map((e) => ({
+        mac: e.mac,
+        interfaceId: e.interfaceId,
+        deviceNumber: e.deviceNumber,
+        privateIps: e.privateIps,
+        ...(e.subnetId ? { subnetId: e.subnetId } : {}),
+      })),
     devices,
   };
 }
@@ -95,7 +106,7 @@ function mountsBySource(): Map<string, { mountPoint: string; fsType: string }> {
   } catch {
     return out;
   }
-  const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+  const unescapeOctal = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
   for (const line of text.split("\n")) {
     const parts = line.split(" ");
     const sep = parts.indexOf("-");
@@ -104,11 +115,11 @@ function mountsBySource(): Map<string, { mountPoint: string; fsType: string }> {
     if (!source?.startsWith("/dev/")) continue;
     let real: string;
     try {
-      real = realpathSync(unescape(source));
+      real = realpathSync(unescapeOctal(source));
     } catch {
       continue;
     }
-    if (!out.has(real)) out.set(real, { mountPoint: unescape(parts[4]), fsType: parts[sep + 1] ?? "" });
+    if (!out.has(real)) out.set(real, { mountPoint: unescapeOctal(parts[4]), fsType: parts[sep + 1] ?? "" });
   }
   return out;
 }

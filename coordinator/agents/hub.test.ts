@@ -22,16 +22,39 @@ const rejected: string[] = [];
 const MANAGED = "i-0123456789abcdef0";
 
 function doc(instanceId = MANAGED): string {
-  return JSON.stringify({ accountId: "000000000000", availabilityZone: "us-east-1a", instanceId, instanceType: "m5.large", imageId: "ami-0123456789abcdef0", privateIp: "172.31.0.10", region: "us-east-1", pendingTime: new Date().toISOString(), version: "2017-09-30" }, null, 2);
+  return JSON.stringify(
+    {
+      accountId: "000000000000",
+      availabilityZone: "us-east-1a",
+      instanceId,
+      instanceType: "m5.large",
+      imageId: "ami-0123456789abcdef0",
+      privateIp: "172.31.0.10",
+      region: "us-east-1",
+      pendingTime: new Date().toISOString(),
+      version: "2017-09-30",
+    },
+    null,
+    2,
+  );
 }
 function hello(document: string, signature: string) {
-  return JSON.stringify({ v: 1, id: newMessageId("h"), type: "hello", identity: { document, signature }, agentVersion: "0.1.0", mode: "run" });
+  return JSON.stringify({
+    v: 1,
+    id: newMessageId("h"),
+    type: "hello",
+    identity: { document, signature },
+    agentVersion: "0.1.0",
+    mode: "run",
+  });
 }
 function connect(): Promise<{ ws: WebSocket; frames: unknown[]; closed: Promise<{ code: number; reason: string }> }> {
   const ws = new WebSocket(url);
   const frames: unknown[] = [];
   ws.on("message", (d) => frames.push(JSON.parse(d.toString())));
-  const closed = new Promise<{ code: number; reason: string }>((r) => ws.on("close", (code, reason) => r({ code, reason: reason.toString() })));
+  const closed = new Promise<{ code: number; reason: string }>((r) =>
+    ws.on("close", (code, reason) => r({ code, reason: reason.toString() })),
+  );
   return new Promise((resolve, reject) => {
     ws.once("open", () => resolve({ ws, frames, closed }));
     ws.once("error", reject);
@@ -116,7 +139,19 @@ describe("agent hub", () => {
     ["invalid JSON", "{not json"],
     ["an unknown type", JSON.stringify({ v: 1, id: "x", type: "launch-missiles" })],
     ["a wrong protocol version", JSON.stringify({ v: 9, id: "x", type: "heartbeat", seq: 1, uptimeMs: 1 })],
-    ["a notice with a bad deadline", JSON.stringify({ v: 1, id: "x", type: "notice", noticeId: "n", kind: "spot-interruption", deadline: "soon", observedAt: new Date().toISOString(), raw: "" })],
+    [
+      "a notice with a bad deadline",
+      JSON.stringify({
+        v: 1,
+        id: "x",
+        type: "notice",
+        noticeId: "n",
+        kind: "spot-interruption",
+        deadline: "soon",
+        observedAt: new Date().toISOString(),
+        raw: "",
+      }),
+    ],
   ])("closes the session on a malformed frame (%s) and hands nothing to the service", async (_what, frame) => {
     const { ws, frames } = await connect();
     const d = doc();
@@ -141,12 +176,27 @@ describe("agent hub", () => {
     const d = doc();
     ws.send(hello(d, signer.signRsaSha256(d)));
     await until(() => frames.length > 0);
-    const notice = JSON.stringify({ v: 1, id: "n-1", type: "notice", noticeId: "abc", kind: "spot-interruption", action: "terminate", deadline: new Date(Date.now() + 120_000).toISOString(), observedAt: new Date().toISOString(), raw: "{}" });
+    const notice = JSON.stringify({
+      v: 1,
+      id: "n-1",
+      type: "notice",
+      noticeId: "abc",
+      kind: "spot-interruption",
+      action: "terminate",
+      deadline: new Date(Date.now() + 120_000).toISOString(),
+      observedAt: new Date().toISOString(),
+      raw: "{}",
+    });
     ws.send(notice);
     ws.send(notice);
     await until(() => frames.filter((f) => (f as { type: string }).type === "ack").length >= 2);
     expect(received.map((r) => r.msg.type)).toEqual(["notice"]);
-    const id = hub.send(MANAGED, { type: "quiesce", reason: "spot interruption", deadline: new Date(Date.now() + 60_000).toISOString(), unmount: false });
+    const id = hub.send(MANAGED, {
+      type: "quiesce",
+      reason: "spot interruption",
+      deadline: new Date(Date.now() + 60_000).toISOString(),
+      unmount: false,
+    });
     await until(() => frames.filter((f) => (f as { id: string }).id === id).length >= 2); // resent while unacked
     ws.send(JSON.stringify({ v: 1, id: "a-1", type: "ack", ref: id }));
     await new Promise((r) => setTimeout(r, 50));

@@ -10,7 +10,14 @@ import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import type { KeyObject } from "node:crypto";
 import { WebSocketServer, type WebSocket, type RawData } from "ws";
-import { MAX_FRAME_BYTES, encodeMessage, newMessageId, parseMessage, type AgentMessage, type CoordinatorMessage } from "../../shared/protocol.js";
+import {
+  MAX_FRAME_BYTES,
+  encodeMessage,
+  newMessageId,
+  parseMessage,
+  type AgentMessage,
+  type CoordinatorMessage,
+} from "../../shared/protocol.js";
 import type { Clock } from "../../shared/clock.js";
 import { IdentityError, verifyIdentity, type IdentityDocument } from "./identity.js";
 
@@ -94,7 +101,10 @@ export class AgentHub {
    * resent until acked. Returns the message id (replies carry it as `ref`).
    */
   send(instanceId: string, body: CommandBody, id: string = newMessageId("c")): string {
-    const text = encodeMessage({ ...body, v: 1, id, ts: new Date(this.opts.clock.now()).toISOString() } as CoordinatorMessage, "from-coordinator");
+    const text = encodeMessage(
+      { ...body, v: 1, id, ts: new Date(this.opts.clock.now()).toISOString() } as CoordinatorMessage,
+      "from-coordinator",
+    );
     let q = this.pending.get(instanceId);
     if (!q) this.pending.set(instanceId, (q = new Map()));
     if (!q.has(id)) q.set(id, { id, text, sentAt: this.opts.clock.now() });
@@ -140,7 +150,10 @@ export class AgentHub {
     this.opts.onRejected?.(reason, detail);
     this.opts.log?.(`agent session closed (${reason}): ${detail}`);
     try {
-      if (code === 1008 && ws.readyState === ws.OPEN) ws.send(encodeMessage({ v: 1, id: newMessageId("e"), type: "error", code: reason, message: detail.slice(0, 1000) }, "from-coordinator"));
+      if (code === 1008 && ws.readyState === ws.OPEN)
+        ws.send(
+          encodeMessage({ v: 1, id: newMessageId("e"), type: "error", code: reason, message: detail.slice(0, 1000) }, "from-coordinator"),
+        );
     } catch {
       /* best effort */
     }
@@ -216,12 +229,33 @@ export class AgentHub {
       return null;
     }
     const now = this.opts.clock.now();
-    const session: AgentSession = { instanceId: identity.instanceId, statefulInstance: managed.statefulInstance, generation: managed.generation, mode: msg.mode, agentVersion: msg.agentVersion, identity, connectedAt: now, lastSeenAt: now };
+    const session: AgentSession = {
+      instanceId: identity.instanceId,
+      statefulInstance: managed.statefulInstance,
+      generation: managed.generation,
+      mode: msg.mode,
+      agentVersion: msg.agentVersion,
+      identity,
+      connectedAt: now,
+      lastSeenAt: now,
+    };
     const old = this.sessions.get(identity.instanceId);
     if (old && old.ws !== ws) old.ws.close(1000, "replaced by a newer session");
     this.sessions.set(identity.instanceId, { ws, session });
     this.opts.onConnectionCount?.(this.sessions.size);
-    ws.send(encodeMessage({ v: 1, id: newMessageId("w"), type: "welcome", statefulInstance: managed.statefulInstance, generation: managed.generation, config: this.opts.welcome(session) }, "from-coordinator"));
+    ws.send(
+      encodeMessage(
+        {
+          v: 1,
+          id: newMessageId("w"),
+          type: "welcome",
+          statefulInstance: managed.statefulInstance,
+          generation: managed.generation,
+          config: this.opts.welcome(session),
+        },
+        "from-coordinator",
+      ),
+    );
     const already = new Set(msg.lastSeen ?? []);
     for (const p of this.pending.get(identity.instanceId)?.values() ?? []) {
       if (already.has(p.id)) continue;

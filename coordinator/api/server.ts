@@ -107,7 +107,11 @@ async function handle(deps: ApiServerDeps, req: IncomingMessage, res: ServerResp
   const presented = auth?.startsWith("Bearer ") ? auth.slice(7).trim() : undefined;
   if (!tokenMatches(presented, deps.adminToken)) {
     res.setHeader("www-authenticate", 'Bearer realm="spotkeep"');
-    throw new HttpError(401, "unauthorized", presented ? "the bearer token is not valid" : "missing bearer token (Authorization: Bearer <token>)");
+    throw new HttpError(
+      401,
+      "unauthorized",
+      presented ? "the bearer token is not valid" : "missing bearer token (Authorization: Bearer <token>)",
+    );
   }
 
   const parts = path.split("/").slice(3).map(decodeSegment); // after "", "api", "v1"
@@ -177,7 +181,8 @@ function decodeSegment(s: string): string {
 function parseSpecBody(body: string, contentType: string | undefined): ReturnType<typeof parseSpec> {
   const type = (contentType ?? "").split(";")[0]!.trim().toLowerCase();
   const allowed = ["application/json", "application/yaml", "application/x-yaml", "text/yaml", "text/plain", ""];
-  if (!allowed.includes(type)) throw new HttpError(415, "unsupported-media-type", `send the spec as application/json or application/yaml, not ${type}`);
+  if (!allowed.includes(type))
+    throw new HttpError(415, "unsupported-media-type", `send the spec as application/json or application/yaml, not ${type}`);
   if (!body.trim()) throw new HttpError(400, "bad-request", "the request body is empty; send a stateful instance spec");
   try {
     return parseSpec(body, "body");

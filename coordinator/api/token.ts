@@ -28,7 +28,7 @@ export function loadOrCreateAdminToken(dataDir: string, configured?: string): st
   const token = randomBytes(24).toString("base64url");
   // "wx": never overwrite a token another process created between the check and the write.
   try {
-    writeFileSync(file, token + "\n", { mode: 0o600, flag: "wx" });
+    writeFileSync(file, `${token}\n`, { mode: 0o600, flag: "wx" });
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "EEXIST") return readTokenFile(file);
     throw err;

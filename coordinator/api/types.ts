@@ -11,7 +11,10 @@ import type { StatefulInstanceSpec } from "../../shared/spec.js";
 /** A domain error the API maps to an HTTP status: not-found 404, conflict 409, invalid 400. */
 export class ApiFault extends Error {
   override name = "ApiFault";
-  constructor(readonly kind: "not-found" | "conflict" | "invalid", message: string) {
+  constructor(
+    readonly kind: "not-found" | "conflict" | "invalid",
+    message: string,
+  ) {
     super(message);
   }
 }

@@ -14,20 +14,34 @@ type Options = NonNullable<ParseArgsConfig["options"]>;
 export function parseFlags<O extends Options>(argv: string[], options: O, positionals: string[] = []) {
   let parsed;
   try {
-    parsed = parseArgs({ args: argv, options: { help: { type: "boolean", short: "h" }, ...options }, allowPositionals: true, strict: true });
+    parsed = parseArgs({
+      args: argv,
+      options: { help: { type: "boolean", short: "h" }, ...options },
+      allowPositionals: true,
+      strict: true,
+    });
   } catch (err) {
-    const msg = (err as Error).message.replace(/\. To specify a positional argument.*$/s, "").replace(/^Unknown option '(.*)'$/, "unknown flag $1");
+    const msg = (err as Error).message
+      .replace(/\. To specify a positional argument.*$/s, "")
+      .replace(/^Unknown option '(.*)'$/, "unknown flag $1");
     throw new UsageError(msg);
   }
   if (parsed.positionals.length > positionals.length) {
     const extra = parsed.positionals.slice(positionals.length);
     throw new UsageError(`unexpected argument${extra.length > 1 ? "s" : ""}: ${extra.join(" ")}`);
   }
-  return { values: parsed.values as ReturnType<typeof parseArgs<{ options: O & { help: { type: "boolean" } } }>>["values"], positionals: parsed.positionals };
+  return {
+    values: parsed.values as ReturnType<typeof parseArgs<{ options: O & { help: { type: "boolean" } } }>>["values"],
+    positionals: parsed.positionals,
+  };
 }
 
 /** Parse a numeric flag, or throw a UsageError naming it. */
-export function numberFlag(name: string, value: string | undefined, opts: { min?: number; max?: number; integer?: boolean } = {}): number | undefined {
+export function numberFlag(
+  name: string,
+  value: string | undefined,
+  opts: { min?: number; max?: number; integer?: boolean } = {},
+): number | undefined {
   if (value === undefined) return undefined;
   const n = Number(value);
   if (value.trim() === "" || !Number.isFinite(n)) throw new UsageError(`--${name} must be a number, got ${JSON.stringify(value)}`);
@@ -40,6 +54,7 @@ export function numberFlag(name: string, value: string | undefined, opts: { min?
 /** Require a choice among values. */
 export function choiceFlag<T extends string>(name: string, value: string | undefined, choices: readonly T[]): T | undefined {
   if (value === undefined) return undefined;
-  if (!(choices as readonly string[]).includes(value)) throw new UsageError(`--${name} must be one of ${choices.join(", ")}, got ${JSON.stringify(value)}`);
+  if (!(choices as readonly string[]).includes(value))
+    throw new UsageError(`--${name} must be one of ${choices.join(", ")}, got ${JSON.stringify(value)}`);
   return value as T;
 }

@@ -47,7 +47,10 @@ export class ApiClient {
     let token = flags.token ?? env.SPOTKEEP_TOKEN;
     if (!token) {
       const file = join(flags["data-dir"] ?? defaultDataDir(env), TOKEN_FILE);
-      if (!existsSync(file)) throw new CliError(`no admin token: pass --token, set SPOTKEEP_TOKEN, or point --data-dir at the coordinator's data dir (${file} does not exist)`);
+      if (!existsSync(file))
+        throw new CliError(
+          `no admin token: pass --token, set SPOTKEEP_TOKEN, or point --data-dir at the coordinator's data dir (${file} does not exist)`,
+        );
       token = readTokenFile(file);
     }
     return new ApiClient(url, token);
@@ -88,13 +91,14 @@ export class ApiClient {
       throw new CliError(msg);
     }
     const parsed = schema.safeParse(data);
-    if (!parsed.success) throw new CliError(`unexpected answer from the coordinator for ${method} ${path}: ${parsed.error.issues[0]?.message}`);
+    if (!parsed.success)
+      throw new CliError(`unexpected answer from the coordinator for ${method} ${path}: ${parsed.error.issues[0]?.message}`);
     return parsed.data;
   }
 }
 
 export function printJson(value: unknown): void {
-  process.stdout.write(JSON.stringify(value, null, 2) + "\n");
+  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
 
 /** Seconds with one decimal, or "-". */

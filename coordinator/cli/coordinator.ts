@@ -22,7 +22,8 @@ quiesceMarginSeconds.`,
     let crashAfterStep: { kind: string; seq: number } | undefined;
     if (crashN) {
       const n = Number(crashN);
-      if (!Number.isInteger(n) || n < 1) throw new UsageError(`SPOTKEEP_CRASH_AFTER_STEP must be a positive integer, got ${JSON.stringify(crashN)}`);
+      if (!Number.isInteger(n) || n < 1)
+        throw new UsageError(`SPOTKEEP_CRASH_AFTER_STEP must be a positive integer, got ${JSON.stringify(crashN)}`);
       crashAfterStep = { kind: process.env.SPOTKEEP_CRASH_KIND || "replace", seq: n };
     }
     const { startCoordinator } = await import("../service.js");

@@ -55,20 +55,39 @@ write lost. Prints progress, the verification and the step timeline; --json prin
   --keep           keep the temp dir (localcloud state, coordinator database, instance logs)
 Exit status 0 only when everything verified.`,
   async run(argv) {
-    const { values } = parseFlags(argv, { json: { type: "boolean" }, "time-scale": { type: "string" }, "data-method": { type: "string" }, keep: { type: "boolean" } });
+    const { values } = parseFlags(argv, {
+      json: { type: "boolean" },
+      "time-scale": { type: "string" },
+      "data-method": { type: "string" },
+      keep: { type: "boolean" },
+    });
     const timeScale = numberFlag("time-scale", values["time-scale"], { min: 0.01, max: 1 }) ?? 0.2;
     const dataMethod = choiceFlag("data-method", values["data-method"], ["reattach", "snapshot"] as const) ?? "reattach";
     const result = await runDemo({ timeScale, dataMethod, keep: !!values.keep, json: !!values.json });
-    if (values.json) process.stdout.write(JSON.stringify(result) + "\n");
+    if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
     return verified(result) ? 0 : 1;
   },
 };
 
 export function verified(r: DemoResult): boolean {
-  return r.recovered && r.samePrivateIp && r.sameEni && r.sameDataVolume === (r.dataMethod === "reattach") && r.sameRootDisk && r.workloadResumed && r.lostWrites === 0 && r.acknowledgedWrites > 0;
+  return (
+    r.recovered &&
+    r.samePrivateIp &&
+    r.sameEni &&
+    r.sameDataVolume === (r.dataMethod === "reattach") &&
+    r.sameRootDisk &&
+    r.workloadResumed &&
+    r.lostWrites === 0 &&
+    r.acknowledgedWrites > 0
+  );
 }
 
-export async function runDemo(opts: { timeScale: number; dataMethod: "reattach" | "snapshot"; keep: boolean; json: boolean }): Promise<DemoResult> {
+export async function runDemo(opts: {
+  timeScale: number;
+  dataMethod: "reattach" | "snapshot";
+  keep: boolean;
+  json: boolean;
+}): Promise<DemoResult> {
   // Progress goes to stderr with --json so stdout carries exactly one JSON object.
   const out = opts.json ? process.stderr : process.stdout;
   const t0 = Date.now();
@@ -101,13 +120,30 @@ export async function runDemo(opts: { timeScale: number; dataMethod: "reattach" 
   process.once("SIGTERM", onSignal);
 
   try {
-    out.write(`spotkeep demo: ${NAME} through a spot interruption on localcloud (realistic profile, time scale ${opts.timeScale}: one model second takes ${opts.timeScale} s)\n\n`);
-    const lc = await startLocalCloud({ port: 0, profile: "realistic", timeScale: opts.timeScale, runtime: "process", stateDir: join(dir, "localcloud"), throttle: true, log: () => undefined });
+    out.write(
+      `spotkeep demo: ${NAME} through a spot interruption on localcloud (realistic profile, time scale ${opts.timeScale}: one model second takes ${opts.timeScale} s)\n\n`,
+    );
+    const lc = await startLocalCloud({
+      port: 0,
+      profile: "realistic",
+      timeScale: opts.timeScale,
+      runtime: "process",
+      stateDir: join(dir, "localcloud"),
+      throttle: true,
+      log: () => undefined,
+    });
     running.push(lc);
     say(`localcloud up at ${lc.endpoint} (process runtime: instances are local processes, volumes are folders)`);
 
     const coord = await startCoordinator({
-      config: { listen: "127.0.0.1:0", dataDir: join(dir, "coordinator"), ec2Endpoint: lc.endpoint, identityCertificate: lc.certificatePem, timeScale: opts.timeScale, agentBundlePath: AGENT_BUNDLE },
+      config: {
+        listen: "127.0.0.1:0",
+        dataDir: join(dir, "coordinator"),
+        ec2Endpoint: lc.endpoint,
+        identityCertificate: lc.certificatePem,
+        timeScale: opts.timeScale,
+        agentBundlePath: AGENT_BUNDLE,
+      },
     });
     running.push(coord);
     say(`coordinator up at ${coord.url} (SQLite store in ${join(dir, "coordinator")})`);
@@ -118,8 +154,19 @@ export async function runDemo(opts: { timeScale: number; dataMethod: "reattach" 
     const acks = join(dir, "acks.log");
     const spec = {
       name: NAME,
-      launch: { imageId: lc.world.baseImageId, instanceTypes: ["m6i.large", "m5.large"], subnetIds: [subnet.id], userData: workloadUserData(acks), tags: { app: "demo" } },
-      persistence: { root: true, volumes: [{ device: "/dev/sdf", sizeGiB: 1, type: "gp3", mountPoint: "/data", fsType: "ext4" }], dataMethod: opts.dataMethod, network: { privateIp: "same-eni" } },
+      launch: {
+        imageId: lc.world.baseImageId,
+        instanceTypes: ["m6i.large", "m5.large"],
+        subnetIds: [subnet.id],
+        userData: workloadUserData(acks),
+        tags: { app: "demo" },
+      },
+      persistence: {
+        root: true,
+        volumes: [{ device: "/dev/sdf", sizeGiB: 1, type: "gp3", mountPoint: "/data", fsType: "ext4" }],
+        dataMethod: opts.dataMethod,
+        network: { privateIp: "same-eni" },
+      },
       hooks: { preStop: STOP_WORKLOAD, timeoutSeconds: 30 },
     };
     say(`creating ${NAME}: root persistence, a 1 GiB data volume at /data (${opts.dataMethod}), same-ENI private IP, spot`);
@@ -128,23 +175,39 @@ export async function runDemo(opts: { timeScale: number; dataMethod: "reattach" 
     if (createWf.status !== "succeeded") throw new CliError(`creating ${NAME} failed: ${createWf.error ?? createWf.status}`);
     const before = await client.get(`/api/v1/instances/${NAME}`, InstanceDetail);
     const oldId = before.instanceId!;
-    say(`${NAME} is running on ${oldId} (${before.instanceType}, ${before.availabilityZone}, ${before.lifecycle}) at ${before.privateIp} via ${before.resources.network.eniId}, data on ${before.resources.volumes[0]?.volumeId}`);
+    say(
+      `${NAME} is running on ${oldId} (${before.instanceType}, ${before.availabilityZone}, ${before.lifecycle}) at ${before.privateIp} via ${before.resources.network.eniId}, data on ${before.resources.volumes[0]?.volumeId}`,
+    );
 
     await waitFor(() => readLines(acks).length >= 30, 120_000, "the workload to acknowledge its first records");
-    say(`the workload has acknowledged ${readLines(acks).length} fsync'd records; AWS now reclaims ${oldId} (spot interruption notice, terminate in 120 model seconds)`);
-    const res = await fetch(`${lc.controlUrl}/instances/${oldId}/interrupt`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ action: "terminate", noticeSeconds: 120 }) });
+    say(
+      `the workload has acknowledged ${readLines(acks).length} fsync'd records; AWS now reclaims ${oldId} (spot interruption notice, terminate in 120 model seconds)`,
+    );
+    const res = await fetch(`${lc.controlUrl}/instances/${oldId}/interrupt`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ action: "terminate", noticeSeconds: 120 }),
+    });
     if (!res.ok) throw new CliError(`localcloud refused the interruption: ${res.status} ${await res.text()}`);
     const noticeAt = Date.now();
 
-    const replaceId = await waitFor(async () => {
-      const ev = await client.get(`/api/v1/instances/${NAME}/events`, EventsResponse);
-      return ev.timelines.find((t) => t.kind !== "create")?.workflowId;
-    }, 60_000, "the coordinator to start the replacement");
+    const replaceId = await waitFor(
+      async () => {
+        const ev = await client.get(`/api/v1/instances/${NAME}/events`, EventsResponse);
+        return ev.timelines.find((t) => t.kind !== "create")?.workflowId;
+      },
+      60_000,
+      "the coordinator to start the replacement",
+    );
     say(`notice seen; replacement workflow ${replaceId} started ${((Date.now() - noticeAt) / 1000).toFixed(1)} s after the notice`);
     const replaceWf = await followWorkflow(client, replaceId, { timeoutMs: 600_000, quiet: false, out, intervalMs: 200 });
     const after = await client.get(`/api/v1/instances/${NAME}`, InstanceDetail);
     const newId = after.instanceId;
-    say(replaceWf.status === "succeeded" ? `${NAME} is back on ${newId} (generation ${after.generation})` : `the replacement ${replaceWf.status}: ${replaceWf.error}`);
+    say(
+      replaceWf.status === "succeeded"
+        ? `${NAME} is back on ${newId} (generation ${after.generation})`
+        : `the replacement ${replaceWf.status}: ${replaceWf.error}`,
+    );
 
     // Verify against EC2 itself, not only the coordinator's records.
     const [inst] = newId ? await ec2.describeInstances([newId]) : [];
@@ -156,7 +219,14 @@ export async function runDemo(opts: { timeScale: number; dataMethod: "reattach" 
     const records = join(root, "data", "records.log");
     let workloadResumed = false;
     if (newId && replaceWf.status === "succeeded") {
-      workloadResumed = await waitFor(() => readFileText(records).includes(` ${newId} `), 60_000, "the workload to write on the new generation").then(() => true, () => false);
+      workloadResumed = await waitFor(
+        () => readFileText(records).includes(` ${newId} `),
+        60_000,
+        "the workload to write on the new generation",
+      ).then(
+        () => true,
+        () => false,
+      );
     }
     const acked = readLines(acks).map(Number);
     const found = new Set(readLines(records).map((l) => Number(/^record (\d+) /.exec(l)?.[1] ?? NaN)));
@@ -183,7 +253,13 @@ export async function runDemo(opts: { timeScale: number; dataMethod: "reattach" 
       dataMethod: opts.dataMethod,
       realSeconds: round((Date.now() - t0) / 1000, 1),
       before: { instanceId: oldId, privateIp: before.privateIp, eniId: before.resources.network.eniId, volumeId: oldVolume },
-      after: { instanceId: newId, privateIp: inst?.privateIp ?? null, eniId: primaryEni, volumeId: newVolume, generation: after.generation },
+      after: {
+        instanceId: newId,
+        privateIp: inst?.privateIp ?? null,
+        eniId: primaryEni,
+        volumeId: newVolume,
+        generation: after.generation,
+      },
       timeline,
     };
     printReport(out, result);
@@ -205,9 +281,17 @@ function printReport(out: NodeJS.WritableStream, r: DemoResult): void {
         ["recovered", ok(r.recovered), `generation ${r.after.generation} on ${r.after.instanceId}`],
         ["same private IP", ok(r.samePrivateIp), `${r.before.privateIp} -> ${r.after.privateIp}`],
         ["same network interface", ok(r.sameEni), `${r.before.eniId} -> ${r.after.eniId}`],
-        [r.dataMethod === "reattach" ? "same data volume" : "data volume restored", ok(r.dataMethod === "reattach" ? r.sameDataVolume : !!r.after.volumeId), `${r.before.volumeId} -> ${r.after.volumeId}`],
+        [
+          r.dataMethod === "reattach" ? "same data volume" : "data volume restored",
+          ok(r.dataMethod === "reattach" ? r.sameDataVolume : !!r.after.volumeId),
+          `${r.before.volumeId} -> ${r.after.volumeId}`,
+        ],
         ["root disk kept (image)", ok(r.sameRootDisk), "marker written at first boot is on the new root"],
-        ["acknowledged writes kept", ok(r.lostWrites === 0 && r.acknowledgedWrites > 0), `${r.acknowledgedWrites - r.lostWrites} of ${r.acknowledgedWrites} acknowledged records found (${r.lostWrites} lost)`],
+        [
+          "acknowledged writes kept",
+          ok(r.lostWrites === 0 && r.acknowledgedWrites > 0),
+          `${r.acknowledgedWrites - r.lostWrites} of ${r.acknowledgedWrites} acknowledged records found (${r.lostWrites} lost)`,
+        ],
         ["workload serving again", ok(r.workloadResumed), "new records written by the replacement"],
       ],
     ),
@@ -225,8 +309,10 @@ function printReport(out: NodeJS.WritableStream, r: DemoResult): void {
       ],
     ),
   );
-  if (r.timeline) out.write("\nTIMELINE\n" + renderTimeline(r.timeline));
-  out.write(`\n${verified(r) ? "demo verified: the stateful instance survived the interruption with its IP, volume, root disk and every acknowledged write" : "demo FAILED verification (see above)"}\n`);
+  if (r.timeline) out.write(`\nTIMELINE\n${renderTimeline(r.timeline)}`);
+  out.write(
+    `\n${verified(r) ? "demo verified: the stateful instance survived the interruption with its IP, volume, root disk and every acknowledged write" : "demo FAILED verification (see above)"}\n`,
+  );
 }
 
 /** User-data of the demo instance: marks the root disk on first boot, then starts the workload. */
@@ -289,4 +375,3 @@ function round(v: number, digits: number): number {
   const f = 10 ** digits;
   return Math.round(v * f) / f;
 }
-

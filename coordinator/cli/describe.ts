@@ -40,9 +40,32 @@ interface) and every generation that served it.`,
       ),
     );
     out.push("\nDATA VOLUMES\n");
-    out.push(d.resources.volumes.length ? renderTable(["DEVICE", "MOUNT POINT", "VOLUME", "AZ", "LATEST SNAPSHOT"], d.resources.volumes.map((v) => [v.device, v.mountPoint, v.volumeId, v.availabilityZone, v.latestSnapshotId])) : "none\n");
+    out.push(
+      d.resources.volumes.length
+        ? renderTable(
+            ["DEVICE", "MOUNT POINT", "VOLUME", "AZ", "LATEST SNAPSHOT"],
+            d.resources.volumes.map((v) => [v.device, v.mountPoint, v.volumeId, v.availabilityZone, v.latestSnapshotId]),
+          )
+        : "none\n",
+    );
     out.push("\nGENERATIONS\n");
-    out.push(d.generations.length ? renderTable(["GEN", "INSTANCE", "TYPE", "AZ", "LIFECYCLE", "LAUNCHED", "ENDED", "END REASON"], d.generations.map((g) => [g.generation, g.instanceId, g.instanceType, g.availabilityZone, g.lifecycle, g.launchedAt, g.endedAt, g.endReason])) : "none yet\n");
+    out.push(
+      d.generations.length
+        ? renderTable(
+            ["GEN", "INSTANCE", "TYPE", "AZ", "LIFECYCLE", "LAUNCHED", "ENDED", "END REASON"],
+            d.generations.map((g) => [
+              g.generation,
+              g.instanceId,
+              g.instanceType,
+              g.availabilityZone,
+              g.lifecycle,
+              g.launchedAt,
+              g.endedAt,
+              g.endReason,
+            ]),
+          )
+        : "none yet\n",
+    );
     process.stdout.write(out.join(""));
     return 0;
   },

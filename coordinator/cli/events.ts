@@ -21,10 +21,15 @@ step with its start offset, duration and attempts, the critical path (*), downti
     }
     const timelines = values.all ? ev.timelines : ev.timelines.slice(-1);
     if (timelines.length === 0) process.stdout.write(`no workflows yet for ${name}\n`);
-    for (const t of timelines) process.stdout.write(renderTimeline(t) + "\n");
+    for (const t of timelines) process.stdout.write(`${renderTimeline(t)}\n`);
     if (ev.events.length) {
       process.stdout.write("EVENTS\n");
-      process.stdout.write(renderTable(["AT", "KIND", "MESSAGE"], ev.events.slice(values.all ? 0 : -20).map((e) => [e.at, e.kind, e.message])));
+      process.stdout.write(
+        renderTable(
+          ["AT", "KIND", "MESSAGE"],
+          ev.events.slice(values.all ? 0 : -20).map((e) => [e.at, e.kind, e.message]),
+        ),
+      );
     }
     return 0;
   },
@@ -45,5 +50,9 @@ export function renderTimeline(t: Timeline): string {
     s.attempts,
     s.error ?? "",
   ]);
-  return header + renderTable(["CP", "STEP", "START", "DURATION", "STATUS", "ATTEMPTS", "ERROR"], rows) + (critical.size ? `critical path: ${t.criticalPath.join(" -> ")}\n` : "");
+  return (
+    header +
+    renderTable(["CP", "STEP", "START", "DURATION", "STATUS", "ATTEMPTS", "ERROR"], rows) +
+    (critical.size ? `critical path: ${t.criticalPath.join(" -> ")}\n` : "")
+  );
 }

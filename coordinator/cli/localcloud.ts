@@ -45,7 +45,9 @@ export const command: Command = {
       throw err;
     }
     process.stdout.write(`localcloud listening on ${cloud.endpoint}\n`);
-    process.stdout.write(`  control API ${cloud.controlUrl}  state dir ${cloud.stateDir}  profile ${profile}  time scale ${timeScale}  runtime ${runtime}\n`);
+    process.stdout.write(
+      `  control API ${cloud.controlUrl}  state dir ${cloud.stateDir}  profile ${profile}  time scale ${timeScale}  runtime ${runtime}\n`,
+    );
     return await new Promise<number>((resolve) => {
       let stopping = false;
       const stop = (sig: string) => {

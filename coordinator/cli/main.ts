@@ -21,13 +21,37 @@ interface Entry {
 
 /** Every subcommand that exists. Add a line here and a file beside this one. */
 export const COMMANDS: Entry[] = [
-  { name: "coordinator", summary: "run the coordinator service (--config FILE [--data-dir DIR])", load: async () => (await import("./coordinator.js")).command },
+  {
+    name: "coordinator",
+    summary: "run the coordinator service (--config FILE [--data-dir DIR])",
+    load: async () => (await import("./coordinator.js")).command,
+  },
   { name: "status", summary: "list stateful instances (table, or --json)", load: async () => (await import("./status.js")).command },
-  { name: "describe", summary: "show one stateful instance: resources and generations", load: async () => (await import("./describe.js")).command },
-  { name: "events", summary: "show the step timeline of a stateful instance's latest workflow", load: async () => (await import("./events.js")).command },
-  { name: "create", summary: "create a stateful instance from a spec file (-f SPEC [--wait])", load: async () => (await import("./create.js")).command },
-  { name: "localcloud", summary: "run localcloud, the local EC2 + IMDS for development, tests and rehearsals", load: async () => (await import("./localcloud.js")).command },
-  { name: "demo", summary: "run a stateful instance through a spot interruption on localcloud and verify it", load: async () => (await import("./demo.js")).command },
+  {
+    name: "describe",
+    summary: "show one stateful instance: resources and generations",
+    load: async () => (await import("./describe.js")).command,
+  },
+  {
+    name: "events",
+    summary: "show the step timeline of a stateful instance's latest workflow",
+    load: async () => (await import("./events.js")).command,
+  },
+  {
+    name: "create",
+    summary: "create a stateful instance from a spec file (-f SPEC [--wait])",
+    load: async () => (await import("./create.js")).command,
+  },
+  {
+    name: "localcloud",
+    summary: "run localcloud, the local EC2 + IMDS for development, tests and rehearsals",
+    load: async () => (await import("./localcloud.js")).command,
+  },
+  {
+    name: "demo",
+    summary: "run a stateful instance through a spot interruption on localcloud and verify it",
+    load: async () => (await import("./demo.js")).command,
+  },
 ];
 
 export function helpText(): string {
@@ -57,12 +81,14 @@ export async function main(argv: string[]): Promise<number> {
   }
   const entry = COMMANDS.find((c) => c.name === name);
   if (!entry) {
-    process.stderr.write(`spotkeep: ${name.startsWith("-") ? `unknown flag ${name}` : `unknown subcommand ${JSON.stringify(name)}`} (see spotkeep --help)\n`);
+    process.stderr.write(
+      `spotkeep: ${name.startsWith("-") ? `unknown flag ${name}` : `unknown subcommand ${JSON.stringify(name)}`} (see spotkeep --help)\n`,
+    );
     return 2;
   }
   const command = await entry.load();
   if (rest.includes("--help") || rest.includes("-h")) {
-    process.stdout.write(command.usage.endsWith("\n") ? command.usage : command.usage + "\n");
+    process.stdout.write(command.usage.endsWith("\n") ? command.usage : `${command.usage}\n`);
     return 0;
   }
   try {

@@ -25,7 +25,17 @@ the downtime of its last replacement.`,
     process.stdout.write(
       renderTable(
         ["NAME", "STATE", "GEN", "INSTANCE", "TYPE", "AZ", "LIFECYCLE", "PRIVATE IP", "LAST DOWNTIME"],
-        instances.map((i) => [i.name, i.state + (i.stateReason && i.state === "failed" ? ` (${i.stateReason})` : ""), i.generation, i.instanceId, i.instanceType, i.availabilityZone, i.lifecycle, i.privateIp, secs(i.lastDowntimeSeconds)]),
+        instances.map((i) => [
+          i.name,
+          i.state + (i.stateReason && i.state === "failed" ? ` (${i.stateReason})` : ""),
+          i.generation,
+          i.instanceId,
+          i.instanceType,
+          i.availabilityZone,
+          i.lifecycle,
+          i.privateIp,
+          secs(i.lastDowntimeSeconds),
+        ]),
       ),
     );
     return 0;

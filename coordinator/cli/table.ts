@@ -2,8 +2,12 @@
 export function renderTable(headers: string[], rows: Array<Array<string | number | null | undefined>>): string {
   const cells = rows.map((r) => headers.map((_, i) => formatCell(r[i])));
   const widths = headers.map((h, i) => Math.max(h.length, ...cells.map((r) => r[i]!.length)));
-  const line = (cols: string[]) => cols.map((c, i) => (i === cols.length - 1 ? c : c.padEnd(widths[i]!))).join("  ").trimEnd();
-  return [line(headers), ...cells.map(line)].join("\n") + "\n";
+  const line = (cols: string[]) =>
+    cols
+      .map((c, i) => (i === cols.length - 1 ? c : c.padEnd(widths[i]!)))
+      .join("  ")
+      .trimEnd();
+  return `${[line(headers), ...cells.map(line)].join("\n")}\n`;
 }
 
 function formatCell(v: string | number | null | undefined): string {

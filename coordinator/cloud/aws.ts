@@ -42,7 +42,19 @@ import { Batcher } from "./batcher.js";
 import { NodeHttpHandler } from "@smithy/node-http-handler";
 import { Agent as HttpAgent } from "node:http";
 import { Agent as HttpsAgent } from "node:https";
-import { TAG, type CreateVolumeRequest, type Ec2Gateway, type EniInfo, type ImageInfo, type InstanceInfo, type LaunchRequest, type SnapshotInfo, type SubnetInfo, type Tags, type VolumeInfo } from "./gateway.js";
+import {
+  TAG,
+  type CreateVolumeRequest,
+  type Ec2Gateway,
+  type EniInfo,
+  type ImageInfo,
+  type InstanceInfo,
+  type LaunchRequest,
+  type SnapshotInfo,
+  type SubnetInfo,
+  type Tags,
+  type VolumeInfo,
+} from "./gateway.js";
 
 /** Every EC2 action this gateway calls (the documented IAM policy must grant exactly these). */
 export const GATEWAY_ACTIONS: readonly string[] = [
@@ -94,7 +106,8 @@ async function alreadyGoneIsDone(p: Promise<unknown>): Promise<void> {
 }
 
 const toTags = (tags: Tags): Tag[] => Object.entries(tags).map(([Key, Value]) => ({ Key, Value }));
-const fromTags = (tags: Tag[] | undefined): Tags => Object.fromEntries((tags ?? []).filter((t) => t.Key).map((t) => [t.Key!, t.Value ?? ""]));
+const fromTags = (tags: Tag[] | undefined): Tags =>
+  Object.fromEntries((tags ?? []).filter((t) => t.Key).map((t) => [t.Key!, t.Value ?? ""]));
 const tagFilters = (tags: Tags): Filter[] => Object.entries(tags).map(([k, v]) => ({ Name: `tag:${k}`, Values: [v] }));
 
 class AwsGateway implements Ec2Gateway {
@@ -103,17 +116,27 @@ class AwsGateway implements Ec2Gateway {
   private readonly terminations = new Batcher<true>((ids) => this.terminateMany(ids), 5, 100);
   /** Subnets do not move between AZs: remember them. */
   private readonly subnetCache = new Map<string, SubnetInfo>();
-  private readonly instances = new Batcher<InstanceInfo>((ids) => this.describeInstancesNow(ids).then((l) => new Map(l.map((i) => [i.instanceId, i]))));
+  private readonly instances = new Batcher<InstanceInfo>((ids) =>
+    this.describeInstancesNow(ids).then((l) => new Map(l.map((i) => [i.instanceId, i]))),
+  );
   private readonly volumes = new Batcher<VolumeInfo>(async (ids) => {
-    const out = await this.call("DescribeVolumes", `describing volumes ${ids.slice(0, 3).join(", ")}${ids.length > 3 ? "…" : ""}`, () => this.client.send(new DescribeVolumesCommand({ Filters: [{ Name: "volume-id", Values: ids }] })));
+    const out = await this.call("DescribeVolumes", `describing volumes ${ids.slice(0, 3).join(", ")}${ids.length > 3 ? "…" : ""}`, () =>
+      this.client.send(new DescribeVolumesCommand({ Filters: [{ Name: "volume-id", Values: ids }] })),
+    );
     return new Map((out.Volumes ?? []).map((v) => [v.VolumeId!, volumeInfo(v)]));
   });
   private readonly snapshots = new Batcher<SnapshotInfo>(async (ids) => {
-    const out = await this.call("DescribeSnapshots", `describing snapshots ${ids.slice(0, 3).join(", ")}${ids.length > 3 ? "…" : ""}`, () => this.client.send(new DescribeSnapshotsCommand({ Filters: [{ Name: "snapshot-id", Values: ids }] })));
+    const out = await this.call("DescribeSnapshots", `describing snapshots ${ids.slice(0, 3).join(", ")}${ids.length > 3 ? "…" : ""}`, () =>
+      this.client.send(new DescribeSnapshotsCommand({ Filters: [{ Name: "snapshot-id", Values: ids }] })),
+    );
     return new Map((out.Snapshots ?? []).map((x) => [x.SnapshotId!, snapshotInfo(x)]));
   });
   private readonly enis = new Batcher<EniInfo>(async (ids) => {
-    const out = await this.call("DescribeNetworkInterfaces", `describing ENIs ${ids.slice(0, 3).join(", ")}${ids.length > 3 ? "…" : ""}`, () => this.client.send(new DescribeNetworkInterfacesCommand({ Filters: [{ Name: "network-interface-id", Values: ids }] })));
+    const out = await this.call(
+      "DescribeNetworkInterfaces",
+      `describing ENIs ${ids.slice(0, 3).join(", ")}${ids.length > 3 ? "…" : ""}`,
+      () => this.client.send(new DescribeNetworkInterfacesCommand({ Filters: [{ Name: "network-interface-id", Values: ids }] })),
+    );
     return new Map((out.NetworkInterfaces ?? []).map((n) => [n.NetworkInterfaceId!, eniInfo(n)]));
   });
 
@@ -124,14 +147,22 @@ class AwsGateway implements Ec2Gateway {
       endpoint: opts.endpoint,
       retryStrategy: new ScaledRetryStrategy(opts.maxAttempts ?? 6, opts.timeScale ?? 1),
       // Hundreds of workflows poll and mutate at once; the default 50 sockets queue them.
-      requestHandler: new NodeHttpHandler({ httpAgent: new HttpAgent({ keepAlive: true, maxSockets: 256 }), httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets: 256 }) }),
+      requestHandler: new NodeHttpHandler({
+        httpAgent: new HttpAgent({ keepAlive: true, maxSockets: 256 }),
+        httpsAgent: new HttpsAgent({ keepAlive: true, maxSockets: 256 }),
+      }),
       // localcloud accepts any signature; real AWS uses the standard credential chain.
       ...(local && !process.env.AWS_ACCESS_KEY_ID ? { credentials: { accessKeyId: "spotkeep", secretAccessKey: "spotkeep" } } : {}),
     });
     this.pacer = opts.pacingHeadroom === 0 ? null : new Pacer(opts.clock ?? realClock, opts.pacingHeadroom ?? 0.8);
   }
 
-  private async call<T>(action: string, what: string, fn: () => Promise<T>, pace: { unfiltered?: boolean; resources?: number } = {}): Promise<T> {
+  private async call<T>(
+    action: string,
+    what: string,
+    fn: () => Promise<T>,
+    pace: { unfiltered?: boolean; resources?: number } = {},
+  ): Promise<T> {
     await this.pacer?.acquire(action, pace);
     try {
       const out = await fn();
@@ -146,15 +177,20 @@ class AwsGateway implements Ec2Gateway {
   async describeSubnets(subnetIds: string[]): Promise<SubnetInfo[]> {
     const missing = subnetIds.filter((id) => !this.subnetCache.has(id));
     if (missing.length) {
-      const out = await this.call("DescribeSubnets", `describing subnets ${missing.join(", ")}`, () => this.client.send(new DescribeSubnetsCommand({ SubnetIds: missing })));
-      for (const s of out.Subnets ?? []) this.subnetCache.set(s.SubnetId!, { subnetId: s.SubnetId!, availabilityZone: s.AvailabilityZone!, cidr: s.CidrBlock ?? "" });
+      const out = await this.call("DescribeSubnets", `describing subnets ${missing.join(", ")}`, () =>
+        this.client.send(new DescribeSubnetsCommand({ SubnetIds: missing })),
+      );
+      for (const s of out.Subnets ?? [])
+        this.subnetCache.set(s.SubnetId!, { subnetId: s.SubnetId!, availabilityZone: s.AvailabilityZone!, cidr: s.CidrBlock ?? "" });
     }
     return subnetIds.map((id) => this.subnetCache.get(id)).filter((s): s is SubnetInfo => !!s);
   }
 
   async describeImage(imageId: string): Promise<ImageInfo | null> {
     try {
-      const out = await this.call("DescribeImages", `describing image ${imageId}`, () => this.client.send(new DescribeImagesCommand({ ImageIds: [imageId] })));
+      const out = await this.call("DescribeImages", `describing image ${imageId}`, () =>
+        this.client.send(new DescribeImagesCommand({ ImageIds: [imageId] })),
+      );
       const img = out.Images?.[0];
       return img ? imageInfo(img) : null;
     } catch (err) {
@@ -180,14 +216,31 @@ class AwsGateway implements Ec2Gateway {
             UserData: Buffer.from(req.userData, "utf8").toString("base64"),
             ...("eniId" in net
               ? { NetworkInterfaces: [{ DeviceIndex: 0, NetworkInterfaceId: net.eniId }] }
-              : { SubnetId: net.subnetId, SecurityGroupIds: net.securityGroupIds.length ? net.securityGroupIds : undefined, PrivateIpAddress: net.privateIp }),
+              : {
+                  SubnetId: net.subnetId,
+                  SecurityGroupIds: net.securityGroupIds.length ? net.securityGroupIds : undefined,
+                  PrivateIpAddress: net.privateIp,
+                }),
             BlockDeviceMappings: req.blockDevices.length
               ? req.blockDevices.map((b) => ({
                   DeviceName: b.deviceName,
-                  Ebs: { SnapshotId: b.snapshotId, VolumeSize: b.sizeGiB, VolumeType: b.volumeType as VolumeType | undefined, Iops: b.iops, Throughput: b.throughput, DeleteOnTermination: b.deleteOnTermination },
+                  Ebs: {
+                    SnapshotId: b.snapshotId,
+                    VolumeSize: b.sizeGiB,
+                    VolumeType: b.volumeType as VolumeType | undefined,
+                    Iops: b.iops,
+                    Throughput: b.throughput,
+                    DeleteOnTermination: b.deleteOnTermination,
+                  },
                 }))
               : undefined,
-            InstanceMarketOptions: req.market === "spot" ? { MarketType: "spot", SpotOptions: { SpotInstanceType: "one-time", InstanceInterruptionBehavior: "terminate", MaxPrice: req.maxPrice } } : undefined,
+            InstanceMarketOptions:
+              req.market === "spot"
+                ? {
+                    MarketType: "spot",
+                    SpotOptions: { SpotInstanceType: "one-time", InstanceInterruptionBehavior: "terminate", MaxPrice: req.maxPrice },
+                  }
+                : undefined,
             IamInstanceProfile: req.iamInstanceProfile ? { Name: req.iamInstanceProfile } : undefined,
             MetadataOptions: { HttpTokens: "required", HttpEndpoint: "enabled", HttpPutResponseHopLimit: 2 },
             TagSpecifications: Object.keys(req.tags).length
@@ -219,7 +272,11 @@ class AwsGateway implements Ec2Gateway {
     // Ask by filter, not InstanceIds: an unknown id must not fail the whole batch.
     for (let i = 0; i < instanceIds.length; i += 200) {
       const chunk = instanceIds.slice(i, i + 200);
-      result.push(...(await this.describePaged(`describing instances ${chunk.slice(0, 3).join(", ")}${chunk.length > 3 ? "…" : ""}`, [{ Name: "instance-id", Values: chunk }])));
+      result.push(
+        ...(await this.describePaged(`describing instances ${chunk.slice(0, 3).join(", ")}${chunk.length > 3 ? "…" : ""}`, [
+          { Name: "instance-id", Values: chunk },
+        ])),
+      );
     }
     return result;
   }
@@ -232,7 +289,9 @@ class AwsGateway implements Ec2Gateway {
     const result: InstanceInfo[] = [];
     let token: string | undefined;
     do {
-      const out = await this.call("DescribeInstances", what, () => this.client.send(new DescribeInstancesCommand({ Filters: filters, MaxResults: 1000, NextToken: token })));
+      const out = await this.call("DescribeInstances", what, () =>
+        this.client.send(new DescribeInstancesCommand({ Filters: filters, MaxResults: 1000, NextToken: token })),
+      );
       for (const r of out.Reservations ?? []) for (const i of r.Instances ?? []) result.push(instanceInfo(i));
       token = out.NextToken;
     } while (token);
@@ -245,12 +304,22 @@ class AwsGateway implements Ec2Gateway {
 
   /** One TerminateInstances for many ids; an unknown id fails a batch, so then go one by one. */
   private async terminateMany(ids: string[]): Promise<Map<string, true>> {
-    const one = (id: string) => alreadyGoneIsDone(this.call("TerminateInstances", `terminating ${id}`, () => this.client.send(new TerminateInstancesCommand({ InstanceIds: [id] })), { resources: 1 }));
+    const one = (id: string) =>
+      alreadyGoneIsDone(
+        this.call("TerminateInstances", `terminating ${id}`, () => this.client.send(new TerminateInstancesCommand({ InstanceIds: [id] })), {
+          resources: 1,
+        }),
+      );
     if (ids.length === 1) {
       await one(ids[0]!);
     } else {
       try {
-        await this.call("TerminateInstances", `terminating ${ids.length} instances (${ids.slice(0, 3).join(", ")}…)`, () => this.client.send(new TerminateInstancesCommand({ InstanceIds: ids })), { resources: ids.length });
+        await this.call(
+          "TerminateInstances",
+          `terminating ${ids.length} instances (${ids.slice(0, 3).join(", ")}…)`,
+          () => this.client.send(new TerminateInstancesCommand({ InstanceIds: ids })),
+          { resources: ids.length },
+        );
       } catch (err) {
         if (!isNotFound(err)) throw err;
         await Promise.all(ids.map(one));
@@ -263,24 +332,29 @@ class AwsGateway implements Ec2Gateway {
     const existing = await this.findVolumes(req.tags);
     const live = existing.find((v) => v.state !== "deleting" && v.state !== "deleted" && v.state !== "error");
     if (live) return live;
-    const out = await this.call("CreateVolume", `creating a ${req.sizeGiB ?? "snapshot-sized"} GiB volume in ${req.availabilityZone}${req.snapshotId ? ` from ${req.snapshotId}` : ""}`, () =>
-      this.client.send(
-        new CreateVolumeCommand({
-          AvailabilityZone: req.availabilityZone,
-          Size: req.sizeGiB,
-          SnapshotId: req.snapshotId,
-          VolumeType: (req.volumeType ?? "gp3") as VolumeType,
-          Iops: req.iops,
-          Throughput: req.throughput,
-          TagSpecifications: [{ ResourceType: "volume", Tags: toTags(req.tags) }],
-        }),
-      ),
+    const out = await this.call(
+      "CreateVolume",
+      `creating a ${req.sizeGiB ?? "snapshot-sized"} GiB volume in ${req.availabilityZone}${req.snapshotId ? ` from ${req.snapshotId}` : ""}`,
+      () =>
+        this.client.send(
+          new CreateVolumeCommand({
+            AvailabilityZone: req.availabilityZone,
+            Size: req.sizeGiB,
+            SnapshotId: req.snapshotId,
+            VolumeType: (req.volumeType ?? "gp3") as VolumeType,
+            Iops: req.iops,
+            Throughput: req.throughput,
+            TagSpecifications: [{ ResourceType: "volume", Tags: toTags(req.tags) }],
+          }),
+        ),
     );
     return volumeInfo(out as Volume);
   }
 
   private async findVolumes(tags: Tags): Promise<VolumeInfo[]> {
-    const out = await this.call("DescribeVolumes", `finding volumes tagged ${JSON.stringify(tags)}`, () => this.client.send(new DescribeVolumesCommand({ Filters: tagFilters(tags) })));
+    const out = await this.call("DescribeVolumes", `finding volumes tagged ${JSON.stringify(tags)}`, () =>
+      this.client.send(new DescribeVolumesCommand({ Filters: tagFilters(tags) })),
+    );
     return (out.Volumes ?? []).map(volumeInfo);
   }
 
@@ -290,7 +364,9 @@ class AwsGateway implements Ec2Gateway {
 
   async attachVolume(volumeId: string, instanceId: string, device: string): Promise<void> {
     try {
-      await this.call("AttachVolume", `attaching ${volumeId} to ${instanceId} as ${device}`, () => this.client.send(new AttachVolumeCommand({ VolumeId: volumeId, InstanceId: instanceId, Device: device })));
+      await this.call("AttachVolume", `attaching ${volumeId} to ${instanceId} as ${device}`, () =>
+        this.client.send(new AttachVolumeCommand({ VolumeId: volumeId, InstanceId: instanceId, Device: device })),
+      );
     } catch (err) {
       // A replayed attach whose first attempt went through: the volume is already ours.
       const v = await this.describeVolume(volumeId).catch(() => null);
@@ -301,7 +377,9 @@ class AwsGateway implements Ec2Gateway {
 
   async detachVolume(volumeId: string, instanceId?: string): Promise<void> {
     try {
-      await this.call("DetachVolume", `detaching ${volumeId}${instanceId ? ` from ${instanceId}` : ""}`, () => this.client.send(new DetachVolumeCommand({ VolumeId: volumeId, InstanceId: instanceId })));
+      await this.call("DetachVolume", `detaching ${volumeId}${instanceId ? ` from ${instanceId}` : ""}`, () =>
+        this.client.send(new DetachVolumeCommand({ VolumeId: volumeId, InstanceId: instanceId })),
+      );
     } catch (err) {
       const v = await this.describeVolume(volumeId).catch(() => undefined);
       if (v === null || (v && v.attachments.length === 0)) return;
@@ -310,15 +388,25 @@ class AwsGateway implements Ec2Gateway {
   }
 
   async deleteVolume(volumeId: string): Promise<void> {
-    await alreadyGoneIsDone(this.call("DeleteVolume", `deleting ${volumeId}`, () => this.client.send(new DeleteVolumeCommand({ VolumeId: volumeId }))));
+    await alreadyGoneIsDone(
+      this.call("DeleteVolume", `deleting ${volumeId}`, () => this.client.send(new DeleteVolumeCommand({ VolumeId: volumeId }))),
+    );
   }
 
   async createSnapshot(volumeId: string, description: string, tags: Tags): Promise<SnapshotInfo> {
-    const found = await this.call("DescribeSnapshots", `finding snapshots tagged ${JSON.stringify(tags)}`, () => this.client.send(new DescribeSnapshotsCommand({ OwnerIds: ["self"], Filters: tagFilters(tags) })));
+    const found = await this.call("DescribeSnapshots", `finding snapshots tagged ${JSON.stringify(tags)}`, () =>
+      this.client.send(new DescribeSnapshotsCommand({ OwnerIds: ["self"], Filters: tagFilters(tags) })),
+    );
     const existing = (found.Snapshots ?? []).map(snapshotInfo).find((s) => s.state !== "error");
     if (existing) return existing;
     const out = await this.call("CreateSnapshot", `snapshotting ${volumeId}`, () =>
-      this.client.send(new CreateSnapshotCommand({ VolumeId: volumeId, Description: description, TagSpecifications: [{ ResourceType: "snapshot", Tags: toTags(tags) }] })),
+      this.client.send(
+        new CreateSnapshotCommand({
+          VolumeId: volumeId,
+          Description: description,
+          TagSpecifications: [{ ResourceType: "snapshot", Tags: toTags(tags) }],
+        }),
+      ),
     );
     return snapshotInfo(out as Snapshot);
   }
@@ -328,13 +416,24 @@ class AwsGateway implements Ec2Gateway {
   }
 
   async deleteSnapshot(snapshotId: string): Promise<void> {
-    await alreadyGoneIsDone(this.call("DeleteSnapshot", `deleting ${snapshotId}`, () => this.client.send(new DeleteSnapshotCommand({ SnapshotId: snapshotId }))));
+    await alreadyGoneIsDone(
+      this.call("DeleteSnapshot", `deleting ${snapshotId}`, () => this.client.send(new DeleteSnapshotCommand({ SnapshotId: snapshotId }))),
+    );
   }
 
-  async registerImage(req: { name: string; rootSnapshotId: string; rootDeviceName: string; architecture: string; description?: string; tags: Tags }): Promise<string> {
+  async registerImage(req: {
+    name: string;
+    rootSnapshotId: string;
+    rootDeviceName: string;
+    architecture: string;
+    description?: string;
+    tags: Tags;
+  }): Promise<string> {
     const what = `registering image ${req.name} from ${req.rootSnapshotId}`;
     const findByName = async () => {
-      const out = await this.call("DescribeImages", `finding image named ${req.name}`, () => this.client.send(new DescribeImagesCommand({ Owners: ["self"], Filters: [{ Name: "name", Values: [req.name] }] })));
+      const out = await this.call("DescribeImages", `finding image named ${req.name}`, () =>
+        this.client.send(new DescribeImagesCommand({ Owners: ["self"], Filters: [{ Name: "name", Values: [req.name] }] })),
+      );
       return out.Images?.find((i) => i.State !== "deregistered")?.ImageId;
     };
     const existing = await findByName();
@@ -354,7 +453,9 @@ class AwsGateway implements Ec2Gateway {
         ),
       );
       if (!out.ImageId) throw new Ec2Error(what, "EmptyResponse", "RegisterImage returned no image id");
-      await this.call("CreateTags", `tagging ${out.ImageId}`, () => this.client.send(new CreateTagsCommand({ Resources: [out.ImageId!], Tags: toTags(req.tags) }))).catch(() => undefined);
+      await this.call("CreateTags", `tagging ${out.ImageId}`, () =>
+        this.client.send(new CreateTagsCommand({ Resources: [out.ImageId!], Tags: toTags(req.tags) })),
+      ).catch(() => undefined);
       return out.ImageId;
     } catch (err) {
       if (errorCode(err) === "InvalidAMIName.Duplicate") {
@@ -366,11 +467,21 @@ class AwsGateway implements Ec2Gateway {
   }
 
   async deregisterImage(imageId: string): Promise<void> {
-    await alreadyGoneIsDone(this.call("DeregisterImage", `deregistering ${imageId}`, () => this.client.send(new DeregisterImageCommand({ ImageId: imageId }))));
+    await alreadyGoneIsDone(
+      this.call("DeregisterImage", `deregistering ${imageId}`, () => this.client.send(new DeregisterImageCommand({ ImageId: imageId }))),
+    );
   }
 
-  async createNetworkInterface(req: { subnetId: string; securityGroupIds: string[]; privateIp?: string; description: string; tags: Tags }): Promise<EniInfo> {
-    const found = await this.call("DescribeNetworkInterfaces", `finding ENIs tagged ${JSON.stringify(req.tags)}`, () => this.client.send(new DescribeNetworkInterfacesCommand({ Filters: tagFilters(req.tags) })));
+  async createNetworkInterface(req: {
+    subnetId: string;
+    securityGroupIds: string[];
+    privateIp?: string;
+    description: string;
+    tags: Tags;
+  }): Promise<EniInfo> {
+    const found = await this.call("DescribeNetworkInterfaces", `finding ENIs tagged ${JSON.stringify(req.tags)}`, () =>
+      this.client.send(new DescribeNetworkInterfacesCommand({ Filters: tagFilters(req.tags) })),
+    );
     const existing = found.NetworkInterfaces?.[0];
     if (existing) return eniInfo(existing);
     const out = await this.call("CreateNetworkInterface", `creating an ENI in ${req.subnetId}`, () =>
@@ -405,7 +516,9 @@ function instanceInfo(i: Instance): InstanceInfo {
     lifecycle: i.InstanceLifecycle === "spot" ? "spot" : "on-demand",
     imageId: i.ImageId ?? "",
     rootDeviceName: i.RootDeviceName ?? null,
-    volumes: (i.BlockDeviceMappings ?? []).filter((b) => b.Ebs?.VolumeId).map((b) => ({ deviceName: b.DeviceName ?? "", volumeId: b.Ebs!.VolumeId! })),
+    volumes: (i.BlockDeviceMappings ?? [])
+      .filter((b) => b.Ebs?.VolumeId)
+      .map((b) => ({ deviceName: b.DeviceName ?? "", volumeId: b.Ebs!.VolumeId! })),
     enis: (i.NetworkInterfaces ?? []).map((n) => ({ eniId: n.NetworkInterfaceId!, deviceIndex: n.Attachment?.DeviceIndex ?? 0 })),
     tags: fromTags(i.Tags),
   };

@@ -15,11 +15,15 @@ describe("batcher", () => {
 
   it("splits large batches and rejects every waiter of a failed call", async () => {
     const sizes: number[] = [];
-    const b = new Batcher<number>(async (ids) => {
-      sizes.push(ids.length);
-      if (ids.includes("bad")) throw new Error("RequestLimitExceeded");
-      return new Map(ids.map((i) => [i, 1]));
-    }, 1, 2);
+    const b = new Batcher<number>(
+      async (ids) => {
+        sizes.push(ids.length);
+        if (ids.includes("bad")) throw new Error("RequestLimitExceeded");
+        return new Map(ids.map((i) => [i, 1]));
+      },
+      1,
+      2,
+    );
     const results = await Promise.allSettled(["x", "y", "z", "bad"].map((id) => b.get(id)));
     expect(sizes).toEqual([2, 2]);
     expect(results.map((r) => r.status)).toEqual(["fulfilled", "fulfilled", "rejected", "rejected"]);

@@ -11,7 +11,11 @@ export class Batcher<V> {
    * @param fetchMany one call for up to `maxBatch` ids; ids it does not return resolve to null
    * @param windowMs how long to gather ids before the call (real ms)
    */
-  constructor(private readonly fetchMany: (ids: string[]) => Promise<Map<string, V>>, private readonly windowMs = 5, private readonly maxBatch = 200) {}
+  constructor(
+    private readonly fetchMany: (ids: string[]) => Promise<Map<string, V>>,
+    private readonly windowMs = 5,
+    private readonly maxBatch = 200,
+  ) {}
 
   get(id: string): Promise<V | null> {
     return new Promise((resolve, reject) => {

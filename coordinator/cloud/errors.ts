@@ -90,7 +90,12 @@ export const isRetryable = (err: unknown) => {
 export class Ec2Error extends Error {
   override name = "Ec2Error";
   readonly errorClass: ErrorClass;
-  constructor(readonly what: string, readonly code: string, detail: string, options?: { cause?: unknown }) {
+  constructor(
+    readonly what: string,
+    readonly code: string,
+    detail: string,
+    options?: { cause?: unknown },
+  ) {
     super(`${what}: ${code}${detail ? `: ${detail}` : ""}`, options);
     this.errorClass = classify({ Code: code });
   }

@@ -142,9 +142,22 @@ export interface Ec2Gateway {
   describeSnapshot(snapshotId: string): Promise<SnapshotInfo | null>;
   deleteSnapshot(snapshotId: string): Promise<void>;
 
-  registerImage(req: { name: string; rootSnapshotId: string; rootDeviceName: string; architecture: string; description?: string; tags: Tags }): Promise<string>;
+  registerImage(req: {
+    name: string;
+    rootSnapshotId: string;
+    rootDeviceName: string;
+    architecture: string;
+    description?: string;
+    tags: Tags;
+  }): Promise<string>;
   deregisterImage(imageId: string): Promise<void>;
 
-  createNetworkInterface(req: { subnetId: string; securityGroupIds: string[]; privateIp?: string; description: string; tags: Tags }): Promise<EniInfo>;
+  createNetworkInterface(req: {
+    subnetId: string;
+    securityGroupIds: string[];
+    privateIp?: string;
+    description: string;
+    tags: Tags;
+  }): Promise<EniInfo>;
   describeNetworkInterface(eniId: string): Promise<EniInfo | null>;
 }

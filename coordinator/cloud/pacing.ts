@@ -39,14 +39,21 @@ class TokenBucket {
   private last: number;
   private tail: Promise<void> = Promise.resolve();
 
-  constructor(private readonly spec: BucketSpec, private readonly clock: Clock, private readonly headroom: number) {
+  constructor(
+    private readonly spec: BucketSpec,
+    private readonly clock: Clock,
+    private readonly headroom: number,
+  ) {
     this.tokens = spec.max * headroom;
     this.last = clock.now();
   }
 
   private refill(): void {
     const now = this.clock.now();
-    this.tokens = Math.min(this.spec.max * this.headroom, this.tokens + ((now - this.last) / 1000) * this.spec.refillPerSec * this.headroom);
+    this.tokens = Math.min(
+      this.spec.max * this.headroom,
+      this.tokens + ((now - this.last) / 1000) * this.spec.refillPerSec * this.headroom,
+    );
     this.last = now;
   }
 
@@ -76,7 +83,10 @@ export class Pacer {
    * @param headroom fraction of AWS's bucket spotkeep allows itself (other tools share the
    * account's buckets); 1 = all of it.
    */
-  constructor(private readonly clock: Clock, private readonly headroom = 0.8) {}
+  constructor(
+    private readonly clock: Clock,
+    private readonly headroom = 0.8,
+  ) {}
 
   private bucket(key: string, spec: BucketSpec): TokenBucket {
     let b = this.buckets.get(key);
@@ -91,7 +101,11 @@ export class Pacer {
   async acquire(action: string, opts: { unfiltered?: boolean; resources?: number } = {}): Promise<void> {
     const spec = REQUEST_BUCKETS[action];
     if (spec) await this.bucket(action, spec).take(1);
-    else if (/^Describe/.test(action)) await this.bucket(opts.unfiltered ? "unfiltered-describe" : "non-mutating", opts.unfiltered ? { max: 50, refillPerSec: 10 } : NON_MUTATING).take(1);
+    else if (/^Describe/.test(action))
+      await this.bucket(
+        opts.unfiltered ? "unfiltered-describe" : "non-mutating",
+        opts.unfiltered ? { max: 50, refillPerSec: 10 } : NON_MUTATING,
+      ).take(1);
     else await this.bucket("mutating", MUTATING).take(1);
     const res = RESOURCE_BUCKETS[action];
     if (res && opts.resources) await this.bucket(`${action}:resource`, res).take(opts.resources);

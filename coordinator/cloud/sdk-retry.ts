@@ -16,7 +16,11 @@ interface Token extends RetryToken {
 export class ScaledRetryStrategy implements RetryStrategyV2 {
   readonly mode = "standard";
 
-  constructor(private readonly maxAttempts: number, private readonly timeScale: number, private readonly random: () => number = Math.random) {}
+  constructor(
+    private readonly maxAttempts: number,
+    private readonly timeScale: number,
+    private readonly random: () => number = Math.random,
+  ) {}
 
   async acquireInitialRetryToken(): Promise<RetryToken> {
     return token(0, 0);
@@ -24,7 +28,10 @@ export class ScaledRetryStrategy implements RetryStrategyV2 {
 
   async refreshRetryTokenForRetry(previous: RetryToken, info: RetryErrorInfo): Promise<RetryToken> {
     const count = (previous as Token).count + 1;
-    const retryable = info.errorType === "THROTTLING" || info.errorType === "TRANSIENT" || (info.errorType === "SERVER_ERROR" && classify(info.error) !== "capacity");
+    const retryable =
+      info.errorType === "THROTTLING" ||
+      info.errorType === "TRANSIENT" ||
+      (info.errorType === "SERVER_ERROR" && classify(info.error) !== "capacity");
     if (!retryable || count >= this.maxAttempts) throw Object.assign(new Error("No retry token available"), { $backoff: true });
     const base = info.errorType === "THROTTLING" ? 500 : 100;
     const delay = this.random() * Math.min(20_000, base * 2 ** (count - 1)) * this.timeScale;

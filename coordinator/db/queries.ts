@@ -119,7 +119,10 @@ export interface AgentReportRow {
 export class Store {
   readonly db: Database.Database;
 
-  constructor(file: string, private readonly now: () => number = Date.now) {
+  constructor(
+    file: string,
+    private readonly now: () => number = Date.now,
+  ) {
     this.db = new Database(file);
     this.db.pragma("journal_mode = WAL");
     this.db.pragma("synchronous = NORMAL");
@@ -141,7 +144,9 @@ export class Store {
 
   insertInstance(name: string, spec: unknown, state: InstanceStateName): void {
     const t = this.now();
-    this.db.prepare("INSERT INTO instances (name, spec, state, generation, created_at, updated_at) VALUES (?, ?, ?, 0, ?, ?)").run(name, JSON.stringify(spec), state, t, t);
+    this.db
+      .prepare("INSERT INTO instances (name, spec, state, generation, created_at, updated_at) VALUES (?, ?, ?, 0, ?, ?)")
+      .run(name, JSON.stringify(spec), state, t, t);
   }
 
   getInstance(name: string): InstanceRow | undefined {
@@ -164,25 +169,41 @@ export class Store {
 
   /** Insert the generation row if absent (idempotent on replay). */
   ensureGeneration(instance: string, generation: number, workflowId: string): void {
-    this.db.prepare("INSERT OR IGNORE INTO generations (instance, generation, status, workflow_id) VALUES (?, ?, 'launching', ?)").run(instance, generation, workflowId);
+    this.db
+      .prepare("INSERT OR IGNORE INTO generations (instance, generation, status, workflow_id) VALUES (?, ?, 'launching', ?)")
+      .run(instance, generation, workflowId);
   }
 
-  recordLaunch(instance: string, generation: number, g: { instanceId: string; instanceType: string; availabilityZone: string; lifecycle: "spot" | "on-demand"; privateIp: string | null }): void {
+  recordLaunch(
+    instance: string,
+    generation: number,
+    g: { instanceId: string; instanceType: string; availabilityZone: string; lifecycle: "spot" | "on-demand"; privateIp: string | null },
+  ): void {
     this.db
-      .prepare("UPDATE generations SET instance_id = ?, instance_type = ?, availability_zone = ?, lifecycle = ?, private_ip = ?, launched_at = COALESCE(launched_at, ?) WHERE instance = ? AND generation = ?")
+      .prepare(
+        "UPDATE generations SET instance_id = ?, instance_type = ?, availability_zone = ?, lifecycle = ?, private_ip = ?, launched_at = COALESCE(launched_at, ?) WHERE instance = ? AND generation = ?",
+      )
       .run(g.instanceId, g.instanceType, g.availabilityZone, g.lifecycle, g.privateIp, this.now(), instance, generation);
   }
 
   markGenerationLive(instance: string, generation: number): void {
-    this.db.prepare("UPDATE generations SET status = 'live', ready_at = COALESCE(ready_at, ?) WHERE instance = ? AND generation = ?").run(this.now(), instance, generation);
+    this.db
+      .prepare("UPDATE generations SET status = 'live', ready_at = COALESCE(ready_at, ?) WHERE instance = ? AND generation = ?")
+      .run(this.now(), instance, generation);
   }
 
   endGeneration(instance: string, generation: number, reason: string): void {
-    this.db.prepare("UPDATE generations SET status = 'ended', ended_at = COALESCE(ended_at, ?), end_reason = COALESCE(end_reason, ?) WHERE instance = ? AND generation = ?").run(this.now(), reason, instance, generation);
+    this.db
+      .prepare(
+        "UPDATE generations SET status = 'ended', ended_at = COALESCE(ended_at, ?), end_reason = COALESCE(end_reason, ?) WHERE instance = ? AND generation = ?",
+      )
+      .run(this.now(), reason, instance, generation);
   }
 
   getGeneration(instance: string, generation: number): GenerationRow | undefined {
-    return this.db.prepare("SELECT * FROM generations WHERE instance = ? AND generation = ?").get(instance, generation) as GenerationRow | undefined;
+    return this.db.prepare("SELECT * FROM generations WHERE instance = ? AND generation = ?").get(instance, generation) as
+      | GenerationRow
+      | undefined;
   }
 
   generationByInstanceId(instanceId: string): GenerationRow | undefined {
@@ -195,17 +216,25 @@ export class Store {
 
   /** Generations whose EC2 instance should be alive (for the lost-instance watcher). */
   liveGenerations(): GenerationRow[] {
-    return this.db.prepare("SELECT g.* FROM generations g JOIN instances i ON i.name = g.instance AND i.generation = g.generation WHERE g.status = 'live' AND g.instance_id IS NOT NULL AND i.state = 'running'").all() as GenerationRow[];
+    return this.db
+      .prepare(
+        "SELECT g.* FROM generations g JOIN instances i ON i.name = g.instance AND i.generation = g.generation WHERE g.status = 'live' AND g.instance_id IS NOT NULL AND i.state = 'running'",
+      )
+      .all() as GenerationRow[];
   }
 
   // ---------- persisted resources ----------
 
   upsertVolume(v: Omit<VolumeRow, "volume_id" | "availability_zone" | "latest_snapshot_id">): void {
-    this.db.prepare("INSERT OR IGNORE INTO volumes (instance, device, mount_point, fs_type) VALUES (?, ?, ?, ?)").run(v.instance, v.device, v.mount_point, v.fs_type);
+    this.db
+      .prepare("INSERT OR IGNORE INTO volumes (instance, device, mount_point, fs_type) VALUES (?, ?, ?, ?)")
+      .run(v.instance, v.device, v.mount_point, v.fs_type);
   }
 
   setVolumeCurrent(instance: string, device: string, volumeId: string, az: string): void {
-    this.db.prepare("UPDATE volumes SET volume_id = ?, availability_zone = ? WHERE instance = ? AND device = ?").run(volumeId, az, instance, device);
+    this.db
+      .prepare("UPDATE volumes SET volume_id = ?, availability_zone = ? WHERE instance = ? AND device = ?")
+      .run(volumeId, az, instance, device);
   }
 
   setVolumeSnapshot(instance: string, device: string, snapshotId: string): void {
@@ -218,7 +247,9 @@ export class Store {
 
   setNetwork(n: NetworkRow): void {
     this.db
-      .prepare("INSERT INTO network (instance, eni_id, private_ip, subnet_id, availability_zone) VALUES (@instance, @eni_id, @private_ip, @subnet_id, @availability_zone) ON CONFLICT(instance) DO UPDATE SET eni_id = excluded.eni_id, private_ip = excluded.private_ip, subnet_id = excluded.subnet_id, availability_zone = excluded.availability_zone")
+      .prepare(
+        "INSERT INTO network (instance, eni_id, private_ip, subnet_id, availability_zone) VALUES (@instance, @eni_id, @private_ip, @subnet_id, @availability_zone) ON CONFLICT(instance) DO UPDATE SET eni_id = excluded.eni_id, private_ip = excluded.private_ip, subnet_id = excluded.subnet_id, availability_zone = excluded.availability_zone",
+      )
       .run(n);
   }
 
@@ -228,7 +259,9 @@ export class Store {
 
   setRoot(r: RootRow): void {
     this.db
-      .prepare("INSERT INTO root_lineage (instance, image_id, snapshot_id, root_device_name, architecture) VALUES (@instance, @image_id, @snapshot_id, @root_device_name, @architecture) ON CONFLICT(instance) DO UPDATE SET image_id = excluded.image_id, snapshot_id = excluded.snapshot_id, root_device_name = excluded.root_device_name, architecture = excluded.architecture")
+      .prepare(
+        "INSERT INTO root_lineage (instance, image_id, snapshot_id, root_device_name, architecture) VALUES (@instance, @image_id, @snapshot_id, @root_device_name, @architecture) ON CONFLICT(instance) DO UPDATE SET image_id = excluded.image_id, snapshot_id = excluded.snapshot_id, root_device_name = excluded.root_device_name, architecture = excluded.architecture",
+      )
       .run(r);
   }
 
@@ -237,12 +270,23 @@ export class Store {
   }
 
   recordArtifact(a: Omit<ArtifactRow, "created_at" | "deleted_at">): void {
-    this.db.prepare("INSERT OR IGNORE INTO artifacts (id, instance, kind, device, source_id, generation, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)").run(a.id, a.instance, a.kind, a.device, a.source_id, a.generation, this.now());
+    this.db
+      .prepare(
+        "INSERT OR IGNORE INTO artifacts (id, instance, kind, device, source_id, generation, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+      )
+      .run(a.id, a.instance, a.kind, a.device, a.source_id, a.generation, this.now());
   }
 
   listArtifacts(instance: string, kind: ArtifactRow["kind"], device: string | null = null): ArtifactRow[] {
-    if (device === null) return this.db.prepare("SELECT * FROM artifacts WHERE instance = ? AND kind = ? AND deleted_at IS NULL ORDER BY created_at DESC, rowid DESC").all(instance, kind) as ArtifactRow[];
-    return this.db.prepare("SELECT * FROM artifacts WHERE instance = ? AND kind = ? AND device = ? AND deleted_at IS NULL ORDER BY created_at DESC, rowid DESC").all(instance, kind, device) as ArtifactRow[];
+    if (device === null)
+      return this.db
+        .prepare("SELECT * FROM artifacts WHERE instance = ? AND kind = ? AND deleted_at IS NULL ORDER BY created_at DESC, rowid DESC")
+        .all(instance, kind) as ArtifactRow[];
+    return this.db
+      .prepare(
+        "SELECT * FROM artifacts WHERE instance = ? AND kind = ? AND device = ? AND deleted_at IS NULL ORDER BY created_at DESC, rowid DESC",
+      )
+      .all(instance, kind, device) as ArtifactRow[];
   }
 
   markArtifactDeleted(id: string): void {
@@ -252,7 +296,9 @@ export class Store {
   // ---------- workflows ----------
 
   insertWorkflow(w: { id: string; kind: string; instance: string; input: unknown; trigger: string | null }): void {
-    this.db.prepare("INSERT INTO workflows (id, kind, instance, status, input, trigger, started_at) VALUES (?, ?, ?, 'running', ?, ?, ?)").run(w.id, w.kind, w.instance, JSON.stringify(w.input ?? null), w.trigger, this.now());
+    this.db
+      .prepare("INSERT INTO workflows (id, kind, instance, status, input, trigger, started_at) VALUES (?, ?, ?, 'running', ?, ?, ?)")
+      .run(w.id, w.kind, w.instance, JSON.stringify(w.input ?? null), w.trigger, this.now());
   }
 
   getWorkflow(id: string): WorkflowRow | undefined {
@@ -264,7 +310,9 @@ export class Store {
   }
 
   runningWorkflowsFor(instance: string): WorkflowRow[] {
-    return this.db.prepare("SELECT * FROM workflows WHERE instance = ? AND status = 'running' ORDER BY started_at").all(instance) as WorkflowRow[];
+    return this.db
+      .prepare("SELECT * FROM workflows WHERE instance = ? AND status = 'running' ORDER BY started_at")
+      .all(instance) as WorkflowRow[];
   }
 
   workflowsFor(instance: string): WorkflowRow[] {
@@ -272,7 +320,9 @@ export class Store {
   }
 
   finishWorkflow(id: string, status: Exclude<WorkflowStatus, "running">, result: unknown, error: string | null): void {
-    this.db.prepare("UPDATE workflows SET status = ?, result = ?, error = ?, finished_at = ? WHERE id = ? AND status = 'running'").run(status, result === undefined ? null : JSON.stringify(result), error, this.now(), id);
+    this.db
+      .prepare("UPDATE workflows SET status = ?, result = ?, error = ?, finished_at = ? WHERE id = ? AND status = 'running'")
+      .run(status, result === undefined ? null : JSON.stringify(result), error, this.now(), id);
   }
 
   getStep(workflowId: string, seq: number): StepRow | undefined {
@@ -287,53 +337,88 @@ export class Store {
   startStep(workflowId: string, seq: number, name: string): void {
     const t = this.now();
     this.db
-      .prepare("INSERT INTO steps (workflow_id, seq, name, status, attempts, started_at) VALUES (?, ?, ?, 'running', 0, ?) ON CONFLICT(workflow_id, seq) DO UPDATE SET status = 'running', next_attempt_at = NULL")
+      .prepare(
+        "INSERT INTO steps (workflow_id, seq, name, status, attempts, started_at) VALUES (?, ?, ?, 'running', 0, ?) ON CONFLICT(workflow_id, seq) DO UPDATE SET status = 'running', next_attempt_at = NULL",
+      )
       .run(workflowId, seq, name, t);
   }
 
   completeStep(workflowId: string, seq: number, result: unknown): void {
-    this.db.prepare("UPDATE steps SET status = 'done', attempts = attempts + 1, result = ?, error = NULL, next_attempt_at = NULL, ended_at = ? WHERE workflow_id = ? AND seq = ?").run(JSON.stringify(result === undefined ? null : result), this.now(), workflowId, seq);
+    this.db
+      .prepare(
+        "UPDATE steps SET status = 'done', attempts = attempts + 1, result = ?, error = NULL, next_attempt_at = NULL, ended_at = ? WHERE workflow_id = ? AND seq = ?",
+      )
+      .run(JSON.stringify(result === undefined ? null : result), this.now(), workflowId, seq);
   }
 
   /** A failed attempt that will be retried at `nextAt`. */
   scheduleRetry(workflowId: string, seq: number, error: string, nextAt: number): void {
-    this.db.prepare("UPDATE steps SET status = 'pending', attempts = attempts + 1, error = ?, next_attempt_at = ? WHERE workflow_id = ? AND seq = ?").run(error, nextAt, workflowId, seq);
+    this.db
+      .prepare(
+        "UPDATE steps SET status = 'pending', attempts = attempts + 1, error = ?, next_attempt_at = ? WHERE workflow_id = ? AND seq = ?",
+      )
+      .run(error, nextAt, workflowId, seq);
   }
 
   failStep(workflowId: string, seq: number, error: string): void {
-    this.db.prepare("UPDATE steps SET status = 'failed', attempts = attempts + 1, error = ?, next_attempt_at = NULL, ended_at = ? WHERE workflow_id = ? AND seq = ?").run(error, this.now(), workflowId, seq);
+    this.db
+      .prepare(
+        "UPDATE steps SET status = 'failed', attempts = attempts + 1, error = ?, next_attempt_at = NULL, ended_at = ? WHERE workflow_id = ? AND seq = ?",
+      )
+      .run(error, this.now(), workflowId, seq);
   }
 
   // ---------- events ----------
 
   addEvent(instance: string, kind: string, message: string, workflowId: string | null = null): void {
-    this.db.prepare("INSERT INTO events (at, instance, kind, message, workflow_id) VALUES (?, ?, ?, ?, ?)").run(this.now(), instance, kind, message, workflowId);
+    this.db
+      .prepare("INSERT INTO events (at, instance, kind, message, workflow_id) VALUES (?, ?, ?, ?, ?)")
+      .run(this.now(), instance, kind, message, workflowId);
   }
 
   listEvents(instance: string, limit = 500): EventRow[] {
-    return (this.db.prepare("SELECT * FROM events WHERE instance = ? ORDER BY id DESC LIMIT ?").all(instance, limit) as EventRow[]).reverse();
+    return (
+      this.db.prepare("SELECT * FROM events WHERE instance = ? ORDER BY id DESC LIMIT ?").all(instance, limit) as EventRow[]
+    ).reverse();
   }
 
   // ---------- agent reports ----------
 
   /** Record once: the first report for (instance, kind, ref) wins (at-least-once delivery). */
   recordAgentReport(instanceId: string, kind: string, ref: string, data: unknown): boolean {
-    const r = this.db.prepare("INSERT OR IGNORE INTO agent_reports (instance_id, kind, ref, data, at) VALUES (?, ?, ?, ?, ?)").run(instanceId, kind, ref, JSON.stringify(data), this.now());
+    const r = this.db
+      .prepare("INSERT OR IGNORE INTO agent_reports (instance_id, kind, ref, data, at) VALUES (?, ?, ?, ?, ?)")
+      .run(instanceId, kind, ref, JSON.stringify(data), this.now());
     return r.changes > 0;
   }
 
   getAgentReport(instanceId: string, kind: string, ref = ""): AgentReportRow | undefined {
-    return this.db.prepare("SELECT * FROM agent_reports WHERE instance_id = ? AND kind = ? AND ref = ?").get(instanceId, kind, ref) as AgentReportRow | undefined;
+    return this.db.prepare("SELECT * FROM agent_reports WHERE instance_id = ? AND kind = ? AND ref = ?").get(instanceId, kind, ref) as
+      | AgentReportRow
+      | undefined;
   }
 
   latestAgentReport(instanceId: string, kind: string): AgentReportRow | undefined {
-    return this.db.prepare("SELECT * FROM agent_reports WHERE instance_id = ? AND kind = ? ORDER BY at DESC LIMIT 1").get(instanceId, kind) as AgentReportRow | undefined;
+    return this.db
+      .prepare("SELECT * FROM agent_reports WHERE instance_id = ? AND kind = ? ORDER BY at DESC LIMIT 1")
+      .get(instanceId, kind) as AgentReportRow | undefined;
   }
 
   /** Counts per table, for tests asserting that a rejected input changed nothing. */
   counts(): Record<string, number> {
     const out: Record<string, number> = {};
-    for (const t of ["instances", "generations", "volumes", "network", "root_lineage", "artifacts", "workflows", "steps", "events", "agent_reports"]) {
+    for (const t of [
+      "instances",
+      "generations",
+      "volumes",
+      "network",
+      "root_lineage",
+      "artifacts",
+      "workflows",
+      "steps",
+      "events",
+      "agent_reports",
+    ]) {
       out[t] = (this.db.prepare(`SELECT COUNT(*) AS n FROM ${t}`).get() as { n: number }).n;
     }
     return out;

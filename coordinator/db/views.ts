@@ -8,7 +8,10 @@ import type { GenerationRow, StepRow, Store, WorkflowRow } from "./queries.js";
 const iso = (ms: number | null | undefined) => (ms == null ? null : new Date(ms).toISOString());
 
 export class Views {
-  constructor(private readonly store: Store, private readonly timeScale = 1) {}
+  constructor(
+    private readonly store: Store,
+    private readonly timeScale = 1,
+  ) {}
 
   private current(name: string, generation: number): GenerationRow | undefined {
     return generation > 0 ? this.store.getGeneration(name, generation) : undefined;
@@ -18,7 +21,9 @@ export class Views {
     const row = this.store.getInstance(name);
     if (!row) return null;
     const g = this.current(name, row.generation);
-    const last = this.timelines(name).filter((t) => t.kind === "replace" && t.downtimeSeconds !== null).at(-1);
+    const last = this.timelines(name)
+      .filter((t) => t.kind === "replace" && t.downtimeSeconds !== null)
+      .at(-1);
     return {
       name: row.name,
       state: row.state,
@@ -47,7 +52,13 @@ export class Views {
       ...s,
       spec: JSON.parse(row.spec),
       resources: {
-        volumes: this.store.listVolumes(name).map((v) => ({ device: v.device, mountPoint: v.mount_point, volumeId: v.volume_id, latestSnapshotId: v.latest_snapshot_id, availabilityZone: v.availability_zone })),
+        volumes: this.store.listVolumes(name).map((v) => ({
+          device: v.device,
+          mountPoint: v.mount_point,
+          volumeId: v.volume_id,
+          latestSnapshotId: v.latest_snapshot_id,
+          availabilityZone: v.availability_zone,
+        })),
         root: { imageId: root?.image_id ?? null, snapshotId: root?.snapshot_id ?? null },
         network: { eniId: net?.eni_id ?? null, privateIp: net?.private_ip ?? null },
       },
@@ -80,7 +91,16 @@ export class Views {
   workflow(id: string): Workflow | null {
     const w = this.store.getWorkflow(id);
     if (!w) return null;
-    return { id: w.id, kind: w.kind, instance: w.instance, status: w.status, startedAt: iso(w.started_at)!, finishedAt: iso(w.finished_at), error: w.error, steps: this.store.listSteps(id).map((s) => this.step(s)) };
+    return {
+      id: w.id,
+      kind: w.kind,
+      instance: w.instance,
+      status: w.status,
+      startedAt: iso(w.started_at)!,
+      finishedAt: iso(w.finished_at),
+      error: w.error,
+      steps: this.store.listSteps(id).map((s) => this.step(s)),
+    };
   }
 
   timeline(w: WorkflowRow): Timeline {
@@ -131,7 +151,9 @@ export function criticalPath(steps: StepRow[]): string[] {
   const path = [cur];
   for (;;) {
     const start = cur.started_at!;
-    const prev = done.filter((s) => s !== cur && s.ended_at! <= start && s.seq < cur.seq).reduce<StepRow | null>((a, b) => (!a || b.ended_at! > a.ended_at! ? b : a), null);
+    const prev = done
+      .filter((s) => s !== cur && s.ended_at! <= start && s.seq < cur.seq)
+      .reduce<StepRow | null>((a, b) => (!a || b.ended_at! > a.ended_at! ? b : a), null);
     if (!prev) break;
     path.unshift(prev);
     cur = prev;

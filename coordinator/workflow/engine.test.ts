@@ -20,7 +20,8 @@ function open(runbooks: Record<string, Runbook>, extra: Partial<ConstructorParam
 }
 
 /** A step body that never finishes by itself (a coordinator "crash" stops it). */
-const hang = (info: StepInfo) => new Promise<never>((_, reject) => info.signal.addEventListener("abort", () => reject(info.signal.reason), { once: true }));
+const hang = (info: StepInfo) =>
+  new Promise<never>((_, reject) => info.signal.addEventListener("abort", () => reject(info.signal.reason), { once: true }));
 
 beforeEach(() => {
   dir = mkdtempSync(join(tmpdir(), "spotkeep-engine-"));
@@ -37,8 +38,14 @@ describe("workflow engine", () => {
     const runs: string[] = [];
     let crash = true;
     const book: Runbook = async (ctx) => {
-      const a = await ctx.step("create-volume", async () => (runs.push("a"), { volumeId: "vol-1" }));
-      const b = await ctx.step("create-eni", async () => (runs.push("b"), "eni-1"));
+      const a = await ctx.step("create-volume", async () => {
+        runs.push("a");
+        return { volumeId: "vol-1" };
+      });
+      const b = await ctx.step("create-eni", async () => {
+        runs.push("b");
+        return "eni-1";
+      });
       const c = await ctx.step("launch", async (info) => {
         runs.push("c");
         if (crash) return hang(info);
@@ -69,11 +76,16 @@ describe("workflow engine", () => {
   it("keeps retry state in the step row and retries with backoff until the step succeeds", async () => {
     let calls = 0;
     const { store, engine } = open({
-      flaky: async (ctx) => ctx.step("attach", async () => {
-        calls++;
-        if (calls < 3) throw new Error(`VolumeInUse #${calls}`);
-        return "ok";
-      }, { initialMs: 1000, factor: 2, maxMs: 10_000, attempts: 5, jitter: "none" }),
+      flaky: async (ctx) =>
+        ctx.step(
+          "attach",
+          async () => {
+            calls++;
+            if (calls < 3) throw new Error(`VolumeInUse #${calls}`);
+            return "ok";
+          },
+          { initialMs: 1000, factor: 2, maxMs: 10_000, attempts: 5, jitter: "none" },
+        ),
     });
     const id = engine.start("flaky", "db", null);
     await clock.advance(0);
@@ -89,11 +101,16 @@ describe("workflow engine", () => {
 
   it("resumes a backoff after a restart from the stored next attempt time", async () => {
     let calls = 0;
-    const book: Runbook = async (ctx) => ctx.step("detach", async () => {
-      calls++;
-      if (calls === 1) throw new Error("IncorrectState");
-      return calls;
-    }, { initialMs: 5000, attempts: 3, jitter: "none" });
+    const book: Runbook = async (ctx) =>
+      ctx.step(
+        "detach",
+        async () => {
+          calls++;
+          if (calls === 1) throw new Error("IncorrectState");
+          return calls;
+        },
+        { initialMs: 5000, attempts: 3, jitter: "none" },
+      );
     const first = open({ b: book });
     const id = first.engine.start("b", "db", null);
     await clock.advance(1000);
@@ -109,7 +126,14 @@ describe("workflow engine", () => {
 
   it("fails the step and the workflow with the cause when attempts run out or the error is not retryable", async () => {
     const { store, engine } = open({
-      b: async (ctx) => ctx.step("launch", async () => { throw new Error("InvalidAMIID.NotFound"); }, { retryable: () => false }),
+      b: async (ctx) =>
+        ctx.step(
+          "launch",
+          async () => {
+            throw new Error("InvalidAMIID.NotFound");
+          },
+          { retryable: () => false },
+        ),
     });
     const id = engine.start("b", "db", null);
     const wf = await engine.wait(id);
@@ -142,12 +166,13 @@ describe("workflow engine", () => {
     let now = 0;
     const { engine } = open(
       {
-        w: async (ctx) => ctx.step("work", async () => {
-          now++;
-          peak = Math.max(peak, now);
-          await new Promise<void>((r) => release.push(r));
-          now--;
-        }),
+        w: async (ctx) =>
+          ctx.step("work", async () => {
+            now++;
+            peak = Math.max(peak, now);
+            await new Promise<void>((r) => release.push(r));
+            now--;
+          }),
       },
       { maxConcurrent: 2 },
     );
@@ -170,8 +195,22 @@ describe("workflow engine", () => {
     const book: Runbook = async (ctx) => {
       await ctx.step("quiesce", async () => "q");
       const [img, term] = await ctx.parallel<[string, string]>([
-        ["register-image", async () => { started.push("img"); await opened; return "ami-1"; }],
-        ["wait-terminated", async () => { started.push("term"); gate(); return "terminated"; }],
+        [
+          "register-image",
+          async () => {
+            started.push("img");
+            await opened;
+            return "ami-1";
+          },
+        ],
+        [
+          "wait-terminated",
+          async () => {
+            started.push("term");
+            gate();
+            return "terminated";
+          },
+        ],
       ]);
       return await ctx.step("launch", async () => `${img}/${term}`);
     };
@@ -180,7 +219,12 @@ describe("workflow engine", () => {
     const wf = await engine.wait(id);
     expect(wf.status).toBe("succeeded");
     expect(started.sort()).toEqual(["img", "term"]); // image waited for terminate's gate: both were running together
-    expect(store.listSteps(id).map((s) => `${s.seq}:${s.name}`)).toEqual(["1:quiesce", "2:register-image", "3:wait-terminated", "4:launch"]);
+    expect(store.listSteps(id).map((s) => `${s.seq}:${s.name}`)).toEqual([
+      "1:quiesce",
+      "2:register-image",
+      "3:wait-terminated",
+      "4:launch",
+    ]);
     expect(JSON.parse(wf.result!)).toBe("ami-1/terminated");
   });
 

@@ -48,6 +48,7 @@ export interface WorkflowContext {
   event(kind: string, message: string): void;
 }
 
+// biome-ignore lint/suspicious/noExplicitAny: the registry holds runbooks of every input type
 export type Runbook<I = any, O = unknown> = (ctx: WorkflowContext, input: I) => Promise<O>;
 
 /** The runbook asked for a different step than the one recorded at this position. */
@@ -58,7 +59,11 @@ export class NonDeterminismError extends Error {
 /** A step failed for good (attempts exhausted or a non-retryable error). */
 export class StepFailedError extends Error {
   override name = "StepFailedError";
-  constructor(readonly step: string, readonly attempts: number, cause: unknown) {
+  constructor(
+    readonly step: string,
+    readonly attempts: number,
+    cause: unknown,
+  ) {
     super(`step ${step} failed after ${attempts} attempt${attempts === 1 ? "" : "s"}: ${describeError(cause)}`, { cause });
   }
 }
@@ -68,7 +73,8 @@ export class WorkflowStopped extends Error {
 }
 
 export function describeError(err: unknown): string {
-  if (err instanceof Error) return err.name && err.name !== "Error" && !err.message.startsWith(err.name) ? `${err.name}: ${err.message}` : err.message;
+  if (err instanceof Error)
+    return err.name && err.name !== "Error" && !err.message.startsWith(err.name) ? `${err.name}: ${err.message}` : err.message;
   return String(err);
 }
 
@@ -181,7 +187,7 @@ export class WorkflowEngine {
 
   private async execute(id: string): Promise<void> {
     const wf = this.store.getWorkflow(id);
-    if (!wf || wf.status !== "running") {
+    if (wf?.status !== "running") {
       this.waiter(id).resolve();
       return;
     }
@@ -234,7 +240,9 @@ export class WorkflowEngine {
     if (this.stopped) throw new WorkflowStopped("coordinator stopping");
     const row = this.store.getStep(wf.id, seq);
     if (row && row.name !== name) {
-      throw new NonDeterminismError(`workflow ${wf.id} replay: step ${seq} is recorded as ${JSON.stringify(row.name)} but the runbook now asks for ${JSON.stringify(name)} (the runbook changed or branches on something other than step results)`);
+      throw new NonDeterminismError(
+        `workflow ${wf.id} replay: step ${seq} is recorded as ${JSON.stringify(row.name)} but the runbook now asks for ${JSON.stringify(name)} (the runbook changed or branches on something other than step results)`,
+      );
     }
     if (row?.status === "done") return JSON.parse(row.result ?? "null") as T;
     if (row?.status === "failed") throw new StepFailedError(name, row.attempts, new Error(row.error ?? "failed"));

@@ -42,7 +42,16 @@ const CapacityBody = z.strictObject({
   available: z.union([z.boolean(), z.number().int().min(0)]),
 });
 const FaultsBody = z.strictObject({
-  failNext: z.array(z.strictObject({ action: z.string().regex(/^[A-Z][A-Za-z]+$/), code: z.string().min(1), count: z.number().int().min(1).max(10_000).default(1), message: z.string().optional() })).optional(),
+  failNext: z
+    .array(
+      z.strictObject({
+        action: z.string().regex(/^[A-Z][A-Za-z]+$/),
+        code: z.string().min(1),
+        count: z.number().int().min(1).max(10_000).default(1),
+        message: z.string().optional(),
+      }),
+    )
+    .optional(),
   throttle: z.boolean().optional(),
   clear: z.boolean().optional(),
 });
@@ -108,11 +117,50 @@ export function dumpState(deps: ControlDeps): Record<string, unknown> {
       logPath: w.runtime.logPath(i.id) || null,
       tags: tags(i.tags),
     })),
-    volumes: [...w.volumes.values()].map((v) => ({ id: v.id, state: v.state, size: v.size, availabilityZone: v.az, snapshotId: v.snapshotId || null, attachment: v.attachment ?? null, tags: tags(v.tags) })),
-    snapshots: [...w.snapshots.values()].map((s) => ({ id: s.id, state: s.state, progress: s.progress, volumeId: s.volumeId, volumeSize: s.volumeSize, ownerId: s.ownerId, tags: tags(s.tags) })),
-    images: [...w.images.values()].map((i) => ({ id: i.id, name: i.name, state: i.state, rootDeviceName: i.rootDeviceName, blockDeviceMappings: i.blockDeviceMappings, tags: tags(i.tags) })),
-    networkInterfaces: [...w.enis.values()].map((e) => ({ id: e.id, status: e.status, subnetId: e.subnetId, availabilityZone: e.az, privateIp: e.privateIp, mac: e.mac, attachment: e.attachment ?? null, tags: tags(e.tags) })),
-    spotInstanceRequests: [...w.spotRequests.values()].map((r) => ({ id: r.id, state: r.state, statusCode: r.statusCode, type: r.type, interruptionBehavior: r.interruptionBehavior, instanceId: r.instanceId ?? null })),
+    volumes: [...w.volumes.values()].map((v) => ({
+      id: v.id,
+      state: v.state,
+      size: v.size,
+      availabilityZone: v.az,
+      snapshotId: v.snapshotId || null,
+      attachment: v.attachment ?? null,
+      tags: tags(v.tags),
+    })),
+    snapshots: [...w.snapshots.values()].map((s) => ({
+      id: s.id,
+      state: s.state,
+      progress: s.progress,
+      volumeId: s.volumeId,
+      volumeSize: s.volumeSize,
+      ownerId: s.ownerId,
+      tags: tags(s.tags),
+    })),
+    images: [...w.images.values()].map((i) => ({
+      id: i.id,
+      name: i.name,
+      state: i.state,
+      rootDeviceName: i.rootDeviceName,
+      blockDeviceMappings: i.blockDeviceMappings,
+      tags: tags(i.tags),
+    })),
+    networkInterfaces: [...w.enis.values()].map((e) => ({
+      id: e.id,
+      status: e.status,
+      subnetId: e.subnetId,
+      availabilityZone: e.az,
+      privateIp: e.privateIp,
+      mac: e.mac,
+      attachment: e.attachment ?? null,
+      tags: tags(e.tags),
+    })),
+    spotInstanceRequests: [...w.spotRequests.values()].map((r) => ({
+      id: r.id,
+      state: r.state,
+      statusCode: r.statusCode,
+      type: r.type,
+      interruptionBehavior: r.interruptionBehavior,
+      instanceId: r.instanceId ?? null,
+    })),
     subnets: [...w.subnets.values()].map((s) => ({ id: s.id, vpcId: s.vpcId, availabilityZone: s.az, cidr: s.cidr })),
     securityGroups: [...w.securityGroups.values()].map((g) => ({ id: g.id, name: g.name, vpcId: g.vpcId })),
     baseImageId: w.baseImageId,
@@ -121,7 +169,7 @@ export function dumpState(deps: ControlDeps): Record<string, unknown> {
 
 export async function handleControl(req: IncomingMessage, res: ServerResponse, deps: ControlDeps): Promise<void> {
   const send = (status: number, body: unknown, type = "application/json") => {
-    const text = type === "application/json" ? JSON.stringify(body, null, 2) + "\n" : String(body);
+    const text = type === "application/json" ? `${JSON.stringify(body, null, 2)}\n` : String(body);
     res.writeHead(status, { "content-type": type, "content-length": Buffer.byteLength(text) });
     res.end(text);
   };
@@ -159,7 +207,8 @@ export async function handleControl(req: IncomingMessage, res: ServerResponse, d
       case "PUT capacity": {
         const b = parse(CapacityBody, await readJson(req));
         if (!w.instanceType(b.instanceType)) throw new HttpError(400, `instanceType: unknown instance type ${b.instanceType}`);
-        if (!(AZS as readonly string[]).includes(b.availabilityZone)) throw new HttpError(400, `availabilityZone: unknown availability zone ${b.availabilityZone} (have ${AZS.join(", ")})`);
+        if (!(AZS as readonly string[]).includes(b.availabilityZone))
+          throw new HttpError(400, `availabilityZone: unknown availability zone ${b.availabilityZone} (have ${AZS.join(", ")})`);
         w.capacity.set(`${b.instanceType}|${b.availabilityZone}|${b.market}`, b.available);
         return send(200, { capacity: Object.fromEntries(w.capacity) });
       }

@@ -31,7 +31,13 @@ function traitsOf(t: unknown): Traits {
 
 /** Split a member entry into its target schema and its member traits. */
 function splitMember(m: Raw): { schema: Raw; traits: Traits } {
-  if (Array.isArray(m) && m.length === 2 && (typeof m[0] === "function" || typeof m[0] === "number" || m[0] === null || Array.isArray(m[0])) && !Array.isArray(m[1]) && (typeof m[1] === "object" || typeof m[1] === "number")) {
+  if (
+    Array.isArray(m) &&
+    m.length === 2 &&
+    (typeof m[0] === "function" || typeof m[0] === "number" || m[0] === null || Array.isArray(m[0])) &&
+    !Array.isArray(m[1]) &&
+    (typeof m[1] === "object" || typeof m[1] === "number")
+  ) {
     return { schema: deref(m[0]), traits: traitsOf(m[1]) };
   }
   return { schema: deref(m), traits: {} };
@@ -74,7 +80,12 @@ function resolve(s0: Raw): Resolved {
   } else if (s[0] === 3 || s[0] === -3 || s[0] === 4) {
     const names = s[4] as string[];
     const entries = s[5] as Raw[];
-    out = { kind: "struct", name: s[2] as string, ownTraits: traitsOf(s[3]), members: names.map((name, i) => ({ name, ...splitMember(entries[i]) })) };
+    out = {
+      kind: "struct",
+      name: s[2] as string,
+      ownTraits: traitsOf(s[3]),
+      members: names.map((name, i) => ({ name, ...splitMember(entries[i]) })),
+    };
   } else if (s[0] === 2) {
     out = { kind: "map" };
   } else {
@@ -144,7 +155,8 @@ function readNode(schema: Raw, node: Node, path: string): unknown {
   const r = resolve(schema);
   switch (r.kind) {
     case "struct": {
-      if (node.value !== undefined && !node.children) throw new Ec2Error("InvalidParameterValue", `Parameter ${path} must be a structure, not a value`);
+      if (node.value !== undefined && !node.children)
+        throw new Ec2Error("InvalidParameterValue", `Parameter ${path} must be a structure, not a value`);
       const out: Record<string, unknown> = {};
       const idx = membersByKey(r);
       for (const [key, child] of node.children ?? []) {
@@ -159,7 +171,8 @@ function readNode(schema: Raw, node: Node, path: string): unknown {
       if (!node.children) throw new Ec2Error("InvalidParameterValue", `Parameter ${path} is a list: send it as ${path}.1, ${path}.2, ...`);
       const entries: Array<[number, Node]> = [];
       for (const [key, child] of node.children) {
-        if (!/^[1-9][0-9]{0,4}$/.test(key)) throw new Ec2Error("InvalidParameterValue", `Invalid list index in parameter ${path}.${key}: indexes are 1, 2, ...`);
+        if (!/^[1-9][0-9]{0,4}$/.test(key))
+          throw new Ec2Error("InvalidParameterValue", `Invalid list index in parameter ${path}.${key}: indexes are 1, 2, ...`);
         entries.push([Number(key), child]);
       }
       entries.sort((a, b) => a[0] - b[0]);
@@ -172,16 +185,19 @@ function readNode(schema: Raw, node: Node, path: string): unknown {
         case "string":
           return v;
         case "number": {
-          if (!/^-?\d+(\.\d+)?$/.test(v.trim())) throw new Ec2Error("InvalidParameterValue", `Invalid value '${v}' for ${path}: expected a number`);
+          if (!/^-?\d+(\.\d+)?$/.test(v.trim()))
+            throw new Ec2Error("InvalidParameterValue", `Invalid value '${v}' for ${path}: expected a number`);
           return Number(v);
         }
         case "boolean": {
-          if (v !== "true" && v !== "false") throw new Ec2Error("InvalidParameterValue", `Invalid value '${v}' for ${path}: expected true or false`);
+          if (v !== "true" && v !== "false")
+            throw new Ec2Error("InvalidParameterValue", `Invalid value '${v}' for ${path}: expected true or false`);
           return v === "true";
         }
         case "timestamp": {
           const t = /^\d+(\.\d+)?$/.test(v) ? new Date(Number(v) * 1000) : ISO_RE.test(v) ? new Date(v) : new Date(NaN);
-          if (Number.isNaN(t.getTime())) throw new Ec2Error("InvalidParameterValue", `Invalid value '${v}' for ${path}: expected an ISO 8601 timestamp`);
+          if (Number.isNaN(t.getTime()))
+            throw new Ec2Error("InvalidParameterValue", `Invalid value '${v}' for ${path}: expected an ISO 8601 timestamp`);
           return t;
         }
         case "blob":
@@ -254,7 +270,10 @@ function writeValue(schema: Raw, value: unknown, tag: string, out: string[]): vo
 export function encodeResponse(action: string, output: Record<string, unknown>, requestId: string): string {
   const ops = operationSchemas(action);
   if (!ops) throw new Error(`localcloud bug: no schema for ${action}`);
-  const out: string[] = [`<?xml version="1.0" encoding="UTF-8"?>\n<${action}Response xmlns="${XMLNS}">`, `<requestId>${requestId}</requestId>`];
+  const out: string[] = [
+    `<?xml version="1.0" encoding="UTF-8"?>\n<${action}Response xmlns="${XMLNS}">`,
+    `<requestId>${requestId}</requestId>`,
+  ];
   const r = resolve(ops.output);
   // Actions with no modelled output (DeleteVolume, ModifyInstanceAttribute, ...) answer <return>true</return> on the wire.
   if (!r.members || r.members.length === 0) out.push("<return>true</return>");

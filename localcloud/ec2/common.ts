@@ -49,7 +49,8 @@ export function checkTag(key: string | undefined, value: string | undefined, whe
   if (key === undefined || key === "") throw missing(`${where}.Key`);
   if (key.length > 128) throw invalidValue(`${where}.Key`, key, "Tag keys are at most 128 characters");
   if ((value ?? "").length > 256) throw invalidValue(`${where}.Value`, value, "Tag values are at most 256 characters");
-  if (key.toLowerCase().startsWith("aws:")) throw invalidValue(`${where}.Key`, key, "Tag keys starting with 'aws:' are reserved for AWS use");
+  if (key.toLowerCase().startsWith("aws:"))
+    throw invalidValue(`${where}.Key`, key, "Tag keys starting with 'aws:' are reserved for AWS use");
 }
 
 /** Validate TagSpecification.N against the resource types an action can tag; returns type -> tags. */
@@ -60,7 +61,11 @@ export function tagSpecs(specs: TagSpecification[] | undefined, allowed: readonl
     const type = required(spec.ResourceType, `${where}.ResourceType`);
     if (!allowed.includes(type)) throw invalidValue(`${where}.ResourceType`, type, `This action can tag: ${allowed.join(", ")}`);
     if (!spec.Tags || spec.Tags.length === 0) throw new Ec2Error("InvalidParameterValue", "Tag specification must have at least one tag");
-    if (out.has(type)) throw new Ec2Error("InvalidParameterValue", `The same resource type may not be specified more than once in tag specifications: ${type}`);
+    if (out.has(type))
+      throw new Ec2Error(
+        "InvalidParameterValue",
+        `The same resource type may not be specified more than once in tag specifications: ${type}`,
+      );
     const tags: Tags = new Map();
     spec.Tags.forEach((t, j) => {
       checkTag(t.Key, t.Value, `${where}.Tag.${j + 1}`);
@@ -144,7 +149,10 @@ export function paginate<T>(items: T[], input: PageInput, action: string, range:
   if (input.MaxResults === undefined) return { page: items.slice(offset) };
   const max = input.MaxResults;
   if (!Number.isInteger(max) || max < range[0] || max > range[1]) {
-    throw new Ec2Error("InvalidParameterValue", `Value ( ${max} ) for parameter maxResults is invalid. Expecting a value between ${range[0]} and ${range[1]}.`);
+    throw new Ec2Error(
+      "InvalidParameterValue",
+      `Value ( ${max} ) for parameter maxResults is invalid. Expecting a value between ${range[0]} and ${range[1]}.`,
+    );
   }
   const page = items.slice(offset, offset + max);
   const next = offset + max < items.length ? Buffer.from(JSON.stringify({ a: action, o: offset + max })).toString("base64url") : undefined;

@@ -68,7 +68,10 @@ export function parseForm(text: string): Map<string, string> {
       k = decodeURIComponent(rawK.replace(/\+/g, " "));
       v = decodeURIComponent(rawV.replace(/\+/g, " "));
     } catch {
-      throw new Ec2Error("MalformedQueryString", `The request body is not valid application/x-www-form-urlencoded: bad percent-encoding in '${pair.slice(0, 80)}'`);
+      throw new Ec2Error(
+        "MalformedQueryString",
+        `The request body is not valid application/x-www-form-urlencoded: bad percent-encoding in '${pair.slice(0, 80)}'`,
+      );
     }
     if (k === "") throw new Ec2Error("MalformedQueryString", "The request contains a parameter with an empty name");
     if (out.has(k)) throw new Ec2Error("InvalidParameterValue", `The parameter ${k} is given more than once`);
@@ -78,7 +81,12 @@ export function parseForm(text: string): Map<string, string> {
 }
 
 function isFiltered(input: Record<string, unknown>): boolean {
-  return Object.entries(input).some(([k, v]) => (k === "Filters" || k.endsWith("Ids") || k === "MaxResults" || k === "NextToken") && v !== undefined && !(Array.isArray(v) && v.length === 0));
+  return Object.entries(input).some(
+    ([k, v]) =>
+      (k === "Filters" || k.endsWith("Ids") || k === "MaxResults" || k === "NextToken") &&
+      v !== undefined &&
+      !(Array.isArray(v) && v.length === 0),
+  );
 }
 
 function resourceCount(action: string, input: Record<string, unknown>): number {
@@ -92,7 +100,11 @@ export async function handleQuery(req: IncomingMessage, res: ServerResponse, dep
   let action = "";
   const send = (status: number, body: string) => {
     if (res.headersSent) return;
-    res.writeHead(status, { "content-type": "text/xml;charset=UTF-8", "x-amzn-requestid": requestId, "content-length": Buffer.byteLength(body) });
+    res.writeHead(status, {
+      "content-type": "text/xml;charset=UTF-8",
+      "x-amzn-requestid": requestId,
+      "content-length": Buffer.byteLength(body),
+    });
     res.end(body);
   };
   try {
@@ -127,10 +139,14 @@ export async function handleQuery(req: IncomingMessage, res: ServerResponse, dep
     const handler = ACTIONS[action];
     if (!handler) throw new Ec2Error("InvalidAction", `The action ${action} is not valid for this web service.`);
     const input = decodeRequest(action, params);
-    if (!deps.throttle.takeRequest({ action, filtered: isFiltered(input) })) throw new Ec2Error("RequestLimitExceeded", "Request limit exceeded.");
+    if (!deps.throttle.takeRequest({ action, filtered: isFiltered(input) }))
+      throw new Ec2Error("RequestLimitExceeded", "Request limit exceeded.");
     const count = resourceCount(action, input);
     if (count > 0 && !deps.throttle.takeResources(action, count)) {
-      throw new Ec2Error("RequestLimitExceeded", `Request limit exceeded. Account has been throttled on ec2:${action} because it exceeded its resource rate limit.`);
+      throw new Ec2Error(
+        "RequestLimitExceeded",
+        `Request limit exceeded. Account has been throttled on ec2:${action} because it exceeded its resource rate limit.`,
+      );
     }
     const fault = input.DryRun === true ? null : deps.world.takeFault(action);
     if (fault) throw new Ec2Error(fault.code, fault.message ?? `localcloud injected fault: ${fault.code}`);
@@ -144,7 +160,14 @@ export async function handleQuery(req: IncomingMessage, res: ServerResponse, dep
       send(err.status, encodeError(err.code, err.message, requestId));
     } else {
       deps.world.log(`internal error in ${action || "request"}: ${(err as Error)?.stack ?? String(err)}`);
-      send(500, encodeError("InternalError", `An internal error has occurred (${action || "request"}): ${(err as Error)?.message ?? String(err)}`, requestId));
+      send(
+        500,
+        encodeError(
+          "InternalError",
+          `An internal error has occurred (${action || "request"}): ${(err as Error)?.message ?? String(err)}`,
+          requestId,
+        ),
+      );
     }
   }
 }

@@ -68,7 +68,10 @@ describe("localcloud identity signer", () => {
 
   it.skipIf(!hasOpenssl())("openssl smime -verify accepts the PKCS#7 exactly as AWS documents for /rsa2048", async () => {
     const signer = await loadOrCreateSigner(dir);
-    const armoured = `-----BEGIN PKCS7-----\n${signer.signPkcs7(document).match(/.{1,64}/g)!.join("\n")}\n-----END PKCS7-----\n`;
+    const armoured = `-----BEGIN PKCS7-----\n${signer
+      .signPkcs7(document)
+      .match(/.{1,64}/g)!
+      .join("\n")}\n-----END PKCS7-----\n`;
     const p7Path = path.join(dir, "doc.p7");
     const certPath = path.join(dir, "cert-copy.pem");
     writeFileSync(p7Path, armoured);

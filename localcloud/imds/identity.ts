@@ -39,12 +39,18 @@ export async function loadOrCreateSigner(stateDir: string): Promise<IdentitySign
   if (existing) return createSigner(existing.keyPem, existing.certPem);
 
   const now = new Date();
-  const generated = await generate([{ name: "commonName", value: "localcloud instance identity" }, { name: "organizationName", value: "spotkeep localcloud" }], {
-    keySize: 2048,
-    algorithm: "sha256",
-    notBeforeDate: new Date(now.getTime() - 24 * 3600 * 1000),
-    notAfterDate: new Date(now.getTime() + 20 * 365 * 24 * 3600 * 1000),
-  });
+  const generated = await generate(
+    [
+      { name: "commonName", value: "localcloud instance identity" },
+      { name: "organizationName", value: "spotkeep localcloud" },
+    ],
+    {
+      keySize: 2048,
+      algorithm: "sha256",
+      notBeforeDate: new Date(now.getTime() - 24 * 3600 * 1000),
+      notAfterDate: new Date(now.getTime() + 20 * 365 * 24 * 3600 * 1000),
+    },
+  );
   await mkdir(p.dir, { recursive: true, mode: 0o700 });
   // Write both to temp names, then rename: a crash never leaves a key without its certificate
   // that a later start would pair with a new, different certificate.

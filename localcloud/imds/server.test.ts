@@ -255,7 +255,13 @@ describe("IMDS paths", () => {
     expect((await get(origin, "//latest//meta-data/instance-id")).body).toBe(id);
     expect((await get(origin, "/latest/meta-data/instance-id/")).body).toBe(id);
     expect((await get(origin, "/2021-03-23/meta-data/instance-id")).body).toBe(id);
-    for (const p of ["/latest/meta-data/nope", "/latest/meta-data/instance-id/extra", "/v9/meta-data/instance-id", "/latest/meta-data/%zz", "/latest/meta-data/../user-data"]) {
+    for (const p of [
+      "/latest/meta-data/nope",
+      "/latest/meta-data/instance-id/extra",
+      "/v9/meta-data/instance-id",
+      "/latest/meta-data/%zz",
+      "/latest/meta-data/../user-data",
+    ]) {
       const r = await get(origin, p);
       expect(r.status, p).toBe(404);
       expect(r.body).toContain("<title>404 - Not Found</title>");
@@ -300,7 +306,10 @@ describe("IMDS notices", () => {
 
   it("a stop notice shows its action and no termination-time", async () => {
     const { origin } = await instance({ spotInstanceAction: { action: "stop", time: "2026-03-04T05:06:07Z" } });
-    expect(JSON.parse((await get(origin, "/latest/meta-data/spot/instance-action")).body)).toEqual({ action: "stop", time: "2026-03-04T05:06:07Z" });
+    expect(JSON.parse((await get(origin, "/latest/meta-data/spot/instance-action")).body)).toEqual({
+      action: "stop",
+      time: "2026-03-04T05:06:07Z",
+    });
     expect((await get(origin, "/latest/meta-data/spot/termination-time")).status).toBe(404);
   });
 
@@ -340,14 +349,19 @@ describe("IMDS notices", () => {
         NotBeforeDeadline: "30 Jan 2019 09:00:43 GMT",
       },
     ]);
-    const history = JSON.parse((await get(origin, "/latest/meta-data/events/maintenance/history")).body) as { NotBefore: string; State: string }[];
+    const history = JSON.parse((await get(origin, "/latest/meta-data/events/maintenance/history")).body) as {
+      NotBefore: string;
+      State: string;
+    }[];
     expect(history).toEqual([expect.objectContaining({ NotBefore: "2 Jan 2019 03:04:05 GMT", State: "canceled" })]);
   });
 
   it("closes connections once the instance stops serving (no 404 that would read as 'no notice')", async () => {
     const { id, origin } = await instance();
     update(id, { serving: false });
-    await expect(raw(origin, "PUT", "/latest/api/token", { "X-aws-ec2-metadata-token-ttl-seconds": "60" })).rejects.toThrow(/socket hang up|ECONNRESET/);
+    await expect(raw(origin, "PUT", "/latest/api/token", { "X-aws-ec2-metadata-token-ttl-seconds": "60" })).rejects.toThrow(
+      /socket hang up|ECONNRESET/,
+    );
     await expect(sdk(origin).request("/latest/meta-data/instance-id", {})).rejects.toThrow();
   });
 });
@@ -391,7 +405,9 @@ describe("IMDS listeners", () => {
     expect((await get(b.origin, "/latest/meta-data/instance-id")).body).toBe(b.id);
     await imds.release(a.id);
     await imds.release(a.id);
-    await expect(raw(a.origin, "PUT", "/latest/api/token", { "X-aws-ec2-metadata-token-ttl-seconds": "60" })).rejects.toThrow(/ECONNREFUSED/);
+    await expect(raw(a.origin, "PUT", "/latest/api/token", { "X-aws-ec2-metadata-token-ttl-seconds": "60" })).rejects.toThrow(
+      /ECONNREFUSED/,
+    );
   });
 
   it("rejects oversized headers with 431 and garbage request lines with 400, and keeps serving", async () => {

@@ -75,7 +75,7 @@ export async function startImds(opts: ImdsOptions): Promise<ImdsServer> {
 
   const serve = (req: http.IncomingMessage, res: http.ServerResponse, instanceId: string | null): void => {
     const view = instanceId === null ? null : opts.lookup(instanceId);
-    if (!view || !view.serving) {
+    if (!view?.serving) {
       req.socket.destroy();
       return;
     }

@@ -35,7 +35,10 @@ export interface ContractOptions {
   skipReason?: string;
 }
 
-const hex = (n: number) => randomBytes(Math.ceil(n / 2)).toString("hex").slice(0, n);
+const hex = (n: number) =>
+  randomBytes(Math.ceil(n / 2))
+    .toString("hex")
+    .slice(0, n);
 export const newInstanceId = () => `i-${hex(17)}`;
 export const newVolumeId = () => `vol-${hex(17)}`;
 export const newSnapshotId = () => `snap-${hex(17)}`;
@@ -59,7 +62,11 @@ export function processAlive(pid: number): boolean {
 }
 
 /** Poll a condition (instances boot asynchronously); bounded, never a fixed sleep. */
-export async function waitFor<T>(what: string, probe: () => Promise<T | null | undefined | false> | T | null | undefined | false, ms = 15_000): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  probe: () => Promise<T | null | undefined | false> | T | null | undefined | false,
+  ms = 15_000,
+): Promise<T> {
   const deadline = Date.now() + ms;
   for (;;) {
     const v = await probe();
@@ -206,7 +213,7 @@ export function runtimeContract(name: string, make: () => Promise<RuntimeHarness
     });
 
     it("shutdown escalates to SIGKILL after the grace when SIGTERM is ignored", async () => {
-      const { id } = await bootInstance("trap '' TERM\nsleep 300 &\necho \"child $!\"\necho \"leader $$\"\nwait\n");
+      const { id } = await bootInstance('trap \'\' TERM\nsleep 300 &\necho "child $!"\necho "leader $$"\nwait\n');
       const child = await pidsIn(id, "child");
       const leader = await pidsIn(id, "leader");
       await h.runtime.shutdown(id, 100);

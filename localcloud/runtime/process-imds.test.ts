@@ -97,10 +97,12 @@ const md = new MetadataService({ httpOptions: { timeout: 1000 }, retries: 0 });
   const log = () => readFile(rt.logPath(id), "utf8");
   await waitFor("the agent to read its instance id", async () => (await log()).includes(`imds instance-id ${id}`));
   const pid = Number(/^pid (\d+)$/m.exec(await log())?.[1]);
-  expect((await log())).not.toContain("notice ");
+  expect(await log()).not.toContain("notice ");
   views.set(id, { ...view(id), spotInstanceAction: { action: "terminate", time: "2030-01-01T00:02:00Z" } });
-  await waitFor("the agent to see the notice", async () => (await log()).includes('notice {"action":"terminate","time":"2030-01-01T00:02:00Z"}'));
-  expect((await log())).not.toContain("error ");
+  await waitFor("the agent to see the notice", async () =>
+    (await log()).includes('notice {"action":"terminate","time":"2030-01-01T00:02:00Z"}'),
+  );
+  expect(await log()).not.toContain("error ");
   await rt.shutdown(id, 1000);
   expect(processAlive(pid)).toBe(false);
   await imds.release(id);

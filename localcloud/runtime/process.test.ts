@@ -16,8 +16,10 @@ function harness() {
     dir,
     reopen: () => createProcessRuntime({ stateDir: dir, graceMs: 500 }),
     devicePath: (instanceId: string, name: string) => path.join(runtime.devDir(instanceId), name),
-    writeOnVolume: async (volumeId: string, name: string, content: string) => writeFileSync(path.join(runtime.volumeDir(volumeId), name), content),
-    readOnVolume: async (volumeId: string, name: string) => readFile(path.join(runtime.volumeDir(volumeId), name), "utf8").catch(() => null),
+    writeOnVolume: async (volumeId: string, name: string, content: string) =>
+      writeFileSync(path.join(runtime.volumeDir(volumeId), name), content),
+    readOnVolume: async (volumeId: string, name: string) =>
+      readFile(path.join(runtime.volumeDir(volumeId), name), "utf8").catch(() => null),
   };
 }
 
@@ -66,7 +68,14 @@ describe("process runtime specifics", () => {
     const id = newInstanceId();
     const root = newVolumeId();
     await rt.createVolume({ volumeId: root, sizeGiB: 1 });
-    await rt.boot(inst(id, 'echo "imds=$AWS_EC2_METADATA_SERVICE_ENDPOINT"\necho "dev=$SPOTKEEP_DEV_DIR"\necho "root=$SPOTKEEP_ROOT_DIR"\necho "id=$SPOTKEEP_INSTANCE_ID scale=$SPOTKEEP_TIME_SCALE"\necho "cwd=$(pwd -P)"\necho hi > written-by-user-data\necho "secret=${AWS_SECRET_ACCESS_KEY:-none}"\n', { SPOTKEEP_TIME_SCALE: "0.01" }), root);
+    await rt.boot(
+      inst(
+        id,
+        'echo "imds=$AWS_EC2_METADATA_SERVICE_ENDPOINT"\necho "dev=$SPOTKEEP_DEV_DIR"\necho "root=$SPOTKEEP_ROOT_DIR"\necho "id=$SPOTKEEP_INSTANCE_ID scale=$SPOTKEEP_TIME_SCALE"\necho "cwd=$(pwd -P)"\necho hi > written-by-user-data\necho "secret=${AWS_SECRET_ACCESS_KEY:-none}"\n',
+        { SPOTKEEP_TIME_SCALE: "0.01" },
+      ),
+      root,
+    );
     const out = await waitFor("user-data output", async () => ((await log(id)).includes("secret=") ? log(id) : null));
     expect(out).toContain("imds=http://127.0.0.1:4242");
     expect(out).toContain(`dev=${rt.devDir(id)}`);
@@ -99,7 +108,13 @@ describe("process runtime specifics", () => {
     await rt.createVolume({ volumeId: data, sizeGiB: 1 });
     writeFileSync(path.join(rt.volumeDir(data), "hello.txt"), "from the volume");
     const link = `$SPOTKEEP_DEV_DIR/${byId(data)}`;
-    await rt.boot(inst(id, `echo waiting\nwhile [ ! -e "${link}" ]; do sleep 0.02; done\necho "saw $(cat "${link}/hello.txt")"\necho written > "$SPOTKEEP_DEV_DIR/sdf/by-instance.txt"\n`), root);
+    await rt.boot(
+      inst(
+        id,
+        `echo waiting\nwhile [ ! -e "${link}" ]; do sleep 0.02; done\necho "saw $(cat "${link}/hello.txt")"\necho written > "$SPOTKEEP_DEV_DIR/sdf/by-instance.txt"\n`,
+      ),
+      root,
+    );
     await waitFor("user-data to start polling", async () => (await log(id)).includes("waiting"));
     await rt.attachVolume(id, data, "/dev/sdf");
     await waitFor("user-data to see the volume", async () => (await log(id)).includes("saw from the volume"));
@@ -176,9 +191,16 @@ setInterval(() => {}, 1000);
     );
     const crashy = spawn(process.execPath, ["--import", "tsx", script], { stdio: ["ignore", "pipe", "inherit"], detached: true });
     try {
-      await waitFor("the crashy localcloud to boot its instance", () => new Promise<boolean>((r) => (crashy.stdout!.read()?.toString().includes("booted") ? r(true) : setTimeout(() => r(false), 25))));
+      await waitFor(
+        "the crashy localcloud to boot its instance",
+        () =>
+          new Promise<boolean>((r) => (crashy.stdout!.read()?.toString().includes("booted") ? r(true) : setTimeout(() => r(false), 25))),
+      );
       const logFile = path.join(stateDir, "instances", "i-0crash", "console.log");
-      const child = await waitFor("child pid", () => Number(/^child (\d+)$/m.exec(existsSync(logFile) ? readFileSync(logFile, "utf8") : "")?.[1]) || null);
+      const child = await waitFor(
+        "child pid",
+        () => Number(/^child (\d+)$/m.exec(existsSync(logFile) ? readFileSync(logFile, "utf8") : "")?.[1]) || null,
+      );
       const leader = await waitFor("leader pid", () => Number(/^leader (\d+)$/m.exec(readFileSync(logFile, "utf8"))?.[1]) || null);
       process.kill(-crashy.pid!, "SIGKILL");
       await new Promise((r) => crashy.once("exit", r));

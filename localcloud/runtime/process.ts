@@ -159,9 +159,11 @@ export function createProcessRuntime(opts: ProcessRuntimeOptions): ProcessRuntim
     if (!gone) {
       log(`localcloud: ${instanceId} did not stop within ${grace} ms of SIGTERM; sending SIGKILL`);
       signalGroup(pgid, "SIGKILL");
-      if (!(await waitGroupGone(pgid, KILL_WAIT_MS))) throw new Error(`shutting down ${instanceId}: process group ${pgid} survived SIGKILL`);
+      if (!(await waitGroupGone(pgid, KILL_WAIT_MS)))
+        throw new Error(`shutting down ${instanceId}: process group ${pgid} survived SIGKILL`);
     }
-    if (killMarked(marker, `SPOTKEEP_INSTANCE_ID=${instanceId}`) > 0) log(`localcloud: killed processes of ${instanceId} that had left its process group`);
+    if (killMarked(marker, `SPOTKEEP_INSTANCE_ID=${instanceId}`) > 0)
+      log(`localcloud: killed processes of ${instanceId} that had left its process group`);
     if (exited) await exited;
   };
 
@@ -198,7 +200,8 @@ export function createProcessRuntime(opts: ProcessRuntimeOptions): ProcessRuntim
       for (const key of Object.keys(inst.env)) {
         if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(key)) throw new Error(`booting ${id}: env: invalid variable name ${JSON.stringify(key)}`);
       }
-      if (!(await exists(volumeDir(rootVolumeId)))) throw new Error(`booting ${id}: root volume ${rootVolumeId} has no storage (createVolume first)`);
+      if (!(await exists(volumeDir(rootVolumeId))))
+        throw new Error(`booting ${id}: root volume ${rootVolumeId} has no storage (createVolume first)`);
       await mkdir(devDir(id), { recursive: true });
       await linkAtomically(volumeDir(rootVolumeId), rootDir(id));
       // On Nitro the root volume is an NVMe device too, with its by-id link (its device name

@@ -49,7 +49,10 @@ export function spotPrice(type: InstanceTypeInfo, az: string): number {
 }
 
 /** Volume types and their size limits (GiB). */
-export const VOLUME_TYPES: Record<string, { min: number; max: number; iops: "none" | "optional" | "required"; defaultIops?: (size: number) => number }> = {
+export const VOLUME_TYPES: Record<
+  string,
+  { min: number; max: number; iops: "none" | "optional" | "required"; defaultIops?: (size: number) => number }
+> = {
   standard: { min: 1, max: 1024, iops: "none" },
   gp2: { min: 1, max: 16384, iops: "none", defaultIops: (s) => Math.min(16000, Math.max(100, s * 3)) },
   gp3: { min: 1, max: 16384, iops: "optional", defaultIops: () => 3000 },

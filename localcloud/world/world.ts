@@ -10,7 +10,7 @@ import type { Runtime } from "../runtime/types.js";
 import type { ImdsInstanceView } from "../imds/types.js";
 import type { LatencyProfile } from "../profiles.js";
 import { ACCOUNT_ID, AMAZON_OWNER_ID, AZS, REGION, instanceType } from "./catalog.js";
-import { ID_PREFIX, newId, newMac } from "./ids.js";
+import { ID_PREFIX, newId } from "./ids.js";
 import { ipToInt, intToIp, parseCidr } from "./ip.js";
 import type { Eni, Image, Instance, Reservation, SecurityGroup, Snapshot, SpotRequest, Subnet, Volume, Vpc } from "./types.js";
 
@@ -136,7 +136,21 @@ export class World {
     if (this.imds) await Promise.allSettled([...this.instances.keys()].map((id) => this.imds!.release(id)));
     await Promise.allSettled([...this.volumes.keys()].map((id) => this.runtime.deleteVolume(id)));
     await Promise.allSettled([...this.snapshots.keys()].map((id) => this.runtime.deleteSnapshot(id)));
-    for (const m of [this.instances, this.reservations, this.volumes, this.snapshots, this.images, this.enis, this.spotRequests, this.subnets, this.vpcs, this.securityGroups, this.clientTokens, this.capacity] as Map<string, unknown>[]) m.clear();
+    for (const m of [
+      this.instances,
+      this.reservations,
+      this.volumes,
+      this.snapshots,
+      this.images,
+      this.enis,
+      this.spotRequests,
+      this.subnets,
+      this.vpcs,
+      this.securityGroups,
+      this.clientTokens,
+      this.capacity,
+    ] as Map<string, unknown>[])
+      m.clear();
     this.faults = [];
     await this.seed();
   }
@@ -148,10 +162,23 @@ export class World {
     const vpc: Vpc = { id: newId(ID_PREFIX.vpc), cidr: "172.31.0.0/16", isDefault: true };
     this.vpcs.set(vpc.id, vpc);
     AZS.forEach((az, i) => {
-      const s: Subnet = { id: newId(ID_PREFIX.subnet), vpcId: vpc.id, az, cidr: `172.31.${i * 16}.0/20`, defaultForAz: true, tags: new Map() };
+      const s: Subnet = {
+        id: newId(ID_PREFIX.subnet),
+        vpcId: vpc.id,
+        az,
+        cidr: `172.31.${i * 16}.0/20`,
+        defaultForAz: true,
+        tags: new Map(),
+      };
       this.subnets.set(s.id, s);
     });
-    const sg: SecurityGroup = { id: newId(ID_PREFIX.securityGroup), name: "default", description: "default VPC security group", vpcId: vpc.id, tags: new Map() };
+    const sg: SecurityGroup = {
+      id: newId(ID_PREFIX.securityGroup),
+      name: "default",
+      description: "default VPC security group",
+      vpcId: vpc.id,
+      tags: new Map(),
+    };
     this.securityGroups.set(sg.id, sg);
 
     // The base AMI's root snapshot must exist in the runtime so launches can restore from it.
@@ -373,9 +400,14 @@ export class World {
     inst.state = "shutting-down";
     inst.epoch += 1;
     inst.stateReason = reason;
-    inst.stateTransitionReason = `${reason.message.replace(/^[^:]*: /, "")} (${new Date().toISOString().replace(/\.\d+Z$/, " GMT").replace("T", " ")})`;
+    inst.stateTransitionReason = `${reason.message.replace(/^[^:]*: /, "")} (${new Date()
+      .toISOString()
+      .replace(/\.\d+Z$/, " GMT")
+      .replace("T", " ")})`;
     const grace = this.graceMs(this.profile.shuttingDownToTerminated);
-    inst.shutdown = wasRunning ? (this.track(`shutting down ${inst.id}`, this.runtime.shutdown(inst.id, grace)) as Promise<void>) : Promise.resolve();
+    inst.shutdown = wasRunning
+      ? (this.track(`shutting down ${inst.id}`, this.runtime.shutdown(inst.id, grace)) as Promise<void>)
+      : Promise.resolve();
     this.markSpotRequestInterrupted(inst, reason.code);
     this.after(this.profile.shuttingDownToTerminated, `terminating ${inst.id}`, async () => {
       await inst.shutdown;
@@ -398,7 +430,10 @@ export class World {
       if (a.deleteOnTermination) {
         v.state = "deleting";
         v.attachment = undefined;
-        this.track(`deleting ${v.id}`, this.runtime.detachVolume(inst.id, v.id, a.device).then(() => this.runtime.deleteVolume(v.id)));
+        this.track(
+          `deleting ${v.id}`,
+          this.runtime.detachVolume(inst.id, v.id, a.device).then(() => this.runtime.deleteVolume(v.id)),
+        );
         this.after(this.profile.deleteVolume, `deleting ${v.id}`, () => {
           this.volumes.delete(v.id);
         });

@@ -86,8 +86,21 @@ describe("bundled agent, run mode", () => {
     expect(hello.mode).toBe("run");
     expect(JSON.parse(hello.identity.document).instanceId).toBe("i-0123456789abcdef0");
     const inv = (await coord.waitFor((m) => m.type === "inventory")) as MessageOf<"inventory">;
-    expect(inv).toMatchObject({ instanceId: "i-0123456789abcdef0", availabilityZone: "us-east-1a", instanceType: "m5.large", imageId: "ami-0a887e401f7654935" });
-    expect(inv.enis).toEqual([{ mac: "0e:49:61:0f:c3:11", interfaceId: "eni-0f95d3625f5c521cc", deviceNumber: 0, privateIps: ["10.0.1.10"], subnetId: "subnet-0123456789abcdef0" }]);
+    expect(inv).toMatchObject({
+      instanceId: "i-0123456789abcdef0",
+      availabilityZone: "us-east-1a",
+      instanceType: "m5.large",
+      imageId: "ami-0a887e401f7654935",
+    });
+    expect(inv.enis).toEqual([
+      {
+        mac: "0e:49:61:0f:c3:11",
+        interfaceId: "eni-0f95d3625f5c521cc",
+        deviceNumber: 0,
+        privateIps: ["10.0.1.10"],
+        subnetId: "subnet-0123456789abcdef0",
+      },
+    ]);
     expect(inv.devices).toEqual([{ device: join(devDir, byIdName(VOL)), volumeId: VOL, requestedName: "/dev/sdf", kind: "directory" }]);
     await coord.waitFor((m) => m.type === "ready");
 
@@ -97,9 +110,18 @@ describe("bundled agent, run mode", () => {
     await new Promise((r) => setTimeout(r, 300)); // several more polls (50 ms each)
     expect(coord.raw.filter((m) => m.type === "notice")).toHaveLength(1);
 
-    const qid = coord.send({ type: "quiesce", reason: "spot interruption", deadline: new Date(Date.now() + 60_000).toISOString(), unmount: true } as never);
+    const qid = coord.send({
+      type: "quiesce",
+      reason: "spot interruption",
+      deadline: new Date(Date.now() + 60_000).toISOString(),
+      unmount: true,
+    } as never);
     const q = (await coord.waitFor((m) => m.type === "quiesced")) as MessageOf<"quiesced">;
-    expect(q).toMatchObject({ ref: qid, clean: true, filesystems: [{ mountPoint: "/var/lib/data", frozen: false, reason: "directory volume (process runtime)" }] });
+    expect(q).toMatchObject({
+      ref: qid,
+      clean: true,
+      filesystems: [{ mountPoint: "/var/lib/data", frozen: false, reason: "directory volume (process runtime)" }],
+    });
     expect(q.steps.find((s) => s.name === "preStop")?.detail).toMatch(/stopping-the-db/);
 
     a.child.kill("SIGTERM");
@@ -126,7 +148,10 @@ describe("bundled agent, run mode", () => {
         if (m.type === "ack") return;
         got.push(m);
         ws.send(JSON.stringify({ v: 1, id: `c-${got.length}`, type: "ack", ref: m.id }));
-        if (m.type === "hello") ws.send(JSON.stringify({ v: 1, id: "c-w", type: "welcome", statefulInstance: "orders-db", generation: 1, config: coord.welcomeConfig }));
+        if (m.type === "hello")
+          ws.send(
+            JSON.stringify({ v: 1, id: "c-w", type: "welcome", statefulInstance: "orders-db", generation: 1, config: coord.welcomeConfig }),
+          );
       });
     });
     try {
@@ -145,22 +170,24 @@ describe("bundled agent, run mode", () => {
 
 describe("bundled agent, restore mode", () => {
   function sendPlanOnHello(over: Record<string, unknown> = {}) {
-    void coord.waitFor((m) => m.type === "hello").then(() =>
-      setTimeout(
-        () =>
-          coord.send({
-            type: "restore-plan",
-            statefulInstance: "orders-db",
-            generation: 2,
-            previousClean: true,
-            volumes: [{ volumeId: VOL, device: "/dev/sdf", mountPoint: "/var/lib/data", fsType: "ext4" }],
-            hooks: { postRestore: "echo started-db", timeoutSeconds: 60 },
-            deviceTimeoutMs: 2000,
-            ...over,
-          } as never),
-        50,
-      ),
-    );
+    void coord
+      .waitFor((m) => m.type === "hello")
+      .then(() =>
+        setTimeout(
+          () =>
+            coord.send({
+              type: "restore-plan",
+              statefulInstance: "orders-db",
+              generation: 2,
+              previousClean: true,
+              volumes: [{ volumeId: VOL, device: "/dev/sdf", mountPoint: "/var/lib/data", fsType: "ext4" }],
+              hooks: { postRestore: "echo started-db", timeoutSeconds: 60 },
+              deviceTimeoutMs: 2000,
+              ...over,
+            } as never),
+          50,
+        ),
+      );
   }
 
   it("restores from the plan, reports restored, exits 0; run then sends ready with the restore timings", async () => {
@@ -176,14 +203,19 @@ describe("bundled agent, restore mode", () => {
     const a = startAgent("run");
     const ready = (await coord.waitFor((m) => m.type === "ready")) as MessageOf<"ready">;
     expect(ready.steps.map((s) => s.name)).toEqual([`device:${VOL}`, "mount:/var/lib/data", "postRestore"]);
-    const inv = (await coord.waitFor((m) => m.type === "inventory" && (m as MessageOf<"inventory">).devices[0]?.mountPoint !== undefined)) as MessageOf<"inventory">;
+    const inv = (await coord.waitFor(
+      (m) => m.type === "inventory" && (m as MessageOf<"inventory">).devices[0]?.mountPoint !== undefined,
+    )) as MessageOf<"inventory">;
     expect(inv.devices[0]!.mountPoint).toBe("/var/lib/data");
     a.child.kill("SIGTERM");
     expect(await a.exited).toBe(0);
   });
 
   it("exits non-zero with the reason and reports an error when a volume never appears", async () => {
-    sendPlanOnHello({ volumes: [{ volumeId: "vol-0aaaaaaaaaaaaaaaa", device: "/dev/sdg", mountPoint: "/var/lib/other", fsType: "ext4" }], deviceTimeoutMs: 1000 });
+    sendPlanOnHello({
+      volumes: [{ volumeId: "vol-0aaaaaaaaaaaaaaaa", device: "/dev/sdg", mountPoint: "/var/lib/other", fsType: "ext4" }],
+      deviceTimeoutMs: 1000,
+    });
     const r = startAgent("restore");
     expect(await r.exited).toBe(1);
     expect(r.output()).toMatch(/waiting for the device of vol-0aaaaaaaaaaaaaaaa/);

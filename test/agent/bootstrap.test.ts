@@ -33,7 +33,12 @@ afterAll(async () => {
 describe("renderBootstrap (pure)", () => {
   it("renders a syntactically valid bash script that keeps awkward user-data intact", () => {
     const user = `#!/bin/bash\necho "it's $HOME" 'SPOTKEEP_USER_DATA_END'\ncat <<EOF\nx\nEOF\n`;
-    const script = renderBootstrap({ coordinatorUrl: "ws://10.0.0.1:7400/agent/v1/ws", agentUrl: "http://10.0.0.1:7400/agent/v1/agent.js", userUserData: user, timeScale: 0.1 });
+    const script = renderBootstrap({
+      coordinatorUrl: "ws://10.0.0.1:7400/agent/v1/ws",
+      agentUrl: "http://10.0.0.1:7400/agent/v1/agent.js",
+      userUserData: user,
+      timeScale: 0.1,
+    });
     expect(spawnSync("bash", ["-n"], { input: script }).status).toBe(0);
     expect(script).toContain(user);
     expect(script).toContain("export SPOTKEEP_TIME_SCALE='0.1'");
@@ -41,9 +46,13 @@ describe("renderBootstrap (pure)", () => {
   });
 
   it("rejects bad options naming the field", () => {
-    expect(() => renderBootstrap({ coordinatorUrl: "http://x", agentUrl: "http://x/a.js", userUserData: "" })).toThrow(/coordinatorUrl must be a ws/);
+    expect(() => renderBootstrap({ coordinatorUrl: "http://x", agentUrl: "http://x/a.js", userUserData: "" })).toThrow(
+      /coordinatorUrl must be a ws/,
+    );
     expect(() => renderBootstrap({ coordinatorUrl: "ws://x", agentUrl: "ftp://x", userUserData: "" })).toThrow(/agentUrl/);
-    expect(() => renderBootstrap({ coordinatorUrl: "ws://x", agentUrl: "http://x", userUserData: "", env: { "A-B": "1" } })).toThrow(/not a shell identifier/);
+    expect(() => renderBootstrap({ coordinatorUrl: "ws://x", agentUrl: "http://x", userUserData: "", env: { "A-B": "1" } })).toThrow(
+      /not a shell identifier/,
+    );
   });
 });
 
@@ -70,7 +79,12 @@ describe("bootstrap user-data in a process-runtime-like instance", () => {
     const child = spawn("bash", ["-c", script], {
       cwd: root,
       detached: true,
-      env: { PATH: process.env.PATH, AWS_EC2_METADATA_SERVICE_ENDPOINT: imds.endpoint, SPOTKEEP_ROOT_DIR: root, SPOTKEEP_DEV_DIR: join(root, "dev") },
+      env: {
+        PATH: process.env.PATH,
+        AWS_EC2_METADATA_SERVICE_ENDPOINT: imds.endpoint,
+        SPOTKEEP_ROOT_DIR: root,
+        SPOTKEEP_DEV_DIR: join(root, "dev"),
+      },
       stdio: ["ignore", "pipe", "pipe"],
     });
     procs.push(child);
@@ -81,17 +95,19 @@ describe("bootstrap user-data in a process-runtime-like instance", () => {
   }
 
   const plan = (ok: boolean) =>
-    coord.waitFor((m) => m.type === "hello" && (m as MessageOf<"hello">).mode === "restore").then(() =>
-      coord.send({
-        type: "restore-plan",
-        statefulInstance: "orders-db",
-        generation: 2,
-        previousClean: true,
-        volumes: ok ? [] : [{ volumeId: "vol-0aaaaaaaaaaaaaaaa", device: "/dev/sdf", mountPoint: "/data", fsType: "ext4" }],
-        hooks: { timeoutSeconds: 60 },
-        deviceTimeoutMs: 200,
-      } as never),
-    );
+    coord
+      .waitFor((m) => m.type === "hello" && (m as MessageOf<"hello">).mode === "restore")
+      .then(() =>
+        coord.send({
+          type: "restore-plan",
+          statefulInstance: "orders-db",
+          generation: 2,
+          previousClean: true,
+          volumes: ok ? [] : [{ volumeId: "vol-0aaaaaaaaaaaaaaaa", device: "/dev/sdf", mountPoint: "/data", fsType: "ext4" }],
+          hooks: { timeoutSeconds: 60 },
+          deviceTimeoutMs: 200,
+        } as never),
+      );
 
   it("downloads the agent, restores, runs the user's user-data, then starts the agent in run mode", async () => {
     void plan(true);

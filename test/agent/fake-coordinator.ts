@@ -97,7 +97,14 @@ export async function startFakeCoordinator(): Promise<FakeCoordinator> {
       if (msg.type === "hello") {
         ws.send(
           encodeMessage(
-            { v: 1, id: newMessageId("c"), type: "welcome", statefulInstance: "orders-db", generation: 1, config: fc.welcomeConfig } as CoordinatorMessage,
+            {
+              v: 1,
+              id: newMessageId("c"),
+              type: "welcome",
+              statefulInstance: "orders-db",
+              generation: 1,
+              config: fc.welcomeConfig,
+            } as CoordinatorMessage,
             "from-coordinator",
           ),
         );

@@ -89,14 +89,29 @@ export async function startFakeImds(initial: Record<string, string> = {}): Promi
 }
 
 /** A plausible instance for the fake: identity, ENIs, block-device-mapping. */
-export function instancePaths(opts: { instanceId?: string; az?: string; ip?: string; mac?: string; eni?: string } = {}): Record<string, string> {
+export function instancePaths(
+  opts: { instanceId?: string; az?: string; ip?: string; mac?: string; eni?: string } = {},
+): Record<string, string> {
   const instanceId = opts.instanceId ?? "i-0123456789abcdef0";
   const az = opts.az ?? "us-east-1a";
   const ip = opts.ip ?? "10.0.1.10";
   const mac = opts.mac ?? "0e:49:61:0f:c3:11";
   const eni = opts.eni ?? "eni-0f95d3625f5c521cc";
   const md = "/latest/meta-data/";
-  const doc = JSON.stringify({ accountId: "123456789012", availabilityZone: az, instanceId, instanceType: "m5.large", imageId: "ami-0a887e401f7654935", privateIp: ip, region: az.slice(0, -1), version: "2017-09-30" }, null, 2);
+  const doc = JSON.stringify(
+    {
+      accountId: "123456789012",
+      availabilityZone: az,
+      instanceId,
+      instanceType: "m5.large",
+      imageId: "ami-0a887e401f7654935",
+      privateIp: ip,
+      region: az.slice(0, -1),
+      version: "2017-09-30",
+    },
+    null,
+    2,
+  );
   return {
     [`${md}instance-id`]: instanceId,
     [`${md}instance-type`]: "m5.large",

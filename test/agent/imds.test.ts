@@ -3,7 +3,6 @@ import { FakeClock } from "../../shared/clock.js";
 import { ImdsClient, ImdsError } from "../../agent/imds/client.js";
 import { MonitorLoop } from "../../agent/monitors/loop.js";
 import { SpotInterruptionMonitor } from "../../agent/monitors/spot-interruption.js";
-import { RebalanceMonitor } from "../../agent/monitors/rebalance.js";
 import { silentLogger } from "../../agent/log.js";
 import { instancePaths, startFakeImds, type FakeImds } from "./fake-imds.js";
 
@@ -124,9 +123,20 @@ describe("IMDS client", () => {
 
   it("reads instance info, ENIs, block-device-mapping and the identity document", async () => {
     const client = new ImdsClient({ endpoint: imds.endpoint, retry: fastRetry });
-    expect(await client.instanceInfo()).toMatchObject({ instanceId: "i-0123456789abcdef0", availabilityZone: "us-east-1a", imageId: "ami-0a887e401f7654935", privateIp: "10.0.1.10" });
+    expect(await client.instanceInfo()).toMatchObject({
+      instanceId: "i-0123456789abcdef0",
+      availabilityZone: "us-east-1a",
+      imageId: "ami-0a887e401f7654935",
+      privateIp: "10.0.1.10",
+    });
     expect(await client.networkInterfaces()).toEqual([
-      { mac: "0e:49:61:0f:c3:11", interfaceId: "eni-0f95d3625f5c521cc", deviceNumber: 0, privateIps: ["10.0.1.10"], subnetId: "subnet-0123456789abcdef0" },
+      {
+        mac: "0e:49:61:0f:c3:11",
+        interfaceId: "eni-0f95d3625f5c521cc",
+        deviceNumber: 0,
+        privateIps: ["10.0.1.10"],
+        subnetId: "subnet-0123456789abcdef0",
+      },
     ]);
     expect(await client.blockDeviceMapping()).toEqual({ ami: "/dev/xvda", root: "/dev/xvda", ebs1: "sdf" });
     const id = await client.identity();

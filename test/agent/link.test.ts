@@ -32,7 +32,11 @@ function makeLink(url = coord.url, commands: CoordinatorMessage[] = []) {
     clock: realClock,
     log: silentLogger,
     store,
-    hello: async () => ({ identity: { document: '{"instanceId":"i-0123456789abcdef0"}', signature: "c2ln" }, agentVersion: "0.1.0", mode: "run" }),
+    hello: async () => ({
+      identity: { document: '{"instanceId":"i-0123456789abcdef0"}', signature: "c2ln" },
+      agentVersion: "0.1.0",
+      mode: "run",
+    }),
     onCommand: (m) => void commands.push(m),
     scale: (ms) => Math.max(1, ms * SCALE),
   });

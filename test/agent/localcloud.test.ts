@@ -8,7 +8,14 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { rmSync } from "node:fs";
 import { join } from "node:path";
-import { AttachVolumeCommand, CreateVolumeCommand, DescribeInstancesCommand, DescribeVolumesCommand, EC2Client, RunInstancesCommand } from "@aws-sdk/client-ec2";
+import {
+  AttachVolumeCommand,
+  CreateVolumeCommand,
+  DescribeInstancesCommand,
+  DescribeVolumesCommand,
+  EC2Client,
+  RunInstancesCommand,
+} from "@aws-sdk/client-ec2";
 import { startLocalCloud, type LocalCloud } from "../../localcloud/index.js";
 import type { MessageOf } from "../../shared/protocol.js";
 import { byIdName } from "../../agent/storage/devices.js";
@@ -45,7 +52,11 @@ async function until<T>(what: string, f: () => Promise<T | null | undefined | fa
 }
 
 const control = async (path: string, body: unknown) => {
-  const res = await fetch(`${lc.controlUrl}/${path}`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
+  const res = await fetch(`${lc.controlUrl}/${path}`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify(body),
+  });
   if (!res.ok) throw new Error(`POST ${path}: ${res.status} ${await res.text()}`);
   return res.json() as Promise<Record<string, unknown>>;
 };
@@ -64,14 +75,25 @@ describe("agent on a localcloud instance (process runtime)", () => {
         MaxCount: 1,
         SubnetId: subnet.id,
         UserData: Buffer.from(userData).toString("base64"),
-        InstanceMarketOptions: { MarketType: "spot", SpotOptions: { SpotInstanceType: "one-time", InstanceInterruptionBehavior: "terminate" } },
+        InstanceMarketOptions: {
+          MarketType: "spot",
+          SpotOptions: { SpotInstanceType: "one-time", InstanceInterruptionBehavior: "terminate" },
+        },
       }),
     );
     const instanceId = run.Instances![0]!.InstanceId!;
     const vol = await ec2.send(new CreateVolumeCommand({ AvailabilityZone: "us-east-1b", Size: 1, VolumeType: "gp3" }));
     const volumeId = vol.VolumeId!;
-    await until("the volume to be available", async () => (await ec2.send(new DescribeVolumesCommand({ VolumeIds: [volumeId] }))).Volumes?.[0]?.State === "available");
-    await until("the instance to run", async () => (await ec2.send(new DescribeInstancesCommand({ InstanceIds: [instanceId] }))).Reservations?.[0]?.Instances?.[0]?.State?.Name === "running");
+    await until(
+      "the volume to be available",
+      async () => (await ec2.send(new DescribeVolumesCommand({ VolumeIds: [volumeId] }))).Volumes?.[0]?.State === "available",
+    );
+    await until(
+      "the instance to run",
+      async () =>
+        (await ec2.send(new DescribeInstancesCommand({ InstanceIds: [instanceId] }))).Reservations?.[0]?.Instances?.[0]?.State?.Name ===
+        "running",
+    );
     await ec2.send(new AttachVolumeCommand({ VolumeId: volumeId, InstanceId: instanceId, Device: "/dev/sdf" }));
 
     const hello = (await coord.waitFor((m) => m.type === "hello", 30_000)) as MessageOf<"hello">;
@@ -82,20 +104,38 @@ describe("agent on a localcloud instance (process runtime)", () => {
     const inst = (await ec2.send(new DescribeInstancesCommand({ InstanceIds: [instanceId] }))).Reservations![0]!.Instances![0]!;
     const eni = inst.NetworkInterfaces![0]!;
     // Inventory is sent on connect and again when the attached volume's link appears.
-    const inv = (await coord.waitFor((m) => m.type === "inventory" && (m as MessageOf<"inventory">).devices.some((d) => d.volumeId === volumeId), 30_000)) as MessageOf<"inventory">;
+    const inv = (await coord.waitFor(
+      (m) => m.type === "inventory" && (m as MessageOf<"inventory">).devices.some((d) => d.volumeId === volumeId),
+      30_000,
+    )) as MessageOf<"inventory">;
     expect(inv).toMatchObject({ instanceId, availabilityZone: "us-east-1b", instanceType: "m5.large", imageId });
-    expect(inv.enis).toEqual([expect.objectContaining({ interfaceId: eni.NetworkInterfaceId, deviceNumber: 0, privateIps: [inst.PrivateIpAddress], mac: eni.MacAddress })]);
+    expect(inv.enis).toEqual([
+      expect.objectContaining({
+        interfaceId: eni.NetworkInterfaceId,
+        deviceNumber: 0,
+        privateIps: [inst.PrivateIpAddress],
+        mac: eni.MacAddress,
+      }),
+    ]);
     const dev = inv.devices.find((d) => d.volumeId === volumeId)!;
     expect(dev).toMatchObject({ kind: "directory", requestedName: "/dev/sdf" });
     expect(dev.device.endsWith(join("dev", byIdName(volumeId)))).toBe(true);
     expect(dev.device).toContain(instanceId);
 
     await control(`instances/${instanceId}/rebalance`, {});
-    const reb = (await coord.waitFor((m) => m.type === "notice" && (m as MessageOf<"notice">).kind === "rebalance", 20_000)) as MessageOf<"notice">;
+    const reb = (await coord.waitFor(
+      (m) => m.type === "notice" && (m as MessageOf<"notice">).kind === "rebalance",
+      20_000,
+    )) as MessageOf<"notice">;
     expect(reb.deadline).toBeUndefined();
 
-    const res = (await control(`instances/${instanceId}/interrupt`, { action: "terminate", noticeSeconds: 120 })) as { notice: { action: string; time: string } };
-    const notice = (await coord.waitFor((m) => m.type === "notice" && (m as MessageOf<"notice">).kind === "spot-interruption", 20_000)) as MessageOf<"notice">;
+    const res = (await control(`instances/${instanceId}/interrupt`, { action: "terminate", noticeSeconds: 120 })) as {
+      notice: { action: string; time: string };
+    };
+    const notice = (await coord.waitFor(
+      (m) => m.type === "notice" && (m as MessageOf<"notice">).kind === "spot-interruption",
+      20_000,
+    )) as MessageOf<"notice">;
     expect(notice.action).toBe("terminate");
     expect(Date.parse(notice.deadline!)).toBe(Date.parse(res.notice.time));
     // Each notice reported once although IMDS keeps serving it.

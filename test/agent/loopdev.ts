@@ -46,7 +46,7 @@ function mountsUnder(prefixDir: string): string[] {
   const out: string[] = [];
   for (const line of readFileSync("/proc/self/mountinfo", "utf8").split("\n")) {
     const mp = line.split(" ")[4];
-    if (mp && mp.startsWith(prefixDir)) out.push(mp.replace(/\\040/g, " "));
+    if (mp?.startsWith(prefixDir)) out.push(mp.replace(/\\040/g, " "));
   }
   return out.sort((a, b) => b.length - a.length);
 }

@@ -80,11 +80,24 @@ describe("notice monitors", () => {
 
   it("reports active scheduled events with the earliest code and NotBefore, and again when they change", async () => {
     const { imds, got, loop } = setup();
-    const ev = (id: string, code: string, nb: string, state = "active") => ({ NotBefore: nb, Code: code, Description: "x", EventId: id, NotAfter: nb, State: state });
-    imds.state.scheduled = JSON.stringify([ev("e1", "system-reboot", "21 Jan 2030 09:00:43 GMT"), ev("e0", "instance-stop", "20 Jan 2030 09:00:00 GMT", "canceled")]);
+    const ev = (id: string, code: string, nb: string, state = "active") => ({
+      NotBefore: nb,
+      Code: code,
+      Description: "x",
+      EventId: id,
+      NotAfter: nb,
+      State: state,
+    });
+    imds.state.scheduled = JSON.stringify([
+      ev("e1", "system-reboot", "21 Jan 2030 09:00:43 GMT"),
+      ev("e0", "instance-stop", "20 Jan 2030 09:00:00 GMT", "canceled"),
+    ]);
     await loop.pollOnce();
     await loop.pollOnce();
-    imds.state.scheduled = JSON.stringify([ev("e1", "system-reboot", "21 Jan 2030 09:00:43 GMT"), ev("e2", "instance-retirement", "19 Jan 2030 00:00:00 GMT")]);
+    imds.state.scheduled = JSON.stringify([
+      ev("e1", "system-reboot", "21 Jan 2030 09:00:43 GMT"),
+      ev("e2", "instance-retirement", "19 Jan 2030 00:00:00 GMT"),
+    ]);
     await loop.pollOnce();
     expect(got.map((g) => [g.action, g.deadline])).toEqual([
       ["system-reboot", "2030-01-21T09:00:43.000Z"],
@@ -95,7 +108,10 @@ describe("notice monitors", () => {
   it("keeps polling the other monitors when one fails, and rejects malformed payloads with the field named", async () => {
     const { imds, got, loop } = setup();
     const warnings: string[] = [];
-    (loop as unknown as { opts: { log: typeof silentLogger } }).opts.log = { ...silentLogger, warn: (_m: string, f?: Record<string, unknown>) => void warnings.push(String(f?.error)) };
+    (loop as unknown as { opts: { log: typeof silentLogger } }).opts.log = {
+      ...silentLogger,
+      warn: (_m: string, f?: Record<string, unknown>) => void warnings.push(String(f?.error)),
+    };
     imds.state.fail = true;
     imds.state.rebalance = '{"noticeTime":"2030-01-01T00:00:00Z"}';
     await loop.pollOnce();

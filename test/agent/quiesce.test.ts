@@ -13,7 +13,14 @@ import { cleanupLoops, makeLoopFs, rootSkipReason, type LoopFs } from "./loopdev
 
 const scale = (ms: number) => ms;
 function quiescer(opts: { rootDir?: string; freezer?: Freezer; stateDir?: string } = {}) {
-  return new Quiescer({ clock: realClock, log: silentLogger, freezer: opts.freezer ?? createFsFreezer(), rootDir: opts.rootDir, protectedDevs: protectedDevices(opts.stateDir ?? tmpdir()), scale });
+  return new Quiescer({
+    clock: realClock,
+    log: silentLogger,
+    freezer: opts.freezer ?? createFsFreezer(),
+    rootDir: opts.rootDir,
+    protectedDevs: protectedDevices(opts.stateDir ?? tmpdir()),
+    scale,
+  });
 }
 
 describe("hooks", () => {
@@ -48,7 +55,12 @@ describe("quiesce without root-only features", () => {
     const root = mkdtempSync(join(tmpdir(), "spotkeep-q-"));
     try {
       const q = quiescer({ rootDir: root });
-      const r = await q.quiesce({ mountPoints: ["/var/lib/data"], hooks: { preStop: "echo bye", timeoutSeconds: 5 }, unmount: false, deadline: Date.now() + 10_000 });
+      const r = await q.quiesce({
+        mountPoints: ["/var/lib/data"],
+        hooks: { preStop: "echo bye", timeoutSeconds: 5 },
+        unmount: false,
+        deadline: Date.now() + 10_000,
+      });
       expect(r.clean).toBe(true);
       expect(r.steps.map((s) => s.name)).toEqual(["preStop", "sync"]);
       expect(r.steps[0]!.detail).toMatch(/bye/);
@@ -61,7 +73,12 @@ describe("quiesce without root-only features", () => {
 
   it("never freezes / nor a path that is not a mount point, and reports dirty", async () => {
     const calls: string[] = [];
-    const fake: Freezer = { freeze: async (p) => void calls.push(`f ${p}`), thaw: async () => {}, unmount: async () => {}, armWatchdog: () => () => {} };
+    const fake: Freezer = {
+      freeze: async (p) => void calls.push(`f ${p}`),
+      thaw: async () => {},
+      unmount: async () => {},
+      armWatchdog: () => () => {},
+    };
     const q = quiescer({ freezer: fake });
     const dir = mkdtempSync(join(tmpdir(), "spotkeep-q-"));
     try {
@@ -78,7 +95,12 @@ describe("quiesce without root-only features", () => {
   it("marks the quiesce dirty when the preStop hook times out", async () => {
     const root = mkdtempSync(join(tmpdir(), "spotkeep-q-"));
     try {
-      const r = await quiescer({ rootDir: root }).quiesce({ mountPoints: [], hooks: { preStop: "sleep 5", timeoutSeconds: 0.2 as unknown as number }, unmount: false, deadline: Date.now() + 10_000 });
+      const r = await quiescer({ rootDir: root }).quiesce({
+        mountPoints: [],
+        hooks: { preStop: "sleep 5", timeoutSeconds: 0.2 as unknown as number },
+        unmount: false,
+        deadline: Date.now() + 10_000,
+      });
       expect(r.clean).toBe(false);
       expect(r.steps[0]!.detail).toMatch(/timed out/);
     } finally {
@@ -107,7 +129,9 @@ describe.skipIf(skip !== null)("freeze on a real ext4 loop device (root)", () =>
   /** A writer that appends a line every 20 ms to a file on the fs and prints its count. */
   function startWriter(): { child: ChildProcess; count: () => number } {
     const file = join(fs.mountPoint, `w-${Date.now()}.log`);
-    const child = spawn("sh", ["-c", `i=0; while true; do i=$((i+1)); echo $i >> ${file}; echo $i; sleep 0.02; done`], { stdio: ["ignore", "pipe", "ignore"] });
+    const child = spawn("sh", ["-c", `i=0; while true; do i=$((i+1)); echo $i >> ${file}; echo $i; sleep 0.02; done`], {
+      stdio: ["ignore", "pipe", "ignore"],
+    });
     children.push(child);
     let n = 0;
     child.stdout!.on("data", (d: Buffer) => {
@@ -139,7 +163,12 @@ describe.skipIf(skip !== null)("freeze on a real ext4 loop device (root)", () =>
     const q = quiescer();
     const w = startWriter();
     await expect.poll(() => w.count()).toBeGreaterThan(3);
-    const r = await q.quiesce({ mountPoints: [fs.mountPoint], hooks: { preStop: "echo pre", timeoutSeconds: 5 }, unmount: false, deadline: Date.now() + 700 });
+    const r = await q.quiesce({
+      mountPoints: [fs.mountPoint],
+      hooks: { preStop: "echo pre", timeoutSeconds: 5 },
+      unmount: false,
+      deadline: Date.now() + 700,
+    });
     expect(r.clean).toBe(true);
     expect(r.steps.map((s) => s.name)).toEqual(["preStop", "sync", `freeze:${fs.mountPoint}`]);
     await new Promise((res) => setTimeout(res, 300));

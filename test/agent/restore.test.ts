@@ -47,17 +47,24 @@ describe("restore of directory volumes (process runtime)", () => {
   it("maps volume ids and device names to links, reporting directory volumes", () => {
     symlinkSync(volDir, join(devDir, byIdName(VOL)));
     symlinkSync(volDir, join(devDir, "sdf"));
-    expect(listVolumeDevices(devDir)).toEqual([{ volumeId: VOL, path: join(devDir, byIdName(VOL)), real: realpathSync(volDir), kind: "directory", requestedName: "/dev/sdf" }]);
+    expect(listVolumeDevices(devDir)).toEqual([
+      { volumeId: VOL, path: join(devDir, byIdName(VOL)), real: realpathSync(volDir), kind: "directory", requestedName: "/dev/sdf" },
+    ]);
   });
 
   it("links the mount point to the volume, replacing an empty directory, then runs postRestore", async () => {
     symlinkSync(volDir, join(devDir, byIdName(VOL)));
     mkdirSync(join(rootDir, "var/lib/data"), { recursive: true });
-    const r = await restoreVolumes(plan({ hooks: { postRestore: `cat ${join(rootDir, "var/lib/data/records")}`, timeoutSeconds: 5 } }), deps());
+    const r = await restoreVolumes(
+      plan({ hooks: { postRestore: `cat ${join(rootDir, "var/lib/data/records")}`, timeoutSeconds: 5 } }),
+      deps(),
+    );
     expect(r.ok).toBe(true);
     expect(lstatSync(join(rootDir, "var/lib/data")).isSymbolicLink()).toBe(true);
     expect(readFileSync(join(rootDir, "var/lib/data/records"), "utf8")).toBe("1\n2\n");
-    expect(r.volumes).toEqual([{ volumeId: VOL, device: join(devDir, byIdName(VOL)), mountPoint: "/var/lib/data", checked: false, ms: expect.any(Number) }]);
+    expect(r.volumes).toEqual([
+      { volumeId: VOL, device: join(devDir, byIdName(VOL)), mountPoint: "/var/lib/data", checked: false, ms: expect.any(Number) },
+    ]);
     expect(r.steps.at(-1)).toMatchObject({ name: "postRestore", ok: true, detail: "exit 0\n1\n2\n" });
     // Idempotent: a second run accepts the existing link.
     expect((await restoreVolumes(plan(), deps())).ok).toBe(true);
@@ -121,12 +128,15 @@ describe.skipIf(skip !== null)("restore of a loop-device ext4 found by volume id
   it("checks the filesystem when the previous generation was not clean, mounts it at the mount point and verifies", async () => {
     setTimeout(() => symlinkSync(fs.device, join(devDir, byIdName(VOL))), 200); // the attach completes a bit later
     const mp = join(fs.dir, "restored", "data");
-    const r = await restoreVolumes(plan({ previousClean: false, volumes: [{ volumeId: VOL, device: "/dev/sdf", mountPoint: mp, fsType: "ext4" }] }), {
-      devDir,
-      clock: realClock,
-      log: silentLogger,
-      scale: (ms) => ms,
-    });
+    const r = await restoreVolumes(
+      plan({ previousClean: false, volumes: [{ volumeId: VOL, device: "/dev/sdf", mountPoint: mp, fsType: "ext4" }] }),
+      {
+        devDir,
+        clock: realClock,
+        log: silentLogger,
+        scale: (ms) => ms,
+      },
+    );
     expect(r.reason).toBeUndefined();
     expect(r.ok).toBe(true);
     expect(r.volumes[0]).toMatchObject({ volumeId: VOL, checked: true, mountPoint: mp });
@@ -134,16 +144,30 @@ describe.skipIf(skip !== null)("restore of a loop-device ext4 found by volume id
     expect(realpathSync(mountedSource(mp)!)).toBe(fs.device);
     expect(readFileSync(join(mp, "records"), "utf8")).toBe("acked-1\nacked-2\n");
     // Idempotent: already mounted there -> ok without a second mount.
-    const again = await restoreVolumes(plan({ volumes: [{ volumeId: VOL, device: "/dev/sdf", mountPoint: mp, fsType: "ext4" }] }), { devDir, clock: realClock, log: silentLogger, scale: (ms) => ms });
+    const again = await restoreVolumes(plan({ volumes: [{ volumeId: VOL, device: "/dev/sdf", mountPoint: mp, fsType: "ext4" }] }), {
+      devDir,
+      clock: realClock,
+      log: silentLogger,
+      scale: (ms) => ms,
+    });
     expect(again.ok).toBe(true);
 
     // Inventory describes the block device through systeminformation.
     const imds = {
-      instanceInfo: async () => ({ instanceId: "i-0123456789abcdef0", instanceType: "m5.large", availabilityZone: "us-east-1a", imageId: "ami-0a887e401f7654935", privateIp: "10.0.1.10", lifecycle: "spot" }),
+      instanceInfo: async () => ({
+        instanceId: "i-0123456789abcdef0",
+        instanceType: "m5.large",
+        availabilityZone: "us-east-1a",
+        imageId: "ami-0a887e401f7654935",
+        privateIp: "10.0.1.10",
+        lifecycle: "spot",
+      }),
       networkInterfaces: async () => [],
     };
     const inv = await collectInventory({ imds, devDir });
-    expect(inv.devices).toEqual([expect.objectContaining({ volumeId: VOL, kind: "block", fsType: "ext4", mountPoint: mp, sizeBytes: 32 * 1024 * 1024 })]);
+    expect(inv.devices).toEqual([
+      expect.objectContaining({ volumeId: VOL, kind: "block", fsType: "ext4", mountPoint: mp, sizeBytes: 32 * 1024 * 1024 }),
+    ]);
   });
 });
 
@@ -167,16 +191,25 @@ describe.skipIf(skip !== null)("restore formats a brand-new blank volume, never 
   it("creates the spec's filesystem on a blank device, then leaves it alone on the next restore", async () => {
     const mp = join(dir, "mnt", "data");
     const vol = { volumeId: NEW_VOL, device: "/dev/sdg", mountPoint: mp, fsType: "ext4", formatIfBlank: true };
-    const r = await restoreVolumes(plan({ previousClean: true, volumes: [vol] }), { devDir, clock: realClock, log: silentLogger, scale: (ms) => ms });
+    const r = await restoreVolumes(plan({ previousClean: true, volumes: [vol] }), {
+      devDir,
+      clock: realClock,
+      log: silentLogger,
+      scale: (ms) => ms,
+    });
     expect(r.reason).toBeUndefined();
     expect(r.steps.find((s) => s.name === `format:${NEW_VOL}`)?.detail).toBe("formatted as ext4");
     writeFileSync(join(mp, "precious"), "data\n");
     execFileSync("umount", [mp]);
-    const again = await restoreVolumes(plan({ previousClean: true, volumes: [vol] }), { devDir, clock: realClock, log: silentLogger, scale: (ms) => ms });
+    const again = await restoreVolumes(plan({ previousClean: true, volumes: [vol] }), {
+      devDir,
+      clock: realClock,
+      log: silentLogger,
+      scale: (ms) => ms,
+    });
     expect(again.ok).toBe(true);
     expect(again.steps.find((s) => s.name === `format:${NEW_VOL}`)?.detail).toBe("has a signature; not formatted");
     expect(readFileSync(join(mp, "precious"), "utf8")).toBe("data\n");
     execFileSync("umount", [mp]);
   });
 });
-

@@ -21,49 +21,171 @@ export class FakeViews implements CoordinatorViews {
     return {
       name,
       timelines: wfs.map((w) => ({
-        workflowId: w.id, kind: w.kind, trigger: w.kind === "replace" ? "spot-interruption" : null, startedAt: w.startedAt, finishedAt: w.finishedAt, outcome: w.status,
-        downtimeSeconds: w.kind === "replace" ? 41.5 : null, recoverySeconds: w.kind === "replace" ? 47.25 : null, steps: w.steps, criticalPath: w.steps.map((s) => s.name), timeScale: 1,
+        workflowId: w.id,
+        kind: w.kind,
+        trigger: w.kind === "replace" ? "spot-interruption" : null,
+        startedAt: w.startedAt,
+        finishedAt: w.finishedAt,
+        outcome: w.status,
+        downtimeSeconds: w.kind === "replace" ? 41.5 : null,
+        recoverySeconds: w.kind === "replace" ? 47.25 : null,
+        steps: w.steps,
+        criticalPath: w.steps.map((s) => s.name),
+        timeScale: 1,
       })),
-      events: [{ at: "2026-11-25T10:00:00.000Z", kind: "notice", message: "spot-interruption (terminate) for i-0aaaaaaaaaaaaaaa1", workflowId: null }],
+      events: [
+        {
+          at: "2026-11-25T10:00:00.000Z",
+          kind: "notice",
+          message: "spot-interruption (terminate) for i-0aaaaaaaaaaaaaaa1",
+          workflowId: null,
+        },
+      ],
     };
   }
   getWorkflow(id: string): Workflow | null {
     return this.workflows.get(id) ?? null;
   }
   async createInstance(spec: StatefulInstanceSpec): Promise<{ workflowId: string }> {
-    if (this.instances.has(spec.name)) throw new ApiFault("conflict", `a stateful instance named ${JSON.stringify(spec.name)} already exists`);
+    if (this.instances.has(spec.name))
+      throw new ApiFault("conflict", `a stateful instance named ${JSON.stringify(spec.name)} already exists`);
     this.created.push(spec);
     const workflowId = `wf-${++this.seq}`;
     this.instances.set(spec.name, {
-      name: spec.name, state: "creating", stateReason: null, generation: 0, instanceId: null, instanceType: null, availabilityZone: null, lifecycle: null, privateIp: null, lastDowntimeSeconds: null,
-      spec, resources: { volumes: [], root: { imageId: null, snapshotId: null }, network: { eniId: null, privateIp: null } }, generations: [],
+      name: spec.name,
+      state: "creating",
+      stateReason: null,
+      generation: 0,
+      instanceId: null,
+      instanceType: null,
+      availabilityZone: null,
+      lifecycle: null,
+      privateIp: null,
+      lastDowntimeSeconds: null,
+      spec,
+      resources: { volumes: [], root: { imageId: null, snapshotId: null }, network: { eniId: null, privateIp: null } },
+      generations: [],
     });
-    this.workflows.set(workflowId, { id: workflowId, kind: "create", instance: spec.name, status: "running", startedAt: new Date(0).toISOString(), finishedAt: null, error: null, steps: [] });
+    this.workflows.set(workflowId, {
+      id: workflowId,
+      kind: "create",
+      instance: spec.name,
+      status: "running",
+      startedAt: new Date(0).toISOString(),
+      finishedAt: null,
+      error: null,
+      steps: [],
+    });
     return { workflowId };
   }
   async runOperation(name: string, op: "pause" | "resume" | "recycle" | "snapshot"): Promise<{ workflowId: string }> {
     const running = [...this.workflows.values()].find((w) => w.instance === name && w.status === "running");
     if (running) throw new ApiFault("conflict", `${name} is busy with workflow ${running.id} (${running.kind})`);
     const workflowId = `wf-${++this.seq}`;
-    this.workflows.set(workflowId, { id: workflowId, kind: op, instance: name, status: "running", startedAt: new Date(0).toISOString(), finishedAt: null, error: null, steps: [] });
+    this.workflows.set(workflowId, {
+      id: workflowId,
+      kind: op,
+      instance: name,
+      status: "running",
+      startedAt: new Date(0).toISOString(),
+      finishedAt: null,
+      error: null,
+      steps: [],
+    });
     return { workflowId };
   }
 
   /** Seed a running instance with one finished replacement. */
   seedRunning(name = "orders-db"): void {
     const steps = [
-      { seq: 0, name: "quiesce", status: "done" as const, attempts: 1, startedAt: "2026-11-25T10:00:01.000Z", endedAt: "2026-11-25T10:00:03.000Z", durationMs: 2000, error: null },
-      { seq: 1, name: "terminate-old", status: "done" as const, attempts: 1, startedAt: "2026-11-25T10:00:03.000Z", endedAt: "2026-11-25T10:00:33.500Z", durationMs: 30500, error: null },
-      { seq: 2, name: "launch", status: "done" as const, attempts: 2, startedAt: "2026-11-25T10:00:33.500Z", endedAt: "2026-11-25T10:00:50.000Z", durationMs: 16500, error: null },
+      {
+        seq: 0,
+        name: "quiesce",
+        status: "done" as const,
+        attempts: 1,
+        startedAt: "2026-11-25T10:00:01.000Z",
+        endedAt: "2026-11-25T10:00:03.000Z",
+        durationMs: 2000,
+        error: null,
+      },
+      {
+        seq: 1,
+        name: "terminate-old",
+        status: "done" as const,
+        attempts: 1,
+        startedAt: "2026-11-25T10:00:03.000Z",
+        endedAt: "2026-11-25T10:00:33.500Z",
+        durationMs: 30500,
+        error: null,
+      },
+      {
+        seq: 2,
+        name: "launch",
+        status: "done" as const,
+        attempts: 2,
+        startedAt: "2026-11-25T10:00:33.500Z",
+        endedAt: "2026-11-25T10:00:50.000Z",
+        durationMs: 16500,
+        error: null,
+      },
     ];
     this.instances.set(name, {
-      name, state: "running", stateReason: null, generation: 2, instanceId: "i-0bbbbbbbbbbbbbbb2", instanceType: "m6i.large", availabilityZone: "us-east-1a", lifecycle: "spot", privateIp: "172.31.0.10", lastDowntimeSeconds: 41.5,
-      spec: { name }, resources: { volumes: [{ device: "/dev/sdf", mountPoint: "/data", volumeId: "vol-0ccccccccccccccc3", latestSnapshotId: null, availabilityZone: "us-east-1a" }], root: { imageId: "ami-0ddddddddddddddd4", snapshotId: "snap-0eeeeeeeeeeeeeee5" }, network: { eniId: "eni-0fffffffffffffff6", privateIp: "172.31.0.10" } },
+      name,
+      state: "running",
+      stateReason: null,
+      generation: 2,
+      instanceId: "i-0bbbbbbbbbbbbbbb2",
+      instanceType: "m6i.large",
+      availabilityZone: "us-east-1a",
+      lifecycle: "spot",
+      privateIp: "172.31.0.10",
+      lastDowntimeSeconds: 41.5,
+      spec: { name },
+      resources: {
+        volumes: [
+          {
+            device: "/dev/sdf",
+            mountPoint: "/data",
+            volumeId: "vol-0ccccccccccccccc3",
+            latestSnapshotId: null,
+            availabilityZone: "us-east-1a",
+          },
+        ],
+        root: { imageId: "ami-0ddddddddddddddd4", snapshotId: "snap-0eeeeeeeeeeeeeee5" },
+        network: { eniId: "eni-0fffffffffffffff6", privateIp: "172.31.0.10" },
+      },
       generations: [
-        { generation: 1, instanceId: "i-0aaaaaaaaaaaaaaa1", instanceType: "m6i.large", availabilityZone: "us-east-1a", lifecycle: "spot", launchedAt: "2026-11-25T09:00:00.000Z", endedAt: "2026-11-25T10:00:33.500Z", endReason: "spot-interruption" },
-        { generation: 2, instanceId: "i-0bbbbbbbbbbbbbbb2", instanceType: "m6i.large", availabilityZone: "us-east-1a", lifecycle: "spot", launchedAt: "2026-11-25T10:00:35.000Z", endedAt: null, endReason: null },
+        {
+          generation: 1,
+          instanceId: "i-0aaaaaaaaaaaaaaa1",
+          instanceType: "m6i.large",
+          availabilityZone: "us-east-1a",
+          lifecycle: "spot",
+          launchedAt: "2026-11-25T09:00:00.000Z",
+          endedAt: "2026-11-25T10:00:33.500Z",
+          endReason: "spot-interruption",
+        },
+        {
+          generation: 2,
+          instanceId: "i-0bbbbbbbbbbbbbbb2",
+          instanceType: "m6i.large",
+          availabilityZone: "us-east-1a",
+          lifecycle: "spot",
+          launchedAt: "2026-11-25T10:00:35.000Z",
+          endedAt: null,
+          endReason: null,
+        },
       ],
     });
-    this.workflows.set("wf-r1", { id: "wf-r1", kind: "replace", instance: name, status: "succeeded", startedAt: "2026-11-25T10:00:00.500Z", finishedAt: "2026-11-25T10:00:50.000Z", error: null, steps });
+    this.workflows.set("wf-r1", {
+      id: "wf-r1",
+      kind: "replace",
+      instance: name,
+      status: "succeeded",
+      startedAt: "2026-11-25T10:00:00.500Z",
+      finishedAt: "2026-11-25T10:00:50.000Z",
+      error: null,
+      steps,
+    });
   }
 }

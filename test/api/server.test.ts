@@ -29,9 +29,12 @@ beforeAll(async () => {
   views.seedRunning();
   metrics.setInstanceStateSource(() => ({ running: views.listInstances().filter((i) => i.state === "running").length }));
   api = createApiServer({
-    views, adminToken: token, agentBundlePath: join(dir, "agent.js"),
+    views,
+    adminToken: token,
+    agentBundlePath: join(dir, "agent.js"),
     onAgentUpgrade: (_req, socket) => socket.end("HTTP/1.1 101 Switching Protocols\r\n\r\n"),
-    metricsText: () => metrics.text(), health: () => ({ ok: true, detail: { agents: 0 } }),
+    metricsText: () => metrics.text(),
+    health: () => ({ ok: true, detail: { agents: 0 } }),
   });
   base = await api.listen(0);
 });
@@ -89,11 +92,18 @@ describe("instances", () => {
     await expectError(await call("/api/v1/instances/nope/events"), 404, /nope/);
   });
   it("creates from a JSON spec and from YAML", async () => {
-    const res = await call("/api/v1/instances", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(spec) });
+    const res = await call("/api/v1/instances", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(spec),
+    });
     expect(res.status).toBe(201);
     expect(await res.json()).toEqual({ name: "web-db", workflowId: expect.stringMatching(/^wf-/) });
-    const yaml = "name: web-db-2\nlaunch:\n  imageId: ami-0abc0123456789def\n  instanceTypes: [t3.small]\n  subnetIds: [subnet-0a0000000000000a1]\n";
-    expect((await call("/api/v1/instances", { method: "POST", headers: { "content-type": "application/yaml" }, body: yaml })).status).toBe(201);
+    const yaml =
+      "name: web-db-2\nlaunch:\n  imageId: ami-0abc0123456789def\n  instanceTypes: [t3.small]\n  subnetIds: [subnet-0a0000000000000a1]\n";
+    expect((await call("/api/v1/instances", { method: "POST", headers: { "content-type": "application/yaml" }, body: yaml })).status).toBe(
+      201,
+    );
   });
   it("409 on a duplicate name, nothing changes", async () => {
     const before = views.created.length;
@@ -103,10 +113,18 @@ describe("instances", () => {
   it("400 with the path for an invalid spec, nothing changes", async () => {
     const before = views.created.length;
     const bad = { ...spec, name: "x2", persistence: { volumes: [{ device: "/dev/foo!", sizeGiB: 1, mountPoint: "/d" }] } };
-    await expectError(await call("/api/v1/instances", { method: "POST", body: JSON.stringify(bad) }), 400, /persistence\.volumes\[0\]\.device: "\/dev\/foo!" is not a valid device name/);
+    await expectError(
+      await call("/api/v1/instances", { method: "POST", body: JSON.stringify(bad) }),
+      400,
+      /persistence\.volumes\[0\]\.device: "\/dev\/foo!" is not a valid device name/,
+    );
     await expectError(await call("/api/v1/instances", { method: "POST", body: "{nope" }), 400, /not valid JSON or YAML/);
     await expectError(await call("/api/v1/instances", { method: "POST", body: "" }), 400, /body is empty/);
-    await expectError(await call("/api/v1/instances", { method: "POST", headers: { "content-type": "image/png" }, body: "x" }), 415, /application\/json/);
+    await expectError(
+      await call("/api/v1/instances", { method: "POST", headers: { "content-type": "image/png" }, body: "x" }),
+      415,
+      /application\/json/,
+    );
     await expectError(await call("/api/v1/instances", { method: "POST", body: "x".repeat(MAX_BODY_BYTES + 10) }), 413, /limit/);
     expect(views.created).toHaveLength(before);
   });
@@ -132,17 +150,17 @@ describe("workflows", () => {
 
 describe("public endpoints", () => {
   it("/healthz needs no token", async () => {
-    const res = await fetch(base + "/healthz");
+    const res = await fetch(`${base}/healthz`);
     expect(res.status).toBe(200);
     expect(await res.json()).toEqual({ ok: true, agents: 0 });
   });
   it("/metrics is Prometheus text", async () => {
-    const res = await fetch(base + "/metrics");
+    const res = await fetch(`${base}/metrics`);
     expect(res.headers.get("content-type")).toMatch(/text\/plain; version=0\.0\.4/);
     expect(await res.text()).toMatch(/spotkeep_instances\{state="running"\} 1/);
   });
   it("serves the agent bundle", async () => {
-    const res = await fetch(base + "/agent/v1/agent.js");
+    const res = await fetch(`${base}/agent/v1/agent.js`);
     expect(res.status).toBe(200);
     expect(await res.text()).toContain("agent");
   });

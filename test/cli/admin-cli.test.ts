@@ -17,7 +17,9 @@ let views: FakeViews;
 /** Run the real CLI as a user would; async so the in-process API server keeps answering. */
 function run(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [cli, ...args], { env: { ...process.env, SPOTKEEP_URL: "", SPOTKEEP_TOKEN: "", SPOTKEEP_DATA_DIR: dir, ...env } });
+    const child = spawn(process.execPath, [cli, ...args], {
+      env: { ...process.env, SPOTKEEP_URL: "", SPOTKEEP_TOKEN: "", SPOTKEEP_DATA_DIR: dir, ...env },
+    });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (d) => (stdout += d));
@@ -40,7 +42,14 @@ beforeAll(async () => {
   const token = loadOrCreateAdminToken(dir);
   views = new FakeViews();
   views.seedRunning();
-  api = createApiServer({ views, adminToken: token, agentBundlePath: "/nonexistent", onAgentUpgrade: (_r, s) => s.destroy(), metricsText: async () => "", health: () => ({ ok: true }) });
+  api = createApiServer({
+    views,
+    adminToken: token,
+    agentBundlePath: "/nonexistent",
+    onAgentUpgrade: (_r, s) => s.destroy(),
+    metricsText: async () => "",
+    health: () => ({ ok: true }),
+  });
   url = await api.listen(0);
 });
 afterAll(async () => {
@@ -78,7 +87,10 @@ describe("spotkeep status / describe / events", () => {
 describe("spotkeep create", () => {
   it("creates from a YAML file", async () => {
     const f = join(dir, "spec.yaml");
-    writeFileSync(f, "name: cli-db\nlaunch:\n  imageId: ami-0abc0123456789def\n  instanceTypes: [t3.small]\n  subnetIds: [subnet-0a0000000000000a1]\n");
+    writeFileSync(
+      f,
+      "name: cli-db\nlaunch:\n  imageId: ami-0abc0123456789def\n  instanceTypes: [t3.small]\n  subnetIds: [subnet-0a0000000000000a1]\n",
+    );
     const t = await run(["create", "-f", f, "--url", url]);
     expect(t.code).toBe(0);
     expect(t.stdout).toMatch(/creating cli-db \(workflow wf-\d+\)/);
@@ -86,7 +98,10 @@ describe("spotkeep create", () => {
   });
   it("rejects a bad spec locally with the path, sending nothing", async () => {
     const f = join(dir, "bad.yaml");
-    writeFileSync(f, "name: bad-db\nlaunch:\n  imageId: ami-0abc0123456789def\n  instanceTypes: []\n  subnetIds: [subnet-0a0000000000000a1]\n");
+    writeFileSync(
+      f,
+      "name: bad-db\nlaunch:\n  imageId: ami-0abc0123456789def\n  instanceTypes: []\n  subnetIds: [subnet-0a0000000000000a1]\n",
+    );
     const t = await run(["create", "-f", f, "--url", url]);
     expect(t.code).toBe(1);
     expect(t.stderr.trim()).toBe("spotkeep create: launch.instanceTypes: needs at least one instance type");

@@ -24,11 +24,31 @@ let forger: IdentitySigner;
 let managedId: string;
 
 const api = async (method: string, path: string, body?: string, token = "test-admin-token-0123456789") => {
-  const res = await fetch(`${coord.url}/api/v1/${path}`, { method, headers: { authorization: `Bearer ${token}`, "content-type": "application/json" }, body });
+  const res = await fetch(`${coord.url}/api/v1/${path}`, {
+    method,
+    headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+    body,
+  });
   return { status: res.status, body: (await res.json()) as any };
 };
-const doc = (instanceId: string) => JSON.stringify({ accountId: "000000000000", availabilityZone: "us-east-1a", instanceId, instanceType: "m5.large", imageId: "ami-0123456789abcdef0", privateIp: "172.31.0.10", region: "us-east-1", pendingTime: new Date().toISOString(), version: "2017-09-30" }, null, 2);
-const hello = (document: string, signature: string) => JSON.stringify({ v: 1, id: newMessageId("h"), type: "hello", identity: { document, signature }, agentVersion: "0.1.0", mode: "run" });
+const doc = (instanceId: string) =>
+  JSON.stringify(
+    {
+      accountId: "000000000000",
+      availabilityZone: "us-east-1a",
+      instanceId,
+      instanceType: "m5.large",
+      imageId: "ami-0123456789abcdef0",
+      privateIp: "172.31.0.10",
+      region: "us-east-1",
+      pendingTime: new Date().toISOString(),
+      version: "2017-09-30",
+    },
+    null,
+    2,
+  );
+const hello = (document: string, signature: string) =>
+  JSON.stringify({ v: 1, id: newMessageId("h"), type: "hello", identity: { document, signature }, agentVersion: "0.1.0", mode: "run" });
 
 function session(): Promise<{ ws: WebSocket; frames: any[]; closed: Promise<number> }> {
   const ws = new WebSocket(coord.wsUrl);
@@ -50,7 +70,9 @@ beforeAll(async () => {
   // A managed generation: create an instance; with no agent it waits for ready at the restore step.
   await coord.views.createInstance(parseSpec(env.spec("target", { workload: false })));
   managedId = await until("generation 1 to launch", () => coord.store.getGeneration("target", 1)?.instance_id);
-  await until("the create workflow to reach restore", () => coord.store.listSteps(coord.store.workflowsFor("target")[0]!.id).some((s) => s.name === "restore"));
+  await until("the create workflow to reach restore", () =>
+    coord.store.listSteps(coord.store.workflowsFor("target")[0]!.id).some((s) => s.name === "restore"),
+  );
 });
 afterAll(async () => {
   await coord?.stop();
@@ -76,10 +98,16 @@ describe("bad input is rejected and changes nothing", () => {
   it("refuses spec features the runbooks do not carry out yet, naming the field; nothing changes", async () => {
     const before = coord.store.counts();
     const spec = env.spec("mbb-one");
-    const mbb = { ...spec, persistence: { ...spec.persistence, network: { privateIp: "same-eni", attach: "secondary" } }, onRebalance: "recycle" };
+    const mbb = {
+      ...spec,
+      persistence: { ...spec.persistence, network: { privateIp: "same-eni", attach: "secondary" } },
+      onRebalance: "recycle",
+    };
     const r = await api("POST", "instances", JSON.stringify(mbb));
     expect(r.status).toBe(400);
-    expect(r.body.error.message).toBe("persistence.network.attach: secondary (make-before-break) is not supported by this coordinator yet; use primary; onRebalance: recycle is not supported by this coordinator yet; use snapshot or ignore");
+    expect(r.body.error.message).toBe(
+      "persistence.network.attach: secondary (make-before-break) is not supported by this coordinator yet; use primary; onRebalance: recycle is not supported by this coordinator yet; use snapshot or ignore",
+    );
     expect(coord.store.counts()).toEqual(before);
   });
 
@@ -96,7 +124,11 @@ describe("bad input is rejected and changes nothing", () => {
   });
 
   it("closes a session that sends malformed frames after a genuine hello; nothing changes", async () => {
-    for (const frame of ["{not json", JSON.stringify({ v: 1, id: "x", type: "ready", instanceId: "nope", steps: [] }), JSON.stringify({ v: 1, id: "y", type: "notice", noticeId: "n", kind: "spot-interruption", observedAt: "yesterday", raw: "" })]) {
+    for (const frame of [
+      "{not json",
+      JSON.stringify({ v: 1, id: "x", type: "ready", instanceId: "nope", steps: [] }),
+      JSON.stringify({ v: 1, id: "y", type: "notice", noticeId: "n", kind: "spot-interruption", observedAt: "yesterday", raw: "" }),
+    ]) {
       const { ws, frames, closed } = await session();
       const d = doc(managedId);
       ws.send(hello(d, signer.signRsaSha256(d)));
@@ -121,7 +153,9 @@ describe("bad input is rejected and changes nothing", () => {
     const f = join(dir, "bad.yaml");
     writeFileSync(f, "listen: 7400\nregion: mars\n");
     const r = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
-      const c = execFile(process.execPath, [join(ROOT, "bin", "spotkeep.js"), "coordinator", "--config", f], (err, _o, stderr) => resolve({ code: err ? (err as { code?: number }).code ?? 1 : 0, stderr }));
+      const c = execFile(process.execPath, [join(ROOT, "bin", "spotkeep.js"), "coordinator", "--config", f], (err, _o, stderr) =>
+        resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr }),
+      );
       void c;
     });
     expect(r.code).toBe(1);

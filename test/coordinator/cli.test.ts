@@ -29,7 +29,10 @@ describe("spotkeep coordinator", () => {
     const cfg = join(dir, "coordinator.yaml");
     writeFileSync(cfg, `listen: 127.0.0.1:0\nec2Endpoint: ${env.lc.endpoint}\ntimeScale: 1\n`);
     const out: string[] = [];
-    child = spawn(process.execPath, [join(ROOT, "bin", "spotkeep.js"), "coordinator", "--config", cfg, "--data-dir", join(dir, "data")], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, [OWNER_ENV]: dir } });
+    child = spawn(process.execPath, [join(ROOT, "bin", "spotkeep.js"), "coordinator", "--config", cfg, "--data-dir", join(dir, "data")], {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, [OWNER_ENV]: dir },
+    });
     child.stdout!.on("data", (d) => out.push(String(d)));
     child.stderr!.on("data", (d) => out.push(String(d)));
     const exited = new Promise<number | null>((r) => child!.on("exit", (code) => r(code)));

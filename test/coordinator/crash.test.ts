@@ -10,7 +10,18 @@ import { createServer } from "node:net";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { OWNER_ENV, coordinatorConfig, ensureAgentBundle, liveInstances, readAcks, readRecords, ROOT, startEnv, until, type Env } from "./harness.js";
+import {
+  OWNER_ENV,
+  coordinatorConfig,
+  ensureAgentBundle,
+  liveInstances,
+  readAcks,
+  readRecords,
+  ROOT,
+  startEnv,
+  until,
+  type Env,
+} from "./harness.js";
 
 const SCALE = 0.03;
 /** begin, quiesce, snapshot-root, terminate-old, wait-old-terminated, image, subnets, launch, wait-running, attach, restore, finish, retention */
@@ -41,30 +52,46 @@ interface Slot {
 async function slot(n: number): Promise<Slot> {
   const port = await freePort();
   const cfgFile = join(dir, `coordinator-${n}.json`);
-  writeFileSync(cfgFile, JSON.stringify(coordinatorConfig(env, join(dir, `coord-${n}`), SCALE, { listen: `127.0.0.1:${port}`, lostCheckIntervalMs: 3000 })));
+  writeFileSync(
+    cfgFile,
+    JSON.stringify(coordinatorConfig(env, join(dir, `coord-${n}`), SCALE, { listen: `127.0.0.1:${port}`, lostCheckIntervalMs: 3000 })),
+  );
   return { port, cfgFile };
 }
 
-async function startCoordinatorProcess({ cfgFile }: Slot, crashAfter?: number): Promise<{ child: ChildProcess; exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>; log: string[] }> {
+async function startCoordinatorProcess(
+  { cfgFile }: Slot,
+  crashAfter?: number,
+): Promise<{ child: ChildProcess; exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>; log: string[] }> {
   const log: string[] = [];
   const child = spawn(process.execPath, [join(ROOT, "bin", "spotkeep.js"), "coordinator", "--config", cfgFile], {
-    env: { ...process.env, [OWNER_ENV]: dir, ...(crashAfter ? { SPOTKEEP_CRASH_AFTER_STEP: String(crashAfter) } : { SPOTKEEP_CRASH_AFTER_STEP: "" }) },
+    env: {
+      ...process.env,
+      [OWNER_ENV]: dir,
+      ...(crashAfter ? { SPOTKEEP_CRASH_AFTER_STEP: String(crashAfter) } : { SPOTKEEP_CRASH_AFTER_STEP: "" }),
+    },
     stdio: ["ignore", "pipe", "pipe"],
     detached: true,
   });
   children.add(child);
   child.stdout!.on("data", (d) => log.push(String(d)));
   child.stderr!.on("data", (d) => log.push(String(d)));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.on("exit", (code, signal) => {
-    children.delete(child);
-    r({ code, signal });
-  }));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
+    child.on("exit", (code, signal) => {
+      children.delete(child);
+      r({ code, signal });
+    }),
+  );
   await until("the coordinator to listen", () => log.join("").includes("coordinator listening on"), 30_000);
   return { child, exited, log };
 }
 
 const api = async ({ port }: Slot, method: string, path: string, body?: unknown) => {
-  const res = await fetch(`http://127.0.0.1:${port}/api/v1/${path}`, { method, headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" }, body: body === undefined ? undefined : JSON.stringify(body) });
+  const res = await fetch(`http://127.0.0.1:${port}/api/v1/${path}`, {
+    method,
+    headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
   const json = await res.json();
   if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
   return json as any;
@@ -88,54 +115,68 @@ afterAll(async () => {
 });
 
 describe.concurrent("coordinator crash at every step boundary of the replace runbook", () => {
-  it.each(STEPS)("SIGKILL after step %i: resumes to exactly one live generation with the data intact", async (n) => {
-    const name = `crash-${n}`;
-    const acks = join(dir, `${name}.acks`);
-    const s = await slot(n);
-    const first = await startCoordinatorProcess(s, n);
-    try {
-      await api(s, "POST", "instances", env.spec(name, { acks }));
-      const created = await until("the instance to be running", async () => {
-        const d = await api(s, "GET", `instances/${name}`);
-        if (d.state === "failed") throw new Error(`create failed: ${d.stateReason}`);
-        return d.state === "running" ? d : null;
-      });
-      await until("records to be acknowledged", () => readAcks(acks).length > 10);
-      await env.control("POST", `instances/${created.instanceId}/interrupt`, { action: "terminate", noticeSeconds: 120 });
-      const how = await Promise.race([first.exited, first.exited.then(() => null), new Promise((r) => setTimeout(() => r("no-crash"), 60_000))]);
-      expect(how, first.log.join("")).toMatchObject({ signal: "SIGKILL" });
-
-      const second = await startCoordinatorProcess(s);
+  it.each(STEPS)(
+    "SIGKILL after step %i: resumes to exactly one live generation with the data intact",
+    async (n) => {
+      const name = `crash-${n}`;
+      const acks = join(dir, `${name}.acks`);
+      const s = await slot(n);
+      const first = await startCoordinatorProcess(s, n);
       try {
-        const after = await until("the replacement to be running", async () => {
+        await api(s, "POST", "instances", env.spec(name, { acks }));
+        const created = await until("the instance to be running", async () => {
           const d = await api(s, "GET", `instances/${name}`);
-          if (d.state === "failed") throw new Error(`replace failed: ${d.stateReason}\n${second.log.join("")}`);
-          return d.state === "running" && d.generation === 2 ? d : null;
-        }, 45_000);
-        // One live generation; no duplicate launch for generation 2.
-        const live = await liveInstances(env, name);
-        expect(live.map((i) => i.instanceId)).toEqual([after.instanceId]);
-        const gen2 = (await env.ec2.findInstances({ "spotkeep:instance": name, "spotkeep:generation": "2" }));
-        expect(gen2.map((i) => i.instanceId)).toEqual([after.instanceId]);
-        // The data volume is the same one, attached to the replacement; no extra data volume.
-        expect(after.resources.volumes[0].volumeId).toBe(created.resources.volumes[0].volumeId);
-        const vol = await env.ec2.describeVolume(after.resources.volumes[0].volumeId);
-        expect(vol?.attachments.map((a) => a.instanceId)).toEqual([after.instanceId]);
-        const dataVols = [...env.lc.world.volumes.values()].filter((v) => v.tags.get("spotkeep:instance") === name && v.tags.has("spotkeep:device") && v.state !== "deleted");
-        expect(dataVols.map((v) => v.id)).toEqual([after.resources.volumes[0].volumeId]);
-        // Every acknowledged record survived.
-        const acked = readAcks(acks); // acks first: a record is on disk before its ack is written
-        const records = readRecords(join(env.rootDir(after.instanceId), "data", "records.log"));
-        expect(acked.filter((x) => !records.has(x))).toEqual([]);
+          if (d.state === "failed") throw new Error(`create failed: ${d.stateReason}`);
+          return d.state === "running" ? d : null;
+        });
+        await until("records to be acknowledged", () => readAcks(acks).length > 10);
+        await env.control("POST", `instances/${created.instanceId}/interrupt`, { action: "terminate", noticeSeconds: 120 });
+        const how = await Promise.race([
+          first.exited,
+          first.exited.then(() => null),
+          new Promise((r) => setTimeout(() => r("no-crash"), 60_000)),
+        ]);
+        expect(how, first.log.join("")).toMatchObject({ signal: "SIGKILL" });
+
+        const second = await startCoordinatorProcess(s);
+        try {
+          const after = await until(
+            "the replacement to be running",
+            async () => {
+              const d = await api(s, "GET", `instances/${name}`);
+              if (d.state === "failed") throw new Error(`replace failed: ${d.stateReason}\n${second.log.join("")}`);
+              return d.state === "running" && d.generation === 2 ? d : null;
+            },
+            45_000,
+          );
+          // One live generation; no duplicate launch for generation 2.
+          const live = await liveInstances(env, name);
+          expect(live.map((i) => i.instanceId)).toEqual([after.instanceId]);
+          const gen2 = await env.ec2.findInstances({ "spotkeep:instance": name, "spotkeep:generation": "2" });
+          expect(gen2.map((i) => i.instanceId)).toEqual([after.instanceId]);
+          // The data volume is the same one, attached to the replacement; no extra data volume.
+          expect(after.resources.volumes[0].volumeId).toBe(created.resources.volumes[0].volumeId);
+          const vol = await env.ec2.describeVolume(after.resources.volumes[0].volumeId);
+          expect(vol?.attachments.map((a) => a.instanceId)).toEqual([after.instanceId]);
+          const dataVols = [...env.lc.world.volumes.values()].filter(
+            (v) => v.tags.get("spotkeep:instance") === name && v.tags.has("spotkeep:device") && v.state !== "deleted",
+          );
+          expect(dataVols.map((v) => v.id)).toEqual([after.resources.volumes[0].volumeId]);
+          // Every acknowledged record survived.
+          const acked = readAcks(acks); // acks first: a record is on disk before its ack is written
+          const records = readRecords(join(env.rootDir(after.instanceId), "data", "records.log"));
+          expect(acked.filter((x) => !records.has(x))).toEqual([]);
+        } finally {
+          second.child.kill("SIGTERM");
+          await second.exited;
+        }
       } finally {
-        second.child.kill("SIGTERM");
-        await second.exited;
+        if (first.child.exitCode === null && first.child.signalCode === null) {
+          first.child.kill("SIGKILL");
+          await first.exited;
+        }
       }
-    } finally {
-      if (first.child.exitCode === null && first.child.signalCode === null) {
-        first.child.kill("SIGKILL");
-        await first.exited;
-      }
-    }
-  }, 120_000);
+    },
+    120_000,
+  );
 });

@@ -74,7 +74,9 @@ async function scenario(name: string, dataMethod: "reattach" | "snapshot") {
   const records = readRecords(join(root, "data", "records.log"));
   const missing = acked.filter((n) => !records.has(n));
   expect(missing).toEqual([]);
-  await until("the workload to write on the new generation", () => readFileSync(join(root, "data", "records.log"), "utf8").includes(after.instanceId!));
+  await until("the workload to write on the new generation", () =>
+    readFileSync(join(root, "data", "records.log"), "utf8").includes(after.instanceId!),
+  );
   // Exactly one live generation, in EC2 and in the store.
   expect((await liveInstances(env, name)).map((i) => i.instanceId)).toEqual([after.instanceId]);
   expect(after.generations.filter((g) => g.endedAt === null).map((g) => g.generation)).toEqual([2]);

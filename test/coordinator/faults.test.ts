@@ -28,7 +28,8 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-const capacity = (instanceType: string, market: "spot" | "on-demand", available: boolean, availabilityZone = "us-east-1a") => env.control("PUT", "capacity", { instanceType, availabilityZone, market, available });
+const capacity = (instanceType: string, market: "spot" | "on-demand", available: boolean, availabilityZone = "us-east-1a") =>
+  env.control("PUT", "capacity", { instanceType, availabilityZone, market, available });
 
 async function create(name: string, o: Parameters<Env["spec"]>[1] = {}) {
   const { workflowId } = await coord.views.createInstance(parseSpec(env.spec(name, o)));
@@ -48,7 +49,11 @@ describe("capacity fallbacks", () => {
       expect(wf.error).toBeNull();
       const d = coord.views.getInstance("cap-next-type")!;
       expect(d).toMatchObject({ state: "running", instanceType: "m6i.large", lifecycle: "spot" });
-      expect(coord.views.getEvents("cap-next-type")!.events.some((e) => e.kind === "fallback" && /m5\.large.*InsufficientInstanceCapacity/.test(e.message))).toBe(true);
+      expect(
+        coord.views
+          .getEvents("cap-next-type")!
+          .events.some((e) => e.kind === "fallback" && /m5\.large.*InsufficientInstanceCapacity/.test(e.message)),
+      ).toBe(true);
     } finally {
       await capacity("m5.large", "spot", true);
     }
@@ -60,7 +65,11 @@ describe("capacity fallbacks", () => {
     try {
       const wf = await create("cap-on-demand", { workload: false });
       expect(wf.error).toBeNull();
-      expect(coord.views.getInstance("cap-on-demand")).toMatchObject({ state: "running", instanceType: "m5.large", lifecycle: "on-demand" });
+      expect(coord.views.getInstance("cap-on-demand")).toMatchObject({
+        state: "running",
+        instanceType: "m5.large",
+        lifecycle: "on-demand",
+      });
     } finally {
       await capacity("m5.large", "spot", true);
       await capacity("m6i.large", "spot", true);
@@ -75,7 +84,9 @@ describe("capacity fallbacks", () => {
       expect(wf.status).toBe("failed");
       const d = coord.views.getInstance("cap-none")!;
       expect(d.state).toBe("failed");
-      expect(d.stateReason).toMatch(/no capacity for cap-none generation 1: spot m5\.large in us-east-1a: InsufficientInstanceCapacity; spot m6i\.large in us-east-1a: InsufficientInstanceCapacity/);
+      expect(d.stateReason).toMatch(
+        /no capacity for cap-none generation 1: spot m5\.large in us-east-1a: InsufficientInstanceCapacity; spot m6i\.large in us-east-1a: InsufficientInstanceCapacity/,
+      );
       expect(await liveInstances(env, "cap-none")).toEqual([]);
     } finally {
       await capacity("m5.large", "spot", true);
@@ -147,7 +158,10 @@ describe("snapshots", () => {
     const first = coord.views.getInstance("snap")!.resources.volumes[0]!.latestSnapshotId!;
     expect((await env.ec2.describeSnapshot(first))?.state).toBe("completed");
 
-    const res = await fetch(`${coord.url}/api/v1/instances/snap/snapshot`, { method: "POST", headers: { authorization: `Bearer ${coord.adminToken}` } });
+    const res = await fetch(`${coord.url}/api/v1/instances/snap/snapshot`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${coord.adminToken}` },
+    });
     expect(res.status).toBeLessThan(300);
     const { workflowId } = (await res.json()) as { workflowId: string };
     expect((await coord.engine.wait(workflowId)).error).toBeNull();
@@ -163,7 +177,11 @@ describe("continuous snapshots", () => {
     spec.snapshots = { intervalMinutes: 5, keep: 2 };
     const { workflowId } = await coord.views.createInstance(parseSpec(spec));
     expect((await coord.engine.wait(workflowId)).error).toBeNull();
-    const wf = await until("a scheduled snapshot", () => coord.store.workflowsFor("cont").find((w) => w.kind === "snapshot" && w.trigger === "every 5 min"), 60_000);
+    const wf = await until(
+      "a scheduled snapshot",
+      () => coord.store.workflowsFor("cont").find((w) => w.kind === "snapshot" && w.trigger === "every 5 min"),
+      60_000,
+    );
     expect((await coord.engine.wait(wf.id)).error).toBeNull();
     expect(coord.views.getInstance("cont")!.resources.volumes[0]!.latestSnapshotId).toMatch(/^snap-/);
   });
@@ -231,7 +249,9 @@ describe("many interruptions at once", () => {
     const created = await Promise.all(names.map((n) => create(n, { workload: false, root: false })));
     expect(created.map((w) => w.error)).toEqual(names.map(() => null));
     const before = names.map((n) => coord.views.getInstance(n)!);
-    await Promise.all(before.map((d) => env.control("POST", `instances/${d.instanceId}/interrupt`, { action: "terminate", noticeSeconds: 120 })));
+    await Promise.all(
+      before.map((d) => env.control("POST", `instances/${d.instanceId}/interrupt`, { action: "terminate", noticeSeconds: 120 })),
+    );
     const results = await Promise.all(names.map((n) => replaceOf(n)));
     expect(results.map((w) => w.error)).toEqual(names.map(() => null));
     for (const [i, n] of names.entries()) {

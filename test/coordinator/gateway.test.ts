@@ -16,7 +16,11 @@ let subnetA: { subnetId: string; availabilityZone: string };
 let subnetB: { subnetId: string; availabilityZone: string };
 
 const control = async (method: string, path: string, body?: unknown) => {
-  const res = await fetch(`${lc.controlUrl}/${path}`, { method, headers: { "content-type": "application/json" }, body: body ? JSON.stringify(body) : undefined });
+  const res = await fetch(`${lc.controlUrl}/${path}`, {
+    method,
+    headers: { "content-type": "application/json" },
+    body: body ? JSON.stringify(body) : undefined,
+  });
   if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${await res.text()}`);
   return res.json();
 };
@@ -66,20 +70,45 @@ describe("EC2 gateway on localcloud", () => {
     expect(e2.eniId).toBe(e1.eniId);
     expect(e1.privateIp).toMatch(/^172\.31\./);
 
-    const vol = await gw.createVolume({ availabilityZone: subnetA.availabilityZone, sizeGiB: 2, tags: { [TAG.workflow]: "wf-test-2", [TAG.step]: "v" } });
+    const vol = await gw.createVolume({
+      availabilityZone: subnetA.availabilityZone,
+      sizeGiB: 2,
+      tags: { [TAG.workflow]: "wf-test-2", [TAG.step]: "v" },
+    });
     await until(async () => (await gw.describeVolume(vol.volumeId))?.state === "available");
     const sTags = { [TAG.workflow]: "wf-test-2", [TAG.step]: "snapshot-root" };
     const s1 = await gw.createSnapshot(vol.volumeId, "d", sTags);
     const s2 = await gw.createSnapshot(vol.volumeId, "d", sTags);
     expect(s2.snapshotId).toBe(s1.snapshotId);
     await until(async () => (await gw.describeSnapshot(s1.snapshotId))?.state === "completed");
-    const i1 = await gw.registerImage({ name: "spotkeep-test-g2-abc", rootSnapshotId: s1.snapshotId, rootDeviceName: "/dev/xvda", architecture: "x86_64", tags: {} });
-    const i2 = await gw.registerImage({ name: "spotkeep-test-g2-abc", rootSnapshotId: s1.snapshotId, rootDeviceName: "/dev/xvda", architecture: "x86_64", tags: {} });
+    const i1 = await gw.registerImage({
+      name: "spotkeep-test-g2-abc",
+      rootSnapshotId: s1.snapshotId,
+      rootDeviceName: "/dev/xvda",
+      architecture: "x86_64",
+      tags: {},
+    });
+    const i2 = await gw.registerImage({
+      name: "spotkeep-test-g2-abc",
+      rootSnapshotId: s1.snapshotId,
+      rootDeviceName: "/dev/xvda",
+      architecture: "x86_64",
+      tags: {},
+    });
     expect(i2).toBe(i1);
   });
 
   it("launchInstance with the same client token returns the same instance", async () => {
-    const req = { clientToken: "tok-same-1", imageId: lc.world.baseImageId, instanceType: "m5.large", market: "spot" as const, network: { subnetId: subnetA.subnetId, securityGroupIds: [] }, userData: "", blockDevices: [], tags: { [TAG.workflow]: "wf-test-3" } };
+    const req = {
+      clientToken: "tok-same-1",
+      imageId: lc.world.baseImageId,
+      instanceType: "m5.large",
+      market: "spot" as const,
+      network: { subnetId: subnetA.subnetId, securityGroupIds: [] },
+      userData: "",
+      blockDevices: [],
+      tags: { [TAG.workflow]: "wf-test-3" },
+    };
     const a = await gw.launchInstance(req);
     const b = await gw.launchInstance(req);
     expect(b.instanceId).toBe(a.instanceId);
@@ -97,21 +126,55 @@ describe("EC2 gateway on localcloud", () => {
   });
 
   it("says what was attempted and classifies the code (cross-AZ attach is fatal)", async () => {
-    const vol = await gw.createVolume({ availabilityZone: subnetB.availabilityZone, sizeGiB: 1, tags: { [TAG.workflow]: "wf-test-4", [TAG.step]: "v" } });
+    const vol = await gw.createVolume({
+      availabilityZone: subnetB.availabilityZone,
+      sizeGiB: 1,
+      tags: { [TAG.workflow]: "wf-test-4", [TAG.step]: "v" },
+    });
     await until(async () => (await gw.describeVolume(vol.volumeId))?.state === "available");
-    const inst = await gw.launchInstance({ clientToken: "tok-4", imageId: lc.world.baseImageId, instanceType: "m5.large", market: "on-demand", network: { subnetId: subnetA.subnetId, securityGroupIds: [] }, userData: "", blockDevices: [], tags: {} });
+    const inst = await gw.launchInstance({
+      clientToken: "tok-4",
+      imageId: lc.world.baseImageId,
+      instanceType: "m5.large",
+      market: "on-demand",
+      network: { subnetId: subnetA.subnetId, securityGroupIds: [] },
+      userData: "",
+      blockDevices: [],
+      tags: {},
+    });
     await until(async () => (await gw.describeInstances([inst.instanceId]))[0]?.state === "running");
-    const err = await gw.attachVolume(vol.volumeId, inst.instanceId, "/dev/sdf").then(() => null, (e: unknown) => e);
+    const err = await gw.attachVolume(vol.volumeId, inst.instanceId, "/dev/sdf").then(
+      () => null,
+      (e: unknown) => e,
+    );
     expect(String(err)).toContain(`attaching ${vol.volumeId} to ${inst.instanceId} as /dev/sdf: InvalidVolume.ZoneMismatch`);
     expect(classify(err)).toBe("fatal");
   });
 
   it("retries injected RequestLimitExceeded on attach and detach to success", async () => {
-    const vol = await gw.createVolume({ availabilityZone: subnetA.availabilityZone, sizeGiB: 1, tags: { [TAG.workflow]: "wf-test-5", [TAG.step]: "v" } });
-    const inst = await gw.launchInstance({ clientToken: "tok-5", imageId: lc.world.baseImageId, instanceType: "m5.large", market: "on-demand", network: { subnetId: subnetA.subnetId, securityGroupIds: [] }, userData: "", blockDevices: [], tags: {} });
+    const vol = await gw.createVolume({
+      availabilityZone: subnetA.availabilityZone,
+      sizeGiB: 1,
+      tags: { [TAG.workflow]: "wf-test-5", [TAG.step]: "v" },
+    });
+    const inst = await gw.launchInstance({
+      clientToken: "tok-5",
+      imageId: lc.world.baseImageId,
+      instanceType: "m5.large",
+      market: "on-demand",
+      network: { subnetId: subnetA.subnetId, securityGroupIds: [] },
+      userData: "",
+      blockDevices: [],
+      tags: {},
+    });
     await until(async () => (await gw.describeInstances([inst.instanceId]))[0]?.state === "running");
     await until(async () => (await gw.describeVolume(vol.volumeId))?.state === "available");
-    await control("PUT", "faults", { failNext: [{ action: "AttachVolume", code: "RequestLimitExceeded", count: 2 }, { action: "DetachVolume", code: "RequestLimitExceeded", count: 2 }] });
+    await control("PUT", "faults", {
+      failNext: [
+        { action: "AttachVolume", code: "RequestLimitExceeded", count: 2 },
+        { action: "DetachVolume", code: "RequestLimitExceeded", count: 2 },
+      ],
+    });
     await gw.attachVolume(vol.volumeId, inst.instanceId, "/dev/sdf");
     await until(async () => (await gw.describeVolume(vol.volumeId))?.attachments[0]?.state === "attached");
     await gw.detachVolume(vol.volumeId, inst.instanceId);

@@ -67,7 +67,18 @@ export interface Env {
   subnets: Array<{ id: string; az: string }>;
   control(method: string, path: string, body?: unknown): Promise<any>;
   rootDir(instanceId: string): string;
-  spec(name: string, o?: { dataMethod?: "reattach" | "snapshot"; root?: boolean; volumes?: number; instanceTypes?: string[]; fallbackToOnDemand?: boolean; acks?: string; workload?: boolean }): SpecInput;
+  spec(
+    name: string,
+    o?: {
+      dataMethod?: "reattach" | "snapshot";
+      root?: boolean;
+      volumes?: number;
+      instanceTypes?: string[];
+      fallbackToOnDemand?: boolean;
+      acks?: string;
+      workload?: boolean;
+    },
+  ): SpecInput;
   stop(): Promise<void>;
 }
 
@@ -95,13 +106,14 @@ export function reapLeftovers(): void {
     }
     try {
       process.kill(owner, 0);
-      continue; // alive: another suite's
     } catch {
       dead.push(d);
     }
   }
   if (dead.length === 0) return;
-  for (const pid of readdirSync("/proc").filter((n) => /^\d+$/.test(n)).map(Number)) {
+  for (const pid of readdirSync("/proc")
+    .filter((n) => /^\d+$/.test(n))
+    .map(Number)) {
     if (pid === process.pid) continue;
     let env: string[];
     try {
@@ -120,11 +132,23 @@ export function reapLeftovers(): void {
   for (const d of dead) rmSync(d, { recursive: true, force: true });
 }
 
-export async function startEnv(dir: string, timeScale: number, opts: { throttle?: boolean; runtime?: "process" | "none"; profile?: "realistic" | "instant" } = {}): Promise<Env> {
+export async function startEnv(
+  dir: string,
+  timeScale: number,
+  opts: { throttle?: boolean; runtime?: "process" | "none"; profile?: "realistic" | "instant" } = {},
+): Promise<Env> {
   reapLeftovers();
   mkdirSync(dir, { recursive: true });
   writeFileSync(join(dir, "owner.pid"), String(process.pid));
-  const lc = await startLocalCloud({ port: 0, profile: opts.profile ?? "realistic", timeScale, runtime: opts.runtime ?? "process", stateDir: join(dir, "localcloud"), throttle: opts.throttle ?? false, log: () => undefined });
+  const lc = await startLocalCloud({
+    port: 0,
+    profile: opts.profile ?? "realistic",
+    timeScale,
+    runtime: opts.runtime ?? "process",
+    stateDir: join(dir, "localcloud"),
+    throttle: opts.throttle ?? false,
+    log: () => undefined,
+  });
   const ec2 = createAwsGateway({ region: "us-east-1", endpoint: lc.endpoint, pacingHeadroom: 0 });
   const subnets = [...lc.world.subnets.values()].map((s) => ({ id: s.id, az: s.az })).sort((a, b) => a.az.localeCompare(b.az));
   return {
@@ -133,7 +157,11 @@ export async function startEnv(dir: string, timeScale: number, opts: { throttle?
     ec2,
     subnets,
     async control(method, path, body) {
-      const res = await fetch(`${lc.controlUrl}/${path}`, { method, headers: { "content-type": "application/json" }, body: body === undefined ? undefined : JSON.stringify(body) });
+      const res = await fetch(`${lc.controlUrl}/${path}`, {
+        method,
+        headers: { "content-type": "application/json" },
+        body: body === undefined ? undefined : JSON.stringify(body),
+      });
       const text = await res.text();
       if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text}`);
       return text ? JSON.parse(text) : null;
@@ -152,7 +180,11 @@ export async function startEnv(dir: string, timeScale: number, opts: { throttle?
         },
         persistence: {
           root: o.root ?? true,
-          volumes: Array.from({ length: nVol }, (_, i) => ({ device: `/dev/sd${"fghijk"[i]}`, sizeGiB: 1, mountPoint: i === 0 ? "/data" : `/data${i}` })),
+          volumes: Array.from({ length: nVol }, (_, i) => ({
+            device: `/dev/sd${"fghijk"[i]}`,
+            sizeGiB: 1,
+            mountPoint: i === 0 ? "/data" : `/data${i}`,
+          })),
           dataMethod: o.dataMethod ?? "reattach",
           network: { privateIp: "same-eni" },
         },
@@ -179,11 +211,24 @@ export function coordinatorConfig(env: Env, dataDir: string, timeScale: number, 
   };
 }
 
-export async function inProcessCoordinator(env: Env, dataDir: string, timeScale: number, extra: Record<string, unknown> = {}): Promise<Coordinator> {
-  return startCoordinator({ config: coordinatorConfig(env, dataDir, timeScale, extra), log: process.env.SPOTKEEP_TEST_LOG ? (l) => console.log(l) : undefined });
+export async function inProcessCoordinator(
+  env: Env,
+  dataDir: string,
+  timeScale: number,
+  extra: Record<string, unknown> = {},
+): Promise<Coordinator> {
+  return startCoordinator({
+    config: coordinatorConfig(env, dataDir, timeScale, extra),
+    log: process.env.SPOTKEEP_TEST_LOG ? (l) => console.log(l) : undefined,
+  });
 }
 
-export async function until<T>(what: string, f: () => Promise<T | null | undefined | false> | T | null | undefined | false, ms = 60_000, every = 50): Promise<T> {
+export async function until<T>(
+  what: string,
+  f: () => Promise<T | null | undefined | false> | T | null | undefined | false,
+  ms = 60_000,
+  every = 50,
+): Promise<T> {
   const end = Date.now() + ms;
   for (;;) {
     const v = await f();
@@ -205,7 +250,12 @@ export function readAcks(file: string): number[] {
 
 export function readRecords(file: string): Set<number> {
   if (!existsSync(file)) return new Set();
-  return new Set(readFileSync(file, "utf8").split("\n").filter(Boolean).map((l) => Number(l.split(" ")[0])));
+  return new Set(
+    readFileSync(file, "utf8")
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => Number(l.split(" ")[0])),
+  );
 }
 
 export { parseSpec, writeFileSync, spawn, type ChildProcess };

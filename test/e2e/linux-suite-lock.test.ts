@@ -20,7 +20,10 @@ describe("the linux-suite lock", () => {
       again();
       // A live holder (our parent process, with its real start time) is waited for, boundedly.
       const stat = readFileSync(`/proc/${process.ppid}/stat`, "utf8");
-      writeFileSync(file, JSON.stringify({ pid: process.ppid, startTime: stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19], what: "another run" }));
+      writeFileSync(
+        file,
+        JSON.stringify({ pid: process.ppid, startTime: stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19], what: "another run" }),
+      );
       await expect(holdLinuxSuiteLock("third", 300, file)).rejects.toThrow(/still held by pid \d+ \(another run\)/);
     } finally {
       rmSync(dir, { recursive: true, force: true });

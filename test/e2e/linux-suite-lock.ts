@@ -39,7 +39,8 @@ export async function holdLinuxSuiteLock(what: string, waitMs = 20 * 60_000, fil
         }
       };
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw new Error(`taking the linux-suite lock ${file} for ${what}: ${String(err)}`, { cause: err });
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST")
+        throw new Error(`taking the linux-suite lock ${file} for ${what}: ${String(err)}`, { cause: err });
     }
     let holder: { pid: number; startTime: string | null; what: string } | null = null;
     try {
@@ -51,7 +52,10 @@ export async function holdLinuxSuiteLock(what: string, waitMs = 20 * 60_000, fil
       rmSync(file, { force: true }); // ours from an abandoned attempt, or its holder died
       continue;
     }
-    if (Date.now() > deadline) throw new Error(`taking the linux-suite lock ${file} for ${what}: still held by pid ${holder?.pid} (${holder?.what}) after ${waitMs} ms`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `taking the linux-suite lock ${file} for ${what}: still held by pid ${holder?.pid} (${holder?.what}) after ${waitMs} ms`,
+      );
     if (holder && !said) {
       said = true;
       console.log(`${what}: waiting for another linux-runtime test run (pid ${holder.pid}, ${holder.what}) to finish`);

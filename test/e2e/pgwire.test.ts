@@ -12,7 +12,7 @@ function msg(type: string, body: Buffer): Buffer {
   head.writeInt32BE(body.length + 4, 1);
   return Buffer.concat([head, body]);
 }
-const cstr = (s: string) => Buffer.from(s + "\0");
+const cstr = (s: string) => Buffer.from(`${s}\0`);
 const int32 = (n: number) => {
   const b = Buffer.alloc(4);
   b.writeInt32BE(n);
@@ -22,11 +22,17 @@ const ready = () => msg("Z", Buffer.from("I"));
 function dataRow(values: Array<string | null>): Buffer {
   const n = Buffer.alloc(2);
   n.writeInt16BE(values.length);
-  return msg("D", Buffer.concat([n, ...values.map((v) => (v === null ? int32(-1) : Buffer.concat([int32(Buffer.byteLength(v)), Buffer.from(v)])))]));
+  return msg(
+    "D",
+    Buffer.concat([n, ...values.map((v) => (v === null ? int32(-1) : Buffer.concat([int32(Buffer.byteLength(v)), Buffer.from(v)])))]),
+  );
 }
 
 /** A fake server: answers the startup with AuthenticationOk, then `onQuery(sql, socket)`. */
-async function fakeServer(onQuery: (sql: string, s: Socket) => void, auth = 0): Promise<{ server: Server; port: number; sockets: Socket[] }> {
+async function fakeServer(
+  onQuery: (sql: string, s: Socket) => void,
+  auth = 0,
+): Promise<{ server: Server; port: number; sockets: Socket[] }> {
   const sockets: Socket[] = [];
   const server = createServer((s) => {
     sockets.push(s);
@@ -38,7 +44,12 @@ async function fakeServer(onQuery: (sql: string, s: Socket) => void, auth = 0): 
         if (buf.length < 4 || buf.length < buf.readInt32BE(0)) return;
         buf = buf.subarray(buf.readInt32BE(0));
         started = true;
-        s.write(Buffer.concat([msg("R", int32(auth)), ...(auth === 0 ? [msg("S", Buffer.concat([cstr("server_version"), cstr("15")])), ready()] : [])]));
+        s.write(
+          Buffer.concat([
+            msg("R", int32(auth)),
+            ...(auth === 0 ? [msg("S", Buffer.concat([cstr("server_version"), cstr("15")])), ready()] : []),
+          ]),
+        );
       }
       while (buf.length >= 5 && buf.length >= 1 + buf.readInt32BE(1)) {
         const len = buf.readInt32BE(1);
@@ -75,13 +86,19 @@ describe("the e2e's PostgreSQL wire client", () => {
   it("rejects with the server's message and SQLSTATE on an ErrorResponse, and stays usable", async () => {
     let n = 0;
     const f = await fakeServer((_sql, s) => {
-      if (n++ === 0) s.write(Buffer.concat([msg("E", Buffer.concat([cstr("SERROR"), cstr("C23505"), cstr("Mduplicate key"), Buffer.from([0])])), ready()]));
+      if (n++ === 0)
+        s.write(
+          Buffer.concat([msg("E", Buffer.concat([cstr("SERROR"), cstr("C23505"), cstr("Mduplicate key"), Buffer.from([0])])), ready()]),
+        );
       else s.write(Buffer.concat([msg("C", cstr("INSERT 0 1")), ready()]));
     });
     cleanup.push(() => f.server.close());
     const c = await PgConnection.connect({ host: "127.0.0.1", port: f.port });
     cleanup.push(() => c.close());
-    await expect(c.query("INSERT INTO acked (n) VALUES (1)")).rejects.toMatchObject({ code: "23505", message: expect.stringContaining("duplicate key") });
+    await expect(c.query("INSERT INTO acked (n) VALUES (1)")).rejects.toMatchObject({
+      code: "23505",
+      message: expect.stringContaining("duplicate key"),
+    });
     expect((await c.query("INSERT INTO acked (n) VALUES (2)")).command).toBe("INSERT 0 1");
   });
 
@@ -100,6 +117,8 @@ describe("the e2e's PostgreSQL wire client", () => {
   it("refuses password authentication clearly (the e2e uses trust)", async () => {
     const f = await fakeServer(() => undefined, 5);
     cleanup.push(() => f.server.close());
-    await expect(PgConnection.connect({ host: "127.0.0.1", port: f.port, timeoutMs: 2000 })).rejects.toThrow(/authentication method 5 is not supported/);
+    await expect(PgConnection.connect({ host: "127.0.0.1", port: f.port, timeoutMs: 2000 })).rejects.toThrow(
+      /authentication method 5 is not supported/,
+    );
   });
 });

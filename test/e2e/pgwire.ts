@@ -32,7 +32,7 @@ interface Pending {
 }
 
 function cstrings(parts: string[]): Buffer {
-  return Buffer.concat(parts.map((p) => Buffer.from(p + "\0", "utf8")));
+  return Buffer.concat(parts.map((p) => Buffer.from(`${p}\0`, "utf8")));
 }
 
 function errorFields(body: Buffer): { message: string; code: string | null } {
@@ -117,7 +117,7 @@ export class PgConnection {
           reject(e);
         },
       };
-      const text = Buffer.from(sql + "\0", "utf8");
+      const text = Buffer.from(`${sql}\0`, "utf8");
       const head = Buffer.alloc(5);
       head.write("Q", 0, "ascii");
       head.writeInt32BE(4 + text.length, 1);

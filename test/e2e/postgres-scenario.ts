@@ -163,7 +163,12 @@ export interface ScenarioOptions {
   writeReport?: boolean;
 }
 
-async function until<T>(what: string, f: () => Promise<T | null | undefined | false> | T | null | undefined | false, ms: number, every = 100): Promise<T> {
+async function until<T>(
+  what: string,
+  f: () => Promise<T | null | undefined | false> | T | null | undefined | false,
+  ms: number,
+  every = 100,
+): Promise<T> {
   const end = Date.now() + ms;
   for (;;) {
     const v = await f();
@@ -174,7 +179,11 @@ async function until<T>(what: string, f: () => Promise<T | null | undefined | fa
 }
 
 async function control(lc: LocalCloud, method: string, path: string, body?: unknown): Promise<unknown> {
-  const res = await fetch(`${lc.controlUrl}/${path}`, { method, headers: { "content-type": "application/json" }, body: body === undefined ? undefined : JSON.stringify(body) });
+  const res = await fetch(`${lc.controlUrl}/${path}`, {
+    method,
+    headers: { "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
   const text = await res.text();
   if (!res.ok) throw new Error(`localcloud control ${method} ${path}: ${res.status} ${text}`);
   return text ? JSON.parse(text) : null;
@@ -297,14 +306,28 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
       if (r.kind === "interrupt") await control(cloud, "POST", `instances/${oldId}/interrupt`, { action: "terminate", noticeSeconds: 120 });
       else await control(cloud, "POST", `instances/${oldId}/lose`);
       log(`${r.name}: ${r.kind} ${oldId} (generation ${before.generation}) with ${w.acked.length} rows acknowledged`);
-      const wf = await until(`${r.name}: a replace workflow after the ${r.kind}`, () => c.store.workflowsFor(r.name).find((x) => x.kind === "replace" && !known.has(x.id)), 120_000);
-      const done = await Promise.race([c.engine.wait(wf.id), new Promise<never>((_, rej) => setTimeout(() => rej(new Error(`${r.name}: replace ${wf.id} did not finish within 300 s`)), 300_000))]);
+      const wf = await until(
+        `${r.name}: a replace workflow after the ${r.kind}`,
+        () => c.store.workflowsFor(r.name).find((x) => x.kind === "replace" && !known.has(x.id)),
+        120_000,
+      );
+      const done = await Promise.race([
+        c.engine.wait(wf.id),
+        new Promise<never>((_, rej) =>
+          setTimeout(() => rej(new Error(`${r.name}: replace ${wf.id} did not finish within 300 s`)), 300_000),
+        ),
+      ]);
       if (done.status !== "succeeded") throw new Error(`${r.name}: replace ${wf.id} ${done.status}: ${done.error}`);
       const after = c.views.getInstance(r.name)!;
-      if (after.instanceId === oldId || after.generation !== before.generation + 1) throw new Error(`${r.name}: expected a new generation after ${wf.id}, got generation ${after.generation} ${after.instanceId}`);
+      if (after.instanceId === oldId || after.generation !== before.generation + 1)
+        throw new Error(`${r.name}: expected a new generation after ${wf.id}, got generation ${after.generation} ${after.instanceId}`);
       // The client comes back by itself at the same address: wait for fresh COMMITs on the new generation.
       const ackedAtReady = w.acked.length;
-      await until(`${r.name}: COMMITs on generation ${after.generation} (last client error: ${w.lastError})`, () => w.acked.length >= ackedAtReady + 20, 120_000).catch((e) => {
+      await until(
+        `${r.name}: COMMITs on generation ${after.generation} (last client error: ${w.lastError})`,
+        () => w.acked.length >= ackedAtReady + 20,
+        120_000,
+      ).catch((e) => {
         throw new Error(`${(e as Error).message}\n${consoleTail(cloud, after.instanceId)}`);
       });
       // Every row acknowledged so far must be there, read back at the same private IP.
@@ -312,7 +335,9 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
       const back = await readBack(ips.get(r.name)!);
       const missing = acked.filter((n) => !back.rows.has(n));
       const timeline = c.views.getEvents(r.name)!.timelines.find((t) => t.workflowId === wf.id)!;
-      const outage = w.outages.slice(outagesBefore).reduce<number | null>((m, x) => Math.max(m ?? 0, (x.firstAckAfter - x.lastAckBefore) / 1000 / timeScale), null);
+      const outage = w.outages
+        .slice(outagesBefore)
+        .reduce<number | null>((m, x) => Math.max(m ?? 0, (x.firstAckAfter - x.lastAckBefore) / 1000 / timeScale), null);
       const sameIp = after.privateIp === ips.get(r.name) && back.serverAddr === ips.get(r.name);
       const report: RoundReport = {
         instance: r.name,
@@ -392,10 +417,12 @@ function consoleTail(lc: LocalCloud, instanceId: string | null | undefined): str
 
 function writeReport(r: ScenarioResult): void {
   mkdirSync(dirname(REPORT_PATH), { recursive: true });
-  const reattach = r.rounds.filter((x) => x.kind === "interrupt" && x.dataMethod === "reattach" && x.downtimeSeconds !== null).map((x) => x.downtimeSeconds!);
+  const reattach = r.rounds
+    .filter((x) => x.kind === "interrupt" && x.dataMethod === "reattach" && x.downtimeSeconds !== null)
+    .map((x) => x.downtimeSeconds!);
   writeFileSync(
     REPORT_PATH,
-    JSON.stringify(
+    `${JSON.stringify(
       {
         at: new Date().toISOString(),
         what: "PostgreSQL end to end on localcloud's linux runtime (realistic profile): downtime per interruption, model seconds",
@@ -407,13 +434,21 @@ function writeReport(r: ScenarioResult): void {
         acknowledged: r.acknowledged,
         lost: r.lost,
         downtimeSeconds: r.downtimeSeconds,
-        rounds: r.rounds.map((x) => ({ instance: x.instance, kind: x.kind, dataMethod: x.dataMethod, trigger: x.trigger, downtimeSeconds: x.downtimeSeconds, recoverySeconds: x.recoverySeconds, clientOutageSeconds: x.clientOutageSeconds })),
+        rounds: r.rounds.map((x) => ({
+          instance: x.instance,
+          kind: x.kind,
+          dataMethod: x.dataMethod,
+          trigger: x.trigger,
+          downtimeSeconds: x.downtimeSeconds,
+          recoverySeconds: x.recoverySeconds,
+          clientOutageSeconds: x.clientOutageSeconds,
+        })),
         realSeconds: r.realSeconds,
         note: "At small time scales fixed real costs (agent start, PostgreSQL start, mkfs) are magnified by 1/timeScale in model seconds.",
       },
       null,
       2,
-    ) + "\n",
+    )}\n`,
   );
 }
 

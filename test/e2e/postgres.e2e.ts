@@ -8,7 +8,10 @@
 import { parseArgs } from "node:util";
 import { postgresE2eUnavailable, REPORT_PATH, runPostgresScenario, summaryLine } from "./postgres-scenario.js";
 
-const { values } = parseArgs({ options: { "time-scale": { type: "string", default: "0.05" }, verbose: { type: "boolean", default: false } }, strict: true });
+const { values } = parseArgs({
+  options: { "time-scale": { type: "string", default: "0.05" }, verbose: { type: "boolean", default: false } },
+  strict: true,
+});
 const timeScale = Number(values["time-scale"]);
 if (!(timeScale > 0 && timeScale <= 1)) {
   console.error(`--time-scale: must be a number in (0, 1], got ${JSON.stringify(values["time-scale"])}`);

@@ -23,7 +23,10 @@ describe.skipIf(why !== null)("PostgreSQL end to end on the linux runtime (real 
     // may legitimately create its own); loop devices and mounts of our state dirs are ours by name.
     if (r) expect(r.leftovers).toEqual({ netns: [], loops: [], mounts: [], links: [] });
     const left = leftovers([tmpdir()]);
-    expect({ loops: left.loops.filter((l) => l.includes("spotkeep-pge2e-")), mounts: left.mounts.filter((l) => l.includes("spotkeep-pge2e-")) }).toEqual({ loops: [], mounts: [] });
+    expect({
+      loops: left.loops.filter((l) => l.includes("spotkeep-pge2e-")),
+      mounts: left.mounts.filter((l) => l.includes("spotkeep-pge2e-")),
+    }).toEqual({ loops: [], mounts: [] });
   });
 
   it(

@@ -23,7 +23,16 @@ async function onVolume(file: string, script: string, env: Record<string, string
     script,
     `umount "$m"; rmdir "$m"`,
   ].join("\n");
-  const r = await shTry("env", [...Object.entries({ ...env, VOL: file }).map(([k, v]) => `${k}=${v}`), "unshare", "--mount", "--propagation", "private", "sh", "-c", body]);
+  const r = await shTry("env", [
+    ...Object.entries({ ...env, VOL: file }).map(([k, v]) => `${k}=${v}`),
+    "unshare",
+    "--mount",
+    "--propagation",
+    "private",
+    "sh",
+    "-c",
+    body,
+  ]);
   if (r.code === 3 || r.code === 4) return null;
   if (r.code !== 0) throw new Error(`volume ${file}: ${r.stderr}`);
   return r.stdout;
@@ -31,9 +40,7 @@ async function onVolume(file: string, script: string, env: Record<string, string
 
 /** The shared Runtime contract against the linux runtime (register only where it can run). */
 export function linuxContract(): void {
-runtimeContract(
-  "linux",
-  async () => {
+  runtimeContract("linux", async () => {
     const dir = mkdtempSync(join(tmpdir(), "spotkeep-lc-contract-"));
     const make = () => createLinuxRuntime({ stateDir: dir, graceMs: 500, lockWaitMs: 120_000 });
     const runtime = make();
@@ -44,12 +51,15 @@ runtimeContract(
       reopen: make,
       devicePath: (instanceId, name) => join(dir, "instances", instanceId, "dev", name),
       writeOnVolume: async (volumeId, name, content) => {
-        const out = await onVolume(vol(volumeId), `printf %s "$CONTENT" > "$m/$NAME"; sync`, { MODE: "write", NAME: name, CONTENT: content });
+        const out = await onVolume(vol(volumeId), `printf %s "$CONTENT" > "$m/$NAME"; sync`, {
+          MODE: "write",
+          NAME: name,
+          CONTENT: content,
+        });
         if (out === null) throw new Error(`writeOnVolume: no volume ${volumeId}`);
       },
       readOnVolume: async (volumeId, name) =>
         onVolume(vol(volumeId), `if [ -f "$m/$NAME" ]; then cat "$m/$NAME"; else umount "$m"; exit 4; fi`, { MODE: "read", NAME: name }),
     };
-  },
-  );
+  });
 }

@@ -15,12 +15,24 @@ await rt.init();
 await rt.createVolume({ volumeId: "vol-crashroot01", sizeGiB: 1 });
 await rt.createVolume({ volumeId: "vol-crashdata01", sizeGiB: 2 });
 await rt.boot(
-  { instanceId: id, dir: "", userData: Buffer.from("#!/bin/bash\nsetsid sleep 1001 &\nexec sleep 1002\n"), privateIp: "172.31.0.50", subnetCidr: "172.31.0.0/20", imdsEndpoint: "http://172.31.0.1:1", env: {} },
+  {
+    instanceId: id,
+    dir: "",
+    userData: Buffer.from("#!/bin/bash\nsetsid sleep 1001 &\nexec sleep 1002\n"),
+    privateIp: "172.31.0.50",
+    subnetCidr: "172.31.0.0/20",
+    imdsEndpoint: "http://172.31.0.1:1",
+    env: {},
+  },
   "vol-crashroot01",
 );
 await rt.attachVolume(id, "vol-crashdata01", "/dev/sdf");
 const mnt = join(rt.rootDir(id), "data");
-const r = await rt.exec(id, ["sh", "-c", `mkfs.ext4 -q ${rt.devDir(id)}/sdf && mkdir -p ${mnt} && mount ${rt.devDir(id)}/sdf ${mnt} && fsfreeze -f ${mnt} && (setsid sh -c 'echo blocked > ${mnt}/x' </dev/null >/dev/null 2>&1 &)`]);
+const r = await rt.exec(id, [
+  "sh",
+  "-c",
+  `mkfs.ext4 -q ${rt.devDir(id)}/sdf && mkdir -p ${mnt} && mount ${rt.devDir(id)}/sdf ${mnt} && fsfreeze -f ${mnt} && (setsid sh -c 'echo blocked > ${mnt}/x' </dev/null >/dev/null 2>&1 &)`,
+]);
 if (r.code !== 0) throw new Error(`child setup: ${r.stderr}`);
-process.stdout.write(JSON.stringify({ ready: true, loop: readlinkSync(join(rt.devDir(id), "sdf")), instanceId: id }) + "\n");
+process.stdout.write(`${JSON.stringify({ ready: true, loop: readlinkSync(join(rt.devDir(id), "sdf")), instanceId: id })}\n`);
 setInterval(() => {}, 1 << 30);

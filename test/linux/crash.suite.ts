@@ -21,7 +21,12 @@ export function crashSuite(skip: string | null): void {
     let child: ChildProcess | undefined;
 
     afterAll(async () => {
-      if (child?.pid && child.exitCode === null && child.signalCode === null) try { process.kill(-child.pid, "SIGKILL"); } catch { /* gone */ }
+      if (child?.pid && child.exitCode === null && child.signalCode === null)
+        try {
+          process.kill(-child.pid, "SIGKILL");
+        } catch {
+          /* gone */
+        }
       // Whatever happened above, leave the host clean.
       const rt = createLinuxRuntime({ stateDir: dirs[1] ?? mkdtempSync(join(tmpdir(), "spotkeep-lc-crash-")), lockWaitMs: 120_000 });
       await rt.cleanup();
@@ -31,7 +36,11 @@ export function crashSuite(skip: string | null): void {
     it("the next runtime's init() removes a killed runtime's processes, frozen mounts, loop devices, namespaces and links", async () => {
       const crashedDir = mkdtempSync(join(tmpdir(), "spotkeep-lc-crashed-"));
       dirs.push(crashedDir);
-      const started = spawnReadyChild<{ loop: string; instanceId: string }>(join(import.meta.dirname, "crash-child.ts"), crashedDir, "crash child");
+      const started = spawnReadyChild<{ loop: string; instanceId: string }>(
+        join(import.meta.dirname, "crash-child.ts"),
+        crashedDir,
+        "crash child",
+      );
       child = started.child;
       const ready = await started.ready;
       const before = leftovers([crashedDir]);

@@ -16,11 +16,37 @@ const INSTANCES = [
 function view(id: string, ip: string, subnetCidr: string): ImdsInstanceView {
   const mac = "0e:00:00:00:00:01";
   return {
-    instanceId: id, instanceType: "m6i.large", imageId: "ami-0123456789abcdef0", region: "us-east-1", availabilityZone: "us-east-1a",
-    accountId: "123456789012", architecture: "x86_64", pendingTime: new Date().toISOString(), privateIp: ip, mac,
-    enis: [{ mac, eniId: "eni-0123456789abcdef0", deviceIndex: 0, privateIps: [ip], subnetId: "subnet-01", subnetCidr, vpcId: "vpc-01", vpcCidr: "172.31.0.0/16", securityGroupIds: [] }],
-    blockDeviceMapping: { ami: "/dev/xvda", root: "/dev/xvda" }, instanceLifecycle: "spot", userData: null, httpTokens: "required",
-    spotInstanceAction: null, rebalanceNoticeTime: null, scheduledEvents: [], serving: true,
+    instanceId: id,
+    instanceType: "m6i.large",
+    imageId: "ami-0123456789abcdef0",
+    region: "us-east-1",
+    availabilityZone: "us-east-1a",
+    accountId: "123456789012",
+    architecture: "x86_64",
+    pendingTime: new Date().toISOString(),
+    privateIp: ip,
+    mac,
+    enis: [
+      {
+        mac,
+        eniId: "eni-0123456789abcdef0",
+        deviceIndex: 0,
+        privateIps: [ip],
+        subnetId: "subnet-01",
+        subnetCidr,
+        vpcId: "vpc-01",
+        vpcCidr: "172.31.0.0/16",
+        securityGroupIds: [],
+      },
+    ],
+    blockDeviceMapping: { ami: "/dev/xvda", root: "/dev/xvda" },
+    instanceLifecycle: "spot",
+    userData: null,
+    httpTokens: "required",
+    spotInstanceAction: null,
+    rebalanceNoticeTime: null,
+    scheduledEvents: [],
+    serving: true,
   };
 }
 
@@ -67,7 +93,18 @@ export function imdsSuite(skip: string | null): void {
       expect(endpoint).toMatch(/^http:\/\/172\.31\.0\.1:\d+$/);
       for (const [n, i] of INSTANCES.entries()) {
         await rt.createVolume({ volumeId: `vol-imdsroot${n}`, sizeGiB: 1 });
-        await rt.boot({ instanceId: i.id, dir: "", userData: Buffer.from(probe), privateIp: i.ip, subnetCidr: i.subnet, imdsEndpoint: endpoint, env: {} }, `vol-imdsroot${n}`);
+        await rt.boot(
+          {
+            instanceId: i.id,
+            dir: "",
+            userData: Buffer.from(probe),
+            privateIp: i.ip,
+            subnetCidr: i.subnet,
+            imdsEndpoint: endpoint,
+            env: {},
+          },
+          `vol-imdsroot${n}`,
+        );
       }
       for (const i of INSTANCES) {
         const line = await eventually(async () => /IMDS-(SAYS|FAILED) .*/.exec(readFileSync(rt.logPath(i.id), "utf8"))?.[0], 200, 50);

@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 
 /** What the host shows of a linux runtime's state dir and namespaces (empty lists = nothing left). */
 export function leftovers(stateDirs: readonly string[]): { netns: string[]; loops: string[]; mounts: string[]; links: string[] } {
-  const under = (p: string) => stateDirs.some((d) => p === d || p.startsWith(d + "/"));
+  const under = (p: string) => stateDirs.some((d) => p === d || p.startsWith(`${d}/`));
   const netns = execFileSync("ip", ["netns", "list"], { encoding: "utf8" })
     .split("\n")
     .map((l) => l.split(" ")[0] ?? "")

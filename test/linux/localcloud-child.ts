@@ -12,7 +12,15 @@ if (!stateDir) throw new Error("usage: localcloud-child.ts <stateDir>");
 const lc = await startLocalCloud({ runtime: "linux", port: 0, profile: "instant", stateDir });
 const ec2 = new EC2Client({ endpoint: lc.endpoint, region: "us-east-1", credentials: { accessKeyId: "test", secretAccessKey: "test" } });
 const ami = (await ec2.send(new DescribeImagesCommand({}))).Images?.[0]?.ImageId;
-const run = await ec2.send(new RunInstancesCommand({ ImageId: ami, InstanceType: "m6i.large", MinCount: 1, MaxCount: 1, UserData: Buffer.from("#!/bin/bash\necho BOOTED\nexec sleep 1003\n").toString("base64") }));
+const run = await ec2.send(
+  new RunInstancesCommand({
+    ImageId: ami,
+    InstanceType: "m6i.large",
+    MinCount: 1,
+    MaxCount: 1,
+    UserData: Buffer.from("#!/bin/bash\necho BOOTED\nexec sleep 1003\n").toString("base64"),
+  }),
+);
 const id = run.Instances?.[0]?.InstanceId ?? "";
 for (let i = 0; i < 300; i++) {
   let log = "";
@@ -24,5 +32,5 @@ for (let i = 0; i < 300; i++) {
   if (log.includes("BOOTED")) break;
   await new Promise((r) => setTimeout(r, 100));
 }
-process.stdout.write(JSON.stringify({ ready: true, instanceId: id, privateIp: run.Instances?.[0]?.PrivateIpAddress }) + "\n");
+process.stdout.write(`${JSON.stringify({ ready: true, instanceId: id, privateIp: run.Instances?.[0]?.PrivateIpAddress })}\n`);
 setInterval(() => {}, 1 << 30);

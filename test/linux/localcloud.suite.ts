@@ -27,7 +27,12 @@ export function localcloudSuite(skip: string | null): void {
     let child: ChildProcess | undefined;
 
     afterAll(async () => {
-      if (child?.pid && child.exitCode === null && child.signalCode === null) try { process.kill(-child.pid, "SIGKILL"); } catch { /* gone */ }
+      if (child?.pid && child.exitCode === null && child.signalCode === null)
+        try {
+          process.kill(-child.pid, "SIGKILL");
+        } catch {
+          /* gone */
+        }
       await lc?.stop();
       for (const d of dirs) rmSync(d, { recursive: true, force: true });
     }, 150_000);
@@ -43,14 +48,26 @@ export function localcloudSuite(skip: string | null): void {
         `node -e 'const e=process.env.AWS_EC2_METADATA_SERVICE_ENDPOINT;(async()=>{const t=await (await fetch(e+"/latest/api/token",{method:"PUT",headers:{"X-aws-ec2-metadata-token-ttl-seconds":"60"}})).text();console.log("IMDS-SAYS "+await (await fetch(e+"/latest/meta-data/instance-id",{headers:{"X-aws-ec2-metadata-token":t}})).text())})().catch((x)=>console.log("IMDS-FAILED "+x.message))'`,
         `exec node -e 'require("http").createServer((q,s)=>s.end("hello from "+process.env.SPOTKEEP_INSTANCE_ID)).listen(8080, process.argv[1])' "$(ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1)"`,
       ].join("\n");
-      const run = await ec2.send(new RunInstancesCommand({ ImageId: ami, InstanceType: "m6i.large", MinCount: 1, MaxCount: 1, UserData: Buffer.from(userData).toString("base64") }));
+      const run = await ec2.send(
+        new RunInstancesCommand({
+          ImageId: ami,
+          InstanceType: "m6i.large",
+          MinCount: 1,
+          MaxCount: 1,
+          UserData: Buffer.from(userData).toString("base64"),
+        }),
+      );
       const id = run.Instances?.[0]?.InstanceId ?? "";
       const ip = run.Instances?.[0]?.PrivateIpAddress ?? "";
       expect(ip).toMatch(/^172\.31\./);
-      const body = await eventually(async () => {
-        const r = await fetch(`http://${ip}:8080/`, { signal: AbortSignal.timeout(1000) }).catch(() => undefined);
-        return r?.ok ? r.text() : undefined;
-      }, 300, 100);
+      const body = await eventually(
+        async () => {
+          const r = await fetch(`http://${ip}:8080/`, { signal: AbortSignal.timeout(1000) }).catch(() => undefined);
+          return r?.ok ? r.text() : undefined;
+        },
+        300,
+        100,
+      );
       expect(body).toBe(`hello from ${id}`);
       const said = await eventually(async () => /IMDS-(SAYS|FAILED) .*/.exec(readFileSync(lc!.runtime.logPath(id), "utf8"))?.[0], 100, 100);
       expect(said).toBe(`IMDS-SAYS ${id}`);
@@ -63,7 +80,11 @@ export function localcloudSuite(skip: string | null): void {
     it("a localcloud killed with SIGKILL mid-run is cleaned up by the next start", async () => {
       const crashedDir = mkdtempSync(join(tmpdir(), "spotkeep-lc-cloudcrash-"));
       dirs.push(crashedDir);
-      const started = spawnReadyChild<{ instanceId: string }>(join(import.meta.dirname, "localcloud-child.ts"), crashedDir, "localcloud child");
+      const started = spawnReadyChild<{ instanceId: string }>(
+        join(import.meta.dirname, "localcloud-child.ts"),
+        crashedDir,
+        "localcloud child",
+      );
       child = started.child;
       const ready = await started.ready;
       expect(leftovers([crashedDir]).netns).toContain(`sk-${ready.instanceId}`);

@@ -11,7 +11,9 @@ import { eventually, leftovers, NOTHING } from "./leftovers.js";
 function postgresBin(): string | null {
   const base = "/usr/lib/postgresql";
   if (!existsSync(base)) return null;
-  const majors = readdirSync(base).filter((d) => existsSync(join(base, d, "bin", "initdb"))).sort((a, b) => Number(b) - Number(a));
+  const majors = readdirSync(base)
+    .filter((d) => existsSync(join(base, d, "bin", "initdb")))
+    .sort((a, b) => Number(b) - Number(a));
   return majors[0] ? join(base, majors[0], "bin") : null;
 }
 
@@ -46,7 +48,11 @@ echo PG-READY
 `;
 
 function psql(sql: string): Promise<{ code: number; stdout: string; stderr: string }> {
-  return shTry(join(bin ?? "", "psql"), ["-h", IP, "-U", "postgres", "-d", "postgres", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql], { timeoutMs: 30_000 });
+  return shTry(
+    join(bin ?? "", "psql"),
+    ["-h", IP, "-U", "postgres", "-d", "postgres", "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql],
+    { timeoutMs: 30_000 },
+  );
 }
 
 /** Registers the suite; `skip` is why it cannot run here (null: run). */
@@ -63,14 +69,30 @@ export function postgresFreezeSuite(skip: string | null): void {
       await rt.createVolume({ volumeId: "vol-pgroot0001", sizeGiB: 1 });
       await rt.createVolume({ volumeId: DATA_VOL, sizeGiB: 10 });
       await rt.attachVolume(ID, DATA_VOL, "/dev/sdf");
-      await rt.boot({ instanceId: ID, dir: "", userData: Buffer.from(userData), privateIp: IP, subnetCidr: "172.31.0.0/20", imdsEndpoint: `http://${rt.imdsBindAddress()}:1`, env: {} }, "vol-pgroot0001");
+      await rt.boot(
+        {
+          instanceId: ID,
+          dir: "",
+          userData: Buffer.from(userData),
+          privateIp: IP,
+          subnetCidr: "172.31.0.0/20",
+          imdsEndpoint: `http://${rt.imdsBindAddress()}:1`,
+          env: {},
+        },
+        "vol-pgroot0001",
+      );
       await eventually(async () => (readFileSync(rt.logPath(ID), "utf8").includes("PG-READY") ? true : undefined), 600, 100).catch((e) => {
         throw new Error(`PostgreSQL did not start: ${String(e)}\n${readFileSync(rt.logPath(ID), "utf8")}`);
       });
     }, 120_000);
 
     afterAll(async () => {
-      if (writer?.pid && writer.exitCode === null) try { process.kill(writer.pid, "SIGKILL"); } catch { /* gone */ }
+      if (writer?.pid && writer.exitCode === null)
+        try {
+          process.kill(writer.pid, "SIGKILL");
+        } catch {
+          /* gone */
+        }
       if (rt) await rt.cleanup();
       expect(leftovers([stateDir])).toEqual(NOTHING);
       rmSync(stateDir, { recursive: true, force: true });
@@ -88,14 +110,22 @@ export function postgresFreezeSuite(skip: string | null): void {
       expect((await rt.exec(ID, ["fsfreeze", "-f", mnt])).code).toBe(0);
       let done: { code: number | null } | undefined;
       try {
-        writer = spawn(join(bin!, "psql"), ["-h", IP, "-U", "postgres", "-d", "postgres", "-X", "-v", "ON_ERROR_STOP=1", "-c", "INSERT INTO acked VALUES (2)"], { stdio: "ignore" });
+        writer = spawn(
+          join(bin!, "psql"),
+          ["-h", IP, "-U", "postgres", "-d", "postgres", "-X", "-v", "ON_ERROR_STOP=1", "-c", "INSERT INTO acked VALUES (2)"],
+          { stdio: "ignore" },
+        );
         writer.on("exit", (code) => (done = { code }));
         // Bounded observation: the session's backend must be waiting, and the client not finished.
-        const waiting = await eventually(async () => {
-          // The client's backend process, in uninterruptible sleep on the frozen filesystem.
-          const r = await rt.exec(ID, ["ps", "-eo", "stat=,args="]);
-          return r.stdout.split("\n").some((l) => /^D/.test(l.trim()) && l.includes("postgres: postgres postgres")) ? true : undefined;
-        }, 100, 50).catch(() => false);
+        const waiting = await eventually(
+          async () => {
+            // The client's backend process, in uninterruptible sleep on the frozen filesystem.
+            const r = await rt.exec(ID, ["ps", "-eo", "stat=,args="]);
+            return r.stdout.split("\n").some((l) => /^D/.test(l.trim()) && l.includes("postgres: postgres postgres")) ? true : undefined;
+          },
+          100,
+          50,
+        ).catch(() => false);
         expect(done).toBeUndefined();
         expect(waiting).toBe(true);
       } finally {
@@ -110,8 +140,23 @@ export function postgresFreezeSuite(skip: string | null): void {
       await rt.shutdown(ID, 5000);
       await rt.detachVolume(ID, DATA_VOL, "/dev/sdf");
       await rt.attachVolume(ID, DATA_VOL, "/dev/sdf");
-      await rt.boot({ instanceId: ID, dir: "", userData: Buffer.from(userData), privateIp: IP, subnetCidr: "172.31.0.0/20", imdsEndpoint: `http://${rt.imdsBindAddress()}:1`, env: {} }, "vol-pgroot0001");
-      await eventually(async () => ((readFileSync(rt.logPath(ID), "utf8").match(/PG-READY/g) ?? []).length >= 2 ? true : undefined), 600, 100);
+      await rt.boot(
+        {
+          instanceId: ID,
+          dir: "",
+          userData: Buffer.from(userData),
+          privateIp: IP,
+          subnetCidr: "172.31.0.0/20",
+          imdsEndpoint: `http://${rt.imdsBindAddress()}:1`,
+          env: {},
+        },
+        "vol-pgroot0001",
+      );
+      await eventually(
+        async () => ((readFileSync(rt.logPath(ID), "utf8").match(/PG-READY/g) ?? []).length >= 2 ? true : undefined),
+        600,
+        100,
+      );
       expect((await psql("SELECT string_agg(n::text, ',' ORDER BY n) FROM acked")).stdout.trim()).toBe("1,2");
     });
   });

@@ -15,7 +15,15 @@ const IP1 = "172.31.0.10";
 const IP2 = "172.31.16.20";
 
 function instance(rt: LinuxRuntime, id: string, ip: string, subnetCidr: string, userData: string): RuntimeInstance {
-  return { instanceId: id, dir: join(rt.stateDir, "instances", id), userData: Buffer.from(userData), privateIp: ip, subnetCidr, imdsEndpoint: `http://${rt.imdsBindAddress()}:1338`, env: { SPOTKEEP_TIME_SCALE: "0.1" } };
+  return {
+    instanceId: id,
+    dir: join(rt.stateDir, "instances", id),
+    userData: Buffer.from(userData),
+    privateIp: ip,
+    subnetCidr,
+    imdsEndpoint: `http://${rt.imdsBindAddress()}:1338`,
+    env: { SPOTKEEP_TIME_SCALE: "0.1" },
+  };
 }
 
 async function httpGet(url: string): Promise<string> {
@@ -41,7 +49,13 @@ export function runtimeSuite(skip: string | null): void {
     }, 150_000);
 
     afterAll(async () => {
-      for (const c of children) if (c.pid && c.exitCode === null) try { process.kill(-c.pid, "SIGKILL"); } catch { /* gone */ }
+      for (const c of children)
+        if (c.pid && c.exitCode === null)
+          try {
+            process.kill(-c.pid, "SIGKILL");
+          } catch {
+            /* gone */
+          }
       if (rt) await rt.cleanup();
       expect(leftovers([stateDir])).toEqual(NOTHING);
       rmSync(stateDir, { recursive: true, force: true });
@@ -84,11 +98,15 @@ export function runtimeSuite(skip: string | null): void {
       const probe = await rt.exec(I1, ["blkid", "-p", loop]);
       expect(probe.code).toBe(2);
       const data = join(rt.rootDir(I1), "var/lib/data");
-      const r = await rt.exec(I1, ["sh", "-c", `mkfs.ext4 -q ${byId} && mkdir -p ${data} && mount ${byId} ${data} && echo hello > ${data}/a && sync`]);
+      const r = await rt.exec(I1, [
+        "sh",
+        "-c",
+        `mkfs.ext4 -q ${byId} && mkdir -p ${data} && mount ${byId} ${data} && echo hello > ${data}/a && sync`,
+      ]);
       expect(r.stderr).toBe("");
       expect(r.code).toBe(0);
       const hostMounts = readFileSync("/proc/self/mounts", "utf8");
-      expect(hostMounts).not.toContain(loop + " ");
+      expect(hostMounts).not.toContain(`${loop} `);
       // Only the namespace pins (ns/*.mnt) are host-visible; nothing under the instance's folders is.
       expect(hostMounts.split("\n").filter((l) => l.includes(join(stateDir, "instances")))).toEqual([]);
       expect((await rt.exec(I1, ["cat", `${data}/a`])).stdout).toBe("hello\n");
@@ -98,12 +116,20 @@ export function runtimeSuite(skip: string | null): void {
       const data = join(rt.rootDir(I1), "var/lib/data");
       expect((await rt.exec(I1, ["fsfreeze", "-f", data])).code).toBe(0);
       let writerExited = false;
-      const writer = spawn("nsenter", [...rt.nsenterArgs(I1), "--", "sh", "-c", `echo during-freeze > ${data}/b`], { detached: true, stdio: "ignore" });
+      const writer = spawn("nsenter", [...rt.nsenterArgs(I1), "--", "sh", "-c", `echo during-freeze > ${data}/b`], {
+        detached: true,
+        stdio: "ignore",
+      });
       children.push(writer);
       writer.on("exit", () => (writerExited = true));
       try {
         // Bounded check that the writer is stuck (no timing assertion: it must simply not have finished).
-        await eventually(async () => (existsSync(`/proc/${writer.pid}`) && readFileSync(`/proc/${writer.pid}/stat`, "utf8").includes(") D ") ? true : undefined), 50, 50).catch(() => undefined);
+        await eventually(
+          async () =>
+            existsSync(`/proc/${writer.pid}`) && readFileSync(`/proc/${writer.pid}/stat`, "utf8").includes(") D ") ? true : undefined,
+          50,
+          50,
+        ).catch(() => undefined);
         expect(writerExited).toBe(false);
         await rt.createSnapshot("snap-data0001", "vol-data0001");
       } finally {
@@ -125,7 +151,11 @@ export function runtimeSuite(skip: string | null): void {
       expect((await rt.exec(I1, ["cat", "/proc/self/mounts"])).stdout).not.toContain(mnt);
       expect((await rt.exec(I2, ["cat", "/proc/self/mounts"])).stdout).not.toContain(join(rt.rootDir(I1), "var/lib/data"));
       // Instances in different subnets reach each other over the bridge.
-      expect((await rt.exec(I2, ["node", "-e", `fetch("http://${IP1}:8080/uid.txt").then((r) => r.text()).then((t) => console.log(t.trim()))`])).stdout.trim()).toBe("0");
+      expect(
+        (
+          await rt.exec(I2, ["node", "-e", `fetch("http://${IP1}:8080/uid.txt").then((r) => r.text()).then((t) => console.log(t.trim()))`])
+        ).stdout.trim(),
+      ).toBe("0");
     });
 
     it("detaching a volume still mounted inside yanks it from the instance and frees the loop device", async () => {
@@ -134,7 +164,7 @@ export function runtimeSuite(skip: string | null): void {
       await rt.detachVolume(I1, "vol-data0001", "/dev/sdf"); // idempotent
       expect(existsSync(join(rt.devDir(I1), "sdf"))).toBe(false);
       expect(existsSync(join(rt.devDir(I1), "nvme-Amazon_Elastic_Block_Store_voldata0001"))).toBe(false);
-      expect((await rt.exec(I1, ["cat", "/proc/self/mounts"])).stdout).not.toContain(loop + " ");
+      expect((await rt.exec(I1, ["cat", "/proc/self/mounts"])).stdout).not.toContain(`${loop} `);
       expect(leftovers([join(stateDir, "volumes", "vol-data0001.img")]).loops).toEqual([]);
       // The content survives on the volume: reattach elsewhere and read it.
       await rt.attachVolume(I2, "vol-data0001", "/dev/sdf");
@@ -146,7 +176,10 @@ export function runtimeSuite(skip: string | null): void {
     it("shutdown completes even when a filesystem inside is frozen with a writer blocked on it, and the volume can move on", async () => {
       const mnt = join(rt.rootDir(I2), "moved");
       expect((await rt.exec(I2, ["fsfreeze", "-f", mnt])).code).toBe(0);
-      const stuck = spawn("nsenter", [...rt.nsenterArgs(I2), "--", "sh", "-c", `echo stuck > ${mnt}/c`], { detached: true, stdio: "ignore" });
+      const stuck = spawn("nsenter", [...rt.nsenterArgs(I2), "--", "sh", "-c", `echo stuck > ${mnt}/c`], {
+        detached: true,
+        stdio: "ignore",
+      });
       children.push(stuck);
       let exited = false;
       stuck.on("exit", () => (exited = true));
@@ -157,7 +190,11 @@ export function runtimeSuite(skip: string | null): void {
       await rt.detachVolume(I2, "vol-data0001", "/dev/sdf");
       expect(leftovers([join(stateDir, "volumes", "vol-data0001.img")]).loops).toEqual([]);
       await rt.attachVolume(I1, "vol-data0001", "/dev/sdf");
-      const r = await rt.exec(I1, ["sh", "-c", `m=${join(rt.rootDir(I1), "again")} && mkdir -p $m && mount ${join(rt.devDir(I1), "sdf")} $m && cat $m/a`]);
+      const r = await rt.exec(I1, [
+        "sh",
+        "-c",
+        `m=${join(rt.rootDir(I1), "again")} && mkdir -p $m && mount ${join(rt.devDir(I1), "sdf")} $m && cat $m/a`,
+      ]);
       expect(r.stdout).toBe("hello\n");
     });
 
@@ -169,14 +206,20 @@ export function runtimeSuite(skip: string | null): void {
       await expect(httpGet(`http://${IP1}:8080/uid.txt`)).rejects.toThrow();
       // Every process that was in the instance is gone (the setsid'd sleep included).
       const ps = spawn("pgrep", ["-f", "sleep 1000"]);
-      const out = await new Promise<string>((res) => { let s = ""; ps.stdout.on("data", (d) => (s += d)); ps.on("close", () => res(s)); });
+      const out = await new Promise<string>((res) => {
+        let s = "";
+        ps.stdout.on("data", (d) => (s += d));
+        ps.on("close", () => res(s));
+      });
       expect(out.trim()).toBe("");
       await rt.shutdown(I1, 500); // idempotent
       // A new generation from a snapshot of the root (the AMI lineage) finds the first boot's content.
       await rt.createSnapshot("snap-rootimg001", "vol-root0001");
       await rt.createVolume({ volumeId: "vol-root0003", sizeGiB: 1 }, "snap-rootimg001");
       await rt.boot(instance(rt, I3, "172.31.32.30", "172.31.32.0/20", ""), "vol-root0003");
-      expect((await rt.exec(I3, ["cat", join(rt.rootDir(I3), "etc/spotkeep-first-boot"), join(rt.rootDir(I3), "uid.txt")])).stdout).toBe(`instance=${I1} volume=vol-root0001\n0\n`);
+      expect((await rt.exec(I3, ["cat", join(rt.rootDir(I3), "etc/spotkeep-first-boot"), join(rt.rootDir(I3), "uid.txt")])).stdout).toBe(
+        `instance=${I1} volume=vol-root0001\n0\n`,
+      );
       // Boot again (stop/start): the root volume still holds what the first boot wrote.
       await rt.boot(instance(rt, I1, IP1, "172.31.0.0/20", ""), "vol-root0001");
       expect((await rt.exec(I1, ["cat", join(rt.rootDir(I1), "uid.txt")])).stdout.trim()).toBe("0");
@@ -187,7 +230,11 @@ export function runtimeSuite(skip: string | null): void {
       await rt.attachVolume(I1, "vol-frozen0001", "/dev/sdg");
       const mnt = join(rt.rootDir(I1), "frozen");
       const dev = join(rt.devDir(I1), "sdg");
-      const made = await rt.exec(I1, ["sh", "-c", `mkfs.ext4 -q ${dev} && mkdir -p ${mnt} && mount ${dev} ${mnt} && echo kept > ${mnt}/a && sync && fsfreeze -f ${mnt}`]);
+      const made = await rt.exec(I1, [
+        "sh",
+        "-c",
+        `mkfs.ext4 -q ${dev} && mkdir -p ${mnt} && mount ${dev} ${mnt} && echo kept > ${mnt}/a && sync && fsfreeze -f ${mnt}`,
+      ]);
       expect(made.code).toBe(0);
       // Nothing is blocked on the frozen filesystem: SIGTERM ends every process within the grace.
       await rt.shutdown(I1, 500);
@@ -195,7 +242,11 @@ export function runtimeSuite(skip: string | null): void {
       expect(leftovers([join(stateDir, "volumes", "vol-frozen0001.img")]).loops).toEqual([]);
       await rt.boot(instance(rt, I1, IP1, "172.31.0.0/20", ""), "vol-root0001");
       await rt.attachVolume(I1, "vol-frozen0001", "/dev/sdg");
-      const r = await rt.exec(I1, ["sh", "-c", `mkdir -p ${mnt} && mount ${join(rt.devDir(I1), "sdg")} ${mnt} && cat ${mnt}/a && touch ${mnt}/writable`]);
+      const r = await rt.exec(I1, [
+        "sh",
+        "-c",
+        `mkdir -p ${mnt} && mount ${join(rt.devDir(I1), "sdg")} ${mnt} && cat ${mnt}/a && touch ${mnt}/writable`,
+      ]);
       expect(r.stdout).toBe("kept\n");
       expect(r.code).toBe(0);
     });
@@ -205,13 +256,21 @@ export function runtimeSuite(skip: string | null): void {
       await rt.attachVolume(I1, "vol-orphan0001", "/dev/sdh");
       const dev = join(rt.devDir(I1), "sdh");
       // A throwaway namespace mounts it, writes, freezes, and dies: the frozen ext4 outlives every mount.
-      const made = await rt.exec(I1, ["sh", "-c", `mkfs.ext4 -q ${dev} && d=$(mktemp -d) && unshare --mount --propagation private sh -c "mount ${dev} $d && echo kept > $d/a && sync && fsfreeze -f $d"; rc=$?; rmdir $d; exit $rc`]);
+      const made = await rt.exec(I1, [
+        "sh",
+        "-c",
+        `mkfs.ext4 -q ${dev} && d=$(mktemp -d) && unshare --mount --propagation private sh -c "mount ${dev} $d && echo kept > $d/a && sync && fsfreeze -f $d"; rc=$?; rmdir $d; exit $rc`,
+      ]);
       expect(made.code).toBe(0);
       await rt.detachVolume(I1, "vol-orphan0001", "/dev/sdh");
       expect(leftovers([join(stateDir, "volumes", "vol-orphan0001.img")]).loops).toEqual([]);
       await rt.attachVolume(I1, "vol-orphan0001", "/dev/sdh");
       const mnt = join(rt.rootDir(I1), "orphan");
-      const r = await rt.exec(I1, ["sh", "-c", `mkdir -p ${mnt} && mount ${join(rt.devDir(I1), "sdh")} ${mnt} && cat ${mnt}/a && touch ${mnt}/writable`]);
+      const r = await rt.exec(I1, [
+        "sh",
+        "-c",
+        `mkdir -p ${mnt} && mount ${join(rt.devDir(I1), "sdh")} ${mnt} && cat ${mnt}/a && touch ${mnt}/writable`,
+      ]);
       expect(r.stdout).toBe("kept\n");
       expect(r.code).toBe(0);
     });
@@ -248,7 +307,9 @@ export function runtimeSuite(skip: string | null): void {
       await expect(rt.attachVolume(I1, "vol-data0001", "../../etc")).rejects.toThrow(/not a plain device name/);
       await expect(rt.createVolume({ volumeId: "vol-x/../../y", sizeGiB: 1 })).rejects.toThrow(/volume id/);
       await expect(rt.createSnapshot("snap-nope0001", "vol-missing01")).rejects.toThrow(/no such volume/);
-      await expect(rt.boot(instance(rt, "i-0bad0000000000001", "10.0.0.5", "172.31.0.0/20", ""), "vol-root0001")).rejects.toThrow(/not inside subnet/);
+      await expect(rt.boot(instance(rt, "i-0bad0000000000001", "10.0.0.5", "172.31.0.0/20", ""), "vol-root0001")).rejects.toThrow(
+        /not inside subnet/,
+      );
       await rt.deleteVolume("vol-missing01"); // already gone: no-op
       await rt.deleteSnapshot("snap-nope0001");
     });

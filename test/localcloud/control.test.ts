@@ -31,7 +31,8 @@ const spot = (type: "one-time" | "persistent", behavior: "terminate" | "stop" | 
   InstanceMarketOptions: { MarketType: "spot", SpotOptions: { SpotInstanceType: type, InstanceInterruptionBehavior: behavior } },
   HibernationOptions: behavior === "hibernate" ? { Configured: true } : undefined,
 });
-const state = async (id: string) => (await env.ec2.send(new DescribeInstancesCommand({ InstanceIds: [id] }))).Reservations![0]!.Instances![0]!;
+const state = async (id: string) =>
+  (await env.ec2.send(new DescribeInstancesCommand({ InstanceIds: [id] }))).Reservations![0]!.Instances![0]!;
 async function imds(id: string, path: string): Promise<{ status: number; body: string } | "closed"> {
   const { json } = await control(env.cloud, "GET", `instances/${id}/imds`);
   try {
@@ -44,7 +45,10 @@ async function imds(id: string, path: string): Promise<{ status: number; body: s
 
 describe("spot interruption timeline", () => {
   it("terminate: 404 -> notice with time = now + notice x timeScale -> shutting-down (Server.SpotInstanceTermination) -> terminated", async () => {
-    const id = await launch({ ...spot("one-time", "terminate"), BlockDeviceMappings: [{ DeviceName: "/dev/sdf", Ebs: { VolumeSize: 1 } }] });
+    const id = await launch({
+      ...spot("one-time", "terminate"),
+      BlockDeviceMappings: [{ DeviceName: "/dev/sdf", Ebs: { VolumeSize: 1 } }],
+    });
     expect(await imds(id, "meta-data/spot/instance-action")).toMatchObject({ status: 404 });
     const t0 = Date.now();
     const r = await control(env.cloud, "POST", `instances/${id}/interrupt`, { action: "terminate", noticeSeconds: 0.3 });
@@ -60,9 +64,19 @@ describe("spot interruption timeline", () => {
     const shutting = await until(async () => ((await state(id)).State!.Name === "shutting-down" ? state(id) : null), "shutting-down");
     expect(shutting.StateReason?.Code).toBe("Server.SpotInstanceTermination");
     await waitUntilInstanceTerminated(fast(env), { InstanceIds: [id] });
-    const data = (await env.ec2.send(new DescribeVolumesCommand({ Filters: [{ Name: "size", Values: ["1"] }, { Name: "status", Values: ["available"] }] }))).Volumes!;
+    const data = (
+      await env.ec2.send(
+        new DescribeVolumesCommand({
+          Filters: [
+            { Name: "size", Values: ["1"] },
+            { Name: "status", Values: ["available"] },
+          ],
+        }),
+      )
+    ).Volumes!;
     expect(data.length).toBeGreaterThan(0);
-    const req = (await env.ec2.send(new DescribeSpotInstanceRequestsCommand({ Filters: [{ Name: "instance-id", Values: [id] }] }))).SpotInstanceRequests![0]!;
+    const req = (await env.ec2.send(new DescribeSpotInstanceRequestsCommand({ Filters: [{ Name: "instance-id", Values: [id] }] })))
+      .SpotInstanceRequests![0]!;
     expect(req.State).toBe("closed");
     expect(await imds(id, "meta-data/instance-id")).toBe("closed");
   });
@@ -73,7 +87,8 @@ describe("spot interruption timeline", () => {
     await waitUntilInstanceStopped(fast(env), { InstanceIds: [id] });
     const s = await state(id);
     expect(s.StateReason?.Code).toBe("Server.SpotInstanceShutdown");
-    const req = (await env.ec2.send(new DescribeSpotInstanceRequestsCommand({ SpotInstanceRequestIds: [s.SpotInstanceRequestId!] }))).SpotInstanceRequests![0]!;
+    const req = (await env.ec2.send(new DescribeSpotInstanceRequestsCommand({ SpotInstanceRequestIds: [s.SpotInstanceRequestId!] })))
+      .SpotInstanceRequests![0]!;
     expect(req).toMatchObject({ State: "disabled", Status: { Code: "instance-stopped-no-capacity" } });
   });
 
@@ -112,14 +127,42 @@ describe("spot interruption timeline", () => {
 
 describe("capacity and faults", () => {
   it("capacity per (type, AZ, market) gives InsufficientInstanceCapacity 500, and can come back", async () => {
-    const put = await control(env.cloud, "PUT", "capacity", { instanceType: "m5.large", availabilityZone: "us-east-1a", market: "on-demand", available: false });
+    const put = await control(env.cloud, "PUT", "capacity", {
+      instanceType: "m5.large",
+      availabilityZone: "us-east-1a",
+      market: "on-demand",
+      available: false,
+    });
     expect(put.status).toBe(200);
-    await expectEc2Error(env.ec2.send(new RunInstancesCommand({ ImageId: env.cloud.world.baseImageId, MinCount: 1, MaxCount: 1, InstanceType: "m5.large" })), "InsufficientInstanceCapacity", 500);
+    await expectEc2Error(
+      env.ec2.send(new RunInstancesCommand({ ImageId: env.cloud.world.baseImageId, MinCount: 1, MaxCount: 1, InstanceType: "m5.large" })),
+      "InsufficientInstanceCapacity",
+      500,
+    );
     // spot of the same type is a different pool
-    await env.ec2.send(new RunInstancesCommand({ ImageId: env.cloud.world.baseImageId, MinCount: 1, MaxCount: 1, InstanceType: "m5.large", InstanceMarketOptions: { MarketType: "spot" } }));
-    await control(env.cloud, "PUT", "capacity", { instanceType: "m5.large", availabilityZone: "us-east-1a", market: "on-demand", available: 1 });
-    await env.ec2.send(new RunInstancesCommand({ ImageId: env.cloud.world.baseImageId, MinCount: 1, MaxCount: 1, InstanceType: "m5.large" }));
-    await expectEc2Error(env.ec2.send(new RunInstancesCommand({ ImageId: env.cloud.world.baseImageId, MinCount: 1, MaxCount: 1, InstanceType: "m5.large" })), "InsufficientInstanceCapacity", 500);
+    await env.ec2.send(
+      new RunInstancesCommand({
+        ImageId: env.cloud.world.baseImageId,
+        MinCount: 1,
+        MaxCount: 1,
+        InstanceType: "m5.large",
+        InstanceMarketOptions: { MarketType: "spot" },
+      }),
+    );
+    await control(env.cloud, "PUT", "capacity", {
+      instanceType: "m5.large",
+      availabilityZone: "us-east-1a",
+      market: "on-demand",
+      available: 1,
+    });
+    await env.ec2.send(
+      new RunInstancesCommand({ ImageId: env.cloud.world.baseImageId, MinCount: 1, MaxCount: 1, InstanceType: "m5.large" }),
+    );
+    await expectEc2Error(
+      env.ec2.send(new RunInstancesCommand({ ImageId: env.cloud.world.baseImageId, MinCount: 1, MaxCount: 1, InstanceType: "m5.large" })),
+      "InsufficientInstanceCapacity",
+      500,
+    );
   });
 
   it("failNext fails the next N calls of an action with the given code", async () => {

@@ -12,7 +12,12 @@ export interface Env {
 
 export async function startEnv(opts: LocalCloudOptions = {}): Promise<Env> {
   const cloud = await startLocalCloud({ port: 0, profile: "instant", runtime: "none", log: () => {}, ...opts });
-  const ec2 = new EC2Client({ endpoint: cloud.endpoint, region: "us-east-1", credentials: { accessKeyId: "x", secretAccessKey: "x" }, maxAttempts: 1 });
+  const ec2 = new EC2Client({
+    endpoint: cloud.endpoint,
+    region: "us-east-1",
+    credentials: { accessKeyId: "x", secretAccessKey: "x" },
+    maxAttempts: 1,
+  });
   return {
     cloud,
     ec2,
@@ -39,7 +44,11 @@ export async function expectEc2Error(p: Promise<unknown>, code: string, status: 
 }
 
 /** Poll `fn` until it returns a truthy value (real time, bounded). */
-export async function until<T>(fn: () => Promise<T | undefined | null | false> | T | undefined | null | false, what: string, timeoutMs = 5000): Promise<T> {
+export async function until<T>(
+  fn: () => Promise<T | undefined | null | false> | T | undefined | null | false,
+  what: string,
+  timeoutMs = 5000,
+): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const v = await fn();
@@ -49,8 +58,17 @@ export async function until<T>(fn: () => Promise<T | undefined | null | false> |
   }
 }
 
-export async function control(cloud: LocalCloud, method: string, route: string, body?: unknown): Promise<{ status: number; json: any; text: string }> {
-  const res = await fetch(`${cloud.controlUrl}/${route}`, { method, headers: body === undefined ? {} : { "content-type": "application/json" }, body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body) });
+export async function control(
+  cloud: LocalCloud,
+  method: string,
+  route: string,
+  body?: unknown,
+): Promise<{ status: number; json: any; text: string }> {
+  const res = await fetch(`${cloud.controlUrl}/${route}`, {
+    method,
+    headers: body === undefined ? {} : { "content-type": "application/json" },
+    body: body === undefined ? undefined : typeof body === "string" ? body : JSON.stringify(body),
+  });
   const text = await res.text();
   let json: any = null;
   try {

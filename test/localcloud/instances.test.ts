@@ -35,12 +35,19 @@ afterAll(async () => {
   await env?.stop();
 });
 
-const run = (extra: Partial<RunInstancesCommandInput> = {}) => env.ec2.send(new RunInstancesCommand({ ImageId: ami, MinCount: 1, MaxCount: 1, InstanceType: "t3.micro", ...extra }));
-const describeOne = async (id: string) => (await env.ec2.send(new DescribeInstancesCommand({ InstanceIds: [id] }))).Reservations![0]!.Instances![0]!;
+const run = (extra: Partial<RunInstancesCommandInput> = {}) =>
+  env.ec2.send(new RunInstancesCommand({ ImageId: ami, MinCount: 1, MaxCount: 1, InstanceType: "t3.micro", ...extra }));
+const describeOne = async (id: string) =>
+  (await env.ec2.send(new DescribeInstancesCommand({ InstanceIds: [id] }))).Reservations![0]!.Instances![0]!;
 
 describe("RunInstances", () => {
   it("returns a reservation of pending instances with network, root volume and tags", async () => {
-    const out = await run({ TagSpecifications: [{ ResourceType: "instance", Tags: [{ Key: "Name", Value: "db" }] }, { ResourceType: "volume", Tags: [{ Key: "v", Value: "1" }] }] });
+    const out = await run({
+      TagSpecifications: [
+        { ResourceType: "instance", Tags: [{ Key: "Name", Value: "db" }] },
+        { ResourceType: "volume", Tags: [{ Key: "v", Value: "1" }] },
+      ],
+    });
     expect(out.ReservationId).toMatch(/^r-[0-9a-f]{17}$/);
     const i = out.Instances![0]!;
     expect(i.InstanceId).toMatch(/^i-[0-9a-f]{17}$/);
@@ -60,12 +67,21 @@ describe("RunInstances", () => {
   });
 
   it("launches spot instances with instanceLifecycle and a spot request", async () => {
-    const out = await run({ InstanceMarketOptions: { MarketType: "spot", SpotOptions: { SpotInstanceType: "persistent", InstanceInterruptionBehavior: "stop" } } });
+    const out = await run({
+      InstanceMarketOptions: { MarketType: "spot", SpotOptions: { SpotInstanceType: "persistent", InstanceInterruptionBehavior: "stop" } },
+    });
     const i = out.Instances![0]!;
     expect(i.InstanceLifecycle).toBe("spot");
     expect(i.SpotInstanceRequestId).toMatch(/^sir-[0-9a-f]{17}$/);
-    const req = (await env.ec2.send(new DescribeSpotInstanceRequestsCommand({ SpotInstanceRequestIds: [i.SpotInstanceRequestId!] }))).SpotInstanceRequests![0]!;
-    expect(req).toMatchObject({ State: "active", Type: "persistent", InstanceInterruptionBehavior: "stop", InstanceId: i.InstanceId, Status: { Code: "fulfilled" } });
+    const req = (await env.ec2.send(new DescribeSpotInstanceRequestsCommand({ SpotInstanceRequestIds: [i.SpotInstanceRequestId!] })))
+      .SpotInstanceRequests![0]!;
+    expect(req).toMatchObject({
+      State: "active",
+      Type: "persistent",
+      InstanceInterruptionBehavior: "stop",
+      InstanceId: i.InstanceId,
+      Status: { Code: "fulfilled" },
+    });
     const filtered = await env.ec2.send(new DescribeInstancesCommand({ Filters: [{ Name: "instance-lifecycle", Values: ["spot"] }] }));
     expect(filtered.Reservations!.flatMap((r) => r.Instances!).map((x) => x.InstanceId)).toContain(i.InstanceId);
   });
@@ -75,7 +91,9 @@ describe("RunInstances", () => {
     const b = await run({ ClientToken: "tok-1" });
     expect(b.Instances![0]!.InstanceId).toBe(a.Instances![0]!.InstanceId);
     expect(b.ReservationId).toBe(a.ReservationId);
-    const count = (await env.ec2.send(new DescribeInstancesCommand({ Filters: [{ Name: "client-token", Values: ["tok-1"] }] }))).Reservations!.flatMap((r) => r.Instances!).length;
+    const count = (
+      await env.ec2.send(new DescribeInstancesCommand({ Filters: [{ Name: "client-token", Values: ["tok-1"] }] }))
+    ).Reservations!.flatMap((r) => r.Instances!).length;
     expect(count).toBe(1);
     await expectEc2Error(run({ ClientToken: "tok-1", InstanceType: "m5.large" }), "IdempotentParameterMismatch", 400);
   });
@@ -97,9 +115,14 @@ describe("RunInstances", () => {
   });
 
   it("honours an explicit private IP and subnet", async () => {
-    const subnets = (await env.ec2.send(new DescribeSubnetsCommand({ Filters: [{ Name: "availability-zone", Values: ["us-east-1b"] }] }))).Subnets!;
+    const subnets = (await env.ec2.send(new DescribeSubnetsCommand({ Filters: [{ Name: "availability-zone", Values: ["us-east-1b"] }] })))
+      .Subnets!;
     const out = await run({ SubnetId: subnets[0]!.SubnetId, PrivateIpAddress: "172.31.16.50" });
-    expect(out.Instances![0]).toMatchObject({ PrivateIpAddress: "172.31.16.50", SubnetId: subnets[0]!.SubnetId, Placement: { AvailabilityZone: "us-east-1b" } });
+    expect(out.Instances![0]).toMatchObject({
+      PrivateIpAddress: "172.31.16.50",
+      SubnetId: subnets[0]!.SubnetId,
+      Placement: { AvailabilityZone: "us-east-1b" },
+    });
     await expectEc2Error(run({ SubnetId: subnets[0]!.SubnetId, PrivateIpAddress: "172.31.16.50" }), "InvalidIPAddress.InUse", 400);
   });
 });
@@ -115,7 +138,10 @@ describe("instance lifecycle", () => {
     expect(dataVol.DeleteOnTermination).toBe(false);
     const eni = inst.NetworkInterfaces![0]!.NetworkInterfaceId!;
     const t = await env.ec2.send(new TerminateInstancesCommand({ InstanceIds: [id] }));
-    expect(t.TerminatingInstances![0]).toMatchObject({ PreviousState: { Name: "running", Code: 16 }, CurrentState: { Name: "shutting-down", Code: 32 } });
+    expect(t.TerminatingInstances![0]).toMatchObject({
+      PreviousState: { Name: "running", Code: 16 },
+      CurrentState: { Name: "shutting-down", Code: 32 },
+    });
     await waitUntilInstanceTerminated(fast(env), { InstanceIds: [id] });
     const after = await describeOne(id);
     expect(after.State).toEqual({ Code: 48, Name: "terminated" });
@@ -123,7 +149,11 @@ describe("instance lifecycle", () => {
     await waitUntilVolumeAvailable(fast(env), { VolumeIds: [dataVol.VolumeId!] });
     await until(() => !env.cloud.world.volumes.has(rootVol), "root volume deletion");
     await expectEc2Error(env.ec2.send(new DescribeVolumesCommand({ VolumeIds: [rootVol] })), "InvalidVolume.NotFound", 400);
-    await expectEc2Error(env.ec2.send(new DescribeNetworkInterfacesCommand({ NetworkInterfaceIds: [eni] })), "InvalidNetworkInterfaceID.NotFound", 400);
+    await expectEc2Error(
+      env.ec2.send(new DescribeNetworkInterfacesCommand({ NetworkInterfaceIds: [eni] })),
+      "InvalidNetworkInterfaceID.NotFound",
+      400,
+    );
     // terminate is idempotent
     const again = await env.ec2.send(new TerminateInstancesCommand({ InstanceIds: [id] }));
     expect(again.TerminatingInstances![0]!.CurrentState!.Name).toBe("terminated");
@@ -132,18 +162,28 @@ describe("instance lifecycle", () => {
 
   it("keeps an existing ENI launched at DeviceIndex 0 and frees it only after terminated (+ENI free delay)", async () => {
     const subnet = (await env.ec2.send(new DescribeSubnetsCommand({}))).Subnets!.find((s) => s.AvailabilityZone === "us-east-1a")!;
-    const eni = (await env.ec2.send(new CreateNetworkInterfaceCommand({ SubnetId: subnet.SubnetId!, PrivateIpAddress: "172.31.0.77" }))).NetworkInterface!;
+    const eni = (await env.ec2.send(new CreateNetworkInterfaceCommand({ SubnetId: subnet.SubnetId!, PrivateIpAddress: "172.31.0.77" })))
+      .NetworkInterface!;
     const first = await run({ NetworkInterfaces: [{ DeviceIndex: 0, NetworkInterfaceId: eni.NetworkInterfaceId }] });
     const id = first.Instances![0]!.InstanceId!;
     expect(first.Instances![0]!.PrivateIpAddress).toBe("172.31.0.77");
     expect(first.Instances![0]!.NetworkInterfaces![0]!.Attachment!.DeleteOnTermination).toBe(false);
-    await expectEc2Error(run({ NetworkInterfaces: [{ DeviceIndex: 0, NetworkInterfaceId: eni.NetworkInterfaceId }] }), "InvalidNetworkInterface.InUse", 400);
+    await expectEc2Error(
+      run({ NetworkInterfaces: [{ DeviceIndex: 0, NetworkInterfaceId: eni.NetworkInterfaceId }] }),
+      "InvalidNetworkInterface.InUse",
+      400,
+    );
     await waitUntilInstanceRunning(fast(env), { InstanceIds: [id] });
     await env.ec2.send(new TerminateInstancesCommand({ InstanceIds: [id] }));
-    await expectEc2Error(run({ NetworkInterfaces: [{ DeviceIndex: 0, NetworkInterfaceId: eni.NetworkInterfaceId }] }), "InvalidNetworkInterface.InUse", 400);
+    await expectEc2Error(
+      run({ NetworkInterfaces: [{ DeviceIndex: 0, NetworkInterfaceId: eni.NetworkInterfaceId }] }),
+      "InvalidNetworkInterface.InUse",
+      400,
+    );
     await waitUntilInstanceTerminated(fast(env), { InstanceIds: [id] });
     const freed = await until(async () => {
-      const e = (await env.ec2.send(new DescribeNetworkInterfacesCommand({ NetworkInterfaceIds: [eni.NetworkInterfaceId!] }))).NetworkInterfaces![0]!;
+      const e = (await env.ec2.send(new DescribeNetworkInterfacesCommand({ NetworkInterfaceIds: [eni.NetworkInterfaceId!] })))
+        .NetworkInterfaces![0]!;
       return e.Status === "available" ? e : null;
     }, "ENI to become available");
     expect(freed.PrivateIpAddress).toBe("172.31.0.77");
@@ -152,7 +192,9 @@ describe("instance lifecycle", () => {
   });
 
   it("stops and starts a persistent spot instance with stop behaviour, keeping volumes and IP", async () => {
-    const out = await run({ InstanceMarketOptions: { MarketType: "spot", SpotOptions: { SpotInstanceType: "persistent", InstanceInterruptionBehavior: "stop" } } });
+    const out = await run({
+      InstanceMarketOptions: { MarketType: "spot", SpotOptions: { SpotInstanceType: "persistent", InstanceInterruptionBehavior: "stop" } },
+    });
     const id = out.Instances![0]!.InstanceId!;
     const ip = out.Instances![0]!.PrivateIpAddress;
     await waitUntilInstanceRunning(fast(env), { InstanceIds: [id] });
@@ -171,14 +213,23 @@ describe("instance lifecycle", () => {
 
   it("refuses to stop a one-time spot instance", async () => {
     const out = await run({ InstanceMarketOptions: { MarketType: "spot" } });
-    await expectEc2Error(env.ec2.send(new StopInstancesCommand({ InstanceIds: [out.Instances![0]!.InstanceId!] })), "UnsupportedOperation", 400);
+    await expectEc2Error(
+      env.ec2.send(new StopInstancesCommand({ InstanceIds: [out.Instances![0]!.InstanceId!] })),
+      "UnsupportedOperation",
+      400,
+    );
   });
 
   it("changes DeleteOnTermination with ModifyInstanceAttribute so the root volume survives", async () => {
     const out = await run();
     const id = out.Instances![0]!.InstanceId!;
     await waitUntilInstanceRunning(fast(env), { InstanceIds: [id] });
-    await env.ec2.send(new ModifyInstanceAttributeCommand({ InstanceId: id, BlockDeviceMappings: [{ DeviceName: "/dev/xvda", Ebs: { DeleteOnTermination: false } }] }));
+    await env.ec2.send(
+      new ModifyInstanceAttributeCommand({
+        InstanceId: id,
+        BlockDeviceMappings: [{ DeviceName: "/dev/xvda", Ebs: { DeleteOnTermination: false } }],
+      }),
+    );
     const root = (await describeOne(id)).BlockDeviceMappings![0]!.Ebs!;
     expect(root.DeleteOnTermination).toBe(false);
     await env.ec2.send(new TerminateInstancesCommand({ InstanceIds: [id] }));
@@ -191,11 +242,17 @@ describe("instance lifecycle", () => {
     const id = out.Instances![0]!.InstanceId!;
     const ni = out.Instances![0]!.NetworkInterfaces![0]!;
     await waitUntilInstanceRunning(fast(env), { InstanceIds: [id] });
-    await env.ec2.send(new ModifyNetworkInterfaceAttributeCommand({ NetworkInterfaceId: ni.NetworkInterfaceId!, Attachment: { AttachmentId: ni.Attachment!.AttachmentId!, DeleteOnTermination: false } }));
+    await env.ec2.send(
+      new ModifyNetworkInterfaceAttributeCommand({
+        NetworkInterfaceId: ni.NetworkInterfaceId!,
+        Attachment: { AttachmentId: ni.Attachment!.AttachmentId!, DeleteOnTermination: false },
+      }),
+    );
     await env.ec2.send(new TerminateInstancesCommand({ InstanceIds: [id] }));
     await waitUntilInstanceTerminated(fast(env), { InstanceIds: [id] });
     const e = await until(async () => {
-      const x = (await env.ec2.send(new DescribeNetworkInterfacesCommand({ NetworkInterfaceIds: [ni.NetworkInterfaceId!] }))).NetworkInterfaces![0]!;
+      const x = (await env.ec2.send(new DescribeNetworkInterfacesCommand({ NetworkInterfaceIds: [ni.NetworkInterfaceId!] })))
+        .NetworkInterfaces![0]!;
       return x.Status === "available" ? x : null;
     }, "kept ENI available");
     expect(e.PrivateIpAddress).toBe(ni.PrivateIpAddress);
@@ -233,11 +290,26 @@ describe("DescribeInstances and DescribeInstanceStatus", () => {
   it("filters with wildcards (OR within a filter, AND across filters) and tags", async () => {
     await run({ TagSpecifications: [{ ResourceType: "instance", Tags: [{ Key: "team", Value: "orders" }] }] });
     await run({ TagSpecifications: [{ ResourceType: "instance", Tags: [{ Key: "team", Value: "billing" }] }] });
-    const q = async (Filters: { Name: string; Values: string[] }[]) => (await env.ec2.send(new DescribeInstancesCommand({ Filters }))).Reservations!.flatMap((r) => r.Instances!);
+    const q = async (Filters: { Name: string; Values: string[] }[]) =>
+      (await env.ec2.send(new DescribeInstancesCommand({ Filters }))).Reservations!.flatMap((r) => r.Instances!);
     expect((await q([{ Name: "tag:team", Values: ["ord*"] }])).length).toBe(1);
     expect((await q([{ Name: "tag:team", Values: ["orders", "billing"] }])).length).toBe(2);
-    expect((await q([{ Name: "tag:team", Values: ["?rders"] }, { Name: "instance-state-name", Values: ["terminated"] }])).length).toBe(0);
-    expect((await q([{ Name: "tag-key", Values: ["team"] }, { Name: "availability-zone", Values: ["us-east-1a"] }])).length).toBe(2);
+    expect(
+      (
+        await q([
+          { Name: "tag:team", Values: ["?rders"] },
+          { Name: "instance-state-name", Values: ["terminated"] },
+        ])
+      ).length,
+    ).toBe(0);
+    expect(
+      (
+        await q([
+          { Name: "tag-key", Values: ["team"] },
+          { Name: "availability-zone", Values: ["us-east-1a"] },
+        ])
+      ).length,
+    ).toBe(2);
   });
 
   it("lists only running instances unless IncludeAllInstances", async () => {

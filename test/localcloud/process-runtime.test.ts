@@ -55,12 +55,26 @@ cp "$SPOTKEEP_DEV_DIR/sdf/data.txt" seen.txt
 `;
 
 async function fileIn(dir: string, name: string, timeoutMs = 10_000): Promise<string> {
-  return until(async () => (existsSync(path.join(dir, name)) ? (await readFile(path.join(dir, name), "utf8")).trim() || null : null), `${name} in ${dir}`, timeoutMs);
+  return until(
+    async () => (existsSync(path.join(dir, name)) ? (await readFile(path.join(dir, name), "utf8")).trim() || null : null),
+    `${name} in ${dir}`,
+    timeoutMs,
+  );
 }
 
 describe("process runtime wiring", () => {
   it("runs user-data with IMDS, shows attached volumes, stops on terminate; content survives reattach and snapshot restore", async () => {
-    const a = (await env.ec2.send(new RunInstancesCommand({ ImageId: env.cloud.world.baseImageId, MinCount: 1, MaxCount: 1, UserData: b64(writer), BlockDeviceMappings: [{ DeviceName: "/dev/xvda", Ebs: { DeleteOnTermination: false } }] }))).Instances![0]!.InstanceId!;
+    const a = (
+      await env.ec2.send(
+        new RunInstancesCommand({
+          ImageId: env.cloud.world.baseImageId,
+          MinCount: 1,
+          MaxCount: 1,
+          UserData: b64(writer),
+          BlockDeviceMappings: [{ DeviceName: "/dev/xvda", Ebs: { DeleteOnTermination: false } }],
+        }),
+      )
+    ).Instances![0]!.InstanceId!;
     const rootVolA = env.cloud.world.instances.get(a)!.rootVolumeId;
     await waitUntilInstanceRunning(fast(env), { InstanceIds: [a] });
     const rootA = rt.rootDir(a);
@@ -83,7 +97,9 @@ describe("process runtime wiring", () => {
     await waitUntilVolumeAvailable(fast(env), { VolumeIds: [vol] });
     expect(existsSync(path.join(rt.devDir(a), "sdf"))).toBe(false);
 
-    const b = (await env.ec2.send(new RunInstancesCommand({ ImageId: env.cloud.world.baseImageId, MinCount: 1, MaxCount: 1, UserData: b64(reader) }))).Instances![0]!.InstanceId!;
+    const b = (
+      await env.ec2.send(new RunInstancesCommand({ ImageId: env.cloud.world.baseImageId, MinCount: 1, MaxCount: 1, UserData: b64(reader) }))
+    ).Instances![0]!.InstanceId!;
     await waitUntilInstanceRunning(fast(env), { InstanceIds: [b] });
     await env.ec2.send(new AttachVolumeCommand({ VolumeId: vol, InstanceId: b, Device: "/dev/sdf" }));
     expect(await fileIn(rt.rootDir(b), "seen.txt")).toBe("hello-from-writer");

@@ -42,7 +42,11 @@ let slow: Env;
 let inst: string;
 beforeAll(async () => {
   [env, slow] = await Promise.all([startEnv(), startEnv({ timeScale: 5000 })]);
-  inst = (await env.ec2.send(new RunInstancesCommand({ ImageId: env.cloud.world.baseImageId, MinCount: 1, MaxCount: 1, InstanceType: "m5.large" }))).Instances![0]!.InstanceId!;
+  inst = (
+    await env.ec2.send(
+      new RunInstancesCommand({ ImageId: env.cloud.world.baseImageId, MinCount: 1, MaxCount: 1, InstanceType: "m5.large" }),
+    )
+  ).Instances![0]!.InstanceId!;
   await waitUntilInstanceRunning(fast(env), { InstanceIds: [inst] });
 });
 afterAll(async () => {
@@ -71,7 +75,9 @@ describe("seed world", () => {
       ["m6i.large", 2, 8192],
       ["c6i.xlarge", 4, 8192],
     ]);
-    const prices = (await env.ec2.send(new DescribeSpotPriceHistoryCommand({ InstanceTypes: ["m5.large"], ProductDescriptions: ["Linux/UNIX"] }))).SpotPriceHistory!;
+    const prices = (
+      await env.ec2.send(new DescribeSpotPriceHistoryCommand({ InstanceTypes: ["m5.large"], ProductDescriptions: ["Linux/UNIX"] }))
+    ).SpotPriceHistory!;
     expect(prices.map((p) => p.AvailabilityZone)).toEqual(["us-east-1a", "us-east-1b", "us-east-1c"]);
     for (const p of prices) expect(Number(p.SpotPrice)).toBeLessThan(0.096);
   });
@@ -79,14 +85,22 @@ describe("seed world", () => {
   it("has a base AMI whose root snapshot is completed", async () => {
     const img = (await env.ec2.send(new DescribeImagesCommand({ ImageIds: [env.cloud.world.baseImageId] }))).Images![0]!;
     expect(img).toMatchObject({ State: "available", RootDeviceName: "/dev/xvda", RootDeviceType: "ebs", Architecture: "x86_64" });
-    const snap = (await env.ec2.send(new DescribeSnapshotsCommand({ SnapshotIds: [img.BlockDeviceMappings![0]!.Ebs!.SnapshotId!] }))).Snapshots![0]!;
+    const snap = (await env.ec2.send(new DescribeSnapshotsCommand({ SnapshotIds: [img.BlockDeviceMappings![0]!.Ebs!.SnapshotId!] })))
+      .Snapshots![0]!;
     expect(snap).toMatchObject({ State: "completed", Progress: "100%", VolumeSize: 8 });
   });
 });
 
 describe("volumes", () => {
   it("go creating -> available -> in-use (attaching -> attached) -> detaching -> available -> deleted", async () => {
-    const v = await env.ec2.send(new CreateVolumeCommand({ AvailabilityZone: "us-east-1a", Size: 4, VolumeType: "gp3", TagSpecifications: [{ ResourceType: "volume", Tags: [{ Key: "role", Value: "data" }] }] }));
+    const v = await env.ec2.send(
+      new CreateVolumeCommand({
+        AvailabilityZone: "us-east-1a",
+        Size: 4,
+        VolumeType: "gp3",
+        TagSpecifications: [{ ResourceType: "volume", Tags: [{ Key: "role", Value: "data" }] }],
+      }),
+    );
     expect(v).toMatchObject({ State: "creating", Size: 4, VolumeType: "gp3", Iops: 3000, Tags: [{ Key: "role", Value: "data" }] });
     expect(v.VolumeId).toMatch(/^vol-[0-9a-f]{17}$/);
     await waitUntilVolumeAvailable(fast(env), { VolumeIds: [v.VolumeId!] });
@@ -94,7 +108,16 @@ describe("volumes", () => {
     expect(a).toMatchObject({ State: "attaching", Device: "/dev/sdf", InstanceId: inst });
     await waitUntilVolumeInUse(fast(env), { VolumeIds: [v.VolumeId!] });
     const attached = await until(async () => {
-      const d = (await env.ec2.send(new DescribeVolumesCommand({ Filters: [{ Name: "attachment.instance-id", Values: [inst] }, { Name: "attachment.device", Values: ["/dev/sdf"] }] }))).Volumes!;
+      const d = (
+        await env.ec2.send(
+          new DescribeVolumesCommand({
+            Filters: [
+              { Name: "attachment.instance-id", Values: [inst] },
+              { Name: "attachment.device", Values: ["/dev/sdf"] },
+            ],
+          }),
+        )
+      ).Volumes!;
       return d[0]?.Attachments?.[0]?.State === "attached" ? d[0] : null;
     }, "attached");
     expect(attached.Attachments![0]!.DeleteOnTermination).toBe(false);
@@ -109,7 +132,11 @@ describe("volumes", () => {
     const a = await env.ec2.send(new CreateVolumeCommand({ AvailabilityZone: "us-east-1b", Size: 1, ClientToken: "vol-tok" }));
     const b = await env.ec2.send(new CreateVolumeCommand({ AvailabilityZone: "us-east-1b", Size: 1, ClientToken: "vol-tok" }));
     expect(b.VolumeId).toBe(a.VolumeId);
-    await expectEc2Error(env.ec2.send(new CreateVolumeCommand({ AvailabilityZone: "us-east-1b", Size: 2, ClientToken: "vol-tok" })), "IdempotentParameterMismatch", 400);
+    await expectEc2Error(
+      env.ec2.send(new CreateVolumeCommand({ AvailabilityZone: "us-east-1b", Size: 2, ClientToken: "vol-tok" })),
+      "IdempotentParameterMismatch",
+      400,
+    );
   });
 
   it("show creating while the profile delay runs (time-scaled)", async () => {
@@ -123,24 +150,45 @@ describe("snapshots and images", () => {
   it("snapshot pending -> completed, restore into a new volume, register and deregister an image", async () => {
     const v = await env.ec2.send(new CreateVolumeCommand({ AvailabilityZone: "us-east-1a", Size: 3 }));
     await waitUntilVolumeAvailable(fast(env), { VolumeIds: [v.VolumeId!] });
-    const s = await env.ec2.send(new CreateSnapshotCommand({ VolumeId: v.VolumeId!, Description: "nightly", TagSpecifications: [{ ResourceType: "snapshot", Tags: [{ Key: "k", Value: "v" }] }] }));
+    const s = await env.ec2.send(
+      new CreateSnapshotCommand({
+        VolumeId: v.VolumeId!,
+        Description: "nightly",
+        TagSpecifications: [{ ResourceType: "snapshot", Tags: [{ Key: "k", Value: "v" }] }],
+      }),
+    );
     expect(s).toMatchObject({ State: "pending", Progress: "0%", VolumeId: v.VolumeId, VolumeSize: 3, Description: "nightly" });
     await waitUntilSnapshotCompleted(fast(env), { SnapshotIds: [s.SnapshotId!] });
-    const own = (await env.ec2.send(new DescribeSnapshotsCommand({ OwnerIds: ["self"], Filters: [{ Name: "tag:k", Values: ["v"] }] }))).Snapshots!;
+    const own = (await env.ec2.send(new DescribeSnapshotsCommand({ OwnerIds: ["self"], Filters: [{ Name: "tag:k", Values: ["v"] }] })))
+      .Snapshots!;
     expect(own.map((x) => x.SnapshotId)).toEqual([s.SnapshotId]);
     const restored = await env.ec2.send(new CreateVolumeCommand({ AvailabilityZone: "us-east-1c", SnapshotId: s.SnapshotId! }));
     expect(restored).toMatchObject({ Size: 3, SnapshotId: s.SnapshotId });
-    const img = await env.ec2.send(new RegisterImageCommand({ Name: "gen-2 root", RootDeviceName: "/dev/xvda", Architecture: "x86_64", VirtualizationType: "hvm", EnaSupport: true, BlockDeviceMappings: [{ DeviceName: "/dev/xvda", Ebs: { SnapshotId: s.SnapshotId!, DeleteOnTermination: true } }] }));
+    const img = await env.ec2.send(
+      new RegisterImageCommand({
+        Name: "gen-2 root",
+        RootDeviceName: "/dev/xvda",
+        Architecture: "x86_64",
+        VirtualizationType: "hvm",
+        EnaSupport: true,
+        BlockDeviceMappings: [{ DeviceName: "/dev/xvda", Ebs: { SnapshotId: s.SnapshotId!, DeleteOnTermination: true } }],
+      }),
+    );
     const pending = (await env.ec2.send(new DescribeImagesCommand({ ImageIds: [img.ImageId!] }))).Images![0]!;
     expect(["pending", "available"]).toContain(pending.State);
     await waitUntilImageAvailable(fast(env), { ImageIds: [img.ImageId!] });
-    const mine = (await env.ec2.send(new DescribeImagesCommand({ Owners: ["self"], Filters: [{ Name: "name", Values: ["gen-2*"] }] }))).Images!;
+    const mine = (await env.ec2.send(new DescribeImagesCommand({ Owners: ["self"], Filters: [{ Name: "name", Values: ["gen-2*"] }] })))
+      .Images!;
     expect(mine.map((i) => i.ImageId)).toEqual([img.ImageId]);
     const launched = await env.ec2.send(new RunInstancesCommand({ ImageId: img.ImageId!, MinCount: 1, MaxCount: 1 }));
     expect(launched.Instances![0]!.BlockDeviceMappings![0]!.DeviceName).toBe("/dev/xvda");
     await expectEc2Error(env.ec2.send(new DeleteSnapshotCommand({ SnapshotId: s.SnapshotId! })), "InvalidSnapshot.InUse", 400);
     await env.ec2.send(new DeregisterImageCommand({ ImageId: img.ImageId! }));
-    await expectEc2Error(env.ec2.send(new RunInstancesCommand({ ImageId: img.ImageId!, MinCount: 1, MaxCount: 1 })), "InvalidAMIID.NotFound", 400);
+    await expectEc2Error(
+      env.ec2.send(new RunInstancesCommand({ ImageId: img.ImageId!, MinCount: 1, MaxCount: 1 })),
+      "InvalidAMIID.NotFound",
+      400,
+    );
     // deregistering kept the snapshot; now it can go
     await env.ec2.send(new DeleteSnapshotCommand({ SnapshotId: s.SnapshotId! }));
     await expectEc2Error(env.ec2.send(new DescribeSnapshotsCommand({ SnapshotIds: [s.SnapshotId!] })), "InvalidSnapshot.NotFound", 400);
@@ -166,42 +214,87 @@ describe("snapshots and images", () => {
 
 describe("network interfaces", () => {
   it("create, attach at index 1, detach, delete", async () => {
-    const subnet = (await env.ec2.send(new DescribeSubnetsCommand({ Filters: [{ Name: "availability-zone", Values: ["us-east-1a"] }] }))).Subnets![0]!;
-    const e = (await env.ec2.send(new CreateNetworkInterfaceCommand({ SubnetId: subnet.SubnetId!, Description: "stable", TagSpecifications: [{ ResourceType: "network-interface", Tags: [{ Key: "n", Value: "1" }] }] }))).NetworkInterface!;
-    expect(e).toMatchObject({ Status: "available", AvailabilityZone: "us-east-1a", InterfaceType: "interface", Description: "stable", TagSet: [{ Key: "n", Value: "1" }] });
+    const subnet = (await env.ec2.send(new DescribeSubnetsCommand({ Filters: [{ Name: "availability-zone", Values: ["us-east-1a"] }] })))
+      .Subnets![0]!;
+    const e = (
+      await env.ec2.send(
+        new CreateNetworkInterfaceCommand({
+          SubnetId: subnet.SubnetId!,
+          Description: "stable",
+          TagSpecifications: [{ ResourceType: "network-interface", Tags: [{ Key: "n", Value: "1" }] }],
+        }),
+      )
+    ).NetworkInterface!;
+    expect(e).toMatchObject({
+      Status: "available",
+      AvailabilityZone: "us-east-1a",
+      InterfaceType: "interface",
+      Description: "stable",
+      TagSet: [{ Key: "n", Value: "1" }],
+    });
     expect(e.MacAddress).toMatch(/^0e(:[0-9a-f]{2}){5}$/);
     expect(e.PrivateIpAddresses![0]).toMatchObject({ Primary: true, PrivateIpAddress: e.PrivateIpAddress });
-    const att = await env.ec2.send(new AttachNetworkInterfaceCommand({ NetworkInterfaceId: e.NetworkInterfaceId!, InstanceId: inst, DeviceIndex: 1 }));
+    const att = await env.ec2.send(
+      new AttachNetworkInterfaceCommand({ NetworkInterfaceId: e.NetworkInterfaceId!, InstanceId: inst, DeviceIndex: 1 }),
+    );
     expect(att.AttachmentId).toMatch(/^eni-attach-[0-9a-f]{17}$/);
     const byInst = await until(async () => {
-      const l = (await env.ec2.send(new DescribeNetworkInterfacesCommand({ Filters: [{ Name: "attachment.instance-id", Values: [inst] }, { Name: "status", Values: ["in-use"] }] }))).NetworkInterfaces!;
+      const l = (
+        await env.ec2.send(
+          new DescribeNetworkInterfacesCommand({
+            Filters: [
+              { Name: "attachment.instance-id", Values: [inst] },
+              { Name: "status", Values: ["in-use"] },
+            ],
+          }),
+        )
+      ).NetworkInterfaces!;
       return l.length === 2 ? l : null;
     }, "two ENIs in use");
     expect(byInst.map((x) => x.Attachment!.DeviceIndex).sort()).toEqual([0, 1]);
     await env.ec2.send(new DetachNetworkInterfaceCommand({ AttachmentId: att.AttachmentId! }));
     await waitUntilNetworkInterfaceAvailable(fast(env), { NetworkInterfaceIds: [e.NetworkInterfaceId!] });
     await env.ec2.send(new DeleteNetworkInterfaceCommand({ NetworkInterfaceId: e.NetworkInterfaceId! }));
-    await expectEc2Error(env.ec2.send(new DescribeNetworkInterfacesCommand({ NetworkInterfaceIds: [e.NetworkInterfaceId!] })), "InvalidNetworkInterfaceID.NotFound", 400);
+    await expectEc2Error(
+      env.ec2.send(new DescribeNetworkInterfacesCommand({ NetworkInterfaceIds: [e.NetworkInterfaceId!] })),
+      "InvalidNetworkInterfaceID.NotFound",
+      400,
+    );
   });
 
   it("are idempotent on ClientToken", async () => {
     const subnet = (await env.ec2.send(new DescribeSubnetsCommand({}))).Subnets![2]!;
-    const a = (await env.ec2.send(new CreateNetworkInterfaceCommand({ SubnetId: subnet.SubnetId!, ClientToken: "eni-tok" }))).NetworkInterface!;
-    const b = (await env.ec2.send(new CreateNetworkInterfaceCommand({ SubnetId: subnet.SubnetId!, ClientToken: "eni-tok" }))).NetworkInterface!;
+    const a = (await env.ec2.send(new CreateNetworkInterfaceCommand({ SubnetId: subnet.SubnetId!, ClientToken: "eni-tok" })))
+      .NetworkInterface!;
+    const b = (await env.ec2.send(new CreateNetworkInterfaceCommand({ SubnetId: subnet.SubnetId!, ClientToken: "eni-tok" })))
+      .NetworkInterface!;
     expect(b.NetworkInterfaceId).toBe(a.NetworkInterfaceId);
-    await expectEc2Error(env.ec2.send(new CreateNetworkInterfaceCommand({ SubnetId: subnet.SubnetId!, ClientToken: "eni-tok", Description: "other" })), "IdempotentParameterMismatch", 400);
+    await expectEc2Error(
+      env.ec2.send(new CreateNetworkInterfaceCommand({ SubnetId: subnet.SubnetId!, ClientToken: "eni-tok", Description: "other" })),
+      "IdempotentParameterMismatch",
+      400,
+    );
   });
 
   it("filters by private-ip-address", async () => {
     const ip = env.cloud.world.instances.get(inst)!.privateIp;
-    const l = (await env.ec2.send(new DescribeNetworkInterfacesCommand({ Filters: [{ Name: "private-ip-address", Values: [ip] }] }))).NetworkInterfaces!;
+    const l = (await env.ec2.send(new DescribeNetworkInterfacesCommand({ Filters: [{ Name: "private-ip-address", Values: [ip] }] })))
+      .NetworkInterfaces!;
     expect(l.map((x) => x.Attachment?.InstanceId)).toEqual([inst]);
   });
 });
 
 describe("tags", () => {
   it("create, describe with filters, delete (value must match)", async () => {
-    await env.ec2.send(new CreateTagsCommand({ Resources: [inst], Tags: [{ Key: "owner", Value: "ops" }, { Key: "tier", Value: "db" }] }));
+    await env.ec2.send(
+      new CreateTagsCommand({
+        Resources: [inst],
+        Tags: [
+          { Key: "owner", Value: "ops" },
+          { Key: "tier", Value: "db" },
+        ],
+      }),
+    );
     const t = (await env.ec2.send(new DescribeTagsCommand({ Filters: [{ Name: "resource-id", Values: [inst] }] }))).Tags!;
     expect(t.map((x) => [x.Key, x.Value, x.ResourceType])).toEqual([
       ["owner", "ops", "instance"],

@@ -33,7 +33,8 @@ afterAll(async () => {
   await env?.stop();
 });
 
-const instState = async (id: string) => (await env.ec2.send(new DescribeInstancesCommand({ InstanceIds: [id] }))).Reservations![0]!.Instances![0]!.State!.Name;
+const instState = async (id: string) =>
+  (await env.ec2.send(new DescribeInstancesCommand({ InstanceIds: [id] }))).Reservations![0]!.Instances![0]!.State!.Name;
 const volState = async (id: string) => {
   const v = (await env.ec2.send(new DescribeVolumesCommand({ VolumeIds: [id] }))).Volumes![0]!;
   return v.Attachments?.[0]?.State ?? v.State;
@@ -41,19 +42,40 @@ const volState = async (id: string) => {
 
 describe("realistic profile timing (model time, fake clock)", () => {
   it("exports the profile table of design.md §7", () => {
-    expect(P).toMatchObject({ runInstancesCall: 1500, pendingToRunning: 15000, bootToUserData: 10000, shuttingDownToTerminated: 30000, eniFree: 2000, attachVolume: 3000, detachVolume: 5000, createVolume: 5000, snapshotBase: 15000, image: 10000 });
+    expect(P).toMatchObject({
+      runInstancesCall: 1500,
+      pendingToRunning: 15000,
+      bootToUserData: 10000,
+      shuttingDownToTerminated: 30000,
+      eniFree: 2000,
+      attachVolume: 3000,
+      detachVolume: 5000,
+      createVolume: 5000,
+      snapshotBase: 15000,
+      image: 10000,
+    });
     expect(replacementCriticalPath(P)).toBe(30000 + 2000 + 1500 + 15000 + 10000);
   });
 
   it("RunInstances answers after 1.5 s; pending for 15 s; shutting-down for 30 s; a kept ENI frees 2 s later", async () => {
     const subnet = (await env.ec2.send(new DescribeSubnetsCommand({}))).Subnets![0]!;
-    const eni = (await env.ec2.send(new CreateNetworkInterfaceCommand({ SubnetId: subnet.SubnetId! }))).NetworkInterface!.NetworkInterfaceId!;
+    const eni = (await env.ec2.send(new CreateNetworkInterfaceCommand({ SubnetId: subnet.SubnetId! }))).NetworkInterface!
+      .NetworkInterfaceId!;
     let answered = false;
     const n = clock.pending;
-    const call = env.ec2.send(new RunInstancesCommand({ ImageId: env.cloud.world.baseImageId, MinCount: 1, MaxCount: 1, NetworkInterfaces: [{ DeviceIndex: 0, NetworkInterfaceId: eni }] })).then((r) => {
-      answered = true;
-      return r;
-    });
+    const call = env.ec2
+      .send(
+        new RunInstancesCommand({
+          ImageId: env.cloud.world.baseImageId,
+          MinCount: 1,
+          MaxCount: 1,
+          NetworkInterfaces: [{ DeviceIndex: 0, NetworkInterfaceId: eni }],
+        }),
+      )
+      .then((r) => {
+        answered = true;
+        return r;
+      });
     // the call is in flight once it has scheduled its launch timer and its own 1.5 s answer delay
     await until(() => clock.pending >= n + 2, "RunInstances to reach the server");
     await clock.advance(P.runInstancesCall - 1);
@@ -69,7 +91,8 @@ describe("realistic profile timing (model time, fake clock)", () => {
     expect(await instState(id)).toBe("shutting-down");
     await clock.advance(1);
     expect(await instState(id)).toBe("terminated");
-    const eniStatus = async () => (await env.ec2.send(new DescribeNetworkInterfacesCommand({ NetworkInterfaceIds: [eni] }))).NetworkInterfaces![0]!.Status;
+    const eniStatus = async () =>
+      (await env.ec2.send(new DescribeNetworkInterfacesCommand({ NetworkInterfaceIds: [eni] }))).NetworkInterfaces![0]!.Status;
     expect(await eniStatus()).toBe("detaching");
     await clock.advance(P.eniFree - 1);
     expect(await eniStatus()).toBe("detaching");
@@ -107,7 +130,15 @@ describe("realistic profile timing (model time, fake clock)", () => {
     expect(await snapOf()).toMatchObject({ State: "pending", Progress: "50%" });
     await clock.advance(total / 2);
     expect(await snapOf()).toMatchObject({ State: "completed", Progress: "100%" });
-    const img = (await env.ec2.send(new RegisterImageCommand({ Name: "timed", RootDeviceName: "/dev/xvda", BlockDeviceMappings: [{ DeviceName: "/dev/xvda", Ebs: { SnapshotId: snap } }] }))).ImageId!;
+    const img = (
+      await env.ec2.send(
+        new RegisterImageCommand({
+          Name: "timed",
+          RootDeviceName: "/dev/xvda",
+          BlockDeviceMappings: [{ DeviceName: "/dev/xvda", Ebs: { SnapshotId: snap } }],
+        }),
+      )
+    ).ImageId!;
     const imgState = async () => (await env.ec2.send(new DescribeImagesCommand({ ImageIds: [img] }))).Images![0]!.State;
     await clock.advance(P.image - 1);
     expect(await imgState()).toBe("pending");

@@ -12,7 +12,11 @@ afterAll(async () => {
 });
 
 async function post(body: string | Buffer, headers: Record<string, string> = {}) {
-  const res = await fetch(env.cloud.endpoint + "/", { method: "POST", headers: { "content-type": "application/x-www-form-urlencoded; charset=utf-8", ...headers }, body });
+  const res = await fetch(`${env.cloud.endpoint}/`, {
+    method: "POST",
+    headers: { "content-type": "application/x-www-form-urlencoded; charset=utf-8", ...headers },
+    body,
+  });
   const text = await res.text();
   const code = /<Code>([^<]*)<\/Code>/.exec(text)?.[1];
   const message = /<Message>([^<]*)<\/Message>/.exec(text)?.[1];
@@ -24,7 +28,9 @@ describe("EC2 Query wire format", () => {
     const r = await post("Action=DescribeAvailabilityZones&Version=2016-11-15");
     expect(r.status).toBe(200);
     expect(r.type).toBe("text/xml;charset=UTF-8");
-    expect(r.text).toMatch(/^<\?xml version="1.0" encoding="UTF-8"\?>\n<DescribeAvailabilityZonesResponse xmlns="http:\/\/ec2.amazonaws.com\/doc\/2016-11-15\/">/);
+    expect(r.text).toMatch(
+      /^<\?xml version="1.0" encoding="UTF-8"\?>\n<DescribeAvailabilityZonesResponse xmlns="http:\/\/ec2.amazonaws.com\/doc\/2016-11-15\/">/,
+    );
     expect(r.text).toContain(`<requestId>${r.requestId}</requestId>`);
     expect(r.text).toMatch(/<availabilityZoneInfo><item>.*<zoneName>us-east-1a<\/zoneName>.*<\/item><item>/);
   });
@@ -46,7 +52,12 @@ describe("EC2 Query wire format", () => {
     ["an unknown nested parameter", "Action=DescribeInstances&Version=2016-11-15&Filter.1.Nme=x", "UnknownParameter", 400],
     ["a non-numeric list index", "Action=DescribeInstances&Version=2016-11-15&InstanceId.first=i-1", "InvalidParameterValue", 400],
     ["a list sent as a scalar", "Action=DescribeInstances&Version=2016-11-15&InstanceId=i-0123456789abcdef0", "InvalidParameterValue", 400],
-    ["a non-integer MinCount", "Action=RunInstances&Version=2016-11-15&ImageId=ami-1&MinCount=one&MaxCount=1", "InvalidParameterValue", 400],
+    [
+      "a non-integer MinCount",
+      "Action=RunInstances&Version=2016-11-15&ImageId=ami-1&MinCount=one&MaxCount=1",
+      "InvalidParameterValue",
+      400,
+    ],
     ["a non-boolean DryRun", "Action=DescribeInstances&Version=2016-11-15&DryRun=yes", "InvalidParameterValue", 400],
     ["a bad timestamp", "Action=DescribeSpotPriceHistory&Version=2016-11-15&StartTime=yesterday", "InvalidParameterValue", 400],
     ["broken percent-encoding", "Action=DescribeInstances&Version=2016-11-15&Filter.1.Name=%zz", "MalformedQueryString", 400],
@@ -63,13 +74,15 @@ describe("EC2 Query wire format", () => {
   });
 
   it("names the offending parameter in type errors", async () => {
-    const r = await post("Action=RunInstances&Version=2016-11-15&ImageId=ami-1&MinCount=1&MaxCount=1&BlockDeviceMapping.1.Ebs.VolumeSize=big");
+    const r = await post(
+      "Action=RunInstances&Version=2016-11-15&ImageId=ami-1&MinCount=1&MaxCount=1&BlockDeviceMapping.1.Ebs.VolumeSize=big",
+    );
     expect(r.code).toBe("InvalidParameterValue");
     expect(r.message).toContain("BlockDeviceMapping.1.Ebs.VolumeSize");
   });
 
   it("rejects a huge body with 413 and keeps serving", async () => {
-    const big = "Action=DescribeInstances&Version=2016-11-15&Filter.1.Name=x&Filter.1.Value.1=" + "a".repeat(2 * 1024 * 1024);
+    const big = `Action=DescribeInstances&Version=2016-11-15&Filter.1.Name=x&Filter.1.Value.1=${"a".repeat(2 * 1024 * 1024)}`;
     const r = await post(big);
     expect({ status: r.status, code: r.code }).toEqual({ status: 413, code: "RequestEntityTooLarge" });
     const ok = await env.ec2.send(new DescribeAvailabilityZonesCommand({}));
@@ -79,7 +92,7 @@ describe("EC2 Query wire format", () => {
   it("rejects a non-form content type and unsupported methods", async () => {
     const j = await post(JSON.stringify({ Action: "DescribeInstances" }), { "content-type": "application/json" });
     expect({ status: j.status, code: j.code }).toEqual({ status: 400, code: "InvalidParameterValue" });
-    const del = await fetch(env.cloud.endpoint + "/", { method: "DELETE" });
+    const del = await fetch(`${env.cloud.endpoint}/`, { method: "DELETE" });
     expect(del.status).toBe(405);
     expect(await del.text()).toContain("<Code>InvalidHttpRequest</Code>");
   });

@@ -21,7 +21,9 @@ let coord: Coordinator;
 
 function run(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [cli, ...args, "--url", coord.url, "--token", coord.adminToken], { env: { ...process.env, SPOTKEEP_URL: "", SPOTKEEP_TOKEN: "" } });
+    const child = spawn(process.execPath, [cli, ...args, "--url", coord.url, "--token", coord.adminToken], {
+      env: { ...process.env, SPOTKEEP_URL: "", SPOTKEEP_TOKEN: "" },
+    });
     let stdout = "";
     let stderr = "";
     child.stdout.on("data", (d) => (stdout += d));

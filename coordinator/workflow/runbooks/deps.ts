@@ -26,13 +26,19 @@ export interface RunbookDeps {
 }
 
 /** Poll `check` every `intervalMs` (model time) until it returns a value; throws after `timeoutMs`. */
-export async function waitUntil<T>(clock: Clock, what: string, check: () => Promise<T | null | undefined> | T | null | undefined, opts: { intervalMs: number; timeoutMs: number; signal?: AbortSignal }): Promise<T> {
+export async function waitUntil<T>(
+  clock: Clock,
+  what: string,
+  check: () => Promise<T | null | undefined> | T | null | undefined,
+  opts: { intervalMs: number; timeoutMs: number; signal?: AbortSignal },
+): Promise<T> {
   const start = clock.now();
   let interval = opts.intervalMs;
   for (;;) {
     const v = await check();
     if (v !== null && v !== undefined) return v;
-    if (clock.now() - start >= opts.timeoutMs) throw new Error(`timed out after ${Math.round(opts.timeoutMs / 1000)} s waiting for ${what}`);
+    if (clock.now() - start >= opts.timeoutMs)
+      throw new Error(`timed out after ${Math.round(opts.timeoutMs / 1000)} s waiting for ${what}`);
     await clock.sleep(interval, opts.signal);
     // Grow gently: these waits sit on the downtime's critical path.
     interval = Math.min(interval * 1.25, opts.intervalMs * 2);

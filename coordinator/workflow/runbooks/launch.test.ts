@@ -7,14 +7,29 @@ const subnets = [
   { subnetId: "subnet-0000000000000000b", availabilityZone: "us-east-1b", cidr: "172.31.16.0/20" },
 ];
 const spec = (extra: Record<string, unknown> = {}, market: Record<string, unknown> = {}) =>
-  parseSpec({ name: "db", launch: { imageId: "ami-0123456789abcdef0", instanceTypes: ["m6i.large", "m5.large"], subnetIds: subnets.map((s) => s.subnetId), market }, persistence: { ...extra } });
+  parseSpec({
+    name: "db",
+    launch: {
+      imageId: "ami-0123456789abcdef0",
+      instanceTypes: ["m6i.large", "m5.large"],
+      subnetIds: subnets.map((s) => s.subnetId),
+      market,
+    },
+    persistence: { ...extra },
+  });
 
 describe("launch candidates", () => {
   it("orders fallbacks: instance types, then subnets, then on-demand", () => {
     const c = candidates(spec(), subnets, null).map((x) => `${x.market}/${x.instanceType}/${x.availabilityZone}`);
     expect(c).toEqual([
-      "spot/m6i.large/us-east-1a", "spot/m5.large/us-east-1a", "spot/m6i.large/us-east-1b", "spot/m5.large/us-east-1b",
-      "on-demand/m6i.large/us-east-1a", "on-demand/m5.large/us-east-1a", "on-demand/m6i.large/us-east-1b", "on-demand/m5.large/us-east-1b",
+      "spot/m6i.large/us-east-1a",
+      "spot/m5.large/us-east-1a",
+      "spot/m6i.large/us-east-1b",
+      "spot/m5.large/us-east-1b",
+      "on-demand/m6i.large/us-east-1a",
+      "on-demand/m5.large/us-east-1a",
+      "on-demand/m6i.large/us-east-1b",
+      "on-demand/m5.large/us-east-1b",
     ]);
   });
 
@@ -26,7 +41,12 @@ describe("launch candidates", () => {
   it("takes the pool address that fits each subnet, preferring the one used before", () => {
     const s = spec({ network: { privateIp: "pool", ipPool: ["172.31.16.50", "172.31.0.50", "172.31.0.51"] } });
     const c = candidates(s, subnets, null, "172.31.0.51");
-    expect(c.filter((x) => x.market === "spot").map((x) => `${x.availabilityZone}@${x.privateIp}`)).toEqual(["us-east-1a@172.31.0.51", "us-east-1a@172.31.0.51", "us-east-1b@172.31.16.50", "us-east-1b@172.31.16.50"]);
+    expect(c.filter((x) => x.market === "spot").map((x) => `${x.availabilityZone}@${x.privateIp}`)).toEqual([
+      "us-east-1a@172.31.0.51",
+      "us-east-1a@172.31.0.51",
+      "us-east-1b@172.31.16.50",
+      "us-east-1b@172.31.16.50",
+    ]);
   });
 
   it("skips subnets the pool has no address in", () => {

@@ -33,16 +33,36 @@ export class NoCapacityError extends Error {
 }
 
 /** ENI still attached to the old instance, volumes still detaching, throttling: try again. */
-export const LAUNCH_POLICY: StepPolicy = { initialMs: 1000, factor: 1.5, maxMs: 5000, attempts: 60, jitter: "equal", retryable: (err) => isRetryable(err) };
-export const MUTATE_POLICY: StepPolicy = { initialMs: 500, factor: 2, maxMs: 8000, attempts: 30, jitter: "equal", retryable: (err) => isRetryable(err) || !errorCode(err) };
+export const LAUNCH_POLICY: StepPolicy = {
+  initialMs: 1000,
+  factor: 1.5,
+  maxMs: 5000,
+  attempts: 60,
+  jitter: "equal",
+  retryable: (err) => isRetryable(err),
+};
+export const MUTATE_POLICY: StepPolicy = {
+  initialMs: 500,
+  factor: 2,
+  maxMs: 8000,
+  attempts: 30,
+  jitter: "equal",
+  retryable: (err) => isRetryable(err) || !errorCode(err),
+};
 
 /**
  * Fallback order (design §4.1 step 6): instance types, then subnets/AZs (only when nothing pins
  * the AZ), then on-demand if the spec allows.
  */
-export function candidates(spec: StatefulInstanceSpec, subnets: Array<{ subnetId: string; availabilityZone: string; cidr?: string }>, pinnedAz: string | null, preferredIp: string | null = null): Candidate[] {
+export function candidates(
+  spec: StatefulInstanceSpec,
+  subnets: Array<{ subnetId: string; availabilityZone: string; cidr?: string }>,
+  pinnedAz: string | null,
+  preferredIp: string | null = null,
+): Candidate[] {
   const m = spec.launch.market;
-  const markets: Array<"spot" | "on-demand"> = m.type === "spot" ? (m.fallbackToOnDemand ? ["spot", "on-demand"] : ["spot"]) : ["on-demand"];
+  const markets: Array<"spot" | "on-demand"> =
+    m.type === "spot" ? (m.fallbackToOnDemand ? ["spot", "on-demand"] : ["spot"]) : ["on-demand"];
   const usable = pinnedAz ? subnets.filter((s) => s.availabilityZone === pinnedAz) : subnets;
   const pool = spec.persistence.network.privateIp === "pool" ? spec.persistence.network.ipPool : null;
   const out: Candidate[] = [];
@@ -55,7 +75,8 @@ export function candidates(spec: StatefulInstanceSpec, subnets: Array<{ subnetId
         privateIp = preferredIp && fits.includes(preferredIp) ? preferredIp : fits[0];
         if (!privateIp) continue;
       }
-      for (const t of spec.launch.instanceTypes) out.push({ instanceType: t, subnetId: s.subnetId, availabilityZone: s.availabilityZone, market, privateIp });
+      for (const t of spec.launch.instanceTypes)
+        out.push({ instanceType: t, subnetId: s.subnetId, availabilityZone: s.availabilityZone, market, privateIp });
     }
   return out;
 }
@@ -88,7 +109,9 @@ export async function launchGeneration(
 ): Promise<LaunchResult> {
   const genTags = { [TAG.managed]: "true", [TAG.instance]: o.name, [TAG.generation]: String(o.generation), [TAG.workflow]: ctx.workflowId };
   // Tag-then-find: an earlier attempt of this step may have launched on a candidate we would now skip.
-  const earlier = (await deps.ec2.findInstances({ [TAG.workflow]: ctx.workflowId, [TAG.generation]: String(o.generation) })).find((i) => i.state === "pending" || i.state === "running");
+  const earlier = (await deps.ec2.findInstances({ [TAG.workflow]: ctx.workflowId, [TAG.generation]: String(o.generation) })).find(
+    (i) => i.state === "pending" || i.state === "running",
+  );
   if (earlier) return record(deps, o, earlier, []);
   const tried: string[] = [];
   let lastCapacity: unknown = null;
@@ -101,7 +124,9 @@ export async function launchGeneration(
         instanceType: c.instanceType,
         market: c.market,
         maxPrice: o.spec.launch.market.maxPrice,
-        network: o.eniId ? { eniId: o.eniId } : { subnetId: c.subnetId, securityGroupIds: o.spec.launch.securityGroupIds, privateIp: c.privateIp },
+        network: o.eniId
+          ? { eniId: o.eniId }
+          : { subnetId: c.subnetId, securityGroupIds: o.spec.launch.securityGroupIds, privateIp: c.privateIp },
         userData: deps.userData(o.spec),
         blockDevices: o.blockDevices,
         tags: { ...o.spec.launch.tags, Name: `${o.name}-g${o.generation}`, ...genTags },
@@ -115,22 +140,50 @@ export async function launchGeneration(
       tried.push(`${label}: ${errorCode(err)}`);
     }
   }
-  throw new NoCapacityError(`no capacity for ${o.name} generation ${o.generation}: ${tried.join("; ") || "no candidates (check launch.subnetIds, launch.instanceTypes and persistence.network.ipPool)"}`, { cause: lastCapacity });
+  throw new NoCapacityError(
+    `no capacity for ${o.name} generation ${o.generation}: ${tried.join("; ") || "no candidates (check launch.subnetIds, launch.instanceTypes and persistence.network.ipPool)"}`,
+    { cause: lastCapacity },
+  );
 }
 
 function record(deps: RunbookDeps, o: { name: string; generation: number }, inst: InstanceInfo, tried: string[]): LaunchResult {
-  deps.store.recordLaunch(o.name, o.generation, { instanceId: inst.instanceId, instanceType: inst.instanceType, availabilityZone: inst.availabilityZone, lifecycle: inst.lifecycle, privateIp: inst.privateIp });
-  return { instanceId: inst.instanceId, instanceType: inst.instanceType, availabilityZone: inst.availabilityZone, market: inst.lifecycle, tried };
+  deps.store.recordLaunch(o.name, o.generation, {
+    instanceId: inst.instanceId,
+    instanceType: inst.instanceType,
+    availabilityZone: inst.availabilityZone,
+    lifecycle: inst.lifecycle,
+    privateIp: inst.privateIp,
+  });
+  return {
+    instanceId: inst.instanceId,
+    instanceType: inst.instanceType,
+    availabilityZone: inst.availabilityZone,
+    market: inst.lifecycle,
+    tried,
+  };
 }
 
 /** Wait for `running`; record the private IP and the volumes created from BlockDeviceMappings. */
-export async function waitRunning(deps: RunbookDeps, ctx: WorkflowContext, name: string, generation: number, instanceId: string, snapshotVolumes: boolean): Promise<{ privateIp: string | null; volumes: Record<string, string> }> {
-  const inst = await waitUntil(deps.clock, `${instanceId} to be running`, async () => {
-    const [i] = await deps.ec2.describeInstances([instanceId]);
-    if (!i) return null;
-    if (i.state === "shutting-down" || i.state === "terminated") throw new Error(`${instanceId} went ${i.state} while starting (${i.stateReason ?? "no reason given"})`);
-    return i.state === "running" ? i : null;
-  }, { intervalMs: deps.pollMs / 2, timeoutMs: 15 * 60_000, signal: ctx.signal });
+export async function waitRunning(
+  deps: RunbookDeps,
+  ctx: WorkflowContext,
+  name: string,
+  generation: number,
+  instanceId: string,
+  snapshotVolumes: boolean,
+): Promise<{ privateIp: string | null; volumes: Record<string, string> }> {
+  const inst = await waitUntil(
+    deps.clock,
+    `${instanceId} to be running`,
+    async () => {
+      const [i] = await deps.ec2.describeInstances([instanceId]);
+      if (!i) return null;
+      if (i.state === "shutting-down" || i.state === "terminated")
+        throw new Error(`${instanceId} went ${i.state} while starting (${i.stateReason ?? "no reason given"})`);
+      return i.state === "running" ? i : null;
+    },
+    { intervalMs: deps.pollMs / 2, timeoutMs: 15 * 60_000, signal: ctx.signal },
+  );
   const volumes: Record<string, string> = {};
   if (snapshotVolumes) {
     const byDevice = new Map(inst.volumes.map((v) => [canonicalDevice(v.deviceName), v.volumeId]));
@@ -141,32 +194,65 @@ export async function waitRunning(deps: RunbookDeps, ctx: WorkflowContext, name:
       deps.store.setVolumeCurrent(name, v.device, id, inst.availabilityZone);
     }
   }
-  deps.store.recordLaunch(name, generation, { instanceId, instanceType: inst.instanceType, availabilityZone: inst.availabilityZone, lifecycle: inst.lifecycle, privateIp: inst.privateIp });
+  deps.store.recordLaunch(name, generation, {
+    instanceId,
+    instanceType: inst.instanceType,
+    availabilityZone: inst.availabilityZone,
+    lifecycle: inst.lifecycle,
+    privateIp: inst.privateIp,
+  });
   const net = deps.store.getNetwork(name);
-  if (!net?.eni_id) deps.store.setNetwork({ instance: name, eni_id: null, private_ip: inst.privateIp, subnet_id: inst.subnetId, availability_zone: inst.availabilityZone });
+  if (!net?.eni_id)
+    deps.store.setNetwork({
+      instance: name,
+      eni_id: null,
+      private_ip: inst.privateIp,
+      subnet_id: inst.subnetId,
+      availability_zone: inst.availabilityZone,
+    });
   return { privateIp: inst.privateIp, volumes };
 }
 
 /** Attach one data volume once it is free (the old instance may still be releasing it). */
-export async function attachVolume(deps: RunbookDeps, ctx: WorkflowContext, volumeId: string, instanceId: string, device: string): Promise<void> {
-  const ready = await waitUntil(deps.clock, `${volumeId} to be available or attached to ${instanceId}`, async () => {
-    const v = await deps.ec2.describeVolume(volumeId);
-    if (!v) throw new Error(`${volumeId} no longer exists`);
-    if (v.attachments.some((a) => a.instanceId === instanceId)) return "mine";
-    return v.state === "available" ? "free" : null;
-  }, { intervalMs: deps.pollMs / 2, timeoutMs: 10 * 60_000, signal: ctx.signal });
+export async function attachVolume(
+  deps: RunbookDeps,
+  ctx: WorkflowContext,
+  volumeId: string,
+  instanceId: string,
+  device: string,
+): Promise<void> {
+  const ready = await waitUntil(
+    deps.clock,
+    `${volumeId} to be available or attached to ${instanceId}`,
+    async () => {
+      const v = await deps.ec2.describeVolume(volumeId);
+      if (!v) throw new Error(`${volumeId} no longer exists`);
+      if (v.attachments.some((a) => a.instanceId === instanceId)) return "mine";
+      return v.state === "available" ? "free" : null;
+    },
+    { intervalMs: deps.pollMs / 2, timeoutMs: 10 * 60_000, signal: ctx.signal },
+  );
   if (ready === "free") await deps.ec2.attachVolume(volumeId, instanceId, device);
-  await waitUntil(deps.clock, `${volumeId} to attach to ${instanceId}`, async () => {
-    const v = await deps.ec2.describeVolume(volumeId);
-    return v?.attachments.some((a) => a.instanceId === instanceId && a.state === "attached") ? true : null;
-  }, { intervalMs: deps.pollMs / 2, timeoutMs: 5 * 60_000, signal: ctx.signal });
+  await waitUntil(
+    deps.clock,
+    `${volumeId} to attach to ${instanceId}`,
+    async () => {
+      const v = await deps.ec2.describeVolume(volumeId);
+      return v?.attachments.some((a) => a.instanceId === instanceId && a.state === "attached") ? true : null;
+    },
+    { intervalMs: deps.pollMs / 2, timeoutMs: 5 * 60_000, signal: ctx.signal },
+  );
 }
 
 /**
  * Send the restore plan (same id every time, so a re-run is deduplicated by the agent) and wait
  * for the agent to report `ready`.
  */
-export async function restoreAndWaitReady(deps: RunbookDeps, ctx: WorkflowContext, o: { name: string; spec: StatefulInstanceSpec; generation: number; instanceId: string; previousClean: boolean }): Promise<{ readyAt: number }> {
+export async function restoreAndWaitReady(
+  deps: RunbookDeps,
+  ctx: WorkflowContext,
+  o: { name: string; spec: StatefulInstanceSpec; generation: number; instanceId: string; previousClean: boolean },
+): Promise<{ readyAt: number }> {
   const vols = deps.store.listVolumes(o.name);
   deps.sendToAgent(
     o.instanceId,
@@ -177,19 +263,31 @@ export async function restoreAndWaitReady(deps: RunbookDeps, ctx: WorkflowContex
       previousClean: o.previousClean,
       // A volume spotkeep created for generation 1 is blank: the agent makes its filesystem (only if
       // it finds no signature at all). Imported volumes (spec volumeId) are never formatted.
-      volumes: vols.map((v) => ({ volumeId: v.volume_id!, device: v.device, mountPoint: v.mount_point, fsType: v.fs_type, ...(o.generation === 1 && !importedDevice(o.spec, v.device) ? { formatIfBlank: true } : {}) })),
+      volumes: vols.map((v) => ({
+        volumeId: v.volume_id!,
+        device: v.device,
+        mountPoint: v.mount_point,
+        fsType: v.fs_type,
+        ...(o.generation === 1 && !importedDevice(o.spec, v.device) ? { formatIfBlank: true } : {}),
+      })),
       hooks: { preStop: o.spec.hooks.preStop, postRestore: o.spec.hooks.postRestore, timeoutSeconds: o.spec.hooks.timeoutSeconds },
       deviceTimeoutMs: 120_000,
     },
     `plan-${ctx.workflowId}-${o.generation}`,
   );
   const failure = () => deps.store.latestAgentReport(o.instanceId, "restored");
-  await waitUntil(deps.clock, `${o.instanceId} to report ready`, async () => {
-    const r = failure();
-    if (r && JSON.parse(r.data).ok === false) throw new Error(`restore on ${o.instanceId} failed: ${JSON.parse(r.data).reason ?? "no reason given"}`);
-    const [i] = await Promise.resolve(deps.store.latestAgentReport(o.instanceId, "ready") ? [true] : [null]);
-    return i;
-  }, { intervalMs: Math.max(50, deps.pollMs / 5), timeoutMs: 20 * 60_000, signal: ctx.signal });
+  await waitUntil(
+    deps.clock,
+    `${o.instanceId} to report ready`,
+    async () => {
+      const r = failure();
+      if (r && JSON.parse(r.data).ok === false)
+        throw new Error(`restore on ${o.instanceId} failed: ${JSON.parse(r.data).reason ?? "no reason given"}`);
+      const [i] = await Promise.resolve(deps.store.latestAgentReport(o.instanceId, "ready") ? [true] : [null]);
+      return i;
+    },
+    { intervalMs: Math.max(50, deps.pollMs / 5), timeoutMs: 20 * 60_000, signal: ctx.signal },
+  );
   return { readyAt: deps.store.latestAgentReport(o.instanceId, "ready")!.at };
 }
 

@@ -8,7 +8,10 @@ import type { StatefulInstanceSpec } from "../../../shared/spec.js";
 export function unsupportedFeatures(spec: StatefulInstanceSpec): Array<{ path: string; reason: string }> {
   const out: Array<{ path: string; reason: string }> = [];
   if (spec.persistence.network.attach === "secondary") {
-    out.push({ path: "persistence.network.attach", reason: "secondary (make-before-break) is not supported by this coordinator yet; use primary" });
+    out.push({
+      path: "persistence.network.attach",
+      reason: "secondary (make-before-break) is not supported by this coordinator yet; use primary",
+    });
   }
   if (spec.onRebalance === "recycle") {
     out.push({ path: "onRebalance", reason: "recycle is not supported by this coordinator yet; use snapshot or ignore" });

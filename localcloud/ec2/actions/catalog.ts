@@ -15,11 +15,15 @@ import { Ec2Error } from "../errors.js";
 import { ACCOUNT_ID, AZS, AZ_IDS, INSTANCE_TYPES, REGION, spotPrice, type InstanceTypeInfo } from "../../world/catalog.js";
 import type { SecurityGroup, SpotRequest, Subnet } from "../../world/types.js";
 
-export function describeAvailabilityZones(ctx: Ctx, input: DescribeAvailabilityZonesRequest) {
+export function describeAvailabilityZones(_ctx: Ctx, input: DescribeAvailabilityZonesRequest) {
   const zones = AZS.map((name) => ({ name, id: AZ_IDS[name]! }));
-  for (const n of input.ZoneNames ?? []) if (!zones.some((z) => z.name === n)) throw new Ec2Error("InvalidParameterValue", `Invalid availability zone: [${n}]`);
-  for (const n of input.ZoneIds ?? []) if (!zones.some((z) => z.id === n)) throw new Ec2Error("InvalidParameterValue", `Invalid availability zone ID: [${n}]`);
-  let out = zones.filter((z) => (!input.ZoneNames?.length || input.ZoneNames.includes(z.name)) && (!input.ZoneIds?.length || input.ZoneIds.includes(z.id)));
+  for (const n of input.ZoneNames ?? [])
+    if (!zones.some((z) => z.name === n)) throw new Ec2Error("InvalidParameterValue", `Invalid availability zone: [${n}]`);
+  for (const n of input.ZoneIds ?? [])
+    if (!zones.some((z) => z.id === n)) throw new Ec2Error("InvalidParameterValue", `Invalid availability zone ID: [${n}]`);
+  let out = zones.filter(
+    (z) => (!input.ZoneNames?.length || input.ZoneNames.includes(z.name)) && (!input.ZoneIds?.length || input.ZoneIds.includes(z.id)),
+  );
   out = applyFilters(out, input.Filters, {
     "zone-name": (z) => z.name,
     "zone-id": (z) => z.id,
@@ -104,13 +108,21 @@ export function describeSecurityGroups(ctx: Ctx, input: DescribeSecurityGroupsRe
     groups = groups.filter((g) => input.GroupIds!.includes(g.id));
   }
   if (input.GroupNames?.length) {
-    for (const n of input.GroupNames) if (!groups.some((g) => g.name === n)) throw new Ec2Error("InvalidGroup.NotFound", `The security group '${n}' does not exist in default VPC '${w.defaultVpc().id}'`);
+    for (const n of input.GroupNames)
+      if (!groups.some((g) => g.name === n))
+        throw new Ec2Error("InvalidGroup.NotFound", `The security group '${n}' does not exist in default VPC '${w.defaultVpc().id}'`);
     groups = groups.filter((g) => input.GroupNames!.includes(g.name));
   }
   groups = applyFilters(
     groups,
     input.Filters,
-    { "group-id": (g: SecurityGroup) => g.id, "group-name": (g: SecurityGroup) => g.name, "vpc-id": (g: SecurityGroup) => g.vpcId, description: (g: SecurityGroup) => g.description, "owner-id": () => ACCOUNT_ID },
+    {
+      "group-id": (g: SecurityGroup) => g.id,
+      "group-name": (g: SecurityGroup) => g.name,
+      "vpc-id": (g: SecurityGroup) => g.vpcId,
+      description: (g: SecurityGroup) => g.description,
+      "owner-id": () => ACCOUNT_ID,
+    },
     (g) => g.tags,
   );
   const { page, nextToken } = paginate(groups, input, "DescribeSecurityGroups", [5, 1000]);
@@ -122,8 +134,12 @@ export function describeSecurityGroups(ctx: Ctx, input: DescribeSecurityGroupsRe
       Description: g.description,
       VpcId: g.vpcId,
       OwnerId: ACCOUNT_ID,
-      IpPermissions: [{ IpProtocol: "-1", UserIdGroupPairs: [{ GroupId: g.id, UserId: ACCOUNT_ID }], IpRanges: [], Ipv6Ranges: [], PrefixListIds: [] }],
-      IpPermissionsEgress: [{ IpProtocol: "-1", IpRanges: [{ CidrIp: "0.0.0.0/0" }], Ipv6Ranges: [], PrefixListIds: [], UserIdGroupPairs: [] }],
+      IpPermissions: [
+        { IpProtocol: "-1", UserIdGroupPairs: [{ GroupId: g.id, UserId: ACCOUNT_ID }], IpRanges: [], Ipv6Ranges: [], PrefixListIds: [] },
+      ],
+      IpPermissionsEgress: [
+        { IpProtocol: "-1", IpRanges: [{ CidrIp: "0.0.0.0/0" }], Ipv6Ranges: [], PrefixListIds: [], UserIdGroupPairs: [] },
+      ],
       Tags: g.tags.size ? tagList(g.tags) : undefined,
     })),
     NextToken: nextToken,
@@ -143,7 +159,16 @@ function typeInfo(t: InstanceTypeInfo): SdkTypeInfo {
     MemoryInfo: { SizeInMiB: t.memoryMiB },
     InstanceStorageSupported: false,
     EbsInfo: { EbsOptimizedSupport: "default", EncryptionSupport: "supported", NvmeSupport: "required" },
-    NetworkInfo: { NetworkPerformance: "Up to 12.5 Gigabit", MaximumNetworkInterfaces: t.maxEnis, Ipv4AddressesPerInterface: t.ipsPerEni, Ipv6AddressesPerInterface: t.ipsPerEni, Ipv6Supported: true, EnaSupport: "required", MaximumNetworkCards: 1, DefaultNetworkCardIndex: 0 },
+    NetworkInfo: {
+      NetworkPerformance: "Up to 12.5 Gigabit",
+      MaximumNetworkInterfaces: t.maxEnis,
+      Ipv4AddressesPerInterface: t.ipsPerEni,
+      Ipv6AddressesPerInterface: t.ipsPerEni,
+      Ipv6Supported: true,
+      EnaSupport: "required",
+      MaximumNetworkCards: 1,
+      DefaultNetworkCardIndex: 0,
+    },
     HibernationSupported: true,
     BurstablePerformanceSupported: t.name.startsWith("t"),
     BareMetal: false,
@@ -151,11 +176,12 @@ function typeInfo(t: InstanceTypeInfo): SdkTypeInfo {
   };
 }
 
-export function describeInstanceTypes(ctx: Ctx, input: DescribeInstanceTypesRequest) {
+export function describeInstanceTypes(_ctx: Ctx, input: DescribeInstanceTypesRequest) {
   let types = [...INSTANCE_TYPES];
   if (input.InstanceTypes?.length) {
     const unknown = input.InstanceTypes.filter((n) => !types.some((t) => t.name === n));
-    if (unknown.length) throw new Ec2Error("InvalidInstanceType", `The following supplied instance types do not exist: [${unknown.join(", ")}]`);
+    if (unknown.length)
+      throw new Ec2Error("InvalidInstanceType", `The following supplied instance types do not exist: [${unknown.join(", ")}]`);
     types = types.filter((t) => input.InstanceTypes!.includes(t.name as never));
   }
   types = applyFilters(types, input.Filters, {
@@ -174,10 +200,15 @@ export function describeInstanceTypes(ctx: Ctx, input: DescribeInstanceTypesRequ
 
 export function describeSpotPriceHistory(ctx: Ctx, input: DescribeSpotPriceHistoryRequest) {
   const products = ["Linux/UNIX", "Linux/UNIX (Amazon VPC)"];
-  for (const p of input.ProductDescriptions ?? []) if (!products.includes(p) && !/Windows|SUSE|Red Hat/.test(p)) throw new Ec2Error("InvalidParameterValue", `Invalid value '${p}' for ProductDescription`);
-  for (const t of input.InstanceTypes ?? []) if (!ctx.world.instanceType(t)) throw new Ec2Error("InvalidParameterValue", `Invalid value '${t}' for InstanceType.`);
-  if (input.AvailabilityZone !== undefined && !(AZS as readonly string[]).includes(input.AvailabilityZone)) throw new Ec2Error("InvalidParameterValue", `Invalid availability zone: [${input.AvailabilityZone}]`);
-  if (input.StartTime && input.EndTime && input.StartTime > input.EndTime) throw new Ec2Error("InvalidParameterValue", "StartTime must be before EndTime");
+  for (const p of input.ProductDescriptions ?? [])
+    if (!products.includes(p) && !/Windows|SUSE|Red Hat/.test(p))
+      throw new Ec2Error("InvalidParameterValue", `Invalid value '${p}' for ProductDescription`);
+  for (const t of input.InstanceTypes ?? [])
+    if (!ctx.world.instanceType(t)) throw new Ec2Error("InvalidParameterValue", `Invalid value '${t}' for InstanceType.`);
+  if (input.AvailabilityZone !== undefined && !(AZS as readonly string[]).includes(input.AvailabilityZone))
+    throw new Ec2Error("InvalidParameterValue", `Invalid availability zone: [${input.AvailabilityZone}]`);
+  if (input.StartTime && input.EndTime && input.StartTime > input.EndTime)
+    throw new Ec2Error("InvalidParameterValue", "StartTime must be before EndTime");
   const wantProducts = (input.ProductDescriptions?.length ? input.ProductDescriptions : products).filter((p) => products.includes(p));
   const ts = new Date(Math.floor(Date.now() / 3_600_000) * 3_600_000);
   let rows: Array<{ az: string; type: InstanceTypeInfo; product: string }> = [];
@@ -198,7 +229,13 @@ export function describeSpotPriceHistory(ctx: Ctx, input: DescribeSpotPriceHisto
   const { page, nextToken } = paginate(rows, input, "DescribeSpotPriceHistory", [1, 1000]);
   dryRun(input);
   return {
-    SpotPriceHistory: page.map((r) => ({ AvailabilityZone: r.az, InstanceType: r.type.name as never, ProductDescription: r.product as never, SpotPrice: spotPrice(r.type, r.az).toFixed(6), Timestamp: ts })),
+    SpotPriceHistory: page.map((r) => ({
+      AvailabilityZone: r.az,
+      InstanceType: r.type.name as never,
+      ProductDescription: r.product as never,
+      SpotPrice: spotPrice(r.type, r.az).toFixed(6),
+      Timestamp: ts,
+    })),
     NextToken: nextToken ?? (input.MaxResults !== undefined ? "" : undefined),
   };
 }
@@ -210,7 +247,8 @@ export function describeSpotInstanceRequests(ctx: Ctx, input: DescribeSpotInstan
   if (input.SpotInstanceRequestIds?.length) {
     for (const id of input.SpotInstanceRequestIds) {
       checkId(id, "sir", "InvalidSpotInstanceRequestID.Malformed");
-      if (!w.spotRequests.has(id)) throw new Ec2Error("InvalidSpotInstanceRequestID.NotFound", `The spot instance request ID '${id}' does not exist`);
+      if (!w.spotRequests.has(id))
+        throw new Ec2Error("InvalidSpotInstanceRequestID.NotFound", `The spot instance request ID '${id}' does not exist`);
     }
     reqs = reqs.filter((r) => input.SpotInstanceRequestIds!.includes(r.id));
   }
@@ -244,7 +282,12 @@ export function describeSpotInstanceRequests(ctx: Ctx, input: DescribeSpotInstan
       ValidUntil: r.validUntil,
       LaunchedAvailabilityZone: r.az,
       ProductDescription: "Linux/UNIX" as const,
-      LaunchSpecification: { ImageId: r.imageId, InstanceType: r.instanceType as never, SubnetId: r.subnetId, Placement: { AvailabilityZone: r.az } },
+      LaunchSpecification: {
+        ImageId: r.imageId,
+        InstanceType: r.instanceType as never,
+        SubnetId: r.subnetId,
+        Placement: { AvailabilityZone: r.az },
+      },
       Tags: r.tags.size ? tagList(r.tags) : undefined,
     })),
     NextToken: nextToken,
@@ -258,7 +301,8 @@ export function cancelSpotInstanceRequests(ctx: Ctx, input: CancelSpotInstanceRe
   if (ids.length === 0) throw new Ec2Error("MissingParameter", "The request must contain the parameter SpotInstanceRequestId");
   for (const id of ids) {
     checkId(id, "sir", "InvalidSpotInstanceRequestID.Malformed");
-    if (!w.spotRequests.has(id)) throw new Ec2Error("InvalidSpotInstanceRequestID.NotFound", `The spot instance request ID '${id}' does not exist`);
+    if (!w.spotRequests.has(id))
+      throw new Ec2Error("InvalidSpotInstanceRequestID.NotFound", `The spot instance request ID '${id}' does not exist`);
   }
   dryRun(input);
   return {

@@ -38,7 +38,16 @@ export function describeEni(w: World, e: Eni): SdkEni {
     InterfaceType: "interface",
     Groups: e.securityGroupIds.map((id) => ({ GroupId: id, GroupName: sgName(id) })),
     Attachment: e.attachment
-      ? { AttachmentId: e.attachment.id, InstanceId: e.attachment.instanceId, InstanceOwnerId: ACCOUNT_ID, DeviceIndex: e.attachment.deviceIndex, NetworkCardIndex: 0, Status: e.attachment.state, AttachTime: e.attachment.attachTime, DeleteOnTermination: e.attachment.deleteOnTermination }
+      ? {
+          AttachmentId: e.attachment.id,
+          InstanceId: e.attachment.instanceId,
+          InstanceOwnerId: ACCOUNT_ID,
+          DeviceIndex: e.attachment.deviceIndex,
+          NetworkCardIndex: 0,
+          Status: e.attachment.state,
+          AttachTime: e.attachment.attachTime,
+          DeleteOnTermination: e.attachment.deleteOnTermination,
+        }
       : undefined,
     PrivateIpAddresses: [{ PrivateIpAddress: e.privateIp, Primary: true, PrivateDnsName: dns }],
     Ipv6Addresses: [],
@@ -64,7 +73,8 @@ export function createNetworkInterface(ctx: Ctx, input: CreateNetworkInterfaceRe
   if (input.ClientToken !== undefined) {
     const prior = w.clientTokens.get(`CreateNetworkInterface:${input.ClientToken}`);
     if (prior) {
-      if (prior.fingerprint !== fingerprint(input)) throw new Ec2Error("IdempotentParameterMismatch", `The client token '${input.ClientToken}' was used with different parameters`);
+      if (prior.fingerprint !== fingerprint(input))
+        throw new Ec2Error("IdempotentParameterMismatch", `The client token '${input.ClientToken}' was used with different parameters`);
       const e = w.enis.get(prior.ids[0]!);
       if (e) {
         dryRun(input);
@@ -82,14 +92,32 @@ export function createNetworkInterface(ctx: Ctx, input: CreateNetworkInterfaceRe
     if (!w.securityGroups.has(g)) throw new Ec2Error("InvalidGroup.NotFound", `The security group '${g}' does not exist`);
   }
   if (input.PrivateIpAddress !== undefined) checkFreeIp(ctx, subnet, input.PrivateIpAddress, "PrivateIpAddress");
-  if (input.SecondaryPrivateIpAddressCount !== undefined || input.PrivateIpAddresses?.length) throw new Ec2Error("Unsupported", "localcloud ENIs have a single private IP");
+  if (input.SecondaryPrivateIpAddressCount !== undefined || input.PrivateIpAddresses?.length)
+    throw new Ec2Error("Unsupported", "localcloud ENIs have a single private IP");
   const ip = input.PrivateIpAddress ?? w.allocateIp(subnet);
-  if (!ip) throw new Ec2Error("InsufficientFreeAddressesInSubnet", `There are not enough free addresses in subnet '${subnet.id}' to satisfy the requested number of instances.`);
+  if (!ip)
+    throw new Ec2Error(
+      "InsufficientFreeAddressesInSubnet",
+      `There are not enough free addresses in subnet '${subnet.id}' to satisfy the requested number of instances.`,
+    );
   const tags = tagSpecs(input.TagSpecifications, ["network-interface"]);
   dryRun(input);
-  const e: Eni = { id: newId(ID_PREFIX.eni), subnetId: subnet.id, vpcId: subnet.vpcId, az: subnet.az, privateIp: ip, mac: newMac(), securityGroupIds: groups, description: input.Description ?? "", status: "available", tags: tags.get("network-interface") ?? new Map(), clientToken: input.ClientToken };
+  const e: Eni = {
+    id: newId(ID_PREFIX.eni),
+    subnetId: subnet.id,
+    vpcId: subnet.vpcId,
+    az: subnet.az,
+    privateIp: ip,
+    mac: newMac(),
+    securityGroupIds: groups,
+    description: input.Description ?? "",
+    status: "available",
+    tags: tags.get("network-interface") ?? new Map(),
+    clientToken: input.ClientToken,
+  };
   w.enis.set(e.id, e);
-  if (input.ClientToken !== undefined) w.clientTokens.set(`CreateNetworkInterface:${input.ClientToken}`, { fingerprint: fingerprint(input), ids: [e.id] });
+  if (input.ClientToken !== undefined)
+    w.clientTokens.set(`CreateNetworkInterface:${input.ClientToken}`, { fingerprint: fingerprint(input), ids: [e.id] });
   return { NetworkInterface: describeEni(w, e), ClientToken: input.ClientToken };
 }
 
@@ -133,15 +161,30 @@ export function attachNetworkInterface(ctx: Ctx, input: AttachNetworkInterfaceRe
   const inst = lookupInstances(w, [required(input.InstanceId, "InstanceId")])[0]!;
   const e = lookupEni(w, input.NetworkInterfaceId);
   if (e.status !== "available") throw new Ec2Error("InvalidNetworkInterface.InUse", `Interface: [${e.id}] in use.`);
-  if (e.az !== inst.az) throw new Ec2Error("InvalidParameterCombination", `You may not attach a network interface to an instance if they are not in the same availability zone (${e.az} vs ${inst.az})`);
-  if (inst.state !== "running" && inst.state !== "stopped") throw new Ec2Error("IncorrectState", `The instance '${inst.id}' is not in the 'running' or 'stopped' state (it is '${inst.state}').`);
-  if (e.vpcId !== inst.vpcId) throw new Ec2Error("InvalidParameterCombination", `The network interface ${e.id} and instance ${inst.id} are in different VPCs`);
+  if (e.az !== inst.az)
+    throw new Ec2Error(
+      "InvalidParameterCombination",
+      `You may not attach a network interface to an instance if they are not in the same availability zone (${e.az} vs ${inst.az})`,
+    );
+  if (inst.state !== "running" && inst.state !== "stopped")
+    throw new Ec2Error("IncorrectState", `The instance '${inst.id}' is not in the 'running' or 'stopped' state (it is '${inst.state}').`);
+  if (e.vpcId !== inst.vpcId)
+    throw new Ec2Error("InvalidParameterCombination", `The network interface ${e.id} and instance ${inst.id} are in different VPCs`);
   const current = [...w.enis.values()].filter((x) => x.attachment?.instanceId === inst.id);
-  if (current.some((x) => x.attachment!.deviceIndex === idx)) throw new Ec2Error("InvalidParameterValue", `Instance '${inst.id}' already has an interface attached at device index '${idx}'.`);
+  if (current.some((x) => x.attachment!.deviceIndex === idx))
+    throw new Ec2Error("InvalidParameterValue", `Instance '${inst.id}' already has an interface attached at device index '${idx}'.`);
   const max = w.instanceType(inst.instanceType)?.maxEnis ?? 2;
-  if (current.length >= max) throw new Ec2Error("AttachmentLimitExceeded", `Interface count ${current.length + 1} exceeds the limit for ${inst.instanceType}`);
+  if (current.length >= max)
+    throw new Ec2Error("AttachmentLimitExceeded", `Interface count ${current.length + 1} exceeds the limit for ${inst.instanceType}`);
   dryRun(input);
-  const att = { id: newId(ID_PREFIX.eniAttachment), instanceId: inst.id, deviceIndex: idx, state: "attaching" as const, attachTime: w.wallNow(), deleteOnTermination: false };
+  const att = {
+    id: newId(ID_PREFIX.eniAttachment),
+    instanceId: inst.id,
+    deviceIndex: idx,
+    state: "attaching" as const,
+    attachTime: w.wallNow(),
+    deleteOnTermination: false,
+  };
   e.attachment = { ...att };
   e.status = "attaching";
   const a = e.attachment;
@@ -188,14 +231,22 @@ export function deleteNetworkInterface(ctx: Ctx, input: DeleteNetworkInterfaceRe
 export function modifyNetworkInterfaceAttribute(ctx: Ctx, input: ModifyNetworkInterfaceAttributeRequest) {
   const w = ctx.world;
   const e = lookupEni(w, input.NetworkInterfaceId);
-  const given = [input.Attachment ? "Attachment" : "", input.Description ? "Description" : "", input.Groups?.length ? "SecurityGroupId" : "", input.SourceDestCheck ? "SourceDestCheck" : ""].filter(Boolean);
-  if (given.length === 0) throw new Ec2Error("MissingParameter", "The request must contain one attribute to modify (Attachment, Description or SecurityGroupId)");
-  if (given.length > 1) throw new Ec2Error("InvalidParameterCombination", `Only one attribute can be modified at a time (got ${given.join(", ")})`);
+  const given = [
+    input.Attachment ? "Attachment" : "",
+    input.Description ? "Description" : "",
+    input.Groups?.length ? "SecurityGroupId" : "",
+    input.SourceDestCheck ? "SourceDestCheck" : "",
+  ].filter(Boolean);
+  if (given.length === 0)
+    throw new Ec2Error("MissingParameter", "The request must contain one attribute to modify (Attachment, Description or SecurityGroupId)");
+  if (given.length > 1)
+    throw new Ec2Error("InvalidParameterCombination", `Only one attribute can be modified at a time (got ${given.join(", ")})`);
   let apply: () => void;
   if (input.Attachment) {
     const aid = required(input.Attachment.AttachmentId, "Attachment.AttachmentId");
     checkId(aid, "eni-attach", "InvalidAttachmentID.Malformed");
-    if (!e.attachment || e.attachment.id !== aid) throw new Ec2Error("InvalidAttachmentID.NotFound", `Interface attachment '${aid}' does not exist on ${e.id}.`);
+    if (!e.attachment || e.attachment.id !== aid)
+      throw new Ec2Error("InvalidAttachmentID.NotFound", `Interface attachment '${aid}' does not exist on ${e.id}.`);
     const dot = input.Attachment.DeleteOnTermination;
     if (dot === undefined) throw new Ec2Error("MissingParameter", "The request must contain the parameter Attachment.DeleteOnTermination");
     const a = e.attachment;

@@ -40,7 +40,19 @@ export function describeSnapshot(s: Snapshot): SdkSnapshot {
 
 /** Take a point-in-time copy now (runtime), then pending -> completed after the profile delay. */
 function startSnapshot(w: World, volumeId: string, size: number, description: string, tags: Tags): Promise<Snapshot> {
-  const s: Snapshot = { id: newId(ID_PREFIX.snapshot), volumeId, state: "pending", progress: 0, startTime: w.wallNow(), volumeSize: size, description, ownerId: ACCOUNT_ID, tags, encrypted: false, ready: Promise.resolve() };
+  const s: Snapshot = {
+    id: newId(ID_PREFIX.snapshot),
+    volumeId,
+    state: "pending",
+    progress: 0,
+    startTime: w.wallNow(),
+    volumeSize: size,
+    description,
+    ownerId: ACCOUNT_ID,
+    tags,
+    encrypted: false,
+    ready: Promise.resolve(),
+  };
   const vol = w.volumes.get(volumeId);
   // The snapshot is point-in-time when the call returns, so the copy happens before answering.
   const copy = (vol ? vol.ready : Promise.resolve()).then(() => w.runtime.createSnapshot(s.id, volumeId));
@@ -75,10 +87,15 @@ function startSnapshot(w: World, volumeId: string, size: number, description: st
 export async function createSnapshot(ctx: Ctx, input: CreateSnapshotRequest): Promise<SdkSnapshot> {
   const w = ctx.world;
   const v = lookupVolume(w, input.VolumeId);
-  if (v.state !== "available" && v.state !== "in-use") throw new Ec2Error("IncorrectState", `The volume '${v.id}' is '${v.state}': only available or in-use volumes can be snapshotted.`);
+  if (v.state !== "available" && v.state !== "in-use")
+    throw new Ec2Error("IncorrectState", `The volume '${v.id}' is '${v.state}': only available or in-use volumes can be snapshotted.`);
   const pending = [...w.snapshots.values()].filter((s) => s.volumeId === v.id && s.state === "pending").length;
   const limit = v.volumeType === "st1" || v.volumeType === "sc1" ? 1 : MAX_PENDING_PER_VOLUME;
-  if (pending >= limit) throw new Ec2Error("ConcurrentSnapshotLimitExceeded", `Maximum allowed in-progress snapshots for a single volume (${limit}) exceeded for ${v.id}.`);
+  if (pending >= limit)
+    throw new Ec2Error(
+      "ConcurrentSnapshotLimitExceeded",
+      `Maximum allowed in-progress snapshots for a single volume (${limit}) exceeded for ${v.id}.`,
+    );
   if ((input.Description ?? "").length > 255) throw new Ec2Error("InvalidParameterValue", "Description is at most 255 characters");
   const tags = tagSpecs(input.TagSpecifications, ["snapshot"]);
   dryRun(input);
@@ -130,10 +147,14 @@ export function deleteSnapshot(ctx: Ctx, input: DeleteSnapshotRequest) {
   const s = lookupSnapshot(w, input.SnapshotId);
   const user = [...w.images.values()].find((i) => i.blockDeviceMappings.some((b) => b.snapshotId === s.id));
   if (user) throw new Ec2Error("InvalidSnapshot.InUse", `The snapshot ${s.id} is currently in use by ${user.id}`);
-  if (s.ownerId !== ACCOUNT_ID) throw new Ec2Error("UnauthorizedOperation", `You are not authorized to delete snapshot ${s.id} (owner ${s.ownerId})`);
+  if (s.ownerId !== ACCOUNT_ID)
+    throw new Ec2Error("UnauthorizedOperation", `You are not authorized to delete snapshot ${s.id} (owner ${s.ownerId})`);
   dryRun(input);
   w.snapshots.delete(s.id);
-  w.track(`deleting ${s.id}`, s.ready.then(() => w.runtime.deleteSnapshot(s.id)));
+  w.track(
+    `deleting ${s.id}`,
+    s.ready.then(() => w.runtime.deleteSnapshot(s.id)),
+  );
   return {};
 }
 
@@ -143,8 +164,16 @@ const AMI_NAME_RE = /^[a-zA-Z0-9()[\] ./\-'@_]{3,128}$/;
 
 function checkName(w: World, name: string | undefined): string {
   const n = required(name, "Name");
-  if (!AMI_NAME_RE.test(n)) throw new Ec2Error("InvalidAMIName.Malformed", `AMI names must be between 3 and 128 characters long, and may contain letters, numbers, '(', ')', '.', '-', '/', '_', '[', ']', ' ', '@' and "'": ${JSON.stringify(n)}`);
-  if ([...w.images.values()].some((i) => i.name === n && i.ownerId === ACCOUNT_ID)) throw new Ec2Error("InvalidAMIName.Duplicate", `AMI name ${n} is already in use by AMI ${[...w.images.values()].find((i) => i.name === n)!.id}`);
+  if (!AMI_NAME_RE.test(n))
+    throw new Ec2Error(
+      "InvalidAMIName.Malformed",
+      `AMI names must be between 3 and 128 characters long, and may contain letters, numbers, '(', ')', '.', '-', '/', '_', '[', ']', ' ', '@' and "'": ${JSON.stringify(n)}`,
+    );
+  if ([...w.images.values()].some((i) => i.name === n && i.ownerId === ACCOUNT_ID))
+    throw new Ec2Error(
+      "InvalidAMIName.Duplicate",
+      `AMI name ${n} is already in use by AMI ${[...w.images.values()].find((i) => i.name === n)!.id}`,
+    );
   return n;
 }
 
@@ -163,7 +192,16 @@ export function describeImage(i: Image): SdkImage {
     ImageType: "machine",
     RootDeviceType: "ebs",
     RootDeviceName: i.rootDeviceName,
-    BlockDeviceMappings: i.blockDeviceMappings.map((b) => ({ DeviceName: b.deviceName, Ebs: { SnapshotId: b.snapshotId, VolumeSize: b.volumeSize, VolumeType: b.volumeType as never, DeleteOnTermination: b.deleteOnTermination, Encrypted: false } })),
+    BlockDeviceMappings: i.blockDeviceMappings.map((b) => ({
+      DeviceName: b.deviceName,
+      Ebs: {
+        SnapshotId: b.snapshotId,
+        VolumeSize: b.volumeSize,
+        VolumeType: b.volumeType as never,
+        DeleteOnTermination: b.deleteOnTermination,
+        Encrypted: false,
+      },
+    })),
     VirtualizationType: i.virtualizationType as never,
     Hypervisor: "xen",
     EnaSupport: i.enaSupport,
@@ -191,10 +229,15 @@ function scheduleImage(w: World, img: Image): void {
 export function registerImage(ctx: Ctx, input: RegisterImageRequest) {
   const w = ctx.world;
   const name = checkName(w, input.Name);
-  if (input.ImageLocation !== undefined) throw new Ec2Error("Unsupported", "localcloud registers EBS-backed images only: give BlockDeviceMapping with a snapshot instead of ImageLocation");
+  if (input.ImageLocation !== undefined)
+    throw new Ec2Error(
+      "Unsupported",
+      "localcloud registers EBS-backed images only: give BlockDeviceMapping with a snapshot instead of ImageLocation",
+    );
   const root = required(input.RootDeviceName, "RootDeviceName");
   const arch = oneOf(input.Architecture, "Architecture", ["x86_64", "arm64", "i386", "x86_64_mac", "arm64_mac"]) ?? "x86_64";
-  if (arch !== "x86_64" && arch !== "arm64") throw new Ec2Error("InvalidParameterValue", `Architecture ${arch} is not supported by localcloud (x86_64 or arm64)`);
+  if (arch !== "x86_64" && arch !== "arm64")
+    throw new Ec2Error("InvalidParameterValue", `Architecture ${arch} is not supported by localcloud (x86_64 or arm64)`);
   const vt = oneOf(input.VirtualizationType, "VirtualizationType", ["hvm", "paravirtual"]) ?? "hvm";
   const bootMode = oneOf(input.BootMode, "BootMode", ["legacy-bios", "uefi", "uefi-preferred"]);
   const imds = oneOf(input.ImdsSupport, "ImdsSupport", ["v2.0"]);
@@ -202,24 +245,37 @@ export function registerImage(ctx: Ctx, input: RegisterImageRequest) {
   (input.BlockDeviceMappings ?? []).forEach((m, i) => {
     const where = `BlockDeviceMapping.${i + 1}`;
     const dev = required(m.DeviceName, `${where}.DeviceName`);
-    if (bdms.some((b) => b.deviceName === dev)) throw new Ec2Error("InvalidBlockDeviceMapping", `The device '${dev}' is used in more than one block-device mapping`);
+    if (bdms.some((b) => b.deviceName === dev))
+      throw new Ec2Error("InvalidBlockDeviceMapping", `The device '${dev}' is used in more than one block-device mapping`);
     if (m.NoDevice !== undefined || m.VirtualName !== undefined) return;
     const ebs = m.Ebs;
     if (!ebs) throw new Ec2Error("InvalidBlockDeviceMapping", `${where} must have Ebs`);
     let size = ebs.VolumeSize;
     if (ebs.SnapshotId !== undefined) {
       const s = lookupSnapshot(w, ebs.SnapshotId);
-      if (s.state !== "completed") throw new Ec2Error("IncorrectState", `Snapshot ${s.id} is '${s.state}': images can only be registered from completed snapshots`);
-      if (size !== undefined && size < s.volumeSize) throw new Ec2Error("InvalidBlockDeviceMapping", `Volume of size ${size}GB is smaller than snapshot '${s.id}', expect size >= ${s.volumeSize}GB`);
+      if (s.state !== "completed")
+        throw new Ec2Error("IncorrectState", `Snapshot ${s.id} is '${s.state}': images can only be registered from completed snapshots`);
+      if (size !== undefined && size < s.volumeSize)
+        throw new Ec2Error(
+          "InvalidBlockDeviceMapping",
+          `Volume of size ${size}GB is smaller than snapshot '${s.id}', expect size >= ${s.volumeSize}GB`,
+        );
       size ??= s.volumeSize;
     } else if (size === undefined) {
       throw new Ec2Error("InvalidBlockDeviceMapping", `${where}: a snapshot or a volume size is required`);
     }
     const vtype = oneOf(ebs.VolumeType, `${where}.Ebs.VolumeType`, Object.keys(VOLUME_TYPES)) ?? "gp2";
-    bdms.push({ deviceName: dev, snapshotId: ebs.SnapshotId, volumeSize: size, volumeType: vtype, deleteOnTermination: ebs.DeleteOnTermination ?? true });
+    bdms.push({
+      deviceName: dev,
+      snapshotId: ebs.SnapshotId,
+      volumeSize: size,
+      volumeType: vtype,
+      deleteOnTermination: ebs.DeleteOnTermination ?? true,
+    });
   });
   const rootBdm = bdms.find((b) => b.deviceName === root);
-  if (!rootBdm || !rootBdm.snapshotId) throw new Ec2Error("InvalidBlockDeviceMapping", `The root device ${root} must have a block device mapping with a snapshot`);
+  if (!rootBdm?.snapshotId)
+    throw new Ec2Error("InvalidBlockDeviceMapping", `The root device ${root} must have a block device mapping with a snapshot`);
   const tags = tagSpecs(input.TagSpecifications, ["image", "snapshot"]);
   dryRun(input);
   const img: Image = {
@@ -248,7 +304,11 @@ export async function createImage(ctx: Ctx, input: CreateImageRequest) {
   const id = required(input.InstanceId, "InstanceId");
   const inst = lookupInstances(w, [id])[0]!;
   const name = checkName(w, input.Name);
-  if (inst.state !== "running" && inst.state !== "stopped") throw new Ec2Error("IncorrectInstanceState", `The instance '${inst.id}' is not in a state from which it can be imaged (${inst.state}).`);
+  if (inst.state !== "running" && inst.state !== "stopped")
+    throw new Ec2Error(
+      "IncorrectInstanceState",
+      `The instance '${inst.id}' is not in a state from which it can be imaged (${inst.state}).`,
+    );
   const tags = tagSpecs(input.TagSpecifications, ["image", "snapshot"]);
   dryRun(input);
   const vols = [...w.volumes.values()].filter((v) => v.attachment?.instanceId === inst.id && v.attachment.state === "attached");
@@ -258,7 +318,13 @@ export async function createImage(ctx: Ctx, input: CreateImageRequest) {
   for (const v of vols) {
     if (excluded.has(v.attachment!.device)) continue;
     const s = await startSnapshot(w, v.id, v.size, `Created by CreateImage(${inst.id}) for ${name}`, new Map(tags.get("snapshot") ?? []));
-    bdms.push({ deviceName: v.attachment!.device, snapshotId: s.id, volumeSize: v.size, volumeType: v.volumeType, deleteOnTermination: v.attachment!.device === inst.rootDeviceName });
+    bdms.push({
+      deviceName: v.attachment!.device,
+      snapshotId: s.id,
+      volumeSize: v.size,
+      volumeType: v.volumeType,
+      deleteOnTermination: v.attachment!.device === inst.rootDeviceName,
+    });
   }
   const img: Image = {
     id: newId(ID_PREFIX.image),
@@ -322,7 +388,8 @@ export function deregisterImage(ctx: Ctx, input: DeregisterImageRequest) {
   checkId(id, "ami", "InvalidAMIID.Malformed");
   const img = w.images.get(id);
   if (!img) throw new Ec2Error("InvalidAMIID.NotFound", `The image id '[${id}]' does not exist`);
-  if (img.ownerId !== ACCOUNT_ID) throw new Ec2Error("UnauthorizedOperation", `You are not authorized to deregister ${id} (owner ${img.ownerId})`);
+  if (img.ownerId !== ACCOUNT_ID)
+    throw new Ec2Error("UnauthorizedOperation", `You are not authorized to deregister ${id} (owner ${img.ownerId})`);
   dryRun(input);
   w.images.delete(id);
   // Snapshots survive deregistration (reference §B.8) unless the caller asks for them to go.

@@ -1,15 +1,45 @@
 /** Every action localcloud implements: name -> handler over SDK-shaped input and output. */
 import type { Ctx } from "../common.js";
 import { runInstances } from "./run-instances.js";
-import { describeInstanceStatus, describeInstances, modifyInstanceAttribute, startInstances, stopInstances, terminateInstances } from "./instances.js";
+import {
+  describeInstanceStatus,
+  describeInstances,
+  modifyInstanceAttribute,
+  startInstances,
+  stopInstances,
+  terminateInstances,
+} from "./instances.js";
 import { attachVolume, createVolume, deleteVolume, describeVolumes, detachVolume } from "./volumes.js";
-import { createImage, createSnapshot, deleteSnapshot, deregisterImage, describeImages, describeSnapshots, registerImage } from "./images.js";
-import { attachNetworkInterface, createNetworkInterface, deleteNetworkInterface, describeNetworkInterfaces, detachNetworkInterface, modifyNetworkInterfaceAttribute } from "./enis.js";
+import {
+  createImage,
+  createSnapshot,
+  deleteSnapshot,
+  deregisterImage,
+  describeImages,
+  describeSnapshots,
+  registerImage,
+} from "./images.js";
+import {
+  attachNetworkInterface,
+  createNetworkInterface,
+  deleteNetworkInterface,
+  describeNetworkInterfaces,
+  detachNetworkInterface,
+  modifyNetworkInterfaceAttribute,
+} from "./enis.js";
 import { createTags, deleteTags, describeTags } from "./tags.js";
-import { cancelSpotInstanceRequests, describeAvailabilityZones, describeInstanceTypes, describeSecurityGroups, describeSpotInstanceRequests, describeSpotPriceHistory, describeSubnets } from "./catalog.js";
+import {
+  cancelSpotInstanceRequests,
+  describeAvailabilityZones,
+  describeInstanceTypes,
+  describeSecurityGroups,
+  describeSpotInstanceRequests,
+  describeSpotPriceHistory,
+  describeSubnets,
+} from "./catalog.js";
 
 // Inputs are decoded against the SDK's request schema before a handler sees them.
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
+// biome-ignore lint/suspicious/noExplicitAny: each handler declares its own decoded input type
 type Handler = (ctx: Ctx, input: any) => unknown;
 
 export const ACTIONS: Record<string, Handler> = {

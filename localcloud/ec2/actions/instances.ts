@@ -20,7 +20,9 @@ import type { World } from "../../world/world.js";
 import { STATE_CODES, type Instance, type Reservation } from "../../world/types.js";
 
 export function describeInstance(w: World, i: Instance): SdkInstance {
-  const enis = [...w.enis.values()].filter((e) => e.attachment?.instanceId === i.id).sort((a, b) => a.attachment!.deviceIndex - b.attachment!.deviceIndex);
+  const enis = [...w.enis.values()]
+    .filter((e) => e.attachment?.instanceId === i.id)
+    .sort((a, b) => a.attachment!.deviceIndex - b.attachment!.deviceIndex);
   const vols = [...w.volumes.values()].filter((v) => v.attachment?.instanceId === i.id);
   const sgName = (id: string) => w.securityGroups.get(id)?.name ?? "";
   const live = i.state !== "terminated";
@@ -44,7 +46,12 @@ export function describeInstance(w: World, i: Instance): SdkInstance {
     RootDeviceName: i.rootDeviceName,
     BlockDeviceMappings: vols.map((v) => ({
       DeviceName: v.attachment!.device,
-      Ebs: { VolumeId: v.id, Status: v.attachment!.state, AttachTime: v.attachment!.attachTime, DeleteOnTermination: v.attachment!.deleteOnTermination },
+      Ebs: {
+        VolumeId: v.id,
+        Status: v.attachment!.state,
+        AttachTime: v.attachment!.attachTime,
+        DeleteOnTermination: v.attachment!.deleteOnTermination,
+      },
     })),
     ClientToken: i.clientToken ?? "",
     Tags: i.tags.size ? tagList(i.tags) : undefined,
@@ -58,7 +65,13 @@ export function describeInstance(w: World, i: Instance): SdkInstance {
     SpotInstanceRequestId: i.spotRequestId,
     StateReason: i.stateReason ? { Code: i.stateReason.code, Message: i.stateReason.message } : undefined,
     HibernationOptions: { Configured: i.hibernationConfigured },
-    MetadataOptions: { State: "applied", HttpTokens: i.httpTokens, HttpPutResponseHopLimit: 1, HttpEndpoint: i.httpEndpoint, InstanceMetadataTags: "disabled" },
+    MetadataOptions: {
+      State: "applied",
+      HttpTokens: i.httpTokens,
+      HttpPutResponseHopLimit: 1,
+      HttpEndpoint: i.httpEndpoint,
+      InstanceMetadataTags: "disabled",
+    },
     CpuOptions: { CoreCount: Math.max(1, (w.instanceType(i.instanceType)?.vcpus ?? 2) / 2), ThreadsPerCore: 2 },
     NetworkInterfaces: enis.map((e) => ({
       NetworkInterfaceId: e.id,
@@ -73,8 +86,17 @@ export function describeInstance(w: World, i: Instance): SdkInstance {
       SourceDestCheck: true,
       InterfaceType: "interface",
       Groups: e.securityGroupIds.map((id) => ({ GroupId: id, GroupName: sgName(id) })),
-      Attachment: { AttachmentId: e.attachment!.id, DeviceIndex: e.attachment!.deviceIndex, NetworkCardIndex: 0, Status: e.attachment!.state, AttachTime: e.attachment!.attachTime, DeleteOnTermination: e.attachment!.deleteOnTermination },
-      PrivateIpAddresses: [{ PrivateIpAddress: e.privateIp, Primary: true, PrivateDnsName: `ip-${e.privateIp.replace(/\./g, "-")}.ec2.internal` }],
+      Attachment: {
+        AttachmentId: e.attachment!.id,
+        DeviceIndex: e.attachment!.deviceIndex,
+        NetworkCardIndex: 0,
+        Status: e.attachment!.state,
+        AttachTime: e.attachment!.attachTime,
+        DeleteOnTermination: e.attachment!.deleteOnTermination,
+      },
+      PrivateIpAddresses: [
+        { PrivateIpAddress: e.privateIp, Primary: true, PrivateDnsName: `ip-${e.privateIp.replace(/\./g, "-")}.ec2.internal` },
+      ],
     })),
   };
 }
@@ -112,10 +134,13 @@ function instanceFilters(w: World) {
     "subnet-id": (i: Instance) => i.subnetId,
     "vpc-id": (i: Instance) => i.vpcId,
     "private-ip-address": (i: Instance) => i.privateIp,
-    "network-interface.network-interface-id": (i: Instance) => [...w.enis.values()].filter((e) => e.attachment?.instanceId === i.id).map((e) => e.id),
+    "network-interface.network-interface-id": (i: Instance) =>
+      [...w.enis.values()].filter((e) => e.attachment?.instanceId === i.id).map((e) => e.id),
     "network-interface-id": (i: Instance) => [...w.enis.values()].filter((e) => e.attachment?.instanceId === i.id).map((e) => e.id),
-    "block-device-mapping.volume-id": (i: Instance) => [...w.volumes.values()].filter((v) => v.attachment?.instanceId === i.id).map((v) => v.id),
-    "block-device-mapping.device-name": (i: Instance) => [...w.volumes.values()].filter((v) => v.attachment?.instanceId === i.id).map((v) => v.attachment!.device),
+    "block-device-mapping.volume-id": (i: Instance) =>
+      [...w.volumes.values()].filter((v) => v.attachment?.instanceId === i.id).map((v) => v.id),
+    "block-device-mapping.device-name": (i: Instance) =>
+      [...w.volumes.values()].filter((v) => v.attachment?.instanceId === i.id).map((v) => v.attachment!.device),
     "instance-lifecycle": (i: Instance) => (i.lifecycle === "spot" ? "spot" : undefined),
     "spot-instance-request-id": (i: Instance) => i.spotRequestId,
     "image-id": (i: Instance) => i.imageId,
@@ -164,7 +189,12 @@ export function describeInstanceStatus(ctx: Ctx, input: DescribeInstanceStatusRe
   return {
     InstanceStatuses: page.map((i) => {
       const s = status(i);
-      const detail = [{ Name: "reachability" as const, Status: (s === "ok" ? "passed" : s === "initializing" ? "initializing" : "insufficient-data") as "passed" }];
+      const detail = [
+        {
+          Name: "reachability" as const,
+          Status: (s === "ok" ? "passed" : s === "initializing" ? "initializing" : "insufficient-data") as "passed",
+        },
+      ];
       return {
         InstanceId: i.id,
         AvailabilityZone: i.az,
@@ -179,14 +209,22 @@ export function describeInstanceStatus(ctx: Ctx, input: DescribeInstanceStatusRe
 }
 
 function change(i: Instance, prev: Instance["state"]): InstanceStateChange {
-  return { InstanceId: i.id, PreviousState: { Code: STATE_CODES[prev], Name: prev }, CurrentState: { Code: STATE_CODES[i.state], Name: i.state } };
+  return {
+    InstanceId: i.id,
+    PreviousState: { Code: STATE_CODES[prev], Name: prev },
+    CurrentState: { Code: STATE_CODES[i.state], Name: i.state },
+  };
 }
 
 export function terminateInstances(ctx: Ctx, input: TerminateInstancesRequest) {
   const w = ctx.world;
   const insts = lookupInstances(w, input.InstanceIds);
   const protectedOne = insts.find((i) => i.disableApiTermination && i.state !== "terminated");
-  if (protectedOne) throw new Ec2Error("OperationNotPermitted", `The instance '${protectedOne.id}' may not be terminated. Modify its 'disableApiTermination' instance attribute and try again.`);
+  if (protectedOne)
+    throw new Ec2Error(
+      "OperationNotPermitted",
+      `The instance '${protectedOne.id}' may not be terminated. Modify its 'disableApiTermination' instance attribute and try again.`,
+    );
   dryRun(input);
   return {
     TerminatingInstances: insts.map((i) => {
@@ -201,20 +239,26 @@ export function stopInstances(ctx: Ctx, input: StopInstancesRequest) {
   const w = ctx.world;
   const insts = lookupInstances(w, input.InstanceIds);
   for (const i of insts) {
-    if (i.state === "terminated" || i.state === "shutting-down") throw new Ec2Error("IncorrectInstanceState", `This instance '${i.id}' is not in a state from which it can be stopped.`);
+    if (i.state === "terminated" || i.state === "shutting-down")
+      throw new Ec2Error("IncorrectInstanceState", `This instance '${i.id}' is not in a state from which it can be stopped.`);
     if (i.lifecycle === "spot") {
       const req = i.spotRequestId ? w.spotRequests.get(i.spotRequestId) : undefined;
-      if (!req || req.type !== "persistent" || req.interruptionBehavior === "terminate") {
-        throw new Ec2Error("UnsupportedOperation", `You can't stop the Spot Instance '${i.id}' because it is associated with a one-time Spot Instance request. You can only stop Spot Instances associated with persistent Spot Instance requests.`);
+      if (req?.type !== "persistent" || req.interruptionBehavior === "terminate") {
+        throw new Ec2Error(
+          "UnsupportedOperation",
+          `You can't stop the Spot Instance '${i.id}' because it is associated with a one-time Spot Instance request. You can only stop Spot Instances associated with persistent Spot Instance requests.`,
+        );
       }
     }
-    if (input.Hibernate && !i.hibernationConfigured) throw new Ec2Error("UnsupportedHibernationConfiguration", `The instance '${i.id}' is not enabled for hibernation.`);
+    if (input.Hibernate && !i.hibernationConfigured)
+      throw new Ec2Error("UnsupportedHibernationConfiguration", `The instance '${i.id}' is not enabled for hibernation.`);
   }
   dryRun(input);
   return {
     StoppingInstances: insts.map((i) => {
       const prev = i.state;
-      if (input.Hibernate) w.beginStop(i, { code: "Client.UserInitiatedHibernate", message: "Client.UserInitiatedHibernate: User initiated hibernate" });
+      if (input.Hibernate)
+        w.beginStop(i, { code: "Client.UserInitiatedHibernate", message: "Client.UserInitiatedHibernate: User initiated hibernate" });
       else w.beginStop(i, { code: "Client.UserInitiatedShutdown", message: "Client.UserInitiatedShutdown: User initiated shutdown" });
       if (input.Force && i.state === "stopping") {
         // Force skips the graceful wait (the runtime kills the group at once).
@@ -233,11 +277,14 @@ export function startInstances(ctx: Ctx, input: StartInstancesRequest) {
       throw new Ec2Error("IncorrectInstanceState", `The instance '${i.id}' is not in a state from which it can be started.`);
     }
     const root = [...w.volumes.values()].find((v) => v.attachment?.instanceId === i.id && v.attachment.device === i.rootDeviceName);
-    if (i.state === "stopped" && !root) throw new Ec2Error("IncorrectInstanceState", `The instance '${i.id}' has no root volume attached at ${i.rootDeviceName}.`);
+    if (i.state === "stopped" && !root)
+      throw new Ec2Error("IncorrectInstanceState", `The instance '${i.id}' has no root volume attached at ${i.rootDeviceName}.`);
     if (i.state === "stopped" && w.takeCapacity(i.instanceType, i.az, i.lifecycle, 1) < 1) {
       throw new Ec2Error(
         "InsufficientInstanceCapacity",
-        i.lifecycle === "spot" ? `You can't start the Spot Instance '${i.id}' because there is no available Spot capacity.` : `We currently do not have sufficient ${i.instanceType} capacity in the Availability Zone you requested (${i.az}).`,
+        i.lifecycle === "spot"
+          ? `You can't start the Spot Instance '${i.id}' because there is no available Spot capacity.`
+          : `We currently do not have sufficient ${i.instanceType} capacity in the Availability Zone you requested (${i.az}).`,
       );
     }
   }
@@ -286,7 +333,11 @@ export function modifyInstanceAttribute(ctx: Ctx, input: ModifyInstanceAttribute
     input.SourceDestCheck ? "SourceDestCheck" : "",
     input.Groups?.length ? "GroupId" : "",
   ].filter(Boolean);
-  if (given.length === 0) throw new Ec2Error("MissingParameter", "The request must contain one attribute to modify (e.g. BlockDeviceMapping, DisableApiTermination, InstanceType, UserData)");
+  if (given.length === 0)
+    throw new Ec2Error(
+      "MissingParameter",
+      "The request must contain one attribute to modify (e.g. BlockDeviceMapping, DisableApiTermination, InstanceType, UserData)",
+    );
   if (given.length > 1) throw combination(`Only one attribute can be modified at a time (got ${given.join(", ")})`);
   if (i.state === "terminated") throw new Ec2Error("IncorrectInstanceState", `The instance '${i.id}' is terminated.`);
   const apply: Array<() => void> = [];
@@ -295,9 +346,14 @@ export function modifyInstanceAttribute(ctx: Ctx, input: ModifyInstanceAttribute
       const dev = required(m.DeviceName, `BlockDeviceMapping.${n + 1}.DeviceName`);
       const vol = [...w.volumes.values()].find((v) => v.attachment?.instanceId === i.id && v.attachment.device === dev);
       if (!vol) throw new Ec2Error("InvalidInstanceAttributeValue", `No device is currently mapped at ${dev}`);
-      if (m.Ebs?.VolumeId !== undefined && m.Ebs.VolumeId !== vol.id) throw invalidValue(`BlockDeviceMapping.${n + 1}.Ebs.VolumeId`, m.Ebs.VolumeId, `The volume at ${dev} is ${vol.id}`);
+      if (m.Ebs?.VolumeId !== undefined && m.Ebs.VolumeId !== vol.id)
+        throw invalidValue(`BlockDeviceMapping.${n + 1}.Ebs.VolumeId`, m.Ebs.VolumeId, `The volume at ${dev} is ${vol.id}`);
       const dot = m.Ebs?.DeleteOnTermination;
-      if (dot === undefined) throw new Ec2Error("MissingParameter", `The request must contain the parameter BlockDeviceMapping.${n + 1}.Ebs.DeleteOnTermination`);
+      if (dot === undefined)
+        throw new Ec2Error(
+          "MissingParameter",
+          `The request must contain the parameter BlockDeviceMapping.${n + 1}.Ebs.DeleteOnTermination`,
+        );
       apply.push(() => {
         vol.attachment!.deleteOnTermination = dot;
       });

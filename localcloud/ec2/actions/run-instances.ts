@@ -43,16 +43,27 @@ export async function runInstances(ctx: Ctx, input: RunInstancesRequest): Promis
   const w = ctx.world;
   const minCount = integer(required(input.MinCount, "MinCount"), "MinCount", 1)!;
   const maxCount = integer(required(input.MaxCount, "MaxCount"), "MaxCount", 1)!;
-  if (maxCount < minCount) throw new Ec2Error("InvalidParameterValue", `MaxCount (${maxCount}) must be greater than or equal to MinCount (${minCount})`);
-  if (maxCount > 100) throw new Ec2Error("InstanceLimitExceeded", `You have requested more instances (${maxCount}) than your current instance limit of 100 allows`);
+  if (maxCount < minCount)
+    throw new Ec2Error("InvalidParameterValue", `MaxCount (${maxCount}) must be greater than or equal to MinCount (${minCount})`);
+  if (maxCount > 100)
+    throw new Ec2Error(
+      "InstanceLimitExceeded",
+      `You have requested more instances (${maxCount}) than your current instance limit of 100 allows`,
+    );
 
   if (input.ClientToken !== undefined) {
-    if (input.ClientToken.length > 64 || !/^[\x20-\x7e]*$/.test(input.ClientToken)) throw invalidValue("ClientToken", input.ClientToken, "A client token is at most 64 ASCII characters");
+    if (input.ClientToken.length > 64 || !/^[\x20-\x7e]*$/.test(input.ClientToken))
+      throw invalidValue("ClientToken", input.ClientToken, "A client token is at most 64 ASCII characters");
     const prior = w.clientTokens.get(`RunInstances:${input.ClientToken}`);
     if (prior) {
-      if (prior.fingerprint !== fingerprint(input)) throw new Ec2Error("IdempotentParameterMismatch", `The client token '${input.ClientToken}' was used with different parameters`);
+      if (prior.fingerprint !== fingerprint(input))
+        throw new Ec2Error("IdempotentParameterMismatch", `The client token '${input.ClientToken}' was used with different parameters`);
       const insts = prior.ids.map((id) => w.instances.get(id));
-      if (insts.some((i) => !i || i.state === "terminated")) throw new Ec2Error("IdempotentInstanceTerminated", `The instance launched with client token '${input.ClientToken}' has been terminated`);
+      if (insts.some((i) => !i || i.state === "terminated"))
+        throw new Ec2Error(
+          "IdempotentInstanceTerminated",
+          `The instance launched with client token '${input.ClientToken}' has been terminated`,
+        );
       dryRun(input);
       return describeReservation(w, w.reservations.get(insts[0]!.reservationId)!);
     }
@@ -63,24 +74,37 @@ export async function runInstances(ctx: Ctx, input: RunInstancesRequest): Promis
   checkId(imageId, "ami", "InvalidAMIID.Malformed");
   const image = w.images.get(imageId);
   if (!image) throw new Ec2Error("InvalidAMIID.NotFound", `The image id '[${imageId}]' does not exist`);
-  if (image.state !== "available") throw new Ec2Error("InvalidAMIID.Unavailable", `Image ${imageId} is not available (state ${image.state})`);
+  if (image.state !== "available")
+    throw new Ec2Error("InvalidAMIID.Unavailable", `Image ${imageId} is not available (state ${image.state})`);
 
   // --- type
   const typeName = input.InstanceType ?? "t3.micro";
   const type = w.instanceType(typeName);
   if (!type) throw new Ec2Error("InvalidParameterValue", `Invalid value '${typeName}' for InstanceType.`);
-  if (type.architecture !== image.architecture) throw new Ec2Error("InvalidParameterValue", `The architecture '${type.architecture}' of the specified instance type does not match the architecture '${image.architecture}' of the specified AMI.`);
+  if (type.architecture !== image.architecture)
+    throw new Ec2Error(
+      "InvalidParameterValue",
+      `The architecture '${type.architecture}' of the specified instance type does not match the architecture '${image.architecture}' of the specified AMI.`,
+    );
 
   // --- network
   const nis = input.NetworkInterfaces ?? [];
   if (nis.length > 0) {
-    if (input.SubnetId !== undefined) throw combination("Network interfaces and an instance-level subnet ID may not be specified on the same request");
-    if ((input.SecurityGroupIds ?? []).length > 0 || (input.SecurityGroups ?? []).length > 0) throw combination("Network interfaces and an instance-level security groups may not be specified on the same request");
-    if (input.PrivateIpAddress !== undefined) throw combination("Network interfaces and an instance-level private IP address may not be specified on the same request");
+    if (input.SubnetId !== undefined)
+      throw combination("Network interfaces and an instance-level subnet ID may not be specified on the same request");
+    if ((input.SecurityGroupIds ?? []).length > 0 || (input.SecurityGroups ?? []).length > 0)
+      throw combination("Network interfaces and an instance-level security groups may not be specified on the same request");
+    if (input.PrivateIpAddress !== undefined)
+      throw combination("Network interfaces and an instance-level private IP address may not be specified on the same request");
   }
-  if ((input.SecurityGroups ?? []).length > 0) throw new Ec2Error("InvalidParameterCombination", "The parameter groupName cannot be used with the parameter subnet (use SecurityGroupId in a VPC)");
+  if ((input.SecurityGroups ?? []).length > 0)
+    throw new Ec2Error(
+      "InvalidParameterCombination",
+      "The parameter groupName cannot be used with the parameter subnet (use SecurityGroupId in a VPC)",
+    );
   const placementAz = input.Placement?.AvailabilityZone;
-  if (placementAz !== undefined && !w.defaultSubnet(placementAz)) throw new Ec2Error("InvalidParameterValue", `Invalid availability zone: [${placementAz}]`);
+  if (placementAz !== undefined && !w.defaultSubnet(placementAz))
+    throw new Ec2Error("InvalidParameterValue", `Invalid availability zone: [${placementAz}]`);
 
   const planned: PlannedEni[] = [];
   const seenIdx = new Set<number>();
@@ -88,19 +112,29 @@ export async function runInstances(ctx: Ctx, input: RunInstancesRequest): Promis
     const where = `NetworkInterface.${i + 1}`;
     const idx = integer(ni.DeviceIndex, `${where}.DeviceIndex`, 0, 15);
     if (idx === undefined) throw missing(`${where}.DeviceIndex`);
-    if (seenIdx.has(idx)) throw new Ec2Error("InvalidParameterValue", `Each network interface requires a unique device index: ${idx} is repeated`);
+    if (seenIdx.has(idx))
+      throw new Ec2Error("InvalidParameterValue", `Each network interface requires a unique device index: ${idx} is repeated`);
     seenIdx.add(idx);
     if (ni.NetworkInterfaceId !== undefined) {
       checkId(ni.NetworkInterfaceId, "eni", "InvalidNetworkInterfaceID.Malformed");
       const eni = w.enis.get(ni.NetworkInterfaceId);
-      if (!eni) throw new Ec2Error("InvalidNetworkInterfaceID.NotFound", `The networkInterface ID '${ni.NetworkInterfaceId}' does not exist`);
+      if (!eni)
+        throw new Ec2Error("InvalidNetworkInterfaceID.NotFound", `The networkInterface ID '${ni.NetworkInterfaceId}' does not exist`);
       if (ni.SubnetId !== undefined || (ni.Groups ?? []).length > 0 || ni.PrivateIpAddress !== undefined) {
         throw combination(`${where}: a subnet, security groups or private IP may not be given with an existing network interface`);
       }
-      if (ni.DeleteOnTermination === true) throw combination(`${where}.DeleteOnTermination can be true only when creating a new network interface`);
+      if (ni.DeleteOnTermination === true)
+        throw combination(`${where}.DeleteOnTermination can be true only when creating a new network interface`);
       if (eni.status !== "available") throw new Ec2Error("InvalidNetworkInterface.InUse", `Interface: [${eni.id}] in use.`);
       if (maxCount > 1) throw combination("An existing network interface can only be attached to one instance: MaxCount must be 1");
-      planned.push({ deviceIndex: idx, existing: eni, subnet: w.subnets.get(eni.subnetId)!, securityGroupIds: eni.securityGroupIds, deleteOnTermination: false, description: eni.description });
+      planned.push({
+        deviceIndex: idx,
+        existing: eni,
+        subnet: w.subnets.get(eni.subnetId)!,
+        securityGroupIds: eni.securityGroupIds,
+        deleteOnTermination: false,
+        description: eni.description,
+      });
     } else {
       const subnetId = ni.SubnetId ?? (idx === 0 ? w.defaultSubnet(placementAz)?.id : undefined);
       if (!subnetId) throw missing(`${where}.SubnetId`);
@@ -110,7 +144,14 @@ export async function runInstances(ctx: Ctx, input: RunInstancesRequest): Promis
         checkFreeIp(ctx, subnet, ni.PrivateIpAddress, `${where}.PrivateIpAddress`);
         if (maxCount > 1) throw combination("A private IP address can only be given when launching one instance (MaxCount 1)");
       }
-      planned.push({ deviceIndex: idx, subnet, securityGroupIds: groups, privateIp: ni.PrivateIpAddress, deleteOnTermination: ni.DeleteOnTermination ?? true, description: ni.Description ?? "" });
+      planned.push({
+        deviceIndex: idx,
+        subnet,
+        securityGroupIds: groups,
+        privateIp: ni.PrivateIpAddress,
+        deleteOnTermination: ni.DeleteOnTermination ?? true,
+        description: ni.Description ?? "",
+      });
     }
   });
   if (planned.length === 0) {
@@ -120,30 +161,54 @@ export async function runInstances(ctx: Ctx, input: RunInstancesRequest): Promis
       checkFreeIp(ctx, subnet, input.PrivateIpAddress, "PrivateIpAddress");
       if (maxCount > 1) throw combination("A private IP address can only be given when launching one instance (MaxCount 1)");
     }
-    planned.push({ deviceIndex: 0, subnet, securityGroupIds: groups, privateIp: input.PrivateIpAddress, deleteOnTermination: true, description: "" });
+    planned.push({
+      deviceIndex: 0,
+      subnet,
+      securityGroupIds: groups,
+      privateIp: input.PrivateIpAddress,
+      deleteOnTermination: true,
+      description: "",
+    });
   }
   planned.sort((a, b) => a.deviceIndex - b.deviceIndex);
   const primary = planned[0]!;
   if (primary.deviceIndex !== 0) throw new Ec2Error("InvalidParameterValue", "A network interface at device index 0 is required");
   const az = primary.subnet.az;
-  if (placementAz !== undefined && placementAz !== az) throw new Ec2Error("InvalidParameterValue", `The subnet ${primary.subnet.id} is in ${az}, not in the requested availability zone ${placementAz}`);
+  if (placementAz !== undefined && placementAz !== az)
+    throw new Ec2Error(
+      "InvalidParameterValue",
+      `The subnet ${primary.subnet.id} is in ${az}, not in the requested availability zone ${placementAz}`,
+    );
   for (const p of planned) {
-    if (p.subnet.az !== az) throw new Ec2Error(p.existing ? "InvalidNetworkInterface.InUse" : "InvalidParameterValue", `Network interfaces of one instance must be in one availability zone (${p.subnet.az} vs ${az})`);
+    if (p.subnet.az !== az)
+      throw new Ec2Error(
+        p.existing ? "InvalidNetworkInterface.InUse" : "InvalidParameterValue",
+        `Network interfaces of one instance must be in one availability zone (${p.subnet.az} vs ${az})`,
+      );
   }
-  if (planned.length > type.maxEnis) throw new Ec2Error("InvalidParameterValue", `Instance type ${type.name} supports at most ${type.maxEnis} network interfaces`);
+  if (planned.length > type.maxEnis)
+    throw new Ec2Error("InvalidParameterValue", `Instance type ${type.name} supports at most ${type.maxEnis} network interfaces`);
 
   // --- block devices
   const rootSnap = image.blockDeviceMappings.find((b) => b.deviceName === image.rootDeviceName);
   const volumes = new Map<string, PlannedVolume>();
   for (const b of image.blockDeviceMappings) {
     if (!b.snapshotId && !b.volumeSize) continue;
-    volumes.set(b.deviceName, { deviceName: b.deviceName, snapshotId: b.snapshotId ?? "", size: b.volumeSize ?? 8, volumeType: b.volumeType, deleteOnTermination: b.deleteOnTermination, root: b.deviceName === image.rootDeviceName });
+    volumes.set(b.deviceName, {
+      deviceName: b.deviceName,
+      snapshotId: b.snapshotId ?? "",
+      size: b.volumeSize ?? 8,
+      volumeType: b.volumeType,
+      deleteOnTermination: b.deleteOnTermination,
+      root: b.deviceName === image.rootDeviceName,
+    });
   }
   const seenDev = new Set<string>();
   (input.BlockDeviceMappings ?? []).forEach((m, i) => {
     const where = `BlockDeviceMapping.${i + 1}`;
     const dev = required(m.DeviceName, `${where}.DeviceName`);
-    if (seenDev.has(dev)) throw new Ec2Error("InvalidBlockDeviceMapping", `The device '${dev}' is used in more than one block-device mapping`);
+    if (seenDev.has(dev))
+      throw new Ec2Error("InvalidBlockDeviceMapping", `The device '${dev}' is used in more than one block-device mapping`);
     seenDev.add(dev);
     const isRoot = dev === image.rootDeviceName;
     if (!isRoot && !DEVICE_NAME_RE.test(dev)) throw new Ec2Error("InvalidBlockDeviceMapping", `Invalid device name ${dev}`);
@@ -152,7 +217,11 @@ export async function runInstances(ctx: Ctx, input: RunInstancesRequest): Promis
       volumes.delete(dev);
       return;
     }
-    if (m.VirtualName !== undefined) throw new Ec2Error("InvalidBlockDeviceMapping", `${where}.VirtualName: instance store volumes are not available on localcloud instance types`);
+    if (m.VirtualName !== undefined)
+      throw new Ec2Error(
+        "InvalidBlockDeviceMapping",
+        `${where}.VirtualName: instance store volumes are not available on localcloud instance types`,
+      );
     const ebs = m.Ebs;
     if (!ebs) throw new Ec2Error("InvalidBlockDeviceMapping", `${where} must have Ebs, NoDevice or VirtualName`);
     const base = volumes.get(dev);
@@ -171,22 +240,43 @@ export async function runInstances(ctx: Ctx, input: RunInstancesRequest): Promis
     const volumeType = oneOf(ebs.VolumeType, `${where}.Ebs.VolumeType`, Object.keys(VOLUME_TYPES)) ?? base?.volumeType ?? "gp2";
     const limits = VOLUME_TYPES[volumeType]!;
     const size = integer(ebs.VolumeSize, `${where}.Ebs.VolumeSize`) ?? base?.size ?? (snapSize || undefined);
-    if (size === undefined) throw new Ec2Error("InvalidBlockDeviceMapping", `${where}: the volume size is required when no snapshot is given`);
-    if (size < snapSize) throw new Ec2Error("InvalidBlockDeviceMapping", `Volume of size ${size}GB is smaller than snapshot '${snapshotId}', expect size >= ${snapSize}GB`);
-    if (size < limits.min || size > limits.max) throw new Ec2Error("InvalidParameterValue", `Volume size ${size} for ${where} is out of range ${limits.min}-${limits.max} for ${volumeType}`);
-    if (ebs.Iops !== undefined && limits.iops === "none") throw new Ec2Error("InvalidParameterCombination", `${where}: Iops is not supported for ${volumeType} volumes`);
+    if (size === undefined)
+      throw new Ec2Error("InvalidBlockDeviceMapping", `${where}: the volume size is required when no snapshot is given`);
+    if (size < snapSize)
+      throw new Ec2Error(
+        "InvalidBlockDeviceMapping",
+        `Volume of size ${size}GB is smaller than snapshot '${snapshotId}', expect size >= ${snapSize}GB`,
+      );
+    if (size < limits.min || size > limits.max)
+      throw new Ec2Error(
+        "InvalidParameterValue",
+        `Volume size ${size} for ${where} is out of range ${limits.min}-${limits.max} for ${volumeType}`,
+      );
+    if (ebs.Iops !== undefined && limits.iops === "none")
+      throw new Ec2Error("InvalidParameterCombination", `${where}: Iops is not supported for ${volumeType} volumes`);
     if (ebs.Iops === undefined && limits.iops === "required") throw missing(`${where}.Ebs.Iops`);
-    volumes.set(dev, { deviceName: dev, snapshotId, size, volumeType, iops: ebs.Iops, deleteOnTermination: ebs.DeleteOnTermination ?? base?.deleteOnTermination ?? (isRoot ? true : false), root: isRoot });
+    volumes.set(dev, {
+      deviceName: dev,
+      snapshotId,
+      size,
+      volumeType,
+      iops: ebs.Iops,
+      deleteOnTermination: ebs.DeleteOnTermination ?? base?.deleteOnTermination ?? !!isRoot,
+      root: isRoot,
+    });
   });
-  if (!rootSnap || !volumes.get(image.rootDeviceName)) throw new Ec2Error("InvalidBlockDeviceMapping", `Image ${image.id} has no root device mapping`);
+  if (!rootSnap || !volumes.get(image.rootDeviceName))
+    throw new Ec2Error("InvalidBlockDeviceMapping", `Image ${image.id} has no root device mapping`);
 
   // --- user data
   let userData: Buffer | null = null;
   if (input.UserData !== undefined) {
     const s = input.UserData.replace(/\s+/g, "");
-    if (!/^[A-Za-z0-9+/]*={0,2}$/.test(s) || s.length % 4 === 1) throw new Ec2Error("InvalidParameterValue", "Invalid BASE64 encoding of user data.");
+    if (!/^[A-Za-z0-9+/]*={0,2}$/.test(s) || s.length % 4 === 1)
+      throw new Ec2Error("InvalidParameterValue", "Invalid BASE64 encoding of user data.");
     userData = Buffer.from(s, "base64");
-    if (userData.length > USER_DATA_LIMIT) throw new Ec2Error("InvalidParameterValue", `User data is limited to ${USER_DATA_LIMIT} bytes (got ${userData.length})`);
+    if (userData.length > USER_DATA_LIMIT)
+      throw new Ec2Error("InvalidParameterValue", `User data is limited to ${USER_DATA_LIMIT} bytes (got ${userData.length})`);
   }
 
   // --- market
@@ -203,21 +293,35 @@ export async function runInstances(ctx: Ctx, input: RunInstancesRequest): Promis
       market = "spot";
       const so = mo.SpotOptions ?? {};
       spotType = oneOf(so.SpotInstanceType, "InstanceMarketOptions.SpotOptions.SpotInstanceType", ["one-time", "persistent"]) ?? "one-time";
-      behavior = oneOf(so.InstanceInterruptionBehavior, "InstanceMarketOptions.SpotOptions.InstanceInterruptionBehavior", ["terminate", "stop", "hibernate"]) ?? "terminate";
-      if (behavior !== "terminate" && spotType !== "persistent") throw combination(`The ${behavior} interruption behavior requires a persistent Spot request (SpotInstanceType=persistent)`);
-      if (so.ValidUntil !== undefined && spotType !== "persistent") throw combination("ValidUntil is only supported for persistent Spot requests");
+      behavior =
+        oneOf(so.InstanceInterruptionBehavior, "InstanceMarketOptions.SpotOptions.InstanceInterruptionBehavior", [
+          "terminate",
+          "stop",
+          "hibernate",
+        ]) ?? "terminate";
+      if (behavior !== "terminate" && spotType !== "persistent")
+        throw combination(`The ${behavior} interruption behavior requires a persistent Spot request (SpotInstanceType=persistent)`);
+      if (so.ValidUntil !== undefined && spotType !== "persistent")
+        throw combination("ValidUntil is only supported for persistent Spot requests");
       if (so.MaxPrice !== undefined) {
         if (!/^\d+(\.\d+)?$/.test(so.MaxPrice)) throw invalidValue("InstanceMarketOptions.SpotOptions.MaxPrice", so.MaxPrice);
         maxPrice = Number(so.MaxPrice);
         const price = spotPrice(type, az);
-        if (maxPrice < price) throw new Ec2Error("SpotMaxPriceTooLow", `Your Spot request price of ${so.MaxPrice} is lower than the minimum required Spot request fulfillment price of ${price}.`);
+        if (maxPrice < price)
+          throw new Ec2Error(
+            "SpotMaxPriceTooLow",
+            `Your Spot request price of ${so.MaxPrice} is lower than the minimum required Spot request fulfillment price of ${price}.`,
+          );
       }
     }
   }
   const hib = input.HibernationOptions?.Configured === true;
-  if (hib && market === "spot" && behavior !== "hibernate") throw combination("HibernationOptions.Configured=true requires InstanceInterruptionBehavior=hibernate for Spot Instances");
+  if (hib && market === "spot" && behavior !== "hibernate")
+    throw combination("HibernationOptions.Configured=true requires InstanceInterruptionBehavior=hibernate for Spot Instances");
 
-  const httpTokens = oneOf(input.MetadataOptions?.HttpTokens, "MetadataOptions.HttpTokens", ["optional", "required"]) ?? (image.imdsSupport === "v2.0" ? "required" : "optional");
+  const httpTokens =
+    oneOf(input.MetadataOptions?.HttpTokens, "MetadataOptions.HttpTokens", ["optional", "required"]) ??
+    (image.imdsSupport === "v2.0" ? "required" : "optional");
   const httpEndpoint = oneOf(input.MetadataOptions?.HttpEndpoint, "MetadataOptions.HttpEndpoint", ["enabled", "disabled"]) ?? "enabled";
   const tags = tagSpecs(input.TagSpecifications, ["instance", "volume", "network-interface", "spot-instances-request"]);
 
@@ -232,7 +336,11 @@ export async function runInstances(ctx: Ctx, input: RunInstancesRequest): Promis
     );
   }
   for (const p of planned) {
-    if (!p.existing && !p.privateIp && w.availableIpCount(p.subnet) < fits) throw new Ec2Error("InsufficientFreeAddressesInSubnet", `There are not enough free addresses in subnet '${p.subnet.id}' to satisfy the requested number of instances.`);
+    if (!p.existing && !p.privateIp && w.availableIpCount(p.subnet) < fits)
+      throw new Ec2Error(
+        "InsufficientFreeAddressesInSubnet",
+        `There are not enough free addresses in subnet '${p.subnet.id}' to satisfy the requested number of instances.`,
+      );
   }
   dryRun(input);
 
@@ -263,7 +371,9 @@ export async function runInstances(ctx: Ctx, input: RunInstancesRequest): Promis
         attachment: { instanceId, device: pv.deviceName, state: "attached", attachTime: now, deleteOnTermination: pv.deleteOnTermination },
         ready: Promise.resolve(),
       };
-      vol.ready = w.track(`creating ${vol.id}`, w.runtime.createVolume({ volumeId: vol.id, sizeGiB: vol.size }, pv.snapshotId || undefined)).then(() => undefined);
+      vol.ready = w
+        .track(`creating ${vol.id}`, w.runtime.createVolume({ volumeId: vol.id, sizeGiB: vol.size }, pv.snapshotId || undefined))
+        .then(() => undefined);
       w.volumes.set(vol.id, vol);
       if (pv.root) rootVolumeId = vol.id;
       else launchDevices[`ebs${++ebsN}`] = pv.deviceName.replace(/^\/dev\//, "");
@@ -277,11 +387,29 @@ export async function runInstances(ctx: Ctx, input: RunInstancesRequest): Promis
       } else {
         const ip = p.privateIp ?? w.allocateIp(p.subnet, taken)!;
         taken.add(ip);
-        eni = { id: newId(ID_PREFIX.eni), subnetId: p.subnet.id, vpcId: p.subnet.vpcId, az, privateIp: ip, mac: newMac(), securityGroupIds: p.securityGroupIds, description: p.description, status: "in-use", tags: new Map(tags.get("network-interface") ?? []) };
+        eni = {
+          id: newId(ID_PREFIX.eni),
+          subnetId: p.subnet.id,
+          vpcId: p.subnet.vpcId,
+          az,
+          privateIp: ip,
+          mac: newMac(),
+          securityGroupIds: p.securityGroupIds,
+          description: p.description,
+          status: "in-use",
+          tags: new Map(tags.get("network-interface") ?? []),
+        };
         w.enis.set(eni.id, eni);
       }
       eni.status = "in-use";
-      eni.attachment = { id: newId(ID_PREFIX.eniAttachment), instanceId, deviceIndex: p.deviceIndex, state: "attached", attachTime: now, deleteOnTermination: p.deleteOnTermination };
+      eni.attachment = {
+        id: newId(ID_PREFIX.eniAttachment),
+        instanceId,
+        deviceIndex: p.deviceIndex,
+        state: "attached",
+        attachTime: now,
+        deleteOnTermination: p.deleteOnTermination,
+      };
       if (p.deviceIndex === 0) privateIp = eni.privateIp;
     }
     let spotRequestId: string | undefined;
@@ -362,7 +490,8 @@ function checkGroups(ctx: Ctx, ids: string[], subnet: Subnet): string[] {
     checkId(id, "sg", "InvalidGroupId.Malformed");
     const g = ctx.world.securityGroups.get(id);
     if (!g) throw new Ec2Error("InvalidGroup.NotFound", `The security group '${id}' does not exist`);
-    if (g.vpcId !== subnet.vpcId) throw new Ec2Error("InvalidParameter", `Security group ${id} and subnet ${subnet.id} belong to different networks.`);
+    if (g.vpcId !== subnet.vpcId)
+      throw new Ec2Error("InvalidParameter", `Security group ${id} and subnet ${subnet.id} belong to different networks.`);
   }
   return [...new Set(ids)];
 }

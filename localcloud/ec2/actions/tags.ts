@@ -39,10 +39,11 @@ export function createTags(ctx: Ctx, input: CreateTagsRequest) {
   const tags = input.Tags ?? [];
   if (tags.length === 0) throw missing("Tag.1.Key");
   const targets = ids.map((id) => resolve(ctx.world, id));
-  tags.forEach((t, i) => checkTag(t.Key, t.Value, `Tag.${i + 1}`));
+  for (const [i, t] of tags.entries()) checkTag(t.Key, t.Value, `Tag.${i + 1}`);
   for (const r of targets) {
     const keys = new Set([...r.tags.keys(), ...tags.map((t) => t.Key!)]);
-    if (keys.size > 50) throw new Ec2Error("TagLimitExceeded", `The maximum number of tags per resource is 50 (${r.id} would have ${keys.size})`);
+    if (keys.size > 50)
+      throw new Ec2Error("TagLimitExceeded", `The maximum number of tags per resource is 50 (${r.id} would have ${keys.size})`);
   }
   dryRun(input);
   for (const r of targets) for (const t of tags) r.tags.set(t.Key!, t.Value ?? "");
@@ -55,7 +56,8 @@ export function deleteTags(ctx: Ctx, input: DeleteTagsRequest) {
   const targets = ids.map((id) => resolve(ctx.world, id));
   (input.Tags ?? []).forEach((t, i) => {
     if (t.Key === undefined || t.Key === "") throw missing(`Tag.${i + 1}.Key`);
-    if (t.Key.toLowerCase().startsWith("aws:")) throw new Ec2Error("InvalidParameterValue", `Tag keys starting with 'aws:' are reserved for AWS use (Tag.${i + 1}.Key)`);
+    if (t.Key.toLowerCase().startsWith("aws:"))
+      throw new Ec2Error("InvalidParameterValue", `Tag keys starting with 'aws:' are reserved for AWS use (Tag.${i + 1}.Key)`);
   });
   dryRun(input);
   for (const r of targets) {

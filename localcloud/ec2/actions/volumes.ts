@@ -1,5 +1,13 @@
 /** EBS volumes (reference §B.5): creating -> available <-> in-use -> deleting, attachments. */
-import type { AttachVolumeRequest, CreateVolumeRequest, DeleteVolumeRequest, DescribeVolumesRequest, DetachVolumeRequest, Volume as SdkVolume, VolumeAttachment } from "@aws-sdk/client-ec2";
+import type {
+  AttachVolumeRequest,
+  CreateVolumeRequest,
+  DeleteVolumeRequest,
+  DescribeVolumesRequest,
+  DetachVolumeRequest,
+  Volume as SdkVolume,
+  VolumeAttachment,
+} from "@aws-sdk/client-ec2";
 import { createHash } from "node:crypto";
 import type { Ctx } from "../common.js";
 import { applyFilters, checkId, dryRun, integer, noIdsWithMaxResults, oneOf, paginate, required, tagList, tagSpecs } from "../common.js";
@@ -33,7 +41,14 @@ export function describeVolume(v: Volume): SdkVolume {
 
 function attachmentOf(v: Volume): VolumeAttachment {
   const a = v.attachment!;
-  return { VolumeId: v.id, InstanceId: a.instanceId, Device: a.device, State: a.state, AttachTime: a.attachTime, DeleteOnTermination: a.deleteOnTermination };
+  return {
+    VolumeId: v.id,
+    InstanceId: a.instanceId,
+    Device: a.device,
+    State: a.state,
+    AttachTime: a.attachTime,
+    DeleteOnTermination: a.deleteOnTermination,
+  };
 }
 
 export function lookupVolume(w: World, id: string | undefined, param = "VolumeId"): Volume {
@@ -50,7 +65,8 @@ export function createVolume(ctx: Ctx, input: CreateVolumeRequest): SdkVolume {
     const prior = w.clientTokens.get(`CreateVolume:${input.ClientToken}`);
     const fp = fingerprint(input);
     if (prior) {
-      if (prior.fingerprint !== fp) throw new Ec2Error("IdempotentParameterMismatch", `The client token '${input.ClientToken}' was used with different parameters`);
+      if (prior.fingerprint !== fp)
+        throw new Ec2Error("IdempotentParameterMismatch", `The client token '${input.ClientToken}' was used with different parameters`);
       const v = w.volumes.get(prior.ids[0]!);
       if (v) {
         dryRun(input);
@@ -67,16 +83,30 @@ export function createVolume(ctx: Ctx, input: CreateVolumeRequest): SdkVolume {
     checkId(input.SnapshotId, "snap", "InvalidSnapshotID.Malformed");
     const snap = w.snapshots.get(input.SnapshotId);
     if (!snap) throw new Ec2Error("InvalidSnapshot.NotFound", `The snapshot '${input.SnapshotId}' does not exist.`);
-    if (snap.state !== "completed") throw new Ec2Error("IncorrectState", `Snapshot '${snap.id}' is in state '${snap.state}': a volume can only be created from a completed snapshot`);
+    if (snap.state !== "completed")
+      throw new Ec2Error(
+        "IncorrectState",
+        `Snapshot '${snap.id}' is in state '${snap.state}': a volume can only be created from a completed snapshot`,
+      );
     snapSize = snap.volumeSize;
   }
   const size = integer(input.Size, "Size") ?? (snapSize || undefined);
   if (size === undefined) throw new Ec2Error("MissingParameter", "The request must contain the parameter size or snapshotId");
-  if (size < snapSize) throw new Ec2Error("InvalidParameterValue", `Volume of ${size}GiB is too small; minimum is ${snapSize}GiB (the size of snapshot ${input.SnapshotId}).`);
-  if (size < limits.min || size > limits.max) throw new Ec2Error("InvalidParameterValue", `Volume of ${size}GiB is out of range for ${volumeType}: must be ${limits.min}-${limits.max}GiB.`);
-  if (input.Iops !== undefined && limits.iops === "none") throw new Ec2Error("InvalidParameterDependency", `The parameter iops is not supported for ${volumeType} volumes.`);
+  if (size < snapSize)
+    throw new Ec2Error(
+      "InvalidParameterValue",
+      `Volume of ${size}GiB is too small; minimum is ${snapSize}GiB (the size of snapshot ${input.SnapshotId}).`,
+    );
+  if (size < limits.min || size > limits.max)
+    throw new Ec2Error(
+      "InvalidParameterValue",
+      `Volume of ${size}GiB is out of range for ${volumeType}: must be ${limits.min}-${limits.max}GiB.`,
+    );
+  if (input.Iops !== undefined && limits.iops === "none")
+    throw new Ec2Error("InvalidParameterDependency", `The parameter iops is not supported for ${volumeType} volumes.`);
   if (input.Iops === undefined && limits.iops === "required") throw missing("Iops");
-  if (input.Throughput !== undefined && volumeType !== "gp3") throw new Ec2Error("InvalidParameterDependency", `The parameter throughput is only supported for gp3 volumes.`);
+  if (input.Throughput !== undefined && volumeType !== "gp3")
+    throw new Ec2Error("InvalidParameterDependency", `The parameter throughput is only supported for gp3 volumes.`);
   const tags = tagSpecs(input.TagSpecifications, ["volume"]);
   dryRun(input);
   const v: Volume = {
@@ -97,7 +127,8 @@ export function createVolume(ctx: Ctx, input: CreateVolumeRequest): SdkVolume {
   const created = w.runtime.createVolume({ volumeId: v.id, sizeGiB: size }, input.SnapshotId);
   v.ready = w.track(`creating ${v.id}`, created).then(() => undefined);
   w.volumes.set(v.id, v);
-  if (input.ClientToken !== undefined) w.clientTokens.set(`CreateVolume:${input.ClientToken}`, { fingerprint: fingerprint(input), ids: [v.id] });
+  if (input.ClientToken !== undefined)
+    w.clientTokens.set(`CreateVolume:${input.ClientToken}`, { fingerprint: fingerprint(input), ids: [v.id] });
   const out = describeVolume(v);
   w.after(w.profile.createVolume, `creating ${v.id}`, async () => {
     try {
@@ -146,15 +177,23 @@ export function attachVolume(ctx: Ctx, input: AttachVolumeRequest): VolumeAttach
   const instanceId = required(input.InstanceId, "InstanceId");
   const v = lookupVolume(w, input.VolumeId);
   const inst = lookupInstances(w, [instanceId])[0]!;
-  if (!DEVICE_NAME_RE.test(device) && device !== inst.rootDeviceName) throw new Ec2Error("InvalidParameterValue", `Value (${device}) for parameter device is invalid. ${device} is not a valid EBS device name.`);
+  if (!DEVICE_NAME_RE.test(device) && device !== inst.rootDeviceName)
+    throw new Ec2Error(
+      "InvalidParameterValue",
+      `Value (${device}) for parameter device is invalid. ${device} is not a valid EBS device name.`,
+    );
   if (v.state === "creating") throw new Ec2Error("IncorrectState", `The volume '${v.id}' is still being created (state creating).`);
   if (v.state === "in-use") throw new Ec2Error("VolumeInUse", `${v.id} is already attached to an instance`);
   if (v.state !== "available") throw new Ec2Error("IncorrectState", `The volume '${v.id}' is '${v.state}' and cannot be attached.`);
-  if (v.az !== inst.az) throw new Ec2Error("InvalidVolume.ZoneMismatch", `The volume '${v.id}' is not in the same availability zone as instance '${inst.id}'`);
-  if (inst.state !== "running" && inst.state !== "stopped") throw new Ec2Error("IncorrectInstanceState", `The instance '${inst.id}' is not 'running' or 'stopped' (it is '${inst.state}').`);
+  if (v.az !== inst.az)
+    throw new Ec2Error("InvalidVolume.ZoneMismatch", `The volume '${v.id}' is not in the same availability zone as instance '${inst.id}'`);
+  if (inst.state !== "running" && inst.state !== "stopped")
+    throw new Ec2Error("IncorrectInstanceState", `The instance '${inst.id}' is not 'running' or 'stopped' (it is '${inst.state}').`);
   const attached = [...w.volumes.values()].filter((x) => x.attachment?.instanceId === inst.id);
-  if (attached.some((x) => x.attachment!.device === device)) throw new Ec2Error("InvalidParameterValue", `Invalid value '${device}' for unixDevice. Attachment point ${device} is already in use`);
-  if (attached.length >= MAX_ATTACHMENTS) throw new Ec2Error("AttachmentLimitExceeded", `The instance '${inst.id}' has reached its limit of ${MAX_ATTACHMENTS} EBS attachments`);
+  if (attached.some((x) => x.attachment!.device === device))
+    throw new Ec2Error("InvalidParameterValue", `Invalid value '${device}' for unixDevice. Attachment point ${device} is already in use`);
+  if (attached.length >= MAX_ATTACHMENTS)
+    throw new Ec2Error("AttachmentLimitExceeded", `The instance '${inst.id}' has reached its limit of ${MAX_ATTACHMENTS} EBS attachments`);
   dryRun(input);
   const a = { instanceId: inst.id, device, state: "attaching" as const, attachTime: w.wallNow(), deleteOnTermination: false };
   v.state = "in-use";
@@ -176,16 +215,26 @@ export function detachVolume(ctx: Ctx, input: DetachVolumeRequest): VolumeAttach
   const a = v.attachment;
   if (input.InstanceId !== undefined) {
     checkId(input.InstanceId, "i", "InvalidInstanceID.Malformed");
-    if (!w.instances.has(input.InstanceId)) throw new Ec2Error("InvalidInstanceID.NotFound", `The instance ID '${input.InstanceId}' does not exist`);
+    if (!w.instances.has(input.InstanceId))
+      throw new Ec2Error("InvalidInstanceID.NotFound", `The instance ID '${input.InstanceId}' does not exist`);
   }
   if (!a) throw new Ec2Error("IncorrectState", `Volume '${v.id}' is in the '${v.state}' state.`);
-  if (input.InstanceId !== undefined && input.InstanceId !== a.instanceId) throw new Ec2Error("InvalidAttachment.NotFound", `Volume ${v.id} can not be detached from ${input.InstanceId} because it is not attached`);
-  if (input.Device !== undefined && input.Device !== a.device) throw new Ec2Error("InvalidAttachment.NotFound", `The volume ${v.id} is not attached to instance ${a.instanceId} as device ${input.Device}`);
+  if (input.InstanceId !== undefined && input.InstanceId !== a.instanceId)
+    throw new Ec2Error(
+      "InvalidAttachment.NotFound",
+      `Volume ${v.id} can not be detached from ${input.InstanceId} because it is not attached`,
+    );
+  if (input.Device !== undefined && input.Device !== a.device)
+    throw new Ec2Error(
+      "InvalidAttachment.NotFound",
+      `The volume ${v.id} is not attached to instance ${a.instanceId} as device ${input.Device}`,
+    );
   const inst = w.instances.get(a.instanceId);
   if (inst && inst.rootVolumeId === v.id && a.device === inst.rootDeviceName && inst.state !== "stopped") {
     throw new Ec2Error("IncorrectState", `Unable to detach root volume '${v.id}' from instance '${inst.id}'`);
   }
-  if (a.state === "detaching" && !input.Force) throw new Ec2Error("IncorrectState", `Volume '${v.id}' is already detaching from '${a.instanceId}'.`);
+  if (a.state === "detaching" && !input.Force)
+    throw new Ec2Error("IncorrectState", `Volume '${v.id}' is already detaching from '${a.instanceId}'.`);
   dryRun(input);
   a.state = "detaching";
   const out = attachmentOf(v);
@@ -206,10 +255,14 @@ export function deleteVolume(ctx: Ctx, input: DeleteVolumeRequest) {
   const w = ctx.world;
   const v = lookupVolume(w, input.VolumeId);
   if (v.attachment) throw new Ec2Error("VolumeInUse", `Volume ${v.id} is currently attached to ${v.attachment.instanceId}`);
-  if (v.state !== "available" && v.state !== "error") throw new Ec2Error("IncorrectState", `The volume '${v.id}' is '${v.state}' and cannot be deleted.`);
+  if (v.state !== "available" && v.state !== "error")
+    throw new Ec2Error("IncorrectState", `The volume '${v.id}' is '${v.state}' and cannot be deleted.`);
   dryRun(input);
   v.state = "deleting";
-  w.track(`deleting ${v.id}`, v.ready.then(() => w.runtime.deleteVolume(v.id)));
+  w.track(
+    `deleting ${v.id}`,
+    v.ready.then(() => w.runtime.deleteVolume(v.id)),
+  );
   w.after(w.profile.deleteVolume, `deleting ${v.id}`, () => {
     w.volumes.delete(v.id);
   });

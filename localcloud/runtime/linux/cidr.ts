@@ -29,19 +29,26 @@ function mask(prefix: number): number {
 export function parseCidr(cidr: string): Cidr {
   const [ip, len, extra] = cidr.split("/");
   const prefix = len === undefined ? 32 : Number(len);
-  if (extra !== undefined || ip === undefined || !Number.isInteger(prefix) || prefix < 0 || prefix > 32 || (len !== undefined && !/^\d+$/.test(len))) {
+  if (
+    extra !== undefined ||
+    ip === undefined ||
+    !Number.isInteger(prefix) ||
+    prefix < 0 ||
+    prefix > 32 ||
+    (len !== undefined && !/^\d+$/.test(len))
+  ) {
     throw new Error(`not an IPv4 CIDR: ${JSON.stringify(cidr)}`);
   }
   return { base: (parseIp(ip) & mask(prefix)) >>> 0, prefix };
 }
 
 export function cidrContains(c: Cidr, ip: number): boolean {
-  return ((ip & mask(c.prefix)) >>> 0) === c.base;
+  return (ip & mask(c.prefix)) >>> 0 === c.base;
 }
 
 export function cidrsOverlap(a: Cidr, b: Cidr): boolean {
   const p = Math.min(a.prefix, b.prefix);
-  return ((a.base & mask(p)) >>> 0) === ((b.base & mask(p)) >>> 0);
+  return (a.base & mask(p)) >>> 0 === (b.base & mask(p)) >>> 0;
 }
 
 /** The VPC router address of a subnet: its network address + 1 (as in EC2). */

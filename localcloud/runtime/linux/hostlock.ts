@@ -65,7 +65,13 @@ export class HostLock {
     mkdirSync(this.runDir, { recursive: true, mode: 0o700 });
     const deadline = Date.now() + waitMs;
     for (;;) {
-      const me: Owner = { pid: process.pid, startTime: procStartTime(process.pid) ?? "?", token: this.token, stateDir: this.stateDir, since: new Date().toISOString() };
+      const me: Owner = {
+        pid: process.pid,
+        startTime: procStartTime(process.pid) ?? "?",
+        token: this.token,
+        stateDir: this.stateDir,
+        since: new Date().toISOString(),
+      };
       try {
         const fd = openSync(this.ownerFile, "wx", 0o600);
         try {
@@ -76,7 +82,8 @@ export class HostLock {
         this.held = true;
         return;
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw new Error(`taking the linux runtime host lock ${this.ownerFile}: ${String(err)}`, { cause: err });
+        if ((err as NodeJS.ErrnoException).code !== "EEXIST")
+          throw new Error(`taking the linux runtime host lock ${this.ownerFile}: ${String(err)}`, { cause: err });
       }
       const owner = this.readOwner();
       // A runtime reopened in the same process over the same state dir is a restarted localcloud
@@ -119,7 +126,13 @@ export class HostLock {
 
   registeredStateDirs(): string[] {
     try {
-      return [...new Set(readFileSync(this.registryFile, "utf8").split("\n").filter((l) => l.startsWith("/")))];
+      return [
+        ...new Set(
+          readFileSync(this.registryFile, "utf8")
+            .split("\n")
+            .filter((l) => l.startsWith("/")),
+        ),
+      ];
     } catch {
       return [];
     }
@@ -128,13 +141,13 @@ export class HostLock {
   register(stateDir: string): void {
     const dirs = this.registeredStateDirs();
     const abs = resolve(stateDir);
-    if (!dirs.includes(abs)) writeFileSync(this.registryFile, [...dirs, abs].join("\n") + "\n", { mode: 0o600 });
+    if (!dirs.includes(abs)) writeFileSync(this.registryFile, `${[...dirs, abs].join("\n")}\n`, { mode: 0o600 });
   }
 
   unregister(stateDir: string): void {
     const abs = resolve(stateDir);
     const rest = this.registeredStateDirs().filter((d) => d !== abs);
-    if (rest.length) writeFileSync(this.registryFile, rest.join("\n") + "\n", { mode: 0o600 });
+    if (rest.length) writeFileSync(this.registryFile, `${rest.join("\n")}\n`, { mode: 0o600 });
     else if (existsSync(this.registryFile)) rmSync(this.registryFile, { force: true });
   }
 }

@@ -1,12 +1,44 @@
 import { spawn } from "node:child_process";
-import { chmodSync, closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readlinkSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { delimiter, join, resolve } from "node:path";
 import type { Runtime, RuntimeInstance, RuntimeVolume } from "../types.js";
 import { cidrContains, gatewayOf, parseCidr, parseIp } from "./cidr.js";
 import { DEFAULT_RUN_DIR, HostLock } from "./hostlock.js";
-import { createMountNs, destroyMountNs, ensurePrivateBind, hostMounts, mountsIn, releaseOrphanedFreeze, thawUnder, yankDevice } from "./mounts.js";
-import { BRIDGE_PREFIX, checkNoOverlap, ensureBridge, ensureGateway, netnsName, netnsPids, plugInstance, unplugInstance } from "./network.js";
+import {
+  createMountNs,
+  destroyMountNs,
+  ensurePrivateBind,
+  hostMounts,
+  mountsIn,
+  releaseOrphanedFreeze,
+  thawUnder,
+  yankDevice,
+} from "./mounts.js";
+import {
+  BRIDGE_PREFIX,
+  checkNoOverlap,
+  ensureBridge,
+  ensureGateway,
+  netnsName,
+  netnsPids,
+  plugInstance,
+  unplugInstance,
+} from "./network.js";
 import { signalAll, waitGone } from "./processes.js";
 import { sh, shTry, type ShResult } from "./sh.js";
 import { sweepLeftovers } from "./sweep.js";
@@ -75,7 +107,8 @@ export function linuxRuntimeUnavailable(): string | null {
   if (uid !== 0) return `the linux runtime needs root (running as uid ${uid ?? "unknown"})`;
   const path = (process.env.PATH ?? "").split(delimiter).concat(["/usr/sbin", "/sbin", "/usr/bin", "/bin"]);
   const missing = REQUIRED_TOOLS.filter((t) => !path.some((d) => d && existsSync(join(d, t))));
-  if (missing.length) return `the linux runtime needs these tools, missing: ${missing.join(", ")} (Debian: iproute2, util-linux, e2fsprogs, coreutils)`;
+  if (missing.length)
+    return `the linux runtime needs these tools, missing: ${missing.join(", ")} (Debian: iproute2, util-linux, e2fsprogs, coreutils)`;
   return null;
 }
 
@@ -88,7 +121,8 @@ const NVME_PREFIX = "nvme-Amazon_Elastic_Block_Store_";
 /** `/dev/sdf` -> `sdf`; rejects anything that is not a plain device name (it becomes a file name). */
 function deviceLinkName(deviceName: string): string {
   const name = deviceName.replace(/^\/dev\//, "");
-  if (!/^[a-z][a-z0-9]{1,15}$/.test(name)) throw new Error(`device name ${JSON.stringify(deviceName)} is not a plain device name like /dev/sdf`);
+  if (!/^[a-z][a-z0-9]{1,15}$/.test(name))
+    throw new Error(`device name ${JSON.stringify(deviceName)} is not a plain device name like /dev/sdf`);
   return name;
 }
 
@@ -133,14 +167,18 @@ class LinuxRuntimeImpl implements LinuxRuntime {
     if (!opts.stateDir) throw new Error("createLinuxRuntime: stateDir is required");
     this.stateDir = resolve(opts.stateDir);
     this.bridgeName = opts.bridgeName ?? `${BRIDGE_PREFIX}0`;
-    if (!/^skbr[a-z0-9]{0,11}$/.test(this.bridgeName)) throw new Error(`createLinuxRuntime: bridgeName ${JSON.stringify(this.bridgeName)} must be "skbr" + up to 11 lowercase letters/digits`);
+    if (!/^skbr[a-z0-9]{0,11}$/.test(this.bridgeName))
+      throw new Error(
+        `createLinuxRuntime: bridgeName ${JSON.stringify(this.bridgeName)} must be "skbr" + up to 11 lowercase letters/digits`,
+      );
     this.graceMs = opts.graceMs ?? 2000;
     this.vpcCidr = opts.vpcCidr ?? DEFAULT_VPC_CIDR;
     this.subnetCidrs = opts.subnetCidrs ?? DEFAULT_SUBNET_CIDRS;
     const vpc = parseCidr(this.vpcCidr);
     for (const s of this.subnetCidrs) {
       const c = parseCidr(s);
-      if (c.prefix < vpc.prefix || !cidrContains(vpc, c.base)) throw new Error(`createLinuxRuntime: subnetCidrs: ${s} is not inside the VPC ${this.vpcCidr}`);
+      if (c.prefix < vpc.prefix || !cidrContains(vpc, c.base))
+        throw new Error(`createLinuxRuntime: subnetCidrs: ${s} is not inside the VPC ${this.vpcCidr}`);
     }
     this.lock = new HostLock(opts.runDir ?? DEFAULT_RUN_DIR, this.stateDir);
     this.lockWaitMs = opts.lockWaitMs ?? 60_000;
@@ -243,7 +281,8 @@ class LinuxRuntimeImpl implements LinuxRuntime {
       const what = `creating volume ${vol.volumeId}${fromSnapshotId ? ` from ${fromSnapshotId}` : ""}`;
       this.ensureInit(what);
       checkId("volume id", vol.volumeId, VOL_RE);
-      if (!Number.isInteger(vol.sizeGiB) || vol.sizeGiB < 1 || vol.sizeGiB > 65536) throw new Error(`${what}: sizeGiB must be an integer 1..65536, got ${vol.sizeGiB}`);
+      if (!Number.isInteger(vol.sizeGiB) || vol.sizeGiB < 1 || vol.sizeGiB > 65536)
+        throw new Error(`${what}: sizeGiB must be an integer 1..65536, got ${vol.sizeGiB}`);
       const file = this.volFile(vol.volumeId);
       if (existsSync(file)) return;
       if (!fromSnapshotId) return createSparse(file, vol.sizeGiB, what);
@@ -359,7 +398,8 @@ class LinuxRuntimeImpl implements LinuxRuntime {
     let gone = await detachLoop(loop, what);
     // Still busy: maybe a filesystem left frozen by a namespace that died (see releaseOrphanedFreeze).
     if (!gone) gone = await releaseOrphanedFreeze(loop).then(() => detachLoop(loop, what));
-    if (!gone) this.log(`${what}: ${loop} is still held open by processes that used it; it is freed when they exit (re-attaching waits for that)`);
+    if (!gone)
+      this.log(`${what}: ${loop} is still held open by processes that used it; it is freed when they exit (re-attaching waits for that)`);
     // Remove links to it left in any instance's device folder.
     const instances = join(this.stateDir, "instances");
     if (existsSync(instances)) {
@@ -392,8 +432,10 @@ class LinuxRuntimeImpl implements LinuxRuntime {
       } catch (err) {
         throw new Error(`${what}: ${(err as Error).message}`, { cause: err });
       }
-      if (!cidrContains(subnet, parseIp(inst.privateIp))) throw new Error(`${what}: private IP ${inst.privateIp} is not inside subnet ${inst.subnetCidr}`);
-      if (!cidrContains(parseCidr(this.vpcCidr), subnet.base)) throw new Error(`${what}: subnet ${inst.subnetCidr} is outside the runtime's VPC ${this.vpcCidr}`);
+      if (!cidrContains(subnet, parseIp(inst.privateIp)))
+        throw new Error(`${what}: private IP ${inst.privateIp} is not inside subnet ${inst.subnetCidr}`);
+      if (!cidrContains(parseCidr(this.vpcCidr), subnet.base))
+        throw new Error(`${what}: subnet ${inst.subnetCidr} is outside the runtime's VPC ${this.vpcCidr}`);
       if (this.running.has(id)) return;
       if (inst.dir) mkdirSync(inst.dir, { recursive: true });
       mkdirSync(this.devDir(id), { recursive: true });
@@ -403,7 +445,13 @@ class LinuxRuntimeImpl implements LinuxRuntime {
       for (const d of [this.stateDir, join(this.stateDir, "instances"), this.instanceDir(id)]) chmodSync(d, 0o711);
 
       await ensureGateway(this.bridgeName, inst.subnetCidr);
-      await plugInstance({ instanceId: id, bridge: this.bridgeName, privateIp: inst.privateIp, subnetCidr: inst.subnetCidr, vpcCidr: this.vpcCidr });
+      await plugInstance({
+        instanceId: id,
+        bridge: this.bridgeName,
+        privateIp: inst.privateIp,
+        subnetCidr: inst.subnetCidr,
+        vpcCidr: this.vpcCidr,
+      });
       await createMountNs(this.nsFile(id), [this.nsDir, "/run/netns"]);
 
       // Root volume: attached (the model may already have done it, e.g. as /dev/xvda), formatted if blank, mounted inside.
@@ -471,7 +519,8 @@ class LinuxRuntimeImpl implements LinuxRuntime {
       // its watchdog died on SIGTERM): a frozen ext4 holds an active reference, so once its
       // namespace is gone it lives on unmounted and frozen, pinning its loop device for good
       // (every later attach of the volume fails with VolumeInUse).
-      if (existsSync(this.nsFile(instanceId)) && hostMounts().some((m) => m.target === this.nsFile(instanceId))) await thawUnder([`--mount=${this.nsFile(instanceId)}`], [this.instanceDir(instanceId)]);
+      if (existsSync(this.nsFile(instanceId)) && hostMounts().some((m) => m.target === this.nsFile(instanceId)))
+        await thawUnder([`--mount=${this.nsFile(instanceId)}`], [this.instanceDir(instanceId)]);
       await destroyMountNs(this.nsFile(instanceId));
       rmSync(this.nsFile(instanceId), { force: true });
       await unplugInstance(instanceId);
@@ -489,4 +538,3 @@ class LinuxRuntimeImpl implements LinuxRuntime {
     }
   }
 }
-

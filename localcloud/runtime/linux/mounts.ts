@@ -43,7 +43,7 @@ export async function mountsIn(nsArgs: readonly string[]): Promise<MountEntry[]>
 }
 
 export function isUnder(path: string, dir: string): boolean {
-  const d = dir.endsWith("/") ? dir : dir + "/";
+  const d = dir.endsWith("/") ? dir : `${dir}/`;
   return path === dir || path.startsWith(d);
 }
 
@@ -68,7 +68,10 @@ export async function createMountNs(nsFile: string, hidePaths: readonly string[]
   for (const p of hidePaths) {
     const inside = await mountsIn([`--mount=${nsFile}`]);
     // Deepest first; a path may be mounted several times.
-    const targets = inside.map((m) => m.target).filter((t) => isUnder(t, p)).sort((a, b) => b.length - a.length);
+    const targets = inside
+      .map((m) => m.target)
+      .filter((t) => isUnder(t, p))
+      .sort((a, b) => b.length - a.length);
     for (const t of targets) await shTry("nsenter", [`--mount=${nsFile}`, "--", "umount", "-l", t]);
   }
 }
@@ -77,14 +80,18 @@ export async function createMountNs(nsFile: string, hidePaths: readonly string[]
 export async function thawUnder(nsArgs: readonly string[], dirs: readonly string[]): Promise<void> {
   const inside = await mountsIn(nsArgs);
   for (const m of inside) {
-    if (dirs.some((d) => isUnder(m.target, d))) await shTry("nsenter", [...nsArgs, "--", "fsfreeze", "-u", m.target], { timeoutMs: 10_000 });
+    if (dirs.some((d) => isUnder(m.target, d)))
+      await shTry("nsenter", [...nsArgs, "--", "fsfreeze", "-u", m.target], { timeoutMs: 10_000 });
   }
 }
 
 /** Lazy-unmounts (after thawing) every mount of `device` inside a namespace, as a yanked EBS volume would vanish. */
 export async function yankDevice(nsArgs: readonly string[], device: string): Promise<void> {
   const inside = await mountsIn(nsArgs);
-  const targets = inside.filter((m) => m.source === device).map((m) => m.target).sort((a, b) => b.length - a.length);
+  const targets = inside
+    .filter((m) => m.source === device)
+    .map((m) => m.target)
+    .sort((a, b) => b.length - a.length);
   for (const t of targets) {
     await shTry("nsenter", [...nsArgs, "--", "fsfreeze", "-u", t], { timeoutMs: 10_000 });
     // Mounts stacked under this one go too (umount -l detaches the whole subtree).
@@ -108,7 +115,11 @@ export async function releaseOrphanedFreeze(device: string): Promise<void> {
   if (!existsSync(`/sys/fs/ext4/${name}`) && !existsSync(`/sys/fs/xfs/${name}`)) return;
   const dir = mkdtempSync(join(tmpdir(), "spotkeep-thaw-"));
   try {
-    await shTry("unshare", ["--mount", "--propagation", "private", "sh", "-c", 'mount "$1" "$2" && { fsfreeze -u "$2"; umount "$2"; }', "sh", device, dir], { timeoutMs: 30_000 });
+    await shTry(
+      "unshare",
+      ["--mount", "--propagation", "private", "sh", "-c", 'mount "$1" "$2" && { fsfreeze -u "$2"; umount "$2"; }', "sh", device, dir],
+      { timeoutMs: 30_000 },
+    );
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

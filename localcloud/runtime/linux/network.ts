@@ -105,11 +105,21 @@ export async function netnsList(): Promise<string[]> {
 
 export async function netnsPids(name: string): Promise<number[]> {
   const r = await shTry("ip", ["netns", "pids", name]);
-  return r.stdout.split(/\s+/).filter(Boolean).map(Number).filter((n) => n > 0);
+  return r.stdout
+    .split(/\s+/)
+    .filter(Boolean)
+    .map(Number)
+    .filter((n) => n > 0);
 }
 
 /** Creates the instance's netns and veth, with its private IP, the VPC on-link and a default route. */
-export async function plugInstance(opts: { instanceId: string; bridge: string; privateIp: string; subnetCidr: string; vpcCidr: string }): Promise<void> {
+export async function plugInstance(opts: {
+  instanceId: string;
+  bridge: string;
+  privateIp: string;
+  subnetCidr: string;
+  vpcCidr: string;
+}): Promise<void> {
   const ns = netnsName(opts.instanceId);
   const veth = vethName(opts.instanceId);
   const what = `giving ${opts.instanceId} its network`;

@@ -19,7 +19,8 @@ export function shTry(cmd: string, args: readonly string[], opts: { timeoutMs?: 
       const e = err as (NodeJS.ErrnoException & { code?: number | string; killed?: boolean }) | null;
       let code = 0;
       if (e) code = typeof e.code === "number" ? e.code : e.killed ? 124 : 127;
-      const errText = String(stderr ?? "") + (e && typeof e.code !== "number" ? (e.killed ? `timed out after ${o.timeout} ms` : String(e.message)) : "");
+      const errText =
+        String(stderr ?? "") + (e && typeof e.code !== "number" ? (e.killed ? `timed out after ${o.timeout} ms` : String(e.message)) : "");
       resolve({ code, stdout: String(stdout ?? ""), stderr: errText });
     });
     if (opts.input !== undefined) child.stdin?.end(opts.input);
@@ -27,7 +28,12 @@ export function shTry(cmd: string, args: readonly string[], opts: { timeoutMs?: 
 }
 
 /** Runs a tool and throws `<what>: <cmd line>: exit N: <stderr>` when it fails. */
-export async function sh(what: string, cmd: string, args: readonly string[], opts: { timeoutMs?: number; input?: string } = {}): Promise<string> {
+export async function sh(
+  what: string,
+  cmd: string,
+  args: readonly string[],
+  opts: { timeoutMs?: number; input?: string } = {},
+): Promise<string> {
   const r = await shTry(cmd, args, opts);
   if (r.code !== 0) {
     throw new Error(`${what}: \`${[cmd, ...args].join(" ")}\` exited ${r.code}: ${r.stderr.trim() || r.stdout.trim() || "(no output)"}`);

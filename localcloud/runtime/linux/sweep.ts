@@ -49,14 +49,19 @@ export async function sweepLeftovers(stateDirs: readonly string[]): Promise<Swee
   // Thaw through every live process's mount namespace, and through every pinned namespace.
   const nsFiles = stateDirs.flatMap((d) => {
     const nsDir = join(d, "ns");
-    return existsSync(nsDir) ? readdirSync(nsDir).filter((f) => f.endsWith(".mnt")).map((f) => join(nsDir, f)) : [];
+    return existsSync(nsDir)
+      ? readdirSync(nsDir)
+          .filter((f) => f.endsWith(".mnt"))
+          .map((f) => join(nsDir, f))
+      : [];
   });
   const mounted = new Set(hostMounts().map((m) => m.target));
   for (const f of nsFiles) if (mounted.has(f)) await thawUnder([`--mount=${f}`], stateDirs);
   for (const p of new Set(pids)) await thawUnder(["--target", String(p), "--mount"], stateDirs);
 
   signalAll(pgids, pids, "SIGKILL");
-  if (!(await waitGone(pgids, pids, 10_000))) problems.push(`processes still alive after SIGKILL: ${pids.filter((p) => existsSync(`/proc/${p}`)).join(" ")}`);
+  if (!(await waitGone(pgids, pids, 10_000)))
+    problems.push(`processes still alive after SIGKILL: ${pids.filter((p) => existsSync(`/proc/${p}`)).join(" ")}`);
 
   // Host-visible mounts under the state dirs (namespace pins, the ns/ bind, anything else), deepest first.
   const ours = hostMounts()

@@ -19,7 +19,9 @@ export interface LoopDevice {
 export async function listLoops(): Promise<LoopDevice[]> {
   const r = await shTry("losetup", ["-J", "-l", "-O", "NAME,BACK-FILE,AUTOCLEAR"]);
   if (r.code !== 0 || !r.stdout.trim()) return [];
-  const parsed = JSON.parse(r.stdout) as { loopdevices?: Array<{ name: string; "back-file": string | null; autoclear: boolean | string | number }> };
+  const parsed = JSON.parse(r.stdout) as {
+    loopdevices?: Array<{ name: string; "back-file": string | null; autoclear: boolean | string | number }>;
+  };
   return (parsed.loopdevices ?? []).map((d) => ({
     name: d.name,
     backFile: (d["back-file"] ?? "").replace(/ \(deleted\)$/, ""),
@@ -42,7 +44,10 @@ export async function ensureLoop(file: string, what: string): Promise<string> {
     const live = existing.find((l) => !l.autoclear);
     if (live) return live.name;
     if (existing.length === 0) break;
-    if (i >= 100) throw new Error(`${what}: VolumeInUse: the previous attachment (${existing.map((l) => l.name).join(", ")}) is still held open by processes that used it`);
+    if (i >= 100)
+      throw new Error(
+        `${what}: VolumeInUse: the previous attachment (${existing.map((l) => l.name).join(", ")}) is still held open by processes that used it`,
+      );
     await delay(100);
   }
   return (await sh(what, "losetup", ["-f", "--show", file])).trim();
@@ -65,23 +70,23 @@ export async function detachLoop(device: string, what: string): Promise<boolean>
 
 export async function createSparse(file: string, sizeGiB: number, what: string): Promise<void> {
   mkdirSync(join(file, ".."), { recursive: true });
-  await sh(what, "truncate", ["-s", String(sizeGiB * GiB), file + ".tmp"]);
-  renameSync(file + ".tmp", file);
+  await sh(what, "truncate", ["-s", String(sizeGiB * GiB), `${file}.tmp`]);
+  renameSync(`${file}.tmp`, file);
 }
 
 /** Point-in-time copy keeping holes. Written to a temp name first so a crash never leaves a torn copy under the final name. */
 export async function sparseCopy(from: string, to: string, what: string, growToGiB?: number): Promise<void> {
   mkdirSync(join(to, ".."), { recursive: true });
-  await sh(what, "cp", ["--sparse=always", from, to + ".tmp"], { timeoutMs: 600_000 });
-  if (growToGiB !== undefined && statSync(to + ".tmp").size < growToGiB * GiB) {
-    await sh(what, "truncate", ["-s", String(growToGiB * GiB), to + ".tmp"]);
+  await sh(what, "cp", ["--sparse=always", from, `${to}.tmp`], { timeoutMs: 600_000 });
+  if (growToGiB !== undefined && statSync(`${to}.tmp`).size < growToGiB * GiB) {
+    await sh(what, "truncate", ["-s", String(growToGiB * GiB), `${to}.tmp`]);
   }
-  renameSync(to + ".tmp", to);
+  renameSync(`${to}.tmp`, to);
 }
 
 export function removeFile(file: string): void {
   rmSync(file, { force: true });
-  rmSync(file + ".tmp", { force: true });
+  rmSync(`${file}.tmp`, { force: true });
 }
 
 export { existsSync };
