@@ -129,6 +129,19 @@ CREATE TABLE agent_reports (
 );
 `,
   },
+  {
+    version: 2,
+    name: "step failure kinds and agent session secrets",
+    sql: `
+-- A failed step keeps what kind of failure it was (and the EC2 error code, if any), so a replay
+-- rethrows an error of the same kind and runbooks branch on it, never on message text.
+ALTER TABLE steps ADD COLUMN error_kind TEXT;
+ALTER TABLE steps ADD COLUMN error_code TEXT;
+-- SHA-256 of the secret the generation's agent presented at its first hello (trust on first use);
+-- every later session of that EC2 instance must present the same secret.
+ALTER TABLE generations ADD COLUMN session_secret_hash TEXT;
+`,
+  },
 ];
 
 export function migrate(db: Database.Database, now: () => number = Date.now): number[] {
