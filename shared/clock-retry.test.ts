@@ -1,5 +1,5 @@
-import { describe, expect, it } from "vitest";
-import { FakeClock, scaledClock } from "./clock.js";
+import { describe, expect, it, vi } from "vitest";
+import { clampDelay, FakeClock, MAX_TIMER_MS, realClock, safeTimeout, scaledClock } from "./clock.js";
 import { nextDelay, retryPolicy, withRetry } from "./retry.js";
 
 describe("FakeClock", () => {
@@ -78,5 +78,86 @@ describe("retry policy", () => {
         { shouldRetry: () => false, sleep: async () => {} },
       ),
     ).rejects.toThrow("fatal");
+  });
+});
+
+describe("timers that cannot overflow", () => {
+  it("a raw setTimeout past 2^31-1 ms fires at once (the bug safeTimeout exists for)", () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "performance"] });
+    try {
+      let fired = false;
+      const warn = vi.spyOn(process, "emitWarning").mockImplementation(() => {});
+      setTimeout(() => (fired = true), 2 ** 31 + 1);
+      vi.advanceTimersByTime(5);
+      warn.mockRestore();
+      expect(fired).toBe(true);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it("safeTimeout chains timers: 2^31+1 ms fires neither early nor late", () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "performance"] });
+    try {
+      let fired = false;
+      safeTimeout(2 ** 31 + 1, () => (fired = true));
+      vi.advanceTimersByTime(MAX_TIMER_MS);
+      expect(fired).toBe(false);
+      vi.advanceTimersByTime(1);
+      expect(fired).toBe(false);
+      vi.advanceTimersByTime(1);
+      expect(fired).toBe(true);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it("safeTimeout to 9999-12-31 waits through many links and can be cancelled", () => {
+    vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "performance"] });
+    try {
+      let fired = false;
+      const ms = Date.parse("9999-12-31T23:59:59Z") - Date.parse("2026-01-01T00:00:00Z");
+      const cancel = safeTimeout(ms, () => (fired = true));
+      vi.advanceTimersByTime(MAX_TIMER_MS * 10);
+      expect(fired).toBe(false);
+      expect(vi.getTimerCount()).toBe(1);
+      cancel();
+      expect(vi.getTimerCount()).toBe(0);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it("NaN and negative delays fire on the next turn; Infinity never fires and holds no timer", async () => {
+    const order: string[] = [];
+    realClock.setTimer(Number.NaN, () => order.push("nan"));
+    realClock.setTimer(-5, () => order.push("neg"));
+    realClock.setTimer(Number.POSITIVE_INFINITY, () => order.push("inf"));
+    await realClock.sleep(Number.NaN);
+    await realClock.sleep(5);
+    expect(order).toEqual(["nan", "neg"]);
+    expect(clampDelay(Number.NaN)).toBe(0);
+    expect(clampDelay(-1)).toBe(0);
+    expect(clampDelay(Number.POSITIVE_INFINITY)).toBe(Number.POSITIVE_INFINITY);
+  });
+
+  it("FakeClock: far-future timers wait, NaN/negative fire at once, Infinity is never queued", async () => {
+    const clock = new FakeClock(0);
+    const fired: string[] = [];
+    clock.setTimer(2 ** 31 + 1, () => fired.push("far"));
+    clock.setTimer(Number.NaN, () => fired.push("nan"));
+    clock.setTimer(-1, () => fired.push("neg"));
+    clock.setTimer(Number.POSITIVE_INFINITY, () => fired.push("inf"));
+    expect(clock.pending).toBe(3);
+    await clock.advance(0);
+    expect(fired).toEqual(["nan", "neg"]);
+    await clock.advance(2 ** 31);
+    expect(fired).toEqual(["nan", "neg"]);
+    await clock.advance(1);
+    expect(fired).toEqual(["nan", "neg", "far"]);
+    const ac = new AbortController();
+    const forever = clock.sleep(Number.POSITIVE_INFINITY, ac.signal);
+    ac.abort(new Error("stop"));
+    await expect(forever).rejects.toThrow("stop");
   });
 });

@@ -2,34 +2,77 @@
 export interface Clock {
   /** Milliseconds since the epoch. */
   now(): number;
-  /** Resolve after `ms` (clock time); rejects with the signal's reason when aborted. */
+  /**
+   * Resolve after `ms` (clock time); rejects with the signal's reason when aborted. Any delay is
+   * safe: NaN/negative mean now, Infinity means never, long delays do not overflow.
+   */
   sleep(ms: number, signal?: AbortSignal): Promise<void>;
-  /** Call `fn` after `ms`; returns a cancel function. */
+  /** Call `fn` after `ms` (same rules as sleep); returns a cancel function. */
   setTimer(ms: number, fn: () => void): () => void;
+}
+
+/**
+ * The longest delay Node's setTimeout honours (2^31-1 ms, about 24.8 days); a longer one fires
+ * after 1 ms. Timers here never hand it more: longer delays are chained.
+ */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** A delay any timer here accepts: NaN and negative delays are 0; Infinity stays Infinity (never fires). */
+export function clampDelay(ms: number): number {
+  if (Number.isNaN(ms) || ms <= 0) return 0;
+  return ms;
+}
+
+/**
+ * setTimeout for ANY delay: NaN/negative fire on the next turn, delays over MAX_TIMER_MS are
+ * chained (each link measured against a monotonic deadline), Infinity never fires. Returns a cancel
+ * function. `unref` lets the process exit while the timer waits.
+ */
+export function safeTimeout(ms: number, fn: () => void, opts: { unref?: boolean } = {}): () => void {
+  const delay = clampDelay(ms);
+  if (delay === Number.POSITIVE_INFINITY) return () => {};
+  const due = performance.now() + delay;
+  let t: NodeJS.Timeout | undefined;
+  const arm = (left: number) => {
+    const chunk = Math.min(left, MAX_TIMER_MS);
+    t = setTimeout(() => {
+      const remaining = due - performance.now();
+      // Only an intermediate link re-arms: the last one fires even if the kernel woke it a hair early.
+      if (chunk < left && remaining > 0) arm(remaining);
+      else {
+        t = undefined;
+        fn();
+      }
+    }, chunk);
+    if (opts.unref) t.unref();
+  };
+  arm(delay);
+  return () => {
+    if (t) clearTimeout(t);
+    t = undefined;
+  };
+}
+
+/** A promise that resolves after `ms` (any delay, see safeTimeout); rejects with the signal's reason when aborted. */
+export function sleepFor(setTimer: (ms: number, fn: () => void) => () => void, ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    if (signal?.aborted) return reject(signal.reason);
+    const onAbort = () => {
+      cancel();
+      reject(signal!.reason);
+    };
+    const cancel = setTimer(ms, () => {
+      signal?.removeEventListener("abort", onAbort);
+      resolve();
+    });
+    signal?.addEventListener("abort", onAbort, { once: true });
+  });
 }
 
 export const realClock: Clock = {
   now: () => Date.now(),
-  sleep: (ms, signal) =>
-    new Promise<void>((resolve, reject) => {
-      if (signal?.aborted) return reject(signal.reason);
-      const t = setTimeout(
-        () => {
-          signal?.removeEventListener("abort", onAbort);
-          resolve();
-        },
-        Math.max(0, ms),
-      );
-      const onAbort = () => {
-        clearTimeout(t);
-        reject(signal!.reason);
-      };
-      signal?.addEventListener("abort", onAbort, { once: true });
-    }),
-  setTimer: (ms, fn) => {
-    const t = setTimeout(fn, Math.max(0, ms));
-    return () => clearTimeout(t);
-  },
+  sleep: (ms, signal) => sleepFor(safeTimeout, ms, signal),
+  setTimer: (ms, fn) => safeTimeout(ms, fn),
 };
 
 /**
@@ -67,7 +110,10 @@ export class FakeClock implements Clock {
   }
 
   setTimer(ms: number, fn: () => void): () => void {
-    const timer: Timer = { at: this.current + Math.max(0, ms), seq: this.seq++, fn };
+    const delay = clampDelay(ms);
+    // Infinity never fires, so it is not queued (and not counted in `pending`).
+    if (delay === Number.POSITIVE_INFINITY) return () => {};
+    const timer: Timer = { at: this.current + delay, seq: this.seq++, fn };
     this.timers.push(timer);
     return () => {
       this.timers = this.timers.filter((t) => t !== timer);
@@ -75,18 +121,7 @@ export class FakeClock implements Clock {
   }
 
   sleep(ms: number, signal?: AbortSignal): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      if (signal?.aborted) return reject(signal.reason);
-      const cancel = this.setTimer(ms, () => {
-        signal?.removeEventListener("abort", onAbort);
-        resolve();
-      });
-      const onAbort = () => {
-        cancel();
-        reject(signal!.reason);
-      };
-      signal?.addEventListener("abort", onAbort, { once: true });
-    });
+    return sleepFor((d, fn) => this.setTimer(d, fn), ms, signal);
   }
 
   /** Number of timers waiting. */

@@ -4,6 +4,7 @@
  * that goes into the step's `detail`, so the coordinator's timeline shows why a hook failed.
  */
 import { spawn } from "node:child_process";
+import { safeTimeout } from "../../shared/clock.js";
 import type { StepTiming } from "../../shared/protocol.js";
 
 const MAX_OUTPUT = 16_000;
@@ -38,17 +39,14 @@ export function runHook(name: string, command: string, opts: HookOptions): Promi
       return;
     }
     let timedOut = false;
-    const timer = setTimeout(
-      () => {
-        timedOut = true;
-        killGroup(child.pid, "SIGKILL");
-      },
-      Math.max(1, opts.timeoutMs),
-    );
+    const cancelTimer = safeTimeout(Math.max(1, opts.timeoutMs), () => {
+      timedOut = true;
+      killGroup(child.pid, "SIGKILL");
+    });
     child.stdout?.on("data", append);
     child.stderr?.on("data", append);
     const finish = (code: number | null, signal: NodeJS.Signals | null, spawnError?: Error) => {
-      clearTimeout(timer);
+      cancelTimer();
       const tail = output.length > MAX_OUTPUT ? output.slice(-MAX_OUTPUT) : output;
       let status: string;
       if (spawnError) status = `could not start hook: ${spawnError.message}`;
@@ -87,15 +85,15 @@ export function runTool(bin: string, args: string[], timeoutMs = 60_000): Promis
       resolve({ code: null, output: (err as Error).message });
       return;
     }
-    const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+    const cancelTimer = safeTimeout(timeoutMs, () => child.kill("SIGKILL"));
     child.stdout?.on("data", (c: Buffer) => (output += c.toString()));
     child.stderr?.on("data", (c: Buffer) => (output += c.toString()));
     child.once("error", (err) => {
-      clearTimeout(timer);
+      cancelTimer();
       resolve({ code: null, output: err.message });
     });
     child.once("close", (code) => {
-      clearTimeout(timer);
+      cancelTimer();
       resolve({ code, output: output.trim().slice(0, 4000) });
     });
   });

@@ -7,6 +7,7 @@
  */
 import { readFileSync, realpathSync } from "node:fs";
 import { basename } from "node:path";
+import { safeTimeout } from "../../shared/clock.js";
 import type { BlockDevice, Eni, Mount } from "../../shared/protocol.js";
 import type { Imds } from "../imds/client.js";
 import { hostPath } from "../config.js";
@@ -29,7 +30,7 @@ export async function blockDevicesInfo(timeoutMs = 5000): Promise<SiBlock[]> {
     const si = (await import("systeminformation")).default;
     const list = await Promise.race([
       si.blockDevices(),
-      new Promise<never>((_, rej) => setTimeout(() => rej(new Error("timeout")), timeoutMs).unref()),
+      new Promise<never>((_, rej) => safeTimeout(timeoutMs, () => rej(new Error("timeout")), { unref: true })),
     ]);
     return list as SiBlock[];
   } catch {
