@@ -8,6 +8,7 @@ import type { CoordinatorMessage, MessageOf } from "../shared/protocol.js";
 import { scaleMs, type AgentConfig } from "./config.js";
 import { ImdsClient, type Imds, type InstanceInfo } from "./imds/client.js";
 import { AgentLink } from "./link/client.js";
+import { loadSessionSecret, newSessionSecret } from "./link/session-secret.js";
 import { StateStore } from "./link/state.js";
 import { createLogger, errorText, type Logger } from "./log.js";
 
@@ -18,6 +19,8 @@ export interface AgentContext {
   imds: Imds;
   info: InstanceInfo;
   store: StateStore;
+  /** Sent in every hello; bound to this instance (link/session-secret.ts). */
+  sessionSecret: string;
   scale: (modelMs: number) => number;
 }
 
@@ -54,7 +57,16 @@ export async function createContext(cfg: AgentConfig, o: ContextOverrides = {}):
     }
   }
   const store = new StateStore(cfg.stateDir, log).load(info.instanceId);
-  return { cfg, clock, log: log.child({ instanceId: info.instanceId }), imds, info, store, scale };
+  let sessionSecret: string;
+  try {
+    sessionSecret = loadSessionSecret(cfg.stateDir, info.instanceId, log);
+  } catch (err) {
+    // The agent still has to guard the volumes (autonomous quiesce), so it runs; this process's
+    // secret is valid until it restarts, after which the coordinator refuses the new one.
+    log.error("cannot keep a session secret on disk; using one for this process only", { error: errorText(err) });
+    sessionSecret = newSessionSecret();
+  }
+  return { cfg, clock, log: log.child({ instanceId: info.instanceId }), imds, info, store, sessionSecret, scale };
 }
 
 export function createLink(
@@ -69,7 +81,7 @@ export function createLink(
     log: ctx.log.child({ component: "link" }),
     store: ctx.store,
     scale: ctx.scale,
-    hello: async () => ({ identity: await ctx.imds.identity(), agentVersion: VERSION, mode }),
+    hello: async () => ({ identity: await ctx.imds.identity(), agentVersion: VERSION, mode, sessionSecret: ctx.sessionSecret }),
     ...handlers,
   });
 }

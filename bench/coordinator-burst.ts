@@ -77,7 +77,13 @@ class FakeAgent {
         this.send({ type: "quiesced", ref: m.id, clean: true, steps: [], filesystems: [] });
       }
     });
-    this.send({ type: "hello", identity: { document, signature }, agentVersion: "bench", mode: "restore" });
+    this.send({
+      type: "hello",
+      identity: { document, signature },
+      agentVersion: "bench",
+      mode: "restore",
+      sessionSecret: "bench-session-secret-0123456789abcdefghijklmno",
+    });
   }
 
   notice(action: string, time: string): void {

@@ -211,6 +211,7 @@ try {
       identity: { document: doc, signature: signer.signRsaSha256(doc) },
       agentVersion: "bench",
       mode: "run",
+      sessionSecret: "bench-session-secret-0123456789abcdefghijklmno",
     });
     list.push({ instanceId: id, hello, inflight: new Map(), seq: 0 });
   }

@@ -15,6 +15,7 @@ const agentSamples: Message[] = [
     identity: { document: '{"instanceId":"i-0123456789abcdef0"}', signature: "c2ln" },
     agentVersion: "0.1.0",
     mode: "run",
+    sessionSecret: "test-session-secret-0123456789abcdefghijklmno",
   },
   {
     v: 1,

@@ -51,6 +51,12 @@ export const Hello = z.object({
   identity: z.object({ document: z.string().min(2).max(8192), signature: z.string().min(1).max(8192) }),
   agentVersion: z.string().min(1).max(64),
   mode: z.enum(["run", "restore"]),
+  /**
+   * The per-generation secret the agent created at its first start on this instance (root-only file).
+   * The coordinator registers it at the instance's first hello and requires it afterwards: the
+   * identity document alone is readable by any process on the instance.
+   */
+  sessionSecret: z.string().min(32).max(128),
   /** Message ids the agent already has; lets the coordinator skip resending. */
   lastSeen: z.array(id).max(1000).optional(),
 });

@@ -46,6 +46,7 @@ function hello(document: string, signature: string) {
     identity: { document, signature },
     agentVersion: "0.1.0",
     mode: "run",
+    sessionSecret: "test-session-secret-0123456789abcdefghijklmno",
   });
 }
 function connect(): Promise<{ ws: WebSocket; frames: unknown[]; closed: Promise<{ code: number; reason: string }> }> {

@@ -36,6 +36,7 @@ function makeLink(url = coord.url, commands: CoordinatorMessage[] = []) {
       identity: { document: '{"instanceId":"i-0123456789abcdef0"}', signature: "c2ln" },
       agentVersion: "0.1.0",
       mode: "run",
+      sessionSecret: "test-session-secret-0123456789abcdefghijklmno",
     }),
     onCommand: (m) => void commands.push(m),
     scale: (ms) => Math.max(1, ms * SCALE),

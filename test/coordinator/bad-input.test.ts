@@ -48,7 +48,15 @@ const doc = (instanceId: string) =>
     2,
   );
 const hello = (document: string, signature: string) =>
-  JSON.stringify({ v: 1, id: newMessageId("h"), type: "hello", identity: { document, signature }, agentVersion: "0.1.0", mode: "run" });
+  JSON.stringify({
+    v: 1,
+    id: newMessageId("h"),
+    type: "hello",
+    identity: { document, signature },
+    agentVersion: "0.1.0",
+    mode: "run",
+    sessionSecret: "test-session-secret-0123456789abcdefghijklmno",
+  });
 
 function session(): Promise<{ ws: WebSocket; frames: any[]; closed: Promise<number> }> {
   const ws = new WebSocket(coord.wsUrl);
