@@ -142,6 +142,22 @@ ALTER TABLE steps ADD COLUMN error_code TEXT;
 ALTER TABLE generations ADD COLUMN session_secret_hash TEXT;
 `,
   },
+  {
+    version: 3,
+    name: "store identity",
+    sql: `
+-- The store's identity (one row, written by coordinator/db/open.ts, not by this migration): a
+-- random id and a generation bumped at every open and clean close. The data dir's store-identity
+-- file holds the same pair, so an empty, replaced or rolled-back database is refused at open.
+CREATE TABLE store_meta (
+  id INTEGER PRIMARY KEY CHECK (id = 1),
+  store_id TEXT NOT NULL,
+  generation INTEGER NOT NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+`,
+  },
 ];
 
 export function migrate(db: Database.Database, now: () => number = Date.now): number[] {
