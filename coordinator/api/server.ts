@@ -4,7 +4,9 @@
  * route table is small and fixed, and the agent upgrade needs the raw server anyway.
  *
  * Every rejected request (bad token, bad body, unknown name, conflict) is answered before
- * anything is handed to the service, so it changes nothing.
+ * anything is handed to the service, so it changes nothing. Bodies are bounded before they are
+ * parsed (see bodies.ts). A handler that throws is answered 500 and the process carries on; the
+ * store's disk-full and I/O errors are answered 507 and 503.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createReadStream, statSync } from "node:fs";
@@ -13,6 +15,8 @@ import { parseSpec } from "../../shared/spec.js";
 import { ValidationError } from "../../shared/errors.js";
 import { ApiFault, type ApiServerDeps } from "./types.js";
 import { tokenMatches } from "./token.js";
+import { BodyError, MAX_YAML_BYTES, bodyFormat, parseBody, type BodyFormat } from "./bodies.js";
+import { openFiles } from "./process-limits.js";
 
 export const MAX_BODY_BYTES = 1024 * 1024;
 const OPERATIONS = ["pause", "resume", "recycle", "snapshot"] as const;
@@ -40,9 +44,14 @@ export function createApiServer(deps: ApiServerDeps): ApiServer {
     handle(deps, req, res).catch((err) => sendError(res, err));
   });
   server.on("upgrade", (req, socket, head) => {
-    const path = (req.url ?? "").split("?")[0];
-    if (path === "/agent/v1/ws") return deps.onAgentUpgrade(req, socket, head);
-    socket.end("HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+    socket.on("error", () => socket.destroy());
+    try {
+      const path = (req.url ?? "").split("?")[0];
+      if (path === "/agent/v1/ws") return deps.onAgentUpgrade(req, socket, head);
+      socket.end("HTTP/1.1 404 Not Found\r\nConnection: close\r\nContent-Length: 0\r\n\r\n");
+    } catch {
+      socket.destroy();
+    }
   });
   // Slow or stuck clients must not hold sockets forever.
   server.headersTimeout = 15_000;
@@ -76,8 +85,8 @@ async function handle(deps: ApiServerDeps, req: IncomingMessage, res: ServerResp
 
   if (path === "/healthz") {
     only(method, ["GET", "HEAD"]);
-    const h = deps.health();
-    return sendJson(res, h.ok ? 200 : 503, { ok: h.ok, ...(h.detail ?? {}) });
+    const h = await deps.health();
+    return sendJson(res, h.ok ? 200 : 503, { ok: h.ok, ...(h.detail ?? {}), openFiles: openFiles() });
   }
   if (path === "/metrics") {
     only(method, ["GET"]);
@@ -96,7 +105,10 @@ async function handle(deps: ApiServerDeps, req: IncomingMessage, res: ServerResp
     }
     res.writeHead(200, { "content-type": "application/javascript; charset=utf-8", "content-length": size });
     if (method === "HEAD") return void res.end();
-    createReadStream(deps.agentBundlePath).pipe(res);
+    // A bundle replaced or removed mid-download ends this response, not the process.
+    createReadStream(deps.agentBundlePath)
+      .on("error", () => res.destroy())
+      .pipe(res);
     return;
   }
   if (path === "/agent/v1/ws") throw new HttpError(426, "upgrade-required", "the agent endpoint speaks WebSocket");
@@ -119,10 +131,11 @@ async function handle(deps: ApiServerDeps, req: IncomingMessage, res: ServerResp
 
   if (parts[0] === "instances") {
     if (parts.length === 1) {
-      if (method === "GET") return sendJson(res, 200, { instances: views.listInstances() });
+      if (method === "GET") return sendJson(res, 200, { instances: await views.listInstances() });
       if (method === "POST") {
-        const body = await readBody(req);
-        const spec = parseSpecBody(body, req.headers["content-type"]);
+        const format = bodyFormat(req.headers["content-type"]);
+        const body = await readBody(req, format === "yaml" ? MAX_YAML_BYTES : MAX_BODY_BYTES);
+        const spec = parseSpecBody(body, format);
         const { workflowId } = await views.createInstance(spec);
         return sendJson(res, 201, { name: spec.name, workflowId });
       }
@@ -131,13 +144,13 @@ async function handle(deps: ApiServerDeps, req: IncomingMessage, res: ServerResp
     const name = parts[1]!;
     if (parts.length === 2) {
       if (method === "GET") {
-        const detail = views.getInstance(name);
+        const detail = await views.getInstance(name);
         if (!detail) throw notFoundInstance(name);
         return sendJson(res, 200, detail);
       }
       if (method === "DELETE") {
         if (!views.deleteInstance) throw new HttpError(501, "not-implemented", "deallocate is not available in this version");
-        if (!views.getInstance(name)) throw notFoundInstance(name);
+        if (!(await views.getInstance(name))) throw notFoundInstance(name);
         const { workflowId } = await views.deleteInstance(name);
         return sendJson(res, 202, { name, workflowId });
       }
@@ -145,13 +158,13 @@ async function handle(deps: ApiServerDeps, req: IncomingMessage, res: ServerResp
     }
     if (parts.length === 3 && parts[2] === "events") {
       only(method, ["GET"]);
-      const events = views.getEvents(name);
+      const events = await views.getEvents(name);
       if (!events) throw notFoundInstance(name);
       return sendJson(res, 200, events);
     }
     if (parts.length === 3 && (OPERATIONS as readonly string[]).includes(parts[2]!)) {
       only(method, ["POST"]);
-      if (!views.getInstance(name)) throw notFoundInstance(name);
+      if (!(await views.getInstance(name))) throw notFoundInstance(name);
       if (!views.runOperation) throw new HttpError(501, "not-implemented", `${parts[2]} is not available in this version`);
       const { workflowId } = await views.runOperation(name, parts[2] as Operation);
       return sendJson(res, 202, { name, workflowId });
@@ -159,7 +172,7 @@ async function handle(deps: ApiServerDeps, req: IncomingMessage, res: ServerResp
   }
   if (parts[0] === "workflows" && parts.length === 2) {
     only(method, ["GET"]);
-    const wf = views.getWorkflow(parts[1]!);
+    const wf = await views.getWorkflow(parts[1]!);
     if (!wf) throw new HttpError(404, "not-found", `no workflow ${JSON.stringify(parts[1])}`);
     return sendJson(res, 200, wf);
   }
@@ -178,35 +191,32 @@ function decodeSegment(s: string): string {
   }
 }
 
-function parseSpecBody(body: string, contentType: string | undefined): ReturnType<typeof parseSpec> {
-  const type = (contentType ?? "").split(";")[0]!.trim().toLowerCase();
-  const allowed = ["application/json", "application/yaml", "application/x-yaml", "text/yaml", "text/plain", ""];
-  if (!allowed.includes(type))
-    throw new HttpError(415, "unsupported-media-type", `send the spec as application/json or application/yaml, not ${type}`);
-  if (!body.trim()) throw new HttpError(400, "bad-request", "the request body is empty; send a stateful instance spec");
+function parseSpecBody(body: string, format: BodyFormat): ReturnType<typeof parseSpec> {
+  // Plain data only reaches parseSpec: it never sees text, so the YAML parser never sees JSON.
+  const data = parseBody(body, format, "body");
   try {
-    return parseSpec(body, "body");
+    return parseSpec(data, "body");
   } catch (err) {
     if (err instanceof ValidationError) throw new HttpError(400, "invalid-spec", err.message);
     throw err;
   }
 }
 
-function readBody(req: IncomingMessage): Promise<string> {
+function readBody(req: IncomingMessage, limit: number): Promise<string> {
   return new Promise((resolve, reject) => {
     const declared = Number(req.headers["content-length"] ?? 0);
-    if (declared > MAX_BODY_BYTES) {
+    if (declared > limit) {
       req.resume();
-      return reject(new HttpError(413, "payload-too-large", `the body is ${declared} bytes; the limit is ${MAX_BODY_BYTES}`));
+      return reject(new HttpError(413, "payload-too-large", `the body is ${declared} bytes; the limit is ${limit}`));
     }
     const chunks: Buffer[] = [];
     let size = 0;
     req.on("data", (c: Buffer) => {
       size += c.length;
-      if (size > MAX_BODY_BYTES) {
+      if (size > limit) {
         req.removeAllListeners("data");
         req.resume();
-        reject(new HttpError(413, "payload-too-large", `the body exceeds the ${MAX_BODY_BYTES}-byte limit`));
+        reject(new HttpError(413, "payload-too-large", `the body exceeds the ${limit}-byte limit`));
         return;
       }
       chunks.push(c);
@@ -234,13 +244,57 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
   res.end(text);
 }
 
+/** Answer a failed request; never throws (a response that cannot be written is destroyed). */
 function sendError(res: ServerResponse, err: unknown): void {
-  if (res.headersSent) return void res.destroy();
-  if (err instanceof HttpError) return sendJson(res, err.status, { error: { code: err.code, message: err.message } });
-  if (err instanceof ApiFault) {
-    const status = err.kind === "not-found" ? 404 : err.kind === "conflict" ? 409 : 400;
-    return sendJson(res, status, { error: { code: err.kind, message: err.message } });
+  try {
+    if (res.headersSent) return void res.destroy();
+    if (err instanceof HttpError || err instanceof BodyError)
+      return sendJson(res, err.status, { error: { code: err.code, message: err.message } });
+    if (err instanceof ApiFault) {
+      const status = err.kind === "not-found" ? 404 : err.kind === "conflict" ? 409 : 400;
+      return sendJson(res, status, { error: { code: err.kind, message: err.message } });
+    }
+    if (err instanceof ValidationError) return sendJson(res, 400, { error: { code: "invalid", message: err.message } });
+    const storage = storageFailure(err);
+    if (storage) {
+      if (storage.status === 503) res.setHeader("retry-after", "5");
+      return sendJson(res, storage.status, { error: { code: storage.code, message: storage.message } });
+    }
+    sendJson(res, 500, { error: { code: "internal", message: (err as Error)?.message ?? String(err) } });
+  } catch {
+    res.destroy();
   }
-  if (err instanceof ValidationError) return sendJson(res, 400, { error: { code: "invalid", message: err.message } });
-  sendJson(res, 500, { error: { code: "internal", message: (err as Error)?.message ?? String(err) } });
+}
+
+/**
+ * The store's SQLite failures, found by error code on the error or its causes: a full disk is
+ * 507, I/O errors, a locked database and a damaged one are 503. Anything else is not a storage
+ * failure (null).
+ */
+export function storageFailure(err: unknown): { status: 503 | 507; code: string; message: string } | null {
+  let e: unknown = err;
+  for (let i = 0; i < 8 && e && typeof e === "object"; i++, e = (e as { cause?: unknown }).cause) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code !== "string" || !code.startsWith("SQLITE_")) continue;
+    const what = (e as Error).message ? `: ${(e as Error).message}` : "";
+    if (code === "SQLITE_FULL")
+      return {
+        status: 507,
+        code: "insufficient-storage",
+        message: `the coordinator's database is out of disk space (${code}${what}); the request was not carried out — free space on the data directory's filesystem and retry`,
+      };
+    if (code.startsWith("SQLITE_IOERR") || code.startsWith("SQLITE_BUSY"))
+      return {
+        status: 503,
+        code: "storage-unavailable",
+        message: `the coordinator's database could not be used just now (${code}${what}); retry shortly, and check the data directory's disk if this persists`,
+      };
+    if (code.startsWith("SQLITE_CORRUPT"))
+      return {
+        status: 503,
+        code: "storage-damaged",
+        message: `the coordinator's database reports damage (${code}${what}); stop the coordinator and restore the database from a backup`,
+      };
+  }
+  return null;
 }

@@ -19,13 +19,20 @@ export class ApiFault extends Error {
   }
 }
 
+/** A view may answer synchronously or from an async store. */
+export type Awaitable<T> = T | Promise<T>;
+
 export interface CoordinatorViews {
-  listInstances(): InstanceSummary[];
+  listInstances(): Awaitable<InstanceSummary[]>;
   /** null when unknown. */
-  getInstance(name: string): InstanceDetail | null;
-  getEvents(name: string): EventsResponse | null;
-  getWorkflow(id: string): Workflow | null;
-  /** Start the create runbook; ApiFault("conflict") when the name exists. Must change nothing on error. */
+  getInstance(name: string): Awaitable<InstanceDetail | null>;
+  getEvents(name: string): Awaitable<EventsResponse | null>;
+  getWorkflow(id: string): Awaitable<Workflow | null>;
+  /**
+   * Start the create runbook; ApiFault("conflict") when the name exists. Must change nothing on
+   * error. A store error carrying an SQLite `code` (SQLITE_FULL, SQLITE_IOERR*, SQLITE_BUSY*,
+   * SQLITE_CORRUPT*), on the error or its `cause`, is answered 507/503 instead of 500.
+   */
   createInstance(spec: StatefulInstanceSpec): Promise<{ workflowId: string }>;
   /** pause | resume | recycle | snapshot; ApiFault for unknown names or conflicting operations. */
   runOperation?(name: string, op: "pause" | "resume" | "recycle" | "snapshot"): Promise<{ workflowId: string }>;
@@ -38,10 +45,10 @@ export interface ApiServerDeps {
   adminToken: string;
   /** Serves GET /agent/v1/agent.js. */
   agentBundlePath: string;
-  /** Handles the WebSocket upgrade at /agent/v1/ws (the agent hub). */
+  /** Handles the WebSocket upgrade at /agent/v1/ws (the agent hub); must not throw. */
   onAgentUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
   /** Prometheus text for GET /metrics. */
   metricsText(): Promise<string>;
-  /** For /healthz. */
-  health(): { ok: boolean; detail?: Record<string, unknown> };
+  /** For /healthz; the server adds `openFiles` (descriptors open, soft and hard limit). */
+  health(): Awaitable<{ ok: boolean; detail?: Record<string, unknown> }>;
 }

@@ -14,6 +14,8 @@ const spec = {
   persistence: { volumes: [{ device: "/dev/sdf", sizeGiB: 10, mountPoint: "/data" }] },
 };
 
+const JSON_TYPE = { "content-type": "application/json" };
+
 let api: ApiServer;
 let base: string;
 let views: FakeViews;
@@ -107,25 +109,35 @@ describe("instances", () => {
   });
   it("409 on a duplicate name, nothing changes", async () => {
     const before = views.created.length;
-    await expectError(await call("/api/v1/instances", { method: "POST", body: JSON.stringify(spec) }), 409, /already exists/);
+    await expectError(
+      await call("/api/v1/instances", { method: "POST", headers: JSON_TYPE, body: JSON.stringify(spec) }),
+      409,
+      /already exists/,
+    );
     expect(views.created).toHaveLength(before);
   });
   it("400 with the path for an invalid spec, nothing changes", async () => {
     const before = views.created.length;
     const bad = { ...spec, name: "x2", persistence: { volumes: [{ device: "/dev/foo!", sizeGiB: 1, mountPoint: "/d" }] } };
     await expectError(
-      await call("/api/v1/instances", { method: "POST", body: JSON.stringify(bad) }),
+      await call("/api/v1/instances", { method: "POST", headers: JSON_TYPE, body: JSON.stringify(bad) }),
       400,
       /persistence\.volumes\[0\]\.device: "\/dev\/foo!" is not a valid device name/,
     );
-    await expectError(await call("/api/v1/instances", { method: "POST", body: "{nope" }), 400, /not valid JSON or YAML/);
-    await expectError(await call("/api/v1/instances", { method: "POST", body: "" }), 400, /body is empty/);
+    await expectError(await call("/api/v1/instances", { method: "POST", headers: JSON_TYPE, body: "{nope" }), 400, /not valid JSON/);
+    await expectError(await call("/api/v1/instances", { method: "POST", headers: JSON_TYPE, body: "" }), 400, /body is empty/);
     await expectError(
       await call("/api/v1/instances", { method: "POST", headers: { "content-type": "image/png" }, body: "x" }),
       415,
       /application\/json/,
     );
-    await expectError(await call("/api/v1/instances", { method: "POST", body: "x".repeat(MAX_BODY_BYTES + 10) }), 413, /limit/);
+    await expectError(
+      await call("/api/v1/instances", { method: "POST", headers: JSON_TYPE, body: "x".repeat(MAX_BODY_BYTES + 10) }),
+      413,
+      /limit/,
+    );
+    // A body is JSON or YAML only when its content type says so.
+    await expectError(await call("/api/v1/instances", { method: "POST", body: JSON.stringify(bad) }), 415, /application\/json/);
     expect(views.created).toHaveLength(before);
   });
   it("operations: 202, 409 when busy, 404 unknown", async () => {
@@ -152,7 +164,11 @@ describe("public endpoints", () => {
   it("/healthz needs no token", async () => {
     const res = await fetch(`${base}/healthz`);
     expect(res.status).toBe(200);
-    expect(await res.json()).toEqual({ ok: true, agents: 0 });
+    expect(await res.json()).toEqual({
+      ok: true,
+      agents: 0,
+      openFiles: { open: expect.any(Number), soft: expect.anything(), hard: expect.anything() },
+    });
   });
   it("/metrics is Prometheus text", async () => {
     const res = await fetch(`${base}/metrics`);
