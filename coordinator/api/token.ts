@@ -1,9 +1,11 @@
 /**
  * The admin bearer token. Generated at first start into the data dir (mode 0600) unless configured,
  * so a fresh install is never open; the CLI reads the same file when it runs on the same machine.
+ * An existing token file that others can read or write is refused, not silently tightened: the
+ * token may already have leaked, and only the operator can decide to rotate it.
  */
 import { randomBytes, timingSafeEqual } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
 export const TOKEN_FILE = "admin-token";
@@ -23,18 +25,35 @@ export function loadOrCreateAdminToken(dataDir: string, configured?: string): st
     return configured;
   }
   const file = join(dataDir, TOKEN_FILE);
-  if (existsSync(file)) return readTokenFile(file);
+  if (existsSync(file)) return readPrivateTokenFile(file);
   mkdirSync(dataDir, { recursive: true, mode: 0o700 });
   const token = randomBytes(24).toString("base64url");
   // "wx": never overwrite a token another process created between the check and the write.
   try {
     writeFileSync(file, `${token}\n`, { mode: 0o600, flag: "wx" });
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "EEXIST") return readTokenFile(file);
+    if ((err as NodeJS.ErrnoException).code === "EEXIST") return readPrivateTokenFile(file);
     throw err;
   }
   chmodSync(file, 0o600);
   return token;
+}
+
+/** A token file open to group or others (mode & 077), refused with the fix in the message. */
+export class TokenFilePermissionError extends Error {
+  override name = "TokenFilePermissionError";
+  readonly code = "TOKEN_FILE_PERMISSIONS";
+}
+
+/** Read the coordinator's own token file, refusing one that anyone but its owner can read or write. */
+export function readPrivateTokenFile(file: string): string {
+  const mode = statSync(file).mode & 0o777;
+  if ((mode & 0o077) !== 0)
+    throw new TokenFilePermissionError(
+      `${file} has mode 0${mode.toString(8)}: the admin token must be readable by its owner only. ` +
+        `Run chmod 600 ${file} (and, if other users could have read it, delete the file instead so that a new token is generated at the next start)`,
+    );
+  return readTokenFile(file);
 }
 
 export function readTokenFile(file: string): string {
