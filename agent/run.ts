@@ -94,7 +94,10 @@ export class RunningAgent {
     this.stopped = true;
     this.ctx.log.info("agent stopping", { reason });
     this.cancelDeviceWatch?.();
-    await this.quiescer.thawAll(reason);
+    const thawed = await this.quiescer.thawAll(reason);
+    // A filesystem whose thaw could not be verified keeps its watchdog, which outlives us.
+    if (thawed.some((t) => !t.ok)) this.ctx.log.error("leaving a thaw to the watchdog", { mountPoints: this.quiescer.frozenMountPoints });
+    this.quiescer.dispose();
     await this.loop.stop();
     await this.link?.stop();
     this.resolveDone(code);
@@ -114,8 +117,9 @@ export class RunningAgent {
     if (this.link) this.link.send(body);
     else this.ctx.store.enqueue({ v: 1, id: `a-local-${n.noticeId}`, ...body });
     if (n.kind === "spot-interruption" && (n.action === "terminate" || n.action === "stop")) {
+      // The quiescer caps it (far future, past, unparsable); the wait below only needs a number.
       const deadline = n.deadline ? Date.parse(n.deadline) : this.ctx.clock.now();
-      void this.autonomousQuiesce(deadline);
+      void this.autonomousQuiesce(Number.isNaN(deadline) ? this.ctx.clock.now() : deadline);
     }
   }
 

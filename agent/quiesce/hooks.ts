@@ -74,15 +74,27 @@ function killGroup(pid: number | undefined, signal: NodeJS.Signals): void {
   }
 }
 
-/** Run a system tool (fsfreeze, mount, e2fsck…) and collect its exit code and output. */
-export function runTool(bin: string, args: string[], timeoutMs = 60_000): Promise<{ code: number | null; output: string }> {
+export interface ToolResult {
+  /** Exit code; null when the tool did not start or was killed. */
+  code: number | null;
+  output: string;
+  /** The tool never ran (spawn failed), so it did nothing. */
+  notStarted?: boolean;
+}
+
+/**
+ * Run a system tool (fsfreeze, mount, e2fsck…) and collect its exit code and output. Resolves only
+ * once the process has exited: a tool killed at its timeout inside an uninterruptible system call
+ * (FIFREEZE) resolves when that call has returned.
+ */
+export function runTool(bin: string, args: string[], timeoutMs = 60_000): Promise<ToolResult> {
   return new Promise((resolve) => {
     let output = "";
     let child;
     try {
       child = spawn(bin, args, { stdio: ["ignore", "pipe", "pipe"] });
     } catch (err) {
-      resolve({ code: null, output: (err as Error).message });
+      resolve({ code: null, output: (err as Error).message, notStarted: true });
       return;
     }
     const cancelTimer = safeTimeout(timeoutMs, () => child.kill("SIGKILL"));
@@ -90,7 +102,7 @@ export function runTool(bin: string, args: string[], timeoutMs = 60_000): Promis
     child.stderr?.on("data", (c: Buffer) => (output += c.toString()));
     child.once("error", (err) => {
       cancelTimer();
-      resolve({ code: null, output: err.message });
+      resolve({ code: null, output: err.message, notStarted: child.pid === undefined });
     });
     child.once("close", (code) => {
       cancelTimer();
