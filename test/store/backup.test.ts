@@ -1,7 +1,9 @@
 import { copyFileSync, existsSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import Database from "better-sqlite3";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { command as backupCommand } from "../../cli/commands/backup.js";
+import { command as restoreCommand } from "../../cli/commands/restore-backup.js";
 import { DataDirLockedError, openDataDir } from "../../coordinator/datadir.js";
 import { BackupError, backupStore, restoreBackup } from "../../coordinator/db/backup.js";
 import { openDatabase, readStoreIdentity, StoreOpenError, storeIdentityOf } from "../../coordinator/db/open.js";
@@ -110,5 +112,28 @@ describe("spotkeep restore-backup", () => {
     expect(rowCount(again)).toBe(2);
     again.close();
     expect(readdirSync(dir).filter((f) => f.includes("tmp") || f.includes("before-restore"))).toEqual([]);
+  });
+});
+
+describe("the CLI subcommands", () => {
+  it("spotkeep backup --data-dir DIR --out FILE, then spotkeep restore-backup --from FILE", async () => {
+    const dir = tmp.make();
+    const db = openDatabase(join(dir, "coordinator.sqlite"));
+    addRows(db, 4);
+    const out = join(tmp.make(), "nightly.sqlite");
+    const lines: string[] = [];
+    const write = vi.spyOn(process.stdout, "write").mockImplementation((s) => (lines.push(String(s)), true));
+    try {
+      expect(await backupCommand.run(["--data-dir", dir, "--out", out, "--json"])).toBe(0);
+      db.close();
+      expect(await restoreCommand.run(["--data-dir", dir, "--from", out])).toBe(0);
+    } finally {
+      write.mockRestore();
+    }
+    expect(JSON.parse(lines[0]!)).toMatchObject({ file: out, storeId: expect.any(String) });
+    expect(lines[1]).toMatch(/^restored store .* into .*coordinator\.sqlite; the database it replaced is kept as /);
+    const again = openDatabase(join(dir, "coordinator.sqlite"));
+    expect(rowCount(again)).toBe(4);
+    again.close();
   });
 });
