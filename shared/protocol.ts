@@ -122,7 +122,12 @@ export const FilesystemQuiesce = z.object({
 export const Quiesced = z.object({
   ...envelope,
   type: z.literal("quiesced"),
-  /** The command id (quiesce / freeze-for-snapshot) this answers, absent when the agent quiesced on its own. */
+  /**
+   * The command id (quiesce / freeze-for-snapshot) this answers. The coordinator acts only on a
+   * reply to a command it sent and has not had answered; one without ref (the agent quiesced on its
+   * own) is acknowledged and dropped. Optional on the wire so such a report is not a malformed
+   * frame, which would close the session and be resent from the agent's outbox forever.
+   */
   ref: id.optional(),
   clean: z.boolean(),
   steps: z.array(StepTiming).max(64),

@@ -20,6 +20,7 @@ let url: string;
 const received: Array<{ session: AgentSession; msg: AgentMessage }> = [];
 const rejected: string[] = [];
 const MANAGED = "i-0123456789abcdef0";
+let secretHash: string | null = null;
 
 function doc(instanceId = MANAGED): string {
   return JSON.stringify(
@@ -79,12 +80,23 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 beforeEach(async () => {
   received.length = 0;
   rejected.length = 0;
+  secretHash = null;
   hub = new AgentHub({
     clock: realClock,
     publicKey: loadCertificate(signer.certificatePem),
-    lookup: (id) => (id === MANAGED ? { statefulInstance: "orders-db", generation: 1 } : null),
+    lookup: async (id) =>
+      id === MANAGED ? { statefulInstance: "orders-db", generation: 1, privateIps: ["172.31.0.10"], sessionSecretHash: secretHash } : null,
+    registerSessionSecret: async (_id, hash) => {
+      if (secretHash !== null) return false;
+      secretHash = hash;
+      return true;
+    },
+    // Every test connection comes from 127.0.0.1 (test/coordinator/hub-security.test.ts covers addresses).
+    checkSourceAddress: false,
     welcome: () => ({ hooks: { timeoutSeconds: 60 }, mounts: [], pollIntervalMs: 1000, heartbeatMs: 5000 }),
-    onMessage: (session, msg) => received.push({ session, msg }),
+    onMessage: (session, msg) => {
+      received.push({ session, msg });
+    },
     onRejected: (reason) => rejected.push(reason),
     resendMs: 100,
   });

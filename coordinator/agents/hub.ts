@@ -1,14 +1,26 @@
 /**
- * The agent hub: WebSocket sessions with on-instance agents (design §5).
+ * The agent hub: WebSocket sessions with on-instance agents.
  *  - An agent is accepted only after a `hello` whose identity document verifies against the
- *    pinned certificate AND names an EC2 instance that is a managed, not-ended generation.
+ *    pinned certificate, names an EC2 instance that is a managed, not-ended generation, comes from
+ *    one of that generation's private addresses, and presents the session secret registered at the
+ *    instance's first hello. A refused hello is reported through `onRejected` and closes only its
+ *    own connection: the session already open for that instance is never touched by it.
+ *  - A new session replaces an open one for the same instance only after proving the same secret.
+ *  - Until its hello is verified a connection holds a pre-hello slot (capped in total and per
+ *    source address; beyond the caps the upgrade is answered 503) and gets nothing but errors;
+ *    `welcome` (hooks may carry secrets) goes to verified sessions only.
  *  - Malformed, oversized or binary frames close the session; nothing they carried is acted on.
  *  - Commands are at-least-once: kept until the agent acks them, resent on reconnect and on a
- *    timer. Inbound messages are acked and deduplicated by id before the service sees them.
+ *    timer. Inbound messages are handled one at a time per connection, deduplicated by id, and
+ *    acked once handled. A reply (`quiesced`, `restored`) is handed on only when its `ref` names a
+ *    command sent to that instance and not yet answered; reports beyond a per-minute count and byte
+ *    budget are dropped unacknowledged.
+ *  - An exception in a handler closes that session with 1011; it never reaches the process.
  */
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import type { KeyObject } from "node:crypto";
+import type { BlockList } from "node:net";
 import { WebSocketServer, type WebSocket, type RawData } from "ws";
 import {
   MAX_FRAME_BYTES,
@@ -18,8 +30,11 @@ import {
   type AgentMessage,
   type CoordinatorMessage,
 } from "../../shared/protocol.js";
-import type { Clock } from "../../shared/clock.js";
+import { safeTimeout, type Clock } from "../../shared/clock.js";
 import { IdentityError, verifyIdentity, type IdentityDocument } from "./identity.js";
+import { hashSessionSecret, sessionSecretMatches } from "./session-secret.js";
+import { clientAddress, isLoopback, parseTrustedProxies } from "./source-address.js";
+import { DEFAULT_REPORT_LIMITS, PreHelloGate, ReportWindow, type PreHelloSlot, type ReportLimits } from "./limits.js";
 
 export interface AgentSession {
   instanceId: string;
@@ -28,31 +43,91 @@ export interface AgentSession {
   mode: "run" | "restore";
   agentVersion: string;
   identity: IdentityDocument;
+  /** The client address the session was verified from. */
+  source: string;
   connectedAt: number;
   lastSeenAt: number;
+}
+
+/** What the hub needs to know about the generation an EC2 instance id belongs to. */
+export interface ManagedInstance {
+  statefulInstance: string;
+  generation: number;
+  /** The generation's private addresses as EC2 knows them; a session must come from one of them. */
+  privateIps: string[];
+  /** What `registerSessionSecret` recorded at this EC2 instance's first hello; null before it. */
+  sessionSecretHash: string | null;
+}
+
+/** Why a connection or message was refused; the service counts these. */
+export type RejectionReason =
+  | "pre-hello-cap"
+  | "hello-timeout"
+  | "no-hello"
+  | "forged-identity"
+  | "unknown-instance"
+  | "source-address-mismatch"
+  | "session-secret-mismatch"
+  | "binary-frame"
+  | "malformed-frame"
+  | "oversized-frame"
+  | "unsolicited-reply"
+  | "report-flood"
+  | "handler-error";
+
+export interface RejectionContext {
+  /** The EC2 instance the refused hello or message was about, when known. */
+  instanceId?: string;
+  statefulInstance?: string;
+  /** The client address it came from. */
+  source?: string;
 }
 
 /** What a command looks like before the hub gives it an envelope. */
 export type CommandBody = DistributiveOmit<CoordinatorMessage, "v" | "id" | "ts">;
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+type WelcomeConfig = Extract<CoordinatorMessage, { type: "welcome" }>["config"];
 
 export interface HubOptions {
   clock: Clock;
   publicKey: KeyObject;
-  /** The managed generation for an EC2 instance id, or null (refused). */
-  lookup(instanceId: string): { statefulInstance: string; generation: number } | null;
-  /** welcome.config for an accepted agent. */
-  welcome(session: AgentSession): Extract<CoordinatorMessage, { type: "welcome" }>["config"];
-  /** An accepted hello (after welcome was sent). */
-  onHello?(session: AgentSession): void;
-  /** Every non-ack, non-hello message, once per id. */
-  onMessage(session: AgentSession, message: AgentMessage): void;
-  onRejected?(reason: string, detail: string): void;
+  /** The managed, not-ended generation for an EC2 instance id, or null (refused). */
+  lookup(instanceId: string): Promise<ManagedInstance | null>;
+  /**
+   * Record `hash` as the instance's session secret only if none is recorded yet (compare-and-set).
+   * Resolves false when another hash is already there.
+   */
+  registerSessionSecret(instanceId: string, hash: string): Promise<boolean>;
+  /** welcome.config for a verified session. */
+  welcome(session: AgentSession): WelcomeConfig | Promise<WelcomeConfig>;
+  /** A verified hello (after welcome was sent). */
+  onHello?(session: AgentSession): void | Promise<void>;
+  /** Every non-ack, non-hello, non-heartbeat message that passed the checks, once per id. */
+  onMessage(session: AgentSession, message: AgentMessage): void | Promise<void>;
+  onRejected?(reason: RejectionReason, detail: string, context?: RejectionContext): void;
   onConnectionCount?(n: number): void;
-  /** Real ms a socket may stay silent before its hello; default 10 s. */
+  /** Real ms a connection may take to complete its hello; default 10 s, clamped to 100 ms..2 min. */
   helloTimeoutMs?: number;
-  /** ms between resends of unacked commands; default 2 s. */
+  /** ms between resends of unacked commands; default 2 s, clamped to 50 ms..1 min. */
   resendMs?: number;
+  /**
+   * Require a session's source address to be one of its instance's private addresses (default
+   * true). While on, loopback sources are always refused: no instance connects from the
+   * coordinator's own host. Off only where instances share the coordinator's address, such as
+   * localcloud's process runtime.
+   */
+  checkSourceAddress?: boolean;
+  /**
+   * Addresses or CIDRs of TLS-terminating proxies in front of the coordinator. A connection from
+   * one of them is attributed to the client address it appends to X-Forwarded-For; from anything
+   * else the header is ignored.
+   */
+  trustProxy?: string[];
+  /** Connections without a verified hello, in total (default 256) and per source address (default 16). */
+  maxPreHello?: number;
+  maxPreHelloPerSource?: number;
+  /** Per-instance budget for messages other than heartbeats and acks. */
+  reportLimits?: Partial<ReportLimits>;
   log?: (line: string) => void;
 }
 
@@ -62,30 +137,88 @@ interface Pending {
   sentAt: number;
 }
 
+/** The reply each command expects, by command type. */
+const REPLY_TO: Partial<Record<CoordinatorMessage["type"], "quiesced" | "restored">> = {
+  quiesce: "quiesced",
+  "freeze-for-snapshot": "quiesced",
+  "restore-plan": "restored",
+};
+/** Unanswered commands remembered per instance; the oldest is forgotten beyond this. */
+const MAX_OUTSTANDING = 256;
+const MAX_SEEN = 5000;
+
+interface Connection {
+  ws: WebSocket;
+  source: string;
+  slot: PreHelloSlot;
+  session: AgentSession | null;
+  helloInFlight: boolean;
+  /** Inbound messages are handled in order, one at a time. */
+  chain: Promise<void>;
+}
+
+const clamp = (v: number | undefined, def: number, min: number, max: number) =>
+  v === undefined || Number.isNaN(v) ? def : Math.min(max, Math.max(min, v));
+
 export class AgentHub {
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES });
-  private readonly sessions = new Map<string, { ws: WebSocket; session: AgentSession }>();
+  private readonly sessions = new Map<string, Connection>();
   private readonly pending = new Map<string, Map<string, Pending>>();
+  private readonly outstanding = new Map<string, Map<string, "quiesced" | "restored">>();
   private readonly seen = new Map<string, Set<string>>();
+  private readonly windows = new Map<string, ReportWindow>();
+  private readonly gate: PreHelloGate;
+  private readonly trusted: BlockList | null;
+  private readonly limits: ReportLimits;
+  private readonly helloTimeoutMs: number;
+  private readonly resendMs: number;
   private resendTimer: (() => void) | null = null;
   private closed = false;
 
   constructor(private readonly opts: HubOptions) {
-    this.wss.on("connection", (ws: WebSocket) => this.accept(ws));
+    this.gate = new PreHelloGate(clamp(opts.maxPreHello, 256, 1, 1_000_000), clamp(opts.maxPreHelloPerSource, 16, 1, 1_000_000));
+    this.trusted = opts.trustProxy?.length ? parseTrustedProxies(opts.trustProxy) : null;
+    this.limits = {
+      messagesPerMinute: clamp(opts.reportLimits?.messagesPerMinute, DEFAULT_REPORT_LIMITS.messagesPerMinute, 1, 1_000_000),
+      bytesPerMinute: clamp(opts.reportLimits?.bytesPerMinute, DEFAULT_REPORT_LIMITS.bytesPerMinute, MAX_FRAME_BYTES, 2 ** 40),
+    };
+    this.helloTimeoutMs = clamp(opts.helloTimeoutMs, 10_000, 100, 120_000);
+    this.resendMs = clamp(opts.resendMs, 2000, 50, 60_000);
     this.scheduleResend();
   }
 
-  /** ApiServerDeps.onAgentUpgrade. */
+  /** ApiServerDeps.onAgentUpgrade. Never throws. */
   handleUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer): void => {
+    socket.on("error", () => socket.destroy());
     if (this.closed) {
       socket.destroy();
       return;
     }
-    this.wss.handleUpgrade(req, socket, head, (ws) => this.wss.emit("connection", ws, req));
+    try {
+      const source = clientAddress(req, this.trusted);
+      const slot = this.gate.acquire(source);
+      if ("refused" in slot) {
+        const cap = slot.refused === "total" ? `${this.gate.maxTotal} in total` : `${this.gate.maxPerSource} from ${source}`;
+        this.rejected("pre-hello-cap", `more than ${cap} connections are waiting for their hello; upgrade refused`, { source });
+        socket.end("HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 5\r\nContent-Length: 0\r\n\r\n");
+        return;
+      }
+      // Whatever happens to the socket (a failed handshake included), its slot comes back.
+      socket.once("close", slot.release);
+      this.wss.handleUpgrade(req, socket, head, (ws) => this.accept(ws, source, slot));
+    } catch (err) {
+      this.opts.log?.(`agent upgrade failed: ${(err as Error)?.message ?? String(err)}`);
+      socket.destroy();
+    }
   };
 
   get connected(): number {
     return this.sessions.size;
+  }
+
+  /** Connections that have not (yet) completed a verified hello. */
+  get preHello(): number {
+    return this.gate.count;
   }
 
   isConnected(instanceId: string): boolean {
@@ -93,12 +226,13 @@ export class AgentHub {
   }
 
   session(instanceId: string): AgentSession | undefined {
-    return this.sessions.get(instanceId)?.session;
+    return this.sessions.get(instanceId)?.session ?? undefined;
   }
 
   /**
    * Queue a command for an agent; delivered now if connected, else on its next hello, and
-   * resent until acked. Returns the message id (replies carry it as `ref`).
+   * resent until acked. Returns the message id (replies carry it as `ref`). A command that expects
+   * a reply stays outstanding until that reply has been handled.
    */
   send(instanceId: string, body: CommandBody, id: string = newMessageId("c")): string {
     const text = encodeMessage(
@@ -108,14 +242,23 @@ export class AgentHub {
     let q = this.pending.get(instanceId);
     if (!q) this.pending.set(instanceId, (q = new Map()));
     if (!q.has(id)) q.set(id, { id, text, sentAt: this.opts.clock.now() });
+    const reply = REPLY_TO[body.type];
+    if (reply) {
+      let o = this.outstanding.get(instanceId);
+      if (!o) this.outstanding.set(instanceId, (o = new Map()));
+      if (!o.has(id)) o.set(id, reply);
+      if (o.size > MAX_OUTSTANDING) o.delete(o.keys().next().value!);
+    }
     this.sessions.get(instanceId)?.ws.send(text);
     return id;
   }
 
-  /** Forget queued commands for an instance that is gone. */
+  /** Forget queued and outstanding commands, seen ids and report budgets of an instance that is gone. */
   forget(instanceId: string): void {
     this.pending.delete(instanceId);
+    this.outstanding.delete(instanceId);
     this.seen.delete(instanceId);
+    this.windows.delete(instanceId);
   }
 
   async close(): Promise<void> {
@@ -129,16 +272,16 @@ export class AgentHub {
 
   private scheduleResend(): void {
     if (this.closed) return;
-    const every = this.opts.resendMs ?? 2000;
+    const every = this.resendMs;
     this.resendTimer = this.opts.clock.setTimer(every, () => {
       const now = this.opts.clock.now();
       for (const [instanceId, q] of this.pending) {
-        const s = this.sessions.get(instanceId);
-        if (!s) continue;
+        const c = this.sessions.get(instanceId);
+        if (!c) continue;
         for (const p of q.values()) {
           if (now - p.sentAt >= every) {
             p.sentAt = now;
-            s.ws.send(p.text);
+            c.ws.send(p.text);
           }
         }
       }
@@ -146,9 +289,20 @@ export class AgentHub {
     });
   }
 
-  private reject(ws: WebSocket, code: number, reason: string, detail: string): void {
-    this.opts.onRejected?.(reason, detail);
-    this.opts.log?.(`agent session closed (${reason}): ${detail}`);
+  /** onRejected, which must never break the hub. */
+  private rejected(reason: RejectionReason, detail: string, context?: RejectionContext): void {
+    try {
+      this.opts.onRejected?.(reason, detail, context);
+    } catch (err) {
+      this.opts.log?.(`onRejected(${reason}) threw: ${(err as Error)?.message ?? String(err)}`);
+    }
+  }
+
+  /** Refuse and close one connection (never any other). */
+  private reject(conn: Connection, code: number, reason: RejectionReason, detail: string, context?: RejectionContext): void {
+    const { ws } = conn;
+    this.rejected(reason, detail, { source: conn.source, ...context });
+    this.opts.log?.(`agent connection from ${conn.source || "?"} closed (${reason}): ${detail}`);
     try {
       if (code === 1008 && ws.readyState === ws.OPEN)
         ws.send(
@@ -157,92 +311,243 @@ export class AgentHub {
     } catch {
       /* best effort */
     }
-    ws.close(code, detail.slice(0, 120));
+    this.closeConnection(conn, code, detail);
+  }
+
+  private closeConnection(conn: Connection, code: number, reason: string): void {
+    const { ws } = conn;
+    if (ws.readyState === ws.CLOSED) return;
+    ws.close(code, reason.slice(0, 120));
     // A peer that ignores the close handshake is cut off.
-    const kill = this.opts.clock.setTimer(5000, () => ws.terminate());
+    const kill = safeTimeout(5000, () => ws.terminate());
     ws.once("close", kill);
   }
 
-  private accept(ws: WebSocket): void {
-    let session: AgentSession | null = null;
-    // Real time, not the (possibly scaled) clock: this bounds a socket's silence on this host,
+  /** A handler failed: that session ends with 1011, nothing else does. */
+  private internalError(conn: Connection, what: string, err: unknown): void {
+    const message = (err as Error)?.message ?? String(err);
+    const s = conn.session;
+    this.rejected("handler-error", `${what}: ${message}`, {
+      source: conn.source,
+      ...(s ? { instanceId: s.instanceId, statefulInstance: s.statefulInstance } : {}),
+    });
+    this.opts.log?.(`agent ${s?.instanceId ?? conn.source}: ${what} failed: ${message}; closing the session (1011)`);
+    this.closeConnection(conn, 1011, "internal error");
+  }
+
+  private accept(ws: WebSocket, source: string, slot: PreHelloSlot): void {
+    const conn: Connection = { ws, source, slot, session: null, helloInFlight: false, chain: Promise.resolve() };
+    // Real time, not the (possibly scaled) clock: this bounds a connection's silence on this host,
     // and an agent busy fetching its identity under load must not be cut off by a time scale.
-    const helloTimer = setTimeout(() => {
-      if (!session) this.reject(ws, 1008, "hello-timeout", "no hello within the timeout");
-    }, this.opts.helloTimeoutMs ?? 10_000);
-    const cancelHello = () => clearTimeout(helloTimer);
+    const cancelHello = safeTimeout(this.helloTimeoutMs, () => {
+      if (!conn.session) this.reject(conn, 1008, "hello-timeout", `no verified hello within ${this.helloTimeoutMs} ms`);
+    });
     ws.on("error", () => undefined);
     ws.on("close", (code) => {
       cancelHello();
-      if (code === 1009) this.opts.onRejected?.("oversized-frame", `frame larger than ${MAX_FRAME_BYTES} bytes`);
-      if (session && this.sessions.get(session.instanceId)?.ws === ws) {
-        this.sessions.delete(session.instanceId);
-        this.opts.onConnectionCount?.(this.sessions.size);
+      slot.release();
+      if (code === 1009) this.rejected("oversized-frame", `frame larger than ${MAX_FRAME_BYTES} bytes`, { source });
+      const s = conn.session;
+      if (s && this.sessions.get(s.instanceId) === conn) {
+        this.sessions.delete(s.instanceId);
+        this.notifyCount();
       }
     });
     ws.on("message", (data: RawData, isBinary: boolean) => {
-      if (isBinary) return this.reject(ws, 1003, "binary-frame", "binary frames are not part of the protocol");
-      const text = Array.isArray(data) ? Buffer.concat(data).toString("utf8") : Buffer.from(data as ArrayBuffer).toString("utf8");
-      const parsed = parseMessage(text, "from-agent");
-      if (!parsed.ok) return this.reject(ws, 1007, "malformed-frame", parsed.error.message);
-      const msg = parsed.message as AgentMessage;
-      if (!session) {
-        // An ack left over from the agent's previous connection carries no request: drop it.
-        if (msg.type === "ack") return;
-        if (msg.type !== "hello") return this.reject(ws, 1008, "no-hello", `first message must be hello, got ${msg.type}`);
-        session = this.hello(ws, msg);
-        if (session) cancelHello();
-        return;
-      }
-      session.lastSeenAt = this.opts.clock.now();
-      if (msg.type === "hello") return; // a repeated hello on an open session changes nothing
-      if (msg.type === "ack") {
-        this.pending.get(session.instanceId)?.delete(msg.ref);
-        return;
-      }
-      ws.send(encodeMessage({ v: 1, id: newMessageId("a"), type: "ack", ref: msg.id }, "from-coordinator"));
-      let seen = this.seen.get(session.instanceId);
-      if (!seen) this.seen.set(session.instanceId, (seen = new Set()));
-      if (seen.has(msg.id)) return;
-      seen.add(msg.id);
-      if (seen.size > 5000) seen.delete(seen.values().next().value!);
-      if (msg.type === "heartbeat") return;
       try {
-        this.opts.onMessage(session, msg);
+        this.onFrame(conn, data, isBinary, cancelHello);
       } catch (err) {
-        this.opts.log?.(`handling ${msg.type} from ${session.instanceId}: ${(err as Error).message}`);
+        this.internalError(conn, "handling a frame", err);
       }
     });
   }
 
-  private hello(ws: WebSocket, msg: Extract<AgentMessage, { type: "hello" }>): AgentSession | null {
+  private onFrame(conn: Connection, data: RawData, isBinary: boolean, cancelHello: () => void): void {
+    if (isBinary) return this.reject(conn, 1003, "binary-frame", "binary frames are not part of the protocol");
+    const text = Array.isArray(data) ? Buffer.concat(data).toString("utf8") : Buffer.from(data as ArrayBuffer).toString("utf8");
+    const parsed = parseMessage(text, "from-agent");
+    if (!parsed.ok) return this.reject(conn, 1007, "malformed-frame", parsed.error.message, this.contextOf(conn));
+    const msg = parsed.message as AgentMessage;
+    const session = conn.session;
+    if (!session) {
+      // Nothing is acted on while the hello is being checked; a durable message is resent after welcome.
+      if (conn.helloInFlight) return;
+      // An ack left over from the agent's previous connection carries no request: drop it.
+      if (msg.type === "ack") return;
+      if (msg.type !== "hello") return this.reject(conn, 1008, "no-hello", `first message must be hello, got ${msg.type}`);
+      conn.helloInFlight = true;
+      this.hello(conn, msg)
+        .then((ok) => {
+          if (ok) cancelHello();
+        })
+        .catch((err) => this.internalError(conn, "checking the hello", err))
+        .finally(() => {
+          conn.helloInFlight = false;
+        });
+      return;
+    }
+    session.lastSeenAt = this.opts.clock.now();
+    switch (msg.type) {
+      case "hello":
+        return; // a repeated hello on an open session changes nothing
+      case "ack":
+        this.pending.get(session.instanceId)?.delete(msg.ref);
+        return;
+      case "heartbeat":
+        return this.ack(conn, msg.id);
+    }
+    if (this.seen.get(session.instanceId)?.has(msg.id)) return this.ack(conn, msg.id);
+    let window = this.windows.get(session.instanceId);
+    if (!window) this.windows.set(session.instanceId, (window = new ReportWindow(this.limits)));
+    const took = window.take(this.opts.clock.now(), Buffer.byteLength(text));
+    if (!took.ok) {
+      if (took.firstDrop)
+        this.rejected("report-flood", `${session.instanceId} sent ${took.why}; dropping the excess until the minute is over`, {
+          ...this.contextOf(conn),
+        });
+      return;
+    }
+    conn.chain = conn.chain
+      .then(() => this.handle(conn, session, msg))
+      .catch((err) => this.internalError(conn, `handling ${msg.type}`, err));
+  }
+
+  private async handle(conn: Connection, session: AgentSession, msg: AgentMessage): Promise<void> {
+    if (conn.ws.readyState !== conn.ws.OPEN) return; // unacked: the agent resends it on its next session
+    const seen = this.seenFor(session.instanceId);
+    if (seen.has(msg.id)) return this.ack(conn, msg.id);
+    let answers: string | null = null;
+    if (msg.type === "quiesced" || msg.type === "restored") {
+      const expected = msg.ref === undefined ? undefined : this.outstanding.get(session.instanceId)?.get(msg.ref);
+      if (expected !== msg.type) {
+        this.markSeen(seen, msg.id);
+        this.ack(conn, msg.id); // acknowledged so the agent stops resending it; acted on never
+        this.rejected(
+          "unsolicited-reply",
+          msg.ref === undefined
+            ? `${session.instanceId} sent ${msg.type} without ref; only replies to outstanding commands are accepted`
+            : `${session.instanceId} sent ${msg.type} for ${JSON.stringify(msg.ref)}, which is no outstanding command of this instance`,
+          this.contextOf(conn),
+        );
+        return;
+      }
+      answers = msg.ref!;
+    }
+    await this.opts.onMessage(session, msg);
+    if (answers) this.outstanding.get(session.instanceId)?.delete(answers);
+    this.markSeen(seen, msg.id);
+    this.ack(conn, msg.id);
+  }
+
+  private seenFor(instanceId: string): Set<string> {
+    let seen = this.seen.get(instanceId);
+    if (!seen) this.seen.set(instanceId, (seen = new Set()));
+    return seen;
+  }
+
+  private markSeen(seen: Set<string>, id: string): void {
+    seen.add(id);
+    if (seen.size > MAX_SEEN) seen.delete(seen.values().next().value!);
+  }
+
+  private ack(conn: Connection, ref: string): void {
+    if (conn.ws.readyState !== conn.ws.OPEN) return;
+    conn.ws.send(encodeMessage({ v: 1, id: newMessageId("a"), type: "ack", ref }, "from-coordinator"));
+  }
+
+  private contextOf(conn: Connection): RejectionContext {
+    const s = conn.session;
+    return s ? { instanceId: s.instanceId, statefulInstance: s.statefulInstance, source: conn.source } : { source: conn.source };
+  }
+
+  private notifyCount(): void {
+    try {
+      this.opts.onConnectionCount?.(this.sessions.size);
+    } catch {
+      /* a gauge must not break the hub */
+    }
+  }
+
+  /** Verify a hello; true when the connection became the instance's session. */
+  private async hello(conn: Connection, msg: Extract<AgentMessage, { type: "hello" }>): Promise<boolean> {
+    const { ws, source } = conn;
+    const gone = () => this.closed || ws.readyState !== ws.OPEN;
     let identity: IdentityDocument;
     try {
       identity = verifyIdentity(msg.identity.document, msg.identity.signature, this.opts.publicKey);
     } catch (err) {
-      this.reject(ws, 1008, "forged-identity", err instanceof IdentityError ? err.message : String(err));
-      return null;
+      this.reject(conn, 1008, "forged-identity", err instanceof IdentityError ? err.message : String(err));
+      return false;
     }
-    const managed = this.opts.lookup(identity.instanceId);
+    const instanceId = identity.instanceId;
+    let managed = await this.opts.lookup(instanceId);
+    if (gone()) return false;
     if (!managed) {
-      this.reject(ws, 1008, "unknown-instance", `${identity.instanceId} is not a live generation of any stateful instance`);
-      return null;
+      this.reject(conn, 1008, "unknown-instance", `${instanceId} is not a live generation of any stateful instance`, { instanceId });
+      return false;
     }
+    const ctx: RejectionContext = { instanceId, statefulInstance: managed.statefulInstance, source };
+    const who = `hello for ${instanceId} (${managed.statefulInstance} generation ${managed.generation}) from ${source || "an unknown address"}`;
+    if (this.opts.checkSourceAddress !== false) {
+      const allowed = managed.privateIps.map((a) => a.trim());
+      if (!source || isLoopback(source) || !allowed.includes(source)) {
+        this.reject(
+          conn,
+          1008,
+          "source-address-mismatch",
+          `${who}: not one of the instance's private addresses (${allowed.join(", ") || "none known"})${this.sessions.has(instanceId) ? "; the open session is kept" : ""}`,
+          ctx,
+        );
+        return false;
+      }
+    }
+    const hash = hashSessionSecret(msg.sessionSecret);
+    if (managed.sessionSecretHash === null) {
+      if (!(await this.opts.registerSessionSecret(instanceId, hash))) {
+        // Another hello registered first: the secret must match what it registered.
+        managed = await this.opts.lookup(instanceId);
+        if (gone()) return false;
+        if (!managed) {
+          this.reject(conn, 1008, "unknown-instance", `${instanceId} is not a live generation of any stateful instance`, { instanceId });
+          return false;
+        }
+      } else {
+        managed = { ...managed, sessionSecretHash: hash };
+        this.opts.log?.(`${instanceId}: registered the agent's session secret at its first hello (from ${source || "?"})`);
+      }
+      if (gone()) return false;
+    }
+    if (managed.sessionSecretHash === null || !sessionSecretMatches(msg.sessionSecret, managed.sessionSecretHash)) {
+      this.reject(
+        conn,
+        1008,
+        "session-secret-mismatch",
+        `${who}: the session secret does not match the one registered at the instance's first hello${this.sessions.has(instanceId) ? "; the open session is kept" : ""}`,
+        ctx,
+      );
+      return false;
+    }
+
     const now = this.opts.clock.now();
     const session: AgentSession = {
-      instanceId: identity.instanceId,
+      instanceId,
       statefulInstance: managed.statefulInstance,
       generation: managed.generation,
       mode: msg.mode,
       agentVersion: msg.agentVersion,
       identity,
+      source,
       connectedAt: now,
       lastSeenAt: now,
     };
-    const old = this.sessions.get(identity.instanceId);
-    if (old && old.ws !== ws) old.ws.close(1000, "replaced by a newer session");
-    this.sessions.set(identity.instanceId, { ws, session });
-    this.opts.onConnectionCount?.(this.sessions.size);
+    const config = await this.opts.welcome(session);
+    if (gone()) return false;
+    conn.session = session;
+    conn.slot.release();
+    const old = this.sessions.get(instanceId);
+    if (old && old !== conn) this.closeConnection(old, 1000, "replaced by a newer session");
+    this.sessions.set(instanceId, conn);
+    this.notifyCount();
     ws.send(
       encodeMessage(
         {
@@ -251,18 +556,18 @@ export class AgentHub {
           type: "welcome",
           statefulInstance: managed.statefulInstance,
           generation: managed.generation,
-          config: this.opts.welcome(session),
+          config,
         },
         "from-coordinator",
       ),
     );
     const already = new Set(msg.lastSeen ?? []);
-    for (const p of this.pending.get(identity.instanceId)?.values() ?? []) {
+    for (const p of this.pending.get(instanceId)?.values() ?? []) {
       if (already.has(p.id)) continue;
       p.sentAt = now;
       ws.send(p.text);
     }
-    this.opts.onHello?.(session);
-    return session;
+    await this.opts.onHello?.(session);
+    return true;
   }
 }
