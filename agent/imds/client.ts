@@ -1,31 +1,45 @@
 /**
- * The IMDS client: the ONLY code in spotkeep that knows IMDS paths and the IMDSv2 token dance
- * (reference §D). Built on @aws-sdk/ec2-metadata-service's MetadataService for the HTTP calls, but:
+ * The IMDS client: the ONLY code in spotkeep that knows IMDS paths and the IMDSv2 token dance.
  *  - ONE cached IMDSv2 token (TTL 6 h), refreshed shortly before it expires and whenever IMDS
- *    answers 401 (the library would PUT a new token before every GET: wasteful at 1 s polling);
+ *    answers 401 (not a PUT before every GET: wasteful at 1 s polling);
  *  - 404 means "nothing there" and yields null, never an error (no notice = 404);
  *  - timeouts, connection errors, 429 and 5xx are retried with backoff on the injected Clock;
- *    400/403 are not (they will not get better);
- *  - a token PUT refused with 403/404/405 falls back to IMDSv1 (no token), as the SDK does.
+ *    400/403 are not (they will not get better), nor is a body over its size limit;
+ *  - a token PUT refused with 403/404/405 falls back to IMDSv1 (no token), as the AWS SDK does;
+ *  - every body is bounded before it is read (maxBodyBytes: 64 KiB, the identity document and
+ *    signature 128 KiB, the token 4 KiB) and every exchange in total time (http.ts).
+ * The HTTP exchange is our own (http.ts) rather than @aws-sdk/ec2-metadata-service's
+ * MetadataService: that reads every body whole with no limit and no way to set one, times out
+ * only an idle socket, and opens a new connection (a new handler and agent) for every request.
  * The endpoint comes from the caller (the agent passes AWS_EC2_METADATA_SERVICE_ENDPOINT).
  */
-import { MetadataService } from "@aws-sdk/ec2-metadata-service";
 import { realClock, type Clock } from "../../shared/clock.js";
 import { retryPolicy, withRetry, type RetryPolicy } from "../../shared/retry.js";
+import { ImdsHttp, ImdsTransportError, type ImdsFailure } from "./http.js";
 
 export const TOKEN_HEADER = "x-aws-ec2-metadata-token";
+const TOKEN_TTL_HEADER = "x-aws-ec2-metadata-token-ttl-seconds";
+
+/** Body limits (bytes). Real bodies are far smaller: the largest, the identity signature, is ~2 KB. */
+export const MAX_BODY_BYTES = 64 * 1024;
+export const MAX_IDENTITY_BYTES = 128 * 1024;
+export const MAX_TOKEN_BYTES = 4 * 1024;
 
 export class ImdsError extends Error {
   override name = "ImdsError";
   constructor(
     message: string,
     readonly status: number | undefined,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; code?: ImdsFailure },
   ) {
     super(message, options);
+    this.code = options?.code;
   }
-  /** Worth retrying: no HTTP answer (timeout, refused, reset), throttled, or a server error. */
+  /** Set when there was no usable HTTP answer: timeout, network, or a body over its limit. */
+  readonly code: ImdsFailure | undefined;
+  /** Worth retrying: no HTTP answer (timeout, refused, reset), throttled, or a server error. Never an oversized body. */
   get transient(): boolean {
+    if (this.code === "body-too-large") return false;
     return this.status === undefined || this.status === 429 || this.status >= 500;
   }
 }
@@ -34,8 +48,10 @@ export interface ImdsClientOptions {
   /** http://host[:port], no path. Default http://169.254.169.254. */
   endpoint?: string;
   clock?: Clock;
-  /** Per-request timeout (real ms). Default 1000. */
+  /** Per-exchange timeout, whole request and body (real ms). Default 1000. */
   timeoutMs?: number;
+  /** Body limit for most paths (bytes). Default MAX_BODY_BYTES. */
+  maxBodyBytes?: number;
   tokenTtlSeconds?: number;
   /** Refresh the token this many seconds before it expires. */
   refreshBeforeSeconds?: number;
@@ -74,7 +90,8 @@ export interface Imds {
 
 export class ImdsClient implements Imds {
   readonly endpoint: string;
-  private readonly svc: MetadataService;
+  private readonly http: ImdsHttp;
+  private readonly timeoutMs: number;
   private readonly clock: Clock;
   private readonly ttl: number;
   private readonly refreshBefore: number;
@@ -92,15 +109,13 @@ export class ImdsClient implements Imds {
     this.ttl = opts.tokenTtlSeconds ?? 21_600;
     this.refreshBefore = opts.refreshBeforeSeconds ?? 60;
     this.policy = retryPolicy({ initialMs: 100, factor: 2, maxMs: 2_000, attempts: 5, jitter: "full", ...opts.retry });
-    // Token handling is ours: the library must neither fetch tokens nor retry (we retry on our Clock).
-    this.svc = new MetadataService({
-      endpoint: this.endpoint,
-      httpOptions: { timeout: opts.timeoutMs ?? 1_000 },
-      disableFetchToken: true,
-      ec2MetadataV1Disabled: false,
-      retries: 0,
-      tokenTtl: this.ttl,
-    });
+    this.http = new ImdsHttp(this.endpoint);
+    this.timeoutMs = opts.timeoutMs ?? 1_000;
+  }
+
+  /** Close idle keep-alive connections. */
+  close(): void {
+    this.http.close();
   }
 
   // ---------- paths (the only place they are spelled) ----------
@@ -117,8 +132,8 @@ export class ImdsClient implements Imds {
 
   async identity(): Promise<{ document: string; signature: string }> {
     const [document, signature] = await Promise.all([
-      this.get("/latest/dynamic/instance-identity/document"),
-      this.get("/latest/dynamic/instance-identity/signature"),
+      this.get("/latest/dynamic/instance-identity/document", MAX_IDENTITY_BYTES),
+      this.get("/latest/dynamic/instance-identity/signature", MAX_IDENTITY_BYTES),
     ]);
     if (!document || !signature) throw new ImdsError("reading the instance identity document: IMDS has no document or signature", 404);
     return { document, signature: signature.trim() };
@@ -192,17 +207,17 @@ export class ImdsClient implements Imds {
   // ---------- transport ----------
 
   /** GET a path; null on 404. Retries transient failures; refreshes the token once on 401. */
-  async get(path: string): Promise<string | null> {
+  async get(path: string, maxBytes = this.opts.maxBodyBytes ?? MAX_BODY_BYTES): Promise<string | null> {
     return withRetry(
       async () => {
         try {
-          return await this.getOnce(path);
+          return await this.getOnce(path, maxBytes);
         } catch (err) {
           if (err instanceof ImdsError && err.status === 401) {
             // Expired or revoked token: drop it and try once more with a fresh one.
             this.stats.unauthorized++;
             this.token = null;
-            return await this.getOnce(path);
+            return await this.getOnce(path, maxBytes);
           }
           throw err;
         }
@@ -221,17 +236,23 @@ export class ImdsClient implements Imds {
     });
   }
 
-  private async getOnce(path: string): Promise<string | null> {
+  private async getOnce(path: string, maxBytes: number): Promise<string | null> {
     const token = await this.currentToken();
     const headers: Record<string, string> = {};
     if (token) headers[TOKEN_HEADER] = token;
     this.stats.requests++;
+    const res = await this.exchange({ method: "GET", path, headers, maxBytes, timeoutMs: this.timeoutMs });
+    if (res.status === 404) return null;
+    if (res.status !== 200) throw new ImdsError(`GET ${path}: HTTP ${res.status}`, res.status);
+    return res.body;
+  }
+
+  private async exchange(x: Parameters<ImdsHttp["exchange"]>[0]) {
     try {
-      return await this.svc.request(path, { method: "GET", headers });
+      return await this.http.exchange(x);
     } catch (err) {
-      const status = statusOf(err);
-      if (status === 404) return null;
-      throw new ImdsError(`GET ${path}: ${status ? `HTTP ${status}` : messageOf(err)}`, status, { cause: err });
+      if (err instanceof ImdsTransportError) throw new ImdsError(err.message, undefined, { cause: err, code: err.code });
+      throw err;
     }
   }
 
@@ -250,28 +271,23 @@ export class ImdsClient implements Imds {
   private async fetchToken(): Promise<string | null> {
     this.stats.tokenFetches++;
     const startedAt = this.clock.now();
-    try {
-      const value = (await this.svc.fetchMetadataToken()).trim();
-      this.token = { value, expiresAt: startedAt + this.ttl * 1000 };
-      return value;
-    } catch (err) {
-      const status = statusOf(err);
-      if (status === 403 || status === 404 || status === 405) {
-        // IMDS refuses tokens (v1-only endpoint): carry on without one, as the SDK does.
-        this.v1Only = true;
-        return null;
-      }
-      throw new ImdsError(`PUT /latest/api/token: ${status ? `HTTP ${status}` : messageOf(err)}`, status, { cause: err });
+    const res = await this.exchange({
+      method: "PUT",
+      path: "/latest/api/token",
+      headers: { [TOKEN_TTL_HEADER]: String(this.ttl) },
+      maxBytes: MAX_TOKEN_BYTES,
+      timeoutMs: this.timeoutMs,
+    });
+    if (res.status === 403 || res.status === 404 || res.status === 405) {
+      // IMDS refuses tokens (v1-only endpoint): carry on without one, as the SDK does.
+      this.v1Only = true;
+      return null;
     }
+    const value = res.body.trim();
+    if (res.status !== 200 || !value) throw new ImdsError(`PUT /latest/api/token: HTTP ${res.status}`, res.status);
+    this.token = { value, expiresAt: startedAt + this.ttl * 1000 };
+    return value;
   }
-}
-
-function statusOf(err: unknown): number | undefined {
-  const meta = (err as { $metadata?: { httpStatusCode?: number } })?.$metadata?.httpStatusCode;
-  if (typeof meta === "number") return meta;
-  // The library's token errors carry the status only in their message.
-  const m = /status code (\d{3})/.exec(messageOf(err));
-  return m ? Number(m[1]) : undefined;
 }
 
 function messageOf(err: unknown): string {
@@ -279,6 +295,6 @@ function messageOf(err: unknown): string {
 }
 
 function wrap(what: string, err: unknown): ImdsError {
-  const status = err instanceof ImdsError ? err.status : statusOf(err);
-  return new ImdsError(`${what}: ${messageOf(err)}`, status, { cause: err });
+  if (err instanceof ImdsError) return new ImdsError(`${what}: ${messageOf(err)}`, err.status, { cause: err, code: err.code });
+  return new ImdsError(`${what}: ${messageOf(err)}`, undefined, { cause: err });
 }

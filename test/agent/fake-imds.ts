@@ -18,6 +18,13 @@ export interface FakeImds {
   expireTokens(): void;
   /** The next `count` requests whose path contains `match` ("token" for the PUT) get `status` or hang. */
   failNext(match: string, status: number | "hang", count?: number): void;
+  /**
+   * Serve `bytes` bytes at `path`, generated in 64 KiB chunks as the client reads (never held
+   * whole), with or without a Content-Length; `dripMs` sends one byte per interval instead.
+   * `streamed(path)` says how many bytes went out before the client hung up.
+   */
+  setLarge(path: string, bytes: number, o?: { declareLength?: boolean; dripMs?: number }): void;
+  streamed(path: string): number;
   requireToken: boolean;
   tokenPuts: number;
   requests: Array<{ method: string; path: string; status: number }>;
@@ -28,6 +35,8 @@ export async function startFakeImds(initial: Record<string, string> = {}): Promi
   const tokens = new Set<string>();
   const faults: Fault[] = [];
   const hung: ServerResponse[] = [];
+  const large = new Map<string, { bytes: number; declareLength: boolean; dripMs?: number }>();
+  const sent = new Map<string, number>();
   const state: FakeImds = {
     endpoint: "",
     paths: new Map(Object.entries(initial)),
@@ -36,6 +45,10 @@ export async function startFakeImds(initial: Record<string, string> = {}): Promi
       else state.paths.set(path, body);
     },
     expireTokens: () => tokens.clear(),
+    setLarge(path, bytes, o = {}) {
+      large.set(path, { bytes, declareLength: o.declareLength ?? false, ...(o.dripMs ? { dripMs: o.dripMs } : {}) });
+    },
+    streamed: (path) => sent.get(path) ?? 0,
     failNext(match, status, count = 1) {
       faults.push({ match, status, count });
     },
@@ -79,6 +92,32 @@ export async function startFakeImds(initial: Record<string, string> = {}): Promi
     if (method !== "GET") return reply(405);
     const token = req.headers["x-aws-ec2-metadata-token"];
     if (state.requireToken && (typeof token !== "string" || !tokens.has(token))) return reply(401);
+    const big = large.get(path);
+    if (big) {
+      state.requests.push({ method, path, status: 200 });
+      res.writeHead(200, { "content-type": "text/plain", ...(big.declareLength ? { "content-length": String(big.bytes) } : {}) });
+      hung.push(res);
+      sent.set(path, 0);
+      const chunk = Buffer.alloc(64 * 1024, "x");
+      if (big.dripMs) {
+        const t = setInterval(() => {
+          if (res.destroyed) return clearInterval(t);
+          res.write("x");
+          sent.set(path, (sent.get(path) ?? 0) + 1);
+        }, big.dripMs);
+        return;
+      }
+      const pump = () => {
+        while (!res.destroyed && (sent.get(path) ?? 0) < big.bytes) {
+          const n = Math.min(chunk.length, big.bytes - (sent.get(path) ?? 0));
+          sent.set(path, (sent.get(path) ?? 0) + n);
+          if (!res.write(n === chunk.length ? chunk : chunk.subarray(0, n))) return void res.once("drain", pump);
+        }
+        if (!res.destroyed) res.end();
+      };
+      pump();
+      return;
+    }
     const body = state.paths.get(path);
     if (body === undefined) return reply(404, "<title>404 - Not Found</title>");
     return reply(200, body);

@@ -144,3 +144,48 @@ describe("IMDS client", () => {
     expect(imds.tokenPuts).toBe(1);
   });
 });
+
+describe("IMDS bodies are bounded (issue 11 item 9: a 50 MB body took the agent to 313 MB)", () => {
+  const FIFTY_MB = 50 * 1024 * 1024;
+
+  for (const declareLength of [false, true]) {
+    it(`refuses a 50 MB body ${declareLength ? "with" : "without"} a Content-Length, without buffering it, and does not retry it`, async () => {
+      imds.setLarge(ACTION, FIFTY_MB, { declareLength });
+      const client = new ImdsClient({ endpoint: imds.endpoint, retry: fastRetry, timeoutMs: 5_000 });
+      const heapBefore = process.memoryUsage().heapUsed;
+      const err = await client.spotInstanceAction().catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(ImdsError);
+      expect(err).toMatchObject({ code: "body-too-large", transient: false });
+      expect((err as Error).message).toMatch(
+        /GET \/latest\/meta-data\/spot\/instance-action: body of \d+ bytes or more exceeds the 65536-byte limit/,
+      );
+      expect(client.stats.retries).toBe(0);
+      // Cut off after a few chunks at most (socket buffers), nowhere near 50 MB.
+      await expect.poll(() => imds.streamed(ACTION) < 8 * 1024 * 1024).toBe(true);
+      expect(process.memoryUsage().heapUsed - heapBefore).toBeLessThan(20 * 1024 * 1024);
+      // The client still works afterwards.
+      expect(await client.get("/latest/meta-data/instance-id")).toBe("i-0123456789abcdef0");
+      client.close();
+    });
+  }
+
+  it("reads a body right at the limit, and allows the identity document more", async () => {
+    imds.set("/latest/meta-data/big", "y".repeat(64 * 1024));
+    const client = new ImdsClient({ endpoint: imds.endpoint, retry: fastRetry });
+    expect(await client.get("/latest/meta-data/big")).toHaveLength(64 * 1024);
+    imds.set("/latest/meta-data/big", "y".repeat(64 * 1024 + 1));
+    await expect(client.get("/latest/meta-data/big")).rejects.toMatchObject({ code: "body-too-large" });
+    imds.set("/latest/dynamic/instance-identity/signature", "s".repeat(100 * 1024));
+    expect((await client.identity()).signature).toHaveLength(100 * 1024);
+    client.close();
+  });
+
+  it("bounds the whole exchange in time: a body that trickles in byte by byte times out", async () => {
+    imds.setLarge(ACTION, 1024, { dripMs: 50 });
+    const client = new ImdsClient({ endpoint: imds.endpoint, retry: { ...fastRetry, attempts: 1 }, timeoutMs: 300 });
+    const started = Date.now();
+    await expect(client.spotInstanceAction()).rejects.toMatchObject({ code: "timeout" });
+    expect(Date.now() - started).toBeLessThan(2_000);
+    client.close();
+  });
+});
