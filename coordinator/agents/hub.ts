@@ -13,8 +13,8 @@
  *  - Commands are at-least-once: kept until the agent acks them, resent on reconnect and on a
  *    timer. Inbound messages are handled one at a time per connection, deduplicated by id, and
  *    acked once handled. A reply (`quiesced`, `restored`) is handed on only when its `ref` names a
- *    command sent to that instance and not yet answered; reports beyond a per-minute count and byte
- *    budget are dropped unacknowledged.
+ *    command of the matching kind sent to that instance and not yet answered; reports beyond a
+ *    per-minute count and byte budget are dropped unacknowledged.
  *  - An exception in a handler closes that session with 1011; it never reaches the process.
  */
 import type { IncomingMessage } from "node:http";
@@ -165,6 +165,10 @@ export class AgentHub {
   private readonly sessions = new Map<string, Connection>();
   private readonly pending = new Map<string, Map<string, Pending>>();
   private readonly outstanding = new Map<string, Map<string, "quiesced" | "restored">>();
+  /** Commands whose reply was handled (recent ones), so a second answer is told from an unknown one. */
+  private readonly answered = new Map<string, Set<string>>();
+  /** Dropped-but-unacked reply ids already reported, so a resent one is reported once. */
+  private readonly reported = new Map<string, Set<string>>();
   private readonly seen = new Map<string, Set<string>>();
   private readonly windows = new Map<string, ReportWindow>();
   private readonly gate: PreHelloGate;
@@ -257,6 +261,8 @@ export class AgentHub {
   forget(instanceId: string): void {
     this.pending.delete(instanceId);
     this.outstanding.delete(instanceId);
+    this.answered.delete(instanceId);
+    this.reported.delete(instanceId);
     this.seen.delete(instanceId);
     this.windows.delete(instanceId);
   }
@@ -418,25 +424,62 @@ export class AgentHub {
     if (seen.has(msg.id)) return this.ack(conn, msg.id);
     let answers: string | null = null;
     if (msg.type === "quiesced" || msg.type === "restored") {
-      const expected = msg.ref === undefined ? undefined : this.outstanding.get(session.instanceId)?.get(msg.ref);
-      if (expected !== msg.type) {
+      const verdict = this.replyVerdict(session.instanceId, msg.type, msg.ref);
+      if (verdict !== "outstanding") {
+        const { instanceId } = session;
+        const ref = JSON.stringify(msg.ref);
+        const why = {
+          "no-ref": `${instanceId} sent ${msg.type} without ref; only replies to outstanding commands are accepted`,
+          "wrong-kind": `${instanceId} sent ${msg.type} for ${ref}, a command that expects another reply`,
+          answered: `${instanceId} sent a second ${msg.type} for ${ref}, which was already answered`,
+          unknown: `${instanceId} sent ${msg.type} for ${ref}, which is no outstanding command of this instance (left unacknowledged: after a coordinator restart the command is sent again)`,
+        }[verdict];
+        if (verdict === "unknown") {
+          // Not acked, so the agent resends it; taken once the command is outstanding again
+          // (a workflow resumed after a restart sends it anew). Reported once per message.
+          if (this.noteOnce(instanceId, msg.id)) this.rejected("unsolicited-reply", why, this.contextOf(conn));
+          return;
+        }
         this.markSeen(seen, msg.id);
-        this.ack(conn, msg.id); // acknowledged so the agent stops resending it; acted on never
-        this.rejected(
-          "unsolicited-reply",
-          msg.ref === undefined
-            ? `${session.instanceId} sent ${msg.type} without ref; only replies to outstanding commands are accepted`
-            : `${session.instanceId} sent ${msg.type} for ${JSON.stringify(msg.ref)}, which is no outstanding command of this instance`,
-          this.contextOf(conn),
-        );
+        this.ack(conn, msg.id); // it can never become valid: acknowledged so it is not resent, acted on never
+        this.rejected("unsolicited-reply", why, this.contextOf(conn));
         return;
       }
       answers = msg.ref!;
     }
     await this.opts.onMessage(session, msg);
-    if (answers) this.outstanding.get(session.instanceId)?.delete(answers);
+    if (answers) {
+      this.outstanding.get(session.instanceId)?.delete(answers);
+      this.remember(this.answered, session.instanceId, answers, MAX_OUTSTANDING);
+    }
     this.markSeen(seen, msg.id);
     this.ack(conn, msg.id);
+  }
+
+  private replyVerdict(
+    instanceId: string,
+    type: "quiesced" | "restored",
+    ref: string | undefined,
+  ): "outstanding" | "no-ref" | "wrong-kind" | "answered" | "unknown" {
+    if (ref === undefined) return "no-ref";
+    const expected = this.outstanding.get(instanceId)?.get(ref);
+    if (expected === type) return "outstanding";
+    if (expected) return "wrong-kind";
+    return this.answered.get(instanceId)?.has(ref) ? "answered" : "unknown";
+  }
+
+  /** True the first time a dropped message id is noted (bounded memory). */
+  private noteOnce(instanceId: string, id: string): boolean {
+    if (this.reported.get(instanceId)?.has(id)) return false;
+    this.remember(this.reported, instanceId, id, MAX_OUTSTANDING);
+    return true;
+  }
+
+  private remember(map: Map<string, Set<string>>, instanceId: string, id: string, max: number): void {
+    let set = map.get(instanceId);
+    if (!set) map.set(instanceId, (set = new Set()));
+    set.add(id);
+    if (set.size > max) set.delete(set.values().next().value!);
   }
 
   private seenFor(instanceId: string): Set<string> {
