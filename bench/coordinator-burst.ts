@@ -141,7 +141,7 @@ try {
   const createReal = (Date.now() - t0) / 1000;
 
   const t1 = Date.now();
-  const olds = names.map((n) => coord.views.getInstance(n)!.instanceId!);
+  const olds = await Promise.all(names.map(async (n) => (await coord.views.getInstance(n))!.instanceId!));
   await Promise.all(
     olds.map(async (id) => {
       const r = await env.control("POST", `instances/${id}/interrupt`, { action: "terminate", noticeSeconds: 120 });
@@ -150,21 +150,28 @@ try {
   );
   const wfs = await Promise.all(
     names.map(async (n) =>
-      coord.engine.wait((await until(`replace of ${n}`, () => coord.store.workflowsFor(n).find((w) => w.kind === "replace"), 600_000)).id),
+      coord.engine.wait(
+        (await until(`replace of ${n}`, async () => (await coord.store.workflows.listFor(n)).find((w) => w.kind === "replace"), 600_000))
+          .id,
+      ),
     ),
   );
   const allReal = (Date.now() - t1) / 1000;
   const failed = wfs.filter((w) => w.status !== "succeeded");
-  const recoveries = names
-    .map((n, i) => coord.views.getEvents(n)!.timelines.find((t) => t.workflowId === wfs[i]!.id)!.recoverySeconds ?? NaN)
-    .sort((a, b) => a - b);
+  const recoveries = (
+    await Promise.all(
+      names.map(
+        async (n, i) => (await coord.views.getEvents(n))!.timelines.find((t) => t.workflowId === wfs[i]!.id)!.recoverySeconds ?? NaN,
+      ),
+    )
+  ).sort((a, b) => a - b);
   const cp = replacementCriticalPath(PROFILES.realistic) / 1000;
   const bound = cp + Math.max(0, N - 5) / 2;
   const maxRecovery = recoveries.at(-1)!;
   // Median and max model seconds per step across all replacements: where the time went.
   const perStep = new Map<string, number[]>();
   for (const w of wfs)
-    for (const st of coord.views.getWorkflow(w.id)!.steps)
+    for (const st of (await coord.views.getWorkflow(w.id))!.steps)
       if (st.durationMs != null) perStep.set(st.name, [...(perStep.get(st.name) ?? []), st.durationMs / 1000]);
   const stepStats = Object.fromEntries(
     [...perStep].map(([k, v]) => {

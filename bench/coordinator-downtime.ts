@@ -48,17 +48,24 @@ try {
   await new Promise((r) => setTimeout(r, 500));
   const t0 = Date.now();
   await Promise.all(
-    names.map((n) =>
-      env.control("POST", `instances/${coord.views.getInstance(n)!.instanceId}/interrupt`, { action: "terminate", noticeSeconds: 120 }),
+    names.map(async (n) =>
+      env.control("POST", `instances/${(await coord.views.getInstance(n))!.instanceId}/interrupt`, {
+        action: "terminate",
+        noticeSeconds: 120,
+      }),
     ),
   );
   const wfs = await Promise.all(
     names.map(async (n) =>
-      coord.engine.wait((await until("replace", () => coord.store.workflowsFor(n).find((w) => w.kind === "replace"), 600_000)).id),
+      coord.engine.wait(
+        (await until("replace", async () => (await coord.store.workflows.listFor(n)).find((w) => w.kind === "replace"), 600_000)).id,
+      ),
     ),
   );
   const realSeconds = (Date.now() - t0) / 1000;
-  const timelines = names.map((n, i) => coord.views.getEvents(n)!.timelines.find((t) => t.workflowId === wfs[i]!.id)!);
+  const timelines = await Promise.all(
+    names.map(async (n, i) => (await coord.views.getEvents(n))!.timelines.find((t) => t.workflowId === wfs[i]!.id)!),
+  );
   const downtimes = timelines.map((t) => t.downtimeSeconds ?? NaN).sort((a, b) => a - b);
   const recoveries = timelines.map((t) => t.recoverySeconds ?? NaN).sort((a, b) => a - b);
   const cp = replacementCriticalPath(PROFILES.realistic) / 1000; // the profile is in ms

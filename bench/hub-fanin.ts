@@ -29,7 +29,7 @@ import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import WebSocket from "ws";
 import { newMessageId } from "../shared/protocol.js";
 import { parseSpec } from "../shared/spec.js";
-import { Store } from "../coordinator/db/queries.js";
+import { SqliteStore } from "../coordinator/db/sqlite/index.js";
 import { loadOrCreateSigner } from "../localcloud/imds/identity.js";
 import { ROOT } from "../test/coordinator/harness.js";
 
@@ -127,24 +127,24 @@ try {
   const instanceId = (i: number) => `i-${(0xb0000000 + i).toString(16).padStart(17, "0")}`;
   const spec = (name: string) =>
     parseSpec({ name, launch: { imageId: "ami-0123456789abcdef0", instanceTypes: ["m5.large"], subnetIds: ["subnet-0123456789abcdef0"] } });
-  const store = new Store(join(dataDir, "coordinator.sqlite"));
-  store.tx(() => {
+  const store = SqliteStore.open(join(dataDir, "coordinator.sqlite"));
+  await store.tx(async (t) => {
     for (let i = 0; i < agents; i++) {
       const name = `fanin-${i}`;
-      store.insertInstance(name, spec(name), "running");
-      store.ensureGeneration(name, 1, "wf-fanin-bench");
-      store.recordLaunch(name, 1, {
-        instanceId: instanceId(i),
+      await t.instances.insert(name, spec(name), "running");
+      await t.generations.ensure(name, 1, "wf-fanin-bench");
+      await t.generations.recordLaunch(name, 1, {
+        ec2InstanceId: instanceId(i),
         instanceType: "m5.large",
         availabilityZone: "us-east-1a",
-        lifecycle: "spot",
+        market: "spot",
         privateIp: null,
       });
-      store.markGenerationLive(name, 1);
-      store.setCurrentGeneration(name, 1);
+      await t.generations.markLive(name, 1);
+      await t.instances.setCurrentGeneration(name, 1);
     }
   });
-  store.close();
+  await store.close();
 
   const configFile = join(dir, "coordinator.json");
   writeFileSync(
@@ -155,6 +155,8 @@ try {
       identityCertificate: signer.certificatePem,
       ec2Endpoint: "http://127.0.0.1:9",
       lostCheckIntervalMs: 3_600_000,
+      // Every simulated agent connects from loopback.
+      agentSourceCheck: false,
       adminToken: "fanin-bench-admin-token-0123",
     }),
   );

@@ -74,7 +74,8 @@ try {
   if (bad) throw new Error(`create failed: ${bad.error}`);
   const setupSeconds = (Date.now() - t0) / 1000;
   // Every agent connected and polling before the first notice.
-  await until("every agent connected", () => names.every((n) => c.hub.isConnected(c.views.getInstance(n)!.instanceId!)), 60_000);
+  const agentIds = await Promise.all(names.map(async (n) => (await c.views.getInstance(n))!.instanceId!));
+  await until("every agent connected", () => agentIds.every((id) => c.hub.isConnected(id)), 60_000);
   await new Promise((r) => setTimeout(r, 2 * POLL_MS));
 
   const samples: Array<{
@@ -86,7 +87,7 @@ try {
   }> = [];
   const waits: Array<Promise<void>> = [];
   for (const name of names) {
-    const instanceId = c.views.getInstance(name)!.instanceId!;
+    const instanceId = (await c.views.getInstance(name))!.instanceId!;
     const before = Date.now();
     await e.control("POST", `instances/${instanceId}/interrupt`, { action: "terminate", noticeSeconds: 120 });
     const visible = Date.now();
@@ -99,7 +100,7 @@ try {
     };
     samples.push(sample);
     waits.push(
-      until(`the notice of ${instanceId}`, () => c.store.latestAgentReport(instanceId, "notice"), 15_000, 5)
+      until(`the notice of ${instanceId}`, () => c.store.agentReports.latest(instanceId, "notice"), 15_000, 5)
         .then((r) => {
           sample.latencyMs = r.at - visible;
           sample.fromCallStartMs = r.at - before;

@@ -21,11 +21,9 @@ export const CoordinatorConfig = z
       .default("us-east-1"),
     /** EC2 endpoint override, e.g. localcloud's http://127.0.0.1:4566. */
     ec2Endpoint: url.optional(),
-    /** PEM text or a path to the certificate that signs instance identity documents. */
+    /** PEM text or a path to the certificate that signs instance identity documents (required to accept agents). */
     identityCertificate: z.string().min(1).optional(),
-    /** localcloud control API (…/_localcloud/v1; default <ec2Endpoint>/_localcloud/v1): the identity certificate is fetched from it when not given. */
-    localcloudControlUrl: url.optional(),
-    /** real = model × timeScale; scales every coordinator poll, waiter and heartbeat (design §9). */
+    /** real = model × timeScale; scales every coordinator poll, waiter and heartbeat to match a time-scaled localcloud. */
     timeScale: z.number().positive({ message: "must be positive" }).max(100).default(1),
     /** Bearer token for /api/v1; generated and stored in dataDir when absent. */
     adminToken: z.string().min(16, { message: "must be at least 16 characters" }).optional(),
@@ -41,6 +39,16 @@ export const CoordinatorConfig = z
     apiHeadroom: z.number().min(0).max(1).default(0.8),
     /** Model seconds before the notice deadline by which quiesce must be done. */
     quiesceMarginSeconds: z.number().min(0).max(110).default(20),
+    /**
+     * An agent session must come from one of its instance's private addresses (and never from
+     * loopback). Turn off only where instances share the coordinator's address, such as
+     * localcloud's process runtime.
+     */
+    agentSourceCheck: z.boolean().default(true),
+    /** Addresses or CIDRs of TLS-terminating proxies whose X-Forwarded-For names the agent's address. */
+    trustProxy: z.array(z.string().min(1).max(64)).max(64).default([]),
+    /** Start on an empty store even though this data directory held one before (after a deliberate reset). */
+    acceptEmptyStore: z.boolean().default(false),
   })
   .strict();
 

@@ -9,7 +9,7 @@ const DURATION_BUCKETS = [0.5, 1, 2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 30
 export class Metrics {
   readonly registry = new Registry();
 
-  private instanceSource: (() => Record<string, number>) | undefined;
+  private instanceSource: (() => Promise<Record<string, number>>) | undefined;
   readonly instances: Gauge<"state">;
   readonly interruptions = new Counter({
     name: "spotkeep_interruptions_total",
@@ -83,7 +83,7 @@ export class Metrics {
     registers: [this.registry],
   });
 
-  constructor(opts: { defaultMetrics?: boolean; instanceStates?: () => Record<string, number> } = {}) {
+  constructor(opts: { defaultMetrics?: boolean; instanceStates?: () => Promise<Record<string, number>> } = {}) {
     const self = this;
     // Read from the store at scrape time, so the gauge can never drift from the truth.
     this.instances = new Gauge({
@@ -91,10 +91,11 @@ export class Metrics {
       help: "Stateful instances by state",
       labelNames: ["state"] as const,
       registers: [this.registry],
-      collect() {
+      async collect() {
         if (!self.instanceSource) return;
+        const counts = await self.instanceSource();
         this.reset();
-        for (const [state, n] of Object.entries(self.instanceSource())) this.set({ state }, n);
+        for (const [state, n] of Object.entries(counts)) this.set({ state }, n);
       },
     });
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry, prefix: "spotkeep_process_" });
@@ -102,7 +103,7 @@ export class Metrics {
   }
 
   /** Where the instances-by-state gauge reads its numbers at scrape time. */
-  setInstanceStateSource(source: () => Record<string, number>): void {
+  setInstanceStateSource(source: () => Promise<Record<string, number>>): void {
     this.instanceSource = source;
   }
 

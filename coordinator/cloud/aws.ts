@@ -16,6 +16,7 @@ import {
   DescribeInstancesCommand,
   DescribeNetworkInterfacesCommand,
   DescribeSnapshotsCommand,
+  DescribeSpotInstanceRequestsCommand,
   DescribeSubnetsCommand,
   DescribeVolumesCommand,
   DetachVolumeCommand,
@@ -51,6 +52,7 @@ import {
   type InstanceInfo,
   type LaunchRequest,
   type SnapshotInfo,
+  type SpotRequestStatus,
   type SubnetInfo,
   type Tags,
   type VolumeInfo,
@@ -70,6 +72,7 @@ export const GATEWAY_ACTIONS: readonly string[] = [
   "DescribeInstances",
   "DescribeNetworkInterfaces",
   "DescribeSnapshots",
+  "DescribeSpotInstanceRequests",
   "DescribeSubnets",
   "DescribeVolumes",
   "DetachVolume",
@@ -184,6 +187,15 @@ class AwsGateway implements Ec2Gateway {
         this.subnetCache.set(s.SubnetId!, { subnetId: s.SubnetId!, availabilityZone: s.AvailabilityZone!, cidr: s.CidrBlock ?? "" });
     }
     return subnetIds.map((id) => this.subnetCache.get(id)).filter((s): s is SubnetInfo => !!s);
+  }
+
+  async spotRequestStatus(instanceId: string): Promise<SpotRequestStatus | null> {
+    const out = await this.call("DescribeSpotInstanceRequests", `describing the spot request of ${instanceId}`, () =>
+      this.client.send(new DescribeSpotInstanceRequestsCommand({ Filters: [{ Name: "instance-id", Values: [instanceId] }] })),
+    );
+    const r = out.SpotInstanceRequests?.find((x) => x.InstanceId === instanceId);
+    if (!r?.SpotInstanceRequestId) return null;
+    return { spotInstanceRequestId: r.SpotInstanceRequestId, state: r.State ?? "unknown", statusCode: r.Status?.Code ?? "unknown" };
   }
 
   async describeImage(imageId: string): Promise<ImageInfo | null> {

@@ -122,8 +122,19 @@ export interface CreateVolumeRequest {
   tags: Tags;
 }
 
+/** The spot request behind an instance: EC2's own word on an interruption (`marked-for-termination`, …). */
+export interface SpotRequestStatus {
+  spotInstanceRequestId: string;
+  /** open | active | closed | cancelled | failed | disabled */
+  state: string;
+  /** e.g. fulfilled, marked-for-termination, marked-for-stop, marked-for-hibernation, instance-terminated-by-price */
+  statusCode: string;
+}
+
 export interface Ec2Gateway {
   describeSubnets(subnetIds: string[]): Promise<SubnetInfo[]>;
+  /** The spot request of a spot instance; null for an on-demand instance or one EC2 no longer lists. */
+  spotRequestStatus(instanceId: string): Promise<SpotRequestStatus | null>;
   describeImage(imageId: string): Promise<ImageInfo | null>;
 
   launchInstance(req: LaunchRequest): Promise<InstanceInfo>;

@@ -2,20 +2,22 @@ import { describe, it, expect, afterEach } from "vitest";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Store, type StepRow } from "./queries.js";
+import { SqliteStore } from "./sqlite/index.js";
+import type { StatefulInstanceSpec } from "../../shared/spec.js";
+import type { StepRecord } from "./store.js";
 import { Views, criticalPath } from "./views.js";
 
-const row = (seq: number, name: string, start: number, end: number): StepRow => ({
-  workflow_id: "w",
+const row = (seq: number, name: string, start: number, end: number): StepRecord => ({
+  workflowId: "w",
   seq,
   name,
   status: "done",
   attempts: 1,
-  next_attempt_at: null,
+  nextAttemptAt: null,
   result: null,
-  error: null,
-  started_at: start,
-  ended_at: end,
+  failure: null,
+  startedAt: start,
+  endedAt: end,
 });
 let dir: string | undefined;
 afterEach(() => dir && rmSync(dir, { recursive: true, force: true }));
@@ -33,13 +35,13 @@ describe("timeline read model", () => {
     expect(criticalPath(steps)).toEqual(["quiesce", "terminate-old", "wait-old-terminated", "launch", "restore"]);
   });
 
-  it("computes downtime from quiesce start and recovery from the notice, in model seconds", () => {
+  it("computes downtime from quiesce start and recovery from the notice, in model seconds", async () => {
     dir = mkdtempSync(join(tmpdir(), "spotkeep-views-"));
     let now = 1_000_000;
-    const store = new Store(join(dir, "db.sqlite"), () => now);
+    const store = SqliteStore.open(join(dir, "db.sqlite"), () => now);
     try {
-      store.insertInstance("db", { name: "db" }, "running");
-      store.insertWorkflow({
+      await store.instances.insert("db", { name: "db" } as StatefulInstanceSpec, "running");
+      await store.workflows.insert({
         id: "wf-1",
         kind: "replace",
         instance: "db",
@@ -47,19 +49,21 @@ describe("timeline read model", () => {
         trigger: "spot-interruption",
       });
       now += 100; // the quiesce command goes out 100 ms after the notice
-      store.startStep("wf-1", 1, "quiesce");
+      await store.steps.start("wf-1", 1, "quiesce");
       now += 400;
-      store.completeStep("wf-1", 1, { clean: true });
-      store.startStep("wf-1", 2, "restore");
+      await store.steps.complete("wf-1", 1, { clean: true });
+      await store.steps.start("wf-1", 2, "restore");
       now += 1500;
-      store.completeStep("wf-1", 2, null);
-      const t = new Views(store, 0.1).timeline(store.getWorkflow("wf-1")!); // real = model × 0.1
+      await store.steps.complete("wf-1", 2, null);
+      const wf = await store.workflows.get("wf-1");
+      if (!wf) throw new Error("workflow not recorded");
+      const t = await new Views(store, 0.1).timeline(wf); // real = model × 0.1
       expect(t.downtimeSeconds).toBe(19); // (2000 - 100) ms real / 0.1
       expect(t.recoverySeconds).toBe(20);
       expect(t.steps.map((s) => s.durationMs)).toEqual([4000, 15000]);
       expect(t.criticalPath).toEqual(["quiesce", "restore"]);
     } finally {
-      store.close();
+      await store.close();
     }
   });
 });

@@ -1,9 +1,9 @@
 /**
- * Read models: turn store rows into the HTTP API shapes of shared/api.ts. Times in the store are
- * wall-clock ms; durations are reported in model time (real / timeScale, design §9).
+ * Read models: turn the store's domain objects into the HTTP API shapes of shared/api.ts. Times in
+ * the store are wall-clock ms; durations are reported in model time (real / timeScale).
  */
 import type { EventsResponse, InstanceDetail, InstanceSummary, Timeline, Workflow, WorkflowStep } from "../../shared/api.js";
-import type { GenerationRow, StepRow, Store, WorkflowRow } from "./queries.js";
+import type { StatefulInstance, StepRecord, Store, WorkflowRecord } from "./store.js";
 
 const iso = (ms: number | null | undefined) => (ms == null ? null : new Date(ms).toISOString());
 
@@ -13,129 +13,139 @@ export class Views {
     private readonly timeScale = 1,
   ) {}
 
-  private current(name: string, generation: number): GenerationRow | undefined {
-    return generation > 0 ? this.store.getGeneration(name, generation) : undefined;
-  }
-
-  summary(name: string): InstanceSummary | null {
-    const row = this.store.getInstance(name);
-    if (!row) return null;
-    const g = this.current(name, row.generation);
-    const last = this.timelines(name)
-      .filter((t) => t.kind === "replace" && t.downtimeSeconds !== null)
-      .at(-1);
+  private async summaryOf(inst: StatefulInstance): Promise<InstanceSummary> {
+    const g = inst.generation > 0 ? await this.store.generations.get(inst.name, inst.generation) : null;
+    const last = (await this.timelines(inst.name)).filter((t) => t.kind === "replace" && t.downtimeSeconds !== null).at(-1);
     return {
-      name: row.name,
-      state: row.state,
-      stateReason: row.state_reason,
-      generation: row.generation,
-      instanceId: g?.instance_id ?? null,
-      instanceType: g?.instance_type ?? null,
-      availabilityZone: g?.availability_zone ?? null,
-      lifecycle: g?.lifecycle ?? null,
-      privateIp: g?.private_ip ?? this.store.getNetwork(name)?.private_ip ?? null,
+      name: inst.name,
+      state: inst.state,
+      stateReason: inst.stateReason,
+      generation: inst.generation,
+      instanceId: g?.ec2InstanceId ?? null,
+      instanceType: g?.instanceType ?? null,
+      availabilityZone: g?.availabilityZone ?? null,
+      lifecycle: g?.market ?? null,
+      privateIp: g?.privateIp ?? (await this.store.network.get(inst.name))?.privateIp ?? null,
       lastDowntimeSeconds: last?.downtimeSeconds ?? null,
     };
   }
 
-  list(): InstanceSummary[] {
-    return this.store.listInstances().map((r) => this.summary(r.name)!);
+  async summary(name: string): Promise<InstanceSummary | null> {
+    const inst = await this.store.instances.get(name);
+    return inst ? this.summaryOf(inst) : null;
   }
 
-  detail(name: string): InstanceDetail | null {
-    const s = this.summary(name);
-    const row = this.store.getInstance(name);
-    if (!s || !row) return null;
-    const root = this.store.getRoot(name);
-    const net = this.store.getNetwork(name);
+  async list(): Promise<InstanceSummary[]> {
+    const out: InstanceSummary[] = [];
+    for (const inst of await this.store.instances.list()) out.push(await this.summaryOf(inst));
+    return out;
+  }
+
+  async detail(name: string): Promise<InstanceDetail | null> {
+    const inst = await this.store.instances.get(name);
+    if (!inst) return null;
+    const [s, root, net, volumes, generations] = await Promise.all([
+      this.summaryOf(inst),
+      this.store.root.get(name),
+      this.store.network.get(name),
+      this.store.volumes.list(name),
+      this.store.generations.list(name),
+    ]);
     return {
       ...s,
-      spec: JSON.parse(row.spec),
+      spec: inst.spec,
       resources: {
-        volumes: this.store.listVolumes(name).map((v) => ({
+        volumes: volumes.map((v) => ({
           device: v.device,
-          mountPoint: v.mount_point,
-          volumeId: v.volume_id,
-          latestSnapshotId: v.latest_snapshot_id,
-          availabilityZone: v.availability_zone,
+          mountPoint: v.mountPoint,
+          volumeId: v.volumeId,
+          latestSnapshotId: v.latestSnapshotId,
+          availabilityZone: v.availabilityZone,
         })),
-        root: { imageId: root?.image_id ?? null, snapshotId: root?.snapshot_id ?? null },
-        network: { eniId: net?.eni_id ?? null, privateIp: net?.private_ip ?? null },
+        root: { imageId: root?.imageId ?? null, snapshotId: root?.snapshotId ?? null },
+        network: { eniId: net?.eniId ?? null, privateIp: net?.privateIp ?? null },
       },
-      generations: this.store.listGenerations(name).map((g) => ({
+      generations: generations.map((g) => ({
         generation: g.generation,
-        instanceId: g.instance_id,
-        instanceType: g.instance_type,
-        availabilityZone: g.availability_zone,
-        lifecycle: g.lifecycle,
-        launchedAt: iso(g.launched_at),
-        endedAt: iso(g.ended_at),
-        endReason: g.end_reason,
+        instanceId: g.ec2InstanceId,
+        instanceType: g.instanceType,
+        availabilityZone: g.availabilityZone,
+        lifecycle: g.market,
+        launchedAt: iso(g.launchedAt),
+        endedAt: iso(g.endedAt),
+        endReason: g.endReason,
       })),
     };
   }
 
-  private step(s: StepRow): WorkflowStep {
+  private step(s: StepRecord): WorkflowStep {
     return {
       seq: s.seq,
       name: s.name,
       status: s.status,
       attempts: s.attempts,
-      startedAt: iso(s.started_at),
-      endedAt: iso(s.ended_at),
-      durationMs: s.started_at != null && s.ended_at != null ? Math.round((s.ended_at - s.started_at) / this.timeScale) : null,
-      error: s.error,
+      startedAt: iso(s.startedAt),
+      endedAt: iso(s.endedAt),
+      durationMs: s.startedAt != null && s.endedAt != null ? Math.round((s.endedAt - s.startedAt) / this.timeScale) : null,
+      error: s.failure?.message ?? null,
     };
   }
 
-  workflow(id: string): Workflow | null {
-    const w = this.store.getWorkflow(id);
+  async workflow(id: string): Promise<Workflow | null> {
+    const w = await this.store.workflows.get(id);
     if (!w) return null;
     return {
       id: w.id,
       kind: w.kind,
       instance: w.instance,
       status: w.status,
-      startedAt: iso(w.started_at)!,
-      finishedAt: iso(w.finished_at),
+      startedAt: iso(w.startedAt) ?? "",
+      finishedAt: iso(w.finishedAt),
       error: w.error,
-      steps: this.store.listSteps(id).map((s) => this.step(s)),
+      steps: (await this.store.steps.list(id)).map((s) => this.step(s)),
     };
   }
 
-  timeline(w: WorkflowRow): Timeline {
-    const steps = this.store.listSteps(w.id);
+  async timeline(w: WorkflowRecord): Promise<Timeline> {
+    const steps = await this.store.steps.list(w.id);
     const byName = (n: string) => steps.find((s) => s.name === n);
-    const ready = byName("restore")?.ended_at ?? null;
-    const quiesce = byName("quiesce")?.started_at ?? null;
-    const input = JSON.parse(w.input) as { trigger?: string };
+    const ready = byName("restore")?.endedAt ?? null;
+    const quiesce = byName("quiesce")?.startedAt ?? null;
+    const inputTrigger = (w.input as { trigger?: unknown } | null)?.trigger;
     const model = (ms: number) => Math.round(ms / this.timeScale) / 1000;
-    const downFrom = w.kind === "replace" ? (quiesce ?? w.started_at) : null;
+    const downFrom = w.kind === "replace" ? (quiesce ?? w.startedAt) : null;
     return {
       workflowId: w.id,
       kind: w.kind,
-      trigger: w.trigger ?? input.trigger ?? null,
-      startedAt: iso(w.started_at)!,
-      finishedAt: iso(w.finished_at),
+      trigger: w.trigger ?? (typeof inputTrigger === "string" ? inputTrigger : null),
+      startedAt: iso(w.startedAt) ?? "",
+      finishedAt: iso(w.finishedAt),
       outcome: w.status,
       downtimeSeconds: downFrom != null && ready != null ? model(ready - downFrom) : null,
-      recoverySeconds: w.kind === "replace" && ready != null ? model(ready - w.started_at) : null,
+      recoverySeconds: w.kind === "replace" && ready != null ? model(ready - w.startedAt) : null,
       steps: steps.map((s) => this.step(s)),
       criticalPath: criticalPath(steps),
       timeScale: this.timeScale,
     };
   }
 
-  timelines(name: string): Timeline[] {
-    return this.store.workflowsFor(name).map((w) => this.timeline(w));
+  async timelines(name: string): Promise<Timeline[]> {
+    const out: Timeline[] = [];
+    for (const w of await this.store.workflows.listFor(name)) out.push(await this.timeline(w));
+    return out;
   }
 
-  events(name: string): EventsResponse | null {
-    if (!this.store.getInstance(name)) return null;
+  async events(name: string): Promise<EventsResponse | null> {
+    if (!(await this.store.instances.get(name))) return null;
     return {
       name,
-      timelines: this.timelines(name),
-      events: this.store.listEvents(name).map((e) => ({ at: iso(e.at)!, kind: e.kind, message: e.message, workflowId: e.workflow_id })),
+      timelines: await this.timelines(name),
+      events: (await this.store.events.list(name)).map((e) => ({
+        at: iso(e.at) ?? "",
+        kind: e.kind,
+        message: e.message,
+        workflowId: e.workflowId,
+      })),
     };
   }
 }
@@ -144,16 +154,16 @@ export class Views {
  * The chain of steps that determined the finish time: from the last step to finish, repeatedly
  * the step that finished last before it started.
  */
-export function criticalPath(steps: StepRow[]): string[] {
-  const done = steps.filter((s) => s.started_at != null && s.ended_at != null);
+export function criticalPath(steps: StepRecord[]): string[] {
+  const done = steps.filter((s): s is StepRecord & { startedAt: number; endedAt: number } => s.startedAt != null && s.endedAt != null);
   if (done.length === 0) return [];
-  let cur = done.reduce((a, b) => (b.ended_at! > a.ended_at! || (b.ended_at === a.ended_at && b.seq > a.seq) ? b : a));
+  let cur = done.reduce((a, b) => (b.endedAt > a.endedAt || (b.endedAt === a.endedAt && b.seq > a.seq) ? b : a));
   const path = [cur];
   for (;;) {
-    const start = cur.started_at!;
+    const start = cur.startedAt;
     const prev = done
-      .filter((s) => s !== cur && s.ended_at! <= start && s.seq < cur.seq)
-      .reduce<StepRow | null>((a, b) => (!a || b.ended_at! > a.ended_at! ? b : a), null);
+      .filter((s) => s !== cur && s.endedAt <= start && s.seq < cur.seq)
+      .reduce<(typeof done)[number] | null>((a, b) => (!a || b.endedAt > a.endedAt ? b : a), null);
     if (!prev) break;
     path.unshift(prev);
     cur = prev;

@@ -3,18 +3,20 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { FakeClock } from "../../shared/clock.js";
-import { Store } from "../db/queries.js";
-import { WorkflowEngine, type Runbook, type StepInfo } from "./engine.js";
+import { SqliteStore } from "../db/sqlite/index.js";
+import { scaledClock } from "../time.js";
+import { type Runbook, type StepInfo, step, WorkflowEngine } from "./engine.js";
+import { Failure, failureKind } from "./failure.js";
 
 let dir: string;
 let clock: FakeClock;
-const stores: Store[] = [];
+const stores: SqliteStore[] = [];
 const engines: WorkflowEngine[] = [];
 
-function open(runbooks: Record<string, Runbook>, extra: Partial<ConstructorParameters<typeof WorkflowEngine>[0]> = {}) {
-  const store = new Store(join(dir, "db.sqlite"), () => clock.now());
+function open(runbooks: Record<string, Runbook<never>>, extra: Partial<ConstructorParameters<typeof WorkflowEngine>[0]> = {}) {
+  const store = SqliteStore.open(join(dir, "db.sqlite"), () => clock.now());
   stores.push(store);
-  const engine = new WorkflowEngine({ store, clock, runbooks, random: () => 1, ...extra });
+  const engine = new WorkflowEngine({ store, clock: scaledClock(1, clock), runbooks, random: () => 1, ...extra });
   engines.push(engine);
   return { store, engine };
 }
@@ -29,7 +31,7 @@ beforeEach(() => {
 });
 afterEach(async () => {
   for (const e of engines.splice(0)) await e.stop();
-  for (const s of stores.splice(0)) s.close();
+  for (const s of stores.splice(0)) await s.close();
   rmSync(dir, { recursive: true, force: true });
 });
 
@@ -37,7 +39,7 @@ describe("workflow engine", () => {
   it("records each step's result and returns it on replay without running the step again", async () => {
     const runs: string[] = [];
     let crash = true;
-    const book: Runbook = async (ctx) => {
+    const book: Runbook<unknown> = async (ctx) => {
       const a = await ctx.step("create-volume", async () => {
         runs.push("a");
         return { volumeId: "vol-1" };
@@ -54,19 +56,19 @@ describe("workflow engine", () => {
       return c;
     };
     const first = open({ demo: book });
-    const id = first.engine.start("demo", "db", { x: 1 });
+    const id = await first.engine.start("demo", "db", { x: 1 });
     await clock.advance(0);
     expect(runs).toEqual(["a", "b", "c"]);
     await first.engine.stop(); // the "crash": the workflow stays running in the store
-    expect(first.store.getWorkflow(id)!.status).toBe("running");
+    expect((await first.store.workflows.get(id))?.status).toBe("running");
     crash = false;
     const second = open({ demo: book });
-    expect(second.engine.resumeAll()).toEqual([id]);
+    expect(await second.engine.resumeAll()).toEqual([id]);
     const wf = await second.engine.wait(id);
     expect(wf.status).toBe("succeeded");
-    expect(JSON.parse(wf.result!)).toBe("vol-1+eni-1");
+    expect(wf.result).toBe("vol-1+eni-1");
     expect(runs).toEqual(["a", "b", "c", "c"]);
-    expect(second.store.listSteps(id).map((s) => [s.seq, s.name, s.status])).toEqual([
+    expect((await second.store.steps.list(id)).map((s) => [s.seq, s.name, s.status])).toEqual([
       [1, "create-volume", "done"],
       [2, "create-eni", "done"],
       [3, "launch", "done"],
@@ -87,21 +89,31 @@ describe("workflow engine", () => {
           { initialMs: 1000, factor: 2, maxMs: 10_000, attempts: 5, jitter: "none" },
         ),
     });
-    const id = engine.start("flaky", "db", null);
+    const id = await engine.start("flaky", "db", null);
     await clock.advance(0);
-    let row = store.getStep(id, 1)!;
-    expect(row).toMatchObject({ status: "pending", attempts: 1, error: "VolumeInUse #1", next_attempt_at: clock.now() + 1000 });
+    let row = await store.steps.get(id, 1);
+    expect(row).toMatchObject({
+      status: "pending",
+      attempts: 1,
+      failure: { message: "VolumeInUse #1" },
+      nextAttemptAt: clock.now() + 1000,
+    });
     await clock.advance(1000);
-    row = store.getStep(id, 1)!;
-    expect(row).toMatchObject({ status: "pending", attempts: 2, error: "VolumeInUse #2", next_attempt_at: clock.now() + 2000 });
+    row = await store.steps.get(id, 1);
+    expect(row).toMatchObject({
+      status: "pending",
+      attempts: 2,
+      failure: { message: "VolumeInUse #2" },
+      nextAttemptAt: clock.now() + 2000,
+    });
     await clock.advance(2000);
     expect((await engine.wait(id)).status).toBe("succeeded");
-    expect(store.getStep(id, 1)).toMatchObject({ status: "done", attempts: 3, error: null });
+    expect(await store.steps.get(id, 1)).toMatchObject({ status: "done", attempts: 3, failure: null });
   });
 
   it("resumes a backoff after a restart from the stored next attempt time", async () => {
     let calls = 0;
-    const book: Runbook = async (ctx) =>
+    const book: Runbook<unknown> = async (ctx) =>
       ctx.step(
         "detach",
         async () => {
@@ -112,11 +124,11 @@ describe("workflow engine", () => {
         { initialMs: 5000, attempts: 3, jitter: "none" },
       );
     const first = open({ b: book });
-    const id = first.engine.start("b", "db", null);
+    const id = await first.engine.start("b", "db", null);
     await clock.advance(1000);
     await first.engine.stop();
     const second = open({ b: book });
-    second.engine.resumeAll();
+    await second.engine.resumeAll();
     await clock.advance(3000); // 4 s after the failure: still waiting
     expect(calls).toBe(1);
     await clock.advance(1000);
@@ -135,26 +147,26 @@ describe("workflow engine", () => {
           { retryable: () => false },
         ),
     });
-    const id = engine.start("b", "db", null);
+    const id = await engine.start("b", "db", null);
     const wf = await engine.wait(id);
     expect(wf.status).toBe("failed");
     expect(wf.error).toContain("step launch failed after 1 attempt: InvalidAMIID.NotFound");
-    expect(store.getStep(id, 1)).toMatchObject({ status: "failed", attempts: 1 });
+    expect(await store.steps.get(id, 1)).toMatchObject({ status: "failed", attempts: 1 });
   });
 
   it("fails a replay whose step sequence differs from the recorded one", async () => {
     let version = 1;
-    const book: Runbook = async (ctx) => {
+    const book: Runbook<unknown> = async (ctx) => {
       await ctx.step("quiesce", async () => 1);
       await ctx.step(version === 1 ? "capture" : "terminate", async (info) => (version === 1 ? hang(info) : 2));
     };
     const first = open({ b: book });
-    const id = first.engine.start("b", "db", null);
+    const id = await first.engine.start("b", "db", null);
     await clock.advance(0);
     await first.engine.stop();
     version = 2;
     const second = open({ b: book });
-    second.engine.resumeAll();
+    await second.engine.resumeAll();
     const wf = await second.engine.wait(id);
     expect(wf.status).toBe("failed");
     expect(wf.error).toMatch(/step 2 is recorded as "capture" but the runbook now asks for "terminate"/);
@@ -176,7 +188,7 @@ describe("workflow engine", () => {
       },
       { maxConcurrent: 2 },
     );
-    const ids = [1, 2, 3, 4, 5].map((i) => engine.start("w", `db-${i}`, null));
+    const ids = await Promise.all([1, 2, 3, 4, 5].map((i) => engine.start("w", `db-${i}`, null)));
     await clock.advance(0);
     expect(engine.running).toBe(2);
     expect(engine.waiting).toBe(3);
@@ -192,48 +204,99 @@ describe("workflow engine", () => {
     const started: string[] = [];
     let gate!: () => void;
     const opened = new Promise<void>((r) => (gate = r));
-    const book: Runbook = async (ctx) => {
+    const book: Runbook<unknown> = async (ctx) => {
       await ctx.step("quiesce", async () => "q");
-      const [img, term] = await ctx.parallel<[string, string]>([
-        [
-          "register-image",
-          async () => {
-            started.push("img");
-            await opened;
-            return "ami-1";
-          },
-        ],
-        [
-          "wait-terminated",
-          async () => {
-            started.push("term");
-            gate();
-            return "terminated";
-          },
-        ],
-      ]);
+      const [img, term] = await ctx.parallel(
+        step("register-image", async () => {
+          started.push("img");
+          await opened;
+          return "ami-1";
+        }),
+        step("wait-terminated", async () => {
+          started.push("term");
+          gate();
+          return "terminated";
+        }),
+      );
       return await ctx.step("launch", async () => `${img}/${term}`);
     };
     const { store, engine } = open({ b: book });
-    const id = engine.start("b", "db", null);
+    const id = await engine.start("b", "db", null);
     const wf = await engine.wait(id);
     expect(wf.status).toBe("succeeded");
     expect(started.sort()).toEqual(["img", "term"]); // image waited for terminate's gate: both were running together
-    expect(store.listSteps(id).map((s) => `${s.seq}:${s.name}`)).toEqual([
+    expect((await store.steps.list(id)).map((s) => `${s.seq}:${s.name}`)).toEqual([
       "1:quiesce",
       "2:register-image",
       "3:wait-terminated",
       "4:launch",
     ]);
-    expect(JSON.parse(wf.result!)).toBe("ami-1/terminated");
+    expect(wf.result).toBe("ami-1/terminated");
   });
 
-  it("applies migrations once even when two stores open the same file", () => {
-    const a = new Store(join(dir, "race.sqlite"));
-    const b = new Store(join(dir, "race.sqlite"));
+  it("applies migrations once even when two stores open the same file", async () => {
+    const a = SqliteStore.open(join(dir, "race.sqlite"));
+    const b = SqliteStore.open(join(dir, "race.sqlite"));
     stores.push(a, b);
-    const rows = a.db.prepare("SELECT version FROM migrations").all();
-    expect(rows).toEqual([{ version: 1 }]);
-    expect(b.counts().instances).toBe(0);
+    const versions = (a.db.prepare("SELECT version FROM migrations ORDER BY version").all() as { version: number }[]).map((r) => r.version);
+    expect(versions[0]).toBe(1);
+    expect(new Set(versions).size).toBe(versions.length);
+    expect((await b.counts()).instances).toBe(0);
+  });
+
+  it("keeps a failed step's kind across a restart, so the replay takes the same branch", async () => {
+    const branches: string[] = [];
+    let crash = true;
+    const book: Runbook<unknown> = async (ctx) => {
+      try {
+        await ctx.step(
+          "launch",
+          async () => {
+            throw new Failure("no-capacity", "no capacity anywhere");
+          },
+          { attempts: 1 },
+        );
+      } catch (err) {
+        branches.push(failureKind(err));
+        if (failureKind(err) !== "no-capacity") throw err;
+      }
+      return ctx.step("launch in another AZ", async (info) => (crash ? hang(info) : "ok"));
+    };
+    const first = open({ b: book });
+    const id = await first.engine.start("b", "db", null);
+    await clock.advance(0);
+    await first.engine.stop();
+    expect(await first.store.steps.get(id, 1)).toMatchObject({ status: "failed", failure: { kind: "no-capacity" } });
+    crash = false;
+    const second = open({ b: book });
+    await second.engine.resumeAll();
+    expect((await second.engine.wait(id)).status).toBe("succeeded");
+    expect(branches).toEqual(["no-capacity", "no-capacity"]);
+  });
+
+  it("runs a dynamic list of steps with ctx.all and replays their results in list order", async () => {
+    const book: Runbook<unknown> = async (ctx) => {
+      const devices = ["/dev/sdf", "/dev/sdg", "/dev/sdh"];
+      const ids = await ctx.all(devices.map((d, i) => step(`snapshot ${d}`, async () => `snap-${i}`)));
+      return ids.join(",");
+    };
+    const { store, engine } = open({ b: book });
+    const id = await engine.start("b", "db", null);
+    expect((await engine.wait(id)).result).toBe("snap-0,snap-1,snap-2");
+    expect((await store.steps.list(id)).map((s) => s.name)).toEqual(["snapshot /dev/sdf", "snapshot /dev/sdg", "snapshot /dev/sdh"]);
+  });
+
+  it("does not run a workflow whose start was rolled back with its transaction", async () => {
+    let ran = false;
+    const { store, engine } = open({ b: async () => (ran = true) });
+    await expect(
+      store.tx(async (t) => {
+        await engine.start("b", "db", null, null, t);
+        throw new Error("disk full");
+      }),
+    ).rejects.toThrow("disk full");
+    await clock.advance(0);
+    expect(ran).toBe(false);
+    expect((await store.counts()).workflows).toBe(0);
   });
 });

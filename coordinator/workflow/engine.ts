@@ -1,23 +1,26 @@
 /**
- * Durable workflows (DBOS-style). A runbook is a plain async function that calls
- * `ctx.step(name, fn, policy)`; each step gets the next sequence number and its outcome is
- * recorded under (workflow id, seq). When a workflow is re-run after a restart, recorded steps
- * return their stored result without running again, so a runbook resumes exactly after the last
- * finished step. Retry state (attempts, next attempt time) lives in the step row, so a restart
- * continues the backoff instead of starting it over.
+ * Durable workflows. A runbook is a plain async function that calls `ctx.step(name, fn, policy)`;
+ * each step gets the next sequence number and its outcome is recorded under (workflow id, seq).
+ * When a workflow is re-run after a restart, recorded steps return their stored result without
+ * running again, so a runbook resumes exactly after the last finished step. Retry state (attempts,
+ * next attempt time) lives in the step row, so a restart continues the backoff instead of starting
+ * it over. A failed step is recorded with its failure kind, and a replay rethrows a `Failure` of
+ * that kind.
  *
  * Rules for runbook authors (the engine checks the first one):
- *  - the sequence of step names must be the same on every run of the same workflow: branch only
- *    on step results and the input, never on wall-clock time or in-memory state;
- *  - a step's fn must be safe to run again (a crash between its side effect and the record of
- *    its result re-runs it): use ClientTokens and tag-then-find;
- *  - results must be JSON values.
+ *  1. the sequence of step names must be the same on every run of the same workflow: branch only
+ *     on step results, failure kinds and the input — never on wall-clock time, in-memory state, or
+ *     store reads made outside a step;
+ *  2. a step's fn must be safe to run again (a crash between its side effect and the record of its
+ *     result re-runs it): use ClientTokens and tag-then-find;
+ *  3. results must be JSON values.
  */
-import { nextDelay, type RetryPolicy, retryPolicy } from "../../shared/retry.js";
-import type { Clock } from "../../shared/clock.js";
-import type { Store, WorkflowRow } from "../db/queries.js";
 import { randomBytes } from "node:crypto";
 import { setMaxListeners } from "node:events";
+import { nextDelay, type RetryPolicy, retryPolicy } from "../../shared/retry.js";
+import type { Store, StoreTx, WorkflowRecord } from "../db/store.js";
+import type { ScaledClock } from "../time.js";
+import { describeError, recordFailure, replayFailure } from "./failure.js";
 
 export interface StepPolicy extends Partial<RetryPolicy> {
   /** Whether this error is worth another attempt; default: every error is. */
@@ -33,32 +36,48 @@ export interface StepInfo {
 }
 
 export type StepFn<T> = (info: StepInfo) => Promise<T>;
-export type StepSpec<T = unknown> = [name: string, fn: StepFn<T>, policy?: StepPolicy];
+
+/** A step not yet run: what `ctx.all` and `ctx.parallel` take. Build one with `step(...)`. */
+export interface StepDef<T> {
+  name: string;
+  run: StepFn<T>;
+  policy?: StepPolicy;
+}
+
+export function step<T>(name: string, run: StepFn<T>, policy?: StepPolicy): StepDef<T> {
+  return { name, run, policy };
+}
 
 export interface WorkflowContext {
   readonly workflowId: string;
   readonly kind: string;
   readonly instance: string;
   readonly signal: AbortSignal;
-  readonly clock: Clock;
+  readonly clock: ScaledClock;
   step<T>(name: string, fn: StepFn<T>, policy?: StepPolicy): Promise<T>;
-  /** Independent steps run concurrently; sequence numbers follow the array order. */
-  parallel<T extends unknown[]>(steps: { [K in keyof T]: StepSpec<T[K]> }): Promise<T>;
+  /** A dynamic list of independent steps, run concurrently; sequence numbers follow the list order. */
+  all<T>(steps: ReadonlyArray<StepDef<T>>): Promise<T[]>;
+  /** A fixed set of independent steps of different result types, run concurrently. */
+  parallel<T extends unknown[]>(...steps: { [K in keyof T]: StepDef<T[K]> }): Promise<T>;
   /** Timeline entry (not a step). */
-  event(kind: string, message: string): void;
+  event(kind: string, message: string): Promise<void>;
 }
 
-// biome-ignore lint/suspicious/noExplicitAny: the registry holds runbooks of every input type
-export type Runbook<I = any, O = unknown> = (ctx: WorkflowContext, input: I) => Promise<O>;
+export type Runbook<I> = (ctx: WorkflowContext, input: I) => Promise<unknown>;
+
+/** The registry the engine runs from: one runbook per workflow kind, each with its own input type. */
+export type Runbooks = Record<string, Runbook<never>>;
 
 /** The runbook asked for a different step than the one recorded at this position. */
 export class NonDeterminismError extends Error {
   override name = "NonDeterminismError";
 }
 
-/** A step failed for good (attempts exhausted or a non-retryable error). */
+/** A step failed for good (attempts exhausted or a non-retryable error); `cause` keeps the failure's kind. */
 export class StepFailedError extends Error {
   override name = "StepFailedError";
+  /** failureKind() looks through this wrapper to the cause. */
+  readonly failureWrapper = true;
   constructor(
     readonly step: string,
     readonly attempts: number,
@@ -72,29 +91,25 @@ export class WorkflowStopped extends Error {
   override name = "WorkflowStopped";
 }
 
-export function describeError(err: unknown): string {
-  if (err instanceof Error)
-    return err.name && err.name !== "Error" && !err.message.startsWith(err.name) ? `${err.name}: ${err.message}` : err.message;
-  return String(err);
-}
+export type WorkflowOutcome = { ok: true; result: unknown } | { ok: false; error: string; cause: unknown };
 
 export interface EngineOptions {
   store: Store;
-  clock: Clock;
-  runbooks: Record<string, Runbook>;
+  clock: ScaledClock;
+  runbooks: Runbooks;
   /** How many workflows run at once; the rest wait in order. */
   maxConcurrent?: number;
-  /** Default retry policy for steps. */
+  /** Default retry policy for steps (model ms). */
   defaultPolicy?: Partial<RetryPolicy>;
   /** Called after a step's result is recorded (the crash test hook). */
-  afterStep?: (wf: WorkflowRow, seq: number, name: string) => void;
-  onFinished?: (wf: WorkflowRow, outcome: { ok: true; result: unknown } | { ok: false; error: string }) => void;
+  afterStep?: (wf: WorkflowRecord, seq: number, name: string) => void;
+  onFinished?: (wf: WorkflowRecord, outcome: WorkflowOutcome) => Promise<void> | void;
   random?: () => number;
 }
 
 export class WorkflowEngine {
   private readonly store: Store;
-  private readonly clock: Clock;
+  private readonly clock: ScaledClock;
   private readonly maxConcurrent: number;
   private active = 0;
   private readonly queue: string[] = [];
@@ -112,29 +127,39 @@ export class WorkflowEngine {
     setMaxListeners(0, this.abort.signal);
   }
 
-  /** Record a new workflow and schedule it. The row is written before this returns. */
-  start(kind: string, instance: string, input: unknown, trigger: string | null = null, id?: string): string {
+  newId(kind: string): string {
+    return `wf-${kind}-${this.clock.now().toString(36)}-${randomBytes(4).toString("hex")}`;
+  }
+
+  /**
+   * Record a new workflow and schedule it; the row is written before this resolves. Inside a
+   * transaction pass it as `t`: the workflow then runs only if the transaction commits (a rolled
+   * back one leaves no row, and the scheduled run finds nothing to do).
+   */
+  async start(kind: string, instance: string, input: unknown, trigger: string | null = null, t?: StoreTx): Promise<string> {
     if (!this.opts.runbooks[kind]) throw new Error(`starting workflow: no runbook named ${JSON.stringify(kind)}`);
-    const wfId = id ?? `wf-${kind}-${this.clock.now().toString(36)}-${randomBytes(4).toString("hex")}`;
-    this.store.insertWorkflow({ id: wfId, kind, instance, input, trigger });
-    this.schedule(wfId);
-    return wfId;
+    const id = this.newId(kind);
+    await (t ?? this.store).workflows.insert({ id, kind, instance, input, trigger });
+    this.schedule(id);
+    return id;
   }
 
   /** Schedule every workflow a previous process left unfinished. */
-  resumeAll(): string[] {
-    const ids = this.store.unfinishedWorkflows().map((w) => w.id);
+  async resumeAll(): Promise<string[]> {
+    const ids = (await this.store.workflows.unfinished()).map((w) => w.id);
     for (const id of ids) this.schedule(id);
     return ids;
   }
 
-  /** Resolves when the workflow has finished (in this process) or immediately if it already has. */
-  async wait(id: string): Promise<WorkflowRow> {
-    const row = this.store.getWorkflow(id);
+  /** Resolves when the workflow has finished (in this process) or at once if it already has. */
+  async wait(id: string): Promise<WorkflowRecord> {
+    const row = await this.store.workflows.get(id);
     if (!row) throw new Error(`waiting for workflow ${id}: no such workflow`);
     if (row.status !== "running") return row;
     await this.waiter(id).promise;
-    return this.store.getWorkflow(id)!;
+    const done = await this.store.workflows.get(id);
+    if (!done) throw new Error(`waiting for workflow ${id}: it disappeared`);
+    return done;
   }
 
   get running(): number {
@@ -164,6 +189,11 @@ export class WorkflowEngine {
     return w;
   }
 
+  private finishWaiter(id: string): void {
+    this.waiter(id).resolve();
+    this.done.delete(id);
+  }
+
   private schedule(id: string): void {
     if (this.stopped || this.queued.has(id)) return;
     this.queued.add(id);
@@ -173,7 +203,7 @@ export class WorkflowEngine {
 
   private pump(): void {
     while (!this.stopped && this.active < this.maxConcurrent && this.queue.length > 0) {
-      const id = this.queue.shift()!;
+      const id = this.queue.shift() as string;
       this.active++;
       const p = this.execute(id).finally(() => {
         this.active--;
@@ -186,77 +216,81 @@ export class WorkflowEngine {
   }
 
   private async execute(id: string): Promise<void> {
-    const wf = this.store.getWorkflow(id);
-    if (wf?.status !== "running") {
-      this.waiter(id).resolve();
+    const wf = await this.store.workflows.get(id).catch(() => null);
+    if (!wf || wf.status !== "running") {
+      this.finishWaiter(id);
       return;
     }
-    const runbook = this.opts.runbooks[wf.kind];
-    let outcome: { ok: true; result: unknown } | { ok: false; error: string };
+    const runbook = this.opts.runbooks[wf.kind] as Runbook<unknown> | undefined;
+    let outcome: WorkflowOutcome;
     try {
       if (!runbook) throw new Error(`no runbook named ${JSON.stringify(wf.kind)}`);
-      const ctx = this.context(wf);
-      const result = await runbook(ctx, JSON.parse(wf.input));
+      const result = await runbook(this.context(wf), wf.input);
       outcome = { ok: true, result };
     } catch (err) {
       if (this.stopped) return; // left running in the store; resumes on the next start
-      outcome = { ok: false, error: describeError(err) };
+      outcome = { ok: false, error: describeError(err), cause: err };
     }
-    if (outcome.ok) this.store.finishWorkflow(id, "succeeded", outcome.result, null);
-    else this.store.finishWorkflow(id, "failed", null, outcome.error);
     try {
-      this.opts.onFinished?.(this.store.getWorkflow(id)!, outcome);
+      if (outcome.ok) await this.store.workflows.finish(id, "succeeded", outcome.result, null);
+      else await this.store.workflows.finish(id, "failed", null, outcome.error);
+      const finished = await this.store.workflows.get(id);
+      if (finished) await this.opts.onFinished?.(finished, outcome);
+    } catch (err) {
+      // The store refused the write (disk full, I/O error): the workflow stays `running` in the
+      // store and is resumed, from its last recorded step, by the next start.
+      if (!this.stopped) process.emitWarning(`workflow ${id}: recording its end failed: ${describeError(err)}`);
     } finally {
-      this.waiter(id).resolve();
+      this.finishWaiter(id);
     }
   }
 
-  private context(wf: WorkflowRow): WorkflowContext {
+  private context(wf: WorkflowRecord): WorkflowContext {
     let seq = 0;
-    const engine = this;
     const signal = this.abort.signal;
-    const ctx: WorkflowContext = {
+    const run = <T>(name: string, fn: StepFn<T>, policy?: StepPolicy): Promise<T> => {
+      const mySeq = ++seq; // allocated synchronously: call order defines numbering
+      return this.runStep(wf, mySeq, name, fn, policy);
+    };
+    return {
       workflowId: wf.id,
       kind: wf.kind,
       instance: wf.instance,
       signal,
       clock: this.clock,
-      step<T>(name: string, fn: StepFn<T>, policy?: StepPolicy): Promise<T> {
-        const mySeq = ++seq; // allocated synchronously: call order defines numbering
-        return engine.runStep(wf, mySeq, name, fn, policy);
+      step: run,
+      all: <T>(steps: ReadonlyArray<StepDef<T>>) => settleAll(steps.map((s) => run(s.name, s.run, s.policy))),
+      parallel: <T extends unknown[]>(...steps: { [K in keyof T]: StepDef<T[K]> }): Promise<T> => {
+        const defs: ReadonlyArray<StepDef<unknown>> = steps;
+        return settleAll(defs.map((s) => run(s.name, s.run, s.policy))) as Promise<T>;
       },
-      parallel<T extends unknown[]>(steps: { [K in keyof T]: StepSpec<T[K]> }): Promise<T> {
-        const promises = (steps as StepSpec[]).map(([name, fn, policy]) => ctx.step(name, fn, policy));
-        return settleAll(promises) as Promise<T>;
-      },
-      event(kind: string, message: string): void {
-        engine.store.addEvent(wf.instance, kind, message, wf.id);
-      },
+      event: (kind, message) => this.store.events.add(wf.instance, kind, message, wf.id),
     };
-    return ctx;
   }
 
-  private async runStep<T>(wf: WorkflowRow, seq: number, name: string, fn: StepFn<T>, policy?: StepPolicy): Promise<T> {
+  private async runStep<T>(wf: WorkflowRecord, seq: number, name: string, fn: StepFn<T>, policy?: StepPolicy): Promise<T> {
     if (this.stopped) throw new WorkflowStopped("coordinator stopping");
-    const row = this.store.getStep(wf.id, seq);
+    const row = await this.store.steps.get(wf.id, seq);
     if (row && row.name !== name) {
       throw new NonDeterminismError(
-        `workflow ${wf.id} replay: step ${seq} is recorded as ${JSON.stringify(row.name)} but the runbook now asks for ${JSON.stringify(name)} (the runbook changed or branches on something other than step results)`,
+        `workflow ${wf.id} replay: step ${seq} is recorded as ${JSON.stringify(row.name)} but the runbook now asks for ` +
+          `${JSON.stringify(name)} (the runbook changed or branches on something other than step results)`,
       );
     }
-    if (row?.status === "done") return JSON.parse(row.result ?? "null") as T;
-    if (row?.status === "failed") throw new StepFailedError(name, row.attempts, new Error(row.error ?? "failed"));
+    if (row?.status === "done") return row.result as T;
+    if (row?.status === "failed")
+      throw new StepFailedError(name, row.attempts, replayFailure(row.failure ?? { kind: "error", code: null, message: "failed" }));
     const full = retryPolicy({ ...this.opts.defaultPolicy, ...stripRetryable(policy) });
     let attempts = row?.attempts ?? 0;
-    if (row?.next_attempt_at != null) {
-      const wait = row.next_attempt_at - this.clock.now();
+    if (row?.nextAttemptAt != null) {
+      const wait = this.clock.modelMsUntil(row.nextAttemptAt);
       if (wait > 0) await this.clock.sleep(wait, this.abort.signal);
     }
-    this.store.startStep(wf.id, seq, name);
+    await this.store.steps.start(wf.id, seq, name);
     for (;;) {
       try {
         const result = await fn({ attempt: attempts + 1, signal: this.abort.signal });
-        this.store.completeStep(wf.id, seq, result);
+        await this.store.steps.complete(wf.id, seq, result);
         this.opts.afterStep?.(wf, seq, name);
         return (result === undefined ? null : result) as T;
       } catch (err) {
@@ -265,12 +299,12 @@ export class WorkflowEngine {
         const retryable = policy?.retryable ? policy.retryable(err) : true;
         const delay = retryable ? nextDelay(full, attempts, this.opts.random) : null;
         if (delay === null) {
-          this.store.failStep(wf.id, seq, describeError(err));
+          await this.store.steps.fail(wf.id, seq, recordFailure(err));
           throw new StepFailedError(name, attempts, err);
         }
-        this.store.scheduleRetry(wf.id, seq, describeError(err), this.clock.now() + delay);
+        await this.store.steps.scheduleRetry(wf.id, seq, recordFailure(err), this.clock.wallAfter(delay));
         await this.clock.sleep(delay, this.abort.signal);
-        this.store.startStep(wf.id, seq, name);
+        await this.store.steps.start(wf.id, seq, name);
       }
     }
   }
@@ -282,10 +316,23 @@ function stripRetryable(p?: StepPolicy): Partial<RetryPolicy> {
   return rest;
 }
 
+/**
+ * Await branches of a runbook that run at the same time (e.g. a `ctx.all` beside a `ctx.step`),
+ * typed per branch. Like Promise.all, but waits for every branch before rejecting, so no step is
+ * left running unobserved.
+ */
+export async function together<T extends unknown[]>(...branches: { [K in keyof T]: Promise<T[K]> }): Promise<T> {
+  const all: ReadonlyArray<Promise<unknown>> = branches;
+  return settleAll([...all]) as Promise<T>;
+}
+
 /** Like Promise.all, but waits for every branch before rejecting, so no step is left running unobserved. */
-async function settleAll(promises: Promise<unknown>[]): Promise<unknown[]> {
+async function settleAll<T>(promises: Promise<T>[]): Promise<T[]> {
   const settled = await Promise.allSettled(promises);
-  const failed = settled.find((s): s is PromiseRejectedResult => s.status === "rejected");
-  if (failed) throw failed.reason;
-  return settled.map((s) => (s as PromiseFulfilledResult<unknown>).value);
+  const out: T[] = [];
+  for (const s of settled) {
+    if (s.status === "rejected") throw s.reason;
+    out.push(s.value);
+  }
+  return out;
 }

@@ -29,7 +29,7 @@ beforeAll(async () => {
   writeFileSync(join(dir, "agent.js"), "console.log('agent')\n");
   views = new FakeViews();
   views.seedRunning();
-  metrics.setInstanceStateSource(() => ({ running: views.listInstances().filter((i) => i.state === "running").length }));
+  metrics.setInstanceStateSource(async () => ({ running: (await views.listInstances()).filter((i) => i.state === "running").length }));
   api = createApiServer({
     views,
     adminToken: token,

@@ -77,9 +77,9 @@ beforeAll(async () => {
   coord = await inProcessCoordinator(env, join(dir, "coord"), 1, { identityCertificate: signer.certificatePem });
   // A managed generation: create an instance; with no agent it waits for ready at the restore step.
   await coord.views.createInstance(parseSpec(env.spec("target", { workload: false })));
-  managedId = await until("generation 1 to launch", () => coord.store.getGeneration("target", 1)?.instance_id);
-  await until("the create workflow to reach restore", () =>
-    coord.store.listSteps(coord.store.workflowsFor("target")[0]!.id).some((s) => s.name === "restore"),
+  managedId = await until("generation 1 to launch", async () => (await coord.store.generations.get("target", 1))?.ec2InstanceId);
+  await until("the create workflow to reach restore", async () =>
+    (await coord.store.steps.list((await coord.store.workflows.listFor("target"))[0]!.id)).some((s) => s.name === "restore"),
   );
 });
 afterAll(async () => {
@@ -90,7 +90,7 @@ afterAll(async () => {
 
 describe("bad input is rejected and changes nothing", () => {
   it("rejects a bad spec with the field named, and a duplicate name with a conflict", async () => {
-    const before = coord.store.counts();
+    const before = await coord.store.counts();
     const bad = { ...env.spec("bad-one"), persistence: { volumes: [{ device: "/dev/foo", sizeGiB: 0, mountPoint: "data" }] } };
     const r = await api("POST", "instances", JSON.stringify(bad));
     expect(r.status).toBe(400);
@@ -100,11 +100,11 @@ describe("bad input is rejected and changes nothing", () => {
     expect(dup.status).toBe(409);
     const notJson = await api("POST", "instances", "{nope");
     expect(notJson.status).toBe(400);
-    expect(coord.store.counts()).toEqual(before);
+    expect(await coord.store.counts()).toEqual(before);
   });
 
   it("refuses spec features the runbooks do not carry out yet, naming the field; nothing changes", async () => {
-    const before = coord.store.counts();
+    const before = await coord.store.counts();
     const spec = env.spec("mbb-one");
     const mbb = {
       ...spec,
@@ -116,11 +116,11 @@ describe("bad input is rejected and changes nothing", () => {
     expect(r.body.error.message).toBe(
       "persistence.network.attach: secondary (make-before-break) is not supported by this coordinator yet; use primary; onRebalance: recycle is not supported by this coordinator yet; use snapshot or ignore",
     );
-    expect(coord.store.counts()).toEqual(before);
+    expect(await coord.store.counts()).toEqual(before);
   });
 
   it("refuses a forged identity document with a clear error; nothing changes", async () => {
-    const before = coord.store.counts();
+    const before = await coord.store.counts();
     const { ws, frames, closed } = await session();
     const d = doc(managedId);
     ws.send(hello(d, forger.signRsaSha256(d)));
@@ -128,7 +128,7 @@ describe("bad input is rejected and changes nothing", () => {
     expect(frames[0]).toMatchObject({ type: "error", code: "forged-identity" });
     expect(frames[0].message).toMatch(/signature does not verify against the configured certificate/);
     expect(coord.hub.connected).toBe(0);
-    expect(coord.store.counts()).toEqual(before);
+    expect(await coord.store.counts()).toEqual(before);
   });
 
   it("closes a session that sends malformed frames after a genuine hello; nothing changes", async () => {
@@ -142,12 +142,12 @@ describe("bad input is rejected and changes nothing", () => {
       ws.send(hello(d, signer.signRsaSha256(d)));
       await until("welcome", () => frames.length > 0);
       expect(frames[0]).toMatchObject({ type: "welcome", statefulInstance: "target" });
-      const before = coord.store.counts();
+      const before = await coord.store.counts();
       ws.send(frame);
       expect(await closed).toBe(1007);
-      expect(coord.store.counts()).toEqual(before);
+      expect(await coord.store.counts()).toEqual(before);
     }
-    expect(coord.store.listInstances().map((i) => i.state)).toEqual(["creating"]);
+    expect((await coord.store.instances.list()).map((i) => i.state)).toEqual(["creating"]);
   });
 
   it("validates the coordinator config naming the field", () => {

@@ -37,7 +37,7 @@ async function scenario(name: string, dataMethod: "reattach" | "snapshot") {
   const created = await coord.engine.wait(workflowId);
   expect(created.error).toBeNull();
   expect(created.status).toBe("succeeded");
-  const before = coord.views.getInstance(name)!;
+  const before = (await coord.views.getInstance(name))!;
   expect(before.state).toBe("running");
   const oldId = before.instanceId!;
   const oldVolume = before.resources.volumes[0]!.volumeId!;
@@ -45,12 +45,12 @@ async function scenario(name: string, dataMethod: "reattach" | "snapshot") {
   await until("the workload to acknowledge records", () => readAcks(acks).length > 20);
 
   await env.control("POST", `instances/${oldId}/interrupt`, { action: "terminate", noticeSeconds: 120 });
-  const wf = await until("a replace workflow", () => coord.store.workflowsFor(name).find((w) => w.kind === "replace"));
+  const wf = await until("a replace workflow", async () => (await coord.store.workflows.listFor(name)).find((w) => w.kind === "replace"));
   const done = await coord.engine.wait(wf.id);
   expect(done.error).toBeNull();
   expect(done.status).toBe("succeeded");
 
-  const after = coord.views.getInstance(name)!;
+  const after = (await coord.views.getInstance(name))!;
   expect(after.state).toBe("running");
   expect(after.generation).toBe(2);
   expect(after.instanceId).not.toBe(oldId);

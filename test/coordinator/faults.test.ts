@@ -37,7 +37,11 @@ async function create(name: string, o: Parameters<Env["spec"]>[1] = {}) {
 }
 
 async function replaceOf(name: string) {
-  const wf = await until(`a replace workflow for ${name}`, () => coord.store.workflowsFor(name).find((w) => w.kind === "replace"), 60_000);
+  const wf = await until(
+    `a replace workflow for ${name}`,
+    async () => (await coord.store.workflows.listFor(name)).find((w) => w.kind === "replace"),
+    60_000,
+  );
   return coord.engine.wait(wf.id);
 }
 
@@ -47,12 +51,12 @@ describe("capacity fallbacks", () => {
     try {
       const wf = await create("cap-next-type", { workload: false });
       expect(wf.error).toBeNull();
-      const d = coord.views.getInstance("cap-next-type")!;
+      const d = (await coord.views.getInstance("cap-next-type"))!;
       expect(d).toMatchObject({ state: "running", instanceType: "m6i.large", lifecycle: "spot" });
       expect(
-        coord.views
-          .getEvents("cap-next-type")!
-          .events.some((e) => e.kind === "fallback" && /m5\.large.*InsufficientInstanceCapacity/.test(e.message)),
+        (await coord.views.getEvents("cap-next-type"))!.events.some(
+          (e) => e.kind === "fallback" && /m5\.large.*InsufficientInstanceCapacity/.test(e.message),
+        ),
       ).toBe(true);
     } finally {
       await capacity("m5.large", "spot", true);
@@ -65,7 +69,7 @@ describe("capacity fallbacks", () => {
     try {
       const wf = await create("cap-on-demand", { workload: false });
       expect(wf.error).toBeNull();
-      expect(coord.views.getInstance("cap-on-demand")).toMatchObject({
+      expect(await coord.views.getInstance("cap-on-demand")).toMatchObject({
         state: "running",
         instanceType: "m5.large",
         lifecycle: "on-demand",
@@ -82,7 +86,7 @@ describe("capacity fallbacks", () => {
     try {
       const wf = await create("cap-none", { workload: false, fallbackToOnDemand: false });
       expect(wf.status).toBe("failed");
-      const d = coord.views.getInstance("cap-none")!;
+      const d = (await coord.views.getInstance("cap-none"))!;
       expect(d.state).toBe("failed");
       expect(d.stateReason).toMatch(
         /no capacity for cap-none generation 1: spot m5\.large in us-east-1a: InsufficientInstanceCapacity; spot m6i\.large in us-east-1a: InsufficientInstanceCapacity/,
@@ -102,7 +106,7 @@ describe("cross-AZ", () => {
     spec.persistence!.network = { privateIp: "none" };
     const { workflowId } = await coord.views.createInstance(parseSpec(spec));
     expect((await coord.engine.wait(workflowId)).error).toBeNull();
-    const old = coord.views.getInstance("xaz")!;
+    const old = (await coord.views.getInstance("xaz"))!;
     expect(old.availabilityZone).toBe("us-east-1a");
     await until("acked records", () => readAcks(acks).length > 5);
     const types = ["m5.large", "m6i.large"];
@@ -111,12 +115,12 @@ describe("cross-AZ", () => {
       await env.control("POST", `instances/${old.instanceId}/interrupt`, { action: "terminate", noticeSeconds: 120 });
       const wf = await replaceOf("xaz");
       expect(wf.error).toBeNull();
-      const d = coord.views.getInstance("xaz")!;
+      const d = (await coord.views.getInstance("xaz"))!;
       expect(d.state).toBe("running");
       expect(d.availabilityZone).not.toBe("us-east-1a");
       expect(d.resources.volumes[0]!.volumeId).not.toBe(old.resources.volumes[0]!.volumeId);
       expect(d.resources.volumes[0]!.availabilityZone).toBe(d.availabilityZone);
-      expect(coord.views.getEvents("xaz")!.events.some((e) => e.kind === "cross-az")).toBe(true);
+      expect((await coord.views.getEvents("xaz"))!.events.some((e) => e.kind === "cross-az")).toBe(true);
       const acked = readAcks(acks); // acks first: a record is on disk before its ack is written
       const records = readRecords(join(env.rootDir(d.instanceId!), "data", "records.log"));
       expect(acked.filter((n) => !records.has(n))).toEqual([]);
@@ -134,12 +138,12 @@ describe("address pool", () => {
     spec.persistence!.network = { privateIp: "pool", ipPool: ["172.31.16.200", ip] };
     const { workflowId } = await coord.views.createInstance(parseSpec(spec));
     expect((await coord.engine.wait(workflowId)).error).toBeNull();
-    const old = coord.views.getInstance("pool")!;
+    const old = (await coord.views.getInstance("pool"))!;
     expect(old.privateIp).toBe(ip); // home is us-east-1a, where 172.31.0.200 fits
     await env.control("POST", `instances/${old.instanceId}/interrupt`, { action: "terminate", noticeSeconds: 120 });
     const wf = await replaceOf("pool");
     expect(wf.error).toBeNull();
-    const d = coord.views.getInstance("pool")!;
+    const d = (await coord.views.getInstance("pool"))!;
     expect(d).toMatchObject({ state: "running", generation: 2, privateIp: ip });
     const [inst] = await env.ec2.describeInstances([d.instanceId!]);
     expect(inst!.privateIp).toBe(ip);
@@ -149,13 +153,23 @@ describe("address pool", () => {
 describe("snapshots", () => {
   it("snapshots the data volumes on a rebalance recommendation (onRebalance: snapshot) and on request", async () => {
     expect((await create("snap", { workload: false })).error).toBeNull();
-    const d = coord.views.getInstance("snap")!;
+    const d = (await coord.views.getInstance("snap"))!;
     expect(d.resources.volumes[0]!.latestSnapshotId).toBeNull();
     await env.control("POST", `instances/${d.instanceId}/rebalance`, {});
-    const wf = await until("a snapshot workflow", () => coord.store.workflowsFor("snap").find((w) => w.kind === "snapshot"), 60_000);
+    const wf = await until(
+      "a snapshot workflow",
+      async () => (await coord.store.workflows.listFor("snap")).find((w) => w.kind === "snapshot"),
+      60_000,
+    );
     expect((await coord.engine.wait(wf.id)).error).toBeNull();
-    expect(coord.store.listSteps(wf.id).map((s) => s.name)).toEqual(["freeze", "snapshot /dev/sdf", "thaw", "wait-snapshots", "retention"]);
-    const first = coord.views.getInstance("snap")!.resources.volumes[0]!.latestSnapshotId!;
+    expect((await coord.store.steps.list(wf.id)).map((s) => s.name)).toEqual([
+      "freeze",
+      "snapshot /dev/sdf",
+      "thaw",
+      "wait-snapshots",
+      "retention",
+    ]);
+    const first = (await coord.views.getInstance("snap"))!.resources.volumes[0]!.latestSnapshotId!;
     expect((await env.ec2.describeSnapshot(first))?.state).toBe("completed");
 
     const res = await fetch(`${coord.url}/api/v1/instances/snap/snapshot`, {
@@ -165,9 +179,9 @@ describe("snapshots", () => {
     expect(res.status).toBeLessThan(300);
     const { workflowId } = (await res.json()) as { workflowId: string };
     expect((await coord.engine.wait(workflowId)).error).toBeNull();
-    const second = coord.views.getInstance("snap")!.resources.volumes[0]!.latestSnapshotId!;
+    const second = (await coord.views.getInstance("snap"))!.resources.volumes[0]!.latestSnapshotId!;
     expect(second).not.toBe(first);
-    expect(coord.views.getInstance("snap")!.state).toBe("running");
+    expect((await coord.views.getInstance("snap"))!.state).toBe("running");
   });
 });
 
@@ -179,11 +193,11 @@ describe("continuous snapshots", () => {
     expect((await coord.engine.wait(workflowId)).error).toBeNull();
     const wf = await until(
       "a scheduled snapshot",
-      () => coord.store.workflowsFor("cont").find((w) => w.kind === "snapshot" && w.trigger === "every 5 min"),
+      async () => (await coord.store.workflows.listFor("cont")).find((w) => w.kind === "snapshot" && w.trigger === "every 5 min"),
       60_000,
     );
     expect((await coord.engine.wait(wf.id)).error).toBeNull();
-    expect(coord.views.getInstance("cont")!.resources.volumes[0]!.latestSnapshotId).toMatch(/^snap-/);
+    expect((await coord.views.getInstance("cont"))!.resources.volumes[0]!.latestSnapshotId).toMatch(/^snap-/);
   });
 });
 
@@ -191,7 +205,7 @@ describe("API errors and lost instances", () => {
   it("retries RequestLimitExceeded bursts and failNext errors on attach and detach to success", async () => {
     const acks = join(dir, "flaky.acks");
     expect((await create("flaky", { acks })).error).toBeNull();
-    const old = coord.views.getInstance("flaky")!;
+    const old = (await coord.views.getInstance("flaky"))!;
     await until("acked records", () => readAcks(acks).length > 5);
     await env.control("PUT", "faults", {
       failNext: [
@@ -205,7 +219,7 @@ describe("API errors and lost instances", () => {
     await env.control("POST", `instances/${old.instanceId}/interrupt`, { action: "terminate", noticeSeconds: 120 });
     const wf = await replaceOf("flaky");
     expect(wf.error).toBeNull();
-    const d = coord.views.getInstance("flaky")!;
+    const d = (await coord.views.getInstance("flaky"))!;
     expect(d).toMatchObject({ state: "running", generation: 2, privateIp: old.privateIp });
     const acked = readAcks(acks); // acks first: a record is on disk before its ack is written
     const records = readRecords(join(env.rootDir(d.instanceId!), "data", "records.log"));
@@ -213,7 +227,7 @@ describe("API errors and lost instances", () => {
   });
 
   it("retries throttled DetachVolume and AttachVolume calls (failNext) to success", async () => {
-    const d = coord.views.getInstance("flaky")!;
+    const d = (await coord.views.getInstance("flaky"))!;
     const vol = d.resources.volumes[0]!.volumeId!;
     await env.control("PUT", "faults", { failNext: [{ action: "DetachVolume", code: "RequestLimitExceeded", count: 2 }] });
     // A detach of a volume that is attached: the SDK retries the throttled answers.
@@ -227,19 +241,19 @@ describe("API errors and lost instances", () => {
   it("recovers an instance lost without a notice (found by the batched DescribeInstances sweep)", async () => {
     const acks = join(dir, "lost.acks");
     expect((await create("lost", { acks })).error).toBeNull();
-    const old = coord.views.getInstance("lost")!;
+    const old = (await coord.views.getInstance("lost"))!;
     await until("acked records", () => readAcks(acks).length > 5);
     await env.control("POST", `instances/${old.instanceId}/lose`, {});
     const wf = await replaceOf("lost");
     expect(wf.error).toBeNull();
     expect(wf.trigger).toBe("lost");
-    const d = coord.views.getInstance("lost")!;
+    const d = (await coord.views.getInstance("lost"))!;
     expect(d).toMatchObject({ state: "running", generation: 2, privateIp: old.privateIp });
     expect(d.resources.volumes[0]!.volumeId).toBe(old.resources.volumes[0]!.volumeId);
     const acked = readAcks(acks); // acks first: a record is on disk before its ack is written
     const records = readRecords(join(env.rootDir(d.instanceId!), "data", "records.log"));
     expect(acked.filter((n) => !records.has(n))).toEqual([]);
-    expect(coord.store.listSteps(wf.id).map((s) => s.name)).not.toContain("quiesce");
+    expect((await coord.store.steps.list(wf.id)).map((s) => s.name)).not.toContain("quiesce");
   });
 });
 
@@ -248,14 +262,14 @@ describe("many interruptions at once", () => {
     const names = Array.from({ length: 10 }, (_, i) => `burst-${i}`);
     const created = await Promise.all(names.map((n) => create(n, { workload: false, root: false })));
     expect(created.map((w) => w.error)).toEqual(names.map(() => null));
-    const before = names.map((n) => coord.views.getInstance(n)!);
+    const before = await Promise.all(names.map(async (n) => (await coord.views.getInstance(n))!));
     await Promise.all(
       before.map((d) => env.control("POST", `instances/${d.instanceId}/interrupt`, { action: "terminate", noticeSeconds: 120 })),
     );
     const results = await Promise.all(names.map((n) => replaceOf(n)));
     expect(results.map((w) => w.error)).toEqual(names.map(() => null));
     for (const [i, n] of names.entries()) {
-      const d = coord.views.getInstance(n)!;
+      const d = (await coord.views.getInstance(n))!;
       expect(d).toMatchObject({ state: "running", generation: 2, privateIp: before[i]!.privateIp });
       expect(d.resources.volumes[0]!.volumeId).toBe(before[i]!.resources.volumes[0]!.volumeId);
       expect((await liveInstances(env, n)).map((x) => x.instanceId)).toEqual([d.instanceId]);

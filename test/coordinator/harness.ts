@@ -207,6 +207,8 @@ export function coordinatorConfig(env: Env, dataDir: string, timeScale: number, 
     adminToken: "test-admin-token-0123456789",
     agentBundlePath: AGENT_BUNDLE,
     lostCheckIntervalMs: 5000,
+    // localcloud's process runtime: every instance reaches the coordinator from loopback.
+    agentSourceCheck: false,
     ...extra,
   };
 }

@@ -274,7 +274,7 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
     for (const w of created) if (w.status !== "succeeded") throw new Error(`creating ${w.instance}: ${w.status}: ${w.error}`);
     const ips = new Map<string, string>();
     for (const n of names) {
-      const d = c.views.getInstance(n)!;
+      const d = (await c.views.getInstance(n))!;
       if (!d.privateIp) throw new Error(`${n} has no private IP after create`);
       ips.set(n, d.privateIp);
       const w = new RowWriter(d.privateIp);
@@ -284,9 +284,11 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
     }
     for (const n of names) {
       const w = writers.get(n)!;
-      await until(`${n}: the first acknowledged rows (last error: ${w.lastError})`, () => w.acked.length >= 20, 120_000).catch((e) => {
-        throw new Error(`${(e as Error).message}\n${consoleTail(cloud, c.views.getInstance(n)?.instanceId)}`);
-      });
+      await until(`${n}: the first acknowledged rows (last error: ${w.lastError})`, () => w.acked.length >= 20, 120_000).catch(
+        async (e) => {
+          throw new Error(`${(e as Error).message}\n${consoleTail(cloud, (await c.views.getInstance(n))?.instanceId)}`);
+        },
+      );
     }
 
     const rounds: Array<{ name: keyof typeof methods; kind: "interrupt" | "lose" }> = [
@@ -297,9 +299,9 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
     ];
     for (const r of rounds) {
       const w = writers.get(r.name)!;
-      const before = c.views.getInstance(r.name)!;
+      const before = (await c.views.getInstance(r.name))!;
       const oldId = before.instanceId!;
-      const known = new Set(c.store.workflowsFor(r.name).map((x) => x.id));
+      const known = new Set((await c.store.workflows.listFor(r.name)).map((x) => x.id));
       const outagesBefore = w.outages.length;
       const ackedBefore = w.acked.length;
       await until(`${r.name}: rows acknowledged before the ${r.kind}`, () => w.acked.length >= ackedBefore + 20, 60_000);
@@ -308,7 +310,7 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
       log(`${r.name}: ${r.kind} ${oldId} (generation ${before.generation}) with ${w.acked.length} rows acknowledged`);
       const wf = await until(
         `${r.name}: a replace workflow after the ${r.kind}`,
-        () => c.store.workflowsFor(r.name).find((x) => x.kind === "replace" && !known.has(x.id)),
+        async () => (await c.store.workflows.listFor(r.name)).find((x) => x.kind === "replace" && !known.has(x.id)),
         120_000,
       );
       const done = await Promise.race([
@@ -318,7 +320,7 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
         ),
       ]);
       if (done.status !== "succeeded") throw new Error(`${r.name}: replace ${wf.id} ${done.status}: ${done.error}`);
-      const after = c.views.getInstance(r.name)!;
+      const after = (await c.views.getInstance(r.name))!;
       if (after.instanceId === oldId || after.generation !== before.generation + 1)
         throw new Error(`${r.name}: expected a new generation after ${wf.id}, got generation ${after.generation} ${after.instanceId}`);
       // The client comes back by itself at the same address: wait for fresh COMMITs on the new generation.
@@ -334,7 +336,7 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
       const acked = [...w.acked];
       const back = await readBack(ips.get(r.name)!);
       const missing = acked.filter((n) => !back.rows.has(n));
-      const timeline = c.views.getEvents(r.name)!.timelines.find((t) => t.workflowId === wf.id)!;
+      const timeline = (await c.views.getEvents(r.name))!.timelines.find((t) => t.workflowId === wf.id)!;
       const outage = w.outages
         .slice(outagesBefore)
         .reduce<number | null>((m, x) => Math.max(m ?? 0, (x.firstAckAfter - x.lastAckBefore) / 1000 / timeScale), null);

@@ -90,9 +90,11 @@ describe("admin CLI against a coordinator on localcloud", () => {
     const callsBefore = sampleValue(before.samples, "spotkeep_ec2_api_calls_total");
     expect(callsBefore).toBeGreaterThan(0);
 
-    const old = coord.views.getInstance("ops-db")!;
+    const old = (await coord.views.getInstance("ops-db"))!;
     await env.control("POST", `instances/${old.instanceId}/interrupt`, { action: "terminate", noticeSeconds: 120 });
-    const wf = await until("a replace workflow", () => coord.store.workflowsFor("ops-db").find((w) => w.kind === "replace"));
+    const wf = await until("a replace workflow", async () =>
+      (await coord.store.workflows.listFor("ops-db")).find((w) => w.kind === "replace"),
+    );
     expect((await coord.engine.wait(wf.id)).status).toBe("succeeded");
 
     const after = await metrics();

@@ -1,21 +1,29 @@
 /**
  * create: from a spec, make the data volumes and the ENI, launch generation 1 (with the
  * fallbacks), attach, bootstrap, wait for `ready`.
+ *
+ *   resolve → { create-volume each ‖ create-eni } → launch → wait-running → attach each → restore → finish
  */
-import type { StatefulInstanceSpec } from "../../../shared/spec.js";
 import { TAG } from "../../cloud/gateway.js";
-import type { Runbook } from "../engine.js";
-import { waitUntil, type RunbookDeps } from "./deps.js";
+import type { DataVolume, NetworkIdentity } from "../../db/store.js";
+import type { StatefulInstanceSpec } from "../../../shared/spec.js";
+import { ONCE, type Runbook, step, together, type WorkflowContext } from "../engine.js";
+import { Failure, isPermanent } from "../failure.js";
+import { type RunbookDeps, waitUntil } from "./deps.js";
 import {
-  LAUNCH_POLICY,
-  MUTATE_POLICY,
   attachVolume,
   candidates,
+  describeLaunchSubnets,
   ipInCidr,
+  LAUNCH_POLICY,
   launchGeneration,
+  MUTATE_POLICY,
+  plannedVolumes,
+  requireVolumeId,
   restoreAndWaitReady,
   waitRunning,
 } from "./launch.js";
+import { resourceTags } from "./steps.js";
 
 export interface CreateInput {
   name: string;
@@ -23,99 +31,52 @@ export interface CreateInput {
 
 export function createRunbook(deps: RunbookDeps): Runbook<CreateInput> {
   return async (ctx, { name }) => {
-    const spec = JSON.parse(deps.store.getInstance(name)!.spec) as StatefulInstanceSpec;
     const generation = 1;
 
+    // 1. Resolve the spec's image and subnets (a missing one fails the create: retrying will not make it exist).
     const plan = await ctx.step(
       "resolve",
       async () => {
+        const inst = await deps.store.instances.get(name);
+        if (!inst) throw new Failure("resource-lost", `stateful instance ${name} no longer exists`);
+        const spec = inst.spec;
         const image = await deps.ec2.describeImage(spec.launch.imageId);
-        if (!image) throw new Error(`launch.imageId: ${spec.launch.imageId} does not exist`);
-        const subnets = await deps.ec2.describeSubnets(spec.launch.subnetIds);
-        const ordered = spec.launch.subnetIds.map((id) => {
-          const s = subnets.find((x) => x.subnetId === id);
-          if (!s) throw new Error(`launch.subnetIds: ${id} does not exist`);
-          return { subnetId: s.subnetId, availabilityZone: s.availabilityZone, cidr: s.cidr };
+        if (!image) throw new Failure("invalid-spec", `launch.imageId: ${spec.launch.imageId} does not exist`);
+        const subnets = await describeLaunchSubnets(deps, spec, "refuse");
+        await deps.store.tx(async (t) => {
+          await t.root.set({
+            instance: name,
+            imageId: spec.persistence.root ? spec.launch.imageId : null,
+            snapshotId: null,
+            rootDeviceName: image.rootDeviceName,
+            architecture: image.architecture,
+          });
+          await t.generations.ensure(name, generation, ctx.workflowId);
         });
-        deps.store.setRoot({
-          instance: name,
-          image_id: spec.persistence.root ? spec.launch.imageId : null,
-          snapshot_id: null,
-          root_device_name: image.rootDeviceName,
-          architecture: image.architecture,
-        });
-        deps.store.ensureGeneration(name, generation, ctx.workflowId);
-        return { subnets: ordered, rootDeviceName: image.rootDeviceName };
+        return { spec, subnets, volumes: await deps.store.volumes.list(name) };
       },
-      { ...MUTATE_POLICY, retryable: (e) => MUTATE_POLICY.retryable!(e) && !/does not exist/.test(String(e)) },
+      { ...MUTATE_POLICY, retryable: (e) => !isPermanent(e) && (MUTATE_POLICY.retryable?.(e) ?? true) },
     );
+    const { spec } = plan;
 
     // With an address pool, home is the first subnet that holds one of the pool's addresses.
     const pool = spec.persistence.network.privateIp === "pool" ? spec.persistence.network.ipPool : [];
-    const home = plan.subnets.find((s) => pool.some((ip) => ipInCidr(ip, s.cidr))) ?? plan.subnets[0]!;
-    const tags = (step: string) => ({ [TAG.managed]: "true", [TAG.instance]: name, [TAG.workflow]: ctx.workflowId, [TAG.step]: step });
+    const home = plan.subnets.find((s) => pool.some((ip) => ipInCidr(ip, s.cidr))) ?? plan.subnets[0];
+    if (!home) throw new Failure("invalid-spec", "launch.subnetIds: no subnet to launch in");
 
-    const made = await ctx.parallel<unknown[]>([
-      ...spec.persistence.volumes.map(
-        (v) =>
-          [
-            `create-volume ${v.device}`,
-            async () => {
-              const step = `create-volume ${v.device}`;
-              if (v.volumeId) {
-                const existing = await deps.ec2.describeVolume(v.volumeId);
-                if (!existing) throw new Error(`persistence.volumes: ${v.volumeId} does not exist`);
-                deps.store.setVolumeCurrent(name, v.device, existing.volumeId, existing.availabilityZone);
-                return existing.volumeId;
-              }
-              const vol = await deps.ec2.createVolume({
-                availabilityZone: home.availabilityZone,
-                sizeGiB: v.sizeGiB,
-                volumeType: v.type,
-                iops: v.iops,
-                throughput: v.throughput,
-                tags: { ...spec.launch.tags, ...tags(step), [TAG.device]: v.device, Name: `${name}${v.device.replace(/\//g, "-")}` },
-              });
-              deps.store.setVolumeCurrent(name, v.device, vol.volumeId, vol.availabilityZone);
-              await waitUntil(
-                deps.clock,
-                `${vol.volumeId} to be available`,
-                async () => ((await deps.ec2.describeVolume(vol.volumeId))?.state === "available" ? true : null),
-                { intervalMs: deps.pollMs, timeoutMs: 10 * 60_000, signal: ctx.signal },
-              );
-              return vol.volumeId;
-            },
-            MUTATE_POLICY,
-          ] as const,
+    // 2. The persisted resources: one EBS volume per data volume, and the stable ENI.
+    const [volumes, eni] = await together(
+      ctx.all(
+        plan.volumes.map((v) =>
+          step(`create-volume ${v.device}`, () => createDataVolume(deps, ctx, spec, v, home.availabilityZone), MUTATE_POLICY),
+        ),
       ),
-      ...(spec.persistence.network.privateIp === "same-eni"
-        ? [
-            [
-              "create-eni",
-              async () => {
-                const eni = await deps.ec2.createNetworkInterface({
-                  subnetId: home.subnetId,
-                  securityGroupIds: spec.launch.securityGroupIds,
-                  description: `spotkeep ${name}`,
-                  tags: { ...spec.launch.tags, ...tags("create-eni"), Name: name },
-                });
-                deps.store.setNetwork({
-                  instance: name,
-                  eni_id: eni.eniId,
-                  private_ip: eni.privateIp,
-                  subnet_id: eni.subnetId,
-                  availability_zone: eni.availabilityZone,
-                });
-                return eni.eniId;
-              },
-              MUTATE_POLICY,
-            ] as const,
-          ]
-        : []),
-    ] as never);
-    void made;
+      spec.persistence.network.privateIp === "same-eni"
+        ? ctx.step("create-eni", () => createStableEni(deps, ctx, spec, home.subnetId), MUTATE_POLICY)
+        : Promise.resolve(null),
+    );
 
-    const net = deps.store.getNetwork(name);
+    // 3. Launch generation 1 (pinned to home's AZ when volumes or the ENI live there).
     const launched = await ctx.step(
       "launch",
       () =>
@@ -124,36 +85,47 @@ export function createRunbook(deps: RunbookDeps): Runbook<CreateInput> {
           spec,
           generation,
           imageId: spec.launch.imageId,
-          cands: candidates(spec, plan.subnets, spec.persistence.volumes.length > 0 || net?.eni_id ? home.availabilityZone : null),
-          eniId: net?.eni_id ?? null,
+          cands: candidates(spec, plan.subnets, volumes.length > 0 || eni ? home.availabilityZone : null),
+          eniId: eni?.eniId ?? null,
           blockDevices: [],
         }),
       LAUNCH_POLICY,
     );
-
-    await ctx.step("wait-running", () => waitRunning(deps, ctx, name, generation, launched.instanceId, false), MUTATE_POLICY);
-
-    await ctx.parallel<unknown[]>(
-      deps.store
-        .listVolumes(name)
-        .map(
-          (v) => [`attach ${v.device}`, () => attachVolume(deps, ctx, v.volume_id!, launched.instanceId, v.device), MUTATE_POLICY] as const,
-        ) as never,
+    await ctx.step(
+      "wait-running",
+      () =>
+        waitRunning(deps, ctx, { name, generation, instanceId: launched.instanceId, volumesFromSnapshots: [], keepsOwnEni: eni !== null }),
+      MUTATE_POLICY,
     );
 
+    // 4. Attach and restore (the agent formats blank volumes, mounts them and runs postRestore).
+    await ctx.all(
+      volumes.map((v) =>
+        step(`attach ${v.device}`, () => attachVolume(deps, ctx, requireVolumeId(v), launched.instanceId, v.device), MUTATE_POLICY),
+      ),
+    );
     await ctx.step(
       "restore",
-      () => restoreAndWaitReady(deps, ctx, { name, spec, generation, instanceId: launched.instanceId, previousClean: true }),
-      { attempts: 1 },
+      () =>
+        restoreAndWaitReady(deps, ctx, {
+          name,
+          spec,
+          generation,
+          instanceId: launched.instanceId,
+          previousClean: true,
+          volumes: plannedVolumes(volumes),
+        }),
+      ONCE,
     );
 
+    // 5. Serving.
     await ctx.step("finish", async () => {
-      deps.store.tx(() => {
-        deps.store.markGenerationLive(name, generation);
-        deps.store.setCurrentGeneration(name, generation);
-        deps.store.setInstanceState(name, "running", null);
+      await deps.store.tx(async (t) => {
+        await t.generations.markLive(name, generation);
+        await t.instances.setCurrentGeneration(name, generation);
+        await t.instances.setState(name, "running", null);
       });
-      ctx.event(
+      await ctx.event(
         "ready",
         `generation ${generation} (${launched.instanceId}, ${launched.market} ${launched.instanceType} in ${launched.availabilityZone}) is ready`,
       );
@@ -161,4 +133,69 @@ export function createRunbook(deps: RunbookDeps): Runbook<CreateInput> {
     });
     return { instanceId: launched.instanceId };
   };
+}
+
+/** Adopt the spec's existing volume, or create a blank one in `availabilityZone` and wait until it is available. */
+async function createDataVolume(
+  deps: RunbookDeps,
+  ctx: WorkflowContext,
+  spec: StatefulInstanceSpec,
+  v: DataVolume,
+  availabilityZone: string,
+): Promise<DataVolume> {
+  const name = spec.name;
+  const sv = spec.persistence.volumes.find((x) => x.device === v.device);
+  if (!sv) throw new Failure("invalid-spec", `${name} ${v.device} is not in the spec`);
+  if (sv.volumeId) {
+    const existing = await deps.ec2.describeVolume(sv.volumeId);
+    if (!existing) throw new Failure("invalid-spec", `persistence.volumes: ${sv.volumeId} does not exist`);
+    await deps.store.volumes.setCurrent(name, v.device, existing.volumeId, existing.availabilityZone);
+    return { ...v, volumeId: existing.volumeId, availabilityZone: existing.availabilityZone };
+  }
+  const step = `create-volume ${v.device}`;
+  const vol = await deps.ec2.createVolume({
+    availabilityZone,
+    sizeGiB: sv.sizeGiB,
+    volumeType: sv.type,
+    iops: sv.iops,
+    throughput: sv.throughput,
+    tags: {
+      ...spec.launch.tags,
+      ...resourceTags(ctx, name, step, { [TAG.device]: v.device }),
+      Name: `${name}${v.device.replace(/\//g, "-")}`,
+    },
+  });
+  await deps.store.volumes.setCurrent(name, v.device, vol.volumeId, vol.availabilityZone);
+  await waitUntil(
+    deps.clock,
+    `${vol.volumeId} to be available`,
+    async () => ((await deps.ec2.describeVolume(vol.volumeId))?.state === "available" ? true : null),
+    { intervalMs: deps.pollMs, timeoutMs: 10 * 60_000, signal: ctx.signal },
+  );
+  return { ...v, volumeId: vol.volumeId, availabilityZone: vol.availabilityZone };
+}
+
+/** The stable ENI that carries the private IP across generations (DeleteOnTermination false when attached at launch). */
+async function createStableEni(
+  deps: RunbookDeps,
+  ctx: WorkflowContext,
+  spec: StatefulInstanceSpec,
+  subnetId: string,
+): Promise<NetworkIdentity> {
+  const name = spec.name;
+  const eni = await deps.ec2.createNetworkInterface({
+    subnetId,
+    securityGroupIds: spec.launch.securityGroupIds,
+    description: `spotkeep ${name}`,
+    tags: { ...spec.launch.tags, ...resourceTags(ctx, name, "create-eni"), Name: name },
+  });
+  const identity: NetworkIdentity = {
+    instance: name,
+    eniId: eni.eniId,
+    privateIp: eni.privateIp,
+    subnetId: eni.subnetId,
+    availabilityZone: eni.availabilityZone,
+  };
+  await deps.store.network.set(identity);
+  return identity;
 }

@@ -7,8 +7,10 @@ import type { StatefulInstanceSpec } from "../../../shared/spec.js";
 import { canonicalDevice } from "../../../shared/spec.js";
 import { classify, errorCode, isRetryable } from "../../cloud/errors.js";
 import { TAG, type BlockDeviceRequest, type InstanceInfo } from "../../cloud/gateway.js";
-import { waitUntil, type RunbookDeps } from "./deps.js";
-import type { WorkflowContext, StepPolicy } from "../engine.js";
+import type { DataVolume } from "../../db/store.js";
+import type { StepPolicy, WorkflowContext } from "../engine.js";
+import { Failure, isPermanent } from "../failure.js";
+import { type RunbookDeps, waitUntil } from "./deps.js";
 
 export interface Candidate {
   instanceType: string;
@@ -27,11 +29,6 @@ export interface LaunchResult {
   tried: string[];
 }
 
-/** Every candidate was refused for capacity. */
-export class NoCapacityError extends Error {
-  override name = "NoCapacityError";
-}
-
 /** ENI still attached to the old instance, volumes still detaching, throttling: try again. */
 export const LAUNCH_POLICY: StepPolicy = {
   initialMs: 1000,
@@ -47,7 +44,7 @@ export const MUTATE_POLICY: StepPolicy = {
   maxMs: 8000,
   attempts: 30,
   jitter: "equal",
-  retryable: (err) => isRetryable(err) || !errorCode(err),
+  retryable: (err) => isRetryable(err) || (!errorCode(err) && !isPermanent(err)),
 };
 
 /**
@@ -132,7 +129,7 @@ export async function launchGeneration(
         tags: { ...o.spec.launch.tags, Name: `${o.name}-g${o.generation}`, ...genTags },
         iamInstanceProfile: o.spec.launch.iamInstanceProfile,
       });
-      if (tried.length) ctx.event("fallback", `launched ${label} after: ${tried.join("; ")}`);
+      if (tried.length) await ctx.event("fallback", `launched ${label} after: ${tried.join("; ")}`);
       return record(deps, o, inst, tried);
     } catch (err) {
       if (classify(err) !== "capacity") throw err;
@@ -140,18 +137,24 @@ export async function launchGeneration(
       tried.push(`${label}: ${errorCode(err)}`);
     }
   }
-  throw new NoCapacityError(
+  throw new Failure(
+    "no-capacity",
     `no capacity for ${o.name} generation ${o.generation}: ${tried.join("; ") || "no candidates (check launch.subnetIds, launch.instanceTypes and persistence.network.ipPool)"}`,
     { cause: lastCapacity },
   );
 }
 
-function record(deps: RunbookDeps, o: { name: string; generation: number }, inst: InstanceInfo, tried: string[]): LaunchResult {
-  deps.store.recordLaunch(o.name, o.generation, {
-    instanceId: inst.instanceId,
+async function record(
+  deps: RunbookDeps,
+  o: { name: string; generation: number },
+  inst: InstanceInfo,
+  tried: string[],
+): Promise<LaunchResult> {
+  await deps.store.generations.recordLaunch(o.name, o.generation, {
+    ec2InstanceId: inst.instanceId,
     instanceType: inst.instanceType,
     availabilityZone: inst.availabilityZone,
-    lifecycle: inst.lifecycle,
+    market: inst.lifecycle,
     privateIp: inst.privateIp,
   });
   return {
@@ -163,53 +166,53 @@ function record(deps: RunbookDeps, o: { name: string; generation: number }, inst
   };
 }
 
-/** Wait for `running`; record the private IP and the volumes created from BlockDeviceMappings. */
+/**
+ * Wait for `running`; record the private IP, and (snapshot mode) the volumes EC2 created from the
+ * block device mappings for `devices`. Returns the new volume id per device.
+ */
 export async function waitRunning(
   deps: RunbookDeps,
   ctx: WorkflowContext,
-  name: string,
-  generation: number,
-  instanceId: string,
-  snapshotVolumes: boolean,
+  o: { name: string; generation: number; instanceId: string; volumesFromSnapshots: string[]; keepsOwnEni: boolean },
 ): Promise<{ privateIp: string | null; volumes: Record<string, string> }> {
   const inst = await waitUntil(
     deps.clock,
-    `${instanceId} to be running`,
+    `${o.instanceId} to be running`,
     async () => {
-      const [i] = await deps.ec2.describeInstances([instanceId]);
+      const [i] = await deps.ec2.describeInstances([o.instanceId]);
       if (!i) return null;
       if (i.state === "shutting-down" || i.state === "terminated")
-        throw new Error(`${instanceId} went ${i.state} while starting (${i.stateReason ?? "no reason given"})`);
+        throw new Failure("resource-lost", `${o.instanceId} went ${i.state} while starting (${i.stateReason ?? "no reason given"})`);
       return i.state === "running" ? i : null;
     },
     { intervalMs: deps.pollMs / 2, timeoutMs: 15 * 60_000, signal: ctx.signal },
   );
   const volumes: Record<string, string> = {};
-  if (snapshotVolumes) {
-    const byDevice = new Map(inst.volumes.map((v) => [canonicalDevice(v.deviceName), v.volumeId]));
-    for (const v of deps.store.listVolumes(name)) {
-      const id = byDevice.get(canonicalDevice(v.device));
-      if (!id) throw new Error(`${instanceId} came up without a volume at ${v.device}`);
-      volumes[v.device] = id;
-      deps.store.setVolumeCurrent(name, v.device, id, inst.availabilityZone);
-    }
+  const byDevice = new Map(inst.volumes.map((v) => [canonicalDevice(v.deviceName), v.volumeId]));
+  for (const device of o.volumesFromSnapshots) {
+    const id = byDevice.get(canonicalDevice(device));
+    if (!id) throw new Failure("resource-lost", `${o.instanceId} came up without a volume at ${device}`);
+    volumes[device] = id;
   }
-  deps.store.recordLaunch(name, generation, {
-    instanceId,
-    instanceType: inst.instanceType,
-    availabilityZone: inst.availabilityZone,
-    lifecycle: inst.lifecycle,
-    privateIp: inst.privateIp,
-  });
-  const net = deps.store.getNetwork(name);
-  if (!net?.eni_id)
-    deps.store.setNetwork({
-      instance: name,
-      eni_id: null,
-      private_ip: inst.privateIp,
-      subnet_id: inst.subnetId,
-      availability_zone: inst.availabilityZone,
+  await deps.store.tx(async (t) => {
+    for (const [device, id] of Object.entries(volumes)) await t.volumes.setCurrent(o.name, device, id, inst.availabilityZone);
+    await t.generations.recordLaunch(o.name, o.generation, {
+      ec2InstanceId: o.instanceId,
+      instanceType: inst.instanceType,
+      availabilityZone: inst.availabilityZone,
+      market: inst.lifecycle,
+      privateIp: inst.privateIp,
     });
+    // Without a persisted ENI, the address is whatever this generation got.
+    if (!o.keepsOwnEni)
+      await t.network.set({
+        instance: o.name,
+        eniId: null,
+        privateIp: inst.privateIp,
+        subnetId: inst.subnetId,
+        availabilityZone: inst.availabilityZone,
+      });
+  });
   return { privateIp: inst.privateIp, volumes };
 }
 
@@ -226,7 +229,7 @@ export async function attachVolume(
     `${volumeId} to be available or attached to ${instanceId}`,
     async () => {
       const v = await deps.ec2.describeVolume(volumeId);
-      if (!v) throw new Error(`${volumeId} no longer exists`);
+      if (!v) throw new Failure("resource-lost", `${volumeId} no longer exists`);
       if (v.attachments.some((a) => a.instanceId === instanceId)) return "mine";
       return v.state === "available" ? "free" : null;
     },
@@ -244,6 +247,22 @@ export async function attachVolume(
   );
 }
 
+/** A data volume as the restore plan needs it: the logical device and the EBS volume that now holds it. */
+export interface PlannedVolume {
+  device: string;
+  volumeId: string;
+  mountPoint: string;
+  fsType: string;
+}
+
+export function plannedVolumes(vols: DataVolume[], current: Record<string, string> = {}): PlannedVolume[] {
+  return vols.map((v) => {
+    const volumeId = current[v.device] ?? v.volumeId;
+    if (!volumeId) throw new Failure("resource-lost", `${v.instance} ${v.device} has no EBS volume to restore`);
+    return { device: v.device, volumeId, mountPoint: v.mountPoint, fsType: v.fsType };
+  });
+}
+
 /**
  * Send the restore plan (same id every time, so a re-run is deduplicated by the agent) and wait
  * for the agent to report `ready`.
@@ -251,9 +270,9 @@ export async function attachVolume(
 export async function restoreAndWaitReady(
   deps: RunbookDeps,
   ctx: WorkflowContext,
-  o: { name: string; spec: StatefulInstanceSpec; generation: number; instanceId: string; previousClean: boolean },
+  o: { name: string; spec: StatefulInstanceSpec; generation: number; instanceId: string; previousClean: boolean; volumes: PlannedVolume[] },
 ): Promise<{ readyAt: number }> {
-  const vols = deps.store.listVolumes(o.name);
+  const planId = `plan-${ctx.workflowId}-${o.generation}`;
   deps.sendToAgent(
     o.instanceId,
     {
@@ -263,34 +282,56 @@ export async function restoreAndWaitReady(
       previousClean: o.previousClean,
       // A volume spotkeep created for generation 1 is blank: the agent makes its filesystem (only if
       // it finds no signature at all). Imported volumes (spec volumeId) are never formatted.
-      volumes: vols.map((v) => ({
-        volumeId: v.volume_id!,
+      volumes: o.volumes.map((v) => ({
+        volumeId: v.volumeId,
         device: v.device,
-        mountPoint: v.mount_point,
-        fsType: v.fs_type,
+        mountPoint: v.mountPoint,
+        fsType: v.fsType,
         ...(o.generation === 1 && !importedDevice(o.spec, v.device) ? { formatIfBlank: true } : {}),
       })),
       hooks: { preStop: o.spec.hooks.preStop, postRestore: o.spec.hooks.postRestore, timeoutSeconds: o.spec.hooks.timeoutSeconds },
       deviceTimeoutMs: 120_000,
     },
-    `plan-${ctx.workflowId}-${o.generation}`,
+    planId,
   );
-  const failure = () => deps.store.latestAgentReport(o.instanceId, "restored");
-  await waitUntil(
+  const ready = await waitUntil(
     deps.clock,
     `${o.instanceId} to report ready`,
     async () => {
-      const r = failure();
-      if (r && JSON.parse(r.data).ok === false)
-        throw new Error(`restore on ${o.instanceId} failed: ${JSON.parse(r.data).reason ?? "no reason given"}`);
-      const [i] = await Promise.resolve(deps.store.latestAgentReport(o.instanceId, "ready") ? [true] : [null]);
-      return i;
+      const restored = await deps.store.agentReports.latest(o.instanceId, "restored");
+      const r = restored?.data as { ok?: boolean; reason?: string } | undefined;
+      if (r && r.ok === false) throw new Failure("agent-failed", `restore on ${o.instanceId} failed: ${r.reason ?? "no reason given"}`);
+      return deps.store.agentReports.latest(o.instanceId, "ready");
     },
     { intervalMs: Math.max(50, deps.pollMs / 5), timeoutMs: 20 * 60_000, signal: ctx.signal },
   );
-  return { readyAt: deps.store.latestAgentReport(o.instanceId, "ready")!.at };
+  return { readyAt: ready.at };
 }
 
 function importedDevice(spec: StatefulInstanceSpec, device: string): boolean {
   return spec.persistence.volumes.some((sv) => canonicalDevice(sv.device) === canonicalDevice(device) && sv.volumeId !== undefined);
+}
+
+/**
+ * The spec's subnets in the spec's order (the fallback order), with their AZ and CIDR. A subnet
+ * that no longer exists is refused at create and skipped by a replacement (the others may do).
+ */
+export async function describeLaunchSubnets(
+  deps: RunbookDeps,
+  spec: StatefulInstanceSpec,
+  missing: "refuse" | "skip" = "skip",
+): Promise<Array<{ subnetId: string; availabilityZone: string; cidr: string }>> {
+  const found = await deps.ec2.describeSubnets(spec.launch.subnetIds);
+  const out: Array<{ subnetId: string; availabilityZone: string; cidr: string }> = [];
+  for (const id of spec.launch.subnetIds) {
+    const s = found.find((x) => x.subnetId === id);
+    if (s) out.push({ subnetId: s.subnetId, availabilityZone: s.availabilityZone, cidr: s.cidr });
+    else if (missing === "refuse") throw new Failure("invalid-spec", `launch.subnetIds: ${id} does not exist`);
+  }
+  return out;
+}
+
+export function requireVolumeId(v: DataVolume): string {
+  if (!v.volumeId) throw new Failure("resource-lost", `${v.instance} ${v.device} has no EBS volume`);
+  return v.volumeId;
 }

@@ -1,15 +1,17 @@
 /**
  * snapshot: a fresh snapshot of every data volume of a running stateful instance (on a
- * rebalance recommendation with `onRebalance: snapshot`, or on request). With
- * `snapshots.consistency: freeze` the agent freezes the filesystems first and thaws right after
- * the CreateSnapshot calls return (the point in time is when the call is accepted, reference §E.2);
- * the agent thaws on its own after `thawAfterMs` whatever happens to us.
+ * rebalance recommendation with `onRebalance: snapshot`, on the continuous-snapshot schedule, or
+ * on request). With `snapshots.consistency: freeze` the agent freezes the filesystems first and
+ * thaws right after the CreateSnapshot calls return (a snapshot's point in time is when the call
+ * is accepted); the agent thaws on its own after `thawAfterMs` whatever happens to us.
+ *
+ *   begin → freeze → snapshot each → thaw → wait-snapshots → retention
  */
-import type { StatefulInstanceSpec } from "../../../shared/spec.js";
-import { TAG } from "../../cloud/gateway.js";
-import type { Runbook } from "../engine.js";
-import { waitUntil, type RunbookDeps } from "./deps.js";
-import { MUTATE_POLICY } from "./launch.js";
+import { ONCE, type Runbook, step } from "../engine.js";
+import { Failure } from "../failure.js";
+import { MUTATE_POLICY, requireVolumeId } from "./launch.js";
+import type { RunbookDeps } from "./deps.js";
+import { applyRetention, askAgent, snapshotDataVolume, waitForSnapshots } from "./steps.js";
 
 export interface SnapshotInput {
   name: string;
@@ -18,64 +20,62 @@ export interface SnapshotInput {
   reason: string;
 }
 
+/** Model ms the agent has to confirm the freeze before the snapshots are taken crash-consistent. */
 const FREEZE_BUDGET_MS = 10_000;
+/** Model ms after which the agent thaws by itself. */
+const THAW_AFTER_MS = 30_000;
 
 export function snapshotRunbook(deps: RunbookDeps): Runbook<SnapshotInput> {
   return async (ctx, input) => {
     const { name, instanceId } = input;
-    const spec = JSON.parse(deps.store.getInstance(name)!.spec) as StatefulInstanceSpec;
-    const freeze = spec.snapshots.consistency !== "crash";
+    const begin = await ctx.step("begin", async () => {
+      const inst = await deps.store.instances.get(name);
+      if (!inst) throw new Failure("resource-lost", `stateful instance ${name} no longer exists`);
+      return { spec: inst.spec, volumes: await deps.store.volumes.list(name) };
+    });
+    const freeze = begin.spec.snapshots.consistency !== "crash";
     const freezeId = `freeze-${ctx.workflowId}`;
 
-    const frozen = freeze
-      ? await ctx.step(
-          "freeze",
-          async () => {
-            deps.sendToAgent(instanceId, { type: "freeze-for-snapshot", thawAfterMs: 30_000 }, freezeId);
-            try {
-              const rep = await waitUntil(
-                deps.clock,
-                `${instanceId} to freeze`,
-                () => deps.store.getAgentReport(instanceId, "quiesced", freezeId),
-                { intervalMs: Math.max(20, deps.pollMs / 10), timeoutMs: FREEZE_BUDGET_MS, signal: ctx.signal },
-              );
-              return (JSON.parse(rep.data) as { clean: boolean }).clean;
-            } catch (err) {
-              if (ctx.signal.aborted) throw err;
-              ctx.event("freeze-timeout", `${instanceId} did not confirm the freeze; taking crash-consistent snapshots`);
-              return false;
-            }
-          },
-          { attempts: 1 },
-        )
-      : false;
-
-    const vols = deps.store.listVolumes(name);
-    const snaps = await ctx.parallel<string[]>(
-      vols.map((v) => [
-        `snapshot ${v.device}`,
+    // 1. Freeze (when asked for): crash-consistent with an event when the agent does not confirm in time.
+    let frozen = false;
+    if (freeze) {
+      frozen = await ctx.step(
+        "freeze",
         async () => {
-          const snap = await deps.ec2.createSnapshot(v.volume_id!, `spotkeep ${name} ${v.device} (${input.reason})`, {
-            [TAG.managed]: "true",
-            [TAG.instance]: name,
-            [TAG.workflow]: ctx.workflowId,
-            [TAG.step]: `snapshot ${v.device}`,
-            [TAG.device]: v.device,
+          const report = await askAgent<{ clean: boolean }>(deps, ctx, {
+            instanceId,
+            command: { type: "freeze-for-snapshot", thawAfterMs: THAW_AFTER_MS },
+            commandId: freezeId,
+            reportKind: "quiesced",
+            budgetMs: FREEZE_BUDGET_MS,
           });
-          deps.store.recordArtifact({
-            id: snap.snapshotId,
-            instance: name,
-            kind: "data-snapshot",
-            device: v.device,
-            source_id: v.volume_id,
-            generation: input.generation,
-          });
-          return snap.snapshotId;
+          if (!report) await ctx.event("freeze-timeout", `${instanceId} did not confirm the freeze; taking crash-consistent snapshots`);
+          return report?.clean ?? false;
         },
-        MUTATE_POLICY,
-      ]) as never,
+        ONCE,
+      );
+    }
+
+    // 2. Snapshot every data volume (the point in time is when each call returns).
+    const snapshots = await ctx.all(
+      begin.volumes.map((v) =>
+        step(
+          `snapshot ${v.device}`,
+          () =>
+            snapshotDataVolume(deps, ctx, {
+              name,
+              device: v.device,
+              volumeId: requireVolumeId(v),
+              generation: input.generation,
+              why: input.reason,
+              step: `snapshot ${v.device}`,
+            }),
+          MUTATE_POLICY,
+        ),
+      ),
     );
 
+    // 3. Thaw at once: the snapshots no longer need the filesystems still.
     if (freeze) {
       await ctx.step("thaw", async () => {
         deps.sendToAgent(instanceId, { type: "thaw", ref: freezeId }, `thaw-${ctx.workflowId}`);
@@ -83,46 +83,15 @@ export function snapshotRunbook(deps: RunbookDeps): Runbook<SnapshotInput> {
       });
     }
 
-    await ctx.step(
-      "wait-snapshots",
-      async () => {
-        for (const [i, id] of snaps.entries()) {
-          await waitUntil(
-            deps.clock,
-            `snapshot ${id} to complete`,
-            async () => {
-              const s = await deps.ec2.describeSnapshot(id);
-              if (!s || s.state === "error") throw new Error(`snapshot ${id} of ${vols[i]!.device} failed or disappeared`);
-              return s.state === "completed" ? true : null;
-            },
-            { intervalMs: deps.pollMs, timeoutMs: 60 * 60_000, signal: ctx.signal },
-          );
-          // Only a completed snapshot becomes the one a restore would use.
-          deps.store.setVolumeSnapshot(name, vols[i]!.device, id);
-        }
-        return true;
-      },
-      MUTATE_POLICY,
-    );
-
-    await ctx.step(
-      "retention",
-      async () => {
-        for (const v of deps.store.listVolumes(name)) {
-          for (const s of deps.store.listArtifacts(name, "data-snapshot", v.device).slice(spec.snapshots.keep)) {
-            if (s.id === v.latest_snapshot_id) continue;
-            await deps.ec2.deleteSnapshot(s.id);
-            deps.store.markArtifactDeleted(s.id);
-          }
-        }
-        return true;
-      },
-      MUTATE_POLICY,
-    );
-    ctx.event(
+    // 4. Completed snapshots become the ones a restore uses; old ones go.
+    await ctx.step("wait-snapshots", () => waitForSnapshots(deps, ctx, name, snapshots), MUTATE_POLICY);
+    await ctx.step("retention", () => applyRetention(deps, { name, keep: begin.spec.snapshots.keep }), MUTATE_POLICY);
+    await ctx.event(
       "snapshot",
-      `${snaps.length} data volume snapshot(s) of ${instanceId} (${frozen ? "frozen" : "crash-consistent"}): ${snaps.join(", ")}`,
+      `${snapshots.length} data volume snapshot(s) of ${instanceId} (${frozen ? "frozen" : "crash-consistent"}): ${snapshots
+        .map((s) => s.snapshotId)
+        .join(", ")}`,
     );
-    return { snapshots: snaps, frozen };
+    return { snapshots: snapshots.map((s) => s.snapshotId), frozen };
   };
 }

@@ -1,0 +1,75 @@
+/** The timeline and what agents reported. */
+import type { AgentReport, AgentReportQueries, EventQueries, TimelineEvent } from "../store.js";
+import { parseJson, type Sql } from "./statements.js";
+
+interface EventRow {
+  id: number;
+  at: number;
+  instance: string;
+  kind: string;
+  message: string;
+  workflow_id: string | null;
+}
+
+export function eventQueries(sql: Sql, now: () => number): EventQueries {
+  return {
+    add(instance, kind, message, workflowId = null) {
+      sql("INSERT INTO events (at, instance, kind, message, workflow_id) VALUES (?, ?, ?, ?, ?)").run(
+        now(),
+        instance,
+        kind,
+        message,
+        workflowId,
+      );
+    },
+    list(instance, limit = 500): TimelineEvent[] {
+      const rows = sql("SELECT * FROM events WHERE instance = ? ORDER BY id DESC LIMIT ?").all(instance, limit) as EventRow[];
+      return rows
+        .reverse()
+        .map((r) => ({ id: r.id, at: r.at, instance: r.instance, kind: r.kind, message: r.message, workflowId: r.workflow_id }));
+    },
+  };
+}
+
+interface ReportRow {
+  instance_id: string;
+  kind: string;
+  ref: string;
+  data: string;
+  at: number;
+}
+
+const toReport = (r: ReportRow): AgentReport => ({
+  ec2InstanceId: r.instance_id,
+  kind: r.kind,
+  ref: r.ref,
+  data: parseJson(r.data),
+  at: r.at,
+});
+
+export function agentReportQueries(sql: Sql, now: () => number): AgentReportQueries {
+  return {
+    record(ec2InstanceId, kind, ref, data) {
+      const r = sql("INSERT OR IGNORE INTO agent_reports (instance_id, kind, ref, data, at) VALUES (?, ?, ?, ?, ?)").run(
+        ec2InstanceId,
+        kind,
+        ref,
+        JSON.stringify(data),
+        now(),
+      );
+      return r.changes > 0;
+    },
+    get(ec2InstanceId, kind, ref = "") {
+      const r = sql("SELECT * FROM agent_reports WHERE instance_id = ? AND kind = ? AND ref = ?").get(ec2InstanceId, kind, ref) as
+        | ReportRow
+        | undefined;
+      return r ? toReport(r) : null;
+    },
+    latest(ec2InstanceId, kind) {
+      const r = sql("SELECT * FROM agent_reports WHERE instance_id = ? AND kind = ? ORDER BY at DESC LIMIT 1").get(ec2InstanceId, kind) as
+        | ReportRow
+        | undefined;
+      return r ? toReport(r) : null;
+    },
+  };
+}

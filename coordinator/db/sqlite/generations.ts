@@ -1,0 +1,93 @@
+import type { Generation, GenerationQueries, GenerationStatus } from "../store.js";
+import type { Sql } from "./statements.js";
+
+interface Row {
+  instance: string;
+  generation: number;
+  instance_id: string | null;
+  instance_type: string | null;
+  availability_zone: string | null;
+  lifecycle: "spot" | "on-demand" | null;
+  private_ip: string | null;
+  status: GenerationStatus;
+  launched_at: number | null;
+  ready_at: number | null;
+  ended_at: number | null;
+  end_reason: string | null;
+  workflow_id: string | null;
+  session_secret_hash: string | null;
+}
+
+const toGeneration = (r: Row): Generation => ({
+  instance: r.instance,
+  generation: r.generation,
+  ec2InstanceId: r.instance_id,
+  instanceType: r.instance_type,
+  availabilityZone: r.availability_zone,
+  market: r.lifecycle,
+  privateIp: r.private_ip,
+  status: r.status,
+  launchedAt: r.launched_at,
+  readyAt: r.ready_at,
+  endedAt: r.ended_at,
+  endReason: r.end_reason,
+  workflowId: r.workflow_id,
+  sessionSecretHash: r.session_secret_hash,
+});
+
+export function generationQueries(sql: Sql, now: () => number): GenerationQueries {
+  return {
+    ensure(instance, generation, workflowId) {
+      sql("INSERT OR IGNORE INTO generations (instance, generation, status, workflow_id) VALUES (?, ?, 'launching', ?)").run(
+        instance,
+        generation,
+        workflowId,
+      );
+    },
+    recordLaunch(instance, generation, g) {
+      sql(
+        "UPDATE generations SET instance_id = ?, instance_type = ?, availability_zone = ?, lifecycle = ?, private_ip = ?, " +
+          "launched_at = COALESCE(launched_at, ?) WHERE instance = ? AND generation = ?",
+      ).run(g.ec2InstanceId, g.instanceType, g.availabilityZone, g.market, g.privateIp, now(), instance, generation);
+    },
+    markLive(instance, generation) {
+      sql("UPDATE generations SET status = 'live', ready_at = COALESCE(ready_at, ?) WHERE instance = ? AND generation = ?").run(
+        now(),
+        instance,
+        generation,
+      );
+    },
+    end(instance, generation, reason) {
+      sql(
+        "UPDATE generations SET status = 'ended', ended_at = COALESCE(ended_at, ?), end_reason = COALESCE(end_reason, ?) " +
+          "WHERE instance = ? AND generation = ?",
+      ).run(now(), reason, instance, generation);
+    },
+    get(instance, generation) {
+      const r = sql("SELECT * FROM generations WHERE instance = ? AND generation = ?").get(instance, generation) as Row | undefined;
+      return r ? toGeneration(r) : null;
+    },
+    byEc2InstanceId(ec2InstanceId) {
+      const r = sql("SELECT * FROM generations WHERE instance_id = ?").get(ec2InstanceId) as Row | undefined;
+      return r ? toGeneration(r) : null;
+    },
+    list(instance) {
+      return (sql("SELECT * FROM generations WHERE instance = ? ORDER BY generation").all(instance) as Row[]).map(toGeneration);
+    },
+    live() {
+      return (
+        sql(
+          "SELECT g.* FROM generations g JOIN instances i ON i.name = g.instance AND i.generation = g.generation " +
+            "WHERE g.status = 'live' AND g.instance_id IS NOT NULL AND i.state = 'running'",
+        ).all() as Row[]
+      ).map(toGeneration);
+    },
+    registerSessionSecret(ec2InstanceId, hash) {
+      sql("UPDATE generations SET session_secret_hash = ? WHERE instance_id = ? AND session_secret_hash IS NULL").run(hash, ec2InstanceId);
+      const r = sql("SELECT session_secret_hash FROM generations WHERE instance_id = ?").get(ec2InstanceId) as
+        | { session_secret_hash: string | null }
+        | undefined;
+      return r?.session_secret_hash === hash;
+    },
+  };
+}

@@ -1,0 +1,51 @@
+import type { StatefulInstanceSpec } from "../../../shared/spec.js";
+import type { InstanceQueries, StatefulInstance, StatefulInstanceState } from "../store.js";
+import type { Sql } from "./statements.js";
+
+interface Row {
+  name: string;
+  spec: string;
+  state: StatefulInstanceState;
+  state_reason: string | null;
+  generation: number;
+  created_at: number;
+  updated_at: number;
+}
+
+const toInstance = (r: Row): StatefulInstance => ({
+  name: r.name,
+  spec: JSON.parse(r.spec) as StatefulInstanceSpec,
+  state: r.state,
+  stateReason: r.state_reason,
+  generation: r.generation,
+  createdAt: r.created_at,
+  updatedAt: r.updated_at,
+});
+
+export function instanceQueries(sql: Sql, now: () => number): InstanceQueries {
+  return {
+    insert(name, spec, state) {
+      const t = now();
+      sql("INSERT INTO instances (name, spec, state, generation, created_at, updated_at) VALUES (?, ?, ?, 0, ?, ?)").run(
+        name,
+        JSON.stringify(spec),
+        state,
+        t,
+        t,
+      );
+    },
+    get(name) {
+      const r = sql("SELECT * FROM instances WHERE name = ?").get(name) as Row | undefined;
+      return r ? toInstance(r) : null;
+    },
+    list() {
+      return (sql("SELECT * FROM instances WHERE state <> 'deleted' ORDER BY name").all() as Row[]).map(toInstance);
+    },
+    setState(name, state, reason = null) {
+      sql("UPDATE instances SET state = ?, state_reason = ?, updated_at = ? WHERE name = ?").run(state, reason, now(), name);
+    },
+    setCurrentGeneration(name, generation) {
+      sql("UPDATE instances SET generation = ?, updated_at = ? WHERE name = ?").run(generation, now(), name);
+    },
+  };
+}

@@ -1,0 +1,269 @@
+/**
+ * The coordinator's store, as the rest of the coordinator sees it: domain objects (camelCase, JSON
+ * already parsed) grouped by aggregate, behind an asynchronous interface so that a backend on a
+ * networked database fits behind it. Rows, snake_case and SQL stay inside `coordinator/db/`.
+ *
+ * Contract every backend keeps (the store contract suite runs one body against each):
+ *  - every method is atomic on its own; `tx(fn)` makes a group of calls all-or-nothing, and
+ *    while it runs no other caller observes or interleaves with its writes;
+ *  - writes that are replayed (a step re-run after a crash) are idempotent where documented
+ *    ("if absent", "first wins");
+ *  - times are epoch milliseconds of the clock handed to the backend.
+ */
+import type { StatefulInstanceSpec } from "../../shared/spec.js";
+
+/** The lifecycle state of a stateful instance (not EC2's instance state). */
+export type StatefulInstanceState = "creating" | "running" | "replacing" | "paused" | "failed" | "deleting" | "deleted";
+
+export interface StatefulInstance {
+  name: string;
+  spec: StatefulInstanceSpec;
+  state: StatefulInstanceState;
+  stateReason: string | null;
+  /** The current generation (0 before the first launch). */
+  generation: number;
+  createdAt: number;
+  updatedAt: number;
+}
+
+export type GenerationStatus = "launching" | "live" | "ended";
+
+/** One EC2 instance that served (or serves) a stateful instance. */
+export interface Generation {
+  instance: string;
+  generation: number;
+  ec2InstanceId: string | null;
+  instanceType: string | null;
+  availabilityZone: string | null;
+  market: "spot" | "on-demand" | null;
+  privateIp: string | null;
+  status: GenerationStatus;
+  launchedAt: number | null;
+  readyAt: number | null;
+  endedAt: number | null;
+  endReason: string | null;
+  workflowId: string | null;
+  /** SHA-256 (hex) of the secret its agent registered at its first hello; null until then. */
+  sessionSecretHash: string | null;
+}
+
+/** A persisted data volume: the logical device and the EBS volume that currently holds it. */
+export interface DataVolume {
+  instance: string;
+  device: string;
+  mountPoint: string;
+  fsType: string;
+  volumeId: string | null;
+  availabilityZone: string | null;
+  latestSnapshotId: string | null;
+}
+
+/** The stable network identity (ENI and private IP) of a stateful instance. */
+export interface NetworkIdentity {
+  instance: string;
+  eniId: string | null;
+  privateIp: string | null;
+  subnetId: string | null;
+  availabilityZone: string | null;
+}
+
+/** Root persistence: the image the next generation boots from. */
+export interface RootLineage {
+  instance: string;
+  imageId: string | null;
+  snapshotId: string | null;
+  rootDeviceName: string | null;
+  architecture: string | null;
+}
+
+export type ArtifactKind = "data-snapshot" | "root-snapshot" | "image";
+
+/** A snapshot or image spotkeep made for a stateful instance. */
+export interface Artifact {
+  id: string;
+  instance: string;
+  kind: ArtifactKind;
+  device: string | null;
+  sourceId: string | null;
+  generation: number | null;
+  createdAt: number;
+  deletedAt: number | null;
+}
+
+export type WorkflowStatus = "running" | "succeeded" | "failed" | "cancelled";
+
+/** A durable runbook run. */
+export interface WorkflowRecord {
+  id: string;
+  kind: string;
+  instance: string;
+  status: WorkflowStatus;
+  input: unknown;
+  trigger: string | null;
+  result: unknown;
+  error: string | null;
+  startedAt: number;
+  finishedAt: number | null;
+}
+
+export type StepStatus = "pending" | "running" | "done" | "failed";
+
+/** How a failed step (attempt) failed: kept so a replay rethrows the same kind of error. */
+export interface RecordedFailure {
+  kind: string;
+  code: string | null;
+  message: string;
+}
+
+/** One recorded step of a workflow, keyed by (workflow, seq). */
+export interface StepRecord {
+  workflowId: string;
+  seq: number;
+  name: string;
+  status: StepStatus;
+  attempts: number;
+  nextAttemptAt: number | null;
+  result: unknown;
+  failure: RecordedFailure | null;
+  startedAt: number | null;
+  endedAt: number | null;
+}
+
+/** A timeline entry of a stateful instance. */
+export interface TimelineEvent {
+  id: number;
+  at: number;
+  instance: string;
+  kind: string;
+  message: string;
+  workflowId: string | null;
+}
+
+/** What an agent reported (quiesced, restored, ready, notice), keyed by EC2 instance id, kind and ref. */
+export interface AgentReport {
+  ec2InstanceId: string;
+  kind: string;
+  ref: string;
+  data: unknown;
+  at: number;
+}
+
+export interface InstanceQueries {
+  insert(name: string, spec: StatefulInstanceSpec, state: StatefulInstanceState): void;
+  get(name: string): StatefulInstance | null;
+  /** Every stateful instance except deleted ones, by name. */
+  list(): StatefulInstance[];
+  setState(name: string, state: StatefulInstanceState, reason?: string | null): void;
+  setCurrentGeneration(name: string, generation: number): void;
+}
+
+export interface GenerationQueries {
+  /** Insert the generation if absent (idempotent on replay). */
+  ensure(instance: string, generation: number, workflowId: string): void;
+  recordLaunch(
+    instance: string,
+    generation: number,
+    g: { ec2InstanceId: string; instanceType: string; availabilityZone: string; market: "spot" | "on-demand"; privateIp: string | null },
+  ): void;
+  markLive(instance: string, generation: number): void;
+  /** First end wins: a replay keeps the original time and reason. */
+  end(instance: string, generation: number, reason: string): void;
+  get(instance: string, generation: number): Generation | null;
+  byEc2InstanceId(ec2InstanceId: string): Generation | null;
+  list(instance: string): Generation[];
+  /** Generations whose EC2 instance should be alive: live, launched, and their instance running. */
+  live(): Generation[];
+  /** Record the agent's session secret hash unless one is registered; true when `hash` is the registered one. */
+  registerSessionSecret(ec2InstanceId: string, hash: string): boolean;
+}
+
+export interface VolumeQueries {
+  /** Declare a data volume of the spec (idempotent). */
+  declare(instance: string, device: string, mountPoint: string, fsType: string): void;
+  setCurrent(instance: string, device: string, volumeId: string, availabilityZone: string): void;
+  setLatestSnapshot(instance: string, device: string, snapshotId: string): void;
+  list(instance: string): DataVolume[];
+}
+
+export interface NetworkQueries {
+  set(n: NetworkIdentity): void;
+  get(instance: string): NetworkIdentity | null;
+}
+
+export interface RootQueries {
+  set(r: RootLineage): void;
+  get(instance: string): RootLineage | null;
+}
+
+export interface ArtifactQueries {
+  /** Record once (a replayed step records the same id again harmlessly). */
+  record(a: Omit<Artifact, "createdAt" | "deletedAt">): void;
+  /** Not-deleted artifacts of a kind, newest first. */
+  list(instance: string, kind: ArtifactKind, device?: string | null): Artifact[];
+  markDeleted(id: string): void;
+}
+
+export interface WorkflowQueries {
+  insert(w: { id: string; kind: string; instance: string; input: unknown; trigger: string | null }): void;
+  get(id: string): WorkflowRecord | null;
+  unfinished(): WorkflowRecord[];
+  runningFor(instance: string): WorkflowRecord[];
+  listFor(instance: string): WorkflowRecord[];
+  /** Only a running workflow finishes (a replayed finish changes nothing). */
+  finish(id: string, status: Exclude<WorkflowStatus, "running">, result: unknown, error: string | null): void;
+  /** How many workflows are running right now, for the gauge. */
+  countRunning(): number;
+}
+
+export interface StepQueries {
+  get(workflowId: string, seq: number): StepRecord | null;
+  list(workflowId: string): StepRecord[];
+  /** A first attempt (or a re-attempt) begins. */
+  start(workflowId: string, seq: number, name: string): void;
+  complete(workflowId: string, seq: number, result: unknown): void;
+  /** A failed attempt that will be retried at `nextAt`. */
+  scheduleRetry(workflowId: string, seq: number, failure: RecordedFailure, nextAt: number): void;
+  fail(workflowId: string, seq: number, failure: RecordedFailure): void;
+}
+
+export interface EventQueries {
+  add(instance: string, kind: string, message: string, workflowId?: string | null): void;
+  /** The last `limit` events, oldest first. */
+  list(instance: string, limit?: number): TimelineEvent[];
+}
+
+export interface AgentReportQueries {
+  /** Record once: the first report for (instance, kind, ref) wins. Returns false for a duplicate. */
+  record(ec2InstanceId: string, kind: string, ref: string, data: unknown): boolean;
+  get(ec2InstanceId: string, kind: string, ref?: string): AgentReport | null;
+  latest(ec2InstanceId: string, kind: string): AgentReport | null;
+}
+
+/** The synchronous query surface a backend implements; the Store wraps it. */
+export interface Queries {
+  instances: InstanceQueries;
+  generations: GenerationQueries;
+  volumes: VolumeQueries;
+  network: NetworkQueries;
+  root: RootQueries;
+  artifacts: ArtifactQueries;
+  workflows: WorkflowQueries;
+  steps: StepQueries;
+  events: EventQueries;
+  agentReports: AgentReportQueries;
+}
+
+/** The same methods, returning promises. */
+export type Async<T> = {
+  [K in keyof T]: T[K] extends (...args: infer A) => infer R ? (...args: A) => Promise<Awaited<R>> : never;
+};
+
+export type StoreTx = { [K in keyof Queries]: Async<Queries[K]> };
+
+export interface Store extends StoreTx {
+  /** Run `fn` as one transaction: all of its writes or none; nothing interleaves with it. */
+  tx<T>(fn: (t: StoreTx) => Promise<T>): Promise<T>;
+  /** Row counts per table, for tests that assert a rejected input changed nothing. */
+  counts(): Promise<Record<string, number>>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,143 @@
+/**
+ * Agent-message intake: the one place that turns what agents say into decisions. Everything an
+ * agent sends is a claim from a machine that may be compromised, so:
+ *  - a spot-interruption notice starts a replacement only after EC2 confirms it (the spot request
+ *    is marked for termination/stop/hibernation, or the instance is no longer running); an
+ *    unconfirmed notice is an event on the timeline and terminates nothing;
+ *  - a notice's deadline is clamped to what EC2 gives (at most two minutes from now);
+ *  - replies (`quiesced`, `restored`) are recorded only with the id of the command they answer;
+ *  - scheduled-event notices are put on the timeline (they are not acted on yet).
+ */
+import type { AgentMessage } from "../shared/protocol.js";
+import type { AgentSession } from "./agents/hub.js";
+import type { Ec2Gateway } from "./cloud/gateway.js";
+import type { Store } from "./db/store.js";
+import type { Metrics } from "./metrics.js";
+import type { Operations } from "./operations.js";
+import type { ScaledClock } from "./time.js";
+import { MAX_NOTICE_MS } from "./workflow/runbooks/replace.js";
+
+export interface IntakeDeps {
+  store: Store;
+  ec2: Ec2Gateway;
+  operations: Operations;
+  metrics: Metrics;
+  clock: ScaledClock;
+  log: (line: string) => void;
+  /** How often (and how far apart, model ms) EC2 is asked before a notice counts as unconfirmed. */
+  confirmAttempts?: number;
+  confirmIntervalMs?: number;
+}
+
+/** Spot request status codes that mean EC2 itself has decided to take the instance. */
+const MARKED = new Set(["marked-for-termination", "marked-for-stop", "marked-for-hibernation"]);
+
+export class AgentIntake {
+  constructor(private readonly d: IntakeDeps) {}
+
+  /** Handle one message of an authenticated session (the hub has already deduplicated and acked it). */
+  async handle(session: AgentSession, msg: AgentMessage): Promise<void> {
+    const name = session.statefulInstance;
+    const { store } = this.d;
+    switch (msg.type) {
+      case "notice": {
+        if (!(await store.agentReports.record(session.instanceId, "notice", msg.noticeId, msg))) return;
+        this.d.metrics.interruptions.inc({ kind: msg.kind });
+        const deadline = msg.deadline ? `, deadline ${msg.deadline}` : "";
+        await store.events.add(name, "notice", `${msg.kind}${msg.action ? ` (${msg.action})` : ""} on ${session.instanceId}${deadline}`);
+        if (msg.kind === "rebalance") return this.rebalance(name);
+        if (msg.kind === "scheduled-event")
+          return store.events.add(
+            name,
+            "scheduled-event",
+            `scheduled event ${msg.action ?? "(no code)"} on ${session.instanceId} is recorded but not acted on by this coordinator`,
+          );
+        if (msg.kind === "spot-interruption") return this.spotInterruption(session, msg.action, msg.deadline);
+        return;
+      }
+      case "quiesced":
+      case "restored": {
+        if (!msg.ref) {
+          await store.events.add(
+            name,
+            "agent-report-dropped",
+            `${session.instanceId} sent ${msg.type} without the id of a command; ignored`,
+          );
+          return;
+        }
+        if (!(await store.agentReports.record(session.instanceId, msg.type, msg.ref, msg))) return;
+        const detail = msg.type === "quiesced" ? `clean: ${msg.clean}` : `ok: ${msg.ok}`;
+        await store.events.add(name, msg.type, `${session.instanceId} ${msg.type} (${detail})`);
+        return;
+      }
+      case "ready":
+        if (await store.agentReports.record(session.instanceId, "ready", "", msg))
+          await store.events.add(name, "agent-ready", `${session.instanceId} reported ready`);
+        return;
+      case "error":
+        await store.events.add(name, "agent-error", `${session.instanceId}: ${msg.code}: ${msg.message.slice(0, 500)}`);
+        return;
+      default:
+        return;
+    }
+  }
+
+  private async rebalance(name: string): Promise<void> {
+    const inst = await this.d.store.instances.get(name);
+    if (inst?.spec.onRebalance === "snapshot") await this.d.operations.startSnapshot(name, "rebalance recommendation");
+  }
+
+  private async spotInterruption(session: AgentSession, action: string | undefined, deadline: string | undefined): Promise<void> {
+    const name = session.statefulInstance;
+    const confirmed = await this.confirm(session.instanceId);
+    if (!confirmed.ok) {
+      this.d.metrics.agentRejections.inc({ reason: "unconfirmed-notice" });
+      await this.d.store.events.add(
+        name,
+        "notice-unconfirmed",
+        `EC2 does not confirm the spot interruption notice from ${session.instanceId} (${confirmed.why}); nothing is terminated`,
+      );
+      this.d.log(`${name}: spot interruption notice from ${session.instanceId} not confirmed by EC2 (${confirmed.why})`);
+      return;
+    }
+    await this.d.operations.startReplace(
+      {
+        name,
+        instanceId: session.instanceId,
+        fromGeneration: session.generation,
+        trigger: "spot-interruption",
+        deadline: this.clampDeadline(deadline),
+      },
+      `spot interruption notice (${action ?? "terminate"}), confirmed by EC2: ${confirmed.why}`,
+    );
+  }
+
+  /** A deadline in the future by at most EC2's two-minute notice (wall clock, ISO). */
+  private clampDeadline(deadline: string | undefined): string {
+    const latest = this.d.clock.wallAfter(MAX_NOTICE_MS);
+    const claimed = deadline ? Date.parse(deadline) : Number.NaN;
+    return new Date(Number.isFinite(claimed) ? Math.min(claimed, latest) : latest).toISOString();
+  }
+
+  /** EC2's word: the spot request is marked, or the instance is already on its way out. Asked a few times (EC2 lags IMDS a little). */
+  private async confirm(instanceId: string): Promise<{ ok: true; why: string } | { ok: false; why: string }> {
+    const attempts = this.d.confirmAttempts ?? 4;
+    let why = "not asked";
+    for (let i = 0; i < attempts; i++) {
+      if (i > 0) await this.d.clock.sleep(this.d.confirmIntervalMs ?? 1500);
+      try {
+        const [status, [inst]] = await Promise.all([this.d.ec2.spotRequestStatus(instanceId), this.d.ec2.describeInstances([instanceId])]);
+        if (status && MARKED.has(status.statusCode))
+          return { ok: true, why: `spot request ${status.spotInstanceRequestId} is ${status.statusCode}` };
+        if (!inst) return { ok: true, why: "the instance is gone" };
+        if (inst.state !== "running" && inst.state !== "pending") return { ok: true, why: `the instance is ${inst.state}` };
+        why = status
+          ? `spot request ${status.spotInstanceRequestId} is ${status.statusCode}, instance ${inst.state}`
+          : `no spot request, instance ${inst.state}`;
+      } catch (err) {
+        why = `asking EC2 failed: ${(err as Error).message}`;
+      }
+    }
+    return { ok: false, why };
+  }
+}

@@ -1,0 +1,95 @@
+/**
+ * The periodic schedule: on one timer (model time), find live generations EC2 says are gone
+ * (lost without a notice) and start their replacement, then start the continuous snapshots that
+ * are due. Each pass finishes before the next is scheduled, so passes never overlap.
+ */
+import type { Ec2Gateway } from "./cloud/gateway.js";
+import type { Store } from "./db/store.js";
+import type { Metrics } from "./metrics.js";
+import type { Operations } from "./operations.js";
+import type { ScaledClock } from "./time.js";
+
+export interface ScheduleDeps {
+  store: Store;
+  ec2: Ec2Gateway;
+  operations: Operations;
+  metrics: Metrics;
+  clock: ScaledClock;
+  /** Model ms between passes. */
+  intervalMs: number;
+  /** Called at the start of every pass (gauges that are cheapest to refresh on a timer). */
+  onTick?: () => void;
+  log: (line: string) => void;
+}
+
+export class Schedule {
+  private cancel: (() => void) | null = null;
+  private stopped = false;
+
+  constructor(private readonly d: ScheduleDeps) {}
+
+  start(): void {
+    this.stopped = false;
+    this.next();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.cancel?.();
+    this.cancel = null;
+  }
+
+  private next(): void {
+    if (this.stopped) return;
+    this.cancel = this.d.clock.setTimer(this.d.intervalMs, () => {
+      this.d.onTick?.();
+      this.sweepLost()
+        .catch((err) => this.d.log(`lost-instance sweep: ${(err as Error).message}`))
+        .then(() => this.dueSnapshots())
+        .catch((err) => this.d.log(`scheduled snapshots: ${(err as Error).message}`))
+        .finally(() => this.next());
+    });
+  }
+
+  /** Lost without notice: one batched DescribeInstances of every live generation. Returns the workflows started. */
+  async sweepLost(): Promise<string[]> {
+    const live = await this.d.store.generations.live();
+    if (live.length === 0) return [];
+    const ids = live.map((g) => g.ec2InstanceId).filter((id): id is string => id !== null);
+    const seen = new Map((await this.d.ec2.describeInstances(ids)).map((i) => [i.instanceId, i]));
+    const started: string[] = [];
+    for (const g of live) {
+      if (!g.ec2InstanceId) continue;
+      const i = seen.get(g.ec2InstanceId);
+      if (i && i.state !== "shutting-down" && i.state !== "terminated") continue;
+      // A notice may be on its way; a replacement already running is left alone by startReplace.
+      const why = `${g.ec2InstanceId} found ${i?.state ?? "missing"} without a notice${i?.stateReason ? ` (${i.stateReason})` : ""}`;
+      const id = await this.d.operations.startReplace(
+        { name: g.instance, instanceId: g.ec2InstanceId, fromGeneration: g.generation, trigger: "lost" },
+        why,
+      );
+      if (id) {
+        this.d.metrics.interruptions.inc({ kind: "lost" });
+        started.push(id);
+      }
+    }
+    return started;
+  }
+
+  /** Continuous snapshots: every `snapshots.intervalMinutes` of model time since the last snapshot or the generation's start. */
+  async dueSnapshots(): Promise<string[]> {
+    const started: string[] = [];
+    for (const inst of await this.d.store.instances.list()) {
+      if (inst.state !== "running") continue;
+      const { intervalMinutes } = inst.spec.snapshots;
+      if (!(intervalMinutes > 0) || inst.spec.persistence.volumes.length === 0) continue;
+      const [latest] = await this.d.store.artifacts.list(inst.name, "data-snapshot");
+      const g = await this.d.store.generations.get(inst.name, inst.generation);
+      const last = Math.max(latest?.createdAt ?? 0, g?.readyAt ?? 0);
+      if (this.d.clock.modelMsSince(last) < intervalMinutes * 60_000) continue;
+      const id = await this.d.operations.startSnapshot(inst.name, `every ${intervalMinutes} min`);
+      if (id) started.push(id);
+    }
+    return started;
+  }
+}

@@ -1,0 +1,205 @@
+/**
+ * Step bodies more than one runbook uses. Each function is ONE step's work, safe to run again
+ * (EC2 mutations are idempotent or tag-then-find), and takes everything it needs as arguments:
+ * the runbook passes values from its input or from recorded step results.
+ */
+import type { CommandBody } from "../../agents/hub.js";
+import { isNotFound } from "../../cloud/errors.js";
+import { TAG, type Tags } from "../../cloud/gateway.js";
+import type { WorkflowContext } from "../engine.js";
+import { Failure } from "../failure.js";
+import { type RunbookDeps, waitUntil } from "./deps.js";
+
+/** The tags every resource a step creates carries, so a re-run can find what an earlier attempt made. */
+export function resourceTags(ctx: WorkflowContext, name: string, step: string, extra: Tags = {}): Tags {
+  return { [TAG.managed]: "true", [TAG.instance]: name, [TAG.workflow]: ctx.workflowId, [TAG.step]: step, ...extra };
+}
+
+/** A snapshot taken of a data volume, as recorded by the step that took it. */
+export interface TakenSnapshot {
+  device: string;
+  snapshotId: string;
+}
+
+/** CreateSnapshot of one data volume (point in time when the call returns); recorded as an artifact. */
+export async function snapshotDataVolume(
+  deps: RunbookDeps,
+  ctx: WorkflowContext,
+  o: { name: string; device: string; volumeId: string; generation: number; why: string; step: string },
+): Promise<TakenSnapshot> {
+  const snap = await deps.ec2.createSnapshot(
+    o.volumeId,
+    `spotkeep ${o.name} ${o.device} (${o.why})`,
+    resourceTags(ctx, o.name, o.step, { [TAG.device]: o.device }),
+  );
+  await deps.store.artifacts.record({
+    id: snap.snapshotId,
+    instance: o.name,
+    kind: "data-snapshot",
+    device: o.device,
+    sourceId: o.volumeId,
+    generation: o.generation,
+  });
+  return { device: o.device, snapshotId: snap.snapshotId };
+}
+
+/** Wait until every snapshot is completed; only then does each become the one a restore would use. */
+export async function waitForSnapshots(deps: RunbookDeps, ctx: WorkflowContext, name: string, snaps: TakenSnapshot[]): Promise<true> {
+  for (const s of snaps) {
+    await waitUntil(
+      deps.clock,
+      `snapshot ${s.snapshotId} of ${s.device} to complete`,
+      async () => {
+        const info = await deps.ec2.describeSnapshot(s.snapshotId);
+        if (!info || info.state === "error")
+          throw new Failure("resource-lost", `snapshot ${s.snapshotId} of ${s.device} failed or disappeared`);
+        return info.state === "completed" ? true : null;
+      },
+      { intervalMs: deps.pollMs, timeoutMs: 60 * 60_000, signal: ctx.signal },
+    );
+    await deps.store.volumes.setLatestSnapshot(name, s.device, s.snapshotId);
+  }
+  return true;
+}
+
+/**
+ * Send a command to an agent and wait for its report (`kind`, with `ref` = the command id) for at
+ * most `budgetMs` of model time. Returns null when the agent did not answer in time: the caller
+ * goes on crash-consistently and says so on the timeline.
+ */
+export async function askAgent<R>(
+  deps: RunbookDeps,
+  ctx: WorkflowContext,
+  o: { instanceId: string; command: CommandBody; commandId: string; reportKind: string; budgetMs: number },
+): Promise<R | null> {
+  deps.sendToAgent(o.instanceId, o.command, o.commandId);
+  try {
+    const report = await waitUntil(
+      deps.clock,
+      `${o.instanceId} to report ${o.reportKind}`,
+      () => deps.store.agentReports.get(o.instanceId, o.reportKind, o.commandId),
+      { intervalMs: Math.max(20, deps.pollMs / 10), timeoutMs: o.budgetMs, signal: ctx.signal },
+    );
+    return report.data as R;
+  } catch (err) {
+    if (ctx.signal.aborted) throw err;
+    return null;
+  }
+}
+
+/** CreateSnapshot of the root volume of `ec2InstanceId`; null (with an event) when the root is already gone. */
+export async function snapshotRoot(
+  deps: RunbookDeps,
+  ctx: WorkflowContext,
+  o: { name: string; ec2InstanceId: string; rootDeviceName: string; generation: number; fallbackImage: string },
+): Promise<string | null> {
+  const [inst] = await deps.ec2.describeInstances([o.ec2InstanceId]);
+  const rootVolume = inst?.volumes.find((v) => v.deviceName === (inst.rootDeviceName ?? o.rootDeviceName))?.volumeId;
+  if (!rootVolume) {
+    await ctx.event("root-lost", `the root volume of ${o.ec2InstanceId} is gone; the replacement boots from ${o.fallbackImage}`);
+    return null;
+  }
+  try {
+    const snap = await deps.ec2.createSnapshot(
+      rootVolume,
+      `spotkeep ${o.name} root, generation ${o.generation}`,
+      resourceTags(ctx, o.name, "snapshot-root", { [TAG.generation]: String(o.generation) }),
+    );
+    await deps.store.artifacts.record({
+      id: snap.snapshotId,
+      instance: o.name,
+      kind: "root-snapshot",
+      device: o.rootDeviceName,
+      sourceId: rootVolume,
+      generation: o.generation,
+    });
+    return snap.snapshotId;
+  } catch (err) {
+    // The notice window ran out and EC2 deleted the root with the instance.
+    if (!isNotFound(err)) throw err;
+    await ctx.event(
+      "root-lost",
+      `the root volume ${rootVolume} of ${o.ec2InstanceId} was deleted before it could be captured; the replacement boots from ${o.fallbackImage}`,
+    );
+    return null;
+  }
+}
+
+/** Wait for the root snapshot, register it as the next generation's image and wait until the image is available. */
+export async function registerRootImage(
+  deps: RunbookDeps,
+  ctx: WorkflowContext,
+  o: { name: string; rootSnapshotId: string; rootDeviceName: string; architecture: string; generation: number },
+): Promise<string> {
+  await waitUntil(
+    deps.clock,
+    `root snapshot ${o.rootSnapshotId} to complete`,
+    async () => {
+      const s = await deps.ec2.describeSnapshot(o.rootSnapshotId);
+      if (!s) throw new Failure("resource-lost", `root snapshot ${o.rootSnapshotId} disappeared`);
+      if (s.state === "error") throw new Failure("resource-lost", `root snapshot ${o.rootSnapshotId} failed`);
+      return s.state === "completed" ? true : null;
+    },
+    { intervalMs: deps.pollMs, timeoutMs: 60 * 60_000, signal: ctx.signal },
+  );
+  const imageId = await deps.ec2.registerImage({
+    name: `spotkeep-${o.name}-g${o.generation}-${ctx.workflowId.slice(-8)}`,
+    rootSnapshotId: o.rootSnapshotId,
+    rootDeviceName: o.rootDeviceName,
+    architecture: o.architecture,
+    description: `spotkeep root image of ${o.name} for generation ${o.generation}`,
+    tags: resourceTags(ctx, o.name, "image", { [TAG.generation]: String(o.generation) }),
+  });
+  await deps.store.artifacts.record({
+    id: imageId,
+    instance: o.name,
+    kind: "image",
+    device: null,
+    sourceId: o.rootSnapshotId,
+    generation: o.generation,
+  });
+  await waitUntil(
+    deps.clock,
+    `image ${imageId} to become available`,
+    async () => {
+      const i = await deps.ec2.describeImage(imageId);
+      if (i?.state === "failed") throw new Failure("resource-lost", `image ${imageId} failed`);
+      return i?.state === "available" ? true : null;
+    },
+    { intervalMs: deps.pollMs, timeoutMs: 60 * 60_000, signal: ctx.signal },
+  );
+  await deps.store.root.set({
+    instance: o.name,
+    imageId,
+    snapshotId: o.rootSnapshotId,
+    rootDeviceName: o.rootDeviceName,
+    architecture: o.architecture,
+  });
+  return imageId;
+}
+
+/**
+ * Keep the newest `keep` images and data snapshots per device; never the current image or a
+ * volume's latest snapshot (the only copy a restore would use). `oldVolumes`: volumes whose data
+ * now lives in newer volumes (snapshot mode), deleted unless a data volume still points at them.
+ */
+export async function applyRetention(deps: RunbookDeps, o: { name: string; keep: number; oldVolumes?: string[] }): Promise<true> {
+  const volumes = await deps.store.volumes.list(o.name);
+  for (const v of o.oldVolumes ?? []) if (!volumes.some((x) => x.volumeId === v)) await deps.ec2.deleteVolume(v);
+  const current = await deps.store.root.get(o.name);
+  for (const img of (await deps.store.artifacts.list(o.name, "image")).slice(o.keep)) {
+    if (img.id === current?.imageId) continue;
+    await deps.ec2.deregisterImage(img.id);
+    if (img.sourceId) await deps.ec2.deleteSnapshot(img.sourceId);
+    await deps.store.artifacts.markDeleted(img.id);
+    if (img.sourceId) await deps.store.artifacts.markDeleted(img.sourceId);
+  }
+  for (const v of volumes) {
+    for (const s of (await deps.store.artifacts.list(o.name, "data-snapshot", v.device)).slice(o.keep)) {
+      if (s.id === v.latestSnapshotId) continue;
+      await deps.ec2.deleteSnapshot(s.id);
+      await deps.store.artifacts.markDeleted(s.id);
+    }
+  }
+  return true;
+}
