@@ -266,6 +266,32 @@ function reapMounts(): void {
   }
 }
 
+/** Write `file` until the filesystem is full. */
+function fill(file: string): void {
+  const fd = openSync(file, "w");
+  try {
+    const chunk = Buffer.alloc(4096, 1);
+    for (;;) writeSync(fd, chunk);
+  } catch (err) {
+    expect((err as NodeJS.ErrnoException).code).toBe("ENOSPC");
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Open and close the store: its row count, or the refusal's kind (any other exception fails the test). */
+function openOrRefusal(file: string): { rows: number } | { refused: StoreRefusal; message: string } {
+  try {
+    const db = openDatabase(file);
+    const rows = rowCount(db);
+    db.close();
+    return { rows };
+  } catch (err) {
+    if (!(err instanceof StoreOpenError)) throw err;
+    return { refused: err.kind, message: err.message };
+  }
+}
+
 describe.skipIf(!root)("disk full (2 MiB tmpfs)", () => {
   beforeAll(reapMounts);
   afterAll(reapMounts);
@@ -280,17 +306,8 @@ describe.skipIf(!root)("disk full (2 MiB tmpfs)", () => {
       let db = openDatabase(file);
       addRows(db, 20);
 
-      // Fill the filesystem.
       const filler = join(mnt, "filler");
-      const fd = openSync(filler, "w");
-      try {
-        const chunk = Buffer.alloc(16 * 1024, 1);
-        for (;;) writeSync(fd, chunk);
-      } catch (err) {
-        expect((err as NodeJS.ErrnoException).code).toBe("ENOSPC");
-      } finally {
-        closeSync(fd);
-      }
+      fill(filler);
 
       let written = 20;
       let failure: unknown;
@@ -332,6 +349,13 @@ describe.skipIf(!root)("disk full (2 MiB tmpfs)", () => {
       db = openDatabase(file);
       expect(rowCount(db)).toBe(written + 5);
       db.close();
+
+      // A cleanly stopped store (no WAL, no shared-memory file) started on a full disk: SQLite needs
+      // new space for both, so this start fails, with the disk named.
+      fill(filler);
+      expect(openOrRefusal(file)).toMatchObject({ refused: "disk-full", message: expect.stringContaining("the disk is full") });
+      unlinkSync(filler);
+      expect(openOrRefusal(file)).toEqual({ rows: written + 5 });
     } finally {
       execFileSync("umount", ["-l", mnt]);
       rmSync(mnt, { recursive: true, force: true });
