@@ -1,25 +1,57 @@
 /**
- * The replacement's user-data (design §4.1 step 8). The script itself is the agent's own
- * template (agent/deploy/bootstrap.ts: get the agent, `spotkeep-agent restore`, the user's
- * user-data, then `spotkeep-agent run` under systemd or in the foreground); the coordinator only
- * fills in where agents reach it.
+ * The replacement's user-data. The script itself is the agent's own template
+ * (agent/deploy/bootstrap.ts: get and check the agent, `spotkeep-agent restore`, the user's
+ * user-data, then `spotkeep-agent run` under systemd or in the foreground); the coordinator fills
+ * in where agents reach it, the SHA-256 of the agent bundle it serves, and its CA certificate.
  */
+import { createHash } from "node:crypto";
+import { readFileSync, statSync } from "node:fs";
 import { renderBootstrap } from "../agent/deploy/bootstrap.js";
 
 /** EC2 accepts 16 KB of user-data (before base64). */
 export const USER_DATA_LIMIT = 16 * 1024;
 
-export function renderUserData(o: { publicUrl: string; userUserData: string; timeScale: number }): string {
+export function renderUserData(o: {
+  publicUrl: string;
+  userUserData: string;
+  timeScale: number;
+  /** SHA-256 (hex) of the agent bundle served at /agent/v1/agent.js (agentBundleSha256). */
+  agentSha256?: string;
+  /** PEM CA certificate that signs the coordinator's TLS certificate, for a private CA. */
+  caCertificate?: string;
+}): string {
   const base = o.publicUrl.replace(/\/+$/, "");
   const text = renderBootstrap({
     coordinatorUrl: `${base.replace(/^http/, "ws")}/agent/v1/ws`,
     agentUrl: `${base}/agent/v1/agent.js`,
     userUserData: o.userUserData,
     timeScale: o.timeScale,
+    ...(o.agentSha256 ? { agentSha256: o.agentSha256 } : {}),
+    ...(o.caCertificate ? { caCertificate: o.caCertificate } : {}),
   });
   if (Buffer.byteLength(text) > USER_DATA_LIMIT)
     throw new Error(
       `launch.userData: with spotkeep's bootstrap the user-data is ${Buffer.byteLength(text)} bytes, over EC2's ${USER_DATA_LIMIT}`,
     );
   return text;
+}
+
+const hashCache = new Map<string, { mtimeMs: number; size: number; sha256: string }>();
+
+/**
+ * SHA-256 (hex) of the agent bundle file, recomputed only when its size or mtime changes (so a
+ * rebuilt bundle gets its new hash, and a render costs a stat). Throws naming the path when the
+ * file cannot be read: user-data that would refuse every agent must not be rendered.
+ */
+export function agentBundleSha256(path: string): string {
+  try {
+    const st = statSync(path);
+    const hit = hashCache.get(path);
+    if (hit && hit.mtimeMs === st.mtimeMs && hit.size === st.size) return hit.sha256;
+    const sha256 = createHash("sha256").update(readFileSync(path)).digest("hex");
+    hashCache.set(path, { mtimeMs: st.mtimeMs, size: st.size, sha256 });
+    return sha256;
+  } catch (err) {
+    throw new Error(`hashing the agent bundle ${path}: ${(err as Error).message}`, { cause: err });
+  }
 }

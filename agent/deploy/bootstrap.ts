@@ -1,13 +1,19 @@
 /**
- * The bootstrap user-data a replacement (or first) generation boots with (design §4.1 step 8):
+ * The bootstrap user-data a replacement (or first) generation boots with:
  *   1. get the agent (the copy baked into the AMI, else download it from the coordinator;
- *      node's fetch is used first because curl may be absent, e.g. in localcloud);
+ *      node's fetch is used first because curl may be absent, e.g. in localcloud); with
+ *      `agentSha256` every copy (baked, left from an earlier boot, downloaded) is checked against
+ *      it before it runs: a mismatching baked or earlier copy is replaced by a download, and a
+ *      download that mismatches is refused (after downloadAttempts, exit 1);
  *   2. `spotkeep-agent restore`: storage (and network) ready before anything else runs; a
  *      failure stops the script with the agent's exit code (the coordinator got `restored` ok:false
  *      and an `error`);
  *   3. the user's own user-data (run with bash from a file, so `#!` scripts work too);
  *   4. `spotkeep-agent run`: under systemd when the host has it (unit from spotkeep-agent.service),
  *      otherwise in the foreground of this script (localcloud process runtime).
+ * With `caCertificate` (PEM), the coordinator's CA is written beside the agent and given to node
+ * (NODE_EXTRA_CA_CERTS, also in the agent's systemd environment) and curl (--cacert), so an https
+ * coordinator with a private CA is verified; TLS verification is never turned off.
  * In localcloud's process runtime SPOTKEEP_ROOT_DIR is set: paths go under it and systemd is skipped.
  * Pure function of its options: the coordinator imports it (no other agent code is pulled in).
  */
@@ -24,6 +30,10 @@ export interface BootstrapOptions {
   env?: Record<string, string>;
   /** Attempts at downloading the agent, one per second. Default 60. */
   downloadAttempts?: number;
+  /** SHA-256 (hex) of the agent bundle; when set, an agent that does not match never runs. */
+  agentSha256?: string;
+  /** PEM CA certificate(s) that sign the coordinator's TLS certificate (a private CA). */
+  caCertificate?: string;
 }
 
 /** Single-quote for sh. */
@@ -39,6 +49,11 @@ export function renderBootstrap(o: BootstrapOptions): string {
   if (!/^https?:\/\//.test(o.agentUrl))
     throw new Error(`renderBootstrap: agentUrl must be an http(s):// URL, got ${JSON.stringify(o.agentUrl)}`);
   if (o.timeScale !== undefined && !(o.timeScale > 0)) throw new Error(`renderBootstrap: timeScale must be positive, got ${o.timeScale}`);
+  if (o.agentSha256 !== undefined && !/^[0-9a-f]{64}$/.test(o.agentSha256))
+    throw new Error(`renderBootstrap: agentSha256 must be 64 lowercase hex digits, got ${JSON.stringify(o.agentSha256)}`);
+  const ca = o.caCertificate?.trim();
+  if (ca !== undefined && !/^-----BEGIN CERTIFICATE-----\n[A-Za-z0-9+/=\s-]+-----END CERTIFICATE-----$/.test(ca.replace(/\r\n/g, "\n")))
+    throw new Error("renderBootstrap: caCertificate must be PEM (-----BEGIN CERTIFICATE----- ... -----END CERTIFICATE-----)");
   const env: Record<string, string> = {
     SPOTKEEP_COORDINATOR: o.coordinatorUrl,
     ...(o.timeScale !== undefined && o.timeScale !== 1 ? { SPOTKEEP_TIME_SCALE: String(o.timeScale) } : {}),
@@ -49,9 +64,17 @@ export function renderBootstrap(o: BootstrapOptions): string {
   const exports = Object.entries(env)
     .map(([k, v]) => `export ${k}=${shQuote(v)}`)
     .join("\n");
-  const envFileLines = Object.keys(env)
-    .map((k) => `${k}=\${${k}}`)
-    .join("\n");
+  const envFileLines = [...Object.keys(env), ...(ca ? ["NODE_EXTRA_CA_CERTS"] : [])].map((k) => `${k}=\${${k}}`).join("\n");
+  const caPart = ca
+    ? `cat > "$SK_DIR/coordinator-ca.pem" <<'SPOTKEEP_CA_END'
+${ca.replace(/\r\n/g, "\n")}
+SPOTKEEP_CA_END
+export NODE_EXTRA_CA_CERTS="$SK_DIR/coordinator-ca.pem"
+CURL_CA="--cacert $SK_DIR/coordinator-ca.pem"
+`
+    : `CURL_CA=""
+`;
+  const safeUrl = o.agentUrl.replace(/[`$"\\]/g, "");
   // A heredoc delimiter that cannot occur in the user's text.
   let marker = "SPOTKEEP_USER_DATA_END";
   while (o.userUserData.includes(marker)) marker += "_X";
@@ -72,14 +95,27 @@ SK_DIR="$ROOT/opt/spotkeep"
 mkdir -p "$SK_DIR" "$ROOT/var/lib/spotkeep-agent"
 ${exports}
 export SPOTKEEP_STATE_DIR="\${SPOTKEEP_STATE_DIR:-$ROOT/var/lib/spotkeep-agent}"
+${caPart}AGENT_SHA256=${o.agentSha256 ?? ""}
+# verify FILE: true when no hash is configured or FILE's SHA-256 matches it (prints the mismatch).
+verify() {
+  [ -z "$AGENT_SHA256" ] && return 0
+  node -e 'const [f,want]=process.argv.slice(1);const got=require("crypto").createHash("sha256").update(require("fs").readFileSync(f)).digest("hex");if(got!==want){console.log("sha256 "+got+", expected "+want);process.exit(1)}' "$1" "$AGENT_SHA256"
+}
 AGENT="$SK_DIR/spotkeep-agent.js"
-if [ -z "$ROOT" ] && [ -s ${AGENT_INSTALL_PATH} ]; then AGENT=${AGENT_INSTALL_PATH}; fi
+if [ -z "$ROOT" ] && [ -s ${AGENT_INSTALL_PATH} ] && verify ${AGENT_INSTALL_PATH} >/dev/null; then AGENT=${AGENT_INSTALL_PATH}; fi
+if [ -s "$AGENT" ] && ! verify "$AGENT" >/dev/null; then log "discarding $AGENT: not the coordinator's agent"; rm -f "$AGENT"; fi
 n=0
 while [ ! -s "$AGENT" ]; do
-  node -e 'const [u,f]=process.argv.slice(1);fetch(u).then(async r=>{if(!r.ok)throw new Error("HTTP "+r.status);const fs=require("fs");fs.writeFileSync(f+".tmp",Buffer.from(await r.arrayBuffer()));fs.renameSync(f+".tmp",f)}).catch(e=>{console.error(e.message);process.exit(1)})' ${shQuote(o.agentUrl)} "$AGENT" \\
-    || curl -fsS -o "$AGENT" ${shQuote(o.agentUrl)} || true
-  n=$((n+1)); [ -s "$AGENT" ] && break
-  [ $n -ge ${o.downloadAttempts ?? 60} ] && { log "cannot download the agent from ${o.agentUrl.replace(/[`$"\\]/g, "")}"; exit 1; }
+  rm -f "$AGENT.part"
+  node -e 'const [u,f]=process.argv.slice(1);fetch(u).then(async r=>{if(!r.ok)throw new Error("HTTP "+r.status);require("fs").writeFileSync(f,Buffer.from(await r.arrayBuffer()))}).catch(e=>{console.error(e.message);process.exit(1)})' ${shQuote(o.agentUrl)} "$AGENT.part" \\
+    || curl -fsS $CURL_CA -o "$AGENT.part" ${shQuote(o.agentUrl)} || true
+  if [ -s "$AGENT.part" ]; then
+    if why=$(verify "$AGENT.part"); then mv "$AGENT.part" "$AGENT"; break; fi
+    log "refusing the agent downloaded from ${safeUrl}: $why"
+    rm -f "$AGENT.part"
+  fi
+  n=$((n+1))
+  [ $n -ge ${o.downloadAttempts ?? 60} ] && { log "cannot get a good agent from ${safeUrl}; not starting anything"; exit 1; }
   sleep 1
 done
 log "restoring storage and network"

@@ -1,11 +1,14 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { createServer, type Server } from "node:http";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { renderBootstrap, SYSTEMD_UNIT } from "../../agent/deploy/bootstrap.js";
+import { renderBootstrap, SYSTEMD_UNIT, type BootstrapOptions } from "../../agent/deploy/bootstrap.js";
+import { agentBundleSha256, renderUserData, USER_DATA_LIMIT } from "../../coordinator/bootstrap.js";
 import type { MessageOf } from "../../shared/protocol.js";
 import { instancePaths, startFakeImds, type FakeImds } from "./fake-imds.js";
 import { startFakeCoordinator, type FakeCoordinator } from "./fake-coordinator.js";
@@ -15,9 +18,18 @@ let bundle: { file: string; dir: string };
 let http: Server;
 let agentUrl: string;
 let downloads = 0;
+let sha256: string;
+/** The bundle with one line appended that leaves a trace if it ever runs. */
+const tamperedBundle = () =>
+  Buffer.concat([
+    readFileSync(bundle.file),
+    Buffer.from(`\n;require("fs").writeFileSync(process.env.SPOTKEEP_ROOT_DIR+"/tampered-ran","x");\n`),
+  ]);
 beforeAll(async () => {
   bundle = await buildAgentBundle();
+  sha256 = createHash("sha256").update(readFileSync(bundle.file)).digest("hex");
   http = createServer((req, res) => {
+    if (req.url === "/tampered/agent.js") return void res.writeHead(200).end(tamperedBundle());
     if (req.url !== "/agent/v1/agent.js") return void res.writeHead(404).end();
     downloads++;
     res.writeHead(200, { "content-type": "application/javascript" }).end(readFileSync(bundle.file));
@@ -53,6 +65,36 @@ describe("renderBootstrap (pure)", () => {
     expect(() => renderBootstrap({ coordinatorUrl: "ws://x", agentUrl: "http://x", userUserData: "", env: { "A-B": "1" } })).toThrow(
       /not a shell identifier/,
     );
+    expect(() => renderBootstrap({ coordinatorUrl: "ws://x", agentUrl: "http://x", userUserData: "", agentSha256: "abc" })).toThrow(
+      /agentSha256 must be 64 lowercase hex digits/,
+    );
+    expect(() =>
+      renderBootstrap({
+        coordinatorUrl: "ws://x",
+        agentUrl: "http://x",
+        userUserData: "",
+        caCertificate: "-----BEGIN CERTIFICATE-----\n$(reboot)\n",
+      }),
+    ).toThrow(/caCertificate must be PEM/);
+  });
+
+  it("the coordinator's user-data carries the bundle's SHA-256 and CA certificate and stays within EC2's 16 KB", () => {
+    expect(agentBundleSha256(bundle.file)).toBe(sha256);
+    expect(() => agentBundleSha256(join(bundle.dir, "missing.js"))).toThrow(/hashing the agent bundle .*missing\.js/);
+    const pem = `-----BEGIN CERTIFICATE-----\n${"QUJD".repeat(400).replace(/(.{64})/g, "$1\n")}\n-----END CERTIFICATE-----\n`;
+    const text = renderUserData({
+      publicUrl: "https://coordinator.internal:7400",
+      userUserData: "echo hi",
+      timeScale: 1,
+      agentSha256: sha256,
+      caCertificate: pem,
+    });
+    expect(text).toContain(`AGENT_SHA256=${sha256}`);
+    expect(text).toContain("export NODE_EXTRA_CA_CERTS=");
+    expect(text).toContain("export SPOTKEEP_COORDINATOR='wss://coordinator.internal:7400/agent/v1/ws'");
+    expect(text).not.toMatch(/--insecure|-k |NODE_TLS_REJECT_UNAUTHORIZED/);
+    expect(Buffer.byteLength(text)).toBeLessThan(USER_DATA_LIMIT / 2);
+    expect(spawnSync("bash", ["-n"], { input: text }).status).toBe(0);
   });
 });
 
@@ -74,8 +116,8 @@ describe("bootstrap user-data in a process-runtime-like instance", () => {
     rmSync(root, { recursive: true, force: true });
   });
 
-  function boot(userUserData: string) {
-    const script = renderBootstrap({ coordinatorUrl: coord.url, agentUrl, userUserData, timeScale: 0.05 });
+  function boot(userUserData: string, o: Partial<BootstrapOptions> = {}) {
+    const script = renderBootstrap({ coordinatorUrl: coord.url, agentUrl, userUserData, timeScale: 0.05, agentSha256: sha256, ...o });
     const child = spawn("bash", ["-c", script], {
       cwd: root,
       detached: true,
@@ -115,11 +157,83 @@ describe("bootstrap user-data in a process-runtime-like instance", () => {
     await coord.waitFor((m) => m.type === "ready", 20_000);
     expect(coord.raw.find((m) => m.type === "restored")).toMatchObject({ ok: true });
     expect(readFileSync(join(root, "marker"), "utf8")).toBe("user-data-ran\n");
-    expect(coord.raw.filter((m) => m.type === "hello").map((m) => (m as MessageOf<"hello">).mode)).toEqual(["restore", "run"]);
+    const hellos = coord.raw.filter((m) => m.type === "hello") as MessageOf<"hello">[];
+    expect(hellos.map((m) => m.mode)).toEqual(["restore", "run"]);
+    // One session secret for the instance, from restore through run.
+    expect(hellos[0]!.sessionSecret).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(hellos[1]!.sessionSecret).toBe(hellos[0]!.sessionSecret);
     expect(downloads).toBeGreaterThanOrEqual(1);
     process.kill(-b.child.pid!, "SIGTERM");
     expect(await b.exited).toBe(0);
   });
+
+  it("refuses a tampered agent bundle: exits non-zero, the bundle never runs, nothing connects", async () => {
+    const b = boot(`echo user-data-ran > "$SPOTKEEP_ROOT_DIR/marker"`, {
+      agentUrl: agentUrl.replace("/agent/v1/agent.js", "/tampered/agent.js"),
+      downloadAttempts: 2,
+    });
+    expect(await b.exited).toBe(1);
+    expect(b.output()).toMatch(new RegExp(`refusing the agent downloaded from .*: sha256 [0-9a-f]{64}, expected ${sha256}`));
+    expect(b.output()).toMatch(/cannot get a good agent/);
+    expect(existsSync(join(root, "tampered-ran"))).toBe(false);
+    expect(existsSync(join(root, "marker"))).toBe(false);
+    expect(existsSync(join(root, "opt/spotkeep/spotkeep-agent.js"))).toBe(false);
+    expect(coord.raw.filter((m) => m.type === "hello")).toEqual([]);
+  });
+
+  it("replaces a tampered copy left from an earlier boot with a checked download", async () => {
+    mkdirSync(join(root, "opt/spotkeep"), { recursive: true });
+    writeFileSync(join(root, "opt/spotkeep/spotkeep-agent.js"), tamperedBundle());
+    void plan(true);
+    const b = boot("");
+    await coord.waitFor((m) => m.type === "ready", 20_000);
+    expect(b.output()).toMatch(/discarding .*spotkeep-agent\.js: not the coordinator's agent/);
+    expect(existsSync(join(root, "tampered-ran"))).toBe(false);
+    expect(
+      createHash("sha256")
+        .update(readFileSync(join(root, "opt/spotkeep/spotkeep-agent.js")))
+        .digest("hex"),
+    ).toBe(sha256);
+    process.kill(-b.child.pid!, "SIGTERM");
+    await b.exited;
+  });
+
+  it.skipIf(spawnSync("sh", ["-c", "command -v openssl"]).status !== 0)(
+    "downloads over https from a coordinator with a private CA when the user-data carries the CA, and refuses without it",
+    async () => {
+      const pki = join(root, "pki");
+      mkdirSync(pki);
+      const ssl = (args: string) => {
+        const r = spawnSync("sh", ["-c", `openssl ${args}`], { cwd: pki, encoding: "utf8" });
+        if (r.status !== 0) throw new Error(`openssl ${args}: ${r.stderr}`);
+      };
+      ssl(`req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 1 -subj /CN=spotkeep-test-ca`);
+      ssl(`req -newkey rsa:2048 -nodes -keyout srv.key -out srv.csr -subj /CN=127.0.0.1`);
+      writeFileSync(join(pki, "ext"), "subjectAltName=IP:127.0.0.1\n");
+      ssl(`x509 -req -in srv.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out srv.pem -days 1 -extfile ext`);
+      const https = createHttpsServer({ key: readFileSync(join(pki, "srv.key")), cert: readFileSync(join(pki, "srv.pem")) }, (req, res) => {
+        if (req.url !== "/agent/v1/agent.js") return void res.writeHead(404).end();
+        res.writeHead(200).end(readFileSync(bundle.file));
+      });
+      await new Promise<void>((r) => https.listen(0, "127.0.0.1", () => r()));
+      try {
+        const httpsUrl = `https://127.0.0.1:${(https.address() as AddressInfo).port}/agent/v1/agent.js`;
+        const without = boot("", { agentUrl: httpsUrl, downloadAttempts: 1 });
+        expect(await without.exited).toBe(1);
+        expect(without.output()).toMatch(/cannot get a good agent/);
+        rmSync(join(root, "opt"), { recursive: true, force: true });
+        void plan(true);
+        const withCa = boot("", { agentUrl: httpsUrl, caCertificate: readFileSync(join(pki, "ca.pem"), "utf8") });
+        await coord.waitFor((m) => m.type === "ready", 20_000);
+        expect(readFileSync(join(root, "opt/spotkeep/coordinator-ca.pem"), "utf8")).toContain("BEGIN CERTIFICATE");
+        process.kill(-withCa.child.pid!, "SIGTERM");
+        await withCa.exited;
+      } finally {
+        https.closeAllConnections();
+        await new Promise<void>((r) => https.close(() => r()));
+      }
+    },
+  );
 
   it("stops before the user's user-data when restore fails", async () => {
     void plan(false);
