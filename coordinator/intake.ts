@@ -35,7 +35,7 @@ const MARKED = new Set(["marked-for-termination", "marked-for-stop", "marked-for
 export class AgentIntake {
   constructor(private readonly d: IntakeDeps) {}
 
-  /** Handle one message of an authenticated session (the hub has already deduplicated and acked it). */
+  /** Handle one message of a verified session (deduplicated by the hub, which acks it once this resolves). */
   async handle(session: AgentSession, msg: AgentMessage): Promise<void> {
     const name = session.statefulInstance;
     const { store } = this.d;

@@ -155,6 +155,7 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
 
   const operations = new Operations({ store, engine, log });
   const intake = new AgentIntake({ store, ec2, operations, metrics, clock, log });
+  const rejectionLogged = new Map<string, number>();
   hub = new AgentHub({
     clock,
     publicKey,
@@ -188,7 +189,13 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
     onMessage: (session, msg) => intake.handle(session, msg),
     onRejected: (reason, detail, context) => {
       metrics.agentRejections.inc({ reason });
-      log(`agent refused (${reason}): ${detail}`);
+      // Every refusal is counted; a flood of them is logged once per reason a minute.
+      const now = clock.now();
+      const last = rejectionLogged.get(reason);
+      if (last === undefined || now - last >= 60_000) {
+        rejectionLogged.set(reason, now);
+        log(`agent refused (${reason}): ${detail}`);
+      }
       if (context?.statefulInstance && (reason === "session-secret-mismatch" || reason === "source-address-mismatch"))
         void store.events.add(context.statefulInstance, "agent-impostor", `${reason}: ${detail}`).catch(() => undefined);
     },
