@@ -19,10 +19,9 @@ import { basename, dirname, join, resolve } from "node:path";
 import Database from "better-sqlite3";
 import { createPrivateFile, fsyncDir, openDataDir, tightenFile } from "../datadir.js";
 import { migrate } from "./migrations.js";
-import { readStoreIdentity, STORE_IDENTITY_FILE, StoreOpenError, storeIdentityOf, writeStoreIdentity } from "./open.js";
+import { readStoreIdentity, STORE_FILE, STORE_IDENTITY_FILE, StoreOpenError, storeIdentityOf, writeStoreIdentity } from "./open.js";
 
-/** The store's file name inside the data directory. */
-export const STORE_FILE = "coordinator.sqlite";
+export { STORE_FILE };
 
 export interface BackupResult {
   file: string;

@@ -17,7 +17,9 @@
  * (`spotkeep restore-backup`), or, deliberately, `--accept-empty-store` / `--accept-restored-store`.
  *
  * The caller holds the data directory's lock (coordinator/datadir.ts): the checks assume no other
- * process writes the store while they run.
+ * process writes the store while they run. Open it once per process. Other tools read it through a
+ * read-only connection (as backup.ts does): a read-write connection that closes last folds the WAL
+ * in and deletes it, which after an unclean stop looks exactly like a lost WAL.
  */
 import { randomUUID } from "node:crypto";
 import { closeSync, existsSync, openSync, readFileSync, readSync, statSync, writeSync, fsyncSync } from "node:fs";
@@ -26,6 +28,8 @@ import Database from "better-sqlite3";
 import { createPrivateFile, tightenFile, writePrivateFileAtomic } from "../datadir.js";
 import { migrate } from "./migrations.js";
 
+/** The store's file name inside the data directory. */
+export const STORE_FILE = "coordinator.sqlite";
 export const STORE_IDENTITY_FILE = "store-identity";
 export const ACCEPT_EMPTY_STORE_FLAG = "--accept-empty-store";
 export const ACCEPT_RESTORED_STORE_FLAG = "--accept-restored-store";
