@@ -4,7 +4,6 @@
  * wires them together. It decides nothing itself: agent messages go to `AgentIntake`, periodic
  * work to `Schedule`, what an operator asks for to `Operations`.
  */
-import { mkdirSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { scaledClock as modelClock } from "../shared/clock.js";
@@ -18,6 +17,8 @@ import { renderUserData } from "./bootstrap.js";
 import { createAwsGateway } from "./cloud/aws.js";
 import type { Ec2Gateway } from "./cloud/gateway.js";
 import { type CoordinatorConfig, type CoordinatorConfigInput, parseConfig } from "./config.js";
+import { openDataDir } from "./datadir.js";
+import { openDatabase, STORE_FILE } from "./db/open.js";
 import { SqliteStore } from "./db/sqlite/index.js";
 import type { Store } from "./db/store.js";
 import { Views } from "./db/views.js";
@@ -25,7 +26,7 @@ import { AgentIntake } from "./intake.js";
 import { Metrics } from "./metrics.js";
 import { Operations } from "./operations.js";
 import { Schedule } from "./schedule.js";
-import { scaledClock } from "./time.js";
+import { type ScaledClock, scaledClock } from "./time.js";
 import { WorkflowEngine, type WorkflowOutcome } from "./workflow/engine.js";
 import type { WorkflowRecord } from "./db/store.js";
 import { createRunbook } from "./workflow/runbooks/create.js";
@@ -72,11 +73,44 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
       "identityCertificate: required (PEM text or a file path): AWS's RSA certificate for the region, or localcloud's (`spotkeep coordinator` fetches it when ec2Endpoint is a localcloud)",
     );
   const publicKey = loadCertificate(config.identityCertificate);
-  mkdirSync(dataDir, { recursive: true });
-  const adminToken = loadOrCreateAdminToken(dataDir, config.adminToken);
-
   const clock = scaledClock(config.timeScale);
-  const store: Store = SqliteStore.open(join(dataDir, "coordinator.sqlite"), clock.now);
+  // One coordinator per data directory (0700, its files 0600); the store is checked at open.
+  const dir = openDataDir(dataDir, { now: clock.now });
+  let store: Store;
+  try {
+    store = new SqliteStore(
+      openDatabase(join(dir.dir, STORE_FILE), {
+        now: clock.now,
+        acceptEmptyStore: config.acceptEmptyStore,
+        acceptRestoredStore: config.acceptRestoredStore,
+        log,
+      }),
+      clock.now,
+    );
+  } catch (err) {
+    dir.release();
+    throw err;
+  }
+  try {
+    return await startOn(dir.dir, store, publicKey, clock, config, opts, log, () => dir.release());
+  } catch (err) {
+    await store.close().catch(() => undefined);
+    dir.release();
+    throw err;
+  }
+}
+
+async function startOn(
+  dataDir: string,
+  store: Store,
+  publicKey: ReturnType<typeof loadCertificate>,
+  clock: ScaledClock,
+  config: CoordinatorConfig,
+  opts: StartOptions,
+  log: (line: string) => void,
+  releaseDataDir: () => void,
+): Promise<Coordinator> {
+  const adminToken = loadOrCreateAdminToken(dataDir, config.adminToken);
   const metrics = new Metrics({
     defaultMetrics: false,
     instanceStates: async () => {
@@ -224,7 +258,15 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
     }),
   });
   const [host, portText] = config.listen.split(":") as [string, string];
-  const url = await api.listen(Number(portText), host);
+  let url: string;
+  try {
+    url = await api.listen(Number(portText), host);
+  } catch (err) {
+    // Nothing has run yet; stop what was built so the caller can exit non-zero at once.
+    await engine.stop();
+    await hub.close();
+    throw new Error(`listening on ${config.listen}: ${(err as Error).message}`, { cause: err });
+  }
   if (!publicUrl) publicUrl = url;
 
   const schedule = new Schedule({
@@ -262,6 +304,7 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
       await liveHub.close();
       await api.close();
       await store.close();
+      releaseDataDir();
     },
   };
 }
