@@ -18,9 +18,3 @@ export function formatPath(path: ReadonlyArray<PropertyKey>): string {
   }
   return out;
 }
-
-/** Wrap an error with what was being attempted, keeping the cause. */
-export function wrapError(what: string, err: unknown): Error {
-  const msg = err instanceof Error ? `${err.name && err.name !== "Error" ? `${err.name}: ` : ""}${err.message}` : String(err);
-  return new Error(`${what}: ${msg}`, { cause: err });
-}

@@ -79,7 +79,6 @@ export function classify(err: unknown): ErrorClass {
 }
 
 export const isNotFound = (err: unknown) => classify(err) === "not-found";
-export const isCapacity = (err: unknown) => classify(err) === "capacity";
 /** Worth retrying the same call later. */
 export const isRetryable = (err: unknown) => {
   const c = classify(err);
@@ -89,7 +88,6 @@ export const isRetryable = (err: unknown) => {
 /** An EC2 call failed; the message says what was attempted (`attaching vol-1 to i-2: VolumeInUse: …`). */
 export class Ec2Error extends Error {
   override name = "Ec2Error";
-  readonly errorClass: ErrorClass;
   constructor(
     readonly what: string,
     readonly code: string,
@@ -97,7 +95,6 @@ export class Ec2Error extends Error {
     options?: { cause?: unknown },
   ) {
     super(`${what}: ${code}${detail ? `: ${detail}` : ""}`, options);
-    this.errorClass = classify({ Code: code });
   }
 }
 

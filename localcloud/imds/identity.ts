@@ -15,7 +15,7 @@
  *    RSA key, so both paths carry the RSA-SHA256 structure. Verify with
  *    `openssl smime -verify -inform PEM -in <armoured> -certfile cert.pem -noverify`.
  */
-import { createHash, createPrivateKey, createSign, createVerify, X509Certificate } from "node:crypto";
+import { createPrivateKey, createSign, createVerify, X509Certificate } from "node:crypto";
 import { mkdir, readFile, rename, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { generate } from "selfsigned";
@@ -155,9 +155,4 @@ export function verifyIdentityPkcs7(pkcs7B64: string, certificatePem: string): s
   } catch {
     return null;
   }
-}
-
-/** SHA-256 fingerprint of a PEM certificate, hex (handy in logs and the control API). */
-export function certificateFingerprint(certificatePem: string): string {
-  return createHash("sha256").update(new X509Certificate(certificatePem).raw).digest("hex");
 }
