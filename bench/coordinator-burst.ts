@@ -20,13 +20,10 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { createHash } from "node:crypto";
-import WebSocket from "ws";
-import { newMessageId } from "../shared/protocol.js";
 import { parseSpec } from "../shared/spec.js";
 import { PROFILES, replacementCriticalPath } from "../localcloud/index.js";
-import { inProcessCoordinator, startEnv, until, ROOT, type Env } from "../test/coordinator/harness.js";
-import type { Coordinator } from "../coordinator/service.js";
+import { FakeAgent } from "../test/coordinator/fake-agent.js";
+import { inProcessCoordinator, startEnv, until, ROOT } from "../test/coordinator/harness.js";
 
 const { values } = parseArgs({
   options: {
@@ -38,71 +35,6 @@ const { values } = parseArgs({
 const N = Number(values.count);
 const scale = Number(values["time-scale"]);
 if (!(N >= 1) || !(scale > 0)) throw new Error("--count must be >= 1 and --time-scale > 0");
-
-class FakeAgent {
-  private ws!: WebSocket;
-  constructor(
-    readonly instanceId: string,
-    private readonly env: Env,
-    private readonly coord: Coordinator,
-  ) {}
-
-  private send(body: Record<string, unknown>): void {
-    if (this.ws.readyState === WebSocket.OPEN)
-      this.ws.send(JSON.stringify({ v: 1, id: newMessageId("f"), ts: new Date().toISOString(), ...body }));
-  }
-
-  async start(): Promise<void> {
-    const { endpoint } = await this.env.control("GET", `instances/${this.instanceId}/imds`);
-    const token = await (
-      await fetch(`${endpoint}/latest/api/token`, { method: "PUT", headers: { "x-aws-ec2-metadata-token-ttl-seconds": "21600" } })
-    ).text();
-    const get = async (p: string) => (await fetch(`${endpoint}${p}`, { headers: { "x-aws-ec2-metadata-token": token } })).text();
-    const document = await get("/latest/dynamic/instance-identity/document");
-    const signature = await get("/latest/dynamic/instance-identity/signature");
-    this.ws = new WebSocket(this.coord.wsUrl);
-    await new Promise<void>((resolve, reject) => {
-      this.ws.once("open", () => resolve());
-      this.ws.once("error", reject);
-    });
-    this.ws.on("error", () => undefined);
-    this.ws.on("message", (data) => {
-      const m = JSON.parse(String(data)) as { id: string; type: string };
-      if (m.type === "ack") return;
-      this.send({ type: "ack", ref: m.id });
-      if (m.type === "restore-plan") {
-        this.send({ type: "restored", ref: m.id, ok: true, volumes: [], steps: [] });
-        this.send({ type: "ready", instanceId: this.instanceId, steps: [] });
-      } else if (m.type === "quiesce") {
-        this.send({ type: "quiesced", ref: m.id, clean: true, steps: [], filesystems: [] });
-      }
-    });
-    this.send({
-      type: "hello",
-      identity: { document, signature },
-      agentVersion: "bench",
-      mode: "restore",
-      sessionSecret: "bench-session-secret-0123456789abcdefghijklmno",
-    });
-  }
-
-  notice(action: string, time: string): void {
-    const raw = JSON.stringify({ action, time });
-    this.send({
-      type: "notice",
-      noticeId: createHash("sha256").update(raw).digest("hex").slice(0, 32),
-      kind: "spot-interruption",
-      action,
-      deadline: time,
-      observedAt: new Date().toISOString(),
-      raw,
-    });
-  }
-
-  close(): void {
-    this.ws?.terminate();
-  }
-}
 
 const dir = mkdtempSync(join(tmpdir(), "spotkeep-burst-"));
 const env = await startEnv(dir, scale, { runtime: "none", throttle: true });

@@ -49,8 +49,6 @@ export const CoordinatorConfig = z
     trustProxy: z.array(z.string().min(1).max(64)).max(64).default([]),
     /** Start on an empty store even though this data directory held one before (after a deliberate reset). */
     acceptEmptyStore: z.boolean().default(false),
-    /** Adopt the store as it is when it was replaced, rolled back or lost its write-ahead log (after restoring a backup by hand). */
-    acceptRestoredStore: z.boolean().default(false),
   })
   .strict();
 

@@ -41,6 +41,12 @@ export interface StartOptions {
   /** Inject a gateway (tests); default: the AWS SDK gateway from the config. */
   ec2?: Ec2Gateway;
   log?: (line: string) => void;
+  /**
+   * Adopt the store as it is when it was replaced, rolled back or lost its write-ahead log (after
+   * restoring a backup by hand). A start option only (the CLI's --accept-restored-store), never a
+   * config setting: a permanent one would turn the check off.
+   */
+  acceptRestoredStore?: boolean;
   /** Crash hook for the crash test: SIGKILL this process after recording step `seq` of a workflow of `kind`. */
   crashAfterStep?: { kind: string; seq: number };
 }
@@ -82,7 +88,7 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
       openDatabase(join(dir.dir, STORE_FILE), {
         now: clock.now,
         acceptEmptyStore: config.acceptEmptyStore,
-        acceptRestoredStore: config.acceptRestoredStore,
+        acceptRestoredStore: opts.acceptRestoredStore,
         log,
       }),
       clock.now,
