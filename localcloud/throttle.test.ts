@@ -1,3 +1,8 @@
+/**
+ * Throttling, unit: the token-bucket math of localcloud/throttle.ts on a fake clock, no server. The
+ * same limits seen through the AWS SDK against a running localcloud (503 RequestLimitExceeded on the
+ * wire) are tested in test/localcloud/throttle-wire.test.ts.
+ */
 import { describe, expect, it } from "vitest";
 import { FakeClock } from "../shared/clock.js";
 import { Throttle, requestBucketFor } from "./throttle.js";
@@ -17,7 +22,7 @@ describe("Throttle", () => {
     expect(t.takeResources("TerminateInstances", 1)).toBe(false);
   });
 
-  it("puts actions in the buckets of reference §C", () => {
+  it("puts actions in EC2's request buckets: RunInstances 5/2, mutating 50/5, unfiltered Describe 50/10, non-mutating 100/20, tags 100/10", () => {
     expect(requestBucketFor({ action: "RunInstances", filtered: false }).spec).toEqual({ max: 5, refill: 2 });
     expect(requestBucketFor({ action: "StopInstances", filtered: false }).spec).toEqual({ max: 50, refill: 5 });
     expect(requestBucketFor({ action: "DescribeVolumes", filtered: false }).spec).toEqual({ max: 50, refill: 10 });

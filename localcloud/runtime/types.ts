@@ -6,7 +6,7 @@
  *  - `linux` (root): an instance is a network + mount namespace with its private IP on a project
  *    bridge; volumes are sparse files on loop devices.
  *
- * Contract for implementations (the same contract suite runs against both):
+ * Contract for implementations (test/localcloud/runtime-contract.ts runs the same suite against both):
  *  - every method is idempotent: calling it twice for the same ids has the effect of once;
  *  - methods never throw for "already gone" (delete of a missing volume is a no-op);
  *  - `cleanup()` removes everything the runtime ever created, including leftovers a crashed

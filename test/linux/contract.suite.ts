@@ -2,7 +2,7 @@ import { mkdtempSync } from "node:fs";
 import { existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { runtimeContract } from "../../localcloud/runtime/contract.js";
+import { runtimeContract } from "../localcloud/runtime-contract.js";
 import { shTry } from "../../localcloud/runtime/linux/sh.js";
 import { createLinuxRuntime } from "../../localcloud/runtime/linux/index.js";
 

@@ -9,11 +9,11 @@ import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { loadOrCreateSigner } from "../imds/identity.js";
-import { startImds, type ImdsServer } from "../imds/server.js";
-import type { ImdsInstanceView } from "../imds/types.js";
-import { newInstanceId, newVolumeId, processAlive, waitFor } from "./contract.js";
-import { createProcessRuntime, type ProcessRuntime } from "./process.js";
+import { loadOrCreateSigner } from "../../localcloud/imds/identity.js";
+import { startImds, type ImdsServer } from "../../localcloud/imds/server.js";
+import type { ImdsInstanceView } from "../../localcloud/imds/types.js";
+import { newInstanceId, newVolumeId, processAlive, waitFor } from "./runtime-contract.js";
+import { createProcessRuntime, type ProcessRuntime } from "../../localcloud/runtime/process.js";
 
 let dir: string;
 let rt: ProcessRuntime;

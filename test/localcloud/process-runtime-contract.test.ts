@@ -1,12 +1,17 @@
+/**
+ * The process runtime (localcloud/runtime/process.ts) against the shared Runtime contract, then what
+ * only it does (device link names, user-data environment, process groups, orphans of a SIGKILLed
+ * localcloud). It boots real instance processes, so it lives under test/, not beside the runtime.
+ */
 import { execFileSync, spawn } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { byId, newInstanceId, newSnapshotId, newVolumeId, processAlive, runtimeContract, waitFor } from "./contract.js";
-import { createProcessRuntime, deviceLinkNames, type ProcessRuntime } from "./process.js";
-import type { RuntimeInstance } from "./types.js";
+import { byId, newInstanceId, newSnapshotId, newVolumeId, processAlive, runtimeContract, waitFor } from "./runtime-contract.js";
+import { createProcessRuntime, deviceLinkNames, type ProcessRuntime } from "../../localcloud/runtime/process.js";
+import type { RuntimeInstance } from "../../localcloud/runtime/types.js";
 
 function harness() {
   const dir = mkdtempSync(path.join(os.tmpdir(), "spotkeep-procrt-"));
@@ -177,7 +182,7 @@ describe("process runtime specifics", () => {
     const stateDir = mkdtempSync(path.join(os.tmpdir(), "spotkeep-procrt-"));
     dir = stateDir;
     const script = path.join(stateDir, "crashy.mts");
-    const moduleUrl = new URL("./process.js", import.meta.url).href.replace(/\.js$/, ".ts");
+    const moduleUrl = new URL("../../localcloud/runtime/process.js", import.meta.url).href.replace(/\.js$/, ".ts");
     writeFileSync(
       script,
       `import { createProcessRuntime } from ${JSON.stringify(moduleUrl)};

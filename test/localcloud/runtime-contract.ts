@@ -1,7 +1,8 @@
 /**
  * The Runtime contract (localcloud/runtime/types.ts) as one vitest suite that every runtime runs:
- * `process` in process.test.ts, `linux` in its own test file (root only). Runtime-specific ways to
- * see a device or a volume's bytes come from the harness, so the suite itself stays neutral.
+ * `process` in test/localcloud/process-runtime-contract.test.ts, `linux` in test/linux/contract.suite.ts
+ * (root only). Runtime-specific ways to see a device or a volume's bytes come from the harness, so the
+ * suite itself stays neutral. A contract suite, so it lives under test/: product code never imports it.
  *
  * Usage:
  *   runtimeContract("process", async () => { const dir = mkdtemp…; return { runtime, dir, reopen, devicePath, writeOnVolume, readOnVolume }; });
@@ -11,7 +12,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync, lstatSync, readFileSync } from "node:fs";
 import { readFile, rm } from "node:fs/promises";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import type { Runtime, RuntimeInstance } from "./types.js";
+import type { Runtime, RuntimeInstance } from "../../localcloud/runtime/types.js";
 
 export interface RuntimeHarness {
   runtime: Runtime;

@@ -1,4 +1,8 @@
-/** Throttling (reference §C): token buckets on an injected clock; exhaustion -> 503 RequestLimitExceeded. */
+/**
+ * Throttling, on the wire: the unmodified AWS SDK against a running localcloud with throttling on and
+ * an injected clock; an exhausted bucket answers 503 RequestLimitExceeded and refills at EC2's rate.
+ * The bucket math alone is unit-tested beside the code in localcloud/throttle.test.ts.
+ */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DescribeAvailabilityZonesCommand, DescribeInstancesCommand, RunInstancesCommand } from "@aws-sdk/client-ec2";
 import { FakeClock } from "../../shared/clock.js";
