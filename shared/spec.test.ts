@@ -174,4 +174,26 @@ describe("spec rejections name the path and the reason", () => {
       else expect(msg).toMatch(expected);
     });
   }
+
+  it("normalises mount points and refuses ones that are not plain absolute paths, naming the field", () => {
+    const withMount = (mountPoint: string) =>
+      parseSpec({ ...minimal, persistence: { volumes: [{ device: "/dev/sdf", sizeGiB: 1, mountPoint }] } });
+    expect(withMount("/var/lib/postgresql/").persistence.volumes[0]?.mountPoint).toBe("/var/lib/postgresql");
+    for (const [bad, why] of [
+      ["/data/..", /has a \. or \.\. segment/],
+      ["/data/../etc", /has a \. or \.\. segment/],
+      ["/./data", /has a \. or \.\. segment/],
+      ["//data", /has an empty segment/],
+      ["/data//wal", /has an empty segment/],
+      ["//", /has an empty segment|cannot be \//],
+      ["/proc/x", /inside \/proc/],
+      ["/sys", /inside \/sys/],
+      ["/dev/shm/db", /inside \/dev/],
+      ["/data\nx", /control characters/],
+      ["relative/path", /must be an absolute path/],
+    ] as const) {
+      expect(() => withMount(bad), bad).toThrow(/persistence\.volumes\[0\]\.mountPoint: /);
+      expect(() => withMount(bad), bad).toThrow(why);
+    }
+  });
 });

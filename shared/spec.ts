@@ -27,6 +27,31 @@ const SIZE_LIMITS: Record<(typeof VOLUME_TYPES)[number], [number, number]> = {
 
 const ipv4 = z.ipv4({ message: "is not an IPv4 address" });
 
+/** Kernel filesystems and device nodes: never a place to mount a data volume. */
+const SYSTEM_TREES = ["/proc", "/sys", "/dev"];
+
+/**
+ * An absolute, normalised path: no `.` or `..` segment, no empty segment (`//`), no control
+ * characters; a trailing slash is dropped. Not `/` and not inside /proc, /sys or /dev.
+ */
+const MountPoint = z
+  .string()
+  .max(1024, { message: "is longer than 1024 characters" })
+  .superRefine((p, ctx) => {
+    const fail = (message: string) => ctx.addIssue({ code: "custom", message });
+    if (!p.startsWith("/")) return fail("must be an absolute path");
+    if (/[\u0000-\u001f\u007f]/.test(p)) return fail("must not contain control characters");
+    const body = p.length > 1 && p.endsWith("/") ? p.slice(0, -1) : p;
+    if (body === "/") return fail("cannot be / (the root volume is persisted with persistence.root)");
+    const segments = body.slice(1).split("/");
+    if (segments.some((seg) => seg === "")) return fail(`${JSON.stringify(p)} has an empty segment (//)`);
+    if (segments.some((seg) => seg === "." || seg === ".."))
+      return fail(`${JSON.stringify(p)} has a . or .. segment; write the path it means`);
+    const tree = SYSTEM_TREES.find((t) => body === t || body.startsWith(`${t}/`));
+    if (tree) return fail(`${JSON.stringify(p)} is inside ${tree}, which belongs to the kernel`);
+  })
+  .transform((p) => (p.length > 1 && p.endsWith("/") ? p.slice(0, -1) : p));
+
 const Volume = z
   .object({
     device: z.string().refine((d) => DEVICE_NAME_RE.test(d), {
@@ -36,10 +61,7 @@ const Volume = z
     type: z.enum(VOLUME_TYPES).default("gp3"),
     iops: z.number().int().positive().optional(),
     throughput: z.number().int().positive().optional(),
-    mountPoint: z
-      .string()
-      .startsWith("/", { message: "must be an absolute path" })
-      .refine((p) => p !== "/", { message: "cannot be / (the root volume is persisted with persistence.root)" }),
+    mountPoint: MountPoint,
     fsType: z.enum(FS_TYPES).default("ext4"),
     /** Import an existing volume instead of creating one. */
     volumeId: z
