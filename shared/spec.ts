@@ -1,5 +1,5 @@
 /**
- * The stateful instance spec (design.md §3): what a user writes, in JSON or YAML.
+ * The stateful instance spec: what a user writes, in JSON or YAML.
  * `parseSpec` fills defaults and enforces cross-field rules; every error names the path.
  */
 import { z } from "zod";
@@ -32,7 +32,7 @@ const SYSTEM_TREES = ["/proc", "/sys", "/dev"];
 
 /**
  * An absolute, normalised path: no `.` or `..` segment, no empty segment (`//`), no control
- * characters; a trailing slash is dropped. Not `/` and not inside /proc, /sys or /dev.
+ * characters; parseSpec drops a trailing slash. Not `/` and not inside /proc, /sys or /dev.
  */
 const MountPoint = z
   .string()
@@ -49,8 +49,7 @@ const MountPoint = z
       return fail(`${JSON.stringify(p)} has a . or .. segment; write the path it means`);
     const tree = SYSTEM_TREES.find((t) => body === t || body.startsWith(`${t}/`));
     if (tree) return fail(`${JSON.stringify(p)} is inside ${tree}, which belongs to the kernel`);
-  })
-  .transform((p) => (p.length > 1 && p.endsWith("/") ? p.slice(0, -1) : p));
+  });
 
 const Volume = z
   .object({
@@ -230,5 +229,8 @@ export function parseSpec(input: string | unknown, source = "spec"): StatefulIns
   }
   const parsed = StatefulInstanceSpec.safeParse(data);
   if (!parsed.success) throw zodToValidationError(parsed.error);
-  return parsed.data;
+  const spec = parsed.data;
+  for (const v of spec.persistence.volumes)
+    if (v.mountPoint.length > 1 && v.mountPoint.endsWith("/")) v.mountPoint = v.mountPoint.slice(0, -1);
+  return spec;
 }
