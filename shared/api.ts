@@ -1,5 +1,5 @@
 /**
- * Shapes of the coordinator's HTTP API (design.md §6). The server builds these, the CLI parses
+ * Shapes of the coordinator's HTTP API (/api/v1). The server builds these, the CLI parses
  * them; both sides import from here so they cannot drift.
  */
 import { z } from "zod";
@@ -84,9 +84,9 @@ export const Timeline = z.object({
   startedAt: z.string(),
   finishedAt: z.string().nullable(),
   outcome: z.enum(["running", "succeeded", "failed", "cancelled"]),
-  /** design.md §1: quiesce start on the old instance -> workload serving on the new one. */
+  /** Downtime: from quiesce start on the old instance to the workload serving on the new one. */
   downtimeSeconds: z.number().nullable(),
-  /** design.md §1: notice -> replacement reported ready. */
+  /** Recovery time: from the notice to the replacement reported ready. */
   recoverySeconds: z.number().nullable(),
   steps: z.array(WorkflowStep),
   /** Names of the steps on the critical path, in order. */

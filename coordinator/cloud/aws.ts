@@ -88,7 +88,7 @@ export interface AwsGatewayOptions {
   clock?: Clock;
   /** SDK attempts per call (throttling and 5xx are retried by the SDK with backoff). */
   maxAttempts?: number;
-  /** Multiplies the SDK's retry back-off (design §9: real = model × timeScale). */
+  /** Multiplies the SDK's retry back-off (real time = model time × timeScale). */
   timeScale?: number;
   /** Fraction of AWS's throttling buckets to use; 0 disables client-side pacing. */
   pacingHeadroom?: number;

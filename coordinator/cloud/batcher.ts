@@ -1,7 +1,8 @@
 /**
  * Coalesces single-id lookups made at about the same time into one batched call: two hundred
  * workflows each waiting for "their" instance to be running cost one DescribeInstances per
- * window instead of two hundred (design §4.1: the coordinator watches instance state batched).
+ * window instead of two hundred. The coordinator watches instance state itself, batched, so a dead
+ * agent still starts recovery.
  */
 export class Batcher<V> {
   private pending = new Map<string, Array<{ resolve: (v: V | null) => void; reject: (e: unknown) => void }>>();

@@ -1,5 +1,5 @@
 /**
- * Every EC2 error code spotkeep cares about, classified in ONE place (reference §B). Callers ask
+ * Every EC2 error code spotkeep cares about, classified in ONE place. Callers ask
  * `classify(err)` or the `is*` helpers instead of matching codes themselves.
  *  - not-found: the resource is gone (terminate/delete treat it as done);
  *  - transient-in-use: a resource is still moving between states (an ENI or volume being released,

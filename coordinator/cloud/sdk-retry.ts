@@ -1,8 +1,8 @@
 /**
  * The SDK's retry strategy for the gateway: AWS's standard shape (full-jitter exponential
  * backoff, 100 ms base, 500 ms base for throttling, 20 s cap) with two differences:
- *  - delays are multiplied by the time scale (design §9), so a time-scaled run against
- *    localcloud is not dominated by unscaled SDK back-offs;
+ *  - delays are multiplied by the time scale (real time = model time × timeScale), so a
+ *    time-scaled run against localcloud is not dominated by unscaled SDK back-offs;
  *  - capacity errors (InsufficientInstanceCapacity is a 500) are NOT retried here: the runbook's
  *    fallbacks (next type, subnet, on-demand) are the better answer, and sooner.
  */

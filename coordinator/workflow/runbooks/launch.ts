@@ -48,8 +48,8 @@ export const MUTATE_POLICY: StepPolicy = {
 };
 
 /**
- * Fallback order (design §4.1 step 6): instance types, then subnets/AZs (only when nothing pins
- * the AZ), then on-demand if the spec allows.
+ * Launch fallback order: instance types, then subnets/AZs (only when nothing pins the AZ: reattached
+ * volumes pin it), then on-demand if the spec allows.
  */
 export function candidates(
   spec: StatefulInstanceSpec,

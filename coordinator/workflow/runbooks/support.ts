@@ -1,5 +1,5 @@
 /**
- * Spec features the schema describes (design.md §3-4) but this coordinator's runbooks do not carry
+ * Spec features the schema describes but this coordinator's runbooks do not carry
  * out yet. A spec asking for one is refused at create with the field named, instead of being
  * accepted and silently ignored.
  */
