@@ -4,9 +4,9 @@
  * with a request bucket per action (a request costs 1 token; RunInstances 5 burst refilling 2/s,
  * mutating actions 50/5, non-mutating 100/20) and, for the instance actions, also a resource bucket
  * charged per instance (RunInstances 1000 refilling 2/s, TerminateInstances 1000 refilling 20/s).
- * The buckets below mirror
- * those sizes and refill rates; a call waits until its bucket has a token. Time comes from the
- * injected Clock, so under a scaled clock the pacing matches a time-scaled localcloud.
+ * The buckets below mirror those sizes and refill rates; a call waits until its bucket has a token.
+ * Time comes from the injected Clock, so under a scaled clock the pacing matches a time-scaled
+ * localcloud.
  */
 import type { Clock } from "../../shared/clock.js";
 
