@@ -6,20 +6,13 @@
  *  - heartbeats every welcome.config.heartbeatMs (model ms, scaled by the agent's time scale);
  *  - at-least-once: durable messages go through the persisted outbox and are resent (same id) on
  *    every reconnect and when unacked for ackTimeoutMs; the coordinator acks by id;
- *  - every inbound frame is validated (parseMessage "from-coordinator"); a bad one is logged and
+ *  - every inbound frame is validated (frames.ts, to the protocol's rules); a bad one is logged and
  *    ignored; every valid non-ack frame is acked, and a command id seen before is dropped.
  * Hello and heartbeats are not persisted: they only make sense on the live connection.
  */
 import WebSocket from "ws";
-import {
-  encodeMessage,
-  MAX_FRAME_BYTES,
-  newMessageId,
-  parseMessage,
-  type AgentMessage,
-  type CoordinatorMessage,
-  type MessageOf,
-} from "../../shared/protocol.js";
+import type { AgentMessage, CoordinatorMessage, MessageOf } from "../../shared/protocol.js";
+import { encodeAgentFrame, MAX_FRAME_BYTES, newMessageId, parseCoordinatorFrame } from "./frames.js";
 import { nextDelay, retryPolicy, type RetryPolicy } from "../../shared/retry.js";
 import type { Clock } from "../../shared/clock.js";
 import { errorText, type Logger } from "../log.js";
@@ -132,7 +125,7 @@ export class AgentLink {
     const message = { v: 1, id: newMessageId("a"), ts: new Date().toISOString(), ...body } as AgentMessage;
     let text: string;
     try {
-      text = encodeMessage(message, "from-agent");
+      text = encodeAgentFrame(message);
     } catch (err) {
       // A bug on our side: never persist or send an invalid frame.
       this.opts.log.error("refusing to send an invalid message", { type: body.type, error: errorText(err) });
@@ -217,7 +210,7 @@ export class AgentLink {
         ...hello,
         lastSeen: this.opts.store.recentCommands(),
       } as AgentMessage;
-      if (this.ws === ws && ws.readyState === WebSocket.OPEN) ws.send(encodeMessage(msg, "from-agent"));
+      if (this.ws === ws && ws.readyState === WebSocket.OPEN) ws.send(encodeAgentFrame(msg));
     } catch (err) {
       this.opts.log.warn("could not build hello; closing and retrying", { error: errorText(err) });
       ws.terminate();
@@ -225,7 +218,7 @@ export class AgentLink {
   }
 
   private async onFrame(ws: WebSocket, text: string): Promise<void> {
-    const parsed = parseMessage(text, "from-coordinator");
+    const parsed = parseCoordinatorFrame(text);
     if (!parsed.ok) {
       this.stats.badFrames++;
       this.opts.log.warn("ignoring an invalid frame from the coordinator", { error: parsed.error.message });
@@ -237,7 +230,7 @@ export class AgentLink {
       return;
     }
     // Ack first (even duplicates: the first ack may have been lost).
-    if (ws.readyState === WebSocket.OPEN) ws.send(encodeMessage({ v: 1, id: newMessageId("a"), type: "ack", ref: msg.id }, "from-agent"));
+    if (ws.readyState === WebSocket.OPEN) ws.send(encodeAgentFrame({ v: 1, id: newMessageId("a"), type: "ack", ref: msg.id }));
     if (msg.type === "welcome") {
       this.onWelcome(msg);
       return;
