@@ -50,7 +50,7 @@ export const PROFILES: Readonly<Record<LatencyProfile["name"], Readonly<LatencyP
     detachEni: 3,
     terminatedVisible: 3_600_000,
   },
-  // design.md §7 (published figures); stopping, ENI attach/detach and volume delete are our estimates.
+  // Published figures; stopping, ENI attach/detach and volume delete are our estimates.
   realistic: {
     name: "realistic",
     runInstancesCall: 1_500,

@@ -1,6 +1,6 @@
 /**
- * EC2's token-bucket throttling (reference §C): one request bucket per action (sized by category
- * or by the action's own row), plus a per-instance resource bucket for Run/Terminate/Start/Stop.
+ * EC2's token-bucket throttling, per account and Region: one request bucket per action (sized by
+ * its category or by its own limits), plus a per-instance resource bucket for Run/Terminate/Start/Stop.
  * Buckets refill continuously by the world clock (model time), so a time-scaled localcloud
  * throttles in proportion. A request needs tokens in both buckets; it is charged only when it has.
  */
@@ -16,7 +16,7 @@ const NON_MUTATING: BucketSpec = { max: 100, refill: 20 };
 const UNFILTERED: BucketSpec = { max: 50, refill: 10 };
 const MUTATING: BucketSpec = { max: 50, refill: 5 };
 
-/** Actions with their own bucket (reference §C "Uncategorized"). */
+/** Actions with their own bucket (the ones EC2 lists as uncategorized). */
 const OWN: Record<string, BucketSpec> = {
   RunInstances: { max: 5, refill: 2 },
   StartInstances: { max: 5, refill: 2 },

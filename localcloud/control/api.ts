@@ -1,5 +1,5 @@
 /**
- * The control API (design.md §6) under /_localcloud/v1/: what only AWS could do to an account
+ * The control API under /_localcloud/v1/: what only AWS could do to an account
  * (interrupt, rebalance, lose, capacity, faults, throttling), plus state dump, reset, the identity
  * certificate and each instance's IMDS endpoint. JSON in and out; bad requests get 400 + reason.
  */

@@ -10,7 +10,7 @@ export interface Ctx {
   action: string;
 }
 
-/** A DryRun that passed validation is reported as an error (reference §A.5) and changes nothing. */
+/** A DryRun that passed validation is reported as an error (DryRunOperation, HTTP 412) and changes nothing. */
 export function dryRun(input: { DryRun?: boolean }): void {
   if (input.DryRun === true) throw new Ec2Error("DryRunOperation", "Request would have succeeded, but DryRun flag is set.");
 }
@@ -20,7 +20,7 @@ export function required<T>(value: T | undefined | null, param: string): T {
   return value;
 }
 
-/** Check an id's form: `Invalid<Kind>ID.Malformed` (reference §B) naming the value. */
+/** Check an id's form (prefix + 17 hex digits): `Invalid<Kind>ID.Malformed` naming the value. */
 export function checkId(id: string, prefix: string, malformedCode: string): void {
   if (!wellFormed(id, prefix)) throw new Ec2Error(malformedCode, `Invalid id: "${id}" (expecting "${prefix}-...")`);
 }
@@ -159,7 +159,7 @@ export function paginate<T>(items: T[], input: PageInput, action: string, range:
   return { page, nextToken: next };
 }
 
-/** IDs and MaxResults can't be combined on the big Describe actions (reference §A.4). */
+/** IDs and MaxResults can't be combined on the big Describe actions (InvalidParameterCombination). */
 export function noIdsWithMaxResults(ids: unknown[] | undefined, input: PageInput, idsName: string): void {
   if (ids && ids.length > 0 && input.MaxResults !== undefined) {
     throw new Ec2Error("InvalidParameterCombination", `The parameter ${idsName} cannot be used with the parameter maxResults`);

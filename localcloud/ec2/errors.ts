@@ -1,4 +1,4 @@
-/** An EC2 API error as the wire carries it: code, message and HTTP status (reference §A.3). */
+/** An EC2 API error as the wire carries it: code, message and HTTP status. */
 export class Ec2Error extends Error {
   override name = "Ec2Error";
   constructor(

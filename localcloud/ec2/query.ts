@@ -1,6 +1,6 @@
 /**
  * The EC2 Query endpoint at `/`: body limits, strict form decoding, action dispatch, throttling,
- * injected faults, and EC2-shaped success/error documents (reference §A). Never throws: every
+ * injected faults, and EC2-shaped success/error documents. Never throws: every
  * failure becomes an EC2 error response.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";

@@ -6,7 +6,7 @@
  * Persisted under `<stateDir>/identity/{key.pem,cert.pem}` so a restarted localcloud keeps signing
  * with the same key: instances launched before the restart keep verifiable identities.
  *
- * What is served (reference §D.3):
+ * What is served under /latest/dynamic/instance-identity/:
  *  - `/signature`: base64 RSA-SHA256 (PKCS#1 v1.5) over the exact document bytes, as AWS.
  *  - `/rsa2048` and `/pkcs7`: base64 DER (no PEM armour) of a CMS SignedData (RFC 5652) with the
  *    document attached, one signer identified by issuer+serial, SHA-256 + rsaEncryption, no signed

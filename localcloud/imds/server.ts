@@ -1,5 +1,5 @@
 /**
- * localcloud's IMDS (reference §D), strict like the real one: IMDSv2 tokens, 400/401/403/404/405
+ * localcloud's IMDS, strict like the real one: IMDSv2 tokens, 400/401/403/404/405
  * exactly where AWS answers them, `//latest/...` accepted, directory listings, JSON notices.
  *
  * Two ways to tell which instance is asking:

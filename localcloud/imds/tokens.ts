@@ -1,8 +1,9 @@
 /**
- * IMDSv2 session tokens (reference §D.1). Tokens are stateless: nonce + expiry + an HMAC binding
- * them to the instance that issued them, under a per-process secret. So clients that fetch a fresh
- * token before every request (the AWS SDK does) cost no memory, a token is only valid on its own
- * instance, and tokens die with the localcloud process like AWS tokens die with a stop/start.
+ * IMDSv2 session tokens (PUT /latest/api/token with a TTL of 1..21600 s). Tokens are stateless:
+ * nonce + expiry + an HMAC binding them to the instance that issued them, under a per-process
+ * secret. So clients that fetch a fresh token before every request (the AWS SDK does) cost no
+ * memory, a token is only valid on its own instance, and tokens die with the localcloud process
+ * like AWS tokens die with a stop/start.
  */
 import { createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import type { Clock } from "../../shared/clock.js";

@@ -1,5 +1,5 @@
 /**
- * The view of one instance that IMDS serves (reference §D). localcloud/ec2 (the EC2 model)
+ * The view of one instance that IMDS serves. localcloud/ec2 (the EC2 model)
  * provides it through an ImdsLookup; localcloud/imds only reads it, so IMDS always reflects the
  * model's current state (a notice appears in IMDS the moment the model records it).
  * All times are real wall-clock ISO strings (only durations are scaled by --time-scale).

@@ -341,8 +341,9 @@ export function createProcessRuntime(opts: ProcessRuntimeOptions): ProcessRuntim
         const target = volumeDir(volumeId);
         if (!(await exists(target))) throw new Error(`attaching ${volumeId} to ${instanceId}: volume has no storage`);
         await mkdir(devDir(instanceId), { recursive: true });
-        // Device-name links first, the by-id link last: an agent polling for the by-id link
-        // (reference §E.1) then finds every name in place.
+        // Device-name links first, the by-id link last: an agent polling for the by-id link (as on
+        // Nitro, where it waits for /dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_vol…) then
+        // finds every name in place.
         for (const name of names) await linkAtomically(target, path.join(devDir(instanceId), name));
         await linkAtomically(target, path.join(devDir(instanceId), byIdName(volumeId)));
       }),

@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 
-/** EC2-style id: prefix + 17 hex digits (reference §B). */
+/** EC2-style id: prefix + 17 hex digits. */
 export function newId(prefix: string): string {
   return `${prefix}-${randomBytes(9).toString("hex").slice(0, 17)}`;
 }

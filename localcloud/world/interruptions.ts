@@ -1,5 +1,5 @@
 /**
- * Spot interruption timeline (reference §F) and the other things only EC2 does to an instance:
+ * Spot interruption timeline and the other things only EC2 does to an instance:
  * notice now -> state change at notice time -> terminated/stopped; rebalance; loss without notice.
  */
 import type { Instance } from "./types.js";

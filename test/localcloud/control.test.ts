@@ -1,4 +1,4 @@
-/** Control API (design.md §6): interruption timeline, rebalance, lose, capacity, faults, state, reset. */
+/** Control API (/_localcloud/v1/): interruption timeline, rebalance, lose, capacity, faults, state, reset. */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   DescribeInstancesCommand,

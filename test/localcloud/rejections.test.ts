@@ -1,5 +1,5 @@
 /**
- * Contract: localcloud rejects what EC2 rejects (reference §B), with the exact error code AND HTTP
+ * Contract: localcloud rejects what EC2 rejects, with the exact error code AND HTTP
  * status, through the real SDK. Each row is one distinct rule.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";

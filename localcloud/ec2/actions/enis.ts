@@ -1,4 +1,4 @@
-/** Network interfaces (reference §B.9). An ENI is fixed to its subnet/AZ and keeps its IP until deleted. */
+/** Network interfaces. An ENI is fixed to its subnet/AZ and keeps its IP until deleted. */
 import type {
   AttachNetworkInterfaceRequest,
   CreateNetworkInterfaceRequest,

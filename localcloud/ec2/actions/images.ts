@@ -1,4 +1,4 @@
-/** Snapshots (reference §B.6) and AMIs (§B.8). */
+/** Snapshots and AMIs. */
 import type {
   CreateImageRequest,
   CreateSnapshotRequest,
@@ -392,7 +392,7 @@ export function deregisterImage(ctx: Ctx, input: DeregisterImageRequest) {
     throw new Ec2Error("UnauthorizedOperation", `You are not authorized to deregister ${id} (owner ${img.ownerId})`);
   dryRun(input);
   w.images.delete(id);
-  // Snapshots survive deregistration (reference §B.8) unless the caller asks for them to go.
+  // As in EC2, snapshots survive deregistration unless the caller asks for them to go.
   if ((input as { DeleteAssociatedSnapshots?: boolean }).DeleteAssociatedSnapshots) {
     for (const b of img.blockDeviceMappings) {
       const s = b.snapshotId ? w.snapshots.get(b.snapshotId) : undefined;

@@ -114,7 +114,7 @@ export function describeReservation(w: World, r: Reservation, only?: Set<string>
   };
 }
 
-/** Look up instances by id; any unknown id fails the whole call (reference §B.3). */
+/** Look up instances by id; as in EC2, any unknown id fails the whole call (InvalidInstanceID.NotFound). */
 export function lookupInstances(w: World, ids: string[] | undefined, param = "InstanceId"): Instance[] {
   if (!ids || ids.length === 0) throw new Ec2Error("MissingParameter", `The request must contain the parameter ${param}`);
   for (const id of ids) checkId(id, "i", "InvalidInstanceID.Malformed");

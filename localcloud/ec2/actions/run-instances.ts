@@ -1,5 +1,5 @@
 /**
- * RunInstances: every rule of reference §B.2 is checked before anything is created, so a rejected
+ * RunInstances: every rule EC2 enforces on it is checked before anything is created, so a rejected
  * (or DryRun) request changes nothing. ClientToken makes a retry return the first launch.
  */
 import type { Reservation, RunInstancesRequest } from "@aws-sdk/client-ec2";

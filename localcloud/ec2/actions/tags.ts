@@ -1,4 +1,4 @@
-/** CreateTags / DeleteTags / DescribeTags over every taggable resource (reference §B.10). */
+/** CreateTags / DeleteTags / DescribeTags over every taggable resource. */
 import type { CreateTagsRequest, DeleteTagsRequest, DescribeTagsRequest } from "@aws-sdk/client-ec2";
 import type { Ctx } from "../common.js";
 import { applyFilters, checkTag, dryRun, paginate } from "../common.js";

@@ -1,4 +1,4 @@
-/** EBS volumes (reference §B.5): creating -> available <-> in-use -> deleting, attachments. */
+/** EBS volumes: creating -> available <-> in-use -> deleting, attachments. */
 import type {
   AttachVolumeRequest,
   CreateVolumeRequest,
