@@ -1,5 +1,5 @@
 /**
- * Many simultaneous interruptions under AWS-style throttling (design §9 target: 200 at once, all
+ * Many simultaneous interruptions under AWS-style throttling (target: 200 at once, all
  * recovered within 1.2x the throttle-model bound, none failing on throttling).
  *
  *   npx tsx bench/coordinator-burst.ts [--count 200] [--time-scale 0.05] [--headroom 1]

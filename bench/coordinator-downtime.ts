@@ -1,6 +1,7 @@
 /**
  * Downtime and recovery of replacements on localcloud (realistic profile, process runtime, real
- * agent), in model seconds, against the profile's critical path (design §9).
+ * agent), in model seconds (real seconds / time scale), against the profile's critical path
+ * (target for reattach + same ENI: downtime <= 1.05x that path).
  *
  *   npx tsx bench/coordinator-downtime.ts [--time-scale 0.05] [--mode reattach|snapshot] [--count 1] [--root true|false]
  *

@@ -1,5 +1,5 @@
 /**
- * Coordinator fan-in (design §9 target: 5,000 agents with heartbeats, p99 handling <= 50 ms).
+ * Coordinator fan-in (target: 5,000 agents with heartbeats, p99 handling <= 50 ms).
  *
  * A real coordinator runs as a child process (`spotkeep coordinator --config …`, so its CPU and
  * RSS are its own) on a store prepared through coordinator/db/queries.ts with --agents running

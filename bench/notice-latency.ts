@@ -1,5 +1,5 @@
 /**
- * Notice latency (design §9 target: notice in IMDS -> coordinator, p99 <= 1.5 s; NTH polls every 2 s).
+ * Notice latency (target: notice in IMDS -> coordinator, p99 <= 1.5 s; NTH polls every 2 s).
  *
  * localcloud (process runtime, real agent bundle) and a coordinator run in this process at time
  * scale 1, so the agents poll IMDS every 1 s of real time (the coordinator's welcome
