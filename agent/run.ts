@@ -69,6 +69,8 @@ export class RunningAgent {
       log: log.child({ component: "monitor" }),
       seen: store.notices,
       onNotice: (n) => this.onNotice(n),
+      // instance-action carries the two-minute deadline: every pass. The others: every 5th (5 s at 1 s polling).
+      every: { rebalance: 5, "scheduled-event": 5 },
     });
     this.link = cfg.coordinatorUrl
       ? createLink(ctx, "run", { onWelcome: (m) => this.onWelcome(m), onCommand: (m) => this.onCommand(m) })

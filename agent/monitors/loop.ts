@@ -2,9 +2,12 @@
  * Polls every monitor each interval and hands each distinct notice (by id) to `onNotice` once.
  * `seen` is owned by the caller so it can be persisted: a restarted agent doesn't re-report.
  * A failing monitor is logged (once per distinct error, to keep idle logs quiet) and polled again
- * next tick; one monitor failing never stops the others.
+ * next tick; one monitor failing never stops the others. `every` polls a kind only on every Nth
+ * pass: notices with a deadline (spot instance-action) are polled each pass, slower-moving ones
+ * (rebalance, scheduled events) less often, which keeps the idle agent's CPU down.
  */
 import type { Clock } from "../../shared/clock.js";
+import type { NoticeKind } from "../../shared/protocol.js";
 import type { Logger } from "../log.js";
 import { errorText } from "../log.js";
 import type { NoticeMonitor, NoticeObservation } from "./types.js";
@@ -17,6 +20,8 @@ export interface MonitorLoopOptions {
   log: Logger;
   seen: { has(id: string): boolean; add(id: string): void };
   onNotice: (obs: NoticeObservation) => void | Promise<void>;
+  /** Poll these kinds only on every Nth pass (the first pass polls every kind). */
+  every?: Partial<Record<NoticeKind, number>>;
 }
 
 export class MonitorLoop {
@@ -45,10 +50,11 @@ export class MonitorLoop {
 
   /** One pass over every monitor; returns the new notices (also used by tests). */
   async pollOnce(): Promise<NoticeObservation[]> {
-    this.polls++;
+    const pass = this.polls++;
     const found: NoticeObservation[] = [];
+    const due = this.opts.monitors.filter((m) => pass % Math.max(1, Math.floor(this.opts.every?.[m.kind] ?? 1)) === 0);
     await Promise.all(
-      this.opts.monitors.map(async (m) => {
+      due.map(async (m) => {
         try {
           const obs = await m.check();
           if (this.lastError.delete(m.kind)) this.opts.log.info("monitor recovered", { kind: m.kind });

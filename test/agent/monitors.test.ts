@@ -122,3 +122,29 @@ describe("notice monitors", () => {
     expect(warnings.at(-1)).toMatch(/spot\/instance-action\.action: must be terminate, stop or hibernate/);
   });
 });
+
+describe("monitor loop cadence", () => {
+  it("polls a kind given in `every` only on every Nth pass, the others on each pass", async () => {
+    const checks: string[] = [];
+    const monitor = (kind: "spot-interruption" | "rebalance" | "scheduled-event") => ({
+      kind,
+      check: async () => {
+        checks.push(kind);
+        return null;
+      },
+    });
+    const loop = new MonitorLoop({
+      monitors: [monitor("spot-interruption"), monitor("rebalance"), monitor("scheduled-event")],
+      intervalMs: 1000,
+      clock: new FakeClock(),
+      log: silentLogger,
+      seen: new Set<string>(),
+      onNotice: () => {},
+      every: { rebalance: 5, "scheduled-event": 5 },
+    });
+    for (let i = 0; i < 10; i++) await loop.pollOnce();
+    expect(checks.filter((k) => k === "spot-interruption")).toHaveLength(10);
+    expect(checks.filter((k) => k === "rebalance")).toHaveLength(2);
+    expect(checks.filter((k) => k === "scheduled-event")).toHaveLength(2);
+  });
+});
