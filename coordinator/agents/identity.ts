@@ -1,6 +1,7 @@
 /**
- * Instance identity verification (reference §D.3): the document's RSA-SHA256 signature must
- * verify against the pinned certificate (AWS's per-region RSA certificate, or localcloud's).
+ * Instance identity verification: the document IMDS serves at dynamic/instance-identity/document
+ * must carry a valid RSA-SHA256 signature (dynamic/instance-identity/signature) from the pinned
+ * certificate (AWS's per-region RSA certificate, or localcloud's).
  */
 import { X509Certificate, verify, type KeyObject } from "node:crypto";
 import { readFileSync, existsSync } from "node:fs";

@@ -1,5 +1,5 @@
 /**
- * The coordinator's HTTP surface (design.md §6): admin API under /api/v1 (bearer token), /metrics,
+ * The coordinator's HTTP surface: admin API under /api/v1 (bearer token), /metrics,
  * /healthz, the agent bundle download and the agent WebSocket upgrade. Plain node:http: the
  * route table is small and fixed, and the agent upgrade needs the raw server anyway.
  *
