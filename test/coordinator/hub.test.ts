@@ -8,8 +8,8 @@ import { realClock } from "../../shared/clock.js";
 import { newMessageId, type AgentMessage } from "../../shared/protocol.js";
 import { loadOrCreateSigner } from "../../localcloud/imds/identity.js";
 import type { IdentitySigner } from "../../localcloud/imds/types.js";
-import { AgentHub, type AgentSession } from "./hub.js";
-import { loadCertificate } from "./identity.js";
+import { AgentHub, type AgentSession } from "../../coordinator/agents/hub.js";
+import { loadCertificate } from "../../coordinator/agents/identity.js";
 
 let dir: string;
 let signer: IdentitySigner;
