@@ -1,13 +1,14 @@
 /**
  * The `inventory` message: who this instance is (IMDS) and what storage it sees (device links,
- * plus sizes/filesystems/UUIDs/mount points from systeminformation for block devices).
- * systeminformation is best effort: a failure or a slow lsblk leaves those fields empty. It is
- * loaded only when there are block devices to describe (it adds ~10 MB of RSS, and the agent's
- * budget is 50 MB); the freeze/thaw path never depends on it.
+ * plus sizes/filesystems/UUIDs/mount points from `lsblk -bP` for block devices). lsblk is best
+ * effort: a failure or a slow lsblk leaves those fields empty; the freeze/thaw path never depends
+ * on it. (It is run directly rather than through systeminformation, which runs the same command
+ * but costs the agent ~10 MiB of RSS of its 50 MiB budget once loaded.)
  */
+import { execFile } from "node:child_process";
 import { readFileSync, realpathSync } from "node:fs";
 import { basename } from "node:path";
-import { safeTimeout } from "../../shared/clock.js";
+import { resolveBinary } from "./freezer.js";
 import type { BlockDevice, Eni, Mount } from "../../shared/protocol.js";
 import type { Imds } from "../imds/client.js";
 import { hostPath } from "../config.js";
@@ -23,19 +24,42 @@ export interface InventoryBody {
   devices: BlockDevice[];
 }
 
-type SiBlock = { name: string; type: string; fsType: string; mount: string; size: number; uuid: string };
+export type BlockInfo = { name: string; type: string; fsType: string; mount: string; size: number; uuid: string };
 
-export async function blockDevicesInfo(timeoutMs = 5000): Promise<SiBlock[]> {
-  try {
-    const si = (await import("systeminformation")).default;
-    const list = await Promise.race([
-      si.blockDevices(),
-      new Promise<never>((_, rej) => safeTimeout(timeoutMs, () => rej(new Error("timeout")), { unref: true })),
-    ]);
-    return list as SiBlock[];
-  } catch {
-    return [];
+/** Block devices as lsblk sees them; [] when lsblk fails, is missing or takes longer than timeoutMs. */
+export function blockDevicesInfo(timeoutMs = 5000): Promise<BlockInfo[]> {
+  return new Promise((resolve) => {
+    try {
+      execFile(
+        resolveBinary("lsblk"),
+        ["-bPo", "NAME,TYPE,SIZE,FSTYPE,MOUNTPOINT,UUID"],
+        { timeout: timeoutMs, maxBuffer: 1024 * 1024, killSignal: "SIGKILL" },
+        (err, stdout) => resolve(err ? [] : parseLsblkPairs(stdout)),
+      );
+    } catch {
+      resolve([]);
+    }
+  });
+}
+
+/** Parse `lsblk -P` output: one device per line, KEY="value" pairs, special bytes as \xHH. */
+export function parseLsblkPairs(text: string): BlockInfo[] {
+  const out: BlockInfo[] = [];
+  const unescape = (v: string) => v.replace(/\\x([0-9a-fA-F]{2})/g, (_, h: string) => String.fromCharCode(parseInt(h, 16)));
+  for (const line of text.split("\n")) {
+    const f: Record<string, string> = {};
+    for (const m of line.matchAll(/([A-Z:-]+)="((?:[^"\\]|\\.)*)"/g)) f[m[1]!] = unescape(m[2]!);
+    if (!f.NAME) continue;
+    out.push({
+      name: basename(f.NAME),
+      type: f.TYPE ?? "",
+      fsType: f.FSTYPE ?? "",
+      mount: f.MOUNTPOINT ?? "",
+      size: Number(f.SIZE) || 0,
+      uuid: f.UUID ?? "",
+    });
   }
+  return out;
 }
 
 export async function collectInventory(args: {
@@ -43,7 +67,7 @@ export async function collectInventory(args: {
   devDir: string;
   rootDir?: string;
   mounts?: Mount[];
-  blockInfo?: () => Promise<SiBlock[]>;
+  blockInfo?: () => Promise<BlockInfo[]>;
 }): Promise<InventoryBody> {
   const [info, enis] = await Promise.all([args.imds.instanceInfo(), args.imds.networkInterfaces()]);
   const found = listVolumeDevices(args.devDir);

@@ -152,7 +152,7 @@ describe.skipIf(skip !== null)("restore of a loop-device ext4 found by volume id
     });
     expect(again.ok).toBe(true);
 
-    // Inventory describes the block device through systeminformation.
+    // Inventory describes the block device through lsblk.
     const imds = {
       instanceInfo: async () => ({
         instanceId: "i-0123456789abcdef0",
