@@ -45,10 +45,10 @@ export function blockDevicesInfo(timeoutMs = 5000): Promise<BlockInfo[]> {
 /** Parse `lsblk -P` output: one device per line, KEY="value" pairs, special bytes as \xHH. */
 export function parseLsblkPairs(text: string): BlockInfo[] {
   const out: BlockInfo[] = [];
-  const unescape = (v: string) => v.replace(/\\x([0-9a-fA-F]{2})/g, (_, h: string) => String.fromCharCode(parseInt(h, 16)));
+  const unhex = (v: string) => v.replace(/\\x([0-9a-fA-F]{2})/g, (_, h: string) => String.fromCharCode(parseInt(h, 16)));
   for (const line of text.split("\n")) {
     const f: Record<string, string> = {};
-    for (const m of line.matchAll(/([A-Z:-]+)="((?:[^"\\]|\\.)*)"/g)) f[m[1]!] = unescape(m[2]!);
+    for (const m of line.matchAll(/([A-Z:-]+)="((?:[^"\\]|\\.)*)"/g)) f[m[1]!] = unhex(m[2]!);
     if (!f.NAME) continue;
     out.push({
       name: basename(f.NAME),
