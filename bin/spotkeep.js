@@ -1,10 +1,16 @@
 #!/usr/bin/env node
-// Runs the TypeScript sources directly (no build step needed for the CLI): tsx registers a loader.
-import { register } from "tsx/esm/api";
+// Runs the built CLI, dist/cli/main.mjs: `npm run build` writes it (npm ci runs the build through
+// the prepare script; a release tarball carries it). No TypeScript loader at run time.
+import { existsSync } from "node:fs";
+import { fileURLToPath } from "node:url";
 
 // spotkeep supports Node 20 (the AWS SDK nags about its end of support on every run; it still
 // works). Set AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED=false to see the notice.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true";
-register();
-const { main } = await import("../coordinator/cli/main.ts");
+const entry = new URL("../dist/cli/main.mjs", import.meta.url);
+if (!existsSync(entry)) {
+  process.stderr.write(`spotkeep: ${fileURLToPath(entry)} is missing: run npm run build (npm ci runs it)\n`);
+  process.exit(1);
+}
+const { main } = await import(entry.href);
 process.exitCode = await main(process.argv.slice(2));

@@ -60,11 +60,12 @@ export class RuntimeUnavailableError extends Error {
 
 async function loadRuntime(kind: "process" | "linux" | "none", stateDir: string, clock: Clock): Promise<Runtime> {
   if (kind === "none") return createNullRuntime();
-  // Loaded lazily (and by computed path) so an API-only localcloud never loads runtime code.
+  // Loaded lazily so an API-only localcloud never loads runtime code. The paths are literals so
+  // that the bundler (npm run build) sees them and ships the runtimes as lazy chunks.
   const modPath = kind === "process" ? "./runtime/process.js" : "./runtime/linux/index.js";
   let mod: Record<string, unknown>;
   try {
-    mod = (await import(modPath)) as Record<string, unknown>;
+    mod = (kind === "process" ? await import("./runtime/process.js") : await import("./runtime/linux/index.js")) as Record<string, unknown>;
   } catch (err) {
     throw new RuntimeUnavailableError(`the ${kind} runtime is not available (${modPath}): ${(err as Error).message}`, { cause: err });
   }

@@ -2,12 +2,13 @@
  * `npm run demo` is the README's main command: it must verify end to end, print one JSON object
  * with --json, and leave nothing behind, also when interrupted with Ctrl-C.
  */
-import { describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { spawn } from "node:child_process";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { CLI as cli, ensureBuilt } from "./cli/built.js";
 
-const cli = join(import.meta.dirname, "..", "bin", "spotkeep.js");
+beforeAll(() => ensureBuilt());
 
 function runDemo(args: string[]) {
   return new Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }>((resolve) => {

@@ -1,12 +1,12 @@
-import { describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { execFileSync, spawnSync } from "node:child_process";
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { copyFileSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { VERSION } from "../shared/version.js";
+import { CLI as cli, ensureBuilt, ROOT as root } from "./cli/built.js";
 
-const root = join(import.meta.dirname, "..");
-const cli = join(root, "bin", "spotkeep.js");
+beforeAll(() => ensureBuilt());
 
 describe("packaging", () => {
   it("keeps shared/version.ts equal to package.json", () => {
@@ -23,6 +23,32 @@ describe("packaging", () => {
       expect(execFileSync(process.execPath, ["spotkeep-agent.js", "--help"], { cwd: dir, encoding: "utf8" })).toMatch(
         /usage: spotkeep-agent/,
       );
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("tsx is a devDependency only: the CLI runs built JavaScript", () => {
+    const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
+    expect(pkg.dependencies.tsx).toBeUndefined();
+    expect(pkg.devDependencies.tsx).toBeDefined();
+    expect(readFileSync(cli, "utf8")).not.toMatch(/tsx/);
+  });
+
+  it("bin/spotkeep.js runs from a package without TypeScript sources (bin, dist, package.json, node_modules)", () => {
+    const dir = mkdtempSync(join(tmpdir(), "spotkeep-pkg-"));
+    try {
+      mkdirSync(join(dir, "bin"));
+      copyFileSync(cli, join(dir, "bin", "spotkeep.js"));
+      copyFileSync(join(root, "package.json"), join(dir, "package.json"));
+      symlinkSync(join(root, "node_modules"), join(dir, "node_modules"));
+      const bare = spawnSync(process.execPath, [join(dir, "bin", "spotkeep.js"), "--help"], { encoding: "utf8" });
+      expect(bare.status).toBe(1);
+      expect(bare.stderr).toMatch(/dist\/cli\/main\.mjs is missing: run npm run build/);
+      cpSync(join(root, "dist"), join(dir, "dist"), { recursive: true });
+      const out = execFileSync(process.execPath, [join(dir, "bin", "spotkeep.js"), "--help"], { encoding: "utf8" });
+      expect(out).toMatch(/usage: spotkeep <subcommand>/);
+      expect(execFileSync(process.execPath, [join(dir, "bin", "spotkeep.js"), "--version"], { encoding: "utf8" }).trim()).toBe(VERSION);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -7,8 +7,7 @@ import { createServer, type AddressInfo } from "node:net";
 import { createApiServer, type ApiServer } from "../../coordinator/api/server.js";
 import { loadOrCreateAdminToken } from "../../coordinator/api/token.js";
 import { FakeViews } from "../api/fake-views.js";
-
-const cli = join(import.meta.dirname, "..", "..", "bin", "spotkeep.js");
+import { CLI as cli, ensureBuilt } from "./built.js";
 let api: ApiServer;
 let url: string;
 let dir: string;
@@ -38,6 +37,7 @@ async function closedPort(): Promise<number> {
 }
 
 beforeAll(async () => {
+  ensureBuilt();
   dir = mkdtempSync(join(tmpdir(), "spotkeep-cli-"));
   const token = loadOrCreateAdminToken(dir);
   views = new FakeViews();

@@ -3,7 +3,7 @@
  * coordinator (in-process or as a child process) + a workload that writes numbered, fsync'd
  * records to the data volume and appends each acknowledged number to a file OUTSIDE the instance.
  */
-import { spawn, execFileSync, type ChildProcess } from "node:child_process";
+import { spawn, type ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join, dirname } from "node:path";
 import { tmpdir } from "node:os";
@@ -15,12 +15,14 @@ import { createAwsGateway } from "../../coordinator/cloud/aws.js";
 import type { Ec2Gateway, InstanceInfo } from "../../coordinator/cloud/gateway.js";
 import type { SpecInput } from "../../shared/spec.js";
 import { parseSpec } from "../../shared/spec.js";
+import { ensureBuilt } from "../cli/built.js";
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const AGENT_BUNDLE = join(ROOT, "dist", "spotkeep-agent.js");
 
+/** Build dist/ (the agent bundle, and the CLI that child-process coordinators run) when stale. */
 export function ensureAgentBundle(): void {
-  if (!existsSync(AGENT_BUNDLE)) execFileSync(process.execPath, [join(ROOT, "scripts", "build.mjs")], { stdio: "ignore" });
+  ensureBuilt();
 }
 
 /** Writes "<n> <generation-marker>" lines with fsync to /data/records.log; acks go to ACKS (host path). */

@@ -1,17 +1,12 @@
 /**
- * `spotkeep <subcommand>`: the one entry point. Subcommands live one per file in this folder and
+ * `spotkeep <subcommand>`: the one entry point. Subcommands live one per file in commands/ and
  * are loaded lazily, so `spotkeep status` does not pay for localcloud's code.
  */
-import { VERSION } from "../../shared/version.js";
+import { ValidationError } from "../shared/errors.js";
+import { VERSION } from "../shared/version.js";
 import { UsageError } from "./args.js";
-import { ValidationError } from "../../shared/errors.js";
 import { CliError } from "./client.js";
-
-export interface Command {
-  /** Run with the arguments after the subcommand name; resolves to the exit code. */
-  run(argv: string[]): Promise<number>;
-  usage: string;
-}
+import type { Command } from "./command.js";
 
 interface Entry {
   name: string;
@@ -19,38 +14,52 @@ interface Entry {
   load: () => Promise<Command>;
 }
 
-/** Every subcommand that exists. Add a line here and a file beside this one. */
+/** Every subcommand that exists. Add a line here and a file in commands/. */
 export const COMMANDS: Entry[] = [
   {
     name: "coordinator",
-    summary: "run the coordinator service (--config FILE [--data-dir DIR])",
-    load: async () => (await import("./coordinator.js")).command,
+    summary: "run the coordinator service (--config FILE [--data-dir DIR] [--localcloud URL])",
+    load: async () => (await import("./commands/coordinator.js")).command,
   },
-  { name: "status", summary: "list stateful instances (table, or --json)", load: async () => (await import("./status.js")).command },
+  {
+    name: "status",
+    summary: "list stateful instances (table, or --json)",
+    load: async () => (await import("./commands/status.js")).command,
+  },
   {
     name: "describe",
     summary: "show one stateful instance: resources and generations",
-    load: async () => (await import("./describe.js")).command,
+    load: async () => (await import("./commands/describe.js")).command,
   },
   {
     name: "events",
     summary: "show the step timeline of a stateful instance's latest workflow",
-    load: async () => (await import("./events.js")).command,
+    load: async () => (await import("./commands/events.js")).command,
   },
   {
     name: "create",
     summary: "create a stateful instance from a spec file (-f SPEC [--wait])",
-    load: async () => (await import("./create.js")).command,
+    load: async () => (await import("./commands/create.js")).command,
+  },
+  {
+    name: "backup",
+    summary: "copy the coordinator's store while it runs (--out FILE [--data-dir DIR])",
+    load: async () => (await import("./commands/backup.js")).command,
+  },
+  {
+    name: "restore-backup",
+    summary: "put a backup in place of a stopped coordinator's store (--from FILE [--data-dir DIR])",
+    load: async () => (await import("./commands/restore-backup.js")).command,
   },
   {
     name: "localcloud",
     summary: "run localcloud, the local EC2 + IMDS for development, tests and rehearsals",
-    load: async () => (await import("./localcloud.js")).command,
+    load: async () => (await import("./commands/localcloud.js")).command,
   },
   {
     name: "demo",
     summary: "run a stateful instance through a spot interruption on localcloud and verify it",
-    load: async () => (await import("./demo.js")).command,
+    load: async () => (await import("./commands/demo.js")).command,
   },
 ];
 

@@ -1,9 +1,9 @@
 import { z } from "zod";
 import { InstanceSummary } from "../../shared/api.js";
-import type { Command } from "./main.js";
-import { parseFlags } from "./args.js";
-import { ApiClient, CLIENT_FLAGS, printJson, secs } from "./client.js";
-import { renderTable } from "./table.js";
+import type { Command } from "../command.js";
+import { parseFlags } from "../args.js";
+import { ApiClient, CLIENT_FLAGS, printJson, secs } from "../client.js";
+import { renderTable } from "../table.js";
 
 export const command: Command = {
   usage: `usage: spotkeep status [--json] [--url URL] [--token T | --data-dir DIR]

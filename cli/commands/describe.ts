@@ -1,8 +1,8 @@
 import { InstanceDetail } from "../../shared/api.js";
-import type { Command } from "./main.js";
-import { parseFlags, UsageError } from "./args.js";
-import { ApiClient, CLIENT_FLAGS, printJson, secs } from "./client.js";
-import { renderTable } from "./table.js";
+import type { Command } from "../command.js";
+import { parseFlags, UsageError } from "../args.js";
+import { ApiClient, CLIENT_FLAGS, printJson, secs } from "../client.js";
+import { renderTable } from "../table.js";
 
 export const command: Command = {
   usage: `usage: spotkeep describe NAME [--json] [--url URL] [--token T | --data-dir DIR]

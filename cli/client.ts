@@ -6,7 +6,7 @@
 import { existsSync } from "node:fs";
 import { join } from "node:path";
 import type { z } from "zod";
-import { defaultDataDir, readTokenFile, TOKEN_FILE } from "../api/token.js";
+import { defaultDataDir, readTokenFile, TOKEN_FILE } from "../coordinator/api/token.js";
 import { UsageError } from "./args.js";
 
 export const DEFAULT_URL = "http://127.0.0.1:7400";

@@ -1,86 +1,25 @@
 /**
- * `spotkeep demo`: the five-minute proof. Starts localcloud (process runtime, realistic profile,
+ * The demo scenario, the five-minute proof. Starts localcloud (process runtime, realistic profile,
  * time-scaled) and a coordinator on a temp data dir, creates a stateful instance whose workload
  * appends fsync'd, numbered records to its data volume, interrupts it like AWS would, follows the
  * recovery live and verifies what a user cares about: same private IP and ENI, same data volume,
  * root disk kept, no acknowledged write lost, and how long it all took against the profile's
  * critical-path lower bound.
  */
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { fileURLToPath } from "node:url";
-import { EventsResponse, InstanceDetail, type Timeline } from "../../shared/api.js";
-import type { Command } from "./main.js";
-import { numberFlag, choiceFlag, parseFlags } from "./args.js";
-import { ApiClient, CliError } from "./client.js";
-import { followWorkflow } from "./create.js";
-import { renderTimeline } from "./events.js";
-import { renderTable } from "./table.js";
+import { join } from "node:path";
+import { createAwsGateway } from "../../coordinator/cloud/aws.js";
+import { startCoordinator } from "../../coordinator/service.js";
+import { PROFILES, replacementCriticalPath, startLocalCloud } from "../../localcloud/index.js";
+import { CreateResponse, EventsResponse, InstanceDetail } from "../../shared/api.js";
+import { ApiClient, CliError } from "../client.js";
+import { followWorkflow } from "../follow.js";
+import { agentBundlePath } from "../package-root.js";
+import { type DemoResult, printReport } from "./report.js";
+import { readFileText, readLines, STOP_WORKLOAD, saveInstanceLogs, workloadUserData } from "./workload.js";
 
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
-const AGENT_BUNDLE = join(ROOT, "dist", "spotkeep-agent.js");
-const WORKLOAD = join(ROOT, "scripts", "demo-workload.mjs");
 const NAME = "demo-db";
-
-export interface DemoResult {
-  recovered: boolean;
-  samePrivateIp: boolean;
-  sameEni: boolean;
-  sameDataVolume: boolean;
-  sameRootDisk: boolean;
-  workloadResumed: boolean;
-  acknowledgedWrites: number;
-  lostWrites: number;
-  downtimeSeconds: number | null;
-  recoverySeconds: number | null;
-  criticalPathSeconds: number;
-  downtimeOverCriticalPath: number | null;
-  timeScale: number;
-  dataMethod: "reattach" | "snapshot";
-  realSeconds: number;
-  before: { instanceId: string; privateIp: string | null; eniId: string | null; volumeId: string | null };
-  after: { instanceId: string | null; privateIp: string | null; eniId: string | null; volumeId: string | null; generation: number };
-  timeline: Timeline | null;
-}
-
-export const command: Command = {
-  usage: `usage: spotkeep demo [--json] [--time-scale N] [--data-method reattach|snapshot] [--keep]
-
-Runs a stateful instance through a spot interruption on localcloud (no AWS account, no root) and
-verifies the recovery: same private IP and ENI, same data volume, root disk kept, no acknowledged
-write lost. Prints progress, the verification and the step timeline; --json prints one JSON object.
-  --time-scale N   real seconds per model second (default 0.2: the run takes about a minute)
-  --data-method    reattach (default) moves the same EBS volume; snapshot restores a new one
-  --keep           keep the temp dir (localcloud state, coordinator database, instance logs)
-Exit status 0 only when everything verified.`,
-  async run(argv) {
-    const { values } = parseFlags(argv, {
-      json: { type: "boolean" },
-      "time-scale": { type: "string" },
-      "data-method": { type: "string" },
-      keep: { type: "boolean" },
-    });
-    const timeScale = numberFlag("time-scale", values["time-scale"], { min: 0.01, max: 1 }) ?? 0.2;
-    const dataMethod = choiceFlag("data-method", values["data-method"], ["reattach", "snapshot"] as const) ?? "reattach";
-    const result = await runDemo({ timeScale, dataMethod, keep: !!values.keep, json: !!values.json });
-    if (values.json) process.stdout.write(`${JSON.stringify(result)}\n`);
-    return verified(result) ? 0 : 1;
-  },
-};
-
-export function verified(r: DemoResult): boolean {
-  return (
-    r.recovered &&
-    r.samePrivateIp &&
-    r.sameEni &&
-    r.sameDataVolume === (r.dataMethod === "reattach") &&
-    r.sameRootDisk &&
-    r.workloadResumed &&
-    r.lostWrites === 0 &&
-    r.acknowledgedWrites > 0
-  );
-}
 
 export async function runDemo(opts: {
   timeScale: number;
@@ -92,12 +31,8 @@ export async function runDemo(opts: {
   const out = opts.json ? process.stderr : process.stdout;
   const t0 = Date.now();
   const say = (msg: string) => out.write(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s] ${msg}\n`);
-  if (!existsSync(AGENT_BUNDLE)) throw new CliError(`the agent bundle ${AGENT_BUNDLE} is missing: run npm run build (npm ci does it)`);
-
-  // Loaded here so `spotkeep status` never pays for localcloud's code.
-  const { startLocalCloud, PROFILES, replacementCriticalPath } = await import("../../localcloud/index.js");
-  const { startCoordinator } = await import("../service.js");
-  const { createAwsGateway } = await import("../cloud/aws.js");
+  const agentBundle = agentBundlePath();
+  if (!existsSync(agentBundle)) throw new CliError(`the agent bundle ${agentBundle} is missing: run npm run build (npm ci does it)`);
 
   const dir = mkdtempSync(join(tmpdir(), "spotkeep-demo-"));
   type Stoppable = { stop(): Promise<void> };
@@ -142,7 +77,9 @@ export async function runDemo(opts: {
         ec2Endpoint: lc.endpoint,
         identityCertificate: lc.certificatePem,
         timeScale: opts.timeScale,
-        agentBundlePath: AGENT_BUNDLE,
+        agentBundlePath: agentBundle,
+        // localcloud's process runtime: every instance connects from this host's loopback address.
+        agentSourceCheck: false,
       },
     });
     running.push(coord);
@@ -170,7 +107,7 @@ export async function runDemo(opts: {
       hooks: { preStop: STOP_WORKLOAD, timeoutSeconds: 30 },
     };
     say(`creating ${NAME}: root persistence, a 1 GiB data volume at /data (${opts.dataMethod}), same-ENI private IP, spot`);
-    const created = await client.post("/api/v1/instances", JSON.stringify(spec), (await import("../../shared/api.js")).CreateResponse);
+    const created = await client.post("/api/v1/instances", JSON.stringify(spec), CreateResponse);
     const createWf = await followWorkflow(client, created.workflowId, { timeoutMs: 600_000, quiet: false, out, intervalMs: 200 });
     if (createWf.status !== "succeeded") throw new CliError(`creating ${NAME} failed: ${createWf.error ?? createWf.status}`);
     const before = await client.get(`/api/v1/instances/${NAME}`, InstanceDetail);
@@ -271,84 +208,6 @@ export async function runDemo(opts: {
   }
 }
 
-function printReport(out: NodeJS.WritableStream, r: DemoResult): void {
-  const ok = (b: boolean) => (b ? "yes" : "NO");
-  out.write("\nVERIFICATION\n");
-  out.write(
-    renderTable(
-      ["CHECK", "RESULT", "DETAIL"],
-      [
-        ["recovered", ok(r.recovered), `generation ${r.after.generation} on ${r.after.instanceId}`],
-        ["same private IP", ok(r.samePrivateIp), `${r.before.privateIp} -> ${r.after.privateIp}`],
-        ["same network interface", ok(r.sameEni), `${r.before.eniId} -> ${r.after.eniId}`],
-        [
-          r.dataMethod === "reattach" ? "same data volume" : "data volume restored",
-          ok(r.dataMethod === "reattach" ? r.sameDataVolume : !!r.after.volumeId),
-          `${r.before.volumeId} -> ${r.after.volumeId}`,
-        ],
-        ["root disk kept (image)", ok(r.sameRootDisk), "marker written at first boot is on the new root"],
-        [
-          "acknowledged writes kept",
-          ok(r.lostWrites === 0 && r.acknowledgedWrites > 0),
-          `${r.acknowledgedWrites - r.lostWrites} of ${r.acknowledgedWrites} acknowledged records found (${r.lostWrites} lost)`,
-        ],
-        ["workload serving again", ok(r.workloadResumed), "new records written by the replacement"],
-      ],
-    ),
-  );
-  out.write("\nTIMING (model seconds)\n");
-  out.write(
-    renderTable(
-      ["MEASURE", "SECONDS", "NOTE"],
-      [
-        ["downtime", r.downtimeSeconds?.toFixed(1), "quiesce start on the old instance -> replacement ready"],
-        ["recovery", r.recoverySeconds?.toFixed(1), "notice -> replacement ready"],
-        ["critical path", r.criticalPathSeconds.toFixed(1), "profile's lower bound: terminate + ENI free + launch + boot"],
-        ["downtime / critical path", r.downtimeOverCriticalPath?.toFixed(2), "target <= 1.15"],
-        ["demo wall clock", r.realSeconds.toFixed(1), `real seconds at time scale ${r.timeScale}`],
-      ],
-    ),
-  );
-  if (r.timeline) out.write(`\nTIMELINE\n${renderTimeline(r.timeline)}`);
-  out.write(
-    `\n${verified(r) ? "demo verified: the stateful instance survived the interruption with its IP, volume, root disk and every acknowledged write" : "demo FAILED verification (see above)"}\n`,
-  );
-}
-
-/** User-data of the demo instance: marks the root disk on first boot, then starts the workload. */
-function workloadUserData(acksFile: string): string {
-  return `R="\${SPOTKEEP_ROOT_DIR:-}"
-mkdir -p "$R/etc" "$R/opt" "$R/run" "$R/data"
-[ -f "$R/etc/demo-marker" ] || echo "first-boot $SPOTKEEP_INSTANCE_ID" > "$R/etc/demo-marker"
-cp ${JSON.stringify(WORKLOAD)} "$R/opt/demo-workload.mjs"
-nohup node "$R/opt/demo-workload.mjs" --data "$R/data/records.log" --ack ${JSON.stringify(acksFile)} --pid "$R/run/workload.pid" >>"$R/run/workload.log" 2>&1 &
-`;
-}
-
-/**
- * preStop: stop the workload and wait until it has exited (its last acknowledged record is on
- * disk). An exited workload may linger as a zombie until whatever adopted it reaps it, so a
- * zombie counts as gone.
- */
-const STOP_WORKLOAD = `R="\${SPOTKEEP_ROOT_DIR:-}"; P=$(cat "$R/run/workload.pid" 2>/dev/null); if [ -n "$P" ]; then kill -TERM "$P" 2>/dev/null; for i in $(seq 1 300); do [ -r /proc/$P/stat ] || break; case "$(cut -d' ' -f3 /proc/$P/stat 2>/dev/null)" in Z|X|"") break;; esac; sleep 0.02; done; fi`;
-
-function saveInstanceLogs(instancesDir: string, to: string): void {
-  let ids: string[] = [];
-  try {
-    ids = readdirSync(instancesDir);
-  } catch {
-    return;
-  }
-  mkdirSync(to, { recursive: true });
-  for (const id of ids) {
-    try {
-      copyFileSync(join(instancesDir, id, "console.log"), join(to, `${id}.log`));
-    } catch {
-      /* an instance that never booted has no log */
-    }
-  }
-}
-
 async function waitFor<T>(f: () => T | Promise<T>, ms: number, what: string): Promise<NonNullable<T>> {
   const end = Date.now() + ms;
   for (;;) {
@@ -357,18 +216,6 @@ async function waitFor<T>(f: () => T | Promise<T>, ms: number, what: string): Pr
     if (Date.now() > end) throw new CliError(`timed out after ${Math.round(ms / 1000)} s waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 100));
   }
-}
-
-function readFileText(file: string): string {
-  try {
-    return readFileSync(file, "utf8");
-  } catch {
-    return "";
-  }
-}
-
-function readLines(file: string): string[] {
-  return readFileText(file).split("\n").filter(Boolean);
 }
 
 function round(v: number, digits: number): number {

@@ -1,5 +1,5 @@
-import type { Command } from "./main.js";
-import { choiceFlag, numberFlag, parseFlags } from "./args.js";
+import type { Command } from "../command.js";
+import { choiceFlag, numberFlag, parseFlags } from "../args.js";
 
 export const command: Command = {
   usage: [

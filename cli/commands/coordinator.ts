@@ -1,0 +1,103 @@
+/**
+ * `spotkeep coordinator --config FILE [--data-dir DIR]`: run the coordinator service until
+ * SIGINT/SIGTERM. Env SPOTKEEP_CRASH_AFTER_STEP=<n> (tests only) SIGKILLs the process right after
+ * step n of a replace workflow is recorded (SPOTKEEP_CRASH_KIND picks another runbook).
+ */
+import { CoordinatorConfig, loadConfigFile, parseConfig } from "../../coordinator/config.js";
+import { parseFlags, UsageError } from "../args.js";
+import { CliError } from "../client.js";
+import type { Command } from "../command.js";
+import { fetchLocalcloudCertificate } from "../localcloud-certificate.js";
+import { agentBundlePath } from "../package-root.js";
+
+export const command: Command = {
+  usage: `usage: spotkeep coordinator [--config FILE] [--data-dir DIR] [--listen HOST:PORT] [--localcloud URL]
+                            [--accept-empty-store] [--accept-restored-store]
+
+Runs the coordinator: HTTP API, agent WebSocket (/agent/v1/ws), agent bundle (/agent/v1/agent.js).
+Config (JSON or YAML): ${wrap(Object.keys(CoordinatorConfig.shape).join(", "), 100)}.
+  --localcloud URL         drive the localcloud at URL: ec2Endpoint defaults to URL, and localcloud's
+                           identity certificate is fetched from it (waiting up to 10 s for a localcloud
+                           still starting). Without it, a config whose ec2Endpoint is a localcloud and
+                           that has no identityCertificate gets the certificate the same way.
+  --accept-empty-store     for this start only: begin on an empty store although the data directory
+                           held one (after a deliberate reset)
+  --accept-restored-store  for this start only: adopt the store as it is after it was replaced, rolled
+                           back or lost its write-ahead log (prefer spotkeep restore-backup)`,
+  async run(argv) {
+    const { values } = parseFlags(argv, {
+      config: { type: "string" },
+      "data-dir": { type: "string" },
+      listen: { type: "string" },
+      localcloud: { type: "string" },
+      "accept-empty-store": { type: "boolean" },
+      "accept-restored-store": { type: "boolean" },
+    });
+    const config = values.config ? loadConfigFile(values.config) : parseConfig({});
+    const localcloud = values.localcloud?.replace(/\/+$/, "");
+    if (localcloud !== undefined && !/^https?:\/\/\S+$/.test(localcloud))
+      throw new UsageError(`--localcloud must be an http(s) URL, got ${JSON.stringify(values.localcloud)}`);
+    const merged = parseConfig(
+      {
+        ...config,
+        ...(values.listen ? { listen: values.listen } : {}),
+        ...(localcloud && !config.ec2Endpoint ? { ec2Endpoint: localcloud } : {}),
+        ...(values["accept-empty-store"] ? { acceptEmptyStore: true } : {}),
+      },
+      values.listen ? "--listen" : "--localcloud",
+    );
+    const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
+    if (!merged.identityCertificate) {
+      // localcloud signs identity documents with its own key: the coordinator must pin that
+      // certificate, as it pins AWS's for a real region.
+      const from = localcloud ?? merged.ec2Endpoint;
+      if (from) {
+        merged.identityCertificate = await fetchLocalcloudCertificate(from, localcloud ? 40 : 2).catch((err: Error) => {
+          throw new CliError(
+            `identityCertificate is not configured and ${localcloud ? "--localcloud" : "ec2Endpoint"} ${from} is not a localcloud that answers (${err.message}); set identityCertificate to AWS's RSA certificate for the region`,
+            { cause: err },
+          );
+        });
+        log(`identity certificate: localcloud's, from ${from}`);
+      }
+    }
+    merged.agentBundlePath ??= agentBundlePath();
+    const crashN = process.env.SPOTKEEP_CRASH_AFTER_STEP;
+    let crashAfterStep: { kind: string; seq: number } | undefined;
+    if (crashN) {
+      const n = Number(crashN);
+      if (!Number.isInteger(n) || n < 1)
+        throw new UsageError(`SPOTKEEP_CRASH_AFTER_STEP must be a positive integer, got ${JSON.stringify(crashN)}`);
+      crashAfterStep = { kind: process.env.SPOTKEEP_CRASH_KIND || "replace", seq: n };
+    }
+    const { startCoordinator } = await import("../../coordinator/service.js");
+    const c = await startCoordinator({
+      config: merged,
+      dataDir: values["data-dir"],
+      log,
+      crashAfterStep,
+      acceptRestoredStore: !!values["accept-restored-store"],
+    });
+    process.stdout.write(`coordinator listening on ${c.url}\n`);
+    await new Promise<void>((resolve) => {
+      const stop = () => resolve();
+      process.once("SIGINT", stop);
+      process.once("SIGTERM", stop);
+    });
+    await c.stop();
+    return 0;
+  },
+};
+
+/** Break a comma-separated list into lines of at most `width` characters. */
+function wrap(text: string, width: number): string {
+  const lines: string[] = [];
+  let line = "";
+  for (const word of text.split(" ")) {
+    if (line && line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = word;
+    } else line = line ? `${line} ${word}` : word;
+  }
+  return [...lines, line].join("\n");
+}
