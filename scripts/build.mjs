@@ -4,12 +4,27 @@
 //  - dist/cli/main.mjs (+ chunks): the `spotkeep` CLI and the coordinator, run by bin/spotkeep.js.
 // Each file is written to a temp name and renamed, so a build running beside another (parallel
 // test workers) or beside a running CLI never exposes a half-written file.
-import { build } from "esbuild";
-import { mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { agentBundleOptions, repoRoot } from "./agent-bundle-options.mjs";
 
 const dist = join(repoRoot, "dist");
+
+// esbuild is a devDependency. `npm ci --omit=dev` on a tree that carries a dist/ built elsewhere
+// (a release tarball) still runs this script through `prepare`: keep what is there.
+let build;
+try {
+  ({ build } = await import("esbuild"));
+} catch (err) {
+  if (existsSync(join(dist, "cli", "main.mjs")) && existsSync(join(dist, "spotkeep-agent.js"))) {
+    console.log("esbuild is not installed (npm ci --omit=dev?): keeping the dist/ that is already built");
+    process.exit(0);
+  }
+  console.error(
+    `cannot build: esbuild is not installed (${err.code ?? err.message}) and dist/ is not built; run npm ci (with dev dependencies)`,
+  );
+  process.exit(1);
+}
 
 function writeAtomic(file, contents) {
   mkdirSync(dirname(file), { recursive: true });
