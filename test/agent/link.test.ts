@@ -1,5 +1,9 @@
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer as createHttpsServer } from "node:https";
+import type { AddressInfo } from "node:net";
+import { WebSocketServer } from "ws";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { realClock } from "../../shared/clock.js";
@@ -152,3 +156,63 @@ describe("agent link", () => {
     await expect.poll(() => store.outbox.length, { timeout: 5000 }).toBe(0);
   });
 });
+
+describe.skipIf(spawnSync("sh", ["-c", "command -v openssl"]).status !== 0)("agent link over TLS", () => {
+  it("never talks to a wss:// coordinator it cannot verify, even with NODE_TLS_REJECT_UNAUTHORIZED=0", async () => {
+    const pki = mkdtempSync(join(tmpdir(), "spotkeep-tls-"));
+    const before = process.env.NODE_TLS_REJECT_UNAUTHORIZED;
+    const warn = vi.spyOn(process, "emitWarning").mockImplementation(() => {});
+    const server = createHttpsServer(tlsCert(pki));
+    const wss = new WebSocketServer({ server });
+    let upgrades = 0;
+    wss.on("connection", (ws) => {
+      upgrades++;
+      ws.close();
+    });
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+    try {
+      process.env.NODE_TLS_REJECT_UNAUTHORIZED = "0";
+      const { link } = makeLink(`wss://127.0.0.1:${(server.address() as AddressInfo).port}/agent/v1/ws`);
+      link.start();
+      expect(await link.waitConnected(1500)).toBe(false);
+      expect(upgrades).toBe(0);
+      expect(link.stats.connects).toBeGreaterThanOrEqual(1);
+    } finally {
+      if (before === undefined) delete process.env.NODE_TLS_REJECT_UNAUTHORIZED;
+      else process.env.NODE_TLS_REJECT_UNAUTHORIZED = before;
+      warn.mockRestore();
+      for (const l of links.splice(0)) await l.stop();
+      wss.close();
+      server.closeAllConnections();
+      await new Promise<void>((r) => server.close(() => r()));
+      rmSync(pki, { recursive: true, force: true });
+    }
+  });
+});
+
+/** A self-signed certificate for 127.0.0.1 (no CA the agent trusts). */
+function tlsCert(dir: string): { key: Buffer; cert: Buffer } {
+  const r = spawnSync(
+    "openssl",
+    [
+      "req",
+      "-x509",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-keyout",
+      "k.pem",
+      "-out",
+      "c.pem",
+      "-days",
+      "1",
+      "-subj",
+      "/CN=127.0.0.1",
+      "-addext",
+      "subjectAltName=IP:127.0.0.1",
+    ],
+    { cwd: dir, encoding: "utf8" },
+  );
+  if (r.status !== 0) throw new Error(`openssl: ${r.stderr}`);
+  return { key: readFileSync(join(dir, "k.pem")), cert: readFileSync(join(dir, "c.pem")) };
+}
