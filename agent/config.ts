@@ -2,7 +2,7 @@
  * Agent configuration from flags and environment (flags win). Every field is validated and a bad
  * value is reported naming the flag/variable; nothing starts with a bad config.
  *
- * Time scale (design §9): SPOTKEEP_TIME_SCALE multiplies every interval the agent waits on its own
+ * Time scale: SPOTKEEP_TIME_SCALE multiplies every interval the agent waits on its own
  * (poll, heartbeat, reconnect backoff, hook timeouts, thaw-after, device wait). Durations the
  * coordinator sends (welcome.config.pollIntervalMs/heartbeatMs, freeze-for-snapshot.thawAfterMs,
  * restore-plan.deviceTimeoutMs, hooks.timeoutSeconds) are MODEL time and are scaled the same way.

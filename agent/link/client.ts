@@ -1,7 +1,7 @@
 /**
- * The agent's WebSocket link to the coordinator (design §5).
+ * The agent's WebSocket link to the coordinator (/agent/v1/ws, JSON frames).
  *  - connects to SPOTKEEP_COORDINATOR, sends `hello` (identity document + signature from IMDS,
- *    agent version, mode, recently handled command ids) and waits for `welcome`;
+ *    agent version, mode, the session secret, recently handled command ids) and waits for `welcome`;
  *  - reconnects forever with exponential backoff + full jitter, capped (reset after a welcome);
  *  - heartbeats every welcome.config.heartbeatMs (model ms, scaled by the agent's time scale);
  *  - at-least-once: durable messages go through the persisted outbox and are resent (same id) on

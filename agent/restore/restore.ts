@@ -1,5 +1,5 @@
 /**
- * Restore on a replacement (design §4.1 step 8), driven by the coordinator's `restore-plan`:
+ * Restore on a replacement, driven by the coordinator's `restore-plan`:
  * for each volume, wait for its device by volume id (up to deviceTimeoutMs), check the filesystem
  * when the previous generation did not quiesce cleanly (block devices only: `e2fsck -p` /
  * `xfs_repair -n`), mount it at its mount point (creating it), verify, then run `postRestore`.

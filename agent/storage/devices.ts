@@ -1,5 +1,5 @@
 /**
- * Volume id <-> device (reference §E.1). On Nitro the stable name is the udev by-id link
+ * Volume id <-> device. On Nitro the stable name is the udev by-id link
  * `nvme-Amazon_Elastic_Block_Store_vol<id without dash>` (the NVMe serial); `/dev/nvme1n1`
  * itself may change between boots, so it is never assumed. Xen instances expose `/dev/sdf` as
  * `/dev/xvdf`; those names are reported as the requested device name and are the fallback when a

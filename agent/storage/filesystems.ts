@@ -1,5 +1,5 @@
 /**
- * Decides what may be frozen. Invariants (design §4.1, reference §E.2):
+ * Decides what may be frozen. Invariants:
  *  - never `/` (nor anything on the root filesystem: a mount point that is not a separate
  *    filesystem would freeze its parent);
  *  - never the filesystem holding the agent's state dir or the file its stdout/log goes to
