@@ -36,7 +36,8 @@ export interface RunOverrides extends ContextOverrides {
 export class RunningAgent {
   private mounts: Mount[] = [];
   private hooks: Partial<Hooks> = {};
-  private quiesceStarted = false;
+  /** The one quiesce of this instance's life; a later request gets its report, never a made-up one. */
+  private quiesceRun: Promise<QuiesceReport> | null = null;
   private readySent = false;
   private lastInventory = "";
   private lastDevices = "";
@@ -129,23 +130,21 @@ export class RunningAgent {
   private async autonomousQuiesce(deadline: number): Promise<void> {
     const wait = Math.min(this.ctx.scale(this.ctx.cfg.autonomousQuiesceAfterMs), Math.max(0, deadline - this.ctx.clock.now()) / 2);
     const reachable = this.link ? await this.link.waitConnected(wait) : false;
-    if (reachable || this.quiesceStarted || this.stopped) return;
+    if (reachable || this.quiesceRun || this.stopped) return;
     this.ctx.log.warn("coordinator unreachable after a spot notice; quiescing on our own", { deadline: new Date(deadline).toISOString() });
     const report = await this.runQuiesce(() =>
       this.quiescer.quiesce({ mountPoints: this.mounts.map((m) => m.mountPoint), hooks: this.hooks, unmount: true, deadline }),
     );
-    if (report) this.sendQuiesced(report, undefined);
+    this.sendQuiesced(report, undefined);
   }
 
-  private async runQuiesce(fn: () => Promise<QuiesceReport>): Promise<QuiesceReport | null> {
-    if (this.quiesceStarted) return null;
-    this.quiesceStarted = true;
-    try {
-      return await fn();
-    } catch (err) {
+  /** Quiesce once; every later caller (the coordinator's command after an autonomous quiesce) gets the same report. */
+  private runQuiesce(fn: () => Promise<QuiesceReport>): Promise<QuiesceReport> {
+    this.quiesceRun ??= fn().catch((err): QuiesceReport => {
       this.ctx.log.error("quiesce failed", { error: errorText(err) });
       return { clean: false, steps: [{ name: "quiesce", ok: false, ms: 0, detail: errorText(err) }], filesystems: [] };
-    }
+    });
+    return this.quiesceRun;
   }
 
   private sendQuiesced(r: QuiesceReport, ref: string | undefined): void {
@@ -227,11 +226,9 @@ export class RunningAgent {
             deadline: Date.parse(m.deadline),
           }),
         );
-        // A second quiesce (e.g. after we quiesced on our own) is answered with a no-op report.
-        this.sendQuiesced(
-          report ?? { clean: true, steps: [{ name: "quiesce", ok: true, ms: 0, detail: "already quiesced" }], filesystems: [] },
-          m.id,
-        );
+        // A second quiesce (e.g. after we quiesced on our own) is answered with that quiesce's own
+        // report: claiming clean would let the next generation skip its filesystem check.
+        this.sendQuiesced(report, m.id);
         return;
       }
       case "freeze-for-snapshot": {

@@ -159,6 +159,13 @@ describe("bundled agent, run mode", () => {
       const q = got.find((m) => m.type === "quiesced") as MessageOf<"quiesced">;
       expect(q.ref).toBeUndefined();
       expect(q.steps.map((s) => s.name)).toContain("preStop");
+      // The coordinator's own quiesce afterwards gets that quiesce's report (not a made-up clean one).
+      const deadline = new Date(Date.now() + 60_000).toISOString();
+      for (const c of wss.clients)
+        c.send(JSON.stringify({ v: 1, id: "c-quiesce", type: "quiesce", reason: "spot interruption", deadline, unmount: true }));
+      await expect.poll(() => got.some((m) => m.type === "quiesced" && m.ref === "c-quiesce"), { timeout: 10_000 }).toBe(true);
+      const answer = got.find((m) => m.type === "quiesced" && m.ref === "c-quiesce") as MessageOf<"quiesced">;
+      expect({ clean: answer.clean, steps: answer.steps }).toEqual({ clean: q.clean, steps: q.steps });
     } finally {
       a.child.kill("SIGTERM");
       await a.exited;
