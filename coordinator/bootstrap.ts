@@ -4,7 +4,7 @@
  * user-data, then `spotkeep-agent run` under systemd or in the foreground); the coordinator fills
  * in where agents reach it, the SHA-256 of the agent bundle it serves, and its CA certificate.
  */
-import { createHash } from "node:crypto";
+import { X509Certificate, createHash } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
 import { renderBootstrap } from "../agent/deploy/bootstrap.js";
 
@@ -54,4 +54,22 @@ export function agentBundleSha256(path: string): string {
   } catch (err) {
     throw new Error(`hashing the agent bundle ${path}: ${(err as Error).message}`, { cause: err });
   }
+}
+
+/** The agents' CA certificate from PEM text or a file path, checked to be a certificate at start. */
+export function loadCaCertificate(pemOrPath: string): string {
+  let pem = pemOrPath;
+  if (!pemOrPath.includes("-----BEGIN")) {
+    try {
+      pem = readFileSync(pemOrPath, "utf8");
+    } catch (err) {
+      throw new Error(`agentCaCertificate: cannot read ${pemOrPath}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+  try {
+    new X509Certificate(pem);
+  } catch (err) {
+    throw new Error(`agentCaCertificate: not a PEM certificate (${(err as Error).message})`, { cause: err });
+  }
+  return pem;
 }

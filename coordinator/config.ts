@@ -27,6 +27,11 @@ export const CoordinatorConfig = z
     timeScale: z.number().positive({ message: "must be positive" }).max(100).default(1),
     /** Bearer token for /api/v1; generated and stored in dataDir when absent. */
     adminToken: z.string().min(16, { message: "must be at least 16 characters" }).optional(),
+    /**
+     * PEM text or a path: the CA certificate that signs the coordinator's TLS certificate when it is
+     * a private CA. The user-data carries it so agents verify the coordinator (they never skip it).
+     */
+    agentCaCertificate: z.string().min(1).optional(),
     /** The coordinator URL agents use (http://host:port); default derived from listen. */
     publicUrl: url.optional(),
     /** Where the agent bundle is served from; default dist/spotkeep-agent.js of this package. */

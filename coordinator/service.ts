@@ -13,7 +13,7 @@ import { loadCertificate } from "./agents/identity.js";
 import { createApiServer } from "./api/server.js";
 import { loadOrCreateAdminToken } from "./api/token.js";
 import { ApiFault, type CoordinatorViews } from "./api/types.js";
-import { renderUserData } from "./bootstrap.js";
+import { agentBundleSha256, loadCaCertificate, renderUserData } from "./bootstrap.js";
 import { createAwsGateway } from "./cloud/aws.js";
 import type { Ec2Gateway } from "./cloud/gateway.js";
 import { type CoordinatorConfig, type CoordinatorConfigInput, parseConfig } from "./config.js";
@@ -138,6 +138,8 @@ async function startOn(
     });
 
   let publicUrl = config.publicUrl ?? "";
+  const agentBundlePath = config.agentBundlePath ? resolve(config.agentBundlePath) : defaultAgentBundlePath();
+  const caCertificate = config.agentCaCertificate ? loadCaCertificate(config.agentCaCertificate) : undefined;
   let hub: AgentHub | null = null;
   const deps: RunbookDeps = {
     store,
@@ -146,8 +148,15 @@ async function startOn(
     sendToAgent: (instanceId, body, id) => {
       hub?.send(instanceId, body, id);
     },
+    // The bootstrap checks the downloaded agent against this hash before running it.
     userData: (spec: StatefulInstanceSpec) =>
-      renderUserData({ publicUrl, userUserData: spec.launch.userData, timeScale: config.timeScale }),
+      renderUserData({
+        publicUrl,
+        userUserData: spec.launch.userData,
+        timeScale: config.timeScale,
+        agentSha256: agentBundleSha256(agentBundlePath),
+        caCertificate,
+      }),
     pollMs: 1000,
     quiesceMarginMs: config.quiesceMarginSeconds * 1000,
     log,
@@ -251,7 +260,6 @@ async function startOn(
     runOperation: (name, op) => operations.run(name, op),
     createInstance: (spec) => operations.createInstance(spec),
   };
-  const agentBundlePath = config.agentBundlePath ? resolve(config.agentBundlePath) : defaultAgentBundlePath();
   const api = createApiServer({
     views: apiViews,
     adminToken,
