@@ -1,8 +1,20 @@
 import { parseArgs, type ParseArgsConfig } from "node:util";
 
+/**
+ * Marks a UsageError. A registered symbol, so that `instanceof UsageError` in cli/main.ts also
+ * recognises one thrown by localcloud or the demo, which are bundled apart (dist/cli/localcloud/)
+ * with their own copy of this module.
+ */
+const USAGE_ERROR = Symbol.for("spotkeep.cli.UsageError");
+
 /** A bad command line: printed as one line, exit code 2. */
 export class UsageError extends Error {
   override name = "UsageError";
+  readonly [USAGE_ERROR] = true;
+
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return typeof value === "object" && value !== null && (value as { [USAGE_ERROR]?: unknown })[USAGE_ERROR] === true;
+  }
 }
 
 type Options = NonNullable<ParseArgsConfig["options"]>;

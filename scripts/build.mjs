@@ -5,7 +5,7 @@
 // Each file is written to a temp name and renamed, so a build running beside another (parallel
 // test workers) or beside a running CLI never exposes a half-written file.
 import { existsSync, mkdirSync, readdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { basename, dirname, join } from "node:path";
+import { dirname, join } from "node:path";
 import { agentBundleOptions, repoRoot } from "./agent-bundle-options.mjs";
 
 const dist = join(repoRoot, "dist");
@@ -50,14 +50,17 @@ if (size > limit) {
 
 // --- CLI and coordinator ---
 // npm dependencies are bundled too: one parse of a few large files starts faster than resolving
-// and loading hundreds of small ones from node_modules. better-sqlite3 stays external (native
-// addon). Code splitting keeps the lazily loaded subcommands lazy: `spotkeep status` does not
-// load the coordinator, nor `spotkeep coordinator` localcloud. Not minified: an operator reads
-// the coordinator's stack traces.
+// and loading hundreds of small ones from node_modules; their ES module builds are preferred so
+// that only the parts in use are kept. better-sqlite3 stays external (native addon). Code
+// splitting keeps the lazily loaded subcommands lazy (`spotkeep status` does not load the
+// coordinator). Not minified: an operator reads the coordinator's stack traces.
+//
+// localcloud and the demo are a build of their own in dist/cli/localcloud/: localcloud's EC2
+// codec uses every shape of the AWS SDK, and in one build those would land in the chunk the
+// coordinator shares with it, costing the coordinator's start-up about 100 ms and 30 MiB.
 const cliDir = join(dist, "cli");
-const cli = await build({
-  entryPoints: [join(repoRoot, "cli", "main.ts")],
-  outdir: cliDir,
+const APART = ["localcloud", "demo"];
+const common = {
   bundle: true,
   splitting: true,
   platform: "node",
@@ -65,6 +68,7 @@ const cli = await build({
   format: "esm",
   outExtension: { ".js": ".mjs" },
   external: ["better-sqlite3"],
+  mainFields: ["module", "main"],
   // Bundled CommonJS dependencies call require() for Node's built-ins; ESM has no require.
   banner: {
     js: 'import { createRequire as __spotkeepCreateRequire } from "node:module";\nconst require = __spotkeepCreateRequire(import.meta.url);',
@@ -72,12 +76,26 @@ const cli = await build({
   legalComments: "none",
   logLevel: "warning",
   write: false,
-});
+};
+/** In the main build, `import("./commands/<apart>.js")` loads the other build's entry. */
+const apart = {
+  name: "subcommands-built-apart",
+  setup(b) {
+    const filter = new RegExp(`^\\./commands/(${APART.join("|")})\\.js$`);
+    b.onResolve({ filter }, (args) => ({ path: `./localcloud/${filter.exec(args.path)[1]}.mjs`, external: true }));
+  },
+};
+const [main, rest] = await Promise.all([
+  build({ ...common, entryPoints: [join(repoRoot, "cli", "main.ts")], outdir: cliDir, plugins: [apart] }),
+  build({ ...common, entryPoints: APART.map((n) => join(repoRoot, "cli", "commands", `${n}.ts`)), outdir: join(cliDir, "localcloud") }),
+]);
 // Chunks first, the entry last: a reader that sees the new main.mjs finds every chunk it names.
 const entry = join(cliDir, "main.mjs");
-const outputs = [...cli.outputFiles].sort((a, b) => Number(a.path === entry) - Number(b.path === entry));
+const outputs = [...rest.outputFiles, ...main.outputFiles].sort((a, b) => Number(a.path === entry) - Number(b.path === entry));
 for (const f of outputs) writeAtomic(f.path, f.contents);
-const built = new Set(outputs.map((f) => basename(f.path)));
-for (const name of readdirSync(cliDir)) if (!built.has(name) && !name.endsWith(".tmp")) rmSync(join(cliDir, name), { force: true });
+const built = new Set(outputs.map((f) => f.path));
+for (const d of [cliDir, join(cliDir, "localcloud")])
+  for (const e of readdirSync(d, { withFileTypes: true }))
+    if (e.isFile() && !built.has(join(d, e.name)) && !e.name.endsWith(".tmp")) rmSync(join(d, e.name), { force: true });
 const cliBytes = outputs.reduce((n, f) => n + f.contents.length, 0);
-console.log(`built ${entry} and ${outputs.length - 1} chunks (${(cliBytes / 1024).toFixed(0)} KiB)`);
+console.log(`built ${entry} and ${outputs.length - 1} more files (${(cliBytes / 1024).toFixed(0)} KiB)`);
