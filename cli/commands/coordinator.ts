@@ -7,7 +7,7 @@ import { CoordinatorConfig, loadConfigFile, parseConfig } from "../../coordinato
 import { parseFlags, UsageError } from "../args.js";
 import { CliError } from "../client.js";
 import type { Command } from "../command.js";
-import { fetchLocalcloudCertificate } from "../localcloud-certificate.js";
+import { fetchLocalcloudCertificate, fetchLocalcloudInfo } from "../localcloud-control.js";
 import { agentBundlePath } from "../package-root.js";
 
 export const command: Command = {
@@ -19,7 +19,9 @@ Config (JSON or YAML): ${wrap(Object.keys(CoordinatorConfig.shape).join(", "), 1
   --localcloud URL         drive the localcloud at URL: ec2Endpoint defaults to URL, and localcloud's
                            identity certificate is fetched from it (waiting up to 10 s for a localcloud
                            still starting). Without it, a config whose ec2Endpoint is a localcloud and
-                           that has no identityCertificate gets the certificate the same way.
+                           that has no identityCertificate gets the certificate the same way. Driving
+                           localcloud's process runtime turns agentSourceCheck off (its instances
+                           connect from this host).
   --accept-empty-store     for this start only: begin on an empty store although the data directory
                            held one (after a deliberate reset)
   --accept-restored-store  for this start only: adopt the store as it is after it was replaced, rolled
@@ -59,6 +61,15 @@ Config (JSON or YAML): ${wrap(Object.keys(CoordinatorConfig.shape).join(", "), 1
           );
         });
         log(`identity certificate: localcloud's, from ${from}`);
+        const info = await fetchLocalcloudInfo(from).catch(() => undefined);
+        // Instances of the process runtime are processes on this host: their agents connect from
+        // loopback, never from their private addresses, so the source check would refuse them all.
+        if (info?.runtime === "process" && merged.agentSourceCheck) {
+          merged.agentSourceCheck = false;
+          log("agentSourceCheck: off (localcloud's process runtime: every agent connects from this host)");
+        }
+        if (info && info.timeScale !== merged.timeScale)
+          log(`warning: localcloud runs at time scale ${info.timeScale} and this coordinator at ${merged.timeScale} (set timeScale)`);
       }
     }
     merged.agentBundlePath ??= agentBundlePath();
