@@ -323,7 +323,7 @@ async function startOn(
   };
 }
 
-/** dist/spotkeep-agent.js of this package, from the sources (coordinator/) or from the built bundle (dist/). */
+/** dist/spotkeep-agent.js of this package, from the sources (coordinator/) or from the built CLI (dist/cli/). */
 function defaultAgentBundlePath(): string {
-  return here.endsWith(`${join("", "dist")}`) ? join(here, "spotkeep-agent.js") : join(here, "..", "dist", "spotkeep-agent.js");
+  return here.endsWith(join("dist", "cli")) ? join(here, "..", "spotkeep-agent.js") : join(here, "..", "dist", "spotkeep-agent.js");
 }
