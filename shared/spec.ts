@@ -40,7 +40,7 @@ const MountPoint = z
   .superRefine((p, ctx) => {
     const fail = (message: string) => ctx.addIssue({ code: "custom", message });
     if (!p.startsWith("/")) return fail("must be an absolute path");
-    if (/[\u0000-\u001f\u007f]/.test(p)) return fail("must not contain control characters");
+    if ([...p].some((c) => c.charCodeAt(0) < 0x20 || c.charCodeAt(0) === 0x7f)) return fail("must not contain control characters");
     const body = p.length > 1 && p.endsWith("/") ? p.slice(0, -1) : p;
     if (body === "/") return fail("cannot be / (the root volume is persisted with persistence.root)");
     const segments = body.slice(1).split("/");

@@ -122,7 +122,10 @@ describe("the CLI subcommands", () => {
     addRows(db, 4);
     const out = join(tmp.make(), "nightly.sqlite");
     const lines: string[] = [];
-    const write = vi.spyOn(process.stdout, "write").mockImplementation((s) => (lines.push(String(s)), true));
+    const write = vi.spyOn(process.stdout, "write").mockImplementation((s) => {
+      lines.push(String(s));
+      return true;
+    });
     try {
       expect(await backupCommand.run(["--data-dir", dir, "--out", out, "--json"])).toBe(0);
       db.close();
