@@ -163,6 +163,7 @@ describe("snapshots", () => {
     );
     expect((await coord.engine.wait(wf.id)).error).toBeNull();
     expect((await coord.store.steps.list(wf.id)).map((s) => s.name)).toEqual([
+      "begin",
       "freeze",
       "snapshot /dev/sdf",
       "thaw",
