@@ -12,7 +12,7 @@ export function agentBundleOptions(outfile) {
     outfile,
     bundle: true,
     platform: "node",
-    target: "node20",
+    target: "node20.19",
     format: "cjs",
     minify: true,
     legalComments: "none",

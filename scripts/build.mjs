@@ -64,7 +64,7 @@ const common = {
   bundle: true,
   splitting: true,
   platform: "node",
-  target: "node20",
+  target: "node20.19",
   format: "esm",
   outExtension: { ".js": ".mjs" },
   external: ["better-sqlite3"],
