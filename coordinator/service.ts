@@ -268,7 +268,12 @@ async function startOn(
     metricsText: () => metrics.text(),
     health: () => ({
       ok: true,
-      detail: { agents: hub?.connected ?? 0, workflowsRunning: engine.running, workflowsWaiting: engine.waiting },
+      detail: {
+        agents: hub?.connected ?? 0,
+        agentsBeforeHello: hub?.preHello ?? 0,
+        workflowsRunning: engine.running,
+        workflowsWaiting: engine.waiting,
+      },
     }),
   });
   const [host, portText] = config.listen.split(":") as [string, string];
