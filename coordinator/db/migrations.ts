@@ -158,6 +158,34 @@ CREATE TABLE store_meta (
 );
 `,
   },
+  {
+    version: 4,
+    name: "queue events and notice arrivals",
+    sql: `
+-- Every EventBridge event taken from the interruption queue, by its event id, recorded before the
+-- queue message is deleted: a redelivered or duplicated message finds its row and is handled once.
+-- handled_at is set when the decision it led to is recorded (null: recorded, not yet handled).
+CREATE TABLE queue_events (
+  event_id TEXT PRIMARY KEY,
+  kind TEXT NOT NULL,
+  ec2_instance_id TEXT,
+  instance TEXT,
+  data TEXT NOT NULL,
+  received_at INTEGER NOT NULL,
+  handled_at INTEGER,
+  outcome TEXT
+);
+-- The first time each source (agent, queue) reported a notice kind for an EC2 instance, so the
+-- timeline can say which came first and by how much.
+CREATE TABLE notice_arrivals (
+  ec2_instance_id TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  source TEXT NOT NULL,
+  at INTEGER NOT NULL,
+  PRIMARY KEY (ec2_instance_id, kind, source)
+);
+`,
+  },
 ];
 
 export function migrate(db: Database.Database, now: () => number = Date.now): number[] {

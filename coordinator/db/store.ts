@@ -13,7 +13,17 @@
 import type { StatefulInstanceSpec } from "../../shared/spec.js";
 
 /** The lifecycle state of a stateful instance (not EC2's instance state). */
-export type StatefulInstanceState = "creating" | "running" | "replacing" | "paused" | "failed" | "deleting" | "deleted";
+export type StatefulInstanceState =
+  | "creating"
+  | "running"
+  | "replacing"
+  | "pausing"
+  | "paused"
+  | "resuming"
+  | "recycling"
+  | "deleting"
+  | "deleted"
+  | "failed";
 
 export interface StatefulInstance {
   name: string;
@@ -239,6 +249,47 @@ export interface AgentReportQueries {
   latest(ec2InstanceId: string, kind: string): AgentReport | null;
 }
 
+/** An EventBridge event taken from the interruption queue (recorded before its message is deleted). */
+export interface QueueEvent {
+  /** EventBridge's event id: the same event delivered twice has the same id. */
+  eventId: string;
+  /** spot-interruption, rebalance, state-change, scheduled-change. */
+  kind: string;
+  ec2InstanceId: string | null;
+  /** The stateful instance it concerns; null for an unmanaged instance. */
+  instance: string | null;
+  data: unknown;
+  receivedAt: number;
+  /** When the decision it led to was recorded; null while it is recorded but not yet handled. */
+  handledAt: number | null;
+  outcome: string | null;
+}
+
+export interface QueueEventQueries {
+  /** Record once by event id; false when it was recorded before (a redelivery or a duplicate). */
+  record(e: { eventId: string; kind: string; ec2InstanceId: string | null; instance: string | null; data: unknown }): boolean;
+  get(eventId: string): QueueEvent | null;
+  /** First wins: a replayed mark keeps the original time and outcome. */
+  markHandled(eventId: string, outcome: string): void;
+}
+
+export type NoticeSource = "agent" | "queue";
+
+/** The first time a source reported a notice kind for an EC2 instance. */
+export interface NoticeArrival {
+  ec2InstanceId: string;
+  kind: string;
+  source: NoticeSource;
+  at: number;
+}
+
+export interface NoticeArrivalQueries {
+  /** Record the first arrival per (instance, kind, source); false when that source reported it before. */
+  record(ec2InstanceId: string, kind: string, source: NoticeSource): boolean;
+  /** Every source's first arrival for (instance, kind), earliest first. */
+  list(ec2InstanceId: string, kind: string): NoticeArrival[];
+}
+
 /** The synchronous query surface a backend implements; the Store wraps it. */
 export interface Queries {
   instances: InstanceQueries;
@@ -251,6 +302,8 @@ export interface Queries {
   steps: StepQueries;
   events: EventQueries;
   agentReports: AgentReportQueries;
+  queueEvents: QueueEventQueries;
+  noticeArrivals: NoticeArrivalQueries;
 }
 
 /** The same methods, returning promises. */

@@ -9,6 +9,7 @@ import type { Async, Queries, Store, StoreTx } from "../store.js";
 import { agentReportQueries, eventQueries } from "./events.js";
 import { generationQueries } from "./generations.js";
 import { instanceQueries } from "./instances.js";
+import { noticeArrivalQueries, queueEventQueries } from "./queue-events.js";
 import { artifactQueries, networkQueries, rootQueries, volumeQueries } from "./resources.js";
 import { statements } from "./statements.js";
 import { stepQueries, workflowQueries } from "./workflows.js";
@@ -24,6 +25,8 @@ const TABLES = [
   "steps",
   "events",
   "agent_reports",
+  "queue_events",
+  "notice_arrivals",
 ];
 
 export function sqliteQueries(db: Database.Database, now: () => number): Queries {
@@ -39,6 +42,8 @@ export function sqliteQueries(db: Database.Database, now: () => number): Queries
     steps: stepQueries(sql, now),
     events: eventQueries(sql, now),
     agentReports: agentReportQueries(sql, now),
+    queueEvents: queueEventQueries(sql, now),
+    noticeArrivals: noticeArrivalQueries(sql, now),
   };
 }
 
@@ -64,6 +69,8 @@ export class SqliteStore implements Store {
   readonly steps: StoreTx["steps"];
   readonly events: StoreTx["events"];
   readonly agentReports: StoreTx["agentReports"];
+  readonly queueEvents: StoreTx["queueEvents"];
+  readonly noticeArrivals: StoreTx["noticeArrivals"];
   /** The same queries without the gate, handed to a transaction's callback. */
   private readonly inTx: StoreTx;
   /** Set while a transaction is open; every other call waits for it. */
@@ -87,6 +94,8 @@ export class SqliteStore implements Store {
     this.steps = gated(q.steps);
     this.events = gated(q.events);
     this.agentReports = gated(q.agentReports);
+    this.queueEvents = gated(q.queueEvents);
+    this.noticeArrivals = gated(q.noticeArrivals);
     this.inTx = {
       instances: direct(q.instances),
       generations: direct(q.generations),
@@ -98,6 +107,8 @@ export class SqliteStore implements Store {
       steps: direct(q.steps),
       events: direct(q.events),
       agentReports: direct(q.agentReports),
+      queueEvents: direct(q.queueEvents),
+      noticeArrivals: direct(q.noticeArrivals),
     };
   }
 
