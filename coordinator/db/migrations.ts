@@ -186,6 +186,28 @@ CREATE TABLE notice_arrivals (
 );
 `,
   },
+  {
+    version: 5,
+    name: "kept resources of deleted instances",
+    sql: `
+-- What a delete kept (volume, network-interface, snapshot, image), by EC2 id. expires_at null: kept
+-- until deleted by hand. The TTL sweep sets sweep_started_at before it calls EC2 and deleted_at
+-- after, so a crash in between is finished by the next pass. instance is the deleted instance's
+-- archived name (NAME~<deletedAt>) once its delete finished.
+CREATE TABLE kept_resources (
+  resource_id TEXT PRIMARY KEY,
+  instance TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  workflow_id TEXT NOT NULL,
+  kept_at INTEGER NOT NULL,
+  expires_at INTEGER,
+  sweep_started_at INTEGER,
+  deleted_at INTEGER
+);
+CREATE INDEX kept_resources_instance ON kept_resources(instance);
+CREATE INDEX kept_resources_due ON kept_resources(expires_at) WHERE deleted_at IS NULL AND expires_at IS NOT NULL;
+`,
+  },
 ];
 
 export function migrate(db: Database.Database, now: () => number = Date.now): number[] {
