@@ -85,6 +85,14 @@ export class AgentIntake {
   private async rebalance(name: string): Promise<void> {
     const inst = await this.d.store.instances.get(name);
     if (inst?.spec.onRebalance === "snapshot") await this.d.operations.startSnapshot(name, "rebalance recommendation");
+    if (inst?.spec.onRebalance === "recycle") {
+      // Move before EC2 takes the instance: a planned recycle, unless something already moves it.
+      try {
+        await this.d.operations.run(name, "recycle", "rebalance recommendation");
+      } catch (err) {
+        await this.d.store.events.add(name, "rebalance", `rebalance recommendation: no recycle started (${(err as Error).message})`);
+      }
+    }
   }
 
   private async spotInterruption(session: AgentSession, action: string | undefined, deadline: string | undefined): Promise<void> {
@@ -100,7 +108,7 @@ export class AgentIntake {
       this.d.log(`${name}: spot interruption notice from ${session.instanceId} not confirmed by EC2 (${confirmed.why})`);
       return;
     }
-    await this.d.operations.startReplace(
+    const started = await this.d.operations.startReplace(
       {
         name,
         instanceId: session.instanceId,
@@ -110,6 +118,17 @@ export class AgentIntake {
       },
       `spot interruption notice (${action ?? "terminate"}), confirmed by EC2: ${confirmed.why}`,
     );
+    if (started) return;
+    // A pause or recycle already in flight is taking the instance off EC2 itself: it quiesces and
+    // captures before terminating, and the notice window only bounds how long that may take.
+    const running = (await this.d.store.workflows.runningFor(name)).find((w) => w.kind !== "snapshot");
+    if (running)
+      await this.d.store.events.add(
+        name,
+        "notice-during-workflow",
+        `spot interruption of ${session.instanceId} while ${running.kind} ${running.id} runs: that workflow already moves the instance off it`,
+        running.id,
+      );
   }
 
   /** A deadline in the future by at most EC2's two-minute notice (wall clock, ISO). */

@@ -6,9 +6,13 @@
  */
 import type { StatefulInstanceSpec } from "../shared/spec.js";
 import { ApiFault } from "./api/types.js";
-import type { Store } from "./db/store.js";
+import type { Ec2Gateway } from "./cloud/gateway.js";
+import type { Store, StoreTx } from "./db/store.js";
+import { allowed, type OperatorAction, refusal } from "./lifecycle.js";
 import type { WorkflowEngine } from "./workflow/engine.js";
+import type { PauseInput } from "./workflow/runbooks/pause.js";
 import type { ReplaceInput } from "./workflow/runbooks/replace.js";
+import type { ResumeInput } from "./workflow/runbooks/resume.js";
 import type { SnapshotInput } from "./workflow/runbooks/snapshot.js";
 import { unsupportedFeatures } from "./workflow/runbooks/support.js";
 
@@ -17,6 +21,8 @@ export type Operation = "pause" | "resume" | "recycle" | "snapshot";
 export interface OperationsDeps {
   store: Store;
   engine: WorkflowEngine;
+  /** Asked whether a failed generation's EC2 instance still runs (recycle of a failed instance). */
+  ec2?: Pick<Ec2Gateway, "describeInstances">;
   log: (line: string) => void;
 }
 
@@ -71,16 +77,118 @@ export class Operations {
     return { workflowId };
   }
 
-  /** An operation asked for through the API or the CLI. */
-  async run(name: string, op: Operation): Promise<{ workflowId: string }> {
-    const inst = await this.d.store.instances.get(name);
-    if (!inst) throw new ApiFault("not-found", `no stateful instance named ${name}`);
-    if (op !== "snapshot") throw new ApiFault("conflict", `${op} is not supported by this coordinator yet`);
-    if ((await this.d.store.volumes.list(name)).length === 0) throw new ApiFault("conflict", `${name} has no data volumes to snapshot`);
-    const running = (await this.d.store.workflows.runningFor(name))[0];
-    if (running) throw new ApiFault("conflict", `${name} is busy with ${running.kind} ${running.id}`);
-    const id = await this.startSnapshot(name, "requested");
-    if (!id) throw new ApiFault("conflict", `${name} is ${inst.state}; only a running instance can be snapshotted`);
+  /**
+   * An operation asked for through the API or the CLI: 404 for an unknown name, 409 when another
+   * workflow is moving the instance (with its id and kind) or the state does not allow it (with
+   * the state and what is allowed). Check and start happen in one transaction.
+   */
+  async run(name: string, op: Operation, reason = "requested"): Promise<{ workflowId: string }> {
+    const id = await this.d.store.tx(async (t) => {
+      const inst = await this.admit(t, name, op);
+      const g = inst.generation > 0 ? await t.generations.get(name, inst.generation) : null;
+      const liveId = g && g.status !== "ended" ? g.ec2InstanceId : null;
+      switch (op) {
+        case "snapshot": {
+          if ((await t.volumes.list(name)).length === 0) throw new ApiFault("conflict", `${name} has no data volumes to snapshot`);
+          if (!liveId || g?.status !== "live") throw new ApiFault("conflict", `${name} has no live generation to snapshot`);
+          const input: SnapshotInput = { name, instanceId: liveId, generation: inst.generation, reason };
+          const wf = await this.d.engine.start("snapshot", name, input, reason, t);
+          await t.events.add(name, "snapshot-started", `${reason}: snapshotting the data volumes of ${liveId}`, wf);
+          return wf;
+        }
+        case "pause": {
+          if (!liveId) throw new ApiFault("conflict", `${name} has no EC2 instance to pause`);
+          const input: PauseInput = { name, generation: inst.generation, instanceId: liveId };
+          const wf = await this.d.engine.start("pause", name, input, reason, t);
+          await t.events.add(name, "pause-started", `${reason}: pausing ${liveId} (generation ${inst.generation})`, wf);
+          return wf;
+        }
+        case "resume":
+          return this.startResume(t, name, inst.generation, inst.state === "paused" ? "paused" : "failed", reason);
+        case "recycle": {
+          // A failed instance without a running EC2 instance has nothing to quiesce: it starts from what is kept.
+          if (inst.state === "failed" && !(liveId && (await this.ec2Alive(liveId))))
+            return this.startResume(t, name, inst.generation, "failed", `recycle of a failed instance (${reason})`);
+          if (!liveId) throw new ApiFault("conflict", `${name} has no EC2 instance to recycle`);
+          const input: ReplaceInput = { name, instanceId: liveId, fromGeneration: inst.generation, trigger: "recycle", reason };
+          const wf = await this.d.engine.start("recycle", name, input, "recycle", t);
+          await t.events.add(name, "recycle-started", `${reason}: recycling ${liveId} (generation ${inst.generation})`, wf);
+          return wf;
+        }
+      }
+    });
     return { workflowId: id };
   }
+
+  /** Store a new spec for an instance, applied at its next generation; `recycle` applies it now. */
+  async update(name: string, spec: StatefulInstanceSpec, opts: { recycle: boolean }): Promise<{ workflowId: string | null }> {
+    const unsupported = unsupportedFeatures(spec);
+    if (unsupported.length) throw new ApiFault("invalid", unsupported.map((u) => `${u.path}: ${u.reason}`).join("; "));
+    await this.d.store.tx(async (t) => {
+      const inst = await this.admit(t, name, "update", { allowBusy: true });
+      const problems = immutableChanges(inst.spec, spec);
+      if (problems.length) throw new ApiFault("invalid", problems.join("; "));
+      if (opts.recycle) {
+        const running = (await t.workflows.runningFor(name))[0];
+        if (running)
+          throw new ApiFault("conflict", `${name} is busy with ${running.kind} ${running.id}; update without --recycle, or retry`);
+        if (!allowed("recycle", inst.state)) throw new ApiFault("conflict", refusal(name, "recycle", inst.state));
+      }
+      await t.instances.setSpec(name, spec);
+      for (const v of spec.persistence.volumes) await t.volumes.setMountPoint(name, v.device, v.mountPoint);
+      await t.events.add(
+        name,
+        "updated",
+        `spec updated${opts.recycle ? "; recycling to apply it now" : "; applied at the next generation"}`,
+      );
+    });
+    if (!opts.recycle) return { workflowId: null };
+    return this.run(name, "recycle", "spec update");
+  }
+
+  /** The instance, if the action may start now (no other workflow moving it, and its state allows it). */
+  private async admit(t: StoreTx, name: string, action: OperatorAction, o: { allowBusy?: boolean } = {}) {
+    const inst = await t.instances.get(name);
+    if (!inst) throw new ApiFault("not-found", `no stateful instance named ${name}`);
+    if (!o.allowBusy) {
+      const running = (await t.workflows.runningFor(name))[0];
+      if (running) throw new ApiFault("conflict", `${name} is busy with ${running.kind} ${running.id}`);
+    }
+    if (!allowed(action, inst.state)) throw new ApiFault("conflict", refusal(name, action, inst.state));
+    return inst;
+  }
+
+  private async startResume(t: StoreTx, name: string, generation: number, from: ResumeInput["from"], reason: string): Promise<string> {
+    const input: ResumeInput = { name, fromGeneration: generation, from };
+    const wf = await this.d.engine.start("resume", name, input, reason, t);
+    await t.events.add(name, "resume-started", `${reason}: launching generation ${generation + 1} from what ${name} kept (${from})`, wf);
+    return wf;
+  }
+
+  /** Whether EC2 still runs the instance (a failed generation may or may not have one). */
+  private async ec2Alive(instanceId: string): Promise<boolean> {
+    if (!this.d.ec2) return true;
+    const [i] = await this.d.ec2.describeInstances([instanceId]);
+    return !!i && (i.state === "pending" || i.state === "running");
+  }
+}
+
+/** Fields a running stateful instance cannot change: each change found, with the field named. */
+export function immutableChanges(before: StatefulInstanceSpec, after: StatefulInstanceSpec): string[] {
+  const out: string[] = [];
+  if (after.name !== before.name) out.push(`name: cannot change (${before.name})`);
+  if (after.region !== before.region) out.push(`region: cannot change (${before.region})`);
+  const devs = (s: StatefulInstanceSpec) => s.persistence.volumes.map((v) => v.device).join(",");
+  if (devs(after) !== devs(before)) out.push(`persistence.volumes: the devices cannot change (${devs(before) || "none"})`);
+  for (const [i, v] of after.persistence.volumes.entries()) {
+    const old = before.persistence.volumes[i];
+    if (!old) continue;
+    for (const f of ["sizeGiB", "type", "iops", "throughput", "fsType", "volumeId"] as const)
+      if (v[f] !== old[f]) out.push(`persistence.volumes[${i}].${f}: cannot change on an existing volume (${String(old[f])})`);
+  }
+  if (after.persistence.root !== before.persistence.root) out.push("persistence.root: cannot change");
+  if (after.persistence.dataMethod !== before.persistence.dataMethod) out.push("persistence.dataMethod: cannot change");
+  if (JSON.stringify(after.persistence.network) !== JSON.stringify(before.persistence.network))
+    out.push("persistence.network: cannot change (the ENI and address are kept across generations)");
+  return out;
 }

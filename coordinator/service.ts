@@ -32,6 +32,8 @@ import type { WorkflowRecord } from "./db/store.js";
 import { createRunbook } from "./workflow/runbooks/create.js";
 import type { RunbookDeps } from "./workflow/runbooks/deps.js";
 import { type ReplaceInput, replaceRunbook } from "./workflow/runbooks/replace.js";
+import { pauseRunbook } from "./workflow/runbooks/pause.js";
+import { resumeRunbook } from "./workflow/runbooks/resume.js";
 import { snapshotRunbook } from "./workflow/runbooks/snapshot.js";
 
 export interface StartOptions {
@@ -165,7 +167,15 @@ async function startOn(
   const engine: WorkflowEngine = new WorkflowEngine({
     store,
     clock,
-    runbooks: { create: createRunbook(deps), replace: replaceRunbook(deps), snapshot: snapshotRunbook(deps) },
+    runbooks: {
+      create: createRunbook(deps),
+      replace: replaceRunbook(deps),
+      // A recycle is a planned replacement: the same runbook, with trigger `recycle`.
+      recycle: replaceRunbook(deps),
+      pause: pauseRunbook(deps),
+      resume: resumeRunbook(deps),
+      snapshot: snapshotRunbook(deps),
+    },
     maxConcurrent: config.maxConcurrentWorkflows,
     defaultPolicy: { initialMs: 500, maxMs: 10_000, attempts: 10 },
     afterStep: crash
@@ -189,6 +199,18 @@ async function startOn(
       steps: t.steps.flatMap((s) => (s.durationMs != null ? [{ name: s.name, seconds: s.durationMs / 1000 }] : [])),
     });
     if (!outcome.ok) {
+      // After its `finish` step the new generation serves: a later failure (retention) is an event, not `failed`.
+      const served = (await store.steps.list(wf.id)).some((s) => s.name === "finish" && s.status === "done");
+      if (served) {
+        await store.events.add(
+          wf.instance,
+          "after-ready-error",
+          `${wf.kind} ${wf.id}: serving, but a later step failed: ${outcome.error}`,
+          wf.id,
+        );
+        log(`${wf.kind} ${wf.id} for ${wf.instance}: serving, but a later step failed: ${outcome.error}`);
+        return;
+      }
       await store.tx(async (tx) => {
         const later = (await tx.workflows.runningFor(wf.instance)).length > 0;
         // A failed snapshot leaves the instance serving; only create/replace failures mean it is down.
@@ -199,10 +221,10 @@ async function startOn(
       return;
     }
     await store.events.add(wf.instance, "workflow-succeeded", `${wf.kind} ${wf.id} succeeded`, wf.id);
-    if (wf.kind === "replace") hub?.forget((wf.input as ReplaceInput).instanceId);
+    if (wf.kind === "replace" || wf.kind === "recycle") hub?.forget((wf.input as ReplaceInput).instanceId);
   }
 
-  const operations = new Operations({ store, engine, log });
+  const operations = new Operations({ store, engine, ec2, log });
   const intake = new AgentIntake({ store, ec2, operations, metrics, clock, log });
   const rejectionLogged = new Map<string, number>();
   hub = new AgentHub({
@@ -258,6 +280,7 @@ async function startOn(
     getEvents: (name) => views.events(name),
     getWorkflow: (id) => views.workflow(id),
     runOperation: (name, op) => operations.run(name, op),
+    updateInstance: (name, spec, o) => operations.update(name, spec, o),
     createInstance: (spec) => operations.createInstance(spec),
   };
   const api = createApiServer({

@@ -4,7 +4,18 @@
  */
 import { z } from "zod";
 
-export const InstanceState = z.enum(["creating", "running", "replacing", "paused", "failed", "deleting", "deleted"]);
+export const InstanceState = z.enum([
+  "creating",
+  "running",
+  "replacing",
+  "pausing",
+  "paused",
+  "resuming",
+  "recycling",
+  "deleting",
+  "deleted",
+  "failed",
+]);
 export type InstanceState = z.infer<typeof InstanceState>;
 
 export const InstanceSummary = z.object({

@@ -154,7 +154,20 @@ async function handle(deps: ApiServerDeps, req: IncomingMessage, res: ServerResp
         const { workflowId } = await views.deleteInstance(name);
         return sendJson(res, 202, { name, workflowId });
       }
-      throw methodNotAllowed(method, ["GET", "DELETE"]);
+      if (method === "PUT") {
+        if (!views.updateInstance) throw new HttpError(501, "not-implemented", "update is not available in this version");
+        const recycleText = new URL(req.url ?? "/", "http://localhost").searchParams.get("recycle");
+        if (recycleText !== null && recycleText !== "true" && recycleText !== "false")
+          throw new HttpError(400, "invalid", `recycle: must be true or false, got ${JSON.stringify(recycleText.slice(0, 40))}`);
+        if (!(await views.getInstance(name))) throw notFoundInstance(name);
+        const format = bodyFormat(req.headers["content-type"]);
+        const body = await readBody(req, format === "yaml" ? MAX_YAML_BYTES : MAX_BODY_BYTES);
+        const spec = parseSpecBody(body, format);
+        if (spec.name !== name) throw new HttpError(400, "invalid", `name: cannot change (the URL names ${name}, the spec ${spec.name})`);
+        const { workflowId } = await views.updateInstance(name, spec, { recycle: recycleText === "true" });
+        return sendJson(res, 200, { name, workflowId });
+      }
+      throw methodNotAllowed(method, ["GET", "PUT", "DELETE"]);
     }
     if (parts.length === 3 && parts[2] === "events") {
       only(method, ["GET"]);

@@ -36,6 +36,8 @@ export interface CoordinatorViews {
   createInstance(spec: StatefulInstanceSpec): Promise<{ workflowId: string }>;
   /** pause | resume | recycle | snapshot; ApiFault for unknown names or conflicting operations. */
   runOperation?(name: string, op: "pause" | "resume" | "recycle" | "snapshot"): Promise<{ workflowId: string }>;
+  /** Store a new spec (applied at the next generation; `recycle` applies it now). ApiFault("invalid") names an immutable field. */
+  updateInstance?(name: string, spec: StatefulInstanceSpec, o: { recycle: boolean }): Promise<{ workflowId: string | null }>;
   deleteInstance?(name: string): Promise<{ workflowId: string }>;
 }
 

@@ -165,6 +165,8 @@ export interface InstanceQueries {
   list(): StatefulInstance[];
   setState(name: string, state: StatefulInstanceState, reason?: string | null): void;
   setCurrentGeneration(name: string, generation: number): void;
+  /** Replace the spec (an update); it applies from the next generation on. */
+  setSpec(name: string, spec: StatefulInstanceSpec): void;
 }
 
 export interface GenerationQueries {
@@ -192,6 +194,7 @@ export interface VolumeQueries {
   declare(instance: string, device: string, mountPoint: string, fsType: string): void;
   setCurrent(instance: string, device: string, volumeId: string, availabilityZone: string): void;
   setLatestSnapshot(instance: string, device: string, snapshotId: string): void;
+  setMountPoint(instance: string, device: string, mountPoint: string): void;
   list(instance: string): DataVolume[];
 }
 

@@ -109,12 +109,11 @@ describe("bad input is rejected and changes nothing", () => {
     const mbb = {
       ...spec,
       persistence: { ...spec.persistence, network: { privateIp: "same-eni", attach: "secondary" } },
-      onRebalance: "recycle",
     };
     const r = await api("POST", "instances", JSON.stringify(mbb));
     expect(r.status).toBe(400);
     expect(r.body.error.message).toBe(
-      "persistence.network.attach: secondary (make-before-break) is not supported by this coordinator yet; use primary; onRebalance: recycle is not supported by this coordinator yet; use snapshot or ignore",
+      "persistence.network.attach: secondary (make-before-break) is not supported by this coordinator yet; use primary",
     );
     expect(await coord.store.counts()).toEqual(before);
   });

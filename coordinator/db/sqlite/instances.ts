@@ -44,6 +44,9 @@ export function instanceQueries(sql: Sql, now: () => number): InstanceQueries {
     setState(name, state, reason = null) {
       sql("UPDATE instances SET state = ?, state_reason = ?, updated_at = ? WHERE name = ?").run(state, reason, now(), name);
     },
+    setSpec(name, spec) {
+      sql("UPDATE instances SET spec = ?, updated_at = ? WHERE name = ?").run(JSON.stringify(spec), now(), name);
+    },
     setCurrentGeneration(name, generation) {
       sql("UPDATE instances SET generation = ?, updated_at = ? WHERE name = ?").run(generation, now(), name);
     },

@@ -53,6 +53,9 @@ export function volumeQueries(sql: Sql): VolumeQueries {
     setLatestSnapshot(instance, device, snapshotId) {
       sql("UPDATE volumes SET latest_snapshot_id = ? WHERE instance = ? AND device = ?").run(snapshotId, instance, device);
     },
+    setMountPoint(instance, device, mountPoint) {
+      sql("UPDATE volumes SET mount_point = ? WHERE instance = ? AND device = ?").run(mountPoint, instance, device);
+    },
     list(instance) {
       return (sql("SELECT * FROM volumes WHERE instance = ? ORDER BY device").all(instance) as VolumeRow[]).map(toVolume);
     },

@@ -1,7 +1,9 @@
 /**
  * replace: bring a stateful instance back on a new EC2 instance after a spot interruption, or
  * after its instance was lost without notice (then quiesce and the live captures are skipped:
- * recovery starts from the point after capture).
+ * recovery starts from the point after capture). The same runbook, with trigger `recycle`, is a
+ * planned replacement of a running instance (an operator's recycle, a spec update applied now, a
+ * move back to spot): quiesce first, then the same path, with the state `recycling`.
  *
  *   begin → quiesce → capture → terminate-old → { wait-old-terminated ‖ image ‖ wait-snapshots } →
  *   subnets → launch → wait-running → attach (reattach) → restore (ready) → finish → retention
@@ -35,7 +37,7 @@ import {
   waitForSnapshots,
 } from "./steps.js";
 
-export type ReplaceTrigger = "spot-interruption" | "lost";
+export type ReplaceTrigger = "spot-interruption" | "lost" | "recycle";
 
 export interface ReplaceInput {
   name: string;
@@ -45,6 +47,8 @@ export interface ReplaceInput {
   trigger: ReplaceTrigger;
   /** When the old instance goes away (ISO, wall clock), from a confirmed notice. */
   deadline?: string;
+  /** Recycle only: why (shown on the timeline). */
+  reason?: string;
 }
 
 /** The longest notice EC2 gives: a deadline further away than this is not believed. */
@@ -265,7 +269,11 @@ async function beginReplacement(deps: RunbookDeps, ctx: WorkflowContext, input: 
     deps.store.volumes.list(input.name),
   ]);
   await deps.store.tx(async (t) => {
-    await t.instances.setState(input.name, "replacing", `${input.trigger} of ${input.instanceId}`);
+    const why =
+      input.trigger === "recycle"
+        ? `recycle of ${input.instanceId}: ${input.reason ?? "requested"}`
+        : `${input.trigger} of ${input.instanceId}`;
+    await t.instances.setState(input.name, input.trigger === "recycle" ? "recycling" : "replacing", why);
     await t.generations.ensure(input.name, generation, ctx.workflowId);
   });
   return {
@@ -282,13 +290,15 @@ async function beginReplacement(deps: RunbookDeps, ctx: WorkflowContext, input: 
 
 /** Ask the old instance's agent to quiesce; false (crash-consistent from here on) when it does not answer in time. */
 async function quiesceOld(deps: RunbookDeps, ctx: WorkflowContext, input: ReplaceInput, spec: StatefulInstanceSpec): Promise<boolean> {
+  // A planned recycle has no notice deadline: the hooks' own timeout (plus sync and freeze) bounds it.
+  const hooksMs = (spec.hooks.timeoutSeconds + 30) * 1000;
   const noticeMs = input.deadline ? Math.min(deps.clock.modelMsUntil(Date.parse(input.deadline)), MAX_NOTICE_MS) : MAX_NOTICE_MS;
-  const budgetMs = Math.max(1000, Math.min(noticeMs - deps.quiesceMarginMs, (spec.hooks.timeoutSeconds + 30) * 1000));
+  const budgetMs = input.trigger === "recycle" ? hooksMs : Math.max(1000, Math.min(noticeMs - deps.quiesceMarginMs, hooksMs));
   const report = await askAgent<{ clean: boolean }>(deps, ctx, {
     instanceId: input.instanceId,
     command: {
       type: "quiesce",
-      reason: `spot interruption (${input.trigger})`,
+      reason: input.trigger === "recycle" ? `recycle (${input.reason ?? "requested"})` : `spot interruption (${input.trigger})`,
       deadline: new Date(deps.clock.wallAfter(budgetMs)).toISOString(),
       unmount: false,
     },
@@ -304,8 +314,13 @@ async function quiesceOld(deps: RunbookDeps, ctx: WorkflowContext, input: Replac
   return false;
 }
 
-/** Wait until the old instance is terminated and (with a persisted ENI) the ENI is free again. */
-async function waitOldReleased(deps: RunbookDeps, ctx: WorkflowContext, input: ReplaceInput, eniId: string | null): Promise<true> {
+/** Wait until the old instance is terminated and (with a persisted ENI) the ENI is free again; its generation ends. */
+export async function waitOldReleased(
+  deps: RunbookDeps,
+  ctx: WorkflowContext,
+  input: { name: string; instanceId: string; fromGeneration: number; trigger: string },
+  eniId: string | null,
+): Promise<true> {
   await waitUntil(
     deps.clock,
     `${input.instanceId} to terminate`,

@@ -13,8 +13,5 @@ export function unsupportedFeatures(spec: StatefulInstanceSpec): Array<{ path: s
       reason: "secondary (make-before-break) is not supported by this coordinator yet; use primary",
     });
   }
-  if (spec.onRebalance === "recycle") {
-    out.push({ path: "onRebalance", reason: "recycle is not supported by this coordinator yet; use snapshot or ignore" });
-  }
   return out;
 }

@@ -1,0 +1,120 @@
+/**
+ * pause: stop paying for a running stateful instance while keeping everything it is made of.
+ * Quiesce through the agent (crash-consistent, with an event, when it does not answer in time),
+ * capture the root as an image (root persistence), terminate the EC2 instance, keep the ENI and the
+ * data volumes. `resume` launches a new generation from what is kept.
+ *
+ *   begin → quiesce → snapshot-root → terminate → { wait-terminated ‖ image } → finish
+ */
+import type { StatefulInstanceSpec } from "../../../shared/spec.js";
+import { ONCE, type Runbook, step } from "../engine.js";
+import { Failure } from "../failure.js";
+import type { RunbookDeps } from "./deps.js";
+import { MUTATE_POLICY } from "./launch.js";
+import { waitOldReleased } from "./replace.js";
+import { askAgent, registerRootImage, snapshotRoot } from "./steps.js";
+
+export interface PauseInput {
+  name: string;
+  /** The live generation being paused and its EC2 instance. */
+  generation: number;
+  instanceId: string;
+}
+
+export function pauseRunbook(deps: RunbookDeps): Runbook<PauseInput> {
+  return async (ctx, input) => {
+    const { name, instanceId, generation } = input;
+
+    // 1. Begin: what the instance is made of, and the state `pausing`.
+    const begin = await ctx.step("begin", async () => {
+      const inst = await deps.store.instances.get(name);
+      if (!inst) throw new Failure("resource-lost", `stateful instance ${name} no longer exists`);
+      const root = await deps.store.root.get(name);
+      await deps.store.instances.setState(name, "pausing", `pause of ${instanceId}`);
+      return {
+        spec: inst.spec,
+        rootDeviceName: root?.rootDeviceName ?? "/dev/xvda",
+        architecture: root?.architecture ?? "x86_64",
+        previousImage: root?.imageId ?? inst.spec.launch.imageId,
+        eniId: (await deps.store.network.get(name))?.eniId ?? null,
+      };
+    });
+
+    // 2. Quiesce: hooks, sync, freeze.
+    const clean = await ctx.step("quiesce", () => quiesceForPause(deps, ctx, input, begin.spec), ONCE);
+
+    // 3. Capture the root while the instance exists.
+    const rootSnapshot = begin.spec.persistence.root
+      ? await ctx.step(
+          "snapshot-root",
+          () =>
+            snapshotRoot(deps, ctx, {
+              name,
+              ec2InstanceId: instanceId,
+              rootDeviceName: begin.rootDeviceName,
+              generation,
+              fallbackImage: begin.previousImage,
+            }),
+          MUTATE_POLICY,
+        )
+      : null;
+
+    // 4. Terminate; the ENI and the data volumes (DeleteOnTermination false) stay.
+    await ctx.step("terminate", () => deps.ec2.terminateInstance(instanceId).then(() => true), MUTATE_POLICY);
+    const [, image] = await ctx.parallel(
+      step(
+        "wait-terminated",
+        () => waitOldReleased(deps, ctx, { name, instanceId, fromGeneration: generation, trigger: "pause" }, begin.eniId),
+        MUTATE_POLICY,
+      ),
+      step(
+        "image",
+        async () =>
+          rootSnapshot
+            ? registerRootImage(deps, ctx, {
+                name,
+                rootSnapshotId: rootSnapshot,
+                rootDeviceName: begin.rootDeviceName,
+                architecture: begin.architecture,
+                generation: generation + 1,
+              })
+            : null,
+        MUTATE_POLICY,
+      ),
+    );
+
+    // 5. Paused: nothing runs, everything is kept.
+    await ctx.step("finish", async () => {
+      const volumes = await deps.store.volumes.list(name);
+      await deps.store.tx(async (t) => {
+        await t.generations.end(name, generation, "paused");
+        await t.instances.setState(name, "paused", clean ? null : "paused after a crash-consistent capture");
+      });
+      const kept = [
+        begin.eniId ? `ENI ${begin.eniId}` : null,
+        ...volumes.map((v) => `${v.device} ${v.volumeId ?? "(no volume)"}`),
+        image ? `root image ${image}` : begin.spec.persistence.root ? `root image ${begin.previousImage}` : null,
+      ].filter((x): x is string => x !== null);
+      await ctx.event("paused", `${instanceId} terminated; kept: ${kept.join(", ") || "nothing to keep"}`);
+      return true;
+    });
+    return { image, clean };
+  };
+}
+
+async function quiesceForPause(deps: RunbookDeps, ctx: Parameters<Runbook<PauseInput>>[0], input: PauseInput, spec: StatefulInstanceSpec) {
+  const budgetMs = (spec.hooks.timeoutSeconds + 30) * 1000;
+  const report = await askAgent<{ clean: boolean }>(deps, ctx, {
+    instanceId: input.instanceId,
+    command: { type: "quiesce", reason: "pause", deadline: new Date(deps.clock.wallAfter(budgetMs)).toISOString(), unmount: false },
+    commandId: `quiesce-${ctx.workflowId}`,
+    reportKind: "quiesced",
+    budgetMs,
+  });
+  if (report) return report.clean;
+  await ctx.event(
+    "quiesce-timeout",
+    `${input.instanceId} did not report quiesced within ${Math.round(budgetMs / 1000)} s; pausing with a crash-consistent capture`,
+  );
+  return false;
+}
