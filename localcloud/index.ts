@@ -15,6 +15,10 @@ import { createNullRuntime } from "./ec2/null-runtime.js";
 import { startHttpServer } from "./server.js";
 import { startImds } from "./imds/server.js";
 import { loadOrCreateSigner } from "./imds/identity.js";
+import { enforcerFor, loadPolicyFile } from "./iam/enforcer.js";
+import { parsePolicy } from "./iam/policy.js";
+import { SqsService } from "./sqs/queues.js";
+import { ALL_DETAIL_TYPES, EventBus } from "./events/bus.js";
 
 export { PROFILES, replacementCriticalPath, type LatencyProfile } from "./profiles.js";
 
@@ -35,6 +39,18 @@ export interface LocalCloudOptions {
   clock?: Clock;
   /** Where runtime/internal errors are reported (default stderr). */
   log?: (msg: string) => void;
+  /**
+   * Enforce this identity-based IAM policy (a file path, or the parsed document) on every EC2
+   * request: a request it does not allow gets 403 UnauthorizedOperation. Default: not enforced
+   * (also set and cleared through the control API, /_localcloud/v1/iam/policy).
+   */
+  iamPolicy?: string | object;
+  /**
+   * Create this SQS queue at start and an EventBridge-style rule (`spotkeep-interruptions`) that
+   * sends every EC2 instance event (spot interruption warning, rebalance recommendation, state
+   * change) to it.
+   */
+  eventsQueue?: string;
 }
 
 export interface LocalCloud {
@@ -51,6 +67,11 @@ export interface LocalCloud {
   runtime: Runtime;
   /** The identity certificate (PEM) instance identity documents are signed with. */
   certificatePem: string;
+  /** SQS queues (the JSON protocol endpoint is `endpoint` too) and the event rules that feed them. */
+  sqs: SqsService;
+  events: EventBus;
+  /** The URL of `eventsQueue`, when one was asked for. */
+  eventsQueueUrl: string | null;
   stop(): Promise<void>;
 }
 
@@ -95,12 +116,20 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
   const timeScale = opts.timeScale ?? 1;
   if (!(timeScale > 0) || !Number.isFinite(timeScale)) throw new RangeError(`time scale must be a positive number, got ${timeScale}`);
   const host = opts.host ?? "127.0.0.1";
+  // A bad policy stops the start before anything is created.
+  const iamPolicy =
+    opts.iamPolicy === undefined
+      ? null
+      : typeof opts.iamPolicy === "string"
+        ? await loadPolicyFile(opts.iamPolicy)
+        : parsePolicy(opts.iamPolicy);
   const stateDir = opts.stateDir ?? (await mkdtemp(path.join(os.tmpdir(), "localcloud-")));
   await mkdir(stateDir, { recursive: true });
   const clock = opts.clock ?? scaledClock(timeScale);
   const runtime = await loadRuntime(opts.runtime ?? "process", stateDir, clock);
   await runtime.init();
   const world = new World({ clock, profile, timeScale, runtime, log: opts.log });
+  enforcerFor(world).policy = iamPolicy;
   const signer = await loadOrCreateSigner(stateDir);
   // IMDS tokens expire in real time (their TTL is what the client asked for, not model time).
   const imds = await startImds({
@@ -117,8 +146,11 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
     ? { endpointFor: () => imds.endpointForAddress(bindAddress), release: async () => {} }
     : { endpointFor: (id) => imds.endpointFor(id), release: (id) => imds.release(id) };
   await world.seed();
-  const throttle = new Throttle(clock, opts.throttle ?? profileName === "realistic");
   let endpoint = "";
+  const sqs = new SqsService(clock, () => endpoint);
+  const events = new EventBus(sqs);
+  world.events = events;
+  const throttle = new Throttle(clock, opts.throttle ?? profileName === "realistic");
   const info = () => ({
     endpoint,
     region: "us-east-1",
@@ -134,7 +166,16 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
       host,
       port: opts.port ?? 4566,
       query: { world, throttle },
-      control: { world, throttle, certificatePem: () => signer.certificatePem, imdsEndpoint: (id) => world.imds!.endpointFor(id), info },
+      sqs,
+      control: {
+        world,
+        throttle,
+        certificatePem: () => signer.certificatePem,
+        imdsEndpoint: (id) => world.imds!.endpointFor(id),
+        info,
+        sqs,
+        events,
+      },
     });
   } catch (err) {
     // e.g. EADDRINUSE: undo what started so a failed start leaves nothing behind
@@ -145,6 +186,11 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
     throw new Error(`localcloud: listening on ${host}:${opts.port ?? 4566}: ${(err as Error).message}`, { cause: err });
   }
   endpoint = `http://${host.includes(":") ? `[${host}]` : host}:${http.port}`;
+  let eventsQueueUrl: string | null = null;
+  if (opts.eventsQueue) {
+    eventsQueueUrl = sqs.createQueue(opts.eventsQueue).url;
+    events.putRule({ name: "spotkeep-interruptions", queue: opts.eventsQueue, detailTypes: [...ALL_DETAIL_TYPES] });
+  }
   let stopping: Promise<void> | undefined;
   return {
     endpoint,
@@ -157,8 +203,12 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
     throttle,
     runtime,
     certificatePem: signer.certificatePem,
+    sqs,
+    events,
+    eventsQueueUrl,
     stop: () =>
       (stopping ??= (async () => {
+        sqs.stop();
         await http.close();
         await world.stop();
         const live = [...world.instances.values()].filter((i) => i.state !== "terminated" && i.state !== "stopped");

@@ -1,8 +1,13 @@
-/** One HTTP listener: the control API under /_localcloud/v1/, the EC2 Query API everywhere else. */
+/**
+ * One HTTP listener: the control API under /_localcloud/v1/, SQS (JSON requests with an
+ * `X-Amz-Target: AmazonSQS.*` header), the EC2 Query API everywhere else.
+ */
 import http from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { handleQuery, type QueryDeps } from "./ec2/query.js";
 import { CONTROL_PREFIX, handleControl, type ControlDeps } from "./control/api.js";
+import { handleSqs, isSqsRequest } from "./sqs/handler.js";
+import type { SqsService } from "./sqs/queues.js";
 
 export interface HttpServerHandle {
   port: number;
@@ -15,6 +20,7 @@ export async function startHttpServer(opts: {
   port: number;
   query: QueryDeps;
   control: ControlDeps;
+  sqs: SqsService;
 }): Promise<HttpServerHandle> {
   const sockets = new Set<Socket>();
   const server = http.createServer((req, res) => {
@@ -22,7 +28,9 @@ export async function startHttpServer(opts: {
     const work =
       path === CONTROL_PREFIX.slice(0, -1) || path.startsWith(CONTROL_PREFIX)
         ? handleControl(req, res, opts.control)
-        : handleQuery(req, res, opts.query);
+        : isSqsRequest(req)
+          ? handleSqs(req, res, opts.sqs)
+          : handleQuery(req, res, opts.query);
     work.catch((err: unknown) => {
       opts.query.world.log(`unhandled request error: ${(err as Error)?.stack ?? String(err)}`);
       if (!res.headersSent) res.writeHead(500).end();

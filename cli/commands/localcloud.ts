@@ -1,14 +1,17 @@
 import type { Command } from "../command.js";
-import { choiceFlag, numberFlag, parseFlags } from "../args.js";
+import { choiceFlag, numberFlag, parseFlags, UsageError } from "../args.js";
 
 export const command: Command = {
   usage: [
     "usage: spotkeep localcloud [--port 4566] [--host 127.0.0.1] [--state-dir DIR] [--profile instant|realistic]",
-    "                           [--time-scale N] [--runtime process|linux|none] [--throttle on|off]",
+    "                           [--time-scale N] [--runtime process|linux|none] [--throttle on|off] [--events-queue NAME]",
     "",
     "Runs localcloud: an EC2-compatible endpoint for the unmodified AWS SDK, per-instance IMDS, and the",
     "control API under /_localcloud/v1/. Prints `localcloud listening on URL` when ready; SIGINT/SIGTERM",
     "stop every instance and exit 0. --port 0 picks a free port. --time-scale 0.1 runs ten times faster.",
+    "--events-queue NAME creates an SQS queue (same endpoint, AWS JSON protocol) and an EventBridge-style rule",
+    "that sends every EC2 spot interruption warning, rebalance recommendation and state change to it, so the",
+    "coordinator (events.queueUrl) and your own tools can consume them.",
   ].join("\n"),
   async run(argv) {
     const { values } = parseFlags(argv, {
@@ -19,12 +22,16 @@ export const command: Command = {
       "time-scale": { type: "string" },
       runtime: { type: "string" },
       throttle: { type: "string" },
+      "events-queue": { type: "string" },
     });
     const port = numberFlag("port", values.port, { min: 0, max: 65535, integer: true }) ?? 4566;
     const timeScale = numberFlag("time-scale", values["time-scale"], { min: 0.0001, max: 1000 }) ?? 1;
     const profile = choiceFlag("profile", values.profile, ["instant", "realistic"] as const) ?? "realistic";
     const runtime = choiceFlag("runtime", values.runtime, ["process", "linux", "none"] as const) ?? "process";
     const throttle = choiceFlag("throttle", values.throttle, ["on", "off"] as const);
+    const eventsQueue = values["events-queue"];
+    if (eventsQueue !== undefined && !/^[A-Za-z0-9_-]{1,80}$/.test(eventsQueue))
+      throw new UsageError(`--events-queue: ${JSON.stringify(eventsQueue)} is not a queue name (1 to 80 letters, digits, - and _)`);
     const { startLocalCloud, RuntimeUnavailableError } = await import("../../localcloud/index.js");
     let cloud;
     try {
@@ -36,6 +43,7 @@ export const command: Command = {
         timeScale,
         runtime,
         throttle: throttle === undefined ? undefined : throttle === "on",
+        eventsQueue,
       });
     } catch (err) {
       if (err instanceof RuntimeUnavailableError) {
@@ -48,6 +56,7 @@ export const command: Command = {
     process.stdout.write(
       `  control API ${cloud.controlUrl}  state dir ${cloud.stateDir}  profile ${profile}  time scale ${timeScale}  runtime ${runtime}\n`,
     );
+    if (cloud.eventsQueueUrl) process.stdout.write(`  events queue ${cloud.eventsQueueUrl} (rule spotkeep-interruptions)\n`);
     return await new Promise<number>((resolve) => {
       let stopping = false;
       const stop = (sig: string) => {

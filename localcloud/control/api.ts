@@ -1,7 +1,10 @@
 /**
  * The control API under /_localcloud/v1/: what only AWS could do to an account
  * (interrupt, rebalance, lose, capacity, faults, throttling), plus state dump, reset, the identity
- * certificate and each instance's IMDS endpoint. JSON in and out; bad requests get 400 + reason.
+ * certificate and each instance's IMDS endpoint, EventBridge-style rules that send EC2's instance
+ * events to an SQS queue (`PUT|DELETE events/rules/{name}`), and stopping or continuing an
+ * instance's processes (`POST instances/{id}/agent {state: stopped|running}`: a hung agent).
+ * JSON in and out; bad requests get 400 + reason.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { z } from "zod";
@@ -10,6 +13,11 @@ import type { Throttle } from "../throttle.js";
 import { AZS } from "../world/catalog.js";
 import { STATE_CODES } from "../world/types.js";
 import { InterruptError, interrupt, lose, rebalance } from "../world/interruptions.js";
+import { enforcerFor } from "../iam/enforcer.js";
+import { decodeMessage, MessageError } from "../iam/message.js";
+import { PolicyError } from "../iam/policy.js";
+import { ALL_DETAIL_TYPES, type DetailType, type EventBus } from "../events/bus.js";
+import { SqsError, type SqsService } from "../sqs/queues.js";
 
 export const CONTROL_PREFIX = "/_localcloud/v1/";
 const MAX_CONTROL_BODY = 64 * 1024;
@@ -20,6 +28,8 @@ export interface ControlDeps {
   certificatePem: () => string;
   imdsEndpoint: (instanceId: string) => Promise<string>;
   info: () => Record<string, unknown>;
+  sqs: SqsService;
+  events: EventBus;
 }
 
 class HttpError extends Error {
@@ -35,6 +45,14 @@ const InterruptBody = z.strictObject({
   action: z.enum(["terminate", "stop", "hibernate"]).optional(),
   noticeSeconds: z.number().finite().min(0).max(3600).optional(),
 });
+const RuleBody = z.strictObject({
+  queue: z.string().min(1).max(80),
+  detailTypes: z
+    .array(z.enum(ALL_DETAIL_TYPES as [DetailType, ...DetailType[]]))
+    .max(ALL_DETAIL_TYPES.length)
+    .optional(),
+});
+const AgentBody = z.strictObject({ state: z.enum(["stopped", "running"]) });
 const CapacityBody = z.strictObject({
   instanceType: z.string().min(1),
   availabilityZone: z.string().min(1),
@@ -164,6 +182,8 @@ export function dumpState(deps: ControlDeps): Record<string, unknown> {
     subnets: [...w.subnets.values()].map((s) => ({ id: s.id, vpcId: s.vpcId, availabilityZone: s.az, cidr: s.cidr })),
     securityGroups: [...w.securityGroups.values()].map((g) => ({ id: g.id, name: g.name, vpcId: g.vpcId })),
     baseImageId: w.baseImageId,
+    queues: [...deps.sqs.queues.values()].map((q) => ({ name: q.name, url: q.url, messages: q.messages.length })),
+    eventRules: [...deps.events.rules.values()],
   };
 }
 
@@ -178,6 +198,39 @@ export async function handleControl(req: IncomingMessage, res: ServerResponse, d
     const route = url.pathname.slice(CONTROL_PREFIX.length).replace(/\/+$/, "");
     const method = req.method ?? "GET";
     const w = deps.world;
+    const rule = /^events\/rules\/([A-Za-z0-9._-]{1,64})$/.exec(route);
+    if (rule) {
+      const name = rule[1]!;
+      if (method === "PUT") {
+        const b = parse(RuleBody, await readJson(req));
+        try {
+          deps.events.putRule({ name, queue: b.queue, detailTypes: b.detailTypes ?? [...ALL_DETAIL_TYPES] });
+        } catch (err) {
+          if (err instanceof SqsError) throw new HttpError(400, `queue: no queue named ${b.queue} (create it first)`);
+          if (err instanceof RangeError) throw new HttpError(400, err.message);
+          throw err;
+        }
+        return send(200, { rule: deps.events.rules.get(name) });
+      }
+      if (method === "DELETE") {
+        if (!deps.events.deleteRule(name)) throw new HttpError(404, `no event rule named ${name}`);
+        return send(200, { deleted: name });
+      }
+      throw new HttpError(405, "use PUT or DELETE for events/rules/{name}");
+    }
+    const agent = /^instances\/([^/]+)\/agent$/.exec(route);
+    if (agent) {
+      if (method !== "POST") throw new HttpError(405, "use POST for instances/{id}/agent");
+      const inst = instanceOr404(w, agent[1]!);
+      const b = parse(AgentBody, await readJson(req));
+      const rt = w.runtime;
+      if (!rt.pauseInstance || !rt.resumeInstance) throw new HttpError(501, `the ${rt.kind} runtime cannot stop an instance's processes`);
+      if (inst.state !== "running")
+        throw new HttpError(400, `instance ${inst.id} is ${inst.state}: only a running instance's processes can be stopped`);
+      const done = b.state === "stopped" ? await rt.pauseInstance(inst.id) : await rt.resumeInstance(inst.id);
+      if (!done) throw new HttpError(409, `instance ${inst.id} has no processes running (not booted yet?)`);
+      return send(200, { instanceId: inst.id, processes: b.state });
+    }
     const m = /^instances\/([^/]+)\/(interrupt|rebalance|lose|imds)$/.exec(route);
     if (m) {
       const [, id, verb] = m;
@@ -222,6 +275,12 @@ export async function handleControl(req: IncomingMessage, res: ServerResponse, d
         }
         return send(200, { faults: w.faults, throttle: deps.throttle.enabled });
       }
+      case "GET events/rules":
+        return send(200, {
+          rules: [...deps.events.rules.values()],
+          delivered: deps.events.delivered,
+          undeliverable: deps.events.undeliverable,
+        });
       case "GET state":
         return send(200, dumpState(deps));
       case "POST reset":
@@ -232,6 +291,34 @@ export async function handleControl(req: IncomingMessage, res: ServerResponse, d
         return send(200, deps.certificatePem(), "application/x-pem-file");
       case "GET info":
         return send(200, deps.info());
+      case "GET iam/policy": {
+        const p = enforcerFor(w).policy;
+        return send(200, { enforced: p !== null, policy: p?.document ?? null });
+      }
+      case "PUT iam/policy": {
+        const body = await readJson(req);
+        try {
+          const p = enforcerFor(w).set(body);
+          return send(200, { enforced: true, statements: p.statements.map((s) => s.sid) });
+        } catch (err) {
+          if (err instanceof PolicyError) throw new HttpError(400, `policy: ${err.message}`);
+          throw err;
+        }
+      }
+      case "DELETE iam/policy":
+        enforcerFor(w).clear();
+        return send(200, { enforced: false });
+      case "POST iam/decode-authorization-message": {
+        const b = parse(z.strictObject({ encodedMessage: z.string().min(1) }), await readJson(req));
+        try {
+          const decoded = decodeMessage(b.encodedMessage);
+          // DecodedMessage is a JSON string, as STS returns it; `message` is the same, parsed.
+          return send(200, { decodedMessage: JSON.stringify(decoded), message: decoded });
+        } catch (err) {
+          if (err instanceof MessageError) throw new HttpError(400, `encodedMessage: ${err.message}`);
+          throw err;
+        }
+      }
       default:
         throw new HttpError(404, `no control route ${method} ${CONTROL_PREFIX}${route}`);
     }

@@ -152,9 +152,20 @@ export function createProcessRuntime(opts: ProcessRuntimeOptions): ProcessRuntim
   const pgidFile = (id: string) => path.join(instanceDir(id), "pgid");
   const logPath = (id: string) => path.join(instanceDir(id), "console.log");
 
+  /** Signal a booted instance's process group; false when it has none. */
+  const signalRunning = (instanceId: string, signal: NodeJS.Signals): boolean => {
+    checkId("instance", instanceId);
+    const r = running.get(instanceId);
+    if (!r) return false;
+    signalGroup(r.pgid, signal);
+    return true;
+  };
+
   /** Stop a group: SIGTERM, SIGKILL after the grace, then kill marked stragglers that left it. */
   const stopGroup = async (instanceId: string, pgid: number, grace: number, exited?: Promise<void>): Promise<void> => {
     signalGroup(pgid, "SIGTERM");
+    // A group stopped through the control API handles its SIGTERM only once continued.
+    signalGroup(pgid, "SIGCONT");
     const gone = await waitGroupGone(pgid, Math.max(0, grace));
     if (!gone) {
       log(`localcloud: ${instanceId} did not stop within ${grace} ms of SIGTERM; sending SIGKILL`);
@@ -359,6 +370,8 @@ export function createProcessRuntime(opts: ProcessRuntimeOptions): ProcessRuntim
 
     boot,
     shutdown,
+    pauseInstance: async (instanceId) => signalRunning(instanceId, "SIGSTOP"),
+    resumeInstance: async (instanceId) => signalRunning(instanceId, "SIGCONT"),
     cleanup,
   };
 }

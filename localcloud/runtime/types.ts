@@ -49,6 +49,12 @@ export interface Runtime {
   boot(inst: RuntimeInstance, rootVolumeId: string): Promise<void>;
   /** SIGTERM the instance's process group, then SIGKILL after `graceMs`; tear down its network. */
   shutdown(instanceId: string, graceMs: number): Promise<void>;
+  /**
+   * Stop (SIGSTOP) or continue (SIGCONT) every process of a booted instance, as a hung agent and
+   * workload look from outside; false when nothing runs. Optional: a runtime without it refuses.
+   */
+  pauseInstance?(instanceId: string): Promise<boolean>;
+  resumeInstance?(instanceId: string): Promise<boolean>;
   /** Where the instance's stdout/stderr go. */
   logPath(instanceId: string): string;
   /** Remove everything this runtime created. */

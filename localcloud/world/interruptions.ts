@@ -3,6 +3,7 @@
  * notice now -> state change at notice time -> terminated/stopped; rebalance; loss without notice.
  */
 import type { Instance } from "./types.js";
+import { DETAIL_TYPES } from "../events/bus.js";
 import type { World } from "./world.js";
 
 export type InterruptAction = "terminate" | "stop" | "hibernate";
@@ -38,6 +39,7 @@ export function interrupt(
   // IMDS shows second precision like AWS ("2024-01-02T03:04:05Z").
   const notice = { action: act, time: time.toISOString().replace(/\.\d{3}Z$/, "Z") };
   inst.spotAction = notice;
+  w.events?.publish(DETAIL_TYPES.spotInterruption, inst.id, inst.az, { "instance-action": act });
   if (req) {
     req.statusCode = act === "terminate" ? "marked-for-termination" : act === "stop" ? "marked-for-stop" : "marked-for-hibernation";
     req.statusMessage = `Spot Instance is marked for ${act === "terminate" ? "termination" : act === "stop" ? "stop" : "hibernation"} due to no available capacity.`;
@@ -64,9 +66,10 @@ export function interrupt(
   return notice;
 }
 
-export function rebalance(_w: World, inst: Instance): string {
+export function rebalance(w: World, inst: Instance): string {
   if (inst.state !== "running" && inst.state !== "pending")
     throw new InterruptError(`instance ${inst.id} is ${inst.state}: only a pending or running instance gets a rebalance recommendation`);
+  if (!inst.rebalanceNoticeTime) w.events?.publish(DETAIL_TYPES.rebalance, inst.id, inst.az, {});
   inst.rebalanceNoticeTime ??= new Date().toISOString().replace(/\.\d{3}Z$/, "Z");
   return inst.rebalanceNoticeTime;
 }

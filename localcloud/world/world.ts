@@ -7,6 +7,7 @@
  */
 import type { Clock } from "../../shared/clock.js";
 import type { Runtime } from "../runtime/types.js";
+import { DETAIL_TYPES, type EventBus } from "../events/bus.js";
 import type { ImdsInstanceView } from "../imds/types.js";
 import type { LatencyProfile } from "../profiles.js";
 import { ACCOUNT_ID, AMAZON_OWNER_ID, AZS, REGION, instanceType } from "./catalog.js";
@@ -42,6 +43,8 @@ export class World {
   profile: LatencyProfile;
   readonly runtime: Runtime;
   imds?: ImdsHandle;
+  /** Where EC2's events about instances go (EventBridge rules to SQS queues); none when unset. */
+  events?: EventBus;
   readonly log: (msg: string) => void;
 
   instances = new Map<string, Instance>();
@@ -349,6 +352,11 @@ export class World {
 
   // ---- instance transitions ---------------------------------------------------------------
 
+  /** Publish EC2's state-change event for the instance's current state. */
+  stateChanged(inst: Instance): void {
+    this.events?.publish(DETAIL_TYPES.stateChange, inst.id, inst.az, { state: inst.state });
+  }
+
   /** pending -> running after the profile delay, then boot (runtime) after the boot delay. */
   schedulePendingToRunning(inst: Instance, extraDelay = 0): void {
     const epoch = inst.epoch;
@@ -357,6 +365,7 @@ export class World {
       inst.state = "running";
       inst.stateReason = undefined;
       inst.stateTransitionReason = "";
+      this.stateChanged(inst);
       if (this.imds && !inst.imdsEndpoint) inst.imdsEndpoint = await this.imds.endpointFor(inst.id);
       this.after(this.profile.bootToUserData, `booting ${inst.id}`, () => this.boot(inst, epoch));
     });
@@ -399,6 +408,7 @@ export class World {
     const wasRunning = inst.state !== "stopped";
     inst.state = "shutting-down";
     inst.epoch += 1;
+    this.stateChanged(inst);
     inst.stateReason = reason;
     inst.stateTransitionReason = `${reason.message.replace(/^[^:]*: /, "")} (${new Date()
       .toISOString()
@@ -413,6 +423,7 @@ export class World {
       await inst.shutdown;
       inst.state = "terminated";
       inst.terminatedAt = this.clock.now();
+      this.stateChanged(inst);
       inst.booted = false;
       if (this.imds) await this.imds.release(inst.id);
       this.releaseVolumes(inst);
@@ -470,6 +481,7 @@ export class World {
     if (inst.state !== "running" && inst.state !== "pending") return;
     inst.state = "stopping";
     inst.epoch += 1;
+    this.stateChanged(inst);
     inst.stateReason = reason;
     inst.stateTransitionReason = `${reason.message.replace(/^[^:]*: /, "")} (${new Date().toISOString()})`;
     const shutdown = this.track(`stopping ${inst.id}`, this.runtime.shutdown(inst.id, this.graceMs(this.profile.stoppingToStopped)));
@@ -479,6 +491,7 @@ export class World {
       if (inst.state !== "stopping" || inst.epoch !== epoch) return;
       inst.state = "stopped";
       inst.booted = false;
+      this.stateChanged(inst);
       inst.spotAction = null;
       if (this.imds) {
         await this.imds.release(inst.id);

@@ -157,7 +157,7 @@ export function describeInstances(ctx: Ctx, input: DescribeInstancesRequest): De
   insts = applyFilters(insts, input.Filters, instanceFilters(w), (i) => i.tags);
   // Pagination counts instances; a page groups its instances by reservation.
   const { page, nextToken } = paginate(insts, input, "DescribeInstances", [5, 1000]);
-  dryRun(input);
+  dryRun(ctx, input);
   const byRes = new Map<string, Set<string>>();
   for (const i of page) {
     const s = byRes.get(i.reservationId) ?? new Set<string>();
@@ -185,7 +185,7 @@ export function describeInstanceStatus(ctx: Ctx, input: DescribeInstanceStatusRe
     "event.code": () => undefined,
   });
   const { page, nextToken } = paginate(insts, input, "DescribeInstanceStatus", [5, 1000]);
-  dryRun(input);
+  dryRun(ctx, input);
   return {
     InstanceStatuses: page.map((i) => {
       const s = status(i);
@@ -225,7 +225,7 @@ export function terminateInstances(ctx: Ctx, input: TerminateInstancesRequest) {
       "OperationNotPermitted",
       `The instance '${protectedOne.id}' may not be terminated. Modify its 'disableApiTermination' instance attribute and try again.`,
     );
-  dryRun(input);
+  dryRun(ctx, input);
   return {
     TerminatingInstances: insts.map((i) => {
       const prev = i.state;
@@ -253,7 +253,7 @@ export function stopInstances(ctx: Ctx, input: StopInstancesRequest) {
     if (input.Hibernate && !i.hibernationConfigured)
       throw new Ec2Error("UnsupportedHibernationConfiguration", `The instance '${i.id}' is not enabled for hibernation.`);
   }
-  dryRun(input);
+  dryRun(ctx, input);
   return {
     StoppingInstances: insts.map((i) => {
       const prev = i.state;
@@ -288,7 +288,7 @@ export function startInstances(ctx: Ctx, input: StartInstancesRequest) {
       );
     }
   }
-  dryRun(input);
+  dryRun(ctx, input);
   return {
     StartingInstances: insts.map((i) => {
       const prev = i.state;
@@ -312,6 +312,7 @@ export function startInstances(ctx: Ctx, input: StartInstancesRequest) {
           req.statusTime = w.wallNow();
         }
         w.schedulePendingToRunning(i);
+        w.stateChanged(i);
       }
       return change(i, prev);
     }),
@@ -380,7 +381,7 @@ export function modifyInstanceAttribute(ctx: Ctx, input: ModifyInstanceAttribute
   } else {
     throw new Ec2Error("Unsupported", `localcloud does not model the attribute ${given[0]}`);
   }
-  dryRun(input);
+  dryRun(ctx, input);
   for (const f of apply) f();
   return { Return: true };
 }

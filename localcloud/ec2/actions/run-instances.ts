@@ -64,7 +64,7 @@ export async function runInstances(ctx: Ctx, input: RunInstancesRequest): Promis
           "IdempotentInstanceTerminated",
           `The instance launched with client token '${input.ClientToken}' has been terminated`,
         );
-      dryRun(input);
+      dryRun(ctx, input);
       return describeReservation(w, w.reservations.get(insts[0]!.reservationId)!);
     }
   }
@@ -342,7 +342,7 @@ export async function runInstances(ctx: Ctx, input: RunInstancesRequest): Promis
         `There are not enough free addresses in subnet '${p.subnet.id}' to satisfy the requested number of instances.`,
       );
   }
-  dryRun(input);
+  dryRun(ctx, input);
 
   // --- create (nothing above this line changed the world)
   w.useCapacity(type.name, az, market, fits);
@@ -468,6 +468,7 @@ export async function runInstances(ctx: Ctx, input: RunInstancesRequest): Promis
     };
     w.instances.set(instanceId, inst);
     w.schedulePendingToRunning(inst, w.profile.runInstancesCall);
+    w.stateChanged(inst);
   }
   const groupIds = primary.securityGroupIds;
   w.reservations.set(reservationId, { id: reservationId, instanceIds: ids, groupIds });

@@ -1,0 +1,91 @@
+/**
+ * An EventBridge-style bus for what EC2 does to instances: rules send matching events, in AWS's
+ * JSON shape (`version`, `id`, `detail-type`, `source`, `account`, `time`, `region`, `resources`,
+ * `detail`), to an SQS queue of localcloud, as an EventBridge rule with an SQS target does.
+ */
+import { randomUUID } from "node:crypto";
+import { ACCOUNT_ID, REGION } from "../world/catalog.js";
+import type { SqsService } from "../sqs/queues.js";
+
+export const DETAIL_TYPES = {
+  spotInterruption: "EC2 Spot Instance Interruption Warning",
+  rebalance: "EC2 Instance Rebalance Recommendation",
+  stateChange: "EC2 Instance State-change Notification",
+} as const;
+export type DetailType = (typeof DETAIL_TYPES)[keyof typeof DETAIL_TYPES];
+export const ALL_DETAIL_TYPES: readonly DetailType[] = Object.values(DETAIL_TYPES);
+
+export interface Rule {
+  name: string;
+  /** The target queue's name. */
+  queue: string;
+  /** Which detail types the rule matches; every EC2 one when empty. */
+  detailTypes: DetailType[];
+}
+
+export interface BusEvent {
+  version: "0";
+  id: string;
+  "detail-type": DetailType;
+  source: "aws.ec2";
+  account: string;
+  time: string;
+  region: string;
+  resources: string[];
+  detail: Record<string, string>;
+}
+
+const MAX_RULES = 100;
+
+export class EventBus {
+  readonly rules = new Map<string, Rule>();
+  /** How many events were sent to queues, and how many found no queue (the target was deleted). */
+  delivered = 0;
+  undeliverable = 0;
+
+  constructor(private readonly sqs: SqsService) {}
+
+  /** Add or replace a rule; its queue must exist. */
+  putRule(rule: Rule): Rule {
+    this.sqs.byName(rule.queue);
+    if (!this.rules.has(rule.name) && this.rules.size >= MAX_RULES) throw new RangeError(`at most ${MAX_RULES} rules`);
+    this.rules.set(rule.name, rule);
+    return rule;
+  }
+
+  deleteRule(name: string): boolean {
+    return this.rules.delete(name);
+  }
+
+  /** An event about one instance, sent to the queue of every matching rule. */
+  publish(detailType: DetailType, instanceId: string, availabilityZone: string, detail: Record<string, string>): BusEvent {
+    const event: BusEvent = {
+      version: "0",
+      id: randomUUID(),
+      "detail-type": detailType,
+      source: "aws.ec2",
+      account: ACCOUNT_ID,
+      time: new Date().toISOString().replace(/\.\d{3}Z$/, "Z"),
+      region: REGION,
+      // The spot warning's resource ARN names the AZ where EC2's other events name the region and account.
+      resources: [
+        detailType === DETAIL_TYPES.spotInterruption
+          ? `arn:aws:ec2:${availabilityZone}:instance/${instanceId}`
+          : `arn:aws:ec2:${REGION}:${ACCOUNT_ID}:instance/${instanceId}`,
+      ],
+      detail: { "instance-id": instanceId, ...detail },
+    };
+    const body = JSON.stringify(event);
+    for (const rule of this.rules.values()) {
+      if (rule.detailTypes.length > 0 && !rule.detailTypes.includes(detailType)) continue;
+      const q = this.sqs.queues.get(rule.queue);
+      if (!q) {
+        this.undeliverable += 1;
+        continue;
+      }
+      this.sqs.send(q, body);
+      this.delivered += 1;
+    }
+    return event;
+  }
+}
