@@ -64,6 +64,10 @@ export class ApiClient {
     return this.request("POST", path, body, schema, contentType);
   }
 
+  async put<T>(path: string, body: string | undefined, schema: z.ZodType<T>, contentType = "application/json"): Promise<T> {
+    return this.request("PUT", path, body, schema, contentType);
+  }
+
   private async request<T>(method: string, path: string, body: string | undefined, schema: z.ZodType<T>, contentType?: string): Promise<T> {
     let res: Response;
     try {

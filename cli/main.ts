@@ -42,6 +42,31 @@ export const COMMANDS: Entry[] = [
     load: async () => (await import("./commands/create.js")).command,
   },
   {
+    name: "pause",
+    summary: "quiesce, keep the ENI, volumes and root image, terminate the EC2 instance (NAME [--wait])",
+    load: async () => (await import("./commands/pause.js")).command,
+  },
+  {
+    name: "resume",
+    summary: "launch a paused or failed instance again from what it kept (NAME [--wait])",
+    load: async () => (await import("./commands/resume.js")).command,
+  },
+  {
+    name: "recycle",
+    summary: "planned replacement of a running (or failed) instance (NAME [--wait])",
+    load: async () => (await import("./commands/recycle.js")).command,
+  },
+  {
+    name: "snapshot",
+    summary: "snapshot every data volume of a running instance now (NAME [--wait])",
+    load: async () => (await import("./commands/snapshot.js")).command,
+  },
+  {
+    name: "update",
+    summary: "replace a stateful instance's spec (NAME -f SPEC [--recycle] [--wait])",
+    load: async () => (await import("./commands/update.js")).command,
+  },
+  {
     name: "backup",
     summary: "copy the coordinator's store while it runs (--out FILE [--data-dir DIR])",
     load: async () => (await import("./commands/backup.js")).command,

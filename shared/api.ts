@@ -115,5 +115,9 @@ export const EventsResponse = z.object({
 export type EventsResponse = z.infer<typeof EventsResponse>;
 
 export const CreateResponse = z.object({ name: z.string(), workflowId: z.string() });
+/** pause | resume | recycle | snapshot: 202 with the workflow it started. */
+export const OperationResponse = CreateResponse;
+/** PUT /api/v1/instances/{name}: the workflow of `?recycle=true`, else null (applied at the next generation). */
+export const UpdateResponse = z.object({ name: z.string(), workflowId: z.string().nullable() });
 export const ApiError = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
 export type ApiError = z.infer<typeof ApiError>;

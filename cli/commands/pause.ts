@@ -1,0 +1,3 @@
+import { operationCommand } from "../operation.js";
+
+export const command = operationCommand("pause");

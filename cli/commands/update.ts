@@ -1,0 +1,66 @@
+import { readFileSync } from "node:fs";
+import { UpdateResponse } from "../../shared/api.js";
+import { parseSpec } from "../../shared/spec.js";
+import { numberFlag, parseFlags, UsageError } from "../args.js";
+import { ApiClient, CLIENT_FLAGS, CliError, printJson } from "../client.js";
+import type { Command } from "../command.js";
+import { followWorkflow } from "../follow.js";
+
+export const command: Command = {
+  usage: `usage: spotkeep update NAME -f SPEC [--recycle] [--wait] [--timeout SECONDS] [--json] [--url URL] [--token T | --data-dir DIR]
+
+Replaces a stateful instance's spec. The new spec applies from the next generation (the next
+replacement, resume or recycle); --recycle applies it now through a recycle. Name, region, the data
+volumes' devices and sizes, root persistence, the data method and the network settings cannot
+change: the coordinator names the field. With --recycle --wait, follows the recycle to its end.`,
+  async run(argv) {
+    const { values, positionals } = parseFlags(
+      argv,
+      {
+        ...CLIENT_FLAGS,
+        file: { type: "string", short: "f" },
+        recycle: { type: "boolean" },
+        wait: { type: "boolean" },
+        timeout: { type: "string" },
+      },
+      ["NAME"],
+    );
+    const name = positionals[0];
+    if (!name) throw new UsageError("missing NAME");
+    if (!values.file) throw new UsageError("missing -f SPEC");
+    if (values.wait && !values.recycle) throw new UsageError("--wait needs --recycle (without it nothing runs now)");
+    const timeoutS = numberFlag("timeout", values.timeout, { min: 1 }) ?? 1800;
+    let text: string;
+    try {
+      text = values.file === "-" ? readFileSync(0, "utf8") : readFileSync(values.file, "utf8");
+    } catch (err) {
+      throw new CliError(`cannot read ${values.file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+    const spec = parseSpec(text, values.file);
+    if (spec.name !== name) throw new UsageError(`the spec names ${spec.name}, not ${name} (a name cannot change)`);
+    const client = ApiClient.fromFlags(values);
+    const updated = await client.put(
+      `/api/v1/instances/${encodeURIComponent(name)}${values.recycle ? "?recycle=true" : ""}`,
+      JSON.stringify(spec),
+      UpdateResponse,
+    );
+    if (!updated.workflowId || !values.wait) {
+      if (values.json) printJson(updated);
+      else
+        process.stdout.write(
+          updated.workflowId
+            ? `updated ${name}; recycling to apply it (workflow ${updated.workflowId})\n`
+            : `updated ${name}; the new spec applies at its next generation\n`,
+        );
+      return 0;
+    }
+    const wf = await followWorkflow(client, updated.workflowId, { timeoutMs: timeoutS * 1000, quiet: !!values.json });
+    if (values.json) printJson({ ...updated, workflow: wf });
+    if (wf.status !== "succeeded") {
+      process.stderr.write(`spotkeep update: ${name}: recycle ${wf.status}${wf.error ? `: ${wf.error}` : ""}\n`);
+      return 1;
+    }
+    if (!values.json) process.stdout.write(`${name} runs with the new spec\n`);
+    return 0;
+  },
+};

@@ -1,0 +1,195 @@
+/**
+ * Lifecycle operations end to end on localcloud (process runtime, realistic profile, time-scaled)
+ * with the real agent: pause → resume, recycle, update with recycle, and the way out of `failed`
+ * (resume and recycle). After each: same private IP and ENI, same data volume, the root marker kept
+ * through the image, every acknowledged record present, exactly one live EC2 instance.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { execFile } from "node:child_process";
+import { parseSpec, type StatefulInstanceSpec } from "../../shared/spec.js";
+import type { Coordinator } from "../../coordinator/service.js";
+import {
+  ensureAgentBundle,
+  inProcessCoordinator,
+  liveInstances,
+  readAcks,
+  readRecords,
+  ROOT,
+  startEnv,
+  until,
+  type Env,
+} from "./harness.js";
+
+const SCALE = 0.03;
+const NAME = "life";
+let dir: string;
+let env: Env;
+let coord: Coordinator;
+let acks: string;
+let first: { privateIp: string; eni: string; volume: string; firstInstance: string };
+
+const api = async (method: string, path: string, body?: string) => {
+  const res = await fetch(`${coord.url}/api/v1/${path}`, {
+    method,
+    headers: { authorization: `Bearer ${coord.adminToken}`, "content-type": "application/json" },
+    body,
+  });
+  return { status: res.status, body: (await res.json()) as { workflowId?: string | null; error?: { message: string } } };
+};
+
+const cli = (...args: string[]) =>
+  new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
+    execFile(
+      process.execPath,
+      [join(ROOT, "bin", "spotkeep.js"), ...args, "--url", coord.url, "--token", coord.adminToken],
+      { timeout: 120_000 },
+      (err, stdout, stderr) => resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
+  });
+
+/** The invariants after every operation that ends with the instance serving. */
+async function expectSameIdentity(generation: number) {
+  const d = (await coord.views.getInstance(NAME))!;
+  expect(d.state).toBe("running");
+  expect(d.generation).toBe(generation);
+  expect(d.privateIp).toBe(first.privateIp);
+  expect(d.resources.network.eniId).toBe(first.eni);
+  expect(d.resources.volumes[0]?.volumeId).toBe(first.volume);
+  const [inst] = await env.ec2.describeInstances([d.instanceId!]);
+  expect(inst?.enis.find((e) => e.deviceIndex === 0)?.eniId).toBe(first.eni);
+  expect(inst?.volumes.map((v) => v.volumeId)).toContain(first.volume);
+  const root = env.rootDir(d.instanceId!);
+  expect(readFileSync(join(root, "etc", "spotkeep-marker"), "utf8")).toContain(`first-boot ${first.firstInstance}`);
+  const records = readRecords(join(root, "data", "records.log"));
+  expect(readAcks(acks).filter((n) => !records.has(n))).toEqual([]);
+  expect((await liveInstances(env, NAME)).map((i) => i.instanceId)).toEqual([d.instanceId]);
+  await until("the workload to write on the new generation", () =>
+    readFileSync(join(root, "data", "records.log"), "utf8").includes(d.instanceId!),
+  );
+  return d;
+}
+
+async function finished(workflowId: string) {
+  const wf = await coord.engine.wait(workflowId);
+  expect(wf.error).toBeNull();
+  expect(wf.status).toBe("succeeded");
+  return wf;
+}
+
+beforeAll(async () => {
+  ensureAgentBundle();
+  dir = mkdtempSync(join(tmpdir(), "spotkeep-e2e-life-"));
+  env = await startEnv(dir, SCALE);
+  coord = await inProcessCoordinator(env, join(dir, "coord"), SCALE);
+  acks = join(dir, `${NAME}.acks`);
+  const { workflowId } = await coord.views.createInstance(parseSpec(env.spec(NAME, { acks })));
+  await finished(workflowId);
+  const d = (await coord.views.getInstance(NAME))!;
+  first = {
+    privateIp: d.privateIp!,
+    eni: d.resources.network.eniId!,
+    volume: d.resources.volumes[0]!.volumeId!,
+    firstInstance: d.instanceId!,
+  };
+  await until("the workload to acknowledge records", () => readAcks(acks).length > 20);
+});
+afterAll(async () => {
+  await coord?.stop();
+  await env?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe("lifecycle operations (localcloud process runtime, real agent)", () => {
+  it("pauses: nothing runs, ENI and volume kept; resume brings the same identity back", async () => {
+    const old = (await coord.views.getInstance(NAME))!;
+    const paused = await cli("pause", NAME, "--wait", "--json");
+    expect(paused.code, paused.stderr).toBe(0);
+    const d = (await coord.views.getInstance(NAME))!;
+    expect(d.state).toBe("paused");
+    expect((await liveInstances(env, NAME)).length).toBe(0);
+    expect((await env.ec2.describeInstances([old.instanceId!]))[0]?.state).toBe("terminated");
+    expect((await env.ec2.describeVolume(first.volume))?.state).toBe("available");
+    expect((await env.ec2.describeNetworkInterface(first.eni))?.status).toBe("available");
+    const events = (await coord.views.getEvents(NAME))!.events;
+    expect(events.find((e) => e.kind === "paused")?.message).toMatch(
+      new RegExp(`kept: ENI ${first.eni}, /dev/sdf ${first.volume}, root image ami-`),
+    );
+
+    // Operations that do not apply to a paused instance are refused with the state and what is allowed.
+    const again = await api("POST", `instances/${NAME}/pause`);
+    expect(again.status).toBe(409);
+    expect(again.body.error?.message).toBe(`${NAME} is paused; pause is allowed from running`);
+    expect((await api("POST", "instances/nope/resume")).status).toBe(404);
+
+    const resumed = await cli("resume", NAME, "--wait");
+    expect(resumed.code, resumed.stderr).toBe(0);
+    expect(resumed.stdout).toContain(`${NAME} is running again`);
+    await expectSameIdentity(2);
+  });
+
+  it("recycles a running instance onto a new generation with the same identity", async () => {
+    const r = await api("POST", `instances/${NAME}/recycle`);
+    expect(r.status).toBe(202);
+    // One workflow at a time: a second operation names the running one.
+    const busy = await api("POST", `instances/${NAME}/pause`);
+    expect(busy.status).toBe(409);
+    expect(busy.body.error?.message).toMatch(new RegExp(`${NAME} is busy with recycle ${r.body.workflowId}`));
+    await finished(r.body.workflowId!);
+    await expectSameIdentity(3);
+  });
+
+  it("updates the spec: immutable fields are refused by name; --recycle applies the rest now", async () => {
+    const spec = (await coord.views.getInstance(NAME))!.spec as StatefulInstanceSpec;
+    const bad = { ...spec, persistence: { ...spec.persistence, volumes: [{ ...spec.persistence.volumes[0]!, sizeGiB: 2 }] } };
+    const refused = await api("PUT", `instances/${NAME}`, JSON.stringify(bad));
+    expect(refused.status).toBe(400);
+    expect(refused.body.error?.message).toMatch(/persistence\.volumes\[0\]\.sizeGiB: cannot change on an existing volume/);
+
+    const next = { ...spec, launch: { ...spec.launch, instanceTypes: ["m6i.large", "m5.large"] } };
+    const file = join(dir, "next.json");
+    writeFileSync(file, JSON.stringify(next));
+    const updated = await cli("update", NAME, "-f", file, "--recycle", "--wait");
+    expect(updated.code, updated.stderr).toBe(0);
+    const d = await expectSameIdentity(4);
+    expect(d.instanceType).toBe("m6i.large");
+  });
+
+  it("gets out of failed with resume, and with recycle", async () => {
+    // No capacity anywhere: a recycle fails after the old instance is gone, and the instance is failed.
+    const types = ["m6i.large", "m5.large"];
+    const setAll = async (available: boolean) => {
+      for (const t of types)
+        for (const s of env.subnets)
+          for (const market of ["spot", "on-demand"] as const)
+            await env.control("PUT", "capacity", { instanceType: t, availabilityZone: s.az, market, available });
+    };
+    await setAll(false);
+    const r = await api("POST", `instances/${NAME}/recycle`);
+    const wf = await coord.engine.wait(r.body.workflowId!);
+    expect(wf.status).toBe("failed");
+    expect((await coord.views.getInstance(NAME))!.state).toBe("failed");
+    expect((await api("POST", `instances/${NAME}/pause`)).body.error?.message).toBe(`${NAME} is failed; pause is allowed from running`);
+
+    await setAll(true);
+    const resumed = await api("POST", `instances/${NAME}/resume`);
+    expect(resumed.status).toBe(202);
+    await finished(resumed.body.workflowId!);
+    const d = await expectSameIdentity(5);
+
+    // Failed again; a recycle of a failed instance with no EC2 instance to quiesce starts from the kept resources.
+    await setAll(false);
+    const r2 = await api("POST", `instances/${NAME}/recycle`);
+    expect((await coord.engine.wait(r2.body.workflowId!)).status).toBe("failed");
+    await setAll(true);
+    const recycled = await api("POST", `instances/${NAME}/recycle`);
+    expect(recycled.status).toBe(202);
+    await finished(recycled.body.workflowId!);
+    const after = await expectSameIdentity(6);
+    expect(after.instanceId).not.toBe(d.instanceId);
+    const events = (await coord.views.getEvents(NAME))!.events;
+    expect(events.some((e) => e.kind === "resume-started" && /recycle of a failed instance/.test(e.message))).toBe(true);
+  });
+});
