@@ -1,8 +1,10 @@
 /**
- * Crash test: the coordinator process is SIGKILLed right after step n of the replace runbook is
- * recorded (SPOTKEEP_CRASH_AFTER_STEP=n), for every n in turn, then restarted. Every run must end
- * with exactly one live generation, no duplicate instance, no orphaned or deleted data volume and
- * every acknowledged record intact.
+ * Crash test: the coordinator process is SIGKILLed right after step n of a runbook is recorded
+ * (SPOTKEEP_CRASH_KIND=kind, SPOTKEEP_CRASH_AFTER_STEP=n), for every step of create, replace,
+ * pause, resume and recycle in turn, then restarted. Every run must end where the runbook leads
+ * (running on the next generation, or paused) with at most one live EC2 instance, no duplicate
+ * launch, the same data volume and ENI (no orphaned or deleted one) and every acknowledged record
+ * intact.
  */
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { spawn, type ChildProcess } from "node:child_process";
@@ -24,8 +26,21 @@ import {
 } from "./harness.js";
 
 const SCALE = 0.03;
-/** begin, quiesce, snapshot-root, terminate-old, wait-old-terminated, image, subnets, launch, wait-running, attach, restore, finish, retention */
-const STEPS = (process.env.SPOTKEEP_CRASH_STEPS ?? "1,2,3,4,5,6,7,8,9,10,11,12,13").split(",").map(Number);
+const range = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
+/** Steps per runbook (for the spec the cases create: root persistence, one data volume, same ENI). */
+const STEPS: Record<string, number[]> = {
+  // resolve, create-volume /dev/sdf, create-eni, launch, wait-running, attach /dev/sdf, restore, finish
+  create: range(8),
+  // begin, quiesce, snapshot-root, terminate-old, wait-old-terminated, image, wait-snapshots, subnets, launch, wait-running, attach, restore, finish, retention
+  replace: range(14),
+  recycle: range(14),
+  // begin, quiesce, snapshot-root, terminate, wait-terminated, image, finish
+  pause: range(7),
+  // begin, subnets, launch, wait-running, attach /dev/sdf, restore, finish, retention
+  resume: range(8),
+};
+const ONLY = process.env.SPOTKEEP_CRASH_STEPS?.split(",").map(Number);
+const CASES = Object.entries(STEPS).flatMap(([kind, steps]) => steps.filter((n) => !ONLY || ONLY.includes(n)).map((n) => ({ kind, n })));
 const TOKEN = "test-admin-token-0123456789";
 
 let dir: string;
@@ -49,7 +64,7 @@ interface Slot {
 }
 
 /** Each case gets its own coordinator (port, data dir) so cases can run side by side. */
-async function slot(n: number): Promise<Slot> {
+async function slot(n: string): Promise<Slot> {
   const port = await freePort();
   const cfgFile = join(dir, `coordinator-${n}.json`);
   writeFileSync(
@@ -61,14 +76,15 @@ async function slot(n: number): Promise<Slot> {
 
 async function startCoordinatorProcess(
   { cfgFile }: Slot,
-  crashAfter?: number,
+  crash?: { kind: string; n: number },
 ): Promise<{ child: ChildProcess; exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>; log: string[] }> {
   const log: string[] = [];
   const child = spawn(process.execPath, [join(ROOT, "bin", "spotkeep.js"), "coordinator", "--config", cfgFile], {
     env: {
       ...process.env,
       [OWNER_ENV]: dir,
-      ...(crashAfter ? { SPOTKEEP_CRASH_AFTER_STEP: String(crashAfter) } : { SPOTKEEP_CRASH_AFTER_STEP: "" }),
+      SPOTKEEP_CRASH_AFTER_STEP: crash ? String(crash.n) : "",
+      SPOTKEEP_CRASH_KIND: crash?.kind ?? "",
     },
     stdio: ["ignore", "pipe", "pipe"],
     detached: true,
@@ -114,69 +130,107 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-describe.concurrent("coordinator crash at every step boundary of the replace runbook", () => {
-  it.each(STEPS)(
-    "SIGKILL after step %i: resumes to exactly one live generation with the data intact",
-    async (n) => {
-      const name = `crash-${n}`;
+type Slotted = Awaited<ReturnType<typeof startCoordinatorProcess>>;
+
+/** Wait for the instance to reach `state` (at `generation`), failing fast if it fails. */
+async function reach(s: Slot, name: string, state: string, generation: number | null, log: () => string, ms = 45_000) {
+  return until(
+    `${name} to be ${state}${generation ? ` at generation ${generation}` : ""}`,
+    async () => {
+      const d = await api(s, "GET", `instances/${name}`);
+      if (d.state === "failed") throw new Error(`${name} failed: ${d.stateReason}\n${log()}`);
+      return d.state === state && (generation === null || d.generation === generation) ? d : null;
+    },
+    ms,
+  );
+}
+
+/** Start the workflow of `kind` on a running (or, for resume, paused) instance. */
+async function trigger(s: Slot, kind: string, name: string, instanceId: string): Promise<void> {
+  if (kind === "replace") await env.control("POST", `instances/${instanceId}/interrupt`, { action: "terminate", noticeSeconds: 120 });
+  else await api(s, "POST", `instances/${name}/${kind}`);
+}
+
+/** Where each kind ends: the state and the generation it leaves the instance at. */
+const END: Record<string, { state: string; generation: number }> = {
+  create: { state: "running", generation: 1 },
+  replace: { state: "running", generation: 2 },
+  recycle: { state: "running", generation: 2 },
+  pause: { state: "paused", generation: 1 },
+  resume: { state: "running", generation: 2 },
+};
+
+describe.concurrent("coordinator crash at every step boundary of create, replace, recycle, pause and resume", () => {
+  it.each(CASES)(
+    "SIGKILL after $kind step $n: resumes to where the runbook leads, with one identity and the data intact",
+    async ({ kind, n }) => {
+      const name = `crash-${kind}-${n}`;
       const acks = join(dir, `${name}.acks`);
-      const s = await slot(n);
-      const first = await startCoordinatorProcess(s, n);
+      const s = await slot(`${kind}-${n}`);
+      let current: Slotted = await startCoordinatorProcess(s, kind === "create" ? { kind, n } : undefined);
+      const stopCurrent = async () => {
+        if (current.child.exitCode === null && current.child.signalCode === null) {
+          current.child.kill("SIGKILL");
+          await current.exited;
+        }
+      };
       try {
         await api(s, "POST", "instances", env.spec(name, { acks }));
-        const created = await until("the instance to be running", async () => {
-          const d = await api(s, "GET", `instances/${name}`);
-          if (d.state === "failed") throw new Error(`create failed: ${d.stateReason}`);
-          return d.state === "running" ? d : null;
-        });
-        await until("records to be acknowledged", () => readAcks(acks).length > 10);
-        await env.control("POST", `instances/${created.instanceId}/interrupt`, { action: "terminate", noticeSeconds: 120 });
-        const how = await Promise.race([
-          first.exited,
-          first.exited.then(() => null),
-          new Promise((r) => setTimeout(() => r("no-crash"), 60_000)),
-        ]);
-        expect(how, first.log.join("")).toMatchObject({ signal: "SIGKILL" });
+        let created: any = null;
+        if (kind !== "create") {
+          created = await reach(s, name, "running", 1, () => current.log.join(""));
+          await until("records to be acknowledged", () => readAcks(acks).length > 10);
+          if (kind === "resume") {
+            await api(s, "POST", `instances/${name}/pause`);
+            await reach(s, name, "paused", 1, () => current.log.join(""));
+          }
+          // Restart with the crash hook armed for this kind, then start the workflow.
+          current.child.kill("SIGTERM");
+          await current.exited;
+          current = await startCoordinatorProcess(s, { kind, n });
+          await trigger(s, kind, name, created.instanceId);
+        }
+        const how = await Promise.race([current.exited, new Promise((r) => setTimeout(() => r("no-crash"), 60_000))]);
+        expect(how, current.log.join("")).toMatchObject({ signal: "SIGKILL" });
 
-        const second = await startCoordinatorProcess(s);
-        try {
-          const after = await until(
-            "the replacement to be running",
-            async () => {
-              const d = await api(s, "GET", `instances/${name}`);
-              if (d.state === "failed") throw new Error(`replace failed: ${d.stateReason}\n${second.log.join("")}`);
-              return d.state === "running" && d.generation === 2 ? d : null;
-            },
-            45_000,
-          );
-          // One live generation; no duplicate launch for generation 2.
-          const live = await liveInstances(env, name);
-          expect(live.map((i) => i.instanceId)).toEqual([after.instanceId]);
-          const gen2 = await env.ec2.findInstances({ "spotkeep:instance": name, "spotkeep:generation": "2" });
-          expect(gen2.map((i) => i.instanceId)).toEqual([after.instanceId]);
-          // The data volume is the same one, attached to the replacement; no extra data volume.
-          expect(after.resources.volumes[0].volumeId).toBe(created.resources.volumes[0].volumeId);
-          const vol = await env.ec2.describeVolume(after.resources.volumes[0].volumeId);
-          expect(vol?.attachments.map((a) => a.instanceId)).toEqual([after.instanceId]);
-          const dataVols = [...env.lc.world.volumes.values()].filter(
-            (v) => v.tags.get("spotkeep:instance") === name && v.tags.has("spotkeep:device") && v.state !== "deleted",
-          );
-          expect(dataVols.map((v) => v.id)).toEqual([after.resources.volumes[0].volumeId]);
-          // Every acknowledged record survived.
+        current = await startCoordinatorProcess(s);
+        const end = END[kind]!;
+        const after = await reach(s, name, end.state, end.generation, () => current.log.join(""));
+        const volumeId: string = after.resources.volumes[0].volumeId;
+        const eniId: string = after.resources.network.eniId;
+        if (created) {
+          expect(volumeId).toBe(created.resources.volumes[0].volumeId);
+          expect(eniId).toBe(created.resources.network.eniId);
+        }
+        // Exactly the one data volume and the one ENI, nothing orphaned.
+        const dataVols = [...env.lc.world.volumes.values()].filter(
+          (v) => v.tags.get("spotkeep:instance") === name && v.tags.has("spotkeep:device") && v.state !== "deleted",
+        );
+        expect(dataVols.map((v) => v.id)).toEqual([volumeId]);
+        const enis = [...env.lc.world.enis.values()].filter((e) => e.tags.get("spotkeep:instance") === name);
+        expect(enis.map((e) => e.id)).toEqual([eniId]);
+        const live = await liveInstances(env, name);
+        if (end.state === "paused") {
+          expect(live).toEqual([]);
+          expect((await env.ec2.describeVolume(volumeId))?.state).toBe("available");
+          return;
+        }
+        // One live generation; no duplicate launch of the final generation.
+        expect(live.map((i) => i.instanceId)).toEqual([after.instanceId]);
+        const gen = await env.ec2.findInstances({ "spotkeep:instance": name, "spotkeep:generation": String(end.generation) });
+        expect(gen.map((i) => i.instanceId)).toEqual([after.instanceId]);
+        const vol = await env.ec2.describeVolume(volumeId);
+        expect(vol?.attachments.map((a) => a.instanceId)).toEqual([after.instanceId]);
+        // Every acknowledged record survived.
+        if (created) {
           const acked = readAcks(acks); // acks first: a record is on disk before its ack is written
           const records = readRecords(join(env.rootDir(after.instanceId), "data", "records.log"));
           expect(acked.filter((x) => !records.has(x))).toEqual([]);
-        } finally {
-          second.child.kill("SIGTERM");
-          await second.exited;
         }
       } finally {
-        if (first.child.exitCode === null && first.child.signalCode === null) {
-          first.child.kill("SIGKILL");
-          await first.exited;
-        }
+        await stopCurrent();
       }
     },
-    120_000,
+    150_000,
   );
 });
