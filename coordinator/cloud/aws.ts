@@ -51,6 +51,7 @@ import {
   type ImageInfo,
   type InstanceInfo,
   type LaunchRequest,
+  type PermissionCheck,
   type SnapshotInfo,
   type SpotRequestStatus,
   type SubnetInfo,
@@ -58,7 +59,11 @@ import {
   type VolumeInfo,
 } from "./gateway.js";
 
-/** Every EC2 action this gateway calls (the documented IAM policy must grant exactly these). */
+/**
+ * Every EC2 action this gateway needs (the documented IAM policy must grant exactly these).
+ * CreateTags is never called on its own: EC2 authorises it for every resource a create call tags
+ * (tag-on-create, `ec2:CreateAction`).
+ */
 export const GATEWAY_ACTIONS: readonly string[] = [
   "AttachVolume",
   "CreateNetworkInterface",
@@ -177,6 +182,31 @@ class AwsGateway implements Ec2Gateway {
     }
   }
 
+  async checkPermissions(): Promise<PermissionCheck[]> {
+    const dryRuns = permissionDryRuns(this.opts.region);
+    const out: PermissionCheck[] = [];
+    for (const action of GATEWAY_ACTIONS) {
+      const send = dryRuns[action];
+      if (!send) throw new Error(`no permission DryRun for ${action}`);
+      await this.pacer?.acquire(action, {});
+      try {
+        // Each entry builds its own command type; send() takes the union of them all.
+        await this.client.send(send() as never);
+        out.push({ action, result: "inconclusive", code: "Success", message: "the DryRun request was carried out as a real one" });
+      } catch (err) {
+        const code = errorCode(err) ?? "network";
+        const message = (err as Error).message ?? String(err);
+        out.push({
+          action,
+          result: code === "DryRunOperation" ? "allowed" : code === "UnauthorizedOperation" ? "denied" : "inconclusive",
+          code,
+          message,
+        });
+      }
+    }
+    return out;
+  }
+
   async describeSubnets(subnetIds: string[]): Promise<SubnetInfo[]> {
     const missing = subnetIds.filter((id) => !this.subnetCache.has(id));
     if (missing.length) {
@@ -255,10 +285,14 @@ class AwsGateway implements Ec2Gateway {
                 : undefined,
             IamInstanceProfile: req.iamInstanceProfile ? { Name: req.iamInstanceProfile } : undefined,
             MetadataOptions: { HttpTokens: "required", HttpEndpoint: "enabled", HttpPutResponseHopLimit: 2 },
+            // Every resource the launch creates carries the tags: an IAM policy that lets the
+            // coordinator create only tagged resources checks each of them (ENI and spot request too).
             TagSpecifications: Object.keys(req.tags).length
               ? [
-                  { ResourceType: "instance", Tags: toTags(req.tags) },
-                  { ResourceType: "volume", Tags: toTags(req.tags) },
+                  { ResourceType: "instance" as const, Tags: toTags(req.tags) },
+                  { ResourceType: "volume" as const, Tags: toTags(req.tags) },
+                  ...("eniId" in net ? [] : [{ ResourceType: "network-interface" as const, Tags: toTags(req.tags) }]),
+                  ...(req.market === "spot" ? [{ ResourceType: "spot-instances-request" as const, Tags: toTags(req.tags) }] : []),
                 ]
               : undefined,
           }),
@@ -451,6 +485,9 @@ class AwsGateway implements Ec2Gateway {
     const existing = await findByName();
     if (existing) return existing;
     try {
+      // Tagged on creation: a policy that allows creating only tagged resources (and deregistering
+      // only tagged images) sees the tags in the RegisterImage request itself. RegisterImage can tag
+      // only the image; the root snapshot already carries the tags CreateSnapshot gave it.
       const out = await this.call("RegisterImage", what, () =>
         this.client.send(
           new RegisterImageCommand({
@@ -461,13 +498,11 @@ class AwsGateway implements Ec2Gateway {
             VirtualizationType: "hvm",
             EnaSupport: true,
             BlockDeviceMappings: [{ DeviceName: req.rootDeviceName, Ebs: { SnapshotId: req.rootSnapshotId, DeleteOnTermination: true } }],
+            TagSpecifications: Object.keys(req.tags).length ? [{ ResourceType: "image", Tags: toTags(req.tags) }] : undefined,
           }),
         ),
       );
       if (!out.ImageId) throw new Ec2Error(what, "EmptyResponse", "RegisterImage returned no image id");
-      await this.call("CreateTags", `tagging ${out.ImageId}`, () =>
-        this.client.send(new CreateTagsCommand({ Resources: [out.ImageId!], Tags: toTags(req.tags) })),
-      ).catch(() => undefined);
       return out.ImageId;
     } catch (err) {
       if (errorCode(err) === "InvalidAMIName.Duplicate") {
@@ -514,6 +549,59 @@ class AwsGateway implements Ec2Gateway {
   describeNetworkInterface(eniId: string): Promise<EniInfo | null> {
     return this.enis.get(eniId);
   }
+}
+
+/**
+ * One DryRun per gateway action, over placeholder ids (well-formed, never real) and with the tags
+ * spotkeep puts on what it creates, so tag conditions on new resources are met.
+ */
+function permissionDryRuns(region: string): Record<string, () => object> {
+  const zeros = "0".repeat(17);
+  const id = { i: `i-${zeros}`, vol: `vol-${zeros}`, snap: `snap-${zeros}`, ami: `ami-${zeros}`, subnet: `subnet-${zeros}` };
+  const Tags = toTags({ [TAG.managed]: "true", [TAG.instance]: "spotkeep-permission-check" });
+  const tagged = <T extends string>(...types: T[]) => types.map((ResourceType) => ({ ResourceType, Tags }));
+  const DryRun = true;
+  return {
+    AttachVolume: () => new AttachVolumeCommand({ DryRun, VolumeId: id.vol, InstanceId: id.i, Device: "/dev/sdf" }),
+    CreateNetworkInterface: () =>
+      new CreateNetworkInterfaceCommand({ DryRun, SubnetId: id.subnet, TagSpecifications: tagged("network-interface") }),
+    CreateSnapshot: () => new CreateSnapshotCommand({ DryRun, VolumeId: id.vol, TagSpecifications: tagged("snapshot") }),
+    CreateTags: () => new CreateTagsCommand({ DryRun, Resources: [id.vol], Tags }),
+    CreateVolume: () =>
+      new CreateVolumeCommand({ DryRun, AvailabilityZone: `${region}a`, Size: 1, VolumeType: "gp3", TagSpecifications: tagged("volume") }),
+    DeleteSnapshot: () => new DeleteSnapshotCommand({ DryRun, SnapshotId: id.snap }),
+    DeleteVolume: () => new DeleteVolumeCommand({ DryRun, VolumeId: id.vol }),
+    DeregisterImage: () => new DeregisterImageCommand({ DryRun, ImageId: id.ami }),
+    DescribeImages: () => new DescribeImagesCommand({ DryRun, Owners: ["self"], MaxResults: 5 }),
+    DescribeInstances: () => new DescribeInstancesCommand({ DryRun, MaxResults: 5 }),
+    DescribeNetworkInterfaces: () => new DescribeNetworkInterfacesCommand({ DryRun, MaxResults: 5 }),
+    DescribeSnapshots: () => new DescribeSnapshotsCommand({ DryRun, OwnerIds: ["self"], MaxResults: 5 }),
+    DescribeSpotInstanceRequests: () => new DescribeSpotInstanceRequestsCommand({ DryRun, MaxResults: 5 }),
+    DescribeSubnets: () => new DescribeSubnetsCommand({ DryRun, MaxResults: 5 }),
+    DescribeVolumes: () => new DescribeVolumesCommand({ DryRun, MaxResults: 5 }),
+    DetachVolume: () => new DetachVolumeCommand({ DryRun, VolumeId: id.vol }),
+    RegisterImage: () =>
+      new RegisterImageCommand({
+        DryRun,
+        Name: "spotkeep-permission-check",
+        RootDeviceName: "/dev/xvda",
+        Architecture: "x86_64",
+        VirtualizationType: "hvm",
+        BlockDeviceMappings: [{ DeviceName: "/dev/xvda", Ebs: { SnapshotId: id.snap } }],
+        TagSpecifications: tagged("image"),
+      }),
+    RunInstances: () =>
+      new RunInstancesCommand({
+        DryRun,
+        ImageId: id.ami,
+        InstanceType: "t3.micro",
+        MinCount: 1,
+        MaxCount: 1,
+        SubnetId: id.subnet,
+        TagSpecifications: tagged("instance", "volume", "network-interface"),
+      }),
+    TerminateInstances: () => new TerminateInstancesCommand({ DryRun, InstanceIds: [id.i] }),
+  };
 }
 
 function instanceInfo(i: Instance): InstanceInfo {

@@ -131,7 +131,23 @@ export interface SpotRequestStatus {
   statusCode: string;
 }
 
+/** What a DryRun says about one EC2 action the gateway uses. */
+export interface PermissionCheck {
+  action: string;
+  /**
+   * allowed: EC2 answered DryRunOperation; denied: UnauthorizedOperation; inconclusive: another
+   * answer (usually NotFound for the placeholder resource: the action is granted, but conditions on
+   * existing resources' tags can only be checked against real, tagged resources).
+   */
+  result: "allowed" | "denied" | "inconclusive";
+  code: string;
+  message: string;
+}
+
 export interface Ec2Gateway {
+  /** DryRun each action the gateway uses with placeholder resources and the tags spotkeep puts on what it creates. */
+  checkPermissions?(): Promise<PermissionCheck[]>;
+
   describeSubnets(subnetIds: string[]): Promise<SubnetInfo[]>;
   /** The spot request of a spot instance; null for an on-demand instance or one EC2 no longer lists. */
   spotRequestStatus(instanceId: string): Promise<SpotRequestStatus | null>;

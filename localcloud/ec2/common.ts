@@ -8,10 +8,20 @@ import { Ec2Error, invalidValue, missing } from "./errors.js";
 export interface Ctx {
   world: World;
   action: string;
+  /** Set when an IAM policy is enforced: throws UnauthorizedOperation when the request is not allowed. */
+  authorize?: (input: Record<string, unknown>) => void;
+  /** The handler reached its authorisation point. */
+  authorized?: boolean;
 }
 
-/** A DryRun that passed validation is reported as an error (DryRunOperation, HTTP 412) and changes nothing. */
-export function dryRun(input: { DryRun?: boolean }): void {
+/**
+ * Every handler calls this once it has validated the request and before it changes anything: the
+ * request is authorised here (after validation, like EC2), then a DryRun that would have succeeded
+ * is reported as an error (DryRunOperation, HTTP 412) and changes nothing.
+ */
+export function dryRun(ctx: Ctx, input: { DryRun?: boolean }): void {
+  ctx.authorize?.(input as Record<string, unknown>);
+  ctx.authorized = true;
   if (input.DryRun === true) throw new Ec2Error("DryRunOperation", "Request would have succeeded, but DryRun flag is set.");
 }
 

@@ -12,6 +12,10 @@ import { decodeRequest, encodeError, encodeResponse } from "./codec.js";
 import { Ec2Error } from "./errors.js";
 import type { Ctx } from "./common.js";
 import { ACTIONS } from "./actions/index.js";
+import { authorizeRequest, unauthorized } from "./authz.js";
+import { enforcerFor } from "../iam/enforcer.js";
+import { actionGranted, contextOf } from "../iam/policy.js";
+import { REGION } from "../world/catalog.js";
 
 /** Real EC2 rejects far smaller bodies than this; 1 MiB bounds memory per request. */
 export const MAX_BODY_BYTES = 1024 * 1024;
@@ -151,7 +155,24 @@ export async function handleQuery(req: IncomingMessage, res: ServerResponse, dep
     const fault = input.DryRun === true ? null : deps.world.takeFault(action);
     if (fault) throw new Ec2Error(fault.code, fault.message ?? `localcloud injected fault: ${fault.code}`);
     const ctx: Ctx = { world: deps.world, action };
+    const policy = enforcerFor(deps.world).policy;
+    if (policy) {
+      // An action the policy grants on no resource is refused before anything is looked up; the
+      // resource-level check runs at the handler's authorisation point (dryRun), after validation.
+      const granted = actionGranted(policy, `ec2:${action}`);
+      if (!granted.allowed) {
+        const check = { action: `ec2:${action}`, resource: "*", context: contextOf({ "ec2:Region": REGION }) };
+        throw unauthorized(check, {
+          allowed: false,
+          explicitDeny: granted.explicitDeny,
+          matched: granted.explicitDeny ? granted.sids.map((sid) => ({ sid, effect: "Deny" as const })) : [],
+          failed: [],
+        });
+      }
+      ctx.authorize = (req) => authorizeRequest(policy, action, deps.world, req);
+    }
     const output = await handler(ctx, input);
+    if (policy && !ctx.authorized) throw new Error(`localcloud bug: ${action} finished without reaching its authorisation point`);
     send(200, encodeResponse(action, (output ?? {}) as Record<string, unknown>, requestId));
   } catch (err) {
     if (err instanceof BodyTooLarge) {

@@ -15,7 +15,7 @@ import { Ec2Error } from "../errors.js";
 import { ACCOUNT_ID, AZS, AZ_IDS, INSTANCE_TYPES, REGION, spotPrice, type InstanceTypeInfo } from "../../world/catalog.js";
 import type { SecurityGroup, SpotRequest, Subnet } from "../../world/types.js";
 
-export function describeAvailabilityZones(_ctx: Ctx, input: DescribeAvailabilityZonesRequest) {
+export function describeAvailabilityZones(ctx: Ctx, input: DescribeAvailabilityZonesRequest) {
   const zones = AZS.map((name) => ({ name, id: AZ_IDS[name]! }));
   for (const n of input.ZoneNames ?? [])
     if (!zones.some((z) => z.name === n)) throw new Ec2Error("InvalidParameterValue", `Invalid availability zone: [${n}]`);
@@ -33,7 +33,7 @@ export function describeAvailabilityZones(_ctx: Ctx, input: DescribeAvailability
     "opt-in-status": () => "opt-in-not-required",
     "group-name": () => REGION,
   });
-  dryRun(input);
+  dryRun(ctx, input);
   return {
     AvailabilityZones: out.map((z) => ({
       ZoneName: z.name,
@@ -76,7 +76,7 @@ export function describeSubnets(ctx: Ctx, input: DescribeSubnetsRequest) {
     (s) => s.tags,
   );
   const { page, nextToken } = paginate(subnets, input, "DescribeSubnets", [5, 1000]);
-  dryRun(input);
+  dryRun(ctx, input);
   return {
     Subnets: page.map((s) => ({
       SubnetId: s.id,
@@ -126,7 +126,7 @@ export function describeSecurityGroups(ctx: Ctx, input: DescribeSecurityGroupsRe
     (g) => g.tags,
   );
   const { page, nextToken } = paginate(groups, input, "DescribeSecurityGroups", [5, 1000]);
-  dryRun(input);
+  dryRun(ctx, input);
   return {
     SecurityGroups: page.map((g) => ({
       GroupId: g.id,
@@ -176,7 +176,7 @@ function typeInfo(t: InstanceTypeInfo): SdkTypeInfo {
   };
 }
 
-export function describeInstanceTypes(_ctx: Ctx, input: DescribeInstanceTypesRequest) {
+export function describeInstanceTypes(ctx: Ctx, input: DescribeInstanceTypesRequest) {
   let types = [...INSTANCE_TYPES];
   if (input.InstanceTypes?.length) {
     const unknown = input.InstanceTypes.filter((n) => !types.some((t) => t.name === n));
@@ -194,7 +194,7 @@ export function describeInstanceTypes(_ctx: Ctx, input: DescribeInstanceTypesReq
     hypervisor: () => "nitro",
   });
   const { page, nextToken } = paginate(types, input, "DescribeInstanceTypes", [5, 100]);
-  dryRun(input);
+  dryRun(ctx, input);
   return { InstanceTypes: page.map(typeInfo), NextToken: nextToken };
 }
 
@@ -227,7 +227,7 @@ export function describeSpotPriceHistory(ctx: Ctx, input: DescribeSpotPriceHisto
     timestamp: () => ts.toISOString(),
   });
   const { page, nextToken } = paginate(rows, input, "DescribeSpotPriceHistory", [1, 1000]);
-  dryRun(input);
+  dryRun(ctx, input);
   return {
     SpotPriceHistory: page.map((r) => ({
       AvailabilityZone: r.az,
@@ -268,7 +268,7 @@ export function describeSpotInstanceRequests(ctx: Ctx, input: DescribeSpotInstan
     (r) => r.tags,
   );
   const { page, nextToken } = paginate(reqs, input, "DescribeSpotInstanceRequests", [5, 1000]);
-  dryRun(input);
+  dryRun(ctx, input);
   return {
     SpotInstanceRequests: page.map((r) => ({
       SpotInstanceRequestId: r.id,
@@ -304,7 +304,7 @@ export function cancelSpotInstanceRequests(ctx: Ctx, input: CancelSpotInstanceRe
     if (!w.spotRequests.has(id))
       throw new Ec2Error("InvalidSpotInstanceRequestID.NotFound", `The spot instance request ID '${id}' does not exist`);
   }
-  dryRun(input);
+  dryRun(ctx, input);
   return {
     CancelledSpotInstanceRequests: ids.map((id) => {
       const r = w.spotRequests.get(id)!;

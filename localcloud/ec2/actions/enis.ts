@@ -77,7 +77,7 @@ export function createNetworkInterface(ctx: Ctx, input: CreateNetworkInterfaceRe
         throw new Ec2Error("IdempotentParameterMismatch", `The client token '${input.ClientToken}' was used with different parameters`);
       const e = w.enis.get(prior.ids[0]!);
       if (e) {
-        dryRun(input);
+        dryRun(ctx, input);
         return { NetworkInterface: describeEni(w, e), ClientToken: input.ClientToken };
       }
     }
@@ -101,7 +101,7 @@ export function createNetworkInterface(ctx: Ctx, input: CreateNetworkInterfaceRe
       `There are not enough free addresses in subnet '${subnet.id}' to satisfy the requested number of instances.`,
     );
   const tags = tagSpecs(input.TagSpecifications, ["network-interface"]);
-  dryRun(input);
+  dryRun(ctx, input);
   const e: Eni = {
     id: newId(ID_PREFIX.eni),
     subnetId: subnet.id,
@@ -151,7 +151,7 @@ export function describeNetworkInterfaces(ctx: Ctx, input: DescribeNetworkInterf
     (e) => e.tags,
   );
   const { page, nextToken } = paginate(enis, input, "DescribeNetworkInterfaces", [5, 1000]);
-  dryRun(input);
+  dryRun(ctx, input);
   return { NetworkInterfaces: page.map((e) => describeEni(w, e)), NextToken: nextToken };
 }
 
@@ -176,7 +176,7 @@ export function attachNetworkInterface(ctx: Ctx, input: AttachNetworkInterfaceRe
   const max = w.instanceType(inst.instanceType)?.maxEnis ?? 2;
   if (current.length >= max)
     throw new Ec2Error("AttachmentLimitExceeded", `Interface count ${current.length + 1} exceeds the limit for ${inst.instanceType}`);
-  dryRun(input);
+  dryRun(ctx, input);
   const att = {
     id: newId(ID_PREFIX.eniAttachment),
     instanceId: inst.id,
@@ -206,7 +206,7 @@ export function detachNetworkInterface(ctx: Ctx, input: DetachNetworkInterfaceRe
   const a = e.attachment!;
   if (a.deviceIndex === 0) throw new Ec2Error("OperationNotPermitted", `The network interface at device index 0 cannot be detached.`);
   if (a.state === "detaching" && !input.Force) throw new Ec2Error("IncorrectState", `Interface attachment '${aid}' is already detaching.`);
-  dryRun(input);
+  dryRun(ctx, input);
   a.state = "detaching";
   e.status = "detaching";
   w.after(input.Force ? 0 : w.profile.detachEni, `detaching ${e.id}`, () => {
@@ -222,7 +222,7 @@ export function deleteNetworkInterface(ctx: Ctx, input: DeleteNetworkInterfaceRe
   const w = ctx.world;
   const e = lookupEni(w, input.NetworkInterfaceId);
   if (e.status !== "available") throw new Ec2Error("InvalidNetworkInterface.InUse", `The network interface '${e.id}' is currently in use.`);
-  dryRun(input);
+  dryRun(ctx, input);
   w.enis.delete(e.id);
   return {};
 }
@@ -270,7 +270,7 @@ export function modifyNetworkInterfaceAttribute(ctx: Ctx, input: ModifyNetworkIn
   } else {
     throw new Ec2Error("Unsupported", "localcloud does not model SourceDestCheck");
   }
-  dryRun(input);
+  dryRun(ctx, input);
   apply();
   return {};
 }

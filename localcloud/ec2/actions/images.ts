@@ -98,7 +98,7 @@ export async function createSnapshot(ctx: Ctx, input: CreateSnapshotRequest): Pr
     );
   if ((input.Description ?? "").length > 255) throw new Ec2Error("InvalidParameterValue", "Description is at most 255 characters");
   const tags = tagSpecs(input.TagSpecifications, ["snapshot"]);
-  dryRun(input);
+  dryRun(ctx, input);
   const s = await startSnapshot(w, v.id, v.size, input.Description ?? "", tags.get("snapshot") ?? new Map());
   return describeSnapshot(s);
 }
@@ -138,7 +138,7 @@ export function describeSnapshots(ctx: Ctx, input: DescribeSnapshotsRequest) {
     (s) => s.tags,
   );
   const { page, nextToken } = paginate(snaps, input, "DescribeSnapshots", [5, 1000]);
-  dryRun(input);
+  dryRun(ctx, input);
   return { Snapshots: page.map(describeSnapshot), NextToken: nextToken };
 }
 
@@ -149,7 +149,7 @@ export function deleteSnapshot(ctx: Ctx, input: DeleteSnapshotRequest) {
   if (user) throw new Ec2Error("InvalidSnapshot.InUse", `The snapshot ${s.id} is currently in use by ${user.id}`);
   if (s.ownerId !== ACCOUNT_ID)
     throw new Ec2Error("UnauthorizedOperation", `You are not authorized to delete snapshot ${s.id} (owner ${s.ownerId})`);
-  dryRun(input);
+  dryRun(ctx, input);
   w.snapshots.delete(s.id);
   w.track(
     `deleting ${s.id}`,
@@ -276,8 +276,9 @@ export function registerImage(ctx: Ctx, input: RegisterImageRequest) {
   const rootBdm = bdms.find((b) => b.deviceName === root);
   if (!rootBdm?.snapshotId)
     throw new Ec2Error("InvalidBlockDeviceMapping", `The root device ${root} must have a block device mapping with a snapshot`);
-  const tags = tagSpecs(input.TagSpecifications, ["image", "snapshot"]);
-  dryRun(input);
+  // RegisterImage tags only the image (EC2 refuses any other ResourceType here; CreateImage can tag snapshots).
+  const tags = tagSpecs(input.TagSpecifications, ["image"]);
+  dryRun(ctx, input);
   const img: Image = {
     id: newId(ID_PREFIX.image),
     name,
@@ -310,7 +311,7 @@ export async function createImage(ctx: Ctx, input: CreateImageRequest) {
       `The instance '${inst.id}' is not in a state from which it can be imaged (${inst.state}).`,
     );
   const tags = tagSpecs(input.TagSpecifications, ["image", "snapshot"]);
-  dryRun(input);
+  dryRun(ctx, input);
   const vols = [...w.volumes.values()].filter((v) => v.attachment?.instanceId === inst.id && v.attachment.state === "attached");
   const excluded = new Set((input.BlockDeviceMappings ?? []).filter((m) => m.NoDevice !== undefined).map((m) => m.DeviceName));
   const bdms: ImageBdm[] = [];
@@ -378,7 +379,7 @@ export function describeImages(ctx: Ctx, input: DescribeImagesRequest) {
     (i) => i.tags,
   );
   const { page, nextToken } = paginate(imgs, input, "DescribeImages", [1, 1000]);
-  dryRun(input);
+  dryRun(ctx, input);
   return { Images: page.map(describeImage), NextToken: nextToken };
 }
 
@@ -390,7 +391,7 @@ export function deregisterImage(ctx: Ctx, input: DeregisterImageRequest) {
   if (!img) throw new Ec2Error("InvalidAMIID.NotFound", `The image id '[${id}]' does not exist`);
   if (img.ownerId !== ACCOUNT_ID)
     throw new Ec2Error("UnauthorizedOperation", `You are not authorized to deregister ${id} (owner ${img.ownerId})`);
-  dryRun(input);
+  dryRun(ctx, input);
   w.images.delete(id);
   // As in EC2, snapshots survive deregistration unless the caller asks for them to go.
   if ((input as { DeleteAssociatedSnapshots?: boolean }).DeleteAssociatedSnapshots) {

@@ -45,7 +45,7 @@ export function createTags(ctx: Ctx, input: CreateTagsRequest) {
     if (keys.size > 50)
       throw new Ec2Error("TagLimitExceeded", `The maximum number of tags per resource is 50 (${r.id} would have ${keys.size})`);
   }
-  dryRun(input);
+  dryRun(ctx, input);
   for (const r of targets) for (const t of tags) r.tags.set(t.Key!, t.Value ?? "");
   return {};
 }
@@ -59,7 +59,7 @@ export function deleteTags(ctx: Ctx, input: DeleteTagsRequest) {
     if (t.Key.toLowerCase().startsWith("aws:"))
       throw new Ec2Error("InvalidParameterValue", `Tag keys starting with 'aws:' are reserved for AWS use (Tag.${i + 1}.Key)`);
   });
-  dryRun(input);
+  dryRun(ctx, input);
   for (const r of targets) {
     if (!input.Tags || input.Tags.length === 0) r.tags.clear();
     else for (const t of input.Tags) if (t.Value === undefined || r.tags.get(t.Key!) === t.Value) r.tags.delete(t.Key!);
@@ -80,6 +80,6 @@ export function describeTags(ctx: Ctx, input: DescribeTagsRequest) {
     value: (r) => r.value,
   });
   const { page, nextToken } = paginate(out, input, "DescribeTags", [5, 1000]);
-  dryRun(input);
+  dryRun(ctx, input);
   return { Tags: page.map((r) => ({ ResourceId: r.id, ResourceType: r.type as never, Key: r.key, Value: r.value })), NextToken: nextToken };
 }

@@ -69,7 +69,7 @@ export function createVolume(ctx: Ctx, input: CreateVolumeRequest): SdkVolume {
         throw new Ec2Error("IdempotentParameterMismatch", `The client token '${input.ClientToken}' was used with different parameters`);
       const v = w.volumes.get(prior.ids[0]!);
       if (v) {
-        dryRun(input);
+        dryRun(ctx, input);
         return describeVolume(v);
       }
     }
@@ -108,7 +108,7 @@ export function createVolume(ctx: Ctx, input: CreateVolumeRequest): SdkVolume {
   if (input.Throughput !== undefined && volumeType !== "gp3")
     throw new Ec2Error("InvalidParameterDependency", `The parameter throughput is only supported for gp3 volumes.`);
   const tags = tagSpecs(input.TagSpecifications, ["volume"]);
-  dryRun(input);
+  dryRun(ctx, input);
   const v: Volume = {
     id: newId(ID_PREFIX.volume),
     size,
@@ -167,7 +167,7 @@ export function describeVolumes(ctx: Ctx, input: DescribeVolumesRequest) {
   if (input.VolumeIds?.length) vols = input.VolumeIds.map((id) => lookupVolume(w, id));
   vols = applyFilters(vols, input.Filters, volumeFilters, (v) => v.tags);
   const { page, nextToken } = paginate(vols, input, "DescribeVolumes", [5, 500]);
-  dryRun(input);
+  dryRun(ctx, input);
   return { Volumes: page.map(describeVolume), NextToken: nextToken };
 }
 
@@ -194,7 +194,7 @@ export function attachVolume(ctx: Ctx, input: AttachVolumeRequest): VolumeAttach
     throw new Ec2Error("InvalidParameterValue", `Invalid value '${device}' for unixDevice. Attachment point ${device} is already in use`);
   if (attached.length >= MAX_ATTACHMENTS)
     throw new Ec2Error("AttachmentLimitExceeded", `The instance '${inst.id}' has reached its limit of ${MAX_ATTACHMENTS} EBS attachments`);
-  dryRun(input);
+  dryRun(ctx, input);
   const a = { instanceId: inst.id, device, state: "attaching" as const, attachTime: w.wallNow(), deleteOnTermination: false };
   v.state = "in-use";
   v.attachment = { ...a };
@@ -235,7 +235,7 @@ export function detachVolume(ctx: Ctx, input: DetachVolumeRequest): VolumeAttach
   }
   if (a.state === "detaching" && !input.Force)
     throw new Ec2Error("IncorrectState", `Volume '${v.id}' is already detaching from '${a.instanceId}'.`);
-  dryRun(input);
+  dryRun(ctx, input);
   a.state = "detaching";
   const out = attachmentOf(v);
   const finish = async () => {
@@ -257,7 +257,7 @@ export function deleteVolume(ctx: Ctx, input: DeleteVolumeRequest) {
   if (v.attachment) throw new Ec2Error("VolumeInUse", `Volume ${v.id} is currently attached to ${v.attachment.instanceId}`);
   if (v.state !== "available" && v.state !== "error")
     throw new Ec2Error("IncorrectState", `The volume '${v.id}' is '${v.state}' and cannot be deleted.`);
-  dryRun(input);
+  dryRun(ctx, input);
   v.state = "deleting";
   w.track(
     `deleting ${v.id}`,

@@ -1,0 +1,322 @@
+/**
+ * The shipped coordinator policy (docs/iam/coordinator-policy.json) against localcloud's IAM
+ * enforcement, through the coordinator's own EC2 gateway: every operation the gateway performs is
+ * allowed, and removing any one statement makes the operations that need it fail with
+ * UnauthorizedOperation (the policy holds nothing that is not needed).
+ */
+import { CreateTagsCommand, EC2Client } from "@aws-sdk/client-ec2";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createAwsGateway, GATEWAY_ACTIONS } from "../../coordinator/cloud/aws.js";
+import type { Ec2Gateway, Tags } from "../../coordinator/cloud/gateway.js";
+import { errorCode } from "../../coordinator/cloud/errors.js";
+import { startLocalCloud, type LocalCloud } from "../../localcloud/index.js";
+
+const ROOT = join(import.meta.dirname, "..", "..");
+const POLICY = JSON.parse(readFileSync(join(ROOT, "docs", "iam", "coordinator-policy.json"), "utf8")) as {
+  Version: string;
+  Statement: Array<{ Sid: string; Action: string[] }>;
+};
+
+let lc: LocalCloud;
+let gw: Ec2Gateway;
+let n = 0;
+
+/** CreateTags on existing resources, through the gateway's tagResources where it has one. */
+async function retag(ids: string[], t: Tags): Promise<void> {
+  const g = gw as Ec2Gateway & { tagResources?: (ids: string[], tags: Tags) => Promise<void> };
+  if (g.tagResources) return g.tagResources(ids, t);
+  const client = new EC2Client({
+    endpoint: lc.endpoint,
+    region: "us-east-1",
+    credentials: { accessKeyId: "x", secretAccessKey: "x" },
+    maxAttempts: 1,
+  });
+  try {
+    await client.send(new CreateTagsCommand({ Resources: ids, Tags: Object.entries(t).map(([Key, Value]) => ({ Key, Value })) }));
+  } finally {
+    client.destroy();
+  }
+}
+
+async function control(method: string, path: string, body?: unknown): Promise<any> {
+  const res = await fetch(`${lc.controlUrl}/${path}`, {
+    method,
+    headers: { "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const json = await res.json();
+  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
+  return json;
+}
+
+const tags = (step: string): Tags => ({
+  "spotkeep:managed": "true",
+  "spotkeep:instance": "iam-db",
+  "spotkeep:workflow": `wf-${++n}`,
+  "spotkeep:step": step,
+});
+
+async function waitFor<T>(what: string, f: () => Promise<T | null | undefined | false>): Promise<T> {
+  for (let i = 0; i < 400; i++) {
+    const v = await f();
+    if (v) return v;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
+
+/** Resources made under the full policy, one per probe that consumes or needs one. */
+interface Fixture {
+  subnetId: string;
+  az: string;
+  eniForLaunch: string;
+  instance: string;
+  attachedVolume: string;
+  freeVolume: string;
+  volumeToDelete: string;
+  rootSnapshot: string;
+  snapshotToDelete: string;
+  imageToDeregister: string;
+  instanceToTerminate: string;
+}
+
+async function fixture(): Promise<Fixture> {
+  const subnet = [...lc.world.subnets.values()].find((s) => s.defaultForAz)!;
+  const az = subnet.az;
+  const eni = await gw.createNetworkInterface({ subnetId: subnet.id, securityGroupIds: [], description: "iam", tags: tags("eni") });
+  const eniForLaunch = await gw.createNetworkInterface({
+    subnetId: subnet.id,
+    securityGroupIds: [],
+    description: "iam",
+    tags: tags("eni"),
+  });
+  const inst = await gw.launchInstance({
+    clientToken: `ct-${++n}`,
+    imageId: lc.world.baseImageId,
+    instanceType: "m5.large",
+    market: "spot",
+    network: { eniId: eni.eniId },
+    userData: "",
+    blockDevices: [],
+    tags: tags("launch"),
+  });
+  await waitFor("running", async () => (await gw.describeInstances([inst.instanceId]))[0]?.state === "running");
+  const vol = (step: string) => gw.createVolume({ availabilityZone: az, sizeGiB: 1, tags: tags(step) });
+  const attached = await vol("attached");
+  await waitFor("available", async () => (await gw.describeVolume(attached.volumeId))?.state === "available");
+  await gw.attachVolume(attached.volumeId, inst.instanceId, "/dev/sdf");
+  await waitFor("attached", async () => (await gw.describeVolume(attached.volumeId))?.attachments[0]?.state === "attached");
+  const free = await vol("free");
+  const toDelete = await vol("delete");
+  const rootVol = (await gw.describeInstances([inst.instanceId]))[0]!.volumes[0]!.volumeId;
+  const rootSnap = await gw.createSnapshot(rootVol, "root", tags("root-snap"));
+  await waitFor("completed", async () => (await gw.describeSnapshot(rootSnap.snapshotId))?.state === "completed");
+  const snapToDelete = await gw.createSnapshot(free.volumeId, "x", tags("snap-delete"));
+  const image = await gw.registerImage({
+    name: `iam-image-${++n}`,
+    rootSnapshotId: rootSnap.snapshotId,
+    rootDeviceName: "/dev/xvda",
+    architecture: "x86_64",
+    tags: tags("image"),
+  });
+  const other = await gw.launchInstance({
+    clientToken: `ct-${++n}`,
+    imageId: lc.world.baseImageId,
+    instanceType: "m5.large",
+    market: "on-demand",
+    network: { subnetId: subnet.id, securityGroupIds: [] },
+    userData: "",
+    blockDevices: [],
+    tags: tags("launch"),
+  });
+  await waitFor("volumes", async () => (await gw.describeVolume(free.volumeId))?.state === "available");
+  await waitFor("volumes", async () => (await gw.describeVolume(toDelete.volumeId))?.state === "available");
+  return {
+    subnetId: subnet.id,
+    az,
+    eniForLaunch: eniForLaunch.eniId,
+    instance: inst.instanceId,
+    attachedVolume: attached.volumeId,
+    freeVolume: free.volumeId,
+    volumeToDelete: toDelete.volumeId,
+    rootSnapshot: rootSnap.snapshotId,
+    snapshotToDelete: snapToDelete.snapshotId,
+    imageToDeregister: image,
+    instanceToTerminate: other.instanceId,
+  };
+}
+
+/** Every gateway operation once, each on its own resources: name -> error code, or "ok". */
+async function probe(f: Fixture): Promise<Record<string, string>> {
+  const ops: Record<string, () => Promise<unknown>> = {
+    describeImage: () => gw.describeImage(lc.world.baseImageId),
+    describeInstances: () => gw.findInstances({ "spotkeep:instance": "iam-db" }),
+    spotRequestStatus: () => gw.spotRequestStatus(f.instance),
+    createNetworkInterface: () =>
+      gw.createNetworkInterface({ subnetId: f.subnetId, securityGroupIds: [], description: "p", tags: tags("p") }),
+    createVolume: () => gw.createVolume({ availabilityZone: f.az, sizeGiB: 1, tags: tags("p") }),
+    launchWithEni: () =>
+      gw.launchInstance({
+        clientToken: `ct-${++n}`,
+        imageId: lc.world.baseImageId,
+        instanceType: "m5.large",
+        market: "spot",
+        network: { eniId: f.eniForLaunch },
+        userData: "",
+        blockDevices: [],
+        tags: tags("p"),
+      }),
+    launchInSubnet: () =>
+      gw.launchInstance({
+        clientToken: `ct-${++n}`,
+        imageId: lc.world.baseImageId,
+        instanceType: "m5.large",
+        market: "on-demand",
+        network: { subnetId: f.subnetId, securityGroupIds: [] },
+        userData: "",
+        blockDevices: [{ deviceName: "/dev/sdg", snapshotId: f.rootSnapshot, deleteOnTermination: true }],
+        tags: tags("p"),
+      }),
+    launchWithProfile: () =>
+      gw.launchInstance({
+        clientToken: `ct-${++n}`,
+        imageId: lc.world.baseImageId,
+        instanceType: "m5.large",
+        market: "on-demand",
+        network: { subnetId: f.subnetId, securityGroupIds: [] },
+        userData: "",
+        blockDevices: [],
+        tags: tags("p"),
+        iamInstanceProfile: "spotkeep-workload-db",
+      }),
+    createSnapshot: () => gw.createSnapshot(f.freeVolume, "p", tags("p")),
+    registerImage: () =>
+      gw.registerImage({
+        name: `p-${++n}`,
+        rootSnapshotId: f.rootSnapshot,
+        rootDeviceName: "/dev/xvda",
+        architecture: "x86_64",
+        tags: tags("p"),
+      }),
+    attachVolume: () => gw.attachVolume(f.freeVolume, f.instance, "/dev/sdh"),
+    detachVolume: () => gw.detachVolume(f.attachedVolume, f.instance),
+    deleteVolume: () => gw.deleteVolume(f.volumeToDelete),
+    deleteSnapshot: () => gw.deleteSnapshot(f.snapshotToDelete),
+    deregisterImage: () => gw.deregisterImage(f.imageToDeregister),
+    terminateInstance: () => gw.terminateInstance(f.instanceToTerminate),
+    // Retagging a managed resource (what a delete that keeps resources does to mark them).
+    retagManaged: () => retag([f.freeVolume], { "spotkeep:note": "kept" }),
+  };
+  const out: Record<string, string> = {};
+  for (const [name, op] of Object.entries(ops)) {
+    try {
+      await op();
+      out[name] = "ok";
+    } catch (err) {
+      out[name] = errorCode(err) ?? String(err);
+    }
+  }
+  return out;
+}
+
+const failing = (r: Record<string, string>) =>
+  Object.entries(r)
+    .filter(([, v]) => v !== "ok")
+    .map(([k, v]) => `${k}:${v}`)
+    .sort();
+
+/** Which probes need each statement (and fail with UnauthorizedOperation without it). */
+const NEEDS: Record<string, string[]> = {
+  ReadInventory: [
+    "createNetworkInterface",
+    "createSnapshot",
+    "createVolume",
+    "describeImage",
+    "describeInstances",
+    "registerImage",
+    "spotRequestStatus",
+  ],
+  LaunchWithExistingInputs: ["createNetworkInterface", "launchInSubnet", "launchWithEni", "launchWithProfile"],
+  LaunchOnlyTaggedNewResources: [
+    "createNetworkInterface",
+    "createSnapshot",
+    "createVolume",
+    "launchInSubnet",
+    "launchWithEni",
+    "launchWithProfile",
+    "registerImage",
+  ],
+  UseManagedResourcesAtLaunchAndSnapshot: ["createSnapshot", "launchWithEni", "registerImage"],
+  TagOnlyWhileCreating: [
+    "createNetworkInterface",
+    "createSnapshot",
+    "createVolume",
+    "launchInSubnet",
+    "launchWithEni",
+    "launchWithProfile",
+    "registerImage",
+  ],
+  RetagManagedResources: ["retagManaged"],
+  MutateOnlyManagedResources: ["attachVolume", "deleteSnapshot", "deleteVolume", "deregisterImage", "detachVolume", "terminateInstance"],
+  PassWorkloadRoleOnly: ["launchWithProfile"],
+};
+
+beforeAll(async () => {
+  lc = await startLocalCloud({
+    port: 0,
+    profile: "instant",
+    runtime: "none",
+    log: () => {},
+    iamPolicy: join(ROOT, "docs", "iam", "coordinator-policy.json"),
+  });
+  gw = createAwsGateway({ region: "us-east-1", endpoint: lc.endpoint, pacingHeadroom: 0, maxAttempts: 1 });
+});
+afterAll(async () => {
+  await lc?.stop();
+});
+
+describe("the shipped coordinator IAM policy, enforced by localcloud", () => {
+  it("allows every operation the gateway performs", async () => {
+    await control("PUT", "iam/policy", POLICY);
+    const f = await fixture();
+    expect(failing(await probe(f))).toEqual([]);
+  });
+
+  it("names a test for every statement", () => {
+    expect(Object.keys(NEEDS).sort()).toEqual(POLICY.Statement.map((s) => s.Sid).sort());
+  });
+
+  for (const sid of POLICY.Statement.map((s) => s.Sid)) {
+    it(`without ${sid}, the operations that need it fail with UnauthorizedOperation`, async () => {
+      await control("PUT", "iam/policy", POLICY);
+      const f = await fixture();
+      await control("PUT", "iam/policy", { ...POLICY, Statement: POLICY.Statement.filter((s) => s.Sid !== sid) });
+      const r = await probe(f);
+      expect(failing(r)).toEqual((NEEDS[sid] ?? []).map((op) => `${op}:UnauthorizedOperation`).sort());
+    });
+  }
+
+  it("checkPermissions: the shipped policy denies nothing; a broken one is named action by action", async () => {
+    await control("PUT", "iam/policy", POLICY);
+    const ok = await gw.checkPermissions!();
+    expect(ok.map((c) => c.action)).toEqual([...GATEWAY_ACTIONS]);
+    expect(ok.filter((c) => c.result === "denied")).toEqual([]);
+    expect(ok.filter((c) => c.result === "allowed").map((c) => c.action)).toEqual(
+      expect.arrayContaining(["CreateVolume", "DescribeImages", "DescribeInstances", "DescribeSubnets"]),
+    );
+    const broken = structuredClone(POLICY);
+    const mutate = broken.Statement.find((s) => s.Sid === "MutateOnlyManagedResources")!;
+    mutate.Action = mutate.Action.filter((a) => a !== "ec2:DeleteVolume" && a !== "ec2:TerminateInstances");
+    const read = broken.Statement.find((s) => s.Sid === "ReadInventory")!;
+    read.Action = read.Action.filter((a) => a !== "ec2:DescribeSnapshots");
+    await control("PUT", "iam/policy", broken);
+    const bad = await gw.checkPermissions!();
+    expect(bad.filter((c) => c.result === "denied").map((c) => c.action)).toEqual([
+      "DeleteVolume",
+      "DescribeSnapshots",
+      "TerminateInstances",
+    ]);
+  });
+});
