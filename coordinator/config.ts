@@ -9,16 +9,14 @@ import { ValidationError } from "../shared/errors.js";
 import { zodToValidationError } from "../shared/zod-errors.js";
 
 const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$/, { message: "must be host:port, such as 127.0.0.1:7400" });
+const region = z.string().regex(/^[a-z]{2}(-gov)?-[a-z]+-\d$/, { message: "is not an AWS region (such as us-east-1)" });
 const url = z.string().regex(/^https?:\/\/[^\s]+$/, { message: "must be an http:// or https:// URL" });
 
 export const CoordinatorConfig = z
   .object({
     listen: hostPort.default("127.0.0.1:7400"),
     dataDir: z.string().min(1, { message: "must not be empty" }).default("./spotkeep-data"),
-    region: z
-      .string()
-      .regex(/^[a-z]{2}(-gov)?-[a-z]+-\d$/, { message: "is not an AWS region (such as us-east-1)" })
-      .default("us-east-1"),
+    region: region.default("us-east-1"),
     /** EC2 endpoint override, e.g. localcloud's http://127.0.0.1:4566. */
     ec2Endpoint: url.optional(),
     /** PEM text or a path to the certificate that signs instance identity documents (required to accept agents). */
@@ -52,6 +50,24 @@ export const CoordinatorConfig = z
     agentSourceCheck: z.boolean().default(true),
     /** Addresses or CIDRs of TLS-terminating proxies whose X-Forwarded-For names the agent's address. */
     trustProxy: z.array(z.string().min(1).max(64)).max(64).default([]),
+    /**
+     * The SQS queue an EventBridge rule fills with EC2's spot interruption warnings, rebalance
+     * recommendations, state changes and AWS Health scheduled changes: a second source of notices
+     * beside the agents (an http:// queue URL is taken as localcloud's).
+     */
+    events: z
+      .object({
+        queueUrl: z.string().regex(/^https?:\/\/[^\s/]+\/\d{12}\/[A-Za-z0-9_-]{1,80}$/, {
+          message: "must be an SQS queue URL, such as https://sqs.us-east-1.amazonaws.com/123456789012/spotkeep-events",
+        }),
+        region: region.optional(),
+        /** Long polls in flight. */
+        pollers: z.number().int().min(1).max(10).default(2),
+        /** Seconds a received message stays hidden while it is recorded (extended at half of it). */
+        visibilityTimeoutSeconds: z.number().int().min(5).max(43_200).default(30),
+      })
+      .strict()
+      .optional(),
     /** Start on an empty store even though this data directory held one before (after a deliberate reset). */
     acceptEmptyStore: z.boolean().default(false),
   })

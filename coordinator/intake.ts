@@ -7,6 +7,7 @@
  *  - a notice's deadline is clamped to what EC2 gives (at most two minutes from now);
  *  - replies (`quiesced`, `restored`) are recorded only with the id of the command they answer;
  *  - scheduled-event notices are put on the timeline (they are not acted on yet).
+ * What a notice leads to is decided in `events/decisions.ts`, shared with the EventBridge queue.
  */
 import type { AgentMessage } from "../shared/protocol.js";
 import type { AgentSession } from "./agents/hub.js";
@@ -15,7 +16,7 @@ import type { Store } from "./db/store.js";
 import type { Metrics } from "./metrics.js";
 import type { Operations } from "./operations.js";
 import type { ScaledClock } from "./time.js";
-import { MAX_NOTICE_MS } from "./workflow/runbooks/replace.js";
+import { NoticeDecisions } from "./events/decisions.js";
 
 export interface IntakeDeps {
   store: Store;
@@ -27,13 +28,19 @@ export interface IntakeDeps {
   /** How often (and how far apart, model ms) EC2 is asked before a notice counts as unconfirmed. */
   confirmAttempts?: number;
   confirmIntervalMs?: number;
+  /** The decision path shared with the EventBridge queue; built from the deps above when absent. */
+  decisions?: NoticeDecisions;
 }
 
 /** Spot request status codes that mean EC2 itself has decided to take the instance. */
 const MARKED = new Set(["marked-for-termination", "marked-for-stop", "marked-for-hibernation"]);
 
 export class AgentIntake {
-  constructor(private readonly d: IntakeDeps) {}
+  private readonly decisions: NoticeDecisions;
+
+  constructor(private readonly d: IntakeDeps) {
+    this.decisions = d.decisions ?? new NoticeDecisions(d);
+  }
 
   /** Handle one message of a verified session (deduplicated by the hub, which acks it once this resolves). */
   async handle(session: AgentSession, msg: AgentMessage): Promise<void> {
@@ -45,7 +52,8 @@ export class AgentIntake {
         this.d.metrics.interruptions.inc({ kind: msg.kind });
         const deadline = msg.deadline ? `, deadline ${msg.deadline}` : "";
         await store.events.add(name, "notice", `${msg.kind}${msg.action ? ` (${msg.action})` : ""} on ${session.instanceId}${deadline}`);
-        if (msg.kind === "rebalance") return this.rebalance(name);
+        await this.decisions.arrival("agent", name, session.instanceId, msg.kind);
+        if (msg.kind === "rebalance") return this.decisions.rebalance(name);
         if (msg.kind === "scheduled-event")
           return store.events.add(
             name,
@@ -82,19 +90,6 @@ export class AgentIntake {
     }
   }
 
-  private async rebalance(name: string): Promise<void> {
-    const inst = await this.d.store.instances.get(name);
-    if (inst?.spec.onRebalance === "snapshot") await this.d.operations.startSnapshot(name, "rebalance recommendation");
-    if (inst?.spec.onRebalance === "recycle") {
-      // Move before EC2 takes the instance: a planned recycle, unless something already moves it.
-      try {
-        await this.d.operations.run(name, "recycle", "rebalance recommendation");
-      } catch (err) {
-        await this.d.store.events.add(name, "rebalance", `rebalance recommendation: no recycle started (${(err as Error).message})`);
-      }
-    }
-  }
-
   private async spotInterruption(session: AgentSession, action: string | undefined, deadline: string | undefined): Promise<void> {
     const name = session.statefulInstance;
     const confirmed = await this.confirm(session.instanceId);
@@ -108,34 +103,16 @@ export class AgentIntake {
       this.d.log(`${name}: spot interruption notice from ${session.instanceId} not confirmed by EC2 (${confirmed.why})`);
       return;
     }
-    const started = await this.d.operations.startReplace(
+    await this.decisions.spotInterruption(
       {
         name,
         instanceId: session.instanceId,
         fromGeneration: session.generation,
         trigger: "spot-interruption",
-        deadline: this.clampDeadline(deadline),
+        deadline: this.decisions.clampDeadline(deadline),
       },
       `spot interruption notice (${action ?? "terminate"}), confirmed by EC2: ${confirmed.why}`,
     );
-    if (started) return;
-    // A pause or recycle already in flight is taking the instance off EC2 itself: it quiesces and
-    // captures before terminating, and the notice window only bounds how long that may take.
-    const running = (await this.d.store.workflows.runningFor(name)).find((w) => w.kind !== "snapshot");
-    if (running)
-      await this.d.store.events.add(
-        name,
-        "notice-during-workflow",
-        `spot interruption of ${session.instanceId} while ${running.kind} ${running.id} runs: that workflow already moves the instance off it`,
-        running.id,
-      );
-  }
-
-  /** A deadline in the future by at most EC2's two-minute notice (wall clock, ISO). */
-  private clampDeadline(deadline: string | undefined): string {
-    const latest = this.d.clock.wallAfter(MAX_NOTICE_MS);
-    const claimed = deadline ? Date.parse(deadline) : Number.NaN;
-    return new Date(Number.isFinite(claimed) ? Math.min(claimed, latest) : latest).toISOString();
   }
 
   /** EC2's word: the spot request is marked, or the instance is already on its way out. Asked a few times (EC2 lags IMDS a little). */

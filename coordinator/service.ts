@@ -23,6 +23,8 @@ import { SqliteStore } from "./db/sqlite/index.js";
 import type { Store } from "./db/store.js";
 import { Views } from "./db/views.js";
 import { AgentIntake } from "./intake.js";
+import { NoticeDecisions } from "./events/decisions.js";
+import { startQueueEvents } from "./events/index.js";
 import { Metrics } from "./metrics.js";
 import { Operations } from "./operations.js";
 import { Schedule } from "./schedule.js";
@@ -51,6 +53,8 @@ export interface StartOptions {
   acceptRestoredStore?: boolean;
   /** Crash hook for the crash test: SIGKILL this process after recording step `seq` of a workflow of `kind`. */
   crashAfterStep?: { kind: string; seq: number };
+  /** Crash hook for the queue crash test: SIGKILL this process after recording a queue event, before deleting its message. */
+  crashAfterEventRecord?: boolean;
 }
 
 export interface Coordinator {
@@ -225,7 +229,9 @@ async function startOn(
   }
 
   const operations = new Operations({ store, engine, ec2, log });
-  const intake = new AgentIntake({ store, ec2, operations, metrics, clock, log });
+  // One decision path for both sources of notices: the agents and the EventBridge queue.
+  const decisions = new NoticeDecisions({ store, operations, clock, log });
+  const intake = new AgentIntake({ store, ec2, operations, metrics, clock, log, decisions });
   const rejectionLogged = new Map<string, number>();
   hub = new AgentHub({
     clock,
@@ -322,6 +328,21 @@ async function startOn(
     log,
   });
   schedule.start();
+  const ev = config.events;
+  const queueEvents = ev
+    ? startQueueEvents({
+        ...ev,
+        region: ev.region ?? config.region,
+        store,
+        operations,
+        decisions,
+        metrics,
+        clock,
+        hub,
+        log,
+        crashAfterRecord: opts.crashAfterEventRecord,
+      })
+    : null;
 
   const resumed = await engine.resumeAll();
   if (resumed.length) log(`resumed ${resumed.length} unfinished workflow(s): ${resumed.join(", ")}`);
@@ -342,6 +363,7 @@ async function startOn(
     sweepLost: () => schedule.sweepLost(),
     async stop() {
       schedule.stop();
+      await queueEvents?.stop();
       await engine.stop();
       await liveHub.close();
       await api.close();

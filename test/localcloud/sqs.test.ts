@@ -218,8 +218,8 @@ describe("localcloud SQS through the unmodified SDK", () => {
     expect((await put("only-spot", { queue: "q-rules", detailTypes: ["EC2 Spot Instance Interruption Warning"] }))[0]).toBe(200);
     expect((await put("x", { queue: "no-such-queue" }))[0]).toBe(400);
     expect((await put("x", { queue: "q-rules", detailTypes: ["Nope"] }))[0]).toBe(400);
-    const rules = await fetch(`${lc.controlUrl}/events/rules`).then((r) => r.json());
-    expect(rules.rules.map((r: { name: string }) => r.name).sort()).toEqual(["only-spot", "spotkeep-interruptions"]);
+    const rules = (await fetch(`${lc.controlUrl}/events/rules`).then((r) => r.json())) as { rules: Array<{ name: string }> };
+    expect(rules.rules.map((r) => r.name).sort()).toEqual(["only-spot", "spotkeep-interruptions"]);
     expect((await fetch(`${lc.controlUrl}/events/rules/only-spot`, { method: "DELETE" })).status).toBe(200);
     expect((await fetch(`${lc.controlUrl}/events/rules/only-spot`, { method: "DELETE" })).status).toBe(404);
   });

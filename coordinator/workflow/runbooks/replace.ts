@@ -49,6 +49,11 @@ export interface ReplaceInput {
   deadline?: string;
   /** Recycle only: why (shown on the timeline). */
   reason?: string;
+  /**
+   * Set when the notice came from the EventBridge queue while the instance's agent was not
+   * answering: why quiesce is skipped (decided once, at the start, so a replay takes the same path).
+   */
+  skipQuiesce?: string;
 }
 
 /** The longest notice EC2 gives: a deadline further away than this is not believed. */
@@ -290,6 +295,10 @@ async function beginReplacement(deps: RunbookDeps, ctx: WorkflowContext, input: 
 
 /** Ask the old instance's agent to quiesce; false (crash-consistent from here on) when it does not answer in time. */
 async function quiesceOld(deps: RunbookDeps, ctx: WorkflowContext, input: ReplaceInput, spec: StatefulInstanceSpec): Promise<boolean> {
+  if (input.skipQuiesce) {
+    await ctx.event("quiesce-skipped", `${input.skipQuiesce}; capturing ${input.instanceId} crash-consistently while it still exists`);
+    return false;
+  }
   // A planned recycle has no notice deadline: the hooks' own timeout (plus sync and freeze) bounds it.
   const hooksMs = (spec.hooks.timeoutSeconds + 30) * 1000;
   const noticeMs = input.deadline ? Math.min(deps.clock.modelMsUntil(Date.parse(input.deadline)), MAX_NOTICE_MS) : MAX_NOTICE_MS;
