@@ -9,6 +9,7 @@ import {
   CreateSnapshotCommand,
   CreateTagsCommand,
   CreateVolumeCommand,
+  DeleteNetworkInterfaceCommand,
   DeleteSnapshotCommand,
   DeleteVolumeCommand,
   DeregisterImageCommand,
@@ -70,6 +71,7 @@ export const GATEWAY_ACTIONS: readonly string[] = [
   "CreateSnapshot",
   "CreateTags",
   "CreateVolume",
+  "DeleteNetworkInterface",
   "DeleteSnapshot",
   "DeleteVolume",
   "DeregisterImage",
@@ -549,6 +551,21 @@ class AwsGateway implements Ec2Gateway {
   describeNetworkInterface(eniId: string): Promise<EniInfo | null> {
     return this.enis.get(eniId);
   }
+
+  async deleteNetworkInterface(eniId: string): Promise<void> {
+    await alreadyGoneIsDone(
+      this.call("DeleteNetworkInterface", `deleting ${eniId}`, () =>
+        this.client.send(new DeleteNetworkInterfaceCommand({ NetworkInterfaceId: eniId })),
+      ),
+    );
+  }
+
+  async tagResources(resourceIds: string[], tags: Tags): Promise<void> {
+    if (resourceIds.length === 0) return;
+    await this.call("CreateTags", `tagging ${resourceIds.join(", ")}`, () =>
+      this.client.send(new CreateTagsCommand({ Resources: resourceIds, Tags: toTags(tags) })),
+    );
+  }
 }
 
 /**
@@ -569,6 +586,7 @@ function permissionDryRuns(region: string): Record<string, () => object> {
     CreateTags: () => new CreateTagsCommand({ DryRun, Resources: [id.vol], Tags }),
     CreateVolume: () =>
       new CreateVolumeCommand({ DryRun, AvailabilityZone: `${region}a`, Size: 1, VolumeType: "gp3", TagSpecifications: tagged("volume") }),
+    DeleteNetworkInterface: () => new DeleteNetworkInterfaceCommand({ DryRun, NetworkInterfaceId: `eni-${zeros}` }),
     DeleteSnapshot: () => new DeleteSnapshotCommand({ DryRun, SnapshotId: id.snap }),
     DeleteVolume: () => new DeleteVolumeCommand({ DryRun, VolumeId: id.vol }),
     DeregisterImage: () => new DeregisterImageCommand({ DryRun, ImageId: id.ami }),

@@ -20,6 +20,8 @@ export const TAG = {
   workflow: "spotkeep:workflow",
   step: "spotkeep:step",
   device: "spotkeep:device",
+  /** On a resource a delete kept: when the TTL sweep deletes it (ISO 8601). */
+  expiresAt: "spotkeep:expires-at",
 } as const;
 
 export type InstanceStateName = "pending" | "running" | "shutting-down" | "terminated" | "stopping" | "stopped";
@@ -187,4 +189,9 @@ export interface Ec2Gateway {
     tags: Tags;
   }): Promise<EniInfo>;
   describeNetworkInterface(eniId: string): Promise<EniInfo | null>;
+  /** Delete an ENI that is not attached; one already gone counts as deleted. */
+  deleteNetworkInterface(eniId: string): Promise<void>;
+
+  /** Add or overwrite tags on existing resources (instances, volumes, ENIs, snapshots, images). */
+  tagResources(resourceIds: string[], tags: Tags): Promise<void>;
 }
