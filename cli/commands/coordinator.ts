@@ -7,12 +7,13 @@ import { CoordinatorConfig, loadConfigFile, parseConfig } from "../../coordinato
 import { parseFlags, UsageError } from "../args.js";
 import { CliError } from "../client.js";
 import type { Command } from "../command.js";
+import type { PermissionCheck } from "../../coordinator/cloud/gateway.js";
 import { fetchLocalcloudCertificate, fetchLocalcloudInfo } from "../localcloud-control.js";
 import { agentBundlePath } from "../package-root.js";
 
 export const command: Command = {
   usage: `usage: spotkeep coordinator [--config FILE] [--data-dir DIR] [--listen HOST:PORT] [--localcloud URL]
-                            [--accept-empty-store] [--accept-restored-store]
+                            [--accept-empty-store] [--accept-restored-store] [--check-permissions]
 
 Runs the coordinator: HTTP API, agent WebSocket (/agent/v1/ws), agent bundle (/agent/v1/agent.js).
 Config (JSON or YAML): ${wrap(Object.keys(CoordinatorConfig.shape).join(", "), 100)}.
@@ -25,7 +26,11 @@ Config (JSON or YAML): ${wrap(Object.keys(CoordinatorConfig.shape).join(", "), 1
   --accept-empty-store     for this start only: begin on an empty store although the data directory
                            held one (after a deliberate reset)
   --accept-restored-store  for this start only: adopt the store as it is after it was replaced, rolled
-                           back or lost its write-ahead log (prefer spotkeep restore-backup)`,
+                           back or lost its write-ahead log (prefer spotkeep restore-backup)
+  --check-permissions      DryRun every EC2 action the coordinator uses against the account (or
+                           localcloud), print allowed / denied / inconclusive per action and exit: 1
+                           when any is denied. The same check runs at every start and logs denied
+                           actions.`,
   async run(argv) {
     const { values } = parseFlags(argv, {
       config: { type: "string" },
@@ -34,6 +39,7 @@ Config (JSON or YAML): ${wrap(Object.keys(CoordinatorConfig.shape).join(", "), 1
       localcloud: { type: "string" },
       "accept-empty-store": { type: "boolean" },
       "accept-restored-store": { type: "boolean" },
+      "check-permissions": { type: "boolean" },
     });
     const config = values.config ? loadConfigFile(values.config) : parseConfig({});
     const localcloud = values.localcloud?.replace(/\/+$/, "");
@@ -72,6 +78,26 @@ Config (JSON or YAML): ${wrap(Object.keys(CoordinatorConfig.shape).join(", "), 1
           log(`warning: localcloud runs at time scale ${info.timeScale} and this coordinator at ${merged.timeScale} (set timeScale)`);
       }
     }
+    if (values["check-permissions"]) {
+      const checks = await checkPermissions(merged);
+      for (const c of checks) process.stdout.write(`${c.result.padEnd(12)} ec2:${c.action.padEnd(30)} ${c.code}\n`);
+      const denied = checks.filter((c) => c.result === "denied");
+      process.stdout.write(
+        denied.length
+          ? `denied: ${denied.map((c) => `ec2:${c.action}`).join(", ")}: attach docs/iam/coordinator-policy.json (or grant these)\n`
+          : "no action the coordinator uses is denied (inconclusive: granted, but conditions on existing resources' tags need real resources)\n",
+      );
+      return denied.length ? 1 : 0;
+    }
+    // At every start: the account's policy is checked before any instance depends on it.
+    void checkPermissions(merged)
+      .then((checks) => {
+        const denied = checks.filter((c) => c.result === "denied");
+        if (denied.length)
+          log(`permissions: EC2 denies ${denied.map((c) => `ec2:${c.action}`).join(", ")}: grant docs/iam/coordinator-policy.json`);
+        else log(`permissions: none of the ${checks.length} EC2 actions the coordinator uses is denied`);
+      })
+      .catch((err: Error) => log(`permissions: the check could not run: ${err.message}`));
     merged.agentBundlePath ??= agentBundlePath();
     const crashN = process.env.SPOTKEEP_CRASH_AFTER_STEP;
     let crashAfterStep: { kind: string; seq: number } | undefined;
@@ -99,6 +125,13 @@ Config (JSON or YAML): ${wrap(Object.keys(CoordinatorConfig.shape).join(", "), 1
     return 0;
   },
 };
+
+/** DryRun each EC2 action the coordinator uses (allowed / denied / inconclusive per action). */
+async function checkPermissions(config: { region: string; ec2Endpoint?: string; timeScale: number }): Promise<PermissionCheck[]> {
+  const { createAwsGateway } = await import("../../coordinator/cloud/aws.js");
+  const gw = createAwsGateway({ region: config.region, endpoint: config.ec2Endpoint, timeScale: config.timeScale, maxAttempts: 3 });
+  return gw.checkPermissions!();
+}
 
 /** Break a comma-separated list into lines of at most `width` characters. */
 function wrap(text: string, width: number): string {

@@ -5,6 +5,7 @@ export const command: Command = {
   usage: [
     "usage: spotkeep localcloud [--port 4566] [--host 127.0.0.1] [--state-dir DIR] [--profile instant|realistic]",
     "                           [--time-scale N] [--runtime process|linux|none] [--throttle on|off] [--events-queue NAME]",
+    "                           [--iam-policy FILE]",
     "",
     "Runs localcloud: an EC2-compatible endpoint for the unmodified AWS SDK, per-instance IMDS, and the",
     "control API under /_localcloud/v1/. Prints `localcloud listening on URL` when ready; SIGINT/SIGTERM",
@@ -12,6 +13,9 @@ export const command: Command = {
     "--events-queue NAME creates an SQS queue (same endpoint, AWS JSON protocol) and an EventBridge-style rule",
     "that sends every EC2 spot interruption warning, rebalance recommendation and state change to it, so the",
     "coordinator (events.queueUrl) and your own tools can consume them.",
+    "--iam-policy FILE enforces that identity-based IAM policy on every EC2 request, as AWS would for the caller",
+    "(e.g. docs/iam/coordinator-policy.json): a request it does not allow gets 403 UnauthorizedOperation with an",
+    "encoded message; POST /_localcloud/v1/iam/decode-authorization-message decodes it, PUT/DELETE iam/policy change it.",
   ].join("\n"),
   async run(argv) {
     const { values } = parseFlags(argv, {
@@ -23,6 +27,7 @@ export const command: Command = {
       runtime: { type: "string" },
       throttle: { type: "string" },
       "events-queue": { type: "string" },
+      "iam-policy": { type: "string" },
     });
     const port = numberFlag("port", values.port, { min: 0, max: 65535, integer: true }) ?? 4566;
     const timeScale = numberFlag("time-scale", values["time-scale"], { min: 0.0001, max: 1000 }) ?? 1;
@@ -33,6 +38,7 @@ export const command: Command = {
     if (eventsQueue !== undefined && !/^[A-Za-z0-9_-]{1,80}$/.test(eventsQueue))
       throw new UsageError(`--events-queue: ${JSON.stringify(eventsQueue)} is not a queue name (1 to 80 letters, digits, - and _)`);
     const { startLocalCloud, RuntimeUnavailableError } = await import("../../localcloud/index.js");
+    const { PolicyError } = await import("../../localcloud/iam/policy.js");
     let cloud;
     try {
       cloud = await startLocalCloud({
@@ -44,9 +50,10 @@ export const command: Command = {
         runtime,
         throttle: throttle === undefined ? undefined : throttle === "on",
         eventsQueue,
+        iamPolicy: values["iam-policy"],
       });
     } catch (err) {
-      if (err instanceof RuntimeUnavailableError) {
+      if (err instanceof RuntimeUnavailableError || err instanceof PolicyError) {
         process.stderr.write(`spotkeep localcloud: ${err.message}\n`);
         return 1;
       }
@@ -56,6 +63,7 @@ export const command: Command = {
     process.stdout.write(
       `  control API ${cloud.controlUrl}  state dir ${cloud.stateDir}  profile ${profile}  time scale ${timeScale}  runtime ${runtime}\n`,
     );
+    if (values["iam-policy"]) process.stdout.write(`  IAM policy ${values["iam-policy"]} enforced\n`);
     if (cloud.eventsQueueUrl) process.stdout.write(`  events queue ${cloud.eventsQueueUrl} (rule spotkeep-interruptions)\n`);
     return await new Promise<number>((resolve) => {
       let stopping = false;

@@ -15,7 +15,7 @@ import { PROFILES, replacementCriticalPath, startLocalCloud } from "../../localc
 import { CreateResponse, EventsResponse, InstanceDetail } from "../../shared/api.js";
 import { ApiClient, CliError } from "../client.js";
 import { followWorkflow } from "../follow.js";
-import { agentBundlePath } from "../package-root.js";
+import { agentBundlePath, packageRoot } from "../package-root.js";
 import { type DemoResult, printReport } from "./report.js";
 import { readFileText, readLines, STOP_WORKLOAD, saveInstanceLogs, workloadUserData } from "./workload.js";
 
@@ -66,9 +66,12 @@ export async function runDemo(opts: {
       stateDir: join(dir, "localcloud"),
       throttle: true,
       log: () => undefined,
+      // The least-privilege policy spotkeep ships, enforced: the demo shows it is sufficient.
+      iamPolicy: join(packageRoot(), "docs", "iam", "coordinator-policy.json"),
     });
     running.push(lc);
     say(`localcloud up at ${lc.endpoint} (process runtime: instances are local processes, volumes are folders)`);
+    say("IAM: localcloud enforces docs/iam/coordinator-policy.json on every EC2 call the coordinator makes");
 
     const coord = await startCoordinator({
       config: {

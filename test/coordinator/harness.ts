@@ -19,6 +19,7 @@ import { ensureBuilt } from "../cli/built.js";
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const AGENT_BUNDLE = join(ROOT, "dist", "spotkeep-agent.js");
+export const COORDINATOR_POLICY = join(ROOT, "docs", "iam", "coordinator-policy.json");
 
 /** Build dist/ (the agent bundle, and the CLI that child-process coordinators run) when stale. */
 export function ensureAgentBundle(): void {
@@ -137,7 +138,13 @@ export function reapLeftovers(): void {
 export async function startEnv(
   dir: string,
   timeScale: number,
-  opts: { throttle?: boolean; runtime?: "process" | "none"; profile?: "realistic" | "instant" } = {},
+  opts: {
+    throttle?: boolean;
+    runtime?: "process" | "none";
+    profile?: "realistic" | "instant";
+    /** The IAM policy localcloud enforces; default the one spotkeep ships, null for none. */
+    iamPolicy?: string | null;
+  } = {},
 ): Promise<Env> {
   reapLeftovers();
   mkdirSync(dir, { recursive: true });
@@ -150,6 +157,8 @@ export async function startEnv(
     stateDir: join(dir, "localcloud"),
     throttle: opts.throttle ?? false,
     log: () => undefined,
+    // Every suite runs under the least-privilege policy spotkeep ships, as on AWS.
+    iamPolicy: opts.iamPolicy === null ? undefined : (opts.iamPolicy ?? COORDINATOR_POLICY),
   });
   const ec2 = createAwsGateway({ region: "us-east-1", endpoint: lc.endpoint, pacingHeadroom: 0 });
   const subnets = [...lc.world.subnets.values()].map((s) => ({ id: s.id, az: s.az })).sort((a, b) => a.az.localeCompare(b.az));
