@@ -64,6 +64,10 @@ export class ApiClient {
     return this.request("POST", path, body, schema, contentType);
   }
 
+  async delete<T>(path: string, schema: z.ZodType<T>): Promise<T> {
+    return this.request("DELETE", path, undefined, schema);
+  }
+
   async put<T>(path: string, body: string | undefined, schema: z.ZodType<T>, contentType = "application/json"): Promise<T> {
     return this.request("PUT", path, body, schema, contentType);
   }

@@ -67,6 +67,11 @@ export const COMMANDS: Entry[] = [
     load: async () => (await import("./commands/update.js")).command,
   },
   {
+    name: "delete",
+    summary: "terminate a stateful instance and delete its resources (NAME [--keep LIST] [--ttl HOURS] [--wait])",
+    load: async () => (await import("./commands/delete.js")).command,
+  },
+  {
     name: "backup",
     summary: "copy the coordinator's store while it runs (--out FILE [--data-dir DIR])",
     load: async () => (await import("./commands/backup.js")).command,

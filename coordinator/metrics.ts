@@ -29,6 +29,12 @@ export class Metrics {
     labelNames: ["kind", "outcome"] as const,
     registers: [this.registry],
   });
+  readonly keptExpired = new Counter({
+    name: "spotkeep_kept_resources_expired_total",
+    help: "Resources a delete kept that the TTL sweep deleted when they expired, by kind",
+    labelNames: ["kind"] as const,
+    registers: [this.registry],
+  });
   readonly workflowsRunning = new Gauge({
     name: "spotkeep_workflows_running",
     help: "Workflows currently running",

@@ -4,12 +4,14 @@
  * replacement) and the operations the HTTP API and the CLI ask for. Check-and-start happens in one
  * store transaction, so two triggers at the same moment start one workflow.
  */
+import { KEEP_ITEMS, type KeepSet, keptList } from "../shared/deletion.js";
 import type { StatefulInstanceSpec } from "../shared/spec.js";
 import { ApiFault } from "./api/types.js";
 import type { Ec2Gateway } from "./cloud/gateway.js";
 import type { Store, StoreTx } from "./db/store.js";
 import { allowed, type OperatorAction, refusal } from "./lifecycle.js";
 import type { WorkflowEngine } from "./workflow/engine.js";
+import type { DeleteInput } from "./workflow/runbooks/delete.js";
 import type { PauseInput } from "./workflow/runbooks/pause.js";
 import type { ReplaceInput } from "./workflow/runbooks/replace.js";
 import type { ResumeInput } from "./workflow/runbooks/resume.js";
@@ -144,6 +146,28 @@ export class Operations {
     });
     if (!opts.recycle) return { workflowId: null };
     return this.run(name, "recycle", "spec update");
+  }
+
+  /**
+   * Delete a stateful instance: terminate it and delete its resources except the kinds in `keep`,
+   * which expire after `ttlHours` (model hours; null keeps them until deleted by hand). 400 for a
+   * TTL with nothing to keep, 404/409 as for every operation. When the delete finishes the instance
+   * is archived under `NAME~<its createdAt ISO>` (unique: a name is created again only after the
+   * earlier instance of it was deleted), which frees the name.
+   */
+  async deleteInstance(name: string, o: { keep: KeepSet; ttlHours: number | null }): Promise<{ workflowId: string; archivedAs: string }> {
+    if (o.ttlHours !== null && !KEEP_ITEMS.some((k) => o.keep[k]))
+      throw new ApiFault("invalid", "ttlHours: nothing is kept, so there is nothing for a TTL to expire (name what to keep with keep)");
+    return this.d.store.tx(async (t) => {
+      const inst = await this.admit(t, name, "delete");
+      const archivedAs = `${name}~${new Date(inst.createdAt).toISOString()}`;
+      const input: DeleteInput = { name, keep: { ...o.keep }, ttlHours: o.ttlHours, archiveAs: archivedAs };
+      const wf = await this.d.engine.start("delete", name, input, "requested", t);
+      await t.instances.setState(name, "deleting", `delete (keep: ${keptList(o.keep)})`);
+      const ttl = o.ttlHours === null ? "" : `, kept for ${o.ttlHours} h`;
+      await t.events.add(name, "delete-started", `delete requested from ${inst.state} (keep: ${keptList(o.keep)}${ttl})`, wf);
+      return { workflowId: wf, archivedAs };
+    });
   }
 
   /** The instance, if the action may start now (no other workflow moving it, and its state allows it). */

@@ -1,10 +1,12 @@
 /**
  * The periodic schedule: on one timer (model time), find live generations EC2 says are gone
  * (lost without a notice) and start their replacement, then start the continuous snapshots that
- * are due. Each pass finishes before the next is scheduled, so passes never overlap.
+ * are due, then delete what deleted instances kept once its TTL has expired. Each pass finishes
+ * before the next is scheduled, so passes never overlap.
  */
 import type { Ec2Gateway } from "./cloud/gateway.js";
 import type { Store } from "./db/store.js";
+import { sweepExpiredKept } from "./kept.js";
 import type { Metrics } from "./metrics.js";
 import type { Operations } from "./operations.js";
 import type { ScaledClock } from "./time.js";
@@ -47,6 +49,8 @@ export class Schedule {
         .catch((err) => this.d.log(`lost-instance sweep: ${(err as Error).message}`))
         .then(() => this.dueSnapshots())
         .catch((err) => this.d.log(`scheduled snapshots: ${(err as Error).message}`))
+        .then(() => sweepExpiredKept(this.d))
+        .catch((err) => this.d.log(`kept-resource sweep: ${(err as Error).message}`))
         .finally(() => this.next());
     });
   }

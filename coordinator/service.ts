@@ -36,6 +36,7 @@ import type { RunbookDeps } from "./workflow/runbooks/deps.js";
 import { type ReplaceInput, replaceRunbook } from "./workflow/runbooks/replace.js";
 import { pauseRunbook } from "./workflow/runbooks/pause.js";
 import { resumeRunbook } from "./workflow/runbooks/resume.js";
+import { deleteRunbook } from "./workflow/runbooks/delete.js";
 import { snapshotRunbook } from "./workflow/runbooks/snapshot.js";
 
 export interface StartOptions {
@@ -179,6 +180,7 @@ async function startOn(
       pause: pauseRunbook(deps),
       resume: resumeRunbook(deps),
       snapshot: snapshotRunbook(deps),
+      delete: deleteRunbook(deps),
     },
     maxConcurrent: config.maxConcurrentWorkflows,
     defaultPolicy: { initialMs: 500, maxMs: 10_000, attempts: 10 },
@@ -281,13 +283,14 @@ async function startOn(
   });
 
   const apiViews: CoordinatorViews = {
-    listInstances: () => views.list(),
+    listInstances: (o) => views.list(o),
     getInstance: (name) => views.detail(name),
     getEvents: (name) => views.events(name),
     getWorkflow: (id) => views.workflow(id),
     runOperation: (name, op) => operations.run(name, op),
     updateInstance: (name, spec, o) => operations.update(name, spec, o),
     createInstance: (spec) => operations.createInstance(spec),
+    deleteInstance: (name, o) => operations.deleteInstance(name, o),
   };
   const api = createApiServer({
     views: apiViews,

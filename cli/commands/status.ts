@@ -6,14 +6,18 @@ import { ApiClient, CLIENT_FLAGS, printJson, secs } from "../client.js";
 import { renderTable } from "../table.js";
 
 export const command: Command = {
-  usage: `usage: spotkeep status [--json] [--url URL] [--token T | --data-dir DIR]
+  usage: `usage: spotkeep status [--all] [--json] [--url URL] [--token T | --data-dir DIR]
 
 Lists every stateful instance: state, generation, EC2 instance, type, AZ, lifecycle, private IP and
-the downtime of its last replacement.`,
+the downtime of its last replacement. --all adds deleted instances (as NAME~<created-at>) with the
+ids of what their delete kept.`,
   async run(argv) {
-    const { values } = parseFlags(argv, CLIENT_FLAGS);
+    const { values } = parseFlags(argv, { ...CLIENT_FLAGS, all: { type: "boolean" } });
     const client = ApiClient.fromFlags(values);
-    const { instances } = await client.get("/api/v1/instances", z.object({ instances: z.array(InstanceSummary) }));
+    const { instances } = await client.get(
+      values.all ? "/api/v1/instances?all=true" : "/api/v1/instances",
+      z.object({ instances: z.array(InstanceSummary) }),
+    );
     if (values.json) {
       printJson(instances);
       return 0;
@@ -27,7 +31,7 @@ the downtime of its last replacement.`,
         ["NAME", "STATE", "GEN", "INSTANCE", "TYPE", "AZ", "LIFECYCLE", "PRIVATE IP", "LAST DOWNTIME"],
         instances.map((i) => [
           i.name,
-          i.state + (i.stateReason && i.state === "failed" ? ` (${i.stateReason})` : ""),
+          i.state + (i.stateReason && (i.state === "failed" || i.state === "deleted") ? ` (${i.stateReason})` : ""),
           i.generation,
           i.instanceId,
           i.instanceType,

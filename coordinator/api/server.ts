@@ -12,6 +12,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createReadStream, statSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import { parseSpec } from "../../shared/spec.js";
+import { type KeepSet, parseKeep, parseTtlHours } from "../../shared/deletion.js";
 import { ValidationError } from "../../shared/errors.js";
 import { ApiFault, type ApiServerDeps } from "./types.js";
 import { tokenMatches } from "./token.js";
@@ -131,7 +132,7 @@ async function handle(deps: ApiServerDeps, req: IncomingMessage, res: ServerResp
 
   if (parts[0] === "instances") {
     if (parts.length === 1) {
-      if (method === "GET") return sendJson(res, 200, { instances: await views.listInstances() });
+      if (method === "GET") return sendJson(res, 200, { instances: await views.listInstances({ includeDeleted: listAll(url) }) });
       if (method === "POST") {
         const format = bodyFormat(req.headers["content-type"]);
         const body = await readBody(req, format === "yaml" ? MAX_YAML_BYTES : MAX_BODY_BYTES);
@@ -149,10 +150,11 @@ async function handle(deps: ApiServerDeps, req: IncomingMessage, res: ServerResp
         return sendJson(res, 200, detail);
       }
       if (method === "DELETE") {
-        if (!views.deleteInstance) throw new HttpError(501, "not-implemented", "deallocate is not available in this version");
+        if (!views.deleteInstance) throw new HttpError(501, "not-implemented", "delete is not available in this version");
+        const what = deleteOptions(url, await readBody(req, MAX_BODY_BYTES));
         if (!(await views.getInstance(name))) throw notFoundInstance(name);
-        const { workflowId } = await views.deleteInstance(name);
-        return sendJson(res, 202, { name, workflowId });
+        const { workflowId, archivedAs } = await views.deleteInstance(name, what);
+        return sendJson(res, 202, { name, workflowId, archivedAs });
       }
       if (method === "PUT") {
         if (!views.updateInstance) throw new HttpError(501, "not-implemented", "update is not available in this version");
@@ -194,6 +196,41 @@ async function handle(deps: ApiServerDeps, req: IncomingMessage, res: ServerResp
     throw new HttpError(501, "not-implemented", "import is not available in this version");
   }
   throw new HttpError(404, "not-found", `no route for ${method} ${path}`);
+}
+
+/** `?all=true` lists deleted instances too. */
+function listAll(url: URL): boolean {
+  const all = url.searchParams.get("all");
+  if (all !== null && all !== "true" && all !== "false")
+    throw new HttpError(400, "invalid", `all: must be true or false, got ${JSON.stringify(all.slice(0, 40))}`);
+  return all === "true";
+}
+
+/**
+ * What a DELETE keeps and for how long: `?keep=volumes,network&ttlHours=24`, or the same fields in
+ * a JSON body (`{"keep": ["volumes"], "ttlHours": 24}`), not both. Anything else is refused by
+ * name: a misspelt parameter must not turn "keep the volumes" into "delete everything".
+ */
+function deleteOptions(url: URL, body: string): { keep: KeepSet; ttlHours: number | null } {
+  const params = [...url.searchParams.keys()];
+  const unknown = params.find((k) => k !== "keep" && k !== "ttlHours");
+  if (unknown) throw new HttpError(400, "invalid", `${unknown.slice(0, 40)}: unknown parameter (allowed: keep, ttlHours)`);
+  if (body.trim() === "")
+    return { keep: parseKeep(url.searchParams.getAll("keep")), ttlHours: parseTtlHours(url.searchParams.get("ttlHours")) };
+  if (params.length) throw new HttpError(400, "invalid", "give keep and ttlHours in the query or in the body, not both");
+  const data = parseBody(body, "json", "body");
+  if (typeof data !== "object" || data === null || Array.isArray(data))
+    throw new HttpError(400, "invalid", 'body: must be an object such as {"keep": ["volumes"], "ttlHours": 24}');
+  const o = data as Record<string, unknown>;
+  const extra = Object.keys(o).find((k) => k !== "keep" && k !== "ttlHours");
+  if (extra) throw new HttpError(400, "invalid", `body.${extra.slice(0, 40)}: unknown field (allowed: keep, ttlHours)`);
+  const keep = o.keep;
+  if (keep !== undefined && typeof keep !== "string" && !(Array.isArray(keep) && keep.every((k) => typeof k === "string")))
+    throw new HttpError(400, "invalid", "body.keep: must be a list of volumes, network, snapshots, images");
+  const ttl = o.ttlHours;
+  if (ttl !== undefined && ttl !== null && typeof ttl !== "number")
+    throw new HttpError(400, "invalid", `body.ttlHours: must be a number of hours, got ${JSON.stringify(ttl).slice(0, 40)}`);
+  return { keep: parseKeep(keep as string | string[] | undefined, "body.keep"), ttlHours: parseTtlHours(ttl, "body.ttlHours") };
 }
 
 function decodeSegment(s: string): string {

@@ -6,6 +6,7 @@
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import type { EventsResponse, InstanceDetail, InstanceSummary, Workflow } from "../../shared/api.js";
+import type { KeepSet } from "../../shared/deletion.js";
 import type { StatefulInstanceSpec } from "../../shared/spec.js";
 
 /** A domain error the API maps to an HTTP status: not-found 404, conflict 409, invalid 400. */
@@ -23,7 +24,8 @@ export class ApiFault extends Error {
 export type Awaitable<T> = T | Promise<T>;
 
 export interface CoordinatorViews {
-  listInstances(): Awaitable<InstanceSummary[]>;
+  /** Every stateful instance; deleted ones (under their archived names) only with includeDeleted. */
+  listInstances(o?: { includeDeleted?: boolean }): Awaitable<InstanceSummary[]>;
   /** null when unknown. */
   getInstance(name: string): Awaitable<InstanceDetail | null>;
   getEvents(name: string): Awaitable<EventsResponse | null>;
@@ -38,7 +40,12 @@ export interface CoordinatorViews {
   runOperation?(name: string, op: "pause" | "resume" | "recycle" | "snapshot"): Promise<{ workflowId: string }>;
   /** Store a new spec (applied at the next generation; `recycle` applies it now). ApiFault("invalid") names an immutable field. */
   updateInstance?(name: string, spec: StatefulInstanceSpec, o: { recycle: boolean }): Promise<{ workflowId: string | null }>;
-  deleteInstance?(name: string): Promise<{ workflowId: string }>;
+  /**
+   * Start the delete runbook: everything but the kinds in `keep` is deleted; kept resources expire
+   * after `ttlHours` (null: kept until deleted by hand). `archivedAs` is the name the deleted
+   * instance is listed under once the delete finished.
+   */
+  deleteInstance?(name: string, o: { keep: KeepSet; ttlHours: number | null }): Promise<{ workflowId: string; archivedAs: string }>;
 }
 
 export interface ApiServerDeps {

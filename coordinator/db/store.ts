@@ -10,6 +10,7 @@
  *    ("if absent", "first wins");
  *  - times are epoch milliseconds of the clock handed to the backend.
  */
+import type { KeepSet } from "../../shared/deletion.js";
 import type { StatefulInstanceSpec } from "../../shared/spec.js";
 
 /** The lifecycle state of a stateful instance (not EC2's instance state). */
@@ -293,6 +294,44 @@ export interface NoticeArrivalQueries {
   list(ec2InstanceId: string, kind: string): NoticeArrival[];
 }
 
+/** What a delete may keep. */
+export type KeptKind = "volume" | "network-interface" | "snapshot" | "image";
+
+/** A resource a delete kept; the TTL sweep deletes it once `expiresAt` has passed. */
+export interface KeptResource {
+  resourceId: string;
+  /** The deleted stateful instance (its archived name once the delete finished). */
+  instance: string;
+  kind: KeptKind;
+  workflowId: string;
+  keptAt: number;
+  /** null: kept until deleted by hand. */
+  expiresAt: number | null;
+  sweepStartedAt: number | null;
+  deletedAt: number | null;
+}
+
+export interface DeletionQueries {
+  /**
+   * Move a stateful instance and every row that refers to it to `archivedAs` (a name no spec can
+   * use), freeing its name. False when `name` does not exist (already archived: a replay).
+   */
+  archive(name: string, archivedAs: string): boolean;
+  /** Clear the store's references to the kinds a delete did not keep, so describe shows only what is kept. */
+  forgetDeleted(name: string, keep: KeepSet): void;
+  /** Deleted (archived) stateful instances, by name. */
+  listDeleted(): StatefulInstance[];
+  /** Record a kept resource once (a replay keeps the first record). */
+  keep(k: { resourceId: string; instance: string; kind: KeptKind; workflowId: string; expiresAt: number | null }): void;
+  kept(instance: string): KeptResource[];
+  /** Kept resources not yet deleted whose expiry is at or before `at`, oldest expiry first. */
+  due(at: number): KeptResource[];
+  /** The sweep is about to delete it (first mark wins). */
+  markSweeping(resourceId: string): void;
+  /** EC2 no longer has it (first mark wins). */
+  markGone(resourceId: string): void;
+}
+
 /** The synchronous query surface a backend implements; the Store wraps it. */
 export interface Queries {
   instances: InstanceQueries;
@@ -307,6 +346,7 @@ export interface Queries {
   agentReports: AgentReportQueries;
   queueEvents: QueueEventQueries;
   noticeArrivals: NoticeArrivalQueries;
+  deletions: DeletionQueries;
 }
 
 /** The same methods, returning promises. */

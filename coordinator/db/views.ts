@@ -35,9 +35,11 @@ export class Views {
     return inst ? this.summaryOf(inst) : null;
   }
 
-  async list(): Promise<InstanceSummary[]> {
+  /** Every stateful instance; with includeDeleted, the deleted ones too (under their archived names, after the others). */
+  async list(o: { includeDeleted?: boolean } = {}): Promise<InstanceSummary[]> {
     const out: InstanceSummary[] = [];
-    for (const inst of await this.store.instances.list()) out.push(await this.summaryOf(inst));
+    const deleted = o.includeDeleted ? await this.store.deletions.listDeleted() : [];
+    for (const inst of [...(await this.store.instances.list()), ...deleted]) out.push(await this.summaryOf(inst));
     return out;
   }
 

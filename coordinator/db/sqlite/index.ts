@@ -10,6 +10,7 @@ import { agentReportQueries, eventQueries } from "./events.js";
 import { generationQueries } from "./generations.js";
 import { instanceQueries } from "./instances.js";
 import { noticeArrivalQueries, queueEventQueries } from "./queue-events.js";
+import { deletionQueries } from "./deletions.js";
 import { artifactQueries, networkQueries, rootQueries, volumeQueries } from "./resources.js";
 import { statements } from "./statements.js";
 import { stepQueries, workflowQueries } from "./workflows.js";
@@ -27,6 +28,7 @@ const TABLES = [
   "agent_reports",
   "queue_events",
   "notice_arrivals",
+  "kept_resources",
 ];
 
 export function sqliteQueries(db: Database.Database, now: () => number): Queries {
@@ -44,6 +46,7 @@ export function sqliteQueries(db: Database.Database, now: () => number): Queries
     agentReports: agentReportQueries(sql, now),
     queueEvents: queueEventQueries(sql, now),
     noticeArrivals: noticeArrivalQueries(sql, now),
+    deletions: deletionQueries(sql, now),
   };
 }
 
@@ -71,6 +74,7 @@ export class SqliteStore implements Store {
   readonly agentReports: StoreTx["agentReports"];
   readonly queueEvents: StoreTx["queueEvents"];
   readonly noticeArrivals: StoreTx["noticeArrivals"];
+  readonly deletions: StoreTx["deletions"];
   /** The same queries without the gate, handed to a transaction's callback. */
   private readonly inTx: StoreTx;
   /** Set while a transaction is open; every other call waits for it. */
@@ -96,6 +100,7 @@ export class SqliteStore implements Store {
     this.agentReports = gated(q.agentReports);
     this.queueEvents = gated(q.queueEvents);
     this.noticeArrivals = gated(q.noticeArrivals);
+    this.deletions = gated(q.deletions);
     this.inTx = {
       instances: direct(q.instances),
       generations: direct(q.generations),
@@ -109,6 +114,7 @@ export class SqliteStore implements Store {
       agentReports: direct(q.agentReports),
       queueEvents: direct(q.queueEvents),
       noticeArrivals: direct(q.noticeArrivals),
+      deletions: direct(q.deletions),
     };
   }
 

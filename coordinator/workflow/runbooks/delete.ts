@@ -1,0 +1,218 @@
+/**
+ * delete: terminate a stateful instance's EC2 instance and delete what it is made of, except the
+ * kinds the operator keeps (volumes, network, snapshots, images). Kept resources are recorded (and,
+ * with a TTL, tagged `spotkeep:expires-at`) so the TTL sweep in coordinator/kept.ts deletes them
+ * when they expire. The instance ends `deleted`, archived under `archiveAs` (see
+ * db/sqlite/deletions.ts), so its history stays and its name is free for a new create.
+ *
+ *   begin → terminate → wait-terminated → { delete-volume each ‖ delete-eni ‖ deregister-images }
+ *         → delete-snapshots → keep → finish
+ *
+ * Only what the store recorded as this instance's is touched (never a resource found by tag alone:
+ * the kept resources of an earlier instance of the same name carry the same tag). The base image of
+ * the spec is never deregistered: only images spotkeep registered are.
+ */
+import { keptList, type KeepSet } from "../../../shared/deletion.js";
+import { TAG } from "../../cloud/gateway.js";
+import type { KeptKind } from "../../db/store.js";
+import { type Runbook, step, together, type WorkflowContext } from "../engine.js";
+import { Failure } from "../failure.js";
+import { type RunbookDeps, waitUntil } from "./deps.js";
+import { MUTATE_POLICY } from "./launch.js";
+
+export interface DeleteInput {
+  name: string;
+  /** What to keep; everything else is deleted. */
+  keep: KeepSet;
+  /** Model hours until kept resources expire; null: kept until deleted by hand. */
+  ttlHours: number | null;
+  /** The archived name (`NAME~<ISO time the delete was admitted>`), chosen at admission so a replay uses the same one. */
+  archiveAs: string;
+}
+
+/** What the instance is made of when the delete begins (recorded by `begin`). */
+interface Inventory {
+  /** EC2 instances to terminate: the live generation and any leftover of a failed one. */
+  instanceIds: string[];
+  /** Generations not yet ended. */
+  openGenerations: number[];
+  volumes: Array<{ device: string; volumeId: string }>;
+  eniId: string | null;
+  /** Images spotkeep registered, with the root snapshot behind each. */
+  images: Array<{ imageId: string; snapshotId: string | null }>;
+  /** Data and root snapshots spotkeep took. */
+  snapshots: string[];
+  /** Wall-clock ms when kept resources expire; null without a TTL. */
+  expiresAt: number | null;
+}
+
+export function deleteRunbook(deps: RunbookDeps): Runbook<DeleteInput> {
+  return async (ctx, input) => {
+    const { name, keep } = input;
+
+    // 1. Begin: the state `deleting` and the inventory every later step works from.
+    const inv = await ctx.step("begin", () => inventory(deps, input), MUTATE_POLICY);
+
+    // 2. Terminate every EC2 instance of this stateful instance and wait until they are gone.
+    await ctx.step(
+      "terminate",
+      async () => {
+        for (const id of inv.instanceIds) await deps.ec2.terminateInstance(id);
+        return true;
+      },
+      MUTATE_POLICY,
+    );
+    await ctx.step("wait-terminated", () => waitTerminated(deps, ctx, name, inv), MUTATE_POLICY);
+
+    // 3. Delete what is not kept. Images go before snapshots: a snapshot behind a registered image cannot be deleted.
+    await together(
+      keep.volumes
+        ? Promise.resolve([])
+        : ctx.all(inv.volumes.map((v) => step(`delete-volume ${v.device}`, () => deleteVolume(deps, ctx, v), MUTATE_POLICY))),
+      keep.network ? Promise.resolve(null) : ctx.step("delete-eni", () => deleteEni(deps, ctx, inv.eniId), MUTATE_POLICY),
+      keep.images ? Promise.resolve(null) : ctx.step("deregister-images", () => deregisterImages(deps, inv), MUTATE_POLICY),
+    );
+    const keptImageSnapshots = keep.images ? inv.images.flatMap((i) => (i.snapshotId ? [i.snapshotId] : [])) : [];
+    if (!keep.snapshots) {
+      await ctx.step(
+        "delete-snapshots",
+        async () => {
+          // A kept image keeps the snapshot behind it (EC2 refuses to delete it while the image exists).
+          for (const id of inv.snapshots.filter((s) => !keptImageSnapshots.includes(s))) {
+            await deps.ec2.deleteSnapshot(id);
+            await deps.store.artifacts.markDeleted(id);
+          }
+          return true;
+        },
+        MUTATE_POLICY,
+      );
+    }
+
+    // 4. Record what is kept (store first, then the expiry tag), so the TTL sweep finds it.
+    const kept = await ctx.step(
+      "keep",
+      async () => {
+        const list: Array<{ id: string; kind: KeptKind }> = [
+          ...(keep.volumes ? inv.volumes.map((v) => ({ id: v.volumeId, kind: "volume" as const })) : []),
+          ...(keep.network && inv.eniId ? [{ id: inv.eniId, kind: "network-interface" as const }] : []),
+          ...(keep.images ? inv.images.map((i) => ({ id: i.imageId, kind: "image" as const })) : []),
+          ...inv.snapshots.filter((s) => keep.snapshots || keptImageSnapshots.includes(s)).map((id) => ({ id, kind: "snapshot" as const })),
+        ];
+        for (const k of list)
+          await deps.store.deletions.keep({
+            resourceId: k.id,
+            instance: name,
+            kind: k.kind,
+            workflowId: ctx.workflowId,
+            expiresAt: inv.expiresAt,
+          });
+        if (inv.expiresAt !== null)
+          await deps.ec2.tagResources(
+            list.map((k) => k.id),
+            { [TAG.expiresAt]: new Date(inv.expiresAt).toISOString() },
+          );
+        return list;
+      },
+      MUTATE_POLICY,
+    );
+
+    // 5. Deleted: archived under archiveAs in one transaction, the name free again.
+    await ctx.step("finish", async () => {
+      const until = inv.expiresAt === null ? "kept until deleted by hand" : `expire at ${new Date(inv.expiresAt).toISOString()}`;
+      const what = kept.length ? `kept ${kept.map((k) => k.id).join(", ")} (${until})` : "nothing kept";
+      await deps.store.tx(async (t) => {
+        if (await t.instances.get(input.archiveAs)) return; // a replay after the archive committed
+        if (!(await t.instances.get(name))) throw new Failure("resource-lost", `stateful instance ${name} no longer exists`);
+        await t.deletions.forgetDeleted(name, keep);
+        await t.events.add(name, "deleted", `deleted (keep: ${keptList(keep)}); ${what}; archived as ${input.archiveAs}`, ctx.workflowId);
+        await t.instances.setState(name, "deleted", `deleted; ${what}`);
+        await t.deletions.archive(name, input.archiveAs);
+      });
+      return true;
+    });
+    return { archivedAs: input.archiveAs, kept: kept.map((k) => k.id) };
+  };
+}
+
+async function inventory(deps: RunbookDeps, input: DeleteInput): Promise<Inventory> {
+  const { name } = input;
+  const inst = await deps.store.instances.get(name);
+  if (!inst) throw new Failure("resource-lost", `stateful instance ${name} no longer exists`);
+  await deps.store.instances.setState(name, "deleting", `delete (keep: ${keptList(input.keep)})`);
+  const generations = await deps.store.generations.list(name);
+  const recorded = generations.flatMap((g) => (g.ec2InstanceId && g.status !== "ended" ? [g.ec2InstanceId] : []));
+  // A launch that failed part-way can leave an instance the store never recorded: its tags name it.
+  const tagged = (await deps.ec2.findInstances({ [TAG.instance]: name }))
+    .filter((i) => i.state !== "terminated" && i.state !== "shutting-down")
+    .map((i) => i.instanceId);
+  const images = await deps.store.artifacts.list(name, "image");
+  const snapshots = [
+    ...(await deps.store.artifacts.list(name, "data-snapshot")),
+    ...(await deps.store.artifacts.list(name, "root-snapshot")),
+  ];
+  return {
+    instanceIds: [...new Set([...recorded, ...tagged])],
+    openGenerations: generations.filter((g) => g.status !== "ended").map((g) => g.generation),
+    volumes: (await deps.store.volumes.list(name)).flatMap((v) => (v.volumeId ? [{ device: v.device, volumeId: v.volumeId }] : [])),
+    eniId: (await deps.store.network.get(name))?.eniId ?? null,
+    images: images.map((i) => ({ imageId: i.id, snapshotId: i.sourceId })),
+    snapshots: snapshots.map((s) => s.id),
+    expiresAt: input.ttlHours === null ? null : deps.clock.wallAfter(input.ttlHours * 3_600_000),
+  };
+}
+
+async function waitTerminated(deps: RunbookDeps, ctx: WorkflowContext, name: string, inv: Inventory): Promise<true> {
+  if (inv.instanceIds.length > 0)
+    await waitUntil(
+      deps.clock,
+      `${inv.instanceIds.join(", ")} to terminate`,
+      async () => {
+        const found = await deps.ec2.describeInstances(inv.instanceIds);
+        return found.every((i) => i.state === "terminated") ? true : null;
+      },
+      { intervalMs: deps.pollMs, timeoutMs: 15 * 60_000, signal: ctx.signal },
+    );
+  for (const g of inv.openGenerations) await deps.store.generations.end(name, g, "deleted");
+  return true;
+}
+
+/** Wait until nothing holds the volume (its instance just terminated), then delete it. */
+async function deleteVolume(deps: RunbookDeps, ctx: WorkflowContext, v: { device: string; volumeId: string }): Promise<true> {
+  await waitUntil(
+    deps.clock,
+    `${v.volumeId} (${v.device}) to be detached`,
+    async () => {
+      const info = await deps.ec2.describeVolume(v.volumeId);
+      return !info || info.state === "available" || info.state === "deleting" || info.state === "deleted" || info.state === "error"
+        ? true
+        : null;
+    },
+    { intervalMs: deps.pollMs, timeoutMs: 15 * 60_000, signal: ctx.signal },
+  );
+  await deps.ec2.deleteVolume(v.volumeId);
+  return true;
+}
+
+/** The ENI comes free a little after its instance terminated; delete it then. */
+async function deleteEni(deps: RunbookDeps, ctx: WorkflowContext, eniId: string | null): Promise<true> {
+  if (!eniId) return true;
+  const gone = await waitUntil(
+    deps.clock,
+    `${eniId} to be released`,
+    async () => {
+      const info = await deps.ec2.describeNetworkInterface(eniId);
+      return !info ? "gone" : info.status === "available" ? "free" : null;
+    },
+    { intervalMs: deps.pollMs / 2, timeoutMs: 15 * 60_000, signal: ctx.signal },
+  );
+  if (gone === "free") await deps.ec2.deleteNetworkInterface(eniId);
+  return true;
+}
+
+async function deregisterImages(deps: RunbookDeps, inv: Inventory): Promise<true> {
+  for (const i of inv.images) {
+    await deps.ec2.deregisterImage(i.imageId);
+    await deps.store.artifacts.markDeleted(i.imageId);
+  }
+  return true;
+}

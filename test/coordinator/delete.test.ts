@@ -1,0 +1,211 @@
+/**
+ * delete end to end on localcloud (process runtime, realistic profile, time-scaled) with the real
+ * agent: without --keep every resource tagged with the instance goes; with keep=volumes,network
+ * those stay, tagged with their expiry, until the TTL sweep deletes them; the name can be created
+ * again; bad input is refused by name and changes nothing; 404 and 409 say why.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  DescribeImagesCommand,
+  DescribeInstancesCommand,
+  DescribeNetworkInterfacesCommand,
+  DescribeSnapshotsCommand,
+  DescribeVolumesCommand,
+  EC2Client,
+} from "@aws-sdk/client-ec2";
+import { parseSpec } from "../../shared/spec.js";
+import type { Coordinator } from "../../coordinator/service.js";
+import { ensureAgentBundle, inProcessCoordinator, startEnv, until, type Env } from "./harness.js";
+
+const SCALE = 0.03;
+let dir: string;
+let env: Env;
+let coord: Coordinator;
+let sdk: EC2Client;
+
+type Answer = { status: number; body: any };
+const api = async (method: string, path: string, body?: string): Promise<Answer> => {
+  const res = await fetch(`${coord.url}/api/v1/${path}`, {
+    method,
+    headers: { authorization: `Bearer ${coord.adminToken}`, "content-type": "application/json" },
+    body,
+  });
+  return { status: res.status, body: await res.json() };
+};
+
+/** Every live resource EC2 lists with tag spotkeep:instance = name, by kind, with its tags. */
+async function tagged(name: string) {
+  const Filters = [{ Name: "tag:spotkeep:instance", Values: [name] }];
+  const tags = (t?: Array<{ Key?: string; Value?: string }>) => Object.fromEntries((t ?? []).map((x) => [x.Key, x.Value]));
+  const [inst, vols, enis, snaps, imgs] = await Promise.all([
+    sdk.send(new DescribeInstancesCommand({ Filters })),
+    sdk.send(new DescribeVolumesCommand({ Filters })),
+    sdk.send(new DescribeNetworkInterfacesCommand({ Filters })),
+    sdk.send(new DescribeSnapshotsCommand({ Filters, OwnerIds: ["self"] })),
+    sdk.send(new DescribeImagesCommand({ Filters, Owners: ["self"] })),
+  ]);
+  return {
+    instances: (inst.Reservations ?? [])
+      .flatMap((r) => r.Instances ?? [])
+      .filter((i) => i.State?.Name !== "terminated")
+      .map((i) => i.InstanceId),
+    // "deleting" is a one-way state: the volume is on its way out.
+    volumes: (vols.Volumes ?? [])
+      .filter((v) => v.State !== "deleted" && v.State !== "deleting")
+      .map((v) => ({ id: v.VolumeId, tags: tags(v.Tags) })),
+    enis: (enis.NetworkInterfaces ?? []).map((e) => ({ id: e.NetworkInterfaceId, tags: tags(e.TagSet) })),
+    snapshots: (snaps.Snapshots ?? []).map((s) => s.SnapshotId),
+    images: (imgs.Images ?? []).filter((i) => i.State !== "deregistered").map((i) => i.ImageId),
+  };
+}
+
+async function create(name: string): Promise<void> {
+  const { workflowId } = await coord.views.createInstance(parseSpec(env.spec(name, { acks: join(dir, `${name}.acks`) })));
+  const wf = await coord.engine.wait(workflowId);
+  expect(wf.error).toBeNull();
+}
+
+async function deleteAndWait(name: string, query = ""): Promise<{ archivedAs: string; workflowId: string }> {
+  const started = await api("DELETE", `instances/${name}${query}`);
+  expect(started.status, JSON.stringify(started.body)).toBe(202);
+  const wf = await coord.engine.wait(started.body.workflowId);
+  expect(wf.error).toBeNull();
+  expect(wf.status).toBe("succeeded");
+  return started.body;
+}
+
+beforeAll(async () => {
+  ensureAgentBundle();
+  dir = mkdtempSync(join(tmpdir(), "spotkeep-e2e-"));
+  env = await startEnv(dir, SCALE);
+  coord = await inProcessCoordinator(env, join(dir, "coord"), SCALE, { lostCheckIntervalMs: 3000 });
+  sdk = new EC2Client({ endpoint: env.lc.endpoint, region: "us-east-1", credentials: { accessKeyId: "x", secretAccessKey: "x" } });
+});
+afterAll(async () => {
+  await coord?.stop();
+  await env?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe("delete", () => {
+  it("without --keep deletes every tagged resource (from paused, with snapshots and a root image), and the name can be created again", async () => {
+    const name = "del-all";
+    await create(name);
+    // A data snapshot, then a pause: a root snapshot and a registered image exist too.
+    const snap = await coord.operations.run(name, "snapshot");
+    expect((await coord.engine.wait(snap.workflowId)).status).toBe("succeeded");
+    const pause = await coord.operations.run(name, "pause");
+    expect((await coord.engine.wait(pause.workflowId)).status).toBe("succeeded");
+    const before = await tagged(name);
+    expect(before.volumes.length).toBeGreaterThan(0);
+    expect(before.enis.length).toBe(1);
+    expect(before.snapshots.length).toBeGreaterThanOrEqual(2);
+    expect(before.images.length).toBe(1);
+
+    const { archivedAs } = await deleteAndWait(name);
+    expect(archivedAs).toMatch(/^del-all~\d{4}-\d\d-\d\dT/);
+    expect(await tagged(name)).toEqual({ instances: [], volumes: [], enis: [], snapshots: [], images: [] });
+
+    // Deleted: not in the list, in the list with ?all=true, its history under the archived name.
+    expect((await api("GET", "instances")).body.instances.map((i: { name: string }) => i.name)).not.toContain(archivedAs);
+    const all = (await api("GET", "instances?all=true")).body.instances;
+    expect(all.find((i: { name: string }) => i.name === archivedAs)).toMatchObject({ state: "deleted" });
+    const detail = (await api("GET", `instances/${encodeURIComponent(archivedAs)}`)).body;
+    expect(detail.resources.network.eniId).toBeNull();
+    expect(detail.resources.volumes.every((v: { volumeId: string | null }) => v.volumeId === null)).toBe(true);
+    const events = (await api("GET", `instances/${encodeURIComponent(archivedAs)}/events`)).body;
+    expect(events.events.map((e: { kind: string }) => e.kind)).toEqual(expect.arrayContaining(["created", "paused", "deleted"]));
+
+    // A deleted instance is not deleted again.
+    const again = await api("DELETE", `instances/${encodeURIComponent(archivedAs)}`);
+    expect(again.status).toBe(409);
+    expect(again.body.error.message).toContain("is deleted; delete is allowed from running, paused, failed");
+
+    // The name is free: a new instance of it starts from scratch.
+    await create(name);
+    const fresh = (await api("GET", `instances/${name}`)).body;
+    expect(fresh).toMatchObject({ state: "running", generation: 1 });
+    expect(fresh.resources.network.eniId).not.toBe(before.enis[0]!.id);
+  }, 180_000);
+
+  it("with keep=volumes,network keeps them tagged with their expiry until the TTL sweep deletes them", async () => {
+    const name = "del-keep";
+    await create(name);
+    const before = await tagged(name);
+    const snap = await coord.operations.run(name, "snapshot");
+    expect((await coord.engine.wait(snap.workflowId)).status).toBe("succeeded");
+
+    // 0.05 model hours = 180 model seconds, a few real seconds at this time scale.
+    const { archivedAs } = await deleteAndWait(name, "?keep=volumes,network&ttlHours=0.05");
+    const kept = await tagged(name);
+    expect(kept.instances).toEqual([]);
+    expect(kept.snapshots).toEqual([]);
+    expect(kept.volumes.map((v) => v.id).sort()).toEqual(
+      before.volumes
+        .filter((v) => v.tags["spotkeep:device"])
+        .map((v) => v.id)
+        .sort(),
+    );
+    expect(kept.enis.map((e) => e.id)).toEqual(before.enis.map((e) => e.id));
+    for (const r of [...kept.volumes, ...kept.enis]) expect(Date.parse(r.tags["spotkeep:expires-at"] ?? "")).toBeGreaterThan(0);
+
+    // What was kept is visible: in status --all (stateReason) and describe (resources).
+    const summary = (await api("GET", "instances?all=true")).body.instances.find((i: { name: string }) => i.name === archivedAs);
+    for (const r of [...kept.volumes, ...kept.enis]) expect(summary.stateReason).toContain(r.id);
+    const detail = (await api("GET", `instances/${encodeURIComponent(archivedAs)}`)).body;
+    expect(detail.resources.network.eniId).toBe(kept.enis[0]!.id);
+    expect(detail.resources.volumes.map((v: { volumeId: string }) => v.volumeId)).toEqual(kept.volumes.map((v) => v.id));
+    expect((await coord.store.deletions.kept(archivedAs)).map((k) => k.resourceId).sort()).toEqual(
+      [...kept.volumes, ...kept.enis].map((r) => r.id).sort(),
+    );
+
+    // The schedule's sweep deletes them once they expire.
+    await until("the kept resources to expire and be deleted", async () => {
+      const t = await tagged(name);
+      return t.volumes.length === 0 && t.enis.length === 0;
+    });
+    const rows = await coord.store.deletions.kept(archivedAs);
+    expect(rows.every((k) => k.deletedAt !== null)).toBe(true);
+    const events = (await api("GET", `instances/${encodeURIComponent(archivedAs)}/events`)).body.events;
+    expect(events.filter((e: { kind: string }) => e.kind === "kept-expired")).toHaveLength(rows.length);
+    expect(await coord.metrics.text()).toMatch(/spotkeep_kept_resources_expired_total\{kind="volume"\} 1/);
+  }, 180_000);
+
+  it("refuses a bad keep item, a bad TTL, an unknown parameter and a TTL without keep by name, changing nothing; 404 and 409", async () => {
+    const name = "del-bad";
+    const started = await coord.views.createInstance(parseSpec(env.spec(name, { workload: false })));
+    // While the create runs: 409 with the running workflow's id and kind.
+    const busy = await api("DELETE", `instances/${name}`);
+    expect(busy.status).toBe(409);
+    expect(busy.body.error.message).toContain(`busy with create ${started.workflowId}`);
+    await coord.engine.wait(started.workflowId);
+
+    const counts = await coord.store.counts();
+    const cases: Array<[string, string | undefined, string]> = [
+      ["?keep=volumes,disks", undefined, '"disks"'],
+      ["?keep=volumes&ttlHours=soon", undefined, "ttlHours"],
+      ["?keep=volumes&ttlHours=-1", undefined, "ttlHours"],
+      ["?keep=volumes&ttlHours=1000000", undefined, "ttlHours"],
+      ["?kep=volumes", undefined, "kep: unknown parameter"],
+      ["?ttlHours=5", undefined, "ttlHours: nothing is kept"],
+      ["", '{"keep": ["images", "root"]}', '"root"'],
+      ["", '{"keep": ["volumes"], "ttl": 5}', "body.ttl: unknown field"],
+      ["", '{"keep": ["volumes"], "ttlHours": "5"}', "body.ttlHours"],
+      ["?keep=volumes", '{"keep": ["volumes"]}', "not both"],
+    ];
+    for (const [query, body, says] of cases) {
+      const r = await api("DELETE", `instances/${name}${query}`, body);
+      expect(r.status, `${query} ${body}`).toBe(400);
+      expect(r.body.error.message).toContain(says);
+    }
+    expect(await coord.store.counts()).toEqual(counts);
+    expect((await api("GET", `instances/${name}`)).body.state).toBe("running");
+
+    const missing = await api("DELETE", "instances/no-such-thing?keep=volumes");
+    expect(missing.status).toBe(404);
+    expect(missing.body.error.message).toContain("no-such-thing");
+  }, 120_000);
+});
