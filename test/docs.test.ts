@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
+import { QUEUE_ACTIONS } from "../coordinator/events/sqs.js";
 import { GATEWAY_ACTIONS } from "../coordinator/cloud/aws.js";
 import { renderSpecReference } from "../scripts/spec-doc.js";
 import { parseConfig } from "../coordinator/config.js";
@@ -20,6 +21,16 @@ describe("docs stay true to the code", () => {
     const missing = GATEWAY_ACTIONS.filter((a) => !ec2.has(a));
     const extra = [...ec2].filter((a) => !GATEWAY_ACTIONS.includes(a));
     expect({ missing, extra }).toEqual({ missing: [], extra: [] });
+  });
+  it("the coordinator's IAM policy lists exactly the SQS actions the interruption-queue consumer calls", () => {
+    const policy = JSON.parse(readFileSync(join(root, "docs", "iam", "coordinator-policy.json"), "utf8")) as {
+      Statement: Array<{ Action: string | string[] }>;
+    };
+    const sqs = policy.Statement.flatMap((s) => (Array.isArray(s.Action) ? s.Action : [s.Action]))
+      .filter((a) => a.startsWith("sqs:"))
+      .map((a) => a.slice(4))
+      .sort();
+    expect(sqs).toEqual([...QUEUE_ACTIONS].sort());
   });
   it("the example coordinator config is valid and shows the defaults it claims", () => {
     const example = readFileSync(join(root, "docs", "coordinator.example.yaml"), "utf8");

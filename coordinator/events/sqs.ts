@@ -11,6 +11,9 @@ import {
   SQSClient,
 } from "@aws-sdk/client-sqs";
 
+/** Every SQS action this module calls: the coordinator's IAM policy grants exactly these on the queue. */
+export const QUEUE_ACTIONS = ["ChangeMessageVisibility", "DeleteMessage", "GetQueueAttributes", "ReceiveMessage"] as const;
+
 export interface QueueMessage {
   messageId: string;
   receiptHandle: string;

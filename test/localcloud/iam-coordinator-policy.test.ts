@@ -261,6 +261,8 @@ const NEEDS: Record<string, string[]> = {
   RetagManagedResources: ["retagManaged"],
   MutateOnlyManagedResources: ["attachVolume", "deleteSnapshot", "deleteVolume", "deregisterImage", "detachVolume", "terminateInstance"],
   PassWorkloadRoleOnly: ["launchWithProfile"],
+  // SQS, not EC2: no EC2 operation needs it (test/docs.test.ts checks its actions against the consumer's).
+  ConsumeInterruptionQueue: [],
 };
 
 beforeAll(async () => {
