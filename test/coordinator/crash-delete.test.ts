@@ -1,0 +1,186 @@
+/**
+ * Crash test of the delete runbook: the coordinator process is SIGKILLed right after step n of a
+ * delete is recorded (SPOTKEEP_CRASH_KIND=delete, SPOTKEEP_CRASH_AFTER_STEP=n), for every step, with
+ * nothing kept and with keep=volumes,network, then restarted. Every run must end `deleted` under its
+ * archived name with the name free, no EC2 instance left, nothing orphaned (every resource tagged
+ * with the instance is one the delete kept) and the kept volume and ENI the very ones it had,
+ * tagged with their expiry.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type ChildProcess, spawn } from "node:child_process";
+import { createServer } from "node:net";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { coordinatorConfig, ensureAgentBundle, OWNER_ENV, ROOT, startEnv, until, type Env } from "./harness.js";
+
+const SCALE = 0.03;
+const range = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
+/** Delete's steps for the cases' spec (one data volume, same ENI, root persistence), per keep. */
+const CASES = [
+  // begin, terminate, wait-terminated, delete-volume /dev/sdf, delete-eni, deregister-images, delete-snapshots, keep, finish
+  ...range(9).map((n) => ({ keep: "", n })),
+  // begin, terminate, wait-terminated, deregister-images, delete-snapshots, keep, finish
+  ...range(7).map((n) => ({ keep: "volumes,network", n })),
+].filter((c) => !process.env.SPOTKEEP_CRASH_STEPS || process.env.SPOTKEEP_CRASH_STEPS.split(",").map(Number).includes(c.n));
+const TOKEN = "test-admin-token-0123456789";
+
+let dir: string;
+let env: Env;
+const children = new Set<ChildProcess>();
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => resolve(p));
+    });
+    s.on("error", reject);
+  });
+}
+
+interface Slot {
+  port: number;
+  cfgFile: string;
+}
+
+async function slot(id: string): Promise<Slot> {
+  const port = await freePort();
+  const cfgFile = join(dir, `coordinator-${id}.json`);
+  writeFileSync(
+    cfgFile,
+    JSON.stringify(coordinatorConfig(env, join(dir, `coord-${id}`), SCALE, { listen: `127.0.0.1:${port}`, lostCheckIntervalMs: 3000 })),
+  );
+  return { port, cfgFile };
+}
+
+async function startCoordinatorProcess({ cfgFile }: Slot, crashAfter?: number) {
+  const log: string[] = [];
+  const child = spawn(process.execPath, [join(ROOT, "bin", "spotkeep.js"), "coordinator", "--config", cfgFile], {
+    env: {
+      ...process.env,
+      [OWNER_ENV]: dir,
+      SPOTKEEP_CRASH_KIND: crashAfter ? "delete" : "",
+      SPOTKEEP_CRASH_AFTER_STEP: crashAfter ? String(crashAfter) : "",
+    },
+    stdio: ["ignore", "pipe", "pipe"],
+    detached: true,
+  });
+  children.add(child);
+  child.stdout!.on("data", (d) => log.push(String(d)));
+  child.stderr!.on("data", (d) => log.push(String(d)));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
+    child.on("exit", (code, signal) => {
+      children.delete(child);
+      r({ code, signal });
+    }),
+  );
+  await until("the coordinator to listen", () => log.join("").includes("coordinator listening on"), 30_000);
+  return { child, exited, log };
+}
+
+const api = async ({ port }: Slot, method: string, path: string, body?: unknown) => {
+  const res = await fetch(`http://127.0.0.1:${port}/api/v1/${path}`, {
+    method,
+    headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: res.status, body: (await res.json()) as any };
+};
+
+/** Live resources localcloud holds with tag spotkeep:instance = name. */
+function tagged(name: string) {
+  const w = env.lc.world;
+  const mine = (t: Map<string, string>) => t.get("spotkeep:instance") === name;
+  return {
+    instances: [...w.instances.values()].filter((i) => mine(i.tags) && i.state !== "terminated").map((i) => i.id),
+    volumes: [...w.volumes.values()].filter((v) => mine(v.tags) && v.state !== "deleted" && v.state !== "deleting"),
+    enis: [...w.enis.values()].filter((e) => mine(e.tags)),
+    snapshots: [...w.snapshots.values()].filter((s) => mine(s.tags)).map((s) => s.id),
+  };
+}
+
+beforeAll(async () => {
+  ensureAgentBundle();
+  dir = mkdtempSync(join(tmpdir(), "spotkeep-crash-"));
+  env = await startEnv(dir, SCALE);
+});
+afterAll(async () => {
+  for (const c of children) {
+    try {
+      process.kill(-c.pid!, "SIGKILL");
+    } catch {
+      /* gone */
+    }
+  }
+  await env?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe.concurrent("coordinator crash at every step boundary of delete", () => {
+  it.each(CASES)(
+    "SIGKILL after step $n (keep: $keep): the delete finishes, nothing orphaned, kept resources kept",
+    async ({ keep, n }) => {
+      const name = `crash-del-${keep ? "keep" : "all"}-${n}`;
+      const s = await slot(name);
+      const first = await startCoordinatorProcess(s, n);
+      try {
+        expect((await api(s, "POST", "instances", env.spec(name, { workload: false }))).status).toBe(201);
+        const created = await until("the instance to be running", async () => {
+          const d = (await api(s, "GET", `instances/${name}`)).body;
+          if (d.state === "failed") throw new Error(`create failed: ${d.stateReason}`);
+          return d.state === "running" ? d : null;
+        });
+        const volumeId: string = created.resources.volumes[0].volumeId;
+        const eniId: string = created.resources.network.eniId;
+        const started = await api(s, "DELETE", `instances/${name}${keep ? `?keep=${keep}&ttlHours=24` : ""}`);
+        expect(started.status, JSON.stringify(started.body)).toBe(202);
+        const archivedAs: string = started.body.archivedAs;
+        const how = await Promise.race([first.exited, new Promise((r) => setTimeout(() => r("no-crash"), 60_000))]);
+        expect(how, first.log.join("")).toMatchObject({ signal: "SIGKILL" });
+
+        const second = await startCoordinatorProcess(s);
+        try {
+          const after = await until(
+            "the delete to finish",
+            async () => {
+              const d = await api(s, "GET", `instances/${encodeURIComponent(archivedAs)}`);
+              if (d.status === 200 && d.body.state === "failed")
+                throw new Error(`delete failed: ${d.body.stateReason}\n${second.log.join("")}`);
+              return d.status === 200 && d.body.state === "deleted" ? d.body : null;
+            },
+            45_000,
+          );
+          // The name is free; no EC2 instance remains; nothing tagged with it but what was kept.
+          expect((await api(s, "GET", `instances/${name}`)).status).toBe(404);
+          const left = tagged(name);
+          expect(left.instances).toEqual([]);
+          expect(left.snapshots).toEqual([]);
+          if (keep) {
+            expect(left.volumes.map((v) => v.id)).toEqual([volumeId]);
+            expect(left.volumes[0]!.state).toBe("available");
+            expect(left.enis.map((e) => e.id)).toEqual([eniId]);
+            for (const r of [left.volumes[0]!, left.enis[0]!])
+              expect(Date.parse(r.tags.get("spotkeep:expires-at") ?? "")).toBeGreaterThan(Date.now());
+            expect(after.resources.volumes[0].volumeId).toBe(volumeId);
+            expect(after.resources.network.eniId).toBe(eniId);
+            expect(after.stateReason).toContain(volumeId);
+          } else {
+            await until("the deleted volume to be gone", () => tagged(name).volumes.length === 0, 10_000);
+            expect(left.enis).toEqual([]);
+          }
+        } finally {
+          second.child.kill("SIGTERM");
+          await second.exited;
+        }
+      } finally {
+        if (first.child.exitCode === null && first.child.signalCode === null) {
+          first.child.kill("SIGKILL");
+          await first.exited;
+        }
+      }
+    },
+    120_000,
+  );
+});
