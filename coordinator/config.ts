@@ -38,6 +38,8 @@ export const CoordinatorConfig = z
     maxConcurrentWorkflows: z.number().int().min(1).max(10_000).default(512),
     /** Model ms between batched DescribeInstances sweeps that detect lost instances. */
     lostCheckIntervalMs: z.number().int().min(100).max(3_600_000).default(15_000),
+    /** Model minutes between attempts to move an on-demand generation back to spot (launch.market.revertToSpot). */
+    revertToSpotIntervalMinutes: z.number().min(0.01).max(10_080).default(15),
     /** Fraction of AWS's API buckets spotkeep uses; 0 turns client-side pacing off. */
     apiHeadroom: z.number().min(0).max(1).default(0.8),
     /** Model seconds before the notice deadline by which quiesce must be done. */

@@ -20,6 +20,9 @@ import { unsupportedFeatures } from "./workflow/runbooks/support.js";
 
 export type Operation = "pause" | "resume" | "recycle" | "snapshot";
 
+/** The trigger recorded on move-back-to-spot recycles (the schedule's backoff reads it). */
+export const REVERT_TRIGGER = "revert-to-spot";
+
 export interface OperationsDeps {
   store: Store;
   engine: WorkflowEngine;
@@ -120,6 +123,30 @@ export class Operations {
       }
     });
     return { workflowId: id };
+  }
+
+  /**
+   * A move back to spot for an instance whose live generation runs on-demand: a recycle that first
+   * checks spot capacity and leaves the instance alone when there is none. Null when it does not apply now.
+   */
+  async startRevertToSpot(name: string): Promise<string | null> {
+    return this.d.store.tx(async (t) => {
+      const inst = await t.instances.get(name);
+      if (!inst || inst.state !== "running" || (await t.workflows.runningFor(name)).length > 0) return null;
+      const g = await t.generations.get(name, inst.generation);
+      if (!g?.ec2InstanceId || g.status !== "live" || g.market !== "on-demand") return null;
+      const input: ReplaceInput = {
+        name,
+        instanceId: g.ec2InstanceId,
+        fromGeneration: inst.generation,
+        trigger: "recycle",
+        reason: "move back to spot",
+        revertToSpot: true,
+      };
+      const wf = await this.d.engine.start("recycle", name, input, REVERT_TRIGGER, t);
+      await t.events.add(name, "revert-to-spot", `${g.ec2InstanceId} runs on-demand: checking for spot capacity`, wf);
+      return wf;
+    });
   }
 
   /** Store a new spec for an instance, applied at its next generation; `recycle` applies it now. */

@@ -8,7 +8,8 @@ import type { Ec2Gateway } from "./cloud/gateway.js";
 import type { Store } from "./db/store.js";
 import { sweepExpiredKept } from "./kept.js";
 import type { Metrics } from "./metrics.js";
-import type { Operations } from "./operations.js";
+import { inWeeklyWindow } from "../shared/spec.js";
+import { type Operations, REVERT_TRIGGER } from "./operations.js";
 import type { ScaledClock } from "./time.js";
 
 export interface ScheduleDeps {
@@ -19,6 +20,8 @@ export interface ScheduleDeps {
   clock: ScaledClock;
   /** Model ms between passes. */
   intervalMs: number;
+  /** Model ms between attempts to move an on-demand generation back to spot. */
+  revertToSpotIntervalMs: number;
   /** Called at the start of every pass (gauges that are cheapest to refresh on a timer). */
   onTick?: () => void;
   log: (line: string) => void;
@@ -49,6 +52,8 @@ export class Schedule {
         .catch((err) => this.d.log(`lost-instance sweep: ${(err as Error).message}`))
         .then(() => this.dueSnapshots())
         .catch((err) => this.d.log(`scheduled snapshots: ${(err as Error).message}`))
+        .then(() => this.revertToSpot())
+        .catch((err) => this.d.log(`move back to spot: ${(err as Error).message}`))
         .then(() => sweepExpiredKept(this.d))
         .catch((err) => this.d.log(`kept-resource sweep: ${(err as Error).message}`))
         .finally(() => this.next());
@@ -76,6 +81,28 @@ export class Schedule {
         this.d.metrics.interruptions.inc({ kind: "lost" });
         started.push(id);
       }
+    }
+    return started;
+  }
+
+  /**
+   * Move back to spot: an instance whose spec wants spot and allows it (revertToSpot, within its
+   * revertWindow) but whose live generation runs on-demand gets a recycle that first checks spot
+   * capacity, at most once per revertToSpotIntervalMs (the last attempt is the last such workflow).
+   */
+  async revertToSpot(): Promise<string[]> {
+    const started: string[] = [];
+    for (const inst of await this.d.store.instances.list()) {
+      const m = inst.spec.launch.market;
+      if (inst.state !== "running" || m.type !== "spot" || !m.revertToSpot) continue;
+      if (m.revertWindow && !inWeeklyWindow(m.revertWindow, this.d.clock.now())) continue;
+      const g = await this.d.store.generations.get(inst.name, inst.generation);
+      if (g?.market !== "on-demand") continue;
+      const last = (await this.d.store.workflows.listFor(inst.name)).filter((w) => w.trigger === REVERT_TRIGGER).at(-1);
+      const since = Math.max(last?.startedAt ?? 0, g.readyAt ?? 0);
+      if (this.d.clock.modelMsSince(since) < this.d.revertToSpotIntervalMs) continue;
+      const id = await this.d.operations.startRevertToSpot(inst.name);
+      if (id) started.push(id);
     }
     return started;
   }

@@ -71,6 +71,8 @@ export interface Coordinator {
   operations: Operations;
   /** Run one lost-instance sweep now (also runs on the schedule's timer). */
   sweepLost(): Promise<string[]>;
+  /** Run one move-back-to-spot pass now (also runs on the schedule's timer). */
+  revertToSpot(): Promise<string[]>;
   stop(): Promise<void>;
 }
 
@@ -227,7 +229,9 @@ async function startOn(
       return;
     }
     await store.events.add(wf.instance, "workflow-succeeded", `${wf.kind} ${wf.id} succeeded`, wf.id);
-    if (wf.kind === "replace" || wf.kind === "recycle") hub?.forget((wf.input as ReplaceInput).instanceId);
+    // The old instance is gone (a move back to spot without capacity leaves it serving: keep its queue).
+    if ((wf.kind === "replace" || wf.kind === "recycle") && (outcome.result as { reverted?: boolean } | null)?.reverted !== false)
+      hub?.forget((wf.input as ReplaceInput).instanceId);
   }
 
   const operations = new Operations({ store, engine, ec2, log });
@@ -327,6 +331,7 @@ async function startOn(
     metrics,
     clock,
     intervalMs: config.lostCheckIntervalMs,
+    revertToSpotIntervalMs: config.revertToSpotIntervalMinutes * 60_000,
     onTick: () => metrics.workflowsRunning.set(engine.running),
     log,
   });
@@ -364,6 +369,7 @@ async function startOn(
     metrics,
     operations,
     sweepLost: () => schedule.sweepLost(),
+    revertToSpot: () => schedule.revertToSpot(),
     async stop() {
       schedule.stop();
       await queueEvents?.stop();

@@ -26,7 +26,9 @@ export const DESCRIPTIONS: Record<string, string> = {
   "launch.market": "Purchase options.",
   "launch.market.type": "`spot` (default) or `on-demand`.",
   "launch.market.fallbackToOnDemand": "Launch on-demand when no spot capacity is left in any allowed type/subnet.",
-  "launch.market.revertToSpot": "Move back to spot at the next replacement or recycle once spot capacity returns.",
+  "launch.market.revertWindow": "Weekly UTC window in which a move back to spot may run (`Mon:02:00-Mon:04:00`); any time when absent.",
+  "launch.market.revertToSpot":
+    "While a generation runs on-demand, the coordinator periodically checks for spot capacity (a short-lived probe launch) and, when there is some, recycles onto spot (within `revertWindow`); without capacity the on-demand instance keeps serving. `false`: never.",
   "launch.market.maxPrice": "Spot max price per hour in USD; default is the on-demand price.",
   persistence: "What survives a replacement.",
   "persistence.root": "Keep the root disk: snapshot it and register an AMI that the next generation boots from.",

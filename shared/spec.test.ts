@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import YAML from "yaml";
-import { parseSpec } from "./spec.js";
+import { inWeeklyWindow, parseSpec } from "./spec.js";
 import { ValidationError } from "./errors.js";
 
 const full = `
@@ -195,5 +195,17 @@ describe("spec rejections name the path and the reason", () => {
       expect(() => withMount(bad), bad).toThrow(/persistence\.volumes\[0\]\.mountPoint: /);
       expect(() => withMount(bad), bad).toThrow(why);
     }
+  });
+
+  it("reads a weekly UTC revert window, also one that wraps past Saturday, and refuses a malformed one naming the field", () => {
+    const mon0300 = Date.UTC(2026, 10, 23, 3, 0); // a Monday
+    expect(inWeeklyWindow("Mon:02:00-Mon:04:00", mon0300)).toBe(true);
+    expect(inWeeklyWindow("Mon:02:00-Mon:04:00", mon0300 + 3_600_000)).toBe(false);
+    expect(inWeeklyWindow("Sat:22:00-Sun:02:00", Date.UTC(2026, 10, 22, 1, 0))).toBe(true); // Sunday 01:00
+    expect(inWeeklyWindow("Sat:22:00-Sun:02:00", mon0300)).toBe(false);
+    const withWindow = (revertWindow: string) => parseSpec({ ...minimal, launch: { ...minimal.launch, market: { revertWindow } } });
+    expect(withWindow("Tue:01:30-Tue:03:00").launch.market.revertWindow).toBe("Tue:01:30-Tue:03:00");
+    expect(() => withWindow("Monday 2am")).toThrow(/launch\.market\.revertWindow: must be a weekly UTC window/);
+    expect(() => withWindow("Mon:02:00-Mon:02:00")).toThrow(/launch\.market\.revertWindow/);
   });
 });

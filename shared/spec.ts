@@ -70,11 +70,37 @@ const Volume = z
   })
   .strict();
 
+const DAYS = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+
+/** "Mon:02:00-Mon:04:00" as minutes from Sunday 00:00 UTC; null when it is not such a window. */
+export function parseWeeklyWindow(w: string): { start: number; end: number } | null {
+  const m = /^(Sun|Mon|Tue|Wed|Thu|Fri|Sat):([01]\d|2[0-3]):([0-5]\d)-(Sun|Mon|Tue|Wed|Thu|Fri|Sat):([01]\d|2[0-3]):([0-5]\d)$/.exec(w);
+  if (!m) return null;
+  const at = (d: string, h: string, min: string) => DAYS.indexOf(d) * 1440 + Number(h) * 60 + Number(min);
+  const start = at(m[1] as string, m[2] as string, m[3] as string);
+  const end = at(m[4] as string, m[5] as string, m[6] as string);
+  return start === end ? null : { start, end };
+}
+
+/** Whether the instant `at` (epoch ms) lies in the weekly UTC window (which may wrap past Saturday). */
+export function inWeeklyWindow(w: string, at: number): boolean {
+  const win = parseWeeklyWindow(w);
+  if (!win) return false;
+  const d = new Date(at);
+  const now = d.getUTCDay() * 1440 + d.getUTCHours() * 60 + d.getUTCMinutes();
+  return win.start < win.end ? now >= win.start && now < win.end : now >= win.start || now < win.end;
+}
+
 const Market = z
   .object({
     type: z.enum(["spot", "on-demand"]).default("spot"),
     fallbackToOnDemand: z.boolean().default(true),
     revertToSpot: z.boolean().default(true),
+    /** When (UTC) a move back to spot may happen, e.g. "Mon:02:00-Mon:04:00"; any time when absent. */
+    revertWindow: z
+      .string()
+      .refine((w) => parseWeeklyWindow(w) !== null, { message: 'must be a weekly UTC window such as "Mon:02:00-Mon:04:00"' })
+      .optional(),
     maxPrice: z
       .string()
       .regex(/^\d+(\.\d+)?$/, { message: 'must be a decimal price such as "0.05"' })

@@ -20,6 +20,8 @@ export const TAG = {
   workflow: "spotkeep:workflow",
   step: "spotkeep:step",
   device: "spotkeep:device",
+  /** A short-lived launch that only checks spot capacity (terminated at once). */
+  probe: "spotkeep:probe",
   /** On a resource a delete kept: when the TTL sweep deletes it (ISO 8601). */
   expiresAt: "spotkeep:expires-at",
 } as const;

@@ -83,7 +83,7 @@ beforeAll(async () => {
   ensureAgentBundle();
   dir = mkdtempSync(join(tmpdir(), "spotkeep-e2e-life-"));
   env = await startEnv(dir, SCALE);
-  coord = await inProcessCoordinator(env, join(dir, "coord"), SCALE);
+  coord = await inProcessCoordinator(env, join(dir, "coord"), SCALE, { revertToSpotIntervalMinutes: 0.5 });
   acks = join(dir, `${NAME}.acks`);
   const { workflowId } = await coord.views.createInstance(parseSpec(env.spec(NAME, { acks })));
   await finished(workflowId);
@@ -191,5 +191,44 @@ describe("lifecycle operations (localcloud process runtime, real agent)", () => 
     expect(after.instanceId).not.toBe(d.instanceId);
     const events = (await coord.views.getEvents(NAME))!.events;
     expect(events.some((e) => e.kind === "resume-started" && /recycle of a failed instance/.test(e.message))).toBe(true);
+  });
+
+  it("moves an on-demand generation back to spot once spot capacity returns, and leaves it serving until then", async () => {
+    const { availabilityZone: az, generation: g0 } = (await coord.views.getInstance(NAME))!;
+    const spot = async (available: boolean) => {
+      for (const t of ["m6i.large", "m5.large"])
+        await env.control("PUT", "capacity", { instanceType: t, availabilityZone: az!, market: "spot", available });
+    };
+    // No spot capacity: a recycle falls back to on-demand.
+    await spot(false);
+    const r = await api("POST", `instances/${NAME}/recycle`);
+    await finished(r.body.workflowId!);
+    const onDemand = await expectSameIdentity(g0 + 1);
+    expect(onDemand.lifecycle).toBe("on-demand");
+
+    // Still none: the schedule's attempt probes, finds no capacity, and the on-demand instance keeps serving.
+    const attempts = async () => (await coord.store.workflows.listFor(NAME)).filter((w) => w.trigger === "revert-to-spot");
+    const attempt = await until("a move-back-to-spot attempt", async () => (await attempts())[0]);
+    expect((await finished(attempt.id)).result).toEqual({ reverted: false });
+    const still = (await coord.views.getInstance(NAME))!;
+    expect({ id: still.instanceId, lifecycle: still.lifecycle, state: still.state, generation: still.generation }).toEqual({
+      id: onDemand.instanceId,
+      lifecycle: "on-demand",
+      state: "running",
+      generation: g0 + 1,
+    });
+    const events = (await coord.views.getEvents(NAME))!.events;
+    expect(events.some((e) => e.kind === "revert-to-spot" && /no spot capacity .*keeps serving/.test(e.message))).toBe(true);
+    // The probe left nothing running.
+    expect((await liveInstances(env, NAME)).map((i) => i.instanceId)).toEqual([onDemand.instanceId]);
+
+    // Spot is back: a later attempt (at most one per revertToSpotIntervalMinutes) recycles onto spot.
+    await spot(true);
+    const move = await until("a move-back-to-spot attempt after capacity returned", async () =>
+      (await attempts()).find((w) => w.id !== attempt.id),
+    );
+    await finished(move.id);
+    const back = await expectSameIdentity(g0 + 2);
+    expect(back.lifecycle).toBe("spot");
   });
 });

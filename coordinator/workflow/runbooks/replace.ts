@@ -9,7 +9,8 @@
  *   subnets → launch → wait-running → attach (reattach) → restore (ready) → finish → retention
  */
 import type { StatefulInstanceSpec } from "../../../shared/spec.js";
-import type { BlockDeviceRequest } from "../../cloud/gateway.js";
+import { classify, errorCode } from "../../cloud/errors.js";
+import { type BlockDeviceRequest, TAG } from "../../cloud/gateway.js";
 import type { DataVolume } from "../../db/store.js";
 import { ONCE, type Runbook, step, type StepDef, type WorkflowContext } from "../engine.js";
 import { Failure, failureKind } from "../failure.js";
@@ -18,6 +19,7 @@ import {
   attachVolume,
   type Candidate,
   candidates,
+  clientToken,
   describeLaunchSubnets,
   LAUNCH_POLICY,
   launchGeneration,
@@ -31,6 +33,7 @@ import {
   applyRetention,
   askAgent,
   registerRootImage,
+  resourceTags,
   snapshotDataVolume,
   snapshotRoot,
   type TakenSnapshot,
@@ -54,6 +57,11 @@ export interface ReplaceInput {
    * answering: why quiesce is skipped (decided once, at the start, so a replay takes the same path).
    */
   skipQuiesce?: string;
+  /**
+   * Recycle only: a move back to spot. The run first checks that spot capacity exists (a
+   * short-lived probe launch) and ends without touching the instance when there is none.
+   */
+  revertToSpot?: boolean;
 }
 
 /** The longest notice EC2 gives: a deadline further away than this is not believed. */
@@ -77,6 +85,17 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
     const lost = input.trigger === "lost";
     const generation = input.fromGeneration + 1;
 
+    if (input.revertToSpot) {
+      const probe = await ctx.step("probe-spot-capacity", () => probeSpotCapacity(deps, ctx, name), MUTATE_POLICY);
+      if (!probe.instanceType) {
+        await ctx.event("revert-to-spot", `no spot capacity (${probe.tried.join("; ")}); the on-demand instance ${oldId} keeps serving`);
+        return { reverted: false };
+      }
+      await ctx.event(
+        "revert-to-spot",
+        `spot capacity for ${probe.instanceType} in ${probe.availabilityZone}: recycling ${oldId} onto spot`,
+      );
+    }
     const begin = await ctx.step("begin", () => beginReplacement(deps, ctx, input, generation));
     const { spec } = begin;
     const snapshotMode = spec.persistence.dataMethod === "snapshot" && begin.volumes.length > 0;
@@ -263,6 +282,47 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
     await ctx.step("retention", () => applyRetention(deps, { name, keep: spec.snapshots.keep, oldVolumes }), MUTATE_POLICY);
     return { instanceId: launched.instanceId };
   };
+}
+
+/**
+ * Whether spot capacity exists where the instance must run (the AZ its ENI or volumes pin), tried
+ * type by type with a short-lived probe launch (RunInstances, then TerminateInstances at once):
+ * EC2 has no other definitive capacity check. Safe to re-run: the ClientToken returns the same
+ * probe, and terminating it again is a no-op.
+ */
+async function probeSpotCapacity(
+  deps: RunbookDeps,
+  ctx: WorkflowContext,
+  name: string,
+): Promise<{ instanceType: string | null; availabilityZone: string | null; tried: string[] }> {
+  const inst = await deps.store.instances.get(name);
+  if (!inst) throw new Failure("resource-lost", `stateful instance ${name} no longer exists`);
+  const [net, volumes] = await Promise.all([deps.store.network.get(name), deps.store.volumes.list(name)]);
+  const az = net?.eniId ? net.availabilityZone : (volumes[0]?.availabilityZone ?? null);
+  const subnets = (await describeLaunchSubnets(deps, inst.spec)).filter((s) => !az || s.availabilityZone === az);
+  const tried: string[] = [];
+  for (const subnet of subnets)
+    for (const instanceType of inst.spec.launch.instanceTypes) {
+      try {
+        const probe = await deps.ec2.launchInstance({
+          clientToken: clientToken(ctx.workflowId, "probe", instanceType, subnet.subnetId),
+          imageId: inst.spec.launch.imageId,
+          instanceType,
+          market: "spot",
+          maxPrice: inst.spec.launch.market.maxPrice,
+          network: { subnetId: subnet.subnetId, securityGroupIds: inst.spec.launch.securityGroupIds },
+          userData: "",
+          blockDevices: [],
+          tags: resourceTags(ctx, name, "probe-spot-capacity", { [TAG.probe]: "true", Name: `${name}-spot-probe` }),
+        });
+        await deps.ec2.terminateInstance(probe.instanceId);
+        return { instanceType, availabilityZone: subnet.availabilityZone, tried };
+      } catch (err) {
+        if (classify(err) !== "capacity") throw err;
+        tried.push(`${instanceType} in ${subnet.availabilityZone}: ${errorCode(err)}`);
+      }
+    }
+  return { instanceType: null, availabilityZone: null, tried };
 }
 
 async function beginReplacement(deps: RunbookDeps, ctx: WorkflowContext, input: ReplaceInput, generation: number): Promise<Begin> {
