@@ -50,6 +50,42 @@ const cli = (...args: string[]) =>
     );
   });
 
+/**
+ * Every EC2 resource tagged for the instance that no record accounts for: instances other than the
+ * live generation, volumes other than its data volumes and the live root, ENIs other than its
+ * own, snapshots and images that are not recorded (and not deleted) artifacts.
+ */
+async function orphans(): Promise<string[]> {
+  const w = env.lc.world;
+  const mine = <T extends { tags: Map<string, string> }>(m: Map<string, T>) =>
+    [...m.entries()].filter(([, r]) => r.tags.get("spotkeep:instance") === NAME);
+  const d = (await coord.views.getInstance(NAME))!;
+  const [live] = d.instanceId ? await env.ec2.describeInstances([d.instanceId]) : [];
+  const volumes = new Set([...d.resources.volumes.map((v) => v.volumeId), ...(live?.volumes.map((v) => v.volumeId) ?? [])]);
+  const artifacts = new Set(
+    (await Promise.all((["data-snapshot", "root-snapshot", "image"] as const).map((k) => coord.store.artifacts.list(NAME, k)))).flatMap(
+      (l) => l.map((a) => a.id),
+    ),
+  );
+  return [
+    ...mine(w.instances)
+      .filter(([id, i]) => i.state !== "terminated" && i.state !== "shutting-down" && id !== d.instanceId)
+      .map(([id]) => id),
+    ...mine(w.volumes)
+      .filter(([id, v]) => v.state !== "deleted" && v.state !== "deleting" && !volumes.has(id))
+      .map(([id]) => id),
+    ...mine(w.enis)
+      .filter(([id]) => id !== d.resources.network.eniId)
+      .map(([id]) => id),
+    ...mine(w.snapshots)
+      .filter(([id]) => !artifacts.has(id))
+      .map(([id]) => id),
+    ...mine(w.images)
+      .filter(([id]) => !artifacts.has(id))
+      .map(([id]) => id),
+  ];
+}
+
 /** The invariants after every operation that ends with the instance serving. */
 async function expectSameIdentity(generation: number) {
   const d = (await coord.views.getInstance(NAME))!;
@@ -66,6 +102,7 @@ async function expectSameIdentity(generation: number) {
   const records = readRecords(join(root, "data", "records.log"));
   expect(readAcks(acks).filter((n) => !records.has(n))).toEqual([]);
   expect((await liveInstances(env, NAME)).map((i) => i.instanceId)).toEqual([d.instanceId]);
+  expect(await orphans()).toEqual([]);
   await until("the workload to write on the new generation", () =>
     readFileSync(join(root, "data", "records.log"), "utf8").includes(d.instanceId!),
   );
