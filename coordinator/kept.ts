@@ -13,8 +13,11 @@ import type { ScaledClock } from "./time.js";
 
 export interface KeptSweepDeps {
   store: Store;
-  ec2: Ec2Gateway;
-  clock: ScaledClock;
+  ec2: Pick<
+    Ec2Gateway,
+    "deregisterImage" | "deleteSnapshot" | "describeVolume" | "deleteVolume" | "describeNetworkInterface" | "deleteNetworkInterface"
+  >;
+  clock: Pick<ScaledClock, "now">;
   metrics?: { keptExpired: { inc(labels: { kind: string }): void } };
   log: (line: string) => void;
 }
@@ -54,7 +57,7 @@ export async function sweepExpiredKept(d: KeptSweepDeps): Promise<string[]> {
 }
 
 /** "deleted" (or already gone), or why it cannot be deleted yet. */
-async function deleteKept(ec2: Ec2Gateway, k: KeptResource): Promise<"deleted" | string> {
+async function deleteKept(ec2: KeptSweepDeps["ec2"], k: KeptResource): Promise<"deleted" | string> {
   switch (k.kind) {
     case "image":
       await ec2.deregisterImage(k.resourceId);

@@ -62,8 +62,9 @@ import {
 
 /**
  * Every EC2 action this gateway needs (the documented IAM policy must grant exactly these).
- * CreateTags is never called on its own: EC2 authorises it for every resource a create call tags
- * (tag-on-create, `ec2:CreateAction`).
+ * CreateTags is authorised for every resource a create call tags (tag-on-create,
+ * `ec2:CreateAction`); called on its own it only tags resources that already carry
+ * spotkeep:instance (the expiry tag a delete puts on what it keeps).
  */
 export const GATEWAY_ACTIONS: readonly string[] = [
   "AttachVolume",

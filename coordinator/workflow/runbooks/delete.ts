@@ -13,6 +13,7 @@
  * the spec is never deregistered: only images spotkeep registered are.
  */
 import { keptList, type KeepSet } from "../../../shared/deletion.js";
+import { isNotFound } from "../../cloud/errors.js";
 import { TAG } from "../../cloud/gateway.js";
 import type { KeptKind } from "../../db/store.js";
 import { type Runbook, step, together, type WorkflowContext } from "../engine.js";
@@ -106,11 +107,17 @@ export function deleteRunbook(deps: RunbookDeps): Runbook<DeleteInput> {
             workflowId: ctx.workflowId,
             expiresAt: inv.expiresAt,
           });
-        if (inv.expiresAt !== null)
-          await deps.ec2.tagResources(
-            list.map((k) => k.id),
-            { [TAG.expiresAt]: new Date(inv.expiresAt).toISOString() },
-          );
+        const expires = inv.expiresAt === null ? null : { [TAG.expiresAt]: new Date(inv.expiresAt).toISOString() };
+        for (const k of list) {
+          if (!expires) break;
+          try {
+            await deps.ec2.tagResources([k.id], expires);
+          } catch (err) {
+            // EC2 removed it with its instance (DeleteOnTermination): nothing is left to keep.
+            if (!isNotFound(err)) throw err;
+            await deps.store.deletions.markGone(k.id);
+          }
+        }
         return list;
       },
       MUTATE_POLICY,
@@ -145,15 +152,26 @@ async function inventory(deps: RunbookDeps, input: DeleteInput): Promise<Invento
   const tagged = (await deps.ec2.findInstances({ [TAG.instance]: name }))
     .filter((i) => i.state !== "terminated" && i.state !== "shutting-down")
     .map((i) => i.instanceId);
+  const instanceIds = [...new Set([...recorded, ...tagged])];
+  // A replacement that failed after its launch can leave data volumes (from snapshots, not deleted
+  // on termination) attached to an instance the store never recorded them for: they go (or stay) with the rest.
+  const known = (await deps.store.volumes.list(name)).flatMap((v) => (v.volumeId ? [{ device: v.device, volumeId: v.volumeId }] : []));
+  const strays = (instanceIds.length ? await deps.ec2.describeInstances(instanceIds) : []).flatMap((i) =>
+    i.rootDeviceName
+      ? i.volumes
+          .filter((v) => v.deviceName !== i.rootDeviceName && !known.some((k) => k.volumeId === v.volumeId))
+          .map((v) => ({ device: `${v.deviceName} of ${i.instanceId}`, volumeId: v.volumeId }))
+      : [],
+  );
   const images = await deps.store.artifacts.list(name, "image");
   const snapshots = [
     ...(await deps.store.artifacts.list(name, "data-snapshot")),
     ...(await deps.store.artifacts.list(name, "root-snapshot")),
   ];
   return {
-    instanceIds: [...new Set([...recorded, ...tagged])],
+    instanceIds,
     openGenerations: generations.filter((g) => g.status !== "ended").map((g) => g.generation),
-    volumes: (await deps.store.volumes.list(name)).flatMap((v) => (v.volumeId ? [{ device: v.device, volumeId: v.volumeId }] : [])),
+    volumes: [...known, ...strays],
     eniId: (await deps.store.network.get(name))?.eniId ?? null,
     images: images.map((i) => ({ imageId: i.id, snapshotId: i.sourceId })),
     snapshots: snapshots.map((s) => s.id),
