@@ -4,12 +4,12 @@
  * agent bundle, and stops on SIGTERM.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { type Env, OWNER_ENV, startEnv, until } from "../coordinator/harness.js";
+import { type Env, OWNER_ENV, ROOT, startEnv, until } from "../coordinator/harness.js";
 import { CLI, ensureBuilt } from "./built.js";
 
 let dir: string;
@@ -86,5 +86,66 @@ describe("spotkeep coordinator", () => {
     } finally {
       await new Promise<void>((r) => other.close(() => r()));
     }
+  });
+
+  it("refuses a second coordinator on the same data directory, naming the holder's pid, and leaves the first serving", async () => {
+    const data = join(dir, "data-shared");
+    const first = start(["--localcloud", env.lc.endpoint, "--data-dir", data]);
+    const url = await first.listening();
+    const second = start(["--localcloud", env.lc.endpoint, "--data-dir", data]);
+    expect(await second.exited).toBe(1);
+    expect(second.out.join("")).toMatch(
+      new RegExp(`data directory .*data-shared is in use by another coordinator \\(pid ${first.child.pid} `),
+    );
+    expect((await fetch(`${url}/healthz`)).status).toBe(200);
+    first.child.kill("SIGTERM");
+    expect(await first.exited).toBe(0);
+    // The lock went with the first process: a new one starts on the same directory.
+    const third = start(["--localcloud", env.lc.endpoint, "--data-dir", data]);
+    await third.listening();
+    third.child.kill("SIGTERM");
+    expect(await third.exited).toBe(0);
+  });
+
+  it("exits non-zero when it cannot bind its port, and releases the data directory", async () => {
+    const taken = createServer();
+    await new Promise<void>((r) => taken.listen(0, "127.0.0.1", () => r()));
+    try {
+      const port = (taken.address() as { port: number }).port;
+      const cfg = join(dir, "taken.yaml");
+      writeFileSync(cfg, `listen: 127.0.0.1:${port}\n`);
+      const data = join(dir, "data-bind");
+      const c = start(["--config", cfg, "--localcloud", env.lc.endpoint, "--data-dir", data]);
+      expect(await c.exited).toBe(1);
+      expect(c.out.join("")).toMatch(/listening on 127\.0\.0\.1:\d+: listen EADDRINUSE/);
+      const again = start(["--localcloud", env.lc.endpoint, "--data-dir", data]);
+      await again.listening();
+      again.child.kill("SIGTERM");
+      expect(await again.exited).toBe(0);
+    } finally {
+      await new Promise<void>((r) => taken.close(() => r()));
+    }
+  });
+
+  it("--check-permissions names the actions a broken policy denies and exits 1; with the shipped policy it exits 0", async () => {
+    const shipped = JSON.parse(readFileSync(join(ROOT, "docs", "iam", "coordinator-policy.json"), "utf8")) as {
+      Statement: Array<{ Action: string | string[] }>;
+    };
+    const broken = structuredClone(shipped);
+    for (const st of broken.Statement)
+      if (Array.isArray(st.Action)) st.Action = st.Action.filter((a) => a !== "ec2:TerminateInstances" && a !== "ec2:DeleteSnapshot");
+    await env.control("PUT", "iam/policy", broken);
+    try {
+      const c = start(["--check-permissions", "--localcloud", env.lc.endpoint, "--data-dir", join(dir, "data-perm")]);
+      expect(await c.exited).toBe(1);
+      const out = c.out.join("");
+      expect(out).toMatch(/^denied\s+ec2:TerminateInstances\b/m);
+      expect(out).toMatch(/^denied\s+ec2:DeleteSnapshot\b/m);
+      expect(out).not.toMatch(/^denied\s+ec2:RunInstances\b/m);
+    } finally {
+      await env.control("PUT", "iam/policy", shipped);
+    }
+    const ok = start(["--check-permissions", "--localcloud", env.lc.endpoint, "--data-dir", join(dir, "data-perm2")]);
+    expect(await ok.exited, ok.out.join("")).toBe(0);
   });
 });
