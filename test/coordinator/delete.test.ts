@@ -174,6 +174,22 @@ describe("delete", () => {
     expect(await coord.metrics.text()).toMatch(/spotkeep_kept_resources_expired_total\{kind="volume"\} 1/);
   }, 180_000);
 
+  it("from failed (a create refused for capacity) deletes the volume and ENI the create made", async () => {
+    const name = "del-failed";
+    for (const s of env.subnets)
+      for (const market of ["spot", "on-demand"] as const)
+        await env.control("PUT", "capacity", { instanceType: "m5.xlarge", availabilityZone: s.az, market, available: false });
+    const { workflowId } = await coord.views.createInstance(parseSpec(env.spec(name, { instanceTypes: ["m5.xlarge"], workload: false })));
+    expect((await coord.engine.wait(workflowId)).status).toBe("failed");
+    expect((await api("GET", `instances/${name}`)).body.state).toBe("failed");
+    const before = await tagged(name);
+    expect(before.volumes.length + before.enis.length).toBe(2);
+
+    const { archivedAs } = await deleteAndWait(name);
+    expect(await tagged(name)).toEqual({ instances: [], volumes: [], enis: [], snapshots: [], images: [] });
+    expect((await api("GET", `instances/${encodeURIComponent(archivedAs)}`)).body.state).toBe("deleted");
+  }, 120_000);
+
   it("refuses a bad keep item, a bad TTL, an unknown parameter and a TTL without keep by name, changing nothing; 404 and 409", async () => {
     const name = "del-bad";
     const started = await coord.views.createInstance(parseSpec(env.spec(name, { workload: false })));
