@@ -314,7 +314,9 @@ export interface KeptResource {
 export interface DeletionQueries {
   /**
    * Move a stateful instance and every row that refers to it to `archivedAs` (a name no spec can
-   * use), freeing its name. False when `name` does not exist (already archived: a replay).
+   * use), freeing its name. False when `name` does not exist (already archived: a replay). Call it
+   * inside tx(): the foreign keys from generations, volumes, network and root_lineage are checked
+   * at the commit.
    */
   archive(name: string, archivedAs: string): boolean;
   /** Clear the store's references to the kinds a delete did not keep, so describe shows only what is kept. */
