@@ -23,7 +23,7 @@ export const COMMANDS: Entry[] = [
   },
   {
     name: "status",
-    summary: "list stateful instances (table, or --json)",
+    summary: "list stateful instances (table, or --json; --all adds deleted ones)",
     load: async () => (await import("./commands/status.js")).command,
   },
   {
