@@ -52,8 +52,9 @@ export class AgentIntake {
         this.d.metrics.interruptions.inc({ kind: msg.kind });
         const deadline = msg.deadline ? `, deadline ${msg.deadline}` : "";
         await store.events.add(name, "notice", `${msg.kind}${msg.action ? ` (${msg.action})` : ""} on ${session.instanceId}${deadline}`);
-        await this.decisions.arrival("agent", name, session.instanceId, msg.kind);
-        if (msg.kind === "rebalance") return this.decisions.rebalance(name);
+        const first = await this.decisions.arrival("agent", name, session.instanceId, msg.kind);
+        // The same recommendation from the queue (or an earlier notice) already acted.
+        if (msg.kind === "rebalance") return first ? this.decisions.rebalance(name) : undefined;
         if (msg.kind === "scheduled-event")
           return store.events.add(
             name,

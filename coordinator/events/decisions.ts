@@ -23,17 +23,21 @@ const SOURCE_NAME: Record<NoticeSource, string> = { agent: "the agent", queue: "
 export class NoticeDecisions {
   constructor(private readonly d: NoticeDecisionDeps) {}
 
-  /** Record that `source` reported a `kind` notice for `ec2InstanceId`; the first report per source goes on the timeline with its delay. */
-  async arrival(source: NoticeSource, name: string, ec2InstanceId: string, kind: string): Promise<void> {
+  /**
+   * Record that `source` reported a `kind` notice for `ec2InstanceId`; each source's first report
+   * goes on the timeline with its delay. True when no source reported it before (the one to act on
+   * for notices whose action is not itself check-and-start, such as a rebalance recommendation).
+   */
+  async arrival(source: NoticeSource, name: string, ec2InstanceId: string, kind: string): Promise<boolean> {
     const { store } = this.d;
-    if (!(await store.noticeArrivals.record(ec2InstanceId, kind, source))) return;
+    if (!(await store.noticeArrivals.record(ec2InstanceId, kind, source))) return false;
     const all = await store.noticeArrivals.list(ec2InstanceId, kind);
     const mine = all.find((a) => a.source === source);
     const other = all.find((a) => a.source !== source);
-    if (!mine) return;
+    if (!mine) return false;
     if (!other) {
       await store.events.add(name, "notice-arrival", `${kind} notice for ${ec2InstanceId} arrived first from ${SOURCE_NAME[source]}`);
-      return;
+      return true;
     }
     const seconds = (Math.abs(mine.at - other.at) / this.d.clock.timeScale / 1000).toFixed(2);
     const order = mine.at >= other.at ? "after" : "before";
@@ -42,6 +46,7 @@ export class NoticeDecisions {
       "notice-arrival",
       `${kind} notice for ${ec2InstanceId} arrived from ${SOURCE_NAME[source]} ${seconds} s ${order} ${SOURCE_NAME[other.source]}`,
     );
+    return false;
   }
 
   /**

@@ -80,7 +80,8 @@ export class QueueIntake {
         return started ? "acted" : "recorded";
       }
       case "rebalance":
-        await decisions.arrival("queue", name, e.instanceId, "rebalance");
+        // One action per recommendation, whichever source reported it first.
+        if (!(await decisions.arrival("queue", name, e.instanceId, "rebalance"))) return "recorded";
         await decisions.rebalance(name);
         return "acted";
       case "state-change": {
