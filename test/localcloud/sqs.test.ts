@@ -208,6 +208,15 @@ describe("localcloud SQS through the unmodified SDK", () => {
     expect(new Set(seen.map((e) => e.id)).size).toBe(seen.length);
   });
 
+  it("instances/{id}/agent: 404 for an unknown instance, 400 for a bad body, 501 where the runtime cannot stop processes", async () => {
+    const post = (id: string, body: unknown) =>
+      fetch(`${lc.controlUrl}/instances/${id}/agent`, { method: "POST", body: JSON.stringify(body) }).then((r) => r.status);
+    expect(await post("i-0000000000000000f", { state: "stopped" })).toBe(404);
+    const id = [...lc.world.instances.keys()][0]!;
+    expect(await post(id, { state: "frozen" })).toBe(400);
+    expect(await post(id, { state: "stopped" })).toBe(501);
+  });
+
   it("adds and removes rules through the control API", async () => {
     await queue("q-rules");
     const put = (name: string, body: unknown) =>
