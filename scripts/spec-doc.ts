@@ -52,10 +52,12 @@ export const DESCRIPTIONS: Record<string, string> = {
   "persistence.network.ipPool[]": "An IPv4 address inside one of the subnets.",
   "persistence.network.attach":
     "`primary` (the ENI is the instance's eth0) or `secondary` (make-before-break: the replacement launches at the notice and only the ENI moves; the coordinator refuses it until the runbook exists).",
-  snapshots: "Continuous snapshots of the data volumes.",
+  snapshots: "Continuous snapshots of the data volumes (and of the root with `root`); they carry `launch.tags` as well as spotkeep's tags.",
   "snapshots.intervalMinutes": "Take a snapshot every N minutes (0 = off, else at least 5).",
-  "snapshots.keep": "How many scheduled snapshots to keep per volume.",
+  "snapshots.keep": "How many snapshots to keep per volume, and how many root images.",
   "snapshots.consistency": "`crash` (no coordination), `freeze` (fsfreeze around CreateSnapshot) or `hooks` (pre-stop hook, then freeze).",
+  "snapshots.root":
+    "Also capture the root volume as an image at every snapshot (needs `persistence.root`); images are kept by `keep` too, never the one the next generation boots from.",
   hooks: "Commands the agent runs on the instance.",
   "hooks.preStop": "Runs at quiesce, before sync and freeze (e.g. a fast database shutdown).",
   "hooks.postRestore": "Runs on the replacement after the volumes are mounted, before your user-data.",
@@ -152,6 +154,7 @@ export function renderSpecReference(): string {
     "- `sizeGiB` must lie in the volume type's range (gp2/gp3 1–16384, io1 4–16384, io2 4–65536, st1/sc1 125–16384, standard 1–1024); `iops` only for gp3/io1/io2, `throughput` only for gp3.",
     "- `dataMethod: reattach` with subnets in several AZs is allowed: the volumes pin the AZ, and a replacement elsewhere goes through snapshot restore.",
     "- `snapshots.intervalMinutes` is 0 (off) or at least 5.",
+    "- `snapshots.root` needs `persistence.root: true`.",
     "",
   ].join("\n");
 }

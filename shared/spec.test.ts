@@ -73,7 +73,7 @@ describe("spec parsing", () => {
       dataMethod: "reattach",
       network: { privateIp: "same-eni", ipPool: [], attach: "primary" },
     });
-    expect(spec.snapshots).toEqual({ intervalMinutes: 0, keep: 3, consistency: "freeze" });
+    expect(spec.snapshots).toEqual({ intervalMinutes: 0, keep: 3, consistency: "freeze", root: false });
     expect(spec.onRebalance).toBe("snapshot");
   });
 

@@ -150,6 +150,7 @@ const Snapshots = z
     intervalMinutes: z.number().int().min(0).max(10_080).default(0),
     keep: z.number().int().min(1).max(100).default(3),
     consistency: z.enum(["crash", "freeze", "hooks"]).default("freeze"),
+    root: z.boolean().default(false),
   })
   .strict();
 
@@ -175,7 +176,7 @@ export const StatefulInstanceSpec = z
       dataMethod: "reattach",
       network: { privateIp: "same-eni", ipPool: [], attach: "primary" },
     }),
-    snapshots: Snapshots.default({ intervalMinutes: 0, keep: 3, consistency: "freeze" }),
+    snapshots: Snapshots.default({ intervalMinutes: 0, keep: 3, consistency: "freeze", root: false }),
     hooks: HooksSpec.default({ timeoutSeconds: 60 }),
     onRebalance: z.enum(["ignore", "snapshot", "recycle"]).default("snapshot"),
   })
@@ -218,6 +219,8 @@ export const StatefulInstanceSpec = z
     if (market.type === "on-demand" && market.maxPrice !== undefined) add(["launch", "market", "maxPrice"], "is only used with type: spot");
     if (spec.snapshots.intervalMinutes > 0 && spec.snapshots.intervalMinutes < 5)
       add(["snapshots", "intervalMinutes"], "must be 0 (off) or at least 5");
+    if (spec.snapshots.root && !spec.persistence.root)
+      add(["snapshots", "root"], "needs persistence.root: true (the root images are what the next generation boots from)");
     for (const key of Object.keys(spec.launch.tags)) {
       if (key.startsWith("aws:")) add(["launch", "tags", key], "the aws: prefix is reserved by AWS");
       if (key.startsWith("spotkeep:")) add(["launch", "tags", key], "the spotkeep: prefix is reserved for spotkeep's own tags");

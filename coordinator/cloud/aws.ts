@@ -400,7 +400,7 @@ class AwsGateway implements Ec2Gateway {
     return volumeInfo(out as Volume);
   }
 
-  private async findVolumes(tags: Tags): Promise<VolumeInfo[]> {
+  async findVolumes(tags: Tags): Promise<VolumeInfo[]> {
     const out = await this.call("DescribeVolumes", `finding volumes tagged ${JSON.stringify(tags)}`, () =>
       this.client.send(new DescribeVolumesCommand({ Filters: tagFilters(tags) })),
     );

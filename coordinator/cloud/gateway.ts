@@ -22,6 +22,8 @@ export const TAG = {
   device: "spotkeep:device",
   /** A short-lived launch that only checks spot capacity (terminated at once). */
   probe: "spotkeep:probe",
+  /** On a generation's root volume (kept after its instance terminates): "true". */
+  root: "spotkeep:root",
   /** On a resource a delete kept: when the TTL sweep deletes it (ISO 8601). */
   expiresAt: "spotkeep:expires-at",
 } as const;
@@ -165,6 +167,8 @@ export interface Ec2Gateway {
 
   createVolume(req: CreateVolumeRequest): Promise<VolumeInfo>;
   describeVolume(volumeId: string): Promise<VolumeInfo | null>;
+  /** Every volume carrying all these tags (any state). */
+  findVolumes(tags: Tags): Promise<VolumeInfo[]>;
   attachVolume(volumeId: string, instanceId: string, device: string): Promise<void>;
   detachVolume(volumeId: string, instanceId?: string): Promise<void>;
   deleteVolume(volumeId: string): Promise<void>;

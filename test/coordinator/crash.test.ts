@@ -31,13 +31,13 @@ const range = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
 const STEPS: Record<string, number[]> = {
   // resolve, create-volume /dev/sdf, create-eni, launch, wait-running, attach /dev/sdf, restore, finish
   create: range(8),
-  // begin, quiesce, snapshot-root, terminate-old, wait-old-terminated, image, wait-snapshots, subnets, launch, wait-running, attach, restore, finish, retention
-  replace: range(14),
-  recycle: range(14),
-  // begin, quiesce, snapshot-root, terminate, wait-terminated, image, finish
-  pause: range(7),
-  // begin, subnets, launch, wait-running, attach /dev/sdf, restore, finish, retention
-  resume: range(8),
+  // begin, quiesce, snapshot-root, terminate-old, wait-old-terminated, image, wait-snapshots, subnets, launch, wait-running, attach, restore, finish, delete-old-root, retention
+  replace: range(15),
+  recycle: range(15),
+  // begin, quiesce, snapshot-root, terminate, wait-terminated, image, delete-root, finish
+  pause: range(8),
+  // begin, subnets, launch, wait-running, attach /dev/sdf, restore, finish, delete-old-roots, retention
+  resume: range(9),
 };
 const ONLY = process.env.SPOTKEEP_CRASH_STEPS?.split(",").map(Number);
 const CASES = Object.entries(STEPS).flatMap(([kind, steps]) => steps.filter((n) => !ONLY || ONLY.includes(n)).map((n) => ({ kind, n })));
@@ -209,6 +209,18 @@ describe.concurrent("coordinator crash at every step boundary of create, replace
         expect(dataVols.map((v) => v.id)).toEqual([volumeId]);
         const enis = [...env.lc.world.enis.values()].filter((e) => e.tags.get("spotkeep:instance") === name);
         expect(enis.map((e) => e.id)).toEqual([eniId]);
+        // Root volumes outlive their instances: only the live generation's is left once the workflow has ended.
+        const roots = () =>
+          [...env.lc.world.volumes.values()]
+            .filter((v) => v.tags.get("spotkeep:instance") === name && v.tags.get("spotkeep:root") === "true")
+            .filter((v) => v.state !== "deleted" && v.state !== "deleting")
+            .map((v) => v.attachment?.instanceId ?? v.id);
+        const wantRoots = end.state === "paused" ? [] : [after.instanceId];
+        await until(
+          "only the live generation's root volume",
+          () => (JSON.stringify(roots()) === JSON.stringify(wantRoots) ? true : null),
+          30_000,
+        );
         const live = await liveInstances(env, name);
         if (end.state === "paused") {
           expect(live).toEqual([]);

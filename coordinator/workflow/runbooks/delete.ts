@@ -20,6 +20,7 @@ import { type Runbook, step, together, type WorkflowContext } from "../engine.js
 import { Failure } from "../failure.js";
 import { type RunbookDeps, waitUntil } from "./deps.js";
 import { MUTATE_POLICY } from "./launch.js";
+import { deleteKeptRoots } from "./steps.js";
 
 export interface DeleteInput {
   name: string;
@@ -190,6 +191,8 @@ async function waitTerminated(deps: RunbookDeps, ctx: WorkflowContext, name: str
       },
       { intervalMs: deps.pollMs, timeoutMs: 15 * 60_000, signal: ctx.signal },
     );
+  // A generation's root volume outlives its instance (DeleteOnTermination false); it is never kept.
+  await deleteKeptRoots(deps, ctx, { name, except: null });
   for (const g of inv.openGenerations) await deps.store.generations.end(name, g, "deleted");
   return true;
 }

@@ -110,6 +110,12 @@ export async function launchGeneration(
     (i) => i.state === "pending" || i.state === "running",
   );
   if (earlier) return record(deps, o, earlier, []);
+  // The root volume outlives its instance, so a generation lost without notice can still be
+  // captured; the runbook that ends the generation deletes it.
+  const rootDeviceName = (await deps.ec2.describeImage(o.imageId))?.rootDeviceName;
+  const blockDevices: BlockDeviceRequest[] = rootDeviceName
+    ? [{ deviceName: rootDeviceName, deleteOnTermination: false }, ...o.blockDevices.filter((b) => b.deviceName !== rootDeviceName)]
+    : o.blockDevices;
   const tried: string[] = [];
   let lastCapacity: unknown = null;
   for (const c of o.cands) {
@@ -125,7 +131,7 @@ export async function launchGeneration(
           ? { eniId: o.eniId }
           : { subnetId: c.subnetId, securityGroupIds: o.spec.launch.securityGroupIds, privateIp: c.privateIp },
         userData: deps.userData(o.spec),
-        blockDevices: o.blockDevices,
+        blockDevices,
         tags: { ...o.spec.launch.tags, Name: `${o.name}-g${o.generation}`, ...genTags },
         iamInstanceProfile: o.spec.launch.iamInstanceProfile,
       });
@@ -194,6 +200,9 @@ export async function waitRunning(
     if (!id) throw new Failure("resource-lost", `${o.instanceId} came up without a volume at ${device}`);
     volumes[device] = id;
   }
+  // Mark the root volume so the runbook that ends this generation finds it even after the instance is gone.
+  const rootVolume = inst.volumes.find((v) => v.deviceName === inst.rootDeviceName)?.volumeId;
+  if (rootVolume) await deps.ec2.tagResources([rootVolume], { [TAG.root]: "true" });
   await deps.store.tx(async (t) => {
     for (const [device, id] of Object.entries(volumes)) await t.volumes.setCurrent(o.name, device, id, inst.availabilityZone);
     await t.generations.recordLaunch(o.name, o.generation, {

@@ -12,7 +12,7 @@ import { Failure } from "../failure.js";
 import type { RunbookDeps } from "./deps.js";
 import { MUTATE_POLICY } from "./launch.js";
 import { waitOldReleased } from "./replace.js";
-import { askAgent, registerRootImage, snapshotRoot } from "./steps.js";
+import { askAgent, deleteKeptRoots, registerRootImage, snapshotRoot } from "./steps.js";
 
 export interface PauseInput {
   name: string;
@@ -54,6 +54,7 @@ export function pauseRunbook(deps: RunbookDeps): Runbook<PauseInput> {
               rootDeviceName: begin.rootDeviceName,
               generation,
               fallbackImage: begin.previousImage,
+              userTags: begin.spec.launch.tags,
             }),
           MUTATE_POLICY,
         )
@@ -76,6 +77,7 @@ export function pauseRunbook(deps: RunbookDeps): Runbook<PauseInput> {
                 rootSnapshotId: rootSnapshot,
                 rootDeviceName: begin.rootDeviceName,
                 architecture: begin.architecture,
+                userTags: begin.spec.launch.tags,
                 generation: generation + 1,
               })
             : null,
@@ -83,7 +85,10 @@ export function pauseRunbook(deps: RunbookDeps): Runbook<PauseInput> {
       ),
     );
 
-    // 5. Paused: nothing runs, everything is kept.
+    // 5. The root volume outlived the instance (captured above when the root persists): it goes.
+    await ctx.step("delete-root", () => deleteKeptRoots(deps, ctx, { name, except: null }), MUTATE_POLICY);
+
+    // 6. Paused: nothing runs, everything is kept.
     await ctx.step("finish", async () => {
       const volumes = await deps.store.volumes.list(name);
       await deps.store.tx(async (t) => {

@@ -6,7 +6,10 @@
  * move back to spot): quiesce first, then the same path, with the state `recycling`.
  *
  *   begin → quiesce → capture → terminate-old → { wait-old-terminated ‖ image ‖ wait-snapshots } →
- *   subnets → launch → wait-running → attach (reattach) → restore (ready) → finish → retention
+ *   subnets → launch → wait-running → attach (reattach) → restore (ready) → finish → delete-old-root → retention
+ *
+ * Lost: begin → terminate-old → wait-old-terminated → snapshot-lost-root (the root volume outlives
+ * its instance) → { image ‖ wait-snapshots } → subnets → … the same from there.
  */
 import type { StatefulInstanceSpec } from "../../../shared/spec.js";
 import { classify, errorCode } from "../../cloud/errors.js";
@@ -32,9 +35,11 @@ import {
 import {
   applyRetention,
   askAgent,
+  deleteKeptRoots,
   registerRootImage,
   resourceTags,
   snapshotDataVolume,
+  snapshotLostRoot,
   snapshotRoot,
   type TakenSnapshot,
   waitForSnapshots,
@@ -111,6 +116,7 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
               generation: input.fromGeneration,
               why: `generation ${input.fromGeneration}`,
               step: `${prefix}snapshot ${v.device}`,
+              userTags: spec.launch.tags,
             }),
           MUTATE_POLICY,
         ),
@@ -134,6 +140,7 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
                   rootDeviceName: begin.rootDeviceName,
                   generation: input.fromGeneration,
                   fallbackImage: begin.previousImage,
+                  userTags: spec.launch.tags,
                 });
                 return { device: begin.rootDeviceName, snapshotId };
               },
@@ -163,6 +170,7 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
                 rootSnapshotId: rootSnapshot,
                 rootDeviceName: begin.rootDeviceName,
                 architecture: begin.architecture,
+                userTags: spec.launch.tags,
                 generation,
               })
             : null,
@@ -177,6 +185,21 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
       await ctx.step(waitOld.name, waitOld.run, waitOld.policy);
       // Lost in snapshot mode: the data volumes outlive the instance, so capture them now that it is gone.
       if (snapshotMode) snapshots = await ctx.all(dataSnapshots(""));
+      // Its root volume outlived it too (DeleteOnTermination false): capture it, crash-consistently.
+      if (spec.persistence.root)
+        rootSnapshot = await ctx.step(
+          "snapshot-lost-root",
+          () =>
+            snapshotLostRoot(deps, ctx, {
+              name,
+              ec2InstanceId: oldId,
+              rootDeviceName: begin.rootDeviceName,
+              generation: input.fromGeneration,
+              fallbackImage: begin.previousImage,
+              userTags: spec.launch.tags,
+            }),
+          MUTATE_POLICY,
+        );
       [newImage] = await ctx.parallel(image(), waitSnapshots(snapshots));
     } else {
       [, newImage] = await ctx.parallel(waitOld, image(), waitSnapshots(snapshots));
@@ -277,7 +300,10 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
       return true;
     });
 
-    // 8. Retention: snapshot mode's old volumes (their data now lives in the new ones), old images and snapshots.
+    // 8. The old root volume (kept past its instance's termination, captured above when needed) goes.
+    await ctx.step("delete-old-root", () => deleteKeptRoots(deps, ctx, { name, except: generation }), MUTATE_POLICY);
+
+    // 9. Retention: snapshot mode's old volumes (their data now lives in the new ones), old images and snapshots.
     const oldVolumes = fromSnapshots ? begin.volumes.map((v) => v.volumeId).filter((v): v is string => !!v) : [];
     await ctx.step("retention", () => applyRetention(deps, { name, keep: spec.snapshots.keep, oldVolumes }), MUTATE_POLICY);
     return { instanceId: launched.instanceId };

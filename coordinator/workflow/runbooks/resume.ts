@@ -22,7 +22,7 @@ import {
   waitRunning,
 } from "./launch.js";
 import { waitOldReleased } from "./replace.js";
-import { applyRetention } from "./steps.js";
+import { applyRetention, deleteKeptRoots } from "./steps.js";
 
 export interface ResumeInput {
   name: string;
@@ -150,6 +150,8 @@ export function resumeRunbook(deps: RunbookDeps): Runbook<ResumeInput> {
       );
       return true;
     });
+    // 6. Roots a failed run left behind (its old instance terminated) go; the image carries the root.
+    await ctx.step("delete-old-roots", () => deleteKeptRoots(deps, ctx, { name, except: generation }), MUTATE_POLICY);
     await ctx.step("retention", () => applyRetention(deps, { name, keep: spec.snapshots.keep }), MUTATE_POLICY);
     return { instanceId: launched.instanceId };
   };

@@ -5,13 +5,25 @@
  * thaws right after the CreateSnapshot calls return (a snapshot's point in time is when the call
  * is accepted); the agent thaws on its own after `thawAfterMs` whatever happens to us.
  *
- *   begin → freeze → snapshot each → thaw → wait-snapshots → retention
+ * With `snapshots.root` the root volume is captured too and registered as the image the next
+ * generation boots from.
+ *
+ *   begin → freeze → { snapshot-root ‖ snapshot each } → thaw → { wait-snapshots ‖ image } → retention
+ *   (snapshot-root and image only with snapshots.root)
  */
 import { ONCE, type Runbook, step } from "../engine.js";
 import { Failure } from "../failure.js";
 import { MUTATE_POLICY, requireVolumeId } from "./launch.js";
 import type { RunbookDeps } from "./deps.js";
-import { applyRetention, askAgent, snapshotDataVolume, waitForSnapshots } from "./steps.js";
+import {
+  applyRetention,
+  askAgent,
+  registerRootImage,
+  snapshotDataVolume,
+  snapshotRoot,
+  type TakenSnapshot,
+  waitForSnapshots,
+} from "./steps.js";
 
 export interface SnapshotInput {
   name: string;
@@ -31,8 +43,17 @@ export function snapshotRunbook(deps: RunbookDeps): Runbook<SnapshotInput> {
     const begin = await ctx.step("begin", async () => {
       const inst = await deps.store.instances.get(name);
       if (!inst) throw new Failure("resource-lost", `stateful instance ${name} no longer exists`);
-      return { spec: inst.spec, volumes: await deps.store.volumes.list(name) };
+      const root = await deps.store.root.get(name);
+      return {
+        spec: inst.spec,
+        volumes: await deps.store.volumes.list(name),
+        rootDeviceName: root?.rootDeviceName ?? "/dev/xvda",
+        architecture: root?.architecture ?? "x86_64",
+        previousImage: root?.imageId ?? inst.spec.launch.imageId,
+      };
     });
+    const { spec } = begin;
+    const withRoot = spec.snapshots.root && spec.persistence.root;
     const freeze = begin.spec.snapshots.consistency !== "crash";
     const freezeId = `freeze-${ctx.workflowId}`;
 
@@ -56,9 +77,29 @@ export function snapshotRunbook(deps: RunbookDeps): Runbook<SnapshotInput> {
       );
     }
 
-    // 2. Snapshot every data volume (the point in time is when each call returns).
-    const snapshots = await ctx.all(
-      begin.volumes.map((v) =>
+    // 2. Snapshot every data volume, and the root with snapshots.root (the point in time is when each call returns).
+    const rootStep = withRoot
+      ? [
+          step(
+            "snapshot-root",
+            async () => ({
+              device: begin.rootDeviceName,
+              snapshotId: await snapshotRoot(deps, ctx, {
+                name,
+                ec2InstanceId: instanceId,
+                rootDeviceName: begin.rootDeviceName,
+                generation: input.generation,
+                fallbackImage: begin.previousImage,
+                userTags: spec.launch.tags,
+              }),
+            }),
+            MUTATE_POLICY,
+          ),
+        ]
+      : [];
+    const taken = await ctx.all<{ device: string; snapshotId: string | null }>([
+      ...rootStep,
+      ...begin.volumes.map((v) =>
         step(
           `snapshot ${v.device}`,
           () =>
@@ -69,11 +110,14 @@ export function snapshotRunbook(deps: RunbookDeps): Runbook<SnapshotInput> {
               generation: input.generation,
               why: input.reason,
               step: `snapshot ${v.device}`,
+              userTags: begin.spec.launch.tags,
             }),
           MUTATE_POLICY,
         ),
       ),
-    );
+    ]);
+    const rootSnapshot = withRoot ? (taken[0]?.snapshotId ?? null) : null;
+    const snapshots = taken.slice(rootStep.length).filter((t): t is TakenSnapshot => t.snapshotId !== null);
 
     // 3. Thaw at once: the snapshots no longer need the filesystems still.
     if (freeze) {
@@ -83,15 +127,37 @@ export function snapshotRunbook(deps: RunbookDeps): Runbook<SnapshotInput> {
       });
     }
 
-    // 4. Completed snapshots become the ones a restore uses; old ones go.
-    await ctx.step("wait-snapshots", () => waitForSnapshots(deps, ctx, name, snapshots), MUTATE_POLICY);
-    await ctx.step("retention", () => applyRetention(deps, { name, keep: begin.spec.snapshots.keep }), MUTATE_POLICY);
+    // 4. Completed snapshots become the ones a restore uses; the root snapshot becomes the image the
+    //    next generation boots from. Then old ones go (never the current image).
+    const waitSnapshots = step("wait-snapshots", () => waitForSnapshots(deps, ctx, name, snapshots), MUTATE_POLICY);
+    let image: string | null = null;
+    if (rootSnapshot) {
+      [, image] = await ctx.parallel(
+        waitSnapshots,
+        step(
+          "image",
+          () =>
+            registerRootImage(deps, ctx, {
+              name,
+              rootSnapshotId: rootSnapshot,
+              rootDeviceName: begin.rootDeviceName,
+              architecture: begin.architecture,
+              generation: input.generation + 1,
+              userTags: spec.launch.tags,
+            }),
+          MUTATE_POLICY,
+        ),
+      );
+    } else {
+      await ctx.step(waitSnapshots.name, waitSnapshots.run, waitSnapshots.policy);
+    }
+    await ctx.step("retention", () => applyRetention(deps, { name, keep: spec.snapshots.keep }), MUTATE_POLICY);
     await ctx.event(
       "snapshot",
       `${snapshots.length} data volume snapshot(s) of ${instanceId} (${frozen ? "frozen" : "crash-consistent"}): ${snapshots
         .map((s) => s.snapshotId)
-        .join(", ")}`,
+        .join(", ")}${image ? `; root image ${image}` : ""}`,
     );
-    return { snapshots: snapshots.map((s) => s.snapshotId), frozen };
+    return { snapshots: snapshots.map((s) => s.snapshotId), image, frozen };
   };
 }

@@ -5,7 +5,7 @@
  */
 import type { CommandBody } from "../../agents/hub.js";
 import { isNotFound } from "../../cloud/errors.js";
-import { TAG, type Tags } from "../../cloud/gateway.js";
+import { TAG, type Tags, type VolumeInfo } from "../../cloud/gateway.js";
 import type { WorkflowContext } from "../engine.js";
 import { Failure } from "../failure.js";
 import { type RunbookDeps, waitUntil } from "./deps.js";
@@ -25,13 +25,12 @@ export interface TakenSnapshot {
 export async function snapshotDataVolume(
   deps: RunbookDeps,
   ctx: WorkflowContext,
-  o: { name: string; device: string; volumeId: string; generation: number; why: string; step: string },
+  o: { name: string; device: string; volumeId: string; generation: number; why: string; step: string; userTags: Tags },
 ): Promise<TakenSnapshot> {
-  const snap = await deps.ec2.createSnapshot(
-    o.volumeId,
-    `spotkeep ${o.name} ${o.device} (${o.why})`,
-    resourceTags(ctx, o.name, o.step, { [TAG.device]: o.device }),
-  );
+  const snap = await deps.ec2.createSnapshot(o.volumeId, `spotkeep ${o.name} ${o.device} (${o.why})`, {
+    ...o.userTags,
+    ...resourceTags(ctx, o.name, o.step, { [TAG.device]: o.device }),
+  });
   await deps.store.artifacts.record({
     id: snap.snapshotId,
     instance: o.name,
@@ -91,7 +90,7 @@ export async function askAgent<R>(
 export async function snapshotRoot(
   deps: RunbookDeps,
   ctx: WorkflowContext,
-  o: { name: string; ec2InstanceId: string; rootDeviceName: string; generation: number; fallbackImage: string },
+  o: { name: string; ec2InstanceId: string; rootDeviceName: string; generation: number; fallbackImage: string; userTags: Tags },
 ): Promise<string | null> {
   const [inst] = await deps.ec2.describeInstances([o.ec2InstanceId]);
   const rootVolume = inst?.volumes.find((v) => v.deviceName === (inst.rootDeviceName ?? o.rootDeviceName))?.volumeId;
@@ -100,11 +99,10 @@ export async function snapshotRoot(
     return null;
   }
   try {
-    const snap = await deps.ec2.createSnapshot(
-      rootVolume,
-      `spotkeep ${o.name} root, generation ${o.generation}`,
-      resourceTags(ctx, o.name, "snapshot-root", { [TAG.generation]: String(o.generation) }),
-    );
+    const snap = await deps.ec2.createSnapshot(rootVolume, `spotkeep ${o.name} root, generation ${o.generation}`, {
+      ...o.userTags,
+      ...resourceTags(ctx, o.name, "snapshot-root", { [TAG.generation]: String(o.generation) }),
+    });
     await deps.store.artifacts.record({
       id: snap.snapshotId,
       instance: o.name,
@@ -129,7 +127,7 @@ export async function snapshotRoot(
 export async function registerRootImage(
   deps: RunbookDeps,
   ctx: WorkflowContext,
-  o: { name: string; rootSnapshotId: string; rootDeviceName: string; architecture: string; generation: number },
+  o: { name: string; rootSnapshotId: string; rootDeviceName: string; architecture: string; generation: number; userTags: Tags },
 ): Promise<string> {
   await waitUntil(
     deps.clock,
@@ -148,7 +146,7 @@ export async function registerRootImage(
     rootDeviceName: o.rootDeviceName,
     architecture: o.architecture,
     description: `spotkeep root image of ${o.name} for generation ${o.generation}`,
-    tags: resourceTags(ctx, o.name, "image", { [TAG.generation]: String(o.generation) }),
+    tags: { ...o.userTags, ...resourceTags(ctx, o.name, "image", { [TAG.generation]: String(o.generation) }) },
   });
   await deps.store.artifacts.record({
     id: imageId,
@@ -200,6 +198,94 @@ export async function applyRetention(deps: RunbookDeps, o: { name: string; keep:
       await deps.ec2.deleteSnapshot(s.id);
       await deps.store.artifacts.markDeleted(s.id);
     }
+  }
+  return true;
+}
+
+/** The root volume a generation left behind (launched with DeleteOnTermination false); null when there is none. */
+async function keptRootVolume(deps: RunbookDeps, name: string, generation: number): Promise<VolumeInfo | null> {
+  const found = await deps.ec2.findVolumes({ [TAG.instance]: name, [TAG.generation]: String(generation), [TAG.root]: "true" });
+  return found.find((v) => v.state !== "deleting" && v.state !== "deleted") ?? null;
+}
+
+/** Wait until the volume is free; false when it is gone (or failed) meanwhile. */
+async function waitDetached(deps: RunbookDeps, ctx: WorkflowContext, volumeId: string): Promise<boolean> {
+  return waitUntil(
+    deps.clock,
+    `${volumeId} to be detached`,
+    async () => {
+      const v = await deps.ec2.describeVolume(volumeId);
+      if (!v || v.state === "deleting" || v.state === "deleted" || v.state === "error") return false;
+      return v.state === "available" ? true : null;
+    },
+    { intervalMs: deps.pollMs / 2, timeoutMs: 15 * 60_000, signal: ctx.signal },
+  );
+}
+
+/**
+ * After an instance was lost without notice: snapshot the root volume it left behind (kept because
+ * every generation launches with the root's DeleteOnTermination false). Crash-consistent, like a
+ * power cut. Null, with an event naming the image the replacement boots from and its age, when the
+ * root volume is gone anyway.
+ */
+export async function snapshotLostRoot(
+  deps: RunbookDeps,
+  ctx: WorkflowContext,
+  o: { name: string; ec2InstanceId: string; rootDeviceName: string; generation: number; fallbackImage: string; userTags: Tags },
+): Promise<string | null> {
+  const volume = await keptRootVolume(deps, o.name, o.generation);
+  const rootLost = async () => {
+    const image = (await deps.store.artifacts.list(o.name, "image")).find((i) => i.id === o.fallbackImage);
+    const age = image ? `made ${Math.round(deps.clock.modelMsSince(image.createdAt) / 60_000)} min ago` : "the spec's original image";
+    await ctx.event(
+      "root-lost",
+      `the root volume of lost ${o.ec2InstanceId} is gone; the replacement boots from ${o.fallbackImage} (${age}): what was written to the root since then is lost`,
+    );
+    return null;
+  };
+  if (!volume || !(await waitDetached(deps, ctx, volume.volumeId))) return rootLost();
+  try {
+    const snap = await deps.ec2.createSnapshot(volume.volumeId, `spotkeep ${o.name} root of lost generation ${o.generation}`, {
+      ...o.userTags,
+      ...resourceTags(ctx, o.name, "snapshot-lost-root", { [TAG.generation]: String(o.generation) }),
+    });
+    await deps.store.artifacts.record({
+      id: snap.snapshotId,
+      instance: o.name,
+      kind: "root-snapshot",
+      device: o.rootDeviceName,
+      sourceId: volume.volumeId,
+      generation: o.generation,
+    });
+    await ctx.event(
+      "root-captured",
+      `captured the root volume ${volume.volumeId} of lost ${o.ec2InstanceId} after its termination (crash-consistent, like a power cut): ${snap.snapshotId}`,
+    );
+    return snap.snapshotId;
+  } catch (err) {
+    if (!isNotFound(err)) throw err;
+    return rootLost();
+  }
+}
+
+/**
+ * Delete the root volumes ended generations left behind (kept past their instances' termination),
+ * every one but `except`'s. A root still attached to an instance that is not going away is left
+ * alone; one already gone is done.
+ */
+export async function deleteKeptRoots(deps: RunbookDeps, ctx: WorkflowContext, o: { name: string; except: number | null }): Promise<true> {
+  const roots = (await deps.ec2.findVolumes({ [TAG.instance]: o.name, [TAG.root]: "true" })).filter(
+    (v) => v.tags[TAG.generation] !== String(o.except) && v.state !== "deleting" && v.state !== "deleted",
+  );
+  const holders = [...new Set(roots.flatMap((v) => v.attachments.map((a) => a.instanceId)))];
+  const staying = new Set(
+    (holders.length ? await deps.ec2.describeInstances(holders) : [])
+      .filter((i) => i.state !== "shutting-down" && i.state !== "terminated")
+      .map((i) => i.instanceId),
+  );
+  for (const v of roots) {
+    if (v.attachments.some((a) => staying.has(a.instanceId))) continue;
+    if (await waitDetached(deps, ctx, v.volumeId)) await deps.ec2.deleteVolume(v.volumeId);
   }
   return true;
 }
