@@ -144,6 +144,7 @@ export const AUTHORIZATION: Record<string, Row> = {
   StopInstances: (w, i) => many(w, "instance", i.InstanceIds),
   StartInstances: (w, i) => many(w, "instance", i.InstanceIds),
   ModifyInstanceAttribute: (w, i) => [...existing(w, "instance", i.InstanceId), ...many(w, "security-group", i.Groups)],
+  DescribeInstanceAttribute: (w, i) => existing(w, "instance", i.InstanceId),
   CreateVolume: (_w, i) => [created("volume", i.TagSpecifications)],
   DescribeVolumes: noResources,
   AttachVolume: (w, i) => [...existing(w, "instance", i.InstanceId), ...existing(w, "volume", i.VolumeId)],

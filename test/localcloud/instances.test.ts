@@ -9,6 +9,7 @@ import {
   DescribeSubnetsCommand,
   DescribeVolumesCommand,
   CancelSpotInstanceRequestsCommand,
+  DescribeInstanceAttributeCommand,
   ModifyInstanceAttributeCommand,
   ModifyNetworkInterfaceAttributeCommand,
   RunInstancesCommand,
@@ -21,6 +22,7 @@ import {
   waitUntilInstanceStopped,
   waitUntilInstanceTerminated,
   waitUntilVolumeAvailable,
+  type InstanceAttributeName,
   type RunInstancesCommandInput,
 } from "@aws-sdk/client-ec2";
 import { expectEc2Error, fast, startEnv, until, type Env } from "./helpers.js";
@@ -216,6 +218,30 @@ describe("instance lifecycle", () => {
     await expectEc2Error(
       env.ec2.send(new StopInstancesCommand({ InstanceIds: [out.Instances![0]!.InstanceId!] })),
       "UnsupportedOperation",
+      400,
+    );
+  });
+
+  it("answers DescribeInstanceAttribute (userData, instanceType, blockDeviceMapping) and refuses an unknown attribute or instance", async () => {
+    const userData = Buffer.from("#!/bin/sh\necho mine\n").toString("base64");
+    const out = await run({ UserData: userData });
+    const id = out.Instances![0]!.InstanceId!;
+    const attr = (Attribute: string) =>
+      env.ec2.send(new DescribeInstanceAttributeCommand({ InstanceId: id, Attribute: Attribute as InstanceAttributeName }));
+    expect((await attr("userData")).UserData?.Value).toBe(userData);
+    expect((await attr("instanceType")).InstanceType?.Value).toBe("t3.micro");
+    const bdm = (await attr("blockDeviceMapping")).BlockDeviceMappings!;
+    expect(bdm.map((b) => b.DeviceName)).toEqual(["/dev/xvda"]);
+    expect(bdm[0]!.Ebs?.DeleteOnTermination).toBe(true);
+    expect((await attr("disableApiTermination")).DisableApiTermination?.Value).toBe(false);
+    const plain = (await run()).Instances![0]!.InstanceId!;
+    expect(
+      (await env.ec2.send(new DescribeInstanceAttributeCommand({ InstanceId: plain, Attribute: "userData" }))).UserData?.Value,
+    ).toBeUndefined();
+    await expectEc2Error(attr("colour"), "InvalidParameterValue", 400);
+    await expectEc2Error(
+      env.ec2.send(new DescribeInstanceAttributeCommand({ InstanceId: "i-0123456789abcdef0", Attribute: "userData" })),
+      "InvalidInstanceID.NotFound",
       400,
     );
   });

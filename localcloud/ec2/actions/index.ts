@@ -2,6 +2,7 @@
 import type { Ctx } from "../common.js";
 import { runInstances } from "./run-instances.js";
 import {
+  describeInstanceAttribute,
   describeInstanceStatus,
   describeInstances,
   modifyInstanceAttribute,
@@ -50,6 +51,7 @@ export const ACTIONS: Record<string, Handler> = {
   StopInstances: stopInstances,
   StartInstances: startInstances,
   ModifyInstanceAttribute: modifyInstanceAttribute,
+  DescribeInstanceAttribute: describeInstanceAttribute,
   CreateVolume: createVolume,
   DescribeVolumes: describeVolumes,
   AttachVolume: attachVolume,

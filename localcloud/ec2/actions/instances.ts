@@ -1,5 +1,7 @@
 /** Instance actions other than RunInstances: describe, status, terminate/stop/start, attributes. */
 import type {
+  DescribeInstanceAttributeRequest,
+  InstanceAttribute,
   DescribeInstanceStatusRequest,
   DescribeInstanceStatusResult,
   DescribeInstancesRequest,
@@ -384,4 +386,53 @@ export function modifyInstanceAttribute(ctx: Ctx, input: ModifyInstanceAttribute
   dryRun(ctx, input);
   for (const f of apply) f();
   return { Return: true };
+}
+
+/** The attributes DescribeInstanceAttribute answers for (EC2's names). */
+const INSTANCE_ATTRIBUTES = [
+  "instanceType",
+  "userData",
+  "disableApiTermination",
+  "instanceInitiatedShutdownBehavior",
+  "rootDeviceName",
+  "blockDeviceMapping",
+  "groupSet",
+  "sourceDestCheck",
+  "ebsOptimized",
+  "enaSupport",
+] as const;
+
+export function describeInstanceAttribute(ctx: Ctx, input: DescribeInstanceAttributeRequest): InstanceAttribute {
+  const w = ctx.world;
+  const id = required(input.InstanceId, "InstanceId");
+  const attribute = required(input.Attribute, "Attribute") as string;
+  if (!(INSTANCE_ATTRIBUTES as readonly string[]).includes(attribute))
+    throw new Ec2Error("InvalidParameterValue", `Value (${attribute}) for parameter attribute is invalid. Unknown attribute.`);
+  const [inst] = lookupInstances(w, [id]);
+  const i = inst!;
+  dryRun(ctx, input);
+  const base = { InstanceId: i.id };
+  switch (attribute) {
+    case "instanceType":
+      return { ...base, InstanceType: { Value: i.instanceType } };
+    case "userData":
+      // No user-data: EC2 answers an empty UserData element.
+      return { ...base, UserData: i.userData ? { Value: i.userData.toString("base64") } : {} };
+    case "disableApiTermination":
+      return { ...base, DisableApiTermination: { Value: i.disableApiTermination } };
+    case "instanceInitiatedShutdownBehavior":
+      return { ...base, InstanceInitiatedShutdownBehavior: { Value: "stop" } };
+    case "rootDeviceName":
+      return { ...base, RootDeviceName: { Value: i.rootDeviceName } };
+    case "blockDeviceMapping":
+      return { ...base, BlockDeviceMappings: describeInstance(w, i).BlockDeviceMappings ?? [] };
+    case "groupSet":
+      return { ...base, Groups: i.securityGroupIds.map((g) => ({ GroupId: g })) };
+    case "sourceDestCheck":
+      return { ...base, SourceDestCheck: { Value: true } };
+    case "ebsOptimized":
+      return { ...base, EbsOptimized: { Value: false } };
+    default:
+      return { ...base, EnaSupport: { Value: true } };
+  }
 }
