@@ -106,6 +106,28 @@ describe("root disk persistence", () => {
   });
 });
 
+describe("a root volume gone anyway", () => {
+  it("says on the timeline which image the replacement boots from and how old it is", async () => {
+    const old = (await coord.views.getInstance(NAME))!;
+    const image = (await coord.store.root.get(NAME))!.imageId!;
+    // Someone turned DeleteOnTermination back on: EC2 deletes the root with the instance.
+    const [inst] = await env.ec2.describeInstances([old.instanceId!]);
+    const root = [...env.lc.world.volumes.values()].find(
+      (v) => v.id === inst!.volumes.find((x) => x.deviceName === inst!.rootDeviceName)!.volumeId,
+    )!;
+    root.attachment!.deleteOnTermination = true;
+    await env.control("POST", `instances/${old.instanceId}/lose`, {});
+    const wf = await nextReplace(2);
+    expect(wf.error).toBeNull();
+    const events = (await coord.views.getEvents(NAME))!.events;
+    const lost = events.find((e) => e.kind === "root-lost" && e.message.includes(old.instanceId!));
+    expect(lost?.message).toContain(`boots from ${image} (made `);
+    expect(lost?.message).toMatch(/min ago\)/);
+    expect((await coord.views.getInstance(NAME))!).toMatchObject({ state: "running", generation: 4 });
+    expect(await liveVolumes()).toEqual(await expectedVolumes());
+  });
+});
+
 describe("continuous snapshots of the root", () => {
   const IMAGED = "imaged";
   const snapshotNow = async () => {
