@@ -11,7 +11,7 @@ import { ONCE, type Runbook, step, together, type WorkflowContext } from "../eng
 import { Failure, isPermanent } from "../failure.js";
 import { type RunbookDeps, waitUntil } from "./deps.js";
 import {
-  attachVolume,
+  attachSteps,
   candidates,
   describeLaunchSubnets,
   ipInCidr,
@@ -19,11 +19,10 @@ import {
   launchGeneration,
   MUTATE_POLICY,
   plannedVolumes,
-  requireVolumeId,
   restoreAndWaitReady,
   waitRunning,
 } from "./launch.js";
-import { resourceTags } from "./steps.js";
+import { markServing, resourceTags } from "./steps.js";
 
 export interface CreateInput {
   name: string;
@@ -99,11 +98,7 @@ export function createRunbook(deps: RunbookDeps): Runbook<CreateInput> {
     );
 
     // 4. Attach and restore (the agent formats blank volumes, mounts them and runs postRestore).
-    await ctx.all(
-      volumes.map((v) =>
-        step(`attach ${v.device}`, () => attachVolume(deps, ctx, requireVolumeId(v), launched.instanceId, v.device), MUTATE_POLICY),
-      ),
-    );
+    await ctx.all(attachSteps(deps, ctx, volumes, launched.instanceId));
     await ctx.step(
       "restore",
       () =>
@@ -119,18 +114,7 @@ export function createRunbook(deps: RunbookDeps): Runbook<CreateInput> {
     );
 
     // 5. Serving.
-    await ctx.step("finish", async () => {
-      await deps.store.tx(async (t) => {
-        await t.generations.markLive(name, generation);
-        await t.instances.setCurrentGeneration(name, generation);
-        await t.instances.setState(name, "running", null);
-      });
-      await ctx.event(
-        "ready",
-        `generation ${generation} (${launched.instanceId}, ${launched.market} ${launched.instanceType} in ${launched.availabilityZone}) is ready`,
-      );
-      return true;
-    });
+    await ctx.step("finish", () => markServing(deps, ctx, { name, generation, launched, how: "is ready" }));
     return { instanceId: launched.instanceId };
   };
 }

@@ -8,7 +8,7 @@ import { canonicalDevice } from "../../../shared/spec.js";
 import { classify, errorCode, isRetryable } from "../../cloud/errors.js";
 import { TAG, type BlockDeviceRequest, type InstanceInfo } from "../../cloud/gateway.js";
 import type { DataVolume } from "../../db/store.js";
-import type { StepPolicy, WorkflowContext } from "../engine.js";
+import { type StepDef, type StepPolicy, step, type WorkflowContext } from "../engine.js";
 import { Failure, isPermanent } from "../failure.js";
 import { type RunbookDeps, waitUntil } from "./deps.js";
 
@@ -223,6 +223,13 @@ export async function waitRunning(
       });
   });
   return { privateIp: inst.privateIp, volumes };
+}
+
+/** One `attach DEVICE` step per data volume, for `ctx.all`: each waits for its volume to be free, then attaches it. */
+export function attachSteps(deps: RunbookDeps, ctx: WorkflowContext, volumes: DataVolume[], instanceId: string): StepDef<void>[] {
+  return volumes.map((v) =>
+    step(`attach ${v.device}`, () => attachVolume(deps, ctx, requireVolumeId(v), instanceId, v.device), MUTATE_POLICY),
+  );
 }
 
 /** Attach one data volume once it is free (the old instance may still be releasing it). */

@@ -6,13 +6,12 @@
  *
  *   begin → quiesce → snapshot-root → terminate → { wait-terminated ‖ image } → finish
  */
-import type { StatefulInstanceSpec } from "../../../shared/spec.js";
 import { ONCE, type Runbook, step } from "../engine.js";
 import { Failure } from "../failure.js";
 import type { RunbookDeps } from "./deps.js";
 import { MUTATE_POLICY } from "./launch.js";
 import { waitOldReleased } from "./replace.js";
-import { askAgent, deleteKeptRoots, registerRootImage, snapshotRoot } from "./steps.js";
+import { deleteKeptRoots, quiesceInstance, registerRootImage, snapshotRoot } from "./steps.js";
 
 export interface PauseInput {
   name: string;
@@ -41,7 +40,8 @@ export function pauseRunbook(deps: RunbookDeps): Runbook<PauseInput> {
     });
 
     // 2. Quiesce: hooks, sync, freeze.
-    const clean = await ctx.step("quiesce", () => quiesceForPause(deps, ctx, input, begin.spec), ONCE);
+    const budgetMs = (begin.spec.hooks.timeoutSeconds + 30) * 1000;
+    const clean = await ctx.step("quiesce", () => quiesceInstance(deps, ctx, { instanceId, reason: "pause", budgetMs }), ONCE);
 
     // 3. Capture the root while the instance exists.
     const rootSnapshot = begin.spec.persistence.root
@@ -105,21 +105,4 @@ export function pauseRunbook(deps: RunbookDeps): Runbook<PauseInput> {
     });
     return { image, clean };
   };
-}
-
-async function quiesceForPause(deps: RunbookDeps, ctx: Parameters<Runbook<PauseInput>>[0], input: PauseInput, spec: StatefulInstanceSpec) {
-  const budgetMs = (spec.hooks.timeoutSeconds + 30) * 1000;
-  const report = await askAgent<{ clean: boolean }>(deps, ctx, {
-    instanceId: input.instanceId,
-    command: { type: "quiesce", reason: "pause", deadline: new Date(deps.clock.wallAfter(budgetMs)).toISOString(), unmount: false },
-    commandId: `quiesce-${ctx.workflowId}`,
-    reportKind: "quiesced",
-    budgetMs,
-  });
-  if (report) return report.clean;
-  await ctx.event(
-    "quiesce-timeout",
-    `${input.instanceId} did not report quiesced within ${Math.round(budgetMs / 1000)} s; pausing with a crash-consistent capture`,
-  );
-  return false;
 }

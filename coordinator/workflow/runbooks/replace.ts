@@ -19,7 +19,7 @@ import { ONCE, type Runbook, step, type StepDef, type WorkflowContext } from "..
 import { Failure, failureKind } from "../failure.js";
 import { type RunbookDeps, waitUntil } from "./deps.js";
 import {
-  attachVolume,
+  attachSteps,
   type Candidate,
   candidates,
   clientToken,
@@ -34,8 +34,9 @@ import {
 } from "./launch.js";
 import {
   applyRetention,
-  askAgent,
   deleteKeptRoots,
+  markServing,
+  quiesceInstance,
   registerRootImage,
   resourceTags,
   snapshotDataVolume,
@@ -265,11 +266,7 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
       MUTATE_POLICY,
     );
     if (!fromSnapshots && begin.volumes.length > 0) {
-      await ctx.all(
-        begin.volumes.map((v) =>
-          step(`attach ${v.device}`, () => attachVolume(deps, ctx, requireVolumeId(v), launched.instanceId, v.device), MUTATE_POLICY),
-        ),
-      );
+      await ctx.all(attachSteps(deps, ctx, begin.volumes, launched.instanceId));
     }
     await ctx.step(
       "restore",
@@ -286,19 +283,15 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
     );
 
     // 7. The new generation serves.
-    await ctx.step("finish", async () => {
-      await deps.store.tx(async (t) => {
-        await t.generations.end(name, input.fromGeneration, input.trigger);
-        await t.generations.markLive(name, generation);
-        await t.instances.setCurrentGeneration(name, generation);
-        await t.instances.setState(name, "running", null);
-      });
-      await ctx.event(
-        "ready",
-        `generation ${generation} (${launched.instanceId}, ${launched.market} ${launched.instanceType} in ${launched.availabilityZone}) replaced ${oldId}`,
-      );
-      return true;
-    });
+    await ctx.step("finish", () =>
+      markServing(deps, ctx, {
+        name,
+        generation,
+        launched,
+        previous: { generation: input.fromGeneration, endReason: input.trigger },
+        how: `replaced ${oldId}`,
+      }),
+    );
 
     // 8. The old root volume (kept past its instance's termination, captured above when needed) goes.
     await ctx.step("delete-old-root", () => deleteKeptRoots(deps, ctx, { name, except: generation }), MUTATE_POLICY);
@@ -389,24 +382,8 @@ async function quiesceOld(deps: RunbookDeps, ctx: WorkflowContext, input: Replac
   const hooksMs = (spec.hooks.timeoutSeconds + 30) * 1000;
   const noticeMs = input.deadline ? Math.min(deps.clock.modelMsUntil(Date.parse(input.deadline)), MAX_NOTICE_MS) : MAX_NOTICE_MS;
   const budgetMs = input.trigger === "recycle" ? hooksMs : Math.max(1000, Math.min(noticeMs - deps.quiesceMarginMs, hooksMs));
-  const report = await askAgent<{ clean: boolean }>(deps, ctx, {
-    instanceId: input.instanceId,
-    command: {
-      type: "quiesce",
-      reason: input.trigger === "recycle" ? `recycle (${input.reason ?? "requested"})` : `spot interruption (${input.trigger})`,
-      deadline: new Date(deps.clock.wallAfter(budgetMs)).toISOString(),
-      unmount: false,
-    },
-    commandId: `quiesce-${ctx.workflowId}`,
-    reportKind: "quiesced",
-    budgetMs,
-  });
-  if (report) return report.clean;
-  await ctx.event(
-    "quiesce-timeout",
-    `${input.instanceId} did not report quiesced within ${Math.round(budgetMs / 1000)} s; continuing with a crash-consistent capture`,
-  );
-  return false;
+  const reason = input.trigger === "recycle" ? `recycle (${input.reason ?? "requested"})` : `spot interruption (${input.trigger})`;
+  return quiesceInstance(deps, ctx, { instanceId: input.instanceId, reason, budgetMs });
 }
 
 /** Wait until the old instance is terminated and (with a persisted ENI) the ENI is free again; its generation ends. */

@@ -6,23 +6,22 @@
  *
  *   begin → terminate-leftover → subnets → launch → wait-running → attach each → restore → finish → retention
  */
-import { ONCE, type Runbook, step } from "../engine.js";
+import { ONCE, type Runbook } from "../engine.js";
 import { Failure } from "../failure.js";
 import type { RunbookDeps } from "./deps.js";
 import {
-  attachVolume,
+  attachSteps,
   candidates,
   describeLaunchSubnets,
   LAUNCH_POLICY,
   launchGeneration,
   MUTATE_POLICY,
   plannedVolumes,
-  requireVolumeId,
   restoreAndWaitReady,
   waitRunning,
 } from "./launch.js";
 import { waitOldReleased } from "./replace.js";
-import { applyRetention, deleteKeptRoots } from "./steps.js";
+import { applyRetention, deleteKeptRoots, markServing } from "./steps.js";
 
 export interface ResumeInput {
   name: string;
@@ -117,11 +116,7 @@ export function resumeRunbook(deps: RunbookDeps): Runbook<ResumeInput> {
     );
 
     // 4. Reattach and restore (the filesystems are checked: the pause may have been crash-consistent).
-    await ctx.all(
-      begin.volumes.map((v) =>
-        step(`attach ${v.device}`, () => attachVolume(deps, ctx, requireVolumeId(v), launched.instanceId, v.device), MUTATE_POLICY),
-      ),
-    );
+    await ctx.all(attachSteps(deps, ctx, begin.volumes, launched.instanceId));
     await ctx.step(
       "restore",
       () =>
@@ -137,19 +132,15 @@ export function resumeRunbook(deps: RunbookDeps): Runbook<ResumeInput> {
     );
 
     // 5. Serving again.
-    await ctx.step("finish", async () => {
-      await deps.store.tx(async (t) => {
-        await t.generations.end(name, input.fromGeneration, input.from === "paused" ? "paused" : "failed");
-        await t.generations.markLive(name, generation);
-        await t.instances.setCurrentGeneration(name, generation);
-        await t.instances.setState(name, "running", null);
-      });
-      await ctx.event(
-        "ready",
-        `generation ${generation} (${launched.instanceId}, ${launched.market} ${launched.instanceType} in ${launched.availabilityZone}) resumed from ${input.from}`,
-      );
-      return true;
-    });
+    await ctx.step("finish", () =>
+      markServing(deps, ctx, {
+        name,
+        generation,
+        launched,
+        previous: { generation: input.fromGeneration, endReason: input.from },
+        how: `resumed from ${input.from}`,
+      }),
+    );
     // 6. Roots a failed run left behind (its old instance terminated) go; the image carries the root.
     await ctx.step("delete-old-roots", () => deleteKeptRoots(deps, ctx, { name, except: generation }), MUTATE_POLICY);
     await ctx.step("retention", () => applyRetention(deps, { name, keep: spec.snapshots.keep }), MUTATE_POLICY);

@@ -202,6 +202,57 @@ export async function applyRetention(deps: RunbookDeps, o: { name: string; keep:
   return true;
 }
 
+/**
+ * The new generation serves: it becomes the live, current one (the previous one ended, if any)
+ * and the instance `running`, in one transaction; the timeline says where it runs.
+ */
+export async function markServing(
+  deps: RunbookDeps,
+  ctx: WorkflowContext,
+  o: {
+    name: string;
+    generation: number;
+    launched: { instanceId: string; market: string; instanceType: string; availabilityZone: string };
+    previous?: { generation: number; endReason: string };
+    how: string;
+  },
+): Promise<true> {
+  await deps.store.tx(async (t) => {
+    if (o.previous) await t.generations.end(o.name, o.previous.generation, o.previous.endReason);
+    await t.generations.markLive(o.name, o.generation);
+    await t.instances.setCurrentGeneration(o.name, o.generation);
+    await t.instances.setState(o.name, "running", null);
+  });
+  const l = o.launched;
+  await ctx.event("ready", `generation ${o.generation} (${l.instanceId}, ${l.market} ${l.instanceType} in ${l.availabilityZone}) ${o.how}`);
+  return true;
+}
+
+/**
+ * Ask the instance's agent to quiesce (hooks, sync, freeze) within `budgetMs` of model time.
+ * Returns whether it reported clean; when it does not answer in time the caller goes on with a
+ * crash-consistent capture, and the timeline says so.
+ */
+export async function quiesceInstance(
+  deps: RunbookDeps,
+  ctx: WorkflowContext,
+  o: { instanceId: string; reason: string; budgetMs: number },
+): Promise<boolean> {
+  const report = await askAgent<{ clean: boolean }>(deps, ctx, {
+    instanceId: o.instanceId,
+    command: { type: "quiesce", reason: o.reason, deadline: new Date(deps.clock.wallAfter(o.budgetMs)).toISOString(), unmount: false },
+    commandId: `quiesce-${ctx.workflowId}`,
+    reportKind: "quiesced",
+    budgetMs: o.budgetMs,
+  });
+  if (report) return report.clean;
+  await ctx.event(
+    "quiesce-timeout",
+    `${o.instanceId} did not report quiesced within ${Math.round(o.budgetMs / 1000)} s; continuing with a crash-consistent capture`,
+  );
+  return false;
+}
+
 /** The root volume a generation left behind (launched with DeleteOnTermination false); null when there is none. */
 async function keptRootVolume(deps: RunbookDeps, name: string, generation: number): Promise<VolumeInfo | null> {
   const found = await deps.ec2.findVolumes({ [TAG.instance]: name, [TAG.generation]: String(generation), [TAG.root]: "true" });
