@@ -7,12 +7,12 @@
  * tagged with their expiry.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { type ChildProcess, spawn } from "node:child_process";
-import { createServer } from "node:net";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import type { ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { coordinatorConfig, ensureAgentBundle, OWNER_ENV, ROOT, startEnv, until, type Env } from "./harness.js";
+import { adminApi, coordinatorSlot, killAll, type Slot, startCoordinatorCli } from "./coordinator-process.js";
+import { ensureAgentBundle, startEnv, until, type Env } from "./harness.js";
 
 const SCALE = 0.03;
 const range = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
@@ -23,71 +23,15 @@ const CASES = [
   // begin, terminate, wait-terminated, deregister-images, delete-snapshots, keep, finish
   ...range(7).map((n) => ({ keep: "volumes,network", n })),
 ].filter((c) => !process.env.SPOTKEEP_CRASH_STEPS || process.env.SPOTKEEP_CRASH_STEPS.split(",").map(Number).includes(c.n));
-const TOKEN = "test-admin-token-0123456789";
 
 let dir: string;
 let env: Env;
 const children = new Set<ChildProcess>();
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-    s.on("error", reject);
-  });
-}
-
-interface Slot {
-  port: number;
-  cfgFile: string;
-}
-
-async function slot(id: string): Promise<Slot> {
-  const port = await freePort();
-  const cfgFile = join(dir, `coordinator-${id}.json`);
-  writeFileSync(
-    cfgFile,
-    JSON.stringify(coordinatorConfig(env, join(dir, `coord-${id}`), SCALE, { listen: `127.0.0.1:${port}`, lostCheckIntervalMs: 3000 })),
-  );
-  return { port, cfgFile };
-}
-
-async function startCoordinatorProcess({ cfgFile }: Slot, crashAfter?: number) {
-  const log: string[] = [];
-  const child = spawn(process.execPath, [join(ROOT, "bin", "spotkeep.js"), "coordinator", "--config", cfgFile], {
-    env: {
-      ...process.env,
-      [OWNER_ENV]: dir,
-      SPOTKEEP_CRASH_KIND: crashAfter ? "delete" : "",
-      SPOTKEEP_CRASH_AFTER_STEP: crashAfter ? String(crashAfter) : "",
-    },
-    stdio: ["ignore", "pipe", "pipe"],
-    detached: true,
-  });
-  children.add(child);
-  child.stdout!.on("data", (d) => log.push(String(d)));
-  child.stderr!.on("data", (d) => log.push(String(d)));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
-    child.on("exit", (code, signal) => {
-      children.delete(child);
-      r({ code, signal });
-    }),
-  );
-  await until("the coordinator to listen", () => log.join("").includes("coordinator listening on"), 30_000);
-  return { child, exited, log };
-}
-
-const api = async ({ port }: Slot, method: string, path: string, body?: unknown) => {
-  const res = await fetch(`http://127.0.0.1:${port}/api/v1/${path}`, {
-    method,
-    headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  return { status: res.status, body: (await res.json()) as any };
-};
+const slot = (id: string) => coordinatorSlot(env, dir, id, SCALE);
+const startCoordinatorProcess = (s: Slot, crashAfter?: number) =>
+  startCoordinatorCli(s, { ownerDir: dir, children, crash: crashAfter ? { kind: "delete", n: crashAfter } : undefined });
+const api = (s: Slot, method: string, path: string, body?: unknown) => adminApi(`http://127.0.0.1:${s.port}`).call(method, path, body);
 
 /** Live resources localcloud holds with tag spotkeep:instance = name. */
 function tagged(name: string) {
@@ -107,13 +51,7 @@ beforeAll(async () => {
   env = await startEnv(dir, SCALE);
 });
 afterAll(async () => {
-  for (const c of children) {
-    try {
-      process.kill(-c.pid!, "SIGKILL");
-    } catch {
-      /* gone */
-    }
-  }
+  killAll(children);
   await env?.stop();
   rmSync(dir, { recursive: true, force: true });
 });

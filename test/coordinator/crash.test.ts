@@ -7,23 +7,12 @@
  * intact.
  */
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
-import { spawn, type ChildProcess } from "node:child_process";
-import { createServer } from "node:net";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import type { ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import {
-  OWNER_ENV,
-  coordinatorConfig,
-  ensureAgentBundle,
-  liveInstances,
-  readAcks,
-  readRecords,
-  ROOT,
-  startEnv,
-  until,
-  type Env,
-} from "./harness.js";
+import { adminApi, coordinatorSlot, killAll, type Slot, startCoordinatorCli } from "./coordinator-process.js";
+import { ensureAgentBundle, liveInstances, readAcks, readRecords, startEnv, until, type Env } from "./harness.js";
 
 const SCALE = 0.03;
 const range = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
@@ -41,77 +30,16 @@ const STEPS: Record<string, number[]> = {
 };
 const ONLY = process.env.SPOTKEEP_CRASH_STEPS?.split(",").map(Number);
 const CASES = Object.entries(STEPS).flatMap(([kind, steps]) => steps.filter((n) => !ONLY || ONLY.includes(n)).map((n) => ({ kind, n })));
-const TOKEN = "test-admin-token-0123456789";
 
 let dir: string;
 let env: Env;
 const children = new Set<ChildProcess>();
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-    s.on("error", reject);
-  });
-}
-
-interface Slot {
-  port: number;
-  cfgFile: string;
-}
-
 /** Each case gets its own coordinator (port, data dir) so cases can run side by side. */
-async function slot(n: string): Promise<Slot> {
-  const port = await freePort();
-  const cfgFile = join(dir, `coordinator-${n}.json`);
-  writeFileSync(
-    cfgFile,
-    JSON.stringify(coordinatorConfig(env, join(dir, `coord-${n}`), SCALE, { listen: `127.0.0.1:${port}`, lostCheckIntervalMs: 3000 })),
-  );
-  return { port, cfgFile };
-}
-
-async function startCoordinatorProcess(
-  { cfgFile }: Slot,
-  crash?: { kind: string; n: number },
-): Promise<{ child: ChildProcess; exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>; log: string[] }> {
-  const log: string[] = [];
-  const child = spawn(process.execPath, [join(ROOT, "bin", "spotkeep.js"), "coordinator", "--config", cfgFile], {
-    env: {
-      ...process.env,
-      [OWNER_ENV]: dir,
-      SPOTKEEP_CRASH_AFTER_STEP: crash ? String(crash.n) : "",
-      SPOTKEEP_CRASH_KIND: crash?.kind ?? "",
-    },
-    stdio: ["ignore", "pipe", "pipe"],
-    detached: true,
-  });
-  children.add(child);
-  child.stdout!.on("data", (d) => log.push(String(d)));
-  child.stderr!.on("data", (d) => log.push(String(d)));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
-    child.on("exit", (code, signal) => {
-      children.delete(child);
-      r({ code, signal });
-    }),
-  );
-  await until("the coordinator to listen", () => log.join("").includes("coordinator listening on"), 30_000);
-  return { child, exited, log };
-}
-
-const api = async ({ port }: Slot, method: string, path: string, body?: unknown) => {
-  const res = await fetch(`http://127.0.0.1:${port}/api/v1/${path}`, {
-    method,
-    headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const json = await res.json();
-  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
-  return json as any;
-};
+const slot = (id: string) => coordinatorSlot(env, dir, id, SCALE);
+const startCoordinatorProcess = (s: Slot, crash?: { kind: string; n: number }) =>
+  startCoordinatorCli(s, { ownerDir: dir, children, crash });
+const api = (s: Slot, method: string, path: string, body?: unknown) => adminApi(`http://127.0.0.1:${s.port}`).ok(method, path, body);
 
 beforeAll(async () => {
   ensureAgentBundle();
@@ -119,13 +47,7 @@ beforeAll(async () => {
   env = await startEnv(dir, SCALE);
 });
 afterAll(async () => {
-  for (const c of children) {
-    try {
-      process.kill(-c.pid!, "SIGKILL");
-    } catch {
-      /* gone */
-    }
-  }
+  killAll(children);
   await env?.stop();
   rmSync(dir, { recursive: true, force: true });
 });

@@ -3,7 +3,7 @@
  * comes back after its visibility timeout and the restarted coordinator handles it exactly once
  * (one replacement, one timeline entry for the event, the message deleted).
  */
-import { type ChildProcess, spawn } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,7 +12,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { STORE_FILE } from "../../coordinator/db/open.js";
 import { SqliteStore } from "../../coordinator/db/sqlite/index.js";
 import { ALL_DETAIL_TYPES } from "../../localcloud/events/bus.js";
-import { coordinatorConfig, type Env, ensureAgentBundle, OWNER_ENV, ROOT, startEnv, until } from "./harness.js";
+import { adminApi, killAll, spawnCoordinator } from "./coordinator-process.js";
+import { coordinatorConfig, type Env, ensureAgentBundle, ROOT, startEnv, until } from "./harness.js";
 
 const SCALE = 0.05;
 const TOKEN = "test-admin-token-0123456789";
@@ -31,51 +32,21 @@ beforeAll(async () => {
   sqs = new SQSClient({ region: "us-east-1", endpoint: env.lc.endpoint, credentials: { accessKeyId: "x", secretAccessKey: "y" } });
 });
 afterAll(async () => {
-  for (const c of children) {
-    try {
-      process.kill(-c.pid!, "SIGKILL");
-    } catch {
-      /* gone */
-    }
-  }
+  killAll(children);
   sqs?.destroy();
   await env?.stop();
   rmSync(dir, { recursive: true, force: true });
 });
 
 async function coordinator(cfgFile: string, crash: boolean) {
-  const log: string[] = [];
-  const child = spawn(
-    process.execPath,
+  const c = await spawnCoordinator(
     ["--import", "tsx", join(ROOT, "test", "coordinator", "events-crash-child.ts"), cfgFile, crash ? "crash" : ""],
     {
-      env: { ...process.env, [OWNER_ENV]: dir },
-      stdio: ["ignore", "pipe", "pipe"],
-      detached: true,
+      ownerDir: dir,
+      children,
     },
   );
-  children.add(child);
-  child.stdout!.on("data", (d) => log.push(String(d)));
-  child.stderr!.on("data", (d) => log.push(String(d)));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
-    child.on("exit", (code, signal) => {
-      children.delete(child);
-      r({ code, signal });
-    }),
-  );
-  await until("the coordinator to listen", () => log.join("").match(/coordinator listening on (\S+)/)?.[1], 30_000);
-  const url = log.join("").match(/coordinator listening on (\S+)/)![1]!;
-  const api = async (method: string, path: string, body?: unknown) => {
-    const res = await fetch(`${url}/api/v1/${path}`, {
-      method,
-      headers: { authorization: `Bearer ${TOKEN}`, "content-type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-    });
-    const json = await res.json();
-    if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${JSON.stringify(json)}`);
-    return json as any;
-  };
-  return { child, exited, log, api };
+  return { ...c, api: adminApi(c.url, TOKEN).ok };
 }
 
 const queueCounts = async () => {

@@ -1,0 +1,117 @@
+/**
+ * A coordinator as a child process, for the suites that SIGKILL it (crash tests): a free port,
+ * the spawn with its output collected, the exit, and the admin API at its URL.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { coordinatorConfig, type Env, OWNER_ENV, ROOT, until } from "./harness.js";
+
+export const TEST_TOKEN = "test-admin-token-0123456789";
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => resolve(p));
+    });
+    s.on("error", reject);
+  });
+}
+
+export interface CoordinatorChild {
+  child: ChildProcess;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  log: string[];
+  /** The base URL it printed ("coordinator listening on URL"). */
+  url: string;
+}
+
+/**
+ * Start `node ARGS` (a coordinator entry point) owned by `ownerDir` (so a later run reaps it if
+ * this one dies), wait until it listens, and track it in `children` until it exits.
+ */
+export async function spawnCoordinator(
+  args: string[],
+  o: { ownerDir: string; children: Set<ChildProcess>; env?: Record<string, string> },
+): Promise<CoordinatorChild> {
+  const log: string[] = [];
+  const child = spawn(process.execPath, args, {
+    env: { ...process.env, [OWNER_ENV]: o.ownerDir, ...o.env },
+    stdio: ["ignore", "pipe", "pipe"],
+    detached: true,
+  });
+  o.children.add(child);
+  child.stdout?.on("data", (d) => log.push(String(d)));
+  child.stderr?.on("data", (d) => log.push(String(d)));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
+    child.on("exit", (code, signal) => {
+      o.children.delete(child);
+      r({ code, signal });
+    }),
+  );
+  const url = await until("the coordinator to listen", () => /coordinator listening on (http\S+)/.exec(log.join(""))?.[1], 30_000);
+  return { child, exited, log, url };
+}
+
+/** The admin API at `baseUrl`: `call` answers status and body; `ok` returns the body and throws on an error status. */
+export function adminApi(baseUrl: string, token = TEST_TOKEN) {
+  const call = async (method: string, path: string, body?: unknown) => {
+    const res = await fetch(`${baseUrl}/api/v1/${path}`, {
+      method,
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+    // biome-ignore lint/suspicious/noExplicitAny: test code reads whatever the API answered
+    return { status: res.status, body: (await res.json()) as any };
+  };
+  return {
+    call,
+    async ok(method: string, path: string, body?: unknown) {
+      const r = await call(method, path, body);
+      if (r.status >= 400) throw new Error(`${method} ${path}: ${r.status} ${JSON.stringify(r.body)}`);
+      return r.body;
+    },
+  };
+}
+
+/** SIGKILL every child still running (afterAll). */
+export function killAll(children: Set<ChildProcess>): void {
+  for (const c of children) {
+    try {
+      if (c.pid) process.kill(-c.pid, "SIGKILL");
+    } catch {
+      // already gone
+    }
+  }
+}
+
+export interface Slot {
+  port: number;
+  cfgFile: string;
+}
+
+/** A coordinator config of its own (free port, data dir under `dir`), so crash cases can run side by side. */
+export async function coordinatorSlot(env: Env, dir: string, id: string, timeScale: number): Promise<Slot> {
+  const port = await freePort();
+  const cfgFile = join(dir, `coordinator-${id}.json`);
+  writeFileSync(
+    cfgFile,
+    JSON.stringify(coordinatorConfig(env, join(dir, `coord-${id}`), timeScale, { listen: `127.0.0.1:${port}`, lostCheckIntervalMs: 3000 })),
+  );
+  return { port, cfgFile };
+}
+
+/** `spotkeep coordinator --config` of a slot, armed to SIGKILL itself after step `crash.n` of a `crash.kind` workflow. */
+export function startCoordinatorCli(
+  slot: Slot,
+  o: { ownerDir: string; children: Set<ChildProcess>; crash?: { kind: string; n: number } },
+): Promise<CoordinatorChild> {
+  return spawnCoordinator([join(ROOT, "bin", "spotkeep.js"), "coordinator", "--config", slot.cfgFile], {
+    ownerDir: o.ownerDir,
+    children: o.children,
+    env: { SPOTKEEP_CRASH_AFTER_STEP: o.crash ? String(o.crash.n) : "", SPOTKEEP_CRASH_KIND: o.crash?.kind ?? "" },
+  });
+}
