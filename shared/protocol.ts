@@ -1,5 +1,5 @@
 /**
- * Agent <-> coordinator protocol (design.md §5).
+ * Agent <-> coordinator protocol.
  *
  * WebSocket at /agent/v1/ws, JSON text frames. Every message is `{v, id, type, ...}`.
  * Delivery is at-least-once: the receiver answers `ack` with `ref` = the message id and drops
