@@ -52,18 +52,39 @@ export async function spawnCoordinator(
       r({ code, signal });
     }),
   );
-  const url = await until("the coordinator to listen", () => /coordinator listening on (http\S+)/.exec(log.join(""))?.[1], 30_000);
+  let gone: { code: number | null; signal: NodeJS.Signals | null } | null = null;
+  void exited.then((e) => (gone = e));
+  const url = await until(
+    "the coordinator to listen",
+    () => {
+      if (gone) throw new Error(`the coordinator exited before it listened (${JSON.stringify(gone)}):\n${log.join("").slice(-4000)}`);
+      return /coordinator listening on (http\S+)/.exec(log.join(""))?.[1];
+    },
+    30_000,
+  ).catch((err: Error) => {
+    throw new Error(`${err.message}\n${log.join("").slice(-4000)}`);
+  });
   return { child, exited, log, url };
 }
 
 /** The admin API at `baseUrl`: `call` answers status and body; `ok` returns the body and throws on an error status. */
 export function adminApi(baseUrl: string, token = TEST_TOKEN) {
   const call = async (method: string, path: string, body?: unknown) => {
-    const res = await fetch(`${baseUrl}/api/v1/${path}`, {
+    const init = {
       method,
       headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
       body: body === undefined ? undefined : JSON.stringify(body),
-    });
+    };
+    let res: Response;
+    try {
+      res = await fetch(`${baseUrl}/api/v1/${path}`, init);
+    } catch (err) {
+      // A coordinator restarted on the same port leaves fetch's pooled keep-alive socket to the old
+      // process behind; the first request on it is reset before it reaches the new one. Once more
+      // on a fresh connection.
+      if ((err as { cause?: { code?: string } }).cause?.code !== "ECONNRESET") throw err;
+      res = await fetch(`${baseUrl}/api/v1/${path}`, init);
+    }
     // biome-ignore lint/suspicious/noExplicitAny: test code reads whatever the API answered
     return { status: res.status, body: (await res.json()) as any };
   };

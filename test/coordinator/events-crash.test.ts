@@ -102,6 +102,12 @@ describe("coordinator crash between recording a queue event and deleting its mes
       60_000,
     );
     expect(after.instanceId).not.toBe(instanceId);
+    // The instance serves from the `finish` step on; the replacement's clean-up steps come after it.
+    await until("the replacement workflow to finish", async () =>
+      (await c.api("GET", `instances/${name}/events`)).timelines.some(
+        (t: { kind: string; outcome: string }) => t.kind === "replace" && t.outcome === "succeeded",
+      ),
+    );
     await until("the queue to drain", async () => (await queueCounts()) === 0);
     c.child.kill("SIGTERM");
     expect((await c.exited).code).toBe(0);
