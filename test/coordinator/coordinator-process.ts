@@ -3,7 +3,7 @@
  * the spawn with its output collected, the exit, and the admin API at its URL.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { coordinatorConfig, type Env, OWNER_ENV, ROOT, until } from "./harness.js";
@@ -125,14 +125,30 @@ export async function coordinatorSlot(env: Env, dir: string, id: string, timeSca
   return { port, cfgFile };
 }
 
-/** `spotkeep coordinator --config` of a slot, armed to SIGKILL itself after step `crash.n` of a `crash.kind` workflow. */
-export function startCoordinatorCli(
+/**
+ * `spotkeep coordinator --config` of a slot, armed to SIGKILL itself after step `crash.n` of a
+ * `crash.kind` workflow. A free port can be taken by another process (an outgoing connection's
+ * ephemeral port) before the coordinator binds it: while nothing depends on the slot's port yet
+ * (`firstStart`), such a start moves the slot to another port and tries again.
+ */
+export async function startCoordinatorCli(
   slot: Slot,
-  o: { ownerDir: string; children: Set<ChildProcess>; crash?: { kind: string; n: number } },
+  o: { ownerDir: string; children: Set<ChildProcess>; crash?: { kind: string; n: number }; firstStart?: boolean },
 ): Promise<CoordinatorChild> {
-  return spawnCoordinator([join(ROOT, "bin", "spotkeep.js"), "coordinator", "--config", slot.cfgFile], {
-    ownerDir: o.ownerDir,
-    children: o.children,
-    env: { SPOTKEEP_CRASH_AFTER_STEP: o.crash ? String(o.crash.n) : "", SPOTKEEP_CRASH_KIND: o.crash?.kind ?? "" },
-  });
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await spawnCoordinator([join(ROOT, "bin", "spotkeep.js"), "coordinator", "--config", slot.cfgFile], {
+        ownerDir: o.ownerDir,
+        children: o.children,
+        env: { SPOTKEEP_CRASH_AFTER_STEP: o.crash ? String(o.crash.n) : "", SPOTKEEP_CRASH_KIND: o.crash?.kind ?? "" },
+      });
+    } catch (err) {
+      if (!o.firstStart || attempt >= 3 || !/EADDRINUSE/.test((err as Error).message)) throw err;
+      const port = await freePort();
+      const cfg = JSON.parse(readFileSync(slot.cfgFile, "utf8")) as { listen: string };
+      cfg.listen = `127.0.0.1:${port}`;
+      writeFileSync(slot.cfgFile, JSON.stringify(cfg));
+      slot.port = port;
+    }
+  }
 }

@@ -29,8 +29,8 @@ let env: Env;
 const children = new Set<ChildProcess>();
 
 const slot = (id: string) => coordinatorSlot(env, dir, id, SCALE);
-const startCoordinatorProcess = (s: Slot, crashAfter?: number) =>
-  startCoordinatorCli(s, { ownerDir: dir, children, crash: crashAfter ? { kind: "delete", n: crashAfter } : undefined });
+const startCoordinatorProcess = (s: Slot, crashAfter?: number, firstStart = false) =>
+  startCoordinatorCli(s, { ownerDir: dir, children, crash: crashAfter ? { kind: "delete", n: crashAfter } : undefined, firstStart });
 const api = (s: Slot, method: string, path: string, body?: unknown) => adminApi(`http://127.0.0.1:${s.port}`).call(method, path, body);
 
 /** Live resources localcloud holds with tag spotkeep:instance = name. */
@@ -62,7 +62,7 @@ describe.concurrent("coordinator crash at every step boundary of delete", () => 
     async ({ keep, n }) => {
       const name = `crash-del-${keep ? "keep" : "all"}-${n}`;
       const s = await slot(name);
-      const first = await startCoordinatorProcess(s, n);
+      const first = await startCoordinatorProcess(s, n, true);
       try {
         expect((await api(s, "POST", "instances", env.spec(name, { workload: false }))).status).toBe(201);
         const created = await until("the instance to be running", async () => {

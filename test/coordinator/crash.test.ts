@@ -37,8 +37,8 @@ const children = new Set<ChildProcess>();
 
 /** Each case gets its own coordinator (port, data dir) so cases can run side by side. */
 const slot = (id: string) => coordinatorSlot(env, dir, id, SCALE);
-const startCoordinatorProcess = (s: Slot, crash?: { kind: string; n: number }) =>
-  startCoordinatorCli(s, { ownerDir: dir, children, crash });
+const startCoordinatorProcess = (s: Slot, crash?: { kind: string; n: number }, firstStart = false) =>
+  startCoordinatorCli(s, { ownerDir: dir, children, crash, firstStart });
 const api = (s: Slot, method: string, path: string, body?: unknown) => adminApi(`http://127.0.0.1:${s.port}`).ok(method, path, body);
 
 beforeAll(async () => {
@@ -89,7 +89,7 @@ describe.concurrent("coordinator crash at every step boundary of create, replace
       const name = `crash-${kind}-${n}`;
       const acks = join(dir, `${name}.acks`);
       const s = await slot(`${kind}-${n}`);
-      let current: Slotted = await startCoordinatorProcess(s, kind === "create" ? { kind, n } : undefined);
+      let current: Slotted = await startCoordinatorProcess(s, kind === "create" ? { kind, n } : undefined, true);
       const stopCurrent = async () => {
         if (current.child.exitCode === null && current.child.signalCode === null) {
           current.child.kill("SIGKILL");
