@@ -175,7 +175,12 @@ describe("IAM enforcement on the EC2 endpoint", () => {
       }),
     );
     const instanceId = run.Instances![0]!.InstanceId!;
+    // AttachVolume checks the instance's state before it authorises: wait until it runs (and the volume exists).
+    for (let i = 0; i < 250 && env.cloud.world.instances.get(instanceId)?.state !== "running"; i++)
+      await new Promise((r) => setTimeout(r, 20));
     const vol = await env.ec2.send(new CreateVolumeCommand({ AvailabilityZone: run.Instances![0]!.Placement!.AvailabilityZone!, Size: 5 }));
+    for (let i = 0; i < 250 && env.cloud.world.volumes.get(vol.VolumeId!)?.state !== "available"; i++)
+      await new Promise((r) => setTimeout(r, 20));
     await control("PUT", "iam/policy", {
       Statement: [
         { Effect: "Allow", Action: "ec2:AttachVolume", Resource: "*", Condition: { StringEquals: { "ec2:ResourceTag/team": "a" } } },
