@@ -15,7 +15,8 @@ const WHAT: Record<Operation, { doing: string; done: string; about: string }> = 
     doing: "pausing",
     done: "is paused",
     about:
-      "Quiesces the workload (hooks, sync, freeze), keeps the root as an image, terminates the EC2 instance and keeps\nthe network interface and the data volumes. Nothing runs, nothing is lost; resume brings it back.",
+      "Quiesces the workload (hooks, sync, freeze), keeps the root as an image, terminates the EC2 instance and keeps\n" +
+      "the network interface and the data volumes. Nothing runs, nothing is lost; resume brings it back.",
   },
   resume: {
     doing: "resuming",
@@ -27,7 +28,8 @@ const WHAT: Record<Operation, { doing: string; done: string; about: string }> = 
     doing: "recycling",
     done: "is running on a new generation",
     about:
-      "A planned replacement of a running instance: quiesce, capture, terminate, then launch with the same ENI, volumes\nand root (applies spec updates). From failed, it starts from whatever resources are kept.",
+      "A planned replacement of a running instance: quiesce, capture, terminate, then launch with the same ENI, volumes\n" +
+      "and root (applies spec updates). From failed, it starts from whatever resources are kept.",
   },
   snapshot: {
     doing: "snapshotting",

@@ -85,7 +85,8 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
   if (!config.identityCertificate)
     throw new ApiFault(
       "invalid",
-      "identityCertificate: required (PEM text or a file path): AWS's RSA certificate for the region, or localcloud's (`spotkeep coordinator` fetches it when ec2Endpoint is a localcloud)",
+      "identityCertificate: required (PEM text or a file path): AWS's RSA certificate for the region, or localcloud's " +
+        "(`spotkeep coordinator` fetches it when ec2Endpoint is a localcloud)",
     );
   const publicKey = loadCertificate(config.identityCertificate);
   const clock = scaledClock(config.timeScale);

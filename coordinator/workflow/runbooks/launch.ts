@@ -145,7 +145,9 @@ export async function launchGeneration(
   }
   throw new Failure(
     "no-capacity",
-    `no capacity for ${o.name} generation ${o.generation}: ${tried.join("; ") || "no candidates (check launch.subnetIds, launch.instanceTypes and persistence.network.ipPool)"}`,
+    `no capacity for ${o.name} generation ${o.generation}: ${
+      tried.join("; ") || "no candidates (check launch.subnetIds, launch.instanceTypes and persistence.network.ipPool)"
+    }`,
     { cause: lastCapacity },
   );
 }

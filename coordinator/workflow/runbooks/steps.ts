@@ -290,7 +290,8 @@ export async function snapshotLostRoot(
     const age = image ? `made ${Math.round(deps.clock.modelMsSince(image.createdAt) / 60_000)} min ago` : "the spec's original image";
     await ctx.event(
       "root-lost",
-      `the root volume of lost ${o.ec2InstanceId} is gone; the replacement boots from ${o.fallbackImage} (${age}): what was written to the root since then is lost`,
+      `the root volume of lost ${o.ec2InstanceId} is gone; the replacement boots from ${o.fallbackImage} (${age}): ` +
+        "what was written to the root since then is lost",
     );
     return null;
   };
