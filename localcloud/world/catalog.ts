@@ -1,4 +1,5 @@
-/** The static part of the seed world: region, AZs, instance types and prices. */
+/** The static part of the seed world: region, AZs, instance types and prices, key pairs, platform billing codes. */
+import { createHash, createPrivateKey, createPublicKey } from "node:crypto";
 export const REGION = "us-east-1";
 export const ACCOUNT_ID = "123456789012";
 /** Owner of the seeded base AMI and its snapshot (Amazon's public-image account). */
@@ -63,3 +64,51 @@ export const VOLUME_TYPES: Record<
 };
 
 export const DEVICE_NAME_RE = /^\/dev\/(sd[a-z][1-9]?|sd[b-z][a-z]?|xvd[a-z][a-z]?|xvd[a-z][1-9]?)$/;
+
+/** A key pair EC2 holds for the account (localcloud seeds a fixed set; there is no Create/Import/DeleteKeyPair). */
+export interface KeyPairInfo {
+  name: string;
+  id: string;
+  type: "ed25519";
+  /** base64 SHA-256 of the public key blob, as EC2 shows ED25519 fingerprints. */
+  fingerprint: string;
+  /** OpenSSH `ssh-ed25519 AAAA... name` line. */
+  publicKey: string;
+  createTime: Date;
+}
+
+const ED25519_PKCS8_PREFIX = Buffer.from("302e020100300506032b657004220420", "hex");
+
+/** A deterministic ED25519 key pair per name (the seed is derived from the name, so restarts show the same keys). */
+function keyPair(name: string, n: number): KeyPairInfo {
+  const seed = createHash("sha256").update(`localcloud key pair ${name}`).digest();
+  const priv = createPrivateKey({ key: Buffer.concat([ED25519_PKCS8_PREFIX, seed]), format: "der", type: "pkcs8" });
+  const raw = createPublicKey(priv).export({ format: "der", type: "spki" }).subarray(-32);
+  const sshString = (b: Buffer) => Buffer.concat([Buffer.from([0, 0, 0, b.length]), b]);
+  const blob = Buffer.concat([sshString(Buffer.from("ssh-ed25519")), sshString(raw)]);
+  return {
+    name,
+    id: `key-${createHash("sha256").update(`key-pair-id ${name}`).digest("hex").slice(0, 17)}`,
+    type: "ed25519",
+    fingerprint: createHash("sha256").update(blob).digest("base64"),
+    publicKey: `ssh-ed25519 ${blob.toString("base64")} ${name}`,
+    createTime: new Date(Date.UTC(2026, 0, 1 + n)),
+  };
+}
+
+/** The account's key pairs: RunInstances KeyName must name one of these. */
+export const KEY_PAIRS: readonly KeyPairInfo[] = ["localcloud-key", "localcloud-ops"].map(keyPair);
+
+export function keyPairByName(name: string): KeyPairInfo | undefined {
+  return KEY_PAIRS.find((k) => k.name === name);
+}
+
+/** The Windows AMI's name in the seed (alongside the Linux base AMI). */
+export const WINDOWS_IMAGE_NAME = "Windows_Server-2022-English-Full-Base-localcloud";
+
+/** EC2's billing view of an image's platform: Platform (only "windows" is ever set), PlatformDetails, UsageOperation. */
+export function platformInfo(platform: "windows" | undefined): { platformDetails: string; usageOperation: string } {
+  return platform === "windows"
+    ? { platformDetails: "Windows", usageOperation: "RunInstances:0002" }
+    : { platformDetails: "Linux/UNIX", usageOperation: "RunInstances" };
+}

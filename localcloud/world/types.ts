@@ -37,6 +37,14 @@ export interface Instance {
   architecture: "x86_64" | "arm64";
   disableApiTermination: boolean;
   hibernationConfigured: boolean;
+  /** The key pair named at launch (one of the catalog's KEY_PAIRS). */
+  keyName?: string;
+  /** The instance profile given at launch, as DescribeInstances shows it. */
+  iamInstanceProfile?: { arn: string; id: string };
+  /** From the image at launch: "windows" or unset (Linux/UNIX). */
+  platform?: "windows";
+  /** When the usage operation was set: the first launch (a stop/start keeps it). */
+  usageOperationUpdateTime: Date;
   /** IMDS view fields. */
   spotAction: { action: "terminate" | "stop" | "hibernate"; time: string } | null;
   rebalanceNoticeTime: string | null;
@@ -112,6 +120,11 @@ export interface Image {
   bootMode?: string;
   imdsSupport?: string;
   virtualizationType: string;
+  /**
+   * "windows" for a Windows image, unset for Linux/UNIX. It is billing metadata only: instances of a
+   * Windows image run on the same runtime as any other (no Windows behaviour is simulated).
+   */
+  platform?: "windows";
 }
 
 export interface Eni {
@@ -145,6 +158,8 @@ export interface SpotRequest {
   az: string;
   createTime: Date;
   validUntil?: Date;
+  /** "Linux/UNIX" or "Windows", from the image's platform. */
+  productDescription: "Linux/UNIX" | "Windows";
   tags: Tags;
 }
 

@@ -10,7 +10,7 @@ import type { Runtime } from "../runtime/types.js";
 import { DETAIL_TYPES, type EventBus } from "../events/bus.js";
 import type { ImdsInstanceView } from "../imds/types.js";
 import type { LatencyProfile } from "../profiles.js";
-import { ACCOUNT_ID, AMAZON_OWNER_ID, AZS, REGION, instanceType } from "./catalog.js";
+import { ACCOUNT_ID, AMAZON_OWNER_ID, AZS, REGION, WINDOWS_IMAGE_NAME, instanceType } from "./catalog.js";
 import { ID_PREFIX, newId } from "./ids.js";
 import { ipToInt, intToIp, parseCidr } from "./ip.js";
 import type { Eni, Image, Instance, Reservation, SecurityGroup, Snapshot, SpotRequest, Subnet, Volume, Vpc } from "./types.js";
@@ -64,6 +64,8 @@ export class World {
   faults: Fault[] = [];
   baseImageId = "";
   baseSnapshotId = "";
+  /** The seeded Windows AMI (Platform windows; its instances run like any other). */
+  windowsImageId = "";
 
   private timers = new Set<() => void>();
   private inflight = new Set<Promise<unknown>>();
@@ -223,6 +225,28 @@ export class World {
     this.images.set(image.id, image);
     this.baseImageId = image.id;
     this.baseSnapshotId = snapId;
+    // A Windows AMI, so callers can see how EC2 reports one (Platform, PlatformDetails, UsageOperation).
+    // Only the metadata is Windows: its root is the base snapshot and its instances run on the runtime
+    // like any other (no Windows behaviour is simulated).
+    const windows: Image = {
+      id: newId(ID_PREFIX.image),
+      name: WINDOWS_IMAGE_NAME,
+      description: "Microsoft Windows Server 2022 Full Locale English AMI provided by Amazon (localcloud: metadata only)",
+      state: "available",
+      ownerId: AMAZON_OWNER_ID,
+      ownerAlias: "amazon",
+      rootDeviceName: "/dev/sda1",
+      blockDeviceMappings: [{ deviceName: "/dev/sda1", snapshotId: snapId, volumeSize: 30, volumeType: "gp2", deleteOnTermination: true }],
+      architecture: "x86_64",
+      creationDate: now,
+      tags: new Map(),
+      enaSupport: true,
+      bootMode: "uefi-preferred",
+      virtualizationType: "hvm",
+      platform: "windows",
+    };
+    this.images.set(windows.id, windows);
+    this.windowsImageId = windows.id;
   }
 
   // ---- lookups used by several actions ----------------------------------------------------

@@ -1,8 +1,9 @@
-/** Read-only actions over the seed world: AZs, subnets, security groups, types, prices, spot requests. */
+/** Read-only actions over the seed world: AZs, subnets, security groups, types, prices, key pairs, spot requests. */
 import type {
   CancelSpotInstanceRequestsRequest,
   DescribeAvailabilityZonesRequest,
   DescribeInstanceTypesRequest,
+  DescribeKeyPairsRequest,
   DescribeSecurityGroupsRequest,
   DescribeSpotInstanceRequestsRequest,
   DescribeSpotPriceHistoryRequest,
@@ -12,7 +13,17 @@ import type {
 import type { Ctx } from "../common.js";
 import { applyFilters, checkId, dryRun, noIdsWithMaxResults, paginate, tagList } from "../common.js";
 import { Ec2Error } from "../errors.js";
-import { ACCOUNT_ID, AZS, AZ_IDS, INSTANCE_TYPES, REGION, spotPrice, type InstanceTypeInfo } from "../../world/catalog.js";
+import {
+  ACCOUNT_ID,
+  AZS,
+  AZ_IDS,
+  INSTANCE_TYPES,
+  KEY_PAIRS,
+  REGION,
+  spotPrice,
+  type InstanceTypeInfo,
+  type KeyPairInfo,
+} from "../../world/catalog.js";
 import type { SecurityGroup, SpotRequest, Subnet } from "../../world/types.js";
 
 export function describeAvailabilityZones(ctx: Ctx, input: DescribeAvailabilityZonesRequest) {
@@ -281,7 +292,7 @@ export function describeSpotInstanceRequests(ctx: Ctx, input: DescribeSpotInstan
       CreateTime: r.createTime,
       ValidUntil: r.validUntil,
       LaunchedAvailabilityZone: r.az,
-      ProductDescription: "Linux/UNIX" as const,
+      ProductDescription: r.productDescription,
       LaunchSpecification: {
         ImageId: r.imageId,
         InstanceType: r.instanceType as never,
@@ -316,5 +327,39 @@ export function cancelSpotInstanceRequests(ctx: Ctx, input: CancelSpotInstanceRe
       }
       return { SpotInstanceRequestId: id, State: r.state as "cancelled" };
     }),
+  };
+}
+
+/** The account's key pairs (a fixed set: localcloud has no Create/Import/DeleteKeyPair). Not paginated, as on EC2. */
+export function describeKeyPairs(ctx: Ctx, input: DescribeKeyPairsRequest) {
+  let keys = [...KEY_PAIRS];
+  for (const n of input.KeyNames ?? [])
+    if (!keys.some((k) => k.name === n)) throw new Ec2Error("InvalidKeyPair.NotFound", `The key pair '${n}' does not exist`);
+  for (const id of input.KeyPairIds ?? [])
+    if (!keys.some((k) => k.id === id)) throw new Ec2Error("InvalidKeyPair.NotFound", `The key pair ID '${id}' does not exist`);
+  if (input.KeyNames?.length) keys = keys.filter((k) => input.KeyNames!.includes(k.name));
+  if (input.KeyPairIds?.length) keys = keys.filter((k) => input.KeyPairIds!.includes(k.id));
+  keys = applyFilters(
+    keys,
+    input.Filters,
+    {
+      "key-pair-id": (k: KeyPairInfo) => k.id,
+      "key-name": (k: KeyPairInfo) => k.name,
+      fingerprint: (k: KeyPairInfo) => k.fingerprint,
+      "key-type": (k: KeyPairInfo) => k.type,
+    },
+    () => new Map(),
+  );
+  dryRun(ctx, input);
+  return {
+    KeyPairs: keys.map((k) => ({
+      KeyPairId: k.id,
+      KeyName: k.name,
+      KeyType: k.type,
+      KeyFingerprint: k.fingerprint,
+      PublicKey: input.IncludePublicKey ? k.publicKey : undefined,
+      CreateTime: k.createTime,
+      Tags: [],
+    })),
   };
 }

@@ -7,13 +7,14 @@ import type {
   DescribeImagesRequest,
   DescribeSnapshotsRequest,
   Image as SdkImage,
+  PlatformValues as SdkPlatform,
   RegisterImageRequest,
   Snapshot as SdkSnapshot,
 } from "@aws-sdk/client-ec2";
 import type { Ctx } from "../common.js";
 import { applyFilters, checkId, dryRun, noIdsWithMaxResults, oneOf, paginate, required, tagList, tagSpecs } from "../common.js";
 import { Ec2Error, missing } from "../errors.js";
-import { ACCOUNT_ID, VOLUME_TYPES } from "../../world/catalog.js";
+import { ACCOUNT_ID, VOLUME_TYPES, platformInfo } from "../../world/catalog.js";
 import { ID_PREFIX, newId } from "../../world/ids.js";
 import type { Image, ImageBdm, Snapshot, Tags } from "../../world/types.js";
 import type { World } from "../../world/world.js";
@@ -178,6 +179,7 @@ function checkName(w: World, name: string | undefined): string {
 }
 
 export function describeImage(i: Image): SdkImage {
+  const billing = platformInfo(i.platform);
   return {
     ImageId: i.id,
     ImageLocation: `${i.ownerAlias ?? i.ownerId}/${i.name}`,
@@ -189,6 +191,10 @@ export function describeImage(i: Image): SdkImage {
     Name: i.name,
     Description: i.description,
     Architecture: i.architecture,
+    // EC2 sends "windows" (lower case) although the SDK's PlatformValues enum spells "Windows".
+    Platform: i.platform as SdkPlatform,
+    PlatformDetails: billing.platformDetails,
+    UsageOperation: billing.usageOperation,
     ImageType: "machine",
     RootDeviceType: "ebs",
     RootDeviceName: i.rootDeviceName,
@@ -340,6 +346,8 @@ export async function createImage(ctx: Ctx, input: CreateImageRequest) {
     tags: tags.get("image") ?? new Map(),
     enaSupport: true,
     virtualizationType: "hvm",
+    // An image of a Windows instance is a Windows image (EC2 keeps the platform and its billing).
+    platform: inst.platform,
   };
   w.images.set(img.id, img);
   scheduleImage(w, img);
@@ -367,6 +375,7 @@ export function describeImages(ctx: Ctx, input: DescribeImagesRequest) {
       "owner-id": (i: Image) => i.ownerId,
       "owner-alias": (i: Image) => i.ownerAlias,
       architecture: (i: Image) => i.architecture,
+      platform: (i: Image) => i.platform,
       "root-device-name": (i: Image) => i.rootDeviceName,
       "root-device-type": () => "ebs",
       "virtualization-type": (i: Image) => i.virtualizationType,

@@ -7,6 +7,7 @@ import type {
   DescribeInstancesRequest,
   DescribeInstancesResult,
   Instance as SdkInstance,
+  PlatformValues as SdkPlatform,
   InstanceStateChange,
   ModifyInstanceAttributeRequest,
   Reservation as SdkReservation,
@@ -17,7 +18,7 @@ import type {
 import type { Ctx } from "../common.js";
 import { applyFilters, checkId, dryRun, noIdsWithMaxResults, paginate, required, tagList } from "../common.js";
 import { Ec2Error, combination, invalidValue } from "../errors.js";
-import { ACCOUNT_ID } from "../../world/catalog.js";
+import { ACCOUNT_ID, platformInfo } from "../../world/catalog.js";
 import type { World } from "../../world/world.js";
 import { STATE_CODES, type Instance, type Reservation } from "../../world/types.js";
 
@@ -28,6 +29,7 @@ export function describeInstance(w: World, i: Instance): SdkInstance {
   const vols = [...w.volumes.values()].filter((v) => v.attachment?.instanceId === i.id);
   const sgName = (id: string) => w.securityGroups.get(id)?.name ?? "";
   const live = i.state !== "terminated";
+  const billing = platformInfo(i.platform);
   return {
     InstanceId: i.id,
     ImageId: i.imageId,
@@ -44,6 +46,13 @@ export function describeInstance(w: World, i: Instance): SdkInstance {
     VpcId: live ? i.vpcId : undefined,
     PrivateIpAddress: live ? i.privateIp : undefined,
     Architecture: i.architecture,
+    KeyName: i.keyName,
+    IamInstanceProfile: i.iamInstanceProfile ? { Arn: i.iamInstanceProfile.arn, Id: i.iamInstanceProfile.id } : undefined,
+    // EC2 sends "windows" (lower case) although the SDK's PlatformValues enum spells "Windows".
+    Platform: i.platform as SdkPlatform,
+    PlatformDetails: billing.platformDetails,
+    UsageOperation: billing.usageOperation,
+    UsageOperationUpdateTime: i.usageOperationUpdateTime,
     RootDeviceType: "ebs",
     RootDeviceName: i.rootDeviceName,
     BlockDeviceMappings: vols.map((v) => ({
@@ -146,6 +155,14 @@ function instanceFilters(w: World) {
     "instance-lifecycle": (i: Instance) => (i.lifecycle === "spot" ? "spot" : undefined),
     "spot-instance-request-id": (i: Instance) => i.spotRequestId,
     "image-id": (i: Instance) => i.imageId,
+    "key-name": (i: Instance) => i.keyName,
+    "iam-instance-profile.arn": (i: Instance) => i.iamInstanceProfile?.arn,
+    "iam-instance-profile.id": (i: Instance) => i.iamInstanceProfile?.id,
+    platform: (i: Instance) => i.platform,
+    "platform-details": (i: Instance) => platformInfo(i.platform).platformDetails,
+    "usage-operation": (i: Instance) => platformInfo(i.platform).usageOperation,
+    "root-device-type": () => "ebs",
+    "root-device-name": (i: Instance) => i.rootDeviceName,
     "client-token": (i: Instance) => i.clientToken,
     "reservation-id": (i: Instance) => i.reservationId,
     "owner-id": () => ACCOUNT_ID,

@@ -7,7 +7,7 @@ import { createHash } from "node:crypto";
 import type { Ctx } from "../common.js";
 import { checkId, dryRun, integer, oneOf, required, tagSpecs } from "../common.js";
 import { Ec2Error, combination, invalidValue, missing } from "../errors.js";
-import { ACCOUNT_ID, DEVICE_NAME_RE, VOLUME_TYPES, spotPrice } from "../../world/catalog.js";
+import { ACCOUNT_ID, DEVICE_NAME_RE, VOLUME_TYPES, keyPairByName, spotPrice } from "../../world/catalog.js";
 import { ID_PREFIX, newId, newMac } from "../../world/ids.js";
 import type { Eni, Instance, Subnet, Tags, Volume } from "../../world/types.js";
 import { describeReservation } from "./instances.js";
@@ -86,6 +86,14 @@ export async function runInstances(ctx: Ctx, input: RunInstancesRequest): Promis
       "InvalidParameterValue",
       `The architecture '${type.architecture}' of the specified instance type does not match the architecture '${image.architecture}' of the specified AMI.`,
     );
+
+  // --- identity: key pair and instance profile
+  let keyName: string | undefined;
+  if (input.KeyName !== undefined) {
+    if (!keyPairByName(input.KeyName)) throw new Ec2Error("InvalidKeyPair.NotFound", `The key pair '${input.KeyName}' does not exist`);
+    keyName = input.KeyName;
+  }
+  const iamInstanceProfile = instanceProfile(input.IamInstanceProfile);
 
   // --- network
   const nis = input.NetworkInterfaces ?? [];
@@ -431,6 +439,7 @@ export async function runInstances(ctx: Ctx, input: RunInstancesRequest): Promis
         az,
         createTime: now,
         validUntil: mo?.SpotOptions?.ValidUntil,
+        productDescription: image.platform === "windows" ? "Windows" : "Linux/UNIX",
         tags: new Map(tags.get("spot-instances-request") ?? []),
       });
     }
@@ -459,6 +468,10 @@ export async function runInstances(ctx: Ctx, input: RunInstancesRequest): Promis
       architecture: image.architecture,
       disableApiTermination: input.DisableApiTermination ?? false,
       hibernationConfigured: hib,
+      keyName,
+      iamInstanceProfile,
+      platform: image.platform,
+      usageOperationUpdateTime: now,
       spotAction: null,
       rebalanceNoticeTime: null,
       launchBlockDevices: launchDevices,
@@ -476,6 +489,49 @@ export async function runInstances(ctx: Ctx, input: RunInstancesRequest): Promis
   const out = describeReservation(w, w.reservations.get(reservationId)!);
   if (w.profile.runInstancesCall > 0) await w.clock.sleep(w.profile.runInstancesCall);
   return { ...out, OwnerId: ACCOUNT_ID };
+}
+
+/** IAM instance profile names: 1-128 of letters, digits and + = , . @ _ - */
+const PROFILE_NAME_RE = /^[\w+=,.@-]{1,128}$/;
+/** arn:aws:iam::<account>:instance-profile[/path/]<name> */
+const PROFILE_ARN_RE = /^arn:aws:iam::(\d{12}):instance-profile\/(?:[\x21-\x7e]{0,510}\/)?([\w+=,.@-]{1,128})$/;
+
+/**
+ * The instance profile as EC2 reports it. localcloud has no IAM instance profiles to look up: any
+ * well-formed name of this account is accepted, and its role is taken to have the profile's name
+ * (as iam:PassRole authorisation does). The Id is derived from the name, so it is stable.
+ */
+function instanceProfile(spec: RunInstancesRequest["IamInstanceProfile"]): Instance["iamInstanceProfile"] {
+  if (!spec || (spec.Name === undefined && spec.Arn === undefined)) return undefined;
+  let name = spec.Name;
+  let arn: string | undefined;
+  if (name !== undefined && !PROFILE_NAME_RE.test(name))
+    throw new Ec2Error(
+      "InvalidParameterValue",
+      `Value (${name}) for parameter iamInstanceProfile.name is invalid. Invalid IAM Instance Profile name`,
+    );
+  if (spec.Arn !== undefined) {
+    const m = PROFILE_ARN_RE.exec(spec.Arn);
+    if (!m || m[1] !== ACCOUNT_ID)
+      throw new Ec2Error(
+        "InvalidParameterValue",
+        `Value (${spec.Arn}) for parameter iamInstanceProfile.arn is invalid. Invalid IAM Instance Profile ARN`,
+      );
+    if (name !== undefined && name !== m[2])
+      throw combination(`iamInstanceProfile.name (${name}) and iamInstanceProfile.arn (${spec.Arn}) name different instance profiles`);
+    name = m[2]!;
+    arn = spec.Arn;
+  }
+  arn ??= `arn:aws:iam::${ACCOUNT_ID}:instance-profile/${name}`;
+  return { arn, id: profileId(name!) };
+}
+
+const BASE32 = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+
+/** IAM's unique-id form for an instance profile: AIPA + 17 upper-case letters and digits. */
+function profileId(name: string): string {
+  const h = createHash("sha256").update(`instance-profile ${ACCOUNT_ID} ${name}`).digest();
+  return `AIPA${[...h.subarray(0, 17)].map((b) => BASE32[b & 31]).join("")}`;
 }
 
 function lookupSubnet(ctx: Ctx, subnetId: string): Subnet {
