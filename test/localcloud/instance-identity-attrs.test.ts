@@ -3,6 +3,9 @@
  * instance profile, platform) and network, through the real SDK (instant profile).
  */
 import { createHash } from "node:crypto";
+import { existsSync } from "node:fs";
+import { readFile } from "node:fs/promises";
+import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
   CreateImageCommand,
@@ -12,15 +15,18 @@ import {
   RunInstancesCommand,
   StartInstancesCommand,
   StopInstancesCommand,
+  TerminateInstancesCommand,
   waitUntilImageAvailable,
   waitUntilInstanceRunning,
   waitUntilInstanceStopped,
+  waitUntilInstanceTerminated,
   type Filter,
   type RunInstancesCommandInput,
 } from "@aws-sdk/client-ec2";
 import { describeKeyPairs } from "../../localcloud/ec2/actions/catalog.js";
 import { KEY_PAIRS, WINDOWS_IMAGE_NAME } from "../../localcloud/world/catalog.js";
-import { expectEc2Error, fast, startEnv, type Env } from "./helpers.js";
+import type { ProcessRuntime } from "../../localcloud/runtime/process.js";
+import { expectEc2Error, fast, startEnv, until, type Env } from "./helpers.js";
 
 let env: Env;
 let ami: string;
@@ -242,5 +248,31 @@ describe("a stopped instance", () => {
     await env.ec2.send(new StartInstancesCommand({ InstanceIds: [id] }));
     await waitUntilInstanceRunning(fast(env), { InstanceIds: [id] });
     expect(same(await describeOne(id))).toEqual(same(running));
+  });
+});
+
+describe("the Windows image on the process runtime", () => {
+  it("boots like any other image: its user-data runs as a process (no Windows behaviour is simulated)", async () => {
+    const penv = await startEnv({ runtime: "process" });
+    try {
+      const rt = penv.cloud.runtime as ProcessRuntime;
+      const id = (
+        await penv.ec2.send(
+          new RunInstancesCommand({
+            ImageId: penv.cloud.world.windowsImageId,
+            MinCount: 1,
+            MaxCount: 1,
+            UserData: Buffer.from("#!/bin/bash\necho booted > booted.txt\n").toString("base64"),
+          }),
+        )
+      ).Instances![0]!.InstanceId!;
+      await waitUntilInstanceRunning(fast(penv), { InstanceIds: [id] });
+      const file = path.join(rt.rootDir(id), "booted.txt");
+      await until(async () => existsSync(file) && (await readFile(file, "utf8")).trim() === "booted", "the user-data's file");
+      await penv.ec2.send(new TerminateInstancesCommand({ InstanceIds: [id] }));
+      await waitUntilInstanceTerminated(fast(penv), { InstanceIds: [id] });
+    } finally {
+      await penv.stop();
+    }
   });
 });
