@@ -21,6 +21,7 @@ export const DESCRIPTIONS: Record<string, string> = {
   "launch.securityGroupIds": "Security groups of the instance (or of the ENI spotkeep creates).",
   "launch.securityGroupIds[]": "A security group id.",
   "launch.iamInstanceProfile": "Instance profile name for the workload. The agent itself needs no AWS permissions.",
+  "launch.keyName": "EC2 key pair for SSH access, given to every generation (an imported instance keeps its own).",
   "launch.userData": "Your own user-data; it runs after spotkeep restored storage and network.",
   "launch.tags": "Tags for the instance and every resource spotkeep creates for it. `aws:` and `spotkeep:` prefixes are reserved.",
   "launch.market": "Purchase options.",

@@ -119,6 +119,13 @@ const Launch = z
       .min(1, { message: "needs at least one subnet" }),
     securityGroupIds: z.array(z.string().regex(/^sg-[0-9a-f]{8,17}$/, { message: "is not a security group id (sg-…)" })).default([]),
     iamInstanceProfile: z.string().min(1).optional(),
+    /** An EC2 key pair name, for SSH access to every generation. */
+    keyName: z
+      .string()
+      .min(1)
+      .max(255)
+      .regex(/^[\x20-\x7e]+$/, { message: "must be printable ASCII (an EC2 key pair name)" })
+      .optional(),
     userData: z
       .string()
       .max(12_000, { message: "is longer than 12000 characters (EC2 allows 16 KB after spotkeep's bootstrap)" })

@@ -11,9 +11,11 @@ import {
   CreateVolumeCommand,
   DeleteNetworkInterfaceCommand,
   DeleteSnapshotCommand,
+  DeleteTagsCommand,
   DeleteVolumeCommand,
   DeregisterImageCommand,
   DescribeImagesCommand,
+  DescribeInstanceAttributeCommand,
   DescribeInstancesCommand,
   DescribeNetworkInterfacesCommand,
   DescribeSnapshotsCommand,
@@ -21,8 +23,12 @@ import {
   DescribeSubnetsCommand,
   DescribeVolumesCommand,
   DetachVolumeCommand,
+  ModifyInstanceAttributeCommand,
+  ModifyNetworkInterfaceAttributeCommand,
   RegisterImageCommand,
   RunInstancesCommand,
+  StartInstancesCommand,
+  StopInstancesCommand,
   TerminateInstancesCommand,
   type Filter,
   type Instance,
@@ -50,6 +56,7 @@ import {
   type Ec2Gateway,
   type EniInfo,
   type ImageInfo,
+  type InstanceDetails,
   type InstanceInfo,
   type LaunchRequest,
   type PermissionCheck,
@@ -74,9 +81,11 @@ export const GATEWAY_ACTIONS: readonly string[] = [
   "CreateVolume",
   "DeleteNetworkInterface",
   "DeleteSnapshot",
+  "DeleteTags",
   "DeleteVolume",
   "DeregisterImage",
   "DescribeImages",
+  "DescribeInstanceAttribute",
   "DescribeInstances",
   "DescribeNetworkInterfaces",
   "DescribeSnapshots",
@@ -84,8 +93,12 @@ export const GATEWAY_ACTIONS: readonly string[] = [
   "DescribeSubnets",
   "DescribeVolumes",
   "DetachVolume",
+  "ModifyInstanceAttribute",
+  "ModifyNetworkInterfaceAttribute",
   "RegisterImage",
   "RunInstances",
+  "StartInstances",
+  "StopInstances",
   "TerminateInstances",
 ] as const;
 
@@ -287,6 +300,7 @@ class AwsGateway implements Ec2Gateway {
                   }
                 : undefined,
             IamInstanceProfile: req.iamInstanceProfile ? { Name: req.iamInstanceProfile } : undefined,
+            KeyName: req.keyName,
             MetadataOptions: { HttpTokens: "required", HttpEndpoint: "enabled", HttpPutResponseHopLimit: 2 },
             // Every resource the launch creates carries the tags: an IAM policy that lets the
             // coordinator create only tagged resources checks each of them (ENI and spot request too).
@@ -561,6 +575,81 @@ class AwsGateway implements Ec2Gateway {
     );
   }
 
+  async describeInstanceDetails(instanceId: string): Promise<InstanceDetails | null> {
+    const out = await this.call("DescribeInstances", `describing ${instanceId}`, () =>
+      this.client.send(new DescribeInstancesCommand({ Filters: [{ Name: "instance-id", Values: [instanceId] }] })),
+    );
+    const i = out.Reservations?.flatMap((r) => r.Instances ?? []).find((x) => x.InstanceId === instanceId);
+    return i ? instanceDetails(i) : null;
+  }
+
+  async instanceUserData(instanceId: string): Promise<Buffer> {
+    const out = await this.call("DescribeInstanceAttribute", `reading the user-data of ${instanceId}`, () =>
+      this.client.send(new DescribeInstanceAttributeCommand({ InstanceId: instanceId, Attribute: "userData" })),
+    );
+    const v = out.UserData?.Value;
+    return v ? Buffer.from(v, "base64") : Buffer.alloc(0);
+  }
+
+  async setVolumesDeleteOnTermination(
+    instanceId: string,
+    devices: Array<{ deviceName: string; deleteOnTermination: boolean }>,
+  ): Promise<void> {
+    if (devices.length === 0) return;
+    const list = devices.map((d) => `${d.deviceName}=${d.deleteOnTermination}`).join(", ");
+    await this.call("ModifyInstanceAttribute", `setting DeleteOnTermination on ${instanceId} (${list})`, () =>
+      this.client.send(
+        new ModifyInstanceAttributeCommand({
+          InstanceId: instanceId,
+          BlockDeviceMappings: devices.map((d) => ({ DeviceName: d.deviceName, Ebs: { DeleteOnTermination: d.deleteOnTermination } })),
+        }),
+      ),
+    );
+  }
+
+  async setEniDeleteOnTermination(eniId: string, attachmentId: string, deleteOnTermination: boolean): Promise<void> {
+    await this.call("ModifyNetworkInterfaceAttribute", `setting DeleteOnTermination=${deleteOnTermination} on ${eniId}`, () =>
+      this.client.send(
+        new ModifyNetworkInterfaceAttributeCommand({
+          NetworkInterfaceId: eniId,
+          Attachment: { AttachmentId: attachmentId, DeleteOnTermination: deleteOnTermination },
+        }),
+      ),
+    );
+  }
+
+  async stopInstance(instanceId: string): Promise<void> {
+    try {
+      await this.call("StopInstances", `stopping ${instanceId}`, () =>
+        this.client.send(new StopInstancesCommand({ InstanceIds: [instanceId] })),
+      );
+    } catch (err) {
+      // A replayed stop whose first attempt went through.
+      const [i] = await this.describeInstancesNow([instanceId]).catch(() => []);
+      if (i && (i.state === "stopping" || i.state === "stopped")) return;
+      throw err;
+    }
+  }
+
+  async startInstance(instanceId: string): Promise<void> {
+    try {
+      await this.call("StartInstances", `starting ${instanceId}`, () =>
+        this.client.send(new StartInstancesCommand({ InstanceIds: [instanceId] })),
+      );
+    } catch (err) {
+      const [i] = await this.describeInstancesNow([instanceId]).catch(() => []);
+      if (i && (i.state === "pending" || i.state === "running")) return;
+      throw err;
+    }
+  }
+
+  async untagResources(resourceIds: string[], keys: string[]): Promise<void> {
+    if (resourceIds.length === 0 || keys.length === 0) return;
+    await this.call("DeleteTags", `removing tags ${keys.join(", ")} from ${resourceIds.join(", ")}`, () =>
+      this.client.send(new DeleteTagsCommand({ Resources: resourceIds, Tags: keys.map((Key) => ({ Key })) })),
+    );
+  }
+
   async tagResources(resourceIds: string[], tags: Tags): Promise<void> {
     if (resourceIds.length === 0) return;
     await this.call("CreateTags", `tagging ${resourceIds.join(", ")}`, () =>
@@ -589,9 +678,11 @@ function permissionDryRuns(region: string): Record<string, () => object> {
       new CreateVolumeCommand({ DryRun, AvailabilityZone: `${region}a`, Size: 1, VolumeType: "gp3", TagSpecifications: tagged("volume") }),
     DeleteNetworkInterface: () => new DeleteNetworkInterfaceCommand({ DryRun, NetworkInterfaceId: `eni-${zeros}` }),
     DeleteSnapshot: () => new DeleteSnapshotCommand({ DryRun, SnapshotId: id.snap }),
+    DeleteTags: () => new DeleteTagsCommand({ DryRun, Resources: [id.vol], Tags: [{ Key: TAG.instance }] }),
     DeleteVolume: () => new DeleteVolumeCommand({ DryRun, VolumeId: id.vol }),
     DeregisterImage: () => new DeregisterImageCommand({ DryRun, ImageId: id.ami }),
     DescribeImages: () => new DescribeImagesCommand({ DryRun, Owners: ["self"], MaxResults: 5 }),
+    DescribeInstanceAttribute: () => new DescribeInstanceAttributeCommand({ DryRun, InstanceId: id.i, Attribute: "userData" }),
     DescribeInstances: () => new DescribeInstancesCommand({ DryRun, MaxResults: 5 }),
     DescribeNetworkInterfaces: () => new DescribeNetworkInterfacesCommand({ DryRun, MaxResults: 5 }),
     DescribeSnapshots: () => new DescribeSnapshotsCommand({ DryRun, OwnerIds: ["self"], MaxResults: 5 }),
@@ -599,6 +690,18 @@ function permissionDryRuns(region: string): Record<string, () => object> {
     DescribeSubnets: () => new DescribeSubnetsCommand({ DryRun, MaxResults: 5 }),
     DescribeVolumes: () => new DescribeVolumesCommand({ DryRun, MaxResults: 5 }),
     DetachVolume: () => new DetachVolumeCommand({ DryRun, VolumeId: id.vol }),
+    ModifyInstanceAttribute: () =>
+      new ModifyInstanceAttributeCommand({
+        DryRun,
+        InstanceId: id.i,
+        BlockDeviceMappings: [{ DeviceName: "/dev/xvda", Ebs: { DeleteOnTermination: false } }],
+      }),
+    ModifyNetworkInterfaceAttribute: () =>
+      new ModifyNetworkInterfaceAttributeCommand({
+        DryRun,
+        NetworkInterfaceId: `eni-${zeros}`,
+        Attachment: { AttachmentId: `eni-attach-${zeros}`, DeleteOnTermination: false },
+      }),
     RegisterImage: () =>
       new RegisterImageCommand({
         DryRun,
@@ -619,6 +722,8 @@ function permissionDryRuns(region: string): Record<string, () => object> {
         SubnetId: id.subnet,
         TagSpecifications: tagged("instance", "volume", "network-interface"),
       }),
+    StartInstances: () => new StartInstancesCommand({ DryRun, InstanceIds: [id.i] }),
+    StopInstances: () => new StopInstancesCommand({ DryRun, InstanceIds: [id.i] }),
     TerminateInstances: () => new TerminateInstancesCommand({ DryRun, InstanceIds: [id.i] }),
   };
 }
@@ -643,12 +748,47 @@ function instanceInfo(i: Instance): InstanceInfo {
   };
 }
 
+function instanceDetails(i: Instance): InstanceDetails {
+  return {
+    ...instanceInfo(i),
+    vpcId: i.VpcId ?? null,
+    rootDeviceType: i.RootDeviceType ?? "ebs",
+    platform: i.Platform ?? null,
+    keyName: i.KeyName ?? null,
+    iamInstanceProfile: i.IamInstanceProfile?.Arn?.split("/").pop() ?? null,
+    securityGroupIds: (i.SecurityGroups ?? []).flatMap((g) => (g.GroupId ? [g.GroupId] : [])),
+    architecture: i.Architecture ?? "x86_64",
+    spotInstanceRequestId: i.SpotInstanceRequestId ?? null,
+    blockDevices: (i.BlockDeviceMappings ?? [])
+      .filter((b) => b.Ebs?.VolumeId)
+      .map((b) => ({
+        deviceName: b.DeviceName ?? "",
+        volumeId: b.Ebs!.VolumeId!,
+        deleteOnTermination: b.Ebs!.DeleteOnTermination ?? false,
+      })),
+    networkInterfaces: (i.NetworkInterfaces ?? []).map((n) => ({
+      eniId: n.NetworkInterfaceId ?? "",
+      deviceIndex: n.Attachment?.DeviceIndex ?? 0,
+      attachmentId: n.Attachment?.AttachmentId ?? "",
+      deleteOnTermination: n.Attachment?.DeleteOnTermination ?? false,
+      privateIp: n.PrivateIpAddress ?? "",
+      subnetId: n.SubnetId ?? "",
+      interfaceType: n.InterfaceType ?? "interface",
+      secondaryPrivateIps: Math.max(0, (n.PrivateIpAddresses ?? []).length - 1),
+    })),
+  };
+}
+
 function volumeInfo(v: Volume): VolumeInfo {
   return {
     volumeId: v.VolumeId!,
     state: (v.State ?? "creating") as VolumeInfo["state"],
     availabilityZone: v.AvailabilityZone ?? "",
     sizeGiB: v.Size ?? 0,
+    volumeType: v.VolumeType ?? "gp2",
+    iops: v.Iops ?? null,
+    throughput: v.Throughput ?? null,
+    multiAttachEnabled: v.MultiAttachEnabled ?? false,
     snapshotId: v.SnapshotId || null,
     attachments: (v.Attachments ?? []).map((a) => ({ instanceId: a.InstanceId ?? "", device: a.Device ?? "", state: a.State ?? "" })),
     tags: fromTags(v.Tags),
@@ -668,6 +808,10 @@ function imageInfo(i: Image): ImageInfo {
     rootDeviceName: i.RootDeviceName ?? "/dev/xvda",
     architecture: i.Architecture ?? "x86_64",
     rootSnapshotId: root?.Ebs?.SnapshotId ?? null,
+    platform: i.Platform ?? null,
+    instanceStoreDevices: (i.BlockDeviceMappings ?? []).flatMap((b) =>
+      b.VirtualName?.startsWith("ephemeral") && b.DeviceName ? [b.DeviceName] : [],
+    ),
     tags: fromTags(i.Tags),
   };
 }

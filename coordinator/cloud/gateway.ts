@@ -47,11 +47,44 @@ export interface InstanceInfo {
   tags: Tags;
 }
 
+/** What `spotkeep import` needs to know about an instance spotkeep did not launch. */
+export interface InstanceDetails extends InstanceInfo {
+  vpcId: string | null;
+  /** "ebs" or "instance-store". */
+  rootDeviceType: string;
+  /** "windows" for Windows instances; null for Linux/UNIX. */
+  platform: string | null;
+  keyName: string | null;
+  /** The instance profile's name (the last part of its ARN). */
+  iamInstanceProfile: string | null;
+  securityGroupIds: string[];
+  architecture: string;
+  spotInstanceRequestId: string | null;
+  /** EBS block devices, root included, with their DeleteOnTermination flags. */
+  blockDevices: Array<{ deviceName: string; volumeId: string; deleteOnTermination: boolean }>;
+  networkInterfaces: Array<{
+    eniId: string;
+    deviceIndex: number;
+    attachmentId: string;
+    deleteOnTermination: boolean;
+    privateIp: string;
+    subnetId: string;
+    /** "interface" for a normal ENI; "efa", "trunk", … otherwise. */
+    interfaceType: string;
+    /** Private IPv4 addresses beyond the primary one. */
+    secondaryPrivateIps: number;
+  }>;
+}
+
 export interface VolumeInfo {
   volumeId: string;
   state: "creating" | "available" | "in-use" | "deleting" | "deleted" | "error";
   availabilityZone: string;
   sizeGiB: number;
+  volumeType: string;
+  iops: number | null;
+  throughput: number | null;
+  multiAttachEnabled: boolean;
   snapshotId: string | null;
   attachments: Array<{ instanceId: string; device: string; state: string }>;
   tags: Tags;
@@ -71,6 +104,10 @@ export interface ImageInfo {
   rootDeviceName: string;
   architecture: string;
   rootSnapshotId: string | null;
+  /** "windows" for Windows images; null for Linux/UNIX. */
+  platform: string | null;
+  /** Devices the image maps to instance store volumes (VirtualName ephemeralN). */
+  instanceStoreDevices: string[];
   tags: Tags;
 }
 
@@ -115,6 +152,7 @@ export interface LaunchRequest {
   /** Put on the instance and on the volumes it creates. */
   tags: Tags;
   iamInstanceProfile?: string;
+  keyName?: string;
 }
 
 export interface CreateVolumeRequest {
@@ -165,6 +203,19 @@ export interface Ec2Gateway {
   findInstances(tags: Tags): Promise<InstanceInfo[]>;
   terminateInstance(instanceId: string): Promise<void>;
 
+  /** Everything about one instance that import needs; null when EC2 does not know it. */
+  describeInstanceDetails(instanceId: string): Promise<InstanceDetails | null>;
+  /** The instance's user-data as bytes (empty when it has none). */
+  instanceUserData(instanceId: string): Promise<Buffer>;
+  /** Set DeleteOnTermination of EBS volumes attached to the instance, by device name. */
+  setVolumesDeleteOnTermination(instanceId: string, devices: Array<{ deviceName: string; deleteOnTermination: boolean }>): Promise<void>;
+  /** Set DeleteOnTermination of an ENI's attachment. */
+  setEniDeleteOnTermination(eniId: string, attachmentId: string, deleteOnTermination: boolean): Promise<void>;
+  /** Stop a running instance (a stopped or stopping one counts as done). */
+  stopInstance(instanceId: string): Promise<void>;
+  /** Start a stopped instance (a pending or running one counts as done). */
+  startInstance(instanceId: string): Promise<void>;
+
   createVolume(req: CreateVolumeRequest): Promise<VolumeInfo>;
   describeVolume(volumeId: string): Promise<VolumeInfo | null>;
   /** Every volume carrying all these tags (any state). */
@@ -200,4 +251,6 @@ export interface Ec2Gateway {
 
   /** Add or overwrite tags on existing resources (instances, volumes, ENIs, snapshots, images). */
   tagResources(resourceIds: string[], tags: Tags): Promise<void>;
+  /** Remove tag keys from existing resources (an import that rolls back takes its tags off again). */
+  untagResources(resourceIds: string[], keys: string[]): Promise<void>;
 }

@@ -80,6 +80,13 @@ interface Fixture {
   snapshotToDelete: string;
   imageToDeregister: string;
   instanceToTerminate: string;
+  /** On-demand, managed: one running (to stop), one stopped (to start). */
+  instanceToStop: string;
+  instanceToStart: string;
+  /** An instance launched outside spotkeep (no tags), with its root volume and ENI: what an import adopts. */
+  foreign: { instance: string; rootVolume: string; eni: string };
+  /** The managed instance's primary ENI and its attachment. */
+  eniAttachment: { eniId: string; attachmentId: string };
 }
 
 async function fixture(): Promise<Fixture> {
@@ -131,9 +138,46 @@ async function fixture(): Promise<Fixture> {
     blockDevices: [],
     tags: tags("launch"),
   });
+  const onDemand = () =>
+    gw.launchInstance({
+      clientToken: `ct-${++n}`,
+      imageId: lc.world.baseImageId,
+      instanceType: "m5.large",
+      market: "on-demand",
+      network: { subnetId: subnet.id, securityGroupIds: [] },
+      userData: "",
+      blockDevices: [],
+      tags: tags("launch"),
+    });
+  const toStop = await onDemand();
+  const toStart = await onDemand();
+  const running = (id: string) => waitFor(`${id} running`, async () => (await gw.describeInstances([id]))[0]?.state === "running");
+  await running(toStop.instanceId);
+  await running(toStart.instanceId);
+  await gw.stopInstance(toStart.instanceId);
+  await waitFor("stopped", async () => (await gw.describeInstances([toStart.instanceId]))[0]?.state === "stopped");
+  // Launched the way a user launches an instance: no policy in the way, no spotkeep tags.
+  await control("DELETE", "iam/policy");
+  const foreign = await gw.launchInstance({
+    clientToken: `ct-${++n}`,
+    imageId: lc.world.baseImageId,
+    instanceType: "m5.large",
+    market: "on-demand",
+    network: { subnetId: subnet.id, securityGroupIds: [] },
+    userData: "",
+    blockDevices: [],
+    tags: {},
+  });
+  await control("PUT", "iam/policy", POLICY);
+  const details = await gw.describeInstanceDetails(inst.instanceId);
+  const primary = details!.networkInterfaces.find((x) => x.deviceIndex === 0)!;
   await waitFor("volumes", async () => (await gw.describeVolume(free.volumeId))?.state === "available");
   await waitFor("volumes", async () => (await gw.describeVolume(toDelete.volumeId))?.state === "available");
   return {
+    instanceToStop: toStop.instanceId,
+    instanceToStart: toStart.instanceId,
+    foreign: { instance: foreign.instanceId, rootVolume: foreign.volumes[0]!.volumeId, eni: foreign.enis[0]!.eniId },
+    eniAttachment: { eniId: primary.eniId, attachmentId: primary.attachmentId },
     subnetId: subnet.id,
     az,
     eniForLaunch: eniForLaunch.eniId,
@@ -208,6 +252,19 @@ async function probe(f: Fixture): Promise<Record<string, string>> {
     terminateInstance: () => gw.terminateInstance(f.instanceToTerminate),
     // Retagging a managed resource (what a delete that keeps resources does to mark them).
     retagManaged: () => retag([f.freeVolume], { "spotkeep:note": "kept" }),
+    // What an import does: read the instance and its user-data, adopt it, keep its disks and ENI, stop it.
+    describeInstanceDetails: () => gw.describeInstanceDetails(f.instance),
+    instanceUserData: () => gw.instanceUserData(f.instance),
+    adoptForeign: () =>
+      gw.tagResources([f.foreign.instance, f.foreign.rootVolume, f.foreign.eni], {
+        "spotkeep:managed": "true",
+        "spotkeep:instance": "iam-db",
+      }),
+    keepVolumes: () => gw.setVolumesDeleteOnTermination(f.instance, [{ deviceName: "/dev/xvda", deleteOnTermination: false }]),
+    keepEni: () => gw.setEniDeleteOnTermination(f.eniAttachment.eniId, f.eniAttachment.attachmentId, false),
+    stopInstance: () => gw.stopInstance(f.instanceToStop),
+    startInstance: () => gw.startInstance(f.instanceToStart),
+    untagManaged: () => gw.untagResources([f.attachedVolume], ["spotkeep:step"]),
   };
   const out: Record<string, string> = {};
   for (const [name, op] of Object.entries(ops)) {
@@ -234,7 +291,9 @@ const NEEDS: Record<string, string[]> = {
     "createSnapshot",
     "createVolume",
     "describeImage",
+    "describeInstanceDetails",
     "describeInstances",
+    "instanceUserData",
     "registerImage",
     "spotRequestStatus",
   ],
@@ -259,7 +318,20 @@ const NEEDS: Record<string, string[]> = {
     "registerImage",
   ],
   RetagManagedResources: ["retagManaged"],
-  MutateOnlyManagedResources: ["attachVolume", "deleteSnapshot", "deleteVolume", "deregisterImage", "detachVolume", "terminateInstance"],
+  AdoptOnImport: ["adoptForeign"],
+  MutateOnlyManagedResources: [
+    "attachVolume",
+    "deleteSnapshot",
+    "deleteVolume",
+    "deregisterImage",
+    "detachVolume",
+    "keepEni",
+    "keepVolumes",
+    "startInstance",
+    "stopInstance",
+    "terminateInstance",
+    "untagManaged",
+  ],
   PassWorkloadRoleOnly: ["launchWithProfile"],
   // SQS, not EC2: no EC2 operation needs it (test/docs.test.ts checks its actions against the consumer's).
   ConsumeInterruptionQueue: [],

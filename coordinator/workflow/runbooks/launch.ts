@@ -134,6 +134,7 @@ export async function launchGeneration(
         blockDevices,
         tags: { ...o.spec.launch.tags, Name: `${o.name}-g${o.generation}`, ...genTags },
         iamInstanceProfile: o.spec.launch.iamInstanceProfile,
+        keyName: o.spec.launch.keyName,
       });
       if (tried.length) await ctx.event("fallback", `launched ${label} after: ${tried.join("; ")}`);
       return record(deps, o, inst, tried);
