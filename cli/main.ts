@@ -42,6 +42,11 @@ export const COMMANDS: Entry[] = [
     load: async () => (await import("./commands/create.js")).command,
   },
   {
+    name: "import",
+    summary: "make an existing EC2 instance a stateful instance (INSTANCE_ID --name NAME [-f OVERRIDES] [--dry-run] [--wait])",
+    load: async () => (await import("./commands/import.js")).command,
+  },
+  {
     name: "pause",
     summary: "quiesce, keep the ENI, volumes and root image, terminate the EC2 instance (NAME [--wait])",
     load: async () => (await import("./commands/pause.js")).command,

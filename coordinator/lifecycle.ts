@@ -4,6 +4,7 @@
  * before they start anything; the API turns a refusal into 409 with the state and what is allowed.
  *
  *   creating ──create──▶ running ◀──────────────┐
+ *   importing ──import──▶ running (a rollback archives the record: the instance is as it was)
  *   running ──notice/lost──▶ replacing ──▶ running
  *   running ──pause──▶ pausing ──▶ paused ──resume──▶ resuming ──▶ running
  *   running ──recycle──▶ recycling ──▶ running
@@ -21,12 +22,13 @@ export const ALLOWED_FROM: Readonly<Record<OperatorAction, readonly StatefulInst
   recycle: ["running", "failed"],
   snapshot: ["running"],
   delete: ["running", "paused", "failed"],
-  update: ["creating", "running", "replacing", "pausing", "paused", "resuming", "recycling", "failed"],
+  update: ["creating", "importing", "running", "replacing", "pausing", "paused", "resuming", "recycling", "failed"],
 };
 
 /** The state a workflow kind puts the instance in while it runs. */
 export const RUNNING_STATE: Readonly<Record<string, StatefulInstanceState | null>> = {
   create: "creating",
+  import: "importing",
   replace: "replacing",
   pause: "pausing",
   resume: "resuming",

@@ -17,6 +17,8 @@ import type { ReplaceInput } from "./workflow/runbooks/replace.js";
 import type { ResumeInput } from "./workflow/runbooks/resume.js";
 import type { SnapshotInput } from "./workflow/runbooks/snapshot.js";
 import { unsupportedFeatures } from "./workflow/runbooks/support.js";
+import { type DiscoveryGateway, discoverInstance } from "./import/discover.js";
+import { ImportRefused, planImport } from "./import/plan.js";
 
 export type Operation = "pause" | "resume" | "recycle" | "snapshot";
 
@@ -26,8 +28,10 @@ export const REVERT_TRIGGER = "revert-to-spot";
 export interface OperationsDeps {
   store: Store;
   engine: WorkflowEngine;
-  /** Asked whether a failed generation's EC2 instance still runs (recycle of a failed instance). */
-  ec2?: Pick<Ec2Gateway, "describeInstances">;
+  /** Asked whether a failed generation's EC2 instance still runs (recycle of a failed instance), and what an import adopts. */
+  ec2?: Pick<Ec2Gateway, "describeInstances"> & Partial<DiscoveryGateway>;
+  /** The region EC2 calls go to (an imported spec's region). */
+  region?: string;
   log: (line: string) => void;
 }
 
@@ -38,9 +42,9 @@ export class Operations {
   async startReplace(input: ReplaceInput, why: string): Promise<string | null> {
     const id = await this.d.store.tx(async (t) => {
       const inst = await t.instances.get(input.name);
-      if (!inst || inst.state !== "running") return null;
+      if (inst?.state !== "running") return null;
       const g = await t.generations.get(input.name, inst.generation);
-      if (!g || g.status !== "live" || g.ec2InstanceId !== input.instanceId) return null;
+      if (g?.status !== "live" || g.ec2InstanceId !== input.instanceId) return null;
       // A snapshot in flight does not hold up a replacement (it fails on its own when the instance goes).
       if ((await t.workflows.runningFor(input.name)).some((w) => w.kind !== "snapshot")) return null;
       const wf = await this.d.engine.start("replace", input.name, { ...input, fromGeneration: inst.generation }, input.trigger, t);
@@ -55,7 +59,7 @@ export class Operations {
   async startSnapshot(name: string, reason: string): Promise<string | null> {
     return this.d.store.tx(async (t) => {
       const inst = await t.instances.get(name);
-      if (!inst || inst.state !== "running") return null;
+      if (inst?.state !== "running") return null;
       const g = await t.generations.get(name, inst.generation);
       if (!g?.ec2InstanceId || g.status !== "live") return null;
       if ((await t.workflows.runningFor(name)).length > 0) return null;
@@ -80,6 +84,82 @@ export class Operations {
       return wf;
     });
     return { workflowId };
+  }
+
+  /**
+   * Import an existing EC2 instance as `name`: discover it, plan the spec (overrides laid over),
+   * and unless `dryRun`, record the stateful instance (state importing, its volumes, ENI and root
+   * device) and start the import runbook in one transaction. 404 for an unknown instance, 409 for
+   * a name in use or an instance already managed, 400 naming the reason an instance cannot be
+   * imported or the override field that is wrong. A dry run changes nothing anywhere.
+   */
+  async importInstance(req: {
+    instanceId: string;
+    name: string;
+    overrides?: unknown;
+    dryRun: boolean;
+  }): Promise<{ workflowId: string | null; spec: StatefulInstanceSpec; steps: string[] }> {
+    const ec2 = this.d.ec2;
+    if (
+      !ec2?.describeInstanceDetails ||
+      !ec2.describeImage ||
+      !ec2.describeVolume ||
+      !ec2.describeNetworkInterface ||
+      !ec2.instanceUserData
+    )
+      throw new ApiFault("conflict", "import needs the coordinator's EC2 gateway");
+    if (await this.d.store.instances.get(req.name)) throw new ApiFault("conflict", `stateful instance ${req.name} already exists`);
+    const facts = await discoverInstance(ec2 as DiscoveryGateway, this.d.store, req.instanceId, this.d.region ?? "us-east-1");
+    if (!facts) throw new ApiFault("not-found", `EC2 has no instance ${req.instanceId}`);
+    let plan: ReturnType<typeof planImport>;
+    try {
+      plan = planImport(req.name, facts, req.overrides);
+    } catch (err) {
+      if (err instanceof ImportRefused)
+        throw new ApiFault(err.code === "already-managed" ? "conflict" : "invalid", `cannot import ${req.instanceId}: ${err.message}`);
+      throw err;
+    }
+    const unsupported = unsupportedFeatures(plan.spec);
+    if (unsupported.length) throw new ApiFault("invalid", unsupported.map((u) => `${u.path}: ${u.reason}`).join("; "));
+    if (req.dryRun) return { workflowId: null, spec: plan.spec, steps: plan.steps };
+    const { spec, input } = plan;
+    const workflowId = await this.d.store.tx(async (t) => {
+      if (await t.instances.get(spec.name)) throw new ApiFault("conflict", `stateful instance ${spec.name} already exists`);
+      const owner = await t.generations.byEc2InstanceId(input.instanceId);
+      if (owner)
+        throw new ApiFault(
+          "conflict",
+          `cannot import ${input.instanceId}: it is already managed by spotkeep (stateful instance ${owner.instance})`,
+        );
+      await t.instances.insert(spec.name, spec, "importing");
+      for (const v of spec.persistence.volumes) {
+        await t.volumes.declare(spec.name, v.device, v.mountPoint, v.fsType);
+        if (v.volumeId) await t.volumes.setCurrent(spec.name, v.device, v.volumeId, input.availabilityZone);
+      }
+      await t.network.set({
+        instance: spec.name,
+        eniId: input.eni.eniId,
+        privateIp: input.eni.privateIp,
+        subnetId: input.subnetId,
+        availabilityZone: input.availabilityZone,
+      });
+      await t.root.set({
+        instance: spec.name,
+        imageId: null,
+        snapshotId: null,
+        rootDeviceName: input.rootDevice,
+        architecture: input.architecture,
+      });
+      const wf = await this.d.engine.start("import", spec.name, input, "import", t);
+      await t.events.add(
+        spec.name,
+        "import-started",
+        `import of ${input.instanceId} (${input.eni.privateIp}) requested (workflow ${wf})`,
+        wf,
+      );
+      return wf;
+    });
+    return { workflowId, spec, steps: plan.steps };
   }
 
   /**
@@ -132,7 +212,7 @@ export class Operations {
   async startRevertToSpot(name: string): Promise<string | null> {
     return this.d.store.tx(async (t) => {
       const inst = await t.instances.get(name);
-      if (!inst || inst.state !== "running" || (await t.workflows.runningFor(name)).length > 0) return null;
+      if (inst?.state !== "running" || (await t.workflows.runningFor(name)).length > 0) return null;
       const g = await t.generations.get(name, inst.generation);
       if (!g?.ec2InstanceId || g.status !== "live" || g.market !== "on-demand") return null;
       const input: ReplaceInput = {

@@ -32,6 +32,7 @@ import { type ScaledClock, scaledClock } from "./time.js";
 import { WorkflowEngine, type WorkflowOutcome } from "./workflow/engine.js";
 import type { WorkflowRecord } from "./db/store.js";
 import { createRunbook } from "./workflow/runbooks/create.js";
+import { importRunbook } from "./workflow/runbooks/import.js";
 import type { RunbookDeps } from "./workflow/runbooks/deps.js";
 import { type ReplaceInput, replaceRunbook } from "./workflow/runbooks/replace.js";
 import { pauseRunbook } from "./workflow/runbooks/pause.js";
@@ -177,6 +178,7 @@ async function startOn(
     clock,
     runbooks: {
       create: createRunbook(deps),
+      import: importRunbook(deps),
       replace: replaceRunbook(deps),
       // A recycle is a planned replacement: the same runbook, with trigger `recycle`.
       recycle: replaceRunbook(deps),
@@ -220,6 +222,11 @@ async function startOn(
         log(`${wf.kind} ${wf.id} for ${wf.instance}: serving, but a later step failed: ${outcome.error}`);
         return;
       }
+      // A rolled-back import archived its record (events included) before it ended.
+      if (wf.kind === "import" && (await store.instances.get(wf.instance))?.state === "deleted") {
+        log(`${wf.kind} ${wf.id} for ${wf.instance} failed and was rolled back: ${outcome.error}`);
+        return;
+      }
       await store.tx(async (tx) => {
         const later = (await tx.workflows.runningFor(wf.instance)).length > 0;
         // A failed snapshot leaves the instance serving; only create/replace failures mean it is down.
@@ -235,7 +242,7 @@ async function startOn(
       hub?.forget((wf.input as ReplaceInput).instanceId);
   }
 
-  const operations = new Operations({ store, engine, ec2, log });
+  const operations = new Operations({ store, engine, ec2, region: config.region, log });
   // One decision path for both sources of notices: the agents and the EventBridge queue.
   const decisions = new NoticeDecisions({ store, operations, clock, log });
   const intake = new AgentIntake({ store, ec2, operations, metrics, clock, log, decisions });
@@ -296,6 +303,7 @@ async function startOn(
     updateInstance: (name, spec, o) => operations.update(name, spec, o),
     createInstance: (spec) => operations.createInstance(spec),
     deleteInstance: (name, o) => operations.deleteInstance(name, o),
+    importInstance: (req) => operations.importInstance(req),
   };
   const api = createApiServer({
     views: apiViews,

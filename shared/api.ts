@@ -6,6 +6,7 @@ import { z } from "zod";
 
 export const InstanceState = z.enum([
   "creating",
+  "importing",
   "running",
   "replacing",
   "pausing",
@@ -115,6 +116,15 @@ export const EventsResponse = z.object({
 export type EventsResponse = z.infer<typeof EventsResponse>;
 
 export const CreateResponse = z.object({ name: z.string(), workflowId: z.string() });
+/** POST /api/v1/import: the spec the import made and its steps in words; a dry run has no workflow. */
+export const ImportResponse = z.object({
+  name: z.string(),
+  instanceId: z.string(),
+  dryRun: z.boolean().optional(),
+  workflowId: z.string().nullable().optional(),
+  spec: z.record(z.string(), z.unknown()),
+  steps: z.array(z.string()),
+});
 /** pause | resume | recycle | snapshot: 202 with the workflow it started. */
 export const OperationResponse = CreateResponse;
 /** PUT /api/v1/instances/{name}: the workflow of `?recycle=true`, else null (applied at the next generation). */

@@ -193,9 +193,52 @@ async function handle(deps: ApiServerDeps, req: IncomingMessage, res: ServerResp
   }
   if (parts[0] === "import" && parts.length === 1) {
     only(method, ["POST"]);
-    throw new HttpError(501, "not-implemented", "import is not available in this version");
+    if (!views.importInstance) throw new HttpError(501, "not-implemented", "import is not available in this version");
+    const req2 = importRequest(await readBody(req, MAX_BODY_BYTES));
+    try {
+      const out = await views.importInstance(req2);
+      if (req2.dryRun)
+        return sendJson(res, 200, { dryRun: true, name: req2.name, instanceId: req2.instanceId, spec: out.spec, steps: out.steps });
+      return sendJson(res, 202, {
+        name: req2.name,
+        instanceId: req2.instanceId,
+        workflowId: out.workflowId,
+        spec: out.spec,
+        steps: out.steps,
+      });
+    } catch (err) {
+      if (err instanceof ValidationError) throw new HttpError(400, "invalid-spec", err.message);
+      throw err;
+    }
   }
   throw new HttpError(404, "not-found", `no route for ${method} ${path}`);
+}
+
+/** POST /api/v1/import: `{"instanceId": "i-…", "name": "…", "overrides": {partial spec}, "dryRun": false}`, every field checked. */
+function importRequest(body: string): { instanceId: string; name: string; overrides?: unknown; dryRun: boolean } {
+  const data = parseBody(body, "json", "body");
+  if (typeof data !== "object" || data === null || Array.isArray(data))
+    throw new HttpError(400, "invalid", 'body: must be an object such as {"instanceId": "i-0123456789abcdef0", "name": "orders-db"}');
+  const o = data as Record<string, unknown>;
+  const extra = Object.keys(o).find((k) => !["instanceId", "name", "overrides", "dryRun"].includes(k));
+  if (extra)
+    throw new HttpError(400, "invalid", `body.${extra.slice(0, 40)}: unknown field (allowed: instanceId, name, overrides, dryRun)`);
+  if (typeof o.instanceId !== "string" || !/^i-[0-9a-f]{8,17}$/.test(o.instanceId))
+    throw new HttpError(
+      400,
+      "invalid",
+      `body.instanceId: must be an EC2 instance id (i-…), got ${JSON.stringify(o.instanceId ?? null).slice(0, 40)}`,
+    );
+  if (typeof o.name !== "string" || !/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/.test(o.name))
+    throw new HttpError(
+      400,
+      "invalid",
+      `body.name: must be 1-63 lowercase letters, digits or dashes, starting and ending with a letter or digit, got ${JSON.stringify(o.name ?? null).slice(0, 70)}`,
+    );
+  if (o.dryRun !== undefined && typeof o.dryRun !== "boolean") throw new HttpError(400, "invalid", "body.dryRun: must be true or false");
+  if (o.overrides !== undefined && o.overrides !== null && (typeof o.overrides !== "object" || Array.isArray(o.overrides)))
+    throw new HttpError(400, "invalid", "body.overrides: must be an object (a partial spec)");
+  return { instanceId: o.instanceId, name: o.name, overrides: o.overrides ?? undefined, dryRun: o.dryRun === true };
 }
 
 /** `?all=true` lists deleted instances too. */

@@ -41,6 +41,17 @@ export interface CoordinatorViews {
   /** Store a new spec (applied at the next generation; `recycle` applies it now). ApiFault("invalid") names an immutable field. */
   updateInstance?(name: string, spec: StatefulInstanceSpec, o: { recycle: boolean }): Promise<{ workflowId: string | null }>;
   /**
+   * Import an existing EC2 instance (`dryRun`: only plan it). ApiFault: 404 unknown instance, 409
+   * name in use or already managed, 400 the reason it cannot be imported; ValidationError names a
+   * bad override field. Changes nothing on error or with dryRun.
+   */
+  importInstance?(req: {
+    instanceId: string;
+    name: string;
+    overrides?: unknown;
+    dryRun: boolean;
+  }): Promise<{ workflowId: string | null; spec: StatefulInstanceSpec; steps: string[] }>;
+  /**
    * Start the delete runbook: everything but the kinds in `keep` is deleted; kept resources expire
    * after `ttlHours` (null: kept until deleted by hand). `archivedAs` is the name the deleted
    * instance is listed under once the delete finished.

@@ -16,6 +16,7 @@ import type { StatefulInstanceSpec } from "../../shared/spec.js";
 /** The lifecycle state of a stateful instance (not EC2's instance state). */
 export type StatefulInstanceState =
   | "creating"
+  | "importing"
   | "running"
   | "replacing"
   | "pausing"

@@ -260,7 +260,7 @@ async function keptRootVolume(deps: RunbookDeps, name: string, generation: numbe
 }
 
 /** Wait until the volume is free; false when it is gone (or failed) meanwhile. */
-async function waitDetached(deps: RunbookDeps, ctx: WorkflowContext, volumeId: string): Promise<boolean> {
+export async function waitDetached(deps: RunbookDeps, ctx: WorkflowContext, volumeId: string): Promise<boolean> {
   return waitUntil(
     deps.clock,
     `${volumeId} to be detached`,

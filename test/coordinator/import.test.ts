@@ -1,0 +1,272 @@
+/**
+ * `spotkeep import` end to end on localcloud (process runtime, real agent, the shipped IAM policy):
+ * an on-demand instance launched directly with the SDK (its own user-data, a chosen private IP, a
+ * data volume with known content) is planned with --dry-run (nothing changes), refused where it
+ * must be, rolled back when a step fails before its termination, then imported for real: it runs
+ * on spot as generation 1 with the same ENI, IP, volume and content, its own user-data ran again,
+ * and an interruption is recovered as usual.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  DescribeInstancesCommand,
+  DescribeNetworkInterfacesCommand,
+  DescribeVolumesCommand,
+  EC2Client,
+  RunInstancesCommand,
+} from "@aws-sdk/client-ec2";
+import type { Coordinator } from "../../coordinator/service.js";
+import { CLI } from "../cli/built.js";
+import { COORDINATOR_POLICY, ensureAgentBundle, inProcessCoordinator, liveInstances, startEnv, until, type Env } from "./harness.js";
+
+const SCALE = 0.03;
+const NAME = "adopted";
+let dir: string;
+let env: Env;
+let coord: Coordinator;
+let sdk: EC2Client;
+let original: { instanceId: string; privateIp: string; eniId: string; dataVolume: string; rootVolume: string };
+
+/** Runs on every boot of the original and of every generation (after the agent restored storage). */
+const USER_DATA = `R="\${SPOTKEEP_ROOT_DIR:-}"
+mkdir -p "$R/etc"
+echo "$SPOTKEEP_INSTANCE_ID" >> "$R/etc/user-data-runs"
+`;
+
+async function api(method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
+  const res = await fetch(`${coord.url}/api/v1/${path}`, {
+    method,
+    headers: { authorization: `Bearer ${coord.adminToken}`, "content-type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  return { status: res.status, body: await res.json() };
+}
+
+function cli(args: string[], stdin?: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, ...args, "--url", coord.url, "--token", coord.adminToken], { env: { ...process.env } });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d) => (stdout += d));
+    child.stderr.on("data", (d) => (stderr += d));
+    child.on("close", (code) => resolve({ code: code ?? -1, stdout, stderr }));
+    child.stdin.end(stdin ?? "");
+  });
+}
+
+/** Launch the way a user does, outside spotkeep: no spotkeep tags, nothing of spotkeep's policy in the way. */
+async function launchByHand(o: { imageId: string; privateIp?: string; dataVolume?: boolean }): Promise<string> {
+  await env.control("DELETE", "iam/policy");
+  try {
+    const subnet = [...env.lc.world.subnets.values()].find((s) => s.id === env.subnets[0]!.id)!;
+    const out = await sdk.send(
+      new RunInstancesCommand({
+        ImageId: o.imageId,
+        InstanceType: "m5.large",
+        MinCount: 1,
+        MaxCount: 1,
+        SubnetId: subnet.id,
+        PrivateIpAddress: o.privateIp,
+        KeyName: "localcloud-key",
+        UserData: Buffer.from(USER_DATA).toString("base64"),
+        BlockDeviceMappings: o.dataVolume
+          ? [{ DeviceName: "/dev/sdf", Ebs: { VolumeSize: 2, VolumeType: "gp3", DeleteOnTermination: true } }]
+          : undefined,
+        TagSpecifications: [{ ResourceType: "instance", Tags: [{ Key: "team", Value: "payments" }] }],
+      }),
+    );
+    const id = out.Instances![0]!.InstanceId!;
+    await until(`${id} running`, async () => (await env.ec2.describeInstances([id]))[0]?.state === "running", 60_000);
+    return id;
+  } finally {
+    await env.control("PUT", "iam/policy", JSON.parse(readFileSync(COORDINATOR_POLICY, "utf8")));
+  }
+}
+
+/** What an import could change, as EC2 reports it: states, tags, DeleteOnTermination flags. */
+async function ec2State(instanceId: string) {
+  const inst = (await sdk.send(new DescribeInstancesCommand({ InstanceIds: [instanceId] }))).Reservations![0]!.Instances![0]!;
+  const volIds = inst.BlockDeviceMappings!.map((b) => b.Ebs!.VolumeId!);
+  const vols = (await sdk.send(new DescribeVolumesCommand({ VolumeIds: volIds }))).Volumes!;
+  const enis = (
+    await sdk.send(new DescribeNetworkInterfacesCommand({ NetworkInterfaceIds: [inst.NetworkInterfaces![0]!.NetworkInterfaceId!] }))
+  ).NetworkInterfaces!;
+  const tags = (t?: Array<{ Key?: string; Value?: string }>) => Object.fromEntries((t ?? []).map((x) => [x.Key, x.Value]));
+  return {
+    state: inst.State!.Name,
+    tags: tags(inst.Tags),
+    blockDevices: inst.BlockDeviceMappings!.map((b) => [b.DeviceName, b.Ebs!.VolumeId, b.Ebs!.DeleteOnTermination]),
+    volumes: vols.map((v) => [v.VolumeId, v.State, tags(v.Tags)]).sort(),
+    eni: enis.map((e) => [e.NetworkInterfaceId, e.Status, e.Attachment?.DeleteOnTermination, tags(e.TagSet)]),
+    images: [...env.lc.world.images.values()].filter((i) => i.state !== "failed").length,
+    snapshots: [...env.lc.world.snapshots.values()].length,
+  };
+}
+
+const overrides = {
+  persistence: { volumes: [{ device: "/dev/sdf", mountPoint: "/data" }] },
+  launch: { instanceTypes: ["m5.large", "m6i.large"] },
+};
+
+beforeAll(async () => {
+  ensureAgentBundle();
+  dir = mkdtempSync(join(tmpdir(), "spotkeep-e2e-import-"));
+  env = await startEnv(dir, SCALE);
+  coord = await inProcessCoordinator(env, join(dir, "coord"), SCALE);
+  sdk = new EC2Client({ endpoint: env.lc.endpoint, region: "us-east-1", credentials: { accessKeyId: "x", secretAccessKey: "x" } });
+  const subnet = [...env.lc.world.subnets.values()].find((s) => s.id === env.subnets[0]!.id)!;
+  const privateIp = subnet.cidr.replace(/\.0\/\d+$/, ".57");
+  const id = await launchByHand({ imageId: env.lc.world.baseImageId, privateIp, dataVolume: true });
+  const [inst] = await env.ec2.describeInstances([id]);
+  original = {
+    instanceId: id,
+    privateIp,
+    eniId: inst!.enis[0]!.eniId,
+    rootVolume: inst!.volumes.find((v) => v.deviceName === inst!.rootDeviceName)!.volumeId,
+    dataVolume: inst!.volumes.find((v) => v.deviceName === "/dev/sdf")!.volumeId,
+  };
+  expect(inst!.privateIp).toBe(privateIp);
+  // The data volume's known content, written through the instance's device link (no agent runs on it yet).
+  const dev = join(env.rootDir(id), "..", "dev", "sdf");
+  await until("the data volume visible on the instance (after boot)", () => existsSync(dev), 30_000);
+  writeFileSync(join(dev, "known.txt"), "rows that must survive\n");
+}, 120_000);
+
+afterAll(async () => {
+  sdk?.destroy();
+  await coord?.stop();
+  await env?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe("spotkeep import", () => {
+  it("--dry-run prints the discovered spec and the plan, and changes nothing", async () => {
+    const before = await ec2State(original.instanceId);
+    const r = await cli(["import", original.instanceId, "--name", NAME, "--dry-run", "-f", "-"], JSON.stringify(overrides));
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain(`imageId: ${env.lc.world.baseImageId}`);
+    expect(r.stdout).toContain("volumeId: " + original.dataVolume);
+    expect(r.stdout).toContain("mountPoint: /data");
+    expect(r.stdout).toContain("keyName: localcloud-key");
+    expect(r.stdout).toMatch(/team: payments/);
+    expect(r.stdout).toMatch(/# {2}\d+\. stop i-/);
+    expect(r.stdout).toContain(`${original.eniId} (${original.privateIp}) at device index 0`);
+    expect(await ec2State(original.instanceId)).toEqual(before);
+    expect(await coord.views.getInstance(NAME)).toBeNull();
+  });
+
+  it("refuses with a specific reason: unknown instance, missing mount point, Windows, bad overrides, bad bodies", async () => {
+    expect((await api("POST", "import", { instanceId: "i-0000000000000dead", name: NAME })).status).toBe(404);
+    const noMount = await api("POST", "import", { instanceId: original.instanceId, name: NAME });
+    expect(noMount.status).toBe(400);
+    expect(noMount.body.error.message).toMatch(/persistence\.volumes\[0\]\.mountPoint: give the mount point of \/dev\/sdf/);
+    const bad = await api("POST", "import", {
+      instanceId: original.instanceId,
+      name: NAME,
+      overrides: { ...overrides, launch: { subnetIds: [env.subnets[1]!.id] } },
+    });
+    expect(bad.status).toBe(400);
+    expect(bad.body.error.message).toMatch(/overrides\.launch\.subnetIds: comes from the instance/);
+    for (const body of [
+      { name: NAME },
+      { instanceId: "i-zz", name: NAME },
+      { instanceId: original.instanceId, name: "Bad Name" },
+      { instanceId: original.instanceId, name: NAME, dryRun: "yes" },
+      { instanceId: original.instanceId, name: NAME, extra: 1 },
+    ]) {
+      const r = await api("POST", "import", body);
+      expect(r.status, JSON.stringify(body)).toBe(400);
+    }
+    const windows = await launchByHand({ imageId: env.lc.world.windowsImageId });
+    const w = await api("POST", "import", { instanceId: windows, name: "win" });
+    expect(w.status).toBe(400);
+    expect(w.body.error.message).toMatch(/runs Windows, which spotkeep does not support yet/);
+    expect(await coord.views.getInstance(NAME)).toBeNull();
+  });
+
+  it("a failure before the termination rolls back: running again, flags and tags as they were, nothing left", async () => {
+    const before = await ec2State(original.instanceId);
+    expect(before.blockDevices.map((b) => b[2])).toEqual([true, true]);
+    await env.control("PUT", "faults", {
+      failNext: [{ action: "CreateSnapshot", code: "InvalidParameterValue", count: 1, message: "injected" }],
+    });
+    const started = await api("POST", "import", { instanceId: original.instanceId, name: NAME, overrides });
+    expect(started.status).toBe(202);
+    const wf = await coord.engine.wait(started.body.workflowId);
+    expect(wf.status).toBe("failed");
+    const steps = (await coord.store.steps.list(wf.id)).map((s) => s.name);
+    expect(steps).toEqual(expect.arrayContaining(["adopt", "keep-volumes", "keep-eni", "stop", "snapshot-root", "rollback", "abandon"]));
+    expect(steps).not.toContain("terminate-original");
+    await until("the original running again", async () => (await ec2State(original.instanceId)).state === "running");
+    expect(await ec2State(original.instanceId)).toEqual(before);
+    // The record is archived with its history; the name is free again.
+    expect(await coord.views.getInstance(NAME)).toBeNull();
+    const archived = (await coord.views.listInstances({ includeDeleted: true })).find((i) => i.name.startsWith(`${NAME}~`));
+    expect(archived?.stateReason).toMatch(/import rolled back: .*injected/);
+    const events = (await coord.views.getEvents(archived!.name))!.events;
+    expect(events.find((e) => e.kind === "import-rolled-back")?.message).toMatch(/flags restored.*runs again/);
+  });
+
+  it("imports for real: generation 1 on spot with the same ENI, IP, data volume and content; its user-data ran", async () => {
+    const r = await cli(["import", original.instanceId, "--name", NAME, "-f", "-", "--wait", "--json"], JSON.stringify(overrides));
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out.workflow.status).toBe("succeeded");
+    const d = (await coord.views.getInstance(NAME))!;
+    expect(d).toMatchObject({ state: "running", generation: 1, privateIp: original.privateIp, lifecycle: "spot" });
+    expect(d.instanceId).not.toBe(original.instanceId);
+    const [gen1] = await env.ec2.describeInstances([d.instanceId!]);
+    expect(gen1!.enis).toEqual([{ eniId: original.eniId, deviceIndex: 0 }]);
+    expect(gen1!.volumes.find((v) => v.deviceName === "/dev/sdf")?.volumeId).toBe(original.dataVolume);
+    expect((await env.ec2.describeInstances([original.instanceId]))[0]?.state).toBe("terminated");
+    const root = env.rootDir(d.instanceId!);
+    expect(readFileSync(join(root, "data", "known.txt"), "utf8")).toBe("rows that must survive\n");
+    // The root came over as an image: the original's boot records are there (localcloud runs
+    // user-data at every boot, and it booted again after the rollback), then generation 1's: its
+    // own user-data ran after spotkeep's bootstrap.
+    const runs = readFileSync(join(root, "etc", "user-data-runs"), "utf8")
+      .split("\n")
+      .filter(Boolean);
+    expect(runs[0]).toBe(original.instanceId);
+    expect(runs.at(-1)).toBe(d.instanceId);
+    expect(new Set(runs)).toEqual(new Set([original.instanceId, d.instanceId]));
+    // Its agent connected and reported ready.
+    expect(await coord.store.agentReports.latest(d.instanceId!, "ready")).toBeTruthy();
+    // Nothing left behind: the original root volume was deleted once generation 1 served.
+    const vol = await env.ec2.describeVolume(original.rootVolume);
+    expect(vol === null || vol.state === "deleted" || vol.state === "deleting").toBe(true);
+    const steps = (await coord.store.steps.list(out.workflowId)).map((s) => s.name);
+    expect(steps.indexOf("stop")).toBeLessThan(steps.indexOf("terminate-original"));
+    expect(steps).toContain("delete-original-root");
+    // Every managed resource carries the instance's tag (the IAM policy relies on it).
+    const tagged = (await env.ec2.findVolumes({ "spotkeep:instance": NAME })).map((v) => v.volumeId);
+    expect(tagged).toContain(original.dataVolume);
+  });
+
+  it("an imported instance cannot be imported twice", async () => {
+    const d = (await coord.views.getInstance(NAME))!;
+    const r = await api("POST", "import", { instanceId: d.instanceId, name: "again", overrides });
+    expect(r.status).toBe(409);
+    expect(r.body.error.message).toMatch(/already managed by spotkeep \(stateful instance adopted\)/);
+  });
+
+  it("then an interruption is recovered as usual", async () => {
+    const old = (await coord.views.getInstance(NAME))!;
+    await env.control("POST", `instances/${old.instanceId}/interrupt`, { action: "terminate", noticeSeconds: 120 });
+    const wf = await until(
+      "the replacement",
+      async () => (await coord.store.workflows.listFor(NAME)).find((w) => w.kind === "replace"),
+      60_000,
+    );
+    expect((await coord.engine.wait(wf.id)).error).toBeNull();
+    const d = (await coord.views.getInstance(NAME))!;
+    expect(d).toMatchObject({ state: "running", generation: 2, privateIp: original.privateIp });
+    expect(readFileSync(join(env.rootDir(d.instanceId!), "data", "known.txt"), "utf8")).toBe("rows that must survive\n");
+    expect((await liveInstances(env, NAME)).map((i) => i.instanceId)).toEqual([d.instanceId]);
+  });
+});
