@@ -1,0 +1,169 @@
+/**
+ * Crash test of import: the coordinator process is SIGKILLed right after step n of the import
+ * runbook is recorded, for every step, then restarted. Each case imports its own on-demand
+ * instance, launched by hand with a workload that writes numbered, fsync'd records to its data
+ * volume. Every run must end with exactly one instance serving (generation 1; the original
+ * terminated), the original data volume and ENI (nothing orphaned, nothing else created), only
+ * generation 1's root volume left, and every acknowledged record on the volume.
+ */
+import { describe, it, expect, beforeAll, afterAll } from "vitest";
+import type { ChildProcess } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { EC2Client, RunInstancesCommand } from "@aws-sdk/client-ec2";
+import { adminApi, coordinatorSlot, killAll, type Slot, startCoordinatorCli } from "./coordinator-process.js";
+import {
+  COORDINATOR_POLICY,
+  ensureAgentBundle,
+  liveInstances,
+  readAcks,
+  readRecords,
+  STOP_WRITER,
+  startEnv,
+  until,
+  workloadUserData,
+  type Env,
+} from "./harness.js";
+
+const SCALE = 0.03;
+// load, adopt, keep-volumes, keep-eni, stop, snapshot-root, image, terminate-original,
+// wait-original-terminated, subnets, launch, wait-running, attach /dev/sdf, restore, finish, delete-original-root
+const STEPS = Array.from({ length: 16 }, (_, i) => i + 1);
+const ONLY = process.env.SPOTKEEP_CRASH_STEPS?.split(",").map(Number);
+const CASES = STEPS.filter((n) => !ONLY || ONLY.includes(n));
+
+let dir: string;
+let env: Env;
+const children = new Set<ChildProcess>();
+/** One original per case, launched before the cases run (with localcloud's policy briefly lifted, as a user would). */
+const originals = new Map<number, { instanceId: string; dataVolume: string; eniId: string; privateIp: string; acks: string }>();
+
+const slot = (id: string) => coordinatorSlot(env, dir, id, SCALE);
+const api = (s: Slot, method: string, path: string, body?: unknown) => adminApi(`http://127.0.0.1:${s.port}`).ok(method, path, body);
+
+/** The harness workload, writing to the data volume through its device link until the agent mounts it at /data. */
+function userData(acks: string): string {
+  const [first, ...rest] = workloadUserData(acks).split("\n");
+  return [first, 'D="$R/data"; [ -d "$D" ] || D="$SPOTKEEP_DEV_DIR/sdf"', ...rest]
+    .join("\n")
+    .replace('"$R/data/records.log"', '"$D/records.log"');
+}
+
+beforeAll(async () => {
+  ensureAgentBundle();
+  dir = mkdtempSync(join(tmpdir(), "spotkeep-crash-import-"));
+  env = await startEnv(dir, SCALE);
+  const sdk = new EC2Client({ endpoint: env.lc.endpoint, region: "us-east-1", credentials: { accessKeyId: "x", secretAccessKey: "x" } });
+  await env.control("DELETE", "iam/policy");
+  try {
+    for (const n of CASES) {
+      const acks = join(dir, `import-${n}.acks`);
+      const out = await sdk.send(
+        new RunInstancesCommand({
+          ImageId: env.lc.world.baseImageId,
+          InstanceType: "m5.large",
+          MinCount: 1,
+          MaxCount: 1,
+          SubnetId: env.subnets[0]!.id,
+          UserData: Buffer.from(userData(acks)).toString("base64"),
+          BlockDeviceMappings: [{ DeviceName: "/dev/sdf", Ebs: { VolumeSize: 1, VolumeType: "gp3", DeleteOnTermination: true } }],
+        }),
+      );
+      const i = out.Instances![0]!;
+      originals.set(n, {
+        instanceId: i.InstanceId!,
+        dataVolume: "",
+        eniId: i.NetworkInterfaces![0]!.NetworkInterfaceId!,
+        privateIp: i.PrivateIpAddress!,
+        acks,
+      });
+    }
+  } finally {
+    sdk.destroy();
+    await env.control("PUT", "iam/policy", JSON.parse(readFileSync(COORDINATOR_POLICY, "utf8")));
+  }
+  for (const o of originals.values()) {
+    const inst = await until(`${o.instanceId} running`, async () => {
+      const [i] = await env.ec2.describeInstances([o.instanceId]);
+      return i?.state === "running" && i.volumes.some((v) => v.deviceName === "/dev/sdf") ? i : null;
+    });
+    o.dataVolume = inst.volumes.find((v) => v.deviceName === "/dev/sdf")!.volumeId;
+  }
+}, 180_000);
+
+afterAll(async () => {
+  killAll(children);
+  await env?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe.concurrent("coordinator crash at every step boundary of import", () => {
+  it.each(CASES)(
+    "SIGKILL after import step %i: one instance serving, the same volume and ENI, nothing orphaned, the data intact",
+    async (n) => {
+      const name = `crash-import-${n}`;
+      const o = originals.get(n)!;
+      await until("records to be acknowledged", () => readAcks(o.acks).length > 10);
+      const s = await slot(`import-${n}`);
+      let current = await startCoordinatorCli(s, { ownerDir: dir, children, crash: { kind: "import", n }, firstStart: true });
+      try {
+        await api(s, "POST", "import", {
+          instanceId: o.instanceId,
+          name,
+          overrides: { persistence: { volumes: [{ device: "/dev/sdf", mountPoint: "/data" }] }, hooks: { preStop: STOP_WRITER } },
+        });
+        const how = await Promise.race([current.exited, new Promise((r) => setTimeout(() => r("no-crash"), 90_000))]);
+        expect(how, current.log.join("")).toMatchObject({ signal: "SIGKILL" });
+
+        current = await startCoordinatorCli(s, { ownerDir: dir, children });
+        const after = await until(
+          `${name} to be running at generation 1`,
+          async () => {
+            const d = await api(s, "GET", `instances/${name}`);
+            if (d.state === "failed") throw new Error(`${name} failed: ${d.stateReason}\n${current.log.join("")}`);
+            return d.state === "running" && d.generation === 1 ? d : null;
+          },
+          60_000,
+        );
+        expect(after.privateIp).toBe(o.privateIp);
+        expect(after.resources.volumes[0].volumeId).toBe(o.dataVolume);
+        expect(after.resources.network.eniId).toBe(o.eniId);
+        // One instance serving: generation 1; the original is gone; no duplicate launch.
+        expect((await env.ec2.describeInstances([o.instanceId]))[0]?.state).toBe("terminated");
+        expect((await liveInstances(env, name)).map((i) => i.instanceId)).toEqual([after.instanceId]);
+        const gen1 = await env.ec2.findInstances({ "spotkeep:instance": name, "spotkeep:generation": "1" });
+        expect(gen1.map((i) => i.instanceId)).toEqual([after.instanceId]);
+        // Nothing orphaned: the one data volume (attached to generation 1), the one ENI, one root image,
+        // and once the workflow ends only generation 1's root volume.
+        const vol = await env.ec2.describeVolume(o.dataVolume);
+        expect(vol?.attachments.map((a) => a.instanceId)).toEqual([after.instanceId]);
+        const enis = [...env.lc.world.enis.values()].filter((e) => e.tags.get("spotkeep:instance") === name);
+        expect(enis.map((e) => e.id)).toEqual([o.eniId]);
+        const images = [...env.lc.world.images.values()].filter((i) => i.tags.get("spotkeep:instance") === name && i.state !== "failed");
+        expect(images).toHaveLength(1);
+        const roots = () =>
+          [...env.lc.world.volumes.values()]
+            .filter((v) => v.tags.get("spotkeep:instance") === name && v.tags.get("spotkeep:root") === "true")
+            .filter((v) => v.state !== "deleted" && v.state !== "deleting")
+            .map((v) => v.attachment?.instanceId ?? v.id);
+        await until(
+          "only generation 1's root volume",
+          () => (JSON.stringify(roots()) === JSON.stringify([after.instanceId]) ? true : null),
+          30_000,
+        );
+        // Every acknowledged record is on the data volume, as generation 1 sees it.
+        const acked = readAcks(o.acks);
+        const records = readRecords(join(env.rootDir(after.instanceId), "data", "records.log"));
+        expect(acked.length).toBeGreaterThan(10);
+        expect(acked.filter((x) => !records.has(x))).toEqual([]);
+      } finally {
+        if (current.child.exitCode === null && current.child.signalCode === null) {
+          current.child.kill("SIGKILL");
+          await current.exited;
+        }
+      }
+    },
+    180_000,
+  );
+});
