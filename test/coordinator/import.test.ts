@@ -58,7 +58,7 @@ function cli(args: string[], stdin?: string): Promise<{ code: number; stdout: st
 }
 
 /** Launch the way a user does, outside spotkeep: no spotkeep tags, nothing of spotkeep's policy in the way. */
-async function launchByHand(o: { imageId: string; privateIp?: string; dataVolume?: boolean }): Promise<string> {
+async function launchByHand(o: { imageId: string; privateIp?: string; dataVolume?: boolean; spot?: boolean }): Promise<string> {
   await env.control("DELETE", "iam/policy");
   try {
     const subnet = [...env.lc.world.subnets.values()].find((s) => s.id === env.subnets[0]!.id)!;
@@ -76,6 +76,7 @@ async function launchByHand(o: { imageId: string; privateIp?: string; dataVolume
           ? [{ DeviceName: "/dev/sdf", Ebs: { VolumeSize: 2, VolumeType: "gp3", DeleteOnTermination: true } }]
           : undefined,
         TagSpecifications: [{ ResourceType: "instance", Tags: [{ Key: "team", Value: "payments" }] }],
+        InstanceMarketOptions: o.spot ? { MarketType: "spot" } : undefined,
       }),
     );
     const id = out.Instances![0]!.InstanceId!;
@@ -268,5 +269,26 @@ describe("spotkeep import", () => {
     expect(d).toMatchObject({ state: "running", generation: 2, privateIp: original.privateIp });
     expect(readFileSync(join(env.rootDir(d.instanceId!), "data", "known.txt"), "utf8")).toBe("rows that must survive\n");
     expect((await liveInstances(env, NAME)).map((i) => i.instanceId)).toEqual([d.instanceId]);
+  });
+
+  it("a one-time spot instance (which cannot be stopped) is captured after its termination instead", async () => {
+    const id = await launchByHand({ imageId: env.lc.world.baseImageId, spot: true });
+    const [inst] = await env.ec2.describeInstances([id]);
+    const started = await api("POST", "import", { instanceId: id, name: "spotty" });
+    expect(started.status).toBe(202);
+    expect(started.body.steps.join("\n")).toMatch(/cannot be stopped/);
+    const wf = await coord.engine.wait(started.body.workflowId);
+    expect(wf.error).toBeNull();
+    const steps = (await coord.store.steps.list(wf.id)).map((s) => s.name);
+    expect(steps).not.toContain("stop");
+    expect(steps.indexOf("terminate-original")).toBeLessThan(steps.indexOf("snapshot-root"));
+    const d = (await coord.views.getInstance("spotty"))!;
+    expect(d).toMatchObject({ state: "running", generation: 1, privateIp: inst!.privateIp, lifecycle: "spot" });
+    const runs = readFileSync(join(env.rootDir(d.instanceId!), "etc", "user-data-runs"), "utf8")
+      .split("\n")
+      .filter(Boolean);
+    expect(runs).toEqual([id, d.instanceId]);
+    const events = (await coord.views.getEvents("spotty"))!.events;
+    expect(events.some((e) => e.kind === "root-captured" && /after its termination \(crash-consistent\)/.test(e.message))).toBe(true);
   });
 });
