@@ -3,9 +3,12 @@
  * devices), on its own private IP (localcloud's linux runtime), managed by a real coordinator and
  * agent, survives repeated spot interruptions with every acknowledged commit intact.
  *
- * Two stateful instances, each with one data volume at /var/lib/postgresql (ext4) and the same ENI:
+ * Three stateful instances, each with one data volume at /var/lib/postgresql (ext4) and the same ENI:
  *   pg-reattach (dataMethod reattach): interrupted twice with notice, then lost with no notice;
- *   pg-snapshot (dataMethod snapshot): interrupted once (the data comes back on a new volume).
+ *   pg-snapshot (dataMethod snapshot): interrupted once (the data comes back on a new volume);
+ *   pg-imported: PostgreSQL set up on a plain on-demand instance launched with the SDK (its
+ *   user-data formats and mounts the volume itself), imported while the client writes, then
+ *   interrupted once.
  * A client on the host inserts numbered rows into each continuously, recording every row whose
  * COMMIT returned. After each recovery: every acknowledged row is present when read back at the
  * same private IP, and the server answers on that IP.
@@ -17,6 +20,7 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { execFileSync } from "node:child_process";
+import { DescribeInstancesCommand, EC2Client, RunInstancesCommand } from "@aws-sdk/client-ec2";
 import { PROFILES, replacementCriticalPath, startLocalCloud, type LocalCloud } from "../../localcloud/index.js";
 import { linuxRuntimeUnavailable } from "../../localcloud/runtime/linux/index.js";
 import { startCoordinator, type Coordinator } from "../../coordinator/service.js";
@@ -83,6 +87,23 @@ echo "pg-e2e: PostgreSQL serving on $IP"
 `;
 }
 
+/**
+ * User-data of the plain instance that pg-imported starts as: what a user runs without spotkeep.
+ * It formats (only a blank device) and mounts its data volume itself unless something (the agent,
+ * on every generation after the import) already mounted it, then sets up and starts PostgreSQL.
+ */
+export function plainPostgresUserData(bin: string): string {
+  const mount = [
+    `DEV=$(readlink -f "$SPOTKEEP_DEV_DIR/sdf")`,
+    `mkdir -p "$R/var/lib/postgresql"`,
+    `if ! mountpoint -q "$R/var/lib/postgresql"; then`,
+    `  blkid "$DEV" >/dev/null 2>&1 || mkfs.ext4 -q "$DEV"`,
+    `  mount "$DEV" "$R/var/lib/postgresql"`,
+    `fi`,
+  ].join("\n");
+  return postgresUserData(bin).replace(`${prelude(bin)}\n`, `${prelude(bin)}\n${mount}\n`);
+}
+
 /** preStop: fast shutdown (rolls back open transactions, checkpoints, exits); nothing to do when it is not running. */
 export function postgresPreStop(bin: string): string {
   return `${prelude(bin)}\npg $PGBIN/pg_ctl -D "$D" status >/dev/null 2>&1 || exit 0\npg $PGBIN/pg_ctl -D "$D" -m fast -w -t 300 stop`;
@@ -119,7 +140,7 @@ export function postgresSpec(name: string, lc: LocalCloud, bin: string, dataMeth
 
 export interface RoundReport {
   instance: string;
-  kind: "interrupt" | "lose";
+  kind: "interrupt" | "lose" | "import";
   dataMethod: "reattach" | "snapshot";
   workflowId: string;
   trigger: string;
@@ -263,17 +284,20 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
     const cloud = lc;
     log(`localcloud (linux runtime, realistic, time scale ${timeScale}) at ${cloud.endpoint}; coordinator at ${c.url}`);
 
-    const methods = { "pg-reattach": "reattach", "pg-snapshot": "snapshot" } as const;
+    const methods = { "pg-reattach": "reattach", "pg-snapshot": "snapshot", "pg-imported": "reattach" } as const;
     const names = Object.keys(methods) as Array<keyof typeof methods>;
+    const createdNames = names.filter((n) => n !== "pg-imported");
+    // pg-imported's original: a plain on-demand instance, launched with the SDK while the others are created.
+    const plain = launchPlainPostgres(cloud, bin);
     const created = await Promise.all(
-      names.map(async (n) => {
+      createdNames.map(async (n) => {
         const { workflowId } = await c.views.createInstance(parseSpec(postgresSpec(n, cloud, bin, methods[n])));
         return c.engine.wait(workflowId);
       }),
     );
     for (const w of created) if (w.status !== "succeeded") throw new Error(`creating ${w.instance}: ${w.status}: ${w.error}`);
     const ips = new Map<string, string>();
-    for (const n of names) {
+    for (const n of createdNames) {
       const d = (await c.views.getInstance(n))!;
       if (!d.privateIp) throw new Error(`${n} has no private IP after create`);
       ips.set(n, d.privateIp);
@@ -282,7 +306,7 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
       w.start();
       log(`${n}: generation ${d.generation} ${d.instanceId} at ${d.privateIp} (${methods[n]})`);
     }
-    for (const n of names) {
+    for (const n of createdNames) {
       const w = writers.get(n)!;
       await until(`${n}: the first acknowledged rows (last error: ${w.lastError})`, () => w.acked.length >= 20, 120_000).catch(
         async (e) => {
@@ -291,11 +315,87 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
       );
     }
 
+    // The imported start: PostgreSQL serves on the plain instance and the client writes; then it is imported.
+    {
+      const n = "pg-imported";
+      const original = await plain;
+      ips.set(n, original.privateIp);
+      const w = new RowWriter(original.privateIp);
+      writers.set(n, w);
+      w.start();
+      await until(
+        `${n}: the first acknowledged rows on the plain instance (last error: ${w.lastError})`,
+        () => w.acked.length >= 20,
+        180_000,
+      ).catch((e) => {
+        throw new Error(`${(e as Error).message}\n${consoleTail(cloud, original.instanceId)}`);
+      });
+      log(`${n}: PostgreSQL on plain ${original.instanceId} at ${original.privateIp}; importing with ${w.acked.length} rows acknowledged`);
+      const outagesBefore = w.outages.length;
+      const started = await c.views.importInstance!({
+        instanceId: original.instanceId,
+        name: n,
+        dryRun: false,
+        overrides: {
+          persistence: { volumes: [{ device: "/dev/sdf", mountPoint: "/var/lib/postgresql", fsType: "ext4" }] },
+          hooks: { preStop: postgresPreStop(bin), postRestore: postgresPostRestore(bin), timeoutSeconds: 900 },
+        },
+      });
+      const done = await Promise.race([
+        c.engine.wait(started.workflowId!),
+        new Promise<never>((_, rej) => setTimeout(() => rej(new Error(`${n}: import did not finish within 300 s`)), 300_000)),
+      ]);
+      if (done.status !== "succeeded") throw new Error(`${n}: import ${done.id} ${done.status}: ${done.error}`);
+      const after = (await c.views.getInstance(n))!;
+      const ackedAtReady = w.acked.length;
+      await until(
+        `${n}: COMMITs on generation 1 (last client error: ${w.lastError})`,
+        () => w.acked.length >= ackedAtReady + 20,
+        120_000,
+      ).catch((e) => {
+        throw new Error(`${(e as Error).message}\n${consoleTail(cloud, after.instanceId)}`);
+      });
+      const acked = [...w.acked];
+      const back = await readBack(original.privateIp);
+      const missing = acked.filter((x) => !back.rows.has(x));
+      const outage = w.outages
+        .slice(outagesBefore)
+        .reduce<number | null>((m, x) => Math.max(m ?? 0, (x.firstAckAfter - x.lastAckBefore) / 1000 / timeScale), null);
+      const sameIp = after.privateIp === original.privateIp && back.serverAddr === original.privateIp;
+      const report: RoundReport = {
+        instance: n,
+        kind: "import",
+        dataMethod: "reattach",
+        workflowId: done.id,
+        trigger: done.trigger ?? "",
+        fromInstanceId: original.instanceId,
+        toInstanceId: after.instanceId!,
+        privateIp: after.privateIp ?? "",
+        sameIp,
+        volumeBefore: original.dataVolume,
+        volumeAfter: after.resources.volumes[0]?.volumeId ?? null,
+        downtimeSeconds: null,
+        recoverySeconds: null,
+        clientOutageSeconds: outage === null ? null : Math.round(outage * 100) / 100,
+        acknowledgedSoFar: acked.length,
+        missing: missing.slice(0, 20),
+      };
+      result.rounds.push(report);
+      markLost(n, missing);
+      result.sameIp &&= sameIp;
+      if (report.clientOutageSeconds !== null) result.downtimeSeconds.push(report.clientOutageSeconds);
+      log(
+        `${n}: imported ${original.instanceId} -> generation 1 ${after.instanceId} (${after.lifecycle}) at ${after.privateIp} (server on ${back.serverAddr}), ` +
+          `volume ${report.volumeBefore} -> ${report.volumeAfter}; client outage ${report.clientOutageSeconds ?? "-"} s (model); ${acked.length} acknowledged, ${missing.length} missing`,
+      );
+    }
+
     const rounds: Array<{ name: keyof typeof methods; kind: "interrupt" | "lose" }> = [
       { name: "pg-reattach", kind: "interrupt" },
       { name: "pg-reattach", kind: "interrupt" },
       { name: "pg-snapshot", kind: "interrupt" },
       { name: "pg-reattach", kind: "lose" },
+      { name: "pg-imported", kind: "interrupt" },
     ];
     for (const r of rounds) {
       const w = writers.get(r.name)!;
@@ -404,6 +504,44 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
   }
   if (o.writeReport !== false) writeReport(result);
   return result;
+}
+
+/**
+ * pg-imported's original, launched the way a user would (outside spotkeep): on-demand, a 1 GiB gp3
+ * data volume at /dev/sdf deleted with the instance, PostgreSQL set up by its own user-data.
+ */
+async function launchPlainPostgres(lc: LocalCloud, bin: string): Promise<{ instanceId: string; privateIp: string; dataVolume: string }> {
+  const sdk = new EC2Client({ endpoint: lc.endpoint, region: "us-east-1", credentials: { accessKeyId: "x", secretAccessKey: "x" } });
+  try {
+    const subnet = [...lc.world.subnets.values()].sort((a, b) => a.az.localeCompare(b.az))[0]!;
+    const out = await sdk.send(
+      new RunInstancesCommand({
+        ImageId: lc.world.baseImageId,
+        InstanceType: "m6i.large",
+        MinCount: 1,
+        MaxCount: 1,
+        SubnetId: subnet.id,
+        UserData: Buffer.from(plainPostgresUserData(bin)).toString("base64"),
+        BlockDeviceMappings: [{ DeviceName: "/dev/sdf", Ebs: { VolumeSize: 1, VolumeType: "gp3", DeleteOnTermination: true } }],
+        TagSpecifications: [{ ResourceType: "instance", Tags: [{ Key: "Name", Value: "plain-postgres" }] }],
+      }),
+    );
+    const i = out.Instances![0]!;
+    const id = i.InstanceId!;
+    const running = await until(
+      `${id} to run with its data volume`,
+      async () => {
+        const r = await sdk.send(new DescribeInstancesCommand({ InstanceIds: [id] }));
+        const x = r.Reservations?.[0]?.Instances?.[0];
+        return x?.State?.Name === "running" && x.BlockDeviceMappings?.some((b) => b.DeviceName === "/dev/sdf") ? x : null;
+      },
+      120_000,
+    );
+    const dataVolume = running.BlockDeviceMappings!.find((b) => b.DeviceName === "/dev/sdf")!.Ebs!.VolumeId!;
+    return { instanceId: id, privateIp: running.PrivateIpAddress!, dataVolume };
+  } finally {
+    sdk.destroy();
+  }
 }
 
 function consoleTail(lc: LocalCloud, instanceId: string | null | undefined): string {

@@ -30,17 +30,17 @@ describe.skipIf(why !== null)("PostgreSQL end to end on the linux runtime (real 
   });
 
   it(
-    "keeps every acknowledged COMMIT and the private IP through two reattach interruptions, one snapshot-mode interruption and one lost instance",
+    "keeps every acknowledged COMMIT and the private IP through two reattach interruptions, one snapshot-mode interruption, one lost instance, and an imported start then its interruption",
     async () => {
       r = await runPostgresScenario({ timeScale: 0.05, log: (l) => console.log(l) });
       console.log(summaryLine(r));
       expect(r.error).toBeNull();
-      expect(r.interruptions).toBe(4);
+      expect(r.interruptions).toBe(5);
       expect(r.lost).toBe(0);
       expect(r.sameIp).toBe(true);
       expect(r.acknowledged).toBeGreaterThan(100);
       const reattach = r.rounds.filter((x) => x.kind === "interrupt" && x.dataMethod === "reattach");
-      expect(reattach).toHaveLength(2);
+      expect(reattach).toHaveLength(3);
       for (const x of reattach) expect(x.volumeAfter).toBe(x.volumeBefore);
       const snap = r.rounds.filter((x) => x.dataMethod === "snapshot");
       expect(snap).toHaveLength(1);
@@ -51,7 +51,13 @@ describe.skipIf(why !== null)("PostgreSQL end to end on the linux runtime (real 
         expect(x.missing).toEqual([]);
         expect(x.toInstanceId).not.toBe(x.fromInstanceId);
       }
-      expect(r.downtimeSeconds).toHaveLength(4);
+      // The imported start: a plain instance launched with the SDK became generation 1 with its volume and IP.
+      const imported = r.rounds.filter((x) => x.kind === "import");
+      expect(imported).toHaveLength(1);
+      expect(imported[0]!.volumeAfter).toBe(imported[0]!.volumeBefore);
+      expect(imported[0]!.sameIp).toBe(true);
+      expect(r.rounds.filter((x) => x.instance === "pg-imported").map((x) => x.kind)).toEqual(["import", "interrupt"]);
+      expect(r.downtimeSeconds).toHaveLength(6);
       expect(r.ok).toBe(true);
     },
     15 * 60_000,
