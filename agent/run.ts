@@ -35,6 +35,11 @@ export interface RunOverrides extends ContextOverrides {
 
 export class RunningAgent {
   private mounts: Mount[] = [];
+
+  /** The mount points the agent quiesces (a volume attached without one is only synced). */
+  private mountPoints(): string[] {
+    return this.mounts.flatMap((m) => (m.mountPoint ? [m.mountPoint] : []));
+  }
   private hooks: Partial<Hooks> = {};
   /** The one quiesce of this instance's life; a later request gets its report, never a made-up one. */
   private quiesceRun: Promise<QuiesceReport> | null = null;
@@ -133,7 +138,7 @@ export class RunningAgent {
     if (reachable || this.quiesceRun || this.stopped) return;
     this.ctx.log.warn("coordinator unreachable after a spot notice; quiescing on our own", { deadline: new Date(deadline).toISOString() });
     const report = await this.runQuiesce(() =>
-      this.quiescer.quiesce({ mountPoints: this.mounts.map((m) => m.mountPoint), hooks: this.hooks, unmount: true, deadline }),
+      this.quiescer.quiesce({ mountPoints: this.mountPoints(), hooks: this.hooks, unmount: true, deadline }),
     );
     this.sendQuiesced(report, undefined);
   }
@@ -220,7 +225,7 @@ export class RunningAgent {
         log.info("quiesce requested", { reason: m.reason, deadline: m.deadline, unmount: m.unmount });
         const report = await this.runQuiesce(() =>
           this.quiescer.quiesce({
-            mountPoints: this.mounts.map((x) => x.mountPoint),
+            mountPoints: this.mountPoints(),
             hooks: this.hooks,
             unmount: m.unmount,
             deadline: Date.parse(m.deadline),
@@ -233,7 +238,7 @@ export class RunningAgent {
       }
       case "freeze-for-snapshot": {
         const report = await this.quiescer.freezeForSnapshot({
-          mountPoints: this.mounts.map((x) => x.mountPoint),
+          mountPoints: this.mountPoints(),
           thawAfterMs: this.ctx.scale(m.thawAfterMs),
         });
         this.sendQuiesced(report, m.id);

@@ -78,7 +78,7 @@ export class Operations {
     const workflowId = await this.d.store.tx(async (t) => {
       if (await t.instances.get(spec.name)) throw new ApiFault("conflict", `stateful instance ${spec.name} already exists`);
       await t.instances.insert(spec.name, spec, "creating");
-      for (const v of spec.persistence.volumes) await t.volumes.declare(spec.name, v.device, v.mountPoint, v.fsType);
+      for (const v of spec.persistence.volumes) await t.volumes.declare(spec.name, v.device, v.mountPoint ?? null, v.fsType);
       const wf = await this.d.engine.start("create", spec.name, { name: spec.name }, "create", t);
       await t.events.add(spec.name, "created", `create requested (workflow ${wf})`, wf);
       return wf;
@@ -133,7 +133,7 @@ export class Operations {
         );
       await t.instances.insert(spec.name, spec, "importing");
       for (const v of spec.persistence.volumes) {
-        await t.volumes.declare(spec.name, v.device, v.mountPoint, v.fsType);
+        await t.volumes.declare(spec.name, v.device, v.mountPoint ?? null, v.fsType);
         if (v.volumeId) await t.volumes.setCurrent(spec.name, v.device, v.volumeId, input.availabilityZone);
       }
       await t.network.set({
@@ -244,7 +244,7 @@ export class Operations {
         if (!allowed("recycle", inst.state)) throw new ApiFault("conflict", refusal(name, "recycle", inst.state));
       }
       await t.instances.setSpec(name, spec);
-      for (const v of spec.persistence.volumes) await t.volumes.setMountPoint(name, v.device, v.mountPoint);
+      for (const v of spec.persistence.volumes) await t.volumes.setMountPoint(name, v.device, v.mountPoint ?? null);
       await t.events.add(
         name,
         "updated",

@@ -270,7 +270,9 @@ async function startOn(
       return {
         hooks: { preStop: hooks?.preStop, postRestore: hooks?.postRestore, timeoutSeconds: hooks?.timeoutSeconds ?? 60 },
         mounts: volumes.flatMap((v) =>
-          v.volumeId ? [{ volumeId: v.volumeId, device: v.device, mountPoint: v.mountPoint, fsType: v.fsType }] : [],
+          v.volumeId
+            ? [{ volumeId: v.volumeId, device: v.device, ...(v.mountPoint ? { mountPoint: v.mountPoint } : {}), fsType: v.fsType }]
+            : [],
         ),
         pollIntervalMs: 1000,
         heartbeatMs: 5000,

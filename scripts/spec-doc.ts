@@ -41,7 +41,8 @@ export const DESCRIPTIONS: Record<string, string> = {
   "persistence.volumes[].type": "EBS volume type.",
   "persistence.volumes[].iops": "Provisioned IOPS (gp3, io1, io2).",
   "persistence.volumes[].throughput": "Throughput in MiB/s (gp3).",
-  "persistence.volumes[].mountPoint": "Where the agent mounts the filesystem on every generation.",
+  "persistence.volumes[].mountPoint":
+    "Where the agent mounts the filesystem on every generation. Required, except on a volume adopted by `volumeId`: without one it is attached and reported, and the workload mounts it.",
   "persistence.volumes[].fsType": "Filesystem created on a new volume and checked after an unclean stop.",
   "persistence.volumes[].volumeId": "Adopt this existing volume instead of creating one.",
   "persistence.dataMethod":

@@ -36,7 +36,8 @@ export type InstanceSummary = z.infer<typeof InstanceSummary>;
 
 export const PersistedVolume = z.object({
   device: z.string(),
-  mountPoint: z.string(),
+  /** null: attached but not mounted (an adopted volume the spec gives no mount point). */
+  mountPoint: z.string().nullable(),
   volumeId: z.string().nullable(),
   latestSnapshotId: z.string().nullable(),
   availabilityZone: z.string().nullable(),

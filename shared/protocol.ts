@@ -139,7 +139,8 @@ export const Quiesced = z.object({
 export const RestoredVolume = z.object({
   volumeId,
   device: z.string().min(1),
-  mountPoint: z.string().min(1),
+  /** Absent: found and left unmounted (the plan gave no mount point). */
+  mountPoint: z.string().min(1).optional(),
   checked: z.boolean(),
   ms: nonNegMs,
 });
@@ -188,7 +189,8 @@ export const Ack = z.object({
 export const Mount = z.object({
   volumeId,
   device: z.string().min(1),
-  mountPoint: absPath,
+  /** Absent: attach only; the agent finds the device and reports it, unmounted. */
+  mountPoint: absPath.optional(),
   fsType: z.string().min(1).default("ext4"),
   /**
    * Create the filesystem when the device carries no signature at all. Set only for a volume

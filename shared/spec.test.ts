@@ -142,6 +142,11 @@ describe("spec rejections name the path and the reason", () => {
       withChange((s) => (s.persistence.volumes[0].mountPoint = "/")),
       /persistence\.volumes\[0\]\.mountPoint: cannot be \//,
     ],
+    [
+      "no mount point on a volume spotkeep creates",
+      withChange((s) => delete s.persistence.volumes[0].mountPoint),
+      "persistence.volumes[0].mountPoint: is required (only a volume adopted by volumeId may leave it out: it is then attached but not mounted)",
+    ],
     ["unknown dataMethod", withChange((s) => (s.persistence.dataMethod = "copy")), /^persistence\.dataMethod: /],
     ["unknown field", withChange((s) => (s.persistence.volumes[0].sise = 3)), 'persistence.volumes[0]: unknown field "sise"'],
     ["empty instance types", withChange((s) => (s.launch.instanceTypes = [])), "launch.instanceTypes: needs at least one instance type"],
@@ -207,5 +212,20 @@ describe("spec rejections name the path and the reason", () => {
     expect(withWindow("Tue:01:30-Tue:03:00").launch.market.revertWindow).toBe("Tue:01:30-Tue:03:00");
     expect(() => withWindow("Monday 2am")).toThrow(/launch\.market\.revertWindow: must be a weekly UTC window/);
     expect(() => withWindow("Mon:02:00-Mon:02:00")).toThrow(/launch\.market\.revertWindow/);
+  });
+});
+
+describe("adopted volumes", () => {
+  it("may leave out the mount point (attached, not mounted); two such volumes do not clash", () => {
+    const spec = parseSpec({
+      ...minimal,
+      persistence: {
+        volumes: [
+          { device: "/dev/sdf", sizeGiB: 8, volumeId: "vol-0123456789abcdef0" },
+          { device: "/dev/sdg", sizeGiB: 8, volumeId: "vol-0123456789abcdef1" },
+        ],
+      },
+    });
+    expect(spec.persistence.volumes.map((v) => v.mountPoint)).toEqual([undefined, undefined]);
   });
 });

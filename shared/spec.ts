@@ -60,7 +60,8 @@ const Volume = z
     type: z.enum(VOLUME_TYPES).default("gp3"),
     iops: z.number().int().positive().optional(),
     throughput: z.number().int().positive().optional(),
-    mountPoint: MountPoint,
+    /** Where the agent mounts it; only a volume adopted by `volumeId` may leave it out (attached, reported unmounted). */
+    mountPoint: MountPoint.optional(),
     fsType: z.enum(FS_TYPES).default("ext4"),
     /** Import an existing volume instead of creating one. */
     volumeId: z
@@ -205,13 +206,21 @@ export const StatefulInstanceSpec = z
       if (prevDev !== undefined)
         add(["persistence", "volumes", i, "device"], `${JSON.stringify(v.device)} is already used by persistence.volumes[${prevDev}]`);
       devices.set(canon, i);
-      const prevMount = mounts.get(v.mountPoint);
-      if (prevMount !== undefined)
-        add(
-          ["persistence", "volumes", i, "mountPoint"],
-          `${JSON.stringify(v.mountPoint)} is already used by persistence.volumes[${prevMount}]`,
-        );
-      mounts.set(v.mountPoint, i);
+      if (v.mountPoint === undefined) {
+        if (v.volumeId === undefined)
+          add(
+            ["persistence", "volumes", i, "mountPoint"],
+            "is required (only a volume adopted by volumeId may leave it out: it is then attached but not mounted)",
+          );
+      } else {
+        const prevMount = mounts.get(v.mountPoint);
+        if (prevMount !== undefined)
+          add(
+            ["persistence", "volumes", i, "mountPoint"],
+            `${JSON.stringify(v.mountPoint)} is already used by persistence.volumes[${prevMount}]`,
+          );
+        mounts.set(v.mountPoint, i);
+      }
       if (/^\/dev\/(sda|xvda)/.test(v.device))
         add(["persistence", "volumes", i, "device"], `${JSON.stringify(v.device)} is the root device; data volumes use /dev/sdf…/dev/sdp`);
       const [min, max] = SIZE_LIMITS[v.type];
@@ -267,6 +276,6 @@ export function parseSpec(input: string | unknown, source = "spec"): StatefulIns
   if (!parsed.success) throw zodToValidationError(parsed.error);
   const spec = parsed.data;
   for (const v of spec.persistence.volumes)
-    if (v.mountPoint.length > 1 && v.mountPoint.endsWith("/")) v.mountPoint = v.mountPoint.slice(0, -1);
+    if (v.mountPoint && v.mountPoint.length > 1 && v.mountPoint.endsWith("/")) v.mountPoint = v.mountPoint.slice(0, -1);
   return spec;
 }

@@ -89,7 +89,7 @@ const hooks = obj({
 const mount = obj({
   volumeId,
   device: str({ min: 1 }),
-  mountPoint: str({ min: 1, abs: true }),
+  mountPoint: opt(str({ min: 1, abs: true })),
   fsType: dflt(str({ min: 1 }), "ext4"),
   formatIfBlank: opt(bool),
 });

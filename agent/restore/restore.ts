@@ -46,7 +46,8 @@ export interface RestoreDeps {
 export interface RestoredVolumeReport {
   volumeId: string;
   device: string;
-  mountPoint: string;
+  /** Absent: found, not mounted (the plan gave no mount point). */
+  mountPoint?: string;
   checked: boolean;
   ms: number;
 }
@@ -71,6 +72,13 @@ export async function restoreVolumes(plan: RestorePlan, deps: RestoreDeps): Prom
     try {
       const dev = await waitForDevice(vol, deps.scale(plan.deviceTimeoutMs), deps);
       steps.push({ name: `device:${vol.volumeId}`, ok: true, ms: ms(started), detail: `${dev.path} -> ${dev.real}` });
+      const mountPoint = vol.mountPoint;
+      if (mountPoint === undefined) {
+        // An adopted volume without a mount point: attached and found, left for the workload to mount.
+        volumes.push({ volumeId: vol.volumeId, device: dev.path, checked: false, ms: ms(started) });
+        deps.log.info("volume found, not mounted (no mount point given)", { volumeId: vol.volumeId, device: dev.path });
+        continue;
+      }
       let checked = false;
       if (dev.kind === "block") {
         if (vol.formatIfBlank) {
@@ -80,20 +88,20 @@ export async function restoreVolumes(plan: RestorePlan, deps: RestoreDeps): Prom
         }
         if (!plan.previousClean) {
           const t = deps.clock.now();
-          const detail = await checkFilesystem(dev.path, vol.fsType, vol.mountPoint);
+          const detail = await checkFilesystem(dev.path, vol.fsType, mountPoint);
           checked = true;
           steps.push({ name: `fsck:${vol.volumeId}`, ok: true, ms: ms(t), detail });
         }
         const t = deps.clock.now();
-        await mountBlock(dev, { ...vol, mountPoint: hostPath({ rootDir: deps.rootDir }, vol.mountPoint) });
-        steps.push({ name: `mount:${vol.mountPoint}`, ok: true, ms: ms(t) });
+        await mountBlock(dev, { ...vol, mountPoint: hostPath({ rootDir: deps.rootDir }, mountPoint) });
+        steps.push({ name: `mount:${mountPoint}`, ok: true, ms: ms(t) });
       } else {
         const t = deps.clock.now();
-        linkDirectory(dev, vol, deps.rootDir);
-        steps.push({ name: `mount:${vol.mountPoint}`, ok: true, ms: ms(t), detail: "directory volume (process runtime): linked" });
+        linkDirectory(dev, { ...vol, mountPoint }, deps.rootDir);
+        steps.push({ name: `mount:${mountPoint}`, ok: true, ms: ms(t), detail: "directory volume (process runtime): linked" });
       }
-      volumes.push({ volumeId: vol.volumeId, device: dev.path, mountPoint: vol.mountPoint, checked, ms: ms(started) });
-      deps.log.info("volume restored", { volumeId: vol.volumeId, device: dev.path, mountPoint: vol.mountPoint, checked });
+      volumes.push({ volumeId: vol.volumeId, device: dev.path, mountPoint: mountPoint, checked, ms: ms(started) });
+      deps.log.info("volume restored", { volumeId: vol.volumeId, device: dev.path, mountPoint: mountPoint, checked });
     } catch (err) {
       const reason = errorText(err);
       steps.push({ name: `restore:${vol.volumeId}`, ok: false, ms: ms(started), detail: reason });
@@ -183,7 +191,7 @@ export function mountedSource(path: string): string | null {
   return source; // last entry wins: the topmost mount
 }
 
-async function mountBlock(dev: VolumeDevice, vol: Mount): Promise<void> {
+async function mountBlock(dev: VolumeDevice, vol: Mount & { mountPoint: string }): Promise<void> {
   const mp = vol.mountPoint;
   mkdirSync(mp, { recursive: true });
   const current = mountedSource(mp);
@@ -204,7 +212,7 @@ async function mountBlock(dev: VolumeDevice, vol: Mount): Promise<void> {
     throw new RestoreError(`mounting ${dev.path} at ${mp}: mount succeeded but ${mp} is not a mount point`);
 }
 
-function linkDirectory(dev: VolumeDevice, vol: Mount, rootDir: string | undefined): void {
+function linkDirectory(dev: VolumeDevice, vol: Mount & { mountPoint: string }, rootDir: string | undefined): void {
   const at = hostPath({ rootDir }, vol.mountPoint);
   mkdirSync(dirname(at), { recursive: true });
   let st;

@@ -94,6 +94,7 @@ export async function collectInventory(args: {
     } else {
       // A directory volume is "mounted" by a link from the mount point (see restore).
       for (const m of args.mounts ?? []) {
+        if (!m.mountPoint) continue;
         try {
           if (realpathSync(hostPath({ rootDir: args.rootDir }, m.mountPoint)) === d.real) dev.mountPoint = m.mountPoint;
         } catch {

@@ -44,7 +44,7 @@ interface) and every generation that served it.`,
       d.resources.volumes.length
         ? renderTable(
             ["DEVICE", "MOUNT POINT", "VOLUME", "AZ", "LATEST SNAPSHOT"],
-            d.resources.volumes.map((v) => [v.device, v.mountPoint, v.volumeId, v.availabilityZone, v.latestSnapshotId]),
+            d.resources.volumes.map((v) => [v.device, v.mountPoint ?? "(not mounted)", v.volumeId, v.availabilityZone, v.latestSnapshotId]),
           )
         : "none\n",
     );

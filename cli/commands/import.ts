@@ -16,7 +16,9 @@ groups, key pair, instance profile, tags, user-data, root and data volumes, prim
 the spec: the root persisted, each data volume adopted by id, the instance's own ENI kept.
 
 -f OVERRIDES is a partial spec in the spec's own format (YAML or JSON; - reads standard input) laid
-over the discovered one; data volumes are matched by device. Every data volume needs a mountPoint:
+over the discovered one; data volumes are matched by device. Give each data volume the mountPoint
+where the agent should mount it on every generation (without one it is attached and reported, but
+left for the workload to mount, e.g. by its own fstab):
     persistence:
       volumes:
         - device: /dev/sdf

@@ -63,7 +63,8 @@ export interface Generation {
 export interface DataVolume {
   instance: string;
   device: string;
-  mountPoint: string;
+  /** null: attached but not mounted (an adopted volume whose spec gives no mount point). */
+  mountPoint: string | null;
   fsType: string;
   volumeId: string | null;
   availabilityZone: string | null;
@@ -193,10 +194,10 @@ export interface GenerationQueries {
 
 export interface VolumeQueries {
   /** Declare a data volume of the spec (idempotent). */
-  declare(instance: string, device: string, mountPoint: string, fsType: string): void;
+  declare(instance: string, device: string, mountPoint: string | null, fsType: string): void;
   setCurrent(instance: string, device: string, volumeId: string, availabilityZone: string): void;
   setLatestSnapshot(instance: string, device: string, snapshotId: string): void;
-  setMountPoint(instance: string, device: string, mountPoint: string): void;
+  setMountPoint(instance: string, device: string, mountPoint: string | null): void;
   list(instance: string): DataVolume[];
 }
 

@@ -194,10 +194,11 @@ describe("planImport", () => {
     expect(r.message).toMatch(message);
   });
 
-  it("a data volume without a mount point is named", () => {
-    expect(() => planImport("orders-db", facts(), undefined)).toThrow(
-      /persistence\.volumes\[0\]\.mountPoint: give the mount point of \/dev\/sdf/,
-    );
+  it("a data volume without a mount point is adopted to be attached only (the agent reports it unmounted)", () => {
+    const { spec, steps } = planImport("orders-db", facts(), undefined);
+    expect(spec.persistence.volumes[0]).toMatchObject({ device: "/dev/sdf", volumeId: "vol-000000000000000b2" });
+    expect(spec.persistence.volumes[0]!.mountPoint).toBeUndefined();
+    expect(steps.join("\n")).toMatch(/attach vol-000000000000000b2 at \/dev\/sdf; no mountPoint given/);
   });
 
   it("an instance without data volumes needs no overrides", () => {

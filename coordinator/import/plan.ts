@@ -177,17 +177,6 @@ export function planImport(name: string, facts: ImportFacts, overrides: unknown)
     },
   };
   const merged = mergeOverrides(discovered, overrides, name);
-  const missing = (merged.persistence as { volumes: Array<Record<string, unknown>> }).volumes.flatMap((v, n) =>
-    v.mountPoint === undefined
-      ? [
-          {
-            path: `persistence.volumes[${n}].mountPoint`,
-            reason: `give the mount point of ${v.device} (${v.volumeId}) in the overrides (the agent mounts it there on every generation)`,
-          },
-        ]
-      : [],
-  );
-  if (missing.length) throw new ValidationError(missing);
   const spec = parseSpec(merged, "import");
 
   const input: ImportInput = {
@@ -317,7 +306,11 @@ function describeSteps(spec: StatefulInstanceSpec, x: ImportInput): string[] {
     ...(x.stopFirst ? [] : [`snapshot the root volume ${x.rootVolumeId} and register it as an image`]),
     `launch generation 1 as ${market.type} (${types}) in ${x.availabilityZone} with ${x.eni.eniId} (${x.eni.privateIp}) at device index 0` +
       `${market.type === "spot" && market.fallbackToOnDemand ? ", on-demand if spot has no capacity" : ""}; user-data: spotkeep's bootstrap, then the instance's own`,
-    ...data.map((v) => `attach ${v.volumeId} at ${v.device}; the agent mounts it at ${v.mountPoint} (${v.fsType}, never formatted)`),
+    ...data.map((v) =>
+      v.mountPoint
+        ? `attach ${v.volumeId} at ${v.device}; the agent mounts it at ${v.mountPoint} (${v.fsType}, never formatted)`
+        : `attach ${v.volumeId} at ${v.device}; no mountPoint given, so the agent reports it attached but not mounted (the workload mounts it)`,
+    ),
     `delete the original root volume ${x.rootVolumeId} once generation 1 is ready (its image is kept)`,
   ];
 }

@@ -160,11 +160,12 @@ describe("spotkeep import", () => {
     expect(await coord.views.getInstance(NAME)).toBeNull();
   });
 
-  it("refuses with a specific reason: unknown instance, missing mount point, Windows, bad overrides, bad bodies", async () => {
+  it("refuses with a specific reason: unknown instance, Windows, bad overrides, bad bodies", async () => {
     expect((await api("POST", "import", { instanceId: "i-0000000000000dead", name: NAME })).status).toBe(404);
-    const noMount = await api("POST", "import", { instanceId: original.instanceId, name: NAME });
-    expect(noMount.status).toBe(400);
-    expect(noMount.body.error.message).toMatch(/persistence\.volumes\[0\]\.mountPoint: give the mount point of \/dev\/sdf/);
+    // Without overrides the data volume is adopted to be attached only: the plan says so.
+    const noMount = await api("POST", "import", { instanceId: original.instanceId, name: NAME, dryRun: true });
+    expect(noMount.status).toBe(200);
+    expect(noMount.body.steps.join("\n")).toMatch(/at \/dev\/sdf; no mountPoint given, so the agent reports it attached but not mounted/);
     const bad = await api("POST", "import", {
       instanceId: original.instanceId,
       name: NAME,
@@ -272,8 +273,10 @@ describe("spotkeep import", () => {
   });
 
   it("a one-time spot instance (which cannot be stopped) is captured after its termination instead", async () => {
-    const id = await launchByHand({ imageId: env.lc.world.baseImageId, spot: true });
+    const id = await launchByHand({ imageId: env.lc.world.baseImageId, spot: true, dataVolume: true });
     const [inst] = await env.ec2.describeInstances([id]);
+    // Its user-data ran (running comes before the boot finishes).
+    await until("the original's user-data", () => existsSync(join(env.rootDir(id), "etc", "user-data-runs")), 30_000);
     const started = await api("POST", "import", { instanceId: id, name: "spotty" });
     expect(started.status).toBe(202);
     expect(started.body.steps.join("\n")).toMatch(/cannot be stopped/);
@@ -290,5 +293,10 @@ describe("spotkeep import", () => {
     expect(runs).toEqual([id, d.instanceId]);
     const events = (await coord.views.getEvents("spotty"))!.events;
     expect(events.some((e) => e.kind === "root-captured" && /after its termination \(crash-consistent\)/.test(e.message))).toBe(true);
+    // No overrides: its data volume came along attached but not mounted, and the timeline says where it is.
+    expect(d.resources.volumes).toMatchObject([{ device: "/dev/sdf", mountPoint: null }]);
+    const [gen1] = await env.ec2.describeInstances([d.instanceId!]);
+    expect(gen1!.volumes.find((v) => v.deviceName === "/dev/sdf")?.volumeId).toBe(d.resources.volumes[0]!.volumeId);
+    expect(events.find((e) => e.kind === "not-mounted")?.message).toMatch(/\(\/dev\/sdf\) is attached to i-\w+ as \S+ but not mounted/);
   });
 });

@@ -25,7 +25,8 @@ interface VolumeRow {
 const toVolume = (r: VolumeRow): DataVolume => ({
   instance: r.instance,
   device: r.device,
-  mountPoint: r.mount_point,
+  // The column is NOT NULL: "" stands for no mount point (an adopted volume, attached only).
+  mountPoint: r.mount_point === "" ? null : r.mount_point,
   fsType: r.fs_type,
   volumeId: r.volume_id,
   availabilityZone: r.availability_zone,
@@ -38,7 +39,7 @@ export function volumeQueries(sql: Sql): VolumeQueries {
       sql("INSERT OR IGNORE INTO volumes (instance, device, mount_point, fs_type) VALUES (?, ?, ?, ?)").run(
         instance,
         device,
-        mountPoint,
+        mountPoint ?? "",
         fsType,
       );
     },
@@ -54,7 +55,7 @@ export function volumeQueries(sql: Sql): VolumeQueries {
       sql("UPDATE volumes SET latest_snapshot_id = ? WHERE instance = ? AND device = ?").run(snapshotId, instance, device);
     },
     setMountPoint(instance, device, mountPoint) {
-      sql("UPDATE volumes SET mount_point = ? WHERE instance = ? AND device = ?").run(mountPoint, instance, device);
+      sql("UPDATE volumes SET mount_point = ? WHERE instance = ? AND device = ?").run(mountPoint ?? "", instance, device);
     },
     list(instance) {
       return (sql("SELECT * FROM volumes WHERE instance = ? ORDER BY device").all(instance) as VolumeRow[]).map(toVolume);

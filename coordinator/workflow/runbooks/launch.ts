@@ -270,7 +270,8 @@ export async function attachVolume(
 export interface PlannedVolume {
   device: string;
   volumeId: string;
-  mountPoint: string;
+  /** null: attach only (an adopted volume without a mount point); the agent reports it unmounted. */
+  mountPoint: string | null;
   fsType: string;
 }
 
@@ -304,7 +305,7 @@ export async function restoreAndWaitReady(
       volumes: o.volumes.map((v) => ({
         volumeId: v.volumeId,
         device: v.device,
-        mountPoint: v.mountPoint,
+        ...(v.mountPoint ? { mountPoint: v.mountPoint } : {}),
         fsType: v.fsType,
         ...(o.generation === 1 && !importedDevice(o.spec, v.device) ? { formatIfBlank: true } : {}),
       })),
@@ -324,6 +325,21 @@ export async function restoreAndWaitReady(
     },
     { intervalMs: Math.max(50, deps.pollMs / 5), timeoutMs: 20 * 60_000, signal: ctx.signal },
   );
+  // A volume attached without a mount point is the workload's to mount: say where it is.
+  const unmounted = o.volumes.filter((v) => !v.mountPoint);
+  if (unmounted.length) {
+    const restored = (await deps.store.agentReports.latest(o.instanceId, "restored"))?.data as
+      | { volumes?: Array<{ volumeId?: string; device?: string }> }
+      | undefined;
+    for (const v of unmounted) {
+      const dev = restored?.volumes?.find((x) => x.volumeId === v.volumeId)?.device;
+      await ctx.event(
+        "not-mounted",
+        `${v.volumeId} (${v.device}) is attached to ${o.instanceId}${dev ? ` as ${dev}` : ""} but not mounted: ` +
+          "its spec entry has no mountPoint (set one with spotkeep update and the agent mounts it from the next generation on)",
+      );
+    }
+  }
   return { readyAt: ready.at };
 }
 
