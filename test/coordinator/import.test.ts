@@ -19,6 +19,7 @@ import {
   RunInstancesCommand,
 } from "@aws-sdk/client-ec2";
 import type { Coordinator } from "../../coordinator/service.js";
+import { parseSpec } from "../../shared/spec.js";
 import { CLI } from "../cli/built.js";
 import { COORDINATOR_POLICY, ensureAgentBundle, inProcessCoordinator, liveInstances, startEnv, until, type Env } from "./harness.js";
 
@@ -298,5 +299,34 @@ describe("spotkeep import", () => {
     const [gen1] = await env.ec2.describeInstances([d.instanceId!]);
     expect(gen1!.volumes.find((v) => v.deviceName === "/dev/sdf")?.volumeId).toBe(d.resources.volumes[0]!.volumeId);
     expect(events.find((e) => e.kind === "not-mounted")?.message).toMatch(/\(\/dev\/sdf\) is attached to i-\w+ as \S+ but not mounted/);
+  });
+
+  it("create adopting a volume by id launches generation 1 in that volume's AZ, not the first subnet's", async () => {
+    const az = env.subnets[1]!.az;
+    expect(az).not.toBe(env.subnets[0]!.az);
+    const tags = { "spotkeep:managed": "true", "spotkeep:instance": "by-id", "spotkeep:workflow": "test", "spotkeep:step": "adopt" };
+    const vol = await env.ec2.createVolume({ availabilityZone: az, sizeGiB: 1, tags });
+    await until("the volume", async () => (await env.ec2.describeVolume(vol.volumeId))?.state === "available");
+    const input = env.spec("by-id", { workload: false });
+    input.persistence!.volumes![0]!.volumeId = vol.volumeId;
+    const { workflowId } = await coord.views.createInstance(parseSpec(input));
+    expect((await coord.engine.wait(workflowId)).error).toBeNull();
+    const d = (await coord.views.getInstance("by-id"))!;
+    expect(d.availabilityZone).toBe(az);
+    expect((await env.ec2.describeVolume(vol.volumeId))?.attachments.map((a) => a.instanceId)).toEqual([d.instanceId]);
+  });
+
+  it("create refuses adopted volumes in two AZs, naming them", async () => {
+    const tags = { "spotkeep:managed": "true", "spotkeep:instance": "two-azs", "spotkeep:workflow": "test", "spotkeep:step": "adopt" };
+    const a = await env.ec2.createVolume({ availabilityZone: env.subnets[0]!.az, sizeGiB: 1, tags });
+    const b = await env.ec2.createVolume({ availabilityZone: env.subnets[1]!.az, sizeGiB: 1, tags: { ...tags, "spotkeep:step": "b" } });
+    const input = env.spec("two-azs", { workload: false, volumes: 2 });
+    input.persistence!.volumes![0]!.volumeId = a.volumeId;
+    input.persistence!.volumes![1]!.volumeId = b.volumeId;
+    const { workflowId } = await coord.views.createInstance(parseSpec(input));
+    const wf = await coord.engine.wait(workflowId);
+    expect(wf.error).toMatch(/the adopted volumes are in different AZs/);
+    expect(wf.error).toContain(a.volumeId);
+    expect(wf.error).toContain(b.volumeId);
   });
 });

@@ -42,6 +42,25 @@ export function createRunbook(deps: RunbookDeps): Runbook<CreateInput> {
         const image = await deps.ec2.describeImage(spec.launch.imageId);
         if (!image) throw new Failure("invalid-spec", `launch.imageId: ${spec.launch.imageId} does not exist`);
         const subnets = await describeLaunchSubnets(deps, spec, "refuse");
+        // Adopted volumes (volumeId) cannot move: they decide the AZ, which a subnet must be in.
+        const adoptedAzs = new Map<string, string>();
+        for (const v of spec.persistence.volumes) {
+          if (!v.volumeId) continue;
+          const found = await deps.ec2.describeVolume(v.volumeId);
+          if (!found) throw new Failure("invalid-spec", `persistence.volumes: ${v.volumeId} does not exist`);
+          adoptedAzs.set(v.volumeId, found.availabilityZone);
+        }
+        const azs = [...new Set(adoptedAzs.values())];
+        if (azs.length > 1)
+          throw new Failure(
+            "invalid-spec",
+            `persistence.volumes: the adopted volumes are in different AZs (${[...adoptedAzs].map(([id, az]) => `${id} in ${az}`).join(", ")}); an instance attaches volumes of its own AZ only`,
+          );
+        if (azs[0] && !subnets.some((s) => s.availabilityZone === azs[0]))
+          throw new Failure(
+            "invalid-spec",
+            `launch.subnetIds: none is in ${azs[0]}, where the adopted volume${adoptedAzs.size > 1 ? "s are" : " is"} (${[...adoptedAzs.keys()].join(", ")})`,
+          );
         await deps.store.tx(async (t) => {
           await t.root.set({
             instance: name,
@@ -52,15 +71,19 @@ export function createRunbook(deps: RunbookDeps): Runbook<CreateInput> {
           });
           await t.generations.ensure(name, generation, ctx.workflowId);
         });
-        return { spec, subnets, volumes: await deps.store.volumes.list(name) };
+        return { spec, subnets, volumes: await deps.store.volumes.list(name), adoptedAz: azs[0] ?? null };
       },
       { ...MUTATE_POLICY, retryable: (e) => !isPermanent(e) && (MUTATE_POLICY.retryable?.(e) ?? true) },
     );
     const { spec } = plan;
 
-    // With an address pool, home is the first subnet that holds one of the pool's addresses.
+    // Home: the adopted volumes' AZ if any; else with an address pool the first subnet that holds
+    // one of the pool's addresses; else the first subnet.
     const pool = spec.persistence.network.privateIp === "pool" ? spec.persistence.network.ipPool : [];
-    const home = plan.subnets.find((s) => pool.some((ip) => ipInCidr(ip, s.cidr))) ?? plan.subnets[0];
+    const home =
+      (plan.adoptedAz
+        ? plan.subnets.find((s) => s.availabilityZone === plan.adoptedAz && (!pool.length || pool.some((ip) => ipInCidr(ip, s.cidr))))
+        : plan.subnets.find((s) => pool.some((ip) => ipInCidr(ip, s.cidr)))) ?? plan.subnets[0];
     if (!home) throw new Failure("invalid-spec", "launch.subnetIds: no subnet to launch in");
 
     // 2. The persisted resources: one EBS volume per data volume, and the stable ENI.
