@@ -128,16 +128,6 @@ async function fixture(): Promise<Fixture> {
     architecture: "x86_64",
     tags: tags("image"),
   });
-  const other = await gw.launchInstance({
-    clientToken: `ct-${++n}`,
-    imageId: lc.world.baseImageId,
-    instanceType: "m5.large",
-    market: "on-demand",
-    network: { subnetId: subnet.id, securityGroupIds: [] },
-    userData: "",
-    blockDevices: [],
-    tags: tags("launch"),
-  });
   const onDemand = () =>
     gw.launchInstance({
       clientToken: `ct-${++n}`,
@@ -149,6 +139,7 @@ async function fixture(): Promise<Fixture> {
       blockDevices: [],
       tags: tags("launch"),
     });
+  const other = await onDemand();
   const toStop = await onDemand();
   const toStart = await onDemand();
   const running = (id: string) => waitFor(`${id} running`, async () => (await gw.describeInstances([id]))[0]?.state === "running");
