@@ -22,6 +22,8 @@ export interface ScheduleDeps {
   intervalMs: number;
   /** Model ms between attempts to move an on-demand generation back to spot. */
   revertToSpotIntervalMs: number;
+  /** Health checks, autohealing and scheduled maintenance (coordinator/health.ts), once per pass. */
+  health?: { sweep(): Promise<string[]> };
   /** Called at the start of every pass (gauges that are cheapest to refresh on a timer). */
   onTick?: () => void;
   log: (line: string) => void;
@@ -56,6 +58,8 @@ export class Schedule {
         .catch((err) => this.d.log(`move back to spot: ${(err as Error).message}`))
         .then(() => sweepExpiredKept(this.d))
         .catch((err) => this.d.log(`kept-resource sweep: ${(err as Error).message}`))
+        .then(() => this.d.health?.sweep())
+        .catch((err) => this.d.log(`health checks: ${(err as Error).message}`))
         .finally(() => this.next());
     });
   }

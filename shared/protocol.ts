@@ -168,6 +168,7 @@ export const HealthReport = z.object({
   detail: z.string().max(256),
   checkedAt: isoTime,
 });
+export type HealthReport = z.infer<typeof HealthReport>;
 
 export const Heartbeat = z.object({
   ...envelope,
