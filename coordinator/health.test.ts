@@ -124,6 +124,25 @@ describe("agent health", () => {
     expect(healed).toHaveLength(1);
   });
 
+  it("after a coordinator restart, silence counts from the restart, never from before it", async () => {
+    await run(60);
+    await run(50, { agent: false });
+    // A new monitor (a restarted coordinator) knows nothing of the 50 s of silence.
+    monitor = new HealthMonitor((monitor as unknown as { d: HealthDeps }).d);
+    await run(55, { agent: false });
+    expect(healed).toEqual([]);
+    expect((await view())?.status).toBe("failing");
+    await run(5, { agent: false });
+    expect(healed).toHaveLength(1);
+  });
+
+  it("forgets what agents of generations it does not judge said", async () => {
+    monitor.heartbeat("i-0fffffffffffffff0", { ok: true, detail: "HTTP 200", checkedAt: new Date(fake.now()).toISOString() });
+    await monitor.sweep();
+    const m = monitor as unknown as { pendingHeard: Map<string, number>; pendingReports: Map<string, unknown> };
+    expect(m.pendingHeard.size + m.pendingReports.size).toBe(0);
+  });
+
   it("retries the recycle on the next pass while another workflow moves the instance", async () => {
     busy = true;
     await run(110, { agent: false });

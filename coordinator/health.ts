@@ -138,6 +138,8 @@ export class HealthMonitor {
     // Forget generations that are no longer live.
     const liveIds = new Set(live.map((l) => l.g.ec2InstanceId!));
     for (const id of [...this.tracked.keys()]) if (!liveIds.has(id)) this.tracked.delete(id);
+    // What agents of generations that are not (yet) judged said: their next message says it again.
+    for (const m of [this.pendingHeard, this.pendingReports]) for (const id of [...m.keys()]) if (!liveIds.has(id)) m.delete(id);
     if (live.length === 0) {
       this.d.metrics.unhealthy.set(0);
       return [];
