@@ -270,6 +270,10 @@ describe("scheduled maintenance", () => {
     expect(await monitor.maintenanceNotice("db", ID, "system-reboot")).toBeNull();
     expect(await events("maintenance-unconfirmed")).toHaveLength(1);
     statuses.set(ID, ok({ events: [event(60)] }));
+    // A second notice within 15 s does not make the coordinator ask EC2 again.
+    expect(await monitor.maintenanceNotice("db", ID, "instance-retirement")).toBeNull();
+    expect(asked).toHaveLength(1);
+    await fake.advance(15_000);
     expect(await monitor.maintenanceNotice("db", ID, "instance-retirement")).toBe("wf-1");
     expect(await monitor.maintenanceNotice("db", "i-0fffffffffffffff0", "instance-retirement")).toBeNull();
   });

@@ -121,6 +121,8 @@ export class HealthMonitor {
 
   private readonly pendingHeard = new Map<string, number>();
   private readonly pendingReports = new Map<string, Report>();
+  /** When an agent's scheduled-event notice last made us ask EC2 (wall ms, by EC2 instance). */
+  private readonly noticeChecks = new Map<string, number>();
 
   /**
    * One pass: ask EC2 about every live generation of a running instance, then judge each.
@@ -139,7 +141,8 @@ export class HealthMonitor {
     const liveIds = new Set(live.map((l) => l.g.ec2InstanceId!));
     for (const id of [...this.tracked.keys()]) if (!liveIds.has(id)) this.tracked.delete(id);
     // What agents of generations that are not (yet) judged said: their next message says it again.
-    for (const m of [this.pendingHeard, this.pendingReports]) for (const id of [...m.keys()]) if (!liveIds.has(id)) m.delete(id);
+    for (const m of [this.pendingHeard, this.pendingReports, this.noticeChecks])
+      for (const id of [...m.keys()]) if (!liveIds.has(id)) m.delete(id);
     if (live.length === 0) {
       this.d.metrics.unhealthy.set(0);
       return [];
@@ -178,6 +181,10 @@ export class HealthMonitor {
     if (inst?.state !== "running") return null;
     const g = await this.d.store.generations.get(name, inst.generation);
     if (!g || g.ec2InstanceId !== ec2InstanceId || g.status !== "live" || g.readyAt === null) return null;
+    // An agent cannot make the coordinator call EC2 for it more than once per 15 s (the sweep still looks).
+    const last = this.noticeChecks.get(ec2InstanceId);
+    if (last !== undefined && this.d.clock.modelMsSince(last) < AGENT_SILENT_MS) return null;
+    this.noticeChecks.set(ec2InstanceId, this.d.clock.now());
     const [status] = await this.d.ec2.describeInstanceStatus([ec2InstanceId]);
     const active = (status?.events ?? []).filter((e) => e.active);
     if (active.length === 0) {
