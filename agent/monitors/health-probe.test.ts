@@ -40,6 +40,10 @@ describe("probeOnce", () => {
     expect(await probeOnce(port, "/", 1000)).toEqual({ ok: false, detail: "HTTP 301" });
     answer = "hang";
     expect(await probeOnce(port, "/", 100)).toEqual({ ok: false, detail: "no answer within 100 ms" });
+    expect(await probeOnce(port, "/bad\r\nX-Injected: 1", 1000)).toMatchObject({
+      ok: false,
+      detail: expect.stringMatching(/unescaped|invalid/i),
+    });
     const closed = createServer();
     await new Promise<void>((r) => closed.listen(0, "127.0.0.1", r));
     const closedPort = (closed.address() as AddressInfo).port;

@@ -4,7 +4,7 @@
  * The last result rides on every heartbeat; the coordinator decides what it means. The body is
  * never read beyond discarding it, and a probe never outlives its timeout.
  */
-import { request } from "node:http";
+import { type ClientRequest, request } from "node:http";
 import type { Clock } from "../../shared/clock.js";
 import type { MessageOf } from "../../shared/protocol.js";
 import type { Logger } from "../log.js";
@@ -16,24 +16,27 @@ export type HealthReport = NonNullable<MessageOf<"heartbeat">["health"]>;
 export function probeOnce(port: number, path: string, timeoutMs: number): Promise<{ ok: boolean; detail: string }> {
   return new Promise((resolve) => {
     let settled = false;
-    const done = (ok: boolean, detail: string) => {
+    let req: ClientRequest | null = null;
+    const timer = setTimeout(() => done(false, `no answer within ${timeoutMs} ms`), timeoutMs);
+    function done(ok: boolean, detail: string): void {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      req.destroy();
+      req?.destroy();
       resolve({ ok, detail: detail.slice(0, 256) });
-    };
-    const req = request(
-      { host: "127.0.0.1", port, path, method: "GET", headers: { "user-agent": "spotkeep-agent health check" } },
-      (res) => {
+    }
+    try {
+      req = request({ host: "127.0.0.1", port, path, method: "GET", headers: { "user-agent": "spotkeep-agent health check" } }, (res) => {
         const status = res.statusCode ?? 0;
         res.resume();
         done(status >= 200 && status < 300, `HTTP ${status}`);
-      },
-    );
-    const timer = setTimeout(() => done(false, `no answer within ${timeoutMs} ms`), timeoutMs);
-    req.on("error", (err) => done(false, (err as NodeJS.ErrnoException).code ?? err.message));
-    req.end();
+      });
+      req.on("error", (err) => done(false, (err as NodeJS.ErrnoException).code ?? err.message));
+      req.end();
+    } catch (err) {
+      // A path Node refuses to send (control characters): a failed check, never a crash.
+      done(false, (err as Error).message);
+    }
   });
 }
 
