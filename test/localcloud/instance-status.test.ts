@@ -12,6 +12,7 @@ import {
   type RunInstancesCommandInput,
 } from "@aws-sdk/client-ec2";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createAwsGateway } from "../../coordinator/cloud/aws.js";
 import { control, type Env, expectEc2Error, fast, startEnv, until } from "./helpers.js";
 
 let env: Env;
@@ -164,6 +165,31 @@ describe("DescribeInstanceStatus", () => {
       400,
     );
     await expectEc2Error(env.ec2.send(new DescribeInstanceStatusCommand({ DryRun: true })), "DryRunOperation", 412);
+  });
+});
+
+describe("the coordinator's gateway: describeInstanceStatus", () => {
+  it("maps checks and events, and leaves out ids EC2 does not know instead of failing the batch", async () => {
+    const a = await launch();
+    const b = await launch();
+    await control(env.cloud, "POST", `instances/${a}/status-checks`, { instance: "impaired" });
+    const { json } = await control(env.cloud, "POST", `instances/${b}/events`, { code: "system-reboot", inSeconds: 3600 });
+    const gw = createAwsGateway({ region: "us-east-1", endpoint: env.cloud.endpoint, pacingHeadroom: 0, maxAttempts: 1 });
+    const got = await gw.describeInstanceStatus([a, b, "i-0123456789abcdef0"]);
+    const byId = new Map(got.map((s) => [s.instanceId, s]));
+    expect([...byId.keys()].sort()).toEqual([a, b].sort());
+    expect(byId.get(a)).toMatchObject({ system: "ok", instance: "impaired", events: [] });
+    expect(byId.get(a)!.impairedSince).toBeGreaterThan(0);
+    expect(byId.get(b)).toMatchObject({
+      system: "ok",
+      instance: "ok",
+      impairedSince: null,
+      events: [{ eventId: json.event.eventId, code: "system-reboot", notBefore: Date.parse(json.event.notBefore), active: true }],
+    });
+    await control(env.cloud, "DELETE", `instances/${b}/events/${json.event.eventId}`);
+    const [after] = await gw.describeInstanceStatus([b]);
+    expect(after!.events[0]!.active).toBe(false);
+    await control(env.cloud, "POST", `instances/${a}/status-checks`, { instance: "ok" });
   });
 });
 
