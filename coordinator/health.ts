@@ -13,9 +13,10 @@
  * DescribeInstanceStatus, or sooner when the agent relays IMDS events/maintenance/scheduled and
  * EC2 confirms it) starts a recycle `maintenance.leadSeconds` before its NotBefore.
  *
- * What is observed lives in memory: after a coordinator restart, silence and failures count again
- * from the restart (never from before it), so a restart can delay a verdict by at most the
- * unhealthy duration and never hastens one.
+ * What is observed lives in memory: after a coordinator restart, the agent's silence and failed
+ * probes count again from the restart (never from before it), so a restart can delay such a
+ * verdict by at most the unhealthy duration and never hastens one. An impaired status check
+ * counts from EC2's own ImpairedSince.
  */
 import type { HealthReport } from "../shared/protocol.js";
 import type { InstanceDetail, InstanceSummary } from "../shared/api.js";
