@@ -1,8 +1,9 @@
 /**
  * The periodic schedule: on one timer (model time), find live generations EC2 says are gone
  * (lost without a notice) and start their replacement, then start the continuous snapshots that
- * are due, then delete what deleted instances kept once its TTL has expired. Each pass finishes
- * before the next is scheduled, so passes never overlap.
+ * are due, then delete what deleted instances kept once its TTL has expired, then run the health
+ * checks and the recycles ahead of scheduled maintenance (`health.ts`). Each pass finishes before
+ * the next is scheduled, so passes never overlap.
  */
 import type { Ec2Gateway } from "./cloud/gateway.js";
 import type { Store } from "./db/store.js";
