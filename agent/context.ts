@@ -4,10 +4,9 @@
  */
 import { realClock, type Clock } from "../shared/clock.js";
 import { VERSION } from "../shared/version.js";
-import type { CoordinatorMessage, MessageOf } from "../shared/protocol.js";
 import { scaleMs, type AgentConfig } from "./config.js";
 import { ImdsClient, type Imds, type InstanceInfo } from "./imds/client.js";
-import { AgentLink } from "./link/client.js";
+import { AgentLink, type LinkOptions } from "./link/client.js";
 import { loadSessionSecret, newSessionSecret } from "./link/session-secret.js";
 import { StateStore } from "./link/state.js";
 import { createLogger, errorText, type Logger } from "./log.js";
@@ -72,7 +71,7 @@ export async function createContext(cfg: AgentConfig, o: ContextOverrides = {}):
 export function createLink(
   ctx: AgentContext,
   mode: "run" | "restore",
-  handlers: { onWelcome?: (m: MessageOf<"welcome">) => void | Promise<void>; onCommand: (m: CoordinatorMessage) => void | Promise<void> },
+  handlers: Pick<LinkOptions, "onWelcome" | "onCommand" | "heartbeatExtras">,
 ): AgentLink {
   if (!ctx.cfg.coordinatorUrl) throw new Error("no coordinator configured (set SPOTKEEP_COORDINATOR or --coordinator)");
   return new AgentLink({

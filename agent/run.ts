@@ -19,6 +19,7 @@ import { MonitorLoop } from "./monitors/loop.js";
 import { SpotInterruptionMonitor } from "./monitors/spot-interruption.js";
 import { RebalanceMonitor } from "./monitors/rebalance.js";
 import { ScheduledEventsMonitor } from "./monitors/scheduled-events.js";
+import { HealthProbe } from "./monitors/health-probe.js";
 import type { NoticeObservation } from "./monitors/types.js";
 import { Quiescer, type QuiesceReport } from "./quiesce/quiescer.js";
 import { createFsFreezer, type Freezer } from "./storage/freezer.js";
@@ -51,6 +52,8 @@ export class RunningAgent {
   readonly loop: MonitorLoop;
   readonly link: AgentLink | null;
   readonly quiescer: Quiescer;
+  /** The application's health endpoint, when the coordinator asks for HTTP health checks. */
+  readonly health: HealthProbe;
   private readonly done: Promise<number>;
   private resolveDone!: (code: number) => void;
 
@@ -78,8 +81,13 @@ export class RunningAgent {
       // instance-action carries the two-minute deadline: every pass. The others: every 5th (5 s at 1 s polling).
       every: { rebalance: 5, "scheduled-event": 5 },
     });
+    this.health = new HealthProbe({ clock, log: log.child({ component: "health" }), scale });
     this.link = cfg.coordinatorUrl
-      ? createLink(ctx, "run", { onWelcome: (m) => this.onWelcome(m), onCommand: (m) => this.onCommand(m) })
+      ? createLink(ctx, "run", {
+          onWelcome: (m) => this.onWelcome(m),
+          onCommand: (m) => this.onCommand(m),
+          heartbeatExtras: () => (this.health.report ? { health: this.health.report } : {}),
+        })
       : null;
   }
 
@@ -102,6 +110,7 @@ export class RunningAgent {
     this.stopped = true;
     this.ctx.log.info("agent stopping", { reason });
     this.cancelDeviceWatch?.();
+    this.health.stop();
     const thawed = await this.quiescer.thawAll(reason);
     // A filesystem whose thaw could not be verified keeps its watchdog, which outlives us.
     if (thawed.some((t) => !t.ok)) this.ctx.log.error("leaving a thaw to the watchdog", { mountPoints: this.quiescer.frozenMountPoints });
@@ -169,6 +178,7 @@ export class RunningAgent {
     this.mounts = m.config.mounts;
     this.hooks = m.config.hooks;
     this.loop.setInterval(this.ctx.scale(m.config.pollIntervalMs));
+    this.health.configure(m.config.healthCheck);
     this.ctx.store.setStatus({ connected: true, statefulInstance: m.statefulInstance, generation: m.generation });
     await this.sendInventory(true);
     if (!this.readySent) {

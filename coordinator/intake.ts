@@ -6,7 +6,8 @@
  *    unconfirmed notice is an event on the timeline and terminates nothing;
  *  - a notice's deadline is clamped to what EC2 gives (at most two minutes from now);
  *  - replies (`quiesced`, `restored`) are recorded only with the id of the command they answer;
- *  - scheduled-event notices are put on the timeline (they are not acted on yet).
+ *  - a scheduled-event notice is checked against EC2's DescribeInstanceStatus and, when EC2 lists
+ *    the event, leads to a recycle ahead of its NotBefore (coordinator/health.ts).
  * What a notice leads to is decided in `events/decisions.ts`, shared with the EventBridge queue.
  */
 import type { AgentMessage } from "../shared/protocol.js";
@@ -28,6 +29,8 @@ export interface IntakeDeps {
   /** How often (and how far apart, model ms) EC2 is asked before a notice counts as unconfirmed. */
   confirmAttempts?: number;
   confirmIntervalMs?: number;
+  /** Scheduled-event notices: checked with EC2 and acted on ahead of NotBefore (coordinator/health.ts). */
+  maintenance?: { maintenanceNotice(name: string, instanceId: string, code: string | undefined): Promise<string | null> };
   /** The decision path shared with the EventBridge queue; built from the deps above when absent. */
   decisions?: NoticeDecisions;
 }
@@ -55,12 +58,15 @@ export class AgentIntake {
         const first = await this.decisions.arrival("agent", name, session.instanceId, msg.kind);
         // The same recommendation from the queue (or an earlier notice) already acted.
         if (msg.kind === "rebalance") return first ? this.decisions.rebalance(name) : undefined;
-        if (msg.kind === "scheduled-event")
+        if (msg.kind === "scheduled-event") {
+          // EC2 must list the event too (DescribeInstanceStatus) before it moves anything.
+          if (this.d.maintenance) return void (await this.d.maintenance.maintenanceNotice(name, session.instanceId, msg.action));
           return store.events.add(
             name,
             "scheduled-event",
             `scheduled event ${msg.action ?? "(no code)"} on ${session.instanceId} is recorded but not acted on by this coordinator`,
           );
+        }
         if (msg.kind === "spot-interruption") return this.spotInterruption(session, msg.action, msg.deadline);
         return;
       }

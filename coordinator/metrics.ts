@@ -35,6 +35,11 @@ export class Metrics {
     labelNames: ["kind"] as const,
     registers: [this.registry],
   });
+  readonly unhealthy = new Gauge({
+    name: "spotkeep_instances_unhealthy",
+    help: "Stateful instances whose health check has failed for longer than their unhealthy duration",
+    registers: [this.registry],
+  });
   readonly workflowsRunning = new Gauge({
     name: "spotkeep_workflows_running",
     help: "Workflows currently running",

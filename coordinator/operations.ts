@@ -206,6 +206,39 @@ export class Operations {
   }
 
   /**
+   * A recycle the coordinator decides on its own (autohealing, scheduled maintenance) of the live
+   * generation `instanceId`: null when the instance is not running, that is no longer its live
+   * generation, or another workflow (a snapshot aside) moves it. `skipQuiesce` says why the agent
+   * is not asked to quiesce (the capture is then crash-consistent).
+   */
+  async startHealing(
+    name: string,
+    instanceId: string,
+    o: { trigger: "autohealing" | "maintenance"; reason: string; skipQuiesce?: string },
+  ): Promise<string | null> {
+    const id = await this.d.store.tx(async (t) => {
+      const inst = await t.instances.get(name);
+      if (!inst || inst.state !== "running") return null;
+      const g = await t.generations.get(name, inst.generation);
+      if (!g || g.status !== "live" || g.ec2InstanceId !== instanceId) return null;
+      if ((await t.workflows.runningFor(name)).some((w) => w.kind !== "snapshot")) return null;
+      const input: ReplaceInput = {
+        name,
+        instanceId,
+        fromGeneration: inst.generation,
+        trigger: "recycle",
+        reason: o.reason,
+        ...(o.skipQuiesce ? { skipQuiesce: o.skipQuiesce } : {}),
+      };
+      const wf = await this.d.engine.start("recycle", name, input, o.trigger, t);
+      await t.events.add(name, o.trigger, `${o.reason}: recycling ${instanceId} (generation ${inst.generation})`, wf);
+      return wf;
+    });
+    if (id) this.d.log(`${name}: ${o.trigger}: ${o.reason}; recycling as workflow ${id}`);
+    return id;
+  }
+
+  /**
    * A move back to spot for an instance whose live generation runs on-demand: a recycle that first
    * checks spot capacity and leaves the instance alone when there is none. Null when it does not apply now.
    */

@@ -1,8 +1,9 @@
 /**
  * The periodic schedule: on one timer (model time), find live generations EC2 says are gone
  * (lost without a notice) and start their replacement, then start the continuous snapshots that
- * are due, then delete what deleted instances kept once its TTL has expired. Each pass finishes
- * before the next is scheduled, so passes never overlap.
+ * are due, then delete what deleted instances kept once its TTL has expired, then run the health
+ * checks and the recycles ahead of scheduled maintenance (`health.ts`). Each pass finishes before
+ * the next is scheduled, so passes never overlap.
  */
 import type { Ec2Gateway } from "./cloud/gateway.js";
 import type { Store } from "./db/store.js";
@@ -22,6 +23,8 @@ export interface ScheduleDeps {
   intervalMs: number;
   /** Model ms between attempts to move an on-demand generation back to spot. */
   revertToSpotIntervalMs: number;
+  /** Health checks, autohealing and scheduled maintenance (coordinator/health.ts), once per pass. */
+  health?: { sweep(): Promise<string[]> };
   /** Called at the start of every pass (gauges that are cheapest to refresh on a timer). */
   onTick?: () => void;
   log: (line: string) => void;
@@ -56,6 +59,8 @@ export class Schedule {
         .catch((err) => this.d.log(`move back to spot: ${(err as Error).message}`))
         .then(() => sweepExpiredKept(this.d))
         .catch((err) => this.d.log(`kept-resource sweep: ${(err as Error).message}`))
+        .then(() => this.d.health?.sweep())
+        .catch((err) => this.d.log(`health checks: ${(err as Error).message}`))
         .finally(() => this.next());
     });
   }

@@ -28,6 +28,7 @@ import { startQueueEvents } from "./events/index.js";
 import { Metrics } from "./metrics.js";
 import { Operations } from "./operations.js";
 import { Schedule } from "./schedule.js";
+import { HealthMonitor } from "./health.js";
 import { type ScaledClock, scaledClock } from "./time.js";
 import { WorkflowEngine, type WorkflowOutcome } from "./workflow/engine.js";
 import type { WorkflowRecord } from "./db/store.js";
@@ -74,6 +75,8 @@ export interface Coordinator {
   sweepLost(): Promise<string[]>;
   /** Run one move-back-to-spot pass now (also runs on the schedule's timer). */
   revertToSpot(): Promise<string[]>;
+  /** Run one health-check and scheduled-maintenance pass now (also runs on the schedule's timer). */
+  sweepHealth(): Promise<string[]>;
   stop(): Promise<void>;
 }
 
@@ -245,7 +248,8 @@ async function startOn(
   const operations = new Operations({ store, engine, ec2, region: config.region, log });
   // One decision path for both sources of notices: the agents and the EventBridge queue.
   const decisions = new NoticeDecisions({ store, operations, clock, log });
-  const intake = new AgentIntake({ store, ec2, operations, metrics, clock, log, decisions });
+  const health = new HealthMonitor({ store, ec2, operations, metrics, clock, log });
+  const intake = new AgentIntake({ store, ec2, operations, metrics, clock, log, decisions, maintenance: health });
   const rejectionLogged = new Map<string, number>();
   hub = new AgentHub({
     clock,
@@ -276,10 +280,20 @@ async function startOn(
         ),
         pollIntervalMs: 1000,
         heartbeatMs: 5000,
+        ...(inst?.spec.health?.type === "http" && inst.spec.health.http
+          ? { healthCheck: { port: inst.spec.health.http.port, path: inst.spec.health.http.path, intervalMs: 5000, timeoutMs: 5000 } }
+          : {}),
       };
     },
-    onHello: (s) => log(`agent ${s.instanceId} (${s.statefulInstance} g${s.generation}, ${s.mode}) connected`),
-    onMessage: (session, msg) => intake.handle(session, msg),
+    onHello: (s) => {
+      health.heard(s.instanceId);
+      log(`agent ${s.instanceId} (${s.statefulInstance} g${s.generation}, ${s.mode}) connected`);
+    },
+    onHeartbeat: (s, msg) => health.heartbeat(s.instanceId, msg.health),
+    onMessage: (session, msg) => {
+      health.heard(session.instanceId);
+      return intake.handle(session, msg);
+    },
     onRejected: (reason, detail, context) => {
       metrics.agentRejections.inc({ reason });
       // Every refusal is counted; a flood of them is logged once per reason a minute.
@@ -297,8 +311,8 @@ async function startOn(
   });
 
   const apiViews: CoordinatorViews = {
-    listInstances: (o) => views.list(o),
-    getInstance: (name) => views.detail(name),
+    listInstances: async (o) => health.decorate(await views.list(o)),
+    getInstance: async (name) => health.decorateDetail(await views.detail(name)),
     getEvents: (name) => views.events(name),
     getWorkflow: (id) => views.workflow(id),
     runOperation: (name, op) => operations.run(name, op),
@@ -344,6 +358,7 @@ async function startOn(
     intervalMs: config.lostCheckIntervalMs,
     revertToSpotIntervalMs: config.revertToSpotIntervalMinutes * 60_000,
     onTick: () => metrics.workflowsRunning.set(engine.running),
+    health,
     log,
   });
   schedule.start();
@@ -381,6 +396,7 @@ async function startOn(
     operations,
     sweepLost: () => schedule.sweepLost(),
     revertToSpot: () => schedule.revertToSpot(),
+    sweepHealth: () => health.sweep(),
     async stop() {
       schedule.stop();
       await queueEvents?.stop();

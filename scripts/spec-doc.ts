@@ -66,6 +66,20 @@ export const DESCRIPTIONS: Record<string, string> = {
   "hooks.timeoutSeconds": "Limit for each hook; a hook that times out makes the quiesce unclean.",
   onRebalance:
     "What a rebalance recommendation triggers: `ignore` or a fresh `snapshot` (`recycle`, a proactive replacement, is refused by the coordinator until the runbook exists).",
+  health: "Health checks and autohealing; absent: an instance is replaced only when EC2 takes it or says it is gone.",
+  "health.type":
+    "`agent`: the agent's heartbeats (silent while EC2 says running = unhealthy); `ec2`: EC2's system and instance status checks (`impaired` = unhealthy); `http`: the agent probes `http://127.0.0.1:PORT/PATH` on the instance (2xx = healthy) and reports it in its heartbeat.",
+  "health.gracePeriodSeconds": "After a generation is ready, how long unhealthy observations are ignored.",
+  "health.unhealthyDurationSeconds": "How long an instance must stay unhealthy (after the grace period) before it counts as unhealthy.",
+  "health.autoHealing":
+    "Recycle an unhealthy instance (crash-consistent capture when its agent cannot quiesce). `false`: only an event and the `spotkeep_instances_unhealthy` gauge.",
+  "health.http": "The application's health endpoint, for `type: http`.",
+  "health.http.port": "Port on the instance's loopback.",
+  "health.http.path": "Path to GET; any 2xx answer within 5 s is healthy.",
+  maintenance: "What happens ahead of an EC2 scheduled event (instance-retirement, system-reboot, …) on the live instance.",
+  "maintenance.recycle":
+    "Recycle onto a new instance `leadSeconds` before the event's NotBefore. `false`: the event is only put on the timeline.",
+  "maintenance.leadSeconds": "How long before the event's NotBefore the recycle starts (it must finish by then).",
 };
 
 interface JsonSchema {

@@ -31,6 +31,16 @@ export const InstanceSummary = z.object({
   lifecycle: z.enum(["spot", "on-demand"]).nullable(),
   privateIp: z.string().nullable(),
   lastDowntimeSeconds: z.number().nullable(),
+  /** Health checks (spec `health`): null without them. */
+  health: z
+    .object({
+      type: z.enum(["agent", "ec2", "http"]),
+      status: z.enum(["initializing", "healthy", "failing", "unhealthy", "unknown"]),
+      since: z.string().nullable(),
+      reason: z.string().nullable(),
+    })
+    .nullable()
+    .optional(),
 });
 export type InstanceSummary = z.infer<typeof InstanceSummary>;
 
@@ -62,6 +72,10 @@ export const InstanceDetail = InstanceSummary.extend({
     network: z.object({ eniId: z.string().nullable(), privateIp: z.string().nullable() }),
   }),
   generations: z.array(Generation),
+  /** EC2 scheduled events on the live instance and when the recycle ahead of each starts. */
+  maintenance: z
+    .array(z.object({ eventId: z.string(), code: z.string(), notBefore: z.string().nullable(), recycleAt: z.string().nullable() }))
+    .optional(),
 });
 export type InstanceDetail = z.infer<typeof InstanceDetail>;
 

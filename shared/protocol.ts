@@ -162,11 +162,21 @@ export const Ready = z.object({
   steps: z.array(StepTiming).max(64),
 });
 
+/** The agent's last probe of the application's health endpoint (welcome.config.healthCheck). */
+export const HealthReport = z.object({
+  ok: z.boolean(),
+  /** HTTP status or why the probe failed. */
+  detail: z.string().max(256),
+  checkedAt: isoTime,
+});
+export type HealthReport = z.infer<typeof HealthReport>;
+
 export const Heartbeat = z.object({
   ...envelope,
   type: z.literal("heartbeat"),
   seq: z.number().int().nonnegative(),
   uptimeMs: nonNegMs,
+  health: HealthReport.optional(),
 });
 
 export const ErrorMsg = z.object({
@@ -210,6 +220,15 @@ export const Welcome = z.object({
     mounts: z.array(Mount).max(128),
     pollIntervalMs: z.number().int().min(50).max(60_000),
     heartbeatMs: z.number().int().min(100).max(300_000),
+    /** Probe http://127.0.0.1:PORT/PATH every intervalMs (model ms) and report it in each heartbeat. */
+    healthCheck: z
+      .object({
+        port: z.number().int().min(1).max(65_535),
+        path: absPath.max(1024),
+        intervalMs: z.number().int().min(100).max(300_000),
+        timeoutMs: z.number().int().min(100).max(60_000),
+      })
+      .optional(),
   }),
 });
 

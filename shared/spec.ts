@@ -6,6 +6,7 @@ import { z } from "zod";
 import YAML from "yaml";
 import { ValidationError } from "./errors.js";
 import { zodToValidationError } from "./zod-errors.js";
+import { Health, MAINTENANCE_DEFAULT, Maintenance } from "./spec-health.js";
 
 const NAME_RE = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 /** Linux device names EC2 accepts for EBS: /dev/sd[a-z], /dev/sd[a-z][1-15], /dev/xvd[a-z], /dev/xvd[a-z][a-z]. */
@@ -187,6 +188,9 @@ export const StatefulInstanceSpec = z
     snapshots: Snapshots.default({ intervalMinutes: 0, keep: 3, consistency: "freeze", root: false }),
     hooks: HooksSpec.default({ timeoutSeconds: 60 }),
     onRebalance: z.enum(["ignore", "snapshot", "recycle"]).default("snapshot"),
+    // Health checks and autohealing (absent: none), and what to do ahead of EC2 scheduled maintenance.
+    health: Health.optional(),
+    maintenance: Maintenance.default(MAINTENANCE_DEFAULT),
   })
   .strict()
   .superRefine((spec, ctx) => {

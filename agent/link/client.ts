@@ -38,6 +38,8 @@ export interface LinkOptions {
   ackTimeoutMs?: number;
   /** Give up on a connection without a welcome after this long (real ms). */
   welcomeTimeoutMs?: number;
+  /** What each heartbeat carries besides its sequence number (the application's health). */
+  heartbeatExtras?: () => Pick<MessageOf<"heartbeat">, "health">;
   random?: () => number;
 }
 
@@ -281,7 +283,12 @@ export class AgentLink {
     this.cancelHeartbeat?.();
     this.cancelHeartbeat = this.opts.clock.setTimer(this.heartbeatMs, () => {
       if (!this.connected) return;
-      this.send({ type: "heartbeat", seq: this.seq++, uptimeMs: Math.max(0, Math.round(this.opts.clock.now() - this.startedAt)) });
+      this.send({
+        type: "heartbeat",
+        seq: this.seq++,
+        uptimeMs: Math.max(0, Math.round(this.opts.clock.now() - this.startedAt)),
+        ...this.opts.heartbeatExtras?.(),
+      });
       this.resend(false);
       this.scheduleHeartbeat();
     });

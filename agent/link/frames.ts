@@ -106,6 +106,14 @@ const coordinatorChecks: Record<string, Check<unknown>> = {
       mounts: arr(mount, 128),
       pollIntervalMs: int({ min: 50, max: 60_000 }),
       heartbeatMs: int({ min: 100, max: 300_000 }),
+      healthCheck: opt(
+        obj({
+          port: int({ min: 1, max: 65_535 }),
+          path: str({ min: 1, max: 1024, abs: true }),
+          intervalMs: int({ min: 100, max: 300_000 }),
+          timeoutMs: int({ min: 100, max: 60_000 }),
+        }),
+      ),
     }),
   }),
   quiesce: obj({

@@ -3,12 +3,14 @@ import type { Command } from "../command.js";
 import { parseFlags, UsageError } from "../args.js";
 import { ApiClient, CLIENT_FLAGS, printJson, secs } from "../client.js";
 import { renderTable } from "../table.js";
+import { healthText } from "../health-text.js";
 
 export const command: Command = {
   usage: `usage: spotkeep describe NAME [--json] [--url URL] [--token T | --data-dir DIR]
 
 Shows one stateful instance: its state, persisted resources (data volumes, root image, network
-interface) and every generation that served it.`,
+interface), its health and since when, EC2 scheduled maintenance with when the recycle ahead of it
+starts, and every generation that served it.`,
   async run(argv) {
     const { values, positionals } = parseFlags(argv, CLIENT_FLAGS, ["NAME"]);
     const name = positionals[0];
@@ -36,6 +38,7 @@ interface) and every generation that served it.`,
           ["root image", d.resources.root.imageId],
           ["root snapshot", d.resources.root.snapshotId],
           ["last downtime", secs(d.lastDowntimeSeconds)],
+          ["health", healthText(d.health, { reason: true })],
         ],
       ),
     );
@@ -48,6 +51,15 @@ interface) and every generation that served it.`,
           )
         : "none\n",
     );
+    if (d.maintenance?.length) {
+      out.push("\nSCHEDULED MAINTENANCE\n");
+      out.push(
+        renderTable(
+          ["EVENT", "CODE", "NOT BEFORE", "RECYCLE AT"],
+          d.maintenance.map((m) => [m.eventId, m.code, m.notBefore, m.recycleAt ?? "not recycled (maintenance.recycle: false)"]),
+        ),
+      );
+    }
     out.push("\nGENERATIONS\n");
     out.push(
       d.generations.length

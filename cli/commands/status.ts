@@ -4,12 +4,13 @@ import type { Command } from "../command.js";
 import { parseFlags } from "../args.js";
 import { ApiClient, CLIENT_FLAGS, printJson, secs } from "../client.js";
 import { renderTable } from "../table.js";
+import { healthText } from "../health-text.js";
 
 export const command: Command = {
   usage: `usage: spotkeep status [--all] [--json] [--url URL] [--token T | --data-dir DIR]
 
 Lists every stateful instance: state, generation, EC2 instance, type, AZ, lifecycle, private IP and
-the downtime of its last replacement. --all adds deleted instances (as NAME~<created-at>) with the
+the downtime of its last replacement, and its health (with spec \`health\`) and since when. --all adds deleted instances (as NAME~<created-at>) with the
 ids of what their delete kept.`,
   async run(argv) {
     const { values } = parseFlags(argv, { ...CLIENT_FLAGS, all: { type: "boolean" } });
@@ -28,7 +29,7 @@ ids of what their delete kept.`,
     }
     process.stdout.write(
       renderTable(
-        ["NAME", "STATE", "GEN", "INSTANCE", "TYPE", "AZ", "LIFECYCLE", "PRIVATE IP", "LAST DOWNTIME"],
+        ["NAME", "STATE", "GEN", "INSTANCE", "TYPE", "AZ", "LIFECYCLE", "PRIVATE IP", "LAST DOWNTIME", "HEALTH"],
         instances.map((i) => [
           i.name,
           i.state + (i.stateReason && (i.state === "failed" || i.state === "deleted") ? ` (${i.stateReason})` : ""),
@@ -39,6 +40,7 @@ ids of what their delete kept.`,
           i.lifecycle,
           i.privateIp,
           secs(i.lastDowntimeSeconds),
+          healthText(i.health),
         ]),
       ),
     );

@@ -29,6 +29,7 @@ import {
   parseMessage,
   type AgentMessage,
   type CoordinatorMessage,
+  type MessageOf,
 } from "../../shared/protocol.js";
 import { safeTimeout, type Clock } from "../../shared/clock.js";
 import { IdentityError, verifyIdentity, type IdentityDocument } from "./identity.js";
@@ -104,6 +105,8 @@ export interface HubOptions {
   onHello?(session: AgentSession): void | Promise<void>;
   /** Every non-ack, non-hello, non-heartbeat message that passed the checks, once per id. */
   onMessage(session: AgentSession, message: AgentMessage): void | Promise<void>;
+  /** Every heartbeat of a verified session (acked at once; the health checks read it). */
+  onHeartbeat?(session: AgentSession, message: MessageOf<"heartbeat">): void;
   onRejected?(reason: RejectionReason, detail: string, context?: RejectionContext): void;
   onConnectionCount?(n: number): void;
   /** Real ms a connection may take to complete its hello; default 10 s, clamped to 100 ms..2 min. */
@@ -400,6 +403,7 @@ export class AgentHub {
         this.pending.get(session.instanceId)?.delete(msg.ref);
         return;
       case "heartbeat":
+        this.opts.onHeartbeat?.(session, msg);
         return this.ack(conn, msg.id);
     }
     if (this.seen.get(session.instanceId)?.has(msg.id)) return this.ack(conn, msg.id);

@@ -17,6 +17,7 @@ import {
   DescribeImagesCommand,
   DescribeInstanceAttributeCommand,
   DescribeInstancesCommand,
+  DescribeInstanceStatusCommand,
   DescribeNetworkInterfacesCommand,
   DescribeSnapshotsCommand,
   DescribeSpotInstanceRequestsCommand,
@@ -32,6 +33,7 @@ import {
   TerminateInstancesCommand,
   type Filter,
   type Instance,
+  type InstanceStatus,
   type Tag,
   type Volume,
   type Snapshot,
@@ -58,6 +60,7 @@ import {
   type ImageInfo,
   type InstanceDetails,
   type InstanceInfo,
+  type InstanceStatusInfo,
   type LaunchRequest,
   type PermissionCheck,
   type SnapshotInfo,
@@ -86,6 +89,7 @@ export const GATEWAY_ACTIONS: readonly string[] = [
   "DeregisterImage",
   "DescribeImages",
   "DescribeInstanceAttribute",
+  "DescribeInstanceStatus",
   "DescribeInstances",
   "DescribeNetworkInterfaces",
   "DescribeSnapshots",
@@ -342,6 +346,44 @@ class AwsGateway implements Ec2Gateway {
       );
     }
     return result;
+  }
+
+  async describeInstanceStatus(instanceIds: string[]): Promise<InstanceStatusInfo[]> {
+    const wanted = new Set(instanceIds);
+    const out: InstanceStatusInfo[] = [];
+    // DescribeInstanceStatus has no instance-id filter and fails the whole call on an unknown id:
+    // ask by id in chunks, and list every running instance only when a chunk names one EC2 forgot.
+    for (let i = 0; i < instanceIds.length; i += 100) {
+      const chunk = instanceIds.slice(i, i + 100);
+      try {
+        const got = await this.call(
+          "DescribeInstanceStatus",
+          `describing the status of ${chunk.slice(0, 3).join(", ")}${chunk.length > 3 ? "…" : ""}`,
+          () => this.client.send(new DescribeInstanceStatusCommand({ InstanceIds: chunk })),
+        );
+        out.push(...(got.InstanceStatuses ?? []).map(instanceStatusInfo));
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+        return (await this.describeAllInstanceStatus()).filter((s) => wanted.has(s.instanceId));
+      }
+    }
+    return out;
+  }
+
+  private async describeAllInstanceStatus(): Promise<InstanceStatusInfo[]> {
+    const out: InstanceStatusInfo[] = [];
+    let token: string | undefined;
+    do {
+      const page = await this.call(
+        "DescribeInstanceStatus",
+        "describing the status of every running instance",
+        () => this.client.send(new DescribeInstanceStatusCommand({ MaxResults: 1000, NextToken: token })),
+        { unfiltered: true },
+      );
+      out.push(...(page.InstanceStatuses ?? []).map(instanceStatusInfo));
+      token = page.NextToken;
+    } while (token);
+    return out;
   }
 
   async findInstances(tags: Tags): Promise<InstanceInfo[]> {
@@ -684,6 +726,7 @@ function permissionDryRuns(region: string): Record<string, () => object> {
     DescribeImages: () => new DescribeImagesCommand({ DryRun, Owners: ["self"], MaxResults: 5 }),
     DescribeInstanceAttribute: () => new DescribeInstanceAttributeCommand({ DryRun, InstanceId: id.i, Attribute: "userData" }),
     DescribeInstances: () => new DescribeInstancesCommand({ DryRun, MaxResults: 5 }),
+    DescribeInstanceStatus: () => new DescribeInstanceStatusCommand({ DryRun, MaxResults: 5 }),
     DescribeNetworkInterfaces: () => new DescribeNetworkInterfacesCommand({ DryRun, MaxResults: 5 }),
     DescribeSnapshots: () => new DescribeSnapshotsCommand({ DryRun, OwnerIds: ["self"], MaxResults: 5 }),
     DescribeSpotInstanceRequests: () => new DescribeSpotInstanceRequestsCommand({ DryRun, MaxResults: 5 }),
@@ -829,3 +872,23 @@ function eniInfo(n: NetworkInterface): EniInfo {
 }
 
 export { TAG };
+
+function instanceStatusInfo(s: InstanceStatus): InstanceStatusInfo {
+  const since = [...(s.SystemStatus?.Details ?? []), ...(s.InstanceStatus?.Details ?? [])]
+    .map((d) => d.ImpairedSince?.getTime())
+    .filter((t): t is number => t !== undefined);
+  return {
+    instanceId: s.InstanceId ?? "",
+    system: s.SystemStatus?.Status ?? "insufficient-data",
+    instance: s.InstanceStatus?.Status ?? "insufficient-data",
+    impairedSince: since.length ? Math.min(...since) : null,
+    events: (s.Events ?? []).map((e) => ({
+      eventId: e.InstanceEventId ?? "",
+      code: e.Code ?? "unknown",
+      description: e.Description ?? "",
+      notBefore: e.NotBefore?.getTime() ?? null,
+      notAfter: e.NotAfter?.getTime() ?? null,
+      active: !/^\[(Completed|Canceled)\]/.test(e.Description ?? ""),
+    })),
+  };
+}

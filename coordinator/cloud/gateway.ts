@@ -188,6 +188,29 @@ export interface PermissionCheck {
   message: string;
 }
 
+/** EC2's status checks and scheduled events of one running instance (DescribeInstanceStatus). */
+export interface InstanceStatusInfo {
+  instanceId: string;
+  /** ok | impaired | initializing | insufficient-data | not-applicable */
+  system: string;
+  instance: string;
+  /** Epoch ms of the earliest failed reachability check, when EC2 says. */
+  impairedSince: number | null;
+  events: InstanceEventInfo[];
+}
+
+/** A scheduled event (instance-retirement, system-reboot, …); EC2 prefixes the description of one that is over. */
+export interface InstanceEventInfo {
+  eventId: string;
+  code: string;
+  description: string;
+  /** Epoch ms. */
+  notBefore: number | null;
+  notAfter: number | null;
+  /** False once EC2 describes it as `[Completed]` or `[Canceled]`. */
+  active: boolean;
+}
+
 export interface Ec2Gateway {
   /** DryRun each action the gateway uses with placeholder resources and the tags spotkeep puts on what it creates. */
   checkPermissions?(): Promise<PermissionCheck[]>;
@@ -199,6 +222,8 @@ export interface Ec2Gateway {
 
   launchInstance(req: LaunchRequest): Promise<InstanceInfo>;
   describeInstances(instanceIds: string[]): Promise<InstanceInfo[]>;
+  /** Status checks and scheduled events of those of these instances that run (unknown ids are left out), batched. */
+  describeInstanceStatus(instanceIds: string[]): Promise<InstanceStatusInfo[]>;
   /** Every instance carrying all these tags (any state), paginated and batched. */
   findInstances(tags: Tags): Promise<InstanceInfo[]>;
   terminateInstance(instanceId: string): Promise<void>;

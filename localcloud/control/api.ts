@@ -3,7 +3,8 @@
  * (interrupt, rebalance, lose, capacity, faults, throttling), plus state dump, reset, the identity
  * certificate and each instance's IMDS endpoint, EventBridge-style rules that send EC2's instance
  * events to an SQS queue (`PUT|DELETE events/rules/{name}`), and stopping or continuing an
- * instance's processes (`POST instances/{id}/agent {state: stopped|running}`: a hung agent).
+ * instance's processes (`POST instances/{id}/agent {state: stopped|running}`: a hung agent), and an
+ * instance's health (`health-routes.ts`: status checks, hang, scheduled maintenance events).
  * JSON in and out; bad requests get 400 + reason.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
@@ -18,6 +19,8 @@ import { decodeMessage, MessageError } from "../iam/message.js";
 import { PolicyError } from "../iam/policy.js";
 import { ALL_DETAIL_TYPES, type DetailType, type EventBus } from "../events/bus.js";
 import { SqsError, type SqsService } from "../sqs/queues.js";
+import { HealthError, setHung } from "../world/maintenance.js";
+import { handleHealthRoute } from "./health-routes.js";
 
 export const CONTROL_PREFIX = "/_localcloud/v1/";
 const MAX_CONTROL_BODY = 64 * 1024;
@@ -131,6 +134,9 @@ export function dumpState(deps: ControlDeps): Record<string, unknown> {
       booted: i.booted,
       spotInstanceAction: i.spotAction,
       rebalanceNoticeTime: i.rebalanceNoticeTime,
+      statusChecks: i.impaired ? { system: i.impaired.system, instance: i.impaired.instance, since: i.impaired.since } : null,
+      hung: i.hung ?? false,
+      maintenanceEvents: i.maintenanceEvents ?? [],
       imdsEndpoint: i.imdsEndpoint ?? null,
       logPath: w.runtime.logPath(i.id) || null,
       tags: tags(i.tags),
@@ -223,14 +229,20 @@ export async function handleControl(req: IncomingMessage, res: ServerResponse, d
       if (method !== "POST") throw new HttpError(405, "use POST for instances/{id}/agent");
       const inst = instanceOr404(w, agent[1]!);
       const b = parse(AgentBody, await readJson(req));
-      const rt = w.runtime;
-      if (!rt.pauseInstance || !rt.resumeInstance) throw new HttpError(501, `the ${rt.kind} runtime cannot stop an instance's processes`);
       if (inst.state !== "running")
         throw new HttpError(400, `instance ${inst.id} is ${inst.state}: only a running instance's processes can be stopped`);
-      const done = b.state === "stopped" ? await rt.pauseInstance(inst.id) : await rt.resumeInstance(inst.id);
-      if (!done) throw new HttpError(409, `instance ${inst.id} has no processes running (not booted yet?)`);
+      await setHung(w, inst, b.state === "stopped");
       return send(200, { instanceId: inst.id, processes: b.state });
     }
+    const healthIo = {
+      body: () => readJson(req),
+      parse,
+      send: (status: number, body: unknown) => send(status, body),
+      fail: (status: number, message: string): never => {
+        throw new HttpError(status, message);
+      },
+    };
+    if (await handleHealthRoute(w, method, route, healthIo)) return;
     const m = /^instances\/([^/]+)\/(interrupt|rebalance|lose|imds)$/.exec(route);
     if (m) {
       const [, id, verb] = m;
@@ -323,7 +335,7 @@ export async function handleControl(req: IncomingMessage, res: ServerResponse, d
         throw new HttpError(404, `no control route ${method} ${CONTROL_PREFIX}${route}`);
     }
   } catch (err) {
-    if (err instanceof HttpError) return send(err.status, { error: err.message });
+    if (err instanceof HttpError || err instanceof HealthError) return send(err.status, { error: err.message });
     deps.world.log(`control API error: ${(err as Error)?.stack ?? String(err)}`);
     return send(500, { error: (err as Error)?.message ?? String(err) });
   }

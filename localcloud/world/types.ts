@@ -59,6 +59,22 @@ export interface Instance {
   terminatedAt?: number;
   /** Runtime shutdown in progress (volumes are released only after it). */
   shutdown?: Promise<void>;
+  /** Status checks the control API failed (instance/maintenance.ts); absent: both pass once booted. */
+  impaired?: { system: boolean; instance: boolean; since: Date };
+  /** Scheduled events (instance/maintenance.ts): in DescribeInstanceStatus and IMDS events/maintenance/. */
+  maintenanceEvents?: MaintenanceEvent[];
+  /** Its processes are stopped by the control API (EC2 still says running). */
+  hung?: boolean;
+}
+
+/** An EC2 scheduled event on one instance. */
+export interface MaintenanceEvent {
+  id: string;
+  code: "instance-reboot" | "system-reboot" | "system-maintenance" | "instance-retirement" | "instance-stop";
+  description: string;
+  notBefore: Date;
+  notAfter?: Date;
+  state: "active" | "completed" | "canceled";
 }
 
 export type VolumeState = "creating" | "available" | "in-use" | "deleting" | "deleted" | "error";

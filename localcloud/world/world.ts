@@ -13,6 +13,7 @@ import type { LatencyProfile } from "../profiles.js";
 import { ACCOUNT_ID, AMAZON_OWNER_ID, AZS, REGION, WINDOWS_IMAGE_NAME, instanceType } from "./catalog.js";
 import { ID_PREFIX, newId } from "./ids.js";
 import { ipToInt, intToIp, parseCidr } from "./ip.js";
+import { imdsEvent } from "./maintenance.js";
 import type { Eni, Image, Instance, Reservation, SecurityGroup, Snapshot, SpotRequest, Subnet, Volume, Vpc } from "./types.js";
 
 export interface ImdsHandle {
@@ -369,7 +370,7 @@ export class World {
       httpTokens: inst.httpTokens,
       spotInstanceAction: inst.spotAction,
       rebalanceNoticeTime: inst.rebalanceNoticeTime,
-      scheduledEvents: [],
+      scheduledEvents: (inst.maintenanceEvents ?? []).map(imdsEvent),
       serving: inst.state === "pending" || inst.state === "running" || inst.state === "stopping" || inst.state === "shutting-down",
     };
   }

@@ -10,7 +10,7 @@ export class FakeViews implements CoordinatorViews {
   private seq = 0;
 
   listInstances(): InstanceSummary[] {
-    return [...this.instances.values()].map(({ spec: _s, resources: _r, generations: _g, ...summary }) => summary);
+    return [...this.instances.values()].map(({ spec: _s, resources: _r, generations: _g, maintenance: _m, ...summary }) => summary);
   }
   getInstance(name: string): InstanceDetail | null {
     return this.instances.get(name) ?? null;
@@ -140,6 +140,20 @@ export class FakeViews implements CoordinatorViews {
       lifecycle: "spot",
       privateIp: "172.31.0.10",
       lastDowntimeSeconds: 41.5,
+      health: {
+        type: "http",
+        status: "failing",
+        since: "2026-11-25T10:05:00.000Z",
+        reason: "http://127.0.0.1:8080/healthz failed (HTTP 503)",
+      },
+      maintenance: [
+        {
+          eventId: "instance-event-0123456789abcdef0",
+          code: "instance-retirement",
+          notBefore: "2026-11-30T09:00:00.000Z",
+          recycleAt: "2026-11-30T08:45:00.000Z",
+        },
+      ],
       spec: { name },
       resources: {
         volumes: [

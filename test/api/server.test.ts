@@ -124,6 +124,12 @@ describe("instances", () => {
       400,
       /persistence\.volumes\[0\]\.device: "\/dev\/foo!" is not a valid device name/,
     );
+    const badHealth = { ...spec, name: "x3", health: { type: "http", http: { port: 0 } }, maintenance: { leadSeconds: 5 } };
+    await expectError(
+      await call("/api/v1/instances", { method: "POST", headers: JSON_TYPE, body: JSON.stringify(badHealth) }),
+      400,
+      /health\.http\.port: must be a port between 1 and 65535.*maintenance\.leadSeconds: must be at least 60/,
+    );
     await expectError(await call("/api/v1/instances", { method: "POST", headers: JSON_TYPE, body: "{nope" }), 400, /not valid JSON/);
     await expectError(await call("/api/v1/instances", { method: "POST", headers: JSON_TYPE, body: "" }), 400, /body is empty/);
     await expectError(

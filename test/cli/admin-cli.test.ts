@@ -62,7 +62,9 @@ describe("spotkeep status / describe / events", () => {
     const t = await run(["status", "--url", url]);
     expect(t.code).toBe(0);
     expect(t.stdout).toMatch(/^NAME\s+STATE\s+GEN\s+INSTANCE/);
-    expect(t.stdout).toMatch(/orders-db\s+running\s+2\s+i-0bbbbbbbbbbbbbbb2\s+m6i\.large\s+us-east-1a\s+spot\s+172\.31\.0\.10\s+41\.5s/);
+    expect(t.stdout).toMatch(
+      /orders-db\s+running\s+2\s+i-0bbbbbbbbbbbbbbb2\s+m6i\.large\s+us-east-1a\s+spot\s+172\.31\.0\.10\s+41\.5s\s+failing since 2026-11-25T10:05:00Z/,
+    );
     const j = await run(["status", "--url", url, "--json"]);
     expect(JSON.parse(j.stdout)[0].name).toBe("orders-db");
   });
@@ -72,6 +74,10 @@ describe("spotkeep status / describe / events", () => {
     expect(t.stdout).toMatch(/network interface\s+eni-0fffffffffffffff6/);
     expect(t.stdout).toMatch(/\/dev\/sdf\s+\/data\s+vol-0ccccccccccccccc3/);
     expect(t.stdout).toMatch(/GENERATIONS[\s\S]*1\s+i-0aaaaaaaaaaaaaaa1[\s\S]*spot-interruption/);
+    expect(t.stdout).toMatch(/health\s+failing since 2026-11-25T10:05:00Z \(http:\/\/127\.0\.0\.1:8080\/healthz failed \(HTTP 503\)\)/);
+    expect(t.stdout).toMatch(
+      /SCHEDULED MAINTENANCE[\s\S]*instance-event-0123456789abcdef0\s+instance-retirement\s+2026-11-30T09:00:00\.000Z\s+2026-11-30T08:45:00\.000Z/,
+    );
     expect(JSON.parse((await run(["describe", "orders-db", "--url", url, "--json"])).stdout).generation).toBe(2);
   });
   it("events shows per-step durations and the critical path", async () => {

@@ -188,6 +188,7 @@ async function probe(f: Fixture): Promise<Record<string, string>> {
   const ops: Record<string, () => Promise<unknown>> = {
     describeImage: () => gw.describeImage(lc.world.baseImageId),
     describeInstances: () => gw.findInstances({ "spotkeep:instance": "iam-db" }),
+    describeInstanceStatus: () => gw.describeInstanceStatus([f.instance, "i-0123456789abcdef0"]),
     spotRequestStatus: () => gw.spotRequestStatus(f.instance),
     createNetworkInterface: () =>
       gw.createNetworkInterface({ subnetId: f.subnetId, securityGroupIds: [], description: "p", tags: tags("p") }),
@@ -283,6 +284,7 @@ const NEEDS: Record<string, string[]> = {
     "createVolume",
     "describeImage",
     "describeInstanceDetails",
+    "describeInstanceStatus",
     "describeInstances",
     "instanceUserData",
     "registerImage",

@@ -213,6 +213,23 @@ export function runtimeContract(name: string, make: () => Promise<RuntimeHarness
       await h.runtime.shutdown(id, 2000);
     });
 
+    it("pauseInstance stops every process of an instance, resumeInstance continues them; shutdown ends a paused one", async () => {
+      const { id } = await bootInstance('sleep 300 &\necho "child $!"\necho "leader $$"\nwait\n');
+      const child = await pidsIn(id, "child");
+      const leader = await pidsIn(id, "leader");
+      const state = (pid: number) => readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.[0];
+      expect(await h.runtime.pauseInstance!(id)).toBe(true);
+      await waitFor("both processes to stop", () => state(child) === "T" && state(leader) === "T");
+      expect(await h.runtime.resumeInstance!(id)).toBe(true);
+      await waitFor("both processes to continue", () => state(child) !== "T" && state(leader) !== "T");
+      expect(await h.runtime.pauseInstance!(id)).toBe(true);
+      await h.runtime.shutdown(id, 2000);
+      expect(processAlive(child)).toBe(false);
+      expect(processAlive(leader)).toBe(false);
+      expect(await h.runtime.pauseInstance!(id)).toBe(false);
+      expect(await h.runtime.pauseInstance!(newInstanceId())).toBe(false);
+    });
+
     it("shutdown escalates to SIGKILL after the grace when SIGTERM is ignored", async () => {
       const { id } = await bootInstance('trap \'\' TERM\nsleep 300 &\necho "child $!"\necho "leader $$"\nwait\n');
       const child = await pidsIn(id, "child");

@@ -3,13 +3,13 @@ import type { Ctx } from "../common.js";
 import { runInstances } from "./run-instances.js";
 import {
   describeInstanceAttribute,
-  describeInstanceStatus,
   describeInstances,
   modifyInstanceAttribute,
   startInstances,
   stopInstances,
   terminateInstances,
 } from "./instances.js";
+import { describeInstanceStatus } from "./instance-status.js";
 import { attachVolume, createVolume, deleteVolume, describeVolumes, detachVolume } from "./volumes.js";
 import {
   createImage,

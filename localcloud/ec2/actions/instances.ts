@@ -2,8 +2,6 @@
 import type {
   DescribeInstanceAttributeRequest,
   InstanceAttribute,
-  DescribeInstanceStatusRequest,
-  DescribeInstanceStatusResult,
   DescribeInstancesRequest,
   DescribeInstancesResult,
   Instance as SdkInstance,
@@ -185,44 +183,6 @@ export function describeInstances(ctx: Ctx, input: DescribeInstancesRequest): De
   }
   return {
     Reservations: [...byRes].map(([rid, only]) => describeReservation(w, w.reservations.get(rid)!, only)),
-    NextToken: nextToken,
-  };
-}
-
-export function describeInstanceStatus(ctx: Ctx, input: DescribeInstanceStatusRequest): DescribeInstanceStatusResult {
-  const w = ctx.world;
-  noIdsWithMaxResults(input.InstanceIds, input, "instancesSet");
-  let insts = input.InstanceIds?.length ? lookupInstances(w, input.InstanceIds) : [...w.instances.values()];
-  if (!input.IncludeAllInstances) insts = insts.filter((i) => i.state === "running");
-  const status = (i: Instance) => (i.state !== "running" ? "not-applicable" : i.booted ? "ok" : "initializing");
-  insts = applyFilters(insts, input.Filters, {
-    "availability-zone": (i) => i.az,
-    "instance-state-name": (i) => i.state,
-    "instance-state-code": (i) => STATE_CODES[i.state],
-    "instance-status.status": status,
-    "system-status.status": status,
-    "event.code": () => undefined,
-  });
-  const { page, nextToken } = paginate(insts, input, "DescribeInstanceStatus", [5, 1000]);
-  dryRun(ctx, input);
-  return {
-    InstanceStatuses: page.map((i) => {
-      const s = status(i);
-      const detail = [
-        {
-          Name: "reachability" as const,
-          Status: (s === "ok" ? "passed" : s === "initializing" ? "initializing" : "insufficient-data") as "passed",
-        },
-      ];
-      return {
-        InstanceId: i.id,
-        AvailabilityZone: i.az,
-        InstanceState: { Code: STATE_CODES[i.state], Name: i.state },
-        InstanceStatus: { Status: s as "ok", Details: s === "not-applicable" ? undefined : detail },
-        SystemStatus: { Status: s as "ok", Details: s === "not-applicable" ? undefined : detail },
-        Events: [],
-      };
-    }),
     NextToken: nextToken,
   };
 }

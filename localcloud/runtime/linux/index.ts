@@ -507,6 +507,8 @@ class LinuxRuntimeImpl implements LinuxRuntime {
       const pgids = this.readPgid(instanceId);
       const pids = await netnsPids(netnsName(instanceId));
       signalAll(pgids, pids, "SIGTERM");
+      // A stopped (hung) instance must run to act on SIGTERM, as on a real shutdown.
+      signalAll(pgids, pids, "SIGCONT");
       if (!(await waitGone(pgids, pids, Math.max(0, graceMs)))) {
         // A writer blocked on a frozen filesystem cannot even die: thaw first, as the OS going down would.
         const nsFile = this.nsFile(instanceId);
@@ -526,6 +528,27 @@ class LinuxRuntimeImpl implements LinuxRuntime {
       await unplugInstance(instanceId);
       rmSync(this.pgidFile(instanceId), { force: true });
       this.running.delete(instanceId);
+    });
+  }
+
+  /** SIGSTOP every process of a booted instance (its process group and its network namespace): a hung instance. */
+  async pauseInstance(instanceId: string): Promise<boolean> {
+    return this.signalInstance(instanceId, "SIGSTOP");
+  }
+
+  async resumeInstance(instanceId: string): Promise<boolean> {
+    return this.signalInstance(instanceId, "SIGCONT");
+  }
+
+  private async signalInstance(instanceId: string, sig: "SIGSTOP" | "SIGCONT"): Promise<boolean> {
+    return this.serial.run(`inst:${instanceId}`, async () => {
+      checkId("instance id", instanceId, INST_RE);
+      if (!this.running.has(instanceId)) return false;
+      const pgids = this.readPgid(instanceId);
+      const pids = await netnsPids(netnsName(instanceId));
+      if (pgids.length === 0 && pids.length === 0) return false;
+      signalAll(pgids, pids, sig);
+      return true;
     });
   }
 
