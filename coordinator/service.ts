@@ -28,6 +28,7 @@ import { startQueueEvents } from "./events/index.js";
 import { Metrics } from "./metrics.js";
 import { Operations } from "./operations.js";
 import { Schedule } from "./schedule.js";
+import { ScheduledTasks } from "./tasks.js";
 import { type ScaledClock, scaledClock } from "./time.js";
 import { WorkflowEngine, type WorkflowOutcome } from "./workflow/engine.js";
 import type { WorkflowRecord } from "./db/store.js";
@@ -56,6 +57,8 @@ export interface StartOptions {
   crashAfterStep?: { kind: string; seq: number };
   /** Crash hook for the queue crash test: SIGKILL this process after recording a queue event, before deleting its message. */
   crashAfterEventRecord?: boolean;
+  /** The wall clock scheduled tasks are read on (tests move it to a due time); default the coordinator's clock. */
+  calendar?: () => number;
 }
 
 export interface Coordinator {
@@ -73,6 +76,8 @@ export interface Coordinator {
   sweepLost(): Promise<string[]>;
   /** Run one move-back-to-spot pass now (also runs on the schedule's timer). */
   revertToSpot(): Promise<string[]>;
+  /** Run one pass of the scheduled tasks now (also runs on the schedule's timer). */
+  runScheduledTasks(): Promise<string[]>;
   stop(): Promise<void>;
 }
 
@@ -135,7 +140,8 @@ async function startOn(
       return out;
     },
   });
-  const views = new Views(store, config.timeScale);
+  const calendar = opts.calendar ?? clock.now;
+  const views = new Views(store, config.timeScale, calendar);
   const ec2 =
     opts.ec2 ??
     createAwsGateway({
@@ -235,7 +241,8 @@ async function startOn(
       hub?.forget((wf.input as ReplaceInput).instanceId);
   }
 
-  const operations = new Operations({ store, engine, ec2, log });
+  const operations = new Operations({ store, engine, ec2, log, calendar });
+  const tasks = new ScheduledTasks({ store, operations, calendar, log });
   // One decision path for both sources of notices: the agents and the EventBridge queue.
   const decisions = new NoticeDecisions({ store, operations, clock, log });
   const intake = new AgentIntake({ store, ec2, operations, metrics, clock, log, decisions });
@@ -334,6 +341,7 @@ async function startOn(
     intervalMs: config.lostCheckIntervalMs,
     revertToSpotIntervalMs: config.revertToSpotIntervalMinutes * 60_000,
     onTick: () => metrics.workflowsRunning.set(engine.running),
+    tasks,
     log,
   });
   schedule.start();
@@ -371,6 +379,7 @@ async function startOn(
     operations,
     sweepLost: () => schedule.sweepLost(),
     revertToSpot: () => schedule.revertToSpot(),
+    runScheduledTasks: () => tasks.pass(),
     async stop() {
       schedule.stop();
       await queueEvents?.stop();

@@ -64,6 +64,18 @@ export const DESCRIPTIONS: Record<string, string> = {
   "hooks.timeoutSeconds": "Limit for each hook; a hook that times out makes the quiesce unclean.",
   onRebalance:
     "What a rebalance recommendation triggers: `ignore` or a fresh `snapshot` (`recycle`, a proactive replacement, is refused by the coordinator until the runbook exists).",
+  schedule:
+    "Operations the coordinator starts on a timetable, each due time once (recorded, so a restart neither repeats nor loses one); `spotkeep describe` shows each task's next run.",
+  "schedule[]": "One scheduled task.",
+  "schedule[].action":
+    "`pause` and `recycle` apply to a running instance, `resume` to a paused one, `snapshot` to a running one with data volumes; in any other state the due time is skipped with a `schedule-skipped` event. While another workflow moves the instance the due time waits; seen more than an hour late it is `schedule-missed`.",
+  "schedule[].cron":
+    'Five-field cron expression in UTC (minute hour day-of-month month day-of-week), e.g. `"0 20 * * 1-5"`; names (`MON-FRI`) and `@daily`-style nicknames work, seconds do not.',
+  loadBalancers:
+    "ELBv2 target groups (target type `instance`) the instance's current generation is registered in. Refused by this coordinator for now.",
+  "loadBalancers.targetGroupArns": "Target group ARNs, in the instance's region.",
+  "loadBalancers.targetGroupArns[]": "One target group ARN.",
+  "loadBalancers.drainingSeconds": "Longest wait for the old generation to drain after it is deregistered.",
 };
 
 interface JsonSchema {
@@ -155,6 +167,8 @@ export function renderSpecReference(): string {
     "- `dataMethod: reattach` with subnets in several AZs is allowed: the volumes pin the AZ, and a replacement elsewhere goes through snapshot restore.",
     "- `snapshots.intervalMinutes` is 0 (off) or at least 5.",
     "- `snapshots.root` needs `persistence.root: true`.",
+    "- A scheduled task (the same `action` and `cron`) is listed once.",
+    "- A target group ARN is listed once and lies in the spec's `region`.",
     "",
   ].join("\n");
 }

@@ -8,7 +8,7 @@ export const command: Command = {
   usage: `usage: spotkeep describe NAME [--json] [--url URL] [--token T | --data-dir DIR]
 
 Shows one stateful instance: its state, persisted resources (data volumes, root image, network
-interface) and every generation that served it.`,
+interface), every generation that served it, and the next run of each scheduled task.`,
   async run(argv) {
     const { values, positionals } = parseFlags(argv, CLIENT_FLAGS, ["NAME"]);
     const name = positionals[0];
@@ -66,6 +66,15 @@ interface) and every generation that served it.`,
           )
         : "none yet\n",
     );
+    if (d.schedule.length) {
+      out.push("\nSCHEDULE (UTC)\n");
+      out.push(
+        renderTable(
+          ["ACTION", "CRON", "NEXT RUN", "LAST DUE", "LAST OUTCOME"],
+          d.schedule.map((t) => [t.action, t.cron, t.nextRunAt ?? "never", t.lastDueAt, t.lastOutcome]),
+        ),
+      );
+    }
     process.stdout.write(out.join(""));
     return 0;
   },

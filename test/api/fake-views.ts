@@ -65,6 +65,7 @@ export class FakeViews implements CoordinatorViews {
       spec,
       resources: { volumes: [], root: { imageId: null, snapshotId: null }, network: { eniId: null, privateIp: null } },
       generations: [],
+      schedule: [],
     });
     this.workflows.set(workflowId, {
       id: workflowId,
@@ -176,6 +177,7 @@ export class FakeViews implements CoordinatorViews {
           endReason: null,
         },
       ],
+      schedule: [],
     });
     this.workflows.set("wf-r1", {
       id: "wf-r1",
