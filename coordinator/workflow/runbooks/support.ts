@@ -13,8 +13,5 @@ export function unsupportedFeatures(spec: StatefulInstanceSpec): Array<{ path: s
       reason: "secondary (make-before-break) is not supported by this coordinator yet; use primary",
     });
   }
-  if (spec.loadBalancers) {
-    out.push({ path: "loadBalancers", reason: "target groups are not followed by this coordinator yet" });
-  }
   return out;
 }
