@@ -72,10 +72,11 @@ export const DESCRIPTIONS: Record<string, string> = {
   "schedule[].cron":
     'Five-field cron expression in UTC (minute hour day-of-month month day-of-week), e.g. `"0 20 * * 1-5"`; names (`MON-FRI`) and `@daily`-style nicknames work, seconds do not.',
   loadBalancers:
-    "ELBv2 target groups (target type `instance`) the instance's current generation is registered in. Refused by this coordinator for now.",
+    "ELBv2 target groups the current generation is registered in: each new generation is registered once ready (and awaited healthy), the old one deregistered and drained before its quiesce. Groups of target type `ip` need nothing (the private IP is kept) and are left alone.",
   "loadBalancers.targetGroupArns": "Target group ARNs, in the instance's region.",
   "loadBalancers.targetGroupArns[]": "One target group ARN.",
-  "loadBalancers.drainingSeconds": "Longest wait for the old generation to drain after it is deregistered.",
+  "loadBalancers.drainingSeconds":
+    "Longest wait (model seconds) for the old generation to finish draining after it is deregistered, before it is quiesced; at a spot interruption at most half of what the notice leaves.",
 };
 
 interface JsonSchema {
