@@ -150,6 +150,16 @@ describe("scheduled tasks", () => {
     );
   });
 
+  it("reads a spec stored before scheduled tasks existed (no schedule field) as having none", async () => {
+    await createRunning([]);
+    const inst = (await store.instances.get("dev"))!;
+    const { schedule: _, ...old } = inst.spec;
+    await store.instances.setSpec("dev", old as typeof inst.spec);
+    now = Date.UTC(2026, 10, 27, 20, 0, 1);
+    expect(await tasks.pass()).toEqual([]);
+    expect(await store.taskRuns.list("dev")).toEqual([]);
+  });
+
   it("never runs due times from before the task existed; an update adds and drops tasks", async () => {
     await createRunning([]);
     now = Date.UTC(2026, 10, 26, 20, 30);

@@ -79,24 +79,33 @@ export class ScheduledTasks {
     const started: string[] = [];
     for (const inst of await this.d.store.instances.list()) {
       if (inst.state === "deleted") continue;
+      // A spec stored before scheduled tasks existed has no `schedule`.
+      const schedule = inst.spec.schedule ?? [];
       const now = this.d.calendar();
-      await this.d.store.taskRuns.sync(inst.name, inst.spec.schedule.map(taskKey), now);
-      if (inst.spec.schedule.length === 0) continue;
-      const runs = new Map((await this.d.store.taskRuns.list(inst.name)).map((r) => [r.taskKey, r]));
+      let runs = await this.d.store.taskRuns.list(inst.name);
+      const keys = schedule.map(taskKey);
+      if (keys.length !== runs.length || keys.some((k) => !runs.some((r) => r.taskKey === k))) {
+        await this.d.store.taskRuns.sync(inst.name, keys, now);
+        runs = await this.d.store.taskRuns.list(inst.name);
+      }
+      const byKey = new Map(runs.map((r) => [r.taskKey, r]));
       // Oldest due time first, so a pause and a resume both pending run in their order.
-      const due = inst.spec.schedule
-        .map((task) => ({ task, at: pendingDue(task, runs.get(taskKey(task)), now) }))
+      const due = schedule
+        .map((task) => ({ task, at: pendingDue(task, byKey.get(taskKey(task)), now) }))
         .filter((x): x is { task: ScheduledTask; at: number } => x.at !== null)
         .sort((a, b) => a.at - b.at);
       for (const { task, at } of due) {
+        let id: string | null = null;
         try {
-          const id = await this.handle(inst, task, at, now);
-          if (id) started.push(id);
+          id = await this.handle(inst, task, at, now);
         } catch (err) {
           this.d.log(`${inst.name}: scheduled ${taskKey(task)}: ${(err as Error).message}`);
         }
-        // A started operation moves the instance: the next task waits for the next pass.
-        if (started.length && (await this.d.store.workflows.runningFor(inst.name)).length > 0) break;
+        // A started operation moves the instance: its other due tasks wait for the next pass.
+        if (id) {
+          started.push(id);
+          break;
+        }
       }
     }
     return started;

@@ -201,6 +201,18 @@ describe("load-balancer targets follow the instance", () => {
       const records = readRecords(join(env.rootDir(after.instanceId!), "data", "records.log"));
       expect(readAcks(acks).filter((n) => !records.has(n))).toEqual([]);
       expect(readFileSync(join(env.rootDir(after.instanceId!), "data", "records.log"), "utf8").length).toBeGreaterThan(0);
+
+      // A pause takes the instance out of the group before its quiesce; the resume puts the next one in.
+      const paused = await coord.operations.run(name, "pause");
+      await succeeded(paused.workflowId);
+      const pauseSteps = (await coord.views.getWorkflow(paused.workflowId))!.steps.map((s) => s.name);
+      expect(pauseSteps.slice(0, 4)).toEqual(["begin", "deregister-targets", "drain-targets", "quiesce"]);
+      expect((await health()).filter(([, s]) => s === "healthy")).toEqual([]);
+      const resumed = await coord.operations.run(name, "resume");
+      await succeeded(resumed.workflowId);
+      const back = (await coord.views.getInstance(name))!;
+      expect(await health()).toContainEqual([back.instanceId, "healthy"]);
+      expect((await health()).filter(([, s]) => s === "healthy")).toEqual([[back.instanceId, "healthy"]]);
     } finally {
       elb.destroy();
     }
