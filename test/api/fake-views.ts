@@ -177,7 +177,16 @@ export class FakeViews implements CoordinatorViews {
           endReason: null,
         },
       ],
-      schedule: [],
+      schedule: [
+        {
+          action: "pause",
+          cron: "0 20 * * 1-5",
+          nextRunAt: "2026-11-25T20:00:00.000Z",
+          lastDueAt: "2026-11-24T20:00:00.000Z",
+          lastOutcome: "skipped: orders-db is replacing; a scheduled pause applies when it is running",
+          lastWorkflowId: null,
+        },
+      ],
     });
     this.workflows.set("wf-r1", {
       id: "wf-r1",

@@ -72,6 +72,9 @@ describe("spotkeep status / describe / events", () => {
     expect(t.stdout).toMatch(/network interface\s+eni-0fffffffffffffff6/);
     expect(t.stdout).toMatch(/\/dev\/sdf\s+\/data\s+vol-0ccccccccccccccc3/);
     expect(t.stdout).toMatch(/GENERATIONS[\s\S]*1\s+i-0aaaaaaaaaaaaaaa1[\s\S]*spot-interruption/);
+    expect(t.stdout).toMatch(
+      /SCHEDULE \(UTC\)\nACTION\s+CRON\s+NEXT RUN\s+LAST DUE\s+LAST OUTCOME\npause\s+0 20 \* \* 1-5\s+2026-11-25T20:00:00\.000Z\s+2026-11-24T20:00:00\.000Z\s+skipped: orders-db is replacing/,
+    );
     expect(JSON.parse((await run(["describe", "orders-db", "--url", url, "--json"])).stdout).generation).toBe(2);
   });
   it("events shows per-step durations and the critical path", async () => {

@@ -61,7 +61,7 @@ export function deleteRunbook(deps: RunbookDeps): Runbook<DeleteInput> {
       "terminate",
       async () => {
         const spec = (await deps.store.instances.get(name))?.spec;
-        if (spec) await deregisterForDelete(deps, spec, inv.instanceIds);
+        if (spec) await deregisterForDelete(deps, ctx, spec, inv.instanceIds);
         for (const id of inv.instanceIds) await deps.ec2.terminateInstance(id);
         return true;
       },

@@ -11,7 +11,7 @@
 import type { StatefulInstanceSpec } from "../../../shared/spec.js";
 import type { ElbGateway, TargetGroupInfo } from "../../elb/elbv2.js";
 import type { WorkflowContext } from "../engine.js";
-import { Failure } from "../failure.js";
+import { Failure, failureKind } from "../failure.js";
 import { type RunbookDeps, waitUntil } from "./deps.js";
 import { MUTATE_POLICY } from "./launch.js";
 
@@ -154,13 +154,27 @@ export async function joinTargetGroups(
   );
 }
 
-/** A delete: deregister every instance it terminates (no drain wait: nothing will serve again). */
-export async function deregisterForDelete(deps: RunbookDeps, spec: StatefulInstanceSpec, instanceIds: string[]): Promise<void> {
+/**
+ * A delete: deregister every instance it terminates (no drain wait: nothing will serve again). A
+ * group that cannot be changed (no permission, say) leaves an event; the delete goes on, and the
+ * terminated instance shows as `unused` in that group.
+ */
+export async function deregisterForDelete(
+  deps: RunbookDeps,
+  ctx: WorkflowContext,
+  spec: StatefulInstanceSpec,
+  instanceIds: string[],
+): Promise<void> {
   if (!spec.loadBalancers || instanceIds.length === 0) return;
   const elb = gateway(deps);
   for (const arn of spec.loadBalancers.targetGroupArns) {
-    const g = await elb.describeTargetGroup(arn);
-    if (g?.targetType === "instance") await elb.deregisterTargets(arn, instanceIds);
+    try {
+      const g = await elb.describeTargetGroup(arn);
+      if (g?.targetType === "instance") await elb.deregisterTargets(arn, instanceIds);
+    } catch (err) {
+      if (failureKind(err) === "throttling") throw err;
+      await ctx.event("targets-not-deregistered", `${instanceIds.join(", ")} left in ${groupName(arn)}: ${(err as Error).message}`);
+    }
   }
 }
 
