@@ -15,7 +15,7 @@ import { loadOrCreateAdminToken } from "./api/token.js";
 import { ApiFault, type CoordinatorViews } from "./api/types.js";
 import { agentBundleSha256, loadCaCertificate, renderUserData } from "./bootstrap.js";
 import { createAwsGateway } from "./cloud/aws.js";
-import { createElbGateway, type ElbGateway } from "./elb/elbv2.js";
+import { createElbGateway, type ElbGateway, elbEndpointFor } from "./elb/elbv2.js";
 import type { Ec2Gateway } from "./cloud/gateway.js";
 import { type CoordinatorConfig, type CoordinatorConfigInput, parseConfig } from "./config.js";
 import { openDataDir } from "./datadir.js";
@@ -47,7 +47,7 @@ export interface StartOptions {
   dataDir?: string;
   /** Inject a gateway (tests); default: the AWS SDK gateway from the config. */
   ec2?: Ec2Gateway;
-  /** Inject a load-balancer gateway (tests); default: the ELBv2 SDK gateway (at ec2Endpoint when set: localcloud serves both). */
+  /** Inject a load-balancer gateway (tests); default: the ELBv2 SDK gateway (endpoint: `elbEndpointFor(config)`). */
   elb?: ElbGateway;
   log?: (line: string) => void;
   /**
@@ -160,7 +160,7 @@ async function startOn(
   const agentBundlePath = config.agentBundlePath ? resolve(config.agentBundlePath) : defaultAgentBundlePath();
   const caCertificate = config.agentCaCertificate ? loadCaCertificate(config.agentCaCertificate) : undefined;
   let hub: AgentHub | null = null;
-  const elb = opts.elb ?? createElbGateway({ region: config.region, endpoint: config.ec2Endpoint, timeScale: config.timeScale });
+  const elb = opts.elb ?? createElbGateway({ region: config.region, endpoint: elbEndpointFor(config), timeScale: config.timeScale });
   const deps: RunbookDeps = {
     store,
     ec2,

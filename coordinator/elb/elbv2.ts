@@ -47,6 +47,15 @@ export interface ElbGateway {
   targetHealth(targetGroupArn: string, instanceIds: string[]): Promise<TargetHealthInfo[]>;
 }
 
+const AWS_HOST = /(^|\.)amazonaws\.com(\.cn)?$/;
+
+/** The ELBv2 endpoint: the one configured, else an EC2 endpoint that is not AWS's (localcloud serves both), else AWS's own. */
+export function elbEndpointFor(o: { elbEndpoint?: string; ec2Endpoint?: string }): string | undefined {
+  if (o.elbEndpoint) return o.elbEndpoint;
+  if (o.ec2Endpoint && !AWS_HOST.test(new URL(o.ec2Endpoint).hostname)) return o.ec2Endpoint;
+  return undefined;
+}
+
 export function createElbGateway(o: { region: string; endpoint?: string; timeScale?: number; maxAttempts?: number }): ElbGateway {
   const local = o.endpoint !== undefined;
   const client = new ElasticLoadBalancingV2Client({
