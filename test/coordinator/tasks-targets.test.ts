@@ -213,6 +213,14 @@ describe("load-balancer targets follow the instance", () => {
       const back = (await coord.views.getInstance(name))!;
       expect(await health()).toContainEqual([back.instanceId, "healthy"]);
       expect((await health()).filter(([, s]) => s === "healthy")).toEqual([[back.instanceId, "healthy"]]);
+
+      // A delete takes the instance out of the group before it terminates it.
+      const deleted = await coord.operations.deleteInstance(name, {
+        keep: { volumes: false, network: false, snapshots: false, images: false },
+        ttlHours: null,
+      });
+      await succeeded(deleted.workflowId);
+      expect((await health()).filter(([id]) => id === back.instanceId)).toEqual([[back.instanceId, "draining"]]);
     } finally {
       elb.destroy();
     }
