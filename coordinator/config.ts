@@ -19,6 +19,8 @@ export const CoordinatorConfig = z
     region: region.default("us-east-1"),
     /** EC2 endpoint override, e.g. localcloud's http://127.0.0.1:4566. */
     ec2Endpoint: url.optional(),
+    /** ELBv2 endpoint override (spec.loadBalancers); default: ec2Endpoint when that is not an AWS one (localcloud serves both), else AWS. */
+    elbEndpoint: url.optional(),
     /** PEM text or a path to the certificate that signs instance identity documents (required to accept agents). */
     identityCertificate: z.string().min(1).optional(),
     /** real = model × timeScale; scales every coordinator poll, waiter and heartbeat to match a time-scaled localcloud. */

@@ -19,6 +19,7 @@ import type { SnapshotInput } from "./workflow/runbooks/snapshot.js";
 import { unsupportedFeatures } from "./workflow/runbooks/support.js";
 import { type DiscoveryGateway, discoverInstance } from "./import/discover.js";
 import { ImportRefused, planImport } from "./import/plan.js";
+import { taskKey } from "./tasks.js";
 
 export type Operation = "pause" | "resume" | "recycle" | "snapshot";
 
@@ -33,6 +34,8 @@ export interface OperationsDeps {
   /** The region EC2 calls go to (an imported spec's region). */
   region?: string;
   log: (line: string) => void;
+  /** The wall clock scheduled tasks are read on (a new task's due times count from its creation). */
+  calendar?: () => number;
 }
 
 export class Operations {
@@ -79,6 +82,7 @@ export class Operations {
       if (await t.instances.get(spec.name)) throw new ApiFault("conflict", `stateful instance ${spec.name} already exists`);
       await t.instances.insert(spec.name, spec, "creating");
       for (const v of spec.persistence.volumes) await t.volumes.declare(spec.name, v.device, v.mountPoint ?? null, v.fsType);
+      await t.taskRuns.sync(spec.name, spec.schedule.map(taskKey), this.d.calendar?.() ?? Date.now());
       const wf = await this.d.engine.start("create", spec.name, { name: spec.name }, "create", t);
       await t.events.add(spec.name, "created", `create requested (workflow ${wf})`, wf);
       return wf;
@@ -167,42 +171,53 @@ export class Operations {
    * workflow is moving the instance (with its id and kind) or the state does not allow it (with
    * the state and what is allowed). Check and start happen in one transaction.
    */
-  async run(name: string, op: Operation, reason = "requested"): Promise<{ workflowId: string }> {
+  async run(
+    name: string,
+    op: Operation,
+    reason = "requested",
+    o: { onStarted?: (t: StoreTx, workflowId: string) => Promise<void> } = {},
+  ): Promise<{ workflowId: string }> {
     const id = await this.d.store.tx(async (t) => {
-      const inst = await this.admit(t, name, op);
-      const g = inst.generation > 0 ? await t.generations.get(name, inst.generation) : null;
-      const liveId = g && g.status !== "ended" ? g.ec2InstanceId : null;
-      switch (op) {
-        case "snapshot": {
-          if ((await t.volumes.list(name)).length === 0) throw new ApiFault("conflict", `${name} has no data volumes to snapshot`);
-          if (!liveId || g?.status !== "live") throw new ApiFault("conflict", `${name} has no live generation to snapshot`);
-          const input: SnapshotInput = { name, instanceId: liveId, generation: inst.generation, reason };
-          const wf = await this.d.engine.start("snapshot", name, input, reason, t);
-          await t.events.add(name, "snapshot-started", `${reason}: snapshotting the data volumes of ${liveId}`, wf);
-          return wf;
-        }
-        case "pause": {
-          if (!liveId) throw new ApiFault("conflict", `${name} has no EC2 instance to pause`);
-          const input: PauseInput = { name, generation: inst.generation, instanceId: liveId };
-          const wf = await this.d.engine.start("pause", name, input, reason, t);
-          await t.events.add(name, "pause-started", `${reason}: pausing ${liveId} (generation ${inst.generation})`, wf);
-          return wf;
-        }
-        case "resume":
-          return this.startResume(t, name, inst.generation, inst.state === "paused" ? "paused" : "failed", reason);
-        case "recycle": {
-          // A failed instance without a running EC2 instance has nothing to quiesce: it starts from what is kept.
-          if (inst.state === "failed" && !(liveId && (await this.ec2Alive(liveId))))
-            return this.startResume(t, name, inst.generation, "failed", `recycle of a failed instance (${reason})`);
-          if (!liveId) throw new ApiFault("conflict", `${name} has no EC2 instance to recycle`);
-          const input: ReplaceInput = { name, instanceId: liveId, fromGeneration: inst.generation, trigger: "recycle", reason };
-          const wf = await this.d.engine.start("recycle", name, input, "recycle", t);
-          await t.events.add(name, "recycle-started", `${reason}: recycling ${liveId} (generation ${inst.generation})`, wf);
-          return wf;
-        }
-      }
+      const wf = await this.startOperation(t, name, op, reason);
+      await o.onStarted?.(t, wf);
+      return wf;
     });
     return { workflowId: id };
+  }
+
+  private async startOperation(t: StoreTx, name: string, op: Operation, reason: string): Promise<string> {
+    const inst = await this.admit(t, name, op);
+    const g = inst.generation > 0 ? await t.generations.get(name, inst.generation) : null;
+    const liveId = g && g.status !== "ended" ? g.ec2InstanceId : null;
+    switch (op) {
+      case "snapshot": {
+        if ((await t.volumes.list(name)).length === 0) throw new ApiFault("conflict", `${name} has no data volumes to snapshot`);
+        if (!liveId || g?.status !== "live") throw new ApiFault("conflict", `${name} has no live generation to snapshot`);
+        const input: SnapshotInput = { name, instanceId: liveId, generation: inst.generation, reason };
+        const wf = await this.d.engine.start("snapshot", name, input, reason, t);
+        await t.events.add(name, "snapshot-started", `${reason}: snapshotting the data volumes of ${liveId}`, wf);
+        return wf;
+      }
+      case "pause": {
+        if (!liveId) throw new ApiFault("conflict", `${name} has no EC2 instance to pause`);
+        const input: PauseInput = { name, generation: inst.generation, instanceId: liveId };
+        const wf = await this.d.engine.start("pause", name, input, reason, t);
+        await t.events.add(name, "pause-started", `${reason}: pausing ${liveId} (generation ${inst.generation})`, wf);
+        return wf;
+      }
+      case "resume":
+        return this.startResume(t, name, inst.generation, inst.state === "paused" ? "paused" : "failed", reason);
+      case "recycle": {
+        // A failed instance without a running EC2 instance has nothing to quiesce: it starts from what is kept.
+        if (inst.state === "failed" && !(liveId && (await this.ec2Alive(liveId))))
+          return this.startResume(t, name, inst.generation, "failed", `recycle of a failed instance (${reason})`);
+        if (!liveId) throw new ApiFault("conflict", `${name} has no EC2 instance to recycle`);
+        const input: ReplaceInput = { name, instanceId: liveId, fromGeneration: inst.generation, trigger: "recycle", reason };
+        const wf = await this.d.engine.start("recycle", name, input, "recycle", t);
+        await t.events.add(name, "recycle-started", `${reason}: recycling ${liveId} (generation ${inst.generation})`, wf);
+        return wf;
+      }
+    }
   }
 
   /**
@@ -277,6 +292,7 @@ export class Operations {
         if (!allowed("recycle", inst.state)) throw new ApiFault("conflict", refusal(name, "recycle", inst.state));
       }
       await t.instances.setSpec(name, spec);
+      await t.taskRuns.sync(name, spec.schedule.map(taskKey), this.d.calendar?.() ?? Date.now());
       for (const v of spec.persistence.volumes) await t.volumes.setMountPoint(name, v.device, v.mountPoint ?? null);
       await t.events.add(
         name,

@@ -2,8 +2,9 @@
  * The periodic schedule: on one timer (model time), find live generations EC2 says are gone
  * (lost without a notice) and start their replacement, then start the continuous snapshots that
  * are due, then delete what deleted instances kept once its TTL has expired, then run the health
- * checks and the recycles ahead of scheduled maintenance (`health.ts`). Each pass finishes before
- * the next is scheduled, so passes never overlap.
+ * checks and the recycles ahead of scheduled maintenance (`health.ts`), then the spec's scheduled
+ * tasks that are due (`tasks.ts`). Each pass finishes before the next is scheduled, so passes
+ * never overlap.
  */
 import type { Ec2Gateway } from "./cloud/gateway.js";
 import type { Store } from "./db/store.js";
@@ -12,6 +13,7 @@ import type { Metrics } from "./metrics.js";
 import { inWeeklyWindow } from "../shared/spec.js";
 import { type Operations, REVERT_TRIGGER } from "./operations.js";
 import type { ScaledClock } from "./time.js";
+import type { ScheduledTasks } from "./tasks.js";
 
 export interface ScheduleDeps {
   store: Store;
@@ -27,6 +29,8 @@ export interface ScheduleDeps {
   health?: { sweep(): Promise<string[]> };
   /** Called at the start of every pass (gauges that are cheapest to refresh on a timer). */
   onTick?: () => void;
+  /** The spec's scheduled tasks (pause, resume, recycle, snapshot on a cron expression). */
+  tasks?: ScheduledTasks;
   log: (line: string) => void;
 }
 
@@ -61,6 +65,8 @@ export class Schedule {
         .catch((err) => this.d.log(`kept-resource sweep: ${(err as Error).message}`))
         .then(() => this.d.health?.sweep())
         .catch((err) => this.d.log(`health checks: ${(err as Error).message}`))
+        .then(() => this.d.tasks?.pass())
+        .catch((err) => this.d.log(`scheduled tasks: ${(err as Error).message}`))
         .finally(() => this.next());
     });
   }

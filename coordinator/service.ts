@@ -15,6 +15,7 @@ import { loadOrCreateAdminToken } from "./api/token.js";
 import { ApiFault, type CoordinatorViews } from "./api/types.js";
 import { agentBundleSha256, loadCaCertificate, renderUserData } from "./bootstrap.js";
 import { createAwsGateway } from "./cloud/aws.js";
+import { createElbGateway, type ElbGateway, elbEndpointFor } from "./elb/elbv2.js";
 import type { Ec2Gateway } from "./cloud/gateway.js";
 import { type CoordinatorConfig, type CoordinatorConfigInput, parseConfig } from "./config.js";
 import { openDataDir } from "./datadir.js";
@@ -29,6 +30,7 @@ import { Metrics } from "./metrics.js";
 import { Operations } from "./operations.js";
 import { Schedule } from "./schedule.js";
 import { HealthMonitor } from "./health.js";
+import { ScheduledTasks } from "./tasks.js";
 import { type ScaledClock, scaledClock } from "./time.js";
 import { WorkflowEngine, type WorkflowOutcome } from "./workflow/engine.js";
 import type { WorkflowRecord } from "./db/store.js";
@@ -47,6 +49,8 @@ export interface StartOptions {
   dataDir?: string;
   /** Inject a gateway (tests); default: the AWS SDK gateway from the config. */
   ec2?: Ec2Gateway;
+  /** Inject a load-balancer gateway (tests); default: the ELBv2 SDK gateway (endpoint: `elbEndpointFor(config)`). */
+  elb?: ElbGateway;
   log?: (line: string) => void;
   /**
    * Adopt the store as it is when it was replaced, rolled back or lost its write-ahead log (after
@@ -58,6 +62,8 @@ export interface StartOptions {
   crashAfterStep?: { kind: string; seq: number };
   /** Crash hook for the queue crash test: SIGKILL this process after recording a queue event, before deleting its message. */
   crashAfterEventRecord?: boolean;
+  /** The wall clock scheduled tasks are read on (tests move it to a due time); default the coordinator's clock. */
+  calendar?: () => number;
 }
 
 export interface Coordinator {
@@ -77,6 +83,8 @@ export interface Coordinator {
   revertToSpot(): Promise<string[]>;
   /** Run one health-check and scheduled-maintenance pass now (also runs on the schedule's timer). */
   sweepHealth(): Promise<string[]>;
+  /** Run one pass of the scheduled tasks now (also runs on the schedule's timer). */
+  runScheduledTasks(): Promise<string[]>;
   stop(): Promise<void>;
 }
 
@@ -139,7 +147,8 @@ async function startOn(
       return out;
     },
   });
-  const views = new Views(store, config.timeScale);
+  const calendar = opts.calendar ?? clock.now;
+  const views = new Views(store, config.timeScale, calendar);
   const ec2 =
     opts.ec2 ??
     createAwsGateway({
@@ -155,9 +164,11 @@ async function startOn(
   const agentBundlePath = config.agentBundlePath ? resolve(config.agentBundlePath) : defaultAgentBundlePath();
   const caCertificate = config.agentCaCertificate ? loadCaCertificate(config.agentCaCertificate) : undefined;
   let hub: AgentHub | null = null;
+  const elb = opts.elb ?? createElbGateway({ region: config.region, endpoint: elbEndpointFor(config), timeScale: config.timeScale });
   const deps: RunbookDeps = {
     store,
     ec2,
+    elb,
     clock,
     sendToAgent: (instanceId, body, id) => {
       hub?.send(instanceId, body, id);
@@ -245,7 +256,8 @@ async function startOn(
       hub?.forget((wf.input as ReplaceInput).instanceId);
   }
 
-  const operations = new Operations({ store, engine, ec2, region: config.region, log });
+  const operations = new Operations({ store, engine, ec2, region: config.region, log, calendar });
+  const tasks = new ScheduledTasks({ store, operations, calendar, log });
   // One decision path for both sources of notices: the agents and the EventBridge queue.
   const decisions = new NoticeDecisions({ store, operations, clock, log });
   const health = new HealthMonitor({ store, ec2, operations, metrics, clock, log });
@@ -359,6 +371,7 @@ async function startOn(
     revertToSpotIntervalMs: config.revertToSpotIntervalMinutes * 60_000,
     onTick: () => metrics.workflowsRunning.set(engine.running),
     health,
+    tasks,
     log,
   });
   schedule.start();
@@ -397,6 +410,7 @@ async function startOn(
     sweepLost: () => schedule.sweepLost(),
     revertToSpot: () => schedule.revertToSpot(),
     sweepHealth: () => health.sweep(),
+    runScheduledTasks: () => tasks.pass(),
     async stop() {
       schedule.stop();
       await queueEvents?.stop();

@@ -18,6 +18,7 @@ import { loadOrCreateSigner } from "./imds/identity.js";
 import { enforcerFor, loadPolicyFile } from "./iam/enforcer.js";
 import { parsePolicy } from "./iam/policy.js";
 import { SqsService } from "./sqs/queues.js";
+import { Elbv2Service } from "./elbv2/targets.js";
 import { ALL_DETAIL_TYPES, EventBus } from "./events/bus.js";
 
 export { PROFILES, replacementCriticalPath, type LatencyProfile } from "./profiles.js";
@@ -70,6 +71,8 @@ export interface LocalCloud {
   /** SQS queues (the JSON protocol endpoint is `endpoint` too) and the event rules that feed them. */
   sqs: SqsService;
   events: EventBus;
+  /** ELBv2 target groups (the Query endpoint is `endpoint` too, told apart by the request's signing service). */
+  elbv2: Elbv2Service;
   /** The URL of `eventsQueue`, when one was asked for. */
   eventsQueueUrl: string | null;
   stop(): Promise<void>;
@@ -149,6 +152,7 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
   let endpoint = "";
   const sqs = new SqsService(clock, () => endpoint);
   const events = new EventBus(sqs);
+  const elbv2 = new Elbv2Service(world);
   world.events = events;
   const throttle = new Throttle(clock, opts.throttle ?? profileName === "realistic");
   const info = () => ({
@@ -167,6 +171,7 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
       port: opts.port ?? 4566,
       query: { world, throttle },
       sqs,
+      elbv2,
       control: {
         world,
         throttle,
@@ -205,6 +210,7 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
     certificatePem: signer.certificatePem,
     sqs,
     events,
+    elbv2,
     eventsQueueUrl,
     stop: () =>
       (stopping ??= (async () => {

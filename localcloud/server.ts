@@ -1,12 +1,15 @@
 /**
  * One HTTP listener: the control API under /_localcloud/v1/, SQS (JSON requests with an
- * `X-Amz-Target: AmazonSQS.*` header), the EC2 Query API everywhere else.
+ * `X-Amz-Target: AmazonSQS.*` header), ELBv2 (Query requests signed for `elasticloadbalancing`),
+ * the EC2 Query API everywhere else.
  */
 import http from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { handleQuery, type QueryDeps } from "./ec2/query.js";
 import { CONTROL_PREFIX, handleControl, type ControlDeps } from "./control/api.js";
 import { handleSqs, isSqsRequest } from "./sqs/handler.js";
+import { handleElbv2, isElbv2Request } from "./elbv2/query.js";
+import type { Elbv2Service } from "./elbv2/targets.js";
 import type { SqsService } from "./sqs/queues.js";
 
 export interface HttpServerHandle {
@@ -21,6 +24,7 @@ export async function startHttpServer(opts: {
   query: QueryDeps;
   control: ControlDeps;
   sqs: SqsService;
+  elbv2: Elbv2Service;
 }): Promise<HttpServerHandle> {
   const sockets = new Set<Socket>();
   const server = http.createServer((req, res) => {
@@ -30,7 +34,9 @@ export async function startHttpServer(opts: {
         ? handleControl(req, res, opts.control)
         : isSqsRequest(req)
           ? handleSqs(req, res, opts.sqs)
-          : handleQuery(req, res, opts.query);
+          : isElbv2Request(req)
+            ? handleElbv2(req, res, { world: opts.query.world, elb: opts.elbv2 })
+            : handleQuery(req, res, opts.query);
     work.catch((err: unknown) => {
       opts.query.world.log(`unhandled request error: ${(err as Error)?.stack ?? String(err)}`);
       if (!res.headersSent) res.writeHead(500).end();

@@ -80,6 +80,19 @@ export const DESCRIPTIONS: Record<string, string> = {
   "maintenance.recycle":
     "Recycle onto a new instance `leadSeconds` before the event's NotBefore. `false`: the event is only put on the timeline.",
   "maintenance.leadSeconds": "How long before the event's NotBefore the recycle starts (it must finish by then).",
+  schedule:
+    "Operations the coordinator starts on a timetable, each due time once (recorded, so a restart neither repeats nor loses one); `spotkeep describe` shows each task's next run.",
+  "schedule[]": "One scheduled task.",
+  "schedule[].action":
+    "`pause` and `recycle` apply to a running instance, `resume` to a paused one, `snapshot` to a running one with data volumes; in any other state the due time is skipped with a `schedule-skipped` event. While another workflow moves the instance the due time waits; seen more than an hour late it is `schedule-missed`.",
+  "schedule[].cron":
+    'Five-field cron expression in UTC (minute hour day-of-month month day-of-week), e.g. `"0 20 * * 1-5"`; names (`MON-FRI`) and `@daily`-style nicknames work, seconds do not.',
+  loadBalancers:
+    "ELBv2 target groups the current generation is registered in: each new generation is registered once ready (and awaited healthy), the old one deregistered and drained before its quiesce. Groups of target type `ip` need nothing (the private IP is kept) and are left alone.",
+  "loadBalancers.targetGroupArns": "Target group ARNs, in the instance's region.",
+  "loadBalancers.targetGroupArns[]": "One target group ARN.",
+  "loadBalancers.drainingSeconds":
+    "Longest wait (model seconds) for the old generation to finish draining after it is deregistered, before it is quiesced; at a spot interruption at most half of what the notice leaves.",
 };
 
 interface JsonSchema {
@@ -171,6 +184,8 @@ export function renderSpecReference(): string {
     "- `dataMethod: reattach` with subnets in several AZs is allowed: the volumes pin the AZ, and a replacement elsewhere goes through snapshot restore.",
     "- `snapshots.intervalMinutes` is 0 (off) or at least 5.",
     "- `snapshots.root` needs `persistence.root: true`.",
+    "- A scheduled task (the same `action` and `cron`) is listed once.",
+    "- A target group ARN is listed once and lies in the spec's `region`.",
     "",
   ].join("\n");
 }

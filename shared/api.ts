@@ -64,6 +64,16 @@ export const Generation = z.object({
   endReason: z.string().nullable(),
 });
 
+export const ScheduledTaskView = z.object({
+  action: z.string(),
+  cron: z.string(),
+  nextRunAt: z.string().nullable(),
+  lastDueAt: z.string().nullable(),
+  /** started, skipped: why, or missed. */
+  lastOutcome: z.string().nullable(),
+  lastWorkflowId: z.string().nullable(),
+});
+
 export const InstanceDetail = InstanceSummary.extend({
   spec: z.unknown(),
   resources: z.object({
@@ -76,6 +86,8 @@ export const InstanceDetail = InstanceSummary.extend({
   maintenance: z
     .array(z.object({ eventId: z.string(), code: z.string(), notBefore: z.string().nullable(), recycleAt: z.string().nullable() }))
     .optional(),
+  /** Each scheduled task (spec.schedule) with its next run and the last due time handled. */
+  schedule: z.array(ScheduledTaskView).default([]),
 });
 export type InstanceDetail = z.infer<typeof InstanceDetail>;
 

@@ -213,6 +213,63 @@ describe("spec rejections name the path and the reason", () => {
     expect(() => withWindow("Monday 2am")).toThrow(/launch\.market\.revertWindow: must be a weekly UTC window/);
     expect(() => withWindow("Mon:02:00-Mon:02:00")).toThrow(/launch\.market\.revertWindow/);
   });
+
+  it("reads scheduled tasks and refuses an unknown action, a bad or impossible cron and a repeated task, naming the field", () => {
+    const withSchedule = (schedule: unknown) => parseSpec({ ...minimal, schedule });
+    expect(parseSpec(minimal).schedule).toEqual([]);
+    expect(
+      withSchedule([
+        { action: "pause", cron: "0 20 * * 1-5" },
+        { action: "resume", cron: "0 7 * * MON-FRI" },
+        { action: "snapshot", cron: "@daily" },
+      ]).schedule.map((t) => t.action),
+    ).toEqual(["pause", "resume", "snapshot"]);
+    expect(errorOf({ ...minimal, schedule: [{ action: "stop", cron: "0 20 * * *" }] })).toBe(
+      "schedule[0].action: must be one of pause, resume, recycle, snapshot",
+    );
+    expect(errorOf({ ...minimal, schedule: [{ action: "pause", cron: "0 25 * * *" }] })).toMatch(
+      /^schedule\[0\]\.cron: "0 25 \* \* \*" is not a five-field cron expression .*hour/,
+    );
+    expect(errorOf({ ...minimal, schedule: [{ action: "pause", cron: "0 0 20 * * *" }] })).toMatch(/^schedule\[0\]\.cron: .*five-field/);
+    expect(errorOf({ ...minimal, schedule: [{ action: "pause", cron: "0 0 30 2 *" }] })).toBe(
+      'schedule[0].cron: "0 0 30 2 *" never runs (no such date)',
+    );
+    expect(errorOf({ ...minimal, schedule: [{ action: "pause" }] })).toMatch(/^schedule\[0\]\.cron: /);
+    expect(errorOf({ ...minimal, schedule: [{ action: "pause", cron: "0 1 * * *", at: 3 }] })).toMatch(/^schedule\[0\]/);
+    expect(
+      errorOf({
+        ...minimal,
+        schedule: [
+          { action: "pause", cron: "0 1 * * *" },
+          { action: "pause", cron: "0 1 * * *" },
+        ],
+      }),
+    ).toBe('schedule[1]: repeats schedule[0] (pause at "0 1 * * *")');
+  });
+
+  it("reads load-balancer target groups and refuses a malformed, repeated or other-region ARN, naming the field", () => {
+    const arn = "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web/0123456789abcdef";
+    expect(parseSpec({ ...minimal, loadBalancers: { targetGroupArns: [arn] } }).loadBalancers).toEqual({
+      targetGroupArns: [arn],
+      drainingSeconds: 30,
+    });
+    expect(parseSpec(minimal).loadBalancers).toBeUndefined();
+    expect(errorOf({ ...minimal, loadBalancers: { targetGroupArns: ["web"] } })).toMatch(
+      /^loadBalancers\.targetGroupArns\[0\]: is not a target group ARN/,
+    );
+    expect(errorOf({ ...minimal, loadBalancers: { targetGroupArns: [] } })).toBe(
+      "loadBalancers.targetGroupArns: needs at least one target group ARN",
+    );
+    expect(errorOf({ ...minimal, loadBalancers: { targetGroupArns: [arn, arn] } })).toBe(
+      "loadBalancers.targetGroupArns[1]: repeats targetGroupArns[0]",
+    );
+    expect(errorOf({ ...minimal, loadBalancers: { targetGroupArns: [arn.replace("us-east-1", "eu-west-1")] } })).toBe(
+      "loadBalancers.targetGroupArns[0]: is in eu-west-1, not in the instance's region us-east-1",
+    );
+    expect(errorOf({ ...minimal, loadBalancers: { targetGroupArns: [arn], drainingSeconds: -1 } })).toMatch(
+      /^loadBalancers\.drainingSeconds: /,
+    );
+  });
 });
 
 describe("adopted volumes", () => {

@@ -4,6 +4,7 @@
  */
 import { z } from "zod";
 import YAML from "yaml";
+import { cronProblem } from "./cron.js";
 import { ValidationError } from "./errors.js";
 import { zodToValidationError } from "./zod-errors.js";
 import { Health, MAINTENANCE_DEFAULT, Maintenance } from "./spec-health.js";
@@ -171,6 +172,38 @@ const HooksSpec = z
   })
   .strict();
 
+/** Scheduled tasks and load-balancer targets (coordinator/tasks.ts, coordinator/workflow/runbooks/targets.ts). */
+export const SCHEDULE_ACTIONS = ["pause", "resume", "recycle", "snapshot"] as const;
+
+const ScheduledTask = z
+  .object({
+    action: z.enum(SCHEDULE_ACTIONS, { message: `must be one of ${SCHEDULE_ACTIONS.join(", ")}` }),
+    /** Five fields, UTC: minute hour day-of-month month day-of-week ("0 20 * * 1-5"). */
+    cron: z.string().superRefine((c, ctx) => {
+      const problem = cronProblem(c);
+      if (problem) ctx.addIssue({ code: "custom", message: problem });
+    }),
+  })
+  .strict();
+
+const TARGET_GROUP_ARN_RE = /^arn:aws[a-z-]*:elasticloadbalancing:[a-z0-9-]+:\d{12}:targetgroup\/[A-Za-z0-9-]{1,32}\/[0-9a-f]{16}$/;
+
+const LoadBalancers = z
+  .object({
+    /** Target groups of target type `instance`; IP-target groups need nothing (the private IP is kept). */
+    targetGroupArns: z
+      .array(
+        z.string().regex(TARGET_GROUP_ARN_RE, {
+          message: "is not a target group ARN (arn:aws:elasticloadbalancing:REGION:ACCOUNT:targetgroup/NAME/ID)",
+        }),
+      )
+      .min(1, { message: "needs at least one target group ARN" })
+      .max(5, { message: "lists more than 5 target groups" }),
+    /** Longest wait (model seconds) for the old instance to drain after it is deregistered, before quiesce. */
+    drainingSeconds: z.number().int({ message: "must be a whole number of seconds" }).min(0).max(3600).default(30),
+  })
+  .strict();
+
 export const StatefulInstanceSpec = z
   .object({
     name: z.string().refine((n) => NAME_RE.test(n), {
@@ -191,6 +224,8 @@ export const StatefulInstanceSpec = z
     // Health checks and autohealing (absent: none), and what to do ahead of EC2 scheduled maintenance.
     health: Health.optional(),
     maintenance: Maintenance.default(MAINTENANCE_DEFAULT),
+    schedule: z.array(ScheduledTask).max(20, { message: "lists more than 20 tasks" }).default([]),
+    loadBalancers: LoadBalancers.optional(),
   })
   .strict()
   .superRefine((spec, ctx) => {
@@ -241,6 +276,20 @@ export const StatefulInstanceSpec = z
       add(["snapshots", "intervalMinutes"], "must be 0 (off) or at least 5");
     if (spec.snapshots.root && !spec.persistence.root)
       add(["snapshots", "root"], "needs persistence.root: true (the root images are what the next generation boots from)");
+    const tasks = new Map<string, number>();
+    spec.schedule.forEach((t, i) => {
+      const key = `${t.action} ${t.cron}`;
+      const prev = tasks.get(key);
+      if (prev !== undefined) add(["schedule", i], `repeats schedule[${prev}] (${t.action} at ${JSON.stringify(t.cron)})`);
+      tasks.set(key, i);
+    });
+    const arns = spec.loadBalancers?.targetGroupArns ?? [];
+    arns.forEach((arn, i) => {
+      if (arns.indexOf(arn) !== i) add(["loadBalancers", "targetGroupArns", i], `repeats targetGroupArns[${arns.indexOf(arn)}]`);
+      const region = arn.split(":")[3];
+      if (TARGET_GROUP_ARN_RE.test(arn) && region !== spec.region)
+        add(["loadBalancers", "targetGroupArns", i], `is in ${region}, not in the instance's region ${spec.region}`);
+    });
     for (const key of Object.keys(spec.launch.tags)) {
       if (key.startsWith("aws:")) add(["launch", "tags", key], "the aws: prefix is reserved by AWS");
       if (key.startsWith("spotkeep:")) add(["launch", "tags", key], "the spotkeep: prefix is reserved for spotkeep's own tags");

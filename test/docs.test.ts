@@ -3,6 +3,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { QUEUE_ACTIONS } from "../coordinator/events/sqs.js";
 import { GATEWAY_ACTIONS } from "../coordinator/cloud/aws.js";
+import { ELB_ACTIONS } from "../coordinator/elb/elbv2.js";
 import { renderSpecReference } from "../scripts/spec-doc.js";
 import { parseConfig } from "../coordinator/config.js";
 
@@ -31,6 +32,16 @@ describe("docs stay true to the code", () => {
       .map((a) => a.slice(4))
       .sort();
     expect(sqs).toEqual([...QUEUE_ACTIONS].sort());
+  });
+  it("the coordinator's IAM policy lists exactly the ELBv2 actions the load-balancer gateway calls", () => {
+    const policy = JSON.parse(readFileSync(join(root, "docs", "iam", "coordinator-policy.json"), "utf8")) as {
+      Statement: Array<{ Action: string | string[] }>;
+    };
+    const elb = policy.Statement.flatMap((s) => (Array.isArray(s.Action) ? s.Action : [s.Action]))
+      .filter((a) => a.startsWith("elasticloadbalancing:"))
+      .map((a) => a.slice("elasticloadbalancing:".length))
+      .sort();
+    expect(elb).toEqual([...ELB_ACTIONS].sort());
   });
   it("the example coordinator config is valid and shows the defaults it claims", () => {
     const example = readFileSync(join(root, "docs", "coordinator.example.yaml"), "utf8");

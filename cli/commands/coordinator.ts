@@ -1,7 +1,8 @@
 /**
  * `spotkeep coordinator --config FILE [--data-dir DIR]`: run the coordinator service until
  * SIGINT/SIGTERM. Env SPOTKEEP_CRASH_AFTER_STEP=<n> (tests only) SIGKILLs the process right after
- * step n of a replace workflow is recorded (SPOTKEEP_CRASH_KIND picks another runbook).
+ * step n of a replace workflow is recorded (SPOTKEEP_CRASH_KIND picks another runbook); env
+ * SPOTKEEP_CALENDAR_AT=<ISO time> (tests only) starts the clock scheduled tasks read there.
  */
 import { CoordinatorConfig, loadConfigFile, parseConfig } from "../../coordinator/config.js";
 import { parseFlags, UsageError } from "../args.js";
@@ -107,12 +108,22 @@ Config (JSON or YAML): ${wrap(Object.keys(CoordinatorConfig.shape).join(", "), 1
         throw new UsageError(`SPOTKEEP_CRASH_AFTER_STEP must be a positive integer, got ${JSON.stringify(crashN)}`);
       crashAfterStep = { kind: process.env.SPOTKEEP_CRASH_KIND || "replace", seq: n };
     }
+    const calendarAt = process.env.SPOTKEEP_CALENDAR_AT;
+    let calendar: (() => number) | undefined;
+    if (calendarAt) {
+      const at = Date.parse(calendarAt);
+      if (!/^\d{4}-\d\d-\d\dT/.test(calendarAt) || Number.isNaN(at))
+        throw new UsageError(`SPOTKEEP_CALENDAR_AT must be an ISO 8601 time, got ${JSON.stringify(calendarAt)}`);
+      const offset = at - Date.now();
+      calendar = () => Date.now() + offset;
+    }
     const { startCoordinator } = await import("../../coordinator/service.js");
     const c = await startCoordinator({
       config: merged,
       dataDir: values["data-dir"],
       log,
       crashAfterStep,
+      calendar,
       acceptRestoredStore: !!values["accept-restored-store"],
     });
     process.stdout.write(`coordinator listening on ${c.url}\n`);

@@ -10,7 +10,7 @@ export const command: Command = {
 
 Shows one stateful instance: its state, persisted resources (data volumes, root image, network
 interface), its health and since when, EC2 scheduled maintenance with when the recycle ahead of it
-starts, and every generation that served it.`,
+starts, every generation that served it, and the next run of each scheduled task.`,
   async run(argv) {
     const { values, positionals } = parseFlags(argv, CLIENT_FLAGS, ["NAME"]);
     const name = positionals[0];
@@ -78,6 +78,15 @@ starts, and every generation that served it.`,
           )
         : "none yet\n",
     );
+    if (d.schedule.length) {
+      out.push("\nSCHEDULE (UTC)\n");
+      out.push(
+        renderTable(
+          ["ACTION", "CRON", "NEXT RUN", "LAST DUE", "LAST OUTCOME"],
+          d.schedule.map((t) => [t.action, t.cron, t.nextRunAt ?? "never", t.lastDueAt, t.lastOutcome]),
+        ),
+      );
+    }
     process.stdout.write(out.join(""));
     return 0;
   },

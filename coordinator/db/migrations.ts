@@ -208,6 +208,26 @@ CREATE INDEX kept_resources_instance ON kept_resources(instance);
 CREATE INDEX kept_resources_due ON kept_resources(expires_at) WHERE deleted_at IS NULL AND expires_at IS NOT NULL;
 `,
   },
+  {
+    version: 6,
+    name: "scheduled task runs",
+    sql: `
+-- One row per scheduled task (spec.schedule entry, keyed by "ACTION CRON") of a stateful instance.
+-- baseline_at: when the coordinator first knew the task (due times before it never run);
+-- last_due_at: the latest due time handled (run, skipped or missed), so each due time is handled
+-- once, across restarts. Times are the wall clock the tasks are read on.
+CREATE TABLE task_runs (
+  instance TEXT NOT NULL,
+  task_key TEXT NOT NULL,
+  baseline_at INTEGER NOT NULL,
+  last_due_at INTEGER,
+  last_outcome TEXT,
+  last_workflow_id TEXT,
+  handled_at INTEGER,
+  PRIMARY KEY (instance, task_key)
+);
+`,
+  },
 ];
 
 export function migrate(db: Database.Database, now: () => number = Date.now): number[] {

@@ -337,6 +337,32 @@ export interface DeletionQueries {
 }
 
 /** The synchronous query surface a backend implements; the Store wraps it. */
+/** What the coordinator recorded about one scheduled task (a `schedule` entry) of a stateful instance. */
+export interface TaskRun {
+  instance: string;
+  /** "ACTION CRON", e.g. "pause 0 20 * * 1-5". */
+  taskKey: string;
+  /** When the task became known: due times before it are not run. */
+  baselineAt: number;
+  /** The latest due time handled (run, skipped or missed); null before the first. */
+  lastDueAt: number | null;
+  /** started, skipped or missed, with why. */
+  lastOutcome: string | null;
+  lastWorkflowId: string | null;
+  handledAt: number | null;
+}
+
+export interface TaskRunQueries {
+  /**
+   * Make the recorded tasks of `instance` exactly `taskKeys`: a new key gets `baselineAt` = `at`,
+   * a known one keeps its record, a key no longer listed is dropped.
+   */
+  sync(instance: string, taskKeys: string[], at: number): void;
+  list(instance: string): TaskRun[];
+  /** Record due time `dueAt` as handled; an older due time never overwrites a newer one. Returns false when it did not apply. */
+  handled(instance: string, taskKey: string, dueAt: number, outcome: string, workflowId: string | null): boolean;
+}
+
 export interface Queries {
   instances: InstanceQueries;
   generations: GenerationQueries;
@@ -351,6 +377,7 @@ export interface Queries {
   queueEvents: QueueEventQueries;
   noticeArrivals: NoticeArrivalQueries;
   deletions: DeletionQueries;
+  taskRuns: TaskRunQueries;
 }
 
 /** The same methods, returning promises. */

@@ -3,6 +3,7 @@
  * the store are wall-clock ms; durations are reported in model time (real / timeScale).
  */
 import type { EventsResponse, InstanceDetail, InstanceSummary, Timeline, Workflow, WorkflowStep } from "../../shared/api.js";
+import { taskViews } from "../tasks.js";
 import type { StatefulInstance, StepRecord, Store, WorkflowRecord } from "./store.js";
 
 const iso = (ms: number | null | undefined) => (ms == null ? null : new Date(ms).toISOString());
@@ -11,6 +12,8 @@ export class Views {
   constructor(
     private readonly store: Store,
     private readonly timeScale = 1,
+    /** The wall clock scheduled tasks are read on (their next runs). */
+    private readonly calendar: () => number = Date.now,
   ) {}
 
   private async summaryOf(inst: StatefulInstance): Promise<InstanceSummary> {
@@ -46,12 +49,13 @@ export class Views {
   async detail(name: string): Promise<InstanceDetail | null> {
     const inst = await this.store.instances.get(name);
     if (!inst) return null;
-    const [s, root, net, volumes, generations] = await Promise.all([
+    const [s, root, net, volumes, generations, taskRuns] = await Promise.all([
       this.summaryOf(inst),
       this.store.root.get(name),
       this.store.network.get(name),
       this.store.volumes.list(name),
       this.store.generations.list(name),
+      this.store.taskRuns.list(name),
     ]);
     return {
       ...s,
@@ -76,6 +80,14 @@ export class Views {
         launchedAt: iso(g.launchedAt),
         endedAt: iso(g.endedAt),
         endReason: g.endReason,
+      })),
+      schedule: taskViews(inst.spec.schedule ?? [], taskRuns, this.calendar()).map((t) => ({
+        action: t.action,
+        cron: t.cron,
+        nextRunAt: iso(t.nextRunAt),
+        lastDueAt: iso(t.lastDueAt),
+        lastOutcome: t.lastOutcome,
+        lastWorkflowId: t.lastWorkflowId,
       })),
     };
   }

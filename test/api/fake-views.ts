@@ -65,6 +65,7 @@ export class FakeViews implements CoordinatorViews {
       spec,
       resources: { volumes: [], root: { imageId: null, snapshotId: null }, network: { eniId: null, privateIp: null } },
       generations: [],
+      schedule: [],
     });
     this.workflows.set(workflowId, {
       id: workflowId,
@@ -188,6 +189,16 @@ export class FakeViews implements CoordinatorViews {
           launchedAt: "2026-11-25T10:00:35.000Z",
           endedAt: null,
           endReason: null,
+        },
+      ],
+      schedule: [
+        {
+          action: "pause",
+          cron: "0 20 * * 1-5",
+          nextRunAt: "2026-11-25T20:00:00.000Z",
+          lastDueAt: "2026-11-24T20:00:00.000Z",
+          lastOutcome: "skipped: orders-db is replacing; a scheduled pause applies when it is running",
+          lastWorkflowId: null,
         },
       ],
     });

@@ -78,6 +78,9 @@ describe("spotkeep status / describe / events", () => {
     expect(t.stdout).toMatch(
       /SCHEDULED MAINTENANCE[\s\S]*instance-event-0123456789abcdef0\s+instance-retirement\s+2026-11-30T09:00:00\.000Z\s+2026-11-30T08:45:00\.000Z/,
     );
+    expect(t.stdout).toMatch(
+      /SCHEDULE \(UTC\)\nACTION\s+CRON\s+NEXT RUN\s+LAST DUE\s+LAST OUTCOME\npause\s+0 20 \* \* 1-5\s+2026-11-25T20:00:00\.000Z\s+2026-11-24T20:00:00\.000Z\s+skipped: orders-db is replacing/,
+    );
     expect(JSON.parse((await run(["describe", "orders-db", "--url", url, "--json"])).stdout).generation).toBe(2);
   });
   it("events shows per-step durations and the critical path", async () => {

@@ -2,7 +2,8 @@
  * The shipped coordinator policy (docs/iam/coordinator-policy.json) against localcloud's IAM
  * enforcement, through the coordinator's own EC2 gateway: every operation the gateway performs is
  * allowed, and removing any one statement makes the operations that need it fail with
- * UnauthorizedOperation (the policy holds nothing that is not needed).
+ * UnauthorizedOperation (the policy holds nothing that is not needed). The same for the load-balancer
+ * gateway's ELBv2 calls (refused with ELBv2's AccessDenied).
  */
 import { CreateTagsCommand, EC2Client } from "@aws-sdk/client-ec2";
 import { readFileSync } from "node:fs";
@@ -11,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createAwsGateway, GATEWAY_ACTIONS } from "../../coordinator/cloud/aws.js";
 import type { Ec2Gateway, Tags } from "../../coordinator/cloud/gateway.js";
 import { errorCode } from "../../coordinator/cloud/errors.js";
+import { createElbGateway, type ElbGateway } from "../../coordinator/elb/elbv2.js";
 import { startLocalCloud, type LocalCloud } from "../../localcloud/index.js";
 
 const ROOT = join(import.meta.dirname, "..", "..");
@@ -21,6 +23,7 @@ const POLICY = JSON.parse(readFileSync(join(ROOT, "docs", "iam", "coordinator-po
 
 let lc: LocalCloud;
 let gw: Ec2Gateway;
+let elb: ElbGateway;
 let n = 0;
 
 /** CreateTags on existing resources, through the gateway's tagResources where it has one. */
@@ -87,6 +90,8 @@ interface Fixture {
   foreign: { instance: string; rootVolume: string; eni: string };
   /** The managed instance's primary ENI and its attachment. */
   eniAttachment: { eniId: string; attachmentId: string };
+  /** A target group (made inside localcloud: the coordinator never creates one) with `instance` registered. */
+  targetGroup: string;
 }
 
 async function fixture(): Promise<Fixture> {
@@ -164,6 +169,15 @@ async function fixture(): Promise<Fixture> {
   const primary = details!.networkInterfaces.find((x) => x.deviceIndex === 0)!;
   await waitFor("volumes", async () => (await gw.describeVolume(free.volumeId))?.state === "available");
   await waitFor("volumes", async () => (await gw.describeVolume(toDelete.volumeId))?.state === "available");
+  const group = lc.elbv2.createTargetGroup({
+    name: `iam-${++n}`,
+    protocol: "HTTP",
+    port: 80,
+    vpcId: lc.world.defaultVpc().id,
+    targetType: "instance",
+    healthCheck: {},
+  });
+  lc.elbv2.registerTargets(group.arn, [{ id: inst.instanceId }]);
   return {
     instanceToStop: toStop.instanceId,
     instanceToStart: toStart.instanceId,
@@ -180,6 +194,7 @@ async function fixture(): Promise<Fixture> {
     snapshotToDelete: snapToDelete.snapshotId,
     imageToDeregister: image,
     instanceToTerminate: other.instanceId,
+    targetGroup: group.arn,
   };
 }
 
@@ -257,6 +272,7 @@ async function probe(f: Fixture): Promise<Record<string, string>> {
     stopInstance: () => gw.stopInstance(f.instanceToStop),
     startInstance: () => gw.startInstance(f.instanceToStart),
     untagManaged: () => gw.untagResources([f.attachedVolume], ["spotkeep:step"]),
+    ...elbProbes(f),
   };
   const out: Record<string, string> = {};
   for (const [name, op] of Object.entries(ops)) {
@@ -269,6 +285,15 @@ async function probe(f: Fixture): Promise<Record<string, string>> {
   }
   return out;
 }
+
+/** The load-balancer gateway's calls (a refusal is ELBv2's AccessDenied). */
+const elbProbes = (f: Fixture): Record<string, () => Promise<unknown>> => ({
+  describeTargetGroup: () => elb.describeTargetGroup(f.targetGroup),
+  describeTargetHealth: () => elb.targetHealth(f.targetGroup, [f.instance]),
+  registerTargets: () => elb.registerTargets(f.targetGroup, [f.instance]),
+  deregisterTargets: () => elb.deregisterTargets(f.targetGroup, [f.instance]),
+});
+const ELB_PROBES = new Set(Object.keys(elbProbes({} as Fixture)));
 
 const failing = (r: Record<string, string>) =>
   Object.entries(r)
@@ -328,6 +353,8 @@ const NEEDS: Record<string, string[]> = {
   PassWorkloadRoleOnly: ["launchWithProfile"],
   // SQS, not EC2: no EC2 operation needs it (test/docs.test.ts checks its actions against the consumer's).
   ConsumeInterruptionQueue: [],
+  ReadTargetGroups: ["describeTargetGroup", "describeTargetHealth"],
+  MoveTargetsInTargetGroups: ["deregisterTargets", "registerTargets"],
 };
 
 beforeAll(async () => {
@@ -339,6 +366,7 @@ beforeAll(async () => {
     iamPolicy: join(ROOT, "docs", "iam", "coordinator-policy.json"),
   });
   gw = createAwsGateway({ region: "us-east-1", endpoint: lc.endpoint, pacingHeadroom: 0, maxAttempts: 1 });
+  elb = createElbGateway({ region: "us-east-1", endpoint: lc.endpoint, maxAttempts: 1 });
 });
 afterAll(async () => {
   await lc?.stop();
@@ -361,7 +389,9 @@ describe("the shipped coordinator IAM policy, enforced by localcloud", () => {
       const f = await fixture();
       await control("PUT", "iam/policy", { ...POLICY, Statement: POLICY.Statement.filter((s) => s.Sid !== sid) });
       const r = await probe(f);
-      expect(failing(r)).toEqual((NEEDS[sid] ?? []).map((op) => `${op}:UnauthorizedOperation`).sort());
+      expect(failing(r)).toEqual(
+        (NEEDS[sid] ?? []).map((op) => `${op}:${ELB_PROBES.has(op) ? "AccessDenied" : "UnauthorizedOperation"}`).sort(),
+      );
     });
   }
 

@@ -41,6 +41,7 @@ const REFERRING = [
   "events",
   "queue_events",
   "kept_resources",
+  "task_runs",
 ];
 
 export function deletionQueries(sql: Sql, now: () => number): DeletionQueries {

@@ -13,6 +13,7 @@ import { noticeArrivalQueries, queueEventQueries } from "./queue-events.js";
 import { deletionQueries } from "./deletions.js";
 import { artifactQueries, networkQueries, rootQueries, volumeQueries } from "./resources.js";
 import { statements } from "./statements.js";
+import { taskRunQueries } from "./task-runs.js";
 import { stepQueries, workflowQueries } from "./workflows.js";
 
 const TABLES = [
@@ -29,6 +30,7 @@ const TABLES = [
   "queue_events",
   "notice_arrivals",
   "kept_resources",
+  "task_runs",
 ];
 
 export function sqliteQueries(db: Database.Database, now: () => number): Queries {
@@ -47,6 +49,7 @@ export function sqliteQueries(db: Database.Database, now: () => number): Queries
     queueEvents: queueEventQueries(sql, now),
     noticeArrivals: noticeArrivalQueries(sql, now),
     deletions: deletionQueries(sql, now),
+    taskRuns: taskRunQueries(sql, now),
   };
 }
 
@@ -75,6 +78,7 @@ export class SqliteStore implements Store {
   readonly queueEvents: StoreTx["queueEvents"];
   readonly noticeArrivals: StoreTx["noticeArrivals"];
   readonly deletions: StoreTx["deletions"];
+  readonly taskRuns: StoreTx["taskRuns"];
   /** The same queries without the gate, handed to a transaction's callback. */
   private readonly inTx: StoreTx;
   /** Set while a transaction is open; every other call waits for it. */
@@ -101,6 +105,7 @@ export class SqliteStore implements Store {
     this.queueEvents = gated(q.queueEvents);
     this.noticeArrivals = gated(q.noticeArrivals);
     this.deletions = gated(q.deletions);
+    this.taskRuns = gated(q.taskRuns);
     this.inTx = {
       instances: direct(q.instances),
       generations: direct(q.generations),
@@ -115,6 +120,7 @@ export class SqliteStore implements Store {
       queueEvents: direct(q.queueEvents),
       noticeArrivals: direct(q.noticeArrivals),
       deletions: direct(q.deletions),
+      taskRuns: direct(q.taskRuns),
     };
   }
 

@@ -9,6 +9,7 @@ import type { DataVolume, NetworkIdentity } from "../../db/store.js";
 import type { StatefulInstanceSpec } from "../../../shared/spec.js";
 import { ONCE, type Runbook, step, together, type WorkflowContext } from "../engine.js";
 import { Failure, isPermanent } from "../failure.js";
+import { joinTargetGroups } from "./targets.js";
 import { type RunbookDeps, waitUntil } from "./deps.js";
 import {
   attachSteps,
@@ -138,6 +139,7 @@ export function createRunbook(deps: RunbookDeps): Runbook<CreateInput> {
 
     // 5. Serving.
     await ctx.step("finish", () => markServing(deps, ctx, { name, generation, launched, how: "is ready" }));
+    if (spec.loadBalancers) await joinTargetGroups(deps, ctx, { lb: spec.loadBalancers, instanceId: launched.instanceId });
     return { instanceId: launched.instanceId };
   };
 }

@@ -19,6 +19,7 @@ import type { KeptKind } from "../../db/store.js";
 import { type Runbook, step, together, type WorkflowContext } from "../engine.js";
 import { Failure } from "../failure.js";
 import { type RunbookDeps, waitUntil } from "./deps.js";
+import { deregisterForDelete } from "./targets.js";
 import { MUTATE_POLICY } from "./launch.js";
 import { deleteKeptRoots } from "./steps.js";
 
@@ -59,6 +60,8 @@ export function deleteRunbook(deps: RunbookDeps): Runbook<DeleteInput> {
     await ctx.step(
       "terminate",
       async () => {
+        const spec = (await deps.store.instances.get(name))?.spec;
+        if (spec) await deregisterForDelete(deps, ctx, spec, inv.instanceIds);
         for (const id of inv.instanceIds) await deps.ec2.terminateInstance(id);
         return true;
       },

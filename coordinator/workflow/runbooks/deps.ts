@@ -5,12 +5,15 @@ import type { StatefulInstanceSpec } from "../../../shared/spec.js";
 import type { CommandBody } from "../../agents/hub.js";
 import type { Ec2Gateway } from "../../cloud/gateway.js";
 import type { Store } from "../../db/store.js";
+import type { ElbGateway } from "../../elb/elbv2.js";
 import type { ScaledClock } from "../../time.js";
 import { Failure } from "../failure.js";
 
 export interface RunbookDeps {
   store: Store;
   ec2: Ec2Gateway;
+  /** Load-balancer targets (spec.loadBalancers); absent where no runbook needs it (tests). */
+  elb?: ElbGateway;
   /** Wall-clock now; durations are model time. */
   clock: ScaledClock;
   /** Queue a command for an agent (at-least-once; same id = same command). */

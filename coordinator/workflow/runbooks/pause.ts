@@ -4,7 +4,7 @@
  * capture the root as an image (root persistence), terminate the EC2 instance, keep the ENI and the
  * data volumes. `resume` launches a new generation from what is kept.
  *
- *   begin → quiesce → snapshot-root → terminate → { wait-terminated ‖ image } → finish
+ *   begin → [deregister-targets → drain-targets] → quiesce → snapshot-root → terminate → { wait-terminated ‖ image } → finish
  */
 import { ONCE, type Runbook, step } from "../engine.js";
 import { Failure } from "../failure.js";
@@ -12,6 +12,7 @@ import type { RunbookDeps } from "./deps.js";
 import { MUTATE_POLICY } from "./launch.js";
 import { waitOldReleased } from "./replace.js";
 import { deleteKeptRoots, quiesceInstance, registerRootImage, snapshotRoot } from "./steps.js";
+import { leaveTargetGroups } from "./targets.js";
 
 export interface PauseInput {
   name: string;
@@ -39,7 +40,8 @@ export function pauseRunbook(deps: RunbookDeps): Runbook<PauseInput> {
       };
     });
 
-    // 2. Quiesce: hooks, sync, freeze.
+    // 2. Out of the load balancers (drained), then quiesce: hooks, sync, freeze.
+    if (begin.spec.loadBalancers) await leaveTargetGroups(deps, ctx, { lb: begin.spec.loadBalancers, instanceId });
     const budgetMs = (begin.spec.hooks.timeoutSeconds + 30) * 1000;
     const clean = await ctx.step("quiesce", () => quiesceInstance(deps, ctx, { instanceId, reason: "pause", budgetMs }), ONCE);
 

@@ -10,6 +10,9 @@
  *
  * Lost: begin → terminate-old → wait-old-terminated → snapshot-lost-root (the root volume outlives
  * its instance) → { image ‖ wait-snapshots } → subnets → … the same from there.
+ *
+ * With `loadBalancers`: deregister-targets → drain-targets before quiesce (lost: no drain), and
+ * register-targets → wait-targets-healthy right after finish (runbooks/targets.ts).
  */
 import type { StatefulInstanceSpec } from "../../../shared/spec.js";
 import { classify, errorCode } from "../../cloud/errors.js";
@@ -45,6 +48,7 @@ import {
   type TakenSnapshot,
   waitForSnapshots,
 } from "./steps.js";
+import { joinTargetGroups, leaveTargetGroups } from "./targets.js";
 
 export type ReplaceTrigger = "spot-interruption" | "lost" | "recycle";
 
@@ -123,7 +127,15 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
         ),
       );
 
-    // 1. Quiesce inside the notice window, leaving a margin for the capture calls.
+    // 1. Out of the load balancers first (drained within half of what the notice leaves), then
+    //    quiesce inside the notice window, leaving a margin for the capture calls.
+    if (spec.loadBalancers)
+      await leaveTargetGroups(deps, ctx, {
+        lb: spec.loadBalancers,
+        instanceId: oldId,
+        drain: !lost,
+        budgetMs: () => (input.deadline ? (deps.clock.modelMsUntil(Date.parse(input.deadline)) - deps.quiesceMarginMs) / 2 : Infinity),
+      });
     const clean = lost ? false : await ctx.step("quiesce", () => quiesceOld(deps, ctx, input, spec), ONCE);
 
     // 2. Capture while the old instance still exists: the root, and the data volumes in snapshot mode.
@@ -292,6 +304,7 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
         how: `replaced ${oldId}`,
       }),
     );
+    if (spec.loadBalancers) await joinTargetGroups(deps, ctx, { lb: spec.loadBalancers, instanceId: launched.instanceId });
 
     // 8. The old root volume (kept past its instance's termination, captured above when needed) goes.
     await ctx.step("delete-old-root", () => deleteKeptRoots(deps, ctx, { name, except: generation }), MUTATE_POLICY);

@@ -4,7 +4,8 @@
  * second half of a replacement; nothing of the old generation is running any more (a failed
  * generation's EC2 instance, if any is left, is terminated first).
  *
- *   begin → terminate-leftover → subnets → launch → wait-running → attach each → restore → finish → retention
+ *   begin → terminate-leftover → subnets → launch → wait-running → attach each → restore → finish →
+ *   [register-targets → wait-targets-healthy] → retention
  */
 import { ONCE, type Runbook } from "../engine.js";
 import { Failure } from "../failure.js";
@@ -22,6 +23,7 @@ import {
 } from "./launch.js";
 import { waitOldReleased } from "./replace.js";
 import { applyRetention, deleteKeptRoots, markServing } from "./steps.js";
+import { joinTargetGroups } from "./targets.js";
 
 export interface ResumeInput {
   name: string;
@@ -141,6 +143,7 @@ export function resumeRunbook(deps: RunbookDeps): Runbook<ResumeInput> {
         how: `resumed from ${input.from}`,
       }),
     );
+    if (spec.loadBalancers) await joinTargetGroups(deps, ctx, { lb: spec.loadBalancers, instanceId: launched.instanceId });
     // 6. Roots a failed run left behind (its old instance terminated) go; the image carries the root.
     await ctx.step("delete-old-roots", () => deleteKeptRoots(deps, ctx, { name, except: generation }), MUTATE_POLICY);
     await ctx.step("retention", () => applyRetention(deps, { name, keep: spec.snapshots.keep }), MUTATE_POLICY);
