@@ -4,6 +4,9 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createLinuxRuntime, type LinuxRuntime } from "../../localcloud/runtime/linux/index.js";
 import type { RuntimeEni } from "../../localcloud/runtime/types.js";
+import { silentLogger } from "../../agent/log.js";
+import { configureSecondaryEni, ipBackend, releaseSecondaryEni } from "../../agent/network/secondary.js";
+import { realClock } from "../../shared/clock.js";
 import { eventually, leftovers, NOTHING } from "./leftovers.js";
 
 const A = "i-0a1b2c3d4e5f6e001";
@@ -60,15 +63,26 @@ export function eniSuite(skip: string | null): void {
       rmSync(stateDir, { recursive: true, force: true });
     });
 
-    /** What the instance's OS does (the agent on EC2): address without a main-table route, link up. */
+    /** The agent's job (agent/network/secondary.ts), its `ip` commands run inside the instance. */
+    const agentDeps = (id: string) => ({
+      imds: {
+        networkInterfaces: async () => [
+          { mac: ENI.mac, interfaceId: ENI.eniId, deviceNumber: 1, privateIps: [ENI.privateIp], subnetCidr: ENI.subnetCidr },
+        ],
+      },
+      backend: ipBackend((argv) => rt.exec(id, argv)),
+      clock: realClock,
+      log: silentLogger,
+      scale: (ms: number) => ms / 100,
+    });
+    const target = { eniId: ENI.eniId, privateIp: ENI.privateIp };
     const configure = async (id: string) => {
-      for (const argv of [
-        ["ip", "addr", "replace", `${ENI.privateIp}/20`, "dev", "eth1", "noprefixroute"],
-        ["ip", "link", "set", "eth1", "up"],
-      ]) {
-        const r = await rt.exec(id, argv);
-        expect(r.code, `${argv.join(" ")}: ${r.stderr}`).toBe(0);
-      }
+      const { setup } = await configureSecondaryEni(target, 10_000, agentDeps(id));
+      expect(setup).toMatchObject({ link: "eth1", table: 10001, gateway: "172.31.0.1" });
+      const rules = await rt.exec(id, ["ip", "-4", "rule", "show"]);
+      expect(rules.stdout).toMatch(/from 172\.31\.0\.77 lookup 10001/);
+      const main = await rt.exec(id, ["ip", "-4", "route", "show", "table", "main"]);
+      expect(main.stdout).not.toContain("eth1"); // noprefixroute: the main table keeps using eth0
     };
     const eth1 = async (id: string) => {
       const r = await rt.exec(id, ["ip", "-j", "link", "show", "eth1"]);
@@ -84,6 +98,11 @@ export function eniSuite(skip: string | null): void {
       await configure(A);
       expect(await eventually(() => whoAnswers(ENI.privateIp))).toBe(A);
 
+      // The old instance releases it before the detach: the address leaves at once.
+      await releaseSecondaryEni(target, agentDeps(A));
+      expect((await rt.exec(A, ["ip", "-4", "addr", "show", "dev", "eth1"])).stdout).not.toContain(ENI.privateIp);
+      expect((await rt.exec(A, ["ip", "-4", "rule", "show"])).stdout).not.toContain("lookup 10001");
+      expect(await whoAnswers(ENI.privateIp)).toBeUndefined();
       await rt.detachEni(A, ENI);
       await rt.detachEni(A, ENI); // already gone: a no-op
       expect(await eth1(A)).toBeNull();
