@@ -81,6 +81,8 @@ export interface EniInfo {
   subnetId: string;
   availabilityZone: string;
   attachedTo: string | null;
+  /** The current attachment (absent when the ENI is not attached). */
+  attachment?: { attachmentId: string; instanceId: string; deviceIndex: number; status: string };
   tags: Tags;
 }
 
@@ -197,6 +199,13 @@ export interface Ec2Gateway {
   describeNetworkInterface(eniId: string): Promise<EniInfo | null>;
   /** Delete an ENI that is not attached; one already gone counts as deleted. */
   deleteNetworkInterface(eniId: string): Promise<void>;
+  /** Attach an ENI at `deviceIndex` (≥ 1); one already attached to that instance counts as attached. */
+  attachNetworkInterface(eniId: string, instanceId: string, deviceIndex: number): Promise<void>;
+  /**
+   * Detach the ENI from `instanceId`; not attached there (detached, or already elsewhere) counts as
+   * detached. `force` only as a last resort: the instance's OS is not told.
+   */
+  detachNetworkInterface(eniId: string, instanceId: string, opts?: { force?: boolean }): Promise<void>;
 
   /** Add or overwrite tags on existing resources (instances, volumes, ENIs, snapshots, images). */
   tagResources(resourceIds: string[], tags: Tags): Promise<void>;

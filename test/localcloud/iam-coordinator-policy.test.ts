@@ -80,6 +80,9 @@ interface Fixture {
   snapshotToDelete: string;
   imageToDeregister: string;
   instanceToTerminate: string;
+  /** A managed ENI, free, and one attached to `instance` at device index 1. */
+  freeEni: string;
+  secondaryEni: string;
 }
 
 async function fixture(): Promise<Fixture> {
@@ -131,6 +134,15 @@ async function fixture(): Promise<Fixture> {
     blockDevices: [],
     tags: tags("launch"),
   });
+  const freeEni = await gw.createNetworkInterface({ subnetId: subnet.id, securityGroupIds: [], description: "iam", tags: tags("eni") });
+  const secondaryEni = await gw.createNetworkInterface({
+    subnetId: subnet.id,
+    securityGroupIds: [],
+    description: "iam",
+    tags: tags("eni"),
+  });
+  await gw.attachNetworkInterface(secondaryEni.eniId, inst.instanceId, 1);
+  await waitFor("ENI attached", async () => (await gw.describeNetworkInterface(secondaryEni.eniId))?.attachment?.status === "attached");
   await waitFor("volumes", async () => (await gw.describeVolume(free.volumeId))?.state === "available");
   await waitFor("volumes", async () => (await gw.describeVolume(toDelete.volumeId))?.state === "available");
   return {
@@ -145,6 +157,8 @@ async function fixture(): Promise<Fixture> {
     snapshotToDelete: snapToDelete.snapshotId,
     imageToDeregister: image,
     instanceToTerminate: other.instanceId,
+    freeEni: freeEni.eniId,
+    secondaryEni: secondaryEni.eniId,
   };
 }
 
@@ -201,6 +215,8 @@ async function probe(f: Fixture): Promise<Record<string, string>> {
         tags: tags("p"),
       }),
     attachVolume: () => gw.attachVolume(f.freeVolume, f.instance, "/dev/sdh"),
+    attachNetworkInterface: () => gw.attachNetworkInterface(f.freeEni, f.instance, 2),
+    detachNetworkInterface: () => gw.detachNetworkInterface(f.secondaryEni, f.instance),
     detachVolume: () => gw.detachVolume(f.attachedVolume, f.instance),
     deleteVolume: () => gw.deleteVolume(f.volumeToDelete),
     deleteSnapshot: () => gw.deleteSnapshot(f.snapshotToDelete),
@@ -235,6 +251,8 @@ const NEEDS: Record<string, string[]> = {
     "createVolume",
     "describeImage",
     "describeInstances",
+    // It reads the attachment id first (DetachNetworkInterface takes it, not the ENI id).
+    "detachNetworkInterface",
     "registerImage",
     "spotRequestStatus",
   ],
@@ -259,7 +277,16 @@ const NEEDS: Record<string, string[]> = {
     "registerImage",
   ],
   RetagManagedResources: ["retagManaged"],
-  MutateOnlyManagedResources: ["attachVolume", "deleteSnapshot", "deleteVolume", "deregisterImage", "detachVolume", "terminateInstance"],
+  MutateOnlyManagedResources: [
+    "attachNetworkInterface",
+    "attachVolume",
+    "deleteSnapshot",
+    "deleteVolume",
+    "deregisterImage",
+    "detachNetworkInterface",
+    "detachVolume",
+    "terminateInstance",
+  ],
   PassWorkloadRoleOnly: ["launchWithProfile"],
   // SQS, not EC2: no EC2 operation needs it (test/docs.test.ts checks its actions against the consumer's).
   ConsumeInterruptionQueue: [],
