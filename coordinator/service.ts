@@ -269,7 +269,11 @@ async function startOn(
         heartbeatMs: 5000,
       };
     },
-    onHello: (s) => log(`agent ${s.instanceId} (${s.statefulInstance} g${s.generation}, ${s.mode}) connected`),
+    onHello: async (s) => {
+      log(`agent ${s.instanceId} (${s.statefulInstance} g${s.generation}, ${s.mode}) connected`);
+      // A make-before-break cutover waits for this: the replacement booted and its agent waits in restore mode.
+      await store.agentReports.record(s.instanceId, "hello", s.mode, { mode: s.mode, generation: s.generation });
+    },
     onMessage: (session, msg) => intake.handle(session, msg),
     onRejected: (reason, detail, context) => {
       metrics.agentRejections.inc({ reason });

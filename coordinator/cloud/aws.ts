@@ -428,10 +428,13 @@ class AwsGateway implements Ec2Gateway {
     }
   }
 
-  async detachVolume(volumeId: string, instanceId?: string): Promise<void> {
+  async detachVolume(volumeId: string, instanceId?: string, opts: { force?: boolean } = {}): Promise<void> {
     try {
-      await this.call("DetachVolume", `detaching ${volumeId}${instanceId ? ` from ${instanceId}` : ""}`, () =>
-        this.client.send(new DetachVolumeCommand({ VolumeId: volumeId, InstanceId: instanceId })),
+      await this.call(
+        "DetachVolume",
+        `detaching ${volumeId}${instanceId ? ` from ${instanceId}` : ""}${opts.force ? " (forced)" : ""}`,
+        () =>
+          this.client.send(new DetachVolumeCommand({ VolumeId: volumeId, InstanceId: instanceId, Force: opts.force ? true : undefined })),
       );
     } catch (err) {
       const v = await this.describeVolume(volumeId).catch(() => undefined);

@@ -172,7 +172,8 @@ export interface Ec2Gateway {
   /** Every volume carrying all these tags (any state). */
   findVolumes(tags: Tags): Promise<VolumeInfo[]>;
   attachVolume(volumeId: string, instanceId: string, device: string): Promise<void>;
-  detachVolume(volumeId: string, instanceId?: string): Promise<void>;
+  /** `force` only as a last resort (the instance's OS is not told). */
+  detachVolume(volumeId: string, instanceId?: string, opts?: { force?: boolean }): Promise<void>;
   deleteVolume(volumeId: string): Promise<void>;
 
   createSnapshot(volumeId: string, description: string, tags: Tags): Promise<SnapshotInfo>;
