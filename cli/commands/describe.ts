@@ -4,6 +4,12 @@ import { parseFlags, UsageError } from "../args.js";
 import { ApiClient, CLIENT_FLAGS, printJson, secs } from "../client.js";
 import { renderTable } from "../table.js";
 
+/** `persistence.network.attach` of the served spec (the API types the spec loosely). */
+function attachOf(spec: unknown): string | undefined {
+  const net = (spec as { persistence?: { network?: { attach?: unknown } } } | null)?.persistence?.network;
+  return typeof net?.attach === "string" ? net.attach : undefined;
+}
+
 export const command: Command = {
   usage: `usage: spotkeep describe NAME [--json] [--url URL] [--token T | --data-dir DIR]
 
@@ -33,6 +39,13 @@ interface) and every generation that served it.`,
           ["lifecycle", d.lifecycle],
           ["private IP", d.privateIp],
           ["network interface", d.resources.network.eniId],
+          // attach: secondary moves only the stable ENI at device index 1 (make-before-break).
+          [
+            "replacement",
+            attachOf(d.spec) === "secondary"
+              ? "make-before-break (stable ENI at device index 1)"
+              : "break-before-make (stable ENI as the primary)",
+          ],
           ["root image", d.resources.root.imageId],
           ["root snapshot", d.resources.root.snapshotId],
           ["last downtime", secs(d.lastDowntimeSeconds)],
