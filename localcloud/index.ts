@@ -20,7 +20,7 @@ import { parsePolicy } from "./iam/policy.js";
 import { SqsService } from "./sqs/queues.js";
 import { ALL_DETAIL_TYPES, EventBus } from "./events/bus.js";
 
-export { PROFILES, replacementCriticalPath, type LatencyProfile } from "./profiles.js";
+export { cutoverCriticalPath, PROFILES, replacementCriticalPath, type LatencyProfile } from "./profiles.js";
 
 export interface LocalCloudOptions {
   /** 0 = ephemeral; default 4566. */
