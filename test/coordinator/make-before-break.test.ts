@@ -128,6 +128,35 @@ describe("make-before-break (attach: secondary) end to end", () => {
     );
   });
 
+  it("a lost instance (no notice): break-before-make with an own primary ENI, then the stable ENI moves; nothing lost", async () => {
+    const name = "mbb-lost";
+    const before = await createAndServe(name);
+    await env.control("POST", `instances/${before.instanceId}/lose`, {});
+    const wf = await until(
+      "a replace workflow",
+      async () => (await coord.store.workflows.listFor(name)).find((w) => w.kind === "replace"),
+      60_000,
+    );
+    const done = await coord.engine.wait(wf.id);
+    expect(done.error).toBeNull();
+    const { timeline } = await checkAfter(name, before, wf.id);
+    const steps = timeline.steps.map((s) => s.name);
+    expect(steps).toEqual(expect.arrayContaining(["wait-old-terminated", "attach-eni", "restore"]));
+    expect(steps).not.toContain("mbb-launch");
+  });
+
+  it("pause keeps the stable ENI; resume puts it back at device index 1 with the same IP", async () => {
+    const name = "mbb-pause";
+    const before = await createAndServe(name);
+    const eni = before.resources.network.eniId!;
+    const paused = await coord.engine.wait((await coord.operations.run(name, "pause")).workflowId);
+    expect(paused.error).toBeNull();
+    expect((await env.ec2.describeNetworkInterface(eni))?.status).toBe("available");
+    const resumed = await coord.engine.wait((await coord.operations.run(name, "resume")).workflowId);
+    expect(resumed.error).toBeNull();
+    await checkAfter(name, before, resumed.id);
+  });
+
   it("a replacement that does not come up: falls back to break-before-make, same IP and volume, nothing lost", async () => {
     const name = "mbb-fallback";
     const before = await createAndServe(name);

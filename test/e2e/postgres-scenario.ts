@@ -5,7 +5,9 @@
  *
  * Two stateful instances, each with one data volume at /var/lib/postgresql (ext4) and the same ENI:
  *   pg-reattach (dataMethod reattach): interrupted twice with notice, then lost with no notice;
- *   pg-snapshot (dataMethod snapshot): interrupted once (the data comes back on a new volume).
+ *   pg-snapshot (dataMethod snapshot): interrupted once (the data comes back on a new volume);
+ *   pg-mbb (attach: secondary, reattach): interrupted once, make-before-break (the stable IP on a
+ *   secondary ENI that moves between the instances' network namespaces).
  * A client on the host inserts numbered rows into each continuously, recording every row whose
  * COMMIT returned. After each recovery: every acknowledged row is present when read back at the
  * same private IP, and the server answers on that IP.
@@ -57,7 +59,8 @@ export function postgresE2eUnavailable(): string | null {
 function prelude(bin: string): string {
   return [
     `R="$SPOTKEEP_ROOT_DIR"; PGBIN=${bin}; D="$R/var/lib/postgresql/data"; S="$R/run/postgresql"`,
-    `IP=$(ip -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1)`,
+    // The stable IP: on eth1 with attach: secondary (the agent configured it before user-data runs), else eth0.
+    `IP=$(ip -4 -o addr show dev eth1 2>/dev/null | awk '{print $4}' | cut -d/ -f1 | head -n1); [ -n "$IP" ] || IP=$(ip -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1)`,
     `pg() { runuser -u postgres -- "$@"; }`,
     // Idempotent start: user-data and postRestore both call it. fsync and synchronous_commit on:
     // a COMMIT returns only once its WAL is on the data volume.
@@ -93,7 +96,13 @@ export function postgresPostRestore(bin: string): string {
   return `${prelude(bin)}\n[ -f "$D/PG_VERSION" ] || exit 0\npgstart`;
 }
 
-export function postgresSpec(name: string, lc: LocalCloud, bin: string, dataMethod: "reattach" | "snapshot"): SpecInput {
+export function postgresSpec(
+  name: string,
+  lc: LocalCloud,
+  bin: string,
+  dataMethod: "reattach" | "snapshot",
+  attach: "primary" | "secondary" = "primary",
+): SpecInput {
   const subnets = [...lc.world.subnets.values()].sort((a, b) => a.az.localeCompare(b.az));
   return {
     name,
@@ -110,7 +119,7 @@ export function postgresSpec(name: string, lc: LocalCloud, bin: string, dataMeth
       root: false,
       volumes: [{ device: "/dev/sdf", sizeGiB: 1, mountPoint: "/var/lib/postgresql", fsType: "ext4" }],
       dataMethod,
-      network: { privateIp: "same-eni" },
+      network: { privateIp: "same-eni", attach },
     },
     // Model seconds (scaled like everything else): generous, so crash recovery at start-up fits.
     hooks: { preStop: postgresPreStop(bin), postRestore: postgresPostRestore(bin), timeoutSeconds: 900 },
@@ -121,6 +130,10 @@ export interface RoundReport {
   instance: string;
   kind: "interrupt" | "lose";
   dataMethod: "reattach" | "snapshot";
+  /** secondary: make-before-break (the round's downtime is the cutover's). */
+  network: "primary" | "secondary";
+  /** Whether the replacement took over make-before-break (false: break-before-make, or its fallback). */
+  madeBeforeBreak: boolean;
   workflowId: string;
   trigger: string;
   fromInstanceId: string;
@@ -263,11 +276,12 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
     const cloud = lc;
     log(`localcloud (linux runtime, realistic, time scale ${timeScale}) at ${cloud.endpoint}; coordinator at ${c.url}`);
 
-    const methods = { "pg-reattach": "reattach", "pg-snapshot": "snapshot" } as const;
+    const methods = { "pg-reattach": "reattach", "pg-snapshot": "snapshot", "pg-mbb": "reattach" } as const;
+    const network = (n: string) => (n === "pg-mbb" ? "secondary" : "primary");
     const names = Object.keys(methods) as Array<keyof typeof methods>;
     const created = await Promise.all(
       names.map(async (n) => {
-        const { workflowId } = await c.views.createInstance(parseSpec(postgresSpec(n, cloud, bin, methods[n])));
+        const { workflowId } = await c.views.createInstance(parseSpec(postgresSpec(n, cloud, bin, methods[n], network(n))));
         return c.engine.wait(workflowId);
       }),
     );
@@ -280,7 +294,7 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
       const w = new RowWriter(d.privateIp);
       writers.set(n, w);
       w.start();
-      log(`${n}: generation ${d.generation} ${d.instanceId} at ${d.privateIp} (${methods[n]})`);
+      log(`${n}: generation ${d.generation} ${d.instanceId} at ${d.privateIp} (${methods[n]}, ${network(n)} ENI)`);
     }
     for (const n of names) {
       const w = writers.get(n)!;
@@ -295,6 +309,7 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
       { name: "pg-reattach", kind: "interrupt" },
       { name: "pg-reattach", kind: "interrupt" },
       { name: "pg-snapshot", kind: "interrupt" },
+      { name: "pg-mbb", kind: "interrupt" },
       { name: "pg-reattach", kind: "lose" },
     ];
     for (const r of rounds) {
@@ -345,6 +360,8 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
         instance: r.name,
         kind: r.kind,
         dataMethod: methods[r.name],
+        network: network(r.name),
+        madeBeforeBreak: timeline.steps.some((s) => s.name === "cutover-quiesce"),
         workflowId: wf.id,
         trigger: wf.trigger ?? "",
         fromInstanceId: oldId,
@@ -440,6 +457,8 @@ function writeReport(r: ScenarioResult): void {
           instance: x.instance,
           kind: x.kind,
           dataMethod: x.dataMethod,
+          network: x.network,
+          madeBeforeBreak: x.madeBeforeBreak,
           trigger: x.trigger,
           downtimeSeconds: x.downtimeSeconds,
           recoverySeconds: x.recoverySeconds,
@@ -466,6 +485,7 @@ export function summaryLine(r: ScenarioResult): string {
     timeScale: r.timeScale,
     profileCriticalPathSeconds: r.profileCriticalPathSeconds,
     clientOutageSeconds: r.rounds.map((x) => x.clientOutageSeconds),
+    makeBeforeBreakDowntimeSeconds: r.rounds.filter((x) => x.madeBeforeBreak).map((x) => x.downtimeSeconds),
     realSeconds: r.realSeconds,
     ok: r.ok,
     ...(r.error ? { error: r.error.split("\n")[0] } : {}),

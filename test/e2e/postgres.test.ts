@@ -30,28 +30,31 @@ describe.skipIf(why !== null)("PostgreSQL end to end on the linux runtime (real 
   });
 
   it(
-    "keeps every acknowledged COMMIT and the private IP through two reattach interruptions, one snapshot-mode interruption and one lost instance",
+    "keeps every acknowledged COMMIT and the private IP through two reattach interruptions, one snapshot-mode interruption, one make-before-break round and one lost instance",
     async () => {
       r = await runPostgresScenario({ timeScale: 0.05, log: (l) => console.log(l) });
       console.log(summaryLine(r));
       expect(r.error).toBeNull();
-      expect(r.interruptions).toBe(4);
+      expect(r.interruptions).toBe(5);
       expect(r.lost).toBe(0);
       expect(r.sameIp).toBe(true);
       expect(r.acknowledged).toBeGreaterThan(100);
-      const reattach = r.rounds.filter((x) => x.kind === "interrupt" && x.dataMethod === "reattach");
+      const reattach = r.rounds.filter((x) => x.kind === "interrupt" && x.dataMethod === "reattach" && x.network === "primary");
       expect(reattach).toHaveLength(2);
       for (const x of reattach) expect(x.volumeAfter).toBe(x.volumeBefore);
       const snap = r.rounds.filter((x) => x.dataMethod === "snapshot");
       expect(snap).toHaveLength(1);
       expect(snap[0]!.volumeAfter).not.toBe(snap[0]!.volumeBefore);
+      // Make-before-break: the stable IP moved with its ENI between network namespaces; same volume.
+      const mbb = r.rounds.filter((x) => x.network === "secondary");
+      expect(mbb.map((x) => [x.madeBeforeBreak, x.sameIp, x.volumeAfter === x.volumeBefore])).toEqual([[true, true, true]]);
       const lose = r.rounds.filter((x) => x.kind === "lose");
       expect(lose.map((x) => x.trigger)).toEqual(["lost"]);
       for (const x of r.rounds) {
         expect(x.missing).toEqual([]);
         expect(x.toInstanceId).not.toBe(x.fromInstanceId);
       }
-      expect(r.downtimeSeconds).toHaveLength(4);
+      expect(r.downtimeSeconds).toHaveLength(5);
       expect(r.ok).toBe(true);
     },
     15 * 60_000,

@@ -177,8 +177,10 @@ export async function makeBeforeBreak(
 
 /** Wall-clock ms by which the replacement must be ready: the notice deadline minus the quiesce margin and the cutover reserve. */
 function readyBy(deps: RunbookDeps, input: CutoverInput): number {
-  if (!input.deadline || input.trigger === "recycle") return deps.clock.wallAfter(RECYCLE_READY_BUDGET_MS);
-  const deadline = Math.min(Date.parse(input.deadline), deps.clock.wallAfter(MAX_NOTICE_MS));
+  if (input.trigger === "recycle") return deps.clock.wallAfter(RECYCLE_READY_BUDGET_MS);
+  // A notice without a deadline is taken as the longest EC2 gives, from now.
+  const latest = deps.clock.wallAfter(MAX_NOTICE_MS);
+  const deadline = input.deadline ? Math.min(Date.parse(input.deadline), latest) : latest;
   const reserveWall = deps.clock.wallAfter(deps.quiesceMarginMs + CUTOVER_RESERVE_MS) - deps.clock.now();
   return deadline - reserveWall;
 }
@@ -268,8 +270,9 @@ async function quiesceForCutover(
 
 /** How long a normal detach may take before Force: what is left before the deadline's margin, at least 5 s, at most 60 s. */
 function forceBudgetMs(deps: RunbookDeps, input: CutoverInput): number {
-  if (!input.deadline || input.trigger === "recycle") return 60_000;
-  const left = deps.clock.modelMsUntil(Date.parse(input.deadline)) - deps.quiesceMarginMs;
+  if (input.trigger === "recycle") return 60_000;
+  const left =
+    (input.deadline ? Math.min(deps.clock.modelMsUntil(Date.parse(input.deadline)), MAX_NOTICE_MS) : MAX_NOTICE_MS) - deps.quiesceMarginMs;
   return Math.min(60_000, Math.max(5_000, left));
 }
 
