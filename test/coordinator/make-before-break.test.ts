@@ -128,6 +128,18 @@ describe("make-before-break (attach: secondary) end to end", () => {
     );
   });
 
+  it("recycle: make-before-break too (the replacement is ready before the old instance is quiesced)", async () => {
+    const name = "mbb-recycle";
+    const before = await createAndServe(name);
+    const { workflowId } = await coord.operations.run(name, "recycle", "test");
+    const done = await coord.engine.wait(workflowId);
+    expect(done.error).toBeNull();
+    const { timeline } = await checkAfter(name, before, workflowId);
+    const steps = timeline.steps.map((s) => s.name);
+    expect(steps.indexOf("mbb-wait-ready")).toBeLessThan(steps.indexOf("cutover-quiesce"));
+    expect(steps).not.toContain("quiesce");
+  });
+
   it("a lost instance (no notice): break-before-make with an own primary ENI, then the stable ENI moves; nothing lost", async () => {
     const name = "mbb-lost";
     const before = await createAndServe(name);
