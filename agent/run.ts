@@ -16,7 +16,14 @@ import { createContext, createLink, type AgentContext, type ContextOverrides } f
 import type { AgentConfig } from "./config.js";
 import { errorText } from "./log.js";
 import { MonitorLoop } from "./monitors/loop.js";
-import { linkBackendFor, releaseSecondaryEni, type LinkBackend } from "./network/secondary.js";
+import {
+  configureSecondaryEni,
+  forgetStableEni,
+  linkBackendFor,
+  type LinkBackend,
+  releaseSecondaryEni,
+  rememberedStableEni,
+} from "./network/secondary.js";
 import { SpotInterruptionMonitor } from "./monitors/spot-interruption.js";
 import { RebalanceMonitor } from "./monitors/rebalance.js";
 import { ScheduledEventsMonitor } from "./monitors/scheduled-events.js";
@@ -95,7 +102,20 @@ export class RunningAgent {
     this.loop.start();
     this.link?.start();
     this.watchDevices();
+    // A restarted agent (a reboot) puts the stable ENI's address and routes back: the OS forgot them.
+    const eni = rememberedStableEni(this.ctx.cfg.stateDir, this.ctx.info.instanceId);
+    if (eni) void this.reapplyEni(eni);
     return this.done;
+  }
+
+  private async reapplyEni(target: SecondaryEni): Promise<void> {
+    const { imds, clock, log, scale, cfg } = this.ctx;
+    try {
+      const backend = this.linkBackend ?? linkBackendFor(cfg);
+      await configureSecondaryEni(target, scale(60_000), { imds, backend, clock, log, scale });
+    } catch (err) {
+      log.warn("the stable ENI this instance carried is not here to configure", { eniId: target.eniId, error: errorText(err) });
+    }
   }
 
   async stop(code = 0, reason = "stopping"): Promise<void> {
@@ -157,6 +177,8 @@ export class RunningAgent {
   private async releaseEni(target: SecondaryEni): Promise<NonNullable<QuiescedReport["network"]>> {
     const { imds, clock, log, scale, cfg } = this.ctx;
     try {
+      // Forgotten first: an agent restarted from here on must not put it back.
+      forgetStableEni(cfg.stateDir);
       const r = await releaseSecondaryEni(target, { imds, backend: this.linkBackend ?? linkBackendFor(cfg), clock, log, scale });
       return { eniId: target.eniId, ok: true, ...(r.link ? { link: r.link } : {}), reason: r.detail };
     } catch (err) {

@@ -8,11 +8,15 @@ import { silentLogger } from "../log.js";
 import {
   type CommandResult,
   configureSecondaryEni,
+  forgetStableEni,
   eniSetup,
   folderBackend,
   ipBackend,
   type LinkBackend,
   releaseSecondaryEni,
+  rememberedStableEni,
+  rememberStableEni,
+  STABLE_ENI_FILE,
   type SecondaryEniDeps,
 } from "./secondary.js";
 
@@ -218,5 +222,26 @@ describe("process runtime: link folders", () => {
         deps(() => [PRIMARY], backend, clock),
       ),
     ).toEqual({ detail: `${TARGET.eniId} is not attached here` });
+  });
+});
+
+describe("the remembered stable ENI (for a restarted agent)", () => {
+  let dir = "";
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("comes back only on the instance that configured it, only when well-formed, and is gone once forgotten", () => {
+    dir = mkdtempSync(join(tmpdir(), "sk-state-"));
+    expect(rememberedStableEni(dir, "i-00000000000000001")).toBeNull();
+    rememberStableEni(dir, "i-00000000000000001", TARGET);
+    expect(rememberedStableEni(dir, "i-00000000000000001")).toEqual(TARGET);
+    // A root volume carried to another instance carries the file: not this instance's ENI.
+    expect(rememberedStableEni(dir, "i-00000000000000002")).toBeNull();
+    writeFileSync(join(dir, STABLE_ENI_FILE), JSON.stringify({ instanceId: "i-00000000000000001", eniId: "eth1; reboot", privateIp: "x" }));
+    expect(rememberedStableEni(dir, "i-00000000000000001")).toBeNull();
+    writeFileSync(join(dir, STABLE_ENI_FILE), "not json");
+    expect(rememberedStableEni(dir, "i-00000000000000001")).toBeNull();
+    rememberStableEni(dir, "i-00000000000000001", TARGET);
+    forgetStableEni(dir);
+    expect(rememberedStableEni(dir, "i-00000000000000001")).toBeNull();
   });
 });

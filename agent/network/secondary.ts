@@ -15,6 +15,7 @@
  * SPOTKEEP_NET_DIR). Both are idempotent: a repeated configure or release changes nothing more.
  */
 import { execFile } from "node:child_process";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Clock } from "../../shared/clock.js";
@@ -249,6 +250,33 @@ export function folderBackend(netDir: string): LinkBackend {
       });
     },
   };
+}
+
+// ---------- what this instance carries, across agent restarts ----------
+
+/** In the agent's state dir: the stable ENI this instance configured, so a restarted agent (a reboot) configures it again. */
+export const STABLE_ENI_FILE = "stable-eni.json";
+
+export function rememberStableEni(stateDir: string, instanceId: string, target: SecondaryEni): void {
+  writeFileSync(join(stateDir, STABLE_ENI_FILE), `${JSON.stringify({ instanceId, eniId: target.eniId, privateIp: target.privateIp })}\n`);
+}
+
+export function forgetStableEni(stateDir: string): void {
+  rmSync(join(stateDir, STABLE_ENI_FILE), { force: true });
+}
+
+/** The remembered ENI when it was configured on this very instance (a root volume restored elsewhere carries the file too). */
+export function rememberedStableEni(stateDir: string, instanceId: string): SecondaryEni | null {
+  let v: unknown;
+  try {
+    v = JSON.parse(readFileSync(join(stateDir, STABLE_ENI_FILE), "utf8").slice(0, 4096));
+  } catch {
+    return null;
+  }
+  const o = v as { instanceId?: unknown; eniId?: unknown; privateIp?: unknown } | null;
+  if (!o || o.instanceId !== instanceId || typeof o.eniId !== "string" || typeof o.privateIp !== "string") return null;
+  if (!/^eni-[0-9a-f]{8,17}$/.test(o.eniId) || !/^\d{1,3}(\.\d{1,3}){3}$/.test(o.privateIp)) return null;
+  return { eniId: o.eniId, privateIp: o.privateIp };
 }
 
 // ---------- the real runner ----------

@@ -15,7 +15,7 @@ import type { MessageOf, StepTiming } from "../../shared/protocol.js";
 import { createContext, createLink, type ContextOverrides } from "../context.js";
 import type { AgentConfig } from "../config.js";
 import { errorText } from "../log.js";
-import { configureSecondaryEni, linkBackendFor, type LinkBackend } from "../network/secondary.js";
+import { configureSecondaryEni, linkBackendFor, type LinkBackend, rememberStableEni } from "../network/secondary.js";
 import { RESTORED_MARKER } from "../run.js";
 import { restoreVolumes, type RestoreReport } from "./restore.js";
 
@@ -63,6 +63,7 @@ export async function restoreMode(cfg: AgentConfig, o: RestoreOverrides = {}): P
         const r = await configureSecondaryEni(plan.eni, scale(plan.deviceTimeoutMs), { imds: ctx.imds, backend, clock, log, scale });
         eniSteps.push(...r.steps);
         network = { eniId: plan.eni.eniId, ok: true, link: r.setup.link };
+        rememberStableEni(cfg.stateDir, ctx.info.instanceId, plan.eni);
       } catch (err) {
         const reason = `configuring ${plan.eni.eniId} (${plan.eni.privateIp}): ${errorText(err)}`;
         log.error("restore failed", { eniId: plan.eni.eniId, error: reason });

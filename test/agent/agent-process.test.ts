@@ -238,8 +238,13 @@ describe("bundled agent, restore mode", () => {
     expect(restored.steps.map((s) => s.name).slice(0, 2)).toEqual([`eni:${eni.eniId}`, "eni-configure:eth1"]);
     expect(JSON.parse(readFileSync(join(netDir, "eth1", "configured"), "utf8"))).toMatchObject({ address: "10.0.1.77/20", table: 10001 });
 
+    // As after a reboot: the OS forgot the address; the run-mode agent puts it back.
+    rmSync(join(netDir, "eth1", "configured"));
+    writeFileSync(join(netDir, "eth1", "operstate"), "down\n");
     const a = startAgent("run", { SPOTKEEP_NET_DIR: netDir });
     await coord.waitFor((m) => m.type === "ready");
+    await expect.poll(() => existsSync(join(netDir, "eth1", "configured")), { timeout: 10_000 }).toBe(true);
+    expect(readFileSync(join(netDir, "eth1", "operstate"), "utf8")).toBe("up\n");
     const qid = coord.send({
       type: "quiesce",
       reason: "cutover",
@@ -251,6 +256,8 @@ describe("bundled agent, restore mode", () => {
     expect(q).toMatchObject({ ref: qid, clean: true, network: { eniId: eni.eniId, ok: true, link: "eth1" } });
     expect(existsSync(join(netDir, "eth1", "configured"))).toBe(false);
     expect(readFileSync(join(netDir, "eth1", "operstate"), "utf8")).toBe("down\n");
+    // Released for good: a restarted agent does not put it back.
+    expect(existsSync(join(rootDir, "var/lib/spotkeep-agent", "stable-eni.json"))).toBe(false);
     a.child.kill("SIGTERM");
     expect(await a.exited).toBe(0);
   });
