@@ -14,6 +14,8 @@ export interface AgentConfig {
   coordinatorUrl: string | undefined;
   imdsEndpoint: string;
   devDir: string;
+  /** localcloud process runtime only: link folders of hot-plugged ENIs; unset = configure links with `ip`. */
+  netDir: string | undefined;
   /** localcloud process runtime only: absolute in-instance paths resolve under it. */
   rootDir: string | undefined;
   stateDir: string;
@@ -33,6 +35,7 @@ export const FLAGS: Record<string, { env: string; help: string }> = {
   "--coordinator": { env: "SPOTKEEP_COORDINATOR", help: "coordinator WebSocket URL (ws://host:port/agent/v1/ws)" },
   "--imds": { env: "AWS_EC2_METADATA_SERVICE_ENDPOINT", help: "IMDS endpoint (default http://169.254.169.254)" },
   "--dev-dir": { env: "SPOTKEEP_DEV_DIR", help: "where volume device links appear (default /dev/disk/by-id)" },
+  "--net-dir": { env: "SPOTKEEP_NET_DIR", help: "localcloud process runtime: folder of ENI link folders (default: use `ip`)" },
   "--root-dir": { env: "SPOTKEEP_ROOT_DIR", help: "localcloud process runtime: folder that absolute paths resolve under" },
   "--state-dir": { env: "SPOTKEEP_STATE_DIR", help: "agent state (outbox) folder (default /var/lib/spotkeep-agent)" },
   "--time-scale": { env: "SPOTKEEP_TIME_SCALE", help: "multiply every interval (0.1 = ten times faster; default 1)" },
@@ -80,6 +83,7 @@ export function resolveConfig(flags: Record<string, string>, env: NodeJS.Process
   };
   const rootDir = abs("--root-dir", undefined);
   const devDir = abs("--dev-dir", "/dev/disk/by-id")!;
+  const netDir = abs("--net-dir", undefined);
   // In the process runtime the state lives inside the instance's own folder, like /var/lib on EC2.
   const stateDir = abs("--state-dir", rootDir ? join(rootDir, "var/lib/spotkeep-agent") : "/var/lib/spotkeep-agent")!;
 
@@ -104,6 +108,7 @@ export function resolveConfig(flags: Record<string, string>, env: NodeJS.Process
     coordinatorUrl: coord.value,
     imdsEndpoint,
     devDir,
+    netDir,
     rootDir,
     stateDir,
     timeScale,

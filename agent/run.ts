@@ -11,11 +11,19 @@
  */
 import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import type { CoordinatorMessage, Mount, MessageOf, StepTiming, Hooks } from "../shared/protocol.js";
+import type { CoordinatorMessage, Mount, MessageOf, SecondaryEni, StepTiming, Hooks } from "../shared/protocol.js";
 import { createContext, createLink, type AgentContext, type ContextOverrides } from "./context.js";
 import type { AgentConfig } from "./config.js";
 import { errorText } from "./log.js";
 import { MonitorLoop } from "./monitors/loop.js";
+import {
+  configureSecondaryEni,
+  forgetStableEni,
+  linkBackendFor,
+  type LinkBackend,
+  releaseSecondaryEni,
+  rememberedStableEni,
+} from "./network/secondary.js";
 import { SpotInterruptionMonitor } from "./monitors/spot-interruption.js";
 import { RebalanceMonitor } from "./monitors/rebalance.js";
 import { ScheduledEventsMonitor } from "./monitors/scheduled-events.js";
@@ -30,8 +38,11 @@ import type { AgentLink } from "./link/client.js";
 
 export const RESTORED_MARKER = "restored.json";
 
+type QuiescedReport = QuiesceReport & { network?: MessageOf<"quiesced">["network"] };
+
 export interface RunOverrides extends ContextOverrides {
   freezer?: Freezer;
+  linkBackend?: LinkBackend;
 }
 
 export class RunningAgent {
@@ -49,6 +60,7 @@ export class RunningAgent {
   private lastDevices = "";
   private cancelDeviceWatch: (() => void) | null = null;
   private stopped = false;
+  private readonly linkBackend: LinkBackend | undefined;
   readonly loop: MonitorLoop;
   readonly link: AgentLink | null;
   readonly quiescer: Quiescer;
@@ -63,6 +75,7 @@ export class RunningAgent {
   ) {
     const { cfg, clock, log, imds, store, scale } = ctx;
     this.done = new Promise((r) => (this.resolveDone = r));
+    this.linkBackend = o.linkBackend;
     this.quiescer = new Quiescer({
       clock,
       log: log.child({ component: "quiesce" }),
@@ -102,7 +115,20 @@ export class RunningAgent {
     this.loop.start();
     this.link?.start();
     this.watchDevices();
+    // A restarted agent (a reboot) puts the stable ENI's address and routes back: the OS forgot them.
+    const eni = rememberedStableEni(this.ctx.cfg.stateDir, this.ctx.info.instanceId);
+    if (eni) void this.reapplyEni(eni);
     return this.done;
+  }
+
+  private async reapplyEni(target: SecondaryEni): Promise<void> {
+    const { imds, clock, log, scale, cfg } = this.ctx;
+    try {
+      const backend = this.linkBackend ?? linkBackendFor(cfg);
+      await configureSecondaryEni(target, scale(60_000), { imds, backend, clock, log, scale });
+    } catch (err) {
+      log.warn("the stable ENI this instance carried is not here to configure", { eniId: target.eniId, error: errorText(err) });
+    }
   }
 
   async stop(code = 0, reason = "stopping"): Promise<void> {
@@ -161,12 +187,27 @@ export class RunningAgent {
     return this.quiesceRun;
   }
 
-  private sendQuiesced(r: QuiesceReport, ref: string | undefined): void {
+  /** Addresses, routes and rule of the stable ENI removed, link down; a failure is reported, never thrown. */
+  private async releaseEni(target: SecondaryEni): Promise<NonNullable<QuiescedReport["network"]>> {
+    const { imds, clock, log, scale, cfg } = this.ctx;
+    try {
+      // Forgotten first: an agent restarted from here on must not put it back.
+      forgetStableEni(cfg.stateDir);
+      const r = await releaseSecondaryEni(target, { imds, backend: this.linkBackend ?? linkBackendFor(cfg), clock, log, scale });
+      return { eniId: target.eniId, ok: true, ...(r.link ? { link: r.link } : {}), reason: r.detail };
+    } catch (err) {
+      log.error("releasing the stable ENI failed", { eniId: target.eniId, error: errorText(err) });
+      return { eniId: target.eniId, ok: false, reason: errorText(err).slice(0, 4000) };
+    }
+  }
+
+  private sendQuiesced(r: QuiescedReport, ref: string | undefined): void {
     const body = {
       type: "quiesced" as const,
       clean: r.clean,
       steps: r.steps,
       filesystems: r.filesystems,
+      ...(r.network ? { network: r.network } : {}),
       ...(ref ? { ref } : {}),
       ...(r.thawDeadline ? { thawDeadline: r.thawDeadline } : {}),
     };
@@ -243,7 +284,9 @@ export class RunningAgent {
         );
         // A second quiesce (e.g. after we quiesced on our own) is answered with that quiesce's own
         // report: claiming clean would let the next generation skip its filesystem check.
-        this.sendQuiesced(report, m.id);
+        // The stable ENI is released on every such request (idempotent): it is about to be detached.
+        const network = m.releaseEni ? await this.releaseEni(m.releaseEni) : undefined;
+        this.sendQuiesced(network ? { ...report, network } : report, m.id);
         return;
       }
       case "freeze-for-snapshot": {

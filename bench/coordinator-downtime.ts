@@ -4,6 +4,10 @@
  * (target for reattach + same ENI: downtime <= 1.05x that path).
  *
  *   npx tsx bench/coordinator-downtime.ts [--time-scale 0.05] [--mode reattach|snapshot] [--count 1] [--root true|false]
+ *                                         [--network primary|secondary]
+ *
+ * --network secondary: make-before-break (the stable ENI at device index 1; reattach, no root
+ * persistence); the critical path is then the cutover's: detach + attach (quiesce and mount on top).
  *
  * Writes bench/reports/coordinator-downtime.json and prints a table. At small time scales fixed
  * real costs (node start-up of the agent, SQLite, HTTP) are magnified by 1/timeScale; the figure
@@ -14,7 +18,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { parseSpec } from "../shared/spec.js";
-import { PROFILES, replacementCriticalPath } from "../localcloud/index.js";
+import { cutoverCriticalPath, PROFILES, replacementCriticalPath } from "../localcloud/index.js";
 import { ensureAgentBundle, inProcessCoordinator, startEnv, until, ROOT } from "../test/coordinator/harness.js";
 
 const { values } = parseArgs({
@@ -24,8 +28,13 @@ const { values } = parseArgs({
     count: { type: "string", default: "1" },
     root: { type: "string", default: "true" },
     throttle: { type: "string", default: "true" },
+    network: { type: "string", default: "primary" },
   },
 });
+const secondary = values.network === "secondary";
+if (values.network !== "primary" && !secondary) throw new Error("--network must be primary or secondary");
+if (secondary && values.mode === "snapshot") throw new Error("--network secondary needs --mode reattach");
+const root = values.root !== "false" && !secondary;
 const scale = Number(values["time-scale"]);
 const count = Number(values.count);
 const mode = values.mode === "snapshot" ? "snapshot" : "reattach";
@@ -35,14 +44,16 @@ ensureAgentBundle();
 const dir = mkdtempSync(join(tmpdir(), "spotkeep-bench-"));
 const env = await startEnv(dir, scale, { throttle: values.throttle !== "false" });
 const coord = await inProcessCoordinator(env, join(dir, "coord"), scale);
+const specFor = (n: string) => {
+  const s = env.spec(n, { dataMethod: mode, root });
+  return secondary
+    ? { ...s, persistence: { ...s.persistence, network: { privateIp: "same-eni" as const, attach: "secondary" as const } } }
+    : s;
+};
 try {
   const names = Array.from({ length: count }, (_, i) => `bench-${i}`);
   const created = await Promise.all(
-    names.map(async (n) =>
-      coord.engine.wait(
-        (await coord.views.createInstance(parseSpec(env.spec(n, { dataMethod: mode, root: values.root !== "false" })))).workflowId,
-      ),
-    ),
+    names.map(async (n) => coord.engine.wait((await coord.views.createInstance(parseSpec(specFor(n)))).workflowId)),
   );
   const bad = created.find((w) => w.status !== "succeeded");
   if (bad) throw new Error(`create failed: ${bad.error}`);
@@ -69,13 +80,15 @@ try {
   );
   const downtimes = timelines.map((t) => t.downtimeSeconds ?? NaN).sort((a, b) => a - b);
   const recoveries = timelines.map((t) => t.recoverySeconds ?? NaN).sort((a, b) => a - b);
-  const cp = replacementCriticalPath(PROFILES.realistic) / 1000; // the profile is in ms
+  // the profile is in ms
+  const cp = (secondary ? cutoverCriticalPath(PROFILES.realistic) : replacementCriticalPath(PROFILES.realistic)) / 1000;
   const pct = (xs: number[], p: number) => xs[Math.min(xs.length - 1, Math.floor((xs.length - 1) * p))]!;
   const report = {
     at: new Date().toISOString(),
     timeScale: scale,
     mode,
-    root: values.root !== "false",
+    network: secondary ? "secondary" : "primary",
+    root,
     count,
     failed: wfs.filter((w) => w.status !== "succeeded").map((w) => `${w.instance}: ${w.error}`),
     profileCriticalPathSeconds: cp,
@@ -87,7 +100,7 @@ try {
   };
   mkdirSync(join(ROOT, "bench", "reports"), { recursive: true });
   writeFileSync(join(ROOT, "bench", "reports", "coordinator-downtime.json"), JSON.stringify(report, null, 2));
-  console.log(`mode ${mode}, root ${report.root}, ${count} instance(s), time scale ${scale}`);
+  console.log(`mode ${mode}, network ${report.network}, root ${report.root}, ${count} instance(s), time scale ${scale}`);
   console.log(
     `downtime p50 ${report.downtimeSeconds.p50} s, max ${report.downtimeSeconds.max} s (model); recovery p50 ${report.recoverySeconds.p50} s; profile critical path ${cp} s; ratio ${report.downtimeOverCriticalPath.toFixed(2)}`,
   );

@@ -297,9 +297,11 @@ async function startOn(
           : {}),
       };
     },
-    onHello: (s) => {
+    onHello: async (s) => {
       health.heard(s.instanceId);
       log(`agent ${s.instanceId} (${s.statefulInstance} g${s.generation}, ${s.mode}) connected`);
+      // A make-before-break cutover waits for this: the replacement booted and its agent waits in restore mode.
+      await store.agentReports.record(s.instanceId, "hello", s.mode, { mode: s.mode, generation: s.generation });
     },
     onHeartbeat: (s, msg) => health.heartbeat(s.instanceId, msg.health),
     onMessage: (session, msg) => {

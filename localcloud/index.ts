@@ -21,7 +21,7 @@ import { SqsService } from "./sqs/queues.js";
 import { Elbv2Service } from "./elbv2/targets.js";
 import { ALL_DETAIL_TYPES, EventBus } from "./events/bus.js";
 
-export { PROFILES, replacementCriticalPath, type LatencyProfile } from "./profiles.js";
+export { cutoverCriticalPath, PROFILES, replacementCriticalPath, type LatencyProfile } from "./profiles.js";
 
 export interface LocalCloudOptions {
   /** 0 = ephemeral; default 4566. */

@@ -73,6 +73,15 @@ export const PROFILES: Readonly<Record<LatencyProfile["name"], Readonly<LatencyP
 };
 
 /**
+ * Model-time lower bound of a make-before-break cutover (attach: secondary) once the old instance
+ * is quiesced: the stable ENI and the volumes detach (in parallel), then attach to the replacement
+ * that already booted. Quiesce and mount come on top.
+ */
+export function cutoverCriticalPath(p: LatencyProfile): number {
+  return Math.max(p.detachEni, p.detachVolume) + Math.max(p.attachEni, p.attachVolume);
+}
+
+/**
  * Model-time lower bound of a reattach + same-ENI replacement once the old instance is told to go:
  * terminate, ENI free, launch call, boot, attach. The real path adds quiesce and mount on top.
  */

@@ -53,7 +53,7 @@ export const DESCRIPTIONS: Record<string, string> = {
   "persistence.network.ipPool": "Addresses for `privateIp: pool`.",
   "persistence.network.ipPool[]": "An IPv4 address inside one of the subnets.",
   "persistence.network.attach":
-    "`primary` (the ENI is the instance's eth0) or `secondary` (make-before-break: the replacement launches at the notice and only the ENI moves; the coordinator refuses it until the runbook exists).",
+    "`primary` (the ENI is the instance's eth0) or `secondary` (make-before-break: the stable ENI sits at device index 1 and each generation has its own primary ENI; at a notice the replacement boots while the old instance serves, then only the ENI and the volumes move; the agent configures the ENI on Linux; clients use the stable IP).",
   snapshots: "Continuous snapshots of the data volumes (and of the root with `root`); they carry `launch.tags` as well as spotkeep's tags.",
   "snapshots.intervalMinutes": "Take a snapshot every N minutes (0 = off, else at least 5).",
   "snapshots.keep": "How many snapshots to keep per volume, and how many root images.",
@@ -178,7 +178,7 @@ export function renderSpecReference(): string {
     "",
     "Rules across fields:",
     "- `persistence.network.privateIp: pool` needs a non-empty `ipPool`; `ipPool` is only used with `pool`.",
-    "- `persistence.network.attach: secondary` needs `privateIp: same-eni`.",
+    "- `persistence.network.attach: secondary` needs `privateIp: same-eni`; the coordinator refuses it with `persistence.root: true` or `dataMethod: snapshot` (the replacement boots before the old root or data could be captured).",
     "- Device names and mount points are unique across volumes (`/dev/sdf` and `/dev/xvdf` are the same slot); the root device (`/dev/sda*`, `/dev/xvda*`) is not a data volume.",
     "- `sizeGiB` must lie in the volume type's range (gp2/gp3 1–16384, io1 4–16384, io2 4–65536, st1/sc1 125–16384, standard 1–1024); `iops` only for gp3/io1/io2, `throughput` only for gp3.",
     "- `dataMethod: reattach` with subnets in several AZs is allowed: the volumes pin the AZ, and a replacement elsewhere goes through snapshot restore.",

@@ -70,6 +70,25 @@ export const Eni = z.object({
 });
 export type Eni = z.infer<typeof Eni>;
 
+/**
+ * The stable ENI of an `attach: secondary` instance, as the coordinator names it to the agent: the
+ * agent finds it in IMDS by id (its MAC, device number and subnet) and the link by MAC.
+ */
+export const SecondaryEni = z.object({
+  eniId: z.string().regex(/^eni-[0-9a-f]{8,17}$/, { message: "is not an ENI id (eni-…)" }),
+  privateIp: z.ipv4({ message: "is not an IPv4 address" }),
+});
+export type SecondaryEni = z.infer<typeof SecondaryEni>;
+
+/** What the agent did with the stable ENI (configure on restore, release on quiesce). */
+export const EniReport = z.object({
+  eniId: z.string().min(1).max(64),
+  ok: z.boolean(),
+  /** The OS link that carries it (`eth1`), when found. */
+  link: z.string().max(64).optional(),
+  reason: z.string().max(4096).optional(),
+});
+
 export const BlockDevice = z.object({
   /** Kernel device path, e.g. /dev/nvme1n1 (or the link path in localcloud's process runtime). */
   device: z.string().min(1),
@@ -132,6 +151,8 @@ export const Quiesced = z.object({
   clean: z.boolean(),
   steps: z.array(StepTiming).max(64),
   filesystems: z.array(FilesystemQuiesce).max(128),
+  /** Set when the quiesce was asked to release the stable ENI (addresses removed, link down). */
+  network: EniReport.optional(),
   /** When a frozen filesystem will be thawed at the latest. */
   thawDeadline: isoTime.optional(),
 });
@@ -151,6 +172,8 @@ export const Restored = z.object({
   ref: id.optional(),
   ok: z.boolean(),
   volumes: z.array(RestoredVolume).max(128),
+  /** Set when the plan named a stable ENI to configure. */
+  network: EniReport.optional(),
   steps: z.array(StepTiming).max(64),
   reason: z.string().optional(),
 });
@@ -240,6 +263,8 @@ export const Quiesce = z.object({
   deadline: isoTime,
   /** Unmount instead of freezing (the instance is going away). */
   unmount: z.boolean().default(false),
+  /** Release this stable ENI after unmounting (addresses and routes removed, link down): it is about to be detached. */
+  releaseEni: SecondaryEni.optional(),
 });
 
 export const FreezeForSnapshot = z.object({
@@ -263,6 +288,8 @@ export const RestorePlan = z.object({
   /** Whether the previous generation quiesced cleanly; when false, filesystems are checked before mounting. */
   previousClean: z.boolean(),
   volumes: z.array(Mount).max(128),
+  /** `attach: secondary`: wait for this ENI and configure it before mounting (deviceTimeoutMs bounds the wait too). */
+  eni: SecondaryEni.optional(),
   hooks: Hooks,
   deviceTimeoutMs: z.number().int().min(100).max(600_000).default(120_000),
 });

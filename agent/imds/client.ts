@@ -75,6 +75,29 @@ export interface ImdsEni {
   deviceNumber: number;
   privateIps: string[];
   subnetId?: string;
+  /** `subnet-ipv4-cidr-block`: the ENI's subnet (its prefix length and gateway, the subnet's first address). */
+  subnetCidr?: string;
+}
+
+const MAC_RE = /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/;
+const IPV4_RE = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+const ENI_ID_RE = /^eni-[0-9a-f]{8,17}$/;
+/** An instance has at most a few dozen ENIs; more entries than this is not an answer to trust. */
+const MAX_ENIS = 64;
+
+/** Checks one `network/interfaces/macs/<mac>/` entry; IMDS answers are untrusted like any input. */
+function checkEni(mac: string, interfaceId: string, deviceNumber: string, ips: string[], subnetCidr: string | null): string | null {
+  if (!MAC_RE.test(mac)) return `MAC ${JSON.stringify(mac.slice(0, 40))} is not a MAC address`;
+  if (!ENI_ID_RE.test(interfaceId)) return `${mac}/interface-id ${JSON.stringify(interfaceId.slice(0, 40))} is not an ENI id`;
+  if (!/^\d{1,2}$/.test(deviceNumber)) return `${mac}/device-number ${JSON.stringify(deviceNumber.slice(0, 40))} is not a device number`;
+  const bad = ips.find((ip) => !IPV4_RE.test(ip));
+  if (bad !== undefined) return `${mac}/local-ipv4s: ${JSON.stringify(bad.slice(0, 40))} is not an IPv4 address`;
+  if (subnetCidr !== null) {
+    const [base = "", len = ""] = subnetCidr.split("/");
+    if (!IPV4_RE.test(base) || !/^\d{1,2}$/.test(len) || Number(len) < 8 || Number(len) > 30)
+      return `${mac}/subnet-ipv4-cidr-block ${JSON.stringify(subnetCidr.slice(0, 40))} is not an IPv4 CIDR (/8../30)`;
+  }
+  return null;
 }
 
 /** What the rest of the agent needs from IMDS, in domain words (tests may pass a fake). */
@@ -162,26 +185,29 @@ export class ImdsClient implements Imds {
       .split("\n")
       .map((l) => l.trim().replace(/\/$/, ""))
       .filter(Boolean);
+    if (macs.length > MAX_ENIS) throw new ImdsError(`IMDS ${base}: ${macs.length} entries (at most ${MAX_ENIS} expected)`, 200);
     const enis = await Promise.all(
       macs.map(async (mac) => {
         const f = (p: string) => this.get(`${base}${mac}/${p}`).then((v) => v?.trim() ?? null);
-        const [interfaceId, deviceNumber, ips, subnetId] = await Promise.all([
+        if (!MAC_RE.test(mac)) throw new ImdsError(`IMDS ${base}: ${checkEni(mac, "", "", [], null)}`, 200);
+        const [interfaceId, deviceNumber, ips, subnetId, subnetCidr] = await Promise.all([
           f("interface-id"),
           f("device-number"),
           f("local-ipv4s"),
           f("subnet-id"),
+          f("subnet-ipv4-cidr-block"),
         ]);
+        // Gone between the listing and the reads (detached meanwhile): not there.
         if (!interfaceId || deviceNumber === null) return null;
-        const eni: ImdsEni = {
-          mac,
-          interfaceId,
-          deviceNumber: Number(deviceNumber),
-          privateIps: (ips ?? "")
-            .split("\n")
-            .map((s) => s.trim())
-            .filter(Boolean),
-        };
+        const privateIps = (ips ?? "")
+          .split("\n")
+          .map((s) => s.trim())
+          .filter(Boolean);
+        const problem = checkEni(mac, interfaceId, deviceNumber, privateIps, subnetCidr);
+        if (problem) throw new ImdsError(`IMDS ${base}${problem}`, 200);
+        const eni: ImdsEni = { mac, interfaceId, deviceNumber: Number(deviceNumber), privateIps };
         if (subnetId) eni.subnetId = subnetId;
+        if (subnetCidr) eni.subnetCidr = subnetCidr;
         return eni;
       }),
     );

@@ -93,6 +93,11 @@ const mount = obj({
   fsType: dflt(str({ min: 1 }), "ext4"),
   formatIfBlank: opt(bool),
 });
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+const secondaryEni = obj({
+  eniId: str({ re: /^eni-[0-9a-f]{8,17}$/, what: "is not an ENI id (eni-…)" }),
+  privateIp: str({ re: IPV4, what: "is not an IPv4 address" }),
+});
 const lit = <T extends string>(t: T): Check<T> => ((v, path) => (v === t ? t : bad(path, `expected "${t}"`))) as Check<T>;
 
 const coordinatorChecks: Record<string, Check<unknown>> = {
@@ -122,6 +127,7 @@ const coordinatorChecks: Record<string, Check<unknown>> = {
     reason: str({ min: 1, max: 256 }),
     deadline: isoTime,
     unmount: dflt(bool, false),
+    releaseEni: opt(secondaryEni),
   }),
   "freeze-for-snapshot": obj({
     ...envelope,
@@ -136,6 +142,7 @@ const coordinatorChecks: Record<string, Check<unknown>> = {
     generation: int({ min: 1 }),
     previousClean: bool,
     volumes: arr(mount, 128),
+    eni: opt(secondaryEni),
     hooks,
     deviceTimeoutMs: dflt(int({ min: 100, max: 600_000 }), 120_000),
   }),

@@ -1,7 +1,8 @@
 /**
  * `spotkeep-agent restore`: run first by a replacement's user-data. Connects with hello mode
  * "restore", waits for the coordinator's `restore-plan`, restores the volumes (restore.ts), reports
- * `restored` (and an `error` message on failure), waits until the report is acked (bounded), and
+ * `restored` (and an `error` message on failure); with `attach: secondary` the plan names the
+ * stable ENI, configured first (agent/network/secondary.ts),, waits until the report is acked (bounded), and
  * exits: 0 when restored so the rest of user-data continues, 1 with the reason otherwise.
  *
  * Contract with the coordinator: restore sends `restored` (ref = the plan's id); the `ready`
@@ -10,16 +11,19 @@
  */
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import type { MessageOf } from "../../shared/protocol.js";
+import type { MessageOf, StepTiming } from "../../shared/protocol.js";
 import { createContext, createLink, type ContextOverrides } from "../context.js";
 import type { AgentConfig } from "../config.js";
 import { errorText } from "../log.js";
+import { configureSecondaryEni, linkBackendFor, type LinkBackend, rememberStableEni } from "../network/secondary.js";
 import { RESTORED_MARKER } from "../run.js";
 import { restoreVolumes, type RestoreReport } from "./restore.js";
 
 export interface RestoreOverrides extends ContextOverrides {
   /** Model ms to wait for the plan. Default 10 minutes. */
   planTimeoutMs?: number;
+  /** How the stable ENI's link is configured (default: from the config, `ip` or SPOTKEEP_NET_DIR). */
+  linkBackend?: LinkBackend;
 }
 
 export async function restoreMode(cfg: AgentConfig, o: RestoreOverrides = {}): Promise<number> {
@@ -50,16 +54,38 @@ export async function restoreMode(cfg: AgentConfig, o: RestoreOverrides = {}): P
       previousClean: plan.previousClean,
     });
     let report: RestoreReport;
+    // attach: secondary: the stable ENI first (the coordinator attached it with the volumes), then the volumes.
+    let network: { eniId: string; ok: boolean; link?: string; reason?: string } | undefined;
+    const eniSteps: StepTiming[] = [];
+    if (plan.eni) {
+      const backend = o.linkBackend ?? linkBackendFor(cfg);
+      try {
+        const r = await configureSecondaryEni(plan.eni, scale(plan.deviceTimeoutMs), { imds: ctx.imds, backend, clock, log, scale });
+        eniSteps.push(...r.steps);
+        network = { eniId: plan.eni.eniId, ok: true, link: r.setup.link };
+        rememberStableEni(cfg.stateDir, ctx.info.instanceId, plan.eni);
+      } catch (err) {
+        const reason = `configuring ${plan.eni.eniId} (${plan.eni.privateIp}): ${errorText(err)}`;
+        log.error("restore failed", { eniId: plan.eni.eniId, error: reason });
+        eniSteps.push({ name: `eni:${plan.eni.eniId}`, ok: false, ms: 0, detail: reason });
+        network = { eniId: plan.eni.eniId, ok: false, reason };
+      }
+    }
     try {
-      report = await restoreVolumes(plan, { devDir: cfg.devDir, rootDir: cfg.rootDir, clock, log, scale });
+      report =
+        network && !network.ok
+          ? { ok: false, volumes: [], steps: [], reason: network.reason }
+          : await restoreVolumes(plan, { devDir: cfg.devDir, rootDir: cfg.rootDir, clock, log, scale });
     } catch (err) {
       report = { ok: false, volumes: [], steps: [], reason: `restore crashed: ${errorText(err)}` };
     }
+    report = { ...report, steps: [...eniSteps, ...report.steps] };
     link.send({
       type: "restored",
       ref: plan.id,
       ok: report.ok,
       volumes: report.volumes,
+      ...(network ? { network } : {}),
       steps: report.steps.slice(0, 64),
       ...(report.reason ? { reason: report.reason } : {}),
     });

@@ -5,6 +5,12 @@ import { ApiClient, CLIENT_FLAGS, printJson, secs } from "../client.js";
 import { renderTable } from "../table.js";
 import { healthText } from "../health-text.js";
 
+/** `persistence.network.attach` of the served spec (the API types the spec loosely). */
+function attachOf(spec: unknown): string | undefined {
+  const net = (spec as { persistence?: { network?: { attach?: unknown } } } | null)?.persistence?.network;
+  return typeof net?.attach === "string" ? net.attach : undefined;
+}
+
 export const command: Command = {
   usage: `usage: spotkeep describe NAME [--json] [--url URL] [--token T | --data-dir DIR]
 
@@ -35,6 +41,13 @@ starts, every generation that served it, and the next run of each scheduled task
           ["lifecycle", d.lifecycle],
           ["private IP", d.privateIp],
           ["network interface", d.resources.network.eniId],
+          // attach: secondary moves only the stable ENI at device index 1 (make-before-break).
+          [
+            "replacement",
+            attachOf(d.spec) === "secondary"
+              ? "make-before-break (stable ENI at device index 1)"
+              : "break-before-make (stable ENI as the primary)",
+          ],
           ["root image", d.resources.root.imageId],
           ["root snapshot", d.resources.root.snapshotId],
           ["last downtime", secs(d.lastDowntimeSeconds)],

@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createAwsGateway } from "../../coordinator/cloud/aws.js";
 import { startCoordinator } from "../../coordinator/service.js";
-import { PROFILES, replacementCriticalPath, startLocalCloud } from "../../localcloud/index.js";
+import { cutoverCriticalPath, PROFILES, replacementCriticalPath, startLocalCloud } from "../../localcloud/index.js";
 import { CreateResponse, EventsResponse, InstanceDetail } from "../../shared/api.js";
 import { ApiClient, CliError } from "../client.js";
 import { followWorkflow } from "../follow.js";
@@ -24,11 +24,14 @@ const NAME = "demo-db";
 export async function runDemo(opts: {
   timeScale: number;
   dataMethod: "reattach" | "snapshot";
+  /** secondary: make-before-break (the stable ENI at device index 1; no root persistence). */
+  network?: "primary" | "secondary";
   keep: boolean;
   json: boolean;
 }): Promise<DemoResult> {
   // Progress goes to stderr with --json so stdout carries exactly one JSON object.
   const out = opts.json ? process.stderr : process.stdout;
+  const secondary = opts.network === "secondary";
   const t0 = Date.now();
   const say = (msg: string) => out.write(`[${((Date.now() - t0) / 1000).toFixed(1).padStart(5)}s] ${msg}\n`);
   const agentBundle = agentBundlePath();
@@ -102,14 +105,18 @@ export async function runDemo(opts: {
         tags: { app: "demo" },
       },
       persistence: {
-        root: true,
+        root: !secondary,
         volumes: [{ device: "/dev/sdf", sizeGiB: 1, type: "gp3", mountPoint: "/data", fsType: "ext4" }],
         dataMethod: opts.dataMethod,
-        network: { privateIp: "same-eni" },
+        network: { privateIp: "same-eni", attach: secondary ? "secondary" : "primary" },
       },
       hooks: { preStop: STOP_WORKLOAD, timeoutSeconds: 30 },
     };
-    say(`creating ${NAME}: root persistence, a 1 GiB data volume at /data (${opts.dataMethod}), same-ENI private IP, spot`);
+    say(
+      secondary
+        ? `creating ${NAME}: a 1 GiB data volume at /data (reattach), the stable private IP on a secondary ENI (make-before-break), spot`
+        : `creating ${NAME}: root persistence, a 1 GiB data volume at /data (${opts.dataMethod}), same-ENI private IP, spot`,
+    );
     const created = await client.post("/api/v1/instances", JSON.stringify(spec), CreateResponse);
     const createWf = await followWorkflow(client, created.workflowId, { timeoutMs: 600_000, quiet: false, out, intervalMs: 200 });
     if (createWf.status !== "succeeded") throw new CliError(`creating ${NAME} failed: ${createWf.error ?? createWf.status}`);
@@ -151,7 +158,11 @@ export async function runDemo(opts: {
 
     // Verify against EC2 itself, not only the coordinator's records.
     const [inst] = newId ? await ec2.describeInstances([newId]) : [];
-    const primaryEni = inst?.enis.find((e) => e.deviceIndex === 0)?.eniId ?? null;
+    // The stable ENI: the primary one (device index 0), or with --network secondary the one at index 1.
+    const primaryEni = inst?.enis.find((e) => e.deviceIndex === (secondary ? 1 : 0))?.eniId ?? null;
+    const stableIp = secondary
+      ? ((before.resources.network.eniId ? await ec2.describeNetworkInterface(before.resources.network.eniId) : null)?.privateIp ?? null)
+      : (inst?.privateIp ?? null);
     const oldVolume = before.resources.volumes[0]?.volumeId ?? null;
     const newVolume = after.resources.volumes[0]?.volumeId ?? null;
     const runtime = lc.runtime as unknown as { rootDir(id: string): string };
@@ -174,14 +185,14 @@ export async function runDemo(opts: {
     const marker = readFileText(join(root, "etc", "demo-marker"));
     const events = await client.get(`/api/v1/instances/${NAME}/events`, EventsResponse);
     const timeline = events.timelines.find((t) => t.workflowId === replaceId) ?? null;
-    const criticalPathSeconds = replacementCriticalPath(PROFILES.realistic) / 1000;
+    const criticalPathSeconds = (secondary ? cutoverCriticalPath(PROFILES.realistic) : replacementCriticalPath(PROFILES.realistic)) / 1000;
 
     const result: DemoResult = {
       recovered: replaceWf.status === "succeeded" && after.state === "running" && !!inst && inst.state === "running",
-      samePrivateIp: !!before.privateIp && inst?.privateIp === before.privateIp && after.privateIp === before.privateIp,
+      samePrivateIp: !!before.privateIp && stableIp === before.privateIp && after.privateIp === before.privateIp,
       sameEni: !!before.resources.network.eniId && primaryEni === before.resources.network.eniId,
       sameDataVolume: !!oldVolume && newVolume === oldVolume && !!inst?.volumes.some((v) => v.volumeId === oldVolume),
-      sameRootDisk: marker.includes(`first-boot ${oldId}`),
+      sameRootDisk: secondary ? null : marker.includes(`first-boot ${oldId}`),
       workloadResumed,
       acknowledgedWrites: acked.length,
       lostWrites: lost.length,
@@ -191,11 +202,12 @@ export async function runDemo(opts: {
       downtimeOverCriticalPath: timeline?.downtimeSeconds != null ? round(timeline.downtimeSeconds / criticalPathSeconds, 3) : null,
       timeScale: opts.timeScale,
       dataMethod: opts.dataMethod,
+      network: secondary ? "secondary" : "primary",
       realSeconds: round((Date.now() - t0) / 1000, 1),
       before: { instanceId: oldId, privateIp: before.privateIp, eniId: before.resources.network.eniId, volumeId: oldVolume },
       after: {
         instanceId: newId,
-        privateIp: inst?.privateIp ?? null,
+        privateIp: stableIp,
         eniId: primaryEni,
         volumeId: newVolume,
         generation: after.generation,

@@ -5,6 +5,7 @@
 import {
   EC2Client,
   AttachVolumeCommand,
+  AttachNetworkInterfaceCommand,
   CreateNetworkInterfaceCommand,
   CreateSnapshotCommand,
   CreateTagsCommand,
@@ -19,6 +20,7 @@ import {
   DescribeInstancesCommand,
   DescribeInstanceStatusCommand,
   DescribeNetworkInterfacesCommand,
+  DetachNetworkInterfaceCommand,
   DescribeSnapshotsCommand,
   DescribeSpotInstanceRequestsCommand,
   DescribeSubnetsCommand,
@@ -77,6 +79,7 @@ import {
  * spotkeep:instance (the expiry tag a delete puts on what it keeps).
  */
 export const GATEWAY_ACTIONS: readonly string[] = [
+  "AttachNetworkInterface",
   "AttachVolume",
   "CreateNetworkInterface",
   "CreateSnapshot",
@@ -96,6 +99,7 @@ export const GATEWAY_ACTIONS: readonly string[] = [
   "DescribeSpotInstanceRequests",
   "DescribeSubnets",
   "DescribeVolumes",
+  "DetachNetworkInterface",
   "DetachVolume",
   "ModifyInstanceAttribute",
   "ModifyNetworkInterfaceAttribute",
@@ -480,10 +484,13 @@ class AwsGateway implements Ec2Gateway {
     }
   }
 
-  async detachVolume(volumeId: string, instanceId?: string): Promise<void> {
+  async detachVolume(volumeId: string, instanceId?: string, opts: { force?: boolean } = {}): Promise<void> {
     try {
-      await this.call("DetachVolume", `detaching ${volumeId}${instanceId ? ` from ${instanceId}` : ""}`, () =>
-        this.client.send(new DetachVolumeCommand({ VolumeId: volumeId, InstanceId: instanceId })),
+      await this.call(
+        "DetachVolume",
+        `detaching ${volumeId}${instanceId ? ` from ${instanceId}` : ""}${opts.force ? " (forced)" : ""}`,
+        () =>
+          this.client.send(new DetachVolumeCommand({ VolumeId: volumeId, InstanceId: instanceId, Force: opts.force ? true : undefined })),
       );
     } catch (err) {
       const v = await this.describeVolume(volumeId).catch(() => undefined);
@@ -673,6 +680,21 @@ class AwsGateway implements Ec2Gateway {
     }
   }
 
+  async attachNetworkInterface(eniId: string, instanceId: string, deviceIndex: number): Promise<void> {
+    try {
+      await this.call("AttachNetworkInterface", `attaching ${eniId} to ${instanceId} at device index ${deviceIndex}`, () =>
+        this.client.send(
+          new AttachNetworkInterfaceCommand({ NetworkInterfaceId: eniId, InstanceId: instanceId, DeviceIndex: deviceIndex }),
+        ),
+      );
+    } catch (err) {
+      // A replayed attach whose first attempt went through: the ENI is already on that instance.
+      const e = await this.enis.get(eniId).catch(() => null);
+      if (e?.attachment && e.attachment.instanceId === instanceId && e.attachment.status !== "detaching") return;
+      throw err;
+    }
+  }
+
   async startInstance(instanceId: string): Promise<void> {
     try {
       await this.call("StartInstances", `starting ${instanceId}`, () =>
@@ -681,6 +703,22 @@ class AwsGateway implements Ec2Gateway {
     } catch (err) {
       const [i] = await this.describeInstancesNow([instanceId]).catch(() => []);
       if (i && (i.state === "pending" || i.state === "running")) return;
+      throw err;
+    }
+  }
+
+  async detachNetworkInterface(eniId: string, instanceId: string, opts: { force?: boolean } = {}): Promise<void> {
+    const e = await this.enis.get(eniId);
+    const a = e?.attachment;
+    if (!a || a.instanceId !== instanceId) return;
+    if (a.status === "detaching" && !opts.force) return;
+    try {
+      await this.call("DetachNetworkInterface", `detaching ${eniId} from ${instanceId}${opts.force ? " (forced)" : ""}`, () =>
+        this.client.send(new DetachNetworkInterfaceCommand({ AttachmentId: a.attachmentId, Force: opts.force ? true : undefined })),
+      );
+    } catch (err) {
+      // Gone meanwhile (the instance terminated, an earlier attempt finished): detached.
+      if (errorCode(err) === "InvalidAttachmentID.NotFound") return;
       throw err;
     }
   }
@@ -711,6 +749,8 @@ function permissionDryRuns(region: string): Record<string, () => object> {
   const tagged = <T extends string>(...types: T[]) => types.map((ResourceType) => ({ ResourceType, Tags }));
   const DryRun = true;
   return {
+    AttachNetworkInterface: () =>
+      new AttachNetworkInterfaceCommand({ DryRun, NetworkInterfaceId: `eni-${zeros}`, InstanceId: id.i, DeviceIndex: 1 }),
     AttachVolume: () => new AttachVolumeCommand({ DryRun, VolumeId: id.vol, InstanceId: id.i, Device: "/dev/sdf" }),
     CreateNetworkInterface: () =>
       new CreateNetworkInterfaceCommand({ DryRun, SubnetId: id.subnet, TagSpecifications: tagged("network-interface") }),
@@ -732,6 +772,7 @@ function permissionDryRuns(region: string): Record<string, () => object> {
     DescribeSpotInstanceRequests: () => new DescribeSpotInstanceRequestsCommand({ DryRun, MaxResults: 5 }),
     DescribeSubnets: () => new DescribeSubnetsCommand({ DryRun, MaxResults: 5 }),
     DescribeVolumes: () => new DescribeVolumesCommand({ DryRun, MaxResults: 5 }),
+    DetachNetworkInterface: () => new DetachNetworkInterfaceCommand({ DryRun, AttachmentId: `eni-attach-${zeros}` }),
     DetachVolume: () => new DetachVolumeCommand({ DryRun, VolumeId: id.vol }),
     ModifyInstanceAttribute: () =>
       new ModifyInstanceAttributeCommand({
@@ -867,6 +908,16 @@ function eniInfo(n: NetworkInterface): EniInfo {
     subnetId: n.SubnetId ?? "",
     availabilityZone: n.AvailabilityZone ?? "",
     attachedTo: n.Attachment?.InstanceId ?? null,
+    ...(n.Attachment?.AttachmentId && n.Attachment.InstanceId
+      ? {
+          attachment: {
+            attachmentId: n.Attachment.AttachmentId,
+            instanceId: n.Attachment.InstanceId,
+            deviceIndex: n.Attachment.DeviceIndex ?? 0,
+            status: n.Attachment.Status ?? "attached",
+          },
+        }
+      : {}),
     tags: fromTags(n.TagSet),
   };
 }

@@ -118,6 +118,8 @@ export interface EniInfo {
   subnetId: string;
   availabilityZone: string;
   attachedTo: string | null;
+  /** The current attachment (absent when the ENI is not attached). */
+  attachment?: { attachmentId: string; instanceId: string; deviceIndex: number; status: string };
   tags: Tags;
 }
 
@@ -246,7 +248,8 @@ export interface Ec2Gateway {
   /** Every volume carrying all these tags (any state). */
   findVolumes(tags: Tags): Promise<VolumeInfo[]>;
   attachVolume(volumeId: string, instanceId: string, device: string): Promise<void>;
-  detachVolume(volumeId: string, instanceId?: string): Promise<void>;
+  /** `force` only as a last resort (the instance's OS is not told). */
+  detachVolume(volumeId: string, instanceId?: string, opts?: { force?: boolean }): Promise<void>;
   deleteVolume(volumeId: string): Promise<void>;
 
   createSnapshot(volumeId: string, description: string, tags: Tags): Promise<SnapshotInfo>;
@@ -273,6 +276,13 @@ export interface Ec2Gateway {
   describeNetworkInterface(eniId: string): Promise<EniInfo | null>;
   /** Delete an ENI that is not attached; one already gone counts as deleted. */
   deleteNetworkInterface(eniId: string): Promise<void>;
+  /** Attach an ENI at `deviceIndex` (≥ 1); one already attached to that instance counts as attached. */
+  attachNetworkInterface(eniId: string, instanceId: string, deviceIndex: number): Promise<void>;
+  /**
+   * Detach the ENI from `instanceId`; not attached there (detached, or already elsewhere) counts as
+   * detached. `force` only as a last resort: the instance's OS is not told.
+   */
+  detachNetworkInterface(eniId: string, instanceId: string, opts?: { force?: boolean }): Promise<void>;
 
   /** Add or overwrite tags on existing resources (instances, volumes, ENIs, snapshots, images). */
   tagResources(resourceIds: string[], tags: Tags): Promise<void>;

@@ -28,7 +28,12 @@ export class Views {
       instanceType: g?.instanceType ?? null,
       availabilityZone: g?.availabilityZone ?? null,
       lifecycle: g?.market ?? null,
-      privateIp: g?.privateIp ?? (await this.store.network.get(inst.name))?.privateIp ?? null,
+      // attach: secondary: clients use the stable ENI's address, not the generation's own primary one.
+      privateIp:
+        (inst.spec.persistence.network.attach === "secondary" ? (await this.store.network.get(inst.name))?.privateIp : null) ??
+        g?.privateIp ??
+        (await this.store.network.get(inst.name))?.privateIp ??
+        null,
       lastDowntimeSeconds: last?.downtimeSeconds ?? null,
     };
   }
@@ -124,7 +129,8 @@ export class Views {
     const steps = await this.store.steps.list(w.id);
     const byName = (n: string) => steps.find((s) => s.name === n);
     const ready = byName("restore")?.endedAt ?? null;
-    const quiesce = byName("quiesce")?.startedAt ?? null;
+    // Make-before-break quiesces in `cutover-quiesce` (the replacement was ready before it).
+    const quiesce = (byName("quiesce") ?? byName("cutover-quiesce"))?.startedAt ?? null;
     const inputTrigger = (w.input as { trigger?: unknown } | null)?.trigger;
     const model = (ms: number) => Math.round(ms / this.timeScale) / 1000;
     const downFrom = w.kind === "replace" ? (quiesce ?? w.startedAt) : null;

@@ -12,6 +12,8 @@ export function createNullRuntime(): Runtime {
     deleteSnapshot: ok,
     attachVolume: ok,
     detachVolume: ok,
+    attachEni: ok,
+    detachEni: ok,
     boot: ok,
     shutdown: ok,
     logPath: () => "",

@@ -12,6 +12,11 @@
  *   instances/<i-id>/dev/         SPOTKEEP_DEV_DIR: `nvme-Amazon_Elastic_Block_Store_vol<hex>` and
  *                                 the device name (`sdf`, plus the `xvdf` alias) -> volume folder;
  *                                 boot adds the root volume's by-id link
+ *   instances/<i-id>/net/         SPOTKEEP_NET_DIR: one folder per hot-plugged ENI, named as its
+ *                                 link (`eth1`), like /sys/class/net: `address` (the ENI's MAC),
+ *                                 `device-number`, `ipv4` (address/prefix the VPC gives it); the
+ *                                 instance's OS writes `configured` and `operstate` when it brings
+ *                                 the link up, detach removes the folder
  *   instances/<i-id>/user-data    the decoded user-data, as run
  *   instances/<i-id>/pgid         process group of the running user-data (for crash cleanup)
  *   instances/<i-id>/console.log  stdout + stderr of everything the instance runs
@@ -25,7 +30,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { constants as fsc } from "node:fs";
 import { cp, lstat, mkdir, open, readFile, readdir, readlink, rename, rm, symlink, unlink, writeFile } from "node:fs/promises";
 import path from "node:path";
-import type { Runtime, RuntimeInstance, RuntimeVolume } from "./types.js";
+import type { Runtime, RuntimeEni, RuntimeInstance, RuntimeVolume } from "./types.js";
 import { groupIsOurs, killMarked, signalGroup, waitGroupGone } from "./process/procs.js";
 
 export interface ProcessRuntimeOptions {
@@ -41,6 +46,8 @@ export interface ProcessRuntime extends Runtime {
   instanceDir(instanceId: string): string;
   /** SPOTKEEP_DEV_DIR of the instance. */
   devDir(instanceId: string): string;
+  /** SPOTKEEP_NET_DIR of the instance: its hot-plugged ENIs. */
+  netDir(instanceId: string): string;
   /** SPOTKEEP_ROOT_DIR of the instance (a link to its root volume's folder). */
   rootDir(instanceId: string): string;
   volumeDir(volumeId: string): string;
@@ -54,6 +61,14 @@ const BY_ID_PREFIX = "nvme-Amazon_Elastic_Block_Store_";
 const ID_RE = { instance: /^i-[0-9a-zA-Z]+$/, volume: /^vol-[0-9a-zA-Z]+$/, snapshot: /^snap-[0-9a-zA-Z]+$/ };
 /** After SIGKILL a group dies within milliseconds; this only bounds a pathological wait. */
 const KILL_WAIT_MS = 5_000;
+
+/** The link name an ENI gets in an instance: `eth<device index>`, as Amazon Linux names them. */
+export function eniLinkName(eni: Pick<RuntimeEni, "eniId" | "mac" | "deviceIndex">): string {
+  if (!Number.isInteger(eni.deviceIndex) || eni.deviceIndex < 1 || eni.deviceIndex > 15)
+    throw new Error(`attaching ${eni.eniId}: device index ${eni.deviceIndex} is not 1..15`);
+  if (!/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(eni.mac)) throw new Error(`attaching ${eni.eniId}: invalid MAC ${JSON.stringify(eni.mac)}`);
+  return `eth${eni.deviceIndex}`;
+}
 
 /** `/dev/sdf` -> [`sdf`, `xvdf`]; `xvdb` -> [`xvdb`]; bad names -> error naming the field. */
 export function deviceLinkNames(deviceName: string): string[] {
@@ -147,6 +162,7 @@ export function createProcessRuntime(opts: ProcessRuntimeOptions): ProcessRuntim
   const instanceDir = (id: string) => path.join(dirs.instances, id);
   const devDir = (id: string) => path.join(instanceDir(id), "dev");
   const rootDir = (id: string) => path.join(instanceDir(id), "root");
+  const netDir = (id: string) => path.join(instanceDir(id), "net");
   const volumeDir = (id: string) => path.join(dirs.volumes, id);
   const snapshotDir = (id: string) => path.join(dirs.snapshots, id);
   const pgidFile = (id: string) => path.join(instanceDir(id), "pgid");
@@ -231,6 +247,7 @@ export function createProcessRuntime(opts: ProcessRuntimeOptions): ProcessRuntim
           ...inst.env,
           AWS_EC2_METADATA_SERVICE_ENDPOINT: inst.imdsEndpoint,
           SPOTKEEP_DEV_DIR: devDir(id),
+          SPOTKEEP_NET_DIR: netDir(id),
           SPOTKEEP_ROOT_DIR: rootDir(id),
           SPOTKEEP_INSTANCE_ID: id,
           [MARKER_ENV]: stateDir,
@@ -278,6 +295,7 @@ export function createProcessRuntime(opts: ProcessRuntimeOptions): ProcessRuntim
     stateDir,
     instanceDir,
     devDir,
+    netDir,
     rootDir,
     volumeDir,
     snapshotDir,
@@ -366,6 +384,33 @@ export function createProcessRuntime(opts: ProcessRuntimeOptions): ProcessRuntim
         const target = volumeDir(volumeId);
         await unlinkIfPointsTo(path.join(devDir(instanceId), byIdName(volumeId)), target);
         for (const name of deviceLinkNames(deviceName)) await unlinkIfPointsTo(path.join(devDir(instanceId), name), target);
+      }),
+
+    attachEni: (instanceId, eni) =>
+      serial(`instance:${instanceId}`, async () => {
+        checkId("instance", instanceId);
+        const link = path.join(netDir(instanceId), eniLinkName(eni));
+        // Idempotent: the same ENI already plugged keeps whatever the OS configured on it.
+        if ((await readFile(path.join(link, "address"), "utf8").catch(() => "")).trim() === eni.mac) return;
+        await rm(link, { recursive: true, force: true });
+        const tmp = `${link}.plugging`;
+        await rm(tmp, { recursive: true, force: true });
+        await mkdir(tmp, { recursive: true });
+        const prefix = eni.subnetCidr.split("/")[1];
+        await writeFile(path.join(tmp, "device-number"), `${eni.deviceIndex}\n`);
+        await writeFile(path.join(tmp, "ipv4"), `${eni.privateIp}/${prefix}\n`);
+        await writeFile(path.join(tmp, "operstate"), "down\n");
+        await writeFile(path.join(tmp, "address"), `${eni.mac}\n`);
+        // The link appears whole or not at all: an agent scanning the folder never sees half of it.
+        await rename(tmp, link);
+      }),
+
+    detachEni: (instanceId, eni) =>
+      serial(`instance:${instanceId}`, async () => {
+        checkId("instance", instanceId);
+        const link = path.join(netDir(instanceId), eniLinkName(eni));
+        const mac = (await readFile(path.join(link, "address"), "utf8").catch(() => "")).trim();
+        if (mac === eni.mac) await rm(link, { recursive: true, force: true });
       }),
 
     boot,

@@ -32,6 +32,15 @@ export interface RuntimeVolume {
   sizeGiB: number;
 }
 
+/** A secondary network interface as the instance's OS sees it: a link with the ENI's MAC. */
+export interface RuntimeEni {
+  eniId: string;
+  mac: string;
+  deviceIndex: number;
+  privateIp: string;
+  subnetCidr: string;
+}
+
 export interface Runtime {
   readonly kind: "process" | "linux";
   /** Remove leftovers from earlier runs; prepare shared resources (bridge, folders). */
@@ -45,6 +54,13 @@ export interface Runtime {
   /** Expose a volume to an instance as `nvme-Amazon_Elastic_Block_Store_vol<id without dash>` and under `deviceName`. */
   attachVolume(instanceId: string, volumeId: string, deviceName: string): Promise<void>;
   detachVolume(instanceId: string, volumeId: string, deviceName: string): Promise<void>;
+  /**
+   * Hot-plug an ENI into the instance at `deviceIndex` (≥ 1) as the link `eth<deviceIndex>` with the
+   * ENI's MAC, down and unconfigured (the instance's OS brings it up and adds the address). May be
+   * called before boot. Detach removes the link, and with it any address the OS put on it.
+   */
+  attachEni(instanceId: string, eni: RuntimeEni): Promise<void>;
+  detachEni(instanceId: string, eni: RuntimeEni): Promise<void>;
   /** The instance booted: give it its network and run its user-data (as root inside it for linux). */
   boot(inst: RuntimeInstance, rootVolumeId: string): Promise<void>;
   /** SIGTERM the instance's process group, then SIGKILL after `graceMs`; tear down its network. */

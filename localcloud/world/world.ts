@@ -327,6 +327,8 @@ export class World {
   /** The instance whose primary private IP this is (linux runtime IMDS tells callers apart by it). */
   instanceIdByIp(ip: string): string | null {
     for (const i of this.instances.values()) if (i.privateIp === ip && i.state !== "terminated") return i.id;
+    // A secondary ENI's address answers for the instance it is attached to.
+    for (const e of this.enis.values()) if (e.privateIp === ip && e.attachment?.state === "attached") return e.attachment.instanceId;
     return null;
   }
 
@@ -335,7 +337,7 @@ export class World {
     const inst = this.instances.get(instanceId);
     if (!inst) return null;
     const enis = [...this.enis.values()]
-      .filter((e) => e.attachment?.instanceId === inst.id && e.attachment.state !== "detaching")
+      .filter((e) => e.attachment?.instanceId === inst.id && e.attachment.state === "attached")
       .sort((a, b) => a.attachment!.deviceIndex - b.attachment!.deviceIndex);
     const primary = enis[0];
     return {
@@ -485,6 +487,11 @@ export class World {
     for (const e of this.enis.values()) {
       const a = e.attachment;
       if (!a || a.instanceId !== inst.id) continue;
+      if (a.deviceIndex > 0) {
+        const subnetCidr = this.subnets.get(e.subnetId)?.cidr ?? "";
+        const eni = { eniId: e.id, mac: e.mac, deviceIndex: a.deviceIndex, privateIp: e.privateIp, subnetCidr };
+        this.track(`unplugging ${e.id}`, this.runtime.detachEni(inst.id, eni));
+      }
       if (a.deleteOnTermination) {
         this.enis.delete(e.id);
       } else {

@@ -218,6 +218,59 @@ describe("bundled agent, restore mode", () => {
     expect(await a.exited).toBe(0);
   });
 
+  it("attach: secondary: configures the stable ENI (found in IMDS, its link by MAC) before the volumes, and releases it at a quiesce", async () => {
+    const macs = "/latest/meta-data/network/interfaces/macs/";
+    const mac = "0e:49:61:0f:c3:22";
+    const eni = { eniId: "eni-0a0b0c0d0e0f01234", privateIp: "10.0.1.77" };
+    imds.set(macs, `0e:49:61:0f:c3:11/\n${mac}/`);
+    imds.set(`${macs}${mac}/interface-id`, eni.eniId);
+    imds.set(`${macs}${mac}/device-number`, "1");
+    imds.set(`${macs}${mac}/local-ipv4s`, eni.privateIp);
+    imds.set(`${macs}${mac}/subnet-ipv4-cidr-block`, "10.0.0.0/20");
+    const netDir = join(base, "net");
+    mkdirSync(join(netDir, "eth1"), { recursive: true });
+    writeFileSync(join(netDir, "eth1", "address"), `${mac}\n`);
+    sendPlanOnHello({ eni });
+    const r = startAgent("restore", { SPOTKEEP_NET_DIR: netDir });
+    expect(await r.exited, r.output()).toBe(0);
+    const restored = coord.raw.find((m) => m.type === "restored") as MessageOf<"restored">;
+    expect(restored).toMatchObject({ ok: true, network: { eniId: eni.eniId, ok: true, link: "eth1" } });
+    expect(restored.steps.map((s) => s.name).slice(0, 2)).toEqual([`eni:${eni.eniId}`, "eni-configure:eth1"]);
+    expect(JSON.parse(readFileSync(join(netDir, "eth1", "configured"), "utf8"))).toMatchObject({ address: "10.0.1.77/20", table: 10001 });
+
+    // As after a reboot: the OS forgot the address; the run-mode agent puts it back.
+    rmSync(join(netDir, "eth1", "configured"));
+    writeFileSync(join(netDir, "eth1", "operstate"), "down\n");
+    const a = startAgent("run", { SPOTKEEP_NET_DIR: netDir });
+    await coord.waitFor((m) => m.type === "ready");
+    await expect.poll(() => existsSync(join(netDir, "eth1", "configured")), { timeout: 10_000 }).toBe(true);
+    expect(readFileSync(join(netDir, "eth1", "operstate"), "utf8")).toBe("up\n");
+    const qid = coord.send({
+      type: "quiesce",
+      reason: "cutover",
+      deadline: new Date(Date.now() + 60_000).toISOString(),
+      unmount: true,
+      releaseEni: eni,
+    } as never);
+    const q = (await coord.waitFor((m) => m.type === "quiesced")) as MessageOf<"quiesced">;
+    expect(q).toMatchObject({ ref: qid, clean: true, network: { eniId: eni.eniId, ok: true, link: "eth1" } });
+    expect(existsSync(join(netDir, "eth1", "configured"))).toBe(false);
+    expect(readFileSync(join(netDir, "eth1", "operstate"), "utf8")).toBe("down\n");
+    // Released for good: a restarted agent does not put it back.
+    expect(existsSync(join(rootDir, "var/lib/spotkeep-agent", "stable-eni.json"))).toBe(false);
+    a.child.kill("SIGTERM");
+    expect(await a.exited).toBe(0);
+  });
+
+  it("exits non-zero when the stable ENI never appears, without touching the volumes", async () => {
+    sendPlanOnHello({ eni: { eniId: "eni-0a0b0c0d0e0f09999", privateIp: "10.0.1.78" }, deviceTimeoutMs: 1000 });
+    const r = startAgent("restore", { SPOTKEEP_NET_DIR: join(base, "net") });
+    expect(await r.exited).toBe(1);
+    expect(r.output()).toMatch(/configuring eni-0a0b0c0d0e0f09999 \(10.0.1.78\): waiting for eni-0a0b0c0d0e0f09999 in IMDS/);
+    expect(coord.raw.find((m) => m.type === "restored")).toMatchObject({ ok: false, network: { ok: false }, volumes: [] });
+    expect(existsSync(join(rootDir, "var/lib/data"))).toBe(false);
+  });
+
   it("exits non-zero with the reason and reports an error when a volume never appears", async () => {
     sendPlanOnHello({
       volumes: [{ volumeId: "vol-0aaaaaaaaaaaaaaaa", device: "/dev/sdg", mountPoint: "/var/lib/other", fsType: "ext4" }],

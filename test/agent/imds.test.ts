@@ -139,6 +139,33 @@ describe("IMDS client", () => {
       },
     ]);
     expect(await client.blockDeviceMapping()).toEqual({ ami: "/dev/xvda", root: "/dev/xvda", ebs1: "sdf" });
+    // A secondary ENI appears with its subnet's CIDR (the agent derives prefix and gateway from it).
+    const macs = "/latest/meta-data/network/interfaces/macs/";
+    const eth1 = `${macs}0e:49:61:0f:c3:22/`;
+    imds.set(macs, "0e:49:61:0f:c3:11/\n0e:49:61:0f:c3:22/");
+    imds.set(`${eth1}interface-id`, "eni-0a0b0c0d0e0f01234");
+    imds.set(`${eth1}device-number`, "1");
+    imds.set(`${eth1}local-ipv4s`, "10.0.1.77");
+    imds.set(`${eth1}subnet-ipv4-cidr-block`, "10.0.0.0/20");
+    expect((await client.networkInterfaces())[1]).toEqual({
+      mac: "0e:49:61:0f:c3:22",
+      interfaceId: "eni-0a0b0c0d0e0f01234",
+      deviceNumber: 1,
+      privateIps: ["10.0.1.77"],
+      subnetCidr: "10.0.0.0/20",
+    });
+    // Malformed answers are refused naming the field, never used.
+    for (const [path, body, msg] of [
+      [`${eth1}subnet-ipv4-cidr-block`, "10.0.0.0/40", /subnet-ipv4-cidr-block "10.0.0.0\/40" is not an IPv4 CIDR/],
+      [`${eth1}local-ipv4s`, "10.0.1.777", /local-ipv4s: "10.0.1.777" is not an IPv4 address/],
+      [`${eth1}device-number`, "one", /device-number "one" is not a device number/],
+      [macs, "0e:49:61:0f:c3:11/\n../../etc/", /"..\/..\/etc" is not a MAC address/],
+    ] as const) {
+      const before = imds.paths.get(path) ?? null;
+      imds.set(path, body);
+      await expect(client.networkInterfaces()).rejects.toThrow(msg);
+      imds.set(path, before);
+    }
     const id = await client.identity();
     expect(JSON.parse(id.document).instanceId).toBe("i-0123456789abcdef0");
     expect(imds.tokenPuts).toBe(1);

@@ -112,8 +112,9 @@ describe("bad input is rejected and changes nothing", () => {
     };
     const r = await api("POST", "instances", JSON.stringify(mbb));
     expect(r.status).toBe(400);
+    // Make-before-break boots the replacement before a root could be captured: root persistence is refused with it.
     expect(r.body.error.message).toBe(
-      "persistence.network.attach: secondary (make-before-break) is not supported by this coordinator yet; use primary",
+      "persistence.root: cannot be true with persistence.network.attach: secondary (make-before-break boots the replacement from launch.imageId)",
     );
     expect(await coord.store.counts()).toEqual(before);
   });

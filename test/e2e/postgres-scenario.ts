@@ -9,6 +9,8 @@
  *   pg-imported: PostgreSQL set up on a plain on-demand instance launched with the SDK (its
  *   user-data formats and mounts the volume itself), imported while the client writes, then
  *   interrupted once.
+ *   pg-mbb (attach: secondary, reattach): interrupted once, make-before-break (the stable IP on a
+ *   secondary ENI that moves between the instances' network namespaces).
  * A client on the host inserts numbered rows into each continuously, recording every row whose
  * COMMIT returned. After each recovery: every acknowledged row is present when read back at the
  * same private IP, and the server answers on that IP.
@@ -61,7 +63,8 @@ export function postgresE2eUnavailable(): string | null {
 function prelude(bin: string): string {
   return [
     `R="$SPOTKEEP_ROOT_DIR"; PGBIN=${bin}; D="$R/var/lib/postgresql/data"; S="$R/run/postgresql"`,
-    `IP=$(ip -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1)`,
+    // The stable IP: on eth1 with attach: secondary (the agent configured it before user-data runs), else eth0.
+    `IP=$(ip -4 -o addr show dev eth1 2>/dev/null | awk '{print $4}' | cut -d/ -f1 | head -n1); [ -n "$IP" ] || IP=$(ip -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1)`,
     `pg() { runuser -u postgres -- "$@"; }`,
     // Idempotent start: user-data and postRestore both call it. fsync and synchronous_commit on:
     // a COMMIT returns only once its WAL is on the data volume.
@@ -114,7 +117,13 @@ export function postgresPostRestore(bin: string): string {
   return `${prelude(bin)}\n[ -f "$D/PG_VERSION" ] || exit 0\npgstart`;
 }
 
-export function postgresSpec(name: string, lc: LocalCloud, bin: string, dataMethod: "reattach" | "snapshot"): SpecInput {
+export function postgresSpec(
+  name: string,
+  lc: LocalCloud,
+  bin: string,
+  dataMethod: "reattach" | "snapshot",
+  attach: "primary" | "secondary" = "primary",
+): SpecInput {
   const subnets = [...lc.world.subnets.values()].sort((a, b) => a.az.localeCompare(b.az));
   return {
     name,
@@ -131,7 +140,7 @@ export function postgresSpec(name: string, lc: LocalCloud, bin: string, dataMeth
       root: false,
       volumes: [{ device: "/dev/sdf", sizeGiB: 1, mountPoint: "/var/lib/postgresql", fsType: "ext4" }],
       dataMethod,
-      network: { privateIp: "same-eni" },
+      network: { privateIp: "same-eni", attach },
     },
     // Model seconds (scaled like everything else): generous, so crash recovery at start-up fits.
     hooks: { preStop: postgresPreStop(bin), postRestore: postgresPostRestore(bin), timeoutSeconds: 900 },
@@ -142,6 +151,10 @@ export interface RoundReport {
   instance: string;
   kind: "interrupt" | "lose" | "import";
   dataMethod: "reattach" | "snapshot";
+  /** secondary: make-before-break (the round's downtime is the cutover's). */
+  network: "primary" | "secondary";
+  /** Whether the replacement took over make-before-break (false: break-before-make, or its fallback). */
+  madeBeforeBreak: boolean;
   workflowId: string;
   trigger: string;
   fromInstanceId: string;
@@ -284,14 +297,15 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
     const cloud = lc;
     log(`localcloud (linux runtime, realistic, time scale ${timeScale}) at ${cloud.endpoint}; coordinator at ${c.url}`);
 
-    const methods = { "pg-reattach": "reattach", "pg-snapshot": "snapshot", "pg-imported": "reattach" } as const;
+    const methods = { "pg-reattach": "reattach", "pg-snapshot": "snapshot", "pg-mbb": "reattach", "pg-imported": "reattach" } as const;
+    const network = (n: string) => (n === "pg-mbb" ? "secondary" : "primary");
     const names = Object.keys(methods) as Array<keyof typeof methods>;
     const createdNames = names.filter((n) => n !== "pg-imported");
     // pg-imported's original: a plain on-demand instance, launched with the SDK while the others are created.
     const plain = launchPlainPostgres(cloud, bin);
     const created = await Promise.all(
       createdNames.map(async (n) => {
-        const { workflowId } = await c.views.createInstance(parseSpec(postgresSpec(n, cloud, bin, methods[n])));
+        const { workflowId } = await c.views.createInstance(parseSpec(postgresSpec(n, cloud, bin, methods[n], network(n))));
         return c.engine.wait(workflowId);
       }),
     );
@@ -304,7 +318,7 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
       const w = new RowWriter(d.privateIp);
       writers.set(n, w);
       w.start();
-      log(`${n}: generation ${d.generation} ${d.instanceId} at ${d.privateIp} (${methods[n]})`);
+      log(`${n}: generation ${d.generation} ${d.instanceId} at ${d.privateIp} (${methods[n]}, ${network(n)} ENI)`);
     }
     for (const n of createdNames) {
       const w = writers.get(n)!;
@@ -366,6 +380,8 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
         instance: n,
         kind: "import",
         dataMethod: "reattach",
+        network: "primary",
+        madeBeforeBreak: false,
         workflowId: done.id,
         trigger: done.trigger ?? "",
         fromInstanceId: original.instanceId,
@@ -394,6 +410,7 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
       { name: "pg-reattach", kind: "interrupt" },
       { name: "pg-reattach", kind: "interrupt" },
       { name: "pg-snapshot", kind: "interrupt" },
+      { name: "pg-mbb", kind: "interrupt" },
       { name: "pg-reattach", kind: "lose" },
       { name: "pg-imported", kind: "interrupt" },
     ];
@@ -445,6 +462,8 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
         instance: r.name,
         kind: r.kind,
         dataMethod: methods[r.name],
+        network: network(r.name),
+        madeBeforeBreak: timeline.steps.some((s) => s.name === "cutover-quiesce"),
         workflowId: wf.id,
         trigger: wf.trigger ?? "",
         fromInstanceId: oldId,
@@ -578,6 +597,8 @@ function writeReport(r: ScenarioResult): void {
           instance: x.instance,
           kind: x.kind,
           dataMethod: x.dataMethod,
+          network: x.network,
+          madeBeforeBreak: x.madeBeforeBreak,
           trigger: x.trigger,
           downtimeSeconds: x.downtimeSeconds,
           recoverySeconds: x.recoverySeconds,
@@ -604,6 +625,7 @@ export function summaryLine(r: ScenarioResult): string {
     timeScale: r.timeScale,
     profileCriticalPathSeconds: r.profileCriticalPathSeconds,
     clientOutageSeconds: r.rounds.map((x) => x.clientOutageSeconds),
+    makeBeforeBreakDowntimeSeconds: r.rounds.filter((x) => x.madeBeforeBreak).map((x) => x.downtimeSeconds),
     realSeconds: r.realSeconds,
     ok: r.ok,
     ...(r.error ? { error: r.error.split("\n")[0] } : {}),

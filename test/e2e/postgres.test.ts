@@ -30,21 +30,24 @@ describe.skipIf(why !== null)("PostgreSQL end to end on the linux runtime (real 
   });
 
   it(
-    "keeps every acknowledged COMMIT and the private IP through two reattach interruptions, one snapshot-mode interruption, one lost instance, and an imported start then its interruption",
+    "keeps every acknowledged COMMIT and the private IP through two reattach interruptions, one snapshot-mode interruption, one make-before-break round, one lost instance, and an imported start then its interruption",
     async () => {
       r = await runPostgresScenario({ timeScale: 0.05, log: (l) => console.log(l) });
       console.log(summaryLine(r));
       expect(r.error).toBeNull();
-      expect(r.interruptions).toBe(5);
+      expect(r.interruptions).toBe(6);
       expect(r.lost).toBe(0);
       expect(r.sameIp).toBe(true);
       expect(r.acknowledged).toBeGreaterThan(100);
-      const reattach = r.rounds.filter((x) => x.kind === "interrupt" && x.dataMethod === "reattach");
+      const reattach = r.rounds.filter((x) => x.kind === "interrupt" && x.dataMethod === "reattach" && x.network === "primary");
       expect(reattach).toHaveLength(3);
       for (const x of reattach) expect(x.volumeAfter).toBe(x.volumeBefore);
       const snap = r.rounds.filter((x) => x.dataMethod === "snapshot");
       expect(snap).toHaveLength(1);
       expect(snap[0]!.volumeAfter).not.toBe(snap[0]!.volumeBefore);
+      // Make-before-break: the stable IP moved with its ENI between network namespaces; same volume.
+      const mbb = r.rounds.filter((x) => x.network === "secondary");
+      expect(mbb.map((x) => [x.madeBeforeBreak, x.sameIp, x.volumeAfter === x.volumeBefore])).toEqual([[true, true, true]]);
       const lose = r.rounds.filter((x) => x.kind === "lose");
       expect(lose.map((x) => x.trigger)).toEqual(["lost"]);
       for (const x of r.rounds) {
@@ -57,7 +60,7 @@ describe.skipIf(why !== null)("PostgreSQL end to end on the linux runtime (real 
       expect(imported[0]!.volumeAfter).toBe(imported[0]!.volumeBefore);
       expect(imported[0]!.sameIp).toBe(true);
       expect(r.rounds.filter((x) => x.instance === "pg-imported").map((x) => x.kind)).toEqual(["import", "interrupt"]);
-      expect(r.downtimeSeconds).toHaveLength(6);
+      expect(r.downtimeSeconds).toHaveLength(7);
       expect(r.ok).toBe(true);
     },
     15 * 60_000,

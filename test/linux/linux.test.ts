@@ -8,6 +8,7 @@ import { linuxRuntimeUnavailable } from "../../localcloud/runtime/linux/index.js
 import { holdLinuxSuiteLock } from "../e2e/linux-suite-lock.js";
 import { linuxContract } from "./contract.suite.js";
 import { crashSuite } from "./crash.suite.js";
+import { eniSuite } from "./eni.suite.js";
 import { imdsSuite } from "./imds.suite.js";
 import { localcloudSuite } from "./localcloud.suite.js";
 import { postgresFreezeSuite, postgresUnavailable } from "./postgres-freeze.suite.js";
@@ -28,6 +29,7 @@ if (!why) {
 runtimeSuite(why);
 if (!why) linuxContract();
 imdsSuite(why);
+eniSuite(why);
 crashSuite(why);
 localcloudSuite(why);
 postgresFreezeSuite(pgWhy);

@@ -92,6 +92,9 @@ interface Fixture {
   eniAttachment: { eniId: string; attachmentId: string };
   /** A target group (made inside localcloud: the coordinator never creates one) with `instance` registered. */
   targetGroup: string;
+  /** A managed ENI, free, and one attached to `instance` at device index 1. */
+  freeEni: string;
+  secondaryEni: string;
 }
 
 async function fixture(): Promise<Fixture> {
@@ -164,6 +167,15 @@ async function fixture(): Promise<Fixture> {
     blockDevices: [],
     tags: {},
   });
+  const freeEni = await gw.createNetworkInterface({ subnetId: subnet.id, securityGroupIds: [], description: "iam", tags: tags("eni") });
+  const secondaryEni = await gw.createNetworkInterface({
+    subnetId: subnet.id,
+    securityGroupIds: [],
+    description: "iam",
+    tags: tags("eni"),
+  });
+  await gw.attachNetworkInterface(secondaryEni.eniId, inst.instanceId, 1);
+  await waitFor("ENI attached", async () => (await gw.describeNetworkInterface(secondaryEni.eniId))?.attachment?.status === "attached");
   await control("PUT", "iam/policy", POLICY);
   const details = await gw.describeInstanceDetails(inst.instanceId);
   const primary = details!.networkInterfaces.find((x) => x.deviceIndex === 0)!;
@@ -195,6 +207,8 @@ async function fixture(): Promise<Fixture> {
     imageToDeregister: image,
     instanceToTerminate: other.instanceId,
     targetGroup: group.arn,
+    freeEni: freeEni.eniId,
+    secondaryEni: secondaryEni.eniId,
   };
 }
 
@@ -252,6 +266,8 @@ async function probe(f: Fixture): Promise<Record<string, string>> {
         tags: tags("p"),
       }),
     attachVolume: () => gw.attachVolume(f.freeVolume, f.instance, "/dev/sdh"),
+    attachNetworkInterface: () => gw.attachNetworkInterface(f.freeEni, f.instance, 2),
+    detachNetworkInterface: () => gw.detachNetworkInterface(f.secondaryEni, f.instance),
     detachVolume: () => gw.detachVolume(f.attachedVolume, f.instance),
     deleteVolume: () => gw.deleteVolume(f.volumeToDelete),
     deleteSnapshot: () => gw.deleteSnapshot(f.snapshotToDelete),
@@ -312,6 +328,8 @@ const NEEDS: Record<string, string[]> = {
     "describeInstanceStatus",
     "describeInstances",
     "instanceUserData",
+    // It reads the attachment id first (DetachNetworkInterface takes it, not the ENI id).
+    "detachNetworkInterface",
     "registerImage",
     "spotRequestStatus",
   ],
@@ -338,10 +356,12 @@ const NEEDS: Record<string, string[]> = {
   RetagManagedResources: ["retagManaged"],
   AdoptOnImport: ["adoptForeign"],
   MutateOnlyManagedResources: [
+    "attachNetworkInterface",
     "attachVolume",
     "deleteSnapshot",
     "deleteVolume",
     "deregisterImage",
+    "detachNetworkInterface",
     "detachVolume",
     "keepEni",
     "keepVolumes",

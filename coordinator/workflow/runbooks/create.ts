@@ -3,6 +3,9 @@
  * fallbacks), attach, bootstrap, wait for `ready`.
  *
  *   resolve → { create-volume each ‖ create-eni } → launch → wait-running → attach each → restore → finish
+ *
+ * With `attach: secondary` generation 1 launches with its own primary ENI in the stable ENI's AZ and
+ * `attach-eni` puts the stable ENI at device index 1 beside the volumes; the agent configures it.
  */
 import { TAG } from "../../cloud/gateway.js";
 import type { DataVolume, NetworkIdentity } from "../../db/store.js";
@@ -23,6 +26,7 @@ import {
   restoreAndWaitReady,
   waitRunning,
 } from "./launch.js";
+import { attachStableEni, isSecondary, planEni } from "./secondary.js";
 import { markServing, resourceTags } from "./steps.js";
 
 export interface CreateInput {
@@ -77,6 +81,7 @@ export function createRunbook(deps: RunbookDeps): Runbook<CreateInput> {
       { ...MUTATE_POLICY, retryable: (e) => !isPermanent(e) && (MUTATE_POLICY.retryable?.(e) ?? true) },
     );
     const { spec } = plan;
+    const secondary = isSecondary(spec);
 
     // Home: the adopted volumes' AZ if any; else with an address pool the first subnet that holds
     // one of the pool's addresses; else the first subnet.
@@ -109,7 +114,7 @@ export function createRunbook(deps: RunbookDeps): Runbook<CreateInput> {
           generation,
           imageId: spec.launch.imageId,
           cands: candidates(spec, plan.subnets, volumes.length > 0 || eni ? home.availabilityZone : null),
-          eniId: eni?.eniId ?? null,
+          eniId: secondary ? null : (eni?.eniId ?? null),
           blockDevices: [],
         }),
       LAUNCH_POLICY,
@@ -122,6 +127,10 @@ export function createRunbook(deps: RunbookDeps): Runbook<CreateInput> {
     );
 
     // 4. Attach and restore (the agent formats blank volumes, mounts them and runs postRestore).
+    const eniId = secondary ? eni?.eniId : null;
+    if (eniId) {
+      await ctx.step("attach-eni", () => attachStableEni(deps, ctx, eniId, launched.instanceId), MUTATE_POLICY);
+    }
     await ctx.all(attachSteps(deps, ctx, volumes, launched.instanceId));
     await ctx.step(
       "restore",
@@ -133,6 +142,7 @@ export function createRunbook(deps: RunbookDeps): Runbook<CreateInput> {
           instanceId: launched.instanceId,
           previousClean: true,
           volumes: plannedVolumes(volumes),
+          eni: planEni(spec, eni),
         }),
       ONCE,
     );

@@ -102,6 +102,8 @@ export async function launchGeneration(
     cands: Candidate[];
     eniId: string | null;
     blockDevices: BlockDeviceRequest[];
+    /** Distinguishes the ClientTokens of a second launch of the same generation in one workflow (make-before-break's fallback). */
+    tokenSalt?: string;
   },
 ): Promise<LaunchResult> {
   const genTags = { [TAG.managed]: "true", [TAG.instance]: o.name, [TAG.generation]: String(o.generation), [TAG.workflow]: ctx.workflowId };
@@ -122,7 +124,7 @@ export async function launchGeneration(
     const label = `${c.market} ${c.instanceType} in ${c.availabilityZone}${c.privateIp ? ` at ${c.privateIp}` : ""}`;
     try {
       const inst = await deps.ec2.launchInstance({
-        clientToken: clientToken(ctx.workflowId, o.generation, c.instanceType, c.subnetId, c.market),
+        clientToken: clientToken(ctx.workflowId, o.generation, c.instanceType, c.subnetId, c.market, ...(o.tokenSalt ? [o.tokenSalt] : [])),
         imageId: o.imageId,
         instanceType: c.instanceType,
         market: c.market,
@@ -290,7 +292,16 @@ export function plannedVolumes(vols: DataVolume[], current: Record<string, strin
 export async function restoreAndWaitReady(
   deps: RunbookDeps,
   ctx: WorkflowContext,
-  o: { name: string; spec: StatefulInstanceSpec; generation: number; instanceId: string; previousClean: boolean; volumes: PlannedVolume[] },
+  o: {
+    name: string;
+    spec: StatefulInstanceSpec;
+    generation: number;
+    instanceId: string;
+    previousClean: boolean;
+    volumes: PlannedVolume[];
+    /** attach: secondary: the stable ENI the agent configures before mounting. */
+    eni?: { eniId: string; privateIp: string };
+  },
 ): Promise<{ readyAt: number }> {
   const planId = `plan-${ctx.workflowId}-${o.generation}`;
   deps.sendToAgent(
@@ -309,6 +320,7 @@ export async function restoreAndWaitReady(
         fsType: v.fsType,
         ...(o.generation === 1 && !importedDevice(o.spec, v.device) ? { formatIfBlank: true } : {}),
       })),
+      ...(o.eni ? { eni: o.eni } : {}),
       hooks: { preStop: o.spec.hooks.preStop, postRestore: o.spec.hooks.postRestore, timeoutSeconds: o.spec.hooks.timeoutSeconds },
       deviceTimeoutMs: 120_000,
     },

@@ -13,6 +13,10 @@
  *
  * With `loadBalancers`: deregister-targets → drain-targets before quiesce (lost: no drain), and
  * register-targets → wait-targets-healthy right after finish (runbooks/targets.ts).
+ *
+ * `attach: secondary` (not lost, agent answering): make-before-break first (cutover.ts); only when
+ * the replacement is not ready in time does the run go on with the path above, where the launch gets
+ * its own primary ENI and `attach-eni` moves the stable ENI (device index 1) once the old one is gone.
  */
 import type { StatefulInstanceSpec } from "../../../shared/spec.js";
 import { classify, errorCode } from "../../cloud/errors.js";
@@ -35,6 +39,8 @@ import {
   restoreAndWaitReady,
   waitRunning,
 } from "./launch.js";
+import { makeBeforeBreak } from "./cutover.js";
+import { attachStableEni, isSecondary, planEni } from "./secondary.js";
 import {
   applyRetention,
   deleteKeptRoots,
@@ -108,6 +114,24 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
     }
     const begin = await ctx.step("begin", () => beginReplacement(deps, ctx, input, generation));
     const { spec } = begin;
+    const secondary = isSecondary(spec);
+    if (secondary && !lost && !input.skipQuiesce && begin.eniId && begin.eniAz && begin.privateIp) {
+      const outcome = await makeBeforeBreak(
+        deps,
+        ctx,
+        { ...input, trigger: input.trigger === "recycle" ? "recycle" : "spot-interruption" },
+        {
+          spec,
+          volumes: begin.volumes,
+          imageId: spec.launch.imageId,
+          eniId: begin.eniId,
+          eniAz: begin.eniAz,
+          privateIp: begin.privateIp,
+        },
+        generation,
+      );
+      if (outcome.done) return { instanceId: outcome.instanceId };
+    }
     const snapshotMode = spec.persistence.dataMethod === "snapshot" && begin.volumes.length > 0;
     const dataSnapshots = (prefix: string): StepDef<TakenSnapshot>[] =>
       begin.volumes.map((v) =>
@@ -235,7 +259,7 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
         };
       });
     const launchOn = (cands: Candidate[], eniId: string | null, blockDevices: BlockDeviceRequest[]) => () =>
-      launchGeneration(deps, ctx, { name, spec, generation, imageId, cands, eniId, blockDevices });
+      launchGeneration(deps, ctx, { name, spec, generation, imageId, cands, eniId: secondary ? null : eniId, blockDevices });
 
     let crossAz = false;
     let launched: Awaited<ReturnType<typeof launchGeneration>>;
@@ -277,6 +301,8 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
         }),
       MUTATE_POLICY,
     );
+    const stableEni = secondary ? begin.eniId : null;
+    if (stableEni) await ctx.step("attach-eni", () => attachStableEni(deps, ctx, stableEni, launched.instanceId), MUTATE_POLICY);
     if (!fromSnapshots && begin.volumes.length > 0) {
       await ctx.all(attachSteps(deps, ctx, begin.volumes, launched.instanceId));
     }
@@ -290,6 +316,7 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
           instanceId: launched.instanceId,
           previousClean: clean,
           volumes: plannedVolumes(begin.volumes, running.volumes),
+          eni: planEni(spec, begin),
         }),
       ONCE,
     );

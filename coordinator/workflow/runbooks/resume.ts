@@ -6,6 +6,8 @@
  *
  *   begin → terminate-leftover → subnets → launch → wait-running → attach each → restore → finish →
  *   [register-targets → wait-targets-healthy] → retention
+ *
+ * With `attach: secondary` the launch gets its own primary ENI and `attach-eni` moves the stable one.
  */
 import { ONCE, type Runbook } from "../engine.js";
 import { Failure } from "../failure.js";
@@ -22,6 +24,7 @@ import {
   waitRunning,
 } from "./launch.js";
 import { waitOldReleased } from "./replace.js";
+import { attachStableEni, isSecondary, planEni } from "./secondary.js";
 import { applyRetention, deleteKeptRoots, markServing } from "./steps.js";
 import { joinTargetGroups } from "./targets.js";
 
@@ -64,6 +67,7 @@ export function resumeRunbook(deps: RunbookDeps): Runbook<ResumeInput> {
       };
     });
     const { spec } = begin;
+    const secondary = isSecondary(spec);
     await ctx.event(
       "resume",
       `launching generation ${generation} from ${input.from}: ${[
@@ -99,7 +103,7 @@ export function resumeRunbook(deps: RunbookDeps): Runbook<ResumeInput> {
           generation,
           imageId: begin.imageId,
           cands: candidates(spec, subnets, pinnedAz, begin.privateIp),
-          eniId: begin.eniId,
+          eniId: secondary ? null : begin.eniId,
           blockDevices: [],
         }),
       LAUNCH_POLICY,
@@ -118,6 +122,8 @@ export function resumeRunbook(deps: RunbookDeps): Runbook<ResumeInput> {
     );
 
     // 4. Reattach and restore (the filesystems are checked: the pause may have been crash-consistent).
+    const stableEni = secondary ? begin.eniId : null;
+    if (stableEni) await ctx.step("attach-eni", () => attachStableEni(deps, ctx, stableEni, launched.instanceId), MUTATE_POLICY);
     await ctx.all(attachSteps(deps, ctx, begin.volumes, launched.instanceId));
     await ctx.step(
       "restore",
@@ -129,6 +135,7 @@ export function resumeRunbook(deps: RunbookDeps): Runbook<ResumeInput> {
           instanceId: launched.instanceId,
           previousClean: false,
           volumes: plannedVolumes(begin.volumes),
+          eni: planEni(spec, begin),
         }),
       ONCE,
     );

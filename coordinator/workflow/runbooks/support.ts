@@ -8,10 +8,19 @@ import type { StatefulInstanceSpec } from "../../../shared/spec.js";
 export function unsupportedFeatures(spec: StatefulInstanceSpec): Array<{ path: string; reason: string }> {
   const out: Array<{ path: string; reason: string }> = [];
   if (spec.persistence.network.attach === "secondary") {
-    out.push({
-      path: "persistence.network.attach",
-      reason: "secondary (make-before-break) is not supported by this coordinator yet; use primary",
-    });
+    // Make-before-break boots the replacement while the old instance still serves: there is no
+    // quiesced root to capture and no point-in-time data snapshot to launch from before it starts.
+    if (spec.persistence.root)
+      out.push({
+        path: "persistence.root",
+        reason: "cannot be true with persistence.network.attach: secondary (make-before-break boots the replacement from launch.imageId)",
+      });
+    if (spec.persistence.dataMethod === "snapshot")
+      out.push({
+        path: "persistence.dataMethod",
+        reason:
+          "snapshot cannot be used with persistence.network.attach: secondary (make-before-break moves the volumes themselves); use reattach",
+      });
   }
   return out;
 }

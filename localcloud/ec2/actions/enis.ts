@@ -14,6 +14,7 @@ import { applyFilters, checkId, dryRun, integer, noIdsWithMaxResults, paginate, 
 import { Ec2Error } from "../errors.js";
 import { ACCOUNT_ID } from "../../world/catalog.js";
 import { ID_PREFIX, newId, newMac } from "../../world/ids.js";
+import type { RuntimeEni } from "../../runtime/types.js";
 import type { Eni } from "../../world/types.js";
 import type { World } from "../../world/world.js";
 import { lookupInstances } from "./instances.js";
@@ -53,6 +54,11 @@ export function describeEni(w: World, e: Eni): SdkEni {
     Ipv6Addresses: [],
     TagSet: e.tags.size ? tagList(e.tags) : undefined,
   };
+}
+
+/** What the runtime needs to plug the ENI into an instance. */
+export function runtimeEni(w: World, e: Eni, deviceIndex: number): RuntimeEni {
+  return { eniId: e.id, mac: e.mac, deviceIndex, privateIp: e.privateIp, subnetCidr: w.subnets.get(e.subnetId)?.cidr ?? "" };
 }
 
 function lookupEni(w: World, id: string | undefined): Eni {
@@ -188,7 +194,10 @@ export function attachNetworkInterface(ctx: Ctx, input: AttachNetworkInterfaceRe
   e.attachment = { ...att };
   e.status = "attaching";
   const a = e.attachment;
-  w.after(w.profile.attachEni, `attaching ${e.id}`, () => {
+  w.after(w.profile.attachEni, `attaching ${e.id}`, async () => {
+    if (e.attachment !== a || a.state !== "attaching") return;
+    // The link appears in the instance before EC2 reports the attachment (and IMDS lists it).
+    await w.runtime.attachEni(inst.id, runtimeEni(w, e, idx));
     if (e.attachment === a && a.state === "attaching") {
       a.state = "attached";
       e.status = "in-use";
@@ -209,7 +218,9 @@ export function detachNetworkInterface(ctx: Ctx, input: DetachNetworkInterfaceRe
   dryRun(ctx, input);
   a.state = "detaching";
   e.status = "detaching";
-  w.after(input.Force ? 0 : w.profile.detachEni, `detaching ${e.id}`, () => {
+  w.after(input.Force ? 0 : w.profile.detachEni, `detaching ${e.id}`, async () => {
+    if (e.attachment !== a) return;
+    await w.runtime.detachEni(a.instanceId, runtimeEni(w, e, a.deviceIndex));
     if (e.attachment === a) {
       e.attachment = undefined;
       e.status = "available";

@@ -16,7 +16,7 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { delimiter, join, resolve } from "node:path";
-import type { Runtime, RuntimeInstance, RuntimeVolume } from "../types.js";
+import type { Runtime, RuntimeEni, RuntimeInstance, RuntimeVolume } from "../types.js";
 import { cidrContains, gatewayOf, parseCidr, parseIp } from "./cidr.js";
 import { DEFAULT_RUN_DIR, HostLock } from "./hostlock.js";
 import {
@@ -36,7 +36,9 @@ import {
   ensureGateway,
   netnsName,
   netnsPids,
+  plugEni,
   plugInstance,
+  unplugEni,
   unplugInstance,
 } from "./network.js";
 import { signalAll, waitGone } from "./processes.js";
@@ -415,6 +417,28 @@ class LinuxRuntimeImpl implements LinuxRuntime {
         }
       }
     }
+  }
+
+  // ---- network interfaces ----
+  async attachEni(instanceId: string, eni: RuntimeEni): Promise<void> {
+    return this.serial.run(`inst:${instanceId}`, async () => {
+      const what = `attaching ${eni.eniId} to ${instanceId}`;
+      this.ensureInit(what);
+      checkId("instance id", instanceId, INST_RE);
+      checkId("network interface id", eni.eniId, /^eni-[0-9a-z]{1,32}$/);
+      if (!/^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(eni.mac)) throw new Error(`${what}: invalid MAC ${JSON.stringify(eni.mac)}`);
+      if (!Number.isInteger(eni.deviceIndex) || eni.deviceIndex < 1 || eni.deviceIndex > 15)
+        throw new Error(`${what}: device index ${eni.deviceIndex} is not 1..15`);
+      await plugEni({ instanceId, eniId: eni.eniId, mac: eni.mac, deviceIndex: eni.deviceIndex, bridge: this.bridgeName });
+    });
+  }
+
+  async detachEni(instanceId: string, eni: RuntimeEni): Promise<void> {
+    return this.serial.run(`inst:${instanceId}`, async () => {
+      checkId("instance id", instanceId, INST_RE);
+      checkId("network interface id", eni.eniId, /^eni-[0-9a-z]{1,32}$/);
+      await unplugEni(eni.eniId);
+    });
   }
 
   // ---- instances ----

@@ -142,6 +142,52 @@ export async function plugInstance(opts: {
   await sh(what, "ip", ["-n", ns, "route", "replace", "default", "via", gatewayOf(opts.subnetCidr), "dev", "eth0"]);
 }
 
+/**
+ * Hot-plugs an ENI into an instance's netns: a veth `skv<hash of the ENI id>` on the bridge whose
+ * peer is `eth<deviceIndex>` inside, carrying the ENI's MAC, left down and unconfigured (the
+ * instance's OS configures it). The netns is created when the instance has not booted yet.
+ * ARP inside answers only on the link that holds the address (arp_ignore=1, arp_announce=2), as
+ * the VPC answers per ENI: the host then learns the stable IP at the ENI's MAC, which moves with it.
+ */
+export async function plugEni(opts: {
+  instanceId: string;
+  eniId: string;
+  mac: string;
+  deviceIndex: number;
+  bridge: string;
+}): Promise<void> {
+  const ns = netnsName(opts.instanceId);
+  const veth = vethName(opts.eniId);
+  const inner = `eth${opts.deviceIndex}`;
+  const what = `attaching ${opts.eniId} to ${opts.instanceId}`;
+  if (!(await netnsList()).includes(ns)) await sh(what, "ip", ["netns", "add", ns]);
+  for (const [k, v] of [
+    ["net.ipv4.conf.all.arp_ignore", "1"],
+    ["net.ipv4.conf.all.arp_announce", "2"],
+  ] as const) {
+    await sh(what, "ip", ["netns", "exec", ns, "sysctl", "-q", "-w", `${k}=${v}`]);
+  }
+  if (await linkExists(veth)) {
+    const r = await shTry("ip", ["-n", ns, "-j", "link", "show", inner]);
+    const here = r.code === 0 ? (JSON.parse(r.stdout) as Array<{ address?: string }>)[0]?.address : undefined;
+    if (here === opts.mac) {
+      await sh(what, "ip", ["link", "set", veth, "master", opts.bridge]);
+      await sh(what, "ip", ["link", "set", veth, "up"]);
+      return; // already plugged here: keep what the OS configured on it
+    }
+    await shTry("ip", ["link", "del", veth]); // left in another netns by an interrupted detach
+  }
+  if (await linkExists(inner, ns)) await sh(what, "ip", ["-n", ns, "link", "del", inner]);
+  await sh(what, "ip", ["link", "add", veth, "type", "veth", "peer", "name", inner, "address", opts.mac, "netns", ns]);
+  await sh(what, "ip", ["link", "set", veth, "master", opts.bridge]);
+  await sh(what, "ip", ["link", "set", veth, "up"]);
+}
+
+/** Unplugs an ENI: deleting the host end deletes `eth<n>` inside and every address on it. */
+export async function unplugEni(eniId: string): Promise<void> {
+  await shTry("ip", ["link", "del", vethName(eniId)]);
+}
+
 export async function unplugInstance(instanceId: string): Promise<void> {
   await shTry("ip", ["link", "del", vethName(instanceId)]);
   await shTry("ip", ["netns", "del", netnsName(instanceId)]);

@@ -1,0 +1,145 @@
+/**
+ * Crash test for `attach: secondary`: the coordinator process is SIGKILLed right after step n of
+ * create (secondary) and of the make-before-break replace, then restarted. Every run must end
+ * running on the next generation with one live EC2 instance, no duplicate launch, the same data
+ * volume and stable ENI (attached to exactly that instance, at device index 1), no orphaned root
+ * volume and every acknowledged record intact. SPOTKEEP_CRASH_STEPS=5,6 runs only those steps.
+ */
+import type { ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { adminApi, coordinatorSlot, killAll, type Slot, startCoordinatorCli } from "./coordinator-process.js";
+import { ensureAgentBundle, liveInstances, readAcks, readRecords, startEnv, until, type Env } from "./harness.js";
+
+// Slower than crash.test.ts: the replacement must be ready to take over within the notice window
+// even across a coordinator restart, or the run (correctly) falls back to break-before-make.
+const SCALE = 0.1;
+const range = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
+const STEPS: Record<string, number[]> = {
+  // resolve, create-volume /dev/sdf, create-eni, launch, wait-running, attach-eni, attach /dev/sdf, restore, finish
+  create: range(9),
+  // begin, mbb-subnets, mbb-launch, mbb-wait-ready, cutover-quiesce, detach-eni, detach /dev/sdf, attach-eni,
+  // attach /dev/sdf, restore, finish, terminate-old, delete-old-root, retention
+  replace: range(14),
+};
+const ONLY = process.env.SPOTKEEP_CRASH_STEPS?.split(",").map(Number);
+const CASES = Object.entries(STEPS).flatMap(([kind, steps]) => steps.filter((n) => !ONLY || ONLY.includes(n)).map((n) => ({ kind, n })));
+
+let dir: string;
+let env: Env;
+const children = new Set<ChildProcess>();
+
+const slot = (id: string) => coordinatorSlot(env, dir, id, SCALE);
+const startCoordinatorProcess = (s: Slot, crash?: { kind: string; n: number }, firstStart = false) =>
+  startCoordinatorCli(s, { ownerDir: dir, children, crash, firstStart });
+const api = (s: Slot, method: string, path: string, body?: unknown) => adminApi(`http://127.0.0.1:${s.port}`).ok(method, path, body);
+
+beforeAll(async () => {
+  ensureAgentBundle();
+  dir = mkdtempSync(join(tmpdir(), "spotkeep-crash-mbb-"));
+  env = await startEnv(dir, SCALE);
+});
+afterAll(async () => {
+  killAll(children);
+  await env?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+type Slotted = Awaited<ReturnType<typeof startCoordinatorProcess>>;
+
+async function reach(s: Slot, name: string, state: string, generation: number, log: () => string, ms = 90_000) {
+  return until(
+    `${name} to be ${state} at generation ${generation}`,
+    async () => {
+      const d = await api(s, "GET", `instances/${name}`);
+      if (d.state === "failed") throw new Error(`${name} failed: ${d.stateReason}\n${log()}`);
+      return d.state === state && d.generation === generation ? d : null;
+    },
+    ms,
+  );
+}
+
+function secondarySpec(name: string, acks: string) {
+  const spec = env.spec(name, { root: false, acks });
+  return { ...spec, persistence: { ...spec.persistence, network: { privateIp: "same-eni", attach: "secondary" } } };
+}
+
+describe.concurrent("coordinator crash at every step of create and make-before-break replace (attach: secondary)", () => {
+  it.each(CASES)(
+    "SIGKILL after $kind step $n: one generation serves, the stable ENI and the volume on it, data intact",
+    async ({ kind, n }) => {
+      const name = `crash-mbb-${kind}-${n}`;
+      const acks = join(dir, `${name}.acks`);
+      const s = await slot(`mbb-${kind}-${n}`);
+      let current: Slotted = await startCoordinatorProcess(s, kind === "create" ? { kind, n } : undefined, true);
+      try {
+        await api(s, "POST", "instances", secondarySpec(name, acks));
+        let created: any = null;
+        if (kind === "replace") {
+          created = await reach(s, name, "running", 1, () => current.log.join(""));
+          await until("records to be acknowledged", () => readAcks(acks).length > 10);
+          current.child.kill("SIGTERM");
+          await current.exited;
+          current = await startCoordinatorProcess(s, { kind, n });
+          await env.control("POST", `instances/${created.instanceId}/interrupt`, { action: "terminate", noticeSeconds: 120 });
+        }
+        const how = await Promise.race([current.exited, new Promise((r) => setTimeout(() => r("no-crash"), 60_000))]);
+        expect(how, current.log.join("")).toMatchObject({ signal: "SIGKILL" });
+
+        current = await startCoordinatorProcess(s);
+        const generation = kind === "create" ? 1 : 2;
+        const after = await reach(s, name, "running", generation, () => current.log.join(""));
+        const volumeId: string = after.resources.volumes[0].volumeId;
+        const eniId: string = after.resources.network.eniId;
+        if (created) {
+          expect(volumeId).toBe(created.resources.volumes[0].volumeId);
+          expect(eniId).toBe(created.resources.network.eniId);
+          expect(after.privateIp).toBe(created.privateIp);
+        }
+        // The one data volume and the one stable ENI, each attached to exactly the live instance.
+        const dataVols = [...env.lc.world.volumes.values()].filter(
+          (v) => v.tags.get("spotkeep:instance") === name && v.tags.has("spotkeep:device") && v.state !== "deleted",
+        );
+        expect(dataVols.map((v) => v.id)).toEqual([volumeId]);
+        // (Each generation's own primary ENI carries its generation tag and goes with its instance.)
+        const enis = [...env.lc.world.enis.values()].filter(
+          (e) => e.tags.get("spotkeep:instance") === name && !e.tags.has("spotkeep:generation"),
+        );
+        expect(enis.map((e) => e.id)).toEqual([eniId]);
+        const eni = await until("the stable ENI attached", async () => {
+          const e = await env.ec2.describeNetworkInterface(eniId);
+          return e?.attachment?.status === "attached" ? e : null;
+        });
+        expect(eni.attachment).toMatchObject({ instanceId: after.instanceId, deviceIndex: 1 });
+        const vol = await env.ec2.describeVolume(volumeId);
+        expect(vol?.attachments.map((a) => a.instanceId)).toEqual([after.instanceId]);
+        // One live generation, no duplicate launch; only its root volume is left once the old one is gone.
+        await until("one live instance", async () => ((await liveInstances(env, name)).length === 1 ? true : null), 60_000);
+        expect((await liveInstances(env, name)).map((i) => i.instanceId)).toEqual([after.instanceId]);
+        const roots = () =>
+          [...env.lc.world.volumes.values()]
+            .filter((v) => v.tags.get("spotkeep:instance") === name && v.tags.get("spotkeep:root") === "true")
+            .filter((v) => v.state !== "deleted" && v.state !== "deleting")
+            .map((v) => v.attachment?.instanceId ?? v.id);
+        await until(
+          "only the live generation's root volume",
+          () => (JSON.stringify(roots()) === JSON.stringify([after.instanceId]) ? true : null),
+          60_000,
+        );
+        if (created) {
+          const acked = readAcks(acks);
+          const records = readRecords(join(env.rootDir(after.instanceId), "data", "records.log"));
+          expect(acked.filter((x) => !records.has(x))).toEqual([]);
+        }
+      } finally {
+        if (current.child.exitCode === null && current.child.signalCode === null) {
+          current.child.kill("SIGKILL");
+          await current.exited;
+        }
+      }
+    },
+    240_000,
+  );
+});
