@@ -63,6 +63,8 @@ export interface ApiServerDeps {
   views: CoordinatorViews;
   /** Bearer token required on /api/v1/*. */
   adminToken: string;
+  /** The built web console (index.html, assets/); default dist/console of this package. */
+  consoleDir?: string;
   /** Serves GET /agent/v1/agent.js. */
   agentBundlePath: string;
   /** Handles the WebSocket upgrade at /agent/v1/ws (the agent hub); must not throw. */

@@ -1,0 +1,9 @@
+/** The API's shapes as the console uses them (shared/api.ts is the source of truth). */
+export type {
+  EventsResponse,
+  InstanceDetail,
+  InstanceSummary,
+  Timeline,
+  Workflow,
+  WorkflowStep,
+} from "../shared/api.js";
