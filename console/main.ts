@@ -1,13 +1,14 @@
 /**
  * The spotkeep web console: sign-in with the admin token, the fleet, one instance (spec,
  * resources, generations, timelines as Gantt charts, events) and its actions. Hash routes:
- * `#/` the fleet, `#/instances/<name>` an instance.
+ * `#/` the fleet, `#/instances/<name>` an instance, `#/savings` what spot saved.
  */
 import { render } from "preact";
 import { html } from "htm/preact";
 import { useEffect, useMemo, useState } from "preact/hooks";
 import { ApiError, api, follow, storeToken, storedToken, whenUnauthorized } from "./api.js";
 import { Gantt, seconds } from "./gantt.js";
+import { Savings } from "./savings.js";
 import type { EventsResponse, InstanceDetail, InstanceSummary, Workflow } from "./types.js";
 import "./style.css";
 
@@ -432,7 +433,10 @@ function App() {
   return html`<div>
     <header>
       <a class="brand" href="#/">spotkeep</a>
-      <nav><a href="#/" class=${name ? "" : "active"}>Fleet</a></nav>
+      <nav>
+        <a href="#/" class=${name || hash === "#/savings" ? "" : "active"}>Fleet</a>
+        <a href="#/savings" data-testid="nav-savings" class=${hash === "#/savings" ? "active" : ""}>Savings</a>
+      </nav>
       <button class="signout" data-testid="signout" onClick=${() => {
         storeToken(null);
         setInstances(null);
@@ -440,7 +444,13 @@ function App() {
       }}>Sign out</button>
     </header>
     <main>
-      ${name ? html`<${Instance} name=${name} summary=${instances?.find((i) => i.name === name)} />` : html`<${Fleet} instances=${instances} mode=${mode} />`}
+      ${
+        name
+          ? html`<${Instance} name=${name} summary=${instances?.find((i) => i.name === name)} />`
+          : hash === "#/savings"
+            ? html`<${Savings} />`
+            : html`<${Fleet} instances=${instances} mode=${mode} />`
+      }
     </main>
   </div>`;
 }

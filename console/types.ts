@@ -3,6 +3,7 @@ export type {
   EventsResponse,
   InstanceDetail,
   InstanceSummary,
+  Savings,
   Timeline,
   Workflow,
   WorkflowStep,

@@ -132,3 +132,26 @@ export const OperationResponse = CreateResponse;
 export const UpdateResponse = z.object({ name: z.string(), workflowId: z.string().nullable() });
 export const ApiError = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
 export type ApiError = z.infer<typeof ApiError>;
+
+/** GET /api/v1/savings: hours on spot and on-demand per instance and what spot saved (model hours, USD). */
+export const SavingsLine = z.object({
+  name: z.string(),
+  spotHours: z.number(),
+  onDemandHours: z.number(),
+  /** What the spot hours cost at the spot price in effect while they ran. */
+  spotCost: z.number(),
+  onDemandCost: z.number(),
+  /** What every priced hour would have cost on-demand. */
+  onDemandEquivalent: z.number(),
+  saved: z.number(),
+  /** Generations left out of the money, with the reason. */
+  unpriced: z.array(z.string()),
+});
+export type SavingsLine = z.infer<typeof SavingsLine>;
+export const Savings = z.object({
+  currency: z.literal("USD"),
+  at: z.string(),
+  instances: z.array(SavingsLine),
+  total: SavingsLine.omit({ name: true, unpriced: true }),
+});
+export type Savings = z.infer<typeof Savings>;

@@ -193,6 +193,11 @@ async function handle(deps: ApiServerDeps, web: Console, req: IncomingMessage, r
       return sendJson(res, 202, { name, workflowId });
     }
   }
+  if (parts[0] === "savings" && parts.length === 1) {
+    only(method, ["GET"]);
+    if (!views.savings) throw new HttpError(501, "not-implemented", "savings are not available in this version");
+    return sendJson(res, 200, await views.savings());
+  }
   if (parts[0] === "workflows" && parts.length === 2) {
     only(method, ["GET"]);
     const wf = await views.getWorkflow(parts[1]!);

@@ -5,7 +5,7 @@
  */
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
-import type { EventsResponse, InstanceDetail, InstanceSummary, Workflow } from "../../shared/api.js";
+import type { EventsResponse, InstanceDetail, InstanceSummary, Savings, Workflow } from "../../shared/api.js";
 import type { KeepSet } from "../../shared/deletion.js";
 import type { StatefulInstanceSpec } from "../../shared/spec.js";
 
@@ -57,6 +57,8 @@ export interface CoordinatorViews {
    * instance is listed under once the delete finished.
    */
   deleteInstance?(name: string, o: { keep: KeepSet; ttlHours: number | null }): Promise<{ workflowId: string; archivedAs: string }>;
+  /** Hours on spot and on-demand and the money spot saved, per instance and in total. */
+  savings?(): Promise<Savings>;
 }
 
 export interface ApiServerDeps {

@@ -156,6 +156,21 @@ describe.skipIf(!CHROMIUM)("web console in headless Chromium", () => {
     await shot("07-snapshot-done");
   }, 90_000);
 
+  it("shows a non-zero saving from spot, per instance and in total", async () => {
+    const api = (await (await fetch(`${coord.url}/api/v1/savings`, { headers: { authorization: `Bearer ${TOKEN}` } })).json()) as any;
+    const line = api.instances.find((l: { name: string }) => l.name === "orders-db");
+    expect(line.spotHours).toBeGreaterThan(0);
+    expect(line.unpriced).toEqual([]);
+    expect(line.saved).toBeGreaterThan(0);
+    // localcloud's m5.large spot price is 28-36% of on-demand in every AZ: spot cost well under on-demand.
+    expect(line.spotCost).toBeLessThan(line.onDemandEquivalent * 0.4);
+    await page.click('[data-testid="nav-savings"]');
+    await page.waitForSelector('[data-testid="savings-row"][data-name="orders-db"]');
+    expect(await text('[data-testid="total-saved"]')).toMatch(/^\$0\.\d*[1-9]/);
+    expect(await page.$('[data-testid="savings-chart"]')).not.toBeNull();
+    await shot("08-savings");
+  });
+
   it("ran every page without a browser console error (CSP violations included)", () => {
     expect(problems).toEqual([]);
   });

@@ -198,6 +198,13 @@ async function probe(f: Fixture): Promise<Record<string, string>> {
     describeImage: () => gw.describeImage(lc.world.baseImageId),
     describeInstances: () => gw.findInstances({ "spotkeep:instance": "iam-db" }),
     spotRequestStatus: () => gw.spotRequestStatus(f.instance),
+    spotPriceHistory: () =>
+      gw.describeSpotPriceHistory!({
+        instanceType: "m5.large",
+        availabilityZone: "us-east-1a",
+        start: new Date(Date.now() - 3_600_000),
+        end: new Date(),
+      }),
     createNetworkInterface: () =>
       gw.createNetworkInterface({ subnetId: f.subnetId, securityGroupIds: [], description: "p", tags: tags("p") }),
     createVolume: () => gw.createVolume({ availabilityZone: f.az, sizeGiB: 1, tags: tags("p") }),
@@ -295,6 +302,7 @@ const NEEDS: Record<string, string[]> = {
     "describeInstances",
     "instanceUserData",
     "registerImage",
+    "spotPriceHistory",
     "spotRequestStatus",
   ],
   LaunchWithExistingInputs: ["createNetworkInterface", "launchInSubnet", "launchWithEni", "launchWithProfile"],
