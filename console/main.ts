@@ -91,6 +91,7 @@ const STATE_ORDER = [
 type SortKey = "name" | "state" | "generation" | "type" | "downtime";
 
 function Fleet({ instances, mode }: { instances: InstanceSummary[] | null; mode: string }) {
+  const now = useNow(5000);
   const [filter, setFilter] = useState("");
   const [state, setState] = useState("");
   const [sort, setSort] = useState<{ key: SortKey; desc: boolean }>({ key: "name", desc: false });
@@ -140,7 +141,7 @@ function Fleet({ instances, mode }: { instances: InstanceSummary[] | null; mode:
     </div>
     <table class="fleet" data-testid="fleet">
       <thead><tr>${th("name", "Name")}${th("state", "State")}${th("generation", "Gen")}<th>Market</th>${th("type", "Type")}<th>AZ</th>
-        <th>Private IP</th><th>EC2 instance</th>${th("downtime", "Last interruption downtime")}</tr></thead>
+        <th>Private IP</th><th>EC2 instance</th><th>Up</th>${th("downtime", "Last interruption")}</tr></thead>
       <tbody>
         ${rows.map(
           (i) => html`<tr data-testid="fleet-row" data-name=${i.name} data-state=${i.state}>
@@ -153,7 +154,10 @@ function Fleet({ instances, mode }: { instances: InstanceSummary[] | null; mode:
             <td>${i.availabilityZone ?? "—"}</td>
             <td>${i.privateIp ?? "—"}</td>
             <td class="mono">${i.instanceId ?? "—"}</td>
-            <td>${seconds(i.lastDowntimeSeconds)}</td>
+            <td title=${i.liveSince ?? ""}>${i.liveSince ? `${age(i.liveSince, now)}${i.lifecycle ? ` on ${i.lifecycle}` : ""}` : "—"}</td>
+            <td data-testid="last-interruption">${
+              i.lastInterruptionAt ? `${age(i.lastInterruptionAt, now)} ago, down ${seconds(i.lastDowntimeSeconds)}` : "none"
+            }</td>
           </tr>`,
         )}
       </tbody>

@@ -31,6 +31,10 @@ export const InstanceSummary = z.object({
   lifecycle: z.enum(["spot", "on-demand"]).nullable(),
   privateIp: z.string().nullable(),
   lastDowntimeSeconds: z.number().nullable(),
+  /** When the live generation launched (null when none runs): its uptime, on its market. */
+  liveSince: z.string().nullable().optional(),
+  /** When the last replacement with a measured downtime started (the downtime is lastDowntimeSeconds). */
+  lastInterruptionAt: z.string().nullable().optional(),
 });
 export type InstanceSummary = z.infer<typeof InstanceSummary>;
 

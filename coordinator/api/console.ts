@@ -6,8 +6,8 @@
  * Every console response carries a Content-Security-Policy that allows scripts, styles and
  * connections from this origin only: no inline script, no eval, no framing.
  *
- * The stream sends the instance list (`event: instances`) whenever it changes, checked every
- * second, and a comment line every 15 s so proxies keep it open. At most MAX_STREAMS are open at
+ * The stream sends the instance list (`event: instances`) whenever it changes, read once a
+ * second for all open streams together (not once per stream), and a comment line every 15 s so proxies keep it open. At most MAX_STREAMS are open at
  * once (a further one is answered 503); all of them end when the coordinator stops.
  */
 import { readFileSync } from "node:fs";
@@ -58,6 +58,10 @@ export function defaultConsoleDir(): string {
 
 export class Console {
   private readonly streams = new Set<ServerResponse>();
+  private poll: ReturnType<typeof setInterval> | undefined;
+  private checking = false;
+  /** The last instances frame sent: a new stream gets it at once. */
+  private last: string | null = null;
 
   constructor(
     private readonly dir: string,
@@ -126,39 +130,49 @@ export class Console {
       "x-accel-buffering": "no",
     });
     res.write(`retry: 2000\n\n`);
-    let last = "";
-    let busy = false;
-    const check = async () => {
-      if (busy) return;
-      busy = true;
-      try {
-        const text = JSON.stringify(await this.views.listInstances());
-        if (text !== last && !res.writableEnded) {
-          last = text;
-          res.write(`event: instances\ndata: ${text}\n\n`);
-        }
-      } catch (err) {
-        if (!res.writableEnded) res.write(`event: error\ndata: ${JSON.stringify({ message: (err as Error).message })}\n\n`);
-      } finally {
-        busy = false;
-      }
-    };
-    const poll = setInterval(check, STREAM_CHECK_MS);
+    if (this.last !== null) res.write(this.last);
     const beat = setInterval(() => res.write(": heartbeat\n\n"), HEARTBEAT_MS);
     const done = () => {
-      clearInterval(poll);
       clearInterval(beat);
       this.streams.delete(res);
+      if (this.streams.size === 0) this.stopPolling();
     };
     res.on("close", done);
     res.on("error", done);
-    void check();
+    if (!this.poll) {
+      this.poll = setInterval(() => void this.check(), STREAM_CHECK_MS);
+      void this.check();
+    }
+  }
+
+  /** One read of the instance list per tick for every open stream; sent when it changed. */
+  private async check(): Promise<void> {
+    if (this.checking) return;
+    this.checking = true;
+    try {
+      const frame = `event: instances\ndata: ${JSON.stringify(await this.views.listInstances())}\n\n`;
+      if (frame === this.last) return;
+      this.last = frame;
+      for (const res of this.streams) if (!res.writableEnded) res.write(frame);
+    } catch (err) {
+      const frame = `event: error\ndata: ${JSON.stringify({ message: (err as Error).message })}\n\n`;
+      for (const res of this.streams) if (!res.writableEnded) res.write(frame);
+    } finally {
+      this.checking = false;
+    }
+  }
+
+  private stopPolling(): void {
+    if (this.poll) clearInterval(this.poll);
+    this.poll = undefined;
+    this.last = null;
   }
 
   /** End every open stream (the coordinator is stopping). */
   closeStreams(): void {
     for (const res of this.streams) res.end();
     this.streams.clear();
+    this.stopPolling();
   }
 
   get openStreams(): number {

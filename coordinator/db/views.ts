@@ -27,6 +27,8 @@ export class Views {
       lifecycle: g?.market ?? null,
       privateIp: g?.privateIp ?? (await this.store.network.get(inst.name))?.privateIp ?? null,
       lastDowntimeSeconds: last?.downtimeSeconds ?? null,
+      liveSince: g && g.endedAt == null ? iso(g.launchedAt) : null,
+      lastInterruptionAt: last?.startedAt ?? null,
     };
   }
 
