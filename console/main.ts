@@ -5,7 +5,7 @@
  */
 import { render } from "preact";
 import { html } from "htm/preact";
-import { useEffect, useMemo, useState } from "preact/hooks";
+import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { ApiError, api, follow, storeToken, storedToken, whenUnauthorized } from "./api.js";
 import { Gantt, seconds } from "./gantt.js";
 import { Savings } from "./savings.js";
@@ -271,8 +271,12 @@ function Instance({ name, summary }: { name: string; summary: InstanceSummary | 
   const [action, setAction] = useState<Action | null>(null);
   const [started, setStarted] = useState<string | null>(null);
   const [selected, setSelected] = useState<string | null>(null);
+  const [gone, setGone] = useState(false);
+  // Once a delete is under way the page stops reloading: the name is about to stop existing.
+  const deleting = useRef(false);
   const now = useNow();
   const load = async () => {
+    if (deleting.current) return;
     try {
       const p = `/instances/${encodeURIComponent(name)}`;
       const [d, e] = await Promise.all([api<InstanceDetail>(p), api<EventsResponse>(`${p}/events`)]);
@@ -280,6 +284,7 @@ function Instance({ name, summary }: { name: string; summary: InstanceSummary | 
       setEvents(e);
       setError(null);
     } catch (err) {
+      if (err instanceof ApiError && err.status === 404) setGone(true);
       setError((err as Error).message);
     }
   };
@@ -289,12 +294,14 @@ function Instance({ name, summary }: { name: string; summary: InstanceSummary | 
     void load();
   }, [name, key]);
   // While a workflow runs, its timeline grows: refresh every 2 s.
-  const running = events?.timelines.some((t) => t.outcome === "running") ?? false;
+  const running = (events?.timelines.some((t) => t.outcome === "running") ?? false) && !gone;
   useEffect(() => {
     if (!running) return;
     const t = setInterval(load, 2000);
     return () => clearInterval(t);
   }, [running, name]);
+  if (gone)
+    return html`<section><p><a href="#/">← Fleet</a></p><p class="error" role="alert" data-testid="gone">${name} no longer exists: ${error}</p></section>`;
   if (error && !detail) return html`<p class="error" role="alert">${error}</p>`;
   if (!detail || !events) return html`<p>Loading…</p>`;
   const spec = (detail.spec ?? {}) as {
@@ -320,12 +327,18 @@ function Instance({ name, summary }: { name: string; summary: InstanceSummary | 
       action &&
       html`<${ActionDialog} name=${detail.name} action=${action} onClose=${() => setAction(null)}
       onStarted=${(id: string) => {
+        if (action === "delete") deleting.current = true;
         setAction(null);
         setStarted(id);
         void load();
       }} />`
     }
     ${started && html`<${WorkflowProgress} id=${started} onDone=${load} />`}
+    ${
+      deleting.current &&
+      html`<p data-testid="deleted-note">Deleting ${detail.name}: once the workflow above is done it is listed under its archived name
+        (<code>GET /api/v1/instances?all=true</code>). <a href="#/">Back to the fleet</a></p>`
+    }
     <div class="grid">
       <div>
         <h3>Spec</h3>

@@ -171,6 +171,31 @@ describe.skipIf(!CHROMIUM)("web console in headless Chromium", () => {
     await shot("08-savings");
   });
 
+  it("filters the fleet, and deletes an instance with the keep choices after confirmation", async () => {
+    const { workflowId } = await coord.views.createInstance(parseSpec(env.spec("scratch", { workload: false })));
+    expect((await coord.engine.wait(workflowId)).status).toBe("succeeded");
+    await page.click('a[href="#/"]');
+    await page.waitForSelector('[data-testid="fleet-row"][data-name="scratch"][data-state="running"]');
+    await page.type('[data-testid="filter"]', "scra");
+    await page.waitForFunction(() => (globalThis as any).document.querySelectorAll('[data-testid="fleet-row"]').length === 1);
+    expect(await page.$('[data-testid="fleet-row"][data-name="orders-db"]')).toBeNull();
+    await page.click('[data-testid="fleet-row"][data-name="scratch"] a');
+    await page.waitForSelector('[data-testid="instance"][data-name="scratch"]');
+    await page.click('[data-testid="action-delete"]');
+    await page.waitForSelector('[data-testid="confirm"]');
+    await page.click('[data-testid="keep-volumes"]');
+    await shot("09-confirm-delete");
+    await page.click('[data-testid="confirm-go"]');
+    await page.waitForSelector('[data-testid="workflow"][data-status="succeeded"]', { timeout: 60_000 });
+    const all = await coord.views.listInstances({ includeDeleted: true });
+    expect(all.find((i) => i.name === "scratch")).toBeUndefined();
+    const archived = all.find((i) => i.name.startsWith("scratch") && i.state === "deleted");
+    expect(archived).toBeTruthy();
+    // The kept volume is still in EC2.
+    const kept = await env.ec2.findInstances({ "spotkeep:instance": "scratch" });
+    expect(kept.every((i) => i.state !== "running")).toBe(true);
+  }, 90_000);
+
   it("ran every page without a browser console error (CSP violations included)", () => {
     expect(problems).toEqual([]);
   });
