@@ -19,8 +19,12 @@ function ms(iso: string | null): number | null {
 export function seconds(s: number | null): string {
   if (s === null) return "—";
   if (s < 60) return `${s.toFixed(s < 10 ? 1 : 0)} s`;
-  const m = Math.floor(s / 60);
-  return `${m} min ${Math.round(s - m * 60)} s`;
+  if (s < 3600) {
+    const m = Math.floor(s / 60);
+    return `${m} min ${Math.round(s - m * 60)} s`;
+  }
+  if (s < 172_800) return `${Math.floor(s / 3600)} h ${Math.round((s % 3600) / 60)} min`;
+  return `${(s / 86_400).toFixed(1)} d`;
 }
 
 export function Gantt({ t, now }: { t: Timeline; now: number }) {

@@ -309,6 +309,8 @@ function Instance({ name, summary }: { name: string; summary: InstanceSummary | 
     persistence?: { root?: boolean; dataMethod?: string; network?: { privateIp?: string } };
   };
   const timelines = [...events.timelines].reverse();
+  // Durations are model time, as in the timelines (real ÷ timeScale; 1 outside time-scaled tests).
+  const scale = events.timelines[0]?.timeScale ?? 1;
   const shown = timelines.find((t) => t.workflowId === selected) ?? timelines[0];
   const actions: Action[] =
     detail.state === "paused"
@@ -378,7 +380,7 @@ function Instance({ name, summary }: { name: string; summary: InstanceSummary | 
           <td>${g.generation}</td><td class="mono">${g.instanceId ?? "—"}</td><td>${g.lifecycle ?? "—"}</td><td>${g.instanceType ?? "—"}</td>
           <td>${g.availabilityZone ?? "—"}</td><td title=${g.launchedAt ?? ""}>${g.launchedAt ? `${age(g.launchedAt, now)} ago` : "—"}</td>
           <td title=${g.endedAt ?? ""}>${g.endedAt ? `${age(g.endedAt, now)} ago` : "running"}</td>
-          <td>${g.launchedAt ? age(g.launchedAt, g.endedAt ? Date.parse(g.endedAt) : now) : "—"}</td><td>${g.endReason ?? ""}</td>
+          <td>${g.launchedAt ? seconds(((g.endedAt ? Date.parse(g.endedAt) : now) - Date.parse(g.launchedAt)) / 1000 / scale) : "—"}</td><td>${g.endReason ?? ""}</td>
         </tr>`,
       )}</tbody>
     </table>

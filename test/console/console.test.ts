@@ -144,6 +144,9 @@ describe.skipIf(!CHROMIUM)("web console in headless Chromium", () => {
     expect(await page.$('[data-testid="band-downtime"]')).not.toBeNull();
     expect(await text('[data-testid="generations"]')).toContain("interrupt");
     await shot("05-instance");
+    // The page down to the end of the timeline (the README's picture, docs/console-instance.png).
+    const bottom = await page.$eval('[data-testid="timeline"]', (e) => e.getBoundingClientRect().bottom + 12);
+    await page.screenshot({ path: join(SHOTS, "instance-timeline.png"), clip: { x: 0, y: 0, width: 1240, height: bottom } });
   });
 
   it("runs a snapshot after confirmation and shows its workflow complete", async () => {
