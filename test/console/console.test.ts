@@ -199,6 +199,45 @@ describe.skipIf(!CHROMIUM)("web console in headless Chromium", () => {
     expect(kept.every((i) => i.state !== "running")).toBe(true);
   }, 90_000);
 
+  it("falls back to polling when the event stream is refused, and resumes a paused instance from the page", async () => {
+    const polling = await browser.newPage();
+    const own: string[] = [];
+    polling.on("console", (m) => {
+      // The refused stream itself is logged by the browser; it is what this case sets up.
+      if ((m.type() === "error" || m.type() === "warn") && !m.location().url?.includes("/api/v1/stream"))
+        own.push(`${m.type()}: ${m.text()}`);
+    });
+    polling.on("pageerror", (e) => own.push(`pageerror: ${(e as Error).message}`));
+    await polling.setRequestInterception(true);
+    polling.on("request", (r) => {
+      if (r.url().endsWith("/api/v1/stream")) void r.respond({ status: 503, contentType: "application/json", body: "{}" });
+      else void r.continue();
+    });
+    try {
+      await polling.goto(`${coord.url}/`);
+      await polling.type("#token", TOKEN);
+      await polling.click('[data-testid="signin"] button[type="submit"]');
+      await polling.waitForSelector('[data-testid="fleet-row"][data-name="orders-db"][data-state="running"]');
+      await polling.waitForSelector('::-p-xpath(//*[@data-testid="live-mode" and text()="polling"])');
+      const { workflowId } = await coord.views.runOperation!("orders-db", "pause");
+      await polling.waitForSelector('[data-testid="fleet-row"][data-name="orders-db"][data-state="paused"]', { timeout: 60_000 });
+      expect((await coord.views.getWorkflow(workflowId))!.status).toBe("succeeded");
+      await polling.click('[data-testid="fleet-row"][data-name="orders-db"] a');
+      await polling.waitForSelector('[data-testid="action-resume"]');
+      expect(await polling.$('[data-testid="action-pause"]')).toBeNull();
+      await polling.click('[data-testid="action-resume"]');
+      await polling.waitForSelector('[data-testid="confirm"]');
+      await polling.click('[data-testid="confirm-go"]');
+      await polling.waitForSelector('[data-testid="workflow"][data-status="succeeded"]', { timeout: 60_000 });
+      await polling.waitForSelector('[data-testid="instance-state"]::-p-text(running)', { timeout: 30_000 });
+      expect((await coord.views.getInstance("orders-db"))!.state).toBe("running");
+      await polling.screenshot({ path: join(SHOTS, "10-resumed-polling.png"), fullPage: true });
+      expect(own).toEqual([]);
+    } finally {
+      await polling.close();
+    }
+  }, 120_000);
+
   it("ran every page without a browser console error (CSP violations included)", () => {
     expect(problems).toEqual([]);
   });
