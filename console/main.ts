@@ -372,6 +372,18 @@ function Instance({ name, summary }: { name: string; summary: InstanceSummary | 
         </table>
       </div>
     </div>
+    <h3>Snapshots and images</h3>
+    ${
+      (detail.resources.artifacts ?? []).length === 0
+        ? html`<p class="empty">None held.</p>`
+        : html`<table class="small" data-testid="artifacts">
+          <thead><tr><th>Id</th><th>Kind</th><th>Device</th><th>Generation</th><th>Age</th></tr></thead>
+          <tbody>${(detail.resources.artifacts ?? []).map(
+            (a) => html`<tr><td class="mono">${a.id}</td><td>${a.kind}</td><td>${a.device ?? "—"}</td><td>${a.generation ?? "—"}</td>
+              <td title=${a.createdAt}>${age(a.createdAt, now)}</td></tr>`,
+          )}</tbody>
+        </table>`
+    }
     <h3>Generations</h3>
     <table class="small" data-testid="generations">
       <thead><tr><th>#</th><th>EC2 instance</th><th>Market</th><th>Type</th><th>AZ</th><th>Launched</th><th>Ended</th><th>Ran</th><th>Why it ended</th></tr></thead>

@@ -64,6 +64,18 @@ export const InstanceDetail = InstanceSummary.extend({
     volumes: z.array(PersistedVolume),
     root: z.object({ imageId: z.string().nullable(), snapshotId: z.string().nullable() }),
     network: z.object({ eniId: z.string().nullable(), privateIp: z.string().nullable() }),
+    /** The snapshots and images spotkeep made for it and still holds, newest first. */
+    artifacts: z
+      .array(
+        z.object({
+          id: z.string(),
+          kind: z.enum(["data-snapshot", "root-snapshot", "image"]),
+          device: z.string().nullable(),
+          generation: z.number().int().nullable(),
+          createdAt: z.string(),
+        }),
+      )
+      .optional(),
   }),
   generations: z.array(Generation),
 });

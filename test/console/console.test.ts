@@ -156,6 +156,9 @@ describe.skipIf(!CHROMIUM)("web console in headless Chromium", () => {
     await page.click('[data-testid="confirm-go"]');
     await page.waitForSelector('[data-testid="workflow"][data-status="succeeded"]', { timeout: 60_000 });
     expect(await text('[data-testid="workflow"]')).toContain("snapshot");
+    // The new data snapshot is listed with its age.
+    const vol = (await coord.views.getInstance("orders-db"))!.resources.volumes[0]!;
+    await page.waitForSelector(`[data-testid="artifacts"] ::-p-text(${vol.latestSnapshotId})`);
     await shot("07-snapshot-done");
   }, 90_000);
 
