@@ -3,7 +3,9 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createApiServer, type ApiServer } from "./server.js";
-import { CONSOLE_CSP, MAX_STREAMS } from "./console.js";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
+import { CONSOLE_CSP, Console, MAX_STREAMS } from "./console.js";
 import type { CoordinatorViews } from "./types.js";
 import type { InstanceSummary } from "../../shared/api.js";
 
@@ -101,6 +103,50 @@ describe("/api/v1/stream", () => {
     for (;;) {
       const r = await reader.read().catch(() => ({ done: true }));
       if (r.done) break;
+    }
+  });
+});
+
+describe("Console.stream", () => {
+  it("sends heartbeat comments, a changed list at once to every stream, and stops reading when the last stream goes", async () => {
+    let list = [{ name: "a", state: "running" }];
+    let reads = 0;
+    const views = {
+      listInstances: () => {
+        reads++;
+        return list;
+      },
+    } as unknown as CoordinatorViews;
+    const web = new Console("/nonexistent", views, { checkMs: 20, heartbeatMs: 30 });
+    const http = createServer((req, res) => web.stream(req, res));
+    await new Promise<void>((r) => http.listen(0, "127.0.0.1", r));
+    const url = `http://127.0.0.1:${(http.address() as AddressInfo).port}/`;
+    try {
+      const open = async () => (await fetch(url)).body!.pipeThrough(new TextDecoderStream()).getReader();
+      const readUntil = async (r: ReadableStreamDefaultReader<string>, what: string) => {
+        let t = "";
+        while (!t.includes(what)) t += (await r.read()).value ?? "";
+        return t;
+      };
+      const a = await open();
+      const b = await open();
+      expect(await readUntil(a, ": heartbeat")).toContain('"name":"a"');
+      expect(await readUntil(b, '"name":"a"')).toContain("event: instances");
+      list = [{ name: "b", state: "replacing" }];
+      expect(await readUntil(a, '"name":"b"')).toContain('"state":"replacing"');
+      expect(await readUntil(b, '"name":"b"')).toContain('"state":"replacing"');
+      expect(web.openStreams).toBe(2);
+      await a.cancel();
+      await b.cancel();
+      await new Promise((r) => setTimeout(r, 100));
+      expect(web.openStreams).toBe(0);
+      const after = reads;
+      await new Promise((r) => setTimeout(r, 100));
+      expect(reads).toBe(after);
+    } finally {
+      web.closeStreams();
+      http.closeAllConnections();
+      await new Promise((r) => http.close(r));
     }
   });
 });

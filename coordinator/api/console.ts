@@ -66,6 +66,7 @@ export class Console {
   constructor(
     private readonly dir: string,
     private readonly views: CoordinatorViews,
+    private readonly timing: { checkMs: number; heartbeatMs: number } = { checkMs: STREAM_CHECK_MS, heartbeatMs: HEARTBEAT_MS },
   ) {}
 
   /** True when the path is the console's (/, /index.html, /assets/…); answered here. */
@@ -131,7 +132,7 @@ export class Console {
     });
     res.write(`retry: 2000\n\n`);
     if (this.last !== null) res.write(this.last);
-    const beat = setInterval(() => res.write(": heartbeat\n\n"), HEARTBEAT_MS);
+    const beat = setInterval(() => res.write(": heartbeat\n\n"), this.timing.heartbeatMs);
     const done = () => {
       clearInterval(beat);
       this.streams.delete(res);
@@ -140,7 +141,7 @@ export class Console {
     res.on("close", done);
     res.on("error", done);
     if (!this.poll) {
-      this.poll = setInterval(() => void this.check(), STREAM_CHECK_MS);
+      this.poll = setInterval(() => void this.check(), this.timing.checkMs);
       void this.check();
     }
   }
