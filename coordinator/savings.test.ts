@@ -6,9 +6,17 @@ import { DEFAULT_ON_DEMAND_PRICES, SavingsReport, spotCost } from "./savings.js"
 const H = 3_600_000;
 const T0 = Date.parse("2026-01-01T00:00:00Z");
 const at = (h: number) => new Date(T0 + h * H);
-const point = (h: number, price: number): SpotPricePoint => ({ instanceType: "m5.large", availabilityZone: "us-east-1a", price, at: at(h) });
+const point = (h: number, price: number): SpotPricePoint => ({
+  instanceType: "m5.large",
+  availabilityZone: "us-east-1a",
+  price,
+  at: at(h),
+});
 
-function instance(name: string, gens: Array<{ lifecycle: "spot" | "on-demand"; type: string; from: number; to: number | null }>): InstanceDetail {
+function instance(
+  name: string,
+  gens: Array<{ lifecycle: "spot" | "on-demand"; type: string; from: number; to: number | null }>,
+): InstanceDetail {
   return {
     name,
     generations: gens.map((g, i) => ({
