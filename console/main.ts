@@ -312,17 +312,21 @@ function Instance({ name, summary }: { name: string; summary: InstanceSummary | 
   // Durations are model time, as in the timelines (real ÷ timeScale; 1 outside time-scaled tests).
   const scale = events.timelines[0]?.timeScale ?? 1;
   const shown = timelines.find((t) => t.workflowId === selected) ?? timelines[0];
+  // What the coordinator admits in each state (ARCHITECTURE.md, the state table); none while a workflow moves it.
   const actions: Action[] =
-    detail.state === "paused"
-      ? ["resume", "snapshot", "delete"]
-      : detail.state === "running"
-        ? ["snapshot", "recycle", "pause", "delete"]
-        : ["delete"];
+    detail.state === "running"
+      ? ["snapshot", "recycle", "pause", "delete"]
+      : detail.state === "paused"
+        ? ["resume", "delete"]
+        : detail.state === "failed"
+          ? ["resume", "recycle", "delete"]
+          : [];
   return html`<section data-testid="instance" data-name=${detail.name}>
     <p><a href="#/">← Fleet</a></p>
     <h2>${detail.name} <span class=${`pill state-${detail.state}`} data-testid="instance-state">${detail.state}</span></h2>
     ${detail.stateReason && html`<p class="reason">${detail.stateReason}</p>`}
     <div class="actions" data-testid="actions">
+      ${actions.length === 0 && html`<span class="hint">No action while it is ${detail.state}.</span>`}
       ${actions.map((a) => html`<button data-testid=${`action-${a}`} class=${a === "delete" ? "danger" : ""} onClick=${() => setAction(a)}>${a}</button>`)}
     </div>
     ${
