@@ -182,6 +182,12 @@ describe.skipIf(!CHROMIUM)("web console in headless Chromium", () => {
     expect((await coord.engine.wait(workflowId)).status).toBe("succeeded");
     await page.click('a[href="#/"]');
     await page.waitForSelector('[data-testid="fleet-row"][data-name="scratch"][data-state="running"]');
+    const names = () => page.$$eval('[data-testid="fleet-row"]', (rows) => rows.map((r) => r.getAttribute("data-name")));
+    expect(await names()).toEqual(["orders-db", "scratch"]);
+    await page.click('[data-testid="sort-name"]');
+    expect(await names()).toEqual(["scratch", "orders-db"]);
+    await page.click('[data-testid="sort-name"]');
+    expect(await names()).toEqual(["orders-db", "scratch"]);
     await page.type('[data-testid="filter"]', "scra");
     await page.waitForFunction(() => (globalThis as any).document.querySelectorAll('[data-testid="fleet-row"]').length === 1);
     expect(await page.$('[data-testid="fleet-row"][data-name="orders-db"]')).toBeNull();
