@@ -72,6 +72,18 @@ export const CoordinatorConfig = z
       })
       .strict()
       .optional(),
+    /**
+     * On-demand USD per hour by instance type for the savings report, laid over the built-in
+     * us-east-1 Linux list prices (coordinator/savings.ts DEFAULT_ON_DEMAND_PRICES).
+     */
+    onDemandPrices: z
+      .record(z.string(), z.number().positive().max(1000))
+      .superRefine((prices, ctx) => {
+        for (const k of Object.keys(prices))
+          if (!/^[a-z][a-z0-9-]*\.[a-z0-9]+$/.test(k))
+            ctx.addIssue({ code: "custom", path: [k], message: "is not an instance type (such as m5.large)" });
+      })
+      .default({}),
     /** Start on an empty store even though this data directory held one before (after a deliberate reset). */
     acceptEmptyStore: z.boolean().default(false),
   })

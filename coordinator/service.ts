@@ -11,6 +11,7 @@ import type { StatefulInstanceSpec } from "../shared/spec.js";
 import { AgentHub } from "./agents/hub.js";
 import { loadCertificate } from "./agents/identity.js";
 import { createApiServer } from "./api/server.js";
+import { SavingsReport } from "./savings.js";
 import { loadOrCreateAdminToken } from "./api/token.js";
 import { ApiFault, type CoordinatorViews } from "./api/types.js";
 import { agentBundleSha256, loadCaCertificate, renderUserData } from "./bootstrap.js";
@@ -324,6 +325,16 @@ async function startOn(
     log,
   });
 
+  const savings = new SavingsReport({
+    instances: async () =>
+      (await Promise.all((await views.list({ includeDeleted: true })).map((i) => views.detail(i.name)))).filter(
+        (d): d is NonNullable<typeof d> => d !== null,
+      ),
+    ec2,
+    onDemandPrices: config.onDemandPrices,
+    timeScale: config.timeScale,
+    now: clock.now,
+  });
   const apiViews: CoordinatorViews = {
     listInstances: async (o) => health.decorate(await views.list(o)),
     getInstance: async (name) => health.decorateDetail(await views.detail(name)),
@@ -334,6 +345,7 @@ async function startOn(
     createInstance: (spec) => operations.createInstance(spec),
     deleteInstance: (name, o) => operations.deleteInstance(name, o),
     importInstance: (req) => operations.importInstance(req),
+    savings: () => savings.report(),
   };
   const api = createApiServer({
     views: apiViews,

@@ -99,3 +99,46 @@ for (const d of [cliDir, join(cliDir, "localcloud")])
     if (e.isFile() && !built.has(join(d, e.name)) && !e.name.endsWith(".tmp")) rmSync(join(d, e.name), { force: true });
 const cliBytes = outputs.reduce((n, f) => n + f.contents.length, 0);
 console.log(`built ${entry} and ${outputs.length - 1} more files (${(cliBytes / 1024).toFixed(0)} KiB)`);
+
+// --- web console ---
+// console/main.ts (Preact + htm: no JSX step) and its stylesheet, minified, with content hashes in
+// the file names so the coordinator can serve them as immutable; index.html names them and is the
+// only file served no-cache. No inline script or style: the console runs under a strict CSP.
+const consoleDir = join(dist, "console");
+const assetsDir = join(consoleDir, "assets");
+const ui = await build({
+  entryPoints: { main: join(repoRoot, "console", "main.ts") },
+  bundle: true,
+  format: "esm",
+  platform: "browser",
+  target: "es2022",
+  minify: true,
+  entryNames: "[name]-[hash]",
+  assetNames: "[name]-[hash]",
+  outdir: assetsDir,
+  metafile: true,
+  legalComments: "none",
+  logLevel: "warning",
+  write: false,
+});
+for (const f of ui.outputFiles) writeAtomic(f.path, f.contents);
+const names = ui.outputFiles.map((f) => f.path.slice(assetsDir.length + 1));
+const js = names.find((n) => n.endsWith(".js"));
+const css = names.find((n) => n.endsWith(".css"));
+const html = `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>spotkeep</title>
+<link rel="icon" href="data:,">
+${css ? `<link rel="stylesheet" href="/assets/${css}">\n` : ""}<script type="module" src="/assets/${js}"></script>
+</head>
+<body><div id="app"></div></body>
+</html>
+`;
+writeAtomic(join(consoleDir, "index.html"), html);
+// Earlier builds' assets go once index.html names the new ones.
+for (const e of readdirSync(assetsDir, { withFileTypes: true }))
+  if (e.isFile() && !names.includes(e.name) && !e.name.endsWith(".tmp")) rmSync(join(assetsDir, e.name), { force: true });
+console.log(`built ${join(consoleDir, "index.html")} (${names.join(", ")})`);

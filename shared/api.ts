@@ -41,6 +41,10 @@ export const InstanceSummary = z.object({
     })
     .nullable()
     .optional(),
+  /** When the live generation launched (null when none runs): its uptime, on its market. */
+  liveSince: z.string().nullable().optional(),
+  /** When the last replacement with a measured downtime started (the downtime is lastDowntimeSeconds). */
+  lastInterruptionAt: z.string().nullable().optional(),
 });
 export type InstanceSummary = z.infer<typeof InstanceSummary>;
 
@@ -80,6 +84,18 @@ export const InstanceDetail = InstanceSummary.extend({
     volumes: z.array(PersistedVolume),
     root: z.object({ imageId: z.string().nullable(), snapshotId: z.string().nullable() }),
     network: z.object({ eniId: z.string().nullable(), privateIp: z.string().nullable() }),
+    /** The snapshots and images spotkeep made for it and still holds, newest first. */
+    artifacts: z
+      .array(
+        z.object({
+          id: z.string(),
+          kind: z.enum(["data-snapshot", "root-snapshot", "image"]),
+          device: z.string().nullable(),
+          generation: z.number().int().nullable(),
+          createdAt: z.string(),
+        }),
+      )
+      .optional(),
   }),
   generations: z.array(Generation),
   /** EC2 scheduled events on the live instance and when the recycle ahead of each starts. */
@@ -158,3 +174,26 @@ export const OperationResponse = CreateResponse;
 export const UpdateResponse = z.object({ name: z.string(), workflowId: z.string().nullable() });
 export const ApiError = z.object({ error: z.object({ code: z.string(), message: z.string() }) });
 export type ApiError = z.infer<typeof ApiError>;
+
+/** GET /api/v1/savings: hours on spot and on-demand per instance and what spot saved (model hours, USD). */
+export const SavingsLine = z.object({
+  name: z.string(),
+  spotHours: z.number(),
+  onDemandHours: z.number(),
+  /** What the spot hours cost at the spot price in effect while they ran. */
+  spotCost: z.number(),
+  onDemandCost: z.number(),
+  /** What every priced hour would have cost on-demand. */
+  onDemandEquivalent: z.number(),
+  saved: z.number(),
+  /** Generations left out of the money, with the reason. */
+  unpriced: z.array(z.string()),
+});
+export type SavingsLine = z.infer<typeof SavingsLine>;
+export const Savings = z.object({
+  currency: z.literal("USD"),
+  at: z.string(),
+  instances: z.array(SavingsLine),
+  total: SavingsLine.omit({ name: true, unpriced: true }),
+});
+export type Savings = z.infer<typeof Savings>;

@@ -18,6 +18,7 @@ import { ApiFault, type ApiServerDeps } from "./types.js";
 import { tokenMatches } from "./token.js";
 import { BodyError, MAX_YAML_BYTES, bodyFormat, parseBody, type BodyFormat } from "./bodies.js";
 import { openFiles } from "./process-limits.js";
+import { Console, defaultConsoleDir } from "./console.js";
 
 export const MAX_BODY_BYTES = 1024 * 1024;
 const OPERATIONS = ["pause", "resume", "recycle", "snapshot"] as const;
@@ -41,8 +42,9 @@ export interface ApiServer {
 }
 
 export function createApiServer(deps: ApiServerDeps): ApiServer {
+  const web = new Console(deps.consoleDir ?? defaultConsoleDir(), deps.views);
   const server = createServer((req, res) => {
-    handle(deps, req, res).catch((err) => sendError(res, err));
+    handle(deps, web, req, res).catch((err) => sendError(res, err));
   });
   server.on("upgrade", (req, socket, head) => {
     socket.on("error", () => socket.destroy());
@@ -71,6 +73,7 @@ export function createApiServer(deps: ApiServerDeps): ApiServer {
       });
     },
     close() {
+      web.closeStreams();
       return new Promise((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections?.();
@@ -79,7 +82,7 @@ export function createApiServer(deps: ApiServerDeps): ApiServer {
   };
 }
 
-async function handle(deps: ApiServerDeps, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function handle(deps: ApiServerDeps, web: Console, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const url = new URL(req.url ?? "/", "http://localhost");
   const path = url.pathname.replace(/\/+$/, "") || "/";
   const method = req.method ?? "GET";
@@ -112,6 +115,7 @@ async function handle(deps: ApiServerDeps, req: IncomingMessage, res: ServerResp
       .pipe(res);
     return;
   }
+  if (web.serve(path, method, res)) return;
   if (path === "/agent/v1/ws") throw new HttpError(426, "upgrade-required", "the agent endpoint speaks WebSocket");
   if (!path.startsWith("/api/v1/") && path !== "/api/v1") throw new HttpError(404, "not-found", `no route for ${method} ${path}`);
 
@@ -129,6 +133,10 @@ async function handle(deps: ApiServerDeps, req: IncomingMessage, res: ServerResp
 
   const parts = path.split("/").slice(3).map(decodeSegment); // after "", "api", "v1"
   const { views } = deps;
+  if (parts[0] === "stream" && parts.length === 1) {
+    only(method, ["GET"]);
+    return web.stream(req, res);
+  }
 
   if (parts[0] === "instances") {
     if (parts.length === 1) {
@@ -184,6 +192,11 @@ async function handle(deps: ApiServerDeps, req: IncomingMessage, res: ServerResp
       const { workflowId } = await views.runOperation(name, parts[2] as Operation);
       return sendJson(res, 202, { name, workflowId });
     }
+  }
+  if (parts[0] === "savings" && parts.length === 1) {
+    only(method, ["GET"]);
+    if (!views.savings) throw new HttpError(501, "not-implemented", "savings are not available in this version");
+    return sendJson(res, 200, await views.savings());
   }
   if (parts[0] === "workflows" && parts.length === 2) {
     only(method, ["GET"]);

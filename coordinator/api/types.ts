@@ -5,7 +5,7 @@
  */
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
-import type { EventsResponse, InstanceDetail, InstanceSummary, Workflow } from "../../shared/api.js";
+import type { EventsResponse, InstanceDetail, InstanceSummary, Savings, Workflow } from "../../shared/api.js";
 import type { KeepSet } from "../../shared/deletion.js";
 import type { StatefulInstanceSpec } from "../../shared/spec.js";
 
@@ -57,12 +57,16 @@ export interface CoordinatorViews {
    * instance is listed under once the delete finished.
    */
   deleteInstance?(name: string, o: { keep: KeepSet; ttlHours: number | null }): Promise<{ workflowId: string; archivedAs: string }>;
+  /** Hours on spot and on-demand and the money spot saved, per instance and in total. */
+  savings?(): Promise<Savings>;
 }
 
 export interface ApiServerDeps {
   views: CoordinatorViews;
   /** Bearer token required on /api/v1/*. */
   adminToken: string;
+  /** The built web console (index.html, assets/); default dist/console of this package. */
+  consoleDir?: string;
   /** Serves GET /agent/v1/agent.js. */
   agentBundlePath: string;
   /** Handles the WebSocket upgrade at /agent/v1/ws (the agent hub); must not throw. */

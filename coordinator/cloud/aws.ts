@@ -23,6 +23,7 @@ import {
   DetachNetworkInterfaceCommand,
   DescribeSnapshotsCommand,
   DescribeSpotInstanceRequestsCommand,
+  DescribeSpotPriceHistoryCommand,
   DescribeSubnetsCommand,
   DescribeVolumesCommand,
   DetachVolumeCommand,
@@ -66,6 +67,7 @@ import {
   type LaunchRequest,
   type PermissionCheck,
   type SnapshotInfo,
+  type SpotPricePoint,
   type SpotRequestStatus,
   type SubnetInfo,
   type Tags,
@@ -97,6 +99,7 @@ export const GATEWAY_ACTIONS: readonly string[] = [
   "DescribeNetworkInterfaces",
   "DescribeSnapshots",
   "DescribeSpotInstanceRequests",
+  "DescribeSpotPriceHistory",
   "DescribeSubnets",
   "DescribeVolumes",
   "DetachNetworkInterface",
@@ -250,6 +253,35 @@ class AwsGateway implements Ec2Gateway {
     const r = out.SpotInstanceRequests?.find((x) => x.InstanceId === instanceId);
     if (!r?.SpotInstanceRequestId) return null;
     return { spotInstanceRequestId: r.SpotInstanceRequestId, state: r.State ?? "unknown", statusCode: r.Status?.Code ?? "unknown" };
+  }
+
+  async describeSpotPriceHistory(q: { instanceType: string; availabilityZone: string; start: Date; end: Date }): Promise<SpotPricePoint[]> {
+    const out: SpotPricePoint[] = [];
+    let token: string | undefined;
+    // A busy type changes price a few times a day; 20 pages of 1000 is years of history.
+    for (let page = 0; page < 20; page++) {
+      const res = await this.call("DescribeSpotPriceHistory", `describing spot prices of ${q.instanceType} in ${q.availabilityZone}`, () =>
+        this.client.send(
+          new DescribeSpotPriceHistoryCommand({
+            InstanceTypes: [q.instanceType as never],
+            AvailabilityZone: q.availabilityZone,
+            ProductDescriptions: ["Linux/UNIX"],
+            StartTime: q.start,
+            EndTime: q.end,
+            MaxResults: 1000,
+            NextToken: token,
+          }),
+        ),
+      );
+      for (const r of res.SpotPriceHistory ?? []) {
+        const price = Number(r.SpotPrice);
+        if (!r.Timestamp || !Number.isFinite(price) || price < 0) continue;
+        out.push({ instanceType: q.instanceType, availabilityZone: q.availabilityZone, price, at: new Date(r.Timestamp) });
+      }
+      token = res.NextToken || undefined;
+      if (!token) break;
+    }
+    return out.sort((a, b) => a.at.getTime() - b.at.getTime());
   }
 
   async describeImage(imageId: string): Promise<ImageInfo | null> {
@@ -770,6 +802,7 @@ function permissionDryRuns(region: string): Record<string, () => object> {
     DescribeNetworkInterfaces: () => new DescribeNetworkInterfacesCommand({ DryRun, MaxResults: 5 }),
     DescribeSnapshots: () => new DescribeSnapshotsCommand({ DryRun, OwnerIds: ["self"], MaxResults: 5 }),
     DescribeSpotInstanceRequests: () => new DescribeSpotInstanceRequestsCommand({ DryRun, MaxResults: 5 }),
+    DescribeSpotPriceHistory: () => new DescribeSpotPriceHistoryCommand({ DryRun, MaxResults: 5 }),
     DescribeSubnets: () => new DescribeSubnetsCommand({ DryRun, MaxResults: 5 }),
     DescribeVolumes: () => new DescribeVolumesCommand({ DryRun, MaxResults: 5 }),
     DetachNetworkInterface: () => new DetachNetworkInterfaceCommand({ DryRun, AttachmentId: `eni-attach-${zeros}` }),

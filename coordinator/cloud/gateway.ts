@@ -169,6 +169,14 @@ export interface CreateVolumeRequest {
 }
 
 /** The spot request behind an instance: EC2's own word on an interruption (`marked-for-termination`, …). */
+/** One DescribeSpotPriceHistory record: the price (USD per hour) in effect from `at`. */
+export interface SpotPricePoint {
+  instanceType: string;
+  availabilityZone: string;
+  price: number;
+  at: Date;
+}
+
 export interface SpotRequestStatus {
   spotInstanceRequestId: string;
   /** open | active | closed | cancelled | failed | disabled */
@@ -221,6 +229,11 @@ export interface Ec2Gateway {
   /** The spot request of a spot instance; null for an on-demand instance or one EC2 no longer lists. */
   spotRequestStatus(instanceId: string): Promise<SpotRequestStatus | null>;
   describeImage(imageId: string): Promise<ImageInfo | null>;
+  /**
+   * Linux spot prices of one type in one AZ between `start` and `end`, oldest first, with the
+   * price already in effect at `start` (as EC2 answers). Used by the savings report only.
+   */
+  describeSpotPriceHistory?(q: { instanceType: string; availabilityZone: string; start: Date; end: Date }): Promise<SpotPricePoint[]>;
 
   launchInstance(req: LaunchRequest): Promise<InstanceInfo>;
   describeInstances(instanceIds: string[]): Promise<InstanceInfo[]>;

@@ -35,6 +35,8 @@ export class Views {
         (await this.store.network.get(inst.name))?.privateIp ??
         null,
       lastDowntimeSeconds: last?.downtimeSeconds ?? null,
+      liveSince: g && g.endedAt == null ? iso(g.launchedAt) : null,
+      lastInterruptionAt: last?.startedAt ?? null,
     };
   }
 
@@ -54,13 +56,16 @@ export class Views {
   async detail(name: string): Promise<InstanceDetail | null> {
     const inst = await this.store.instances.get(name);
     if (!inst) return null;
-    const [s, root, net, volumes, generations, taskRuns] = await Promise.all([
+    const [s, root, net, volumes, generations, taskRuns, ...artifacts] = await Promise.all([
       this.summaryOf(inst),
       this.store.root.get(name),
       this.store.network.get(name),
       this.store.volumes.list(name),
       this.store.generations.list(name),
       this.store.taskRuns.list(name),
+      this.store.artifacts.list(name, "data-snapshot"),
+      this.store.artifacts.list(name, "root-snapshot"),
+      this.store.artifacts.list(name, "image"),
     ]);
     return {
       ...s,
@@ -75,6 +80,10 @@ export class Views {
         })),
         root: { imageId: root?.imageId ?? null, snapshotId: root?.snapshotId ?? null },
         network: { eniId: net?.eniId ?? null, privateIp: net?.privateIp ?? null },
+        artifacts: artifacts
+          .flat()
+          .sort((a, b) => b.createdAt - a.createdAt)
+          .map((a) => ({ id: a.id, kind: a.kind, device: a.device, generation: a.generation, createdAt: iso(a.createdAt) ?? "" })),
       },
       generations: generations.map((g) => ({
         generation: g.generation,

@@ -219,6 +219,13 @@ async function probe(f: Fixture): Promise<Record<string, string>> {
     describeInstances: () => gw.findInstances({ "spotkeep:instance": "iam-db" }),
     describeInstanceStatus: () => gw.describeInstanceStatus([f.instance, "i-0123456789abcdef0"]),
     spotRequestStatus: () => gw.spotRequestStatus(f.instance),
+    spotPriceHistory: () =>
+      gw.describeSpotPriceHistory!({
+        instanceType: "m5.large",
+        availabilityZone: "us-east-1a",
+        start: new Date(Date.now() - 3_600_000),
+        end: new Date(),
+      }),
     createNetworkInterface: () =>
       gw.createNetworkInterface({ subnetId: f.subnetId, securityGroupIds: [], description: "p", tags: tags("p") }),
     createVolume: () => gw.createVolume({ availabilityZone: f.az, sizeGiB: 1, tags: tags("p") }),
@@ -331,6 +338,7 @@ const NEEDS: Record<string, string[]> = {
     // It reads the attachment id first (DetachNetworkInterface takes it, not the ENI id).
     "detachNetworkInterface",
     "registerImage",
+    "spotPriceHistory",
     "spotRequestStatus",
   ],
   LaunchWithExistingInputs: ["createNetworkInterface", "launchInSubnet", "launchWithEni", "launchWithProfile"],

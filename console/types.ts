@@ -1,0 +1,10 @@
+/** The API's shapes as the console uses them (shared/api.ts is the source of truth). */
+export type {
+  EventsResponse,
+  InstanceDetail,
+  InstanceSummary,
+  Savings,
+  Timeline,
+  Workflow,
+  WorkflowStep,
+} from "../shared/api.js";
