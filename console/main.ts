@@ -140,7 +140,7 @@ function Fleet({ instances, mode }: { instances: InstanceSummary[] | null; mode:
       </select>
     </div>
     <table class="fleet" data-testid="fleet">
-      <thead><tr>${th("name", "Name")}${th("state", "State")}${th("generation", "Gen")}<th>Market</th>${th("type", "Type")}<th>AZ</th>
+      <thead><tr>${th("name", "Name")}${th("state", "State")}<th>Health</th>${th("generation", "Gen")}<th>Market</th>${th("type", "Type")}<th>AZ</th>
         <th>Private IP</th><th>EC2 instance</th><th>Up</th>${th("downtime", "Last interruption")}</tr></thead>
       <tbody>
         ${rows.map(
@@ -148,6 +148,11 @@ function Fleet({ instances, mode }: { instances: InstanceSummary[] | null; mode:
             <td><a href=${`#/instances/${encodeURIComponent(i.name)}`}>${i.name}</a></td>
             <td><span class=${`pill state-${i.state}`} data-testid="state">${i.state}</span>
               ${i.stateReason && html`<div class="reason">${i.stateReason}</div>`}</td>
+            <td data-testid="health">${
+              i.health
+                ? html`<span class=${`pill health-${i.health.status}`} title=${[i.health.reason, i.health.since && `since ${i.health.since}`].filter(Boolean).join(", ")}>${i.health.status}</span>`
+                : html`<span class="muted" title="the spec sets no health checks">—</span>`
+            }</td>
             <td>${i.generation}</td>
             <td>${i.lifecycle ?? "—"}</td>
             <td>${i.instanceType ?? "—"}</td>

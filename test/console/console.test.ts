@@ -38,7 +38,10 @@ describe.skipIf(!CHROMIUM)("web console in headless Chromium", () => {
     dir = mkdtempSync(join(tmpdir(), "spotkeep-e2e-console-"));
     env = await startEnv(dir, SCALE);
     coord = await inProcessCoordinator(env, join(dir, "coord"), SCALE);
-    const { workflowId } = await coord.views.createInstance(parseSpec(env.spec("orders-db")));
+    // Agent health checks (autoHealing off: the fleet shows the status, nothing else changes).
+    const { workflowId } = await coord.views.createInstance(
+      parseSpec({ ...env.spec("orders-db"), health: { type: "agent", autoHealing: false } }),
+    );
     expect((await coord.engine.wait(workflowId)).status).toBe("succeeded");
     const puppeteer = await import("puppeteer-core");
     browser = await puppeteer.launch({
@@ -109,6 +112,7 @@ describe.skipIf(!CHROMIUM)("web console in headless Chromium", () => {
     expect(await page.cookies()).toEqual([]);
     expect(page.url()).not.toContain(TOKEN);
     await page.waitForSelector('::-p-xpath(//*[@data-testid="live-mode" and text()="live"])');
+    expect(await text('[data-testid="fleet-row"][data-name="orders-db"] [data-testid="health"]')).toMatch(/^(initializing|healthy)$/);
     await shot("02-fleet");
   });
 
