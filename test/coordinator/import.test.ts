@@ -12,6 +12,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "no
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
+  AttachNetworkInterfaceCommand,
+  CreateNetworkInterfaceCommand,
   DescribeInstancesCommand,
   DescribeNetworkInterfacesCommand,
   DescribeVolumesCommand,
@@ -161,7 +163,7 @@ describe("spotkeep import", () => {
     expect(await coord.views.getInstance(NAME)).toBeNull();
   });
 
-  it("refuses with a specific reason: unknown instance, Windows, bad overrides, bad bodies", async () => {
+  it("refuses with a specific reason: unknown instance, a second ENI, Windows, bad overrides, bad bodies", async () => {
     expect((await api("POST", "import", { instanceId: "i-0000000000000dead", name: NAME })).status).toBe(404);
     // Without overrides the data volume is adopted to be attached only: the plan says so.
     const noMount = await api("POST", "import", { instanceId: original.instanceId, name: NAME, dryRun: true });
@@ -184,6 +186,21 @@ describe("spotkeep import", () => {
       const r = await api("POST", "import", body);
       expect(r.status, JSON.stringify(body)).toBe(400);
     }
+    // A second ENI cannot be carried to the next generation: refused, naming it.
+    const twoEnis = await launchByHand({ imageId: env.lc.world.baseImageId });
+    await env.control("DELETE", "iam/policy");
+    let extraEni: string;
+    try {
+      extraEni = (await sdk.send(new CreateNetworkInterfaceCommand({ SubnetId: env.subnets[0]!.id }))).NetworkInterface!
+        .NetworkInterfaceId!;
+      await sdk.send(new AttachNetworkInterfaceCommand({ NetworkInterfaceId: extraEni, InstanceId: twoEnis, DeviceIndex: 1 }));
+    } finally {
+      await env.control("PUT", "iam/policy", JSON.parse(readFileSync(COORDINATOR_POLICY, "utf8")));
+    }
+    await until("the second ENI attached", async () => (await env.ec2.describeNetworkInterface(extraEni))?.attachedTo === twoEnis);
+    const eni = await api("POST", "import", { instanceId: twoEnis, name: "two-enis" });
+    expect(eni.status).toBe(400);
+    expect(eni.body.error.message).toContain(`has 2 network interfaces (${extraEni} at device index 1)`);
     const windows = await launchByHand({ imageId: env.lc.world.windowsImageId });
     const w = await api("POST", "import", { instanceId: windows, name: "win" });
     expect(w.status).toBe(400);
