@@ -229,6 +229,8 @@ export async function handleControl(req: IncomingMessage, res: ServerResponse, d
       if (method !== "POST") throw new HttpError(405, "use POST for instances/{id}/agent");
       const inst = instanceOr404(w, agent[1]!);
       const b = parse(AgentBody, await readJson(req));
+      if (!w.runtime.pauseInstance || !w.runtime.resumeInstance)
+        throw new HttpError(501, `the ${w.runtime.kind} runtime cannot stop an instance's processes`);
       if (inst.state !== "running")
         throw new HttpError(400, `instance ${inst.id} is ${inst.state}: only a running instance's processes can be stopped`);
       await setHung(w, inst, b.state === "stopped");
