@@ -239,8 +239,10 @@ export function folderBackend(netDir: string): LinkBackend {
         routes: [s.subnet, `default via ${s.gateway}`],
         rule: `from ${s.address}`,
       };
-      await writeFile(join(dir, "configured"), `${JSON.stringify(cfg)}\n`);
+      // Link up first, then the configuration (as `ip link set up` precedes `ip addr add`): a reader
+      // that sees `configured` also sees the link up.
       await writeFile(join(dir, "operstate"), "up\n");
+      await writeFile(join(dir, "configured"), `${JSON.stringify(cfg)}\n`);
     },
     async release(s) {
       const dir = join(netDir, s.link);
