@@ -246,7 +246,8 @@ function importRequest(body: string): { instanceId: string; name: string; overri
     throw new HttpError(
       400,
       "invalid",
-      `body.name: must be 1-63 lowercase letters, digits or dashes, starting and ending with a letter or digit, got ${JSON.stringify(o.name ?? null).slice(0, 70)}`,
+      "body.name: must be 1-63 lowercase letters, digits or dashes, starting and ending with a letter or digit, " +
+        `got ${JSON.stringify(o.name ?? null).slice(0, 70)}`,
     );
   if (o.dryRun !== undefined && typeof o.dryRun !== "boolean") throw new HttpError(400, "invalid", "body.dryRun: must be true or false");
   if (o.overrides !== undefined && o.overrides !== null && (typeof o.overrides !== "object" || Array.isArray(o.overrides)))
@@ -387,7 +388,9 @@ export function storageFailure(err: unknown): { status: 503 | 507; code: string;
       return {
         status: 507,
         code: "insufficient-storage",
-        message: `the coordinator's database is out of disk space (${code}${what}); the request was not carried out — free space on the data directory's filesystem and retry`,
+        message:
+          `the coordinator's database is out of disk space (${code}${what}); the request was not carried out — ` +
+          "free space on the data directory's filesystem and retry",
       };
     if (code.startsWith("SQLITE_IOERR") || code.startsWith("SQLITE_BUSY"))
       return {

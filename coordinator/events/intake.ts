@@ -100,7 +100,8 @@ export class QueueIntake {
         await store.events.add(
           name,
           "scheduled-event",
-          `scheduled change ${e.eventTypeCode} for ${e.instanceId} is recorded; the recycle ahead of it follows the event EC2 lists in DescribeInstanceStatus (spec maintenance)`,
+          `scheduled change ${e.eventTypeCode} for ${e.instanceId} is recorded; ` +
+            "the recycle ahead of it follows the event EC2 lists in DescribeInstanceStatus (spec maintenance)",
         );
         return "recorded";
     }

@@ -22,7 +22,7 @@ export async function discoverInstance(
   const instance = await ec2.describeInstanceDetails(instanceId);
   if (!instance) return null;
   const [image, volumes, enis, userData] = await Promise.all([
-    ec2.describeImage(instance.imageId).catch(() => null),
+    ec2.describeImage(instance.imageId),
     Promise.all(instance.blockDevices.map((b) => ec2.describeVolume(b.volumeId))),
     Promise.all(instance.networkInterfaces.map((n) => ec2.describeNetworkInterface(n.eniId))),
     ec2.instanceUserData(instanceId),

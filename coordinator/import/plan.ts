@@ -11,7 +11,7 @@ import type { ImageInfo, InstanceDetails, VolumeInfo } from "../cloud/gateway.js
 /** Everything planning needs, gathered before anything changes. */
 export interface ImportFacts {
   instance: InstanceDetails;
-  /** The image the instance was launched from; null when it was deregistered since. */
+  /** The image the instance was launched from; null when it was deregistered since (describeImage answers null for an unknown id). */
   image: ImageInfo | null;
   /** Every EBS volume attached to the instance, root included. */
   volumes: VolumeInfo[];
@@ -305,7 +305,8 @@ function describeSteps(spec: StatefulInstanceSpec, x: ImportInput): string[] {
     `terminate ${x.instanceId}; until here a failure rolls back (flags restored${x.wasRunning ? ", instance started again" : ""}, tags removed)`,
     ...(x.stopFirst ? [] : [`snapshot the root volume ${x.rootVolumeId} and register it as an image`]),
     `launch generation 1 as ${market.type} (${types}) in ${x.availabilityZone} with ${x.eni.eniId} (${x.eni.privateIp}) at device index 0` +
-      `${market.type === "spot" && market.fallbackToOnDemand ? ", on-demand if spot has no capacity" : ""}; user-data: spotkeep's bootstrap, then the instance's own`,
+      `${market.type === "spot" && market.fallbackToOnDemand ? ", on-demand if spot has no capacity" : ""}; ` +
+      "user-data: spotkeep's bootstrap, then the instance's own",
     ...data.map((v) =>
       v.mountPoint
         ? `attach ${v.volumeId} at ${v.device}; the agent mounts it at ${v.mountPoint} (${v.fsType}, never formatted)`

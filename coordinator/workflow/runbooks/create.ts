@@ -59,7 +59,8 @@ export function createRunbook(deps: RunbookDeps): Runbook<CreateInput> {
         if (azs.length > 1)
           throw new Failure(
             "invalid-spec",
-            `persistence.volumes: the adopted volumes are in different AZs (${[...adoptedAzs].map(([id, az]) => `${id} in ${az}`).join(", ")}); an instance attaches volumes of its own AZ only`,
+            `persistence.volumes: the adopted volumes are in different AZs (${[...adoptedAzs].map(([id, az]) => `${id} in ${az}`).join(", ")}); ` +
+              "an instance attaches volumes of its own AZ only",
           );
         if (azs[0] && !subnets.some((s) => s.availabilityZone === azs[0]))
           throw new Failure(
