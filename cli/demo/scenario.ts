@@ -59,7 +59,8 @@ export async function runDemo(opts: {
 
   try {
     out.write(
-      `spotkeep demo: ${NAME} through a spot interruption on localcloud (realistic profile, time scale ${opts.timeScale}: one model second takes ${opts.timeScale} s)\n\n`,
+      `spotkeep demo: ${NAME} through a spot interruption on localcloud (realistic profile, ` +
+        `time scale ${opts.timeScale}: one model second takes ${opts.timeScale} s)\n\n`,
     );
     const lc = await startLocalCloud({
       port: 0,
@@ -123,12 +124,14 @@ export async function runDemo(opts: {
     const before = await client.get(`/api/v1/instances/${NAME}`, InstanceDetail);
     const oldId = before.instanceId!;
     say(
-      `${NAME} is running on ${oldId} (${before.instanceType}, ${before.availabilityZone}, ${before.lifecycle}) at ${before.privateIp} via ${before.resources.network.eniId}, data on ${before.resources.volumes[0]?.volumeId}`,
+      `${NAME} is running on ${oldId} (${before.instanceType}, ${before.availabilityZone}, ` +
+        `${before.lifecycle}) at ${before.privateIp} via ${before.resources.network.eniId}, data on ${before.resources.volumes[0]?.volumeId}`,
     );
 
     await waitFor(() => readLines(acks).length >= 30, 120_000, "the workload to acknowledge its first records");
     say(
-      `the workload has acknowledged ${readLines(acks).length} fsync'd records; AWS now reclaims ${oldId} (spot interruption notice, terminate in 120 model seconds)`,
+      `the workload has acknowledged ${readLines(acks).length} fsync'd records; AWS now reclaims ${oldId} (spot interruption notice, ` +
+        `terminate in 120 model seconds)`,
     );
     const res = await fetch(`${lc.controlUrl}/instances/${oldId}/interrupt`, {
       method: "POST",

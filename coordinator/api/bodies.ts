@@ -42,7 +42,8 @@ export function bodyFormat(contentType: string | undefined): BodyFormat {
   throw new BodyError(
     415,
     "unsupported-media-type",
-    `send the spec with Content-Type application/json or application/yaml (or text/yaml, application/x-yaml), not ${type ? JSON.stringify(type) : "without a content type"}`,
+    `send the spec with Content-Type application/json or application/yaml (or text/yaml, application/x-yaml), ` +
+      `not ${type ? JSON.stringify(type) : "without a content type"}`,
   );
 }
 

@@ -111,10 +111,12 @@ export function openDatabase(file: string, opts: OpenDatabaseOptions = {}): Data
       throw new StoreOpenError(
         "wal-damaged",
         `the write-ahead log ${walFile} is damaged (${wal.detail}); SQLite would silently drop the committed transactions behind the damage. ` +
-          `Keep a copy of ${dir} for analysis, then ${restoreHint}, or, to continue with the intact part deliberately, start once with ${ACCEPT_RESTORED_STORE_FLAG}`,
+          `Keep a copy of ${dir} for analysis, then ${restoreHint}, or, to continue with the intact part deliberately, ` +
+          `start once with ${ACCEPT_RESTORED_STORE_FLAG}`,
       );
     log(
-      `store: ${ACCEPT_RESTORED_STORE_FLAG}: opening ${abs} although its write-ahead log is damaged (${wal.detail}); the transactions behind the damage are dropped`,
+      `store: ${ACCEPT_RESTORED_STORE_FLAG}: opening ${abs} although its write-ahead log is damaged (${wal.detail}); ` +
+        `the transactions behind the damage are dropped`,
     );
   }
 
@@ -215,7 +217,8 @@ function decide(c: {
     if (found.kind === "identified")
       return acceptRestored(
         "identity-missing",
-        `${abs} is store ${found.storeId} at generation ${found.generation}, but ${identityFile} is missing, so it cannot be checked against the last store kept here`,
+        `${abs} is store ${found.storeId} at generation ${found.generation}, but ${identityFile} is missing, ` +
+          `so it cannot be checked against the last store kept here`,
       );
     return undefined; // first start, or a store from before identities: it gets one now
   }
@@ -242,7 +245,8 @@ function decide(c: {
   if (found.generation < side.generation)
     return acceptRestored(
       "rolled-back",
-      `${abs} is at generation ${found.generation}, older than generation ${side.generation} recorded in ${identityFile}: an older copy of the database was put in place, or its latest writes were lost`,
+      `${abs} is at generation ${found.generation}, ` +
+        `older than generation ${side.generation} recorded in ${identityFile}: an older copy of the database was put in place, or its latest writes were lost`,
     );
   if (side.state === "open" && !c.walExisted)
     return acceptRestored(
@@ -323,7 +327,8 @@ export function readStoreIdentity(file: string): StoreIdentity | undefined {
     throw new StoreOpenError(
       "identity-unreadable",
       `${file} is unreadable (${(err as Error).message}), so the store cannot be checked against it. ` +
-        `If the database beside it is the latest, delete ${file} and start once with ${ACCEPT_RESTORED_STORE_FLAG}; otherwise restore the latest backup with spotkeep restore-backup`,
+        `If the database beside it is the latest, delete ${file} and start once with ${ACCEPT_RESTORED_STORE_FLAG}; ` +
+        `otherwise restore the latest backup with spotkeep restore-backup`,
       { cause: err },
     );
   }

@@ -236,7 +236,8 @@ export function unauthorized(check: Check, d: Decision): Ec2Error {
   const encoded = encodeMessage(authorizationMessage(check.action, check.resource, check.context, d));
   return new Ec2Error(
     "UnauthorizedOperation",
-    `You are not authorized to perform this operation. User: ${PRINCIPAL.arn} is not authorized to perform: ${check.action} on resource: ${check.resource} ${why}. Encoded authorization failure message: ${encoded}`,
+    `You are not authorized to perform this operation. ` +
+      `User: ${PRINCIPAL.arn} is not authorized to perform: ${check.action} on resource: ${check.resource} ${why}. Encoded authorization failure message: ${encoded}`,
   );
 }
 

@@ -74,7 +74,8 @@ export class Elbv2Service {
     if (!NAME_RE.test(o.name))
       throw new ElbError(
         "ValidationError",
-        `Target group name '${o.name}' can have a maximum of 32 characters, can contain only alphanumeric characters or hyphens, and cannot begin or end with a hyphen`,
+        `Target group name '${o.name}' can have a maximum of 32 characters, can contain only alphanumeric characters or hyphens, ` +
+          `and cannot begin or end with a hyphen`,
       );
     if (!PROTOCOLS.includes(o.protocol)) throw new ElbError("ValidationError", `Protocol '${o.protocol}' is not supported`);
     if (!this.world.vpcs.has(o.vpcId)) throw new ElbError("ValidationError", `The VPC ID '${o.vpcId}' is not found`);

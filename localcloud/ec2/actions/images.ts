@@ -168,7 +168,8 @@ function checkName(w: World, name: string | undefined): string {
   if (!AMI_NAME_RE.test(n))
     throw new Ec2Error(
       "InvalidAMIName.Malformed",
-      `AMI names must be between 3 and 128 characters long, and may contain letters, numbers, '(', ')', '.', '-', '/', '_', '[', ']', ' ', '@' and "'": ${JSON.stringify(n)}`,
+      `AMI names must be between 3 and 128 characters long, and may contain letters, numbers, '(', ')', '.', '-', '/', '_', '[', ']', ` +
+        `' ', '@' and "'": ${JSON.stringify(n)}`,
     );
   if ([...w.images.values()].some((i) => i.name === n && i.ownerId === ACCOUNT_ID))
     throw new Ec2Error(

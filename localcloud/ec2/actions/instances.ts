@@ -225,7 +225,8 @@ export function stopInstances(ctx: Ctx, input: StopInstancesRequest) {
       if (req?.type !== "persistent" || req.interruptionBehavior === "terminate") {
         throw new Ec2Error(
           "UnsupportedOperation",
-          `You can't stop the Spot Instance '${i.id}' because it is associated with a one-time Spot Instance request. You can only stop Spot Instances associated with persistent Spot Instance requests.`,
+          `You can't stop the Spot Instance '${i.id}' because it is associated with a one-time Spot Instance request. ` +
+            `You can only stop Spot Instances associated with persistent Spot Instance requests.`,
         );
       }
     }

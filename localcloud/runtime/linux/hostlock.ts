@@ -97,7 +97,8 @@ export class HostLock {
       }
       if (Date.now() >= deadline) {
         throw new Error(
-          `starting the linux runtime: another spotkeep linux runtime is active on this host (pid ${owner.pid}, state dir ${owner.stateDir}, since ${owner.since}); only one may run at a time because they share the VPC addresses`,
+          `starting the linux runtime: another spotkeep linux runtime is active on this host (pid ${owner.pid}, ` +
+            `state dir ${owner.stateDir}, since ${owner.since}); only one may run at a time because they share the VPC addresses`,
         );
       }
       await delay(200);

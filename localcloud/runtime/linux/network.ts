@@ -52,7 +52,8 @@ export async function checkNoOverlap(vpcCidrs: readonly string[]): Promise<void>
       const hit = wanted.find((w) => cidrsOverlap(w.cidr, have));
       if (hit) {
         throw new Error(
-          `starting the linux runtime: host address ${a.local}/${a.prefixlen} on ${link.ifname} overlaps the VPC CIDR ${hit.text}; refusing to add the project bridge (host routes are never changed)`,
+          `starting the linux runtime: host address ${a.local}/${a.prefixlen} on ${link.ifname} overlaps the VPC CIDR ${hit.text}; ` +
+            `refusing to add the project bridge (host routes are never changed)`,
         );
       }
     }
