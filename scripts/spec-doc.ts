@@ -29,7 +29,8 @@ export const DESCRIPTIONS: Record<string, string> = {
   "launch.market.fallbackToOnDemand": "Launch on-demand when no spot capacity is left in any allowed type/subnet.",
   "launch.market.revertWindow": "Weekly UTC window in which a move back to spot may run (`Mon:02:00-Mon:04:00`); any time when absent.",
   "launch.market.revertToSpot":
-    "While a generation runs on-demand, the coordinator periodically checks for spot capacity (a short-lived probe launch) and, when there is some, recycles onto spot (within `revertWindow`); without capacity the on-demand instance keeps serving. `false`: never.",
+    "While a generation runs on-demand, the coordinator periodically checks for spot capacity (a short-lived probe launch) and, " +
+    "when there is some, recycles onto spot (within `revertWindow`); without capacity the on-demand instance keeps serving. `false`: never.",
   "launch.market.maxPrice": "Spot max price per hour in USD; default is the on-demand price.",
   persistence: "What survives a replacement.",
   "persistence.root": "Keep the root disk: snapshot it and register an AMI that the next generation boots from.",
@@ -42,7 +43,8 @@ export const DESCRIPTIONS: Record<string, string> = {
   "persistence.volumes[].iops": "Provisioned IOPS (gp3, io1, io2).",
   "persistence.volumes[].throughput": "Throughput in MiB/s (gp3).",
   "persistence.volumes[].mountPoint":
-    "Where the agent mounts the filesystem on every generation. Required, except on a volume adopted by `volumeId`: without one it is attached and reported, and the workload mounts it.",
+    "Where the agent mounts the filesystem on every generation. Required, except on a volume adopted by `volumeId`: " +
+    "without one it is attached and reported, and the workload mounts it.",
   "persistence.volumes[].fsType": "Filesystem created on a new volume and checked after an unclean stop.",
   "persistence.volumes[].volumeId": "Adopt this existing volume instead of creating one.",
   "persistence.dataMethod":
@@ -53,26 +55,31 @@ export const DESCRIPTIONS: Record<string, string> = {
   "persistence.network.ipPool": "Addresses for `privateIp: pool`.",
   "persistence.network.ipPool[]": "An IPv4 address inside one of the subnets.",
   "persistence.network.attach":
-    "`primary` (the ENI is the instance's eth0) or `secondary` (make-before-break: the stable ENI sits at device index 1 and each generation has its own primary ENI; at a notice the replacement boots while the old instance serves, then only the ENI and the volumes move; the agent configures the ENI on Linux; clients use the stable IP).",
+    "`primary` (the ENI is the instance's eth0) or `secondary` (make-before-break: " +
+    "the stable ENI sits at device index 1 and each generation has its own primary ENI; at a notice the replacement boots while the old instance serves, then only the ENI and the volumes move; the agent configures the ENI on Linux; clients use the stable IP).",
   snapshots: "Continuous snapshots of the data volumes (and of the root with `root`); they carry `launch.tags` as well as spotkeep's tags.",
   "snapshots.intervalMinutes": "Take a snapshot every N minutes (0 = off, else at least 5).",
   "snapshots.keep": "How many snapshots to keep per volume, and how many root images.",
   "snapshots.consistency": "`crash` (no coordination), `freeze` (fsfreeze around CreateSnapshot) or `hooks` (pre-stop hook, then freeze).",
   "snapshots.root":
-    "Also capture the root volume as an image at every snapshot (needs `persistence.root`); images are kept by `keep` too, never the one the next generation boots from.",
+    "Also capture the root volume as an image at every snapshot (needs `persistence.root`); images are kept by `keep` too, " +
+    "never the one the next generation boots from.",
   hooks: "Commands the agent runs on the instance.",
   "hooks.preStop": "Runs at quiesce, before sync and freeze (e.g. a fast database shutdown).",
   "hooks.postRestore": "Runs on the replacement after the volumes are mounted, before your user-data.",
   "hooks.timeoutSeconds": "Limit for each hook; a hook that times out makes the quiesce unclean.",
   onRebalance:
-    "What a rebalance recommendation triggers: `ignore` or a fresh `snapshot` (`recycle`, a proactive replacement, is refused by the coordinator until the runbook exists).",
+    "What a rebalance recommendation triggers: `ignore` or a fresh `snapshot` (`recycle`, a proactive replacement, " +
+    "is refused by the coordinator until the runbook exists).",
   health: "Health checks and autohealing; absent: an instance is replaced only when EC2 takes it or says it is gone.",
   "health.type":
-    "`agent`: the agent's heartbeats (silent while EC2 says running = unhealthy); `ec2`: EC2's system and instance status checks (`impaired` = unhealthy); `http`: the agent probes `http://127.0.0.1:PORT/PATH` on the instance (2xx = healthy) and reports it in its heartbeat.",
+    "`agent`: the agent's heartbeats (silent while EC2 says running = unhealthy); `ec2`: " +
+    "EC2's system and instance status checks (`impaired` = unhealthy); `http`: the agent probes `http://127.0.0.1:PORT/PATH` on the instance (2xx = healthy) and reports it in its heartbeat.",
   "health.gracePeriodSeconds": "After a generation is ready, how long unhealthy observations are ignored.",
   "health.unhealthyDurationSeconds": "How long an instance must stay unhealthy (after the grace period) before it counts as unhealthy.",
   "health.autoHealing":
-    "Recycle an unhealthy instance (crash-consistent capture when its agent cannot quiesce). `false`: only an event and the `spotkeep_instances_unhealthy` gauge.",
+    "Recycle an unhealthy instance (crash-consistent capture when its agent cannot quiesce). `false`: " +
+    "only an event and the `spotkeep_instances_unhealthy` gauge.",
   "health.http": "The application's health endpoint, for `type: http`.",
   "health.http.port": "Port on the instance's loopback.",
   "health.http.path": "Path to GET; any 2xx answer within 5 s is healthy.",
@@ -81,18 +88,22 @@ export const DESCRIPTIONS: Record<string, string> = {
     "Recycle onto a new instance `leadSeconds` before the event's NotBefore. `false`: the event is only put on the timeline.",
   "maintenance.leadSeconds": "How long before the event's NotBefore the recycle starts (it must finish by then).",
   schedule:
-    "Operations the coordinator starts on a timetable, each due time once (recorded, so a restart neither repeats nor loses one); `spotkeep describe` shows each task's next run.",
+    "Operations the coordinator starts on a timetable, each due time once (recorded, so a restart neither repeats nor loses one); " +
+    "`spotkeep describe` shows each task's next run.",
   "schedule[]": "One scheduled task.",
   "schedule[].action":
-    "`pause` and `recycle` apply to a running instance, `resume` to a paused one, `snapshot` to a running one with data volumes; in any other state the due time is skipped with a `schedule-skipped` event. While another workflow moves the instance the due time waits; seen more than an hour late it is `schedule-missed`.",
+    "`pause` and `recycle` apply to a running instance, `resume` to a paused one, `snapshot` to a running one with data volumes; " +
+    "in any other state the due time is skipped with a `schedule-skipped` event. While another workflow moves the instance the due time waits; seen more than an hour late it is `schedule-missed`.",
   "schedule[].cron":
     'Five-field cron expression in UTC (minute hour day-of-month month day-of-week), e.g. `"0 20 * * 1-5"`; names (`MON-FRI`) and `@daily`-style nicknames work, seconds do not.',
   loadBalancers:
-    "ELBv2 target groups the current generation is registered in: each new generation is registered once ready (and awaited healthy), the old one deregistered and drained before its quiesce. Groups of target type `ip` need nothing (the private IP is kept) and are left alone.",
+    "ELBv2 target groups the current generation is registered in: " +
+    "each new generation is registered once ready (and awaited healthy), the old one deregistered and drained before its quiesce. Groups of target type `ip` need nothing (the private IP is kept) and are left alone.",
   "loadBalancers.targetGroupArns": "Target group ARNs, in the instance's region.",
   "loadBalancers.targetGroupArns[]": "One target group ARN.",
   "loadBalancers.drainingSeconds":
-    "Longest wait (model seconds) for the old generation to finish draining after it is deregistered, before it is quiesced; at a spot interruption at most half of what the notice leaves.",
+    "Longest wait (model seconds) for the old generation to finish draining after it is deregistered, before it is quiesced; " +
+    "at a spot interruption at most half of what the notice leaves.",
 };
 
 interface JsonSchema {
@@ -178,9 +189,12 @@ export function renderSpecReference(): string {
     "",
     "Rules across fields:",
     "- `persistence.network.privateIp: pool` needs a non-empty `ipPool`; `ipPool` is only used with `pool`.",
-    "- `persistence.network.attach: secondary` needs `privateIp: same-eni`; the coordinator refuses it with `persistence.root: true` or `dataMethod: snapshot` (the replacement boots before the old root or data could be captured).",
-    "- Device names and mount points are unique across volumes (`/dev/sdf` and `/dev/xvdf` are the same slot); the root device (`/dev/sda*`, `/dev/xvda*`) is not a data volume.",
-    "- `sizeGiB` must lie in the volume type's range (gp2/gp3 1–16384, io1 4–16384, io2 4–65536, st1/sc1 125–16384, standard 1–1024); `iops` only for gp3/io1/io2, `throughput` only for gp3.",
+    "- `persistence.network.attach: secondary` needs `privateIp: same-eni`; the coordinator refuses it with `persistence.root: " +
+      "true` or `dataMethod: snapshot` (the replacement boots before the old root or data could be captured).",
+    "- Device names and mount points are unique across volumes (`/dev/sdf` and `/dev/xvdf` are the same slot); " +
+      "the root device (`/dev/sda*`, `/dev/xvda*`) is not a data volume.",
+    "- `sizeGiB` must lie in the volume type's range (gp2/gp3 1–16384, io1 4–16384, io2 4–65536, st1/sc1 125–16384, " +
+      "standard 1–1024); `iops` only for gp3/io1/io2, `throughput` only for gp3.",
     "- `dataMethod: reattach` with subnets in several AZs is allowed: the volumes pin the AZ, and a replacement elsewhere goes through snapshot restore.",
     "- `snapshots.intervalMinutes` is 0 (off) or at least 5.",
     "- `snapshots.root` needs `persistence.root: true`.",
