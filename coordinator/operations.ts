@@ -20,6 +20,7 @@ import { unsupportedFeatures } from "./workflow/runbooks/support.js";
 import { type DiscoveryGateway, discoverInstance } from "./import/discover.js";
 import { ImportRefused, planImport } from "./import/plan.js";
 import { taskKey } from "./tasks.js";
+import { admitPlannedWork, plannedWorkRefusal } from "./groups/admission.js";
 
 export type Operation = "pause" | "resume" | "recycle" | "snapshot";
 
@@ -200,6 +201,7 @@ export class Operations {
       }
       case "pause": {
         if (!liveId) throw new ApiFault("conflict", `${name} has no EC2 instance to pause`);
+        await admitPlannedWork(t, name);
         const input: PauseInput = { name, generation: inst.generation, instanceId: liveId };
         const wf = await this.d.engine.start("pause", name, input, reason, t);
         await t.events.add(name, "pause-started", `${reason}: pausing ${liveId} (generation ${inst.generation})`, wf);
@@ -212,6 +214,7 @@ export class Operations {
         if (inst.state === "failed" && !(liveId && (await this.ec2Alive(liveId))))
           return this.startResume(t, name, inst.generation, "failed", `recycle of a failed instance (${reason})`);
         if (!liveId) throw new ApiFault("conflict", `${name} has no EC2 instance to recycle`);
+        await admitPlannedWork(t, name);
         const input: ReplaceInput = { name, instanceId: liveId, fromGeneration: inst.generation, trigger: "recycle", reason };
         const wf = await this.d.engine.start("recycle", name, input, "recycle", t);
         await t.events.add(name, "recycle-started", `${reason}: recycling ${liveId} (generation ${inst.generation})`, wf);
@@ -237,6 +240,7 @@ export class Operations {
       const g = await t.generations.get(name, inst.generation);
       if (!g || g.status !== "live" || g.ec2InstanceId !== instanceId) return null;
       if ((await t.workflows.runningFor(name)).some((w) => w.kind !== "snapshot")) return null;
+      if (await plannedWorkRefusal(t, name)) return null;
       const input: ReplaceInput = {
         name,
         instanceId,
@@ -263,6 +267,7 @@ export class Operations {
       if (inst?.state !== "running" || (await t.workflows.runningFor(name)).length > 0) return null;
       const g = await t.generations.get(name, inst.generation);
       if (!g?.ec2InstanceId || g.status !== "live" || g.market !== "on-demand") return null;
+      if (await plannedWorkRefusal(t, name)) return null;
       const input: ReplaceInput = {
         name,
         instanceId: g.ec2InstanceId,
@@ -283,6 +288,12 @@ export class Operations {
     if (unsupported.length) throw new ApiFault("invalid", unsupported.map((u) => `${u.path}: ${u.reason}`).join("; "));
     await this.d.store.tx(async (t) => {
       const inst = await this.admit(t, name, "update", { allowBusy: true });
+      const member = await t.groups.memberOf(name);
+      if (member)
+        throw new ApiFault(
+          "conflict",
+          `${name} is member ${member.ordinal} of group ${member.group}: update the group's template (spotkeep group update)`,
+        );
       const problems = immutableChanges(inst.spec, spec);
       if (problems.length) throw new ApiFault("invalid", problems.join("; "));
       if (opts.recycle) {
@@ -290,6 +301,7 @@ export class Operations {
         if (running)
           throw new ApiFault("conflict", `${name} is busy with ${running.kind} ${running.id}; update without --recycle, or retry`);
         if (!allowed("recycle", inst.state)) throw new ApiFault("conflict", refusal(name, "recycle", inst.state));
+        await admitPlannedWork(t, name);
       }
       await t.instances.setSpec(name, spec);
       await t.taskRuns.sync(name, spec.schedule.map(taskKey), this.d.calendar?.() ?? Date.now());
@@ -311,11 +323,20 @@ export class Operations {
    * is archived under `NAME~<its createdAt ISO>` (unique: a name is created again only after the
    * earlier instance of it was deleted), which frees the name.
    */
-  async deleteInstance(name: string, o: { keep: KeepSet; ttlHours: number | null }): Promise<{ workflowId: string; archivedAs: string }> {
+  async deleteInstance(
+    name: string,
+    o: { keep: KeepSet; ttlHours: number | null; byGroup?: string },
+  ): Promise<{ workflowId: string; archivedAs: string }> {
     if (o.ttlHours !== null && !KEEP_ITEMS.some((k) => o.keep[k]))
       throw new ApiFault("invalid", "ttlHours: nothing is kept, so there is nothing for a TTL to expire (name what to keep with keep)");
     return this.d.store.tx(async (t) => {
       const inst = await this.admit(t, name, "delete");
+      const member = await t.groups.memberOf(name);
+      if (member && member.group !== o.byGroup)
+        throw new ApiFault(
+          "conflict",
+          `${name} is member ${member.ordinal} of group ${member.group}: scale the group down (spotkeep group scale) or delete the group`,
+        );
       const archivedAs = `${name}~${new Date(inst.createdAt).toISOString()}`;
       const input: DeleteInput = { name, keep: { ...o.keep }, ttlHours: o.ttlHours, archiveAs: archivedAs };
       const wf = await this.d.engine.start("delete", name, input, "requested", t);

@@ -43,6 +43,9 @@ import { pauseRunbook } from "./workflow/runbooks/pause.js";
 import { resumeRunbook } from "./workflow/runbooks/resume.js";
 import { deleteRunbook } from "./workflow/runbooks/delete.js";
 import { snapshotRunbook } from "./workflow/runbooks/snapshot.js";
+import { GroupOperations } from "./groups/operations.js";
+import { registerGroupMetrics } from "./groups/metrics.js";
+import { type GroupRunbookDeps, groupScaleRunbook, groupUpdateRunbook } from "./groups/runbooks.js";
 
 export interface StartOptions {
   config: CoordinatorConfigInput | CoordinatorConfig;
@@ -78,6 +81,7 @@ export interface Coordinator {
   views: CoordinatorViews;
   metrics: Metrics;
   operations: Operations;
+  groups: GroupOperations;
   /** Run one lost-instance sweep now (also runs on the schedule's timer). */
   sweepLost(): Promise<string[]>;
   /** Run one move-back-to-spot pass now (also runs on the schedule's timer). */
@@ -187,6 +191,18 @@ async function startOn(
     quiesceMarginMs: config.quiesceMarginSeconds * 1000,
     log,
   };
+  const groupDeps: GroupRunbookDeps = {
+    run: deps,
+    start: (kind, instance, input, trigger, t) => engine.start(kind, instance, input, trigger, t),
+    operations: { deleteInstance: (name, o) => operations.deleteInstance(name, o) },
+    health: async (name) => {
+      const inst = await store.instances.get(name);
+      if (!inst?.spec.health) return null;
+      const g = await store.generations.get(name, inst.generation);
+      return health.viewOf(name, inst.spec, g?.ec2InstanceId ?? null, inst.state)?.status ?? null;
+    },
+    calendar,
+  };
   const crash = opts.crashAfterStep;
   const engine: WorkflowEngine = new WorkflowEngine({
     store,
@@ -201,6 +217,8 @@ async function startOn(
       resume: resumeRunbook(deps),
       snapshot: snapshotRunbook(deps),
       delete: deleteRunbook(deps),
+      "group-scale": groupScaleRunbook(groupDeps),
+      "group-update": groupUpdateRunbook(groupDeps),
     },
     maxConcurrent: config.maxConcurrentWorkflows,
     defaultPolicy: { initialMs: 500, maxMs: 10_000, attempts: 10 },
@@ -218,6 +236,12 @@ async function startOn(
   /** Metrics, the timeline, and the stateful instance's state when a workflow ends. */
   async function workflowFinished(wf: WorkflowRecord, outcome: WorkflowOutcome): Promise<void> {
     metrics.workflowsRunning.set(engine.running);
+    if (wf.instance.startsWith("group:")) {
+      metrics.recordWorkflow(wf.kind, wf.status);
+      await groups.finished(wf.instance.slice("group:".length), wf.kind, outcome.ok, outcome.ok ? null : outcome.error);
+      log(`${wf.kind} ${wf.id} for ${wf.instance} ${outcome.ok ? "succeeded" : `failed: ${outcome.error}`}`);
+      return;
+    }
     const t = await views.timeline(wf);
     metrics.recordWorkflow(wf.kind, wf.status, {
       downtimeSeconds: t.downtimeSeconds,
@@ -258,6 +282,8 @@ async function startOn(
   }
 
   const operations = new Operations({ store, engine, ec2, region: config.region, log, calendar });
+  const groups = new GroupOperations({ store, engine, ec2 });
+  registerGroupMetrics(metrics.registry, () => groups.list());
   const tasks = new ScheduledTasks({ store, operations, calendar, log });
   // One decision path for both sources of notices: the agents and the EventBridge queue.
   const decisions = new NoticeDecisions({ store, operations, clock, log });
@@ -349,6 +375,7 @@ async function startOn(
   };
   const api = createApiServer({
     views: apiViews,
+    groups,
     adminToken,
     agentBundlePath,
     onAgentUpgrade: hub.handleUpgrade,
@@ -421,6 +448,7 @@ async function startOn(
     views: apiViews,
     metrics,
     operations,
+    groups,
     sweepLost: () => schedule.sweepLost(),
     revertToSpot: () => schedule.revertToSpot(),
     sweepHealth: () => health.sweep(),

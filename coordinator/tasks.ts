@@ -10,6 +10,7 @@
 import { nextDue, latestDue } from "../shared/cron.js";
 import type { StatefulInstanceSpec } from "../shared/spec.js";
 import { ApiFault } from "./api/types.js";
+import { PlannedWorkWaits } from "./groups/admission.js";
 import type { StatefulInstance, StatefulInstanceState, Store, TaskRun } from "./db/store.js";
 import type { Operations } from "./operations.js";
 
@@ -149,6 +150,8 @@ export class ScheduledTasks {
       if (!(err instanceof ApiFault)) throw err;
       // Another workflow started in between: the due time waits for the next pass.
       if ((await store.workflows.runningFor(inst.name)).length > 0) return null;
+      // The member's group has too many members down: the due time waits for a later pass.
+      if (err instanceof PlannedWorkWaits) return null;
       await skip(err.message);
       return null;
     }

@@ -19,6 +19,7 @@ import { tokenMatches } from "./token.js";
 import { BodyError, MAX_YAML_BYTES, bodyFormat, parseBody, type BodyFormat } from "./bodies.js";
 import { openFiles } from "./process-limits.js";
 import { Console, defaultConsoleDir } from "./console.js";
+import { handleGroups } from "./groups.js";
 
 export const MAX_BODY_BYTES = 1024 * 1024;
 const OPERATIONS = ["pause", "resume", "recycle", "snapshot"] as const;
@@ -192,6 +193,11 @@ async function handle(deps: ApiServerDeps, web: Console, req: IncomingMessage, r
       const { workflowId } = await views.runOperation(name, parts[2] as Operation);
       return sendJson(res, 202, { name, workflowId });
     }
+  }
+  if (parts[0] === "groups") {
+    if (!deps.groups) throw new HttpError(501, "not-implemented", "groups are not available in this version");
+    const kit = { readBody, sendJson, deleteOptions, methodNotAllowed, maxBodyBytes: MAX_BODY_BYTES };
+    return handleGroups(deps.groups, kit, parts, method, url, req, res);
   }
   if (parts[0] === "savings" && parts.length === 1) {
     only(method, ["GET"]);

@@ -8,6 +8,7 @@ import type { Duplex } from "node:stream";
 import type { EventsResponse, InstanceDetail, InstanceSummary, Savings, Workflow } from "../../shared/api.js";
 import type { KeepSet } from "../../shared/deletion.js";
 import type { StatefulInstanceSpec } from "../../shared/spec.js";
+import type { GroupApi } from "./groups.js";
 
 /** A domain error the API maps to an HTTP status: not-found 404, conflict 409, invalid 400. */
 export class ApiFault extends Error {
@@ -63,6 +64,8 @@ export interface CoordinatorViews {
 
 export interface ApiServerDeps {
   views: CoordinatorViews;
+  /** /api/v1/groups (absent: answered 501). */
+  groups?: GroupApi;
   /** Bearer token required on /api/v1/*. */
   adminToken: string;
   /** The built web console (index.html, assets/); default dist/console of this package. */

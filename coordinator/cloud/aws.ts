@@ -648,6 +648,29 @@ class AwsGateway implements Ec2Gateway {
     return this.enis.get(eniId);
   }
 
+  async networkInterfacesAt(subnetId: string, privateIps: string[]): Promise<EniInfo[]> {
+    const out: EniInfo[] = [];
+    // A filter takes at most 200 values.
+    for (let i = 0; i < privateIps.length; i += 100) {
+      const chunk = privateIps.slice(i, i + 100);
+      const found = await this.call(
+        "DescribeNetworkInterfaces",
+        `finding ENIs at ${chunk.slice(0, 3).join(", ")}${chunk.length > 3 ? "…" : ""}`,
+        () =>
+          this.client.send(
+            new DescribeNetworkInterfacesCommand({
+              Filters: [
+                { Name: "subnet-id", Values: [subnetId] },
+                { Name: "addresses.private-ip-address", Values: chunk },
+              ],
+            }),
+          ),
+      );
+      out.push(...(found.NetworkInterfaces ?? []).map(eniInfo));
+    }
+    return out;
+  }
+
   async deleteNetworkInterface(eniId: string): Promise<void> {
     await alreadyGoneIsDone(
       this.call("DeleteNetworkInterface", `deleting ${eniId}`, () =>

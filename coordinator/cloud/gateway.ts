@@ -287,6 +287,8 @@ export interface Ec2Gateway {
     tags: Tags;
   }): Promise<EniInfo>;
   describeNetworkInterface(eniId: string): Promise<EniInfo | null>;
+  /** Every ENI in `subnetId` holding one of `privateIps` (DescribeNetworkInterfaces by addresses.private-ip-address). */
+  networkInterfacesAt(subnetId: string, privateIps: string[]): Promise<EniInfo[]>;
   /** Delete an ENI that is not attached; one already gone counts as deleted. */
   deleteNetworkInterface(eniId: string): Promise<void>;
   /** Attach an ENI at `deviceIndex` (≥ 1); one already attached to that instance counts as attached. */

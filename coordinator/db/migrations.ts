@@ -228,6 +228,39 @@ CREATE TABLE task_runs (
 );
 `,
   },
+  {
+    version: 7,
+    name: "stateful groups",
+    sql: `
+-- A stateful group (spec.kind group): its spec (size, maxUnavailable, ipPool, member template) and
+-- state (ready, scaling, updating, stopped, deleting; state_reason says where a roll-out stopped).
+CREATE TABLE stateful_groups (
+  name TEXT PRIMARY KEY,
+  spec TEXT NOT NULL,
+  state TEXT NOT NULL,
+  state_reason TEXT,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL
+);
+-- One row per member: its ordinal, its stateful instance and the pool address it owns (with the
+-- subnet and AZ the address lives in). The address is the member's for its whole life: the row is
+-- removed, and the address returns to the pool, only when the member's delete has finished.
+-- status: active | removing (a scale-down or group delete is deleting it).
+CREATE TABLE stateful_group_members (
+  group_name TEXT NOT NULL,
+  ordinal INTEGER NOT NULL,
+  instance TEXT NOT NULL,
+  private_ip TEXT NOT NULL,
+  subnet_id TEXT NOT NULL,
+  availability_zone TEXT NOT NULL,
+  status TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  PRIMARY KEY (group_name, ordinal)
+);
+CREATE UNIQUE INDEX stateful_group_members_address ON stateful_group_members(group_name, private_ip);
+CREATE UNIQUE INDEX stateful_group_members_instance ON stateful_group_members(instance);
+`,
+  },
 ];
 
 export function migrate(db: Database.Database, now: () => number = Date.now): number[] {

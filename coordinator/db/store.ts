@@ -11,6 +11,7 @@
  *  - times are epoch milliseconds of the clock handed to the backend.
  */
 import type { KeepSet } from "../../shared/deletion.js";
+import type { GroupSpec } from "../../shared/group-spec.js";
 import type { StatefulInstanceSpec } from "../../shared/spec.js";
 
 /** The lifecycle state of a stateful instance (not EC2's instance state). */
@@ -363,6 +364,51 @@ export interface TaskRunQueries {
   handled(instance: string, taskKey: string, dueAt: number, outcome: string, workflowId: string | null): boolean;
 }
 
+/** A stateful group's own state; its members carry their lifecycle states as stateful instances. */
+export type GroupState = "creating" | "ready" | "scaling" | "updating" | "stopped" | "deleting";
+
+export interface StatefulGroup {
+  name: string;
+  spec: GroupSpec;
+  state: GroupState;
+  /** Why (for stopped: where a roll-out or scaling stopped and what failed). */
+  stateReason: string | null;
+  createdAt: number;
+  updatedAt: number;
+}
+
+/** A member of a group: its ordinal, stateful instance and the pool address it owns. */
+export interface GroupMember {
+  group: string;
+  ordinal: number;
+  instance: string;
+  privateIp: string;
+  subnetId: string;
+  availabilityZone: string;
+  /** removing: a scale-down or the group's delete is deleting it. */
+  status: "active" | "removing";
+  createdAt: number;
+}
+
+export interface GroupQueries {
+  insert(name: string, spec: GroupSpec, state: GroupState): void;
+  get(name: string): StatefulGroup | null;
+  list(): StatefulGroup[];
+  setSpec(name: string, spec: GroupSpec): void;
+  setState(name: string, state: GroupState, reason?: string | null): void;
+  /** Remove a group that has no members left (its delete finished). */
+  remove(name: string): void;
+  /** Claim `privateIp` for a member (insert if absent: a replay keeps the first claim). */
+  addMember(m: Omit<GroupMember, "status" | "createdAt">): void;
+  /** Members by ordinal. */
+  members(group: string): GroupMember[];
+  /** The membership of a stateful instance, if it belongs to a group. */
+  memberOf(instance: string): GroupMember | null;
+  setMemberStatus(group: string, ordinal: number, status: GroupMember["status"]): void;
+  /** The member's delete finished: its address returns to the pool. */
+  removeMember(group: string, ordinal: number): void;
+}
+
 export interface Queries {
   instances: InstanceQueries;
   generations: GenerationQueries;
@@ -378,6 +424,7 @@ export interface Queries {
   noticeArrivals: NoticeArrivalQueries;
   deletions: DeletionQueries;
   taskRuns: TaskRunQueries;
+  groups: GroupQueries;
 }
 
 /** The same methods, returning promises. */

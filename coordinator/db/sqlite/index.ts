@@ -13,6 +13,7 @@ import { noticeArrivalQueries, queueEventQueries } from "./queue-events.js";
 import { deletionQueries } from "./deletions.js";
 import { artifactQueries, networkQueries, rootQueries, volumeQueries } from "./resources.js";
 import { statements } from "./statements.js";
+import { groupQueries } from "./groups.js";
 import { taskRunQueries } from "./task-runs.js";
 import { stepQueries, workflowQueries } from "./workflows.js";
 
@@ -31,6 +32,8 @@ const TABLES = [
   "notice_arrivals",
   "kept_resources",
   "task_runs",
+  "stateful_groups",
+  "stateful_group_members",
 ];
 
 export function sqliteQueries(db: Database.Database, now: () => number): Queries {
@@ -50,6 +53,7 @@ export function sqliteQueries(db: Database.Database, now: () => number): Queries
     noticeArrivals: noticeArrivalQueries(sql, now),
     deletions: deletionQueries(sql, now),
     taskRuns: taskRunQueries(sql, now),
+    groups: groupQueries(sql, now),
   };
 }
 
@@ -79,6 +83,7 @@ export class SqliteStore implements Store {
   readonly noticeArrivals: StoreTx["noticeArrivals"];
   readonly deletions: StoreTx["deletions"];
   readonly taskRuns: StoreTx["taskRuns"];
+  readonly groups: StoreTx["groups"];
   /** The same queries without the gate, handed to a transaction's callback. */
   private readonly inTx: StoreTx;
   /** Set while a transaction is open; every other call waits for it. */
@@ -106,6 +111,7 @@ export class SqliteStore implements Store {
     this.noticeArrivals = gated(q.noticeArrivals);
     this.deletions = gated(q.deletions);
     this.taskRuns = gated(q.taskRuns);
+    this.groups = gated(q.groups);
     this.inTx = {
       instances: direct(q.instances),
       generations: direct(q.generations),
@@ -121,6 +127,7 @@ export class SqliteStore implements Store {
       noticeArrivals: direct(q.noticeArrivals),
       deletions: direct(q.deletions),
       taskRuns: direct(q.taskRuns),
+      groups: direct(q.groups),
     };
   }
 

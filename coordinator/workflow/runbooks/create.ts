@@ -7,6 +7,7 @@
  * With `attach: secondary` generation 1 launches with its own primary ENI in the stable ENI's AZ and
  * `attach-eni` puts the stable ENI at device index 1 beside the volumes; the agent configures it.
  */
+import { errorCode } from "../../cloud/errors.js";
 import { TAG } from "../../cloud/gateway.js";
 import type { DataVolume, NetworkIdentity } from "../../db/store.js";
 import type { StatefulInstanceSpec } from "../../../shared/spec.js";
@@ -31,10 +32,12 @@ import { markServing, resourceTags } from "./steps.js";
 
 export interface CreateInput {
   name: string;
+  /** A group member's pool address: its stable ENI is created with it, in this subnet. */
+  address?: { privateIp: string; subnetId: string };
 }
 
 export function createRunbook(deps: RunbookDeps): Runbook<CreateInput> {
-  return async (ctx, { name }) => {
+  return async (ctx, { name, address }) => {
     const generation = 1;
 
     // 1. Resolve the spec's image and subnets (a missing one fails the create: retrying will not make it exist).
@@ -88,10 +91,14 @@ export function createRunbook(deps: RunbookDeps): Runbook<CreateInput> {
     // one of the pool's addresses; else the first subnet.
     const pool = spec.persistence.network.privateIp === "pool" ? spec.persistence.network.ipPool : [];
     const home =
+      (address ? plan.subnets.find((s) => s.subnetId === address.subnetId) : undefined) ??
       (plan.adoptedAz
         ? plan.subnets.find((s) => s.availabilityZone === plan.adoptedAz && (!pool.length || pool.some((ip) => ipInCidr(ip, s.cidr))))
-        : plan.subnets.find((s) => pool.some((ip) => ipInCidr(ip, s.cidr)))) ?? plan.subnets[0];
+        : plan.subnets.find((s) => pool.some((ip) => ipInCidr(ip, s.cidr)))) ??
+      plan.subnets[0];
     if (!home) throw new Failure("invalid-spec", "launch.subnetIds: no subnet to launch in");
+    if (address && home.subnetId !== address.subnetId)
+      throw new Failure("invalid-spec", `launch.subnetIds: ${address.subnetId}, where ${address.privateIp} lives, is no longer listed`);
 
     // 2. The persisted resources: one EBS volume per data volume, and the stable ENI.
     const [volumes, eni] = await together(
@@ -101,7 +108,11 @@ export function createRunbook(deps: RunbookDeps): Runbook<CreateInput> {
         ),
       ),
       spec.persistence.network.privateIp === "same-eni"
-        ? ctx.step("create-eni", () => createStableEni(deps, ctx, spec, home.subnetId), MUTATE_POLICY)
+        ? ctx.step("create-eni", () => createStableEni(deps, ctx, spec, home.subnetId, address?.privateIp), {
+            ...MUTATE_POLICY,
+            // The group checked the address was free; taken since, it stays taken: fail, naming it.
+            retryable: (e) => errorCode(e) !== "InvalidIPAddress.InUse" && (MUTATE_POLICY.retryable?.(e) ?? true),
+          })
         : Promise.resolve(null),
     );
 
@@ -201,10 +212,12 @@ async function createStableEni(
   ctx: WorkflowContext,
   spec: StatefulInstanceSpec,
   subnetId: string,
+  privateIp?: string,
 ): Promise<NetworkIdentity> {
   const name = spec.name;
   const eni = await deps.ec2.createNetworkInterface({
     subnetId,
+    ...(privateIp ? { privateIp } : {}),
     securityGroupIds: spec.launch.securityGroupIds,
     description: `spotkeep ${name}`,
     tags: { ...spec.launch.tags, ...resourceTags(ctx, name, "create-eni"), Name: name },

@@ -38,12 +38,14 @@ describe("launch candidates", () => {
     expect(c.map((x) => `${x.market}/${x.availabilityZone}`)).toEqual(["spot/us-east-1b", "spot/us-east-1b"]);
   });
 
-  it("takes the pool address that fits each subnet, preferring the one used before", () => {
+  it("lists every pool address that fits each subnet, the one used before first, so an address in use can be skipped", () => {
     const s = spec({ network: { privateIp: "pool", ipPool: ["172.31.16.50", "172.31.0.50", "172.31.0.51"] } });
     const c = candidates(s, subnets, null, "172.31.0.51");
     expect(c.filter((x) => x.market === "spot").map((x) => `${x.availabilityZone}@${x.privateIp}`)).toEqual([
       "us-east-1a@172.31.0.51",
       "us-east-1a@172.31.0.51",
+      "us-east-1a@172.31.0.50",
+      "us-east-1a@172.31.0.50",
       "us-east-1b@172.31.16.50",
       "us-east-1b@172.31.16.50",
     ]);

@@ -65,15 +65,16 @@ export function candidates(
   const out: Candidate[] = [];
   for (const market of markets)
     for (const s of usable) {
-      let privateIp: string | undefined;
+      // The pool keeps the address stable: the one used before if this subnet holds it, then the
+      // others that fit in pool order (launchGeneration skips an address EC2 says is in use).
+      let addresses: Array<string | undefined> = [undefined];
       if (pool) {
-        // The pool keeps the address stable: the one used before if this subnet holds it, else the first that fits.
         const fits = pool.filter((ip) => s.cidr && ipInCidr(ip, s.cidr));
-        privateIp = preferredIp && fits.includes(preferredIp) ? preferredIp : fits[0];
-        if (!privateIp) continue;
+        addresses = preferredIp && fits.includes(preferredIp) ? [preferredIp, ...fits.filter((ip) => ip !== preferredIp)] : fits;
       }
-      for (const t of spec.launch.instanceTypes)
-        out.push({ instanceType: t, subnetId: s.subnetId, availabilityZone: s.availabilityZone, market, privateIp });
+      for (const privateIp of addresses)
+        for (const t of spec.launch.instanceTypes)
+          out.push({ instanceType: t, subnetId: s.subnetId, availabilityZone: s.availabilityZone, market, privateIp });
     }
   return out;
 }
@@ -120,11 +121,21 @@ export async function launchGeneration(
     : o.blockDevices;
   const tried: string[] = [];
   let lastCapacity: unknown = null;
+  const inUse = new Set<string>();
   for (const c of o.cands) {
+    if (c.privateIp && inUse.has(c.privateIp)) continue;
     const label = `${c.market} ${c.instanceType} in ${c.availabilityZone}${c.privateIp ? ` at ${c.privateIp}` : ""}`;
     try {
       const inst = await deps.ec2.launchInstance({
-        clientToken: clientToken(ctx.workflowId, o.generation, c.instanceType, c.subnetId, c.market, ...(o.tokenSalt ? [o.tokenSalt] : [])),
+        clientToken: clientToken(
+          ctx.workflowId,
+          o.generation,
+          c.instanceType,
+          c.subnetId,
+          c.market,
+          ...(o.tokenSalt ? [o.tokenSalt] : []),
+          ...(c.privateIp ? [c.privateIp] : []),
+        ),
         imageId: o.imageId,
         instanceType: c.instanceType,
         market: c.market,
@@ -141,11 +152,24 @@ export async function launchGeneration(
       if (tried.length) await ctx.event("fallback", `launched ${label} after: ${tried.join("; ")}`);
       return record(deps, o, inst, tried);
     } catch (err) {
+      // An ipPool address another ENI holds stays taken for a while: skip it rather than retry it.
+      if (c.privateIp && errorCode(err) === "InvalidIPAddress.InUse") {
+        inUse.add(c.privateIp);
+        tried.push(`${label}: ${errorCode(err)}`);
+        continue;
+      }
       if (classify(err) !== "capacity") throw err;
       lastCapacity = err;
       tried.push(`${label}: ${errorCode(err)}`);
     }
   }
+  const pool = o.spec.persistence.network.privateIp === "pool" ? o.spec.persistence.network.ipPool : [];
+  if (pool.length && !lastCapacity && inUse.size)
+    throw new Failure(
+      "no-capacity",
+      `persistence.network.ipPool: every address that fits the launch subnets is in use (${[...inUse].join(", ")}); ` +
+        `the pool is ${pool.join(", ")}`,
+    );
   throw new Failure(
     "no-capacity",
     `no capacity for ${o.name} generation ${o.generation}: ${
