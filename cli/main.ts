@@ -27,6 +27,11 @@ export const COMMANDS: Entry[] = [
     load: async () => (await import("./commands/status.js")).command,
   },
   {
+    name: "group",
+    summary: "stateful groups: create|scale|update|describe|list|delete (N members from one template, a shared IP pool)",
+    load: async () => (await import("./commands/group.js")).command,
+  },
+  {
     name: "describe",
     summary: "show one stateful instance: resources and generations",
     load: async () => (await import("./commands/describe.js")).command,

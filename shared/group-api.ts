@@ -27,6 +27,8 @@ export const GroupSummary = z.object({
   size: z.number(),
   maxUnavailable: z.number(),
   members: z.number(),
+  /** Member instance names by ordinal. */
+  memberNames: z.array(z.string()),
   /** Members by lifecycle state. */
   byState: z.record(z.string(), z.number()),
   unavailable: z.number(),

@@ -192,6 +192,7 @@ export class GroupOperations {
         size: g.spec.size,
         maxUnavailable: g.spec.maxUnavailable,
         members: rows.length,
+        memberNames: rows.map((m) => m.instance),
         byState,
         unavailable: down.length,
         workflowId: wf?.id ?? null,
