@@ -1,12 +1,19 @@
 /** `status` with stateful groups: each group's members listed under a line for the group. */
 import type { InstanceSummary } from "../../shared/api.js";
 import { GroupList, type GroupSummary } from "../../shared/group-api.js";
-import type { ApiClient } from "../client.js";
+import { type ApiClient, CliError } from "../client.js";
 
 type Row = Array<string | number | null | undefined>;
 
 export async function groupRows(client: ApiClient, instances: InstanceSummary[]) {
-  const { groups } = await client.get("/api/v1/groups", GroupList);
+  // A coordinator without groups (an older version) answers 501: list the instances alone.
+  const groups = await client
+    .get("/api/v1/groups", GroupList)
+    .then((r) => r.groups)
+    .catch((err) => {
+      if (err instanceof CliError) return [] as GroupSummary[];
+      throw err;
+    });
   const groupOf = new Map<string, string>();
   for (const g of groups) for (const m of g.memberNames) groupOf.set(m, g.name);
   const byName = new Map(instances.map((i) => [i.name, i]));

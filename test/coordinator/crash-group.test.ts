@@ -1,0 +1,117 @@
+/**
+ * Crash test of a group's rolling update: the coordinator process is SIGKILLed right after each
+ * step of the group-update runbook of a 2-member group (plan, roll g-0, wait g-0, roll g-1, wait
+ * g-1), then restarted. Every run must finish the roll-out where it stopped: each member recycled
+ * exactly once with the new template, never two members down at once (sampled throughout, across
+ * the crash), one live EC2 instance per member with its own address and ENI.
+ */
+import type { ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { adminApi, coordinatorSlot, killAll, type Slot, startCoordinatorCli } from "./coordinator-process.js";
+import { type Env, ensureAgentBundle, liveInstances, startEnv, until } from "./harness.js";
+
+const SCALE = 0.03;
+const STEPS = [1, 2, 3, 4, 5];
+let dir: string;
+let env: Env;
+const children = new Set<ChildProcess>();
+
+beforeAll(async () => {
+  ensureAgentBundle();
+  dir = mkdtempSync(join(tmpdir(), "spotkeep-crash-group-"));
+  env = await startEnv(dir, SCALE);
+});
+afterAll(async () => {
+  killAll(children);
+  await env?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function groupSpec(name: string, n: number, rev: string) {
+  const { name: _n, ...template } = env.spec("x", { volumes: 1, root: false, workload: false });
+  template.launch.subnetIds = env.subnets.slice(0, 2).map((s) => s.id);
+  template.launch.tags = { rev };
+  // Each case its own addresses: 172.31.0.(100+n) and 172.31.16.(100+n).
+  return { kind: "group", name, size: 2, ipPool: [`172.31.0.${100 + n}`, `172.31.16.${100 + n}`], template };
+}
+
+describe.concurrent("coordinator crash at every step of a group's rolling update", () => {
+  it.each(STEPS)(
+    "SIGKILL after group-update step %i: the roll-out resumes where it stopped, never two members down",
+    async (n) => {
+      const group = `g${n}`;
+      const members = [`${group}-0`, `${group}-1`];
+      const s: Slot = await coordinatorSlot(env, dir, `group-${n}`, SCALE);
+      const start = (crash?: { kind: string; n: number }, firstStart = false) =>
+        startCoordinatorCli(s, { ownerDir: dir, children, crash, firstStart });
+      const api = () => adminApi(`http://127.0.0.1:${s.port}`);
+      let current = await start(undefined, true);
+      try {
+        const created = await api().ok("POST", "groups", groupSpec(group, n, "1"));
+        await until(
+          `${group} to be ready`,
+          async () => (await api().ok("GET", `workflows/${created.workflowId}`)).status === "succeeded",
+          60_000,
+        );
+        const before = await api().ok("GET", `groups/${group}`);
+        expect(before.memberList.map((m: { state: string }) => m.state)).toEqual(["running", "running"]);
+
+        // Restart armed to die after step n of the roll-out, then start it.
+        current.child.kill("SIGTERM");
+        await current.exited;
+        current = await start({ kind: "group-update", n });
+        let maxDown = 0;
+        let sampling = true;
+        const sampler = (async () => {
+          while (sampling) {
+            try {
+              const d = await api().ok("GET", `groups/${group}`);
+              maxDown = Math.max(maxDown, d.memberList.filter((m: { state: string }) => m.state !== "running").length);
+            } catch {
+              // the coordinator is down between the crash and the restart
+            }
+            await new Promise((r) => setTimeout(r, 25));
+          }
+        })();
+        await api().ok("PUT", `groups/${group}`, groupSpec(group, n, "2"));
+        const how = await Promise.race([current.exited, new Promise((r) => setTimeout(() => r("no-crash"), 60_000))]);
+        expect(how, current.log.join("")).toMatchObject({ signal: "SIGKILL" });
+
+        current = await start();
+        const after = await until(
+          `${group} to finish its roll-out`,
+          async () => {
+            const d = await api().ok("GET", `groups/${group}`);
+            if (d.state === "stopped") throw new Error(`${group} stopped: ${d.stateReason}\n${current.log.join("")}`);
+            return d.state === "ready" ? d : null;
+          },
+          90_000,
+        );
+        sampling = false;
+        await sampler;
+        expect(maxDown).toBeLessThanOrEqual(1);
+        for (const [i, m] of after.memberList.entries()) {
+          const was = before.memberList[i];
+          expect(m.state).toBe("running");
+          expect(m.generation).toBe(2);
+          expect({ ip: m.privateIp, eni: m.eniId }).toEqual({ ip: was.privateIp, eni: was.eniId });
+          const live = await liveInstances(env, members[i]!);
+          expect(live.map((x) => x.instanceId)).toEqual([m.instanceId]);
+          expect(live[0]!.tags.rev).toBe("2");
+          // Recycled exactly once by the roll-out (no duplicate after the replay).
+          const detail = await api().ok("GET", `instances/${members[i]}`);
+          expect(detail.generations.length).toBe(2);
+        }
+      } finally {
+        if (current.child.exitCode === null && current.child.signalCode === null) {
+          current.child.kill("SIGKILL");
+          await current.exited;
+        }
+      }
+    },
+    180_000,
+  );
+});
