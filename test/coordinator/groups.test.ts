@@ -108,6 +108,9 @@ describe("stateful groups (localcloud, real agents)", () => {
     }
     expect(d.byState).toEqual({ running: 3 });
     expect(d.unavailable).toBe(0);
+    const metrics = await (await fetch(`${coord.url}/metrics`)).text();
+    expect(metrics).toContain('spotkeep_group_members{group="kafka",state="running"} 3');
+    expect(metrics).toContain('spotkeep_group_unavailable{group="kafka"} 0');
     // A member is not deleted or updated on its own.
     expect((await api("DELETE", "instances/kafka-1")).status).toBe(409);
   });

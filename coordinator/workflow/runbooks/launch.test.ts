@@ -1,6 +1,10 @@
 import { describe, it, expect } from "vitest";
 import { parseSpec } from "../../../shared/spec.js";
-import { candidates, clientToken, ipInCidr } from "./launch.js";
+import { Ec2Error } from "../../cloud/errors.js";
+import type { LaunchRequest } from "../../cloud/gateway.js";
+import type { WorkflowContext } from "../engine.js";
+import type { RunbookDeps } from "./deps.js";
+import { candidates, clientToken, ipInCidr, launchGeneration } from "./launch.js";
 
 const subnets = [
   { subnetId: "subnet-0000000000000000a", availabilityZone: "us-east-1a", cidr: "172.31.0.0/20" },
@@ -68,5 +72,67 @@ describe("launch candidates", () => {
     expect(ipInCidr("10.1.1.10", "10.0.0.0/16")).toBe(false);
     expect(ipInCidr("172.31.15.255", "172.31.0.0/20")).toBe(true);
     expect(ipInCidr("172.31.16.0", "172.31.0.0/20")).toBe(false);
+  });
+});
+
+describe("launching from a per-instance ipPool", () => {
+  const poolSpec = spec(
+    { network: { privateIp: "pool", ipPool: ["172.31.0.50", "172.31.0.51", "172.31.16.50"] } },
+    { fallbackToOnDemand: false },
+  );
+  function fakes(inUse: Set<string>) {
+    const asked: string[] = [];
+    const deps = {
+      ec2: {
+        findInstances: async () => [],
+        describeImage: async () => ({ rootDeviceName: "/dev/xvda" }),
+        launchInstance: async (req: LaunchRequest) => {
+          const ip = "privateIp" in req.network ? (req.network.privateIp ?? "") : "";
+          asked.push(`${req.instanceType}@${ip}`);
+          if (inUse.has(ip)) throw new Ec2Error("launching", "InvalidIPAddress.InUse", `Address ${ip} is in use.`);
+          return {
+            instanceId: "i-0123456789abcdef0",
+            instanceType: req.instanceType,
+            availabilityZone: "us-east-1a",
+            lifecycle: "spot",
+            privateIp: ip,
+          };
+        },
+      },
+      store: { generations: { recordLaunch: async () => undefined } },
+      userData: () => "",
+    } as unknown as RunbookDeps;
+    const events: string[] = [];
+    const ctx = { workflowId: "wf-1", event: async (_k: string, m: string) => void events.push(m) } as unknown as WorkflowContext;
+    return { deps, ctx, asked, events };
+  }
+  const launch = (f: ReturnType<typeof fakes>) =>
+    launchGeneration(f.deps, f.ctx, {
+      name: "db",
+      spec: poolSpec,
+      generation: 1,
+      imageId: "ami-0123456789abcdef0",
+      cands: candidates(poolSpec, subnets, null),
+      eniId: null,
+      blockDevices: [],
+    });
+
+  it("skips an address EC2 says is in use (every instance type with it) and takes the next one", async () => {
+    const f = fakes(new Set(["172.31.0.50"]));
+    const r = await launch(f);
+    expect(r.instanceId).toBe("i-0123456789abcdef0");
+    expect(f.asked).toEqual(["m6i.large@172.31.0.50", "m6i.large@172.31.0.51"]);
+    expect(f.events[0]).toMatch(/after: spot m6i.large in us-east-1a at 172.31.0.50: InvalidIPAddress.InUse/);
+  });
+
+  it("fails naming the pool once every address is in use, asking each address once", async () => {
+    const f = fakes(new Set(["172.31.0.50", "172.31.0.51", "172.31.16.50"]));
+    const err = await launch(f).catch((e) => e);
+    expect(err.kind).toBe("no-capacity");
+    expect(err.message).toBe(
+      "persistence.network.ipPool: every address that fits the launch subnets is in use (172.31.0.50, 172.31.0.51, 172.31.16.50); " +
+        "the pool is 172.31.0.50, 172.31.0.51, 172.31.16.50",
+    );
+    expect(f.asked).toEqual(["m6i.large@172.31.0.50", "m6i.large@172.31.0.51", "m6i.large@172.31.16.50"]);
   });
 });
