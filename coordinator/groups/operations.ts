@@ -90,11 +90,12 @@ export class GroupOperations {
       const problems = immutableChanges(memberSpec(g.spec, 0), memberSpec(spec, 0)).map((p) => `template.${p}`);
       if (problems.length) throw new ApiFault("invalid", problems.join("; "));
       await t.groups.setSpec(name, spec);
-      // Members already on the template (an earlier roll-out that stopped got that far) are not recycled again.
+      // Members already on the template (an earlier roll-out that stopped got that far) are not recycled
+      // again; a failed member is brought back.
       let behind = 0;
       for (const m of members) {
         const inst = await t.instances.get(m.instance);
-        if (m.status === "active" && inst && !sameSpec(inst.spec, memberSpec(spec, m.ordinal))) behind++;
+        if (m.status === "active" && inst && (inst.state === "failed" || !sameSpec(inst.spec, memberSpec(spec, m.ordinal)))) behind++;
       }
       if (behind === 0) {
         await t.events.add(groupKey(name), "group-updated", "group spec updated (every member is on the template: nothing to roll out)");

@@ -26,6 +26,7 @@ import { Failure, failureKind } from "../workflow/failure.js";
 import { type RunbookDeps, waitUntil } from "../workflow/runbooks/deps.js";
 import { describeLaunchSubnets } from "../workflow/runbooks/launch.js";
 import type { ReplaceInput } from "../workflow/runbooks/replace.js";
+import type { ResumeInput } from "../workflow/runbooks/resume.js";
 import { plannedWorkRefusal } from "./admission.js";
 import { addressCandidates, firstFreeAddress } from "./pool.js";
 import { sameSpec } from "./same-spec.js";
@@ -334,25 +335,55 @@ async function rollMember(
   const store = deps.run.store;
   const { group } = input;
   const name = memberName(group, ordinal);
-  const reason = `group ${group} update ${ctx.workflowId}`;
+  const reason = `group ${group} update`;
+  // The trigger names this workflow, so a replay finds the recycle (or resume) it started.
+  const trigger = `group-update ${ctx.workflowId}`;
   const spec = structuredClone({ ...input.template, name }) as StatefulInstanceSpec;
   let lastWait: string | null = null;
   return waitUntil(
     deps.run.clock,
     `${name} to be allowed to recycle`,
-    async () =>
-      store.tx(async (t) => {
-        const mine = (await t.workflows.listFor(name)).find((w) => w.kind === "recycle" && (w.input as ReplaceInput).reason === reason);
+    async () => {
+      // A failed member may still have a running EC2 instance (then it is recycled, else resumed from what it kept).
+      const failedAlive = await failedMemberAlive(deps, name);
+      return store.tx(async (t) => {
+        const mine = (await t.workflows.listFor(name)).find((w) => w.trigger === trigger);
         if (mine) return { workflowId: mine.id };
         const inst = await t.instances.get(name);
         if (!inst) throw new Failure("resource-lost", `${name} no longer exists`);
-        if (sameSpec(inst.spec, spec)) return { workflowId: null };
+        if (sameSpec(inst.spec, spec) && inst.state !== "failed") return { workflowId: null };
         if (inst.state === "paused") {
           await t.instances.setSpec(name, spec);
           await t.events.add(name, "updated", `spec updated by group ${group}; applied when it resumes`);
           return { workflowId: null };
         }
-        if (inst.state === "failed") throw new Failure("member-failed", `${name} is failed (${inst.stateReason ?? "no reason recorded"})`);
+        if (inst.state === "failed" && failedAlive !== null && (await t.workflows.runningFor(name)).length === 0) {
+          // Bringing a failed member back takes nothing away from the cluster: no admission wait.
+          await t.instances.setSpec(name, spec);
+          const wf = failedAlive
+            ? await deps.start(
+                "recycle",
+                name,
+                { name, instanceId: failedAlive, fromGeneration: inst.generation, trigger: "recycle", reason },
+                trigger,
+                t,
+              )
+            : await deps.start("resume", name, { name, fromGeneration: inst.generation, from: "failed" } satisfies ResumeInput, trigger, t);
+          await t.events.add(
+            name,
+            failedAlive ? "recycle-started" : "resume-started",
+            `${reason}: bringing the failed member back with the new template`,
+            wf,
+          );
+          await t.groups.setState(group, "updating", `rolling ${progress}: ${name} (workflow ${wf})`);
+          await t.events.add(
+            groupKey(group),
+            "member-rolling",
+            `${name} (${progress}) failed: restarting it with the new template (workflow ${wf})`,
+            ctx.workflowId,
+          );
+          return { workflowId: wf };
+        }
         const busy = (await t.workflows.runningFor(name)).find((w) => w.kind !== "snapshot");
         const why =
           inst.state !== "running" || busy
@@ -370,7 +401,7 @@ async function rollMember(
         if (!g?.ec2InstanceId || g.status !== "live") throw new Failure("resource-lost", `${name} has no live generation to recycle`);
         await t.instances.setSpec(name, spec);
         const rin: ReplaceInput = { name, instanceId: g.ec2InstanceId, fromGeneration: inst.generation, trigger: "recycle", reason };
-        const wf = await deps.start("recycle", name, rin, "group-update", t);
+        const wf = await deps.start("recycle", name, rin, trigger, t);
         await t.events.add(name, "recycle-started", `group ${group} update: recycling ${g.ec2InstanceId} with the new template`, wf);
         await t.groups.setState(group, "updating", `rolling ${progress}: ${name} (workflow ${wf})`);
         await t.events.add(
@@ -380,7 +411,18 @@ async function rollMember(
           ctx.workflowId,
         );
         return { workflowId: wf };
-      }),
+      });
+    },
     { intervalMs: deps.run.pollMs, timeoutMs: deps.memberTimeoutMs ?? 60 * 60_000, signal: ctx.signal },
   );
+}
+
+/** For a failed member: the id of its generation's EC2 instance if EC2 still runs it, "" if not; null for a member not failed. */
+async function failedMemberAlive(deps: GroupRunbookDeps, name: string): Promise<string | null> {
+  const inst = await deps.run.store.instances.get(name);
+  if (inst?.state !== "failed") return null;
+  const g = inst.generation > 0 ? await deps.run.store.generations.get(name, inst.generation) : null;
+  if (!g?.ec2InstanceId || g.status === "ended") return "";
+  const [i] = await deps.run.ec2.describeInstances([g.ec2InstanceId]);
+  return i && (i.state === "pending" || i.state === "running") ? g.ec2InstanceId : "";
 }

@@ -49,7 +49,6 @@ async function api(method: string, path: string, body?: unknown) {
     headers: { authorization: `Bearer ${coord.adminToken}`, "content-type": "application/json" },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
-  // biome-ignore lint/suspicious/noExplicitAny: test code reads whatever the API answered
   return { status: res.status, body: (await res.json()) as any };
 }
 
@@ -168,7 +167,7 @@ describe("stateful groups (localcloud, real agents)", () => {
     const recycles = (
       await Promise.all(
         ["kafka-0", "kafka-1", "kafka-2"].map(async (m) =>
-          (await coord.store.workflows.listFor(m)).filter((w) => w.trigger === "group-update"),
+          (await coord.store.workflows.listFor(m)).filter((w) => w.trigger === `group-update ${r.body.workflowId}`),
         ),
       )
     ).flat();
@@ -250,6 +249,39 @@ describe("stateful groups (localcloud, real agents)", () => {
     await env.ec2.deleteNetworkInterface(squatter.eniId).finally(() => {
       iam.policy = policy;
     });
+  });
+
+  it("stops a roll-out at the first member that fails, the group's state saying where", async () => {
+    const bad = groupSpec(2, { rev: "3" });
+    bad.template.launch.imageId = "ami-0000000000000dead";
+    const r = await api("PUT", "groups/kafka", bad);
+    expect(r.status).toBe(200);
+    const wf = await coord.engine.wait(r.body.workflowId);
+    expect(wf.status).toBe("failed");
+    const d = await describeGroup();
+    expect(d.state).toBe("stopped");
+    expect(d.stateReason).toMatch(
+      /^group-update stopped \(rolling 1 of 2: kafka-0 \(workflow wf-recycle-[^)]+\)\): .*recycling kafka-0: recycle wf-recycle-\S+ failed: .*InvalidAMIID\.NotFound/,
+    );
+    // The member after it was not touched: still running the previous template.
+    const k1 = (await coord.views.getInstance("kafka-1"))!;
+    expect(k1.state).toBe("running");
+    const [inst] = await env.ec2.describeInstances([k1.instanceId!]);
+    expect(inst!.tags.rev).toBe("2");
+    expect((await coord.store.workflows.listFor("kafka-1")).some((w) => w.trigger === `group-update ${wf.id}`)).toBe(false);
+
+    // A fixed template continues: the failed member comes back from what it kept, then the next one rolls.
+    const fixed = await api("PUT", "groups/kafka", groupSpec(2, { rev: "4" }));
+    expect(fixed.status).toBe(200);
+    await finished(fixed.body.workflowId);
+    const after = await describeGroup();
+    expect(after.state).toBe("ready");
+    for (const m of after.memberList) {
+      expect(m.state).toBe("running");
+      const [i] = await env.ec2.describeInstances([m.instanceId!]);
+      expect(i!.tags.rev).toBe("4");
+      expect(i!.privateIp).toBe(m.privateIp);
+    }
   });
 
   it("deletes the group: every member, then the group; the name is free again", async () => {
