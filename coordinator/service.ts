@@ -45,7 +45,9 @@ import { deleteRunbook } from "./workflow/runbooks/delete.js";
 import { snapshotRunbook } from "./workflow/runbooks/snapshot.js";
 import { GroupOperations } from "./groups/operations.js";
 import { registerGroupMetrics } from "./groups/metrics.js";
-import { type GroupRunbookDeps, groupScaleRunbook, groupUpdateRunbook } from "./groups/runbooks.js";
+import type { GroupRunbookDeps } from "./groups/runbooks.js";
+import { groupScaleRunbook } from "./groups/scale.js";
+import { groupUpdateRunbook } from "./groups/update.js";
 
 export interface StartOptions {
   config: CoordinatorConfigInput | CoordinatorConfig;
