@@ -3,7 +3,9 @@
  * step of the group-update runbook of a 2-member group (plan, roll g-0, wait g-0, roll g-1, wait
  * g-1), then restarted. Every run must finish the roll-out where it stopped: each member recycled
  * exactly once with the new template, never two members down at once (sampled throughout, across
- * the crash), one live EC2 instance per member with its own address and ENI.
+ * the crash), one live EC2 instance per member with its own address and ENI. The same for each step
+ * of the group's create (group-scale 0 → 2): two members, each with one ENI at its own pool address,
+ * one volume and one live instance; nothing launched or created twice.
  */
 import type { ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -30,12 +32,12 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-function groupSpec(name: string, n: number, rev: string) {
+function groupSpec(name: string, n: number, rev: string, base = 100) {
   const { name: _n, ...template } = env.spec("x", { volumes: 1, root: false, workload: false });
   template.launch.subnetIds = env.subnets.slice(0, 2).map((s) => s.id);
   template.launch.tags = { rev };
   // Each case its own addresses: 172.31.0.(100+n) and 172.31.16.(100+n).
-  return { kind: "group", name, size: 2, ipPool: [`172.31.0.${100 + n}`, `172.31.16.${100 + n}`], template };
+  return { kind: "group", name, size: 2, ipPool: [`172.31.0.${base + n}`, `172.31.16.${base + n}`], template };
 }
 
 describe.concurrent("coordinator crash at every step of a group's rolling update", () => {
@@ -104,6 +106,56 @@ describe.concurrent("coordinator crash at every step of a group's rolling update
           // Recycled exactly once by the roll-out (no duplicate after the replay).
           const detail = await api().ok("GET", `instances/${members[i]}`);
           expect(detail.generations.length).toBe(2);
+        }
+      } finally {
+        if (current.child.exitCode === null && current.child.signalCode === null) {
+          current.child.kill("SIGKILL");
+          await current.exited;
+        }
+      }
+    },
+    180_000,
+  );
+});
+
+// plan, allocate g-0, create g-0, allocate g-1, create g-1, wait g-0 ready, wait g-1 ready
+const SCALE_STEPS = [1, 2, 3, 4, 5, 6, 7];
+
+describe.concurrent("coordinator crash at every step of a group's create", () => {
+  it.each(SCALE_STEPS)(
+    "SIGKILL after group-scale step %i: the create resumes, one address, ENI, volume and instance per member",
+    async (n) => {
+      const group = `c${n}`;
+      const s: Slot = await coordinatorSlot(env, dir, `group-scale-${n}`, SCALE);
+      const start = (crash?: { kind: string; n: number }, firstStart = false) =>
+        startCoordinatorCli(s, { ownerDir: dir, children, crash, firstStart });
+      const api = () => adminApi(`http://127.0.0.1:${s.port}`);
+      let current = await start({ kind: "group-scale", n }, true);
+      try {
+        await api().ok("POST", "groups", groupSpec(group, n, "1", 120));
+        const how = await Promise.race([current.exited, new Promise((r) => setTimeout(() => r("no-crash"), 60_000))]);
+        expect(how, current.log.join("")).toMatchObject({ signal: "SIGKILL" });
+        current = await start();
+        const d = await until(
+          `${group} to be ready`,
+          async () => {
+            const g = await api().ok("GET", `groups/${group}`);
+            if (g.state === "stopped") throw new Error(`${group} stopped: ${g.stateReason}\n${current.log.join("")}`);
+            return g.state === "ready" ? g : null;
+          },
+          90_000,
+        );
+        expect(d.memberList.map((m: { privateIp: string }) => m.privateIp).sort()).toEqual([`172.31.0.${120 + n}`, `172.31.16.${120 + n}`]);
+        for (const m of d.memberList) {
+          expect(m.state).toBe("running");
+          const enis = [...env.lc.world.enis.values()].filter((e) => e.tags.get("spotkeep:instance") === m.name);
+          expect(enis.map((e) => [e.id, e.privateIp])).toEqual([[m.eniId, m.privateIp]]);
+          const vols = [...env.lc.world.volumes.values()].filter(
+            (v) => v.tags.get("spotkeep:instance") === m.name && v.tags.has("spotkeep:device") && v.state !== "deleted",
+          );
+          expect(vols).toHaveLength(1);
+          expect((await liveInstances(env, m.name)).map((i) => i.instanceId)).toEqual([m.instanceId]);
+          expect((await api().ok("GET", `instances/${m.name}`)).generations).toHaveLength(1);
         }
       } finally {
         if (current.child.exitCode === null && current.child.signalCode === null) {
