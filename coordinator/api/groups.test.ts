@@ -45,6 +45,7 @@ beforeAll(async () => {
   await store.groups.insert("kafka", parseGroupSpec(spec()), "ready");
   await store.instances.insert("kafka-0", parseSpec({ ...template, name: "kafka-0" }), "running");
   await store.instances.insert("orders-0", parseSpec({ ...template, name: "orders-0" }), "running");
+  await store.instances.insert("kafka-1", parseSpec({ ...template, name: "kafka-1" }), "running");
   await store.groups.addMember({
     group: "kafka",
     ordinal: 0,
@@ -87,6 +88,7 @@ describe("/api/v1/groups refuses bad input by name and changes nothing", () => {
     ["scale with an unknown field", "POST", "groups/kafka/scale", '{"size": 1, "sise": 2}', 400, /body.sise: unknown field/],
     ["scale with a bad keep item", "POST", "groups/kafka/scale", '{"size": 0, "keep": ["disks"]}', 400, /body.keep: unknown item "disks"/],
     ["scale with a TTL and nothing kept", "POST", "groups/kafka/scale", '{"size": 0, "ttlHours": 3}', 400, /ttlHours: nothing is kept/],
+    ["scale onto a name in use", "POST", "groups/kafka/scale", '{"size": 2}', 409, /stateful instance kafka-1 already exists/],
     [
       "scale beyond the pool",
       "POST",

@@ -56,7 +56,13 @@ export class GroupOperations {
           "invalid",
           `size: ${size} members need ${size} addresses; the ipPool of group ${name} lists ${g.spec.ipPool.length}`,
         );
-      for (const m of await t.groups.members(name))
+      const members = await t.groups.members(name);
+      for (let k = 0; k < size; k++) {
+        const member = memberName(name, k);
+        if (!members.some((m) => m.ordinal === k) && (await t.instances.get(member)))
+          throw new ApiFault("conflict", `stateful instance ${member} already exists (a member name of group ${name})`);
+      }
+      for (const m of members)
         if (m.status === "removing" && m.ordinal < size)
           throw new ApiFault("conflict", `${m.instance} is being removed; scale to at most ${m.ordinal} until its delete has finished`);
       await t.groups.setSpec(name, { ...g.spec, size });
