@@ -44,8 +44,8 @@ describe("bench:report", () => {
     expect(renderTable(rows).split("\n")).toEqual([
       "| benchmark | what it measures | target | last measured | pass/fail | date | machine |",
       "| --- | --- | --- | --- | --- | --- | --- |",
-      "| `coordinator-downtime` | break-before-make downtime over the critical path | downtime / critical path <= 1.05× | downtime / critical path: 1.021×<br>downtime p50: 59.73 s | pass | 2026-11-26T20:30:00.000Z | 2 cores, 23.5 GiB, node v20.20.2, load 3.2 |",
-      "| `hub-fanin` | heartbeat -> ack | p99 <= 50 ms | p99: 61 ms | FAIL (p99) | 2026-11-26T19:00:00.000Z | 2 cores, 23.5 GiB, node v20.20.2, load 3.2 |",
+      "| `coordinator-downtime` | break-before-make downtime over the critical path | downtime / critical path <= 1.05× | downtime / critical path: 1.021×<br>downtime p50: 59.73 s | pass | 2026-11-26 20:30 UTC | 2 cores, 23.5 GiB, node v20.20.2, load 3.2 |",
+      "| `hub-fanin` | heartbeat -> ack | p99 <= 50 ms | p99: 61 ms | FAIL (p99) | 2026-11-26 19:00 UTC | 2 cores, 23.5 GiB, node v20.20.2, load 3.2 |",
     ]);
     expect(renderReadme(rows, "bench/reports")).toContain(
       "- `coordinator-downtime`: `npx tsx bench/coordinator-downtime.ts --time-scale 1`",
@@ -86,18 +86,18 @@ describe("bench:report", () => {
     });
     write("weird.json", { something: [1, 2, 3] });
     const rows = loadRows(dir);
-    expect(rows.map((r) => [r.benchmark, r.verdict, r.date, r.machine, r.targets.join(), r.measured.join()])).toEqual([
+    expect(rows.map((r) => [r.benchmark, r.verdict, r.date, r.machine, r.targets.join("; ")])).toEqual([
       [
         "coordinator-footprint",
         "FAIL (idleRss)",
-        "2026-11-26T14:30:29.528Z",
-        "node v20.20.2 (memory not recorded)",
-        "not recorded",
-        "not recorded",
+        "2026-11-26 14:30 UTC",
+        "node v20.20.2; cores, memory not recorded",
+        "startupMs: 300; idleRssMiB: 100",
       ],
-      ["notice-paths", "pass", "2026-11-26T15:02:37.885Z", "2 cores (memory not recorded)", "not recorded", "not recorded"],
-      ["weird", "not recorded", "not recorded", "not recorded", "not recorded", "not recorded"],
+      ["notice-paths", "pass", "2026-11-26 15:02 UTC", "2 cores; memory, node not recorded", "agentP99Ms: 1500"],
+      ["weird", "not recorded", "not recorded", "not recorded", "not recorded"],
     ]);
+    for (const r of rows) expect(r.measured).toEqual(["not recorded (a report from before summaries; see the file)"]);
   });
 
   it("names the file (and the field) of a malformed report", () => {
@@ -129,7 +129,7 @@ describe("bench:report", () => {
       summary: { benchmark: "x", measures: "a | b\nc", date: "2026-11-26T14:30:29.528Z", results: [] },
     });
     const line = renderTable(loadRows(dir)).split("\n")[2]!;
-    expect(line).toBe("| `x` | a \\| b c | none |  | no target | 2026-11-26T14:30:29.528Z | not recorded |");
+    expect(line).toBe("| `x` | a \\| b c | none |  | no target | 2026-11-26 14:30 UTC | not recorded |");
   });
 
   it("finds the met/ok flags a report wrote, by path, not inside arrays", () => {

@@ -118,7 +118,7 @@ function summaryRow(file: string, s: Summary): Row {
           : unknown.length
             ? `not measured (${unknown.map((r) => r.name).join(", ")})`
             : "pass",
-    date: s.date,
+    date: dateText(s.date),
     machine: s.machine ? machineText(s.machine) : NOT_RECORDED,
     command: s.command ?? null,
   };
@@ -134,23 +134,32 @@ function verdictOf(r: z.infer<typeof Result>): boolean | null {
 function legacyRow(file: string, r: Record<string, unknown>): Row {
   const date = [r.at, r.when, r.date].find((d): d is string => typeof d === "string" && !Number.isNaN(Date.parse(d)));
   const host = r.host as { cores?: unknown } | undefined;
-  const machine = [
-    typeof host?.cores === "number" ? `${host.cores} cores` : null,
-    typeof r.node === "string" ? `node ${r.node}` : null,
-  ].filter(Boolean);
+  const cores = typeof host?.cores === "number" ? `${host.cores} cores` : null;
+  const node = typeof r.node === "string" ? `node ${r.node}` : null;
+  const missing = [cores ? null : "cores", "memory", node ? null : "node"].filter(Boolean);
   const flags = metFlags(r);
   const failed = flags.filter((f) => !f.met);
+  const targets = [r.targets, r.target].flatMap((t) =>
+    t && typeof t === "object" && !Array.isArray(t)
+      ? Object.entries(t).flatMap(([k, v]) => (typeof v === "number" ? [`${k}: ${num(v)}`] : []))
+      : [],
+  );
   return {
     file,
     benchmark: file.replace(/\.json$/, ""),
     measures: typeof r.what === "string" ? r.what : NOT_RECORDED,
-    targets: [NOT_RECORDED],
-    measured: [NOT_RECORDED],
+    targets: targets.length ? targets : [NOT_RECORDED],
+    measured: [`${NOT_RECORDED} (a report from before summaries; see the file)`],
     verdict: flags.length === 0 ? NOT_RECORDED : failed.length ? `FAIL (${failed.map((f) => f.name).join(", ")})` : "pass",
-    date: date ?? NOT_RECORDED,
-    machine: machine.length ? `${machine.join(", ")} (memory ${NOT_RECORDED})` : NOT_RECORDED,
+    date: date ? dateText(date) : NOT_RECORDED,
+    machine: cores || node ? `${[cores, node].filter(Boolean).join(", ")}; ${missing.join(", ")} ${NOT_RECORDED}` : NOT_RECORDED,
     command: null,
   };
+}
+
+/** 2026-11-26T20:25:36.155Z -> 2026-11-26 20:25 UTC */
+function dateText(iso: string): string {
+  return `${new Date(iso).toISOString().slice(0, 16).replace("T", " ")} UTC`;
 }
 
 /**
