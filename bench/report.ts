@@ -199,24 +199,21 @@ function cell(s: string): string {
   return s.replace(/\|/g, "\\|").replace(/[\r\n]+/g, " ");
 }
 
+/** A markdown table with its columns padded to a common width (the way the repo's formatter lays tables out). */
 export function renderTable(rows: Row[]): string {
-  const lines = [
-    "| benchmark | what it measures | target | last measured | pass/fail | date | machine |",
-    "| --- | --- | --- | --- | --- | --- | --- |",
-  ];
-  for (const r of rows)
-    lines.push(
-      `| ${[
-        `\`${cell(r.benchmark)}\`${r.benchmark === r.file.replace(/\.json$/, "") ? "" : ` (${cell(r.file)})`}`,
-        cell(r.measures),
-        r.targets.length ? r.targets.map(cell).join("<br>") : "none",
-        r.measured.map(cell).join("<br>"),
-        cell(r.verdict),
-        cell(r.date),
-        cell(r.machine),
-      ].join(" | ")} |`,
-    );
-  return lines.join("\n");
+  const header = ["benchmark", "what it measures", "target", "last measured", "pass/fail", "date", "machine"];
+  const body = rows.map((r) => [
+    `\`${cell(r.benchmark)}\`${r.benchmark === r.file.replace(/\.json$/, "") ? "" : ` (${cell(r.file)})`}`,
+    cell(r.measures),
+    r.targets.length ? r.targets.map(cell).join("<br>") : "none",
+    r.measured.map(cell).join("<br>"),
+    cell(r.verdict),
+    cell(r.date),
+    cell(r.machine),
+  ]);
+  const widths = header.map((h, i) => Math.max(3, h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: string[]) => `| ${cells.map((c, i) => c.padEnd(widths[i]!)).join(" | ")} |`;
+  return [line(header), line(widths.map((w) => "-".repeat(w))), ...body.map(line)].join("\n");
 }
 
 export function renderReadme(rows: Row[], reportsDir: string): string {
