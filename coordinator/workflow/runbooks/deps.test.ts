@@ -163,5 +163,6 @@ describe("waitUntil", () => {
     expect(untilNextTick(scaledClock(1, fake), 500)).toBe(400);
     expect(untilNextTick(scaledClock(0.5, fake), 500)).toBe(300); // model now ends in …200: 300 model ms = 150 clock ms
     expect(untilNextTick(scaledClock(1, new FakeClock(Date.UTC(2026, 0, 1))), 500)).toBe(500); // on a tick: the next one
+    expect(untilNextTick({ ...scaledClock(1, fake), timeScale: Number.NaN }, 500)).toBe(500); // never a busy loop
   });
 });

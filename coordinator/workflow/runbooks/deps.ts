@@ -84,7 +84,9 @@ export async function waitUntil<T>(
 /** Model ms from now to the next multiple of `intervalMs` of model time since the epoch (never 0). */
 export function untilNextTick(clock: ScaledClock, intervalMs: number): number {
   const modelNow = clock.now() / clock.timeScale;
-  return intervalMs - (modelNow % intervalMs);
+  const left = intervalMs - (modelNow % intervalMs);
+  // A clock without a usable scale must not turn the wait into a busy loop.
+  return left > 0 && left <= intervalMs ? left : intervalMs;
 }
 
 /** clock.sleep(ms, signal) that `setInterrupt`'s function ends early. */
