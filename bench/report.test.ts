@@ -105,6 +105,10 @@ describe("bench:report", () => {
     for (const r of rows) expect(r.measured).toEqual(["not recorded (a report from before summaries; see the file)"]);
   });
 
+  it("finds no reports in a directory that is not there (a fresh clone)", () => {
+    expect(loadRows(join(dir, "missing"))).toEqual([]);
+  });
+
   it("names the file (and the field) of a malformed report", () => {
     write("good.json", { at: "2026-11-26T14:30:29.528Z" });
     write("broken.json", '{"summary": {');

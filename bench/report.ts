@@ -70,6 +70,7 @@ export function loadRows(dir: string): Row[] {
   try {
     files = readdirSync(dir).filter((f) => f.endsWith(".json"));
   } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
     throw new ReportError(`reading ${dir}: ${(err as Error).message}`, { cause: err });
   }
   return files
@@ -245,6 +246,8 @@ function main(): void {
     },
   });
   const rows = loadRows(values.reports);
+  // A fresh clone has no reports: keep the committed figures rather than replace them with nothing.
+  if (rows.length === 0) throw new ReportError(`no reports in ${values.reports}: run a benchmark first (${values.out} is left as it is)`);
   writeFileSync(values.out, renderReadme(rows, relative(root, values.reports) || "."));
   console.log(`wrote ${relative(process.cwd(), values.out) || values.out}: ${rows.length} benchmark report(s)`);
 }
