@@ -18,7 +18,8 @@
  * mode, the coordinator seeing `ready`), each against what the profile allows for it, so fixed
  * overheads show where they are.
  *
- * Writes bench/reports/coordinator-downtime.json (or --report-out) and prints a table. At small
+ * Writes bench/reports/coordinator-downtime.json (-secondary / -snapshot in the name for those
+ * variants, so each keeps its own last figures; or --report-out) and prints a table. At small
  * time scales fixed real costs (node start-up of the agent, SQLite, HTTP) are magnified by
  * 1/timeScale; the figure of record is a run at --time-scale 1.
  */
@@ -54,7 +55,9 @@ const mode = values.mode === "snapshot" ? "snapshot" : "reattach";
 if (!(scale > 0) || !(count >= 1)) throw new Error("--time-scale must be > 0 and --count >= 1");
 if (values.baseline !== undefined && !/^[\w./~^-]{1,100}$/.test(values.baseline))
   throw new Error(`--baseline must be a git ref (a commit, branch or tag), got ${JSON.stringify(values.baseline)}`);
-const reportOut = values["report-out"] ?? join(ROOT, "bench", "reports", "coordinator-downtime.json");
+/** One report per variant, so bench:report shows the last figures of each. */
+const benchmarkName = `coordinator-downtime${secondary ? "-secondary" : ""}${mode === "snapshot" ? "-snapshot" : ""}`;
+const reportOut = values["report-out"] ?? join(ROOT, "bench", "reports", `${benchmarkName}.json`);
 const P = PROFILES.realistic;
 // the profile is in ms
 const cp = (secondary ? cutoverCriticalPath(P) : replacementCriticalPath(P)) / 1000;
@@ -266,7 +269,7 @@ if (baseline) console.log(`\nthis tree (${gitOut(["rev-parse", "--short", "HEAD"
 const report = await measure();
 const target = secondary ? null : 1.05;
 const summary = benchSummary({
-  benchmark: "coordinator-downtime",
+  benchmark: benchmarkName,
   measures: secondary
     ? "make-before-break downtime (quiesce start -> ready) on localcloud's realistic profile, model seconds"
     : "break-before-make downtime (quiesce start -> ready) on localcloud's realistic profile, over its critical path",
