@@ -331,7 +331,11 @@ function print(r: Report, b: (Report & { ref: string }) | null, target: number |
     "load average 1 min, before / after",
     runs.map((x) => `${x.loadAverage1m?.before ?? "-"} / ${x.loadAverage1m?.after ?? "-"}`),
   );
-  console.log("\n  downtime by phase, first replacement, model ms (in brackets: beyond what the profile allows for the phase):");
+  console.log(
+    r.breakdown
+      ? "\n  downtime by phase, first replacement, model ms (in brackets: beyond what the profile allows for the phase):"
+      : "\n  (downtime by phase: only for the break-before-make path, --network primary)",
+  );
   const phasesOf = runs.map((x) => x.breakdown ?? []);
   for (let i = 0; i < (phasesOf.at(-1)?.length ?? 0); i++) {
     const name = phasesOf.at(-1)![i]!.phase;
