@@ -221,11 +221,13 @@ export class RunningAgent {
     this.loop.setInterval(this.ctx.scale(m.config.pollIntervalMs));
     this.health.configure(m.config.healthCheck);
     this.ctx.store.setStatus({ connected: true, statefulInstance: m.statefulInstance, generation: m.generation });
-    await this.sendInventory(true);
+    // `ready` first: the coordinator's restore step (and the downtime) ends with it, and nothing
+    // there waits for the inventory, which takes IMDS round trips to collect.
     if (!this.readySent) {
       this.readySent = true;
       this.link?.send({ type: "ready", instanceId: this.ctx.info.instanceId, steps: this.restoreSteps() });
     }
+    await this.sendInventory(true);
   }
 
   private restoreSteps(): StepTiming[] {

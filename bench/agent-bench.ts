@@ -15,6 +15,7 @@ import { fileURLToPath } from "node:url";
 import { AGENT_NODE_FLAGS } from "../agent/deploy/bootstrap.js";
 import { instancePaths, startFakeImds } from "../test/agent/fake-imds.js";
 import { startFakeCoordinator } from "../test/agent/fake-coordinator.js";
+import { benchSummary, commandLine } from "./summary.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
 const args = process.argv.slice(2);
@@ -103,7 +104,17 @@ try {
     targets: { rssMiB: 50, cpuPercentOfCore: 0.5, bundleMiB: 2 },
   };
   mkdirSync(join(root, "bench", "reports"), { recursive: true });
-  writeFileSync(join(root, "bench", "reports", "agent.json"), `${JSON.stringify(report, null, 2)}\n`);
+  const summary = benchSummary({
+    benchmark: "agent",
+    measures: `one bundled agent polling IMDS every ${pollMs} ms for ${report.seconds} s: bundle size, RSS, idle CPU`,
+    command: commandLine("bench/agent-bench.ts"),
+    results: [
+      { name: "bundle", measured: report.bundleMiB, unit: "MiB", target: { op: "<=", value: report.targets.bundleMiB } },
+      { name: "RSS max", measured: report.rssMiB.max, unit: "MiB", target: { op: "<=", value: report.targets.rssMiB } },
+      { name: "idle CPU", measured: report.cpuPercentOfCore, unit: "%", target: { op: "<=", value: report.targets.cpuPercentOfCore } },
+    ],
+  });
+  writeFileSync(join(root, "bench", "reports", "agent.json"), `${JSON.stringify({ summary, ...report }, null, 2)}\n`);
   const rows: Array<[string, string, string]> = [
     ["bundle size", `${report.bundleMiB} MiB`, "<= 2 MiB"],
     ["RSS max / avg", `${report.rssMiB.max} / ${report.rssMiB.avg} MiB`, "<= 50 MiB"],

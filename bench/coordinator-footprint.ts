@@ -27,6 +27,7 @@ import { parseSpec } from "../shared/spec.js";
 import { CLI, ensureBuilt } from "../test/cli/built.js";
 import { FakeAgent } from "../test/coordinator/fake-agent.js";
 import { coordinatorConfig, type Env, OWNER_ENV, ROOT, startEnv, until } from "../test/coordinator/harness.js";
+import { benchSummary, commandLine } from "./summary.js";
 
 // The AWS SDK warns about Node 20's end of support on every client; it is noise in the table.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true";
@@ -244,7 +245,27 @@ try {
     },
   };
   mkdirSync(join(ROOT, "bench", "reports"), { recursive: true });
-  writeFileSync(join(ROOT, "bench", "reports", "coordinator-footprint.json"), JSON.stringify(report, null, 2));
+  const summary = benchSummary({
+    benchmark: "coordinator-footprint",
+    measures: `the built coordinator: start-up to /healthz (p50), idle RSS after ${idle0.idleSeconds} s with 0 and ${instances} instances`,
+    command: commandLine("bench/coordinator-footprint.ts"),
+    results: [
+      {
+        name: "start-up, fresh data dir",
+        measured: startup.freshDataDir.wallMs.p50,
+        unit: "ms",
+        target: { op: "<=", value: TARGET_STARTUP_MS },
+      },
+      { name: "start-up, restart", measured: startup.restart.wallMs.p50, unit: "ms", target: { op: "<=", value: TARGET_STARTUP_MS } },
+      ...[idle0, idleN].map((r) => ({
+        name: `idle RSS, ${r.managedInstances} instances`,
+        measured: r.rssMiB,
+        unit: "MiB",
+        target: { op: "<=" as const, value: TARGET_RSS_MIB },
+      })),
+    ],
+  });
+  writeFileSync(join(ROOT, "bench", "reports", "coordinator-footprint.json"), JSON.stringify({ summary, ...report }, null, 2));
   const row = (what: string, value: string, target: string, ok: boolean) => [what, value, target, ok ? "ok" : "MISSED"];
   const rows = [
     ["MEASURE", "VALUE", "TARGET", ""],

@@ -30,6 +30,7 @@ import WebSocket from "ws";
 import { newMessageId } from "../shared/protocol.js";
 import { parseSpec } from "../shared/spec.js";
 import { SqliteStore } from "../coordinator/db/sqlite/index.js";
+import { benchSummary, commandLine } from "./summary.js";
 import { loadOrCreateSigner } from "../localcloud/imds/identity.js";
 import { ROOT } from "../test/coordinator/harness.js";
 
@@ -341,7 +342,19 @@ try {
     target: { p99Ms: TARGET_P99_MS, met: pct(0.99) <= TARGET_P99_MS && unacked === 0 && closedEarly === 0 },
   };
   mkdirSync(join(ROOT, "bench", "reports"), { recursive: true });
-  writeFileSync(join(ROOT, "bench", "reports", "hub-fanin.json"), `${JSON.stringify(report, null, 2)}\n`);
+  const summary = benchSummary({
+    benchmark: "hub-fanin",
+    measures: `${agents} authenticated agent sessions heartbeating for ${report.seconds} s: heartbeat -> ack latency, coordinator CPU and RSS`,
+    command: commandLine("bench/hub-fanin.ts"),
+    results: [
+      { name: "heartbeat -> ack p99", measured: report.handlingMs.p99, unit: "ms", target: { op: "<=", value: TARGET_P99_MS } },
+      { name: "unacked heartbeats", measured: unacked, unit: "", target: { op: "<=", value: 0 } },
+      { name: "sessions closed early", measured: closedEarly, unit: "", target: { op: "<=", value: 0 } },
+      { name: "coordinator CPU", measured: report.coordinator.cpuPercentOfCore, unit: "%", target: null },
+      { name: "coordinator RSS max", measured: report.coordinator.rssMiB.max, unit: "MiB", target: null },
+    ],
+  });
+  writeFileSync(join(ROOT, "bench", "reports", "hub-fanin.json"), `${JSON.stringify({ summary, ...report }, null, 2)}\n`);
   const rows: Array<[string, string, string]> = [
     ["agent sessions", `${report.connected ?? "?"} / ${agents}`, `connected in ${connectSeconds.toFixed(1)} s`],
     ["heartbeats", `${report.heartbeatsPerSecond}/s`, `every ${heartbeatMs} ms per agent`],

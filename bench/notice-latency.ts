@@ -25,6 +25,7 @@ import { parseArgs } from "node:util";
 import { parseSpec } from "../shared/spec.js";
 import { ensureAgentBundle, inProcessCoordinator, startEnv, until, ROOT, type Env } from "../test/coordinator/harness.js";
 import type { Coordinator } from "../coordinator/service.js";
+import { benchSummary, commandLine } from "./summary.js";
 
 const { values } = parseArgs({
   options: {
@@ -159,7 +160,16 @@ try {
     samples,
   };
   mkdirSync(join(ROOT, "bench", "reports"), { recursive: true });
-  writeFileSync(join(ROOT, "bench", "reports", "notice-latency.json"), `${JSON.stringify(report, null, 2)}\n`);
+  const summary = benchSummary({
+    benchmark: "notice-latency",
+    measures: `notice visible in IMDS -> the coordinator has the agent's notice, ${count} real agents at time scale ${TIME_SCALE}`,
+    command: commandLine("bench/notice-latency.ts"),
+    results: [
+      { name: "latency p99", measured: stats.p99, unit: "ms", target: { op: "<=", value: TARGET_P99_MS } },
+      { name: "notices missed", measured: count - got.length, unit: "", target: { op: "<=", value: 0 } },
+    ],
+  });
+  writeFileSync(join(ROOT, "bench", "reports", "notice-latency.json"), `${JSON.stringify({ summary, ...report }, null, 2)}\n`);
   const rows: Array<[string, string, string]> = [
     ["notices received", `${got.length} / ${count}`, "all"],
     ["latency min", `${stats.min} ms`, ""],

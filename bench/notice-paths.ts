@@ -29,6 +29,7 @@ import type { Coordinator } from "../coordinator/service.js";
 import { ALL_DETAIL_TYPES } from "../localcloud/events/bus.js";
 import { parseSpec } from "../shared/spec.js";
 import { type Env, ensureAgentBundle, inProcessCoordinator, ROOT, startEnv, until } from "../test/coordinator/harness.js";
+import { benchSummary, commandLine } from "./summary.js";
 
 const { values } = parseArgs({ options: { count: { type: "string", default: "8" }, "gap-ms": { type: "string", default: "250" } } });
 const count = Number(values.count);
@@ -164,7 +165,18 @@ try {
     samples,
   };
   mkdirSync(join(ROOT, "bench", "reports"), { recursive: true });
-  writeFileSync(join(ROOT, "bench", "reports", "notice-paths.json"), `${JSON.stringify(report, null, 2)}\n`);
+  const summary = benchSummary({
+    benchmark: "notice-paths",
+    measures: `notice -> workflow start, agent path and EventBridge/SQS path, ${count} per phase at time scale ${TIME_SCALE}`,
+    command: commandLine("bench/notice-paths.ts"),
+    results: [
+      { name: "agent path p99", measured: report.agentPathMs.p99, unit: "ms", target: { op: "<=", value: TARGETS.agentP99Ms } },
+      { name: "queue path p99", measured: report.queuePathMs.p99, unit: "ms", target: { op: "<=", value: TARGETS.queueP99Ms } },
+      { name: "both alive p99", measured: report.bothAliveMs.p99, unit: "ms", target: null },
+      { name: "notices missed", measured: report.missed.length, unit: "", target: { op: "<=", value: 0 } },
+    ],
+  });
+  writeFileSync(join(ROOT, "bench", "reports", "notice-paths.json"), `${JSON.stringify({ summary, ...report }, null, 2)}\n`);
   const line = (label: string, s: ReturnType<typeof stats>, target: string) =>
     console.log(
       `${label.padEnd(24)} ${String(s.n).padStart(3)}  ${[s.min, s.p50, s.p90, s.p99, s.max].map((v) => String(v).padStart(6)).join(" ")}  ${target}`,

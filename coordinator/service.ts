@@ -40,6 +40,7 @@ import { importRunbook } from "./workflow/runbooks/import.js";
 import type { RunbookDeps } from "./workflow/runbooks/deps.js";
 import { type ReplaceInput, replaceRunbook } from "./workflow/runbooks/replace.js";
 import { pauseRunbook } from "./workflow/runbooks/pause.js";
+import { ReportSignal } from "./agents/report-signal.js";
 import { resumeRunbook } from "./workflow/runbooks/resume.js";
 import { deleteRunbook } from "./workflow/runbooks/delete.js";
 import { snapshotRunbook } from "./workflow/runbooks/snapshot.js";
@@ -172,6 +173,8 @@ async function startOn(
   const caCertificate = config.agentCaCertificate ? loadCaCertificate(config.agentCaCertificate) : undefined;
   let hub: AgentHub | null = null;
   const elb = opts.elb ?? createElbGateway({ region: config.region, endpoint: elbEndpointFor(config), timeScale: config.timeScale });
+  // Steps waiting on an agent's report look again as soon as intake has recorded one.
+  const reportSignal = new ReportSignal();
   const deps: RunbookDeps = {
     store,
     ec2,
@@ -191,6 +194,7 @@ async function startOn(
       }),
     pollMs: 1000,
     quiesceMarginMs: config.quiesceMarginSeconds * 1000,
+    onAgentReport: (instanceId, fn) => reportSignal.subscribe(instanceId, fn),
     log,
   };
   const groupDeps: GroupRunbookDeps = {
@@ -331,11 +335,13 @@ async function startOn(
       log(`agent ${s.instanceId} (${s.statefulInstance} g${s.generation}, ${s.mode}) connected`);
       // A make-before-break cutover waits for this: the replacement booted and its agent waits in restore mode.
       await store.agentReports.record(s.instanceId, "hello", s.mode, { mode: s.mode, generation: s.generation });
+      reportSignal.notify(s.instanceId);
     },
     onHeartbeat: (s, msg) => health.heartbeat(s.instanceId, msg.health),
-    onMessage: (session, msg) => {
+    onMessage: async (session, msg) => {
       health.heard(session.instanceId);
-      return intake.handle(session, msg);
+      await intake.handle(session, msg);
+      reportSignal.notify(session.instanceId);
     },
     onRejected: (reason, detail, context) => {
       metrics.agentRejections.inc({ reason });

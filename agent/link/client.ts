@@ -56,6 +56,8 @@ export class AgentLink {
   private cancelWelcomeWait: (() => void) | null = null;
   private readonly backoff: RetryPolicy;
   private waiters: Array<() => void> = [];
+  /** Called after every ack the coordinator sends (waitOutboxEmpty). */
+  private ackWaiters: Array<() => void> = [];
   welcome: Welcome | null = null;
   readonly stats = { connects: 0, disconnects: 0, sent: 0, resent: 0, badFrames: 0, duplicates: 0 };
 
@@ -116,6 +118,28 @@ export class AgentLink {
         resolve(this.connected);
       };
       this.waiters.push(done);
+    });
+  }
+
+  /**
+   * Resolves true once every durable message has been acked (at once when the outbox is empty), or
+   * false after timeoutMs (real ms). Woken by each ack, so a caller waiting for its report to land
+   * does not wait a poll interval longer than the coordinator took.
+   */
+  waitOutboxEmpty(timeoutMs: number): Promise<boolean> {
+    if (this.opts.store.outbox.length === 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const check = () => {
+        if (this.opts.store.outbox.length > 0) return;
+        this.ackWaiters = this.ackWaiters.filter((w) => w !== check);
+        cancel();
+        resolve(true);
+      };
+      const cancel = this.opts.clock.setTimer(timeoutMs, () => {
+        this.ackWaiters = this.ackWaiters.filter((w) => w !== check);
+        resolve(this.opts.store.outbox.length === 0);
+      });
+      this.ackWaiters.push(check);
     });
   }
 
@@ -229,6 +253,7 @@ export class AgentLink {
     const msg = parsed.message as CoordinatorMessage;
     if (msg.type === "ack") {
       this.opts.store.ack(msg.ref);
+      for (const w of [...this.ackWaiters]) w();
       return;
     }
     // Ack first (even duplicates: the first ack may have been lost).

@@ -96,8 +96,7 @@ export async function restoreMode(cfg: AgentConfig, o: RestoreOverrides = {}): P
         JSON.stringify({ instanceId: ctx.info.instanceId, steps: report.steps.slice(0, 63) }),
       );
     // Make the report reach the coordinator before user-data moves on (bounded: the outbox keeps it anyway).
-    const until = clock.now() + scale(30_000);
-    while (ctx.store.outbox.length > 0 && clock.now() < until) await clock.sleep(Math.max(10, scale(100)));
+    await link.waitOutboxEmpty(scale(30_000));
     if (!report.ok) {
       process.stderr.write(`spotkeep-agent restore: ${report.reason}\n`);
       return 1;

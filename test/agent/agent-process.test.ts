@@ -80,7 +80,7 @@ function startAgent(mode: "run" | "restore", env: Record<string, string> = {}) {
 }
 
 describe("bundled agent, run mode", () => {
-  it("says hello, sends inventory and ready, reports a notice once, quiesces on command, and exits 0 on SIGTERM", async () => {
+  it("says hello, sends ready and inventory, reports a notice once, quiesces on command, and exits 0 on SIGTERM", async () => {
     const a = startAgent("run");
     const hello = (await coord.waitFor((m) => m.type === "hello")) as MessageOf<"hello">;
     expect(hello.mode).toBe("run");
@@ -103,6 +103,9 @@ describe("bundled agent, run mode", () => {
     ]);
     expect(inv.devices).toEqual([{ device: join(devDir, byIdName(VOL)), volumeId: VOL, requestedName: "/dev/sdf", kind: "directory" }]);
     await coord.waitFor((m) => m.type === "ready");
+    // ready ends the coordinator's restore step: it does not wait for the inventory's IMDS calls
+    const order = coord.raw.map((m) => m.type).filter((t) => t === "ready" || t === "inventory");
+    expect(order.slice(0, 2)).toEqual(["ready", "inventory"]);
 
     imds.set(ACTION, JSON.stringify({ action: "terminate", time: "2030-01-01T00:02:00Z" }));
     const notice = (await coord.waitFor((m) => m.type === "notice")) as MessageOf<"notice">;

@@ -72,6 +72,22 @@ describe("agent link", () => {
     await coord.waitFor((m) => m.type === "heartbeat");
   });
 
+  it("waitOutboxEmpty resolves when the coordinator's ack empties the outbox, and false at its timeout without one", async () => {
+    const { link, store } = makeLink();
+    link.start();
+    expect(await link.waitConnected(5000)).toBe(true);
+    expect(await link.waitOutboxEmpty(10)).toBe(true); // nothing pending: at once
+    link.send(notice);
+    expect(store.outbox.length).toBe(1);
+    expect(await link.waitOutboxEmpty(5000)).toBe(true);
+    expect(store.outbox.length).toBe(0);
+
+    const dead = makeLink("ws://127.0.0.1:9/agent/v1/ws"); // nothing listens there: never acked
+    dead.link.start();
+    dead.link.send(notice);
+    expect(await dead.link.waitOutboxEmpty(50)).toBe(false);
+  });
+
   it("reconnects when the coordinator drops the connection during a notice; the notice is delivered exactly once", async () => {
     const { link, store } = makeLink();
     link.start();

@@ -31,6 +31,7 @@ import { leftovers } from "../linux/leftovers.js";
 import { holdLinuxSuiteLock } from "./linux-suite-lock.js";
 import { PgConnection } from "./pgwire.js";
 import { RowWriter } from "./row-writer.js";
+import { benchSummary } from "../../bench/summary.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const AGENT_BUNDLE = join(ROOT, "dist", "spotkeep-agent.js");
@@ -583,6 +584,22 @@ function writeReport(r: ScenarioResult): void {
     REPORT_PATH,
     `${JSON.stringify(
       {
+        summary: benchSummary({
+          benchmark: "postgres-e2e",
+          measures: `PostgreSQL end to end on localcloud's linux runtime (time scale ${r.timeScale}): no acknowledged row lost, same IP, downtime`,
+          command: "sudo npm run e2e:postgres",
+          results: [
+            { name: "acknowledged rows lost", measured: r.lost, unit: "", target: { op: "<=", value: 0 } },
+            { name: "private IP changes", measured: r.sameIp ? 0 : 1, unit: "", target: { op: "<=", value: 0 } },
+            { name: "interruptions survived", measured: r.interruptions, unit: "", target: null },
+            {
+              name: "slowest reattach downtime / critical path",
+              measured: reattach.length ? Math.round((Math.max(...reattach) / r.profileCriticalPathSeconds) * 1000) / 1000 : null,
+              unit: "×",
+              target: null,
+            },
+          ],
+        }),
         at: new Date().toISOString(),
         what: "PostgreSQL end to end on localcloud's linux runtime (realistic profile): downtime per interruption, model seconds",
         timeScale: r.timeScale,

@@ -19,7 +19,7 @@ import type { StatefulInstanceSpec } from "../../../shared/spec.js";
 import type { DataVolume } from "../../db/store.js";
 import { ONCE, step, type WorkflowContext } from "../engine.js";
 import { Failure, failureKind } from "../failure.js";
-import { type RunbookDeps, waitUntil } from "./deps.js";
+import { agentReportWake, type RunbookDeps, waitUntil } from "./deps.js";
 import {
   attachSteps,
   candidates,
@@ -220,7 +220,7 @@ async function waitTakeoverReady(
       deps.clock,
       `${o.instanceId}'s agent to wait in restore mode`,
       async () => ((await deps.store.agentReports.get(o.instanceId, "hello", "restore")) ? true : null),
-      { intervalMs: Math.max(20, deps.pollMs / 10), timeoutMs: budget(), signal: ctx.signal },
+      { intervalMs: Math.max(20, deps.pollMs / 10), timeoutMs: budget(), signal: ctx.signal, wake: agentReportWake(deps, o.instanceId) },
     );
     return { ready: true };
   } catch (err) {

@@ -10,7 +10,7 @@ import { TAG, type BlockDeviceRequest, type InstanceInfo } from "../../cloud/gat
 import type { DataVolume } from "../../db/store.js";
 import { type StepDef, type StepPolicy, step, type WorkflowContext } from "../engine.js";
 import { Failure, isPermanent } from "../failure.js";
-import { type RunbookDeps, waitUntil } from "./deps.js";
+import { agentReportWake, type RunbookDeps, waitUntil } from "./deps.js";
 
 export interface Candidate {
   instanceType: string;
@@ -220,7 +220,7 @@ export async function waitRunning(
         throw new Failure("resource-lost", `${o.instanceId} went ${i.state} while starting (${i.stateReason ?? "no reason given"})`);
       return i.state === "running" ? i : null;
     },
-    { intervalMs: deps.pollMs / 2, timeoutMs: 15 * 60_000, signal: ctx.signal },
+    { intervalMs: deps.pollMs / 2, timeoutMs: 15 * 60_000, signal: ctx.signal, grid: true },
   );
   const volumes: Record<string, string> = {};
   const byDevice = new Map(inst.volumes.map((v) => [canonicalDevice(v.deviceName), v.volumeId]));
@@ -278,7 +278,7 @@ export async function attachVolume(
       if (v.attachments.some((a) => a.instanceId === instanceId)) return "mine";
       return v.state === "available" ? "free" : null;
     },
-    { intervalMs: deps.pollMs / 2, timeoutMs: 10 * 60_000, signal: ctx.signal },
+    { intervalMs: deps.pollMs / 2, timeoutMs: 10 * 60_000, signal: ctx.signal, grid: true },
   );
   if (ready === "free") await deps.ec2.attachVolume(volumeId, instanceId, device);
   await waitUntil(
@@ -288,7 +288,7 @@ export async function attachVolume(
       const v = await deps.ec2.describeVolume(volumeId);
       return v?.attachments.some((a) => a.instanceId === instanceId && a.state === "attached") ? true : null;
     },
-    { intervalMs: deps.pollMs / 2, timeoutMs: 5 * 60_000, signal: ctx.signal },
+    { intervalMs: deps.pollMs / 2, timeoutMs: 5 * 60_000, signal: ctx.signal, grid: true },
   );
 }
 
@@ -359,7 +359,7 @@ export async function restoreAndWaitReady(
       if (r && r.ok === false) throw new Failure("agent-failed", `restore on ${o.instanceId} failed: ${r.reason ?? "no reason given"}`);
       return deps.store.agentReports.latest(o.instanceId, "ready");
     },
-    { intervalMs: Math.max(50, deps.pollMs / 5), timeoutMs: 20 * 60_000, signal: ctx.signal },
+    { intervalMs: Math.max(50, deps.pollMs / 5), timeoutMs: 20 * 60_000, signal: ctx.signal, wake: agentReportWake(deps, o.instanceId) },
   );
   // A volume attached without a mount point is the workload's to mount: say where it is.
   const unmounted = o.volumes.filter((v) => !v.mountPoint);

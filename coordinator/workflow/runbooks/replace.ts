@@ -440,7 +440,7 @@ export async function waitOldReleased(
       const [i] = await deps.ec2.describeInstances([input.instanceId]);
       return !i || i.state === "terminated" ? true : null;
     },
-    { intervalMs: deps.pollMs / 2, timeoutMs: 15 * 60_000, signal: ctx.signal },
+    { intervalMs: deps.pollMs / 2, timeoutMs: 15 * 60_000, signal: ctx.signal, grid: true },
   );
   await deps.store.generations.end(input.name, input.fromGeneration, input.trigger);
   // The ENI comes free a little after `terminated`; launching before that only earns
@@ -454,7 +454,7 @@ export async function waitOldReleased(
         if (!e) throw new Failure("resource-lost", `${eniId} (the stateful instance's network interface) no longer exists`);
         return e.status === "available" ? true : null;
       },
-      { intervalMs: deps.pollMs / 4, timeoutMs: 10 * 60_000, signal: ctx.signal },
+      { intervalMs: deps.pollMs / 4, timeoutMs: 10 * 60_000, signal: ctx.signal, grid: true },
     );
   }
   return true;

@@ -37,7 +37,7 @@ export async function attachStableEni(deps: RunbookDeps, ctx: WorkflowContext, e
       if (e.attachment?.instanceId === instanceId && e.attachment.status !== "detaching") return "mine";
       return e.status === "available" ? "free" : null;
     },
-    { intervalMs: deps.pollMs / 4, timeoutMs: 10 * 60_000, signal: ctx.signal },
+    { intervalMs: deps.pollMs / 4, timeoutMs: 10 * 60_000, signal: ctx.signal, grid: true },
   );
   if (state === "free") await deps.ec2.attachNetworkInterface(eniId, instanceId, STABLE_ENI_INDEX);
   await waitUntil(
@@ -50,7 +50,7 @@ export async function attachStableEni(deps: RunbookDeps, ctx: WorkflowContext, e
       if (a && a.instanceId !== instanceId) throw new Failure("resource-lost", `${eniId} was attached to ${a.instanceId} meanwhile`);
       return a?.status === "attached" ? true : null;
     },
-    { intervalMs: deps.pollMs / 4, timeoutMs: 5 * 60_000, signal: ctx.signal },
+    { intervalMs: deps.pollMs / 4, timeoutMs: 5 * 60_000, signal: ctx.signal, grid: true },
   );
   return true;
 }
@@ -75,7 +75,7 @@ export async function detachStableEni(
         if (!e) throw new Failure("resource-lost", `${o.eniId} (the stateful instance's network interface) no longer exists`);
         return e.attachment?.instanceId !== o.instanceId ? true : null;
       },
-      { intervalMs: deps.pollMs / 4, timeoutMs: Math.max(1000, o.forceAfterMs), signal: ctx.signal },
+      { intervalMs: deps.pollMs / 4, timeoutMs: Math.max(1000, o.forceAfterMs), signal: ctx.signal, grid: true },
     );
   try {
     await freed();
@@ -109,6 +109,7 @@ export async function detachDataVolume(
       intervalMs: deps.pollMs / 4,
       timeoutMs: Math.max(1000, o.forceAfterMs),
       signal: ctx.signal,
+      grid: true,
     });
   try {
     await wait();

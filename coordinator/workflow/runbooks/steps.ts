@@ -8,7 +8,7 @@ import { isNotFound } from "../../cloud/errors.js";
 import { TAG, type Tags, type VolumeInfo } from "../../cloud/gateway.js";
 import type { WorkflowContext } from "../engine.js";
 import { Failure } from "../failure.js";
-import { type RunbookDeps, waitUntil } from "./deps.js";
+import { agentReportWake, type RunbookDeps, waitUntil } from "./deps.js";
 
 /** The tags every resource a step creates carries, so a re-run can find what an earlier attempt made. */
 export function resourceTags(ctx: WorkflowContext, name: string, step: string, extra: Tags = {}): Tags {
@@ -77,7 +77,7 @@ export async function askAgent<R>(
       deps.clock,
       `${o.instanceId} to report ${o.reportKind}`,
       () => deps.store.agentReports.get(o.instanceId, o.reportKind, o.commandId),
-      { intervalMs: Math.max(20, deps.pollMs / 10), timeoutMs: o.budgetMs, signal: ctx.signal },
+      { intervalMs: Math.max(20, deps.pollMs / 10), timeoutMs: o.budgetMs, signal: ctx.signal, wake: agentReportWake(deps, o.instanceId) },
     );
     return report.data as R;
   } catch (err) {
