@@ -7,6 +7,7 @@ import YAML from "yaml";
 import { readFileSync } from "node:fs";
 import { ValidationError } from "../shared/errors.js";
 import { zodToValidationError } from "../shared/zod-errors.js";
+import { HaConfig } from "./ha/config.js";
 
 const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$/, { message: "must be host:port, such as 127.0.0.1:7400" });
 const region = z.string().regex(/^[a-z]{2}(-gov)?-[a-z]+-\d$/, { message: "is not an AWS region (such as us-east-1)" });
@@ -86,6 +87,8 @@ export const CoordinatorConfig = z
       .default({}),
     /** Start on an empty store even though this data directory held one before (after a deliberate reset). */
     acceptEmptyStore: z.boolean().default(false),
+    /** Leader election among coordinators sharing one PostgreSQL store (coordinator/ha/config.ts). */
+    ha: HaConfig.optional(),
   })
   .strict();
 

@@ -43,6 +43,8 @@ import { pauseRunbook } from "./workflow/runbooks/pause.js";
 import { resumeRunbook } from "./workflow/runbooks/resume.js";
 import { deleteRunbook } from "./workflow/runbooks/delete.js";
 import { snapshotRunbook } from "./workflow/runbooks/snapshot.js";
+import type { LeaderInfo } from "./ha/lease.js";
+import type { Ha } from "./ha/setup.js";
 
 export interface StartOptions {
   config: CoordinatorConfigInput | CoordinatorConfig;
@@ -65,6 +67,11 @@ export interface StartOptions {
   crashAfterEventRecord?: boolean;
   /** The wall clock scheduled tasks are read on (tests move it to a due time); default the coordinator's clock. */
   calendar?: () => number;
+  /**
+   * With `ha`: called when this coordinator loses the lease; default: log and exit with
+   * LEASE_LOST_EXIT_CODE (the supervisor restarts it as a standby).
+   */
+  onLeaseLost?: (reason: string) => void;
 }
 
 export interface Coordinator {
@@ -86,6 +93,8 @@ export interface Coordinator {
   sweepHealth(): Promise<string[]>;
   /** Run one pass of the scheduled tasks now (also runs on the schedule's timer). */
   runScheduledTasks(): Promise<string[]>;
+  /** With `ha`: this coordinator's role and the leader as last seen; null without `ha`. */
+  leadership(): LeaderInfo | null;
   stop(): Promise<void>;
 }
 
@@ -138,6 +147,7 @@ async function startOn(
   opts: StartOptions,
   log: (line: string) => void,
   releaseDataDir: () => void,
+  ha: Ha | null = null,
 ): Promise<Coordinator> {
   const adminToken = loadOrCreateAdminToken(dataDir, config.adminToken);
   const metrics = new Metrics({
@@ -159,6 +169,8 @@ async function startOn(
       timeScale: config.timeScale,
       pacingHeadroom: config.apiHeadroom,
       observe: metrics,
+      // A coordinator that no longer leads refuses every EC2 mutation as it is about to be sent.
+      ...(ha ? { beforeMutation: ha.beforeMutation, callerId: ha.lease.holder } : {}),
     });
 
   let publicUrl = config.publicUrl ?? "";
@@ -178,6 +190,7 @@ async function startOn(
     userData: (spec: StatefulInstanceSpec) =>
       renderUserData({
         publicUrl,
+        coordinatorUrls: config.ha?.agentUrls,
         userUserData: spec.launch.userData,
         timeScale: config.timeScale,
         agentSha256: agentBundleSha256(agentBundlePath),
@@ -351,11 +364,22 @@ async function startOn(
     views: apiViews,
     adminToken,
     agentBundlePath,
-    onAgentUpgrade: hub.handleUpgrade,
-    metricsText: () => metrics.text(),
+    // A standby refuses agents, naming the leader; only the leader's hub accepts them.
+    onAgentUpgrade: ha
+      ? (req, socket, head) =>
+          ha.lease.isLeading() ? liveHubRef.handleUpgrade(req, socket, head) : ha.refusals.refuse(req, socket, head, ha.lease.leaderUrl())
+      : hub.handleUpgrade,
+    standby: ha ? () => (ha.lease.isLeading() ? null : { leader: ha.lease.leaderUrl() }) : undefined,
+    metricsText: () => {
+      const l = ha?.lease.info();
+      metrics.leader.set(!l || l.role === "leader" ? 1 : 0);
+      metrics.leaseEpoch.set(l?.epoch ?? 0);
+      return metrics.text();
+    },
     health: () => ({
       ok: true,
       detail: {
+        ...leadershipDetail(ha),
         agents: hub?.connected ?? 0,
         agentsBeforeHello: hub?.preHello ?? 0,
         workflowsRunning: engine.running,
@@ -375,6 +399,7 @@ async function startOn(
   }
   if (!publicUrl) publicUrl = url;
 
+  const liveHubRef = hub;
   const schedule = new Schedule({
     store,
     ec2,
@@ -388,26 +413,34 @@ async function startOn(
     tasks,
     log,
   });
-  schedule.start();
   const ev = config.events;
-  const queueEvents = ev
-    ? startQueueEvents({
-        ...ev,
-        region: ev.region ?? config.region,
-        store,
-        operations,
-        decisions,
-        metrics,
-        clock,
-        hub,
-        log,
-        crashAfterRecord: opts.crashAfterEventRecord,
-      })
-    : null;
-
-  const resumed = await engine.resumeAll();
-  if (resumed.length) log(`resumed ${resumed.length} unfinished workflow(s): ${resumed.join(", ")}`);
-  log(`coordinator listening on ${url} (data ${dataDir}, time scale ${config.timeScale})`);
+  let queueEvents: ReturnType<typeof startQueueEvents> | null = null;
+  /** Everything only the leader runs: schedules, the queue consumer, unfinished workflows. */
+  const act = async () => {
+    schedule.start();
+    queueEvents = ev
+      ? startQueueEvents({
+          ...ev,
+          region: ev.region ?? config.region,
+          store,
+          operations,
+          decisions,
+          metrics,
+          clock,
+          hub,
+          log,
+          crashAfterRecord: opts.crashAfterEventRecord,
+        })
+      : null;
+    const resumed = await engine.resumeAll();
+    if (resumed.length) log(`resumed ${resumed.length} unfinished workflow(s): ${resumed.join(", ")}`);
+  };
+  if (ha) await ha.start(publicUrl, act);
+  else await act();
+  log(
+    `coordinator listening on ${url} (data ${dataDir}, time scale ${config.timeScale}` +
+      `${ha ? `, ${ha.lease.isLeading() ? "leader" : "standby"} ${ha.lease.holder}` : ""})`,
+  );
 
   const liveHub = hub;
   return {
@@ -425,16 +458,26 @@ async function startOn(
     revertToSpot: () => schedule.revertToSpot(),
     sweepHealth: () => health.sweep(),
     runScheduledTasks: () => tasks.pass(),
+    leadership: () => ha?.lease.info() ?? null,
     async stop() {
       schedule.stop();
       await queueEvents?.stop();
       await engine.stop();
+      // Let the lease go at once, so a standby takes over without waiting for it to expire.
+      await ha?.close();
       await liveHub.close();
       await api.close();
       await store.close();
       releaseDataDir();
     },
   };
+}
+
+/** /healthz's view of leadership: `role` leader or standby, the leader's URL and the epoch (role leader alone without ha). */
+function leadershipDetail(ha: Ha | null): Record<string, unknown> {
+  if (!ha) return { role: "leader" };
+  const l = ha.lease.info();
+  return { role: l.role === "leader" ? "leader" : "standby", leader: l.leader?.url ?? null, epoch: l.epoch, coordinator: l.self.id };
 }
 
 /** dist/spotkeep-agent.js of this package, from the sources (coordinator/) or from the built CLI (dist/cli/). */

@@ -29,6 +29,8 @@ class HttpError extends Error {
     readonly status: number,
     readonly code: string,
     message: string,
+    /** Fields answered beside `error` (a standby's `leader`). */
+    readonly extra?: Record<string, unknown>,
   ) {
     super(message);
   }
@@ -90,7 +92,12 @@ async function handle(deps: ApiServerDeps, web: Console, req: IncomingMessage, r
   if (path === "/healthz") {
     only(method, ["GET", "HEAD"]);
     const h = await deps.health();
-    return sendJson(res, h.ok ? 200 : 503, { ok: h.ok, ...(h.detail ?? {}), openFiles: openFiles() });
+    // `?role=leader` (a load balancer's health check) is healthy only on the coordinator that leads.
+    const role = url.searchParams.get("role");
+    if (role !== null && role !== "leader")
+      throw new HttpError(400, "invalid", `role: the only role to ask for is leader, got ${JSON.stringify(role.slice(0, 40))}`);
+    const ok = h.ok && (role === null || !deps.standby?.());
+    return sendJson(res, ok ? 200 : 503, { ok, ...(h.detail ?? {}), openFiles: openFiles() });
   }
   if (path === "/metrics") {
     only(method, ["GET"]);
@@ -128,6 +135,19 @@ async function handle(deps: ApiServerDeps, web: Console, req: IncomingMessage, r
       401,
       "unauthorized",
       presented ? "the bearer token is not valid" : "missing bearer token (Authorization: Bearer <token>)",
+    );
+  }
+
+  const standby = method === "GET" || method === "HEAD" ? null : (deps.standby?.() ?? null);
+  if (standby) {
+    res.setHeader("retry-after", "5");
+    throw new HttpError(
+      503,
+      "not-leader",
+      standby.leader
+        ? `this coordinator is a standby: send ${method} requests to the leader at ${standby.leader}`
+        : `this coordinator is a standby and no coordinator leads just now: retry ${method} shortly`,
+      { leader: standby.leader },
     );
   }
 
@@ -355,8 +375,8 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
 function sendError(res: ServerResponse, err: unknown): void {
   try {
     if (res.headersSent) return void res.destroy();
-    if (err instanceof HttpError || err instanceof BodyError)
-      return sendJson(res, err.status, { error: { code: err.code, message: err.message } });
+    if (err instanceof HttpError) return sendJson(res, err.status, { error: { code: err.code, message: err.message }, ...err.extra });
+    if (err instanceof BodyError) return sendJson(res, err.status, { error: { code: err.code, message: err.message } });
     if (err instanceof ApiFault) {
       const status = err.kind === "not-found" ? 404 : err.kind === "conflict" ? 409 : 400;
       return sendJson(res, status, { error: { code: err.kind, message: err.message } });
