@@ -109,8 +109,15 @@ export class LeaseTable {
    * session is cut if it then idles inside the transaction for `idleLimitMs` (a paused process
    * must not hold the lease row, and with it the takeover, for longer than that).
    */
-  static async epochForWrite(client: PoolClient, idleLimitMs: number): Promise<{ holder: string | null; epoch: number }> {
-    await client.query(`SET LOCAL idle_in_transaction_session_timeout = ${Math.max(1, Math.round(idleLimitMs))}`);
+  static async epochForWrite(
+    client: PoolClient,
+    idleLimitMs: number,
+    applicationName: string,
+  ): Promise<{ holder: string | null; epoch: number }> {
+    await client.query("SELECT set_config('idle_in_transaction_session_timeout', $1, true), set_config('application_name', $2, true)", [
+      String(Math.max(1, Math.round(idleLimitMs))),
+      applicationName.slice(0, 63),
+    ]);
     const r = await client.query<{ holder: string | null; epoch: string }>(
       `SELECT holder, epoch FROM ${LEASE_TABLE} WHERE name = $1 FOR SHARE`,
       [LEASE_NAME],
