@@ -1,6 +1,7 @@
 /**
  * Leadership among coordinators sharing one PostgreSQL store: a lease row (db/lease.ts) with an
- * epoch. A standby tries to take an expired lease every ttl/3; the leader renews every ttl/3.
+ * epoch. A standby tries to take the lease when it expires (looking again at least every ttl/3);
+ * the leader renews every ttl/3.
  *
  * The leader trusts its leadership only until (its own monotonic time when the last successful
  * renewal was SENT) + ttl − margin. PostgreSQL started that renewal's TTL no earlier than that, so
@@ -67,6 +68,8 @@ export class LeaderLease {
   private cancelTick: (() => void) | null = null;
   private cancelLapse: (() => void) | null = null;
   private busy = false;
+  /** A standby's last look at the lease: ms until it expires by the server's clock (null: unknown). */
+  private expiresInMs: number | null = null;
   private readonly mono: () => number;
   private url: string;
   private readonly setTimer: (ms: number, fn: () => void) => () => void;
@@ -147,7 +150,10 @@ export class LeaderLease {
   private schedule(): void {
     if (this.roleNow === "stopped" || this.roleNow === "lost") return;
     this.cancelTick?.();
-    this.cancelTick = this.setTimer(this.o.ttlMs / 3, () => void this.tick());
+    // A standby that saw when the lease runs out tries again right then (so it takes over at most a TTL after the last renewal).
+    const delay =
+      this.roleNow === "standby" && this.expiresInMs !== null ? Math.min(this.o.ttlMs / 3, this.expiresInMs + 20) : this.o.ttlMs / 3;
+    this.cancelTick = this.setTimer(delay, () => void this.tick());
   }
 
   private armLapse(): void {
@@ -205,10 +211,12 @@ export class LeaderLease {
       epoch = await this.o.table.acquire(this.holder, this.url, this.o.ttlMs);
       if (epoch === null) {
         const row = await this.o.table.current();
+        this.expiresInMs = row.remainingMs;
         this.seen = row.holder && !row.expired ? { id: row.holder, url: row.holderUrl, epoch: row.epoch } : null;
         return;
       }
     } catch (err) {
+      this.expiresInMs = null;
       this.o.log?.(`trying the coordinator lease failed (will retry): ${(err as Error).message}`);
       return;
     }

@@ -1,0 +1,67 @@
+/**
+ * Two coordinators on one PostgreSQL (ha-scenario.ts): the leader SIGKILLed after a few
+ * representative steps of a replacement (`npm run e2e:ha` runs every step), and the leader
+ * paused past its lease and woken after the standby took over.
+ */
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { killAll } from "./coordinator-process.js";
+import { ensureAgentBundle, type Env, startEnv } from "./harness.js";
+import { type PostgresServer, postgresUnavailable, startPostgres } from "../support/pg-server.js";
+import { killScenario, pauseScenario } from "../e2e/ha-scenario.js";
+
+const SCALE = 0.05;
+/** quiesce (the agent was asked), terminate-old (EC2 acted), launch (a ClientToken in flight), finish. */
+const STEPS = [2, 4, 9, 13];
+const why = postgresUnavailable();
+
+let dir: string;
+let env: Env;
+let pgs: PostgresServer;
+const children = new Set<ChildProcess>();
+
+beforeAll(async () => {
+  if (why) return;
+  ensureAgentBundle();
+  dir = mkdtempSync(join(tmpdir(), "spotkeep-ha-"));
+  env = await startEnv(dir, SCALE);
+  pgs = await startPostgres();
+}, 120_000);
+afterAll(async () => {
+  killAll(children);
+  await env?.stop();
+  pgs?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+const ctx = () => ({ env, pgs, dir, children, timeScale: SCALE, log: process.env.SPOTKEEP_TEST_LOG ? console.log : undefined });
+
+describe.skipIf(why !== null)(`two coordinators on one PostgreSQL${why ? ` (skipped: ${why})` : ""}`, () => {
+  it.each(STEPS)(
+    "SIGKILL the leader after replace step %i: the standby takes over and finishes with one live generation, no duplicate launch, no orphan, data intact",
+    async (n) => {
+      const r = await killScenario(ctx(), n);
+      expect(r.error ?? null).toBeNull();
+      expect(r).toMatchObject({ ok: true, completed: true, duplicateLaunches: 0, orphans: [], lostRecords: 0 });
+      expect(r.failoverSeconds).not.toBeNull();
+    },
+    240_000,
+  );
+
+  it("SIGSTOP the leader mid-replacement until the standby takes over, then SIGCONT: it makes no EC2 mutation and no store write after the takeover, and exits", async () => {
+    const r = await pauseScenario(ctx());
+    expect(r.error ?? null).toBeNull();
+    expect(r).toMatchObject({
+      ok: true,
+      completed: true,
+      duplicateLaunches: 0,
+      orphans: [],
+      lostRecords: 0,
+      mutationsAfterLosingLease: 0,
+      writesAfterLosingLease: 0,
+    });
+  }, 240_000);
+});
