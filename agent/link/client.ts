@@ -54,6 +54,8 @@ export class AgentLink {
   private attempt = 0;
   /** Index into opts.urls of the coordinator tried now. */
   private current = 0;
+  /** Connections that ended before their welcome since the last welcome. */
+  private misses = 0;
   private seq = 0;
   private readonly startedAt: number;
   private heartbeatMs: number;
@@ -196,10 +198,13 @@ export class AgentLink {
       if (wasWelcomed) this.stats.disconnects++;
       if (this.stopped) return;
       const text = reason.toString();
-      const next = wasWelcomed ? { index: this.current, named: false } : this.nextUrl(code, text);
-      // Backoff grows once per pass over the list: moving on to another coordinator (or the leader a standby named) is quick.
-      const wrapped = wasWelcomed || this.opts.urls.length === 1 || (!next.named && next.index <= this.current);
-      this.current = next.index;
+      if (!wasWelcomed) {
+        this.current = this.nextUrl(code, text);
+        this.misses++;
+      }
+      // Backoff grows once per as many failures as there are URLs: moving on to another coordinator
+      // (or to the leader a standby named) is quick, but a list where none answers is not hammered.
+      const wrapped = wasWelcomed || this.misses % this.opts.urls.length === 0;
       if (wrapped) this.attempt++;
       const delay = wrapped
         ? (nextDelay(this.backoff, this.attempt, this.opts.random) ?? this.backoff.maxMs)
@@ -220,14 +225,14 @@ export class AgentLink {
    * The URL to try after a connection that ended before its welcome: the leader a standby named
    * (close code NOT_LEADER_CLOSE_CODE, reason `… leader: URL`) when it is on the list, else the next one.
    */
-  private nextUrl(code: number, reason: string): { index: number; named: boolean } {
+  private nextUrl(code: number, reason: string): number {
     const urls = this.opts.urls;
     if (code === NOT_LEADER_CLOSE_CODE) {
       const named = /leader: (https?|wss?):\/\/([^\s/]+)/.exec(reason);
       const at = named ? urls.findIndex((u, i) => i !== this.current && new URL(u).host === named[2]) : -1;
-      if (at >= 0) return { index: at, named: true };
+      if (at >= 0) return at;
     }
-    return { index: (this.current + 1) % urls.length, named: false };
+    return (this.current + 1) % urls.length;
   }
 
   private async sendHello(ws: WebSocket): Promise<void> {
@@ -282,6 +287,7 @@ export class AgentLink {
     this.welcome = msg;
     this.welcomed = true;
     this.attempt = 0;
+    this.misses = 0;
     this.cancelWelcomeWait?.();
     this.heartbeatMs = this.opts.scale(msg.config.heartbeatMs);
     this.opts.log.info("connected to the coordinator", {
