@@ -22,6 +22,7 @@ import { type CoordinatorConfig, type CoordinatorConfigInput, parseConfig } from
 import { openDataDir } from "./datadir.js";
 import { openDatabase, STORE_FILE } from "./db/open.js";
 import { SqliteStore } from "./db/sqlite/index.js";
+import { clearPostgresMarker, openPostgresStore } from "./db/postgres/open.js";
 import type { Store } from "./db/store.js";
 import { Views } from "./db/views.js";
 import { AgentIntake } from "./intake.js";
@@ -107,15 +108,26 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
   const dir = openDataDir(dataDir, { now: clock.now });
   let store: Store;
   try {
-    store = new SqliteStore(
-      openDatabase(join(dir.dir, STORE_FILE), {
-        now: clock.now,
-        acceptEmptyStore: config.acceptEmptyStore,
-        acceptRestoredStore: opts.acceptRestoredStore,
-        log,
-      }),
-      clock.now,
-    );
+    if (config.store) {
+      if (opts.acceptRestoredStore)
+        throw new ApiFault(
+          "invalid",
+          "--accept-restored-store applies to the SQLite store in the data directory only; with store.url the store is in PostgreSQL " +
+            "(restore it with pg_restore or your database's own backups)",
+        );
+      store = await openPostgresStore(dir.dir, config.store, { now: clock.now, log });
+    } else {
+      clearPostgresMarker(dir.dir);
+      store = new SqliteStore(
+        openDatabase(join(dir.dir, STORE_FILE), {
+          now: clock.now,
+          acceptEmptyStore: config.acceptEmptyStore,
+          acceptRestoredStore: opts.acceptRestoredStore,
+          log,
+        }),
+        clock.now,
+      );
+    }
   } catch (err) {
     dir.release();
     throw err;

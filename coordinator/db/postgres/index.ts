@@ -8,6 +8,11 @@
  *    nothing interleaves with it. Then `fence(client)` runs (the caller's check that it may still
  *    write; it throws to refuse), then the work. A write call outside `tx()` is such a
  *    transaction of its own. Reads run on the pool, unlocked and unfenced, and see committed rows.
+ *  - Within this process, as in the SQLite store, a transaction is a gate: every other call of
+ *    this store (reads too) waits until it has committed or rolled back, so code that starts work
+ *    inside a transaction (a workflow scheduled by `engine.start(…, t)`) and reads its rows from
+ *    outside sees them once, and only if, the transaction committed. It also keeps this process's
+ *    waiting writers from holding pool connections while they queue.
  *  - Connections are bounded in time: connecting gives up after `connectTimeoutMs`, and the server
  *    ends a session idle inside a transaction (a paused or partitioned holder of the write lock)
  *    after `idleInTransactionTimeoutMs`, freeing the lock for the others.
@@ -126,6 +131,8 @@ export class PostgresStore implements Store {
   readonly deletions: StoreTx["deletions"];
   readonly taskRuns: StoreTx["taskRuns"];
   private closed = false;
+  /** Set while a transaction of this process is open; every other call waits for it. */
+  private gate: Promise<void> | null = null;
 
   private constructor(
     readonly pool: pg.Pool,
@@ -137,8 +144,12 @@ export class PostgresStore implements Store {
       const out: Record<string, unknown> = {};
       const readOnly = new Set<string>(READS[agg] as readonly string[]);
       for (const method of Object.keys(reads[agg])) {
+        const read = (reads[agg] as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[method]!;
         out[method] = readOnly.has(method)
-          ? (reads[agg] as Record<string, unknown>)[method]
+          ? async (...args: unknown[]) => {
+              await this.idle();
+              return read(...args);
+            }
           : (...args: unknown[]) =>
               this.tx((t) => (t[agg] as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[method]!(...args));
       }
@@ -197,7 +208,24 @@ export class PostgresStore implements Store {
   }
 
   async tx<T>(fn: (t: StoreTx) => Promise<T>): Promise<T> {
+    await this.idle();
     if (this.closed) throw new Error("PostgreSQL store: closed");
+    let open!: () => void;
+    this.gate = new Promise<void>((r) => (open = r));
+    try {
+      return await this.locked(fn);
+    } finally {
+      this.gate = null;
+      open();
+    }
+  }
+
+  /** Waits until no transaction of this process is open. */
+  private async idle(): Promise<void> {
+    while (this.gate) await this.gate;
+  }
+
+  private async locked<T>(fn: (t: StoreTx) => Promise<T>): Promise<T> {
     const client = await this.pool.connect();
     // A checked-out connection that breaks between queries emits 'error'; keep it and discard the connection.
     let broken: Error | undefined;
@@ -229,6 +257,7 @@ export class PostgresStore implements Store {
   }
 
   async counts(): Promise<Record<string, number>> {
+    await this.idle();
     const r = await this.pool.query<Record<string, number>>(
       `SELECT ${TABLES.map((t) => `(SELECT COUNT(*) FROM ${t}) AS ${t}`).join(", ")}`,
     );
@@ -236,6 +265,7 @@ export class PostgresStore implements Store {
   }
 
   async close(): Promise<void> {
+    await this.idle();
     if (this.closed) return;
     this.closed = true;
     await this.pool.end();
