@@ -22,6 +22,7 @@ import { type CoordinatorConfig, type CoordinatorConfigInput, parseConfig } from
 import { openDataDir } from "./datadir.js";
 import { openDatabase, STORE_FILE } from "./db/open.js";
 import { SqliteStore } from "./db/sqlite/index.js";
+import { clearPostgresMarker, openPostgresStore } from "./db/postgres/open.js";
 import type { Store } from "./db/store.js";
 import { Views } from "./db/views.js";
 import { AgentIntake } from "./intake.js";
@@ -44,7 +45,8 @@ import { resumeRunbook } from "./workflow/runbooks/resume.js";
 import { deleteRunbook } from "./workflow/runbooks/delete.js";
 import { snapshotRunbook } from "./workflow/runbooks/snapshot.js";
 import type { LeaderInfo } from "./ha/lease.js";
-import type { Ha } from "./ha/setup.js";
+import { createHa, type Ha } from "./ha/setup.js";
+import { LEASE_LOST_EXIT_CODE } from "./ha/config.js";
 
 export interface StartOptions {
   config: CoordinatorConfigInput | CoordinatorConfig;
@@ -114,28 +116,54 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
   const clock = scaledClock(config.timeScale);
   // One coordinator per data directory (0700, its files 0600); the store is checked at open.
   const dir = openDataDir(dataDir, { now: clock.now });
+  // With `ha`: the lease, and the fence every store write passes (config: ha needs store.url).
+  const ha =
+    config.ha && config.store
+      ? createHa({ storeUrl: config.store.url, config: config.ha, log, onLost: opts.onLeaseLost ?? leaseLostExit(log) })
+      : null;
   let store: Store;
   try {
-    store = new SqliteStore(
-      openDatabase(join(dir.dir, STORE_FILE), {
-        now: clock.now,
-        acceptEmptyStore: config.acceptEmptyStore,
-        acceptRestoredStore: opts.acceptRestoredStore,
-        log,
-      }),
-      clock.now,
-    );
+    if (config.store) {
+      if (opts.acceptRestoredStore)
+        throw new ApiFault(
+          "invalid",
+          "--accept-restored-store applies to the SQLite store in the data directory only; with store.url the store is in PostgreSQL " +
+            "(restore it with pg_restore or your database's own backups)",
+        );
+      store = await openPostgresStore(dir.dir, config.store, { now: clock.now, log, ...(ha ? { fence: ha.fence } : {}) });
+    } else {
+      clearPostgresMarker(dir.dir);
+      store = new SqliteStore(
+        openDatabase(join(dir.dir, STORE_FILE), {
+          now: clock.now,
+          acceptEmptyStore: config.acceptEmptyStore,
+          acceptRestoredStore: opts.acceptRestoredStore,
+          log,
+        }),
+        clock.now,
+      );
+    }
   } catch (err) {
+    await ha?.close();
     dir.release();
     throw err;
   }
   try {
-    return await startOn(dir.dir, store, publicKey, clock, config, opts, log, () => dir.release());
+    return await startOn(dir.dir, store, publicKey, clock, config, opts, log, () => dir.release(), ha);
   } catch (err) {
+    await ha?.close();
     await store.close().catch(() => undefined);
     dir.release();
     throw err;
   }
+}
+
+/** A coordinator that lost the lease stops acting at once: it exits, and its supervisor restarts it as a standby. */
+function leaseLostExit(log: (line: string) => void): (reason: string) => void {
+  return (reason) => {
+    log(`exiting with code ${LEASE_LOST_EXIT_CODE}: this coordinator no longer leads (${reason}); restart it to stand by`);
+    process.exit(LEASE_LOST_EXIT_CODE);
+  };
 }
 
 async function startOn(
