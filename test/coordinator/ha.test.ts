@@ -63,5 +63,8 @@ describe.skipIf(why !== null)(`two coordinators on one PostgreSQL${why ? ` (skip
       mutationsAfterLosingLease: 0,
       writesAfterLosingLease: 0,
     });
+    // The call log and the write audit did see the old leader act before it was paused.
+    expect(r.leaderMutationsBefore).toBeGreaterThan(0);
+    expect(r.leaderWritesBefore).toBeGreaterThan(0);
   }, 240_000);
 });

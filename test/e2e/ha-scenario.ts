@@ -42,6 +42,9 @@ export interface ScenarioResult {
   mutationsAfterLosingLease: number;
   writesAfterLosingLease: number;
   failoverSeconds: number | null;
+  /** Pause scenario: the old leader's EC2 mutations and store writes before the takeover (the instruments see it at all). */
+  leaderMutationsBefore?: number;
+  leaderWritesBefore?: number;
   error?: string;
 }
 
@@ -326,13 +329,26 @@ export async function pauseScenario(c: Ctx): Promise<ScenarioResult> {
       .list({ caller: holder, since: takeover.at })
       .filter((call) => !call.action.startsWith("Describe"));
     const writes = await writesBy(pair.db, holder, takeover.at);
+    const leaderMutationsBefore = c.env.lc.world.calls
+      .list({ caller: holder })
+      .filter((call) => !call.action.startsWith("Describe")).length;
+    const leaderWritesBefore = (await writesBy(pair.db, holder, 0)) - writes;
     return {
       ...base,
       ...v,
       failoverSeconds,
       mutationsAfterLosingLease: mutations.length,
       writesAfterLosingLease: writes,
-      ok: v.duplicateLaunches === 0 && v.orphans.length === 0 && v.lostRecords === 0 && mutations.length === 0 && writes === 0,
+      leaderMutationsBefore,
+      leaderWritesBefore,
+      ok:
+        v.duplicateLaunches === 0 &&
+        v.orphans.length === 0 &&
+        v.lostRecords === 0 &&
+        mutations.length === 0 &&
+        writes === 0 &&
+        leaderMutationsBefore > 0 &&
+        leaderWritesBefore > 0,
       ...(mutations.length ? { error: `mutations after the takeover: ${JSON.stringify(mutations.slice(0, 5))}` } : {}),
     };
   } catch (err) {
