@@ -18,6 +18,8 @@ export class StandbyRefusals {
     try {
       this.wss.handleUpgrade(req, socket, head, (ws) => {
         this.refused++;
+        // The agent's hello may already be on its way (larger than maxPayload): whatever it sends ends the connection, never the process.
+        ws.on("error", () => ws.terminate());
         // A close reason is at most 123 bytes.
         const reason = (leader ? `standby coordinator; leader: ${leader}` : "standby coordinator; no leader just now").slice(0, 123);
         ws.close(NOT_LEADER_CLOSE_CODE, reason);

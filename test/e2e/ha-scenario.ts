@@ -237,8 +237,10 @@ async function verify(
     },
     30_000,
   ).catch(() => undefined);
+  // Acks first: a record is on disk before its ack is written, so every ack read here has its record.
+  const acked = readAcks(acks);
   const records = readRecords(join(c.env.rootDir(after.instanceId), "data", "records.log"));
-  const lostRecords = readAcks(acks).filter((x) => !records.has(x)).length;
+  const lostRecords = acked.filter((x) => !records.has(x)).length;
   const sameIdentity = volumeId === created.resources.volumes[0]!.volumeId && eniId === created.resources.network.eniId;
   if (!sameIdentity) orphans.push(`identity changed: volume ${volumeId}, ENI ${eniId}`);
   if (live.length !== 1) orphans.push(`${live.length} live instances: ${live.map((i) => i.instanceId).join(", ")}`);

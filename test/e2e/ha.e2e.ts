@@ -51,11 +51,15 @@ const log = (l: string) => console.error(l);
 try {
   for (const n of steps) {
     const r = await killScenario({ env, pgs, dir, children, timeScale, log }, n);
-    console.error(`${r.ok ? "ok  " : "FAIL"} ${r.scenario}${r.error ? `: ${r.error}` : ""}`);
+    console.error(
+      `${r.ok ? "ok  " : "FAIL"} ${r.scenario}${r.ok ? "" : `: ${JSON.stringify({ ...r, error: undefined })}`}${r.error ? `: ${r.error}` : ""}`,
+    );
     results.push(r);
   }
   const r = await pauseScenario({ env, pgs, dir, children, timeScale, log });
-  console.error(`${r.ok ? "ok  " : "FAIL"} ${r.scenario}${r.error ? `: ${r.error}` : ""}`);
+  console.error(
+    `${r.ok ? "ok  " : "FAIL"} ${r.scenario}${r.ok ? "" : `: ${JSON.stringify({ ...r, error: undefined })}`}${r.error ? `: ${r.error}` : ""}`,
+  );
   results.push(r);
 } finally {
   killAll(children);
