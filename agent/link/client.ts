@@ -204,11 +204,16 @@ export class AgentLink {
       }
       // Backoff grows once per as many failures as there are URLs: moving on to another coordinator
       // (or to the leader a standby named) is quick, but a list where none answers is not hammered.
-      const wrapped = wasWelcomed || this.misses % this.opts.urls.length === 0;
+      // A standby's refusal means leadership is changing hands: try again within 2 s (model), not later.
+      const random = this.opts.random ?? Math.random;
+      const refused = code === NOT_LEADER_CLOSE_CODE;
+      const wrapped = !refused && (wasWelcomed || this.misses % this.opts.urls.length === 0);
       if (wrapped) this.attempt++;
-      const delay = wrapped
-        ? (nextDelay(this.backoff, this.attempt, this.opts.random) ?? this.backoff.maxMs)
-        : this.backoff.initialMs * (this.opts.random ?? Math.random)();
+      const delay = refused
+        ? this.opts.scale(2000) * random()
+        : wrapped
+          ? (nextDelay(this.backoff, this.attempt, this.opts.random) ?? this.backoff.maxMs)
+          : this.backoff.initialMs * random();
       this.opts.log.info("link closed; reconnecting", {
         code,
         reason: text,
