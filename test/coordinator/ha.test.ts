@@ -45,7 +45,7 @@ describe.skipIf(why !== null)(`two coordinators on one PostgreSQL${why ? ` (skip
     async (n) => {
       const r = await killScenario(ctx(), n);
       expect(r.error ?? null).toBeNull();
-      expect(r).toMatchObject({ ok: true, completed: true, duplicateLaunches: 0, orphans: [], lostRecords: 0 });
+      expect(r).toMatchObject({ ok: true, completed: true, duplicateLaunches: 0, orphans: [], lostRecords: 0, replaceWorkflows: 1 });
       expect(r.failoverSeconds).not.toBeNull();
     },
     240_000,
@@ -60,6 +60,7 @@ describe.skipIf(why !== null)(`two coordinators on one PostgreSQL${why ? ` (skip
       duplicateLaunches: 0,
       orphans: [],
       lostRecords: 0,
+      replaceWorkflows: 1,
       mutationsAfterLosingLease: 0,
       writesAfterLosingLease: 0,
     });

@@ -39,6 +39,8 @@ export interface ScenarioResult {
   duplicateLaunches: number;
   orphans: string[];
   lostRecords: number;
+  /** Replace workflows the notice started (the agent's outbox is resent to the new leader: must stay 1). */
+  replaceWorkflows: number;
   mutationsAfterLosingLease: number;
   writesAfterLosingLease: number;
   failoverSeconds: number | null;
@@ -134,6 +136,17 @@ export async function installWriteAudit(dbUrl: string): Promise<void> {
       await c.query(
         `CREATE OR REPLACE TRIGGER ha_audit AFTER INSERT OR UPDATE OR DELETE ON "${t}" FOR EACH ROW EXECUTE FUNCTION ha_audit()`,
       );
+  } finally {
+    await c.end();
+  }
+}
+
+async function replaceWorkflows(dbUrl: string, name: string): Promise<number> {
+  const c = new pg.Client({ connectionString: dbUrl });
+  await c.connect();
+  try {
+    const r = await c.query("SELECT count(*)::int AS n FROM workflows WHERE instance = $1 AND kind = 'replace'", [name]);
+    return (r.rows[0] as { n: number }).n;
   } finally {
     await c.end();
   }
@@ -244,7 +257,7 @@ async function verify(
   const sameIdentity = volumeId === created.resources.volumes[0]!.volumeId && eniId === created.resources.network.eniId;
   if (!sameIdentity) orphans.push(`identity changed: volume ${volumeId}, ENI ${eniId}`);
   if (live.length !== 1) orphans.push(`${live.length} live instances: ${live.map((i) => i.instanceId).join(", ")}`);
-  return { completed: true, duplicateLaunches, orphans, lostRecords };
+  return { completed: true, duplicateLaunches, orphans, lostRecords, replaceWorkflows: await replaceWorkflows(pair.db, name) };
 }
 
 /** SIGKILL the leader after step `n` of a replacement; the standby must finish it. */
@@ -257,6 +270,7 @@ export async function killScenario(c: Ctx, n: number): Promise<ScenarioResult> {
     duplicateLaunches: 0,
     orphans: [],
     lostRecords: 0,
+    replaceWorkflows: 0,
     mutationsAfterLosingLease: 0,
     writesAfterLosingLease: 0,
     failoverSeconds: null,
@@ -274,7 +288,12 @@ export async function killScenario(c: Ctx, n: number): Promise<ScenarioResult> {
     const failoverSeconds = (Date.now() - killedAt) / 1000;
     c.log?.(`kill after step ${n}: standby leads after ${failoverSeconds.toFixed(2)} s`);
     const v = await verify(c, pair, p.name, p.acks, p.created);
-    return { ...base, ...v, failoverSeconds, ok: v.duplicateLaunches === 0 && v.orphans.length === 0 && v.lostRecords === 0 };
+    return {
+      ...base,
+      ...v,
+      failoverSeconds,
+      ok: v.duplicateLaunches === 0 && v.orphans.length === 0 && v.lostRecords === 0 && v.replaceWorkflows === 1,
+    };
   } catch (err) {
     return { ...base, error: `${(err as Error).message}\n--- a:\n${tail(pair?.a)}\n--- b:\n${tail(pair?.b)}` };
   } finally {
@@ -292,6 +311,7 @@ export async function pauseScenario(c: Ctx): Promise<ScenarioResult> {
     duplicateLaunches: 0,
     orphans: [],
     lostRecords: 0,
+    replaceWorkflows: 0,
     mutationsAfterLosingLease: 0,
     writesAfterLosingLease: 0,
     failoverSeconds: null,
@@ -347,6 +367,7 @@ export async function pauseScenario(c: Ctx): Promise<ScenarioResult> {
         v.duplicateLaunches === 0 &&
         v.orphans.length === 0 &&
         v.lostRecords === 0 &&
+        v.replaceWorkflows === 1 &&
         mutations.length === 0 &&
         writes === 0 &&
         leaderMutationsBefore > 0 &&
