@@ -366,6 +366,7 @@ async function startOn(
     log,
   });
 
+  const agentHub = hub;
   const savings = new SavingsReport({
     instances: async () =>
       (await Promise.all((await views.list({ includeDeleted: true })).map((i) => views.detail(i.name)))).filter(
@@ -395,7 +396,7 @@ async function startOn(
     // A standby refuses agents, naming the leader; only the leader's hub accepts them.
     onAgentUpgrade: ha
       ? (req, socket, head) =>
-          ha.lease.isLeading() ? liveHubRef.handleUpgrade(req, socket, head) : ha.refusals.refuse(req, socket, head, ha.lease.leaderUrl())
+          ha.lease.isLeading() ? agentHub.handleUpgrade(req, socket, head) : ha.refusals.refuse(req, socket, head, ha.lease.leaderUrl())
       : hub.handleUpgrade,
     standby: ha ? () => (ha.lease.isLeading() ? null : { leader: ha.lease.leaderUrl() }) : undefined,
     metricsText: () => {
@@ -427,7 +428,6 @@ async function startOn(
   }
   if (!publicUrl) publicUrl = url;
 
-  const liveHubRef = hub;
   const schedule = new Schedule({
     store,
     ec2,
