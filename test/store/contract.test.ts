@@ -134,9 +134,11 @@ describe.skipIf(why !== null)(`PostgreSQL store${why ? ` (skipped: ${why})` : ""
       await s.instances.get("db"); // a pooled idle connection that the halt breaks
       server.halt();
       try {
-        await expect(s.instances.get("db")).rejects.toThrow();
-        await expect(s.events.add("db", "k", "lost")).rejects.toThrow();
-        await expect(s.tx(async (t) => t.events.add("db", "k", "lost"))).rejects.toThrow();
+        const down = { name: "PostgresUnavailableError", code: "PG_UNAVAILABLE" };
+        await expect(s.instances.get("db")).rejects.toMatchObject(down);
+        await expect(s.events.add("db", "k", "lost")).rejects.toMatchObject(down);
+        await expect(s.tx(async (t) => t.events.add("db", "k", "lost"))).rejects.toMatchObject(down);
+        await expect(s.counts()).rejects.toMatchObject(down);
       } finally {
         server.start();
       }
