@@ -395,13 +395,20 @@ function sendError(res: ServerResponse, err: unknown): void {
 
 /**
  * The store's SQLite failures, found by error code on the error or its causes: a full disk is
- * 507, I/O errors, a locked database and a damaged one are 503. Anything else is not a storage
+ * 507, I/O errors, a locked database and a damaged one are 503; so is a PostgreSQL store that
+ * cannot be reached (PG_UNAVAILABLE). Anything else is not a storage
  * failure (null).
  */
 export function storageFailure(err: unknown): { status: 503 | 507; code: string; message: string } | null {
   let e: unknown = err;
   for (let i = 0; i < 8 && e && typeof e === "object"; i++, e = (e as { cause?: unknown }).cause) {
     const code = (e as { code?: unknown }).code;
+    if (code === "PG_UNAVAILABLE")
+      return {
+        status: 503,
+        code: "storage-unavailable",
+        message: `the coordinator's database could not be used just now (${(e as Error).message}); retry shortly, and check the PostgreSQL server if this persists`,
+      };
     if (typeof code !== "string" || !code.startsWith("SQLITE_")) continue;
     const what = (e as Error).message ? `: ${(e as Error).message}` : "";
     if (code === "SQLITE_FULL")

@@ -79,6 +79,28 @@ describe.skipIf(why !== null)(`coordinator on the PostgreSQL store${why ? ` (ski
     expect(() => restoreBackup(join(dir, "coord-b"), join(dir, "backup.sqlite"))).toThrow(/pg_restore/);
   });
 
+  it("answers 503 while the database is down and serves again when it is back, without a restart", { timeout: 120_000 }, async () => {
+    const coord = await inProcessCoordinator(env, join(dir, "coord-c"), SCALE, { store: { url, connectTimeoutSeconds: 2 } });
+    coords.push(coord);
+    const list = () => fetch(`${coord.url}/api/v1/instances`, { headers: { authorization: `Bearer ${coord.adminToken}` } });
+    expect((await list()).status).toBe(200);
+    pg.halt();
+    try {
+      const res = await list();
+      expect(res.status).toBe(503);
+      const body = (await res.json()) as { error: { code: string; message: string } };
+      expect(body.error.code).toBe("storage-unavailable");
+      expect(body.error.message).toMatch(/PostgreSQL/);
+    } finally {
+      pg.start();
+    }
+    const back = await until("the API to serve again", async () => {
+      const r = await list();
+      return r.status === 200 ? ((await r.json()) as { instances: { name: string }[] }) : undefined;
+    });
+    expect(back.instances.map((i) => i.name)).toContain("pg-db");
+  });
+
   it("refuses a non-PostgreSQL URL, acceptEmptyStore and --accept-restored-store with the store named", async () => {
     const base = coordinatorConfig(env, join(dir, "coord-bad"), SCALE);
     await expect(startCoordinator({ config: { ...base, store: { url: "mysql://db/spotkeep" } } })).rejects.toThrow(

@@ -28,7 +28,7 @@ import { instanceQueries } from "./instances.js";
 import { migratePostgres } from "./migrations.js";
 import { noticeArrivalQueries, queueEventQueries } from "./queue-events.js";
 import { artifactQueries, networkQueries, rootQueries, volumeQueries } from "./resources.js";
-import { type Sql, sqlOn, storeTypes } from "./sql.js";
+import { isConnectionError, type Sql, sqlOn, storeTypes, unavailable } from "./sql.js";
 import { taskRunQueries } from "./task-runs.js";
 import { stepQueries, workflowQueries } from "./workflows.js";
 
@@ -226,7 +226,12 @@ export class PostgresStore implements Store {
   }
 
   private async locked<T>(fn: (t: StoreTx) => Promise<T>): Promise<T> {
-    const client = await this.pool.connect();
+    let client: pg.PoolClient;
+    try {
+      client = await this.pool.connect();
+    } catch (err) {
+      throw unavailable(err);
+    }
     // A checked-out connection that breaks between queries emits 'error'; keep it and discard the connection.
     let broken: Error | undefined;
     const onError = (err: Error) => {
@@ -249,7 +254,7 @@ export class PostgresStore implements Store {
       }
     } catch (err) {
       if (isConnectionError(err)) broken ??= err as Error;
-      throw err;
+      throw unavailable(err);
     } finally {
       client.removeListener("error", onError);
       client.release(broken ?? false);
@@ -258,10 +263,10 @@ export class PostgresStore implements Store {
 
   async counts(): Promise<Record<string, number>> {
     await this.idle();
-    const r = await this.pool.query<Record<string, number>>(
+    const r = await sqlOn(this.pool).row<Record<string, number>>(
       `SELECT ${TABLES.map((t) => `(SELECT COUNT(*) FROM ${t}) AS ${t}`).join(", ")}`,
     );
-    return { ...(r.rows[0] as Record<string, number>) };
+    return { ...r };
   }
 
   async close(): Promise<void> {
@@ -278,11 +283,4 @@ function reason(err: unknown): string {
   let msg = e?.message || (e?.errors?.map((x) => x.message).join("; ") ?? String(err));
   if (!msg) msg = String(err);
   return e?.code && !msg.includes(e.code) ? `${e.code}: ${msg}` : msg;
-}
-
-/** Errors after which the connection is not worth keeping. */
-function isConnectionError(err: unknown): boolean {
-  const code = (err as { code?: unknown })?.code;
-  if (typeof code === "string" && (code.startsWith("08") || code.startsWith("57P") || code.startsWith("E"))) return true;
-  return /Connection terminated|connection (is )?closed|not queryable/i.test((err as Error)?.message ?? "");
 }

@@ -17,17 +17,64 @@ export interface Sql {
 type Queryable = Pick<pg.Pool | pg.PoolClient, "query">;
 
 export function sqlOn(db: Queryable): Sql {
+  const query = async (text: string, params: unknown[]) => {
+    try {
+      return await db.query(text, params);
+    } catch (err) {
+      throw unavailable(err);
+    }
+  };
   return {
     async rows<T>(text: string, params: unknown[] = []) {
-      return (await db.query(text, params)).rows as T[];
+      return (await query(text, params)).rows as T[];
     },
     async row<T>(text: string, params: unknown[] = []) {
-      return (await db.query(text, params)).rows[0] as T | undefined;
+      return (await query(text, params)).rows[0] as T | undefined;
     },
     async run(text: string, params: unknown[] = []) {
-      return (await db.query(text, params)).rowCount ?? 0;
+      return (await query(text, params)).rowCount ?? 0;
     },
   };
+}
+
+/**
+ * The database could not be used (not reachable, connection lost, server shutting down, session
+ * ended): the call did not happen, or its transaction did not commit. `code` lets the API answer
+ * 503 (coordinator/api/server.ts storageFailure); the driver's error is the cause.
+ */
+export class PostgresUnavailableError extends Error {
+  override name = "PostgresUnavailableError";
+  readonly code = "PG_UNAVAILABLE";
+}
+
+const NETWORK_CODES = new Set([
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ETIMEDOUT",
+  "EPIPE",
+  "ENOTFOUND",
+  "EHOSTUNREACH",
+  "ENETUNREACH",
+  "EAI_AGAIN",
+]);
+
+/** Errors after which the connection is not worth keeping: network errors, SQLSTATE classes 08 and 57P, a session ended by the server. */
+export function isConnectionError(err: unknown): boolean {
+  if (err instanceof PostgresUnavailableError) return true;
+  const code = (err as { code?: unknown })?.code;
+  if (typeof code === "string" && (NETWORK_CODES.has(code) || code.startsWith("08") || code.startsWith("57P") || code === "25P03"))
+    return true;
+  return /Connection terminated|connection (is )?closed|not queryable|timeout exceeded when trying to connect/i.test(
+    (err as Error)?.message ?? "",
+  );
+}
+
+/** A connection error as a PostgresUnavailableError (other errors unchanged). */
+export function unavailable(err: unknown): unknown {
+  if (err instanceof PostgresUnavailableError || !isConnectionError(err)) return err;
+  const e = err as { message?: string; code?: string };
+  const why = e.code && !(e.message ?? "").includes(e.code) ? `${e.code}: ${e.message}` : (e.message ?? String(err));
+  return new PostgresUnavailableError(`the PostgreSQL store is unavailable: ${why}`, { cause: err });
 }
 
 const INT8 = 20;

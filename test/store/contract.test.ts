@@ -1,0 +1,174 @@
+/**
+ * The store contract suite (contract.suite.ts) and the workflow engine's durable semantics
+ * (engine.suite.ts) against both backends: SqliteStore on a temporary file, PostgresStore on a
+ * fresh database of a throwaway PostgreSQL server (skipped with the reason when there is none).
+ * Then what only the PostgreSQL store has: several stores (coordinators) on one database, the
+ * write fence, and a server that goes away and comes back.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { PostgresStore } from "../../coordinator/db/postgres/index.js";
+import { SqliteStore } from "../../coordinator/db/sqlite/index.js";
+import type { StatefulInstanceSpec } from "../../shared/spec.js";
+import { type PostgresServer, postgresUnavailable, startPostgres } from "../support/pg-server.js";
+import { storeContract } from "./contract.suite.js";
+import { engineContract } from "./engine.suite.js";
+
+describe("SQLite store", () => {
+  let dir: string;
+  beforeEach(() => {
+    dir = mkdtempSync(join(tmpdir(), "spotkeep-contract-"));
+  });
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+  const backend = { open: async (now: () => number) => SqliteStore.open(join(dir, "store.sqlite"), now) };
+  describe("store contract", () => storeContract(backend));
+  describe("workflow engine on the store", () => engineContract(backend));
+});
+
+const why = postgresUnavailable();
+
+describe.skipIf(why !== null)(`PostgreSQL store${why ? ` (skipped: ${why})` : ""}`, () => {
+  let server: PostgresServer;
+  let url: string;
+  let n = 0;
+  beforeAll(async () => {
+    server = await startPostgres();
+  });
+  afterAll(() => server?.stop());
+  beforeEach(() => {
+    url = server.createDatabase(`contract_${++n}`);
+  });
+  const backend = { open: async (now: () => number) => PostgresStore.open(url, { now }) };
+  describe("store contract", () => storeContract(backend));
+  describe("workflow engine on the store", () => engineContract(backend));
+
+  describe("several coordinators on one database", () => {
+    const stores: PostgresStore[] = [];
+    const open = async (opts: Parameters<typeof PostgresStore.open>[1] = {}) => {
+      const s = await PostgresStore.open(url, opts);
+      stores.push(s);
+      return s;
+    };
+    afterEach(async () => {
+      for (const s of stores.splice(0)) await s.close().catch(() => undefined);
+    });
+    const spec = { name: "db" } as StatefulInstanceSpec;
+
+    it("migrates once when several open the same empty database at the same time", async () => {
+      const all = await Promise.all([open(), open(), open(), open()]);
+      const versions = (
+        await all[0]!.pool.query<{ version: number; name: string }>("SELECT version, name FROM migrations ORDER BY version")
+      ).rows;
+      expect(versions.map((v) => v.version)).toEqual([1, 2, 3, 4, 5, 6]);
+      expect(versions[0]?.name).toBe("initial");
+    });
+
+    it("serialises writers across stores: a write of one waits for the other's open transaction", async () => {
+      const a = await open({ now: () => 1 });
+      const b = await open({ now: () => 2 });
+      await a.instances.insert("db", spec, "running");
+      let release!: () => void;
+      const hold = new Promise<void>((r) => (release = r));
+      let inside!: () => void;
+      const entered = new Promise<void>((r) => (inside = r));
+      const tx = a.tx(async (t) => {
+        const g = (await t.instances.get("db"))!.generation;
+        inside();
+        await hold;
+        await t.instances.setCurrentGeneration("db", g + 1);
+      });
+      await entered;
+      // B's read-modify-write starts while A's is open: it must see A's result, not the value before it.
+      const other = b.tx(async (t) => {
+        const g = (await t.instances.get("db"))!.generation;
+        await t.instances.setCurrentGeneration("db", g + 10);
+      });
+      let done = false;
+      void other.then(() => (done = true));
+      try {
+        await new Promise((r) => setTimeout(r, 200));
+        expect(done).toBe(false);
+        // Reads are not held up by another store's transaction (a third coordinator's here); they see the last commit.
+        const c = await open();
+        expect((await c.instances.get("db"))?.generation).toBe(0);
+      } finally {
+        release();
+      }
+      await Promise.all([tx, other]);
+      expect((await b.instances.get("db"))?.generation).toBe(11);
+    });
+
+    it("runs the fence after the write lock and before the work; a refusing fence leaves nothing, reads are not fenced", async () => {
+      const calls: string[] = [];
+      let allow = true;
+      const s = await open({
+        fence: async (client) => {
+          const held = await client.query("SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()");
+          calls.push(`fence (advisory locks held: ${held.rows[0].n})`);
+          if (!allow) throw new Error("not the leader any more (epoch 3 < 4)");
+        },
+      });
+      await s.instances.insert("db", spec, "running");
+      expect(calls).toEqual(["fence (advisory locks held: 1)"]);
+      allow = false;
+      const before = await s.counts();
+      await expect(s.events.add("db", "k", "m")).rejects.toThrow("not the leader any more");
+      await expect(
+        s.tx(async (t) => {
+          calls.push("work");
+          await t.events.add("db", "k", "m");
+        }),
+      ).rejects.toThrow("not the leader any more");
+      expect(calls).not.toContain("work");
+      expect(await s.counts()).toEqual(before);
+      expect((await s.instances.get("db"))?.state).toBe("running");
+      expect(await s.instances.list()).toHaveLength(1);
+    });
+
+    it("fails calls while the server is down and works again when it is back, with no reopen", async () => {
+      const logged: string[] = [];
+      const s = await open({ connectTimeoutMs: 1000, log: (l) => logged.push(l) });
+      await s.instances.insert("db", spec, "running");
+      await s.instances.get("db"); // a pooled idle connection that the halt breaks
+      server.halt();
+      try {
+        const down = { name: "PostgresUnavailableError", code: "PG_UNAVAILABLE" };
+        await expect(s.instances.get("db")).rejects.toMatchObject(down);
+        await expect(s.events.add("db", "k", "lost")).rejects.toMatchObject(down);
+        await expect(s.tx(async (t) => t.events.add("db", "k", "lost"))).rejects.toMatchObject(down);
+        await expect(s.counts()).rejects.toMatchObject(down);
+      } finally {
+        server.start();
+      }
+      await s.events.add("db", "k", "after the restart");
+      expect((await s.events.list("db")).map((e) => e.message)).toEqual(["after the restart"]);
+      expect((await s.instances.get("db"))?.state).toBe("running");
+      expect(await s.tx(async (t) => (await t.instances.get("db"))?.name)).toBe("db");
+    });
+
+    it("frees the write lock of a transaction left idle (a paused holder) after the idle-in-transaction timeout", async () => {
+      const paused = await open({ idleInTransactionTimeoutMs: 500 });
+      const other = await open();
+      await paused.instances.insert("db", spec, "running");
+      let wake!: () => void;
+      const sleeping = new Promise<void>((r) => (wake = r));
+      const stuck = paused.tx(async (t) => {
+        await t.events.add("db", "k", "never committed");
+        await sleeping;
+        await t.events.add("db", "k", "after the pause");
+      });
+      const t0 = Date.now();
+      await new Promise((r) => setTimeout(r, 50));
+      await other.events.add("db", "k", "the other coordinator writes");
+      expect(Date.now() - t0).toBeLessThan(10_000);
+      wake();
+      await expect(stuck).rejects.toThrow();
+      expect((await other.events.list("db")).map((e) => e.message)).toEqual(["the other coordinator writes"]);
+      // The paused store's pool drops the broken connection and carries on.
+      await paused.events.add("db", "k", "later");
+      expect(await other.events.list("db")).toHaveLength(2);
+    });
+  });
+});
