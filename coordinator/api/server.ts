@@ -19,6 +19,7 @@ import { tokenMatches } from "./token.js";
 import { BodyError, MAX_YAML_BYTES, bodyFormat, parseBody, type BodyFormat } from "./bodies.js";
 import { openFiles } from "./process-limits.js";
 import { Console, defaultConsoleDir } from "./console.js";
+import { NotLeaderError } from "../ha/lease.js";
 
 export const MAX_BODY_BYTES = 1024 * 1024;
 const OPERATIONS = ["pause", "resume", "recycle", "snapshot"] as const;
@@ -382,6 +383,12 @@ function sendError(res: ServerResponse, err: unknown): void {
       return sendJson(res, status, { error: { code: err.kind, message: err.message } });
     }
     if (err instanceof ValidationError) return sendJson(res, 400, { error: { code: "invalid", message: err.message } });
+    // This coordinator stopped leading while the request was being carried out: its write was refused.
+    const notLeader = causes(err).find((e) => e instanceof NotLeaderError);
+    if (notLeader) {
+      res.setHeader("retry-after", "5");
+      return sendJson(res, 503, { error: { code: "not-leader", message: (notLeader as Error).message } });
+    }
     const storage = storageFailure(err);
     if (storage) {
       if (storage.status === 503) res.setHeader("retry-after", "5");
@@ -391,6 +398,13 @@ function sendError(res: ServerResponse, err: unknown): void {
   } catch {
     res.destroy();
   }
+}
+
+/** An error and its causes, outermost first (at most 8). */
+function causes(err: unknown): unknown[] {
+  const out: unknown[] = [];
+  for (let e = err; out.length < 8 && e && typeof e === "object"; e = (e as { cause?: unknown }).cause) out.push(e);
+  return out;
 }
 
 /**

@@ -7,6 +7,7 @@ import { loadOrCreateAdminToken } from "../../coordinator/api/token.js";
 import { Metrics } from "../../coordinator/metrics.js";
 import { EventsResponse, InstanceDetail, InstanceSummary, Workflow } from "../../shared/api.js";
 import { FakeViews } from "./fake-views.js";
+import { NotLeaderError } from "../../coordinator/ha/lease.js";
 
 const spec = {
   name: "web-db",
@@ -186,6 +187,26 @@ describe("a standby coordinator", () => {
       expect((await call("/api/v1/instances", { method: "POST", auth: null })).status).toBe(401);
     } finally {
       standby = null;
+    }
+  });
+
+  it("a write refused because this coordinator stopped leading mid-request is 503 not-leader, not 500", async () => {
+    const original = views.createInstance;
+    views.createInstance = async () => {
+      throw new Error("creating new-db", {
+        cause: new NotLeaderError("writing to the store: refused, this coordinator is not the leader"),
+      });
+    };
+    try {
+      const res = await call("/api/v1/instances", {
+        method: "POST",
+        headers: JSON_TYPE,
+        body: JSON.stringify({ ...spec, name: "new-db" }),
+      });
+      expect(res.status).toBe(503);
+      expect(await res.json()).toMatchObject({ error: { code: "not-leader", message: expect.stringMatching(/not the leader/) } });
+    } finally {
+      views.createInstance = original;
     }
   });
 
