@@ -205,7 +205,14 @@ async function startOn(
   const agentBundlePath = config.agentBundlePath ? resolve(config.agentBundlePath) : defaultAgentBundlePath();
   const caCertificate = config.agentCaCertificate ? loadCaCertificate(config.agentCaCertificate) : undefined;
   let hub: AgentHub | null = null;
-  const elb = opts.elb ?? createElbGateway({ region: config.region, endpoint: elbEndpointFor(config), timeScale: config.timeScale });
+  const elb =
+    opts.elb ??
+    createElbGateway({
+      region: config.region,
+      endpoint: elbEndpointFor(config),
+      timeScale: config.timeScale,
+      ...(ha ? { beforeMutation: (action: string) => ha.lease.assertLeading(action) } : {}),
+    });
   const deps: RunbookDeps = {
     store,
     ec2,
