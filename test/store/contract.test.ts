@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { PostgresStore } from "../../coordinator/db/postgres/index.js";
-import { SqliteStore } from "../../coordinator/db/sqlite/index.js";
+import { openPlainDatabase, SqliteStore } from "../../coordinator/db/sqlite/index.js";
 import type { StatefulInstanceSpec } from "../../shared/spec.js";
 import { type PostgresServer, postgresUnavailable, startPostgres } from "../support/pg-server.js";
 import { storeContract } from "./contract.suite.js";
@@ -55,6 +55,38 @@ describe.skipIf(why !== null)(`PostgreSQL store${why ? ` (skipped: ${why})` : ""
       for (const s of stores.splice(0)) await s.close().catch(() => undefined);
     });
     const spec = { name: "db" } as StatefulInstanceSpec;
+
+    it("has the SQLite store's migration history, tables and columns (plus row_seq, SQLite's implicit rowid)", async () => {
+      const pg = await open();
+      const dir = mkdtempSync(join(tmpdir(), "spotkeep-contract-"));
+      const lite = openPlainDatabase(join(dir, "store.sqlite"));
+      try {
+        const liteMigrations = lite.prepare("SELECT version, name FROM migrations ORDER BY version").all();
+        expect((await pg.pool.query("SELECT version, name FROM migrations ORDER BY version")).rows).toEqual(liteMigrations);
+        const tables = (
+          lite.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name").all() as {
+            name: string;
+          }[]
+        ).map((r) => r.name);
+        const pgColumns = (
+          await pg.pool.query<{ table_name: string; column_name: string }>(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = current_schema() ORDER BY table_name, ordinal_position",
+          )
+        ).rows;
+        expect([...new Set(pgColumns.map((c) => c.table_name))].sort()).toEqual([...tables].sort());
+        for (const table of tables) {
+          const liteCols = (lite.prepare(`PRAGMA table_info(${table})`).all() as { name: string }[]).map((c) => c.name).sort();
+          const pgCols = pgColumns
+            .filter((c) => c.table_name === table && c.column_name !== "row_seq")
+            .map((c) => c.column_name)
+            .sort();
+          expect({ table, columns: pgCols }).toEqual({ table, columns: liteCols });
+        }
+      } finally {
+        lite.close();
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
 
     it("migrates once when several open the same empty database at the same time", async () => {
       const all = await Promise.all([open(), open(), open(), open()]);
