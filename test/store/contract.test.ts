@@ -12,6 +12,8 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { PostgresStore } from "../../coordinator/db/postgres/index.js";
 import { openPlainDatabase, SqliteStore } from "../../coordinator/db/sqlite/index.js";
 import type { StatefulInstanceSpec } from "../../shared/spec.js";
+import { scaledClock } from "../../coordinator/time.js";
+import { WorkflowEngine } from "../../coordinator/workflow/engine.js";
 import { type PostgresServer, postgresUnavailable, startPostgres } from "../support/pg-server.js";
 import { storeContract } from "./contract.suite.js";
 import { engineContract } from "./engine.suite.js";
@@ -28,6 +30,14 @@ describe("SQLite store", () => {
 });
 
 const why = postgresUnavailable();
+
+async function until(ok: () => Promise<boolean>): Promise<void> {
+  const end = Date.now() + 10_000;
+  while (!(await ok())) {
+    if (Date.now() > end) throw new Error("timed out");
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
 
 describe.skipIf(why !== null)(`PostgreSQL store${why ? ` (skipped: ${why})` : ""}`, () => {
   let server: PostgresServer;
@@ -166,7 +176,7 @@ describe.skipIf(why !== null)(`PostgreSQL store${why ? ` (skipped: ${why})` : ""
       await s.instances.get("db"); // a pooled idle connection that the halt breaks
       server.halt();
       try {
-        const down = { name: "PostgresUnavailableError", code: "PG_UNAVAILABLE" };
+        const down = { name: "PostgresUnavailableError", code: "STORE_UNAVAILABLE" };
         await expect(s.instances.get("db")).rejects.toMatchObject(down);
         await expect(s.events.add("db", "k", "lost")).rejects.toMatchObject(down);
         await expect(s.tx(async (t) => t.events.add("db", "k", "lost"))).rejects.toMatchObject(down);
@@ -178,6 +188,47 @@ describe.skipIf(why !== null)(`PostgreSQL store${why ? ` (skipped: ${why})` : ""
       expect((await s.events.list("db")).map((e) => e.message)).toEqual(["after the restart"]);
       expect((await s.instances.get("db"))?.state).toBe("running");
       expect(await s.tx(async (t) => (await t.instances.get("db"))?.name)).toBe("db");
+    });
+
+    it("lets a workflow wait out a database outage: a step that ends while the server is down is recorded once it is back", async () => {
+      const s = await open({ connectTimeoutMs: 500 });
+      let finishStep!: () => void;
+      const stepMayEnd = new Promise<void>((r) => (finishStep = r));
+      let runs = 0;
+      const engine = new WorkflowEngine({
+        store: s,
+        clock: scaledClock(1),
+        runbooks: {
+          b: async (ctx) => {
+            const a = await ctx.step("launch", async () => {
+              runs++;
+              await stepMayEnd;
+              return "i-1";
+            });
+            return ctx.step("attach", async () => `${a}+vol-1`);
+          },
+        },
+      });
+      try {
+        const id = await engine.start("b", "db", null);
+        await until(async () => (await s.steps.get(id, 1))?.status === "running");
+        server.halt();
+        try {
+          finishStep(); // the step's work is done; recording it fails until the server is back
+          await new Promise((r) => setTimeout(r, 700));
+        } finally {
+          server.start();
+        }
+        const wf = await engine.wait(id);
+        expect(wf).toMatchObject({ status: "succeeded", result: "i-1+vol-1" });
+        expect(runs).toBe(1);
+        expect((await s.steps.list(id)).map((x) => [x.name, x.status])).toEqual([
+          ["launch", "done"],
+          ["attach", "done"],
+        ]);
+      } finally {
+        await engine.stop();
+      }
     });
 
     it("frees the write lock of a transaction left idle (a paused holder) after the idle-in-transaction timeout", async () => {

@@ -4,6 +4,7 @@
  * back as numbers: every value the store keeps there is far below 2^53.
  */
 import pg from "pg";
+import { STORE_UNAVAILABLE } from "../store.js";
 
 export interface Sql {
   /** Every row of a query. */
@@ -39,12 +40,12 @@ export function sqlOn(db: Queryable): Sql {
 
 /**
  * The database could not be used (not reachable, connection lost, server shutting down, session
- * ended): the call did not happen, or its transaction did not commit. `code` lets the API answer
- * 503 (coordinator/api/server.ts storageFailure); the driver's error is the cause.
+ * ended): the call did not happen, or its transaction did not commit. Its `code` (STORE_UNAVAILABLE)
+ * lets the API answer 503 and the workflow engine wait for the database; the driver's error is the cause.
  */
 export class PostgresUnavailableError extends Error {
   override name = "PostgresUnavailableError";
-  readonly code = "PG_UNAVAILABLE";
+  readonly code = STORE_UNAVAILABLE;
 }
 
 const NETWORK_CODES = new Set([
