@@ -231,6 +231,14 @@ describe.skipIf(why !== null)(`PostgreSQL store${why ? ` (skipped: ${why})` : ""
       }
     });
 
+    it("keeps free text with a NUL character (which PostgreSQL text cannot hold) as U+FFFD instead of failing the write", async () => {
+      const s = await open();
+      await s.events.add("db", "agent-impostor", "bad hello: \u0000\u0000 in the secret");
+      await s.agentReports.record("i-1", "notice", "n\u00001", { text: "\u0000 stays in JSON" });
+      expect((await s.events.list("db"))[0]?.message).toBe("bad hello: \uFFFD\uFFFD in the secret");
+      expect((await s.agentReports.get("i-1", "notice", "n\uFFFD1"))?.data).toEqual({ text: "\u0000 stays in JSON" });
+    });
+
     it("frees the write lock of a transaction left idle (a paused holder) after the idle-in-transaction timeout", async () => {
       const paused = await open({ idleInTransactionTimeoutMs: 500 });
       const other = await open();

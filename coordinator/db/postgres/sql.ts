@@ -17,10 +17,13 @@ export interface Sql {
 
 type Queryable = Pick<pg.Pool | pg.PoolClient, "query">;
 
+/** PostgreSQL text cannot hold NUL: one in free text (an agent's message, an error) is kept as U+FFFD rather than failing the write. */
+const textParam = (p: unknown): unknown => (typeof p === "string" && p.includes("\0") ? p.replaceAll("\0", "\uFFFD") : p);
+
 export function sqlOn(db: Queryable): Sql {
   const query = async (text: string, params: unknown[]) => {
     try {
-      return await db.query(text, params);
+      return await db.query(text, params.map(textParam));
     } catch (err) {
       throw unavailable(err);
     }
