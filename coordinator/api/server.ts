@@ -410,14 +410,14 @@ function causes(err: unknown): unknown[] {
 /**
  * The store's SQLite failures, found by error code on the error or its causes: a full disk is
  * 507, I/O errors, a locked database and a damaged one are 503; so is a PostgreSQL store that
- * cannot be reached (PG_UNAVAILABLE). Anything else is not a storage
+ * cannot be reached (STORE_UNAVAILABLE). Anything else is not a storage
  * failure (null).
  */
 export function storageFailure(err: unknown): { status: 503 | 507; code: string; message: string } | null {
   let e: unknown = err;
   for (let i = 0; i < 8 && e && typeof e === "object"; i++, e = (e as { cause?: unknown }).cause) {
     const code = (e as { code?: unknown }).code;
-    if (code === "PG_UNAVAILABLE")
+    if (code === "STORE_UNAVAILABLE")
       return {
         status: 503,
         code: "storage-unavailable",

@@ -10,8 +10,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { PostgresStore } from "../../coordinator/db/postgres/index.js";
-import { SqliteStore } from "../../coordinator/db/sqlite/index.js";
+import { openPlainDatabase, SqliteStore } from "../../coordinator/db/sqlite/index.js";
 import type { StatefulInstanceSpec } from "../../shared/spec.js";
+import { scaledClock } from "../../coordinator/time.js";
+import { WorkflowEngine } from "../../coordinator/workflow/engine.js";
 import { type PostgresServer, postgresUnavailable, startPostgres } from "../support/pg-server.js";
 import { storeContract } from "./contract.suite.js";
 import { engineContract } from "./engine.suite.js";
@@ -28,6 +30,14 @@ describe("SQLite store", () => {
 });
 
 const why = postgresUnavailable();
+
+async function until(ok: () => Promise<boolean>): Promise<void> {
+  const end = Date.now() + 10_000;
+  while (!(await ok())) {
+    if (Date.now() > end) throw new Error("timed out");
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
 
 describe.skipIf(why !== null)(`PostgreSQL store${why ? ` (skipped: ${why})` : ""}`, () => {
   let server: PostgresServer;
@@ -55,6 +65,38 @@ describe.skipIf(why !== null)(`PostgreSQL store${why ? ` (skipped: ${why})` : ""
       for (const s of stores.splice(0)) await s.close().catch(() => undefined);
     });
     const spec = { name: "db" } as StatefulInstanceSpec;
+
+    it("has the SQLite store's migration history, tables and columns (plus row_seq, SQLite's implicit rowid)", async () => {
+      const pg = await open();
+      const dir = mkdtempSync(join(tmpdir(), "spotkeep-contract-"));
+      const lite = openPlainDatabase(join(dir, "store.sqlite"));
+      try {
+        const liteMigrations = lite.prepare("SELECT version, name FROM migrations ORDER BY version").all();
+        expect((await pg.pool.query("SELECT version, name FROM migrations ORDER BY version")).rows).toEqual(liteMigrations);
+        const tables = (
+          lite.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name").all() as {
+            name: string;
+          }[]
+        ).map((r) => r.name);
+        const pgColumns = (
+          await pg.pool.query<{ table_name: string; column_name: string }>(
+            "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = current_schema() ORDER BY table_name, ordinal_position",
+          )
+        ).rows;
+        expect([...new Set(pgColumns.map((c) => c.table_name))].sort()).toEqual([...tables].sort());
+        for (const table of tables) {
+          const liteCols = (lite.prepare(`PRAGMA table_info(${table})`).all() as { name: string }[]).map((c) => c.name).sort();
+          const pgCols = pgColumns
+            .filter((c) => c.table_name === table && c.column_name !== "row_seq")
+            .map((c) => c.column_name)
+            .sort();
+          expect({ table, columns: pgCols }).toEqual({ table, columns: liteCols });
+        }
+      } finally {
+        lite.close();
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
 
     it("migrates once when several open the same empty database at the same time", async () => {
       const all = await Promise.all([open(), open(), open(), open()]);
@@ -134,7 +176,7 @@ describe.skipIf(why !== null)(`PostgreSQL store${why ? ` (skipped: ${why})` : ""
       await s.instances.get("db"); // a pooled idle connection that the halt breaks
       server.halt();
       try {
-        const down = { name: "PostgresUnavailableError", code: "PG_UNAVAILABLE" };
+        const down = { name: "PostgresUnavailableError", code: "STORE_UNAVAILABLE" };
         await expect(s.instances.get("db")).rejects.toMatchObject(down);
         await expect(s.events.add("db", "k", "lost")).rejects.toMatchObject(down);
         await expect(s.tx(async (t) => t.events.add("db", "k", "lost"))).rejects.toMatchObject(down);
@@ -146,6 +188,55 @@ describe.skipIf(why !== null)(`PostgreSQL store${why ? ` (skipped: ${why})` : ""
       expect((await s.events.list("db")).map((e) => e.message)).toEqual(["after the restart"]);
       expect((await s.instances.get("db"))?.state).toBe("running");
       expect(await s.tx(async (t) => (await t.instances.get("db"))?.name)).toBe("db");
+    });
+
+    it("lets a workflow wait out a database outage: a step that ends while the server is down is recorded once it is back", async () => {
+      const s = await open({ connectTimeoutMs: 500 });
+      let finishStep!: () => void;
+      const stepMayEnd = new Promise<void>((r) => (finishStep = r));
+      let runs = 0;
+      const engine = new WorkflowEngine({
+        store: s,
+        clock: scaledClock(1),
+        runbooks: {
+          b: async (ctx) => {
+            const a = await ctx.step("launch", async () => {
+              runs++;
+              await stepMayEnd;
+              return "i-1";
+            });
+            return ctx.step("attach", async () => `${a}+vol-1`);
+          },
+        },
+      });
+      try {
+        const id = await engine.start("b", "db", null);
+        await until(async () => (await s.steps.get(id, 1))?.status === "running");
+        server.halt();
+        try {
+          finishStep(); // the step's work is done; recording it fails until the server is back
+          await new Promise((r) => setTimeout(r, 700));
+        } finally {
+          server.start();
+        }
+        const wf = await engine.wait(id);
+        expect(wf).toMatchObject({ status: "succeeded", result: "i-1+vol-1" });
+        expect(runs).toBe(1);
+        expect((await s.steps.list(id)).map((x) => [x.name, x.status])).toEqual([
+          ["launch", "done"],
+          ["attach", "done"],
+        ]);
+      } finally {
+        await engine.stop();
+      }
+    });
+
+    it("keeps free text with a NUL character (which PostgreSQL text cannot hold) as U+FFFD instead of failing the write", async () => {
+      const s = await open();
+      await s.events.add("db", "agent-impostor", "bad hello: \u0000\u0000 in the secret");
+      await s.agentReports.record("i-1", "notice", "n\u00001", { text: "\u0000 stays in JSON" });
+      expect((await s.events.list("db"))[0]?.message).toBe("bad hello: \uFFFD\uFFFD in the secret");
+      expect((await s.agentReports.get("i-1", "notice", "n\uFFFD1"))?.data).toEqual({ text: "\u0000 stays in JSON" });
     });
 
     it("frees the write lock of a transaction left idle (a paused holder) after the idle-in-transaction timeout", async () => {

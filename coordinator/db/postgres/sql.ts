@@ -4,6 +4,7 @@
  * back as numbers: every value the store keeps there is far below 2^53.
  */
 import pg from "pg";
+import { STORE_UNAVAILABLE } from "../store.js";
 
 export interface Sql {
   /** Every row of a query. */
@@ -16,10 +17,13 @@ export interface Sql {
 
 type Queryable = Pick<pg.Pool | pg.PoolClient, "query">;
 
+/** PostgreSQL text cannot hold NUL: one in free text (an agent's message, an error) is kept as U+FFFD rather than failing the write. */
+const textParam = (p: unknown): unknown => (typeof p === "string" && p.includes("\0") ? p.replaceAll("\0", "\uFFFD") : p);
+
 export function sqlOn(db: Queryable): Sql {
   const query = async (text: string, params: unknown[]) => {
     try {
-      return await db.query(text, params);
+      return await db.query(text, params.map(textParam));
     } catch (err) {
       throw unavailable(err);
     }
@@ -39,12 +43,12 @@ export function sqlOn(db: Queryable): Sql {
 
 /**
  * The database could not be used (not reachable, connection lost, server shutting down, session
- * ended): the call did not happen, or its transaction did not commit. `code` lets the API answer
- * 503 (coordinator/api/server.ts storageFailure); the driver's error is the cause.
+ * ended): the call did not happen, or its transaction did not commit. Its `code` (STORE_UNAVAILABLE)
+ * lets the API answer 503 and the workflow engine wait for the database; the driver's error is the cause.
  */
 export class PostgresUnavailableError extends Error {
   override name = "PostgresUnavailableError";
-  readonly code = "PG_UNAVAILABLE";
+  readonly code = STORE_UNAVAILABLE;
 }
 
 const NETWORK_CODES = new Set([
