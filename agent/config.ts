@@ -9,9 +9,13 @@
  * Absolute times (notice `time`, quiesce `deadline`) are wall-clock and never scaled.
  */
 import { join } from "node:path";
+import { parseCoordinatorUrls } from "../shared/coordinators.js";
 
 export interface AgentConfig {
+  /** SPOTKEEP_COORDINATOR as given (one URL or a list). */
   coordinatorUrl: string | undefined;
+  /** The coordinator URLs, tried in turn (empty when none is configured). */
+  coordinatorUrls: string[];
   imdsEndpoint: string;
   devDir: string;
   /** localcloud process runtime only: link folders of hot-plugged ENIs; unset = configure links with `ip`. */
@@ -32,7 +36,10 @@ export class ConfigError extends Error {
 }
 
 export const FLAGS: Record<string, { env: string; help: string }> = {
-  "--coordinator": { env: "SPOTKEEP_COORDINATOR", help: "coordinator WebSocket URL (ws://host:port/agent/v1/ws)" },
+  "--coordinator": {
+    env: "SPOTKEEP_COORDINATOR",
+    help: "coordinator WebSocket URL (ws://host:port/agent/v1/ws), or several separated by commas",
+  },
   "--imds": { env: "AWS_EC2_METADATA_SERVICE_ENDPOINT", help: "IMDS endpoint (default http://169.254.169.254)" },
   "--dev-dir": { env: "SPOTKEEP_DEV_DIR", help: "where volume device links appear (default /dev/disk/by-id)" },
   "--net-dir": { env: "SPOTKEEP_NET_DIR", help: "localcloud process runtime: folder of ENI link folders (default: use `ip`)" },
@@ -67,8 +74,11 @@ export function resolveConfig(flags: Record<string, string>, env: NodeJS.Process
   };
 
   const coord = get("--coordinator");
-  if (coord.value !== undefined && !/^wss?:\/\/[^\s]+$/.test(coord.value)) {
-    throw new ConfigError(`${coord.source}: must be a ws:// or wss:// URL, got ${JSON.stringify(coord.value)}`);
+  let coordinatorUrls: string[] = [];
+  if (coord.value !== undefined) {
+    const parsed = parseCoordinatorUrls(coord.value);
+    if ("error" in parsed) throw new ConfigError(`${coord.source}: ${parsed.error}`);
+    coordinatorUrls = parsed.urls;
   }
   const imds = get("--imds");
   const imdsEndpoint = imds.value ?? "http://169.254.169.254";
@@ -106,6 +116,7 @@ export function resolveConfig(flags: Record<string, string>, env: NodeJS.Process
 
   return {
     coordinatorUrl: coord.value,
+    coordinatorUrls,
     imdsEndpoint,
     devDir,
     netDir,

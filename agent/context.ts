@@ -73,9 +73,9 @@ export function createLink(
   mode: "run" | "restore",
   handlers: Pick<LinkOptions, "onWelcome" | "onCommand" | "heartbeatExtras">,
 ): AgentLink {
-  if (!ctx.cfg.coordinatorUrl) throw new Error("no coordinator configured (set SPOTKEEP_COORDINATOR or --coordinator)");
+  if (!ctx.cfg.coordinatorUrls.length) throw new Error("no coordinator configured (set SPOTKEEP_COORDINATOR or --coordinator)");
   return new AgentLink({
-    url: ctx.cfg.coordinatorUrl,
+    urls: ctx.cfg.coordinatorUrls,
     clock: ctx.clock,
     log: ctx.log.child({ component: "link" }),
     store: ctx.store,

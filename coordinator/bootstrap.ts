@@ -13,6 +13,8 @@ export const USER_DATA_LIMIT = 16 * 1024;
 
 export function renderUserData(o: {
   publicUrl: string;
+  /** With several coordinators (config ha.agentUrls): their URLs, tried in turn by the agent; default [publicUrl]. */
+  coordinatorUrls?: readonly string[];
   userUserData: string;
   timeScale: number;
   /** SHA-256 (hex) of the agent bundle served at /agent/v1/agent.js (agentBundleSha256). */
@@ -20,10 +22,10 @@ export function renderUserData(o: {
   /** PEM CA certificate that signs the coordinator's TLS certificate, for a private CA. */
   caCertificate?: string;
 }): string {
-  const base = o.publicUrl.replace(/\/+$/, "");
+  const bases = (o.coordinatorUrls?.length ? o.coordinatorUrls : [o.publicUrl]).map((u) => u.replace(/\/+$/, ""));
   const text = renderBootstrap({
-    coordinatorUrl: `${base.replace(/^http/, "ws")}/agent/v1/ws`,
-    agentUrl: `${base}/agent/v1/agent.js`,
+    coordinatorUrl: bases.map((b) => `${b.replace(/^http/, "ws")}/agent/v1/ws`).join(","),
+    agentUrl: bases.map((b) => `${b}/agent/v1/agent.js`),
     userUserData: o.userUserData,
     timeScale: o.timeScale,
     ...(o.agentSha256 ? { agentSha256: o.agentSha256 } : {}),

@@ -7,6 +7,7 @@ import YAML from "yaml";
 import { readFileSync } from "node:fs";
 import { ValidationError } from "../shared/errors.js";
 import { zodToValidationError } from "../shared/zod-errors.js";
+import { HaConfig } from "./ha/config.js";
 
 const hostPort = z.string().regex(/^[^\s:]+:\d{1,5}$/, { message: "must be host:port, such as 127.0.0.1:7400" });
 const region = z.string().regex(/^[a-z]{2}(-gov)?-[a-z]+-\d$/, { message: "is not an AWS region (such as us-east-1)" });
@@ -86,8 +87,40 @@ export const CoordinatorConfig = z
       .default({}),
     /** Start on an empty store even though this data directory held one before (after a deliberate reset). */
     acceptEmptyStore: z.boolean().default(false),
+    /**
+     * Keep the store in PostgreSQL instead of the SQLite file in dataDir (which still holds the
+     * token and the lock). The password comes from the URL or PGPASSWORD.
+     */
+    store: z
+      .object({
+        url: z.string().regex(/^postgres(ql)?:\/\/\S+$/, {
+          message: "must be a postgres:// or postgresql:// URL, such as postgres://spotkeep@db.example.internal:5432/spotkeep",
+        }),
+        /** Connections the coordinator keeps open. */
+        poolSize: z.number().int().min(2).max(100).default(10),
+        /** Give up connecting (at start and later) after this many seconds. */
+        connectTimeoutSeconds: z.number().min(1).max(300).default(10),
+      })
+      .strict()
+      .optional(),
+    /** Leader election among coordinators sharing one PostgreSQL store (coordinator/ha/config.ts). */
+    ha: HaConfig.optional(),
   })
-  .strict();
+  .strict()
+  .superRefine((c, ctx) => {
+    if (c.store && c.acceptEmptyStore)
+      ctx.addIssue({
+        code: "custom",
+        path: ["acceptEmptyStore"],
+        message: "applies to the SQLite store in dataDir only; with store.url the store is in PostgreSQL",
+      });
+    if (c.ha && !c.store)
+      ctx.addIssue({
+        code: "custom",
+        path: ["ha"],
+        message: "needs store.url: coordinators share their store and the leadership lease in PostgreSQL",
+      });
+  });
 
 export type CoordinatorConfig = z.infer<typeof CoordinatorConfig>;
 export type CoordinatorConfigInput = z.input<typeof CoordinatorConfig>;

@@ -40,6 +40,16 @@ export class Metrics {
     help: "Stateful instances whose health check has failed for longer than their unhealthy duration",
     registers: [this.registry],
   });
+  readonly leader = new Gauge({
+    name: "spotkeep_coordinator_leader",
+    help: "1 while this coordinator leads (always 1 without ha), 0 on a standby",
+    registers: [this.registry],
+  });
+  readonly leaseEpoch = new Gauge({
+    name: "spotkeep_coordinator_lease_epoch",
+    help: "The leadership lease's epoch as this coordinator last saw it (0 without ha)",
+    registers: [this.registry],
+  });
   readonly workflowsRunning = new Gauge({
     name: "spotkeep_workflows_running",
     help: "Workflows currently running",

@@ -22,6 +22,7 @@ import { type CoordinatorConfig, type CoordinatorConfigInput, parseConfig } from
 import { openDataDir } from "./datadir.js";
 import { openDatabase, STORE_FILE } from "./db/open.js";
 import { SqliteStore } from "./db/sqlite/index.js";
+import { clearPostgresMarker, openPostgresStore } from "./db/postgres/open.js";
 import type { Store } from "./db/store.js";
 import { Views } from "./db/views.js";
 import { AgentIntake } from "./intake.js";
@@ -49,6 +50,9 @@ import { registerGroupMetrics } from "./groups/metrics.js";
 import type { GroupRunbookDeps } from "./groups/runbooks.js";
 import { groupScaleRunbook } from "./groups/scale.js";
 import { groupUpdateRunbook } from "./groups/update.js";
+import type { LeaderInfo } from "./ha/lease.js";
+import { createHa, type Ha } from "./ha/setup.js";
+import { LEASE_LOST_EXIT_CODE } from "./ha/config.js";
 
 export interface StartOptions {
   config: CoordinatorConfigInput | CoordinatorConfig;
@@ -71,6 +75,11 @@ export interface StartOptions {
   crashAfterEventRecord?: boolean;
   /** The wall clock scheduled tasks are read on (tests move it to a due time); default the coordinator's clock. */
   calendar?: () => number;
+  /**
+   * With `ha`: called when this coordinator loses the lease; default: log and exit with
+   * LEASE_LOST_EXIT_CODE (the supervisor restarts it as a standby).
+   */
+  onLeaseLost?: (reason: string) => void;
 }
 
 export interface Coordinator {
@@ -93,6 +102,8 @@ export interface Coordinator {
   sweepHealth(): Promise<string[]>;
   /** Run one pass of the scheduled tasks now (also runs on the schedule's timer). */
   runScheduledTasks(): Promise<string[]>;
+  /** With `ha`: this coordinator's role and the leader as last seen; null without `ha`. */
+  leadership(): LeaderInfo | null;
   stop(): Promise<void>;
 }
 
@@ -112,28 +123,54 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
   const clock = scaledClock(config.timeScale);
   // One coordinator per data directory (0700, its files 0600); the store is checked at open.
   const dir = openDataDir(dataDir, { now: clock.now });
+  // With `ha`: the lease, and the fence every store write passes (config: ha needs store.url).
+  const ha =
+    config.ha && config.store
+      ? createHa({ storeUrl: config.store.url, config: config.ha, log, onLost: opts.onLeaseLost ?? leaseLostExit(log) })
+      : null;
   let store: Store;
   try {
-    store = new SqliteStore(
-      openDatabase(join(dir.dir, STORE_FILE), {
-        now: clock.now,
-        acceptEmptyStore: config.acceptEmptyStore,
-        acceptRestoredStore: opts.acceptRestoredStore,
-        log,
-      }),
-      clock.now,
-    );
+    if (config.store) {
+      if (opts.acceptRestoredStore)
+        throw new ApiFault(
+          "invalid",
+          "--accept-restored-store applies to the SQLite store in the data directory only; with store.url the store is in PostgreSQL " +
+            "(restore it with pg_restore or your database's own backups)",
+        );
+      store = await openPostgresStore(dir.dir, config.store, { now: clock.now, log, ...(ha ? { fence: ha.fence } : {}) });
+    } else {
+      clearPostgresMarker(dir.dir);
+      store = new SqliteStore(
+        openDatabase(join(dir.dir, STORE_FILE), {
+          now: clock.now,
+          acceptEmptyStore: config.acceptEmptyStore,
+          acceptRestoredStore: opts.acceptRestoredStore,
+          log,
+        }),
+        clock.now,
+      );
+    }
   } catch (err) {
+    await ha?.close();
     dir.release();
     throw err;
   }
   try {
-    return await startOn(dir.dir, store, publicKey, clock, config, opts, log, () => dir.release());
+    return await startOn(dir.dir, store, publicKey, clock, config, opts, log, () => dir.release(), ha);
   } catch (err) {
+    await ha?.close();
     await store.close().catch(() => undefined);
     dir.release();
     throw err;
   }
+}
+
+/** A coordinator that lost the lease stops acting at once: it exits, and its supervisor restarts it as a standby. */
+function leaseLostExit(log: (line: string) => void): (reason: string) => void {
+  return (reason) => {
+    log(`exiting with code ${LEASE_LOST_EXIT_CODE}: this coordinator no longer leads (${reason}); restart it to stand by`);
+    process.exit(LEASE_LOST_EXIT_CODE);
+  };
 }
 
 async function startOn(
@@ -145,6 +182,7 @@ async function startOn(
   opts: StartOptions,
   log: (line: string) => void,
   releaseDataDir: () => void,
+  ha: Ha | null = null,
 ): Promise<Coordinator> {
   const adminToken = loadOrCreateAdminToken(dataDir, config.adminToken);
   const metrics = new Metrics({
@@ -166,13 +204,22 @@ async function startOn(
       timeScale: config.timeScale,
       pacingHeadroom: config.apiHeadroom,
       observe: metrics,
+      // A coordinator that no longer leads refuses every EC2 mutation as it is about to be sent.
+      ...(ha ? { beforeMutation: ha.beforeMutation, callerId: ha.lease.holder } : {}),
     });
 
   let publicUrl = config.publicUrl ?? "";
   const agentBundlePath = config.agentBundlePath ? resolve(config.agentBundlePath) : defaultAgentBundlePath();
   const caCertificate = config.agentCaCertificate ? loadCaCertificate(config.agentCaCertificate) : undefined;
   let hub: AgentHub | null = null;
-  const elb = opts.elb ?? createElbGateway({ region: config.region, endpoint: elbEndpointFor(config), timeScale: config.timeScale });
+  const elb =
+    opts.elb ??
+    createElbGateway({
+      region: config.region,
+      endpoint: elbEndpointFor(config),
+      timeScale: config.timeScale,
+      ...(ha ? { beforeMutation: (action: string) => ha.lease.assertLeading(action) } : {}),
+    });
   // Steps waiting on an agent's report look again as soon as intake has recorded one.
   const reportSignal = new ReportSignal();
   const deps: RunbookDeps = {
@@ -187,6 +234,7 @@ async function startOn(
     userData: (spec: StatefulInstanceSpec) =>
       renderUserData({
         publicUrl,
+        coordinatorUrls: config.ha?.agentUrls,
         userUserData: spec.launch.userData,
         timeScale: config.timeScale,
         agentSha256: agentBundleSha256(agentBundlePath),
@@ -359,6 +407,7 @@ async function startOn(
     log,
   });
 
+  const agentHub = hub;
   const savings = new SavingsReport({
     instances: async () =>
       (await Promise.all((await views.list({ includeDeleted: true })).map((i) => views.detail(i.name)))).filter(
@@ -386,11 +435,22 @@ async function startOn(
     groups,
     adminToken,
     agentBundlePath,
-    onAgentUpgrade: hub.handleUpgrade,
-    metricsText: () => metrics.text(),
+    // A standby refuses agents, naming the leader; only the leader's hub accepts them.
+    onAgentUpgrade: ha
+      ? (req, socket, head) =>
+          ha.lease.isLeading() ? agentHub.handleUpgrade(req, socket, head) : ha.refusals.refuse(req, socket, head, ha.lease.leaderUrl())
+      : hub.handleUpgrade,
+    standby: ha ? () => (ha.lease.isLeading() ? null : { leader: ha.lease.leaderUrl() }) : undefined,
+    metricsText: () => {
+      const l = ha?.lease.info();
+      metrics.leader.set(!l || l.role === "leader" ? 1 : 0);
+      metrics.leaseEpoch.set(l?.epoch ?? 0);
+      return metrics.text();
+    },
     health: () => ({
       ok: true,
       detail: {
+        ...leadershipDetail(ha),
         agents: hub?.connected ?? 0,
         agentsBeforeHello: hub?.preHello ?? 0,
         workflowsRunning: engine.running,
@@ -423,26 +483,34 @@ async function startOn(
     tasks,
     log,
   });
-  schedule.start();
   const ev = config.events;
-  const queueEvents = ev
-    ? startQueueEvents({
-        ...ev,
-        region: ev.region ?? config.region,
-        store,
-        operations,
-        decisions,
-        metrics,
-        clock,
-        hub,
-        log,
-        crashAfterRecord: opts.crashAfterEventRecord,
-      })
-    : null;
-
-  const resumed = await engine.resumeAll();
-  if (resumed.length) log(`resumed ${resumed.length} unfinished workflow(s): ${resumed.join(", ")}`);
-  log(`coordinator listening on ${url} (data ${dataDir}, time scale ${config.timeScale})`);
+  let queueEvents: ReturnType<typeof startQueueEvents> | null = null;
+  /** Everything only the leader runs: schedules, the queue consumer, unfinished workflows. */
+  const act = async () => {
+    schedule.start();
+    queueEvents = ev
+      ? startQueueEvents({
+          ...ev,
+          region: ev.region ?? config.region,
+          store,
+          operations,
+          decisions,
+          metrics,
+          clock,
+          hub,
+          log,
+          crashAfterRecord: opts.crashAfterEventRecord,
+        })
+      : null;
+    const resumed = await engine.resumeAll();
+    if (resumed.length) log(`resumed ${resumed.length} unfinished workflow(s): ${resumed.join(", ")}`);
+  };
+  if (ha) await ha.start(publicUrl, act);
+  else await act();
+  log(
+    `coordinator listening on ${url} (data ${dataDir}, time scale ${config.timeScale}` +
+      `${ha ? `, ${ha.lease.isLeading() ? "leader" : "standby"} ${ha.lease.holder}` : ""})`,
+  );
 
   const liveHub = hub;
   return {
@@ -461,16 +529,26 @@ async function startOn(
     revertToSpot: () => schedule.revertToSpot(),
     sweepHealth: () => health.sweep(),
     runScheduledTasks: () => tasks.pass(),
+    leadership: () => ha?.lease.info() ?? null,
     async stop() {
       schedule.stop();
       await queueEvents?.stop();
       await engine.stop();
+      // Let the lease go at once, so a standby takes over without waiting for it to expire.
+      await ha?.close();
       await liveHub.close();
       await api.close();
       await store.close();
       releaseDataDir();
     },
   };
+}
+
+/** /healthz's view of leadership: `role` leader or standby, the leader's URL and the epoch (role leader alone without ha). */
+function leadershipDetail(ha: Ha | null): Record<string, unknown> {
+  if (!ha) return { role: "leader" };
+  const l = ha.lease.info();
+  return { role: l.role === "leader" ? "leader" : "standby", leader: l.leader?.url ?? null, epoch: l.epoch, coordinator: l.self.id };
 }
 
 /** dist/spotkeep-agent.js of this package, from the sources (coordinator/) or from the built CLI (dist/cli/). */

@@ -17,11 +17,13 @@
  * In localcloud's process runtime SPOTKEEP_ROOT_DIR is set: paths go under it and systemd is skipped.
  * Pure function of its options: the coordinator imports it (no other agent code is pulled in).
  */
+import { parseCoordinatorUrls } from "../../shared/coordinators.js";
+
 export interface BootstrapOptions {
-  /** ws://host:port/agent/v1/ws */
+  /** ws://host:port/agent/v1/ws, or several separated by commas (coordinators tried in turn). */
   coordinatorUrl: string;
-  /** http://host:port/agent/v1/agent.js */
-  agentUrl: string;
+  /** http://host:port/agent/v1/agent.js, or one per coordinator (downloads go round them in turn). */
+  agentUrl: string | readonly string[];
   /** The user's own user-data (decoded text); may be empty. */
   userUserData: string;
   /** SPOTKEEP_TIME_SCALE for the agent (localcloud runs); omitted = 1. */
@@ -52,9 +54,10 @@ export const AGENT_INSTALL_PATH = "/usr/local/lib/spotkeep/spotkeep-agent.js";
 export const AGENT_NODE_FLAGS = "--no-opt";
 
 export function renderBootstrap(o: BootstrapOptions): string {
-  if (!/^wss?:\/\//.test(o.coordinatorUrl))
+  if ("error" in parseCoordinatorUrls(o.coordinatorUrl))
     throw new Error(`renderBootstrap: coordinatorUrl must be a ws:// or wss:// URL, got ${JSON.stringify(o.coordinatorUrl)}`);
-  if (!/^https?:\/\//.test(o.agentUrl))
+  const agentUrls = typeof o.agentUrl === "string" ? [o.agentUrl] : [...o.agentUrl];
+  if (agentUrls.length === 0 || agentUrls.some((u) => !/^https?:\/\/[^\s]+$/.test(u)))
     throw new Error(`renderBootstrap: agentUrl must be an http(s):// URL, got ${JSON.stringify(o.agentUrl)}`);
   if (o.timeScale !== undefined && !(o.timeScale > 0)) throw new Error(`renderBootstrap: timeScale must be positive, got ${o.timeScale}`);
   if (o.agentSha256 !== undefined && !/^[0-9a-f]{64}$/.test(o.agentSha256))
@@ -82,7 +85,7 @@ CURL_CA="--cacert $SK_DIR/coordinator-ca.pem"
 `
     : `CURL_CA=""
 `;
-  const safeUrl = o.agentUrl.replace(/[`$"\\]/g, "");
+  const safeUrl = agentUrls.join(" ").replace(/[`$"\\]/g, "");
   // A heredoc delimiter that cannot occur in the user's text.
   let marker = "SPOTKEEP_USER_DATA_END";
   while (o.userUserData.includes(marker)) marker += "_X";
@@ -109,14 +112,16 @@ verify() {
   [ -z "$AGENT_SHA256" ] && return 0
   node -e 'const [f,want]=process.argv.slice(1);const got=require("crypto").createHash("sha256").update(require("fs").readFileSync(f)).digest("hex");if(got!==want){console.log("sha256 "+got+", expected "+want);process.exit(1)}' "$1" "$AGENT_SHA256"
 }
+AGENT_URLS=(${agentUrls.map(shQuote).join(" ")})
 AGENT="$SK_DIR/spotkeep-agent.js"
 if [ -z "$ROOT" ] && [ -s ${AGENT_INSTALL_PATH} ] && verify ${AGENT_INSTALL_PATH} >/dev/null; then AGENT=${AGENT_INSTALL_PATH}; fi
 if [ -s "$AGENT" ] && ! verify "$AGENT" >/dev/null; then log "discarding $AGENT: not the coordinator's agent"; rm -f "$AGENT"; fi
 n=0
 while [ ! -s "$AGENT" ]; do
   rm -f "$AGENT.part"
-  node -e 'const [u,f]=process.argv.slice(1);fetch(u).then(async r=>{if(!r.ok)throw new Error("HTTP "+r.status);require("fs").writeFileSync(f,Buffer.from(await r.arrayBuffer()))}).catch(e=>{console.error(e.message);process.exit(1)})' ${shQuote(o.agentUrl)} "$AGENT.part" \\
-    || curl -fsS $CURL_CA -o "$AGENT.part" ${shQuote(o.agentUrl)} || true
+  AGENT_URL="\${AGENT_URLS[$((n % \${#AGENT_URLS[@]}))]}"
+  node -e 'const [u,f]=process.argv.slice(1);fetch(u).then(async r=>{if(!r.ok)throw new Error("HTTP "+r.status);require("fs").writeFileSync(f,Buffer.from(await r.arrayBuffer()))}).catch(e=>{console.error(e.message);process.exit(1)})' "$AGENT_URL" "$AGENT.part" \\
+    || curl -fsS $CURL_CA -o "$AGENT.part" "$AGENT_URL" || true
   if [ -s "$AGENT.part" ]; then
     if why=$(verify "$AGENT.part"); then mv "$AGENT.part" "$AGENT"; break; fi
     log "refusing the agent downloaded from ${safeUrl}: $why"

@@ -1,6 +1,8 @@
 /**
  * The agent's WebSocket link to the coordinator (/agent/v1/ws, JSON frames).
- *  - connects to SPOTKEEP_COORDINATOR, sends `hello` (identity document + signature from IMDS,
+ *  - connects to SPOTKEEP_COORDINATOR (one URL, or a list tried in turn: a connection that fails or
+ *    is closed before its welcome moves on to the next URL, and a standby's refusal names the
+ *    leader, which is tried next when it is on the list), sends `hello` (identity document + signature from IMDS,
  *    agent version, mode, the session secret, recently handled command ids) and waits for `welcome`;
  *  - reconnects forever with exponential backoff + full jitter, capped (reset after a welcome);
  *  - heartbeats every welcome.config.heartbeatMs (model ms, scaled by the agent's time scale);
@@ -17,13 +19,15 @@ import { nextDelay, retryPolicy, type RetryPolicy } from "../../shared/retry.js"
 import type { Clock } from "../../shared/clock.js";
 import { errorText, type Logger } from "../log.js";
 import type { StateStore } from "./state.js";
+import { NOT_LEADER_CLOSE_CODE } from "../../shared/coordinators.js";
 
 type Welcome = MessageOf<"welcome">;
 /** An agent message without its envelope (the link fills v and id). */
 export type AgentBody = AgentMessage extends infer M ? (M extends AgentMessage ? Omit<M, "v" | "id" | "ts"> : never) : never;
 
 export interface LinkOptions {
-  url: string;
+  /** The coordinator URLs (ws:// or wss://), at least one. */
+  urls: readonly string[];
   clock: Clock;
   log: Logger;
   store: StateStore;
@@ -48,6 +52,10 @@ export class AgentLink {
   private welcomed = false;
   private stopped = true;
   private attempt = 0;
+  /** Index into opts.urls of the coordinator tried now. */
+  private current = 0;
+  /** Connections that ended before their welcome since the last welcome. */
+  private misses = 0;
   private seq = 0;
   private readonly startedAt: number;
   private heartbeatMs: number;
@@ -62,6 +70,7 @@ export class AgentLink {
   readonly stats = { connects: 0, disconnects: 0, sent: 0, resent: 0, badFrames: 0, duplicates: 0 };
 
   constructor(private readonly opts: LinkOptions) {
+    if (opts.urls.length === 0) throw new Error("AgentLink: no coordinator URL");
     this.startedAt = opts.clock.now();
     this.heartbeatMs = opts.scale(15_000);
     this.backoff = retryPolicy({
@@ -177,7 +186,7 @@ export class AgentLink {
     this.stats.connects++;
     // Explicitly verified, whatever NODE_TLS_REJECT_UNAUTHORIZED says: hooks (run as root) only ever
     // come from a wss:// coordinator whose certificate chains to a trusted CA (NODE_EXTRA_CA_CERTS for a private one).
-    const ws = new WebSocket(this.opts.url, {
+    const ws = new WebSocket(this.opts.urls[this.current]!, {
       maxPayload: MAX_FRAME_BYTES,
       handshakeTimeout: Math.max(1000, this.opts.scale(10_000)),
       rejectUnauthorized: true,
@@ -212,17 +221,47 @@ export class AgentLink {
       this.cancelWelcomeWait?.();
       if (wasWelcomed) this.stats.disconnects++;
       if (this.stopped) return;
-      this.attempt++;
-      const delay = nextDelay(this.backoff, this.attempt, this.opts.random) ?? this.backoff.maxMs;
+      const text = reason.toString();
+      if (!wasWelcomed) {
+        this.current = this.nextUrl(code, text);
+        this.misses++;
+      }
+      // Backoff grows once per as many failures as there are URLs: moving on to another coordinator
+      // (or to the leader a standby named) is quick, but a list where none answers is not hammered.
+      // A standby's refusal means leadership is changing hands: try again within 2 s (model), not later.
+      const random = this.opts.random ?? Math.random;
+      const refused = code === NOT_LEADER_CLOSE_CODE;
+      const wrapped = !refused && (wasWelcomed || this.misses % this.opts.urls.length === 0);
+      if (wrapped) this.attempt++;
+      const delay = refused
+        ? this.opts.scale(2000) * random()
+        : wrapped
+          ? (nextDelay(this.backoff, this.attempt, this.opts.random) ?? this.backoff.maxMs)
+          : this.backoff.initialMs * random();
       this.opts.log.info("link closed; reconnecting", {
         code,
-        reason: reason.toString(),
+        reason: text,
+        next: this.opts.urls[this.current],
         attempt: this.attempt,
         delayMs: Math.round(delay),
         pending: this.opts.store.outbox.length,
       });
       this.cancelReconnect = this.opts.clock.setTimer(delay, () => this.connect());
     });
+  }
+
+  /**
+   * The URL to try after a connection that ended before its welcome: the leader a standby named
+   * (close code NOT_LEADER_CLOSE_CODE, reason `… leader: URL`) when it is on the list, else the next one.
+   */
+  private nextUrl(code: number, reason: string): number {
+    const urls = this.opts.urls;
+    if (code === NOT_LEADER_CLOSE_CODE) {
+      const named = /leader: (https?|wss?):\/\/([^\s/]+)/.exec(reason);
+      const at = named ? urls.findIndex((u, i) => i !== this.current && new URL(u).host === named[2]) : -1;
+      if (at >= 0) return at;
+    }
+    return (this.current + 1) % urls.length;
   }
 
   private async sendHello(ws: WebSocket): Promise<void> {
@@ -278,6 +317,7 @@ export class AgentLink {
     this.welcome = msg;
     this.welcomed = true;
     this.attempt = 0;
+    this.misses = 0;
     this.cancelWelcomeWait?.();
     this.heartbeatMs = this.opts.scale(msg.config.heartbeatMs);
     this.opts.log.info("connected to the coordinator", {

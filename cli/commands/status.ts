@@ -7,13 +7,31 @@ import { renderTable } from "../table.js";
 import { healthText } from "../health-text.js";
 import { groupRows } from "./status-groups.js";
 
+const Healthz = z.object({
+  role: z.enum(["leader", "standby"]).optional(),
+  leader: z.string().nullable().optional(),
+  epoch: z.number().optional(),
+  coordinator: z.string().optional(),
+});
+
+/** "coordinator: leader …" / "coordinator: standby, leader …" with `ha`; null for a single coordinator (no epoch). */
+async function leadership(client: ApiClient): Promise<string | null> {
+  const h = await client.get("/healthz", Healthz).catch(() => null);
+  if (!h || h.epoch === undefined) return null;
+  if (h.role === "leader") return `coordinator: ${client.baseUrl} leads (${h.coordinator ?? "?"}, lease epoch ${h.epoch})`;
+  return h.leader
+    ? `coordinator: ${client.baseUrl} is a standby; ${h.leader} leads (lease epoch ${h.epoch})`
+    : `coordinator: ${client.baseUrl} is a standby; no coordinator leads just now (last lease epoch ${h.epoch})`;
+}
+
 export const command: Command = {
   usage: `usage: spotkeep status [--all] [--json] [--url URL] [--token T | --data-dir DIR]
 
 Lists every stateful instance: state, generation, EC2 instance, type, AZ, lifecycle, private IP and
 the downtime of its last replacement, and its health (with spec \`health\`) and since when. --all adds deleted instances (as NAME~<created-at>) with the
 ids of what their delete kept. Members of a stateful group are listed under their group (state,
-members, members unavailable now); --json gives each instance its group.`,
+members, members unavailable now); --json gives each instance its group. With several coordinators
+(config \`ha\`), a first line says whether the one asked leads, which one does, and the lease's epoch.`,
   async run(argv) {
     const { values } = parseFlags(argv, { ...CLIENT_FLAGS, all: { type: "boolean" } });
     const client = ApiClient.fromFlags(values);
@@ -26,6 +44,8 @@ members, members unavailable now); --json gives each instance its group.`,
       printJson(grouped.json);
       return 0;
     }
+    const lead = await leadership(client);
+    if (lead) process.stdout.write(`${lead}\n`);
     if (instances.length === 0 && grouped.groups.length === 0) {
       process.stdout.write("no stateful instances yet (create one with: spotkeep create -f SPEC)\n");
       return 0;

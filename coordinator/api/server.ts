@@ -20,6 +20,7 @@ import { BodyError, MAX_YAML_BYTES, bodyFormat, parseBody, type BodyFormat } fro
 import { openFiles } from "./process-limits.js";
 import { Console, defaultConsoleDir } from "./console.js";
 import { handleGroups } from "./groups.js";
+import { NotLeaderError } from "../ha/lease.js";
 
 export const MAX_BODY_BYTES = 1024 * 1024;
 const OPERATIONS = ["pause", "resume", "recycle", "snapshot"] as const;
@@ -30,6 +31,8 @@ class HttpError extends Error {
     readonly status: number,
     readonly code: string,
     message: string,
+    /** Fields answered beside `error` (a standby's `leader`). */
+    readonly extra?: Record<string, unknown>,
   ) {
     super(message);
   }
@@ -91,7 +94,12 @@ async function handle(deps: ApiServerDeps, web: Console, req: IncomingMessage, r
   if (path === "/healthz") {
     only(method, ["GET", "HEAD"]);
     const h = await deps.health();
-    return sendJson(res, h.ok ? 200 : 503, { ok: h.ok, ...(h.detail ?? {}), openFiles: openFiles() });
+    // `?role=leader` (a load balancer's health check) is healthy only on the coordinator that leads.
+    const role = url.searchParams.get("role");
+    if (role !== null && role !== "leader")
+      throw new HttpError(400, "invalid", `role: the only role to ask for is leader, got ${JSON.stringify(role.slice(0, 40))}`);
+    const ok = h.ok && (role === null || !deps.standby?.());
+    return sendJson(res, ok ? 200 : 503, { ok, ...(h.detail ?? {}), openFiles: openFiles() });
   }
   if (path === "/metrics") {
     only(method, ["GET"]);
@@ -129,6 +137,19 @@ async function handle(deps: ApiServerDeps, web: Console, req: IncomingMessage, r
       401,
       "unauthorized",
       presented ? "the bearer token is not valid" : "missing bearer token (Authorization: Bearer <token>)",
+    );
+  }
+
+  const standby = method === "GET" || method === "HEAD" ? null : (deps.standby?.() ?? null);
+  if (standby) {
+    res.setHeader("retry-after", "5");
+    throw new HttpError(
+      503,
+      "not-leader",
+      standby.leader
+        ? `this coordinator is a standby: send ${method} requests to the leader at ${standby.leader}`
+        : `this coordinator is a standby and no coordinator leads just now: retry ${method} shortly`,
+      { leader: standby.leader },
     );
   }
 
@@ -361,13 +382,19 @@ function sendJson(res: ServerResponse, status: number, body: unknown): void {
 function sendError(res: ServerResponse, err: unknown): void {
   try {
     if (res.headersSent) return void res.destroy();
-    if (err instanceof HttpError || err instanceof BodyError)
-      return sendJson(res, err.status, { error: { code: err.code, message: err.message } });
+    if (err instanceof HttpError) return sendJson(res, err.status, { error: { code: err.code, message: err.message }, ...err.extra });
+    if (err instanceof BodyError) return sendJson(res, err.status, { error: { code: err.code, message: err.message } });
     if (err instanceof ApiFault) {
       const status = err.kind === "not-found" ? 404 : err.kind === "conflict" ? 409 : 400;
       return sendJson(res, status, { error: { code: err.kind, message: err.message } });
     }
     if (err instanceof ValidationError) return sendJson(res, 400, { error: { code: "invalid", message: err.message } });
+    // This coordinator stopped leading while the request was being carried out: its write was refused.
+    const notLeader = causes(err).find((e) => e instanceof NotLeaderError);
+    if (notLeader) {
+      res.setHeader("retry-after", "5");
+      return sendJson(res, 503, { error: { code: "not-leader", message: (notLeader as Error).message } });
+    }
     const storage = storageFailure(err);
     if (storage) {
       if (storage.status === 503) res.setHeader("retry-after", "5");
@@ -379,15 +406,29 @@ function sendError(res: ServerResponse, err: unknown): void {
   }
 }
 
+/** An error and its causes, outermost first (at most 8). */
+function causes(err: unknown): unknown[] {
+  const out: unknown[] = [];
+  for (let e = err; out.length < 8 && e && typeof e === "object"; e = (e as { cause?: unknown }).cause) out.push(e);
+  return out;
+}
+
 /**
  * The store's SQLite failures, found by error code on the error or its causes: a full disk is
- * 507, I/O errors, a locked database and a damaged one are 503. Anything else is not a storage
+ * 507, I/O errors, a locked database and a damaged one are 503; so is a PostgreSQL store that
+ * cannot be reached (STORE_UNAVAILABLE). Anything else is not a storage
  * failure (null).
  */
 export function storageFailure(err: unknown): { status: 503 | 507; code: string; message: string } | null {
   let e: unknown = err;
   for (let i = 0; i < 8 && e && typeof e === "object"; i++, e = (e as { cause?: unknown }).cause) {
     const code = (e as { code?: unknown }).code;
+    if (code === "STORE_UNAVAILABLE")
+      return {
+        status: 503,
+        code: "storage-unavailable",
+        message: `the coordinator's database could not be used just now (${(e as Error).message}); retry shortly, and check the PostgreSQL server if this persists`,
+      };
     if (typeof code !== "string" || !code.startsWith("SQLITE_")) continue;
     const what = (e as Error).message ? `: ${(e as Error).message}` : "";
     if (code === "SQLITE_FULL")

@@ -78,4 +78,9 @@ export interface ApiServerDeps {
   metricsText(): Promise<string>;
   /** For /healthz; the server adds `openFiles` (descriptors open, soft and hard limit). */
   health(): Awaitable<{ ok: boolean; detail?: Record<string, unknown> }>;
+  /**
+   * With several coordinators: null while this one leads, else the leader's URL as last seen
+   * (null inside when none leads just now). A standby answers every /api/v1 write 503 naming it.
+   */
+  standby?: () => { leader: string | null } | null;
 }

@@ -125,7 +125,17 @@ export interface AwsGatewayOptions {
   /** Fraction of AWS's throttling buckets to use; 0 disables client-side pacing. */
   pacingHeadroom?: number;
   observe?: { recordEc2Call(action: string, errorCode?: string): void };
+  /**
+   * Called immediately before each attempt of every mutating (non-Describe) request is sent;
+   * throwing refuses the request (a coordinator that is no longer the leader must not act).
+   */
+  beforeMutation?: (action: string) => void;
+  /** Appended to the User-Agent as `spotkeep-coordinator/<id>` so the calls of one coordinator can be told apart. */
+  callerId?: string;
 }
+
+/** Whether an EC2 action changes anything (everything but Describe*). */
+export const isMutatingAction = (action: string): boolean => !action.startsWith("Describe");
 
 export function createAwsGateway(opts: AwsGatewayOptions): Ec2Gateway {
   return new AwsGateway(opts);
@@ -188,7 +198,19 @@ class AwsGateway implements Ec2Gateway {
       }),
       // localcloud accepts any signature; real AWS uses the standard credential chain.
       ...(local && !process.env.AWS_ACCESS_KEY_ID ? { credentials: { accessKeyId: "spotkeep", secretAccessKey: "spotkeep" } } : {}),
+      ...(opts.callerId ? { customUserAgent: [["spotkeep-coordinator", opts.callerId]] as [string, string][] } : {}),
     });
+    const guard = opts.beforeMutation;
+    if (guard)
+      // finalizeRequest, low priority: inside the SDK's retry loop, so every attempt is checked as it is sent.
+      this.client.middlewareStack.add(
+        (next, context) => async (args) => {
+          const action = String(context.commandName ?? "").replace(/Command$/, "");
+          if (isMutatingAction(action)) guard(action);
+          return next(args);
+        },
+        { step: "finalizeRequest", priority: "low", name: "spotkeepLeaderFence" },
+      );
     this.pacer = opts.pacingHeadroom === 0 ? null : new Pacer(opts.clock ?? realClock, opts.pacingHeadroom ?? 0.8);
   }
 

@@ -19,6 +19,7 @@ import { basename, dirname, join, resolve } from "node:path";
 import Database from "better-sqlite3";
 import { createPrivateFile, fsyncDir, openDataDir, tightenFile } from "../datadir.js";
 import { migrate } from "./migrations.js";
+import { POSTGRES_MARKER_FILE, postgresStoreOf } from "./postgres/open.js";
 import { readStoreIdentity, STORE_FILE, STORE_IDENTITY_FILE, StoreOpenError, storeIdentityOf, writeStoreIdentity } from "./open.js";
 
 export { STORE_FILE };
@@ -42,6 +43,12 @@ export class BackupError extends Error {
 export async function backupStore(dbFile: string, dest: string, opts: { busyTimeoutMs?: number } = {}): Promise<BackupResult> {
   const src = resolve(dbFile);
   const out = resolve(dest);
+  const pg = postgresStoreOf(dirname(src));
+  if (pg && !existsSync(src))
+    throw new BackupError(
+      `backing up ${src}: the coordinator of ${dirname(src)} keeps its store in PostgreSQL (${pg}); back it up with pg_dump ` +
+        "(pg_dump --format=custom --file FILE URL) or your database's own backups (such as RDS snapshots)",
+    );
   if (!existsSync(src) || statSync(src).size === 0) throw new BackupError(`backing up ${src}: no store there`);
   if (out === src || out.startsWith(`${src}-`)) throw new BackupError(`backing up ${src}: the output must be another file, not ${out}`);
   const tmp = join(dirname(out), `.${basename(out)}.${process.pid}.tmp`);
@@ -88,6 +95,12 @@ export interface RestoreResult {
 export function restoreBackup(dataDir: string, backupFile: string, opts: { now?: () => number } = {}): RestoreResult {
   const now = opts.now ?? Date.now;
   const from = resolve(backupFile);
+  const pg = postgresStoreOf(resolve(dataDir));
+  if (pg)
+    throw new BackupError(
+      `restoring into ${resolve(dataDir)}: its coordinator keeps its store in PostgreSQL (${pg}); restore a pg_dump with pg_restore ` +
+        `(or your database's own backups); to move this coordinator back to an SQLite store, remove store.url from its config and ${POSTGRES_MARKER_FILE} from the directory first`,
+    );
   if (!existsSync(from)) throw new BackupError(`restoring ${from}: no such file`);
   if (existsSync(`${from}-wal`))
     throw new BackupError(

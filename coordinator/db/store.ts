@@ -434,6 +434,21 @@ export type Async<T> = {
 
 export type StoreTx = { [K in keyof Queries]: Async<Queries[K]> };
 
+/**
+ * The `code` a backend puts on an error when its database could not be used at all (unreachable,
+ * connection lost, server shutting down): the call did not happen, or its transaction did not
+ * commit, and the same call may simply be made again later.
+ */
+export const STORE_UNAVAILABLE = "STORE_UNAVAILABLE";
+
+/** Whether `err` (or one of its causes) says the store's database could not be used. */
+export function isStoreUnavailable(err: unknown): boolean {
+  let e: unknown = err;
+  for (let i = 0; i < 8 && e && typeof e === "object"; i++, e = (e as { cause?: unknown }).cause)
+    if ((e as { code?: unknown }).code === STORE_UNAVAILABLE) return true;
+  return false;
+}
+
 export interface Store extends StoreTx {
   /** Run `fn` as one transaction: all of its writes or none; nothing interleaves with it. */
   tx<T>(fn: (t: StoreTx) => Promise<T>): Promise<T>;

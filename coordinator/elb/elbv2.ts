@@ -56,7 +56,14 @@ export function elbEndpointFor(o: { elbEndpoint?: string; ec2Endpoint?: string }
   return undefined;
 }
 
-export function createElbGateway(o: { region: string; endpoint?: string; timeScale?: number; maxAttempts?: number }): ElbGateway {
+export function createElbGateway(o: {
+  region: string;
+  endpoint?: string;
+  timeScale?: number;
+  maxAttempts?: number;
+  /** Called immediately before each attempt of every mutating (non-Describe) request; throwing refuses it (see the EC2 gateway). */
+  beforeMutation?: (action: string) => void;
+}): ElbGateway {
   const local = o.endpoint !== undefined;
   const client = new ElasticLoadBalancingV2Client({
     region: o.region,
@@ -65,6 +72,16 @@ export function createElbGateway(o: { region: string; endpoint?: string; timeSca
     // localcloud accepts any signature; real AWS uses the standard credential chain.
     ...(local && !process.env.AWS_ACCESS_KEY_ID ? { credentials: { accessKeyId: "spotkeep", secretAccessKey: "spotkeep" } } : {}),
   });
+  const guard = o.beforeMutation;
+  if (guard)
+    client.middlewareStack.add(
+      (next, context) => async (args) => {
+        const action = String(context.commandName ?? "").replace(/Command$/, "");
+        if (!action.startsWith("Describe")) guard(`ELB ${action}`);
+        return next(args);
+      },
+      { step: "finalizeRequest", priority: "low", name: "spotkeepLeaderFence" },
+    );
   const call = async <T>(what: string, fn: () => Promise<T>): Promise<T> => {
     try {
       return await fn();

@@ -18,7 +18,7 @@
 import { randomBytes } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import { nextDelay, type RetryPolicy, retryPolicy } from "../../shared/retry.js";
-import type { Store, StoreTx, WorkflowRecord } from "../db/store.js";
+import { isStoreUnavailable, type Store, type StoreTx, type WorkflowRecord } from "../db/store.js";
 import type { ScaledClock } from "../time.js";
 import { describeError, recordFailure, replayFailure } from "./failure.js";
 
@@ -215,8 +215,24 @@ export class WorkflowEngine {
     }
   }
 
+  /**
+   * The engine's own store calls wait out a store whose database cannot be used (a PostgreSQL
+   * failover): the call is made again with backoff until it works or the engine stops, so an
+   * outage neither fails a workflow nor makes a runbook branch on it. Other errors are thrown.
+   */
+  private async record<T>(call: () => Promise<T>): Promise<T> {
+    for (let delay = 250; ; delay = Math.min(delay * 2, 10_000)) {
+      try {
+        return await call();
+      } catch (err) {
+        if (this.stopped || !isStoreUnavailable(err)) throw err;
+        await this.clock.sleep(delay, this.abort.signal);
+      }
+    }
+  }
+
   private async execute(id: string): Promise<void> {
-    const wf = await this.store.workflows.get(id).catch(() => null);
+    const wf = await this.record(() => this.store.workflows.get(id)).catch(() => null);
     if (!wf || wf.status !== "running") {
       this.finishWaiter(id);
       return;
@@ -232,9 +248,9 @@ export class WorkflowEngine {
       outcome = { ok: false, error: describeError(err), cause: err };
     }
     try {
-      if (outcome.ok) await this.store.workflows.finish(id, "succeeded", outcome.result, null);
-      else await this.store.workflows.finish(id, "failed", null, outcome.error);
-      const finished = await this.store.workflows.get(id);
+      if (outcome.ok) await this.record(() => this.store.workflows.finish(id, "succeeded", outcome.result, null));
+      else await this.record(() => this.store.workflows.finish(id, "failed", null, outcome.error));
+      const finished = await this.record(() => this.store.workflows.get(id));
       if (finished) await this.opts.onFinished?.(finished, outcome);
     } catch (err) {
       // The store refused the write (disk full, I/O error): the workflow stays `running` in the
@@ -270,7 +286,7 @@ export class WorkflowEngine {
 
   private async runStep<T>(wf: WorkflowRecord, seq: number, name: string, fn: StepFn<T>, policy?: StepPolicy): Promise<T> {
     if (this.stopped) throw new WorkflowStopped("coordinator stopping");
-    const row = await this.store.steps.get(wf.id, seq);
+    const row = await this.record(() => this.store.steps.get(wf.id, seq));
     if (row && row.name !== name) {
       throw new NonDeterminismError(
         `workflow ${wf.id} replay: step ${seq} is recorded as ${JSON.stringify(row.name)} but the runbook now asks for ` +
@@ -286,11 +302,11 @@ export class WorkflowEngine {
       const wait = this.clock.modelMsUntil(row.nextAttemptAt);
       if (wait > 0) await this.clock.sleep(wait, this.abort.signal);
     }
-    await this.store.steps.start(wf.id, seq, name);
+    await this.record(() => this.store.steps.start(wf.id, seq, name));
     for (;;) {
       try {
         const result = await fn({ attempt: attempts + 1, signal: this.abort.signal });
-        await this.store.steps.complete(wf.id, seq, result);
+        await this.record(() => this.store.steps.complete(wf.id, seq, result));
         this.opts.afterStep?.(wf, seq, name);
         return (result === undefined ? null : result) as T;
       } catch (err) {
@@ -299,12 +315,12 @@ export class WorkflowEngine {
         const retryable = policy?.retryable ? policy.retryable(err) : true;
         const delay = retryable ? nextDelay(full, attempts, this.opts.random) : null;
         if (delay === null) {
-          await this.store.steps.fail(wf.id, seq, recordFailure(err));
+          await this.record(() => this.store.steps.fail(wf.id, seq, recordFailure(err)));
           throw new StepFailedError(name, attempts, err);
         }
-        await this.store.steps.scheduleRetry(wf.id, seq, recordFailure(err), this.clock.wallAfter(delay));
+        await this.record(() => this.store.steps.scheduleRetry(wf.id, seq, recordFailure(err), this.clock.wallAfter(delay)));
         await this.clock.sleep(delay, this.abort.signal);
-        await this.store.steps.start(wf.id, seq, name);
+        await this.record(() => this.store.steps.start(wf.id, seq, name));
       }
     }
   }

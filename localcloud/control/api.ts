@@ -4,7 +4,8 @@
  * certificate and each instance's IMDS endpoint, EventBridge-style rules that send EC2's instance
  * events to an SQS queue (`PUT|DELETE events/rules/{name}`), and stopping or continuing an
  * instance's processes (`POST instances/{id}/agent {state: stopped|running}`: a hung agent), and an
- * instance's health (`health-routes.ts`: status checks, hang, scheduled maintenance events).
+ * instance's health (`health-routes.ts`: status checks, hang, scheduled maintenance events), and
+ * the EC2 call log (`GET calls`: when each call arrived, its action, its caller, its outcome).
  * JSON in and out; bad requests get 400 + reason.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
@@ -53,6 +54,23 @@ const RuleBody = z.strictObject({
   detailTypes: z
     .array(z.enum(ALL_DETAIL_TYPES as [DetailType, ...DetailType[]]))
     .max(ALL_DETAIL_TYPES.length)
+    .optional(),
+});
+/** GET calls: `since` (wall-clock ms), `action`, `caller`, `mutations=true` (everything but Describe*), `limit` (the latest N). */
+const CallsQuery = z.strictObject({
+  since: z
+    .string()
+    .regex(/^\d{1,15}$/, { message: "must be wall-clock milliseconds" })
+    .optional(),
+  action: z
+    .string()
+    .regex(/^[A-Z][A-Za-z]{1,63}$/, { message: "must be an EC2 action name" })
+    .optional(),
+  caller: z.string().min(1).max(140).optional(),
+  mutations: z.enum(["true", "false"]).optional(),
+  limit: z
+    .string()
+    .regex(/^[1-9]\d{0,4}$/, { message: "must be 1 to 99999" })
     .optional(),
 });
 const AgentBody = z.strictObject({ state: z.enum(["stopped", "running"]) });
@@ -297,6 +315,12 @@ export async function handleControl(req: IncomingMessage, res: ServerResponse, d
         });
       case "GET state":
         return send(200, dumpState(deps));
+      case "GET calls": {
+        const q = parse(CallsQuery, Object.fromEntries(url.searchParams));
+        const since = q.since === undefined ? undefined : Number(q.since);
+        const list = w.calls.list({ since, action: q.action, caller: q.caller, limit: q.limit === undefined ? 10_000 : Number(q.limit) });
+        return send(200, { calls: q.mutations === "true" ? list.filter((c) => !c.action.startsWith("Describe")) : list });
+      }
       case "POST reset":
         await w.reset();
         deps.throttle.reset();

@@ -16,6 +16,7 @@ import { authorizeRequest, unauthorized } from "./authz.js";
 import { enforcerFor } from "../iam/enforcer.js";
 import { actionGranted, contextOf } from "../iam/policy.js";
 import { REGION } from "../world/catalog.js";
+import { type CallRecord, callerOf } from "./call-log.js";
 
 /** Real EC2 rejects far smaller bodies than this; 1 MiB bounds memory per request. */
 export const MAX_BODY_BYTES = 1024 * 1024;
@@ -102,7 +103,9 @@ function resourceCount(action: string, input: Record<string, unknown>): number {
 export async function handleQuery(req: IncomingMessage, res: ServerResponse, deps: QueryDeps): Promise<void> {
   const requestId = randomUUID();
   let action = "";
-  const send = (status: number, body: string) => {
+  let call: CallRecord | null = null;
+  const send = (status: number, body: string, code = "ok") => {
+    if (call) call.outcome = code;
     if (res.headersSent) return;
     res.writeHead(status, {
       "content-type": "text/xml;charset=UTF-8",
@@ -136,6 +139,7 @@ export async function handleQuery(req: IncomingMessage, res: ServerResponse, dep
     action = params.get("Action") ?? "";
     params.delete("Action");
     if (!action) throw new Ec2Error("MissingAction", "The request must contain the parameter Action");
+    call = deps.world.calls.start(action.slice(0, 64), callerOf(req));
     const version = params.get("Version");
     params.delete("Version");
     if (version === undefined) throw new Ec2Error("MissingParameter", "The request must contain the parameter Version");
@@ -176,9 +180,13 @@ export async function handleQuery(req: IncomingMessage, res: ServerResponse, dep
     send(200, encodeResponse(action, (output ?? {}) as Record<string, unknown>, requestId));
   } catch (err) {
     if (err instanceof BodyTooLarge) {
-      send(413, encodeError("RequestEntityTooLarge", `The request body is larger than ${MAX_BODY_BYTES} bytes`, requestId));
+      send(
+        413,
+        encodeError("RequestEntityTooLarge", `The request body is larger than ${MAX_BODY_BYTES} bytes`, requestId),
+        "RequestEntityTooLarge",
+      );
     } else if (err instanceof Ec2Error) {
-      send(err.status, encodeError(err.code, err.message, requestId));
+      send(err.status, encodeError(err.code, err.message, requestId), err.code);
     } else {
       deps.world.log(`internal error in ${action || "request"}: ${(err as Error)?.stack ?? String(err)}`);
       send(
@@ -188,6 +196,7 @@ export async function handleQuery(req: IncomingMessage, res: ServerResponse, dep
           `An internal error has occurred (${action || "request"}): ${(err as Error)?.message ?? String(err)}`,
           requestId,
         ),
+        "InternalError",
       );
     }
   }

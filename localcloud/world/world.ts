@@ -15,6 +15,7 @@ import { ID_PREFIX, newId } from "./ids.js";
 import { ipToInt, intToIp, parseCidr } from "./ip.js";
 import { imdsEvent } from "./maintenance.js";
 import type { Eni, Image, Instance, Reservation, SecurityGroup, Snapshot, SpotRequest, Subnet, Volume, Vpc } from "./types.js";
+import { CallLog } from "../ec2/call-log.js";
 
 export interface ImdsHandle {
   endpointFor(instanceId: string): Promise<string>;
@@ -63,6 +64,8 @@ export class World {
   /** `${type}|${az}|${market}` -> false/0 = none; a number = how many more launches fit. */
   capacity = new Map<string, boolean | number>();
   faults: Fault[] = [];
+  /** Every EC2 Query API call answered (control API `GET calls`). */
+  readonly calls = new CallLog();
   baseImageId = "";
   baseSnapshotId = "";
   /** The seeded Windows AMI (Platform windows; its instances run like any other). */

@@ -11,6 +11,7 @@ import type { CoordinatorMessage } from "../../shared/protocol.js";
 import { AgentLink } from "../../agent/link/client.js";
 import { StateStore, readStateFile } from "../../agent/link/state.js";
 import { silentLogger } from "../../agent/log.js";
+import { NOT_LEADER_CLOSE_CODE } from "../../shared/coordinators.js";
 import { startFakeCoordinator, type FakeCoordinator } from "./fake-coordinator.js";
 
 const SCALE = 0.01;
@@ -29,10 +30,10 @@ afterEach(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-function makeLink(url = coord.url, commands: CoordinatorMessage[] = []) {
+function makeLink(url: string | string[] = coord.url, commands: CoordinatorMessage[] = []) {
   const store = new StateStore(dir, silentLogger).load("i-0123456789abcdef0");
   const link = new AgentLink({
-    url,
+    urls: typeof url === "string" ? [url] : url,
     clock: realClock,
     log: silentLogger,
     store,
@@ -170,6 +171,50 @@ describe("agent link", () => {
     await expect.poll(() => coord.raw.filter((m) => m.type === "notice").length, { timeout: 5000 }).toBeGreaterThanOrEqual(2);
     coord.autoAck = true;
     await expect.poll(() => store.outbox.length, { timeout: 5000 }).toBe(0);
+  });
+});
+
+describe("agent link with several coordinator URLs", () => {
+  /** A standby: completes the handshake and closes with the not-leader code, naming `leader`. */
+  async function standby(leader: string) {
+    const wss = new WebSocketServer({ port: 0, host: "127.0.0.1" });
+    await new Promise<void>((r) => wss.once("listening", () => r()));
+    let refused = 0;
+    wss.on("connection", (ws) => {
+      refused++;
+      ws.close(NOT_LEADER_CLOSE_CODE, `standby coordinator; leader: ${leader}`);
+    });
+    return { wss, url: `ws://127.0.0.1:${(wss.address() as AddressInfo).port}/agent/v1/ws`, refused: () => refused };
+  }
+
+  it("moves on from a standby's refusal to the leader it names, and delivers the outbox there once", async () => {
+    const leaderHttp = coord.url.replace(/^ws/, "http").replace(/\/agent\/v1\/ws$/, "");
+    const s1 = await standby(leaderHttp);
+    const s2 = await standby(leaderHttp);
+    try {
+      const { link, store } = makeLink([s1.url, s2.url, coord.url]);
+      link.send(notice);
+      link.start();
+      expect(await link.waitConnected(5000)).toBe(true);
+      // The first standby named the leader: the link went straight there, past the second one.
+      expect(s1.refused()).toBe(1);
+      expect(s2.refused()).toBe(0);
+      await expect.poll(() => store.outbox.length).toBe(0);
+      expect(coord.raw.filter((m) => m.type === "notice")).toHaveLength(1);
+    } finally {
+      s1.wss.close();
+      s2.wss.close();
+    }
+  });
+
+  it("moves on from a coordinator that does not answer to the next URL", async () => {
+    const dead = await standby("http://127.0.0.1:1");
+    const deadUrl = dead.url;
+    await new Promise<void>((r) => dead.wss.close(() => r()));
+    const { link } = makeLink([deadUrl, coord.url]);
+    link.start();
+    expect(await link.waitConnected(5000)).toBe(true);
+    expect(link.stats.connects).toBe(2);
   });
 });
 

@@ -7,6 +7,7 @@ import { loadOrCreateAdminToken } from "../../coordinator/api/token.js";
 import { Metrics } from "../../coordinator/metrics.js";
 import { EventsResponse, InstanceDetail, InstanceSummary, Workflow } from "../../shared/api.js";
 import { FakeViews } from "./fake-views.js";
+import { NotLeaderError } from "../../coordinator/ha/lease.js";
 
 const spec = {
   name: "web-db",
@@ -22,6 +23,8 @@ let views: FakeViews;
 let dir: string;
 let token: string;
 const metrics = new Metrics({ defaultMetrics: false });
+/** What the server's `standby` hook answers (null: this coordinator leads). */
+let standby: { leader: string | null } | null = null;
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "spotkeep-api-"));
@@ -37,6 +40,7 @@ beforeAll(async () => {
     onAgentUpgrade: (_req, socket) => socket.end("HTTP/1.1 101 Switching Protocols\r\n\r\n"),
     metricsText: () => metrics.text(),
     health: () => ({ ok: true, detail: { agents: 0 } }),
+    standby: () => standby,
   });
   base = await api.listen(0);
 });
@@ -155,6 +159,67 @@ describe("instances", () => {
   it("405 for a wrong method, 404 for unknown routes", async () => {
     await expectError(await call("/api/v1/instances", { method: "PUT" }), 405, /PUT is not allowed/);
     await expectError(await call("/api/v1/frobs"), 404, /no route/);
+  });
+});
+
+describe("a standby coordinator", () => {
+  it("answers reads, and refuses every write with 503 naming the leader, changing nothing", async () => {
+    standby = { leader: "http://10.0.1.5:7400" };
+    try {
+      const before = views.listInstances().length;
+      expect((await call("/api/v1/instances")).status).toBe(200);
+      const res = await call("/api/v1/instances", {
+        method: "POST",
+        headers: JSON_TYPE,
+        body: JSON.stringify({ ...spec, name: "new-db" }),
+      });
+      expect(res.status).toBe(503);
+      expect(res.headers.get("retry-after")).toBe("5");
+      const body = (await res.json()) as { error: { code: string; message: string }; leader: string };
+      expect(body).toMatchObject({ error: { code: "not-leader" }, leader: "http://10.0.1.5:7400" });
+      expect(body.error.message).toMatch(/standby: send POST requests to the leader at http:\/\/10\.0\.1\.5:7400/);
+      expect((await call("/api/v1/instances/web-db/pause", { method: "POST" })).status).toBe(503);
+      expect((await call("/api/v1/instances/web-db", { method: "DELETE" })).status).toBe(503);
+      expect(views.listInstances()).toHaveLength(before);
+      standby = { leader: null };
+      await expectError(await call("/api/v1/instances/web-db/pause", { method: "POST" }), 503, /no coordinator leads just now/);
+      // A write without the token is still 401: the standby answer gives nothing away unauthenticated.
+      expect((await call("/api/v1/instances", { method: "POST", auth: null })).status).toBe(401);
+    } finally {
+      standby = null;
+    }
+  });
+
+  it("a write refused because this coordinator stopped leading mid-request is 503 not-leader, not 500", async () => {
+    const original = views.createInstance;
+    views.createInstance = async () => {
+      throw new Error("creating new-db", {
+        cause: new NotLeaderError("writing to the store: refused, this coordinator is not the leader"),
+      });
+    };
+    try {
+      const res = await call("/api/v1/instances", {
+        method: "POST",
+        headers: JSON_TYPE,
+        body: JSON.stringify({ ...spec, name: "new-db" }),
+      });
+      expect(res.status).toBe(503);
+      expect(await res.json()).toMatchObject({ error: { code: "not-leader", message: expect.stringMatching(/not the leader/) } });
+    } finally {
+      views.createInstance = original;
+    }
+  });
+
+  it("/healthz?role=leader is 503 on a standby and 200 on the leader; another role is 400", async () => {
+    standby = { leader: "http://10.0.1.5:7400" };
+    try {
+      expect((await call("/healthz", { auth: null })).status).toBe(200);
+      expect((await call("/healthz?role=leader", { auth: null })).status).toBe(503);
+    } finally {
+      standby = null;
+    }
+    expect((await call("/healthz?role=leader", { auth: null })).status).toBe(200);
+    expect((await call("/healthz?role=boss", { auth: null })).status).toBe(400);
   });
 });
 

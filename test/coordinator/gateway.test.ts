@@ -54,6 +54,32 @@ describe("EC2 gateway on localcloud", () => {
     expect(new Set(GATEWAY_ACTIONS).size).toBe(GATEWAY_ACTIONS.length);
   });
 
+  it("with beforeMutation, a refused mutation is never sent, reads still are; calls carry the caller id into localcloud's call log", async () => {
+    let leading = true;
+    const fenced = createAwsGateway({
+      region: "us-east-1",
+      endpoint: lc.endpoint,
+      pacingHeadroom: 0,
+      callerId: "coord-a-1",
+      beforeMutation: (action) => {
+        if (!leading) throw new Error(`EC2 ${action}: refused, this coordinator is not the leader`);
+      },
+    });
+    const tags = { [TAG.workflow]: "wf-fence-1", [TAG.step]: "create-volume /dev/sdf" };
+    const vol = await fenced.createVolume({ availabilityZone: subnetA.availabilityZone, sizeGiB: 4, tags });
+    leading = false;
+    const since = Date.now();
+    await expect(fenced.deleteVolume(vol.volumeId)).rejects.toThrow(/DeleteVolume: refused, this coordinator is not the leader/);
+    expect((await fenced.describeVolume(vol.volumeId))?.state).toBe("available");
+    const mine = lc.world.calls.list({ caller: "coord-a-1" });
+    expect(mine.some((c) => c.action === "CreateVolume" && c.outcome === "ok")).toBe(true);
+    expect(mine.filter((c) => c.at >= since).map((c) => c.action)).toEqual(["DescribeVolumes"]);
+    // The control API serves the same log, filtered.
+    const served = (await control("GET", "calls?caller=coord-a-1&mutations=true")) as { calls: { action: string }[] };
+    expect(served.calls.map((c) => c.action)).toEqual(["CreateVolume"]);
+    await expect(control("GET", "calls?since=yesterday")).rejects.toThrow(/400[\s\S]*since: must be wall-clock milliseconds/);
+  });
+
   it("createVolume run twice with the same step tags finds the first volume instead of making a second", async () => {
     const tags = { [TAG.workflow]: "wf-test-1", [TAG.step]: "create-volume /dev/sdf" };
     const a = await gw.createVolume({ availabilityZone: subnetA.availabilityZone, sizeGiB: 4, tags });

@@ -105,6 +105,9 @@ export interface PostgresServer {
   dir: string;
   /** A new empty database on this server; its URL. */
   createDatabase(name: string): string;
+  /** Stop the server (connections are cut) and keep its data; `start()` brings it back on the same port. */
+  halt(): void;
+  start(): void;
   stop(): void;
 }
 
@@ -120,16 +123,16 @@ export async function startPostgres(): Promise<PostgresServer> {
   if (owner) chownSync(dir, owner.uid, owner.gid);
   const data = join(dir, "data");
   const port = await freePort();
+  const opts = [
+    `-c listen_addresses=127.0.0.1`,
+    `-c port=${port}`,
+    `-c unix_socket_directories=${dir}`,
+    // A test database: its durability is not under test; WAL flushes only slow the suite down.
+    `-c fsync=off`,
+    `-c max_connections=200`,
+  ].join(" ");
   try {
     run(join(bin, "initdb"), ["-D", data, "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"]);
-    const opts = [
-      `-c listen_addresses=127.0.0.1`,
-      `-c port=${port}`,
-      `-c unix_socket_directories=${dir}`,
-      // A test database: its durability is not under test; WAL flushes only slow the suite down.
-      `-c fsync=off`,
-      `-c max_connections=200`,
-    ].join(" ");
     run(join(bin, "pg_ctl"), ["-D", data, "-l", join(dir, "server.log"), "-w", "-t", "60", "-o", opts, "start"]);
   } catch (err) {
     rmSync(dir, { recursive: true, force: true });
@@ -144,6 +147,12 @@ export async function startPostgres(): Promise<PostgresServer> {
       if (!/^[a-z_][a-z0-9_]{0,62}$/.test(name)) throw new Error(`bad database name ${JSON.stringify(name)}`);
       run(join(bin, "psql"), ["-h", dir, "-p", String(port), "-U", "postgres", "-X", "-q", "-c", `CREATE DATABASE ${name}`]);
       return `postgres://postgres@127.0.0.1:${port}/${name}`;
+    },
+    halt(): void {
+      run(join(bin, "pg_ctl"), ["-D", data, "-m", "immediate", "-w", "stop"]);
+    },
+    start(): void {
+      run(join(bin, "pg_ctl"), ["-D", data, "-l", join(dir, "server.log"), "-w", "-t", "60", "-o", opts, "start"]);
     },
     stop(): void {
       try {

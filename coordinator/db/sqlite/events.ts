@@ -66,9 +66,10 @@ export function agentReportQueries(sql: Sql, now: () => number): AgentReportQuer
       return r ? toReport(r) : null;
     },
     latest(ec2InstanceId, kind) {
-      const r = sql("SELECT * FROM agent_reports WHERE instance_id = ? AND kind = ? ORDER BY at DESC LIMIT 1").get(ec2InstanceId, kind) as
-        | ReportRow
-        | undefined;
+      const r = sql("SELECT * FROM agent_reports WHERE instance_id = ? AND kind = ? ORDER BY at DESC, rowid DESC LIMIT 1").get(
+        ec2InstanceId,
+        kind,
+      ) as ReportRow | undefined;
       return r ? toReport(r) : null;
     },
   };

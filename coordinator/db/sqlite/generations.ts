@@ -78,7 +78,7 @@ export function generationQueries(sql: Sql, now: () => number): GenerationQuerie
       return (
         sql(
           "SELECT g.* FROM generations g JOIN instances i ON i.name = g.instance AND i.generation = g.generation " +
-            "WHERE g.status = 'live' AND g.instance_id IS NOT NULL AND i.state = 'running'",
+            "WHERE g.status = 'live' AND g.instance_id IS NOT NULL AND i.state = 'running' ORDER BY g.instance, g.generation",
         ).all() as Row[]
       ).map(toGeneration);
     },

@@ -49,7 +49,7 @@ export function workflowQueries(sql: Sql, now: () => number): WorkflowQueries {
     },
     runningFor(instance) {
       return (
-        sql("SELECT * FROM workflows WHERE instance = ? AND status = 'running' ORDER BY started_at").all(instance) as WorkflowRow[]
+        sql("SELECT * FROM workflows WHERE instance = ? AND status = 'running' ORDER BY started_at, id").all(instance) as WorkflowRow[]
       ).map(toWorkflow);
     },
     listFor(instance) {

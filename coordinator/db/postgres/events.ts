@@ -1,0 +1,77 @@
+/** The timeline and what agents reported. */
+import type { AgentReport, AgentReportQueries, Async, EventQueries, TimelineEvent } from "../store.js";
+import { parseJson, type Sql } from "./sql.js";
+
+interface EventRow {
+  id: number;
+  at: number;
+  instance: string;
+  kind: string;
+  message: string;
+  workflow_id: string | null;
+}
+
+export function eventQueries(sql: Sql, now: () => number): Async<EventQueries> {
+  return {
+    async add(instance, kind, message, workflowId = null) {
+      await sql.run("INSERT INTO events (at, instance, kind, message, workflow_id) VALUES ($1, $2, $3, $4, $5)", [
+        now(),
+        instance,
+        kind,
+        message,
+        workflowId,
+      ]);
+    },
+    async list(instance, limit = 500): Promise<TimelineEvent[]> {
+      const rows = await sql.rows<EventRow>("SELECT * FROM events WHERE instance = $1 ORDER BY id DESC LIMIT $2", [instance, limit]);
+      return rows
+        .reverse()
+        .map((r) => ({ id: r.id, at: r.at, instance: r.instance, kind: r.kind, message: r.message, workflowId: r.workflow_id }));
+    },
+  };
+}
+
+interface ReportRow {
+  instance_id: string;
+  kind: string;
+  ref: string;
+  data: string;
+  at: number;
+}
+
+const toReport = (r: ReportRow): AgentReport => ({
+  ec2InstanceId: r.instance_id,
+  kind: r.kind,
+  ref: r.ref,
+  data: parseJson(r.data),
+  at: r.at,
+});
+
+const REPORT_COLUMNS = "instance_id, kind, ref, data, at";
+
+export function agentReportQueries(sql: Sql, now: () => number): Async<AgentReportQueries> {
+  return {
+    async record(ec2InstanceId, kind, ref, data) {
+      const n = await sql.run(
+        "INSERT INTO agent_reports (instance_id, kind, ref, data, at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        [ec2InstanceId, kind, ref, JSON.stringify(data), now()],
+      );
+      return n > 0;
+    },
+    async get(ec2InstanceId, kind, ref = "") {
+      const r = await sql.row<ReportRow>(`SELECT ${REPORT_COLUMNS} FROM agent_reports WHERE instance_id = $1 AND kind = $2 AND ref = $3`, [
+        ec2InstanceId,
+        kind,
+        ref,
+      ]);
+      return r ? toReport(r) : null;
+    },
+    async latest(ec2InstanceId, kind) {
+      const r = await sql.row<ReportRow>(
+        `SELECT ${REPORT_COLUMNS} FROM agent_reports WHERE instance_id = $1 AND kind = $2 ORDER BY at DESC, row_seq DESC LIMIT 1`,
+        [ec2InstanceId, kind],
+      );
+      return r ? toReport(r) : null;
+    },
+  };
+}

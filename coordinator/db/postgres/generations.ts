@@ -1,0 +1,99 @@
+/** Generations: the EC2 instances that served a stateful instance. */
+import type { Async, Generation, GenerationQueries, GenerationStatus } from "../store.js";
+import type { Sql } from "./sql.js";
+
+interface Row {
+  instance: string;
+  generation: number;
+  instance_id: string | null;
+  instance_type: string | null;
+  availability_zone: string | null;
+  lifecycle: "spot" | "on-demand" | null;
+  private_ip: string | null;
+  status: GenerationStatus;
+  launched_at: number | null;
+  ready_at: number | null;
+  ended_at: number | null;
+  end_reason: string | null;
+  workflow_id: string | null;
+  session_secret_hash: string | null;
+}
+
+const toGeneration = (r: Row): Generation => ({
+  instance: r.instance,
+  generation: r.generation,
+  ec2InstanceId: r.instance_id,
+  instanceType: r.instance_type,
+  availabilityZone: r.availability_zone,
+  market: r.lifecycle,
+  privateIp: r.private_ip,
+  status: r.status,
+  launchedAt: r.launched_at,
+  readyAt: r.ready_at,
+  endedAt: r.ended_at,
+  endReason: r.end_reason,
+  workflowId: r.workflow_id,
+  sessionSecretHash: r.session_secret_hash,
+});
+
+export function generationQueries(sql: Sql, now: () => number): Async<GenerationQueries> {
+  return {
+    async ensure(instance, generation, workflowId) {
+      await sql.run(
+        "INSERT INTO generations (instance, generation, status, workflow_id) VALUES ($1, $2, 'launching', $3) ON CONFLICT DO NOTHING",
+        [instance, generation, workflowId],
+      );
+    },
+    async recordLaunch(instance, generation, g) {
+      await sql.run(
+        "UPDATE generations SET instance_id = $1, instance_type = $2, availability_zone = $3, lifecycle = $4, private_ip = $5, " +
+          "launched_at = COALESCE(launched_at, $6) WHERE instance = $7 AND generation = $8",
+        [g.ec2InstanceId, g.instanceType, g.availabilityZone, g.market, g.privateIp, now(), instance, generation],
+      );
+    },
+    async markLive(instance, generation) {
+      await sql.run("UPDATE generations SET status = 'live', ready_at = COALESCE(ready_at, $1) WHERE instance = $2 AND generation = $3", [
+        now(),
+        instance,
+        generation,
+      ]);
+    },
+    async end(instance, generation, reason) {
+      await sql.run(
+        "UPDATE generations SET status = 'ended', ended_at = COALESCE(ended_at, $1), end_reason = COALESCE(end_reason, $2) " +
+          "WHERE instance = $3 AND generation = $4",
+        [now(), reason, instance, generation],
+      );
+    },
+    async get(instance, generation) {
+      const r = await sql.row<Row>("SELECT * FROM generations WHERE instance = $1 AND generation = $2", [instance, generation]);
+      return r ? toGeneration(r) : null;
+    },
+    async byEc2InstanceId(ec2InstanceId) {
+      const r = await sql.row<Row>("SELECT * FROM generations WHERE instance_id = $1", [ec2InstanceId]);
+      return r ? toGeneration(r) : null;
+    },
+    async list(instance) {
+      return (await sql.rows<Row>("SELECT * FROM generations WHERE instance = $1 ORDER BY generation", [instance])).map(toGeneration);
+    },
+    async live() {
+      return (
+        await sql.rows<Row>(
+          "SELECT g.* FROM generations g JOIN instances i ON i.name = g.instance AND i.generation = g.generation " +
+            "WHERE g.status = 'live' AND g.instance_id IS NOT NULL AND i.state = 'running' ORDER BY g.instance COLLATE \"C\", g.generation",
+        )
+      ).map(toGeneration);
+    },
+    async registerSessionSecret(ec2InstanceId, hash) {
+      await sql.run("UPDATE generations SET session_secret_hash = $1 WHERE instance_id = $2 AND session_secret_hash IS NULL", [
+        hash,
+        ec2InstanceId,
+      ]);
+      const r = await sql.row<{ session_secret_hash: string | null }>(
+        "SELECT session_secret_hash FROM generations WHERE instance_id = $1",
+        [ec2InstanceId],
+      );
+      return r?.session_secret_hash === hash;
+    },
+  };
+}
