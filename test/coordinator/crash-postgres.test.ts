@@ -1,0 +1,113 @@
+/**
+ * The crash test's replace cases on the PostgreSQL store: `spotkeep coordinator` with `store.url`
+ * is SIGKILLed right after each step of a replacement in turn, then a coordinator is started
+ * again on the same database and address but from another data directory (the store is all it
+ * resumes from). Every run must end with
+ * the instance running on generation 2: one live EC2 instance, no duplicate launch, the same data
+ * volume and ENI, every acknowledged record intact.
+ */
+import type { ChildProcess } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { type PostgresServer, postgresUnavailable, startPostgres } from "../support/pg-server.js";
+import { adminApi, freePort, killAll, type Slot, startCoordinatorCli } from "./coordinator-process.js";
+import { coordinatorConfig, ensureAgentBundle, liveInstances, readAcks, readRecords, startEnv, until, type Env } from "./harness.js";
+
+const SCALE = 0.03;
+const ONLY = process.env.SPOTKEEP_CRASH_STEPS?.split(",").map(Number);
+// begin, quiesce, snapshot-root, terminate-old, wait-old-terminated, image, wait-snapshots, subnets, launch, wait-running, attach, restore, finish, delete-old-root, retention
+const STEPS = Array.from({ length: 15 }, (_, i) => i + 1).filter((n) => !ONLY || ONLY.includes(n));
+const why = postgresUnavailable();
+
+describe.skipIf(why !== null)(
+  `coordinator crash at every step of a replacement, PostgreSQL store${why ? ` (skipped: ${why})` : ""}`,
+  () => {
+    let dir: string;
+    let env: Env;
+    let pg: PostgresServer;
+    const children = new Set<ChildProcess>();
+
+    beforeAll(async () => {
+      ensureAgentBundle();
+      dir = mkdtempSync(join(tmpdir(), "spotkeep-crash-pg-"));
+      pg = await startPostgres();
+      env = await startEnv(dir, SCALE);
+    });
+    afterAll(async () => {
+      killAll(children);
+      await env?.stop();
+      pg?.stop();
+      if (dir) rmSync(dir, { recursive: true, force: true });
+    });
+
+    /** A coordinator config on database `url` with its own data directory, on a free port or another slot's. */
+    async function slot(id: string, url: string, samePortAs?: Slot): Promise<Slot> {
+      const port = samePortAs?.port ?? (await freePort());
+      const cfgFile = join(dir, `coordinator-${id}.json`);
+      const cfg = coordinatorConfig(env, join(dir, `coord-${id}`), SCALE, {
+        listen: `127.0.0.1:${port}`,
+        lostCheckIntervalMs: 3000,
+        store: { url },
+      });
+      writeFileSync(cfgFile, JSON.stringify(cfg));
+      return { port, cfgFile };
+    }
+
+    it.concurrent.each(STEPS)(
+      "SIGKILL after replace step %i: a coordinator started on the same database finishes it, one identity, data intact",
+      async (n) => {
+        const name = `pgcrash-${n}`;
+        const acks = join(dir, `${name}.acks`);
+        const url = pg.createDatabase(`crash_${n}`);
+        const first = await slot(`${n}-a`, url);
+        const api = (s: Slot) => adminApi(`http://127.0.0.1:${s.port}`);
+        let current = await startCoordinatorCli(first, { ownerDir: dir, children, firstStart: true });
+        try {
+          await api(first).ok("POST", "instances", env.spec(name, { acks }));
+          const created = await until(`${name} running`, async () => {
+            const d = await api(first).ok("GET", `instances/${name}`);
+            return d.state === "running" && d.generation === 1 ? d : null;
+          });
+          await until("records to be acknowledged", () => readAcks(acks).length > 10);
+          current.child.kill("SIGTERM");
+          await current.exited;
+          current = await startCoordinatorCli(first, { ownerDir: dir, children, crash: { kind: "replace", n } });
+          await env.control("POST", `instances/${created.instanceId}/interrupt`, { action: "terminate", noticeSeconds: 120 });
+          const how = await Promise.race([current.exited, new Promise((r) => setTimeout(() => r("no-crash"), 60_000))]);
+          expect(how, current.log.join("")).toMatchObject({ signal: "SIGKILL" });
+
+          // Agents were given the first coordinator's URL: the next one serves on the same address.
+          const second = await slot(`${n}-b`, url, first);
+          current = await startCoordinatorCli(second, { ownerDir: dir, children });
+          const after = await until(
+            `${name} running at generation 2`,
+            async () => {
+              const d = await api(second).ok("GET", `instances/${name}`);
+              if (d.state === "failed") throw new Error(`${name} failed: ${d.stateReason}\n${current.log.join("")}`);
+              return d.state === "running" && d.generation === 2 ? d : null;
+            },
+            45_000,
+          );
+          expect(after.resources.volumes[0].volumeId).toBe(created.resources.volumes[0].volumeId);
+          expect(after.resources.network.eniId).toBe(created.resources.network.eniId);
+          expect((await liveInstances(env, name)).map((i) => i.instanceId)).toEqual([after.instanceId]);
+          const gen2 = await env.ec2.findInstances({ "spotkeep:instance": name, "spotkeep:generation": "2" });
+          expect(gen2.map((i) => i.instanceId)).toEqual([after.instanceId]);
+          const enis = [...env.lc.world.enis.values()].filter((e) => e.tags.get("spotkeep:instance") === name);
+          expect(enis.map((e) => e.id)).toEqual([after.resources.network.eniId]);
+          const acked = readAcks(acks);
+          const records = readRecords(join(env.rootDir(after.instanceId), "data", "records.log"));
+          expect(acked.filter((x) => !records.has(x))).toEqual([]);
+        } finally {
+          if (current.child.exitCode === null && current.child.signalCode === null) {
+            current.child.kill("SIGKILL");
+            await current.exited;
+          }
+        }
+      },
+      150_000,
+    );
+  },
+);
