@@ -7,6 +7,7 @@
  */
 import { afterEach, describe, expect, it } from "vitest";
 import type { Store } from "../../coordinator/db/store.js";
+import { parseGroupSpec } from "../../shared/group-spec.js";
 import type { StatefulInstanceSpec } from "../../shared/spec.js";
 
 export interface StoreBackend {
@@ -625,6 +626,73 @@ export function storeContract(backend: StoreBackend): void {
     });
   });
 
+  describe("stateful groups", () => {
+    const groupSpec = parseGroupSpec({
+      kind: "group",
+      name: "kafka",
+      size: 2,
+      ipPool: ["10.0.0.5", "10.0.0.6"],
+      template: { launch: { imageId: "ami-0123456789abcdef0", instanceTypes: ["m5.large"], subnetIds: ["subnet-0000000000000000a"] } },
+    });
+    const member = (ordinal: number, privateIp: string) => ({
+      group: "kafka",
+      ordinal,
+      instance: `kafka-${ordinal}`,
+      privateIp,
+      subnetId: "subnet-0000000000000000a",
+      availabilityZone: "us-east-1a",
+    });
+
+    it("stores a group's spec and state, stamps updates, lists by name in byte order and removes it", async () => {
+      await fresh();
+      await store.groups.insert("kafka", groupSpec, "creating");
+      await store.groups.insert("Zoo", { ...groupSpec, name: "Zoo" }, "ready");
+      expect(await store.groups.get("kafka")).toEqual({
+        name: "kafka",
+        spec: groupSpec,
+        state: "creating",
+        stateReason: null,
+        createdAt: 1000,
+        updatedAt: 1000,
+      });
+      t = 2_000;
+      await store.groups.setState("kafka", "stopped", "group-update stopped at kafka-1");
+      await store.groups.setSpec("kafka", { ...groupSpec, size: 1 });
+      expect(await store.groups.get("kafka")).toMatchObject({
+        state: "stopped",
+        stateReason: "group-update stopped at kafka-1",
+        createdAt: 1000,
+        updatedAt: 2000,
+        spec: { size: 1 },
+      });
+      expect((await store.groups.list()).map((g) => g.name)).toEqual(["Zoo", "kafka"]);
+      await store.groups.remove("kafka");
+      expect(await store.groups.get("kafka")).toBeNull();
+    });
+
+    it("keeps the first claim of an ordinal and one member per address and per instance until it is removed", async () => {
+      await fresh();
+      await store.groups.insert("kafka", groupSpec, "ready");
+      await store.groups.addMember(member(0, "10.0.0.5"));
+      await store.groups.addMember(member(0, "10.0.0.6"));
+      expect((await store.groups.members("kafka")).map((m) => [m.ordinal, m.privateIp, m.status])).toEqual([[0, "10.0.0.5", "active"]]);
+      const before = await store.counts();
+      await expect(store.groups.addMember(member(1, "10.0.0.5"))).rejects.toThrow(/unique/i);
+      await expect(store.groups.addMember({ ...member(1, "10.0.0.6"), instance: "kafka-0" })).rejects.toThrow(/unique/i);
+      expect(await store.counts()).toEqual(before);
+      await store.groups.addMember(member(1, "10.0.0.6"));
+      expect(await store.groups.memberOf("kafka-1")).toMatchObject({ group: "kafka", ordinal: 1, subnetId: "subnet-0000000000000000a" });
+      expect(await store.groups.memberOf("other")).toBeNull();
+      await store.groups.setMemberStatus("kafka", 1, "removing");
+      expect((await store.groups.memberOf("kafka-1"))?.status).toBe("removing");
+      await store.groups.removeMember("kafka", 1);
+      expect((await store.groups.members("kafka")).map((m) => m.instance)).toEqual(["kafka-0"]);
+      await store.groups.addMember(member(2, "10.0.0.6"));
+      expect((await store.groups.members("kafka")).map((m) => m.ordinal)).toEqual([0, 2]);
+      expect((await store.counts()).stateful_group_members).toBe(2);
+    });
+  });
+
   describe("transactions", () => {
     it("commits every write of a transaction and returns its value", async () => {
       await fresh();
@@ -724,6 +792,8 @@ export function storeContract(backend: StoreBackend): void {
           "notice_arrivals",
           "queue_events",
           "root_lineage",
+          "stateful_group_members",
+          "stateful_groups",
           "steps",
           "task_runs",
           "volumes",
