@@ -3,31 +3,9 @@
  * coordinator/db/sqlite/deletions.ts (archive under `NAME~<deletedAt ISO>`, every referring row
  * moved in the same transaction).
  */
-import type { Async, DeletionQueries, KeptKind, KeptResource } from "../store.js";
-import { type InstanceRow, toInstance } from "./instances.js";
+import type { Async, DeletionQueries } from "../store.js";
 import type { Sql } from "./sql.js";
-
-interface KeptRow {
-  resource_id: string;
-  instance: string;
-  kind: KeptKind;
-  workflow_id: string;
-  kept_at: number;
-  expires_at: number | null;
-  sweep_started_at: number | null;
-  deleted_at: number | null;
-}
-
-const toKept = (r: KeptRow): KeptResource => ({
-  resourceId: r.resource_id,
-  instance: r.instance,
-  kind: r.kind,
-  workflowId: r.workflow_id,
-  keptAt: r.kept_at,
-  expiresAt: r.expires_at,
-  sweepStartedAt: r.sweep_started_at,
-  deletedAt: r.deleted_at,
-});
+import { type InstanceRow, type KeptRow, toInstance, toKept } from "../rows.js";
 
 /** Tables whose `instance` column names a stateful instance (instances itself is keyed by `name`). */
 const REFERRING = [

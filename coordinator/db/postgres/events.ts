@@ -1,15 +1,7 @@
 /** The timeline and what agents reported. */
-import type { AgentReport, AgentReportQueries, Async, EventQueries, TimelineEvent } from "../store.js";
-import { parseJson, type Sql } from "./sql.js";
-
-interface EventRow {
-  id: number;
-  at: number;
-  instance: string;
-  kind: string;
-  message: string;
-  workflow_id: string | null;
-}
+import type { AgentReportQueries, Async, EventQueries, TimelineEvent } from "../store.js";
+import type { Sql } from "./sql.js";
+import { type EventRow, type ReportRow, toReport } from "../rows.js";
 
 export function eventQueries(sql: Sql, now: () => number): Async<EventQueries> {
   return {
@@ -30,22 +22,6 @@ export function eventQueries(sql: Sql, now: () => number): Async<EventQueries> {
     },
   };
 }
-
-interface ReportRow {
-  instance_id: string;
-  kind: string;
-  ref: string;
-  data: string;
-  at: number;
-}
-
-const toReport = (r: ReportRow): AgentReport => ({
-  ec2InstanceId: r.instance_id,
-  kind: r.kind,
-  ref: r.ref,
-  data: parseJson(r.data),
-  at: r.at,
-});
 
 const REPORT_COLUMNS = "instance_id, kind, ref, data, at";
 

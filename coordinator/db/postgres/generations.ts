@@ -1,40 +1,7 @@
 /** Generations: the EC2 instances that served a stateful instance. */
-import type { Async, Generation, GenerationQueries, GenerationStatus } from "../store.js";
+import type { Async, GenerationQueries } from "../store.js";
 import type { Sql } from "./sql.js";
-
-interface Row {
-  instance: string;
-  generation: number;
-  instance_id: string | null;
-  instance_type: string | null;
-  availability_zone: string | null;
-  lifecycle: "spot" | "on-demand" | null;
-  private_ip: string | null;
-  status: GenerationStatus;
-  launched_at: number | null;
-  ready_at: number | null;
-  ended_at: number | null;
-  end_reason: string | null;
-  workflow_id: string | null;
-  session_secret_hash: string | null;
-}
-
-const toGeneration = (r: Row): Generation => ({
-  instance: r.instance,
-  generation: r.generation,
-  ec2InstanceId: r.instance_id,
-  instanceType: r.instance_type,
-  availabilityZone: r.availability_zone,
-  market: r.lifecycle,
-  privateIp: r.private_ip,
-  status: r.status,
-  launchedAt: r.launched_at,
-  readyAt: r.ready_at,
-  endedAt: r.ended_at,
-  endReason: r.end_reason,
-  workflowId: r.workflow_id,
-  sessionSecretHash: r.session_secret_hash,
-});
+import { type GenerationRow, toGeneration } from "../rows.js";
 
 export function generationQueries(sql: Sql, now: () => number): Async<GenerationQueries> {
   return {
@@ -66,19 +33,21 @@ export function generationQueries(sql: Sql, now: () => number): Async<Generation
       );
     },
     async get(instance, generation) {
-      const r = await sql.row<Row>("SELECT * FROM generations WHERE instance = $1 AND generation = $2", [instance, generation]);
+      const r = await sql.row<GenerationRow>("SELECT * FROM generations WHERE instance = $1 AND generation = $2", [instance, generation]);
       return r ? toGeneration(r) : null;
     },
     async byEc2InstanceId(ec2InstanceId) {
-      const r = await sql.row<Row>("SELECT * FROM generations WHERE instance_id = $1", [ec2InstanceId]);
+      const r = await sql.row<GenerationRow>("SELECT * FROM generations WHERE instance_id = $1", [ec2InstanceId]);
       return r ? toGeneration(r) : null;
     },
     async list(instance) {
-      return (await sql.rows<Row>("SELECT * FROM generations WHERE instance = $1 ORDER BY generation", [instance])).map(toGeneration);
+      return (await sql.rows<GenerationRow>("SELECT * FROM generations WHERE instance = $1 ORDER BY generation", [instance])).map(
+        toGeneration,
+      );
     },
     async live() {
       return (
-        await sql.rows<Row>(
+        await sql.rows<GenerationRow>(
           "SELECT g.* FROM generations g JOIN instances i ON i.name = g.instance AND i.generation = g.generation " +
             "WHERE g.status = 'live' AND g.instance_id IS NOT NULL AND i.state = 'running' ORDER BY g.instance COLLATE \"C\", g.generation",
         )

@@ -1,27 +1,6 @@
-/** Stateful instances. */
-import type { StatefulInstanceSpec } from "../../../shared/spec.js";
-import type { Async, InstanceQueries, StatefulInstance, StatefulInstanceState } from "../store.js";
+import type { Async, InstanceQueries } from "../store.js";
 import type { Sql } from "./sql.js";
-
-export interface InstanceRow {
-  name: string;
-  spec: string;
-  state: StatefulInstanceState;
-  state_reason: string | null;
-  generation: number;
-  created_at: number;
-  updated_at: number;
-}
-
-export const toInstance = (r: InstanceRow): StatefulInstance => ({
-  name: r.name,
-  spec: JSON.parse(r.spec) as StatefulInstanceSpec,
-  state: r.state,
-  stateReason: r.state_reason,
-  generation: r.generation,
-  createdAt: r.created_at,
-  updatedAt: r.updated_at,
-});
+import { type InstanceRow, toInstance } from "../rows.js";
 
 export function instanceQueries(sql: Sql, now: () => number): Async<InstanceQueries> {
   return {

@@ -1,28 +1,7 @@
 /** Events taken from the interruption queue, and the first arrival of each notice per source. */
-import type { Async, NoticeArrival, NoticeArrivalQueries, NoticeSource, QueueEvent, QueueEventQueries } from "../store.js";
-import { parseJson, type Sql } from "./sql.js";
-
-interface QueueEventRow {
-  event_id: string;
-  kind: string;
-  ec2_instance_id: string | null;
-  instance: string | null;
-  data: string;
-  received_at: number;
-  handled_at: number | null;
-  outcome: string | null;
-}
-
-const toEvent = (r: QueueEventRow): QueueEvent => ({
-  eventId: r.event_id,
-  kind: r.kind,
-  ec2InstanceId: r.ec2_instance_id,
-  instance: r.instance,
-  data: parseJson(r.data),
-  receivedAt: r.received_at,
-  handledAt: r.handled_at,
-  outcome: r.outcome,
-});
+import type { Async, NoticeArrival, NoticeArrivalQueries, NoticeSource, QueueEventQueries } from "../store.js";
+import type { Sql } from "./sql.js";
+import { type ArrivalRow, type QueueEventRow, toEvent } from "../rows.js";
 
 export function queueEventQueries(sql: Sql, now: () => number): Async<QueueEventQueries> {
   return {
@@ -46,13 +25,6 @@ export function queueEventQueries(sql: Sql, now: () => number): Async<QueueEvent
       ]);
     },
   };
-}
-
-interface ArrivalRow {
-  ec2_instance_id: string;
-  kind: string;
-  source: string;
-  at: number;
 }
 
 export function noticeArrivalQueries(sql: Sql, now: () => number): Async<NoticeArrivalQueries> {

@@ -1,38 +1,7 @@
 /** Persisted resources of a stateful instance: data volumes, network identity, root lineage, snapshots and images. */
-import type {
-  Artifact,
-  ArtifactKind,
-  ArtifactQueries,
-  Async,
-  DataVolume,
-  NetworkIdentity,
-  NetworkQueries,
-  RootLineage,
-  RootQueries,
-  VolumeQueries,
-} from "../store.js";
+import type { ArtifactQueries, Async, NetworkIdentity, NetworkQueries, RootLineage, RootQueries, VolumeQueries } from "../store.js";
 import type { Sql } from "./sql.js";
-
-interface VolumeRow {
-  instance: string;
-  device: string;
-  mount_point: string;
-  fs_type: string;
-  volume_id: string | null;
-  availability_zone: string | null;
-  latest_snapshot_id: string | null;
-}
-
-const toVolume = (r: VolumeRow): DataVolume => ({
-  instance: r.instance,
-  device: r.device,
-  // The column is NOT NULL (as in the SQLite store): "" stands for no mount point.
-  mountPoint: r.mount_point === "" ? null : r.mount_point,
-  fsType: r.fs_type,
-  volumeId: r.volume_id,
-  availabilityZone: r.availability_zone,
-  latestSnapshotId: r.latest_snapshot_id,
-});
+import { type ArtifactRow, type NetworkRow, type RootRow, type VolumeRow, toArtifact, toVolume } from "../rows.js";
 
 export function volumeQueries(sql: Sql): Async<VolumeQueries> {
   return {
@@ -62,14 +31,6 @@ export function volumeQueries(sql: Sql): Async<VolumeQueries> {
   };
 }
 
-interface NetworkRow {
-  instance: string;
-  eni_id: string | null;
-  private_ip: string | null;
-  subnet_id: string | null;
-  availability_zone: string | null;
-}
-
 export function networkQueries(sql: Sql): Async<NetworkQueries> {
   return {
     async set(n) {
@@ -87,14 +48,6 @@ export function networkQueries(sql: Sql): Async<NetworkQueries> {
         : null;
     },
   };
-}
-
-interface RootRow {
-  instance: string;
-  image_id: string | null;
-  snapshot_id: string | null;
-  root_device_name: string | null;
-  architecture: string | null;
 }
 
 export function rootQueries(sql: Sql): Async<RootQueries> {
@@ -121,28 +74,6 @@ export function rootQueries(sql: Sql): Async<RootQueries> {
     },
   };
 }
-
-interface ArtifactRow {
-  id: string;
-  instance: string;
-  kind: ArtifactKind;
-  device: string | null;
-  source_id: string | null;
-  generation: number | null;
-  created_at: number;
-  deleted_at: number | null;
-}
-
-const toArtifact = (r: ArtifactRow): Artifact => ({
-  id: r.id,
-  instance: r.instance,
-  kind: r.kind,
-  device: r.device,
-  sourceId: r.source_id,
-  generation: r.generation,
-  createdAt: r.created_at,
-  deletedAt: r.deleted_at,
-});
 
 const ARTIFACT_COLUMNS = "id, instance, kind, device, source_id, generation, created_at, deleted_at";
 

@@ -90,8 +90,3 @@ export const storeTypes: pg.CustomTypesConfig = {
     return pg.types.getTypeParser(oid, format as "text");
   }) as pg.CustomTypesConfig["getTypeParser"],
 };
-
-/** JSON text from the database; null stays null. */
-export function parseJson(text: string | null): unknown {
-  return text == null ? null : JSON.parse(text);
-}

@@ -4,31 +4,10 @@
  * every row that refers to it move to the archived name in one transaction, so the history stays
  * together (describe, events, status --all) and the name is free for a new create.
  */
-import type { DeletionQueries, KeptKind, KeptResource, StatefulInstance } from "../store.js";
+import type { DeletionQueries, StatefulInstance } from "../store.js";
 import { instanceQueries } from "./instances.js";
 import type { Sql } from "./statements.js";
-
-interface KeptRow {
-  resource_id: string;
-  instance: string;
-  kind: KeptKind;
-  workflow_id: string;
-  kept_at: number;
-  expires_at: number | null;
-  sweep_started_at: number | null;
-  deleted_at: number | null;
-}
-
-const toKept = (r: KeptRow): KeptResource => ({
-  resourceId: r.resource_id,
-  instance: r.instance,
-  kind: r.kind,
-  workflowId: r.workflow_id,
-  keptAt: r.kept_at,
-  expiresAt: r.expires_at,
-  sweepStartedAt: r.sweep_started_at,
-  deletedAt: r.deleted_at,
-});
+import { type KeptRow, toKept } from "../rows.js";
 
 /** Tables whose `instance` column names a stateful instance (instances itself is keyed by `name`). */
 const REFERRING = [

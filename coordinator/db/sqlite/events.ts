@@ -1,15 +1,7 @@
 /** The timeline and what agents reported. */
-import type { AgentReport, AgentReportQueries, EventQueries, TimelineEvent } from "../store.js";
-import { parseJson, type Sql } from "./statements.js";
-
-interface EventRow {
-  id: number;
-  at: number;
-  instance: string;
-  kind: string;
-  message: string;
-  workflow_id: string | null;
-}
+import type { AgentReportQueries, EventQueries, TimelineEvent } from "../store.js";
+import type { Sql } from "./statements.js";
+import { type EventRow, type ReportRow, toReport } from "../rows.js";
 
 export function eventQueries(sql: Sql, now: () => number): EventQueries {
   return {
@@ -30,22 +22,6 @@ export function eventQueries(sql: Sql, now: () => number): EventQueries {
     },
   };
 }
-
-interface ReportRow {
-  instance_id: string;
-  kind: string;
-  ref: string;
-  data: string;
-  at: number;
-}
-
-const toReport = (r: ReportRow): AgentReport => ({
-  ec2InstanceId: r.instance_id,
-  kind: r.kind,
-  ref: r.ref,
-  data: parseJson(r.data),
-  at: r.at,
-});
 
 export function agentReportQueries(sql: Sql, now: () => number): AgentReportQueries {
   return {

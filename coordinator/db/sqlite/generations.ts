@@ -1,39 +1,6 @@
-import type { Generation, GenerationQueries, GenerationStatus } from "../store.js";
+import type { GenerationQueries } from "../store.js";
 import type { Sql } from "./statements.js";
-
-interface Row {
-  instance: string;
-  generation: number;
-  instance_id: string | null;
-  instance_type: string | null;
-  availability_zone: string | null;
-  lifecycle: "spot" | "on-demand" | null;
-  private_ip: string | null;
-  status: GenerationStatus;
-  launched_at: number | null;
-  ready_at: number | null;
-  ended_at: number | null;
-  end_reason: string | null;
-  workflow_id: string | null;
-  session_secret_hash: string | null;
-}
-
-const toGeneration = (r: Row): Generation => ({
-  instance: r.instance,
-  generation: r.generation,
-  ec2InstanceId: r.instance_id,
-  instanceType: r.instance_type,
-  availabilityZone: r.availability_zone,
-  market: r.lifecycle,
-  privateIp: r.private_ip,
-  status: r.status,
-  launchedAt: r.launched_at,
-  readyAt: r.ready_at,
-  endedAt: r.ended_at,
-  endReason: r.end_reason,
-  workflowId: r.workflow_id,
-  sessionSecretHash: r.session_secret_hash,
-});
+import { type GenerationRow, toGeneration } from "../rows.js";
 
 export function generationQueries(sql: Sql, now: () => number): GenerationQueries {
   return {
@@ -64,22 +31,24 @@ export function generationQueries(sql: Sql, now: () => number): GenerationQuerie
       ).run(now(), reason, instance, generation);
     },
     get(instance, generation) {
-      const r = sql("SELECT * FROM generations WHERE instance = ? AND generation = ?").get(instance, generation) as Row | undefined;
+      const r = sql("SELECT * FROM generations WHERE instance = ? AND generation = ?").get(instance, generation) as
+        | GenerationRow
+        | undefined;
       return r ? toGeneration(r) : null;
     },
     byEc2InstanceId(ec2InstanceId) {
-      const r = sql("SELECT * FROM generations WHERE instance_id = ?").get(ec2InstanceId) as Row | undefined;
+      const r = sql("SELECT * FROM generations WHERE instance_id = ?").get(ec2InstanceId) as GenerationRow | undefined;
       return r ? toGeneration(r) : null;
     },
     list(instance) {
-      return (sql("SELECT * FROM generations WHERE instance = ? ORDER BY generation").all(instance) as Row[]).map(toGeneration);
+      return (sql("SELECT * FROM generations WHERE instance = ? ORDER BY generation").all(instance) as GenerationRow[]).map(toGeneration);
     },
     live() {
       return (
         sql(
           "SELECT g.* FROM generations g JOIN instances i ON i.name = g.instance AND i.generation = g.generation " +
             "WHERE g.status = 'live' AND g.instance_id IS NOT NULL AND i.state = 'running' ORDER BY g.instance, g.generation",
-        ).all() as Row[]
+        ).all() as GenerationRow[]
       ).map(toGeneration);
     },
     registerSessionSecret(ec2InstanceId, hash) {

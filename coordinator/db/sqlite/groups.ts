@@ -1,47 +1,6 @@
-/** Stateful groups and their members (the pool addresses they own). */
-import type { GroupSpec } from "../../../shared/group-spec.js";
-import type { GroupMember, GroupQueries, GroupState, StatefulGroup } from "../store.js";
+import type { GroupQueries } from "../store.js";
 import type { Sql } from "./statements.js";
-
-interface GroupRow {
-  name: string;
-  spec: string;
-  state: string;
-  state_reason: string | null;
-  created_at: number;
-  updated_at: number;
-}
-
-interface MemberRow {
-  group_name: string;
-  ordinal: number;
-  instance: string;
-  private_ip: string;
-  subnet_id: string;
-  availability_zone: string;
-  status: string;
-  created_at: number;
-}
-
-const toGroup = (r: GroupRow): StatefulGroup => ({
-  name: r.name,
-  spec: JSON.parse(r.spec) as GroupSpec,
-  state: r.state as GroupState,
-  stateReason: r.state_reason,
-  createdAt: r.created_at,
-  updatedAt: r.updated_at,
-});
-
-const toMember = (r: MemberRow): GroupMember => ({
-  group: r.group_name,
-  ordinal: r.ordinal,
-  instance: r.instance,
-  privateIp: r.private_ip,
-  subnetId: r.subnet_id,
-  availabilityZone: r.availability_zone,
-  status: r.status as GroupMember["status"],
-  createdAt: r.created_at,
-});
+import { type GroupRow, type MemberRow, toGroup, toMember } from "../rows.js";
 
 export function groupQueries(sql: Sql, now: () => number): GroupQueries {
   return {

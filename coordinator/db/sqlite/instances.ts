@@ -1,26 +1,6 @@
-import type { StatefulInstanceSpec } from "../../../shared/spec.js";
-import type { InstanceQueries, StatefulInstance, StatefulInstanceState } from "../store.js";
+import type { InstanceQueries } from "../store.js";
 import type { Sql } from "./statements.js";
-
-interface Row {
-  name: string;
-  spec: string;
-  state: StatefulInstanceState;
-  state_reason: string | null;
-  generation: number;
-  created_at: number;
-  updated_at: number;
-}
-
-const toInstance = (r: Row): StatefulInstance => ({
-  name: r.name,
-  spec: JSON.parse(r.spec) as StatefulInstanceSpec,
-  state: r.state,
-  stateReason: r.state_reason,
-  generation: r.generation,
-  createdAt: r.created_at,
-  updatedAt: r.updated_at,
-});
+import { type InstanceRow, toInstance } from "../rows.js";
 
 export function instanceQueries(sql: Sql, now: () => number): InstanceQueries {
   return {
@@ -35,11 +15,11 @@ export function instanceQueries(sql: Sql, now: () => number): InstanceQueries {
       );
     },
     get(name) {
-      const r = sql("SELECT * FROM instances WHERE name = ?").get(name) as Row | undefined;
+      const r = sql("SELECT * FROM instances WHERE name = ?").get(name) as InstanceRow | undefined;
       return r ? toInstance(r) : null;
     },
     list() {
-      return (sql("SELECT * FROM instances WHERE state <> 'deleted' ORDER BY name").all() as Row[]).map(toInstance);
+      return (sql("SELECT * FROM instances WHERE state <> 'deleted' ORDER BY name").all() as InstanceRow[]).map(toInstance);
     },
     setState(name, state, reason = null) {
       sql("UPDATE instances SET state = ?, state_reason = ?, updated_at = ? WHERE name = ?").run(state, reason, now(), name);

@@ -1,28 +1,7 @@
 /** Events taken from the interruption queue, and the first arrival of each notice per source. */
-import type { NoticeArrival, NoticeArrivalQueries, NoticeSource, QueueEvent, QueueEventQueries } from "../store.js";
-import { parseJson, type Sql } from "./statements.js";
-
-interface QueueEventRow {
-  event_id: string;
-  kind: string;
-  ec2_instance_id: string | null;
-  instance: string | null;
-  data: string;
-  received_at: number;
-  handled_at: number | null;
-  outcome: string | null;
-}
-
-const toEvent = (r: QueueEventRow): QueueEvent => ({
-  eventId: r.event_id,
-  kind: r.kind,
-  ec2InstanceId: r.ec2_instance_id,
-  instance: r.instance,
-  data: parseJson(r.data),
-  receivedAt: r.received_at,
-  handledAt: r.handled_at,
-  outcome: r.outcome,
-});
+import type { NoticeArrival, NoticeArrivalQueries, NoticeSource, QueueEventQueries } from "../store.js";
+import type { Sql } from "./statements.js";
+import { type ArrivalRow, type QueueEventRow, toEvent } from "../rows.js";
 
 export function queueEventQueries(sql: Sql, now: () => number): QueueEventQueries {
   return {
@@ -40,13 +19,6 @@ export function queueEventQueries(sql: Sql, now: () => number): QueueEventQuerie
       sql("UPDATE queue_events SET handled_at = ?, outcome = ? WHERE event_id = ? AND handled_at IS NULL").run(now(), outcome, eventId);
     },
   };
-}
-
-interface ArrivalRow {
-  ec2_instance_id: string;
-  kind: string;
-  source: string;
-  at: number;
 }
 
 export function noticeArrivalQueries(sql: Sql, now: () => number): NoticeArrivalQueries {

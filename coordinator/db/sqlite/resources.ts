@@ -1,37 +1,7 @@
 /** Persisted resources of a stateful instance: data volumes, network identity, root lineage, snapshots and images. */
-import type {
-  Artifact,
-  ArtifactKind,
-  ArtifactQueries,
-  DataVolume,
-  NetworkIdentity,
-  NetworkQueries,
-  RootLineage,
-  RootQueries,
-  VolumeQueries,
-} from "../store.js";
+import type { ArtifactQueries, NetworkIdentity, NetworkQueries, RootLineage, RootQueries, VolumeQueries } from "../store.js";
 import type { Sql } from "./statements.js";
-
-interface VolumeRow {
-  instance: string;
-  device: string;
-  mount_point: string;
-  fs_type: string;
-  volume_id: string | null;
-  availability_zone: string | null;
-  latest_snapshot_id: string | null;
-}
-
-const toVolume = (r: VolumeRow): DataVolume => ({
-  instance: r.instance,
-  device: r.device,
-  // The column is NOT NULL: "" stands for no mount point (an adopted volume, attached only).
-  mountPoint: r.mount_point === "" ? null : r.mount_point,
-  fsType: r.fs_type,
-  volumeId: r.volume_id,
-  availabilityZone: r.availability_zone,
-  latestSnapshotId: r.latest_snapshot_id,
-});
+import { type ArtifactRow, type NetworkRow, type RootRow, type VolumeRow, toArtifact, toVolume } from "../rows.js";
 
 export function volumeQueries(sql: Sql): VolumeQueries {
   return {
@@ -63,14 +33,6 @@ export function volumeQueries(sql: Sql): VolumeQueries {
   };
 }
 
-interface NetworkRow {
-  instance: string;
-  eni_id: string | null;
-  private_ip: string | null;
-  subnet_id: string | null;
-  availability_zone: string | null;
-}
-
 export function networkQueries(sql: Sql): NetworkQueries {
   return {
     set(n) {
@@ -87,14 +49,6 @@ export function networkQueries(sql: Sql): NetworkQueries {
         : null;
     },
   };
-}
-
-interface RootRow {
-  instance: string;
-  image_id: string | null;
-  snapshot_id: string | null;
-  root_device_name: string | null;
-  architecture: string | null;
 }
 
 export function rootQueries(sql: Sql): RootQueries {
@@ -120,28 +74,6 @@ export function rootQueries(sql: Sql): RootQueries {
     },
   };
 }
-
-interface ArtifactRow {
-  id: string;
-  instance: string;
-  kind: ArtifactKind;
-  device: string | null;
-  source_id: string | null;
-  generation: number | null;
-  created_at: number;
-  deleted_at: number | null;
-}
-
-const toArtifact = (r: ArtifactRow): Artifact => ({
-  id: r.id,
-  instance: r.instance,
-  kind: r.kind,
-  device: r.device,
-  sourceId: r.source_id,
-  generation: r.generation,
-  createdAt: r.created_at,
-  deletedAt: r.deleted_at,
-});
 
 export function artifactQueries(sql: Sql, now: () => number): ArtifactQueries {
   return {

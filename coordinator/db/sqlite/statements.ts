@@ -11,8 +11,3 @@ export function statements(db: Database.Database): (sql: string) => Database.Sta
 }
 
 export type Sql = ReturnType<typeof statements>;
-
-/** JSON text from the database; null stays null. */
-export function parseJson(text: string | null): unknown {
-  return text == null ? null : JSON.parse(text);
-}

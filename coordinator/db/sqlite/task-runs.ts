@@ -1,26 +1,7 @@
 /** Scheduled tasks: when each became known and the latest due time handled, so each due time is handled once. */
-import type { TaskRun, TaskRunQueries } from "../store.js";
+import type { TaskRunQueries } from "../store.js";
 import type { Sql } from "./statements.js";
-
-interface TaskRunRow {
-  instance: string;
-  task_key: string;
-  baseline_at: number;
-  last_due_at: number | null;
-  last_outcome: string | null;
-  last_workflow_id: string | null;
-  handled_at: number | null;
-}
-
-const toRun = (r: TaskRunRow): TaskRun => ({
-  instance: r.instance,
-  taskKey: r.task_key,
-  baselineAt: r.baseline_at,
-  lastDueAt: r.last_due_at,
-  lastOutcome: r.last_outcome,
-  lastWorkflowId: r.last_workflow_id,
-  handledAt: r.handled_at,
-});
+import { type TaskRunRow, toRun } from "../rows.js";
 
 export function taskRunQueries(sql: Sql, now: () => number): TaskRunQueries {
   return {

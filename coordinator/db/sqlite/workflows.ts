@@ -1,32 +1,7 @@
 /** Durable workflows and their recorded steps. */
-import type { RecordedFailure, StepQueries, StepRecord, StepStatus, WorkflowQueries, WorkflowRecord, WorkflowStatus } from "../store.js";
-import { parseJson, type Sql } from "./statements.js";
-
-interface WorkflowRow {
-  id: string;
-  kind: string;
-  instance: string;
-  status: WorkflowStatus;
-  input: string;
-  trigger: string | null;
-  result: string | null;
-  error: string | null;
-  started_at: number;
-  finished_at: number | null;
-}
-
-const toWorkflow = (r: WorkflowRow): WorkflowRecord => ({
-  id: r.id,
-  kind: r.kind,
-  instance: r.instance,
-  status: r.status,
-  input: parseJson(r.input),
-  trigger: r.trigger,
-  result: parseJson(r.result),
-  error: r.error,
-  startedAt: r.started_at,
-  finishedAt: r.finished_at,
-});
+import type { RecordedFailure, StepQueries, WorkflowQueries } from "../store.js";
+import type { Sql } from "./statements.js";
+import { type StepRow, type WorkflowRow, toStep, toWorkflow } from "../rows.js";
 
 export function workflowQueries(sql: Sql, now: () => number): WorkflowQueries {
   return {
@@ -69,34 +44,6 @@ export function workflowQueries(sql: Sql, now: () => number): WorkflowQueries {
     },
   };
 }
-
-interface StepRow {
-  workflow_id: string;
-  seq: number;
-  name: string;
-  status: StepStatus;
-  attempts: number;
-  next_attempt_at: number | null;
-  result: string | null;
-  error: string | null;
-  error_kind: string | null;
-  error_code: string | null;
-  started_at: number | null;
-  ended_at: number | null;
-}
-
-const toStep = (r: StepRow): StepRecord => ({
-  workflowId: r.workflow_id,
-  seq: r.seq,
-  name: r.name,
-  status: r.status,
-  attempts: r.attempts,
-  nextAttemptAt: r.next_attempt_at,
-  result: parseJson(r.result),
-  failure: r.error == null ? null : { kind: r.error_kind ?? "error", code: r.error_code, message: r.error },
-  startedAt: r.started_at,
-  endedAt: r.ended_at,
-});
 
 export function stepQueries(sql: Sql, now: () => number): StepQueries {
   return {
