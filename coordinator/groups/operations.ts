@@ -23,6 +23,24 @@ export interface GroupOperationsDeps {
   ec2?: Pick<Ec2Gateway, "describeSubnets">;
 }
 
+/**
+ * A pool address belongs to one group: refuses `spec` when its ipPool lists an address that the
+ * ipPool of another group on one of the same subnets lists too (both would hand it out).
+ */
+async function refuseSharedAddresses(t: StoreTx, spec: GroupSpec): Promise<void> {
+  const subnets = new Set(memberSpec(spec, 0).launch.subnetIds);
+  for (const other of await t.groups.list()) {
+    if (other.name === spec.name) continue;
+    if (!memberSpec(other.spec, 0).launch.subnetIds.some((s) => subnets.has(s))) continue;
+    const shared = spec.ipPool.filter((ip) => other.spec.ipPool.includes(ip));
+    if (shared.length)
+      throw new ApiFault(
+        "conflict",
+        `ipPool: ${shared.join(", ")} ${shared.length === 1 ? "is" : "are"} in the ipPool of group ${other.name} (same subnets); a pool address belongs to one group`,
+      );
+  }
+}
+
 export class GroupOperations {
   constructor(private readonly d: GroupOperationsDeps) {}
 
@@ -35,6 +53,7 @@ export class GroupOperations {
         if (await t.instances.get(name))
           throw new ApiFault("conflict", `stateful instance ${name} already exists (a member name of group ${spec.name})`);
       }
+      await refuseSharedAddresses(t, spec);
       await t.groups.insert(spec.name, spec, "creating");
       const input: GroupScaleInput = { group: spec.name, to: spec.size, keep: { ...KEEP_NOTHING }, ttlHours: null };
       const wf = await this.d.engine.start("group-scale", groupKey(spec.name), input, "create", t);
@@ -93,6 +112,7 @@ export class GroupOperations {
           "invalid",
           `ipPool: cannot drop ${lost.map((m) => `${m.privateIp} (owned by ${m.instance})`).join(", ")}; an address leaves the pool only with its member`,
         );
+      await refuseSharedAddresses(t, spec);
       const problems = immutableChanges(memberSpec(g.spec, 0), memberSpec(spec, 0)).map((p) => `template.${p}`);
       if (problems.length) throw new ApiFault("invalid", problems.join("; "));
       await t.groups.setSpec(name, spec);
