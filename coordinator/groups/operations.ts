@@ -167,7 +167,10 @@ export class GroupOperations {
 
   /** The group's timeline (scaling, addresses allocated, skipped and released, roll-out progress), oldest first. */
   async events(name: string): Promise<Array<{ at: string; kind: string; message: string; workflowId: string | null }>> {
-    return (await this.d.store.events.list(groupKey(name), 200)).map((e) => ({
+    // A deleted group's timeline stays under its name; a new group of that name starts its own.
+    const since = (await this.d.store.groups.get(name))?.createdAt ?? Number.NEGATIVE_INFINITY;
+    const events = (await this.d.store.events.list(groupKey(name), 200)).filter((e) => e.at >= since);
+    return events.map((e) => ({
       at: new Date(e.at).toISOString(),
       kind: e.kind,
       message: e.message,
