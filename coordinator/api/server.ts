@@ -17,7 +17,7 @@ import { ValidationError } from "../../shared/errors.js";
 import { ApiFault, type ApiServerDeps } from "./types.js";
 import { tokenMatches } from "./token.js";
 import { BodyError, MAX_YAML_BYTES, bodyFormat, parseBody, type BodyFormat } from "./bodies.js";
-import { openFiles } from "./process-limits.js";
+import { descriptorPressure, openFiles } from "./process-limits.js";
 import { Console, defaultConsoleDir } from "./console.js";
 
 export const MAX_BODY_BYTES = 1024 * 1024;
@@ -90,7 +90,16 @@ async function handle(deps: ApiServerDeps, web: Console, req: IncomingMessage, r
   if (path === "/healthz") {
     only(method, ["GET", "HEAD"]);
     const h = await deps.health();
-    return sendJson(res, h.ok ? 200 : 503, { ok: h.ok, ...(h.detail ?? {}), openFiles: openFiles() });
+    const files = (deps.openFiles ?? openFiles)();
+    // Nearly out of descriptors, the coordinator is about to refuse agents and API clients: degraded.
+    const pressure = descriptorPressure(files);
+    const ok = h.ok && pressure === null;
+    return sendJson(res, ok ? 200 : 503, {
+      ok,
+      ...(h.detail ?? {}),
+      openFiles: { ...files, nearLimit: pressure !== null },
+      ...(pressure ? { degraded: pressure } : {}),
+    });
   }
   if (path === "/metrics") {
     only(method, ["GET"]);

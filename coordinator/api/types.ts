@@ -8,6 +8,7 @@ import type { Duplex } from "node:stream";
 import type { EventsResponse, InstanceDetail, InstanceSummary, Savings, Workflow } from "../../shared/api.js";
 import type { KeepSet } from "../../shared/deletion.js";
 import type { StatefulInstanceSpec } from "../../shared/spec.js";
+import type { OpenFiles } from "./process-limits.js";
 
 /** A domain error the API maps to an HTTP status: not-found 404, conflict 409, invalid 400. */
 export class ApiFault extends Error {
@@ -73,6 +74,11 @@ export interface ApiServerDeps {
   onAgentUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
   /** Prometheus text for GET /metrics. */
   metricsText(): Promise<string>;
-  /** For /healthz; the server adds `openFiles` (descriptors open, soft and hard limit). */
+  /**
+   * For /healthz; the server adds `openFiles` (descriptors open, soft and hard limit, nearLimit) and
+   * answers 503 with `degraded` when open descriptors reach 90% of the soft limit.
+   */
   health(): Awaitable<{ ok: boolean; detail?: Record<string, unknown> }>;
+  /** The descriptor figures /healthz reports; default this process's (/proc/self). */
+  openFiles?(): OpenFiles;
 }
