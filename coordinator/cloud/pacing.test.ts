@@ -23,7 +23,7 @@ describe("requestBucket", () => {
   });
 });
 
-/** Teach `p` that `action`'s calls are answered at once (no latency reserve), then let its bucket refill. */
+/** Teach `p` that `action`'s calls are answered without jitter (no reserve), then let its bucket refill. */
 async function answeredAtOnce(p: Pacer, clock: FakeClock, action: string, opts: { unfiltered?: boolean; resources?: number } = {}) {
   (await p.acquire(action, opts))();
   await clock.advance(60_000);
@@ -41,24 +41,32 @@ describe("Pacer", () => {
     expect(granted()).toBe(9);
   });
 
-  it("keeps refill x latency back from the burst: answers in 2 s leave a burst of 1, instant answers the whole 5", async () => {
+  it("keeps refill x jitter back from the burst: answers spread over 2 s leave a burst of 1, steady answers the whole 5", async () => {
     const clock = new FakeClock();
-    const slow = new Pacer(clock, 1);
-    const done = await slow.acquire("RunInstances");
+    const jittery = new Pacer(clock, 1);
+    const quick = await jittery.acquire("RunInstances");
+    const slow = await jittery.acquire("RunInstances");
+    quick();
     await clock.advance(2000);
-    done();
+    slow();
     await clock.advance(60_000);
-    const s = start(slow, "RunInstances", 3);
+    const j = start(jittery, "RunInstances", 3);
     await clock.advance(0);
-    expect(s()).toBe(1);
+    expect(j()).toBe(1);
     await clock.advance(500);
-    expect(s()).toBe(2);
+    expect(j()).toBe(2);
 
-    const fast = new Pacer(clock, 1);
-    await answeredAtOnce(fast, clock, "RunInstances");
-    const f = start(fast, "RunInstances", 6);
+    // Every answer 1.5 s after release: the server's own time, no jitter.
+    const steady = new Pacer(clock, 1);
+    const a = await steady.acquire("RunInstances");
+    const b = await steady.acquire("RunInstances");
+    await clock.advance(1500);
+    a();
+    b();
+    await clock.advance(60_000);
+    const s = start(steady, "RunInstances", 6);
     await clock.advance(0);
-    expect(f()).toBe(5);
+    expect(s()).toBe(5);
   });
 
   it("an exhausted describe bucket does not hold up another action's describes", async () => {

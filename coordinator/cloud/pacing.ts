@@ -73,8 +73,8 @@ export function requestBucket(action: string, unfiltered = false): { key: string
 
 /** Answers remembered per bucket for its latency reserve. */
 const LATENCY_SAMPLES = 16;
-/** The latency assumed before a bucket has seen an answer (model ms). */
-const FIRST_LATENCY_MS = 1000;
+/** The jitter assumed before a bucket has seen an answer (model ms). */
+const FIRST_JITTER_MS = 1000;
 
 class TokenBucket {
   tokens: number;
@@ -94,14 +94,16 @@ class TokenBucket {
 
   /**
    * The most this bucket lets through at once. A request reaches EC2 somewhere between its
-   * release here and its answer, so requests released a refill interval apart can arrive
-   * together; EC2's bucket absorbs that only if this one keeps `refill × latency` tokens back from
-   * its burst. The steady rate is unchanged; never below `n` (a take of `n` must be possible).
+   * release here and its answer, so requests released a refill interval apart can arrive closer
+   * together than that; EC2's bucket absorbs it only if this one keeps `refill × jitter` tokens back
+   * from its burst. The jitter is the spread of the latest answer times (the server's own time to
+   * answer is the same for each and cancels out); before any answer a second is assumed. The
+   * steady rate is unchanged; never below `n` (a take of `n` must be possible).
    */
   private cap(n: number): number {
     const full = this.spec.max * this.headroom;
-    const latencyS = (this.latencies.length ? Math.max(...this.latencies) : FIRST_LATENCY_MS) / 1000;
-    return Math.max(n, full - this.spec.refillPerSec * this.headroom * latencyS);
+    const jitterMs = this.latencies.length ? Math.max(...this.latencies) - Math.min(...this.latencies) : FIRST_JITTER_MS;
+    return Math.max(n, full - this.spec.refillPerSec * this.headroom * (jitterMs / 1000));
   }
 
   private refill(n = 1): void {
