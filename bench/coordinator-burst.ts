@@ -128,10 +128,15 @@ try {
   conn.target = { wsUrl: setup.wsUrl, mode: "restore" };
   const names = Array.from({ length: N }, (_, i) => `burst-${String(i).padStart(4, "0")}`);
   const tCreate = Date.now();
+  // Spread across the three AZs' subnets (a /20 each, as AWS's default subnets): the first subnet
+  // listed is an instance's home, and 5,000 addresses do not fit in one /20.
+  const specOf = (n: string, i: number) => {
+    const spec = env.spec(n, { workload: false, root: false });
+    const ids = spec.launch.subnetIds;
+    return parseSpec({ ...spec, launch: { ...spec.launch, subnetIds: [...ids.slice(i % ids.length), ...ids.slice(0, i % ids.length)] } });
+  };
   const creates = await Promise.all(
-    names.map(async (n) =>
-      setup.engine.wait((await setup.views.createInstance(parseSpec(env.spec(n, { workload: false, root: false })))).workflowId),
-    ),
+    names.map(async (n, i) => setup.engine.wait((await setup.views.createInstance(specOf(n, i))).workflowId)),
   );
   const createFailed = creates.filter((w) => w.status !== "succeeded");
   if (createFailed.length) throw new Error(`${createFailed.length} creates failed, first: ${createFailed[0]!.error}`);
