@@ -42,6 +42,7 @@ import { Views } from "../coordinator/db/views.js";
 import { CLI, ensureBuilt } from "../test/cli/built.js";
 import { FakeAgent } from "../test/coordinator/fake-agent.js";
 import { coordinatorConfig, inProcessCoordinator, OWNER_ENV, ROOT, startEnv, until } from "../test/coordinator/harness.js";
+import { hotFunctions, profileOf } from "./lib/profile.js";
 import { cpuPercent, machine, machineAfter, type ProcSample, procSample, systemdUnitSettings, type TargetResult } from "./lib/machine.js";
 
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true";
@@ -315,6 +316,11 @@ try {
       openFiles: finalHealth.openFiles,
     },
     stepSeconds: stepStats,
+    /** With --cpu-prof: the coordinator's hottest functions (self time) over its whole run. */
+    cpuProfile: (() => {
+      const f = values["cpu-prof"] ? profileOf(profDir, c.pid!) : null;
+      return f ? { file: f.slice(ROOT.length + 1), ...hotFunctions(f) } : null;
+    })(),
   };
   mkdirSync(join(ROOT, "bench", "reports"), { recursive: true });
   writeFileSync(join(ROOT, "bench", "reports", `${report.name}.json`), `${JSON.stringify(report, null, 2)}\n`);

@@ -9,6 +9,7 @@ import { fileURLToPath } from "node:url";
 import { scaledClock as modelClock } from "../shared/clock.js";
 import type { StatefulInstanceSpec } from "../shared/spec.js";
 import { AgentHub } from "./agents/hub.js";
+import { ReportBell } from "./agents/report-bell.js";
 import { loadCertificate } from "./agents/identity.js";
 import { createApiServer } from "./api/server.js";
 import { SavingsReport } from "./savings.js";
@@ -166,9 +167,12 @@ async function startOn(
   const caCertificate = config.agentCaCertificate ? loadCaCertificate(config.agentCaCertificate) : undefined;
   let hub: AgentHub | null = null;
   const elb = opts.elb ?? createElbGateway({ region: config.region, endpoint: elbEndpointFor(config), timeScale: config.timeScale });
+  // Agents' reports wake the steps waiting for them (rung once the report is stored).
+  const reports = new ReportBell();
   const deps: RunbookDeps = {
     store,
     ec2,
+    reports,
     elb,
     clock,
     sendToAgent: (instanceId, body, id) => {
@@ -303,11 +307,13 @@ async function startOn(
       log(`agent ${s.instanceId} (${s.statefulInstance} g${s.generation}, ${s.mode}) connected`);
       // A make-before-break cutover waits for this: the replacement booted and its agent waits in restore mode.
       await store.agentReports.record(s.instanceId, "hello", s.mode, { mode: s.mode, generation: s.generation });
+      reports.ring(s.instanceId);
     },
     onHeartbeat: (s, msg) => health.heartbeat(s.instanceId, msg.health),
-    onMessage: (session, msg) => {
+    onMessage: async (session, msg) => {
       health.heard(session.instanceId);
-      return intake.handle(session, msg);
+      await intake.handle(session, msg);
+      reports.ring(session.instanceId);
     },
     onRejected: (reason, detail, context) => {
       metrics.agentRejections.inc({ reason });

@@ -220,7 +220,12 @@ async function waitTakeoverReady(
       deps.clock,
       `${o.instanceId}'s agent to wait in restore mode`,
       async () => ((await deps.store.agentReports.get(o.instanceId, "hello", "restore")) ? true : null),
-      { intervalMs: Math.max(20, deps.pollMs / 10), timeoutMs: budget(), signal: ctx.signal },
+      {
+        intervalMs: deps.reports ? deps.pollMs : Math.max(20, deps.pollMs / 10),
+        timeoutMs: budget(),
+        signal: ctx.signal,
+        wake: () => deps.reports?.next(o.instanceId),
+      },
     );
     return { ready: true };
   } catch (err) {

@@ -335,7 +335,13 @@ export async function restoreAndWaitReady(
       if (r && r.ok === false) throw new Failure("agent-failed", `restore on ${o.instanceId} failed: ${r.reason ?? "no reason given"}`);
       return deps.store.agentReports.latest(o.instanceId, "ready");
     },
-    { intervalMs: Math.max(50, deps.pollMs / 5), timeoutMs: 20 * 60_000, signal: ctx.signal },
+    // Woken when the agent's report is stored; without a bell, poll often.
+    {
+      intervalMs: deps.reports ? deps.pollMs : Math.max(50, deps.pollMs / 5),
+      timeoutMs: 20 * 60_000,
+      signal: ctx.signal,
+      wake: () => deps.reports?.next(o.instanceId),
+    },
   );
   // A volume attached without a mount point is the workload's to mount: say where it is.
   const unmounted = o.volumes.filter((v) => !v.mountPoint);
