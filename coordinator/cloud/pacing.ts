@@ -88,27 +88,32 @@ class TokenBucket {
     private readonly clock: Clock,
     private readonly headroom: number,
   ) {
-    this.tokens = this.cap(1);
+    this.tokens = this.full(1);
     this.last = clock.now();
   }
 
   /**
-   * The most this bucket lets through at once. A request reaches EC2 somewhere between its
-   * release here and its answer, so requests released a refill interval apart can arrive closer
-   * together than that; EC2's bucket absorbs it only if this one keeps `refill × jitter` tokens back
-   * from its burst. The jitter is the spread of the latest answer times (the server's own time to
-   * answer is the same for each and cancels out); before any answer a second is assumed. The
-   * steady rate is unchanged; never below `n` (a take of `n` must be possible).
+   * Tokens this bucket keeps in hand beyond the one a call spends. A request reaches EC2 somewhere
+   * between its release here and its answer, so requests released a refill interval apart can
+   * arrive closer together than that; EC2's bucket absorbs it only if this one never runs below
+   * `refill × jitter` tokens. The jitter is the spread of the latest answer times (the server's
+   * own time to answer is the same for each and cancels out); before any answer a second is
+   * assumed. Tokens still accrue up to the full bucket, so a call released late (a busy event
+   * loop) is followed by the next at once, and the steady rate is the refill rate.
    */
-  private cap(n: number): number {
-    const full = this.spec.max * this.headroom;
+  private margin(n: number): number {
     const jitterMs = this.latencies.length ? Math.max(...this.latencies) - Math.min(...this.latencies) : FIRST_JITTER_MS;
-    return Math.max(n, full - this.spec.refillPerSec * this.headroom * (jitterMs / 1000));
+    return Math.max(0, Math.min(this.spec.refillPerSec * this.headroom * (jitterMs / 1000), this.full(n) - n));
+  }
+
+  /** The bucket's size here: the headroom's share of EC2's, and at least one take. */
+  private full(n: number): number {
+    return Math.max(n, this.spec.max * this.headroom);
   }
 
   private refill(n = 1): void {
     const now = this.clock.now();
-    this.tokens = Math.min(this.cap(n), this.tokens + ((now - this.last) / 1000) * this.spec.refillPerSec * this.headroom);
+    this.tokens = Math.min(this.full(n), this.tokens + ((now - this.last) / 1000) * this.spec.refillPerSec * this.headroom);
     this.last = now;
   }
 
@@ -129,11 +134,12 @@ class TokenBucket {
     const run = async () => {
       for (;;) {
         this.refill(n);
-        if (this.tokens >= n) {
+        const need = n + this.margin(n);
+        if (this.tokens >= need) {
           this.tokens -= n;
           return;
         }
-        const waitMs = ((n - this.tokens) / (this.spec.refillPerSec * this.headroom)) * 1000;
+        const waitMs = ((need - this.tokens) / (this.spec.refillPerSec * this.headroom)) * 1000;
         await this.clock.sleep(Math.max(1, Math.ceil(waitMs)));
       }
     };
