@@ -83,10 +83,11 @@ const log = (s: string) => console.error(`[${new Date().toISOString().slice(11, 
 const agents = new Map<string, FakeAgent>();
 const conn: { target: { wsUrl: string; mode: "restore" | "run" } | null } = { target: null };
 let stopAgents = false;
-// Give every running instance its fake agent, talking to the current coordinator. At most 64
+// Give every running instance its fake agent, talking to the current coordinator. At most 128
 // start at once (each asks IMDS and opens a session; thousands at once overflow the listen
 // backlogs and get connection resets), and one that failed to start is tried again.
-const MAX_STARTING = 64;
+const MAX_STARTING = 128;
+const SETUP_WAVE = 500;
 let starting = 0;
 let agentSeq = 0;
 const spawner = (async () => {
@@ -136,9 +137,16 @@ try {
     const ids = spec.launch.subnetIds;
     return parseSpec({ ...spec, launch: { ...spec.launch, subnetIds: [...ids.slice(i % ids.length), ...ids.slice(0, i % ids.length)] } });
   };
-  const creates = await Promise.all(
-    names.map(async (n, i) => setup.engine.wait((await setup.views.createInstance(specOf(n, i))).workflowId)),
-  );
+  // In waves, so the fake agents (started 128 at a time) answer each create's restore within its budget.
+  const creates = [];
+  for (let w = 0; w < N; w += SETUP_WAVE)
+    creates.push(
+      ...(await Promise.all(
+        names
+          .slice(w, w + SETUP_WAVE)
+          .map(async (n, i) => setup.engine.wait((await setup.views.createInstance(specOf(n, w + i))).workflowId)),
+      )),
+    );
   const createFailed = creates.filter((w) => w.status !== "succeeded");
   if (createFailed.length) throw new Error(`${createFailed.length} creates failed, first: ${createFailed[0]!.error}`);
   const olds = await Promise.all(names.map(async (n) => (await setup.views.getInstance(n))!.instanceId!));
