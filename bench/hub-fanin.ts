@@ -22,8 +22,10 @@
  *
  *   npx tsx bench/hub-fanin.ts [--agents 5000] [--seconds 60] [--heartbeat-ms <welcome's>] [--connect-batch 100]
  *
- * Needs about 2 × --agents file descriptors across the two processes: the script re-runs itself
- * under `ulimit -n` when the soft limit is too low (and says so if the hard limit is too low).
+ * Needs --agents + 256 file descriptors in each of the two processes: the script re-runs itself
+ * under `ulimit -n` when the soft limit is too low (and says so if the hard limit is too low). A
+ * container without CAP_SYS_RESOURCE cannot raise its hard limit even as root: with a hard limit of
+ * 20,000, 19,700 agents is the most that fits (the coordinator's /healthz then reports nearLimit).
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
