@@ -17,6 +17,33 @@ const cells = (table: string) => table.split("\n").map((l) => l.replace(/ {2,}/g
 const machine = { cores: 2, cpuModel: "Xeon", memoryGiB: 23.5, node: "v20.20.2", platform: "linux-x64", loadAverage1m: 3.2 };
 
 describe("bench:report", () => {
+  it("reads a report that lists {what, target, measured, pass} targets, recomputing pass/fail from the figures", () => {
+    write("coordinator-burst-1000.json", {
+      name: "coordinator-burst-1000",
+      description: "1000 interrupted at once",
+      date: "2026-11-26T21:41:00.000Z",
+      machine: { ...machine, loadAverage1m: { before: 2.6, after: 3.4 } },
+      targets: [
+        { what: "instances recovered", target: "1000 of 1000", measured: 1000, pass: true },
+        // The report's own flag says pass; the figure says otherwise, and the figure wins.
+        { what: "calls refused", target: "0", measured: 2, pass: true },
+        { what: "slowest / bound", target: "<= 1.03", measured: 1.027, pass: false },
+      ],
+    });
+    const [row] = loadRows(dir);
+    expect(row).toMatchObject({
+      benchmark: "coordinator-burst-1000",
+      measures: "1000 interrupted at once",
+      targets: ["instances recovered 1000 of 1000", "calls refused 0", "slowest / bound <= 1.03"],
+      measured: ["instances recovered: 1000", "calls refused: 2", "slowest / bound: 1.027"],
+      verdict: "FAIL (calls refused)",
+      date: "2026-11-26 21:41 UTC",
+      machine: "2 cores, 23.5 GiB, node v20.20.2, load 3.4",
+    });
+    write("coordinator-burst-1000.json", { name: "x", date: "yesterday", targets: [] });
+    expect(() => loadRows(dir)).toThrow(/coordinator-burst-1000.json: date: not a date/);
+  });
+
   it("turns each report's summary into a table row: figures, targets, pass/fail, date and machine", () => {
     write("coordinator-downtime.json", {
       summary: {

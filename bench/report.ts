@@ -92,7 +92,7 @@ export function rowFor(path: string): Row {
   }
   if (typeof json !== "object" || json === null || Array.isArray(json)) throw new ReportError(`${path}: not a JSON object`);
   const report = json as Record<string, unknown>;
-  if (report.summary === undefined) return legacyRow(file, report);
+  if (report.summary === undefined) return Array.isArray(report.targets) ? targetsRow(path, file, report) : legacyRow(file, report);
   const parsed = Summary.safeParse(report.summary);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
@@ -129,6 +129,66 @@ function summaryRow(file: string, s: Summary): Row {
 function verdictOf(r: z.infer<typeof Result>): boolean | null {
   if (!r.target || r.measured === null) return null;
   return r.target.op === "<=" ? r.measured <= r.target.value : r.measured >= r.target.value;
+}
+
+const TargetResult = z.object({
+  what: z.string().min(1).max(200),
+  target: z.string().max(100),
+  measured: z.union([z.number(), z.string().max(100)]),
+  pass: z.boolean(),
+});
+const TargetsReport = z.object({
+  name: z.string().min(1).max(100),
+  description: z.string().max(500).optional(),
+  date: z.string().refine((d) => !Number.isNaN(Date.parse(d)), "not a date"),
+  command: z.string().max(500).optional(),
+  machine: z
+    .object({
+      cores: z.number().int().positive(),
+      memoryGiB: z.number().positive(),
+      node: z.string().max(50),
+      loadAverage1m: z.union([z.number(), z.object({ before: z.number(), after: z.number() })]).optional(),
+    })
+    .optional(),
+  targets: z.array(TargetResult).max(50),
+});
+
+/**
+ * Pass/fail of a `targets` entry, recomputed where the target reads as a comparison ("<= 1.03",
+ * ">= 5", "0", "1000 of 1000"); the report's own flag only where it does not.
+ */
+export function targetVerdict(t: z.infer<typeof TargetResult>): boolean {
+  if (typeof t.measured !== "number") return t.pass;
+  const cmp = /^(<=|>=)\s*(-?[\d.]+)$/.exec(t.target.trim());
+  if (cmp) return cmp[1] === "<=" ? t.measured <= Number(cmp[2]) : t.measured >= Number(cmp[2]);
+  if (/^-?[\d.]+$/.test(t.target.trim())) return t.measured === Number(t.target);
+  const of = /^(\d+) of (\d+)$/.exec(t.target.trim());
+  if (of) return t.measured >= Number(of[1]);
+  return t.pass;
+}
+
+/** A report that lists its targets as {what, target, measured, pass} (the burst and fan-in benches). */
+function targetsRow(path: string, file: string, report: Record<string, unknown>): Row {
+  const parsed = TargetsReport.safeParse(report);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new ReportError(`${path}: ${issue.path.join(".")}: ${issue.message}`);
+  }
+  const r = parsed.data;
+  const failed = r.targets.filter((t) => !targetVerdict(t));
+  const m = r.machine;
+  const load = m?.loadAverage1m === undefined ? undefined : typeof m.loadAverage1m === "number" ? m.loadAverage1m : m.loadAverage1m.after;
+  return {
+    file,
+    benchmark: r.name,
+    measures: r.description ?? NOT_RECORDED,
+    targets: r.targets.map((t) => `${t.what} ${t.target}`),
+    measured: r.targets.map((t) => `${t.what}: ${typeof t.measured === "number" ? num(t.measured) : t.measured}`),
+    verdict: r.targets.length === 0 ? "no target" : failed.length ? `FAIL (${failed.map((t) => t.what).join(", ")})` : "pass",
+    date: dateText(r.date),
+    machine: m ? machineText({ ...m, loadAverage1m: load }) : NOT_RECORDED,
+    command: r.command ?? null,
+  };
 }
 
 /** A report from before `summary`: what it recorded in its own words, "not recorded" for the rest. */

@@ -31,6 +31,17 @@ describe("Throttle", () => {
     expect(requestBucketFor({ action: "CreateTags", filtered: false }).spec).toEqual({ max: 100, refill: 10 });
   });
 
+  it("counts the requests it refused per bucket", () => {
+    const clock = new FakeClock();
+    const t = new Throttle(clock, true);
+    for (let i = 0; i < 7; i++) t.takeRequest({ action: "RunInstances", filtered: false });
+    expect(t.takeResources("RunInstances", 1001)).toBe(false);
+    expect(Object.fromEntries(t.refused)).toEqual({ RunInstances: 2, "RunInstances#instances": 1 });
+    t.enabled = false;
+    t.takeRequest({ action: "RunInstances", filtered: false });
+    expect(t.refused.get("RunInstances")).toBe(2);
+  });
+
   it("never refuses when disabled", () => {
     const t = new Throttle(new FakeClock(), false);
     for (let i = 0; i < 20; i++) expect(t.takeRequest({ action: "RunInstances", filtered: false })).toBe(true);

@@ -91,6 +91,8 @@ class Bucket {
 export class Throttle {
   enabled: boolean;
   private buckets = new Map<string, Bucket>();
+  /** Requests refused since start, by bucket key (`RunInstances`, `RunInstances#instances`, …). */
+  readonly refused = new Map<string, number>();
 
   constructor(
     private readonly clock: Clock,
@@ -113,7 +115,7 @@ export class Throttle {
     if (!this.enabled) return true;
     const { key, spec } = requestBucketFor(req);
     const b = this.bucket(key, spec);
-    if (b.level(this.clock.now()) < 1) return false;
+    if (b.level(this.clock.now()) < 1) return this.refuse(key);
     b.tokens -= 1;
     return true;
   }
@@ -124,9 +126,14 @@ export class Throttle {
     const spec = RESOURCE_BUCKETS[action];
     if (!spec || count <= 0) return true;
     const b = this.bucket(`${action}#instances`, spec);
-    if (b.level(this.clock.now()) < count) return false;
+    if (b.level(this.clock.now()) < count) return this.refuse(`${action}#instances`);
     b.tokens -= count;
     return true;
+  }
+
+  private refuse(key: string): false {
+    this.refused.set(key, (this.refused.get(key) ?? 0) + 1);
+    return false;
   }
 
   /** Current tokens of a request bucket (for tests and the state dump). */

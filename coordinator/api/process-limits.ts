@@ -27,6 +27,25 @@ export function parseOpenFilesLimit(limits: string): Pick<OpenFiles, "soft" | "h
   return { soft: v(m[1]!), hard: v(m[2]!) };
 }
 
+/** Share of the soft limit at which /healthz reports descriptors as nearly exhausted. */
+export const DESCRIPTOR_PRESSURE = 0.9;
+
+/**
+ * Why the descriptor budget is a health problem, or null when it is not: open descriptors at or
+ * above `threshold` of the soft limit mean the next agent sessions and API connections are about
+ * to be refused (accept fails with EMFILE), and so is the store's next file.
+ */
+export function descriptorPressure(o: OpenFiles, threshold = DESCRIPTOR_PRESSURE): string | null {
+  if (o.open === null || typeof o.soft !== "number" || o.soft <= 0) return null;
+  if (o.open < o.soft * threshold) return null;
+  const pct = Math.round((o.open / o.soft) * 100);
+  const hard = o.hard === "unlimited" ? "unlimited" : o.hard === null ? "unknown" : String(o.hard);
+  return (
+    `${o.open} of ${o.soft} open descriptors in use (${pct}%, hard limit ${hard}): ` +
+    "new agent sessions and API connections will soon be refused; raise the limit (LimitNOFILE= in the systemd unit)"
+  );
+}
+
 export function openFiles(): OpenFiles {
   let open: number | null = null;
   try {

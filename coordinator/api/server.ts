@@ -17,7 +17,7 @@ import { ValidationError } from "../../shared/errors.js";
 import { ApiFault, type ApiServerDeps } from "./types.js";
 import { tokenMatches } from "./token.js";
 import { BodyError, MAX_YAML_BYTES, bodyFormat, parseBody, type BodyFormat } from "./bodies.js";
-import { openFiles } from "./process-limits.js";
+import { descriptorPressure, openFiles } from "./process-limits.js";
 import { Console, defaultConsoleDir } from "./console.js";
 import { handleGroups } from "./groups.js";
 import { NotLeaderError } from "../ha/lease.js";
@@ -98,8 +98,16 @@ async function handle(deps: ApiServerDeps, web: Console, req: IncomingMessage, r
     const role = url.searchParams.get("role");
     if (role !== null && role !== "leader")
       throw new HttpError(400, "invalid", `role: the only role to ask for is leader, got ${JSON.stringify(role.slice(0, 40))}`);
-    const ok = h.ok && (role === null || !deps.standby?.());
-    return sendJson(res, ok ? 200 : 503, { ok, ...(h.detail ?? {}), openFiles: openFiles() });
+    const files = (deps.openFiles ?? openFiles)();
+    // Nearly out of descriptors, the coordinator is about to refuse agents and API clients: degraded.
+    const pressure = descriptorPressure(files);
+    const ok = h.ok && pressure === null && (role === null || !deps.standby?.());
+    return sendJson(res, ok ? 200 : 503, {
+      ok,
+      ...(h.detail ?? {}),
+      openFiles: { ...files, nearLimit: pressure !== null },
+      ...(pressure ? { degraded: pressure } : {}),
+    });
   }
   if (path === "/metrics") {
     only(method, ["GET"]);

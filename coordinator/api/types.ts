@@ -9,6 +9,7 @@ import type { EventsResponse, InstanceDetail, InstanceSummary, Savings, Workflow
 import type { KeepSet } from "../../shared/deletion.js";
 import type { StatefulInstanceSpec } from "../../shared/spec.js";
 import type { GroupApi } from "./groups.js";
+import type { OpenFiles } from "./process-limits.js";
 
 /** A domain error the API maps to an HTTP status: not-found 404, conflict 409, invalid 400. */
 export class ApiFault extends Error {
@@ -76,11 +77,16 @@ export interface ApiServerDeps {
   onAgentUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
   /** Prometheus text for GET /metrics. */
   metricsText(): Promise<string>;
-  /** For /healthz; the server adds `openFiles` (descriptors open, soft and hard limit). */
+  /**
+   * For /healthz; the server adds `openFiles` (descriptors open, soft and hard limit, nearLimit) and
+   * answers 503 with `degraded` when open descriptors reach 90% of the soft limit.
+   */
   health(): Awaitable<{ ok: boolean; detail?: Record<string, unknown> }>;
   /**
    * With several coordinators: null while this one leads, else the leader's URL as last seen
    * (null inside when none leads just now). A standby answers every /api/v1 write 503 naming it.
    */
   standby?: () => { leader: string | null } | null;
+  /** The descriptor figures /healthz reports; default this process's (/proc/self). */
+  openFiles?(): OpenFiles;
 }

@@ -45,11 +45,14 @@ import {
   type _InstanceType,
   type VolumeType,
   type ArchitectureValues,
+  type ServiceInputTypes,
+  type ServiceOutputTypes,
 } from "@aws-sdk/client-ec2";
 import type { Clock } from "../../shared/clock.js";
 import { realClock } from "../../shared/clock.js";
-import { Ec2Error, errorCode, isNotFound, wrapEc2 } from "./errors.js";
-import { Pacer } from "./pacing.js";
+import { classify, Ec2Error, errorCode, isNotFound, wrapEc2 } from "./errors.js";
+import type { FinalizeRequestMiddleware } from "@smithy/types";
+import { Pacer, paceOf } from "./pacing.js";
 import { ScaledRetryStrategy } from "./sdk-retry.js";
 import { Batcher } from "./batcher.js";
 import { NodeHttpHandler } from "@smithy/node-http-handler";
@@ -150,6 +153,8 @@ async function alreadyGoneIsDone(p: Promise<unknown>): Promise<void> {
   }
 }
 
+/** The first ids of a batch, for error messages. */
+const listed = (ids: string[]): string => `${ids.slice(0, 3).join(", ")}${ids.length > 3 ? "…" : ""}`;
 const toTags = (tags: Tags): Tag[] => Object.entries(tags).map(([Key, Value]) => ({ Key, Value }));
 const fromTags = (tags: Tag[] | undefined): Tags =>
   Object.fromEntries((tags ?? []).filter((t) => t.Key).map((t) => [t.Key!, t.Value ?? ""]));
@@ -161,6 +166,30 @@ class AwsGateway implements Ec2Gateway {
   private readonly terminations = new Batcher<true>((ids) => this.terminateMany(ids), 5, 100);
   /** Subnets do not move between AZs: remember them. */
   private readonly subnetCache = new Map<string, SubnetInfo>();
+  /** Subnet lookups under way: a thousand launches at once ask once. */
+  private readonly subnetLookups = new Map<string, Promise<void>>();
+  /** A zone's worth of notices at once: one DescribeSpotInstanceRequests per batch, by filter (an unknown id fails nothing). */
+  private readonly spotRequests = new Batcher<SpotRequestStatus>(async (ids) => {
+    const out = await this.call("DescribeSpotInstanceRequests", `describing the spot requests of ${listed(ids)}`, () =>
+      this.client.send(new DescribeSpotInstanceRequestsCommand({ Filters: [{ Name: "instance-id", Values: ids }] })),
+    );
+    const found = new Map<string, SpotRequestStatus>();
+    for (const r of out.SpotInstanceRequests ?? [])
+      if (r.InstanceId && r.SpotInstanceRequestId && !found.has(r.InstanceId))
+        found.set(r.InstanceId, {
+          spotInstanceRequestId: r.SpotInstanceRequestId,
+          state: r.State ?? "unknown",
+          statusCode: r.Status?.Code ?? "unknown",
+        });
+    return found;
+  });
+  /** Launches' image lookups, batched by filter: a deregistered id is simply not returned. */
+  private readonly images = new Batcher<ImageInfo>(async (ids) => {
+    const out = await this.call("DescribeImages", `describing images ${listed(ids)}`, () =>
+      this.client.send(new DescribeImagesCommand({ Filters: [{ Name: "image-id", Values: ids }] })),
+    );
+    return new Map((out.Images ?? []).filter((i) => i.ImageId).map((i) => [i.ImageId!, imageInfo(i)]));
+  });
   private readonly instances = new Batcher<InstanceInfo>((ids) =>
     this.describeInstancesNow(ids).then((l) => new Map(l.map((i) => [i.instanceId, i]))),
   );
@@ -212,15 +241,34 @@ class AwsGateway implements Ec2Gateway {
         { step: "finalizeRequest", priority: "low", name: "spotkeepLeaderFence" },
       );
     this.pacer = opts.pacingHeadroom === 0 ? null : new Pacer(opts.clock ?? realClock, opts.pacingHeadroom ?? 0.8);
+    const pacer = this.pacer;
+    // Pacing sits inside the SDK's retry loop: every attempt, retries included, waits for its
+    // tokens, and a RequestLimitExceeded empties the bucket, so throttling cannot feed itself.
+    if (pacer) {
+      const pacing: FinalizeRequestMiddleware<ServiceInputTypes, ServiceOutputTypes> = (next, context) => async (args) => {
+        const action = (context.commandName ?? "").replace(/Command$/, "");
+        const pace = paceOf(action, (args.input ?? {}) as Record<string, unknown>);
+        const answered = await pacer.acquire(action, pace);
+        try {
+          const out = await next(args);
+          answered();
+          return out;
+        } catch (err) {
+          answered();
+          if (classify(err) === "throttling") pacer.throttled(action, pace);
+          throw err;
+        }
+      };
+      this.client.middlewareStack.addRelativeTo(pacing, {
+        relation: "after",
+        toMiddleware: "retryMiddleware",
+        name: "spotkeepPacing",
+        override: true,
+      });
+    }
   }
 
-  private async call<T>(
-    action: string,
-    what: string,
-    fn: () => Promise<T>,
-    pace: { unfiltered?: boolean; resources?: number } = {},
-  ): Promise<T> {
-    await this.pacer?.acquire(action, pace);
+  private async call<T>(action: string, what: string, fn: () => Promise<T>): Promise<T> {
     try {
       const out = await fn();
       this.opts.observe?.recordEc2Call(action);
@@ -237,7 +285,6 @@ class AwsGateway implements Ec2Gateway {
     for (const action of GATEWAY_ACTIONS) {
       const send = dryRuns[action];
       if (!send) throw new Error(`no permission DryRun for ${action}`);
-      await this.pacer?.acquire(action, {});
       try {
         // Each entry builds its own command type; send() takes the union of them all.
         await this.client.send(send() as never);
@@ -257,24 +304,26 @@ class AwsGateway implements Ec2Gateway {
   }
 
   async describeSubnets(subnetIds: string[]): Promise<SubnetInfo[]> {
-    const missing = subnetIds.filter((id) => !this.subnetCache.has(id));
+    const missing = subnetIds.filter((id) => !this.subnetCache.has(id) && !this.subnetLookups.has(id));
     if (missing.length) {
-      const out = await this.call("DescribeSubnets", `describing subnets ${missing.join(", ")}`, () =>
+      const lookup = this.call("DescribeSubnets", `describing subnets ${missing.join(", ")}`, () =>
         this.client.send(new DescribeSubnetsCommand({ SubnetIds: missing })),
-      );
-      for (const s of out.Subnets ?? [])
-        this.subnetCache.set(s.SubnetId!, { subnetId: s.SubnetId!, availabilityZone: s.AvailabilityZone!, cidr: s.CidrBlock ?? "" });
+      ).then((out) => {
+        for (const s of out.Subnets ?? [])
+          this.subnetCache.set(s.SubnetId!, { subnetId: s.SubnetId!, availabilityZone: s.AvailabilityZone!, cidr: s.CidrBlock ?? "" });
+      });
+      for (const id of missing) this.subnetLookups.set(id, lookup);
+      const forget = () => {
+        for (const id of missing) if (this.subnetLookups.get(id) === lookup) this.subnetLookups.delete(id);
+      };
+      lookup.then(forget, forget);
     }
+    await Promise.all(subnetIds.filter((id) => !this.subnetCache.has(id)).map((id) => this.subnetLookups.get(id)));
     return subnetIds.map((id) => this.subnetCache.get(id)).filter((s): s is SubnetInfo => !!s);
   }
 
-  async spotRequestStatus(instanceId: string): Promise<SpotRequestStatus | null> {
-    const out = await this.call("DescribeSpotInstanceRequests", `describing the spot request of ${instanceId}`, () =>
-      this.client.send(new DescribeSpotInstanceRequestsCommand({ Filters: [{ Name: "instance-id", Values: [instanceId] }] })),
-    );
-    const r = out.SpotInstanceRequests?.find((x) => x.InstanceId === instanceId);
-    if (!r?.SpotInstanceRequestId) return null;
-    return { spotInstanceRequestId: r.SpotInstanceRequestId, state: r.State ?? "unknown", statusCode: r.Status?.Code ?? "unknown" };
+  spotRequestStatus(instanceId: string): Promise<SpotRequestStatus | null> {
+    return this.spotRequests.get(instanceId);
   }
 
   async describeSpotPriceHistory(q: { instanceType: string; availabilityZone: string; start: Date; end: Date }): Promise<SpotPricePoint[]> {
@@ -306,77 +355,64 @@ class AwsGateway implements Ec2Gateway {
     return out.sort((a, b) => a.at.getTime() - b.at.getTime());
   }
 
-  async describeImage(imageId: string): Promise<ImageInfo | null> {
-    try {
-      const out = await this.call("DescribeImages", `describing image ${imageId}`, () =>
-        this.client.send(new DescribeImagesCommand({ ImageIds: [imageId] })),
-      );
-      const img = out.Images?.[0];
-      return img ? imageInfo(img) : null;
-    } catch (err) {
-      if (isNotFound(err)) return null;
-      throw err;
-    }
+  describeImage(imageId: string): Promise<ImageInfo | null> {
+    return this.images.get(imageId);
   }
 
   async launchInstance(req: LaunchRequest): Promise<InstanceInfo> {
     const what = `launching ${req.market} ${req.instanceType}${"eniId" in req.network ? ` with ${req.network.eniId}` : ` in ${req.network.subnetId}`}`;
     const net = req.network;
-    const out = await this.call(
-      "RunInstances",
-      what,
-      () =>
-        this.client.send(
-          new RunInstancesCommand({
-            ClientToken: req.clientToken,
-            ImageId: req.imageId,
-            InstanceType: req.instanceType as _InstanceType,
-            MinCount: 1,
-            MaxCount: 1,
-            UserData: Buffer.from(req.userData, "utf8").toString("base64"),
-            ...("eniId" in net
-              ? { NetworkInterfaces: [{ DeviceIndex: 0, NetworkInterfaceId: net.eniId }] }
-              : {
-                  SubnetId: net.subnetId,
-                  SecurityGroupIds: net.securityGroupIds.length ? net.securityGroupIds : undefined,
-                  PrivateIpAddress: net.privateIp,
-                }),
-            BlockDeviceMappings: req.blockDevices.length
-              ? req.blockDevices.map((b) => ({
-                  DeviceName: b.deviceName,
-                  Ebs: {
-                    SnapshotId: b.snapshotId,
-                    VolumeSize: b.sizeGiB,
-                    VolumeType: b.volumeType as VolumeType | undefined,
-                    Iops: b.iops,
-                    Throughput: b.throughput,
-                    DeleteOnTermination: b.deleteOnTermination,
-                  },
-                }))
+    const out = await this.call("RunInstances", what, () =>
+      this.client.send(
+        new RunInstancesCommand({
+          ClientToken: req.clientToken,
+          ImageId: req.imageId,
+          InstanceType: req.instanceType as _InstanceType,
+          MinCount: 1,
+          MaxCount: 1,
+          UserData: Buffer.from(req.userData, "utf8").toString("base64"),
+          ...("eniId" in net
+            ? { NetworkInterfaces: [{ DeviceIndex: 0, NetworkInterfaceId: net.eniId }] }
+            : {
+                SubnetId: net.subnetId,
+                SecurityGroupIds: net.securityGroupIds.length ? net.securityGroupIds : undefined,
+                PrivateIpAddress: net.privateIp,
+              }),
+          BlockDeviceMappings: req.blockDevices.length
+            ? req.blockDevices.map((b) => ({
+                DeviceName: b.deviceName,
+                Ebs: {
+                  SnapshotId: b.snapshotId,
+                  VolumeSize: b.sizeGiB,
+                  VolumeType: b.volumeType as VolumeType | undefined,
+                  Iops: b.iops,
+                  Throughput: b.throughput,
+                  DeleteOnTermination: b.deleteOnTermination,
+                },
+              }))
+            : undefined,
+          InstanceMarketOptions:
+            req.market === "spot"
+              ? {
+                  MarketType: "spot",
+                  SpotOptions: { SpotInstanceType: "one-time", InstanceInterruptionBehavior: "terminate", MaxPrice: req.maxPrice },
+                }
               : undefined,
-            InstanceMarketOptions:
-              req.market === "spot"
-                ? {
-                    MarketType: "spot",
-                    SpotOptions: { SpotInstanceType: "one-time", InstanceInterruptionBehavior: "terminate", MaxPrice: req.maxPrice },
-                  }
-                : undefined,
-            IamInstanceProfile: req.iamInstanceProfile ? { Name: req.iamInstanceProfile } : undefined,
-            KeyName: req.keyName,
-            MetadataOptions: { HttpTokens: "required", HttpEndpoint: "enabled", HttpPutResponseHopLimit: 2 },
-            // Every resource the launch creates carries the tags: an IAM policy that lets the
-            // coordinator create only tagged resources checks each of them (ENI and spot request too).
-            TagSpecifications: Object.keys(req.tags).length
-              ? [
-                  { ResourceType: "instance" as const, Tags: toTags(req.tags) },
-                  { ResourceType: "volume" as const, Tags: toTags(req.tags) },
-                  ...("eniId" in net ? [] : [{ ResourceType: "network-interface" as const, Tags: toTags(req.tags) }]),
-                  ...(req.market === "spot" ? [{ ResourceType: "spot-instances-request" as const, Tags: toTags(req.tags) }] : []),
-                ]
-              : undefined,
-          }),
-        ),
-      { resources: 1 },
+          IamInstanceProfile: req.iamInstanceProfile ? { Name: req.iamInstanceProfile } : undefined,
+          KeyName: req.keyName,
+          MetadataOptions: { HttpTokens: "required", HttpEndpoint: "enabled", HttpPutResponseHopLimit: 2 },
+          // Every resource the launch creates carries the tags: an IAM policy that lets the
+          // coordinator create only tagged resources checks each of them (ENI and spot request too).
+          TagSpecifications: Object.keys(req.tags).length
+            ? [
+                { ResourceType: "instance" as const, Tags: toTags(req.tags) },
+                { ResourceType: "volume" as const, Tags: toTags(req.tags) },
+                ...("eniId" in net ? [] : [{ ResourceType: "network-interface" as const, Tags: toTags(req.tags) }]),
+                ...(req.market === "spot" ? [{ ResourceType: "spot-instances-request" as const, Tags: toTags(req.tags) }] : []),
+              ]
+            : undefined,
+        }),
+      ),
     );
     const inst = out.Instances?.[0];
     if (!inst?.InstanceId) throw new Ec2Error(what, "EmptyResponse", "RunInstances returned no instance");
@@ -432,11 +468,8 @@ class AwsGateway implements Ec2Gateway {
     const out: InstanceStatusInfo[] = [];
     let token: string | undefined;
     do {
-      const page = await this.call(
-        "DescribeInstanceStatus",
-        "describing the status of every running instance",
-        () => this.client.send(new DescribeInstanceStatusCommand({ MaxResults: 1000, NextToken: token })),
-        { unfiltered: true },
+      const page = await this.call("DescribeInstanceStatus", "describing the status of every running instance", () =>
+        this.client.send(new DescribeInstanceStatusCommand({ MaxResults: 1000, NextToken: token })),
       );
       out.push(...(page.InstanceStatuses ?? []).map(instanceStatusInfo));
       token = page.NextToken;
@@ -469,19 +502,14 @@ class AwsGateway implements Ec2Gateway {
   private async terminateMany(ids: string[]): Promise<Map<string, true>> {
     const one = (id: string) =>
       alreadyGoneIsDone(
-        this.call("TerminateInstances", `terminating ${id}`, () => this.client.send(new TerminateInstancesCommand({ InstanceIds: [id] })), {
-          resources: 1,
-        }),
+        this.call("TerminateInstances", `terminating ${id}`, () => this.client.send(new TerminateInstancesCommand({ InstanceIds: [id] }))),
       );
     if (ids.length === 1) {
       await one(ids[0]!);
     } else {
       try {
-        await this.call(
-          "TerminateInstances",
-          `terminating ${ids.length} instances (${ids.slice(0, 3).join(", ")}…)`,
-          () => this.client.send(new TerminateInstancesCommand({ InstanceIds: ids })),
-          { resources: ids.length },
+        await this.call("TerminateInstances", `terminating ${ids.length} instances (${ids.slice(0, 3).join(", ")}…)`, () =>
+          this.client.send(new TerminateInstancesCommand({ InstanceIds: ids })),
         );
       } catch (err) {
         if (!isNotFound(err)) throw err;

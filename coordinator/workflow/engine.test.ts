@@ -14,7 +14,8 @@ const stores: SqliteStore[] = [];
 const engines: WorkflowEngine[] = [];
 
 function open(runbooks: Record<string, Runbook<never>>, extra: Partial<ConstructorParameters<typeof WorkflowEngine>[0]> = {}) {
-  const store = SqliteStore.open(join(dir, "db.sqlite"), () => clock.now());
+  // The fake clock settles with microtasks: commit each group of store calls on one.
+  const store = SqliteStore.open(join(dir, "db.sqlite"), () => clock.now(), { commitOn: queueMicrotask });
   stores.push(store);
   const engine = new WorkflowEngine({ store, clock: scaledClock(1, clock), runbooks, random: () => 1, ...extra });
   engines.push(engine);

@@ -238,8 +238,37 @@ describe("public endpoints", () => {
     expect(await res.json()).toEqual({
       ok: true,
       agents: 0,
-      openFiles: { open: expect.any(Number), soft: expect.anything(), hard: expect.anything() },
+      openFiles: { open: expect.any(Number), soft: expect.anything(), hard: expect.anything(), nearLimit: false },
     });
+  });
+  it("/healthz degrades to 503 when open descriptors near the limit, and recovers below it", async () => {
+    let open = 950;
+    const near = createApiServer({
+      views,
+      adminToken: token,
+      agentBundlePath: join(dir, "agent.js"),
+      onAgentUpgrade: (_req, socket) => socket.destroy(),
+      metricsText: () => metrics.text(),
+      health: () => ({ ok: true, detail: { agents: 940 } }),
+      openFiles: () => ({ open, soft: 1024, hard: 1024 }),
+    });
+    const url = await near.listen(0);
+    try {
+      const res = await fetch(`${url}/healthz`);
+      expect(res.status).toBe(503);
+      expect(await res.json()).toEqual({
+        ok: false,
+        agents: 940,
+        openFiles: { open: 950, soft: 1024, hard: 1024, nearLimit: true },
+        degraded: expect.stringMatching(/^950 of 1024 open descriptors in use \(93%, hard limit 1024\): .*LimitNOFILE=/),
+      });
+      open = 500;
+      const again = await fetch(`${url}/healthz`);
+      expect(again.status).toBe(200);
+      expect(await again.json()).toMatchObject({ ok: true, openFiles: { open: 500, nearLimit: false } });
+    } finally {
+      await near.close();
+    }
   });
   it("/metrics is Prometheus text", async () => {
     const res = await fetch(`${base}/metrics`);

@@ -6,6 +6,8 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
+import { once } from "node:events";
+import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
@@ -30,9 +32,13 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-function start(args: string[]) {
+/** `nofile`: start it under that open-files limit (soft and hard), as LimitNOFILE= would. */
+function start(args: string[], nofile?: number) {
   const out: string[] = [];
-  const child = spawn(process.execPath, [CLI, "coordinator", ...args], {
+  const argv = [CLI, "coordinator", ...args];
+  const [cmd, cmdArgs] =
+    nofile === undefined ? [process.execPath, argv] : ["sh", ["-c", `ulimit -n ${nofile} && exec "$0" "$@"`, process.execPath, ...argv]];
+  const child = spawn(cmd, cmdArgs, {
     stdio: ["ignore", "pipe", "pipe"],
     env: { ...process.env, [OWNER_ENV]: dir },
   });
@@ -58,6 +64,36 @@ describe("spotkeep coordinator", () => {
     const bundle = await fetch(`${url}/agent/v1/agent.js`);
     expect(bundle.status).toBe(200);
     expect((await bundle.text()).length).toBeGreaterThan(1000);
+    c.child.kill("SIGTERM");
+    expect(await c.exited).toBe(0);
+  });
+
+  it("/healthz degrades to 503 while open descriptors are within 10% of its open-files limit, and recovers", async () => {
+    const limit = 160;
+    const c = start(["--localcloud", env.lc.endpoint, "--listen", "127.0.0.1:0", "--data-dir", join(dir, "data-nofile")], limit);
+    const url = await c.listening();
+    const first = (await (await fetch(`${url}/healthz`)).json()) as { ok: boolean; openFiles: { open: number; soft: number } };
+    expect(first).toMatchObject({ ok: true, openFiles: { soft: limit, hard: limit, nearLimit: false } });
+    // Idle connections hold one descriptor each in the coordinator until its header timeout.
+    const { port } = new URL(url);
+    const held: Socket[] = [];
+    const toOpen = Math.ceil(limit * 0.9) - first.openFiles.open + 2;
+    for (let i = 0; i < toOpen; i++) {
+      const s = connect(Number(port), "127.0.0.1");
+      held.push(s);
+      await once(s, "connect");
+    }
+    try {
+      const degraded = await until("/healthz to degrade", async () => {
+        const res = await fetch(`${url}/healthz`);
+        return res.status === 503 ? ((await res.json()) as Record<string, unknown>) : null;
+      });
+      expect(degraded).toMatchObject({ ok: false, openFiles: { soft: limit, nearLimit: true } });
+      expect(degraded.degraded).toMatch(new RegExp(`^\\d+ of ${limit} open descriptors in use .*LimitNOFILE=`));
+    } finally {
+      for (const s of held) s.destroy();
+    }
+    await until("/healthz to recover", async () => (await fetch(`${url}/healthz`)).status === 200);
     c.child.kill("SIGTERM");
     expect(await c.exited).toBe(0);
   });

@@ -20,8 +20,14 @@ export class FakeAgent {
   constructor(
     readonly instanceId: string,
     private readonly env: Env,
-    private readonly coord: Coordinator,
-    private readonly opts: { sessionSecret?: string; answerCommands?: boolean } = {},
+    /** The coordinator it talks to: in process, or a child's ws://…/agent/v1/ws. */
+    private readonly coord: Pick<Coordinator, "wsUrl">,
+    /**
+     * mode: the hello's mode (default restore; run is an agent restarted on a serving instance).
+     * localAddress: the loopback address to connect from (127.0.0.0/8), so thousands of fake
+     * agents come from distinct sources as instances do.
+     */
+    private readonly opts: { sessionSecret?: string; answerCommands?: boolean; mode?: "restore" | "run"; localAddress?: string } = {},
   ) {}
 
   send(body: Record<string, unknown>): void {
@@ -37,7 +43,7 @@ export class FakeAgent {
     const get = async (p: string) => (await fetch(`${endpoint}${p}`, { headers: { "x-aws-ec2-metadata-token": token } })).text();
     const document = await get("/latest/dynamic/instance-identity/document");
     const signature = await get("/latest/dynamic/instance-identity/signature");
-    this.ws = new WebSocket(this.coord.wsUrl);
+    this.ws = new WebSocket(this.coord.wsUrl, this.opts.localAddress ? { localAddress: this.opts.localAddress } : {});
     await new Promise<void>((resolve, reject) => {
       this.ws.once("open", () => resolve());
       this.ws.once("error", reject);
@@ -61,7 +67,7 @@ export class FakeAgent {
       type: "hello",
       identity: { document, signature },
       agentVersion: "bench",
-      mode: "restore",
+      mode: this.opts.mode ?? "restore",
       sessionSecret: this.opts.sessionSecret ?? "fake-agent-session-secret-0123456789abcdefghijk",
     });
   }

@@ -143,6 +143,79 @@ describe("EC2 gateway on localcloud", () => {
     expect(found.map((i) => i.instanceId)).toEqual([a.instanceId]);
   });
 
+  it("lookups made at about the same time are batched: spot requests, images and subnets cost one call each", async () => {
+    const calls: string[] = [];
+    const counted = createAwsGateway({
+      region: "us-east-1",
+      endpoint: lc.endpoint,
+      pacingHeadroom: 0,
+      observe: { recordEc2Call: (action) => void calls.push(action) },
+    });
+    const launched = await Promise.all(
+      Array.from({ length: 3 }, (_, i) =>
+        gw.launchInstance({
+          clientToken: `tok-batch-${i}`,
+          imageId: lc.world.baseImageId,
+          instanceType: "m5.large",
+          market: "spot",
+          network: { subnetId: subnetA.subnetId, securityGroupIds: [] },
+          userData: "",
+          blockDevices: [],
+          tags: { [TAG.workflow]: "wf-test-batch" },
+        }),
+      ),
+    );
+    const ids = launched.map((i) => i.instanceId);
+    const [spot, images, subnets] = await Promise.all([
+      Promise.all([...ids, "i-0123456789abcdef0"].map((id) => counted.spotRequestStatus(id))),
+      Promise.all([lc.world.baseImageId, lc.world.baseImageId, "ami-0123456789abcdef0"].map((id) => counted.describeImage(id))),
+      Promise.all(Array.from({ length: 5 }, () => counted.describeSubnets([subnetA.subnetId, subnetB.subnetId]))),
+    ]);
+    expect(spot.slice(0, 3).map((s) => s?.state)).toEqual(["active", "active", "active"]);
+    expect(new Set(spot.slice(0, 3).map((s) => s?.spotInstanceRequestId)).size).toBe(3);
+    expect(spot[3]).toBeNull();
+    expect(images[0]?.imageId).toBe(lc.world.baseImageId);
+    expect(images[1]).toEqual(images[0]);
+    // A deregistered or unknown image answers null, as a single lookup did.
+    expect(images[2]).toBeNull();
+    for (const s of subnets) expect(s.map((x) => x.availabilityZone)).toEqual([subnetA.availabilityZone, subnetB.availabilityZone]);
+    expect(calls.sort()).toEqual(["DescribeImages", "DescribeSpotInstanceRequests", "DescribeSubnets"]);
+    // Remembered: subnets do not move.
+    await counted.describeSubnets([subnetA.subnetId]);
+    expect(calls).toHaveLength(3);
+    await Promise.all(ids.map((id) => gw.terminateInstance(id)));
+  });
+
+  it("paced at EC2's buckets, a burst of launches draws no RequestLimitExceeded: 9 at once go 5, then 2 per second", async () => {
+    const paced = createAwsGateway({ region: "us-east-1", endpoint: lc.endpoint, pacingHeadroom: 1 });
+    lc.throttle.reset();
+    lc.throttle.enabled = true;
+    const t0 = Date.now();
+    try {
+      const launched = await Promise.all(
+        Array.from({ length: 9 }, (_, i) =>
+          paced.launchInstance({
+            clientToken: `tok-paced-${i}`,
+            imageId: lc.world.baseImageId,
+            instanceType: "m5.large",
+            market: "spot",
+            network: { subnetId: subnetA.subnetId, securityGroupIds: [] },
+            userData: "",
+            blockDevices: [],
+            tags: { [TAG.workflow]: "wf-test-paced" },
+          }),
+        ),
+      );
+      expect(new Set(launched.map((i) => i.instanceId)).size).toBe(9);
+      expect(lc.throttle.refused.get("RunInstances") ?? 0).toBe(0);
+      // Four beyond the burst of five at two per second: the pacer waited, EC2 did not refuse.
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(1500);
+      await Promise.all(launched.map((i) => gw.terminateInstance(i.instanceId)));
+    } finally {
+      lc.throttle.enabled = false;
+    }
+  });
+
   it("treats unknown ids as gone: describe returns null, terminate/delete succeed", async () => {
     expect(await gw.describeVolume("vol-0123456789abcdef0")).toBeNull();
     expect(await gw.describeSnapshot("snap-0123456789abcdef0")).toBeNull();

@@ -1,7 +1,9 @@
 /**
  * The SQLite store: better-sqlite3 is synchronous, so each query runs to completion on the event
  * loop; the asynchronous Store surface around it only has to keep other callers out while a
- * transaction is open (a transaction's callback may await between its queries).
+ * transaction is open (a transaction's callback may await between its queries). Single calls
+ * outside a transaction are group-committed (group-commit.ts): those of one event-loop turn share
+ * one commit, and each resolves once that commit is on disk.
  */
 import Database from "better-sqlite3";
 import { migrate } from "../migrations.js";
@@ -12,6 +14,7 @@ import { instanceQueries } from "./instances.js";
 import { noticeArrivalQueries, queueEventQueries } from "./queue-events.js";
 import { deletionQueries } from "./deletions.js";
 import { artifactQueries, networkQueries, rootQueries, volumeQueries } from "./resources.js";
+import { GroupCommit } from "./group-commit.js";
 import { statements } from "./statements.js";
 import { groupQueries } from "./groups.js";
 import { taskRunQueries } from "./task-runs.js";
@@ -68,6 +71,15 @@ export function openPlainDatabase(file: string, now: () => number = Date.now): D
   return db;
 }
 
+export interface StoreOptions {
+  /**
+   * When a group of single calls commits; default setImmediate (the next turn of the event loop,
+   * so the timers and socket reads of one turn share a commit). Tests on a fake clock that settle
+   * with microtasks pass queueMicrotask.
+   */
+  commitOn?: (commit: () => void) => void;
+}
+
 export class SqliteStore implements Store {
   readonly instances: StoreTx["instances"];
   readonly generations: StoreTx["generations"];
@@ -88,13 +100,17 @@ export class SqliteStore implements Store {
   private readonly inTx: StoreTx;
   /** Set while a transaction is open; every other call waits for it. */
   private gate: Promise<void> | null = null;
+  /** The open group of single calls; a transaction waits until it has committed. */
+  readonly group: GroupCommit;
 
   /** `db` must be open and migrated (see openPlainDatabase, or the data-dir opener). */
   constructor(
     readonly db: Database.Database,
     now: () => number = Date.now,
+    opts: StoreOptions = {},
   ) {
     const q = sqliteQueries(db, now);
+    this.group = new GroupCommit(db, opts.commitOn);
     const gated = <T extends object>(o: T): Async<T> => this.wrap(o, true);
     const direct = <T extends object>(o: T): Async<T> => this.wrap(o, false);
     this.instances = gated(q.instances);
@@ -131,8 +147,8 @@ export class SqliteStore implements Store {
     };
   }
 
-  static open(file: string, now: () => number = Date.now): SqliteStore {
-    return new SqliteStore(openPlainDatabase(file, now), now);
+  static open(file: string, now: () => number = Date.now, opts: StoreOptions = {}): SqliteStore {
+    return new SqliteStore(openPlainDatabase(file, now), now, opts);
   }
 
   private wrap<T extends object>(o: T, gated: boolean): Async<T> {
@@ -141,7 +157,7 @@ export class SqliteStore implements Store {
       out[k] = gated
         ? async (...a: unknown[]) => {
             while (this.gate) await this.gate;
-            return fn(...a);
+            return this.group.run(() => fn(...a));
           }
         : async (...a: unknown[]) => fn(...a);
     }
@@ -149,7 +165,8 @@ export class SqliteStore implements Store {
   }
 
   async tx<T>(fn: (t: StoreTx) => Promise<T>): Promise<T> {
-    while (this.gate) await this.gate;
+    // Checked again after every wait, with nothing in between: BEGIN below must find no transaction open.
+    while (this.gate || this.group.open) await (this.gate ?? this.group.settled());
     let release!: () => void;
     this.gate = new Promise<void>((r) => (release = r));
     try {
@@ -176,7 +193,7 @@ export class SqliteStore implements Store {
   }
 
   async close(): Promise<void> {
-    while (this.gate) await this.gate;
+    while (this.gate || this.group.open) await (this.gate ?? this.group.settled());
     if (this.db.open) this.db.close();
   }
 }

@@ -220,7 +220,13 @@ async function waitTakeoverReady(
       deps.clock,
       `${o.instanceId}'s agent to wait in restore mode`,
       async () => ((await deps.store.agentReports.get(o.instanceId, "hello", "restore")) ? true : null),
-      { intervalMs: Math.max(20, deps.pollMs / 10), timeoutMs: budget(), signal: ctx.signal, wake: agentReportWake(deps, o.instanceId) },
+      {
+        // Woken when the report is recorded; without a signal, poll often.
+        intervalMs: deps.onAgentReport ? deps.pollMs : Math.max(20, deps.pollMs / 10),
+        timeoutMs: budget(),
+        signal: ctx.signal,
+        wake: agentReportWake(deps, o.instanceId),
+      },
     );
     return { ready: true };
   } catch (err) {

@@ -359,7 +359,13 @@ export async function restoreAndWaitReady(
       if (r && r.ok === false) throw new Failure("agent-failed", `restore on ${o.instanceId} failed: ${r.reason ?? "no reason given"}`);
       return deps.store.agentReports.latest(o.instanceId, "ready");
     },
-    { intervalMs: Math.max(50, deps.pollMs / 5), timeoutMs: 20 * 60_000, signal: ctx.signal, wake: agentReportWake(deps, o.instanceId) },
+    // Woken when the report is recorded; without a signal, poll often.
+    {
+      intervalMs: deps.onAgentReport ? deps.pollMs : Math.max(50, deps.pollMs / 5),
+      timeoutMs: 20 * 60_000,
+      signal: ctx.signal,
+      wake: agentReportWake(deps, o.instanceId),
+    },
   );
   // A volume attached without a mount point is the workload's to mount: say where it is.
   const unmounted = o.volumes.filter((v) => !v.mountPoint);

@@ -77,7 +77,13 @@ export async function askAgent<R>(
       deps.clock,
       `${o.instanceId} to report ${o.reportKind}`,
       () => deps.store.agentReports.get(o.instanceId, o.reportKind, o.commandId),
-      { intervalMs: Math.max(20, deps.pollMs / 10), timeoutMs: o.budgetMs, signal: ctx.signal, wake: agentReportWake(deps, o.instanceId) },
+      // Woken when the report is recorded; without a signal, poll often.
+      {
+        intervalMs: deps.onAgentReport ? deps.pollMs : Math.max(20, deps.pollMs / 10),
+        timeoutMs: o.budgetMs,
+        signal: ctx.signal,
+        wake: agentReportWake(deps, o.instanceId),
+      },
     );
     return report.data as R;
   } catch (err) {
