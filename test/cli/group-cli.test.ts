@@ -147,7 +147,11 @@ describe("spotkeep group", () => {
     expect(t.code).not.toBe(0);
     expect(t.stderr).toMatch(/size: 5 members need 5 addresses; ipPool lists 3/);
     const good = join(dir, "good.yaml");
-    writeFileSync(good, JSON.stringify(spec("web", 1)));
+    // A pool address belongs to one group: web shares kafka's subnets, so it needs addresses of its own.
+    writeFileSync(good, JSON.stringify({ ...spec("web", 1), ipPool: ["172.31.0.20"] }));
+    const sharing = join(dir, "sharing.yaml");
+    writeFileSync(sharing, JSON.stringify(spec("web", 1)));
+    expect((await run(["group", "create", "-f", sharing])).stderr).toMatch(/ipPool: .* in the ipPool of group kafka/);
     const ok = await run(["group", "create", "-f", good, "--json"]);
     expect(ok.code).toBe(0);
     expect(JSON.parse(ok.stdout)).toEqual({ name: "web", workflowId: expect.stringMatching(/^wf-group-scale-/) });
