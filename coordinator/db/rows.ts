@@ -27,6 +27,26 @@ import type {
   WorkflowStatus,
 } from "./store.js";
 
+/** The store's tables (every row of the domain lives in one of them), as both backends count them. */
+export const TABLES = [
+  "instances",
+  "generations",
+  "volumes",
+  "network",
+  "root_lineage",
+  "artifacts",
+  "workflows",
+  "steps",
+  "events",
+  "agent_reports",
+  "queue_events",
+  "notice_arrivals",
+  "kept_resources",
+  "task_runs",
+  "stateful_groups",
+  "stateful_group_members",
+] as const;
+
 /** A JSON column: null stays null. */
 export function parseJson(text: string | null): unknown {
   return text == null ? null : JSON.parse(text);

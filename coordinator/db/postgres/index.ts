@@ -32,28 +32,10 @@ import { isConnectionError, type Sql, sqlOn, storeTypes, unavailable } from "./s
 import { groupQueries } from "./groups.js";
 import { taskRunQueries } from "./task-runs.js";
 import { stepQueries, workflowQueries } from "./workflows.js";
+import { TABLES } from "../rows.js";
 
 /** pg_advisory_xact_lock key every write transaction takes first ("spkw"). */
 export const WRITE_LOCK_KEY = 0x73706b77;
-
-export const TABLES = [
-  "instances",
-  "generations",
-  "volumes",
-  "network",
-  "root_lineage",
-  "artifacts",
-  "workflows",
-  "steps",
-  "events",
-  "agent_reports",
-  "queue_events",
-  "notice_arrivals",
-  "kept_resources",
-  "task_runs",
-  "stateful_groups",
-  "stateful_group_members",
-] as const;
 
 /** The methods that only read: they run on the pool without the write lock or the fence. Everything else writes. */
 const READS: { [K in keyof Queries]: readonly (keyof Queries[K])[] } = {

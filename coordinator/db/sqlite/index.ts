@@ -19,25 +19,7 @@ import { statements } from "./statements.js";
 import { groupQueries } from "./groups.js";
 import { taskRunQueries } from "./task-runs.js";
 import { stepQueries, workflowQueries } from "./workflows.js";
-
-const TABLES = [
-  "instances",
-  "generations",
-  "volumes",
-  "network",
-  "root_lineage",
-  "artifacts",
-  "workflows",
-  "steps",
-  "events",
-  "agent_reports",
-  "queue_events",
-  "notice_arrivals",
-  "kept_resources",
-  "task_runs",
-  "stateful_groups",
-  "stateful_group_members",
-];
+import { TABLES } from "../rows.js";
 
 export function sqliteQueries(db: Database.Database, now: () => number): Queries {
   const sql = statements(db);
