@@ -1,5 +1,6 @@
 /**
- * Agent footprint benchmark (targets: RSS <= 50 MB, idle CPU <= 0.5% of a core, bundle <= 2 MB). Runs ONE bundled agent (dist/spotkeep-agent.js, built if missing) with the node
+ * Agent footprint benchmark (targets: RSS <= 50 MB, idle CPU <= 0.5% of a core, bundle <= 2 MB).
+ * Runs ONE bundled agent (dist/spotkeep-agent.js, built if missing) with the node
  * flags of its systemd unit (AGENT_NODE_FLAGS; --node-flags overrides) in run mode
  * polling a fake IMDS every 1 s, connected to a test coordinator (heartbeats every 5 s), for
  * --seconds (default 60), sampling /proc/<pid> every second. Writes bench/reports/agent.json and

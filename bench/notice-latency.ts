@@ -185,7 +185,8 @@ try {
   for (const [a, b, t] of rows) console.log(`${a.padEnd(26)} ${b.padEnd(16)} ${t}`);
   console.log(`host load average ${report.host.loadAverage1m} on ${report.host.cores} cores`);
   console.log(
-    `the agent's ${POLL_MS} ms IMDS poll bounds the latency (about uniform over 0..${POLL_MS} ms, plus delivery); p99 ${report.target.met ? "meets" : "MISSES"} the ${TARGET_P99_MS} ms target`,
+    `the agent's ${POLL_MS} ms IMDS poll bounds the latency (about uniform over 0..${POLL_MS} ms, plus delivery); ` +
+      `p99 ${report.target.met ? "meets" : "MISSES"} the ${TARGET_P99_MS} ms target`,
   );
   if (report.missed.length) console.log(`MISSED: ${report.missed.join(", ")}`);
   console.log("report: bench/reports/notice-latency.json");

@@ -189,7 +189,8 @@ try {
   line("  second source after", report.bothAlive.secondSourceAfterMs, "");
   if (report.bothAlive.secondSourceAfterMs.n < both.length)
     console.log(
-      `both alive: ${both.length - report.bothAlive.secondSourceAfterMs.n} notice(s) reached the coordinator from one source only (with the queue first, the replacement can quiesce and terminate the instance before its agent's next IMDS poll)`,
+      `both alive: ${both.length - report.bothAlive.secondSourceAfterMs.n} notice(s) reached the coordinator from one source only ` +
+        "(with the queue first, the replacement can quiesce and terminate the instance before its agent's next IMDS poll)",
     );
   console.log(`host load average ${report.host.loadAverage1m} on ${report.host.cores} cores`);
   if (report.missed.length) console.log(`MISSED: ${report.missed.join(", ")}`);

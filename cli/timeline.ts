@@ -6,7 +6,8 @@ import { renderTable } from "./table.js";
 export function renderTimeline(t: Timeline): string {
   const start = Date.parse(t.startedAt);
   const critical = new Set(t.criticalPath);
-  const header = `${t.kind} ${t.workflowId}${t.trigger ? ` (trigger: ${t.trigger})` : ""}: ${t.outcome}; downtime ${secs(t.downtimeSeconds)}, recovery ${secs(t.recoverySeconds)}\n`;
+  const trigger = t.trigger ? ` (trigger: ${t.trigger})` : "";
+  const header = `${t.kind} ${t.workflowId}${trigger}: ${t.outcome}; downtime ${secs(t.downtimeSeconds)}, recovery ${secs(t.recoverySeconds)}\n`;
   const rows = t.steps.map((s) => [
     critical.has(s.name) ? "*" : "",
     s.name,

@@ -58,10 +58,11 @@ export function Gantt({ t, now }: { t: Timeline; now: number }) {
       const from = Date.parse(s.startedAt!);
       const to = ms(s.endedAt) ?? now;
       const cls = `bar ${critical.has(s.name) ? "critical" : ""} status-${s.status}`;
+      const attempts = s.attempts > 1 ? `, ${s.attempts} attempts` : "";
       return html`<g data-testid="gantt-step" data-step=${s.name} data-critical=${critical.has(s.name) ? "true" : "false"}>
         <text class="step-label" x=${LABEL - 6} y=${y + 14} text-anchor="end">${s.name}</text>
         <rect class=${cls} x=${x(from)} y=${y + 3} width=${Math.max(2, x(to) - x(from))} height=${ROW - 6} rx="2">
-          <title>${s.name}: ${seconds(s.durationMs === null ? null : s.durationMs / 1000)} (${s.status}${s.attempts > 1 ? `, ${s.attempts} attempts` : ""})</title>
+          <title>${s.name}: ${seconds(s.durationMs === null ? null : s.durationMs / 1000)} (${s.status}${attempts})</title>
         </rect>
       </g>`;
     })}

@@ -150,7 +150,10 @@ function Fleet({ instances, mode }: { instances: InstanceSummary[] | null; mode:
               ${i.stateReason && html`<div class="reason">${i.stateReason}</div>`}</td>
             <td data-testid="health">${
               i.health
-                ? html`<span class=${`pill health-${i.health.status}`} title=${[i.health.reason, i.health.since && `since ${i.health.since}`].filter(Boolean).join(", ")}>${i.health.status}</span>`
+                ? html`<span
+                    class=${`pill health-${i.health.status}`}
+                    title=${[i.health.reason, i.health.since && `since ${i.health.since}`].filter(Boolean).join(", ")}
+                  >${i.health.status}</span>`
                 : html`<span class="muted" title="the spec sets no health checks">—</span>`
             }</td>
             <td>${i.generation}</td>
@@ -222,7 +225,8 @@ function ActionDialog({
             (k) => html`<label><input type="checkbox" data-testid=${`keep-${k}`} checked=${keep.includes(k)}
               onChange=${(e: Event) => setKeep((e.target as HTMLInputElement).checked ? [...keep, k] : keep.filter((x) => x !== k))} /> ${k}</label>`,
           )}
-          <label>Delete what is kept after <input class="ttl" value=${ttl} placeholder="never" onInput=${(e: Event) => setTtl((e.target as HTMLInputElement).value)} /> hours</label>
+          <label>Delete what is kept after <input class="ttl" value=${ttl} placeholder="never"
+            onInput=${(e: Event) => setTtl((e.target as HTMLInputElement).value)} /> hours</label>
         </fieldset>`
       }
       ${error && html`<p class="error" role="alert">${error}</p>`}
@@ -395,13 +399,16 @@ function Instance({ name, summary }: { name: string; summary: InstanceSummary | 
     }
     <h3>Generations</h3>
     <table class="small" data-testid="generations">
-      <thead><tr><th>#</th><th>EC2 instance</th><th>Market</th><th>Type</th><th>AZ</th><th>Launched</th><th>Ended</th><th>Ran</th><th>Why it ended</th></tr></thead>
+      <thead><tr>
+        <th>#</th><th>EC2 instance</th><th>Market</th><th>Type</th><th>AZ</th><th>Launched</th><th>Ended</th><th>Ran</th><th>Why it ended</th>
+      </tr></thead>
       <tbody>${[...detail.generations].reverse().map(
         (g) => html`<tr>
           <td>${g.generation}</td><td class="mono">${g.instanceId ?? "—"}</td><td>${g.lifecycle ?? "—"}</td><td>${g.instanceType ?? "—"}</td>
           <td>${g.availabilityZone ?? "—"}</td><td title=${g.launchedAt ?? ""}>${g.launchedAt ? `${age(g.launchedAt, now)} ago` : "—"}</td>
           <td title=${g.endedAt ?? ""}>${g.endedAt ? `${age(g.endedAt, now)} ago` : "running"}</td>
-          <td>${g.launchedAt ? seconds(((g.endedAt ? Date.parse(g.endedAt) : now) - Date.parse(g.launchedAt)) / 1000 / scale) : "—"}</td><td>${g.endReason ?? ""}</td>
+          <td>${g.launchedAt ? seconds(((g.endedAt ? Date.parse(g.endedAt) : now) - Date.parse(g.launchedAt)) / 1000 / scale) : "—"}</td>
+          <td>${g.endReason ?? ""}</td>
         </tr>`,
       )}</tbody>
     </table>
@@ -411,7 +418,10 @@ function Instance({ name, summary }: { name: string; summary: InstanceSummary | 
         ? html`<p class="empty">No workflow yet.</p>`
         : html`<div>
           <select data-testid="timeline-select" value=${shown?.workflowId} onChange=${(e: Event) => setSelected((e.target as HTMLSelectElement).value)}>
-            ${timelines.map((t) => html`<option value=${t.workflowId}>${t.kind} · ${t.trigger ?? "operator"} · ${new Date(t.startedAt).toLocaleString()} · ${t.outcome}</option>`)}
+            ${timelines.map((t) => {
+              const label = [t.kind, t.trigger ?? "operator", new Date(t.startedAt).toLocaleString(), t.outcome].join(" · ");
+              return html`<option value=${t.workflowId}>${label}</option>`;
+            })}
           </select>
           ${
             shown &&

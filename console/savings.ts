@@ -22,7 +22,9 @@ function Chart({ data }: { data: SavingsData }) {
       const paid = l.spotCost + l.onDemandCost;
       return html`<g>
         <text class="step-label" x=${L - 6} y=${y + 15} text-anchor="end">${l.name}</text>
-        <rect class="od" x=${L} y=${y} width=${Math.max(1, x(l.onDemandEquivalent))} height="11"><title>on-demand equivalent ${usd(l.onDemandEquivalent)}</title></rect>
+        <rect class="od" x=${L} y=${y} width=${Math.max(1, x(l.onDemandEquivalent))} height="11">
+          <title>on-demand equivalent ${usd(l.onDemandEquivalent)}</title>
+        </rect>
         <rect class="paid" x=${L} y=${y + 13} width=${Math.max(1, x(paid))} height="11"><title>paid ${usd(paid)}</title></rect>
         <text class="step-label" x=${L + x(l.onDemandEquivalent) + 6} y=${y + 15}>saved ${usd(l.saved)}</text>
       </g>`;
@@ -66,7 +68,10 @@ export function Savings() {
     <${Chart} data=${data} />
     <p class="legend"><span class="key od"></span> on-demand equivalent <span class="key paid"></span> paid</p>
     <table class="small" data-testid="savings-table">
-      <thead><tr><th>Instance</th><th>Spot hours</th><th>On-demand hours</th><th>Spot cost</th><th>On-demand cost</th><th>On-demand equivalent</th><th>Saved</th><th>Not priced</th></tr></thead>
+      <thead><tr>
+        <th>Instance</th><th>Spot hours</th><th>On-demand hours</th><th>Spot cost</th><th>On-demand cost</th>
+        <th>On-demand equivalent</th><th>Saved</th><th>Not priced</th>
+      </tr></thead>
       <tbody>${data.instances.map(
         (l) => html`<tr data-testid="savings-row" data-name=${l.name}>
           <td><a href=${`#/instances/${encodeURIComponent(l.name)}`}>${l.name}</a></td><td>${hrs(l.spotHours)}</td><td>${hrs(l.onDemandHours)}</td>

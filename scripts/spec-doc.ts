@@ -56,7 +56,8 @@ export const DESCRIPTIONS: Record<string, string> = {
   "persistence.network.ipPool[]": "An IPv4 address inside one of the subnets.",
   "persistence.network.attach":
     "`primary` (the ENI is the instance's eth0) or `secondary` (make-before-break: " +
-    "the stable ENI sits at device index 1 and each generation has its own primary ENI; at a notice the replacement boots while the old instance serves, then only the ENI and the volumes move; the agent configures the ENI on Linux; clients use the stable IP).",
+    "the stable ENI sits at device index 1 and each generation has its own primary ENI; at a notice the replacement boots while the old instance serves, " +
+    "then only the ENI and the volumes move; the agent configures the ENI on Linux; clients use the stable IP).",
   snapshots: "Continuous snapshots of the data volumes (and of the root with `root`); they carry `launch.tags` as well as spotkeep's tags.",
   "snapshots.intervalMinutes": "Take a snapshot every N minutes (0 = off, else at least 5).",
   "snapshots.keep": "How many snapshots to keep per volume, and how many root images.",
@@ -74,7 +75,8 @@ export const DESCRIPTIONS: Record<string, string> = {
   health: "Health checks and autohealing; absent: an instance is replaced only when EC2 takes it or says it is gone.",
   "health.type":
     "`agent`: the agent's heartbeats (silent while EC2 says running = unhealthy); `ec2`: " +
-    "EC2's system and instance status checks (`impaired` = unhealthy); `http`: the agent probes `http://127.0.0.1:PORT/PATH` on the instance (2xx = healthy) and reports it in its heartbeat.",
+    "EC2's system and instance status checks (`impaired` = unhealthy); " +
+    "`http`: the agent probes `http://127.0.0.1:PORT/PATH` on the instance (2xx = healthy) and reports it in its heartbeat.",
   "health.gracePeriodSeconds": "After a generation is ready, how long unhealthy observations are ignored.",
   "health.unhealthyDurationSeconds": "How long an instance must stay unhealthy (after the grace period) before it counts as unhealthy.",
   "health.autoHealing":
@@ -93,12 +95,15 @@ export const DESCRIPTIONS: Record<string, string> = {
   "schedule[]": "One scheduled task.",
   "schedule[].action":
     "`pause` and `recycle` apply to a running instance, `resume` to a paused one, `snapshot` to a running one with data volumes; " +
-    "in any other state the due time is skipped with a `schedule-skipped` event. While another workflow moves the instance the due time waits; seen more than an hour late it is `schedule-missed`.",
+    "in any other state the due time is skipped with a `schedule-skipped` event. " +
+    "While another workflow moves the instance the due time waits; seen more than an hour late it is `schedule-missed`.",
   "schedule[].cron":
-    'Five-field cron expression in UTC (minute hour day-of-month month day-of-week), e.g. `"0 20 * * 1-5"`; names (`MON-FRI`) and `@daily`-style nicknames work, seconds do not.',
+    "Five-field cron expression in UTC (minute hour day-of-month month day-of-week), e.g. " +
+    '`"0 20 * * 1-5"`; names (`MON-FRI`) and `@daily`-style nicknames work, seconds do not.',
   loadBalancers:
     "ELBv2 target groups the current generation is registered in: " +
-    "each new generation is registered once ready (and awaited healthy), the old one deregistered and drained before its quiesce. Groups of target type `ip` need nothing (the private IP is kept) and are left alone.",
+    "each new generation is registered once ready (and awaited healthy), the old one deregistered and drained before its quiesce. " +
+    "Groups of target type `ip` need nothing (the private IP is kept) and are left alone.",
   "loadBalancers.targetGroupArns": "Target group ARNs, in the instance's region.",
   "loadBalancers.targetGroupArns[]": "One target group ARN.",
   "loadBalancers.drainingSeconds":

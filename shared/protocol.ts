@@ -356,7 +356,8 @@ export function parseMessage(text: string | Buffer, direction: Direction = "from
   if (!allowed.includes(obj.type)) {
     return fail(
       "type",
-      `unknown message type ${JSON.stringify(obj.type)} ${direction === "from-agent" ? "from an agent" : "from the coordinator"} (expected one of ${allowed.join(", ")})`,
+      `unknown message type ${JSON.stringify(obj.type)} ${direction === "from-agent" ? "from an agent" : "from the coordinator"} ` +
+        `(expected one of ${allowed.join(", ")})`,
     );
   }
   const schema = direction === "from-agent" ? AgentMessage : CoordinatorMessage;

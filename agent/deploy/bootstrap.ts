@@ -110,7 +110,9 @@ ${caPart}AGENT_SHA256=${o.agentSha256 ?? ""}
 # verify FILE: true when no hash is configured or FILE's SHA-256 matches it (prints the mismatch).
 verify() {
   [ -z "$AGENT_SHA256" ] && return 0
-  node -e 'const [f,want]=process.argv.slice(1);const got=require("crypto").createHash("sha256").update(require("fs").readFileSync(f)).digest("hex");if(got!==want){console.log("sha256 "+got+", expected "+want);process.exit(1)}' "$1" "$AGENT_SHA256"
+  node -e 'const [f,want]=process.argv.slice(1);
+    const got=require("crypto").createHash("sha256").update(require("fs").readFileSync(f)).digest("hex");
+    if(got!==want){console.log("sha256 "+got+", expected "+want);process.exit(1)}' "$1" "$AGENT_SHA256"
 }
 AGENT_URLS=(${agentUrls.map(shQuote).join(" ")})
 AGENT="$SK_DIR/spotkeep-agent.js"
@@ -120,7 +122,9 @@ n=0
 while [ ! -s "$AGENT" ]; do
   rm -f "$AGENT.part"
   AGENT_URL="\${AGENT_URLS[$((n % \${#AGENT_URLS[@]}))]}"
-  node -e 'const [u,f]=process.argv.slice(1);fetch(u).then(async r=>{if(!r.ok)throw new Error("HTTP "+r.status);require("fs").writeFileSync(f,Buffer.from(await r.arrayBuffer()))}).catch(e=>{console.error(e.message);process.exit(1)})' "$AGENT_URL" "$AGENT.part" \\
+  node -e 'const [u,f]=process.argv.slice(1);
+    fetch(u).then(async r=>{if(!r.ok)throw new Error("HTTP "+r.status);require("fs").writeFileSync(f,Buffer.from(await r.arrayBuffer()))})
+      .catch(e=>{console.error(e.message);process.exit(1)})' "$AGENT_URL" "$AGENT.part" \\
     || curl -fsS $CURL_CA -o "$AGENT.part" "$AGENT_URL" || true
   if [ -s "$AGENT.part" ]; then
     if why=$(verify "$AGENT.part"); then mv "$AGENT.part" "$AGENT"; break; fi

@@ -63,7 +63,8 @@ Config (JSON or YAML): ${wrap(Object.keys(CoordinatorConfig.shape).join(", "), 1
       if (from) {
         merged.identityCertificate = await fetchLocalcloudCertificate(from, localcloud ? 40 : 2).catch((err: Error) => {
           throw new CliError(
-            `identityCertificate is not configured and ${localcloud ? "--localcloud" : "ec2Endpoint"} ${from} is not a localcloud that answers (${err.message}); set identityCertificate to AWS's RSA certificate for the region`,
+            `identityCertificate is not configured and ${localcloud ? "--localcloud" : "ec2Endpoint"} ${from} is not a localcloud ` +
+              `that answers (${err.message}); set identityCertificate to AWS's RSA certificate for the region`,
             { cause: err },
           );
         });

@@ -91,7 +91,11 @@ export function printReport(out: NodeJS.WritableStream, r: DemoResult): void {
     ),
   );
   if (r.timeline) out.write(`\nTIMELINE\n${renderTimeline(r.timeline)}`);
+  const rootDisk = r.sameRootDisk === null ? "" : "root disk ";
+  const mode = r.network === "secondary" ? " (make-before-break)" : "";
   out.write(
-    `\n${verified(r) ? `demo verified: the stateful instance survived the interruption with its IP, volume, ${r.sameRootDisk === null ? "" : "root disk "}and every acknowledged write${r.network === "secondary" ? " (make-before-break)" : ""}` : "demo FAILED verification (see above)"}\n`,
+    verified(r)
+      ? `\ndemo verified: the stateful instance survived the interruption with its IP, volume, ${rootDisk}and every acknowledged write${mode}\n`
+      : "\ndemo FAILED verification (see above)\n",
   );
 }

@@ -23,7 +23,10 @@ nohup node "$R/opt/demo-workload.mjs" --data "$R/data/records.log" --ack ${JSON.
  * disk). An exited workload may linger as a zombie until whatever adopted it reaps it, so a
  * zombie counts as gone.
  */
-export const STOP_WORKLOAD = `R="\${SPOTKEEP_ROOT_DIR:-}"; P=$(cat "$R/run/workload.pid" 2>/dev/null); if [ -n "$P" ]; then kill -TERM "$P" 2>/dev/null; for i in $(seq 1 300); do [ -r /proc/$P/stat ] || break; case "$(cut -d' ' -f3 /proc/$P/stat 2>/dev/null)" in Z|X|"") break;; esac; sleep 0.02; done; fi`;
+export const STOP_WORKLOAD =
+  `R="\${SPOTKEEP_ROOT_DIR:-}"; P=$(cat "$R/run/workload.pid" 2>/dev/null); if [ -n "$P" ]; then kill -TERM "$P" 2>/dev/null; ` +
+  `for i in $(seq 1 300); do [ -r /proc/$P/stat ] || break; ` +
+  `case "$(cut -d' ' -f3 /proc/$P/stat 2>/dev/null)" in Z|X|"") break;; esac; sleep 0.02; done; fi`;
 
 export function saveInstanceLogs(instancesDir: string, to: string): void {
   let ids: string[] = [];

@@ -436,7 +436,9 @@ export class AgentHub {
           "no-ref": `${instanceId} sent ${msg.type} without ref; only replies to outstanding commands are accepted`,
           "wrong-kind": `${instanceId} sent ${msg.type} for ${ref}, a command that expects another reply`,
           answered: `${instanceId} sent a second ${msg.type} for ${ref}, which was already answered`,
-          unknown: `${instanceId} sent ${msg.type} for ${ref}, which is no outstanding command of this instance (left unacknowledged: after a coordinator restart the command is sent again)`,
+          unknown:
+            `${instanceId} sent ${msg.type} for ${ref}, which is no outstanding command of this instance ` +
+            "(left unacknowledged: after a coordinator restart the command is sent again)",
         }[verdict];
         if (verdict === "unknown") {
           // Not acked, so the agent resends it; taken once the command is outstanding again
@@ -542,7 +544,8 @@ export class AgentHub {
           conn,
           1008,
           "source-address-mismatch",
-          `${who}: not one of the instance's private addresses (${allowed.join(", ") || "none known"})${this.sessions.has(instanceId) ? "; the open session is kept" : ""}`,
+          `${who}: not one of the instance's private addresses (${allowed.join(", ") || "none known"})` +
+            (this.sessions.has(instanceId) ? "; the open session is kept" : ""),
           ctx,
         );
         return false;
@@ -569,7 +572,8 @@ export class AgentHub {
         conn,
         1008,
         "session-secret-mismatch",
-        `${who}: the session secret does not match the one registered at the instance's first hello${this.sessions.has(instanceId) ? "; the open session is kept" : ""}`,
+        `${who}: the session secret does not match the one registered at the instance's first hello` +
+          (this.sessions.has(instanceId) ? "; the open session is kept" : ""),
         ctx,
       );
       return false;

@@ -435,7 +435,9 @@ export function storageFailure(err: unknown): { status: 503 | 507; code: string;
       return {
         status: 503,
         code: "storage-unavailable",
-        message: `the coordinator's database could not be used just now (${(e as Error).message}); retry shortly, and check the PostgreSQL server if this persists`,
+        message:
+          `the coordinator's database could not be used just now (${(e as Error).message}); ` +
+          "retry shortly, and check the PostgreSQL server if this persists",
       };
     if (typeof code !== "string" || !code.startsWith("SQLITE_")) continue;
     const what = (e as Error).message ? `: ${(e as Error).message}` : "";

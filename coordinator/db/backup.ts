@@ -99,7 +99,8 @@ export function restoreBackup(dataDir: string, backupFile: string, opts: { now?:
   if (pg)
     throw new BackupError(
       `restoring into ${resolve(dataDir)}: its coordinator keeps its store in PostgreSQL (${pg}); restore a pg_dump with pg_restore ` +
-        `(or your database's own backups); to move this coordinator back to an SQLite store, remove store.url from its config and ${POSTGRES_MARKER_FILE} from the directory first`,
+        "(or your database's own backups); to move this coordinator back to an SQLite store, " +
+        `remove store.url from its config and ${POSTGRES_MARKER_FILE} from the directory first`,
     );
   if (!existsSync(from)) throw new BackupError(`restoring ${from}: no such file`);
   if (existsSync(`${from}-wal`))

@@ -226,7 +226,8 @@ function decide(c: {
     if (!opts.acceptEmptyStore)
       throw new StoreOpenError(
         "empty",
-        `the store ${abs} is empty, but ${identityFile} says store ${side.storeId} (generation ${side.generation}) was kept here: the database file was deleted, ` +
+        `the store ${abs} is empty, but ${identityFile} says store ${side.storeId} (generation ${side.generation}) was kept here: ` +
+          "the database file was deleted, " +
           `truncated or replaced, or its write-ahead log was lost. To fix: ${restoreHint}, or, to start deliberately with an empty store ` +
           `(stateful instances and their EC2 resources are then no longer managed), start once with ${ACCEPT_EMPTY_STORE_FLAG}`,
       );
@@ -451,7 +452,9 @@ export function inspectWal(walFile: string): WalInspection {
     return {
       state: "damaged",
       validFrames,
-      detail: `frame ${breakAt + 1} of ${frames} fails its checksum and ${lost} committed transaction${lost === 1 ? "" : "s"} follow${lost === 1 ? "s" : ""} it`,
+      detail:
+        `frame ${breakAt + 1} of ${frames} fails its checksum and ` +
+        `${lost} committed transaction${lost === 1 ? "" : "s"} follow${lost === 1 ? "s" : ""} it`,
     };
   } finally {
     closeSync(fd);

@@ -36,7 +36,8 @@ async function refuseSharedAddresses(t: StoreTx, spec: GroupSpec): Promise<void>
     if (shared.length)
       throw new ApiFault(
         "conflict",
-        `ipPool: ${shared.join(", ")} ${shared.length === 1 ? "is" : "are"} in the ipPool of group ${other.name} (same subnets); a pool address belongs to one group`,
+        `ipPool: ${shared.join(", ")} ${shared.length === 1 ? "is" : "are"} in the ipPool of group ${other.name} (same subnets); ` +
+          "a pool address belongs to one group",
       );
   }
 }

@@ -237,7 +237,8 @@ export function unauthorized(check: Check, d: Decision): Ec2Error {
   return new Ec2Error(
     "UnauthorizedOperation",
     `You are not authorized to perform this operation. ` +
-      `User: ${PRINCIPAL.arn} is not authorized to perform: ${check.action} on resource: ${check.resource} ${why}. Encoded authorization failure message: ${encoded}`,
+      `User: ${PRINCIPAL.arn} is not authorized to perform: ${check.action} on resource: ${check.resource} ${why}. ` +
+      `Encoded authorization failure message: ${encoded}`,
   );
 }
 

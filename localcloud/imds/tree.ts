@@ -53,7 +53,8 @@ export function eventTime(time: string): string {
   const ms = Date.parse(time);
   if (Number.isNaN(ms)) return time;
   const d = new Date(ms);
-  return `${d.getUTCDate()} ${MONTHS[d.getUTCMonth()]} ${d.getUTCFullYear()} ${pad2(d.getUTCHours())}:${pad2(d.getUTCMinutes())}:${pad2(d.getUTCSeconds())} GMT`;
+  const clock = `${pad2(d.getUTCHours())}:${pad2(d.getUTCMinutes())}:${pad2(d.getUTCSeconds())}`;
+  return `${d.getUTCDate()} ${MONTHS[d.getUTCMonth()]} ${d.getUTCFullYear()} ${clock} GMT`;
 }
 
 function eventsJson(events: ImdsScheduledEvent[]): string {

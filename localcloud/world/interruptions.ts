@@ -31,7 +31,8 @@ export function interrupt(
   const act = action ?? configured;
   if (act !== "terminate" && act !== configured) {
     throw new InterruptError(
-      `instance ${inst.id} has interruption behavior ${configured}: EC2 can only ${act} a spot instance launched with InstanceInterruptionBehavior=${act} (persistent request)`,
+      `instance ${inst.id} has interruption behavior ${configured}: ` +
+        `EC2 can only ${act} a spot instance launched with InstanceInterruptionBehavior=${act} (persistent request)`,
     );
   }
   const lead = act === "hibernate" ? 0 : noticeSeconds;
@@ -42,7 +43,8 @@ export function interrupt(
   w.events?.publish(DETAIL_TYPES.spotInterruption, inst.id, inst.az, { "instance-action": act });
   if (req) {
     req.statusCode = act === "terminate" ? "marked-for-termination" : act === "stop" ? "marked-for-stop" : "marked-for-hibernation";
-    req.statusMessage = `Spot Instance is marked for ${act === "terminate" ? "termination" : act === "stop" ? "stop" : "hibernation"} due to no available capacity.`;
+    const marked = act === "terminate" ? "termination" : act === "stop" ? "stop" : "hibernation";
+    req.statusMessage = `Spot Instance is marked for ${marked} due to no available capacity.`;
     req.statusTime = new Date();
   }
   const epoch = inst.epoch;

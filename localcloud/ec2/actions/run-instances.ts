@@ -340,7 +340,8 @@ export async function runInstances(ctx: Ctx, input: RunInstancesRequest): Promis
       "InsufficientInstanceCapacity",
       market === "spot"
         ? "There is no Spot capacity available that matches your request."
-        : `We currently do not have sufficient ${type.name} capacity in the Availability Zone you requested (${az}). Our system will be working on provisioning additional capacity.`,
+        : `We currently do not have sufficient ${type.name} capacity in the Availability Zone you requested (${az}). ` +
+            "Our system will be working on provisioning additional capacity.",
     );
   }
   for (const p of planned) {

@@ -71,7 +71,8 @@ export async function checkNoOverlap(vpcCidrs: readonly string[]): Promise<void>
     const hit = wanted.find((w) => cidrsOverlap(w.cidr, have));
     if (hit) {
       throw new Error(
-        `starting the linux runtime: host route ${formatCidr(have)}${r.dev ? ` dev ${r.dev}` : ""}${r.table ? ` table ${r.table}` : ""} overlaps the VPC CIDR ${hit.text}; refusing to add the project bridge (host routes are never changed)`,
+        `starting the linux runtime: host route ${formatCidr(have)}${r.dev ? ` dev ${r.dev}` : ""}${r.table ? ` table ${r.table}` : ""} ` +
+          `overlaps the VPC CIDR ${hit.text}; refusing to add the project bridge (host routes are never changed)`,
       );
     }
   }
