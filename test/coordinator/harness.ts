@@ -66,7 +66,9 @@ nohup node "$R/opt/writer.js" "$R/data/records.log" ${JSON.stringify(acksFile)} 
  * container that is not always an init that reaps at once) still answers kill -0, so a zombie counts
  * as gone; otherwise the hook would wait for the reaper, not for the writer.
  */
-export const STOP_WRITER = `R="\${SPOTKEEP_ROOT_DIR:-}"; P=$(cat "$R/run/writer.pid" 2>/dev/null); if [ -n "$P" ]; then kill -TERM "$P" 2>/dev/null; for i in $(seq 1 200); do kill -0 "$P" 2>/dev/null || break; grep -qs '^State:[[:space:]]*Z' "/proc/$P/status" && break; sleep 0.02; done; fi`;
+export const STOP_WRITER =
+  `R="\${SPOTKEEP_ROOT_DIR:-}"; P=$(cat "$R/run/writer.pid" 2>/dev/null); if [ -n "$P" ]; then kill -TERM "$P" 2>/dev/null; for i ` +
+  `in $(seq 1 200); do kill -0 "$P" 2>/dev/null || break; grep -qs '^State:[[:space:]]*Z' "/proc/$P/status" && break; sleep 0.02; done; fi`;
 
 export interface Env {
   lc: LocalCloud;

@@ -65,11 +65,13 @@ function prelude(bin: string): string {
   return [
     `R="$SPOTKEEP_ROOT_DIR"; PGBIN=${bin}; D="$R/var/lib/postgresql/data"; S="$R/run/postgresql"`,
     // The stable IP: on eth1 with attach: secondary (the agent configured it before user-data runs), else eth0.
-    `IP=$(ip -4 -o addr show dev eth1 2>/dev/null | awk '{print $4}' | cut -d/ -f1 | head -n1); [ -n "$IP" ] || IP=$(ip -4 -o addr show dev eth0 | awk '{print $4}' | cut -d/ -f1)`,
+    `IP=$(ip -4 -o addr show dev eth1 2>/dev/null | awk '{print $4}' | cut -d/ -f1 | head -n1); [ -n "$IP" ] || IP=$(ip -4 -o addr show dev eth0 | awk ` +
+      `'{print $4}' | cut -d/ -f1)`,
     `pg() { runuser -u postgres -- "$@"; }`,
     // Idempotent start: user-data and postRestore both call it. fsync and synchronous_commit on:
     // a COMMIT returns only once its WAL is on the data volume.
-    `pgstart() { mkdir -p "$S"; chown postgres:postgres "$S"; pg $PGBIN/pg_ctl -D "$D" status >/dev/null 2>&1 && return 0; pg $PGBIN/pg_ctl -D "$D" -l "$S/server.log" -w -t 300 -o "-c listen_addresses=$IP -c unix_socket_directories=$S -c fsync=on -c synchronous_commit=on -c full_page_writes=on" start >/dev/null; }`,
+    `pgstart() { mkdir -p "$S"; chown postgres:postgres "$S"; pg $PGBIN/pg_ctl -D "$D" status >/dev/null 2>&1 && return 0; pg $PGBIN/pg_ctl -D "$D" -l ` +
+      `"$S/server.log" -w -t 300 -o "-c listen_addresses=$IP -c unix_socket_directories=$S -c fsync=on -c synchronous_commit=on -c full_page_writes=on" start >/dev/null; }`,
   ].join("\n");
 }
 
@@ -403,7 +405,8 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
       if (report.clientOutageSeconds !== null) result.downtimeSeconds.push(report.clientOutageSeconds);
       log(
         `${n}: imported ${original.instanceId} -> generation 1 ${after.instanceId} (${after.lifecycle}) at ${after.privateIp} (server on ${back.serverAddr}), ` +
-          `volume ${report.volumeBefore} -> ${report.volumeAfter}; client outage ${report.clientOutageSeconds ?? "-"} s (model); ${acked.length} acknowledged, ${missing.length} missing`,
+          `volume ${report.volumeBefore} -> ${report.volumeAfter}; client outage ${report.clientOutageSeconds ?? "-"} s (model); ${acked.length} ` +
+          `acknowledged, ${missing.length} missing`,
       );
     }
 
@@ -487,7 +490,8 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
       if (down !== null) result.downtimeSeconds.push(down);
       log(
         `${r.name}: ${r.kind} recovered by ${wf.id} (${wf.trigger}): ${oldId} -> ${after.instanceId} at ${after.privateIp} (server on ${back.serverAddr}), volume ${report.volumeBefore} -> ${report.volumeAfter}; ` +
-          `downtime ${report.downtimeSeconds ?? "-"} s, recovery ${report.recoverySeconds ?? "-"} s, client outage ${report.clientOutageSeconds ?? "-"} s (model); ${acked.length} acknowledged, ${missing.length} missing`,
+          `downtime ${report.downtimeSeconds ?? "-"} s, recovery ${report.recoverySeconds ?? "-"} s, client outage ${report.clientOutageSeconds ?? "-"} s ` +
+          `(model); ${acked.length} acknowledged, ${missing.length} missing`,
       );
     }
     // Last word for every instance: everything any client was told is committed is there.

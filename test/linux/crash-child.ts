@@ -31,7 +31,8 @@ const mnt = join(rt.rootDir(id), "data");
 const r = await rt.exec(id, [
   "sh",
   "-c",
-  `mkfs.ext4 -q ${rt.devDir(id)}/sdf && mkdir -p ${mnt} && mount ${rt.devDir(id)}/sdf ${mnt} && fsfreeze -f ${mnt} && (setsid sh -c 'echo blocked > ${mnt}/x' </dev/null >/dev/null 2>&1 &)`,
+  `mkfs.ext4 -q ${rt.devDir(id)}/sdf && mkdir -p ${mnt} && mount ${rt.devDir(id)}/sdf ${mnt} && fsfreeze -f ${mnt} && (setsid sh -c 'echo blocked > ` +
+    `${mnt}/x' </dev/null >/dev/null 2>&1 &)`,
 ]);
 if (r.code !== 0) throw new Error(`child setup: ${r.stderr}`);
 process.stdout.write(`${JSON.stringify({ ready: true, loop: readlinkSync(join(rt.devDir(id), "sdf")), instanceId: id })}\n`);

@@ -45,8 +45,10 @@ export function localcloudSuite(skip: string | null): void {
       const ami = (await ec2.send(new DescribeImagesCommand({}))).Images?.[0]?.ImageId;
       const userData = [
         "#!/bin/bash",
-        `node -e 'const e=process.env.AWS_EC2_METADATA_SERVICE_ENDPOINT;(async()=>{const t=await (await fetch(e+"/latest/api/token",{method:"PUT",headers:{"X-aws-ec2-metadata-token-ttl-seconds":"60"}})).text();console.log("IMDS-SAYS "+await (await fetch(e+"/latest/meta-data/instance-id",{headers:{"X-aws-ec2-metadata-token":t}})).text())})().catch((x)=>console.log("IMDS-FAILED "+x.message))'`,
-        `exec node -e 'require("http").createServer((q,s)=>s.end("hello from "+process.env.SPOTKEEP_INSTANCE_ID)).listen(8080, process.argv[1])' "$(ip -4 -o addr show eth0 | awk '{print $4}' | cut -d/ -f1)"`,
+        `node -e 'const e=process.env.AWS_EC2_METADATA_SERVICE_ENDPOINT;(async()=>{const t=await (await ` +
+          `fetch(e+"/latest/api/token",{method:"PUT",headers:{"X-aws-ec2-metadata-token-ttl-seconds":"60"}})).text();console.log("IMDS-SAYS "+await (await fetch(e+"/latest/meta-data/instance-id",{headers:{"X-aws-ec2-metadata-token":t}})).text())})().catch((x)=>console.log("IMDS-FAILED "+x.message))'`,
+        `exec node -e 'require("http").createServer((q,s)=>s.end("hello from "+process.env.SPOTKEEP_INSTANCE_ID)).listen(8080, process.argv[1])' "$(ip -4 -o ` +
+          `addr show eth0 | awk '{print $4}' | cut -d/ -f1)"`,
       ].join("\n");
       const run = await ec2.send(
         new RunInstancesCommand({

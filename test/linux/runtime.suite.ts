@@ -259,7 +259,8 @@ export function runtimeSuite(skip: string | null): void {
       const made = await rt.exec(I1, [
         "sh",
         "-c",
-        `mkfs.ext4 -q ${dev} && d=$(mktemp -d) && unshare --mount --propagation private sh -c "mount ${dev} $d && echo kept > $d/a && sync && fsfreeze -f $d"; rc=$?; rmdir $d; exit $rc`,
+        `mkfs.ext4 -q ${dev} && d=$(mktemp -d) && unshare --mount --propagation private sh -c "mount ${dev} $d && echo kept > $d/a && sync && fsfreeze -f ` +
+          `$d"; rc=$?; rmdir $d; exit $rc`,
       ]);
       expect(made.code).toBe(0);
       await rt.detachVolume(I1, "vol-orphan0001", "/dev/sdh");
@@ -282,7 +283,9 @@ export function runtimeSuite(skip: string | null): void {
         if (r.code !== 0) throw new Error(`ip -n ${ns} ${a.join(" ")}: ${r.stderr}`);
       };
       const check = async () => {
-        const code = `import("${join(import.meta.dirname, "../../localcloud/runtime/linux/network.ts")}").then((m) => m.checkNoOverlap(["172.31.0.0/16"])).then(() => console.log("NO-OVERLAP"), (e) => console.log(e.message))`;
+        const code =
+          `import("${join(import.meta.dirname, "../../localcloud/runtime/linux/network.ts")}").then((m) => ` +
+          `m.checkNoOverlap(["172.31.0.0/16"])).then(() => console.log("NO-OVERLAP"), (e) => console.log(e.message))`;
         return (await shTry("ip", ["netns", "exec", ns, process.execPath, "--import", "tsx", "-e", code])).stdout.trim();
       };
       await shTry("ip", ["netns", "del", ns]);
