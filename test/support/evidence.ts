@@ -163,3 +163,20 @@ export function localcloudEvidence(
       }),
   };
 }
+
+/**
+ * The evidence of one crash case: every coordinator run's output (oldest first), the instance as the
+ * last coordinator sees it, and localcloud's view of its resources.
+ */
+export function crashCaseEvidence(o: {
+  runs: ReadonlyArray<{ log: string[] }>;
+  call: ApiCall;
+  name: string;
+  world: Parameters<typeof localcloudEvidence>[0];
+}): Record<string, Collector> {
+  return {
+    "coordinator.log": () => o.runs.map((r, i) => `===== coordinator run ${i + 1} =====\n${r.log.join("")}`).join("\n"),
+    ...instanceEvidence(o.call, o.name),
+    ...localcloudEvidence(o.world, o.name),
+  };
+}
