@@ -1,20 +1,50 @@
 import { defineConfig } from "vitest/config";
 
+const ALL = [
+  "shared/**/*.test.ts",
+  "agent/**/*.test.ts",
+  "coordinator/**/*.test.ts",
+  "localcloud/**/*.test.ts",
+  "bench/**/*.test.ts",
+  "test/**/*.test.ts",
+];
+
+/**
+ * The suites that run many real processes at once (a coordinator per case, agents and workloads per
+ * instance, PostgreSQL servers, network namespaces) and whose runbooks race model-time deadlines.
+ * Two of them side by side on a 2-core machine starve each other (a notice window of 12 s at time
+ * scale 0.1 passes while processes wait for a core), so they get their own lane: one file at a time,
+ * after the main lane. Each keeps its own concurrency inside the file (describe.concurrent, at most
+ * `maxConcurrency` cases).
+ */
+export const HEAVY = [
+  "test/coordinator/crash.test.ts",
+  "test/coordinator/crash-*.test.ts",
+  "test/coordinator/*-crash.test.ts",
+  "test/coordinator/ha.test.ts",
+  "test/coordinator/groups.test.ts",
+  "test/coordinator/faults.test.ts",
+  "test/e2e/postgres.test.ts",
+  "test/linux/linux.test.ts",
+];
+
 export default defineConfig({
   test: {
-    include: [
-      "shared/**/*.test.ts",
-      "agent/**/*.test.ts",
-      "coordinator/**/*.test.ts",
-      "localcloud/**/*.test.ts",
-      "bench/**/*.test.ts",
-      "test/**/*.test.ts",
-    ],
     testTimeout: 60_000,
     hookTimeout: 60_000,
     reporters: ["default", "./test/summary-reporter.ts"],
     pool: "forks",
     // The AWS SDK warns on Node < 22 (CI's main pass runs the machine's Node 20) on every client: noise in test logs.
     env: { AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: "true" },
+    projects: [
+      {
+        extends: true,
+        test: { name: "main", include: ALL, exclude: HEAVY, sequence: { groupOrder: 0 }, maxWorkers: 2 },
+      },
+      {
+        extends: true,
+        test: { name: "heavy", include: HEAVY, sequence: { groupOrder: 1 }, maxWorkers: 1 },
+      },
+    ],
   },
 });

@@ -59,7 +59,14 @@ export interface CutoverBegin {
   privateIp: string;
 }
 
-export type CutoverOutcome = { done: true; instanceId: string } | { done: false; reason: string };
+/**
+ * Not done: the caller goes on with break-before-make. `unready` names the unready replacement whose
+ * root volume is still to be deleted once that instance is gone (the caller does it after its own
+ * replacement serves, so the wait for the termination is not on the recovery's critical path).
+ */
+export type CutoverOutcome =
+  | { done: true; instanceId: string }
+  | { done: false; reason: string; unready: { instanceId: string; rootVolumeId: string } | null };
 
 /** The longest notice EC2 gives (mirrors replace.ts; a deadline further away is not believed). */
 const MAX_NOTICE_MS = 120_000;
@@ -112,13 +119,18 @@ export async function makeBeforeBreak(
   }
   if (!ready.ready) {
     const why = ready.why;
+    let pending: { instanceId: string; rootVolumeId: string } | null = null;
     if (launched) {
       const unready = launched.instanceId;
       const root = await ctx.step("mbb-terminate-unready", () => terminateUnready(deps, unready), MUTATE_POLICY);
-      await ctx.step("mbb-delete-unready-root", () => deleteUnreadyRoot(deps, ctx, unready, root.rootVolumeId), MUTATE_POLICY);
+      // A workflow recorded before this step deferred its wait records `true` (it waited here).
+      const now = (await ctx.step("mbb-delete-unready-root", () => deleteUnreadyRootIfFree(deps, root.rootVolumeId), MUTATE_POLICY)) as
+        | { pending: string | null }
+        | true;
+      if (now !== true && now.pending) pending = { instanceId: unready, rootVolumeId: now.pending };
     }
     await ctx.event("make-before-break", `${why}; falling back to break-before-make (nothing on ${oldId} was touched)`);
-    return { done: false, reason: why };
+    return { done: false, reason: why, unready: pending };
   }
   const newId = launched!.instanceId;
   await ctx.event("make-before-break", `${newId} is ready to take over; cutting over from ${oldId}`);
@@ -289,8 +301,28 @@ async function terminateUnready(deps: RunbookDeps, instanceId: string): Promise<
   return { rootVolumeId: root };
 }
 
+/**
+ * The unready replacement's root volume, deleted now when it is already free; otherwise it is named
+ * as pending (its instance is still shutting down) and deleted by `deleteUnreadyRoot` later.
+ */
+async function deleteUnreadyRootIfFree(deps: RunbookDeps, volumeId: string | null): Promise<{ pending: string | null }> {
+  if (!volumeId) return { pending: null };
+  const v = await deps.ec2.describeVolume(volumeId);
+  if (!v || v.state === "deleting" || v.state === "deleted") return { pending: null };
+  if (v.attachments.length === 0 && v.state === "available") {
+    await deps.ec2.deleteVolume(volumeId);
+    return { pending: null };
+  }
+  return { pending: volumeId };
+}
+
 /** The unready replacement's root volume (kept past termination like every generation's): deleted once it is free. */
-async function deleteUnreadyRoot(deps: RunbookDeps, ctx: WorkflowContext, instanceId: string, volumeId: string | null): Promise<true> {
+export async function deleteUnreadyRoot(
+  deps: RunbookDeps,
+  ctx: WorkflowContext,
+  instanceId: string,
+  volumeId: string | null,
+): Promise<true> {
   if (!volumeId) return true;
   const free = await waitUntil(
     deps.clock,

@@ -39,7 +39,7 @@ import {
   restoreAndWaitReady,
   waitRunning,
 } from "./launch.js";
-import { makeBeforeBreak } from "./cutover.js";
+import { deleteUnreadyRoot, makeBeforeBreak } from "./cutover.js";
 import { attachStableEni, isSecondary, planEni } from "./secondary.js";
 import {
   applyRetention,
@@ -115,6 +115,7 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
     const begin = await ctx.step("begin", () => beginReplacement(deps, ctx, input, generation));
     const { spec } = begin;
     const secondary = isSecondary(spec);
+    let unready: { instanceId: string; rootVolumeId: string } | null = null;
     if (secondary && !lost && !input.skipQuiesce && begin.eniId && begin.eniAz && begin.privateIp) {
       const outcome = await makeBeforeBreak(
         deps,
@@ -131,6 +132,7 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
         generation,
       );
       if (outcome.done) return { instanceId: outcome.instanceId };
+      unready = outcome.unready;
     }
     const snapshotMode = spec.persistence.dataMethod === "snapshot" && begin.volumes.length > 0;
     const dataSnapshots = (prefix: string): StepDef<TakenSnapshot>[] =>
@@ -333,7 +335,15 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
     );
     if (spec.loadBalancers) await joinTargetGroups(deps, ctx, { lb: spec.loadBalancers, instanceId: launched.instanceId });
 
-    // 8. The old root volume (kept past its instance's termination, captured above when needed) goes.
+    // 8. The old root volume (kept past its instance's termination, captured above when needed) goes,
+    //    and an unready make-before-break replacement's root once that instance is gone.
+    const pendingRoot = unready;
+    if (pendingRoot)
+      await ctx.step(
+        "delete-unready-root",
+        () => deleteUnreadyRoot(deps, ctx, pendingRoot.instanceId, pendingRoot.rootVolumeId),
+        MUTATE_POLICY,
+      );
     await ctx.step("delete-old-root", () => deleteKeptRoots(deps, ctx, { name, except: generation }), MUTATE_POLICY);
 
     // 9. Retention: snapshot mode's old volumes (their data now lives in the new ones), old images and snapshots.
