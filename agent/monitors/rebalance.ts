@@ -19,6 +19,8 @@ export class RebalanceMonitor implements NoticeMonitor {
     } catch {
       throw new Error(`events/recommendations/rebalance: is not JSON (${JSON.stringify(raw.slice(0, 200))})`);
     }
+    if (typeof body !== "object" || body === null || Array.isArray(body))
+      throw new Error(`events/recommendations/rebalance: must be a JSON object (${JSON.stringify(raw.slice(0, 200))})`);
     const noticeTime = parseNoticeTime("events/recommendations/rebalance.noticeTime", body.noticeTime);
     return { noticeId: noticeIdOf(this.kind, noticeTime), kind: this.kind, observedAt: new Date(this.clock.now()).toISOString(), raw };
   }

@@ -25,6 +25,8 @@ export class SpotInterruptionMonitor implements NoticeMonitor {
     } catch {
       throw new Error(`spot/instance-action: is not JSON (${JSON.stringify(raw.slice(0, 200))})`);
     }
+    if (typeof body !== "object" || body === null || Array.isArray(body))
+      throw new Error(`spot/instance-action: must be a JSON object (${JSON.stringify(raw.slice(0, 200))})`);
     if (typeof body.action !== "string" || !ACTIONS.has(body.action)) {
       throw new Error(`spot/instance-action.action: must be terminate, stop or hibernate, got ${JSON.stringify(body.action)}`);
     }

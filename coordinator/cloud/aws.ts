@@ -240,6 +240,25 @@ class AwsGateway implements Ec2Gateway {
         },
         { step: "finalizeRequest", priority: "low", name: "spotkeepLeaderFence" },
       );
+    // Inside the SDK's retry loop: a create that has no ClientToken and failed in a way that
+    // does not say whether it acted (a 5xx, a dropped connection) is not re-sent by the SDK; the
+    // gateway looks for what the first attempt may have made before it tries again.
+    const ambiguousCreate: FinalizeRequestMiddleware<ServiceInputTypes, ServiceOutputTypes> = (next, context) => async (args) => {
+      try {
+        return await next(args);
+      } catch (err) {
+        const action = String(context.commandName ?? "").replace(/Command$/, "");
+        if (NO_CLIENT_TOKEN.has(action) && classify(err) !== "throttling" && err && typeof err === "object")
+          (err as { $spotkeepAmbiguous?: boolean }).$spotkeepAmbiguous = true;
+        throw err;
+      }
+    };
+    this.client.middlewareStack.addRelativeTo(ambiguousCreate, {
+      relation: "after",
+      toMiddleware: "retryMiddleware",
+      name: "spotkeepAmbiguousCreate",
+      override: true,
+    });
     this.pacer = opts.pacingHeadroom === 0 ? null : new Pacer(opts.clock ?? realClock, opts.pacingHeadroom ?? 0.8);
     const pacer = this.pacer;
     // Pacing sits inside the SDK's retry loop: every attempt, retries included, waits for its
@@ -587,22 +606,34 @@ class AwsGateway implements Ec2Gateway {
     );
   }
 
+  /**
+   * CreateSnapshot has no ClientToken: the snapshot is found by its tags (unique per workflow
+   * step) before each attempt, so a 5xx or a dropped answer after EC2 made it never makes a second.
+   */
   async createSnapshot(volumeId: string, description: string, tags: Tags): Promise<SnapshotInfo> {
-    const found = await this.call("DescribeSnapshots", `finding snapshots tagged ${JSON.stringify(tags)}`, () =>
-      this.client.send(new DescribeSnapshotsCommand({ OwnerIds: ["self"], Filters: tagFilters(tags) })),
-    );
-    const existing = (found.Snapshots ?? []).map(snapshotInfo).find((s) => s.state !== "error");
-    if (existing) return existing;
-    const out = await this.call("CreateSnapshot", `snapshotting ${volumeId}`, () =>
-      this.client.send(
-        new CreateSnapshotCommand({
-          VolumeId: volumeId,
-          Description: description,
-          TagSpecifications: [{ ResourceType: "snapshot", Tags: toTags(tags) }],
-        }),
-      ),
-    );
-    return snapshotInfo(out as Snapshot);
+    const attempts = this.opts.maxAttempts ?? 6;
+    for (let attempt = 1; ; attempt++) {
+      const found = await this.call("DescribeSnapshots", `finding snapshots tagged ${JSON.stringify(tags)}`, () =>
+        this.client.send(new DescribeSnapshotsCommand({ OwnerIds: ["self"], Filters: tagFilters(tags) })),
+      );
+      const existing = (found.Snapshots ?? []).map(snapshotInfo).find((s) => s.state !== "error");
+      if (existing) return existing;
+      try {
+        const out = await this.call("CreateSnapshot", `snapshotting ${volumeId}`, () =>
+          this.client.send(
+            new CreateSnapshotCommand({
+              VolumeId: volumeId,
+              Description: description,
+              TagSpecifications: [{ ResourceType: "snapshot", Tags: toTags(tags) }],
+            }),
+          ),
+        );
+        return snapshotInfo(out as Snapshot);
+      } catch (err) {
+        if (!isAmbiguous(err) || attempt >= attempts) throw err;
+        await (this.opts.clock ?? realClock).sleep(Math.random() * Math.min(20_000, 100 * 2 ** (attempt - 1)) * (this.opts.timeScale ?? 1));
+      }
+    }
   }
 
   describeSnapshot(snapshotId: string): Promise<SnapshotInfo | null> {
@@ -1048,4 +1079,17 @@ function instanceStatusInfo(s: InstanceStatus): InstanceStatusInfo {
       active: !/^\[(Completed|Canceled)\]/.test(e.Description ?? ""),
     })),
   };
+}
+
+/**
+ * Creates whose API has no ClientToken (the SDK fills in the others' tokens itself, the same on
+ * every retry): a failure that may have acted is retried by the gateway (find first), not by the SDK.
+ */
+const NO_CLIENT_TOKEN = new Set(["CreateSnapshot"]);
+
+/** Marked by the spotkeepAmbiguousCreate middleware: EC2 may have acted before the call failed. */
+function isAmbiguous(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e && typeof e === "object" && depth < 4; e = (e as { cause?: unknown }).cause, depth++)
+    if ((e as { $spotkeepAmbiguous?: boolean }).$spotkeepAmbiguous) return true;
+  return false;
 }

@@ -88,6 +88,7 @@ const FaultsBody = z.strictObject({
         code: z.string().min(1),
         count: z.number().int().min(1).max(10_000).default(1),
         message: z.string().optional(),
+        when: z.enum(["before", "after"]).default("before"),
       }),
     )
     .optional(),
@@ -300,7 +301,8 @@ export async function handleControl(req: IncomingMessage, res: ServerResponse, d
       case "PUT faults": {
         const b = parse(FaultsBody, await readJson(req));
         if (b.clear) w.faults = [];
-        for (const f of b.failNext ?? []) w.faults.push({ action: f.action, code: f.code, count: f.count, message: f.message });
+        for (const f of b.failNext ?? [])
+          w.faults.push({ action: f.action, code: f.code, count: f.count, message: f.message, when: f.when });
         if (b.throttle !== undefined) {
           deps.throttle.enabled = b.throttle;
           deps.throttle.reset();

@@ -157,7 +157,8 @@ export async function handleQuery(req: IncomingMessage, res: ServerResponse, dep
       );
     }
     const fault = input.DryRun === true ? null : deps.world.takeFault(action);
-    if (fault) throw new Ec2Error(fault.code, fault.message ?? `localcloud injected fault: ${fault.code}`);
+    const injected = fault && new Ec2Error(fault.code, fault.message ?? `localcloud injected fault: ${fault.code}`);
+    if (injected && fault.when !== "after") throw injected;
     const ctx: Ctx = { world: deps.world, action };
     const policy = enforcerFor(deps.world).policy;
     if (policy) {
@@ -177,6 +178,8 @@ export async function handleQuery(req: IncomingMessage, res: ServerResponse, dep
     }
     const output = await handler(ctx, input);
     if (policy && !ctx.authorized) throw new Error(`localcloud bug: ${action} finished without reaching its authorisation point`);
+    // An "after" fault: the action took effect, the caller is told it failed.
+    if (injected) throw injected;
     send(200, encodeResponse(action, (output ?? {}) as Record<string, unknown>, requestId));
   } catch (err) {
     if (err instanceof BodyTooLarge) {

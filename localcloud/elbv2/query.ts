@@ -332,11 +332,14 @@ export async function handleElbv2(req: IncomingMessage, res: ServerResponse, dep
         `The action ${action} is not valid for this web service (localcloud implements ${ELBV2_ACTIONS.join(", ")})`,
       );
     const fault = deps.world.takeFault(action);
-    if (fault) throw new ElbError(fault.code, fault.message ?? `localcloud injected fault: ${fault.code}`);
+    const injected = fault && new ElbError(fault.code, fault.message ?? `localcloud injected fault: ${fault.code}`);
+    if (injected && fault.when !== "after") throw injected;
     const policy = enforcerFor(deps.world).policy;
     if (policy) authorizeElb(policy, action, form);
     const xml = new Xml();
     handler(deps, new Params(form), xml);
+    // An "after" fault: the action took effect, the caller is told it failed.
+    if (injected) throw injected;
     send(
       200,
       `<?xml version="1.0" encoding="UTF-8"?>\n<${action}Response xmlns="${XMLNS}"><${action}Result>${xml.out.join("")}</${action}Result>` +

@@ -37,6 +37,12 @@ export interface Fault {
   code: string;
   count: number;
   message?: string;
+  /**
+   * "before" (default): the call fails and changes nothing. "after": the call takes effect and
+   * then answers with the error, as AWS sometimes does with a 5xx or a timeout (the caller cannot
+   * tell whether it acted; a retry must not act twice).
+   */
+  when?: "before" | "after";
 }
 
 export class World {
