@@ -347,6 +347,7 @@ async function startOn(
   const refusals = new RefusalEvents({ events: store.events, clock, log });
   const intake = new AgentIntake({ store, ec2, operations, metrics, clock, log, decisions, maintenance: health, refusals });
   const rejectionLogged = new Map<string, number>();
+  const cutLogged = new Map<string, number>();
   hub = new AgentHub({
     clock,
     publicKey,
@@ -435,6 +436,16 @@ async function startOn(
   };
   const api = createApiServer({
     views: apiViews,
+    onConnectionCut: (why, source) => {
+      metrics.connectionsCut.inc({ reason: why });
+      // A flood of them is logged once per reason a minute.
+      const now = clock.now();
+      const last = cutLogged.get(why);
+      if (last === undefined || now - last >= 60_000) {
+        cutLogged.set(why, now);
+        log(`HTTP connection from ${source || "?"} closed before completing a request (${why}); further ones are counted in metrics`);
+      }
+    },
     groups,
     adminToken,
     agentBundlePath,
