@@ -18,6 +18,7 @@ import type { Metrics } from "./metrics.js";
 import type { Operations } from "./operations.js";
 import type { ScaledClock } from "./time.js";
 import { NoticeDecisions } from "./events/decisions.js";
+import type { RefusalEvents } from "./refusal-events.js";
 
 export interface IntakeDeps {
   store: Store;
@@ -33,6 +34,8 @@ export interface IntakeDeps {
   maintenance?: { maintenanceNotice(name: string, instanceId: string, code: string | undefined): Promise<string | null> };
   /** The decision path shared with the EventBridge queue; built from the deps above when absent. */
   decisions?: NoticeDecisions;
+  /** Where refusals go on the timeline, rate-limited per instance and reason; each is its own event when absent. */
+  refusals?: Pick<RefusalEvents, "record">;
 }
 
 /** Spot request status codes that mean EC2 itself has decided to take the instance. */
@@ -73,9 +76,10 @@ export class AgentIntake {
       case "quiesced":
       case "restored": {
         if (!msg.ref) {
-          await store.events.add(
+          await this.refuse(
             name,
             "agent-report-dropped",
+            "no-ref",
             `${session.instanceId} sent ${msg.type} without the id of a command; ignored`,
           );
           return;
@@ -97,14 +101,21 @@ export class AgentIntake {
     }
   }
 
+  /** A refusal on the timeline: through the rate limit when there is one. */
+  private async refuse(name: string, kind: string, reason: string, detail: string): Promise<void> {
+    if (this.d.refusals) return this.d.refusals.record(name, kind, reason, detail);
+    await this.d.store.events.add(name, kind, detail);
+  }
+
   private async spotInterruption(session: AgentSession, action: string | undefined, deadline: string | undefined): Promise<void> {
     const name = session.statefulInstance;
     const confirmed = await this.confirm(session.instanceId);
     if (!confirmed.ok) {
       this.d.metrics.agentRejections.inc({ reason: "unconfirmed-notice" });
-      await this.d.store.events.add(
+      await this.refuse(
         name,
         "notice-unconfirmed",
+        "unconfirmed-notice",
         `EC2 does not confirm the spot interruption notice from ${session.instanceId} (${confirmed.why}); nothing is terminated`,
       );
       this.d.log(`${name}: spot interruption notice from ${session.instanceId} not confirmed by EC2 (${confirmed.why})`);

@@ -97,6 +97,12 @@ export class Metrics {
     help: "Agents with an open WebSocket session",
     registers: [this.registry],
   });
+  readonly connectionsCut = new Counter({
+    name: "spotkeep_http_connections_cut_total",
+    help: "HTTP connections closed before completing a request (caps on waiting connections, first-byte and request timeouts), by reason",
+    labelNames: ["reason"] as const,
+    registers: [this.registry],
+  });
   readonly agentRejections = new Counter({
     name: "spotkeep_agent_rejections_total",
     help: "Agent sessions refused or closed, by reason",

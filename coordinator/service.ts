@@ -25,6 +25,7 @@ import { SqliteStore } from "./db/sqlite/index.js";
 import { clearPostgresMarker, openPostgresStore } from "./db/postgres/open.js";
 import type { Store } from "./db/store.js";
 import { Views } from "./db/views.js";
+import { RefusalEvents } from "./refusal-events.js";
 import { AgentIntake } from "./intake.js";
 import { NoticeDecisions } from "./events/decisions.js";
 import { startQueueEvents } from "./events/index.js";
@@ -342,8 +343,11 @@ async function startOn(
   // One decision path for both sources of notices: the agents and the EventBridge queue.
   const decisions = new NoticeDecisions({ store, operations, clock, log });
   const health = new HealthMonitor({ store, ec2, operations, metrics, clock, log });
-  const intake = new AgentIntake({ store, ec2, operations, metrics, clock, log, decisions, maintenance: health });
+  // Refusals caused by whoever sends them reach the timeline rate-limited, so they cannot push out its history.
+  const refusals = new RefusalEvents({ events: store.events, clock, log });
+  const intake = new AgentIntake({ store, ec2, operations, metrics, clock, log, decisions, maintenance: health, refusals });
   const rejectionLogged = new Map<string, number>();
+  const cutLogged = new Map<string, number>();
   hub = new AgentHub({
     clock,
     publicKey,
@@ -401,7 +405,7 @@ async function startOn(
         log(`agent refused (${reason}): ${detail}`);
       }
       if (context?.statefulInstance && (reason === "session-secret-mismatch" || reason === "source-address-mismatch"))
-        void store.events.add(context.statefulInstance, "agent-impostor", `${reason}: ${detail}`).catch(() => undefined);
+        refusals.record(context.statefulInstance, "agent-impostor", reason, detail);
     },
     onConnectionCount: (n) => metrics.agentsConnected.set(n),
     log,
@@ -432,6 +436,16 @@ async function startOn(
   };
   const api = createApiServer({
     views: apiViews,
+    onConnectionCut: (why, source) => {
+      metrics.connectionsCut.inc({ reason: why });
+      // A flood of them is logged once per reason a minute.
+      const now = clock.now();
+      const last = cutLogged.get(why);
+      if (last === undefined || now - last >= 60_000) {
+        cutLogged.set(why, now);
+        log(`HTTP connection from ${source || "?"} closed before completing a request (${why}); further ones are counted in metrics`);
+      }
+    },
     groups,
     adminToken,
     agentBundlePath,
@@ -466,6 +480,7 @@ async function startOn(
     // Nothing has run yet; stop what was built so the caller can exit non-zero at once.
     await engine.stop();
     await hub.close();
+    await refusals.close();
     throw new Error(`listening on ${config.listen}: ${(err as Error).message}`, { cause: err });
   }
   if (!publicUrl) publicUrl = url;
@@ -537,6 +552,7 @@ async function startOn(
       // Let the lease go at once, so a standby takes over without waiting for it to expire.
       await ha?.close();
       await liveHub.close();
+      await refusals.close();
       await api.close();
       await store.close();
       releaseDataDir();

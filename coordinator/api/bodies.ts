@@ -5,12 +5,14 @@
  * holds the event loop for seconds. Hence:
  *  - JSON (application/json) is read by JSON.parse, after a linear scan refuses nesting deeper
  *    than MAX_BODY_DEPTH;
- *  - YAML only for YAML content types, at most MAX_YAML_BYTES, after a scan of flow brackets and
- *    block indentation refuses deep nesting; aliases are capped when the document is built, and
- *    the built value's depth is checked again;
+ *  - YAML only for YAML content types, at most MAX_YAML_BYTES. Before anything recursive runs, the
+ *    yaml package's own lexer (a linear state machine that applies YAML's quoting rules: a `"` in a
+ *    plain or single-quoted scalar is just a character) counts flow brackets and stops at the
+ *    first one past MAX_BODY_DEPTH, and a line scan refuses deep block indentation; aliases are
+ *    capped when the document is built, and the built value's depth is checked again;
  *  - any other content type is refused (415) before the body is read.
  */
-import YAML from "yaml";
+import YAML, { Lexer } from "yaml";
 
 /** Nesting depth (objects/arrays, mappings/sequences) any body may have; a spec needs 5. */
 export const MAX_BODY_DEPTH = 32;
@@ -67,7 +69,7 @@ function parseYamlBody(text: string, source: string): unknown {
   const size = Buffer.byteLength(text);
   if (size > MAX_YAML_BYTES)
     throw new BodyError(413, "payload-too-large", `a YAML body may be ${MAX_YAML_BYTES} bytes; this one is ${size} (send JSON for more)`);
-  const flow = jsonNestingBeyond(text, MAX_BODY_DEPTH);
+  const flow = yamlFlowNestingBeyond(text, MAX_BODY_DEPTH);
   if (flow !== null) throw tooDeep(source, `at character ${flow}`);
   const block = yamlBlockNestingBeyond(text, MAX_BODY_DEPTH);
   if (block !== null) throw tooDeep(source, `at line ${block}`);
@@ -88,9 +90,8 @@ function tooDeep(source: string, where: string): BodyError {
 }
 
 /**
- * Index of the first `[` or `{` outside a double-quoted string that opens level `max + 1`, or
- * null. Linear, no allocation. For YAML it over-counts brackets inside single-quoted or plain
- * scalars, which only matters for a text with more than `max` unclosed brackets.
+ * Index of the first `[` or `{` outside a JSON string that opens level `max + 1`, or null.
+ * Linear, no allocation. JSON's quoting rules only: YAML goes through yamlFlowNestingBeyond.
  */
 export function jsonNestingBeyond(text: string, max: number): number | null {
   let depth = 0;
@@ -107,6 +108,29 @@ export function jsonNestingBeyond(text: string, max: number): number | null {
     } else if (c === 0x5d || c === 0x7d) {
       if (depth > 0) depth--;
     }
+  }
+  return null;
+}
+
+/**
+ * Index of the first YAML flow-collection start (`[` or `{`) that opens level `max + 1`, or null.
+ * The tokens come from the yaml package's Lexer, so quoted scalars, plain scalars, comments and
+ * block scalars are told apart exactly as the parser will tell them apart: brackets inside any of
+ * them are text and never counted, and a quote inside a plain or single-quoted scalar opens
+ * nothing. The lexer keeps a counter, not a stack, and the scan stops at the first bracket too
+ * deep, so the work is linear in the text and nothing recurses.
+ */
+export function yamlFlowNestingBeyond(text: string, max: number): number | null {
+  let depth = 0;
+  let offset = 0;
+  for (const token of new Lexer().lex(text)) {
+    if (token === "[" || token === "{") {
+      if (++depth > max) return offset;
+    } else if (token === "]" || token === "}") {
+      if (depth > 0) depth--;
+    }
+    // The lexer's document, scalar and flow-end markers are not source text.
+    if (token !== "\x02" && token !== "\x1f" && token !== "\x18") offset += token.length;
   }
   return null;
 }

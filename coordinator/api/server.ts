@@ -5,12 +5,13 @@
  *
  * Every rejected request (bad token, bad body, unknown name, conflict) is answered before
  * anything is handed to the service, so it changes nothing. Bodies are bounded before they are
- * parsed (see bodies.ts). A handler that throws is answered 500 and the process carries on; the
+ * parsed (see bodies.ts). Connections that have not completed a request are capped in total and per
+ * source and timed out promptly (connection-limits.ts). A handler that throws is answered 500 and the process carries on; the
  * store's disk-full and I/O errors are answered 507 and 503.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createReadStream, statSync } from "node:fs";
-import type { AddressInfo } from "node:net";
+import type { AddressInfo, Socket } from "node:net";
 import { parseSpec } from "../../shared/spec.js";
 import { type KeepSet, parseKeep, parseTtlHours } from "../../shared/deletion.js";
 import { ValidationError } from "../../shared/errors.js";
@@ -18,6 +19,7 @@ import { ApiFault, type ApiServerDeps } from "./types.js";
 import { tokenMatches } from "./token.js";
 import { BodyError, MAX_YAML_BYTES, bodyFormat, parseBody, type BodyFormat } from "./bodies.js";
 import { descriptorPressure, openFiles } from "./process-limits.js";
+import { ConnectionGate } from "./connection-limits.js";
 import { Console, defaultConsoleDir } from "./console.js";
 import { handleGroups } from "./groups.js";
 import { NotLeaderError } from "../ha/lease.js";
@@ -47,10 +49,17 @@ export interface ApiServer {
 
 export function createApiServer(deps: ApiServerDeps): ApiServer {
   const web = new Console(deps.consoleDir ?? defaultConsoleDir(), deps.views);
+  const gate = new ConnectionGate(deps.connectionLimits, deps.onConnectionCut);
   const server = createServer((req, res) => {
+    const { socket } = req;
+    gate.done(socket);
+    // A kept-alive connection waits for its next request under the same caps and timeouts.
+    res.once("finish", () => gate.wait(socket));
     handle(deps, web, req, res).catch((err) => sendError(res, err));
   });
+  server.on("connection", (socket: Socket) => gate.wait(socket));
   server.on("upgrade", (req, socket, head) => {
+    gate.done(req.socket);
     socket.on("error", () => socket.destroy());
     try {
       const path = (req.url ?? "").split("?")[0];
@@ -60,8 +69,11 @@ export function createApiServer(deps: ApiServerDeps): ApiServer {
       socket.destroy();
     }
   });
-  // Slow or stuck clients must not hold sockets forever.
+  // Slow or stuck clients must not hold sockets forever (the gate closes idle ones much sooner).
   server.headersTimeout = 15_000;
+  // The gate closes a kept-alive connection when its first-byte time is up; saying so in the
+  // Keep-Alive header lets clients stop reusing it before then.
+  server.keepAliveTimeout = gate.limits.firstByteMs;
   server.requestTimeout = 30_000;
   return {
     server,
@@ -78,6 +90,7 @@ export function createApiServer(deps: ApiServerDeps): ApiServer {
     },
     close() {
       web.closeStreams();
+      gate.closeAll();
       return new Promise((resolve) => {
         server.close(() => resolve());
         server.closeAllConnections?.();

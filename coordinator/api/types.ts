@@ -3,6 +3,7 @@
  * (coordinator/service.ts) implements it over the store and the workflow engine; API tests
  * implement it over a fake.
  */
+import type { ConnectionCut, ConnectionLimits } from "./connection-limits.js";
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import type { EventsResponse, InstanceDetail, InstanceSummary, Savings, Workflow } from "../../shared/api.js";
@@ -75,6 +76,10 @@ export interface ApiServerDeps {
   agentBundlePath: string;
   /** Handles the WebSocket upgrade at /agent/v1/ws (the agent hub); must not throw. */
   onAgentUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
+  /** Caps and timeouts for connections that have not completed a request (defaults in connection-limits.ts). */
+  connectionLimits?: Partial<ConnectionLimits>;
+  /** A waiting connection was closed by a cap or a timeout. */
+  onConnectionCut?(why: ConnectionCut, source: string): void;
   /** Prometheus text for GET /metrics. */
   metricsText(): Promise<string>;
   /**

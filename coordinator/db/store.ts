@@ -249,6 +249,13 @@ export interface StepQueries {
 
 export interface EventQueries {
   add(instance: string, kind: string, message: string, workflowId?: string | null): void;
+  /**
+   * Replace the message (not the time) of the instance's latest event of `kind` whose message starts
+   * with `prefix`, provided every event of the instance after it has one of `quietKinds`; true when
+   * one was replaced, false (nothing changed) otherwise. A refusal summary uses it to grow in place
+   * instead of adding rows while nothing but refusals happens.
+   */
+  replaceLatest(instance: string, kind: string, prefix: string, message: string, quietKinds: string[]): boolean;
   /** The last `limit` events, oldest first. */
   list(instance: string, limit?: number): TimelineEvent[];
 }

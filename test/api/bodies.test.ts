@@ -8,7 +8,14 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createApiServer, type ApiServer } from "../../coordinator/api/server.js";
-import { MAX_BODY_DEPTH, MAX_YAML_BYTES, depthOf, jsonNestingBeyond, yamlBlockNestingBeyond } from "../../coordinator/api/bodies.js";
+import {
+  MAX_BODY_DEPTH,
+  MAX_YAML_BYTES,
+  depthOf,
+  jsonNestingBeyond,
+  yamlBlockNestingBeyond,
+  yamlFlowNestingBeyond,
+} from "../../coordinator/api/bodies.js";
 import { FakeViews } from "./fake-views.js";
 import type { StatefulInstanceSpec } from "../../shared/spec.js";
 
@@ -161,6 +168,44 @@ describe("YAML bodies", () => {
     await healthy();
   });
 
+  // Regression: the old pre-scan used JSON's quoting rules, so a `"` inside a plain or single-quoted
+  // scalar (or a block scalar) put it in "string mode" and 64 KB of `[[[` reached the YAML parser,
+  // which overflowed its stack after up to ~3 s of blocked event loop and answered invalid-spec.
+  let smallSpecs = 0;
+  const fill = (head: string) => head + "[".repeat(MAX_YAML_BYTES - head.length - 1);
+  it.each([
+    ["a plain scalar", fill('name: it"s\nx: ')],
+    ["a single-quoted scalar", fill("name: 'say \"hi'\nx: ")],
+    ["a block scalar", fill('hooks:\n  preStop: |\n    "\nx: ')],
+    ["a comment", fill('# "\nx: ')],
+  ])("refuses 64 KB of [[[ after a quote inside %s as too deep, before the YAML parser", async (what, body) => {
+    expect(Buffer.byteLength(body)).toBeLessThanOrEqual(MAX_YAML_BYTES);
+    // Reported, not asserted (no test asserts wall-clock time): the refusal against a small valid spec.
+    const small = `name: small-${++smallSpecs}\nlaunch:\n  imageId: ami-0abc0123456789def\n  instanceTypes: [t3.small]\n  subnetIds: [subnet-0a0000000000000a1]\n`;
+    const t0 = performance.now();
+    expect((await post(small, "application/yaml")).status).toBe(201);
+    const t1 = performance.now();
+    const e = await error(await post(body, "application/yaml"));
+    const t2 = performance.now();
+    expect(e).toMatchObject({ status: 400, code: "too-deep" });
+    expect(e.message).toMatch(new RegExp(`deeper than ${MAX_BODY_DEPTH} levels \\(at character \\d+\\)`));
+    console.log(
+      `quoted-YAML nesting body (${what}): refused in ${(t2 - t1).toFixed(1)} ms, a small valid spec took ${(t1 - t0).toFixed(1)} ms`,
+    );
+    await healthy();
+  });
+
+  it("brackets inside quoted, plain and block scalars are text, not nesting", async () => {
+    const deep = "[".repeat(60);
+    const yaml =
+      `name: yaml-brackets\nlaunch:\n  imageId: ami-0abc0123456789def\n  instanceTypes: [t3.small]\n  subnetIds: [subnet-0a0000000000000a1]\n` +
+      `  tags:\n    a: '${deep}'\n    b: "${deep}"\n    c: x${deep}\nhooks:\n  preStop: |\n    ${deep}\n`;
+    expect((await post(yaml, "application/yaml")).status).toBe(201);
+    const created = views.created.at(-1)!;
+    expect(created.launch.tags).toEqual({ a: deep, b: deep, c: `x${deep}` });
+    expect(created.hooks.preStop).toBe(`${deep}\n`);
+  });
+
   it("refuses an alias bomb (billion laughs)", async () => {
     let yaml = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n";
     for (let i = 1; i < 9; i++)
@@ -239,6 +284,16 @@ describe("nesting scans", () => {
     expect(jsonNestingBeyond(nested(33), 32)).toBe(32);
     expect(jsonNestingBeyond(`["\\"${"[".repeat(50)}"]`, 32)).toBeNull();
   });
+  it("count YAML flow brackets by YAML's quoting rules, at their character offset", () => {
+    expect(yamlFlowNestingBeyond("a: [[[1]]]\n", 3)).toBeNull();
+    expect(yamlFlowNestingBeyond("a: [[[[1]]]]\n", 3)).toBe(6);
+    expect(yamlFlowNestingBeyond(`a: it"s\nb: [[[[1]]]]\n`, 3)).toBe(14);
+    expect(yamlFlowNestingBeyond(`a: 'x"y'\nb: {c: [[[1]]]}\n`, 3)).toBe(18);
+    expect(yamlFlowNestingBeyond(`a: "[[[[\\"[["\nb: '[[[['\nc: x[[[[ # [[[[\n`, 3)).toBeNull();
+    expect(yamlFlowNestingBeyond('a: |\n  "\nb: [[[[1]]]]\n', 3)).toBe(15);
+    expect(yamlFlowNestingBeyond("a: x\n---\nb: [[[[1]]]]\n", 3)).toBe(15);
+  });
+
   it("count YAML indentation levels and compact indicators", () => {
     expect(yamlBlockNestingBeyond("a:\n  b:\n    c: 1\n# [[[\n\n", 3)).toBeNull();
     expect(yamlBlockNestingBeyond("a:\n  b:\n    c:\n      d: 1\n", 3)).toBe(4);

@@ -74,14 +74,17 @@ describe("spotkeep coordinator", () => {
     const url = await c.listening();
     const first = (await (await fetch(`${url}/healthz`)).json()) as { ok: boolean; openFiles: { open: number; soft: number } };
     expect(first).toMatchObject({ ok: true, openFiles: { soft: limit, hard: limit, nearLimit: false } });
-    // Idle connections hold one descriptor each in the coordinator until its header timeout.
+    // Connections that have begun a request hold one descriptor each until their request time is
+    // up; from several sources, since one source may hold only a few.
     const { port } = new URL(url);
     const held: Socket[] = [];
     const toOpen = Math.ceil(limit * 0.9) - first.openFiles.open + 2;
     for (let i = 0; i < toOpen; i++) {
-      const s = connect(Number(port), "127.0.0.1");
+      const s = connect({ port: Number(port), host: "127.0.0.1", localAddress: `127.0.0.${2 + (i % 10)}` });
+      s.on("error", () => undefined);
       held.push(s);
       await once(s, "connect");
+      s.write("GET /healthz HTTP/1.1\r\n");
     }
     try {
       const degraded = await until("/healthz to degrade", async () => {
@@ -97,6 +100,56 @@ describe("spotkeep coordinator", () => {
     c.child.kill("SIGTERM");
     expect(await c.exited).toBe(0);
   });
+
+  // Regression: idle connections held a descriptor each for up to ~45 s, so a client that kept
+  // reconnecting made /healthz unreachable at the descriptor limit.
+  it("/healthz answers while 2,000 idle raw connections (reconnecting when cut) press on a 1,024-descriptor limit", async () => {
+    const limit = 1024;
+    const c = start(["--localcloud", env.lc.endpoint, "--listen", "127.0.0.1:0", "--data-dir", join(dir, "data-flood")], limit);
+    const url = await c.listening();
+    const port = Number(new URL(url).port);
+    let flooding = true;
+    let opened = 0;
+    let cut = 0;
+    const open = (i: number) => {
+      if (!flooding) return;
+      opened++;
+      const s = connect({ port, host: "127.0.0.1", localAddress: `127.0.0.${2 + (i % 8)}` });
+      s.on("error", () => undefined);
+      s.on("close", () => {
+        cut++;
+        setImmediate(() => open(i));
+      });
+      flood.push(s);
+    };
+    const flood: Socket[] = [];
+    try {
+      for (let i = 0; i < 2000; i++) open(i);
+      await until("the flood to be cut", () => cut >= 2000, 60_000);
+      for (let i = 0; i < 10; i++) {
+        const res = await fetch(`${url}/healthz`).catch(async (err) => {
+          const m = await (await fetch(`${url}/metrics`)).text().catch(() => "");
+          throw new Error(
+            `${err} ${i}: ${c.out.join("").slice(-2000)} ${m
+              .split("\n")
+              .filter((l) => l.includes("cut_total"))
+              .join("; ")}`,
+          );
+        });
+        expect(res.status).toBe(200);
+        const body = (await res.json()) as { openFiles: { open: number; nearLimit: boolean } };
+        expect(body.openFiles.nearLimit).toBe(false);
+      }
+      const metrics = await (await fetch(`${url}/metrics`)).text();
+      expect(metrics).toMatch(/spotkeep_http_connections_cut_total\{reason="(total|per-source)-cap"\} [1-9]/);
+      expect(opened).toBeGreaterThan(2000);
+    } finally {
+      flooding = false;
+      for (const s of flood) s.destroy();
+    }
+    c.child.kill("SIGTERM");
+    expect(await c.exited).toBe(0);
+  }, 120_000);
 
   it("--localcloud URL needs no config: it is the EC2 endpoint and the certificate's source", async () => {
     const c = start(["--localcloud", env.lc.endpoint, "--listen", "127.0.0.1:0", "--data-dir", join(dir, "data-2")]);

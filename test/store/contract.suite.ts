@@ -436,6 +436,30 @@ export function storeContract(backend: StoreBackend): void {
       expect((await store.events.list("db", 2)).map((e) => e.message)).toEqual(["m4", "m5"]);
     });
 
+    it("replaces a summary event in place only while every later event of the instance is of a quiet kind", async () => {
+      await fresh();
+      const quiet = ["agent-impostor", "notice-unconfirmed"];
+      t = 2_000;
+      await store.events.add("db", "created", "real");
+      await store.events.add("db", "agent-impostor", "x, repeated: 1");
+      await store.events.add("db", "agent-impostor", "y: first");
+      await store.events.add("db", "notice-unconfirmed", "z, repeated: 1");
+      await store.events.add("web", "other", "another instance's event does not count");
+      t = 3_000;
+      expect(await store.events.replaceLatest("db", "agent-impostor", "x, repeated: ", "x, repeated: 5", quiet)).toBe(true);
+      // No such summary, another kind, another instance: nothing changes.
+      expect(await store.events.replaceLatest("db", "agent-impostor", "w, repeated: ", "w, repeated: 2", quiet)).toBe(false);
+      expect(await store.events.replaceLatest("db", "created", "x, repeated: ", "x", quiet)).toBe(false);
+      expect(await store.events.replaceLatest("web", "agent-impostor", "x, repeated: ", "x", quiet)).toBe(false);
+      const listed = await store.events.list("db");
+      expect(listed.map((e) => e.message)).toEqual(["real", "x, repeated: 5", "y: first", "z, repeated: 1"]);
+      expect(listed[1]?.at).toBe(2_000);
+      // An event of another kind after it: the summary stays as it is.
+      await store.events.add("db", "workflow-succeeded", "real again");
+      expect(await store.events.replaceLatest("db", "agent-impostor", "x, repeated: ", "x, repeated: 9", quiet)).toBe(false);
+      expect((await store.events.list("db")).map((e) => e.message)).toContain("x, repeated: 5");
+    });
+
     it("records an agent report once (first wins) and finds the latest by time, then by arrival", async () => {
       await fresh();
       expect(await store.agentReports.record("i-1", "quiesced", "cmd-1", { clean: true })).toBe(true);

@@ -14,6 +14,15 @@ export function eventQueries(sql: Sql, now: () => number): Async<EventQueries> {
         workflowId,
       ]);
     },
+    async replaceLatest(instance, kind, prefix, message, quietKinds) {
+      const n = await sql.run(
+        "UPDATE events SET message = $1 WHERE id = " +
+          "(SELECT MAX(id) FROM events WHERE instance = $2 AND kind = $3 AND left(message, $4) = $5) " +
+          "AND NOT EXISTS (SELECT 1 FROM events e WHERE e.instance = $2 AND e.id > events.id AND NOT (e.kind = ANY($6::text[])))",
+        [message, instance, kind, prefix.length, prefix, quietKinds],
+      );
+      return n > 0;
+    },
     async list(instance, limit = 500): Promise<TimelineEvent[]> {
       const rows = await sql.rows<EventRow>("SELECT * FROM events WHERE instance = $1 ORDER BY id DESC LIMIT $2", [instance, limit]);
       return rows

@@ -14,6 +14,15 @@ export function eventQueries(sql: Sql, now: () => number): EventQueries {
         workflowId,
       );
     },
+    replaceLatest(instance, kind, prefix, message, quietKinds) {
+      const r = sql(
+        "UPDATE events SET message = ? WHERE id = " +
+          "(SELECT MAX(id) FROM events WHERE instance = ? AND kind = ? AND substr(message, 1, ?) = ?) " +
+          "AND NOT EXISTS (SELECT 1 FROM events e WHERE e.instance = ? AND e.id > events.id " +
+          "AND e.kind NOT IN (SELECT value FROM json_each(?)))",
+      ).run(message, instance, kind, prefix.length, prefix, instance, JSON.stringify(quietKinds));
+      return r.changes > 0;
+    },
     list(instance, limit = 500): TimelineEvent[] {
       const rows = sql("SELECT * FROM events WHERE instance = ? ORDER BY id DESC LIMIT ?").all(instance, limit) as EventRow[];
       return rows
