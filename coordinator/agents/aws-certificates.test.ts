@@ -23,14 +23,14 @@ describe("shipped AWS identity certificates", () => {
   it("us-east-1's verifies identity documents AWS signed, and refuses one changed by a byte", () => {
     const key = loadCertificate(shippedCertificatePath("us-east-1")!);
     for (const n of ["iid0", "iid1"]) {
-      const doc = readFileSync(join(FIXTURES, `${n}.json`), "utf8");
+      const doc = readFileSync(join(FIXTURES, `${n}.document`), "utf8");
       const sig = readFileSync(join(FIXTURES, `${n}.sig`), "utf8");
       expect(verifyIdentity(doc, sig, key).region).toBe("us-east-1");
       expect(() => verifyIdentity(doc.replace("t2.micro", "t3.micro"), sig, key)).toThrow(/does not verify/);
     }
     // Another region's certificate does not verify us-east-1's documents.
     const other = loadCertificate(shippedCertificatePath("ap-south-2")!);
-    const doc = readFileSync(join(FIXTURES, "iid0.json"), "utf8");
+    const doc = readFileSync(join(FIXTURES, "iid0.document"), "utf8");
     expect(() => verifyIdentity(doc, readFileSync(join(FIXTURES, "iid0.sig"), "utf8"), other)).toThrow(/does not verify/);
   });
 
