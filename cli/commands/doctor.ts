@@ -6,7 +6,8 @@
  */
 import { createHash } from "node:crypto";
 import { lookup } from "node:dns/promises";
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { isIP } from "node:net";
 import { join, resolve } from "node:path";
 import Database from "better-sqlite3";
@@ -148,7 +149,17 @@ function checkStore(config: CoordinatorConfig, dataDir: string): { result: Check
   try {
     const wal = inspectWal(`${file}-wal`);
     if (wal.state === "damaged") return none(fail(name, `the write-ahead log of ${file} is damaged (${wal.detail})`, restore));
-    const db = new Database(file, { readonly: true, fileMustExist: true, timeout: TIMEOUT_MS });
+    // A read-only connection to a WAL database creates the -wal and -shm files when they are
+    // missing (a stopped coordinator), owned by whoever runs doctor: then a copy is checked instead.
+    const walFile = `${file}-wal`;
+    const copyDir = existsSync(walFile) && existsSync(`${file}-shm`) ? null : mkdtempSync(join(tmpdir(), "spotkeep-doctor-"));
+    let checked = file;
+    if (copyDir) {
+      checked = join(copyDir, STORE_FILE);
+      copyFileSync(file, checked);
+      if (existsSync(walFile)) copyFileSync(walFile, `${checked}-wal`);
+    }
+    const db = new Database(checked, { readonly: !copyDir, fileMustExist: true, timeout: TIMEOUT_MS });
     try {
       const bytes = statSync(file).size;
       const check = bytes < 64 * 1024 * 1024 ? "integrity_check" : "quick_check";
@@ -180,6 +191,7 @@ function checkStore(config: CoordinatorConfig, dataDir: string): { result: Check
       };
     } finally {
       db.close();
+      if (copyDir) rmSync(copyDir, { recursive: true, force: true });
     }
   } catch (err) {
     return none(

@@ -5,12 +5,13 @@
  */
 import { spawn } from "node:child_process";
 import { createServer, type AddressInfo } from "node:net";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { DeleteQueueCommand, SQSClient } from "@aws-sdk/client-sqs";
 import type { Coordinator } from "../../coordinator/service.js";
+import { openDatabase } from "../../coordinator/db/open.js";
 import { AGENT_BUNDLE, COORDINATOR_POLICY, type Env, ensureAgentBundle, inProcessCoordinator, startEnv } from "../coordinator/harness.js";
 import { CLI } from "./built.js";
 
@@ -135,6 +136,21 @@ describe("spotkeep doctor", () => {
     } finally {
       await env.control("PUT", "iam/policy", JSON.parse(readFileSync(COORDINATOR_POLICY, "utf8")));
     }
+  }, 120_000);
+
+  it("a stopped coordinator's store is checked without a file added to its data dir; a damaged one is a failure", async () => {
+    const stopped = join(dir, "stopped");
+    mkdirSync(stopped, { mode: 0o700 });
+    openDatabase(join(stopped, "coordinator.sqlite")).close();
+    const before = readdirSync(stopped).sort();
+    const { byCheck } = await doctor(config("stopped", { dataDir: stopped }));
+    expect(byCheck.get("store")).toMatchObject({ status: "ok", detail: expect.stringContaining("integrity_check ok") });
+    expect(readdirSync(stopped).sort()).toEqual(before);
+
+    writeFileSync(join(stopped, "coordinator.sqlite"), Buffer.alloc(8192, 7));
+    const damaged = await doctor(config("stopped", { dataDir: stopped }));
+    expect(damaged.code).toBe(1);
+    expect(damaged.byCheck.get("store")).toMatchObject({ status: "failure", fix: expect.stringContaining("spotkeep restore-backup") });
   }, 120_000);
 
   it("a bad config is a failure naming the field", async () => {
