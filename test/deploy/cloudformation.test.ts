@@ -146,6 +146,11 @@ describe("deploy/spotkeep.cfn.yaml", () => {
       Device: "/dev/sdf",
     });
     expect(template.Resources.DataVolume).toMatchObject({ DeletionPolicy: "Snapshot" });
+    // Asked for the host without a subnet, CloudFormation refuses the stack naming the parameter.
+    expect(
+      (template as unknown as { Rules: Record<string, { Assertions: Array<{ AssertDescription: string }> }> }).Rules.HostNeedsASubnet!
+        .Assertions[0]!.AssertDescription,
+    ).toBe("CoordinatorSubnetId is required when CreateCoordinatorInstance is true");
   });
 
   it("documents every parameter and output in docs/deploy-aws.md", () => {
