@@ -5,6 +5,7 @@
  * localcloud's control API lives.
  */
 import { CliError } from "./client.js";
+import { SpecIds } from "./spec-ids.js";
 
 /** localcloud's control API lives under this path of its EC2 endpoint. */
 const CONTROL_PATH = "/_localcloud/v1";
@@ -48,4 +49,12 @@ export async function fetchLocalcloudInfo(localcloudUrl: string): Promise<Localc
   const text = await get(localcloudUrl, "info", "info", 1, (t) => t.startsWith("{"));
   const info = JSON.parse(text) as Partial<LocalcloudInfo>;
   return { runtime: String(info.runtime ?? "unknown"), timeScale: Number(info.timeScale ?? 1) };
+}
+
+/** The ids a spec needs on the localcloud at `localcloudUrl`: default subnets per AZ, security group, base images. */
+export async function fetchLocalcloudIds(localcloudUrl: string): Promise<SpecIds> {
+  const text = await get(localcloudUrl, "ids", "spec ids", 1, (t) => t.startsWith("{"));
+  const parsed = SpecIds.safeParse(JSON.parse(text));
+  if (!parsed.success) throw new CliError(`${controlUrl(localcloudUrl, "ids")} answered something that is not a localcloud's ids`);
+  return parsed.data;
 }

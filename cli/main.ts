@@ -92,6 +92,12 @@ export const COMMANDS: Entry[] = [
     load: async () => (await import("./commands/restore-backup.js")).command,
   },
   {
+    name: "doctor",
+    summary:
+      "check a coordinator host before the first instance: config, store, permissions, certificates, agent URL, events queue (--config FILE [--json])",
+    load: async () => (await import("./commands/doctor.js")).command,
+  },
+  {
     name: "localcloud",
     summary: "run localcloud, the local EC2 + IMDS for development, tests and rehearsals",
     load: async () => (await import("./commands/localcloud.js")).command,

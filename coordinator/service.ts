@@ -6,6 +6,7 @@
  */
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
+import { isAwsEc2, shippedCertificatePath, shippedRegions } from "./agents/aws-certificates.js";
 import { scaledClock as modelClock } from "../shared/clock.js";
 import type { StatefulInstanceSpec } from "../shared/spec.js";
 import { AgentHub } from "./agents/hub.js";
@@ -114,13 +115,20 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
   const config = parseConfig(opts.config);
   const log = opts.log ?? (() => undefined);
   const dataDir = resolve(opts.dataDir ?? config.dataDir);
-  if (!config.identityCertificate)
+  // On AWS the certificate AWS publishes for the region ships with spotkeep.
+  const shipped = !config.identityCertificate && isAwsEc2(config.ec2Endpoint) ? shippedCertificatePath(config.region) : null;
+  const identityCertificate = config.identityCertificate ?? shipped;
+  if (!identityCertificate)
     throw new ApiFault(
       "invalid",
-      "identityCertificate: required (PEM text or a file path): AWS's RSA certificate for the region, or localcloud's " +
-        "(`spotkeep coordinator` fetches it when ec2Endpoint is a localcloud)",
+      !isAwsEc2(config.ec2Endpoint)
+        ? "identityCertificate: required (PEM text or a file path): AWS's RSA certificate for the region, or localcloud's " +
+            "(`spotkeep coordinator` fetches it when ec2Endpoint is a localcloud)"
+        : `identityCertificate: none ships for region ${config.region} (shipped: ${shippedRegions().join(", ")}); ` +
+            "set it to AWS's RSA certificate for the region (PEM text or a file path)",
     );
-  const publicKey = loadCertificate(config.identityCertificate);
+  if (shipped) log(`identity certificate: AWS's for ${config.region} (${shipped})`);
+  const publicKey = loadCertificate(identityCertificate);
   const clock = scaledClock(config.timeScale);
   // One coordinator per data directory (0700, its files 0600); the store is checked at open.
   const dir = openDataDir(dataDir, { now: clock.now });

@@ -1,6 +1,6 @@
 /**
  * One HTTP listener: the control API under /_localcloud/v1/, SQS (JSON requests with an
- * `X-Amz-Target: AmazonSQS.*` header), ELBv2 (Query requests signed for `elasticloadbalancing`),
+ * `X-Amz-Target: AmazonSQS.*` header), EventBridge's rule listing (`X-Amz-Target: AWSEvents.*`), ELBv2 (Query requests signed for `elasticloadbalancing`),
  * the EC2 Query API everywhere else.
  */
 import http from "node:http";
@@ -8,6 +8,7 @@ import type { AddressInfo, Socket } from "node:net";
 import { handleQuery, type QueryDeps } from "./ec2/query.js";
 import { CONTROL_PREFIX, handleControl, type ControlDeps } from "./control/api.js";
 import { handleSqs, isSqsRequest } from "./sqs/handler.js";
+import { handleEvents, isEventsRequest } from "./events/api.js";
 import { handleElbv2, isElbv2Request } from "./elbv2/query.js";
 import type { Elbv2Service } from "./elbv2/targets.js";
 import type { SqsService } from "./sqs/queues.js";
@@ -34,9 +35,11 @@ export async function startHttpServer(opts: {
         ? handleControl(req, res, opts.control)
         : isSqsRequest(req)
           ? handleSqs(req, res, opts.sqs)
-          : isElbv2Request(req)
-            ? handleElbv2(req, res, { world: opts.query.world, elb: opts.elbv2 })
-            : handleQuery(req, res, opts.query);
+          : isEventsRequest(req)
+            ? handleEvents(req, res, opts.control.events)
+            : isElbv2Request(req)
+              ? handleElbv2(req, res, { world: opts.query.world, elb: opts.elbv2 })
+              : handleQuery(req, res, opts.query);
     work.catch((err: unknown) => {
       opts.query.world.log(`unhandled request error: ${(err as Error)?.stack ?? String(err)}`);
       if (!res.headersSent) res.writeHead(500).end();

@@ -45,6 +45,17 @@ export const InstanceSummary = z.object({
   liveSince: z.string().nullable().optional(),
   /** When the last replacement with a measured downtime started (the downtime is lastDowntimeSeconds). */
   lastInterruptionAt: z.string().nullable().optional(),
+  /** A deleted instance's kept resources (absent for others): id, kind, expiry (null: until deleted by hand), and whether EC2 still has it. */
+  kept: z
+    .array(
+      z.object({
+        resourceId: z.string(),
+        kind: z.enum(["volume", "network-interface", "snapshot", "image"]),
+        expiresAt: z.string().nullable(),
+        gone: z.boolean(),
+      }),
+    )
+    .optional(),
 });
 export type InstanceSummary = z.infer<typeof InstanceSummary>;
 

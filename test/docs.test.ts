@@ -6,6 +6,8 @@ import { GATEWAY_ACTIONS } from "../coordinator/cloud/aws.js";
 import { ELB_ACTIONS } from "../coordinator/elb/elbv2.js";
 import { renderSpecReference } from "../scripts/spec-doc.js";
 import { parseConfig } from "../coordinator/config.js";
+import { existsSync, readdirSync } from "node:fs";
+import { COMMANDS } from "../cli/main.js";
 
 const root = join(import.meta.dirname, "..");
 
@@ -52,5 +54,39 @@ describe("docs stay true to the code", () => {
   });
   it("docs/spec-reference.md is what scripts/spec-doc.ts generates from the schema", () => {
     expect(readFileSync(join(root, "docs", "spec-reference.md"), "utf8")).toBe(renderSpecReference());
+  });
+
+  it("the README's quick start and Using it sections name only files, subcommands and ids that exist", () => {
+    const readme = readFileSync(join(root, "README.md"), "utf8");
+    const section = (title: string) => {
+      const start = readme.indexOf(`## ${title}\n`);
+      expect(start, title).toBeGreaterThanOrEqual(0);
+      const end = readme.indexOf("\n## ", start + 1);
+      return readme.slice(start, end < 0 ? undefined : end);
+    };
+    const text = section("Quick start") + section("Using it");
+    const shell = [...text.matchAll(/```sh\n([\s\S]*?)```/g)].flatMap((m) => m[1]!.split("\n")).map((l) => l.replace(/\s+#.*$/, ""));
+    const examples = readdirSync(join(root, "examples"));
+    // A bare name given to -f is an example filled by the sed line (`examples/X > X`).
+    for (const l of shell) {
+      for (const m of l.matchAll(/(?:^|\s)(?:-f|--config|--iam-policy)\s+(\S+)/g)) {
+        const file = m[1]!;
+        if (file.includes("/")) expect(existsSync(join(root, file)), file).toBe(true);
+        else expect(examples, file).toContain(file);
+      }
+      for (const m of l.matchAll(/\b((?:examples|docs)\/[\w./-]+)/g)) expect(existsSync(join(root, m[1]!)), m[1]).toBe(true);
+      const sub = /^npx spotkeep (\S+)/.exec(l)?.[1];
+      if (sub)
+        expect(
+          COMMANDS.map((c) => c.name),
+          l,
+        ).toContain(sub);
+    }
+    // Ids are the examples' placeholders (or elided with …), never ids of some other set-up.
+    for (const id of text.match(/\b(?:subnet|sg|ami|i|vol|eni)-[0-9a-f]{8,17}\b/g) ?? [])
+      expect(
+        examples.some((f) => readFileSync(join(root, "examples", f), "utf8").includes(id)),
+        id,
+      ).toBe(true);
   });
 });

@@ -9,6 +9,7 @@ import { parseFlags, UsageError } from "../args.js";
 import { CliError } from "../client.js";
 import type { Command } from "../command.js";
 import type { PermissionCheck } from "../../coordinator/cloud/gateway.js";
+import { isAwsEc2 } from "../../coordinator/agents/aws-certificates.js";
 import { fetchLocalcloudCertificate, fetchLocalcloudInfo } from "../localcloud-control.js";
 import { agentBundlePath } from "../package-root.js";
 
@@ -59,7 +60,8 @@ Config (JSON or YAML): ${wrap(Object.keys(CoordinatorConfig.shape).join(", "), 1
     if (!merged.identityCertificate) {
       // localcloud signs identity documents with its own key: the coordinator must pin that
       // certificate, as it pins AWS's for a real region.
-      const from = localcloud ?? merged.ec2Endpoint;
+      // Without one, on AWS, the coordinator takes the certificate that ships for its region.
+      const from = localcloud ?? (isAwsEc2(merged.ec2Endpoint) ? undefined : merged.ec2Endpoint);
       if (from) {
         merged.identityCertificate = await fetchLocalcloudCertificate(from, localcloud ? 40 : 2).catch((err: Error) => {
           throw new CliError(

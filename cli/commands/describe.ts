@@ -5,10 +5,17 @@ import { ApiClient, CLIENT_FLAGS, printJson, secs } from "../client.js";
 import { renderTable } from "../table.js";
 import { healthText } from "../health-text.js";
 
-/** `persistence.network.attach` of the served spec (the API types the spec loosely). */
-function attachOf(spec: unknown): string | undefined {
-  const net = (spec as { persistence?: { network?: { attach?: unknown } } } | null)?.persistence?.network;
-  return typeof net?.attach === "string" ? net.attach : undefined;
+/**
+ * How a replacement keeps (or does not keep) the private IP, from `persistence.network` of the
+ * served spec (the API types the spec loosely; absent fields take the spec's defaults).
+ */
+export function replacementText(spec: unknown): string {
+  const net = (spec as { persistence?: { network?: { attach?: unknown; privateIp?: unknown } } } | null)?.persistence?.network;
+  const privateIp = typeof net?.privateIp === "string" ? net.privateIp : "same-eni";
+  if (net?.attach === "secondary") return "make-before-break (stable ENI at device index 1)";
+  if (privateIp === "pool") return "break-before-make (a new primary ENI each generation, its address from the IP pool)";
+  if (privateIp === "none") return "break-before-make (a new primary ENI each generation; the private IP changes)";
+  return "break-before-make (stable ENI as the primary)";
 }
 
 export const command: Command = {
@@ -41,13 +48,7 @@ starts, every generation that served it, and the next run of each scheduled task
           ["lifecycle", d.lifecycle],
           ["private IP", d.privateIp],
           ["network interface", d.resources.network.eniId],
-          // attach: secondary moves only the stable ENI at device index 1 (make-before-break).
-          [
-            "replacement",
-            attachOf(d.spec) === "secondary"
-              ? "make-before-break (stable ENI at device index 1)"
-              : "break-before-make (stable ENI as the primary)",
-          ],
+          ["replacement", replacementText(d.spec)],
           ["root image", d.resources.root.imageId],
           ["root snapshot", d.resources.root.snapshotId],
           ["last downtime", secs(d.lastDowntimeSeconds)],

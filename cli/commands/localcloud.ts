@@ -1,11 +1,24 @@
 import type { Command } from "../command.js";
 import { choiceFlag, numberFlag, parseFlags, UsageError } from "../args.js";
+import { printJson } from "../client.js";
+import { fetchLocalcloudIds } from "../localcloud-control.js";
+import { renderSpecIds } from "../spec-ids.js";
+
+/** `spotkeep localcloud ids`: a running localcloud's ids again (they are new at every start). */
+async function ids(argv: string[]): Promise<number> {
+  const { values } = parseFlags(argv, { url: { type: "string" }, json: { type: "boolean" } });
+  const found = await fetchLocalcloudIds(values.url ?? "http://127.0.0.1:4566");
+  if (values.json) printJson(found);
+  else process.stdout.write(renderSpecIds(found));
+  return 0;
+}
 
 export const command: Command = {
   usage: [
     "usage: spotkeep localcloud [--port 4566] [--host 127.0.0.1] [--state-dir DIR] [--profile instant|realistic]",
     "                           [--time-scale N] [--runtime process|linux|none] [--throttle on|off] [--events-queue NAME]",
     "                           [--iam-policy FILE]",
+    "       spotkeep localcloud ids [--url http://127.0.0.1:4566] [--json]",
     "",
     "Runs localcloud: an EC2-compatible endpoint for the unmodified AWS SDK, per-instance IMDS, and the",
     "control API under /_localcloud/v1/. Prints `localcloud listening on URL` when ready; SIGINT/SIGTERM",
@@ -16,8 +29,12 @@ export const command: Command = {
     "--iam-policy FILE enforces that identity-based IAM policy on every EC2 request, as AWS would for the caller",
     "(e.g. docs/iam/coordinator-policy.json): a request it does not allow gets 403 UnauthorizedOperation with an",
     "encoded message; POST /_localcloud/v1/iam/decode-authorization-message decodes it, PUT/DELETE iam/policy change it.",
+    "At start it prints the ids a spec needs (new at every start): the default VPC's subnet in each AZ, its",
+    "security group and the base image per architecture, with a sed line that puts them in a file from examples/.",
+    "`spotkeep localcloud ids` prints them again from a running localcloud (GET /_localcloud/v1/ids); --json for scripts.",
   ].join("\n"),
   async run(argv) {
+    if (argv[0] === "ids") return ids(argv.slice(1));
     const { values } = parseFlags(argv, {
       port: { type: "string" },
       host: { type: "string" },
@@ -65,6 +82,8 @@ export const command: Command = {
     );
     if (values["iam-policy"]) process.stdout.write(`  IAM policy ${values["iam-policy"]} enforced\n`);
     if (cloud.eventsQueueUrl) process.stdout.write(`  events queue ${cloud.eventsQueueUrl} (rule spotkeep-interruptions)\n`);
+    const { specIds } = await import("../../localcloud/world/spec-ids.js");
+    process.stdout.write(renderSpecIds(specIds(cloud.world)));
     return await new Promise<number>((resolve) => {
       let stopping = false;
       const stop = (sig: string) => {

@@ -28,8 +28,9 @@ export const command: Command = {
   usage: `usage: spotkeep status [--all] [--json] [--url URL] [--token T | --data-dir DIR]
 
 Lists every stateful instance: state, generation, EC2 instance, type, AZ, lifecycle, private IP and
-the downtime of its last replacement, and its health (with spec \`health\`) and since when. --all adds deleted instances (as NAME~<created-at>) with the
-ids of what their delete kept. Members of a stateful group are listed under their group (state,
+the downtime of its last replacement, and its health (with spec \`health\`) and since when. --all adds
+deleted instances (as NAME~<created-at>), and below the table a KEPT BY DELETE section lists what
+each delete kept: the resource, its kind and when it expires. Members of a stateful group are listed under their group (state,
 members, members unavailable now); --json gives each instance its group. With several coordinators
 (config \`ha\`), a first line says whether the one asked leads, which one does, and the lease's epoch.`,
   async run(argv) {
@@ -55,7 +56,7 @@ members, members unavailable now); --json gives each instance its group. With se
         ["NAME", "STATE", "GEN", "INSTANCE", "TYPE", "AZ", "LIFECYCLE", "PRIVATE IP", "LAST DOWNTIME", "HEALTH"],
         grouped.rows((i, label) => [
           label,
-          i.state + (i.stateReason && (i.state === "failed" || i.state === "deleted") ? ` (${i.stateReason})` : ""),
+          i.state + (i.stateReason && i.state === "failed" ? ` (${i.stateReason})` : ""),
           i.generation,
           i.instanceId,
           i.instanceType,
@@ -67,6 +68,23 @@ members, members unavailable now); --json gives each instance its group. With se
         ]),
       ),
     );
+    const kept = keptRows(instances);
+    if (kept.length) process.stdout.write(`\nKEPT BY DELETE\n${renderTable(["NAME", "KIND", "RESOURCE", "EXPIRES"], kept)}`);
     return 0;
   },
 };
+
+/** One row per resource a deleted instance's delete kept ("nothing" when it kept none). */
+function keptRows(instances: InstanceSummary[]): Array<Array<string | null>> {
+  const rows: Array<Array<string | null>> = [];
+  for (const i of instances) {
+    if (i.state !== "deleted") continue;
+    // A coordinator that does not list kept resources still says what it kept in the state reason.
+    if (!i.kept) rows.push([i.name, null, i.stateReason, null]);
+    else if (i.kept.length === 0) rows.push([i.name, null, "nothing", null]);
+    else
+      for (const k of i.kept)
+        rows.push([i.name, k.kind, k.resourceId, k.gone ? "deleted" : (k.expiresAt ?? "never (until deleted by hand)")]);
+  }
+  return rows;
+}

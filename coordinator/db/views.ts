@@ -37,6 +37,16 @@ export class Views {
       lastDowntimeSeconds: last?.downtimeSeconds ?? null,
       liveSince: g && g.endedAt == null ? iso(g.launchedAt) : null,
       lastInterruptionAt: last?.startedAt ?? null,
+      ...(inst.state === "deleted"
+        ? {
+            kept: (await this.store.deletions.kept(inst.name)).map((k) => ({
+              resourceId: k.resourceId,
+              kind: k.kind,
+              expiresAt: iso(k.expiresAt),
+              gone: k.deletedAt !== null,
+            })),
+          }
+        : {}),
     };
   }
 

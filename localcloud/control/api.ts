@@ -5,7 +5,8 @@
  * events to an SQS queue (`PUT|DELETE events/rules/{name}`), and stopping or continuing an
  * instance's processes (`POST instances/{id}/agent {state: stopped|running}`: a hung agent), and an
  * instance's health (`health-routes.ts`: status checks, hang, scheduled maintenance events), and
- * the EC2 call log (`GET calls`: when each call arrived, its action, its caller, its outcome).
+ * the EC2 call log (`GET calls`: when each call arrived, its action, its caller, its outcome), and
+ * the ids a spec needs (`GET ids`: default subnets per AZ, security group, base images).
  * JSON in and out; bad requests get 400 + reason.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
@@ -22,6 +23,7 @@ import { ALL_DETAIL_TYPES, type DetailType, type EventBus } from "../events/bus.
 import { SqsError, type SqsService } from "../sqs/queues.js";
 import { HealthError, setHung } from "../world/maintenance.js";
 import { handleHealthRoute } from "./health-routes.js";
+import { specIds } from "../world/spec-ids.js";
 
 export const CONTROL_PREFIX = "/_localcloud/v1/";
 const MAX_CONTROL_BODY = 64 * 1024;
@@ -317,6 +319,8 @@ export async function handleControl(req: IncomingMessage, res: ServerResponse, d
         });
       case "GET state":
         return send(200, dumpState(deps));
+      case "GET ids":
+        return send(200, specIds(w));
       case "GET calls": {
         const q = parse(CallsQuery, Object.fromEntries(url.searchParams));
         const since = q.since === undefined ? undefined : Number(q.since);

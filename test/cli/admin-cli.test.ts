@@ -83,6 +83,29 @@ describe("spotkeep status / describe / events", () => {
     );
     expect(JSON.parse((await run(["describe", "orders-db", "--url", url, "--json"])).stdout).generation).toBe(2);
   });
+  it("describe names how a replacement treats the private IP: stable ENI, pool, none, make-before-break", async () => {
+    const base = views.getInstance("orders-db")!;
+    const cases: Array<[Record<string, unknown>, RegExp]> = [
+      [{}, /replacement\s+break-before-make \(stable ENI as the primary\)\n/],
+      [{ privateIp: "none" }, /replacement\s+break-before-make \(a new primary ENI each generation; the private IP changes\)\n/],
+      [
+        { privateIp: "pool", ipPool: ["172.31.0.10"] },
+        /replacement\s+break-before-make \(a new primary ENI each generation, its address from the IP pool\)\n/,
+      ],
+      [{ privateIp: "same-eni", attach: "secondary" }, /replacement\s+make-before-break \(stable ENI at device index 1\)\n/],
+    ];
+    try {
+      for (const [network, want] of cases) {
+        views.instances.set("net-db", { ...base, name: "net-db", spec: { name: "net-db", persistence: { network } } });
+        const t = await run(["describe", "net-db", "--url", url]);
+        expect(t.code).toBe(0);
+        expect(t.stdout).toMatch(want);
+        if (network.privateIp === "none") expect(t.stdout).not.toContain("stable ENI");
+      }
+    } finally {
+      views.instances.delete("net-db");
+    }
+  });
   it("events shows per-step durations and the critical path", async () => {
     const t = await run(["events", "orders-db", "--url", url]);
     expect(t.code).toBe(0);

@@ -19,7 +19,7 @@ class DeletingViews extends FakeViews {
   listed: Array<boolean | undefined> = [];
   override listInstances(o?: { includeDeleted?: boolean }) {
     this.listed.push(o?.includeDeleted);
-    return super.listInstances();
+    return super.listInstances().filter((i) => o?.includeDeleted || i.state !== "deleted");
   }
   async deleteInstance(name: string, o: { keep: KeepSet; ttlHours: number | null }) {
     this.deletes.push({ name, ...o });
@@ -115,5 +115,47 @@ describe("spotkeep status --all", () => {
     await run(["status", "--all", "--url", url]);
     await run(["status", "--url", url]);
     expect(views.listed.slice(-2)).toEqual([true, false]);
+  });
+
+  it("shows a deleted instance's state alone and what its delete kept in a section of its own", async () => {
+    const live = views.getInstance("orders-db")!;
+    const archived = "old-db~2026-01-01T00:00:00.000Z";
+    const reason = "deleted; kept vol-0aaaaaaaaaaaaaaa1, eni-0bbbbbbbbbbbbbbb2 (expire at 2026-01-04T00:00:00.000Z)";
+    views.instances.set(archived, {
+      ...live,
+      name: archived,
+      state: "deleted",
+      stateReason: reason,
+      generation: 1,
+      instanceId: null,
+      lifecycle: null,
+      privateIp: null,
+      lastDowntimeSeconds: null,
+      health: null,
+      kept: [
+        { resourceId: "eni-0bbbbbbbbbbbbbbb2", kind: "network-interface", expiresAt: "2026-01-04T00:00:00.000Z", gone: false },
+        { resourceId: "vol-0aaaaaaaaaaaaaaa1", kind: "volume", expiresAt: null, gone: true },
+      ],
+    });
+    try {
+      const t = await run(["status", "--all", "--url", url]);
+      expect(t.stderr).toBe("");
+      expect(t.code).toBe(0);
+      const [table, section] = t.stdout.split("\nKEPT BY DELETE\n");
+      const row = table!.split("\n").find((l) => l.startsWith(archived))!;
+      // The STATE column holds the state only: the row's cells stay under their headings.
+      expect(row).toMatch(/^old-db~2026-01-01T00:00:00\.000Z\s+deleted\s+1\s+-\s+m6i\.large\s+us-east-1a\s+-\s+-\s+-\s+-$/);
+      expect(table).not.toContain("vol-0aaaaaaaaaaaaaaa1");
+      expect(section!.split("\n").filter(Boolean)).toEqual([
+        expect.stringMatching(/^NAME\s+KIND\s+RESOURCE\s+EXPIRES$/),
+        expect.stringMatching(/^old-db~2026-01-01T00:00:00\.000Z\s+network-interface\s+eni-0bbbbbbbbbbbbbbb2\s+2026-01-04T00:00:00\.000Z$/),
+        expect.stringMatching(/^old-db~2026-01-01T00:00:00\.000Z\s+volume\s+vol-0aaaaaaaaaaaaaaa1\s+deleted$/),
+      ]);
+      // Without --all neither the deleted instance nor the section appears.
+      const plain = await run(["status", "--url", url]);
+      expect(plain.stdout).not.toContain("KEPT BY DELETE");
+    } finally {
+      views.instances.delete(archived);
+    }
   });
 });

@@ -152,9 +152,13 @@ describe("delete", () => {
     expect(kept.enis.map((e) => e.id)).toEqual(before.enis.map((e) => e.id));
     for (const r of [...kept.volumes, ...kept.enis]) expect(Date.parse(r.tags["spotkeep:expires-at"] ?? "")).toBeGreaterThan(0);
 
-    // What was kept is visible: in status --all (stateReason) and describe (resources).
+    // What was kept is visible: in status --all (stateReason, and each resource in `kept`) and describe (resources).
     const summary = (await api("GET", "instances?all=true")).body.instances.find((i: { name: string }) => i.name === archivedAs);
     for (const r of [...kept.volumes, ...kept.enis]) expect(summary.stateReason).toContain(r.id);
+    expect(summary.kept.map((k: { resourceId: string }) => k.resourceId).sort()).toEqual(
+      [...kept.volumes, ...kept.enis].map((r) => r.id).sort(),
+    );
+    for (const k of summary.kept) expect(k).toMatchObject({ gone: false, expiresAt: expect.stringMatching(/^\d{4}-/) });
     const detail = (await api("GET", `instances/${encodeURIComponent(archivedAs)}`)).body;
     expect(detail.resources.network.eniId).toBe(kept.enis[0]!.id);
     expect(detail.resources.volumes.map((v: { volumeId: string }) => v.volumeId)).toEqual(kept.volumes.map((v) => v.id));

@@ -152,6 +152,8 @@ export async function startEnv(
     profile?: "realistic" | "instant";
     /** The IAM policy localcloud enforces; default the one spotkeep ships, null for none. */
     iamPolicy?: string | null;
+    /** An SQS queue and a rule that sends EC2's instance events to it (localcloud's eventsQueue). */
+    eventsQueue?: string;
   } = {},
 ): Promise<Env> {
   reapLeftovers();
@@ -167,6 +169,7 @@ export async function startEnv(
     log: () => undefined,
     // Every suite runs under the least-privilege policy spotkeep ships, as on AWS.
     iamPolicy: opts.iamPolicy === null ? undefined : (opts.iamPolicy ?? COORDINATOR_POLICY),
+    eventsQueue: opts.eventsQueue,
   });
   const ec2 = createAwsGateway({ region: "us-east-1", endpoint: lc.endpoint, pacingHeadroom: 0 });
   const subnets = [...lc.world.subnets.values()].map((s) => ({ id: s.id, az: s.az })).sort((a, b) => a.az.localeCompare(b.az));

@@ -4,7 +4,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { DescribeAvailabilityZonesCommand, EC2Client } from "@aws-sdk/client-ec2";
+import { DescribeAvailabilityZonesCommand, DescribeSubnetsCommand, EC2Client } from "@aws-sdk/client-ec2";
 
 const BIN = path.resolve(import.meta.dirname, "../../bin/spotkeep.js");
 const children: ChildProcess[] = [];
@@ -54,8 +54,18 @@ describe("spotkeep localcloud", () => {
     const endpoint = await p.endpoint;
     const ec2 = new EC2Client({ endpoint, region: "us-east-1", credentials: { accessKeyId: "x", secretAccessKey: "x" } });
     const out = await ec2.send(new DescribeAvailabilityZonesCommand({}));
-    ec2.destroy();
     expect(out.AvailabilityZones!.map((z) => z.ZoneName)).toEqual(["us-east-1a", "us-east-1b", "us-east-1c"]);
+    // At start it printed the ids a spec needs: the subnet of each AZ, the security group, the image.
+    const subnets = await ec2.send(new DescribeSubnetsCommand({}));
+    const printed = p.output().out;
+    for (const s of subnets.Subnets!) expect(printed).toContain(`subnet          ${s.SubnetId}  ${s.AvailabilityZone}  ${s.CidrBlock}`);
+    const ids = (await (await fetch(`${endpoint}/_localcloud/v1/ids`)).json()) as { securityGroupId: string; images: { x86_64: string } };
+    expect(printed).toContain(`security group  ${ids.securityGroupId}  default`);
+    expect(printed).toContain(`image           ${ids.images.x86_64}  x86_64`);
+    expect(printed).toMatch(
+      /^fill an example: sed -e s\/subnet-0aaaaaaaaaaaaaaaa\/subnet-[0-9a-f]{17}\/g .* examples\/FILE\.yaml > FILE\.yaml$/m,
+    );
+    ec2.destroy();
     p.child.kill("SIGTERM");
     expect(await p.exited).toBe(0);
     expect(p.output().err).toContain("SIGTERM");
