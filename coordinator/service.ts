@@ -205,7 +205,7 @@ async function startOn(
       pacingHeadroom: config.apiHeadroom,
       observe: metrics,
       // A coordinator that no longer leads refuses every EC2 mutation as it is about to be sent.
-      ...(ha ? { beforeMutation: ha.beforeMutation, callerId: ha.lease.holder } : {}),
+      ...(ha ? { beforeMutation: (action: string) => ha.beforeMutation(`EC2 ${action}`), callerId: ha.lease.holder } : {}),
     });
 
   let publicUrl = config.publicUrl ?? "";
@@ -218,7 +218,7 @@ async function startOn(
       region: config.region,
       endpoint: elbEndpointFor(config),
       timeScale: config.timeScale,
-      ...(ha ? { beforeMutation: (action: string) => ha.lease.assertLeading(action) } : {}),
+      ...(ha ? { beforeMutation: ha.beforeMutation } : {}),
     });
   // Steps waiting on an agent's report look again as soon as intake has recorded one.
   const reportSignal = new ReportSignal();
