@@ -71,6 +71,8 @@ export interface StartOptions {
   acceptRestoredStore?: boolean;
   /** Crash hook for the crash test: SIGKILL this process after recording step `seq` of a workflow of `kind`. */
   crashAfterStep?: { kind: string; seq: number };
+  /** Test hook: called after each step's result is recorded (the disk-full test fills the disk at a chosen step). */
+  afterStep?: (wf: WorkflowRecord, seq: number, name: string) => void;
   /** Crash hook for the queue crash test: SIGKILL this process after recording a queue event, before deleting its message. */
   crashAfterEventRecord?: boolean;
   /** The wall clock scheduled tasks are read on (tests move it to a due time); default the coordinator's clock. */
@@ -283,7 +285,7 @@ async function startOn(
             process.kill(process.pid, "SIGKILL");
           }
         }
-      : undefined,
+      : opts.afterStep,
     onFinished: (wf, outcome) => workflowFinished(wf, outcome),
   });
 
