@@ -118,7 +118,6 @@ async function api(method: string, path: string, body?: unknown) {
     headers: { authorization: `Bearer ${coord.adminToken}`, "content-type": "application/json" },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
-  // biome-ignore lint/suspicious/noExplicitAny: test JSON
   return { status: res.status, body: (await res.json()) as any };
 }
 
