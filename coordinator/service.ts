@@ -73,6 +73,8 @@ export interface StartOptions {
   acceptRestoredStore?: boolean;
   /** Crash hook for the crash test: SIGKILL this process after recording step `seq` of a workflow of `kind`. */
   crashAfterStep?: { kind: string; seq: number };
+  /** Test hook: called after each step's result is recorded (the disk-full test fills the disk at a chosen step). */
+  afterStep?: (wf: WorkflowRecord, seq: number, name: string) => void;
   /** Crash hook for the queue crash test: SIGKILL this process after recording a queue event, before deleting its message. */
   crashAfterEventRecord?: boolean;
   /** The wall clock scheduled tasks are read on (tests move it to a due time); default the coordinator's clock. */
@@ -214,7 +216,7 @@ async function startOn(
       pacingHeadroom: config.apiHeadroom,
       observe: metrics,
       // A coordinator that no longer leads refuses every EC2 mutation as it is about to be sent.
-      ...(ha ? { beforeMutation: ha.beforeMutation, callerId: ha.lease.holder } : {}),
+      ...(ha ? { beforeMutation: (action: string) => ha.beforeMutation(`EC2 ${action}`), callerId: ha.lease.holder } : {}),
     });
 
   let publicUrl = config.publicUrl ?? "";
@@ -227,7 +229,7 @@ async function startOn(
       region: config.region,
       endpoint: elbEndpointFor(config),
       timeScale: config.timeScale,
-      ...(ha ? { beforeMutation: (action: string) => ha.lease.assertLeading(action) } : {}),
+      ...(ha ? { beforeMutation: ha.beforeMutation } : {}),
     });
   // Steps waiting on an agent's report look again as soon as intake has recorded one.
   const reportSignal = new ReportSignal();
@@ -292,7 +294,7 @@ async function startOn(
             process.kill(process.pid, "SIGKILL");
           }
         }
-      : undefined,
+      : opts.afterStep,
     onFinished: (wf, outcome) => workflowFinished(wf, outcome),
   });
 

@@ -5,7 +5,9 @@
  *    leader, which is tried next when it is on the list), sends `hello` (identity document + signature from IMDS,
  *    agent version, mode, the session secret, recently handled command ids) and waits for `welcome`;
  *  - reconnects forever with exponential backoff + full jitter, capped (reset after a welcome);
- *  - heartbeats every welcome.config.heartbeatMs (model ms, scaled by the agent's time scale);
+ *  - heartbeats every welcome.config.heartbeatMs (model ms, scaled by the agent's time scale); a
+ *    coordinator that has sent nothing for three heartbeat intervals (it acks each one) is dropped
+ *    and the next URL tried (a paused leader's socket stays open and accepts writes);
  *  - at-least-once: durable messages go through the persisted outbox and are resent (same id) on
  *    every reconnect and when unacked for ackTimeoutMs; the coordinator acks by id;
  *  - every inbound frame is validated (frames.ts, to the protocol's rules); a bad one is logged and
@@ -57,6 +59,10 @@ export class AgentLink {
   /** Connections that ended before their welcome since the last welcome. */
   private misses = 0;
   private seq = 0;
+  /** When the coordinator last sent anything on the current connection (real ms, the link's clock). */
+  private lastHeardAt = 0;
+  /** The current connection is being dropped because the coordinator went silent: move on to the next URL. */
+  private silenced = false;
   private readonly startedAt: number;
   private heartbeatMs: number;
   private cancelHeartbeat: (() => void) | null = null;
@@ -202,6 +208,7 @@ export class AgentLink {
       });
     });
     ws.on("message", (data, isBinary) => {
+      if (this.ws === ws) this.lastHeardAt = this.opts.clock.now();
       if (isBinary) {
         this.stats.badFrames++;
         this.opts.log.warn("ignoring a binary frame from the coordinator");
@@ -222,7 +229,9 @@ export class AgentLink {
       if (wasWelcomed) this.stats.disconnects++;
       if (this.stopped) return;
       const text = reason.toString();
-      if (!wasWelcomed) {
+      const silenced = this.silenced;
+      this.silenced = false;
+      if (!wasWelcomed || silenced) {
         this.current = this.nextUrl(code, text);
         this.misses++;
       }
@@ -316,6 +325,7 @@ export class AgentLink {
   private onWelcome(msg: Welcome): void {
     this.welcome = msg;
     this.welcomed = true;
+    this.lastHeardAt = this.opts.clock.now();
     this.attempt = 0;
     this.misses = 0;
     this.cancelWelcomeWait?.();
@@ -348,6 +358,19 @@ export class AgentLink {
     this.cancelHeartbeat?.();
     this.cancelHeartbeat = this.opts.clock.setTimer(this.heartbeatMs, () => {
       if (!this.connected) return;
+      // The coordinator acks every heartbeat at once. Silence for three intervals on an open
+      // socket is a coordinator that stopped (SIGSTOP, a frozen VM): its TCP stack still accepts
+      // what is sent, so nothing would ever fail. Drop it and try the next coordinator.
+      const silentMs = this.opts.clock.now() - this.lastHeardAt;
+      if (silentMs > 3 * this.heartbeatMs) {
+        this.opts.log.warn("the coordinator has not answered for three heartbeats; moving on", {
+          url: this.opts.urls[this.current],
+          silentMs: Math.round(silentMs),
+        });
+        this.silenced = true;
+        this.ws?.terminate();
+        return;
+      }
       this.send({
         type: "heartbeat",
         seq: this.seq++,

@@ -130,9 +130,9 @@ export interface AwsGatewayOptions {
   observe?: { recordEc2Call(action: string, errorCode?: string): void };
   /**
    * Called immediately before each attempt of every mutating (non-Describe) request is sent;
-   * throwing refuses the request (a coordinator that is no longer the leader must not act).
+   * throwing (or rejecting) refuses the request (a coordinator that is no longer the leader must not act).
    */
-  beforeMutation?: (action: string) => void;
+  beforeMutation?: (action: string) => void | Promise<void>;
   /** Appended to the User-Agent as `spotkeep-coordinator/<id>` so the calls of one coordinator can be told apart. */
   callerId?: string;
 }
@@ -235,7 +235,7 @@ class AwsGateway implements Ec2Gateway {
       this.client.middlewareStack.add(
         (next, context) => async (args) => {
           const action = String(context.commandName ?? "").replace(/Command$/, "");
-          if (isMutatingAction(action)) guard(action);
+          if (isMutatingAction(action)) await guard(action);
           return next(args);
         },
         { step: "finalizeRequest", priority: "low", name: "spotkeepLeaderFence" },

@@ -5,6 +5,7 @@
  *
  * - acquire: only an expired lease is taken, in one UPDATE … WHERE expires_at < now() (epoch + 1);
  * - renew: only by the holder of the current epoch;
+ * - confirm: an EC2 mutation reads the row first, so a takeover after a server clock step is seen;
  * - fence: a store write reads the epoch FOR SHARE inside its own transaction, so an acquiring
  *   UPDATE waits for writes in flight, and a write after the takeover sees the new epoch.
  * The table is created idempotently (two coordinators starting at once serialise on an advisory lock).
@@ -101,6 +102,21 @@ export class LeaseTable {
     if (!row) return { holder: null, holderUrl: null, epoch: 0, expired: true, remainingMs: 0 };
     const remainingMs = row.remaining_ms === null ? 0 : Number(row.remaining_ms);
     return { holder: row.holder, holderUrl: row.holder_url, epoch: Number(row.epoch), expired: remainingMs <= 0, remainingMs };
+  }
+
+  /**
+   * Whether `holder` still holds the lease at `epoch` and it has not expired by the server's
+   * clock: what an EC2 mutation checks just before it is sent.
+   */
+  async confirm(holder: string, epoch: number): Promise<{ held: boolean; expired: boolean; holder: string | null; epoch: number }> {
+    const r = await this.pool.query<{ holder: string | null; epoch: string; expired: boolean }>(
+      `SELECT holder, epoch, expires_at <= now() AS expired FROM ${LEASE_TABLE} WHERE name = $1`,
+      [LEASE_NAME],
+    );
+    const row = r.rows[0];
+    if (!row) return { held: false, expired: true, holder: null, epoch: 0 };
+    const rowEpoch = Number(row.epoch);
+    return { held: row.holder === holder && rowEpoch === epoch, expired: row.expired, holder: row.holder, epoch: rowEpoch };
   }
 
   /**

@@ -460,6 +460,14 @@ export function isStoreUnavailable(err: unknown): boolean {
   return false;
 }
 
+/** Whether a store call failed because the database's disk is full (SQLite's SQLITE_FULL, anywhere in the cause chain). */
+export function isStoreFull(err: unknown): boolean {
+  let e: unknown = err;
+  for (let i = 0; i < 8 && e && typeof e === "object"; i++, e = (e as { cause?: unknown }).cause)
+    if ((e as { code?: unknown }).code === "SQLITE_FULL") return true;
+  return false;
+}
+
 export interface Store extends StoreTx {
   /** Run `fn` as one transaction: all of its writes or none; nothing interleaves with it. */
   tx<T>(fn: (t: StoreTx) => Promise<T>): Promise<T>;

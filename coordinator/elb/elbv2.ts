@@ -62,7 +62,7 @@ export function createElbGateway(o: {
   timeScale?: number;
   maxAttempts?: number;
   /** Called immediately before each attempt of every mutating (non-Describe) request; throwing refuses it (see the EC2 gateway). */
-  beforeMutation?: (action: string) => void;
+  beforeMutation?: (action: string) => void | Promise<void>;
 }): ElbGateway {
   const local = o.endpoint !== undefined;
   const client = new ElasticLoadBalancingV2Client({
@@ -77,7 +77,7 @@ export function createElbGateway(o: {
     client.middlewareStack.add(
       (next, context) => async (args) => {
         const action = String(context.commandName ?? "").replace(/Command$/, "");
-        if (!action.startsWith("Describe")) guard(`ELB ${action}`);
+        if (!action.startsWith("Describe")) await guard(`ELB ${action}`);
         return next(args);
       },
       { step: "finalizeRequest", priority: "low", name: "spotkeepLeaderFence" },

@@ -68,6 +68,9 @@ export class LeaderLease {
   private cancelTick: (() => void) | null = null;
   private cancelLapse: (() => void) | null = null;
   private busy = false;
+  /** The store read of confirmLeading() under way, and the one that starts after it (shared by callers meanwhile). */
+  private checkRunning: ReturnType<LeaseTable["confirm"]> | null = null;
+  private checkQueued: ReturnType<LeaseTable["confirm"]> | null = null;
   /** A standby's last look at the lease: ms until it expires by the server's clock (null: unknown). */
   private expiresInMs: number | null = null;
   private readonly mono: () => number;
@@ -106,6 +109,55 @@ export class LeaderLease {
     if (this.isLeading()) return;
     if (this.roleNow === "leader") this.lose("the lease's local deadline passed before it was renewed");
     throw new NotLeaderError(`${what}: refused, this coordinator is not the leader (${this.describe()})`);
+  }
+
+  /**
+   * The check every EC2 mutation makes, just before it is sent: isLeading(), then the lease row
+   * read from the store in a query sent after this call began. The local deadline alone would
+   * let a leader act for up to a renewal interval after a standby took over when the database
+   * server's clock stepped forward past the lease's end; the store read sees the new epoch (and
+   * ends this process's leadership) or the expiry (refused, not final: the next renewal decides).
+   * Concurrent callers share one read; a read already under way when a caller arrives is not
+   * shared with it. What remains: a takeover that commits between that read and the request
+   * reaching EC2.
+   */
+  async confirmLeading(what: string): Promise<void> {
+    this.assertLeading(what);
+    const epoch = this.epochNow;
+    let row: Awaited<ReturnType<LeaseTable["confirm"]>>;
+    try {
+      row = await this.storeCheck();
+    } catch (err) {
+      throw new Error(`${what}: refused, the coordinator lease could not be confirmed in the store: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
+    if (this.roleNow === "leader" && this.epochNow === epoch && !row.held)
+      this.lose(`another coordinator took the lease (epoch ${row.epoch}, held by ${row.holder ?? "nobody"})`);
+    this.assertLeading(what);
+    if (row.expired)
+      throw new NotLeaderError(
+        `${what}: refused, the lease of epoch ${epoch} has expired by the store's clock and is not renewed yet (the database server's clock moved ahead)`,
+      );
+  }
+
+  private storeCheck(): ReturnType<LeaseTable["confirm"]> {
+    if (!this.checkRunning) return this.startCheck();
+    this.checkQueued ??= this.checkRunning
+      .catch(() => undefined)
+      .then(() => {
+        this.checkQueued = null;
+        return this.startCheck();
+      });
+    return this.checkQueued;
+  }
+
+  private startCheck(): ReturnType<LeaseTable["confirm"]> {
+    const p = this.o.table.confirm(this.holder, this.epochNow).finally(() => {
+      if (this.checkRunning === p) this.checkRunning = null;
+    });
+    this.checkRunning = p;
+    return p;
   }
 
   info(): LeaderInfo {

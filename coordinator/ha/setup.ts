@@ -1,7 +1,7 @@
 /**
  * What a coordinator with `ha` builds besides the store: the lease (its own small connection pool,
  * so renewals never queue behind store work), the store's write fence, the check every EC2
- * mutation makes, and the standby's refusals of agents and writes.
+ * mutation makes (the local deadline, then the lease row), and the standby's refusals of agents and writes.
  */
 import pg from "pg";
 import { LeaseTable } from "../db/lease.js";
@@ -14,8 +14,8 @@ export interface Ha {
   lease: LeaderLease;
   /** The store's fence hook (PostgresStore.open's `fence`). */
   fence: ReturnType<typeof leaseFence>;
-  /** The gateway's beforeMutation hook. */
-  beforeMutation: (action: string) => void;
+  /** The gateways' beforeMutation hook: the local deadline, then the lease row in the store. */
+  beforeMutation: (action: string) => Promise<void>;
   refusals: StandbyRefusals;
   ttlMs: number;
   /** Advertise `url` and start contending for the lease; `onAcquired` starts everything a leader runs. */
@@ -48,7 +48,7 @@ export function createHa(o: { storeUrl: string; config: HaConfig; log: (line: st
   return {
     lease,
     fence: leaseFence(lease, ttlMs - marginMs),
-    beforeMutation: (action) => lease.assertLeading(`EC2 ${action}`),
+    beforeMutation: (action) => lease.confirmLeading(action),
     refusals: new StandbyRefusals(),
     ttlMs,
     async start(url, onAcquired) {

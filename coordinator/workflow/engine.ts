@@ -18,7 +18,7 @@
 import { randomBytes } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import { nextDelay, type RetryPolicy, retryPolicy } from "../../shared/retry.js";
-import { isStoreUnavailable, type Store, type StoreTx, type WorkflowRecord } from "../db/store.js";
+import { isStoreFull, isStoreUnavailable, type Store, type StoreTx, type WorkflowRecord } from "../db/store.js";
 import type { ScaledClock } from "../time.js";
 import { describeError, recordFailure, replayFailure } from "./failure.js";
 
@@ -217,15 +217,16 @@ export class WorkflowEngine {
 
   /**
    * The engine's own store calls wait out a store whose database cannot be used (a PostgreSQL
-   * failover): the call is made again with backoff until it works or the engine stops, so an
-   * outage neither fails a workflow nor makes a runbook branch on it. Other errors are thrown.
+   * failover) or whose disk is full: the call is made again with backoff until it works or the
+   * engine stops, so an outage neither fails a workflow nor makes a runbook branch on it, and the
+   * workflow goes on from where it was once space returns. Other errors are thrown.
    */
   private async record<T>(call: () => Promise<T>): Promise<T> {
     for (let delay = 250; ; delay = Math.min(delay * 2, 10_000)) {
       try {
         return await call();
       } catch (err) {
-        if (this.stopped || !isStoreUnavailable(err)) throw err;
+        if (this.stopped || !(isStoreUnavailable(err) || isStoreFull(err))) throw err;
         await this.clock.sleep(delay, this.abort.signal);
       }
     }

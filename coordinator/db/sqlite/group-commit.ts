@@ -5,14 +5,17 @@
  * the same turn of the event loop instead run inside one transaction, each in a savepoint of its
  * own (a call that throws leaves nothing behind), and the transaction commits on the next turn.
  * No caller hears back before the commit that holds its write is on disk, and when that commit
- * fails every caller in it gets the error, so "the promise resolved" still means "it is stored";
- * a crash before the commit loses only writes nobody was told about.
+ * fails every writer in it gets the error, so "the promise resolved" still means "it is stored";
+ * a crash before the commit loses only writes nobody was told about. A call that changed nothing
+ * (a read) is run again on its own when its group fails, and answers with what is stored.
  */
 import type Database from "better-sqlite3";
 
 interface Waiter {
   resolve: () => void;
   reject: (err: unknown) => void;
+  /** For a call that changed nothing (a read): run it again on its own once the group failed. */
+  again?: () => void;
 }
 
 export class GroupCommit {
@@ -21,10 +24,14 @@ export class GroupCommit {
   /** Transactions committed and the calls they held, since open (for tests and metrics). */
   readonly stats = { commits: 0, calls: 0 };
 
+  private readonly changes: Database.Statement;
+
   constructor(
     private readonly db: Database.Database,
     private readonly schedule: (fn: () => void) => void = setImmediate,
-  ) {}
+  ) {
+    this.changes = db.prepare("SELECT total_changes() AS n").pluck();
+  }
 
   /** True while a group is open (a transaction of the store's must wait for `settled()`). */
   get open(): boolean {
@@ -44,8 +51,11 @@ export class GroupCommit {
     if (!this.waiters) this.begin();
     this.db.exec("SAVEPOINT group_call");
     let out: T;
+    let changedNothing: boolean;
     try {
+      const before = this.changes.get() as number;
       out = fn();
+      changedNothing = this.changes.get() === before;
       this.db.exec("RELEASE group_call");
     } catch (err) {
       if (this.db.inTransaction) {
@@ -58,7 +68,24 @@ export class GroupCommit {
       }
       return Promise.reject(err);
     }
-    return new Promise<T>((resolve, reject) => this.waiters!.push({ resolve: () => resolve(out), reject }));
+    return new Promise<T>((resolve, reject) =>
+      this.waiters!.push({
+        resolve: () => resolve(out),
+        reject,
+        // What it read may include the group's writes, now gone: it reads again what is stored.
+        ...(changedNothing
+          ? {
+              again: () => {
+                try {
+                  resolve(fn());
+                } catch (err) {
+                  reject(err);
+                }
+              },
+            }
+          : {}),
+      }),
+    );
   }
 
   private begin(): void {
@@ -81,7 +108,7 @@ export class GroupCommit {
       this.db.exec("COMMIT");
     } catch (err) {
       if (this.db.inTransaction) this.db.exec("ROLLBACK");
-      for (const w of waiters) w.reject(err);
+      this.failWaiters(waiters, err);
       return;
     }
     this.stats.commits++;
@@ -89,10 +116,21 @@ export class GroupCommit {
     for (const w of waiters) w.resolve();
   }
 
+  /**
+   * A failed group fails its writers; its readers read again outside any transaction, so a full
+   * disk (SQLITE_FULL at COMMIT) does not fail the reads that happened to share a turn with writes.
+   */
+  private failWaiters(waiters: Waiter[], err: unknown): void {
+    for (const w of waiters) {
+      if (w.again && !this.db.inTransaction) w.again();
+      else w.reject(err);
+    }
+  }
+
   private fail(err: unknown): void {
     const waiters = this.waiters ?? [];
     this.waiters = null;
-    for (const w of waiters) w.reject(err);
+    this.failWaiters(waiters, err);
     // The scheduled commit finds no group and only settles `done`.
   }
 }
