@@ -1,9 +1,10 @@
-// Builds what ships:
+// Builds what ships (npm runs it as prepare after npm ci, and as prepack before npm pack/publish):
 //  - dist/spotkeep-agent.js: the agent as ONE file that runs with plain `node` and no node_modules
 //    (CommonJS so it needs no package.json beside it);
 //  - dist/cli/main.mjs (+ chunks): the `spotkeep` CLI and the coordinator, run by bin/spotkeep.js.
 // Each file is written to a temp name and renamed, so a build running beside another (parallel
-// test workers) or beside a running CLI never exposes a half-written file.
+// test workers) or beside a running CLI never exposes a half-written file. Progress goes to stderr
+// (`npm pack --json` prints its JSON on stdout after this runs).
 import { builtinModules } from "node:module";
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
@@ -11,9 +12,9 @@ import { agentBundleOptions, repoRoot } from "./agent-bundle-options.mjs";
 
 const dist = join(repoRoot, "dist");
 
-// `npm pack` runs prepack (scripts/prepack.mjs, which builds) and then prepare (this script): once is enough.
+// `npm pack` and `npm publish` run prepack and then prepare, both this script: building once is enough.
 if (process.env.npm_lifecycle_event === "prepare" && ["pack", "publish"].includes(process.env.npm_command ?? "")) {
-  console.log("prepare: dist/ was built by prepack");
+  console.error("prepare: dist/ was built by prepack");
   process.exit(0);
 }
 
@@ -24,7 +25,7 @@ try {
   ({ build } = await import("esbuild"));
 } catch (err) {
   if (existsSync(join(dist, "cli", "main.mjs")) && existsSync(join(dist, "spotkeep-agent.js"))) {
-    console.log("esbuild is not installed (npm ci --omit=dev?): keeping the dist/ that is already built");
+    console.error("esbuild is not installed (npm ci --omit=dev?): keeping the dist/ that is already built");
     process.exit(0);
   }
   console.error(
@@ -95,7 +96,7 @@ for (const f of agent.outputFiles) writeAtomic(f.path, f.contents);
 writeAtomic(join(dist, "package.json"), '{ "type": "commonjs" }\n');
 const size = statSync(agentFile).size;
 const limit = 2 * 1024 * 1024;
-console.log(`built ${agentFile} (${(size / 1024).toFixed(0)} KiB)`);
+console.error(`built ${agentFile} (${(size / 1024).toFixed(0)} KiB)`);
 if (size > limit) {
   console.error(`agent bundle is ${size} bytes, over the ${limit}-byte budget`);
   process.exit(1);
@@ -153,7 +154,7 @@ for (const d of [cliDir, join(cliDir, "localcloud")])
   for (const e of readdirSync(d, { withFileTypes: true }))
     if (e.isFile() && !built.has(join(d, e.name)) && !e.name.endsWith(".tmp")) rmSync(join(d, e.name), { force: true });
 const cliBytes = outputs.reduce((n, f) => n + f.contents.length, 0);
-console.log(`built ${entry} and ${outputs.length - 1} more files (${(cliBytes / 1024).toFixed(0)} KiB)`);
+console.error(`built ${entry} and ${outputs.length - 1} more files (${(cliBytes / 1024).toFixed(0)} KiB)`);
 
 // --- web console ---
 // console/main.ts (Preact + htm: no JSX step) and its stylesheet, minified, with content hashes in
@@ -196,4 +197,4 @@ writeAtomic(join(consoleDir, "index.html"), html);
 // Earlier builds' assets go once index.html names the new ones.
 for (const e of readdirSync(assetsDir, { withFileTypes: true }))
   if (e.isFile() && !names.includes(e.name) && !e.name.endsWith(".tmp")) rmSync(join(assetsDir, e.name), { force: true });
-console.log(`built ${join(consoleDir, "index.html")} (${names.join(", ")})`);
+console.error(`built ${join(consoleDir, "index.html")} (${names.join(", ")})`);
