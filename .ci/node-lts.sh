@@ -129,7 +129,7 @@ else
 fi
 say "tree copied to $work"
 
-# --- 3. npm ci and npm test under that Node ---------------------------------------------------------
+# --- 3. npm ci and the pass under that Node ---------------------------------------------------------
 export PATH="$node_home/bin:$PATH"
 export npm_config_nodedir=$node_home       # headers for node-gyp (overrides a nodedir in ~/.npmrc)
 export npm_config_build_from_source=true   # no prebuilt-binary download attempt (GitHub is unreachable)

@@ -31,7 +31,8 @@ export function versionReport(): VersionReport {
   const path = agentBundlePath();
   let agentBundle: VersionReport["agentBundle"];
   try {
-    agentBundle = { path, bytes: statSync(path).size, sha256: agentBundleSha256(path) };
+    const sha256 = agentBundleSha256(path);
+    agentBundle = { path, bytes: statSync(path).size, sha256 };
   } catch (err) {
     agentBundle = { path, error: (err as Error).message };
   }
