@@ -103,11 +103,15 @@ describe("release tarball", () => {
       "docs/iam/coordinator-policy.json",
       "docs/systemd/spotkeep-coordinator.service",
       "scripts/demo-workload.mjs",
+      // Unpacked and installed with `npm install --omit=dev` (docs/deploy-aws.md), npm runs prepare:
+      // the build script keeps the shipped dist/ when esbuild is not installed.
+      "scripts/build.mjs",
+      "scripts/agent-bundle-options.mjs",
     ])
       expect(packed, f).toContain(f);
   });
 
-  it("lists no tests, benchmarks, TypeScript sources or build scripts", () => {
+  it("lists no tests, benchmarks, TypeScript sources or development configuration", () => {
     const unwanted = packed.filter(
       (f) =>
         /(^|\/)test\//.test(f) ||
@@ -116,7 +120,7 @@ describe("release tarball", () => {
         /\.(ts|mts|cts)$/.test(f) ||
         /^(agent|coordinator|shared|localcloud|cli|console)\//.test(f) ||
         f.startsWith(".ci/") ||
-        ["package-lock.json", "tsconfig.json", "vitest.config.ts", "biome.json", "scripts/build.mjs"].includes(f),
+        ["package-lock.json", "tsconfig.json", "vitest.config.ts", "biome.json"].includes(f),
     );
     expect(unwanted).toEqual([]);
   });
