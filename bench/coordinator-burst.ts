@@ -33,7 +33,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import Database from "better-sqlite3";
+import { openSqlite } from "../coordinator/db/sqlite/driver.js";
 import { parseSpec } from "../shared/spec.js";
 import { PROFILES, replacementCriticalPath } from "../localcloud/index.js";
 import { interrupt } from "../localcloud/world/interruptions.js";
@@ -209,7 +209,7 @@ try {
   const cp = replacementCriticalPath(PROFILES.realistic) / 1000;
   const bound = cp + Math.max(0, N - 5) / 2;
   // Progress from the store, read-only (WAL: the coordinator's writes are not blocked).
-  const db = new Database(join(dataDir, "coordinator.sqlite"), { readonly: true, fileMustExist: true });
+  const db = openSqlite(join(dataDir, "coordinator.sqlite"), { readonly: true, fileMustExist: true });
   const progress = db.prepare("SELECT status, count(*) AS n FROM workflows WHERE kind = 'replace' GROUP BY status");
   const deadline = tBurst + Math.max(600_000, bound * scale * 4 * 1000);
   let lastLog = 0;

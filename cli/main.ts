@@ -103,6 +103,11 @@ export const COMMANDS: Entry[] = [
     load: async () => (await import("./commands/localcloud.js")).command,
   },
   {
+    name: "version",
+    summary: "print the version, the Node.js and SQLite driver in use, and the agent bundle's SHA-256 ([--json])",
+    load: async () => (await import("./commands/version.js")).command,
+  },
+  {
     name: "demo",
     summary: "run a stateful instance through a spot interruption on localcloud and verify it",
     load: async () => (await import("./commands/demo.js")).command,

@@ -17,7 +17,7 @@
 import { chmodSync, closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { hostname as osHostname } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
-import Database from "better-sqlite3";
+import { openSqlite } from "./db/sqlite/driver.js";
 
 export const LOCK_FILE = "coordinator.lock";
 export const LOCK_INFO_FILE = "coordinator.lock.json";
@@ -82,7 +82,7 @@ export function openDataDir(dir: string, opts: OpenDataDirOptions = {}): DataDir
   const infoFile = join(abs, LOCK_INFO_FILE);
   createPrivateFile(lockFile);
   // timeout 0: a held lock is an answer, not something to wait for.
-  const lock = new Database(lockFile, { timeout: 0 });
+  const lock = openSqlite(lockFile, { timeout: 0 });
   try {
     lock.pragma("locking_mode = EXCLUSIVE");
     // BEGIN EXCLUSIVE takes the write lock even with nothing to write; in EXCLUSIVE locking mode

@@ -23,6 +23,7 @@ import { ConnectionGate } from "./connection-limits.js";
 import { Console, defaultConsoleDir } from "./console.js";
 import { handleGroups } from "./groups.js";
 import { NotLeaderError } from "../ha/lease.js";
+import { agentBundleSha256 } from "../bootstrap.js";
 
 export const MAX_BODY_BYTES = 1024 * 1024;
 const OPERATIONS = ["pause", "resume", "recycle", "snapshot"] as const;
@@ -132,12 +133,21 @@ async function handle(deps: ApiServerDeps, web: Console, req: IncomingMessage, r
   if (path === "/agent/v1/agent.js") {
     only(method, ["GET", "HEAD"]);
     let size: number;
+    let sha256: string;
     try {
       size = statSync(deps.agentBundlePath).size;
+      sha256 = agentBundleSha256(deps.agentBundlePath);
     } catch {
       throw new HttpError(404, "not-found", "the agent bundle is not built (run npm run build)");
     }
-    res.writeHead(200, { "content-type": "application/javascript; charset=utf-8", "content-length": size });
+    // The SHA-256 goes with the bundle: in hex as `spotkeep version` prints it and the bootstrap
+    // checks it, and as RFC 9530's Repr-Digest. The hash is cached per size and mtime.
+    res.writeHead(200, {
+      "content-type": "application/javascript; charset=utf-8",
+      "content-length": size,
+      "x-spotkeep-agent-sha256": sha256,
+      "repr-digest": `sha-256=:${Buffer.from(sha256, "hex").toString("base64")}:`,
+    });
     if (method === "HEAD") return void res.end();
     // A bundle replaced or removed mid-download ends this response, not the process.
     createReadStream(deps.agentBundlePath)

@@ -16,7 +16,8 @@
 import { randomUUID } from "node:crypto";
 import { closeSync, copyFileSync, existsSync, fsyncSync, openSync, renameSync, statSync, unlinkSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
-import Database from "better-sqlite3";
+import type Database from "better-sqlite3";
+import { openSqlite } from "./sqlite/driver.js";
 import { createPrivateFile, fsyncDir, openDataDir, tightenFile } from "../datadir.js";
 import { migrate } from "./migrations.js";
 import { POSTGRES_MARKER_FILE, postgresStoreOf } from "./postgres/open.js";
@@ -54,7 +55,7 @@ export async function backupStore(dbFile: string, dest: string, opts: { busyTime
   const tmp = join(dirname(out), `.${basename(out)}.${process.pid}.tmp`);
   // A read-only connection never checkpoints or removes the WAL, so it cannot disturb the
   // coordinator's own view of an unclean stop.
-  const db = new Database(src, { readonly: true, fileMustExist: true, timeout: opts.busyTimeoutMs ?? 5000 });
+  const db = openSqlite(src, { readonly: true, fileMustExist: true, timeout: opts.busyTimeoutMs ?? 5000 });
   try {
     createPrivateFile(tmp);
     await db.backup(tmp, { progress: () => 0x7fffffff });
@@ -127,7 +128,7 @@ export function restoreBackup(dataDir: string, backupFile: string, opts: { now?:
       verifyCopy(tmp, false);
       // The restored store gets an identity if it predates them, and a generation above both its
       // own and the one last recorded here, so the next open accepts it and any older copy is refused.
-      const db = new Database(tmp);
+      const db = openSqlite(tmp);
       let storeId: string;
       let generation: number;
       try {
@@ -172,7 +173,7 @@ export function restoreBackup(dataDir: string, backupFile: string, opts: { now?:
 function verifyCopy(file: string, makeSelfContained: boolean): { storeId: string | undefined; generation: number | undefined } {
   let db: Database.Database;
   try {
-    db = new Database(file, { fileMustExist: true });
+    db = openSqlite(file, { fileMustExist: true });
   } catch (err) {
     throw new BackupError(`${file} is not a readable SQLite database: ${(err as Error).message}`, { cause: err });
   }

@@ -24,7 +24,8 @@
 import { randomUUID } from "node:crypto";
 import { closeSync, existsSync, openSync, readFileSync, readSync, statSync, writeSync, fsyncSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
-import Database from "better-sqlite3";
+import type Database from "better-sqlite3";
+import { openSqlite } from "./sqlite/driver.js";
 import { createPrivateFile, tightenFile, writePrivateFileAtomic } from "../datadir.js";
 import { migrate } from "./migrations.js";
 
@@ -124,7 +125,7 @@ export function openDatabase(file: string, opts: OpenDatabaseOptions = {}): Data
   createPrivateFile(abs);
   let db: Database.Database;
   try {
-    db = new Database(abs, { timeout: opts.busyTimeoutMs ?? 5000 });
+    db = openSqlite(abs, { timeout: opts.busyTimeoutMs ?? 5000 });
   } catch (err) {
     throw classifyOpenFailure(err, abs, restoreHint);
   }

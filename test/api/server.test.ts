@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { createHash } from "node:crypto";
 import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -275,9 +276,15 @@ describe("public endpoints", () => {
     expect(res.headers.get("content-type")).toMatch(/text\/plain; version=0\.0\.4/);
     expect(await res.text()).toMatch(/spotkeep_instances\{state="running"\} 1/);
   });
-  it("serves the agent bundle", async () => {
+  it("serves the agent bundle with its SHA-256 (hex header and RFC 9530 Repr-Digest)", async () => {
     const res = await fetch(`${base}/agent/v1/agent.js`);
     expect(res.status).toBe(200);
-    expect(await res.text()).toContain("agent");
+    const body = Buffer.from(await res.arrayBuffer());
+    expect(body.toString("utf8")).toContain("agent");
+    const sha256 = createHash("sha256").update(body).digest("hex");
+    expect(res.headers.get("x-spotkeep-agent-sha256")).toBe(sha256);
+    expect(res.headers.get("repr-digest")).toBe(`sha-256=:${createHash("sha256").update(body).digest("base64")}:`);
+    const head = await fetch(`${base}/agent/v1/agent.js`, { method: "HEAD" });
+    expect(head.headers.get("x-spotkeep-agent-sha256")).toBe(sha256);
   });
 });

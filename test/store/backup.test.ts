@@ -1,6 +1,7 @@
 import { copyFileSync, existsSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
-import Database from "better-sqlite3";
+import type Database from "better-sqlite3";
+import { openSqlite } from "../../coordinator/db/sqlite/driver.js";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { command as backupCommand } from "../../cli/commands/backup.js";
 import { command as restoreCommand } from "../../cli/commands/restore-backup.js";
@@ -34,7 +35,7 @@ describe("spotkeep backup (online)", () => {
     expect(readdirSync(join(out, "..")).filter((f) => f !== "backup.sqlite")).toEqual([]); // self-contained: no -wal, no temporaries
     const side = readStoreIdentity(join(dir, "store-identity"))!;
     expect(r).toMatchObject({ storeId: side.storeId, generation: side.generation });
-    const copy = new Database(out, { readonly: true });
+    const copy = openSqlite(out, { readonly: true });
     expect(rowCount(copy)).toBe(25);
     copy.close();
 
@@ -79,7 +80,7 @@ describe("spotkeep restore-backup", () => {
     db.close();
 
     // The replaced database is still intact beside it.
-    const previous = new Database(r.previous!, { readonly: true });
+    const previous = openSqlite(r.previous!, { readonly: true });
     expect(rowCount(previous)).toBe(7);
     previous.close();
   });
@@ -104,7 +105,7 @@ describe("spotkeep restore-backup", () => {
     addRows(db, 2);
     db.close();
     const other = join(tmp.make(), "other.sqlite");
-    const o = new Database(other);
+    const o = openSqlite(other);
     o.exec("CREATE TABLE x (y)");
     o.close();
     expect(() => restoreBackup(dir, other)).toThrow(/not a spotkeep store/);

@@ -1,7 +1,8 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import Database from "better-sqlite3";
+import type Database from "better-sqlite3";
+import { openSqlite } from "./driver.js";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { GroupCommit } from "./group-commit.js";
 import { SqliteStore } from "./index.js";
@@ -11,14 +12,14 @@ let db: Database.Database;
 let reader: Database.Database;
 beforeEach(() => {
   dir = mkdtempSync(join(tmpdir(), "spotkeep-group-"));
-  db = new Database(join(dir, "g.sqlite"));
+  db = openSqlite(join(dir, "g.sqlite"));
   db.pragma("journal_mode = WAL");
   db.pragma("synchronous = FULL");
   db.pragma("foreign_keys = ON");
   db.exec("CREATE TABLE p (id INTEGER PRIMARY KEY)");
   db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL, p INTEGER REFERENCES p(id) DEFERRABLE INITIALLY DEFERRED)");
   // Another connection sees only what is committed.
-  reader = new Database(join(dir, "g.sqlite"), { readonly: true });
+  reader = openSqlite(join(dir, "g.sqlite"), { readonly: true });
 });
 afterEach(() => {
   reader.close();

@@ -5,7 +5,8 @@
  * outside a transaction are group-committed (group-commit.ts): those of one event-loop turn share
  * one commit, and each resolves once that commit is on disk.
  */
-import Database from "better-sqlite3";
+import type Database from "better-sqlite3";
+import { openSqlite } from "./driver.js";
 import { migrate } from "../migrations.js";
 import type { Async, Queries, Store, StoreTx } from "../store.js";
 import { agentReportQueries, eventQueries } from "./events.js";
@@ -44,7 +45,7 @@ export function sqliteQueries(db: Database.Database, now: () => number): Queries
 
 /** Opens (and migrates) a database file with the coordinator's pragmas; for tools and tests that need no data-dir checks. */
 export function openPlainDatabase(file: string, now: () => number = Date.now): Database.Database {
-  const db = new Database(file);
+  const db = openSqlite(file);
   db.pragma("journal_mode = WAL");
   db.pragma("synchronous = FULL");
   db.pragma("busy_timeout = 5000");
