@@ -26,6 +26,8 @@ export const HEAVY = [
   "test/coordinator/faults.test.ts",
   "test/e2e/postgres.test.ts",
   "test/linux/linux.test.ts",
+  // npm pack rebuilds dist/ in place: no other suite may be starting a built coordinator meanwhile.
+  "test/release/pack.test.ts",
 ];
 
 export default defineConfig({

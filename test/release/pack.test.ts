@@ -102,6 +102,10 @@ describe("release tarball", () => {
       "docs/spec-reference.md",
       "docs/iam/coordinator-policy.json",
       "docs/systemd/spotkeep-coordinator.service",
+      // The identity certificate of each region (the coordinator picks its region's) and the stack.
+      "certs/aws-identity/us-east-1.pem",
+      "deploy/spotkeep.cfn.yaml",
+      "examples/postgres.yaml",
       "scripts/demo-workload.mjs",
       // Unpacked and installed with `npm install --omit=dev` (docs/deploy-aws.md), npm runs prepare:
       // the build script keeps the shipped dist/ when esbuild is not installed.
