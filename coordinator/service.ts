@@ -28,6 +28,7 @@ import { Views } from "./db/views.js";
 import { AgentIntake } from "./intake.js";
 import { NoticeDecisions } from "./events/decisions.js";
 import { startQueueEvents } from "./events/index.js";
+import { type CallerIdentity, callerIdentity } from "./cloud/identity.js";
 import { Metrics } from "./metrics.js";
 import { Operations } from "./operations.js";
 import { Schedule } from "./schedule.js";
@@ -62,6 +63,8 @@ export interface StartOptions {
   ec2?: Ec2Gateway;
   /** Inject a load-balancer gateway (tests); default: the ELBv2 SDK gateway (endpoint: `elbEndpointFor(config)`). */
   elb?: ElbGateway;
+  /** Who the coordinator's credentials are (tests); default: STS GetCallerIdentity at the EC2 endpoint's STS. */
+  callerIdentity?: () => Promise<CallerIdentity>;
   log?: (line: string) => void;
   /**
    * Adopt the store as it is when it was replaced, rolled back or lost its write-ahead log (after
@@ -492,6 +495,9 @@ async function startOn(
       ? startQueueEvents({
           ...ev,
           region: ev.region ?? config.region,
+          ec2Region: config.region,
+          ec2,
+          identity: opts.callerIdentity ?? (() => callerIdentity({ region: config.region, endpoint: config.ec2Endpoint })),
           store,
           operations,
           decisions,

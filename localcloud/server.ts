@@ -1,6 +1,7 @@
 /**
  * One HTTP listener: the control API under /_localcloud/v1/, SQS (JSON requests with an
  * `X-Amz-Target: AmazonSQS.*` header), ELBv2 (Query requests signed for `elasticloadbalancing`),
+ * STS (Query requests signed for `sts`),
  * the EC2 Query API everywhere else.
  */
 import http from "node:http";
@@ -11,6 +12,7 @@ import { handleSqs, isSqsRequest } from "./sqs/handler.js";
 import { handleElbv2, isElbv2Request } from "./elbv2/query.js";
 import type { Elbv2Service } from "./elbv2/targets.js";
 import type { SqsService } from "./sqs/queues.js";
+import { handleSts, isStsRequest } from "./sts/handler.js";
 
 export interface HttpServerHandle {
   port: number;
@@ -36,7 +38,9 @@ export async function startHttpServer(opts: {
           ? handleSqs(req, res, opts.sqs)
           : isElbv2Request(req)
             ? handleElbv2(req, res, { world: opts.query.world, elb: opts.elbv2 })
-            : handleQuery(req, res, opts.query);
+            : isStsRequest(req)
+              ? handleSts(req, res, { world: opts.query.world })
+              : handleQuery(req, res, opts.query);
     work.catch((err: unknown) => {
       opts.query.world.log(`unhandled request error: ${(err as Error)?.stack ?? String(err)}`);
       if (!res.headersSent) res.writeHead(500).end();
