@@ -28,6 +28,7 @@ import { Views } from "./db/views.js";
 import { AgentIntake } from "./intake.js";
 import { NoticeDecisions } from "./events/decisions.js";
 import { startQueueEvents } from "./events/index.js";
+import { guardEmptyStore } from "./empty-store.js";
 import { type CallerIdentity, callerIdentity } from "./cloud/identity.js";
 import { Metrics } from "./metrics.js";
 import { Operations } from "./operations.js";
@@ -63,6 +64,11 @@ export interface StartOptions {
   ec2?: Ec2Gateway;
   /** Inject a load-balancer gateway (tests); default: the ELBv2 SDK gateway (endpoint: `elbEndpointFor(config)`). */
   elb?: ElbGateway;
+  /**
+   * On an empty store beside spotkeep-tagged resources in EC2, rebuild the stateful instances it can
+   * from EC2 (coordinator/empty-store.ts). A start option only (the CLI's --adopt-from-ec2).
+   */
+  adoptFromEc2?: boolean;
   /** Who the coordinator's credentials are (tests); default: STS GetCallerIdentity at the EC2 endpoint's STS. */
   callerIdentity?: () => Promise<CallerIdentity>;
   log?: (line: string) => void;
@@ -211,6 +217,17 @@ async function startOn(
       ...(ha ? { beforeMutation: ha.beforeMutation, callerId: ha.lease.holder } : {}),
     });
 
+  // An empty store beside what spotkeep tagged in EC2 is refused, adopted or accepted before anything acts.
+  await guardEmptyStore(
+    { store, ec2, region: config.region, log },
+    {
+      adoptFromEc2: opts.adoptFromEc2 === true,
+      acceptEmptyStore: config.acceptEmptyStore,
+      restoreHint: config.store
+        ? "restore the PostgreSQL database from its backup (pg_restore, or your database's snapshots)"
+        : `restore the latest backup (spotkeep restore-backup --data-dir ${dataDir} --from BACKUP_FILE)`,
+    },
+  );
   let publicUrl = config.publicUrl ?? "";
   const agentBundlePath = config.agentBundlePath ? resolve(config.agentBundlePath) : defaultAgentBundlePath();
   const caCertificate = config.agentCaCertificate ? loadCaCertificate(config.agentCaCertificate) : undefined;
