@@ -132,7 +132,19 @@ describe("QueueIntake: events that are not EventBridge's about this coordinator'
     expect(await handle(event("warning", { time: Date.parse("2001-01-01T00:00:00Z") }))).toBe("stale");
     expect(replaces).toEqual([]);
     expect((await store.queueEvents.get("e-warning"))?.outcome).toBe("stale");
-    expect((await timeline("queue-decision"))[0]).toMatch(/stale: sent \d+ s ago, longer ago than EC2's 120 s notice window/);
+    expect((await timeline("queue-decision"))[0]).toMatch(
+      /stale: it arrived \d+ s after it was sent, later than EC2's 120 s notice window/,
+    );
+  });
+
+  it("acts on a fresh warning recorded before a crash when it is redelivered later (freshness is judged at its first arrival)", async () => {
+    spotStatus = "marked-for-termination";
+    const e = event("warning");
+    // Recorded, then the coordinator died before deciding; the redelivery comes five minutes later.
+    await store.queueEvents.record({ eventId: e.id, kind: e.kind, ec2InstanceId: ID, instance: "db", data: e });
+    await fake.advance(300_000);
+    expect(await handle(e)).toBe("acted");
+    expect(replaces).toHaveLength(1);
   });
 
   it("does not act on a warning EC2 does not confirm, and says so on the timeline", async () => {

@@ -5,8 +5,9 @@
  *  - it must come from the coordinator's own account and region (the account its credentials
  *    belong to, from STS at start) and, for EC2's events, name the instance's ARN in `resources`;
  *    otherwise it is refused (a timeline event says why) and not recorded;
- *  - it must be fresh: an event sent longer ago than EC2's two-minute notice window is recorded and
- *    not acted on;
+ *  - it must be fresh: an event that arrived longer after it was sent than EC2's two-minute notice
+ *    window is recorded and not acted on (judged at its first arrival, so one recorded before a
+ *    crash is still acted on at its redelivery);
  *  - a spot interruption warning or a shutting-down/terminated state change is acted on only when
  *    EC2 confirms it (`confirm.ts`, the check agent notices pass): the spot request is marked, or
  *    the instance is leaving or gone.
@@ -125,9 +126,13 @@ export class QueueIntake {
         await t.events.add(name, "queue-event", `EventBridge: ${DESCRIBE[e.kind](e)} (event ${e.id}, sent ${sent})`);
       return recorded;
     });
-    if (!fresh && (await store.queueEvents.get(e.id))?.handledAt != null) return "duplicate";
+    const row = fresh ? null : await store.queueEvents.get(e.id);
+    if (row?.handledAt != null) return "duplicate";
     this.d.afterRecord?.(e);
-    const decision = await this.decide(e, name, g.generation, g.status === "live");
+    // Freshness is judged when the event first arrived: one recorded before a crash and handled on
+    // its redelivery was fresh then.
+    const receivedAt = row?.receivedAt ?? this.d.clock.now();
+    const decision = await this.decide(e, name, g.generation, g.status === "live", receivedAt);
     // Pending/running state changes are routine and say nothing either way.
     if (!(e.kind === "state-change" && decision.outcome === "recorded" && (e.state === "pending" || e.state === "running")))
       await store.events.add(name, "queue-decision", `EventBridge event ${e.id}: ${decision.outcome}: ${decision.why}`);
@@ -135,15 +140,15 @@ export class QueueIntake {
     return decision.outcome;
   }
 
-  private async decide(e: CloudEvent, name: string, generation: number, live: boolean): Promise<Decision> {
+  private async decide(e: CloudEvent, name: string, generation: number, live: boolean, receivedAt: number): Promise<Decision> {
     const { store, decisions } = this.d;
     // A generation already ended (or not yet live): the event is late or early news of it, kept on the timeline.
     if (!live) return { outcome: "stale", why: `${e.instanceId} is not the live generation of ${name}; not acted on` };
-    const ageMs = this.d.clock.modelMsSince(e.time);
+    const ageMs = (receivedAt - e.time) / this.d.clock.timeScale;
     if (e.kind !== "scheduled-change" && ageMs > MAX_NOTICE_MS)
       return {
         outcome: "stale",
-        why: `sent ${(ageMs / 1000).toFixed(0)} s ago, longer ago than EC2's ${MAX_NOTICE_MS / 1000} s notice window; not acted on`,
+        why: `it arrived ${(ageMs / 1000).toFixed(0)} s after it was sent, later than EC2's ${MAX_NOTICE_MS / 1000} s notice window; not acted on`,
       };
     switch (e.kind) {
       case "spot-interruption": {
