@@ -19,7 +19,6 @@ describe("coordinator config: store", () => {
     [{ store: { url: "postgres://db/x", poolSize: 1 } }, /store\.poolSize/],
     [{ store: { url: "postgres://db/x", connectTimeoutSeconds: 0 } }, /store\.connectTimeoutSeconds/],
     [{ store: { url: "postgres://db/x", password: "x" } }, /store/],
-    [{ store: { url: "postgres://db/x" }, acceptEmptyStore: true }, /acceptEmptyStore: applies to the SQLite store in dataDir only/],
   ])("refuses %j with the field named", (input, message) => {
     expect(() => parseConfig(input)).toThrow(message);
   });

@@ -85,7 +85,11 @@ export const CoordinatorConfig = z
             ctx.addIssue({ code: "custom", path: [k], message: "is not an instance type (such as m5.large)" });
       })
       .default({}),
-    /** Start on an empty store even though this data directory held one before (after a deliberate reset). */
+    /**
+     * Start on an empty store even though this data directory held one before (after a deliberate
+     * reset), or although EC2 holds resources spotkeep tagged (they stay unmanaged; the log names them).
+     * With store.url only the second applies.
+     */
     acceptEmptyStore: z.boolean().default(false),
     /**
      * Keep the store in PostgreSQL instead of the SQLite file in dataDir (which still holds the
@@ -108,12 +112,6 @@ export const CoordinatorConfig = z
   })
   .strict()
   .superRefine((c, ctx) => {
-    if (c.store && c.acceptEmptyStore)
-      ctx.addIssue({
-        code: "custom",
-        path: ["acceptEmptyStore"],
-        message: "applies to the SQLite store in dataDir only; with store.url the store is in PostgreSQL",
-      });
     if (c.ha && !c.store)
       ctx.addIssue({
         code: "custom",

@@ -1,8 +1,8 @@
 /**
  * Agent-message intake: the one place that turns what agents say into decisions. Everything an
  * agent sends is a claim from a machine that may be compromised, so:
- *  - a spot-interruption notice starts a replacement only after EC2 confirms it (the spot request
- *    is marked for termination/stop/hibernation, or the instance is no longer running); an
+ *  - a spot-interruption notice starts a replacement only after EC2 confirms it (`confirm.ts`: the
+ *    spot request is marked for termination/stop/hibernation, or the instance is no longer running); an
  *    unconfirmed notice is an event on the timeline and terminates nothing;
  *  - a notice's deadline is clamped to what EC2 gives (at most two minutes from now);
  *  - replies (`quiesced`, `restored`) are recorded only with the id of the command they answer;
@@ -19,6 +19,7 @@ import type { Operations } from "./operations.js";
 import type { ScaledClock } from "./time.js";
 import { NoticeDecisions } from "./events/decisions.js";
 import type { RefusalEvents } from "./refusal-events.js";
+import { confirmWithEc2 } from "./confirm.js";
 
 export interface IntakeDeps {
   store: Store;
@@ -37,9 +38,6 @@ export interface IntakeDeps {
   /** Where refusals go on the timeline, rate-limited per instance and reason; each is its own event when absent. */
   refusals?: Pick<RefusalEvents, "record">;
 }
-
-/** Spot request status codes that mean EC2 itself has decided to take the instance. */
-const MARKED = new Set(["marked-for-termination", "marked-for-stop", "marked-for-hibernation"]);
 
 export class AgentIntake {
   private readonly decisions: NoticeDecisions;
@@ -109,7 +107,11 @@ export class AgentIntake {
 
   private async spotInterruption(session: AgentSession, action: string | undefined, deadline: string | undefined): Promise<void> {
     const name = session.statefulInstance;
-    const confirmed = await this.confirm(session.instanceId);
+    const confirmed = await confirmWithEc2(
+      { ec2: this.d.ec2, clock: this.d.clock, attempts: this.d.confirmAttempts, intervalMs: this.d.confirmIntervalMs },
+      session.instanceId,
+      "interruption",
+    );
     if (!confirmed.ok) {
       this.d.metrics.agentRejections.inc({ reason: "unconfirmed-notice" });
       await this.refuse(
@@ -131,27 +133,5 @@ export class AgentIntake {
       },
       `spot interruption notice (${action ?? "terminate"}), confirmed by EC2: ${confirmed.why}`,
     );
-  }
-
-  /** EC2's word: the spot request is marked, or the instance is already on its way out. Asked a few times (EC2 lags IMDS a little). */
-  private async confirm(instanceId: string): Promise<{ ok: true; why: string } | { ok: false; why: string }> {
-    const attempts = this.d.confirmAttempts ?? 4;
-    let why = "not asked";
-    for (let i = 0; i < attempts; i++) {
-      if (i > 0) await this.d.clock.sleep(this.d.confirmIntervalMs ?? 1500);
-      try {
-        const [status, [inst]] = await Promise.all([this.d.ec2.spotRequestStatus(instanceId), this.d.ec2.describeInstances([instanceId])]);
-        if (status && MARKED.has(status.statusCode))
-          return { ok: true, why: `spot request ${status.spotInstanceRequestId} is ${status.statusCode}` };
-        if (!inst) return { ok: true, why: "the instance is gone" };
-        if (inst.state !== "running" && inst.state !== "pending") return { ok: true, why: `the instance is ${inst.state}` };
-        why = status
-          ? `spot request ${status.spotInstanceRequestId} is ${status.statusCode}, instance ${inst.state}`
-          : `no spot request, instance ${inst.state}`;
-      } catch (err) {
-        why = `asking EC2 failed: ${(err as Error).message}`;
-      }
-    }
-    return { ok: false, why };
   }
 }

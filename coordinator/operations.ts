@@ -97,12 +97,15 @@ export class Operations {
    * device) and start the import runbook in one transaction. 404 for an unknown instance, 409 for
    * a name in use or an instance already managed, 400 naming the reason an instance cannot be
    * imported or the override field that is wrong. A dry run changes nothing anywhere.
+   * A volume or ENI a deleted instance kept is refused (409, naming it) unless `adoptKept`: then
+   * it becomes this instance's, in the same transaction, and its TTL no longer applies.
    */
   async importInstance(req: {
     instanceId: string;
     name: string;
     overrides?: unknown;
     dryRun: boolean;
+    adoptKept?: boolean;
   }): Promise<{ workflowId: string | null; spec: StatefulInstanceSpec; steps: string[] }> {
     const ec2 = this.d.ec2;
     if (
@@ -126,8 +129,23 @@ export class Operations {
     }
     const unsupported = unsupportedFeatures(plan.spec);
     if (unsupported.length) throw new ApiFault("invalid", unsupported.map((u) => `${u.path}: ${u.reason}`).join("; "));
-    if (req.dryRun) return { workflowId: null, spec: plan.spec, steps: plan.steps };
-    const { spec, input } = plan;
+    const kept = facts.kept ?? [];
+    if (kept.length && !req.adoptKept)
+      throw new ApiFault(
+        "conflict",
+        `cannot import ${req.instanceId}: ${kept.map((k) => `${k.kind} ${k.resourceId} is kept by deleted stateful instance ${k.instance}`).join("; ")}` +
+          " (its TTL would delete it); to take it over, import with adoptKept (spotkeep import --adopt-kept)",
+      );
+    const steps = [
+      ...kept.map(
+        (k) =>
+          `adopt ${k.kind} ${k.resourceId}, kept by deleted stateful instance ${k.instance}: it becomes ${req.name}'s, its TTL cancelled`,
+      ),
+      ...plan.steps,
+    ];
+    if (req.dryRun) return { workflowId: null, spec: plan.spec, steps };
+    const { spec } = plan;
+    const input = { ...plan.input, ...(kept.length ? { adoptedKept: kept.map((k) => k.resourceId) } : {}) };
     const workflowId = await this.d.store.tx(async (t) => {
       if (await t.instances.get(spec.name)) throw new ApiFault("conflict", `stateful instance ${spec.name} already exists`);
       const owner = await t.generations.byEc2InstanceId(input.instanceId);
@@ -136,6 +154,27 @@ export class Operations {
           "conflict",
           `cannot import ${input.instanceId}: it is already managed by spotkeep (stateful instance ${owner.instance})`,
         );
+      // Ownership again, inside the transaction: nothing may have claimed a volume or the ENI since discovery.
+      const adopted: string[] = [];
+      for (const id of [...input.blockDevices.map((b) => b.volumeId), input.eni.eniId]) {
+        for (const c of await t.deletions.claims(id)) {
+          if (c.as !== "kept")
+            throw new ApiFault("conflict", `cannot import ${input.instanceId}: ${id} is ${c.as} of stateful instance ${c.instance}`);
+          if (!req.adoptKept)
+            throw new ApiFault(
+              "conflict",
+              `cannot import ${input.instanceId}: ${id} is kept by deleted stateful instance ${c.instance}; import with adoptKept to take it over`,
+            );
+          if (await t.deletions.adopt(id, spec.name)) {
+            adopted.push(id);
+            await t.events.add(
+              c.instance,
+              "kept-adopted",
+              `kept ${id} adopted by stateful instance ${spec.name} (import of ${input.instanceId}); its TTL no longer applies`,
+            );
+          }
+        }
+      }
       await t.instances.insert(spec.name, spec, "importing");
       for (const v of spec.persistence.volumes) {
         await t.volumes.declare(spec.name, v.device, v.mountPoint ?? null, v.fsType);
@@ -156,6 +195,13 @@ export class Operations {
         architecture: input.architecture,
       });
       const wf = await this.d.engine.start("import", spec.name, input, "import", t);
+      if (adopted.length)
+        await t.events.add(
+          spec.name,
+          "kept-adopted",
+          `adopted ${adopted.join(", ")}, kept by a deleted stateful instance; their TTL no longer applies`,
+          wf,
+        );
       await t.events.add(
         spec.name,
         "import-started",

@@ -30,6 +30,8 @@ import { RefusalEvents } from "./refusal-events.js";
 import { AgentIntake } from "./intake.js";
 import { NoticeDecisions } from "./events/decisions.js";
 import { startQueueEvents } from "./events/index.js";
+import { guardEmptyStore } from "./empty-store.js";
+import { type CallerIdentity, callerIdentity } from "./cloud/identity.js";
 import { Metrics } from "./metrics.js";
 import { Operations } from "./operations.js";
 import { Schedule } from "./schedule.js";
@@ -64,6 +66,13 @@ export interface StartOptions {
   ec2?: Ec2Gateway;
   /** Inject a load-balancer gateway (tests); default: the ELBv2 SDK gateway (endpoint: `elbEndpointFor(config)`). */
   elb?: ElbGateway;
+  /**
+   * On an empty store beside spotkeep-tagged resources in EC2, rebuild the stateful instances it can
+   * from EC2 (coordinator/empty-store.ts). A start option only (the CLI's --adopt-from-ec2).
+   */
+  adoptFromEc2?: boolean;
+  /** Who the coordinator's credentials are (tests); default: STS GetCallerIdentity at the EC2 endpoint's STS. */
+  callerIdentity?: () => Promise<CallerIdentity>;
   log?: (line: string) => void;
   /**
    * Adopt the store as it is when it was replaced, rolled back or lost its write-ahead log (after
@@ -219,6 +228,17 @@ async function startOn(
       ...(ha ? { beforeMutation: (action: string) => ha.beforeMutation(`EC2 ${action}`), callerId: ha.lease.holder } : {}),
     });
 
+  // An empty store beside what spotkeep tagged in EC2 is refused, adopted or accepted before anything acts.
+  await guardEmptyStore(
+    { store, ec2, region: config.region, log },
+    {
+      adoptFromEc2: opts.adoptFromEc2 === true,
+      acceptEmptyStore: config.acceptEmptyStore,
+      restoreHint: config.store
+        ? "restore the PostgreSQL database from its backup (pg_restore, or your database's snapshots)"
+        : `restore the latest backup (spotkeep restore-backup --data-dir ${dataDir} --from BACKUP_FILE)`,
+    },
+  );
   let publicUrl = config.publicUrl ?? "";
   const agentBundlePath = config.agentBundlePath ? resolve(config.agentBundlePath) : defaultAgentBundlePath();
   const caCertificate = config.agentCaCertificate ? loadCaCertificate(config.agentCaCertificate) : undefined;
@@ -517,6 +537,9 @@ async function startOn(
       ? startQueueEvents({
           ...ev,
           region: ev.region ?? config.region,
+          ec2Region: config.region,
+          ec2,
+          identity: opts.callerIdentity ?? (() => callerIdentity({ region: config.region, endpoint: config.ec2Endpoint })),
           store,
           operations,
           decisions,

@@ -15,7 +15,8 @@ import { agentBundlePath } from "../package-root.js";
 
 export const command: Command = {
   usage: `usage: spotkeep coordinator [--config FILE] [--data-dir DIR] [--listen HOST:PORT] [--localcloud URL]
-                            [--accept-empty-store] [--accept-restored-store] [--check-permissions]
+                            [--accept-empty-store] [--accept-restored-store] [--adopt-from-ec2]
+                            [--check-permissions]
 
 Runs the coordinator: HTTP API, agent WebSocket (/agent/v1/ws), agent bundle (/agent/v1/agent.js).
 Config (JSON or YAML): ${wrap(Object.keys(CoordinatorConfig.shape).join(", "), 100)}.
@@ -26,7 +27,12 @@ Config (JSON or YAML): ${wrap(Object.keys(CoordinatorConfig.shape).join(", "), 1
                            localcloud's process runtime turns agentSourceCheck off (its instances
                            connect from this host).
   --accept-empty-store     for this start only: begin on an empty store although the data directory
-                           held one (after a deliberate reset)
+                           held one (after a deliberate reset), or although EC2 holds resources
+                           spotkeep tagged (they stay unmanaged; the log names them)
+  --adopt-from-ec2         for this start only, on an empty store: rebuild the stateful instances that
+                           have an instance in EC2 from what EC2 says (live generation, data volumes,
+                           ENI and IP, image); mount points, hooks, health checks, schedules and
+                           history cannot be rebuilt (set them with spotkeep update)
   --accept-restored-store  for this start only: adopt the store as it is after it was replaced, rolled
                            back or lost its write-ahead log (prefer spotkeep restore-backup)
   --check-permissions      DryRun every EC2 action the coordinator uses against the account (or
@@ -41,6 +47,7 @@ Config (JSON or YAML): ${wrap(Object.keys(CoordinatorConfig.shape).join(", "), 1
       localcloud: { type: "string" },
       "accept-empty-store": { type: "boolean" },
       "accept-restored-store": { type: "boolean" },
+      "adopt-from-ec2": { type: "boolean" },
       "check-permissions": { type: "boolean" },
     });
     const config = values.config ? loadConfigFile(values.config) : parseConfig({});
@@ -128,6 +135,7 @@ Config (JSON or YAML): ${wrap(Object.keys(CoordinatorConfig.shape).join(", "), 1
       crashAfterStep,
       calendar,
       acceptRestoredStore: !!values["accept-restored-store"],
+      adoptFromEc2: !!values["adopt-from-ec2"],
     });
     process.stdout.write(`coordinator listening on ${c.url}\n`);
     await new Promise<void>((resolve) => {

@@ -7,7 +7,7 @@ import { ApiClient, CLIENT_FLAGS, CliError, printJson } from "../client.js";
 import { followWorkflow } from "../follow.js";
 
 export const command: Command = {
-  usage: `usage: spotkeep import INSTANCE_ID --name NAME [-f OVERRIDES] [--dry-run] [--wait] [--timeout SECONDS] [--json]
+  usage: `usage: spotkeep import INSTANCE_ID --name NAME [-f OVERRIDES] [--adopt-kept] [--dry-run] [--wait] [--timeout SECONDS] [--json]
                        [--url URL] [--token T | --data-dir DIR]
 
 Makes an existing EC2 instance (EBS-backed, in a VPC, Linux) a stateful instance without moving its
@@ -31,6 +31,10 @@ its root snapshotted into an image, the instance terminated, and generation 1 la
 the same ENI and volumes (the agent's bootstrap runs before the instance's own user-data). Until the
 original is terminated a failure rolls everything back and the instance runs as before.
 
+A volume or ENI that a deleted stateful instance kept (delete --keep) is refused, naming that
+instance: its TTL would delete it later. --adopt-kept takes it over: it becomes the new stateful
+instance's and its TTL no longer applies.
+
 --dry-run prints the spec (YAML) and the steps, and changes nothing. --wait follows the import
 until generation 1 is ready (exit 0) or the import fails (exit 1).`,
   async run(argv) {
@@ -41,6 +45,7 @@ until generation 1 is ready (exit 0) or the import fails (exit 1).`,
         name: { type: "string" },
         file: { type: "string", short: "f" },
         "dry-run": { type: "boolean" },
+        "adopt-kept": { type: "boolean" },
         wait: { type: "boolean" },
         timeout: { type: "string" },
       },
@@ -72,7 +77,13 @@ until generation 1 is ready (exit 0) or the import fails (exit 1).`,
         throw new CliError(`${values.file}: must be a mapping (a partial spec)`);
     }
     const client = ApiClient.fromFlags(values);
-    const body = JSON.stringify({ instanceId, name: values.name, overrides: overrides ?? undefined, dryRun: !!values["dry-run"] });
+    const body = JSON.stringify({
+      instanceId,
+      name: values.name,
+      overrides: overrides ?? undefined,
+      dryRun: !!values["dry-run"],
+      ...(values["adopt-kept"] ? { adoptKept: true } : {}),
+    });
     const out = await client.post("/api/v1/import", body, ImportResponse);
     if (values["dry-run"]) {
       if (values.json) printJson(out);

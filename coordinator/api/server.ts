@@ -285,15 +285,22 @@ async function handle(deps: ApiServerDeps, web: Console, req: IncomingMessage, r
   throw new HttpError(404, "not-found", `no route for ${method} ${path}`);
 }
 
-/** POST /api/v1/import: `{"instanceId": "i-…", "name": "…", "overrides": {partial spec}, "dryRun": false}`, every field checked. */
-function importRequest(body: string): { instanceId: string; name: string; overrides?: unknown; dryRun: boolean } {
+/**
+ * POST /api/v1/import: `{"instanceId": "i-…", "name": "…", "overrides": {partial spec}, "dryRun": false, "adoptKept": false}`,
+ * every field checked.
+ */
+function importRequest(body: string): { instanceId: string; name: string; overrides?: unknown; dryRun: boolean; adoptKept: boolean } {
   const data = parseBody(body, "json", "body");
   if (typeof data !== "object" || data === null || Array.isArray(data))
     throw new HttpError(400, "invalid", 'body: must be an object such as {"instanceId": "i-0123456789abcdef0", "name": "orders-db"}');
   const o = data as Record<string, unknown>;
-  const extra = Object.keys(o).find((k) => !["instanceId", "name", "overrides", "dryRun"].includes(k));
+  const extra = Object.keys(o).find((k) => !["instanceId", "name", "overrides", "dryRun", "adoptKept"].includes(k));
   if (extra)
-    throw new HttpError(400, "invalid", `body.${extra.slice(0, 40)}: unknown field (allowed: instanceId, name, overrides, dryRun)`);
+    throw new HttpError(
+      400,
+      "invalid",
+      `body.${extra.slice(0, 40)}: unknown field (allowed: instanceId, name, overrides, dryRun, adoptKept)`,
+    );
   if (typeof o.instanceId !== "string" || !/^i-[0-9a-f]{8,17}$/.test(o.instanceId))
     throw new HttpError(
       400,
@@ -308,9 +315,17 @@ function importRequest(body: string): { instanceId: string; name: string; overri
         `got ${JSON.stringify(o.name ?? null).slice(0, 70)}`,
     );
   if (o.dryRun !== undefined && typeof o.dryRun !== "boolean") throw new HttpError(400, "invalid", "body.dryRun: must be true or false");
+  if (o.adoptKept !== undefined && typeof o.adoptKept !== "boolean")
+    throw new HttpError(400, "invalid", "body.adoptKept: must be true or false");
   if (o.overrides !== undefined && o.overrides !== null && (typeof o.overrides !== "object" || Array.isArray(o.overrides)))
     throw new HttpError(400, "invalid", "body.overrides: must be an object (a partial spec)");
-  return { instanceId: o.instanceId, name: o.name, overrides: o.overrides ?? undefined, dryRun: o.dryRun === true };
+  return {
+    instanceId: o.instanceId,
+    name: o.name,
+    overrides: o.overrides ?? undefined,
+    dryRun: o.dryRun === true,
+    adoptKept: o.adoptKept === true,
+  };
 }
 
 /** `?all=true` lists deleted instances too. */

@@ -53,6 +53,8 @@ export interface CoordinatorViews {
     name: string;
     overrides?: unknown;
     dryRun: boolean;
+    /** Take over volumes/ENI a deleted stateful instance kept (else such an import is refused, 409). */
+    adoptKept?: boolean;
   }): Promise<{ workflowId: string | null; spec: StatefulInstanceSpec; steps: string[] }>;
   /**
    * Start the delete runbook: everything but the kinds in `keep` is deleted; kept resources expire

@@ -75,6 +75,7 @@ import {
   type SubnetInfo,
   type Tags,
   type VolumeInfo,
+  type TaggedResources,
 } from "./gateway.js";
 
 /**
@@ -559,6 +560,52 @@ class AwsGateway implements Ec2Gateway {
         ),
     );
     return volumeInfo(out as Volume);
+  }
+
+  async findTagged(key: string): Promise<TaggedResources> {
+    const Filters = [{ Name: "tag-key", Values: [key] }];
+    const what = (kind: string) => `finding ${kind} tagged ${key}`;
+    const paged = async <T>(page: (token: string | undefined) => Promise<{ items: T[]; next: string | undefined }>): Promise<T[]> => {
+      const all: T[] = [];
+      let token: string | undefined;
+      do {
+        const r = await page(token);
+        all.push(...r.items);
+        token = r.next;
+      } while (token);
+      return all;
+    };
+    const [instances, volumes, networkInterfaces, snapshots, images] = await Promise.all([
+      this.describePaged(what("instances"), [
+        ...Filters,
+        { Name: "instance-state-name", Values: ["pending", "running", "shutting-down", "stopping", "stopped"] },
+      ]),
+      paged(async (NextToken) => {
+        const out = await this.call("DescribeVolumes", what("volumes"), () =>
+          this.client.send(new DescribeVolumesCommand({ Filters, MaxResults: 500, NextToken })),
+        );
+        return { items: (out.Volumes ?? []).map(volumeInfo), next: out.NextToken };
+      }),
+      paged(async (NextToken) => {
+        const out = await this.call("DescribeNetworkInterfaces", what("network interfaces"), () =>
+          this.client.send(new DescribeNetworkInterfacesCommand({ Filters, MaxResults: 1000, NextToken })),
+        );
+        return { items: (out.NetworkInterfaces ?? []).map(eniInfo), next: out.NextToken };
+      }),
+      paged(async (NextToken) => {
+        const out = await this.call("DescribeSnapshots", what("snapshots"), () =>
+          this.client.send(new DescribeSnapshotsCommand({ Filters, OwnerIds: ["self"], MaxResults: 1000, NextToken })),
+        );
+        return { items: (out.Snapshots ?? []).map(snapshotInfo), next: out.NextToken };
+      }),
+      paged(async (NextToken) => {
+        const out = await this.call("DescribeImages", what("images"), () =>
+          this.client.send(new DescribeImagesCommand({ Filters, Owners: ["self"], MaxResults: 1000, NextToken })),
+        );
+        return { items: (out.Images ?? []).filter((i) => i.ImageId).map(imageInfo), next: out.NextToken };
+      }),
+    ]);
+    return { instances, volumes, networkInterfaces, snapshots, images };
   }
 
   async findVolumes(tags: Tags): Promise<VolumeInfo[]> {

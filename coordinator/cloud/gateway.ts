@@ -221,6 +221,15 @@ export interface InstanceEventInfo {
   active: boolean;
 }
 
+/** What carries a tag key in the region (see Ec2Gateway.findTagged). */
+export interface TaggedResources {
+  instances: InstanceInfo[];
+  volumes: VolumeInfo[];
+  networkInterfaces: EniInfo[];
+  snapshots: SnapshotInfo[];
+  images: ImageInfo[];
+}
+
 export interface Ec2Gateway {
   /** DryRun each action the gateway uses with placeholder resources and the tags spotkeep puts on what it creates. */
   checkPermissions?(): Promise<PermissionCheck[]>;
@@ -303,4 +312,10 @@ export interface Ec2Gateway {
   tagResources(resourceIds: string[], tags: Tags): Promise<void>;
   /** Remove tag keys from existing resources (an import that rolls back takes its tags off again). */
   untagResources(resourceIds: string[], keys: string[]): Promise<void>;
+
+  /**
+   * Every resource of the region carrying the tag key `key` (any value), paginated: instances not
+   * terminated, volumes, ENIs, and the account's own snapshots and images.
+   */
+  findTagged?(key: string): Promise<TaggedResources>;
 }

@@ -261,6 +261,16 @@ CREATE UNIQUE INDEX stateful_group_members_address ON stateful_group_members(gro
 CREATE UNIQUE INDEX stateful_group_members_instance ON stateful_group_members(instance);
 `,
   },
+  {
+    version: 8,
+    name: "kept resources adopted by another instance",
+    sql: `
+-- A kept resource an import took over explicitly (adoptKept): from adopted_at it belongs to the
+-- stateful instance adopted_by, and the TTL sweep no longer touches it.
+ALTER TABLE kept_resources ADD COLUMN adopted_by TEXT;
+ALTER TABLE kept_resources ADD COLUMN adopted_at INTEGER;
+`,
+  },
 ];
 
 export function migrate(db: Database.Database, now: () => number = Date.now): number[] {

@@ -61,6 +61,8 @@ export interface KeptRow {
   expires_at: number | null;
   sweep_started_at: number | null;
   deleted_at: number | null;
+  adopted_by: string | null;
+  adopted_at: number | null;
 }
 
 export const toKept = (r: KeptRow): KeptResource => ({
@@ -72,6 +74,8 @@ export const toKept = (r: KeptRow): KeptResource => ({
   expiresAt: r.expires_at,
   sweepStartedAt: r.sweep_started_at,
   deletedAt: r.deleted_at,
+  adoptedBy: r.adopted_by,
+  adoptedAt: r.adopted_at,
 });
 
 export interface EventRow {

@@ -323,6 +323,16 @@ export interface KeptResource {
   expiresAt: number | null;
   sweepStartedAt: number | null;
   deletedAt: number | null;
+  /** The stateful instance that took it over (import with adoptKept); the sweep leaves it alone. */
+  adoptedBy: string | null;
+  adoptedAt: number | null;
+}
+
+/** A stateful instance's claim on an EC2 resource, as the store records it. */
+export interface ResourceClaim {
+  instance: string;
+  /** How it holds it: "volume /dev/sdf", "network interface", "root image", "snapshot", "kept". */
+  as: string;
 }
 
 export interface DeletionQueries {
@@ -337,10 +347,21 @@ export interface DeletionQueries {
   forgetDeleted(name: string, keep: KeepSet): void;
   /** Deleted (archived) stateful instances, by name. */
   listDeleted(): StatefulInstance[];
-  /** Record a kept resource once (a replay keeps the first record). */
+  /**
+   * Record a kept resource once (a replay keeps the first record). A row another instance adopted
+   * is taken over by this new keep (its adopter is being deleted and keeps it in turn).
+   */
   keep(k: { resourceId: string; instance: string; kind: KeptKind; workflowId: string; expiresAt: number | null }): void;
+  /**
+   * Every claim the store holds on `resourceId`: a data volume, snapshot, network interface or
+   * root image of a stateful instance that is not deleted, or a kept resource of a deleted one
+   * (not yet gone, not adopted).
+   */
+  claims(resourceId: string): ResourceClaim[];
+  /** Hand a kept resource to `instance` (its TTL no longer applies); false when it is gone or already adopted. */
+  adopt(resourceId: string, instance: string): boolean;
   kept(instance: string): KeptResource[];
-  /** Kept resources not yet deleted whose expiry is at or before `at`, oldest expiry first. */
+  /** Kept resources not yet deleted nor adopted whose expiry is at or before `at`, oldest expiry first. */
   due(at: number): KeptResource[];
   /** The sweep is about to delete it (first mark wins). */
   markSweeping(resourceId: string): void;

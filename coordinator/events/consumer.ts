@@ -45,7 +45,7 @@ export class EventConsumer {
     this.wait = clamp(o.waitSeconds ?? 20, 0, 20);
     this.messages = new Counter({
       name: "spotkeep_queue_messages_total",
-      help: "Interruption-queue messages by outcome (acted, recorded, duplicate, unmanaged, stale, malformed, failed)",
+      help: "Interruption-queue messages by outcome (acted, recorded, duplicate, unmanaged, stale, refused, unconfirmed, malformed, failed)",
       labelNames: ["outcome"] as const,
       registers: [o.metrics.registry],
     });

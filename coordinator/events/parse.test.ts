@@ -29,6 +29,10 @@ describe("parseEventMessage", () => {
           instanceId: "i-1234567890abcdef0",
           time: Date.parse("2024-01-02T03:04:05Z"),
           action: "stop",
+          // Carried for the intake's origin check.
+          account: "123456789012",
+          region: "us-east-1",
+          resources: ["arn:aws:ec2:us-east-1a:instance/i-1234567890abcdef0"],
         },
       ],
     });

@@ -22,6 +22,10 @@ export interface CloudEvent {
   instanceId: string;
   /** When AWS sent the event (wall clock, ms). */
   time: number;
+  /** The account and region the event says it comes from, and the resource ARNs it names (checked by intake). */
+  account: string;
+  region: string;
+  resources: string[];
   /** spot-interruption: terminate | stop | hibernate. */
   action?: string;
   /** state-change: the instance's new EC2 state. */
@@ -81,7 +85,7 @@ export function parseEventMessage(body: string): ParseResult {
   const e = env.data;
   const time = Date.parse(e.time);
   if (!Number.isFinite(time)) return { ok: false, reason: `time: ${JSON.stringify(e.time.slice(0, 40))} is not a timestamp` };
-  const base = { id: e.id, detailType: e["detail-type"], time };
+  const base = { id: e.id, detailType: e["detail-type"], time, account: e.account, region: e.region, resources: e.resources };
   const detail = <T>(schema: z.ZodType<T>): T | string => {
     const r = schema.safeParse(e.detail);
     return r.success ? r.data : `${e["detail-type"]}: ${issues(r.error)}`;

@@ -18,6 +18,8 @@ export interface ImportFacts {
   userData: Buffer;
   /** The stateful instance that already manages this EC2 instance or one of its volumes/ENIs, if any. */
   managedBy: string | null;
+  /** Its volumes and ENI that a deleted stateful instance kept (adopted only when asked: import's adoptKept). */
+  kept?: Array<{ resourceId: string; kind: "volume" | "network-interface"; instance: string }>;
   region: string;
 }
 
@@ -40,6 +42,8 @@ export interface ImportInput {
   eni: { eniId: string; attachmentId: string; deleteOnTermination: boolean; privateIp: string };
   availabilityZone: string;
   subnetId: string;
+  /** Kept resources of deleted instances this import took over (their TTL tag is removed when adopted). */
+  adoptedKept?: string[];
 }
 
 export interface ImportPlan {

@@ -13,6 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
   AttachNetworkInterfaceCommand,
+  AttachVolumeCommand,
   CreateNetworkInterfaceCommand,
   DescribeInstancesCommand,
   DescribeNetworkInterfacesCommand,
@@ -21,6 +22,7 @@ import {
   RunInstancesCommand,
 } from "@aws-sdk/client-ec2";
 import type { Coordinator } from "../../coordinator/service.js";
+import { sweepExpiredKept } from "../../coordinator/kept.js";
 import { parseSpec } from "../../shared/spec.js";
 import { CLI } from "../cli/built.js";
 import { COORDINATOR_POLICY, ensureAgentBundle, inProcessCoordinator, liveInstances, startEnv, until, type Env } from "./harness.js";
@@ -61,10 +63,16 @@ function cli(args: string[], stdin?: string): Promise<{ code: number; stdout: st
 }
 
 /** Launch the way a user does, outside spotkeep: no spotkeep tags, nothing of spotkeep's policy in the way. */
-async function launchByHand(o: { imageId: string; privateIp?: string; dataVolume?: boolean; spot?: boolean }): Promise<string> {
+async function launchByHand(o: {
+  imageId: string;
+  privateIp?: string;
+  dataVolume?: boolean;
+  spot?: boolean;
+  subnetId?: string;
+}): Promise<string> {
   await env.control("DELETE", "iam/policy");
   try {
-    const subnet = [...env.lc.world.subnets.values()].find((s) => s.id === env.subnets[0]!.id)!;
+    const subnet = [...env.lc.world.subnets.values()].find((s) => s.id === (o.subnetId ?? env.subnets[0]!.id))!;
     const out = await sdk.send(
       new RunInstancesCommand({
         ImageId: o.imageId,
@@ -346,4 +354,59 @@ describe("spotkeep import", () => {
     expect(wf.error).toContain(a.volumeId);
     expect(wf.error).toContain(b.volumeId);
   });
+
+  it("a kept volume attached to another instance is refused at import, adopted when asked, and survives that instance's pause past the TTL (regression: the TTL sweep deleted it)", async () => {
+    const { workflowId } = await coord.views.createInstance(parseSpec(env.spec("old-db", { workload: false, root: false })));
+    expect((await coord.engine.wait(workflowId)).error).toBeNull();
+    const volumeId = (await coord.store.volumes.list("old-db"))[0]!.volumeId!;
+    // Deleted, its volume kept for 0.2 model hours (720 model seconds: long enough for the attach and import below).
+    const del = await api("DELETE", "instances/old-db?keep=volumes&ttlHours=0.2");
+    expect(del.status, JSON.stringify(del.body)).toBe(202);
+    expect((await coord.engine.wait(del.body.workflowId)).status).toBe("succeeded");
+    const archived: string = del.body.archivedAs;
+    const kept = async () => (await coord.store.deletions.kept(archived)).find((k) => k.resourceId === volumeId)!;
+    expect((await kept()).expiresAt).not.toBeNull();
+
+    // Attached by hand to another instance in its AZ (the deleted instance's spotkeep:instance tag still on it).
+    const az = (await env.ec2.describeVolume(volumeId))!.availabilityZone;
+    const other = await launchByHand({ imageId: env.lc.world.baseImageId, subnetId: env.subnets.find((s) => s.az === az)!.id });
+    await env.control("DELETE", "iam/policy");
+    try {
+      await sdk.send(new AttachVolumeCommand({ VolumeId: volumeId, InstanceId: other, Device: "/dev/sdf" }));
+    } finally {
+      await env.control("PUT", "iam/policy", JSON.parse(readFileSync(COORDINATOR_POLICY, "utf8")));
+    }
+    await until("the kept volume attached", async () => (await env.ec2.describeVolume(volumeId))?.attachments[0]?.state === "attached");
+
+    // Ownership is the store's: refused, naming the deleted owner, unless adopted explicitly.
+    const refused = await api("POST", "import", { instanceId: other, name: "new-db", overrides });
+    expect(refused.status).toBe(409);
+    expect(refused.body.error.message).toMatch(new RegExp(`volume ${volumeId} is kept by deleted stateful instance old-db~.*--adopt-kept`));
+    const plan = await api("POST", "import", { instanceId: other, name: "new-db", overrides, adoptKept: true, dryRun: true });
+    expect(plan.body.steps[0]).toMatch(new RegExp(`adopt volume ${volumeId}, kept by deleted stateful instance old-db~`));
+    const started = await api("POST", "import", { instanceId: other, name: "new-db", overrides, adoptKept: true });
+    expect(started.status, JSON.stringify(started.body)).toBe(202);
+    expect((await coord.engine.wait(started.body.workflowId)).error).toBeNull();
+    expect((await kept()).adoptedBy).toBe("new-db");
+    expect((await env.ec2.describeVolume(volumeId))!.tags["spotkeep:expires-at"]).toBeUndefined();
+
+    // Paused: the volume is detached from everything while the TTL passes.
+    const pause = await coord.operations.run("new-db", "pause");
+    expect((await coord.engine.wait(pause.workflowId)).status).toBe("succeeded");
+    expect((await env.ec2.describeVolume(volumeId))!.attachments).toEqual([]);
+    const expiresAt = (await kept()).expiresAt!;
+    await until("the kept volume's TTL to pass", async () => Date.now() > expiresAt + 500);
+    // A sweep now (the schedule's own passes run too) leaves it: the volume is new-db's.
+    expect(await sweepExpiredKept({ store: coord.store, ec2: env.ec2, clock: { now: () => Date.now() }, log: () => undefined })).toEqual(
+      [],
+    );
+    expect((await env.ec2.describeVolume(volumeId))?.state).toBe("available");
+    expect((await kept()).deletedAt).toBeNull();
+
+    const resume = await coord.operations.run("new-db", "resume");
+    expect((await coord.engine.wait(resume.workflowId)).error).toBeNull();
+    const d = (await coord.views.getInstance("new-db"))!;
+    expect(d.state).toBe("running");
+    expect((await env.ec2.describeVolume(volumeId))!.attachments.map((a) => a.instanceId)).toEqual([d.instanceId]);
+  }, 240_000);
 });

@@ -106,15 +106,12 @@ describe.skipIf(why !== null)(`coordinator on the PostgreSQL store${why ? ` (ski
     expect(back.instances.map((i) => i.name)).toEqual(names);
   });
 
-  it("refuses a non-PostgreSQL URL, acceptEmptyStore and --accept-restored-store with the store named", async () => {
+  it("refuses a non-PostgreSQL URL and --accept-restored-store with the store named", async () => {
     const base = coordinatorConfig(env, join(dir, "coord-bad"), SCALE);
     await expect(startCoordinator({ config: { ...base, store: { url: "mysql://db/spotkeep" } } })).rejects.toThrow(
       /store\.url: must be a postgres:\/\/ or postgresql:\/\/ URL/,
     );
     await expect(startCoordinator({ config: { ...base, store: { url, extra: 1 } as never } })).rejects.toThrow(/store/);
-    await expect(startCoordinator({ config: { ...base, store: { url }, acceptEmptyStore: true } })).rejects.toThrow(
-      /acceptEmptyStore: applies to the SQLite store/,
-    );
     await expect(startCoordinator({ config: { ...base, store: { url } }, acceptRestoredStore: true })).rejects.toThrow(
       /--accept-restored-store applies to the SQLite store.*pg_restore/,
     );

@@ -634,8 +634,47 @@ export function storeContract(backend: StoreBackend): void {
         expiresAt: 3_000,
         sweepStartedAt: 6_000,
         deletedAt: 7_000,
+        adoptedBy: null,
+        adoptedAt: null,
       });
       expect((await store.deletions.due(10_000)).map((k) => k.resourceId)).toEqual(["snap-1", "vol-2"]);
+    });
+
+    it("names every claim on a resource, and an adopted kept resource is no longer due until its adopter keeps it in turn", async () => {
+      await seeded();
+      await store.deletions.keep({ resourceId: "vol-9", instance: "old~x", kind: "volume", workflowId: "wf-del", expiresAt: 3_000 });
+      // seeded() keeps vol-1 as the delete of db does while db is still deleting.
+      expect(await store.deletions.claims("vol-1")).toEqual([
+        { instance: "db", as: "volume /dev/sdf" },
+        { instance: "db", as: "kept" },
+      ]);
+      expect(await store.deletions.claims("eni-1")).toEqual([{ instance: "db", as: "network interface" }]);
+      expect((await store.deletions.claims("snap-1")).map((c) => c.as).sort()).toEqual(["data-snapshot", "latest snapshot of /dev/sdf"]);
+      expect(await store.deletions.claims("ami-1")).toEqual([{ instance: "db", as: "root image" }]);
+      expect(await store.deletions.claims("vol-9")).toEqual([{ instance: "old~x", as: "kept" }]);
+      expect(await store.deletions.claims("vol-unknown")).toEqual([]);
+      // A deleted instance's own rows are no claim; what its delete kept is.
+      await store.instances.setState("db", "deleted");
+      expect(await store.deletions.claims("vol-1")).toEqual([{ instance: "db", as: "kept" }]);
+
+      t = 2_000;
+      expect(await store.deletions.adopt("vol-9", "new-db")).toBe(true);
+      expect(await store.deletions.adopt("vol-9", "other-db")).toBe(false);
+      expect(await store.deletions.claims("vol-9")).toEqual([]);
+      expect(await store.deletions.due(10_000)).toEqual([]);
+      expect((await store.deletions.kept("old~x"))[0]).toMatchObject({ adoptedBy: "new-db", adoptedAt: 2_000, deletedAt: null });
+      // The adopter's delete keeps it: the row becomes that delete's, with its own TTL.
+      t = 4_000;
+      await store.deletions.keep({ resourceId: "vol-9", instance: "new-db~y", kind: "volume", workflowId: "wf-del-2", expiresAt: 9_000 });
+      await store.deletions.keep({ resourceId: "vol-9", instance: "new-db~z", kind: "volume", workflowId: "wf-del-3", expiresAt: 1 });
+      expect((await store.deletions.kept("new-db~y"))[0]).toMatchObject({
+        workflowId: "wf-del-2",
+        keptAt: 4_000,
+        expiresAt: 9_000,
+        adoptedBy: null,
+        adoptedAt: null,
+      });
+      expect((await store.deletions.due(10_000)).map((k) => k.resourceId)).toEqual(["vol-9"]);
     });
   });
 

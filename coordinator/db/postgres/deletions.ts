@@ -21,6 +21,21 @@ const REFERRING = [
   "task_runs",
 ];
 
+/** Who claims a resource ($1): see DeletionQueries.claims. */
+const CLAIMS = `
+SELECT v.instance AS instance, 'volume ' || v.device AS what FROM volumes v JOIN instances i ON i.name = v.instance
+  WHERE i.state <> 'deleted' AND v.volume_id = $1
+UNION ALL SELECT v.instance, 'latest snapshot of ' || v.device FROM volumes v JOIN instances i ON i.name = v.instance
+  WHERE i.state <> 'deleted' AND v.latest_snapshot_id = $1
+UNION ALL SELECT n.instance, 'network interface' FROM network n JOIN instances i ON i.name = n.instance
+  WHERE i.state <> 'deleted' AND n.eni_id = $1
+UNION ALL SELECT r.instance, 'root image' FROM root_lineage r JOIN instances i ON i.name = r.instance
+  WHERE i.state <> 'deleted' AND (r.image_id = $1 OR r.snapshot_id = $1)
+UNION ALL SELECT a.instance, a.kind FROM artifacts a JOIN instances i ON i.name = a.instance
+  WHERE i.state <> 'deleted' AND a.deleted_at IS NULL AND a.id = $1
+UNION ALL SELECT k.instance, 'kept' FROM kept_resources k
+  WHERE k.resource_id = $1 AND k.deleted_at IS NULL AND k.adopted_by IS NULL`;
+
 export function deletionQueries(sql: Sql, now: () => number): Async<DeletionQueries> {
   return {
     async archive(name, archivedAs) {
@@ -46,8 +61,21 @@ export function deletionQueries(sql: Sql, now: () => number): Async<DeletionQuer
     async keep(k) {
       await sql.run(
         "INSERT INTO kept_resources (resource_id, instance, kind, workflow_id, kept_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6) " +
-          "ON CONFLICT (resource_id) DO NOTHING",
+          "ON CONFLICT (resource_id) DO UPDATE SET instance = excluded.instance, kind = excluded.kind, workflow_id = excluded.workflow_id, " +
+          "kept_at = excluded.kept_at, expires_at = excluded.expires_at, sweep_started_at = NULL, deleted_at = NULL, " +
+          "adopted_by = NULL, adopted_at = NULL WHERE kept_resources.adopted_by IS NOT NULL",
         [k.resourceId, k.instance, k.kind, k.workflowId, now(), k.expiresAt],
+      );
+    },
+    async claims(resourceId) {
+      return (await sql.rows<{ instance: string; what: string }>(CLAIMS, [resourceId])).map((r) => ({ instance: r.instance, as: r.what }));
+    },
+    async adopt(resourceId, instance) {
+      return (
+        (await sql.run(
+          "UPDATE kept_resources SET adopted_by = $1, adopted_at = $2 WHERE resource_id = $3 AND deleted_at IS NULL AND adopted_by IS NULL",
+          [instance, now(), resourceId],
+        )) > 0
       );
     },
     async kept(instance) {
@@ -60,7 +88,7 @@ export function deletionQueries(sql: Sql, now: () => number): Async<DeletionQuer
     async due(at) {
       return (
         await sql.rows<KeptRow>(
-          "SELECT * FROM kept_resources WHERE deleted_at IS NULL AND expires_at IS NOT NULL AND expires_at <= $1 " +
+          "SELECT * FROM kept_resources WHERE deleted_at IS NULL AND adopted_by IS NULL AND expires_at IS NOT NULL AND expires_at <= $1 " +
             'ORDER BY expires_at, resource_id COLLATE "C"',
           [at],
         )

@@ -231,6 +231,13 @@ CREATE UNIQUE INDEX stateful_group_members_address ON stateful_group_members(gro
 CREATE UNIQUE INDEX stateful_group_members_instance ON stateful_group_members(instance);
 `,
   },
+  {
+    version: 8,
+    sql: `
+ALTER TABLE kept_resources ADD COLUMN adopted_by TEXT;
+ALTER TABLE kept_resources ADD COLUMN adopted_at BIGINT;
+`,
+  },
 ];
 
 /** Applies the migrations not yet applied; returns their versions. `client` is a dedicated connection. */

@@ -23,6 +23,21 @@ const REFERRING = [
   "task_runs",
 ];
 
+/** Who claims a resource (`@id`): see DeletionQueries.claims. */
+const CLAIMS = `
+SELECT v.instance AS instance, 'volume ' || v.device AS what FROM volumes v JOIN instances i ON i.name = v.instance
+  WHERE i.state <> 'deleted' AND v.volume_id = @id
+UNION ALL SELECT v.instance, 'latest snapshot of ' || v.device FROM volumes v JOIN instances i ON i.name = v.instance
+  WHERE i.state <> 'deleted' AND v.latest_snapshot_id = @id
+UNION ALL SELECT n.instance, 'network interface' FROM network n JOIN instances i ON i.name = n.instance
+  WHERE i.state <> 'deleted' AND n.eni_id = @id
+UNION ALL SELECT r.instance, 'root image' FROM root_lineage r JOIN instances i ON i.name = r.instance
+  WHERE i.state <> 'deleted' AND (r.image_id = @id OR r.snapshot_id = @id)
+UNION ALL SELECT a.instance, a.kind FROM artifacts a JOIN instances i ON i.name = a.instance
+  WHERE i.state <> 'deleted' AND a.deleted_at IS NULL AND a.id = @id
+UNION ALL SELECT k.instance, 'kept' FROM kept_resources k
+  WHERE k.resource_id = @id AND k.deleted_at IS NULL AND k.adopted_by IS NULL`;
+
 export function deletionQueries(sql: Sql, now: () => number): DeletionQueries {
   const instances = instanceQueries(sql, now);
   return {
@@ -49,8 +64,24 @@ export function deletionQueries(sql: Sql, now: () => number): DeletionQueries {
     },
     keep(k) {
       sql(
-        "INSERT OR IGNORE INTO kept_resources (resource_id, instance, kind, workflow_id, kept_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO kept_resources (resource_id, instance, kind, workflow_id, kept_at, expires_at) VALUES (?, ?, ?, ?, ?, ?) " +
+          "ON CONFLICT (resource_id) DO UPDATE SET instance = excluded.instance, kind = excluded.kind, workflow_id = excluded.workflow_id, " +
+          "kept_at = excluded.kept_at, expires_at = excluded.expires_at, sweep_started_at = NULL, deleted_at = NULL, " +
+          "adopted_by = NULL, adopted_at = NULL WHERE kept_resources.adopted_by IS NOT NULL",
       ).run(k.resourceId, k.instance, k.kind, k.workflowId, now(), k.expiresAt);
+    },
+    claims(resourceId) {
+      return (sql(CLAIMS).all({ id: resourceId }) as { instance: string; what: string }[]).map((r) => ({
+        instance: r.instance,
+        as: r.what,
+      }));
+    },
+    adopt(resourceId, instance) {
+      return (
+        sql(
+          "UPDATE kept_resources SET adopted_by = ?, adopted_at = ? WHERE resource_id = ? AND deleted_at IS NULL AND adopted_by IS NULL",
+        ).run(instance, now(), resourceId).changes > 0
+      );
     },
     kept(instance) {
       return (sql("SELECT * FROM kept_resources WHERE instance = ? ORDER BY kind, resource_id").all(instance) as KeptRow[]).map(toKept);
@@ -58,7 +89,8 @@ export function deletionQueries(sql: Sql, now: () => number): DeletionQueries {
     due(at) {
       return (
         sql(
-          "SELECT * FROM kept_resources WHERE deleted_at IS NULL AND expires_at IS NOT NULL AND expires_at <= ? ORDER BY expires_at, resource_id",
+          "SELECT * FROM kept_resources WHERE deleted_at IS NULL AND adopted_by IS NULL AND expires_at IS NOT NULL AND expires_at <= ? " +
+            "ORDER BY expires_at, resource_id",
         ).all(at) as KeptRow[]
       ).map(toKept);
     },

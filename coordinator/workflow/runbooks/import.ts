@@ -158,6 +158,8 @@ async function adopt(deps: RunbookDeps, ctx: WorkflowContext, input: ImportInput
   const data = input.blockDevices.filter((b) => b.deviceName !== input.rootDevice).map((b) => b.volumeId);
   await deps.ec2.tagResources([input.instanceId, input.eni.eniId, ...data], managed);
   await deps.ec2.tagResources([input.rootVolumeId], { ...managed, [TAG.root]: "true", [TAG.generation]: "0" });
+  // Adopted from a deleted instance: the expiry its delete tagged no longer applies.
+  if (input.adoptedKept?.length) await deps.ec2.untagResources(input.adoptedKept, [TAG.expiresAt]);
   await ctx.event(
     "adopted",
     `${input.instanceId} (${input.eni.privateIp}), ${input.eni.eniId} and ${input.blockDevices.length} volume(s) are now managed by spotkeep`,
