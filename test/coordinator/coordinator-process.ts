@@ -138,7 +138,17 @@ export async function startCoordinatorCli(
 ): Promise<CoordinatorChild> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await spawnCoordinator([join(ROOT, "bin", "spotkeep.js"), "coordinator", "--config", slot.cfgFile], {
+      // Every case has a store of its own beside one localcloud that holds the other cases'
+      // spotkeep-tagged resources: the first start on the slot's new data directory accepts the
+      // empty store for this start only (later starts check as usual).
+      const args = [
+        join(ROOT, "bin", "spotkeep.js"),
+        "coordinator",
+        "--config",
+        slot.cfgFile,
+        ...(o.firstStart ? ["--accept-empty-store"] : []),
+      ];
+      return await spawnCoordinator(args, {
         ownerDir: o.ownerDir,
         children: o.children,
         env: { SPOTKEEP_CRASH_AFTER_STEP: o.crash ? String(o.crash.n) : "", SPOTKEEP_CRASH_KIND: o.crash?.kind ?? "" },

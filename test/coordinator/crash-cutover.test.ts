@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { adminApi, coordinatorSlot, killAll, reachState, type Slot, startCoordinatorCli } from "./coordinator-process.js";
 import { ensureAgentBundle, liveInstances, readAcks, readRecords, startEnv, until, type Env } from "./harness.js";
-import { AGENT_RECONNECT_CAP_MS, type Budget, budget, plus, runbookModel } from "../support/budgets.js";
+import { AGENT_RECONNECT_CAP_MS, type Budget, budget, plus, runbookModel, runbookStarts } from "../support/budgets.js";
 import { crashCaseEvidence, withEvidence } from "../support/evidence.js";
 
 // Slower than crash.test.ts: the replacement must be ready to take over within the notice window
@@ -56,16 +56,20 @@ const reach = (s: Slot, name: string, state: string, generation: number, limit: 
 
 // What each phase may take (test/support/budgets.ts): the spec has no root persistence and 30 s hooks.
 const SHAPE = { hooksTimeoutSeconds: 30, root: false };
-const CREATED = budget({ scale: SCALE, model: runbookModel("create", SHAPE), starts: { agent: 1 } });
+const CREATED = budget({ scale: SCALE, model: runbookModel("create", SHAPE), starts: runbookStarts("create") });
 /** Up to the crash: the runbook so far (at most all of it) in a coordinator just started. */
 const crashed = (kind: string) =>
-  budget({ scale: SCALE, model: runbookModel(kind === "create" ? "create" : "replace-mbb", SHAPE), starts: { coordinator: 1, agent: 1 } });
+  budget({
+    scale: SCALE,
+    model: runbookModel(kind === "create" ? "create" : "replace-mbb", SHAPE),
+    starts: { coordinator: 1, ...runbookStarts(kind === "create" ? "create" : "replace-mbb") },
+  });
 /** After the restart: the agents find the new coordinator, and the rest of the runbook, fallback included. */
 const recovered = (kind: string) =>
   budget({
     scale: SCALE,
     model: { "agent reconnect": AGENT_RECONNECT_CAP_MS, ...runbookModel(kind === "create" ? "create" : "replace-mbb", SHAPE) },
-    starts: { coordinator: 1, agent: 1 },
+    starts: { coordinator: 1, ...runbookStarts(kind === "create" ? "create" : "replace-mbb") },
   });
 /** The old generation's instance and root volume go once the workflow has ended. */
 const SETTLED = budget({ scale: SCALE, model: runbookModel("pause", SHAPE) });

@@ -12,7 +12,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { adminApi, coordinatorSlot, killAll, reachState, type Slot, startCoordinatorCli } from "./coordinator-process.js";
-import { AGENT_RECONNECT_CAP_MS, type Budget, budget, plus, type RunbookKind, runbookModel } from "../support/budgets.js";
+import { AGENT_RECONNECT_CAP_MS, type Budget, budget, plus, type RunbookKind, runbookModel, runbookStarts } from "../support/budgets.js";
 import { crashCaseEvidence, withEvidence } from "../support/evidence.js";
 import { ensureAgentBundle, liveInstances, readAcks, readRecords, startEnv, until, type Env } from "./harness.js";
 
@@ -62,13 +62,18 @@ const reach = (s: Slot, name: string, state: string, generation: number | null, 
 // What each phase may take (test/support/budgets.ts): env.spec's shape (root persistence, 30 s hooks).
 const SHAPE = { hooksTimeoutSeconds: 30, root: true };
 const model = (kind: string) => runbookModel(kind as RunbookKind, SHAPE);
-const CREATED = budget({ scale: SCALE, model: model("create"), starts: { agent: 1 } });
-const PAUSED = budget({ scale: SCALE, model: model("pause") });
+const starts = (kind: string) => runbookStarts(kind as RunbookKind);
+const CREATED = budget({ scale: SCALE, model: model("create"), starts: starts("create") });
+const PAUSED = budget({ scale: SCALE, model: model("pause"), starts: starts("pause") });
 /** Up to the crash: the runbook so far (at most all of it) in a coordinator just started. */
-const crashed = (kind: string) => budget({ scale: SCALE, model: model(kind), starts: { coordinator: 1, agent: 1 } });
+const crashed = (kind: string) => budget({ scale: SCALE, model: model(kind), starts: { coordinator: 1, ...starts(kind) } });
 /** After the restart: the agents find the new coordinator, and the rest of the runbook. */
 const recovered = (kind: string) =>
-  budget({ scale: SCALE, model: { "agent reconnect": AGENT_RECONNECT_CAP_MS, ...model(kind) }, starts: { coordinator: 1, agent: 1 } });
+  budget({
+    scale: SCALE,
+    model: { "agent reconnect": AGENT_RECONNECT_CAP_MS, ...model(kind) },
+    starts: { coordinator: 1, ...starts(kind) },
+  });
 /** The old generation's root volume goes once the workflow has ended. */
 const SETTLED = budget({ scale: SCALE, model: { "delete root": model("pause")["delete root"]! } });
 const KINDS = Object.keys(STEPS);

@@ -19,13 +19,14 @@ import { MAX_NOTICE_MS } from "../../coordinator/workflow/runbooks/replace.js";
 import { type LatencyProfile, PROFILES, replacementCriticalPath } from "../../localcloud/profiles.js";
 
 /**
- * Real ms one process start may take: node, the coordinator's bundle and its store, or an agent with
- * its restore. About 1 s on an idle machine of this kind; 4 s was seen with a load average of 23
- * (a full suite beside other work), so 6 s.
+ * Real ms one process start may take on a loaded 2-core machine: node with the coordinator's bundle
+ * and its store, an agent's bootstrap (download, SHA-256 check, start, hello), a workload, a hook's
+ * shell. Under a second when the machine is idle; a coordinator took 4 s and an agent's first
+ * hello over 10 s with a load average of 20 (a full suite beside four other test runs).
  */
-export const PROCESS_START_MS = 6_000;
+export const PROCESS_START_MS = 15_000;
 /** Model time runs on timers and polls that a busy event loop serves late: this much more real time. */
-export const SCHEDULING_SLACK = 2;
+export const SCHEDULING_SLACK = 3;
 /** Polling granularity of the test and the coordinator, and the API round trips around it. */
 export const POLL_SLACK_MS = 5_000;
 
@@ -116,5 +117,25 @@ export function runbookModel(kind: RunbookKind, o: { hooksTimeoutSeconds: number
       };
     case "resume":
       return { ...launch, "ENI free": p.eniFree, "attach volume": p.attachVolume, "delete old root": p.deleteVolume };
+  }
+}
+
+/**
+ * Real process starts of a whole runbook for the same specs: a new generation starts its agent and
+ * the workload, a quiesce runs the preStop hook's shell, and make-before-break may boot a
+ * replacement it then gives up on.
+ */
+export function runbookStarts(kind: RunbookKind): Record<string, number> {
+  switch (kind) {
+    case "create":
+    case "resume":
+      return { agent: 1, workload: 1 };
+    case "replace":
+    case "recycle":
+      return { hook: 1, agent: 1, workload: 1 };
+    case "replace-mbb":
+      return { "unready agent": 1, hook: 1, agent: 1, workload: 1 };
+    case "pause":
+      return { hook: 1 };
   }
 }
