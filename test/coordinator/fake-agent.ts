@@ -89,3 +89,37 @@ export class FakeAgent {
     this.ws?.terminate();
   }
 }
+
+/**
+ * Plays the agents of localcloud's runtime-less instances: every 50 ms, a FakeAgent for each
+ * running spotkeep-tagged instance whose agent is not connected (as a booted instance's agent
+ * would), retried at most every 300 ms. `stop()` ends the watch and closes every agent.
+ */
+export function watchAgents(env: Env, coord: Coordinator): { agents: Map<string, FakeAgent>; stop(): Promise<void> } {
+  const agents = new Map<string, FakeAgent>();
+  const started = new Map<string, number>();
+  let watching = true;
+  const loop = (async () => {
+    while (watching) {
+      for (const inst of env.lc.world.instances.values()) {
+        if (inst.state !== "running" || !inst.tags.get("spotkeep:instance")) continue;
+        if (coord.hub.isConnected(inst.id)) continue;
+        if (Date.now() - (started.get(inst.id) ?? 0) < 300) continue;
+        agents.get(inst.id)?.close();
+        const a = new FakeAgent(inst.id, env, coord);
+        agents.set(inst.id, a);
+        started.set(inst.id, Date.now());
+        await a.start().catch(() => undefined);
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  })();
+  return {
+    agents,
+    async stop() {
+      watching = false;
+      await loop;
+      for (const a of agents.values()) a.close();
+    },
+  };
+}

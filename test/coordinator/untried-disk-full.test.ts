@@ -15,7 +15,7 @@ import Database from "better-sqlite3";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { WorkflowRecord } from "../../coordinator/db/store.js";
 import { type Coordinator, startCoordinator } from "../../coordinator/service.js";
-import { FakeAgent } from "./fake-agent.js";
+import { watchAgents } from "./fake-agent.js";
 import { coordinatorConfig, type Env, ensureAgentBundle, startEnv, until } from "./harness.js";
 
 const root = process.getuid?.() === 0;
@@ -27,9 +27,7 @@ let mnt: string;
 let dataDir: string;
 let env: Env;
 let coord: Coordinator;
-const agents = new Map<string, FakeAgent>();
-let watching = true;
-let watcher: Promise<void> | undefined;
+let agents: ReturnType<typeof watchAgents> | undefined;
 /** The step after which the disk fills, armed by each case. */
 let fillAfter: { kind: string; seq: number; at?: string } | null = null;
 const ballast = () => join(mnt, "ballast");
@@ -71,24 +69,6 @@ async function start(): Promise<Coordinator> {
   });
 }
 
-/** Starts an in-process agent for every running spotkeep instance that has no session yet (as a booted instance's agent would). */
-async function watchAgents(): Promise<void> {
-  while (watching) {
-    for (const inst of env.lc.world.instances.values()) {
-      if (inst.state !== "running" || !inst.tags.get("spotkeep:instance")) continue;
-      if (coord.hub.isConnected(inst.id)) continue;
-      const prior = agents.get(inst.id);
-      if (prior && Date.now() - (prior as unknown as { startedAt: number }).startedAt < 300) continue;
-      prior?.close();
-      const a = new FakeAgent(inst.id, env, coord);
-      (a as unknown as { startedAt: number }).startedAt = Date.now();
-      agents.set(inst.id, a);
-      await a.start().catch(() => undefined);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
 beforeAll(async () => {
   if (!root) return;
   reapMounts();
@@ -99,13 +79,11 @@ beforeAll(async () => {
   dataDir = join(mnt, "coord");
   env = await startEnv(dir, 1, { runtime: "none", profile: "instant" });
   coord = await start();
-  watcher = watchAgents();
+  agents = watchAgents(env, coord);
 }, 120_000);
 
 afterAll(async () => {
-  watching = false;
-  await watcher;
-  for (const a of agents.values()) a.close();
+  await agents?.stop();
   await coord?.stop().catch(() => undefined);
   await env?.stop();
   if (dir) rmSync(dir, { recursive: true, force: true });

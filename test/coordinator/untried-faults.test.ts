@@ -15,46 +15,24 @@ import type { Coordinator } from "../../coordinator/service.js";
 import type { WorkflowRecord } from "../../coordinator/db/store.js";
 import { parseGroupSpec } from "../../shared/group-spec.js";
 import { parseSpec } from "../../shared/spec.js";
-import { FakeAgent } from "./fake-agent.js";
+import { watchAgents } from "./fake-agent.js";
 import { COORDINATOR_POLICY, type Env, ensureAgentBundle, inProcessCoordinator, startEnv, until } from "./harness.js";
 
 let dir: string;
 let env: Env;
 let coord: Coordinator;
-const agents = new Map<string, FakeAgent>();
-let watching = true;
-let watcher: Promise<void>;
-
-/** Starts an in-process agent for every running spotkeep instance that has no session yet (as a booted instance's agent would). */
-async function watchAgents(): Promise<void> {
-  while (watching) {
-    for (const inst of env.lc.world.instances.values()) {
-      if (inst.state !== "running" || !inst.tags.get("spotkeep:instance")) continue;
-      if (coord.hub.isConnected(inst.id)) continue;
-      const prior = agents.get(inst.id);
-      if (prior && Date.now() - (prior as unknown as { startedAt: number }).startedAt < 300) continue;
-      prior?.close();
-      const a = new FakeAgent(inst.id, env, coord);
-      (a as unknown as { startedAt: number }).startedAt = Date.now();
-      agents.set(inst.id, a);
-      await a.start().catch(() => undefined);
-    }
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+let agents: ReturnType<typeof watchAgents> | undefined;
 
 beforeAll(async () => {
   ensureAgentBundle();
   dir = mkdtempSync(join(tmpdir(), "spotkeep-faults-untried-"));
   env = await startEnv(dir, 1, { runtime: "none", profile: "instant" });
   coord = await inProcessCoordinator(env, join(dir, "coord"), 1, { lostCheckIntervalMs: 2000 });
-  watcher = watchAgents();
+  agents = watchAgents(env, coord);
 });
 
 afterAll(async () => {
-  watching = false;
-  await watcher;
-  for (const a of agents.values()) a.close();
+  await agents?.stop();
   await coord?.stop();
   await env?.stop();
   rmSync(dir, { recursive: true, force: true });
