@@ -249,7 +249,10 @@ class AwsGateway implements Ec2Gateway {
         return await next(args);
       } catch (err) {
         const action = String(context.commandName ?? "").replace(/Command$/, "");
-        if (NO_CLIENT_TOKEN.has(action) && classify(err) !== "throttling" && err && typeof err === "object")
+        // A 4xx names what was wrong with the request (EC2 did nothing); a 5xx or no answer at all does not say.
+        const status = (err as { $metadata?: { httpStatusCode?: number } } | null)?.$metadata?.httpStatusCode;
+        const mayHaveActed = status === undefined || status >= 500;
+        if (NO_CLIENT_TOKEN.has(action) && mayHaveActed && classify(err) !== "throttling" && err && typeof err === "object")
           (err as { $spotkeepAmbiguous?: boolean }).$spotkeepAmbiguous = true;
         throw err;
       }
