@@ -65,6 +65,16 @@ export function budget(p: BudgetParts): Budget {
   return { ms, terms };
 }
 
+/**
+ * Real ms that do not scale with the model: a client's own timeouts and pacing (a test's writer
+ * reconnecting and committing rows), each named.
+ */
+export function realTime(terms: Record<string, number>): Budget {
+  const entries = Object.entries(terms);
+  const ms = entries.reduce((a, [, v]) => a + v, 0);
+  return { ms, terms: [`real ${entries.map(([k, v]) => `${k} ${v / 1000} s`).join(" + ")}`] };
+}
+
 /** Adds budgets (phases one after another). */
 export function plus(...bs: Budget[]): Budget {
   return { ms: bs.reduce((a, b) => a + b.ms, 0), terms: bs.flatMap((b) => b.terms) };
@@ -77,17 +87,48 @@ const snapshot = (p: LatencyProfile, gib: number) => p.snapshotBase + p.snapshot
 /** The root volume of localcloud's images. */
 const ROOT_GIB = 8;
 
-export type RunbookKind = "create" | "replace" | "replace-mbb" | "recycle" | "pause" | "resume";
+export type RunbookKind =
+  | "create"
+  | "replace"
+  | "replace-lost"
+  | "replace-mbb"
+  | "recycle"
+  | "pause"
+  | "resume"
+  | "delete"
+  | "import"
+  | "group-scale"
+  | "group-update";
+
+export interface RunbookShape {
+  hooksTimeoutSeconds: number;
+  root: boolean;
+  /** How data volumes come back on a replacement: reattached (the default) or restored from a snapshot. */
+  dataMethod?: "reattach" | "snapshot";
+  /** Size of the data volume (GiB) a snapshot-mode replacement snapshots; 1 unless given. */
+  dataGiB?: number;
+  /** Members of a group (group-scale, group-update); 2 unless given. */
+  members?: number;
+}
+
+/** The same bounds `n` times over (work done one after another `n` times), named so. */
+function times(n: number, m: Record<string, number>): Record<string, number> {
+  return Object.fromEntries(Object.entries(m).map(([k, v]) => [`${k} ×${n}`, v * n]));
+}
 
 /**
  * Model bounds of a whole runbook in the realistic profile, for the specs the coordinator suites
  * create (one data volume, same ENI; root persistence unless `root: false`), with its slowest
  * documented fallback.
  */
-export function runbookModel(kind: RunbookKind, o: { hooksTimeoutSeconds: number; root: boolean }): Record<string, number> {
+export function runbookModel(kind: RunbookKind, o: RunbookShape): Record<string, number> {
   const p = PROFILES.realistic;
   const launch = { "launch call": p.runInstancesCall, "pending → running": p.pendingToRunning, boot: p.bootToUserData };
   const capture: Record<string, number> = o.root ? { "root snapshot": snapshot(p, ROOT_GIB), image: p.image } : {};
+  // Snapshot mode captures each data volume and creates its successor from the snapshot.
+  const data: Record<string, number> =
+    o.dataMethod === "snapshot" ? { "data snapshot": snapshot(p, o.dataGiB ?? 1), "volume from snapshot": p.createVolume } : {};
+  const members = o.members ?? 2;
   switch (kind) {
     case "create":
       return { "create volume": p.createVolume, "attach ENI": p.attachEni, ...launch, "attach volume": p.attachVolume };
@@ -96,9 +137,15 @@ export function runbookModel(kind: RunbookKind, o: { hooksTimeoutSeconds: number
       return {
         quiesce: quiesceBound(o.hooksTimeoutSeconds),
         ...capture,
+        ...data,
         "replacement critical path": replacementCriticalPath(p),
         "delete old root": p.deleteVolume,
       };
+    case "replace-lost": {
+      // Lost without notice: no quiesce (its instance is gone), the rest as a replacement.
+      const { quiesce: _q, ...rest } = runbookModel("replace", o);
+      return rest;
+    }
     case "replace-mbb":
       // Make-before-break waits for its replacement at most until the notice deadline less the
       // cutover reserve; past that it falls back to the break-before-make path.
@@ -116,5 +163,33 @@ export function runbookModel(kind: RunbookKind, o: { hooksTimeoutSeconds: number
       };
     case "resume":
       return { ...launch, "ENI free": p.eniFree, "attach volume": p.attachVolume, "delete old root": p.deleteVolume };
+    case "delete":
+      // Terminate, then the root, the data volume and the ENI (once free) go; images and snapshots
+      // are deregistered and deleted by calls that answer at once.
+      return {
+        terminate: p.shuttingDownToTerminated,
+        "delete root": p.deleteVolume,
+        "ENI free": p.eniFree,
+        "delete volume": p.deleteVolume,
+      };
+    case "import":
+      // A clean stop, the root captured as an image, the original terminated and its ENI freed,
+      // generation 1 launched on the ENI with the volumes attached, the original root deleted.
+      return {
+        stop: p.stoppingToStopped,
+        "root snapshot": snapshot(p, ROOT_GIB),
+        image: p.image,
+        terminate: p.shuttingDownToTerminated,
+        "ENI free": p.eniFree,
+        ...launch,
+        "attach volume": p.attachVolume,
+        "delete original root": p.deleteVolume,
+      };
+    case "group-scale":
+      // Members are created side by side: one create's bounds.
+      return runbookModel("create", o);
+    case "group-update":
+      // Members are recycled one after another (at most one down at a time).
+      return times(members, runbookModel("recycle", o));
   }
 }
