@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { adminApi, coordinatorSlot, killAll, reachState, type Slot, startCoordinatorCli } from "./coordinator-process.js";
 import { ensureAgentBundle, startEnv, until, type Env } from "./harness.js";
-import { budget, plus, runbookModel } from "../support/budgets.js";
+import { budget, plus, runbookModel, runbookSteps } from "../support/budgets.js";
 import { crashCaseEvidence, instanceEvidence, prefixed, withEvidence } from "../support/evidence.js";
 
 const SCALE = 0.03;
@@ -61,11 +61,16 @@ afterAll(async () => {
 // What each phase may take (test/support/budgets.ts): env.spec's shape (root persistence, 30 s hooks).
 const SHAPE = { hooksTimeoutSeconds: 30, root: true };
 /** The first coordinator's start and the instance's create (no workload: the agent alone starts). */
-const CREATED = budget({ scale: SCALE, model: runbookModel("create", SHAPE), starts: { coordinator: 1, agent: 1 } });
+const CREATED = budget({
+  scale: SCALE,
+  model: runbookModel("create", SHAPE),
+  steps: runbookSteps("create"),
+  starts: { coordinator: 1, agent: 1 },
+});
 /** Up to the crash: the delete so far (at most all of it). */
-const CRASHED = budget({ scale: SCALE, model: runbookModel("delete", SHAPE) });
+const CRASHED = budget({ scale: SCALE, model: runbookModel("delete", SHAPE), steps: runbookSteps("delete") });
 /** After the restart: a coordinator start and the rest of the delete (at most all of it). */
-const RECOVERED = budget({ scale: SCALE, model: runbookModel("delete", SHAPE), starts: { coordinator: 1 } });
+const RECOVERED = budget({ scale: SCALE, model: runbookModel("delete", SHAPE), steps: runbookSteps("delete"), starts: { coordinator: 1 } });
 /** A volume whose DeleteVolume was accepted leaves localcloud's list once its deletion completes. */
 const SETTLED = budget({ scale: SCALE, model: { "delete volume": runbookModel("delete", SHAPE)["delete volume"]! } });
 const TIMEOUT = plus(CREATED, CRASHED, RECOVERED, SETTLED).ms;

@@ -2,7 +2,8 @@
  * How long a process-level test may wait for a state, derived from the model it runs in rather
  * than picked as a wall-clock constant:
  *
- *   budget = Σ model bounds × time scale × SCHEDULING_SLACK + process starts × PROCESS_START_MS + POLL_SLACK_MS
+ *   budget = Σ model bounds × time scale × SCHEDULING_SLACK + process starts × PROCESS_START_MS
+ *            + workflow steps × STEP_MS + POLL_SLACK_MS
  *
  * - model bounds: localcloud's latency profile (what each EC2 transition takes, in model ms) and the
  *   coordinator's own documented bounds (the longest spot notice, the quiesce budget, the agent's
@@ -10,7 +11,10 @@
  *   fallback;
  * - process starts: real processes whose start does not scale with the model (a coordinator, an
  *   agent and its workload on a new generation), each allowed PROCESS_START_MS on a loaded 2-core
- *   machine.
+ *   machine;
+ * - workflow steps: each step's store transaction and API round trips, which do not scale with the
+ *   model either (given where a path has many steps and the model time alone would be a fraction
+ *   of a second).
  *
  * A budget carries its terms, so a test that gives up says what it allowed and why.
  */
@@ -26,6 +30,13 @@ import { type LatencyProfile, PROFILES, replacementCriticalPath } from "../../lo
 export const PROCESS_START_MS = 6_000;
 /** Model time runs on timers and polls that a busy event loop serves late: this much more real time. */
 export const SCHEDULING_SLACK = 2;
+/**
+ * Real ms a workflow step costs beyond its model time: its store transaction and its EC2 API round
+ * trips (localcloud answering from the same loaded machine). Near 0.1 s on an idle machine; 1 to
+ * 3 s per step were seen with a load average of 16 and several cases side by side, so 1.5 s on
+ * average along a path.
+ */
+export const STEP_MS = 1_500;
 /** Polling granularity of the test and the coordinator, and the API round trips around it. */
 export const POLL_SLACK_MS = 5_000;
 
@@ -47,6 +58,8 @@ export interface BudgetParts {
   model?: Record<string, number>;
   /** Real process starts along the path, by what starts. */
   starts?: Record<string, number>;
+  /** Workflow steps along the path, by runbook (each costs STEP_MS of real time on top of its model time). */
+  steps?: Record<string, number>;
 }
 
 export function budget(p: BudgetParts): Budget {
@@ -54,12 +67,15 @@ export function budget(p: BudgetParts): Budget {
   const starts = Object.entries(p.starts ?? {});
   const modelMs = model.reduce((a, [, ms]) => a + ms, 0);
   const startCount = starts.reduce((a, [, n]) => a + n, 0);
-  const ms = Math.ceil(modelMs * p.scale * SCHEDULING_SLACK + startCount * PROCESS_START_MS + POLL_SLACK_MS);
+  const steps = Object.entries(p.steps ?? {});
+  const stepCount = steps.reduce((a, [, n]) => a + n, 0);
+  const ms = Math.ceil(modelMs * p.scale * SCHEDULING_SLACK + startCount * PROCESS_START_MS + stepCount * STEP_MS + POLL_SLACK_MS);
   const terms = [
     ...(model.length
       ? [`model ${model.map(([k, v]) => `${k} ${v / 1000} s`).join(" + ")} = ${modelMs / 1000} s × scale ${p.scale} × ${SCHEDULING_SLACK}`]
       : []),
     ...(starts.length ? [`${starts.map(([k, n]) => `${n} ${k}`).join(" + ")} start(s) × ${PROCESS_START_MS / 1000} s`] : []),
+    ...(steps.length ? [`${steps.map(([k, n]) => `${n} ${k}`).join(" + ")} step(s) × ${STEP_MS / 1000} s`] : []),
     `${POLL_SLACK_MS / 1000} s polling`,
   ];
   return { ms, terms };
@@ -191,5 +207,37 @@ export function runbookModel(kind: RunbookKind, o: RunbookShape): Record<string,
     case "group-update":
       // Members are recycled one after another (at most one down at a time).
       return times(members, runbookModel("recycle", o));
+  }
+}
+
+/**
+ * Workflow steps along a whole runbook, for the same specs as runbookModel (each step's real cost
+ * is STEP_MS); the step lists are the ones the crash suites enumerate.
+ */
+export function runbookSteps(kind: RunbookKind, o: Pick<RunbookShape, "members"> = {}): Record<string, number> {
+  const members = o.members ?? 2;
+  switch (kind) {
+    case "create":
+      return { create: 8 };
+    case "replace":
+    case "replace-lost":
+    case "recycle":
+      return { [kind === "recycle" ? "recycle" : "replace"]: 15 };
+    case "replace-mbb":
+      // The make-before-break steps, then the break-before-make fallback's.
+      return { "make-before-break": 15, replace: 15 };
+    case "pause":
+      return { pause: 8 };
+    case "resume":
+      return { resume: 9 };
+    case "delete":
+      return { delete: 9 };
+    case "import":
+      return { import: 16 };
+    case "group-scale":
+      // The group's steps; its members' creates run side by side.
+      return { "group-scale": 1 + 3 * members, create: 8 };
+    case "group-update":
+      return { "group-update": 1 + 2 * members, recycle: 15 * members };
   }
 }

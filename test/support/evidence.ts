@@ -201,9 +201,6 @@ export function groupCaseEvidence(o: {
   return {
     "coordinator.log": () => o.runs.map((r, i) => `===== coordinator run ${i + 1} =====\n${r.log.join("")}`).join("\n"),
     "group.json": async () => json(await o.call("GET", `groups/${encodeURIComponent(o.group)}`)),
-    ...Object.assign(
-      {},
-      ...o.members.map((m) => prefixed(`${m}-`, { ...instanceEvidence(o.call, m), ...localcloudEvidence(o.world, m) })),
-    ),
+    ...Object.assign({}, ...o.members.map((m) => prefixed(`${m}-`, { ...instanceEvidence(o.call, m), ...localcloudEvidence(o.world, m) }))),
   };
 }
