@@ -204,3 +204,13 @@ export function groupCaseEvidence(o: {
     ...Object.assign({}, ...o.members.map((m) => prefixed(`${m}-`, { ...instanceEvidence(o.call, m), ...localcloudEvidence(o.world, m) }))),
   };
 }
+
+/**
+ * The collectors' text now (each bounded as in writeEvidence), for a case that stops the process
+ * they ask before its last checks: the evidence then shows what that process said while it ran.
+ */
+export async function settled(collectors: Record<string, Collector>): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const [file, c] of Object.entries(collectors)) out[file] = await collect(c);
+  return out;
+}
