@@ -196,14 +196,14 @@ export interface ScenarioResult {
 
 /**
  * What a run leaves to explain itself: its own progress lines, the coordinator's and localcloud's
- * logs (the last TRACE_LINES of each), and, when it fails, each instance's detail and timeline
- * taken while its coordinator still ran.
+ * logs (the last TRACE_LINES of each), and each instance's detail and timeline taken at the end of
+ * the run, while its coordinator still ran.
  */
 export interface ScenarioTrace {
   scenario: string[];
   coordinator: string[];
   localcloud: string[];
-  /** File name → text (`<instance>-instance.json`, `<instance>-timeline.txt`); empty unless the run failed. */
+  /** File name → text (`<instance>-instance.json`, `<instance>-timeline.txt`), taken at the end of the run. */
   instances: Record<string, string>;
 }
 
@@ -661,11 +661,12 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
   } catch (err) {
     result.error = (err as Error).message;
     log(`postgres e2e failed: ${result.error}`);
-    // What the coordinator knows of each instance, while it still runs.
+  } finally {
+    // What the coordinator knows of each instance, while it still runs (a caller's checks of the
+    // result may fail where the run did not).
     const c = coord;
     if (c)
       for (const n of INSTANCE_NAMES) Object.assign(trace.instances, prefixed(`${n}-`, await settled(instanceEvidence(viewsCall(c), n))));
-  } finally {
     for (const w of writers.values()) await w.stop().catch(() => undefined);
     await coord?.stop().catch((e) => log(`stopping the coordinator: ${String(e)}`));
     await lc?.stop().catch((e) => log(`stopping localcloud: ${String(e)}`));

@@ -45,7 +45,7 @@ describe.skipIf(why !== null)("PostgreSQL end to end on the linux runtime (real 
     timeout: TIMEOUT,
   }, async (ctx) => {
     // A failing run leaves under test-output/: its own log, the coordinator's and localcloud's,
-    // and each instance's detail and timeline as the coordinator knew them when the run failed.
+    // and each instance's detail and timeline as the coordinator knew them at the end of the run.
     const trace = newTrace();
     const evidence = {
       "scenario.log": () => trace.scenario.join("\n"),
