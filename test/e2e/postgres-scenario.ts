@@ -34,7 +34,7 @@ import { RowWriter, WRITER_EVERY_MS, WRITER_RETRY_MS, WRITER_TIMEOUT_MS } from "
 import { benchSummary } from "../../bench/summary.js";
 import { AGENT_POLL_MS } from "../../coordinator/health.js";
 import { type Budget, budget, explain, plus, realTime, type RunbookKind, runbookModel, runbookSteps } from "../support/budgets.js";
-import { instanceEvidence, prefixed, settled } from "../support/evidence.js";
+import { instanceEvidence, localcloudEvidence, prefixed, settled } from "../support/evidence.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const AGENT_BUNDLE = join(ROOT, "dist", "spotkeep-agent.js");
@@ -196,14 +196,14 @@ export interface ScenarioResult {
 
 /**
  * What a run leaves to explain itself: its own progress lines, the coordinator's and localcloud's
- * logs (the last TRACE_LINES of each), and each instance's detail and timeline taken at the end of
- * the run, while its coordinator still ran.
+ * logs (the last TRACE_LINES of each), and each instance's detail, timeline and localcloud resources
+ * taken at the end of the run, while its coordinator still ran.
  */
 export interface ScenarioTrace {
   scenario: string[];
   coordinator: string[];
   localcloud: string[];
-  /** File name → text (`<instance>-instance.json`, `<instance>-timeline.txt`), taken at the end of the run. */
+  /** File name → text (`<instance>-instance.json`, `-timeline.txt`, `-localcloud.json`), taken at the end of the run. */
   instances: Record<string, string>;
 }
 
@@ -665,8 +665,15 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
     // What the coordinator knows of each instance, while it still runs (a caller's checks of the
     // result may fail where the run did not).
     const c = coord;
-    if (c)
-      for (const n of INSTANCE_NAMES) Object.assign(trace.instances, prefixed(`${n}-`, await settled(instanceEvidence(viewsCall(c), n))));
+    const cloud = lc;
+    for (const n of INSTANCE_NAMES)
+      Object.assign(
+        trace.instances,
+        prefixed(
+          `${n}-`,
+          await settled({ ...(c ? instanceEvidence(viewsCall(c), n) : {}), ...(cloud ? localcloudEvidence(cloud.world, n) : {}) }),
+        ),
+      );
     for (const w of writers.values()) await w.stop().catch(() => undefined);
     await coord?.stop().catch((e) => log(`stopping the coordinator: ${String(e)}`));
     await lc?.stop().catch((e) => log(`stopping localcloud: ${String(e)}`));
