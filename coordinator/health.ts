@@ -27,8 +27,12 @@ import type { Metrics } from "./metrics.js";
 import type { Operations } from "./operations.js";
 import type { ScaledClock } from "./time.js";
 
-/** An agent heartbeats every 5 s (model): three missed in a row is silence. */
-export const AGENT_SILENT_MS = 15_000;
+/** How often (model ms) an agent polls its instance metadata (a spot notice among it): sent in the agent's welcome. */
+export const AGENT_POLL_MS = 1_000;
+/** How often (model ms) an agent heartbeats: the coordinator sends it in the agent's welcome. */
+export const AGENT_HEARTBEAT_MS = 5_000;
+/** Three heartbeats missed in a row is silence. */
+export const AGENT_SILENT_MS = 3 * AGENT_HEARTBEAT_MS;
 
 export type HealthStatus = "initializing" | "healthy" | "failing" | "unhealthy" | "unknown";
 

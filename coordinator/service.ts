@@ -35,7 +35,7 @@ import { type CallerIdentity, callerIdentity } from "./cloud/identity.js";
 import { Metrics } from "./metrics.js";
 import { Operations } from "./operations.js";
 import { Schedule } from "./schedule.js";
-import { HealthMonitor } from "./health.js";
+import { AGENT_HEARTBEAT_MS, AGENT_POLL_MS, HealthMonitor } from "./health.js";
 import { ScheduledTasks } from "./tasks.js";
 import { type ScaledClock, scaledClock } from "./time.js";
 import { WorkflowEngine, type WorkflowOutcome } from "./workflow/engine.js";
@@ -405,8 +405,8 @@ async function startOn(
             ? [{ volumeId: v.volumeId, device: v.device, ...(v.mountPoint ? { mountPoint: v.mountPoint } : {}), fsType: v.fsType }]
             : [],
         ),
-        pollIntervalMs: 1000,
-        heartbeatMs: 5000,
+        pollIntervalMs: AGENT_POLL_MS,
+        heartbeatMs: AGENT_HEARTBEAT_MS,
         ...(inst?.spec.health?.type === "http" && inst.spec.health.http
           ? { healthCheck: { port: inst.spec.health.http.port, path: inst.spec.health.http.path, intervalMs: 5000, timeoutMs: 5000 } }
           : {}),

@@ -30,6 +30,9 @@ export interface ConsumerOptions {
   waitSeconds?: number;
 }
 
+/** The long-poll wait (seconds) unless given: SQS's longest, so a poll holds at most this long before it answers empty. */
+export const LONG_POLL_SECONDS = 20;
+
 export class EventConsumer {
   private readonly abort = new AbortController();
   private loops: Promise<void>[] = [];
@@ -42,7 +45,7 @@ export class EventConsumer {
   constructor(private readonly o: ConsumerOptions) {
     this.pollers = clamp(o.pollers ?? 2, 1, 10);
     this.visibility = clamp(o.visibilitySeconds ?? 30, 5, 43_200);
-    this.wait = clamp(o.waitSeconds ?? 20, 0, 20);
+    this.wait = clamp(o.waitSeconds ?? LONG_POLL_SECONDS, 0, LONG_POLL_SECONDS);
     this.messages = new Counter({
       name: "spotkeep_queue_messages_total",
       help: "Interruption-queue messages by outcome (acted, recorded, duplicate, unmanaged, stale, refused, unconfirmed, malformed, failed)",

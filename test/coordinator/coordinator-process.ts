@@ -115,13 +115,21 @@ export interface Slot {
   cfgFile: string;
 }
 
+/** Model ms between the schedule's passes (lost instances, health, scheduled tasks) of a slot's coordinator. */
+export const SLOT_CHECK_INTERVAL_MS = 3000;
+
 /** A coordinator config of its own (free port, data dir under `dir`), so crash cases can run side by side. */
 export async function coordinatorSlot(env: Env, dir: string, id: string, timeScale: number): Promise<Slot> {
   const port = await freePort();
   const cfgFile = join(dir, `coordinator-${id}.json`);
   writeFileSync(
     cfgFile,
-    JSON.stringify(coordinatorConfig(env, join(dir, `coord-${id}`), timeScale, { listen: `127.0.0.1:${port}`, lostCheckIntervalMs: 3000 })),
+    JSON.stringify(
+      coordinatorConfig(env, join(dir, `coord-${id}`), timeScale, {
+        listen: `127.0.0.1:${port}`,
+        lostCheckIntervalMs: SLOT_CHECK_INTERVAL_MS,
+      }),
+    ),
   );
   return { port, cfgFile };
 }

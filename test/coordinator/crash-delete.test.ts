@@ -11,8 +11,10 @@ import type { ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { adminApi, coordinatorSlot, killAll, type Slot, startCoordinatorCli } from "./coordinator-process.js";
+import { adminApi, coordinatorSlot, killAll, reachState, type Slot, startCoordinatorCli } from "./coordinator-process.js";
 import { ensureAgentBundle, startEnv, until, type Env } from "./harness.js";
+import { budget, plus, runbookModel, runbookSteps } from "../support/budgets.js";
+import { crashCaseEvidence, instanceEvidence, prefixed, withEvidence } from "../support/evidence.js";
 
 const SCALE = 0.03;
 const range = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
@@ -56,39 +58,57 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
+// What each phase may take (test/support/budgets.ts): env.spec's shape (root persistence, 30 s hooks).
+const SHAPE = { hooksTimeoutSeconds: 30, root: true };
+/** The first coordinator's start and the instance's create (no workload: the agent alone starts). */
+const CREATED = budget({
+  scale: SCALE,
+  model: runbookModel("create", SHAPE),
+  steps: runbookSteps("create"),
+  starts: { coordinator: 1, agent: 1 },
+});
+/** Up to the crash: the delete so far (at most all of it). */
+const CRASHED = budget({ scale: SCALE, model: runbookModel("delete", SHAPE), steps: runbookSteps("delete") });
+/** After the restart: a coordinator start and the rest of the delete (at most all of it). */
+const RECOVERED = budget({ scale: SCALE, model: runbookModel("delete", SHAPE), steps: runbookSteps("delete"), starts: { coordinator: 1 } });
+/** A volume whose DeleteVolume was accepted leaves localcloud's list once its deletion completes. */
+const SETTLED = budget({ scale: SCALE, model: { "delete volume": runbookModel("delete", SHAPE)["delete volume"]! } });
+const TIMEOUT = plus(CREATED, CRASHED, RECOVERED, SETTLED).ms;
+
 describe.concurrent("coordinator crash at every step boundary of delete", () => {
-  it.each(CASES)(
+  it.for(CASES)(
     "SIGKILL after step $n (keep: $keep): the delete finishes, nothing orphaned, kept resources kept",
-    async ({ keep, n }) => {
+    { timeout: TIMEOUT },
+    async ({ keep, n }, ctx) => {
       const name = `crash-del-${keep ? "keep" : "all"}-${n}`;
       const s = await slot(name);
       const first = await startCoordinatorProcess(s, n, true);
+      const runs = [first];
+      const call = (m: string, p: string) => api(s, m, p);
+      const evidence = crashCaseEvidence({ runs, call, name, world: env.lc.world });
       try {
-        expect((await api(s, "POST", "instances", env.spec(name, { workload: false }))).status).toBe(201);
-        const created = await until("the instance to be running", async () => {
-          const d = (await api(s, "GET", `instances/${name}`)).body;
-          if (d.state === "failed") throw new Error(`create failed: ${d.stateReason}`);
-          return d.state === "running" ? d : null;
-        });
-        const volumeId: string = created.resources.volumes[0].volumeId;
-        const eniId: string = created.resources.network.eniId;
-        const started = await api(s, "DELETE", `instances/${name}${keep ? `?keep=${keep}&ttlHours=24` : ""}`);
-        expect(started.status, JSON.stringify(started.body)).toBe(202);
-        const archivedAs: string = started.body.archivedAs;
-        const how = await Promise.race([first.exited, new Promise((r) => setTimeout(() => r("no-crash"), 60_000))]);
-        expect(how, first.log.join("")).toMatchObject({ signal: "SIGKILL" });
+        await withEvidence(ctx, import.meta.filename, evidence, async () => {
+          expect((await api(s, "POST", "instances", env.spec(name, { workload: false }))).status).toBe(201);
+          const created = await reachState(`http://127.0.0.1:${s.port}`, name, "running", null, CREATED);
+          const volumeId: string = created.resources.volumes[0].volumeId;
+          const eniId: string = created.resources.network.eniId;
+          const started = await api(s, "DELETE", `instances/${name}${keep ? `?keep=${keep}&ttlHours=24` : ""}`);
+          expect(started.status, JSON.stringify(started.body)).toBe(202);
+          const archivedAs: string = started.body.archivedAs;
+          // The timeline moves with the record to its archived name.
+          Object.assign(evidence, prefixed("archived-", instanceEvidence(call, archivedAs)));
+          const how = await Promise.race([first.exited, new Promise((r) => setTimeout(() => r("no-crash"), CRASHED.ms))]);
+          expect(how, first.log.join("")).toMatchObject({ signal: "SIGKILL" });
 
-        const second = await startCoordinatorProcess(s);
-        try {
+          runs.push(await startCoordinatorProcess(s));
           const after = await until(
             "the delete to finish",
             async () => {
               const d = await api(s, "GET", `instances/${encodeURIComponent(archivedAs)}`);
-              if (d.status === 200 && d.body.state === "failed")
-                throw new Error(`delete failed: ${d.body.stateReason}\n${second.log.join("")}`);
+              if (d.status === 200 && d.body.state === "failed") throw new Error(`delete failed: ${d.body.stateReason}`);
               return d.status === 200 && d.body.state === "deleted" ? d.body : null;
             },
-            45_000,
+            RECOVERED,
           );
           // The name is free; no EC2 instance remains; nothing tagged with it but what was kept.
           expect((await api(s, "GET", `instances/${name}`)).status).toBe(404);
@@ -105,20 +125,18 @@ describe.concurrent("coordinator crash at every step boundary of delete", () => 
             expect(after.resources.network.eniId).toBe(eniId);
             expect(after.stateReason).toContain(volumeId);
           } else {
-            await until("the deleted volume to be gone", () => tagged(name).volumes.length === 0, 10_000);
+            await until("the deleted volume to be gone", () => tagged(name).volumes.length === 0, SETTLED);
             expect(left.enis).toEqual([]);
           }
-        } finally {
-          second.child.kill("SIGTERM");
-          await second.exited;
-        }
+        });
       } finally {
-        if (first.child.exitCode === null && first.child.signalCode === null) {
-          first.child.kill("SIGKILL");
-          await first.exited;
-        }
+        // After the evidence was read: every run still alive goes.
+        for (const r of runs)
+          if (r.child.exitCode === null && r.child.signalCode === null) {
+            r.child.kill("SIGKILL");
+            await r.exited;
+          }
       }
     },
-    120_000,
   );
 });

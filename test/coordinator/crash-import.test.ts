@@ -12,7 +12,10 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { EC2Client, RunInstancesCommand } from "@aws-sdk/client-ec2";
-import { adminApi, coordinatorSlot, killAll, type Slot, startCoordinatorCli } from "./coordinator-process.js";
+import { adminApi, coordinatorSlot, killAll, reachState, type Slot, startCoordinatorCli } from "./coordinator-process.js";
+import { AGENT_RECONNECT_CAP_MS, budget, plus, runbookModel, runbookSteps } from "../support/budgets.js";
+import { crashCaseEvidence, withEvidence } from "../support/evidence.js";
+import { PROFILES } from "../../localcloud/profiles.js";
 import {
   COORDINATOR_POLICY,
   ensureAgentBundle,
@@ -33,6 +36,35 @@ const STEPS = Array.from({ length: 16 }, (_, i) => i + 1);
 const ONLY = process.env.SPOTKEEP_CRASH_STEPS?.split(",").map(Number);
 const CASES = STEPS.filter((n) => !ONLY || ONLY.includes(n));
 
+// What each phase may take (test/support/budgets.ts): the import's spec keeps the root (as an
+// image) and the one data volume, with the 30 s default hooks.
+const SHAPE = { hooksTimeoutSeconds: 30, root: true };
+const P = PROFILES.realistic;
+/** The originals, launched side by side with their data volume, until they run. */
+const ORIGINALS = budget({
+  scale: SCALE,
+  model: { "launch call": P.runInstancesCall, "create volume": P.createVolume, "pending → running": P.pendingToRunning },
+  starts: { localcloud: 1 },
+});
+/** The original's workload boots and acknowledges its first records. */
+const RECORDS = budget({ scale: SCALE, model: { boot: P.bootToUserData }, starts: { workload: 1 } });
+/** Up to the crash: a coordinator just started and the import so far (at most all of it). */
+const CRASHED = budget({
+  scale: SCALE,
+  model: runbookModel("import", SHAPE),
+  steps: runbookSteps("import"),
+  starts: { coordinator: 1, agent: 1 },
+});
+/** After the restart: the agent finds the new coordinator, and the rest of the import. */
+const RECOVERED = budget({
+  scale: SCALE,
+  model: { "agent reconnect": AGENT_RECONNECT_CAP_MS, ...runbookModel("import", SHAPE) },
+  steps: runbookSteps("import"),
+  starts: { coordinator: 1, agent: 1 },
+});
+/** The original's root volume goes once the workflow has ended. */
+const SETTLED = budget({ scale: SCALE, model: { "delete original root": runbookModel("import", SHAPE)["delete original root"]! } });
+
 let dir: string;
 let env: Env;
 const children = new Set<ChildProcess>();
@@ -50,47 +82,54 @@ function userData(acks: string): string {
     .replace('"$R/data/records.log"', '"$D/records.log"');
 }
 
-beforeAll(async () => {
-  ensureAgentBundle();
-  dir = mkdtempSync(join(tmpdir(), "spotkeep-crash-import-"));
-  env = await startEnv(dir, SCALE);
-  const sdk = new EC2Client({ endpoint: env.lc.endpoint, region: "us-east-1", credentials: { accessKeyId: "x", secretAccessKey: "x" } });
-  await env.control("DELETE", "iam/policy");
-  try {
-    for (const n of CASES) {
-      const acks = join(dir, `import-${n}.acks`);
-      const out = await sdk.send(
-        new RunInstancesCommand({
-          ImageId: env.lc.world.baseImageId,
-          InstanceType: "m5.large",
-          MinCount: 1,
-          MaxCount: 1,
-          SubnetId: env.subnets[0]!.id,
-          UserData: Buffer.from(userData(acks)).toString("base64"),
-          BlockDeviceMappings: [{ DeviceName: "/dev/sdf", Ebs: { VolumeSize: 1, VolumeType: "gp3", DeleteOnTermination: true } }],
-        }),
-      );
-      const i = out.Instances![0]!;
-      originals.set(n, {
-        instanceId: i.InstanceId!,
-        dataVolume: "",
-        eniId: i.NetworkInterfaces![0]!.NetworkInterfaceId!,
-        privateIp: i.PrivateIpAddress!,
-        acks,
-      });
+beforeAll(
+  async () => {
+    ensureAgentBundle();
+    dir = mkdtempSync(join(tmpdir(), "spotkeep-crash-import-"));
+    env = await startEnv(dir, SCALE);
+    const sdk = new EC2Client({ endpoint: env.lc.endpoint, region: "us-east-1", credentials: { accessKeyId: "x", secretAccessKey: "x" } });
+    await env.control("DELETE", "iam/policy");
+    try {
+      for (const n of CASES) {
+        const acks = join(dir, `import-${n}.acks`);
+        const out = await sdk.send(
+          new RunInstancesCommand({
+            ImageId: env.lc.world.baseImageId,
+            InstanceType: "m5.large",
+            MinCount: 1,
+            MaxCount: 1,
+            SubnetId: env.subnets[0]!.id,
+            UserData: Buffer.from(userData(acks)).toString("base64"),
+            BlockDeviceMappings: [{ DeviceName: "/dev/sdf", Ebs: { VolumeSize: 1, VolumeType: "gp3", DeleteOnTermination: true } }],
+          }),
+        );
+        const i = out.Instances![0]!;
+        originals.set(n, {
+          instanceId: i.InstanceId!,
+          dataVolume: "",
+          eniId: i.NetworkInterfaces![0]!.NetworkInterfaceId!,
+          privateIp: i.PrivateIpAddress!,
+          acks,
+        });
+      }
+    } finally {
+      sdk.destroy();
+      await env.control("PUT", "iam/policy", JSON.parse(readFileSync(COORDINATOR_POLICY, "utf8")));
     }
-  } finally {
-    sdk.destroy();
-    await env.control("PUT", "iam/policy", JSON.parse(readFileSync(COORDINATOR_POLICY, "utf8")));
-  }
-  for (const o of originals.values()) {
-    const inst = await until(`${o.instanceId} running`, async () => {
-      const [i] = await env.ec2.describeInstances([o.instanceId]);
-      return i?.state === "running" && i.volumes.some((v) => v.deviceName === "/dev/sdf") ? i : null;
-    });
-    o.dataVolume = inst.volumes.find((v) => v.deviceName === "/dev/sdf")!.volumeId;
-  }
-}, 180_000);
+    for (const o of originals.values()) {
+      const inst = await until(
+        `${o.instanceId} running`,
+        async () => {
+          const [i] = await env.ec2.describeInstances([o.instanceId]);
+          return i?.state === "running" && i.volumes.some((v) => v.deviceName === "/dev/sdf") ? i : null;
+        },
+        ORIGINALS,
+      );
+      o.dataVolume = inst.volumes.find((v) => v.deviceName === "/dev/sdf")!.volumeId;
+    }
+  },
+  plus(budget({ scale: SCALE, starts: { "agent bundle build": 1 }, steps: { "RunInstances call": CASES.length } }), ORIGINALS).ms,
+);
 
 afterAll(async () => {
   killAll(children);
@@ -99,64 +138,68 @@ afterAll(async () => {
 });
 
 describe.concurrent("coordinator crash at every step boundary of import", () => {
-  it.each(CASES)(
+  it.for(CASES)(
     "SIGKILL after import step %i: one instance serving, the same volume and ENI, nothing orphaned, the data intact",
-    async (n) => {
+    { timeout: plus(RECORDS, CRASHED, RECOVERED, SETTLED).ms },
+    async (n, ctx) => {
       const name = `crash-import-${n}`;
       const o = originals.get(n)!;
-      await until("records to be acknowledged", () => readAcks(o.acks).length > 10);
       const s = await slot(`import-${n}`);
+      const runs: Array<Awaited<ReturnType<typeof startCoordinatorCli>>> = [];
+      const evidence = crashCaseEvidence({
+        runs,
+        call: (m, p) => adminApi(`http://127.0.0.1:${s.port}`).call(m, p),
+        name,
+        world: env.lc.world,
+      });
       let current = await startCoordinatorCli(s, { ownerDir: dir, children, crash: { kind: "import", n }, firstStart: true });
+      runs.push(current);
       try {
-        await api(s, "POST", "import", {
-          instanceId: o.instanceId,
-          name,
-          overrides: { persistence: { volumes: [{ device: "/dev/sdf", mountPoint: "/data" }] }, hooks: { preStop: STOP_WRITER } },
-        });
-        const how = await Promise.race([current.exited, new Promise((r) => setTimeout(() => r("no-crash"), 90_000))]);
-        expect(how, current.log.join("")).toMatchObject({ signal: "SIGKILL" });
+        await withEvidence(ctx, import.meta.filename, evidence, async () => {
+          await until("records to be acknowledged", () => readAcks(o.acks).length > 10, RECORDS);
+          await api(s, "POST", "import", {
+            instanceId: o.instanceId,
+            name,
+            overrides: { persistence: { volumes: [{ device: "/dev/sdf", mountPoint: "/data" }] }, hooks: { preStop: STOP_WRITER } },
+          });
+          const how = await Promise.race([current.exited, new Promise((r) => setTimeout(() => r("no-crash"), CRASHED.ms))]);
+          expect(how, current.log.join("")).toMatchObject({ signal: "SIGKILL" });
 
-        current = await startCoordinatorCli(s, { ownerDir: dir, children });
-        const after = await until(
-          `${name} to be running at generation 1`,
-          async () => {
-            const d = await api(s, "GET", `instances/${name}`);
-            if (d.state === "failed") throw new Error(`${name} failed: ${d.stateReason}\n${current.log.join("")}`);
-            return d.state === "running" && d.generation === 1 ? d : null;
-          },
-          60_000,
-        );
-        expect(after.privateIp).toBe(o.privateIp);
-        expect(after.resources.volumes[0].volumeId).toBe(o.dataVolume);
-        expect(after.resources.network.eniId).toBe(o.eniId);
-        // One instance serving: generation 1; the original is gone; no duplicate launch.
-        expect((await env.ec2.describeInstances([o.instanceId]))[0]?.state).toBe("terminated");
-        expect((await liveInstances(env, name)).map((i) => i.instanceId)).toEqual([after.instanceId]);
-        const gen1 = await env.ec2.findInstances({ "spotkeep:instance": name, "spotkeep:generation": "1" });
-        expect(gen1.map((i) => i.instanceId)).toEqual([after.instanceId]);
-        // Nothing orphaned: the one data volume (attached to generation 1), the one ENI, one root image,
-        // and once the workflow ends only generation 1's root volume.
-        const vol = await env.ec2.describeVolume(o.dataVolume);
-        expect(vol?.attachments.map((a) => a.instanceId)).toEqual([after.instanceId]);
-        const enis = [...env.lc.world.enis.values()].filter((e) => e.tags.get("spotkeep:instance") === name);
-        expect(enis.map((e) => e.id)).toEqual([o.eniId]);
-        const images = [...env.lc.world.images.values()].filter((i) => i.tags.get("spotkeep:instance") === name && i.state !== "failed");
-        expect(images).toHaveLength(1);
-        const roots = () =>
-          [...env.lc.world.volumes.values()]
-            .filter((v) => v.tags.get("spotkeep:instance") === name && v.tags.get("spotkeep:root") === "true")
-            .filter((v) => v.state !== "deleted" && v.state !== "deleting")
-            .map((v) => v.attachment?.instanceId ?? v.id);
-        await until(
-          "only generation 1's root volume",
-          () => (JSON.stringify(roots()) === JSON.stringify([after.instanceId]) ? true : null),
-          30_000,
-        );
-        // Every acknowledged record is on the data volume, as generation 1 sees it.
-        const acked = readAcks(o.acks);
-        const records = readRecords(join(env.rootDir(after.instanceId), "data", "records.log"));
-        expect(acked.length).toBeGreaterThan(10);
-        expect(acked.filter((x) => !records.has(x))).toEqual([]);
+          current = await startCoordinatorCli(s, { ownerDir: dir, children });
+          runs.push(current);
+          const after = await reachState(`http://127.0.0.1:${s.port}`, name, "running", 1, RECOVERED);
+          expect(after.privateIp).toBe(o.privateIp);
+          expect(after.resources.volumes[0].volumeId).toBe(o.dataVolume);
+          expect(after.resources.network.eniId).toBe(o.eniId);
+          // One instance serving: generation 1; the original is gone; no duplicate launch.
+          expect((await env.ec2.describeInstances([o.instanceId]))[0]?.state).toBe("terminated");
+          expect((await liveInstances(env, name)).map((i) => i.instanceId)).toEqual([after.instanceId]);
+          const gen1 = await env.ec2.findInstances({ "spotkeep:instance": name, "spotkeep:generation": "1" });
+          expect(gen1.map((i) => i.instanceId)).toEqual([after.instanceId]);
+          // Nothing orphaned: the one data volume (attached to generation 1), the one ENI, one root image,
+          // and once the workflow ends only generation 1's root volume.
+          const vol = await env.ec2.describeVolume(o.dataVolume);
+          expect(vol?.attachments.map((a) => a.instanceId)).toEqual([after.instanceId]);
+          const enis = [...env.lc.world.enis.values()].filter((e) => e.tags.get("spotkeep:instance") === name);
+          expect(enis.map((e) => e.id)).toEqual([o.eniId]);
+          const images = [...env.lc.world.images.values()].filter((i) => i.tags.get("spotkeep:instance") === name && i.state !== "failed");
+          expect(images).toHaveLength(1);
+          const roots = () =>
+            [...env.lc.world.volumes.values()]
+              .filter((v) => v.tags.get("spotkeep:instance") === name && v.tags.get("spotkeep:root") === "true")
+              .filter((v) => v.state !== "deleted" && v.state !== "deleting")
+              .map((v) => v.attachment?.instanceId ?? v.id);
+          await until(
+            "only generation 1's root volume",
+            () => (JSON.stringify(roots()) === JSON.stringify([after.instanceId]) ? true : null),
+            SETTLED,
+          );
+          // Every acknowledged record is on the data volume, as generation 1 sees it.
+          const acked = readAcks(o.acks);
+          const records = readRecords(join(env.rootDir(after.instanceId), "data", "records.log"));
+          expect(acked.length).toBeGreaterThan(10);
+          expect(acked.filter((x) => !records.has(x))).toEqual([]);
+        });
       } finally {
         if (current.child.exitCode === null && current.child.signalCode === null) {
           current.child.kill("SIGKILL");
@@ -164,6 +207,5 @@ describe.concurrent("coordinator crash at every step boundary of import", () => 
         }
       }
     },
-    180_000,
   );
 });

@@ -30,8 +30,11 @@ import { parseSpec, type SpecInput } from "../../shared/spec.js";
 import { leftovers } from "../linux/leftovers.js";
 import { holdLinuxSuiteLock } from "./linux-suite-lock.js";
 import { PgConnection } from "./pgwire.js";
-import { RowWriter } from "./row-writer.js";
+import { RowWriter, WRITER_EVERY_MS, WRITER_RETRY_MS, WRITER_TIMEOUT_MS } from "./row-writer.js";
 import { benchSummary } from "../../bench/summary.js";
+import { AGENT_POLL_MS } from "../../coordinator/health.js";
+import { type Budget, budget, explain, plus, realTime, type RunbookKind, runbookModel, runbookSteps } from "../support/budgets.js";
+import { instanceEvidence, localcloudEvidence, prefixed, settled } from "../support/evidence.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const AGENT_BUNDLE = join(ROOT, "dist", "spotkeep-agent.js");
@@ -145,8 +148,7 @@ export function postgresSpec(
       dataMethod,
       network: { privateIp: "same-eni", attach },
     },
-    // Model seconds (scaled like everything else): generous, so crash recovery at start-up fits.
-    hooks: { preStop: postgresPreStop(bin), postRestore: postgresPostRestore(bin), timeoutSeconds: 900 },
+    hooks: { preStop: postgresPreStop(bin), postRestore: postgresPostRestore(bin), timeoutSeconds: HOOKS_TIMEOUT_SECONDS },
   };
 }
 
@@ -192,27 +194,179 @@ export interface ScenarioResult {
   error: string | null;
 }
 
+/**
+ * What a run leaves to explain itself: its own progress lines, the coordinator's and localcloud's
+ * logs (the last TRACE_LINES of each), and each instance's detail, timeline and localcloud resources
+ * taken at the end of the run, while its coordinator still ran.
+ */
+export interface ScenarioTrace {
+  scenario: string[];
+  coordinator: string[];
+  localcloud: string[];
+  /** File name → text (`<instance>-instance.json`, `-timeline.txt`, `-localcloud.json`), taken at the end of the run. */
+  instances: Record<string, string>;
+}
+
+const TRACE_LINES = 20_000;
+
+export function newTrace(): ScenarioTrace {
+  return { scenario: [], coordinator: [], localcloud: [], instances: {} };
+}
+
+function keep(buf: string[], line: string): void {
+  buf.push(`${new Date().toISOString()} ${line}`);
+  if (buf.length > TRACE_LINES) buf.splice(0, buf.length - TRACE_LINES);
+}
+
 export interface ScenarioOptions {
   timeScale?: number;
   log?: (line: string) => void;
   /** Print coordinator/localcloud logs too. */
   verbose?: boolean;
   writeReport?: boolean;
+  /** Filled as the run goes (a caller keeps it to write evidence when the run fails). */
+  trace?: ScenarioTrace;
+}
+
+/** The stateful instances the scenario manages. */
+const INSTANCE_NAMES = ["pg-reattach", "pg-snapshot", "pg-mbb", "pg-imported"] as const;
+/** The coordinator's lost-instance check (model ms). */
+const LOST_CHECK_MS = 5000;
+/** The hooks' timeout (model seconds): generous, so PostgreSQL's crash recovery at start-up fits. */
+const HOOKS_TIMEOUT_SECONDS = 900;
+/** Instances the scenario creates side by side (the fourth is imported). */
+const CREATED_SIDE_BY_SIDE = 3;
+/** COMMITs the client must see at each point before the scenario goes on. */
+const ROWS = 20;
+
+type Round = { name: (typeof INSTANCE_NAMES)[number]; kind: "interrupt" | "lose" };
+const ROUNDS: Round[] = [
+  { name: "pg-reattach", kind: "interrupt" },
+  { name: "pg-reattach", kind: "interrupt" },
+  { name: "pg-snapshot", kind: "interrupt" },
+  { name: "pg-mbb", kind: "interrupt" },
+  { name: "pg-reattach", kind: "lose" },
+  { name: "pg-imported", kind: "interrupt" },
+];
+
+/**
+ * How long each wait of the scenario may take (test/support/budgets.ts): the runbooks' model
+ * bounds for these specs (no root persistence except the imported instance's, 900 s hooks), the
+ * real starts on the linux runtime (agent, mkfs, initdb, PostgreSQL), and the client's own
+ * timeouts for the COMMITs it must see.
+ */
+export function scenarioBudgets(scale: number) {
+  const p = PROFILES.realistic;
+  const shape = { hooksTimeoutSeconds: HOOKS_TIMEOUT_SECONDS, root: false };
+  const commits = realTime({
+    "client reconnect": WRITER_TIMEOUT_MS + WRITER_RETRY_MS,
+    [`${ROWS} COMMITs at most one timeout each`]: ROWS * (WRITER_EVERY_MS + WRITER_TIMEOUT_MS),
+  });
+  const round = (r: Round): { kind: RunbookKind; shape: typeof shape & { dataMethod?: "snapshot" } } => {
+    if (r.kind === "lose") return { kind: "replace-lost", shape };
+    if (r.name === "pg-mbb") return { kind: "replace-mbb", shape };
+    if (r.name === "pg-snapshot") return { kind: "replace", shape: { ...shape, dataMethod: "snapshot" } };
+    // The imported instance keeps its root (captured as an image at the import).
+    return { kind: "replace", shape: { ...shape, root: r.name === "pg-imported" } };
+  };
+  const b = {
+    /**
+     * The three instances, created side by side: each its agent, a file system on its volume, initdb
+     * and PostgreSQL. Their starts share the machine's two cores, so all of them count (a run under
+     * load took 45 s to create them with one instance's starts allowed).
+     */
+    created: budget({
+      scale,
+      model: runbookModel("create", shape),
+      steps: runbookSteps("create"),
+      starts: { agent: CREATED_SIDE_BY_SIDE, mkfs: CREATED_SIDE_BY_SIDE, initdb: CREATED_SIDE_BY_SIDE, PostgreSQL: CREATED_SIDE_BY_SIDE },
+    }),
+    /** The client's first COMMITs on a server that may still be starting. */
+    firstCommits: plus(budget({ scale, starts: { PostgreSQL: 1 } }), commits),
+    /** The plain instance (launched with the SDK) runs with its data volume. */
+    plain: budget({
+      scale,
+      model: { "launch call": p.runInstancesCall, "create volume": p.createVolume, "pending → running": p.pendingToRunning },
+    }),
+    /** Its own user-data formats the volume and sets PostgreSQL up; then the first COMMITs. */
+    plainCommits: plus(budget({ scale, model: { boot: p.bootToUserData }, starts: { mkfs: 1, initdb: 1, PostgreSQL: 1 } }), commits),
+    /** The import, generation 1 started with its agent and PostgreSQL (postRestore). */
+    imported: budget({
+      scale,
+      model: runbookModel("import", { ...shape, root: true }),
+      steps: runbookSteps("import"),
+      starts: { agent: 1, PostgreSQL: 1 },
+    }),
+    /** COMMITs on a running server (before a round, and on the generation a round brought). */
+    commits: plus(budget({ scale }), commits),
+    /** The coordinator notices the round: the agent relays the spot notice at its next poll, or the lost check sees the instance gone. */
+    noticed: (r: Round) =>
+      budget({
+        scale,
+        model: r.kind === "lose" ? { "lost check": LOST_CHECK_MS } : { "agent poll": AGENT_POLL_MS },
+        steps: { replace: 1 },
+      }),
+    /** The round's replacement, its slowest documented fallback included, with the new generation's agent and PostgreSQL. */
+    replaced: (r: Round) => {
+      const { kind, shape: sh } = round(r);
+      return budget({ scale, model: runbookModel(kind, sh), steps: runbookSteps(kind), starts: { agent: 1, PostgreSQL: 1 } });
+    },
+  };
+  return b;
+}
+
+/** The whole scenario's waits, one after another: what a caller allows for the run. */
+export function scenarioBudget(scale: number): Budget {
+  const b = scenarioBudgets(scale);
+  return plus(
+    b.created,
+    ...Array.from({ length: 3 }, () => b.firstCommits),
+    b.plain,
+    b.plainCommits,
+    b.imported,
+    b.commits,
+    ...ROUNDS.flatMap((r) => [b.commits, b.noticed(r), b.replaced(r), b.commits]),
+  );
 }
 
 async function until<T>(
   what: string,
   f: () => Promise<T | null | undefined | false> | T | null | undefined | false,
-  ms: number,
+  limit: Budget,
   every = 100,
 ): Promise<T> {
-  const end = Date.now() + ms;
+  const end = Date.now() + limit.ms;
   for (;;) {
     const v = await f();
     if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    if (Date.now() > end) throw new Error(`timed out after ${limit.ms} ms waiting for ${what} (budget ${explain(limit)})`);
     await new Promise((r) => setTimeout(r, every));
   }
+}
+
+/** Waits for a promise at most `limit`, naming what it waited for when it gives up. */
+async function within<T>(what: string, p: Promise<T>, limit: Budget): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      p,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${what} did not finish within ${limit.ms} ms (budget ${explain(limit)})`)), limit.ms);
+      }),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** The admin API's two instance reads, answered by the in-process coordinator's views (for instanceEvidence). */
+function viewsCall(c: Coordinator) {
+  return async (_method: string, path: string) => {
+    const m = /^instances\/([^/]+)(\/events)?$/.exec(path);
+    const name = m ? decodeURIComponent(m[1]!) : "";
+    const body = m?.[2] ? await c.views.getEvents(name) : await c.views.getInstance(name);
+    return body ? { status: 200, body } : { status: 404, body: { error: `no stateful instance ${name}` } };
+  };
 }
 
 async function control(lc: LocalCloud, method: string, path: string, body?: unknown): Promise<unknown> {
@@ -240,7 +394,13 @@ async function readBack(ip: string): Promise<{ rows: Set<number>; serverAddr: st
 
 export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<ScenarioResult> {
   const timeScale = o.timeScale ?? 0.05;
-  const log = o.log ?? ((l: string) => console.log(l));
+  const trace = o.trace ?? newTrace();
+  const out = o.log ?? ((l: string) => console.log(l));
+  const log = (l: string) => {
+    keep(trace.scenario, l);
+    out(l);
+  };
+  const budgets = scenarioBudgets(timeScale);
   const bin = postgresBin();
   const why = postgresE2eUnavailable();
   if (why || !bin) throw new Error(`the PostgreSQL end-to-end run cannot run here: ${why}`);
@@ -278,9 +438,20 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
     lostRows.set(name, s);
     result.lost = [...lostRows.values()].reduce((a, x) => a + x.size, 0);
   };
-  const quiet = o.verbose ? (l: string) => log(`  | ${l}`) : () => undefined;
+  const quiet = (sink: string[]) => (l: string) => {
+    keep(sink, l);
+    if (o.verbose) out(`  | ${l}`);
+  };
   try {
-    lc = await startLocalCloud({ port: 0, profile: "realistic", timeScale, runtime: "linux", stateDir, throttle: false, log: quiet });
+    lc = await startLocalCloud({
+      port: 0,
+      profile: "realistic",
+      timeScale,
+      runtime: "linux",
+      stateDir,
+      throttle: false,
+      log: quiet(trace.localcloud),
+    });
     const bridge = (lc.runtime as { imdsBindAddress?: () => string }).imdsBindAddress?.() ?? "172.31.0.1";
     coord = await startCoordinator({
       config: {
@@ -292,9 +463,9 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
         timeScale,
         adminToken: "pg-e2e-admin-token-0123456789",
         agentBundlePath: AGENT_BUNDLE,
-        lostCheckIntervalMs: 5000,
+        lostCheckIntervalMs: LOST_CHECK_MS,
       },
-      log: quiet,
+      log: quiet(trace.coordinator),
     });
     const c = coord;
     const cloud = lc;
@@ -305,11 +476,11 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
     const names = Object.keys(methods) as Array<keyof typeof methods>;
     const createdNames = names.filter((n) => n !== "pg-imported");
     // pg-imported's original: a plain on-demand instance, launched with the SDK while the others are created.
-    const plain = launchPlainPostgres(cloud, bin);
+    const plain = launchPlainPostgres(cloud, bin, budgets.plain);
     const created = await Promise.all(
       createdNames.map(async (n) => {
         const { workflowId } = await c.views.createInstance(parseSpec(postgresSpec(n, cloud, bin, methods[n], network(n))));
-        return c.engine.wait(workflowId);
+        return within(`${n}: create ${workflowId}`, c.engine.wait(workflowId), budgets.created);
       }),
     );
     for (const w of created) if (w.status !== "succeeded") throw new Error(`creating ${w.instance}: ${w.status}: ${w.error}`);
@@ -325,11 +496,13 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
     }
     for (const n of createdNames) {
       const w = writers.get(n)!;
-      await until(`${n}: the first acknowledged rows (last error: ${w.lastError})`, () => w.acked.length >= 20, 120_000).catch(
-        async (e) => {
-          throw new Error(`${(e as Error).message}\n${consoleTail(cloud, (await c.views.getInstance(n))?.instanceId)}`);
-        },
-      );
+      await until(
+        `${n}: the first acknowledged rows (last error: ${w.lastError})`,
+        () => w.acked.length >= ROWS,
+        budgets.firstCommits,
+      ).catch(async (e) => {
+        throw new Error(`${(e as Error).message}\n${consoleTail(cloud, (await c.views.getInstance(n))?.instanceId)}`);
+      });
     }
 
     // The imported start: PostgreSQL serves on the plain instance and the client writes; then it is imported.
@@ -342,8 +515,8 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
       w.start();
       await until(
         `${n}: the first acknowledged rows on the plain instance (last error: ${w.lastError})`,
-        () => w.acked.length >= 20,
-        180_000,
+        () => w.acked.length >= ROWS,
+        budgets.plainCommits,
       ).catch((e) => {
         throw new Error(`${(e as Error).message}\n${consoleTail(cloud, original.instanceId)}`);
       });
@@ -355,20 +528,17 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
         dryRun: false,
         overrides: {
           persistence: { volumes: [{ device: "/dev/sdf", mountPoint: "/var/lib/postgresql", fsType: "ext4" }] },
-          hooks: { preStop: postgresPreStop(bin), postRestore: postgresPostRestore(bin), timeoutSeconds: 900 },
+          hooks: { preStop: postgresPreStop(bin), postRestore: postgresPostRestore(bin), timeoutSeconds: HOOKS_TIMEOUT_SECONDS },
         },
       });
-      const done = await Promise.race([
-        c.engine.wait(started.workflowId!),
-        new Promise<never>((_, rej) => setTimeout(() => rej(new Error(`${n}: import did not finish within 300 s`)), 300_000)),
-      ]);
+      const done = await within(`${n}: import ${started.workflowId}`, c.engine.wait(started.workflowId!), budgets.imported);
       if (done.status !== "succeeded") throw new Error(`${n}: import ${done.id} ${done.status}: ${done.error}`);
       const after = (await c.views.getInstance(n))!;
       const ackedAtReady = w.acked.length;
       await until(
         `${n}: COMMITs on generation 1 (last client error: ${w.lastError})`,
-        () => w.acked.length >= ackedAtReady + 20,
-        120_000,
+        () => w.acked.length >= ackedAtReady + ROWS,
+        budgets.commits,
       ).catch((e) => {
         throw new Error(`${(e as Error).message}\n${consoleTail(cloud, after.instanceId)}`);
       });
@@ -410,14 +580,7 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
       );
     }
 
-    const rounds: Array<{ name: keyof typeof methods; kind: "interrupt" | "lose" }> = [
-      { name: "pg-reattach", kind: "interrupt" },
-      { name: "pg-reattach", kind: "interrupt" },
-      { name: "pg-snapshot", kind: "interrupt" },
-      { name: "pg-mbb", kind: "interrupt" },
-      { name: "pg-reattach", kind: "lose" },
-      { name: "pg-imported", kind: "interrupt" },
-    ];
+    const rounds = ROUNDS;
     for (const r of rounds) {
       const w = writers.get(r.name)!;
       const before = (await c.views.getInstance(r.name))!;
@@ -425,21 +588,16 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
       const known = new Set((await c.store.workflows.listFor(r.name)).map((x) => x.id));
       const outagesBefore = w.outages.length;
       const ackedBefore = w.acked.length;
-      await until(`${r.name}: rows acknowledged before the ${r.kind}`, () => w.acked.length >= ackedBefore + 20, 60_000);
+      await until(`${r.name}: rows acknowledged before the ${r.kind}`, () => w.acked.length >= ackedBefore + ROWS, budgets.commits);
       if (r.kind === "interrupt") await control(cloud, "POST", `instances/${oldId}/interrupt`, { action: "terminate", noticeSeconds: 120 });
       else await control(cloud, "POST", `instances/${oldId}/lose`);
       log(`${r.name}: ${r.kind} ${oldId} (generation ${before.generation}) with ${w.acked.length} rows acknowledged`);
       const wf = await until(
         `${r.name}: a replace workflow after the ${r.kind}`,
         async () => (await c.store.workflows.listFor(r.name)).find((x) => x.kind === "replace" && !known.has(x.id)),
-        120_000,
+        budgets.noticed(r),
       );
-      const done = await Promise.race([
-        c.engine.wait(wf.id),
-        new Promise<never>((_, rej) =>
-          setTimeout(() => rej(new Error(`${r.name}: replace ${wf.id} did not finish within 300 s`)), 300_000),
-        ),
-      ]);
+      const done = await within(`${r.name}: replace ${wf.id}`, c.engine.wait(wf.id), budgets.replaced(r));
       if (done.status !== "succeeded") throw new Error(`${r.name}: replace ${wf.id} ${done.status}: ${done.error}`);
       const after = (await c.views.getInstance(r.name))!;
       if (after.instanceId === oldId || after.generation !== before.generation + 1)
@@ -448,8 +606,8 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
       const ackedAtReady = w.acked.length;
       await until(
         `${r.name}: COMMITs on generation ${after.generation} (last client error: ${w.lastError})`,
-        () => w.acked.length >= ackedAtReady + 20,
-        120_000,
+        () => w.acked.length >= ackedAtReady + ROWS,
+        budgets.commits,
       ).catch((e) => {
         throw new Error(`${(e as Error).message}\n${consoleTail(cloud, after.instanceId)}`);
       });
@@ -510,6 +668,18 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
     result.error = (err as Error).message;
     log(`postgres e2e failed: ${result.error}`);
   } finally {
+    // What the coordinator knows of each instance, while it still runs (a caller's checks of the
+    // result may fail where the run did not).
+    const c = coord;
+    const cloud = lc;
+    for (const n of INSTANCE_NAMES)
+      Object.assign(
+        trace.instances,
+        prefixed(
+          `${n}-`,
+          await settled({ ...(c ? instanceEvidence(viewsCall(c), n) : {}), ...(cloud ? localcloudEvidence(cloud.world, n) : {}) }),
+        ),
+      );
     for (const w of writers.values()) await w.stop().catch(() => undefined);
     await coord?.stop().catch((e) => log(`stopping the coordinator: ${String(e)}`));
     await lc?.stop().catch((e) => log(`stopping localcloud: ${String(e)}`));
@@ -534,7 +704,11 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
  * pg-imported's original, launched the way a user would (outside spotkeep): on-demand, a 1 GiB gp3
  * data volume at /dev/sdf deleted with the instance, PostgreSQL set up by its own user-data.
  */
-async function launchPlainPostgres(lc: LocalCloud, bin: string): Promise<{ instanceId: string; privateIp: string; dataVolume: string }> {
+async function launchPlainPostgres(
+  lc: LocalCloud,
+  bin: string,
+  limit: Budget,
+): Promise<{ instanceId: string; privateIp: string; dataVolume: string }> {
   const sdk = new EC2Client({ endpoint: lc.endpoint, region: "us-east-1", credentials: { accessKeyId: "x", secretAccessKey: "x" } });
   try {
     const subnet = [...lc.world.subnets.values()].sort((a, b) => a.az.localeCompare(b.az))[0]!;
@@ -559,7 +733,7 @@ async function launchPlainPostgres(lc: LocalCloud, bin: string): Promise<{ insta
         const x = r.Reservations?.[0]?.Instances?.[0];
         return x?.State?.Name === "running" && x.BlockDeviceMappings?.some((b) => b.DeviceName === "/dev/sdf") ? x : null;
       },
-      120_000,
+      limit,
     );
     const dataVolume = running.BlockDeviceMappings!.find((b) => b.DeviceName === "/dev/sdf")!.Ebs!.VolumeId!;
     return { instanceId: id, privateIp: running.PrivateIpAddress!, dataVolume };

@@ -7,8 +7,20 @@ import { tmpdir } from "node:os";
 import { afterAll, describe, expect, it } from "vitest";
 import { leftovers } from "../linux/leftovers.js";
 import { linuxRuntimeUnavailable } from "../../localcloud/runtime/linux/index.js";
-import { postgresE2eUnavailable, runPostgresScenario, summaryLine, type ScenarioResult } from "./postgres-scenario.js";
+import { budget, plus } from "../support/budgets.js";
+import { withEvidence } from "../support/evidence.js";
+import {
+  newTrace,
+  postgresE2eUnavailable,
+  runPostgresScenario,
+  scenarioBudget,
+  summaryLine,
+  type ScenarioResult,
+} from "./postgres-scenario.js";
 
+const TIME_SCALE = 0.05;
+/** The scenario's waits (each a budget from the model), and starting and stopping localcloud and the coordinator. */
+const TIMEOUT = plus(scenarioBudget(TIME_SCALE), budget({ scale: TIME_SCALE, starts: { localcloud: 1, coordinator: 1 } })).ms;
 const why = postgresE2eUnavailable();
 // Without the linux runtime (no root, missing tools) test/linux/linux.test.ts already says so in
 // its one skip line; only a PostgreSQL-specific reason is printed here.
@@ -29,10 +41,20 @@ describe.skipIf(why !== null)("PostgreSQL end to end on the linux runtime (real 
     }).toEqual({ loops: [], mounts: [] });
   });
 
-  it(
-    "keeps every acknowledged COMMIT and the private IP through two reattach interruptions, one snapshot-mode interruption, one make-before-break round, one lost instance, and an imported start then its interruption",
-    async () => {
-      r = await runPostgresScenario({ timeScale: 0.05, log: (l) => console.log(l) });
+  it("keeps every acknowledged COMMIT and the private IP through two reattach interruptions, one snapshot-mode interruption, one make-before-break round, one lost instance, and an imported start then its interruption", {
+    timeout: TIMEOUT,
+  }, async (ctx) => {
+    // A failing run leaves under test-output/: its own log, the coordinator's and localcloud's,
+    // and each instance's detail and timeline as the coordinator knew them at the end of the run.
+    const trace = newTrace();
+    const evidence = {
+      "scenario.log": () => trace.scenario.join("\n"),
+      "coordinator.log": () => trace.coordinator.join("\n"),
+      "localcloud.log": () => trace.localcloud.join("\n"),
+    };
+    await withEvidence(ctx, import.meta.filename, evidence, async () => {
+      r = await runPostgresScenario({ timeScale: TIME_SCALE, log: (l) => console.log(l), trace });
+      Object.assign(evidence, trace.instances);
       console.log(summaryLine(r));
       expect(r.error).toBeNull();
       expect(r.interruptions).toBe(6);
@@ -62,7 +84,6 @@ describe.skipIf(why !== null)("PostgreSQL end to end on the linux runtime (real 
       expect(r.rounds.filter((x) => x.instance === "pg-imported").map((x) => x.kind)).toEqual(["import", "interrupt"]);
       expect(r.downtimeSeconds).toHaveLength(7);
       expect(r.ok).toBe(true);
-    },
-    15 * 60_000,
-  );
+    });
+  });
 });

@@ -12,6 +12,13 @@ export interface Outage {
   firstAckAfter: number;
 }
 
+/** Real ms between inserts (keeps the shared CPU free). */
+export const WRITER_EVERY_MS = 10;
+/** Real ms before a connect or an INSERT counts as failed. */
+export const WRITER_TIMEOUT_MS = 3000;
+/** Real ms the writer pauses after a failure before it connects again. */
+export const WRITER_RETRY_MS = 100;
+
 export class RowWriter {
   readonly acked: number[] = [];
   readonly uncertain: number[] = [];
@@ -26,10 +33,8 @@ export class RowWriter {
 
   constructor(
     readonly host: string,
-    /** Real ms between inserts (keeps the shared CPU free). */
-    private readonly everyMs = 10,
-    /** Real ms before a connect or an INSERT counts as failed. */
-    private readonly timeoutMs = 3000,
+    private readonly everyMs = WRITER_EVERY_MS,
+    private readonly timeoutMs = WRITER_TIMEOUT_MS,
   ) {}
 
   start(): void {
@@ -66,7 +71,7 @@ export class RowWriter {
         this.failing = true;
         this.conn?.close();
         this.conn = null;
-        await delay(100);
+        await delay(WRITER_RETRY_MS);
       }
     }
   }

@@ -180,3 +180,37 @@ export function crashCaseEvidence(o: {
     ...localcloudEvidence(o.world, o.name),
   };
 }
+
+/** The same collectors under file names that start with `prefix` (several instances in one case). */
+export function prefixed(prefix: string, collectors: Record<string, Collector>): Record<string, Collector> {
+  return Object.fromEntries(Object.entries(collectors).map(([file, c]) => [`${prefix}${file}`, c]));
+}
+
+/**
+ * The evidence of a group's crash case: every coordinator run's output, the group as the last
+ * coordinator sees it, and each member's detail, timeline and localcloud resources (files
+ * prefixed with the member's name).
+ */
+export function groupCaseEvidence(o: {
+  runs: ReadonlyArray<{ log: string[] }>;
+  call: ApiCall;
+  group: string;
+  members: string[];
+  world: Parameters<typeof localcloudEvidence>[0];
+}): Record<string, Collector> {
+  return {
+    "coordinator.log": () => o.runs.map((r, i) => `===== coordinator run ${i + 1} =====\n${r.log.join("")}`).join("\n"),
+    "group.json": async () => json(await o.call("GET", `groups/${encodeURIComponent(o.group)}`)),
+    ...Object.assign({}, ...o.members.map((m) => prefixed(`${m}-`, { ...instanceEvidence(o.call, m), ...localcloudEvidence(o.world, m) }))),
+  };
+}
+
+/**
+ * The collectors' text now (each bounded as in writeEvidence), for a case that stops the process
+ * they ask before its last checks: the evidence then shows what that process said while it ran.
+ */
+export async function settled(collectors: Record<string, Collector>): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const [file, c] of Object.entries(collectors)) out[file] = await collect(c);
+  return out;
+}
