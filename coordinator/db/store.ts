@@ -176,6 +176,10 @@ export interface InstanceQueries {
 export interface GenerationQueries {
   /** Insert the generation if absent (idempotent on replay). */
   ensure(instance: string, generation: number, workflowId: string): void;
+  /**
+   * The generation's EC2 instance and where it runs. When the generation's EC2 instance changes (it
+   * was launched again), the session secret registered by the previous one is forgotten.
+   */
   recordLaunch(
     instance: string,
     generation: number,

@@ -6,6 +6,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
+import type { Budget } from "../support/budgets.js";
 import { coordinatorConfig, type Env, OWNER_ENV, ROOT, until } from "./harness.js";
 
 export const TEST_TOKEN = "test-admin-token-0123456789";
@@ -151,4 +152,21 @@ export async function startCoordinatorCli(
       slot.port = port;
     }
   }
+}
+
+/**
+ * Waits until the coordinator at `baseUrl` shows `name` in `state` (at `generation`, unless null);
+ * fails at once when it shows `failed`, with the reason it gives.
+ */
+export async function reachState(baseUrl: string, name: string, state: string, generation: number | null, limit: number | Budget) {
+  const api = adminApi(baseUrl);
+  return until(
+    `${name} to be ${state}${generation === null ? "" : ` at generation ${generation}`}`,
+    async () => {
+      const d = await api.ok("GET", `instances/${encodeURIComponent(name)}`);
+      if (d.state === "failed") throw new Error(`${name} failed: ${d.stateReason}`);
+      return d.state === state && (generation === null || d.generation === generation) ? d : null;
+    },
+    limit,
+  );
 }

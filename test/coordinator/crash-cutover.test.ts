@@ -10,8 +10,10 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { adminApi, coordinatorSlot, killAll, type Slot, startCoordinatorCli } from "./coordinator-process.js";
+import { adminApi, coordinatorSlot, killAll, reachState, type Slot, startCoordinatorCli } from "./coordinator-process.js";
 import { ensureAgentBundle, liveInstances, readAcks, readRecords, startEnv, until, type Env } from "./harness.js";
+import { AGENT_RECONNECT_CAP_MS, type Budget, budget, plus, runbookModel } from "../support/budgets.js";
+import { crashCaseEvidence, withEvidence } from "../support/evidence.js";
 
 // Slower than crash.test.ts: the replacement must be ready to take over within the notice window
 // even across a coordinator restart, or the run (correctly) falls back to break-before-make.
@@ -49,17 +51,32 @@ afterAll(async () => {
 
 type Slotted = Awaited<ReturnType<typeof startCoordinatorProcess>>;
 
-async function reach(s: Slot, name: string, state: string, generation: number, log: () => string, ms = 90_000) {
-  return until(
-    `${name} to be ${state} at generation ${generation}`,
-    async () => {
-      const d = await api(s, "GET", `instances/${name}`);
-      if (d.state === "failed") throw new Error(`${name} failed: ${d.stateReason}\n${log()}`);
-      return d.state === state && d.generation === generation ? d : null;
-    },
-    ms,
-  );
-}
+const reach = (s: Slot, name: string, state: string, generation: number, limit: Budget) =>
+  reachState(`http://127.0.0.1:${s.port}`, name, state, generation, limit);
+
+// What each phase may take (test/support/budgets.ts): the spec has no root persistence and 30 s hooks.
+const SHAPE = { hooksTimeoutSeconds: 30, root: false };
+const CREATED = budget({ scale: SCALE, model: runbookModel("create", SHAPE), starts: { agent: 1 } });
+/** Up to the crash: the runbook so far (at most all of it) in a coordinator just started. */
+const crashed = (kind: string) =>
+  budget({ scale: SCALE, model: runbookModel(kind === "create" ? "create" : "replace-mbb", SHAPE), starts: { coordinator: 1, agent: 1 } });
+/** After the restart: the agents find the new coordinator, and the rest of the runbook, fallback included. */
+const recovered = (kind: string) =>
+  budget({
+    scale: SCALE,
+    model: { "agent reconnect": AGENT_RECONNECT_CAP_MS, ...runbookModel(kind === "create" ? "create" : "replace-mbb", SHAPE) },
+    starts: { coordinator: 1, agent: 1 },
+  });
+/** The old generation's instance and root volume go once the workflow has ended. */
+const SETTLED = budget({ scale: SCALE, model: runbookModel("pause", SHAPE) });
+const caseTimeout = (kind: string) =>
+  plus(
+    kind === "replace" ? plus(CREATED, budget({ scale: SCALE, starts: { coordinator: 1 } })) : budget({ scale: SCALE }),
+    crashed(kind),
+    recovered(kind),
+    SETTLED,
+    SETTLED,
+  ).ms;
 
 function secondarySpec(name: string, acks: string) {
   const spec = env.spec(name, { root: false, acks });
@@ -67,72 +84,85 @@ function secondarySpec(name: string, acks: string) {
 }
 
 describe.concurrent("coordinator crash at every step of create and make-before-break replace (attach: secondary)", () => {
-  it.each(CASES)(
+  it.for(CASES)(
     "SIGKILL after $kind step $n: one generation serves, the stable ENI and the volume on it, data intact",
-    async ({ kind, n }) => {
+    { timeout: Math.max(caseTimeout("create"), caseTimeout("replace")) },
+    async ({ kind, n }, ctx) => {
       const name = `crash-mbb-${kind}-${n}`;
       const acks = join(dir, `${name}.acks`);
       const s = await slot(`mbb-${kind}-${n}`);
+      const runs: Slotted[] = [];
+      const evidence = crashCaseEvidence({
+        runs,
+        call: (m, p) => adminApi(`http://127.0.0.1:${s.port}`).call(m, p),
+        name,
+        world: env.lc.world,
+      });
       let current: Slotted = await startCoordinatorProcess(s, kind === "create" ? { kind, n } : undefined, true);
+      runs.push(current);
       try {
-        await api(s, "POST", "instances", secondarySpec(name, acks));
-        let created: any = null;
-        if (kind === "replace") {
-          created = await reach(s, name, "running", 1, () => current.log.join(""));
-          await until("records to be acknowledged", () => readAcks(acks).length > 10);
-          current.child.kill("SIGTERM");
-          await current.exited;
-          current = await startCoordinatorProcess(s, { kind, n });
-          await env.control("POST", `instances/${created.instanceId}/interrupt`, { action: "terminate", noticeSeconds: 120 });
-        }
-        const how = await Promise.race([current.exited, new Promise((r) => setTimeout(() => r("no-crash"), 60_000))]);
-        expect(how, current.log.join("")).toMatchObject({ signal: "SIGKILL" });
+        await withEvidence(ctx, import.meta.filename, evidence, async () => {
+          await api(s, "POST", "instances", secondarySpec(name, acks));
+          let created: any = null;
+          if (kind === "replace") {
+            created = await reach(s, name, "running", 1, CREATED);
+            await until("records to be acknowledged", () => readAcks(acks).length > 10);
+            current.child.kill("SIGTERM");
+            await current.exited;
+            current = await startCoordinatorProcess(s, { kind, n });
+            runs.push(current);
+            await env.control("POST", `instances/${created.instanceId}/interrupt`, { action: "terminate", noticeSeconds: 120 });
+          }
+          const how = await Promise.race([current.exited, new Promise((r) => setTimeout(() => r("no-crash"), crashed(kind).ms))]);
+          expect(how, current.log.join("")).toMatchObject({ signal: "SIGKILL" });
 
-        current = await startCoordinatorProcess(s);
-        const generation = kind === "create" ? 1 : 2;
-        const after = await reach(s, name, "running", generation, () => current.log.join(""));
-        const volumeId: string = after.resources.volumes[0].volumeId;
-        const eniId: string = after.resources.network.eniId;
-        if (created) {
-          expect(volumeId).toBe(created.resources.volumes[0].volumeId);
-          expect(eniId).toBe(created.resources.network.eniId);
-          expect(after.privateIp).toBe(created.privateIp);
-        }
-        // The one data volume and the one stable ENI, each attached to exactly the live instance.
-        const dataVols = [...env.lc.world.volumes.values()].filter(
-          (v) => v.tags.get("spotkeep:instance") === name && v.tags.has("spotkeep:device") && v.state !== "deleted",
-        );
-        expect(dataVols.map((v) => v.id)).toEqual([volumeId]);
-        // (Each generation's own primary ENI carries its generation tag and goes with its instance.)
-        const enis = [...env.lc.world.enis.values()].filter(
-          (e) => e.tags.get("spotkeep:instance") === name && !e.tags.has("spotkeep:generation"),
-        );
-        expect(enis.map((e) => e.id)).toEqual([eniId]);
-        const eni = await until("the stable ENI attached", async () => {
-          const e = await env.ec2.describeNetworkInterface(eniId);
-          return e?.attachment?.status === "attached" ? e : null;
+          current = await startCoordinatorProcess(s);
+          runs.push(current);
+          const generation = kind === "create" ? 1 : 2;
+          const after = await reach(s, name, "running", generation, recovered(kind));
+          const volumeId: string = after.resources.volumes[0].volumeId;
+          const eniId: string = after.resources.network.eniId;
+          if (created) {
+            expect(volumeId).toBe(created.resources.volumes[0].volumeId);
+            expect(eniId).toBe(created.resources.network.eniId);
+            expect(after.privateIp).toBe(created.privateIp);
+          }
+          // The one data volume and the one stable ENI, each attached to exactly the live instance.
+          const dataVols = [...env.lc.world.volumes.values()].filter(
+            (v) => v.tags.get("spotkeep:instance") === name && v.tags.has("spotkeep:device") && v.state !== "deleted",
+          );
+          expect(dataVols.map((v) => v.id)).toEqual([volumeId]);
+          // (Each generation's own primary ENI carries its generation tag and goes with its instance.)
+          const enis = [...env.lc.world.enis.values()].filter(
+            (e) => e.tags.get("spotkeep:instance") === name && !e.tags.has("spotkeep:generation"),
+          );
+          expect(enis.map((e) => e.id)).toEqual([eniId]);
+          const eni = await until("the stable ENI attached", async () => {
+            const e = await env.ec2.describeNetworkInterface(eniId);
+            return e?.attachment?.status === "attached" ? e : null;
+          });
+          expect(eni.attachment).toMatchObject({ instanceId: after.instanceId, deviceIndex: 1 });
+          const vol = await env.ec2.describeVolume(volumeId);
+          expect(vol?.attachments.map((a) => a.instanceId)).toEqual([after.instanceId]);
+          // One live generation, no duplicate launch; only its root volume is left once the old one is gone.
+          await until("one live instance", async () => ((await liveInstances(env, name)).length === 1 ? true : null), SETTLED);
+          expect((await liveInstances(env, name)).map((i) => i.instanceId)).toEqual([after.instanceId]);
+          const roots = () =>
+            [...env.lc.world.volumes.values()]
+              .filter((v) => v.tags.get("spotkeep:instance") === name && v.tags.get("spotkeep:root") === "true")
+              .filter((v) => v.state !== "deleted" && v.state !== "deleting")
+              .map((v) => v.attachment?.instanceId ?? v.id);
+          await until(
+            "only the live generation's root volume",
+            () => (JSON.stringify(roots()) === JSON.stringify([after.instanceId]) ? true : null),
+            SETTLED,
+          );
+          if (created) {
+            const acked = readAcks(acks);
+            const records = readRecords(join(env.rootDir(after.instanceId), "data", "records.log"));
+            expect(acked.filter((x) => !records.has(x))).toEqual([]);
+          }
         });
-        expect(eni.attachment).toMatchObject({ instanceId: after.instanceId, deviceIndex: 1 });
-        const vol = await env.ec2.describeVolume(volumeId);
-        expect(vol?.attachments.map((a) => a.instanceId)).toEqual([after.instanceId]);
-        // One live generation, no duplicate launch; only its root volume is left once the old one is gone.
-        await until("one live instance", async () => ((await liveInstances(env, name)).length === 1 ? true : null), 60_000);
-        expect((await liveInstances(env, name)).map((i) => i.instanceId)).toEqual([after.instanceId]);
-        const roots = () =>
-          [...env.lc.world.volumes.values()]
-            .filter((v) => v.tags.get("spotkeep:instance") === name && v.tags.get("spotkeep:root") === "true")
-            .filter((v) => v.state !== "deleted" && v.state !== "deleting")
-            .map((v) => v.attachment?.instanceId ?? v.id);
-        await until(
-          "only the live generation's root volume",
-          () => (JSON.stringify(roots()) === JSON.stringify([after.instanceId]) ? true : null),
-          60_000,
-        );
-        if (created) {
-          const acked = readAcks(acks);
-          const records = readRecords(join(env.rootDir(after.instanceId), "data", "records.log"));
-          expect(acked.filter((x) => !records.has(x))).toEqual([]);
-        }
       } finally {
         if (current.child.exitCode === null && current.child.signalCode === null) {
           current.child.kill("SIGKILL");
@@ -140,6 +170,5 @@ describe.concurrent("coordinator crash at every step of create and make-before-b
         }
       }
     },
-    240_000,
   );
 });

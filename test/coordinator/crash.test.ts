@@ -11,7 +11,9 @@ import type { ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { adminApi, coordinatorSlot, killAll, type Slot, startCoordinatorCli } from "./coordinator-process.js";
+import { adminApi, coordinatorSlot, killAll, reachState, type Slot, startCoordinatorCli } from "./coordinator-process.js";
+import { AGENT_RECONNECT_CAP_MS, type Budget, budget, plus, type RunbookKind, runbookModel } from "../support/budgets.js";
+import { crashCaseEvidence, withEvidence } from "../support/evidence.js";
 import { ensureAgentBundle, liveInstances, readAcks, readRecords, startEnv, until, type Env } from "./harness.js";
 
 const SCALE = 0.03;
@@ -54,18 +56,25 @@ afterAll(async () => {
 
 type Slotted = Awaited<ReturnType<typeof startCoordinatorProcess>>;
 
-/** Wait for the instance to reach `state` (at `generation`), failing fast if it fails. */
-async function reach(s: Slot, name: string, state: string, generation: number | null, log: () => string, ms = 45_000) {
-  return until(
-    `${name} to be ${state}${generation ? ` at generation ${generation}` : ""}`,
-    async () => {
-      const d = await api(s, "GET", `instances/${name}`);
-      if (d.state === "failed") throw new Error(`${name} failed: ${d.stateReason}\n${log()}`);
-      return d.state === state && (generation === null || d.generation === generation) ? d : null;
-    },
-    ms,
-  );
-}
+const reach = (s: Slot, name: string, state: string, generation: number | null, limit: Budget) =>
+  reachState(`http://127.0.0.1:${s.port}`, name, state, generation, limit);
+
+// What each phase may take (test/support/budgets.ts): env.spec's shape (root persistence, 30 s hooks).
+const SHAPE = { hooksTimeoutSeconds: 30, root: true };
+const model = (kind: string) => runbookModel(kind as RunbookKind, SHAPE);
+const CREATED = budget({ scale: SCALE, model: model("create"), starts: { agent: 1 } });
+const PAUSED = budget({ scale: SCALE, model: model("pause") });
+/** Up to the crash: the runbook so far (at most all of it) in a coordinator just started. */
+const crashed = (kind: string) => budget({ scale: SCALE, model: model(kind), starts: { coordinator: 1, agent: 1 } });
+/** After the restart: the agents find the new coordinator, and the rest of the runbook. */
+const recovered = (kind: string) =>
+  budget({ scale: SCALE, model: { "agent reconnect": AGENT_RECONNECT_CAP_MS, ...model(kind) }, starts: { coordinator: 1, agent: 1 } });
+/** The old generation's root volume goes once the workflow has ended. */
+const SETTLED = budget({ scale: SCALE, model: { "delete root": model("pause")["delete root"]! } });
+const KINDS = Object.keys(STEPS);
+const TIMEOUT = Math.max(
+  ...KINDS.map((k) => plus(CREATED, PAUSED, budget({ scale: SCALE, starts: { coordinator: 1 } }), crashed(k), recovered(k), SETTLED).ms),
+);
 
 /** Start the workflow of `kind` on a running (or, for resume, paused) instance. */
 async function trigger(s: Slot, kind: string, name: string, instanceId: string): Promise<void> {
@@ -83,13 +92,22 @@ const END: Record<string, { state: string; generation: number }> = {
 };
 
 describe.concurrent("coordinator crash at every step boundary of create, replace, recycle, pause and resume", () => {
-  it.each(CASES)(
+  it.for(CASES)(
     "SIGKILL after $kind step $n: resumes to where the runbook leads, with one identity and the data intact",
-    async ({ kind, n }) => {
+    { timeout: TIMEOUT },
+    async ({ kind, n }, ctx) => {
       const name = `crash-${kind}-${n}`;
       const acks = join(dir, `${name}.acks`);
       const s = await slot(`${kind}-${n}`);
+      const runs: Slotted[] = [];
+      const evidence = crashCaseEvidence({
+        runs,
+        call: (m, p) => adminApi(`http://127.0.0.1:${s.port}`).call(m, p),
+        name,
+        world: env.lc.world,
+      });
       let current: Slotted = await startCoordinatorProcess(s, kind === "create" ? { kind, n } : undefined, true);
+      runs.push(current);
       const stopCurrent = async () => {
         if (current.child.exitCode === null && current.child.signalCode === null) {
           current.child.kill("SIGKILL");
@@ -97,74 +115,77 @@ describe.concurrent("coordinator crash at every step boundary of create, replace
         }
       };
       try {
-        await api(s, "POST", "instances", env.spec(name, { acks }));
-        let created: any = null;
-        if (kind !== "create") {
-          created = await reach(s, name, "running", 1, () => current.log.join(""));
-          await until("records to be acknowledged", () => readAcks(acks).length > 10);
-          if (kind === "resume") {
-            await api(s, "POST", `instances/${name}/pause`);
-            await reach(s, name, "paused", 1, () => current.log.join(""));
+        await withEvidence(ctx, import.meta.filename, evidence, async () => {
+          await api(s, "POST", "instances", env.spec(name, { acks }));
+          let created: any = null;
+          if (kind !== "create") {
+            created = await reach(s, name, "running", 1, CREATED);
+            await until("records to be acknowledged", () => readAcks(acks).length > 10);
+            if (kind === "resume") {
+              await api(s, "POST", `instances/${name}/pause`);
+              await reach(s, name, "paused", 1, PAUSED);
+            }
+            // Restart with the crash hook armed for this kind, then start the workflow.
+            current.child.kill("SIGTERM");
+            await current.exited;
+            current = await startCoordinatorProcess(s, { kind, n });
+            runs.push(current);
+            await trigger(s, kind, name, created.instanceId);
           }
-          // Restart with the crash hook armed for this kind, then start the workflow.
-          current.child.kill("SIGTERM");
-          await current.exited;
-          current = await startCoordinatorProcess(s, { kind, n });
-          await trigger(s, kind, name, created.instanceId);
-        }
-        const how = await Promise.race([current.exited, new Promise((r) => setTimeout(() => r("no-crash"), 60_000))]);
-        expect(how, current.log.join("")).toMatchObject({ signal: "SIGKILL" });
+          const how = await Promise.race([current.exited, new Promise((r) => setTimeout(() => r("no-crash"), crashed(kind).ms))]);
+          expect(how, current.log.join("")).toMatchObject({ signal: "SIGKILL" });
 
-        current = await startCoordinatorProcess(s);
-        const end = END[kind]!;
-        const after = await reach(s, name, end.state, end.generation, () => current.log.join(""));
-        const volumeId: string = after.resources.volumes[0].volumeId;
-        const eniId: string = after.resources.network.eniId;
-        if (created) {
-          expect(volumeId).toBe(created.resources.volumes[0].volumeId);
-          expect(eniId).toBe(created.resources.network.eniId);
-        }
-        // Exactly the one data volume and the one ENI, nothing orphaned.
-        const dataVols = [...env.lc.world.volumes.values()].filter(
-          (v) => v.tags.get("spotkeep:instance") === name && v.tags.has("spotkeep:device") && v.state !== "deleted",
-        );
-        expect(dataVols.map((v) => v.id)).toEqual([volumeId]);
-        const enis = [...env.lc.world.enis.values()].filter((e) => e.tags.get("spotkeep:instance") === name);
-        expect(enis.map((e) => e.id)).toEqual([eniId]);
-        // Root volumes outlive their instances: only the live generation's is left once the workflow has ended.
-        const roots = () =>
-          [...env.lc.world.volumes.values()]
-            .filter((v) => v.tags.get("spotkeep:instance") === name && v.tags.get("spotkeep:root") === "true")
-            .filter((v) => v.state !== "deleted" && v.state !== "deleting")
-            .map((v) => v.attachment?.instanceId ?? v.id);
-        const wantRoots = end.state === "paused" ? [] : [after.instanceId];
-        await until(
-          "only the live generation's root volume",
-          () => (JSON.stringify(roots()) === JSON.stringify(wantRoots) ? true : null),
-          30_000,
-        );
-        const live = await liveInstances(env, name);
-        if (end.state === "paused") {
-          expect(live).toEqual([]);
-          expect((await env.ec2.describeVolume(volumeId))?.state).toBe("available");
-          return;
-        }
-        // One live generation; no duplicate launch of the final generation.
-        expect(live.map((i) => i.instanceId)).toEqual([after.instanceId]);
-        const gen = await env.ec2.findInstances({ "spotkeep:instance": name, "spotkeep:generation": String(end.generation) });
-        expect(gen.map((i) => i.instanceId)).toEqual([after.instanceId]);
-        const vol = await env.ec2.describeVolume(volumeId);
-        expect(vol?.attachments.map((a) => a.instanceId)).toEqual([after.instanceId]);
-        // Every acknowledged record survived.
-        if (created) {
-          const acked = readAcks(acks); // acks first: a record is on disk before its ack is written
-          const records = readRecords(join(env.rootDir(after.instanceId), "data", "records.log"));
-          expect(acked.filter((x) => !records.has(x))).toEqual([]);
-        }
+          current = await startCoordinatorProcess(s);
+          runs.push(current);
+          const end = END[kind]!;
+          const after = await reach(s, name, end.state, end.generation, recovered(kind));
+          const volumeId: string = after.resources.volumes[0].volumeId;
+          const eniId: string = after.resources.network.eniId;
+          if (created) {
+            expect(volumeId).toBe(created.resources.volumes[0].volumeId);
+            expect(eniId).toBe(created.resources.network.eniId);
+          }
+          // Exactly the one data volume and the one ENI, nothing orphaned.
+          const dataVols = [...env.lc.world.volumes.values()].filter(
+            (v) => v.tags.get("spotkeep:instance") === name && v.tags.has("spotkeep:device") && v.state !== "deleted",
+          );
+          expect(dataVols.map((v) => v.id)).toEqual([volumeId]);
+          const enis = [...env.lc.world.enis.values()].filter((e) => e.tags.get("spotkeep:instance") === name);
+          expect(enis.map((e) => e.id)).toEqual([eniId]);
+          // Root volumes outlive their instances: only the live generation's is left once the workflow has ended.
+          const roots = () =>
+            [...env.lc.world.volumes.values()]
+              .filter((v) => v.tags.get("spotkeep:instance") === name && v.tags.get("spotkeep:root") === "true")
+              .filter((v) => v.state !== "deleted" && v.state !== "deleting")
+              .map((v) => v.attachment?.instanceId ?? v.id);
+          const wantRoots = end.state === "paused" ? [] : [after.instanceId];
+          await until(
+            "only the live generation's root volume",
+            () => (JSON.stringify(roots()) === JSON.stringify(wantRoots) ? true : null),
+            SETTLED,
+          );
+          const live = await liveInstances(env, name);
+          if (end.state === "paused") {
+            expect(live).toEqual([]);
+            expect((await env.ec2.describeVolume(volumeId))?.state).toBe("available");
+            return;
+          }
+          // One live generation; no duplicate launch of the final generation.
+          expect(live.map((i) => i.instanceId)).toEqual([after.instanceId]);
+          const gen = await env.ec2.findInstances({ "spotkeep:instance": name, "spotkeep:generation": String(end.generation) });
+          expect(gen.map((i) => i.instanceId)).toEqual([after.instanceId]);
+          const vol = await env.ec2.describeVolume(volumeId);
+          expect(vol?.attachments.map((a) => a.instanceId)).toEqual([after.instanceId]);
+          // Every acknowledged record survived.
+          if (created) {
+            const acked = readAcks(acks); // acks first: a record is on disk before its ack is written
+            const records = readRecords(join(env.rootDir(after.instanceId), "data", "records.log"));
+            expect(acked.filter((x) => !records.has(x))).toEqual([]);
+          }
+        });
       } finally {
         await stopCurrent();
       }
     },
-    150_000,
   );
 });

@@ -16,6 +16,7 @@ import type { Ec2Gateway, InstanceInfo } from "../../coordinator/cloud/gateway.j
 import type { SpecInput } from "../../shared/spec.js";
 import { parseSpec } from "../../shared/spec.js";
 import { ensureBuilt } from "../cli/built.js";
+import { type Budget, explain } from "../support/budgets.js";
 
 export const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const AGENT_BUNDLE = join(ROOT, "dist", "spotkeep-agent.js");
@@ -243,17 +244,23 @@ export async function inProcessCoordinator(
   });
 }
 
+/**
+ * Polls `f` until it answers truthy. `limit` is real ms, or a Budget (test/support/budgets.ts) whose
+ * terms the timeout message spells out: what was awaited, for how long, and why that long.
+ */
 export async function until<T>(
   what: string,
   f: () => Promise<T | null | undefined | false> | T | null | undefined | false,
-  ms = 60_000,
+  limit: number | Budget = 60_000,
   every = 50,
 ): Promise<T> {
+  const ms = typeof limit === "number" ? limit : limit.ms;
   const end = Date.now() + ms;
   for (;;) {
     const v = await f();
     if (v) return v;
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    if (Date.now() > end)
+      throw new Error(`timed out after ${ms} ms waiting for ${what}${typeof limit === "number" ? "" : ` (budget ${explain(limit)})`}`);
     await new Promise((r) => setTimeout(r, every));
   }
 }

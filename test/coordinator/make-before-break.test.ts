@@ -9,6 +9,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { hashSessionSecret } from "../../coordinator/agents/session-secret.js";
 import type { Coordinator } from "../../coordinator/service.js";
 import type { ProcessRuntime } from "../../localcloud/runtime/process.js";
 import { EventsResponse } from "../../shared/api.js";
@@ -180,6 +181,13 @@ describe("make-before-break (attach: secondary) end to end", () => {
       60_000,
       5,
     );
+    // Its agent got as far as a first hello (its session secret registered for generation 2) before
+    // the host failed. Regression: the fallback launches generation 2 again on another EC2 instance,
+    // whose agent was then refused for not presenting the unready replacement's secret.
+    await until("the replacement recorded as generation 2", async () =>
+      (await coord.store.generations.get(name, 2))?.ec2InstanceId === first.instanceId ? true : null,
+    );
+    await coord.store.generations.registerSessionSecret(first.instanceId, hashSessionSecret("the-unready-replacement's-agent-secret-0123"));
     await env.control("POST", `instances/${first.instanceId}/lose`, {});
     const wf = await until("a replace workflow", async () => (await coord.store.workflows.listFor(name)).find((w) => w.kind === "replace"));
     const done = await coord.engine.wait(wf.id);

@@ -200,6 +200,29 @@ export function storeContract(backend: StoreBackend): void {
       expect(await store.generations.registerSessionSecret("i-unknown", "aa")).toBe(false);
       expect((await store.generations.get("db", 1))?.sessionSecretHash).toBe("aa");
     });
+
+    it("forgets the session secret when the generation is launched again on another EC2 instance (regression: a make-before-break fallback's agent was refused)", async () => {
+      await fresh();
+      await store.instances.insert("db", spec("db"), "running");
+      await store.generations.ensure("db", 2, "wf");
+      const launch = (ec2InstanceId: string) =>
+        store.generations.recordLaunch("db", 2, {
+          ec2InstanceId,
+          instanceType: "t3.micro",
+          availabilityZone: "a",
+          market: "spot",
+          privateIp: null,
+        });
+      await launch("i-unready");
+      expect(await store.generations.registerSessionSecret("i-unready", "aa")).toBe(true);
+      await launch("i-unready"); // a replayed record of the same instance keeps it
+      expect((await store.generations.get("db", 2))?.sessionSecretHash).toBe("aa");
+      await launch("i-again");
+      expect((await store.generations.get("db", 2))?.sessionSecretHash).toBeNull();
+      expect(await store.generations.byEc2InstanceId("i-unready")).toBeNull();
+      expect(await store.generations.registerSessionSecret("i-again", "bb")).toBe(true);
+      expect((await store.generations.get("db", 2))?.sessionSecretHash).toBe("bb");
+    });
   });
 
   describe("persisted resources", () => {

@@ -12,8 +12,11 @@ export function generationQueries(sql: Sql, now: () => number): Async<Generation
       );
     },
     async recordLaunch(instance, generation, g) {
+      // Another EC2 instance for the same generation (a make-before-break replacement that was not
+      // ready is terminated and the generation launched again) registers a session secret of its own.
       await sql.run(
-        "UPDATE generations SET instance_id = $1, instance_type = $2, availability_zone = $3, lifecycle = $4, private_ip = $5, " +
+        "UPDATE generations SET session_secret_hash = CASE WHEN instance_id IS NOT DISTINCT FROM $1 THEN session_secret_hash ELSE NULL END, " +
+          "instance_id = $1, instance_type = $2, availability_zone = $3, lifecycle = $4, private_ip = $5, " +
           "launched_at = COALESCE(launched_at, $6) WHERE instance = $7 AND generation = $8",
         [g.ec2InstanceId, g.instanceType, g.availabilityZone, g.market, g.privateIp, now(), instance, generation],
       );
