@@ -261,6 +261,19 @@ CREATE UNIQUE INDEX stateful_group_members_address ON stateful_group_members(gro
 CREATE UNIQUE INDEX stateful_group_members_instance ON stateful_group_members(instance);
 `,
   },
+  {
+    version: 9,
+    name: "session secrets carried on persisted roots",
+    sql: `
+-- The session secret a generation's root disk carries, recorded at launch: the hash registered by
+-- the generation whose root the boot image was made from (carried_secret_generation). While set, the
+-- generation's first hello must prove that secret before its agent's own secret is registered.
+-- NULL for a fresh root: the spec's image, an imported instance's root, or a source generation
+-- whose agent never registered a secret.
+ALTER TABLE generations ADD COLUMN carried_secret_hash TEXT;
+ALTER TABLE generations ADD COLUMN carried_secret_generation INTEGER;
+`,
+  },
 ];
 
 export function migrate(db: Database.Database, now: () => number = Date.now): number[] {

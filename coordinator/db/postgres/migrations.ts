@@ -231,6 +231,13 @@ CREATE UNIQUE INDEX stateful_group_members_address ON stateful_group_members(gro
 CREATE UNIQUE INDEX stateful_group_members_instance ON stateful_group_members(instance);
 `,
   },
+  {
+    version: 9,
+    sql: `
+ALTER TABLE generations ADD COLUMN carried_secret_hash TEXT;
+ALTER TABLE generations ADD COLUMN carried_secret_generation INTEGER;
+`,
+  },
 ];
 
 /** Applies the migrations not yet applied; returns their versions. `client` is a dedicated connection. */
