@@ -119,6 +119,7 @@ export function storeContract(backend: StoreBackend): void {
         endReason: null,
         workflowId: "wf-a",
         sessionSecretHash: null,
+        carriedSecret: null,
       });
       const launch = {
         ec2InstanceId: "i-1",
