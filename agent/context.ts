@@ -20,6 +20,8 @@ export interface AgentContext {
   store: StateStore;
   /** Sent in every hello; bound to this instance (link/session-secret.ts). */
   sessionSecret: string;
+  /** The secret the root carries from the earlier generation it was imaged from; sent in every hello. Null on a fresh root. */
+  carriedSecret: string | null;
   scale: (modelMs: number) => number;
 }
 
@@ -57,15 +59,16 @@ export async function createContext(cfg: AgentConfig, o: ContextOverrides = {}):
   }
   const store = new StateStore(cfg.stateDir, log).load(info.instanceId);
   let sessionSecret: string;
+  let carriedSecret: string | null = null;
   try {
-    sessionSecret = loadSessionSecret(cfg.stateDir, info.instanceId, log);
+    ({ secret: sessionSecret, carried: carriedSecret } = loadSessionSecret(cfg.stateDir, info.instanceId, log));
   } catch (err) {
     // The agent still has to guard the volumes (autonomous quiesce), so it runs; this process's
     // secret is valid until it restarts, after which the coordinator refuses the new one.
     log.error("cannot keep a session secret on disk; using one for this process only", { error: errorText(err) });
     sessionSecret = newSessionSecret();
   }
-  return { cfg, clock, log: log.child({ instanceId: info.instanceId }), imds, info, store, sessionSecret, scale };
+  return { cfg, clock, log: log.child({ instanceId: info.instanceId }), imds, info, store, sessionSecret, carriedSecret, scale };
 }
 
 export function createLink(
@@ -80,7 +83,13 @@ export function createLink(
     log: ctx.log.child({ component: "link" }),
     store: ctx.store,
     scale: ctx.scale,
-    hello: async () => ({ identity: await ctx.imds.identity(), agentVersion: VERSION, mode, sessionSecret: ctx.sessionSecret }),
+    hello: async () => ({
+      identity: await ctx.imds.identity(),
+      agentVersion: VERSION,
+      mode,
+      sessionSecret: ctx.sessionSecret,
+      ...(ctx.carriedSecret ? { carriedSecret: ctx.carriedSecret } : {}),
+    }),
     ...handlers,
   });
 }

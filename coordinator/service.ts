@@ -391,6 +391,7 @@ async function startOn(
         generation: g.generation,
         privateIps: g.privateIp ? [g.privateIp] : [],
         sessionSecretHash: g.sessionSecretHash,
+        carriedSecret: g.carriedSecret,
       };
     },
     registerSessionSecret: (instanceId, hash) => store.generations.registerSessionSecret(instanceId, hash),
@@ -434,7 +435,10 @@ async function startOn(
         rejectionLogged.set(reason, now);
         log(`agent refused (${reason}): ${detail}`);
       }
-      if (context?.statefulInstance && (reason === "session-secret-mismatch" || reason === "source-address-mismatch"))
+      if (
+        context?.statefulInstance &&
+        (reason === "session-secret-mismatch" || reason === "carried-secret-mismatch" || reason === "source-address-mismatch")
+      )
         refusals.record(context.statefulInstance, "agent-impostor", reason, detail);
     },
     onConnectionCount: (n) => metrics.agentsConnected.set(n),

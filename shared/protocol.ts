@@ -57,6 +57,12 @@ export const Hello = z.object({
    * identity document alone is readable by any process on the instance.
    */
   sessionSecret: z.string().min(32).max(128),
+  /**
+   * The secret of the earlier generation whose root disk this instance booted from (found in the
+   * same root-only file). A first hello on a persisted root must present it: the coordinator
+   * registers `sessionSecret` only once this proves the hello comes from whoever can read the root.
+   */
+  carriedSecret: z.string().min(32).max(128).optional(),
   /** Message ids the agent already has; lets the coordinator skip resending. */
   lastSeen: z.array(id).max(1000).optional(),
 });

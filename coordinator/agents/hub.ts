@@ -3,7 +3,8 @@
  *  - An agent is accepted only after a `hello` whose identity document verifies against the
  *    pinned certificate, names an EC2 instance that is a managed, not-ended generation, comes from
  *    one of that generation's private addresses, and presents the session secret registered at the
- *    instance's first hello. A refused hello is reported through `onRejected` and closes only its
+ *    instance's first hello. On a root disk made from an earlier generation's root, that first hello
+ *    must also present the secret the root carries before its own is registered. A refused hello is reported through `onRejected` and closes only its
  *    own connection: the session already open for that instance is never touched by it.
  *  - A new session replaces an open one for the same instance only after proving the same secret.
  *  - Until its hello is verified a connection holds a pre-hello slot (capped in total and per
@@ -58,6 +59,11 @@ export interface ManagedInstance {
   privateIps: string[];
   /** What `registerSessionSecret` recorded at this EC2 instance's first hello; null before it. */
   sessionSecretHash: string | null;
+  /**
+   * The secret the instance's root disk carries (registered by `generation`, whose root the boot
+   * image was made from), which the first hello must present as `carriedSecret`; null for a fresh root.
+   */
+  carriedSecret: { hash: string; generation: number } | null;
 }
 
 /** Why a connection or message was refused; the service counts these. */
@@ -69,6 +75,7 @@ export type RejectionReason =
   | "unknown-instance"
   | "source-address-mismatch"
   | "session-secret-mismatch"
+  | "carried-secret-mismatch"
   | "binary-frame"
   | "malformed-frame"
   | "oversized-frame"
@@ -553,6 +560,22 @@ export class AgentHub {
     }
     const hash = hashSessionSecret(msg.sessionSecret);
     if (managed.sessionSecretHash === null) {
+      // A root made from an earlier generation's root carries that generation's secret in a
+      // root-only file: only a hello that proves it may register this generation's secret, so a
+      // process from the old root that says hello before the agent cannot claim the instance.
+      const carried = managed.carriedSecret;
+      if (carried && (msg.carriedSecret === undefined || !sessionSecretMatches(msg.carriedSecret, carried.hash))) {
+        this.reject(
+          conn,
+          1008,
+          "carried-secret-mismatch",
+          `${who}: its root disk was made from generation ${carried.generation}'s root, and the first hello must present ` +
+            `the session secret that root carries (${msg.carriedSecret === undefined ? "none presented" : "another was presented"}); ` +
+            "nothing registered",
+          ctx,
+        );
+        return false;
+      }
       if (!(await this.opts.registerSessionSecret(instanceId, hash))) {
         // Another hello registered first: the secret must match what it registered.
         managed = await this.opts.lookup(instanceId);
@@ -562,8 +585,11 @@ export class AgentHub {
           return false;
         }
       } else {
+        this.opts.log?.(
+          `${instanceId}: registered the agent's session secret at its first hello (from ${source || "?"}` +
+            (carried ? `, proven with the secret generation ${carried.generation}'s root carries)` : ")"),
+        );
         managed = { ...managed, sessionSecretHash: hash };
-        this.opts.log?.(`${instanceId}: registered the agent's session secret at its first hello (from ${source || "?"})`);
       }
       if (gone()) return false;
     }

@@ -3,11 +3,21 @@
  *
  * The identity document proves which instance a hello is about, not who sent it: anything on the
  * instance that reaches IMDS can read and replay it. So the agent creates a random secret at its
- * first start (kept in a root-only file) and the coordinator records a hash of it at the first
- * hello of that EC2 instance (trust on first use); every later hello must present the same secret.
- * What this does not protect against: a process that says hello before the real agent's first
- * hello wins the registration (the real agent is then refused, loudly), and root on the instance
- * can read the secret file.
+ * first start (kept in a root-only file on the root disk) and the coordinator records a hash of it
+ * at the first hello of that EC2 instance; every later hello must present the same secret.
+ *
+ * What holds at that first hello:
+ *  - On a persisted root (the generation booted from an image of an earlier generation's root) the
+ *    root carries that generation's secret file. At launch the store records the hash the source
+ *    generation registered (`Generation.carriedSecret`); the first hello must present the carried
+ *    secret, which matches it, before the agent's own new secret is registered. A hello that cannot
+ *    (a process from the old root that starts before the bootstrap) is refused and registers
+ *    nothing.
+ *  - On a fresh root (the spec's image: generation 1 and every make-before-break replacement; an
+ *    imported instance's first generation; a source generation that never registered a secret)
+ *    nothing is carried: trust on first use. A process that says hello before the real agent wins
+ *    the registration, and the real agent is then refused, loudly.
+ *  - Root on the instance can read the secret file, carried or not.
  *
  * Why plain SHA-256 and not scrypt or an HMAC with a server key: the secret is at least 32
  * characters of the agent's CSPRNG output, so there is nothing to guess offline and a slow KDF

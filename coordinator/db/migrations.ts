@@ -271,6 +271,19 @@ ALTER TABLE kept_resources ADD COLUMN adopted_by TEXT;
 ALTER TABLE kept_resources ADD COLUMN adopted_at INTEGER;
 `,
   },
+  {
+    version: 9,
+    name: "session secrets carried on persisted roots",
+    sql: `
+-- The session secret a generation's root disk carries, recorded at launch: the hash registered by
+-- the generation whose root the boot image was made from (carried_secret_generation). While set, the
+-- generation's first hello must prove that secret before its agent's own secret is registered.
+-- NULL for a fresh root: the spec's image, an imported instance's root, or a source generation
+-- whose agent never registered a secret.
+ALTER TABLE generations ADD COLUMN carried_secret_hash TEXT;
+ALTER TABLE generations ADD COLUMN carried_secret_generation INTEGER;
+`,
+  },
 ];
 
 export function migrate(db: Database.Database, now: () => number = Date.now): number[] {

@@ -118,6 +118,8 @@ export interface GenerationRow {
   end_reason: string | null;
   workflow_id: string | null;
   session_secret_hash: string | null;
+  carried_secret_hash: string | null;
+  carried_secret_generation: number | null;
 }
 
 export const toGeneration = (r: GenerationRow): Generation => ({
@@ -135,6 +137,10 @@ export const toGeneration = (r: GenerationRow): Generation => ({
   endReason: r.end_reason,
   workflowId: r.workflow_id,
   sessionSecretHash: r.session_secret_hash,
+  carriedSecret:
+    r.carried_secret_hash !== null && r.carried_secret_generation !== null
+      ? { hash: r.carried_secret_hash, generation: Number(r.carried_secret_generation) }
+      : null,
 });
 
 export interface GroupRow {

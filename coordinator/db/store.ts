@@ -58,6 +58,21 @@ export interface Generation {
   workflowId: string | null;
   /** SHA-256 (hex) of the secret its agent registered at its first hello; null until then. */
   sessionSecretHash: string | null;
+  /**
+   * The session secret its root disk carries, recorded at launch: the one registered by the
+   * generation whose root the boot image was made from. While set, the first hello must prove it
+   * (`carriedSecret`) before the agent's own secret is registered; null for a fresh root (the
+   * spec's image, an imported instance's root, or a source generation that never registered one).
+   */
+  carriedSecret: CarriedSecret | null;
+}
+
+/** A session secret carried on a root disk made from an earlier generation's root. */
+export interface CarriedSecret {
+  /** The hash that generation registered (same form as `sessionSecretHash`). */
+  hash: string;
+  /** The generation that registered it, whose root the image was made from. */
+  generation: number;
 }
 
 /** A persisted data volume: the logical device and the EBS volume that currently holds it. */
@@ -179,11 +194,20 @@ export interface GenerationQueries {
   /**
    * The generation's EC2 instance and where it runs. When the generation's EC2 instance changes (it
    * was launched again), the session secret registered by the previous one is forgotten.
+   * `carriedSecret`, when given (the launch records it; later updates of the same launch leave it
+   * out), replaces the secret the generation's root is expected to carry; when left out it is kept.
    */
   recordLaunch(
     instance: string,
     generation: number,
-    g: { ec2InstanceId: string; instanceType: string; availabilityZone: string; market: "spot" | "on-demand"; privateIp: string | null },
+    g: {
+      ec2InstanceId: string;
+      instanceType: string;
+      availabilityZone: string;
+      market: "spot" | "on-demand";
+      privateIp: string | null;
+      carriedSecret?: CarriedSecret | null;
+    },
   ): void;
   markLive(instance: string, generation: number): void;
   /** First end wins: a replay keeps the original time and reason. */

@@ -39,8 +39,14 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 /** An in-memory store of managed instances, with a compare-and-set secret registration. */
 class Instances {
   readonly byId = new Map<string, ManagedInstance>();
-  add(instanceId: string, privateIps: string[], statefulInstance = "orders-db", generation = 1): void {
-    this.byId.set(instanceId, { statefulInstance, generation, privateIps, sessionSecretHash: null });
+  add(
+    instanceId: string,
+    privateIps: string[],
+    statefulInstance = "orders-db",
+    generation = 1,
+    carriedSecret: ManagedInstance["carriedSecret"] = null,
+  ): void {
+    this.byId.set(instanceId, { statefulInstance, generation, privateIps, sessionSecretHash: null, carriedSecret });
   }
   lookup = async (instanceId: string) => {
     const m = this.byId.get(instanceId);
@@ -128,7 +134,7 @@ function genuineDocument(instanceId = ID, privateIp = IP): { document: string; s
   });
   return { document, signature: signer.signRsaSha256(document) };
 }
-function helloFrame(identity: { document: string; signature: string }, secret?: string): string {
+function helloFrame(identity: { document: string; signature: string }, secret?: string, carried?: string): string {
   return JSON.stringify({
     v: 1,
     id: newMessageId("h"),
@@ -137,6 +143,7 @@ function helloFrame(identity: { document: string; signature: string }, secret?: 
     agentVersion: "0.1.0",
     mode: "run",
     ...(secret === undefined ? {} : { sessionSecret: secret }),
+    ...(carried === undefined ? {} : { carriedSecret: carried }),
   });
 }
 
@@ -317,6 +324,62 @@ describe("replayed identity documents", () => {
     expect(hash).not.toContain(SECRET);
     expect(sessionSecretMatches(OTHER_SECRET, hash)).toBe(false);
     expect(sessionSecretMatches(SECRET, "garbage")).toBe(false);
+  });
+});
+
+describe("the first hello on a persisted root", () => {
+  // Generation 4 booted from an image of generation 3's root, which carries generation 3's secret
+  // in the agent's root-only file; the store recorded its hash when generation 4 was launched.
+  const G3_SECRET = "generation-3-secret-0123456789abcdef0123456789";
+  const persisted = async () => {
+    const h = await start();
+    h.instances.add(ID, [IP, "172.31.0.11"], "orders-db", 4, { hash: hashSessionSecret(G3_SECRET), generation: 3 });
+    return h;
+  };
+
+  it("refuses a squatting first hello that cannot prove the carried secret, registers nothing, and lets the real agent in (regression: the first hello of a generation won)", async () => {
+    const h = await persisted();
+    // A process from the old root starts before the bootstrap: it reads the identity document from
+    // IMDS and says hello from the instance's own address with a secret of its own.
+    const squatter = await connect(h.url, { from: IP });
+    squatter.ws.send(helloFrame(genuineDocument(), OTHER_SECRET));
+    expect((await squatter.closed).code).toBe(1008);
+    const guess = await connect(h.url, { from: IP });
+    guess.ws.send(helloFrame(genuineDocument(), OTHER_SECRET, "a-guess-at-the-carried-secret-0123456789abcdef"));
+    expect((await guess.closed).code).toBe(1008);
+    expect(h.rejected.map((r) => r.reason)).toEqual(["carried-secret-mismatch", "carried-secret-mismatch"]);
+    expect(h.rejected[0]!.detail).toMatch(
+      /orders-db generation 4.*made from generation 3's root.*carries \(none presented\); nothing registered/,
+    );
+    expect(h.rejected[1]!.detail).toMatch(/another was presented/);
+    expect(h.rejected[0]!.instanceId).toBe(ID);
+    expect(h.instances.byId.get(ID)!.sessionSecretHash).toBeNull();
+
+    // The real agent read the carried secret from the root and rotates to its own.
+    const real = await connect(h.url, { from: IP });
+    real.ws.send(helloFrame(genuineDocument(), SECRET, G3_SECRET));
+    await until(() => ofType(real, "welcome").length === 1);
+    expect(sessionSecretMatches(SECRET, h.instances.byId.get(ID)!.sessionSecretHash!)).toBe(true);
+
+    // From now on its own secret is what counts: a reconnect proves it (with or without the carried
+    // one), and the squatter, even with the old root's secret, is refused.
+    const again = await connect(h.url, { from: IP });
+    again.ws.send(helloFrame(genuineDocument(), SECRET));
+    await until(() => ofType(again, "welcome").length === 1);
+    const late = await connect(h.url, { from: IP });
+    late.ws.send(helloFrame(genuineDocument(), OTHER_SECRET, G3_SECRET));
+    expect((await late.closed).code).toBe(1008);
+    expect(h.rejected.map((r) => r.reason).slice(2)).toEqual(["session-secret-mismatch"]);
+    expect(again.isOpen()).toBe(true);
+  });
+
+  it("a fresh root (nothing carried) keeps trust on first use and ignores a carried secret it did not ask for", async () => {
+    const h = await start();
+    const c = await connect(h.url, { from: IP });
+    c.ws.send(helloFrame(genuineDocument(), SECRET, G3_SECRET));
+    await until(() => ofType(c, "welcome").length === 1);
+    expect(sessionSecretMatches(SECRET, h.instances.byId.get(ID)!.sessionSecretHash!)).toBe(true);
+    expect(h.rejected).toEqual([]);
   });
 });
 

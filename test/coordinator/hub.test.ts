@@ -85,7 +85,9 @@ beforeEach(async () => {
     clock: realClock,
     publicKey: loadCertificate(signer.certificatePem),
     lookup: async (id) =>
-      id === MANAGED ? { statefulInstance: "orders-db", generation: 1, privateIps: ["172.31.0.10"], sessionSecretHash: secretHash } : null,
+      id === MANAGED
+        ? { statefulInstance: "orders-db", generation: 1, privateIps: ["172.31.0.10"], sessionSecretHash: secretHash, carriedSecret: null }
+        : null,
     registerSessionSecret: async (_id, hash) => {
       if (secretHash !== null) return false;
       secretHash = hash;

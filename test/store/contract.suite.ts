@@ -119,6 +119,7 @@ export function storeContract(backend: StoreBackend): void {
         endReason: null,
         workflowId: "wf-a",
         sessionSecretHash: null,
+        carriedSecret: null,
       });
       const launch = {
         ec2InstanceId: "i-1",
@@ -222,6 +223,29 @@ export function storeContract(backend: StoreBackend): void {
       expect(await store.generations.byEc2InstanceId("i-unready")).toBeNull();
       expect(await store.generations.registerSessionSecret("i-again", "bb")).toBe(true);
       expect((await store.generations.get("db", 2))?.sessionSecretHash).toBe("bb");
+    });
+
+    it("records the secret a persisted root carries with the launch; a later update of the launch keeps it, a launch again replaces it", async () => {
+      await fresh();
+      await store.instances.insert("db", spec("db"), "running");
+      await store.generations.ensure("db", 3, "wf");
+      const where = { instanceType: "t3.micro", availabilityZone: "a", market: "spot" as const, privateIp: null };
+      expect((await store.generations.get("db", 3))?.carriedSecret).toBeNull();
+      await store.generations.recordLaunch("db", 3, {
+        ec2InstanceId: "i-one",
+        ...where,
+        carriedSecret: { hash: "sha256:g2", generation: 2 },
+      });
+      expect((await store.generations.byEc2InstanceId("i-one"))?.carriedSecret).toEqual({ hash: "sha256:g2", generation: 2 });
+      // waitRunning records the same launch again with its address, without a carried secret.
+      await store.generations.recordLaunch("db", 3, { ec2InstanceId: "i-one", ...where, privateIp: "10.0.0.5" });
+      expect((await store.generations.get("db", 3))?.carriedSecret).toEqual({ hash: "sha256:g2", generation: 2 });
+      expect(await store.generations.registerSessionSecret("i-one", "aa")).toBe(true);
+      // Launched again from a fresh image: nothing carried, and the first EC2 instance's secret forgotten.
+      await store.generations.recordLaunch("db", 3, { ec2InstanceId: "i-two", ...where, carriedSecret: null });
+      const again = await store.generations.get("db", 3);
+      expect(again?.carriedSecret).toBeNull();
+      expect(again?.sessionSecretHash).toBeNull();
     });
   });
 

@@ -14,11 +14,27 @@ export function generationQueries(sql: Sql, now: () => number): Async<Generation
     async recordLaunch(instance, generation, g) {
       // Another EC2 instance for the same generation (a make-before-break replacement that was not
       // ready is terminated and the generation launched again) registers a session secret of its own.
+      // The carried secret is set in the same statement as the instance id, so no hello can find the
+      // instance without it.
       await sql.run(
         "UPDATE generations SET session_secret_hash = CASE WHEN instance_id IS NOT DISTINCT FROM $1 THEN session_secret_hash ELSE NULL END, " +
+          "carried_secret_hash = CASE WHEN $9::boolean THEN $10::text ELSE carried_secret_hash END, " +
+          "carried_secret_generation = CASE WHEN $9::boolean THEN $11::integer ELSE carried_secret_generation END, " +
           "instance_id = $1, instance_type = $2, availability_zone = $3, lifecycle = $4, private_ip = $5, " +
           "launched_at = COALESCE(launched_at, $6) WHERE instance = $7 AND generation = $8",
-        [g.ec2InstanceId, g.instanceType, g.availabilityZone, g.market, g.privateIp, now(), instance, generation],
+        [
+          g.ec2InstanceId,
+          g.instanceType,
+          g.availabilityZone,
+          g.market,
+          g.privateIp,
+          now(),
+          instance,
+          generation,
+          g.carriedSecret !== undefined,
+          g.carriedSecret?.hash ?? null,
+          g.carriedSecret?.generation ?? null,
+        ],
       );
     },
     async markLive(instance, generation) {

@@ -238,6 +238,13 @@ ALTER TABLE kept_resources ADD COLUMN adopted_by TEXT;
 ALTER TABLE kept_resources ADD COLUMN adopted_at BIGINT;
 `,
   },
+  {
+    version: 9,
+    sql: `
+ALTER TABLE generations ADD COLUMN carried_secret_hash TEXT;
+ALTER TABLE generations ADD COLUMN carried_secret_generation INTEGER;
+`,
+  },
 ];
 
 /** Applies the migrations not yet applied; returns their versions. `client` is a dedicated connection. */

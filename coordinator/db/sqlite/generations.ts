@@ -14,11 +14,30 @@ export function generationQueries(sql: Sql, now: () => number): GenerationQuerie
     recordLaunch(instance, generation, g) {
       // Another EC2 instance for the same generation (a make-before-break replacement that was not
       // ready is terminated and the generation launched again) registers a session secret of its own.
+      // The carried secret is set in the same statement as the instance id, so no hello can find the
+      // instance without it.
+      const setCarried = g.carriedSecret === undefined ? 0 : 1;
       sql(
         "UPDATE generations SET session_secret_hash = CASE WHEN instance_id IS ? THEN session_secret_hash ELSE NULL END, " +
+          "carried_secret_hash = CASE WHEN ? THEN ? ELSE carried_secret_hash END, " +
+          "carried_secret_generation = CASE WHEN ? THEN ? ELSE carried_secret_generation END, " +
           "instance_id = ?, instance_type = ?, availability_zone = ?, lifecycle = ?, private_ip = ?, " +
           "launched_at = COALESCE(launched_at, ?) WHERE instance = ? AND generation = ?",
-      ).run(g.ec2InstanceId, g.ec2InstanceId, g.instanceType, g.availabilityZone, g.market, g.privateIp, now(), instance, generation);
+      ).run(
+        g.ec2InstanceId,
+        setCarried,
+        g.carriedSecret?.hash ?? null,
+        setCarried,
+        g.carriedSecret?.generation ?? null,
+        g.ec2InstanceId,
+        g.instanceType,
+        g.availabilityZone,
+        g.market,
+        g.privateIp,
+        now(),
+        instance,
+        generation,
+      );
     },
     markLive(instance, generation) {
       sql("UPDATE generations SET status = 'live', ready_at = COALESCE(ready_at, ?) WHERE instance = ? AND generation = ?").run(

@@ -4,7 +4,8 @@ import { Ec2Error } from "../../cloud/errors.js";
 import type { LaunchRequest } from "../../cloud/gateway.js";
 import type { WorkflowContext } from "../engine.js";
 import type { RunbookDeps } from "./deps.js";
-import { candidates, clientToken, ipInCidr, launchGeneration } from "./launch.js";
+import type { Artifact, ArtifactKind, CarriedSecret } from "../../db/store.js";
+import { candidates, carriedSecret, clientToken, ipInCidr, launchGeneration } from "./launch.js";
 
 const subnets = [
   { subnetId: "subnet-0000000000000000a", availabilityZone: "us-east-1a", cidr: "172.31.0.0/20" },
@@ -99,7 +100,7 @@ describe("launching from a per-instance ipPool", () => {
           };
         },
       },
-      store: { generations: { recordLaunch: async () => undefined } },
+      store: { generations: { recordLaunch: async () => undefined, get: async () => null }, artifacts: { list: async () => [] } },
       userData: () => "",
     } as unknown as RunbookDeps;
     const events: string[] = [];
@@ -134,5 +135,107 @@ describe("launching from a per-instance ipPool", () => {
         "the pool is 172.31.0.50, 172.31.0.51, 172.31.16.50",
     );
     expect(f.asked).toEqual(["m6i.large@172.31.0.50", "m6i.large@172.31.0.51", "m6i.large@172.31.16.50"]);
+  });
+});
+
+describe("the session secret a root carries", () => {
+  // db's lineage: generation 1 booted from the spec's image; image ami-g1 from generation 1's root
+  // (a continuous snapshot), ami-g3 from generation 3's root; ami-imp from an imported root
+  // (generation 0); ami-g4 from generation 4's root, whose agent never registered a secret; ami-web
+  // is another stateful instance's image.
+  const artifact = (id: string, kind: ArtifactKind, sourceId: string | null, generation: number | null, instance = "db"): Artifact => ({
+    id,
+    instance,
+    kind,
+    device: null,
+    sourceId,
+    generation,
+    createdAt: 0,
+    deletedAt: null,
+  });
+  const artifacts = [
+    artifact("ami-g1", "image", "snap-g1", 2),
+    artifact("snap-g1", "root-snapshot", "vol-g1", 1),
+    artifact("ami-g3", "image", "snap-g3", 4),
+    artifact("snap-g3", "root-snapshot", "vol-g3", 3),
+    artifact("ami-imp", "image", "snap-imp", 1),
+    artifact("snap-imp", "root-snapshot", "vol-imp", 0),
+    artifact("ami-g4", "image", "snap-g4", 5),
+    artifact("snap-g4", "root-snapshot", "vol-g4", 4),
+    artifact("ami-web", "image", "snap-web", 2, "web"),
+    artifact("snap-web", "root-snapshot", "vol-web", 1, "web"),
+  ];
+  const hashes: Record<string, string | null> = { "db/1": "sha256:g1", "db/3": "sha256:g3", "db/4": null, "web/1": "sha256:web1" };
+  const deps = {
+    store: {
+      artifacts: {
+        list: async (instance: string, kind: ArtifactKind) => artifacts.filter((a) => a.instance === instance && a.kind === kind),
+      },
+      generations: {
+        get: async (instance: string, generation: number) =>
+          `${instance}/${generation}` in hashes ? { sessionSecretHash: hashes[`${instance}/${generation}`] } : null,
+      },
+    },
+  } as unknown as RunbookDeps;
+  const carried = (imageId: string): Promise<CarriedSecret | null> => carriedSecret(deps, "db", imageId);
+
+  it("is the secret the generation whose root made the image registered, an older one too (a root restored from an older image)", async () => {
+    expect(await carried("ami-g3")).toEqual({ hash: "sha256:g3", generation: 3 });
+    expect(await carried("ami-g1")).toEqual({ hash: "sha256:g1", generation: 1 });
+  });
+
+  it("is nothing on a fresh root: the spec's image, an imported root, a source that never registered, another instance's image", async () => {
+    expect(await carried("ami-0123456789abcdef0")).toBeNull();
+    expect(await carried("ami-imp")).toBeNull();
+    expect(await carried("ami-g4")).toBeNull();
+    expect(await carried("ami-web")).toBeNull();
+  });
+
+  it("is recorded with the launch", async () => {
+    const recorded: Array<{ carriedSecret?: CarriedSecret | null }> = [];
+    const launchDeps = {
+      ...deps,
+      ec2: {
+        findInstances: async () => [],
+        describeImage: async () => ({ rootDeviceName: "/dev/xvda" }),
+        launchInstance: async () => ({
+          instanceId: "i-0123456789abcdef0",
+          instanceType: "m6i.large",
+          availabilityZone: "us-east-1a",
+          lifecycle: "spot",
+          privateIp: "172.31.0.9",
+        }),
+      },
+      store: {
+        ...deps.store,
+        generations: {
+          ...deps.store.generations,
+          recordLaunch: async (_n: string, _g: number, r: (typeof recorded)[0]) => void recorded.push(r),
+        },
+      },
+      userData: () => "",
+    } as unknown as RunbookDeps;
+    const ctx = { workflowId: "wf-2", event: async () => undefined } as unknown as WorkflowContext;
+    const s = spec({ root: true });
+    const cands = candidates(s, subnets, null);
+    await launchGeneration(launchDeps, ctx, {
+      name: "db",
+      spec: s,
+      generation: 4,
+      imageId: "ami-g3",
+      cands,
+      eniId: null,
+      blockDevices: [],
+    });
+    await launchGeneration(launchDeps, ctx, {
+      name: "db",
+      spec: s,
+      generation: 2,
+      imageId: "ami-0123456789abcdef0",
+      cands,
+      eniId: null,
+      blockDevices: [],
+    });
+    expect(recorded.map((r) => r.carriedSecret)).toEqual([{ hash: "sha256:g3", generation: 3 }, null]);
   });
 });

@@ -7,7 +7,7 @@ import type { StatefulInstanceSpec } from "../../../shared/spec.js";
 import { canonicalDevice } from "../../../shared/spec.js";
 import { classify, errorCode, isRetryable } from "../../cloud/errors.js";
 import { TAG, type BlockDeviceRequest, type InstanceInfo } from "../../cloud/gateway.js";
-import type { DataVolume } from "../../db/store.js";
+import type { CarriedSecret, DataVolume } from "../../db/store.js";
 import { type StepDef, type StepPolicy, step, type WorkflowContext } from "../engine.js";
 import { Failure, isPermanent } from "../failure.js";
 import { agentReportWake, type RunbookDeps, waitUntil } from "./deps.js";
@@ -108,11 +108,12 @@ export async function launchGeneration(
   },
 ): Promise<LaunchResult> {
   const genTags = { [TAG.managed]: "true", [TAG.instance]: o.name, [TAG.generation]: String(o.generation), [TAG.workflow]: ctx.workflowId };
+  const carried = await carriedSecret(deps, o.name, o.imageId);
   // Tag-then-find: an earlier attempt of this step may have launched on a candidate we would now skip.
   const earlier = (await deps.ec2.findInstances({ [TAG.workflow]: ctx.workflowId, [TAG.generation]: String(o.generation) })).find(
     (i) => i.state === "pending" || i.state === "running",
   );
-  if (earlier) return record(deps, o, earlier, []);
+  if (earlier) return record(deps, o, earlier, [], carried);
   // The root volume outlives its instance, so a generation lost without notice can still be
   // captured; the runbook that ends the generation deletes it.
   const rootDeviceName = (await deps.ec2.describeImage(o.imageId))?.rootDeviceName;
@@ -150,7 +151,7 @@ export async function launchGeneration(
         keyName: o.spec.launch.keyName,
       });
       if (tried.length) await ctx.event("fallback", `launched ${label} after: ${tried.join("; ")}`);
-      return record(deps, o, inst, tried);
+      return record(deps, o, inst, tried, carried);
     } catch (err) {
       // An ipPool address another ENI holds stays taken for a while: skip it rather than retry it.
       if (c.privateIp && errorCode(err) === "InvalidIPAddress.InUse") {
@@ -179,11 +180,30 @@ export async function launchGeneration(
   );
 }
 
+/**
+ * The session secret a root booted from `imageId` carries: the one registered by the generation
+ * whose root snapshot the image was made from (the agent keeps its secret on the root, so the
+ * image holds that generation's secret file). Null for a fresh root: an image spotkeep did not
+ * make from this instance's root (the spec's image; make-before-break always boots from it), an
+ * imported instance's root (generation 0, which no agent of ours registered), or a source
+ * generation whose agent never registered a secret. Works for a root restored from an older image
+ * too: the lineage names that older generation.
+ */
+export async function carriedSecret(deps: RunbookDeps, name: string, imageId: string): Promise<CarriedSecret | null> {
+  const image = (await deps.store.artifacts.list(name, "image")).find((a) => a.id === imageId);
+  if (!image?.sourceId) return null;
+  const snapshot = (await deps.store.artifacts.list(name, "root-snapshot")).find((a) => a.id === image.sourceId);
+  if (!snapshot || snapshot.generation === null) return null;
+  const source = await deps.store.generations.get(name, snapshot.generation);
+  return source?.sessionSecretHash ? { hash: source.sessionSecretHash, generation: snapshot.generation } : null;
+}
+
 async function record(
   deps: RunbookDeps,
   o: { name: string; generation: number },
   inst: InstanceInfo,
   tried: string[],
+  carried: CarriedSecret | null,
 ): Promise<LaunchResult> {
   await deps.store.generations.recordLaunch(o.name, o.generation, {
     ec2InstanceId: inst.instanceId,
@@ -191,6 +211,7 @@ async function record(
     availabilityZone: inst.availabilityZone,
     market: inst.lifecycle,
     privateIp: inst.privateIp,
+    carriedSecret: carried,
   });
   return {
     instanceId: inst.instanceId,
