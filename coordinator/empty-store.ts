@@ -73,7 +73,10 @@ export async function guardEmptyStore(
   d: EmptyStoreDeps,
   o: { adoptFromEc2: boolean; acceptEmptyStore: boolean; restoreHint: string },
 ): Promise<string[]> {
-  if (((await d.store.counts()).instances ?? 0) > 0) {
+  // Empty means no record of the store's own work at all: a group recorded before its first member,
+  // or a workflow, is work in flight whose resources may already be in EC2.
+  const c = await d.store.counts();
+  if ((c.instances ?? 0) + (c.stateful_groups ?? 0) + (c.workflows ?? 0) > 0) {
     if (o.adoptFromEc2)
       throw new EmptyStoreRefused(`${ADOPT_FROM_EC2_FLAG}: the store is not empty; it rebuilds records only into an empty store`);
     return [];
