@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { adminApi, coordinatorSlot, killAll, reachState, type Slot, startCoordinatorCli } from "./coordinator-process.js";
-import { ensureAgentBundle, liveInstances, readAcks, readRecords, startEnv, until, type Env } from "./harness.js";
+import { ensureAgentBundle, liveInstances, terminateCaseInstances, readAcks, readRecords, startEnv, until, type Env } from "./harness.js";
 import { AGENT_RECONNECT_CAP_MS, type Budget, budget, plus, runbookModel, runbookStarts } from "../support/budgets.js";
 import { crashCaseEvidence, withEvidence } from "../support/evidence.js";
 
@@ -172,6 +172,7 @@ describe.concurrent("coordinator crash at every step of create and make-before-b
           current.child.kill("SIGKILL");
           await current.exited;
         }
+        await terminateCaseInstances(env, name);
       }
     },
   );

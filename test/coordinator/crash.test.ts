@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { adminApi, coordinatorSlot, killAll, reachState, type Slot, startCoordinatorCli } from "./coordinator-process.js";
 import { AGENT_RECONNECT_CAP_MS, type Budget, budget, plus, type RunbookKind, runbookModel, runbookStarts } from "../support/budgets.js";
 import { crashCaseEvidence, withEvidence } from "../support/evidence.js";
-import { ensureAgentBundle, liveInstances, readAcks, readRecords, startEnv, until, type Env } from "./harness.js";
+import { ensureAgentBundle, liveInstances, terminateCaseInstances, readAcks, readRecords, startEnv, until, type Env } from "./harness.js";
 
 const SCALE = 0.03;
 const range = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
@@ -190,6 +190,7 @@ describe.concurrent("coordinator crash at every step boundary of create, replace
         });
       } finally {
         await stopCurrent();
+        await terminateCaseInstances(env, name);
       }
     },
   );

@@ -289,3 +289,12 @@ export function readRecords(file: string): Set<number> {
 }
 
 export { parseSpec, writeFileSync, spawn, type ChildProcess };
+
+/**
+ * A finished case's EC2 instances go (after its coordinator is stopped): otherwise every case of a
+ * long matrix leaves an agent and a workload polling on the scaled clock, and the last cases of the
+ * file run beside dozens of them.
+ */
+export async function terminateCaseInstances(env: Env, name: string): Promise<void> {
+  for (const i of await liveInstances(env, name).catch(() => [])) await env.ec2.terminateInstance(i.instanceId).catch(() => undefined);
+}
