@@ -5,7 +5,8 @@ import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 
 // The AWS SDK prints a notice on every client on Node < 22. spotkeep runs on Node 20, 22, 24 and 26;
-// on Node 20 (past its end of life) one notice per SDK client would bury the CLI's own output. Set AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED=false to see it.
+// on Node 20 (past its end of life) one notice per SDK client would bury the CLI's own output.
+// Set AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED=false to see it.
 process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= "true";
 const entry = new URL("../dist/cli/main.mjs", import.meta.url);
 if (!existsSync(entry)) {
