@@ -74,6 +74,9 @@ export async function haPair(
           lostCheckIntervalMs: 3000,
           store: { url },
           ha: { leaseSeconds, agentUrls: urls },
+          // Each pair has a database of its own beside one localcloud that earlier cases' resources
+          // still occupy, so its empty store must start although EC2 holds what spotkeep tagged.
+          acceptEmptyStore: true,
         }),
       ),
     );
