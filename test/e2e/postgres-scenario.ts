@@ -152,6 +152,9 @@ export function postgresSpec(
   };
 }
 
+/** Step durations are model time already. */
+const modelSeconds = (ms: number | null | undefined) => (ms == null ? null : Math.round(ms / 10) / 100);
+
 export interface RoundReport {
   instance: string;
   kind: "interrupt" | "lose" | "import";
@@ -160,6 +163,10 @@ export interface RoundReport {
   network: "primary" | "secondary";
   /** Whether the replacement took over make-before-break (false: break-before-make, or its fallback). */
   madeBeforeBreak: boolean;
+  /** Why a make-before-break round fell back to break-before-make, in the coordinator's words; null when it did not. */
+  fallback: string | null;
+  /** Model s the replacement took to be ready beside the old instance (mbb-wait-ready); null outside make-before-break. */
+  readyWaitSeconds: number | null;
   workflowId: string;
   trigger: string;
   fromInstanceId: string;
@@ -555,6 +562,8 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
         dataMethod: "reattach",
         network: "primary",
         madeBeforeBreak: false,
+        fallback: null,
+        readyWaitSeconds: null,
         workflowId: done.id,
         trigger: done.trigger ?? "",
         fromInstanceId: original.instanceId,
@@ -615,7 +624,8 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
       const acked = [...w.acked];
       const back = await readBack(ips.get(r.name)!);
       const missing = acked.filter((n) => !back.rows.has(n));
-      const timeline = (await c.views.getEvents(r.name))!.timelines.find((t) => t.workflowId === wf.id)!;
+      const { timelines, events } = (await c.views.getEvents(r.name))!;
+      const timeline = timelines.find((t) => t.workflowId === wf.id)!;
       const outage = w.outages
         .slice(outagesBefore)
         .reduce<number | null>((m, x) => Math.max(m ?? 0, (x.firstAckAfter - x.lastAckBefore) / 1000 / timeScale), null);
@@ -626,6 +636,9 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
         dataMethod: methods[r.name],
         network: network(r.name),
         madeBeforeBreak: timeline.steps.some((s) => s.name === "cutover-quiesce"),
+        fallback:
+          events.find((e) => e.workflowId === wf.id && e.kind === "make-before-break" && /falling back/.test(e.message))?.message ?? null,
+        readyWaitSeconds: modelSeconds(timeline.steps.find((s) => s.name === "mbb-wait-ready")?.durationMs),
         workflowId: wf.id,
         trigger: wf.trigger ?? "",
         fromInstanceId: oldId,
@@ -649,7 +662,10 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
       log(
         `${r.name}: ${r.kind} recovered by ${wf.id} (${wf.trigger}): ${oldId} -> ${after.instanceId} at ${after.privateIp} (server on ${back.serverAddr}), volume ${report.volumeBefore} -> ${report.volumeAfter}; ` +
           `downtime ${report.downtimeSeconds ?? "-"} s, recovery ${report.recoverySeconds ?? "-"} s, client outage ${report.clientOutageSeconds ?? "-"} s ` +
-          `(model); ${acked.length} acknowledged, ${missing.length} missing`,
+          `(model); ${acked.length} acknowledged, ${missing.length} missing` +
+          (report.network === "secondary"
+            ? `; replacement ready beside the old one after ${report.readyWaitSeconds ?? "-"} s (model)${report.fallback ? `, fell back: ${report.fallback}` : ""}`
+            : ""),
       );
     }
     // Last word for every instance: everything any client was told is committed is there.
