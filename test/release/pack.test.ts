@@ -93,6 +93,7 @@ describe("release tarball", () => {
       "package.json",
       "README.md",
       "CHANGELOG.md",
+      "LICENSE",
       "bin/spotkeep.js",
       "dist/spotkeep-agent.js",
       "dist/cli/main.mjs",
