@@ -10,7 +10,7 @@ import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync }
 import { tmpdir } from "node:os";
 import { isIP } from "node:net";
 import { join, resolve } from "node:path";
-import Database from "better-sqlite3";
+import { openSqlite } from "../../coordinator/db/sqlite/driver.js";
 import { EventBridgeClient, ListRuleNamesByTargetCommand } from "@aws-sdk/client-eventbridge";
 import type { Command } from "../command.js";
 import { parseFlags, UsageError } from "../args.js";
@@ -159,7 +159,7 @@ function checkStore(config: CoordinatorConfig, dataDir: string): { result: Check
       copyFileSync(file, checked);
       if (existsSync(walFile)) copyFileSync(walFile, `${checked}-wal`);
     }
-    const db = new Database(checked, { readonly: !copyDir, fileMustExist: true, timeout: TIMEOUT_MS });
+    const db = openSqlite(checked, { readonly: !copyDir, fileMustExist: true, timeout: TIMEOUT_MS });
     try {
       const bytes = statSync(file).size;
       const check = bytes < 64 * 1024 * 1024 ? "integrity_check" : "quick_check";

@@ -11,7 +11,7 @@ import { execFileSync } from "node:child_process";
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import Database from "better-sqlite3";
+import { openSqlite } from "../../coordinator/db/sqlite/driver.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { WorkflowRecord } from "../../coordinator/db/store.js";
 import { type Coordinator, startCoordinator } from "../../coordinator/service.js";
@@ -171,7 +171,7 @@ describe.skipIf(!root)("a full disk under the coordinator's data directory durin
 
   it("afterwards the database is intact and a restarted coordinator opens it with every workflow as recorded", async () => {
     await coord.stop();
-    const db = new Database(join(dataDir, "coordinator.sqlite"), { readonly: true });
+    const db = openSqlite(join(dataDir, "coordinator.sqlite"), { readonly: true });
     try {
       expect(db.pragma("integrity_check", { simple: true })).toBe("ok");
       const rows = db.prepare("SELECT kind, status FROM workflows ORDER BY rowid").all();

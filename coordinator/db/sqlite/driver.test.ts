@@ -1,3 +1,6 @@
+import { readdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { driverOrder, loadSqliteDriver, type PackageLoader, SqliteDriverError, sqliteDriver } from "./driver.js";
 
@@ -78,5 +81,29 @@ describe("SQLite driver choice", () => {
     const db = new d.open(":memory:");
     expect(db.prepare("SELECT 40 + 2").pluck().get()).toBe(42);
     db.close();
+  });
+
+  it("is the only way into better-sqlite3: no other source imports or requires it as a value", () => {
+    // Importing `better-sqlite3` directly loads major 12 on every Node.js, which aborts on Node 24
+    // and later and is not even built there (doctor and a test did, and failed only on Node 24).
+    const root = fileURLToPath(new URL("../../..", import.meta.url));
+    const skip = new Set(["node_modules", "dist", ".git", "test-output"]);
+    const files: string[] = [];
+    const walk = (dir: string) => {
+      for (const e of readdirSync(join(root, dir), { withFileTypes: true })) {
+        const rel = dir ? `${dir}/${e.name}` : e.name;
+        if (e.isDirectory() && !skip.has(e.name)) walk(rel);
+        else if (e.isFile() && /\.(ts|mts|mjs|js)$/.test(e.name)) files.push(rel);
+      }
+    };
+    walk("");
+    expect(files).toContain("cli/commands/doctor.ts");
+    const valueImport =
+      /^\s*import\s+(?!type\b)[^;]*?from\s+["']better-sqlite3(-13)?["']|require\(\s*["']better-sqlite3(-13)?["']\s*\)|import\(\s*["']better-sqlite3/m;
+    const offenders = files.filter(
+      (f) =>
+        f !== "coordinator/db/sqlite/driver.ts" && !f.endsWith("driver.test.ts") && valueImport.test(readFileSync(`${root}/${f}`, "utf8")),
+    );
+    expect(offenders).toEqual([]);
   });
 });
