@@ -4,8 +4,8 @@
  * the instance's timeline with every workflow's steps, localcloud's view of its EC2 instances).
  *
  * A suite wraps a case's body in `withEvidence(ctx, …)`; the files are written only when that case
- * fails, and a line naming the directory goes to stderr so
- * the reason is one click away in the CI log. Each collector is bounded in time and size and may
+ * fails, and a line naming the directory goes to stderr, followed by the end of each instance
+ * timeline and scenario log, so the CI log itself shows why. Each collector is bounded in time and size and may
  * fail on its own (the coordinator may be the thing that died) without hiding the others.
  */
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -47,16 +47,41 @@ async function collect(c: Collector): Promise<string> {
   }
 }
 
-/** Writes the collectors' text into test-output/<suite>/<case>/ and returns the directory. */
-export async function writeEvidence(suiteFile: string, caseName: string, collectors: Record<string, Collector>): Promise<string> {
+/** Writes the collectors' text into test-output/<suite>/<case>/; returns the directory and what was written. */
+export async function writeEvidence(
+  suiteFile: string,
+  caseName: string,
+  collectors: Record<string, Collector>,
+): Promise<{ dir: string; texts: Record<string, string> }> {
   const dir = join(OUTPUT_DIR, slug(basename(suiteFile).replace(/\.test\.ts$/, "")), slug(caseName));
   mkdirSync(dir, { recursive: true });
+  const texts: Record<string, string> = {};
   for (const [file, c] of Object.entries(collectors)) {
     let text = await collect(c);
     if (text.length > MAX_BYTES) text = `(first ${text.length - MAX_BYTES} characters cut)\n${text.slice(-MAX_BYTES)}`;
     writeFileSync(join(dir, slug(file)), text);
+    texts[file] = text;
   }
-  return dir;
+  return { dir, texts };
+}
+
+/** Evidence whose end goes into the test log as well: a CI log that keeps no files still shows why. */
+const DIGESTED = /(^|-)timeline\.txt$|^scenario\.log$/;
+const DIGEST_LINES = 40;
+const DIGEST_CHARS = 6000;
+
+/** The last DIGEST_LINES lines (at most DIGEST_CHARS characters) of each instance timeline and scenario log. */
+export function evidenceDigest(texts: Record<string, string>): string {
+  const parts: string[] = [];
+  for (const [file, text] of Object.entries(texts)) {
+    if (!DIGESTED.test(file)) continue;
+    const lines = text.trimEnd().split("\n");
+    let tail = lines.slice(-DIGEST_LINES).join("\n");
+    if (tail.length > DIGEST_CHARS) tail = tail.slice(-DIGEST_CHARS);
+    const cut = lines.length > DIGEST_LINES || tail.length === DIGEST_CHARS ? " (its end)" : "";
+    parts.push(`--- ${file}${cut}:\n${tail}`);
+  }
+  return parts.join("\n");
 }
 
 /**
@@ -77,8 +102,9 @@ export async function withEvidence<T>(
   const write = async () => {
     if (written) return;
     written = true;
-    const dir = await writeEvidence(suiteFile, ctx.task.name, collectors);
-    process.stderr.write(`evidence of the failed case "${ctx.task.name}": ${dir}\n`);
+    const { dir, texts } = await writeEvidence(suiteFile, ctx.task.name, collectors);
+    const digest = evidenceDigest(texts);
+    process.stderr.write(`evidence of the failed case "${ctx.task.name}": ${dir}\n${digest ? `${digest}\n` : ""}`);
   };
   ctx.onTestFailed(write);
   try {
