@@ -81,16 +81,21 @@ describe("/api/v1/stream", () => {
     expect(text).toContain(`data: ${JSON.stringify(list)}`);
     ctl.abort();
     const open: AbortController[] = [];
+    // Held until the end: fetch cancels the body of a Response that is garbage-collected unread
+    // (Node 26's undici does), which would close that stream before the limit is tried.
+    const held: Response[] = [];
     for (let i = 0; i < MAX_STREAMS; i++) {
       const c = new AbortController();
       open.push(c);
       const r = await fetch(`${url}/api/v1/stream`, { headers: { authorization: `Bearer ${TOKEN}` }, signal: c.signal });
       expect(r.status).toBe(200);
+      held.push(r);
     }
     const over = await fetch(`${url}/api/v1/stream`, { headers: { authorization: `Bearer ${TOKEN}` } });
     expect(over.status).toBe(503);
     expect(((await over.json()) as { error: { code: string } }).error.code).toBe("too-many-streams");
     for (const c of open) c.abort();
+    expect(held).toHaveLength(MAX_STREAMS);
   });
 
   it("ends open streams when the server closes", async () => {
