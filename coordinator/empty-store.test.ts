@@ -134,7 +134,8 @@ describe("guardEmptyStore", () => {
     await expect(guard({ adoptFromEc2: true })).rejects.toThrow(/--adopt-from-ec2: the store is not empty/);
   });
 
-  it("a store holding only a group recorded before its first member is not empty (regression: a coordinator killed right after a group's first step was refused at restart)", async () => {
+  // Regression: a coordinator killed right after a group's first step was refused at restart.
+  it("a store holding only a group recorded before its first member is not empty", async () => {
     await store.groups.insert("kafka", {} as never, "creating");
     expect(await guard()).toEqual([]);
   });

@@ -664,7 +664,8 @@ export async function runPostgresScenario(o: ScenarioOptions = {}): Promise<Scen
           `downtime ${report.downtimeSeconds ?? "-"} s, recovery ${report.recoverySeconds ?? "-"} s, client outage ${report.clientOutageSeconds ?? "-"} s ` +
           `(model); ${acked.length} acknowledged, ${missing.length} missing` +
           (report.network === "secondary"
-            ? `; replacement ready beside the old one after ${report.readyWaitSeconds ?? "-"} s (model)${report.fallback ? `, fell back: ${report.fallback}` : ""}`
+            ? `; replacement ready beside the old one after ${report.readyWaitSeconds ?? "-"} s (model)` +
+              (report.fallback ? `, fell back: ${report.fallback}` : "")
             : ""),
       );
     }
