@@ -40,6 +40,7 @@ import { ScheduledTasks } from "./tasks.js";
 import { type ScaledClock, scaledClock } from "./time.js";
 import { WorkflowEngine, type WorkflowOutcome } from "./workflow/engine.js";
 import type { WorkflowRecord } from "./db/store.js";
+import { RENAMED_STEPS } from "./workflow/runbooks/generation.js";
 import { createRunbook } from "./workflow/runbooks/create.js";
 import { importRunbook } from "./workflow/runbooks/import.js";
 import type { RunbookDeps } from "./workflow/runbooks/deps.js";
@@ -305,6 +306,7 @@ async function startOn(
       "group-scale": groupScaleRunbook(groupDeps),
       "group-update": groupUpdateRunbook(groupDeps),
     },
+    renamedSteps: RENAMED_STEPS,
     maxConcurrent: config.maxConcurrentWorkflows,
     defaultPolicy: { initialMs: 500, maxMs: 10_000, attempts: 10 },
     afterStep: crash

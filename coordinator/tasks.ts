@@ -11,8 +11,7 @@ import { nextDue, latestDue } from "../shared/cron.js";
 import type { StatefulInstanceSpec } from "../shared/spec.js";
 import { ApiFault } from "./api/types.js";
 import { PlannedWorkWaits } from "./groups/admission.js";
-import type { StatefulInstance, StatefulInstanceState, Store, TaskRun } from "./db/store.js";
-import type { Operations } from "./operations.js";
+import type { StatefulInstance, StatefulInstanceState, Store, StoreTx, TaskRun } from "./db/store.js";
 
 export type ScheduledTask = StatefulInstanceSpec["schedule"][number];
 
@@ -29,9 +28,22 @@ export const TASK_STATES: Readonly<Record<ScheduledTask["action"], readonly Stat
 
 export const taskKey = (t: ScheduledTask): string => `${t.action} ${t.cron}`;
 
+/**
+ * What the schedule needs of the operations: start one, recording its due time in the transaction
+ * that records the workflow. Refusals are thrown as ApiFault.
+ */
+export interface TaskOperations {
+  run(
+    name: string,
+    op: ScheduledTask["action"],
+    reason: string,
+    o: { onStarted?: (t: StoreTx, workflowId: string) => Promise<void> },
+  ): Promise<{ workflowId: string }>;
+}
+
 export interface TaskDeps {
   store: Store;
-  operations: Operations;
+  operations: TaskOperations;
   /** The wall clock (epoch ms) cron expressions are read on. */
   calendar: () => number;
   log: (line: string) => void;

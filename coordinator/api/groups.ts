@@ -12,21 +12,10 @@
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { type KeepSet, parseKeep, parseTtlHours } from "../../shared/deletion.js";
-import type { GroupDetail, GroupSummary } from "../../shared/group-api.js";
 import { type GroupSpec, parseGroupSpec } from "../../shared/group-spec.js";
 import { ValidationError } from "../../shared/errors.js";
 import { MAX_YAML_BYTES, bodyFormat, parseBody } from "./bodies.js";
-import { ApiFault } from "./types.js";
-
-export interface GroupApi {
-  list(): Promise<GroupSummary[]>;
-  describe(name: string): Promise<GroupDetail | null>;
-  create(spec: GroupSpec): Promise<{ workflowId: string }>;
-  update(name: string, spec: GroupSpec): Promise<{ workflowId: string | null }>;
-  scale(name: string, size: number, o: { keep: KeepSet; ttlHours: number | null }): Promise<{ workflowId: string }>;
-  delete(name: string, o: { keep: KeepSet; ttlHours: number | null }): Promise<{ workflowId: string }>;
-  events(name: string): Promise<Array<{ at: string; kind: string; message: string; workflowId: string | null }>>;
-}
+import { ApiFault, type GroupApi } from "./types.js";
 
 export interface RouteKit {
   readBody(req: IncomingMessage, limit: number): Promise<string>;

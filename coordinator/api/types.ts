@@ -9,7 +9,8 @@ import type { Duplex } from "node:stream";
 import type { EventsResponse, InstanceDetail, InstanceSummary, Savings, Workflow } from "../../shared/api.js";
 import type { KeepSet } from "../../shared/deletion.js";
 import type { StatefulInstanceSpec } from "../../shared/spec.js";
-import type { GroupApi } from "./groups.js";
+import type { GroupDetail, GroupSummary } from "../../shared/group-api.js";
+import type { GroupSpec } from "../../shared/group-spec.js";
 import type { OpenFiles } from "./process-limits.js";
 
 /** A domain error the API maps to an HTTP status: not-found 404, conflict 409, invalid 400. */
@@ -96,4 +97,15 @@ export interface ApiServerDeps {
   standby?: () => { leader: string | null } | null;
   /** The descriptor figures /healthz reports; default this process's (/proc/self). */
   openFiles?(): OpenFiles;
+}
+
+/** The groups' part of the API (coordinator/api/groups.ts routes to it). */
+export interface GroupApi {
+  list(): Promise<GroupSummary[]>;
+  describe(name: string): Promise<GroupDetail | null>;
+  create(spec: GroupSpec): Promise<{ workflowId: string }>;
+  update(name: string, spec: GroupSpec): Promise<{ workflowId: string | null }>;
+  scale(name: string, size: number, o: { keep: KeepSet; ttlHours: number | null }): Promise<{ workflowId: string }>;
+  delete(name: string, o: { keep: KeepSet; ttlHours: number | null }): Promise<{ workflowId: string }>;
+  events(name: string): Promise<Array<{ at: string; kind: string; message: string; workflowId: string | null }>>;
 }

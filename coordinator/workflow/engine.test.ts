@@ -173,6 +173,85 @@ describe("workflow engine", () => {
     expect(wf.error).toMatch(/step 2 is recorded as "capture" but the runbook now asks for "terminate"/);
   });
 
+  it("replays a step recorded under a name an earlier version used (renamedSteps), without running it again", async () => {
+    let version = 1;
+    const runs: string[] = [];
+    const book: Runbook<unknown> = async (ctx) => {
+      await ctx.step(version === 1 ? "delete-old-roots" : "delete-old-root", async () => {
+        runs.push(`delete v${version}`);
+        return "deleted";
+      });
+      return ctx.step("retention", async (info) => (version === 1 ? hang(info) : "kept 3"));
+    };
+    const first = open({ b: book });
+    const id = await first.engine.start("b", "db", null);
+    await clock.advance(0);
+    await first.engine.stop();
+    version = 2;
+    const second = open({ b: book }, { renamedSteps: { "delete-old-roots": "delete-old-root" } });
+    await second.engine.resumeAll();
+    const wf = await second.engine.wait(id);
+    expect(wf.error).toBeNull();
+    expect(wf.result).toBe("kept 3");
+    expect(runs).toEqual(["delete v1"]);
+    expect((await second.store.steps.list(id)).map((s) => s.name)).toEqual(["delete-old-roots", "retention"]);
+  });
+
+  it("takesPath: a new path runs on a first run and past the last recorded step, never where an earlier version recorded another step", async () => {
+    let version = 1;
+    let crashing = true;
+    // Version 2 added `register` after `finish`; version 1 went straight on to `cleanup`. The input
+    // names the step a run of version 1 is stopped in.
+    const book: Runbook<{ crashIn: string }> = async (ctx, input) => {
+      const body = (name: string) => (info: StepInfo) => (crashing && input.crashIn === name ? hang(info) : Promise.resolve(name));
+      const taken: boolean[] = [];
+      await ctx.step("finish", body("finish"));
+      if (version === 2) {
+        const take = ctx.takesPath("register");
+        taken.push(take);
+        if (take) await ctx.step("register", body("register"));
+      }
+      await ctx.step("cleanup", body("cleanup"));
+      return taken;
+    };
+    const names = async (s: SqliteStore, id: string) => (await s.steps.list(id)).map((r) => r.name);
+
+    // Recorded by version 1 past `finish` (stopped in `cleanup`), and stopped in `finish`.
+    const v1 = open({ b: book });
+    const past = await v1.engine.start("b", "past", { crashIn: "cleanup" });
+    const inFinish = await v1.engine.start("b", "in-finish", { crashIn: "finish" });
+    await clock.advance(0);
+    await v1.engine.stop();
+    expect(await names(v1.store, past)).toEqual(["finish", "cleanup"]);
+    expect(await names(v1.store, inFinish)).toEqual(["finish"]);
+
+    version = 2;
+    crashing = false;
+    const v2 = open({ b: book });
+    await v2.engine.resumeAll();
+    const fresh = await v2.engine.start("b", "fresh", { crashIn: "" });
+    await clock.advance(0);
+    // Version 1 recorded `cleanup` where version 2 would register: it goes on as it began.
+    expect((await v2.engine.wait(past)).result).toEqual([false]);
+    expect(await names(v2.store, past)).toEqual(["finish", "cleanup"]);
+    // Nothing recorded after `finish`: the new path.
+    expect((await v2.engine.wait(inFinish)).result).toEqual([true]);
+    expect(await names(v2.store, inFinish)).toEqual(["finish", "register", "cleanup"]);
+    expect((await v2.engine.wait(fresh)).result).toEqual([true]);
+    expect(await names(v2.store, fresh)).toEqual(["finish", "register", "cleanup"]);
+
+    // A replay of a run that took the new path takes it again: it finds `register` recorded next.
+    crashing = true;
+    const again = await v2.engine.start("b", "again", { crashIn: "cleanup" });
+    await clock.advance(0);
+    await v2.engine.stop();
+    crashing = false;
+    const v3 = open({ b: book });
+    await v3.engine.resumeAll();
+    expect((await v3.engine.wait(again)).result).toEqual([true]);
+    expect(await names(v3.store, again)).toEqual(["finish", "register", "cleanup"]);
+  });
+
   it("runs at most maxConcurrent workflows at once and starts queued ones as others finish", async () => {
     const release: Array<() => void> = [];
     let peak = 0;

@@ -61,6 +61,13 @@ export interface WorkflowContext {
   parallel<T extends unknown[]>(...steps: { [K in keyof T]: StepDef<T[K]> }): Promise<T>;
   /** Timeline entry (not a step). */
   event(kind: string, message: string): Promise<void>;
+  /**
+   * Whether this run takes a path that begins with the step `firstStep`: true when nothing is
+   * recorded at the next position (a first run, or a run resumed past its last recorded step) or
+   * when the step recorded there is `firstStep`; false when a run of an earlier version recorded
+   * another step there, so that workflow goes on as it began. Synchronous: it allocates nothing.
+   */
+  takesPath(firstStep: string): boolean;
 }
 
 export type Runbook<I> = (ctx: WorkflowContext, input: I) => Promise<unknown>;
@@ -101,6 +108,11 @@ export interface EngineOptions {
   maxConcurrent?: number;
   /** Default retry policy for steps (model ms). */
   defaultPolicy?: Partial<RetryPolicy>;
+  /**
+   * Step names an earlier version recorded, each mapped to the name the runbooks use now for the
+   * same step: a workflow recorded before an upgrade replays its recorded steps under them.
+   */
+  renamedSteps?: Readonly<Record<string, string>>;
   /** Called after a step's result is recorded (the crash test hook). */
   afterStep?: (wf: WorkflowRecord, seq: number, name: string) => void;
   onFinished?: (wf: WorkflowRecord, outcome: WorkflowOutcome) => Promise<void> | void;
@@ -242,7 +254,9 @@ export class WorkflowEngine {
     let outcome: WorkflowOutcome;
     try {
       if (!runbook) throw new Error(`no runbook named ${JSON.stringify(wf.kind)}`);
-      const result = await runbook(this.context(wf), wf.input);
+      // What an earlier run recorded, by position: `takesPath` looks ahead in it.
+      const recorded = new Map((await this.record(() => this.store.steps.list(id))).map((r) => [r.seq, r.name]));
+      const result = await runbook(this.context(wf, recorded), wf.input);
       outcome = { ok: true, result };
     } catch (err) {
       if (this.stopped) return; // left running in the store; resumes on the next start
@@ -262,7 +276,7 @@ export class WorkflowEngine {
     }
   }
 
-  private context(wf: WorkflowRecord): WorkflowContext {
+  private context(wf: WorkflowRecord, recorded: ReadonlyMap<number, string>): WorkflowContext {
     let seq = 0;
     const signal = this.abort.signal;
     const run = <T>(name: string, fn: StepFn<T>, policy?: StepPolicy): Promise<T> => {
@@ -282,13 +296,22 @@ export class WorkflowEngine {
         return settleAll(defs.map((s) => run(s.name, s.run, s.policy))) as Promise<T>;
       },
       event: (kind, message) => this.store.events.add(wf.instance, kind, message, wf.id),
+      takesPath: (firstStep) => {
+        const next = recorded.get(seq + 1);
+        return next === undefined || this.sameStep(next, firstStep);
+      },
     };
+  }
+
+  /** A recorded step name and the name a runbook asks for name the same step (directly or through a rename). */
+  private sameStep(recordedName: string, name: string): boolean {
+    return recordedName === name || this.opts.renamedSteps?.[recordedName] === name;
   }
 
   private async runStep<T>(wf: WorkflowRecord, seq: number, name: string, fn: StepFn<T>, policy?: StepPolicy): Promise<T> {
     if (this.stopped) throw new WorkflowStopped("coordinator stopping");
     const row = await this.record(() => this.store.steps.get(wf.id, seq));
-    if (row && row.name !== name) {
+    if (row && !this.sameStep(row.name, name)) {
       throw new NonDeterminismError(
         `workflow ${wf.id} replay: step ${seq} is recorded as ${JSON.stringify(row.name)} but the runbook now asks for ` +
           `${JSON.stringify(name)} (the runbook changed or branches on something other than step results)`,

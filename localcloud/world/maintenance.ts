@@ -4,7 +4,6 @@
  * out at its NotBefore, and hang it (its processes stopped while EC2 still says running). The
  * control API calls these; DescribeInstanceStatus and IMDS `events/maintenance/` read the result.
  */
-import type { ImdsScheduledEvent } from "../imds/types.js";
 import { newId } from "./ids.js";
 import type { Instance, MaintenanceEvent } from "./types.js";
 import type { World } from "./world.js";
@@ -111,20 +110,4 @@ export async function setHung(w: World, inst: Instance, hung: boolean): Promise<
   const done = hung ? await rt.pauseInstance(inst.id) : await rt.resumeInstance(inst.id);
   if (!done) throw new HealthError(409, `instance ${inst.id} has no processes running (not booted yet?)`);
   inst.hung = hung || undefined;
-}
-
-/** `[Completed] …`/`[Canceled] …`, as EC2 describes events that are over. */
-export function eventDescription(e: MaintenanceEvent): string {
-  return e.state === "active" ? e.description : `[${e.state === "completed" ? "Completed" : "Canceled"}] ${e.description}`;
-}
-
-export function imdsEvent(e: MaintenanceEvent): ImdsScheduledEvent {
-  return {
-    code: e.code,
-    state: e.state,
-    eventId: e.id,
-    description: eventDescription(e),
-    notBefore: e.notBefore.toISOString(),
-    notAfter: e.notAfter?.toISOString(),
-  };
 }

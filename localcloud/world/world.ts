@@ -13,7 +13,7 @@ import type { LatencyProfile } from "../profiles.js";
 import { ACCOUNT_ID, AMAZON_OWNER_ID, AZS, REGION, WINDOWS_IMAGE_NAME, instanceType } from "./catalog.js";
 import { ID_PREFIX, newId } from "./ids.js";
 import { ipToInt, intToIp, parseCidr } from "./ip.js";
-import { imdsEvent } from "./maintenance.js";
+import { imdsEvent } from "./maintenance-events.js";
 import type { Eni, Image, Instance, Reservation, SecurityGroup, Snapshot, SpotRequest, Subnet, Volume, Vpc } from "./types.js";
 import { CallLog } from "../ec2/call-log.js";
 

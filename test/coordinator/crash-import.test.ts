@@ -31,8 +31,8 @@ import {
 
 const SCALE = 0.03;
 // load, adopt, keep-volumes, keep-eni, stop, snapshot-root, image, terminate-original,
-// wait-original-terminated, subnets, launch, wait-running, attach /dev/sdf, restore, finish, delete-original-root
-const STEPS = Array.from({ length: 16 }, (_, i) => i + 1);
+// wait-original-terminated, subnets, launch, wait-running, attach /dev/sdf, restore, finish, delete-old-root, retention
+const STEPS = Array.from({ length: 17 }, (_, i) => i + 1);
 const ONLY = process.env.SPOTKEEP_CRASH_STEPS?.split(",").map(Number);
 const CASES = STEPS.filter((n) => !ONLY || ONLY.includes(n));
 
@@ -63,7 +63,7 @@ const RECOVERED = budget({
   starts: { coordinator: 1, agent: 1 },
 });
 /** The original's root volume goes once the workflow has ended. */
-const SETTLED = budget({ scale: SCALE, model: { "delete original root": runbookModel("import", SHAPE)["delete original root"]! } });
+const SETTLED = budget({ scale: SCALE, model: { "delete old root": runbookModel("import", SHAPE)["delete old root"]! } });
 
 let dir: string;
 let env: Env;

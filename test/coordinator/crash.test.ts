@@ -25,9 +25,9 @@ const STEPS: Record<string, number[]> = {
   // begin, quiesce, snapshot-root, terminate-old, wait-old-terminated, image, wait-snapshots, subnets, launch, wait-running, attach, restore, finish, delete-old-root, retention
   replace: range(15),
   recycle: range(15),
-  // begin, quiesce, snapshot-root, terminate, wait-terminated, image, delete-root, finish
+  // begin, quiesce, snapshot-root, terminate-old, wait-old-terminated, image, delete-old-root, finish
   pause: range(8),
-  // begin, subnets, launch, wait-running, attach /dev/sdf, restore, finish, delete-old-roots, retention
+  // begin, subnets, launch, wait-running, attach /dev/sdf, restore, finish, delete-old-root, retention
   resume: range(9),
 };
 const ONLY = process.env.SPOTKEEP_CRASH_STEPS?.split(",").map(Number);

@@ -191,7 +191,8 @@ export function runbookModel(kind: RunbookKind, o: RunbookShape): Record<string,
       };
     case "import":
       // A clean stop, the root captured as an image, the original terminated and its ENI freed,
-      // generation 1 launched on the ENI with the volumes attached, the original root deleted.
+      // generation 1 launched on the ENI with the volumes attached, the original root deleted
+      // (retention then has nothing to delete: the imported root is the only image).
       return {
         stop: p.stoppingToStopped,
         "root snapshot": snapshot(p, ROOT_GIB),
@@ -200,7 +201,7 @@ export function runbookModel(kind: RunbookKind, o: RunbookShape): Record<string,
         "ENI free": p.eniFree,
         ...launch,
         "attach volume": p.attachVolume,
-        "delete original root": p.deleteVolume,
+        "delete old root": p.deleteVolume,
       };
     case "group-scale":
       // Members are created side by side: one create's bounds.
@@ -234,7 +235,7 @@ export function runbookSteps(kind: RunbookKind, o: Pick<RunbookShape, "members">
     case "delete":
       return { delete: 9 };
     case "import":
-      return { import: 16 };
+      return { import: 17 };
     case "group-scale":
       // The group's steps; its members' creates run side by side.
       return { "group-scale": 1 + 3 * members, create: 8 };

@@ -2,33 +2,23 @@
  * create: from a spec, make the data volumes and the ENI, launch generation 1 (with the
  * fallbacks), attach, bootstrap, wait for `ready`.
  *
- *   resolve → { create-volume each ‖ create-eni } → launch → wait-running → attach each → restore → finish
+ *   resolve → { create-volume each ‖ create-eni } → bring-up (runbooks/generation.ts: launch →
+ *   wait-running → attach each → restore → finish → [register-targets → wait-targets-healthy])
  *
  * With `attach: secondary` generation 1 launches with its own primary ENI in the stable ENI's AZ and
- * `attach-eni` puts the stable ENI at device index 1 beside the volumes; the agent configures it.
+ * the bring-up's `attach-eni` puts the stable ENI at device index 1 beside the volumes; the agent
+ * configures it.
  */
 import { errorCode } from "../../cloud/errors.js";
 import { TAG } from "../../cloud/gateway.js";
 import type { DataVolume, NetworkIdentity } from "../../db/store.js";
 import type { StatefulInstanceSpec } from "../../../shared/spec.js";
-import { ONCE, type Runbook, step, together, type WorkflowContext } from "../engine.js";
+import { type Runbook, step, together, type WorkflowContext } from "../engine.js";
 import { Failure, isPermanent } from "../failure.js";
-import { joinTargetGroups } from "./targets.js";
 import { type RunbookDeps, waitUntil } from "./deps.js";
-import {
-  attachSteps,
-  candidates,
-  describeLaunchSubnets,
-  ipInCidr,
-  LAUNCH_POLICY,
-  launchGeneration,
-  MUTATE_POLICY,
-  plannedVolumes,
-  restoreAndWaitReady,
-  waitRunning,
-} from "./launch.js";
-import { attachStableEni, isSecondary, planEni } from "./secondary.js";
-import { markServing, resourceTags } from "./steps.js";
+import { bringUp } from "./generation.js";
+import { candidates, describeLaunchSubnets, ipInCidr, MUTATE_POLICY } from "./launch.js";
+import { resourceTags } from "./steps.js";
 
 export interface CreateInput {
   name: string;
@@ -85,7 +75,6 @@ export function createRunbook(deps: RunbookDeps): Runbook<CreateInput> {
       { ...MUTATE_POLICY, retryable: (e) => !isPermanent(e) && (MUTATE_POLICY.retryable?.(e) ?? true) },
     );
     const { spec } = plan;
-    const secondary = isSecondary(spec);
 
     // Home: the adopted volumes' AZ if any; else with an address pool the first subnet that holds
     // one of the pool's addresses; else the first subnet.
@@ -116,52 +105,14 @@ export function createRunbook(deps: RunbookDeps): Runbook<CreateInput> {
         : Promise.resolve(null),
     );
 
-    // 3. Launch generation 1 (pinned to home's AZ when volumes or the ENI live there).
-    const launched = await ctx.step(
-      "launch",
-      () =>
-        launchGeneration(deps, ctx, {
-          name,
-          spec,
-          generation,
-          imageId: spec.launch.imageId,
-          cands: candidates(spec, plan.subnets, volumes.length > 0 || eni ? home.availabilityZone : null),
-          eniId: secondary ? null : (eni?.eniId ?? null),
-          blockDevices: [],
-        }),
-      LAUNCH_POLICY,
+    // 3. Generation 1, pinned to home's AZ when volumes or the ENI live there: launch, attach, the
+    //    agent formats blank volumes, mounts them and runs postRestore; then it serves.
+    const launched = await bringUp(
+      deps,
+      ctx,
+      { name, spec, generation, imageId: spec.launch.imageId, eni, volumes, previousClean: true, how: "is ready" },
+      { cands: candidates(spec, plan.subnets, volumes.length > 0 || eni ? home.availabilityZone : null) },
     );
-    await ctx.step(
-      "wait-running",
-      () =>
-        waitRunning(deps, ctx, { name, generation, instanceId: launched.instanceId, volumesFromSnapshots: [], keepsOwnEni: eni !== null }),
-      MUTATE_POLICY,
-    );
-
-    // 4. Attach and restore (the agent formats blank volumes, mounts them and runs postRestore).
-    const eniId = secondary ? eni?.eniId : null;
-    if (eniId) {
-      await ctx.step("attach-eni", () => attachStableEni(deps, ctx, eniId, launched.instanceId), MUTATE_POLICY);
-    }
-    await ctx.all(attachSteps(deps, ctx, volumes, launched.instanceId));
-    await ctx.step(
-      "restore",
-      () =>
-        restoreAndWaitReady(deps, ctx, {
-          name,
-          spec,
-          generation,
-          instanceId: launched.instanceId,
-          previousClean: true,
-          volumes: plannedVolumes(volumes),
-          eni: planEni(spec, eni),
-        }),
-      ONCE,
-    );
-
-    // 5. Serving.
-    await ctx.step("finish", () => markServing(deps, ctx, { name, generation, launched, how: "is ready" }));
-    if (spec.loadBalancers) await joinTargetGroups(deps, ctx, { lb: spec.loadBalancers, instanceId: launched.instanceId });
     return { instanceId: launched.instanceId };
   };
 }

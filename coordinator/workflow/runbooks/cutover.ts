@@ -5,36 +5,39 @@
  * the old one quiesced and the data volumes and the stable ENI moved.
  *
  *   mbb-subnets → mbb-launch → mbb-wait-ready (running, its agent waiting in restore mode) →
- *   cutover-quiesce (preStop, sync, unmount, ENI released) → { detach-eni ‖ detach DEVICE each } →
- *   { attach-eni ‖ attach DEVICE each } → restore (ENI configured, mount, postRestore, ready) →
- *   finish → terminate-old → delete-old-root → retention
+ *   [deregister-targets → drain-targets] → cutover-quiesce (preStop, sync, unmount, ENI released) →
+ *   { detach-eni ‖ detach DEVICE each } → { attach-eni ‖ attach DEVICE each } → restore (ENI
+ *   configured, mount, postRestore, ready) → finish → [register-targets → wait-targets-healthy] →
+ *   terminate-old → delete-old-root → retention
  *
- * Downtime is quiesce + detach + attach + mount. When the replacement is not ready in time (no
- * capacity, a boot that does not come up, the notice deadline minus the quiesce margin and the
- * cutover's own reserve reached) nothing has been touched on the old instance: the unready
- * replacement is terminated (its root volume deleted once it is gone) and the caller goes on with
- * break-before-make. Every step is safe to re-run (attached already = done, detached already = done).
+ * From the attach on this is the bring-up, and from delete-old-root the retire, of
+ * runbooks/generation.ts.
+ *
+ * Downtime is quiesce + detach + attach + mount (with target groups, the drain comes before it).
+ * When the replacement is not ready in time (no capacity, a boot that does not come up, the notice
+ * deadline minus the quiesce margin and the cutover's own reserve reached) nothing has been touched
+ * on the old instance: the unready replacement is terminated (its root volume deleted once it is
+ * gone) and the caller goes on with break-before-make. Every step is safe to re-run (attached already = done, detached already = done).
  */
 import type { StatefulInstanceSpec } from "../../../shared/spec.js";
 import type { DataVolume } from "../../db/store.js";
 import { ONCE, step, type WorkflowContext } from "../engine.js";
 import { Failure, failureKind } from "../failure.js";
 import { agentReportWake, type RunbookDeps, waitUntil } from "./deps.js";
+import { retire, serveGeneration, terminateOld } from "./generation.js";
 import {
-  attachSteps,
   candidates,
   describeLaunchSubnets,
   LAUNCH_POLICY,
   type LaunchResult,
   launchGeneration,
   MUTATE_POLICY,
-  plannedVolumes,
   requireVolumeId,
-  restoreAndWaitReady,
   waitRunning,
 } from "./launch.js";
-import { attachStableEni, detachDataVolume, detachStableEni } from "./secondary.js";
-import { applyRetention, askAgent, deleteKeptRoots, markServing } from "./steps.js";
+import { detachDataVolume, detachStableEni } from "./secondary.js";
+import { askAgent } from "./steps.js";
+import { leaveTargetGroups, TARGET_STEP } from "./targets.js";
 
 /** Model ms kept free before the notice deadline (beyond the quiesce margin) for quiesce, detach, attach and mount. */
 export const CUTOVER_RESERVE_MS = 30_000;
@@ -135,10 +138,18 @@ export async function makeBeforeBreak(
   const newId = launched!.instanceId;
   await ctx.event("make-before-break", `${newId} is ready to take over; cutting over from ${oldId}`);
 
-  // 3. Quiesce the old instance for good: preStop, sync, unmount, and the stable ENI released.
+  // 3. Out of the load balancers (drained within what the notice leaves before the cutover's own
+  //    reserve), then quiesce the old instance for good: preStop, sync, unmount, the stable ENI
+  //    released. A cutover recorded by a version that did not deregister goes on without.
+  if (spec.loadBalancers && ctx.takesPath(TARGET_STEP.deregister))
+    await leaveTargetGroups(deps, ctx, {
+      lb: spec.loadBalancers,
+      instanceId: oldId,
+      budgetMs: () => drainBudgetMs(deps, input),
+    });
   const quiesced = await ctx.step("cutover-quiesce", () => quiesceForCutover(deps, ctx, input, begin), ONCE);
 
-  // 4. Move the ENI and the volumes: detach all (in parallel), then attach all to the replacement.
+  // 4. Move the ENI and the volumes: detach all (in parallel); the bring-up attaches them all.
   const forceAfterMs = forceBudgetMs(deps, input);
   await ctx.all([
     step("detach-eni", () => detachStableEni(deps, ctx, { eniId: begin.eniId, instanceId: oldId, forceAfterMs }), MUTATE_POLICY),
@@ -150,40 +161,29 @@ export async function makeBeforeBreak(
       ),
     ),
   ]);
-  await ctx.all<unknown>([
-    step("attach-eni", () => attachStableEni(deps, ctx, begin.eniId, newId), MUTATE_POLICY),
-    ...attachSteps(deps, ctx, begin.volumes, newId),
-  ]);
-
-  // 5. The replacement configures the ENI, mounts, runs postRestore and reports ready.
-  await ctx.step(
-    "restore",
-    () =>
-      restoreAndWaitReady(deps, ctx, {
-        name,
-        spec,
-        generation,
-        instanceId: newId,
-        previousClean: quiesced.clean,
-        volumes: plannedVolumes(begin.volumes),
-        eni: { eniId: begin.eniId, privateIp: begin.privateIp },
-      }),
-    ONCE,
-  );
-  await ctx.step("finish", () =>
-    markServing(deps, ctx, {
+  // 5. The replacement gets the ENI and the volumes, configures the ENI, mounts, runs postRestore,
+  //    reports ready and serves (and joins the target groups).
+  await serveGeneration(
+    deps,
+    ctx,
+    {
       name,
+      spec,
       generation,
-      launched: launched!,
+      imageId: begin.imageId,
+      eni: { eniId: begin.eniId, privateIp: begin.privateIp },
+      volumes: begin.volumes,
+      previousClean: quiesced.clean,
       previous: { generation: input.fromGeneration, endReason: input.trigger },
       how: `took over from ${oldId} (make-before-break)`,
-    }),
+    },
+    launched!,
+    { attachVolumes: true },
   );
 
   // 6. The old instance goes last; then its kept root volume and retention.
-  await ctx.step("terminate-old", () => deps.ec2.terminateInstance(oldId).then(() => true), MUTATE_POLICY);
-  await ctx.step("delete-old-root", () => deleteKeptRoots(deps, ctx, { name, except: generation }), MUTATE_POLICY);
-  await ctx.step("retention", () => applyRetention(deps, { name, keep: spec.snapshots.keep }), MUTATE_POLICY);
+  await terminateOld(deps, ctx, oldId);
+  await retire(deps, ctx, { name, serving: generation, keep: spec.snapshots.keep });
   return { done: true, instanceId: newId };
 }
 
@@ -286,6 +286,16 @@ async function quiesceForCutover(
   return { clean: report.clean, eniReleased: report.network?.ok ?? false };
 }
 
+/**
+ * How long the old instance may drain out of its target groups: what the notice leaves before the
+ * quiesce margin and the cutover's own reserve (a planned recycle: the group's draining time alone).
+ */
+function drainBudgetMs(deps: RunbookDeps, input: CutoverInput): number {
+  if (input.trigger === "recycle") return Number.POSITIVE_INFINITY;
+  const left = input.deadline ? Math.min(deps.clock.modelMsUntil(Date.parse(input.deadline)), MAX_NOTICE_MS) : MAX_NOTICE_MS;
+  return Math.max(0, left - deps.quiesceMarginMs - CUTOVER_RESERVE_MS);
+}
+
 /** How long a normal detach may take before Force: what is left before the deadline's margin, at least 5 s, at most 60 s. */
 function forceBudgetMs(deps: RunbookDeps, input: CutoverInput): number {
   if (input.trigger === "recycle") return 60_000;
@@ -314,26 +324,4 @@ async function deleteUnreadyRootIfFree(deps: RunbookDeps, volumeId: string | nul
     return { pending: null };
   }
   return { pending: volumeId };
-}
-
-/** The unready replacement's root volume (kept past termination like every generation's): deleted once it is free. */
-export async function deleteUnreadyRoot(
-  deps: RunbookDeps,
-  ctx: WorkflowContext,
-  instanceId: string,
-  volumeId: string | null,
-): Promise<true> {
-  if (!volumeId) return true;
-  const free = await waitUntil(
-    deps.clock,
-    `${volumeId} (root of ${instanceId}) to be released`,
-    async () => {
-      const v = await deps.ec2.describeVolume(volumeId);
-      if (!v || v.state === "deleting" || v.state === "deleted") return "gone";
-      return v.attachments.length === 0 && v.state === "available" ? "free" : null;
-    },
-    { intervalMs: deps.pollMs, timeoutMs: 15 * 60_000, signal: ctx.signal },
-  );
-  if (free === "free") await deps.ec2.deleteVolume(volumeId);
-  return true;
 }

@@ -4,8 +4,10 @@
  * private IP).
  *
  *   load → adopt → keep-volumes → keep-eni → stop → snapshot-root → image → terminate-original →
- *   wait-original-terminated → subnets → launch → wait-running → attach each → restore → finish →
- *   delete-original-root
+ *   wait-original-terminated → subnets → bring-up → retire
+ *
+ * (runbooks/generation.ts: bring-up = launch → wait-running → attach each → restore → finish →
+ * [register-targets → wait-targets-healthy]; retire = delete-old-root → retention).
  *
  * A failure before terminate-original: … → rollback → untag → abandon (the workflow fails).
  *
@@ -19,21 +21,12 @@
  */
 import { TAG } from "../../cloud/gateway.js";
 import type { ImportInput } from "../../import/plan.js";
-import { ONCE, type Runbook, StepFailedError, type WorkflowContext, WorkflowStopped, NonDeterminismError } from "../engine.js";
+import { type Runbook, StepFailedError, type WorkflowContext, WorkflowStopped, NonDeterminismError } from "../engine.js";
 import { describeError, Failure } from "../failure.js";
 import { type RunbookDeps, waitUntil } from "./deps.js";
-import {
-  attachSteps,
-  candidates,
-  describeLaunchSubnets,
-  LAUNCH_POLICY,
-  launchGeneration,
-  MUTATE_POLICY,
-  plannedVolumes,
-  restoreAndWaitReady,
-  waitRunning,
-} from "./launch.js";
-import { deleteKeptRoots, markServing, registerRootImage, resourceTags, waitDetached } from "./steps.js";
+import { bringUp, retire } from "./generation.js";
+import { candidates, describeLaunchSubnets, MUTATE_POLICY } from "./launch.js";
+import { registerRootImage, resourceTags, waitDetached } from "./steps.js";
 
 export type { ImportInput };
 
@@ -107,44 +100,23 @@ export function importRunbook(deps: RunbookDeps): Runbook<ImportInput> {
 
     // 3. Generation 1: spot (the spec's fallbacks), the same ENI at device index 0, the same volumes.
     const subnets = await ctx.step("subnets", () => describeLaunchSubnets(deps, spec), MUTATE_POLICY);
-    const launched = await ctx.step(
-      "launch",
-      () =>
-        launchGeneration(deps, ctx, {
-          name,
-          spec,
-          generation,
-          imageId: bootImage,
-          cands: candidates(spec, subnets, input.availabilityZone),
-          eniId: input.eni.eniId,
-          blockDevices: [],
-        }),
-      LAUNCH_POLICY,
+    const launched = await bringUp(
+      deps,
+      ctx,
+      {
+        name,
+        spec,
+        generation,
+        imageId: bootImage,
+        eni: { eniId: input.eni.eniId, privateIp: input.eni.privateIp },
+        volumes,
+        previousClean: input.stopFirst,
+        how: `is ready: ${instanceId} imported as generation 1`,
+      },
+      { cands: candidates(spec, subnets, input.availabilityZone) },
     );
-    await ctx.step(
-      "wait-running",
-      () => waitRunning(deps, ctx, { name, generation, instanceId: launched.instanceId, volumesFromSnapshots: [], keepsOwnEni: true }),
-      MUTATE_POLICY,
-    );
-    await ctx.all(attachSteps(deps, ctx, volumes, launched.instanceId));
-    await ctx.step(
-      "restore",
-      () =>
-        restoreAndWaitReady(deps, ctx, {
-          name,
-          spec,
-          generation,
-          instanceId: launched.instanceId,
-          previousClean: input.stopFirst,
-          volumes: plannedVolumes(volumes),
-        }),
-      ONCE,
-    );
-    await ctx.step("finish", () =>
-      markServing(deps, ctx, { name, generation, launched, how: `is ready: ${instanceId} imported as generation 1` }),
-    );
-    // The original root lives on as the image; the volume itself is no longer needed.
-    await ctx.step("delete-original-root", () => deleteKeptRoots(deps, ctx, { name, except: generation }), MUTATE_POLICY);
+    // 4. The original root lives on as the image; the volume itself is no longer needed.
+    await retire(deps, ctx, { name, serving: generation, keep: spec.snapshots.keep });
     return { instanceId: launched.instanceId, imageId: bootImage };
   };
 }

@@ -4,13 +4,14 @@
  * capture the root as an image (root persistence), terminate the EC2 instance, keep the ENI and the
  * data volumes. `resume` launches a new generation from what is kept.
  *
- *   begin → [deregister-targets → drain-targets] → quiesce → snapshot-root → terminate → { wait-terminated ‖ image } → finish
+ *   begin → [deregister-targets → drain-targets] → quiesce → snapshot-root → terminate-old →
+ *   { wait-old-terminated ‖ image } → delete-old-root → finish
  */
 import { ONCE, type Runbook, step } from "../engine.js";
 import { Failure } from "../failure.js";
 import type { RunbookDeps } from "./deps.js";
+import { STEP, terminateOld, waitOldTerminated } from "./generation.js";
 import { MUTATE_POLICY } from "./launch.js";
-import { waitOldReleased } from "./replace.js";
 import { deleteKeptRoots, quiesceInstance, registerRootImage, snapshotRoot } from "./steps.js";
 import { leaveTargetGroups } from "./targets.js";
 
@@ -63,13 +64,9 @@ export function pauseRunbook(deps: RunbookDeps): Runbook<PauseInput> {
       : null;
 
     // 4. Terminate; the ENI and the data volumes (DeleteOnTermination false) stay.
-    await ctx.step("terminate", () => deps.ec2.terminateInstance(instanceId).then(() => true), MUTATE_POLICY);
+    await terminateOld(deps, ctx, instanceId);
     const [, image] = await ctx.parallel(
-      step(
-        "wait-terminated",
-        () => waitOldReleased(deps, ctx, { name, instanceId, fromGeneration: generation, trigger: "pause" }, begin.eniId),
-        MUTATE_POLICY,
-      ),
+      waitOldTerminated(deps, ctx, { name, instanceId, fromGeneration: generation, trigger: "pause" }, begin.eniId),
       step(
         "image",
         async () =>
@@ -88,7 +85,7 @@ export function pauseRunbook(deps: RunbookDeps): Runbook<PauseInput> {
     );
 
     // 5. The root volume outlived the instance (captured above when the root persists): it goes.
-    await ctx.step("delete-root", () => deleteKeptRoots(deps, ctx, { name, except: null }), MUTATE_POLICY);
+    await ctx.step(STEP.deleteOldRoot, () => deleteKeptRoots(deps, ctx, { name, except: null }), MUTATE_POLICY);
 
     // 6. Paused: nothing runs, everything is kept.
     await ctx.step("finish", async () => {

@@ -6,17 +6,22 @@
  * move back to spot): quiesce first, then the same path, with the state `recycling`.
  *
  *   begin → quiesce → capture → terminate-old → { wait-old-terminated ‖ image ‖ wait-snapshots } →
- *   subnets → launch → wait-running → attach (reattach) → restore (ready) → finish → delete-old-root → retention
+ *   subnets → bring-up → retire
+ *
+ * (runbooks/generation.ts: bring-up = launch → wait-running → attach (reattach) → restore (ready) →
+ * finish → [register-targets → wait-targets-healthy]; retire = [delete-unready-root] →
+ * delete-old-root → retention.)
  *
  * Lost: begin → terminate-old → wait-old-terminated → snapshot-lost-root (the root volume outlives
  * its instance) → { image ‖ wait-snapshots } → subnets → … the same from there.
  *
- * With `loadBalancers`: deregister-targets → drain-targets before quiesce (lost: no drain), and
- * register-targets → wait-targets-healthy right after finish (runbooks/targets.ts).
+ * With `loadBalancers`: deregister-targets → drain-targets before quiesce (lost: no drain); the
+ * bring-up registers the new generation (runbooks/targets.ts).
  *
  * `attach: secondary` (not lost, agent answering): make-before-break first (cutover.ts); only when
  * the replacement is not ready in time does the run go on with the path above, where the launch gets
- * its own primary ENI and `attach-eni` moves the stable ENI (device index 1) once the old one is gone.
+ * its own primary ENI and the bring-up's `attach-eni` moves the stable ENI (device index 1) once the
+ * old one is gone.
  */
 import type { StatefulInstanceSpec } from "../../../shared/spec.js";
 import { classify, errorCode } from "../../cloud/errors.js";
@@ -24,27 +29,12 @@ import { type BlockDeviceRequest, TAG } from "../../cloud/gateway.js";
 import type { DataVolume } from "../../db/store.js";
 import { ONCE, type Runbook, step, type StepDef, type WorkflowContext } from "../engine.js";
 import { Failure, failureKind } from "../failure.js";
-import { type RunbookDeps, waitUntil } from "./deps.js";
+import type { RunbookDeps } from "./deps.js";
+import { makeBeforeBreak } from "./cutover.js";
+import { completeBringUp, type GenerationPlan, launchStep, retire, terminateOld, waitOldTerminated } from "./generation.js";
+import { candidates, clientToken, describeLaunchSubnets, type LaunchResult, MUTATE_POLICY, requireVolumeId } from "./launch.js";
+import { isSecondary } from "./secondary.js";
 import {
-  attachSteps,
-  type Candidate,
-  candidates,
-  clientToken,
-  describeLaunchSubnets,
-  LAUNCH_POLICY,
-  launchGeneration,
-  MUTATE_POLICY,
-  plannedVolumes,
-  requireVolumeId,
-  restoreAndWaitReady,
-  waitRunning,
-} from "./launch.js";
-import { deleteUnreadyRoot, makeBeforeBreak } from "./cutover.js";
-import { attachStableEni, isSecondary, planEni } from "./secondary.js";
-import {
-  applyRetention,
-  deleteKeptRoots,
-  markServing,
   quiesceInstance,
   registerRootImage,
   resourceTags,
@@ -54,7 +44,7 @@ import {
   type TakenSnapshot,
   waitForSnapshots,
 } from "./steps.js";
-import { joinTargetGroups, leaveTargetGroups } from "./targets.js";
+import { leaveTargetGroups } from "./targets.js";
 
 export type ReplaceTrigger = "spot-interruption" | "lost" | "recycle";
 
@@ -196,9 +186,9 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
     }
 
     // 3. Release early: terminate the old instance ourselves so its ENI and volumes come free.
-    await ctx.step("terminate-old", () => deps.ec2.terminateInstance(oldId).then(() => true), MUTATE_POLICY);
+    await terminateOld(deps, ctx, oldId);
 
-    const waitOld = step("wait-old-terminated", () => waitOldReleased(deps, ctx, input, begin.eniId), MUTATE_POLICY);
+    const waitOld = waitOldTerminated(deps, ctx, input, begin.eniId);
     const image = () =>
       step(
         "image",
@@ -260,17 +250,25 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
           deleteOnTermination: false,
         };
       });
-    const launchOn = (cands: Candidate[], eniId: string | null, blockDevices: BlockDeviceRequest[]) => () =>
-      launchGeneration(deps, ctx, { name, spec, generation, imageId, cands, eniId: secondary ? null : eniId, blockDevices });
+    const plan: GenerationPlan = {
+      name,
+      spec,
+      generation,
+      imageId,
+      eni: begin.eniId ? { eniId: begin.eniId, privateIp: begin.privateIp } : null,
+      volumes: begin.volumes,
+      previousClean: clean,
+      previous: { generation: input.fromGeneration, endReason: input.trigger },
+      how: `replaced ${oldId}`,
+    };
 
     let crossAz = false;
-    let launched: Awaited<ReturnType<typeof launchGeneration>>;
+    let launched: LaunchResult;
     try {
-      launched = await ctx.step(
-        "launch",
-        launchOn(candidates(spec, subnets, pinnedAz ?? null, begin.privateIp), begin.eniId, snapshotMode ? fromSnapshotsAt(snapshots) : []),
-        LAUNCH_POLICY,
-      );
+      launched = await launchStep(deps, ctx, plan, {
+        cands: candidates(spec, subnets, pinnedAz ?? null, begin.privateIp),
+        blockDevices: snapshotMode ? fromSnapshotsAt(snapshots) : [],
+      });
     } catch (err) {
       // Reattach pins the volumes' AZ. When that AZ has no capacity (and no ENI pins it too), move
       // the data through snapshots to another AZ. The failure kind survives a replay, so a resumed
@@ -282,73 +280,21 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
       await ctx.event("cross-az", `no capacity in ${pinnedAz} for reattach; restoring the data volumes from snapshots in another AZ`);
       snapshots = await ctx.all(dataSnapshots("cross-az "));
       await ctx.step(waitSnapshots(snapshots, "cross-az ").name, waitSnapshots(snapshots, "cross-az ").run, MUTATE_POLICY);
-      launched = await ctx.step(
-        "launch in another AZ",
-        launchOn(candidates(spec, otherAzs, null, begin.privateIp), null, fromSnapshotsAt(snapshots)),
-        LAUNCH_POLICY,
-      );
+      launched = await launchStep(deps, ctx, plan, {
+        cands: candidates(spec, otherAzs, null, begin.privateIp),
+        blockDevices: fromSnapshotsAt(snapshots),
+      });
     }
     const fromSnapshots = snapshotMode || crossAz;
 
-    // 6. Attach (reattach) and restore.
-    const running = await ctx.step(
-      "wait-running",
-      () =>
-        waitRunning(deps, ctx, {
-          name,
-          generation,
-          instanceId: launched.instanceId,
-          volumesFromSnapshots: fromSnapshots ? begin.volumes.map((v) => v.device) : [],
-          keepsOwnEni: begin.eniId !== null,
-        }),
-      MUTATE_POLICY,
-    );
-    const stableEni = secondary ? begin.eniId : null;
-    if (stableEni) await ctx.step("attach-eni", () => attachStableEni(deps, ctx, stableEni, launched.instanceId), MUTATE_POLICY);
-    if (!fromSnapshots && begin.volumes.length > 0) {
-      await ctx.all(attachSteps(deps, ctx, begin.volumes, launched.instanceId));
-    }
-    await ctx.step(
-      "restore",
-      () =>
-        restoreAndWaitReady(deps, ctx, {
-          name,
-          spec,
-          generation,
-          instanceId: launched.instanceId,
-          previousClean: clean,
-          volumes: plannedVolumes(begin.volumes, running.volumes),
-          eni: planEni(spec, begin),
-        }),
-      ONCE,
-    );
+    // 6. Attach (reattach), restore; the new generation serves.
+    await completeBringUp(deps, ctx, plan, launched, { volumesFromSnapshots: fromSnapshots ? begin.volumes.map((v) => v.device) : [] });
 
-    // 7. The new generation serves.
-    await ctx.step("finish", () =>
-      markServing(deps, ctx, {
-        name,
-        generation,
-        launched,
-        previous: { generation: input.fromGeneration, endReason: input.trigger },
-        how: `replaced ${oldId}`,
-      }),
-    );
-    if (spec.loadBalancers) await joinTargetGroups(deps, ctx, { lb: spec.loadBalancers, instanceId: launched.instanceId });
-
-    // 8. The old root volume (kept past its instance's termination, captured above when needed) goes,
-    //    and an unready make-before-break replacement's root once that instance is gone.
-    const pendingRoot = unready;
-    if (pendingRoot)
-      await ctx.step(
-        "delete-unready-root",
-        () => deleteUnreadyRoot(deps, ctx, pendingRoot.instanceId, pendingRoot.rootVolumeId),
-        MUTATE_POLICY,
-      );
-    await ctx.step("delete-old-root", () => deleteKeptRoots(deps, ctx, { name, except: generation }), MUTATE_POLICY);
-
-    // 9. Retention: snapshot mode's old volumes (their data now lives in the new ones), old images and snapshots.
+    // 7. The old root volume (kept past its instance's termination, captured above when needed) goes,
+    //    and an unready make-before-break replacement's root once that instance is gone; retention:
+    //    snapshot mode's old volumes (their data now lives in the new ones), old images and snapshots.
     const oldVolumes = fromSnapshots ? begin.volumes.map((v) => v.volumeId).filter((v): v is string => !!v) : [];
-    await ctx.step("retention", () => applyRetention(deps, { name, keep: spec.snapshots.keep, oldVolumes }), MUTATE_POLICY);
+    await retire(deps, ctx, { name, serving: generation, keep: spec.snapshots.keep, oldVolumes, unready });
     return { instanceId: launched.instanceId };
   };
 }
@@ -434,38 +380,4 @@ async function quiesceOld(deps: RunbookDeps, ctx: WorkflowContext, input: Replac
   const budgetMs = input.trigger === "recycle" ? hooksMs : Math.max(1000, Math.min(noticeMs - deps.quiesceMarginMs, hooksMs));
   const reason = input.trigger === "recycle" ? `recycle (${input.reason ?? "requested"})` : `spot interruption (${input.trigger})`;
   return quiesceInstance(deps, ctx, { instanceId: input.instanceId, reason, budgetMs });
-}
-
-/** Wait until the old instance is terminated and (with a persisted ENI) the ENI is free again; its generation ends. */
-export async function waitOldReleased(
-  deps: RunbookDeps,
-  ctx: WorkflowContext,
-  input: { name: string; instanceId: string; fromGeneration: number; trigger: string },
-  eniId: string | null,
-): Promise<true> {
-  await waitUntil(
-    deps.clock,
-    `${input.instanceId} to terminate`,
-    async () => {
-      const [i] = await deps.ec2.describeInstances([input.instanceId]);
-      return !i || i.state === "terminated" ? true : null;
-    },
-    { intervalMs: deps.pollMs / 2, timeoutMs: 15 * 60_000, signal: ctx.signal, grid: true },
-  );
-  await deps.store.generations.end(input.name, input.fromGeneration, input.trigger);
-  // The ENI comes free a little after `terminated`; launching before that only earns
-  // InvalidNetworkInterface.InUse and a backoff, so watch it closely instead.
-  if (eniId) {
-    await waitUntil(
-      deps.clock,
-      `${eniId} to be released by ${input.instanceId}`,
-      async () => {
-        const e = await deps.ec2.describeNetworkInterface(eniId);
-        if (!e) throw new Failure("resource-lost", `${eniId} (the stateful instance's network interface) no longer exists`);
-        return e.status === "available" ? true : null;
-      },
-      { intervalMs: deps.pollMs / 4, timeoutMs: 10 * 60_000, signal: ctx.signal, grid: true },
-    );
-  }
-  return true;
 }

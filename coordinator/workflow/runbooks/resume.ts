@@ -4,29 +4,18 @@
  * second half of a replacement; nothing of the old generation is running any more (a failed
  * generation's EC2 instance, if any is left, is terminated first).
  *
- *   begin → terminate-leftover → subnets → launch → wait-running → attach each → restore → finish →
- *   [register-targets → wait-targets-healthy] → retention
+ *   begin → [terminate-old → wait-old-terminated (a failed generation's leftover)] → subnets →
+ *   bring-up → retire
  *
- * With `attach: secondary` the launch gets its own primary ENI and `attach-eni` moves the stable one.
+ * (runbooks/generation.ts: bring-up = launch → wait-running → attach each → restore → finish →
+ * [register-targets → wait-targets-healthy]; retire = delete-old-root → retention). With `attach:
+ * secondary` the launch gets its own primary ENI and the bring-up's `attach-eni` moves the stable one.
  */
-import { ONCE, type Runbook } from "../engine.js";
+import type { Runbook } from "../engine.js";
 import { Failure } from "../failure.js";
 import type { RunbookDeps } from "./deps.js";
-import {
-  attachSteps,
-  candidates,
-  describeLaunchSubnets,
-  LAUNCH_POLICY,
-  launchGeneration,
-  MUTATE_POLICY,
-  plannedVolumes,
-  restoreAndWaitReady,
-  waitRunning,
-} from "./launch.js";
-import { waitOldReleased } from "./replace.js";
-import { attachStableEni, isSecondary, planEni } from "./secondary.js";
-import { applyRetention, deleteKeptRoots, markServing } from "./steps.js";
-import { joinTargetGroups } from "./targets.js";
+import { bringUp, retire, terminateOld, waitOldTerminated } from "./generation.js";
+import { candidates, describeLaunchSubnets, MUTATE_POLICY } from "./launch.js";
 
 export interface ResumeInput {
   name: string;
@@ -67,7 +56,6 @@ export function resumeRunbook(deps: RunbookDeps): Runbook<ResumeInput> {
       };
     });
     const { spec } = begin;
-    const secondary = isSecondary(spec);
     await ctx.event(
       "resume",
       `launching generation ${generation} from ${input.from}: ${[
@@ -82,78 +70,39 @@ export function resumeRunbook(deps: RunbookDeps): Runbook<ResumeInput> {
     // 2. A failed generation may have left its EC2 instance running: it must go before its ENI and volumes can move.
     if (begin.leftover) {
       const leftover = begin.leftover;
-      await ctx.step("terminate-leftover", () => deps.ec2.terminateInstance(leftover).then(() => true), MUTATE_POLICY);
-      await ctx.step(
-        "wait-leftover-terminated",
-        () =>
-          waitOldReleased(deps, ctx, { name, instanceId: leftover, fromGeneration: input.fromGeneration, trigger: "resume" }, begin.eniId),
-        MUTATE_POLICY,
+      await terminateOld(deps, ctx, leftover);
+      const wait = waitOldTerminated(
+        deps,
+        ctx,
+        { name, instanceId: leftover, fromGeneration: input.fromGeneration, trigger: "resume" },
+        begin.eniId,
       );
+      await ctx.step(wait.name, wait.run, wait.policy);
     }
 
-    // 3. Launch where the kept resources are (the ENI's AZ, else the volumes' AZ).
+    // 3. Launch where the kept resources are (the ENI's AZ, else the volumes' AZ), reattach and
+    //    restore (the filesystems are checked: the pause may have been crash-consistent); serving again.
     const pinnedAz = begin.eniId ? begin.eniAz : (begin.volumes[0]?.availabilityZone ?? null);
     const subnets = await ctx.step("subnets", () => describeLaunchSubnets(deps, spec), MUTATE_POLICY);
-    const launched = await ctx.step(
-      "launch",
-      () =>
-        launchGeneration(deps, ctx, {
-          name,
-          spec,
-          generation,
-          imageId: begin.imageId,
-          cands: candidates(spec, subnets, pinnedAz, begin.privateIp),
-          eniId: secondary ? null : begin.eniId,
-          blockDevices: [],
-        }),
-      LAUNCH_POLICY,
-    );
-    await ctx.step(
-      "wait-running",
-      () =>
-        waitRunning(deps, ctx, {
-          name,
-          generation,
-          instanceId: launched.instanceId,
-          volumesFromSnapshots: [],
-          keepsOwnEni: begin.eniId !== null,
-        }),
-      MUTATE_POLICY,
-    );
-
-    // 4. Reattach and restore (the filesystems are checked: the pause may have been crash-consistent).
-    const stableEni = secondary ? begin.eniId : null;
-    if (stableEni) await ctx.step("attach-eni", () => attachStableEni(deps, ctx, stableEni, launched.instanceId), MUTATE_POLICY);
-    await ctx.all(attachSteps(deps, ctx, begin.volumes, launched.instanceId));
-    await ctx.step(
-      "restore",
-      () =>
-        restoreAndWaitReady(deps, ctx, {
-          name,
-          spec,
-          generation,
-          instanceId: launched.instanceId,
-          previousClean: false,
-          volumes: plannedVolumes(begin.volumes),
-          eni: planEni(spec, begin),
-        }),
-      ONCE,
-    );
-
-    // 5. Serving again.
-    await ctx.step("finish", () =>
-      markServing(deps, ctx, {
+    const launched = await bringUp(
+      deps,
+      ctx,
+      {
         name,
+        spec,
         generation,
-        launched,
+        imageId: begin.imageId,
+        eni: begin.eniId ? { eniId: begin.eniId, privateIp: begin.privateIp } : null,
+        volumes: begin.volumes,
+        previousClean: false,
         previous: { generation: input.fromGeneration, endReason: input.from },
         how: `resumed from ${input.from}`,
-      }),
+      },
+      { cands: candidates(spec, subnets, pinnedAz, begin.privateIp) },
     );
-    if (spec.loadBalancers) await joinTargetGroups(deps, ctx, { lb: spec.loadBalancers, instanceId: launched.instanceId });
-    // 6. Roots a failed run left behind (its old instance terminated) go; the image carries the root.
-    await ctx.step("delete-old-roots", () => deleteKeptRoots(deps, ctx, { name, except: generation }), MUTATE_POLICY);
-    await ctx.step("retention", () => applyRetention(deps, { name, keep: spec.snapshots.keep }), MUTATE_POLICY);
+
+    // 4. Roots a failed run left behind (its old instance terminated) go; the image carries the root.
+    await retire(deps, ctx, { name, serving: generation, keep: spec.snapshots.keep });
     return { instanceId: launched.instanceId };
   };
 }

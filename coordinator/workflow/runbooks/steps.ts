@@ -347,3 +347,25 @@ export async function deleteKeptRoots(deps: RunbookDeps, ctx: WorkflowContext, o
   }
   return true;
 }
+
+/** The unready replacement's root volume (kept past termination like every generation's): deleted once it is free. */
+export async function deleteUnreadyRoot(
+  deps: RunbookDeps,
+  ctx: WorkflowContext,
+  instanceId: string,
+  volumeId: string | null,
+): Promise<true> {
+  if (!volumeId) return true;
+  const free = await waitUntil(
+    deps.clock,
+    `${volumeId} (root of ${instanceId}) to be released`,
+    async () => {
+      const v = await deps.ec2.describeVolume(volumeId);
+      if (!v || v.state === "deleting" || v.state === "deleted") return "gone";
+      return v.attachments.length === 0 && v.state === "available" ? "free" : null;
+    },
+    { intervalMs: deps.pollMs, timeoutMs: 15 * 60_000, signal: ctx.signal },
+  );
+  if (free === "free") await deps.ec2.deleteVolume(volumeId);
+  return true;
+}

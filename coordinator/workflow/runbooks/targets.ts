@@ -15,6 +15,14 @@ import { Failure, failureKind } from "../failure.js";
 import { type RunbookDeps, waitUntil } from "./deps.js";
 import { MUTATE_POLICY } from "./launch.js";
 
+/** The names of the target-group steps. */
+export const TARGET_STEP = {
+  deregister: "deregister-targets",
+  drain: "drain-targets",
+  register: "register-targets",
+  waitHealthy: "wait-targets-healthy",
+} as const;
+
 /** Longest wait for a newly registered target to turn healthy before the workflow goes on with an event. */
 const MAX_HEALTHY_WAIT_MS = 15 * 60_000;
 
@@ -54,7 +62,7 @@ export async function leaveTargetGroups(
   o: { lb: LoadBalancers; instanceId: string; drain?: boolean; budgetMs?: () => number },
 ): Promise<void> {
   const left = await ctx.step(
-    "deregister-targets",
+    TARGET_STEP.deregister,
     async () => {
       const groups = await instanceGroups(deps, ctx, o.lb);
       const out: string[] = [];
@@ -71,7 +79,7 @@ export async function leaveTargetGroups(
   );
   if (left.length === 0 || o.drain === false) return;
   await ctx.step(
-    "drain-targets",
+    TARGET_STEP.drain,
     async () => {
       const limitMs = Math.max(0, Math.min(o.lb.drainingSeconds * 1000, o.budgetMs?.() ?? Number.POSITIVE_INFINITY));
       try {
@@ -109,7 +117,7 @@ export async function joinTargetGroups(
   o: { lb: LoadBalancers; instanceId: string },
 ): Promise<void> {
   const joined = await ctx.step(
-    "register-targets",
+    TARGET_STEP.register,
     async () => {
       const groups = await instanceGroups(deps, ctx, o.lb);
       for (const g of groups) await gateway(deps).registerTargets(g.arn, [o.instanceId]);
@@ -120,7 +128,7 @@ export async function joinTargetGroups(
   );
   if (joined.length === 0) return;
   await ctx.step(
-    "wait-targets-healthy",
+    TARGET_STEP.waitHealthy,
     async () => {
       const timeoutMs = Math.min(MAX_HEALTHY_WAIT_MS, (Math.max(...joined.map((g) => g.settleSeconds)) + 60) * 1000);
       const last = new Map<string, string>();

@@ -7,7 +7,8 @@ import type { DescribeInstanceStatusRequest, DescribeInstanceStatusResult, Insta
 import type { Ctx } from "../common.js";
 import { applyFilters, dryRun, noIdsWithMaxResults, paginate } from "../common.js";
 import { STATE_CODES, type Instance } from "../../world/types.js";
-import { type CheckStatus, checkStatus, eventDescription } from "../../world/maintenance.js";
+import { type CheckStatus, checkStatus } from "../../world/maintenance.js";
+import { eventDescription } from "../../world/maintenance-events.js";
 import { lookupInstances } from "./instances.js";
 
 const REACHABILITY: Record<CheckStatus, string> = {
