@@ -225,6 +225,55 @@ describe("process runtime: link folders", () => {
   });
 });
 
+describe("process runtime: link folders, read while they change", () => {
+  let dir = "";
+  afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+  // Regression: a plain write truncates the file first, so a reader in between saw an empty
+  // `operstate` while a repeated configure rewrote it (make-before-break.test read "" in a full run).
+  it("a reader sees `operstate` and `configured` whole while configure repeats", async () => {
+    dir = mkdtempSync(join(tmpdir(), "sk-net-"));
+    mkdirSync(join(dir, "eth1"));
+    writeFileSync(join(dir, "eth1", "address"), `${STABLE.mac}\n`);
+    writeFileSync(join(dir, "eth1", "operstate"), "down\n");
+    const backend = folderBackend(dir);
+    const setup = {
+      eniId: TARGET.eniId,
+      mac: STABLE.mac,
+      link: "eth1",
+      address: TARGET.privateIp,
+      prefix: 20,
+      subnet: "172.31.0.0/20",
+      gateway: "172.31.0.1",
+      table: 10001,
+    };
+    await backend.configure(setup);
+    const seen = new Set<string>();
+    let configuring = true;
+    const reader = (async () => {
+      while (configuring) {
+        seen.add(readFileSync(join(dir, "eth1", "operstate"), "utf8"));
+        seen.add(JSON.stringify(JSON.parse(readFileSync(join(dir, "eth1", "configured"), "utf8") || "null")));
+        await new Promise((r) => setImmediate(r));
+      }
+    })();
+    for (let i = 0; i < 300; i++) await backend.configure(setup);
+    configuring = false;
+    await reader;
+    expect([...seen].sort()).toEqual(
+      [
+        "up\n",
+        JSON.stringify({
+          address: "172.31.0.77/20",
+          table: 10001,
+          routes: ["172.31.0.0/20", "default via 172.31.0.1"],
+          rule: "from 172.31.0.77",
+        }),
+      ].sort(),
+    );
+  });
+});
+
 describe("the remembered stable ENI (for a restarted agent)", () => {
   let dir = "";
   afterEach(() => rmSync(dir, { recursive: true, force: true }));

@@ -16,7 +16,7 @@
  */
 import { execFile } from "node:child_process";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
-import { readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import type { Clock } from "../../shared/clock.js";
 import type { SecondaryEni, StepTiming } from "../../shared/protocol.js";
@@ -218,8 +218,16 @@ export function ipBackend(run: CommandRunner): LinkBackend {
 /**
  * `<netDir>/<link>/address` holds the link's MAC (as /sys/class/net); configuring writes
  * `configured` (what `ip` would have set up) and `operstate` up; releasing removes `configured`
- * and writes `operstate` down.
+ * and writes `operstate` down. Each file is replaced whole (written beside it, then renamed), as a
+ * /sys attribute changes: a reader never sees one half-written (a plain write truncates first, and
+ * a reader in between read an empty `operstate` while a repeated configure rewrote it).
  */
+async function replaceFile(file: string, text: string): Promise<void> {
+  const tmp = `${file}.${process.pid}.new`;
+  await writeFile(tmp, text);
+  await rename(tmp, file);
+}
+
 export function folderBackend(netDir: string): LinkBackend {
   return {
     async findLink(mac) {
@@ -241,13 +249,13 @@ export function folderBackend(netDir: string): LinkBackend {
       };
       // Link up first, then the configuration (as `ip link set up` precedes `ip addr add`): a reader
       // that sees `configured` also sees the link up.
-      await writeFile(join(dir, "operstate"), "up\n");
-      await writeFile(join(dir, "configured"), `${JSON.stringify(cfg)}\n`);
+      await replaceFile(join(dir, "operstate"), "up\n");
+      await replaceFile(join(dir, "configured"), `${JSON.stringify(cfg)}\n`);
     },
     async release(s) {
       const dir = join(netDir, s.link);
       await rm(join(dir, "configured"), { force: true });
-      await writeFile(join(dir, "operstate"), "down\n").catch((err: NodeJS.ErrnoException) => {
+      await replaceFile(join(dir, "operstate"), "down\n").catch((err: NodeJS.ErrnoException) => {
         if (err.code !== "ENOENT") throw err; // unplugged meanwhile: nothing to bring down
       });
     },

@@ -117,8 +117,9 @@ describe("scheduled tasks (localcloud process runtime, real agent)", () => {
     expect(back.privateIp).toBe(first.privateIp);
     expect(back.resources.network.eniId).toBe(first.resources.network.eniId);
     expect(back.resources.volumes[0]?.volumeId).toBe(first.resources.volumes[0]?.volumeId);
+    const acked = readAcks(acks); // acks first: a record is on disk before its ack is written
     const records = readRecords(join(env.rootDir(back.instanceId!), "data", "records.log"));
-    expect(readAcks(acks).filter((n) => !records.has(n))).toEqual([]);
+    expect(acked.filter((n) => !records.has(n))).toEqual([]);
     expect((await liveInstances(env, name)).map((i) => i.instanceId)).toEqual([back.instanceId]);
     const events = (await coord.views.getEvents(name))!.events.map((e) => e.kind);
     expect(events.filter((k) => k === "pause-started")).toHaveLength(1);
@@ -198,8 +199,9 @@ describe("load-balancer targets follow the instance", () => {
       // The old target was still draining after drainingSeconds: the quiesce went ahead.
       expect(kinds).toContain("drain-cut-short");
       expect(events.find((e) => e.kind === "target-group-skipped")?.message).toContain("lb-ip has IP targets");
+      const acked = readAcks(acks); // acks first: a record is on disk before its ack is written
       const records = readRecords(join(env.rootDir(after.instanceId!), "data", "records.log"));
-      expect(readAcks(acks).filter((n) => !records.has(n))).toEqual([]);
+      expect(acked.filter((n) => !records.has(n))).toEqual([]);
       expect(readFileSync(join(env.rootDir(after.instanceId!), "data", "records.log"), "utf8").length).toBeGreaterThan(0);
 
       // A pause takes the instance out of the group before its quiesce; the resume puts the next one in.
