@@ -142,7 +142,14 @@ export async function coordinatorSlot(env: Env, dir: string, id: string, timeSca
  */
 export async function startCoordinatorCli(
   slot: Slot,
-  o: { ownerDir: string; children: Set<ChildProcess>; crash?: { kind: string; n: number }; firstStart?: boolean },
+  o: {
+    ownerDir: string;
+    children: Set<ChildProcess>;
+    crash?: { kind: string; n: number };
+    firstStart?: boolean;
+    /** The store was edited by another tool while the coordinator was stopped (its write-ahead log folded in). */
+    acceptRestored?: boolean;
+  },
 ): Promise<CoordinatorChild> {
   for (let attempt = 1; ; attempt++) {
     try {
@@ -155,6 +162,7 @@ export async function startCoordinatorCli(
         "--config",
         slot.cfgFile,
         ...(o.firstStart ? ["--accept-empty-store"] : []),
+        ...(o.acceptRestored ? ["--accept-restored-store"] : []),
       ];
       return await spawnCoordinator(args, {
         ownerDir: o.ownerDir,

@@ -80,7 +80,11 @@ afterAll(async () => {
 
 const api = (s: Slot) => adminApi(`http://127.0.0.1:${s.port}`);
 
-/** The store of a stopped slot's coordinator, opened for `edit` and closed again. */
+/**
+ * The store of a stopped slot's coordinator, opened for `edit` and closed again. Closing folds the
+ * write-ahead log of the killed coordinator into the database and removes it, so the next start
+ * adopts the store deliberately (`acceptRestored`), as after any edit with another tool.
+ */
 function editStore(id: string, edit: (db: ReturnType<typeof openSqlite>) => void): void {
   const db = openSqlite(join(dir, `coord-${id}`, STORE_FILE));
   try {
@@ -123,11 +127,23 @@ async function targets(arn: string): Promise<Array<[string | undefined, string |
 /** Start the slot's coordinator armed to SIGKILL itself after step `n` of a `kind` workflow; `go` starts that workflow. */
 async function stopAfter(
   s: Slot,
-  o: { kind: string; n: number; firstStart?: boolean; runs: Array<Awaited<ReturnType<typeof startCoordinatorCli>>> },
+  o: {
+    kind: string;
+    n: number;
+    firstStart?: boolean;
+    acceptRestored?: boolean;
+    runs: Array<Awaited<ReturnType<typeof startCoordinatorCli>>>;
+  },
   go: () => Promise<void>,
   limit: { ms: number },
 ) {
-  const c = await startCoordinatorCli(s, { ownerDir: dir, children, crash: { kind: o.kind, n: o.n }, firstStart: o.firstStart });
+  const c = await startCoordinatorCli(s, {
+    ownerDir: dir,
+    children,
+    crash: { kind: o.kind, n: o.n },
+    firstStart: o.firstStart,
+    acceptRestored: o.acceptRestored,
+  });
   o.runs.push(c);
   await go();
   const how = await Promise.race([c.exited, new Promise((r) => setTimeout(() => r("no-crash"), limit.ms))]);
@@ -170,7 +186,7 @@ describe.concurrent("workflows recorded by the previous version finish after the
         let resumeId = "";
         await stopAfter(
           s,
-          { kind: "resume", n: 8, runs },
+          { kind: "resume", n: 8, acceptRestored: true, runs },
           async () => {
             const paused = await reachState(`http://127.0.0.1:${s.port}`, name, "paused", null, PAUSE);
             expect(paused.state).toBe("paused");
@@ -190,7 +206,7 @@ describe.concurrent("workflows recorded by the previous version finish after the
         );
         recordAs(id, resumeId, 8, "delete-old-root", "delete-old-roots");
 
-        const current = await startCoordinatorCli(s, { ownerDir: dir, children });
+        const current = await startCoordinatorCli(s, { ownerDir: dir, children, acceptRestored: true });
         runs.push(current);
         const after = await reachState(`http://127.0.0.1:${s.port}`, name, "running", 2, RESUME);
         const wf = await until(
@@ -342,7 +358,7 @@ describe.concurrent("workflows recorded by the previous version finish after the
           );
         });
 
-        const current = await startCoordinatorCli(s, { ownerDir: dir, children });
+        const current = await startCoordinatorCli(s, { ownerDir: dir, children, acceptRestored: true });
         runs.push(current);
         const wf = await until(
           "the recycle to succeed",
