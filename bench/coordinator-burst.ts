@@ -38,7 +38,7 @@ import { parseSpec } from "../shared/spec.js";
 import { PROFILES, replacementCriticalPath } from "../localcloud/index.js";
 import { interrupt } from "../localcloud/world/interruptions.js";
 import { SqliteStore } from "../coordinator/db/sqlite/index.js";
-import { Views } from "../coordinator/db/views.js";
+import { Views } from "../coordinator/views.js";
 import { CLI, ensureBuilt } from "../test/cli/built.js";
 import { FakeAgent } from "../test/coordinator/fake-agent.js";
 import { coordinatorConfig, inProcessCoordinator, OWNER_ENV, ROOT, startEnv, until } from "../test/coordinator/harness.js";

@@ -9,7 +9,7 @@ import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { ApiError, api, follow, storeToken, storedToken, whenUnauthorized } from "./api.js";
 import { Gantt, seconds } from "./gantt.js";
 import { Savings } from "./savings.js";
-import type { EventsResponse, InstanceDetail, InstanceSummary, Workflow } from "./types.js";
+import type { EventsResponse, InstanceAction, InstanceDetail, InstanceState, InstanceSummary, Workflow } from "./types.js";
 import "./style.css";
 
 function useHash(): string {
@@ -75,19 +75,20 @@ function SignIn({ message, onSignedIn }: { message: string | null; onSignedIn: (
   </main>`;
 }
 
-const STATE_ORDER = [
-  "failed",
-  "replacing",
-  "recycling",
-  "creating",
-  "importing",
-  "resuming",
-  "pausing",
-  "deleting",
-  "paused",
-  "running",
-  "deleted",
-];
+/** The fleet's sort order of states: what needs attention first; every state has a place. */
+const STATE_RANK: Record<InstanceState, number> = {
+  failed: 0,
+  replacing: 1,
+  recycling: 2,
+  creating: 3,
+  importing: 4,
+  resuming: 5,
+  pausing: 6,
+  deleting: 7,
+  paused: 8,
+  running: 9,
+  deleted: 10,
+};
 type SortKey = "name" | "state" | "generation" | "type" | "downtime";
 
 function Fleet({ instances, mode }: { instances: InstanceSummary[] | null; mode: string }) {
@@ -96,9 +97,9 @@ function Fleet({ instances, mode }: { instances: InstanceSummary[] | null; mode:
   const [state, setState] = useState("");
   const [sort, setSort] = useState<{ key: SortKey; desc: boolean }>({ key: "name", desc: false });
   const counts = useMemo(() => {
-    const c = new Map<string, number>();
+    const c = new Map<InstanceState, number>();
     for (const i of instances ?? []) c.set(i.state, (c.get(i.state) ?? 0) + 1);
-    return [...c.entries()].sort((a, b) => STATE_ORDER.indexOf(a[0]) - STATE_ORDER.indexOf(b[0]));
+    return [...c.entries()].sort((a, b) => STATE_RANK[a[0]] - STATE_RANK[b[0]]);
   }, [instances]);
   if (!instances) return html`<p>Loading…</p>`;
   const f = filter.trim().toLowerCase();
@@ -109,7 +110,7 @@ function Fleet({ instances, mode }: { instances: InstanceSummary[] | null; mode:
     sort.key === "name"
       ? i.name
       : sort.key === "state"
-        ? STATE_ORDER.indexOf(i.state)
+        ? STATE_RANK[i.state]
         : sort.key === "generation"
           ? i.generation
           : sort.key === "type"
@@ -174,7 +175,8 @@ function Fleet({ instances, mode }: { instances: InstanceSummary[] | null; mode:
   </section>`;
 }
 
-type Action = "snapshot" | "recycle" | "pause" | "resume" | "delete";
+/** The actions the console offers, in the order of its buttons (a spec update is the CLI's: it takes a spec file). */
+type Action = Exclude<InstanceAction, "update">;
 const ACTION_TEXT: Record<Action, string> = {
   snapshot: "Snapshot every data volume (and the root disk) now.",
   recycle: "Move the instance to a fresh EC2 instance now, keeping its disks and private IP (a short downtime).",
@@ -321,15 +323,8 @@ function Instance({ name, summary }: { name: string; summary: InstanceSummary | 
   // Durations are model time, as in the timelines (real ÷ timeScale; 1 outside time-scaled tests).
   const scale = events.timelines[0]?.timeScale ?? 1;
   const shown = timelines.find((t) => t.workflowId === selected) ?? timelines[0];
-  // What the coordinator admits in each state (ARCHITECTURE.md, the state table); none while a workflow moves it.
-  const actions: Action[] =
-    detail.state === "running"
-      ? ["snapshot", "recycle", "pause", "delete"]
-      : detail.state === "paused"
-        ? ["resume", "delete"]
-        : detail.state === "failed"
-          ? ["resume", "recycle", "delete"]
-          : [];
+  // Exactly what the coordinator would start now (its lifecycle table); none while a workflow moves it.
+  const actions = (Object.keys(ACTION_TEXT) as Action[]).filter((a) => detail.allowedActions.includes(a));
   return html`<section data-testid="instance" data-name=${detail.name}>
     <p><a href="#/">← Fleet</a></p>
     <h2>${detail.name} <span class=${`pill state-${detail.state}`} data-testid="instance-state">${detail.state}</span></h2>

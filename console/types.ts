@@ -8,3 +8,4 @@ export type {
   Workflow,
   WorkflowStep,
 } from "../shared/api.js";
+export type { InstanceAction, InstanceState } from "../shared/operations.js";

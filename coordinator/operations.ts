@@ -5,11 +5,12 @@
  * store transaction, so two triggers at the same moment start one workflow.
  */
 import { KEEP_ITEMS, type KeepSet, keptList } from "../shared/deletion.js";
+import type { Operation } from "../shared/operations.js";
 import type { StatefulInstanceSpec } from "../shared/spec.js";
 import { ApiFault } from "./api/types.js";
 import type { Ec2Gateway } from "./cloud/gateway.js";
 import type { Store, StoreTx } from "./db/store.js";
-import { allowed, type OperatorAction, refusal } from "./lifecycle.js";
+import { admission, insertedAs, moveState, refusalOf, type StartName, scheduledStart } from "./lifecycle.js";
 import type { WorkflowEngine } from "./workflow/engine.js";
 import type { DeleteInput } from "./workflow/runbooks/delete.js";
 import type { PauseInput } from "./workflow/runbooks/pause.js";
@@ -20,9 +21,7 @@ import { unsupportedFeatures } from "./workflow/runbooks/support.js";
 import { type DiscoveryGateway, discoverInstance } from "./import/discover.js";
 import { ImportRefused, planImport } from "./import/plan.js";
 import { taskKey } from "./tasks.js";
-import { admitPlannedWork, plannedWorkRefusal } from "./groups/admission.js";
-
-export type Operation = "pause" | "resume" | "recycle" | "snapshot";
+import { admitPlannedWork, plannedWorkRefusal } from "./planned-work.js";
 
 /** The trigger recorded on move-back-to-spot recycles (the schedule's backoff reads it). */
 export const REVERT_TRIGGER = "revert-to-spot";
@@ -45,12 +44,9 @@ export class Operations {
   /** Start a replacement unless one is already running or `input.instanceId` is not the live generation. */
   async startReplace(input: ReplaceInput, why: string): Promise<string | null> {
     const id = await this.d.store.tx(async (t) => {
-      const inst = await t.instances.get(input.name);
-      if (inst?.state !== "running") return null;
-      const g = await t.generations.get(input.name, inst.generation);
-      if (g?.status !== "live" || g.ec2InstanceId !== input.instanceId) return null;
-      // A snapshot in flight does not hold up a replacement (it fails on its own when the instance goes).
-      if ((await t.workflows.runningFor(input.name)).some((w) => w.kind !== "snapshot")) return null;
+      const a = await admission(t, input.name);
+      if (!a || refusalOf("replace", a.facts) || a.facts.liveInstanceId !== input.instanceId) return null;
+      const { inst } = a;
       const wf = await this.d.engine.start("replace", input.name, { ...input, fromGeneration: inst.generation }, input.trigger, t);
       await t.events.add(input.name, "replace-started", `${why}: replacing ${input.instanceId} (generation ${inst.generation})`, wf);
       return wf;
@@ -62,15 +58,12 @@ export class Operations {
   /** Start a snapshot of the live generation's data volumes; null when not running, busy, or without data volumes. */
   async startSnapshot(name: string, reason: string): Promise<string | null> {
     return this.d.store.tx(async (t) => {
-      const inst = await t.instances.get(name);
-      if (inst?.state !== "running") return null;
-      const g = await t.generations.get(name, inst.generation);
-      if (!g?.ec2InstanceId || g.status !== "live") return null;
-      if ((await t.workflows.runningFor(name)).length > 0) return null;
-      if ((await t.volumes.list(name)).length === 0) return null;
-      const input: SnapshotInput = { name, instanceId: g.ec2InstanceId, generation: g.generation, reason };
+      const a = await admission(t, name);
+      const instanceId = a?.facts.liveInstanceId;
+      if (!a || !instanceId || refusalOf("periodic snapshot", a.facts)) return null;
+      const input: SnapshotInput = { name, instanceId, generation: a.inst.generation, reason };
       const wf = await this.d.engine.start("snapshot", name, input, reason, t);
-      await t.events.add(name, "snapshot-started", `${reason}: snapshotting the data volumes of ${g.ec2InstanceId}`, wf);
+      await t.events.add(name, "snapshot-started", `${reason}: snapshotting the data volumes of ${instanceId}`, wf);
       return wf;
     });
   }
@@ -81,7 +74,7 @@ export class Operations {
     if (unsupported.length) throw new ApiFault("invalid", unsupported.map((u) => `${u.path}: ${u.reason}`).join("; "));
     const workflowId = await this.d.store.tx(async (t) => {
       if (await t.instances.get(spec.name)) throw new ApiFault("conflict", `stateful instance ${spec.name} already exists`);
-      await t.instances.insert(spec.name, spec, "creating");
+      await t.instances.insert(spec.name, spec, insertedAs("create"));
       for (const v of spec.persistence.volumes) await t.volumes.declare(spec.name, v.device, v.mountPoint ?? null, v.fsType);
       await t.taskRuns.sync(spec.name, spec.schedule.map(taskKey), this.d.calendar?.() ?? Date.now());
       const wf = await this.d.engine.start("create", spec.name, { name: spec.name }, "create", t);
@@ -175,7 +168,7 @@ export class Operations {
           }
         }
       }
-      await t.instances.insert(spec.name, spec, "importing");
+      await t.instances.insert(spec.name, spec, insertedAs("import"));
       for (const v of spec.persistence.volumes) {
         await t.volumes.declare(spec.name, v.device, v.mountPoint ?? null, v.fsType);
         if (v.volumeId) await t.volumes.setCurrent(spec.name, v.device, v.volumeId, input.availabilityZone);
@@ -222,24 +215,22 @@ export class Operations {
     name: string,
     op: Operation,
     reason = "requested",
-    o: { onStarted?: (t: StoreTx, workflowId: string) => Promise<void> } = {},
+    o: { onStarted?: (t: StoreTx, workflowId: string) => Promise<void>; by?: "operator" | "schedule" } = {},
   ): Promise<{ workflowId: string }> {
     const id = await this.d.store.tx(async (t) => {
-      const wf = await this.startOperation(t, name, op, reason);
+      const wf = await this.startOperation(t, name, op, o.by === "schedule" ? scheduledStart(op) : op, reason);
       await o.onStarted?.(t, wf);
       return wf;
     });
     return { workflowId: id };
   }
 
-  private async startOperation(t: StoreTx, name: string, op: Operation, reason: string): Promise<string> {
-    const inst = await this.admit(t, name, op);
-    const g = inst.generation > 0 ? await t.generations.get(name, inst.generation) : null;
+  private async startOperation(t: StoreTx, name: string, op: Operation, start: StartName, reason: string): Promise<string> {
+    const { inst, g } = await this.admit(t, name, start);
     const liveId = g && g.status !== "ended" ? g.ec2InstanceId : null;
     switch (op) {
       case "snapshot": {
-        if ((await t.volumes.list(name)).length === 0) throw new ApiFault("conflict", `${name} has no data volumes to snapshot`);
-        if (!liveId || g?.status !== "live") throw new ApiFault("conflict", `${name} has no live generation to snapshot`);
+        if (!liveId) throw new ApiFault("conflict", `${name} has no live generation to snapshot`);
         const input: SnapshotInput = { name, instanceId: liveId, generation: inst.generation, reason };
         const wf = await this.d.engine.start("snapshot", name, input, reason, t);
         await t.events.add(name, "snapshot-started", `${reason}: snapshotting the data volumes of ${liveId}`, wf);
@@ -281,12 +272,10 @@ export class Operations {
     o: { trigger: "autohealing" | "maintenance"; reason: string; skipQuiesce?: string },
   ): Promise<string | null> {
     const id = await this.d.store.tx(async (t) => {
-      const inst = await t.instances.get(name);
-      if (!inst || inst.state !== "running") return null;
-      const g = await t.generations.get(name, inst.generation);
-      if (!g || g.status !== "live" || g.ec2InstanceId !== instanceId) return null;
-      if ((await t.workflows.runningFor(name)).some((w) => w.kind !== "snapshot")) return null;
+      const a = await admission(t, name);
+      if (!a || refusalOf("heal", a.facts) || a.facts.liveInstanceId !== instanceId) return null;
       if (await plannedWorkRefusal(t, name)) return null;
+      const { inst } = a;
       const input: ReplaceInput = {
         name,
         instanceId,
@@ -309,21 +298,21 @@ export class Operations {
    */
   async startRevertToSpot(name: string): Promise<string | null> {
     return this.d.store.tx(async (t) => {
-      const inst = await t.instances.get(name);
-      if (inst?.state !== "running" || (await t.workflows.runningFor(name)).length > 0) return null;
-      const g = await t.generations.get(name, inst.generation);
-      if (!g?.ec2InstanceId || g.status !== "live" || g.market !== "on-demand") return null;
+      const a = await admission(t, name);
+      const instanceId = a?.facts.liveInstanceId;
+      if (!a || !instanceId || refusalOf("revert-to-spot", a.facts) || a.g?.market !== "on-demand") return null;
       if (await plannedWorkRefusal(t, name)) return null;
+      const { inst } = a;
       const input: ReplaceInput = {
         name,
-        instanceId: g.ec2InstanceId,
+        instanceId,
         fromGeneration: inst.generation,
         trigger: "recycle",
         reason: "move back to spot",
         revertToSpot: true,
       };
       const wf = await this.d.engine.start("recycle", name, input, REVERT_TRIGGER, t);
-      await t.events.add(name, "revert-to-spot", `${g.ec2InstanceId} runs on-demand: checking for spot capacity`, wf);
+      await t.events.add(name, "revert-to-spot", `${instanceId} runs on-demand: checking for spot capacity`, wf);
       return wf;
     });
   }
@@ -333,20 +322,12 @@ export class Operations {
     const unsupported = unsupportedFeatures(spec);
     if (unsupported.length) throw new ApiFault("invalid", unsupported.map((u) => `${u.path}: ${u.reason}`).join("; "));
     await this.d.store.tx(async (t) => {
-      const inst = await this.admit(t, name, "update", { allowBusy: true });
-      const member = await t.groups.memberOf(name);
-      if (member)
-        throw new ApiFault(
-          "conflict",
-          `${name} is member ${member.ordinal} of group ${member.group}: update the group's template (spotkeep group update)`,
-        );
+      const { inst, facts } = await this.admit(t, name, "update");
       const problems = immutableChanges(inst.spec, spec);
       if (problems.length) throw new ApiFault("invalid", problems.join("; "));
       if (opts.recycle) {
-        const running = (await t.workflows.runningFor(name))[0];
-        if (running)
-          throw new ApiFault("conflict", `${name} is busy with ${running.kind} ${running.id}; update without --recycle, or retry`);
-        if (!allowed("recycle", inst.state)) throw new ApiFault("conflict", refusal(name, "recycle", inst.state));
+        const why = refusalOf("recycle", facts);
+        if (why) throw new ApiFault("conflict", facts.running.length ? `${why}; update without --recycle, or retry` : why);
         await admitPlannedWork(t, name);
       }
       await t.instances.setSpec(name, spec);
@@ -376,33 +357,28 @@ export class Operations {
     if (o.ttlHours !== null && !KEEP_ITEMS.some((k) => o.keep[k]))
       throw new ApiFault("invalid", "ttlHours: nothing is kept, so there is nothing for a TTL to expire (name what to keep with keep)");
     return this.d.store.tx(async (t) => {
-      const inst = await this.admit(t, name, "delete");
-      const member = await t.groups.memberOf(name);
-      if (member && member.group !== o.byGroup)
-        throw new ApiFault(
-          "conflict",
-          `${name} is member ${member.ordinal} of group ${member.group}: scale the group down (spotkeep group scale) or delete the group`,
-        );
+      const { inst } = await this.admit(t, name, "delete", { byGroup: o.byGroup });
       const archivedAs = `${name}~${new Date(inst.createdAt).toISOString()}`;
       const input: DeleteInput = { name, keep: { ...o.keep }, ttlHours: o.ttlHours, archiveAs: archivedAs };
       const wf = await this.d.engine.start("delete", name, input, "requested", t);
-      await t.instances.setState(name, "deleting", `delete (keep: ${keptList(o.keep)})`);
+      await moveState(t, "delete", name, "during", `delete (keep: ${keptList(o.keep)})`);
       const ttl = o.ttlHours === null ? "" : `, kept for ${o.ttlHours} h`;
       await t.events.add(name, "delete-started", `delete requested from ${inst.state} (keep: ${keptList(o.keep)}${ttl})`, wf);
       return { workflowId: wf, archivedAs };
     });
   }
 
-  /** The instance, if the action may start now (no other workflow moving it, and its state allows it). */
-  private async admit(t: StoreTx, name: string, action: OperatorAction, o: { allowBusy?: boolean } = {}) {
-    const inst = await t.instances.get(name);
-    if (!inst) throw new ApiFault("not-found", `no stateful instance named ${name}`);
-    if (!o.allowBusy) {
-      const running = (await t.workflows.runningFor(name))[0];
-      if (running) throw new ApiFault("conflict", `${name} is busy with ${running.kind} ${running.id}`);
-    }
-    if (!allowed(action, inst.state)) throw new ApiFault("conflict", refusal(name, action, inst.state));
-    return inst;
+  /**
+   * The instance, if `start` may begin now (the lifecycle table admits it); `byGroup`: the group
+   * that owns the member asks (its scale-down), which a member's own rule otherwise refuses.
+   */
+  private async admit(t: StoreTx, name: string, start: StartName, o: { byGroup?: string } = {}) {
+    const a = await admission(t, name);
+    if (!a) throw new ApiFault("not-found", `no stateful instance named ${name}`);
+    const facts = o.byGroup && a.facts.group?.group === o.byGroup ? { ...a.facts, group: null } : a.facts;
+    const why = refusalOf(start, facts);
+    if (why) throw new ApiFault("conflict", why);
+    return a;
   }
 
   private async startResume(t: StoreTx, name: string, generation: number, from: ResumeInput["from"], reason: string): Promise<string> {

@@ -4,6 +4,7 @@
  * wires them together. It decides nothing itself: agent messages go to `AgentIntake`, periodic
  * work to `Schedule`, what an operator asks for to `Operations`.
  */
+import { isInstanceWorkflowKind, moveState } from "./lifecycle.js";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { isAwsEc2, shippedCertificatePath, shippedRegions } from "./agents/aws-certificates.js";
@@ -20,12 +21,12 @@ import { createAwsGateway } from "./cloud/aws.js";
 import { createElbGateway, type ElbGateway, elbEndpointFor } from "./elb/elbv2.js";
 import type { Ec2Gateway } from "./cloud/gateway.js";
 import { type CoordinatorConfig, type CoordinatorConfigInput, parseConfig } from "./config.js";
-import { openDataDir } from "./datadir.js";
+import { openDataDir } from "./db/datadir.js";
 import { openDatabase, STORE_FILE } from "./db/open.js";
 import { SqliteStore } from "./db/sqlite/index.js";
 import { clearPostgresMarker, openPostgresStore } from "./db/postgres/open.js";
 import type { Store } from "./db/store.js";
-import { Views } from "./db/views.js";
+import { Views } from "./views.js";
 import { RefusalEvents } from "./refusal-events.js";
 import { AgentIntake } from "./intake.js";
 import { NoticeDecisions } from "./events/decisions.js";
@@ -356,7 +357,8 @@ async function startOn(
       await store.tx(async (tx) => {
         const later = (await tx.workflows.runningFor(wf.instance)).length > 0;
         // A failed snapshot leaves the instance serving; only create/replace failures mean it is down.
-        if (!later && wf.kind !== "snapshot") await tx.instances.setState(wf.instance, "failed", `${wf.kind} failed: ${outcome.error}`);
+        if (!later && isInstanceWorkflowKind(wf.kind))
+          await moveState(tx, wf.kind, wf.instance, "failed", `${wf.kind} failed: ${outcome.error}`);
         await tx.events.add(wf.instance, "workflow-failed", `${wf.kind} ${wf.id} failed: ${outcome.error}`, wf.id);
       });
       log(`${wf.kind} ${wf.id} for ${wf.instance} failed: ${outcome.error}`);

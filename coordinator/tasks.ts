@@ -10,21 +10,14 @@
 import { nextDue, latestDue } from "../shared/cron.js";
 import type { StatefulInstanceSpec } from "../shared/spec.js";
 import { ApiFault } from "./api/types.js";
-import { PlannedWorkWaits } from "./groups/admission.js";
-import type { StatefulInstance, StatefulInstanceState, Store, StoreTx, TaskRun } from "./db/store.js";
+import { PlannedWorkWaits } from "./planned-work.js";
+import type { StatefulInstance, Store, StoreTx, TaskRun } from "./db/store.js";
+import { admission, refusalOf, scheduledStart } from "./lifecycle.js";
 
 export type ScheduledTask = StatefulInstanceSpec["schedule"][number];
 
 /** A due time seen later than this (wall ms) is not run: the coordinator was down or busy past it. */
 export const MISSED_AFTER_MS = 60 * 60_000;
-
-/** The states each scheduled action applies in; any other state skips the due time with an event. */
-export const TASK_STATES: Readonly<Record<ScheduledTask["action"], readonly StatefulInstanceState[]>> = {
-  pause: ["running"],
-  resume: ["paused"],
-  recycle: ["running"],
-  snapshot: ["running"],
-};
 
 export const taskKey = (t: ScheduledTask): string => `${t.action} ${t.cron}`;
 
@@ -37,7 +30,7 @@ export interface TaskOperations {
     name: string,
     op: ScheduledTask["action"],
     reason: string,
-    o: { onStarted?: (t: StoreTx, workflowId: string) => Promise<void> },
+    o: { onStarted?: (t: StoreTx, workflowId: string) => Promise<void>; by: "schedule" },
   ): Promise<{ workflowId: string }>;
 }
 
@@ -140,18 +133,20 @@ export class ScheduledTasks {
       );
       return null;
     }
-    const busy = (await store.workflows.runningFor(inst.name))[0];
-    if (busy) return null;
-    const fresh = await store.instances.get(inst.name);
-    if (!fresh) return null;
+    // The lifecycle table says whether the task applies now: while another workflow moves the
+    // instance the due time waits; in any other state the task does not apply, and is skipped.
+    const a = await admission(store, inst.name);
+    if (!a || a.facts.running.length > 0) return null;
     const skip = (why: string) =>
       record(`skipped: ${why}`, "schedule-skipped", `scheduled ${task.action} (${task.cron}) due at ${when} skipped: ${why}`);
-    if (!TASK_STATES[task.action].includes(fresh.state)) {
-      await skip(`${inst.name} is ${fresh.state}; a scheduled ${task.action} applies when it is ${TASK_STATES[task.action].join(" or ")}`);
+    const why = refusalOf(scheduledStart(task.action), a.facts);
+    if (why) {
+      await skip(why);
       return null;
     }
     try {
       const { workflowId } = await this.d.operations.run(inst.name, task.action, `scheduled ${task.action} (${task.cron}) due at ${when}`, {
+        by: "schedule",
         onStarted: async (t, wf) => {
           await t.taskRuns.handled(inst.name, key, dueAt, "started", wf);
         },

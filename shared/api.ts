@@ -3,20 +3,9 @@
  * them; both sides import from here so they cannot drift.
  */
 import { z } from "zod";
+import { INSTANCE_ACTIONS, INSTANCE_STATES } from "./operations.js";
 
-export const InstanceState = z.enum([
-  "creating",
-  "importing",
-  "running",
-  "replacing",
-  "pausing",
-  "paused",
-  "resuming",
-  "recycling",
-  "deleting",
-  "deleted",
-  "failed",
-]);
+export const InstanceState = z.enum(INSTANCE_STATES);
 export type InstanceState = z.infer<typeof InstanceState>;
 
 export const InstanceSummary = z.object({
@@ -45,6 +34,13 @@ export const InstanceSummary = z.object({
   liveSince: z.string().nullable().optional(),
   /** When the last replacement with a measured downtime started (the downtime is lastDowntimeSeconds). */
   lastInterruptionAt: z.string().nullable().optional(),
+  /**
+   * What the coordinator would start for this instance now: its state allows it, no other workflow
+   * moves it, and it has what the action needs (a live EC2 instance to pause, data volumes to
+   * snapshot; a group member is updated and deleted through its group). A group may still ask
+   * planned work to wait while other members are down. Absent from an older coordinator: none.
+   */
+  allowedActions: z.array(z.enum(INSTANCE_ACTIONS)).default([]),
   /** A deleted instance's kept resources (absent for others): id, kind, expiry (null: until deleted by hand), and whether EC2 still has it. */
   kept: z
     .array(

@@ -5,6 +5,7 @@
 import { z } from "zod";
 import YAML from "yaml";
 import { cronProblem } from "./cron.js";
+import { OPERATIONS } from "./operations.js";
 import { ValidationError } from "./errors.js";
 import { zodToValidationError } from "./zod-errors.js";
 import { Health, MAINTENANCE_DEFAULT, Maintenance } from "./spec-health.js";
@@ -172,8 +173,10 @@ const HooksSpec = z
   })
   .strict();
 
+/** A scheduled task runs one of the operations an operator starts by name. */
+export const SCHEDULE_ACTIONS = OPERATIONS;
+
 /** Scheduled tasks and load-balancer targets (coordinator/tasks.ts, coordinator/workflow/runbooks/targets.ts). */
-export const SCHEDULE_ACTIONS = ["pause", "resume", "recycle", "snapshot"] as const;
 
 const ScheduledTask = z
   .object({

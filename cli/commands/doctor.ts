@@ -22,7 +22,7 @@ import { type CoordinatorConfig, loadConfigFile, parseConfig } from "../../coord
 import { isAwsEc2, shippedCertificatePath } from "../../coordinator/agents/aws-certificates.js";
 import { loadCertificate } from "../../coordinator/agents/identity.js";
 import { inspectWal, readStoreIdentity, STORE_FILE, STORE_IDENTITY_FILE, storeIdentityOf } from "../../coordinator/db/open.js";
-import { readLockHolder } from "../../coordinator/datadir.js";
+import { readLockHolder } from "../../coordinator/db/datadir.js";
 
 export type CheckStatus = "ok" | "warning" | "failure";
 export interface CheckResult {

@@ -18,7 +18,7 @@ import { closeSync, copyFileSync, existsSync, fsyncSync, openSync, renameSync, s
 import { basename, dirname, join, resolve } from "node:path";
 import type Database from "better-sqlite3";
 import { openSqlite } from "./sqlite/driver.js";
-import { createPrivateFile, fsyncDir, openDataDir, tightenFile } from "../datadir.js";
+import { createPrivateFile, fsyncDir, openDataDir, tightenFile } from "./datadir.js";
 import { migrate } from "./migrations.js";
 import { POSTGRES_MARKER_FILE, postgresStoreOf } from "./postgres/open.js";
 import { readStoreIdentity, STORE_FILE, STORE_IDENTITY_FILE, StoreOpenError, storeIdentityOf, writeStoreIdentity } from "./open.js";

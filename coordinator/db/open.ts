@@ -26,7 +26,7 @@ import { closeSync, existsSync, openSync, readFileSync, readSync, statSync, writ
 import { dirname, join, resolve } from "node:path";
 import type Database from "better-sqlite3";
 import { openSqlite } from "./sqlite/driver.js";
-import { createPrivateFile, tightenFile, writePrivateFileAtomic } from "../datadir.js";
+import { createPrivateFile, tightenFile, writePrivateFileAtomic } from "./datadir.js";
 import { migrate } from "./migrations.js";
 
 /** The store's file name inside the data directory. */

@@ -12,21 +12,11 @@
  */
 import type { KeepSet } from "../../shared/deletion.js";
 import type { GroupSpec } from "../../shared/group-spec.js";
+import type { InstanceState } from "../../shared/operations.js";
 import type { StatefulInstanceSpec } from "../../shared/spec.js";
 
 /** The lifecycle state of a stateful instance (not EC2's instance state). */
-export type StatefulInstanceState =
-  | "creating"
-  | "importing"
-  | "running"
-  | "replacing"
-  | "pausing"
-  | "paused"
-  | "resuming"
-  | "recycling"
-  | "deleting"
-  | "deleted"
-  | "failed";
+export type StatefulInstanceState = InstanceState;
 
 export interface StatefulInstance {
   name: string;

@@ -12,7 +12,7 @@ import type { GroupMember, GroupState, StatefulGroup, Store, StoreTx } from "../
 import { immutableChanges } from "../operations.js";
 import type { WorkflowEngine } from "../workflow/engine.js";
 import { unsupportedFeatures } from "../workflow/runbooks/support.js";
-import { unavailableMembers } from "./admission.js";
+import { unavailableMembers } from "../planned-work.js";
 import { spread } from "./pool.js";
 import { sameSpec } from "./same-spec.js";
 import { type GroupScaleInput, type GroupUpdateInput, groupKey } from "./runbooks.js";

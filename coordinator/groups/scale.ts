@@ -9,6 +9,7 @@
  * `create` records the member and starts its create runbook with that address; `release` returns a
  * deleted member's address to the pool.
  */
+import { insertedAs } from "../lifecycle.js";
 import { memberName } from "../../shared/group-spec.js";
 import type { StatefulInstanceSpec } from "../../shared/spec.js";
 import { ApiFault } from "../api/types.js";
@@ -161,7 +162,7 @@ async function createMember(deps: GroupRunbookDeps, ctx: WorkflowContext, group:
     const g = await t.groups.get(group);
     if (!g) throw new Failure("resource-lost", `group ${group} no longer exists`);
     const spec = structuredClone({ ...g.spec.template, name }) as StatefulInstanceSpec;
-    await t.instances.insert(name, spec, "creating");
+    await t.instances.insert(name, spec, insertedAs("create"));
     for (const v of spec.persistence.volumes) await t.volumes.declare(name, v.device, v.mountPoint ?? null, v.fsType);
     await t.taskRuns.sync(name, spec.schedule.map(taskKey), deps.calendar?.() ?? Date.now());
     const wf = await deps.start("create", name, { name, address: { privateIp: m.privateIp, subnetId: m.subnetId } }, `group ${group}`, t);

@@ -7,6 +7,7 @@
  * member to be healthy when the template has health checks). The first failure stops the roll-out;
  * the group's state says where.
  */
+import { factsOf, refusalOf } from "../lifecycle.js";
 import type { StatefulInstanceSpec } from "../../shared/spec.js";
 import { memberName } from "../../shared/group-spec.js";
 import type { Runbook, WorkflowContext } from "../workflow/engine.js";
@@ -14,7 +15,7 @@ import { Failure } from "../workflow/failure.js";
 import { waitUntil } from "../workflow/runbooks/deps.js";
 import type { ReplaceInput } from "../workflow/runbooks/replace.js";
 import type { ResumeInput } from "../workflow/runbooks/resume.js";
-import { plannedWorkRefusal } from "./admission.js";
+import { plannedWorkRefusal } from "../planned-work.js";
 import { type GroupRunbookDeps, type GroupUpdateInput, groupKey, WAIT_POLICY, waitWorkflow } from "./runbooks.js";
 import { sameSpec } from "./same-spec.js";
 
@@ -90,7 +91,9 @@ async function rollMember(
           await t.events.add(name, "updated", `spec updated by group ${group}; applied when it resumes`);
           return { workflowId: null };
         }
-        if (inst.state === "failed" && failedAlive !== null && (await t.workflows.runningFor(name)).length === 0) {
+        const g = inst.generation > 0 ? await t.generations.get(name, inst.generation) : null;
+        const facts = await factsOf(t, inst, g);
+        if (failedAlive !== null && refusalOf("group revival", facts) === null) {
           // Bringing a failed member back takes nothing away from the cluster: no admission wait.
           await t.instances.setSpec(name, spec);
           const wf = failedAlive
@@ -117,11 +120,7 @@ async function rollMember(
           );
           return { workflowId: wf };
         }
-        const busy = (await t.workflows.runningFor(name)).find((w) => w.kind !== "snapshot");
-        const why =
-          inst.state !== "running" || busy
-            ? `${name} is ${busy ? `busy with ${busy.kind} ${busy.id}` : inst.state}`
-            : await plannedWorkRefusal(t, name);
+        const why = refusalOf("group roll", facts) ?? (await plannedWorkRefusal(t, name));
         if (why) {
           if (why !== lastWait) {
             lastWait = why;
@@ -130,7 +129,6 @@ async function rollMember(
           }
           return null;
         }
-        const g = await t.generations.get(name, inst.generation);
         if (!g?.ec2InstanceId || g.status !== "live") throw new Failure("resource-lost", `${name} has no live generation to recycle`);
         await t.instances.setSpec(name, spec);
         const rin: ReplaceInput = { name, instanceId: g.ec2InstanceId, fromGeneration: inst.generation, trigger: "recycle", reason };

@@ -238,6 +238,11 @@ describe.skipIf(!CHROMIUM)("web console in headless Chromium", () => {
       await polling.click('[data-testid="fleet-row"][data-name="orders-db"] a');
       await polling.waitForSelector('[data-testid="action-resume"]');
       expect(await polling.$('[data-testid="action-pause"]')).toBeNull();
+      // The buttons are exactly the API's allowedActions (a spec update is the CLI's).
+      const buttons = await polling.$$eval('[data-testid="actions"] button', (els) => els.map((e) => e.getAttribute("data-testid")));
+      const allowed = (await coord.views.getInstance("orders-db"))!.allowedActions.filter((a) => a !== "update");
+      expect(buttons.sort()).toEqual(allowed.map((a) => `action-${a}`).sort());
+      expect(allowed.sort()).toEqual(["delete", "resume"]);
       await polling.click('[data-testid="action-resume"]');
       await polling.waitForSelector('[data-testid="confirm"]');
       await polling.click('[data-testid="confirm-go"]');

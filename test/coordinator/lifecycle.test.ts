@@ -37,7 +37,10 @@ const api = async (method: string, path: string, body?: string) => {
     headers: { authorization: `Bearer ${coord.adminToken}`, "content-type": "application/json" },
     body,
   });
-  return { status: res.status, body: (await res.json()) as { workflowId?: string | null; error?: { message: string } } };
+  return {
+    status: res.status,
+    body: (await res.json()) as { workflowId?: string | null; error?: { message: string }; allowedActions?: string[] },
+  };
 };
 
 const cli = (...args: string[]) =>
@@ -143,10 +146,13 @@ afterAll(async () => {
 describe("lifecycle operations (localcloud process runtime, real agent)", () => {
   it("pauses: nothing runs, ENI and volume kept; resume brings the same identity back", async () => {
     const old = (await coord.views.getInstance(NAME))!;
+    // The API lists what the coordinator would start now (the console shows exactly these).
+    expect((await api("GET", `instances/${NAME}`)).body.allowedActions).toEqual(["pause", "recycle", "snapshot", "delete", "update"]);
     const paused = await cli("pause", NAME, "--wait", "--json");
     expect(paused.code, paused.stderr).toBe(0);
     const d = (await coord.views.getInstance(NAME))!;
     expect(d.state).toBe("paused");
+    expect(d.allowedActions).toEqual(["resume", "delete", "update"]);
     expect((await liveInstances(env, NAME)).length).toBe(0);
     expect((await env.ec2.describeInstances([old.instanceId!]))[0]?.state).toBe("terminated");
     expect((await env.ec2.describeVolume(first.volume))?.state).toBe("available");

@@ -5,7 +5,7 @@ import { openSqlite } from "../../coordinator/db/sqlite/driver.js";
 import { afterEach, describe, expect, it, vi } from "vitest";
 import { command as backupCommand } from "../../cli/commands/backup.js";
 import { command as restoreCommand } from "../../cli/commands/restore-backup.js";
-import { DataDirLockedError, openDataDir } from "../../coordinator/datadir.js";
+import { DataDirLockedError, openDataDir } from "../../coordinator/db/datadir.js";
 import { BackupError, backupStore, restoreBackup } from "../../coordinator/db/backup.js";
 import { openDatabase, readStoreIdentity, StoreOpenError, storeIdentityOf } from "../../coordinator/db/open.js";
 import { startChild, tempDirs } from "./helpers.js";

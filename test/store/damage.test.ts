@@ -21,7 +21,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type Database from "better-sqlite3";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
-import { openDataDir } from "../../coordinator/datadir.js";
+import { openDataDir } from "../../coordinator/db/datadir.js";
 import {
   inspectWal,
   openDatabase,

@@ -2,7 +2,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync
 import { join } from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { loadOrCreateAdminToken, TokenFilePermissionError } from "../../coordinator/api/token.js";
-import { DataDirLockedError, LOCK_INFO_FILE, openDataDir } from "../../coordinator/datadir.js";
+import { DataDirLockedError, LOCK_INFO_FILE, openDataDir } from "../../coordinator/db/datadir.js";
 import { openDatabase } from "../../coordinator/db/open.js";
 import { startChild, tempDirs } from "./helpers.js";
 

@@ -7,7 +7,7 @@
  *    after `checkpointAfter` of them), leaves everything in the WAL.
  */
 import { join } from "node:path";
-import { openDataDir } from "../../coordinator/datadir.js";
+import { openDataDir } from "../../coordinator/db/datadir.js";
 import { openDatabase } from "../../coordinator/db/open.js";
 
 const args = JSON.parse(process.argv[2]!) as { mode: "hold-lock" | "write"; dir: string; rows?: number; checkpointAfter?: number };

@@ -6,7 +6,7 @@
  */
 import { existsSync, readFileSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
-import { writePrivateFileAtomic } from "../../datadir.js";
+import { writePrivateFileAtomic } from "../datadir.js";
 import { describePostgresUrl, PostgresStore, type PostgresStoreOptions } from "./index.js";
 
 export const POSTGRES_MARKER_FILE = "store-postgres";

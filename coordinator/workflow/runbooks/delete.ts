@@ -12,6 +12,7 @@
  * the kept resources of an earlier instance of the same name carry the same tag). The base image of
  * the spec is never deregistered: only images spotkeep registered are.
  */
+import { moveState } from "../../lifecycle.js";
 import { keptList, type KeepSet } from "../../../shared/deletion.js";
 import { isNotFound } from "../../cloud/errors.js";
 import { TAG } from "../../cloud/gateway.js";
@@ -136,7 +137,7 @@ export function deleteRunbook(deps: RunbookDeps): Runbook<DeleteInput> {
         if (!(await t.instances.get(name))) throw new Failure("resource-lost", `stateful instance ${name} no longer exists`);
         await t.deletions.forgetDeleted(name, keep);
         await t.events.add(name, "deleted", `deleted (keep: ${keptList(keep)}); ${what}; archived as ${input.archiveAs}`, ctx.workflowId);
-        await t.instances.setState(name, "deleted", `deleted; ${what}`);
+        await moveState(t, "delete", name, "succeeded", `deleted; ${what}`);
         await t.deletions.archive(name, input.archiveAs);
       });
       return true;
@@ -149,7 +150,7 @@ async function inventory(deps: RunbookDeps, input: DeleteInput): Promise<Invento
   const { name } = input;
   const inst = await deps.store.instances.get(name);
   if (!inst) throw new Failure("resource-lost", `stateful instance ${name} no longer exists`);
-  await deps.store.instances.setState(name, "deleting", `delete (keep: ${keptList(input.keep)})`);
+  await moveState(deps.store, "delete", name, "during", `delete (keep: ${keptList(input.keep)})`);
   const generations = await deps.store.generations.list(name);
   const recorded = generations.flatMap((g) => (g.ec2InstanceId && g.status !== "ended" ? [g.ec2InstanceId] : []));
   // A launch that failed part-way can leave an instance the store never recorded: its tags name it.

@@ -19,6 +19,7 @@
  * fallbacks apply (instance types, then on-demand) and a failure leaves the instance `failed`
  * with everything kept (resume/recycle start from its image, volumes and ENI).
  */
+import { moveState } from "../../lifecycle.js";
 import { TAG } from "../../cloud/gateway.js";
 import type { ImportInput } from "../../import/plan.js";
 import { type Runbook, StepFailedError, type WorkflowContext, WorkflowStopped, NonDeterminismError } from "../engine.js";
@@ -313,7 +314,7 @@ async function abandon(deps: RunbookDeps, input: ImportInput, why: string): Prom
   await deps.store.tx(async (t) => {
     const inst = await t.instances.get(input.name);
     if (!inst) return;
-    await t.instances.setState(input.name, "deleted", `import rolled back: ${why}`);
+    await moveState(t, "import", input.name, "rolledBack", `import rolled back: ${why}`);
     await t.deletions.archive(input.name, `${input.name}~${new Date(inst.createdAt).toISOString()}`);
   });
   return true;

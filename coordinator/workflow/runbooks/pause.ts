@@ -7,6 +7,7 @@
  *   begin → [deregister-targets → drain-targets] → quiesce → snapshot-root → terminate-old →
  *   { wait-old-terminated ‖ image } → delete-old-root → finish
  */
+import { moveState } from "../../lifecycle.js";
 import { ONCE, type Runbook, step } from "../engine.js";
 import { Failure } from "../failure.js";
 import type { RunbookDeps } from "./deps.js";
@@ -31,7 +32,7 @@ export function pauseRunbook(deps: RunbookDeps): Runbook<PauseInput> {
       const inst = await deps.store.instances.get(name);
       if (!inst) throw new Failure("resource-lost", `stateful instance ${name} no longer exists`);
       const root = await deps.store.root.get(name);
-      await deps.store.instances.setState(name, "pausing", `pause of ${instanceId}`);
+      await moveState(deps.store, "pause", name, "during", `pause of ${instanceId}`);
       return {
         spec: inst.spec,
         rootDeviceName: root?.rootDeviceName ?? "/dev/xvda",
@@ -92,7 +93,7 @@ export function pauseRunbook(deps: RunbookDeps): Runbook<PauseInput> {
       const volumes = await deps.store.volumes.list(name);
       await deps.store.tx(async (t) => {
         await t.generations.end(name, generation, "paused");
-        await t.instances.setState(name, "paused", clean ? null : "paused after a crash-consistent capture");
+        await moveState(t, "pause", name, "succeeded", clean ? null : "paused after a crash-consistent capture");
       });
       const kept = [
         begin.eniId ? `ENI ${begin.eniId}` : null,

@@ -23,6 +23,7 @@
  * its own primary ENI and the bring-up's `attach-eni` moves the stable ENI (device index 1) once the
  * old one is gone.
  */
+import { moveState } from "../../lifecycle.js";
 import type { StatefulInstanceSpec } from "../../../shared/spec.js";
 import { classify, errorCode } from "../../cloud/errors.js";
 import { type BlockDeviceRequest, TAG } from "../../cloud/gateway.js";
@@ -353,7 +354,7 @@ async function beginReplacement(deps: RunbookDeps, ctx: WorkflowContext, input: 
       input.trigger === "recycle"
         ? `recycle of ${input.instanceId}: ${input.reason ?? "requested"}`
         : `${input.trigger} of ${input.instanceId}`;
-    await t.instances.setState(input.name, input.trigger === "recycle" ? "recycling" : "replacing", why);
+    await moveState(t, input.trigger === "recycle" ? "recycle" : "replace", input.name, "during", why);
     await t.generations.ensure(input.name, generation, ctx.workflowId);
   });
   return {

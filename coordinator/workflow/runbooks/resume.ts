@@ -11,6 +11,7 @@
  * [register-targets → wait-targets-healthy]; retire = delete-old-root → retention). With `attach:
  * secondary` the launch gets its own primary ENI and the bring-up's `attach-eni` moves the stable one.
  */
+import { moveState } from "../../lifecycle.js";
 import type { Runbook } from "../engine.js";
 import { Failure } from "../failure.js";
 import type { RunbookDeps } from "./deps.js";
@@ -41,7 +42,7 @@ export function resumeRunbook(deps: RunbookDeps): Runbook<ResumeInput> {
         deps.store.generations.get(name, input.fromGeneration),
       ]);
       await deps.store.tx(async (t) => {
-        await t.instances.setState(name, "resuming", `resume from ${input.from}`);
+        await moveState(t, "resume", name, "during", `resume from ${input.from}`);
         await t.generations.ensure(name, generation, ctx.workflowId);
       });
       const leftover = previous && previous.status !== "ended" && previous.ec2InstanceId ? previous.ec2InstanceId : null;

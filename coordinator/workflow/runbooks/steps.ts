@@ -3,6 +3,7 @@
  * (EC2 mutations are idempotent or tag-then-find), and takes everything it needs as arguments:
  * the runbook passes values from its input or from recorded step results.
  */
+import { instanceWorkflowKind, moveState } from "../../lifecycle.js";
 import type { CommandBody } from "../../agents/hub.js";
 import { isNotFound } from "../../cloud/errors.js";
 import { TAG, type Tags, type VolumeInfo } from "../../cloud/gateway.js";
@@ -227,7 +228,7 @@ export async function markServing(
     if (o.previous) await t.generations.end(o.name, o.previous.generation, o.previous.endReason);
     await t.generations.markLive(o.name, o.generation);
     await t.instances.setCurrentGeneration(o.name, o.generation);
-    await t.instances.setState(o.name, "running", null);
+    await moveState(t, instanceWorkflowKind(ctx.kind), o.name, "succeeded", null);
   });
   const l = o.launched;
   await ctx.event("ready", `generation ${o.generation} (${l.instanceId}, ${l.market} ${l.instanceType} in ${l.availabilityZone}) ${o.how}`);

@@ -2,9 +2,10 @@
  * Read models: turn the store's domain objects into the HTTP API shapes of shared/api.ts. Times in
  * the store are wall-clock ms; durations are reported in model time (real / timeScale).
  */
-import type { EventsResponse, InstanceDetail, InstanceSummary, Timeline, Workflow, WorkflowStep } from "../../shared/api.js";
-import { taskViews } from "../tasks.js";
-import type { StatefulInstance, StepRecord, Store, WorkflowRecord } from "./store.js";
+import type { EventsResponse, InstanceDetail, InstanceSummary, Timeline, Workflow, WorkflowStep } from "../shared/api.js";
+import type { StatefulInstance, StepRecord, Store, WorkflowRecord } from "./db/store.js";
+import { allowedActions, factsOf } from "./lifecycle.js";
+import { taskViews } from "./tasks.js";
 
 const iso = (ms: number | null | undefined) => (ms == null ? null : new Date(ms).toISOString());
 
@@ -18,6 +19,7 @@ export class Views {
 
   private async summaryOf(inst: StatefulInstance): Promise<InstanceSummary> {
     const g = inst.generation > 0 ? await this.store.generations.get(inst.name, inst.generation) : null;
+    const facts = await factsOf(this.store, inst, g);
     const last = (await this.timelines(inst.name)).filter((t) => t.kind === "replace" && t.downtimeSeconds !== null).at(-1);
     return {
       name: inst.name,
@@ -37,6 +39,7 @@ export class Views {
       lastDowntimeSeconds: last?.downtimeSeconds ?? null,
       liveSince: g && g.endedAt == null ? iso(g.launchedAt) : null,
       lastInterruptionAt: last?.startedAt ?? null,
+      allowedActions: allowedActions(facts),
       ...(inst.state === "deleted"
         ? {
             kept: (await this.store.deletions.kept(inst.name)).map((k) => ({

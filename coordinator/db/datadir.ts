@@ -17,7 +17,7 @@
 import { chmodSync, closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { hostname as osHostname } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
-import { openSqlite } from "./db/sqlite/driver.js";
+import { openSqlite } from "./sqlite/driver.js";
 
 export const LOCK_FILE = "coordinator.lock";
 export const LOCK_INFO_FILE = "coordinator.lock.json";

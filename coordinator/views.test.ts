@@ -2,9 +2,9 @@ import { describe, it, expect, afterEach } from "vitest";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { SqliteStore } from "./sqlite/index.js";
-import type { StatefulInstanceSpec } from "../../shared/spec.js";
-import type { StepRecord } from "./store.js";
+import { SqliteStore } from "./db/sqlite/index.js";
+import type { StatefulInstanceSpec } from "../shared/spec.js";
+import type { StepRecord } from "./db/store.js";
 import { Views, criticalPath } from "./views.js";
 
 const row = (seq: number, name: string, start: number, end: number): StepRecord => ({

@@ -6,8 +6,8 @@
  * asked: they are never delayed, and they count as unavailable. Call it inside the store
  * transaction that starts the work, so two requests at the same moment cannot both pass.
  */
-import { ApiFault } from "../api/types.js";
-import type { GroupMember, StoreTx } from "../db/store.js";
+import { ApiFault } from "./api/types.js";
+import type { GroupMember, StoreTx } from "./db/store.js";
 
 /** Planned work refused for now because of the member's group; it may start later. */
 export class PlannedWorkWaits extends ApiFault {

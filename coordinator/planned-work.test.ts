@@ -1,9 +1,9 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { parseGroupSpec } from "../../shared/group-spec.js";
-import { parseSpec } from "../../shared/spec.js";
-import { SqliteStore } from "../db/sqlite/index.js";
-import type { StatefulInstanceState } from "../db/store.js";
-import { admitPlannedWork, PlannedWorkWaits, plannedWorkRefusal } from "./admission.js";
+import { parseGroupSpec } from "../shared/group-spec.js";
+import { parseSpec } from "../shared/spec.js";
+import { SqliteStore } from "./db/sqlite/index.js";
+import type { StatefulInstanceState } from "./db/store.js";
+import { admitPlannedWork, PlannedWorkWaits, plannedWorkRefusal } from "./planned-work.js";
 
 let store: SqliteStore;
 const template = { launch: { imageId: "ami-0123456789abcdef0", instanceTypes: ["m5.large"], subnetIds: ["subnet-0000000000000000a"] } };
