@@ -2,13 +2,12 @@
  * The shape shared by `spotkeep pause|resume|recycle|snapshot NAME`: ask the coordinator to start
  * the operation, then (with --wait) follow its workflow step by step.
  */
+import type { Operation } from "../shared/operations.js";
 import { OperationResponse } from "../shared/api.js";
 import { numberFlag, parseFlags, UsageError } from "./args.js";
 import { ApiClient, CLIENT_FLAGS, printJson } from "./client.js";
 import type { Command } from "./command.js";
 import { followWorkflow } from "./follow.js";
-
-export type Operation = "pause" | "resume" | "recycle" | "snapshot";
 
 const WHAT: Record<Operation, { doing: string; done: string; about: string }> = {
   pause: {

@@ -14,7 +14,7 @@
  *   a workflow that fails before its new generation serves leaves `failed`; resume, recycle and
  *   delete start from it. A failure after that (retention, an old root's deletion) is an event.
  */
-import { INSTANCE_ACTIONS, type InstanceAction, type InstanceState } from "../shared/operations.js";
+import { INSTANCE_ACTIONS, type InstanceAction, type InstanceState, type Operation } from "../shared/operations.js";
 import type { Generation, StatefulInstance, StoreTx } from "./db/store.js";
 
 /** The workflow kinds that move one stateful instance (group workflows move a group). */
@@ -98,7 +98,7 @@ export const STARTS = {
 export type StartName = keyof typeof STARTS;
 
 /** The start a scheduled task of `op` is admitted as. */
-export const scheduledStart = (op: "pause" | "resume" | "recycle" | "snapshot"): StartName => `scheduled ${op}`;
+export const scheduledStart = (op: Operation): StartName => `scheduled ${op}`;
 
 /** What admission needs to know of an instance, read in the transaction that starts the work. */
 export interface InstanceFacts {

@@ -9,6 +9,7 @@
  * source and timed out promptly (connection-limits.ts). A handler that throws is answered 500 and the process carries on; the
  * store's disk-full and I/O errors are answered 507 and 503.
  */
+import { OPERATIONS, type Operation } from "../../shared/operations.js";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createReadStream, statSync } from "node:fs";
 import type { AddressInfo, Socket } from "node:net";
@@ -26,8 +27,6 @@ import { NotLeaderError } from "../ha/lease.js";
 import { agentBundleSha256 } from "../bootstrap.js";
 
 export const MAX_BODY_BYTES = 1024 * 1024;
-const OPERATIONS = ["pause", "resume", "recycle", "snapshot"] as const;
-type Operation = (typeof OPERATIONS)[number];
 
 class HttpError extends Error {
   constructor(

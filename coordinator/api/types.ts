@@ -3,6 +3,7 @@
  * (coordinator/service.ts) implements it over the store and the workflow engine; API tests
  * implement it over a fake.
  */
+import type { Operation } from "../../shared/operations.js";
 import type { ConnectionCut, ConnectionLimits } from "./connection-limits.js";
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
@@ -41,7 +42,7 @@ export interface CoordinatorViews {
    */
   createInstance(spec: StatefulInstanceSpec): Promise<{ workflowId: string }>;
   /** pause | resume | recycle | snapshot; ApiFault for unknown names or conflicting operations. */
-  runOperation?(name: string, op: "pause" | "resume" | "recycle" | "snapshot"): Promise<{ workflowId: string }>;
+  runOperation?(name: string, op: Operation): Promise<{ workflowId: string }>;
   /** Store a new spec (applied at the next generation; `recycle` applies it now). ApiFault("invalid") names an immutable field. */
   updateInstance?(name: string, spec: StatefulInstanceSpec, o: { recycle: boolean }): Promise<{ workflowId: string | null }>;
   /**
