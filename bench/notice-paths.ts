@@ -26,7 +26,7 @@ import { cpus, loadavg, tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import type { Coordinator } from "../coordinator/service.js";
-import { ALL_DETAIL_TYPES } from "../localcloud/events/bus.js";
+import { ALL_DETAIL_TYPES } from "../localcloud/world/events.js";
 import { parseSpec } from "../shared/spec.js";
 import { type Env, ensureAgentBundle, inProcessCoordinator, ROOT, startEnv, until } from "../test/coordinator/harness.js";
 import { benchSummary, commandLine } from "./summary.js";

@@ -19,7 +19,8 @@ import { enforcerFor, loadPolicyFile } from "./iam/enforcer.js";
 import { parsePolicy } from "./iam/policy.js";
 import { SqsService } from "./sqs/queues.js";
 import { Elbv2Service } from "./elbv2/targets.js";
-import { ALL_DETAIL_TYPES, EventBus } from "./events/bus.js";
+import { EventBus } from "./events/bus.js";
+import { ALL_DETAIL_TYPES } from "./world/events.js";
 
 export { cutoverCriticalPath, PROFILES, replacementCriticalPath, type LatencyProfile } from "./profiles.js";
 

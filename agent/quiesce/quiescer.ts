@@ -22,7 +22,8 @@ import type { Hooks, StepTiming } from "../../shared/protocol.js";
 import { errorText, type Logger } from "../log.js";
 import { FreezeError, type Freezer } from "../storage/freezer.js";
 import { classifyMount, DIRECTORY_VOLUME_REASON } from "../storage/filesystems.js";
-import { runHook, runTool } from "./hooks.js";
+import { runTool } from "../tool.js";
+import { runHook } from "./hooks.js";
 
 export interface FilesystemReport {
   mountPoint: string;

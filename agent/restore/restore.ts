@@ -29,7 +29,8 @@ import { errorText, type Logger } from "../log.js";
 import { hostPath } from "../config.js";
 import { findVolumeDevice, type VolumeDevice } from "../storage/devices.js";
 import { resolveBinary } from "../storage/freezer.js";
-import { runHook, runTool } from "../quiesce/hooks.js";
+import { runHook } from "../quiesce/hooks.js";
+import { runTool } from "../tool.js";
 
 type RestorePlan = MessageOf<"restore-plan">;
 

@@ -15,7 +15,7 @@
  */
 import { spawn } from "node:child_process";
 import { accessSync, constants } from "node:fs";
-import { runTool } from "../quiesce/hooks.js";
+import { runTool } from "../tool.js";
 
 /** A freeze that failed. `maybeFrozen`: its outcome is unknown (the tool was killed), so treat the filesystem as frozen. */
 export class FreezeError extends Error {

@@ -19,7 +19,8 @@ import { InterruptError, interrupt, lose, rebalance } from "../world/interruptio
 import { enforcerFor } from "../iam/enforcer.js";
 import { decodeMessage, MessageError } from "../iam/message.js";
 import { PolicyError } from "../iam/policy.js";
-import { ALL_DETAIL_TYPES, type DetailType, type EventBus } from "../events/bus.js";
+import type { EventBus } from "../events/bus.js";
+import { ALL_DETAIL_TYPES, type DetailType } from "../world/events.js";
 import { SqsError, type SqsService } from "../sqs/queues.js";
 import { HealthError, setHung } from "../world/maintenance.js";
 import { handleHealthRoute } from "./health-routes.js";

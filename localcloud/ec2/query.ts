@@ -16,7 +16,7 @@ import { authorizeRequest, unauthorized } from "./authz.js";
 import { enforcerFor } from "../iam/enforcer.js";
 import { actionGranted, contextOf } from "../iam/policy.js";
 import { REGION } from "../world/catalog.js";
-import { type CallRecord, callerOf } from "./call-log.js";
+import { type CallRecord, callerOf } from "../world/call-log.js";
 
 /** Real EC2 rejects far smaller bodies than this; 1 MiB bounds memory per request. */
 export const MAX_BODY_BYTES = 1024 * 1024;

@@ -5,15 +5,8 @@
  */
 import { randomUUID } from "node:crypto";
 import { ACCOUNT_ID, REGION } from "../world/catalog.js";
+import { DETAIL_TYPES, type DetailType, type EventPublisher } from "../world/events.js";
 import type { SqsService } from "../sqs/queues.js";
-
-export const DETAIL_TYPES = {
-  spotInterruption: "EC2 Spot Instance Interruption Warning",
-  rebalance: "EC2 Instance Rebalance Recommendation",
-  stateChange: "EC2 Instance State-change Notification",
-} as const;
-export type DetailType = (typeof DETAIL_TYPES)[keyof typeof DETAIL_TYPES];
-export const ALL_DETAIL_TYPES: readonly DetailType[] = Object.values(DETAIL_TYPES);
 
 export interface Rule {
   name: string;
@@ -37,7 +30,7 @@ export interface BusEvent {
 
 const MAX_RULES = 100;
 
-export class EventBus {
+export class EventBus implements EventPublisher {
   readonly rules = new Map<string, Rule>();
   /** How many events were sent to queues, and how many found no queue (the target was deleted). */
   delivered = 0;

@@ -3,7 +3,7 @@
  * notice now -> state change at notice time -> terminated/stopped; rebalance; loss without notice.
  */
 import type { Instance } from "./types.js";
-import { DETAIL_TYPES } from "../events/bus.js";
+import { DETAIL_TYPES } from "./events.js";
 import type { World } from "./world.js";
 
 export type InterruptAction = "terminate" | "stop" | "hibernate";

@@ -7,7 +7,7 @@
  */
 import type { Clock } from "../../shared/clock.js";
 import type { Runtime } from "../runtime/types.js";
-import { DETAIL_TYPES, type EventBus } from "../events/bus.js";
+import { DETAIL_TYPES, type EventPublisher } from "./events.js";
 import type { ImdsInstanceView } from "../imds/types.js";
 import type { LatencyProfile } from "../profiles.js";
 import { ACCOUNT_ID, AMAZON_OWNER_ID, AZS, REGION, WINDOWS_IMAGE_NAME, instanceType } from "./catalog.js";
@@ -15,7 +15,7 @@ import { ID_PREFIX, newId } from "./ids.js";
 import { ipToInt, intToIp, parseCidr } from "./ip.js";
 import { imdsEvent } from "./maintenance-events.js";
 import type { Eni, Image, Instance, Reservation, SecurityGroup, Snapshot, SpotRequest, Subnet, Volume, Vpc } from "./types.js";
-import { CallLog } from "../ec2/call-log.js";
+import { CallLog } from "./call-log.js";
 
 export interface ImdsHandle {
   endpointFor(instanceId: string): Promise<string>;
@@ -52,7 +52,7 @@ export class World {
   readonly runtime: Runtime;
   imds?: ImdsHandle;
   /** Where EC2's events about instances go (EventBridge rules to SQS queues); none when unset. */
-  events?: EventBus;
+  events?: EventPublisher;
   readonly log: (msg: string) => void;
 
   instances = new Map<string, Instance>();

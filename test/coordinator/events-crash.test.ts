@@ -11,7 +11,7 @@ import { GetQueueAttributesCommand, SQSClient } from "@aws-sdk/client-sqs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { STORE_FILE } from "../../coordinator/db/open.js";
 import { SqliteStore } from "../../coordinator/db/sqlite/index.js";
-import { ALL_DETAIL_TYPES } from "../../localcloud/events/bus.js";
+import { ALL_DETAIL_TYPES } from "../../localcloud/world/events.js";
 import { LONG_POLL_SECONDS } from "../../coordinator/events/consumer.js";
 import { MAX_NOTICE_MS } from "../../coordinator/workflow/runbooks/replace.js";
 import { budget, PROCESS_START_MS, plus, runbookModel, runbookSteps, SCHEDULING_SLACK } from "../support/budgets.js";

@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Coordinator } from "../../coordinator/service.js";
-import { ALL_DETAIL_TYPES } from "../../localcloud/events/bus.js";
+import { ALL_DETAIL_TYPES } from "../../localcloud/world/events.js";
 import { parseSpec } from "../../shared/spec.js";
 import { type Env, ensureAgentBundle, inProcessCoordinator, liveInstances, readAcks, readRecords, startEnv, until } from "./harness.js";
 

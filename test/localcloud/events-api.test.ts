@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type LocalCloud, startLocalCloud } from "../../localcloud/index.js";
-import { ALL_DETAIL_TYPES } from "../../localcloud/events/bus.js";
+import { ALL_DETAIL_TYPES } from "../../localcloud/world/events.js";
 import { queueArn } from "../../localcloud/events/api.js";
 
 let lc: LocalCloud;
