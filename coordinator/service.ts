@@ -7,7 +7,7 @@
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { isAwsEc2, shippedCertificatePath, shippedRegions } from "./agents/aws-certificates.js";
-import { scaledClock as modelClock } from "../shared/clock.js";
+import { modelClock, type ScaledClock, scaledClock } from "../shared/clock.js";
 import type { StatefulInstanceSpec } from "../shared/spec.js";
 import { AgentHub } from "./agents/hub.js";
 import { loadCertificate } from "./agents/identity.js";
@@ -37,7 +37,6 @@ import { Operations } from "./operations.js";
 import { Schedule } from "./schedule.js";
 import { AGENT_HEARTBEAT_MS, AGENT_POLL_MS, HealthMonitor } from "./health.js";
 import { ScheduledTasks } from "./tasks.js";
-import { type ScaledClock, scaledClock } from "./time.js";
 import { WorkflowEngine, type WorkflowOutcome } from "./workflow/engine.js";
 import type { WorkflowRecord } from "./db/store.js";
 import { RENAMED_STEPS } from "./workflow/runbooks/generation.js";

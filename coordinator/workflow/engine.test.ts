@@ -2,9 +2,8 @@ import { describe, it, expect, beforeEach, afterEach } from "vitest";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { FakeClock } from "../../shared/clock.js";
+import { FakeClock, scaledClock } from "../../shared/clock.js";
 import { SqliteStore } from "../db/sqlite/index.js";
-import { scaledClock } from "../time.js";
 import { type Runbook, type StepInfo, step, WorkflowEngine } from "./engine.js";
 import { Failure, failureKind } from "./failure.js";
 

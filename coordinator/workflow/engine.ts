@@ -19,7 +19,7 @@ import { randomBytes } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import { nextDelay, type RetryPolicy, retryPolicy } from "../../shared/retry.js";
 import { isStoreFull, isStoreUnavailable, type Store, type StoreTx, type WorkflowRecord } from "../db/store.js";
-import type { ScaledClock } from "../time.js";
+import type { ScaledClock } from "../../shared/clock.js";
 import { describeError, recordFailure, replayFailure } from "./failure.js";
 
 export interface StepPolicy extends Partial<RetryPolicy> {

@@ -8,10 +8,9 @@
  */
 import { afterEach, expect, it } from "vitest";
 import type { Store } from "../../coordinator/db/store.js";
-import { scaledClock } from "../../coordinator/time.js";
+import { FakeClock, scaledClock } from "../../shared/clock.js";
 import { type Runbook, type StepInfo, step, WorkflowEngine } from "../../coordinator/workflow/engine.js";
 import { Failure, failureKind } from "../../coordinator/workflow/failure.js";
-import { FakeClock } from "../../shared/clock.js";
 import type { StoreBackend } from "./contract.suite.js";
 
 /** Poll `read` until `ok` holds (10 s at most). */
