@@ -139,6 +139,10 @@ export type StepStatus = "pending" | "running" | "done" | "failed";
 
 /** How a failed step (attempt) failed: kept so a replay rethrows the same kind of error. */
 export interface RecordedFailure {
+  /**
+   * The failure's kind as recorded (a `FailureKind` of the version that wrote it; a replay reads a
+   * kind it does not know as `error`).
+   */
   kind: string;
   code: string | null;
   message: string;

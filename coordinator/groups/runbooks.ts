@@ -9,7 +9,7 @@ import type { GroupSpec, MemberTemplate } from "../../shared/group-spec.js";
 import type { WorkflowRecord } from "../db/store.js";
 import type { Operations } from "../operations.js";
 import type { StepPolicy, WorkflowContext } from "../workflow/engine.js";
-import { Failure, failureKind } from "../workflow/failure.js";
+import { Failure, type FailureKind, failureKind } from "../workflow/failure.js";
 import { type RunbookDeps, waitUntil } from "../workflow/runbooks/deps.js";
 
 /** The key group workflows and timeline events are recorded under (no instance name has a colon). */
@@ -48,11 +48,13 @@ export interface GroupUpdateInput {
   template: MemberTemplate;
 }
 
+const GROUP_PERMANENT: readonly FailureKind[] = ["pool-exhausted", "invalid-spec", "resource-lost", "fatal"];
+
 export const STORE_POLICY: StepPolicy = { initialMs: 500, factor: 2, maxMs: 8000, attempts: 20, jitter: "equal" };
 export const EC2_POLICY: StepPolicy = {
   ...STORE_POLICY,
   // Transient EC2 and store errors are retried; an exhausted pool or a bad template is not.
-  retryable: (e) => !["pool-exhausted", "invalid-spec", "resource-lost", "fatal"].includes(failureKind(e)),
+  retryable: (e) => !GROUP_PERMANENT.includes(failureKind(e)),
 };
 export const WAIT_POLICY: StepPolicy = { attempts: 1 };
 
