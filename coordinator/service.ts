@@ -40,6 +40,7 @@ import { ScheduledTasks } from "./tasks.js";
 import { WorkflowEngine, type WorkflowOutcome } from "./workflow/engine.js";
 import type { WorkflowRecord } from "./db/store.js";
 import { RENAMED_STEPS } from "./workflow/runbooks/generation.js";
+import { STEP } from "../shared/steps.js";
 import { createRunbook } from "./workflow/runbooks/create.js";
 import { importRunbook } from "./workflow/runbooks/import.js";
 import type { RunbookDeps } from "./workflow/runbooks/deps.js";
@@ -336,7 +337,7 @@ async function startOn(
     });
     if (!outcome.ok) {
       // After its `finish` step the new generation serves: a later failure (retention) is an event, not `failed`.
-      const served = (await store.steps.list(wf.id)).some((s) => s.name === "finish" && s.status === "done");
+      const served = (await store.steps.list(wf.id)).some((s) => s.name === STEP.finish && s.status === "done");
       if (served) {
         await store.events.add(
           wf.instance,
