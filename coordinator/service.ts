@@ -38,6 +38,7 @@ import { Schedule } from "./schedule.js";
 import { AGENT_HEARTBEAT_MS, AGENT_POLL_MS, HealthMonitor } from "./health.js";
 import { ScheduledTasks } from "./tasks.js";
 import { WorkflowEngine, type WorkflowOutcome } from "./workflow/engine.js";
+import type { Engine, WorkflowInputs } from "./workflow/kinds.js";
 import type { WorkflowRecord } from "./db/store.js";
 import { RENAMED_STEPS } from "./workflow/runbooks/generation.js";
 import { STEP } from "../shared/steps.js";
@@ -102,7 +103,7 @@ export interface Coordinator {
   adminToken: string;
   config: CoordinatorConfig;
   store: Store;
-  engine: WorkflowEngine;
+  engine: Engine;
   hub: AgentHub;
   views: CoordinatorViews;
   metrics: Metrics;
@@ -290,7 +291,7 @@ async function startOn(
     calendar,
   };
   const crash = opts.crashAfterStep;
-  const engine: WorkflowEngine = new WorkflowEngine({
+  const engine: Engine = new WorkflowEngine<WorkflowInputs>({
     store,
     clock,
     runbooks: {

@@ -1,29 +1,34 @@
 /**
- * What the group runbooks (scale.ts, update.ts) share: their deps and inputs, step policies, and
+ * What the group runbooks (scale.ts, update.ts) share: their deps and inputs (inputs.ts), step policies, and
  * the wait for a member's workflow. Group workflows and timeline events are recorded under
  * `group:NAME`. A member is an ordinary stateful instance; its membership row (the pool address it
  * owns) is written when its address is allocated and removed once its delete has finished.
  */
-import type { KeepSet } from "../../shared/deletion.js";
-import type { GroupSpec, MemberTemplate } from "../../shared/group-spec.js";
-import type { WorkflowRecord } from "../db/store.js";
+import type { GroupSpec } from "../../shared/group-spec.js";
+import type { StoreTx, WorkflowRecord } from "../db/store.js";
 import type { Operations } from "../operations.js";
 import type { StepPolicy, WorkflowContext } from "../workflow/engine.js";
 import { Failure, type FailureKind, failureKind } from "../workflow/failure.js";
+import type { WorkflowInputs } from "../workflow/kinds.js";
 import { type RunbookDeps, waitUntil } from "../workflow/runbooks/deps.js";
+
+export type { GroupScaleInput, GroupUpdateInput } from "./inputs.js";
 
 /** The key group workflows and timeline events are recorded under (no instance name has a colon). */
 export const groupKey = (group: string) => `group:${group}`;
 
+/** The workflows the group runbooks start for a member. */
+export type MemberWorkflowKind = "create" | "resume" | "recycle";
+
 export interface GroupRunbookDeps {
   run: RunbookDeps;
-  /** Start a workflow inside the caller's transaction (the engine's start). */
-  start: (
-    kind: string,
+  /** Start a member's workflow inside the caller's transaction (the engine's start). */
+  start: <Kind extends MemberWorkflowKind>(
+    kind: Kind,
     instance: string,
-    input: unknown,
+    input: WorkflowInputs[Kind],
     trigger: string,
-    t: Parameters<Parameters<RunbookDeps["store"]["tx"]>[0]>[0],
+    t: StoreTx,
   ) => Promise<string>;
   operations: Pick<Operations, "deleteInstance">;
   /** The member's health status (healthy, failing, …) when its spec has health checks; null otherwise. */
@@ -32,20 +37,6 @@ export interface GroupRunbookDeps {
   calendar?: () => number;
   /** Model ms a member may take to come up, be deleted or be recycled. */
   memberTimeoutMs?: number;
-}
-
-export interface GroupScaleInput {
-  group: string;
-  to: number;
-  keep: KeepSet;
-  ttlHours: number | null;
-  /** The group's delete: scale to 0, then remove the group. */
-  removeGroup?: boolean;
-}
-
-export interface GroupUpdateInput {
-  group: string;
-  template: MemberTemplate;
 }
 
 const GROUP_PERMANENT: readonly FailureKind[] = ["pool-exhausted", "invalid-spec", "resource-lost", "fatal"];
