@@ -324,9 +324,9 @@ async function startOn(
   /** Metrics, the timeline, and the stateful instance's state when a workflow ends. */
   async function workflowFinished(wf: WorkflowRecord, outcome: WorkflowOutcome): Promise<void> {
     metrics.workflowsRunning.set(engine.running);
-    if (wf.instance.startsWith("group:")) {
+    if (wf.owner.kind === "group") {
       metrics.recordWorkflow(wf.kind, wf.status);
-      await groups.finished(wf.instance.slice("group:".length), wf.kind, outcome.ok, outcome.ok ? null : outcome.error);
+      await groups.finished(wf.owner.name, wf.kind, outcome.ok, outcome.ok ? null : outcome.error);
       log(`${wf.kind} ${wf.id} for ${wf.instance} ${outcome.ok ? "succeeded" : `failed: ${outcome.error}`}`);
       return;
     }

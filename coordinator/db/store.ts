@@ -13,6 +13,7 @@
 import type { KeepSet } from "../../shared/deletion.js";
 import type { GroupSpec } from "../../shared/group-spec.js";
 import type { StatefulInstanceSpec } from "../../shared/spec.js";
+import type { WorkflowOwner } from "./owner.js";
 
 /** The lifecycle state of a stateful instance (not EC2's instance state). */
 export type StatefulInstanceState =
@@ -125,7 +126,10 @@ export type WorkflowStatus = "running" | "succeeded" | "failed" | "cancelled";
 export interface WorkflowRecord {
   id: string;
   kind: string;
+  /** The key its owner is stored under (an instance's name; a group's key): what `runningFor` and `listFor` take. */
   instance: string;
+  /** What it works on: a stateful instance or a group. */
+  owner: WorkflowOwner;
   status: WorkflowStatus;
   input: unknown;
   trigger: string | null;

@@ -14,8 +14,7 @@ import { type RunbookDeps, waitUntil } from "../workflow/runbooks/deps.js";
 
 export type { GroupScaleInput, GroupUpdateInput } from "./inputs.js";
 
-/** The key group workflows and timeline events are recorded under (no instance name has a colon). */
-export const groupKey = (group: string) => `group:${group}`;
+export { groupKey } from "../db/owner.js";
 
 /** The workflows the group runbooks start for a member. */
 export type MemberWorkflowKind = "create" | "resume" | "recycle";
