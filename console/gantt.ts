@@ -5,6 +5,7 @@
  * real time; the axis is in model seconds (real ÷ timeScale), the unit the durations use.
  */
 import { html } from "htm/preact";
+import { STEP } from "../shared/steps.js";
 import type { Timeline } from "./types.js";
 
 const ROW = 22;
@@ -36,8 +37,8 @@ export function Gantt({ t, now }: { t: Timeline; now: number }) {
   const x = (at: number) => LABEL + ((at - start) / span) * PLOT;
   const critical = new Set(t.criticalPath);
   const byName = (n: string) => t.steps.find((s) => s.name === n);
-  const ready = ms(byName("restore")?.endedAt ?? null);
-  const quiesce = ms(byName("quiesce")?.startedAt ?? null);
+  const ready = ms(byName(STEP.restore)?.endedAt ?? null);
+  const quiesce = ms(byName(STEP.quiesce)?.startedAt ?? null);
   const bands: Array<{ label: string; from: number; to: number; cls: string }> = [];
   if (t.kind === "replace" && ready !== null) {
     bands.push({ label: `downtime ${seconds(t.downtimeSeconds)}`, from: quiesce ?? start, to: ready, cls: "band-downtime" });

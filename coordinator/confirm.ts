@@ -5,7 +5,7 @@
  * so it is asked a few times before the notice counts as unconfirmed.
  */
 import type { Ec2Gateway } from "./cloud/gateway.js";
-import type { ScaledClock } from "./time.js";
+import type { ScaledClock } from "../shared/clock.js";
 
 /** Spot request status codes that mean EC2 itself has decided to take the instance. */
 export const MARKED = new Set(["marked-for-termination", "marked-for-stop", "marked-for-hibernation"]);

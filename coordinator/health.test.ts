@@ -1,10 +1,9 @@
 import { beforeEach, describe, expect, it } from "vitest";
-import { FakeClock } from "../shared/clock.js";
+import { FakeClock, scaledClock } from "../shared/clock.js";
 import { parseSpec, type SpecInput } from "../shared/spec.js";
 import type { InstanceStatusInfo } from "./cloud/gateway.js";
 import { SqliteStore } from "./db/sqlite/index.js";
 import { type HealthDeps, HealthMonitor } from "./health.js";
-import { scaledClock } from "./time.js";
 
 const ID = "i-0123456789abcdef0";
 let fake: FakeClock;

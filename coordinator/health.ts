@@ -25,7 +25,7 @@ import type { Ec2Gateway, InstanceEventInfo, InstanceStatusInfo } from "./cloud/
 import type { Generation, Store } from "./db/store.js";
 import type { Metrics } from "./metrics.js";
 import type { Operations } from "./operations.js";
-import type { ScaledClock } from "./time.js";
+import type { ScaledClock } from "../shared/clock.js";
 
 /** How often (model ms) an agent polls its instance metadata (a spot notice among it): sent in the agent's welcome. */
 export const AGENT_POLL_MS = 1_000;

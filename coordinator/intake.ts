@@ -16,7 +16,7 @@ import type { Ec2Gateway } from "./cloud/gateway.js";
 import type { Store } from "./db/store.js";
 import type { Metrics } from "./metrics.js";
 import type { Operations } from "./operations.js";
-import type { ScaledClock } from "./time.js";
+import type { ScaledClock } from "../shared/clock.js";
 import { NoticeDecisions } from "./events/decisions.js";
 import type { RefusalEvents } from "./refusal-events.js";
 import { confirmWithEc2 } from "./confirm.js";

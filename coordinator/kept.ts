@@ -14,7 +14,7 @@
 import { errorCode, isNotFound } from "./cloud/errors.js";
 import { type Ec2Gateway, TAG } from "./cloud/gateway.js";
 import type { KeptKind, KeptResource, Store } from "./db/store.js";
-import type { ScaledClock } from "./time.js";
+import type { ScaledClock } from "../shared/clock.js";
 
 export interface KeptSweepDeps {
   store: Store;

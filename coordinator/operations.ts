@@ -11,7 +11,7 @@ import { ApiFault } from "./api/types.js";
 import type { Ec2Gateway } from "./cloud/gateway.js";
 import type { Store, StoreTx } from "./db/store.js";
 import { admission, insertedAs, moveState, refusalOf, type StartName, scheduledStart } from "./lifecycle.js";
-import type { WorkflowEngine } from "./workflow/engine.js";
+import type { Engine } from "./workflow/kinds.js";
 import type { DeleteInput } from "./workflow/runbooks/delete.js";
 import type { PauseInput } from "./workflow/runbooks/pause.js";
 import type { ReplaceInput } from "./workflow/runbooks/replace.js";
@@ -28,7 +28,7 @@ export const REVERT_TRIGGER = "revert-to-spot";
 
 export interface OperationsDeps {
   store: Store;
-  engine: WorkflowEngine;
+  engine: Engine;
   /** Asked whether a failed generation's EC2 instance still runs (recycle of a failed instance), and what an import adopts. */
   ec2?: Pick<Ec2Gateway, "describeInstances"> & Partial<DiscoveryGateway>;
   /** The region EC2 calls go to (an imported spec's region). */

@@ -12,7 +12,7 @@ import { sweepExpiredKept } from "./kept.js";
 import type { Metrics } from "./metrics.js";
 import { inWeeklyWindow } from "../shared/spec.js";
 import { type Operations, REVERT_TRIGGER } from "./operations.js";
-import type { ScaledClock } from "./time.js";
+import type { ScaledClock } from "../shared/clock.js";
 import type { ScheduledTasks } from "./tasks.js";
 
 export interface ScheduleDeps {

@@ -8,7 +8,7 @@ import { isInstanceWorkflowKind, moveState } from "./lifecycle.js";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { isAwsEc2, shippedCertificatePath, shippedRegions } from "./agents/aws-certificates.js";
-import { scaledClock as modelClock } from "../shared/clock.js";
+import { modelClock, type ScaledClock, scaledClock } from "../shared/clock.js";
 import type { StatefulInstanceSpec } from "../shared/spec.js";
 import { AgentHub } from "./agents/hub.js";
 import { loadCertificate } from "./agents/identity.js";
@@ -38,10 +38,11 @@ import { Operations } from "./operations.js";
 import { Schedule } from "./schedule.js";
 import { AGENT_HEARTBEAT_MS, AGENT_POLL_MS, HealthMonitor } from "./health.js";
 import { ScheduledTasks } from "./tasks.js";
-import { type ScaledClock, scaledClock } from "./time.js";
 import { WorkflowEngine, type WorkflowOutcome } from "./workflow/engine.js";
+import type { Engine, WorkflowInputs } from "./workflow/kinds.js";
 import type { WorkflowRecord } from "./db/store.js";
 import { RENAMED_STEPS } from "./workflow/runbooks/generation.js";
+import { STEP } from "../shared/steps.js";
 import { createRunbook } from "./workflow/runbooks/create.js";
 import { importRunbook } from "./workflow/runbooks/import.js";
 import type { RunbookDeps } from "./workflow/runbooks/deps.js";
@@ -103,7 +104,7 @@ export interface Coordinator {
   adminToken: string;
   config: CoordinatorConfig;
   store: Store;
-  engine: WorkflowEngine;
+  engine: Engine;
   hub: AgentHub;
   views: CoordinatorViews;
   metrics: Metrics;
@@ -291,7 +292,7 @@ async function startOn(
     calendar,
   };
   const crash = opts.crashAfterStep;
-  const engine: WorkflowEngine = new WorkflowEngine({
+  const engine: Engine = new WorkflowEngine<WorkflowInputs>({
     store,
     clock,
     runbooks: {
@@ -324,9 +325,9 @@ async function startOn(
   /** Metrics, the timeline, and the stateful instance's state when a workflow ends. */
   async function workflowFinished(wf: WorkflowRecord, outcome: WorkflowOutcome): Promise<void> {
     metrics.workflowsRunning.set(engine.running);
-    if (wf.instance.startsWith("group:")) {
+    if (wf.owner.kind === "group") {
       metrics.recordWorkflow(wf.kind, wf.status);
-      await groups.finished(wf.instance.slice("group:".length), wf.kind, outcome.ok, outcome.ok ? null : outcome.error);
+      await groups.finished(wf.owner.name, wf.kind, outcome.ok, outcome.ok ? null : outcome.error);
       log(`${wf.kind} ${wf.id} for ${wf.instance} ${outcome.ok ? "succeeded" : `failed: ${outcome.error}`}`);
       return;
     }
@@ -338,7 +339,7 @@ async function startOn(
     });
     if (!outcome.ok) {
       // After its `finish` step the new generation serves: a later failure (retention) is an event, not `failed`.
-      const served = (await store.steps.list(wf.id)).some((s) => s.name === "finish" && s.status === "done");
+      const served = (await store.steps.list(wf.id)).some((s) => s.name === STEP.finish && s.status === "done");
       if (served) {
         await store.events.add(
           wf.instance,

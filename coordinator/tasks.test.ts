@@ -7,7 +7,7 @@ import { SqliteStore } from "./db/sqlite/index.js";
 import type { StatefulInstanceState } from "./db/store.js";
 import { Operations } from "./operations.js";
 import { MISSED_AFTER_MS, ScheduledTasks, taskViews } from "./tasks.js";
-import type { WorkflowEngine } from "./workflow/engine.js";
+import type { Engine } from "./workflow/kinds.js";
 
 // Thursday 2026-11-26, 19:59 UTC: the pause below is due at 20:00, the resume at 07:00 on weekdays.
 const T0 = Date.UTC(2026, 10, 26, 19, 59);
@@ -27,13 +27,13 @@ function open() {
   store = SqliteStore.open(file, () => now);
   // The engine only records the workflow here; the test plays the runbook's part by hand.
   const engine = {
-    async start(kind: string, instance: string, input: unknown, trigger: string | null, t: Parameters<WorkflowEngine["start"]>[4]) {
+    async start(kind: string, instance: string, input: unknown, trigger: string | null, t: Parameters<Engine["start"]>[4]) {
       const id = `wf-${kind}-${started.length + 1}`;
       await (t ?? store).workflows.insert({ id, kind, instance, input, trigger });
       started.push({ kind, id });
       return id;
     },
-  } as unknown as WorkflowEngine;
+  } as unknown as Engine;
   const operations = new Operations({ store, engine, log: () => undefined, calendar: () => now });
   tasks = new ScheduledTasks({ store, operations, calendar: () => now, log: () => undefined });
   return operations;
@@ -168,7 +168,7 @@ describe("scheduled tasks", () => {
       launch: { imageId: "ami-12345678", instanceTypes: ["m5.large"], subnetIds: ["subnet-12345678"] },
       schedule: [{ action: "pause", cron: "0 20 * * *" }],
     });
-    const operations = new Operations({ store, engine: {} as WorkflowEngine, log: () => undefined, calendar: () => now });
+    const operations = new Operations({ store, engine: {} as Engine, log: () => undefined, calendar: () => now });
     await operations.update("dev", spec, { recycle: false });
     expect(await tasks.pass()).toEqual([]);
     const [view] = taskViews(spec.schedule, await store.taskRuns.list("dev"), now);

@@ -3,6 +3,7 @@
  * the store are wall-clock ms; durations are reported in model time (real / timeScale).
  */
 import type { EventsResponse, InstanceDetail, InstanceSummary, Timeline, Workflow, WorkflowStep } from "../shared/api.js";
+import { STEP } from "../shared/steps.js";
 import type { StatefulInstance, StepRecord, Store, WorkflowRecord } from "./db/store.js";
 import { allowedActions, factsOf } from "./lifecycle.js";
 import { taskViews } from "./tasks.js";
@@ -150,9 +151,9 @@ export class Views {
   async timeline(w: WorkflowRecord): Promise<Timeline> {
     const steps = await this.store.steps.list(w.id);
     const byName = (n: string) => steps.find((s) => s.name === n);
-    const ready = byName("restore")?.endedAt ?? null;
-    // Make-before-break quiesces in `cutover-quiesce` (the replacement was ready before it).
-    const quiesce = (byName("quiesce") ?? byName("cutover-quiesce"))?.startedAt ?? null;
+    const ready = byName(STEP.restore)?.endedAt ?? null;
+    // Make-before-break quiesces in its cutover quiesce step (the replacement was ready before it).
+    const quiesce = (byName(STEP.quiesce) ?? byName(STEP.cutoverQuiesce))?.startedAt ?? null;
     const inputTrigger = (w.input as { trigger?: unknown } | null)?.trigger;
     const model = (ms: number) => Math.round(ms / this.timeScale) / 1000;
     const downFrom = w.kind === "replace" ? (quiesce ?? w.startedAt) : null;

@@ -6,7 +6,7 @@
 import { mkdtemp, mkdir, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { scaledClock, type Clock } from "../shared/clock.js";
+import { type Clock, modelClock, scaledClock } from "../shared/clock.js";
 import type { Runtime } from "./runtime/types.js";
 import { PROFILES, type LatencyProfile } from "./profiles.js";
 import { Throttle } from "./throttle.js";
@@ -37,7 +37,7 @@ export interface LocalCloudOptions {
   runtime?: "process" | "linux" | "none";
   /** Default: on for realistic, off for instant. */
   throttle?: boolean;
-  /** Inject a clock (e.g. FakeClock) instead of scaledClock(timeScale). */
+  /** Inject a clock (e.g. FakeClock) instead of modelClock(timeScale). */
   clock?: Clock;
   /** Where runtime/internal errors are reported (default stderr). */
   log?: (msg: string) => void;
@@ -129,7 +129,7 @@ export async function startLocalCloud(opts: LocalCloudOptions = {}): Promise<Loc
         : parsePolicy(opts.iamPolicy);
   const stateDir = opts.stateDir ?? (await mkdtemp(path.join(os.tmpdir(), "localcloud-")));
   await mkdir(stateDir, { recursive: true });
-  const clock = opts.clock ?? scaledClock(timeScale);
+  const clock = opts.clock ?? modelClock(timeScale);
   const runtime = await loadRuntime(opts.runtime ?? "process", stateDir, clock);
   await runtime.init();
   const world = new World({ clock, profile, timeScale, runtime, log: opts.log });

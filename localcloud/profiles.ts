@@ -1,6 +1,6 @@
 /**
  * Latency profiles: how long each localcloud transition takes, in MODEL milliseconds. The world
- * runs on a scaledClock, so real time = these × timeScale. The demo and the coordinator compute the
+ * runs on a modelClock, so real time = these × timeScale. The demo and the coordinator compute the
  * critical-path lower bound of a replacement from this table, so keep the names stable.
  */
 export interface LatencyProfile {

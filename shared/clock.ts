@@ -76,17 +76,47 @@ export const realClock: Clock = {
 };
 
 /**
- * A clock for localcloud's `--time-scale`: real time = model time × timeScale (0.1 runs ten times
- * faster). Durations given to it are model time; `now()` is model time counted from creation.
+ * Time at a scale: real ms = model ms × timeScale (0.1 runs ten times faster), so a time-scaled
+ * localcloud and spotkeep stay in proportion. Durations handed to `sleep`/`setTimer` are model time.
+ * `now()` is wall-clock epoch ms: what the coordinator's store records and what notice deadlines
+ * are written in, so a restarted coordinator reads old rows correctly. `modelNow()` is model time
+ * counted from the clock's creation (its wall time then), for code whose whole world runs in model
+ * time (localcloud, the EC2 gateway's pacing); `modelClock` hands that out as a plain `Clock`.
+ * Only the place that builds the clock knows the scale; code that crosses between the two (a
+ * wall-clock deadline from a notice → a model-time budget) asks the clock.
  */
-export function scaledClock(timeScale: number, base: Clock = realClock): Clock {
-  if (!(timeScale > 0)) throw new RangeError(`time scale must be positive, got ${timeScale}`);
+export interface ScaledClock extends Clock {
+  /** real ms = model ms × timeScale. */
+  readonly timeScale: number;
+  /** Model ms since the clock was created, counted from the wall-clock instant of its creation. */
+  modelNow(): number;
+  /** Model ms left until the wall-clock instant `atWallMs` (0 when it has passed). */
+  modelMsUntil(atWallMs: number): number;
+  /** The wall-clock instant `modelMs` of model time from now. */
+  wallAfter(modelMs: number): number;
+  /** Model ms elapsed since the wall-clock instant `sinceWallMs`. */
+  modelMsSince(sinceWallMs: number): number;
+}
+
+export function scaledClock(timeScale: number, base: Clock = realClock): ScaledClock {
+  if (!(timeScale > 0) || !Number.isFinite(timeScale)) throw new RangeError(`time scale must be a positive number, got ${timeScale}`);
   const origin = base.now();
   return {
-    now: () => origin + (base.now() - origin) / timeScale,
+    timeScale,
+    now: () => base.now(),
+    modelNow: () => origin + (base.now() - origin) / timeScale,
     sleep: (ms, signal) => base.sleep(ms * timeScale, signal),
     setTimer: (ms, fn) => base.setTimer(ms * timeScale, fn),
+    modelMsUntil: (at) => Math.max(0, at - base.now()) / timeScale,
+    wallAfter: (ms) => base.now() + ms * timeScale,
+    modelMsSince: (since) => (base.now() - since) / timeScale,
   };
+}
+
+/** A clock whose `now()` is model time (`ScaledClock.modelNow`): durations and timestamps in one unit. */
+export function modelClock(timeScale: number, base: Clock = realClock): Clock {
+  const c = scaledClock(timeScale, base);
+  return { now: c.modelNow, sleep: c.sleep, setTimer: c.setTimer };
 }
 
 interface Timer {

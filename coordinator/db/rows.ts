@@ -5,6 +5,7 @@
  */
 import type { GroupSpec } from "../../shared/group-spec.js";
 import type { StatefulInstanceSpec } from "../../shared/spec.js";
+import { ownerOf } from "./owner.js";
 import type {
   AgentReport,
   Artifact,
@@ -328,6 +329,7 @@ export const toWorkflow = (r: WorkflowRow): WorkflowRecord => ({
   id: r.id,
   kind: r.kind,
   instance: r.instance,
+  owner: ownerOf(r.instance),
   status: r.status,
   input: parseJson(r.input),
   trigger: r.trigger,

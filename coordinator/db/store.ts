@@ -14,6 +14,7 @@ import type { KeepSet } from "../../shared/deletion.js";
 import type { GroupSpec } from "../../shared/group-spec.js";
 import type { InstanceState } from "../../shared/operations.js";
 import type { StatefulInstanceSpec } from "../../shared/spec.js";
+import type { WorkflowOwner } from "./owner.js";
 
 /** The lifecycle state of a stateful instance (not EC2's instance state). */
 export type StatefulInstanceState = InstanceState;
@@ -115,7 +116,10 @@ export type WorkflowStatus = "running" | "succeeded" | "failed" | "cancelled";
 export interface WorkflowRecord {
   id: string;
   kind: string;
+  /** The key its owner is stored under (an instance's name; a group's key): what `runningFor` and `listFor` take. */
   instance: string;
+  /** What it works on: a stateful instance or a group. */
+  owner: WorkflowOwner;
   status: WorkflowStatus;
   input: unknown;
   trigger: string | null;
@@ -129,6 +133,10 @@ export type StepStatus = "pending" | "running" | "done" | "failed";
 
 /** How a failed step (attempt) failed: kept so a replay rethrows the same kind of error. */
 export interface RecordedFailure {
+  /**
+   * The failure's kind as recorded (a `FailureKind` of the version that wrote it; a replay reads a
+   * kind it does not know as `error`).
+   */
   kind: string;
   code: string | null;
   message: string;

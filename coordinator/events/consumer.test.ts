@@ -1,7 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { FakeClock } from "../../shared/clock.js";
+import { FakeClock, scaledClock } from "../../shared/clock.js";
 import { Metrics } from "../metrics.js";
-import { scaledClock } from "../time.js";
 import { EventConsumer, MAX_RECEIVES } from "./consumer.js";
 import type { EventOutcome } from "./intake.js";
 import type { CloudEvent } from "./parse.js";

@@ -8,7 +8,7 @@
  */
 import { Counter } from "prom-client";
 import type { Metrics } from "../metrics.js";
-import type { ScaledClock } from "../time.js";
+import type { ScaledClock } from "../../shared/clock.js";
 import type { EventOutcome } from "./intake.js";
 import { type CloudEvent, parseEventMessage } from "./parse.js";
 import type { EventQueue, QueueMessage } from "./sqs.js";

@@ -1,9 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { SqliteStore } from "../db/sqlite/index.js";
 import type { Operations } from "../operations.js";
-import { scaledClock } from "../time.js";
+import { FakeClock, scaledClock } from "../../shared/clock.js";
 import { NoticeDecisions } from "./decisions.js";
-import { FakeClock } from "../../shared/clock.js";
 
 function setup() {
   const fake = new FakeClock();

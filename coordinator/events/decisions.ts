@@ -8,7 +8,7 @@
  */
 import type { NoticeSource, Store } from "../db/store.js";
 import type { Operations } from "../operations.js";
-import type { ScaledClock } from "../time.js";
+import type { ScaledClock } from "../../shared/clock.js";
 import { MAX_NOTICE_MS, type ReplaceInput } from "../workflow/runbooks/replace.js";
 
 export interface NoticeDecisionDeps {

@@ -10,7 +10,7 @@ import type { CallerIdentity } from "../cloud/identity.js";
 import type { Store } from "../db/store.js";
 import type { Metrics } from "../metrics.js";
 import type { Operations } from "../operations.js";
-import type { ScaledClock } from "../time.js";
+import type { ScaledClock } from "../../shared/clock.js";
 import { EventConsumer } from "./consumer.js";
 import type { NoticeDecisions } from "./decisions.js";
 import { type EventOrigin, QueueIntake } from "./intake.js";

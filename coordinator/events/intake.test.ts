@@ -1,10 +1,9 @@
 import { beforeEach, describe, expect, it } from "vitest";
-import { FakeClock } from "../../shared/clock.js";
+import { FakeClock, scaledClock } from "../../shared/clock.js";
 import type { Ec2Gateway, InstanceInfo, SpotRequestStatus } from "../cloud/gateway.js";
 import { SqliteStore } from "../db/sqlite/index.js";
 import { Metrics } from "../metrics.js";
 import type { Operations } from "../operations.js";
-import { scaledClock } from "../time.js";
 import { NoticeDecisions } from "./decisions.js";
 import { type EventOrigin, QueueIntake } from "./intake.js";
 import { type CloudEvent, parseEventMessage } from "./parse.js";

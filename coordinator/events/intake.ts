@@ -22,7 +22,7 @@ import { confirmWithEc2 } from "../confirm.js";
 import type { Store } from "../db/store.js";
 import type { Metrics } from "../metrics.js";
 import type { Operations } from "../operations.js";
-import type { ScaledClock } from "../time.js";
+import type { ScaledClock } from "../../shared/clock.js";
 import { MAX_NOTICE_MS } from "../workflow/runbooks/replace.js";
 import type { NoticeDecisions } from "./decisions.js";
 import type { CloudEvent } from "./parse.js";

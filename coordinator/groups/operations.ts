@@ -10,7 +10,7 @@ import { ApiFault } from "../api/types.js";
 import type { Ec2Gateway } from "../cloud/gateway.js";
 import type { GroupMember, GroupState, StatefulGroup, Store, StoreTx } from "../db/store.js";
 import { immutableChanges } from "../operations.js";
-import type { WorkflowEngine } from "../workflow/engine.js";
+import type { Engine } from "../workflow/kinds.js";
 import { unsupportedFeatures } from "../workflow/runbooks/support.js";
 import { unavailableMembers } from "../planned-work.js";
 import { spread } from "./pool.js";
@@ -19,7 +19,7 @@ import { type GroupScaleInput, type GroupUpdateInput, groupKey } from "./runbook
 
 export interface GroupOperationsDeps {
   store: Store;
-  engine: Pick<WorkflowEngine, "start">;
+  engine: Pick<Engine, "start">;
   ec2?: Pick<Ec2Gateway, "describeSubnets">;
 }
 

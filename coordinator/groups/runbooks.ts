@@ -1,29 +1,33 @@
 /**
- * What the group runbooks (scale.ts, update.ts) share: their deps and inputs, step policies, and
+ * What the group runbooks (scale.ts, update.ts) share: their deps and inputs (inputs.ts), step policies, and
  * the wait for a member's workflow. Group workflows and timeline events are recorded under
  * `group:NAME`. A member is an ordinary stateful instance; its membership row (the pool address it
  * owns) is written when its address is allocated and removed once its delete has finished.
  */
-import type { KeepSet } from "../../shared/deletion.js";
-import type { GroupSpec, MemberTemplate } from "../../shared/group-spec.js";
-import type { WorkflowRecord } from "../db/store.js";
+import type { GroupSpec } from "../../shared/group-spec.js";
+import type { StoreTx, WorkflowRecord } from "../db/store.js";
 import type { Operations } from "../operations.js";
 import type { StepPolicy, WorkflowContext } from "../workflow/engine.js";
-import { Failure, failureKind } from "../workflow/failure.js";
+import { Failure, type FailureKind, failureKind } from "../workflow/failure.js";
+import type { WorkflowInputs } from "../workflow/kinds.js";
 import { type RunbookDeps, waitUntil } from "../workflow/runbooks/deps.js";
 
-/** The key group workflows and timeline events are recorded under (no instance name has a colon). */
-export const groupKey = (group: string) => `group:${group}`;
+export type { GroupScaleInput, GroupUpdateInput } from "../workflow/group-inputs.js";
+
+export { groupKey } from "../db/owner.js";
+
+/** The workflows the group runbooks start for a member. */
+export type MemberWorkflowKind = "create" | "resume" | "recycle";
 
 export interface GroupRunbookDeps {
   run: RunbookDeps;
-  /** Start a workflow inside the caller's transaction (the engine's start). */
-  start: (
-    kind: string,
+  /** Start a member's workflow inside the caller's transaction (the engine's start). */
+  start: <Kind extends MemberWorkflowKind>(
+    kind: Kind,
     instance: string,
-    input: unknown,
+    input: WorkflowInputs[Kind],
     trigger: string,
-    t: Parameters<Parameters<RunbookDeps["store"]["tx"]>[0]>[0],
+    t: StoreTx,
   ) => Promise<string>;
   operations: Pick<Operations, "deleteInstance">;
   /** The member's health status (healthy, failing, …) when its spec has health checks; null otherwise. */
@@ -34,25 +38,13 @@ export interface GroupRunbookDeps {
   memberTimeoutMs?: number;
 }
 
-export interface GroupScaleInput {
-  group: string;
-  to: number;
-  keep: KeepSet;
-  ttlHours: number | null;
-  /** The group's delete: scale to 0, then remove the group. */
-  removeGroup?: boolean;
-}
-
-export interface GroupUpdateInput {
-  group: string;
-  template: MemberTemplate;
-}
+const GROUP_PERMANENT: readonly FailureKind[] = ["pool-exhausted", "invalid-spec", "resource-lost", "fatal"];
 
 export const STORE_POLICY: StepPolicy = { initialMs: 500, factor: 2, maxMs: 8000, attempts: 20, jitter: "equal" };
 export const EC2_POLICY: StepPolicy = {
   ...STORE_POLICY,
   // Transient EC2 and store errors are retried; an exhausted pool or a bad template is not.
-  retryable: (e) => !["pool-exhausted", "invalid-spec", "resource-lost", "fatal"].includes(failureKind(e)),
+  retryable: (e) => !GROUP_PERMANENT.includes(failureKind(e)),
 };
 export const WAIT_POLICY: StepPolicy = { attempts: 1 };
 

@@ -2,18 +2,17 @@ import { describe, it, expect, beforeEach, afterEach } from "vitest";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { FakeClock } from "../../shared/clock.js";
+import { FakeClock, scaledClock } from "../../shared/clock.js";
 import { SqliteStore } from "../db/sqlite/index.js";
-import { scaledClock } from "../time.js";
-import { type Runbook, type StepInfo, step, WorkflowEngine } from "./engine.js";
+import { type EngineOptions, type Runbook, type Runbooks, type StepInfo, step, WorkflowEngine } from "./engine.js";
 import { Failure, failureKind } from "./failure.js";
 
 let dir: string;
 let clock: FakeClock;
 const stores: SqliteStore[] = [];
-const engines: WorkflowEngine[] = [];
+const engines: Array<{ stop(): Promise<void> }> = [];
 
-function open(runbooks: Record<string, Runbook<never>>, extra: Partial<ConstructorParameters<typeof WorkflowEngine>[0]> = {}) {
+function open<K extends object>(runbooks: Runbooks<K>, extra: Partial<EngineOptions<K>> = {}) {
   // The fake clock settles with microtasks: commit each group of store calls on one.
   const store = SqliteStore.open(join(dir, "db.sqlite"), () => clock.now(), { commitOn: queueMicrotask });
   stores.push(store);

@@ -19,7 +19,7 @@ import { randomBytes } from "node:crypto";
 import { setMaxListeners } from "node:events";
 import { nextDelay, type RetryPolicy, retryPolicy } from "../../shared/retry.js";
 import { isStoreFull, isStoreUnavailable, type Store, type StoreTx, type WorkflowRecord } from "../db/store.js";
-import type { ScaledClock } from "../time.js";
+import type { ScaledClock } from "../../shared/clock.js";
 import { describeError, recordFailure, replayFailure } from "./failure.js";
 
 export interface StepPolicy extends Partial<RetryPolicy> {
@@ -72,8 +72,14 @@ export interface WorkflowContext {
 
 export type Runbook<I> = (ctx: WorkflowContext, input: I) => Promise<unknown>;
 
-/** The registry the engine runs from: one runbook per workflow kind, each with its own input type. */
-export type Runbooks = Record<string, Runbook<never>>;
+/**
+ * The registry the engine runs from: one runbook per workflow kind, typed by `K`, the map from each
+ * kind to its runbook's input type (coordinator/workflow/kinds.ts is the coordinator's).
+ */
+export type Runbooks<K extends object> = { readonly [Kind in keyof K]: Runbook<K[Kind]> };
+
+/** The kinds of a map from workflow kind to input type. */
+export type KindOf<K extends object> = keyof K & string;
 
 /** The runbook asked for a different step than the one recorded at this position. */
 export class NonDeterminismError extends Error {
@@ -100,10 +106,10 @@ export class WorkflowStopped extends Error {
 
 export type WorkflowOutcome = { ok: true; result: unknown } | { ok: false; error: string; cause: unknown };
 
-export interface EngineOptions {
+export interface EngineOptions<K extends object> {
   store: Store;
   clock: ScaledClock;
-  runbooks: Runbooks;
+  runbooks: Runbooks<K>;
   /** How many workflows run at once; the rest wait in order. */
   maxConcurrent?: number;
   /** Default retry policy for steps (model ms). */
@@ -119,7 +125,8 @@ export interface EngineOptions {
   random?: () => number;
 }
 
-export class WorkflowEngine {
+/** Runs the workflows of the kinds in `K` (each kind mapped to its runbook's input type). */
+export class WorkflowEngine<K extends object> {
   private readonly store: Store;
   private readonly clock: ScaledClock;
   private readonly maxConcurrent: number;
@@ -131,7 +138,7 @@ export class WorkflowEngine {
   private readonly inFlight = new Set<Promise<void>>();
   private stopped = false;
 
-  constructor(private readonly opts: EngineOptions) {
+  constructor(private readonly opts: EngineOptions<K>) {
     this.store = opts.store;
     this.clock = opts.clock;
     this.maxConcurrent = Math.max(1, opts.maxConcurrent ?? 32);
@@ -148,8 +155,14 @@ export class WorkflowEngine {
    * transaction pass it as `t`: the workflow then runs only if the transaction commits (a rolled
    * back one leaves no row, and the scheduled run finds nothing to do).
    */
-  async start(kind: string, instance: string, input: unknown, trigger: string | null = null, t?: StoreTx): Promise<string> {
-    if (!this.opts.runbooks[kind]) throw new Error(`starting workflow: no runbook named ${JSON.stringify(kind)}`);
+  async start<Kind extends KindOf<K>>(
+    kind: Kind,
+    instance: string,
+    input: K[Kind],
+    trigger: string | null = null,
+    t?: StoreTx,
+  ): Promise<string> {
+    if (!this.runbook(kind)) throw new Error(`starting workflow: no runbook named ${JSON.stringify(kind)}`);
     const id = this.newId(kind);
     await (t ?? this.store).workflows.insert({ id, kind, instance, input, trigger });
     this.schedule(id);
@@ -188,6 +201,12 @@ export class WorkflowEngine {
     this.abort.abort(new WorkflowStopped("coordinator stopping"));
     this.queue.length = 0;
     await Promise.allSettled([...this.inFlight]);
+  }
+
+  /** The runbook of a kind as recorded (a row may name a kind this version has no runbook for). */
+  private runbook(kind: string): Runbook<unknown> | undefined {
+    const byKind: Readonly<Record<string, Runbook<never> | undefined>> = this.opts.runbooks;
+    return byKind[kind] as Runbook<unknown> | undefined;
   }
 
   private waiter(id: string) {
@@ -250,7 +269,7 @@ export class WorkflowEngine {
       this.finishWaiter(id);
       return;
     }
-    const runbook = this.opts.runbooks[wf.kind] as Runbook<unknown> | undefined;
+    const runbook = this.runbook(wf.kind);
     let outcome: WorkflowOutcome;
     try {
       if (!runbook) throw new Error(`no runbook named ${JSON.stringify(wf.kind)}`);

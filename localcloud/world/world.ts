@@ -2,7 +2,7 @@
  * The state of the local cloud: every resource, the seed, the timers that move resources through
  * their states, and the calls into the Runtime that make those states real on this machine.
  *
- * Time: durations are model milliseconds on `clock` (a scaledClock, so real = model × timeScale);
+ * Time: durations are model milliseconds on `clock` (a modelClock, so real = model × timeScale);
  * timestamps shown to clients (launchTime, notice times) are real wall-clock times.
  */
 import type { Clock } from "../../shared/clock.js";

@@ -13,7 +13,7 @@ import { MIGRATIONS } from "../../coordinator/db/migrations.js";
 import { PostgresStore } from "../../coordinator/db/postgres/index.js";
 import { openPlainDatabase, SqliteStore } from "../../coordinator/db/sqlite/index.js";
 import type { StatefulInstanceSpec } from "../../shared/spec.js";
-import { scaledClock } from "../../coordinator/time.js";
+import { scaledClock } from "../../shared/clock.js";
 import { WorkflowEngine } from "../../coordinator/workflow/engine.js";
 import { type PostgresServer, postgresUnavailable, startPostgres } from "../support/pg-server.js";
 import { storeContract } from "./contract.suite.js";

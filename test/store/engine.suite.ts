@@ -8,10 +8,9 @@
  */
 import { afterEach, expect, it } from "vitest";
 import type { Store } from "../../coordinator/db/store.js";
-import { scaledClock } from "../../coordinator/time.js";
-import { type Runbook, type StepInfo, step, WorkflowEngine } from "../../coordinator/workflow/engine.js";
+import { FakeClock, scaledClock } from "../../shared/clock.js";
+import { type Runbook, type Runbooks, type StepInfo, step, WorkflowEngine } from "../../coordinator/workflow/engine.js";
 import { Failure, failureKind } from "../../coordinator/workflow/failure.js";
-import { FakeClock } from "../../shared/clock.js";
 import type { StoreBackend } from "./contract.suite.js";
 
 /** Poll `read` until `ok` holds (10 s at most). */
@@ -32,9 +31,9 @@ const hang = (info: StepInfo) =>
 export function engineContract(backend: StoreBackend): void {
   let clock = new FakeClock();
   const stores: Store[] = [];
-  const engines: WorkflowEngine[] = [];
+  const engines: Array<{ stop(): Promise<void> }> = [];
 
-  async function boot(runbooks: Record<string, Runbook<never>>) {
+  async function boot<K extends object>(runbooks: Runbooks<K>) {
     const store = await backend.open(() => clock.now());
     stores.push(store);
     const engine = new WorkflowEngine({ store, clock: scaledClock(1, clock), runbooks, random: () => 1 });
@@ -42,7 +41,7 @@ export function engineContract(backend: StoreBackend): void {
     return { store, engine };
   }
   /** The "crash": the engine stops at its next wait and the store is closed; the workflow stays running in the store. */
-  async function crash(c: { store: Store; engine: WorkflowEngine }) {
+  async function crash(c: { store: Store; engine: { stop(): Promise<void> } }) {
     await c.engine.stop();
     engines.splice(engines.indexOf(c.engine), 1);
     await c.store.close();

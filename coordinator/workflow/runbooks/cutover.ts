@@ -24,7 +24,7 @@ import type { DataVolume } from "../../db/store.js";
 import { ONCE, step, type WorkflowContext } from "../engine.js";
 import { Failure, failureKind } from "../failure.js";
 import { agentReportWake, type RunbookDeps, waitUntil } from "./deps.js";
-import { retire, serveGeneration, terminateOld } from "./generation.js";
+import { retire, STEP, serveGeneration, terminateOld } from "./generation.js";
 import {
   candidates,
   describeLaunchSubnets,
@@ -147,7 +147,7 @@ export async function makeBeforeBreak(
       instanceId: oldId,
       budgetMs: () => drainBudgetMs(deps, input),
     });
-  const quiesced = await ctx.step("cutover-quiesce", () => quiesceForCutover(deps, ctx, input, begin), ONCE);
+  const quiesced = await ctx.step(STEP.cutoverQuiesce, () => quiesceForCutover(deps, ctx, input, begin), ONCE);
 
   // 4. Move the ENI and the volumes: detach all (in parallel); the bring-up attaches them all.
   const forceAfterMs = forceBudgetMs(deps, input);

@@ -1,7 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { FakeClock } from "../../../shared/clock.js";
+import { FakeClock, scaledClock } from "../../../shared/clock.js";
 import { ReportSignal } from "../../agents/report-signal.js";
-import { scaledClock } from "../../time.js";
 import { failureKind } from "../failure.js";
 import { untilNextTick, waitUntil } from "./deps.js";
 

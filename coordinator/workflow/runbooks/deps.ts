@@ -6,7 +6,7 @@ import type { CommandBody } from "../../agents/hub.js";
 import type { Ec2Gateway } from "../../cloud/gateway.js";
 import type { Store } from "../../db/store.js";
 import type { ElbGateway } from "../../elb/elbv2.js";
-import type { ScaledClock } from "../../time.js";
+import type { ScaledClock } from "../../../shared/clock.js";
 import { Failure } from "../failure.js";
 
 export interface RunbookDeps {

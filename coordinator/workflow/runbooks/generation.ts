@@ -13,10 +13,11 @@
  * (`serveGeneration`). A replacement that boots from snapshots (snapshot mode, or a move to another
  * AZ) has its data volumes from the launch itself and attaches none.
  *
- * Step names are the constants in `STEP`; `RENAMED_STEPS` maps the names earlier versions recorded
+ * Step names are the constants in `STEP` (shared/steps.ts); `RENAMED_STEPS` maps the names earlier versions recorded
  * for the same step functions, so a workflow recorded before an upgrade replays to its end.
  */
 import type { StatefulInstanceSpec } from "../../../shared/spec.js";
+import { STEP } from "../../../shared/steps.js";
 import type { BlockDeviceRequest } from "../../cloud/gateway.js";
 import type { DataVolume, NetworkIdentity } from "../../db/store.js";
 import { ONCE, type StepDef, step, type WorkflowContext } from "../engine.js";
@@ -37,19 +38,8 @@ import { attachStableEni, isSecondary, planEni } from "./secondary.js";
 import { applyRetention, deleteKeptRoots, deleteUnreadyRoot, markServing } from "./steps.js";
 import { joinTargetGroups, TARGET_STEP } from "./targets.js";
 
-/** The names of the bring-up and retire steps. */
-export const STEP = {
-  terminateOld: "terminate-old",
-  waitOldTerminated: "wait-old-terminated",
-  launch: "launch",
-  waitRunning: "wait-running",
-  attachEni: "attach-eni",
-  restore: "restore",
-  finish: "finish",
-  deleteUnreadyRoot: "delete-unready-root",
-  deleteOldRoot: "delete-old-root",
-  retention: "retention",
-} as const;
+/** The names of the bring-up and retire steps (shared with the views and the console). */
+export { STEP };
 
 /**
  * Names earlier versions recorded for these steps (each runbook had its own copy of the sequence),

@@ -45,7 +45,7 @@ export function pauseRunbook(deps: RunbookDeps): Runbook<PauseInput> {
     // 2. Out of the load balancers (drained), then quiesce: hooks, sync, freeze.
     if (begin.spec.loadBalancers) await leaveTargetGroups(deps, ctx, { lb: begin.spec.loadBalancers, instanceId });
     const budgetMs = (begin.spec.hooks.timeoutSeconds + 30) * 1000;
-    const clean = await ctx.step("quiesce", () => quiesceInstance(deps, ctx, { instanceId, reason: "pause", budgetMs }), ONCE);
+    const clean = await ctx.step(STEP.quiesce, () => quiesceInstance(deps, ctx, { instanceId, reason: "pause", budgetMs }), ONCE);
 
     // 3. Capture the root while the instance exists.
     const rootSnapshot = begin.spec.persistence.root

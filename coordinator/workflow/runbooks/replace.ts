@@ -32,7 +32,7 @@ import { ONCE, type Runbook, step, type StepDef, type WorkflowContext } from "..
 import { Failure, failureKind } from "../failure.js";
 import type { RunbookDeps } from "./deps.js";
 import { makeBeforeBreak } from "./cutover.js";
-import { completeBringUp, type GenerationPlan, launchStep, retire, terminateOld, waitOldTerminated } from "./generation.js";
+import { completeBringUp, type GenerationPlan, launchStep, retire, STEP, terminateOld, waitOldTerminated } from "./generation.js";
 import { candidates, clientToken, describeLaunchSubnets, type LaunchResult, MUTATE_POLICY, requireVolumeId } from "./launch.js";
 import { isSecondary } from "./secondary.js";
 import {
@@ -153,7 +153,7 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
         drain: !lost,
         budgetMs: () => (input.deadline ? (deps.clock.modelMsUntil(Date.parse(input.deadline)) - deps.quiesceMarginMs) / 2 : Infinity),
       });
-    const clean = lost ? false : await ctx.step("quiesce", () => quiesceOld(deps, ctx, input, spec), ONCE);
+    const clean = lost ? false : await ctx.step(STEP.quiesce, () => quiesceOld(deps, ctx, input, spec), ONCE);
 
     // 2. Capture while the old instance still exists: the root, and the data volumes in snapshot mode.
     let rootSnapshot: string | null = null;

@@ -1,7 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { FakeClock } from "../../../shared/clock.js";
+import { FakeClock, scaledClock } from "../../../shared/clock.js";
 import type { Ec2Gateway, EniInfo, VolumeInfo } from "../../cloud/gateway.js";
-import { scaledClock } from "../../time.js";
 import type { WorkflowContext } from "../engine.js";
 import type { RunbookDeps } from "./deps.js";
 import { attachStableEni, detachDataVolume, detachStableEni } from "./secondary.js";

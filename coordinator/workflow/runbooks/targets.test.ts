@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { ElbGateway, TargetGroupInfo, TargetHealthInfo } from "../../elb/elbv2.js";
 import { Ec2Error } from "../../cloud/errors.js";
-import { scaledClock } from "../../time.js";
+import { scaledClock } from "../../../shared/clock.js";
 import type { WorkflowContext } from "../engine.js";
 import type { RunbookDeps } from "./deps.js";
 import { deregisterForDelete, joinTargetGroups, leaveTargetGroups } from "./targets.js";
