@@ -38,7 +38,7 @@ describe("the lifecycle table", () => {
     expect(refusalOf("revert-to-spot", snapshotting)).toBe("db is busy with snapshot wf-s");
     // A spec update is stored whatever moves the instance.
     expect(refusalOf("update", facts("replacing", { running: [{ id: "wf-r", kind: "replace" }] }))).toBeNull();
-    expect(refusalOf("update", facts("deleting"))).toBe("db is deleting; update is allowed from " + STARTS.update.from.join(", "));
+    expect(refusalOf("update", facts("deleting"))).toBe(`db is deleting; update is allowed from ${STARTS.update.from.join(", ")}`);
   });
 
   it("names what a start needs: a live EC2 instance, data volumes, and the group for a member", () => {

@@ -15,7 +15,8 @@
  *   delete start from it. A failure after that (retention, an old root's deletion) is an event.
  */
 import { INSTANCE_ACTIONS, type InstanceAction, type InstanceState, type Operation } from "../shared/operations.js";
-import type { Generation, StatefulInstance, StoreTx } from "./db/store.js";
+import { STEP } from "../shared/steps.js";
+import type { Generation, StatefulInstance, Store, StoreTx, WorkflowRecord } from "./db/store.js";
 
 /** The workflow kinds that move one stateful instance (group workflows move a group). */
 export type InstanceWorkflowKind = "create" | "import" | "replace" | "recycle" | "pause" | "resume" | "delete" | "snapshot";
@@ -233,4 +234,44 @@ export async function moveState(
 ): Promise<void> {
   const state = WORKFLOW_STATES[kind][phase];
   if (state) await w.instances.setState(name, state, reason);
+}
+
+/** How a workflow ended, as the engine reports it. */
+export type Ending = { ok: true } | { ok: false; error: string };
+
+/**
+ * What a finished workflow of an instance means for it: a success is a timeline event (its
+ * runbook already moved the state); a failure after its new generation served (`finish` done) is
+ * an event, not `failed`; a rolled-back import archived its record already; any other failure
+ * leaves the instance `failed` (a snapshot's only an event), unless another workflow moves it by now.
+ */
+export async function workflowEnded(
+  d: { store: Store; log: (line: string) => void },
+  wf: Pick<WorkflowRecord, "id" | "kind" | "instance">,
+  outcome: Ending,
+): Promise<void> {
+  const { store, log } = d;
+  const kind = instanceWorkflowKind(wf.kind);
+  if (outcome.ok) {
+    await store.events.add(wf.instance, "workflow-succeeded", `${wf.kind} ${wf.id} succeeded`, wf.id);
+    return;
+  }
+  const served = (await store.steps.list(wf.id)).some((s) => s.name === STEP.finish && s.status === "done");
+  if (served) {
+    const why = `serving, but a later step failed: ${outcome.error}`;
+    await store.events.add(wf.instance, "after-ready-error", `${wf.kind} ${wf.id}: ${why}`, wf.id);
+    log(`${wf.kind} ${wf.id} for ${wf.instance}: ${why}`);
+    return;
+  }
+  const rolledBack = WORKFLOW_STATES[kind].rolledBack;
+  if (rolledBack && (await store.instances.get(wf.instance))?.state === rolledBack) {
+    log(`${wf.kind} ${wf.id} for ${wf.instance} failed and was rolled back: ${outcome.error}`);
+    return;
+  }
+  await store.tx(async (t) => {
+    const later = (await t.workflows.runningFor(wf.instance)).length > 0;
+    if (!later) await moveState(t, kind, wf.instance, "failed", `${wf.kind} failed: ${outcome.error}`);
+    await t.events.add(wf.instance, "workflow-failed", `${wf.kind} ${wf.id} failed: ${outcome.error}`, wf.id);
+  });
+  log(`${wf.kind} ${wf.id} for ${wf.instance} failed: ${outcome.error}`);
 }

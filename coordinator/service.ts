@@ -4,13 +4,14 @@
  * wires them together. It decides nothing itself: agent messages go to `AgentIntake`, periodic
  * work to `Schedule`, what an operator asks for to `Operations`.
  */
-import { isInstanceWorkflowKind, moveState } from "./lifecycle.js";
+import { workflowEnded } from "./lifecycle.js";
+import { AgentLink } from "./agent-link.js";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { isAwsEc2, shippedCertificatePath, shippedRegions } from "./agents/aws-certificates.js";
 import { modelClock, type ScaledClock, scaledClock } from "../shared/clock.js";
 import type { StatefulInstanceSpec } from "../shared/spec.js";
-import { AgentHub } from "./agents/hub.js";
+import type { AgentHub } from "./agents/hub.js";
 import { loadCertificate } from "./agents/identity.js";
 import { createApiServer } from "./api/server.js";
 import { SavingsReport } from "./savings.js";
@@ -36,19 +37,17 @@ import { type CallerIdentity, callerIdentity } from "./cloud/identity.js";
 import { Metrics } from "./metrics.js";
 import { Operations } from "./operations.js";
 import { Schedule } from "./schedule.js";
-import { AGENT_HEARTBEAT_MS, AGENT_POLL_MS, HealthMonitor } from "./health.js";
+import { HealthMonitor } from "./health.js";
 import { ScheduledTasks } from "./tasks.js";
 import { WorkflowEngine, type WorkflowOutcome } from "./workflow/engine.js";
 import type { Engine, WorkflowInputs } from "./workflow/kinds.js";
 import type { WorkflowRecord } from "./db/store.js";
 import { RENAMED_STEPS } from "./workflow/runbooks/generation.js";
-import { STEP } from "../shared/steps.js";
 import { createRunbook } from "./workflow/runbooks/create.js";
 import { importRunbook } from "./workflow/runbooks/import.js";
 import type { RunbookDeps } from "./workflow/runbooks/deps.js";
-import { type ReplaceInput, replaceRunbook } from "./workflow/runbooks/replace.js";
+import { replaceRunbook } from "./workflow/runbooks/replace.js";
 import { pauseRunbook } from "./workflow/runbooks/pause.js";
-import { ReportSignal } from "./agents/report-signal.js";
 import { resumeRunbook } from "./workflow/runbooks/resume.js";
 import { deleteRunbook } from "./workflow/runbooks/delete.js";
 import { snapshotRunbook } from "./workflow/runbooks/snapshot.js";
@@ -245,7 +244,17 @@ async function startOn(
   let publicUrl = config.publicUrl ?? "";
   const agentBundlePath = config.agentBundlePath ? resolve(config.agentBundlePath) : defaultAgentBundlePath();
   const caCertificate = config.agentCaCertificate ? loadCaCertificate(config.agentCaCertificate) : undefined;
-  let hub: AgentHub | null = null;
+  // The agents' side: runbooks send commands and wait on reports through it from the start; it
+  // accepts agents once intake and the health monitor exist (agents.serve below).
+  const agents = new AgentLink({
+    clock,
+    publicKey,
+    store,
+    metrics,
+    checkSourceAddress: config.agentSourceCheck,
+    trustProxy: config.trustProxy,
+    log,
+  });
   const elb =
     opts.elb ??
     createElbGateway({
@@ -254,16 +263,12 @@ async function startOn(
       timeScale: config.timeScale,
       ...(ha ? { beforeMutation: ha.beforeMutation } : {}),
     });
-  // Steps waiting on an agent's report look again as soon as intake has recorded one.
-  const reportSignal = new ReportSignal();
   const deps: RunbookDeps = {
     store,
     ec2,
     elb,
     clock,
-    sendToAgent: (instanceId, body, id) => {
-      hub?.send(instanceId, body, id);
-    },
+    sendToAgent: agents.send,
     // The bootstrap checks the downloaded agent against this hash before running it.
     userData: (spec: StatefulInstanceSpec) =>
       renderUserData({
@@ -276,7 +281,7 @@ async function startOn(
       }),
     pollMs: 1000,
     quiesceMarginMs: config.quiesceMarginSeconds * 1000,
-    onAgentReport: (instanceId, fn) => reportSignal.subscribe(instanceId, fn),
+    onAgentReport: agents.onReport,
     log,
   };
   const groupDeps: GroupRunbookDeps = {
@@ -322,7 +327,7 @@ async function startOn(
     onFinished: (wf, outcome) => workflowFinished(wf, outcome),
   });
 
-  /** Metrics, the timeline, and the stateful instance's state when a workflow ends. */
+  /** Metrics; then what the end means for the group, or for the instance and its agents. */
   async function workflowFinished(wf: WorkflowRecord, outcome: WorkflowOutcome): Promise<void> {
     metrics.workflowsRunning.set(engine.running);
     if (wf.owner.kind === "group") {
@@ -337,38 +342,8 @@ async function startOn(
       recoverySeconds: t.recoverySeconds,
       steps: t.steps.flatMap((s) => (s.durationMs != null ? [{ name: s.name, seconds: s.durationMs / 1000 }] : [])),
     });
-    if (!outcome.ok) {
-      // After its `finish` step the new generation serves: a later failure (retention) is an event, not `failed`.
-      const served = (await store.steps.list(wf.id)).some((s) => s.name === STEP.finish && s.status === "done");
-      if (served) {
-        await store.events.add(
-          wf.instance,
-          "after-ready-error",
-          `${wf.kind} ${wf.id}: serving, but a later step failed: ${outcome.error}`,
-          wf.id,
-        );
-        log(`${wf.kind} ${wf.id} for ${wf.instance}: serving, but a later step failed: ${outcome.error}`);
-        return;
-      }
-      // A rolled-back import archived its record (events included) before it ended.
-      if (wf.kind === "import" && (await store.instances.get(wf.instance))?.state === "deleted") {
-        log(`${wf.kind} ${wf.id} for ${wf.instance} failed and was rolled back: ${outcome.error}`);
-        return;
-      }
-      await store.tx(async (tx) => {
-        const later = (await tx.workflows.runningFor(wf.instance)).length > 0;
-        // A failed snapshot leaves the instance serving; only create/replace failures mean it is down.
-        if (!later && isInstanceWorkflowKind(wf.kind))
-          await moveState(tx, wf.kind, wf.instance, "failed", `${wf.kind} failed: ${outcome.error}`);
-        await tx.events.add(wf.instance, "workflow-failed", `${wf.kind} ${wf.id} failed: ${outcome.error}`, wf.id);
-      });
-      log(`${wf.kind} ${wf.id} for ${wf.instance} failed: ${outcome.error}`);
-      return;
-    }
-    await store.events.add(wf.instance, "workflow-succeeded", `${wf.kind} ${wf.id} succeeded`, wf.id);
-    // The old instance is gone (a move back to spot without capacity leaves it serving: keep its queue).
-    if ((wf.kind === "replace" || wf.kind === "recycle") && (outcome.result as { reverted?: boolean } | null)?.reverted !== false)
-      hub?.forget((wf.input as ReplaceInput).instanceId);
+    await workflowEnded({ store, log }, wf, outcome);
+    agents.workflowEnded(wf, outcome.ok, outcome.ok ? outcome.result : null);
   }
 
   const operations = new Operations({ store, engine, ec2, region: config.region, log, calendar });
@@ -381,76 +356,8 @@ async function startOn(
   // Refusals caused by whoever sends them reach the timeline rate-limited, so they cannot push out its history.
   const refusals = new RefusalEvents({ events: store.events, clock, log });
   const intake = new AgentIntake({ store, ec2, operations, metrics, clock, log, decisions, maintenance: health, refusals });
-  const rejectionLogged = new Map<string, number>();
   const cutLogged = new Map<string, number>();
-  hub = new AgentHub({
-    clock,
-    publicKey,
-    checkSourceAddress: config.agentSourceCheck,
-    trustProxy: config.trustProxy,
-    lookup: async (instanceId) => {
-      const g = await store.generations.byEc2InstanceId(instanceId);
-      if (!g || g.status === "ended") return null;
-      return {
-        statefulInstance: g.instance,
-        generation: g.generation,
-        privateIps: g.privateIp ? [g.privateIp] : [],
-        sessionSecretHash: g.sessionSecretHash,
-        carriedSecret: g.carriedSecret,
-      };
-    },
-    registerSessionSecret: (instanceId, hash) => store.generations.registerSessionSecret(instanceId, hash),
-    welcome: async (session) => {
-      const inst = await store.instances.get(session.statefulInstance);
-      const volumes = await store.volumes.list(session.statefulInstance);
-      const hooks = inst?.spec.hooks;
-      return {
-        hooks: { preStop: hooks?.preStop, postRestore: hooks?.postRestore, timeoutSeconds: hooks?.timeoutSeconds ?? 60 },
-        mounts: volumes.flatMap((v) =>
-          v.volumeId
-            ? [{ volumeId: v.volumeId, device: v.device, ...(v.mountPoint ? { mountPoint: v.mountPoint } : {}), fsType: v.fsType }]
-            : [],
-        ),
-        pollIntervalMs: AGENT_POLL_MS,
-        heartbeatMs: AGENT_HEARTBEAT_MS,
-        ...(inst?.spec.health?.type === "http" && inst.spec.health.http
-          ? { healthCheck: { port: inst.spec.health.http.port, path: inst.spec.health.http.path, intervalMs: 5000, timeoutMs: 5000 } }
-          : {}),
-      };
-    },
-    onHello: async (s) => {
-      health.heard(s.instanceId);
-      log(`agent ${s.instanceId} (${s.statefulInstance} g${s.generation}, ${s.mode}) connected`);
-      // A make-before-break cutover waits for this: the replacement booted and its agent waits in restore mode.
-      await store.agentReports.record(s.instanceId, "hello", s.mode, { mode: s.mode, generation: s.generation });
-      reportSignal.notify(s.instanceId);
-    },
-    onHeartbeat: (s, msg) => health.heartbeat(s.instanceId, msg.health),
-    onMessage: async (session, msg) => {
-      health.heard(session.instanceId);
-      await intake.handle(session, msg);
-      reportSignal.notify(session.instanceId);
-    },
-    onRejected: (reason, detail, context) => {
-      metrics.agentRejections.inc({ reason });
-      // Every refusal is counted; a flood of them is logged once per reason a minute.
-      const now = clock.now();
-      const last = rejectionLogged.get(reason);
-      if (last === undefined || now - last >= 60_000) {
-        rejectionLogged.set(reason, now);
-        log(`agent refused (${reason}): ${detail}`);
-      }
-      if (
-        context?.statefulInstance &&
-        (reason === "session-secret-mismatch" || reason === "carried-secret-mismatch" || reason === "source-address-mismatch")
-      )
-        refusals.record(context.statefulInstance, "agent-impostor", reason, detail);
-    },
-    onConnectionCount: (n) => metrics.agentsConnected.set(n),
-    log,
-  });
-
-  const agentHub = hub;
+  const hub = agents.serve({ health, intake, refusals });
   const savings = new SavingsReport({
     instances: async () =>
       (await Promise.all((await views.list({ includeDeleted: true })).map((i) => views.detail(i.name)))).filter(
@@ -491,8 +398,8 @@ async function startOn(
     // A standby refuses agents, naming the leader; only the leader's hub accepts them.
     onAgentUpgrade: ha
       ? (req, socket, head) =>
-          ha.lease.isLeading() ? agentHub.handleUpgrade(req, socket, head) : ha.refusals.refuse(req, socket, head, ha.lease.leaderUrl())
-      : hub.handleUpgrade,
+          ha.lease.isLeading() ? agents.handleUpgrade(req, socket, head) : ha.refusals.refuse(req, socket, head, ha.lease.leaderUrl())
+      : agents.handleUpgrade,
     standby: ha ? () => (ha.lease.isLeading() ? null : { leader: ha.lease.leaderUrl() }) : undefined,
     metricsText: () => {
       const l = ha?.lease.info();
@@ -504,8 +411,8 @@ async function startOn(
       ok: true,
       detail: {
         ...leadershipDetail(ha),
-        agents: hub?.connected ?? 0,
-        agentsBeforeHello: hub?.preHello ?? 0,
+        agents: agents.connected,
+        agentsBeforeHello: agents.preHello,
         workflowsRunning: engine.running,
         workflowsWaiting: engine.waiting,
       },
@@ -518,7 +425,7 @@ async function startOn(
   } catch (err) {
     // Nothing has run yet; stop what was built so the caller can exit non-zero at once.
     await engine.stop();
-    await hub.close();
+    await agents.close();
     await refusals.close();
     throw new Error(`listening on ${config.listen}: ${(err as Error).message}`, { cause: err });
   }
@@ -569,7 +476,6 @@ async function startOn(
       `${ha ? `, ${ha.lease.isLeading() ? "leader" : "standby"} ${ha.lease.holder}` : ""})`,
   );
 
-  const liveHub = hub;
   return {
     url,
     wsUrl: `${url.replace(/^http/, "ws")}/agent/v1/ws`,
@@ -577,7 +483,7 @@ async function startOn(
     config,
     store,
     engine,
-    hub: liveHub,
+    hub,
     views: apiViews,
     metrics,
     operations,
@@ -593,7 +499,7 @@ async function startOn(
       await engine.stop();
       // Let the lease go at once, so a standby takes over without waiting for it to expire.
       await ha?.close();
-      await liveHub.close();
+      await agents.close();
       await refusals.close();
       await api.close();
       await store.close();

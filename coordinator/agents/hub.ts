@@ -94,7 +94,7 @@ export interface RejectionContext {
 /** What a command looks like before the hub gives it an envelope. */
 export type CommandBody = DistributiveOmit<CoordinatorMessage, "v" | "id" | "ts">;
 type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
-type WelcomeConfig = Extract<CoordinatorMessage, { type: "welcome" }>["config"];
+export type WelcomeConfig = Extract<CoordinatorMessage, { type: "welcome" }>["config"];
 
 export interface HubOptions {
   clock: Clock;
