@@ -6,7 +6,7 @@
  */
 import { KEEP_ITEMS, type KeepSet, keptList } from "../shared/deletion.js";
 import type { StatefulInstanceSpec } from "../shared/spec.js";
-import { ApiFault } from "./api/types.js";
+import { Refusal } from "./refusal.js";
 import type { Ec2Gateway } from "./cloud/gateway.js";
 import type { Store, StoreTx } from "./db/store.js";
 import { allowed, type OperatorAction, refusal } from "./lifecycle.js";
@@ -78,9 +78,9 @@ export class Operations {
   /** Create a stateful instance from a validated spec; changes nothing when refused. */
   async createInstance(spec: StatefulInstanceSpec): Promise<{ workflowId: string }> {
     const unsupported = unsupportedFeatures(spec);
-    if (unsupported.length) throw new ApiFault("invalid", unsupported.map((u) => `${u.path}: ${u.reason}`).join("; "));
+    if (unsupported.length) throw new Refusal("invalid", unsupported.map((u) => `${u.path}: ${u.reason}`).join("; "));
     const workflowId = await this.d.store.tx(async (t) => {
-      if (await t.instances.get(spec.name)) throw new ApiFault("conflict", `stateful instance ${spec.name} already exists`);
+      if (await t.instances.get(spec.name)) throw new Refusal("conflict", `stateful instance ${spec.name} already exists`);
       await t.instances.insert(spec.name, spec, "creating");
       for (const v of spec.persistence.volumes) await t.volumes.declare(spec.name, v.device, v.mountPoint ?? null, v.fsType);
       await t.taskRuns.sync(spec.name, spec.schedule.map(taskKey), this.d.calendar?.() ?? Date.now());
@@ -115,23 +115,23 @@ export class Operations {
       !ec2.describeNetworkInterface ||
       !ec2.instanceUserData
     )
-      throw new ApiFault("conflict", "import needs the coordinator's EC2 gateway");
-    if (await this.d.store.instances.get(req.name)) throw new ApiFault("conflict", `stateful instance ${req.name} already exists`);
+      throw new Refusal("conflict", "import needs the coordinator's EC2 gateway");
+    if (await this.d.store.instances.get(req.name)) throw new Refusal("conflict", `stateful instance ${req.name} already exists`);
     const facts = await discoverInstance(ec2 as DiscoveryGateway, this.d.store, req.instanceId, this.d.region ?? "us-east-1");
-    if (!facts) throw new ApiFault("not-found", `EC2 has no instance ${req.instanceId}`);
+    if (!facts) throw new Refusal("not-found", `EC2 has no instance ${req.instanceId}`);
     let plan: ReturnType<typeof planImport>;
     try {
       plan = planImport(req.name, facts, req.overrides);
     } catch (err) {
       if (err instanceof ImportRefused)
-        throw new ApiFault(err.code === "already-managed" ? "conflict" : "invalid", `cannot import ${req.instanceId}: ${err.message}`);
+        throw new Refusal(err.code === "already-managed" ? "conflict" : "invalid", `cannot import ${req.instanceId}: ${err.message}`);
       throw err;
     }
     const unsupported = unsupportedFeatures(plan.spec);
-    if (unsupported.length) throw new ApiFault("invalid", unsupported.map((u) => `${u.path}: ${u.reason}`).join("; "));
+    if (unsupported.length) throw new Refusal("invalid", unsupported.map((u) => `${u.path}: ${u.reason}`).join("; "));
     const kept = facts.kept ?? [];
     if (kept.length && !req.adoptKept)
-      throw new ApiFault(
+      throw new Refusal(
         "conflict",
         `cannot import ${req.instanceId}: ${kept.map((k) => `${k.kind} ${k.resourceId} is kept by deleted stateful instance ${k.instance}`).join("; ")}` +
           " (its TTL would delete it); to take it over, import with adoptKept (spotkeep import --adopt-kept)",
@@ -147,10 +147,10 @@ export class Operations {
     const { spec } = plan;
     const input = { ...plan.input, ...(kept.length ? { adoptedKept: kept.map((k) => k.resourceId) } : {}) };
     const workflowId = await this.d.store.tx(async (t) => {
-      if (await t.instances.get(spec.name)) throw new ApiFault("conflict", `stateful instance ${spec.name} already exists`);
+      if (await t.instances.get(spec.name)) throw new Refusal("conflict", `stateful instance ${spec.name} already exists`);
       const owner = await t.generations.byEc2InstanceId(input.instanceId);
       if (owner)
-        throw new ApiFault(
+        throw new Refusal(
           "conflict",
           `cannot import ${input.instanceId}: it is already managed by spotkeep (stateful instance ${owner.instance})`,
         );
@@ -159,9 +159,9 @@ export class Operations {
       for (const id of [...input.blockDevices.map((b) => b.volumeId), input.eni.eniId]) {
         for (const c of await t.deletions.claims(id)) {
           if (c.as !== "kept")
-            throw new ApiFault("conflict", `cannot import ${input.instanceId}: ${id} is ${c.as} of stateful instance ${c.instance}`);
+            throw new Refusal("conflict", `cannot import ${input.instanceId}: ${id} is ${c.as} of stateful instance ${c.instance}`);
           if (!req.adoptKept)
-            throw new ApiFault(
+            throw new Refusal(
               "conflict",
               `cannot import ${input.instanceId}: ${id} is kept by deleted stateful instance ${c.instance}; import with adoptKept to take it over`,
             );
@@ -238,15 +238,15 @@ export class Operations {
     const liveId = g && g.status !== "ended" ? g.ec2InstanceId : null;
     switch (op) {
       case "snapshot": {
-        if ((await t.volumes.list(name)).length === 0) throw new ApiFault("conflict", `${name} has no data volumes to snapshot`);
-        if (!liveId || g?.status !== "live") throw new ApiFault("conflict", `${name} has no live generation to snapshot`);
+        if ((await t.volumes.list(name)).length === 0) throw new Refusal("conflict", `${name} has no data volumes to snapshot`);
+        if (!liveId || g?.status !== "live") throw new Refusal("conflict", `${name} has no live generation to snapshot`);
         const input: SnapshotInput = { name, instanceId: liveId, generation: inst.generation, reason };
         const wf = await this.d.engine.start("snapshot", name, input, reason, t);
         await t.events.add(name, "snapshot-started", `${reason}: snapshotting the data volumes of ${liveId}`, wf);
         return wf;
       }
       case "pause": {
-        if (!liveId) throw new ApiFault("conflict", `${name} has no EC2 instance to pause`);
+        if (!liveId) throw new Refusal("conflict", `${name} has no EC2 instance to pause`);
         await admitPlannedWork(t, name);
         const input: PauseInput = { name, generation: inst.generation, instanceId: liveId };
         const wf = await this.d.engine.start("pause", name, input, reason, t);
@@ -259,7 +259,7 @@ export class Operations {
         // A failed instance without a running EC2 instance has nothing to quiesce: it starts from what is kept.
         if (inst.state === "failed" && !(liveId && (await this.ec2Alive(liveId))))
           return this.startResume(t, name, inst.generation, "failed", `recycle of a failed instance (${reason})`);
-        if (!liveId) throw new ApiFault("conflict", `${name} has no EC2 instance to recycle`);
+        if (!liveId) throw new Refusal("conflict", `${name} has no EC2 instance to recycle`);
         await admitPlannedWork(t, name);
         const input: ReplaceInput = { name, instanceId: liveId, fromGeneration: inst.generation, trigger: "recycle", reason };
         const wf = await this.d.engine.start("recycle", name, input, "recycle", t);
@@ -331,22 +331,22 @@ export class Operations {
   /** Store a new spec for an instance, applied at its next generation; `recycle` applies it now. */
   async update(name: string, spec: StatefulInstanceSpec, opts: { recycle: boolean }): Promise<{ workflowId: string | null }> {
     const unsupported = unsupportedFeatures(spec);
-    if (unsupported.length) throw new ApiFault("invalid", unsupported.map((u) => `${u.path}: ${u.reason}`).join("; "));
+    if (unsupported.length) throw new Refusal("invalid", unsupported.map((u) => `${u.path}: ${u.reason}`).join("; "));
     await this.d.store.tx(async (t) => {
       const inst = await this.admit(t, name, "update", { allowBusy: true });
       const member = await t.groups.memberOf(name);
       if (member)
-        throw new ApiFault(
+        throw new Refusal(
           "conflict",
           `${name} is member ${member.ordinal} of group ${member.group}: update the group's template (spotkeep group update)`,
         );
       const problems = immutableChanges(inst.spec, spec);
-      if (problems.length) throw new ApiFault("invalid", problems.join("; "));
+      if (problems.length) throw new Refusal("invalid", problems.join("; "));
       if (opts.recycle) {
         const running = (await t.workflows.runningFor(name))[0];
         if (running)
-          throw new ApiFault("conflict", `${name} is busy with ${running.kind} ${running.id}; update without --recycle, or retry`);
-        if (!allowed("recycle", inst.state)) throw new ApiFault("conflict", refusal(name, "recycle", inst.state));
+          throw new Refusal("conflict", `${name} is busy with ${running.kind} ${running.id}; update without --recycle, or retry`);
+        if (!allowed("recycle", inst.state)) throw new Refusal("conflict", refusal(name, "recycle", inst.state));
         await admitPlannedWork(t, name);
       }
       await t.instances.setSpec(name, spec);
@@ -374,12 +374,12 @@ export class Operations {
     o: { keep: KeepSet; ttlHours: number | null; byGroup?: string },
   ): Promise<{ workflowId: string; archivedAs: string }> {
     if (o.ttlHours !== null && !KEEP_ITEMS.some((k) => o.keep[k]))
-      throw new ApiFault("invalid", "ttlHours: nothing is kept, so there is nothing for a TTL to expire (name what to keep with keep)");
+      throw new Refusal("invalid", "ttlHours: nothing is kept, so there is nothing for a TTL to expire (name what to keep with keep)");
     return this.d.store.tx(async (t) => {
       const inst = await this.admit(t, name, "delete");
       const member = await t.groups.memberOf(name);
       if (member && member.group !== o.byGroup)
-        throw new ApiFault(
+        throw new Refusal(
           "conflict",
           `${name} is member ${member.ordinal} of group ${member.group}: scale the group down (spotkeep group scale) or delete the group`,
         );
@@ -396,12 +396,12 @@ export class Operations {
   /** The instance, if the action may start now (no other workflow moving it, and its state allows it). */
   private async admit(t: StoreTx, name: string, action: OperatorAction, o: { allowBusy?: boolean } = {}) {
     const inst = await t.instances.get(name);
-    if (!inst) throw new ApiFault("not-found", `no stateful instance named ${name}`);
+    if (!inst) throw new Refusal("not-found", `no stateful instance named ${name}`);
     if (!o.allowBusy) {
       const running = (await t.workflows.runningFor(name))[0];
-      if (running) throw new ApiFault("conflict", `${name} is busy with ${running.kind} ${running.id}`);
+      if (running) throw new Refusal("conflict", `${name} is busy with ${running.kind} ${running.id}`);
     }
-    if (!allowed(action, inst.state)) throw new ApiFault("conflict", refusal(name, action, inst.state));
+    if (!allowed(action, inst.state)) throw new Refusal("conflict", refusal(name, action, inst.state));
     return inst;
   }
 

@@ -14,7 +14,8 @@ import { loadCertificate } from "./agents/identity.js";
 import { createApiServer } from "./api/server.js";
 import { SavingsReport } from "./savings.js";
 import { loadOrCreateAdminToken } from "./api/token.js";
-import { ApiFault, type CoordinatorViews } from "./api/types.js";
+import type { CoordinatorViews } from "./api/types.js";
+import { Refusal } from "./refusal.js";
 import { agentBundleSha256, loadCaCertificate, renderUserData } from "./bootstrap.js";
 import { createAwsGateway } from "./cloud/aws.js";
 import { createElbGateway, type ElbGateway, elbEndpointFor } from "./elb/elbv2.js";
@@ -131,7 +132,7 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
   const shipped = !config.identityCertificate && isAwsEc2(config.ec2Endpoint) ? shippedCertificatePath(config.region) : null;
   const identityCertificate = config.identityCertificate ?? shipped;
   if (!identityCertificate)
-    throw new ApiFault(
+    throw new Refusal(
       "invalid",
       !isAwsEc2(config.ec2Endpoint)
         ? "identityCertificate: required (PEM text or a file path): AWS's RSA certificate for the region, or localcloud's " +
@@ -153,7 +154,7 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
   try {
     if (config.store) {
       if (opts.acceptRestoredStore)
-        throw new ApiFault(
+        throw new Refusal(
           "invalid",
           "--accept-restored-store applies to the SQLite store in the data directory only; with store.url the store is in PostgreSQL " +
             "(restore it with pg_restore or your database's own backups)",

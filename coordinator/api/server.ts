@@ -15,7 +15,9 @@ import type { AddressInfo, Socket } from "node:net";
 import { parseSpec } from "../../shared/spec.js";
 import { type KeepSet, parseKeep, parseTtlHours } from "../../shared/deletion.js";
 import { ValidationError } from "../../shared/errors.js";
-import { ApiFault, type ApiServerDeps } from "./types.js";
+import type { ApiServerDeps } from "./types.js";
+import { HttpError } from "./http-error.js";
+import { isRefusal, type RefusalKind } from "../refusal.js";
 import { tokenMatches } from "./token.js";
 import { BodyError, MAX_YAML_BYTES, bodyFormat, parseBody, type BodyFormat } from "./bodies.js";
 import { descriptorPressure, openFiles } from "./process-limits.js";
@@ -29,17 +31,8 @@ export const MAX_BODY_BYTES = 1024 * 1024;
 const OPERATIONS = ["pause", "resume", "recycle", "snapshot"] as const;
 type Operation = (typeof OPERATIONS)[number];
 
-class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-    /** Fields answered beside `error` (a standby's `leader`). */
-    readonly extra?: Record<string, unknown>,
-  ) {
-    super(message);
-  }
-}
+/** The status each kind of domain refusal is answered with; the body's `error.code` is the kind itself. */
+const REFUSAL_STATUS: Record<RefusalKind, number> = { "not-found": 404, conflict: 409, invalid: 400, unavailable: 503 };
 
 export interface ApiServer {
   server: Server;
@@ -430,9 +423,9 @@ function sendError(res: ServerResponse, err: unknown): void {
     if (res.headersSent) return void res.destroy();
     if (err instanceof HttpError) return sendJson(res, err.status, { error: { code: err.code, message: err.message }, ...err.extra });
     if (err instanceof BodyError) return sendJson(res, err.status, { error: { code: err.code, message: err.message } });
-    if (err instanceof ApiFault) {
-      const status = err.kind === "not-found" ? 404 : err.kind === "conflict" ? 409 : 400;
-      return sendJson(res, status, { error: { code: err.kind, message: err.message } });
+    if (isRefusal(err)) {
+      if (err.kind === "unavailable") res.setHeader("retry-after", "5");
+      return sendJson(res, REFUSAL_STATUS[err.kind], { error: { code: err.kind, message: err.message } });
     }
     if (err instanceof ValidationError) return sendJson(res, 400, { error: { code: "invalid", message: err.message } });
     // This coordinator stopped leading while the request was being carried out: its write was refused.

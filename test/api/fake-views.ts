@@ -1,6 +1,7 @@
 import type { EventsResponse, InstanceDetail, InstanceSummary, Workflow } from "../../shared/api.js";
 import type { StatefulInstanceSpec } from "../../shared/spec.js";
-import { ApiFault, type CoordinatorViews } from "../../coordinator/api/types.js";
+import type { CoordinatorViews } from "../../coordinator/api/types.js";
+import { Refusal } from "../../coordinator/refusal.js";
 
 /** An in-memory CoordinatorViews for API and CLI tests: behaves like the service's views. */
 export class FakeViews implements CoordinatorViews {
@@ -48,7 +49,7 @@ export class FakeViews implements CoordinatorViews {
   }
   async createInstance(spec: StatefulInstanceSpec): Promise<{ workflowId: string }> {
     if (this.instances.has(spec.name))
-      throw new ApiFault("conflict", `a stateful instance named ${JSON.stringify(spec.name)} already exists`);
+      throw new Refusal("conflict", `a stateful instance named ${JSON.stringify(spec.name)} already exists`);
     this.created.push(spec);
     const workflowId = `wf-${++this.seq}`;
     this.instances.set(spec.name, {
@@ -81,7 +82,7 @@ export class FakeViews implements CoordinatorViews {
   }
   async runOperation(name: string, op: "pause" | "resume" | "recycle" | "snapshot"): Promise<{ workflowId: string }> {
     const running = [...this.workflows.values()].find((w) => w.instance === name && w.status === "running");
-    if (running) throw new ApiFault("conflict", `${name} is busy with workflow ${running.id} (${running.kind})`);
+    if (running) throw new Refusal("conflict", `${name} is busy with workflow ${running.id} (${running.kind})`);
     const workflowId = `wf-${++this.seq}`;
     this.workflows.set(workflowId, {
       id: workflowId,
