@@ -204,14 +204,12 @@ async function handle(deps: ApiServerDeps, web: Console, req: IncomingMessage, r
         return sendJson(res, 200, detail);
       }
       if (method === "DELETE") {
-        if (!views.deleteInstance) throw new HttpError(501, "not-implemented", "delete is not available in this version");
         const what = deleteOptions(url, await readBody(req, MAX_BODY_BYTES));
         if (!(await views.getInstance(name))) throw notFoundInstance(name);
         const { workflowId, archivedAs } = await views.deleteInstance(name, what);
         return sendJson(res, 202, { name, workflowId, archivedAs });
       }
       if (method === "PUT") {
-        if (!views.updateInstance) throw new HttpError(501, "not-implemented", "update is not available in this version");
         const recycleText = new URL(req.url ?? "/", "http://localhost").searchParams.get("recycle");
         if (recycleText !== null && recycleText !== "true" && recycleText !== "false")
           throw new HttpError(400, "invalid", `recycle: must be true or false, got ${JSON.stringify(recycleText.slice(0, 40))}`);
@@ -234,19 +232,16 @@ async function handle(deps: ApiServerDeps, web: Console, req: IncomingMessage, r
     if (parts.length === 3 && (OPERATIONS as readonly string[]).includes(parts[2]!)) {
       only(method, ["POST"]);
       if (!(await views.getInstance(name))) throw notFoundInstance(name);
-      if (!views.runOperation) throw new HttpError(501, "not-implemented", `${parts[2]} is not available in this version`);
       const { workflowId } = await views.runOperation(name, parts[2] as Operation);
       return sendJson(res, 202, { name, workflowId });
     }
   }
   if (parts[0] === "groups") {
-    if (!deps.groups) throw new HttpError(501, "not-implemented", "groups are not available in this version");
     const kit = { readBody, sendJson, deleteOptions, methodNotAllowed, maxBodyBytes: MAX_BODY_BYTES };
     return handleGroups(deps.groups, kit, parts, method, url, req, res);
   }
   if (parts[0] === "savings" && parts.length === 1) {
     only(method, ["GET"]);
-    if (!views.savings) throw new HttpError(501, "not-implemented", "savings are not available in this version");
     return sendJson(res, 200, await views.savings());
   }
   if (parts[0] === "workflows" && parts.length === 2) {
@@ -257,7 +252,6 @@ async function handle(deps: ApiServerDeps, web: Console, req: IncomingMessage, r
   }
   if (parts[0] === "import" && parts.length === 1) {
     only(method, ["POST"]);
-    if (!views.importInstance) throw new HttpError(501, "not-implemented", "import is not available in this version");
     const req2 = importRequest(await readBody(req, MAX_BODY_BYTES));
     try {
       const out = await views.importInstance(req2);

@@ -31,16 +31,16 @@ export interface CoordinatorViews {
    */
   createInstance(spec: StatefulInstanceSpec): Promise<{ workflowId: string }>;
   /** pause | resume | recycle | snapshot; Refusal for unknown names or conflicting operations. */
-  runOperation?(name: string, op: "pause" | "resume" | "recycle" | "snapshot"): Promise<{ workflowId: string }>;
+  runOperation(name: string, op: "pause" | "resume" | "recycle" | "snapshot"): Promise<{ workflowId: string }>;
   /** Store a new spec (applied at the next generation; `recycle` applies it now). Refusal("invalid") names an immutable field. */
-  updateInstance?(name: string, spec: StatefulInstanceSpec, o: { recycle: boolean }): Promise<{ workflowId: string | null }>;
+  updateInstance(name: string, spec: StatefulInstanceSpec, o: { recycle: boolean }): Promise<{ workflowId: string | null }>;
   /**
    * Import an existing EC2 instance (`dryRun`: only plan it). Refusal: not-found for an unknown
    * instance, conflict for a name in use or an instance already managed, invalid with the reason it
    * cannot be imported; ValidationError names a
    * bad override field. Changes nothing on error or with dryRun.
    */
-  importInstance?(req: {
+  importInstance(req: {
     instanceId: string;
     name: string;
     overrides?: unknown;
@@ -53,15 +53,15 @@ export interface CoordinatorViews {
    * after `ttlHours` (null: kept until deleted by hand). `archivedAs` is the name the deleted
    * instance is listed under once the delete finished.
    */
-  deleteInstance?(name: string, o: { keep: KeepSet; ttlHours: number | null }): Promise<{ workflowId: string; archivedAs: string }>;
+  deleteInstance(name: string, o: { keep: KeepSet; ttlHours: number | null }): Promise<{ workflowId: string; archivedAs: string }>;
   /** Hours on spot and on-demand and the money spot saved, per instance and in total. */
-  savings?(): Promise<Savings>;
+  savings(): Promise<Savings>;
 }
 
 export interface ApiServerDeps {
   views: CoordinatorViews;
-  /** /api/v1/groups (absent: answered 501). */
-  groups?: GroupApi;
+  /** /api/v1/groups. */
+  groups: GroupApi;
   /** Bearer token required on /api/v1/*. */
   adminToken: string;
   /** The built web console (index.html, assets/); default dist/console of this package. */

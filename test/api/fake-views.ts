@@ -1,4 +1,5 @@
-import type { EventsResponse, InstanceDetail, InstanceSummary, Workflow } from "../../shared/api.js";
+import type { EventsResponse, InstanceDetail, InstanceSummary, Savings, Workflow } from "../../shared/api.js";
+import type { KeepSet } from "../../shared/deletion.js";
 import type { StatefulInstanceSpec } from "../../shared/spec.js";
 import type { CoordinatorViews } from "../../coordinator/api/types.js";
 import { Refusal } from "../../coordinator/refusal.js";
@@ -95,6 +96,19 @@ export class FakeViews implements CoordinatorViews {
       steps: [],
     });
     return { workflowId };
+  }
+  // The operations below are not faked: a test that needs one overrides it in a subclass.
+  async updateInstance(_name: string, _spec: StatefulInstanceSpec, _o: { recycle: boolean }): Promise<{ workflowId: string | null }> {
+    throw new Error("views.updateInstance: not used by this test");
+  }
+  async importInstance(_req: Parameters<CoordinatorViews["importInstance"]>[0]): ReturnType<CoordinatorViews["importInstance"]> {
+    throw new Error("views.importInstance: not used by this test");
+  }
+  async deleteInstance(_name: string, _o: { keep: KeepSet; ttlHours: number | null }): Promise<{ workflowId: string; archivedAs: string }> {
+    throw new Error("views.deleteInstance: not used by this test");
+  }
+  async savings(): Promise<Savings> {
+    throw new Error("views.savings: not used by this test");
   }
 
   /** Seed a running instance with one finished replacement. */

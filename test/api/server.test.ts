@@ -8,6 +8,7 @@ import { loadOrCreateAdminToken } from "../../coordinator/api/token.js";
 import { Metrics } from "../../coordinator/metrics.js";
 import { EventsResponse, InstanceDetail, InstanceSummary, Workflow } from "../../shared/api.js";
 import { FakeViews } from "./fake-views.js";
+import { unusedGroups } from "../../coordinator/api/unused-deps.js";
 import { NotLeaderError } from "../../coordinator/ha/lease.js";
 
 const spec = {
@@ -36,6 +37,7 @@ beforeAll(async () => {
   metrics.setInstanceStateSource(async () => ({ running: (await views.listInstances()).filter((i) => i.state === "running").length }));
   api = createApiServer({
     views,
+    groups: unusedGroups(),
     adminToken: token,
     agentBundlePath: join(dir, "agent.js"),
     onAgentUpgrade: (_req, socket) => socket.end("HTTP/1.1 101 Switching Protocols\r\n\r\n"),
@@ -246,6 +248,7 @@ describe("public endpoints", () => {
     let open = 950;
     const near = createApiServer({
       views,
+      groups: unusedGroups(),
       adminToken: token,
       agentBundlePath: join(dir, "agent.js"),
       onAgentUpgrade: (_req, socket) => socket.destroy(),
