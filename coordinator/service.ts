@@ -82,12 +82,6 @@ export interface StartOptions {
    * config setting: a permanent one would turn the check off.
    */
   acceptRestoredStore?: boolean;
-  /** Crash hook for the crash test: SIGKILL this process after recording step `seq` of a workflow of `kind`. */
-  crashAfterStep?: { kind: string; seq: number };
-  /** Test hook: called after each step's result is recorded (the disk-full test fills the disk at a chosen step). */
-  afterStep?: (wf: WorkflowRecord, seq: number, name: string) => void;
-  /** Crash hook for the queue crash test: SIGKILL this process after recording a queue event, before deleting its message. */
-  crashAfterEventRecord?: boolean;
   /** The wall clock scheduled tasks are read on (tests move it to a due time); default the coordinator's clock. */
   calendar?: () => number;
   /**
@@ -95,6 +89,19 @@ export interface StartOptions {
    * LEASE_LOST_EXIT_CODE (the supervisor restarts it as a standby).
    */
   onLeaseLost?: (reason: string) => void;
+}
+
+/**
+ * Instrumentation: the seam through which tests act at chosen points of a running coordinator (a
+ * process that SIGKILLs itself right after a step is recorded, a disk filled at a chosen step). Each
+ * hook runs synchronously at its point, so what it does happens before the coordinator goes on. The
+ * product passes none.
+ */
+export interface CoordinatorHooks {
+  /** After a step's result is recorded (step `seq`, named `name`, of workflow `wf`). */
+  afterStep?(wf: WorkflowRecord, seq: number, name: string): void;
+  /** After a queue event is recorded, before its message is deleted from the queue. */
+  afterEventRecord?(eventId: string): void;
 }
 
 export interface Coordinator {
@@ -124,7 +131,7 @@ export interface Coordinator {
 
 const here = dirname(fileURLToPath(import.meta.url));
 
-export async function startCoordinator(opts: StartOptions): Promise<Coordinator> {
+export async function startCoordinator(opts: StartOptions, hooks: CoordinatorHooks = {}): Promise<Coordinator> {
   const config = parseConfig(opts.config);
   const log = opts.log ?? (() => undefined);
   const dataDir = resolve(opts.dataDir ?? config.dataDir);
@@ -178,7 +185,7 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
     throw err;
   }
   try {
-    return await startOn(dir.dir, store, publicKey, clock, config, opts, log, () => dir.release(), ha);
+    return await startOn(dir.dir, store, publicKey, clock, config, opts, hooks, log, () => dir.release(), ha);
   } catch (err) {
     await ha?.close();
     await store.close().catch(() => undefined);
@@ -202,6 +209,7 @@ async function startOn(
   clock: ScaledClock,
   config: CoordinatorConfig,
   opts: StartOptions,
+  hooks: CoordinatorHooks,
   log: (line: string) => void,
   releaseDataDir: () => void,
   ha: Ha | null = null,
@@ -290,7 +298,6 @@ async function startOn(
     },
     calendar,
   };
-  const crash = opts.crashAfterStep;
   const engine: WorkflowEngine = new WorkflowEngine({
     store,
     clock,
@@ -310,14 +317,7 @@ async function startOn(
     renamedSteps: RENAMED_STEPS,
     maxConcurrent: config.maxConcurrentWorkflows,
     defaultPolicy: { initialMs: 500, maxMs: 10_000, attempts: 10 },
-    afterStep: crash
-      ? (wf, seq, name) => {
-          if (wf.kind === crash.kind && seq === crash.seq) {
-            log(`crash hook: killing myself after ${wf.kind} step ${seq} (${name})`);
-            process.kill(process.pid, "SIGKILL");
-          }
-        }
-      : opts.afterStep,
+    afterStep: hooks.afterStep,
     onFinished: (wf, outcome) => workflowFinished(wf, outcome),
   });
 
@@ -554,7 +554,7 @@ async function startOn(
           clock,
           hub,
           log,
-          crashAfterRecord: opts.crashAfterEventRecord,
+          afterRecord: hooks.afterEventRecord,
         })
       : null;
     const resumed = await engine.resumeAll();
