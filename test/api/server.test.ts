@@ -10,6 +10,7 @@ import { EventsResponse, InstanceDetail, InstanceSummary, Workflow } from "../..
 import { FakeViews } from "./fake-views.js";
 import { unusedGroups } from "../../coordinator/api/unused-deps.js";
 import { NotLeaderError } from "../../coordinator/ha/lease.js";
+import { Refusal } from "../../coordinator/refusal.js";
 
 const spec = {
   name: "web-db",
@@ -190,6 +191,32 @@ describe("a standby coordinator", () => {
       expect((await call("/api/v1/instances", { method: "POST", auth: null })).status).toBe(401);
     } finally {
       standby = null;
+    }
+  });
+
+  it("answers each kind of domain refusal with its status and the kind as the error code", async () => {
+    const original = views.createInstance;
+    try {
+      for (const [kind, status] of [
+        ["not-found", 404],
+        ["conflict", 409],
+        ["invalid", 400],
+        ["unavailable", 503],
+      ] as const) {
+        views.createInstance = async () => {
+          throw new Refusal(kind, `refused as ${kind}`);
+        };
+        const res = await call("/api/v1/instances", {
+          method: "POST",
+          headers: JSON_TYPE,
+          body: JSON.stringify({ ...spec, name: "new-db" }),
+        });
+        expect(res.status, kind).toBe(status);
+        expect(res.headers.get("retry-after"), kind).toBe(kind === "unavailable" ? "5" : null);
+        expect(await res.json()).toEqual({ error: { code: kind, message: `refused as ${kind}` } });
+      }
+    } finally {
+      views.createInstance = original;
     }
   });
 
