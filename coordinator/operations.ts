@@ -7,7 +7,7 @@
 import { KEEP_ITEMS, type KeepSet, keptList } from "../shared/deletion.js";
 import type { Operation } from "../shared/operations.js";
 import type { StatefulInstanceSpec } from "../shared/spec.js";
-import { ApiFault } from "./api/types.js";
+import { Refusal } from "./refusal.js";
 import type { Ec2Gateway } from "./cloud/gateway.js";
 import type { Store, StoreTx } from "./db/store.js";
 import { admission, insertedAs, moveState, refusalOf, type StartName, scheduledStart } from "./lifecycle.js";
@@ -71,9 +71,9 @@ export class Operations {
   /** Create a stateful instance from a validated spec; changes nothing when refused. */
   async createInstance(spec: StatefulInstanceSpec): Promise<{ workflowId: string }> {
     const unsupported = unsupportedFeatures(spec);
-    if (unsupported.length) throw new ApiFault("invalid", unsupported.map((u) => `${u.path}: ${u.reason}`).join("; "));
+    if (unsupported.length) throw new Refusal("invalid", unsupported.map((u) => `${u.path}: ${u.reason}`).join("; "));
     const workflowId = await this.d.store.tx(async (t) => {
-      if (await t.instances.get(spec.name)) throw new ApiFault("conflict", `stateful instance ${spec.name} already exists`);
+      if (await t.instances.get(spec.name)) throw new Refusal("conflict", `stateful instance ${spec.name} already exists`);
       await t.instances.insert(spec.name, spec, insertedAs("create"));
       for (const v of spec.persistence.volumes) await t.volumes.declare(spec.name, v.device, v.mountPoint ?? null, v.fsType);
       await t.taskRuns.sync(spec.name, spec.schedule.map(taskKey), this.d.calendar?.() ?? Date.now());
@@ -108,23 +108,23 @@ export class Operations {
       !ec2.describeNetworkInterface ||
       !ec2.instanceUserData
     )
-      throw new ApiFault("conflict", "import needs the coordinator's EC2 gateway");
-    if (await this.d.store.instances.get(req.name)) throw new ApiFault("conflict", `stateful instance ${req.name} already exists`);
+      throw new Refusal("conflict", "import needs the coordinator's EC2 gateway");
+    if (await this.d.store.instances.get(req.name)) throw new Refusal("conflict", `stateful instance ${req.name} already exists`);
     const facts = await discoverInstance(ec2 as DiscoveryGateway, this.d.store, req.instanceId, this.d.region ?? "us-east-1");
-    if (!facts) throw new ApiFault("not-found", `EC2 has no instance ${req.instanceId}`);
+    if (!facts) throw new Refusal("not-found", `EC2 has no instance ${req.instanceId}`);
     let plan: ReturnType<typeof planImport>;
     try {
       plan = planImport(req.name, facts, req.overrides);
     } catch (err) {
       if (err instanceof ImportRefused)
-        throw new ApiFault(err.code === "already-managed" ? "conflict" : "invalid", `cannot import ${req.instanceId}: ${err.message}`);
+        throw new Refusal(err.code === "already-managed" ? "conflict" : "invalid", `cannot import ${req.instanceId}: ${err.message}`);
       throw err;
     }
     const unsupported = unsupportedFeatures(plan.spec);
-    if (unsupported.length) throw new ApiFault("invalid", unsupported.map((u) => `${u.path}: ${u.reason}`).join("; "));
+    if (unsupported.length) throw new Refusal("invalid", unsupported.map((u) => `${u.path}: ${u.reason}`).join("; "));
     const kept = facts.kept ?? [];
     if (kept.length && !req.adoptKept)
-      throw new ApiFault(
+      throw new Refusal(
         "conflict",
         `cannot import ${req.instanceId}: ${kept.map((k) => `${k.kind} ${k.resourceId} is kept by deleted stateful instance ${k.instance}`).join("; ")}` +
           " (its TTL would delete it); to take it over, import with adoptKept (spotkeep import --adopt-kept)",
@@ -140,10 +140,10 @@ export class Operations {
     const { spec } = plan;
     const input = { ...plan.input, ...(kept.length ? { adoptedKept: kept.map((k) => k.resourceId) } : {}) };
     const workflowId = await this.d.store.tx(async (t) => {
-      if (await t.instances.get(spec.name)) throw new ApiFault("conflict", `stateful instance ${spec.name} already exists`);
+      if (await t.instances.get(spec.name)) throw new Refusal("conflict", `stateful instance ${spec.name} already exists`);
       const owner = await t.generations.byEc2InstanceId(input.instanceId);
       if (owner)
-        throw new ApiFault(
+        throw new Refusal(
           "conflict",
           `cannot import ${input.instanceId}: it is already managed by spotkeep (stateful instance ${owner.instance})`,
         );
@@ -152,9 +152,9 @@ export class Operations {
       for (const id of [...input.blockDevices.map((b) => b.volumeId), input.eni.eniId]) {
         for (const c of await t.deletions.claims(id)) {
           if (c.as !== "kept")
-            throw new ApiFault("conflict", `cannot import ${input.instanceId}: ${id} is ${c.as} of stateful instance ${c.instance}`);
+            throw new Refusal("conflict", `cannot import ${input.instanceId}: ${id} is ${c.as} of stateful instance ${c.instance}`);
           if (!req.adoptKept)
-            throw new ApiFault(
+            throw new Refusal(
               "conflict",
               `cannot import ${input.instanceId}: ${id} is kept by deleted stateful instance ${c.instance}; import with adoptKept to take it over`,
             );
@@ -230,14 +230,14 @@ export class Operations {
     const liveId = g && g.status !== "ended" ? g.ec2InstanceId : null;
     switch (op) {
       case "snapshot": {
-        if (!liveId) throw new ApiFault("conflict", `${name} has no live generation to snapshot`);
+        if (!liveId) throw new Refusal("conflict", `${name} has no live generation to snapshot`);
         const input: SnapshotInput = { name, instanceId: liveId, generation: inst.generation, reason };
         const wf = await this.d.engine.start("snapshot", name, input, reason, t);
         await t.events.add(name, "snapshot-started", `${reason}: snapshotting the data volumes of ${liveId}`, wf);
         return wf;
       }
       case "pause": {
-        if (!liveId) throw new ApiFault("conflict", `${name} has no EC2 instance to pause`);
+        if (!liveId) throw new Refusal("conflict", `${name} has no EC2 instance to pause`);
         await admitPlannedWork(t, name);
         const input: PauseInput = { name, generation: inst.generation, instanceId: liveId };
         const wf = await this.d.engine.start("pause", name, input, reason, t);
@@ -250,7 +250,7 @@ export class Operations {
         // A failed instance without a running EC2 instance has nothing to quiesce: it starts from what is kept.
         if (inst.state === "failed" && !(liveId && (await this.ec2Alive(liveId))))
           return this.startResume(t, name, inst.generation, "failed", `recycle of a failed instance (${reason})`);
-        if (!liveId) throw new ApiFault("conflict", `${name} has no EC2 instance to recycle`);
+        if (!liveId) throw new Refusal("conflict", `${name} has no EC2 instance to recycle`);
         await admitPlannedWork(t, name);
         const input: ReplaceInput = { name, instanceId: liveId, fromGeneration: inst.generation, trigger: "recycle", reason };
         const wf = await this.d.engine.start("recycle", name, input, "recycle", t);
@@ -320,14 +320,14 @@ export class Operations {
   /** Store a new spec for an instance, applied at its next generation; `recycle` applies it now. */
   async update(name: string, spec: StatefulInstanceSpec, opts: { recycle: boolean }): Promise<{ workflowId: string | null }> {
     const unsupported = unsupportedFeatures(spec);
-    if (unsupported.length) throw new ApiFault("invalid", unsupported.map((u) => `${u.path}: ${u.reason}`).join("; "));
+    if (unsupported.length) throw new Refusal("invalid", unsupported.map((u) => `${u.path}: ${u.reason}`).join("; "));
     await this.d.store.tx(async (t) => {
       const { inst, facts } = await this.admit(t, name, "update");
       const problems = immutableChanges(inst.spec, spec);
-      if (problems.length) throw new ApiFault("invalid", problems.join("; "));
+      if (problems.length) throw new Refusal("invalid", problems.join("; "));
       if (opts.recycle) {
         const why = refusalOf("recycle", facts);
-        if (why) throw new ApiFault("conflict", facts.running.length ? `${why}; update without --recycle, or retry` : why);
+        if (why) throw new Refusal("conflict", facts.running.length ? `${why}; update without --recycle, or retry` : why);
         await admitPlannedWork(t, name);
       }
       await t.instances.setSpec(name, spec);
@@ -355,7 +355,7 @@ export class Operations {
     o: { keep: KeepSet; ttlHours: number | null; byGroup?: string },
   ): Promise<{ workflowId: string; archivedAs: string }> {
     if (o.ttlHours !== null && !KEEP_ITEMS.some((k) => o.keep[k]))
-      throw new ApiFault("invalid", "ttlHours: nothing is kept, so there is nothing for a TTL to expire (name what to keep with keep)");
+      throw new Refusal("invalid", "ttlHours: nothing is kept, so there is nothing for a TTL to expire (name what to keep with keep)");
     return this.d.store.tx(async (t) => {
       const { inst } = await this.admit(t, name, "delete", { byGroup: o.byGroup });
       const archivedAs = `${name}~${new Date(inst.createdAt).toISOString()}`;
@@ -374,10 +374,10 @@ export class Operations {
    */
   private async admit(t: StoreTx, name: string, start: StartName, o: { byGroup?: string } = {}) {
     const a = await admission(t, name);
-    if (!a) throw new ApiFault("not-found", `no stateful instance named ${name}`);
+    if (!a) throw new Refusal("not-found", `no stateful instance named ${name}`);
     const facts = o.byGroup && a.facts.group?.group === o.byGroup ? { ...a.facts, group: null } : a.facts;
     const why = refusalOf(start, facts);
-    if (why) throw new ApiFault("conflict", why);
+    if (why) throw new Refusal("conflict", why);
     return a;
   }
 

@@ -6,11 +6,11 @@
  * asked: they are never delayed, and they count as unavailable. Call it inside the store
  * transaction that starts the work, so two requests at the same moment cannot both pass.
  */
-import { ApiFault } from "./api/types.js";
+import { Refusal } from "./refusal.js";
 import type { GroupMember, StoreTx } from "./db/store.js";
 
 /** Planned work refused for now because of the member's group; it may start later. */
-export class PlannedWorkWaits extends ApiFault {
+export class PlannedWorkWaits extends Refusal {
   override name = "PlannedWorkWaits";
   constructor(message: string) {
     super("conflict", message);

@@ -16,7 +16,8 @@ import { loadCertificate } from "./agents/identity.js";
 import { createApiServer } from "./api/server.js";
 import { SavingsReport } from "./savings.js";
 import { loadOrCreateAdminToken } from "./api/token.js";
-import { ApiFault, type CoordinatorViews } from "./api/types.js";
+import type { CoordinatorViews } from "./api/types.js";
+import { Refusal } from "./refusal.js";
 import { agentBundleSha256, loadCaCertificate, renderUserData } from "./bootstrap.js";
 import { createAwsGateway } from "./cloud/aws.js";
 import { createElbGateway, type ElbGateway, elbEndpointFor } from "./elb/elbv2.js";
@@ -82,12 +83,6 @@ export interface StartOptions {
    * config setting: a permanent one would turn the check off.
    */
   acceptRestoredStore?: boolean;
-  /** Crash hook for the crash test: SIGKILL this process after recording step `seq` of a workflow of `kind`. */
-  crashAfterStep?: { kind: string; seq: number };
-  /** Test hook: called after each step's result is recorded (the disk-full test fills the disk at a chosen step). */
-  afterStep?: (wf: WorkflowRecord, seq: number, name: string) => void;
-  /** Crash hook for the queue crash test: SIGKILL this process after recording a queue event, before deleting its message. */
-  crashAfterEventRecord?: boolean;
   /** The wall clock scheduled tasks are read on (tests move it to a due time); default the coordinator's clock. */
   calendar?: () => number;
   /**
@@ -95,6 +90,19 @@ export interface StartOptions {
    * LEASE_LOST_EXIT_CODE (the supervisor restarts it as a standby).
    */
   onLeaseLost?: (reason: string) => void;
+}
+
+/**
+ * Instrumentation: the seam through which tests act at chosen points of a running coordinator (a
+ * process that SIGKILLs itself right after a step is recorded, a disk filled at a chosen step). Each
+ * hook runs synchronously at its point, so what it does happens before the coordinator goes on. The
+ * product passes none.
+ */
+export interface CoordinatorHooks {
+  /** After a step's result is recorded (step `seq`, named `name`, of workflow `wf`). */
+  afterStep?(wf: WorkflowRecord, seq: number, name: string): void;
+  /** After a queue event is recorded, before its message is deleted from the queue. */
+  afterEventRecord?(eventId: string): void;
 }
 
 export interface Coordinator {
@@ -124,7 +132,7 @@ export interface Coordinator {
 
 const here = dirname(fileURLToPath(import.meta.url));
 
-export async function startCoordinator(opts: StartOptions): Promise<Coordinator> {
+export async function startCoordinator(opts: StartOptions, hooks: CoordinatorHooks = {}): Promise<Coordinator> {
   const config = parseConfig(opts.config);
   const log = opts.log ?? (() => undefined);
   const dataDir = resolve(opts.dataDir ?? config.dataDir);
@@ -132,7 +140,7 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
   const shipped = !config.identityCertificate && isAwsEc2(config.ec2Endpoint) ? shippedCertificatePath(config.region) : null;
   const identityCertificate = config.identityCertificate ?? shipped;
   if (!identityCertificate)
-    throw new ApiFault(
+    throw new Refusal(
       "invalid",
       !isAwsEc2(config.ec2Endpoint)
         ? "identityCertificate: required (PEM text or a file path): AWS's RSA certificate for the region, or localcloud's " +
@@ -154,7 +162,7 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
   try {
     if (config.store) {
       if (opts.acceptRestoredStore)
-        throw new ApiFault(
+        throw new Refusal(
           "invalid",
           "--accept-restored-store applies to the SQLite store in the data directory only; with store.url the store is in PostgreSQL " +
             "(restore it with pg_restore or your database's own backups)",
@@ -178,7 +186,7 @@ export async function startCoordinator(opts: StartOptions): Promise<Coordinator>
     throw err;
   }
   try {
-    return await startOn(dir.dir, store, publicKey, clock, config, opts, log, () => dir.release(), ha);
+    return await startOn({ dataDir: dir.dir, store, publicKey, clock, config, opts, hooks, log, releaseDataDir: () => dir.release(), ha });
   } catch (err) {
     await ha?.close();
     await store.close().catch(() => undefined);
@@ -195,17 +203,22 @@ function leaseLostExit(log: (line: string) => void): (reason: string) => void {
   };
 }
 
-async function startOn(
-  dataDir: string,
-  store: Store,
-  publicKey: ReturnType<typeof loadCertificate>,
-  clock: ScaledClock,
-  config: CoordinatorConfig,
-  opts: StartOptions,
-  log: (line: string) => void,
-  releaseDataDir: () => void,
-  ha: Ha | null = null,
-): Promise<Coordinator> {
+/** What startCoordinator has opened and checked before it builds the rest on it. */
+interface Opened {
+  dataDir: string;
+  store: Store;
+  publicKey: ReturnType<typeof loadCertificate>;
+  clock: ScaledClock;
+  config: CoordinatorConfig;
+  opts: StartOptions;
+  hooks: CoordinatorHooks;
+  log: (line: string) => void;
+  releaseDataDir: () => void;
+  ha: Ha | null;
+}
+
+async function startOn(o: Opened): Promise<Coordinator> {
+  const { dataDir, store, publicKey, clock, config, opts, hooks, log, releaseDataDir, ha } = o;
   const adminToken = loadOrCreateAdminToken(dataDir, config.adminToken);
   const metrics = new Metrics({
     defaultMetrics: false,
@@ -296,7 +309,6 @@ async function startOn(
     },
     calendar,
   };
-  const crash = opts.crashAfterStep;
   const engine: Engine = new WorkflowEngine<WorkflowInputs>({
     store,
     clock,
@@ -316,14 +328,7 @@ async function startOn(
     renamedSteps: RENAMED_STEPS,
     maxConcurrent: config.maxConcurrentWorkflows,
     defaultPolicy: { initialMs: 500, maxMs: 10_000, attempts: 10 },
-    afterStep: crash
-      ? (wf, seq, name) => {
-          if (wf.kind === crash.kind && seq === crash.seq) {
-            log(`crash hook: killing myself after ${wf.kind} step ${seq} (${name})`);
-            process.kill(process.pid, "SIGKILL");
-          }
-        }
-      : opts.afterStep,
+    afterStep: hooks.afterStep,
     onFinished: (wf, outcome) => workflowFinished(wf, outcome),
   });
 
@@ -463,7 +468,7 @@ async function startOn(
           clock,
           hub,
           log,
-          crashAfterRecord: opts.crashAfterEventRecord,
+          afterRecord: hooks.afterEventRecord,
         })
       : null;
     const resumed = await engine.resumeAll();

@@ -9,7 +9,7 @@
  */
 import { nextDue, latestDue } from "../shared/cron.js";
 import type { StatefulInstanceSpec } from "../shared/spec.js";
-import { ApiFault } from "./api/types.js";
+import { isRefusal } from "./refusal.js";
 import { PlannedWorkWaits } from "./planned-work.js";
 import type { StatefulInstance, Store, StoreTx, TaskRun } from "./db/store.js";
 import { admission, refusalOf, scheduledStart } from "./lifecycle.js";
@@ -23,7 +23,7 @@ export const taskKey = (t: ScheduledTask): string => `${t.action} ${t.cron}`;
 
 /**
  * What the schedule needs of the operations: start one, recording its due time in the transaction
- * that records the workflow. Refusals are thrown as ApiFault.
+ * that records the workflow. A refusal (it cannot start now, or not in this state) is thrown as a Refusal.
  */
 export interface TaskOperations {
   run(
@@ -154,7 +154,7 @@ export class ScheduledTasks {
       this.d.log(`${inst.name}: scheduled ${task.action} due at ${when} started as workflow ${workflowId}`);
       return workflowId;
     } catch (err) {
-      if (!(err instanceof ApiFault)) throw err;
+      if (!isRefusal(err)) throw err;
       // Another workflow started in between: the due time waits for the next pass.
       if ((await store.workflows.runningFor(inst.name)).length > 0) return null;
       // The member's group has too many members down: the due time waits for a later pass.

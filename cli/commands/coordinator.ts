@@ -1,13 +1,13 @@
 /**
  * `spotkeep coordinator --config FILE [--data-dir DIR]`: run the coordinator service until
- * SIGINT/SIGTERM. Env SPOTKEEP_CRASH_AFTER_STEP=<n> (tests only) SIGKILLs the process right after
- * step n of a replace workflow is recorded (SPOTKEEP_CRASH_KIND picks another runbook); env
- * SPOTKEEP_CALENDAR_AT=<ISO time> (tests only) starts the clock scheduled tasks read there.
+ * SIGINT/SIGTERM. Env SPOTKEEP_CALENDAR_AT=<ISO time> (tests only) starts the clock scheduled tasks
+ * read there.
  */
 import { CoordinatorConfig, loadConfigFile, parseConfig } from "../../coordinator/config.js";
 import { parseFlags, UsageError } from "../args.js";
 import { CliError } from "../client.js";
 import type { Command } from "../command.js";
+import type { CoordinatorHooks } from "../../coordinator/service.js";
 import type { PermissionCheck } from "../../coordinator/cloud/gateway.js";
 import { isAwsEc2 } from "../../coordinator/agents/aws-certificates.js";
 import { fetchLocalcloudCertificate, fetchLocalcloudInfo } from "../localcloud-control.js";
@@ -39,114 +39,115 @@ Config (JSON or YAML): ${wrap(Object.keys(CoordinatorConfig.shape).join(", "), 1
                            localcloud), print allowed / denied / inconclusive per action and exit: 1
                            when any is denied. The same check runs at every start and logs denied
                            actions.`,
-  async run(argv) {
-    const { values } = parseFlags(argv, {
-      config: { type: "string" },
-      "data-dir": { type: "string" },
-      listen: { type: "string" },
-      localcloud: { type: "string" },
-      "accept-empty-store": { type: "boolean" },
-      "accept-restored-store": { type: "boolean" },
-      "adopt-from-ec2": { type: "boolean" },
-      "check-permissions": { type: "boolean" },
-    });
-    const config = values.config ? loadConfigFile(values.config) : parseConfig({});
-    const localcloud = values.localcloud?.replace(/\/+$/, "");
-    if (localcloud !== undefined && !/^https?:\/\/\S+$/.test(localcloud))
-      throw new UsageError(`--localcloud must be an http(s) URL, got ${JSON.stringify(values.localcloud)}`);
-    const merged = parseConfig(
-      {
-        ...config,
-        ...(values.listen ? { listen: values.listen } : {}),
-        ...(localcloud && !config.ec2Endpoint ? { ec2Endpoint: localcloud } : {}),
-        ...(values["accept-empty-store"] ? { acceptEmptyStore: true } : {}),
-      },
-      values.listen ? "--listen" : "--localcloud",
-    );
-    const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
-    if (!merged.identityCertificate) {
-      // localcloud signs identity documents with its own key: the coordinator must pin that
-      // certificate, as it pins AWS's for a real region.
-      // Without one, on AWS, the coordinator takes the certificate that ships for its region.
-      const from = localcloud ?? (isAwsEc2(merged.ec2Endpoint) ? undefined : merged.ec2Endpoint);
-      if (from) {
-        merged.identityCertificate = await fetchLocalcloudCertificate(from, localcloud ? 40 : 2).catch((err: Error) => {
-          throw new CliError(
-            `identityCertificate is not configured and ${localcloud ? "--localcloud" : "ec2Endpoint"} ${from} is not a localcloud ` +
-              `that answers (${err.message}); set identityCertificate to AWS's RSA certificate for the region`,
-            { cause: err },
-          );
-        });
-        log(`identity certificate: localcloud's, from ${from}`);
-        const info = await fetchLocalcloudInfo(from).catch(() => undefined);
-        // Instances of the process runtime are processes on this host: their agents connect from
-        // loopback, never from their private addresses, so the source check would refuse them all.
-        if (info?.runtime === "process" && merged.agentSourceCheck) {
-          merged.agentSourceCheck = false;
-          log("agentSourceCheck: off (localcloud's process runtime: every agent connects from this host)");
-        }
-        if (info && info.timeScale !== merged.timeScale)
-          log(`warning: localcloud runs at time scale ${info.timeScale} and this coordinator at ${merged.timeScale} (set timeScale)`);
+  run: (argv) => runCoordinator(argv),
+};
+
+/**
+ * The command's work: flags and config as the command takes them, the coordinator started with
+ * `hooks` (the product passes none; test/coordinator/crashing-coordinator.ts passes its own), run
+ * until SIGINT/SIGTERM. Answers the exit code.
+ */
+export async function runCoordinator(argv: string[], hooks: CoordinatorHooks = {}): Promise<number> {
+  const { values } = parseFlags(argv, {
+    config: { type: "string" },
+    "data-dir": { type: "string" },
+    listen: { type: "string" },
+    localcloud: { type: "string" },
+    "accept-empty-store": { type: "boolean" },
+    "accept-restored-store": { type: "boolean" },
+    "adopt-from-ec2": { type: "boolean" },
+    "check-permissions": { type: "boolean" },
+  });
+  const config = values.config ? loadConfigFile(values.config) : parseConfig({});
+  const localcloud = values.localcloud?.replace(/\/+$/, "");
+  if (localcloud !== undefined && !/^https?:\/\/\S+$/.test(localcloud))
+    throw new UsageError(`--localcloud must be an http(s) URL, got ${JSON.stringify(values.localcloud)}`);
+  const merged = parseConfig(
+    {
+      ...config,
+      ...(values.listen ? { listen: values.listen } : {}),
+      ...(localcloud && !config.ec2Endpoint ? { ec2Endpoint: localcloud } : {}),
+      ...(values["accept-empty-store"] ? { acceptEmptyStore: true } : {}),
+    },
+    values.listen ? "--listen" : "--localcloud",
+  );
+  const log = (line: string) => process.stderr.write(`${new Date().toISOString()} ${line}\n`);
+  if (!merged.identityCertificate) {
+    // localcloud signs identity documents with its own key: the coordinator must pin that
+    // certificate, as it pins AWS's for a real region.
+    // Without one, on AWS, the coordinator takes the certificate that ships for its region.
+    const from = localcloud ?? (isAwsEc2(merged.ec2Endpoint) ? undefined : merged.ec2Endpoint);
+    if (from) {
+      merged.identityCertificate = await fetchLocalcloudCertificate(from, localcloud ? 40 : 2).catch((err: Error) => {
+        throw new CliError(
+          `identityCertificate is not configured and ${localcloud ? "--localcloud" : "ec2Endpoint"} ${from} is not a localcloud ` +
+            `that answers (${err.message}); set identityCertificate to AWS's RSA certificate for the region`,
+          { cause: err },
+        );
+      });
+      log(`identity certificate: localcloud's, from ${from}`);
+      const info = await fetchLocalcloudInfo(from).catch(() => undefined);
+      // Instances of the process runtime are processes on this host: their agents connect from
+      // loopback, never from their private addresses, so the source check would refuse them all.
+      if (info?.runtime === "process" && merged.agentSourceCheck) {
+        merged.agentSourceCheck = false;
+        log("agentSourceCheck: off (localcloud's process runtime: every agent connects from this host)");
       }
+      if (info && info.timeScale !== merged.timeScale)
+        log(`warning: localcloud runs at time scale ${info.timeScale} and this coordinator at ${merged.timeScale} (set timeScale)`);
     }
-    if (values["check-permissions"]) {
-      const checks = await checkPermissions(merged);
-      for (const c of checks) process.stdout.write(`${c.result.padEnd(12)} ec2:${c.action.padEnd(30)} ${c.code}\n`);
+  }
+  if (values["check-permissions"]) {
+    const checks = await checkPermissions(merged);
+    for (const c of checks) process.stdout.write(`${c.result.padEnd(12)} ec2:${c.action.padEnd(30)} ${c.code}\n`);
+    const denied = checks.filter((c) => c.result === "denied");
+    process.stdout.write(
+      denied.length
+        ? `denied: ${denied.map((c) => `ec2:${c.action}`).join(", ")}: attach docs/iam/coordinator-policy.json (or grant these)\n`
+        : "no action the coordinator uses is denied (inconclusive: granted, but conditions on existing resources' tags need real resources)\n",
+    );
+    return denied.length ? 1 : 0;
+  }
+  // At every start: the account's policy is checked before any instance depends on it.
+  void checkPermissions(merged)
+    .then((checks) => {
       const denied = checks.filter((c) => c.result === "denied");
-      process.stdout.write(
-        denied.length
-          ? `denied: ${denied.map((c) => `ec2:${c.action}`).join(", ")}: attach docs/iam/coordinator-policy.json (or grant these)\n`
-          : "no action the coordinator uses is denied (inconclusive: granted, but conditions on existing resources' tags need real resources)\n",
-      );
-      return denied.length ? 1 : 0;
-    }
-    // At every start: the account's policy is checked before any instance depends on it.
-    void checkPermissions(merged)
-      .then((checks) => {
-        const denied = checks.filter((c) => c.result === "denied");
-        if (denied.length)
-          log(`permissions: EC2 denies ${denied.map((c) => `ec2:${c.action}`).join(", ")}: grant docs/iam/coordinator-policy.json`);
-        else log(`permissions: none of the ${checks.length} EC2 actions the coordinator uses is denied`);
-      })
-      .catch((err: Error) => log(`permissions: the check could not run: ${err.message}`));
-    merged.agentBundlePath ??= agentBundlePath();
-    const crashN = process.env.SPOTKEEP_CRASH_AFTER_STEP;
-    let crashAfterStep: { kind: string; seq: number } | undefined;
-    if (crashN) {
-      const n = Number(crashN);
-      if (!Number.isInteger(n) || n < 1)
-        throw new UsageError(`SPOTKEEP_CRASH_AFTER_STEP must be a positive integer, got ${JSON.stringify(crashN)}`);
-      crashAfterStep = { kind: process.env.SPOTKEEP_CRASH_KIND || "replace", seq: n };
-    }
-    const calendarAt = process.env.SPOTKEEP_CALENDAR_AT;
-    let calendar: (() => number) | undefined;
-    if (calendarAt) {
-      const at = Date.parse(calendarAt);
-      if (!/^\d{4}-\d\d-\d\dT/.test(calendarAt) || Number.isNaN(at))
-        throw new UsageError(`SPOTKEEP_CALENDAR_AT must be an ISO 8601 time, got ${JSON.stringify(calendarAt)}`);
-      const offset = at - Date.now();
-      calendar = () => Date.now() + offset;
-    }
-    const { startCoordinator } = await import("../../coordinator/service.js");
-    const c = await startCoordinator({
+      if (denied.length)
+        log(`permissions: EC2 denies ${denied.map((c) => `ec2:${c.action}`).join(", ")}: grant docs/iam/coordinator-policy.json`);
+      else log(`permissions: none of the ${checks.length} EC2 actions the coordinator uses is denied`);
+    })
+    .catch((err: Error) => log(`permissions: the check could not run: ${err.message}`));
+  merged.agentBundlePath ??= agentBundlePath();
+  const calendarAt = process.env.SPOTKEEP_CALENDAR_AT;
+  let calendar: (() => number) | undefined;
+  if (calendarAt) {
+    const at = Date.parse(calendarAt);
+    if (!/^\d{4}-\d\d-\d\dT/.test(calendarAt) || Number.isNaN(at))
+      throw new UsageError(`SPOTKEEP_CALENDAR_AT must be an ISO 8601 time, got ${JSON.stringify(calendarAt)}`);
+    const offset = at - Date.now();
+    calendar = () => Date.now() + offset;
+  }
+  const { startCoordinator } = await import("../../coordinator/service.js");
+  const c = await startCoordinator(
+    {
       config: merged,
       dataDir: values["data-dir"],
       log,
-      crashAfterStep,
       calendar,
       acceptRestoredStore: !!values["accept-restored-store"],
       adoptFromEc2: !!values["adopt-from-ec2"],
-    });
-    process.stdout.write(`coordinator listening on ${c.url}\n`);
-    await new Promise<void>((resolve) => {
-      const stop = () => resolve();
-      process.once("SIGINT", stop);
-      process.once("SIGTERM", stop);
-    });
-    await c.stop();
-    return 0;
-  },
-};
+    },
+    hooks,
+  );
+  process.stdout.write(`coordinator listening on ${c.url}\n`);
+  await new Promise<void>((resolve) => {
+    const stop = () => resolve();
+    process.once("SIGINT", stop);
+    process.once("SIGTERM", stop);
+  });
+  await c.stop();
+  return 0;
+}
 
 /** DryRun each EC2 action the coordinator uses (allowed / denied / inconclusive per action). */
 async function checkPermissions(config: { region: string; ec2Endpoint?: string; timeScale: number }): Promise<PermissionCheck[]> {

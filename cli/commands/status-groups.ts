@@ -6,7 +6,7 @@ import { type ApiClient, CliError } from "../client.js";
 type Row = Array<string | number | null | undefined>;
 
 export async function groupRows(client: ApiClient, instances: InstanceSummary[]) {
-  // A coordinator without groups (an older version) answers 501: list the instances alone.
+  // A coordinator from before stateful groups answers 501 here (every current one serves them): list the instances alone.
   const groups = await client
     .get("/api/v1/groups", GroupList)
     .then((r) => r.groups)

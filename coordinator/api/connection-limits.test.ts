@@ -7,7 +7,7 @@ import { join } from "node:path";
 import type { Duplex } from "node:stream";
 import { createApiServer, type ApiServer } from "./server.js";
 import type { ConnectionCut, ConnectionLimits } from "./connection-limits.js";
-import type { CoordinatorViews } from "./types.js";
+import { unusedGroups, unusedViews } from "./unused-deps.js";
 
 let api: ApiServer | null = null;
 let dir: string | null = null;
@@ -28,7 +28,8 @@ async function start(limits: Partial<ConnectionLimits>) {
   writeFileSync(join(dir, "agent.js"), "//\n");
   const cuts: Array<[ConnectionCut, string]> = [];
   api = createApiServer({
-    views: {} as CoordinatorViews,
+    views: unusedViews(),
+    groups: unusedGroups(),
     adminToken: "connection-limits-token-0123456789",
     agentBundlePath: join(dir, "agent.js"),
     // Plays the hub: a completed upgrade is a long-lived session.

@@ -6,7 +6,7 @@ import { createApiServer, type ApiServer } from "./server.js";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { CONSOLE_CSP, Console, MAX_STREAMS } from "./console.js";
-import type { CoordinatorViews } from "./types.js";
+import { unusedGroups, unusedViews } from "./unused-deps.js";
 import type { InstanceSummary } from "../../shared/api.js";
 
 const TOKEN = "console-test-token-0123456789";
@@ -28,9 +28,10 @@ async function start(o: { built?: boolean; instances?: () => InstanceSummary[] }
     writeFileSync(join(dir, "assets", "main-ABC123.js"), "console.log(1)");
   }
   writeFileSync(join(dir, "secret.txt"), "not an asset");
-  const views = { listInstances: o.instances ?? (() => []) } as unknown as CoordinatorViews;
+  const views = unusedViews({ listInstances: o.instances ?? (() => []) });
   server = createApiServer({
     views,
+    groups: unusedGroups(),
     adminToken: TOKEN,
     consoleDir: dir,
     agentBundlePath: join(dir, "none.js"),
@@ -114,14 +115,14 @@ describe("/api/v1/stream", () => {
 
 describe("Console.stream", () => {
   it("sends heartbeat comments, a changed list at once to every stream, and stops reading when the last stream goes", async () => {
-    let list = [{ name: "a", state: "running" }];
+    let list = [{ name: "a", state: "running" }] as InstanceSummary[];
     let reads = 0;
-    const views = {
+    const views = unusedViews({
       listInstances: () => {
         reads++;
         return list;
       },
-    } as unknown as CoordinatorViews;
+    });
     const web = new Console("/nonexistent", views, { checkMs: 20, heartbeatMs: 30 });
     const http = createServer((req, res) => web.stream(req, res));
     await new Promise<void>((r) => http.listen(0, "127.0.0.1", r));
@@ -137,7 +138,7 @@ describe("Console.stream", () => {
       const b = await open();
       expect(await readUntil(a, ": heartbeat")).toContain('"name":"a"');
       expect(await readUntil(b, '"name":"a"')).toContain("event: instances");
-      list = [{ name: "b", state: "replacing" }];
+      list = [{ name: "b", state: "replacing" }] as InstanceSummary[];
       expect(await readUntil(a, '"name":"b"')).toContain('"state":"replacing"');
       expect(await readUntil(b, '"name":"b"')).toContain('"state":"replacing"');
       expect(web.openStreams).toBe(2);

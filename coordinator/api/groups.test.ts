@@ -3,7 +3,7 @@ import { parseGroupSpec } from "../../shared/group-spec.js";
 import { parseSpec } from "../../shared/spec.js";
 import { SqliteStore } from "../db/sqlite/index.js";
 import { GroupOperations } from "../groups/operations.js";
-import type { CoordinatorViews } from "./types.js";
+import { unusedViews } from "./unused-deps.js";
 import { type ApiServer, createApiServer } from "./server.js";
 
 const TOKEN = "test-admin-token-0123456789";
@@ -55,7 +55,7 @@ beforeAll(async () => {
     availabilityZone: "us-east-1a",
   });
   api = createApiServer({
-    views: {} as CoordinatorViews,
+    views: unusedViews(),
     groups: new GroupOperations({ store, engine }),
     adminToken: TOKEN,
     agentBundlePath: "/nonexistent",

@@ -15,7 +15,8 @@ import { type KeepSet, parseKeep, parseTtlHours } from "../../shared/deletion.js
 import { type GroupSpec, parseGroupSpec } from "../../shared/group-spec.js";
 import { ValidationError } from "../../shared/errors.js";
 import { MAX_YAML_BYTES, bodyFormat, parseBody } from "./bodies.js";
-import { ApiFault, type GroupApi } from "./types.js";
+import type { GroupApi } from "./types.js";
+import { HttpError } from "./http-error.js";
 
 export interface RouteKit {
   readBody(req: IncomingMessage, limit: number): Promise<string>;
@@ -41,7 +42,7 @@ export async function handleGroups(
     try {
       return parseGroupSpec(data, "body");
     } catch (err) {
-      if (err instanceof ValidationError) throw new ApiFault("invalid", err.message);
+      if (err instanceof ValidationError) throw new HttpError(400, "invalid", err.message);
       throw err;
     }
   };
@@ -56,12 +57,12 @@ export async function handleGroups(
   }
   const name = parts[1] as string;
   const known = async () => {
-    if (!(await groups.describe(name))) throw new ApiFault("not-found", `no group named ${JSON.stringify(name.slice(0, 80))}`);
+    if (!(await groups.describe(name))) throw new HttpError(404, "not-found", `no group named ${JSON.stringify(name.slice(0, 80))}`);
   };
   if (parts.length === 2) {
     if (method === "GET") {
       const d = await groups.describe(name);
-      if (!d) throw new ApiFault("not-found", `no group named ${JSON.stringify(name.slice(0, 80))}`);
+      if (!d) throw new HttpError(404, "not-found", `no group named ${JSON.stringify(name.slice(0, 80))}`);
       return kit.sendJson(res, 200, d);
     }
     if (method === "PUT") {
@@ -90,25 +91,25 @@ export async function handleGroups(
     await known();
     return kit.sendJson(res, 200, { events: await groups.events(name) });
   }
-  throw new ApiFault("not-found", `no route for ${method} /api/v1/groups/${parts.slice(1).join("/").slice(0, 120)}`);
+  throw new HttpError(404, "not-found", `no route for ${method} /api/v1/groups/${parts.slice(1).join("/").slice(0, 120)}`);
 }
 
 /** `{"size": 5, "keep": ["volumes"], "ttlHours": 24}`: size required, keep/ttlHours as for a delete, nothing else. */
 function scaleRequest(body: string): { size: number; keep: KeepSet; ttlHours: number | null } {
   const data = parseBody(body, "json", "body");
   if (typeof data !== "object" || data === null || Array.isArray(data))
-    throw new ApiFault("invalid", 'body: must be an object such as {"size": 5}');
+    throw new HttpError(400, "invalid", 'body: must be an object such as {"size": 5}');
   const o = data as Record<string, unknown>;
   const extra = Object.keys(o).find((k) => !["size", "keep", "ttlHours"].includes(k));
-  if (extra) throw new ApiFault("invalid", `body.${extra.slice(0, 40)}: unknown field (allowed: size, keep, ttlHours)`);
+  if (extra) throw new HttpError(400, "invalid", `body.${extra.slice(0, 40)}: unknown field (allowed: size, keep, ttlHours)`);
   if (typeof o.size !== "number" || !Number.isInteger(o.size) || o.size < 0)
-    throw new ApiFault("invalid", `body.size: must be a whole number of members, got ${JSON.stringify(o.size ?? null).slice(0, 40)}`);
+    throw new HttpError(400, "invalid", `body.size: must be a whole number of members, got ${JSON.stringify(o.size ?? null).slice(0, 40)}`);
   const keep = o.keep;
   if (keep !== undefined && typeof keep !== "string" && !(Array.isArray(keep) && keep.every((k) => typeof k === "string")))
-    throw new ApiFault("invalid", "body.keep: must be a list of volumes, network, snapshots, images");
+    throw new HttpError(400, "invalid", "body.keep: must be a list of volumes, network, snapshots, images");
   const ttl = o.ttlHours;
   if (ttl !== undefined && ttl !== null && typeof ttl !== "number")
-    throw new ApiFault("invalid", `body.ttlHours: must be a number of hours, got ${JSON.stringify(ttl).slice(0, 40)}`);
+    throw new HttpError(400, "invalid", `body.ttlHours: must be a number of hours, got ${JSON.stringify(ttl).slice(0, 40)}`);
   return {
     size: o.size,
     keep: parseKeep(keep as string | string[] | undefined, "body.keep"),

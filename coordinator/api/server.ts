@@ -16,7 +16,9 @@ import type { AddressInfo, Socket } from "node:net";
 import { parseSpec } from "../../shared/spec.js";
 import { type KeepSet, parseKeep, parseTtlHours } from "../../shared/deletion.js";
 import { ValidationError } from "../../shared/errors.js";
-import { ApiFault, type ApiServerDeps } from "./types.js";
+import type { ApiServerDeps } from "./types.js";
+import { HttpError } from "./http-error.js";
+import { isRefusal, type RefusalKind } from "../refusal.js";
 import { tokenMatches } from "./token.js";
 import { BodyError, MAX_YAML_BYTES, bodyFormat, parseBody, type BodyFormat } from "./bodies.js";
 import { descriptorPressure, openFiles } from "./process-limits.js";
@@ -28,17 +30,8 @@ import { agentBundleSha256 } from "../bootstrap.js";
 
 export const MAX_BODY_BYTES = 1024 * 1024;
 
-class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-    /** Fields answered beside `error` (a standby's `leader`). */
-    readonly extra?: Record<string, unknown>,
-  ) {
-    super(message);
-  }
-}
+/** The status each kind of domain refusal is answered with; the body's `error.code` is the kind itself. */
+const REFUSAL_STATUS: Record<RefusalKind, number> = { "not-found": 404, conflict: 409, invalid: 400, unavailable: 503 };
 
 export interface ApiServer {
   server: Server;
@@ -210,14 +203,12 @@ async function handle(deps: ApiServerDeps, web: Console, req: IncomingMessage, r
         return sendJson(res, 200, detail);
       }
       if (method === "DELETE") {
-        if (!views.deleteInstance) throw new HttpError(501, "not-implemented", "delete is not available in this version");
         const what = deleteOptions(url, await readBody(req, MAX_BODY_BYTES));
         if (!(await views.getInstance(name))) throw notFoundInstance(name);
         const { workflowId, archivedAs } = await views.deleteInstance(name, what);
         return sendJson(res, 202, { name, workflowId, archivedAs });
       }
       if (method === "PUT") {
-        if (!views.updateInstance) throw new HttpError(501, "not-implemented", "update is not available in this version");
         const recycleText = new URL(req.url ?? "/", "http://localhost").searchParams.get("recycle");
         if (recycleText !== null && recycleText !== "true" && recycleText !== "false")
           throw new HttpError(400, "invalid", `recycle: must be true or false, got ${JSON.stringify(recycleText.slice(0, 40))}`);
@@ -240,19 +231,16 @@ async function handle(deps: ApiServerDeps, web: Console, req: IncomingMessage, r
     if (parts.length === 3 && (OPERATIONS as readonly string[]).includes(parts[2]!)) {
       only(method, ["POST"]);
       if (!(await views.getInstance(name))) throw notFoundInstance(name);
-      if (!views.runOperation) throw new HttpError(501, "not-implemented", `${parts[2]} is not available in this version`);
       const { workflowId } = await views.runOperation(name, parts[2] as Operation);
       return sendJson(res, 202, { name, workflowId });
     }
   }
   if (parts[0] === "groups") {
-    if (!deps.groups) throw new HttpError(501, "not-implemented", "groups are not available in this version");
     const kit = { readBody, sendJson, deleteOptions, methodNotAllowed, maxBodyBytes: MAX_BODY_BYTES };
     return handleGroups(deps.groups, kit, parts, method, url, req, res);
   }
   if (parts[0] === "savings" && parts.length === 1) {
     only(method, ["GET"]);
-    if (!views.savings) throw new HttpError(501, "not-implemented", "savings are not available in this version");
     return sendJson(res, 200, await views.savings());
   }
   if (parts[0] === "workflows" && parts.length === 2) {
@@ -263,7 +251,6 @@ async function handle(deps: ApiServerDeps, web: Console, req: IncomingMessage, r
   }
   if (parts[0] === "import" && parts.length === 1) {
     only(method, ["POST"]);
-    if (!views.importInstance) throw new HttpError(501, "not-implemented", "import is not available in this version");
     const req2 = importRequest(await readBody(req, MAX_BODY_BYTES));
     try {
       const out = await views.importInstance(req2);
@@ -429,9 +416,9 @@ function sendError(res: ServerResponse, err: unknown): void {
     if (res.headersSent) return void res.destroy();
     if (err instanceof HttpError) return sendJson(res, err.status, { error: { code: err.code, message: err.message }, ...err.extra });
     if (err instanceof BodyError) return sendJson(res, err.status, { error: { code: err.code, message: err.message } });
-    if (err instanceof ApiFault) {
-      const status = err.kind === "not-found" ? 404 : err.kind === "conflict" ? 409 : 400;
-      return sendJson(res, status, { error: { code: err.kind, message: err.message } });
+    if (isRefusal(err)) {
+      if (err.kind === "unavailable") res.setHeader("retry-after", "5");
+      return sendJson(res, REFUSAL_STATUS[err.kind], { error: { code: err.kind, message: err.message } });
     }
     if (err instanceof ValidationError) return sendJson(res, 400, { error: { code: "invalid", message: err.message } });
     // This coordinator stopped leading while the request was being carried out: its write was refused.

@@ -1,7 +1,8 @@
 /**
  * What the HTTP API (coordinator/api/) needs from the rest of the coordinator. The service
  * (coordinator/service.ts) implements it over the store and the workflow engine; API tests
- * implement it over a fake.
+ * implement it over a fake. What the domain refuses it throws as a Refusal (coordinator/refusal.ts),
+ * which the server answers by kind: not-found 404, conflict 409, invalid 400, unavailable 503.
  */
 import type { Operation } from "../../shared/operations.js";
 import type { ConnectionCut, ConnectionLimits } from "./connection-limits.js";
@@ -14,17 +15,6 @@ import type { GroupDetail, GroupSummary } from "../../shared/group-api.js";
 import type { GroupSpec } from "../../shared/group-spec.js";
 import type { OpenFiles } from "./process-limits.js";
 
-/** A domain error the API maps to an HTTP status: not-found 404, conflict 409, invalid 400. */
-export class ApiFault extends Error {
-  override name = "ApiFault";
-  constructor(
-    readonly kind: "not-found" | "conflict" | "invalid",
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
 /** A view may answer synchronously or from an async store. */
 export type Awaitable<T> = T | Promise<T>;
 
@@ -36,21 +26,22 @@ export interface CoordinatorViews {
   getEvents(name: string): Awaitable<EventsResponse | null>;
   getWorkflow(id: string): Awaitable<Workflow | null>;
   /**
-   * Start the create runbook; ApiFault("conflict") when the name exists. Must change nothing on
+   * Start the create runbook; Refusal("conflict") when the name exists. Must change nothing on
    * error. A store error carrying an SQLite `code` (SQLITE_FULL, SQLITE_IOERR*, SQLITE_BUSY*,
    * SQLITE_CORRUPT*), on the error or its `cause`, is answered 507/503 instead of 500.
    */
   createInstance(spec: StatefulInstanceSpec): Promise<{ workflowId: string }>;
-  /** pause | resume | recycle | snapshot; ApiFault for unknown names or conflicting operations. */
-  runOperation?(name: string, op: Operation): Promise<{ workflowId: string }>;
-  /** Store a new spec (applied at the next generation; `recycle` applies it now). ApiFault("invalid") names an immutable field. */
-  updateInstance?(name: string, spec: StatefulInstanceSpec, o: { recycle: boolean }): Promise<{ workflowId: string | null }>;
+  /** pause | resume | recycle | snapshot; Refusal for unknown names or conflicting operations. */
+  runOperation(name: string, op: Operation): Promise<{ workflowId: string }>;
+  /** Store a new spec (applied at the next generation; `recycle` applies it now). Refusal("invalid") names an immutable field. */
+  updateInstance(name: string, spec: StatefulInstanceSpec, o: { recycle: boolean }): Promise<{ workflowId: string | null }>;
   /**
-   * Import an existing EC2 instance (`dryRun`: only plan it). ApiFault: 404 unknown instance, 409
-   * name in use or already managed, 400 the reason it cannot be imported; ValidationError names a
+   * Import an existing EC2 instance (`dryRun`: only plan it). Refusal: not-found for an unknown
+   * instance, conflict for a name in use or an instance already managed, invalid with the reason it
+   * cannot be imported; ValidationError names a
    * bad override field. Changes nothing on error or with dryRun.
    */
-  importInstance?(req: {
+  importInstance(req: {
     instanceId: string;
     name: string;
     overrides?: unknown;
@@ -63,15 +54,15 @@ export interface CoordinatorViews {
    * after `ttlHours` (null: kept until deleted by hand). `archivedAs` is the name the deleted
    * instance is listed under once the delete finished.
    */
-  deleteInstance?(name: string, o: { keep: KeepSet; ttlHours: number | null }): Promise<{ workflowId: string; archivedAs: string }>;
+  deleteInstance(name: string, o: { keep: KeepSet; ttlHours: number | null }): Promise<{ workflowId: string; archivedAs: string }>;
   /** Hours on spot and on-demand and the money spot saved, per instance and in total. */
-  savings?(): Promise<Savings>;
+  savings(): Promise<Savings>;
 }
 
 export interface ApiServerDeps {
   views: CoordinatorViews;
-  /** /api/v1/groups (absent: answered 501). */
-  groups?: GroupApi;
+  /** /api/v1/groups. */
+  groups: GroupApi;
   /** Bearer token required on /api/v1/*. */
   adminToken: string;
   /** The built web console (index.html, assets/); default dist/console of this package. */

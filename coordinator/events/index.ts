@@ -38,8 +38,8 @@ export interface QueueEventsOptions {
   log: (line: string) => void;
   /** Tests: the queue to use instead of SQS. */
   queue?: EventQueue;
-  /** Crash test only: SIGKILL this process right after an event is recorded, before its message is deleted. */
-  crashAfterRecord?: boolean;
+  /** Instrumentation (tests): called right after an event is recorded, before its message is deleted. */
+  afterRecord?: (eventId: string) => void;
 }
 
 export function startQueueEvents(o: QueueEventsOptions): EventConsumer {
@@ -74,12 +74,7 @@ export function startQueueEvents(o: QueueEventsOptions): EventConsumer {
       const s = o.hub.session(id);
       return !!s && o.clock.modelMsSince(s.lastSeenAt) < AGENT_SILENT_MS;
     },
-    afterRecord: o.crashAfterRecord
-      ? (e) => {
-          o.log(`crash hook: killing myself after recording event ${e.id}`);
-          process.kill(process.pid, "SIGKILL");
-        }
-      : undefined,
+    afterRecord: o.afterRecord ? (e) => o.afterRecord?.(e.id) : undefined,
   });
   const consumer = new EventConsumer({
     queue,

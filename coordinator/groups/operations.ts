@@ -6,7 +6,7 @@
 import { KEEP_ITEMS, KEEP_NOTHING, type KeepSet } from "../../shared/deletion.js";
 import type { GroupDetail, GroupMemberView, GroupSummary } from "../../shared/group-api.js";
 import { type GroupSpec, MAX_GROUP_SIZE, memberName, memberSpec } from "../../shared/group-spec.js";
-import { ApiFault } from "../api/types.js";
+import { Refusal } from "../refusal.js";
 import type { Ec2Gateway } from "../cloud/gateway.js";
 import type { GroupMember, GroupState, StatefulGroup, Store, StoreTx } from "../db/store.js";
 import { immutableChanges } from "../operations.js";
@@ -34,7 +34,7 @@ async function refuseSharedAddresses(t: StoreTx, spec: GroupSpec): Promise<void>
     if (!memberSpec(other.spec, 0).launch.subnetIds.some((s) => subnets.has(s))) continue;
     const shared = spec.ipPool.filter((ip) => other.spec.ipPool.includes(ip));
     if (shared.length)
-      throw new ApiFault(
+      throw new Refusal(
         "conflict",
         `ipPool: ${shared.join(", ")} ${shared.length === 1 ? "is" : "are"} in the ipPool of group ${other.name} (same subnets); ` +
           "a pool address belongs to one group",
@@ -48,11 +48,11 @@ export class GroupOperations {
   async create(spec: GroupSpec): Promise<{ workflowId: string }> {
     refuseUnsupported(spec);
     const workflowId = await this.d.store.tx(async (t) => {
-      if (await t.groups.get(spec.name)) throw new ApiFault("conflict", `group ${spec.name} already exists`);
+      if (await t.groups.get(spec.name)) throw new Refusal("conflict", `group ${spec.name} already exists`);
       for (let k = 0; k < spec.size; k++) {
         const name = memberName(spec.name, k);
         if (await t.instances.get(name))
-          throw new ApiFault("conflict", `stateful instance ${name} already exists (a member name of group ${spec.name})`);
+          throw new Refusal("conflict", `stateful instance ${name} already exists (a member name of group ${spec.name})`);
       }
       await refuseSharedAddresses(t, spec);
       await t.groups.insert(spec.name, spec, "creating");
@@ -67,12 +67,12 @@ export class GroupOperations {
   /** Scale to `size`: new members take the next free addresses; removed ones (highest ordinals) are deleted keeping `keep`. */
   async scale(name: string, size: number, o: { keep: KeepSet; ttlHours: number | null }): Promise<{ workflowId: string }> {
     if (!Number.isInteger(size) || size < 0 || size > MAX_GROUP_SIZE)
-      throw new ApiFault("invalid", `size: must be a whole number from 0 to ${MAX_GROUP_SIZE}`);
+      throw new Refusal("invalid", `size: must be a whole number from 0 to ${MAX_GROUP_SIZE}`);
     checkKeep(o);
     const workflowId = await this.d.store.tx(async (t) => {
       const g = await this.admit(t, name);
       if (size > g.spec.ipPool.length)
-        throw new ApiFault(
+        throw new Refusal(
           "invalid",
           `size: ${size} members need ${size} addresses; the ipPool of group ${name} lists ${g.spec.ipPool.length}`,
         );
@@ -80,11 +80,11 @@ export class GroupOperations {
       for (let k = 0; k < size; k++) {
         const member = memberName(name, k);
         if (!members.some((m) => m.ordinal === k) && (await t.instances.get(member)))
-          throw new ApiFault("conflict", `stateful instance ${member} already exists (a member name of group ${name})`);
+          throw new Refusal("conflict", `stateful instance ${member} already exists (a member name of group ${name})`);
       }
       for (const m of members)
         if (m.status === "removing" && m.ordinal < size)
-          throw new ApiFault("conflict", `${m.instance} is being removed; scale to at most ${m.ordinal} until its delete has finished`);
+          throw new Refusal("conflict", `${m.instance} is being removed; scale to at most ${m.ordinal} until its delete has finished`);
       await t.groups.setSpec(name, { ...g.spec, size });
       await t.groups.setState(name, "scaling", `scaling from ${g.spec.size} to ${size}`);
       const input: GroupScaleInput = { group: name, to: size, keep: { ...o.keep }, ttlHours: o.ttlHours };
@@ -100,22 +100,22 @@ export class GroupOperations {
    * of maxUnavailable or ipPool alone applies at once. The size changes only through scale.
    */
   async update(name: string, spec: GroupSpec): Promise<{ workflowId: string | null }> {
-    if (spec.name !== name) throw new ApiFault("invalid", `name: cannot change (the URL names ${name}, the spec ${spec.name})`);
+    if (spec.name !== name) throw new Refusal("invalid", `name: cannot change (the URL names ${name}, the spec ${spec.name})`);
     refuseUnsupported(spec);
     return this.d.store.tx(async (t) => {
       const g = await this.admit(t, name);
       if (spec.size !== g.spec.size)
-        throw new ApiFault("invalid", `size: ${spec.size} differs from ${g.spec.size}; change it with spotkeep group scale`);
+        throw new Refusal("invalid", `size: ${spec.size} differs from ${g.spec.size}; change it with spotkeep group scale`);
       const members = await t.groups.members(name);
       const lost = members.filter((m) => !spec.ipPool.includes(m.privateIp));
       if (lost.length)
-        throw new ApiFault(
+        throw new Refusal(
           "invalid",
           `ipPool: cannot drop ${lost.map((m) => `${m.privateIp} (owned by ${m.instance})`).join(", ")}; an address leaves the pool only with its member`,
         );
       await refuseSharedAddresses(t, spec);
       const problems = immutableChanges(memberSpec(g.spec, 0), memberSpec(spec, 0)).map((p) => `template.${p}`);
-      if (problems.length) throw new ApiFault("invalid", problems.join("; "));
+      if (problems.length) throw new Refusal("invalid", problems.join("; "));
       await t.groups.setSpec(name, spec);
       // Members already on the template (an earlier roll-out that stopped got that far) are not recycled
       // again; a failed member is brought back.
@@ -235,10 +235,10 @@ export class GroupOperations {
   /** The group, if no group workflow is running for it. */
   private async admit(t: StoreTx, name: string): Promise<StatefulGroup & { state: GroupState }> {
     const g = await t.groups.get(name);
-    if (!g) throw new ApiFault("not-found", `no group named ${name}`);
+    if (!g) throw new Refusal("not-found", `no group named ${name}`);
     const running = (await t.workflows.runningFor(groupKey(name)))[0];
-    if (running) throw new ApiFault("conflict", `group ${name} is busy with ${running.kind} ${running.id}`);
-    if (g.state === "deleting") throw new ApiFault("conflict", `group ${name} is being deleted`);
+    if (running) throw new Refusal("conflict", `group ${name} is busy with ${running.kind} ${running.id}`);
+    if (g.state === "deleting") throw new Refusal("conflict", `group ${name} is being deleted`);
     return g;
   }
 }
@@ -265,10 +265,10 @@ async function memberView(store: Store, m: GroupMember, unavailable: boolean): P
 
 function refuseUnsupported(spec: GroupSpec): void {
   const unsupported = unsupportedFeatures(memberSpec(spec, 0));
-  if (unsupported.length) throw new ApiFault("invalid", unsupported.map((u) => `template.${u.path}: ${u.reason}`).join("; "));
+  if (unsupported.length) throw new Refusal("invalid", unsupported.map((u) => `template.${u.path}: ${u.reason}`).join("; "));
 }
 
 function checkKeep(o: { keep: KeepSet; ttlHours: number | null }): void {
   if (o.ttlHours !== null && !KEEP_ITEMS.some((k) => o.keep[k]))
-    throw new ApiFault("invalid", "ttlHours: nothing is kept, so there is nothing for a TTL to expire (name what to keep with keep)");
+    throw new Refusal("invalid", "ttlHours: nothing is kept, so there is nothing for a TTL to expire (name what to keep with keep)");
 }

@@ -12,7 +12,7 @@
 import { insertedAs } from "../lifecycle.js";
 import { memberName } from "../../shared/group-spec.js";
 import type { StatefulInstanceSpec } from "../../shared/spec.js";
-import { ApiFault } from "../api/types.js";
+import { isRefusal } from "../refusal.js";
 import { taskKey } from "../tasks.js";
 import { type Runbook, step, type WorkflowContext } from "../workflow/engine.js";
 import { Failure } from "../workflow/failure.js";
@@ -208,7 +208,7 @@ async function deleteMember(deps: GroupRunbookDeps, ctx: WorkflowContext, input:
         );
         return { id: workflowId };
       } catch (err) {
-        if (err instanceof ApiFault && err.kind === "conflict") return null;
+        if (isRefusal(err) && err.kind === "conflict") return null;
         throw err;
       }
     },

@@ -17,6 +17,7 @@ import {
   yamlFlowNestingBeyond,
 } from "../../coordinator/api/bodies.js";
 import { FakeViews } from "./fake-views.js";
+import { unusedGroups } from "../../coordinator/api/unused-deps.js";
 import type { StatefulInstanceSpec } from "../../shared/spec.js";
 
 const TOKEN = "bodies-test-token-0123456789abcdef";
@@ -51,6 +52,7 @@ beforeAll(async () => {
   views = new FailingViews();
   api = createApiServer({
     views,
+    groups: unusedGroups(),
     adminToken: TOKEN,
     agentBundlePath: join(dir, "agent.js"),
     onAgentUpgrade: (_req, socket) => {

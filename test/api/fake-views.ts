@@ -1,6 +1,8 @@
-import type { EventsResponse, InstanceDetail, InstanceSummary, Workflow } from "../../shared/api.js";
+import type { EventsResponse, InstanceDetail, InstanceSummary, Savings, Workflow } from "../../shared/api.js";
+import type { KeepSet } from "../../shared/deletion.js";
 import type { StatefulInstanceSpec } from "../../shared/spec.js";
-import { ApiFault, type CoordinatorViews } from "../../coordinator/api/types.js";
+import type { CoordinatorViews } from "../../coordinator/api/types.js";
+import { Refusal } from "../../coordinator/refusal.js";
 
 /** An in-memory CoordinatorViews for API and CLI tests: behaves like the service's views. */
 export class FakeViews implements CoordinatorViews {
@@ -48,7 +50,7 @@ export class FakeViews implements CoordinatorViews {
   }
   async createInstance(spec: StatefulInstanceSpec): Promise<{ workflowId: string }> {
     if (this.instances.has(spec.name))
-      throw new ApiFault("conflict", `a stateful instance named ${JSON.stringify(spec.name)} already exists`);
+      throw new Refusal("conflict", `a stateful instance named ${JSON.stringify(spec.name)} already exists`);
     this.created.push(spec);
     const workflowId = `wf-${++this.seq}`;
     this.instances.set(spec.name, {
@@ -82,7 +84,7 @@ export class FakeViews implements CoordinatorViews {
   }
   async runOperation(name: string, op: "pause" | "resume" | "recycle" | "snapshot"): Promise<{ workflowId: string }> {
     const running = [...this.workflows.values()].find((w) => w.instance === name && w.status === "running");
-    if (running) throw new ApiFault("conflict", `${name} is busy with workflow ${running.id} (${running.kind})`);
+    if (running) throw new Refusal("conflict", `${name} is busy with workflow ${running.id} (${running.kind})`);
     const workflowId = `wf-${++this.seq}`;
     this.workflows.set(workflowId, {
       id: workflowId,
@@ -95,6 +97,19 @@ export class FakeViews implements CoordinatorViews {
       steps: [],
     });
     return { workflowId };
+  }
+  // The operations below are not faked: a test that needs one overrides it in a subclass.
+  async updateInstance(_name: string, _spec: StatefulInstanceSpec, _o: { recycle: boolean }): Promise<{ workflowId: string | null }> {
+    throw new Error("views.updateInstance: not used by this test");
+  }
+  async importInstance(_req: Parameters<CoordinatorViews["importInstance"]>[0]): ReturnType<CoordinatorViews["importInstance"]> {
+    throw new Error("views.importInstance: not used by this test");
+  }
+  async deleteInstance(_name: string, _o: { keep: KeepSet; ttlHours: number | null }): Promise<{ workflowId: string; archivedAs: string }> {
+    throw new Error("views.deleteInstance: not used by this test");
+  }
+  async savings(): Promise<Savings> {
+    throw new Error("views.savings: not used by this test");
   }
 
   /** Seed a running instance with one finished replacement. */

@@ -8,7 +8,9 @@ import { loadOrCreateAdminToken } from "../../coordinator/api/token.js";
 import { Metrics } from "../../coordinator/metrics.js";
 import { EventsResponse, InstanceDetail, InstanceSummary, Workflow } from "../../shared/api.js";
 import { FakeViews } from "./fake-views.js";
+import { unusedGroups } from "../../coordinator/api/unused-deps.js";
 import { NotLeaderError } from "../../coordinator/ha/lease.js";
+import { Refusal } from "../../coordinator/refusal.js";
 
 const spec = {
   name: "web-db",
@@ -36,6 +38,7 @@ beforeAll(async () => {
   metrics.setInstanceStateSource(async () => ({ running: (await views.listInstances()).filter((i) => i.state === "running").length }));
   api = createApiServer({
     views,
+    groups: unusedGroups(),
     adminToken: token,
     agentBundlePath: join(dir, "agent.js"),
     onAgentUpgrade: (_req, socket) => socket.end("HTTP/1.1 101 Switching Protocols\r\n\r\n"),
@@ -191,6 +194,32 @@ describe("a standby coordinator", () => {
     }
   });
 
+  it("answers each kind of domain refusal with its status and the kind as the error code", async () => {
+    const original = views.createInstance;
+    try {
+      for (const [kind, status] of [
+        ["not-found", 404],
+        ["conflict", 409],
+        ["invalid", 400],
+        ["unavailable", 503],
+      ] as const) {
+        views.createInstance = async () => {
+          throw new Refusal(kind, `refused as ${kind}`);
+        };
+        const res = await call("/api/v1/instances", {
+          method: "POST",
+          headers: JSON_TYPE,
+          body: JSON.stringify({ ...spec, name: "new-db" }),
+        });
+        expect(res.status, kind).toBe(status);
+        expect(res.headers.get("retry-after"), kind).toBe(kind === "unavailable" ? "5" : null);
+        expect(await res.json()).toEqual({ error: { code: kind, message: `refused as ${kind}` } });
+      }
+    } finally {
+      views.createInstance = original;
+    }
+  });
+
   it("a write refused because this coordinator stopped leading mid-request is 503 not-leader, not 500", async () => {
     const original = views.createInstance;
     views.createInstance = async () => {
@@ -246,6 +275,7 @@ describe("public endpoints", () => {
     let open = 950;
     const near = createApiServer({
       views,
+      groups: unusedGroups(),
       adminToken: token,
       agentBundlePath: join(dir, "agent.js"),
       onAgentUpgrade: (_req, socket) => socket.destroy(),

@@ -7,6 +7,7 @@ import { createServer, type AddressInfo } from "node:net";
 import { createApiServer, type ApiServer } from "../../coordinator/api/server.js";
 import { loadOrCreateAdminToken } from "../../coordinator/api/token.js";
 import { FakeViews } from "../api/fake-views.js";
+import { unusedGroups } from "../../coordinator/api/unused-deps.js";
 import { CLI as cli, ensureBuilt } from "./built.js";
 let api: ApiServer;
 let url: string;
@@ -44,6 +45,8 @@ beforeAll(async () => {
   views.seedRunning();
   api = createApiServer({
     views,
+    // `status` lists the groups beside the instances: there are none.
+    groups: unusedGroups({ list: async () => [] }),
     adminToken: token,
     agentBundlePath: "/nonexistent",
     onAgentUpgrade: (_r, s) => s.destroy(),

@@ -12,6 +12,7 @@ import type { KeepSet } from "../../shared/deletion.js";
 import { createApiServer, type ApiServer } from "../../coordinator/api/server.js";
 import { loadOrCreateAdminToken } from "../../coordinator/api/token.js";
 import { FakeViews } from "../api/fake-views.js";
+import { unusedGroups } from "../../coordinator/api/unused-deps.js";
 import { CLI as cli, ensureBuilt } from "./built.js";
 
 class DeletingViews extends FakeViews {
@@ -21,7 +22,7 @@ class DeletingViews extends FakeViews {
     this.listed.push(o?.includeDeleted);
     return super.listInstances().filter((i) => o?.includeDeleted || i.state !== "deleted");
   }
-  async deleteInstance(name: string, o: { keep: KeepSet; ttlHours: number | null }) {
+  override async deleteInstance(name: string, o: { keep: KeepSet; ttlHours: number | null }) {
     this.deletes.push({ name, ...o });
     return { workflowId: "wf-delete-1", archivedAs: `${name}~2026-01-01T00:00:00.000Z` };
   }
@@ -53,6 +54,8 @@ beforeAll(async () => {
   views.seedRunning();
   api = createApiServer({
     views,
+    // `status` lists the groups beside the instances: there are none.
+    groups: unusedGroups({ list: async () => [] }),
     adminToken: token,
     agentBundlePath: "/nonexistent",
     onAgentUpgrade: (_r, s) => s.destroy(),

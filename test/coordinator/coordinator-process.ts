@@ -135,6 +135,17 @@ export async function coordinatorSlot(env: Env, dir: string, id: string, timeSca
 }
 
 /**
+ * The command line up to the coordinator's flags: the built `spotkeep coordinator`, or with `crash`
+ * the same command from the sources through test/coordinator/crashing-coordinator.ts, which
+ * SIGKILLs the process right after step `crash.n` of a `crash.kind` workflow is recorded.
+ */
+export function coordinatorCommand(crash?: { kind: string; n: number }): string[] {
+  return crash
+    ? ["--import", "tsx", join(ROOT, "test", "coordinator", "crashing-coordinator.ts"), crash.kind, String(crash.n)]
+    : [join(ROOT, "bin", "spotkeep.js"), "coordinator"];
+}
+
+/**
  * `spotkeep coordinator --config` of a slot, armed to SIGKILL itself after step `crash.n` of a
  * `crash.kind` workflow. A free port can be taken by another process (an outgoing connection's
  * ephemeral port) before the coordinator binds it: while nothing depends on the slot's port yet
@@ -157,18 +168,13 @@ export async function startCoordinatorCli(
       // spotkeep-tagged resources: the first start on the slot's new data directory accepts the
       // empty store for this start only (later starts check as usual).
       const args = [
-        join(ROOT, "bin", "spotkeep.js"),
-        "coordinator",
+        ...coordinatorCommand(o.crash),
         "--config",
         slot.cfgFile,
         ...(o.firstStart ? ["--accept-empty-store"] : []),
         ...(o.acceptRestored ? ["--accept-restored-store"] : []),
       ];
-      return await spawnCoordinator(args, {
-        ownerDir: o.ownerDir,
-        children: o.children,
-        env: { SPOTKEEP_CRASH_AFTER_STEP: o.crash ? String(o.crash.n) : "", SPOTKEEP_CRASH_KIND: o.crash?.kind ?? "" },
-      });
+      return await spawnCoordinator(args, { ownerDir: o.ownerDir, children: o.children });
     } catch (err) {
       if (!o.firstStart || attempt >= 3 || !/EADDRINUSE/.test((err as Error).message)) throw err;
       const port = await freePort();

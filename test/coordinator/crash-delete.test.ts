@@ -1,6 +1,6 @@
 /**
  * Crash test of the delete runbook: the coordinator process is SIGKILLed right after step n of a
- * delete is recorded (SPOTKEEP_CRASH_KIND=delete, SPOTKEEP_CRASH_AFTER_STEP=n), for every step, with
+ * delete is recorded (test/coordinator/crashing-coordinator.ts delete n), for every step, with
  * nothing kept and with keep=volumes,network, then restarted. Every run must end `deleted` under its
  * archived name with the name free, no EC2 instance left, nothing orphaned (every resource tagged
  * with the instance is one the delete kept) and the kept volume and ENI the very ones it had,

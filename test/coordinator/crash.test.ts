@@ -1,6 +1,6 @@
 /**
  * Crash test: the coordinator process is SIGKILLed right after step n of a runbook is recorded
- * (SPOTKEEP_CRASH_KIND=kind, SPOTKEEP_CRASH_AFTER_STEP=n), for every step of create, replace,
+ * (test/coordinator/crashing-coordinator.ts kind n), for every step of create, replace,
  * pause, resume and recycle in turn, then restarted. Every run must end where the runbook leads
  * (running on the next generation, or paused) with at most one live EC2 instance, no duplicate
  * launch, the same data volume and ENI (no orphaned or deleted one) and every acknowledged record

@@ -7,11 +7,18 @@ import { readFileSync } from "node:fs";
 import { startCoordinator } from "../../coordinator/service.js";
 
 const config = JSON.parse(readFileSync(process.argv[2]!, "utf8"));
-const coord = await startCoordinator({
-  config,
-  crashAfterEventRecord: process.argv[3] === "crash",
-  log: (line) => process.stdout.write(`${line}\n`),
-});
+const log = (line: string) => process.stdout.write(`${line}\n`);
+const coord = await startCoordinator(
+  { config, log },
+  process.argv[3] === "crash"
+    ? {
+        afterEventRecord: (eventId) => {
+          log(`crash hook: killing myself after recording event ${eventId}`);
+          process.kill(process.pid, "SIGKILL");
+        },
+      }
+    : {},
+);
 process.once("SIGTERM", () => {
   coord.stop().then(
     () => process.exit(0),

@@ -21,6 +21,7 @@ import { hashSessionSecret, sessionSecretMatches } from "../../coordinator/agent
 import { clientAddress, normaliseAddress, parseTrustedProxies } from "../../coordinator/agents/source-address.js";
 import { createApiServer, type ApiServer } from "../../coordinator/api/server.js";
 import { FakeViews } from "../api/fake-views.js";
+import { unusedGroups } from "../../coordinator/api/unused-deps.js";
 
 const ID = "i-0123456789abcdef0";
 const IP = "172.31.0.10";
@@ -560,6 +561,7 @@ describe("2,000 idle WebSockets against the API server and hub", () => {
     writeFileSync(join(dir, "agent.js"), "//\n");
     const api: ApiServer = createApiServer({
       views: new FakeViews(),
+      groups: unusedGroups(),
       adminToken: "idle-sockets-token-0123456789abcdef",
       agentBundlePath: join(dir, "agent.js"),
       onAgentUpgrade: hub.handleUpgrade,

@@ -15,12 +15,13 @@ import { crashCaseEvidence, withEvidence } from "../support/evidence.js";
 import {
   adminApi,
   type CoordinatorChild,
+  coordinatorCommand,
   coordinatorSlot,
   killAll,
   SLOT_CHECK_INTERVAL_MS,
   spawnCoordinator,
 } from "./coordinator-process.js";
-import { ensureAgentBundle, type Env, ROOT, startEnv, until } from "./harness.js";
+import { ensureAgentBundle, type Env, startEnv, until } from "./harness.js";
 
 const SCALE = 0.03;
 /** How far before the due time the armed coordinator's calendar starts (real ms: the calendar runs on the wall clock). */
@@ -73,14 +74,10 @@ describe("scheduled tasks across a coordinator SIGKILL", () => {
     const api = () => adminApi(`http://127.0.0.1:${s.port}`);
     const runs: CoordinatorChild[] = [];
     const start = async (calendarAt: string, crash = false): Promise<CoordinatorChild> => {
-      const c = await spawnCoordinator([join(ROOT, "bin", "spotkeep.js"), "coordinator", "--config", s.cfgFile], {
+      const c = await spawnCoordinator([...coordinatorCommand(crash ? { kind: "pause", n: 1 } : undefined), "--config", s.cfgFile], {
         ownerDir: dir,
         children,
-        env: {
-          SPOTKEEP_CALENDAR_AT: calendarAt,
-          SPOTKEEP_CRASH_AFTER_STEP: crash ? "1" : "",
-          SPOTKEEP_CRASH_KIND: crash ? "pause" : "",
-        },
+        env: { SPOTKEEP_CALENDAR_AT: calendarAt },
       });
       runs.push(c);
       return c;

@@ -57,16 +57,20 @@ function fillDisk(): void {
 }
 
 async function start(): Promise<Coordinator> {
-  return startCoordinator({
-    config: coordinatorConfig(env, dataDir, 1, { lostCheckIntervalMs: 60_000 }),
-    log: process.env.SPOTKEEP_TEST_LOG ? (l) => console.log(l) : undefined,
-    afterStep: (wf, seq, name) => {
-      if (fillAfter && wf.kind === fillAfter.kind && seq === fillAfter.seq && !fillAfter.at) {
-        fillAfter.at = `${wf.kind} step ${seq} (${name})`;
-        fillDisk();
-      }
+  return startCoordinator(
+    {
+      config: coordinatorConfig(env, dataDir, 1, { lostCheckIntervalMs: 60_000 }),
+      log: process.env.SPOTKEEP_TEST_LOG ? (l) => console.log(l) : undefined,
     },
-  });
+    {
+      afterStep: (wf, seq, name) => {
+        if (fillAfter && wf.kind === fillAfter.kind && seq === fillAfter.seq && !fillAfter.at) {
+          fillAfter.at = `${wf.kind} step ${seq} (${name})`;
+          fillDisk();
+        }
+      },
+    },
+  );
 }
 
 beforeAll(async () => {

@@ -13,8 +13,8 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pg from "pg";
 import type { PostgresServer } from "../support/pg-server.js";
-import { adminApi, type CoordinatorChild, freePort, spawnCoordinator } from "../coordinator/coordinator-process.js";
-import { coordinatorConfig, type Env, liveInstances, readAcks, readRecords, ROOT, until } from "../coordinator/harness.js";
+import { adminApi, type CoordinatorChild, coordinatorCommand, freePort, spawnCoordinator } from "../coordinator/coordinator-process.js";
+import { coordinatorConfig, type Env, liveInstances, readAcks, readRecords, until } from "../coordinator/harness.js";
 
 export const LEASE_SECONDS = 2;
 const LEASE_LOST_EXIT_CODE = 75;
@@ -89,10 +89,9 @@ export async function startNode(
   n: HaNode,
   o: { ownerDir: string; children: Set<ChildProcess>; crash?: { kind: string; n: number } },
 ): Promise<CoordinatorChild> {
-  n.proc = await spawnCoordinator([join(ROOT, "bin", "spotkeep.js"), "coordinator", "--config", n.cfgFile], {
+  n.proc = await spawnCoordinator([...coordinatorCommand(o.crash), "--config", n.cfgFile], {
     ownerDir: o.ownerDir,
     children: o.children,
-    env: { SPOTKEEP_CRASH_AFTER_STEP: o.crash ? String(o.crash.n) : "", SPOTKEEP_CRASH_KIND: o.crash?.kind ?? "" },
   });
   return n.proc;
 }
