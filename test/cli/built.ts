@@ -4,7 +4,8 @@
  * than the build (a few milliseconds of stat calls when it is fresh).
  */
 import { execFileSync } from "node:child_process";
-import { readdirSync, statSync } from "node:fs";
+import { readdirSync, renameSync, statSync } from "node:fs";
+import { buildSync } from "esbuild";
 import { join } from "node:path";
 
 export const ROOT = join(import.meta.dirname, "..", "..");
@@ -35,4 +36,38 @@ export function ensureBuilt(): void {
   const sources = Math.max(...SOURCES.map((d) => newestSource(join(ROOT, d))), builtAt(join(ROOT, "scripts", "build.mjs")));
   if (OUTPUTS.every((f) => builtAt(f) >= sources)) return;
   execFileSync(process.execPath, [join(ROOT, "scripts", "build.mjs")], { stdio: "ignore" });
+}
+
+/**
+ * test/coordinator/crashing-coordinator.ts bundled the way the CLI is (npm dependencies included,
+ * better-sqlite3 external), so a crash test's coordinator starts as fast as the built product
+ * instead of compiling the sources through tsx at every start. It lands in a dist/cli/ folder of
+ * its own under test-output/ (never in the package's dist/): the coordinator finds its package
+ * root by walking up to package.json, and better-sqlite3 resolves from the repository's
+ * node_modules. Rebuilt when a source is newer; written beside and renamed, so workers building
+ * it at once never see half a file.
+ */
+export function crashingCoordinator(): string {
+  const out = join(ROOT, "test-output", "build", "dist", "cli", "crashing-coordinator.mjs");
+  const entry = join(ROOT, "test", "coordinator", "crashing-coordinator.ts");
+  const sources = Math.max(...SOURCES.map((d) => newestSource(join(ROOT, d))), builtAt(entry));
+  if (builtAt(out) >= sources) return out;
+  const tmp = `${out}.${process.pid}.tmp`;
+  buildSync({
+    entryPoints: [entry],
+    outfile: tmp,
+    bundle: true,
+    platform: "node",
+    target: "node20.19",
+    format: "esm",
+    external: ["better-sqlite3", "better-sqlite3-13"],
+    mainFields: ["module", "main"],
+    banner: {
+      js: 'import { createRequire as __spotkeepCreateRequire } from "node:module";\nconst require = __spotkeepCreateRequire(import.meta.url);',
+    },
+    legalComments: "none",
+    logLevel: "warning",
+  });
+  renameSync(tmp, out);
+  return out;
 }

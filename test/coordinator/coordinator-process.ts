@@ -6,6 +6,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
+import { crashingCoordinator } from "../cli/built.js";
 import type { Budget } from "../support/budgets.js";
 import { coordinatorConfig, type Env, OWNER_ENV, ROOT, until } from "./harness.js";
 
@@ -136,13 +137,11 @@ export async function coordinatorSlot(env: Env, dir: string, id: string, timeSca
 
 /**
  * The command line up to the coordinator's flags: the built `spotkeep coordinator`, or with `crash`
- * the same command from the sources through test/coordinator/crashing-coordinator.ts, which
+ * the same command through test/coordinator/crashing-coordinator.ts (bundled like the CLI), which
  * SIGKILLs the process right after step `crash.n` of a `crash.kind` workflow is recorded.
  */
 export function coordinatorCommand(crash?: { kind: string; n: number }): string[] {
-  return crash
-    ? ["--import", "tsx", join(ROOT, "test", "coordinator", "crashing-coordinator.ts"), crash.kind, String(crash.n)]
-    : [join(ROOT, "bin", "spotkeep.js"), "coordinator"];
+  return crash ? [crashingCoordinator(), crash.kind, String(crash.n)] : [join(ROOT, "bin", "spotkeep.js"), "coordinator"];
 }
 
 /**

@@ -1,8 +1,10 @@
 /**
  * `spotkeep coordinator` that SIGKILLs itself right after step N of a KIND workflow is recorded, for
- * the crash tests; run as a child process from the sources:
+ * the crash tests, run as a child process:
  *
- *   node --import tsx test/coordinator/crashing-coordinator.ts KIND N [spotkeep coordinator flags…]
+ *   node test-output/build/dist/cli/crashing-coordinator.mjs KIND N [spotkeep coordinator flags…]
+ *
+ * (built from this file by crashingCoordinator() in test/cli/built.ts; `node --import tsx` runs it from the sources)
  *
  * The flags and the config are the product command's own (`runCoordinator`, cli/commands/coordinator.ts);
  * the crash is the one thing added, through the coordinator's instrumentation hooks. Before the kill
