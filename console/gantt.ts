@@ -38,7 +38,8 @@ export function Gantt({ t, now }: { t: Timeline; now: number }) {
   const critical = new Set(t.criticalPath);
   const byName = (n: string) => t.steps.find((s) => s.name === n);
   const ready = ms(byName(STEP.restore)?.endedAt ?? null);
-  const quiesce = ms(byName(STEP.quiesce)?.startedAt ?? null);
+  // The coordinator says where the downtime began (a make-before-break's is its cutover quiesce).
+  const quiesce = ms(t.downtimeFrom ?? byName(STEP.quiesce)?.startedAt ?? null);
   const bands: Array<{ label: string; from: number; to: number; cls: string }> = [];
   if (t.kind === "replace" && ready !== null) {
     bands.push({ label: `downtime ${seconds(t.downtimeSeconds)}`, from: quiesce ?? start, to: ready, cls: "band-downtime" });

@@ -59,9 +59,37 @@ describe("timeline read model", () => {
       if (!wf) throw new Error("workflow not recorded");
       const t = await new Views(store, 0.1).timeline(wf); // real = model × 0.1
       expect(t.downtimeSeconds).toBe(19); // (2000 - 100) ms real / 0.1
+      expect(t.downtimeFrom).toBe(new Date(1_000_100).toISOString());
       expect(t.recoverySeconds).toBe(20);
       expect(t.steps.map((s) => s.durationMs)).toEqual([4000, 15000]);
       expect(t.criticalPath).toEqual(["quiesce", "restore"]);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it("a make-before-break's downtime begins at its cutover quiesce, not at the workflow's start", async () => {
+    dir = mkdtempSync(join(tmpdir(), "spotkeep-views-"));
+    let now = 1_000_000;
+    const store = SqliteStore.open(join(dir, "db.sqlite"), () => now);
+    try {
+      await store.instances.insert("db", { name: "db" } as StatefulInstanceSpec, "running");
+      await store.workflows.insert({ id: "wf-2", kind: "replace", instance: "db", input: { trigger: "recycle" }, trigger: "recycle" });
+      await store.steps.start("wf-2", 1, "mbb-launch");
+      now += 5000; // the replacement boots while the old instance serves
+      await store.steps.complete("wf-2", 1, null);
+      await store.steps.start("wf-2", 2, "cutover-quiesce");
+      now += 300;
+      await store.steps.complete("wf-2", 2, null);
+      await store.steps.start("wf-2", 3, "restore");
+      now += 700;
+      await store.steps.complete("wf-2", 3, null);
+      const wf = await store.workflows.get("wf-2");
+      if (!wf) throw new Error("workflow not recorded");
+      const t = await new Views(store, 1).timeline(wf);
+      expect(t.downtimeFrom).toBe(new Date(1_005_000).toISOString());
+      expect(t.downtimeSeconds).toBe(1);
+      expect(t.recoverySeconds).toBe(6);
     } finally {
       await store.close();
     }

@@ -165,6 +165,7 @@ export class Views {
       finishedAt: iso(w.finishedAt),
       outcome: w.status,
       downtimeSeconds: downFrom != null && ready != null ? model(ready - downFrom) : null,
+      downtimeFrom: iso(downFrom),
       recoverySeconds: w.kind === "replace" && ready != null ? model(ready - w.startedAt) : null,
       steps: steps.map((s) => this.step(s)),
       criticalPath: criticalPath(steps),

@@ -148,6 +148,8 @@ export const Timeline = z.object({
   outcome: z.enum(["running", "succeeded", "failed", "cancelled"]),
   /** Downtime: from quiesce start on the old instance to the workload serving on the new one. */
   downtimeSeconds: z.number().nullable(),
+  /** When the downtime began: the quiesce, or a make-before-break's cutover quiesce (the workflow's start without one). */
+  downtimeFrom: z.string().nullable().optional(),
   /** Recovery time: from the notice to the replacement reported ready. */
   recoverySeconds: z.number().nullable(),
   steps: z.array(WorkflowStep),
