@@ -1,8 +1,8 @@
 /**
- * Names of workflow steps that code outside the runbooks reads as well as the runbooks that record
- * them: the bring-up and retire sequence of a generation (coordinator/workflow/runbooks/generation.ts),
- * and the quiesce steps that start a replacement's downtime. The coordinator's views, its end-of-
- * workflow handling and the console's Gantt chart find steps by these names. A name is what the
+ * The names of workflow steps, for the runbooks that record them and for the code that reads them:
+ * the coordinator's views and end-of-workflow handling, the console's Gantt chart and the crash
+ * tests' matrix. `STEP` holds the fixed names, `STEP_OF` the names of steps that act on one thing
+ * (a device, a group member). A name is what the
  * store records for a step, so it stays as it is: a step that takes another name replays its old
  * one through RENAMED_STEPS.
  */
@@ -21,4 +21,63 @@ export const STEP = {
   quiesce: "quiesce",
   /** The old instance quiesced for good in a make-before-break cutover, after its replacement is ready. */
   cutoverQuiesce: "cutover-quiesce",
+  abandon: "abandon",
+  adopt: "adopt",
+  begin: "begin",
+  createEni: "create-eni",
+  deleteEni: "delete-eni",
+  deleteSnapshots: "delete-snapshots",
+  deregisterImages: "deregister-images",
+  detachEni: "detach-eni",
+  freeze: "freeze",
+  image: "image",
+  keep: "keep",
+  keepEni: "keep-eni",
+  keepVolumes: "keep-volumes",
+  load: "load",
+  mbbDeleteUnreadyRoot: "mbb-delete-unready-root",
+  mbbLaunch: "mbb-launch",
+  mbbSubnets: "mbb-subnets",
+  mbbTerminateUnready: "mbb-terminate-unready",
+  mbbWaitReady: "mbb-wait-ready",
+  plan: "plan",
+  probeSpotCapacity: "probe-spot-capacity",
+  removeGroup: "remove-group",
+  resolve: "resolve",
+  rollback: "rollback",
+  snapshotLostRoot: "snapshot-lost-root",
+  snapshotRoot: "snapshot-root",
+  stop: "stop",
+  subnets: "subnets",
+  terminate: "terminate",
+  terminateOriginal: "terminate-original",
+  thaw: "thaw",
+  untag: "untag",
+  waitOriginalTerminated: "wait-original-terminated",
+  waitSnapshots: "wait-snapshots",
+  waitTerminated: "wait-terminated",
+  /** A load balancer's steps (spec `loadBalancers`). */
+  deregisterTargets: "deregister-targets",
+  drainTargets: "drain-targets",
+  registerTargets: "register-targets",
+  waitTargetsHealthy: "wait-targets-healthy",
+} as const;
+
+/** Steps named after the one thing they act on: a data volume's device, or a group member. */
+export const STEP_OF = {
+  createVolume: (device: string) => `create-volume ${device}`,
+  attach: (device: string) => `attach ${device}`,
+  detach: (device: string) => `detach ${device}`,
+  deleteVolume: (device: string) => `delete-volume ${device}`,
+  /** A data volume's snapshot; `prefix` "cross-az " when a replacement moves to another AZ. */
+  snapshot: (device: string, prefix = "") => `${prefix}snapshot ${device}`,
+  waitSnapshots: (prefix = "") => `${prefix}wait-snapshots`,
+  allocateMember: (member: string) => `allocate ${member}`,
+  createMember: (member: string) => `create ${member}`,
+  waitMemberReady: (member: string) => `wait ${member} ready`,
+  deleteMember: (member: string) => `delete ${member}`,
+  waitMemberDeleted: (member: string) => `wait ${member} deleted`,
+  releaseMember: (member: string) => `release ${member}`,
+  rollMember: (member: string) => `roll ${member}`,
+  waitMember: (member: string) => `wait ${member}`,
 } as const;

@@ -9,6 +9,7 @@
  * `create` records the member and starts its create runbook with that address; `release` returns a
  * deleted member's address to the pool.
  */
+import { STEP, STEP_OF } from "../../shared/steps.js";
 import { insertedAs } from "../lifecycle.js";
 import { memberName } from "../../shared/group-spec.js";
 import type { StatefulInstanceSpec } from "../../shared/spec.js";
@@ -34,7 +35,7 @@ export function groupScaleRunbook(deps: GroupRunbookDeps): Runbook<GroupScaleInp
   const store = deps.run.store;
   return async (ctx, input) => {
     const { group, to } = input;
-    const plan = await ctx.step("plan", async () => {
+    const plan = await ctx.step(STEP.plan, async () => {
       const members = await store.groups.members(group);
       const have = new Set(members.map((m) => m.ordinal));
       const add: number[] = [];
@@ -50,14 +51,14 @@ export function groupScaleRunbook(deps: GroupRunbookDeps): Runbook<GroupScaleInp
     const created: Array<{ ordinal: number; workflowId: string }> = [];
     for (const k of plan.add) {
       const name = memberName(group, k);
-      await ctx.step(`allocate ${name}`, () => allocate(deps, ctx, group, k), EC2_POLICY);
-      const wf = await ctx.step(`create ${name}`, () => createMember(deps, ctx, group, k), STORE_POLICY);
+      await ctx.step(STEP_OF.allocateMember(name), () => allocate(deps, ctx, group, k), EC2_POLICY);
+      const wf = await ctx.step(STEP_OF.createMember(name), () => createMember(deps, ctx, group, k), STORE_POLICY);
       created.push({ ordinal: k, workflowId: wf });
     }
     await ctx.all(
       created.map((c) =>
         step(
-          `wait ${memberName(group, c.ordinal)} ready`,
+          STEP_OF.waitMemberReady(memberName(group, c.ordinal)),
           async () => {
             await waitWorkflow(deps, ctx, c.workflowId, `creating ${memberName(group, c.ordinal)}`);
           },
@@ -70,13 +71,13 @@ export function groupScaleRunbook(deps: GroupRunbookDeps): Runbook<GroupScaleInp
     const deleting: Array<{ ordinal: number; workflowId: string | null }> = [];
     for (const k of plan.remove) {
       const name = memberName(group, k);
-      const wf = await ctx.step(`delete ${name}`, () => deleteMember(deps, ctx, input, k), WAIT_POLICY);
+      const wf = await ctx.step(STEP_OF.deleteMember(name), () => deleteMember(deps, ctx, input, k), WAIT_POLICY);
       deleting.push({ ordinal: k, workflowId: wf });
     }
     await ctx.all(
       deleting.map((d) =>
         step(
-          `wait ${memberName(group, d.ordinal)} deleted`,
+          STEP_OF.waitMemberDeleted(memberName(group, d.ordinal)),
           async () => {
             if (d.workflowId) await waitWorkflow(deps, ctx, d.workflowId, `deleting ${memberName(group, d.ordinal)}`);
           },
@@ -87,7 +88,7 @@ export function groupScaleRunbook(deps: GroupRunbookDeps): Runbook<GroupScaleInp
     for (const d of deleting) {
       const name = memberName(group, d.ordinal);
       await ctx.step(
-        `release ${name}`,
+        STEP_OF.releaseMember(name),
         async () => {
           await store.tx(async (t) => {
             const m = (await t.groups.members(group)).find((x) => x.ordinal === d.ordinal);
@@ -106,7 +107,7 @@ export function groupScaleRunbook(deps: GroupRunbookDeps): Runbook<GroupScaleInp
     }
     if (input.removeGroup)
       await ctx.step(
-        "remove-group",
+        STEP.removeGroup,
         async () => {
           await store.tx(async (t) => {
             if ((await t.groups.members(group)).length > 0) throw new Failure("resource-lost", `group ${group} still has members`);

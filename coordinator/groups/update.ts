@@ -7,6 +7,7 @@
  * member to be healthy when the template has health checks). The first failure stops the roll-out;
  * the group's state says where.
  */
+import { STEP, STEP_OF } from "../../shared/steps.js";
 import { factsOf, refusalOf } from "../lifecycle.js";
 import type { StatefulInstanceSpec } from "../../shared/spec.js";
 import { memberName } from "../../shared/group-spec.js";
@@ -23,14 +24,18 @@ export function groupUpdateRunbook(deps: GroupRunbookDeps): Runbook<GroupUpdateI
   const store = deps.run.store;
   return async (ctx, input) => {
     const { group } = input;
-    const ordinals = await ctx.step("plan", async () =>
+    const ordinals = await ctx.step(STEP.plan, async () =>
       (await store.groups.members(group)).filter((m) => m.status === "active").map((m) => m.ordinal),
     );
     for (const [i, k] of ordinals.entries()) {
       const name = memberName(group, k);
-      const rolled = await ctx.step(`roll ${name}`, () => rollMember(deps, ctx, input, k, `${i + 1} of ${ordinals.length}`), WAIT_POLICY);
+      const rolled = await ctx.step(
+        STEP_OF.rollMember(name),
+        () => rollMember(deps, ctx, input, k, `${i + 1} of ${ordinals.length}`),
+        WAIT_POLICY,
+      );
       await ctx.step(
-        `wait ${name}`,
+        STEP_OF.waitMember(name),
         async () => {
           if (!rolled.workflowId) return;
           await waitWorkflow(deps, ctx, rolled.workflowId, `recycling ${name}`);

@@ -9,6 +9,7 @@
  * the bring-up's `attach-eni` puts the stable ENI at device index 1 beside the volumes; the agent
  * configures it.
  */
+import { STEP, STEP_OF } from "../../../shared/steps.js";
 import { errorCode } from "../../cloud/errors.js";
 import { TAG } from "../../cloud/gateway.js";
 import type { DataVolume, NetworkIdentity } from "../../db/store.js";
@@ -32,7 +33,7 @@ export function createRunbook(deps: RunbookDeps): Runbook<CreateInput> {
 
     // 1. Resolve the spec's image and subnets (a missing one fails the create: retrying will not make it exist).
     const plan = await ctx.step(
-      "resolve",
+      STEP.resolve,
       async () => {
         const inst = await deps.store.instances.get(name);
         if (!inst) throw new Failure("resource-lost", `stateful instance ${name} no longer exists`);
@@ -93,11 +94,11 @@ export function createRunbook(deps: RunbookDeps): Runbook<CreateInput> {
     const [volumes, eni] = await together(
       ctx.all(
         plan.volumes.map((v) =>
-          step(`create-volume ${v.device}`, () => createDataVolume(deps, ctx, spec, v, home.availabilityZone), MUTATE_POLICY),
+          step(STEP_OF.createVolume(v.device), () => createDataVolume(deps, ctx, spec, v, home.availabilityZone), MUTATE_POLICY),
         ),
       ),
       spec.persistence.network.privateIp === "same-eni"
-        ? ctx.step("create-eni", () => createStableEni(deps, ctx, spec, home.subnetId, address?.privateIp), {
+        ? ctx.step(STEP.createEni, () => createStableEni(deps, ctx, spec, home.subnetId, address?.privateIp), {
             ...MUTATE_POLICY,
             // The group checked the address was free; taken since, it stays taken: fail, naming it.
             retryable: (e) => errorCode(e) !== "InvalidIPAddress.InUse" && (MUTATE_POLICY.retryable?.(e) ?? true),

@@ -19,6 +19,7 @@
  * on the old instance: the unready replacement is terminated (its root volume deleted once it is
  * gone) and the caller goes on with break-before-make. Every step is safe to re-run (attached already = done, detached already = done).
  */
+import { STEP_OF } from "../../../shared/steps.js";
 import type { StatefulInstanceSpec } from "../../../shared/spec.js";
 import type { DataVolume } from "../../db/store.js";
 import { ONCE, step, type WorkflowContext } from "../engine.js";
@@ -86,12 +87,12 @@ export async function makeBeforeBreak(
   await ctx.event("make-before-break", `launching generation ${generation} in ${begin.eniAz} while ${oldId} keeps serving`);
 
   // 1. Launch now, beside the old instance: its own primary ENI, in the stable ENI's AZ.
-  const subnets = await ctx.step("mbb-subnets", () => describeLaunchSubnets(deps, spec), MUTATE_POLICY);
+  const subnets = await ctx.step(STEP.mbbSubnets, () => describeLaunchSubnets(deps, spec), MUTATE_POLICY);
   let launched: LaunchResult | null = null;
   let notReady: string | null = null;
   try {
     launched = await ctx.step(
-      "mbb-launch",
+      STEP.mbbLaunch,
       () =>
         launchGeneration(deps, ctx, {
           name,
@@ -115,7 +116,7 @@ export async function makeBeforeBreak(
   if (launched) {
     const newId = launched.instanceId;
     ready = await ctx.step(
-      "mbb-wait-ready",
+      STEP.mbbWaitReady,
       () => waitTakeoverReady(deps, ctx, { name, generation, instanceId: newId, input }),
       MUTATE_POLICY,
     );
@@ -125,9 +126,9 @@ export async function makeBeforeBreak(
     let pending: { instanceId: string; rootVolumeId: string } | null = null;
     if (launched) {
       const unready = launched.instanceId;
-      const root = await ctx.step("mbb-terminate-unready", () => terminateUnready(deps, unready), MUTATE_POLICY);
+      const root = await ctx.step(STEP.mbbTerminateUnready, () => terminateUnready(deps, unready), MUTATE_POLICY);
       // A workflow recorded before this step deferred its wait records `true` (it waited here).
-      const now = (await ctx.step("mbb-delete-unready-root", () => deleteUnreadyRootIfFree(deps, root.rootVolumeId), MUTATE_POLICY)) as
+      const now = (await ctx.step(STEP.mbbDeleteUnreadyRoot, () => deleteUnreadyRootIfFree(deps, root.rootVolumeId), MUTATE_POLICY)) as
         | { pending: string | null }
         | true;
       if (now !== true && now.pending) pending = { instanceId: unready, rootVolumeId: now.pending };
@@ -152,10 +153,10 @@ export async function makeBeforeBreak(
   // 4. Move the ENI and the volumes: detach all (in parallel); the bring-up attaches them all.
   const forceAfterMs = forceBudgetMs(deps, input);
   await ctx.all([
-    step("detach-eni", () => detachStableEni(deps, ctx, { eniId: begin.eniId, instanceId: oldId, forceAfterMs }), MUTATE_POLICY),
+    step(STEP.detachEni, () => detachStableEni(deps, ctx, { eniId: begin.eniId, instanceId: oldId, forceAfterMs }), MUTATE_POLICY),
     ...begin.volumes.map((v) =>
       step(
-        `detach ${v.device}`,
+        STEP_OF.detach(v.device),
         () => detachDataVolume(deps, ctx, { volumeId: requireVolumeId(v), device: v.device, instanceId: oldId, forceAfterMs }),
         MUTATE_POLICY,
       ),

@@ -12,6 +12,7 @@
  * the kept resources of an earlier instance of the same name carry the same tag). The base image of
  * the spec is never deregistered: only images spotkeep registered are.
  */
+import { STEP, STEP_OF } from "../../../shared/steps.js";
 import { moveState } from "../../lifecycle.js";
 import { keptList, type KeepSet } from "../../../shared/deletion.js";
 import { isNotFound } from "../../cloud/errors.js";
@@ -55,11 +56,11 @@ export function deleteRunbook(deps: RunbookDeps): Runbook<DeleteInput> {
     const { name, keep } = input;
 
     // 1. Begin: the state `deleting` and the inventory every later step works from.
-    const inv = await ctx.step("begin", () => inventory(deps, input), MUTATE_POLICY);
+    const inv = await ctx.step(STEP.begin, () => inventory(deps, input), MUTATE_POLICY);
 
     // 2. Terminate every EC2 instance of this stateful instance and wait until they are gone.
     await ctx.step(
-      "terminate",
+      STEP.terminate,
       async () => {
         const spec = (await deps.store.instances.get(name))?.spec;
         if (spec) await deregisterForDelete(deps, ctx, spec, inv.instanceIds);
@@ -68,20 +69,20 @@ export function deleteRunbook(deps: RunbookDeps): Runbook<DeleteInput> {
       },
       MUTATE_POLICY,
     );
-    await ctx.step("wait-terminated", () => waitTerminated(deps, ctx, name, inv), MUTATE_POLICY);
+    await ctx.step(STEP.waitTerminated, () => waitTerminated(deps, ctx, name, inv), MUTATE_POLICY);
 
     // 3. Delete what is not kept. Images go before snapshots: a snapshot behind a registered image cannot be deleted.
     await together(
       keep.volumes
         ? Promise.resolve([])
-        : ctx.all(inv.volumes.map((v) => step(`delete-volume ${v.device}`, () => deleteVolume(deps, ctx, v), MUTATE_POLICY))),
-      keep.network ? Promise.resolve(null) : ctx.step("delete-eni", () => deleteEni(deps, ctx, inv.eniId), MUTATE_POLICY),
-      keep.images ? Promise.resolve(null) : ctx.step("deregister-images", () => deregisterImages(deps, inv), MUTATE_POLICY),
+        : ctx.all(inv.volumes.map((v) => step(STEP_OF.deleteVolume(v.device), () => deleteVolume(deps, ctx, v), MUTATE_POLICY))),
+      keep.network ? Promise.resolve(null) : ctx.step(STEP.deleteEni, () => deleteEni(deps, ctx, inv.eniId), MUTATE_POLICY),
+      keep.images ? Promise.resolve(null) : ctx.step(STEP.deregisterImages, () => deregisterImages(deps, inv), MUTATE_POLICY),
     );
     const keptImageSnapshots = keep.images ? inv.images.flatMap((i) => (i.snapshotId ? [i.snapshotId] : [])) : [];
     if (!keep.snapshots) {
       await ctx.step(
-        "delete-snapshots",
+        STEP.deleteSnapshots,
         async () => {
           // A kept image keeps the snapshot behind it (EC2 refuses to delete it while the image exists).
           for (const id of inv.snapshots.filter((s) => !keptImageSnapshots.includes(s))) {
@@ -96,7 +97,7 @@ export function deleteRunbook(deps: RunbookDeps): Runbook<DeleteInput> {
 
     // 4. Record what is kept (store first, then the expiry tag), so the TTL sweep finds it.
     const kept = await ctx.step(
-      "keep",
+      STEP.keep,
       async () => {
         const list: Array<{ id: string; kind: KeptKind }> = [
           ...(keep.volumes ? inv.volumes.map((v) => ({ id: v.volumeId, kind: "volume" as const })) : []),
@@ -129,7 +130,7 @@ export function deleteRunbook(deps: RunbookDeps): Runbook<DeleteInput> {
     );
 
     // 5. Deleted: archived under archiveAs in one transaction, the name free again.
-    await ctx.step("finish", async () => {
+    await ctx.step(STEP.finish, async () => {
       const until = inv.expiresAt === null ? "kept until deleted by hand" : `expire at ${new Date(inv.expiresAt).toISOString()}`;
       const what = kept.length ? `kept ${kept.map((k) => k.id).join(", ")} (${until})` : "nothing kept";
       await deps.store.tx(async (t) => {

@@ -19,6 +19,7 @@
  * fallbacks apply (instance types, then on-demand) and a failure leaves the instance `failed`
  * with everything kept (resume/recycle start from its image, volumes and ENI).
  */
+import { STEP } from "../../../shared/steps.js";
 import { moveState } from "../../lifecycle.js";
 import { TAG } from "../../cloud/gateway.js";
 import type { ImportInput } from "../../import/plan.js";
@@ -38,7 +39,7 @@ export function importRunbook(deps: RunbookDeps): Runbook<ImportInput> {
   return async (ctx, input) => {
     const { name, instanceId } = input;
     const generation = 1;
-    const inst = await ctx.step("load", async () => {
+    const inst = await ctx.step(STEP.load, async () => {
       const i = await deps.store.instances.get(name);
       if (!i) throw new Failure("resource-lost", `stateful instance ${name} no longer exists`);
       await deps.store.generations.ensure(name, generation, ctx.workflowId);
@@ -50,9 +51,9 @@ export function importRunbook(deps: RunbookDeps): Runbook<ImportInput> {
     let rootSnapshot: string | null = null;
     let imageId: string | null = null;
     try {
-      await ctx.step("adopt", () => adopt(deps, ctx, input), MUTATE_POLICY);
+      await ctx.step(STEP.adopt, () => adopt(deps, ctx, input), MUTATE_POLICY);
       await ctx.step(
-        "keep-volumes",
+        STEP.keepVolumes,
         () =>
           deps.ec2
             .setVolumesDeleteOnTermination(
@@ -63,27 +64,27 @@ export function importRunbook(deps: RunbookDeps): Runbook<ImportInput> {
         MUTATE_POLICY,
       );
       await ctx.step(
-        "keep-eni",
+        STEP.keepEni,
         () => deps.ec2.setEniDeleteOnTermination(input.eni.eniId, input.eni.attachmentId, false).then(() => true),
         MUTATE_POLICY,
       );
       if (input.stopFirst) {
-        await ctx.step("stop", () => stopOriginal(deps, ctx, input), MUTATE_POLICY);
-        rootSnapshot = await ctx.step("snapshot-root", () => snapshotOriginalRoot(deps, ctx, input, "stopped"), MUTATE_POLICY);
-        imageId = await ctx.step("image", () => registerImage(deps, ctx, input, rootSnapshot!), MUTATE_POLICY);
+        await ctx.step(STEP.stop, () => stopOriginal(deps, ctx, input), MUTATE_POLICY);
+        rootSnapshot = await ctx.step(STEP.snapshotRoot, () => snapshotOriginalRoot(deps, ctx, input, "stopped"), MUTATE_POLICY);
+        imageId = await ctx.step(STEP.image, () => registerImage(deps, ctx, input, rootSnapshot!), MUTATE_POLICY);
       }
     } catch (err) {
       if (err instanceof WorkflowStopped || err instanceof NonDeterminismError) throw err;
       const why = describeError(err instanceof StepFailedError ? (err.cause ?? err) : err);
-      await ctx.step("rollback", () => rollBack(deps, ctx, input, why), MUTATE_POLICY);
-      await ctx.step("untag", () => untagAdopted(deps, input), MUTATE_POLICY);
-      await ctx.step("abandon", () => abandon(deps, input, why));
+      await ctx.step(STEP.rollback, () => rollBack(deps, ctx, input, why), MUTATE_POLICY);
+      await ctx.step(STEP.untag, () => untagAdopted(deps, input), MUTATE_POLICY);
+      await ctx.step(STEP.abandon, () => abandon(deps, input, why));
       throw err;
     }
 
     // 2. The point of no return: the original goes; its volumes and ENI stay (DeleteOnTermination false).
     await ctx.step(
-      "terminate-original",
+      STEP.terminateOriginal,
       async () => {
         await ctx.event("terminate-original", `terminating ${instanceId}; its volumes and ${input.eni.eniId} are kept`);
         await deps.ec2.terminateInstance(instanceId);
@@ -91,16 +92,16 @@ export function importRunbook(deps: RunbookDeps): Runbook<ImportInput> {
       },
       MUTATE_POLICY,
     );
-    await ctx.step("wait-original-terminated", () => waitOriginalGone(deps, ctx, input), MUTATE_POLICY);
+    await ctx.step(STEP.waitOriginalTerminated, () => waitOriginalGone(deps, ctx, input), MUTATE_POLICY);
     if (!input.stopFirst) {
-      rootSnapshot = await ctx.step("snapshot-root", () => snapshotOriginalRoot(deps, ctx, input, "terminated"), MUTATE_POLICY);
-      imageId = await ctx.step("image", () => registerImage(deps, ctx, input, rootSnapshot!), MUTATE_POLICY);
+      rootSnapshot = await ctx.step(STEP.snapshotRoot, () => snapshotOriginalRoot(deps, ctx, input, "terminated"), MUTATE_POLICY);
+      imageId = await ctx.step(STEP.image, () => registerImage(deps, ctx, input, rootSnapshot!), MUTATE_POLICY);
     }
     if (!imageId) throw new Failure("resource-lost", `no image of ${instanceId}'s root was made`);
     const bootImage = imageId;
 
     // 3. Generation 1: spot (the spec's fallbacks), the same ENI at device index 0, the same volumes.
-    const subnets = await ctx.step("subnets", () => describeLaunchSubnets(deps, spec), MUTATE_POLICY);
+    const subnets = await ctx.step(STEP.subnets, () => describeLaunchSubnets(deps, spec), MUTATE_POLICY);
     const launched = await bringUp(
       deps,
       ctx,

@@ -2,6 +2,7 @@
  * Launching a generation and bringing it to `ready`: the part the create and replace runbooks
  * share. Each function here is ONE step body and safe to re-run.
  */
+import { STEP_OF } from "../../../shared/steps.js";
 import { createHash } from "node:crypto";
 import type { StatefulInstanceSpec } from "../../../shared/spec.js";
 import { canonicalDevice } from "../../../shared/spec.js";
@@ -278,7 +279,7 @@ export async function waitRunning(
 /** One `attach DEVICE` step per data volume, for `ctx.all`: each waits for its volume to be free, then attaches it. */
 export function attachSteps(deps: RunbookDeps, ctx: WorkflowContext, volumes: DataVolume[], instanceId: string): StepDef<void>[] {
   return volumes.map((v) =>
-    step(`attach ${v.device}`, () => attachVolume(deps, ctx, requireVolumeId(v), instanceId, v.device), MUTATE_POLICY),
+    step(STEP_OF.attach(v.device), () => attachVolume(deps, ctx, requireVolumeId(v), instanceId, v.device), MUTATE_POLICY),
   );
 }
 

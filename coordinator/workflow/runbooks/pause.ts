@@ -28,7 +28,7 @@ export function pauseRunbook(deps: RunbookDeps): Runbook<PauseInput> {
     const { name, instanceId, generation } = input;
 
     // 1. Begin: what the instance is made of, and the state `pausing`.
-    const begin = await ctx.step("begin", async () => {
+    const begin = await ctx.step(STEP.begin, async () => {
       const inst = await deps.store.instances.get(name);
       if (!inst) throw new Failure("resource-lost", `stateful instance ${name} no longer exists`);
       const root = await deps.store.root.get(name);
@@ -50,7 +50,7 @@ export function pauseRunbook(deps: RunbookDeps): Runbook<PauseInput> {
     // 3. Capture the root while the instance exists.
     const rootSnapshot = begin.spec.persistence.root
       ? await ctx.step(
-          "snapshot-root",
+          STEP.snapshotRoot,
           () =>
             snapshotRoot(deps, ctx, {
               name,
@@ -69,7 +69,7 @@ export function pauseRunbook(deps: RunbookDeps): Runbook<PauseInput> {
     const [, image] = await ctx.parallel(
       waitOldTerminated(deps, ctx, { name, instanceId, fromGeneration: generation, trigger: "pause" }, begin.eniId),
       step(
-        "image",
+        STEP.image,
         async () =>
           rootSnapshot
             ? registerRootImage(deps, ctx, {
@@ -89,7 +89,7 @@ export function pauseRunbook(deps: RunbookDeps): Runbook<PauseInput> {
     await ctx.step(STEP.deleteOldRoot, () => deleteKeptRoots(deps, ctx, { name, except: null }), MUTATE_POLICY);
 
     // 6. Paused: nothing runs, everything is kept.
-    await ctx.step("finish", async () => {
+    await ctx.step(STEP.finish, async () => {
       const volumes = await deps.store.volumes.list(name);
       await deps.store.tx(async (t) => {
         await t.generations.end(name, generation, "paused");

@@ -23,6 +23,7 @@
  * its own primary ENI and the bring-up's `attach-eni` moves the stable ENI (device index 1) once the
  * old one is gone.
  */
+import { STEP_OF } from "../../../shared/steps.js";
 import { moveState } from "../../lifecycle.js";
 import type { StatefulInstanceSpec } from "../../../shared/spec.js";
 import { classify, errorCode } from "../../cloud/errors.js";
@@ -93,7 +94,7 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
     const generation = input.fromGeneration + 1;
 
     if (input.revertToSpot) {
-      const probe = await ctx.step("probe-spot-capacity", () => probeSpotCapacity(deps, ctx, name), MUTATE_POLICY);
+      const probe = await ctx.step(STEP.probeSpotCapacity, () => probeSpotCapacity(deps, ctx, name), MUTATE_POLICY);
       if (!probe.instanceType) {
         await ctx.event("revert-to-spot", `no spot capacity (${probe.tried.join("; ")}); the on-demand instance ${oldId} keeps serving`);
         return { reverted: false };
@@ -103,7 +104,7 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
         `spot capacity for ${probe.instanceType} in ${probe.availabilityZone}: recycling ${oldId} onto spot`,
       );
     }
-    const begin = await ctx.step("begin", () => beginReplacement(deps, ctx, input, generation));
+    const begin = await ctx.step(STEP.begin, () => beginReplacement(deps, ctx, input, generation));
     const { spec } = begin;
     const secondary = isSecondary(spec);
     let unready: { instanceId: string; rootVolumeId: string } | null = null;
@@ -129,7 +130,7 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
     const dataSnapshots = (prefix: string): StepDef<TakenSnapshot>[] =>
       begin.volumes.map((v) =>
         step(
-          `${prefix}snapshot ${v.device}`,
+          STEP_OF.snapshot(v.device, prefix),
           () =>
             snapshotDataVolume(deps, ctx, {
               name,
@@ -162,7 +163,7 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
       const captureRoot = spec.persistence.root
         ? [
             step(
-              "snapshot-root",
+              STEP.snapshotRoot,
               async () => {
                 const snapshotId = await snapshotRoot(deps, ctx, {
                   name,
@@ -192,7 +193,7 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
     const waitOld = waitOldTerminated(deps, ctx, input, begin.eniId);
     const image = () =>
       step(
-        "image",
+        STEP.image,
         async () =>
           rootSnapshot
             ? registerRootImage(deps, ctx, {
@@ -207,7 +208,7 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
         MUTATE_POLICY,
       );
     const waitSnapshots = (taken: TakenSnapshot[], prefix = "") =>
-      step(`${prefix}wait-snapshots`, () => waitForSnapshots(deps, ctx, name, taken), MUTATE_POLICY);
+      step(STEP_OF.waitSnapshots(prefix), () => waitForSnapshots(deps, ctx, name, taken), MUTATE_POLICY);
 
     // 4. Wait for the old instance to go (and register the root image meanwhile).
     let newImage: string | null;
@@ -218,7 +219,7 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
       // Its root volume outlived it too (DeleteOnTermination false): capture it, crash-consistently.
       if (spec.persistence.root)
         rootSnapshot = await ctx.step(
-          "snapshot-lost-root",
+          STEP.snapshotLostRoot,
           () =>
             snapshotLostRoot(deps, ctx, {
               name,
@@ -238,7 +239,7 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
     // 5. Launch with the same ENI (its AZ pins the launch) or, for reattach, in the volumes' AZ.
     const imageId = spec.persistence.root ? (newImage ?? begin.previousImage) : spec.launch.imageId;
     const pinnedAz = begin.eniId ? begin.eniAz : !snapshotMode && begin.volumes.length > 0 ? begin.volumes[0]?.availabilityZone : null;
-    const subnets = await ctx.step("subnets", () => describeLaunchSubnets(deps, spec), MUTATE_POLICY);
+    const subnets = await ctx.step(STEP.subnets, () => describeLaunchSubnets(deps, spec), MUTATE_POLICY);
     const fromSnapshotsAt = (taken: TakenSnapshot[]): BlockDeviceRequest[] =>
       taken.map((s) => {
         const vs = spec.persistence.volumes.find((x) => x.device === s.device);

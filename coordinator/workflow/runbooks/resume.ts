@@ -11,6 +11,7 @@
  * [register-targets → wait-targets-healthy]; retire = delete-old-root → retention). With `attach:
  * secondary` the launch gets its own primary ENI and the bring-up's `attach-eni` moves the stable one.
  */
+import { STEP } from "../../../shared/steps.js";
 import { moveState } from "../../lifecycle.js";
 import type { Runbook } from "../engine.js";
 import { Failure } from "../failure.js";
@@ -32,7 +33,7 @@ export function resumeRunbook(deps: RunbookDeps): Runbook<ResumeInput> {
     const generation = input.fromGeneration + 1;
 
     // 1. Begin: the kept resources, and the state `resuming`.
-    const begin = await ctx.step("begin", async () => {
+    const begin = await ctx.step(STEP.begin, async () => {
       const inst = await deps.store.instances.get(name);
       if (!inst) throw new Failure("resource-lost", `stateful instance ${name} no longer exists`);
       const [root, net, volumes, previous] = await Promise.all([
@@ -84,7 +85,7 @@ export function resumeRunbook(deps: RunbookDeps): Runbook<ResumeInput> {
     // 3. Launch where the kept resources are (the ENI's AZ, else the volumes' AZ), reattach and
     //    restore (the filesystems are checked: the pause may have been crash-consistent); serving again.
     const pinnedAz = begin.eniId ? begin.eniAz : (begin.volumes[0]?.availabilityZone ?? null);
-    const subnets = await ctx.step("subnets", () => describeLaunchSubnets(deps, spec), MUTATE_POLICY);
+    const subnets = await ctx.step(STEP.subnets, () => describeLaunchSubnets(deps, spec), MUTATE_POLICY);
     const launched = await bringUp(
       deps,
       ctx,

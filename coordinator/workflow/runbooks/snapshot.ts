@@ -11,6 +11,7 @@
  *   begin → freeze → { snapshot-root ‖ snapshot each } → thaw → { wait-snapshots ‖ image } → retention
  *   (snapshot-root and image only with snapshots.root)
  */
+import { STEP, STEP_OF } from "../../../shared/steps.js";
 import { ONCE, type Runbook, step } from "../engine.js";
 import { Failure } from "../failure.js";
 import { MUTATE_POLICY, requireVolumeId } from "./launch.js";
@@ -40,7 +41,7 @@ const THAW_AFTER_MS = 30_000;
 export function snapshotRunbook(deps: RunbookDeps): Runbook<SnapshotInput> {
   return async (ctx, input) => {
     const { name, instanceId } = input;
-    const begin = await ctx.step("begin", async () => {
+    const begin = await ctx.step(STEP.begin, async () => {
       const inst = await deps.store.instances.get(name);
       if (!inst) throw new Failure("resource-lost", `stateful instance ${name} no longer exists`);
       const root = await deps.store.root.get(name);
@@ -61,7 +62,7 @@ export function snapshotRunbook(deps: RunbookDeps): Runbook<SnapshotInput> {
     let frozen = false;
     if (freeze) {
       frozen = await ctx.step(
-        "freeze",
+        STEP.freeze,
         async () => {
           const report = await askAgent<{ clean: boolean }>(deps, ctx, {
             instanceId,
@@ -81,7 +82,7 @@ export function snapshotRunbook(deps: RunbookDeps): Runbook<SnapshotInput> {
     const rootStep = withRoot
       ? [
           step(
-            "snapshot-root",
+            STEP.snapshotRoot,
             async () => ({
               device: begin.rootDeviceName,
               snapshotId: await snapshotRoot(deps, ctx, {
@@ -101,7 +102,7 @@ export function snapshotRunbook(deps: RunbookDeps): Runbook<SnapshotInput> {
       ...rootStep,
       ...begin.volumes.map((v) =>
         step(
-          `snapshot ${v.device}`,
+          STEP_OF.snapshot(v.device),
           () =>
             snapshotDataVolume(deps, ctx, {
               name,
@@ -121,7 +122,7 @@ export function snapshotRunbook(deps: RunbookDeps): Runbook<SnapshotInput> {
 
     // 3. Thaw at once: the snapshots no longer need the filesystems still.
     if (freeze) {
-      await ctx.step("thaw", async () => {
+      await ctx.step(STEP.thaw, async () => {
         deps.sendToAgent(instanceId, { type: "thaw", ref: freezeId }, `thaw-${ctx.workflowId}`);
         return true;
       });
@@ -129,13 +130,13 @@ export function snapshotRunbook(deps: RunbookDeps): Runbook<SnapshotInput> {
 
     // 4. Completed snapshots become the ones a restore uses; the root snapshot becomes the image the
     //    next generation boots from. Then old ones go (never the current image).
-    const waitSnapshots = step("wait-snapshots", () => waitForSnapshots(deps, ctx, name, snapshots), MUTATE_POLICY);
+    const waitSnapshots = step(STEP.waitSnapshots, () => waitForSnapshots(deps, ctx, name, snapshots), MUTATE_POLICY);
     let image: string | null = null;
     if (rootSnapshot) {
       [, image] = await ctx.parallel(
         waitSnapshots,
         step(
-          "image",
+          STEP.image,
           () =>
             registerRootImage(deps, ctx, {
               name,
@@ -151,7 +152,7 @@ export function snapshotRunbook(deps: RunbookDeps): Runbook<SnapshotInput> {
     } else {
       await ctx.step(waitSnapshots.name, waitSnapshots.run, waitSnapshots.policy);
     }
-    await ctx.step("retention", () => applyRetention(deps, { name, keep: spec.snapshots.keep }), MUTATE_POLICY);
+    await ctx.step(STEP.retention, () => applyRetention(deps, { name, keep: spec.snapshots.keep }), MUTATE_POLICY);
     await ctx.event(
       "snapshot",
       `${snapshots.length} data volume snapshot(s) of ${instanceId} (${frozen ? "frozen" : "crash-consistent"}): ${snapshots

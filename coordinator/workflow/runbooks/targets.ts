@@ -8,6 +8,7 @@
  * sequence depends on recorded input alone. Every step is safe to repeat: registering a registered
  * target changes nothing; deregistering a target that is gone is done.
  */
+import { STEP } from "../../../shared/steps.js";
 import type { StatefulInstanceSpec } from "../../../shared/spec.js";
 import type { ElbGateway, TargetGroupInfo } from "../../elb/elbv2.js";
 import type { WorkflowContext } from "../engine.js";
@@ -17,10 +18,10 @@ import { MUTATE_POLICY } from "./launch.js";
 
 /** The names of the target-group steps. */
 export const TARGET_STEP = {
-  deregister: "deregister-targets",
-  drain: "drain-targets",
-  register: "register-targets",
-  waitHealthy: "wait-targets-healthy",
+  deregister: STEP.deregisterTargets,
+  drain: STEP.drainTargets,
+  register: STEP.registerTargets,
+  waitHealthy: STEP.waitTargetsHealthy,
 } as const;
 
 /** Longest wait for a newly registered target to turn healthy before the workflow goes on with an event. */
