@@ -140,8 +140,9 @@ export async function coordinatorSlot(env: Env, dir: string, id: string, timeSca
  * the same command through test/coordinator/crashing-coordinator.ts (bundled like the CLI), which
  * SIGKILLs the process right after step `crash.n` of a `crash.kind` workflow is recorded.
  */
-export function coordinatorCommand(crash?: { kind: string; n: number }): string[] {
-  return crash ? [crashingCoordinator(), crash.kind, String(crash.n)] : [join(ROOT, "bin", "spotkeep.js"), "coordinator"];
+export function coordinatorCommand(crash?: { kind: string; n: number; step?: string }): string[] {
+  if (!crash) return [join(ROOT, "bin", "spotkeep.js"), "coordinator"];
+  return [crashingCoordinator(), crash.kind, String(crash.n), ...(crash.step === undefined ? [] : [crash.step])];
 }
 
 /**
@@ -155,7 +156,8 @@ export async function startCoordinatorCli(
   o: {
     ownerDir: string;
     children: Set<ChildProcess>;
-    crash?: { kind: string; n: number };
+    /** SIGKILL right after step `n` of a `kind` workflow, which must be named `step` when given (the crash matrix). */
+    crash?: { kind: string; n: number; step?: string };
     firstStart?: boolean;
     /** The store was edited by another tool while the coordinator was stopped (its write-ahead log folded in). */
     acceptRestored?: boolean;

@@ -13,28 +13,21 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { adminApi, coordinatorSlot, killAll, reachState, type Slot, startCoordinatorCli } from "./coordinator-process.js";
 import { ensureAgentBundle, liveInstances, terminateCaseInstances, readAcks, readRecords, startEnv, until, type Env } from "./harness.js";
 import { AGENT_RECONNECT_CAP_MS, type Budget, budget, plus, runbookModel, runbookStarts } from "../support/budgets.js";
+import { crashCases } from "../support/crash-matrix.js";
 import { crashCaseEvidence, withEvidence } from "../support/evidence.js";
 
 // Slower than crash.test.ts: the replacement must be ready to take over within the notice window
 // even across a coordinator restart, or the run (correctly) falls back to break-before-make.
 const SCALE = 0.1;
-const range = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
-const STEPS: Record<string, number[]> = {
-  // resolve, create-volume /dev/sdf, create-eni, launch, wait-running, attach-eni, attach /dev/sdf, restore, finish
-  create: range(9),
-  // begin, mbb-subnets, mbb-launch, mbb-wait-ready, cutover-quiesce, detach-eni, detach /dev/sdf, attach-eni,
-  // attach /dev/sdf, restore, finish, terminate-old, delete-old-root, retention
-  replace: range(14),
-};
-const ONLY = process.env.SPOTKEEP_CRASH_STEPS?.split(",").map(Number);
-const CASES = Object.entries(STEPS).flatMap(([kind, steps]) => steps.filter((n) => !ONLY || ONLY.includes(n)).map((n) => ({ kind, n })));
+/** create with `attach: secondary`, and the make-before-break replace (test/support/crash-matrix.ts). */
+const CASES = [...crashCases("create-secondary"), ...crashCases("replace-mbb")];
 
 let dir: string;
 let env: Env;
 const children = new Set<ChildProcess>();
 
 const slot = (id: string) => coordinatorSlot(env, dir, id, SCALE);
-const startCoordinatorProcess = (s: Slot, crash?: { kind: string; n: number }, firstStart = false) =>
+const startCoordinatorProcess = (s: Slot, crash?: { kind: string; n: number; step: string }, firstStart = false) =>
   startCoordinatorCli(s, { ownerDir: dir, children, crash, firstStart });
 const api = (s: Slot, method: string, path: string, body?: unknown) => adminApi(`http://127.0.0.1:${s.port}`).ok(method, path, body);
 
@@ -89,9 +82,9 @@ function secondarySpec(name: string, acks: string) {
 
 describe.concurrent("coordinator crash at every step of create and make-before-break replace (attach: secondary)", () => {
   it.for(CASES)(
-    "SIGKILL after $kind step $n: one generation serves, the stable ENI and the volume on it, data intact",
+    "SIGKILL after $kind step $n ($step): one generation serves, the stable ENI and the volume on it, data intact",
     { timeout: Math.max(caseTimeout("create"), caseTimeout("replace")) },
-    async ({ kind, n }, ctx) => {
+    async ({ kind, n, step }, ctx) => {
       const name = `crash-mbb-${kind}-${n}`;
       const acks = join(dir, `${name}.acks`);
       const s = await slot(`mbb-${kind}-${n}`);
@@ -102,7 +95,7 @@ describe.concurrent("coordinator crash at every step of create and make-before-b
         name,
         world: env.lc.world,
       });
-      let current: Slotted = await startCoordinatorProcess(s, kind === "create" ? { kind, n } : undefined, true);
+      let current: Slotted = await startCoordinatorProcess(s, kind === "create" ? { kind, n, step } : undefined, true);
       runs.push(current);
       try {
         await withEvidence(ctx, import.meta.filename, evidence, async () => {
@@ -113,7 +106,7 @@ describe.concurrent("coordinator crash at every step of create and make-before-b
             await until("records to be acknowledged", () => readAcks(acks).length > 10);
             current.child.kill("SIGTERM");
             await current.exited;
-            current = await startCoordinatorProcess(s, { kind, n });
+            current = await startCoordinatorProcess(s, { kind, n, step });
             runs.push(current);
             await env.control("POST", `instances/${created.instanceId}/interrupt`, { action: "terminate", noticeSeconds: 120 });
           }

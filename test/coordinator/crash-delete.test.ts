@@ -14,25 +14,23 @@ import { join } from "node:path";
 import { adminApi, coordinatorSlot, killAll, reachState, type Slot, startCoordinatorCli } from "./coordinator-process.js";
 import { ensureAgentBundle, startEnv, until, type Env } from "./harness.js";
 import { budget, plus, runbookModel, runbookSteps } from "../support/budgets.js";
+import { crashCases } from "../support/crash-matrix.js";
 import { crashCaseEvidence, instanceEvidence, prefixed, withEvidence } from "../support/evidence.js";
 
 const SCALE = 0.03;
-const range = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
-/** Delete's steps for the cases' spec (one data volume, same ENI, root persistence), per keep. */
+/** Delete's steps for the cases' spec (one data volume, same ENI, root persistence), per keep (test/support/crash-matrix.ts). */
 const CASES = [
-  // begin, terminate, wait-terminated, delete-volume /dev/sdf, delete-eni, deregister-images, delete-snapshots, keep, finish
-  ...range(9).map((n) => ({ keep: "", n })),
-  // begin, terminate, wait-terminated, deregister-images, delete-snapshots, keep, finish
-  ...range(7).map((n) => ({ keep: "volumes,network", n })),
-].filter((c) => !process.env.SPOTKEEP_CRASH_STEPS || process.env.SPOTKEEP_CRASH_STEPS.split(",").map(Number).includes(c.n));
+  ...crashCases("delete").map((c) => ({ ...c, keep: "" })),
+  ...crashCases("delete-keep").map((c) => ({ ...c, keep: "volumes,network" })),
+];
 
 let dir: string;
 let env: Env;
 const children = new Set<ChildProcess>();
 
 const slot = (id: string) => coordinatorSlot(env, dir, id, SCALE);
-const startCoordinatorProcess = (s: Slot, crashAfter?: number, firstStart = false) =>
-  startCoordinatorCli(s, { ownerDir: dir, children, crash: crashAfter ? { kind: "delete", n: crashAfter } : undefined, firstStart });
+const startCoordinatorProcess = (s: Slot, crash?: { n: number; step: string }, firstStart = false) =>
+  startCoordinatorCli(s, { ownerDir: dir, children, crash: crash ? { kind: "delete", ...crash } : undefined, firstStart });
 const api = (s: Slot, method: string, path: string, body?: unknown) => adminApi(`http://127.0.0.1:${s.port}`).call(method, path, body);
 
 /** Live resources localcloud holds with tag spotkeep:instance = name. */
@@ -77,12 +75,12 @@ const TIMEOUT = plus(CREATED, CRASHED, RECOVERED, SETTLED).ms;
 
 describe.concurrent("coordinator crash at every step boundary of delete", () => {
   it.for(CASES)(
-    "SIGKILL after step $n (keep: $keep): the delete finishes, nothing orphaned, kept resources kept",
+    "SIGKILL after step $n ($step, keep: $keep): the delete finishes, nothing orphaned, kept resources kept",
     { timeout: TIMEOUT },
-    async ({ keep, n }, ctx) => {
+    async ({ keep, n, step }, ctx) => {
       const name = `crash-del-${keep ? "keep" : "all"}-${n}`;
       const s = await slot(name);
-      const first = await startCoordinatorProcess(s, n, true);
+      const first = await startCoordinatorProcess(s, { n, step }, true);
       const runs = [first];
       const call = (m: string, p: string) => api(s, m, p);
       const evidence = crashCaseEvidence({ runs, call, name, world: env.lc.world });

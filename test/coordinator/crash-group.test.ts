@@ -15,12 +15,12 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { adminApi, coordinatorSlot, killAll, type Slot, startCoordinatorCli } from "./coordinator-process.js";
 import { type Env, ensureAgentBundle, liveInstances, startEnv, until } from "./harness.js";
 import { AGENT_RECONNECT_CAP_MS, budget, plus, runbookModel, runbookSteps } from "../support/budgets.js";
+import { groupStepNumbers, groupSteps } from "../support/crash-matrix.js";
 import { groupCaseEvidence, withEvidence } from "../support/evidence.js";
 
 const SCALE = 0.03;
-const ONLY = process.env.SPOTKEEP_CRASH_STEPS?.split(",").map(Number);
-const only = (steps: number[]) => steps.filter((n) => !ONLY || ONLY.includes(n));
-const STEPS = only([1, 2, 3, 4, 5]);
+/** Every step of a 2-member group's update and of its create (test/support/crash-matrix.ts, named after its members). */
+const STEPS = groupStepNumbers("group-update");
 let dir: string;
 let env: Env;
 const children = new Set<ChildProcess>();
@@ -75,7 +75,7 @@ describe.concurrent("coordinator crash at every step of a group's rolling update
       const group = `g${n}`;
       const members = [`${group}-0`, `${group}-1`];
       const s: Slot = await coordinatorSlot(env, dir, `group-${n}`, SCALE);
-      const start = (crash?: { kind: string; n: number }, firstStart = false) =>
+      const start = (crash?: { kind: string; n: number; step: string }, firstStart = false) =>
         startCoordinatorCli(s, { ownerDir: dir, children, crash, firstStart });
       const api = () => adminApi(`http://127.0.0.1:${s.port}`);
       let current = await start(undefined, true);
@@ -96,7 +96,7 @@ describe.concurrent("coordinator crash at every step of a group's rolling update
           // Restart armed to die after step n of the roll-out, then start it.
           current.child.kill("SIGTERM");
           await current.exited;
-          current = await start({ kind: "group-update", n });
+          current = await start({ kind: "group-update", n, step: groupSteps("group-update", group)[n - 1]! });
           runs.push(current);
           let maxDown = 0;
           const sampler = (async () => {
@@ -152,8 +152,7 @@ describe.concurrent("coordinator crash at every step of a group's rolling update
   );
 });
 
-// plan, allocate g-0, create g-0, allocate g-1, create g-1, wait g-0 ready, wait g-1 ready
-const SCALE_STEPS = only([1, 2, 3, 4, 5, 6, 7]);
+const SCALE_STEPS = groupStepNumbers("group-scale");
 
 describe.concurrent("coordinator crash at every step of a group's create", () => {
   it.for(SCALE_STEPS)(
@@ -162,10 +161,10 @@ describe.concurrent("coordinator crash at every step of a group's create", () =>
     async (n, ctx) => {
       const group = `c${n}`;
       const s: Slot = await coordinatorSlot(env, dir, `group-scale-${n}`, SCALE);
-      const start = (crash?: { kind: string; n: number }, firstStart = false) =>
+      const start = (crash?: { kind: string; n: number; step: string }, firstStart = false) =>
         startCoordinatorCli(s, { ownerDir: dir, children, crash, firstStart });
       const api = () => adminApi(`http://127.0.0.1:${s.port}`);
-      let current = await start({ kind: "group-scale", n }, true);
+      let current = await start({ kind: "group-scale", n, step: groupSteps("group-scale", group)[n - 1]! }, true);
       const runs = [current];
       const members = [`${group}-0`, `${group}-1`];
       const evidence = groupCaseEvidence({ runs, call: (m, p) => api().call(m, p), group, members, world: env.lc.world });

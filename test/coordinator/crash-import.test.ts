@@ -14,6 +14,7 @@ import { join } from "node:path";
 import { EC2Client, RunInstancesCommand } from "@aws-sdk/client-ec2";
 import { adminApi, coordinatorSlot, killAll, reachState, type Slot, startCoordinatorCli } from "./coordinator-process.js";
 import { AGENT_RECONNECT_CAP_MS, budget, plus, runbookModel, runbookSteps } from "../support/budgets.js";
+import { crashCases } from "../support/crash-matrix.js";
 import { crashCaseEvidence, withEvidence } from "../support/evidence.js";
 import { PROFILES } from "../../localcloud/profiles.js";
 import {
@@ -30,11 +31,8 @@ import {
 } from "./harness.js";
 
 const SCALE = 0.03;
-// load, adopt, keep-volumes, keep-eni, stop, snapshot-root, image, terminate-original,
-// wait-original-terminated, subnets, launch, wait-running, attach /dev/sdf, restore, finish, delete-old-root, retention
-const STEPS = Array.from({ length: 17 }, (_, i) => i + 1);
-const ONLY = process.env.SPOTKEEP_CRASH_STEPS?.split(",").map(Number);
-const CASES = STEPS.filter((n) => !ONLY || ONLY.includes(n));
+/** Every step of the import (test/support/crash-matrix.ts). */
+const CASES = crashCases("import");
 
 // What each phase may take (test/support/budgets.ts): the import's spec keeps the root (as an
 // image) and the one data volume, with the 30 s default hooks.
@@ -90,7 +88,7 @@ beforeAll(
     const sdk = new EC2Client({ endpoint: env.lc.endpoint, region: "us-east-1", credentials: { accessKeyId: "x", secretAccessKey: "x" } });
     await env.control("DELETE", "iam/policy");
     try {
-      for (const n of CASES) {
+      for (const { n } of CASES) {
         const acks = join(dir, `import-${n}.acks`);
         const out = await sdk.send(
           new RunInstancesCommand({
@@ -139,9 +137,9 @@ afterAll(async () => {
 
 describe.concurrent("coordinator crash at every step boundary of import", () => {
   it.for(CASES)(
-    "SIGKILL after import step %i: one instance serving, the same volume and ENI, nothing orphaned, the data intact",
+    "SIGKILL after import step $n ($step): one instance serving, the same volume and ENI, nothing orphaned, the data intact",
     { timeout: plus(RECORDS, CRASHED, RECOVERED, SETTLED).ms },
-    async (n, ctx) => {
+    async ({ n, step }, ctx) => {
       const name = `crash-import-${n}`;
       const o = originals.get(n)!;
       const s = await slot(`import-${n}`);
@@ -152,7 +150,7 @@ describe.concurrent("coordinator crash at every step boundary of import", () => 
         name,
         world: env.lc.world,
       });
-      let current = await startCoordinatorCli(s, { ownerDir: dir, children, crash: { kind: "import", n }, firstStart: true });
+      let current = await startCoordinatorCli(s, { ownerDir: dir, children, crash: { kind: "import", n, step }, firstStart: true });
       runs.push(current);
       try {
         await withEvidence(ctx, import.meta.filename, evidence, async () => {

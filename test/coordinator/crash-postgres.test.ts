@@ -13,14 +13,14 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { type PostgresServer, postgresUnavailable, startPostgres } from "../support/pg-server.js";
 import { AGENT_RECONNECT_CAP_MS, budget, plus, runbookModel, runbookSteps } from "../support/budgets.js";
+import { crashCases } from "../support/crash-matrix.js";
 import { crashCaseEvidence, withEvidence } from "../support/evidence.js";
 import { adminApi, freePort, killAll, reachState, type Slot, startCoordinatorCli } from "./coordinator-process.js";
 import { coordinatorConfig, ensureAgentBundle, liveInstances, readAcks, readRecords, startEnv, until, type Env } from "./harness.js";
 
 const SCALE = 0.03;
-const ONLY = process.env.SPOTKEEP_CRASH_STEPS?.split(",").map(Number);
-// begin, quiesce, snapshot-root, terminate-old, wait-old-terminated, image, wait-snapshots, subnets, launch, wait-running, attach, restore, finish, delete-old-root, retention
-const STEPS = Array.from({ length: 15 }, (_, i) => i + 1).filter((n) => !ONLY || ONLY.includes(n));
+/** Every step of a replacement (test/support/crash-matrix.ts). */
+const STEPS = crashCases("replace");
 const why = postgresUnavailable();
 
 // What each phase may take (test/support/budgets.ts): env.spec's shape (root persistence, 30 s hooks).
@@ -84,9 +84,9 @@ describe.skipIf(why !== null)(
     }
 
     it.concurrent.for(STEPS)(
-      "SIGKILL after replace step %i: a coordinator started on the same database finishes it, one identity, data intact",
+      "SIGKILL after replace step $n ($step): a coordinator started on the same database finishes it, one identity, data intact",
       { timeout: plus(CREATED, RECORDS, CRASHED, RECOVERED).ms },
-      async (n, ctx) => {
+      async ({ n, step }, ctx) => {
         const name = `pgcrash-${n}`;
         const acks = join(dir, `${name}.acks`);
         const url = pg.createDatabase(`crash_${n}`);
@@ -103,7 +103,7 @@ describe.skipIf(why !== null)(
             await until("records to be acknowledged", () => readAcks(acks).length > 10, RECORDS);
             current.child.kill("SIGTERM");
             await current.exited;
-            current = await startCoordinatorCli(first, { ownerDir: dir, children, crash: { kind: "replace", n } });
+            current = await startCoordinatorCli(first, { ownerDir: dir, children, crash: { kind: "replace", n, step } });
             runs.push(current);
             await env.control("POST", `instances/${created.instanceId}/interrupt`, { action: "terminate", noticeSeconds: 120 });
             const how = await Promise.race([current.exited, new Promise((r) => setTimeout(() => r("no-crash"), CRASHED.ms))]);

@@ -1,10 +1,10 @@
 /**
  * Crash test: the coordinator process is SIGKILLed right after step n of a runbook is recorded
- * (test/coordinator/crashing-coordinator.ts kind n), for every step of create, replace,
- * pause, resume and recycle in turn, then restarted. Every run must end where the runbook leads
- * (running on the next generation, or paused) with at most one live EC2 instance, no duplicate
- * launch, the same data volume and ENI (no orphaned or deleted one) and every acknowledged record
- * intact.
+ * (test/coordinator/crashing-coordinator.ts kind n step), for every step of create, replace,
+ * recycle, pause, resume and snapshot in turn (test/support/crash-matrix.ts), then restarted.
+ * Every run must end where the runbook leads (running on the next generation, paused, or with the
+ * snapshot taken) with at most one live EC2 instance, no duplicate launch, the same data volume
+ * and ENI (no orphaned or deleted one) and every acknowledged record intact.
  */
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import type { ChildProcess } from "node:child_process";
@@ -13,25 +13,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { adminApi, coordinatorSlot, killAll, reachState, type Slot, startCoordinatorCli } from "./coordinator-process.js";
 import { AGENT_RECONNECT_CAP_MS, type Budget, budget, plus, type RunbookKind, runbookModel, runbookStarts } from "../support/budgets.js";
+import { crashCases } from "../support/crash-matrix.js";
 import { crashCaseEvidence, withEvidence } from "../support/evidence.js";
 import { ensureAgentBundle, liveInstances, terminateCaseInstances, readAcks, readRecords, startEnv, until, type Env } from "./harness.js";
 
 const SCALE = 0.03;
-const range = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
-/** Steps per runbook (for the spec the cases create: root persistence, one data volume, same ENI). */
-const STEPS: Record<string, number[]> = {
-  // resolve, create-volume /dev/sdf, create-eni, launch, wait-running, attach /dev/sdf, restore, finish
-  create: range(8),
-  // begin, quiesce, snapshot-root, terminate-old, wait-old-terminated, image, wait-snapshots, subnets, launch, wait-running, attach, restore, finish, delete-old-root, retention
-  replace: range(15),
-  recycle: range(15),
-  // begin, quiesce, snapshot-root, terminate-old, wait-old-terminated, image, delete-old-root, finish
-  pause: range(8),
-  // begin, subnets, launch, wait-running, attach /dev/sdf, restore, finish, delete-old-root, retention
-  resume: range(9),
-};
-const ONLY = process.env.SPOTKEEP_CRASH_STEPS?.split(",").map(Number);
-const CASES = Object.entries(STEPS).flatMap(([kind, steps]) => steps.filter((n) => !ONLY || ONLY.includes(n)).map((n) => ({ kind, n })));
+/** The runbooks this file kills at every step (the spec: root persistence, one data volume, same ENI). */
+const KINDS = ["create", "replace", "recycle", "pause", "resume", "snapshot"] as const;
+const CASES = KINDS.flatMap((k) => crashCases(k));
 
 let dir: string;
 let env: Env;
@@ -39,7 +28,7 @@ const children = new Set<ChildProcess>();
 
 /** Each case gets its own coordinator (port, data dir) so cases can run side by side. */
 const slot = (id: string) => coordinatorSlot(env, dir, id, SCALE);
-const startCoordinatorProcess = (s: Slot, crash?: { kind: string; n: number }, firstStart = false) =>
+const startCoordinatorProcess = (s: Slot, crash?: { kind: string; n: number; step: string }, firstStart = false) =>
   startCoordinatorCli(s, { ownerDir: dir, children, crash, firstStart });
 const api = (s: Slot, method: string, path: string, body?: unknown) => adminApi(`http://127.0.0.1:${s.port}`).ok(method, path, body);
 
@@ -76,7 +65,6 @@ const recovered = (kind: string) =>
   });
 /** The old generation's root volume goes once the workflow has ended. */
 const SETTLED = budget({ scale: SCALE, model: { "delete root": model("pause")["delete root"]! } });
-const KINDS = Object.keys(STEPS);
 const TIMEOUT = Math.max(
   ...KINDS.map((k) => plus(CREATED, PAUSED, budget({ scale: SCALE, starts: { coordinator: 1 } }), crashed(k), recovered(k), SETTLED).ms),
 );
@@ -94,13 +82,14 @@ const END: Record<string, { state: string; generation: number }> = {
   recycle: { state: "running", generation: 2 },
   pause: { state: "paused", generation: 1 },
   resume: { state: "running", generation: 2 },
+  snapshot: { state: "running", generation: 1 },
 };
 
-describe.concurrent("coordinator crash at every step boundary of create, replace, recycle, pause and resume", () => {
+describe.concurrent("coordinator crash at every step boundary of create, replace, recycle, pause, resume and snapshot", () => {
   it.for(CASES)(
-    "SIGKILL after $kind step $n: resumes to where the runbook leads, with one identity and the data intact",
+    "SIGKILL after $kind step $n ($step): resumes to where the runbook leads, with one identity and the data intact",
     { timeout: TIMEOUT },
-    async ({ kind, n }, ctx) => {
+    async ({ kind, n, step }, ctx) => {
       const name = `crash-${kind}-${n}`;
       const acks = join(dir, `${name}.acks`);
       const s = await slot(`${kind}-${n}`);
@@ -111,7 +100,7 @@ describe.concurrent("coordinator crash at every step boundary of create, replace
         name,
         world: env.lc.world,
       });
-      let current: Slotted = await startCoordinatorProcess(s, kind === "create" ? { kind, n } : undefined, true);
+      let current: Slotted = await startCoordinatorProcess(s, kind === "create" ? { kind, n, step } : undefined, true);
       runs.push(current);
       const stopCurrent = async () => {
         if (current.child.exitCode === null && current.child.signalCode === null) {
@@ -133,7 +122,7 @@ describe.concurrent("coordinator crash at every step boundary of create, replace
             // Restart with the crash hook armed for this kind, then start the workflow.
             current.child.kill("SIGTERM");
             await current.exited;
-            current = await startCoordinatorProcess(s, { kind, n });
+            current = await startCoordinatorProcess(s, { kind, n, step });
             runs.push(current);
             await trigger(s, kind, name, created.instanceId);
           }
@@ -144,6 +133,18 @@ describe.concurrent("coordinator crash at every step boundary of create, replace
           runs.push(current);
           const end = END[kind]!;
           const after = await reach(s, name, end.state, end.generation, recovered(kind));
+          if (kind === "snapshot") {
+            // The snapshot resumes to its end: the data volume's snapshot recorded and completed in EC2,
+            // and the workload writing again (the freeze was lifted).
+            const snapshotId = await until(
+              "the data volume's snapshot to be recorded",
+              async () => (await api(s, "GET", `instances/${name}`)).resources.volumes[0].latestSnapshotId ?? null,
+              recovered(kind),
+            );
+            expect(env.lc.world.snapshots.get(snapshotId)?.state).toBe("completed");
+            const acked = readAcks(acks).length;
+            await until("the workload to write again", () => (readAcks(acks).length > acked ? true : null), recovered(kind));
+          }
           const volumeId: string = after.resources.volumes[0].volumeId;
           const eniId: string = after.resources.network.eniId;
           if (created) {

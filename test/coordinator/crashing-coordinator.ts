@@ -2,7 +2,10 @@
  * `spotkeep coordinator` that SIGKILLs itself right after step N of a KIND workflow is recorded, for
  * the crash tests, run as a child process:
  *
- *   node test-output/build/dist/cli/crashing-coordinator.mjs KIND N [spotkeep coordinator flags…]
+ *   node test-output/build/dist/cli/crashing-coordinator.mjs KIND N [STEP] [spotkeep coordinator flags…]
+ *
+ * With STEP (test/support/crash-matrix.ts), step N must be recorded under that name: when it is
+ * not, the process exits 3 naming both instead of crashing.
  *
  * (built from this file by crashingCoordinator() in test/cli/built.ts; `node --import tsx` runs it from the sources)
  *
@@ -13,10 +16,15 @@
 import { UsageError } from "../../cli/args.js";
 import { runCoordinator } from "../../cli/commands/coordinator.js";
 
-const [kind, n, ...flags] = process.argv.slice(2);
+const [kind, n, ...rest] = process.argv.slice(2);
+// An optional third argument (not a flag) is the step's name the crash matrix expects at N.
+const expected = rest[0] !== undefined && !rest[0].startsWith("--") ? rest[0] : undefined;
+const flags = expected === undefined ? rest : rest.slice(1);
 const seq = Number(n);
 if (!kind || !Number.isInteger(seq) || seq < 1) {
-  process.stderr.write(`usage: crashing-coordinator.ts KIND N [coordinator flags…] (N a positive integer, got ${JSON.stringify(n)})\n`);
+  process.stderr.write(
+    `usage: crashing-coordinator.ts KIND N [STEP] [coordinator flags…] (N a positive integer, got ${JSON.stringify(n)})\n`,
+  );
   process.exit(2);
 }
 
@@ -24,6 +32,11 @@ try {
   process.exitCode = await runCoordinator(flags, {
     afterStep: (wf, s, name) => {
       if (wf.kind !== kind || s !== seq) return;
+      if (expected !== undefined && name !== expected) {
+        // The runbook no longer records the step the matrix names here: crashing elsewhere would prove nothing.
+        process.stderr.write(`crash hook: ${wf.kind} step ${s} is "${name}", the crash matrix expects "${expected}": not crashing\n`);
+        process.exit(3);
+      }
       // stderr is a pipe: the write is synchronous, so the line is out before the kill.
       process.stderr.write(`${new Date().toISOString()} crash hook: killing myself after ${wf.kind} step ${s} (${name})\n`);
       process.kill(process.pid, "SIGKILL");

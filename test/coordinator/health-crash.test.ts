@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AGENT_HEARTBEAT_MS, AGENT_SILENT_MS } from "../../coordinator/health.js";
 import { budget, plus, runbookModel, runbookSteps } from "../support/budgets.js";
+import { crashCases } from "../support/crash-matrix.js";
 import { crashCaseEvidence, withEvidence } from "../support/evidence.js";
 import {
   adminApi,
@@ -25,8 +26,8 @@ import { type Env, ensureAgentBundle, liveInstances, readAcks, readRecords, star
 
 const SCALE = 0.03;
 // begin (1), quiesce (2, skipped: the agent is hung), terminate-old (4), launch (9).
-const ONLY = process.env.SPOTKEEP_CRASH_STEPS?.split(",").map(Number);
-const STEPS = [1, 2, 4, 9].filter((n) => !ONLY || ONLY.includes(n));
+/** The autohealing recycle's begin, its quiesce (skipped: the agent is hung), terminate-old and launch. */
+const STEPS = crashCases("recycle").filter((c) => ["begin", "quiesce", "terminate-old", "launch"].includes(c.step));
 const UNHEALTHY_SECONDS = 20;
 
 // What each phase may take (test/support/budgets.ts): env.spec's shape (root persistence, 30 s hooks).
@@ -83,9 +84,9 @@ afterAll(async () => {
 
 describe.concurrent("coordinator crash during an autohealing recycle", () => {
   it.for(STEPS)(
-    "SIGKILL after recycle step %i: resumes to the next generation, one recycle, the data intact",
+    "SIGKILL after recycle step $n ($step): resumes to the next generation, one recycle, the data intact",
     { timeout: plus(CREATED, RECORDS, CRASHED, RECOVERED, HEALTHY).ms },
-    async (n, ctx) => {
+    async ({ n, step }, ctx) => {
       const name = `crash-heal-${n}`;
       const acks = join(dir, `${name}.acks`);
       const s = await coordinatorSlot(env, dir, `heal-${n}`, SCALE);
@@ -108,7 +109,7 @@ describe.concurrent("coordinator crash during an autohealing recycle", () => {
           // Restart armed for this step of a recycle, then hang the instance.
           current.child.kill("SIGTERM");
           await current.exited;
-          current = await startCoordinatorCli(s, { ownerDir: dir, children, crash: { kind: "recycle", n } });
+          current = await startCoordinatorCli(s, { ownerDir: dir, children, crash: { kind: "recycle", n, step } });
           runs.push(current);
           await env.control("POST", `instances/${created.instanceId}/hang`, {});
           const how = await Promise.race([current.exited, new Promise((r) => setTimeout(() => r("no-crash"), CRASHED.ms))]);

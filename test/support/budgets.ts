@@ -18,6 +18,7 @@
  *
  * A budget carries its terms, so a test that gives up says what it allowed and why.
  */
+import { stepCount } from "./crash-matrix.js";
 import { CUTOVER_RESERVE_MS } from "../../coordinator/workflow/runbooks/cutover.js";
 import { MAX_NOTICE_MS } from "../../coordinator/workflow/runbooks/replace.js";
 import { type LatencyProfile, PROFILES, replacementCriticalPath } from "../../localcloud/profiles.js";
@@ -114,6 +115,7 @@ export type RunbookKind =
   | "resume"
   | "delete"
   | "import"
+  | "snapshot"
   | "group-scale"
   | "group-update";
 
@@ -203,6 +205,9 @@ export function runbookModel(kind: RunbookKind, o: RunbookShape): Record<string,
         "attach volume": p.attachVolume,
         "delete old root": p.deleteVolume,
       };
+    case "snapshot":
+      // The agent's freeze (the runbook waits 10 s for it at most), then each data volume's snapshot.
+      return { freeze: 10_000, "data snapshot": snapshot(p, o.dataGiB ?? 1) };
     case "group-scale":
       // Members are created side by side: one create's bounds.
       return runbookModel("create", o);
@@ -220,27 +225,29 @@ export function runbookSteps(kind: RunbookKind, o: Pick<RunbookShape, "members">
   const members = o.members ?? 2;
   switch (kind) {
     case "create":
-      return { create: 8 };
+      return { create: stepCount("create") };
     case "replace":
     case "replace-lost":
     case "recycle":
-      return { [kind === "recycle" ? "recycle" : "replace"]: 15 };
+      return { [kind === "recycle" ? "recycle" : "replace"]: stepCount("replace") };
     case "replace-mbb":
       // The make-before-break steps, then the break-before-make fallback's.
-      return { "make-before-break": 15, replace: 15 };
+      return { "make-before-break": stepCount("replace-mbb"), replace: stepCount("replace") };
     case "pause":
-      return { pause: 8 };
+      return { pause: stepCount("pause") };
     case "resume":
-      return { resume: 9 };
+      return { resume: stepCount("resume") };
     case "delete":
-      return { delete: 9 };
+      return { delete: stepCount("delete") };
     case "import":
-      return { import: 17 };
+      return { import: stepCount("import") };
+    case "snapshot":
+      return { snapshot: stepCount("snapshot") };
     case "group-scale":
       // The group's steps; its members' creates run side by side.
-      return { "group-scale": 1 + 3 * members, create: 8 };
+      return { "group-scale": 1 + 3 * members, create: stepCount("create") };
     case "group-update":
-      return { "group-update": 1 + 2 * members, recycle: 15 * members };
+      return { "group-update": 1 + 2 * members, recycle: stepCount("recycle") * members };
   }
 }
 
@@ -267,6 +274,9 @@ export function runbookStarts(kind: RunbookKind): Record<string, number> {
       return { hook: 1 };
     case "import":
       return { agent: 1, workload: 1 };
+    case "snapshot":
+      // The freeze runs in the agent already running: nothing starts.
+      return {};
     case "group-scale":
       // Members start side by side: one member's starts.
       return { agent: 1, workload: 1 };
