@@ -16,7 +16,8 @@ import { join } from "node:path";
 import { main } from "../../cli/main.js";
 import { type Coordinator, startCoordinator } from "../../coordinator/service.js";
 import type { SpecInput } from "../../shared/spec.js";
-import { FakeAgent, type LiveAgent, watchAgents } from "../coordinator/fake-agent.js";
+import type { FakeAgent, LiveAgent } from "../coordinator/fake-agent.js";
+import { watchAgents } from "../coordinator/fake-agent.js";
 import { coordinatorConfig, type Env, startEnv } from "../coordinator/harness.js";
 
 export interface InProcess {
