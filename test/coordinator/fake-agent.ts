@@ -84,7 +84,18 @@ export class FakeAgent {
       this.send({ type: "ack", ref: m.id });
       if (this.opts.answerCommands === false) return;
       if (m.type === "restore-plan") {
-        this.send({ type: "restored", ref: m.id, ok: true, volumes: [], steps: [] });
+        // A live agent reports each planned volume found at the plan's device (mounted where the plan says).
+        const plan = (m as unknown as { volumes?: Array<{ volumeId: string; device: string; mountPoint?: string }> }).volumes ?? [];
+        const volumes = this.opts.live
+          ? plan.map((v) => ({
+              volumeId: v.volumeId,
+              device: v.device,
+              ...(v.mountPoint ? { mountPoint: v.mountPoint } : {}),
+              checked: false,
+              ms: 0,
+            }))
+          : [];
+        this.send({ type: "restored", ref: m.id, ok: true, volumes, steps: [] });
         this.send({ type: "ready", instanceId: this.instanceId, steps: [] });
       } else if (m.type === "quiesce") {
         this.send({ type: "quiesced", ref: m.id, clean: true, steps: [], filesystems: [] });
