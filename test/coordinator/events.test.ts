@@ -25,7 +25,9 @@ beforeAll(async () => {
   h = await startInProcess({
     prefix: "spotkeep-inproc-events-",
     eventsQueue: "spotkeep-events",
-    config: (env) => ({ events: { queueUrl: env.lc.eventsQueueUrl, visibilityTimeoutSeconds: 10 } }),
+    // 300 model s is 3 s real at the harness's time scale: a message handled on a loaded machine is
+    // deleted before it becomes visible again (redelivery after a crash is events-crash.test.ts's).
+    config: (env) => ({ events: { queueUrl: env.lc.eventsQueueUrl, visibilityTimeoutSeconds: 300 } }),
   });
   queueUrl = h.env.lc.eventsQueueUrl!;
   sqs = new SQSClient({ region: "us-east-1", endpoint: h.env.lc.endpoint, credentials: { accessKeyId: "x", secretAccessKey: "y" } });
