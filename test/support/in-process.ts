@@ -10,7 +10,7 @@
  * volume, the root's contents carried through an image, quiesce hooks and freezes. Those live in
  * the process-level suites (test/coordinator/e2e.test.ts, crash*.test.ts, make-before-break.test.ts).
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { main } from "../../cli/main.js";
@@ -19,6 +19,16 @@ import type { SpecInput } from "../../shared/spec.js";
 import type { FakeAgent, LiveAgent } from "../coordinator/fake-agent.js";
 import { watchAgents } from "../coordinator/fake-agent.js";
 import { coordinatorConfig, type Env, startEnv } from "../coordinator/harness.js";
+
+/**
+ * A stand-in agent bundle in `dir`, for a coordinator whose instances run nothing: the user-data
+ * names the bundle by its SHA-256, and nothing runs it, so the inner loop needs no `npm run build`.
+ */
+export function agentStandIn(dir: string): string {
+  const path = join(dir, "agent-stand-in.js");
+  writeFileSync(path, "// no runtime: the agent is a FakeAgent in the test process\n");
+  return path;
+}
 
 export interface InProcess {
   env: Env;
@@ -60,7 +70,7 @@ export async function startInProcess(
   const timeScale = o.timeScale ?? 0.01;
   const dir = mkdtempSync(join(tmpdir(), o.prefix));
   const env = await startEnv(dir, timeScale, { runtime: "none", eventsQueue: o.eventsQueue });
-  const extra = typeof o.config === "function" ? o.config(env) : (o.config ?? {});
+  const extra = { agentBundlePath: agentStandIn(dir), ...(typeof o.config === "function" ? o.config(env) : (o.config ?? {})) };
   const start = () =>
     startCoordinator({
       config: coordinatorConfig(env, join(dir, "coord"), timeScale, extra),
