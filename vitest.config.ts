@@ -22,12 +22,38 @@ export const HEAVY = [
   "test/coordinator/crash-*.test.ts",
   "test/coordinator/*-crash.test.ts",
   "test/coordinator/ha.test.ts",
-  "test/coordinator/groups.test.ts",
   "test/coordinator/faults.test.ts",
   "test/e2e/postgres.test.ts",
   "test/linux/linux.test.ts",
   // npm pack rebuilds dist/ in place: no other suite may be starting a built coordinator meanwhile.
   "test/release/pack.test.ts",
+];
+
+/**
+ * The inner loop (`npm run test:fast`): the unit tests beside their modules and the suites that run
+ * everything in this process (test/support/in-process.ts: localcloud without a runtime, the
+ * coordinator in process, fake agents; or no localcloud at all). No child process: no localcloud
+ * process runtime, no built CLI or agent bundle, no coordinator child. Its own project, so
+ * `vitest run` still runs every file once.
+ */
+export const FAST = [
+  "shared/**/*.test.ts",
+  "agent/**/*.test.ts",
+  "coordinator/**/*.test.ts",
+  "localcloud/**/*.test.ts",
+  "test/api/*.test.ts",
+  "test/coordinator/delete.test.ts",
+  "test/coordinator/events.test.ts",
+  "test/coordinator/gateway.test.ts",
+  "test/coordinator/groups.test.ts",
+  "test/coordinator/health.test.ts",
+  "test/coordinator/hub.test.ts",
+  "test/coordinator/import.test.ts",
+  "test/coordinator/hub-security.test.ts",
+  "test/coordinator/lifecycle.test.ts",
+  "test/coordinator/refusal-flood.test.ts",
+  "test/coordinator/tasks-targets.test.ts",
+  "test/coordinator/untrusted-agent.test.ts",
 ];
 
 export default defineConfig({
@@ -41,7 +67,11 @@ export default defineConfig({
     projects: [
       {
         extends: true,
-        test: { name: "main", include: ALL, exclude: HEAVY, sequence: { groupOrder: 0 }, maxWorkers: 2 },
+        test: { name: "fast", include: FAST, sequence: { groupOrder: 0 }, maxWorkers: 2 },
+      },
+      {
+        extends: true,
+        test: { name: "main", include: ALL, exclude: [...FAST, ...HEAVY], sequence: { groupOrder: 0 }, maxWorkers: 2 },
       },
       {
         extends: true,

@@ -1,13 +1,10 @@
 /**
- * delete end to end on localcloud (process runtime, realistic profile, time-scaled) with the real
- * agent: without --keep every resource tagged with the instance goes; with keep=volumes,network
+ * delete in process (test/support/in-process.ts: localcloud without a runtime, the coordinator in
+ * this process, a fake agent per instance, time-scaled): without --keep every resource tagged with the instance goes; with keep=volumes,network
  * those stay, tagged with their expiry, until the TTL sweep deletes them; the name can be created
  * again; bad input is refused by name and changes nothing; 404 and 409 say why.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import {
   DescribeImagesCommand,
   DescribeInstancesCommand,
@@ -17,24 +14,12 @@ import {
   EC2Client,
 } from "@aws-sdk/client-ec2";
 import { parseSpec } from "../../shared/spec.js";
-import type { Coordinator } from "../../coordinator/service.js";
-import { ensureAgentBundle, inProcessCoordinator, startEnv, until, type Env } from "./harness.js";
+import { type InProcess, startInProcess } from "../support/in-process.js";
+import { until } from "./harness.js";
 
-const SCALE = 0.03;
-let dir: string;
-let env: Env;
-let coord: Coordinator;
+let h: InProcess;
 let sdk: EC2Client;
-
-type Answer = { status: number; body: any };
-const api = async (method: string, path: string, body?: string): Promise<Answer> => {
-  const res = await fetch(`${coord.url}/api/v1/${path}`, {
-    method,
-    headers: { authorization: `Bearer ${coord.adminToken}`, "content-type": "application/json" },
-    body,
-  });
-  return { status: res.status, body: await res.json() };
-};
+const api = (method: string, path: string, body?: string) => h.api(method, path, body);
 
 /** Every live resource EC2 lists with tag spotkeep:instance = name, by kind, with its tags. */
 async function tagged(name: string) {
@@ -63,31 +48,27 @@ async function tagged(name: string) {
 }
 
 async function create(name: string): Promise<void> {
-  const { workflowId } = await coord.views.createInstance(parseSpec(env.spec(name, { acks: join(dir, `${name}.acks`) })));
-  const wf = await coord.engine.wait(workflowId);
+  const { workflowId } = await h.coord.views.createInstance(parseSpec(h.spec(name)));
+  const wf = await h.coord.engine.wait(workflowId);
   expect(wf.error).toBeNull();
 }
 
 async function deleteAndWait(name: string, query = ""): Promise<{ archivedAs: string; workflowId: string }> {
   const started = await api("DELETE", `instances/${name}${query}`);
   expect(started.status, JSON.stringify(started.body)).toBe(202);
-  const wf = await coord.engine.wait(started.body.workflowId);
+  const wf = await h.coord.engine.wait(started.body.workflowId);
   expect(wf.error).toBeNull();
   expect(wf.status).toBe("succeeded");
   return started.body;
 }
 
 beforeAll(async () => {
-  ensureAgentBundle();
-  dir = mkdtempSync(join(tmpdir(), "spotkeep-e2e-"));
-  env = await startEnv(dir, SCALE);
-  coord = await inProcessCoordinator(env, join(dir, "coord"), SCALE, { lostCheckIntervalMs: 3000 });
-  sdk = new EC2Client({ endpoint: env.lc.endpoint, region: "us-east-1", credentials: { accessKeyId: "x", secretAccessKey: "x" } });
+  h = await startInProcess({ prefix: "spotkeep-inproc-delete-", config: { lostCheckIntervalMs: 3000 } });
+  sdk = new EC2Client({ endpoint: h.env.lc.endpoint, region: "us-east-1", credentials: { accessKeyId: "x", secretAccessKey: "x" } });
 });
 afterAll(async () => {
-  await coord?.stop();
-  await env?.stop();
-  rmSync(dir, { recursive: true, force: true });
+  sdk?.destroy();
+  await h?.stop();
 });
 
 describe("delete", () => {
@@ -95,10 +76,10 @@ describe("delete", () => {
     const name = "del-all";
     await create(name);
     // A data snapshot, then a pause: a root snapshot and a registered image exist too.
-    const snap = await coord.operations.run(name, "snapshot");
-    expect((await coord.engine.wait(snap.workflowId)).status).toBe("succeeded");
-    const pause = await coord.operations.run(name, "pause");
-    expect((await coord.engine.wait(pause.workflowId)).status).toBe("succeeded");
+    const snap = await h.coord.operations.run(name, "snapshot");
+    expect((await h.coord.engine.wait(snap.workflowId)).status).toBe("succeeded");
+    const pause = await h.coord.operations.run(name, "pause");
+    expect((await h.coord.engine.wait(pause.workflowId)).status).toBe("succeeded");
     const before = await tagged(name);
     expect(before.volumes.length).toBeGreaterThan(0);
     expect(before.enis.length).toBe(1);
@@ -135,11 +116,12 @@ describe("delete", () => {
     const name = "del-keep";
     await create(name);
     const before = await tagged(name);
-    const snap = await coord.operations.run(name, "snapshot");
-    expect((await coord.engine.wait(snap.workflowId)).status).toBe("succeeded");
+    const snap = await h.coord.operations.run(name, "snapshot");
+    expect((await h.coord.engine.wait(snap.workflowId)).status).toBe("succeeded");
 
-    // 0.05 model hours = 180 model seconds, a few real seconds at this time scale.
-    const { archivedAs } = await deleteAndWait(name, "?keep=volumes,network&ttlHours=0.05");
+    // 0.15 model hours = 540 model seconds, 5.4 s real at the harness's time scale: room for the
+    // checks below on a loaded machine before the sweep may delete what was kept.
+    const { archivedAs } = await deleteAndWait(name, "?keep=volumes,network&ttlHours=0.15");
     const kept = await tagged(name);
     expect(kept.instances).toEqual([]);
     expect(kept.snapshots).toEqual([]);
@@ -162,7 +144,7 @@ describe("delete", () => {
     const detail = (await api("GET", `instances/${encodeURIComponent(archivedAs)}`)).body;
     expect(detail.resources.network.eniId).toBe(kept.enis[0]!.id);
     expect(detail.resources.volumes.map((v: { volumeId: string }) => v.volumeId)).toEqual(kept.volumes.map((v) => v.id));
-    expect((await coord.store.deletions.kept(archivedAs)).map((k) => k.resourceId).sort()).toEqual(
+    expect((await h.coord.store.deletions.kept(archivedAs)).map((k) => k.resourceId).sort()).toEqual(
       [...kept.volumes, ...kept.enis].map((r) => r.id).sort(),
     );
 
@@ -171,20 +153,20 @@ describe("delete", () => {
       const t = await tagged(name);
       return t.volumes.length === 0 && t.enis.length === 0;
     });
-    const rows = await coord.store.deletions.kept(archivedAs);
+    const rows = await h.coord.store.deletions.kept(archivedAs);
     expect(rows.every((k) => k.deletedAt !== null)).toBe(true);
     const events = (await api("GET", `instances/${encodeURIComponent(archivedAs)}/events`)).body.events;
     expect(events.filter((e: { kind: string }) => e.kind === "kept-expired")).toHaveLength(rows.length);
-    expect(await coord.metrics.text()).toMatch(/spotkeep_kept_resources_expired_total\{kind="volume"\} 1/);
+    expect(await h.coord.metrics.text()).toMatch(/spotkeep_kept_resources_expired_total\{kind="volume"\} 1/);
   }, 180_000);
 
   it("from failed (a create refused for capacity) deletes the volume and ENI the create made", async () => {
     const name = "del-failed";
-    for (const s of env.subnets)
+    for (const s of h.env.subnets)
       for (const market of ["spot", "on-demand"] as const)
-        await env.control("PUT", "capacity", { instanceType: "m5.xlarge", availabilityZone: s.az, market, available: false });
-    const { workflowId } = await coord.views.createInstance(parseSpec(env.spec(name, { instanceTypes: ["m5.xlarge"], workload: false })));
-    expect((await coord.engine.wait(workflowId)).status).toBe("failed");
+        await h.env.control("PUT", "capacity", { instanceType: "m5.xlarge", availabilityZone: s.az, market, available: false });
+    const { workflowId } = await h.coord.views.createInstance(parseSpec(h.spec(name, { instanceTypes: ["m5.xlarge"] })));
+    expect((await h.coord.engine.wait(workflowId)).status).toBe("failed");
     expect((await api("GET", `instances/${name}`)).body.state).toBe("failed");
     const before = await tagged(name);
     expect(before.volumes.length + before.enis.length).toBe(2);
@@ -196,14 +178,14 @@ describe("delete", () => {
 
   it("refuses a bad keep item, a bad TTL, an unknown parameter and a TTL without keep by name, changing nothing; 404 and 409", async () => {
     const name = "del-bad";
-    const started = await coord.views.createInstance(parseSpec(env.spec(name, { workload: false })));
+    const started = await h.coord.views.createInstance(parseSpec(h.spec(name)));
     // While the create runs: 409 with the running workflow's id and kind.
     const busy = await api("DELETE", `instances/${name}`);
     expect(busy.status).toBe(409);
     expect(busy.body.error.message).toContain(`busy with create ${started.workflowId}`);
-    await coord.engine.wait(started.workflowId);
+    await h.coord.engine.wait(started.workflowId);
 
-    const counts = await coord.store.counts();
+    const counts = await h.coord.store.counts();
     const cases: Array<[string, string | undefined, string]> = [
       ["?keep=volumes,disks", undefined, '"disks"'],
       ["?keep=volumes&ttlHours=soon", undefined, "ttlHours"],
@@ -221,7 +203,7 @@ describe("delete", () => {
       expect(r.status, `${query} ${body}`).toBe(400);
       expect(r.body.error.message).toContain(says);
     }
-    expect(await coord.store.counts()).toEqual(counts);
+    expect(await h.coord.store.counts()).toEqual(counts);
     expect((await api("GET", `instances/${name}`)).body.state).toBe("running");
 
     const missing = await api("DELETE", "instances/no-such-thing?keep=volumes");

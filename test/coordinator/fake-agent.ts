@@ -2,7 +2,9 @@
  * An in-process stand-in for the agent that speaks the real protocol: its identity comes from the
  * instance's own IMDS on localcloud, it answers restore-plan with restored + ready and quiesce with
  * quiesced, and it can send notices. Used where hundreds of agents must run on one machine (the
- * burst bench) and where a test plays a misbehaving agent.
+ * burst bench), where a test plays a misbehaving agent, and by the in-process harness
+ * (test/support/in-process.ts), where with `live` it also heartbeats and relays IMDS spot notices as
+ * the real agent does.
  */
 import { createHash } from "node:crypto";
 import WebSocket from "ws";
@@ -10,12 +12,28 @@ import type { Coordinator } from "../../coordinator/service.js";
 import { newMessageId } from "../../shared/protocol.js";
 import type { Env } from "./harness.js";
 
+const FAKE_SECRET = "fake-agent-session-secret-0123456789abcdefghijk";
+
+/** What an agent that lives on (the in-process harness's) does beyond answering commands. */
+export interface LiveAgent {
+  /** real ms = model ms × timeScale, as the real agent scales the welcome's intervals. */
+  timeScale: number;
+  /**
+   * The application's HTTP health as the agent's probe would report it, when the welcome asks for a
+   * probe (default healthy, "HTTP 200"); the probe itself is agent/monitors/health-probe.test.ts's.
+   */
+  health?: (instanceId: string) => { ok: boolean; detail: string };
+}
+
 export class FakeAgent {
   private ws!: WebSocket;
   /** Every message the coordinator sent, in order (acks included). */
   readonly received: Array<{ id: string; type: string; [k: string]: unknown }> = [];
   /** Resolves with the close code when the coordinator closes the session. */
   closed!: Promise<number>;
+  private timers: Array<ReturnType<typeof setInterval>> = [];
+  private silent = false;
+  private readonly startedAt = Date.now();
 
   constructor(
     readonly instanceId: string,
@@ -27,11 +45,17 @@ export class FakeAgent {
      * localAddress: the loopback address to connect from (127.0.0.0/8), so thousands of fake
      * agents come from distinct sources as instances do.
      */
-    private readonly opts: { sessionSecret?: string; answerCommands?: boolean; mode?: "restore" | "run"; localAddress?: string } = {},
+    private readonly opts: {
+      sessionSecret?: string;
+      answerCommands?: boolean;
+      mode?: "restore" | "run";
+      localAddress?: string;
+      live?: LiveAgent;
+    } = {},
   ) {}
 
   send(body: Record<string, unknown>): void {
-    if (this.ws.readyState === WebSocket.OPEN)
+    if (!this.silent && this.ws.readyState === WebSocket.OPEN)
       this.ws.send(JSON.stringify({ v: 1, id: newMessageId("f"), ts: new Date().toISOString(), ...body }));
   }
 
@@ -40,7 +64,8 @@ export class FakeAgent {
     const token = await (
       await fetch(`${endpoint}/latest/api/token`, { method: "PUT", headers: { "x-aws-ec2-metadata-token-ttl-seconds": "21600" } })
     ).text();
-    const get = async (p: string) => (await fetch(`${endpoint}${p}`, { headers: { "x-aws-ec2-metadata-token": token } })).text();
+    const imds = (p: string) => fetch(`${endpoint}${p}`, { headers: { "x-aws-ec2-metadata-token": token } });
+    const get = async (p: string) => (await imds(p)).text();
     const document = await get("/latest/dynamic/instance-identity/document");
     const signature = await get("/latest/dynamic/instance-identity/signature");
     this.ws = new WebSocket(this.coord.wsUrl, this.opts.localAddress ? { localAddress: this.opts.localAddress } : {});
@@ -51,13 +76,26 @@ export class FakeAgent {
     this.ws.on("error", () => undefined);
     this.closed = new Promise<number>((r) => this.ws.on("close", (code) => r(code)));
     this.ws.on("message", (data) => {
+      if (this.silent) return;
       const m = JSON.parse(String(data)) as { id: string; type: string };
       this.received.push(m);
       if (m.type === "ack") return;
+      if (m.type === "welcome" && this.opts.live) this.live(this.opts.live, m as unknown as WelcomeConfig, imds);
       this.send({ type: "ack", ref: m.id });
       if (this.opts.answerCommands === false) return;
       if (m.type === "restore-plan") {
-        this.send({ type: "restored", ref: m.id, ok: true, volumes: [], steps: [] });
+        // A live agent reports each planned volume found at the plan's device (mounted where the plan says).
+        const plan = (m as unknown as { volumes?: Array<{ volumeId: string; device: string; mountPoint?: string }> }).volumes ?? [];
+        const volumes = this.opts.live
+          ? plan.map((v) => ({
+              volumeId: v.volumeId,
+              device: v.device,
+              ...(v.mountPoint ? { mountPoint: v.mountPoint } : {}),
+              checked: false,
+              ms: 0,
+            }))
+          : [];
+        this.send({ type: "restored", ref: m.id, ok: true, volumes, steps: [] });
         this.send({ type: "ready", instanceId: this.instanceId, steps: [] });
       } else if (m.type === "quiesce") {
         this.send({ type: "quiesced", ref: m.id, clean: true, steps: [], filesystems: [] });
@@ -68,8 +106,56 @@ export class FakeAgent {
       identity: { document, signature },
       agentVersion: "bench",
       mode: this.opts.mode ?? "restore",
-      sessionSecret: this.opts.sessionSecret ?? "fake-agent-session-secret-0123456789abcdefghijk",
+      sessionSecret: this.opts.sessionSecret ?? FAKE_SECRET,
+      // Every fake agent has the same secret, so the one a persisted root carries is that one too.
+      ...(this.opts.live ? { carriedSecret: this.opts.sessionSecret ?? FAKE_SECRET } : {}),
     });
+  }
+
+  /**
+   * The welcome's rhythm: a heartbeat every heartbeatMs (with the probe's result when the welcome
+   * asks for one), and IMDS's spot/instance-action polled every pollIntervalMs, relayed once.
+   */
+  private live(o: LiveAgent, welcome: WelcomeConfig, imds: (p: string) => Promise<Response>): void {
+    const { heartbeatMs, pollIntervalMs, healthCheck } = welcome.config;
+    let seq = 0;
+    this.timers.push(
+      setInterval(
+        () => {
+          const h = healthCheck && (o.health?.(this.instanceId) ?? { ok: true, detail: "HTTP 200" });
+          this.send({
+            type: "heartbeat",
+            seq: seq++,
+            uptimeMs: Date.now() - this.startedAt,
+            ...(h ? { health: { ...h, checkedAt: new Date().toISOString() } } : {}),
+          });
+        },
+        Math.max(1, heartbeatMs * o.timeScale),
+      ),
+    );
+    let noticed = false;
+    this.timers.push(
+      setInterval(
+        () => {
+          if (noticed || this.silent) return;
+          imds("/latest/meta-data/spot/instance-action")
+            .then(async (r) => {
+              if (r.status !== 200 || noticed) return;
+              const { action, time } = (await r.json()) as { action: string; time: string };
+              noticed = true;
+              this.notice(action, time);
+            })
+            .catch(() => undefined);
+        },
+        Math.max(1, pollIntervalMs * o.timeScale),
+      ),
+    );
+  }
+
+  /** A hung instance's agent: the connection stays open, nothing is sent or answered any more. */
+  silence(): void {
+    this.silent = true;
+    for (const t of this.timers) clearInterval(t);
   }
 
   notice(action: string, time: string): void {
@@ -86,16 +172,25 @@ export class FakeAgent {
   }
 
   close(): void {
+    for (const t of this.timers) clearInterval(t);
     this.ws?.terminate();
   }
 }
+
+type WelcomeConfig = { config: { heartbeatMs: number; pollIntervalMs: number; healthCheck?: { port: number; path: string } } };
 
 /**
  * Plays the agents of localcloud's runtime-less instances: every 50 ms, a FakeAgent for each
  * running spotkeep-tagged instance whose agent is not connected (as a booted instance's agent
  * would), retried at most every 300 ms. `stop()` ends the watch and closes every agent.
  */
-export function watchAgents(env: Env, coord: Coordinator): { agents: Map<string, FakeAgent>; stop(): Promise<void> } {
+export function watchAgents(
+  env: Env,
+  /** The coordinator, or a getter for the current one (a test that restarts its coordinator). */
+  coordinator: Coordinator | (() => Coordinator),
+  live?: LiveAgent,
+): { agents: Map<string, FakeAgent>; stop(): Promise<void> } {
+  const current = typeof coordinator === "function" ? coordinator : () => coordinator;
   const agents = new Map<string, FakeAgent>();
   const started = new Map<string, number>();
   let watching = true;
@@ -103,10 +198,14 @@ export function watchAgents(env: Env, coord: Coordinator): { agents: Map<string,
     while (watching) {
       for (const inst of env.lc.world.instances.values()) {
         if (inst.state !== "running" || !inst.tags.get("spotkeep:instance")) continue;
+        const coord = current();
         if (coord.hub.isConnected(inst.id)) continue;
         if (Date.now() - (started.get(inst.id) ?? 0) < 300) continue;
-        agents.get(inst.id)?.close();
-        const a = new FakeAgent(inst.id, env, coord);
+        const before = agents.get(inst.id);
+        before?.close();
+        // An agent that reconnects after its restore (the coordinator restarted) says hello in run mode, as the real one does.
+        const mode = before?.received.some((m) => m.type === "restore-plan") ? "run" : "restore";
+        const a = new FakeAgent(inst.id, env, coord, { live, mode });
         agents.set(inst.id, a);
         started.set(inst.id, Date.now());
         await a.start().catch(() => undefined);

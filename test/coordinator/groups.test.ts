@@ -1,52 +1,46 @@
 /**
- * Stateful groups end to end on localcloud (process runtime, real agents): a 3-member group over
+ * Stateful groups in process (test/support/in-process.ts: localcloud without a runtime, the
+ * coordinator in this process, a fake agent per member that relays IMDS spot notices, at the
+ * original's time scale so the races it stages keep their real margins): a 3-member group over
  * two AZs with addresses from the group's pool; two members interrupted at once, each recovered
  * with its own address, ENI and volume; a rolling template update that waits for an interruption
  * being recovered and never has more than maxUnavailable members down for planned work; scale
  * 3 → 5 → 2 with an address taken by something else in EC2 skipped and addresses returned.
+ * Its members run no workload: every assertion is a decision (states, addresses, ENIs, volumes,
+ * workflows, events), so nothing moved elsewhere; a group roll-out across a coordinator killed at
+ * each step, with real agents, is test/coordinator/crash-group.test.ts's.
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { KEEP_NOTHING } from "../../shared/deletion.js";
 import { GroupDetail } from "../../shared/group-api.js";
 import { parseGroupSpec } from "../../shared/group-spec.js";
-import type { Coordinator } from "../../coordinator/service.js";
 import type { WorkflowRecord } from "../../coordinator/db/store.js";
 import { enforcerFor } from "../../localcloud/iam/enforcer.js";
-import { type Env, ensureAgentBundle, inProcessCoordinator, liveInstances, startEnv, until } from "./harness.js";
+import { type InProcess, startInProcess } from "../support/in-process.js";
+import { liveInstances, until } from "./harness.js";
 
-const SCALE = 0.03;
-let dir: string;
-let env: Env;
-let coord: Coordinator;
+let h: InProcess;
 let pool: { a: string[]; b: string[] };
 
 beforeAll(async () => {
-  ensureAgentBundle();
-  dir = mkdtempSync(join(tmpdir(), "spotkeep-e2e-groups-"));
-  env = await startEnv(dir, SCALE);
-  coord = await inProcessCoordinator(env, join(dir, "coord"), SCALE);
+  h = await startInProcess({ prefix: "spotkeep-inproc-groups-", timeScale: 0.03 });
   pool = { a: ["172.31.0.200", "172.31.0.201", "172.31.0.202"], b: ["172.31.16.200", "172.31.16.201", "172.31.16.202"] };
 });
 afterAll(async () => {
-  await coord?.stop();
-  await env?.stop();
-  rmSync(dir, { recursive: true, force: true });
+  await h?.stop();
 });
 
 function groupSpec(size: number, tags: Record<string, string> = {}) {
-  const { name: _n, ...template } = env.spec("x", { volumes: 1, root: false, workload: false });
-  template.launch.subnetIds = env.subnets.slice(0, 2).map((s) => s.id);
+  const { name: _n, ...template } = h.spec("x", { volumes: 1, root: false });
+  template.launch.subnetIds = h.env.subnets.slice(0, 2).map((s) => s.id);
   template.launch.tags = tags;
   return parseGroupSpec({ kind: "group", name: "kafka", size, ipPool: [...pool.a, ...pool.b], template });
 }
 
 async function api(method: string, path: string, body?: unknown) {
-  const res = await fetch(`${coord.url}/api/v1/${path}`, {
+  const res = await fetch(`${h.coord.url}/api/v1/${path}`, {
     method,
-    headers: { authorization: `Bearer ${coord.adminToken}`, "content-type": "application/json" },
+    headers: { authorization: `Bearer ${h.coord.adminToken}`, "content-type": "application/json" },
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   return { status: res.status, body: (await res.json()) as any };
@@ -59,13 +53,13 @@ async function describeGroup(): Promise<GroupDetail> {
 }
 
 async function finished(id: string): Promise<WorkflowRecord> {
-  const wf = await coord.engine.wait(id);
+  const wf = await h.coord.engine.wait(id);
   if (wf.status !== "succeeded") throw new Error(`${wf.kind} ${wf.id} ${wf.status}: ${wf.error}`);
   return wf;
 }
 
 async function memberFacts(name: string) {
-  const d = (await coord.views.getInstance(name))!;
+  const d = (await h.coord.views.getInstance(name))!;
   return {
     ip: d.privateIp,
     eni: d.resources.network.eniId,
@@ -75,14 +69,14 @@ async function memberFacts(name: string) {
   };
 }
 
-describe("stateful groups (localcloud, real agents)", () => {
+describe("stateful groups (in process)", () => {
   it("refuses a bad group spec by field and changes nothing", async () => {
-    const before = await coord.store.counts();
+    const before = await h.coord.store.counts();
     const r = await api("POST", "groups", { kind: "group", name: "bad", size: 2, ipPool: ["10.0.0.1"], template: {} });
     expect(r.status).toBe(400);
     expect(r.body.error.message).toMatch(/size: 2 members need 2 addresses; ipPool lists 1/);
     expect(r.body.error.message).toMatch(/template.launch: is required/);
-    expect(await coord.store.counts()).toEqual(before);
+    expect(await h.coord.store.counts()).toEqual(before);
   });
 
   it("creates 3 members with distinct pool addresses spread over two AZs", async () => {
@@ -96,18 +90,18 @@ describe("stateful groups (localcloud, real agents)", () => {
     const ips = d.memberList.map((m) => m.privateIp);
     expect(new Set(ips).size).toBe(3);
     for (const ip of ips) expect([...pool.a, ...pool.b]).toContain(ip);
-    const [azA, azB] = env.subnets.slice(0, 2).map((s) => s.az) as [string, string];
+    const [azA, azB] = h.env.subnets.slice(0, 2).map((s) => s.az) as [string, string];
     expect(d.spread).toEqual({ [azA]: 2, [azB]: 1 });
     for (const m of d.memberList) {
       const f = await memberFacts(m.name);
       expect(f.ip).toBe(m.privateIp);
-      const [inst] = await env.ec2.describeInstances([f.instanceId!]);
+      const [inst] = await h.env.ec2.describeInstances([f.instanceId!]);
       expect(inst!.privateIp).toBe(m.privateIp);
       expect(inst!.availabilityZone).toBe(m.availabilityZone);
     }
     expect(d.byState).toEqual({ running: 3 });
     expect(d.unavailable).toBe(0);
-    const metrics = await (await fetch(`${coord.url}/metrics`)).text();
+    const metrics = await (await fetch(`${h.coord.url}/metrics`)).text();
     expect(metrics).toContain('spotkeep_group_members{group="kafka",state="running"} 3');
     expect(metrics).toContain('spotkeep_group_unavailable{group="kafka"} 0');
     // A member is not deleted or updated on its own.
@@ -117,22 +111,22 @@ describe("stateful groups (localcloud, real agents)", () => {
   it("recovers two members interrupted at the same moment, each with its own address, ENI and volume", async () => {
     const before = { a: await memberFacts("kafka-0"), b: await memberFacts("kafka-1") };
     await Promise.all([
-      env.control("POST", `instances/${before.a.instanceId}/interrupt`, { action: "terminate", noticeSeconds: 120 }),
-      env.control("POST", `instances/${before.b.instanceId}/interrupt`, { action: "terminate", noticeSeconds: 120 }),
+      h.env.control("POST", `instances/${before.a.instanceId}/interrupt`, { action: "terminate", noticeSeconds: 120 }),
+      h.env.control("POST", `instances/${before.b.instanceId}/interrupt`, { action: "terminate", noticeSeconds: 120 }),
     ]);
     for (const [name, was] of [
       ["kafka-0", before.a],
       ["kafka-1", before.b],
     ] as const) {
       const wf = await until(`${name}'s replace`, async () =>
-        (await coord.store.workflows.listFor(name)).find((w) => w.kind === "replace"),
+        (await h.coord.store.workflows.listFor(name)).find((w) => w.kind === "replace"),
       );
       await finished(wf.id);
       const after = await memberFacts(name);
       expect(after.gen).toBe(2);
       expect(after.instanceId).not.toBe(was.instanceId);
       expect({ ip: after.ip, eni: after.eni, volume: after.volume }).toEqual({ ip: was.ip, eni: was.eni, volume: was.volume });
-      expect((await liveInstances(env, name)).map((i) => i.instanceId)).toEqual([after.instanceId]);
+      expect((await liveInstances(h.env, name)).map((i) => i.instanceId)).toEqual([after.instanceId]);
     }
     const d = await describeGroup();
     expect(d.memberList.every((m) => m.state === "running")).toBe(true);
@@ -140,9 +134,9 @@ describe("stateful groups (localcloud, real agents)", () => {
 
   it("rolls a new template one member at a time, waiting while an interruption is being recovered", async () => {
     const k2 = await memberFacts("kafka-2");
-    await env.control("POST", `instances/${k2.instanceId}/interrupt`, { action: "terminate", noticeSeconds: 120 });
+    await h.env.control("POST", `instances/${k2.instanceId}/interrupt`, { action: "terminate", noticeSeconds: 120 });
     const replace = await until("kafka-2's replace", async () =>
-      (await coord.store.workflows.listFor("kafka-2")).find((w) => w.kind === "replace" && w.status === "running"),
+      (await h.coord.store.workflows.listFor("kafka-2")).find((w) => w.kind === "replace" && w.status === "running"),
     );
     const r = await api("PUT", "groups/kafka", groupSpec(3, { rev: "2" }));
     expect(r.status).toBe(200);
@@ -153,7 +147,7 @@ describe("stateful groups (localcloud, real agents)", () => {
       while (sampling) {
         let planned = 0;
         for (const m of ["kafka-0", "kafka-1", "kafka-2"])
-          if ((await coord.store.workflows.runningFor(m)).some((w) => w.kind === "recycle")) planned++;
+          if ((await h.coord.store.workflows.runningFor(m)).some((w) => w.kind === "recycle")) planned++;
         maxPlannedDown = Math.max(maxPlannedDown, planned);
         await new Promise((res) => setTimeout(res, 20));
       }
@@ -162,12 +156,12 @@ describe("stateful groups (localcloud, real agents)", () => {
     sampling = false;
     await sampler;
     expect(maxPlannedDown).toBe(1);
-    const replaced = (await coord.store.workflows.get(replace.id))!;
+    const replaced = (await h.coord.store.workflows.get(replace.id))!;
     expect(replaced.status).toBe("succeeded");
     const recycles = (
       await Promise.all(
         ["kafka-0", "kafka-1", "kafka-2"].map(async (m) =>
-          (await coord.store.workflows.listFor(m)).filter((w) => w.trigger === `group-update ${r.body.workflowId}`),
+          (await h.coord.store.workflows.listFor(m)).filter((w) => w.trigger === `group-update ${r.body.workflowId}`),
         ),
       )
     ).flat();
@@ -183,9 +177,9 @@ describe("stateful groups (localcloud, real agents)", () => {
       ),
     ).toBe(true);
     for (const m of ["kafka-0", "kafka-1", "kafka-2"]) {
-      const d = (await coord.views.getInstance(m))!;
+      const d = (await h.coord.views.getInstance(m))!;
       expect(d.state).toBe("running");
-      const [inst] = await env.ec2.describeInstances([d.instanceId!]);
+      const [inst] = await h.env.ec2.describeInstances([d.instanceId!]);
       expect(inst!.tags.rev).toBe("2");
     }
     expect((await describeGroup()).state).toBe("ready");
@@ -196,12 +190,12 @@ describe("stateful groups (localcloud, real agents)", () => {
     const held = (await describeGroup()).memberList.map((m) => m.privateIp).sort();
     expect(held).toEqual([pool.a[0], pool.a[1], pool.b[0]].sort());
     // Something else (not under spotkeep's policy) takes the next address of AZ b.
-    const iam = enforcerFor(env.lc.world);
+    const iam = enforcerFor(h.env.lc.world);
     const policy = iam.policy;
     iam.clear();
-    const squatter = await env.ec2
+    const squatter = await h.env.ec2
       .createNetworkInterface({
-        subnetId: env.subnets[1]!.id,
+        subnetId: h.env.subnets[1]!.id,
         securityGroupIds: [],
         privateIp: pool.b[1],
         description: "not spotkeep's",
@@ -240,13 +234,13 @@ describe("stateful groups (localcloud, real agents)", () => {
     expect(d.memberList.map((m) => m.name)).toEqual(["kafka-0", "kafka-1"]);
     expect([...d.freeAddresses].sort()).toEqual([pool.a[1], pool.a[2], pool.b[1], pool.b[2]].sort());
     for (const [i, name] of removed.entries()) {
-      expect(await coord.store.instances.get(name)).toBeNull();
-      expect(await liveInstances(env, name)).toEqual([]);
-      expect(await env.ec2.describeNetworkInterface(facts[i]!.eni!)).toBeNull();
+      expect(await h.coord.store.instances.get(name)).toBeNull();
+      expect(await liveInstances(h.env, name)).toEqual([]);
+      expect(await h.env.ec2.describeNetworkInterface(facts[i]!.eni!)).toBeNull();
     }
 
     iam.clear();
-    await env.ec2.deleteNetworkInterface(squatter.eniId).finally(() => {
+    await h.env.ec2.deleteNetworkInterface(squatter.eniId).finally(() => {
       iam.policy = policy;
     });
   });
@@ -256,7 +250,7 @@ describe("stateful groups (localcloud, real agents)", () => {
     bad.template.launch.imageId = "ami-0000000000000dead";
     const r = await api("PUT", "groups/kafka", bad);
     expect(r.status).toBe(200);
-    const wf = await coord.engine.wait(r.body.workflowId);
+    const wf = await h.coord.engine.wait(r.body.workflowId);
     expect(wf.status).toBe("failed");
     const d = await describeGroup();
     expect(d.state).toBe("stopped");
@@ -264,11 +258,11 @@ describe("stateful groups (localcloud, real agents)", () => {
       /^group-update stopped \(rolling 1 of 2: kafka-0 \(workflow wf-recycle-[^)]+\)\): .*recycling kafka-0: recycle wf-recycle-\S+ failed: .*InvalidAMIID\.NotFound/,
     );
     // The member after it was not touched: still running the previous template.
-    const k1 = (await coord.views.getInstance("kafka-1"))!;
+    const k1 = (await h.coord.views.getInstance("kafka-1"))!;
     expect(k1.state).toBe("running");
-    const [inst] = await env.ec2.describeInstances([k1.instanceId!]);
+    const [inst] = await h.env.ec2.describeInstances([k1.instanceId!]);
     expect(inst!.tags.rev).toBe("2");
-    expect((await coord.store.workflows.listFor("kafka-1")).some((w) => w.trigger === `group-update ${wf.id}`)).toBe(false);
+    expect((await h.coord.store.workflows.listFor("kafka-1")).some((w) => w.trigger === `group-update ${wf.id}`)).toBe(false);
 
     // A fixed template continues: the failed member comes back from what it kept, then the next one rolls.
     const fixed = await api("PUT", "groups/kafka", groupSpec(2, { rev: "4" }));
@@ -278,7 +272,7 @@ describe("stateful groups (localcloud, real agents)", () => {
     expect(after.state).toBe("ready");
     for (const m of after.memberList) {
       expect(m.state).toBe("running");
-      const [i] = await env.ec2.describeInstances([m.instanceId!]);
+      const [i] = await h.env.ec2.describeInstances([m.instanceId!]);
       expect(i!.tags.rev).toBe("4");
       expect(i!.privateIp).toBe(m.privateIp);
     }
@@ -287,12 +281,12 @@ describe("stateful groups (localcloud, real agents)", () => {
   it("deletes the group: every member, then the group; the name is free again", async () => {
     const r = await api("DELETE", "groups/kafka");
     expect(r.status).toBe(202);
-    await coord.groups
+    await h.coord.groups
       .delete("kafka", { keep: KEEP_NOTHING, ttlHours: null })
       .catch((e: Error) => expect(e.message).toMatch(/busy|being deleted/));
     await finished(r.body.workflowId);
     expect((await api("GET", "groups/kafka")).status).toBe(404);
-    expect(await liveInstances(env, "kafka-0")).toEqual([]);
+    expect(await liveInstances(h.env, "kafka-0")).toEqual([]);
     expect((await api("GET", "groups")).body.groups).toEqual([]);
   });
 });

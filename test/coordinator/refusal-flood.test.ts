@@ -15,6 +15,7 @@ import { newMessageId } from "../../shared/protocol.js";
 import type { Coordinator } from "../../coordinator/service.js";
 import { FakeAgent } from "./fake-agent.js";
 import { inProcessCoordinator, startEnv, until, type Env } from "./harness.js";
+import { agentStandIn } from "../support/in-process.js";
 
 let dir: string;
 let env: Env;
@@ -29,7 +30,7 @@ const SCALE = 0.05;
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "spotkeep-refusal-flood-"));
   env = await startEnv(dir, SCALE, { runtime: "none", profile: "instant" });
-  coord = await inProcessCoordinator(env, join(dir, "coord"), SCALE);
+  coord = await inProcessCoordinator(env, join(dir, "coord"), SCALE, { agentBundlePath: agentStandIn(dir) });
   const { workflowId } = await coord.views.createInstance(parseSpec(env.spec(NAME, { workload: false, root: false })));
   ec2Id = await until("generation 1 to launch", async () => (await coord.store.generations.get(NAME, 1))?.ec2InstanceId);
   await until("the instance to run", async () => (await env.ec2.describeInstances([ec2Id]))[0]?.state === "running");

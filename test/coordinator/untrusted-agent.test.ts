@@ -12,6 +12,7 @@ import { parseSpec } from "../../shared/spec.js";
 import type { Coordinator } from "../../coordinator/service.js";
 import { FakeAgent } from "./fake-agent.js";
 import { inProcessCoordinator, startEnv, until, type Env } from "./harness.js";
+import { agentStandIn } from "../support/in-process.js";
 
 let dir: string;
 let env: Env;
@@ -26,7 +27,7 @@ const ec2State = async () => (await env.ec2.describeInstances([ec2Id]))[0]?.stat
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "spotkeep-untrusted-"));
   env = await startEnv(dir, 1, { runtime: "none", profile: "instant" });
-  coord = await inProcessCoordinator(env, join(dir, "coord"), 1);
+  coord = await inProcessCoordinator(env, join(dir, "coord"), 1, { agentBundlePath: agentStandIn(dir) });
   const { workflowId } = await coord.views.createInstance(parseSpec(env.spec(NAME, { workload: false, root: false })));
   ec2Id = await until("generation 1 to launch", async () => (await coord.store.generations.get(NAME, 1))?.ec2InstanceId);
   await until("the instance to run", async () => (await ec2State()) === "running");
