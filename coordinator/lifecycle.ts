@@ -14,7 +14,7 @@
  *   a workflow that fails before its new generation serves leaves `failed`; resume, recycle and
  *   delete start from it. A failure after that (retention, an old root's deletion) is an event.
  */
-import { INSTANCE_ACTIONS, type InstanceAction, type InstanceState, type Operation } from "../shared/operations.js";
+import { INSTANCE_ACTIONS, INSTANCE_STATES, type InstanceAction, type InstanceState, type Operation } from "../shared/operations.js";
 import { STEP } from "../shared/steps.js";
 import type { Generation, StatefulInstance, Store, StoreTx, WorkflowRecord } from "./db/store.js";
 
@@ -42,17 +42,8 @@ export interface StartRule {
   planned?: boolean;
 }
 
-const UNTIL_DELETED: readonly InstanceState[] = [
-  "creating",
-  "importing",
-  "running",
-  "replacing",
-  "pausing",
-  "paused",
-  "resuming",
-  "recycling",
-  "failed",
-];
+/** Every state but deleting and deleted. */
+const UNTIL_DELETED: readonly InstanceState[] = INSTANCE_STATES.filter((s) => s !== "deleting" && s !== "deleted");
 
 /** Every start the coordinator admits for a stateful instance. */
 export const STARTS = {

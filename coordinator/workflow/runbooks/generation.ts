@@ -26,6 +26,8 @@ import { type RunbookDeps, waitUntil } from "./deps.js";
 import {
   attachSteps,
   type Candidate,
+  candidates,
+  describeLaunchSubnets,
   LAUNCH_POLICY,
   type LaunchResult,
   launchGeneration,
@@ -109,6 +111,20 @@ export async function bringUp(deps: RunbookDeps, ctx: WorkflowContext, plan: Gen
   const launched = await launchStep(deps, ctx, plan, choice);
   await completeBringUp(deps, ctx, plan, launched, { volumesFromSnapshots: [] });
   return launched;
+}
+
+/**
+ * The subnets step (the spec's subnets as EC2 describes them), then the bring-up on the launch
+ * candidates in `pinnedAz` (null: every subnet's AZ), `privateIp` when the address is kept.
+ */
+export async function bringUpIn(
+  deps: RunbookDeps,
+  ctx: WorkflowContext,
+  plan: GenerationPlan,
+  where: { pinnedAz: string | null; privateIp?: string | null },
+): Promise<LaunchResult> {
+  const subnets = await ctx.step(STEP.subnets, () => describeLaunchSubnets(deps, plan.spec), MUTATE_POLICY);
+  return bringUp(deps, ctx, plan, { cands: candidates(plan.spec, subnets, where.pinnedAz, where.privateIp ?? null) });
 }
 
 /**
@@ -231,25 +247,42 @@ export async function waitOldReleased(
   input: { name: string; instanceId: string; fromGeneration: number; trigger: string },
   eniId: string | null,
 ): Promise<true> {
+  return waitInstanceReleased(deps, ctx, {
+    instanceId: input.instanceId,
+    eni: eniId ? { eniId, what: "the stateful instance's network interface" } : null,
+    onTerminated: () => deps.store.generations.end(input.name, input.fromGeneration, input.trigger),
+  });
+}
+
+/**
+ * Wait until `instanceId` is terminated (then `onTerminated`), and with `eni` until that network
+ * interface is free again; a deleted ENI is a failure of kind resource-lost.
+ */
+export async function waitInstanceReleased(
+  deps: RunbookDeps,
+  ctx: WorkflowContext,
+  o: { instanceId: string; eni: { eniId: string; what: string } | null; onTerminated?: () => Promise<unknown> },
+): Promise<true> {
   await waitUntil(
     deps.clock,
-    `${input.instanceId} to terminate`,
+    `${o.instanceId} to terminate`,
     async () => {
-      const [i] = await deps.ec2.describeInstances([input.instanceId]);
+      const [i] = await deps.ec2.describeInstances([o.instanceId]);
       return !i || i.state === "terminated" ? true : null;
     },
     { intervalMs: deps.pollMs / 2, timeoutMs: 15 * 60_000, signal: ctx.signal, grid: true },
   );
-  await deps.store.generations.end(input.name, input.fromGeneration, input.trigger);
+  await o.onTerminated?.();
   // The ENI comes free a little after `terminated`; launching before that only earns
   // InvalidNetworkInterface.InUse and a backoff, so watch it closely instead.
-  if (eniId) {
+  const eni = o.eni;
+  if (eni) {
     await waitUntil(
       deps.clock,
-      `${eniId} to be released by ${input.instanceId}`,
+      `${eni.eniId} to be released by ${o.instanceId}`,
       async () => {
-        const e = await deps.ec2.describeNetworkInterface(eniId);
-        if (!e) throw new Failure("resource-lost", `${eniId} (the stateful instance's network interface) no longer exists`);
+        const e = await deps.ec2.describeNetworkInterface(eni.eniId);
+        if (!e) throw new Failure("resource-lost", `${eni.eniId} (${eni.what}) no longer exists`);
         return e.status === "available" ? true : null;
       },
       { intervalMs: deps.pollMs / 4, timeoutMs: 10 * 60_000, signal: ctx.signal, grid: true },

@@ -26,8 +26,8 @@ import type { ImportInput } from "../../import/plan.js";
 import { type Runbook, StepFailedError, type WorkflowContext, WorkflowStopped, NonDeterminismError } from "../engine.js";
 import { describeError, Failure } from "../failure.js";
 import { type RunbookDeps, waitUntil } from "./deps.js";
-import { bringUp, retire } from "./generation.js";
-import { candidates, describeLaunchSubnets, MUTATE_POLICY } from "./launch.js";
+import { bringUpIn, retire, waitInstanceReleased } from "./generation.js";
+import { MUTATE_POLICY } from "./launch.js";
 import { registerRootImage, resourceTags, waitDetached } from "./steps.js";
 
 export type { ImportInput };
@@ -101,8 +101,7 @@ export function importRunbook(deps: RunbookDeps): Runbook<ImportInput> {
     const bootImage = imageId;
 
     // 3. Generation 1: spot (the spec's fallbacks), the same ENI at device index 0, the same volumes.
-    const subnets = await ctx.step(STEP.subnets, () => describeLaunchSubnets(deps, spec), MUTATE_POLICY);
-    const launched = await bringUp(
+    const launched = await bringUpIn(
       deps,
       ctx,
       {
@@ -115,7 +114,7 @@ export function importRunbook(deps: RunbookDeps): Runbook<ImportInput> {
         previousClean: input.stopFirst,
         how: `is ready: ${instanceId} imported as generation 1`,
       },
-      { cands: candidates(spec, subnets, input.availabilityZone) },
+      { pinnedAz: input.availabilityZone },
     );
     // 4. The original root lives on as the image; the volume itself is no longer needed.
     await retire(deps, ctx, { name, serving: generation, keep: spec.snapshots.keep });
@@ -207,26 +206,10 @@ async function registerImage(deps: RunbookDeps, ctx: WorkflowContext, input: Imp
 
 /** Wait until the original is terminated and its ENI is free; generation "0" is recorded as ended. */
 async function waitOriginalGone(deps: RunbookDeps, ctx: WorkflowContext, input: ImportInput): Promise<true> {
-  await waitUntil(
-    deps.clock,
-    `${input.instanceId} to terminate`,
-    async () => {
-      const [i] = await deps.ec2.describeInstances([input.instanceId]);
-      return !i || i.state === "terminated" ? true : null;
-    },
-    { intervalMs: deps.pollMs / 2, timeoutMs: 15 * 60_000, signal: ctx.signal },
-  );
-  await waitUntil(
-    deps.clock,
-    `${input.eni.eniId} to be released by ${input.instanceId}`,
-    async () => {
-      const e = await deps.ec2.describeNetworkInterface(input.eni.eniId);
-      if (!e) throw new Failure("resource-lost", `${input.eni.eniId} (the imported instance's network interface) was deleted`);
-      return e.status === "available" ? true : null;
-    },
-    { intervalMs: deps.pollMs / 4, timeoutMs: 10 * 60_000, signal: ctx.signal },
-  );
-  return true;
+  return waitInstanceReleased(deps, ctx, {
+    instanceId: input.instanceId,
+    eni: { eniId: input.eni.eniId, what: "the imported instance's network interface" },
+  });
 }
 
 /**

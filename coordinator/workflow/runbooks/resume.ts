@@ -16,8 +16,7 @@ import { moveState } from "../../lifecycle.js";
 import type { Runbook } from "../engine.js";
 import { Failure } from "../failure.js";
 import type { RunbookDeps } from "./deps.js";
-import { bringUp, retire, terminateOld, waitOldTerminated } from "./generation.js";
-import { candidates, describeLaunchSubnets, MUTATE_POLICY } from "./launch.js";
+import { bringUpIn, retire, terminateOld, waitOldTerminated } from "./generation.js";
 
 export interface ResumeInput {
   name: string;
@@ -85,8 +84,7 @@ export function resumeRunbook(deps: RunbookDeps): Runbook<ResumeInput> {
     // 3. Launch where the kept resources are (the ENI's AZ, else the volumes' AZ), reattach and
     //    restore (the filesystems are checked: the pause may have been crash-consistent); serving again.
     const pinnedAz = begin.eniId ? begin.eniAz : (begin.volumes[0]?.availabilityZone ?? null);
-    const subnets = await ctx.step(STEP.subnets, () => describeLaunchSubnets(deps, spec), MUTATE_POLICY);
-    const launched = await bringUp(
+    const launched = await bringUpIn(
       deps,
       ctx,
       {
@@ -100,7 +98,7 @@ export function resumeRunbook(deps: RunbookDeps): Runbook<ResumeInput> {
         previous: { generation: input.fromGeneration, endReason: input.from },
         how: `resumed from ${input.from}`,
       },
-      { cands: candidates(spec, subnets, pinnedAz, begin.privateIp) },
+      { pinnedAz, privateIp: begin.privateIp },
     );
 
     // 4. Roots a failed run left behind (its old instance terminated) go; the image carries the root.
