@@ -357,6 +357,7 @@ export function storeContract(backend: StoreBackend): void {
         id: "wf-b",
         kind: "replace",
         instance: "db",
+        owner: { kind: "instance", name: "db" },
         status: "running",
         input,
         trigger: "spot-interruption",
