@@ -111,6 +111,18 @@ export function killAll(children: Set<ChildProcess>): void {
   }
 }
 
+/**
+ * Where a crashing coordinator SIGKILLs itself: right after step `n` of a `kind` workflow is
+ * recorded (which must be named `step` when given, the crash matrix); with `orLater`, after the
+ * first step it records at `n` or later.
+ */
+export interface CrashAt {
+  kind: string;
+  n: number;
+  step?: string;
+  orLater?: boolean;
+}
+
 export interface Slot {
   port: number;
   cfgFile: string;
@@ -140,9 +152,9 @@ export async function coordinatorSlot(env: Env, dir: string, id: string, timeSca
  * the same command through test/coordinator/crashing-coordinator.ts (bundled like the CLI), which
  * SIGKILLs the process right after step `crash.n` of a `crash.kind` workflow is recorded.
  */
-export function coordinatorCommand(crash?: { kind: string; n: number; step?: string }): string[] {
+export function coordinatorCommand(crash?: CrashAt): string[] {
   if (!crash) return [join(ROOT, "bin", "spotkeep.js"), "coordinator"];
-  return [crashingCoordinator(), crash.kind, String(crash.n), ...(crash.step === undefined ? [] : [crash.step])];
+  return [crashingCoordinator(), crash.kind, `${crash.n}${crash.orLater ? "+" : ""}`, ...(crash.step === undefined ? [] : [crash.step])];
 }
 
 /**
@@ -156,8 +168,7 @@ export async function startCoordinatorCli(
   o: {
     ownerDir: string;
     children: Set<ChildProcess>;
-    /** SIGKILL right after step `n` of a `kind` workflow, which must be named `step` when given (the crash matrix). */
-    crash?: { kind: string; n: number; step?: string };
+    crash?: CrashAt;
     firstStart?: boolean;
     /** The store was edited by another tool while the coordinator was stopped (its write-ahead log folded in). */
     acceptRestored?: boolean;

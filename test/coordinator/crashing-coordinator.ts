@@ -2,10 +2,12 @@
  * `spotkeep coordinator` that SIGKILLs itself right after step N of a KIND workflow is recorded, for
  * the crash tests, run as a child process:
  *
- *   node test-output/build/dist/cli/crashing-coordinator.mjs KIND N [STEP] [spotkeep coordinator flags…]
+ *   node test-output/build/dist/cli/crashing-coordinator.mjs KIND N[+] [STEP] [spotkeep coordinator flags…]
  *
  * With STEP (test/support/crash-matrix.ts), step N must be recorded under that name: when it is
- * not, the process exits 3 naming both instead of crashing.
+ * not, the process exits 3 naming both instead of crashing. With N+ it SIGKILLs itself after the
+ * first step it records at N or later (a step that runs beside others may already have been recorded
+ * by an earlier process, test/support/crash-chain.ts); STEP is then checked when that step is N.
  *
  * (built from this file by crashingCoordinator() in test/cli/built.ts; `node --import tsx` runs it from the sources)
  *
@@ -20,10 +22,11 @@ const [kind, n, ...rest] = process.argv.slice(2);
 // An optional third argument (not a flag) is the step's name the crash matrix expects at N.
 const expected = rest[0] !== undefined && !rest[0].startsWith("--") ? rest[0] : undefined;
 const flags = expected === undefined ? rest : rest.slice(1);
-const seq = Number(n);
+const orLater = n?.endsWith("+") === true;
+const seq = Number(orLater ? n?.slice(0, -1) : n);
 if (!kind || !Number.isInteger(seq) || seq < 1) {
   process.stderr.write(
-    `usage: crashing-coordinator.ts KIND N [STEP] [coordinator flags…] (N a positive integer, got ${JSON.stringify(n)})\n`,
+    `usage: crashing-coordinator.ts KIND N[+] [STEP] [coordinator flags…] (N a positive integer, got ${JSON.stringify(n)})\n`,
   );
   process.exit(2);
 }
@@ -31,8 +34,8 @@ if (!kind || !Number.isInteger(seq) || seq < 1) {
 try {
   process.exitCode = await runCoordinator(flags, {
     afterStep: (wf, s, name) => {
-      if (wf.kind !== kind || s !== seq) return;
-      if (expected !== undefined && name !== expected) {
+      if (wf.kind !== kind || (orLater ? s < seq : s !== seq)) return;
+      if (expected !== undefined && s === seq && name !== expected) {
         // The runbook no longer records the step the matrix names here: crashing elsewhere would prove nothing.
         process.stderr.write(`crash hook: ${wf.kind} step ${s} is "${name}", the crash matrix expects "${expected}": not crashing\n`);
         process.exit(3);

@@ -1,10 +1,11 @@
 /**
  * The crash matrix: the steps each runbook records, in order, for the specs the crash suites use,
- * written with the step names the runbooks themselves use (shared/steps.ts). A case kills the
- * coordinator right after step n is recorded; the crashing coordinator checks that the step it
- * recorded there has the name the matrix expects and refuses to crash (exit 3, naming both) when it
- * does not, so a runbook that gains, loses or reorders a step fails its crash suite instead of
- * quietly crashing elsewhere.
+ * written with the step names the runbooks themselves use (shared/steps.ts). The crash suites kill
+ * the coordinator right after each of these steps is recorded, all in one run of the runbook
+ * (test/support/crash-chain.ts): a step recorded under another name, or at a number the matrix
+ * does not list, fails the suite, so a runbook that gains, loses or reorders a step fails its crash
+ * suite instead of quietly crashing elsewhere. The crashing coordinator also refuses to crash
+ * (exit 3, naming both) when the step at the number it was armed for has another name.
  *
  * SPOTKEEP_CRASH_STEPS=4,14 runs only those step numbers of every matrix.
  */
