@@ -99,8 +99,12 @@ export interface StartOptions {
  * product passes none.
  */
 export interface CoordinatorHooks {
-  /** After a step's result is recorded (step `seq`, named `name`, of workflow `wf`). */
-  afterStep?(wf: WorkflowRecord, seq: number, name: string): void;
+  /**
+   * After a step's result is recorded (step `seq`, named `name`, of workflow `wf`). `alsoRecording`:
+   * the workflow's other steps (run beside this one) whose results this process has already sent
+   * to the store and whose hook has not run yet: they may be recorded too by now.
+   */
+  afterStep?(wf: WorkflowRecord, seq: number, name: string, alsoRecording: readonly number[]): void;
   /** After a queue event is recorded, before its message is deleted from the queue. */
   afterEventRecord?(eventId: string): void;
 }

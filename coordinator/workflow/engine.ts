@@ -119,8 +119,11 @@ export interface EngineOptions<K extends object> {
    * same step: a workflow recorded before an upgrade replays its recorded steps under them.
    */
   renamedSteps?: Readonly<Record<string, string>>;
-  /** Called after a step's result is recorded (the crash test hook). */
-  afterStep?: (wf: WorkflowRecord, seq: number, name: string) => void;
+  /**
+   * Called after a step's result is recorded (the crash test hook), with the workflow's other steps
+   * whose results are being recorded at that moment (sent to the store, hook not run yet).
+   */
+  afterStep?: (wf: WorkflowRecord, seq: number, name: string, alsoRecording: readonly number[]) => void;
   onFinished?: (wf: WorkflowRecord, outcome: WorkflowOutcome) => Promise<void> | void;
   random?: () => number;
 }
@@ -136,6 +139,8 @@ export class WorkflowEngine<K extends object> {
   private readonly done = new Map<string, { promise: Promise<void>; resolve: () => void }>();
   private readonly abort = new AbortController();
   private readonly inFlight = new Set<Promise<void>>();
+  /** Per workflow, the steps whose results are being recorded (for the afterStep hook). */
+  private readonly recording = new Map<string, Set<number>>();
   private stopped = false;
 
   constructor(private readonly opts: EngineOptions<K>) {
@@ -263,6 +268,24 @@ export class WorkflowEngine<K extends object> {
     }
   }
 
+  /** Records a step's result, then runs the afterStep hook. */
+  private async recordResult(wf: WorkflowRecord, seq: number, name: string, result: unknown): Promise<void> {
+    if (!this.opts.afterStep) {
+      await this.record(() => this.store.steps.complete(wf.id, seq, result));
+      return;
+    }
+    const recording = this.recording.get(wf.id) ?? new Set<number>();
+    this.recording.set(wf.id, recording);
+    recording.add(seq);
+    try {
+      await this.record(() => this.store.steps.complete(wf.id, seq, result));
+    } finally {
+      recording.delete(seq);
+      if (recording.size === 0) this.recording.delete(wf.id);
+    }
+    this.opts.afterStep(wf, seq, name, [...recording]);
+  }
+
   private async execute(id: string): Promise<void> {
     const wf = await this.record(() => this.store.workflows.get(id)).catch(() => null);
     if (!wf || wf.status !== "running") {
@@ -349,8 +372,7 @@ export class WorkflowEngine<K extends object> {
     for (;;) {
       try {
         const result = await fn({ attempt: attempts + 1, signal: this.abort.signal });
-        await this.record(() => this.store.steps.complete(wf.id, seq, result));
-        this.opts.afterStep?.(wf, seq, name);
+        await this.recordResult(wf, seq, name, result);
         return (result === undefined ? null : result) as T;
       } catch (err) {
         if (this.stopped || err instanceof WorkflowStopped || err instanceof NonDeterminismError) throw err;

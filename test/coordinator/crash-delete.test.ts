@@ -1,36 +1,43 @@
 /**
- * Crash test of the delete runbook: the coordinator process is SIGKILLed right after step n of a
- * delete is recorded (test/coordinator/crashing-coordinator.ts delete n), for every step, with
- * nothing kept and with keep=volumes,network, then restarted. Every run must end `deleted` under its
- * archived name with the name free, no EC2 instance left, nothing orphaned (every resource tagged
- * with the instance is one the delete kept) and the kept volume and ENI the very ones it had,
- * tagged with their expiry.
+ * Crash test of the delete runbook: the coordinator process is SIGKILLed right after each step of a
+ * delete is recorded (test/support/crash-matrix.ts), with nothing kept and with keep=volumes,network,
+ * in one run of each delete: killed after step 1, started again, killed after step 2, ... then
+ * started unarmed (test/support/crash-chain.ts). Every run must end `deleted` under its archived
+ * name with the name free, no EC2 instance left, nothing orphaned (every resource tagged with the
+ * instance is one the delete kept) and the kept volume and ENI the very ones it had, tagged with
+ * their expiry.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { adminApi, coordinatorSlot, killAll, reachState, type Slot, startCoordinatorCli } from "./coordinator-process.js";
-import { ensureAgentBundle, startEnv, until, type Env } from "./harness.js";
+import { adminApi, coordinatorSlot, type CrashAt, killAll, reachState, type Slot, startCoordinatorCli } from "./coordinator-process.js";
+import { ensureAgentBundle, startEnv, terminateCaseInstances, until, type Env } from "./harness.js";
 import { budget, plus, runbookModel, runbookSteps } from "../support/budgets.js";
+import { crashAtEveryStep } from "../support/crash-chain.js";
 import { crashCases } from "../support/crash-matrix.js";
 import { crashCaseEvidence, instanceEvidence, prefixed, withEvidence } from "../support/evidence.js";
 
-const SCALE = 0.03;
-/** Delete's steps for the cases' spec (one data volume, same ENI, root persistence), per keep (test/support/crash-matrix.ts). */
-const CASES = [
-  ...crashCases("delete").map((c) => ({ ...c, keep: "" })),
-  ...crashCases("delete-keep").map((c) => ({ ...c, keep: "volumes,network" })),
-];
+/**
+ * A coordinator's restart (about a second of real time on a loaded machine) is model time too: at
+ * 0.2 it is a few model seconds, as it is in the field, so a chain's restarts weigh on the delete as
+ * they would in production, not as minutes of model time between two steps.
+ */
+const SCALE = 0.2;
+/** Delete's matrices for the chains' spec (one data volume, same ENI, root persistence), each with what it keeps. */
+const MATRICES = [
+  { m: "delete", keep: "" },
+  { m: "delete-keep", keep: "volumes,network" },
+] as const;
 
 let dir: string;
 let env: Env;
 const children = new Set<ChildProcess>();
 
 const slot = (id: string) => coordinatorSlot(env, dir, id, SCALE);
-const startCoordinatorProcess = (s: Slot, crash?: { n: number; step: string }, firstStart = false) =>
-  startCoordinatorCli(s, { ownerDir: dir, children, crash: crash ? { kind: "delete", ...crash } : undefined, firstStart });
+const startCoordinatorProcess = (s: Slot, crash: CrashAt | undefined, firstStart: boolean) =>
+  startCoordinatorCli(s, { ownerDir: dir, children, crash, firstStart });
 const api = (s: Slot, method: string, path: string, body?: unknown) => adminApi(`http://127.0.0.1:${s.port}`).call(method, path, body);
 
 /** Live resources localcloud holds with tag spotkeep:instance = name. */
@@ -65,40 +72,44 @@ const CREATED = budget({
   steps: runbookSteps("create"),
   starts: { coordinator: 1, agent: 1 },
 });
-/** Up to the crash: the delete so far (at most all of it). */
-const CRASHED = budget({ scale: SCALE, model: runbookModel("delete", SHAPE), steps: runbookSteps("delete") });
-/** After the restart: a coordinator start and the rest of the delete (at most all of it). */
+/** One kill, or the end after the last: a coordinator start and the rest of the delete (at most all of it). */
 const RECOVERED = budget({ scale: SCALE, model: runbookModel("delete", SHAPE), steps: runbookSteps("delete"), starts: { coordinator: 1 } });
 /** A volume whose DeleteVolume was accepted leaves localcloud's list once its deletion completes. */
 const SETTLED = budget({ scale: SCALE, model: { "delete volume": runbookModel("delete", SHAPE)["delete volume"]! } });
-const TIMEOUT = plus(CREATED, CRASHED, RECOVERED, SETTLED).ms;
+const timeout = (m: (typeof MATRICES)[number]["m"]) => plus(CREATED, ...crashCases(m).map(() => RECOVERED), RECOVERED, SETTLED).ms;
 
 describe.concurrent("coordinator crash at every step boundary of delete", () => {
-  it.for(CASES)(
-    "SIGKILL after step $n ($step, keep: $keep): the delete finishes, nothing orphaned, kept resources kept",
-    { timeout: TIMEOUT },
-    async ({ keep, n, step }, ctx) => {
-      const name = `crash-del-${keep ? "keep" : "all"}-${n}`;
+  for (const { m, keep } of MATRICES)
+    it(`SIGKILL after each step of ${m} in turn (keep: ${keep || "nothing"}): the delete finishes, nothing orphaned, kept resources kept`, {
+      timeout: timeout(m),
+    }, async (ctx) => {
+      const name = `crash-del-${keep ? "keep" : "all"}`;
       const s = await slot(name);
-      const first = await startCoordinatorProcess(s, { n, step }, true);
-      const runs = [first];
-      const call = (m: string, p: string) => api(s, m, p);
+      const runs: Awaited<ReturnType<typeof startCoordinatorProcess>>[] = [];
+      const call = (method: string, p: string) => api(s, method, p);
       const evidence = crashCaseEvidence({ runs, call, name, world: env.lc.world });
       try {
         await withEvidence(ctx, import.meta.filename, evidence, async () => {
-          expect((await api(s, "POST", "instances", env.spec(name, { workload: false }))).status).toBe(201);
-          const created = await reachState(`http://127.0.0.1:${s.port}`, name, "running", null, CREATED);
-          const volumeId: string = created.resources.volumes[0].volumeId;
-          const eniId: string = created.resources.network.eniId;
-          const started = await api(s, "DELETE", `instances/${name}${keep ? `?keep=${keep}&ttlHours=24` : ""}`);
-          expect(started.status, JSON.stringify(started.body)).toBe(202);
-          const archivedAs: string = started.body.archivedAs;
-          // The timeline moves with the record to its archived name.
-          Object.assign(evidence, prefixed("archived-", instanceEvidence(call, archivedAs)));
-          const how = await Promise.race([first.exited, new Promise((r) => setTimeout(() => r("no-crash"), CRASHED.ms))]);
-          expect(how, first.log.join("")).toMatchObject({ signal: "SIGKILL" });
-
-          runs.push(await startCoordinatorProcess(s));
+          let volumeId = "";
+          let eniId = "";
+          let archivedAs = "";
+          await crashAtEveryStep({
+            cases: crashCases(m),
+            runs,
+            eachKill: RECOVERED,
+            start: (crash, first) => startCoordinatorProcess(s, crash, first),
+            async begin() {
+              expect((await api(s, "POST", "instances", env.spec(name, { workload: false }))).status).toBe(201);
+              const created = await reachState(`http://127.0.0.1:${s.port}`, name, "running", null, CREATED);
+              volumeId = created.resources.volumes[0].volumeId;
+              eniId = created.resources.network.eniId;
+              const started = await api(s, "DELETE", `instances/${name}${keep ? `?keep=${keep}&ttlHours=24` : ""}`);
+              expect(started.status, JSON.stringify(started.body)).toBe(202);
+              archivedAs = started.body.archivedAs;
+              // The timeline moves with the record to its archived name.
+              Object.assign(evidence, prefixed("archived-", instanceEvidence(call, archivedAs)));
+            },
+          });
           const after = await until(
             "the delete to finish",
             async () => {
@@ -128,13 +139,10 @@ describe.concurrent("coordinator crash at every step boundary of delete", () => 
           }
         });
       } finally {
-        // After the evidence was read: every run still alive goes.
-        for (const r of runs)
-          if (r.child.exitCode === null && r.child.signalCode === null) {
-            r.child.kill("SIGKILL");
-            await r.exited;
-          }
+        // After the evidence was read: every run still alive goes, and any instance the delete left.
+        killAll(new Set(runs.map((r) => r.child)));
+        await Promise.all(runs.map((r) => r.exited));
+        await terminateCaseInstances(env, name);
       }
-    },
-  );
+    });
 });

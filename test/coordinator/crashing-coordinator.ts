@@ -33,7 +33,7 @@ if (!kind || !Number.isInteger(seq) || seq < 1) {
 
 try {
   process.exitCode = await runCoordinator(flags, {
-    afterStep: (wf, s, name) => {
+    afterStep: (wf, s, name, alsoRecording) => {
       if (wf.kind !== kind || (orLater ? s < seq : s !== seq)) return;
       if (expected !== undefined && s === seq && name !== expected) {
         // The runbook no longer records the step the matrix names here: crashing elsewhere would prove nothing.
@@ -41,7 +41,9 @@ try {
         process.exit(3);
       }
       // stderr is a pipe: the write is synchronous, so the line is out before the kill.
-      process.stderr.write(`${new Date().toISOString()} crash hook: killing myself after ${wf.kind} step ${s} (${name})\n`);
+      // Steps run beside this one may be recorded too by now: the log names them (the crash chain counts them as passed).
+      const also = alsoRecording.length > 0 ? `; also recording step(s) ${alsoRecording.join(",")}` : "";
+      process.stderr.write(`${new Date().toISOString()} crash hook: killing myself after ${wf.kind} step ${s} (${name})${also}\n`);
       process.kill(process.pid, "SIGKILL");
     },
   });

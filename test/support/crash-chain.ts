@@ -13,7 +13,10 @@
  *
  * Steps that run side by side (the image beside the wait for the old instance's end) are recorded
  * in either order, and a replayed step is not recorded again: arming each coordinator for the
- * first step it records itself gives every step its own kill whatever the order. A step recorded
+ * first step it records itself gives every step its own kill whatever the order. Two such steps
+ * can finish together: the hook of the first then runs while the other's result is on its way to
+ * the store too (the crashing coordinator names it, "also recording"), and the kill counts for
+ * both (were the other not written after all, the next coordinator runs it again). A step recorded
  * under another name than the matrix gives at its number, or at a number the matrix does not
  * have, fails the chain. With SPOTKEEP_CRASH_STEPS (a subset of the matrix) each coordinator is
  * armed for the next listed step number or later instead.
@@ -67,7 +70,9 @@ export async function crashAtEveryStep<C extends CoordinatorChild>(chain: Chain<
     if (i === 0) await chain.begin(current);
     const how = await Promise.race([current.exited, sleep(chain.eachKill.ms, "no crash" as const)]);
     const log = current.log.join("");
-    const at = new RegExp(`crash hook: killing myself after ${kind} step (\\d+) \\((.*)\\)`).exec(log);
+    const at = new RegExp(
+      `crash hook: killing myself after ${kind} step (\\d+) \\((.*?)\\)(?:; also recording step\\(s\\) ([\\d,]+))?\n`,
+    ).exec(log);
     if (how === "no crash" || how.signal !== "SIGKILL" || !at) {
       if (how === "no crash") current.child.kill("SIGKILL");
       const left = cases.filter((c) => !killed.has(c.n)).map((c) => `${c.n} (${c.step})`);
@@ -81,8 +86,9 @@ export async function crashAtEveryStep<C extends CoordinatorChild>(chain: Chain<
     if (whole && !named.has(seq)) throw new Error(`${kind} recorded step ${seq} (${name}), which the crash matrix does not list`);
     if (named.has(seq) && named.get(seq) !== name)
       throw new Error(`${kind} step ${seq} was recorded as "${name}", the crash matrix names it "${named.get(seq)}"`);
+    const also = at[3]?.split(",").map(Number) ?? [];
     // With a subset, the listed steps before the one killed after were recorded without a kill.
-    for (const c of cases) if (c.n === seq || (!whole && c.n < seq)) killed.add(c.n);
+    for (const c of cases) if (c.n === seq || also.includes(c.n) || (!whole && c.n < seq)) killed.add(c.n);
   }
   const last = await chain.start(undefined, false);
   runs.push(last);
