@@ -10,12 +10,12 @@ const ALL = [
 ];
 
 /**
- * The suites that run many real processes at once (a coordinator per case, agents and workloads per
- * instance, PostgreSQL servers, network namespaces) and whose runbooks race model-time deadlines.
- * Two of them side by side on a 2-core machine starve each other (a notice window of 12 s at time
- * scale 0.1 passes while processes wait for a core), so they get their own lane: one file at a time,
- * after the main lane. Each keeps its own concurrency inside the file (describe.concurrent, at most
- * `maxConcurrency` cases).
+ * The suites that run many real processes (coordinators killed and restarted, agents and workloads
+ * per instance, PostgreSQL servers, network namespaces, an npm install that compiles a native
+ * module) and whose runbooks race model-time deadlines. They run after the main lane, two files at
+ * a time: the crash chains (test/support/crash-chain.ts) spend most of their time waiting on model
+ * time at scales of 0.2 to 0.4, so two such files side by side leave the cores to each other. Each
+ * keeps its own concurrency inside the file (describe.concurrent, at most `maxConcurrency` cases).
  */
 export const HEAVY = [
   "test/coordinator/crash.test.ts",
@@ -25,7 +25,10 @@ export const HEAVY = [
   "test/coordinator/faults.test.ts",
   "test/e2e/postgres.test.ts",
   "test/linux/linux.test.ts",
-  // npm pack rebuilds dist/ in place: no other suite may be starting a built coordinator meanwhile.
+  // npm pack rebuilds dist/ in place, from the same sources: every file is written to a temporary
+  // name and renamed over the same bytes, so a built coordinator starting beside it (a crash suite
+  // in the other heavy worker) reads whole files. It stays out of the main lane, whose suites edit
+  // nothing in dist/ but start built CLIs all the time.
   "test/release/pack.test.ts",
 ];
 
@@ -79,7 +82,7 @@ export default defineConfig({
         // workloads polling on a time-scaled clock (at time scale 0.03 an agent's 1 s IMDS poll is
         // 30 ms of real time), so five side by side kept a load average above 20 on 2 cores and
         // pushed boots past the runbooks' own model-time budgets.
-        test: { name: "heavy", include: HEAVY, sequence: { groupOrder: 1 }, maxWorkers: 1, maxConcurrency: 3 },
+        test: { name: "heavy", include: HEAVY, sequence: { groupOrder: 1 }, maxWorkers: 2, maxConcurrency: 3 },
       },
     ],
   },
