@@ -100,9 +100,14 @@ export function adminApi(baseUrl: string, token = TEST_TOKEN) {
   };
 }
 
-/** SIGKILL every child still running (afterAll). */
-export function killAll(children: Set<ChildProcess>): void {
+/**
+ * SIGKILL every child still running, with its process group (afterAll, a case's cleanup). An exited
+ * child is skipped: its pid, the id of the group it led, may belong to another process by now (pids
+ * wrap at 32768 on a busy machine; another case's coordinator was killed so).
+ */
+export function killAll(children: Iterable<ChildProcess>): void {
   for (const c of children) {
+    if (c.exitCode !== null || c.signalCode !== null) continue;
     try {
       if (c.pid) process.kill(-c.pid, "SIGKILL");
     } catch {

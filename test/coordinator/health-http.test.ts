@@ -13,6 +13,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Coordinator } from "../../coordinator/service.js";
 import { parseSpec, type SpecInput } from "../../shared/spec.js";
+import { freePort } from "./coordinator-process.js";
 import { type Env, ensureAgentBundle, inProcessCoordinator, liveInstances, readAcks, readRecords, startEnv, until } from "./harness.js";
 
 const SCALE = 0.03;
@@ -91,7 +92,9 @@ async function expectRecycled(name: string, wfId: string, before: { acks: string
 describe("autohealing with the real agent's HTTP probe", () => {
   it("an application whose HTTP health endpoint starts failing is recycled likewise", async () => {
     const name = "hl-http";
-    const port = 20_000 + Math.floor(Math.random() * 20_000);
+    // A port free now: a random one can already be another test's server (every listen(0) picks from
+    // 32768 up), and the probe would then read that server instead of the application.
+    const port = await freePort();
     const flag = join(dir, "unhealthy-");
     const before = await create(
       name,
