@@ -103,6 +103,22 @@ describe("connections that have not completed a request", () => {
     expect(third.closed).toBe(false);
   });
 
+  // Regression: the total cap closed the globally oldest waiting connection, so a request whose
+  // bytes were in but not yet read (the server accepts a whole queue of connections before reading
+  // any) was closed when a cap's worth of flood connections was accepted after it.
+  it("beyond the total cap close a connection of the source holding the most, never a lone one however old", async () => {
+    const { port, cuts } = await start({ maxWaiting: 4, maxWaitingPerSource: 100, firstByteMs: 60_000, requestMs: 60_000 });
+    const lone = await open(port, "127.0.0.1");
+    await settle();
+    const flood: Socket[] = [];
+    for (let i = 0; i < 12; i++) flood.push(await open(port, `127.0.0.${2 + (i % 2)}`));
+    await settle();
+    expect(lone.closed).toBe(false);
+    expect(cuts).toHaveLength(9);
+    expect(cuts.every(([why, source]) => why === "total-cap" && source !== "127.0.0.1")).toBe(true);
+    expect(flood.filter((s) => !s.closed)).toHaveLength(3);
+  });
+
   it("/healthz answers during a flood of idle connections far beyond the caps, and an upgraded session is never cut", async () => {
     const { base, port, cuts } = await start({ maxWaiting: 20, maxWaitingPerSource: 10, firstByteMs: 60_000, requestMs: 60_000 });
     const session = await open(

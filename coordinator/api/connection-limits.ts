@@ -7,12 +7,14 @@
  *    `requestMs` of starting to wait, or it is closed (each connection's own timer, so the limit
  *    holds to the millisecond, not at a sweep);
  *  - at most `maxWaiting` wait at once, and at most `maxWaitingPerSource` from one address. A new
- *    connection beyond either cap closes the oldest waiting one (of that address, for the
- *    per-source cap), preferring one that has never completed a request and sent nothing, then a
- *    kept-alive one idle since its response: a flood of idle connections only cuts its own, and a
- *    client that sends its request at once (a load balancer asking /healthz) is served during
- *    the flood, since it would take the cap's worth of newer connections arriving before its
- *    request is read to close it.
+ *    connection beyond the per-source cap closes the oldest waiting one of its own address; beyond
+ *    the total cap, the oldest waiting one of the address holding the most waiting connections.
+ *    Either way the victim is by preference one that has never completed a request and sent
+ *    nothing, then a kept-alive one idle since its response. A flood of idle connections thus only
+ *    cuts its own, and a client that sends its request at once (a load balancer asking /healthz)
+ *    is served during the flood whatever its timing: the server accepts every queued connection
+ *    in one go, before it reads any of them, so age alone would close a waiting request whose
+ *    bytes are in but unread once a cap's worth of flood connections is accepted after it.
  * A connection upgraded to a WebSocket has completed its request: the agent hub's own limits
  * apply to it from then on, and nothing here closes a session.
  */
@@ -84,7 +86,7 @@ export class ConnectionGate {
     const source = socket.remoteAddress ?? "";
     const mine = this.bySource.get(source);
     if (mine && mine.size >= this.limits.maxWaitingPerSource) this.cutOldest(mine, "per-source-cap");
-    if (this.waiting.size >= this.limits.maxWaiting) this.cutOldest(this.waiting.keys(), "total-cap");
+    if (this.waiting.size >= this.limits.maxWaiting) this.cutOldest(this.ofHeaviestSources(), "total-cap");
     const w: Waiting = { socket, source, readAtStart: socket.bytesRead, served: socket.bytesRead > 0, cancel: () => {} };
     this.waiting.set(socket, w);
     let set = this.bySource.get(source);
@@ -121,6 +123,13 @@ export class ConnectionGate {
       this.done(w.socket);
       w.socket.destroy();
     }
+  }
+
+  /** The waiting connections, oldest first, of the addresses that hold the most of them. */
+  private *ofHeaviestSources(): Iterable<Socket> {
+    let most = 0;
+    for (const set of this.bySource.values()) most = Math.max(most, set.size);
+    for (const [socket, w] of this.waiting) if (this.bySource.get(w.source)?.size === most) yield socket;
   }
 
   private sentNothing(w: Waiting): boolean {

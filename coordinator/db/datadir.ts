@@ -72,6 +72,13 @@ export interface OpenDataDirOptions {
 }
 
 /**
+ * Every lock connection this process holds. The driver closes a connection its caller no longer
+ * references when the garbage collector finds it, and closing drops the lock: a holder that kept
+ * only what it needed from the DataDir (or nothing) would lose the lock at some later collection.
+ */
+const heldLocks = new Set<{ close(): unknown }>();
+
+/**
  * Create (0700) or secure the data directory and take its exclusive lock. Throws
  * DataDirLockedError, naming the holder, when another process has it.
  */
@@ -93,6 +100,7 @@ export function openDataDir(dir: string, opts: OpenDataDirOptions = {}): DataDir
     if ((err as { code?: string }).code === "SQLITE_BUSY") throw new DataDirLockedError(abs, readLockHolder(abs), { cause: err });
     throw new Error(`locking data directory ${abs} (${lockFile}): ${(err as Error).message}`, { cause: err });
   }
+  heldLocks.add(lock);
   const me: LockHolder = {
     pid: process.pid,
     hostname: osHostname(),
@@ -124,6 +132,7 @@ export function openDataDir(dir: string, opts: OpenDataDirOptions = {}): DataDir
         // A record left behind is harmless: the next holder overwrites it.
       }
       lock.close();
+      heldLocks.delete(lock);
     },
   };
 }

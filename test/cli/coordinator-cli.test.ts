@@ -130,7 +130,7 @@ describe("spotkeep coordinator", () => {
         const res = await fetch(`${url}/healthz`).catch(async (err) => {
           const m = await (await fetch(`${url}/metrics`)).text().catch(() => "");
           throw new Error(
-            `${err} ${i}: ${c.out.join("").slice(-2000)} ${m
+            `${err} (${String((err as Error).cause)}) ${i}: ${c.out.join("").slice(-2000)} ${m
               .split("\n")
               .filter((l) => l.includes("cut_total"))
               .join("; ")}`,

@@ -1,5 +1,7 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import { afterEach, describe, expect, it } from "vitest";
 import { loadOrCreateAdminToken, TokenFilePermissionError } from "../../coordinator/api/token.js";
 import { DataDirLockedError, LOCK_INFO_FILE, openDataDir } from "../../coordinator/db/datadir.js";
@@ -77,6 +79,17 @@ describe("one coordinator per data directory", () => {
     expect(JSON.parse(readFileSync(join(dir, LOCK_INFO_FILE), "utf8")).pid).toBe(process.pid);
     d.release();
     expect(existsSync(join(dir, LOCK_INFO_FILE))).toBe(false);
+  });
+
+  // Regression: a holder that dropped its DataDir lost the lock at the next garbage collection
+  // (the driver closes a connection nobody references), and a second process took the directory.
+  it("a holder that keeps no reference to its DataDir keeps the lock through a garbage collection", () => {
+    const dir = tmp.make();
+    openDataDir(dir);
+    setFlagsFromString("--expose-gc");
+    const gc = runInNewContext("gc") as () => void;
+    for (let i = 0; i < 3; i++) gc();
+    expect(() => openDataDir(dir)).toThrow(DataDirLockedError);
   });
 
   it("refuses a second holder in the same process until the first releases", () => {
