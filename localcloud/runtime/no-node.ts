@@ -24,7 +24,7 @@ export function hostPathDirs(hostPath: string | undefined = process.env.PATH): s
   const out: string[] = [];
   for (const d of dirs) {
     if (!path.isAbsolute(d) || d.split(path.sep).includes("node_modules")) continue;
-    const n = path.normalize(d);
+    const n = path.normalize(d).replace(/(.)\/+$/, "$1");
     if (!out.includes(n)) out.push(n);
     if (out.length >= MAX_PATH_DIRS) break;
   }
