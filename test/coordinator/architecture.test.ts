@@ -2,12 +2,16 @@
  * The spec's instance types against the image's architecture, in process (test/support/in-process.ts:
  * localcloud without a runtime, the coordinator in this process, fake agents): a create, an update and
  * a group create whose types cannot boot the image are refused naming the field and change nothing;
- * an arm64 instance (arm64 image, Graviton types) is created and runs.
+ * an arm64 instance (arm64 image, Graviton types) is created and runs; an import checks the types
+ * against the imported instance's own architecture.
  */
+import { readFileSync } from "node:fs";
+import { EC2Client, RunInstancesCommand } from "@aws-sdk/client-ec2";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseGroupSpec } from "../../shared/group-spec.js";
 import { parseSpec } from "../../shared/spec.js";
 import { type InProcess, startInProcess } from "../support/in-process.js";
+import { COORDINATOR_POLICY, until } from "./harness.js";
 
 let h: InProcess;
 beforeAll(async () => {
@@ -64,5 +68,45 @@ describe("instance types against the image's architecture", () => {
       `template.launch.instanceTypes[0]: c7g.large is arm64 but image ${h.env.lc.world.baseImageId} is x86_64`,
     );
     expect(await h.coord.store.counts()).toEqual(before);
+  });
+
+  it("refuses an import whose instance types cannot boot the imported instance's own (arm64) root, dry run or not", async () => {
+    // Launched by hand, as an operator's instance is: untagged, so without the coordinator's IAM policy.
+    await h.env.control("DELETE", "iam/policy");
+    let id: string;
+    try {
+      const sdk = new EC2Client({
+        endpoint: h.env.lc.endpoint,
+        region: "us-east-1",
+        credentials: { accessKeyId: "x", secretAccessKey: "x" },
+      });
+      const out = await sdk.send(
+        new RunInstancesCommand({
+          ImageId: h.env.lc.world.baseImageIds.arm64,
+          InstanceType: "t4g.small",
+          MinCount: 1,
+          MaxCount: 1,
+          SubnetId: h.env.subnets[0]!.id,
+        }),
+      );
+      sdk.destroy();
+      id = out.Instances![0]!.InstanceId!;
+    } finally {
+      await h.env.control("PUT", "iam/policy", JSON.parse(readFileSync(COORDINATOR_POLICY, "utf8")));
+    }
+    await until(`${id} running`, async () => (await h.env.ec2.describeInstances([id]))[0]?.state === "running", 60_000);
+    const before = await h.coord.store.counts();
+    for (const dryRun of [true, false]) {
+      const r = await h.api("POST", "import", {
+        instanceId: id,
+        name: "imported-arm",
+        dryRun,
+        overrides: { launch: { instanceTypes: ["t4g.small", "m6i.large"] } },
+      });
+      expect(r.status, JSON.stringify(r.body)).toBe(400);
+      expect(r.body.error.message).toBe(`launch.instanceTypes[1]: m6i.large is x86_64 but the root of ${id} is arm64`);
+    }
+    expect(await h.coord.store.counts()).toEqual(before);
+    expect((await h.api("POST", "import", { instanceId: id, name: "imported-arm", dryRun: true })).status).toBe(200);
   });
 });
