@@ -8,6 +8,7 @@ import { KEEP_ITEMS, type KeepSet, keptList } from "../shared/deletion.js";
 import type { Operation } from "../shared/operations.js";
 import type { StatefulInstanceSpec } from "../shared/spec.js";
 import { Refusal } from "./refusal.js";
+import { type ArchitectureGateway, type BootImage, architectureRefusal, specImage } from "./architecture.js";
 import type { Ec2Gateway } from "./cloud/gateway.js";
 import type { Store, StoreTx } from "./db/store.js";
 import { admission, insertedAs, moveState, refusalOf, type StartName, scheduledStart } from "./lifecycle.js";
@@ -30,7 +31,7 @@ export interface OperationsDeps {
   store: Store;
   engine: Engine;
   /** Asked whether a failed generation's EC2 instance still runs (recycle of a failed instance), and what an import adopts. */
-  ec2?: Pick<Ec2Gateway, "describeInstances"> & Partial<DiscoveryGateway>;
+  ec2?: Pick<Ec2Gateway, "describeInstances"> & Partial<DiscoveryGateway> & ArchitectureGateway;
   /** The region EC2 calls go to (an imported spec's region). */
   region?: string;
   log: (line: string) => void;
@@ -72,6 +73,7 @@ export class Operations {
   async createInstance(spec: StatefulInstanceSpec): Promise<{ workflowId: string }> {
     const unsupported = unsupportedFeatures(spec);
     if (unsupported.length) throw new Refusal("invalid", unsupported.map((u) => `${u.path}: ${u.reason}`).join("; "));
+    await this.refuseArchitectureMismatch(spec, () => specImage(this.d.ec2, spec.launch.imageId));
     const workflowId = await this.d.store.tx(async (t) => {
       if (await t.instances.get(spec.name)) throw new Refusal("conflict", `stateful instance ${spec.name} already exists`);
       await t.instances.insert(spec.name, spec, insertedAs("create"));
@@ -122,6 +124,11 @@ export class Operations {
     }
     const unsupported = unsupportedFeatures(plan.spec);
     if (unsupported.length) throw new Refusal("invalid", unsupported.map((u) => `${u.path}: ${u.reason}`).join("; "));
+    // The generations boot the instance's own root, so its architecture is the one the types must run.
+    await this.refuseArchitectureMismatch(plan.spec, async () => ({
+      architecture: plan.input.architecture,
+      label: `the root of ${req.instanceId}`,
+    }));
     const kept = facts.kept ?? [];
     if (kept.length && !req.adoptKept)
       throw new Refusal(
@@ -321,6 +328,7 @@ export class Operations {
   async update(name: string, spec: StatefulInstanceSpec, opts: { recycle: boolean }): Promise<{ workflowId: string | null }> {
     const unsupported = unsupportedFeatures(spec);
     if (unsupported.length) throw new Refusal("invalid", unsupported.map((u) => `${u.path}: ${u.reason}`).join("; "));
+    await this.refuseArchitectureMismatch(spec, () => this.nextBootImage(name, spec));
     await this.d.store.tx(async (t) => {
       const { inst, facts } = await this.admit(t, name, "update");
       const problems = immutableChanges(inst.spec, spec);
@@ -372,6 +380,27 @@ export class Operations {
    * The instance, if `start` may begin now (the lifecycle table admits it); `byGroup`: the group
    * that owns the member asks (its scale-down), which a member's own rule otherwise refuses.
    */
+  /** Refuses (invalid, naming each field) a spec whose instance types cannot boot `image`; changes nothing. */
+  private async refuseArchitectureMismatch(spec: StatefulInstanceSpec, image: () => Promise<BootImage | null>): Promise<void> {
+    const why = await architectureRefusal(this.d.ec2, spec.launch.instanceTypes, image, "launch.instanceTypes", (l) =>
+      this.d.log(`${spec.name}: ${l}`),
+    );
+    if (why) throw new Refusal("invalid", why);
+  }
+
+  /**
+   * What the instance's next generation boots: with a persisted root, its own root (the lineage
+   * recorded the architecture of the image or instance it began from); else the spec's image.
+   */
+  private async nextBootImage(name: string, spec: StatefulInstanceSpec): Promise<BootImage | null> {
+    if (spec.persistence.root) {
+      const root = await this.d.store.root.get(name);
+      if (root?.architecture)
+        return { architecture: root.architecture, label: `the root of ${name} (${root.imageId ?? "its first image"})` };
+    }
+    return specImage(this.d.ec2, spec.launch.imageId);
+  }
+
   private async admit(t: StoreTx, name: string, start: StartName, o: { byGroup?: string } = {}) {
     const a = await admission(t, name);
     if (!a) throw new Refusal("not-found", `no stateful instance named ${name}`);

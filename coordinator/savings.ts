@@ -38,6 +38,17 @@ export const DEFAULT_ON_DEMAND_PRICES: Readonly<Record<string, number>> = {
   "r6i.large": 0.126,
   "r6i.xlarge": 0.252,
   "r6i.2xlarge": 0.504,
+  // Graviton (arm64).
+  "t4g.micro": 0.0084,
+  "t4g.small": 0.0168,
+  "t4g.medium": 0.0336,
+  "t4g.large": 0.0672,
+  "m7g.large": 0.0816,
+  "m7g.xlarge": 0.1632,
+  "m7g.2xlarge": 0.3264,
+  "c7g.large": 0.0725,
+  "c7g.xlarge": 0.145,
+  "c7g.2xlarge": 0.289,
 };
 
 /** Spot price series are fetched once per type and AZ per this many real ms. */

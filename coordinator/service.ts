@@ -356,7 +356,7 @@ async function startOn(o: Opened): Promise<Coordinator> {
   }
 
   const operations = new Operations({ store, engine, ec2, region: config.region, log, calendar });
-  const groups = new GroupOperations({ store, engine, ec2 });
+  const groups = new GroupOperations({ store, engine, ec2, log });
   registerGroupMetrics(metrics.registry, () => groups.list());
   const tasks = new ScheduledTasks({ store, operations, calendar, log });
   // One decision path for both sources of notices: the agents and the EventBridge queue.

@@ -14,7 +14,9 @@ export const DESCRIPTIONS: Record<string, string> = {
   "launch.imageId":
     "AMI of the first generation. With `persistence.root`, later generations boot from spotkeep's own image of the root volume.",
   "launch.instanceTypes": "Instance types in order of preference; the next one is tried when EC2 has no capacity for the previous.",
-  "launch.instanceTypes[]": "An EC2 instance type such as `m6i.large`.",
+  "launch.instanceTypes[]":
+    "An EC2 instance type such as `m6i.large`. Its architecture must be the image's (an arm64 type such as `m7g.large` needs an arm64 image): " +
+    "create, update and import refuse a type that cannot boot it.",
   "launch.subnetIds":
     "Subnets (one AZ each) to launch in. With `dataMethod: reattach` the data volumes pin the AZ; other subnets are used only through snapshot restore.",
   "launch.subnetIds[]": "A subnet id.",

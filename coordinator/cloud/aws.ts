@@ -19,6 +19,7 @@ import {
   DescribeInstanceAttributeCommand,
   DescribeInstancesCommand,
   DescribeInstanceStatusCommand,
+  DescribeInstanceTypesCommand,
   DescribeNetworkInterfacesCommand,
   DetachNetworkInterfaceCommand,
   DescribeSnapshotsCommand,
@@ -99,6 +100,7 @@ export const GATEWAY_ACTIONS: readonly string[] = [
   "DescribeImages",
   "DescribeInstanceAttribute",
   "DescribeInstanceStatus",
+  "DescribeInstanceTypes",
   "DescribeInstances",
   "DescribeNetworkInterfaces",
   "DescribeSnapshots",
@@ -169,6 +171,8 @@ class AwsGateway implements Ec2Gateway {
   private readonly subnetCache = new Map<string, SubnetInfo>();
   /** Subnet lookups under way: a thousand launches at once ask once. */
   private readonly subnetLookups = new Map<string, Promise<void>>();
+  /** Instance type -> the architectures it supports; kept for the process's life (a type's architecture never changes). */
+  private readonly typeArchitectures = new Map<string, string[]>();
   /** A zone's worth of notices at once: one DescribeSpotInstanceRequests per batch, by filter (an unknown id fails nothing). */
   private readonly spotRequests = new Batcher<SpotRequestStatus>(async (ids) => {
     const out = await this.call("DescribeSpotInstanceRequests", `describing the spot requests of ${listed(ids)}`, () =>
@@ -380,6 +384,34 @@ class AwsGateway implements Ec2Gateway {
 
   describeImage(imageId: string): Promise<ImageInfo | null> {
     return this.images.get(imageId);
+  }
+
+  async instanceTypeArchitectures(instanceTypes: string[]): Promise<Map<string, string[]>> {
+    const missing = [...new Set(instanceTypes)].filter((t) => !this.typeArchitectures.has(t));
+    // A filter (not InstanceTypes) so that a type EC2 does not offer is left out rather than failing the whole call.
+    for (let i = 0; i < missing.length; i += 100) {
+      const names = missing.slice(i, i + 100);
+      let token: string | undefined;
+      for (let page = 0; page < 20; page++) {
+        const res = await this.call("DescribeInstanceTypes", `describing instance types ${names.join(", ")}`, () =>
+          this.client.send(
+            new DescribeInstanceTypesCommand({ Filters: [{ Name: "instance-type", Values: names }], MaxResults: 100, NextToken: token }),
+          ),
+        );
+        for (const t of res.InstanceTypes ?? []) {
+          const archs = (t.ProcessorInfo?.SupportedArchitectures ?? []).map(String).slice(0, 8);
+          if (t.InstanceType && archs.length) this.typeArchitectures.set(t.InstanceType, archs);
+        }
+        token = res.NextToken || undefined;
+        if (!token) break;
+      }
+    }
+    const out = new Map<string, string[]>();
+    for (const t of instanceTypes) {
+      const archs = this.typeArchitectures.get(t);
+      if (archs) out.set(t, archs);
+    }
+    return out;
   }
 
   async launchInstance(req: LaunchRequest): Promise<InstanceInfo> {
@@ -953,6 +985,7 @@ function permissionDryRuns(region: string): Record<string, () => object> {
     DescribeInstanceAttribute: () => new DescribeInstanceAttributeCommand({ DryRun, InstanceId: id.i, Attribute: "userData" }),
     DescribeInstances: () => new DescribeInstancesCommand({ DryRun, MaxResults: 5 }),
     DescribeInstanceStatus: () => new DescribeInstanceStatusCommand({ DryRun, MaxResults: 5 }),
+    DescribeInstanceTypes: () => new DescribeInstanceTypesCommand({ DryRun, MaxResults: 5 }),
     DescribeNetworkInterfaces: () => new DescribeNetworkInterfacesCommand({ DryRun, MaxResults: 5 }),
     DescribeSnapshots: () => new DescribeSnapshotsCommand({ DryRun, OwnerIds: ["self"], MaxResults: 5 }),
     DescribeSpotInstanceRequests: () => new DescribeSpotInstanceRequestsCommand({ DryRun, MaxResults: 5 }),

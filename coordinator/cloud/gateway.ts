@@ -239,6 +239,12 @@ export interface Ec2Gateway {
   spotRequestStatus(instanceId: string): Promise<SpotRequestStatus | null>;
   describeImage(imageId: string): Promise<ImageInfo | null>;
   /**
+   * The architectures each named instance type supports (EC2's SupportedArchitectures, e.g.
+   * ["arm64"]); a type EC2 does not offer is absent from the answer. Optional: a gateway without
+   * it skips the create/update architecture check (RunInstances still refuses a mismatch).
+   */
+  instanceTypeArchitectures?(instanceTypes: string[]): Promise<Map<string, string[]>>;
+  /**
    * Linux spot prices of one type in one AZ between `start` and `end`, oldest first, with the
    * price already in effect at `start` (as EC2 answers). Used by the savings report only.
    */

@@ -12,6 +12,7 @@ import type { GroupMember, GroupState, StatefulGroup, Store, StoreTx } from "../
 import { immutableChanges } from "../operations.js";
 import type { Engine } from "../workflow/kinds.js";
 import { unsupportedFeatures } from "../workflow/runbooks/support.js";
+import { type ArchitectureGateway, architectureRefusal, specImage } from "../architecture.js";
 import { unavailableMembers } from "../planned-work.js";
 import { spread } from "./pool.js";
 import { sameSpec } from "./same-spec.js";
@@ -20,7 +21,9 @@ import { type GroupScaleInput, type GroupUpdateInput, groupKey } from "./runbook
 export interface GroupOperationsDeps {
   store: Store;
   engine: Pick<Engine, "start">;
-  ec2?: Pick<Ec2Gateway, "describeSubnets">;
+  ec2?: Pick<Ec2Gateway, "describeSubnets"> & ArchitectureGateway;
+  /** Where a skipped pre-check is noted (e.g. EC2 could not be asked about instance types). */
+  log?: (line: string) => void;
 }
 
 /**
@@ -47,6 +50,7 @@ export class GroupOperations {
 
   async create(spec: GroupSpec): Promise<{ workflowId: string }> {
     refuseUnsupported(spec);
+    await this.refuseArchitectureMismatch(spec);
     const workflowId = await this.d.store.tx(async (t) => {
       if (await t.groups.get(spec.name)) throw new Refusal("conflict", `group ${spec.name} already exists`);
       for (let k = 0; k < spec.size; k++) {
@@ -102,6 +106,7 @@ export class GroupOperations {
   async update(name: string, spec: GroupSpec): Promise<{ workflowId: string | null }> {
     if (spec.name !== name) throw new Refusal("invalid", `name: cannot change (the URL names ${name}, the spec ${spec.name})`);
     refuseUnsupported(spec);
+    await this.refuseArchitectureMismatch(spec);
     return this.d.store.tx(async (t) => {
       const g = await this.admit(t, name);
       if (spec.size !== g.spec.size)
@@ -233,6 +238,19 @@ export class GroupOperations {
   }
 
   /** The group, if no group workflow is running for it. */
+  /** Refuses (invalid, naming each template field) instance types that cannot boot the template's image; changes nothing. */
+  private async refuseArchitectureMismatch(spec: GroupSpec): Promise<void> {
+    const launch = memberSpec(spec, 0).launch;
+    const why = await architectureRefusal(
+      this.d.ec2,
+      launch.instanceTypes,
+      () => specImage(this.d.ec2, launch.imageId),
+      "template.launch.instanceTypes",
+      (l) => this.d.log?.(`group ${spec.name}: ${l}`),
+    );
+    if (why) throw new Refusal("invalid", why);
+  }
+
   private async admit(t: StoreTx, name: string): Promise<StatefulGroup & { state: GroupState }> {
     const g = await t.groups.get(name);
     if (!g) throw new Refusal("not-found", `no group named ${name}`);

@@ -6,7 +6,7 @@
  * instance's processes (`POST instances/{id}/agent {state: stopped|running}`: a hung agent), and an
  * instance's health (`health-routes.ts`: status checks, hang, scheduled maintenance events), and
  * the EC2 call log (`GET calls`: when each call arrived, its action, its caller, its outcome), and
- * the ids a spec needs (`GET ids`: default subnets per AZ, security group, base images).
+ * the ids a spec needs (`GET ids`: default subnets per AZ, security group, base and stock images per architecture).
  * JSON in and out; bad requests get 400 + reason.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";

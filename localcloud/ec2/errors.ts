@@ -38,3 +38,12 @@ export const missing = (param: string) => new Ec2Error("MissingParameter", `The 
 export const invalidValue = (param: string, value: unknown, why?: string) =>
   new Ec2Error("InvalidParameterValue", `Invalid value '${String(value)}' for ${param}${why ? `. ${why}` : ""}`);
 export const combination = (message: string) => new Ec2Error("InvalidParameterCombination", message);
+
+/** EC2's answer when an instance type and an AMI (or an instance) have different architectures. */
+export const architectureMismatch = (typeArch: string, imageArch: string) =>
+  new Ec2Error(
+    "InvalidParameterValue",
+    `The architecture '${typeArch}' of the specified instance type does not match the architecture '${imageArch}' of the specified AMI. ` +
+      "Specify an instance type and an AMI that have matching architectures, and try again. " +
+      "You can use 'describe-instance-types' or 'describe-images' to discover the architecture of the instance type or AMI.",
+  );

@@ -20,6 +20,9 @@
  *   instances/<i-id>/user-data    the decoded user-data, as run
  *   instances/<i-id>/pgid         process group of the running user-data (for crash cleanup)
  *   instances/<i-id>/console.log  stdout + stderr of everything the instance runs
+ *   no-node-bin/                  symlinks to every executable of the host's PATH except node,
+ *                                 nodejs, npm, npx and corepack: the whole PATH of an instance
+ *                                 of a no-node (stock) image; built at its first boot
  *
  * Every spawned process carries SPOTKEEP_LOCALCLOUD_RUNTIME=<stateDir> in its environment. A
  * localcloud killed with SIGKILL leaves its instances running; the next `cleanup()` (called by
@@ -32,6 +35,7 @@ import { cp, lstat, mkdir, open, readFile, readdir, readlink, rename, rm, symlin
 import path from "node:path";
 import type { Runtime, RuntimeEni, RuntimeInstance, RuntimeVolume } from "./types.js";
 import { groupIsOurs, killMarked, signalGroup, waitGroupGone } from "./process/procs.js";
+import { buildNoNodeBin } from "./no-node.js";
 
 export interface ProcessRuntimeOptions {
   stateDir: string;
@@ -144,8 +148,24 @@ export function createProcessRuntime(opts: ProcessRuntimeOptions): ProcessRuntim
     volumes: path.join(stateDir, "volumes"),
     snapshots: path.join(stateDir, "snapshots"),
     instances: path.join(stateDir, "instances"),
+    noNodeBin: path.join(stateDir, "no-node-bin"),
   };
   const running = new Map<string, Running>();
+  /** The no-node PATH folder, built once per runtime object (cleanup removes it and forgets it). */
+  let noNodeBin: Promise<string> | null = null;
+  const noNodePath = (): Promise<string> => {
+    noNodeBin ??= buildNoNodeBin(dirs.noNodeBin).then(
+      (n) => {
+        log(`localcloud: linked ${n} host commands (no node) into ${dirs.noNodeBin} for stock-image instances`);
+        return dirs.noNodeBin;
+      },
+      (err: unknown) => {
+        noNodeBin = null;
+        throw new Error(`building the no-node PATH folder ${dirs.noNodeBin}`, { cause: err });
+      },
+    );
+    return noNodeBin;
+  };
   /** Serialises operations on one id so concurrent duplicate calls have the effect of one. */
   const locks = new Map<string, Promise<unknown>>();
   const serial = <T>(key: string, fn: () => Promise<T>): Promise<T> => {
@@ -240,8 +260,13 @@ export function createProcessRuntime(opts: ProcessRuntimeOptions): ProcessRuntim
         if (inst.userData.length === 0) return;
         const script = path.join(instanceDir(id), "user-data");
         await writeFile(script, inst.userData, { mode: 0o755 });
+        // A stock image's processes get only the host's commands without node; others get the
+        // host's node first on their PATH, as an image with node installed would.
+        const PATH = inst.noNode
+          ? await noNodePath()
+          : [path.dirname(process.execPath), process.env.PATH ?? "/usr/local/bin:/usr/bin:/bin"].join(path.delimiter);
         const env: Record<string, string> = {
-          PATH: [path.dirname(process.execPath), process.env.PATH ?? "/usr/local/bin:/usr/bin:/bin"].join(path.delimiter),
+          PATH,
           HOME: process.env.HOME ?? rootDir(id),
           LANG: process.env.LANG ?? "C.UTF-8",
           ...inst.env,
@@ -288,6 +313,7 @@ export function createProcessRuntime(opts: ProcessRuntimeOptions): ProcessRuntim
     }
     if (killMarked(marker) > 0) log(`localcloud: killed leftover instance processes that had left their groups`);
     await Promise.all(Object.values(dirs).map((d) => rm(d, { recursive: true, force: true })));
+    noNodeBin = null;
   };
 
   return {

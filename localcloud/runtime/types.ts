@@ -25,6 +25,12 @@ export interface RuntimeInstance {
   imdsEndpoint: string;
   /** Extra environment for user-data (e.g. SPOTKEEP_TIME_SCALE). */
   env: Record<string, string>;
+  /**
+   * The instance's image has no Node.js (a stock image): no node reachable by its processes. The
+   * process runtime gives them a PATH without node, npm, npx, nodejs or corepack; the linux runtime
+   * also covers every such binary of the host's PATH in the instance's filesystem view.
+   */
+  noNode?: boolean;
 }
 
 export interface RuntimeVolume {

@@ -7,11 +7,17 @@ export const AMAZON_OWNER_ID = "137112412989";
 export const AZS = ["us-east-1a", "us-east-1b", "us-east-1c"] as const;
 export const AZ_IDS: Record<string, string> = { "us-east-1a": "use1-az1", "us-east-1b": "use1-az2", "us-east-1c": "use1-az4" };
 
+export const ARCHITECTURES = ["x86_64", "arm64"] as const;
+export type Architecture = (typeof ARCHITECTURES)[number];
+
+/** The stock (no-node) images are named as Amazon Linux 2023's AMIs: this prefix, then the architecture. */
+export const STOCK_IMAGE_NAME_PREFIX = "al2023-ami-2023.6.20241212.0-kernel-6.1-";
+
 export interface InstanceTypeInfo {
   name: string;
   vcpus: number;
   memoryMiB: number;
-  architecture: "x86_64" | "arm64";
+  architecture: Architecture;
   /** On-demand USD per hour. */
   onDemand: number;
   maxEnis: number;
@@ -20,6 +26,11 @@ export interface InstanceTypeInfo {
 
 function t(name: string, vcpus: number, memGiB: number, onDemand: number, maxEnis: number, ipsPerEni: number): InstanceTypeInfo {
   return { name, vcpus, memoryMiB: Math.round(memGiB * 1024), architecture: "x86_64", onDemand, maxEnis, ipsPerEni };
+}
+
+/** A Graviton (arm64) type. localcloud runs its instances with the host's node and tools whatever the host is. */
+function g(name: string, vcpus: number, memGiB: number, onDemand: number, maxEnis: number, ipsPerEni: number): InstanceTypeInfo {
+  return { ...t(name, vcpus, memGiB, onDemand, maxEnis, ipsPerEni), architecture: "arm64" };
 }
 
 export const INSTANCE_TYPES: readonly InstanceTypeInfo[] = [
@@ -36,10 +47,30 @@ export const INSTANCE_TYPES: readonly InstanceTypeInfo[] = [
   t("c6i.large", 2, 4, 0.085, 3, 10),
   t("c6i.xlarge", 4, 8, 0.17, 4, 15),
   t("c6i.2xlarge", 8, 16, 0.34, 4, 15),
+  // Graviton: us-east-1 Linux on-demand prices; ENI and IPv4-per-ENI limits as EC2 documents them.
+  g("t4g.micro", 2, 1, 0.0084, 2, 2),
+  g("t4g.small", 2, 2, 0.0168, 3, 4),
+  g("t4g.medium", 2, 4, 0.0336, 3, 6),
+  g("t4g.large", 2, 8, 0.0672, 3, 12),
+  g("m7g.large", 2, 8, 0.0816, 3, 10),
+  g("m7g.xlarge", 4, 16, 0.1632, 4, 15),
+  g("m7g.2xlarge", 8, 32, 0.3264, 4, 15),
+  g("c7g.large", 2, 4, 0.0725, 3, 10),
+  g("c7g.xlarge", 4, 8, 0.145, 4, 15),
+  g("c7g.2xlarge", 8, 16, 0.289, 4, 15),
 ];
 
 export function instanceType(name: string): InstanceTypeInfo | undefined {
   return INSTANCE_TYPES.find((x) => x.name === name);
+}
+
+/** Graviton cores run one thread each; the x86_64 types here have two threads per core. */
+export function threadsPerCore(type: InstanceTypeInfo): 1 | 2 {
+  return type.architecture === "arm64" ? 1 : 2;
+}
+
+export function coreCount(type: InstanceTypeInfo): number {
+  return Math.max(1, type.vcpus / threadsPerCore(type));
 }
 
 /** Deterministic spot price per (type, AZ): 28-40% of on-demand, different per AZ. */

@@ -35,6 +35,8 @@ export interface Instance {
   rootDeviceName: string;
   rootVolumeId: string;
   architecture: "x86_64" | "arm64";
+  /** From the image at launch (localcloud only, not EC2): its processes get no node on PATH or in their filesystem view. */
+  noNode?: boolean;
   disableApiTermination: boolean;
   hibernationConfigured: boolean;
   /** The key pair named at launch (one of the catalog's KEY_PAIRS). */
@@ -96,6 +98,8 @@ export interface Volume {
   /** The runtime's backing store exists once this settles. */
   ready: Promise<void>;
   clientToken?: string;
+  /** localcloud only: restored from a snapshot of a no-node image's root (see Image.noNode); snapshots of it keep the flag. */
+  noNode?: boolean;
 }
 
 export interface Snapshot {
@@ -110,6 +114,8 @@ export interface Snapshot {
   tags: Tags;
   encrypted: boolean;
   ready: Promise<void>;
+  /** localcloud only: a copy of a no-node image's root (see Image.noNode); volumes and images made from it keep the flag. */
+  noNode?: boolean;
 }
 
 export interface ImageBdm {
@@ -141,6 +147,13 @@ export interface Image {
    * Windows image run on the same runtime as any other (no Windows behaviour is simulated).
    */
   platform?: "windows";
+  /**
+   * localcloud's own flag, not an EC2 attribute (EC2 does not say whether an image has Node.js):
+   * the image has no node, like a stock Amazon Linux or Ubuntu AMI. Its instances' processes find
+   * no node on their PATH (process runtime) or in their filesystem view (linux runtime). Images
+   * made from such an instance (CreateImage) or from a snapshot of its root (RegisterImage) keep it.
+   */
+  noNode?: boolean;
 }
 
 export interface Eni {

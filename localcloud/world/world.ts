@@ -10,7 +10,17 @@ import type { Runtime } from "../runtime/types.js";
 import { DETAIL_TYPES, type EventPublisher } from "./events.js";
 import type { ImdsInstanceView } from "../imds/types.js";
 import type { LatencyProfile } from "../profiles.js";
-import { ACCOUNT_ID, AMAZON_OWNER_ID, AZS, REGION, WINDOWS_IMAGE_NAME, instanceType } from "./catalog.js";
+import {
+  ACCOUNT_ID,
+  AMAZON_OWNER_ID,
+  ARCHITECTURES,
+  AZS,
+  REGION,
+  STOCK_IMAGE_NAME_PREFIX,
+  WINDOWS_IMAGE_NAME,
+  instanceType,
+  type Architecture,
+} from "./catalog.js";
 import { ID_PREFIX, newId } from "./ids.js";
 import { ipToInt, intToIp, parseCidr } from "./ip.js";
 import { imdsEvent } from "./maintenance-events.js";
@@ -72,8 +82,13 @@ export class World {
   faults: Fault[] = [];
   /** Every EC2 Query API call answered (control API `GET calls`). */
   readonly calls = new CallLog();
+  /** The x86_64 Linux base image (node on its instances): baseImageIds.x86_64. */
   baseImageId = "";
   baseSnapshotId = "";
+  /** The Linux base image of each architecture: the host's tools and node on its instances. */
+  baseImageIds: Record<Architecture, string> = { x86_64: "", arm64: "" };
+  /** The stock image of each architecture (Amazon Linux 2023's name, owner amazon): no node on its instances. */
+  stockImageIds: Record<Architecture, string> = { x86_64: "", arm64: "" };
   /** The seeded Windows AMI (Platform windows; its instances run like any other). */
   windowsImageId = "";
 
@@ -196,44 +211,72 @@ export class World {
     };
     this.securityGroups.set(sg.id, sg);
 
-    // The base AMI's root snapshot must exist in the runtime so launches can restore from it.
-    const seedVol = newId(ID_PREFIX.volume);
-    const snapId = newId(ID_PREFIX.snapshot);
-    await this.runtime.createVolume({ volumeId: seedVol, sizeGiB: 8 });
-    await this.runtime.createSnapshot(snapId, seedVol);
-    await this.runtime.deleteVolume(seedVol);
+    // The seed AMIs' root snapshots must exist in the runtime so launches can restore from them:
+    // one for the base images (node on the instance), one for the stock images (no node).
     const now = new Date();
-    this.snapshots.set(snapId, {
-      id: snapId,
-      volumeId: "vol-ffffffff",
-      state: "completed",
-      progress: 100,
-      startTime: now,
-      volumeSize: 8,
-      description: "spotkeep localcloud base image root",
-      ownerId: AMAZON_OWNER_ID,
-      tags: new Map(),
-      encrypted: false,
-      ready: Promise.resolve(),
-    });
-    const image: Image = {
-      id: newId(ID_PREFIX.image),
-      name: "localcloud-base-x86_64",
-      description: "localcloud base image (bash + coreutils of the host)",
-      state: "available",
-      ownerId: AMAZON_OWNER_ID,
-      ownerAlias: "amazon",
-      rootDeviceName: "/dev/xvda",
-      blockDeviceMappings: [{ deviceName: "/dev/xvda", snapshotId: snapId, volumeSize: 8, volumeType: "gp3", deleteOnTermination: true }],
-      architecture: "x86_64",
-      creationDate: now,
-      tags: new Map(),
-      enaSupport: true,
-      bootMode: "uefi-preferred",
-      virtualizationType: "hvm",
+    const seedSnapshot = async (description: string, noNode: boolean): Promise<string> => {
+      const seedVol = newId(ID_PREFIX.volume);
+      const snapId = newId(ID_PREFIX.snapshot);
+      await this.runtime.createVolume({ volumeId: seedVol, sizeGiB: 8 });
+      await this.runtime.createSnapshot(snapId, seedVol);
+      await this.runtime.deleteVolume(seedVol);
+      this.snapshots.set(snapId, {
+        id: snapId,
+        volumeId: "vol-ffffffff",
+        state: "completed",
+        progress: 100,
+        startTime: now,
+        volumeSize: 8,
+        description,
+        ownerId: AMAZON_OWNER_ID,
+        tags: new Map(),
+        encrypted: false,
+        ready: Promise.resolve(),
+        noNode: noNode || undefined,
+      });
+      return snapId;
     };
-    this.images.set(image.id, image);
-    this.baseImageId = image.id;
+    const snapId = await seedSnapshot("spotkeep localcloud base image root", false);
+    const stockSnapId = await seedSnapshot("spotkeep localcloud stock image root (no Node.js)", true);
+    const linuxImage = (name: string, description: string, architecture: Image["architecture"], snapshotId: string, noNode: boolean) => {
+      const image: Image = {
+        id: newId(ID_PREFIX.image),
+        name,
+        description,
+        state: "available",
+        ownerId: AMAZON_OWNER_ID,
+        ownerAlias: "amazon",
+        rootDeviceName: "/dev/xvda",
+        blockDeviceMappings: [{ deviceName: "/dev/xvda", snapshotId, volumeSize: 8, volumeType: "gp3", deleteOnTermination: true }],
+        architecture,
+        creationDate: now,
+        // For humans only: the flag decides, the tag just shows it in DescribeImages.
+        tags: noNode ? new Map([["localcloud:node", "none"]]) : new Map(),
+        enaSupport: true,
+        bootMode: "uefi-preferred",
+        virtualizationType: "hvm",
+        noNode: noNode || undefined,
+      };
+      this.images.set(image.id, image);
+      return image.id;
+    };
+    for (const arch of ARCHITECTURES) {
+      this.baseImageIds[arch] = linuxImage(
+        `localcloud-base-${arch}`,
+        "localcloud base image (bash, coreutils and node of the host)",
+        arch,
+        snapId,
+        false,
+      );
+      this.stockImageIds[arch] = linuxImage(
+        `${STOCK_IMAGE_NAME_PREFIX}${arch}`,
+        "Amazon Linux 2023 AMI 2023.6.20241212.0 (localcloud: stock image, the host's shell tools and no Node.js)",
+        arch,
+        stockSnapId,
+        true,
+      );
+    }
+    this.baseImageId = this.baseImageIds.x86_64;
     this.baseSnapshotId = snapId;
     // A Windows AMI, so callers can see how EC2 reports one (Platform, PlatformDetails, UsageOperation).
     // Only the metadata is Windows: its root is the base snapshot and its instances run on the runtime
@@ -428,7 +471,12 @@ export class World {
         privateIp: inst.privateIp,
         subnetCidr: subnet?.cidr ?? "",
         imdsEndpoint: inst.imdsEndpoint ?? "",
-        env: { SPOTKEEP_TIME_SCALE: String(this.timeScale) },
+        env: {
+          SPOTKEEP_TIME_SCALE: String(this.timeScale),
+          // What `uname -m` would say on EC2: an arm64 instance runs the host's (x86_64) binaries here.
+          SPOTKEEP_LOCALCLOUD_ARCH: inst.architecture === "arm64" ? "aarch64" : "x86_64",
+        },
+        noNode: inst.noNode,
       },
       inst.rootVolumeId,
     );

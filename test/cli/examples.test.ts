@@ -93,13 +93,15 @@ describe("examples/ on a fresh localcloud, as the README says", () => {
     expect(j.code).toBe(0);
     ids = SpecIds.parse(JSON.parse(j.stdout));
     expect(ids.subnets.map((s) => [s.availabilityZone, s.subnetId])).toEqual(env.subnets.map((s) => [s.az, s.id]));
-    expect(ids.images).toEqual({ x86_64: env.lc.world.baseImageId });
+    expect(ids.images).toEqual({ x86_64: env.lc.world.baseImageId, arm64: env.lc.world.baseImageIds.arm64 });
+    expect(ids.stockImages).toEqual(env.lc.world.stockImageIds);
     expect(env.lc.world.securityGroups.get(ids.securityGroupId)?.name).toBe("default");
     const t = await run(["localcloud", "ids", "--url", env.lc.endpoint]);
     expect(t.code).toBe(0);
     for (const s of ids.subnets) expect(t.stdout).toContain(`subnet          ${s.subnetId}  ${s.availabilityZone}  ${s.cidr}`);
     expect(t.stdout).toContain(`security group  ${ids.securityGroupId}`);
     expect(t.stdout).toContain(`image           ${env.lc.world.baseImageId}  x86_64`);
+    expect(t.stdout).toContain(`stock image     ${env.lc.world.stockImageIds.arm64}  arm64  (no node)`);
   });
 
   it("`localcloud ids` against no localcloud is one clear line", async () => {

@@ -13,6 +13,7 @@ import { imdsSuite } from "./imds.suite.js";
 import { localcloudSuite } from "./localcloud.suite.js";
 import { postgresFreezeSuite, postgresUnavailable } from "./postgres-freeze.suite.js";
 import { runtimeSuite } from "./runtime.suite.js";
+import { stockImageSuite } from "./stock-image.suite.js";
 
 const why = linuxRuntimeUnavailable();
 const pgWhy = why ?? postgresUnavailable();
@@ -32,4 +33,5 @@ imdsSuite(why);
 eniSuite(why);
 crashSuite(why);
 localcloudSuite(why);
+stockImageSuite(why);
 postgresFreezeSuite(pgWhy);

@@ -219,6 +219,12 @@ async function probe(f: Fixture): Promise<Record<string, string>> {
     describeInstances: () => gw.findInstances({ "spotkeep:instance": "iam-db" }),
     describeInstanceStatus: () => gw.describeInstanceStatus([f.instance, "i-0123456789abcdef0"]),
     spotRequestStatus: () => gw.spotRequestStatus(f.instance),
+    // A gateway of its own: the shared one keeps a type's architectures once it has them.
+    instanceTypeArchitectures: () =>
+      createAwsGateway({ region: "us-east-1", endpoint: lc.endpoint, pacingHeadroom: 0, maxAttempts: 1 }).instanceTypeArchitectures!([
+        "m7g.large",
+        "m6i.large",
+      ]),
     spotPriceHistory: () =>
       gw.describeSpotPriceHistory!({
         instanceType: "m5.large",
@@ -334,6 +340,7 @@ const NEEDS: Record<string, string[]> = {
     "describeInstanceDetails",
     "describeInstanceStatus",
     "describeInstances",
+    "instanceTypeArchitectures",
     "instanceUserData",
     // It reads the attachment id first (DetachNetworkInterface takes it, not the ENI id).
     "detachNetworkInterface",

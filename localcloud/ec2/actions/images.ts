@@ -53,6 +53,7 @@ function startSnapshot(w: World, volumeId: string, size: number, description: st
     tags,
     encrypted: false,
     ready: Promise.resolve(),
+    noNode: w.volumes.get(volumeId)?.noNode,
   };
   const vol = w.volumes.get(volumeId);
   // The snapshot is point-in-time when the call returns, so the copy happens before answering.
@@ -301,6 +302,8 @@ export function registerImage(ctx: Ctx, input: RegisterImageRequest) {
     bootMode,
     imdsSupport: imds,
     virtualizationType: vt,
+    // The root disk decides: a snapshot of a no-node image's root makes a no-node image.
+    noNode: w.snapshots.get(rootBdm.snapshotId)?.noNode,
   };
   w.images.set(img.id, img);
   scheduleImage(w, img);
@@ -349,6 +352,7 @@ export async function createImage(ctx: Ctx, input: CreateImageRequest) {
     virtualizationType: "hvm",
     // An image of a Windows instance is a Windows image (EC2 keeps the platform and its billing).
     platform: inst.platform,
+    noNode: inst.noNode,
   };
   w.images.set(img.id, img);
   scheduleImage(w, img);

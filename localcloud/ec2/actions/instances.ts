@@ -15,8 +15,8 @@ import type {
 } from "@aws-sdk/client-ec2";
 import type { Ctx } from "../common.js";
 import { applyFilters, checkId, dryRun, noIdsWithMaxResults, paginate, required, tagList } from "../common.js";
-import { Ec2Error, combination, invalidValue } from "../errors.js";
-import { ACCOUNT_ID, platformInfo } from "../../world/catalog.js";
+import { Ec2Error, architectureMismatch, combination, invalidValue } from "../errors.js";
+import { ACCOUNT_ID, coreCount, platformInfo, threadsPerCore, type InstanceTypeInfo } from "../../world/catalog.js";
 import type { World } from "../../world/world.js";
 import { STATE_CODES, type Instance, type Reservation } from "../../world/types.js";
 
@@ -81,7 +81,7 @@ export function describeInstance(w: World, i: Instance): SdkInstance {
       HttpEndpoint: i.httpEndpoint,
       InstanceMetadataTags: "disabled",
     },
-    CpuOptions: { CoreCount: Math.max(1, (w.instanceType(i.instanceType)?.vcpus ?? 2) / 2), ThreadsPerCore: 2 },
+    CpuOptions: cpuOptions(w.instanceType(i.instanceType)),
     NetworkInterfaces: enis.map((e) => ({
       NetworkInterfaceId: e.id,
       SubnetId: e.subnetId,
@@ -347,8 +347,10 @@ export function modifyInstanceAttribute(ctx: Ctx, input: ModifyInstanceAttribute
     });
   } else if (input.InstanceType) {
     const t = required(input.InstanceType.Value, "InstanceType.Value");
-    if (!w.instanceType(t)) throw invalidValue("InstanceType.Value", t);
+    const type = w.instanceType(t);
+    if (!type) throw invalidValue("InstanceType.Value", t);
     if (i.state !== "stopped") throw new Ec2Error("IncorrectInstanceState", `The instance '${i.id}' is not in the 'stopped' state.`);
+    if (type.architecture !== i.architecture) throw architectureMismatch(type.architecture, i.architecture);
     apply.push(() => {
       i.instanceType = t;
     });
@@ -364,6 +366,11 @@ export function modifyInstanceAttribute(ctx: Ctx, input: ModifyInstanceAttribute
   dryRun(ctx, input);
   for (const f of apply) f();
   return { Return: true };
+}
+
+/** DescribeInstances' CpuOptions: the type's default cores and threads (a type localcloud does not know: 1 core, 2 threads). */
+function cpuOptions(type: InstanceTypeInfo | undefined): { CoreCount: number; ThreadsPerCore: number } {
+  return type ? { CoreCount: coreCount(type), ThreadsPerCore: threadsPerCore(type) } : { CoreCount: 1, ThreadsPerCore: 2 };
 }
 
 /** The attributes DescribeInstanceAttribute answers for (EC2's names). */

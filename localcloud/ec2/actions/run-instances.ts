@@ -6,7 +6,7 @@ import type { Reservation, RunInstancesRequest } from "@aws-sdk/client-ec2";
 import { createHash } from "node:crypto";
 import type { Ctx } from "../common.js";
 import { checkId, dryRun, integer, oneOf, required, tagSpecs } from "../common.js";
-import { Ec2Error, combination, invalidValue, missing } from "../errors.js";
+import { Ec2Error, architectureMismatch, combination, invalidValue, missing } from "../errors.js";
 import { ACCOUNT_ID, DEVICE_NAME_RE, VOLUME_TYPES, keyPairByName, spotPrice } from "../../world/catalog.js";
 import { ID_PREFIX, newId, newMac } from "../../world/ids.js";
 import type { Eni, Instance, Subnet, Tags, Volume } from "../../world/types.js";
@@ -81,11 +81,7 @@ export async function runInstances(ctx: Ctx, input: RunInstancesRequest): Promis
   const typeName = input.InstanceType ?? "t3.micro";
   const type = w.instanceType(typeName);
   if (!type) throw new Ec2Error("InvalidParameterValue", `Invalid value '${typeName}' for InstanceType.`);
-  if (type.architecture !== image.architecture)
-    throw new Ec2Error(
-      "InvalidParameterValue",
-      `The architecture '${type.architecture}' of the specified instance type does not match the architecture '${image.architecture}' of the specified AMI.`,
-    );
+  if (type.architecture !== image.architecture) throw architectureMismatch(type.architecture, image.architecture);
 
   // --- identity: key pair and instance profile
   let keyName: string | undefined;
@@ -379,6 +375,7 @@ export async function runInstances(ctx: Ctx, input: RunInstancesRequest): Promis
         tags: new Map(tags.get("volume") ?? []),
         attachment: { instanceId, device: pv.deviceName, state: "attached", attachTime: now, deleteOnTermination: pv.deleteOnTermination },
         ready: Promise.resolve(),
+        noNode: (pv.snapshotId && w.snapshots.get(pv.snapshotId)?.noNode) || undefined,
       };
       vol.ready = w
         .track(`creating ${vol.id}`, w.runtime.createVolume({ volumeId: vol.id, sizeGiB: vol.size }, pv.snapshotId || undefined))
@@ -467,6 +464,7 @@ export async function runInstances(ctx: Ctx, input: RunInstancesRequest): Promis
       rootDeviceName: image.rootDeviceName,
       rootVolumeId,
       architecture: image.architecture,
+      noNode: image.noNode,
       disableApiTermination: input.DisableApiTermination ?? false,
       hibernationConfigured: hib,
       keyName,

@@ -123,6 +123,7 @@ export function createVolume(ctx: Ctx, input: CreateVolumeRequest): SdkVolume {
     tags: tags.get("volume") ?? new Map(),
     ready: Promise.resolve(),
     clientToken: input.ClientToken,
+    noNode: (input.SnapshotId !== undefined && w.snapshots.get(input.SnapshotId)?.noNode) || undefined,
   };
   const created = w.runtime.createVolume({ volumeId: v.id, sizeGiB: size }, input.SnapshotId);
   v.ready = w.track(`creating ${v.id}`, created).then(() => undefined);

@@ -17,6 +17,7 @@ import {
 import { tmpdir } from "node:os";
 import { delimiter, join, resolve } from "node:path";
 import type { Runtime, RuntimeEni, RuntimeInstance, RuntimeVolume } from "../types.js";
+import { NODE_COMMANDS, hostNode } from "../no-node.js";
 import { cidrContains, gatewayOf, parseCidr, parseIp } from "./cidr.js";
 import { DEFAULT_RUN_DIR, HostLock } from "./hostlock.js";
 import {
@@ -477,6 +478,7 @@ class LinuxRuntimeImpl implements LinuxRuntime {
         vpcCidr: this.vpcCidr,
       });
       await createMountNs(this.nsFile(id), [this.nsDir, "/run/netns"]);
+      if (inst.noNode) await this.hideNode(id, what);
 
       // Root volume: attached (the model may already have done it, e.g. as /dev/xvda), formatted if blank, mounted inside.
       const rootFile = this.volFile(rootVolumeId);
@@ -523,6 +525,56 @@ class LinuxRuntimeImpl implements LinuxRuntime {
         closeSync(logFd);
       }
     });
+  }
+
+  /**
+   * A stock (no-node) image: inside the instance's mount namespace, each host PATH folder holding
+   * node, nodejs, npm, npx or corepack is overlaid (read-only) with a layer of whiteouts for those
+   * names, so they are not there at all (`command -v node` fails); a node binary those names resolve
+   * to elsewhere (and the running node) is covered by a bind mount of an empty, non-executable
+   * file. The host and other instances are not affected (the namespace is private).
+   */
+  private async hideNode(id: string, what: string): Promise<void> {
+    const whiteouts = join(this.stateDir, "no-node", "whiteouts");
+    const empty = join(this.stateDir, "no-node", "empty");
+    mkdirSync(whiteouts, { recursive: true });
+    for (const name of NODE_COMMANDS) {
+      // An overlay whiteout is a 0/0 character device: it hides the name in the layers below.
+      if (!existsSync(join(whiteouts, name)))
+        await sh(`${what}: making a whiteout for ${name}`, "mknod", [join(whiteouts, name), "c", "0", "0"]);
+    }
+    if (!existsSync(empty)) writeFileSync(empty, "", { mode: 0o444 });
+    chmodSync(empty, 0o444);
+    const nsArgs = [`--mount=${this.nsFile(id)}`];
+    const mounted = new Set((await mountsIn(nsArgs)).map((m) => m.target));
+    const host = await hostNode();
+    for (const file of host.files) {
+      if (mounted.has(file)) continue;
+      await sh(`${what}: covering ${file} (the image has no node)`, "nsenter", [
+        ...nsArgs,
+        "--",
+        "mount",
+        "--bind",
+        "-o",
+        "ro",
+        empty,
+        file,
+      ]);
+    }
+    for (const dir of host.dirs) {
+      if (mounted.has(dir)) continue;
+      await sh(`${what}: hiding node in ${dir} (the image has no node)`, "nsenter", [
+        ...nsArgs,
+        "--",
+        "mount",
+        "-t",
+        "overlay",
+        "overlay",
+        "-o",
+        `lowerdir=${whiteouts}:${dir}`,
+        dir,
+      ]);
+    }
   }
 
   async shutdown(instanceId: string, graceMs: number): Promise<void> {
