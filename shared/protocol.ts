@@ -71,7 +71,10 @@ export const Eni = z.object({
   mac: z.string().regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i, { message: "is not a MAC address" }),
   interfaceId: z.string().regex(/^eni-[0-9a-f]{8,17}$/, { message: "is not an ENI id (eni-…)" }),
   deviceNumber: z.number().int().nonnegative(),
-  privateIps: z.array(z.ipv4({ message: "is not an IPv4 address" })).min(1).max(64),
+  privateIps: z
+    .array(z.ipv4({ message: "is not an IPv4 address" }))
+    .min(1)
+    .max(64),
   subnetId: z.string().max(64).optional(),
 });
 export type Eni = z.infer<typeof Eni>;
@@ -118,6 +121,8 @@ export type BlockDevice = z.infer<typeof BlockDevice>;
 export const FilesystemUsage = z.object({
   /** The source device (/dev/nvme1n1p1), or the volume's link path for a directory volume. */
   device: reportedPath,
+  /** The EBS volume it is on, when the agent matched its device to a volume link. */
+  volumeId: volumeId.optional(),
   mountPoint: reportedPath,
   fsType: z.string().max(64),
   sizeBytes: byteCount,
