@@ -35,6 +35,12 @@ export class Metrics {
     labelNames: ["kind"] as const,
     registers: [this.registry],
   });
+  readonly volumeUsedRatio = new Gauge({
+    name: "spotkeep_volume_used_ratio",
+    help: "Used share (0..1, as df's Use%) of each kept data volume's filesystem, from the agent's latest inventory of the live generation",
+    labelNames: ["instance", "device"] as const,
+    registers: [this.registry],
+  });
   readonly unhealthy = new Gauge({
     name: "spotkeep_instances_unhealthy",
     help: "Stateful instances whose health check has failed for longer than their unhealthy duration",

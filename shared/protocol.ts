@@ -114,6 +114,8 @@ export const BlockDevice = z.object({
   uuid: z.string().max(128).optional(),
   mountPoint: reportedPath.optional(),
   kind: z.enum(["block", "directory"]).default("block"),
+  /** The device holds the root filesystem (itself or a partition of it is mounted at /). */
+  root: z.boolean().optional(),
 });
 export type BlockDevice = z.infer<typeof BlockDevice>;
 

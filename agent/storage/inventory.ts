@@ -158,6 +158,13 @@ export async function collectInventory(args: {
         if (b.uuid) dev.uuid = cut(b.uuid, 128);
         if (b.mount) dev.mountPoint = cut(b.mount, 4096);
       }
+      // The root disk is an EBS volume too; the coordinator tells it from a data volume by this.
+      const base = basename(d.real);
+      const holdsRoot =
+        (Array.isArray(blocks) && blocks.some((x) => x?.mount === "/" && typeof x.name === "string" && x.name.startsWith(base))) ||
+        (Array.isArray(dfRows) &&
+          dfRows.some((r) => r?.mount === "/" && typeof r.fs === "string" && (realOf(r.fs) ?? "").startsWith(d.real)));
+      if (holdsRoot) dev.root = true;
       // lsblk may lack udev data (containers, minimal images): df's mount table has the rest.
       const row = Array.isArray(dfRows)
         ? dfRows.find((r) => typeof r?.fs === "string" && r.fs.startsWith("/") && realOf(r.fs) === d.real)

@@ -131,6 +131,7 @@ export interface InventoryRow {
   instance_id: string;
   received_at: number;
   body: string;
+  raised: string;
 }
 
 export const toInventory = (r: InventoryRow): GenerationInventory => ({
@@ -139,6 +140,7 @@ export const toInventory = (r: InventoryRow): GenerationInventory => ({
   ec2InstanceId: r.instance_id,
   at: r.received_at,
   data: JSON.parse(r.body),
+  raised: JSON.parse(r.raised) as string[],
 });
 
 export const toGeneration = (r: GenerationRow): Generation => ({

@@ -76,6 +76,8 @@ export interface GenerationInventory {
   at: number;
   /** The inventory message without its envelope, as JSON kept exactly. */
   data: unknown;
+  /** The keys of the conditions the checks raised an event for and that still held at this inventory. */
+  raised: string[];
 }
 
 /** A persisted data volume: the logical device and the EBS volume that currently holds it. */
@@ -230,7 +232,7 @@ export interface GenerationQueries {
   /** Record the agent's session secret hash unless one is registered; true when `hash` is the registered one. */
   registerSessionSecret(ec2InstanceId: string, hash: string): boolean;
   /** Record the generation's latest inventory: it replaces the one recorded before (one row per generation). */
-  recordInventory(instance: string, generation: number, ec2InstanceId: string, data: unknown): void;
+  recordInventory(instance: string, generation: number, ec2InstanceId: string, data: unknown, raised: string[]): void;
   /** The generation's latest inventory, or null when its agent sent none. */
   inventory(instance: string, generation: number): GenerationInventory | null;
 }

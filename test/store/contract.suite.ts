@@ -191,9 +191,9 @@ export function storeContract(backend: StoreBackend): void {
       await store.generations.ensure("db", 2, "wf");
       expect(await store.generations.inventory("db", 1)).toBeNull();
       const first = { devices: [{ device: "/dev/nvme1n1", volumeId: "vol-1" }], filesystems: [], note: "ünïcode \u0000" };
-      await store.generations.recordInventory("db", 1, "i-1", first);
+      await store.generations.recordInventory("db", 1, "i-1", first, ["usage:/dev/sdf"]);
       t = 2_000;
-      await store.generations.recordInventory("db", 2, "i-2", { devices: [] });
+      await store.generations.recordInventory("db", 2, "i-2", { devices: [] }, []);
       expect(await store.generations.inventory("db", 1)).toEqual({
         instance: "db",
         generation: 1,
@@ -203,7 +203,7 @@ export function storeContract(backend: StoreBackend): void {
       });
       t = 3_000;
       const later = { devices: [], filesystems: [{ mountPoint: "/data", usedBytes: 9 }] };
-      await store.generations.recordInventory("db", 1, "i-1b", later);
+      await store.generations.recordInventory("db", 1, "i-1b", later, []);
       expect(await store.generations.inventory("db", 1)).toEqual({
         instance: "db",
         generation: 1,
@@ -604,7 +604,7 @@ export function storeContract(backend: StoreBackend): void {
       await store.queueEvents.record({ eventId: "ev-1", kind: "rebalance", ec2InstanceId: "i-1", instance: "db", data: {} });
       await store.deletions.keep({ resourceId: "vol-1", instance: "db", kind: "volume", workflowId: "wf-delete", expiresAt: null });
       await store.taskRuns.sync("db", ["pause 0 20 * * *"], 500);
-      await store.generations.recordInventory("db", 1, "i-1", { devices: [] });
+      await store.generations.recordInventory("db", 1, "i-1", { devices: [] }, []);
     }
 
     it("archives an instance and every row that refers to it in one transaction, freeing the name", async () => {

@@ -83,11 +83,12 @@ export function generationQueries(sql: Sql, now: () => number): Async<Generation
       );
       return r?.session_secret_hash === hash;
     },
-    async recordInventory(instance, generation, ec2InstanceId, data) {
+    async recordInventory(instance, generation, ec2InstanceId, data, raised) {
       await sql.run(
-        "INSERT INTO inventories (instance, generation, instance_id, received_at, body) VALUES ($1, $2, $3, $4, $5) " +
-          "ON CONFLICT (instance, generation) DO UPDATE SET instance_id = excluded.instance_id, received_at = excluded.received_at, body = excluded.body",
-        [instance, generation, ec2InstanceId, now(), JSON.stringify(data)],
+        "INSERT INTO inventories (instance, generation, instance_id, received_at, body, raised) VALUES ($1, $2, $3, $4, $5, $6) " +
+          "ON CONFLICT (instance, generation) DO UPDATE SET instance_id = excluded.instance_id, received_at = excluded.received_at, " +
+          "body = excluded.body, raised = excluded.raised",
+        [instance, generation, ec2InstanceId, now(), JSON.stringify(data), JSON.stringify(raised)],
       );
     },
     async inventory(instance, generation) {

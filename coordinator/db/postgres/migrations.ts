@@ -254,6 +254,7 @@ CREATE TABLE inventories (
   instance_id TEXT NOT NULL,
   received_at BIGINT NOT NULL,
   body TEXT NOT NULL,
+  raised TEXT NOT NULL,
   PRIMARY KEY (instance, generation)
 );
 `,

@@ -80,11 +80,12 @@ export function generationQueries(sql: Sql, now: () => number): GenerationQuerie
         | undefined;
       return r?.session_secret_hash === hash;
     },
-    recordInventory(instance, generation, ec2InstanceId, data) {
+    recordInventory(instance, generation, ec2InstanceId, data, raised) {
       sql(
-        "INSERT INTO inventories (instance, generation, instance_id, received_at, body) VALUES (?, ?, ?, ?, ?) " +
-          "ON CONFLICT (instance, generation) DO UPDATE SET instance_id = excluded.instance_id, received_at = excluded.received_at, body = excluded.body",
-      ).run(instance, generation, ec2InstanceId, now(), JSON.stringify(data));
+        "INSERT INTO inventories (instance, generation, instance_id, received_at, body, raised) VALUES (?, ?, ?, ?, ?, ?) " +
+          "ON CONFLICT (instance, generation) DO UPDATE SET instance_id = excluded.instance_id, received_at = excluded.received_at, " +
+          "body = excluded.body, raised = excluded.raised",
+      ).run(instance, generation, ec2InstanceId, now(), JSON.stringify(data), JSON.stringify(raised));
     },
     inventory(instance, generation) {
       const r = sql("SELECT * FROM inventories WHERE instance = ? AND generation = ?").get(instance, generation) as
