@@ -121,7 +121,7 @@ describe("the coordinator reads the agent's inventory", () => {
       devices: [expect.objectContaining({ volumeId, mountPoint: "/data" })],
     });
     const text = await h.cli("describe", "fill");
-    expect(text.stdout).toMatch(/FILESYSTEMS\n[^\n]*USE%\n\/data +\/dev\/nvme1n1 +vol-\S+ +ext4 +10\.0 GiB +9\.2 GiB +0\.8 GiB +92%/);
+    expect(text.stdout).toMatch(/FILESYSTEMS\n[^\n]*USE%\n\/data +\/dev\/nvme1n1 +vol-\S+ +ext4 +10\.0 GiB +9\.2 GiB +819\.2 MiB +92%/);
     expect(text.stdout).toMatch(/NETWORK INTERFACES\nNAME +MAC +ADDRESSES\nens5 +0e:49:61:0f:c3:11 +10\.0\.1\.10\/24/);
   });
 
@@ -130,8 +130,9 @@ describe("the coordinator reads the agent's inventory", () => {
     const extra = await h.env.ec2.createVolume({
       availabilityZone: az,
       sizeGiB: 1,
-      tags: { "spotkeep:workflow": "by-hand", "spotkeep:step": "1" },
+      tags: { "spotkeep:managed": "true", "spotkeep:instance": "by-hand", "spotkeep:workflow": "by-hand", "spotkeep:step": "1" },
     });
+    await until("the extra volume available", async () => (await h.env.ec2.describeVolume(extra.volumeId))?.state === "available");
     await h.env.ec2.attachVolume(extra.volumeId, instanceId, "/dev/sdz");
     await until("the extra volume attached", async () =>
       (await h.env.ec2.describeVolume(extra.volumeId))?.attachments.some((a) => a.instanceId === instanceId && a.state === "attached"),
