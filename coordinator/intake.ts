@@ -149,14 +149,8 @@ export class AgentIntake {
         await t.events.add(name, "volume-usage-normal", `${session.instanceId}: ${device} ${detail}, below the threshold again`);
       }
     });
-    const shown = new Set(reading.usage.map((u) => u.device));
-    for (const u of reading.usage) metrics.volumeUsedRatio.set({ instance: name, device: u.device }, u.ratio);
-    for (const device of this.gauged.get(name) ?? []) if (!shown.has(device)) metrics.volumeUsedRatio.remove({ instance: name, device });
-    this.gauged.set(name, shown);
+    metrics.setVolumeUsage(name, reading.usage);
   }
-
-  /** The devices whose usage gauge is set, per instance (a device no longer reported loses its series). */
-  private readonly gauged = new Map<string, Set<string>>();
 
   /** A refusal on the timeline: through the rate limit when there is one. */
   private async refuse(name: string, kind: string, reason: string, detail: string): Promise<void> {
