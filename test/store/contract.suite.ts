@@ -200,6 +200,7 @@ export function storeContract(backend: StoreBackend): void {
         ec2InstanceId: "i-1",
         at: 1_000,
         data: first,
+        raised: ["usage:/dev/sdf"],
       });
       t = 3_000;
       const later = { devices: [], filesystems: [{ mountPoint: "/data", usedBytes: 9 }] };
@@ -210,6 +211,7 @@ export function storeContract(backend: StoreBackend): void {
         ec2InstanceId: "i-1b",
         at: 3_000,
         data: later,
+        raised: [],
       });
       expect((await store.generations.inventory("db", 2))?.data).toEqual({ devices: [] });
       expect(await store.generations.inventory("db", 3)).toBeNull();
