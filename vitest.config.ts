@@ -53,6 +53,7 @@ export const FAST = [
   "test/coordinator/health.test.ts",
   "test/coordinator/hub.test.ts",
   "test/coordinator/import.test.ts",
+  "test/coordinator/inventory.test.ts",
   "test/coordinator/hub-security.test.ts",
   "test/coordinator/lifecycle.test.ts",
   "test/coordinator/refusal-flood.test.ts",

@@ -1,7 +1,8 @@
 /**
  * `spotkeep-agent run`: the long-running agent.
  *  - polls IMDS for notices (spot interruption, rebalance, scheduled events) and reports each once;
- *  - keeps the link to the coordinator; sends `inventory` on connect and when devices change;
+ *  - keeps the link to the coordinator; sends `inventory` on connect, when devices change and every
+ *    INVENTORY_EVERY_MS (filesystem usage changes without any device changing);
  *  - sends `ready` once per process, right after its first `welcome` (with the timings of the
  *    restore that ran before it, when there was one: restore leaves them in restored.json);
  *  - executes coordinator commands: quiesce, freeze-for-snapshot, thaw, shutdown;
@@ -32,11 +33,13 @@ import type { NoticeObservation } from "./monitors/types.js";
 import { Quiescer, type QuiesceReport } from "./quiesce/quiescer.js";
 import { createFsFreezer, type Freezer } from "./storage/freezer.js";
 import { protectedDevices } from "./storage/filesystems.js";
-import { collectInventory } from "./storage/inventory.js";
+import { collectInventory, SOURCE_TIMEOUT_MS } from "./storage/inventory.js";
 import { listVolumeDevices } from "./storage/devices.js";
 import type { AgentLink } from "./link/client.js";
 
 export const RESTORED_MARKER = "restored.json";
+/** How often (model ms) the inventory is sent even when no device changed: the coordinator's usage checks read it. */
+export const INVENTORY_EVERY_MS = 5 * 60_000;
 
 type QuiescedReport = QuiesceReport & { network?: MessageOf<"quiesced">["network"] };
 
@@ -249,6 +252,8 @@ export class RunningAgent {
         devDir: this.ctx.cfg.devDir,
         rootDir: this.ctx.cfg.rootDir,
         mounts: this.mounts,
+        setTimer: this.ctx.clock.setTimer,
+        timeoutMs: this.ctx.scale(SOURCE_TIMEOUT_MS),
       });
       const text = JSON.stringify(inv);
       if (!force && text === this.lastInventory) return;
@@ -259,12 +264,22 @@ export class RunningAgent {
     }
   }
 
-  /** Cheap change detection (a readdir + realpaths); full inventory only when the set changes. */
+  /**
+   * Cheap change detection (a readdir + realpaths) every 5 s; a full inventory when the set changes,
+   * and every INVENTORY_EVERY_MS regardless.
+   */
   private watchDevices(): void {
+    let sinceFull = 0;
     const tick = () => {
       if (this.stopped) return;
       const sig = JSON.stringify(listVolumeDevices(this.ctx.cfg.devDir));
-      if (this.lastDevices && sig !== this.lastDevices && this.link?.connected) void this.sendInventory(false);
+      sinceFull += 5_000;
+      if (this.link?.connected) {
+        if (sinceFull >= INVENTORY_EVERY_MS) {
+          sinceFull = 0;
+          void this.sendInventory(true);
+        } else if (this.lastDevices && sig !== this.lastDevices) void this.sendInventory(false);
+      }
       this.lastDevices = sig;
       this.cancelDeviceWatch = this.ctx.clock.setTimer(this.ctx.scale(5_000), tick);
     };

@@ -9,7 +9,7 @@ import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 import { ApiError, api, follow, storeToken, storedToken, whenUnauthorized } from "./api.js";
 import { Gantt, seconds } from "./gantt.js";
 import { Savings } from "./savings.js";
-import type { EventsResponse, InstanceAction, InstanceDetail, InstanceState, InstanceSummary, Workflow } from "./types.js";
+import type { EventsResponse, InstanceAction, InstanceDetail, InstanceState, InstanceSummary, InventoryView, Workflow } from "./types.js";
 import "./style.css";
 
 function useHash(): string {
@@ -275,6 +275,59 @@ function kv(rows: Array<[string, unknown]>) {
   return html`<dl class="kv">${rows.map(([k, v]) => html`<dt>${k}</dt><dd>${v === null || v === undefined || v === "" ? "—" : String(v)}</dd>`)}</dl>`;
 }
 
+/** Bytes in binary units, one decimal. */
+function bytes(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${v} B` : `${v.toFixed(1)} ${units[i]}`;
+}
+
+/** The latest inventory the agent reported: filesystems with their use, network interfaces (a claim of the instance). */
+function Inventory({ inv, now }: { inv: InventoryView | null; now: number }) {
+  if (!inv)
+    return html`<h3>Inventory</h3><p class="empty" data-testid="inventory-none">The agent has not reported one for this generation.</p>`;
+  return html`<h3>Inventory</h3>
+    <p class="hint" data-testid="inventory">Generation ${inv.generation} (<span class="mono">${inv.instanceId}</span>), reported by its agent
+      <span title=${inv.receivedAt}>${age(inv.receivedAt, now)} ago</span>.</p>
+    <div class="grid">
+      <div>
+        <h4>Filesystems</h4>
+        ${
+          inv.filesystems.length === 0
+            ? html`<p class="empty">None reported.</p>`
+            : html`<table class="small" data-testid="inventory-filesystems">
+            <thead><tr><th>Mount</th><th>Device</th><th>Volume</th><th>Type</th><th>Size</th><th>Used</th><th>Available</th><th>Use</th></tr></thead>
+            <tbody>${inv.filesystems.map(
+              (
+                f,
+              ) => html`<tr><td>${f.mountPoint}</td><td class="mono">${f.device}</td><td class="mono">${f.volumeId ?? "—"}</td><td>${f.fsType}</td>
+                <td>${bytes(f.sizeBytes)}</td><td>${bytes(f.usedBytes)}</td><td>${bytes(f.availableBytes)}</td>
+                <td>${f.usedRatio === null ? "—" : `${Math.round(f.usedRatio * 100)}%`}</td></tr>`,
+            )}</tbody>
+          </table>`
+        }
+      </div>
+      <div>
+        <h4>Network interfaces</h4>
+        ${
+          inv.networkInterfaces.length === 0
+            ? html`<p class="empty">None reported.</p>`
+            : html`<table class="small" data-testid="inventory-interfaces">
+            <thead><tr><th>Name</th><th>MAC</th><th>Addresses</th></tr></thead>
+            <tbody>${inv.networkInterfaces.map(
+              (n) => html`<tr><td>${n.name}</td><td class="mono">${n.mac}</td><td class="mono">${n.addresses.join(", ")}</td></tr>`,
+            )}</tbody>
+          </table>`
+        }
+      </div>
+    </div>`;
+}
+
 function Instance({ name, summary }: { name: string; summary: InstanceSummary | undefined }) {
   const [detail, setDetail] = useState<InstanceDetail | null>(null);
   const [events, setEvents] = useState<EventsResponse | null>(null);
@@ -392,6 +445,7 @@ function Instance({ name, summary }: { name: string; summary: InstanceSummary | 
           )}</tbody>
         </table>`
     }
+    <${Inventory} inv=${detail.inventory ?? null} now=${now} />
     <h3>Generations</h3>
     <table class="small" data-testid="generations">
       <thead><tr>

@@ -3,6 +3,7 @@ export type {
   EventsResponse,
   InstanceDetail,
   InstanceSummary,
+  InventoryView,
   Savings,
   Timeline,
   Workflow,

@@ -7,7 +7,10 @@
  *  - a notice's deadline is clamped to what EC2 gives (at most two minutes from now);
  *  - replies (`quiesced`, `restored`) are recorded only with the id of the command they answer;
  *  - a scheduled-event notice is checked against EC2's DescribeInstanceStatus and, when EC2 lists
- *    the event, leads to a recycle ahead of its NotBefore (coordinator/health.ts).
+ *    the event, leads to a recycle ahead of its NotBefore (coordinator/health.ts);
+ *  - an inventory is recorded for the session's own generation only (its instance id must be the
+ *    session's); what it shows (usage, unexpected or unmounted volumes, `inventory.ts`) becomes
+ *    events and a gauge, never an attach, detach or delete.
  * What a notice leads to is decided in `events/decisions.ts`, shared with the EventBridge queue.
  */
 import type { AgentMessage } from "../shared/protocol.js";
@@ -20,6 +23,7 @@ import type { ScaledClock } from "../shared/clock.js";
 import { NoticeDecisions } from "./events/decisions.js";
 import type { RefusalEvents } from "./refusal-events.js";
 import { confirmWithEc2 } from "./confirm.js";
+import { readInventory } from "./inventory.js";
 
 export interface IntakeDeps {
   store: Store;
@@ -91,12 +95,61 @@ export class AgentIntake {
         if (await store.agentReports.record(session.instanceId, "ready", "", msg))
           await store.events.add(name, "agent-ready", `${session.instanceId} reported ready`);
         return;
+      case "inventory":
+        return this.inventory(session, msg);
       case "error":
         await store.events.add(name, "agent-error", `${session.instanceId}: ${msg.code}: ${msg.message.slice(0, 500)}`);
         return;
       default:
         return;
     }
+  }
+
+  /**
+   * Record the generation's latest inventory and raise what it shows. The checks run only while
+   * the session's generation serves (the instance running on it): during a bring-up or a
+   * replacement, volumes are still being attached and mounted, and the inventory is only recorded.
+   */
+  private async inventory(session: AgentSession, msg: Extract<AgentMessage, { type: "inventory" }>): Promise<void> {
+    const name = session.statefulInstance;
+    const { store, metrics } = this.d;
+    if (msg.instanceId !== session.instanceId) {
+      metrics.agentRejections.inc({ reason: "inventory-instance-mismatch" });
+      await this.refuse(
+        name,
+        "agent-report-dropped",
+        "inventory-instance-mismatch",
+        `${session.instanceId} sent an inventory for ${msg.instanceId}; ignored`,
+      );
+      return;
+    }
+    const { v: _v, id: _id, ts: _ts, ...data } = msg;
+    const [inst, volumes, root, prev] = await Promise.all([
+      store.instances.get(name),
+      store.volumes.list(name),
+      store.root.get(name),
+      store.generations.inventory(name, session.generation),
+    ]);
+    const before = new Set(prev?.raised ?? []);
+    const serving = inst !== null && inst.generation === session.generation && inst.state === "running";
+    if (!serving) {
+      await store.generations.recordInventory(name, session.generation, session.instanceId, data, [...before]);
+      return;
+    }
+    const reading = readInventory(data, volumes, root?.rootDeviceName ?? null);
+    const now = new Set(reading.conditions.map((c) => c.key));
+    await store.tx(async (t) => {
+      await t.generations.recordInventory(name, session.generation, session.instanceId, data, [...now]);
+      for (const c of reading.conditions) if (!before.has(c.key)) await t.events.add(name, c.kind, `${session.instanceId}: ${c.message}`);
+      for (const key of before) {
+        if (now.has(key) || !key.startsWith("usage:")) continue;
+        const device = key.slice("usage:".length);
+        const ratio = reading.usage.find((u) => u.device === device)?.ratio;
+        const detail = ratio === undefined ? "is no longer reported" : `is ${Math.round(ratio * 1000) / 10}% full`;
+        await t.events.add(name, "volume-usage-normal", `${session.instanceId}: ${device} ${detail}, below the threshold again`);
+      }
+    });
+    metrics.setVolumeUsage(name, reading.usage);
   }
 
   /** A refusal on the timeline: through the rate limit when there is one. */

@@ -35,6 +35,22 @@ export class Metrics {
     labelNames: ["kind"] as const,
     registers: [this.registry],
   });
+  readonly volumeUsedRatio = new Gauge({
+    name: "spotkeep_volume_used_ratio",
+    help: "Used share (0..1, as df's Use%) of each kept data volume's filesystem, from the agent's latest inventory of the live generation",
+    labelNames: ["instance", "device"] as const,
+    registers: [this.registry],
+  });
+  /** The devices whose usage series is set, per instance. */
+  private readonly volumeSeries = new Map<string, Set<string>>();
+  /** The used share of `instance`'s kept volumes, as its latest inventory shows them; a device left out loses its series. */
+  setVolumeUsage(instance: string, usage: ReadonlyArray<{ device: string; ratio: number }>): void {
+    const shown = new Set(usage.map((u) => u.device));
+    for (const u of usage) this.volumeUsedRatio.set({ instance, device: u.device }, u.ratio);
+    for (const device of this.volumeSeries.get(instance) ?? []) if (!shown.has(device)) this.volumeUsedRatio.remove({ instance, device });
+    if (shown.size) this.volumeSeries.set(instance, shown);
+    else this.volumeSeries.delete(instance);
+  }
   readonly unhealthy = new Gauge({
     name: "spotkeep_instances_unhealthy",
     help: "Stateful instances whose health check has failed for longer than their unhealthy duration",

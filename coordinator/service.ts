@@ -353,6 +353,8 @@ async function startOn(o: Opened): Promise<Coordinator> {
     });
     await workflowEnded({ store, log }, wf, outcome);
     agents.workflowEnded(wf, outcome.ok, outcome.ok ? outcome.result : null);
+    // A deleted instance (archived as NAME~time) has no volumes to report any more.
+    if (wf.kind === "delete" && outcome.ok) metrics.setVolumeUsage(wf.instance.split("~")[0]!, []);
   }
 
   const operations = new Operations({ store, engine, ec2, region: config.region, log, calendar });

@@ -2,9 +2,10 @@
  * Read models: turn the store's domain objects into the HTTP API shapes of shared/api.ts. Times in
  * the store are wall-clock ms; durations are reported in model time (real / timeScale).
  */
-import type { EventsResponse, InstanceDetail, InstanceSummary, Timeline, Workflow, WorkflowStep } from "../shared/api.js";
+import type { EventsResponse, InstanceDetail, InstanceSummary, InventoryView, Timeline, Workflow, WorkflowStep } from "../shared/api.js";
 import { STEP } from "../shared/steps.js";
-import type { StatefulInstance, StepRecord, Store, WorkflowRecord } from "./db/store.js";
+import type { GenerationInventory, StatefulInstance, StepRecord, Store, WorkflowRecord } from "./db/store.js";
+import { type InventoryData, usedRatio } from "./inventory.js";
 import { allowedActions, factsOf } from "./lifecycle.js";
 import { taskViews } from "./tasks.js";
 
@@ -70,13 +71,14 @@ export class Views {
   async detail(name: string): Promise<InstanceDetail | null> {
     const inst = await this.store.instances.get(name);
     if (!inst) return null;
-    const [s, root, net, volumes, generations, taskRuns, ...artifacts] = await Promise.all([
+    const [s, root, net, volumes, generations, taskRuns, inventory, ...artifacts] = await Promise.all([
       this.summaryOf(inst),
       this.store.root.get(name),
       this.store.network.get(name),
       this.store.volumes.list(name),
       this.store.generations.list(name),
       this.store.taskRuns.list(name),
+      inst.generation > 0 ? this.store.generations.inventory(name, inst.generation) : Promise.resolve(null),
       this.store.artifacts.list(name, "data-snapshot"),
       this.store.artifacts.list(name, "root-snapshot"),
       this.store.artifacts.list(name, "image"),
@@ -117,6 +119,7 @@ export class Views {
         lastOutcome: t.lastOutcome,
         lastWorkflowId: t.lastWorkflowId,
       })),
+      inventory: inventory ? inventoryView(inventory) : null,
     };
   }
 
@@ -213,4 +216,20 @@ export function criticalPath(steps: StepRecord[]): string[] {
     cur = prev;
   }
   return path.map((s) => s.name);
+}
+
+/** The recorded inventory as the API shows it (it was validated before it was recorded). */
+function inventoryView(r: GenerationInventory): InventoryView {
+  const d = r.data as InventoryData;
+  return {
+    generation: r.generation,
+    instanceId: r.ec2InstanceId,
+    receivedAt: iso(r.at) ?? "",
+    instanceType: d.instanceType,
+    availabilityZone: d.availabilityZone,
+    imageId: d.imageId,
+    devices: d.devices,
+    filesystems: (d.filesystems ?? []).map((f) => ({ ...f, usedRatio: usedRatio(f) })),
+    networkInterfaces: d.networkInterfaces ?? [],
+  };
 }

@@ -85,6 +85,49 @@ export const ScheduledTaskView = z.object({
   lastWorkflowId: z.string().nullable(),
 });
 
+/**
+ * The latest inventory the agent of the current generation sent: what the instance says it has
+ * (a claim, shown as reported; the coordinator's decisions read EC2).
+ */
+export const InventoryView = z.object({
+  generation: z.number().int().positive(),
+  instanceId: z.string(),
+  /** When the coordinator recorded it. */
+  receivedAt: z.string(),
+  instanceType: z.string(),
+  availabilityZone: z.string(),
+  imageId: z.string(),
+  /** The agent's block devices and volume links (shared/protocol.ts BlockDevice). */
+  devices: z.array(
+    z.object({
+      device: z.string(),
+      volumeId: z.string().optional(),
+      requestedName: z.string().optional(),
+      sizeBytes: z.number().optional(),
+      fsType: z.string().optional(),
+      uuid: z.string().optional(),
+      mountPoint: z.string().optional(),
+      kind: z.enum(["block", "directory"]),
+      root: z.boolean().optional(),
+    }),
+  ),
+  /** Mounted filesystems with their usage; empty from an agent older than usage reports. usedRatio: used / (used + available). */
+  filesystems: z.array(
+    z.object({
+      device: z.string(),
+      volumeId: z.string().optional(),
+      mountPoint: z.string(),
+      fsType: z.string(),
+      sizeBytes: z.number(),
+      usedBytes: z.number(),
+      availableBytes: z.number(),
+      usedRatio: z.number().nullable(),
+    }),
+  ),
+  networkInterfaces: z.array(z.object({ name: z.string(), mac: z.string(), addresses: z.array(z.string()) })),
+});
+export type InventoryView = z.infer<typeof InventoryView>;
+
 export const InstanceDetail = InstanceSummary.extend({
   spec: z.unknown(),
   resources: z.object({
@@ -111,6 +154,8 @@ export const InstanceDetail = InstanceSummary.extend({
     .optional(),
   /** Each scheduled task (spec.schedule) with its next run and the last due time handled. */
   schedule: z.array(ScheduledTaskView).default([]),
+  /** The current generation's latest inventory; null when its agent sent none (absent from an older coordinator). */
+  inventory: InventoryView.nullable().optional(),
 });
 export type InstanceDetail = z.infer<typeof InstanceDetail>;
 

@@ -172,3 +172,36 @@ describe("protocol rejects malformed frames with the field and reason", () => {
     expect(() => encodeMessage({ ...(agentSamples[6] as Message), seq: -1 } as Message, "from-agent")).toThrow(/heartbeat\.seq/);
   });
 });
+
+describe("inventory: filesystems and network interfaces", () => {
+  const old = agentSamples[1] as Extract<Message, { type: "inventory" }>;
+  const fsRow = { device: "/dev/nvme1n1", mountPoint: "/data", fsType: "ext4", sizeBytes: 1000, usedBytes: 950, availableBytes: 50 };
+  const nic = { name: "ens5", mac: "0e:49:61:0f:c3:11", addresses: ["172.31.0.10/20", "fe80::c49:61ff:fe0f:c311/64"] };
+
+  it("accepts an agent's inventory without the new fields (older agents) and one with them", () => {
+    expect(parseMessage(JSON.stringify(old)).ok).toBe(true);
+    const full = { ...old, filesystems: [fsRow], networkInterfaces: [nic] };
+    const parsed = parseMessage(encodeMessage(full, "from-agent"));
+    expect(parsed.ok && parsed.message).toEqual(full);
+  });
+  it("refuses negative or non-numeric byte counts, naming the field", () => {
+    expect(rejectReason(JSON.stringify({ ...old, filesystems: [{ ...fsRow, usedBytes: -1 }] }))).toMatch(
+      /^inventory\.filesystems\[0\]\.usedBytes: /,
+    );
+    expect(rejectReason(JSON.stringify({ ...old, filesystems: [{ ...fsRow, sizeBytes: "1e400" }] }))).toMatch(
+      /^inventory\.filesystems\[0\]\.sizeBytes: /,
+    );
+  });
+  it("refuses too many rows and too long strings", () => {
+    const many = Array.from({ length: 129 }, () => fsRow);
+    expect(rejectReason(JSON.stringify({ ...old, filesystems: many }))).toMatch(/^inventory\.filesystems: /);
+    expect(rejectReason(JSON.stringify({ ...old, filesystems: [{ ...fsRow, mountPoint: `/${"d".repeat(4096)}` }] }))).toMatch(
+      /^inventory\.filesystems\[0\]\.mountPoint: /,
+    );
+    const nics = Array.from({ length: 65 }, () => nic);
+    expect(rejectReason(JSON.stringify({ ...old, networkInterfaces: nics }))).toMatch(/^inventory\.networkInterfaces: /);
+    expect(rejectReason(JSON.stringify({ ...old, networkInterfaces: [{ ...nic, name: "x".repeat(65) }] }))).toMatch(
+      /^inventory\.networkInterfaces\[0\]\.name: /,
+    );
+  });
+});

@@ -71,8 +71,11 @@ export const Eni = z.object({
   mac: z.string().regex(/^([0-9a-f]{2}:){5}[0-9a-f]{2}$/i, { message: "is not a MAC address" }),
   interfaceId: z.string().regex(/^eni-[0-9a-f]{8,17}$/, { message: "is not an ENI id (eni-…)" }),
   deviceNumber: z.number().int().nonnegative(),
-  privateIps: z.array(z.ipv4({ message: "is not an IPv4 address" })).min(1),
-  subnetId: z.string().optional(),
+  privateIps: z
+    .array(z.ipv4({ message: "is not an IPv4 address" }))
+    .min(1)
+    .max(64),
+  subnetId: z.string().max(64).optional(),
 });
 export type Eni = z.infer<typeof Eni>;
 
@@ -95,30 +98,63 @@ export const EniReport = z.object({
   reason: z.string().max(4096).optional(),
 });
 
+/** A path or device name the agent reports: bounded, as everything an instance says is. */
+const reportedPath = z.string().min(1).max(4096);
+/** A byte count: finite and nonnegative (zod's number() already refuses Infinity and NaN). */
+const byteCount = z.number().nonnegative();
+
 export const BlockDevice = z.object({
   /** Kernel device path, e.g. /dev/nvme1n1 (or the link path in localcloud's process runtime). */
-  device: z.string().min(1),
+  device: reportedPath,
   volumeId: volumeId.optional(),
   /** Device name requested at attach (/dev/sdf) when known. */
-  requestedName: z.string().optional(),
-  sizeBytes: z.number().nonnegative().optional(),
-  fsType: z.string().optional(),
-  uuid: z.string().optional(),
-  mountPoint: z.string().optional(),
+  requestedName: z.string().max(64).optional(),
+  sizeBytes: byteCount.optional(),
+  fsType: z.string().max(64).optional(),
+  uuid: z.string().max(128).optional(),
+  mountPoint: reportedPath.optional(),
   kind: z.enum(["block", "directory"]).default("block"),
+  /** The device holds the root filesystem (itself or a partition of it is mounted at /). */
+  root: z.boolean().optional(),
 });
 export type BlockDevice = z.infer<typeof BlockDevice>;
+
+/** A mounted filesystem and its usage (statfs / df): what the usage checks read. */
+export const FilesystemUsage = z.object({
+  /** The source device (/dev/nvme1n1p1), or the volume's link path for a directory volume. */
+  device: reportedPath,
+  /** The EBS volume it is on, when the agent matched its device to a volume link. */
+  volumeId: volumeId.optional(),
+  mountPoint: reportedPath,
+  fsType: z.string().max(64),
+  sizeBytes: byteCount,
+  usedBytes: byteCount,
+  availableBytes: byteCount,
+});
+export type FilesystemUsage = z.infer<typeof FilesystemUsage>;
+
+/** An OS network interface: its name, MAC and every address on it (CIDR notation). */
+export const NetworkInterface = z.object({
+  name: z.string().min(1).max(64),
+  mac: z.string().max(64),
+  addresses: z.array(z.string().min(1).max(64)).max(64),
+});
+export type NetworkInterface = z.infer<typeof NetworkInterface>;
 
 export const Inventory = z.object({
   ...envelope,
   type: z.literal("inventory"),
   instanceId,
-  instanceType: z.string().min(1),
-  availabilityZone: z.string().min(1),
-  imageId: z.string().min(1),
+  instanceType: z.string().min(1).max(64),
+  availabilityZone: z.string().min(1).max(64),
+  imageId: z.string().min(1).max(64),
   enis: z.array(Eni).max(64),
   devices: z.array(BlockDevice).max(128),
+  /** Absent from agents older than the usage checks; those inventories are recorded without them. */
+  filesystems: z.array(FilesystemUsage).max(128).optional(),
+  networkInterfaces: z.array(NetworkInterface).max(64).optional(),
 });
+export type Inventory = z.infer<typeof Inventory>;
 
 export const NoticeKind = z.enum(["spot-interruption", "rebalance", "scheduled-event", "lost"]);
 export type NoticeKind = z.infer<typeof NoticeKind>;

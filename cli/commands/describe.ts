@@ -1,4 +1,4 @@
-import { InstanceDetail } from "../../shared/api.js";
+import { InstanceDetail, type InventoryView } from "../../shared/api.js";
 import type { Command } from "../command.js";
 import { parseFlags, UsageError } from "../args.js";
 import { ApiClient, CLIENT_FLAGS, printJson, secs } from "../client.js";
@@ -18,12 +18,80 @@ export function replacementText(spec: unknown): string {
   return "break-before-make (stable ENI as the primary)";
 }
 
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/g;
+/** A string the instance reported, safe for a terminal: control characters (escape sequences) shown as "?". */
+const shown = (s: string | undefined): string | undefined => s?.replace(CONTROL, "?");
+
+/** Bytes in binary units, one decimal (1.5 GiB). */
+export function bytesText(n: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+  let v = n;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return i === 0 ? `${v} B` : `${v.toFixed(1)} ${units[i]}`;
+}
+
+/** The agent's latest inventory: filesystems with their use, network interfaces, volume links. */
+export function inventoryText(inv: InventoryView): string {
+  const out: string[] = [];
+  out.push(`\nINVENTORY (generation ${inv.generation}, ${inv.instanceId}, reported by its agent at ${inv.receivedAt})\n`);
+  out.push("\nFILESYSTEMS\n");
+  out.push(
+    inv.filesystems.length
+      ? renderTable(
+          ["MOUNT POINT", "DEVICE", "VOLUME", "TYPE", "SIZE", "USED", "AVAILABLE", "USE%"],
+          inv.filesystems.map((f) => [
+            shown(f.mountPoint),
+            shown(f.device),
+            f.volumeId,
+            shown(f.fsType),
+            bytesText(f.sizeBytes),
+            bytesText(f.usedBytes),
+            bytesText(f.availableBytes),
+            f.usedRatio === null ? null : `${Math.round(f.usedRatio * 100)}%`,
+          ]),
+        )
+      : "none reported\n",
+  );
+  out.push("\nNETWORK INTERFACES\n");
+  out.push(
+    inv.networkInterfaces.length
+      ? renderTable(
+          ["NAME", "MAC", "ADDRESSES"],
+          inv.networkInterfaces.map((n) => [shown(n.name), shown(n.mac), shown(n.addresses.join(", "))]),
+        )
+      : "none reported\n",
+  );
+  out.push("\nVOLUMES SEEN BY THE AGENT\n");
+  out.push(
+    inv.devices.length
+      ? renderTable(
+          ["VOLUME", "DEVICE", "MOUNT POINT", "TYPE", "SIZE"],
+          inv.devices.map((v) => [
+            v.volumeId ?? "-",
+            shown(v.device) + (v.root ? " (root)" : ""),
+            shown(v.mountPoint),
+            shown(v.fsType),
+            v.sizeBytes === undefined ? null : bytesText(v.sizeBytes),
+          ]),
+        )
+      : "none\n",
+  );
+  return out.join("");
+}
+
 export const command: Command = {
   usage: `usage: spotkeep describe NAME [--json] [--url URL] [--token T | --data-dir DIR]
 
 Shows one stateful instance: its state, persisted resources (data volumes, root image, network
 interface), its health and since when, EC2 scheduled maintenance with when the recycle ahead of it
-starts, every generation that served it, and the next run of each scheduled task.`,
+starts, every generation that served it, the next run of each scheduled task, and the latest
+inventory its agent reported (filesystems with use, network interfaces, volumes it sees: a claim
+of the instance, not EC2's view). --json has all of it under the same names as the API.`,
   async run(argv) {
     const { values, positionals } = parseFlags(argv, CLIENT_FLAGS, ["NAME"]);
     const name = positionals[0];
@@ -92,6 +160,7 @@ starts, every generation that served it, and the next run of each scheduled task
           )
         : "none yet\n",
     );
+    if (d.inventory) out.push(inventoryText(d.inventory));
     if (d.schedule.length) {
       out.push("\nSCHEDULE (UTC)\n");
       out.push(

@@ -284,6 +284,25 @@ ALTER TABLE generations ADD COLUMN carried_secret_hash TEXT;
 ALTER TABLE generations ADD COLUMN carried_secret_generation INTEGER;
 `,
   },
+  {
+    version: 10,
+    name: "agent inventories",
+    sql: `
+-- The latest inventory each generation's agent sent (validated, at most one frame of JSON): what
+-- describe shows and the usage/attachment checks compare the next one with. Never read to decide
+-- what to attach, detach or delete. raised: JSON list of the conditions (usage past the threshold,
+-- an unexpected volume, a kept volume not mounted) already on the timeline, so each is raised once.
+CREATE TABLE inventories (
+  instance TEXT NOT NULL REFERENCES instances(name),
+  generation INTEGER NOT NULL,
+  instance_id TEXT NOT NULL,
+  received_at INTEGER NOT NULL,
+  body TEXT NOT NULL,
+  raised TEXT NOT NULL,
+  PRIMARY KEY (instance, generation)
+);
+`,
+  },
 ];
 
 export function migrate(db: Database.Database, now: () => number = Date.now): number[] {

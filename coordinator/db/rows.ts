@@ -12,6 +12,7 @@ import type {
   ArtifactKind,
   DataVolume,
   Generation,
+  GenerationInventory,
   GenerationStatus,
   GroupMember,
   GroupState,
@@ -46,6 +47,7 @@ export const TABLES = [
   "task_runs",
   "stateful_groups",
   "stateful_group_members",
+  "inventories",
 ] as const;
 
 /** A JSON column: null stays null. */
@@ -122,6 +124,24 @@ export interface GenerationRow {
   carried_secret_hash: string | null;
   carried_secret_generation: number | null;
 }
+
+export interface InventoryRow {
+  instance: string;
+  generation: number;
+  instance_id: string;
+  received_at: number;
+  body: string;
+  raised: string;
+}
+
+export const toInventory = (r: InventoryRow): GenerationInventory => ({
+  instance: r.instance,
+  generation: r.generation,
+  ec2InstanceId: r.instance_id,
+  at: r.received_at,
+  data: JSON.parse(r.body),
+  raised: JSON.parse(r.raised) as string[],
+});
 
 export const toGeneration = (r: GenerationRow): Generation => ({
   instance: r.instance,

@@ -66,6 +66,20 @@ export interface CarriedSecret {
   generation: number;
 }
 
+/** The latest inventory a generation's agent sent (validated before it is recorded). */
+export interface GenerationInventory {
+  instance: string;
+  generation: number;
+  /** The EC2 instance whose agent sent it. */
+  ec2InstanceId: string;
+  /** When the coordinator recorded it. */
+  at: number;
+  /** The inventory message without its envelope, as JSON kept exactly. */
+  data: unknown;
+  /** The keys of the conditions the checks raised an event for and that still held at this inventory. */
+  raised: string[];
+}
+
 /** A persisted data volume: the logical device and the EBS volume that currently holds it. */
 export interface DataVolume {
   instance: string;
@@ -217,6 +231,10 @@ export interface GenerationQueries {
   live(): Generation[];
   /** Record the agent's session secret hash unless one is registered; true when `hash` is the registered one. */
   registerSessionSecret(ec2InstanceId: string, hash: string): boolean;
+  /** Record the generation's latest inventory: it replaces the one recorded before (one row per generation). */
+  recordInventory(instance: string, generation: number, ec2InstanceId: string, data: unknown, raised: string[]): void;
+  /** The generation's latest inventory, or null when its agent sent none. */
+  inventory(instance: string, generation: number): GenerationInventory | null;
 }
 
 export interface VolumeQueries {

@@ -5,8 +5,8 @@
  */
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statfsSync, symlinkSync, writeFileSync } from "node:fs";
+import { networkInterfaces, tmpdir } from "node:os";
 import { join } from "node:path";
 import type { AgentMessage, MessageOf } from "../../shared/protocol.js";
 import { byIdName } from "../../agent/storage/devices.js";
@@ -131,6 +131,23 @@ describe("bundled agent, run mode", () => {
     expect(await a.exited).toBe(0);
     const lines = a.output().trim().split("\n");
     for (const l of lines) expect(() => JSON.parse(l)).not.toThrow(); // JSON-lines logs only
+  });
+
+  it("reports a kept directory volume's filesystem usage (statfs of its mount folder) and the host's network interfaces", async () => {
+    // The volume mounted as restore leaves it in the process runtime: a link from the mount point.
+    mkdirSync(join(rootDir, "var", "lib"), { recursive: true });
+    symlinkSync(join(base, "vol"), join(rootDir, "var", "lib", "data"));
+    const a = startAgent("run");
+    const inv = (await coord.waitFor((m) => m.type === "inventory")) as MessageOf<"inventory">;
+    expect(inv.devices).toEqual([expect.objectContaining({ volumeId: VOL, kind: "directory", mountPoint: "/var/lib/data" })]);
+    const st = statfsSync(join(base, "vol"));
+    const row = inv.filesystems?.find((f) => f.volumeId === VOL);
+    expect(row).toMatchObject({ mountPoint: "/var/lib/data", fsType: "directory", sizeBytes: st.blocks * st.bsize });
+    expect(row!.usedBytes + row!.availableBytes).toBeLessThanOrEqual(row!.sizeBytes);
+    const nics = Object.entries(networkInterfaces()).filter(([, list]) => list?.some((x) => !x.internal));
+    expect(inv.networkInterfaces?.map((n) => n.name).sort()).toEqual(nics.map(([name]) => name).sort());
+    a.child.kill("SIGTERM");
+    expect(await a.exited).toBe(0);
   });
 
   it("quiesces on its own when the coordinator is unreachable at a notice, and delivers the report later", async () => {

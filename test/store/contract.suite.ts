@@ -184,6 +184,40 @@ export function storeContract(backend: StoreBackend): void {
       expect((await store.generations.live()).map((g) => `${g.instance}/${g.generation}`)).toEqual(["db/2", "web/1"]);
     });
 
+    it("keeps each generation's latest inventory: JSON exactly, the later one replacing the earlier, stamped with the store's clock", async () => {
+      await fresh();
+      await store.instances.insert("db", spec("db"), "running");
+      await store.generations.ensure("db", 1, "wf");
+      await store.generations.ensure("db", 2, "wf");
+      expect(await store.generations.inventory("db", 1)).toBeNull();
+      const first = { devices: [{ device: "/dev/nvme1n1", volumeId: "vol-1" }], filesystems: [], note: "ünïcode \u0000" };
+      await store.generations.recordInventory("db", 1, "i-1", first, ["usage:/dev/sdf"]);
+      t = 2_000;
+      await store.generations.recordInventory("db", 2, "i-2", { devices: [] }, []);
+      expect(await store.generations.inventory("db", 1)).toEqual({
+        instance: "db",
+        generation: 1,
+        ec2InstanceId: "i-1",
+        at: 1_000,
+        data: first,
+        raised: ["usage:/dev/sdf"],
+      });
+      t = 3_000;
+      const later = { devices: [], filesystems: [{ mountPoint: "/data", usedBytes: 9 }] };
+      await store.generations.recordInventory("db", 1, "i-1b", later, []);
+      expect(await store.generations.inventory("db", 1)).toEqual({
+        instance: "db",
+        generation: 1,
+        ec2InstanceId: "i-1b",
+        at: 3_000,
+        data: later,
+        raised: [],
+      });
+      expect((await store.generations.inventory("db", 2))?.data).toEqual({ devices: [] });
+      expect(await store.generations.inventory("db", 3)).toBeNull();
+      expect((await store.counts()).inventories).toBe(2);
+    });
+
     it("registers an agent's session secret once: the first hash wins", async () => {
       await fresh();
       await store.instances.insert("db", spec("db"), "running");
@@ -572,6 +606,7 @@ export function storeContract(backend: StoreBackend): void {
       await store.queueEvents.record({ eventId: "ev-1", kind: "rebalance", ec2InstanceId: "i-1", instance: "db", data: {} });
       await store.deletions.keep({ resourceId: "vol-1", instance: "db", kind: "volume", workflowId: "wf-delete", expiresAt: null });
       await store.taskRuns.sync("db", ["pause 0 20 * * *"], 500);
+      await store.generations.recordInventory("db", 1, "i-1", { devices: [] }, []);
     }
 
     it("archives an instance and every row that refers to it in one transaction, freeing the name", async () => {
@@ -594,6 +629,8 @@ export function storeContract(backend: StoreBackend): void {
       expect((await store.queueEvents.get("ev-1"))?.instance).toBe(archived);
       expect((await store.deletions.kept(archived)).map((k) => k.resourceId)).toEqual(["vol-1"]);
       expect((await store.taskRuns.list(archived)).map((r) => r.taskKey)).toEqual(["pause 0 20 * * *"]);
+      expect((await store.generations.inventory(archived, 1))?.ec2InstanceId).toBe("i-1");
+      expect(await store.generations.inventory("db", 1)).toBeNull();
       // The name is free again, and a replayed archive finds nothing under it.
       await store.instances.insert("db", spec("db"), "creating");
       await store.volumes.declare("db", "/dev/sdf", "/data", "ext4");
@@ -898,6 +935,7 @@ export function storeContract(backend: StoreBackend): void {
           "events",
           "generations",
           "instances",
+          "inventories",
           "kept_resources",
           "network",
           "notice_arrivals",

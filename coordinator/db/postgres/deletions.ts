@@ -19,6 +19,7 @@ const REFERRING = [
   "queue_events",
   "kept_resources",
   "task_runs",
+  "inventories",
 ];
 
 /** Who claims a resource ($1): see DeletionQueries.claims. */

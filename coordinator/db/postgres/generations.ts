@@ -1,7 +1,7 @@
 /** Generations: the EC2 instances that served a stateful instance. */
 import type { Async, GenerationQueries } from "../store.js";
 import type { Sql } from "./sql.js";
-import { type GenerationRow, toGeneration } from "../rows.js";
+import { type GenerationRow, type InventoryRow, toGeneration, toInventory } from "../rows.js";
 
 export function generationQueries(sql: Sql, now: () => number): Async<GenerationQueries> {
   return {
@@ -82,6 +82,18 @@ export function generationQueries(sql: Sql, now: () => number): Async<Generation
         [ec2InstanceId],
       );
       return r?.session_secret_hash === hash;
+    },
+    async recordInventory(instance, generation, ec2InstanceId, data, raised) {
+      await sql.run(
+        "INSERT INTO inventories (instance, generation, instance_id, received_at, body, raised) VALUES ($1, $2, $3, $4, $5, $6) " +
+          "ON CONFLICT (instance, generation) DO UPDATE SET instance_id = excluded.instance_id, received_at = excluded.received_at, " +
+          "body = excluded.body, raised = excluded.raised",
+        [instance, generation, ec2InstanceId, now(), JSON.stringify(data), JSON.stringify(raised)],
+      );
+    },
+    async inventory(instance, generation) {
+      const r = await sql.row<InventoryRow>("SELECT * FROM inventories WHERE instance = $1 AND generation = $2", [instance, generation]);
+      return r ? toInventory(r) : null;
     },
   };
 }

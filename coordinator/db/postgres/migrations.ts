@@ -245,6 +245,20 @@ ALTER TABLE generations ADD COLUMN carried_secret_hash TEXT;
 ALTER TABLE generations ADD COLUMN carried_secret_generation INTEGER;
 `,
   },
+  {
+    version: 10,
+    sql: `
+CREATE TABLE inventories (
+  instance TEXT NOT NULL ${FK},
+  generation INTEGER NOT NULL,
+  instance_id TEXT NOT NULL,
+  received_at BIGINT NOT NULL,
+  body TEXT NOT NULL,
+  raised TEXT NOT NULL,
+  PRIMARY KEY (instance, generation)
+);
+`,
+  },
 ];
 
 /** Applies the migrations not yet applied; returns their versions. `client` is a dedicated connection. */

@@ -21,6 +21,7 @@ const REFERRING = [
   "queue_events",
   "kept_resources",
   "task_runs",
+  "inventories",
 ];
 
 /** Who claims a resource (`@id`): see DeletionQueries.claims. */

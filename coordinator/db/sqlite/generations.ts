@@ -1,6 +1,6 @@
 import type { GenerationQueries } from "../store.js";
 import type { Sql } from "./statements.js";
-import { type GenerationRow, toGeneration } from "../rows.js";
+import { type GenerationRow, type InventoryRow, toGeneration, toInventory } from "../rows.js";
 
 export function generationQueries(sql: Sql, now: () => number): GenerationQueries {
   return {
@@ -79,6 +79,19 @@ export function generationQueries(sql: Sql, now: () => number): GenerationQuerie
         | { session_secret_hash: string | null }
         | undefined;
       return r?.session_secret_hash === hash;
+    },
+    recordInventory(instance, generation, ec2InstanceId, data, raised) {
+      sql(
+        "INSERT INTO inventories (instance, generation, instance_id, received_at, body, raised) VALUES (?, ?, ?, ?, ?, ?) " +
+          "ON CONFLICT (instance, generation) DO UPDATE SET instance_id = excluded.instance_id, received_at = excluded.received_at, " +
+          "body = excluded.body, raised = excluded.raised",
+      ).run(instance, generation, ec2InstanceId, now(), JSON.stringify(data), JSON.stringify(raised));
+    },
+    inventory(instance, generation) {
+      const r = sql("SELECT * FROM inventories WHERE instance = ? AND generation = ?").get(instance, generation) as
+        | InventoryRow
+        | undefined;
+      return r ? toInventory(r) : null;
     },
   };
 }
