@@ -91,7 +91,7 @@ export class ImdsHttp {
       try {
         ({ response } = await this.handler.handle(request, { abortSignal: deadline.signal }));
       } catch (err) {
-        if (deadline.signal.aborted || (err as Error).name === "TimeoutError") throw timedOut();
+        if (deadline.signal.aborted || handlerTimedOut(err)) throw timedOut();
         throw new ImdsTransportError(`${what}: ${(err as Error).message}`, "network", { cause: err });
       }
       const body = await readBounded(response.body as IncomingMessage, response.headers["content-length"], x.maxBytes, deadline.signal, {
@@ -110,6 +110,15 @@ export class ImdsHttp {
   close(): void {
     this.handler.destroy();
   }
+}
+
+/**
+ * Whether the handler gave up on its own connection or request timeout. It also names a reset or
+ * broken connection (ECONNRESET, EPIPE) a "TimeoutError": those are network failures here.
+ */
+function handlerTimedOut(err: unknown): boolean {
+  const e = err as { name?: unknown; code?: unknown };
+  return e?.name === "TimeoutError" && e.code !== "ECONNRESET" && e.code !== "EPIPE";
 }
 
 /**

@@ -1,3 +1,4 @@
+import { createServer as createTcpServer, type AddressInfo } from "node:net";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { FakeClock } from "../../shared/clock.js";
 import { ImdsClient, ImdsError } from "../../agent/imds/client.js";
@@ -275,6 +276,25 @@ describe("IMDS exchanges share one kept-alive connection and one token (NodeHttp
     expect(await client.get("/latest/meta-data/ami-id")).toBe("ami-0a887e401f7654935");
     expect(imds.connections).toBe(2);
     client.close();
+  });
+
+  it("a connection reset before the answer is a network failure (retried), not a timeout", async () => {
+    const server = createTcpServer((socket) => socket.once("data", () => socket.resetAndDestroy()));
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+    const client = new ImdsClient({
+      endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+      retry: { ...fastRetry, attempts: 2 },
+    });
+    try {
+      const err = await client.get("/latest/meta-data/instance-id").catch((e: unknown) => e);
+      expect(err).toMatchObject({ code: "network", transient: true, status: undefined });
+      expect((err as Error).message).toMatch(/^GET \/latest\/meta-data\/instance-id: PUT \/latest\/api\/token: /);
+      expect((err as Error).message).not.toMatch(/no complete answer/);
+      expect(client.stats.retries).toBe(1);
+    } finally {
+      client.close();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
   });
 
   it("a token PUT that never answers times out as a transient failure and is retried", async () => {
