@@ -1,6 +1,7 @@
 import { createServer as createTcpServer, type AddressInfo } from "node:net";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { FakeClock } from "../../shared/clock.js";
+import { ConfigError, resolveConfig } from "../../agent/config.js";
 import { ImdsClient, ImdsError } from "../../agent/imds/client.js";
 import { MonitorLoop } from "../../agent/monitors/loop.js";
 import { SpotInterruptionMonitor } from "../../agent/monitors/spot-interruption.js";
@@ -304,5 +305,18 @@ describe("IMDS exchanges share one kept-alive connection and one token (NodeHttp
     expect(client.stats.tokenFetches).toBe(2);
     expect(client.stats.retries).toBe(1);
     client.close();
+  });
+});
+
+describe("the IMDS endpoint is plain HTTP", () => {
+  it("the agent refuses an https:// or schemeless endpoint, naming where it came from", () => {
+    for (const endpoint of ["https://169.254.169.254", "169.254.169.254"]) {
+      expect(() => resolveConfig({}, { AWS_EC2_METADATA_SERVICE_ENDPOINT: endpoint })).toThrow(ConfigError);
+      expect(() => resolveConfig({}, { AWS_EC2_METADATA_SERVICE_ENDPOINT: endpoint })).toThrow(
+        `AWS_EC2_METADATA_SERVICE_ENDPOINT: must be an http:// URL, got ${JSON.stringify(endpoint)}`,
+      );
+    }
+    expect(resolveConfig({ "--imds": "http://127.0.0.1:1338" }, {}).imdsEndpoint).toBe("http://127.0.0.1:1338");
+    expect(() => new ImdsClient({ endpoint: "https://169.254.169.254" })).toThrow(/is not an http:\/\/ URL/);
   });
 });
