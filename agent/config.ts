@@ -82,7 +82,8 @@ export function resolveConfig(flags: Record<string, string>, env: NodeJS.Process
   }
   const imds = get("--imds");
   const imdsEndpoint = imds.value ?? "http://169.254.169.254";
-  if (!/^https?:\/\/[^\s/]+/.test(imdsEndpoint))
+  // IMDS is plain HTTP on a link-local address; the IMDS client keeps its one connection on an http.Agent.
+  if (!/^http:\/\/[^\s/]+/.test(imdsEndpoint))
     throw new ConfigError(`${imds.source}: must be an http:// URL, got ${JSON.stringify(imdsEndpoint)}`);
 
   const abs = (flag: string, dflt: string | undefined): string | undefined => {

@@ -12,6 +12,10 @@ export function agentBundleOptions(outfile) {
     outfile,
     bundle: true,
     platform: "node",
+    // ES module builds first: esbuild drops what the agent does not use from them, where a package's
+    // single CommonJS file comes whole (@smithy/node-http-handler's would bring about 110 KB of
+    // @smithy/core's serialisation code along with the one handler the IMDS client uses).
+    mainFields: ["module", "main"],
     target: "node20.19",
     format: "cjs",
     minify: true,

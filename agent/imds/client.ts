@@ -7,10 +7,12 @@
  *    400/403 are not (they will not get better), nor is a body over its size limit;
  *  - a token PUT refused with 403/404/405 falls back to IMDSv1 (no token), as the AWS SDK does;
  *  - every body is bounded before it is read (maxBodyBytes: 64 KiB, the identity document and
- *    signature 128 KiB, the token 4 KiB) and every exchange in total time (http.ts).
- * The HTTP exchange is our own (http.ts) rather than @aws-sdk/ec2-metadata-service's
- * MetadataService: that reads every body whole with no limit and no way to set one, times out
- * only an idle socket, and opens a new connection (a new handler and agent) for every request.
+ *    signature 128 KiB, the token 4 KiB) and every exchange in total time (http.ts);
+ *  - all exchanges share ONE keep-alive connection (http.ts).
+ * The HTTP exchange (http.ts) is @smithy/node-http-handler's NodeHttpHandler with our own body
+ * reading, rather than @aws-sdk/ec2-metadata-service's MetadataService: that reads every body
+ * whole with no limit and no way to set one, times out only an idle socket, and opens a new
+ * connection (a new handler and agent) for every request.
  * The endpoint comes from the caller (the agent passes AWS_EC2_METADATA_SERVICE_ENDPOINT).
  */
 import { realClock, type Clock } from "../../shared/clock.js";
@@ -114,7 +116,6 @@ export interface Imds {
 export class ImdsClient implements Imds {
   readonly endpoint: string;
   private readonly http: ImdsHttp;
-  private readonly timeoutMs: number;
   private readonly clock: Clock;
   private readonly ttl: number;
   private readonly refreshBefore: number;
@@ -132,8 +133,7 @@ export class ImdsClient implements Imds {
     this.ttl = opts.tokenTtlSeconds ?? 21_600;
     this.refreshBefore = opts.refreshBeforeSeconds ?? 60;
     this.policy = retryPolicy({ initialMs: 100, factor: 2, maxMs: 2_000, attempts: 5, jitter: "full", ...opts.retry });
-    this.http = new ImdsHttp(this.endpoint);
-    this.timeoutMs = opts.timeoutMs ?? 1_000;
+    this.http = new ImdsHttp({ endpoint: this.endpoint, timeoutMs: opts.timeoutMs ?? 1_000 });
   }
 
   /** Close idle keep-alive connections. */
@@ -267,7 +267,7 @@ export class ImdsClient implements Imds {
     const headers: Record<string, string> = {};
     if (token) headers[TOKEN_HEADER] = token;
     this.stats.requests++;
-    const res = await this.exchange({ method: "GET", path, headers, maxBytes, timeoutMs: this.timeoutMs });
+    const res = await this.exchange({ method: "GET", path, headers, maxBytes });
     if (res.status === 404) return null;
     if (res.status !== 200) throw new ImdsError(`GET ${path}: HTTP ${res.status}`, res.status);
     return res.body;
@@ -302,7 +302,6 @@ export class ImdsClient implements Imds {
       path: "/latest/api/token",
       headers: { [TOKEN_TTL_HEADER]: String(this.ttl) },
       maxBytes: MAX_TOKEN_BYTES,
-      timeoutMs: this.timeoutMs,
     });
     if (res.status === 403 || res.status === 404 || res.status === 405) {
       // IMDS refuses tokens (v1-only endpoint): carry on without one, as the SDK does.

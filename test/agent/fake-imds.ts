@@ -27,6 +27,8 @@ export interface FakeImds {
   streamed(path: string): number;
   requireToken: boolean;
   tokenPuts: number;
+  /** TCP connections accepted so far (a keep-alive client opens one and reuses it). */
+  connections: number;
   requests: Array<{ method: string; path: string; status: number }>;
   close(): Promise<void>;
 }
@@ -54,6 +56,7 @@ export async function startFakeImds(initial: Record<string, string> = {}): Promi
     },
     requireToken: true,
     tokenPuts: 0,
+    connections: 0,
     requests: [],
     close: async () => {
       for (const r of hung) r.destroy();
@@ -122,6 +125,7 @@ export async function startFakeImds(initial: Record<string, string> = {}): Promi
     if (body === undefined) return reply(404, "<title>404 - Not Found</title>");
     return reply(200, body);
   });
+  server.on("connection", () => void state.connections++);
   await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
   state.endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   return state;

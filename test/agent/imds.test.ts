@@ -1,5 +1,7 @@
+import { createServer as createTcpServer, type AddressInfo } from "node:net";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { FakeClock } from "../../shared/clock.js";
+import { ConfigError, resolveConfig } from "../../agent/config.js";
 import { ImdsClient, ImdsError } from "../../agent/imds/client.js";
 import { MonitorLoop } from "../../agent/monitors/loop.js";
 import { SpotInterruptionMonitor } from "../../agent/monitors/spot-interruption.js";
@@ -214,5 +216,107 @@ describe("IMDS bodies are bounded (issue 11 item 9: a 50 MB body took the agent 
     await expect(client.spotInstanceAction()).rejects.toMatchObject({ code: "timeout" });
     expect(Date.now() - started).toBeLessThan(2_000);
     client.close();
+  });
+});
+
+describe("IMDS exchanges share one kept-alive connection and one token (NodeHttpHandler, maxSockets 1)", () => {
+  it("fetches the token once and sends every request, concurrent ones included, over one connection", async () => {
+    const client = new ImdsClient({ endpoint: imds.endpoint, retry: fastRetry });
+    for (let i = 0; i < 10; i++) expect(await client.spotInstanceAction()).toBeNull();
+    // instanceInfo, networkInterfaces and identity each issue several GETs at once: they queue for the connection.
+    await Promise.all([client.instanceInfo(), client.networkInterfaces(), client.identity(), client.blockDeviceMapping()]);
+    expect(imds.tokenPuts).toBe(1);
+    expect(client.stats.tokenFetches).toBe(1);
+    expect(imds.requests.length).toBeGreaterThan(20);
+    expect(imds.connections).toBe(1);
+    client.close();
+  });
+
+  it("a 401 refreshes the token once and retries once; a second 401 is the answer, not a loop", async () => {
+    const client = new ImdsClient({ endpoint: imds.endpoint, retry: fastRetry });
+    expect(await client.get("/latest/meta-data/instance-id")).toBe("i-0123456789abcdef0");
+    imds.expireTokens();
+    expect(await client.get("/latest/meta-data/instance-id")).toBe("i-0123456789abcdef0");
+    expect(imds.tokenPuts).toBe(2);
+    expect(client.stats.unauthorized).toBe(1);
+    imds.failNext("instance-id", 401, 10);
+    const err = await client.get("/latest/meta-data/instance-id").catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ImdsError);
+    expect(err).toMatchObject({ status: 401, transient: false });
+    expect((err as Error).message).toMatch(/GET \/latest\/meta-data\/instance-id: HTTP 401/);
+    expect(imds.tokenPuts).toBe(3);
+    expect(client.stats.unauthorized).toBe(2);
+    expect(client.stats.retries).toBe(0);
+    expect(imds.connections).toBe(1);
+    client.close();
+  });
+
+  it("a body over the cap closes that connection unread; the next exchange opens a fresh one", async () => {
+    imds.setLarge(ACTION, 10 * 1024 * 1024);
+    const client = new ImdsClient({ endpoint: imds.endpoint, retry: fastRetry });
+    await expect(client.spotInstanceAction()).rejects.toMatchObject({ code: "body-too-large" });
+    await expect.poll(() => imds.streamed(ACTION) < 4 * 1024 * 1024).toBe(true);
+    expect(await client.get("/latest/meta-data/instance-id")).toBe("i-0123456789abcdef0");
+    expect(imds.connections).toBe(2);
+    expect(imds.tokenPuts).toBe(1);
+    client.close();
+  });
+
+  it("an answer that never comes times out, and so does an exchange queued behind it; the client then carries on", async () => {
+    const client = new ImdsClient({ endpoint: imds.endpoint, timeoutMs: 200, retry: { ...fastRetry, attempts: 1 } });
+    expect(await client.get("/latest/meta-data/instance-id")).toBe("i-0123456789abcdef0");
+    imds.failNext("instance-action", "hang", 1);
+    const [hung, queued] = await Promise.allSettled([client.spotInstanceAction(), client.get("/latest/meta-data/ami-id")]);
+    for (const r of [hung, queued]) {
+      expect(r.status).toBe("rejected");
+      expect((r as PromiseRejectedResult).reason).toMatchObject({ code: "timeout", transient: true });
+    }
+    expect((hung as PromiseRejectedResult).reason.message).toBe(
+      "GET /latest/meta-data/spot/instance-action: no complete answer within 200 ms",
+    );
+    expect(await client.get("/latest/meta-data/ami-id")).toBe("ami-0a887e401f7654935");
+    expect(imds.connections).toBe(2);
+    client.close();
+  });
+
+  it("a connection reset before the answer is a network failure (retried), not a timeout", async () => {
+    const server = createTcpServer((socket) => socket.once("data", () => socket.resetAndDestroy()));
+    await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+    const client = new ImdsClient({
+      endpoint: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+      retry: { ...fastRetry, attempts: 2 },
+    });
+    try {
+      const err = await client.get("/latest/meta-data/instance-id").catch((e: unknown) => e);
+      expect(err).toMatchObject({ code: "network", transient: true, status: undefined });
+      expect((err as Error).message).toMatch(/^GET \/latest\/meta-data\/instance-id: PUT \/latest\/api\/token: /);
+      expect((err as Error).message).not.toMatch(/no complete answer/);
+      expect(client.stats.retries).toBe(1);
+    } finally {
+      client.close();
+      await new Promise<void>((r) => server.close(() => r()));
+    }
+  });
+
+  it("a token PUT that never answers times out as a transient failure and is retried", async () => {
+    const client = new ImdsClient({ endpoint: imds.endpoint, timeoutMs: 150, retry: fastRetry });
+    imds.failNext("token", "hang", 1);
+    expect(await client.get("/latest/meta-data/instance-id")).toBe("i-0123456789abcdef0");
+    expect(client.stats.tokenFetches).toBe(2);
+    expect(client.stats.retries).toBe(1);
+    client.close();
+  });
+});
+
+describe("the IMDS endpoint is plain HTTP", () => {
+  it("the agent refuses an https:// or schemeless endpoint, naming where it came from", () => {
+    for (const endpoint of ["https://169.254.169.254", "169.254.169.254"]) {
+      expect(() => resolveConfig({}, { AWS_EC2_METADATA_SERVICE_ENDPOINT: endpoint })).toThrow(ConfigError);
+      expect(() => resolveConfig({}, { AWS_EC2_METADATA_SERVICE_ENDPOINT: endpoint })).toThrow(
+        `AWS_EC2_METADATA_SERVICE_ENDPOINT: must be an http:// URL, got ${JSON.stringify(endpoint)}`,
+      );
+    }
+    expect(resolveConfig({ "--imds": "http://127.0.0.1:1338" }, {}).imdsEndpoint).toBe("http://127.0.0.1:1338");
+    expect(() => new ImdsClient({ endpoint: "https://169.254.169.254" })).toThrow(/is not an http:\/\/ URL/);
   });
 });
