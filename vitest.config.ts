@@ -45,6 +45,7 @@ export const FAST = [
   "coordinator/**/*.test.ts",
   "localcloud/**/*.test.ts",
   "test/api/*.test.ts",
+  "test/coordinator/boot-report.test.ts",
   "test/coordinator/delete.test.ts",
   "test/coordinator/events.test.ts",
   "test/coordinator/gateway.test.ts",
