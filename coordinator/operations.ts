@@ -36,6 +36,19 @@ export interface OperationsDeps {
   log: (line: string) => void;
   /** The wall clock scheduled tasks are read on (a new task's due times count from its creation). */
   calendar?: () => number;
+  /** The Node.js runtime this coordinator serves for an architecture (x86_64, arm64), for an import's plan; null when none. */
+  runtimeFor?: (architecture: string) => { version: string; gzBytes: number } | null;
+}
+
+/** What an import's plan says about the Node.js the agent will run on. */
+export function runtimeStep(architecture: string, served: { version: string; gzBytes: number } | null): string {
+  const arch = architecture === "arm64" ? "linux-arm64" : "linux-x64";
+  const ownNode = "the agent runs on the image's own node when it is Node.js 20.19 or later";
+  return served
+    ? `${ownNode}; otherwise the bootstrap downloads Node.js ${served.version} for ${arch} from this coordinator ` +
+        `(${(served.gzBytes / 1024 / 1024).toFixed(1)} MiB, checked by SHA-256, kept on the root for later generations)`
+    : `${ownNode}; this coordinator serves no runtime for ${arch}, so an image without one cannot start the agent ` +
+        "and the import fails at its first boot, saying so (spotkeep runtime fetch on the coordinator serves one)";
 }
 
 export class Operations {
@@ -135,6 +148,7 @@ export class Operations {
           `adopt ${k.kind} ${k.resourceId}, kept by deleted stateful instance ${k.instance}: it becomes ${req.name}'s, its TTL cancelled`,
       ),
       ...plan.steps,
+      runtimeStep(plan.input.architecture, this.d.runtimeFor?.(plan.input.architecture) ?? null),
     ];
     if (req.dryRun) return { workflowId: null, spec: plan.spec, steps };
     const { spec } = plan;

@@ -358,7 +358,11 @@ async function startOn(o: Opened): Promise<Coordinator> {
     agents.workflowEnded(wf, outcome.ok, outcome.ok ? outcome.result : null);
   }
 
-  const operations = new Operations({ store, engine, ec2, region: config.region, log, calendar });
+  const runtimeFor = (architecture: string) => {
+    const e = runtimes.current.served[architecture === "arm64" ? "arm64" : "x64"];
+    return e && runtimes.current.version ? { version: runtimes.current.version, gzBytes: e.gzBytes } : null;
+  };
+  const operations = new Operations({ store, engine, ec2, region: config.region, log, calendar, runtimeFor });
   const groups = new GroupOperations({ store, engine, ec2 });
   registerGroupMetrics(metrics.registry, () => groups.list());
   const tasks = new ScheduledTasks({ store, operations, calendar, log });
