@@ -36,6 +36,8 @@ export interface OperationsDeps {
   log: (line: string) => void;
   /** The wall clock scheduled tasks are read on (a new task's due times count from its creation). */
   calendar?: () => number;
+  /** Render the spec's user-data as a launch would; throws saying why it cannot be launched (over EC2's 16 KB). */
+  renderUserData?: (spec: StatefulInstanceSpec) => unknown;
   /** The Node.js runtime this coordinator serves for an architecture (x86_64, arm64), for an import's plan; null when none. */
   runtimeFor?: (architecture: string) => { version: string; gzBytes: number } | null;
 }
@@ -81,10 +83,20 @@ export class Operations {
     });
   }
 
-  /** Create a stateful instance from a validated spec; changes nothing when refused. */
-  async createInstance(spec: StatefulInstanceSpec): Promise<{ workflowId: string }> {
+  /** Refusals a spec gets before anything is recorded: features not supported, user-data that cannot be launched. */
+  private checkSpec(spec: StatefulInstanceSpec): void {
     const unsupported = unsupportedFeatures(spec);
     if (unsupported.length) throw new Refusal("invalid", unsupported.map((u) => `${u.path}: ${u.reason}`).join("; "));
+    try {
+      this.d.renderUserData?.(spec);
+    } catch (err) {
+      throw new Refusal("invalid", (err as Error).message);
+    }
+  }
+
+  /** Create a stateful instance from a validated spec; changes nothing when refused. */
+  async createInstance(spec: StatefulInstanceSpec): Promise<{ workflowId: string }> {
+    this.checkSpec(spec);
     const workflowId = await this.d.store.tx(async (t) => {
       if (await t.instances.get(spec.name)) throw new Refusal("conflict", `stateful instance ${spec.name} already exists`);
       await t.instances.insert(spec.name, spec, insertedAs("create"));
@@ -133,8 +145,7 @@ export class Operations {
         throw new Refusal(err.code === "already-managed" ? "conflict" : "invalid", `cannot import ${req.instanceId}: ${err.message}`);
       throw err;
     }
-    const unsupported = unsupportedFeatures(plan.spec);
-    if (unsupported.length) throw new Refusal("invalid", unsupported.map((u) => `${u.path}: ${u.reason}`).join("; "));
+    this.checkSpec(plan.spec);
     const kept = facts.kept ?? [];
     if (kept.length && !req.adoptKept)
       throw new Refusal(
@@ -333,8 +344,7 @@ export class Operations {
 
   /** Store a new spec for an instance, applied at its next generation; `recycle` applies it now. */
   async update(name: string, spec: StatefulInstanceSpec, opts: { recycle: boolean }): Promise<{ workflowId: string | null }> {
-    const unsupported = unsupportedFeatures(spec);
-    if (unsupported.length) throw new Refusal("invalid", unsupported.map((u) => `${u.path}: ${u.reason}`).join("; "));
+    this.checkSpec(spec);
     await this.d.store.tx(async (t) => {
       const { inst, facts } = await this.admit(t, name, "update");
       const problems = immutableChanges(inst.spec, spec);

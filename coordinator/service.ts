@@ -362,7 +362,16 @@ async function startOn(o: Opened): Promise<Coordinator> {
     const e = runtimes.current.served[architecture === "arm64" ? "arm64" : "x64"];
     return e && runtimes.current.version ? { version: runtimes.current.version, gzBytes: e.gzBytes } : null;
   };
-  const operations = new Operations({ store, engine, ec2, region: config.region, log, calendar, runtimeFor });
+  const operations = new Operations({
+    store,
+    engine,
+    ec2,
+    region: config.region,
+    log,
+    calendar,
+    runtimeFor,
+    renderUserData: deps.userData,
+  });
   const groups = new GroupOperations({ store, engine, ec2 });
   registerGroupMetrics(metrics.registry, () => groups.list());
   const tasks = new ScheduledTasks({ store, operations, calendar, log });

@@ -47,6 +47,17 @@ describe("boot reports", () => {
     expect(cli.stdout).toContain("could not start the agent (runtime)");
   });
 
+  it("a spec whose user-data, with the bootstrap, is over EC2's 16 KB is refused at create, naming the field", async () => {
+    const spec = {
+      ...h.spec("big-user-data"),
+      launch: { ...h.spec("big-user-data").launch, userData: `#!/bin/sh\n# ${"x".repeat(11_900)}\n` },
+    };
+    const res = await h.api("POST", "instances", spec);
+    expect(res.status).toBe(400);
+    expect(res.body.error.message).toMatch(/^launch\.userData: with spotkeep's bootstrap the user-data is \d+ bytes, over EC2's 16384$/);
+    expect(await h.coord.views.getInstance("big-user-data")).toBeNull();
+  });
+
   it("refuses a report without a valid identity, or once the agent has said hello, or malformed, changing nothing", async () => {
     const { workflowId } = await h.coord.views.createInstance(parseSpec(h.spec("healthy-db")));
     expect((await h.coord.engine.wait(workflowId)).error).toBeNull();
