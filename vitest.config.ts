@@ -46,6 +46,7 @@ export const FAST = [
   "localcloud/**/*.test.ts",
   "test/api/*.test.ts",
   "test/coordinator/architecture.test.ts",
+  "test/coordinator/boot-report.test.ts",
   "test/coordinator/delete.test.ts",
   "test/coordinator/events.test.ts",
   "test/coordinator/gateway.test.ts",

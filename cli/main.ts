@@ -98,6 +98,11 @@ export const COMMANDS: Entry[] = [
     load: async () => (await import("./commands/doctor.js")).command,
   },
   {
+    name: "runtime",
+    summary: "fetch or show the Node.js runtime served to instances whose image has no node (fetch|status [--dir DIR])",
+    load: async () => (await import("./commands/runtime.js")).command,
+  },
+  {
     name: "localcloud",
     summary: "run localcloud, the local EC2 + IMDS for development, tests and rehearsals",
     load: async () => (await import("./commands/localcloud.js")).command,

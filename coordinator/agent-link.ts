@@ -11,7 +11,8 @@
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import type { Clock } from "../shared/clock.js";
-import { AgentHub, type CommandBody, type WelcomeConfig } from "./agents/hub.js";
+import { BootReport } from "../shared/protocol.js";
+import { AgentHub, BootReportRefused, type CommandBody, type WelcomeConfig } from "./agents/hub.js";
 import type { loadCertificate } from "./agents/identity.js";
 import { ReportSignal } from "./agents/report-signal.js";
 import type { DataVolume, StatefulInstance, Store, WorkflowRecord } from "./db/store.js";
@@ -20,6 +21,7 @@ import type { AgentIntake } from "./intake.js";
 import type { Metrics } from "./metrics.js";
 import type { RefusalEvents } from "./refusal-events.js";
 import type { ReplaceInput } from "./workflow/runbooks/replace.js";
+import { Refusal } from "./refusal.js";
 
 /** How often the agent's HTTP health probe runs, and how long one may take (ms). */
 const HEALTH_PROBE_MS = 5000;
@@ -125,6 +127,36 @@ export class AgentLink {
     });
     return this.hub;
   }
+
+  /**
+   * A bootstrap that could not start the agent says why (POST /agent/v1/boot-report): checked by
+   * the hub as a hello is, recorded once per instance as its `boot-failed` report (the step waiting
+   * on that instance's agent ends at once with the reason) and as an event on the instance.
+   * Throws a Refusal (invalid body) or BootReportRefused (the proof does not hold).
+   */
+  readonly bootReport = async (body: unknown, req: IncomingMessage): Promise<void> => {
+    const hub = this.hub;
+    if (!hub) throw new Refusal("unavailable", "the coordinator is not accepting agents yet");
+    const parsed = BootReport.safeParse(body);
+    if (!parsed.success) {
+      const i = parsed.error.issues[0];
+      throw new Refusal("invalid", `boot report: ${i?.path.join(".") || "body"}: ${i?.message ?? "invalid"}`);
+    }
+    const r = parsed.data;
+    const who = await hub.verifyBootReport(req, Buffer.from(r.document, "base64").toString("utf8"), r.signature);
+    const { store } = this.d;
+    const reason = r.reason.replace(/[^\x20-\x7e]/g, "?");
+    if (!(await store.agentReports.record(who.instanceId, "boot-failed", "", { stage: r.stage, reason, generation: who.generation })))
+      return;
+    await store.events.add(
+      who.statefulInstance,
+      "agent-boot-failed",
+      `${who.instanceId} (generation ${who.generation}) could not start the agent (${r.stage}): ${reason}`,
+    );
+    this.d.metrics.agentBootFailures.inc({ stage: r.stage });
+    this.d.log(`agent ${who.instanceId} (${who.statefulInstance} g${who.generation}): boot failed (${r.stage}): ${reason}`);
+    this.reports.notify(who.instanceId);
+  };
 
   /** A command to an instance's agent (resent until acknowledged); dropped before `serve`. */
   readonly send = (instanceId: string, body: CommandBody, id?: string): void => {

@@ -2,11 +2,13 @@
  * The replacement's user-data. The script itself is the agent's own template
  * (agent/deploy/bootstrap.ts: get and check the agent, `spotkeep-agent restore`, the user's
  * user-data, then `spotkeep-agent run` under systemd or in the foreground); the coordinator fills
- * in where agents reach it, the SHA-256 of the agent bundle it serves, and its CA certificate.
+ * in where agents reach it, the SHA-256 of the agent bundle it serves, the Node.js runtimes it serves
+ * (with their SHA-256), where a failed boot reports, and its CA certificate.
  */
 import { X509Certificate, createHash } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
 import { renderBootstrap } from "../agent/deploy/bootstrap.js";
+import type { AgentRuntimes } from "./agent-runtime/runtimes.js";
 
 /** EC2 accepts 16 KB of user-data (before base64). */
 export const USER_DATA_LIMIT = 16 * 1024;
@@ -21,15 +23,20 @@ export function renderUserData(o: {
   agentSha256?: string;
   /** PEM CA certificate that signs the coordinator's TLS certificate, for a private CA. */
   caCertificate?: string;
+  /** The Node.js runtimes served to images without a usable node (none: such an image's boot reports that). */
+  runtimes?: AgentRuntimes;
 }): string {
   const bases = (o.coordinatorUrls?.length ? o.coordinatorUrls : [o.publicUrl]).map((u) => u.replace(/\/+$/, ""));
+  const runtime = o.runtimes?.forBootstrap(bases);
   const text = renderBootstrap({
     coordinatorUrl: bases.map((b) => `${b.replace(/^http/, "ws")}/agent/v1/ws`).join(","),
     agentUrl: bases.map((b) => `${b}/agent/v1/agent.js`),
+    reportUrl: bases.map((b) => `${b}/agent/v1/boot-report`),
     userUserData: o.userUserData,
     timeScale: o.timeScale,
     ...(o.agentSha256 ? { agentSha256: o.agentSha256 } : {}),
     ...(o.caCertificate ? { caCertificate: o.caCertificate } : {}),
+    ...(runtime ? { runtime } : {}),
   });
   if (Buffer.byteLength(text) > USER_DATA_LIMIT)
     throw new Error(

@@ -37,6 +37,16 @@ export const CoordinatorConfig = z
     publicUrl: url.optional(),
     /** Where the agent bundle is served from; default dist/spotkeep-agent.js of this package. */
     agentBundlePath: z.string().min(1).optional(),
+    /**
+     * The Node.js runtime served to instances whose image has no node 20.19+: `dir` holds what
+     * `spotkeep runtime fetch` wrote (default <dataDir>/agent-runtime); `hostNode` serves this
+     * coordinator's own node binary for both architectures instead (localcloud, where arm64
+     * instances run on the host's processor; `--localcloud` turns it on).
+     */
+    agentRuntime: z
+      .object({ dir: z.string().min(1).optional(), hostNode: z.boolean().default(false) })
+      .strict()
+      .default({ hostNode: false }),
     /** Workflows mostly wait on EC2 and agents (the pacer bounds API use), so many run at once. */
     maxConcurrentWorkflows: z.number().int().min(1).max(10_000).default(512),
     /** Model ms between batched DescribeInstances sweeps that detect lost instances. */

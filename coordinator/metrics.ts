@@ -125,6 +125,12 @@ export class Metrics {
     labelNames: ["reason"] as const,
     registers: [this.registry],
   });
+  readonly agentBootFailures = new Counter({
+    name: "spotkeep_agent_boot_failures_total",
+    help: "Instances whose bootstrap reported it could not start the agent, by stage (runtime: no usable Node.js; agent: the agent)",
+    labelNames: ["stage"] as const,
+    registers: [this.registry],
+  });
 
   constructor(opts: { defaultMetrics?: boolean; instanceStates?: () => Promise<Record<string, number>> } = {}) {
     const self = this;

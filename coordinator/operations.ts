@@ -37,6 +37,21 @@ export interface OperationsDeps {
   log: (line: string) => void;
   /** The wall clock scheduled tasks are read on (a new task's due times count from its creation). */
   calendar?: () => number;
+  /** Render the spec's user-data as a launch would; throws saying why it cannot be launched (over EC2's 16 KB). */
+  renderUserData?: (spec: StatefulInstanceSpec) => unknown;
+  /** The Node.js runtime this coordinator serves for an architecture (x86_64, arm64), for an import's plan; null when none. */
+  runtimeFor?: (architecture: string) => { version: string; gzBytes: number } | null;
+}
+
+/** What an import's plan says about the Node.js the agent will run on. */
+export function runtimeStep(architecture: string, served: { version: string; gzBytes: number } | null): string {
+  const arch = architecture === "arm64" ? "linux-arm64" : "linux-x64";
+  const ownNode = "the agent runs on the image's own node when it is Node.js 20.19 or later";
+  return served
+    ? `${ownNode}; otherwise the bootstrap downloads Node.js ${served.version} for ${arch} from this coordinator ` +
+        `(${(served.gzBytes / 1024 / 1024).toFixed(1)} MiB, checked by SHA-256, kept on the root for later generations)`
+    : `${ownNode}; this coordinator serves no runtime for ${arch}, so an image without one cannot start the agent ` +
+        "and the import fails at its first boot, saying so (spotkeep runtime fetch on the coordinator serves one)";
 }
 
 export class Operations {
@@ -69,10 +84,20 @@ export class Operations {
     });
   }
 
-  /** Create a stateful instance from a validated spec; changes nothing when refused. */
-  async createInstance(spec: StatefulInstanceSpec): Promise<{ workflowId: string }> {
+  /** Refusals a spec gets before anything is recorded: features not supported, user-data that cannot be launched. */
+  private checkSpec(spec: StatefulInstanceSpec): void {
     const unsupported = unsupportedFeatures(spec);
     if (unsupported.length) throw new Refusal("invalid", unsupported.map((u) => `${u.path}: ${u.reason}`).join("; "));
+    try {
+      this.d.renderUserData?.(spec);
+    } catch (err) {
+      throw new Refusal("invalid", (err as Error).message);
+    }
+  }
+
+  /** Create a stateful instance from a validated spec; changes nothing when refused. */
+  async createInstance(spec: StatefulInstanceSpec): Promise<{ workflowId: string }> {
+    this.checkSpec(spec);
     await this.refuseArchitectureMismatch(spec, () => specImage(this.d.ec2, spec.launch.imageId));
     const workflowId = await this.d.store.tx(async (t) => {
       if (await t.instances.get(spec.name)) throw new Refusal("conflict", `stateful instance ${spec.name} already exists`);
@@ -122,8 +147,7 @@ export class Operations {
         throw new Refusal(err.code === "already-managed" ? "conflict" : "invalid", `cannot import ${req.instanceId}: ${err.message}`);
       throw err;
     }
-    const unsupported = unsupportedFeatures(plan.spec);
-    if (unsupported.length) throw new Refusal("invalid", unsupported.map((u) => `${u.path}: ${u.reason}`).join("; "));
+    this.checkSpec(plan.spec);
     // The generations boot the instance's own root, so its architecture is the one the types must run.
     await this.refuseArchitectureMismatch(plan.spec, async () => ({
       architecture: plan.input.architecture,
@@ -142,6 +166,7 @@ export class Operations {
           `adopt ${k.kind} ${k.resourceId}, kept by deleted stateful instance ${k.instance}: it becomes ${req.name}'s, its TTL cancelled`,
       ),
       ...plan.steps,
+      runtimeStep(plan.input.architecture, this.d.runtimeFor?.(plan.input.architecture) ?? null),
     ];
     if (req.dryRun) return { workflowId: null, spec: plan.spec, steps };
     const { spec } = plan;
@@ -326,8 +351,7 @@ export class Operations {
 
   /** Store a new spec for an instance, applied at its next generation; `recycle` applies it now. */
   async update(name: string, spec: StatefulInstanceSpec, opts: { recycle: boolean }): Promise<{ workflowId: string | null }> {
-    const unsupported = unsupportedFeatures(spec);
-    if (unsupported.length) throw new Refusal("invalid", unsupported.map((u) => `${u.path}: ${u.reason}`).join("; "));
+    this.checkSpec(spec);
     await this.refuseArchitectureMismatch(spec, () => this.nextBootImage(name, spec));
     await this.d.store.tx(async (t) => {
       const { inst, facts } = await this.admit(t, name, "update");

@@ -60,6 +60,7 @@ import { groupUpdateRunbook } from "./groups/update.js";
 import type { LeaderInfo } from "./ha/lease.js";
 import { createHa, type Ha } from "./ha/setup.js";
 import { LEASE_LOST_EXIT_CODE } from "./ha/config.js";
+import { openAgentRuntimes } from "./agent-runtime/open.js";
 
 export interface StartOptions {
   config: CoordinatorConfigInput | CoordinatorConfig;
@@ -261,6 +262,7 @@ async function startOn(o: Opened): Promise<Coordinator> {
   let publicUrl = config.publicUrl ?? "";
   const agentBundlePath = config.agentBundlePath ? resolve(config.agentBundlePath) : defaultAgentBundlePath();
   const caCertificate = config.agentCaCertificate ? loadCaCertificate(config.agentCaCertificate) : undefined;
+  const runtimes = await openAgentRuntimes(config, dataDir, log);
   // The agents' side: runbooks send commands and wait on reports through it from the start; it
   // accepts agents once intake and the health monitor exist (agents.serve below).
   const agents = new AgentLink({
@@ -295,6 +297,7 @@ async function startOn(o: Opened): Promise<Coordinator> {
         timeScale: config.timeScale,
         agentSha256: agentBundleSha256(agentBundlePath),
         caCertificate,
+        runtimes,
       }),
     pollMs: 1000,
     quiesceMarginMs: config.quiesceMarginSeconds * 1000,
@@ -357,7 +360,20 @@ async function startOn(o: Opened): Promise<Coordinator> {
     if (wf.kind === "delete" && outcome.ok) metrics.setVolumeUsage(wf.instance.split("~")[0]!, []);
   }
 
-  const operations = new Operations({ store, engine, ec2, region: config.region, log, calendar });
+  const runtimeFor = (architecture: string) => {
+    const e = runtimes.current.served[architecture === "arm64" ? "arm64" : "x64"];
+    return e && runtimes.current.version ? { version: runtimes.current.version, gzBytes: e.gzBytes } : null;
+  };
+  const operations = new Operations({
+    store,
+    engine,
+    ec2,
+    region: config.region,
+    log,
+    calendar,
+    runtimeFor,
+    renderUserData: deps.userData,
+  });
   const groups = new GroupOperations({ store, engine, ec2, log });
   registerGroupMetrics(metrics.registry, () => groups.list());
   const tasks = new ScheduledTasks({ store, operations, calendar, log });
@@ -406,6 +422,8 @@ async function startOn(o: Opened): Promise<Coordinator> {
     groups,
     adminToken,
     agentBundlePath,
+    agentRuntime: runtimes,
+    onBootReport: agents.bootReport,
     // A standby refuses agents, naming the leader; only the leader's hub accepts them.
     onAgentUpgrade: ha
       ? (req, socket, head) =>

@@ -44,6 +44,26 @@ export type Hooks = z.infer<typeof Hooks>;
 
 // ---------- agent -> coordinator ----------
 
+/**
+ * POST /agent/v1/boot-report: the bootstrap user-data could not start the agent (no usable node and
+ * no runtime, a download that fails or does not match its hash, an agent that does not start). The
+ * identity document is base64 (the shell sends it as it read it from IMDS), the signature as IMDS
+ * serves it; the reason is what the bootstrap logged, reduced to plain characters.
+ */
+export const BootReport = z
+  .object({
+    stage: z.enum(["runtime", "agent"]),
+    reason: z.string().min(1).max(400),
+    document: z
+      .string()
+      .min(4)
+      .max(12_000)
+      .regex(/^[A-Za-z0-9+/=]+$/, { message: "must be base64" }),
+    signature: z.string().min(1).max(8192),
+  })
+  .strict();
+export type BootReport = z.infer<typeof BootReport>;
+
 export const Hello = z.object({
   ...envelope,
   type: z.literal("hello"),

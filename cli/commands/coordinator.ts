@@ -20,7 +20,8 @@ export const command: Command = {
 
 Runs the coordinator: HTTP API, agent WebSocket (/agent/v1/ws), agent bundle (/agent/v1/agent.js).
 Config (JSON or YAML): ${wrap(Object.keys(CoordinatorConfig.shape).join(", "), 100)}.
-  --localcloud URL         drive the localcloud at URL: ec2Endpoint defaults to URL, and localcloud's
+  --localcloud URL         drive the localcloud at URL: ec2Endpoint defaults to URL, the agent runtime is
+                           this host's node (agentRuntime.hostNode, unless agentRuntime.dir is set), and localcloud's
                            identity certificate is fetched from it (waiting up to 10 s for a localcloud
                            still starting). Without it, a config whose ec2Endpoint is a localcloud and
                            that has no identityCertificate gets the certificate the same way. Driving
@@ -68,6 +69,8 @@ export async function runCoordinator(argv: string[], hooks: CoordinatorHooks = {
       ...(values.listen ? { listen: values.listen } : {}),
       ...(localcloud && !config.ec2Endpoint ? { ec2Endpoint: localcloud } : {}),
       ...(values["accept-empty-store"] ? { acceptEmptyStore: true } : {}),
+      // localcloud's instances run on this host: its own node is their runtime (arm64 ones too).
+      ...(localcloud && !config.agentRuntime.dir ? { agentRuntime: { ...config.agentRuntime, hostNode: true } } : {}),
     },
     values.listen ? "--listen" : "--localcloud",
   );

@@ -81,7 +81,13 @@ export type RejectionReason =
   | "oversized-frame"
   | "unsolicited-reply"
   | "report-flood"
-  | "handler-error";
+  | "handler-error"
+  | "boot-report-refused";
+
+/** A boot report the hub refused; the message says why. */
+export class BootReportRefused extends Error {
+  override name = "BootReportRefused";
+}
 
 export interface RejectionContext {
   /** The EC2 instance the refused hello or message was about, when known. */
@@ -522,6 +528,47 @@ export class AgentHub {
     } catch {
       /* a gauge must not break the hub */
     }
+  }
+
+  /**
+   * A bootstrap's report that it cannot start the agent, checked as a hello is: the identity
+   * document's signature, a managed generation that is not ended, the source address (when
+   * checked), and one more: its agent has never said hello (no session secret registered), since a
+   * boot that got as far as an agent has the session to speak through. Returns the instance, or
+   * throws BootReportRefused saying why (counted and logged as a refusal).
+   */
+  async verifyBootReport(
+    req: IncomingMessage,
+    document: string,
+    signature: string,
+  ): Promise<{ instanceId: string; statefulInstance: string; generation: number }> {
+    const source = clientAddress(req, this.trusted);
+    const refuse = (reason: RejectionReason, detail: string, context?: RejectionContext): never => {
+      this.rejected(reason, `boot report: ${detail}`, { source, ...context });
+      throw new BootReportRefused(detail);
+    };
+    let identity: IdentityDocument;
+    try {
+      identity = verifyIdentity(document, signature, this.opts.publicKey);
+    } catch (err) {
+      return refuse("forged-identity", err instanceof IdentityError ? err.message : String(err));
+    }
+    const instanceId = identity.instanceId;
+    const managed = await this.opts.lookup(instanceId);
+    if (!managed) return refuse("unknown-instance", `${instanceId} is not a live generation of any stateful instance`, { instanceId });
+    const ctx: RejectionContext = { instanceId, statefulInstance: managed.statefulInstance };
+    if (this.opts.checkSourceAddress !== false) {
+      const allowed = managed.privateIps.map((a) => a.trim());
+      if (!source || isLoopback(source) || !allowed.includes(source))
+        return refuse(
+          "source-address-mismatch",
+          `${instanceId}: ${source || "an unknown address"} is not one of its private addresses`,
+          ctx,
+        );
+    }
+    if (managed.sessionSecretHash !== null)
+      return refuse("boot-report-refused", `${instanceId}: its agent has said hello, so its bootstrap did start it`, ctx);
+    return { instanceId, statefulInstance: managed.statefulInstance, generation: managed.generation };
   }
 
   /** Verify a hello; true when the connection became the instance's session. */

@@ -27,6 +27,7 @@ import { Console, defaultConsoleDir } from "./console.js";
 import { handleGroups } from "./groups.js";
 import { NotLeaderError } from "../ha/lease.js";
 import { agentBundleSha256 } from "../bootstrap.js";
+import { BootReportRefused } from "../agents/hub.js";
 
 export const MAX_BODY_BYTES = 1024 * 1024;
 
@@ -92,6 +93,9 @@ export function createApiServer(deps: ApiServerDeps): ApiServer {
   };
 }
 
+/** A boot report: the identity document (base64) and signature (~2 KB together) and a reason of at most 400 characters. */
+const MAX_BOOT_REPORT_BYTES = 16 * 1024;
+
 async function handle(deps: ApiServerDeps, web: Console, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const url = new URL(req.url ?? "/", "http://localhost");
   const path = url.pathname.replace(/\/+$/, "") || "/";
@@ -146,6 +150,42 @@ async function handle(deps: ApiServerDeps, web: Console, req: IncomingMessage, r
       .on("error", () => res.destroy())
       .pipe(res);
     return;
+  }
+  const runtime = /^\/agent\/v1\/runtime\/node-linux-([a-z0-9]{1,10})\.gz$/.exec(path);
+  if (runtime) {
+    only(method, ["GET", "HEAD"]);
+    const f = deps.agentRuntime?.file(runtime[1]!);
+    if (!f)
+      throw new HttpError(404, "not-found", `this coordinator serves no Node.js runtime for linux-${runtime[1]} (spotkeep runtime fetch)`);
+    res.writeHead(200, {
+      "content-type": "application/gzip",
+      "content-length": f.entry.gzBytes,
+      "x-spotkeep-runtime-sha256": f.entry.gzSha256,
+      "repr-digest": `sha-256=:${Buffer.from(f.entry.gzSha256, "hex").toString("base64")}:`,
+    });
+    if (method === "HEAD") return void res.end();
+    createReadStream(f.path)
+      .on("error", () => res.destroy())
+      .pipe(res);
+    return;
+  }
+  if (path === "/agent/v1/boot-report") {
+    only(method, ["POST"]);
+    if (!deps.onBootReport) throw new HttpError(404, "not-found", "this coordinator takes no boot reports");
+    const text = await readBody(req, MAX_BOOT_REPORT_BYTES);
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      throw new HttpError(400, "invalid", "body: must be JSON");
+    }
+    try {
+      await deps.onBootReport(body, req);
+    } catch (err) {
+      if (err instanceof BootReportRefused) throw new HttpError(403, "forbidden", err.message);
+      throw err;
+    }
+    return sendJson(res, 202, { ok: true });
   }
   if (web.serve(path, method, res)) return;
   if (path === "/agent/v1/ws") throw new HttpError(426, "upgrade-required", "the agent endpoint speaks WebSocket");

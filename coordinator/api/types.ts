@@ -69,6 +69,13 @@ export interface ApiServerDeps {
   consoleDir?: string;
   /** Serves GET /agent/v1/agent.js. */
   agentBundlePath: string;
+  /** Serves GET /agent/v1/runtime/node-linux-<arch>.gz: the runtime's file for `arch`, or null. */
+  agentRuntime?: { file(arch: string): { path: string; entry: { gzBytes: number; gzSha256: string } } | null };
+  /**
+   * POST /agent/v1/boot-report: a bootstrap that cannot start the agent says why (the body, parsed
+   * JSON, and the request); throws a Refusal (or HttpError) to refuse it.
+   */
+  onBootReport?(body: unknown, req: IncomingMessage): Promise<void>;
   /** Handles the WebSocket upgrade at /agent/v1/ws (the agent hub); must not throw. */
   onAgentUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
   /** Caps and timeouts for connections that have not completed a request (defaults in connection-limits.ts). */

@@ -2,11 +2,12 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { createServer, type Server } from "node:http";
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { delimiter, join } from "node:path";
+import { gzipSync } from "node:zlib";
 import { renderBootstrap, SYSTEMD_UNIT, type BootstrapOptions } from "../../agent/deploy/bootstrap.js";
 import { agentBundleSha256, renderUserData, USER_DATA_LIMIT } from "../../coordinator/bootstrap.js";
 import type { MessageOf } from "../../shared/protocol.js";
@@ -19,6 +20,14 @@ let http: Server;
 let agentUrl: string;
 let downloads = 0;
 let sha256: string;
+/** What the test server answers for /runtime/*: the host's node gzipped, a 500, or a corrupted copy. */
+let runtimeAnswer: "ok" | "500" | "corrupt" = "ok";
+let runtimeDownloads = 0;
+const reports: Array<Record<string, string>> = [];
+let gzCache: Buffer | null = null;
+/** The runtime served: this test's own node binary, gzipped (fast level: it is only moved over loopback). */
+const runtimeGz = () => (gzCache ??= gzipSync(readFileSync(process.execPath), { level: 1 }));
+const sha = (b: Buffer) => createHash("sha256").update(b).digest("hex");
 /** The bundle with one line appended that leaves a trace if it ever runs. */
 const tamperedBundle = () =>
   Buffer.concat([
@@ -29,6 +38,21 @@ beforeAll(async () => {
   bundle = await buildAgentBundle();
   sha256 = createHash("sha256").update(readFileSync(bundle.file)).digest("hex");
   http = createServer((req, res) => {
+    if (req.url === "/agent/v1/boot-report" && req.method === "POST") {
+      let body = "";
+      req.on("data", (d: Buffer) => (body += d));
+      req.on("end", () => {
+        reports.push(JSON.parse(body) as Record<string, string>);
+        res.writeHead(202).end("{}");
+      });
+      return;
+    }
+    if (req.url?.startsWith("/runtime/")) {
+      runtimeDownloads++;
+      if (runtimeAnswer === "500") return void res.writeHead(500).end();
+      const gz = runtimeGz();
+      return void res.writeHead(200).end(runtimeAnswer === "corrupt" ? Buffer.concat([gz, Buffer.from("x")]) : gz);
+    }
     if (req.url === "/tampered/agent.js") return void res.writeHead(200).end(tamperedBundle());
     if (req.url !== "/agent/v1/agent.js") return void res.writeHead(404).end();
     downloads++;
@@ -43,7 +67,7 @@ afterAll(async () => {
 });
 
 describe("renderBootstrap (pure)", () => {
-  it("renders a syntactically valid bash script that keeps awkward user-data intact", () => {
+  it("renders a syntactically valid POSIX sh script (checked by dash where /bin/sh is dash) that keeps awkward user-data intact", () => {
     const user = `#!/bin/bash\necho "it's $HOME" 'SPOTKEEP_USER_DATA_END'\ncat <<EOF\nx\nEOF\n`;
     const script = renderBootstrap({
       coordinatorUrl: "ws://10.0.0.1:7400/agent/v1/ws",
@@ -51,7 +75,8 @@ describe("renderBootstrap (pure)", () => {
       userUserData: user,
       timeScale: 0.1,
     });
-    expect(spawnSync("bash", ["-n"], { input: script }).status).toBe(0);
+    expect(spawnSync("sh", ["-n"], { input: script }).status).toBe(0);
+    expect(script.startsWith("#!/bin/sh\n")).toBe(true);
     expect(script).toContain(user);
     expect(script).toContain("export SPOTKEEP_TIME_SCALE='0.1'");
     expect(script).toContain(SYSTEMD_UNIT);
@@ -93,8 +118,9 @@ describe("renderBootstrap (pure)", () => {
     expect(text).toContain("export NODE_EXTRA_CA_CERTS=");
     expect(text).toContain("export SPOTKEEP_COORDINATOR='wss://coordinator.internal:7400/agent/v1/ws'");
     expect(text).not.toMatch(/--insecure|-k |NODE_TLS_REJECT_UNAUTHORIZED/);
-    expect(Buffer.byteLength(text)).toBeLessThan(USER_DATA_LIMIT / 2);
-    expect(spawnSync("bash", ["-n"], { input: text }).status).toBe(0);
+    // With a 2 KB CA, at least 5 KB of EC2's 16 KB stay for the user's own user-data.
+    expect(Buffer.byteLength(text)).toBeLessThan(USER_DATA_LIMIT - 5 * 1024);
+    expect(spawnSync("sh", ["-n"], { input: text }).status).toBe(0);
   });
 });
 
@@ -136,9 +162,9 @@ describe("bootstrap user-data in a process-runtime-like instance", () => {
     return { child, output: () => out, exited: new Promise<number | null>((r) => child.once("exit", (c) => r(c))) };
   }
 
-  const plan = (ok: boolean) =>
+  const plan = (ok: boolean, timeoutMs?: number) =>
     coord
-      .waitFor((m) => m.type === "hello" && (m as MessageOf<"hello">).mode === "restore")
+      .waitFor((m) => m.type === "hello" && (m as MessageOf<"hello">).mode === "restore", timeoutMs)
       .then(() =>
         coord.send({
           type: "restore-plan",
@@ -234,6 +260,142 @@ describe("bootstrap user-data in a process-runtime-like instance", () => {
       }
     },
   );
+
+  describe("on an image with no Node.js (only a POSIX sh, coreutils and curl)", () => {
+    let noNodeBin: string;
+    const base = () => agentUrl.replace("/agent/v1/agent.js", "");
+    beforeAll(() => {
+      // The host's tools without node: every executable on PATH, linked, but node, npm, npx, corepack.
+      noNodeBin = mkdtempSync(join(tmpdir(), "spotkeep-nonode-"));
+      const skip = new Set(["node", "nodejs", "npm", "npx", "corepack"]);
+      for (const d of [...(process.env.PATH ?? "").split(delimiter), "/usr/bin", "/bin"]) {
+        let names: string[] = [];
+        try {
+          names = readdirSync(d);
+        } catch {
+          continue;
+        }
+        for (const n of names)
+          if (!skip.has(n) && !existsSync(join(noNodeBin, n)))
+            try {
+              symlinkSync(join(d, n), join(noNodeBin, n));
+            } catch {
+              /* a name seen twice */
+            }
+      }
+      expect(spawnSync("sh", ["-c", "command -v node"], { env: { PATH: noNodeBin } }).status).not.toBe(0);
+      runtimeGz();
+    });
+    afterAll(() => rmSync(noNodeBin, { recursive: true, force: true }));
+    beforeEach(() => {
+      runtimeAnswer = "ok";
+      runtimeDownloads = 0;
+      reports.length = 0;
+    });
+
+    function bootNoNode(o: Partial<BootstrapOptions> = {}) {
+      const gz = runtimeGz();
+      const script = renderBootstrap({
+        coordinatorUrl: coord.url,
+        agentUrl,
+        reportUrl: `${base()}/agent/v1/boot-report`,
+        userUserData: `echo "node: $(command -v node)" > "$SPOTKEEP_ROOT_DIR/which-node"`,
+        timeScale: 0.05,
+        agentSha256: sha256,
+        runtime: {
+          version: process.versions.node,
+          baseUrls: [`${base()}/runtime`],
+          arches: { x64: { gzSha256: sha(gz), nodeSha256: sha(readFileSync(process.execPath)) } },
+        },
+        ...o,
+      });
+      // /bin/sh (dash on Debian): the bootstrap is POSIX sh.
+      const child = spawn("sh", ["-c", script], {
+        cwd: root,
+        detached: true,
+        env: {
+          PATH: noNodeBin,
+          AWS_EC2_METADATA_SERVICE_ENDPOINT: imds.endpoint,
+          SPOTKEEP_ROOT_DIR: root,
+          SPOTKEEP_DEV_DIR: join(root, "dev"),
+          SPOTKEEP_LOCALCLOUD_ARCH: "x86_64",
+        },
+        stdio: ["ignore", "pipe", "pipe"],
+      });
+      procs.push(child);
+      let out = "";
+      child.stdout!.on("data", (d: Buffer) => (out += d));
+      child.stderr!.on("data", (d: Buffer) => (out += d));
+      return { child, output: () => out, exited: new Promise<number | null>((r) => child.once("exit", (c) => r(c))) };
+    }
+
+    it("downloads the runtime, checks its SHA-256, restores and runs the agent on it; a boot on the same root keeps it", async () => {
+      void plan(true, 30_000);
+      const first = bootNoNode();
+      await coord.waitFor((m) => m.type === "ready", 30_000);
+      expect(first.output()).toMatch(/no Node\.js 20\.19\+ on the image: downloading Node\.js [\d.]+ for linux-x64 from http/);
+      expect(runtimeDownloads).toBe(1);
+      const kept = join(root, "opt/spotkeep/node/bin/node");
+      expect(sha(readFileSync(kept))).toBe(sha(readFileSync(process.execPath)));
+      // The user's user-data ran with the image's PATH: still no node on it.
+      expect(readFileSync(join(root, "which-node"), "utf8")).toBe("node: \n");
+      process.kill(-first.child.pid!, "SIGTERM");
+      await first.exited;
+
+      const count = (t: string) => coord.raw.filter((m) => m.type === t).length;
+      const readyBefore = count("ready");
+      const hellosBefore = count("hello");
+      const second = bootNoNode();
+      await coord.waitFor((m) => m.type === "hello" && count("hello") > hellosBefore, 30_000);
+      await plan(true);
+      await coord.waitFor((m) => m.type === "ready" && count("ready") > readyBefore, 30_000);
+      expect(second.output()).toMatch(/using Node\.js [\d.]+ kept on the root disk/);
+      expect(runtimeDownloads).toBe(1);
+      expect(reports).toEqual([]);
+      process.kill(-second.child.pid!, "SIGTERM");
+      await second.exited;
+    });
+
+    it("a runtime download answered 500 is reported to the coordinator with the identity proof, and nothing runs", async () => {
+      runtimeAnswer = "500";
+      const b = bootNoNode();
+      expect(await b.exited).toBe(1);
+      expect(runtimeDownloads).toBe(5);
+      expect(reports).toHaveLength(1);
+      const r = reports[0]!;
+      expect(r.stage).toBe("runtime");
+      expect(r.reason).toMatch(
+        /^cannot download the runtime from http:\/\/127\.0\.0\.1:\d+\/runtime\/node-linux-x64\.gz \(after 5 attempts\)$/,
+      );
+      expect(Buffer.from(r.document!, "base64").toString("utf8")).toBe(imds.paths.get("/latest/dynamic/instance-identity/document"));
+      expect(r.signature).toBe(imds.paths.get("/latest/dynamic/instance-identity/signature"));
+      expect(b.output()).toMatch(/told the coordinator/);
+      expect(coord.raw.filter((m) => m.type === "hello")).toEqual([]);
+      expect(existsSync(join(root, "opt/spotkeep/node"))).toBe(false);
+      expect(existsSync(join(root, "which-node"))).toBe(false);
+    });
+
+    it("a corrupted runtime is refused by its SHA-256, never run, and reported", async () => {
+      runtimeAnswer = "corrupt";
+      const b = bootNoNode({ runtimeAttempts: 2 });
+      expect(await b.exited).toBe(1);
+      expect(reports[0]?.reason).toMatch(
+        /^refusing the runtime from \S+: sha256 [0-9a-f]{64}, expected [0-9a-f]{64} \(after 2 attempts\)$/,
+      );
+      expect(existsSync(join(root, "opt/spotkeep/node"))).toBe(false);
+      expect(coord.raw.filter((m) => m.type === "hello")).toEqual([]);
+    });
+
+    it("with no runtime for the instance's architecture it reports at once, downloading nothing", async () => {
+      const b = bootNoNode({ runtime: undefined });
+      expect(await b.exited).toBe(1);
+      expect(runtimeDownloads).toBe(0);
+      expect(reports[0]).toMatchObject({ stage: "runtime" });
+      expect(reports[0]!.reason).toMatch(
+        /^the image has no Node\.js 20\.19\+ \(none\) and the coordinator serves no runtime for linux-x64$/,
+      );
+    });
+  });
 
   it("stops before the user's user-data when restore fails", async () => {
     void plan(false);

@@ -23,6 +23,38 @@ export interface LiveAgent {
    * probe (default healthy, "HTTP 200"); the probe itself is agent/monitors/health-probe.test.ts's.
    */
   health?: (instanceId: string) => { ok: boolean; detail: string };
+  /**
+   * An instance whose bootstrap cannot start the agent: no agent connects for it; its boot report
+   * (stage and reason, with the instance's identity from localcloud's IMDS) is POSTed instead.
+   */
+  bootFailure?: (instanceId: string) => { stage: "runtime" | "agent"; reason: string } | undefined;
+}
+
+/** The instance's IMDSv2 identity document and signature, from localcloud's IMDS. */
+export async function identityOf(env: Env, instanceId: string): Promise<{ document: string; signature: string }> {
+  const { endpoint } = await env.control("GET", `instances/${instanceId}/imds`);
+  const token = await (
+    await fetch(`${endpoint}/latest/api/token`, { method: "PUT", headers: { "x-aws-ec2-metadata-token-ttl-seconds": "21600" } })
+  ).text();
+  const get = async (p: string) => (await fetch(`${endpoint}${p}`, { headers: { "x-aws-ec2-metadata-token": token } })).text();
+  return {
+    document: await get("/latest/dynamic/instance-identity/document"),
+    signature: await get("/latest/dynamic/instance-identity/signature"),
+  };
+}
+
+/** POST a boot report as the bootstrap does (the document base64, the signature as IMDS serves it). */
+export async function postBootReport(
+  coordUrl: string,
+  id: { document: string; signature: string },
+  r: { stage: string; reason: string },
+): Promise<{ status: number; body: any }> {
+  const res = await fetch(`${coordUrl}/agent/v1/boot-report`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ ...r, document: Buffer.from(id.document).toString("base64"), signature: id.signature.replace(/\s+/g, "") }),
+  });
+  return { status: res.status, body: await res.json() };
 }
 
 export class FakeAgent {
@@ -201,6 +233,14 @@ export function watchAgents(
         const coord = current();
         if (coord.hub.isConnected(inst.id)) continue;
         if (Date.now() - (started.get(inst.id) ?? 0) < 300) continue;
+        const failure = live?.bootFailure?.(inst.id);
+        if (failure) {
+          if (!started.has(inst.id)) {
+            started.set(inst.id, Date.now());
+            await postBootReport(coord.url, await identityOf(env, inst.id), failure).catch(() => undefined);
+          }
+          continue;
+        }
         const before = agents.get(inst.id);
         before?.close();
         // An agent that reconnects after its restore (the coordinator restarted) says hello in run mode, as the real one does.

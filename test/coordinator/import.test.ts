@@ -147,6 +147,10 @@ describe("spotkeep import", () => {
     expect(r.stdout).toMatch(/team: payments/);
     expect(r.stdout).toMatch(/# {2}\d+\. stop i-/);
     expect(r.stdout).toContain(`${original.eniId} (${original.privateIp}) at device index 0`);
+    // This coordinator serves no runtime (its config has none): the plan says what that means.
+    expect(r.stdout).toMatch(
+      /# {2}\d+\. the agent runs on the image's own node when it is Node\.js 20\.19 or later; this coordinator serves no runtime for linux-x64, so an image without one cannot start the agent/,
+    );
     expect(await ec2State(original.instanceId)).toEqual(before);
     expect(await h.coord.views.getInstance(NAME)).toBeNull();
   });

@@ -65,6 +65,8 @@ export async function startInProcess(
     calendar?: () => number;
     /** An SQS queue that EC2's instance events go to (localcloud's eventsQueue). */
     eventsQueue?: string;
+    /** Instances whose bootstrap cannot start the agent: their boot report is sent instead (LiveAgent.bootFailure). */
+    bootFailure?: LiveAgent["bootFailure"];
   } = { prefix: "spotkeep-inproc-" },
 ): Promise<InProcess> {
   const timeScale = o.timeScale ?? 0.01;
@@ -82,6 +84,7 @@ export async function startInProcess(
   const live: LiveAgent = {
     timeScale,
     health: (id) => (failingProbe.has(id) ? { ok: false, detail: "HTTP 503" } : { ok: true, detail: "HTTP 200" }),
+    ...(o.bootFailure ? { bootFailure: o.bootFailure } : {}),
   };
   const watch = watchAgents(env, () => coord, live);
   return {

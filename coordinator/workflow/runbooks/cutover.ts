@@ -35,6 +35,7 @@ import {
   MUTATE_POLICY,
   requireVolumeId,
   waitRunning,
+  bootFailure,
 } from "./launch.js";
 import { detachDataVolume, detachStableEni } from "./secondary.js";
 import { askAgent } from "./steps.js";
@@ -232,7 +233,11 @@ async function waitTakeoverReady(
     await waitUntil(
       deps.clock,
       `${o.instanceId}'s agent to wait in restore mode`,
-      async () => ((await deps.store.agentReports.get(o.instanceId, "hello", "restore")) ? true : null),
+      async () => {
+        const boot = await bootFailure(deps, o.instanceId);
+        if (boot) throw new Failure("agent-failed", boot);
+        return (await deps.store.agentReports.get(o.instanceId, "hello", "restore")) ? true : null;
+      },
       {
         // Woken when the report is recorded; without a signal, poll often.
         intervalMs: deps.onAgentReport ? deps.pollMs : Math.max(20, deps.pollMs / 10),
@@ -247,6 +252,7 @@ async function waitTakeoverReady(
     const kind = failureKind(err);
     if (kind === "timeout") return { ready: false, why: `the replacement ${o.instanceId} was not ready to take over in time` };
     if (kind === "resource-lost") return { ready: false, why: `the replacement ${o.instanceId} did not start: ${(err as Error).message}` };
+    if (kind === "agent-failed") return { ready: false, why: `the replacement ${(err as Error).message}` };
     throw err;
   }
 }

@@ -379,6 +379,8 @@ export async function restoreAndWaitReady(
       const restored = await deps.store.agentReports.latest(o.instanceId, "restored");
       const r = restored?.data as { ok?: boolean; reason?: string } | undefined;
       if (r && r.ok === false) throw new Failure("agent-failed", `restore on ${o.instanceId} failed: ${r.reason ?? "no reason given"}`);
+      const boot = await bootFailure(deps, o.instanceId);
+      if (boot) throw new Failure("agent-failed", boot);
       return deps.store.agentReports.latest(o.instanceId, "ready");
     },
     // Woken when the report is recorded; without a signal, poll often.
@@ -405,6 +407,15 @@ export async function restoreAndWaitReady(
     }
   }
   return { readyAt: ready.at };
+}
+
+/**
+ * What the instance's bootstrap reported when it could not start the agent (POST
+ * /agent/v1/boot-report), as a failure message; null while it has reported nothing.
+ */
+export async function bootFailure(deps: Pick<RunbookDeps, "store">, instanceId: string): Promise<string | null> {
+  const r = (await deps.store.agentReports.latest(instanceId, "boot-failed"))?.data as { stage?: string; reason?: string } | undefined;
+  return r ? `${instanceId} could not start the agent (${r.stage ?? "boot"}): ${r.reason ?? "no reason given"}` : null;
 }
 
 function importedDevice(spec: StatefulInstanceSpec, device: string): boolean {
