@@ -38,7 +38,7 @@ function processesUnder(dir: string): number[] {
 }
 
 describe("spotkeep demo", () => {
-  it("--json verifies the recovery: same IP, ENI and volume, no lost write", async () => {
+  it("--json verifies the recovery on a stock image (no Node.js): same IP, ENI and volume, no lost write, the runtime downloaded once", async () => {
     const r = await runDemo(["--json", "--time-scale", "0.05"]);
     expect(r.stderr).toMatch(/demo verified/);
     expect(r.code).toBe(0);
@@ -51,6 +51,9 @@ describe("spotkeep demo", () => {
       sameEni: true,
       sameDataVolume: true,
       sameRootDisk: true,
+      // The first generation's bootstrap downloaded the coordinator's runtime; the replacement, on
+      // a root made from that root, used the copy it carries.
+      agentRuntime: { downloadedAtFirstBoot: true, keptByReplacement: true },
       lostWrites: 0,
     });
     expect(result.acknowledgedWrites).toBeGreaterThan(0);

@@ -5,9 +5,9 @@
  *   1. a Node.js for the agent: the image's own `node` when it is at least AGENT_MIN_NODE, else the
  *      runtime the coordinator serves for the instance's architecture (`uname -m`; in localcloud
  *      SPOTKEEP_LOCALCLOUD_ARCH): downloaded gzipped, its SHA-256 checked against the user-data,
- *      unpacked to /opt/spotkeep/node/bin/node, and the binary's own SHA-256 checked. That copy is
- *      on the root disk, so a generation whose root carries it (and whose hash still matches) does
- *      not download it again;
+ *      unpacked to /opt/spotkeep/node/bin/node, and the binary's own SHA-256 checked, then recorded
+ *      with its size beside it. That copy is on the root disk, so a generation whose root carries it
+ *      (the recorded hash still the one asked for, the size unchanged) does not download it again;
  *   2. the agent (the copy baked into the AMI, else a download from the coordinator); with
  *      `agentSha256` every copy (baked, left from an earlier boot, downloaded) is checked before it
  *      runs: a mismatching baked or earlier copy is replaced by a download, a download that
@@ -242,7 +242,9 @@ if [ -z "$NODE" ]; then
   RT_GZ=\${RT% *}
   RT_BIN=\${RT#* }
   RT_DIR="$SK_DIR/node"
-  if [ -x "$RT_DIR/bin/node" ] && verify "$RT_DIR/bin/node" "$RT_BIN" >/dev/null; then
+  # A copy this bootstrap checked (by SHA-256, at download) recorded its hash and size: one that
+  # still has both is the runtime asked for, without reading 100 MB again at every boot.
+  if [ -x "$RT_DIR/bin/node" ] && [ "$(cat "$RT_DIR/.verified" 2>/dev/null)" = "$RT_BIN $(wc -c < "$RT_DIR/bin/node" | tr -d ' ')" ]; then
     log "using Node.js $RT_VERSION kept on the root disk ($RT_DIR)"
   else
     rm -rf "$RT_DIR" "$RT_DIR.part"
@@ -267,6 +269,7 @@ if [ -z "$NODE" ]; then
     done
     rm -f "$RT_DIR.part/node.gz"
     chmod 755 "$RT_DIR.part/bin/node"
+    echo "$RT_BIN $(wc -c < "$RT_DIR.part/bin/node" | tr -d ' ')" > "$RT_DIR.part/.verified"
     mv "$RT_DIR.part" "$RT_DIR"
   fi
   NODE="$RT_DIR/bin/node"

@@ -11,6 +11,12 @@ export interface DemoResult {
   /** null with --network secondary: make-before-break boots the replacement from the launch image. */
   sameRootDisk: boolean | null;
   workloadResumed: boolean;
+  /**
+   * The instances boot a stock image with no Node.js: the first generation's bootstrap downloaded
+   * the runtime the coordinator serves, and (root persistence) the replacement used the copy its
+   * root carries; null for the replacement when its root is not the old one (make-before-break).
+   */
+  agentRuntime: { downloadedAtFirstBoot: boolean; keptByReplacement: boolean | null };
   acknowledgedWrites: number;
   lostWrites: number;
   downtimeSeconds: number | null;
@@ -35,6 +41,8 @@ export function verified(r: DemoResult): boolean {
     r.sameDataVolume === (r.dataMethod === "reattach") &&
     r.sameRootDisk !== false &&
     r.workloadResumed &&
+    r.agentRuntime.downloadedAtFirstBoot &&
+    r.agentRuntime.keptByReplacement !== false &&
     r.lostWrites === 0 &&
     r.acknowledgedWrites > 0
   );
@@ -64,6 +72,13 @@ export function printReport(out: NodeJS.WritableStream, r: DemoResult): void {
           `${r.acknowledgedWrites - r.lostWrites} of ${r.acknowledgedWrites} acknowledged records found (${r.lostWrites} lost)`,
         ],
         ["workload serving again", ok(r.workloadResumed), "new records written by the replacement"],
+        [
+          "agent on a stock image",
+          ok(r.agentRuntime.downloadedAtFirstBoot && r.agentRuntime.keptByReplacement !== false),
+          r.agentRuntime.keptByReplacement === null
+            ? "no Node.js on the image: the first boot downloaded the coordinator's runtime"
+            : "no Node.js on the image: the first boot downloaded the coordinator's runtime, the replacement used the copy on its root",
+        ],
       ],
     ),
   );

@@ -87,6 +87,9 @@ export async function runDemo(opts: {
         agentBundlePath: agentBundle,
         // localcloud's process runtime: every instance connects from this host's loopback address.
         agentSourceCheck: false,
+        // The instances boot a stock image with no Node.js: the agent runs on the runtime the
+        // coordinator serves (in localcloud, this host's own node).
+        agentRuntime: { hostNode: true },
       },
     });
     running.push(coord);
@@ -99,7 +102,7 @@ export async function runDemo(opts: {
     const spec = {
       name: NAME,
       launch: {
-        imageId: lc.world.baseImageId,
+        imageId: lc.world.stockImageIds.x86_64,
         instanceTypes: ["m6i.large", "m5.large"],
         subnetIds: [subnet.id],
         userData: workloadUserData(acks),
@@ -117,6 +120,9 @@ export async function runDemo(opts: {
       secondary
         ? `creating ${NAME}: a 1 GiB data volume at /data (reattach), the stable private IP on a secondary ENI (make-before-break), spot`
         : `creating ${NAME}: root persistence, a 1 GiB data volume at /data (${opts.dataMethod}), same-ENI private IP, spot`,
+    );
+    say(
+      `image: localcloud's stock ${lc.world.stockImageIds.x86_64} (no Node.js): the bootstrap downloads the coordinator's runtime for the agent`,
     );
     const created = await client.post("/api/v1/instances", JSON.stringify(spec), CreateResponse);
     const createWf = await followWorkflow(client, created.workflowId, { timeoutMs: 600_000, quiet: false, out, intervalMs: 200 });
@@ -168,7 +174,8 @@ export async function runDemo(opts: {
       : (inst?.privateIp ?? null);
     const oldVolume = before.resources.volumes[0]?.volumeId ?? null;
     const newVolume = after.resources.volumes[0]?.volumeId ?? null;
-    const runtime = lc.runtime as unknown as { rootDir(id: string): string };
+    const runtime = lc.runtime as unknown as { rootDir(id: string): string; logPath(id: string): string };
+    const bootLog = (id: string | null) => (id ? readFileText(runtime.logPath(id)) : "");
     const root = newId ? runtime.rootDir(newId) : "";
     const records = join(root, "data", "records.log");
     let workloadResumed = false;
@@ -197,6 +204,10 @@ export async function runDemo(opts: {
       sameDataVolume: !!oldVolume && newVolume === oldVolume && !!inst?.volumes.some((v) => v.volumeId === oldVolume),
       sameRootDisk: secondary ? null : marker.includes(`first-boot ${oldId}`),
       workloadResumed,
+      agentRuntime: {
+        downloadedAtFirstBoot: /no Node\.js 20\.19\+ on the image: downloading Node\.js/.test(bootLog(oldId)),
+        keptByReplacement: secondary ? null : /using Node\.js \S+ kept on the root disk/.test(bootLog(newId)),
+      },
       acknowledgedWrites: acked.length,
       lostWrites: lost.length,
       downtimeSeconds: timeline?.downtimeSeconds ?? null,
