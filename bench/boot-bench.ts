@@ -10,16 +10,17 @@
  */
 import { spawn } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { homedir, tmpdir } from "node:os";
-import { delimiter, dirname, join } from "node:path";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { renderBootstrap } from "../agent/deploy/bootstrap.js";
 import { fetchRuntime, PINNED_RUNTIME } from "../coordinator/agent-runtime/fetch.js";
 import { AgentRuntimes } from "../coordinator/agent-runtime/runtimes.js";
+import { buildNoNodeBin } from "../localcloud/runtime/no-node.js";
 import { startFakeCoordinator } from "../test/agent/fake-coordinator.js";
 import { instancePaths, startFakeImds } from "../test/agent/fake-imds.js";
 import { benchSummary, commandLine } from "./summary.js";
@@ -55,21 +56,7 @@ const base = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
 
 // 3. A PATH without node: the host's tools, linked, but node, npm, npx and corepack.
 const noNodeBin = mkdtempSync(join(tmpdir(), "spotkeep-bench-nonode-"));
-for (const d of [...(process.env.PATH ?? "").split(delimiter), "/usr/bin", "/bin"]) {
-  let names: string[] = [];
-  try {
-    names = readdirSync(d);
-  } catch {
-    continue;
-  }
-  for (const n of names)
-    if (!["node", "nodejs", "npm", "npx", "corepack"].includes(n) && !existsSync(join(noNodeBin, n)))
-      try {
-        symlinkSync(join(d, n), join(noNodeBin, n));
-      } catch {
-        /* seen twice */
-      }
-}
+await buildNoNodeBin(noNodeBin);
 
 type Case = "image-node" | "stock-first-boot" | "stock-kept-runtime";
 async function bootToHello(kind: Case, rootDir: string): Promise<number> {
@@ -140,7 +127,9 @@ const report = {
 };
 const summary = benchSummary({
   benchmark: "boot",
-  measures: `boot to the agent's first hello through the bootstrap (median of ${runs}): image with node, stock image first boot (runtime downloaded over loopback), stock image with the runtime kept on its root`,
+  measures:
+    `boot to the agent's first hello through the bootstrap (median of ${runs}): image with node, ` +
+    "stock image first boot (runtime downloaded over loopback), stock image with the runtime kept on its root",
   command: commandLine("bench/boot-bench.ts"),
   results: [
     { name: "runtime download", measured: report.runtime.gzMiB, unit: "MiB", target: null },

@@ -25,7 +25,8 @@ export const DESCRIPTIONS: Record<string, string> = {
   "launch.iamInstanceProfile": "Instance profile name for the workload. The agent itself needs no AWS permissions.",
   "launch.keyName": "EC2 key pair for SSH access, given to every generation (an imported instance keeps its own).",
   "launch.userData":
-    "Your own user-data; it runs after spotkeep restored storage and network. With spotkeep's bootstrap (about 8.5 KB) it must fit EC2's 16 KB: a create, update or import over it is refused.",
+    "Your own user-data; it runs after spotkeep restored storage and network. " +
+    "With spotkeep's bootstrap (about 8.5 KB) it must fit EC2's 16 KB: a create, update or import over it is refused.",
   "launch.tags": "Tags for the instance and every resource spotkeep creates for it. `aws:` and `spotkeep:` prefixes are reserved.",
   "launch.market": "Purchase options.",
   "launch.market.type": "`spot` (default) or `on-demand`.",

@@ -16,7 +16,8 @@ mkdir -p "$R/etc" "$R/opt" "$R/run" "$R/data"
 cp ${JSON.stringify(WORKLOAD)} "$R/opt/demo-workload.mjs"
 # A stock image has no node: the demo's workload runs on the one spotkeep's bootstrap keeps on the root.
 NODE=$(command -v node || echo "$R/opt/spotkeep/node/bin/node")
-nohup "$NODE" "$R/opt/demo-workload.mjs" --data "$R/data/records.log" --ack ${JSON.stringify(acksFile)} --pid "$R/run/workload.pid" >>"$R/run/workload.log" 2>&1 &
+nohup "$NODE" "$R/opt/demo-workload.mjs" --data "$R/data/records.log" --ack ${JSON.stringify(acksFile)} \\
+  --pid "$R/run/workload.pid" >>"$R/run/workload.log" 2>&1 &
 `;
 }
 

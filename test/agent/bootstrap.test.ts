@@ -2,13 +2,14 @@ import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { createServer, type Server } from "node:http";
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
-import { delimiter, join } from "node:path";
+import { join } from "node:path";
 import { gzipSync } from "node:zlib";
 import { renderBootstrap, SYSTEMD_UNIT, type BootstrapOptions } from "../../agent/deploy/bootstrap.js";
+import { buildNoNodeBin } from "../../localcloud/runtime/no-node.js";
 import { agentBundleSha256, renderUserData, USER_DATA_LIMIT } from "../../coordinator/bootstrap.js";
 import type { MessageOf } from "../../shared/protocol.js";
 import { instancePaths, startFakeImds, type FakeImds } from "./fake-imds.js";
@@ -142,16 +143,17 @@ describe("bootstrap user-data in a process-runtime-like instance", () => {
     rmSync(root, { recursive: true, force: true });
   });
 
-  function boot(userUserData: string, o: Partial<BootstrapOptions> = {}) {
-    const script = renderBootstrap({ coordinatorUrl: coord.url, agentUrl, userUserData, timeScale: 0.05, agentSha256: sha256, ...o });
-    const child = spawn("bash", ["-c", script], {
+  /** Run the bootstrap as an instance of the process runtime would, /bin/sh (dash on Debian) reading it: it is POSIX sh. */
+  function run(script: string, path: string | undefined, env: Record<string, string> = {}) {
+    const child = spawn("sh", ["-c", script], {
       cwd: root,
       detached: true,
       env: {
-        PATH: process.env.PATH,
+        PATH: path,
         AWS_EC2_METADATA_SERVICE_ENDPOINT: imds.endpoint,
         SPOTKEEP_ROOT_DIR: root,
         SPOTKEEP_DEV_DIR: join(root, "dev"),
+        ...env,
       },
       stdio: ["ignore", "pipe", "pipe"],
     });
@@ -160,6 +162,13 @@ describe("bootstrap user-data in a process-runtime-like instance", () => {
     child.stdout!.on("data", (d: Buffer) => (out += d));
     child.stderr!.on("data", (d: Buffer) => (out += d));
     return { child, output: () => out, exited: new Promise<number | null>((r) => child.once("exit", (c) => r(c))) };
+  }
+
+  function boot(userUserData: string, o: Partial<BootstrapOptions> = {}) {
+    return run(
+      renderBootstrap({ coordinatorUrl: coord.url, agentUrl, userUserData, timeScale: 0.05, agentSha256: sha256, ...o }),
+      process.env.PATH,
+    );
   }
 
   const plan = (ok: boolean, timeoutMs?: number) =>
@@ -264,25 +273,10 @@ describe("bootstrap user-data in a process-runtime-like instance", () => {
   describe("on an image with no Node.js (only a POSIX sh, coreutils and curl)", () => {
     let noNodeBin: string;
     const base = () => agentUrl.replace("/agent/v1/agent.js", "");
-    beforeAll(() => {
-      // The host's tools without node: every executable on PATH, linked, but node, npm, npx, corepack.
+    beforeAll(async () => {
+      // The host's tools without node (localcloud's stock-image PATH).
       noNodeBin = mkdtempSync(join(tmpdir(), "spotkeep-nonode-"));
-      const skip = new Set(["node", "nodejs", "npm", "npx", "corepack"]);
-      for (const d of [...(process.env.PATH ?? "").split(delimiter), "/usr/bin", "/bin"]) {
-        let names: string[] = [];
-        try {
-          names = readdirSync(d);
-        } catch {
-          continue;
-        }
-        for (const n of names)
-          if (!skip.has(n) && !existsSync(join(noNodeBin, n)))
-            try {
-              symlinkSync(join(d, n), join(noNodeBin, n));
-            } catch {
-              /* a name seen twice */
-            }
-      }
+      await buildNoNodeBin(noNodeBin);
       expect(spawnSync("sh", ["-c", "command -v node"], { env: { PATH: noNodeBin } }).status).not.toBe(0);
       runtimeGz();
     });
@@ -309,24 +303,7 @@ describe("bootstrap user-data in a process-runtime-like instance", () => {
         },
         ...o,
       });
-      // /bin/sh (dash on Debian): the bootstrap is POSIX sh.
-      const child = spawn("sh", ["-c", script], {
-        cwd: root,
-        detached: true,
-        env: {
-          PATH: noNodeBin,
-          AWS_EC2_METADATA_SERVICE_ENDPOINT: imds.endpoint,
-          SPOTKEEP_ROOT_DIR: root,
-          SPOTKEEP_DEV_DIR: join(root, "dev"),
-          SPOTKEEP_LOCALCLOUD_ARCH: "x86_64",
-        },
-        stdio: ["ignore", "pipe", "pipe"],
-      });
-      procs.push(child);
-      let out = "";
-      child.stdout!.on("data", (d: Buffer) => (out += d));
-      child.stderr!.on("data", (d: Buffer) => (out += d));
-      return { child, output: () => out, exited: new Promise<number | null>((r) => child.once("exit", (c) => r(c))) };
+      return run(script, noNodeBin, { SPOTKEEP_LOCALCLOUD_ARCH: "x86_64" });
     }
 
     it("downloads the runtime, checks its SHA-256, restores and runs the agent on it; a boot on the same root keeps it", async () => {
