@@ -23,6 +23,8 @@ import { isAwsEc2, shippedCertificatePath } from "../../coordinator/agents/aws-c
 import { loadCertificate } from "../../coordinator/agents/identity.js";
 import { inspectWal, readStoreIdentity, STORE_FILE, STORE_IDENTITY_FILE, storeIdentityOf } from "../../coordinator/db/open.js";
 import { readLockHolder } from "../../coordinator/db/datadir.js";
+import { RUNTIME_ARCHES } from "../../agent/deploy/bootstrap.js";
+import { AgentRuntimes } from "../../coordinator/agent-runtime/runtimes.js";
 
 export type CheckStatus = "ok" | "warning" | "failure";
 export interface CheckResult {
@@ -52,7 +54,8 @@ opens and passes its checks (read-only: integrity, write-ahead log, store identi
 every action the coordinator uses (DryRun, as coordinator --check-permissions); an identity
 certificate is there for each region in use; the agent-facing URL (publicUrl) resolves and answers
 from this host with this agent bundle; the events queue exists and EventBridge rules send to it;
-the agent bundle and this host's Node.js runtime, with their SHA-256. Each check prints ok, warning
+the agent bundle and this host's Node.js runtime, with their SHA-256; the agent runtime served to
+images without Node.js (a warning for an architecture it lacks). Each check prints ok, warning
 or failure with the fix (--json for scripts). Exit code 1 when any check fails.`,
   async run(argv) {
     const { values } = parseFlags(argv, {
@@ -92,7 +95,12 @@ export async function runChecks(o: { configFile?: string; localcloud?: string; d
   try {
     const base = o.configFile ? loadConfigFile(o.configFile) : parseConfig({});
     config = parseConfig(
-      { ...base, ...(o.localcloud && !base.ec2Endpoint ? { ec2Endpoint: o.localcloud } : {}) },
+      {
+        ...base,
+        ...(o.localcloud && !base.ec2Endpoint ? { ec2Endpoint: o.localcloud } : {}),
+        // As `spotkeep coordinator --localcloud`: this host's node is the agent runtime.
+        ...(o.localcloud && !base.agentRuntime.dir ? { agentRuntime: { ...base.agentRuntime, hostNode: true } } : {}),
+      },
       o.configFile ?? "defaults",
     );
     out.push(ok("config", o.configFile ? `${o.configFile} parses` : "no --config: the defaults"));
@@ -108,7 +116,29 @@ export async function runChecks(o: { configFile?: string; localcloud?: string; d
   out.push(await checkAgentUrl(config));
   out.push(...(await checkEventsQueue(config)));
   out.push(...checkArtifacts(config));
+  out.push(await checkAgentRuntime(config, dataDir));
   return out;
+}
+
+/** The Node.js runtime served to images without node: what the folder holds, each file checked by SHA-256. */
+async function checkAgentRuntime(config: CoordinatorConfig, dataDir: string): Promise<CheckResult> {
+  const check = "agent runtime";
+  if (config.agentRuntime.hostNode && !config.agentRuntime.dir)
+    return ok(check, `this host's node (Node.js ${process.version}) for linux-x64 and linux-arm64 (agentRuntime.hostNode: localcloud)`);
+  const r = new AgentRuntimes(config.agentRuntime.dir ? resolve(config.agentRuntime.dir) : join(dataDir, "agent-runtime"));
+  r.load();
+  const s = await r.verify();
+  const served = RUNTIME_ARCHES.filter((a) => s.served[a]);
+  const missing = RUNTIME_ARCHES.filter((a) => !s.served[a]).map((a) => `linux-${a}`);
+  const fix = `spotkeep runtime fetch --dir ${s.dir} (then restart the coordinator)`;
+  if (!served.length)
+    return warn(
+      check,
+      `none in ${s.dir}: an instance whose image has no Node.js 20.19+ cannot start the agent (${s.problems.join("; ")})`,
+      fix,
+    );
+  const detail = `Node.js ${s.version} for ${served.map((a) => `linux-${a}`).join(", ")} from ${s.dir}`;
+  return missing.length ? warn(check, `${detail}; none for ${missing.join(", ")} (${s.problems.join("; ")})`, fix) : ok(check, detail);
 }
 
 /** The SQLite store through a read-only connection: integrity, the WAL, the identity beside it. */

@@ -3,6 +3,7 @@
  * set-up; an unreachable agent URL, a permission the policy lacks, rules that no longer target the
  * queue and a deleted queue are each a failure with its fix and exit code 1; a bad config too.
  */
+import { packRuntime } from "../../coordinator/agent-runtime/fetch.js";
 import { spawn } from "node:child_process";
 import { createServer, type AddressInfo } from "node:net";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -50,6 +51,7 @@ function config(name: string, extra: Record<string, unknown> = {}): string {
       ec2Endpoint: env.lc.endpoint,
       events: { queueUrl: env.lc.eventsQueueUrl },
       agentBundlePath: AGENT_BUNDLE,
+      agentRuntime: { hostNode: true },
       ...extra,
     }),
   );
@@ -89,6 +91,7 @@ describe("spotkeep doctor", () => {
       "events rules",
       "agent bundle",
       "runtime",
+      "agent runtime",
     ]);
     expect(report.ok).toBe(true);
     expect(code).toBe(0);
@@ -101,6 +104,26 @@ describe("spotkeep doctor", () => {
     expect(table.stdout).toMatch(/^CHECK\s+RESULT\s+DETAIL\n/);
     expect(table.stdout).toMatch(/^agent URL\s+ok\s+http:\/\/127\.0\.0\.1:\d+ resolves and serves the agent bundle/m);
     expect(table.stdout).toContain("no check failed");
+  }, 120_000);
+
+  it("an agent runtime folder without a runtime, or without one architecture's, is a warning naming spotkeep runtime fetch", async () => {
+    const empty = join(dir, "runtime-empty");
+    const none = await doctor(config("no-runtime", { agentRuntime: { dir: empty } }));
+    expect(none.byCheck.get("agent runtime")).toMatchObject({
+      status: "warning",
+      detail: expect.stringMatching(/^none in .*runtime-empty: an instance whose image has no Node\.js 20\.19\+ cannot start the agent/),
+      fix: `spotkeep runtime fetch --dir ${empty} (then restart the coordinator)`,
+    });
+    expect(none.code).toBe(0);
+    const x64Only = join(dir, "runtime-x64");
+    await packRuntime({ dir: x64Only, binary: process.execPath, version: process.versions.node, arches: ["x64"] });
+    const half = await doctor(config("x64-runtime", { agentRuntime: { dir: x64Only } }));
+    expect(half.byCheck.get("agent runtime")).toMatchObject({
+      status: "warning",
+      detail: expect.stringMatching(
+        new RegExp(`^Node\\.js ${process.versions.node.replace(/\./g, "\\.")} for linux-x64 from .*; none for linux-arm64`),
+      ),
+    });
   }, 120_000);
 
   it("an agent URL that does not answer is a failure with its fix", async () => {
