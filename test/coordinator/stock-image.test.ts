@@ -5,11 +5,11 @@
  *    linux-arm64 runtime (localcloud serves the host's node for it, and the instance runs it on the
  *    host's processor), checks it and runs the agent; after an interruption the replacement, on a
  *    root made from that root, uses the kept copy and downloads nothing;
- *  - a coordinator whose runtime file was damaged after it started: the bootstrap refuses the
- *    download by its SHA-256 and reports it, and the create fails with the reason within seconds
- *    of model time instead of the restore's 20-minute budget.
+ *  - a coordinator whose runtime's binary is not the one its manifest names: the bootstrap refuses
+ *    it by its SHA-256 and reports it, and the create fails with the reason within seconds of model
+ *    time instead of the restore's 20-minute budget.
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -23,7 +23,7 @@ let dir: string;
 let env: Env;
 /** Serves the host's node as the runtime of both architectures (as `--localcloud` does). */
 let served: Coordinator;
-/** Serves a runtime whose file is damaged after the coordinator checked it. */
+/** Serves a runtime whose binary does not match the hash its manifest (and so the user-data) names. */
 let damaged: Coordinator;
 
 beforeAll(async () => {
@@ -35,12 +35,12 @@ beforeAll(async () => {
   mkdirSync(runtimeDir);
   writeFileSync(join(dir, "fake-node"), `#!/bin/sh\necho v99.0.0\n${"#".repeat(4096)}\n`, { mode: 0o755 });
   await packRuntime({ dir: runtimeDir, binary: join(dir, "fake-node"), version: "99.0.0", arches: ["x64"] });
+  // The .gz is intact (the coordinator's own check of it passes, so it is served), but the binary
+  // inside is not the one the manifest names: what instances unpack fails its SHA-256.
+  const manifest = JSON.parse(readFileSync(join(runtimeDir, "manifest.json"), "utf8"));
+  manifest.arches.x64.nodeSha256 = "0".repeat(64);
+  writeFileSync(join(runtimeDir, "manifest.json"), JSON.stringify(manifest));
   damaged = await inProcessCoordinator(env, join(dir, "damaged"), SCALE, { agentRuntime: { dir: runtimeDir } });
-  // Same size, other bytes: what a disk or a hand replacing the file behind the coordinator's back leaves.
-  const gz = join(runtimeDir, "node-linux-x64.gz");
-  const size = statSync(gz).size;
-  rmSync(gz);
-  writeFileSync(gz, Buffer.alloc(size, 7));
 });
 afterAll(async () => {
   await served?.stop();
@@ -86,7 +86,7 @@ describe("stock images (no Node.js on the instance)", () => {
     const wf = await damaged.engine.wait(workflowId);
     expect(wf.status).toBe("failed");
     expect(wf.error).toMatch(
-      /could not start the agent \(runtime\): refusing the runtime from \S+node-linux-x64\.gz: sha256 [0-9a-f]{64}, expected [0-9a-f]{64} \(after 5 attempts\)/,
+      /could not start the agent \(runtime\): refusing the runtime from \S+node-linux-x64\.gz: sha256 [0-9a-f]{64}, expected 0{64} \(after 5 attempts\)/,
     );
     expect((wf.finishedAt! - wf.startedAt) / SCALE / 60_000).toBeLessThan(10);
     const events = await damaged.store.events.list("damaged-db", 1000);
