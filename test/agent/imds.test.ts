@@ -275,7 +275,13 @@ describe("IMDS exchanges share one kept-alive connection and one token (NodeHttp
       "GET /latest/meta-data/spot/instance-action: no complete answer within 200 ms",
     );
     expect(await client.get("/latest/meta-data/ami-id")).toBe("ami-0a887e401f7654935");
-    expect(imds.connections).toBe(2);
+    // The hung connection is closed; the queued exchange went on it or, when its turn came after
+    // that close, on one of its own that its timeout closed too: 2 or 3 connections so far. From
+    // here one connection is kept: more exchanges open none.
+    const afterRecovery = imds.connections;
+    expect(afterRecovery === 2 || afterRecovery === 3).toBe(true);
+    for (let i = 0; i < 3; i++) expect(await client.get("/latest/meta-data/instance-id")).toBe("i-0123456789abcdef0");
+    expect(imds.connections).toBe(afterRecovery);
     client.close();
   });
 
