@@ -4,24 +4,15 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { crashingCoordinator } from "../cli/built.js";
 import type { Budget } from "../support/budgets.js";
+import { freePort } from "../support/ports.js";
 import { coordinatorConfig, type Env, OWNER_ENV, ROOT, until } from "./harness.js";
 
-export const TEST_TOKEN = "test-admin-token-0123456789";
+export { freePort };
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, "127.0.0.1", () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-    s.on("error", reject);
-  });
-}
+export const TEST_TOKEN = "test-admin-token-0123456789";
 
 export interface CoordinatorChild {
   child: ChildProcess;

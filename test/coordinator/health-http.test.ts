@@ -92,8 +92,8 @@ async function expectRecycled(name: string, wfId: string, before: { acks: string
 describe("autohealing with the real agent's HTTP probe", () => {
   it("an application whose HTTP health endpoint starts failing is recycled likewise", async () => {
     const name = "hl-http";
-    // A port free now: a random one can already be another test's server (every listen(0) picks from
-    // 32768 up), and the probe would then read that server instead of the application.
+    // A port reserved for this test process: a random one can already be another test's server, and
+    // the probe would then read that server instead of the application.
     const port = await freePort();
     const flag = join(dir, "unhealthy-");
     const before = await create(
