@@ -35,6 +35,7 @@ import { createFsFreezer, type Freezer } from "./storage/freezer.js";
 import { protectedDevices } from "./storage/filesystems.js";
 import { collectInventory, SOURCE_TIMEOUT_MS } from "./storage/inventory.js";
 import { listVolumeDevices } from "./storage/devices.js";
+import { changeVolume } from "./storage/volume-change.js";
 import type { AgentLink } from "./link/client.js";
 
 export const RESTORED_MARKER = "restored.json";
@@ -204,6 +205,23 @@ export class RunningAgent {
     }
   }
 
+  /**
+   * Grow a volume's filesystem or mount a volume attached while running, and answer `volume-changed`.
+   * Refused once the instance quiesced (it is going away). A mounted volume joins the mounts a
+   * quiesce freezes or unmounts.
+   */
+  private async volumeChange(m: MessageOf<"volume-change">): Promise<void> {
+    const { cfg, clock, log, scale } = this.ctx;
+    log.info("volume change requested", { action: m.action, volumeId: m.volume.volumeId, mountPoint: m.volume.mountPoint });
+    const report = this.quiesceRun
+      ? { ok: false, volumeId: m.volume.volumeId, steps: [], reason: "the instance quiesced: it is going away" }
+      : await changeVolume(m, { devDir: cfg.devDir, rootDir: cfg.rootDir, clock, log, scale });
+    if (report.ok && m.action === "mount" && !this.mounts.some((x) => x.volumeId === m.volume.volumeId)) this.mounts.push(m.volume);
+    const body = { type: "volume-changed" as const, ref: m.id, ...report };
+    if (this.link) this.link.send(body);
+    else this.ctx.store.enqueue({ v: 1, id: `a-local-v-${Date.now()}`, ...body });
+  }
+
   private sendQuiesced(r: QuiescedReport, ref: string | undefined): void {
     const body = {
       type: "quiesced" as const,
@@ -323,6 +341,8 @@ export class RunningAgent {
       case "restore-plan":
         log.warn("ignoring a restore-plan in run mode (restore runs as `spotkeep-agent restore`)");
         return;
+      case "volume-change":
+        return this.volumeChange(m);
       case "error":
         log.warn("coordinator reported an error", { code: m.code, message: m.message, ref: m.ref });
         return;

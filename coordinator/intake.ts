@@ -5,7 +5,7 @@
  *    spot request is marked for termination/stop/hibernation, or the instance is no longer running); an
  *    unconfirmed notice is an event on the timeline and terminates nothing;
  *  - a notice's deadline is clamped to what EC2 gives (at most two minutes from now);
- *  - replies (`quiesced`, `restored`) are recorded only with the id of the command they answer;
+ *  - replies (`quiesced`, `restored`, `volume-changed`) are recorded only with the id of the command they answer;
  *  - a scheduled-event notice is checked against EC2's DescribeInstanceStatus and, when EC2 lists
  *    the event, leads to a recycle ahead of its NotBefore (coordinator/health.ts);
  *  - an inventory is recorded for the session's own generation only (its instance id must be the
@@ -76,7 +76,8 @@ export class AgentIntake {
         return;
       }
       case "quiesced":
-      case "restored": {
+      case "restored":
+      case "volume-changed": {
         if (!msg.ref) {
           await this.refuse(
             name,
@@ -88,6 +89,13 @@ export class AgentIntake {
         }
         if (!(await store.agentReports.record(session.instanceId, msg.type, msg.ref, msg))) return;
         const detail = msg.type === "quiesced" ? `clean: ${msg.clean}` : `ok: ${msg.ok}`;
+        if (msg.type === "volume-changed") {
+          const where = msg.mountPoint ? ` at ${msg.mountPoint}` : "";
+          const size = msg.filesystemBytes !== undefined ? `, filesystem ${(msg.filesystemBytes / 2 ** 30).toFixed(2)} GiB` : "";
+          const why = msg.ok ? "" : `: ${(msg.reason ?? "no reason given").slice(0, 500)}`;
+          await store.events.add(name, msg.type, `${session.instanceId} ${msg.volumeId}${where} (${detail}${size})${why}`);
+          return;
+        }
         await store.events.add(name, msg.type, `${session.instanceId} ${msg.type} (${detail})`);
         return;
       }

@@ -11,6 +11,7 @@
  *   running ──pause──▶ pausing ──▶ paused ──resume──▶ resuming ──▶ running
  *   running ──recycle──▶ recycling ──▶ running
  *   running, paused, failed ──delete──▶ deleting ──▶ deleted
+ *   running ──grow──▶ running (volumes grow or join live; the instance serves throughout)
  *   a workflow that fails before its new generation serves leaves `failed`; resume, recycle and
  *   delete start from it. A failure after that (retention, an old root's deletion) is an event.
  */
@@ -19,7 +20,7 @@ import { STEP } from "../shared/steps.js";
 import type { Generation, StatefulInstance, Store, StoreTx, WorkflowRecord } from "./db/store.js";
 
 /** The workflow kinds that move one stateful instance (group workflows move a group). */
-export type InstanceWorkflowKind = "create" | "import" | "replace" | "recycle" | "pause" | "resume" | "delete" | "snapshot";
+export type InstanceWorkflowKind = "create" | "import" | "replace" | "recycle" | "pause" | "resume" | "delete" | "snapshot" | "grow";
 
 /** Who asks for a start: an operator (API, CLI, console), a spec's scheduled task, or the coordinator itself. */
 export type Starter = "operator" | "schedule" | "system";
@@ -67,6 +68,18 @@ export const STARTS = {
     alongside: "any",
     notForGroupMembers: "update the group's template (spotkeep group update)",
   },
+  /**
+   * An update that grows data volumes or adds new ones runs them live on the serving generation:
+   * from running only, and never alongside a pause, recycle or another change (a replacement may
+   * start alongside it: runbooks/grow.ts converges either way).
+   */
+  "update volumes": {
+    by: "operator",
+    runs: "grow",
+    from: ["running"],
+    needsLiveInstance: true,
+    notForGroupMembers: "update the group's template (spotkeep group update)",
+  },
   // A spec's scheduled tasks: only from the state the task is meant for.
   "scheduled pause": { by: "schedule", runs: "pause", from: ["running"], needsLiveInstance: true, planned: true },
   "scheduled resume": { by: "schedule", runs: "resume", from: ["paused"] },
@@ -74,7 +87,7 @@ export const STARTS = {
   "scheduled snapshot": { by: "schedule", runs: "snapshot", from: ["running"], needsLiveInstance: true, needsDataVolumes: true },
   // The coordinator itself.
   /** A spot interruption or a lost instance: never delayed, and a snapshot in flight does not hold it up. */
-  replace: { by: "system", runs: "replace", from: ["running"], alongside: ["snapshot"], needsLiveInstance: true },
+  replace: { by: "system", runs: "replace", from: ["running"], alongside: ["snapshot", "grow"], needsLiveInstance: true },
   /** Autohealing and scheduled maintenance recycle the live generation. */
   heal: { by: "system", runs: "recycle", from: ["running"], alongside: ["snapshot"], needsLiveInstance: true, planned: true },
   /** A group's update rolls its new template over a serving member. */
@@ -194,6 +207,11 @@ export const WORKFLOW_STATES: Readonly<Record<InstanceWorkflowKind, WorkflowStat
   delete: { during: "deleting", succeeded: "deleted", failed: "failed" },
   /** A snapshot leaves the instance serving: it has no state of its own, and its failure is an event. */
   snapshot: { during: null, succeeded: null, failed: null },
+  /**
+   * A live volume change leaves the instance serving; its failure is an event: the stored spec is
+   * still the one before the update, and the volumes are as large as EC2 made them.
+   */
+  grow: { during: null, succeeded: null, failed: null },
 };
 
 export function isInstanceWorkflowKind(kind: string): kind is InstanceWorkflowKind {

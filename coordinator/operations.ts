@@ -23,6 +23,8 @@ import { type DiscoveryGateway, discoverInstance } from "./import/discover.js";
 import { ImportRefused, planImport } from "./import/plan.js";
 import { taskKey } from "./tasks.js";
 import { admitPlannedWork, plannedWorkRefusal } from "./planned-work.js";
+import { coolDownProblems, planVolumeChanges, type VolumeGrowth } from "./volume-changes.js";
+import type { GrowInput } from "./workflow/runbooks/grow.js";
 
 /** The trigger recorded on move-back-to-spot recycles (the schedule's backoff reads it). */
 export const REVERT_TRIGGER = "revert-to-spot";
@@ -31,7 +33,12 @@ export interface OperationsDeps {
   store: Store;
   engine: Engine;
   /** Asked whether a failed generation's EC2 instance still runs (recycle of a failed instance), and what an import adopts. */
-  ec2?: Pick<Ec2Gateway, "describeInstances"> & Partial<DiscoveryGateway> & ArchitectureGateway;
+  ec2?: Pick<Ec2Gateway, "describeInstances"> &
+    Partial<DiscoveryGateway> &
+    ArchitectureGateway &
+    Partial<Pick<Ec2Gateway, "describeVolumesModifications">>;
+  /** Model ms elapsed since a wall-clock time (EC2's cool-down after a volume modification is 6 model hours). */
+  modelMsSince?: (wallMs: number) => number;
   /** The region EC2 calls go to (an imported spec's region). */
   region?: string;
   log: (line: string) => void;
@@ -349,14 +356,49 @@ export class Operations {
     });
   }
 
-  /** Store a new spec for an instance, applied at its next generation; `recycle` applies it now. */
+  /**
+   * Store a new spec for an instance, applied at its next generation; `recycle` applies it now. An
+   * update that grows data volumes or adds new ones (coordinator/volume-changes.ts) instead starts
+   * the `grow` runbook on the running instance, which stores the spec once the change is in place.
+   */
   async update(name: string, spec: StatefulInstanceSpec, opts: { recycle: boolean }): Promise<{ workflowId: string | null }> {
     this.checkSpec(spec);
     await this.refuseArchitectureMismatch(spec, () => this.nextBootImage(name, spec));
-    await this.d.store.tx(async (t) => {
-      const { inst, facts } = await this.admit(t, name, "update");
+    const current = await this.d.store.instances.get(name);
+    const plan = current ? planVolumeChanges(current.spec, spec) : null;
+    const live = plan && (plan.grow.length || plan.add.length);
+    if (live && plan.problems.length === 0) await this.refuseCoolDown(name, plan.grow);
+    const workflowId = await this.d.store.tx(async (t) => {
+      const { inst, g, facts } = await this.admit(t, name, "update");
       const problems = immutableChanges(inst.spec, spec);
       if (problems.length) throw new Refusal("invalid", problems.join("; "));
+      const volumes = planVolumeChanges(inst.spec, spec);
+      // Another update while a volume change runs would be overwritten when that change stores its spec.
+      const growing = facts.running.find((w) => w.kind === "grow");
+      if (growing)
+        throw new Refusal(
+          "conflict",
+          `${name} is busy with grow ${growing.id}: its volume change stores the spec when done; update after it`,
+        );
+      if (volumes.grow.length || volumes.add.length) {
+        if (opts.recycle)
+          throw new Refusal(
+            "invalid",
+            "persistence.volumes: a volume change is made live on the running instance; update without --recycle",
+          );
+        const why = refusalOf("update volumes", facts);
+        if (why) throw new Refusal("conflict", `persistence.volumes: ${why}`);
+        const instanceId = g?.ec2InstanceId;
+        if (!instanceId) throw new Refusal("conflict", `${name} has no live EC2 instance for its volumes to change on`);
+        const input: GrowInput = { name, generation: inst.generation, instanceId, spec, grow: volumes.grow, add: volumes.add };
+        const wf = await this.d.engine.start("grow", name, input, "spec update", t);
+        const what = [
+          ...volumes.grow.map((v) => `${v.device} to ${v.sizeGiB} GiB ${v.volumeType}`),
+          ...volumes.add.map((d) => `new volume ${d}`),
+        ].join(", ");
+        await t.events.add(name, "update-started", `spec update: ${what} on ${instanceId}; the spec is stored once in place`, wf);
+        return wf;
+      }
       if (opts.recycle) {
         const why = refusalOf("recycle", facts);
         if (why) throw new Refusal("conflict", facts.running.length ? `${why}; update without --recycle, or retry` : why);
@@ -370,9 +412,24 @@ export class Operations {
         "updated",
         `spec updated${opts.recycle ? "; recycling to apply it now" : "; applied at the next generation"}`,
       );
+      return null;
     });
+    if (workflowId) return { workflowId };
     if (!opts.recycle) return { workflowId: null };
     return this.run(name, "recycle", "spec update");
+  }
+
+  /** Refuses (invalid, naming the device) a growth EC2 would refuse for its cool-down; changes nothing. */
+  private async refuseCoolDown(name: string, grow: VolumeGrowth[]): Promise<void> {
+    const describe = this.d.ec2?.describeVolumesModifications;
+    if (!describe || grow.length === 0) return;
+    const volumes = await this.d.store.volumes.list(name);
+    const volumeOf = (device: string) => volumes.find((v) => v.device === device)?.volumeId ?? null;
+    const ids = grow.map((g) => volumeOf(g.device)).filter((id): id is string => id !== null);
+    const mods = await describe.call(this.d.ec2, ids);
+    const since = this.d.modelMsSince ?? ((wallMs: number) => Date.now() - wallMs);
+    const problems = coolDownProblems(grow, volumeOf, mods, since);
+    if (problems.length) throw new Refusal("invalid", problems.join("; "));
   }
 
   /**
@@ -449,19 +506,16 @@ export class Operations {
   }
 }
 
-/** Fields a running stateful instance cannot change: each change found, with the field named. */
+/**
+ * Fields a stateful instance cannot change: each change found, with the field named. Data volumes
+ * may grow, change type/IOPS/throughput within EC2's limits, and be added (planVolumeChanges).
+ */
 export function immutableChanges(before: StatefulInstanceSpec, after: StatefulInstanceSpec): string[] {
   const out: string[] = [];
   if (after.name !== before.name) out.push(`name: cannot change (${before.name})`);
   if (after.region !== before.region) out.push(`region: cannot change (${before.region})`);
-  const devs = (s: StatefulInstanceSpec) => s.persistence.volumes.map((v) => v.device).join(",");
-  if (devs(after) !== devs(before)) out.push(`persistence.volumes: the devices cannot change (${devs(before) || "none"})`);
-  for (const [i, v] of after.persistence.volumes.entries()) {
-    const old = before.persistence.volumes[i];
-    if (!old) continue;
-    for (const f of ["sizeGiB", "type", "iops", "throughput", "fsType", "volumeId"] as const)
-      if (v[f] !== old[f]) out.push(`persistence.volumes[${i}].${f}: cannot change on an existing volume (${String(old[f])})`);
-  }
+  // Data volumes grow and join live (volume-changes.ts); what cannot change is refused there.
+  out.push(...planVolumeChanges(before, after).problems);
   if (after.persistence.root !== before.persistence.root) out.push("persistence.root: cannot change");
   if (after.persistence.dataMethod !== before.persistence.dataMethod) out.push("persistence.dataMethod: cannot change");
   if (JSON.stringify(after.persistence.network) !== JSON.stringify(before.persistence.network))

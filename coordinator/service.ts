@@ -52,6 +52,7 @@ import { pauseRunbook } from "./workflow/runbooks/pause.js";
 import { resumeRunbook } from "./workflow/runbooks/resume.js";
 import { deleteRunbook } from "./workflow/runbooks/delete.js";
 import { snapshotRunbook } from "./workflow/runbooks/snapshot.js";
+import { growRunbook } from "./workflow/runbooks/grow.js";
 import { GroupOperations } from "./groups/operations.js";
 import { registerGroupMetrics } from "./groups/metrics.js";
 import type { GroupRunbookDeps } from "./groups/runbooks.js";
@@ -328,6 +329,7 @@ async function startOn(o: Opened): Promise<Coordinator> {
       pause: pauseRunbook(deps),
       resume: resumeRunbook(deps),
       snapshot: snapshotRunbook(deps),
+      grow: growRunbook(deps),
       delete: deleteRunbook(deps),
       "group-scale": groupScaleRunbook(groupDeps),
       "group-update": groupUpdateRunbook(groupDeps),
@@ -371,6 +373,7 @@ async function startOn(o: Opened): Promise<Coordinator> {
     region: config.region,
     log,
     calendar,
+    modelMsSince: (wallMs) => clock.modelMsSince(wallMs),
     runtimeFor,
     renderUserData: deps.userData,
   });

@@ -27,6 +27,10 @@ export interface LatencyProfile {
   detachEni: number;
   /** How long a terminated instance stays visible in DescribeInstances. */
   terminatedVisible: number;
+  /** ModifyVolume: `modifying` → `optimizing` (the new size is usable from there). */
+  modifyVolume?: number;
+  /** ModifyVolume: `optimizing` → `completed`. */
+  optimizeVolume?: number;
 }
 
 export const PROFILES: Readonly<Record<LatencyProfile["name"], Readonly<LatencyProfile>>> = {
@@ -49,6 +53,8 @@ export const PROFILES: Readonly<Record<LatencyProfile["name"], Readonly<LatencyP
     attachEni: 3,
     detachEni: 3,
     terminatedVisible: 3_600_000,
+    modifyVolume: 5,
+    optimizeVolume: 10,
   },
   // Published figures; stopping, ENI attach/detach and volume delete are our estimates.
   realistic: {
@@ -69,6 +75,9 @@ export const PROFILES: Readonly<Record<LatencyProfile["name"], Readonly<LatencyP
     attachEni: 2_000,
     detachEni: 3_000,
     terminatedVisible: 3_600_000,
+    // Our estimates: EC2 gives no figures; a size change is usable within minutes, optimizing takes longer.
+    modifyVolume: 30_000,
+    optimizeVolume: 300_000,
   },
 };
 

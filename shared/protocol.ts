@@ -240,6 +240,25 @@ export const Restored = z.object({
   reason: z.string().optional(),
 });
 
+/**
+ * The answer to a `volume-change` (`ref` = its id): the volume found, mounted or its filesystem grown.
+ * `deviceBytes` is the size of the block device the agent saw, `filesystemBytes` the size of the
+ * mounted filesystem afterwards (statfs); both absent for a directory volume (process runtime).
+ */
+export const VolumeChanged = z.object({
+  ...envelope,
+  type: z.literal("volume-changed"),
+  ref: id.optional(),
+  ok: z.boolean(),
+  volumeId,
+  device: reportedPath.optional(),
+  mountPoint: reportedPath.optional(),
+  deviceBytes: byteCount.optional(),
+  filesystemBytes: byteCount.optional(),
+  steps: z.array(StepTiming).max(64),
+  reason: z.string().max(4096).optional(),
+});
+
 export const Ready = z.object({
   ...envelope,
   type: z.literal("ready"),
@@ -356,13 +375,47 @@ export const RestorePlan = z.object({
   deviceTimeoutMs: z.number().int().min(100).max(600_000).default(120_000),
 });
 
+/**
+ * A data volume of a running instance changes: `grow` its filesystem online once the device shows at
+ * least `minSizeBytes` (ext2/3/4: resize2fs on the device; xfs: xfs_growfs on the mount point), or
+ * `mount` a volume just attached (found by id, formatted only with formatIfBlank and no signature at
+ * all, mounted as a restore does). Idempotent: a grown filesystem or a volume already mounted there
+ * is reported as it is. Answered with `volume-changed`.
+ */
+export const VolumeChange = z.object({
+  ...envelope,
+  type: z.literal("volume-change"),
+  action: z.enum(["grow", "mount"]),
+  volume: Mount.extend({ device: z.string().min(1).max(64), fsType: z.string().min(1).max(16).default("ext4") }),
+  /** grow: the device must show at least this many bytes first (the volume's new size); at most 64 TiB. */
+  minSizeBytes: z
+    .number()
+    .int()
+    .positive()
+    .max(64 * 2 ** 40)
+    .optional(),
+  /** How long to wait for the device to appear (mount) or reach minSizeBytes (grow), model ms. */
+  deviceTimeoutMs: z.number().int().min(100).max(600_000).default(120_000),
+});
+
 export const Shutdown = z.object({
   ...envelope,
   type: z.literal("shutdown"),
   reason: z.string().max(256).optional(),
 });
 
-export const AgentMessage = z.discriminatedUnion("type", [Hello, Inventory, Notice, Quiesced, Restored, Ready, Heartbeat, ErrorMsg, Ack]);
+export const AgentMessage = z.discriminatedUnion("type", [
+  Hello,
+  Inventory,
+  Notice,
+  Quiesced,
+  Restored,
+  Ready,
+  Heartbeat,
+  ErrorMsg,
+  Ack,
+  VolumeChanged,
+]);
 export const CoordinatorMessage = z.discriminatedUnion("type", [
   Welcome,
   Quiesce,
@@ -372,6 +425,7 @@ export const CoordinatorMessage = z.discriminatedUnion("type", [
   Shutdown,
   ErrorMsg,
   Ack,
+  VolumeChange,
 ]);
 export const AnyMessage = z.union([AgentMessage, CoordinatorMessage]);
 
@@ -381,7 +435,18 @@ export type Message = AgentMessage | CoordinatorMessage;
 export type MessageType = Message["type"];
 export type MessageOf<T extends MessageType> = Extract<Message, { type: T }>;
 
-export const AGENT_MESSAGE_TYPES = ["hello", "inventory", "notice", "quiesced", "restored", "ready", "heartbeat", "error", "ack"] as const;
+export const AGENT_MESSAGE_TYPES = [
+  "hello",
+  "inventory",
+  "notice",
+  "quiesced",
+  "restored",
+  "ready",
+  "heartbeat",
+  "error",
+  "ack",
+  "volume-changed",
+] as const;
 export const COORDINATOR_MESSAGE_TYPES = [
   "welcome",
   "quiesce",
@@ -391,6 +456,7 @@ export const COORDINATOR_MESSAGE_TYPES = [
   "shutdown",
   "error",
   "ack",
+  "volume-change",
 ] as const;
 
 export type ParseResult<T> = { ok: true; message: T } | { ok: false; error: ValidationError };

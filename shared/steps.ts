@@ -61,6 +61,8 @@ export const STEP = {
   drainTargets: "drain-targets",
   registerTargets: "register-targets",
   waitTargetsHealthy: "wait-targets-healthy",
+  /** A live volume change (grow runbook): the new spec and the new volumes recorded once in place. */
+  record: "record",
 } as const;
 
 /** Steps named after the one thing they act on: a data volume's device, or a group member. */
@@ -80,4 +82,9 @@ export const STEP_OF = {
   releaseMember: (member: string) => `release ${member}`,
   rollMember: (member: string) => `roll ${member}`,
   waitMember: (member: string) => `wait ${member}`,
+  /** A live volume change (grow runbook): ModifyVolume, its wait, the agent's online filesystem grow, a new volume's mount. */
+  modify: (device: string) => `modify ${device}`,
+  waitModified: (device: string) => `wait-modified ${device}`,
+  growFilesystem: (device: string) => `grow-fs ${device}`,
+  mount: (device: string) => `mount ${device}`,
 } as const;

@@ -67,48 +67,10 @@ export class RestoreError extends Error {
 export async function restoreVolumes(plan: RestorePlan, deps: RestoreDeps): Promise<RestoreReport> {
   const steps: StepTiming[] = [];
   const volumes: RestoredVolumeReport[] = [];
-  const ms = (t: number) => Math.max(0, Math.round(deps.clock.now() - t));
   for (const vol of plan.volumes) {
-    const started = deps.clock.now();
-    try {
-      const dev = await waitForDevice(vol, deps.scale(plan.deviceTimeoutMs), deps);
-      steps.push({ name: `device:${vol.volumeId}`, ok: true, ms: ms(started), detail: `${dev.path} -> ${dev.real}` });
-      const mountPoint = vol.mountPoint;
-      if (mountPoint === undefined) {
-        // An adopted volume without a mount point: attached and found, left for the workload to mount.
-        volumes.push({ volumeId: vol.volumeId, device: dev.path, checked: false, ms: ms(started) });
-        deps.log.info("volume found, not mounted (no mount point given)", { volumeId: vol.volumeId, device: dev.path });
-        continue;
-      }
-      let checked = false;
-      if (dev.kind === "block") {
-        if (vol.formatIfBlank) {
-          const t = deps.clock.now();
-          const detail = await formatIfBlank(dev.path, vol.fsType, vol.volumeId);
-          steps.push({ name: `format:${vol.volumeId}`, ok: true, ms: ms(t), detail });
-        }
-        if (!plan.previousClean) {
-          const t = deps.clock.now();
-          const detail = await checkFilesystem(dev.path, vol.fsType, mountPoint);
-          checked = true;
-          steps.push({ name: `fsck:${vol.volumeId}`, ok: true, ms: ms(t), detail });
-        }
-        const t = deps.clock.now();
-        await mountBlock(dev, { ...vol, mountPoint: hostPath({ rootDir: deps.rootDir }, mountPoint) });
-        steps.push({ name: `mount:${mountPoint}`, ok: true, ms: ms(t) });
-      } else {
-        const t = deps.clock.now();
-        linkDirectory(dev, { ...vol, mountPoint }, deps.rootDir);
-        steps.push({ name: `mount:${mountPoint}`, ok: true, ms: ms(t), detail: "directory volume (process runtime): linked" });
-      }
-      volumes.push({ volumeId: vol.volumeId, device: dev.path, mountPoint: mountPoint, checked, ms: ms(started) });
-      deps.log.info("volume restored", { volumeId: vol.volumeId, device: dev.path, mountPoint: mountPoint, checked });
-    } catch (err) {
-      const reason = errorText(err);
-      steps.push({ name: `restore:${vol.volumeId}`, ok: false, ms: ms(started), detail: reason });
-      deps.log.error("restore failed", { volumeId: vol.volumeId, error: reason });
-      return { ok: false, volumes, steps, reason };
-    }
+    const r = await restoreVolume(vol, { previousClean: plan.previousClean, deviceTimeoutMs: plan.deviceTimeoutMs }, deps, steps);
+    if (!r.ok) return { ok: false, volumes, steps, reason: r.reason };
+    volumes.push(r.volume);
   }
   if (plan.hooks.postRestore) {
     const step = await runHook("postRestore", plan.hooks.postRestore, {
@@ -120,6 +82,60 @@ export async function restoreVolumes(plan: RestorePlan, deps: RestoreDeps): Prom
     if (!step.ok) return { ok: false, volumes, steps, reason: `postRestore hook failed: ${step.detail?.split("\n")[0] ?? ""}` };
   }
   return { ok: true, volumes, steps };
+}
+
+/**
+ * One volume of a restore, and a volume attached to a running instance (`volume-change` mount):
+ * wait for its device, format it when `formatIfBlank` and it carries no signature, check it when the
+ * previous generation did not quiesce cleanly, mount (or link) it at its mount point. Each step is
+ * appended to `steps`; a failure is returned with its reason, never thrown.
+ */
+export async function restoreVolume(
+  vol: Mount,
+  o: { previousClean: boolean; deviceTimeoutMs: number },
+  deps: RestoreDeps,
+  steps: StepTiming[],
+): Promise<{ ok: true; volume: RestoredVolumeReport; dev: VolumeDevice } | { ok: false; reason: string }> {
+  const ms = (t: number) => Math.max(0, Math.round(deps.clock.now() - t));
+  const started = deps.clock.now();
+  try {
+    const dev = await waitForDevice(vol, deps.scale(o.deviceTimeoutMs), deps);
+    steps.push({ name: `device:${vol.volumeId}`, ok: true, ms: ms(started), detail: `${dev.path} -> ${dev.real}` });
+    const mountPoint = vol.mountPoint;
+    if (mountPoint === undefined) {
+      // An adopted volume without a mount point: attached and found, left for the workload to mount.
+      deps.log.info("volume found, not mounted (no mount point given)", { volumeId: vol.volumeId, device: dev.path });
+      return { ok: true, volume: { volumeId: vol.volumeId, device: dev.path, checked: false, ms: ms(started) }, dev };
+    }
+    let checked = false;
+    if (dev.kind === "block") {
+      if (vol.formatIfBlank) {
+        const t = deps.clock.now();
+        const detail = await formatIfBlank(dev.path, vol.fsType, vol.volumeId);
+        steps.push({ name: `format:${vol.volumeId}`, ok: true, ms: ms(t), detail });
+      }
+      if (!o.previousClean) {
+        const t = deps.clock.now();
+        const detail = await checkFilesystem(dev.path, vol.fsType, mountPoint);
+        checked = true;
+        steps.push({ name: `fsck:${vol.volumeId}`, ok: true, ms: ms(t), detail });
+      }
+      const t = deps.clock.now();
+      await mountBlock(dev, { ...vol, mountPoint: hostPath({ rootDir: deps.rootDir }, mountPoint) });
+      steps.push({ name: `mount:${mountPoint}`, ok: true, ms: ms(t) });
+    } else {
+      const t = deps.clock.now();
+      linkDirectory(dev, { ...vol, mountPoint }, deps.rootDir);
+      steps.push({ name: `mount:${mountPoint}`, ok: true, ms: ms(t), detail: "directory volume (process runtime): linked" });
+    }
+    deps.log.info("volume restored", { volumeId: vol.volumeId, device: dev.path, mountPoint: mountPoint, checked });
+    return { ok: true, volume: { volumeId: vol.volumeId, device: dev.path, mountPoint: mountPoint, checked, ms: ms(started) }, dev };
+  } catch (err) {
+    const reason = errorText(err);
+    steps.push({ name: `restore:${vol.volumeId}`, ok: false, ms: ms(started), detail: reason });
+    deps.log.error("restore failed", { volumeId: vol.volumeId, error: reason });
+    return { ok: false, reason };
+  }
 }
 
 async function waitForDevice(vol: Mount, timeoutMs: number, deps: RestoreDeps): Promise<VolumeDevice> {

@@ -13,7 +13,7 @@
  *  - Malformed, oversized or binary frames close the session; nothing they carried is acted on.
  *  - Commands are at-least-once: kept until the agent acks them, resent on reconnect and on a
  *    timer. Inbound messages are handled one at a time per connection, deduplicated by id, and
- *    acked once handled. A reply (`quiesced`, `restored`) is handed on only when its `ref` names a
+ *    acked once handled. A reply (`quiesced`, `restored`, `volume-changed`) is handed on only when its `ref` names a
  *    command of the matching kind sent to that instance and not yet answered; reports beyond a
  *    per-minute count and byte budget are dropped unacknowledged.
  *  - An exception in a handler closes that session with 1011; it never reaches the process.
@@ -154,10 +154,12 @@ interface Pending {
 }
 
 /** The reply each command expects, by command type. */
-const REPLY_TO: Partial<Record<CoordinatorMessage["type"], "quiesced" | "restored">> = {
+type ReplyType = "quiesced" | "restored" | "volume-changed";
+const REPLY_TO: Partial<Record<CoordinatorMessage["type"], ReplyType>> = {
   quiesce: "quiesced",
   "freeze-for-snapshot": "quiesced",
   "restore-plan": "restored",
+  "volume-change": "volume-changed",
 };
 /** Unanswered commands remembered per instance; the oldest is forgotten beyond this. */
 const MAX_OUTSTANDING = 256;
@@ -180,7 +182,7 @@ export class AgentHub {
   private readonly wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES });
   private readonly sessions = new Map<string, Connection>();
   private readonly pending = new Map<string, Map<string, Pending>>();
-  private readonly outstanding = new Map<string, Map<string, "quiesced" | "restored">>();
+  private readonly outstanding = new Map<string, Map<string, ReplyType>>();
   /** Commands whose reply was handled (recent ones), so a second answer is told from an unknown one. */
   private readonly answered = new Map<string, Set<string>>();
   /** Dropped-but-unacked reply ids already reported, so a resent one is reported once. */
@@ -440,7 +442,7 @@ export class AgentHub {
     const seen = this.seenFor(session.instanceId);
     if (seen.has(msg.id)) return this.ack(conn, msg.id);
     let answers: string | null = null;
-    if (msg.type === "quiesced" || msg.type === "restored") {
+    if (msg.type === "quiesced" || msg.type === "restored" || msg.type === "volume-changed") {
       const verdict = this.replyVerdict(session.instanceId, msg.type, msg.ref);
       if (verdict !== "outstanding") {
         const { instanceId } = session;
@@ -477,7 +479,7 @@ export class AgentHub {
 
   private replyVerdict(
     instanceId: string,
-    type: "quiesced" | "restored",
+    type: ReplyType,
     ref: string | undefined,
   ): "outstanding" | "no-ref" | "wrong-kind" | "answered" | "unknown" {
     if (ref === undefined) return "no-ref";

@@ -27,9 +27,11 @@ import {
   DescribeSpotPriceHistoryCommand,
   DescribeSubnetsCommand,
   DescribeVolumesCommand,
+  DescribeVolumesModificationsCommand,
   DetachVolumeCommand,
   ModifyInstanceAttributeCommand,
   ModifyNetworkInterfaceAttributeCommand,
+  ModifyVolumeCommand,
   RegisterImageCommand,
   RunInstancesCommand,
   StartInstancesCommand,
@@ -40,6 +42,7 @@ import {
   type InstanceStatus,
   type Tag,
   type Volume,
+  type VolumeModification,
   type Snapshot,
   type Image,
   type NetworkInterface,
@@ -77,6 +80,8 @@ import {
   type Tags,
   type VolumeInfo,
   type TaggedResources,
+  type ModifyVolumeRequest,
+  type VolumeModificationInfo,
 } from "./gateway.js";
 
 /**
@@ -954,6 +959,63 @@ class AwsGateway implements Ec2Gateway {
       this.client.send(new CreateTagsCommand({ Resources: resourceIds, Tags: toTags(tags) })),
     );
   }
+
+  async modifyVolume(req: ModifyVolumeRequest): Promise<VolumeModificationInfo> {
+    const asked = [
+      req.sizeGiB !== undefined ? `${req.sizeGiB} GiB` : "",
+      req.volumeType ?? "",
+      req.iops !== undefined ? `${req.iops} IOPS` : "",
+      req.throughput !== undefined ? `${req.throughput} MiB/s` : "",
+    ].filter(Boolean);
+    const out = await this.call("ModifyVolume", `modifying ${req.volumeId} to ${asked.join(", ")}`, () =>
+      this.client.send(
+        new ModifyVolumeCommand({
+          VolumeId: req.volumeId,
+          Size: req.sizeGiB,
+          VolumeType: req.volumeType as VolumeType | undefined,
+          Iops: req.iops,
+          Throughput: req.throughput,
+        }),
+      ),
+    );
+    return volumeModificationInfo(out.VolumeModification ?? { VolumeId: req.volumeId, ModificationState: "modifying" });
+  }
+
+  async describeVolumesModifications(volumeIds: string[]): Promise<VolumeModificationInfo[]> {
+    if (volumeIds.length === 0) return [];
+    // By filter, not by id: an id of a volume never modified would fail the whole call (InvalidVolumeModification.NotFound).
+    const all: VolumeModificationInfo[] = [];
+    let token: string | undefined;
+    do {
+      const out = await this.call("DescribeVolumesModifications", `describing the modifications of ${volumeIds.join(", ")}`, () =>
+        this.client.send(
+          new DescribeVolumesModificationsCommand({
+            Filters: [{ Name: "volume-id", Values: volumeIds }],
+            NextToken: token,
+            MaxResults: 500,
+          }),
+        ),
+      );
+      for (const m of out.VolumesModifications ?? []) all.push(volumeModificationInfo(m));
+      token = out.NextToken;
+    } while (token);
+    return all;
+  }
+}
+
+function volumeModificationInfo(m: VolumeModification): VolumeModificationInfo {
+  return {
+    volumeId: m.VolumeId ?? "",
+    state: m.ModificationState ?? "modifying",
+    targetSizeGiB: m.TargetSize ?? null,
+    targetVolumeType: m.TargetVolumeType ?? null,
+    targetIops: m.TargetIops ?? null,
+    targetThroughput: m.TargetThroughput ?? null,
+    progress: m.Progress ?? 0,
+    statusMessage: m.StatusMessage ?? null,
+    startTime: m.StartTime?.getTime() ?? null,
+    endTime: m.EndTime?.getTime() ?? null,
+  };
 }
 
 /**
@@ -992,6 +1054,7 @@ function permissionDryRuns(region: string): Record<string, () => object> {
     DescribeSpotPriceHistory: () => new DescribeSpotPriceHistoryCommand({ DryRun, MaxResults: 5 }),
     DescribeSubnets: () => new DescribeSubnetsCommand({ DryRun, MaxResults: 5 }),
     DescribeVolumes: () => new DescribeVolumesCommand({ DryRun, MaxResults: 5 }),
+    DescribeVolumesModifications: () => new DescribeVolumesModificationsCommand({ DryRun, MaxResults: 5 }),
     DetachNetworkInterface: () => new DetachNetworkInterfaceCommand({ DryRun, AttachmentId: `eni-attach-${zeros}` }),
     DetachVolume: () => new DetachVolumeCommand({ DryRun, VolumeId: id.vol }),
     ModifyInstanceAttribute: () =>
@@ -1000,6 +1063,7 @@ function permissionDryRuns(region: string): Record<string, () => object> {
         InstanceId: id.i,
         BlockDeviceMappings: [{ DeviceName: "/dev/xvda", Ebs: { DeleteOnTermination: false } }],
       }),
+    ModifyVolume: () => new ModifyVolumeCommand({ DryRun, VolumeId: id.vol, Size: 2 }),
     ModifyNetworkInterfaceAttribute: () =>
       new ModifyNetworkInterfaceAttributeCommand({
         DryRun,

@@ -19,6 +19,8 @@ const NOT_FOUND = new Set([
   "InvalidAttachment.NotFound",
   "InvalidAttachmentID.NotFound",
   "InvalidSubnetID.NotFound",
+  // DescribeVolumesModifications by id of a volume never modified.
+  "InvalidVolumeModification.NotFound",
 ]);
 
 const TRANSIENT = new Set([
@@ -35,6 +37,20 @@ const TRANSIENT = new Set([
   "ServiceUnavailable",
   "Unavailable",
   "IdempotentInstanceTerminated",
+  // ModifyVolume while the volume's previous modification is still modifying or optimizing.
+  "IncorrectModificationState",
+]);
+
+/**
+ * Codes that say the request cannot succeed as asked, listed so each one is classified on purpose
+ * (every code not listed above is fatal too): ModifyVolume within 6 hours of the volume's previous
+ * modification, a size below the current one or a target EC2 does not offer.
+ */
+const FATAL = new Set([
+  "VolumeModificationRateExceeded",
+  "InvalidParameterValue",
+  "InvalidParameterDependency",
+  "InvalidParameterCombination",
 ]);
 
 const CAPACITY = new Set([
@@ -75,6 +91,7 @@ export function classify(err: unknown): ErrorClass {
   if (THROTTLING.has(code)) return "throttling";
   if (CAPACITY.has(code)) return "capacity";
   if (TRANSIENT.has(code)) return "transient-in-use";
+  if (FATAL.has(code)) return "fatal";
   return "fatal";
 }
 

@@ -90,6 +90,31 @@ export interface VolumeInfo {
   tags: Tags;
 }
 
+/** A volume's latest Elastic Volumes modification (DescribeVolumesModifications). */
+export interface VolumeModificationInfo {
+  volumeId: string;
+  state: "modifying" | "optimizing" | "completed" | "failed" | string;
+  targetSizeGiB: number | null;
+  targetVolumeType: string | null;
+  targetIops: number | null;
+  targetThroughput: number | null;
+  /** 0–100. */
+  progress: number;
+  statusMessage: string | null;
+  /** Wall-clock ms: when it started, and when it completed or failed (null before). */
+  startTime: number | null;
+  endTime: number | null;
+}
+
+/** What a ModifyVolume asks for; absent fields stay as they are. */
+export interface ModifyVolumeRequest {
+  volumeId: string;
+  sizeGiB?: number;
+  volumeType?: string;
+  iops?: number;
+  throughput?: number;
+}
+
 export interface SnapshotInfo {
   snapshotId: string;
   state: "pending" | "completed" | "error" | string;
@@ -324,4 +349,9 @@ export interface Ec2Gateway {
    * terminated, volumes, ENIs, and the account's own snapshots and images.
    */
   findTagged?(key: string): Promise<TaggedResources>;
+
+  /** ModifyVolume (Elastic Volumes): the modification EC2 started. Not idempotent in EC2: callers look first. */
+  modifyVolume(req: ModifyVolumeRequest): Promise<VolumeModificationInfo>;
+  /** The latest modification of each of these volumes that has one (a volume never modified is left out). */
+  describeVolumesModifications(volumeIds: string[]): Promise<VolumeModificationInfo[]>;
 }

@@ -8,6 +8,7 @@ import type { InstanceWorkflowKind } from "../lifecycle.js";
 import type { WorkflowEngine } from "./engine.js";
 import type { CreateInput } from "./runbooks/create.js";
 import type { DeleteInput } from "./runbooks/delete.js";
+import type { GrowInput } from "./runbooks/grow.js";
 import type { ImportInput } from "./runbooks/import.js";
 import type { PauseInput } from "./runbooks/pause.js";
 import type { ReplaceInput } from "./runbooks/replace.js";
@@ -24,6 +25,8 @@ export type WorkflowInputs = {
   resume: ResumeInput;
   snapshot: SnapshotInput;
   delete: DeleteInput;
+  /** Data volumes that grow or join the running instance (an update of its volumes). */
+  grow: GrowInput;
   "group-scale": GroupScaleInput;
   "group-update": GroupUpdateInput;
 };

@@ -153,6 +153,8 @@ export const AUTHORIZATION: Record<string, Row> = {
     ...existing(w, "volume", i.VolumeId),
   ],
   DeleteVolume: (w, i) => existing(w, "volume", i.VolumeId),
+  ModifyVolume: (w, i) => existing(w, "volume", i.VolumeId),
+  DescribeVolumesModifications: noResources,
   CreateSnapshot: (w, i) => [created("snapshot", i.TagSpecifications), ...existing(w, "volume", i.VolumeId)],
   DescribeSnapshots: noResources,
   DeleteSnapshot: (w, i) => existing(w, "snapshot", i.SnapshotId),

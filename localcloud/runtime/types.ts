@@ -54,6 +54,12 @@ export interface Runtime {
   /** Create the backing store of a new, blank volume (or one restored from a snapshot). */
   createVolume(vol: RuntimeVolume, fromSnapshotId?: string): Promise<void>;
   deleteVolume(volumeId: string): Promise<void>;
+  /**
+   * Grow a volume's backing store to `sizeGiB` (never shrinks) so an instance it is attached to sees
+   * the bigger device (ModifyVolume). Optional: a runtime without it (process: volumes are folders)
+   * records the size in the EC2 model only.
+   */
+  resizeVolume?(volumeId: string, sizeGiB: number): Promise<void>;
   /** Copy a volume's content, point in time, into snapshot storage. */
   createSnapshot(snapshotId: string, volumeId: string): Promise<void>;
   deleteSnapshot(snapshotId: string): Promise<void>;

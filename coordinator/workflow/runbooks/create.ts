@@ -118,13 +118,19 @@ export function createRunbook(deps: RunbookDeps): Runbook<CreateInput> {
   };
 }
 
-/** Adopt the spec's existing volume, or create a blank one in `availabilityZone` and wait until it is available. */
-async function createDataVolume(
+/**
+ * Adopt the spec's existing volume, or create a blank one in `availabilityZone` (tagged with the
+ * instance, workflow, step and device, so a re-run finds it instead of creating another) and wait
+ * until it is available. The store records it as the device's current volume unless `record` is
+ * false (a volume added to a running instance is recorded once it is mounted: runbooks/grow.ts).
+ */
+export async function createDataVolume(
   deps: RunbookDeps,
   ctx: WorkflowContext,
   spec: StatefulInstanceSpec,
   v: DataVolume,
   availabilityZone: string,
+  o: { record: boolean } = { record: true },
 ): Promise<DataVolume> {
   const name = spec.name;
   const sv = spec.persistence.volumes.find((x) => x.device === v.device);
@@ -132,7 +138,7 @@ async function createDataVolume(
   if (sv.volumeId) {
     const existing = await deps.ec2.describeVolume(sv.volumeId);
     if (!existing) throw new Failure("invalid-spec", `persistence.volumes: ${sv.volumeId} does not exist`);
-    await deps.store.volumes.setCurrent(name, v.device, existing.volumeId, existing.availabilityZone);
+    if (o.record) await deps.store.volumes.setCurrent(name, v.device, existing.volumeId, existing.availabilityZone);
     return { ...v, volumeId: existing.volumeId, availabilityZone: existing.availabilityZone };
   }
   const step = `create-volume ${v.device}`;
@@ -148,7 +154,7 @@ async function createDataVolume(
       Name: `${name}${v.device.replace(/\//g, "-")}`,
     },
   });
-  await deps.store.volumes.setCurrent(name, v.device, vol.volumeId, vol.availabilityZone);
+  if (o.record) await deps.store.volumes.setCurrent(name, v.device, vol.volumeId, vol.availabilityZone);
   await waitUntil(
     deps.clock,
     `${vol.volumeId} to be available`,

@@ -11,6 +11,7 @@ import {
 } from "./instances.js";
 import { describeInstanceStatus } from "./instance-status.js";
 import { attachVolume, createVolume, deleteVolume, describeVolumes, detachVolume } from "./volumes.js";
+import { describeVolumesModifications, modifyVolume } from "./modify-volumes.js";
 import {
   createImage,
   createSnapshot,
@@ -57,6 +58,8 @@ export const ACTIONS: Record<string, Handler> = {
   AttachVolume: attachVolume,
   DetachVolume: detachVolume,
   DeleteVolume: deleteVolume,
+  ModifyVolume: modifyVolume,
+  DescribeVolumesModifications: describeVolumesModifications,
   CreateSnapshot: createSnapshot,
   DescribeSnapshots: describeSnapshots,
   DeleteSnapshot: deleteSnapshot,

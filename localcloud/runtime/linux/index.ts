@@ -45,7 +45,7 @@ import {
 import { signalAll, waitGone } from "./processes.js";
 import { sh, shTry, type ShResult } from "./sh.js";
 import { sweepLeftovers } from "./sweep.js";
-import { createSparse, detachLoop, ensureLoop, loopsOf, removeFile, sparseCopy } from "./volumes.js";
+import { createSparse, detachLoop, ensureLoop, growSparse, loopsOf, removeFile, sparseCopy } from "./volumes.js";
 
 /**
  * localcloud's `linux` runtime (root only): each instance is a network namespace `sk-<id>` with
@@ -317,6 +317,18 @@ class LinuxRuntimeImpl implements LinuxRuntime {
       const file = this.volFile(volumeId);
       for (const loop of await loopsOf(file)) await this.yankEverywhere(loop, `deleting volume ${volumeId}`);
       removeFile(file);
+    });
+  }
+
+  async resizeVolume(volumeId: string, sizeGiB: number): Promise<void> {
+    return this.serial.run(`vol:${volumeId}`, async () => {
+      const what = `growing volume ${volumeId} to ${sizeGiB} GiB`;
+      this.ensureInit(what);
+      checkId("volume id", volumeId, VOL_RE);
+      if (!Number.isInteger(sizeGiB) || sizeGiB < 1 || sizeGiB > 65536) throw new Error(`${what}: sizeGiB must be an integer 1..65536`);
+      const file = this.volFile(volumeId);
+      if (!existsSync(file)) throw new Error(`${what}: no such volume`);
+      await growSparse(file, sizeGiB, what);
     });
   }
 

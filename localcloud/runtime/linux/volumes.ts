@@ -84,6 +84,15 @@ export async function sparseCopy(from: string, to: string, what: string, growToG
   renameSync(`${to}.tmp`, to);
 }
 
+/**
+ * Grow a volume's backing file to `sizeGiB` (never shrinks it) and tell every loop device on it to
+ * re-read its size (`losetup -c`), so an instance it is attached to sees the bigger disk at once.
+ */
+export async function growSparse(file: string, sizeGiB: number, what: string): Promise<void> {
+  if (statSync(file).size < sizeGiB * GiB) await sh(what, "truncate", ["-s", String(sizeGiB * GiB), file]);
+  for (const loop of await loopsOf(file)) await sh(`${what}: refreshing ${loop}`, "losetup", ["-c", loop]);
+}
+
 export function removeFile(file: string): void {
   rmSync(file, { force: true });
   rmSync(`${file}.tmp`, { force: true });
