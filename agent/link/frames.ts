@@ -12,8 +12,18 @@ import type { AgentMessage, CoordinatorMessage } from "../../shared/protocol.js"
 export const PROTOCOL_VERSION = 1;
 export const MAX_FRAME_BYTES = 256 * 1024;
 
-export const COORDINATOR_TYPES = ["welcome", "quiesce", "freeze-for-snapshot", "thaw", "restore-plan", "shutdown", "error", "ack"];
-const AGENT_TYPES = ["hello", "inventory", "notice", "quiesced", "restored", "ready", "heartbeat", "error", "ack"];
+export const COORDINATOR_TYPES = [
+  "welcome",
+  "quiesce",
+  "freeze-for-snapshot",
+  "thaw",
+  "restore-plan",
+  "shutdown",
+  "error",
+  "ack",
+  "volume-change",
+];
+const AGENT_TYPES = ["hello", "inventory", "notice", "quiesced", "restored", "ready", "heartbeat", "error", "ack", "volume-changed"];
 
 export class FrameError extends Error {
   override name = "FrameError";
@@ -147,6 +157,20 @@ const coordinatorChecks: Record<string, Check<unknown>> = {
     deviceTimeoutMs: dflt(int({ min: 100, max: 600_000 }), 120_000),
   }),
   shutdown: obj({ ...envelope, type: lit("shutdown"), reason: opt(str({ max: 256 })) }),
+  "volume-change": obj({
+    ...envelope,
+    type: lit("volume-change"),
+    action: ((v, path) => (v === "grow" || v === "mount" ? v : bad(path, 'expected "grow" or "mount"'))) as Check<"grow" | "mount">,
+    volume: obj({
+      volumeId,
+      device: str({ min: 1, max: 64 }),
+      mountPoint: opt(str({ min: 1, abs: true })),
+      fsType: dflt(str({ min: 1, max: 16 }), "ext4"),
+      formatIfBlank: opt(bool),
+    }),
+    minSizeBytes: opt(int({ min: 1, max: 64 * 2 ** 40 })),
+    deviceTimeoutMs: dflt(int({ min: 100, max: 600_000 }), 120_000),
+  }),
   error: obj({
     ...envelope,
     type: lit("error"),

@@ -60,6 +60,8 @@ const AGENT_BUDGET_MS = 10 * 60_000;
 /** Model ms a modification may take to become usable (EC2 gives no bound; large volumes take hours). */
 const MODIFY_TIMEOUT_MS = 6 * 3_600_000;
 const GiB = 2 ** 30;
+/** Steps that wait on the agent: an agent that stays silent for three budgets fails the change. */
+const AGENT_POLICY = { ...MUTATE_POLICY, attempts: 3 };
 
 /** What the agent's `volume-changed` report carries. */
 interface VolumeChanged {
@@ -98,7 +100,7 @@ export function growRunbook(deps: RunbookDeps): Runbook<GrowInput> {
     await ctx.all(
       input.grow
         .filter((g) => g.grows && g.mountPoint)
-        .map((g) => step(STEP_OF.growFilesystem(g.device), () => growFilesystem(deps, ctx, name, begin.ids[g.device]!, g), MUTATE_POLICY)),
+        .map((g) => step(STEP_OF.growFilesystem(g.device), () => growFilesystem(deps, ctx, name, begin.ids[g.device]!, g), AGENT_POLICY)),
     );
 
     // 2. New volumes: created like the create runbook's, attached to the live generation, mounted by its agent.
@@ -113,10 +115,10 @@ export function growRunbook(deps: RunbookDeps): Runbook<GrowInput> {
       ),
     );
     await ctx.all(created.map((v) => step(STEP_OF.attach(v.device), () => attachToLive(deps, ctx, name, v), MUTATE_POLICY)));
-    await ctx.all(created.map((v) => step(STEP_OF.mount(v.device), () => mountOnLive(deps, ctx, name, v), MUTATE_POLICY)));
+    await ctx.all(created.map((v) => step(STEP_OF.mount(v.device), () => mountOnLive(deps, ctx, name, v), AGENT_POLICY)));
 
     // 3. In place: the new volumes become the instance's and the spec is stored.
-    await ctx.step(STEP.record, () => record(deps, ctx, input, created), MUTATE_POLICY);
+    await ctx.step(STEP.record, () => record(deps, ctx, input, created), AGENT_POLICY);
     await ctx.event(
       "volumes-changed",
       [
