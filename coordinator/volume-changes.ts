@@ -40,6 +40,9 @@ export interface VolumePlan {
   newMountPoints: string[];
 }
 
+/** Filesystems the agent grows online. */
+const GROWABLE = /^(ext[234]|xfs)$/;
+
 const gp3 = { minIops: 3000, maxIops: 16000, iopsPerGiB: 500, minThroughput: 125, maxThroughput: 1000, throughputPerIops: 0.25 };
 const provisioned: Record<string, { maxIops: number; iopsPerGiB: number }> = {
   io1: { maxIops: 64000, iopsPerGiB: 50 },
@@ -115,6 +118,10 @@ export function planVolumeChanges(before: StatefulInstanceSpec, after: StatefulI
     const why = ebsLimitProblem(v);
     if (why) {
       plan.problems.push(`${at}.${why}`);
+      continue;
+    }
+    if (v.sizeGiB > o.sizeGiB && v.mountPoint && !GROWABLE.test(v.fsType)) {
+      plan.problems.push(`${field("sizeGiB")}: a ${v.fsType} filesystem is not grown online by spotkeep (ext2/3/4 and xfs are)`);
       continue;
     }
     plan.grow.push({

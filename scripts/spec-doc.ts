@@ -38,7 +38,8 @@ export const DESCRIPTIONS: Record<string, string> = {
   "launch.market.maxPrice": "Spot max price per hour in USD; default is the on-demand price.",
   persistence: "What survives a replacement.",
   "persistence.root": "Keep the root disk: snapshot it and register an AMI that the next generation boots from.",
-  "persistence.volumes": "Data volumes, created at the first launch (or imported with `volumeId`).",
+  "persistence.volumes":
+    "Data volumes, created at the first launch (or imported with `volumeId`); `update` grows them and adds new ones live (see below).",
   "persistence.volumes[]": "One data volume.",
   "persistence.volumes[].device":
     "Device name at attach (`/dev/sdf`…`/dev/sdp`, `/dev/xvdf`…). On Nitro the agent finds the volume by id, not by this name.",
@@ -209,6 +210,26 @@ export function renderSpecReference(): string {
     "- `snapshots.root` needs `persistence.root: true`.",
     "- A scheduled task (the same `action` and `cron`) is listed once.",
     "- A target group ARN is listed once and lies in the spec's `region`.",
+    "",
+    "Changing data volumes with `spotkeep update` (volumes are matched by `device`):",
+    "- Accepted on a running instance, made live without a restart: a larger `sizeGiB`, and a new `type`, `iops` or `throughput` " +
+      "that EC2's ModifyVolume can make; spotkeep modifies the EBS volume, follows the modification to `optimizing` (the new size " +
+      "is usable from there) and the agent grows the filesystem online (ext2/3/4 with `resize2fs`, xfs with `xfs_growfs`; a btrfs " +
+      "volume's size is refused). A volume without `mountPoint` is grown in EBS only: its filesystem is the workload's to grow.",
+    "- Accepted too: a new entry with a device of its own and a `mountPoint`; spotkeep creates the volume, attaches it, the agent " +
+      "formats it (it is blank) and mounts it, and from then on every generation keeps it.",
+    "- The spec is stored only once every change is in place; until then `describe` shows the previous one. An update with a volume " +
+      "change cannot be combined with `--recycle`, and another update waits until the change is done (409).",
+    "- Refused, naming the field: a smaller `sizeGiB`; a change of `fsType`, `volumeId`, `device`, or of a `mountPoint` a volume " +
+      "already has (an adopted volume without one may get one: mounted from the next generation on); removing a volume; a new " +
+      "volume without `mountPoint` or with `volumeId`; io1/io2 without `iops` or above 50 (io1) / 1000 (io2) IOPS per GiB; gp3 " +
+      "`iops` outside 3000–16000 or above 500 per GiB, `throughput` outside 125–1000 MiB/s or above 0.25 MiB/s per IOPS; a volume " +
+      "whose previous modification is still running or completed less than 6 hours ago (EC2's wait between modifications).",
+    "- A volume change needs the instance `running`; it does not start while a pause, recycle or another workflow moves the " +
+      "instance (409). A spot interruption during the change is not delayed: the change goes on with the replacement generation " +
+      "(a new volume is attached and mounted there) and ends with every volume of the stored spec attached and mounted.",
+    "- A change that fails (EC2 refuses the modification, the agent cannot grow the filesystem) leaves the stored spec as it " +
+      "was; an event on the timeline says why, and a volume already created for it stays (tagged with the workflow).",
     "",
   ].join("\n");
 }

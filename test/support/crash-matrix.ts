@@ -99,6 +99,17 @@ export const CRASH_MATRIX = {
   ],
   /** delete keeping the volumes and the network interface. */
   "delete-keep": [STEP.begin, STEP.terminate, STEP.waitTerminated, STEP.deregisterImages, STEP.deleteSnapshots, STEP.keep, STEP.finish],
+  /** grow: /dev/sdf grows (ModifyVolume, filesystem grown online) and a new /dev/sdg is created, attached and mounted live. */
+  grow: [
+    STEP.begin,
+    STEP_OF.modify(SDF),
+    STEP_OF.waitModified(SDF),
+    STEP_OF.growFilesystem(SDF),
+    STEP_OF.createVolume("/dev/sdg"),
+    STEP_OF.attach("/dev/sdg"),
+    STEP_OF.mount("/dev/sdg"),
+    STEP.record,
+  ],
 } as const satisfies Record<string, readonly string[]>;
 
 export type MatrixKind = keyof typeof CRASH_MATRIX;
