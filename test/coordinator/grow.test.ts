@@ -102,4 +102,64 @@ describe("update grows a data volume and adds one to a running instance", () => 
     const records = readRecords(join(root, "data", "records.log"));
     expect(acked.filter((n) => !records.has(n))).toEqual([]);
   });
+
+  it("a spot interruption during the change is not delayed, and the change converges on the replacement", {
+    timeout: 150_000,
+  }, async () => {
+    const name = "grow-interrupted";
+    const acks = join(dir, `${name}.acks`);
+    const base = parseSpec(env.spec(name, { acks }));
+    const created = await coord.engine.wait((await coord.views.createInstance(base)).workflowId);
+    expect(created.error).toBeNull();
+    const before = (await coord.views.getInstance(name))!;
+    const sdf = before.resources.volumes[0]!.volumeId!;
+    await until("the workload to acknowledge records", () => readAcks(acks).length > 10);
+
+    // A slow modification (20 model minutes modifying): the interruption lands while the grow waits on it.
+    const world = env.lc.world;
+    const profile = world.profile;
+    world.profile = { ...profile, modifyVolume: 20 * 60_000 };
+    const next = structuredClone(base);
+    next.persistence.volumes[0]!.sizeGiB = 2;
+    next.persistence.volumes.push({ device: "/dev/sdg", sizeGiB: 1, type: "gp3", mountPoint: "/data1", fsType: "ext4" });
+    let workflowId: string | null = null;
+    try {
+      ({ workflowId } = await coord.operations.update(name, next, { recycle: false }));
+      await until("the modification to be asked for", async () =>
+        (await coord.store.steps.list(workflowId!)).some((x) => x.name === "modify /dev/sdf" && x.status === "done"),
+      );
+    } finally {
+      world.profile = profile;
+    }
+    await env.control("POST", `instances/${before.instanceId}/interrupt`, { action: "terminate", noticeSeconds: 120 });
+    const wf = await until("a replace workflow alongside the grow", async () =>
+      (await coord.store.workflows.listFor(name)).find((w) => w.kind === "replace"),
+    );
+    const replaced = await coord.engine.wait(wf.id);
+    expect(replaced.error).toBeNull();
+    const done = await coord.engine.wait(workflowId!);
+    expect(done.error).toBeNull();
+    expect(done.status).toBe("succeeded");
+
+    // The replacement serves; both volumes are attached to it, the new one mounted; the spec is the new one.
+    const after = (await coord.views.getInstance(name))!;
+    expect(after.state).toBe("running");
+    expect(after.generation).toBe(before.generation + 1);
+    const sdg = (await coord.store.volumes.list(name)).find((v) => v.device === "/dev/sdg")!.volumeId!;
+    const [inst] = await env.ec2.describeInstances([after.instanceId!]);
+    expect(inst!.volumes.map((v) => v.volumeId)).toEqual(expect.arrayContaining([sdf, sdg]));
+    expect((await env.ec2.describeVolume(sdf))!.sizeGiB).toBe(2);
+    const root = env.rootDir(after.instanceId!);
+    expect(existsSync(join(root, "data1"))).toBe(true);
+    expect((await coord.store.instances.get(name))!.spec.persistence.volumes.map((v) => [v.device, v.sizeGiB])).toEqual([
+      ["/dev/sdf", 2],
+      ["/dev/sdg", 1],
+    ]);
+    // The filesystem was grown on the generation that was live when the grow ran: the replacement.
+    const grown = (await coord.store.steps.list(workflowId!)).find((x) => x.name === "grow-fs /dev/sdf");
+    expect(JSON.stringify(grown?.result)).toContain(after.instanceId!);
+    const acked = readAcks(acks);
+    const records = readRecords(join(root, "data", "records.log"));
+    expect(acked.filter((n) => !records.has(n))).toEqual([]);
+  });
 });

@@ -151,10 +151,10 @@ describe("lifecycle operations (in process)", () => {
 
   it("updates the spec: immutable fields are refused by name; --recycle applies the rest now", async () => {
     const spec = (await h.coord.views.getInstance(NAME))!.spec as StatefulInstanceSpec;
-    const bad = { ...spec, persistence: { ...spec.persistence, volumes: [{ ...spec.persistence.volumes[0]!, sizeGiB: 2 }] } };
+    const bad = { ...spec, persistence: { ...spec.persistence, volumes: [{ ...spec.persistence.volumes[0]!, fsType: "xfs" }] } };
     const refused = await api("PUT", `instances/${NAME}`, JSON.stringify(bad));
     expect(refused.status).toBe(400);
-    expect(refused.body.error?.message).toMatch(/persistence\.volumes\[0\]\.sizeGiB: cannot change on an existing volume/);
+    expect(refused.body.error?.message).toMatch(/persistence\.volumes\[0\]\.fsType: cannot change on an existing volume/);
 
     const next = { ...spec, launch: { ...spec.launch, instanceTypes: ["m6i.large", "m5.large"] } };
     const file = join(h.dir, "next.json");
