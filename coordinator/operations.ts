@@ -370,7 +370,7 @@ export class Operations {
     if (live && plan.problems.length === 0) await this.refuseCoolDown(name, plan.grow);
     const workflowId = await this.d.store.tx(async (t) => {
       const { inst, g, facts } = await this.admit(t, name, "update");
-      const problems = immutableChanges(inst.spec, spec);
+      const problems = immutableChanges(inst.spec, spec, { liveVolumes: true });
       if (problems.length) throw new Refusal("invalid", problems.join("; "));
       const volumes = planVolumeChanges(inst.spec, spec);
       // Another update while a volume change runs would be overwritten when that change stores its spec.
@@ -507,15 +507,26 @@ export class Operations {
 }
 
 /**
- * Fields a stateful instance cannot change: each change found, with the field named. Data volumes
- * may grow, change type/IOPS/throughput within EC2's limits, and be added (planVolumeChanges).
+ * Fields a stateful instance cannot change: each change found, with the field named. With
+ * `liveVolumes` (an instance's own update) data volumes may grow, change type/IOPS/throughput
+ * within EC2's limits, and be added (planVolumeChanges, applied by the grow runbook); without it (a
+ * group's template) the data volumes cannot change at all.
  */
-export function immutableChanges(before: StatefulInstanceSpec, after: StatefulInstanceSpec): string[] {
+export function immutableChanges(before: StatefulInstanceSpec, after: StatefulInstanceSpec, o: { liveVolumes?: boolean } = {}): string[] {
   const out: string[] = [];
   if (after.name !== before.name) out.push(`name: cannot change (${before.name})`);
   if (after.region !== before.region) out.push(`region: cannot change (${before.region})`);
-  // Data volumes grow and join live (volume-changes.ts); what cannot change is refused there.
-  out.push(...planVolumeChanges(before, after).problems);
+  if (o.liveVolumes) out.push(...planVolumeChanges(before, after).problems);
+  else {
+    const devs = (s: StatefulInstanceSpec) => s.persistence.volumes.map((v) => v.device).join(",");
+    if (devs(after) !== devs(before)) out.push(`persistence.volumes: the devices cannot change (${devs(before) || "none"})`);
+    for (const [i, v] of after.persistence.volumes.entries()) {
+      const old = before.persistence.volumes[i];
+      if (!old) continue;
+      for (const f of ["sizeGiB", "type", "iops", "throughput", "fsType", "volumeId"] as const)
+        if (v[f] !== old[f]) out.push(`persistence.volumes[${i}].${f}: cannot change on an existing volume (${String(old[f])})`);
+    }
+  }
   if (after.persistence.root !== before.persistence.root) out.push("persistence.root: cannot change");
   if (after.persistence.dataMethod !== before.persistence.dataMethod) out.push("persistence.dataMethod: cannot change");
   if (JSON.stringify(after.persistence.network) !== JSON.stringify(before.persistence.network))

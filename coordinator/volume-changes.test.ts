@@ -123,19 +123,16 @@ describe("planVolumeChanges", () => {
     expect(ebsLimitProblem({ type: "gp3", sizeGiB: 100, iops: 16000, throughput: 1000 })).toBeNull();
   });
 
-  it("is what immutableChanges reports for volumes", () => {
-    expect(
-      immutableChanges(
-        base,
-        edit((s) => s.persistence.volumes.pop()),
-      ),
-    ).toHaveLength(1);
-    expect(
-      immutableChanges(
-        base,
-        edit((s) => (s.persistence.volumes[0]!.sizeGiB = 11)),
-      ),
-    ).toEqual([]);
+  it("is what immutableChanges reports for an instance's volumes; a group template's volumes cannot change at all", () => {
+    const grown = edit((s) => {
+      s.persistence.volumes[0]!.sizeGiB = 11;
+    });
+    const removed = edit((s) => {
+      s.persistence.volumes.pop();
+    });
+    expect(immutableChanges(base, removed, { liveVolumes: true })).toHaveLength(1);
+    expect(immutableChanges(base, grown, { liveVolumes: true })).toEqual([]);
+    expect(immutableChanges(base, grown)).toEqual(["persistence.volumes[0].sizeGiB: cannot change on an existing volume (10)"]);
   });
 });
 
