@@ -10,9 +10,12 @@ export const command: Command = {
   usage: `usage: spotkeep update NAME -f SPEC [--recycle] [--wait] [--timeout SECONDS] [--json] [--url URL] [--token T | --data-dir DIR]
 
 Replaces a stateful instance's spec. The new spec applies from the next generation (the next
-replacement, resume or recycle); --recycle applies it now through a recycle. Name, region, the data
-volumes' devices and sizes, root persistence, the data method and the network settings cannot
-change: the coordinator names the field. With --recycle --wait, follows the recycle to its end.`,
+replacement, resume or recycle); --recycle applies it now through a recycle. A data volume that
+grows (or changes type, IOPS, throughput) and a new data volume are applied live on the running
+instance instead, and the spec is stored once they are in place (not with --recycle). Name, region,
+a volume's device, fsType and volumeId, shrinking or removing a volume, root persistence, the data
+method and the network settings cannot change: the coordinator names the field. With --wait,
+follows the recycle or the volume change to its end.`,
   async run(argv) {
     const { values, positionals } = parseFlags(
       argv,
@@ -28,7 +31,6 @@ change: the coordinator names the field. With --recycle --wait, follows the recy
     const name = positionals[0];
     if (!name) throw new UsageError("missing NAME");
     if (!values.file) throw new UsageError("missing -f SPEC");
-    if (values.wait && !values.recycle) throw new UsageError("--wait needs --recycle (without it nothing runs now)");
     const timeoutS = numberFlag("timeout", values.timeout, { min: 1 }) ?? 1800;
     let text: string;
     try {
@@ -44,12 +46,16 @@ change: the coordinator names the field. With --recycle --wait, follows the recy
       JSON.stringify(spec),
       UpdateResponse,
     );
+    // Without --recycle a workflow runs only for a live volume change.
+    const what = values.recycle ? "recycle" : "volume change";
     if (!updated.workflowId || !values.wait) {
       if (values.json) printJson(updated);
       else
         process.stdout.write(
           updated.workflowId
-            ? `updated ${name}; recycling to apply it (workflow ${updated.workflowId})\n`
+            ? values.recycle
+              ? `updated ${name}; recycling to apply it (workflow ${updated.workflowId})\n`
+              : `changing the volumes of ${name} live (workflow ${updated.workflowId}); the spec is stored once they are in place\n`
             : `updated ${name}; the new spec applies at its next generation\n`,
         );
       return 0;
@@ -57,7 +63,7 @@ change: the coordinator names the field. With --recycle --wait, follows the recy
     const wf = await followWorkflow(client, updated.workflowId, { timeoutMs: timeoutS * 1000, quiet: !!values.json });
     if (values.json) printJson({ ...updated, workflow: wf });
     if (wf.status !== "succeeded") {
-      process.stderr.write(`spotkeep update: ${name}: recycle ${wf.status}${wf.error ? `: ${wf.error}` : ""}\n`);
+      process.stderr.write(`spotkeep update: ${name}: ${what} ${wf.status}${wf.error ? `: ${wf.error}` : ""}\n`);
       return 1;
     }
     if (!values.json) process.stdout.write(`${name} runs with the new spec\n`);
