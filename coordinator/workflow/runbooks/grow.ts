@@ -62,6 +62,8 @@ const MODIFY_TIMEOUT_MS = 6 * 3_600_000;
 const GiB = 2 ** 30;
 /** Steps that wait on the agent: an agent that stays silent for three budgets fails the change. */
 const AGENT_POLICY = { ...MUTATE_POLICY, attempts: 3 };
+/** The record step: each attempt first waits for a replacement in progress to serve, so a few more tries. */
+const RECORD_POLICY = { ...MUTATE_POLICY, attempts: 10 };
 
 /** What the agent's `volume-changed` report carries. */
 interface VolumeChanged {
@@ -118,7 +120,7 @@ export function growRunbook(deps: RunbookDeps): Runbook<GrowInput> {
     await ctx.all(created.map((v) => step(STEP_OF.mount(v.device), () => mountOnLive(deps, ctx, name, v), AGENT_POLICY)));
 
     // 3. In place: the new volumes become the instance's and the spec is stored.
-    await ctx.step(STEP.record, () => record(deps, ctx, input, created), AGENT_POLICY);
+    await ctx.step(STEP.record, () => record(deps, ctx, input, created), RECORD_POLICY);
     await ctx.event(
       "volumes-changed",
       [
@@ -303,8 +305,9 @@ async function mountOnLive(deps: RunbookDeps, ctx: WorkflowContext, name: string
 
 /**
  * Store the new volumes and the new spec in one transaction, once every new volume is attached and
- * mounted on the live generation and no replacement is running (one that began without them would
- * leave them out: they are brought to its generation first, and the step tries again).
+ * mounted on the live generation and the instance is running on it (a replacement that began
+ * without them would leave them out: they are brought to its generation first, and the step tries
+ * again).
  */
 async function record(deps: RunbookDeps, ctx: WorkflowContext, input: GrowInput, created: DataVolume[]): Promise<true> {
   const { name, spec } = input;
@@ -313,12 +316,14 @@ async function record(deps: RunbookDeps, ctx: WorkflowContext, input: GrowInput,
     const inst = await t.instances.get(name);
     if (!inst) throw new Failure("resource-lost", `stateful instance ${name} no longer exists`);
     const g = inst.generation > 0 ? await t.generations.get(name, inst.generation) : null;
-    const moving = (await t.workflows.runningFor(name)).find((w) => w.id !== ctx.workflowId);
+    // A replacement that began before this transaction holds the instance in `replacing` until its
+    // generation serves (it read the volumes without the new ones); one that begins after it reads them.
     const live = inst.state === "running" && g?.status === "live" ? g.ec2InstanceId : null;
-    if (moving || (created.length && mountedOn.some((id) => id !== live)))
+    const away = mountedOn.find((id) => id !== live);
+    if (away)
       throw new Failure(
         "transient-in-use",
-        `${name} moved while its volumes changed (${moving ? `${moving.kind} ${moving.id} running` : `live generation on ${live ?? "none"}`}); trying again`,
+        `${name} moved while its volumes changed (mounted on ${away}; ${inst.state}, live generation on ${live ?? "none"}); trying again`,
       );
     for (const v of created) {
       await t.volumes.declare(name, v.device, v.mountPoint, v.fsType);
