@@ -6,8 +6,10 @@
  */
 import { KEEP_ITEMS, type KeepSet, keptList } from "../shared/deletion.js";
 import type { Operation } from "../shared/operations.js";
-import type { StatefulInstanceSpec } from "../shared/spec.js";
+import { encryptionOf, type StatefulInstanceSpec } from "../shared/spec.js";
 import { Refusal } from "./refusal.js";
+import type { KmsGateway } from "./kms/kms.js";
+import { describeBootImage, storageProblems } from "./storage-checks.js";
 import { type ArchitectureGateway, type BootImage, architectureRefusal, specImage } from "./architecture.js";
 import type { Ec2Gateway } from "./cloud/gateway.js";
 import type { Store, StoreTx } from "./db/store.js";
@@ -39,6 +41,8 @@ export interface OperationsDeps {
   calendar?: () => number;
   /** Render the spec's user-data as a launch would; throws saying why it cannot be launched (over EC2's 16 KB). */
   renderUserData?: (spec: StatefulInstanceSpec) => unknown;
+  /** Asked whether a spec's KMS key exists and can encrypt EBS volumes; absent: not checked (the launch reports it). */
+  kms?: KmsGateway;
   /** The Node.js runtime this coordinator serves for an architecture (x86_64, arm64), for an import's plan; null when none. */
   runtimeFor?: (architecture: string) => { version: string; gzBytes: number } | null;
 }
@@ -99,6 +103,7 @@ export class Operations {
   async createInstance(spec: StatefulInstanceSpec): Promise<{ workflowId: string }> {
     this.checkSpec(spec);
     await this.refuseArchitectureMismatch(spec, () => specImage(this.d.ec2, spec.launch.imageId));
+    await this.refuseStorage(spec, spec.launch.imageId);
     const workflowId = await this.d.store.tx(async (t) => {
       if (await t.instances.get(spec.name)) throw new Refusal("conflict", `stateful instance ${spec.name} already exists`);
       await t.instances.insert(spec.name, spec, insertedAs("create"));
@@ -148,6 +153,7 @@ export class Operations {
       throw err;
     }
     this.checkSpec(plan.spec);
+    await this.refuseStorage(plan.spec, null);
     // The generations boot the instance's own root, so its architecture is the one the types must run.
     await this.refuseArchitectureMismatch(plan.spec, async () => ({
       architecture: plan.input.architecture,
@@ -353,6 +359,8 @@ export class Operations {
   async update(name: string, spec: StatefulInstanceSpec, opts: { recycle: boolean }): Promise<{ workflowId: string | null }> {
     this.checkSpec(spec);
     await this.refuseArchitectureMismatch(spec, () => this.nextBootImage(name, spec));
+    const root = spec.persistence.root ? await this.d.store.root.get(name) : null;
+    await this.refuseStorage(spec, root?.imageId ?? spec.launch.imageId);
     await this.d.store.tx(async (t) => {
       const { inst, facts } = await this.admit(t, name, "update");
       const problems = immutableChanges(inst.spec, spec);
@@ -405,6 +413,13 @@ export class Operations {
    * that owns the member asks (its scale-down), which a member's own rule otherwise refuses.
    */
   /** Refuses (invalid, naming each field) a spec whose instance types cannot boot `image`; changes nothing. */
+  /** Refuses a spec whose KMS key, root size or adopted volumes' encryption AWS would not honour (`storageProblems`). */
+  private async refuseStorage(spec: StatefulInstanceSpec, bootImageId: string | null): Promise<void> {
+    const deps = { ec2: this.d.ec2, kms: this.d.kms, region: this.d.region ?? "us-east-1", log: this.d.log };
+    const problems = await storageProblems(deps, spec, await describeBootImage(deps, bootImageId));
+    if (problems.length) throw new Refusal("invalid", problems.join("; "));
+  }
+
   private async refuseArchitectureMismatch(spec: StatefulInstanceSpec, image: () => Promise<BootImage | null>): Promise<void> {
     const why = await architectureRefusal(this.d.ec2, spec.launch.instanceTypes, image, "launch.instanceTypes", (l) =>
       this.d.log(`${spec.name}: ${l}`),
@@ -464,6 +479,12 @@ export function immutableChanges(before: StatefulInstanceSpec, after: StatefulIn
   }
   if (after.persistence.root !== before.persistence.root) out.push("persistence.root: cannot change");
   if (after.persistence.dataMethod !== before.persistence.dataMethod) out.push("persistence.dataMethod: cannot change");
+  const enc = (s: StatefulInstanceSpec) => JSON.stringify(encryptionOf(s));
+  if (enc(after) !== enc(before))
+    out.push(
+      `persistence.encryption: cannot change (${enc(before)}): the volumes, snapshots and images made so far keep their encryption; ` +
+        "a new key needs a new instance from re-encrypted snapshot copies",
+    );
   if (JSON.stringify(after.persistence.network) !== JSON.stringify(before.persistence.network))
     out.push("persistence.network: cannot change (the ENI and address are kept across generations)");
   return out;

@@ -443,6 +443,8 @@ class AwsGateway implements Ec2Gateway {
                   Iops: b.iops,
                   Throughput: b.throughput,
                   DeleteOnTermination: b.deleteOnTermination,
+                  Encrypted: b.encrypted,
+                  KmsKeyId: b.kmsKeyId,
                 },
               }))
             : undefined,
@@ -590,6 +592,8 @@ class AwsGateway implements Ec2Gateway {
             VolumeType: (req.volumeType ?? "gp3") as VolumeType,
             Iops: req.iops,
             Throughput: req.throughput,
+            Encrypted: req.encrypted,
+            KmsKeyId: req.kmsKeyId,
             TagSpecifications: [{ ResourceType: "volume", Tags: toTags(req.tags) }],
           }),
         ),
@@ -1096,11 +1100,20 @@ function volumeInfo(v: Volume): VolumeInfo {
     snapshotId: v.SnapshotId || null,
     attachments: (v.Attachments ?? []).map((a) => ({ instanceId: a.InstanceId ?? "", device: a.Device ?? "", state: a.State ?? "" })),
     tags: fromTags(v.Tags),
+    encrypted: v.Encrypted ?? false,
+    kmsKeyId: v.KmsKeyId ?? null,
   };
 }
 
 function snapshotInfo(s: Snapshot): SnapshotInfo {
-  return { snapshotId: s.SnapshotId!, state: s.State ?? "pending", volumeId: s.VolumeId ?? null, tags: fromTags(s.Tags) };
+  return {
+    snapshotId: s.SnapshotId!,
+    state: s.State ?? "pending",
+    volumeId: s.VolumeId ?? null,
+    tags: fromTags(s.Tags),
+    encrypted: s.Encrypted ?? false,
+    kmsKeyId: s.KmsKeyId ?? null,
+  };
 }
 
 function imageInfo(i: Image): ImageInfo {
@@ -1112,6 +1125,7 @@ function imageInfo(i: Image): ImageInfo {
     rootDeviceName: i.RootDeviceName ?? "/dev/xvda",
     architecture: i.Architecture ?? "x86_64",
     rootSnapshotId: root?.Ebs?.SnapshotId ?? null,
+    rootSizeGiB: root?.Ebs?.VolumeSize ?? null,
     platform: i.Platform ?? null,
     instanceStoreDevices: (i.BlockDeviceMappings ?? []).flatMap((b) =>
       b.VirtualName?.startsWith("ephemeral") && b.DeviceName ? [b.DeviceName] : [],

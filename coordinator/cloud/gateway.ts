@@ -88,6 +88,15 @@ export interface VolumeInfo {
   snapshotId: string | null;
   attachments: Array<{ instanceId: string; device: string; state: string }>;
   tags: Tags;
+  /** EBS encryption; kmsKeyId is the key's ARN as EC2 reports it (absent: not reported). */
+  encrypted?: boolean;
+  kmsKeyId?: string | null;
+}
+
+/** EBS encryption of a volume EC2 creates: `kmsKeyId` absent means the account's default EBS key. */
+export interface EncryptionRequest {
+  encrypted?: boolean;
+  kmsKeyId?: string;
 }
 
 export interface SnapshotInfo {
@@ -95,6 +104,8 @@ export interface SnapshotInfo {
   state: "pending" | "completed" | "error" | string;
   volumeId: string | null;
   tags: Tags;
+  encrypted?: boolean;
+  kmsKeyId?: string | null;
 }
 
 export interface ImageInfo {
@@ -104,6 +115,8 @@ export interface ImageInfo {
   rootDeviceName: string;
   architecture: string;
   rootSnapshotId: string | null;
+  /** The root mapping's size (GiB): the smallest root volume the image can boot on. */
+  rootSizeGiB?: number | null;
   /** "windows" for Windows images; null for Linux/UNIX. */
   platform: string | null;
   /** Devices the image maps to instance store volumes (VirtualName ephemeralN). */
@@ -129,7 +142,7 @@ export interface SubnetInfo {
   cidr: string;
 }
 
-export interface BlockDeviceRequest {
+export interface BlockDeviceRequest extends EncryptionRequest {
   deviceName: string;
   snapshotId?: string;
   sizeGiB?: number;
@@ -157,7 +170,7 @@ export interface LaunchRequest {
   keyName?: string;
 }
 
-export interface CreateVolumeRequest {
+export interface CreateVolumeRequest extends EncryptionRequest {
   availabilityZone: string;
   sizeGiB?: number;
   snapshotId?: string;

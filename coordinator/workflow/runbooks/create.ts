@@ -13,12 +13,12 @@ import { STEP, STEP_OF } from "../../../shared/steps.js";
 import { errorCode } from "../../cloud/errors.js";
 import { TAG } from "../../cloud/gateway.js";
 import type { DataVolume, NetworkIdentity } from "../../db/store.js";
-import type { StatefulInstanceSpec } from "../../../shared/spec.js";
+import { encryptionOf, type StatefulInstanceSpec } from "../../../shared/spec.js";
 import { type Runbook, step, together, type WorkflowContext } from "../engine.js";
 import { Failure, isPermanent } from "../failure.js";
 import { type RunbookDeps, waitUntil } from "./deps.js";
 import { bringUp } from "./generation.js";
-import { candidates, describeLaunchSubnets, ipInCidr, MUTATE_POLICY } from "./launch.js";
+import { candidates, describeLaunchSubnets, ipInCidr, MUTATE_POLICY, volumeEncryption } from "./launch.js";
 import { resourceTags } from "./steps.js";
 
 export interface CreateInput {
@@ -142,6 +142,7 @@ async function createDataVolume(
     volumeType: sv.type,
     iops: sv.iops,
     throughput: sv.throughput,
+    ...volumeEncryption(spec),
     tags: {
       ...spec.launch.tags,
       ...resourceTags(ctx, name, step, { [TAG.device]: v.device }),
@@ -152,7 +153,19 @@ async function createDataVolume(
   await waitUntil(
     deps.clock,
     `${vol.volumeId} to be available`,
-    async () => ((await deps.ec2.describeVolume(vol.volumeId))?.state === "available" ? true : null),
+    async () => {
+      const state = (await deps.ec2.describeVolume(vol.volumeId))?.state;
+      // EC2 checks a volume's KMS key only once it creates it: a key it cannot use ends in `error`.
+      if (state === "error")
+        throw new Failure(
+          "invalid-spec",
+          `${vol.volumeId} (${v.device}) failed to create` +
+            (encryptionOf(spec).encrypted
+              ? ": EC2 could not use persistence.encryption's KMS key (missing, disabled, or not permitted)"
+              : ""),
+        );
+      return state === "available" ? true : null;
+    },
     { intervalMs: deps.pollMs, timeoutMs: 10 * 60_000, signal: ctx.signal },
   );
   return { ...v, volumeId: vol.volumeId, availabilityZone: vol.availabilityZone };
