@@ -28,6 +28,8 @@ import {
   DescribeSubnetsCommand,
   DescribeVolumesCommand,
   DetachVolumeCommand,
+  GetEbsDefaultKmsKeyIdCommand,
+  GetEbsEncryptionByDefaultCommand,
   ModifyInstanceAttributeCommand,
   ModifyNetworkInterfaceAttributeCommand,
   RegisterImageCommand,
@@ -110,6 +112,8 @@ export const GATEWAY_ACTIONS: readonly string[] = [
   "DescribeVolumes",
   "DetachNetworkInterface",
   "DetachVolume",
+  "GetEbsDefaultKmsKeyId",
+  "GetEbsEncryptionByDefault",
   "ModifyInstanceAttribute",
   "ModifyNetworkInterfaceAttribute",
   "RegisterImage",
@@ -328,6 +332,18 @@ class AwsGateway implements Ec2Gateway {
       }
     }
     return out;
+  }
+
+  async ebsDefaultEncryption(): Promise<{ enabled: boolean; kmsKeyId: string | null }> {
+    const [on, key] = await Promise.all([
+      this.call("GetEbsEncryptionByDefault", "reading the account's EBS encryption by default", () =>
+        this.client.send(new GetEbsEncryptionByDefaultCommand({})),
+      ),
+      this.call("GetEbsDefaultKmsKeyId", "reading the account's default EBS KMS key", () =>
+        this.client.send(new GetEbsDefaultKmsKeyIdCommand({})),
+      ),
+    ]);
+    return { enabled: on.EbsEncryptionByDefault ?? false, kmsKeyId: key.KmsKeyId ?? null };
   }
 
   async describeSubnets(subnetIds: string[]): Promise<SubnetInfo[]> {
@@ -998,6 +1014,8 @@ function permissionDryRuns(region: string): Record<string, () => object> {
     DescribeVolumes: () => new DescribeVolumesCommand({ DryRun, MaxResults: 5 }),
     DetachNetworkInterface: () => new DetachNetworkInterfaceCommand({ DryRun, AttachmentId: `eni-attach-${zeros}` }),
     DetachVolume: () => new DetachVolumeCommand({ DryRun, VolumeId: id.vol }),
+    GetEbsDefaultKmsKeyId: () => new GetEbsDefaultKmsKeyIdCommand({ DryRun }),
+    GetEbsEncryptionByDefault: () => new GetEbsEncryptionByDefaultCommand({ DryRun }),
     ModifyInstanceAttribute: () =>
       new ModifyInstanceAttributeCommand({
         DryRun,

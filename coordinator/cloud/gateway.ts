@@ -246,6 +246,12 @@ export interface TaggedResources {
 export interface Ec2Gateway {
   /** DryRun each action the gateway uses with placeholder resources and the tags spotkeep puts on what it creates. */
   checkPermissions?(): Promise<PermissionCheck[]>;
+  /**
+   * The account's EBS encryption by default in this region, and its default KMS key (the key ARN or
+   * alias EC2 reports; alias/aws/ebs unless changed): what a volume gets when a spec asks for no
+   * encryption, or for encryption without a key.
+   */
+  ebsDefaultEncryption?(): Promise<{ enabled: boolean; kmsKeyId: string | null }>;
 
   describeSubnets(subnetIds: string[]): Promise<SubnetInfo[]>;
   /** The spot request of a spot instance; null for an on-demand instance or one EC2 no longer lists. */
