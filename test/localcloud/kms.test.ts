@@ -124,6 +124,20 @@ describe("localcloud KMS", () => {
     await kmsError(kms.send(new CreateAliasCommand({ AliasName: "alias/aws/mine", TargetKeyId: ebs.KeyId })), "NotAuthorizedException");
   });
 
+  it("the control API creates a customer-managed key with an alias, and refuses a bad or taken alias", async () => {
+    const r = await control(env.cloud, "POST", "kms/keys", { description: "from control", alias: "alias/control" });
+    expect(r.status).toBe(200);
+    expect((await kms.send(new DescribeKeyCommand({ KeyId: "alias/control" }))).KeyMetadata).toMatchObject({
+      Arn: r.json.arn,
+      KeyManager: "CUSTOMER",
+      Description: "from control",
+    });
+    expect((await control(env.cloud, "POST", "kms/keys", { alias: "alias/control" })).status).toBe(409);
+    const bad = await control(env.cloud, "POST", "kms/keys", { alias: "alias/aws/x" });
+    expect(bad.status).toBe(400);
+    expect(bad.json.error).toMatch(/alias/);
+  });
+
   it("answers KMS's error codes", async () => {
     const k = await newKey("alias/dup");
     await kmsError(kms.send(new DescribeKeyCommand({ KeyId: "00000000-0000-0000-0000-000000000000" })), "NotFoundException");
