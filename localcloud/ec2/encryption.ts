@@ -126,3 +126,18 @@ export function describeFailure(f: EncryptionFailure): string {
   if (f.kind === "unknown") return `the KMS key ${f.keyRef} does not exist`;
   return `the KMS key ${f.keyRef} is ${f.kind === "disabled" ? "disabled" : "pending deletion"}`;
 }
+
+/**
+ * The state reason of an instance EC2 could not start because of its volumes' keys:
+ * Client.InvalidKMSKey.InvalidState for a key that is disabled or pending deletion,
+ * Client.InternalError ("Client error on launch") when the caller's policy does not let EC2 use the
+ * key, and (localcloud's choice, EC2 documents none) for a key that does not exist.
+ */
+export function launchFailureReason(f: EncryptionFailure): { code: string; message: string } {
+  return f.kind === "disabled" || f.kind === "pending-deletion"
+    ? {
+        code: "Client.InvalidKMSKey.InvalidState",
+        message: "Client.InvalidKMSKey.InvalidState: The KMS key provided is in an incorrect state",
+      }
+    : { code: "Client.InternalError", message: "Client.InternalError: Client error on launch" };
+}

@@ -21,6 +21,8 @@ import {
   RegisterImageCommand,
   ResetEbsDefaultKmsKeyIdCommand,
   RunInstancesCommand,
+  StartInstancesCommand,
+  StopInstancesCommand,
 } from "@aws-sdk/client-ec2";
 import {
   CancelKeyDeletionCommand,
@@ -327,6 +329,33 @@ describe("keys EC2 cannot use", () => {
       Code: "Client.InvalidKMSKey.InvalidState",
       Message: "Client.InvalidKMSKey.InvalidState: The KMS key provided is in an incorrect state",
     });
+  });
+
+  it("a start of a stopped instance whose volume's key was disabled goes pending -> stopped with the key's state reason", async () => {
+    const k = await newKey();
+    const run = await env.ec2.send(
+      new RunInstancesCommand({
+        ImageId: env.cloud.world.baseImageId,
+        MinCount: 1,
+        MaxCount: 1,
+        BlockDeviceMappings: [{ DeviceName: "/dev/xvda", Ebs: { Encrypted: true, KmsKeyId: k.id } }],
+      }),
+    );
+    const id = run.Instances![0]!.InstanceId!;
+    await until(async () => (await instance(id)).State!.Name === "running", "instance running");
+    await env.ec2.send(new StopInstancesCommand({ InstanceIds: [id] }));
+    await until(async () => (await instance(id)).State!.Name === "stopped", "instance stopped");
+    await kms.send(new DisableKeyCommand({ KeyId: k.id }));
+    const start = await env.ec2.send(new StartInstancesCommand({ InstanceIds: [id] }));
+    expect(start.StartingInstances![0]!.CurrentState!.Name).toBe("pending");
+    const stopped = await until(async () => {
+      const i = await instance(id);
+      return i.State!.Name === "stopped" && i.StateReason?.Code !== "Client.UserInitiatedShutdown" && i;
+    }, "start failed");
+    expect(stopped.StateReason!.Code).toBe("Client.InvalidKMSKey.InvalidState");
+    await kms.send(new EnableKeyCommand({ KeyId: k.id }));
+    await env.ec2.send(new StartInstancesCommand({ InstanceIds: [id] }));
+    await until(async () => (await instance(id)).State!.Name === "running", "instance running again");
   });
 
   it("a snapshot copy under an unknown key goes to error with a StateMessage", async () => {

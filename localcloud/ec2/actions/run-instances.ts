@@ -11,7 +11,14 @@ import { ACCOUNT_ID, DEVICE_NAME_RE, VOLUME_TYPES, keyPairByName, spotPrice } fr
 import { ID_PREFIX, newId, newMac } from "../../world/ids.js";
 import type { Eni, Instance, Subnet, Tags, Volume } from "../../world/types.js";
 import { describeReservation } from "./instances.js";
-import { chooseEncryption, describeFailure, type Encryption, encryptionFailure, type EncryptionFailure } from "../encryption.js";
+import {
+  chooseEncryption,
+  describeFailure,
+  type Encryption,
+  encryptionFailure,
+  type EncryptionFailure,
+  launchFailureReason,
+} from "../encryption.js";
 import type { World } from "../../world/world.js";
 
 const USER_DATA_LIMIT = 16 * 1024;
@@ -510,19 +517,11 @@ export async function runInstances(ctx: Ctx, input: RunInstancesRequest): Promis
 
 /**
  * A launch whose volumes EC2 cannot encrypt or decrypt: the instance is pending, then terminates
- * with EC2's state reason: Client.InvalidKMSKey.InvalidState for a key that is disabled or pending
- * deletion, Client.InternalError ("Client error on launch") when the caller's policy does not let
- * EC2 use the key, and (localcloud's choice, EC2 documents none) for a key that does not exist.
+ * with EC2's state reason (`launchFailureReason`).
  */
 function failLaunch(w: World, inst: Instance, f: EncryptionFailure, extraDelay: number): void {
   const epoch = inst.epoch;
-  const reason =
-    f.kind === "disabled" || f.kind === "pending-deletion"
-      ? {
-          code: "Client.InvalidKMSKey.InvalidState",
-          message: "Client.InvalidKMSKey.InvalidState: The KMS key provided is in an incorrect state",
-        }
-      : { code: "Client.InternalError", message: "Client.InternalError: Client error on launch" };
+  const reason = launchFailureReason(f);
   w.after(extraDelay + w.profile.pendingToRunning, `failing the launch of ${inst.id}`, () => {
     if (inst.state !== "pending" || inst.epoch !== epoch) return;
     w.log(`${inst.id} could not launch: ${describeFailure(f)}`);
