@@ -37,6 +37,8 @@ import {
   ScheduleKeyDeletionCommand,
 } from "@aws-sdk/client-kms";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { EBS_KMS_ACTIONS, viaEc2Context } from "../../localcloud/ec2/encryption.js";
+import { contextOf, evaluate, parsePolicy } from "../../localcloud/iam/policy.js";
 import { control, type Env, expectEc2Error, startEnv, until } from "./helpers.js";
 
 let env: Env;
@@ -431,6 +433,21 @@ describe("KMS permissions under an enforced IAM policy", () => {
     await control(env.cloud, "PUT", "iam/policy", { Version: "2012-10-17", Statement: [ec2All] });
     const v = await env.ec2.send(new CreateVolumeCommand({ AvailabilityZone: "us-east-1a", Size: 1, Encrypted: true, KmsKeyId: k.id }));
     await until(async () => (await volumeState(v.VolumeId!)) === "InvalidVolume.NotFound", "volume gone");
+  });
+
+  it("evaluates kms:ViaService and kms:GrantIsForAWSResource in the context EC2's use of a key carries", () => {
+    const key = `${ARN_PREFIX}key/11111111-2222-3333-4444-555555555555`;
+    const p = parsePolicy({ Version: "2012-10-17", Statement: kmsStatements(key) });
+    for (const action of EBS_KMS_ACTIONS)
+      expect(evaluate(p, { action, resource: key, context: viaEc2Context(action) }).allowed, action).toBe(true);
+    // The caller's own calls carry no kms:ViaService, and its own grants are not for an AWS resource.
+    const direct = contextOf({ "kms:CallerAccount": "123456789012" });
+    expect(evaluate(p, { action: "kms:Decrypt", resource: key, context: direct }).allowed).toBe(false);
+    const notForResource = contextOf({ "kms:ViaService": "ec2.us-east-1.amazonaws.com", "kms:GrantIsForAWSResource": "false" });
+    expect(evaluate(p, { action: "kms:CreateGrant", resource: key, context: notForResource }).allowed).toBe(false);
+    expect(evaluate(p, { action: "kms:Decrypt", resource: `${ARN_PREFIX}key/other`, context: viaEc2Context("kms:Decrypt") }).allowed).toBe(
+      false,
+    );
   });
 
   it("authorises KMS's own actions: AccessDeniedException without a statement", async () => {
