@@ -77,7 +77,7 @@ export class World {
   vpcs = new Map<string, Vpc>();
   securityGroups = new Map<string, SecurityGroup>();
   /** `${action}:${token}` -> what the first call was and what it produced. */
-  clientTokens = new Map<string, { fingerprint: string; ids: string[] }>();
+  clientTokens = new Map<string, { fingerprint: string; ids: string[]; deleted?: boolean }>();
   /** `${type}|${az}|${market}` -> false/0 = none; a number = how many more launches fit. */
   capacity = new Map<string, boolean | number>();
   /** KMS keys and aliases (the local KMS and EC2's encryption read them). */

@@ -308,6 +308,12 @@ describe("keys EC2 cannot use", () => {
       expect(v.State).toBe("creating");
       await until(async () => (await volumeState(v.VolumeId!)) === "InvalidVolume.NotFound", `volume under ${ref} gone`);
     }
+    // A retry with the ClientToken of a volume that is gone is refused, as EC2 refuses it.
+    const input = { AvailabilityZone: "us-east-1a", Size: 1, Encrypted: true, KmsKeyId: disabled.id, ClientToken: "kms-retry-1" };
+    const first = await env.ec2.send(new CreateVolumeCommand(input));
+    await until(async () => (await volumeState(first.VolumeId!)) === "InvalidVolume.NotFound", "tokened volume gone");
+    const e = await expectEc2Error(env.ec2.send(new CreateVolumeCommand(input)), "IdempotentParameterMismatch", 400);
+    expect(e.message).toMatch(/associated with a resource that is already deleted/);
   });
 
   it("a launch under a key not enabled goes pending -> terminated with Client.InvalidKMSKey.InvalidState", async () => {

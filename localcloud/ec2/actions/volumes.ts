@@ -69,6 +69,7 @@ export function createVolume(ctx: Ctx, input: CreateVolumeRequest): SdkVolume {
     if (prior) {
       if (prior.fingerprint !== fp)
         throw new Ec2Error("IdempotentParameterMismatch", `The client token '${input.ClientToken}' was used with different parameters`);
+      if (prior.deleted) throw tokenOfDeletedVolume();
       const v = w.volumes.get(prior.ids[0]!);
       if (v) {
         dryRun(ctx, input);
@@ -160,9 +161,20 @@ function vanishVolume(w: World, v: Volume, f: EncryptionFailure): void {
   w.log(`${v.id} could not be created: ${describeFailure(f)}`);
   v.state = "deleting";
   w.volumes.delete(v.id);
+  // A retry with the same ClientToken is refused: the token's volume is gone.
+  const token = v.clientToken === undefined ? undefined : w.clientTokens.get(`CreateVolume:${v.clientToken}`);
+  if (token?.ids[0] === v.id) token.deleted = true;
   w.track(
     `deleting ${v.id}`,
     v.ready.then(() => w.runtime.deleteVolume(v.id)),
+  );
+}
+
+/** EC2's answer to a CreateVolume retry whose ClientToken made a volume that is gone. */
+function tokenOfDeletedVolume(): Ec2Error {
+  return new Ec2Error(
+    "IdempotentParameterMismatch",
+    "The client token you have provided is associated with a resource that is already deleted. Please use a different client token.",
   );
 }
 
