@@ -3,7 +3,8 @@
  * @aws-sdk/client-ec2): keys and aliases with KMS's error codes, encrypted volumes, snapshots,
  * copies, images and launches, the account's default encryption, keys EC2 cannot use (disabled,
  * pending deletion, unknown), and the KMS permissions EC2 needs from the caller's IAM policy for a
- * customer-managed key (restricted to EC2 by kms:ViaService).
+ * customer-managed key (restricted to EC2 by kms:ViaService). Runtime "none" (the EC2 model alone),
+ * except the snapshot copy's data path, on the process runtime (file copies, no instance boots).
  */
 import {
   CopySnapshotCommand,
@@ -36,6 +37,8 @@ import {
   ListKeysCommand,
   ScheduleKeyDeletionCommand,
 } from "@aws-sdk/client-kms";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { EBS_KMS_ACTIONS, viaEc2Context } from "../../localcloud/ec2/encryption.js";
 import { contextOf, evaluate, parsePolicy } from "../../localcloud/iam/policy.js";
@@ -466,5 +469,40 @@ describe("KMS permissions under an enforced IAM policy", () => {
     const e = await kmsError(kms.send(new DisableKeyCommand({ KeyId: k.id })), "AccessDeniedException");
     expect(e.message).toMatch(/not authorized to perform: kms:DisableKey on resource: arn:aws:kms:/);
     await kmsError(kms.send(new CreateKeyCommand({})), "AccessDeniedException");
+  });
+});
+
+describe("snapshot copies on the process runtime", () => {
+  it("a copy holds the source's data, and a volume made from the copy holds it too", async () => {
+    const penv = await startEnv({ runtime: "process" });
+    try {
+      const v = await penv.ec2.send(new CreateVolumeCommand({ AvailabilityZone: "us-east-1a", Size: 1 }));
+      await until(
+        async () => (await penv.ec2.send(new DescribeVolumesCommand({ VolumeIds: [v.VolumeId!] }))).Volumes![0]!.State === "available",
+        "volume available",
+      );
+      const dir = join(penv.cloud.stateDir, "volumes", v.VolumeId!);
+      await mkdir(dir, { recursive: true });
+      await writeFile(join(dir, "record"), "acknowledged\n");
+      const snap = await penv.ec2.send(new CreateSnapshotCommand({ VolumeId: v.VolumeId }));
+      const done = (id: string) => async () =>
+        (await penv.ec2.send(new DescribeSnapshotsCommand({ SnapshotIds: [id] }))).Snapshots![0]!.State === "completed";
+      await until(done(snap.SnapshotId!), "snapshot completed");
+      const copy = await penv.ec2.send(
+        new CopySnapshotCommand({ SourceRegion: "us-east-1", SourceSnapshotId: snap.SnapshotId, Encrypted: true }),
+      );
+      await until(done(copy.SnapshotId!), "copy completed");
+      expect(await readFile(join(penv.cloud.stateDir, "snapshots", copy.SnapshotId!, "record"), "utf8")).toBe("acknowledged\n");
+      const restored = await penv.ec2.send(new CreateVolumeCommand({ AvailabilityZone: "us-east-1a", SnapshotId: copy.SnapshotId }));
+      expect(restored.Encrypted).toBe(true);
+      await until(
+        async () =>
+          (await penv.ec2.send(new DescribeVolumesCommand({ VolumeIds: [restored.VolumeId!] }))).Volumes![0]!.State === "available",
+        "restored volume available",
+      );
+      expect(await readFile(join(penv.cloud.stateDir, "volumes", restored.VolumeId!, "record"), "utf8")).toBe("acknowledged\n");
+    } finally {
+      await penv.stop();
+    }
   });
 });
