@@ -150,26 +150,38 @@ async function createDataVolume(
     },
   });
   await deps.store.volumes.setCurrent(name, v.device, vol.volumeId, vol.availabilityZone);
+  // EC2 checks a volume's KMS key only once it creates it: a key it cannot use (missing, disabled,
+  // or not granted to the caller through EC2) makes the new volume vanish, or end in `error`. A new
+  // volume may also be missing from DescribeVolumes for a moment (EC2 is eventually consistent), so
+  // only one missing for VANISHED_AFTER_MS of model time counts as vanished.
+  const askedAt = deps.clock.now();
   await waitUntil(
     deps.clock,
     `${vol.volumeId} to be available`,
     async () => {
-      const state = (await deps.ec2.describeVolume(vol.volumeId))?.state;
-      // EC2 checks a volume's KMS key only once it creates it: a key it cannot use ends in `error`.
-      if (state === "error")
+      const found = await deps.ec2.describeVolume(vol.volumeId);
+      if (!found && deps.clock.modelMsSince(askedAt) < VANISHED_AFTER_MS) return null;
+      if (!found || found.state === "error") {
+        const enc = encryptionOf(spec);
         throw new Failure(
           "invalid-spec",
-          `${vol.volumeId} (${v.device}) failed to create` +
-            (encryptionOf(spec).encrypted
-              ? ": EC2 could not use persistence.encryption's KMS key (missing, disabled, or not permitted)"
+          `${vol.volumeId} (${v.device}) ${found ? "ended in error" : "vanished"} after CreateVolume` +
+            (enc.encrypted
+              ? `: EC2 could not use the KMS key ${enc.kmsKeyId ?? "(the account's default EBS key)"} (missing, disabled, or the coordinator's role ` +
+                "lacks kms:CreateGrant, kms:Decrypt, kms:GenerateDataKeyWithoutPlaintext or kms:ReEncrypt* through EC2)"
               : ""),
         );
+      }
+      const state = found.state;
       return state === "available" ? true : null;
     },
     { intervalMs: deps.pollMs, timeoutMs: 10 * 60_000, signal: ctx.signal },
   );
   return { ...v, volumeId: vol.volumeId, availabilityZone: vol.availabilityZone };
 }
+
+/** How long (model ms) a volume CreateVolume returned may be missing from DescribeVolumes before it counts as vanished. */
+const VANISHED_AFTER_MS = 30_000;
 
 /** The stable ENI that carries the private IP across generations (DeleteOnTermination false when attached at launch). */
 async function createStableEni(

@@ -273,6 +273,22 @@ async function record(
 }
 
 /**
+ * EC2 checks the KMS keys of a launch's encrypted volumes only as the instance starts: a key it
+ * cannot use terminates it with Client.InvalidKMSKey.InvalidState (disabled or pending deletion) or
+ * Client.InternalError (missing, or the caller's role does not let EC2 use it).
+ */
+function kmsHint(reason: string | null | undefined): string {
+  if (!reason) return "";
+  if (reason.includes("InvalidKMSKey")) return "; the KMS key of an encrypted volume is disabled or pending deletion";
+  if (reason.startsWith("Client.InternalError"))
+    return (
+      "; with encrypted volumes this is how EC2 reports a KMS key it cannot use: one that is gone, or that the coordinator's role does not " +
+      "let EC2 use (kms:CreateGrant, kms:Decrypt, kms:GenerateDataKeyWithoutPlaintext, kms:ReEncrypt* through EC2)"
+    );
+  return "";
+}
+
+/**
  * Wait for `running`; record the private IP, and (snapshot mode) the volumes EC2 created from the
  * block device mappings for `devices`. Returns the new volume id per device.
  */
@@ -288,7 +304,10 @@ export async function waitRunning(
       const [i] = await deps.ec2.describeInstances([o.instanceId]);
       if (!i) return null;
       if (i.state === "shutting-down" || i.state === "terminated")
-        throw new Failure("resource-lost", `${o.instanceId} went ${i.state} while starting (${i.stateReason ?? "no reason given"})`);
+        throw new Failure(
+          "resource-lost",
+          `${o.instanceId} went ${i.state} while starting (${i.stateReason ?? "no reason given"})${kmsHint(i.stateReason)}`,
+        );
       return i.state === "running" ? i : null;
     },
     { intervalMs: deps.pollMs / 2, timeoutMs: 15 * 60_000, signal: ctx.signal, grid: true },
