@@ -196,6 +196,19 @@ describe("EBS encryption", () => {
       400,
     );
     expect(e.message).toMatch(/KmsKeyId requires the parameter Encrypted/);
+    const bdm = await expectEc2Error(
+      env.ec2.send(
+        new RunInstancesCommand({
+          ImageId: env.cloud.world.baseImageId,
+          MinCount: 1,
+          MaxCount: 1,
+          BlockDeviceMappings: [{ DeviceName: "/dev/sdf", Ebs: { VolumeSize: 1, Encrypted: false, KmsKeyId: k.arn } }],
+        }),
+      ),
+      "InvalidParameterDependency",
+      400,
+    );
+    expect(bdm.message).toMatch(/BlockDeviceMapping\.1\.Ebs\.KmsKeyId requires/);
   });
 
   it("encrypts by default when the account asks, under the default key it names", async () => {
