@@ -7,6 +7,7 @@
  * except the snapshot copy's data path, on the process runtime (file copies, no instance boots).
  */
 import {
+  AttachVolumeCommand,
   CopySnapshotCommand,
   CreateSnapshotCommand,
   CreateVolumeCommand,
@@ -195,6 +196,19 @@ describe("EBS encryption", () => {
       400,
     );
     expect(e.message).toMatch(/KmsKeyId requires the parameter Encrypted/);
+    const bdm = await expectEc2Error(
+      env.ec2.send(
+        new RunInstancesCommand({
+          ImageId: env.cloud.world.baseImageId,
+          MinCount: 1,
+          MaxCount: 1,
+          BlockDeviceMappings: [{ DeviceName: "/dev/sdf", Ebs: { VolumeSize: 1, Encrypted: false, KmsKeyId: k.arn } }],
+        }),
+      ),
+      "InvalidParameterDependency",
+      400,
+    );
+    expect(bdm.message).toMatch(/BlockDeviceMapping\.1\.Ebs\.KmsKeyId requires/);
   });
 
   it("encrypts by default when the account asks, under the default key it names", async () => {
@@ -367,6 +381,32 @@ describe("keys EC2 cannot use", () => {
     await kms.send(new EnableKeyCommand({ KeyId: k.id }));
     await env.ec2.send(new StartInstancesCommand({ InstanceIds: [id] }));
     await until(async () => (await instance(id)).State!.Name === "running", "instance running again");
+  });
+
+  it("an attachment of a volume whose key was disabled answers attaching, then the volume is available again", async () => {
+    const k = await newKey();
+    const v = await env.ec2.send(new CreateVolumeCommand({ AvailabilityZone: "us-east-1a", Size: 1, Encrypted: true, KmsKeyId: k.id }));
+    await until(async () => (await volumeState(v.VolumeId!)) === "available", "volume available");
+    const run = await env.ec2.send(
+      new RunInstancesCommand({
+        ImageId: env.cloud.world.baseImageId,
+        MinCount: 1,
+        MaxCount: 1,
+        Placement: { AvailabilityZone: "us-east-1a" },
+      }),
+    );
+    const id = run.Instances![0]!.InstanceId!;
+    await until(async () => (await instance(id)).State!.Name === "running", "instance running");
+    await kms.send(new DisableKeyCommand({ KeyId: k.arn }));
+    const att = await env.ec2.send(new AttachVolumeCommand({ VolumeId: v.VolumeId, InstanceId: id, Device: "/dev/sdf" }));
+    expect(att.State).toBe("attaching");
+    await until(async () => {
+      const vol = (await env.ec2.send(new DescribeVolumesCommand({ VolumeIds: [v.VolumeId!] }))).Volumes![0]!;
+      return vol.State === "available" && vol.Attachments!.length === 0;
+    }, "attachment dropped");
+    await kms.send(new EnableKeyCommand({ KeyId: k.arn }));
+    await env.ec2.send(new AttachVolumeCommand({ VolumeId: v.VolumeId, InstanceId: id, Device: "/dev/sdf" }));
+    await until(async () => (await volumeState(v.VolumeId!)) === "in-use", "volume attached");
   });
 
   it("a snapshot copy under an unknown key goes to error with a StateMessage", async () => {

@@ -211,7 +211,7 @@ export function describeImage(i: Image): SdkImage {
         VolumeSize: b.volumeSize,
         VolumeType: b.volumeType as never,
         DeleteOnTermination: b.deleteOnTermination,
-        // EC2 shows whether an image's snapshot is encrypted, not its key.
+        // Whether the mapping's snapshot is encrypted; its key is on the snapshot (DescribeSnapshots).
         Encrypted: b.encrypted ?? false,
       },
     })),
