@@ -52,9 +52,13 @@ export interface CoordinatorViews {
   /**
    * Start the delete runbook: everything but the kinds in `keep` is deleted; kept resources expire
    * after `ttlHours` (null: kept until deleted by hand). `archivedAs` is the name the deleted
-   * instance is listed under once the delete finished.
+   * instance is listed under once the delete finished. A running instance is quiesced first
+   * (preStop hook, sync) unless `force`.
    */
-  deleteInstance(name: string, o: { keep: KeepSet; ttlHours: number | null }): Promise<{ workflowId: string; archivedAs: string }>;
+  deleteInstance(
+    name: string,
+    o: { keep: KeepSet; ttlHours: number | null; force?: boolean },
+  ): Promise<{ workflowId: string; archivedAs: string }>;
   /** Hours on spot and on-demand and the money spot saved, per instance and in total. */
   savings(): Promise<Savings>;
 }
