@@ -84,15 +84,29 @@ export class Operations {
     });
   }
 
-  /** Refusals a spec gets before anything is recorded: features not supported, user-data that cannot be launched. */
+  /**
+   * Refusals a spec gets before anything is recorded: a region other than this coordinator's,
+   * features not supported, user-data that cannot be launched.
+   */
   private checkSpec(spec: StatefulInstanceSpec): void {
-    const unsupported = unsupportedFeatures(spec);
+    const unsupported = unsupportedFeatures(spec, { region: this.d.region });
     if (unsupported.length) throw new Refusal("invalid", unsupported.map((u) => `${u.path}: ${u.reason}`).join("; "));
     try {
       this.d.renderUserData?.(spec);
     } catch (err) {
       throw new Refusal("invalid", (err as Error).message);
     }
+  }
+
+  /**
+   * Everything a create checks before it records anything (the spec against this coordinator, the
+   * image's architecture, the name not in use), as Refusals; changes nothing. `spotkeep create
+   * --dry-run` asks this alone.
+   */
+  async checkCreate(spec: StatefulInstanceSpec): Promise<void> {
+    this.checkSpec(spec);
+    await this.refuseArchitectureMismatch(spec, () => specImage(this.d.ec2, spec.launch.imageId));
+    if (await this.d.store.instances.get(spec.name)) throw new Refusal("conflict", `stateful instance ${spec.name} already exists`);
   }
 
   /** Create a stateful instance from a validated spec; changes nothing when refused. */

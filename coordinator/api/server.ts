@@ -227,9 +227,15 @@ async function handle(deps: ApiServerDeps, web: Console, req: IncomingMessage, r
     if (parts.length === 1) {
       if (method === "GET") return sendJson(res, 200, { instances: await views.listInstances({ includeDeleted: listAll(url) }) });
       if (method === "POST") {
+        // ?dryRun=true: every check a create makes, nothing recorded (200 with the spec as the coordinator reads it).
+        const dryRun = createDryRun(url);
         const format = bodyFormat(req.headers["content-type"]);
         const body = await readBody(req, format === "yaml" ? MAX_YAML_BYTES : MAX_BODY_BYTES);
         const spec = parseSpecBody(body, format);
+        if (dryRun) {
+          await views.checkCreate(spec);
+          return sendJson(res, 200, { name: spec.name, dryRun: true, spec });
+        }
         const { workflowId } = await views.createInstance(spec);
         return sendJson(res, 201, { name: spec.name, workflowId });
       }
@@ -358,6 +364,16 @@ function importRequest(body: string): { instanceId: string; name: string; overri
     dryRun: o.dryRun === true,
     adoptKept: o.adoptKept === true,
   };
+}
+
+/** A create's query: `?dryRun=true` checks the spec and records nothing; any other parameter is refused by name. */
+function createDryRun(url: URL): boolean {
+  const unknown = [...url.searchParams.keys()].find((k) => k !== "dryRun");
+  if (unknown) throw new HttpError(400, "invalid", `${unknown.slice(0, 40)}: unknown parameter (allowed: dryRun)`);
+  const v = url.searchParams.get("dryRun");
+  if (v !== null && v !== "true" && v !== "false")
+    throw new HttpError(400, "invalid", `dryRun: must be true or false, got ${JSON.stringify(v.slice(0, 40))}`);
+  return v === "true";
 }
 
 /** `?all=true` lists deleted instances too. */

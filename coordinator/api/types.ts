@@ -31,6 +31,8 @@ export interface CoordinatorViews {
    * SQLITE_CORRUPT*), on the error or its `cause`, is answered 507/503 instead of 500.
    */
   createInstance(spec: StatefulInstanceSpec): Promise<{ workflowId: string }>;
+  /** What a create would refuse (Refusal, as createInstance throws it), without recording anything: a dry run. */
+  checkCreate(spec: StatefulInstanceSpec): Promise<void>;
   /** pause | resume | recycle | snapshot; Refusal for unknown names or conflicting operations. */
   runOperation(name: string, op: Operation): Promise<{ workflowId: string }>;
   /** Store a new spec (applied at the next generation; `recycle` applies it now). Refusal("invalid") names an immutable field. */
