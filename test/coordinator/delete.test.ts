@@ -3,7 +3,8 @@
  * this process, a fake agent per instance, time-scaled): without --keep every resource tagged with the instance goes; with keep=volumes,network
  * those stay, tagged with their expiry, until the TTL sweep deletes them; the name can be created
  * again; a running instance's agent is asked to quiesce first (not with --force), and one that does
- * not answer is waited for within the budget only; bad input is refused by name and changes
+ * not answer is waited for within the budget only; a delete recorded before deletes quiesced
+ * goes on without the step; bad input is refused by name and changes
  * nothing; 404 and 409 say why. That the preStop hook really runs on the instance is
  * test/coordinator/delete-prestop.test.ts's (a real agent and hook).
  */
@@ -16,7 +17,9 @@ import {
   DescribeVolumesCommand,
   EC2Client,
 } from "@aws-sdk/client-ec2";
+import { KEEP_NOTHING } from "../../shared/deletion.js";
 import { parseSpec } from "../../shared/spec.js";
+import { moveState } from "../../coordinator/lifecycle.js";
 import { type InProcess, startInProcess } from "../support/in-process.js";
 import { until } from "./harness.js";
 
@@ -233,6 +236,25 @@ describe("delete", () => {
     expect(timeout.workflowId).toBe(workflowId);
     const quiesce = (await h.coord.store.steps.list(workflowId)).find((x) => x.name === "quiesce");
     expect(quiesce?.result).toBe(false);
+    expect(await tagged(name)).toEqual({ instances: [], volumes: [], enis: [], snapshots: [], images: [] });
+  }, 120_000);
+
+  it("a delete recorded before deletes quiesced (no quiesce in its input) goes on without the step", async () => {
+    const name = "del-old";
+    await create(name);
+    const id = (await api("GET", `instances/${name}`)).body.instanceId as string;
+    // Admitted as the earlier version did: the same input, without `quiesce`.
+    const workflowId = await h.coord.store.tx(async (t) => {
+      const inst = (await t.instances.get(name))!;
+      const input = { name, keep: { ...KEEP_NOTHING }, ttlHours: null, archiveAs: `${name}~${new Date(inst.createdAt).toISOString()}` };
+      const wf = await h.coord.engine.start("delete", name, input, "requested", t);
+      await moveState(t, "delete", name, "during", "delete (keep: nothing)");
+      return wf;
+    });
+    const wf = await h.coord.engine.wait(workflowId);
+    expect(wf.error).toBeNull();
+    expect((await h.coord.store.steps.list(workflowId)).map((x) => x.name).slice(0, 2)).toEqual(["begin", "terminate"]);
+    expect((h.agents.get(id)?.received ?? []).filter((m) => m.type === "quiesce")).toEqual([]);
     expect(await tagged(name)).toEqual({ instances: [], volumes: [], enis: [], snapshots: [], images: [] });
   }, 120_000);
 
