@@ -88,15 +88,29 @@ export class Operations {
     });
   }
 
-  /** Refusals a spec gets before anything is recorded: features not supported, user-data that cannot be launched. */
+  /**
+   * Refusals a spec gets before anything is recorded: a region other than this coordinator's,
+   * features not supported, user-data that cannot be launched.
+   */
   private checkSpec(spec: StatefulInstanceSpec): void {
-    const unsupported = unsupportedFeatures(spec);
+    const unsupported = unsupportedFeatures(spec, { region: this.d.region });
     if (unsupported.length) throw new Refusal("invalid", unsupported.map((u) => `${u.path}: ${u.reason}`).join("; "));
     try {
       this.d.renderUserData?.(spec);
     } catch (err) {
       throw new Refusal("invalid", (err as Error).message);
     }
+  }
+
+  /**
+   * Everything a create checks before it records anything (the spec against this coordinator, the
+   * image's architecture, the name not in use), as Refusals; changes nothing. `spotkeep create
+   * --dry-run` asks this alone.
+   */
+  async checkCreate(spec: StatefulInstanceSpec): Promise<void> {
+    this.checkSpec(spec);
+    await this.refuseArchitectureMismatch(spec, () => specImage(this.d.ec2, spec.launch.imageId));
+    if (await this.d.store.instances.get(spec.name)) throw new Refusal("conflict", `stateful instance ${spec.name} already exists`);
   }
 
   /** Create a stateful instance from a validated spec; changes nothing when refused. */
@@ -388,22 +402,31 @@ export class Operations {
    * which expire after `ttlHours` (model hours; null keeps them until deleted by hand). 400 for a
    * TTL with nothing to keep, 404/409 as for every operation. When the delete finishes the instance
    * is archived under `NAME~<its createdAt ISO>` (unique: a name is created again only after the
-   * earlier instance of it was deleted), which frees the name.
+   * earlier instance of it was deleted), which frees the name. A running instance is quiesced first
+   * (preStop hook, sync, unmount) unless `force`.
    */
   async deleteInstance(
     name: string,
-    o: { keep: KeepSet; ttlHours: number | null; byGroup?: string },
+    o: { keep: KeepSet; ttlHours: number | null; force?: boolean; byGroup?: string },
   ): Promise<{ workflowId: string; archivedAs: string }> {
     if (o.ttlHours !== null && !KEEP_ITEMS.some((k) => o.keep[k]))
       throw new Refusal("invalid", "ttlHours: nothing is kept, so there is nothing for a TTL to expire (name what to keep with keep)");
     return this.d.store.tx(async (t) => {
-      const { inst } = await this.admit(t, name, "delete", { byGroup: o.byGroup });
+      const { inst, facts } = await this.admit(t, name, "delete", { byGroup: o.byGroup });
       const archivedAs = `${name}~${new Date(inst.createdAt).toISOString()}`;
-      const input: DeleteInput = { name, keep: { ...o.keep }, ttlHours: o.ttlHours, archiveAs: archivedAs };
+      const live = inst.state === "running" ? facts.liveInstanceId : null;
+      const input: DeleteInput = {
+        name,
+        keep: { ...o.keep },
+        ttlHours: o.ttlHours,
+        archiveAs: archivedAs,
+        ...(live && !o.force ? { quiesce: { instanceId: live } } : {}),
+      };
       const wf = await this.d.engine.start("delete", name, input, "requested", t);
       await moveState(t, "delete", name, "during", `delete (keep: ${keptList(o.keep)})`);
       const ttl = o.ttlHours === null ? "" : `, kept for ${o.ttlHours} h`;
-      await t.events.add(name, "delete-started", `delete requested from ${inst.state} (keep: ${keptList(o.keep)}${ttl})`, wf);
+      const stop = !live ? "" : o.force ? `; forced: ${live} is terminated without its preStop hook` : `; ${live} quiesces first`;
+      await t.events.add(name, "delete-started", `delete requested from ${inst.state} (keep: ${keptList(o.keep)}${ttl})${stop}`, wf);
       return { workflowId: wf, archivedAs };
     });
   }

@@ -381,7 +381,7 @@ async function startOn(o: Opened): Promise<Coordinator> {
     runtimeFor,
     renderUserData: deps.userData,
   });
-  const groups = new GroupOperations({ store, engine, ec2, log });
+  const groups = new GroupOperations({ store, engine, ec2, region: config.region, log });
   registerGroupMetrics(metrics.registry, () => groups.list());
   const tasks = new ScheduledTasks({ store, operations, calendar, log });
   // One decision path for both sources of notices: the agents and the EventBridge queue.
@@ -410,6 +410,7 @@ async function startOn(o: Opened): Promise<Coordinator> {
     runOperation: (name, op) => operations.run(name, op),
     updateInstance: (name, spec, o) => operations.update(name, spec, o),
     createInstance: (spec) => operations.createInstance(spec),
+    checkCreate: (spec) => operations.checkCreate(spec),
     deleteInstance: (name, o) => operations.deleteInstance(name, o),
     importInstance: (req) => operations.importInstance(req),
     savings: () => savings.report(),

@@ -9,7 +9,10 @@ import { StatefulInstanceSpec } from "../shared/spec.js";
 /** What each field means, by path (`[]` marks list items). Every schema path must have one. */
 export const DESCRIPTIONS: Record<string, string> = {
   name: "The stateful instance's name: unique per coordinator, used in tags and the CLI.",
-  region: "AWS region the instance lives in.",
+  region:
+    "AWS region the instance lives in. One coordinator manages one region (its config `region`): create, update, import and " +
+    "group create/update refuse a spec whose `region` is another. A spec without `region` means us-east-1: name the region " +
+    "when the coordinator runs elsewhere.",
   launch: "How each generation is launched.",
   "launch.imageId":
     "AMI of the first generation. With `persistence.root`, later generations boot from spotkeep's own image of the root volume.",
@@ -86,12 +89,15 @@ export const DESCRIPTIONS: Record<string, string> = {
     "Also capture the root volume as an image at every snapshot (needs `persistence.root`); images are kept by `keep` too, " +
     "never the one the next generation boots from.",
   hooks: "Commands the agent runs on the instance.",
-  "hooks.preStop": "Runs at quiesce, before sync and freeze (e.g. a fast database shutdown).",
+  "hooks.preStop":
+    "Runs at quiesce, before sync and freeze (e.g. a fast database shutdown): at a spot notice, a recycle, a pause, and the " +
+    "`delete` of a running instance (there followed by sync and unmount, no freeze; `delete --force` skips it).",
   "hooks.postRestore": "Runs on the replacement after the volumes are mounted, before your user-data.",
   "hooks.timeoutSeconds": "Limit for each hook; a hook that times out makes the quiesce unclean.",
   onRebalance:
-    "What a rebalance recommendation triggers: `ignore` or a fresh `snapshot` (`recycle`, a proactive replacement, " +
-    "is refused by the coordinator until the runbook exists).",
+    "What a rebalance recommendation triggers: `ignore`, a fresh `snapshot`, or `recycle`: a planned replacement before EC2 " +
+    "takes the instance (quiesce, capture, a new generation keeping what `persistence` keeps); when another workflow " +
+    "already moves the instance, no recycle starts and an event says why.",
   health: "Health checks and autohealing; absent: an instance is replaced only when EC2 takes it or says it is gone.",
   "health.type":
     "`agent`: the agent's heartbeats (silent while EC2 says running = unhealthy); `ec2`: " +
@@ -229,6 +235,8 @@ export function renderSpecReference(): string {
       "`alias/aws/ebs`.",
     "- A volume adopted by `volumeId` must already be encrypted as `persistence.encryption` asks (EC2 keeps a volume's encryption for its life).",
     "- `launch.rootVolume`: size within the type's range, `iops` only with type gp3/io1/io2, `throughput` only with type gp3.",
+    "- `region` is the coordinator's own (checked by the coordinator at create, update, import and group create/update; " +
+      "`spotkeep create --dry-run` shows the refusal without creating anything).",
     "",
   ].join("\n");
 }
