@@ -417,6 +417,7 @@ async function startOn(o: Opened): Promise<Coordinator> {
   };
   const api = createApiServer({
     views: apiViews,
+    specRegion: config.region,
     onConnectionCut: (why, source) => {
       metrics.connectionsCut.inc({ reason: why });
       // A flood of them is logged once per reason a minute.

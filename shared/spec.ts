@@ -383,7 +383,23 @@ export function canonicalDevice(device: string): string {
  * Parse a spec from JSON or YAML text (or an already-parsed object). Throws ValidationError whose
  * message names every bad path: `persistence.volumes[0].device: "/dev/foo!" is not a valid device name …`.
  */
-export function parseSpec(input: string | unknown, source = "spec"): StatefulInstanceSpec {
+export function parseSpec(input: string | unknown, source = "spec", o: { region?: string } = {}): StatefulInstanceSpec {
+  const data = specData(input, source);
+  // A spec without a region is in the region of the coordinator that reads it (us-east-1 elsewhere).
+  const parsed = StatefulInstanceSpec.safeParse(o.region && data.region === undefined ? { ...data, region: o.region } : data);
+  if (!parsed.success) throw zodToValidationError(parsed.error);
+  const spec = parsed.data;
+  for (const v of spec.persistence.volumes)
+    if (v.mountPoint && v.mountPoint.length > 1 && v.mountPoint.endsWith("/")) v.mountPoint = v.mountPoint.slice(0, -1);
+  return spec;
+}
+
+/**
+ * A spec's text (JSON or YAML) or object as plain data, defaults not filled: what a client sends, so
+ * that the coordinator fills what the author left out (the region among them). Throws
+ * ValidationError when it is not a mapping.
+ */
+export function specData(input: string | unknown, source = "spec"): Record<string, unknown> {
   let data: unknown = input;
   if (typeof input === "string") {
     try {
@@ -399,10 +415,5 @@ export function parseSpec(input: string | unknown, source = "spec"): StatefulIns
   if (typeof data !== "object" || data === null || Array.isArray(data)) {
     throw new ValidationError([{ path: source, reason: "must be a mapping with name, launch and persistence" }]);
   }
-  const parsed = StatefulInstanceSpec.safeParse(data);
-  if (!parsed.success) throw zodToValidationError(parsed.error);
-  const spec = parsed.data;
-  for (const v of spec.persistence.volumes)
-    if (v.mountPoint && v.mountPoint.length > 1 && v.mountPoint.endsWith("/")) v.mountPoint = v.mountPoint.slice(0, -1);
-  return spec;
+  return data as Record<string, unknown>;
 }

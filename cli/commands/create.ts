@@ -2,7 +2,7 @@ import { readFileSync } from "node:fs";
 import YAML from "yaml";
 import { z } from "zod";
 import { CreateResponse } from "../../shared/api.js";
-import { parseSpec } from "../../shared/spec.js";
+import { parseSpec, specData } from "../../shared/spec.js";
 import type { Command } from "../command.js";
 import { numberFlag, parseFlags, UsageError } from "../args.js";
 import { ApiClient, CLIENT_FLAGS, CliError, printJson } from "../client.js";
@@ -36,7 +36,9 @@ creates nothing; a refusal is printed as a create's would be (exit 1).`,
     } catch (err) {
       throw new CliError(`cannot read ${values.file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
     }
-    const spec = parseSpec(text, values.file); // local check: names the bad path before anything is sent
+    parseSpec(text, values.file); // local check: names the bad path before anything is sent
+    // Sent as written, defaults unfilled: the coordinator fills them (a spec without a region is in its region).
+    const spec = specData(text, values.file);
     const client = ApiClient.fromFlags(values);
     if (values["dry-run"]) {
       const checked = await client.post("/api/v1/instances?dryRun=true", JSON.stringify(spec), DryRunResponse);

@@ -231,7 +231,7 @@ async function handle(deps: ApiServerDeps, web: Console, req: IncomingMessage, r
         const dryRun = createDryRun(url);
         const format = bodyFormat(req.headers["content-type"]);
         const body = await readBody(req, format === "yaml" ? MAX_YAML_BYTES : MAX_BODY_BYTES);
-        const spec = parseSpecBody(body, format);
+        const spec = parseSpecBody(body, format, deps.specRegion);
         if (dryRun) {
           await views.checkCreate(spec);
           return sendJson(res, 200, { name: spec.name, dryRun: true, spec });
@@ -261,7 +261,7 @@ async function handle(deps: ApiServerDeps, web: Console, req: IncomingMessage, r
         if (!(await views.getInstance(name))) throw notFoundInstance(name);
         const format = bodyFormat(req.headers["content-type"]);
         const body = await readBody(req, format === "yaml" ? MAX_YAML_BYTES : MAX_BODY_BYTES);
-        const spec = parseSpecBody(body, format);
+        const spec = parseSpecBody(body, format, deps.specRegion);
         if (spec.name !== name) throw new HttpError(400, "invalid", `name: cannot change (the URL names ${name}, the spec ${spec.name})`);
         const { workflowId } = await views.updateInstance(name, spec, { recycle: recycleText === "true" });
         return sendJson(res, 200, { name, workflowId });
@@ -437,11 +437,11 @@ function decodeSegment(s: string): string {
   }
 }
 
-function parseSpecBody(body: string, format: BodyFormat): ReturnType<typeof parseSpec> {
+function parseSpecBody(body: string, format: BodyFormat, region: string | undefined): ReturnType<typeof parseSpec> {
   // Plain data only reaches parseSpec: it never sees text, so the YAML parser never sees JSON.
   const data = parseBody(body, format, "body");
   try {
-    return parseSpec(data, "body");
+    return parseSpec(data, "body", region === undefined ? {} : { region });
   } catch (err) {
     if (err instanceof ValidationError) throw new HttpError(400, "invalid-spec", err.message);
     throw err;

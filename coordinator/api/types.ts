@@ -69,6 +69,8 @@ export interface ApiServerDeps {
   views: CoordinatorViews;
   /** /api/v1/groups. */
   groups: GroupApi;
+  /** The region a spec without `region` is in: the coordinator's. */
+  specRegion?: string;
   /** Bearer token required on /api/v1/*. */
   adminToken: string;
   /** The built web console (index.html, assets/); default dist/console of this package. */
