@@ -50,8 +50,12 @@ export async function spawnCoordinator(
   const url = await until(
     "the coordinator to listen",
     () => {
+      // The log first: a coordinator armed to crash may listen and be gone within one poll (a
+      // resumed workflow reaching its crash step at once); its caller sees that exit.
+      const listening = /coordinator listening on (http\S+)/.exec(log.join(""))?.[1];
+      if (listening) return listening;
       if (gone) throw new Error(`the coordinator exited before it listened (${JSON.stringify(gone)}):\n${log.join("").slice(-4000)}`);
-      return /coordinator listening on (http\S+)/.exec(log.join(""))?.[1];
+      return undefined;
     },
     30_000,
   ).catch((err: Error) => {
