@@ -45,8 +45,9 @@ export async function spawnCoordinator(
       r({ code, signal });
     }),
   );
+  // Gone once its output is all read too ('close' follows 'exit' when stdout and stderr are drained).
   let gone: { code: number | null; signal: NodeJS.Signals | null } | null = null;
-  void exited.then((e) => (gone = e));
+  child.on("close", (code, signal) => (gone = { code, signal }));
   const url = await until(
     "the coordinator to listen",
     () => {
