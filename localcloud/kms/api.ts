@@ -9,7 +9,7 @@
  * also on the alias's ARN; CreateKey, ListKeys and ListAliases on `*`), and a refusal is KMS's
  * AccessDeniedException. Requests are bounded before parsing; signatures are not checked.
  */
-import { randomUUID } from "node:crypto";
+import { jsonSender, readJsonObject } from "../json-api.js";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { enforcerFor } from "../iam/enforcer.js";
 import { PRINCIPAL } from "../iam/message.js";
@@ -311,26 +311,10 @@ function authorizer(w: World, action: string): Authorize {
 }
 
 export async function handleKms(req: IncomingMessage, res: ServerResponse, deps: { world: World }): Promise<void> {
-  const send = (status: number, body: unknown) => {
-    if (res.writableEnded || res.destroyed) return;
-    const text = JSON.stringify(body);
-    res.writeHead(status, {
-      "content-type": "application/x-amz-json-1.1",
-      "content-length": Buffer.byteLength(text),
-      "x-amzn-requestid": randomUUID(),
-    });
-    res.end(text);
-  };
+  const send = jsonSender(res);
   try {
     const target = String(req.headers["x-amz-target"] ?? "");
-    const chunks: Buffer[] = [];
-    let size = 0;
-    for await (const c of req as AsyncIterable<Buffer>) {
-      size += c.length;
-      if (size > MAX_BODY) throw new KmsError("ValidationException", `the request body is larger than ${MAX_BODY} bytes`);
-      chunks.push(c);
-    }
-    if (req.method !== "POST") throw new KmsError("ValidationException", "KMS requests are POSTs");
+    const body = await readJsonObject(req, { maxBytes: MAX_BODY, service: "KMS", fail: (type, message) => new KmsError(type, message) });
     if (!target.startsWith(KMS_TARGET_PREFIX))
       throw new KmsError("UnknownOperationException", "a KMS request needs X-Amz-Target: TrentService.<Action>");
     const action = target.slice(KMS_TARGET_PREFIX.length);
@@ -340,15 +324,6 @@ export async function handleKms(req: IncomingMessage, res: ServerResponse, deps:
         "UnknownOperationException",
         `localcloud's KMS does not implement ${action.slice(0, 64)} (it implements ${KMS_ACTIONS.join(", ")})`,
       );
-    let body: unknown;
-    try {
-      const text = Buffer.concat(chunks).toString("utf8");
-      body = text.trim() === "" ? {} : JSON.parse(text);
-    } catch {
-      throw new KmsError("SerializationException", "the request body is not valid JSON");
-    }
-    if (typeof body !== "object" || body === null || Array.isArray(body))
-      throw new KmsError("SerializationException", "the request body must be a JSON object");
     const fault = deps.world.takeFault(action);
     if (fault) throw new KmsError(fault.code, fault.message ?? `localcloud injected fault: ${fault.code}`);
     send(200, handler(deps.world, body as Body, authorizer(deps.world, action)));
