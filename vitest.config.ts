@@ -58,6 +58,7 @@ export const FAST = [
   "test/coordinator/hub-security.test.ts",
   "test/coordinator/lifecycle.test.ts",
   "test/coordinator/refusal-flood.test.ts",
+  "test/coordinator/region.test.ts",
   "test/coordinator/tasks-targets.test.ts",
   "test/coordinator/untrusted-agent.test.ts",
 ];

@@ -6,8 +6,10 @@
  */
 import { KEEP_ITEMS, type KeepSet, keptList } from "../shared/deletion.js";
 import type { Operation } from "../shared/operations.js";
-import type { StatefulInstanceSpec } from "../shared/spec.js";
+import { encryptionOf, type StatefulInstanceSpec } from "../shared/spec.js";
 import { Refusal } from "./refusal.js";
+import type { KmsGateway } from "./kms/kms.js";
+import { describeBootImage, storageProblems } from "./storage-checks.js";
 import { type ArchitectureGateway, type BootImage, architectureRefusal, specImage } from "./architecture.js";
 import type { Ec2Gateway } from "./cloud/gateway.js";
 import type { Store, StoreTx } from "./db/store.js";
@@ -46,6 +48,8 @@ export interface OperationsDeps {
   calendar?: () => number;
   /** Render the spec's user-data as a launch would; throws saying why it cannot be launched (over EC2's 16 KB). */
   renderUserData?: (spec: StatefulInstanceSpec) => unknown;
+  /** Asked whether a spec's KMS key exists and can encrypt EBS volumes; absent: not checked (the launch reports it). */
+  kms?: KmsGateway;
   /** The Node.js runtime this coordinator serves for an architecture (x86_64, arm64), for an import's plan; null when none. */
   runtimeFor?: (architecture: string) => { version: string; gzBytes: number } | null;
 }
@@ -91,9 +95,12 @@ export class Operations {
     });
   }
 
-  /** Refusals a spec gets before anything is recorded: features not supported, user-data that cannot be launched. */
+  /**
+   * Refusals a spec gets before anything is recorded: a region other than this coordinator's,
+   * features not supported, user-data that cannot be launched.
+   */
   private checkSpec(spec: StatefulInstanceSpec): void {
-    const unsupported = unsupportedFeatures(spec);
+    const unsupported = unsupportedFeatures(spec, { region: this.d.region });
     if (unsupported.length) throw new Refusal("invalid", unsupported.map((u) => `${u.path}: ${u.reason}`).join("; "));
     try {
       this.d.renderUserData?.(spec);
@@ -102,10 +109,22 @@ export class Operations {
     }
   }
 
+  /**
+   * Everything a create checks before it records anything (the spec against this coordinator, the
+   * image's architecture, the name not in use), as Refusals; changes nothing. `spotkeep create
+   * --dry-run` asks this alone.
+   */
+  async checkCreate(spec: StatefulInstanceSpec): Promise<void> {
+    this.checkSpec(spec);
+    await this.refuseArchitectureMismatch(spec, () => specImage(this.d.ec2, spec.launch.imageId));
+    if (await this.d.store.instances.get(spec.name)) throw new Refusal("conflict", `stateful instance ${spec.name} already exists`);
+  }
+
   /** Create a stateful instance from a validated spec; changes nothing when refused. */
   async createInstance(spec: StatefulInstanceSpec): Promise<{ workflowId: string }> {
     this.checkSpec(spec);
     await this.refuseArchitectureMismatch(spec, () => specImage(this.d.ec2, spec.launch.imageId));
+    await this.refuseStorage(spec, spec.launch.imageId);
     const workflowId = await this.d.store.tx(async (t) => {
       if (await t.instances.get(spec.name)) throw new Refusal("conflict", `stateful instance ${spec.name} already exists`);
       await t.instances.insert(spec.name, spec, insertedAs("create"));
@@ -155,6 +174,7 @@ export class Operations {
       throw err;
     }
     this.checkSpec(plan.spec);
+    await this.refuseStorage(plan.spec, null);
     // The generations boot the instance's own root, so its architecture is the one the types must run.
     await this.refuseArchitectureMismatch(plan.spec, async () => ({
       architecture: plan.input.architecture,
@@ -364,6 +384,8 @@ export class Operations {
   async update(name: string, spec: StatefulInstanceSpec, opts: { recycle: boolean }): Promise<{ workflowId: string | null }> {
     this.checkSpec(spec);
     await this.refuseArchitectureMismatch(spec, () => this.nextBootImage(name, spec));
+    const root = spec.persistence.root ? await this.d.store.root.get(name) : null;
+    await this.refuseStorage(spec, root?.imageId ?? spec.launch.imageId);
     const current = await this.d.store.instances.get(name);
     const plan = current ? planVolumeChanges(current.spec, spec) : null;
     const live = plan && (plan.grow.length || plan.add.length);
@@ -437,22 +459,31 @@ export class Operations {
    * which expire after `ttlHours` (model hours; null keeps them until deleted by hand). 400 for a
    * TTL with nothing to keep, 404/409 as for every operation. When the delete finishes the instance
    * is archived under `NAME~<its createdAt ISO>` (unique: a name is created again only after the
-   * earlier instance of it was deleted), which frees the name.
+   * earlier instance of it was deleted), which frees the name. A running instance is quiesced first
+   * (preStop hook, sync, unmount) unless `force`.
    */
   async deleteInstance(
     name: string,
-    o: { keep: KeepSet; ttlHours: number | null; byGroup?: string },
+    o: { keep: KeepSet; ttlHours: number | null; force?: boolean; byGroup?: string },
   ): Promise<{ workflowId: string; archivedAs: string }> {
     if (o.ttlHours !== null && !KEEP_ITEMS.some((k) => o.keep[k]))
       throw new Refusal("invalid", "ttlHours: nothing is kept, so there is nothing for a TTL to expire (name what to keep with keep)");
     return this.d.store.tx(async (t) => {
-      const { inst } = await this.admit(t, name, "delete", { byGroup: o.byGroup });
+      const { inst, facts } = await this.admit(t, name, "delete", { byGroup: o.byGroup });
       const archivedAs = `${name}~${new Date(inst.createdAt).toISOString()}`;
-      const input: DeleteInput = { name, keep: { ...o.keep }, ttlHours: o.ttlHours, archiveAs: archivedAs };
+      const live = inst.state === "running" ? facts.liveInstanceId : null;
+      const input: DeleteInput = {
+        name,
+        keep: { ...o.keep },
+        ttlHours: o.ttlHours,
+        archiveAs: archivedAs,
+        ...(live && !o.force ? { quiesce: { instanceId: live } } : {}),
+      };
       const wf = await this.d.engine.start("delete", name, input, "requested", t);
       await moveState(t, "delete", name, "during", `delete (keep: ${keptList(o.keep)})`);
       const ttl = o.ttlHours === null ? "" : `, kept for ${o.ttlHours} h`;
-      await t.events.add(name, "delete-started", `delete requested from ${inst.state} (keep: ${keptList(o.keep)}${ttl})`, wf);
+      const stop = !live ? "" : o.force ? `; forced: ${live} is terminated without its preStop hook` : `; ${live} quiesces first`;
+      await t.events.add(name, "delete-started", `delete requested from ${inst.state} (keep: ${keptList(o.keep)}${ttl})${stop}`, wf);
       return { workflowId: wf, archivedAs };
     });
   }
@@ -462,6 +493,13 @@ export class Operations {
    * that owns the member asks (its scale-down), which a member's own rule otherwise refuses.
    */
   /** Refuses (invalid, naming each field) a spec whose instance types cannot boot `image`; changes nothing. */
+  /** Refuses a spec whose KMS key, root size or adopted volumes' encryption AWS would not honour (`storageProblems`). */
+  private async refuseStorage(spec: StatefulInstanceSpec, bootImageId: string | null): Promise<void> {
+    const deps = { ec2: this.d.ec2, kms: this.d.kms, region: this.d.region ?? "us-east-1", log: this.d.log };
+    const problems = await storageProblems(deps, spec, await describeBootImage(deps, bootImageId));
+    if (problems.length) throw new Refusal("invalid", problems.join("; "));
+  }
+
   private async refuseArchitectureMismatch(spec: StatefulInstanceSpec, image: () => Promise<BootImage | null>): Promise<void> {
     const why = await architectureRefusal(this.d.ec2, spec.launch.instanceTypes, image, "launch.instanceTypes", (l) =>
       this.d.log(`${spec.name}: ${l}`),
@@ -529,6 +567,12 @@ export function immutableChanges(before: StatefulInstanceSpec, after: StatefulIn
   }
   if (after.persistence.root !== before.persistence.root) out.push("persistence.root: cannot change");
   if (after.persistence.dataMethod !== before.persistence.dataMethod) out.push("persistence.dataMethod: cannot change");
+  const enc = (s: StatefulInstanceSpec) => JSON.stringify(encryptionOf(s));
+  if (enc(after) !== enc(before))
+    out.push(
+      `persistence.encryption: cannot change (${enc(before)}): the volumes, snapshots and images made so far keep their encryption; ` +
+        "a new key needs a new instance from re-encrypted snapshot copies",
+    );
   if (JSON.stringify(after.persistence.network) !== JSON.stringify(before.persistence.network))
     out.push("persistence.network: cannot change (the ENI and address are kept across generations)");
   return out;

@@ -21,6 +21,7 @@ import { Refusal } from "./refusal.js";
 import { agentBundleSha256, loadCaCertificate, renderUserData } from "./bootstrap.js";
 import { createAwsGateway } from "./cloud/aws.js";
 import { createElbGateway, type ElbGateway, elbEndpointFor } from "./elb/elbv2.js";
+import { createKmsGateway, type KmsGateway } from "./kms/kms.js";
 import type { Ec2Gateway } from "./cloud/gateway.js";
 import { type CoordinatorConfig, type CoordinatorConfigInput, parseConfig } from "./config.js";
 import { openDataDir } from "./db/datadir.js";
@@ -71,6 +72,8 @@ export interface StartOptions {
   ec2?: Ec2Gateway;
   /** Inject a load-balancer gateway (tests); default: the ELBv2 SDK gateway (endpoint: `elbEndpointFor(config)`). */
   elb?: ElbGateway;
+  /** Inject a KMS gateway (tests); default: the KMS SDK gateway (endpoint: `elbEndpointFor`'s rule, localcloud serves KMS too). */
+  kms?: KmsGateway;
   /**
    * On an empty store beside spotkeep-tagged resources in EC2, rebuild the stateful instances it can
    * from EC2 (coordinator/empty-store.ts). A start option only (the CLI's --adopt-from-ec2).
@@ -366,10 +369,14 @@ async function startOn(o: Opened): Promise<Coordinator> {
     const e = runtimes.current.served[architecture === "arm64" ? "arm64" : "x64"];
     return e && runtimes.current.version ? { version: runtimes.current.version, gzBytes: e.gzBytes } : null;
   };
+  const kms =
+    opts.kms ??
+    createKmsGateway({ region: config.region, endpoint: elbEndpointFor({ ec2Endpoint: config.ec2Endpoint }), timeScale: config.timeScale });
   const operations = new Operations({
     store,
     engine,
     ec2,
+    kms,
     region: config.region,
     log,
     calendar,
@@ -377,7 +384,7 @@ async function startOn(o: Opened): Promise<Coordinator> {
     runtimeFor,
     renderUserData: deps.userData,
   });
-  const groups = new GroupOperations({ store, engine, ec2, log });
+  const groups = new GroupOperations({ store, engine, ec2, region: config.region, log });
   registerGroupMetrics(metrics.registry, () => groups.list());
   const tasks = new ScheduledTasks({ store, operations, calendar, log });
   // One decision path for both sources of notices: the agents and the EventBridge queue.
@@ -406,12 +413,14 @@ async function startOn(o: Opened): Promise<Coordinator> {
     runOperation: (name, op) => operations.run(name, op),
     updateInstance: (name, spec, o) => operations.update(name, spec, o),
     createInstance: (spec) => operations.createInstance(spec),
+    checkCreate: (spec) => operations.checkCreate(spec),
     deleteInstance: (name, o) => operations.deleteInstance(name, o),
     importInstance: (req) => operations.importInstance(req),
     savings: () => savings.report(),
   };
   const api = createApiServer({
     views: apiViews,
+    specRegion: config.region,
     onConnectionCut: (why, source) => {
       metrics.connectionsCut.inc({ reason: why });
       // A flood of them is logged once per reason a minute.

@@ -2,7 +2,7 @@
  * One HTTP listener: the control API under /_localcloud/v1/, SQS (JSON requests with an
  * `X-Amz-Target: AmazonSQS.*` header), EventBridge's rule listing (`X-Amz-Target: AWSEvents.*`),
  * ELBv2 (Query requests signed for `elasticloadbalancing`), STS (Query requests signed for `sts`),
- * the EC2 Query API everywhere else.
+ * KMS (JSON requests signed for `kms`), the EC2 Query API everywhere else.
  */
 import http from "node:http";
 import type { AddressInfo, Socket } from "node:net";
@@ -14,6 +14,7 @@ import { handleElbv2, isElbv2Request } from "./elbv2/query.js";
 import type { Elbv2Service } from "./elbv2/targets.js";
 import type { SqsService } from "./sqs/queues.js";
 import { handleSts, isStsRequest } from "./sts/handler.js";
+import { handleKms, isKmsRequest } from "./kms/api.js";
 
 export interface HttpServerHandle {
   port: number;
@@ -43,7 +44,9 @@ export async function startHttpServer(opts: {
               ? handleElbv2(req, res, { world: opts.query.world, elb: opts.elbv2 })
               : isStsRequest(req)
                 ? handleSts(req, res, { world: opts.query.world })
-                : handleQuery(req, res, opts.query);
+                : isKmsRequest(req)
+                  ? handleKms(req, res, { world: opts.query.world })
+                  : handleQuery(req, res, opts.query);
     work.catch((err: unknown) => {
       opts.query.world.log(`unhandled request error: ${(err as Error)?.stack ?? String(err)}`);
       if (!res.headersSent) res.writeHead(500).end();

@@ -9,7 +9,10 @@ import { StatefulInstanceSpec } from "../shared/spec.js";
 /** What each field means, by path (`[]` marks list items). Every schema path must have one. */
 export const DESCRIPTIONS: Record<string, string> = {
   name: "The stateful instance's name: unique per coordinator, used in tags and the CLI.",
-  region: "AWS region the instance lives in.",
+  region:
+    "AWS region the instance lives in. One coordinator manages one region (its config `region`): create, update, import and " +
+    "group create/update refuse a spec whose `region` is another. A spec without `region` means us-east-1: name the region " +
+    "when the coordinator runs elsewhere.",
   launch: "How each generation is launched.",
   "launch.imageId":
     "AMI of the first generation. With `persistence.root`, later generations boot from spotkeep's own image of the root volume.",
@@ -36,6 +39,13 @@ export const DESCRIPTIONS: Record<string, string> = {
     "While a generation runs on-demand, the coordinator periodically checks for spot capacity (a short-lived probe launch) and, " +
     "when there is some, recycles onto spot (within `revertWindow`); without capacity the on-demand instance keeps serving. `false`: never.",
   "launch.market.maxPrice": "Spot max price per hour in USD; default is the on-demand price.",
+  "launch.rootVolume":
+    "The root volume of every generation; a field left out keeps what the image maps. Create and update refuse a size below the root " +
+    "snapshot of the image the next generation boots; a persisted root that has grown past it keeps its own size (with an event).",
+  "launch.rootVolume.sizeGiB": "Size in GiB, at least the image's root snapshot.",
+  "launch.rootVolume.type": "EBS volume type of the root (a root cannot be st1 or sc1).",
+  "launch.rootVolume.iops": "Provisioned IOPS (gp3, io1, io2; needs `type`).",
+  "launch.rootVolume.throughput": "Throughput in MiB/s (gp3; needs `type`).",
   persistence: "What survives a replacement.",
   "persistence.root": "Keep the root disk: snapshot it and register an AMI that the next generation boots from.",
   "persistence.volumes":
@@ -54,6 +64,15 @@ export const DESCRIPTIONS: Record<string, string> = {
   "persistence.volumes[].volumeId": "Adopt this existing volume instead of creating one.",
   "persistence.dataMethod":
     "`reattach` moves the same EBS volumes to the replacement (same AZ); `snapshot` restores new volumes from snapshots taken at quiesce (any AZ).",
+  "persistence.encryption":
+    "EBS encryption of every volume spotkeep has EC2 create for the instance (root and data, at every launch and from snapshots); " +
+    "EC2 encrypts their snapshots and images with the same key. It cannot change on an existing instance (update refuses it). " +
+    "Off, a volume is still encrypted when the account encrypts by default (`spotkeep doctor` shows it) or its snapshot is encrypted.",
+  "persistence.encryption.encrypted": "Encrypt the volumes spotkeep creates.",
+  "persistence.encryption.kmsKeyId":
+    "The KMS key: key id, key ARN, alias name (`alias/…`) or alias ARN, in the instance's region; absent: the account's default EBS key. " +
+    "Create, update and import refuse a key KMS does not have, one not Enabled, or one that is not a symmetric encryption key. " +
+    "The coordinator's role needs the KMS statements of docs/iam/coordinator-policy.json (and the key policy must allow them).",
   "persistence.network": "How the private IP is kept.",
   "persistence.network.privateIp":
     "`same-eni` keeps a dedicated network interface (and its IP) across generations; `pool` picks a free address from `ipPool`; `none` lets EC2 choose.",
@@ -71,12 +90,15 @@ export const DESCRIPTIONS: Record<string, string> = {
     "Also capture the root volume as an image at every snapshot (needs `persistence.root`); images are kept by `keep` too, " +
     "never the one the next generation boots from.",
   hooks: "Commands the agent runs on the instance.",
-  "hooks.preStop": "Runs at quiesce, before sync and freeze (e.g. a fast database shutdown).",
+  "hooks.preStop":
+    "Runs at quiesce, before sync and freeze (e.g. a fast database shutdown): at a spot notice, a recycle, a pause, and the " +
+    "`delete` of a running instance (there followed by sync and unmount, no freeze; `delete --force` skips it).",
   "hooks.postRestore": "Runs on the replacement after the volumes are mounted, before your user-data.",
   "hooks.timeoutSeconds": "Limit for each hook; a hook that times out makes the quiesce unclean.",
   onRebalance:
-    "What a rebalance recommendation triggers: `ignore` or a fresh `snapshot` (`recycle`, a proactive replacement, " +
-    "is refused by the coordinator until the runbook exists).",
+    "What a rebalance recommendation triggers: `ignore`, a fresh `snapshot`, or `recycle`: a planned replacement before EC2 " +
+    "takes the instance (quiesce, capture, a new generation keeping what `persistence` keeps); when another workflow " +
+    "already moves the instance, no recycle starts and an event says why.",
   health: "Health checks and autohealing; absent: an instance is replaced only when EC2 takes it or says it is gone.",
   "health.type":
     "`agent`: the agent's heartbeats (silent while EC2 says running = unhealthy); `ec2`: " +
@@ -210,6 +232,12 @@ export function renderSpecReference(): string {
     "- `snapshots.root` needs `persistence.root: true`.",
     "- A scheduled task (the same `action` and `cron`) is listed once.",
     "- A target group ARN is listed once and lies in the spec's `region`.",
+    "- `persistence.encryption.kmsKeyId` needs `encrypted: true`; a key ARN lies in the spec's `region`; the only AWS-managed key allowed is " +
+      "`alias/aws/ebs`.",
+    "- A volume adopted by `volumeId` must already be encrypted as `persistence.encryption` asks (EC2 keeps a volume's encryption for its life).",
+    "- `launch.rootVolume`: size within the type's range, `iops` only with type gp3/io1/io2, `throughput` only with type gp3.",
+    "- `region` is the coordinator's own (checked by the coordinator at create, update, import and group create/update; " +
+      "`spotkeep create --dry-run` shows the refusal without creating anything).",
     "",
     "Changing data volumes with `spotkeep update` (volumes are matched by `device`):",
     "- Accepted on a running instance, made live without a restart: a larger `sizeGiB`, and a new `type`, `iops` or `throughput` " +

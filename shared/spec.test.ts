@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import YAML from "yaml";
-import { inWeeklyWindow, parseSpec } from "./spec.js";
+import { encryptionOf, inWeeklyWindow, parseSpec } from "./spec.js";
 import { ValidationError } from "./errors.js";
 
 const full = `
@@ -72,7 +72,9 @@ describe("spec parsing", () => {
       volumes: [],
       dataMethod: "reattach",
       network: { privateIp: "same-eni", ipPool: [], attach: "primary" },
+      encryption: { encrypted: false },
     });
+    expect(spec.launch.rootVolume).toBeUndefined();
     expect(spec.snapshots).toEqual({ intervalMinutes: 0, keep: 3, consistency: "freeze", root: false });
     expect(spec.onRebalance).toBe("snapshot");
   });
@@ -284,5 +286,59 @@ describe("adopted volumes", () => {
       },
     });
     expect(spec.persistence.volumes.map((v) => v.mountPoint)).toEqual([undefined, undefined]);
+  });
+});
+
+describe("encryption and the root volume", () => {
+  const keyArn = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+  const withEnc = (encryption: unknown) => ({ ...minimal, persistence: { encryption } });
+  it("accepts a key id, key ARN, alias name or alias ARN, and encrypted without a key (the account's default key)", () => {
+    for (const kmsKeyId of [
+      "1234abcd-12ab-34cd-56ef-1234567890ab",
+      "mrk-1234abcd12ab34cd56ef1234567890ab",
+      keyArn,
+      "alias/db-volumes",
+      "alias/aws/ebs",
+      "arn:aws:kms:us-east-1:123456789012:alias/db-volumes",
+    ])
+      expect(parseSpec(withEnc({ encrypted: true, kmsKeyId })).persistence.encryption).toEqual({ encrypted: true, kmsKeyId });
+    expect(parseSpec(withEnc({ encrypted: true })).persistence.encryption).toEqual({ encrypted: true });
+  });
+  it("refuses a key without encrypted, a malformed key, another AWS-managed key and a key in another region, naming the field", () => {
+    expect(errorOf(withEnc({ kmsKeyId: "alias/db" }))).toBe("persistence.encryption.kmsKeyId: needs encrypted: true");
+    expect(errorOf(withEnc({ encrypted: true, kmsKeyId: "my key" }))).toMatch(
+      /^persistence\.encryption\.kmsKeyId: is not a KMS key id, key ARN, alias name/,
+    );
+    expect(errorOf(withEnc({ encrypted: true, kmsKeyId: "alias/aws/s3" }))).toBe(
+      "persistence.encryption.kmsKeyId: names an AWS-managed key other than alias/aws/ebs",
+    );
+    expect(errorOf(withEnc({ encrypted: true, kmsKeyId: keyArn.replace("us-east-1", "eu-west-1") }))).toMatch(
+      /^persistence\.encryption\.kmsKeyId: is in eu-west-1, not in the instance's region us-east-1/,
+    );
+    expect(errorOf(withEnc({ encrypted: "yes" }))).toMatch(/^persistence\.encryption\.encrypted: /);
+    expect(errorOf(withEnc({ encrypted: true, key: "alias/x" }))).toMatch(/^persistence\.encryption: .*key/);
+  });
+  it("takes the root volume's size, type, IOPS and throughput within EBS's ranges, naming the field otherwise", () => {
+    const withRoot = (rootVolume: unknown) => ({ ...minimal, launch: { ...minimal.launch, rootVolume } });
+    expect(parseSpec(withRoot({ sizeGiB: 50, type: "gp3", iops: 4000, throughput: 250 })).launch.rootVolume).toEqual({
+      sizeGiB: 50,
+      type: "gp3",
+      iops: 4000,
+      throughput: 250,
+    });
+    expect(parseSpec(withRoot({ sizeGiB: 30 })).launch.rootVolume).toEqual({ sizeGiB: 30 });
+    expect(errorOf(withRoot({ type: "st1" }))).toMatch(/^launch\.rootVolume\.type: must be gp2, gp3, io1, io2 or standard/);
+    expect(errorOf(withRoot({ type: "io1", sizeGiB: 2 }))).toBe("launch.rootVolume.sizeGiB: 2 is outside 4..16384 GiB for io1");
+    expect(errorOf(withRoot({ type: "gp2", throughput: 200 }))).toBe(
+      "launch.rootVolume.throughput: is only valid for gp3 volumes (this one is gp2)",
+    );
+    expect(errorOf(withRoot({ iops: 3000 }))).toBe("launch.rootVolume.iops: needs type (gp3, io1 or io2)");
+    expect(errorOf(withRoot({ sizeGiB: 70000 }))).toBe("launch.rootVolume.sizeGiB: 70000 is more than EBS's largest volume (65536 GiB)");
+    expect(errorOf(withRoot({ size: 30 }))).toMatch(/^launch\.rootVolume: .*size/);
+  });
+  it("reads a stored spec from before the field existed as unencrypted", () => {
+    const spec = parseSpec(minimal);
+    const { encryption: _dropped, ...old } = spec.persistence;
+    expect(encryptionOf({ ...spec, persistence: old } as typeof spec)).toEqual({ encrypted: false });
   });
 });

@@ -54,6 +54,40 @@ const MountPoint = z
     if (tree) return fail(`${JSON.stringify(p)} is inside ${tree}, which belongs to the kernel`);
   });
 
+/**
+ * A KMS key as EC2 accepts it in KmsKeyId: a key id (a UUID, or mrk-… for a multi-Region key), a key
+ * ARN, an alias name (alias/…) or an alias ARN.
+ */
+const KMS_KEY_RE =
+  /^(([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32})|alias\/[A-Za-z0-9/_-]{1,250}|arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key\/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32})|alias\/[A-Za-z0-9/_-]{1,250}))$/;
+
+/** EBS encryption of every volume, snapshot and image spotkeep creates for the instance. */
+const Encryption = z
+  .object({
+    encrypted: z.boolean().default(false),
+    /** Absent: the account's default EBS key (aws/ebs unless the account chose another). */
+    kmsKeyId: z
+      .string()
+      .regex(KMS_KEY_RE, { message: "is not a KMS key id, key ARN, alias name (alias/…) or alias ARN" })
+      .refine((k) => !k.startsWith("alias/aws/") || k === "alias/aws/ebs", { message: "names an AWS-managed key other than alias/aws/ebs" })
+      .optional(),
+  })
+  .strict();
+
+/** The root volume of every generation: absent fields keep what the image maps. */
+const RootVolume = z
+  .object({
+    sizeGiB: z.number().int({ message: "must be a whole number of GiB" }).positive({ message: "must be positive" }).optional(),
+    type: z
+      .enum(["gp2", "gp3", "io1", "io2", "standard"], {
+        message: "must be gp2, gp3, io1, io2 or standard (a root volume cannot be st1 or sc1)",
+      })
+      .optional(),
+    iops: z.number().int().positive().optional(),
+    throughput: z.number().int().positive().optional(),
+  })
+  .strict();
+
 const Volume = z
   .object({
     device: z.string().refine((d) => DEVICE_NAME_RE.test(d), {
@@ -136,6 +170,7 @@ const Launch = z
       .default(""),
     tags: z.record(z.string().min(1).max(128), z.string().max(256)).default({}),
     market: Market.default({ type: "spot", fallbackToOnDemand: true, revertToSpot: true }),
+    rootVolume: RootVolume.optional(),
   })
   .strict();
 
@@ -153,6 +188,7 @@ const Persistence = z
     volumes: z.array(Volume).max(26).default([]),
     dataMethod: z.enum(["reattach", "snapshot"]).default("reattach"),
     network: Network.default({ privateIp: "same-eni", ipPool: [], attach: "primary" }),
+    encryption: Encryption.default({ encrypted: false }),
   })
   .strict();
 
@@ -220,6 +256,7 @@ export const StatefulInstanceSpec = z
       volumes: [],
       dataMethod: "reattach",
       network: { privateIp: "same-eni", ipPool: [], attach: "primary" },
+      encryption: { encrypted: false },
     }),
     snapshots: Snapshots.default({ intervalMinutes: 0, keep: 3, consistency: "freeze", root: false }),
     hooks: HooksSpec.default({ timeoutSeconds: 60 }),
@@ -265,14 +302,18 @@ export const StatefulInstanceSpec = z
       }
       if (/^\/dev\/(sda|xvda)/.test(v.device))
         add(["persistence", "volumes", i, "device"], `${JSON.stringify(v.device)} is the root device; data volumes use /dev/sdf…/dev/sdp`);
-      const [min, max] = SIZE_LIMITS[v.type];
-      if (v.sizeGiB < min || v.sizeGiB > max)
-        add(["persistence", "volumes", i, "sizeGiB"], `${v.sizeGiB} is outside ${min}..${max} GiB for ${v.type}`);
-      if (v.iops !== undefined && !["gp3", "io1", "io2"].includes(v.type))
-        add(["persistence", "volumes", i, "iops"], `is only valid for gp3, io1 and io2 volumes (this one is ${v.type})`);
-      if (v.throughput !== undefined && v.type !== "gp3")
-        add(["persistence", "volumes", i, "throughput"], `is only valid for gp3 volumes (this one is ${v.type})`);
+      for (const [field, message] of volumeSettingProblems(v.type, v)) add(["persistence", "volumes", i, field], message);
     });
+    const root = spec.launch.rootVolume;
+    for (const [field, message] of root ? volumeSettingProblems(root.type, root) : []) add(["launch", "rootVolume", field], message);
+    const enc = spec.persistence.encryption;
+    if (enc.kmsKeyId !== undefined && !enc.encrypted) add(["persistence", "encryption", "kmsKeyId"], "needs encrypted: true");
+    const keyRegion = enc.kmsKeyId?.startsWith("arn:") ? enc.kmsKeyId.split(":")[3] : undefined;
+    if (keyRegion && keyRegion !== spec.region)
+      add(
+        ["persistence", "encryption", "kmsKeyId"],
+        `is in ${keyRegion}, not in the instance's region ${spec.region} (EBS uses a key of its own region)`,
+      );
     const market = spec.launch.market;
     if (market.type === "on-demand" && market.maxPrice !== undefined) add(["launch", "market", "maxPrice"], "is only used with type: spot");
     if (spec.snapshots.intervalMinutes > 0 && spec.snapshots.intervalMinutes < 5)
@@ -303,6 +344,36 @@ export type StatefulInstanceSpec = z.infer<typeof StatefulInstanceSpec>;
 export type SpecInput = z.input<typeof StatefulInstanceSpec>;
 export type VolumeSpec = StatefulInstanceSpec["persistence"]["volumes"][number];
 
+/**
+ * What EBS refuses in a volume's size, IOPS and throughput for its type (the documented ranges),
+ * as [field, reason] pairs. `type` undefined (a root volume keeping its image's type): only the
+ * size's absolute range is checked, and IOPS or throughput need the type named.
+ */
+function volumeSettingProblems(
+  type: (typeof VOLUME_TYPES)[number] | undefined,
+  v: { sizeGiB?: number | undefined; iops?: number | undefined; throughput?: number | undefined },
+): Array<["sizeGiB" | "iops" | "throughput", string]> {
+  const out: Array<["sizeGiB" | "iops" | "throughput", string]> = [];
+  if (type === undefined) {
+    if (v.sizeGiB !== undefined && v.sizeGiB > 65536) out.push(["sizeGiB", `${v.sizeGiB} is more than EBS's largest volume (65536 GiB)`]);
+    if (v.iops !== undefined) out.push(["iops", "needs type (gp3, io1 or io2)"]);
+    if (v.throughput !== undefined) out.push(["throughput", "needs type: gp3"]);
+    return out;
+  }
+  const [min, max] = SIZE_LIMITS[type];
+  if (v.sizeGiB !== undefined && (v.sizeGiB < min || v.sizeGiB > max))
+    out.push(["sizeGiB", `${v.sizeGiB} is outside ${min}..${max} GiB for ${type}`]);
+  if (v.iops !== undefined && !["gp3", "io1", "io2"].includes(type))
+    out.push(["iops", `is only valid for gp3, io1 and io2 volumes (this one is ${type})`]);
+  if (v.throughput !== undefined && type !== "gp3") out.push(["throughput", `is only valid for gp3 volumes (this one is ${type})`]);
+  return out;
+}
+
+/** A spec's EBS encryption; a spec stored before the field existed has none and asks for no encryption. */
+export function encryptionOf(spec: StatefulInstanceSpec): StatefulInstanceSpec["persistence"]["encryption"] {
+  return (spec.persistence.encryption as StatefulInstanceSpec["persistence"]["encryption"] | undefined) ?? { encrypted: false };
+}
+
 /** /dev/xvdf and /dev/sdf name the same slot. */
 export function canonicalDevice(device: string): string {
   return device.replace(/^\/dev\/xvd/, "/dev/sd");
@@ -312,7 +383,23 @@ export function canonicalDevice(device: string): string {
  * Parse a spec from JSON or YAML text (or an already-parsed object). Throws ValidationError whose
  * message names every bad path: `persistence.volumes[0].device: "/dev/foo!" is not a valid device name …`.
  */
-export function parseSpec(input: string | unknown, source = "spec"): StatefulInstanceSpec {
+export function parseSpec(input: string | unknown, source = "spec", o: { region?: string } = {}): StatefulInstanceSpec {
+  const data = specData(input, source);
+  // A spec without a region is in the region of the coordinator that reads it (us-east-1 elsewhere).
+  const parsed = StatefulInstanceSpec.safeParse(o.region && data.region === undefined ? { ...data, region: o.region } : data);
+  if (!parsed.success) throw zodToValidationError(parsed.error);
+  const spec = parsed.data;
+  for (const v of spec.persistence.volumes)
+    if (v.mountPoint && v.mountPoint.length > 1 && v.mountPoint.endsWith("/")) v.mountPoint = v.mountPoint.slice(0, -1);
+  return spec;
+}
+
+/**
+ * A spec's text (JSON or YAML) or object as plain data, defaults not filled: what a client sends, so
+ * that the coordinator fills what the author left out (the region among them). Throws
+ * ValidationError when it is not a mapping.
+ */
+export function specData(input: string | unknown, source = "spec"): Record<string, unknown> {
   let data: unknown = input;
   if (typeof input === "string") {
     try {
@@ -328,10 +415,5 @@ export function parseSpec(input: string | unknown, source = "spec"): StatefulIns
   if (typeof data !== "object" || data === null || Array.isArray(data)) {
     throw new ValidationError([{ path: source, reason: "must be a mapping with name, launch and persistence" }]);
   }
-  const parsed = StatefulInstanceSpec.safeParse(data);
-  if (!parsed.success) throw zodToValidationError(parsed.error);
-  const spec = parsed.data;
-  for (const v of spec.persistence.volumes)
-    if (v.mountPoint && v.mountPoint.length > 1 && v.mountPoint.endsWith("/")) v.mountPoint = v.mountPoint.slice(0, -1);
-  return spec;
+  return data as Record<string, unknown>;
 }

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { QUEUE_ACTIONS } from "../coordinator/events/sqs.js";
 import { GATEWAY_ACTIONS } from "../coordinator/cloud/aws.js";
 import { ELB_ACTIONS } from "../coordinator/elb/elbv2.js";
+import { KMS_ACTIONS } from "../coordinator/kms/kms.js";
 import { renderSpecReference } from "../scripts/spec-doc.js";
 import { parseConfig } from "../coordinator/config.js";
 import { existsSync, readdirSync } from "node:fs";
@@ -44,6 +45,15 @@ describe("docs stay true to the code", () => {
       .map((a) => a.slice("elasticloadbalancing:".length))
       .sort();
     expect(elb).toEqual([...ELB_ACTIONS].sort());
+  });
+  it("the coordinator's IAM policy grants the KMS actions it calls, and EC2's use of a key only through EC2", () => {
+    const policy = JSON.parse(readFileSync(join(root, "docs", "iam", "coordinator-policy.json"), "utf8")) as {
+      Statement: Array<{ Action: string | string[]; Condition?: Record<string, Record<string, string>> }>;
+    };
+    const kms = policy.Statement.filter((s) => (Array.isArray(s.Action) ? s.Action : [s.Action]).some((a) => a.startsWith("kms:")));
+    const direct = kms.filter((s) => !s.Condition).flatMap((s) => s.Action);
+    expect([...direct].sort()).toEqual(KMS_ACTIONS.map((a) => `kms:${a}`).sort());
+    for (const s of kms.filter((x) => x.Condition)) expect(s.Condition?.StringLike?.["kms:ViaService"]).toBe("ec2.*.amazonaws.com");
   });
   it("the example coordinator config is valid and shows the defaults it claims", () => {
     const example = readFileSync(join(root, "docs", "coordinator.example.yaml"), "utf8");

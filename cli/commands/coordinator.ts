@@ -131,6 +131,23 @@ export async function runCoordinator(argv: string[], hooks: CoordinatorHooks = {
     calendar = () => Date.now() + offset;
   }
   const { startCoordinator } = await import("../../coordinator/service.js");
+  // The handlers go in before the start: a SIGINT/SIGTERM that comes while the coordinator starts
+  // (it prints that it listens before this function resumes) stops it cleanly once it is up, instead
+  // of Node's default of dying on the spot. A second signal exits at once (a start or stop that hangs).
+  let started = false;
+  let stopping = false;
+  let requestStop = () => {};
+  const stopRequested = new Promise<void>((resolve) => {
+    requestStop = resolve;
+  });
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (stopping) process.exit(signal === "SIGINT" ? 130 : 143);
+    stopping = true;
+    if (!started) log(`${signal}: stopping as soon as the coordinator has started (send it again to exit at once)`);
+    requestStop();
+  };
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
   const c = await startCoordinator(
     {
       config: merged,
@@ -142,13 +159,12 @@ export async function runCoordinator(argv: string[], hooks: CoordinatorHooks = {
     },
     hooks,
   );
+  started = true;
   process.stdout.write(`coordinator listening on ${c.url}\n`);
-  await new Promise<void>((resolve) => {
-    const stop = () => resolve();
-    process.once("SIGINT", stop);
-    process.once("SIGTERM", stop);
-  });
+  await stopRequested;
   await c.stop();
+  process.off("SIGINT", onSignal);
+  process.off("SIGTERM", onSignal);
   return 0;
 }
 

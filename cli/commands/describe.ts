@@ -5,6 +5,13 @@ import { ApiClient, CLIENT_FLAGS, printJson, secs } from "../client.js";
 import { renderTable } from "../table.js";
 import { healthText } from "../health-text.js";
 
+/** The EBS encryption the spec asks of every volume spotkeep creates (a spec stored before the field asks for none). */
+export function encryptionText(spec: unknown): string {
+  const e = (spec as { persistence?: { encryption?: { encrypted?: unknown; kmsKeyId?: unknown } } } | null)?.persistence?.encryption;
+  if (e?.encrypted !== true) return "not asked (the account's default encryption applies)";
+  return typeof e.kmsKeyId === "string" ? `encrypted with ${e.kmsKeyId}` : "encrypted with the account's default EBS key";
+}
+
 /**
  * How a replacement keeps (or does not keep) the private IP, from `persistence.network` of the
  * served spec (the API types the spec loosely; absent fields take the spec's defaults).
@@ -117,6 +124,7 @@ of the instance, not EC2's view). --json has all of it under the same names as t
           ["private IP", d.privateIp],
           ["network interface", d.resources.network.eniId],
           ["replacement", replacementText(d.spec)],
+          ["encryption", encryptionText(d.spec)],
           ["root image", d.resources.root.imageId],
           ["root snapshot", d.resources.root.snapshotId],
           ["last downtime", secs(d.lastDowntimeSeconds)],

@@ -112,6 +112,7 @@ export async function runChecks(o: { configFile?: string; localcloud?: string; d
   const store = checkStore(config, dataDir);
   out.push(store.result);
   out.push(await checkPermissions(config));
+  out.push(await checkEbsEncryption(config));
   out.push(...(await checkIdentityCertificates(config, o.localcloud, store.regions)));
   out.push(await checkAgentUrl(config));
   out.push(...(await checkEventsQueue(config)));
@@ -261,6 +262,28 @@ async function checkPermissions(config: CoordinatorConfig): Promise<CheckResult>
       name,
       `cannot ask EC2: ${message(err)}`,
       "check the host's credentials (instance profile) and its route to the EC2 endpoint",
+    );
+  }
+}
+
+/** The account's EBS encryption by default: what a spec that asks for no encryption (or no key) gets. */
+async function checkEbsEncryption(config: CoordinatorConfig): Promise<CheckResult> {
+  const name = "EBS encryption";
+  try {
+    const { createAwsGateway } = await import("../../coordinator/cloud/aws.js");
+    const gw = createAwsGateway({ region: config.region, endpoint: config.ec2Endpoint, timeScale: config.timeScale, maxAttempts: 2 });
+    const d = await gw.ebsDefaultEncryption!();
+    return ok(
+      name,
+      d.enabled
+        ? `on by default in ${config.region} (key ${d.kmsKeyId ?? "alias/aws/ebs"}): every new volume is encrypted, also with persistence.encryption off`
+        : `off by default in ${config.region}: a volume is encrypted only when its spec sets persistence.encryption.encrypted (or its snapshot is)`,
+    );
+  } catch (err) {
+    return warn(
+      name,
+      `cannot read the account's EBS encryption by default: ${message(err)}`,
+      "grant ec2:GetEbsEncryptionByDefault and ec2:GetEbsDefaultKmsKeyId (docs/iam/coordinator-policy.json)",
     );
   }
 }

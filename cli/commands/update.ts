@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { UpdateResponse } from "../../shared/api.js";
-import { parseSpec } from "../../shared/spec.js";
+import { parseSpec, specData } from "../../shared/spec.js";
 import { numberFlag, parseFlags, UsageError } from "../args.js";
 import { ApiClient, CLIENT_FLAGS, CliError, printJson } from "../client.js";
 import type { Command } from "../command.js";
@@ -43,7 +43,8 @@ follows the recycle or the volume change to its end.`,
     const client = ApiClient.fromFlags(values);
     const updated = await client.put(
       `/api/v1/instances/${encodeURIComponent(name)}${values.recycle ? "?recycle=true" : ""}`,
-      JSON.stringify(spec),
+      // As written, defaults unfilled: the coordinator fills them (a spec without a region is in its region).
+      JSON.stringify(specData(text, values.file)),
       UpdateResponse,
     );
     // Without --recycle a workflow runs only for a live volume change.

@@ -134,6 +134,14 @@ describe("/api/v1/groups refuses bad input by name and changes nothing", () => {
       /template.persistence.volumes\[0\].sizeGiB: cannot change/,
     ],
     ["a delete with an unknown parameter", "DELETE", "groups/kafka?kep=volumes", undefined, 400, /kep: unknown parameter/],
+    [
+      "a delete with force (an instance's option)",
+      "DELETE",
+      "groups/kafka?force=true",
+      undefined,
+      400,
+      /force: unknown parameter \(allowed: keep, ttlHours\)/,
+    ],
     ["an unknown method", "PATCH", "groups/kafka", undefined, 405, /PATCH is not allowed here/],
     ["an unknown sub-route", "GET", "groups/kafka/frob", undefined, 404, /no route/],
   ];

@@ -227,9 +227,15 @@ async function handle(deps: ApiServerDeps, web: Console, req: IncomingMessage, r
     if (parts.length === 1) {
       if (method === "GET") return sendJson(res, 200, { instances: await views.listInstances({ includeDeleted: listAll(url) }) });
       if (method === "POST") {
+        // ?dryRun=true: every check a create makes, nothing recorded (200 with the spec as the coordinator reads it).
+        const dryRun = createDryRun(url);
         const format = bodyFormat(req.headers["content-type"]);
         const body = await readBody(req, format === "yaml" ? MAX_YAML_BYTES : MAX_BODY_BYTES);
-        const spec = parseSpecBody(body, format);
+        const spec = parseSpecBody(body, format, deps.specRegion);
+        if (dryRun) {
+          await views.checkCreate(spec);
+          return sendJson(res, 200, { name: spec.name, dryRun: true, spec });
+        }
         const { workflowId } = await views.createInstance(spec);
         return sendJson(res, 201, { name: spec.name, workflowId });
       }
@@ -243,7 +249,7 @@ async function handle(deps: ApiServerDeps, web: Console, req: IncomingMessage, r
         return sendJson(res, 200, detail);
       }
       if (method === "DELETE") {
-        const what = deleteOptions(url, await readBody(req, MAX_BODY_BYTES));
+        const what = deleteOptions(url, await readBody(req, MAX_BODY_BYTES), { force: true });
         if (!(await views.getInstance(name))) throw notFoundInstance(name);
         const { workflowId, archivedAs } = await views.deleteInstance(name, what);
         return sendJson(res, 202, { name, workflowId, archivedAs });
@@ -255,7 +261,7 @@ async function handle(deps: ApiServerDeps, web: Console, req: IncomingMessage, r
         if (!(await views.getInstance(name))) throw notFoundInstance(name);
         const format = bodyFormat(req.headers["content-type"]);
         const body = await readBody(req, format === "yaml" ? MAX_YAML_BYTES : MAX_BODY_BYTES);
-        const spec = parseSpecBody(body, format);
+        const spec = parseSpecBody(body, format, deps.specRegion);
         if (spec.name !== name) throw new HttpError(400, "invalid", `name: cannot change (the URL names ${name}, the spec ${spec.name})`);
         const { workflowId } = await views.updateInstance(name, spec, { recycle: recycleText === "true" });
         return sendJson(res, 200, { name, workflowId });
@@ -276,7 +282,13 @@ async function handle(deps: ApiServerDeps, web: Console, req: IncomingMessage, r
     }
   }
   if (parts[0] === "groups") {
-    const kit = { readBody, sendJson, deleteOptions, methodNotAllowed, maxBodyBytes: MAX_BODY_BYTES };
+    const kit = {
+      readBody,
+      sendJson,
+      deleteOptions: (u: URL, body: string) => deleteOptions(u, body, { force: false }),
+      methodNotAllowed,
+      maxBodyBytes: MAX_BODY_BYTES,
+    };
     return handleGroups(deps.groups, kit, parts, method, url, req, res);
   }
   if (parts[0] === "savings" && parts.length === 1) {
@@ -354,6 +366,16 @@ function importRequest(body: string): { instanceId: string; name: string; overri
   };
 }
 
+/** A create's query: `?dryRun=true` checks the spec and records nothing; any other parameter is refused by name. */
+function createDryRun(url: URL): boolean {
+  const unknown = [...url.searchParams.keys()].find((k) => k !== "dryRun");
+  if (unknown) throw new HttpError(400, "invalid", `${unknown.slice(0, 40)}: unknown parameter (allowed: dryRun)`);
+  const v = url.searchParams.get("dryRun");
+  if (v !== null && v !== "true" && v !== "false")
+    throw new HttpError(400, "invalid", `dryRun: must be true or false, got ${JSON.stringify(v.slice(0, 40))}`);
+  return v === "true";
+}
+
 /** `?all=true` lists deleted instances too. */
 function listAll(url: URL): boolean {
   const all = url.searchParams.get("all");
@@ -364,29 +386,47 @@ function listAll(url: URL): boolean {
 
 /**
  * What a DELETE keeps and for how long: `?keep=volumes,network&ttlHours=24`, or the same fields in
- * a JSON body (`{"keep": ["volumes"], "ttlHours": 24}`), not both. Anything else is refused by
- * name: a misspelt parameter must not turn "keep the volumes" into "delete everything".
+ * a JSON body (`{"keep": ["volumes"], "ttlHours": 24}`), not both. With `allow.force` (an
+ * instance's delete), `force=true` (`"force": true`) terminates a running instance without
+ * quiescing it. Anything else is refused by name: a misspelt parameter must not turn "keep the
+ * volumes" into "delete everything".
  */
-function deleteOptions(url: URL, body: string): { keep: KeepSet; ttlHours: number | null } {
+function deleteOptions(url: URL, body: string, allow: { force: boolean }): { keep: KeepSet; ttlHours: number | null; force?: boolean } {
+  const names = allow.force ? ["keep", "ttlHours", "force"] : ["keep", "ttlHours"];
+  const allowed = names.join(", ");
   const params = [...url.searchParams.keys()];
-  const unknown = params.find((k) => k !== "keep" && k !== "ttlHours");
-  if (unknown) throw new HttpError(400, "invalid", `${unknown.slice(0, 40)}: unknown parameter (allowed: keep, ttlHours)`);
-  if (body.trim() === "")
-    return { keep: parseKeep(url.searchParams.getAll("keep")), ttlHours: parseTtlHours(url.searchParams.get("ttlHours")) };
-  if (params.length) throw new HttpError(400, "invalid", "give keep and ttlHours in the query or in the body, not both");
+  const unknown = params.find((k) => !names.includes(k));
+  if (unknown) throw new HttpError(400, "invalid", `${unknown.slice(0, 40)}: unknown parameter (allowed: ${allowed})`);
+  if (body.trim() === "") {
+    const force = url.searchParams.get("force");
+    if (force !== null && force !== "true" && force !== "false")
+      throw new HttpError(400, "invalid", `force: must be true or false, got ${JSON.stringify(force.slice(0, 40))}`);
+    return {
+      keep: parseKeep(url.searchParams.getAll("keep")),
+      ttlHours: parseTtlHours(url.searchParams.get("ttlHours")),
+      ...(force === "true" ? { force: true } : {}),
+    };
+  }
+  if (params.length) throw new HttpError(400, "invalid", `give ${allowed} in the query or in the body, not both`);
   const data = parseBody(body, "json", "body");
   if (typeof data !== "object" || data === null || Array.isArray(data))
     throw new HttpError(400, "invalid", 'body: must be an object such as {"keep": ["volumes"], "ttlHours": 24}');
   const o = data as Record<string, unknown>;
-  const extra = Object.keys(o).find((k) => k !== "keep" && k !== "ttlHours");
-  if (extra) throw new HttpError(400, "invalid", `body.${extra.slice(0, 40)}: unknown field (allowed: keep, ttlHours)`);
+  const extra = Object.keys(o).find((k) => !names.includes(k));
+  if (extra) throw new HttpError(400, "invalid", `body.${extra.slice(0, 40)}: unknown field (allowed: ${allowed})`);
   const keep = o.keep;
   if (keep !== undefined && typeof keep !== "string" && !(Array.isArray(keep) && keep.every((k) => typeof k === "string")))
     throw new HttpError(400, "invalid", "body.keep: must be a list of volumes, network, snapshots, images");
   const ttl = o.ttlHours;
   if (ttl !== undefined && ttl !== null && typeof ttl !== "number")
     throw new HttpError(400, "invalid", `body.ttlHours: must be a number of hours, got ${JSON.stringify(ttl).slice(0, 40)}`);
-  return { keep: parseKeep(keep as string | string[] | undefined, "body.keep"), ttlHours: parseTtlHours(ttl, "body.ttlHours") };
+  if (o.force !== undefined && typeof o.force !== "boolean")
+    throw new HttpError(400, "invalid", `body.force: must be true or false, got ${JSON.stringify(o.force).slice(0, 40)}`);
+  return {
+    keep: parseKeep(keep as string | string[] | undefined, "body.keep"),
+    ttlHours: parseTtlHours(ttl, "body.ttlHours"),
+    ...(o.force === true ? { force: true } : {}),
+  };
 }
 
 function decodeSegment(s: string): string {
@@ -397,11 +437,11 @@ function decodeSegment(s: string): string {
   }
 }
 
-function parseSpecBody(body: string, format: BodyFormat): ReturnType<typeof parseSpec> {
+function parseSpecBody(body: string, format: BodyFormat, region: string | undefined): ReturnType<typeof parseSpec> {
   // Plain data only reaches parseSpec: it never sees text, so the YAML parser never sees JSON.
   const data = parseBody(body, format, "body");
   try {
-    return parseSpec(data, "body");
+    return parseSpec(data, "body", region === undefined ? {} : { region });
   } catch (err) {
     if (err instanceof ValidationError) throw new HttpError(400, "invalid-spec", err.message);
     throw err;

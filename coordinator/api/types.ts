@@ -31,6 +31,8 @@ export interface CoordinatorViews {
    * SQLITE_CORRUPT*), on the error or its `cause`, is answered 507/503 instead of 500.
    */
   createInstance(spec: StatefulInstanceSpec): Promise<{ workflowId: string }>;
+  /** What a create would refuse (Refusal, as createInstance throws it), without recording anything: a dry run. */
+  checkCreate(spec: StatefulInstanceSpec): Promise<void>;
   /** pause | resume | recycle | snapshot; Refusal for unknown names or conflicting operations. */
   runOperation(name: string, op: Operation): Promise<{ workflowId: string }>;
   /** Store a new spec (applied at the next generation; `recycle` applies it now). Refusal("invalid") names an immutable field. */
@@ -52,9 +54,13 @@ export interface CoordinatorViews {
   /**
    * Start the delete runbook: everything but the kinds in `keep` is deleted; kept resources expire
    * after `ttlHours` (null: kept until deleted by hand). `archivedAs` is the name the deleted
-   * instance is listed under once the delete finished.
+   * instance is listed under once the delete finished. A running instance is quiesced first
+   * (preStop hook, sync) unless `force`.
    */
-  deleteInstance(name: string, o: { keep: KeepSet; ttlHours: number | null }): Promise<{ workflowId: string; archivedAs: string }>;
+  deleteInstance(
+    name: string,
+    o: { keep: KeepSet; ttlHours: number | null; force?: boolean },
+  ): Promise<{ workflowId: string; archivedAs: string }>;
   /** Hours on spot and on-demand and the money spot saved, per instance and in total. */
   savings(): Promise<Savings>;
 }
@@ -63,6 +69,8 @@ export interface ApiServerDeps {
   views: CoordinatorViews;
   /** /api/v1/groups. */
   groups: GroupApi;
+  /** The region a spec without `region` is in: the coordinator's. */
+  specRegion?: string;
   /** Bearer token required on /api/v1/*. */
   adminToken: string;
   /** The built web console (index.html, assets/); default dist/console of this package. */

@@ -19,6 +19,7 @@ export function unusedViews(given: Partial<CoordinatorViews> = {}): CoordinatorV
     getEvents: unused("views.getEvents"),
     getWorkflow: unused("views.getWorkflow"),
     createInstance: unused("views.createInstance"),
+    checkCreate: unused("views.checkCreate"),
     runOperation: unused("views.runOperation"),
     updateInstance: unused("views.updateInstance"),
     importInstance: unused("views.importInstance"),

@@ -29,6 +29,8 @@ import {
   DescribeVolumesCommand,
   DescribeVolumesModificationsCommand,
   DetachVolumeCommand,
+  GetEbsDefaultKmsKeyIdCommand,
+  GetEbsEncryptionByDefaultCommand,
   ModifyInstanceAttributeCommand,
   ModifyNetworkInterfaceAttributeCommand,
   ModifyVolumeCommand,
@@ -116,6 +118,8 @@ export const GATEWAY_ACTIONS: readonly string[] = [
   "DescribeVolumesModifications",
   "DetachNetworkInterface",
   "DetachVolume",
+  "GetEbsDefaultKmsKeyId",
+  "GetEbsEncryptionByDefault",
   "ModifyInstanceAttribute",
   "ModifyNetworkInterfaceAttribute",
   "ModifyVolume",
@@ -337,6 +341,18 @@ class AwsGateway implements Ec2Gateway {
     return out;
   }
 
+  async ebsDefaultEncryption(): Promise<{ enabled: boolean; kmsKeyId: string | null }> {
+    const [on, key] = await Promise.all([
+      this.call("GetEbsEncryptionByDefault", "reading the account's EBS encryption by default", () =>
+        this.client.send(new GetEbsEncryptionByDefaultCommand({})),
+      ),
+      this.call("GetEbsDefaultKmsKeyId", "reading the account's default EBS KMS key", () =>
+        this.client.send(new GetEbsDefaultKmsKeyIdCommand({})),
+      ),
+    ]);
+    return { enabled: on.EbsEncryptionByDefault ?? false, kmsKeyId: key.KmsKeyId ?? null };
+  }
+
   async describeSubnets(subnetIds: string[]): Promise<SubnetInfo[]> {
     const missing = subnetIds.filter((id) => !this.subnetCache.has(id) && !this.subnetLookups.has(id));
     if (missing.length) {
@@ -450,6 +466,8 @@ class AwsGateway implements Ec2Gateway {
                   Iops: b.iops,
                   Throughput: b.throughput,
                   DeleteOnTermination: b.deleteOnTermination,
+                  Encrypted: b.encrypted,
+                  KmsKeyId: b.kmsKeyId,
                 },
               }))
             : undefined,
@@ -597,6 +615,8 @@ class AwsGateway implements Ec2Gateway {
             VolumeType: (req.volumeType ?? "gp3") as VolumeType,
             Iops: req.iops,
             Throughput: req.throughput,
+            Encrypted: req.encrypted,
+            KmsKeyId: req.kmsKeyId,
             TagSpecifications: [{ ResourceType: "volume", Tags: toTags(req.tags) }],
           }),
         ),
@@ -1059,6 +1079,8 @@ function permissionDryRuns(region: string): Record<string, () => object> {
     DescribeVolumesModifications: () => new DescribeVolumesModificationsCommand({ DryRun, MaxResults: 5 }),
     DetachNetworkInterface: () => new DetachNetworkInterfaceCommand({ DryRun, AttachmentId: `eni-attach-${zeros}` }),
     DetachVolume: () => new DetachVolumeCommand({ DryRun, VolumeId: id.vol }),
+    GetEbsDefaultKmsKeyId: () => new GetEbsDefaultKmsKeyIdCommand({ DryRun }),
+    GetEbsEncryptionByDefault: () => new GetEbsEncryptionByDefaultCommand({ DryRun }),
     ModifyInstanceAttribute: () =>
       new ModifyInstanceAttributeCommand({
         DryRun,
@@ -1162,11 +1184,20 @@ function volumeInfo(v: Volume): VolumeInfo {
     snapshotId: v.SnapshotId || null,
     attachments: (v.Attachments ?? []).map((a) => ({ instanceId: a.InstanceId ?? "", device: a.Device ?? "", state: a.State ?? "" })),
     tags: fromTags(v.Tags),
+    encrypted: v.Encrypted ?? false,
+    kmsKeyId: v.KmsKeyId ?? null,
   };
 }
 
 function snapshotInfo(s: Snapshot): SnapshotInfo {
-  return { snapshotId: s.SnapshotId!, state: s.State ?? "pending", volumeId: s.VolumeId ?? null, tags: fromTags(s.Tags) };
+  return {
+    snapshotId: s.SnapshotId!,
+    state: s.State ?? "pending",
+    volumeId: s.VolumeId ?? null,
+    tags: fromTags(s.Tags),
+    encrypted: s.Encrypted ?? false,
+    kmsKeyId: s.KmsKeyId ?? null,
+  };
 }
 
 function imageInfo(i: Image): ImageInfo {
@@ -1178,6 +1209,7 @@ function imageInfo(i: Image): ImageInfo {
     rootDeviceName: i.RootDeviceName ?? "/dev/xvda",
     architecture: i.Architecture ?? "x86_64",
     rootSnapshotId: root?.Ebs?.SnapshotId ?? null,
+    rootSizeGiB: root?.Ebs?.VolumeSize ?? null,
     platform: i.Platform ?? null,
     instanceStoreDevices: (i.BlockDeviceMappings ?? []).flatMap((b) =>
       b.VirtualName?.startsWith("ephemeral") && b.DeviceName ? [b.DeviceName] : [],

@@ -88,6 +88,15 @@ export interface VolumeInfo {
   snapshotId: string | null;
   attachments: Array<{ instanceId: string; device: string; state: string }>;
   tags: Tags;
+  /** EBS encryption; kmsKeyId is the key's ARN as EC2 reports it (absent: not reported). */
+  encrypted?: boolean;
+  kmsKeyId?: string | null;
+}
+
+/** EBS encryption of a volume EC2 creates: `kmsKeyId` absent means the account's default EBS key. */
+export interface EncryptionRequest {
+  encrypted?: boolean;
+  kmsKeyId?: string;
 }
 
 /** A volume's latest Elastic Volumes modification (DescribeVolumesModifications). */
@@ -120,6 +129,8 @@ export interface SnapshotInfo {
   state: "pending" | "completed" | "error" | string;
   volumeId: string | null;
   tags: Tags;
+  encrypted?: boolean;
+  kmsKeyId?: string | null;
 }
 
 export interface ImageInfo {
@@ -129,6 +140,8 @@ export interface ImageInfo {
   rootDeviceName: string;
   architecture: string;
   rootSnapshotId: string | null;
+  /** The root mapping's size (GiB): the smallest root volume the image can boot on. */
+  rootSizeGiB?: number | null;
   /** "windows" for Windows images; null for Linux/UNIX. */
   platform: string | null;
   /** Devices the image maps to instance store volumes (VirtualName ephemeralN). */
@@ -154,7 +167,7 @@ export interface SubnetInfo {
   cidr: string;
 }
 
-export interface BlockDeviceRequest {
+export interface BlockDeviceRequest extends EncryptionRequest {
   deviceName: string;
   snapshotId?: string;
   sizeGiB?: number;
@@ -182,7 +195,7 @@ export interface LaunchRequest {
   keyName?: string;
 }
 
-export interface CreateVolumeRequest {
+export interface CreateVolumeRequest extends EncryptionRequest {
   availabilityZone: string;
   sizeGiB?: number;
   snapshotId?: string;
@@ -258,6 +271,12 @@ export interface TaggedResources {
 export interface Ec2Gateway {
   /** DryRun each action the gateway uses with placeholder resources and the tags spotkeep puts on what it creates. */
   checkPermissions?(): Promise<PermissionCheck[]>;
+  /**
+   * The account's EBS encryption by default in this region, and its default KMS key (the key ARN or
+   * alias EC2 reports; alias/aws/ebs unless changed): what a volume gets when a spec asks for no
+   * encryption, or for encryption without a key.
+   */
+  ebsDefaultEncryption?(): Promise<{ enabled: boolean; kmsKeyId: string | null }>;
 
   describeSubnets(subnetIds: string[]): Promise<SubnetInfo[]>;
   /** The spot request of a spot instance; null for an on-demand instance or one EC2 no longer lists. */

@@ -22,6 +22,8 @@ export interface GroupOperationsDeps {
   store: Store;
   engine: Pick<Engine, "start">;
   ec2?: Pick<Ec2Gateway, "describeSubnets"> & ArchitectureGateway;
+  /** The region EC2 calls go to: a template naming another is refused. */
+  region?: string;
   /** Where a skipped pre-check is noted (e.g. EC2 could not be asked about instance types). */
   log?: (line: string) => void;
 }
@@ -49,7 +51,7 @@ export class GroupOperations {
   constructor(private readonly d: GroupOperationsDeps) {}
 
   async create(spec: GroupSpec): Promise<{ workflowId: string }> {
-    refuseUnsupported(spec);
+    refuseUnsupported(spec, this.d.region);
     await this.refuseArchitectureMismatch(spec);
     const workflowId = await this.d.store.tx(async (t) => {
       if (await t.groups.get(spec.name)) throw new Refusal("conflict", `group ${spec.name} already exists`);
@@ -105,7 +107,7 @@ export class GroupOperations {
    */
   async update(name: string, spec: GroupSpec): Promise<{ workflowId: string | null }> {
     if (spec.name !== name) throw new Refusal("invalid", `name: cannot change (the URL names ${name}, the spec ${spec.name})`);
-    refuseUnsupported(spec);
+    refuseUnsupported(spec, this.d.region);
     await this.refuseArchitectureMismatch(spec);
     return this.d.store.tx(async (t) => {
       const g = await this.admit(t, name);
@@ -281,8 +283,8 @@ async function memberView(store: Store, m: GroupMember, unavailable: boolean): P
   };
 }
 
-function refuseUnsupported(spec: GroupSpec): void {
-  const unsupported = unsupportedFeatures(memberSpec(spec, 0));
+function refuseUnsupported(spec: GroupSpec, region: string | undefined): void {
+  const unsupported = unsupportedFeatures(memberSpec(spec, 0), { region });
   if (unsupported.length) throw new Refusal("invalid", unsupported.map((u) => `template.${u.path}: ${u.reason}`).join("; "));
 }
 

@@ -96,6 +96,14 @@ function refusal(f: () => unknown): { code: string; message: string } {
 }
 
 describe("planImport", () => {
+  it("keeps the volumes' encryption in the spec when they all share one key, and leaves it off for mixed volumes", () => {
+    const key = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    const enc = { encrypted: true, kmsKeyId: key };
+    const both = facts({ volumes: [volume("vol-000000000000000a1", { sizeGiB: 8, ...enc }), volume("vol-000000000000000b2", enc)] });
+    expect(planImport("orders-db", both, mounts).spec.persistence.encryption).toEqual(enc);
+    const mixed = facts({ volumes: [volume("vol-000000000000000a1", { sizeGiB: 8, ...enc }), volume("vol-000000000000000b2")] });
+    expect(planImport("orders-db", mixed, mounts).spec.persistence.encryption).toEqual({ encrypted: false });
+  });
   it("builds the spec from what EC2 says: root persisted, data volume adopted by id, own ENI kept, spot", () => {
     const { spec, input, steps } = planImport("orders-db", facts(), mounts);
     expect(spec.launch).toMatchObject({

@@ -149,6 +149,14 @@ export function planImport(name: string, facts: ImportFacts, overrides: unknown)
   }
 
   const userData = userDataText(id, facts.userData);
+  // Encrypted as the instance's volumes are when they all share one key (volumes keep their
+  // encryption for life, and snapshots and images inherit it); mixed volumes leave it off.
+  const keys = new Set(
+    i.blockDevices.map((b) => (volumeFacts.get(b.volumeId)?.encrypted ? (volumeFacts.get(b.volumeId)?.kmsKeyId ?? "") : null)),
+  );
+  const [onlyKey] = [...keys];
+  const encryption =
+    keys.size === 1 && typeof onlyKey === "string" ? { encrypted: true, ...(onlyKey ? { kmsKeyId: onlyKey } : {}) } : undefined;
   const discovered = {
     name,
     region: facts.region,
@@ -167,6 +175,7 @@ export function planImport(name: string, facts: ImportFacts, overrides: unknown)
       root: true,
       dataMethod: "reattach",
       network: { privateIp: "same-eni", attach: "primary" },
+      ...(encryption ? { encryption } : {}),
       volumes: data.map((b) => {
         const v = volumeFacts.get(b.volumeId)!;
         return {

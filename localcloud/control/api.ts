@@ -6,7 +6,8 @@
  * instance's processes (`POST instances/{id}/agent {state: stopped|running}`: a hung agent), and an
  * instance's health (`health-routes.ts`: status checks, hang, scheduled maintenance events), and
  * the EC2 call log (`GET calls`: when each call arrived, its action, its caller, its outcome), and
- * the ids a spec needs (`GET ids`: default subnets per AZ, security group, base and stock images per architecture).
+ * the ids a spec needs (`GET ids`: default subnets per AZ, security group, base and stock images per architecture),
+ * and a customer-managed KMS key (`POST kms/keys {description?, alias?}`).
  * JSON in and out; bad requests get 400 + reason.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
@@ -353,6 +354,27 @@ export async function handleControl(req: IncomingMessage, res: ServerResponse, d
       case "DELETE iam/policy":
         enforcerFor(w).clear();
         return send(200, { enforced: false });
+      case "POST kms/keys": {
+        // A customer-managed key (as KMS CreateKey makes), with an alias when one is asked for.
+        const b = parse(
+          z.strictObject({
+            description: z.string().max(8192).optional(),
+            alias: z
+              .string()
+              .regex(/^alias\/[a-zA-Z0-9/_-]{1,250}$/, "an alias is alias/ followed by letters, digits, /, _ or -")
+              .refine((a) => !a.startsWith("alias/aws/"), "alias/aws/ is reserved for AWS managed keys")
+              .optional(),
+          }),
+          await readJson(req),
+        );
+        if (b.alias !== undefined && w.kms.aliases.has(b.alias)) throw new HttpError(409, `alias: ${b.alias} already exists`);
+        const key = w.kms.createKey({ description: b.description ?? "", manager: "CUSTOMER" });
+        if (b.alias !== undefined) {
+          const now = new Date();
+          w.kms.aliases.set(b.alias, { name: b.alias, targetKeyId: key.id, creationDate: now, lastUpdatedDate: now });
+        }
+        return send(200, { keyId: key.id, arn: key.arn, alias: b.alias ?? null });
+      }
       case "POST iam/decode-authorization-message": {
         const b = parse(z.strictObject({ encodedMessage: z.string().min(1) }), await readJson(req));
         try {

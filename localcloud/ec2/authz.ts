@@ -195,6 +195,13 @@ export const AUTHORIZATION: Record<string, Row> = {
   DescribeSpotPriceHistory: noResources,
   DescribeSpotInstanceRequests: noResources,
   CancelSpotInstanceRequests: (w, i) => many(w, "spot-instances-request", i.SpotInstanceRequestIds),
+  CopySnapshot: (w, i) => [created("snapshot", i.TagSpecifications), ...existing(w, "snapshot", i.SourceSnapshotId)],
+  GetEbsEncryptionByDefault: noResources,
+  EnableEbsEncryptionByDefault: noResources,
+  DisableEbsEncryptionByDefault: noResources,
+  GetEbsDefaultKmsKeyId: noResources,
+  ModifyEbsDefaultKmsKeyId: noResources,
+  ResetEbsDefaultKmsKeyId: noResources,
 };
 
 /** One authorisation check: an IAM action on one resource with its condition keys. */

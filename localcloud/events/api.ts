@@ -5,8 +5,8 @@
  * send to a target (an SQS queue's ARN here). Requests are bounded before parsing; signatures are
  * not checked.
  */
+import { jsonSender, readJsonObject } from "../json-api.js";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { randomUUID } from "node:crypto";
 import { ACCOUNT_ID, REGION } from "../world/catalog.js";
 import type { EventBus } from "./bus.js";
 
@@ -63,41 +63,20 @@ function listRuleNamesByTarget(bus: EventBus, b: Record<string, unknown>): { Rul
 }
 
 export async function handleEvents(req: IncomingMessage, res: ServerResponse, bus: EventBus): Promise<void> {
-  const send = (status: number, body: unknown) => {
-    if (res.writableEnded || res.destroyed) return;
-    const text = JSON.stringify(body);
-    res.writeHead(status, {
-      "content-type": "application/x-amz-json-1.1",
-      "content-length": Buffer.byteLength(text),
-      "x-amzn-requestid": randomUUID(),
-    });
-    res.end(text);
-  };
+  const send = jsonSender(res);
   try {
     const action = String(req.headers["x-amz-target"]).slice(EVENTS_TARGET_PREFIX.length);
-    const chunks: Buffer[] = [];
-    let size = 0;
-    for await (const c of req as AsyncIterable<Buffer>) {
-      size += c.length;
-      if (size > MAX_BODY) throw new EventsError("ValidationException", `the request body is larger than ${MAX_BODY} bytes`);
-      chunks.push(c);
-    }
-    if (req.method !== "POST") throw new EventsError("ValidationException", "EventBridge requests are POSTs");
+    const body = await readJsonObject(req, {
+      maxBytes: MAX_BODY,
+      service: "EventBridge",
+      fail: (type, message) => new EventsError(type, message),
+    });
     if (action !== "ListRuleNamesByTarget")
       return send(400, {
         __type: "UnknownOperationException",
         message: `localcloud's EventBridge does not implement ${action.slice(0, 64)}`,
       });
-    let body: unknown;
-    try {
-      const text = Buffer.concat(chunks).toString("utf8");
-      body = text.trim() === "" ? {} : JSON.parse(text);
-    } catch {
-      throw new EventsError("SerializationException", "the request body is not valid JSON");
-    }
-    if (typeof body !== "object" || body === null || Array.isArray(body))
-      throw new EventsError("SerializationException", "the request body must be a JSON object");
-    send(200, listRuleNamesByTarget(bus, body as Record<string, unknown>));
+    send(200, listRuleNamesByTarget(bus, body));
   } catch (err) {
     if (err instanceof EventsError) return send(400, { __type: err.type, message: err.message });
     send(500, { __type: "InternalException", message: (err as Error)?.message ?? String(err) });

@@ -93,6 +93,8 @@ export interface Volume {
   iops?: number;
   throughput?: number;
   encrypted: boolean;
+  /** The ARN of the KMS key an encrypted volume's data key is under (as EC2 reports KmsKeyId). */
+  kmsKeyId?: string;
   tags: Tags;
   attachment?: { instanceId: string; device: string; state: AttachState; attachTime: Date; deleteOnTermination: boolean };
   /** The runtime's backing store exists once this settles. */
@@ -113,6 +115,10 @@ export interface Snapshot {
   ownerId: string;
   tags: Tags;
   encrypted: boolean;
+  /** The ARN of the KMS key of an encrypted snapshot. */
+  kmsKeyId?: string;
+  /** Why a snapshot is in state error (CopySnapshot under a key EC2 could not use). */
+  stateMessage?: string;
   ready: Promise<void>;
   /** localcloud only: a copy of a no-node image's root (see Image.noNode); volumes and images made from it keep the flag. */
   noNode?: boolean;
@@ -124,6 +130,9 @@ export interface ImageBdm {
   volumeSize?: number;
   volumeType: string;
   deleteOnTermination: boolean;
+  /** From the snapshot: its encryption and key ARN. */
+  encrypted?: boolean;
+  kmsKeyId?: string;
 }
 
 export interface Image {

@@ -26,6 +26,7 @@ import { ipToInt, intToIp, parseCidr } from "./ip.js";
 import { imdsEvent } from "./maintenance-events.js";
 import type { Eni, Image, Instance, Reservation, SecurityGroup, Snapshot, SpotRequest, Subnet, Volume, Vpc } from "./types.js";
 import { CallLog } from "./call-log.js";
+import { KmsStore } from "../kms/keys.js";
 
 export interface ImdsHandle {
   endpointFor(instanceId: string): Promise<string>;
@@ -76,9 +77,16 @@ export class World {
   vpcs = new Map<string, Vpc>();
   securityGroups = new Map<string, SecurityGroup>();
   /** `${action}:${token}` -> what the first call was and what it produced. */
-  clientTokens = new Map<string, { fingerprint: string; ids: string[] }>();
+  clientTokens = new Map<string, { fingerprint: string; ids: string[]; deleted?: boolean }>();
   /** `${type}|${az}|${market}` -> false/0 = none; a number = how many more launches fit. */
   capacity = new Map<string, boolean | number>();
+  /** KMS keys and aliases (the local KMS and EC2's encryption read them). */
+  kms = new KmsStore();
+  /**
+   * The account's EBS encryption defaults: every new volume encrypted when `byDefault`; the key
+   * ModifyEbsDefaultKmsKeyId named (as given, or the key's ARN when it named a key), null for aws/ebs.
+   */
+  ebsEncryption: { byDefault: boolean; defaultKey: string | null } = { byDefault: false, defaultKey: null };
   faults: Fault[] = [];
   /** Every EC2 Query API call answered (control API `GET calls`). */
   readonly calls = new CallLog();
@@ -182,6 +190,8 @@ export class World {
     ] as Map<string, unknown>[])
       m.clear();
     this.faults = [];
+    this.kms = new KmsStore();
+    this.ebsEncryption = { byDefault: false, defaultKey: null };
     await this.seed();
   }
 

@@ -48,6 +48,10 @@ export class FakeViews implements CoordinatorViews {
   getWorkflow(id: string): Workflow | null {
     return this.workflows.get(id) ?? null;
   }
+  async checkCreate(spec: StatefulInstanceSpec): Promise<void> {
+    if (this.instances.has(spec.name))
+      throw new Refusal("conflict", `a stateful instance named ${JSON.stringify(spec.name)} already exists`);
+  }
   async createInstance(spec: StatefulInstanceSpec): Promise<{ workflowId: string }> {
     if (this.instances.has(spec.name))
       throw new Refusal("conflict", `a stateful instance named ${JSON.stringify(spec.name)} already exists`);

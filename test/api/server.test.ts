@@ -45,6 +45,7 @@ beforeAll(async () => {
     metricsText: () => metrics.text(),
     health: () => ({ ok: true, detail: { agents: 0 } }),
     standby: () => standby,
+    specRegion: "eu-west-1",
   });
   base = await api.listen(0);
 });
@@ -316,5 +317,15 @@ describe("public endpoints", () => {
     expect(res.headers.get("repr-digest")).toBe(`sha-256=:${createHash("sha256").update(body).digest("base64")}:`);
     const head = await fetch(`${base}/agent/v1/agent.js`, { method: "HEAD" });
     expect(head.headers.get("x-spotkeep-agent-sha256")).toBe(sha256);
+  });
+});
+
+describe("a spec without a region", () => {
+  it("is in the coordinator's region; a spec naming its region keeps it", async () => {
+    const post = (body: object) => call("/api/v1/instances", { method: "POST", headers: JSON_TYPE, body: JSON.stringify(body) });
+    expect((await post({ ...spec, name: "no-region" })).status).toBe(201);
+    expect(views.created.find((c) => c.name === "no-region")?.region).toBe("eu-west-1");
+    expect((await post({ ...spec, name: "named-region", region: "us-east-1" })).status).toBe(201);
+    expect(views.created.find((c) => c.name === "named-region")?.region).toBe("us-east-1");
   });
 });

@@ -1,6 +1,6 @@
 /**
  * `spotkeep delete` and `status --all` through the real built CLI against the real API server over
- * a fake coordinator: keep and TTL reach the coordinator as given, bad ones are refused locally by
+ * a fake coordinator: keep, TTL and --force reach the coordinator as given, bad ones are refused locally by
  * flag name (nothing sent), and --all asks for deleted instances.
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -16,13 +16,13 @@ import { unusedGroups } from "../../coordinator/api/unused-deps.js";
 import { CLI as cli, ensureBuilt } from "./built.js";
 
 class DeletingViews extends FakeViews {
-  deletes: Array<{ name: string; keep: KeepSet; ttlHours: number | null }> = [];
+  deletes: Array<{ name: string; keep: KeepSet; ttlHours: number | null; force?: boolean }> = [];
   listed: Array<boolean | undefined> = [];
   override listInstances(o?: { includeDeleted?: boolean }) {
     this.listed.push(o?.includeDeleted);
     return super.listInstances().filter((i) => o?.includeDeleted || i.state !== "deleted");
   }
-  override async deleteInstance(name: string, o: { keep: KeepSet; ttlHours: number | null }) {
+  override async deleteInstance(name: string, o: { keep: KeepSet; ttlHours: number | null; force?: boolean }) {
     this.deletes.push({ name, ...o });
     return { workflowId: "wf-delete-1", archivedAs: `${name}~2026-01-01T00:00:00.000Z` };
   }
@@ -90,6 +90,20 @@ describe("spotkeep delete", () => {
       keep: { volumes: false, network: false, snapshots: false, images: false },
       ttlHours: null,
     });
+  });
+
+  it("sends --force as force: true; without it no force is sent", async () => {
+    const forced = await run(["delete", "orders-db", "--force", "--keep", "volumes", "--url", url]);
+    expect(forced.stderr).toBe("");
+    expect(forced.code).toBe(0);
+    expect(views.deletes.at(-1)).toEqual({
+      name: "orders-db",
+      keep: { volumes: true, network: false, snapshots: false, images: false },
+      ttlHours: null,
+      force: true,
+    });
+    await run(["delete", "orders-db", "--url", url]);
+    expect(views.deletes.at(-1)).not.toHaveProperty("force");
   });
 
   it("refuses a bad --keep item, a bad --ttl and --ttl without --keep locally, sending nothing", async () => {

@@ -85,6 +85,7 @@ describe("spotkeep doctor", () => {
       "config",
       "store",
       "permissions",
+      "EBS encryption",
       "identity certificate us-east-1",
       "agent URL",
       "events queue",
@@ -98,6 +99,7 @@ describe("spotkeep doctor", () => {
     const bundleSha = (await import("node:crypto")).createHash("sha256").update(readFileSync(AGENT_BUNDLE)).digest("hex");
     expect(report.checks.find((c) => c.check === "agent bundle")!.detail).toContain(`sha256 ${bundleSha}`);
     expect(report.checks.find((c) => c.check === "events rules")!.detail).toContain("spotkeep-interruptions");
+    expect(report.checks.find((c) => c.check === "EBS encryption")!.detail).toMatch(/^off by default in us-east-1: /);
     expect(report.checks.find((c) => c.check === "store")!.detail).toMatch(/integrity_check ok.*in use by a coordinator/);
     const table = await run(["--config", config("good")]);
     expect(table.code).toBe(0);

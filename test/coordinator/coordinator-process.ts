@@ -45,13 +45,18 @@ export async function spawnCoordinator(
       r({ code, signal });
     }),
   );
+  // Gone once its output is all read too ('close' follows 'exit' when stdout and stderr are drained).
   let gone: { code: number | null; signal: NodeJS.Signals | null } | null = null;
-  void exited.then((e) => (gone = e));
+  child.on("close", (code, signal) => (gone = { code, signal }));
   const url = await until(
     "the coordinator to listen",
     () => {
+      // The log first: a coordinator armed to crash may listen and be gone within one poll (a
+      // resumed workflow reaching its crash step at once); its caller sees that exit.
+      const listening = /coordinator listening on (http\S+)/.exec(log.join(""))?.[1];
+      if (listening) return listening;
       if (gone) throw new Error(`the coordinator exited before it listened (${JSON.stringify(gone)}):\n${log.join("").slice(-4000)}`);
-      return /coordinator listening on (http\S+)/.exec(log.join(""))?.[1];
+      return undefined;
     },
     30_000,
   ).catch((err: Error) => {

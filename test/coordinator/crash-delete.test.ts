@@ -1,7 +1,8 @@
 /**
  * Crash test of the delete runbook: the coordinator process is SIGKILLed right after each step of a
- * delete is recorded (test/support/crash-matrix.ts), with nothing kept and with keep=volumes,network,
- * in one run of each delete: killed after step 1, started again, killed after step 2, ... then
+ * running instance's delete is recorded (test/support/crash-matrix.ts; its quiesce, where the real
+ * agent runs the preStop hook, included), with nothing kept and with keep=volumes,network, in one
+ * run of each delete: killed after step 1, started again, killed after step 2, ... then
  * started unarmed (test/support/crash-chain.ts). Every run must end `deleted` under its archived
  * name with the name free, no EC2 instance left, nothing orphaned (every resource tagged with the
  * instance is one the delete kept) and the kept volume and ENI the very ones it had, tagged with

@@ -2,7 +2,11 @@
  * delete in process (test/support/in-process.ts: localcloud without a runtime, the coordinator in
  * this process, a fake agent per instance, time-scaled): without --keep every resource tagged with the instance goes; with keep=volumes,network
  * those stay, tagged with their expiry, until the TTL sweep deletes them; the name can be created
- * again; bad input is refused by name and changes nothing; 404 and 409 say why.
+ * again; a running instance's agent is asked to quiesce first (not with --force), and one that does
+ * not answer is waited for within the budget only; a delete recorded before deletes quiesced
+ * goes on without the step; bad input is refused by name and changes
+ * nothing; 404 and 409 say why. That the preStop hook really runs on the instance is
+ * test/coordinator/delete-prestop.test.ts's (a real agent and hook).
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -13,7 +17,9 @@ import {
   DescribeVolumesCommand,
   EC2Client,
 } from "@aws-sdk/client-ec2";
+import { KEEP_NOTHING } from "../../shared/deletion.js";
 import { parseSpec } from "../../shared/spec.js";
+import { moveState } from "../../coordinator/lifecycle.js";
 import { type InProcess, startInProcess } from "../support/in-process.js";
 import { until } from "./harness.js";
 
@@ -174,6 +180,82 @@ describe("delete", () => {
     const { archivedAs } = await deleteAndWait(name);
     expect(await tagged(name)).toEqual({ instances: [], volumes: [], enis: [], snapshots: [], images: [] });
     expect((await api("GET", `instances/${encodeURIComponent(archivedAs)}`)).body.state).toBe("deleted");
+  }, 120_000);
+
+  it("quiesces a running instance before terminating it (unmount, no freeze); --force skips it", async () => {
+    const steps = async (wf: string) => (await h.coord.store.steps.list(wf)).map((x) => x.name);
+    const quiesces = (id: string) => (h.agents.get(id)?.received ?? []).filter((m) => m.type === "quiesce");
+
+    const name = "del-quiesce";
+    await create(name);
+    const id = (await api("GET", `instances/${name}`)).body.instanceId as string;
+    const { workflowId, archivedAs } = await deleteAndWait(name);
+    expect(quiesces(id)).toEqual([expect.objectContaining({ reason: "delete", unmount: true })]);
+    expect((await steps(workflowId)).slice(0, 3)).toEqual(["begin", "quiesce", "terminate"]);
+    const events = (await api("GET", `instances/${encodeURIComponent(archivedAs)}/events`)).body.events;
+    expect(events.find((e: { kind: string }) => e.kind === "delete-started").message).toContain(`${id} quiesces first`);
+    expect(events.map((e: { kind: string }) => e.kind)).not.toContain("quiesce-timeout");
+
+    // --force (the CLI flag, sent as force=true): terminated at once, no quiesce asked for.
+    const forced = "del-force";
+    await create(forced);
+    const forcedId = (await api("GET", `instances/${forced}`)).body.instanceId as string;
+    const out = await h.cli("delete", forced, "--force", "--wait");
+    expect(out.stderr).toBe("");
+    expect(out.code).toBe(0);
+    expect(quiesces(forcedId)).toEqual([]);
+    const archived = (await api("GET", "instances?all=true")).body.instances.find((i: { name: string }) => i.name.startsWith(`${forced}~`));
+    const forcedEvents = (await api("GET", `instances/${encodeURIComponent(archived.name)}/events`)).body.events;
+    const started = forcedEvents.find((e: { kind: string }) => e.kind === "delete-started");
+    expect(started.message).toContain(`forced: ${forcedId} is terminated without its preStop hook`);
+    expect((await steps(started.workflowId)).slice(0, 2)).toEqual(["begin", "terminate"]);
+    expect(await tagged(forced)).toEqual({ instances: [], volumes: [], enis: [], snapshots: [], images: [] });
+
+    // The API field: force must be a boolean.
+    const bad = await api("DELETE", "instances/no-such-thing", '{"force": "yes"}');
+    expect(bad.status).toBe(400);
+    expect(bad.body.error.message).toContain("body.force: must be true or false");
+    const badQuery = await api("DELETE", "instances/no-such-thing?force=1");
+    expect(badQuery.status).toBe(400);
+    expect(badQuery.body.error.message).toContain("force: must be true or false");
+  }, 180_000);
+
+  it("waits for an agent that does not answer only within the hooks' timeout plus 30 s, then deletes with an event saying why", async () => {
+    const name = "del-hung";
+    await create(name);
+    const id = (await api("GET", `instances/${name}`)).body.instanceId as string;
+    h.hang(id);
+    const { workflowId, archivedAs } = await deleteAndWait(name);
+    const events = (await api("GET", `instances/${encodeURIComponent(archivedAs)}/events`)).body.events;
+    const timeout = events.find((e: { kind: string }) => e.kind === "quiesce-timeout");
+    // h.spec's hooks.timeoutSeconds is 30: the budget is 60 model seconds.
+    expect(timeout?.message).toBe(
+      `${id} did not report quiesced within 60 s; the preStop hook did not run or did not finish (its agent did not answer in time); ` +
+        "terminating without it",
+    );
+    expect(timeout.workflowId).toBe(workflowId);
+    const quiesce = (await h.coord.store.steps.list(workflowId)).find((x) => x.name === "quiesce");
+    expect(quiesce?.result).toBe(false);
+    expect(await tagged(name)).toEqual({ instances: [], volumes: [], enis: [], snapshots: [], images: [] });
+  }, 120_000);
+
+  it("a delete recorded before deletes quiesced (no quiesce in its input) goes on without the step", async () => {
+    const name = "del-old";
+    await create(name);
+    const id = (await api("GET", `instances/${name}`)).body.instanceId as string;
+    // Admitted as the earlier version did: the same input, without `quiesce`.
+    const workflowId = await h.coord.store.tx(async (t) => {
+      const inst = (await t.instances.get(name))!;
+      const input = { name, keep: { ...KEEP_NOTHING }, ttlHours: null, archiveAs: `${name}~${new Date(inst.createdAt).toISOString()}` };
+      const wf = await h.coord.engine.start("delete", name, input, "requested", t);
+      await moveState(t, "delete", name, "during", "delete (keep: nothing)");
+      return wf;
+    });
+    const wf = await h.coord.engine.wait(workflowId);
+    expect(wf.error).toBeNull();
+    expect((await h.coord.store.steps.list(workflowId)).map((x) => x.name).slice(0, 2)).toEqual(["begin", "terminate"]);
+    expect((h.agents.get(id)?.received ?? []).filter((m) => m.type === "quiesce")).toEqual([]);
+    expect(await tagged(name)).toEqual({ instances: [], volumes: [], enis: [], snapshots: [], images: [] });
   }, 120_000);
 
   it("refuses a bad keep item, a bad TTL, an unknown parameter and a TTL without keep by name, changing nothing; 404 and 409", async () => {

@@ -1,7 +1,8 @@
 /**
  * Fault tests through localcloud's control API: capacity fallbacks (next type, on-demand, a clear
  * failure when neither is allowed), throttling and failNext on attach/detach, a lost instance,
- * and ten simultaneous interruptions with throttling on.
+ * ten simultaneous interruptions with throttling on, and a rebalance recommendation (a snapshot,
+ * or with onRebalance: recycle a recycle onto a new generation).
  */
 import { describe, it, expect, beforeAll, afterAll } from "vitest";
 import { mkdtempSync, rmSync } from "node:fs";
@@ -183,6 +184,38 @@ describe("snapshots", () => {
     const second = (await coord.views.getInstance("snap"))!.resources.volumes[0]!.latestSnapshotId!;
     expect(second).not.toBe(first);
     expect((await coord.views.getInstance("snap"))!.state).toBe("running");
+  });
+});
+
+describe("rebalance recommendation with onRebalance: recycle", () => {
+  it("recycles onto generation 2 before EC2 takes the instance: same private IP and ENI, every acknowledged record", async () => {
+    const acks = join(dir, "rebal.acks");
+    const spec = env.spec("rebal", { acks });
+    spec.onRebalance = "recycle";
+    const { workflowId } = await coord.views.createInstance(parseSpec(spec));
+    expect((await coord.engine.wait(workflowId)).error).toBeNull();
+    const old = (await coord.views.getInstance("rebal"))!;
+    await until("acked records", () => readAcks(acks).length > 5);
+
+    await env.control("POST", `instances/${old.instanceId}/rebalance`, {});
+    const wf = await until(
+      "a recycle workflow",
+      async () => (await coord.store.workflows.listFor("rebal")).find((w) => w.kind === "recycle"),
+      60_000,
+    );
+    expect(wf.trigger).toBe("recycle");
+    expect((await coord.engine.wait(wf.id)).error).toBeNull();
+    const d = (await coord.views.getInstance("rebal"))!;
+    expect(d).toMatchObject({ state: "running", generation: 2, privateIp: old.privateIp });
+    expect(d.instanceId).not.toBe(old.instanceId);
+    expect(d.resources.network.eniId).toBe(old.resources.network.eniId);
+    expect((await coord.store.workflows.listFor("rebal")).filter((w) => w.kind === "replace" || w.kind === "snapshot")).toEqual([]);
+    // Acks first: a record is on disk before its ack is written; every acked one is on the new generation's volume.
+    const acked = readAcks(acks);
+    const records = readRecords(join(env.rootDir(d.instanceId!), "data", "records.log"));
+    expect(acked.filter((n) => !records.has(n))).toEqual([]);
+    const started = (await coord.views.getEvents("rebal"))!.events.find((e) => e.kind === "recycle-started");
+    expect(started?.message).toBe(`rebalance recommendation: recycling ${old.instanceId} (generation 1)`);
   });
 });
 

@@ -190,12 +190,14 @@ describe("load-balancer targets follow the instance", () => {
       expect(await health()).toContainEqual([back.instanceId, "healthy"]);
       expect((await health()).filter(([, s]) => s === "healthy")).toEqual([[back.instanceId, "healthy"]]);
 
-      // A delete takes the instance out of the group before it terminates it.
+      // A delete takes the instance out of the group (drained, as a pause does) before its quiesce and termination.
       const deleted = await h.coord.operations.deleteInstance(name, {
         keep: { volumes: false, network: false, snapshots: false, images: false },
         ttlHours: null,
       });
       await succeeded(deleted.workflowId);
+      const deleteSteps = (await h.coord.views.getWorkflow(deleted.workflowId))!.steps.map((s) => s.name);
+      expect(deleteSteps.slice(0, 5)).toEqual(["begin", "deregister-targets", "drain-targets", "quiesce", "terminate"]);
       expect((await health()).filter(([id]) => id === back.instanceId)).toEqual([[back.instanceId, "draining"]]);
     } finally {
       elb.destroy();

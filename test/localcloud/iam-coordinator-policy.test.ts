@@ -13,6 +13,7 @@ import { createAwsGateway, GATEWAY_ACTIONS } from "../../coordinator/cloud/aws.j
 import type { Ec2Gateway, Tags } from "../../coordinator/cloud/gateway.js";
 import { errorCode } from "../../coordinator/cloud/errors.js";
 import { createElbGateway, type ElbGateway } from "../../coordinator/elb/elbv2.js";
+import { createKmsGateway } from "../../coordinator/kms/kms.js";
 import { startLocalCloud, type LocalCloud } from "../../localcloud/index.js";
 
 const ROOT = join(import.meta.dirname, "..", "..");
@@ -95,6 +96,8 @@ interface Fixture {
   /** A managed ENI, free, and one attached to `instance` at device index 1. */
   freeEni: string;
   secondaryEni: string;
+  /** A customer-managed KMS key (made through the control API). */
+  keyArn: string;
 }
 
 async function fixture(): Promise<Fixture> {
@@ -209,6 +212,7 @@ async function fixture(): Promise<Fixture> {
     targetGroup: group.arn,
     freeEni: freeEni.eniId,
     secondaryEni: secondaryEni.eniId,
+    keyArn: (await control("POST", "kms/keys", { description: "iam" })).arn,
   };
 }
 
@@ -301,7 +305,17 @@ async function probe(f: Fixture): Promise<Record<string, string>> {
     stopInstance: () => gw.stopInstance(f.instanceToStop),
     startInstance: () => gw.startInstance(f.instanceToStart),
     untagManaged: () => gw.untagResources([f.attachedVolume], ["spotkeep:step"]),
+    ebsDefaultEncryption: () => gw.ebsDefaultEncryption!(),
+    // EC2 uses a customer-managed key for the caller only as the policy lets it through EC2; it
+    // answers CreateVolume at once and drops the volume when it may not use the key.
+    createEncryptedVolume: async () => {
+      const v = await gw.createVolume({ availabilityZone: f.az, sizeGiB: 1, encrypted: true, kmsKeyId: f.keyArn, tags: tags("p") });
+      const state = await waitFor("the encrypted volume to settle", async () => (await gw.describeVolume(v.volumeId))?.state ?? "vanished");
+      if (state === "vanished" || state === "error")
+        throw Object.assign(new Error(`${v.volumeId} ${state}`), { name: "KeyUnusable", Code: "KeyUnusable" });
+    },
     ...elbProbes(f),
+    ...kmsProbes(f),
   };
   const out: Record<string, string> = {};
   for (const [name, op] of Object.entries(ops)) {
@@ -324,6 +338,24 @@ const elbProbes = (f: Fixture): Record<string, () => Promise<unknown>> => ({
 });
 const ELB_PROBES = new Set(Object.keys(elbProbes({} as Fixture)));
 
+/** The KMS gateway's call (a refusal is KMS's AccessDeniedException). */
+const kmsProbes = (f: Fixture): Record<string, () => Promise<unknown>> => ({
+  describeKey: () => createKmsGateway({ region: "us-east-1", endpoint: lc.endpoint, maxAttempts: 1 }).describeKey(f.keyArn),
+});
+
+/**
+ * How a probe fails without statement `sid`: EC2's UnauthorizedOperation, ELBv2's AccessDenied, KMS's
+ * AccessDeniedException, or, without a statement that lets EC2 use a key, the encrypted volume dropped.
+ */
+const deniedCode = (op: string, sid: string) =>
+  ELB_PROBES.has(op)
+    ? "AccessDenied"
+    : op === "describeKey"
+      ? "AccessDeniedException"
+      : sid.startsWith("LetEc2")
+        ? "KeyUnusable"
+        : "UnauthorizedOperation";
+
 const failing = (r: Record<string, string>) =>
   Object.entries(r)
     .filter(([, v]) => v !== "ok")
@@ -333,6 +365,7 @@ const failing = (r: Record<string, string>) =>
 /** Which probes need each statement (and fail with UnauthorizedOperation without it). */
 const NEEDS: Record<string, string[]> = {
   ReadInventory: [
+    "createEncryptedVolume",
     "createNetworkInterface",
     "createSnapshot",
     "createVolume",
@@ -340,6 +373,7 @@ const NEEDS: Record<string, string[]> = {
     "describeInstanceDetails",
     "describeInstanceStatus",
     "describeInstances",
+    "ebsDefaultEncryption",
     "instanceTypeArchitectures",
     "instanceUserData",
     // It reads the attachment id first (DetachNetworkInterface takes it, not the ENI id).
@@ -350,6 +384,7 @@ const NEEDS: Record<string, string[]> = {
   ],
   LaunchWithExistingInputs: ["createNetworkInterface", "launchInSubnet", "launchWithEni", "launchWithProfile"],
   LaunchOnlyTaggedNewResources: [
+    "createEncryptedVolume",
     "createNetworkInterface",
     "createSnapshot",
     "createVolume",
@@ -360,6 +395,7 @@ const NEEDS: Record<string, string[]> = {
   ],
   UseManagedResourcesAtLaunchAndSnapshot: ["createSnapshot", "launchWithEni", "registerImage"],
   TagOnlyWhileCreating: [
+    "createEncryptedVolume",
     "createNetworkInterface",
     "createSnapshot",
     "createVolume",
@@ -390,6 +426,9 @@ const NEEDS: Record<string, string[]> = {
   ConsumeInterruptionQueue: [],
   ReadTargetGroups: ["describeTargetGroup", "describeTargetHealth"],
   MoveTargetsInTargetGroups: ["deregisterTargets", "registerTargets"],
+  CheckSpecKmsKeys: ["describeKey"],
+  LetEc2UseKmsKeysForEbs: ["createEncryptedVolume"],
+  LetEc2GrantItselfKmsKeysForEbs: ["createEncryptedVolume"],
 };
 
 beforeAll(async () => {
@@ -424,9 +463,7 @@ describe("the shipped coordinator IAM policy, enforced by localcloud", () => {
       const f = await fixture();
       await control("PUT", "iam/policy", { ...POLICY, Statement: POLICY.Statement.filter((s) => s.Sid !== sid) });
       const r = await probe(f);
-      expect(failing(r)).toEqual(
-        (NEEDS[sid] ?? []).map((op) => `${op}:${ELB_PROBES.has(op) ? "AccessDenied" : "UnauthorizedOperation"}`).sort(),
-      );
+      expect(failing(r)).toEqual((NEEDS[sid] ?? []).map((op) => `${op}:${deniedCode(op, sid)}`).sort());
     });
   }
 

@@ -183,9 +183,11 @@ export function runbookModel(kind: RunbookKind, o: RunbookShape): Record<string,
     case "resume":
       return { ...launch, "ENI free": p.eniFree, "attach volume": p.attachVolume, "delete old root": p.deleteVolume };
     case "delete":
-      // Terminate, then the root, the data volume and the ENI (once free) go; images and snapshots
-      // are deregistered and deleted by calls that answer at once.
+      // A running instance quiesces first (at most the quiesce budget: an agent that does not
+      // answer is waited for that long); then terminate, and the root, the data volume and the ENI
+      // (once free) go; images and snapshots are deregistered and deleted by calls that answer at once.
       return {
+        quiesce: quiesceBound(o.hooksTimeoutSeconds),
         terminate: p.shuttingDownToTerminated,
         "delete root": p.deleteVolume,
         "ENI free": p.eniFree,

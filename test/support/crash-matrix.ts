@@ -85,9 +85,10 @@ export const CRASH_MATRIX = {
     ...BRING_UP,
     ...RETIRE,
   ],
-  /** delete keeping nothing. */
+  /** delete of a running instance keeping nothing: its agent quiesces (preStop hook, sync, unmount) first. */
   delete: [
     STEP.begin,
+    STEP.quiesce,
     STEP.terminate,
     STEP.waitTerminated,
     STEP_OF.deleteVolume(SDF),
@@ -97,8 +98,17 @@ export const CRASH_MATRIX = {
     STEP.keep,
     STEP.finish,
   ],
-  /** delete keeping the volumes and the network interface. */
-  "delete-keep": [STEP.begin, STEP.terminate, STEP.waitTerminated, STEP.deregisterImages, STEP.deleteSnapshots, STEP.keep, STEP.finish],
+  /** delete of a running instance keeping the volumes and the network interface. */
+  "delete-keep": [
+    STEP.begin,
+    STEP.quiesce,
+    STEP.terminate,
+    STEP.waitTerminated,
+    STEP.deregisterImages,
+    STEP.deleteSnapshots,
+    STEP.keep,
+    STEP.finish,
+  ],
   /** grow: /dev/sdf grows (ModifyVolume, filesystem grown online) and a new /dev/sdg is created, attached and mounted live. */
   grow: [
     STEP.begin,

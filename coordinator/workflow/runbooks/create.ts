@@ -13,12 +13,12 @@ import { STEP, STEP_OF } from "../../../shared/steps.js";
 import { errorCode } from "../../cloud/errors.js";
 import { TAG } from "../../cloud/gateway.js";
 import type { DataVolume, NetworkIdentity } from "../../db/store.js";
-import type { StatefulInstanceSpec } from "../../../shared/spec.js";
+import { encryptionOf, type StatefulInstanceSpec } from "../../../shared/spec.js";
 import { type Runbook, step, together, type WorkflowContext } from "../engine.js";
 import { Failure, isPermanent } from "../failure.js";
 import { type RunbookDeps, waitUntil } from "./deps.js";
 import { bringUp } from "./generation.js";
-import { candidates, describeLaunchSubnets, ipInCidr, MUTATE_POLICY } from "./launch.js";
+import { candidates, describeLaunchSubnets, ipInCidr, MUTATE_POLICY, volumeEncryption } from "./launch.js";
 import { resourceTags } from "./steps.js";
 
 export interface CreateInput {
@@ -148,6 +148,7 @@ export async function createDataVolume(
     volumeType: sv.type,
     iops: sv.iops,
     throughput: sv.throughput,
+    ...volumeEncryption(spec),
     tags: {
       ...spec.launch.tags,
       ...resourceTags(ctx, name, step, { [TAG.device]: v.device }),
@@ -155,14 +156,38 @@ export async function createDataVolume(
     },
   });
   if (o.record) await deps.store.volumes.setCurrent(name, v.device, vol.volumeId, vol.availabilityZone);
+  // EC2 checks a volume's KMS key only once it creates it: a key it cannot use (missing, disabled,
+  // or not granted to the caller through EC2) makes the new volume vanish, or end in `error`. A new
+  // volume may also be missing from DescribeVolumes for a moment (EC2 is eventually consistent), so
+  // only one missing for VANISHED_AFTER_MS of model time counts as vanished.
+  const askedAt = deps.clock.now();
   await waitUntil(
     deps.clock,
     `${vol.volumeId} to be available`,
-    async () => ((await deps.ec2.describeVolume(vol.volumeId))?.state === "available" ? true : null),
+    async () => {
+      const found = await deps.ec2.describeVolume(vol.volumeId);
+      if (!found && deps.clock.modelMsSince(askedAt) < VANISHED_AFTER_MS) return null;
+      if (!found || found.state === "error") {
+        const enc = encryptionOf(spec);
+        throw new Failure(
+          "invalid-spec",
+          `${vol.volumeId} (${v.device}) ${found ? "ended in error" : "vanished"} after CreateVolume` +
+            (enc.encrypted
+              ? `: EC2 could not use the KMS key ${enc.kmsKeyId ?? "(the account's default EBS key)"} (missing, disabled, or the coordinator's role ` +
+                "lacks kms:CreateGrant, kms:Decrypt, kms:GenerateDataKeyWithoutPlaintext or kms:ReEncrypt* through EC2)"
+              : ""),
+        );
+      }
+      const state = found.state;
+      return state === "available" ? true : null;
+    },
     { intervalMs: deps.pollMs, timeoutMs: 10 * 60_000, signal: ctx.signal },
   );
   return { ...v, volumeId: vol.volumeId, availabilityZone: vol.availabilityZone };
 }
+
+/** How long (model ms) a volume CreateVolume returned may be missing from DescribeVolumes before it counts as vanished. */
+const VANISHED_AFTER_MS = 30_000;
 
 /** The stable ENI that carries the private IP across generations (DeleteOnTermination false when attached at launch). */
 async function createStableEni(

@@ -5,8 +5,13 @@
  * when they expire. The instance ends `deleted`, archived under `archiveAs` (see
  * db/sqlite/deletions.ts), so its history stays and its name is free for a new create.
  *
- *   begin → terminate → wait-terminated → { delete-volume each ‖ delete-eni ‖ deregister-images }
- *         → delete-snapshots → keep → finish
+ *   begin → [[deregister-targets → drain-targets] → quiesce] → terminate → wait-terminated
+ *         → { delete-volume each ‖ delete-eni ‖ deregister-images } → delete-snapshots → keep → finish
+ *
+ * A running instance whose delete is not forced is quiesced first as a pause quiesces it (its
+ * agent runs the preStop hook, syncs and unmounts the data volumes; no freeze, nothing is captured
+ * afterwards), within the hooks' timeout plus a margin: an agent that does not answer by then is
+ * terminated anyway, with a `quiesce-timeout` event saying the hook did not run.
  *
  * Only what the store recorded as this instance's is touched (never a resource found by tag alone:
  * the kept resources of an earlier instance of the same name carry the same tag). The base image of
@@ -18,12 +23,13 @@ import { keptList, type KeepSet } from "../../../shared/deletion.js";
 import { isNotFound } from "../../cloud/errors.js";
 import { TAG } from "../../cloud/gateway.js";
 import type { KeptKind } from "../../db/store.js";
+import type { StatefulInstanceSpec } from "../../../shared/spec.js";
 import { type Runbook, step, together, type WorkflowContext } from "../engine.js";
 import { Failure } from "../failure.js";
 import { type RunbookDeps, waitUntil } from "./deps.js";
 import { deregisterForDelete } from "./targets.js";
 import { MUTATE_POLICY } from "./launch.js";
-import { deleteKeptRoots } from "./steps.js";
+import { deleteKeptRoots, leaveAndQuiesce } from "./steps.js";
 
 export interface DeleteInput {
   name: string;
@@ -33,6 +39,12 @@ export interface DeleteInput {
   ttlHours: number | null;
   /** The archived name (`NAME~<ISO time the delete was admitted>`), chosen at admission so a replay uses the same one. */
   archiveAs: string;
+  /**
+   * The live EC2 instance to quiesce before it is terminated: set at admission when a running
+   * instance's delete is not forced. Absent for a forced delete, a delete from paused or failed,
+   * and a delete recorded before deletes quiesced (it goes on without the step, as it began).
+   */
+  quiesce?: { instanceId: string };
 }
 
 /** What the instance is made of when the delete begins (recorded by `begin`). */
@@ -49,6 +61,11 @@ interface Inventory {
   snapshots: string[];
   /** Wall-clock ms when kept resources expire; null without a TTL. */
   expiresAt: number | null;
+  /**
+   * The instance to quiesce and the spec that says how (hooks, load balancers); null when the delete
+   * does not quiesce. Absent from an inventory recorded before deletes quiesced.
+   */
+  quiesce?: { instanceId: string; spec: StatefulInstanceSpec } | null;
 }
 
 export function deleteRunbook(deps: RunbookDeps): Runbook<DeleteInput> {
@@ -58,7 +75,19 @@ export function deleteRunbook(deps: RunbookDeps): Runbook<DeleteInput> {
     // 1. Begin: the state `deleting` and the inventory every later step works from.
     const inv = await ctx.step(STEP.begin, () => inventory(deps, input), MUTATE_POLICY);
 
-    // 2. Terminate every EC2 instance of this stateful instance and wait until they are gone.
+    // 2. A running instance stops as a pause stops it: out of the load balancers, then its agent
+    //    runs the preStop hook, syncs and unmounts, within the hooks' budget (bounded: an agent that
+    //    does not answer leaves an event and the delete goes on).
+    if (inv.quiesce)
+      await leaveAndQuiesce(deps, ctx, {
+        spec: inv.quiesce.spec,
+        instanceId: inv.quiesce.instanceId,
+        reason: "delete",
+        unmount: true,
+        unanswered: "the preStop hook did not run or did not finish (its agent did not answer in time); terminating without it",
+      });
+
+    // 3. Terminate every EC2 instance of this stateful instance and wait until they are gone.
     await ctx.step(
       STEP.terminate,
       async () => {
@@ -71,7 +100,7 @@ export function deleteRunbook(deps: RunbookDeps): Runbook<DeleteInput> {
     );
     await ctx.step(STEP.waitTerminated, () => waitTerminated(deps, ctx, name, inv), MUTATE_POLICY);
 
-    // 3. Delete what is not kept. Images go before snapshots: a snapshot behind a registered image cannot be deleted.
+    // 4. Delete what is not kept. Images go before snapshots: a snapshot behind a registered image cannot be deleted.
     await together(
       keep.volumes
         ? Promise.resolve([])
@@ -95,7 +124,7 @@ export function deleteRunbook(deps: RunbookDeps): Runbook<DeleteInput> {
       );
     }
 
-    // 4. Record what is kept (store first, then the expiry tag), so the TTL sweep finds it.
+    // 5. Record what is kept (store first, then the expiry tag), so the TTL sweep finds it.
     const kept = await ctx.step(
       STEP.keep,
       async () => {
@@ -129,7 +158,7 @@ export function deleteRunbook(deps: RunbookDeps): Runbook<DeleteInput> {
       MUTATE_POLICY,
     );
 
-    // 5. Deleted: archived under archiveAs in one transaction, the name free again.
+    // 6. Deleted: archived under archiveAs in one transaction, the name free again.
     await ctx.step(STEP.finish, async () => {
       const until = inv.expiresAt === null ? "kept until deleted by hand" : `expire at ${new Date(inv.expiresAt).toISOString()}`;
       const what = kept.length ? `kept ${kept.map((k) => k.id).join(", ")} (${until})` : "nothing kept";
@@ -182,6 +211,7 @@ async function inventory(deps: RunbookDeps, input: DeleteInput): Promise<Invento
     images: images.map((i) => ({ imageId: i.id, snapshotId: i.sourceId })),
     snapshots: snapshots.map((s) => s.id),
     expiresAt: input.ttlHours === null ? null : deps.clock.wallAfter(input.ttlHours * 3_600_000),
+    quiesce: input.quiesce ? { instanceId: input.quiesce.instanceId, spec: inst.spec } : null,
   };
 }
 

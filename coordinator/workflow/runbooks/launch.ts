@@ -5,9 +5,9 @@
 import { STEP_OF } from "../../../shared/steps.js";
 import { createHash } from "node:crypto";
 import type { StatefulInstanceSpec } from "../../../shared/spec.js";
-import { canonicalDevice } from "../../../shared/spec.js";
+import { canonicalDevice, encryptionOf } from "../../../shared/spec.js";
 import { classify, errorCode, isRetryable } from "../../cloud/errors.js";
-import { TAG, type BlockDeviceRequest, type InstanceInfo } from "../../cloud/gateway.js";
+import { TAG, type BlockDeviceRequest, type EncryptionRequest, type InstanceInfo } from "../../cloud/gateway.js";
 import type { CarriedSecret, DataVolume } from "../../db/store.js";
 import { type StepDef, type StepPolicy, step, type WorkflowContext } from "../engine.js";
 import { Failure, isPermanent } from "../failure.js";
@@ -93,6 +93,44 @@ export function clientToken(...parts: Array<string | number>): string {
   return createHash("sha256").update(parts.join("\u0000")).digest("hex").slice(0, 64);
 }
 
+/**
+ * The spec's EBS encryption for a volume EC2 creates: nothing when it asks for none (the account's
+ * default encryption still applies, and a volume made from an encrypted snapshot is encrypted with
+ * the snapshot's key), else Encrypted with the spec's key (absent: the account's default key).
+ * EC2 encrypts snapshots of an encrypted volume, and images from those snapshots, with the same key.
+ */
+export function volumeEncryption(spec: StatefulInstanceSpec): EncryptionRequest {
+  const e = encryptionOf(spec);
+  if (!e.encrypted) return {};
+  return e.kmsKeyId ? { encrypted: true, kmsKeyId: e.kmsKeyId } : { encrypted: true };
+}
+
+/**
+ * The root volume's mapping: kept after the instance ends, the spec's size, type, IOPS and
+ * throughput, and its encryption. EC2 refuses a root smaller than the image's root snapshot
+ * (InvalidBlockDeviceMapping); create and update refuse such a spec naming the field, and a
+ * generation booting a persisted root that has grown past it since gets the root's own size
+ * (`raisedFrom` says so) rather than a failed launch.
+ */
+export function rootMapping(
+  spec: StatefulInstanceSpec,
+  image: { rootDeviceName: string; rootSizeGiB?: number | null },
+): { mapping: BlockDeviceRequest; raisedFrom: number | null } {
+  const r = spec.launch.rootVolume ?? {};
+  const floor = image.rootSizeGiB ?? 0;
+  const raised = r.sizeGiB !== undefined && r.sizeGiB < floor;
+  const mapping: BlockDeviceRequest = {
+    deviceName: image.rootDeviceName,
+    deleteOnTermination: false,
+    ...(r.sizeGiB !== undefined ? { sizeGiB: Math.max(r.sizeGiB, floor) } : {}),
+    ...(r.type !== undefined ? { volumeType: r.type } : {}),
+    ...(r.iops !== undefined ? { iops: r.iops } : {}),
+    ...(r.throughput !== undefined ? { throughput: r.throughput } : {}),
+    ...volumeEncryption(spec),
+  };
+  return { mapping, raisedFrom: raised ? (r.sizeGiB ?? null) : null };
+}
+
 export async function launchGeneration(
   deps: RunbookDeps,
   ctx: WorkflowContext,
@@ -117,10 +155,21 @@ export async function launchGeneration(
   if (earlier) return record(deps, o, earlier, [], carried);
   // The root volume outlives its instance, so a generation lost without notice can still be
   // captured; the runbook that ends the generation deletes it.
-  const rootDeviceName = (await deps.ec2.describeImage(o.imageId))?.rootDeviceName;
-  const blockDevices: BlockDeviceRequest[] = rootDeviceName
-    ? [{ deviceName: rootDeviceName, deleteOnTermination: false }, ...o.blockDevices.filter((b) => b.deviceName !== rootDeviceName)]
-    : o.blockDevices;
+  // Volumes made from snapshots at launch (snapshot mode, a move to another AZ) get the spec's
+  // encryption too: EC2 re-encrypts a snapshot's data under the key a mapping names.
+  const image = await deps.ec2.describeImage(o.imageId);
+  const enc = volumeEncryption(o.spec);
+  const rootDeviceName = image?.rootDeviceName;
+  const root = image ? rootMapping(o.spec, image) : null;
+  if (root?.raisedFrom != null)
+    await ctx.event(
+      "root-size",
+      `launch.rootVolume.sizeGiB is ${root.raisedFrom} GiB but ${o.imageId}'s root is ${image?.rootSizeGiB} GiB: the root keeps its size`,
+    );
+  const blockDevices: BlockDeviceRequest[] = [
+    ...(root ? [root.mapping] : []),
+    ...o.blockDevices.filter((b) => b.deviceName !== rootDeviceName).map((b) => ({ ...b, ...enc })),
+  ];
   const tried: string[] = [];
   let lastCapacity: unknown = null;
   const inUse = new Set<string>();
@@ -224,6 +273,22 @@ async function record(
 }
 
 /**
+ * EC2 checks the KMS keys of a launch's encrypted volumes only as the instance starts: a key it
+ * cannot use terminates it with Client.InvalidKMSKey.InvalidState (disabled or pending deletion) or
+ * Client.InternalError (missing, or the caller's role does not let EC2 use it).
+ */
+function kmsHint(reason: string | null | undefined): string {
+  if (!reason) return "";
+  if (reason.includes("InvalidKMSKey")) return "; the KMS key of an encrypted volume is disabled or pending deletion";
+  if (reason.startsWith("Client.InternalError"))
+    return (
+      "; with encrypted volumes this is how EC2 reports a KMS key it cannot use: one that is gone, or that the coordinator's role does not " +
+      "let EC2 use (kms:CreateGrant, kms:Decrypt, kms:GenerateDataKeyWithoutPlaintext, kms:ReEncrypt* through EC2)"
+    );
+  return "";
+}
+
+/**
  * Wait for `running`; record the private IP, and (snapshot mode) the volumes EC2 created from the
  * block device mappings for `devices`. Returns the new volume id per device.
  */
@@ -239,7 +304,10 @@ export async function waitRunning(
       const [i] = await deps.ec2.describeInstances([o.instanceId]);
       if (!i) return null;
       if (i.state === "shutting-down" || i.state === "terminated")
-        throw new Failure("resource-lost", `${o.instanceId} went ${i.state} while starting (${i.stateReason ?? "no reason given"})`);
+        throw new Failure(
+          "resource-lost",
+          `${o.instanceId} went ${i.state} while starting (${i.stateReason ?? "no reason given"})${kmsHint(i.stateReason)}`,
+        );
       return i.state === "running" ? i : null;
     },
     { intervalMs: deps.pollMs / 2, timeoutMs: 15 * 60_000, signal: ctx.signal, grid: true },

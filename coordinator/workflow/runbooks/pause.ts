@@ -8,13 +8,12 @@
  *   { wait-old-terminated ‖ image } → delete-old-root → finish
  */
 import { moveState } from "../../lifecycle.js";
-import { ONCE, type Runbook, step } from "../engine.js";
+import { type Runbook, step } from "../engine.js";
 import { Failure } from "../failure.js";
 import type { RunbookDeps } from "./deps.js";
 import { STEP, terminateOld, waitOldTerminated } from "./generation.js";
 import { MUTATE_POLICY } from "./launch.js";
-import { deleteKeptRoots, quiesceInstance, registerRootImage, snapshotRoot } from "./steps.js";
-import { leaveTargetGroups } from "./targets.js";
+import { deleteKeptRoots, leaveAndQuiesce, registerRootImage, snapshotRoot } from "./steps.js";
 
 export interface PauseInput {
   name: string;
@@ -43,9 +42,7 @@ export function pauseRunbook(deps: RunbookDeps): Runbook<PauseInput> {
     });
 
     // 2. Out of the load balancers (drained), then quiesce: hooks, sync, freeze.
-    if (begin.spec.loadBalancers) await leaveTargetGroups(deps, ctx, { lb: begin.spec.loadBalancers, instanceId });
-    const budgetMs = (begin.spec.hooks.timeoutSeconds + 30) * 1000;
-    const clean = await ctx.step(STEP.quiesce, () => quiesceInstance(deps, ctx, { instanceId, reason: "pause", budgetMs }), ONCE);
+    const clean = await leaveAndQuiesce(deps, ctx, { spec: begin.spec, instanceId, reason: "pause" });
 
     // 3. Capture the root while the instance exists.
     const rootSnapshot = begin.spec.persistence.root

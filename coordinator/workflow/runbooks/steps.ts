@@ -7,9 +7,12 @@ import { instanceWorkflowKind, moveState } from "../../lifecycle.js";
 import type { CommandBody } from "../../agents/hub.js";
 import { isNotFound } from "../../cloud/errors.js";
 import { TAG, type Tags, type VolumeInfo } from "../../cloud/gateway.js";
-import type { WorkflowContext } from "../engine.js";
+import { STEP } from "../../../shared/steps.js";
+import type { StatefulInstanceSpec } from "../../../shared/spec.js";
+import { ONCE, type WorkflowContext } from "../engine.js";
 import { Failure } from "../failure.js";
 import { agentReportWake, type RunbookDeps, waitUntil } from "./deps.js";
+import { leaveTargetGroups } from "./targets.js";
 
 /** The tags every resource a step creates carries, so a re-run can find what an earlier attempt made. */
 export function resourceTags(ctx: WorkflowContext, name: string, step: string, extra: Tags = {}): Tags {
@@ -236,18 +239,24 @@ export async function markServing(
 }
 
 /**
- * Ask the instance's agent to quiesce (hooks, sync, freeze) within `budgetMs` of model time.
- * Returns whether it reported clean; when it does not answer in time the caller goes on with a
- * crash-consistent capture, and the timeline says so.
+ * Ask the instance's agent to quiesce (preStop hook, sync, then freeze; or unmount with `unmount`,
+ * for an instance that is going away for good) within `budgetMs` of model time. Returns whether it
+ * reported clean; when it does not answer in time the caller goes on, and the timeline says so:
+ * `unanswered` says what that means (by default a crash-consistent capture follows).
  */
 export async function quiesceInstance(
   deps: RunbookDeps,
   ctx: WorkflowContext,
-  o: { instanceId: string; reason: string; budgetMs: number },
+  o: { instanceId: string; reason: string; budgetMs: number; unmount?: boolean; unanswered?: string },
 ): Promise<boolean> {
   const report = await askAgent<{ clean: boolean }>(deps, ctx, {
     instanceId: o.instanceId,
-    command: { type: "quiesce", reason: o.reason, deadline: new Date(deps.clock.wallAfter(o.budgetMs)).toISOString(), unmount: false },
+    command: {
+      type: "quiesce",
+      reason: o.reason,
+      deadline: new Date(deps.clock.wallAfter(o.budgetMs)).toISOString(),
+      unmount: o.unmount ?? false,
+    },
     commandId: `quiesce-${ctx.workflowId}`,
     reportKind: "quiesced",
     budgetMs: o.budgetMs,
@@ -255,9 +264,39 @@ export async function quiesceInstance(
   if (report) return report.clean;
   await ctx.event(
     "quiesce-timeout",
-    `${o.instanceId} did not report quiesced within ${Math.round(o.budgetMs / 1000)} s; continuing with a crash-consistent capture`,
+    `${o.instanceId} did not report quiesced within ${Math.round(o.budgetMs / 1000)} s; ${o.unanswered ?? "continuing with a crash-consistent capture"}`,
   );
   return false;
+}
+
+/**
+ * Model ms a quiesce without a notice deadline may take: the preStop hook's own timeout, plus 30 s
+ * for sync, the freeze or unmount, and the agent's reply.
+ */
+export function plannedQuiesceBudgetMs(spec: StatefulInstanceSpec): number {
+  return (spec.hooks.timeoutSeconds + 30) * 1000;
+}
+
+/**
+ * The planned stop of a running instance that nothing replaces at once (pause, delete): out of its
+ * load balancers first (`deregister-targets`, `drain-targets`: the workload gets no new requests
+ * before its hook stops it), then step `quiesce` within plannedQuiesceBudgetMs. Whether the agent
+ * reported clean; an agent that does not answer in time leaves a `quiesce-timeout` event saying
+ * `unanswered`, and the runbook goes on.
+ */
+export async function leaveAndQuiesce(
+  deps: RunbookDeps,
+  ctx: WorkflowContext,
+  o: { spec: StatefulInstanceSpec; instanceId: string; reason: string; unmount?: boolean; unanswered?: string },
+): Promise<boolean> {
+  if (o.spec.loadBalancers) await leaveTargetGroups(deps, ctx, { lb: o.spec.loadBalancers, instanceId: o.instanceId });
+  const budgetMs = plannedQuiesceBudgetMs(o.spec);
+  return ctx.step(
+    STEP.quiesce,
+    () =>
+      quiesceInstance(deps, ctx, { instanceId: o.instanceId, reason: o.reason, budgetMs, unmount: o.unmount, unanswered: o.unanswered }),
+    ONCE,
+  );
 }
 
 /** The root volume a generation left behind (launched with DeleteOnTermination false); null when there is none. */

@@ -34,6 +34,8 @@ export function describeSnapshot(s: Snapshot): SdkSnapshot {
     VolumeSize: s.volumeSize,
     Description: s.description,
     Encrypted: s.encrypted,
+    KmsKeyId: s.encrypted ? s.kmsKeyId : undefined,
+    StateMessage: s.state === "error" ? s.stateMessage : undefined,
     StorageTier: "standard",
     Tags: s.tags.size ? tagList(s.tags) : undefined,
   };
@@ -51,7 +53,9 @@ function startSnapshot(w: World, volumeId: string, size: number, description: st
     description,
     ownerId: ACCOUNT_ID,
     tags,
-    encrypted: false,
+    // A snapshot of an encrypted volume is encrypted under the volume's key.
+    encrypted: w.volumes.get(volumeId)?.encrypted ?? false,
+    kmsKeyId: w.volumes.get(volumeId)?.kmsKeyId,
     ready: Promise.resolve(),
     noNode: w.volumes.get(volumeId)?.noNode,
   };
@@ -105,7 +109,7 @@ export async function createSnapshot(ctx: Ctx, input: CreateSnapshotRequest): Pr
   return describeSnapshot(s);
 }
 
-function lookupSnapshot(w: World, id: string | undefined): Snapshot {
+export function lookupSnapshot(w: World, id: string | undefined): Snapshot {
   const sid = required(id, "SnapshotId");
   checkId(sid, "snap", "InvalidSnapshotID.Malformed");
   const s = w.snapshots.get(sid);
@@ -207,7 +211,8 @@ export function describeImage(i: Image): SdkImage {
         VolumeSize: b.volumeSize,
         VolumeType: b.volumeType as never,
         DeleteOnTermination: b.deleteOnTermination,
-        Encrypted: false,
+        // Whether the mapping's snapshot is encrypted; its key is on the snapshot (DescribeSnapshots).
+        Encrypted: b.encrypted ?? false,
       },
     })),
     VirtualizationType: i.virtualizationType as never,
@@ -259,8 +264,10 @@ export function registerImage(ctx: Ctx, input: RegisterImageRequest) {
     const ebs = m.Ebs;
     if (!ebs) throw new Ec2Error("InvalidBlockDeviceMapping", `${where} must have Ebs`);
     let size = ebs.VolumeSize;
+    let snapshot: Snapshot | undefined;
     if (ebs.SnapshotId !== undefined) {
       const s = lookupSnapshot(w, ebs.SnapshotId);
+      snapshot = s;
       if (s.state !== "completed")
         throw new Ec2Error("IncorrectState", `Snapshot ${s.id} is '${s.state}': images can only be registered from completed snapshots`);
       if (size !== undefined && size < s.volumeSize)
@@ -279,6 +286,8 @@ export function registerImage(ctx: Ctx, input: RegisterImageRequest) {
       volumeSize: size,
       volumeType: vtype,
       deleteOnTermination: ebs.DeleteOnTermination ?? true,
+      encrypted: snapshot?.encrypted,
+      kmsKeyId: snapshot?.kmsKeyId,
     });
   });
   const rootBdm = bdms.find((b) => b.deviceName === root);
@@ -335,6 +344,8 @@ export async function createImage(ctx: Ctx, input: CreateImageRequest) {
       volumeSize: v.size,
       volumeType: v.volumeType,
       deleteOnTermination: v.attachment!.device === inst.rootDeviceName,
+      encrypted: s.encrypted,
+      kmsKeyId: s.kmsKeyId,
     });
   }
   const img: Image = {

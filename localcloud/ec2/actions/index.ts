@@ -30,6 +30,15 @@ import {
   modifyNetworkInterfaceAttribute,
 } from "./enis.js";
 import { createTags, deleteTags, describeTags } from "./tags.js";
+import { copySnapshot } from "./copy-snapshot.js";
+import {
+  disableEbsEncryptionByDefault,
+  enableEbsEncryptionByDefault,
+  getEbsDefaultKmsKeyId,
+  getEbsEncryptionByDefault,
+  modifyEbsDefaultKmsKeyId,
+  resetEbsDefaultKmsKeyId,
+} from "./ebs-encryption.js";
 import {
   cancelSpotInstanceRequests,
   describeAvailabilityZones,
@@ -83,4 +92,11 @@ export const ACTIONS: Record<string, Handler> = {
   DescribeSpotPriceHistory: describeSpotPriceHistory,
   DescribeSpotInstanceRequests: describeSpotInstanceRequests,
   CancelSpotInstanceRequests: cancelSpotInstanceRequests,
+  CopySnapshot: copySnapshot,
+  GetEbsEncryptionByDefault: getEbsEncryptionByDefault,
+  EnableEbsEncryptionByDefault: enableEbsEncryptionByDefault,
+  DisableEbsEncryptionByDefault: disableEbsEncryptionByDefault,
+  GetEbsDefaultKmsKeyId: getEbsDefaultKmsKeyId,
+  ModifyEbsDefaultKmsKeyId: modifyEbsDefaultKmsKeyId,
+  ResetEbsDefaultKmsKeyId: resetEbsDefaultKmsKeyId,
 };

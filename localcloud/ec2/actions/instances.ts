@@ -19,6 +19,7 @@ import { Ec2Error, architectureMismatch, combination, invalidValue } from "../er
 import { ACCOUNT_ID, coreCount, platformInfo, threadsPerCore, type InstanceTypeInfo } from "../../world/catalog.js";
 import type { World } from "../../world/world.js";
 import { STATE_CODES, type Instance, type Reservation } from "../../world/types.js";
+import { describeFailure, encryptionFailure, type EncryptionFailure, launchFailureReason } from "../encryption.js";
 
 export function describeInstance(w: World, i: Instance): SdkInstance {
   const enis = [...w.enis.values()]
@@ -249,6 +250,30 @@ export function stopInstances(ctx: Ctx, input: StopInstancesRequest) {
   };
 }
 
+/** Can EC2 use the keys of a stopped instance's encrypted volumes for the caller? */
+function startKeyFailure(w: World, inst: Instance): EncryptionFailure | undefined {
+  if (inst.state !== "stopped") return undefined;
+  const vols = [...w.volumes.values()].filter((v) => v.attachment?.instanceId === inst.id && v.encrypted);
+  return encryptionFailure(
+    w,
+    vols.map((v) => ({ encrypted: true, keyRef: v.kmsKeyId })),
+  );
+}
+
+/**
+ * A start EC2 cannot complete because of its volumes' keys: pending, then stopping -> stopped with
+ * the state reason `launchFailureReason` gives (AWS's knowledge center describes pending -> stopped
+ * with Client.InternalError when the caller may not let EC2 use the key).
+ */
+function failStart(w: World, inst: Instance, f: EncryptionFailure): void {
+  const epoch = inst.epoch;
+  w.after(w.profile.pendingToRunning, `failing the start of ${inst.id}`, () => {
+    if (inst.state !== "pending" || inst.epoch !== epoch) return;
+    w.log(`${inst.id} could not start: ${describeFailure(f)}`);
+    w.beginStop(inst, launchFailureReason(f));
+  });
+}
+
 export function startInstances(ctx: Ctx, input: StartInstancesRequest) {
   const w = ctx.world;
   const insts = lookupInstances(w, input.InstanceIds);
@@ -269,6 +294,7 @@ export function startInstances(ctx: Ctx, input: StartInstancesRequest) {
     }
   }
   dryRun(ctx, input);
+  const keyFailures = new Map(insts.map((i) => [i.id, startKeyFailure(w, i)]));
   return {
     StartingInstances: insts.map((i) => {
       const prev = i.state;
@@ -291,7 +317,9 @@ export function startInstances(ctx: Ctx, input: StartInstancesRequest) {
           req.statusMessage = "Your spot request is fulfilled.";
           req.statusTime = w.wallNow();
         }
-        w.schedulePendingToRunning(i);
+        const keyFailure = keyFailures.get(i.id);
+        if (keyFailure) failStart(w, i, keyFailure);
+        else w.schedulePendingToRunning(i);
         w.stateChanged(i);
       }
       return change(i, prev);

@@ -11,6 +11,15 @@ import { ACCOUNT_ID, DEVICE_NAME_RE, VOLUME_TYPES, keyPairByName, spotPrice } fr
 import { ID_PREFIX, newId, newMac } from "../../world/ids.js";
 import type { Eni, Instance, Subnet, Tags, Volume } from "../../world/types.js";
 import { describeReservation } from "./instances.js";
+import {
+  chooseEncryption,
+  describeFailure,
+  type Encryption,
+  encryptionFailure,
+  type EncryptionFailure,
+  launchFailureReason,
+} from "../encryption.js";
+import type { World } from "../../world/world.js";
 
 const USER_DATA_LIMIT = 16 * 1024;
 
@@ -22,6 +31,9 @@ interface PlannedVolume {
   iops?: number;
   deleteOnTermination: boolean;
   root: boolean;
+  /** The snapshot's encryption (the volume's source). */
+  source?: { encrypted: boolean; kmsKeyId?: string };
+  encryption: Encryption;
 }
 
 interface PlannedEni {
@@ -198,7 +210,10 @@ export async function runInstances(ctx: Ctx, input: RunInstancesRequest): Promis
   const volumes = new Map<string, PlannedVolume>();
   for (const b of image.blockDeviceMappings) {
     if (!b.snapshotId && !b.volumeSize) continue;
+    const source = b.snapshotId ? { encrypted: b.encrypted ?? false, kmsKeyId: b.kmsKeyId } : undefined;
     volumes.set(b.deviceName, {
+      source,
+      encryption: chooseEncryption(w, { source }),
       deviceName: b.deviceName,
       snapshotId: b.snapshotId ?? "",
       size: b.volumeSize ?? 8,
@@ -231,6 +246,7 @@ export async function runInstances(ctx: Ctx, input: RunInstancesRequest): Promis
     const base = volumes.get(dev);
     let snapshotId = ebs.SnapshotId ?? base?.snapshotId ?? "";
     let snapSize = 0;
+    let source = base?.source;
     if (ebs.SnapshotId !== undefined) {
       checkId(ebs.SnapshotId, "snap", "InvalidSnapshotID.Malformed");
       const snap = w.snapshots.get(ebs.SnapshotId);
@@ -238,6 +254,7 @@ export async function runInstances(ctx: Ctx, input: RunInstancesRequest): Promis
       if (snap.state !== "completed") throw new Ec2Error("IncorrectState", `Snapshot ${snap.id} is not completed (state ${snap.state})`);
       snapSize = snap.volumeSize;
       snapshotId = snap.id;
+      source = snap;
     } else if (base?.snapshotId) {
       snapSize = w.snapshots.get(base.snapshotId)?.volumeSize ?? base.size;
     }
@@ -267,6 +284,8 @@ export async function runInstances(ctx: Ctx, input: RunInstancesRequest): Promis
       iops: ebs.Iops,
       deleteOnTermination: ebs.DeleteOnTermination ?? base?.deleteOnTermination ?? !!isRoot,
       root: isRoot,
+      source,
+      encryption: chooseEncryption(w, { encrypted: ebs.Encrypted, kmsKeyId: ebs.KmsKeyId, source, prefix: `${where}.Ebs.` }),
     });
   });
   if (!rootSnap || !volumes.get(image.rootDeviceName))
@@ -348,6 +367,10 @@ export async function runInstances(ctx: Ctx, input: RunInstancesRequest): Promis
       );
   }
   dryRun(ctx, input);
+  const keyFailure = encryptionFailure(
+    w,
+    [...volumes.values()].map((v) => v.encryption),
+  );
 
   // --- create (nothing above this line changed the world)
   w.useCapacity(type.name, az, market, fits);
@@ -371,7 +394,8 @@ export async function runInstances(ctx: Ctx, input: RunInstancesRequest): Promis
         createTime: now,
         volumeType: pv.volumeType,
         iops: pv.iops ?? VOLUME_TYPES[pv.volumeType]?.defaultIops?.(pv.size),
-        encrypted: false,
+        encrypted: pv.encryption.encrypted,
+        kmsKeyId: pv.encryption.kmsKeyId,
         tags: new Map(tags.get("volume") ?? []),
         attachment: { instanceId, device: pv.deviceName, state: "attached", attachTime: now, deleteOnTermination: pv.deleteOnTermination },
         ready: Promise.resolve(),
@@ -479,7 +503,8 @@ export async function runInstances(ctx: Ctx, input: RunInstancesRequest): Promis
       epoch: 0,
     };
     w.instances.set(instanceId, inst);
-    w.schedulePendingToRunning(inst, w.profile.runInstancesCall);
+    if (keyFailure) failLaunch(w, inst, keyFailure, w.profile.runInstancesCall);
+    else w.schedulePendingToRunning(inst, w.profile.runInstancesCall);
     w.stateChanged(inst);
   }
   const groupIds = primary.securityGroupIds;
@@ -488,6 +513,20 @@ export async function runInstances(ctx: Ctx, input: RunInstancesRequest): Promis
   const out = describeReservation(w, w.reservations.get(reservationId)!);
   if (w.profile.runInstancesCall > 0) await w.clock.sleep(w.profile.runInstancesCall);
   return { ...out, OwnerId: ACCOUNT_ID };
+}
+
+/**
+ * A launch whose volumes EC2 cannot encrypt or decrypt: the instance is pending, then terminates
+ * with EC2's state reason (`launchFailureReason`).
+ */
+function failLaunch(w: World, inst: Instance, f: EncryptionFailure, extraDelay: number): void {
+  const epoch = inst.epoch;
+  const reason = launchFailureReason(f);
+  w.after(extraDelay + w.profile.pendingToRunning, `failing the launch of ${inst.id}`, () => {
+    if (inst.state !== "pending" || inst.epoch !== epoch) return;
+    w.log(`${inst.id} could not launch: ${describeFailure(f)}`);
+    w.beginTerminate(inst, reason);
+  });
 }
 
 /** IAM instance profile names: 1-128 of letters, digits and + = , . @ _ - */

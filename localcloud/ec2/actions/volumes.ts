@@ -17,6 +17,7 @@ import { ID_PREFIX, newId } from "../../world/ids.js";
 import type { Volume } from "../../world/types.js";
 import type { World } from "../../world/world.js";
 import { lookupInstances } from "./instances.js";
+import { chooseEncryption, describeFailure, encryptionFailure, type EncryptionFailure } from "../encryption.js";
 
 /** Nitro instances take at most this many EBS attachments (28 slots minus the ENI). */
 const MAX_ATTACHMENTS = 27;
@@ -33,6 +34,7 @@ export function describeVolume(v: Volume): SdkVolume {
     Iops: v.iops,
     Throughput: v.throughput,
     Encrypted: v.encrypted,
+    KmsKeyId: v.encrypted ? v.kmsKeyId : undefined,
     MultiAttachEnabled: false,
     Attachments: v.attachment ? [attachmentOf(v)] : [],
     Tags: v.tags.size ? tagList(v.tags) : undefined,
@@ -67,6 +69,7 @@ export function createVolume(ctx: Ctx, input: CreateVolumeRequest): SdkVolume {
     if (prior) {
       if (prior.fingerprint !== fp)
         throw new Ec2Error("IdempotentParameterMismatch", `The client token '${input.ClientToken}' was used with different parameters`);
+      if (prior.deleted) throw tokenOfDeletedVolume();
       const v = w.volumes.get(prior.ids[0]!);
       if (v) {
         dryRun(ctx, input);
@@ -79,6 +82,7 @@ export function createVolume(ctx: Ctx, input: CreateVolumeRequest): SdkVolume {
   const volumeType = oneOf(input.VolumeType, "VolumeType", Object.keys(VOLUME_TYPES)) ?? "gp2";
   const limits = VOLUME_TYPES[volumeType]!;
   let snapSize = 0;
+  let source: { encrypted: boolean; kmsKeyId?: string } | undefined;
   if (input.SnapshotId !== undefined) {
     checkId(input.SnapshotId, "snap", "InvalidSnapshotID.Malformed");
     const snap = w.snapshots.get(input.SnapshotId);
@@ -89,6 +93,7 @@ export function createVolume(ctx: Ctx, input: CreateVolumeRequest): SdkVolume {
         `Snapshot '${snap.id}' is in state '${snap.state}': a volume can only be created from a completed snapshot`,
       );
     snapSize = snap.volumeSize;
+    source = snap;
   }
   const size = integer(input.Size, "Size") ?? (snapSize || undefined);
   if (size === undefined) throw new Ec2Error("MissingParameter", "The request must contain the parameter size or snapshotId");
@@ -108,7 +113,9 @@ export function createVolume(ctx: Ctx, input: CreateVolumeRequest): SdkVolume {
   if (input.Throughput !== undefined && volumeType !== "gp3")
     throw new Ec2Error("InvalidParameterDependency", `The parameter throughput is only supported for gp3 volumes.`);
   const tags = tagSpecs(input.TagSpecifications, ["volume"]);
+  const enc = chooseEncryption(w, { encrypted: input.Encrypted, kmsKeyId: input.KmsKeyId, source });
   dryRun(ctx, input);
+  const keyFailure = encryptionFailure(w, [enc]);
   const v: Volume = {
     id: newId(ID_PREFIX.volume),
     size,
@@ -119,7 +126,8 @@ export function createVolume(ctx: Ctx, input: CreateVolumeRequest): SdkVolume {
     volumeType,
     iops: input.Iops ?? limits.defaultIops?.(size),
     throughput: input.Throughput ?? (volumeType === "gp3" ? 125 : undefined),
-    encrypted: input.Encrypted ?? false,
+    encrypted: enc.encrypted,
+    kmsKeyId: enc.kmsKeyId,
     tags: tags.get("volume") ?? new Map(),
     ready: Promise.resolve(),
     clientToken: input.ClientToken,
@@ -132,6 +140,7 @@ export function createVolume(ctx: Ctx, input: CreateVolumeRequest): SdkVolume {
     w.clientTokens.set(`CreateVolume:${input.ClientToken}`, { fingerprint: fingerprint(input), ids: [v.id] });
   const out = describeVolume(v);
   w.after(w.profile.createVolume, `creating ${v.id}`, async () => {
+    if (keyFailure) return vanishVolume(w, v, keyFailure);
     try {
       await created;
       if (v.state === "creating") v.state = "available";
@@ -140,6 +149,43 @@ export function createVolume(ctx: Ctx, input: CreateVolumeRequest): SdkVolume {
     }
   });
   return out;
+}
+
+/**
+ * A volume EC2 could not encrypt (its key unknown, not enabled, or not usable by the caller through
+ * EC2): CreateVolume answered `creating`, then the volume is gone and DescribeVolumes says
+ * InvalidVolume.NotFound, as EC2 does.
+ */
+function vanishVolume(w: World, v: Volume, f: EncryptionFailure): void {
+  if (v.state !== "creating") return;
+  w.log(`${v.id} could not be created: ${describeFailure(f)}`);
+  v.state = "deleting";
+  w.volumes.delete(v.id);
+  // A retry with the same ClientToken is refused: the token's volume is gone.
+  const token = v.clientToken === undefined ? undefined : w.clientTokens.get(`CreateVolume:${v.clientToken}`);
+  if (token?.ids[0] === v.id) token.deleted = true;
+  w.track(
+    `deleting ${v.id}`,
+    v.ready.then(() => w.runtime.deleteVolume(v.id)),
+  );
+}
+
+/** EC2's answer to a CreateVolume retry whose ClientToken made a volume that is gone. */
+function tokenOfDeletedVolume(): Ec2Error {
+  return new Ec2Error(
+    "IdempotentParameterMismatch",
+    "The client token you have provided is associated with a resource that is already deleted. Please use a different client token.",
+  );
+}
+
+/**
+ * An attachment of an encrypted volume whose key EC2 cannot use for the caller: AttachVolume
+ * answered `attaching`, then the attachment is dropped and the volume is available again.
+ */
+function failAttachment(w: World, v: Volume, f: EncryptionFailure): void {
+  w.log(`${v.id} could not be attached: ${describeFailure(f)}`);
+  v.attachment = undefined;
+  if (v.state === "in-use") v.state = "available";
 }
 
 function fingerprint(input: object): string {
@@ -196,6 +242,7 @@ export function attachVolume(ctx: Ctx, input: AttachVolumeRequest): VolumeAttach
   if (attached.length >= MAX_ATTACHMENTS)
     throw new Ec2Error("AttachmentLimitExceeded", `The instance '${inst.id}' has reached its limit of ${MAX_ATTACHMENTS} EBS attachments`);
   dryRun(ctx, input);
+  const keyFailure = v.encrypted ? encryptionFailure(w, [{ encrypted: true, keyRef: v.kmsKeyId }]) : undefined;
   const a = { instanceId: inst.id, device, state: "attaching" as const, attachTime: w.wallNow(), deleteOnTermination: false };
   v.state = "in-use";
   v.attachment = { ...a };
@@ -203,6 +250,7 @@ export function attachVolume(ctx: Ctx, input: AttachVolumeRequest): VolumeAttach
   const att = v.attachment;
   w.after(w.profile.attachVolume, `attaching ${v.id} to ${inst.id}`, async () => {
     if (v.attachment !== att || att.state !== "attaching") return;
+    if (keyFailure) return failAttachment(w, v, keyFailure);
     await v.ready;
     await w.runtime.attachVolume(inst.id, v.id, device);
     if (v.attachment === att && att.state === "attaching") att.state = "attached";
