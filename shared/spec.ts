@@ -58,8 +58,9 @@ const MountPoint = z
  * A KMS key as EC2 accepts it in KmsKeyId: a key id (a UUID, or mrk-… for a multi-Region key), a key
  * ARN, an alias name (alias/…) or an alias ARN.
  */
-const KMS_KEY_RE =
-  /^(([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32})|alias\/[A-Za-z0-9/_-]{1,250}|arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key\/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32})|alias\/[A-Za-z0-9/_-]{1,250}))$/;
+const KMS_KEY_ID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|mrk-[0-9a-f]{32}";
+const KMS_ALIAS = "alias/[A-Za-z0-9/_-]{1,250}";
+const KMS_KEY_RE = new RegExp(`^((${KMS_KEY_ID})|${KMS_ALIAS}|arn:aws[a-z-]*:kms:[a-z0-9-]+:\\d{12}:(key/(${KMS_KEY_ID})|${KMS_ALIAS}))$`);
 
 /** EBS encryption of every volume, snapshot and image spotkeep creates for the instance. */
 const Encryption = z
