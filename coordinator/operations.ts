@@ -392,7 +392,7 @@ export class Operations {
     if (live && plan.problems.length === 0) await this.refuseCoolDown(name, plan.grow);
     const workflowId = await this.d.store.tx(async (t) => {
       const { inst, g, facts } = await this.admit(t, name, "update");
-      const problems = immutableChanges(inst.spec, spec, { liveVolumes: true });
+      const problems = immutableChanges(inst.spec, spec, { liveVolumes: true, coordinatorRegion: this.d.region ?? "us-east-1" });
       if (problems.length) throw new Refusal("invalid", problems.join("; "));
       const volumes = planVolumeChanges(inst.spec, spec);
       // Another update while a volume change runs would be overwritten when that change stores its spec.
@@ -550,10 +550,17 @@ export class Operations {
  * within EC2's limits, and be added (planVolumeChanges, applied by the grow runbook); without it (a
  * group's template) the data volumes cannot change at all.
  */
-export function immutableChanges(before: StatefulInstanceSpec, after: StatefulInstanceSpec, o: { liveVolumes?: boolean } = {}): string[] {
+export function immutableChanges(
+  before: StatefulInstanceSpec,
+  after: StatefulInstanceSpec,
+  o: { liveVolumes?: boolean; coordinatorRegion?: string } = {},
+): string[] {
   const out: string[] = [];
   if (after.name !== before.name) out.push(`name: cannot change (${before.name})`);
-  if (after.region !== before.region) out.push(`region: cannot change (${before.region})`);
+  // A spec stored before specs had to name the coordinator's region may carry another (it was
+  // ignored: the instance runs in the coordinator's region); correcting it to that region is allowed.
+  const correctsRegion = o.coordinatorRegion !== undefined && after.region === o.coordinatorRegion && before.region !== o.coordinatorRegion;
+  if (after.region !== before.region && !correctsRegion) out.push(`region: cannot change (${before.region})`);
   if (o.liveVolumes) out.push(...planVolumeChanges(before, after).problems);
   else {
     const devs = (s: StatefulInstanceSpec) => s.persistence.volumes.map((v) => v.device).join(",");

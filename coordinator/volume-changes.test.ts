@@ -133,6 +133,11 @@ describe("planVolumeChanges", () => {
     expect(immutableChanges(base, removed, { liveVolumes: true })).toHaveLength(1);
     expect(immutableChanges(base, grown, { liveVolumes: true })).toEqual([]);
     expect(immutableChanges(base, grown)).toEqual(["persistence.volumes[0].sizeGiB: cannot change on an existing volume (10)"]);
+    // A stored spec naming another region than the coordinator's (ignored before) may be corrected to it, not the reverse.
+    const elsewhere = { ...base, region: "us-east-1" };
+    const corrected = { ...base, region: "eu-west-1" };
+    expect(immutableChanges(elsewhere, corrected, { coordinatorRegion: "eu-west-1" })).toEqual([]);
+    expect(immutableChanges(corrected, elsewhere, { coordinatorRegion: "eu-west-1" })).toEqual(["region: cannot change (eu-west-1)"]);
   });
 });
 
