@@ -288,7 +288,7 @@ export class WorkflowEngine<K extends object> {
 
   private async execute(id: string): Promise<void> {
     const wf = await this.record(() => this.store.workflows.get(id)).catch(() => null);
-    if (!wf || wf.status !== "running") {
+    if (wf?.status !== "running") {
       this.finishWaiter(id);
       return;
     }
