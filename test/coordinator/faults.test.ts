@@ -90,7 +90,10 @@ describe("capacity fallbacks", () => {
       const d = (await coord.views.getInstance("cap-none"))!;
       expect(d.state).toBe("failed");
       expect(d.stateReason).toMatch(
-        /no capacity for cap-none generation 1: spot m5\.large in us-east-1a: InsufficientInstanceCapacity; spot m6i\.large in us-east-1a: InsufficientInstanceCapacity/,
+        new RegExp(
+          "no capacity for cap-none generation 1: spot m5\\.large in us-east-1a: InsufficientInstanceCapacity; " +
+            "spot m6i\\.large in us-east-1a: InsufficientInstanceCapacity",
+        ),
       );
       expect(await liveInstances(env, "cap-none")).toEqual([]);
     } finally {
