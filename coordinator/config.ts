@@ -18,6 +18,15 @@ export const CoordinatorConfig = z
     listen: hostPort.default("127.0.0.1:7400"),
     dataDir: z.string().min(1, { message: "must not be empty" }).default("./spotkeep-data"),
     region: region.default("us-east-1"),
+    /**
+     * Further regions this coordinator may launch and manage instances in (a spec's `region`); the
+     * home `region` is always one. A spec naming any other region is refused.
+     */
+    regions: z
+      .array(region)
+      .max(32)
+      .refine((rs) => new Set(rs).size === rs.length, { message: "names a region twice" })
+      .default([]),
     /** EC2 endpoint override, e.g. localcloud's http://127.0.0.1:4566. */
     ec2Endpoint: url.optional(),
     /** ELBv2 endpoint override (spec.loadBalancers); default: ec2Endpoint when that is not an AWS one (localcloud serves both), else AWS. */

@@ -18,6 +18,7 @@
  * verdict by at most the unhealthy duration and never hastens one. An impaired status check
  * counts from EC2's own ImpairedSince.
  */
+import { perRegion, type Regions } from "./cloud/regions.js";
 import type { HealthReport } from "../shared/protocol.js";
 import type { InstanceDetail, InstanceSummary } from "../shared/api.js";
 import { MAINTENANCE_DEFAULT, type HealthSpec } from "../shared/spec-health.js";
@@ -55,6 +56,8 @@ export interface MaintenanceView {
 export interface HealthDeps {
   store: Store;
   ec2: Pick<Ec2Gateway, "describeInstanceStatus">;
+  /** The regions managed: each instance's status comes from its own region (absent: `ec2` for all). */
+  regions?: Regions;
   operations: Pick<Operations, "startHealing">;
   metrics: Pick<Metrics, "unhealthy">;
   clock: ScaledClock;
@@ -152,7 +155,14 @@ export class HealthMonitor {
       this.d.metrics.unhealthy.set(0);
       return [];
     }
-    const statuses = new Map((await this.d.ec2.describeInstanceStatus([...liveIds])).map((s) => [s.instanceId, s]));
+    const asked = await perRegion(
+      this.d.regions,
+      this.d.ec2,
+      live,
+      (l) => l.inst.spec.region,
+      (ec2, xs) => ec2.describeInstanceStatus(xs.map((l) => l.g.ec2InstanceId!)),
+    );
+    const statuses = new Map(asked.map((s) => [s.instanceId, s]));
     const started: string[] = [];
     for (const { g, inst } of live) {
       const id = g.ec2InstanceId!;
@@ -190,7 +200,8 @@ export class HealthMonitor {
     const last = this.noticeChecks.get(ec2InstanceId);
     if (last !== undefined && this.d.clock.modelMsSince(last) < AGENT_SILENT_MS) return null;
     this.noticeChecks.set(ec2InstanceId, this.d.clock.now());
-    const [status] = await this.d.ec2.describeInstanceStatus([ec2InstanceId]);
+    const ec2 = this.d.regions ? this.d.regions.ec2(this.d.regions.of(inst.spec)) : this.d.ec2;
+    const [status] = await ec2.describeInstanceStatus([ec2InstanceId]);
     const active = (status?.events ?? []).filter((e) => e.active);
     if (active.length === 0) {
       await this.d.store.events.add(

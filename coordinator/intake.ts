@@ -13,6 +13,7 @@
  *    events and a gauge, never an attach, detach or delete.
  * What a notice leads to is decided in `events/decisions.ts`, shared with the EventBridge queue.
  */
+import type { Regions } from "./cloud/regions.js";
 import type { AgentMessage } from "../shared/protocol.js";
 import type { AgentSession } from "./agents/hub.js";
 import type { Ec2Gateway } from "./cloud/gateway.js";
@@ -28,6 +29,8 @@ import { readInventory } from "./inventory.js";
 export interface IntakeDeps {
   store: Store;
   ec2: Ec2Gateway;
+  /** The regions managed: a notice is confirmed with the EC2 of the instance's region. */
+  regions?: Regions;
   operations: Operations;
   metrics: Metrics;
   clock: ScaledClock;
@@ -160,6 +163,11 @@ export class AgentIntake {
     metrics.setVolumeUsage(name, reading.usage);
   }
 
+  private async ec2Of(name: string): Promise<Ec2Gateway> {
+    if (!this.d.regions) return this.d.ec2;
+    return this.d.regions.ec2(this.d.regions.of((await this.d.store.instances.get(name))?.spec));
+  }
+
   /** A refusal on the timeline: through the rate limit when there is one. */
   private async refuse(name: string, kind: string, reason: string, detail: string): Promise<void> {
     if (this.d.refusals) return this.d.refusals.record(name, kind, reason, detail);
@@ -169,7 +177,7 @@ export class AgentIntake {
   private async spotInterruption(session: AgentSession, action: string | undefined, deadline: string | undefined): Promise<void> {
     const name = session.statefulInstance;
     const confirmed = await confirmWithEc2(
-      { ec2: this.d.ec2, clock: this.d.clock, attempts: this.d.confirmAttempts, intervalMs: this.d.confirmIntervalMs },
+      { ec2: await this.ec2Of(name), clock: this.d.clock, attempts: this.d.confirmAttempts, intervalMs: this.d.confirmIntervalMs },
       session.instanceId,
       "interruption",
     );

@@ -11,6 +11,7 @@
  * anywhere is finished by the next one. Images go before snapshots (EC2 refuses to delete a
  * snapshot a registered image still uses, and such a refusal is a deferral too).
  */
+import type { Regions } from "./cloud/regions.js";
 import { errorCode, isNotFound } from "./cloud/errors.js";
 import { type Ec2Gateway, TAG } from "./cloud/gateway.js";
 import type { KeptKind, KeptResource, Store } from "./db/store.js";
@@ -30,11 +31,19 @@ export interface KeptSweepDeps {
     | "describeSnapshot"
   >;
   clock: Pick<ScaledClock, "now">;
+  /** The regions managed: a kept resource is deleted in the region of the instance that kept it. */
+  regions?: Regions;
   metrics?: { keptExpired: { inc(labels: { kind: string }): void } };
   log: (line: string) => void;
 }
 
 const ORDER: readonly KeptKind[] = ["image", "volume", "network-interface", "snapshot"];
+
+/** The gateway of the region the (deleted, archived) instance that kept `k` ran in. */
+async function keptGateway(d: KeptSweepDeps, k: KeptResource): Promise<KeptSweepDeps["ec2"]> {
+  if (!d.regions) return d.ec2;
+  return d.regions.ec2(d.regions.of((await d.store.instances.get(k.instance))?.spec));
+}
 
 /** Delete every expired kept resource; returns the ids deleted in this pass. */
 export async function sweepExpiredKept(d: KeptSweepDeps): Promise<string[]> {
@@ -47,7 +56,7 @@ export async function sweepExpiredKept(d: KeptSweepDeps): Promise<string[]> {
       const others = (await d.store.deletions.claims(k.resourceId)).filter((c) => c.instance !== k.instance);
       const outcome = others.length
         ? `the store records it for ${others.map((c) => `stateful instance ${c.instance} (${c.as})`).join(", ")}`
-        : await deleteKept(d.ec2, k, () => d.store.deletions.markSweeping(k.resourceId));
+        : await deleteKept(await keptGateway(d, k), k, () => d.store.deletions.markSweeping(k.resourceId));
       if (outcome !== "deleted") {
         // Said once per reason (the reason is in the message), at the first pass it applies to.
         const message = `${k.kind} ${k.resourceId} expired but ${outcome}; not deleted, retrying later`;

@@ -20,6 +20,7 @@ import type { PauseInput } from "./workflow/runbooks/pause.js";
 import type { ReplaceInput } from "./workflow/runbooks/replace.js";
 import type { ResumeInput } from "./workflow/runbooks/resume.js";
 import type { SnapshotInput } from "./workflow/runbooks/snapshot.js";
+import type { Regions } from "./cloud/regions.js";
 import { unsupportedFeatures } from "./workflow/runbooks/support.js";
 import { type DiscoveryGateway, discoverInstance } from "./import/discover.js";
 import { ImportRefused, planImport } from "./import/plan.js";
@@ -41,8 +42,13 @@ export interface OperationsDeps {
     Partial<Pick<Ec2Gateway, "describeVolumesModifications">>;
   /** Model ms elapsed since a wall-clock time (EC2's cool-down after a volume modification is 6 model hours). */
   modelMsSince?: (wallMs: number) => number;
-  /** The region EC2 calls go to (an imported spec's region). */
+  /** The home region: specs without one are there, and a stored spec may be corrected to it. */
   region?: string;
+  /**
+   * The regions this coordinator manages and their clients: each spec's EC2 and KMS checks go to
+   * its own region's. Absent (unit tests): `ec2` and `kms` serve every spec, in `region`.
+   */
+  regions?: Regions;
   log: (line: string) => void;
   /** The wall clock scheduled tasks are read on (a new task's due times count from its creation). */
   calendar?: () => number;
@@ -100,7 +106,8 @@ export class Operations {
    * features not supported, user-data that cannot be launched.
    */
   private checkSpec(spec: StatefulInstanceSpec): void {
-    const unsupported = unsupportedFeatures(spec, { region: this.d.region });
+    const regions = this.d.regions?.allowed ?? (this.d.region ? [this.d.region] : undefined);
+    const unsupported = unsupportedFeatures(spec, { regions });
     if (unsupported.length) throw new Refusal("invalid", unsupported.map((u) => `${u.path}: ${u.reason}`).join("; "));
     try {
       this.d.renderUserData?.(spec);
@@ -116,14 +123,14 @@ export class Operations {
    */
   async checkCreate(spec: StatefulInstanceSpec): Promise<void> {
     this.checkSpec(spec);
-    await this.refuseArchitectureMismatch(spec, () => specImage(this.d.ec2, spec.launch.imageId));
+    await this.refuseArchitectureMismatch(spec, () => specImage(this.ec2(spec.region), spec.launch.imageId));
     if (await this.d.store.instances.get(spec.name)) throw new Refusal("conflict", `stateful instance ${spec.name} already exists`);
   }
 
   /** Create a stateful instance from a validated spec; changes nothing when refused. */
   async createInstance(spec: StatefulInstanceSpec): Promise<{ workflowId: string }> {
     this.checkSpec(spec);
-    await this.refuseArchitectureMismatch(spec, () => specImage(this.d.ec2, spec.launch.imageId));
+    await this.refuseArchitectureMismatch(spec, () => specImage(this.ec2(spec.region), spec.launch.imageId));
     await this.refuseStorage(spec, spec.launch.imageId);
     const workflowId = await this.d.store.tx(async (t) => {
       if (await t.instances.get(spec.name)) throw new Refusal("conflict", `stateful instance ${spec.name} already exists`);
@@ -149,11 +156,16 @@ export class Operations {
   async importInstance(req: {
     instanceId: string;
     name: string;
+    region?: string;
     overrides?: unknown;
     dryRun: boolean;
     adoptKept?: boolean;
   }): Promise<{ workflowId: string | null; spec: StatefulInstanceSpec; steps: string[] }> {
-    const ec2 = this.d.ec2;
+    // The instance is looked for in the region the request names (else the home region).
+    const region = req.region ?? this.d.region ?? "us-east-1";
+    if (this.d.regions && !this.d.regions.allows(region))
+      throw new Refusal("invalid", `region: ${region} is not a region this coordinator manages (${this.d.regions.allowed.join(", ")})`);
+    const ec2 = this.ec2(region);
     if (
       !ec2?.describeInstanceDetails ||
       !ec2.describeImage ||
@@ -163,7 +175,7 @@ export class Operations {
     )
       throw new Refusal("conflict", "import needs the coordinator's EC2 gateway");
     if (await this.d.store.instances.get(req.name)) throw new Refusal("conflict", `stateful instance ${req.name} already exists`);
-    const facts = await discoverInstance(ec2 as DiscoveryGateway, this.d.store, req.instanceId, this.d.region ?? "us-east-1");
+    const facts = await discoverInstance(ec2 as DiscoveryGateway, this.d.store, req.instanceId, region);
     if (!facts) throw new Refusal("not-found", `EC2 has no instance ${req.instanceId}`);
     let plan: ReturnType<typeof planImport>;
     try {
@@ -307,7 +319,7 @@ export class Operations {
         return this.startResume(t, name, inst.generation, inst.state === "paused" ? "paused" : "failed", reason);
       case "recycle": {
         // A failed instance without a running EC2 instance has nothing to quiesce: it starts from what is kept.
-        if (inst.state === "failed" && !(liveId && (await this.ec2Alive(liveId))))
+        if (inst.state === "failed" && !(liveId && (await this.ec2Alive(inst.spec.region, liveId))))
           return this.startResume(t, name, inst.generation, "failed", `recycle of a failed instance (${reason})`);
         if (!liveId) throw new Refusal("conflict", `${name} has no EC2 instance to recycle`);
         await admitPlannedWork(t, name);
@@ -389,7 +401,7 @@ export class Operations {
     const current = await this.d.store.instances.get(name);
     const plan = current ? planVolumeChanges(current.spec, spec) : null;
     const live = plan && (plan.grow.length || plan.add.length);
-    if (live && plan.problems.length === 0) await this.refuseCoolDown(name, plan.grow);
+    if (live && plan.problems.length === 0) await this.refuseCoolDown(name, spec.region, plan.grow);
     const workflowId = await this.d.store.tx(async (t) => {
       const { inst, g, facts } = await this.admit(t, name, "update");
       const problems = immutableChanges(inst.spec, spec, { liveVolumes: true, coordinatorRegion: this.d.region ?? "us-east-1" });
@@ -442,13 +454,14 @@ export class Operations {
   }
 
   /** Refuses (invalid, naming the device) a growth EC2 would refuse for its cool-down; changes nothing. */
-  private async refuseCoolDown(name: string, grow: VolumeGrowth[]): Promise<void> {
-    const describe = this.d.ec2?.describeVolumesModifications;
+  private async refuseCoolDown(name: string, region: string, grow: VolumeGrowth[]): Promise<void> {
+    const ec2 = this.ec2(region);
+    const describe = ec2?.describeVolumesModifications;
     if (!describe || grow.length === 0) return;
     const volumes = await this.d.store.volumes.list(name);
     const volumeOf = (device: string) => volumes.find((v) => v.device === device)?.volumeId ?? null;
     const ids = grow.map((g) => volumeOf(g.device)).filter((id): id is string => id !== null);
-    const mods = await describe.call(this.d.ec2, ids);
+    const mods = await describe.call(ec2, ids);
     const since = this.d.modelMsSince ?? ((wallMs: number) => Date.now() - wallMs);
     const problems = coolDownProblems(grow, volumeOf, mods, since);
     if (problems.length) throw new Refusal("invalid", problems.join("; "));
@@ -495,13 +508,13 @@ export class Operations {
   /** Refuses (invalid, naming each field) a spec whose instance types cannot boot `image`; changes nothing. */
   /** Refuses a spec whose KMS key, root size or adopted volumes' encryption AWS would not honour (`storageProblems`). */
   private async refuseStorage(spec: StatefulInstanceSpec, bootImageId: string | null): Promise<void> {
-    const deps = { ec2: this.d.ec2, kms: this.d.kms, region: this.d.region ?? "us-east-1", log: this.d.log };
+    const deps = { ec2: this.ec2(spec.region), kms: this.kms(spec.region), region: spec.region, log: this.d.log };
     const problems = await storageProblems(deps, spec, await describeBootImage(deps, bootImageId));
     if (problems.length) throw new Refusal("invalid", problems.join("; "));
   }
 
   private async refuseArchitectureMismatch(spec: StatefulInstanceSpec, image: () => Promise<BootImage | null>): Promise<void> {
-    const why = await architectureRefusal(this.d.ec2, spec.launch.instanceTypes, image, "launch.instanceTypes", (l) =>
+    const why = await architectureRefusal(this.ec2(spec.region), spec.launch.instanceTypes, image, "launch.instanceTypes", (l) =>
       this.d.log(`${spec.name}: ${l}`),
     );
     if (why) throw new Refusal("invalid", why);
@@ -517,7 +530,16 @@ export class Operations {
       if (root?.architecture)
         return { architecture: root.architecture, label: `the root of ${name} (${root.imageId ?? "its first image"})` };
     }
-    return specImage(this.d.ec2, spec.launch.imageId);
+    return specImage(this.ec2(spec.region), spec.launch.imageId);
+  }
+
+  /** The EC2 gateway of a spec's region (a region not managed here was refused by checkSpec). */
+  private ec2(region: string): OperationsDeps["ec2"] {
+    return this.d.regions ? this.d.regions.ec2(this.d.regions.of({ region })) : this.d.ec2;
+  }
+
+  private kms(region: string): KmsGateway | undefined {
+    return this.d.regions ? this.d.regions.for(this.d.regions.of({ region })).kms : this.d.kms;
   }
 
   private async admit(t: StoreTx, name: string, start: StartName, o: { byGroup?: string } = {}) {
@@ -537,9 +559,10 @@ export class Operations {
   }
 
   /** Whether EC2 still runs the instance (a failed generation may or may not have one). */
-  private async ec2Alive(instanceId: string): Promise<boolean> {
-    if (!this.d.ec2) return true;
-    const [i] = await this.d.ec2.describeInstances([instanceId]);
+  private async ec2Alive(region: string, instanceId: string): Promise<boolean> {
+    const ec2 = this.ec2(region);
+    if (!ec2) return true;
+    const [i] = await ec2.describeInstances([instanceId]);
     return !!i && (i.state === "pending" || i.state === "running");
   }
 }

@@ -7,6 +7,7 @@
  * A generation whose type has no on-demand price, or no spot price history, is listed as
  * unpriced and left out of the money (never guessed).
  */
+import { regionOfZone, type Regions } from "./cloud/regions.js";
 import type { InstanceDetail, Savings, SavingsLine } from "../shared/api.js";
 import type { Ec2Gateway, SpotPricePoint } from "./cloud/gateway.js";
 
@@ -58,6 +59,8 @@ const HOUR_MS = 3_600_000;
 export interface SavingsDeps {
   instances(): Promise<InstanceDetail[]>;
   ec2: Pick<Ec2Gateway, "describeSpotPriceHistory">;
+  /** The regions managed: a zone's spot prices come from its region's EC2 (absent: `ec2` for all). */
+  regions?: Regions;
   onDemandPrices: Record<string, number>;
   timeScale: number;
   now(): number;
@@ -85,12 +88,15 @@ export class SavingsReport {
   }
 
   private async series(type: string, az: string, from: number, now: number): Promise<SpotPricePoint[] | null> {
-    const get = this.deps.ec2.describeSpotPriceHistory;
+    // Spot prices are regional: each zone's come from the EC2 of its region.
+    const region = this.deps.regions ? regionOfZone(az) : null;
+    const ec2 = region && this.deps.regions?.allows(region) ? this.deps.regions.ec2(region) : this.deps.ec2;
+    const get = ec2.describeSpotPriceHistory;
     if (!get) return null;
     const key = `${type}/${az}`;
     const hit = this.cache.get(key);
     if (hit && hit.from <= from && Date.now() - hit.fetchedAt < SERIES_TTL_MS) return hit.series;
-    const series = await get.call(this.deps.ec2, { instanceType: type, availabilityZone: az, start: new Date(from), end: new Date(now) });
+    const series = await get.call(ec2, { instanceType: type, availabilityZone: az, start: new Date(from), end: new Date(now) });
     this.cache.set(key, { fetchedAt: Date.now(), from, series });
     return series;
   }

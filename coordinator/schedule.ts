@@ -6,6 +6,7 @@
  * tasks that are due (`tasks.ts`). Each pass finishes before the next is scheduled, so passes
  * never overlap.
  */
+import { perRegion, type Regions } from "./cloud/regions.js";
 import type { Ec2Gateway } from "./cloud/gateway.js";
 import type { Store } from "./db/store.js";
 import { sweepExpiredKept } from "./kept.js";
@@ -18,6 +19,8 @@ import type { ScheduledTasks } from "./tasks.js";
 export interface ScheduleDeps {
   store: Store;
   ec2: Ec2Gateway;
+  /** The regions managed: each generation is looked for, and each kept resource deleted, in its instance's region. */
+  regions?: Regions;
   operations: Operations;
   metrics: Metrics;
   clock: ScaledClock;
@@ -75,8 +78,16 @@ export class Schedule {
   async sweepLost(): Promise<string[]> {
     const live = await this.d.store.generations.live();
     if (live.length === 0) return [];
-    const ids = live.map((g) => g.ec2InstanceId).filter((id): id is string => id !== null);
-    const seen = new Map((await this.d.ec2.describeInstances(ids)).map((i) => [i.instanceId, i]));
+    const specs = this.d.regions ? new Map((await this.d.store.instances.list()).map((i) => [i.name, i.spec])) : null;
+    const withIds = live.filter((g) => g.ec2InstanceId !== null);
+    const found = await perRegion(
+      this.d.regions,
+      this.d.ec2,
+      withIds,
+      (g) => specs?.get(g.instance)?.region,
+      (ec2, gs) => ec2.describeInstances(gs.map((g) => g.ec2InstanceId!)),
+    );
+    const seen = new Map(found.map((i) => [i.instanceId, i]));
     const started: string[] = [];
     for (const g of live) {
       if (!g.ec2InstanceId) continue;

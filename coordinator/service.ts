@@ -41,7 +41,10 @@ import { Operations } from "./operations.js";
 import { Schedule } from "./schedule.js";
 import { HealthMonitor } from "./health.js";
 import { ScheduledTasks } from "./tasks.js";
-import { WorkflowEngine, type WorkflowOutcome } from "./workflow/engine.js";
+import { type Runbook, WorkflowEngine, type WorkflowOutcome } from "./workflow/engine.js";
+import { regionalRunbook } from "./workflow/runbooks/regional.js";
+import { Regions } from "./cloud/regions.js";
+import { memberSpec } from "../shared/group-spec.js";
 import type { Engine, WorkflowInputs } from "./workflow/kinds.js";
 import type { WorkflowRecord } from "./db/store.js";
 import { RENAMED_STEPS } from "./workflow/runbooks/generation.js";
@@ -239,10 +242,9 @@ async function startOn(o: Opened): Promise<Coordinator> {
   });
   const calendar = opts.calendar ?? clock.now;
   const views = new Views(store, config.timeScale, calendar);
-  const ec2 =
-    opts.ec2 ??
+  const ec2For = (region: string) =>
     createAwsGateway({
-      region: config.region,
+      region,
       endpoint: config.ec2Endpoint,
       clock: modelClock(config.timeScale),
       timeScale: config.timeScale,
@@ -251,6 +253,25 @@ async function startOn(o: Opened): Promise<Coordinator> {
       // A coordinator that no longer leads refuses every EC2 mutation as it is about to be sent.
       ...(ha ? { beforeMutation: (action: string) => ha.beforeMutation(`EC2 ${action}`), callerId: ha.lease.holder } : {}),
     });
+  const elbFor = (region: string) =>
+    createElbGateway({
+      region,
+      endpoint: elbEndpointFor(config),
+      timeScale: config.timeScale,
+      ...(ha ? { beforeMutation: ha.beforeMutation } : {}),
+    });
+  const kmsFor = (region: string) =>
+    createKmsGateway({ region, endpoint: elbEndpointFor({ ec2Endpoint: config.ec2Endpoint }), timeScale: config.timeScale });
+  // Injected gateways (tests) serve the home region; every other region gets its own clients.
+  const regions = new Regions(
+    {
+      home: config.region,
+      allowed: config.regions,
+      homeClients: { ec2: opts.ec2 ?? ec2For(config.region), elb: opts.elb ?? elbFor(config.region), kms: opts.kms ?? kmsFor(config.region) },
+    },
+    (region) => ({ ec2: ec2For(region), elb: elbFor(region), kms: kmsFor(region) }),
+  );
+  const ec2 = regions.ec2();
 
   // An empty store beside what spotkeep tagged in EC2 is refused, adopted or accepted before anything acts.
   await guardEmptyStore(
@@ -278,14 +299,7 @@ async function startOn(o: Opened): Promise<Coordinator> {
     trustProxy: config.trustProxy,
     log,
   });
-  const elb =
-    opts.elb ??
-    createElbGateway({
-      region: config.region,
-      endpoint: elbEndpointFor(config),
-      timeScale: config.timeScale,
-      ...(ha ? { beforeMutation: ha.beforeMutation } : {}),
-    });
+  const elb = regions.for(undefined).elb;
   const deps: RunbookDeps = {
     store,
     ec2,
@@ -308,6 +322,23 @@ async function startOn(o: Opened): Promise<Coordinator> {
     onAgentReport: agents.onReport,
     log,
   };
+  // Each region's runbooks run on that region's EC2 and ELBv2 clients.
+  const depsByRegion = new Map<string, RunbookDeps>();
+  const depsIn = (region: string): RunbookDeps => {
+    let d = depsByRegion.get(region);
+    if (!d) {
+      const c = regions.for(region);
+      d = { ...deps, ec2: c.ec2, elb: c.elb };
+      depsByRegion.set(region, d);
+    }
+    return d;
+  };
+  const instanceRegion = async (ctx: { instance: string }) => regions.of((await store.instances.get(ctx.instance))?.spec);
+  const groupRegion = async (_: unknown, input: { group: string }) => {
+    const g = await store.groups.get(input.group);
+    return regions.of(g ? memberSpec(g.spec, 0) : null);
+  };
+  const inRegion = <I>(make: (d: RunbookDeps) => Runbook<I>) => regionalRunbook(instanceRegion, depsIn, make);
   const groupDeps: GroupRunbookDeps = {
     run: deps,
     start: (kind, instance, input, trigger, t) => engine.start(kind, instance, input, trigger, t),
@@ -324,18 +355,18 @@ async function startOn(o: Opened): Promise<Coordinator> {
     store,
     clock,
     runbooks: {
-      create: createRunbook(deps),
-      import: importRunbook(deps),
-      replace: replaceRunbook(deps),
+      create: inRegion(createRunbook),
+      import: inRegion(importRunbook),
+      replace: inRegion(replaceRunbook),
       // A recycle is a planned replacement: the same runbook, with trigger `recycle`.
-      recycle: replaceRunbook(deps),
-      pause: pauseRunbook(deps),
-      resume: resumeRunbook(deps),
-      snapshot: snapshotRunbook(deps),
-      grow: growRunbook(deps),
-      delete: deleteRunbook(deps),
-      "group-scale": groupScaleRunbook(groupDeps),
-      "group-update": groupUpdateRunbook(groupDeps),
+      recycle: inRegion(replaceRunbook),
+      pause: inRegion(pauseRunbook),
+      resume: inRegion(resumeRunbook),
+      snapshot: inRegion(snapshotRunbook),
+      grow: inRegion(growRunbook),
+      delete: inRegion(deleteRunbook),
+      "group-scale": regionalRunbook(groupRegion, (r) => ({ ...groupDeps, run: depsIn(r) }), groupScaleRunbook),
+      "group-update": regionalRunbook(groupRegion, (r) => ({ ...groupDeps, run: depsIn(r) }), groupUpdateRunbook),
     },
     renamedSteps: RENAMED_STEPS,
     maxConcurrent: config.maxConcurrentWorkflows,
@@ -369,30 +400,29 @@ async function startOn(o: Opened): Promise<Coordinator> {
     const e = runtimes.current.served[architecture === "arm64" ? "arm64" : "x64"];
     return e && runtimes.current.version ? { version: runtimes.current.version, gzBytes: e.gzBytes } : null;
   };
-  const kms =
-    opts.kms ??
-    createKmsGateway({ region: config.region, endpoint: elbEndpointFor({ ec2Endpoint: config.ec2Endpoint }), timeScale: config.timeScale });
+  const kms = regions.for(undefined).kms;
   const operations = new Operations({
     store,
     engine,
     ec2,
     kms,
     region: config.region,
+    regions,
     log,
     calendar,
     modelMsSince: (wallMs) => clock.modelMsSince(wallMs),
     runtimeFor,
     renderUserData: deps.userData,
   });
-  const groups = new GroupOperations({ store, engine, ec2, region: config.region, log });
+  const groups = new GroupOperations({ store, engine, ec2, region: config.region, regions, log });
   registerGroupMetrics(metrics.registry, () => groups.list());
   const tasks = new ScheduledTasks({ store, operations, calendar, log });
   // One decision path for both sources of notices: the agents and the EventBridge queue.
   const decisions = new NoticeDecisions({ store, operations, clock, log });
-  const health = new HealthMonitor({ store, ec2, operations, metrics, clock, log });
+  const health = new HealthMonitor({ store, ec2, regions, operations, metrics, clock, log });
   // Refusals caused by whoever sends them reach the timeline rate-limited, so they cannot push out its history.
   const refusals = new RefusalEvents({ events: store.events, clock, log });
-  const intake = new AgentIntake({ store, ec2, operations, metrics, clock, log, decisions, maintenance: health, refusals });
+  const intake = new AgentIntake({ store, ec2, regions, operations, metrics, clock, log, decisions, maintenance: health, refusals });
   const cutLogged = new Map<string, number>();
   const hub = agents.serve({ health, intake, refusals });
   const savings = new SavingsReport({
@@ -401,6 +431,7 @@ async function startOn(o: Opened): Promise<Coordinator> {
         (d): d is NonNullable<typeof d> => d !== null,
       ),
     ec2,
+    regions,
     onDemandPrices: config.onDemandPrices,
     timeScale: config.timeScale,
     now: clock.now,
@@ -475,6 +506,7 @@ async function startOn(o: Opened): Promise<Coordinator> {
   const schedule = new Schedule({
     store,
     ec2,
+    regions,
     operations,
     metrics,
     clock,

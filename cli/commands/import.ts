@@ -7,8 +7,8 @@ import { ApiClient, CLIENT_FLAGS, CliError, printJson } from "../client.js";
 import { followWorkflow } from "../follow.js";
 
 export const command: Command = {
-  usage: `usage: spotkeep import INSTANCE_ID --name NAME [-f OVERRIDES] [--adopt-kept] [--dry-run] [--wait] [--timeout SECONDS] [--json]
-                       [--url URL] [--token T | --data-dir DIR]
+  usage: `usage: spotkeep import INSTANCE_ID --name NAME [-f OVERRIDES] [--region REGION] [--adopt-kept] [--dry-run] [--wait]
+                       [--timeout SECONDS] [--json] [--url URL] [--token T | --data-dir DIR]
 
 Makes an existing EC2 instance (EBS-backed, in a VPC, Linux) a stateful instance without moving its
 data or changing its IP. The coordinator reads everything from EC2 (image, type, subnet, security
@@ -35,6 +35,9 @@ A volume or ENI that a deleted stateful instance kept (delete --keep) is refused
 instance: its TTL would delete it later. --adopt-kept takes it over: it becomes the new stateful
 instance's and its TTL no longer applies.
 
+--region names the region the instance is in (default the coordinator's region); it must be one the
+coordinator manages (its config region or regions).
+
 --dry-run prints the spec (YAML) and the steps, and changes nothing. --wait follows the import
 until generation 1 is ready (exit 0) or the import fails (exit 1).`,
   async run(argv) {
@@ -46,6 +49,7 @@ until generation 1 is ready (exit 0) or the import fails (exit 1).`,
         file: { type: "string", short: "f" },
         "dry-run": { type: "boolean" },
         "adopt-kept": { type: "boolean" },
+        region: { type: "string" },
         wait: { type: "boolean" },
         timeout: { type: "string" },
       },
@@ -55,6 +59,8 @@ until generation 1 is ready (exit 0) or the import fails (exit 1).`,
     if (!instanceId) throw new UsageError("missing INSTANCE_ID");
     if (!/^i-[0-9a-f]{8,17}$/.test(instanceId))
       throw new UsageError(`INSTANCE_ID must be an EC2 instance id (i-…), got ${JSON.stringify(instanceId)}`);
+    if (values.region !== undefined && !/^[a-z]{2}(-gov)?-[a-z]+-\d$/.test(values.region))
+      throw new UsageError(`--region must be an AWS region (such as us-west-2), got ${JSON.stringify(values.region)}`);
     if (!values.name) throw new UsageError("missing --name NAME (the stateful instance's name)");
     if (values["dry-run"] && values.wait) throw new UsageError("--dry-run changes nothing, so there is nothing to --wait for");
     const timeoutS = numberFlag("timeout", values.timeout, { min: 1 }) ?? 1800;
@@ -80,6 +86,7 @@ until generation 1 is ready (exit 0) or the import fails (exit 1).`,
     const body = JSON.stringify({
       instanceId,
       name: values.name,
+      ...(values.region ? { region: values.region } : {}),
       overrides: overrides ?? undefined,
       dryRun: !!values["dry-run"],
       ...(values["adopt-kept"] ? { adoptKept: true } : {}),

@@ -324,21 +324,30 @@ async function handle(deps: ApiServerDeps, web: Console, req: IncomingMessage, r
 }
 
 /**
- * POST /api/v1/import: `{"instanceId": "i-…", "name": "…", "overrides": {partial spec}, "dryRun": false, "adoptKept": false}`,
- * every field checked.
+ * POST /api/v1/import: `{"instanceId": "i-…", "name": "…", "region": "us-west-2", "overrides": {partial spec}, "dryRun": false,
+ * "adoptKept": false}` (region: where the instance is; default the coordinator's), every field checked.
  */
-function importRequest(body: string): { instanceId: string; name: string; overrides?: unknown; dryRun: boolean; adoptKept: boolean } {
+function importRequest(body: string): {
+  instanceId: string;
+  name: string;
+  region?: string;
+  overrides?: unknown;
+  dryRun: boolean;
+  adoptKept: boolean;
+} {
   const data = parseBody(body, "json", "body");
   if (typeof data !== "object" || data === null || Array.isArray(data))
     throw new HttpError(400, "invalid", 'body: must be an object such as {"instanceId": "i-0123456789abcdef0", "name": "orders-db"}');
   const o = data as Record<string, unknown>;
-  const extra = Object.keys(o).find((k) => !["instanceId", "name", "overrides", "dryRun", "adoptKept"].includes(k));
+  const extra = Object.keys(o).find((k) => !["instanceId", "name", "region", "overrides", "dryRun", "adoptKept"].includes(k));
   if (extra)
     throw new HttpError(
       400,
       "invalid",
-      `body.${extra.slice(0, 40)}: unknown field (allowed: instanceId, name, overrides, dryRun, adoptKept)`,
+      `body.${extra.slice(0, 40)}: unknown field (allowed: instanceId, name, region, overrides, dryRun, adoptKept)`,
     );
+  if (o.region !== undefined && (typeof o.region !== "string" || !/^[a-z]{2}(-gov)?-[a-z]+-\d$/.test(o.region)))
+    throw new HttpError(400, "invalid", `body.region: is not an AWS region (such as us-east-1), got ${JSON.stringify(o.region).slice(0, 40)}`);
   if (typeof o.instanceId !== "string" || !/^i-[0-9a-f]{8,17}$/.test(o.instanceId))
     throw new HttpError(
       400,
@@ -360,6 +369,7 @@ function importRequest(body: string): { instanceId: string; name: string; overri
   return {
     instanceId: o.instanceId,
     name: o.name,
+    ...(typeof o.region === "string" ? { region: o.region } : {}),
     overrides: o.overrides ?? undefined,
     dryRun: o.dryRun === true,
     adoptKept: o.adoptKept === true,

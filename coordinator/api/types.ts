@@ -46,6 +46,8 @@ export interface CoordinatorViews {
   importInstance(req: {
     instanceId: string;
     name: string;
+    /** The region the instance is in (default the coordinator's home region). */
+    region?: string;
     overrides?: unknown;
     dryRun: boolean;
     /** Take over volumes/ENI a deleted stateful instance kept (else such an import is refused, 409). */

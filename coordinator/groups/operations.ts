@@ -11,6 +11,7 @@ import type { Ec2Gateway } from "../cloud/gateway.js";
 import type { GroupMember, GroupState, StatefulGroup, Store, StoreTx } from "../db/store.js";
 import { immutableChanges } from "../operations.js";
 import type { Engine } from "../workflow/kinds.js";
+import type { Regions } from "../cloud/regions.js";
 import { unsupportedFeatures } from "../workflow/runbooks/support.js";
 import { type ArchitectureGateway, architectureRefusal, specImage } from "../architecture.js";
 import { unavailableMembers } from "../planned-work.js";
@@ -22,8 +23,10 @@ export interface GroupOperationsDeps {
   store: Store;
   engine: Pick<Engine, "start">;
   ec2?: Pick<Ec2Gateway, "describeSubnets"> & ArchitectureGateway;
-  /** The region EC2 calls go to: a template naming another is refused. */
+  /** The home region (unit tests without `regions`: the only one, and a template naming another is refused). */
   region?: string;
+  /** The regions this coordinator manages: a template's EC2 checks go to its own region's gateway. */
+  regions?: Regions;
   /** Where a skipped pre-check is noted (e.g. EC2 could not be asked about instance types). */
   log?: (line: string) => void;
 }
@@ -51,7 +54,7 @@ export class GroupOperations {
   constructor(private readonly d: GroupOperationsDeps) {}
 
   async create(spec: GroupSpec): Promise<{ workflowId: string }> {
-    refuseUnsupported(spec, this.d.region);
+    refuseUnsupported(spec, this.regionList());
     await this.refuseArchitectureMismatch(spec);
     const workflowId = await this.d.store.tx(async (t) => {
       if (await t.groups.get(spec.name)) throw new Refusal("conflict", `group ${spec.name} already exists`);
@@ -107,7 +110,7 @@ export class GroupOperations {
    */
   async update(name: string, spec: GroupSpec): Promise<{ workflowId: string | null }> {
     if (spec.name !== name) throw new Refusal("invalid", `name: cannot change (the URL names ${name}, the spec ${spec.name})`);
-    refuseUnsupported(spec, this.d.region);
+    refuseUnsupported(spec, this.regionList());
     await this.refuseArchitectureMismatch(spec);
     return this.d.store.tx(async (t) => {
       const g = await this.admit(t, name);
@@ -196,7 +199,8 @@ export class GroupOperations {
     const g = await this.d.store.groups.get(name);
     if (!g) return null;
     const { summary, members } = await this.view(g);
-    const subnets = this.d.ec2 ? await this.d.ec2.describeSubnets(g.spec.template.launch.subnetIds).catch(() => []) : [];
+    const ec2 = this.ec2(memberSpec(g.spec, 0).region);
+    const subnets = ec2 ? await ec2.describeSubnets(g.spec.template.launch.subnetIds).catch(() => []) : [];
     const owned = new Set(members.map((m) => m.privateIp));
     return {
       ...summary,
@@ -242,15 +246,26 @@ export class GroupOperations {
   /** The group, if no group workflow is running for it. */
   /** Refuses (invalid, naming each template field) instance types that cannot boot the template's image; changes nothing. */
   private async refuseArchitectureMismatch(spec: GroupSpec): Promise<void> {
-    const launch = memberSpec(spec, 0).launch;
+    const member = memberSpec(spec, 0);
+    const launch = member.launch;
+    const ec2 = this.ec2(member.region);
     const why = await architectureRefusal(
-      this.d.ec2,
+      ec2,
       launch.instanceTypes,
-      () => specImage(this.d.ec2, launch.imageId),
+      () => specImage(ec2, launch.imageId),
       "template.launch.instanceTypes",
       (l) => this.d.log?.(`group ${spec.name}: ${l}`),
     );
     if (why) throw new Refusal("invalid", why);
+  }
+
+  private regionList(): readonly string[] | undefined {
+    return this.d.regions?.allowed ?? (this.d.region ? [this.d.region] : undefined);
+  }
+
+  /** The EC2 gateway of a template's region (a region not managed here was refused before). */
+  private ec2(region: string): GroupOperationsDeps["ec2"] {
+    return this.d.regions ? this.d.regions.ec2(this.d.regions.of({ region })) : this.d.ec2;
   }
 
   private async admit(t: StoreTx, name: string): Promise<StatefulGroup & { state: GroupState }> {
@@ -283,8 +298,8 @@ async function memberView(store: Store, m: GroupMember, unavailable: boolean): P
   };
 }
 
-function refuseUnsupported(spec: GroupSpec, region: string | undefined): void {
-  const unsupported = unsupportedFeatures(memberSpec(spec, 0), { region });
+function refuseUnsupported(spec: GroupSpec, regions: readonly string[] | undefined): void {
+  const unsupported = unsupportedFeatures(memberSpec(spec, 0), { regions });
   if (unsupported.length) throw new Refusal("invalid", unsupported.map((u) => `template.${u.path}: ${u.reason}`).join("; "));
 }
 

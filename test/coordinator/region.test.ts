@@ -1,7 +1,7 @@
 /**
  * A spec's `region` against the coordinator's own, in process (test/support/in-process.ts:
- * localcloud without a runtime, the coordinator in this process for us-east-1, fake agents): one
- * coordinator manages one region, so create (and `create --dry-run`), update, import and group
+ * localcloud without a runtime, the coordinator in this process for us-east-1 alone, fake agents):
+ * a coordinator manages only the regions of its config, so create (and `create --dry-run`), update, import and group
  * create/update refuse a spec naming another region, with the field named, and change nothing; a
  * dry run of a spec the coordinator accepts prints it and records nothing.
  */
@@ -21,7 +21,8 @@ afterAll(async () => {
   await h?.stop();
 });
 
-const REFUSED = "region: eu-west-1 is not this coordinator's region (us-east-1); one coordinator manages one region";
+const REFUSED =
+  "region: eu-west-1 is not a region this coordinator manages (us-east-1); add it to the coordinator's config regions to launch there";
 /** EC2 instances localcloud holds (any state): nothing launched means it does not move. */
 const ec2Instances = () => h.env.lc.world.instances.size;
 
@@ -132,6 +133,10 @@ describe("a spec's region", () => {
       expect(r.status, JSON.stringify(r.body)).toBe(400);
       expect(r.body.error.message).toContain("overrides.region: comes from the instance being imported and cannot be overridden");
     }
+    // An import names the region its instance is in; one this coordinator does not manage is refused.
+    const away = await h.api("POST", "import", { instanceId: id, name: "moved", dryRun: true, region: "eu-west-1" });
+    expect(away.status, JSON.stringify(away.body)).toBe(400);
+    expect(away.body.error.message).toBe("region: eu-west-1 is not a region this coordinator manages (us-east-1)");
     expect(await h.coord.store.counts()).toEqual(before);
     const plan = await h.api("POST", "import", { instanceId: id, name: "moved", dryRun: true });
     expect(plan.status, JSON.stringify(plan.body)).toBe(200);

@@ -6,15 +6,18 @@
 import type { StatefulInstanceSpec } from "../../../shared/spec.js";
 
 /**
- * `region`: the coordinator's own region (its config `region`). Every EC2 call of this coordinator
- * goes there, so a spec naming another region is refused rather than launched where it does not say.
+ * `region`: one of the regions this coordinator manages (its config `region` and `regions`). Every
+ * EC2 call about an instance goes to its region, so a spec naming a region the coordinator is not
+ * set up for is refused rather than launched where it does not say.
  */
-export function unsupportedFeatures(spec: StatefulInstanceSpec, o: { region?: string } = {}): Array<{ path: string; reason: string }> {
+export function unsupportedFeatures(spec: StatefulInstanceSpec, o: { regions?: readonly string[] } = {}): Array<{ path: string; reason: string }> {
   const out: Array<{ path: string; reason: string }> = [];
-  if (o.region !== undefined && spec.region !== o.region)
+  if (o.regions !== undefined && !o.regions.includes(spec.region))
     out.push({
       path: "region",
-      reason: `${spec.region} is not this coordinator's region (${o.region}); one coordinator manages one region`,
+      reason:
+        `${spec.region} is not a region this coordinator manages (${o.regions.join(", ")}); ` +
+        "add it to the coordinator's config regions to launch there",
     });
   if (spec.persistence.network.attach === "secondary") {
     // Make-before-break boots the replacement while the old instance still serves: there is no
