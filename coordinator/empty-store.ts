@@ -37,6 +37,8 @@ export interface EmptyStoreDeps {
   store: Store;
   ec2: EmptyStoreGateway;
   region: string;
+  /** The other regions this coordinator manages, each looked at the same way. */
+  otherRegions?: ReadonlyArray<{ region: string; ec2: EmptyStoreGateway }>;
   log: (line: string) => void;
 }
 
@@ -69,6 +71,20 @@ function count(f: TaggedResources): number {
  * empty or EC2 holds nothing of spotkeep's); throws EmptyStoreRefused when neither way forward
  * was chosen.
  */
+/** What spotkeep tagged in one region that still counts (null when the gateway cannot list tags). */
+async function tagged(ec2: EmptyStoreGateway): Promise<TaggedResources | null> {
+  if (!ec2.findTagged) return null;
+  const raw = await ec2.findTagged(TAG.instance);
+  return {
+    // A capacity probe is terminated at once and belongs to no stateful instance.
+    instances: raw.instances.filter((i) => LIVE.has(i.state) && i.tags[TAG.probe] === undefined),
+    volumes: raw.volumes.filter((v) => v.state !== "deleting" && v.state !== "deleted"),
+    networkInterfaces: raw.networkInterfaces,
+    snapshots: raw.snapshots,
+    images: raw.images.filter((i) => i.state !== "deregistered" && i.state !== "failed"),
+  };
+}
+
 export async function guardEmptyStore(
   d: EmptyStoreDeps,
   o: { adoptFromEc2: boolean; acceptEmptyStore: boolean; restoreHint: string },
@@ -81,22 +97,33 @@ export async function guardEmptyStore(
       throw new EmptyStoreRefused(`${ADOPT_FROM_EC2_FLAG}: the store is not empty; it rebuilds records only into an empty store`);
     return [];
   }
-  if (!d.ec2.findTagged) return [];
-  const raw = await d.ec2.findTagged(TAG.instance);
-  const found: TaggedResources = {
-    // A capacity probe is terminated at once and belongs to no stateful instance.
-    instances: raw.instances.filter((i) => LIVE.has(i.state) && i.tags[TAG.probe] === undefined),
-    volumes: raw.volumes.filter((v) => v.state !== "deleting" && v.state !== "deleted"),
-    networkInterfaces: raw.networkInterfaces,
-    snapshots: raw.snapshots,
-    images: raw.images.filter((i) => i.state !== "deregistered" && i.state !== "failed"),
-  };
-  if (count(found) === 0) return [];
-  const what = describeFound(found);
-  if (o.adoptFromEc2) return adoptFromEc2(d, found);
+  const places: Array<{ region: string; ec2: EmptyStoreGateway; found: TaggedResources }> = [];
+  for (const p of [{ region: d.region, ec2: d.ec2 }, ...(d.otherRegions ?? [])]) {
+    const f = await tagged(p.ec2);
+    if (f && count(f) > 0) places.push({ ...p, found: f });
+  }
+  if (places.length === 0) return [];
+  if (o.adoptFromEc2) {
+    const lines: string[] = [];
+    for (const p of places) lines.push(...(await adoptFromEc2({ ...d, ec2: p.ec2, region: p.region }, p.found)));
+    return lines;
+  }
+  // One region: as before; several: each line says its region.
+  const where = places.map((p) => p.region).join(", ");
+  const what = places.flatMap((p) => describeFound(p.found).map((w) => (places.length > 1 ? `${p.region}: ${w}` : w)));
+  const found = places.reduce<TaggedResources>(
+    (all, p) => ({
+      instances: [...all.instances, ...p.found.instances],
+      volumes: [...all.volumes, ...p.found.volumes],
+      networkInterfaces: [...all.networkInterfaces, ...p.found.networkInterfaces],
+      snapshots: [...all.snapshots, ...p.found.snapshots],
+      images: [...all.images, ...p.found.images],
+    }),
+    { instances: [], volumes: [], networkInterfaces: [], snapshots: [], images: [] },
+  );
   if (o.acceptEmptyStore) {
     const lines = [
-      `${ACCEPT_EMPTY_FLAG}: starting on an empty store although EC2 in ${d.region} holds ${count(found)} resource(s) tagged by spotkeep; ` +
+      `${ACCEPT_EMPTY_FLAG}: starting on an empty store although EC2 in ${where} holds ${count(found)} resource(s) tagged by spotkeep; ` +
         "they stay as they are, unmanaged by this coordinator:",
       ...what.map((w) => `  ${w}`),
     ];
@@ -104,7 +131,7 @@ export async function guardEmptyStore(
     return lines;
   }
   throw new EmptyStoreRefused(
-    `the store is empty, but EC2 in ${d.region} holds ${count(found)} resource(s) tagged by spotkeep: ${what.join("; ")}. ` +
+    `the store is empty, but EC2 in ${where} holds ${count(found)} resource(s) tagged by spotkeep: ${what.join("; ")}. ` +
       "Starting empty would leave them orphaned (running, billed, never replaced). Either " +
       `${o.restoreHint}; or start once with ${ADOPT_FROM_EC2_FLAG} to rebuild the stateful instances that still have an instance ` +
       "in EC2 from what EC2 says (their spec's mount points, hooks, health checks, schedules and history cannot be rebuilt); " +

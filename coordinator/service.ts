@@ -275,7 +275,13 @@ async function startOn(o: Opened): Promise<Coordinator> {
 
   // An empty store beside what spotkeep tagged in EC2 is refused, adopted or accepted before anything acts.
   await guardEmptyStore(
-    { store, ec2, region: config.region, log },
+    {
+      store,
+      ec2,
+      region: config.region,
+      otherRegions: regions.allowed.slice(1).map((region) => ({ region, ec2: regions.ec2(region) })),
+      log,
+    },
     {
       adoptFromEc2: opts.adoptFromEc2 === true,
       acceptEmptyStore: config.acceptEmptyStore,

@@ -82,6 +82,8 @@ export class Views {
       this.store.artifacts.list(name, "data-snapshot"),
       this.store.artifacts.list(name, "root-snapshot"),
       this.store.artifacts.list(name, "image"),
+      this.store.artifacts.list(name, "snapshot-copy"),
+      this.store.artifacts.list(name, "image-copy"),
     ]);
     return {
       ...s,
@@ -99,7 +101,14 @@ export class Views {
         artifacts: artifacts
           .flat()
           .sort((a, b) => b.createdAt - a.createdAt)
-          .map((a) => ({ id: a.id, kind: a.kind, device: a.device, generation: a.generation, createdAt: iso(a.createdAt) ?? "" })),
+          .map((a) => ({
+            id: a.id,
+            kind: a.kind,
+            device: a.device,
+            generation: a.generation,
+            ...(a.region ? { region: a.region, sourceId: a.sourceId } : {}),
+            createdAt: iso(a.createdAt) ?? "",
+          })),
       },
       generations: generations.map((g) => ({
         generation: g.generation,

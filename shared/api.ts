@@ -134,14 +134,19 @@ export const InstanceDetail = InstanceSummary.extend({
     volumes: z.array(PersistedVolume),
     root: z.object({ imageId: z.string().nullable(), snapshotId: z.string().nullable() }),
     network: z.object({ eniId: z.string().nullable(), privateIp: z.string().nullable() }),
-    /** The snapshots and images spotkeep made for it and still holds, newest first. */
+    /**
+     * The snapshots and images spotkeep made for it and still holds, newest first; snapshot-copy and
+     * image-copy are their disaster-recovery copies in `region` (snapshots.copyToRegions), of `sourceId`.
+     */
     artifacts: z
       .array(
         z.object({
           id: z.string(),
-          kind: z.enum(["data-snapshot", "root-snapshot", "image"]),
+          kind: z.enum(["data-snapshot", "root-snapshot", "image", "snapshot-copy", "image-copy"]),
           device: z.string().nullable(),
           generation: z.number().int().nullable(),
+          region: z.string().nullable().optional(),
+          sourceId: z.string().nullable().optional(),
           createdAt: z.string(),
         }),
       )

@@ -303,6 +303,15 @@ CREATE TABLE inventories (
 );
 `,
   },
+  {
+    version: 11,
+    name: "artifact regions",
+    sql: `
+-- Disaster-recovery copies (kinds snapshot-copy, image-copy) live in another region than their
+-- instance; NULL is the instance's own region.
+ALTER TABLE artifacts ADD COLUMN region TEXT;
+`,
+  },
 ];
 
 export function migrate(db: Database.Database, now: () => number = Date.now): number[] {

@@ -297,6 +297,7 @@ export interface ArtifactRow {
   device: string | null;
   source_id: string | null;
   generation: number | null;
+  region: string | null;
   created_at: number;
   deleted_at: number | null;
 }
@@ -308,6 +309,7 @@ export const toArtifact = (r: ArtifactRow): Artifact => ({
   device: r.device,
   sourceId: r.source_id,
   generation: r.generation,
+  region: r.region ?? null,
   createdAt: r.created_at,
   deletedAt: r.deleted_at,
 });

@@ -110,7 +110,8 @@ export interface RootLineage {
   architecture: string | null;
 }
 
-export type ArtifactKind = "data-snapshot" | "root-snapshot" | "image";
+/** snapshot-copy / image-copy: a disaster-recovery copy in another region (`region`) of the artifact `sourceId`. */
+export type ArtifactKind = "data-snapshot" | "root-snapshot" | "image" | "snapshot-copy" | "image-copy";
 
 /** A snapshot or image spotkeep made for a stateful instance. */
 export interface Artifact {
@@ -120,6 +121,8 @@ export interface Artifact {
   device: string | null;
   sourceId: string | null;
   generation: number | null;
+  /** The region it is in when not the instance's own (copies). */
+  region: string | null;
   createdAt: number;
   deletedAt: number | null;
 }
@@ -258,7 +261,7 @@ export interface RootQueries {
 
 export interface ArtifactQueries {
   /** Record once (a replayed step records the same id again harmlessly). */
-  record(a: Omit<Artifact, "createdAt" | "deletedAt">): void;
+  record(a: Omit<Artifact, "createdAt" | "deletedAt" | "region"> & { region?: string | null }): void;
   /** Not-deleted artifacts of a kind, newest first. */
   list(instance: string, kind: ArtifactKind, device?: string | null): Artifact[];
   markDeleted(id: string): void;

@@ -259,6 +259,12 @@ CREATE TABLE inventories (
 );
 `,
   },
+  {
+    version: 11,
+    sql: `
+ALTER TABLE artifacts ADD COLUMN region TEXT;
+`,
+  },
 ];
 
 /** Applies the migrations not yet applied; returns their versions. `client` is a dedicated connection. */

@@ -75,15 +75,15 @@ export function rootQueries(sql: Sql): Async<RootQueries> {
   };
 }
 
-const ARTIFACT_COLUMNS = "id, instance, kind, device, source_id, generation, created_at, deleted_at";
+const ARTIFACT_COLUMNS = "id, instance, kind, device, source_id, generation, region, created_at, deleted_at";
 
 export function artifactQueries(sql: Sql, now: () => number): Async<ArtifactQueries> {
   return {
     async record(a) {
       await sql.run(
-        "INSERT INTO artifacts (id, instance, kind, device, source_id, generation, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7) " +
-          "ON CONFLICT (id) DO NOTHING",
-        [a.id, a.instance, a.kind, a.device, a.sourceId, a.generation, now()],
+        "INSERT INTO artifacts (id, instance, kind, device, source_id, generation, region, created_at) " +
+          "VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING",
+        [a.id, a.instance, a.kind, a.device, a.sourceId, a.generation, a.region ?? null, now()],
       );
     },
     async list(instance, kind, device = null) {

@@ -79,8 +79,8 @@ export function artifactQueries(sql: Sql, now: () => number): ArtifactQueries {
   return {
     record(a) {
       sql(
-        "INSERT OR IGNORE INTO artifacts (id, instance, kind, device, source_id, generation, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-      ).run(a.id, a.instance, a.kind, a.device, a.sourceId, a.generation, now());
+        "INSERT OR IGNORE INTO artifacts (id, instance, kind, device, source_id, generation, region, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+      ).run(a.id, a.instance, a.kind, a.device, a.sourceId, a.generation, a.region ?? null, now());
     },
     list(instance, kind, device = null) {
       const rows =

@@ -148,6 +148,7 @@ describe("the session secret a root carries", () => {
     instance,
     kind,
     device: null,
+    region: null,
     sourceId,
     generation,
     createdAt: 0,
