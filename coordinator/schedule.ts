@@ -28,6 +28,8 @@ export interface ScheduleDeps {
   intervalMs: number;
   /** Model ms between attempts to move an on-demand generation back to spot. */
   revertToSpotIntervalMs: number;
+  /** Disaster-recovery copies made and pruned (coordinator/region-copies.ts), once per pass. */
+  regionCopies?: () => Promise<unknown>;
   /** Health checks, autohealing and scheduled maintenance (coordinator/health.ts), once per pass. */
   health?: { sweep(): Promise<string[]> };
   /** Called at the start of every pass (gauges that are cheapest to refresh on a timer). */
@@ -66,6 +68,8 @@ export class Schedule {
         .catch((err) => this.d.log(`move back to spot: ${(err as Error).message}`))
         .then(() => sweepExpiredKept(this.d))
         .catch((err) => this.d.log(`kept-resource sweep: ${(err as Error).message}`))
+        .then(() => this.d.regionCopies?.())
+        .catch((err) => this.d.log(`region copies: ${(err as Error).message}`))
         .then(() => this.d.health?.sweep())
         .catch((err) => this.d.log(`health checks: ${(err as Error).message}`))
         .then(() => this.d.tasks?.pass())

@@ -44,6 +44,7 @@ import { ScheduledTasks } from "./tasks.js";
 import { type Runbook, WorkflowEngine, type WorkflowOutcome } from "./workflow/engine.js";
 import { regionalRunbook } from "./workflow/runbooks/regional.js";
 import { Regions } from "./cloud/regions.js";
+import { syncRegionCopies } from "./region-copies.js";
 import { memberSpec } from "../shared/group-spec.js";
 import type { Engine, WorkflowInputs } from "./workflow/kinds.js";
 import type { WorkflowRecord } from "./db/store.js";
@@ -267,7 +268,11 @@ async function startOn(o: Opened): Promise<Coordinator> {
     {
       home: config.region,
       allowed: config.regions,
-      homeClients: { ec2: opts.ec2 ?? ec2For(config.region), elb: opts.elb ?? elbFor(config.region), kms: opts.kms ?? kmsFor(config.region) },
+      homeClients: {
+        ec2: opts.ec2 ?? ec2For(config.region),
+        elb: opts.elb ?? elbFor(config.region),
+        kms: opts.kms ?? kmsFor(config.region),
+      },
     },
     (region) => ({ ec2: ec2For(region), elb: elbFor(region), kms: kmsFor(region) }),
   );
@@ -327,6 +332,7 @@ async function startOn(o: Opened): Promise<Coordinator> {
     quiesceMarginMs: config.quiesceMarginSeconds * 1000,
     onAgentReport: agents.onReport,
     log,
+    regions,
   };
   // Each region's runbooks run on that region's EC2 and ELBv2 clients.
   const depsByRegion = new Map<string, RunbookDeps>();
@@ -521,6 +527,7 @@ async function startOn(o: Opened): Promise<Coordinator> {
     onTick: () => metrics.workflowsRunning.set(engine.running),
     health,
     tasks,
+    regionCopies: () => syncRegionCopies({ store, regions, log }),
     log,
   });
   const ev = config.events;

@@ -193,12 +193,29 @@ const Persistence = z
   })
   .strict();
 
+/**
+ * A region that gets a copy of every snapshot and image spotkeep keeps for the instance (disaster
+ * recovery): the region alone, or with the KMS key (of that region) the copies are encrypted with.
+ */
+const CopyRegion = z.preprocess(
+  (v) => (typeof v === "string" ? { region: v } : v),
+  z
+    .object({
+      region: z.string().regex(REGION_RE, { message: "is not an AWS region (such as us-west-2)" }),
+      /** Absent: the destination's default EBS key when the copy is encrypted (a copy of an encrypted snapshot always is). */
+      kmsKeyId: z.string().regex(KMS_KEY_RE, { message: "is not a KMS key id, key ARN, alias name (alias/…) or alias ARN" }).optional(),
+    })
+    .strict(),
+);
+
 const Snapshots = z
   .object({
     intervalMinutes: z.number().int().min(0).max(10_080).default(0),
     keep: z.number().int().min(1).max(100).default(3),
     consistency: z.enum(["crash", "freeze", "hooks"]).default("freeze"),
     root: z.boolean().default(false),
+    /** Regions that hold a copy of every kept data snapshot and root image, deleted with its original. */
+    copyToRegions: z.array(CopyRegion).max(5).default([]),
   })
   .strict();
 
@@ -259,7 +276,7 @@ export const StatefulInstanceSpec = z
       network: { privateIp: "same-eni", ipPool: [], attach: "primary" },
       encryption: { encrypted: false },
     }),
-    snapshots: Snapshots.default({ intervalMinutes: 0, keep: 3, consistency: "freeze", root: false }),
+    snapshots: Snapshots.default({ intervalMinutes: 0, keep: 3, consistency: "freeze", root: false, copyToRegions: [] }),
     hooks: HooksSpec.default({ timeoutSeconds: 60 }),
     onRebalance: z.enum(["ignore", "snapshot", "recycle"]).default("snapshot"),
     // Health checks and autohealing (absent: none), and what to do ahead of EC2 scheduled maintenance.
@@ -321,6 +338,19 @@ export const StatefulInstanceSpec = z
       add(["snapshots", "intervalMinutes"], "must be 0 (off) or at least 5");
     if (spec.snapshots.root && !spec.persistence.root)
       add(["snapshots", "root"], "needs persistence.root: true (the root images are what the next generation boots from)");
+    const copyRegions = new Map<string, number>();
+    spec.snapshots.copyToRegions.forEach((c, i) => {
+      if (c.region === spec.region) add(["snapshots", "copyToRegions", i, "region"], `is the instance's own region (${spec.region})`);
+      const prev = copyRegions.get(c.region);
+      if (prev !== undefined) add(["snapshots", "copyToRegions", i, "region"], `repeats snapshots.copyToRegions[${prev}]`);
+      copyRegions.set(c.region, i);
+      const keyIn = c.kmsKeyId?.startsWith("arn:") ? c.kmsKeyId.split(":")[3] : undefined;
+      if (keyIn && keyIn !== c.region)
+        add(
+          ["snapshots", "copyToRegions", i, "kmsKeyId"],
+          `is in ${keyIn}, not in ${c.region} (a copy is encrypted with a key of its own region)`,
+        );
+    });
     const tasks = new Map<string, number>();
     spec.schedule.forEach((t, i) => {
       const key = `${t.action} ${t.cron}`;

@@ -347,7 +347,11 @@ function importRequest(body: string): {
       `body.${extra.slice(0, 40)}: unknown field (allowed: instanceId, name, region, overrides, dryRun, adoptKept)`,
     );
   if (o.region !== undefined && (typeof o.region !== "string" || !/^[a-z]{2}(-gov)?-[a-z]+-\d$/.test(o.region)))
-    throw new HttpError(400, "invalid", `body.region: is not an AWS region (such as us-east-1), got ${JSON.stringify(o.region).slice(0, 40)}`);
+    throw new HttpError(
+      400,
+      "invalid",
+      `body.region: is not an AWS region (such as us-east-1), got ${JSON.stringify(o.region).slice(0, 40)}`,
+    );
   if (typeof o.instanceId !== "string" || !/^i-[0-9a-f]{8,17}$/.test(o.instanceId))
     throw new HttpError(
       400,

@@ -35,6 +35,8 @@ import {
   ModifyNetworkInterfaceAttributeCommand,
   ModifyVolumeCommand,
   RegisterImageCommand,
+  CopySnapshotCommand,
+  CopyImageCommand,
   RunInstancesCommand,
   StartInstancesCommand,
   StopInstancesCommand,
@@ -95,6 +97,8 @@ import {
 export const GATEWAY_ACTIONS: readonly string[] = [
   "AttachNetworkInterface",
   "AttachVolume",
+  "CopyImage",
+  "CopySnapshot",
   "CreateNetworkInterface",
   "CreateSnapshot",
   "CreateTags",
@@ -799,6 +803,74 @@ class AwsGateway implements Ec2Gateway {
       }
       throw err;
     }
+  }
+
+  async copySnapshot(req: {
+    sourceRegion: string;
+    sourceSnapshotId: string;
+    description: string;
+    encrypted: boolean;
+    kmsKeyId?: string;
+    tags: Tags;
+  }): Promise<SnapshotInfo> {
+    // CopySnapshot has no ClientToken: the copy's tags (set in the same call) find an earlier attempt's copy.
+    const found = await this.call("DescribeSnapshots", `finding snapshots tagged ${JSON.stringify(req.tags)}`, () =>
+      this.client.send(new DescribeSnapshotsCommand({ OwnerIds: ["self"], Filters: tagFilters(req.tags) })),
+    );
+    const existing = (found.Snapshots ?? []).map(snapshotInfo).find((s) => s.state !== "error");
+    if (existing) return existing;
+    const out = await this.call("CopySnapshot", `copying ${req.sourceSnapshotId} from ${req.sourceRegion}`, () =>
+      this.client.send(
+        new CopySnapshotCommand({
+          SourceRegion: req.sourceRegion,
+          SourceSnapshotId: req.sourceSnapshotId,
+          Description: req.description,
+          ...(req.encrypted ? { Encrypted: true } : {}),
+          ...(req.kmsKeyId ? { KmsKeyId: req.kmsKeyId } : {}),
+          TagSpecifications: [{ ResourceType: "snapshot", Tags: toTags(req.tags) }],
+        }),
+      ),
+    );
+    if (!out.SnapshotId) throw new Ec2Error(`copying ${req.sourceSnapshotId}`, "EmptyResponse", "CopySnapshot returned no snapshot id");
+    return { snapshotId: out.SnapshotId, state: "pending", volumeId: null, tags: req.tags };
+  }
+
+  async copyImage(req: {
+    sourceRegion: string;
+    sourceImageId: string;
+    name: string;
+    description: string;
+    encrypted: boolean;
+    kmsKeyId?: string;
+    clientToken: string;
+    tags: Tags;
+  }): Promise<string> {
+    const what = `copying image ${req.sourceImageId} from ${req.sourceRegion} as ${req.name}`;
+    const found = await this.call("DescribeImages", `finding image named ${req.name}`, () =>
+      this.client.send(new DescribeImagesCommand({ Owners: ["self"], Filters: [{ Name: "name", Values: [req.name] }] })),
+    );
+    const existing = found.Images?.find((i) => i.State !== "deregistered" && i.State !== "failed")?.ImageId;
+    if (existing) return existing;
+    const out = await this.call("CopyImage", what, () =>
+      this.client.send(
+        new CopyImageCommand({
+          SourceRegion: req.sourceRegion,
+          SourceImageId: req.sourceImageId,
+          Name: req.name,
+          Description: req.description,
+          ClientToken: req.clientToken,
+          ...(req.encrypted ? { Encrypted: true } : {}),
+          ...(req.kmsKeyId ? { KmsKeyId: req.kmsKeyId } : {}),
+          // Tagged on creation, the image and the snapshots the copy makes alike.
+          TagSpecifications: [
+            { ResourceType: "image", Tags: toTags(req.tags) },
+            { ResourceType: "snapshot", Tags: toTags(req.tags) },
+          ],
+        }),
+      ),
+    );
+    if (!out.ImageId) throw new Ec2Error(what, "EmptyResponse", "CopyImage returned no image id");
+    return out.ImageId;
   }
 
   async deregisterImage(imageId: string): Promise<void> {

@@ -26,6 +26,8 @@ export const TAG = {
   root: "spotkeep:root",
   /** On a resource a delete kept: when the TTL sweep deletes it (ISO 8601). */
   expiresAt: "spotkeep:expires-at",
+  /** On a disaster-recovery copy in another region: the id of the snapshot or image it copies. */
+  copyOf: "spotkeep:copy-of",
 } as const;
 
 export type InstanceStateName = "pending" | "running" | "shutting-down" | "terminated" | "stopping" | "stopped";
@@ -337,6 +339,33 @@ export interface Ec2Gateway {
     tags: Tags;
   }): Promise<string>;
   deregisterImage(imageId: string): Promise<void>;
+
+  /**
+   * Copy a completed snapshot of `sourceRegion` into this gateway's region. Safe to repeat: a copy
+   * carrying `tags` (they include TAG.copyOf) that is not in error is returned instead of a new one.
+   */
+  copySnapshot?(req: {
+    sourceRegion: string;
+    sourceSnapshotId: string;
+    description: string;
+    encrypted: boolean;
+    kmsKeyId?: string;
+    tags: Tags;
+  }): Promise<SnapshotInfo>;
+  /**
+   * Copy an available image of `sourceRegion` (and its snapshots) into this gateway's region as `name`.
+   * Safe to repeat: an image of that name is returned, and EC2 keeps `clientToken` idempotent.
+   */
+  copyImage?(req: {
+    sourceRegion: string;
+    sourceImageId: string;
+    name: string;
+    description: string;
+    encrypted: boolean;
+    kmsKeyId?: string;
+    clientToken: string;
+    tags: Tags;
+  }): Promise<string>;
 
   createNetworkInterface(req: {
     subnetId: string;

@@ -17,6 +17,7 @@
  * the kept resources of an earlier instance of the same name carry the same tag). The base image of
  * the spec is never deregistered: only images spotkeep registered are.
  */
+import { deleteCopiesOf } from "../../region-copies.js";
 import { STEP, STEP_OF } from "../../../shared/steps.js";
 import { moveState } from "../../lifecycle.js";
 import { keptList, type KeepSet } from "../../../shared/deletion.js";
@@ -106,7 +107,7 @@ export function deleteRunbook(deps: RunbookDeps): Runbook<DeleteInput> {
         ? Promise.resolve([])
         : ctx.all(inv.volumes.map((v) => step(STEP_OF.deleteVolume(v.device), () => deleteVolume(deps, ctx, v), MUTATE_POLICY))),
       keep.network ? Promise.resolve(null) : ctx.step(STEP.deleteEni, () => deleteEni(deps, ctx, inv.eniId), MUTATE_POLICY),
-      keep.images ? Promise.resolve(null) : ctx.step(STEP.deregisterImages, () => deregisterImages(deps, inv), MUTATE_POLICY),
+      keep.images ? Promise.resolve(null) : ctx.step(STEP.deregisterImages, () => deregisterImages(deps, inv, name), MUTATE_POLICY),
     );
     const keptImageSnapshots = keep.images ? inv.images.flatMap((i) => (i.snapshotId ? [i.snapshotId] : [])) : [];
     if (!keep.snapshots) {
@@ -114,10 +115,13 @@ export function deleteRunbook(deps: RunbookDeps): Runbook<DeleteInput> {
         STEP.deleteSnapshots,
         async () => {
           // A kept image keeps the snapshot behind it (EC2 refuses to delete it while the image exists).
-          for (const id of inv.snapshots.filter((s) => !keptImageSnapshots.includes(s))) {
+          const gone = inv.snapshots.filter((s) => !keptImageSnapshots.includes(s));
+          for (const id of gone) {
             await deps.ec2.deleteSnapshot(id);
             await deps.store.artifacts.markDeleted(id);
           }
+          // Their disaster-recovery copies in other regions go with them.
+          if (deps.regions) await deleteCopiesOf({ store: deps.store, regions: deps.regions, log: deps.log ?? (() => {}) }, name, gone);
           return true;
         },
         MUTATE_POLICY,
@@ -265,10 +269,17 @@ async function deleteEni(deps: RunbookDeps, ctx: WorkflowContext, eniId: string 
   return true;
 }
 
-async function deregisterImages(deps: RunbookDeps, inv: Inventory): Promise<true> {
+async function deregisterImages(deps: RunbookDeps, inv: Inventory, name: string): Promise<true> {
   for (const i of inv.images) {
     await deps.ec2.deregisterImage(i.imageId);
     await deps.store.artifacts.markDeleted(i.imageId);
   }
+  // Their disaster-recovery copies in other regions go with them.
+  if (deps.regions)
+    await deleteCopiesOf(
+      { store: deps.store, regions: deps.regions, log: deps.log ?? (() => {}) },
+      name,
+      inv.images.map((i) => i.imageId),
+    );
   return true;
 }

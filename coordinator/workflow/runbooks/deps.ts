@@ -8,6 +8,7 @@ import type { Store } from "../../db/store.js";
 import type { ElbGateway } from "../../elb/elbv2.js";
 import type { ScaledClock } from "../../../shared/clock.js";
 import { Failure } from "../failure.js";
+import type { Regions } from "../../cloud/regions.js";
 
 export interface RunbookDeps {
   store: Store;
@@ -30,6 +31,8 @@ export interface RunbookDeps {
    */
   onAgentReport?: (instanceId: string, fn: () => void) => () => void;
   log?: (line: string) => void;
+  /** Every managed region's clients: a delete removes the disaster-recovery copies in other regions too. */
+  regions?: Regions;
 }
 
 /** waitUntil's `wake` for a wait on a report from the agent on `instanceId` (none when the deps have no signal). */

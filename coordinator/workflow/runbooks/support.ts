@@ -10,7 +10,10 @@ import type { StatefulInstanceSpec } from "../../../shared/spec.js";
  * EC2 call about an instance goes to its region, so a spec naming a region the coordinator is not
  * set up for is refused rather than launched where it does not say.
  */
-export function unsupportedFeatures(spec: StatefulInstanceSpec, o: { regions?: readonly string[] } = {}): Array<{ path: string; reason: string }> {
+export function unsupportedFeatures(
+  spec: StatefulInstanceSpec,
+  o: { regions?: readonly string[] } = {},
+): Array<{ path: string; reason: string }> {
   const out: Array<{ path: string; reason: string }> = [];
   if (o.regions !== undefined && !o.regions.includes(spec.region))
     out.push({
@@ -19,6 +22,13 @@ export function unsupportedFeatures(spec: StatefulInstanceSpec, o: { regions?: r
         `${spec.region} is not a region this coordinator manages (${o.regions.join(", ")}); ` +
         "add it to the coordinator's config regions to launch there",
     });
+  (spec.snapshots.copyToRegions ?? []).forEach((c, i) => {
+    if (o.regions !== undefined && !o.regions.includes(c.region))
+      out.push({
+        path: `snapshots.copyToRegions[${i}].region`,
+        reason: `${c.region} is not a region this coordinator manages (${o.regions.join(", ")}); the copies are made with its clients`,
+      });
+  });
   if (spec.persistence.network.attach === "secondary") {
     // Make-before-break boots the replacement while the old instance still serves: there is no
     // quiesced root to capture and no point-in-time data snapshot to launch from before it starts.
