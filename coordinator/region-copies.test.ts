@@ -23,7 +23,7 @@ class FakeRegion {
       async describeImage(id: string) {
         return self.images.get(id) ?? null;
       },
-      async copySnapshot(req) {
+      async copySnapshot(req: Parameters<NonNullable<Ec2Gateway["copySnapshot"]>>[0]) {
         const found = [...self.snapshots.values()].find((s) => s.tags[TAG.copyOf] === req.tags[TAG.copyOf]);
         if (found) return found;
         self.calls.push(`copy-snapshot ${req.sourceRegion}/${req.sourceSnapshotId} encrypted=${req.encrypted} key=${req.kmsKeyId ?? "-"}`);
@@ -31,7 +31,7 @@ class FakeRegion {
         self.snapshots.set(s.snapshotId, s);
         return s;
       },
-      async copyImage(req) {
+      async copyImage(req: Parameters<NonNullable<Ec2Gateway["copyImage"]>>[0]) {
         const found = [...self.images.values()].find((i) => i.name === req.name);
         if (found) return found.imageId;
         self.calls.push(`copy-image ${req.sourceRegion}/${req.sourceImageId} as ${req.name} token ${req.clientToken}`);
