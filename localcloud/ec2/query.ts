@@ -146,10 +146,10 @@ export async function handleQuery(req: IncomingMessage, res: ServerResponse, dep
     const handler = ACTIONS[action];
     if (!handler) throw new Ec2Error("InvalidAction", `The action ${action} is not valid for this web service.`);
     const input = decodeRequest(action, params);
-    if (!deps.throttle.takeRequest({ action, filtered: isFiltered(input) }))
+    if (!deps.throttle.takeRequest({ action, filtered: isFiltered(input) }, deps.world.region))
       throw new Ec2Error("RequestLimitExceeded", "Request limit exceeded.");
     const count = resourceCount(action, input);
-    if (count > 0 && !deps.throttle.takeResources(action, count)) {
+    if (count > 0 && !deps.throttle.takeResources(action, count, deps.world.region)) {
       throw new Ec2Error(
         "RequestLimitExceeded",
         `Request limit exceeded. Account has been throttled on ec2:${action} because it exceeded its resource rate limit.`,
