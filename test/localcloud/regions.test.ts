@@ -12,6 +12,7 @@ import {
   DescribeAvailabilityZonesCommand,
   DescribeImagesCommand,
   DescribeInstancesCommand,
+  DescribeRegionsCommand,
   DescribeSnapshotsCommand,
   DescribeSubnetsCommand,
   DescribeVolumesCommand,
@@ -20,6 +21,8 @@ import {
   RunInstancesCommand,
 } from "@aws-sdk/client-ec2";
 import { KMSClient, ListKeysCommand } from "@aws-sdk/client-kms";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startLocalCloud } from "../../localcloud/index.js";
 import { PROFILES } from "../../localcloud/profiles.js";
@@ -80,6 +83,12 @@ describe("localcloud with two regions", () => {
     expect(westWorld.baseImageId).not.toBe(eastWorld.baseImageId);
     expect(() => env.cloud.worldFor("eu-west-1")).toThrow(/eu-west-1/);
 
+    const regions = (await west.send(new DescribeRegionsCommand({}))).Regions!;
+    expect(regions.map((r) => [r.RegionName, r.Endpoint, r.OptInStatus])).toEqual([
+      ["us-east-1", "ec2.us-east-1.amazonaws.com", "opt-in-not-required"],
+      ["us-west-2", "ec2.us-west-2.amazonaws.com", "opt-in-not-required"],
+    ]);
+    await expectEc2Error(east.send(new DescribeRegionsCommand({ RegionNames: ["eu-west-1"] })), "InvalidParameterValue", 400);
     const zones = (await west.send(new DescribeAvailabilityZonesCommand({}))).AvailabilityZones!;
     expect(zones.map((z) => [z.ZoneName, z.ZoneId, z.RegionName])).toEqual([
       ["us-west-2a", "usw2-az1", "us-west-2"],
@@ -416,6 +425,36 @@ describe("cross-region copy timing", () => {
     } finally {
       w.destroy();
       await timed.stop();
+    }
+  });
+});
+
+describe("cross-region copies on the process runtime", () => {
+  it("a snapshot copied into another region holds the source's data, and so does a volume made there from it", async () => {
+    const penv = await startEnv({ runtime: "process", regions: ["us-east-1", "us-west-2"] });
+    const w = new EC2Client({ endpoint: penv.cloud.endpoint, region: "us-west-2", credentials, maxAttempts: 1 });
+    try {
+      const v = await penv.ec2.send(new CreateVolumeCommand({ AvailabilityZone: "us-east-1a", Size: 1 }));
+      await until(
+        async () => (await penv.ec2.send(new DescribeVolumesCommand({ VolumeIds: [v.VolumeId!] }))).Volumes![0]!.State === "available",
+        "volume",
+      );
+      const dir = join(penv.cloud.stateDir, "volumes", v.VolumeId!);
+      await mkdir(dir, { recursive: true });
+      await writeFile(join(dir, "record"), "acknowledged\n");
+      const snap = await penv.ec2.send(new CreateSnapshotCommand({ VolumeId: v.VolumeId }));
+      await until(async () => (await snapshot(penv.ec2, snap.SnapshotId!)).State === "completed", "snapshot completed");
+      const copy = await w.send(new CopySnapshotCommand({ SourceRegion: "us-east-1", SourceSnapshotId: snap.SnapshotId }));
+      await until(async () => (await snapshot(w, copy.SnapshotId!)).State === "completed", "copy completed");
+      const restored = await w.send(new CreateVolumeCommand({ AvailabilityZone: "us-west-2c", SnapshotId: copy.SnapshotId }));
+      await until(
+        async () => (await w.send(new DescribeVolumesCommand({ VolumeIds: [restored.VolumeId!] }))).Volumes![0]!.State === "available",
+        "restored",
+      );
+      expect(await readFile(join(penv.cloud.stateDir, "volumes", restored.VolumeId!, "record"), "utf8")).toBe("acknowledged\n");
+    } finally {
+      w.destroy();
+      await penv.stop();
     }
   });
 });
