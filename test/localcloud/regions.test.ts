@@ -20,7 +20,13 @@ import {
   RegisterImageCommand,
   RunInstancesCommand,
 } from "@aws-sdk/client-ec2";
+import {
+  CreateTargetGroupCommand,
+  DescribeTargetGroupsCommand,
+  ElasticLoadBalancingV2Client,
+} from "@aws-sdk/client-elastic-load-balancing-v2";
 import { KMSClient, ListKeysCommand } from "@aws-sdk/client-kms";
+import { CreateQueueCommand, GetQueueAttributesCommand, ListQueuesCommand, SQSClient } from "@aws-sdk/client-sqs";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -134,6 +140,29 @@ describe("localcloud with two regions", () => {
     } finally {
       westKms.destroy();
       eastKms.destroy();
+    }
+  });
+
+  it("keeps target groups and SQS queues to their region, their ARNs naming it", async () => {
+    const elb = (region: string) => new ElasticLoadBalancingV2Client({ endpoint: env.cloud.endpoint, region, credentials, maxAttempts: 1 });
+    const sqs = (region: string) => new SQSClient({ endpoint: env.cloud.endpoint, region, credentials, maxAttempts: 1 });
+    const [elbWest, elbEast, sqsWest, sqsEast] = [elb("us-west-2"), elb("us-east-1"), sqs("us-west-2"), sqs("us-east-1")];
+    try {
+      const vpcId = env.cloud.worldFor("us-west-2").defaultVpc().id;
+      const tg = (await elbWest.send(new CreateTargetGroupCommand({ Name: "west-tg", Protocol: "HTTP", Port: 80, VpcId: vpcId })))
+        .TargetGroups![0]!;
+      expect(tg.TargetGroupArn).toMatch(/^arn:aws:elasticloadbalancing:us-west-2:123456789012:targetgroup\/west-tg\//);
+      expect((await elbEast.send(new DescribeTargetGroupsCommand({}))).TargetGroups ?? []).toEqual([]);
+      // us-west-2's VPC is not in us-east-1.
+      await expect(
+        elbEast.send(new CreateTargetGroupCommand({ Name: "east-tg", Protocol: "HTTP", Port: 80, VpcId: vpcId })),
+      ).rejects.toThrow(/not found/);
+      const url = (await sqsWest.send(new CreateQueueCommand({ QueueName: "west-queue" }))).QueueUrl!;
+      const attrs = await sqsWest.send(new GetQueueAttributesCommand({ QueueUrl: url, AttributeNames: ["QueueArn"] }));
+      expect(attrs.Attributes!.QueueArn).toBe("arn:aws:sqs:us-west-2:123456789012:west-queue");
+      expect((await sqsEast.send(new ListQueuesCommand({}))).QueueUrls ?? []).not.toContain(url);
+    } finally {
+      for (const c of [elbWest, elbEast, sqsWest, sqsEast]) c.destroy();
     }
   });
 
