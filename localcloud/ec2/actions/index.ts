@@ -31,6 +31,7 @@ import {
 } from "./enis.js";
 import { createTags, deleteTags, describeTags } from "./tags.js";
 import { copySnapshot } from "./copy-snapshot.js";
+import { copyImage } from "./copy-image.js";
 import {
   disableEbsEncryptionByDefault,
   enableEbsEncryptionByDefault,
@@ -43,6 +44,7 @@ import {
   cancelSpotInstanceRequests,
   describeAvailabilityZones,
   describeInstanceTypes,
+  describeRegions,
   describeSecurityGroups,
   describeSpotInstanceRequests,
   describeSpotPriceHistory,
@@ -86,6 +88,7 @@ export const ACTIONS: Record<string, Handler> = {
   DeleteTags: deleteTags,
   DescribeTags: describeTags,
   DescribeAvailabilityZones: describeAvailabilityZones,
+  DescribeRegions: describeRegions,
   DescribeSubnets: describeSubnets,
   DescribeSecurityGroups: describeSecurityGroups,
   DescribeInstanceTypes: describeInstanceTypes,
@@ -93,6 +96,7 @@ export const ACTIONS: Record<string, Handler> = {
   DescribeSpotInstanceRequests: describeSpotInstanceRequests,
   CancelSpotInstanceRequests: cancelSpotInstanceRequests,
   CopySnapshot: copySnapshot,
+  CopyImage: copyImage,
   GetEbsEncryptionByDefault: getEbsEncryptionByDefault,
   EnableEbsEncryptionByDefault: enableEbsEncryptionByDefault,
   DisableEbsEncryptionByDefault: disableEbsEncryptionByDefault,
