@@ -91,17 +91,11 @@ let regions: Regions;
 const logs: string[] = [];
 const sync = () => syncRegionCopies({ store, regions, log: (l) => logs.push(l) });
 
-beforeEach(async () => {
-  store = SqliteStore.open(":memory:", () => 1_000);
-  east = new FakeRegion("us-east-1");
-  west = new FakeRegion("us-west-2");
-  regions = new Regions({ home: "us-east-1", allowed: ["us-west-2"], homeClients: { ec2: east.gateway() } }, (r) => {
-    if (r !== "us-west-2") throw new Error(`no ${r}`);
-    return { ec2: west.gateway() };
-  });
-  logs.length = 0;
-  await store.instances.insert("db", spec(["us-west-2"]), "running");
-  await store.artifacts.record({
+/** A store holding instance db (copies to us-west-2), its data snapshot snap-a and its root image ami-1. */
+async function freshStore(): Promise<SqliteStore> {
+  const st = SqliteStore.open(":memory:", () => 1_000);
+  await st.instances.insert("db", spec(["us-west-2"]), "running");
+  await st.artifacts.record({
     id: "snap-a",
     instance: "db",
     kind: "data-snapshot",
@@ -109,7 +103,19 @@ beforeEach(async () => {
     sourceId: "vol-1",
     generation: 1,
   });
-  await store.artifacts.record({ id: "ami-1", instance: "db", kind: "image", device: null, sourceId: "snap-root", generation: 2 });
+  await st.artifacts.record({ id: "ami-1", instance: "db", kind: "image", device: null, sourceId: "snap-root", generation: 2 });
+  return st;
+}
+
+beforeEach(async () => {
+  store = await freshStore();
+  east = new FakeRegion("us-east-1");
+  west = new FakeRegion("us-west-2");
+  regions = new Regions({ home: "us-east-1", allowed: ["us-west-2"], homeClients: { ec2: east.gateway() } }, (r) => {
+    if (r !== "us-west-2") throw new Error(`no ${r}`);
+    return { ec2: west.gateway() };
+  });
+  logs.length = 0;
   east.snapshots.set("snap-a", { snapshotId: "snap-a", state: "pending", volumeId: "vol-1", tags: {} });
   east.images.set("ami-1", image("ami-1", "pending", "snap-root"));
 });
@@ -151,17 +157,7 @@ describe("disaster-recovery copies", () => {
       .map((a) => a.id)
       .sort();
     // The coordinator was killed after EC2 answered, before the store recorded: a fresh store sees no copy.
-    store = SqliteStore.open(":memory:", () => 1_000);
-    await store.instances.insert("db", spec(["us-west-2"]), "running");
-    await store.artifacts.record({
-      id: "snap-a",
-      instance: "db",
-      kind: "data-snapshot",
-      device: "/dev/sdf",
-      sourceId: "vol-1",
-      generation: 1,
-    });
-    await store.artifacts.record({ id: "ami-1", instance: "db", kind: "image", device: null, sourceId: "snap-root", generation: 2 });
+    store = await freshStore();
     await sync();
     expect(west.calls.filter((c) => c.startsWith("copy-"))).toHaveLength(2);
     expect(
