@@ -12,7 +12,7 @@ import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
 import type { Clock } from "../shared/clock.js";
 import { BootReport } from "../shared/protocol.js";
-import { AgentHub, BootReportRefused, type CommandBody, type WelcomeConfig } from "./agents/hub.js";
+import { AgentHub, type CommandBody, type WelcomeConfig } from "./agents/hub.js";
 import type { IdentityKeys } from "./agents/identity.js";
 import { ReportSignal } from "./agents/report-signal.js";
 import type { DataVolume, StatefulInstance, Store, WorkflowRecord } from "./db/store.js";

@@ -121,11 +121,7 @@ describe("one coordinator, two regions", () => {
     // A second snapshot: keep 1 deletes the first data snapshot (and the first image), then their copies.
     const snap2 = await coord.operations.run("east-db", "snapshot");
     await succeeded(snap2.workflowId);
-    await until(
-      "the first snapshot's copy deleted in us-west-2",
-      () => !west().snapshots.has(snapCopy.id),
-      60_000,
-    );
+    await until("the first snapshot's copy deleted in us-west-2", () => !west().snapshots.has(snapCopy.id), 60_000);
     await until("the newer snapshot's copy", async () => {
       const copies = await coord.store.artifacts.list("east-db", "snapshot-copy");
       return copies.some((c) => c.sourceId !== firstData);
