@@ -21,6 +21,8 @@ export interface LatencyProfile {
   /** Snapshot pending -> completed = snapshotBase + snapshotPerGiB × volume size. */
   snapshotBase: number;
   snapshotPerGiB: number;
+  /** A snapshot copy into another region takes this much longer per GiB (default 0). */
+  snapshotCopyCrossRegionPerGiB?: number;
   /** Image pending -> available once its snapshots are complete. */
   image: number;
   attachEni: number;
@@ -49,6 +51,7 @@ export const PROFILES: Readonly<Record<LatencyProfile["name"], Readonly<LatencyP
     deleteVolume: 2,
     snapshotBase: 5,
     snapshotPerGiB: 0,
+    snapshotCopyCrossRegionPerGiB: 0,
     image: 5,
     attachEni: 3,
     detachEni: 3,
@@ -71,6 +74,8 @@ export const PROFILES: Readonly<Record<LatencyProfile["name"], Readonly<LatencyP
     deleteVolume: 2_000,
     snapshotBase: 15_000,
     snapshotPerGiB: 100,
+    // Our estimate: a copy between regions moves every block over the network between them.
+    snapshotCopyCrossRegionPerGiB: 1_000,
     image: 10_000,
     attachEni: 2_000,
     detachEni: 3_000,

@@ -42,6 +42,17 @@ describe("Throttle", () => {
     expect(t.refused.get("RunInstances")).toBe(2);
   });
 
+  it("gives each region its own buckets, as EC2 throttles per account and Region", () => {
+    const t = new Throttle(new FakeClock(), true);
+    const run = { action: "RunInstances", filtered: false };
+    for (let i = 0; i < 5; i++) expect(t.takeRequest(run, "us-east-1")).toBe(true);
+    expect(t.takeRequest(run, "us-east-1")).toBe(false);
+    expect(t.takeRequest(run, "us-west-2")).toBe(true);
+    expect(t.takeResources("RunInstances", 1000, "us-east-1")).toBe(true);
+    expect(t.takeResources("RunInstances", 1, "us-east-1")).toBe(false);
+    expect(t.takeResources("RunInstances", 1000, "us-west-2")).toBe(true);
+  });
+
   it("never refuses when disabled", () => {
     const t = new Throttle(new FakeClock(), false);
     for (let i = 0; i < 20; i++) expect(t.takeRequest({ action: "RunInstances", filtered: false })).toBe(true);

@@ -90,8 +90,9 @@ class Bucket {
 
 export class Throttle {
   enabled: boolean;
+  /** Each region's buckets: `${region}|${bucket key}`. */
   private buckets = new Map<string, Bucket>();
-  /** Requests refused since start, by bucket key (`RunInstances`, `RunInstances#instances`, …). */
+  /** Requests refused since start, by bucket key (`RunInstances`, `RunInstances#instances`, …) over every region. */
   readonly refused = new Map<string, number>();
 
   constructor(
@@ -101,31 +102,31 @@ export class Throttle {
     this.enabled = enabled;
   }
 
-  private bucket(key: string, spec: BucketSpec): Bucket {
-    let b = this.buckets.get(key);
+  private bucket(region: string, key: string, spec: BucketSpec): Bucket {
+    let b = this.buckets.get(`${region}|${key}`);
     if (!b) {
       b = new Bucket(spec, this.clock.now());
-      this.buckets.set(key, b);
+      this.buckets.set(`${region}|${key}`, b);
     }
     return b;
   }
 
-  /** Charge one request token; false (nothing charged) when the bucket is empty. */
-  takeRequest(req: RequestShape): boolean {
+  /** Charge one request token of `region`'s bucket; false (nothing charged) when the bucket is empty. */
+  takeRequest(req: RequestShape, region = ""): boolean {
     if (!this.enabled) return true;
     const { key, spec } = requestBucketFor(req);
-    const b = this.bucket(key, spec);
+    const b = this.bucket(region, key, spec);
     if (b.level(this.clock.now()) < 1) return this.refuse(key);
     b.tokens -= 1;
     return true;
   }
 
   /** Charge `count` instance tokens for an instance action; false (nothing charged) when short. */
-  takeResources(action: string, count: number): boolean {
+  takeResources(action: string, count: number, region = ""): boolean {
     if (!this.enabled) return true;
     const spec = RESOURCE_BUCKETS[action];
     if (!spec || count <= 0) return true;
-    const b = this.bucket(`${action}#instances`, spec);
+    const b = this.bucket(region, `${action}#instances`, spec);
     if (b.level(this.clock.now()) < count) return this.refuse(`${action}#instances`);
     b.tokens -= count;
     return true;
@@ -137,9 +138,9 @@ export class Throttle {
   }
 
   /** Current tokens of a request bucket (for tests and the state dump). */
-  level(req: RequestShape): number {
+  level(req: RequestShape, region = ""): number {
     const { key, spec } = requestBucketFor(req);
-    return this.bucket(key, spec).level(this.clock.now());
+    return this.bucket(region, key, spec).level(this.clock.now());
   }
 
   /** Refill every bucket (used by reset and when throttling is switched on). */

@@ -17,7 +17,7 @@ export const command: Command = {
   usage: [
     "usage: spotkeep localcloud [--port 4566] [--host 127.0.0.1] [--state-dir DIR] [--profile instant|realistic]",
     "                           [--time-scale N] [--runtime process|linux|none] [--throttle on|off] [--events-queue NAME]",
-    "                           [--iam-policy FILE]",
+    "                           [--iam-policy FILE] [--regions us-east-1,us-west-2]",
     "       spotkeep localcloud ids [--url http://127.0.0.1:4566] [--json]",
     "",
     "Runs localcloud: an EC2-compatible endpoint for the unmodified AWS SDK, per-instance IMDS, and the",
@@ -32,6 +32,8 @@ export const command: Command = {
     "At start it prints the ids a spec needs (new at every start): the default VPC's subnet in each AZ, its",
     "security group and the base image per architecture, with a sed line that puts them in a file from examples/.",
     "`spotkeep localcloud ids` prints them again from a running localcloud (GET /_localcloud/v1/ids); --json for scripts.",
+    "--regions serves those regions on the one endpoint (default us-east-1; the first is the home region); a request is for",
+    "the region its SDK client signs for. The linux runtime serves one region.",
   ].join("\n"),
   async run(argv) {
     if (argv[0] === "ids") return ids(argv.slice(1));
@@ -45,6 +47,7 @@ export const command: Command = {
       throttle: { type: "string" },
       "events-queue": { type: "string" },
       "iam-policy": { type: "string" },
+      regions: { type: "string" },
     });
     const port = numberFlag("port", values.port, { min: 0, max: 65535, integer: true }) ?? 4566;
     const timeScale = numberFlag("time-scale", values["time-scale"], { min: 0.0001, max: 1000 }) ?? 1;
@@ -54,6 +57,13 @@ export const command: Command = {
     const eventsQueue = values["events-queue"];
     if (eventsQueue !== undefined && !/^[A-Za-z0-9_-]{1,80}$/.test(eventsQueue))
       throw new UsageError(`--events-queue: ${JSON.stringify(eventsQueue)} is not a queue name (1 to 80 letters, digits, - and _)`);
+    const regions = values.regions === undefined ? undefined : values.regions.split(",").map((r) => r.trim());
+    const { checkRegions } = await import("../../localcloud/regions.js");
+    try {
+      checkRegions(regions);
+    } catch (err) {
+      throw new UsageError(`--${(err as Error).message}`);
+    }
     const { startLocalCloud, RuntimeUnavailableError } = await import("../../localcloud/index.js");
     const { PolicyError } = await import("../../localcloud/iam/policy.js");
     let cloud;
@@ -68,9 +78,14 @@ export const command: Command = {
         throttle: throttle === undefined ? undefined : throttle === "on",
         eventsQueue,
         iamPolicy: values["iam-policy"],
+        regions,
       });
     } catch (err) {
-      if (err instanceof RuntimeUnavailableError || err instanceof PolicyError) {
+      if (
+        err instanceof RuntimeUnavailableError ||
+        err instanceof PolicyError ||
+        (err instanceof RangeError && err.message.startsWith("regions:"))
+      ) {
         process.stderr.write(`spotkeep localcloud: ${err.message}\n`);
         return 1;
       }
@@ -83,7 +98,7 @@ export const command: Command = {
     if (values["iam-policy"]) process.stdout.write(`  IAM policy ${values["iam-policy"]} enforced\n`);
     if (cloud.eventsQueueUrl) process.stdout.write(`  events queue ${cloud.eventsQueueUrl} (rule spotkeep-interruptions)\n`);
     const { specIds } = await import("../../localcloud/world/spec-ids.js");
-    process.stdout.write(renderSpecIds(specIds(cloud.world)));
+    for (const w of cloud.worlds.values()) process.stdout.write(renderSpecIds(specIds(w)));
     return await new Promise<number>((resolve) => {
       let stopping = false;
       const stop = (sig: string) => {

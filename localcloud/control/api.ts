@@ -8,13 +8,15 @@
  * the EC2 call log (`GET calls`: when each call arrived, its action, its caller, its outcome), and
  * the ids a spec needs (`GET ids`: default subnets per AZ, security group, base and stock images per architecture),
  * and a customer-managed KMS key (`POST kms/keys {description?, alias?}`).
+ * Regions: a route that names an instance finds it in whichever region has it; a route that makes
+ * something or reads one region (kms/keys, capacity, faults, events/rules, state, ids, calls) takes
+ * `region` in its JSON body or `?region=` (default the home region; an unserved one is a 400 naming it).
  * JSON in and out; bad requests get 400 + reason.
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { z } from "zod";
 import type { World } from "../world/world.js";
 import type { Throttle } from "../throttle.js";
-import { AZS } from "../world/catalog.js";
 import { STATE_CODES } from "../world/types.js";
 import { InterruptError, interrupt, lose, rebalance } from "../world/interruptions.js";
 import { enforcerFor } from "../iam/enforcer.js";
@@ -26,12 +28,16 @@ import { SqsError, type SqsService } from "../sqs/queues.js";
 import { HealthError, setHung } from "../world/maintenance.js";
 import { handleHealthRoute } from "./health-routes.js";
 import { specIds } from "../world/spec-ids.js";
+import type { Regions } from "../regions.js";
 
 export const CONTROL_PREFIX = "/_localcloud/v1/";
 const MAX_CONTROL_BODY = 64 * 1024;
 
 export interface ControlDeps {
+  /** The home region's world. */
   world: World;
+  /** Every region's services. */
+  regions: Regions;
   throttle: Throttle;
   certificatePem: () => string;
   imdsEndpoint: (instanceId: string) => Promise<string>;
@@ -132,12 +138,43 @@ function instanceOr404(w: World, id: string) {
   return inst;
 }
 
-/** A JSON view of the whole world (GET state). */
-export function dumpState(deps: ControlDeps): Record<string, unknown> {
-  const w = deps.world;
+/** The world whose instance this is (any region), or the home world when none has it (the route then answers 404). */
+function worldOfInstance(deps: ControlDeps, id: string): World {
+  for (const { world } of deps.regions.byName.values()) if (world.instances.has(id)) return world;
+  return deps.world;
+}
+
+/** The region a request names (`?region=` or a body's `region`), default home; 400 naming an unserved one. */
+function regionOf(deps: ControlDeps, url: URL, body?: Record<string, unknown>) {
+  const fromQuery = url.searchParams.get("region");
+  const fromBody = body?.region;
+  if (fromBody !== undefined && typeof fromBody !== "string") throw new HttpError(400, "region: must be a region name");
+  if (fromQuery !== null && fromBody !== undefined && fromQuery !== fromBody)
+    throw new HttpError(400, `region: ?region=${fromQuery} and the body's region ${fromBody} differ`);
+  const name = fromBody ?? fromQuery;
+  if (name === null) return deps.regions.home;
+  const s = deps.regions.byName.get(name);
+  if (!s) throw new HttpError(400, `region: ${deps.regions.unservedReason(name)}`);
+  return s;
+}
+
+/** The body without its `region` (each route's schema is strict about the rest). */
+function withoutRegion(body: unknown): unknown {
+  if (typeof body !== "object" || body === null || Array.isArray(body)) return body;
+  const { region: _r, ...rest } = body as Record<string, unknown>;
+  return rest;
+}
+
+function asObject(body: unknown): Record<string, unknown> | undefined {
+  return typeof body === "object" && body !== null && !Array.isArray(body) ? (body as Record<string, unknown>) : undefined;
+}
+
+/** A JSON view of one region's world (GET state; default the home region). */
+export function dumpState(deps: ControlDeps, w: World = deps.world, sqs = deps.sqs, events = deps.events): Record<string, unknown> {
   const tags = (m: Map<string, string>) => Object.fromEntries(m);
   return {
     ...deps.info(),
+    region: w.region,
     throttle: deps.throttle.enabled,
     capacity: Object.fromEntries(w.capacity),
     faults: w.faults,
@@ -186,6 +223,7 @@ export function dumpState(deps: ControlDeps): Record<string, unknown> {
       id: i.id,
       name: i.name,
       state: i.state,
+      stateReason: i.stateReason ?? null,
       rootDeviceName: i.rootDeviceName,
       blockDeviceMappings: i.blockDeviceMappings,
       tags: tags(i.tags),
@@ -211,8 +249,8 @@ export function dumpState(deps: ControlDeps): Record<string, unknown> {
     subnets: [...w.subnets.values()].map((s) => ({ id: s.id, vpcId: s.vpcId, availabilityZone: s.az, cidr: s.cidr })),
     securityGroups: [...w.securityGroups.values()].map((g) => ({ id: g.id, name: g.name, vpcId: g.vpcId })),
     baseImageId: w.baseImageId,
-    queues: [...deps.sqs.queues.values()].map((q) => ({ name: q.name, url: q.url, messages: q.messages.length })),
-    eventRules: [...deps.events.rules.values()],
+    queues: [...sqs.queues.values()].map((q) => ({ name: q.name, url: q.url, messages: q.messages.length })),
+    eventRules: [...events.rules.values()],
   };
 }
 
@@ -226,23 +264,25 @@ export async function handleControl(req: IncomingMessage, res: ServerResponse, d
     const url = new URL(req.url ?? "/", "http://localcloud");
     const route = url.pathname.slice(CONTROL_PREFIX.length).replace(/\/+$/, "");
     const method = req.method ?? "GET";
-    const w = deps.world;
+    const home = deps.world;
     const rule = /^events\/rules\/([A-Za-z0-9._-]{1,64})$/.exec(route);
     if (rule) {
       const name = rule[1]!;
       if (method === "PUT") {
-        const b = parse(RuleBody, await readJson(req));
+        const raw = await readJson(req);
+        const { events } = regionOf(deps, url, asObject(raw));
+        const b = parse(RuleBody, withoutRegion(raw));
         try {
-          deps.events.putRule({ name, queue: b.queue, detailTypes: b.detailTypes ?? [...ALL_DETAIL_TYPES] });
+          events.putRule({ name, queue: b.queue, detailTypes: b.detailTypes ?? [...ALL_DETAIL_TYPES] });
         } catch (err) {
           if (err instanceof SqsError) throw new HttpError(400, `queue: no queue named ${b.queue} (create it first)`);
           if (err instanceof RangeError) throw new HttpError(400, err.message);
           throw err;
         }
-        return send(200, { rule: deps.events.rules.get(name) });
+        return send(200, { rule: events.rules.get(name) });
       }
       if (method === "DELETE") {
-        if (!deps.events.deleteRule(name)) throw new HttpError(404, `no event rule named ${name}`);
+        if (!regionOf(deps, url).events.deleteRule(name)) throw new HttpError(404, `no event rule named ${name}`);
         return send(200, { deleted: name });
       }
       throw new HttpError(405, "use PUT or DELETE for events/rules/{name}");
@@ -250,6 +290,7 @@ export async function handleControl(req: IncomingMessage, res: ServerResponse, d
     const agent = /^instances\/([^/]+)\/agent$/.exec(route);
     if (agent) {
       if (method !== "POST") throw new HttpError(405, "use POST for instances/{id}/agent");
+      const w = worldOfInstance(deps, agent[1]!);
       const inst = instanceOr404(w, agent[1]!);
       const b = parse(AgentBody, await readJson(req));
       if (!w.runtime.pauseInstance || !w.runtime.resumeInstance)
@@ -267,10 +308,12 @@ export async function handleControl(req: IncomingMessage, res: ServerResponse, d
         throw new HttpError(status, message);
       },
     };
-    if (await handleHealthRoute(w, method, route, healthIo)) return;
+    const healthId = /^instances\/([^/]+)\//.exec(route)?.[1];
+    if (await handleHealthRoute(healthId ? worldOfInstance(deps, healthId) : home, method, route, healthIo)) return;
     const m = /^instances\/([^/]+)\/(interrupt|rebalance|lose|imds)$/.exec(route);
     if (m) {
       const [, id, verb] = m;
+      const w = worldOfInstance(deps, id!);
       const inst = instanceOr404(w, id!);
       if (verb === "imds") {
         if (method !== "GET") throw new HttpError(405, `use GET for instances/{id}/imds`);
@@ -295,15 +338,23 @@ export async function handleControl(req: IncomingMessage, res: ServerResponse, d
     }
     switch (`${method} ${route}`) {
       case "PUT capacity": {
+        // The AZ names its region.
         const b = parse(CapacityBody, await readJson(req));
-        if (!w.instanceType(b.instanceType)) throw new HttpError(400, `instanceType: unknown instance type ${b.instanceType}`);
-        if (!(AZS as readonly string[]).includes(b.availabilityZone))
-          throw new HttpError(400, `availabilityZone: unknown availability zone ${b.availabilityZone} (have ${AZS.join(", ")})`);
+        if (!home.instanceType(b.instanceType)) throw new HttpError(400, `instanceType: unknown instance type ${b.instanceType}`);
+        const worlds = [...deps.regions.byName.values()].map((r) => r.world);
+        const w = worlds.find((x) => x.catalog.azs.includes(b.availabilityZone));
+        if (!w)
+          throw new HttpError(
+            400,
+            `availabilityZone: unknown availability zone ${b.availabilityZone} (have ${worlds.flatMap((x) => x.catalog.azs).join(", ")})`,
+          );
         w.capacity.set(`${b.instanceType}|${b.availabilityZone}|${b.market}`, b.available);
-        return send(200, { capacity: Object.fromEntries(w.capacity) });
+        return send(200, { region: w.region, capacity: Object.fromEntries(w.capacity) });
       }
       case "PUT faults": {
-        const b = parse(FaultsBody, await readJson(req));
+        const raw = await readJson(req);
+        const { world: w } = regionOf(deps, url, asObject(raw));
+        const b = parse(FaultsBody, withoutRegion(raw));
         if (b.clear) w.faults = [];
         for (const f of b.failNext ?? [])
           w.faults.push({ action: f.action, code: f.code, count: f.count, message: f.message, when: f.when });
@@ -311,40 +362,48 @@ export async function handleControl(req: IncomingMessage, res: ServerResponse, d
           deps.throttle.enabled = b.throttle;
           deps.throttle.reset();
         }
-        return send(200, { faults: w.faults, throttle: deps.throttle.enabled });
+        return send(200, { region: w.region, faults: w.faults, throttle: deps.throttle.enabled });
       }
-      case "GET events/rules":
+      case "GET events/rules": {
+        const { events } = regionOf(deps, url);
         return send(200, {
-          rules: [...deps.events.rules.values()],
-          delivered: deps.events.delivered,
-          undeliverable: deps.events.undeliverable,
+          region: events.region,
+          rules: [...events.rules.values()],
+          delivered: events.delivered,
+          undeliverable: events.undeliverable,
         });
-      case "GET state":
-        return send(200, dumpState(deps));
+      }
+      case "GET state": {
+        const r = regionOf(deps, url);
+        return send(200, dumpState(deps, r.world, r.sqs, r.events));
+      }
       case "GET ids":
-        return send(200, specIds(w));
+        return send(200, specIds(regionOf(deps, url).world));
       case "GET calls": {
-        const q = parse(CallsQuery, Object.fromEntries(url.searchParams));
+        const { region: _r, ...query } = Object.fromEntries(url.searchParams);
+        const region = url.searchParams.has("region") ? regionOf(deps, url).world.region : undefined;
+        const q = parse(CallsQuery, query);
         const since = q.since === undefined ? undefined : Number(q.since);
-        const list = w.calls.list({ since, action: q.action, caller: q.caller, limit: q.limit === undefined ? 10_000 : Number(q.limit) });
+        const limit = q.limit === undefined ? 10_000 : Number(q.limit);
+        const list = home.calls.list({ since, action: q.action, caller: q.caller, region, limit });
         return send(200, { calls: q.mutations === "true" ? list.filter((c) => !c.action.startsWith("Describe")) : list });
       }
       case "POST reset":
-        await w.reset();
+        for (const r of deps.regions.byName.values()) await r.world.reset();
         deps.throttle.reset();
-        return send(200, { reset: true, baseImageId: w.baseImageId });
+        return send(200, { reset: true, baseImageId: home.baseImageId });
       case "GET identity/certificate":
         return send(200, deps.certificatePem(), "application/x-pem-file");
       case "GET info":
         return send(200, deps.info());
       case "GET iam/policy": {
-        const p = enforcerFor(w).policy;
+        const p = enforcerFor(home).policy;
         return send(200, { enforced: p !== null, policy: p?.document ?? null });
       }
       case "PUT iam/policy": {
         const body = await readJson(req);
         try {
-          const p = enforcerFor(w).set(body);
+          const p = enforcerFor(home).set(body);
           return send(200, { enforced: true, statements: p.statements.map((s) => s.sid) });
         } catch (err) {
           if (err instanceof PolicyError) throw new HttpError(400, `policy: ${err.message}`);
@@ -352,10 +411,12 @@ export async function handleControl(req: IncomingMessage, res: ServerResponse, d
         }
       }
       case "DELETE iam/policy":
-        enforcerFor(w).clear();
+        enforcerFor(home).clear();
         return send(200, { enforced: false });
       case "POST kms/keys": {
-        // A customer-managed key (as KMS CreateKey makes), with an alias when one is asked for.
+        // A customer-managed key (as KMS CreateKey makes) in the region asked for, with an alias when one is asked for.
+        const raw = await readJson(req);
+        const { world: w } = regionOf(deps, url, asObject(raw));
         const b = parse(
           z.strictObject({
             description: z.string().max(8192).optional(),
@@ -365,7 +426,7 @@ export async function handleControl(req: IncomingMessage, res: ServerResponse, d
               .refine((a) => !a.startsWith("alias/aws/"), "alias/aws/ is reserved for AWS managed keys")
               .optional(),
           }),
-          await readJson(req),
+          withoutRegion(raw),
         );
         if (b.alias !== undefined && w.kms.aliases.has(b.alias)) throw new HttpError(409, `alias: ${b.alias} already exists`);
         const key = w.kms.createKey({ description: b.description ?? "", manager: "CUSTOMER" });
@@ -373,7 +434,7 @@ export async function handleControl(req: IncomingMessage, res: ServerResponse, d
           const now = new Date();
           w.kms.aliases.set(b.alias, { name: b.alias, targetKeyId: key.id, creationDate: now, lastUpdatedDate: now });
         }
-        return send(200, { keyId: key.id, arn: key.arn, alias: b.alias ?? null });
+        return send(200, { keyId: key.id, arn: key.arn, alias: b.alias ?? null, region: w.region });
       }
       case "POST iam/decode-authorization-message": {
         const b = parse(z.strictObject({ encodedMessage: z.string().min(1) }), await readJson(req));

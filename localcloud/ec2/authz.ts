@@ -10,7 +10,7 @@
  * needs iam:PassRole on its role (localcloud has no IAM roles: the profile's role has its name).
  */
 import type { TagSpecification } from "@aws-sdk/client-ec2";
-import { ACCOUNT_ID, REGION } from "../world/catalog.js";
+import { ACCOUNT_ID } from "../world/catalog.js";
 import type { Tags } from "../world/types.js";
 import type { World } from "../world/world.js";
 import { contextOf, evaluate, type Decision, type Policy } from "../iam/policy.js";
@@ -39,8 +39,8 @@ type Row = (w: World, input: any) => AuthTarget[];
 /** Resource types whose ARNs carry no account (images and snapshots are global to their owner). */
 const NO_ACCOUNT = new Set(["image", "snapshot"]);
 
-export function arnOf(type: string, id: string): string {
-  return `arn:aws:ec2:${REGION}:${NO_ACCOUNT.has(type) ? "" : ACCOUNT_ID}:${type}/${id}`;
+export function arnOf(type: string, id: string, region: string): string {
+  return `arn:aws:ec2:${region}:${NO_ACCOUNT.has(type) ? "" : ACCOUNT_ID}:${type}/${id}`;
 }
 
 const PREFIX_TYPE: Record<string, string> = {
@@ -69,13 +69,20 @@ const STORES: Record<string, Store> = {
 /** An existing resource of a known type. */
 function existing(w: World, type: string, id: string | undefined, extra: Partial<AuthTarget> = {}): AuthTarget[] {
   if (!id) return [];
-  return [{ arn: arnOf(type, id), tags: STORES[type]?.(w).get(id)?.tags ?? new Map(), ...extra }];
+  return [{ arn: arnOf(type, id, w.region), tags: STORES[type]?.(w).get(id)?.tags ?? new Map(), ...extra }];
+}
+
+/** A copy's source: an existing resource of the source region, named by its ARN there. */
+function inSource(w: World, region: string, type: string, id: string | undefined): AuthTarget[] {
+  const from = w.regions.get(region) ?? w;
+  if (!id) return [];
+  return [{ arn: arnOf(type, id, from.region), tags: STORES[type]?.(from).get(id)?.tags ?? new Map() }];
 }
 
 /** An existing resource named only by its id (CreateTags, DeleteTags). */
 function byId(w: World, id: string, extra: Partial<AuthTarget> = {}): AuthTarget[] {
   const type = PREFIX_TYPE[id.split("-")[0] ?? ""];
-  return type ? existing(w, type, id, extra) : [{ arn: arnOf("unknown", id), tags: new Map(), ...extra }];
+  return type ? existing(w, type, id, extra) : [{ arn: arnOf("unknown", id, w.region), tags: new Map(), ...extra }];
 }
 
 function tagSpec(specs: TagSpecification[] | undefined, type: string): Tags {
@@ -83,8 +90,8 @@ function tagSpec(specs: TagSpecification[] | undefined, type: string): Tags {
   return new Map((spec?.Tags ?? []).filter((t) => t.Key).map((t) => [t.Key!, t.Value ?? ""]));
 }
 
-function created(type: string, specs: TagSpecification[] | undefined, keys?: AuthTarget["keys"]): AuthTarget {
-  return { arn: arnOf(type, "*"), creates: true, requestTags: tagSpec(specs, type), keys };
+function created(w: World, type: string, specs: TagSpecification[] | undefined, keys?: AuthTarget["keys"]): AuthTarget {
+  return { arn: arnOf(type, "*", w.region), creates: true, requestTags: tagSpec(specs, type), keys };
 }
 
 function tagsOfRequest(tags: Array<{ Key?: string; Value?: string }> | undefined): Tags {
@@ -107,24 +114,24 @@ function runInstancesTargets(w: World, input: import("@aws-sdk/client-ec2").RunI
   const newEni = (subnetId: string | undefined, groups: string[] | undefined) => {
     const subnet = subnetId ? w.subnets.get(subnetId) : undefined;
     const sgs = groups && groups.length > 0 ? groups : subnet ? [w.defaultSecurityGroup(subnet.vpcId)?.id ?? ""].filter(Boolean) : [];
-    out.push(created("network-interface", specs), ...existing(w, "subnet", subnetId), ...many(w, "security-group", sgs));
+    out.push(created(w, "network-interface", specs), ...existing(w, "subnet", subnetId), ...many(w, "security-group", sgs));
   };
   const nis = input.NetworkInterfaces ?? [];
-  if (nis.length === 0) newEni(input.SubnetId ?? w.defaultSubnet(placementAz ?? "us-east-1a")?.id, input.SecurityGroupIds);
+  if (nis.length === 0) newEni(input.SubnetId ?? w.defaultSubnet(placementAz ?? w.catalog.azs[0])?.id, input.SecurityGroupIds);
   for (const ni of nis) {
     if (ni.NetworkInterfaceId) out.push(...existing(w, "network-interface", ni.NetworkInterfaceId));
     else newEni(ni.SubnetId ?? (ni.DeviceIndex === 0 ? w.defaultSubnet(placementAz)?.id : undefined), ni.Groups);
   }
   const spot = input.InstanceMarketOptions?.MarketType === "spot";
   out.push(
-    created("instance", specs, {
+    created(w, "instance", specs, {
       "ec2:InstanceType": input.InstanceType ?? "t3.micro",
       "ec2:InstanceMarketType": spot ? "spot" : "on-demand",
     }),
-    created("volume", specs),
+    created(w, "volume", specs),
   );
-  if (spot) out.push(created("spot-instances-request", specs));
-  if (input.KeyName) out.push({ arn: arnOf("key-pair", input.KeyName), tags: new Map() });
+  if (spot) out.push(created(w, "spot-instances-request", specs));
+  if (input.KeyName) out.push({ arn: arnOf("key-pair", input.KeyName, w.region), tags: new Map() });
   const profile = input.IamInstanceProfile?.Name ?? input.IamInstanceProfile?.Arn?.split("/").pop();
   if (profile)
     out.push({
@@ -145,7 +152,7 @@ export const AUTHORIZATION: Record<string, Row> = {
   StartInstances: (w, i) => many(w, "instance", i.InstanceIds),
   ModifyInstanceAttribute: (w, i) => [...existing(w, "instance", i.InstanceId), ...many(w, "security-group", i.Groups)],
   DescribeInstanceAttribute: (w, i) => existing(w, "instance", i.InstanceId),
-  CreateVolume: (_w, i) => [created("volume", i.TagSpecifications)],
+  CreateVolume: (w, i) => [created(w, "volume", i.TagSpecifications)],
   DescribeVolumes: noResources,
   AttachVolume: (w, i) => [...existing(w, "instance", i.InstanceId), ...existing(w, "volume", i.VolumeId)],
   DetachVolume: (w, i) => [
@@ -155,24 +162,28 @@ export const AUTHORIZATION: Record<string, Row> = {
   DeleteVolume: (w, i) => existing(w, "volume", i.VolumeId),
   ModifyVolume: (w, i) => existing(w, "volume", i.VolumeId),
   DescribeVolumesModifications: noResources,
-  CreateSnapshot: (w, i) => [created("snapshot", i.TagSpecifications), ...existing(w, "volume", i.VolumeId)],
+  CreateSnapshot: (w, i) => [created(w, "snapshot", i.TagSpecifications), ...existing(w, "volume", i.VolumeId)],
   DescribeSnapshots: noResources,
   DeleteSnapshot: (w, i) => existing(w, "snapshot", i.SnapshotId),
   RegisterImage: (w, i) => [
-    created("image", i.TagSpecifications),
+    created(w, "image", i.TagSpecifications),
     ...many(w, "snapshot", (i.BlockDeviceMappings ?? []).map((b: { Ebs?: { SnapshotId?: string } }) => b.Ebs?.SnapshotId).filter(Boolean)),
   ],
   CreateImage: (w, i) => [
-    created("image", i.TagSpecifications),
+    created(w, "image", i.TagSpecifications),
     ...existing(w, "instance", i.InstanceId),
-    created("snapshot", i.TagSpecifications),
+    created(w, "snapshot", i.TagSpecifications),
   ],
   DescribeImages: noResources,
   DeregisterImage: (w, i) => existing(w, "image", i.ImageId),
   CreateNetworkInterface: (w, i) => {
     const subnet = w.subnets.get(i.SubnetId);
     const groups: string[] = i.Groups?.length ? i.Groups : subnet ? [w.defaultSecurityGroup(subnet.vpcId)?.id ?? ""].filter(Boolean) : [];
-    return [created("network-interface", i.TagSpecifications), ...existing(w, "subnet", i.SubnetId), ...many(w, "security-group", groups)];
+    return [
+      created(w, "network-interface", i.TagSpecifications),
+      ...existing(w, "subnet", i.SubnetId),
+      ...many(w, "security-group", groups),
+    ];
   },
   DescribeNetworkInterfaces: noResources,
   AttachNetworkInterface: (w, i) => [...existing(w, "instance", i.InstanceId), ...existing(w, "network-interface", i.NetworkInterfaceId)],
@@ -195,7 +206,8 @@ export const AUTHORIZATION: Record<string, Row> = {
   DescribeSpotPriceHistory: noResources,
   DescribeSpotInstanceRequests: noResources,
   CancelSpotInstanceRequests: (w, i) => many(w, "spot-instances-request", i.SpotInstanceRequestIds),
-  CopySnapshot: (w, i) => [created("snapshot", i.TagSpecifications), ...existing(w, "snapshot", i.SourceSnapshotId)],
+  CopySnapshot: (w, i) => [created(w, "snapshot", i.TagSpecifications), ...inSource(w, i.SourceRegion, "snapshot", i.SourceSnapshotId)],
+  CopyImage: (w, i) => [created(w, "image", i.TagSpecifications), ...inSource(w, i.SourceRegion, "image", i.SourceImageId)],
   GetEbsEncryptionByDefault: noResources,
   EnableEbsEncryptionByDefault: noResources,
   DisableEbsEncryptionByDefault: noResources,
@@ -212,10 +224,10 @@ export interface Check {
 }
 
 /** The checks a request needs: every target, plus ec2:CreateTags for each new resource it tags. */
-export function checksFor(action: string, targets: AuthTarget[]): Check[] {
+export function checksFor(action: string, targets: AuthTarget[], region: string): Check[] {
   const base = {
-    "ec2:Region": REGION,
-    "aws:RequestedRegion": REGION,
+    "ec2:Region": region,
+    "aws:RequestedRegion": region,
     "aws:PrincipalAccount": ACCOUNT_ID,
     "aws:PrincipalArn": PRINCIPAL.arn,
   };
@@ -255,7 +267,7 @@ export function unauthorized(check: Check, d: Decision): Ec2Error {
 export function authorizeRequest(policy: Policy, action: string, w: World, input: Record<string, unknown>): void {
   const row = AUTHORIZATION[action];
   if (!row) throw new Error(`localcloud bug: no authorization row for ${action}`);
-  for (const check of checksFor(action, row(w, input))) {
+  for (const check of checksFor(action, row(w, input), w.region)) {
     const d = evaluate(policy, check);
     if (!d.allowed) throw unauthorized(check, d);
   }

@@ -10,8 +10,8 @@
 import { enforcerFor } from "../iam/enforcer.js";
 import { contextOf, evaluate, type Decision } from "../iam/policy.js";
 import { PRINCIPAL } from "../iam/message.js";
-import { EC2_VIA_SERVICE, type KmsKey } from "../kms/keys.js";
-import { ACCOUNT_ID, REGION } from "../world/catalog.js";
+import { ec2ViaService, type KmsKey } from "../kms/keys.js";
+import { ACCOUNT_ID } from "../world/catalog.js";
 import type { World } from "../world/world.js";
 import { Ec2Error, invalidValue } from "./errors.js";
 
@@ -74,15 +74,15 @@ export interface EncryptionFailure {
   kind: KeyProblem | "denied";
   keyRef: string;
   /** For `denied`: the KMS action refused, on which key, and the evaluation. */
-  denied?: { action: string; resource: string; decision: Decision };
+  denied?: { action: string; resource: string; via: string; decision: Decision };
 }
 
-/** The KMS condition keys of a request EC2 makes for the caller on `key`. */
-export function viaEc2Context(action: string) {
+/** The KMS condition keys of a request EC2 in `region` makes for the caller on a key of that region. */
+export function viaEc2Context(action: string, region: string) {
   return contextOf({
-    "kms:ViaService": EC2_VIA_SERVICE,
+    "kms:ViaService": ec2ViaService(region),
     "kms:CallerAccount": ACCOUNT_ID,
-    "aws:RequestedRegion": REGION,
+    "aws:RequestedRegion": region,
     "aws:PrincipalAccount": ACCOUNT_ID,
     "aws:PrincipalArn": PRINCIPAL.arn,
     // EC2 creates its grants for an AWS resource (the volume).
@@ -110,8 +110,9 @@ export function encryptionFailure(w: World, uses: Encryption[]): EncryptionFailu
     const key = (e.key ?? w.kms.find(e.keyRef))!;
     if (key.manager === "AWS") continue;
     for (const action of EBS_KMS_ACTIONS) {
-      const decision = evaluate(policy, { action, resource: key.arn, context: viaEc2Context(action) });
-      if (!decision.allowed) return { kind: "denied", keyRef: e.keyRef, denied: { action, resource: key.arn, decision } };
+      const decision = evaluate(policy, { action, resource: key.arn, context: viaEc2Context(action, w.region) });
+      if (!decision.allowed)
+        return { kind: "denied", keyRef: e.keyRef, denied: { action, resource: key.arn, via: ec2ViaService(w.region), decision } };
     }
   }
   return undefined;
@@ -120,7 +121,7 @@ export function encryptionFailure(w: World, uses: Encryption[]): EncryptionFailu
 /** One line for localcloud's log: why EC2 could not use a key. */
 export function describeFailure(f: EncryptionFailure): string {
   if (f.kind === "denied")
-    return `${f.denied!.action} on ${f.denied!.resource} (via ${EC2_VIA_SERVICE}) is not allowed by the IAM policy${
+    return `${f.denied!.action} on ${f.denied!.resource} (via ${f.denied!.via}) is not allowed by the IAM policy${
       f.denied!.decision.explicitDeny ? " (explicit deny)" : ""
     }`;
   if (f.kind === "unknown") return `the KMS key ${f.keyRef} does not exist`;

@@ -15,7 +15,6 @@ import { ACTIONS } from "./actions/index.js";
 import { authorizeRequest, unauthorized } from "./authz.js";
 import { enforcerFor } from "../iam/enforcer.js";
 import { actionGranted, contextOf } from "../iam/policy.js";
-import { REGION } from "../world/catalog.js";
 import { type CallRecord, callerOf } from "../world/call-log.js";
 
 /** Real EC2 rejects far smaller bodies than this; 1 MiB bounds memory per request. */
@@ -139,7 +138,7 @@ export async function handleQuery(req: IncomingMessage, res: ServerResponse, dep
     action = params.get("Action") ?? "";
     params.delete("Action");
     if (!action) throw new Ec2Error("MissingAction", "The request must contain the parameter Action");
-    call = deps.world.calls.start(action.slice(0, 64), callerOf(req));
+    call = deps.world.calls.start(action.slice(0, 64), callerOf(req), deps.world.region);
     const version = params.get("Version");
     params.delete("Version");
     if (version === undefined) throw new Ec2Error("MissingParameter", "The request must contain the parameter Version");
@@ -147,10 +146,10 @@ export async function handleQuery(req: IncomingMessage, res: ServerResponse, dep
     const handler = ACTIONS[action];
     if (!handler) throw new Ec2Error("InvalidAction", `The action ${action} is not valid for this web service.`);
     const input = decodeRequest(action, params);
-    if (!deps.throttle.takeRequest({ action, filtered: isFiltered(input) }))
+    if (!deps.throttle.takeRequest({ action, filtered: isFiltered(input) }, deps.world.region))
       throw new Ec2Error("RequestLimitExceeded", "Request limit exceeded.");
     const count = resourceCount(action, input);
-    if (count > 0 && !deps.throttle.takeResources(action, count)) {
+    if (count > 0 && !deps.throttle.takeResources(action, count, deps.world.region)) {
       throw new Ec2Error(
         "RequestLimitExceeded",
         `Request limit exceeded. Account has been throttled on ec2:${action} because it exceeded its resource rate limit.`,
@@ -166,7 +165,7 @@ export async function handleQuery(req: IncomingMessage, res: ServerResponse, dep
       // resource-level check runs at the handler's authorisation point (dryRun), after validation.
       const granted = actionGranted(policy, `ec2:${action}`);
       if (!granted.allowed) {
-        const check = { action: `ec2:${action}`, resource: "*", context: contextOf({ "ec2:Region": REGION }) };
+        const check = { action: `ec2:${action}`, resource: "*", context: contextOf({ "ec2:Region": deps.world.region }) };
         throw unauthorized(check, {
           allowed: false,
           explicitDeny: granted.explicitDeny,

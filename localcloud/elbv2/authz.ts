@@ -6,33 +6,33 @@
  */
 import { PRINCIPAL } from "../iam/message.js";
 import { contextOf, evaluate, type Policy } from "../iam/policy.js";
-import { ACCOUNT_ID, REGION } from "../world/catalog.js";
+import { ACCOUNT_ID } from "../world/catalog.js";
 import { ElbError } from "./errors.js";
 
-type Row = (params: Map<string, string>) => string[];
+type Row = (params: Map<string, string>, region: string) => string[];
 
 const targetGroup: Row = (p) => [p.get("TargetGroupArn") ?? "*"];
 
 /** One row per action localcloud implements (a test keeps this equal to ELBV2_ACTIONS). */
 export const ELB_AUTHORIZATION: Record<string, Row> = {
-  CreateTargetGroup: (p) => [`arn:aws:elasticloadbalancing:${REGION}:${ACCOUNT_ID}:targetgroup/${p.get("Name") ?? ""}/*`],
+  CreateTargetGroup: (p, region) => [`arn:aws:elasticloadbalancing:${region}:${ACCOUNT_ID}:targetgroup/${p.get("Name") ?? ""}/*`],
   DescribeTargetGroups: () => ["*"],
   DescribeTargetHealth: () => ["*"],
   RegisterTargets: targetGroup,
   DeregisterTargets: targetGroup,
 };
 
-/** Throws AccessDenied for the first resource the policy does not allow the action on. */
-export function authorizeElb(policy: Policy, action: string, params: Map<string, string>): void {
+/** Throws AccessDenied for the first resource the policy does not allow the action on (a request for `region`). */
+export function authorizeElb(policy: Policy, action: string, params: Map<string, string>, region: string): void {
   const row = ELB_AUTHORIZATION[action];
   if (!row) throw new Error(`localcloud bug: no ELBv2 authorization row for ${action}`);
   const iamAction = `elasticloadbalancing:${action}`;
   const context = contextOf({
-    "aws:RequestedRegion": REGION,
+    "aws:RequestedRegion": region,
     "aws:PrincipalAccount": ACCOUNT_ID,
     "aws:PrincipalArn": PRINCIPAL.arn,
   });
-  for (const resource of row(params)) {
+  for (const resource of row(params, region)) {
     const d = evaluate(policy, { action: iamAction, resource, context });
     if (d.allowed) continue;
     const why = d.explicitDeny

@@ -335,7 +335,7 @@ export async function handleElbv2(req: IncomingMessage, res: ServerResponse, dep
     const injected = fault && new ElbError(fault.code, fault.message ?? `localcloud injected fault: ${fault.code}`);
     if (injected && fault.when !== "after") throw injected;
     const policy = enforcerFor(deps.world).policy;
-    if (policy) authorizeElb(policy, action, form);
+    if (policy) authorizeElb(policy, action, form, deps.world.region);
     const xml = new Xml();
     handler(deps, new Params(form), xml);
     // An "after" fault: the action took effect, the caller is told it failed.

@@ -7,7 +7,7 @@
  * (300 s by default), then gone. No traffic is routed and no health check is sent.
  */
 import { randomBytes } from "node:crypto";
-import { ACCOUNT_ID, REGION } from "../world/catalog.js";
+import { ACCOUNT_ID } from "../world/catalog.js";
 import type { World } from "../world/world.js";
 import { ElbError } from "./errors.js";
 
@@ -100,7 +100,7 @@ export class Elbv2Service {
     }
     if (this.groups.size >= MAX_TARGET_GROUPS)
       throw new ElbError("TooManyTargetGroups", `You have reached the limit of ${MAX_TARGET_GROUPS} target groups`);
-    const arn = `arn:aws:elasticloadbalancing:${REGION}:${ACCOUNT_ID}:targetgroup/${o.name}/${randomBytes(8).toString("hex")}`;
+    const arn = `arn:aws:elasticloadbalancing:${this.world.region}:${ACCOUNT_ID}:targetgroup/${o.name}/${randomBytes(8).toString("hex")}`;
     const group: TargetGroup = {
       arn,
       name: o.name,

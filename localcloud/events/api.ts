@@ -7,7 +7,7 @@
  */
 import { jsonSender, readJsonObject } from "../json-api.js";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { ACCOUNT_ID, REGION } from "../world/catalog.js";
+import { ACCOUNT_ID, DEFAULT_REGION } from "../world/catalog.js";
 import type { EventBus } from "./bus.js";
 
 export const EVENTS_TARGET_PREFIX = "AWSEvents.";
@@ -27,9 +27,9 @@ class EventsError extends Error {
   }
 }
 
-/** The ARN of localcloud's queue `name`, as its rules' targets are named. */
-export function queueArn(name: string): string {
-  return `arn:aws:sqs:${REGION}:${ACCOUNT_ID}:${name}`;
+/** The ARN of localcloud's queue `name` in `region`, as its rules' targets are named. */
+export function queueArn(name: string, region: string = DEFAULT_REGION): string {
+  return `arn:aws:sqs:${region}:${ACCOUNT_ID}:${name}`;
 }
 
 function listRuleNamesByTarget(bus: EventBus, b: Record<string, unknown>): { RuleNames: string[]; NextToken?: string } {
@@ -42,7 +42,7 @@ function listRuleNamesByTarget(bus: EventBus, b: Record<string, unknown>): { Rul
   if (
     b.EventBusName !== undefined &&
     b.EventBusName !== "default" &&
-    b.EventBusName !== `arn:aws:events:${REGION}:${ACCOUNT_ID}:event-bus/default`
+    b.EventBusName !== `arn:aws:events:${bus.region}:${ACCOUNT_ID}:event-bus/default`
   )
     throw new EventsError("ResourceNotFoundException", `Event bus ${String(b.EventBusName).slice(0, 256)} does not exist.`);
   const limit = b.Limit === undefined ? 100 : b.Limit;
@@ -52,7 +52,7 @@ function listRuleNamesByTarget(bus: EventBus, b: Record<string, unknown>): { Rul
       "1 validation error detected: Value at 'limit' failed to satisfy constraint: Member must have value between 1 and 100",
     );
   const names = [...bus.rules.values()]
-    .filter((r) => queueArn(r.queue) === arn)
+    .filter((r) => queueArn(r.queue, bus.region) === arn)
     .map((r) => r.name)
     .sort();
   const start = typeof b.NextToken === "string" && /^\d{1,6}$/.test(b.NextToken) ? Number(b.NextToken) : 0;

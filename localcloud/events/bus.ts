@@ -4,7 +4,7 @@
  * `detail`), to an SQS queue of localcloud, as an EventBridge rule with an SQS target does.
  */
 import { randomUUID } from "node:crypto";
-import { ACCOUNT_ID, REGION } from "../world/catalog.js";
+import { ACCOUNT_ID } from "../world/catalog.js";
 import { DETAIL_TYPES, type DetailType, type EventPublisher } from "../world/events.js";
 import type { SqsService } from "../sqs/queues.js";
 
@@ -38,6 +38,11 @@ export class EventBus implements EventPublisher {
 
   constructor(private readonly sqs: SqsService) {}
 
+  /** The region of this bus: its rules send to that region's queues, about that region's instances. */
+  get region(): string {
+    return this.sqs.region;
+  }
+
   /** Add or replace a rule; its queue must exist. */
   putRule(rule: Rule): Rule {
     this.sqs.byName(rule.queue);
@@ -59,12 +64,12 @@ export class EventBus implements EventPublisher {
       source: "aws.ec2",
       account: ACCOUNT_ID,
       time: new Date().toISOString().replace(/\.\d{3}Z$/, "Z"),
-      region: REGION,
+      region: this.region,
       // The spot warning's resource ARN names the AZ where EC2's other events name the region and account.
       resources: [
         detailType === DETAIL_TYPES.spotInterruption
           ? `arn:aws:ec2:${availabilityZone}:instance/${instanceId}`
-          : `arn:aws:ec2:${REGION}:${ACCOUNT_ID}:instance/${instanceId}`,
+          : `arn:aws:ec2:${this.region}:${ACCOUNT_ID}:instance/${instanceId}`,
       ],
       detail: { "instance-id": instanceId, ...detail },
     };

@@ -38,6 +38,11 @@ export async function loadPolicyFile(file: string): Promise<Policy> {
 
 const enforcers = new WeakMap<object, IamEnforcer>();
 
+/** Make `world` use the enforcer of `from` (IAM is global: every region of one localcloud enforces one policy). */
+export function shareEnforcer(world: object, from: object): void {
+  enforcers.set(world, enforcerFor(from));
+}
+
 /** The enforcer of one localcloud (keyed by its world): the EC2 endpoint and the control API share it. */
 export function enforcerFor(world: object): IamEnforcer {
   let e = enforcers.get(world);

@@ -161,7 +161,7 @@ export function instanceTree(v: ImdsInstanceView, signer: IdentitySigner): Dir {
     network: dir({ interfaces: dir({ macs: dir(macs) }) }),
     placement: dir({
       "availability-zone": text(v.availabilityZone),
-      "availability-zone-id": text(azId(v.region, v.availabilityZone)),
+      "availability-zone-id": text(v.availabilityZoneId ?? azId(v.region, v.availabilityZone)),
       region: text(v.region),
     }),
     services: dir({ domain: text("amazonaws.com"), partition: text("aws") }),

@@ -32,6 +32,8 @@ export interface ImdsInstanceView {
   imageId: string;
   region: string;
   availabilityZone: string;
+  /** The AZ's zone id as the region's catalog names it; derived from the AZ letter when absent. */
+  availabilityZoneId?: string;
   accountId: string;
   architecture: "x86_64" | "arm64";
   pendingTime: string;

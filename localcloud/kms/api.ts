@@ -14,7 +14,7 @@ import type { IncomingMessage, ServerResponse } from "node:http";
 import { enforcerFor } from "../iam/enforcer.js";
 import { PRINCIPAL } from "../iam/message.js";
 import { contextOf, evaluate } from "../iam/policy.js";
-import { ACCOUNT_ID, REGION } from "../world/catalog.js";
+import { ACCOUNT_ID } from "../world/catalog.js";
 import type { World } from "../world/world.js";
 import { aliasArn, type KmsAlias, type KmsKey, type KmsStore, parseKeyRef } from "./keys.js";
 
@@ -78,26 +78,26 @@ function str(b: Body, name: string, field: string, required: boolean, max = 2048
 
 /** The key a KeyId parameter names (key id, key ARN, alias name, alias ARN), or KMS's NotFoundException. */
 function lookupKey(store: KmsStore, ref: string): KmsKey {
-  const r = parseKeyRef(ref);
+  const r = parseKeyRef(ref, store.region);
   if (r.kind === "invalid") throw new KmsError("NotFoundException", `Invalid keyId '${ref.slice(0, 256)}'`);
   if (r.kind === "alias") {
     const a = store.aliases.get(r.name);
     const key = a && store.keys.get(a.targetKeyId);
-    if (!key) throw new KmsError("NotFoundException", `Alias ${aliasArn(r.name)} is not found.`);
+    if (!key) throw new KmsError("NotFoundException", `Alias ${aliasArn(store.region, r.name)} is not found.`);
     return key;
   }
   const key = store.keys.get(r.id);
   if (!key)
     throw new KmsError(
       "NotFoundException",
-      `Key '${ref.startsWith("arn:") ? ref : `arn:aws:kms:${REGION}:${ACCOUNT_ID}:key/${ref}`}' does not exist`,
+      `Key '${ref.startsWith("arn:") ? ref : `arn:aws:kms:${store.region}:${ACCOUNT_ID}:key/${ref}`}' does not exist`,
     );
   return key;
 }
 
 /** A key named by id or ARN only (CreateAlias's TargetKeyId, which may not be an alias). */
 function lookupKeyNoAlias(store: KmsStore, ref: string): KmsKey {
-  if (parseKeyRef(ref).kind === "alias") throw new KmsError("ValidationException", "Aliases must refer to keys. Not aliases");
+  if (parseKeyRef(ref, store.region).kind === "alias") throw new KmsError("ValidationException", "Aliases must refer to keys. Not aliases");
   return lookupKey(store, ref);
 }
 
@@ -122,10 +122,10 @@ function metadata(k: KmsKey) {
   };
 }
 
-function aliasEntry(a: KmsAlias) {
+function aliasEntry(region: string, a: KmsAlias) {
   return {
     AliasName: a.name,
-    AliasArn: aliasArn(a.name),
+    AliasArn: aliasArn(region, a.name),
     TargetKeyId: a.targetKeyId,
     CreationDate: a.creationDate.getTime() / 1000,
     LastUpdatedDate: a.lastUpdatedDate.getTime() / 1000,
@@ -218,9 +218,10 @@ const ACTIONS: Record<string, (w: World, b: Body, authorize: Authorize) => unkno
     if (name.startsWith("alias/aws/"))
       throw new KmsError("NotAuthorizedException", `The alias ${name} begins with alias/aws/, which is reserved for AWS managed keys`);
     const key = lookupKeyNoAlias(w.kms, str(b, "TargetKeyId", "targetKeyId", true)!);
-    authorize(aliasArn(name));
+    authorize(aliasArn(w.region, name));
     authorize(key.arn);
-    if (w.kms.aliases.has(name)) throw new KmsError("AlreadyExistsException", `An alias with the name ${aliasArn(name)} already exists`);
+    if (w.kms.aliases.has(name))
+      throw new KmsError("AlreadyExistsException", `An alias with the name ${aliasArn(w.region, name)} already exists`);
     customerManaged(key, "CreateAlias");
     notPendingDeletion(key);
     const now = new Date();
@@ -237,7 +238,7 @@ const ACTIONS: Record<string, (w: World, b: Body, authorize: Authorize) => unkno
       aliases = aliases.filter((a) => a.targetKeyId === key.id);
     } else authorize("*");
     const { page: out, next } = page(aliases, b);
-    return { Aliases: out.map(aliasEntry), Truncated: next !== undefined, NextMarker: next };
+    return { Aliases: out.map((a) => aliasEntry(w.region, a)), Truncated: next !== undefined, NextMarker: next };
   },
 
   DisableKey(w, b, authorize) {
@@ -293,7 +294,7 @@ function authorizer(w: World, action: string): Authorize {
     const policy = enforcerFor(w).policy;
     if (!policy) return;
     const context = contextOf({
-      "aws:RequestedRegion": REGION,
+      "aws:RequestedRegion": w.region,
       "aws:PrincipalAccount": ACCOUNT_ID,
       "aws:PrincipalArn": PRINCIPAL.arn,
       "kms:CallerAccount": ACCOUNT_ID,

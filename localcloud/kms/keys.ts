@@ -5,7 +5,7 @@
  * behind `alias/aws/ebs`. No key material exists: localcloud's volumes are not encrypted at rest.
  */
 import { randomUUID } from "node:crypto";
-import { ACCOUNT_ID, REGION } from "../world/catalog.js";
+import { ACCOUNT_ID } from "../world/catalog.js";
 
 export type KeyState = "Enabled" | "Disabled" | "PendingDeletion";
 
@@ -32,41 +32,51 @@ export interface KmsAlias {
 }
 
 export const EBS_ALIAS = "alias/aws/ebs";
-/** What EC2 calls a key used through it (the kms:ViaService condition key's value). */
-export const EC2_VIA_SERVICE = `ec2.${REGION}.amazonaws.com`;
 
-export function keyArn(id: string): string {
-  return `arn:aws:kms:${REGION}:${ACCOUNT_ID}:key/${id}`;
+/** What EC2 in `region` calls a key used through it (the kms:ViaService condition key's value). */
+export function ec2ViaService(region: string): string {
+  return `ec2.${region}.amazonaws.com`;
 }
 
-export function aliasArn(name: string): string {
-  return `arn:aws:kms:${REGION}:${ACCOUNT_ID}:${name}`;
+export function keyArn(region: string, id: string): string {
+  return `arn:aws:kms:${region}:${ACCOUNT_ID}:key/${id}`;
+}
+
+export function aliasArn(region: string, name: string): string {
+  return `arn:aws:kms:${region}:${ACCOUNT_ID}:${name}`;
 }
 
 const KEY_ID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
-const ARN_PREFIX = `arn:aws:kms:${REGION}:${ACCOUNT_ID}:`;
 
 /** What a key reference names, before it is looked up. */
 export type KeyRef = { kind: "key"; id: string } | { kind: "alias"; name: string } | { kind: "invalid" };
 
-/** Parse a key id, key ARN, alias name or alias ARN (of this account and region). */
-export function parseKeyRef(ref: string): KeyRef {
+/**
+ * Parse a key id, key ARN, alias name or alias ARN of this account in `region`. An ARN of another
+ * region names no key here (a KMS key and its aliases belong to one region).
+ */
+export function parseKeyRef(ref: string, region: string): KeyRef {
   if (KEY_ID_RE.test(ref)) return { kind: "key", id: ref };
   if (ref.startsWith("alias/") && ref.length > 6) return { kind: "alias", name: ref };
-  if (ref.startsWith(ARN_PREFIX)) {
-    const rest = ref.slice(ARN_PREFIX.length);
+  const arnPrefix = `arn:aws:kms:${region}:${ACCOUNT_ID}:`;
+  if (ref.startsWith(arnPrefix)) {
+    const rest = ref.slice(arnPrefix.length);
     if (rest.startsWith("key/") && KEY_ID_RE.test(rest.slice(4))) return { kind: "key", id: rest.slice(4) };
     if (rest.startsWith("alias/") && rest.length > 6) return { kind: "alias", name: rest };
   }
   return { kind: "invalid" };
 }
 
+/** The KMS keys and aliases of one region. */
 export class KmsStore {
   readonly keys = new Map<string, KmsKey>();
   readonly aliases = new Map<string, KmsAlias>();
   readonly ebsKey: KmsKey;
 
-  constructor(now: Date = new Date()) {
+  constructor(
+    readonly region: string,
+    now: Date = new Date(),
+  ) {
     this.ebsKey = this.createKey(
       { description: "Default key that protects my EBS volumes when no other key is defined", manager: "AWS" },
       now,
@@ -78,7 +88,7 @@ export class KmsStore {
     const id = randomUUID();
     const key: KmsKey = {
       id,
-      arn: keyArn(id),
+      arn: keyArn(this.region, id),
       description: opts.description,
       state: "Enabled",
       manager: opts.manager,
@@ -91,7 +101,7 @@ export class KmsStore {
 
   /** The key a reference names, or undefined when it names none (unknown key, unknown alias, bad form). */
   find(ref: string): KmsKey | undefined {
-    const r = parseKeyRef(ref);
+    const r = parseKeyRef(ref, this.region);
     if (r.kind === "key") return this.keys.get(r.id);
     if (r.kind === "alias") {
       const a = this.aliases.get(r.name);

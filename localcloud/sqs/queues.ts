@@ -6,7 +6,7 @@
  */
 import { createHash, randomBytes, randomUUID } from "node:crypto";
 import type { Clock } from "../../shared/clock.js";
-import { ACCOUNT_ID, REGION } from "../world/catalog.js";
+import { ACCOUNT_ID, DEFAULT_REGION } from "../world/catalog.js";
 
 /** An SQS error: `type` is the JSON protocol's `__type` shape name, `queryCode` the x-amzn-query-error code. */
 export class SqsError extends Error {
@@ -97,12 +97,13 @@ export class Queue {
     readonly name: string,
     readonly url: string,
     attrs: Partial<Record<SettableAttribute, number>>,
+    readonly region: string = DEFAULT_REGION,
   ) {
     this.attributes = { ...DEFAULTS, ...attrs };
   }
 
   get arn(): string {
-    return `arn:aws:sqs:${REGION}:${ACCOUNT_ID}:${this.name}`;
+    return `arn:aws:sqs:${this.region}:${ACCOUNT_ID}:${this.name}`;
   }
 
   wake(): void {
@@ -138,6 +139,8 @@ export class SqsService {
     private readonly clock: Clock,
     /** http://host:port of the endpoint, known once the server listens. */
     private readonly endpoint: () => string,
+    /** The region these queues are in (their ARNs). */
+    readonly region: string = DEFAULT_REGION,
   ) {}
 
   private readonly timers = new Set<() => void>();
@@ -195,7 +198,7 @@ export class SqsService {
       return existing;
     }
     if (this.queues.size >= MAX_QUEUES) throw new SqsError("OverLimit", "OverLimit", 403, `localcloud keeps at most ${MAX_QUEUES} queues`);
-    const q = new Queue(name, this.urlFor(name), attrs);
+    const q = new Queue(name, this.urlFor(name), attrs, this.region);
     this.queues.set(name, q);
     return q;
   }

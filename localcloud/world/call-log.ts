@@ -12,6 +12,8 @@ export interface CallRecord {
   /** Wall-clock ms when the request arrived. */
   at: number;
   action: string;
+  /** The region the request was for. */
+  region: string;
   caller: string;
   /** "ok" or the EC2 error code answered. */
   outcome: string;
@@ -26,17 +28,18 @@ export class CallLog {
   constructor(private readonly limit = CALL_LOG_LIMIT) {}
 
   /** Records a call as it arrives; `finish` sets its outcome. */
-  start(action: string, caller: string, at = Date.now()): CallRecord {
-    const r: CallRecord = { seq: this.next++, at, action, caller, outcome: "pending" };
+  start(action: string, caller: string, region: string, at = Date.now()): CallRecord {
+    const r: CallRecord = { seq: this.next++, at, action, region, caller, outcome: "pending" };
     this.entries.push(r);
     if (this.entries.length > this.limit) this.entries.splice(0, this.entries.length - this.limit);
     return r;
   }
 
-  list(filter: { since?: number; action?: string; caller?: string; limit?: number } = {}): CallRecord[] {
+  list(filter: { since?: number; action?: string; caller?: string; region?: string; limit?: number } = {}): CallRecord[] {
     const out = this.entries.filter(
       (r) =>
         (filter.since === undefined || r.at >= filter.since) &&
+        (filter.region === undefined || r.region === filter.region) &&
         (filter.action === undefined || r.action === filter.action) &&
         (filter.caller === undefined || r.caller === filter.caller),
     );

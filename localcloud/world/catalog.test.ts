@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { AZS, INSTANCE_TYPES, coreCount, instanceType, spotPrice, threadsPerCore } from "./catalog.js";
+import { INSTANCE_TYPES, coreCount, instanceType, regionCatalog, spotPrice, threadsPerCore, zoneIdPrefix } from "./catalog.js";
 
 describe("localcloud instance type catalog", () => {
   it("has the Graviton types as arm64 with one thread per core, and every x86_64 type keeps two", () => {
@@ -17,7 +17,7 @@ describe("localcloud instance type catalog", () => {
   it("prices an arm64 type below its x86_64 peer, and its spot price below on-demand in every AZ", () => {
     expect(instanceType("m7g.large")!.onDemand).toBeLessThan(instanceType("m6i.large")!.onDemand);
     expect(instanceType("c7g.large")!.onDemand).toBeLessThan(instanceType("c6i.large")!.onDemand);
-    for (const az of AZS) {
+    for (const az of regionCatalog("us-east-1").azs) {
       const p = spotPrice(instanceType("t4g.micro")!, az);
       expect(p).toBeGreaterThan(0);
       expect(p).toBeLessThan(instanceType("t4g.micro")!.onDemand);
@@ -40,5 +40,22 @@ describe("localcloud instance type catalog", () => {
       "c7g.xlarge": [4, 15],
       "c7g.2xlarge": [4, 15],
     });
+  });
+
+  it("names each region's AZs and zone ids as AWS does, and gives each region its own key pair ids", () => {
+    expect(regionCatalog("us-east-1").azIds).toEqual({ "us-east-1a": "use1-az1", "us-east-1b": "use1-az2", "us-east-1c": "use1-az4" });
+    expect(regionCatalog("us-west-2").azs).toEqual(["us-west-2a", "us-west-2b", "us-west-2c"]);
+    expect(["ap-southeast-2", "eu-central-1", "us-gov-west-1", "ca-central-1"].map(zoneIdPrefix)).toEqual([
+      "apse2",
+      "euc1",
+      "usgw1",
+      "cac1",
+    ]);
+    const east = regionCatalog("us-east-1").keyPairs;
+    const west = regionCatalog("us-west-2").keyPairs;
+    expect(west.map((k) => k.name)).toEqual(east.map((k) => k.name));
+    expect(west.map((k) => k.fingerprint)).toEqual(east.map((k) => k.fingerprint));
+    expect(west.map((k) => k.id)).not.toEqual(east.map((k) => k.id));
+    expect(() => regionCatalog("useast1")).toThrow(/not a region name/);
   });
 });

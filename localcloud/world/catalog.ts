@@ -1,11 +1,59 @@
-/** The static part of the seed world: region, AZs, instance types and prices, key pairs, platform billing codes. */
+/** The static part of the seed world: regions and their AZs, instance types and prices, key pairs, platform billing codes. */
 import { createHash, createPrivateKey, createPublicKey } from "node:crypto";
-export const REGION = "us-east-1";
+/** The region a localcloud serves when none is named (its home region then). */
+export const DEFAULT_REGION = "us-east-1";
 export const ACCOUNT_ID = "123456789012";
 /** Owner of the seeded base AMI and its snapshot (Amazon's public-image account). */
 export const AMAZON_OWNER_ID = "137112412989";
-export const AZS = ["us-east-1a", "us-east-1b", "us-east-1c"] as const;
-export const AZ_IDS: Record<string, string> = { "us-east-1a": "use1-az1", "us-east-1b": "use1-az2", "us-east-1c": "use1-az4" };
+
+/** A commercial or GovCloud region name as AWS writes them: us-east-1, eu-west-2, us-gov-west-1. */
+export const REGION_NAME_RE = /^[a-z]{2}(-gov)?-[a-z]+-\d$/;
+
+/** The per-region part of the catalog: the region's three AZs with their zone ids, and the account's key pairs there. */
+export interface RegionCatalog {
+  region: string;
+  azs: readonly string[];
+  /** AZ name -> zone id (use1-az1 style). */
+  azIds: Readonly<Record<string, string>>;
+  keyPairs: readonly KeyPairInfo[];
+}
+
+const DIRECTIONS: Record<string, string> = {
+  north: "n",
+  south: "s",
+  east: "e",
+  west: "w",
+  central: "c",
+  northeast: "ne",
+  northwest: "nw",
+  southeast: "se",
+  southwest: "sw",
+};
+
+/** The short form AWS's zone ids start with: us-east-1 -> use1, ap-southeast-2 -> apse2, us-gov-west-1 -> usgw1. */
+export function zoneIdPrefix(region: string): string {
+  const parts = region.split("-");
+  const n = parts.pop() ?? "";
+  const gov = parts[1] === "gov" ? "g" : "";
+  const dir = parts[parts.length - 1] ?? "";
+  return `${parts[0]}${gov}${DIRECTIONS[dir] ?? dir.slice(0, 1)}${n}`;
+}
+
+const catalogs = new Map<string, RegionCatalog>();
+
+/** The catalog of one region (us-east-1 keeps the zone ids its AZs have in a real account: az1, az2, az4). */
+export function regionCatalog(region: string): RegionCatalog {
+  let c = catalogs.get(region);
+  if (c) return c;
+  if (!REGION_NAME_RE.test(region)) throw new RangeError(`${JSON.stringify(region.slice(0, 64))} is not a region name (like us-east-1)`);
+  const azs = ["a", "b", "c"].map((l) => `${region}${l}`);
+  const prefix = zoneIdPrefix(region);
+  const nums = region === "us-east-1" ? [1, 2, 4] : [1, 2, 3];
+  const azIds = Object.fromEntries(azs.map((az, i) => [az, `${prefix}-az${nums[i]}`]));
+  c = { region, azs, azIds, keyPairs: ["localcloud-key", "localcloud-ops"].map((name, n) => keyPair(name, n, region)) };
+  catalogs.set(region, c);
+  return c;
+}
 
 export const ARCHITECTURES = ["x86_64", "arm64"] as const;
 export type Architecture = (typeof ARCHITECTURES)[number];
@@ -73,9 +121,9 @@ export function coreCount(type: InstanceTypeInfo): number {
   return Math.max(1, type.vcpus / threadsPerCore(type));
 }
 
-/** Deterministic spot price per (type, AZ): 28-40% of on-demand, different per AZ. */
+/** Deterministic spot price per (type, AZ): 28-40% of on-demand, different per AZ letter (the same in every region). */
 export function spotPrice(type: InstanceTypeInfo, az: string): number {
-  const i = AZS.indexOf(az as (typeof AZS)[number]);
+  const i = "abc".indexOf(az.slice(-1));
   const factor = [0.31, 0.36, 0.28][i] ?? 0.4;
   return Math.round(type.onDemand * factor * 1e6) / 1e6;
 }
@@ -110,8 +158,11 @@ export interface KeyPairInfo {
 
 const ED25519_PKCS8_PREFIX = Buffer.from("302e020100300506032b657004220420", "hex");
 
-/** A deterministic ED25519 key pair per name (the seed is derived from the name, so restarts show the same keys). */
-function keyPair(name: string, n: number): KeyPairInfo {
+/**
+ * A deterministic ED25519 key pair per name (the seed is derived from the name, so restarts show the same keys). The same
+ * public key is imported in every region, each import with its own key pair id (us-east-1 keeps the ids it always had).
+ */
+function keyPair(name: string, n: number, region: string): KeyPairInfo {
   const seed = createHash("sha256").update(`localcloud key pair ${name}`).digest();
   const priv = createPrivateKey({ key: Buffer.concat([ED25519_PKCS8_PREFIX, seed]), format: "der", type: "pkcs8" });
   const raw = createPublicKey(priv).export({ format: "der", type: "spki" }).subarray(-32);
@@ -119,19 +170,15 @@ function keyPair(name: string, n: number): KeyPairInfo {
   const blob = Buffer.concat([sshString(Buffer.from("ssh-ed25519")), sshString(raw)]);
   return {
     name,
-    id: `key-${createHash("sha256").update(`key-pair-id ${name}`).digest("hex").slice(0, 17)}`,
+    id: `key-${createHash("sha256")
+      .update(`key-pair-id ${name}${region === DEFAULT_REGION ? "" : ` ${region}`}`)
+      .digest("hex")
+      .slice(0, 17)}`,
     type: "ed25519",
     fingerprint: createHash("sha256").update(blob).digest("base64"),
     publicKey: `ssh-ed25519 ${blob.toString("base64")} ${name}`,
     createTime: new Date(Date.UTC(2026, 0, 1 + n)),
   };
-}
-
-/** The account's key pairs: RunInstances KeyName must name one of these. */
-export const KEY_PAIRS: readonly KeyPairInfo[] = ["localcloud-key", "localcloud-ops"].map(keyPair);
-
-export function keyPairByName(name: string): KeyPairInfo | undefined {
-  return KEY_PAIRS.find((k) => k.name === name);
 }
 
 /** The Windows AMI's name in the seed (alongside the Linux base AMI). */

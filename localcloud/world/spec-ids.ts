@@ -5,7 +5,6 @@
  * random ids every time it starts (and on reset), so they are printed at start and served again by
  * the control API (`GET ids`).
  */
-import { REGION } from "./catalog.js";
 import type { World } from "./world.js";
 
 export interface SpecIds {
@@ -34,7 +33,7 @@ export function specIds(w: World): SpecIds {
     return out;
   };
   return {
-    region: REGION,
+    region: w.region,
     vpcId: vpc.id,
     subnets,
     securityGroupId: sg.id,

@@ -140,6 +140,8 @@ export interface Image {
   name: string;
   description: string;
   state: "pending" | "available" | "failed";
+  /** Why a `failed` image failed (a copy whose snapshot could not be made). */
+  stateReason?: { code: string; message: string };
   ownerId: string;
   ownerAlias?: string;
   rootDeviceName: string;

@@ -14,12 +14,13 @@ import {
   ACCOUNT_ID,
   AMAZON_OWNER_ID,
   ARCHITECTURES,
-  AZS,
-  REGION,
+  DEFAULT_REGION,
   STOCK_IMAGE_NAME_PREFIX,
   WINDOWS_IMAGE_NAME,
   instanceType,
+  regionCatalog,
   type Architecture,
+  type RegionCatalog,
 } from "./catalog.js";
 import { ID_PREFIX, newId } from "./ids.js";
 import { ipToInt, intToIp, parseCidr } from "./ip.js";
@@ -34,6 +35,10 @@ export interface ImdsHandle {
 }
 
 export interface WorldOptions {
+  /** The region this world is (default us-east-1): its AZs, ARNs, identity documents. */
+  region?: string;
+  /** The call log, shared by the worlds of one localcloud (default: this world's own). */
+  calls?: CallLog;
   clock: Clock;
   profile: LatencyProfile;
   timeScale: number;
@@ -56,7 +61,13 @@ export interface Fault {
   when?: "before" | "after";
 }
 
+/** One region of the account: its catalog and every resource in it. The worlds of a localcloud share its clock, runtime and profile. */
 export class World {
+  readonly region: string;
+  /** The region's AZs, zone ids and key pairs. */
+  readonly catalog: RegionCatalog;
+  /** Every region of this localcloud by name, this one included (CopySnapshot and CopyImage read their source from it). */
+  regions: ReadonlyMap<string, World>;
   readonly clock: Clock;
   readonly timeScale: number;
   profile: LatencyProfile;
@@ -80,16 +91,16 @@ export class World {
   clientTokens = new Map<string, { fingerprint: string; ids: string[]; deleted?: boolean }>();
   /** `${type}|${az}|${market}` -> false/0 = none; a number = how many more launches fit. */
   capacity = new Map<string, boolean | number>();
-  /** KMS keys and aliases (the local KMS and EC2's encryption read them). */
-  kms = new KmsStore();
+  /** The region's KMS keys and aliases (the local KMS and EC2's encryption read them). */
+  kms: KmsStore;
   /**
    * The account's EBS encryption defaults: every new volume encrypted when `byDefault`; the key
    * ModifyEbsDefaultKmsKeyId named (as given, or the key's ARN when it named a key), null for aws/ebs.
    */
   ebsEncryption: { byDefault: boolean; defaultKey: string | null } = { byDefault: false, defaultKey: null };
   faults: Fault[] = [];
-  /** Every EC2 Query API call answered (control API `GET calls`). */
-  readonly calls = new CallLog();
+  /** Every EC2 Query API call answered (control API `GET calls`), in every region. */
+  readonly calls: CallLog;
   /** The x86_64 Linux base image (node on its instances): baseImageIds.x86_64. */
   baseImageId = "";
   baseSnapshotId = "";
@@ -105,6 +116,11 @@ export class World {
   private stopped = false;
 
   constructor(opts: WorldOptions) {
+    this.region = opts.region ?? DEFAULT_REGION;
+    this.catalog = regionCatalog(this.region);
+    this.regions = new Map([[this.region, this]]);
+    this.kms = new KmsStore(this.region);
+    this.calls = opts.calls ?? new CallLog();
     this.clock = opts.clock;
     this.timeScale = opts.timeScale;
     this.profile = opts.profile;
@@ -190,18 +206,18 @@ export class World {
     ] as Map<string, unknown>[])
       m.clear();
     this.faults = [];
-    this.kms = new KmsStore();
+    this.kms = new KmsStore(this.region);
     this.ebsEncryption = { byDefault: false, defaultKey: null };
     await this.seed();
   }
 
   // ---- seed -------------------------------------------------------------------------------
 
-  /** us-east-1 a/b/c, default VPC 172.31.0.0/16 with a /20 per AZ, default SG, base AMI. */
+  /** The region's AZs a/b/c, default VPC 172.31.0.0/16 (as in every AWS region) with a /20 per AZ, default SG, base AMIs. */
   async seed(): Promise<void> {
     const vpc: Vpc = { id: newId(ID_PREFIX.vpc), cidr: "172.31.0.0/16", isDefault: true };
     this.vpcs.set(vpc.id, vpc);
-    AZS.forEach((az, i) => {
+    this.catalog.azs.forEach((az, i) => {
       const s: Subnet = {
         id: newId(ID_PREFIX.subnet),
         vpcId: vpc.id,
@@ -406,8 +422,9 @@ export class World {
       instanceId: inst.id,
       instanceType: inst.instanceType,
       imageId: inst.imageId,
-      region: REGION,
+      region: this.region,
       availabilityZone: inst.az,
+      availabilityZoneId: this.catalog.azIds[inst.az],
       accountId: ACCOUNT_ID,
       architecture: inst.architecture,
       pendingTime: inst.pendingTime.toISOString(),
@@ -619,6 +636,11 @@ export class World {
   /** A fresh instance record; callers fill in the rest. */
   wallNow(): Date {
     return new Date();
+  }
+
+  /** The key pair of this region named `name`. */
+  keyPair(name: string) {
+    return this.catalog.keyPairs.find((k) => k.name === name);
   }
 
   /** Resolve an instance type; the catalog is fixed. */

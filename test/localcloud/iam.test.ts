@@ -262,7 +262,7 @@ describe("the per-action resource table", () => {
         "iam:PassRolerole",
       ]),
     );
-    const checks = checksFor("RunInstances", targets);
+    const checks = checksFor("RunInstances", targets, "us-east-1");
     const tagOnCreate = checks.filter((c) => c.action === "ec2:CreateTags");
     expect(tagOnCreate.map((c) => c.resource)).toEqual(["arn:aws:ec2:us-east-1:123456789012:instance/*"]);
     expect(tagOnCreate[0]!.context.get("ec2:createaction")).toEqual(["RunInstances"]);

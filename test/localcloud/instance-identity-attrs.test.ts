@@ -24,7 +24,7 @@ import {
   type RunInstancesCommandInput,
 } from "@aws-sdk/client-ec2";
 import { describeKeyPairs } from "../../localcloud/ec2/actions/catalog.js";
-import { KEY_PAIRS, WINDOWS_IMAGE_NAME } from "../../localcloud/world/catalog.js";
+import { regionCatalog, WINDOWS_IMAGE_NAME } from "../../localcloud/world/catalog.js";
 import type { ProcessRuntime } from "../../localcloud/runtime/process.js";
 import { expectEc2Error, fast, startEnv, until, type Env } from "./helpers.js";
 
@@ -98,7 +98,7 @@ describe("key pairs", () => {
       expect.objectContaining({ code: "InvalidKeyPair.NotFound" }),
     );
     // The keys are the same on every start (derived from their names).
-    expect(KEY_PAIRS.map((k) => k.fingerprint)).toEqual(all.map((k) => k.KeyFingerprint));
+    expect(regionCatalog("us-east-1").keyPairs.map((k) => k.fingerprint)).toEqual(all.map((k) => k.KeyFingerprint));
   });
 });
 

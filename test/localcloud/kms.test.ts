@@ -488,15 +488,16 @@ describe("KMS permissions under an enforced IAM policy", () => {
     const key = `${ARN_PREFIX}key/11111111-2222-3333-4444-555555555555`;
     const p = parsePolicy({ Version: "2012-10-17", Statement: kmsStatements(key) });
     for (const action of EBS_KMS_ACTIONS)
-      expect(evaluate(p, { action, resource: key, context: viaEc2Context(action) }).allowed, action).toBe(true);
+      expect(evaluate(p, { action, resource: key, context: viaEc2Context(action, "us-east-1") }).allowed, action).toBe(true);
     // The caller's own calls carry no kms:ViaService, and its own grants are not for an AWS resource.
     const direct = contextOf({ "kms:CallerAccount": "123456789012" });
     expect(evaluate(p, { action: "kms:Decrypt", resource: key, context: direct }).allowed).toBe(false);
     const notForResource = contextOf({ "kms:ViaService": "ec2.us-east-1.amazonaws.com", "kms:GrantIsForAWSResource": "false" });
     expect(evaluate(p, { action: "kms:CreateGrant", resource: key, context: notForResource }).allowed).toBe(false);
-    expect(evaluate(p, { action: "kms:Decrypt", resource: `${ARN_PREFIX}key/other`, context: viaEc2Context("kms:Decrypt") }).allowed).toBe(
-      false,
-    );
+    expect(
+      evaluate(p, { action: "kms:Decrypt", resource: `${ARN_PREFIX}key/other`, context: viaEc2Context("kms:Decrypt", "us-east-1") })
+        .allowed,
+    ).toBe(false);
   });
 
   it("authorises KMS's own actions: AccessDeniedException without a statement", async () => {

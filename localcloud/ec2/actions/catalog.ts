@@ -15,11 +15,7 @@ import { applyFilters, checkId, dryRun, noIdsWithMaxResults, paginate, tagList }
 import { Ec2Error } from "../errors.js";
 import {
   ACCOUNT_ID,
-  AZS,
-  AZ_IDS,
   INSTANCE_TYPES,
-  KEY_PAIRS,
-  REGION,
   coreCount,
   spotPrice,
   threadsPerCore,
@@ -29,7 +25,8 @@ import {
 import type { SecurityGroup, SpotRequest, Subnet } from "../../world/types.js";
 
 export function describeAvailabilityZones(ctx: Ctx, input: DescribeAvailabilityZonesRequest) {
-  const zones = AZS.map((name) => ({ name, id: AZ_IDS[name]! }));
+  const { region, azs, azIds } = ctx.world.catalog;
+  const zones = azs.map((name) => ({ name, id: azIds[name]! }));
   for (const n of input.ZoneNames ?? [])
     if (!zones.some((z) => z.name === n)) throw new Ec2Error("InvalidParameterValue", `Invalid availability zone: [${n}]`);
   for (const n of input.ZoneIds ?? [])
@@ -40,11 +37,11 @@ export function describeAvailabilityZones(ctx: Ctx, input: DescribeAvailabilityZ
   out = applyFilters(out, input.Filters, {
     "zone-name": (z) => z.name,
     "zone-id": (z) => z.id,
-    "region-name": () => REGION,
+    "region-name": () => region,
     state: () => "available",
     "zone-type": () => "availability-zone",
     "opt-in-status": () => "opt-in-not-required",
-    "group-name": () => REGION,
+    "group-name": () => region,
   });
   dryRun(ctx, input);
   return {
@@ -52,9 +49,9 @@ export function describeAvailabilityZones(ctx: Ctx, input: DescribeAvailabilityZ
       ZoneName: z.name,
       ZoneId: z.id,
       State: "available" as const,
-      RegionName: REGION,
-      GroupName: REGION,
-      NetworkBorderGroup: REGION,
+      RegionName: region,
+      GroupName: region,
+      NetworkBorderGroup: region,
       OptInStatus: "opt-in-not-required" as const,
       ZoneType: "availability-zone",
       Messages: [],
@@ -80,7 +77,7 @@ export function describeSubnets(ctx: Ctx, input: DescribeSubnetsRequest) {
       "subnet-id": (s: Subnet) => s.id,
       "vpc-id": (s: Subnet) => s.vpcId,
       "availability-zone": (s: Subnet) => s.az,
-      "availability-zone-id": (s: Subnet) => AZ_IDS[s.az],
+      "availability-zone-id": (s: Subnet) => w.catalog.azIds[s.az],
       "cidr-block": (s: Subnet) => s.cidr,
       "default-for-az": (s: Subnet) => String(s.defaultForAz),
       state: () => "available",
@@ -98,11 +95,11 @@ export function describeSubnets(ctx: Ctx, input: DescribeSubnetsRequest) {
       CidrBlock: s.cidr,
       AvailableIpAddressCount: w.availableIpCount(s),
       AvailabilityZone: s.az,
-      AvailabilityZoneId: AZ_IDS[s.az],
+      AvailabilityZoneId: w.catalog.azIds[s.az],
       DefaultForAz: s.defaultForAz,
       MapPublicIpOnLaunch: false,
       OwnerId: ACCOUNT_ID,
-      SubnetArn: `arn:aws:ec2:${REGION}:${ACCOUNT_ID}:subnet/${s.id}`,
+      SubnetArn: `arn:aws:ec2:${w.region}:${ACCOUNT_ID}:subnet/${s.id}`,
       Tags: s.tags.size ? tagList(s.tags) : undefined,
     })),
     NextToken: nextToken,
@@ -218,7 +215,7 @@ export function describeSpotPriceHistory(ctx: Ctx, input: DescribeSpotPriceHisto
       throw new Ec2Error("InvalidParameterValue", `Invalid value '${p}' for ProductDescription`);
   for (const t of input.InstanceTypes ?? [])
     if (!ctx.world.instanceType(t)) throw new Ec2Error("InvalidParameterValue", `Invalid value '${t}' for InstanceType.`);
-  if (input.AvailabilityZone !== undefined && !(AZS as readonly string[]).includes(input.AvailabilityZone))
+  if (input.AvailabilityZone !== undefined && !ctx.world.catalog.azs.includes(input.AvailabilityZone))
     throw new Ec2Error("InvalidParameterValue", `Invalid availability zone: [${input.AvailabilityZone}]`);
   if (input.StartTime && input.EndTime && input.StartTime > input.EndTime)
     throw new Ec2Error("InvalidParameterValue", "StartTime must be before EndTime");
@@ -227,7 +224,7 @@ export function describeSpotPriceHistory(ctx: Ctx, input: DescribeSpotPriceHisto
   let rows: Array<{ az: string; type: InstanceTypeInfo; product: string }> = [];
   for (const type of INSTANCE_TYPES) {
     if (input.InstanceTypes?.length && !input.InstanceTypes.includes(type.name as never)) continue;
-    for (const az of AZS) {
+    for (const az of ctx.world.catalog.azs) {
       if (input.AvailabilityZone && input.AvailabilityZone !== az) continue;
       for (const product of wantProducts) rows.push({ az, type, product });
     }
@@ -334,7 +331,7 @@ export function cancelSpotInstanceRequests(ctx: Ctx, input: CancelSpotInstanceRe
 
 /** The account's key pairs (a fixed set: localcloud has no Create/Import/DeleteKeyPair). Not paginated, as on EC2. */
 export function describeKeyPairs(ctx: Ctx, input: DescribeKeyPairsRequest) {
-  let keys = [...KEY_PAIRS];
+  let keys = [...ctx.world.catalog.keyPairs];
   for (const n of input.KeyNames ?? [])
     if (!keys.some((k) => k.name === n)) throw new Ec2Error("InvalidKeyPair.NotFound", `The key pair '${n}' does not exist`);
   for (const id of input.KeyPairIds ?? [])

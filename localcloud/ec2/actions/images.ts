@@ -168,7 +168,7 @@ export function deleteSnapshot(ctx: Ctx, input: DeleteSnapshotRequest) {
 
 const AMI_NAME_RE = /^[a-zA-Z0-9()[\] ./\-'@_]{3,128}$/;
 
-function checkName(w: World, name: string | undefined): string {
+export function checkName(w: World, name: string | undefined): string {
   const n = required(name, "Name");
   if (!AMI_NAME_RE.test(n))
     throw new Ec2Error(
@@ -190,6 +190,7 @@ export function describeImage(i: Image): SdkImage {
     ImageId: i.id,
     ImageLocation: `${i.ownerAlias ?? i.ownerId}/${i.name}`,
     State: i.state,
+    StateReason: i.stateReason ? { Code: i.stateReason.code, Message: i.stateReason.message } : undefined,
     OwnerId: i.ownerId,
     ImageOwnerAlias: i.ownerAlias,
     CreationDate: i.creationDate.toISOString(),
@@ -266,6 +267,14 @@ export function registerImage(ctx: Ctx, input: RegisterImageRequest) {
     let size = ebs.VolumeSize;
     let snapshot: Snapshot | undefined;
     if (ebs.SnapshotId !== undefined) {
+      // A volume from a snapshot has the snapshot's encryption: EC2 refuses Encrypted (either value) and KmsKeyId here
+      // (CopyImage is how an image gets other encryption).
+      for (const p of ["Encrypted", "KmsKeyId"] as const)
+        if (ebs[p] !== undefined)
+          throw new Ec2Error(
+            "InvalidParameterCombination",
+            `${where}.Ebs.${p} cannot be given with ${where}.Ebs.SnapshotId: a volume from a snapshot has the snapshot's encryption`,
+          );
       const s = lookupSnapshot(w, ebs.SnapshotId);
       snapshot = s;
       if (s.state !== "completed")

@@ -31,6 +31,7 @@ import {
 } from "./enis.js";
 import { createTags, deleteTags, describeTags } from "./tags.js";
 import { copySnapshot } from "./copy-snapshot.js";
+import { copyImage } from "./copy-image.js";
 import {
   disableEbsEncryptionByDefault,
   enableEbsEncryptionByDefault,
@@ -93,6 +94,7 @@ export const ACTIONS: Record<string, Handler> = {
   DescribeSpotInstanceRequests: describeSpotInstanceRequests,
   CancelSpotInstanceRequests: cancelSpotInstanceRequests,
   CopySnapshot: copySnapshot,
+  CopyImage: copyImage,
   GetEbsEncryptionByDefault: getEbsEncryptionByDefault,
   EnableEbsEncryptionByDefault: enableEbsEncryptionByDefault,
   DisableEbsEncryptionByDefault: disableEbsEncryptionByDefault,

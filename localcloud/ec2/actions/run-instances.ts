@@ -7,7 +7,7 @@ import { createHash } from "node:crypto";
 import type { Ctx } from "../common.js";
 import { checkId, dryRun, integer, oneOf, required, tagSpecs } from "../common.js";
 import { Ec2Error, architectureMismatch, combination, invalidValue, missing } from "../errors.js";
-import { ACCOUNT_ID, DEVICE_NAME_RE, VOLUME_TYPES, keyPairByName, spotPrice } from "../../world/catalog.js";
+import { ACCOUNT_ID, DEVICE_NAME_RE, VOLUME_TYPES, spotPrice } from "../../world/catalog.js";
 import { ID_PREFIX, newId, newMac } from "../../world/ids.js";
 import type { Eni, Instance, Subnet, Tags, Volume } from "../../world/types.js";
 import { describeReservation } from "./instances.js";
@@ -98,7 +98,7 @@ export async function runInstances(ctx: Ctx, input: RunInstancesRequest): Promis
   // --- identity: key pair and instance profile
   let keyName: string | undefined;
   if (input.KeyName !== undefined) {
-    if (!keyPairByName(input.KeyName)) throw new Ec2Error("InvalidKeyPair.NotFound", `The key pair '${input.KeyName}' does not exist`);
+    if (!w.keyPair(input.KeyName)) throw new Ec2Error("InvalidKeyPair.NotFound", `The key pair '${input.KeyName}' does not exist`);
     keyName = input.KeyName;
   }
   const iamInstanceProfile = instanceProfile(input.IamInstanceProfile);
@@ -171,7 +171,7 @@ export async function runInstances(ctx: Ctx, input: RunInstancesRequest): Promis
     }
   });
   if (planned.length === 0) {
-    const subnet = input.SubnetId !== undefined ? lookupSubnet(ctx, input.SubnetId) : w.defaultSubnet(placementAz ?? "us-east-1a")!;
+    const subnet = input.SubnetId !== undefined ? lookupSubnet(ctx, input.SubnetId) : w.defaultSubnet(placementAz ?? w.catalog.azs[0])!;
     const groups = checkGroups(ctx, input.SecurityGroupIds ?? [], subnet);
     if (input.PrivateIpAddress !== undefined) {
       checkFreeIp(ctx, subnet, input.PrivateIpAddress, "PrivateIpAddress");

@@ -12,7 +12,7 @@ import { createHash } from "node:crypto";
 import type { Ctx } from "../common.js";
 import { applyFilters, checkId, dryRun, integer, noIdsWithMaxResults, oneOf, paginate, required, tagList, tagSpecs } from "../common.js";
 import { Ec2Error, missing } from "../errors.js";
-import { AZS, DEVICE_NAME_RE, VOLUME_TYPES } from "../../world/catalog.js";
+import { DEVICE_NAME_RE, VOLUME_TYPES } from "../../world/catalog.js";
 import { ID_PREFIX, newId } from "../../world/ids.js";
 import type { Volume } from "../../world/types.js";
 import type { World } from "../../world/world.js";
@@ -78,7 +78,7 @@ export function createVolume(ctx: Ctx, input: CreateVolumeRequest): SdkVolume {
     }
   }
   const az = required(input.AvailabilityZone, "AvailabilityZone");
-  if (!(AZS as readonly string[]).includes(az)) throw new Ec2Error("InvalidZone.NotFound", `The zone '${az}' does not exist.`);
+  if (!ctx.world.catalog.azs.includes(az)) throw new Ec2Error("InvalidZone.NotFound", `The zone '${az}' does not exist.`);
   const volumeType = oneOf(input.VolumeType, "VolumeType", Object.keys(VOLUME_TYPES)) ?? "gp2";
   const limits = VOLUME_TYPES[volumeType]!;
   let snapSize = 0;
