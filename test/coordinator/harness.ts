@@ -154,6 +154,8 @@ export async function startEnv(
     iamPolicy?: string | null;
     /** An SQS queue and a rule that sends EC2's instance events to it (localcloud's eventsQueue). */
     eventsQueue?: string;
+    /** The regions localcloud serves (default us-east-1 alone); env.ec2 and env.subnets are the first one's. */
+    regions?: string[];
   } = {},
 ): Promise<Env> {
   reapLeftovers();
@@ -170,6 +172,7 @@ export async function startEnv(
     // Every suite runs under the least-privilege policy spotkeep ships, as on AWS.
     iamPolicy: opts.iamPolicy === null ? undefined : (opts.iamPolicy ?? COORDINATOR_POLICY),
     eventsQueue: opts.eventsQueue,
+    ...(opts.regions ? { regions: opts.regions } : {}),
   });
   const ec2 = createAwsGateway({ region: "us-east-1", endpoint: lc.endpoint, pacingHeadroom: 0 });
   const subnets = [...lc.world.subnets.values()].map((s) => ({ id: s.id, az: s.az })).sort((a, b) => a.az.localeCompare(b.az));

@@ -1,0 +1,142 @@
+/**
+ * `spotkeep restore NAME --region R` (a relocate), in process (test/support/in-process.ts: localcloud
+ * serving us-east-1 and us-west-2 without a runtime, the coordinator managing both, fake agents):
+ * what it refuses (state, region, missing regional overrides, missing copies) without changing
+ * anything, and a paused instance with copyToRegions brought back in us-west-2 from its copies
+ * there: data volume and root from the copies, a new ENI and private IP (the timeline says so),
+ * the old region's resources kept and untouched, then managed in us-west-2 (pause and resume).
+ * What only a real workload shows (the records and the root marker on the restored generation) is
+ * test/coordinator/relocate-e2e.test.ts.
+ */
+import { writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseSpec } from "../../shared/spec.js";
+import { type InProcess, startInProcess } from "../support/in-process.js";
+import { until } from "./harness.js";
+
+let h: InProcess;
+beforeAll(async () => {
+  h = await startInProcess({
+    prefix: "spotkeep-inproc-relocate-",
+    regions: ["us-east-1", "us-west-2"],
+    config: { regions: ["us-west-2"] },
+  });
+});
+afterAll(async () => {
+  await h?.stop();
+});
+
+const WEST = "us-west-2";
+const west = () => h.env.lc.worldFor(WEST);
+const westSubnets = () => [...west().subnets.values()].map((s) => s.id).sort();
+
+/** Every data snapshot and root image of `name` has a completed / available copy in us-west-2. */
+async function copiesDone(name: string): Promise<boolean> {
+  const store = h.coord.store;
+  const snaps = await store.artifacts.list(name, "data-snapshot");
+  const images = await store.artifacts.list(name, "image");
+  const snapCopies = (await store.artifacts.list(name, "snapshot-copy")).filter((c) => c.region === WEST);
+  const imageCopies = (await store.artifacts.list(name, "image-copy")).filter((c) => c.region === WEST);
+  if (snaps.length === 0 || images.length === 0) return false;
+  if (!snaps.every((s) => snapCopies.some((c) => c.sourceId === s.id))) return false;
+  if (!images.every((s) => imageCopies.some((c) => c.sourceId === s.id))) return false;
+  return (
+    snapCopies.every((c) => west().snapshots.get(c.id)?.state === "completed") &&
+    imageCopies.every((c) => west().images.get(c.id)?.state === "available")
+  );
+}
+
+describe("restore --region (relocate)", () => {
+  it("brings a paused instance back in us-west-2 from its copies, with a new ENI and IP; refusals change nothing", async () => {
+    const name = "dr";
+    const spec = { ...h.spec(name), snapshots: { copyToRegions: [WEST], consistency: "crash" } };
+    const created = await h.coord.views.createInstance(parseSpec(spec));
+    expect((await h.coord.engine.wait(created.workflowId)).error).toBeNull();
+    const overrides = { launch: { subnetIds: westSubnets() } };
+
+    // Running: refused by state.
+    const running = await h.api("POST", `instances/${name}/restore`, { region: WEST, overrides });
+    expect(running.status, JSON.stringify(running.body)).toBe(409);
+    expect(running.body.error.message).toBe("dr is running; relocate is allowed from paused, failed");
+
+    expect((await h.cli("snapshot", name, "--wait")).code).toBe(0);
+    const before = (await h.coord.views.getInstance(name))!;
+    expect((await h.cli("pause", name, "--wait")).code).toBe(0);
+    await until("copies of the snapshot and the root image in us-west-2", () => copiesDone(name), 60_000, 100);
+
+    // Refusals, each naming the field; nothing changes.
+    const counts = await h.coord.store.counts();
+    const refused = async (body: unknown, status: number, message: string | RegExp) => {
+      const r = await h.api("POST", `instances/${name}/restore`, body);
+      expect(r.status, JSON.stringify(r.body)).toBe(status);
+      if (typeof message === "string") expect(r.body.error.message).toBe(message);
+      else expect(r.body.error.message).toMatch(message);
+    };
+    await refused(
+      { region: "eu-west-1", overrides },
+      400,
+      "region: eu-west-1 is not a region this coordinator manages (us-east-1, us-west-2)",
+    );
+    await refused({ region: "us-east-1", overrides }, 400, /^region: dr is in us-east-1 already/);
+    await refused({ region: WEST }, 400, /^overrides\.launch\.subnetIds: is required: subnets are regional; give subnets of us-west-2/);
+    await refused(
+      { region: WEST, overrides: { launch: { subnetIds: (before.spec as { launch: { subnetIds: string[] } }).launch.subnetIds } } },
+      400,
+      /^launch\.subnetIds: subnet-\w+.* not exist in us-west-2$/,
+    );
+    await refused({ region: WEST, overrides, extra: 1 }, 400, "body.extra: unknown field (allowed: region, overrides)");
+    await refused(
+      { region: WEST, overrides: { ...overrides, persistence: { volumes: [{ device: "/dev/sdz", sizeGiB: 2 }] } } },
+      400,
+      /overrides\.persistence\.volumes\[0\]\.device: \/dev\/sdz is not a data volume of the instance \(it has: \/dev\/sdf\)/,
+    );
+    expect(await h.coord.store.counts()).toEqual(counts);
+    expect((await h.coord.store.instances.get(name))!.spec.region).toBe("us-east-1");
+
+    // The restore.
+    const file = join(h.dir, "overrides.json");
+    writeFileSync(file, JSON.stringify(overrides));
+    const out = await h.cli("restore", name, "--region", WEST, "-f", file, "--wait");
+    expect(out.stderr).toBe("");
+    expect(out.code).toBe(0);
+    expect(out.stdout).toContain(`${name} is running in ${WEST}`);
+
+    const after = (await h.coord.views.getInstance(name))!;
+    expect(after.state).toBe("running");
+    expect((after.spec as { region: string }).region).toBe(WEST);
+    expect((after.spec as { snapshots: { copyToRegions: unknown[] } }).snapshots.copyToRegions).toEqual([]);
+    expect(after.generation).toBe(before.generation + 1);
+    expect(west().instances.get(after.instanceId!)?.state).toBe("running");
+    const copies = (await h.coord.store.artifacts.list(name, "data-snapshot")).map((a) => a.id);
+    const vol = west().volumes.get(after.resources.volumes[0]!.volumeId!)!;
+    expect(vol).toBeDefined();
+    expect(copies).toContain(vol.snapshotId);
+    expect(west().images.has(after.resources.root.imageId!)).toBe(true);
+    // A new ENI and address in us-west-2; the timeline says the IP changed.
+    expect(after.resources.network.eniId).not.toBe(before.resources.network.eniId);
+    expect(west().enis.has(after.resources.network.eniId!)).toBe(true);
+    expect(after.privateIp).not.toBe(before.privateIp);
+    const events = await h.coord.store.events.list(name, 200);
+    expect(events.find((e) => e.kind === "ip-changed")?.message).toContain(
+      `${before.privateIp} in us-east-1 → ${after.privateIp} in ${WEST}`,
+    );
+    // The old region's volume and ENI are kept, untouched, and no longer the instance's.
+    const kept = (await h.coord.store.deletions.kept(name)).map((k) => k.resourceId);
+    expect(kept).toEqual(expect.arrayContaining([before.resources.volumes[0]!.volumeId!, before.resources.network.eniId!]));
+    expect((await h.coord.store.deletions.kept(name)).every((k) => k.expiresAt === null)).toBe(true);
+    expect(h.env.lc.world.volumes.get(before.resources.volumes[0]!.volumeId!)?.state).toBe("available");
+    expect(h.env.lc.world.enis.has(before.resources.network.eniId!)).toBe(true);
+    // One live generation, in us-west-2.
+    const live = [...h.env.lc.worlds.values()].flatMap((w) => [...w.instances.values()]).filter((i) => i.state === "running");
+    expect(live.map((i) => i.id)).toEqual([after.instanceId]);
+
+    // Managed in us-west-2 like any other: pause and resume there.
+    expect((await h.cli("pause", name, "--wait")).code).toBe(0);
+    expect((await h.cli("resume", name, "--wait")).code).toBe(0);
+    const resumed = (await h.coord.views.getInstance(name))!;
+    expect(resumed.state).toBe("running");
+    expect(west().instances.get(resumed.instanceId!)?.state).toBe("running");
+    expect(resumed.privateIp).toBe(after.privateIp);
+  });
+});
