@@ -91,7 +91,9 @@ describe("restore --region end to end (localcloud process runtime, two regions, 
     );
 
     const file = join(dir, "overrides.yaml");
-    const subnets = [...westWorld.subnets.values()].map((s) => s.id).sort();
+    // Subnets whose CIDR differs from the old one's (both regions' default VPCs are 172.31.0.0/16): the new address must differ.
+    const oldCidr = env.lc.world.subnets.get(env.lc.world.enis.get(first.resources.network.eniId!)!.subnetId)!.cidr;
+    const subnets = [...westWorld.subnets.values()].filter((s) => s.cidr !== oldCidr).map((s) => s.id);
     writeFileSync(file, `launch:\n  subnetIds: [${subnets.join(", ")}]\n`);
     const out = await cli("restore", name, "--region", WEST, "-f", file, "--wait");
     expect(out.code).toBe(0);

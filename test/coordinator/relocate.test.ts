@@ -29,7 +29,11 @@ afterAll(async () => {
 
 const WEST = "us-west-2";
 const west = () => h.env.lc.worldFor(WEST);
-const westSubnets = () => [...west().subnets.values()].map((s) => s.id).sort();
+/** us-west-2's subnets whose CIDR differs from `eniId`'s (both regions' default VPCs are 172.31.0.0/16): a new address differs. */
+const westSubnets = (eniId: string) => {
+  const cidr = h.env.lc.world.subnets.get(h.env.lc.world.enis.get(eniId)!.subnetId)!.cidr;
+  return [...west().subnets.values()].filter((s) => s.cidr !== cidr).map((s) => s.id);
+};
 
 /** Every data snapshot and root image of `name` has a completed / available copy in us-west-2. */
 async function copiesDone(name: string): Promise<boolean> {
@@ -53,7 +57,7 @@ describe("restore --region (relocate)", () => {
     const spec = { ...h.spec(name), snapshots: { copyToRegions: [WEST], consistency: "crash" } };
     const created = await h.coord.views.createInstance(parseSpec(spec));
     expect((await h.coord.engine.wait(created.workflowId)).error).toBeNull();
-    const overrides = { launch: { subnetIds: westSubnets() } };
+    const overrides = { launch: { subnetIds: westSubnets((await h.coord.views.getInstance(name))!.resources.network.eniId!) } };
 
     // Running: refused by state.
     const running = await h.api("POST", `instances/${name}/restore`, { region: WEST, overrides });

@@ -102,11 +102,12 @@ export function relocateRunbook(deps: RunbookDeps): Runbook<RelocateInput> {
       blockDevices,
     });
     await completeBringUp(deps, ctx, plan, launched, { volumesFromSnapshots: input.volumes.map((v) => v.device) });
-    const now = await deps.store.network.get(name);
+    const now = (await deps.store.network.get(name))?.privateIp ?? null;
     await ctx.event(
       "ip-changed",
-      `the private IP changed with the region: ${input.previousIp ?? "none"} in ${input.fromRegion} → ${now?.privateIp ?? "none"} in ${input.region}` +
-        (eni ? ` (new ENI ${eni.eniId})` : ""),
+      `the private IP changed with the region: ${input.previousIp ?? "none"} in ${input.fromRegion} → ${now ?? "none"} in ${input.region}` +
+        (eni ? ` (new ENI ${eni.eniId})` : "") +
+        (now !== null && now === input.previousIp ? "; the same address, in another VPC" : ""),
     );
 
     // 4. Roots of earlier generations in R (a failed earlier run) go; retention applies to the adopted copies.
