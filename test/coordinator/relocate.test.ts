@@ -129,6 +129,9 @@ describe("restore --region (relocate)", () => {
     const kept = (await h.coord.store.deletions.kept(name)).map((k) => k.resourceId);
     expect(kept).toEqual(expect.arrayContaining([before.resources.volumes[0]!.volumeId!, before.resources.network.eniId!]));
     expect((await h.coord.store.deletions.kept(name)).every((k) => k.expiresAt === null)).toBe(true);
+    const described = (await h.api("GET", `instances/${name}`)).body as { kept: Array<{ resourceId: string; expiresAt: string | null }> };
+    expect(described.kept.map((k) => k.resourceId)).toEqual(expect.arrayContaining(kept));
+    expect(described.kept.every((k) => k.expiresAt === null)).toBe(true);
     expect(h.env.lc.world.volumes.get(before.resources.volumes[0]!.volumeId!)?.state).toBe("available");
     expect(h.env.lc.world.enis.has(before.resources.network.eniId!)).toBe(true);
     // One live generation, in us-west-2.
@@ -142,5 +145,73 @@ describe("restore --region (relocate)", () => {
     expect(resumed.state).toBe("running");
     expect(west().instances.get(resumed.instanceId!)?.state).toBe("running");
     expect(resumed.privateIp).toBe(after.privateIp);
+  });
+
+  it("refuses what is regional and missing from the overrides, and a region without copies, naming each; changes nothing", async () => {
+    const name = "dr-bare";
+    const east = h.env.lc.world;
+    const eastSg = [...east.securityGroups.values()][0]!.id;
+    const eastKey = (await h.env.control("POST", "kms/keys", { region: "us-east-1", description: "east key" })).arn as string;
+    const base = h.spec(name);
+    const spec = {
+      ...base,
+      launch: { ...base.launch, securityGroupIds: [eastSg] },
+      persistence: { ...base.persistence, encryption: { encrypted: true, kmsKeyId: eastKey } },
+    };
+    const created = await h.coord.views.createInstance(parseSpec(spec));
+    expect((await h.coord.engine.wait(created.workflowId)).error).toBeNull();
+    expect((await h.cli("pause", name, "--wait")).code).toBe(0);
+    const counts = await h.coord.store.counts();
+    const subnetIds = westSubnets((await h.coord.views.getInstance(name))!.resources.network.eniId!);
+
+    const r1 = await h.api("POST", `instances/${name}/restore`, { region: WEST, overrides: { launch: { subnetIds } } });
+    expect(r1.status, JSON.stringify(r1.body)).toBe(400);
+    expect(r1.body.error.message).toContain("overrides.launch.securityGroupIds: is required: security groups are regional");
+    expect(r1.body.error.message).toContain(
+      "overrides.persistence.encryption.kmsKeyId: is required: the volumes are encrypted with a key of us-east-1; EBS in us-west-2 needs a key of us-west-2",
+    );
+
+    const westSg = [...west().securityGroups.values()][0]!.id;
+    const westKey = (await h.env.control("POST", "kms/keys", { region: WEST, description: "west key" })).arn as string;
+    const regional = { launch: { subnetIds, securityGroupIds: [westSg] }, persistence: { encryption: { kmsKeyId: westKey } } };
+    const r2 = await h.api("POST", `instances/${name}/restore`, { region: WEST, overrides: regional });
+    expect(r2.status, JSON.stringify(r2.body)).toBe(400);
+    expect(r2.body.error.message).toMatch(/^region: us-west-2 has no completed copy of \/dev\/sdf /);
+
+    // A volume field that describes the data is not the overrides' to set.
+    const r3 = await h.api("POST", `instances/${name}/restore`, {
+      region: WEST,
+      overrides: {
+        ...regional,
+        persistence: { ...regional.persistence, volumes: [{ device: "/dev/sdf", volumeId: "vol-0123456789abcdef0" }] },
+      },
+    });
+    expect(r3.status, JSON.stringify(r3.body)).toBe(400);
+    expect(r3.body.error.message).toContain("overrides.persistence.volumes[0].volumeId: is not a volume field a restore can set");
+    expect(await h.coord.store.counts()).toEqual(counts);
+    expect((await h.coord.views.getInstance(name))!.state).toBe("paused");
+  });
+
+  it("with persistence.root and no root image copy, needs launch.imageId of the region, and then boots it", async () => {
+    const name = "dr-noroot";
+    const created = await h.coord.views.createInstance(parseSpec(h.spec(name, { volumes: 0 })));
+    expect((await h.coord.engine.wait(created.workflowId)).error).toBeNull();
+    expect((await h.cli("pause", name, "--wait")).code).toBe(0);
+    const subnetIds = westSubnets((await h.coord.views.getInstance(name))!.resources.network.eniId!);
+    const r = await h.api("POST", `instances/${name}/restore`, { region: WEST, overrides: { launch: { subnetIds } } });
+    expect(r.status, JSON.stringify(r.body)).toBe(400);
+    expect(r.body.error.message).toBe(
+      "overrides.launch.imageId: is required: us-west-2 has no available copy of the instance's root image (persistence.root); " +
+        "give an image of us-west-2",
+    );
+    const ok = await h.api("POST", `instances/${name}/restore`, {
+      region: WEST,
+      overrides: { launch: { subnetIds, imageId: west().baseImageId } },
+    });
+    expect(ok.status, JSON.stringify(ok.body)).toBe(202);
+    expect((await h.coord.engine.wait(ok.body.workflowId)).error).toBeNull();
+    const after = (await h.coord.views.getInstance(name))!;
+    expect(after.state).toBe("running");
+    expect(west().instances.get(after.instanceId!)?.imageId).toBe(west().baseImageId);
   });
 });
