@@ -340,11 +340,14 @@ export class Operations {
         previousIp: net?.privateIp ?? null,
       };
       const wf = await this.d.engine.start("relocate", name, input, "restore", t);
+      // A failed generation may have left its EC2 instance in the old region: nothing is done there (it may be down).
+      const leftover = a.g && a.g.status !== "ended" ? a.g.ec2InstanceId : null;
       await t.events.add(
         name,
         "relocate-started",
         `restore in ${region} requested: generation ${a.inst.generation + 1} from the copies there, a new ENI and private IP; ` +
-          `what ${name} has in ${fromRegion} is kept, untouched`,
+          `what ${name} has in ${fromRegion} is kept, untouched` +
+          (leftover ? `; ${leftover} in ${fromRegion}, if it still runs, is not terminated (terminate it there once the region answers)` : ""),
         wf,
       );
       return wf;

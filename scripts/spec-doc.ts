@@ -89,6 +89,15 @@ export const DESCRIPTIONS: Record<string, string> = {
   "snapshots.root":
     "Also capture the root volume as an image at every snapshot (needs `persistence.root`); images are kept by `keep` too, " +
     "never the one the next generation boots from.",
+  "snapshots.copyToRegions":
+    "Disaster recovery: other regions (at most 5, not the instance's own, each one the coordinator manages) that get a copy of every " +
+    "data snapshot and root image spotkeep keeps, made once the original is complete and deleted with it (retention, delete) or " +
+    "when its region leaves the list. `spotkeep restore NAME --region R` brings the instance back in R from the latest copies there.",
+  "snapshots.copyToRegions[]": "A region name, or a mapping with `region` and `kmsKeyId`.",
+  "snapshots.copyToRegions[].region": "The region the copies go to.",
+  "snapshots.copyToRegions[].kmsKeyId":
+    "The key (of that region) the copies are encrypted with; absent: the region's default EBS key when the copy is encrypted " +
+    "(a copy of an encrypted snapshot or image always is).",
   hooks: "Commands the agent runs on the instance.",
   "hooks.preStop":
     "Runs at quiesce, before sync and freeze (e.g. a fast database shutdown): at a spot notice, a recycle, a pause, and the " +
