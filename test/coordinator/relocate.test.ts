@@ -214,4 +214,32 @@ describe("restore --region (relocate)", () => {
     expect(after.state).toBe("running");
     expect(west().instances.get(after.instanceId!)?.imageId).toBe(west().baseImageId);
   });
+
+  it("brings a failed instance (no capacity left in us-east-1) back in us-west-2", async () => {
+    const name = "dr-failed";
+    const spec = { ...h.spec(name), snapshots: { copyToRegions: [WEST] } };
+    const created = await h.coord.views.createInstance(parseSpec(spec));
+    expect((await h.coord.engine.wait(created.workflowId)).error).toBeNull();
+    expect((await h.cli("snapshot", name, "--wait")).code).toBe(0);
+    const before = (await h.coord.views.getInstance(name))!;
+    // No capacity anywhere in us-east-1: a recycle fails once the old instance is gone, and the instance is failed.
+    for (const t of ["m5.large", "m6i.large"])
+      for (const s of h.env.subnets)
+        for (const market of ["spot", "on-demand"] as const)
+          await h.env.control("PUT", "capacity", { instanceType: t, availabilityZone: s.az, market, available: false });
+    const recycle = await h.api("POST", `instances/${name}/recycle`);
+    expect((await h.coord.engine.wait(recycle.body.workflowId)).status).toBe("failed");
+    expect((await h.coord.views.getInstance(name))!.state).toBe("failed");
+    await until("copies of the snapshot and the root image in us-west-2", () => copiesDone(name), 60_000, 100);
+
+    const overrides = { launch: { subnetIds: westSubnets(before.resources.network.eniId!) } };
+    const r = await h.api("POST", `instances/${name}/restore`, { region: WEST, overrides });
+    expect(r.status, JSON.stringify(r.body)).toBe(202);
+    expect((await h.coord.engine.wait(r.body.workflowId)).error).toBeNull();
+    const after = (await h.coord.views.getInstance(name))!;
+    expect(after.state).toBe("running");
+    expect(west().instances.get(after.instanceId!)?.state).toBe("running");
+    expect(after.generations.filter((g) => g.endedAt === null).map((g) => g.generation)).toEqual([after.generation]);
+    expect(after.privateIp).not.toBe(before.privateIp);
+  });
 });
