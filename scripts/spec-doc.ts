@@ -245,8 +245,9 @@ export function renderSpecReference(): string {
       "`alias/aws/ebs`.",
     "- A volume adopted by `volumeId` must already be encrypted as `persistence.encryption` asks (EC2 keeps a volume's encryption for its life).",
     "- `launch.rootVolume`: size within the type's range, `iops` only with type gp3/io1/io2, `throughput` only with type gp3.",
-    "- `region` is the coordinator's own (checked by the coordinator at create, update, import and group create/update; " +
-      "`spotkeep create --dry-run` shows the refusal without creating anything).",
+    "- `region` is one the coordinator manages, its config `region` or `regions` (checked by the coordinator at create, update, " +
+      "import and group create/update; `spotkeep create --dry-run` shows the refusal without creating anything).",
+    "- `snapshots.copyToRegions` lists each region once and never the spec's own `region`; a key ARN there lies in its region.",
     "",
     "Changing data volumes with `spotkeep update` (volumes are matched by `device`):",
     "- Accepted on a running instance, made live without a restart: a larger `sizeGiB`, and a new `type`, `iops` or `throughput` " +
@@ -267,6 +268,18 @@ export function renderSpecReference(): string {
       "(a new volume is attached and mounted there) and ends with every volume of the stored spec attached and mounted.",
     "- A change that fails (EC2 refuses the modification, the agent cannot grow the filesystem) leaves the stored spec as it " +
       "was; an event on the timeline says why, and a volume already created for it stays (tagged with the workflow).",
+    "",
+    "Restoring in another region (`spotkeep restore NAME --region R -f OVERRIDES`, POST /api/v1/instances/NAME/restore):",
+    "- Allowed when the instance is paused or failed. The overrides are a partial spec laid over the stored one (mappings merge, " +
+      "lists and values replace, data volumes matched by `device`, of which `mountPoint`, `sizeGiB`, `type`, `iops` and `throughput` " +
+      "may be set); the result must be a valid spec in `region: R`. Required in the overrides: `launch.subnetIds` (subnets of R); " +
+      "`launch.securityGroupIds` when the spec has security groups; `persistence.encryption.kmsKeyId` (a key of R) when the spec " +
+      "names a key; `persistence.network.ipPool` with `privateIp: pool`; `launch.imageId` (an image of R) without " +
+      "`persistence.root` or when R has no available copy of the root image. Each data volume needs a completed copy in R.",
+    "- Volumes adopted by `volumeId` lose it (new volumes are made from the copies); when the overrides leave " +
+      "`snapshots.copyToRegions` out, R is dropped from it.",
+    "- The instance gets a new ENI (`privateIp: same-eni`) and so a new private IP. What it had in its old region is kept, untouched, " +
+      "without expiry (`describe` lists it), for you to delete there.",
     "",
   ].join("\n");
 }
