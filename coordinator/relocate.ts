@@ -1,8 +1,8 @@
 /**
  * What `spotkeep restore NAME --region R` (a relocate) is checked against before anything is
  * recorded: the overrides laid over the stored spec, what an instance must be told anew in another
- * region (subnets, security groups, a KMS key, an address pool, an image when no root image copy is
- * there), and the copies in R it comes back from. Pure: the EC2 answers come in as arguments.
+ * region (subnets, security groups, a key pair, target groups, a KMS key, an address pool, an image
+ * when no root image copy is there), and the copies in R it comes back from. Pure: the EC2 answers come in as arguments.
  */
 import { ValidationError } from "../shared/errors.js";
 import { canonicalDevice, encryptionOf, parseSpec, type StatefulInstanceSpec } from "../shared/spec.js";
@@ -43,6 +43,13 @@ export function relocatedSpec(stored: StatefulInstanceSpec, overrides: unknown, 
     need(
       ["persistence", "encryption", "kmsKeyId"],
       `the volumes are encrypted with a key of ${from}; EBS in ${region} needs a key of ${region}`,
+    );
+  if (stored.launch.keyName !== undefined)
+    need(["launch", "keyName"], `key pairs are regional; give a key pair of ${region} (the stored one is in ${from})`);
+  if (stored.loadBalancers)
+    need(
+      ["loadBalancers", "targetGroupArns"],
+      `target groups are regional; give target groups of ${region} (the stored ones are in ${from})`,
     );
   if (stored.persistence.network.privateIp === "pool")
     need(["persistence", "network", "ipPool"], `the stored addresses belong to subnets of ${from}; give addresses in the new subnets`);

@@ -273,7 +273,8 @@ export function renderSpecReference(): string {
     "- Allowed when the instance is paused or failed. The overrides are a partial spec laid over the stored one (mappings merge, " +
       "lists and values replace, data volumes matched by `device`, of which `mountPoint`, `sizeGiB`, `type`, `iops` and `throughput` " +
       "may be set); the result must be a valid spec in `region: R`. Required in the overrides: `launch.subnetIds` (subnets of R); " +
-      "`launch.securityGroupIds` when the spec has security groups; `persistence.encryption.kmsKeyId` (a key of R) when the spec " +
+      "`launch.securityGroupIds` when the spec has security groups; `launch.keyName` and `loadBalancers.targetGroupArns` when it " +
+      "has them; `persistence.encryption.kmsKeyId` (a key of R) when the spec " +
       "names a key; `persistence.network.ipPool` with `privateIp: pool`; `launch.imageId` (an image of R) without " +
       "`persistence.root` or when R has no available copy of the root image. Each data volume needs a completed copy in R.",
     "- Volumes adopted by `volumeId` lose it (new volumes are made from the copies); when the overrides leave " +

@@ -23,10 +23,12 @@ volumes are matched by device. It must give what is regional:
     launch:
       subnetIds: [subnet-…]          # subnets of REGION (always)
       securityGroupIds: [sg-…]       # when the spec has security groups
+      keyName: …                     # when the spec names a key pair
       imageId: ami-…                 # without persistence.root, or no root image copy in REGION
     persistence:
       encryption: {kmsKeyId: …}      # when the spec names a customer-managed key
       network: {ipPool: [...]}       # with privateIp: pool
+    loadBalancers: {targetGroupArns: [...]}   # when the spec has target groups
 When the overrides leave snapshots.copyToRegions out, REGION is dropped from it.
 
 REGION must be one the coordinator manages (config regions). --wait follows the restore until the

@@ -20,7 +20,7 @@
 import type { StatefulInstanceSpec } from "../../../shared/spec.js";
 import { STEP } from "../../../shared/steps.js";
 import type { BlockDeviceRequest } from "../../cloud/gateway.js";
-import type { Artifact, KeptKind, StoreTx } from "../../db/store.js";
+import type { Artifact, DataVolume, KeptKind, StoreTx } from "../../db/store.js";
 import { moveState } from "../../lifecycle.js";
 import type { Runbook, WorkflowContext } from "../engine.js";
 import { Failure } from "../failure.js";
@@ -85,7 +85,19 @@ export function relocateRunbook(deps: RunbookDeps): Runbook<RelocateInput> {
         deleteOnTermination: false,
       };
     });
-    const volumes = (await deps.store.volumes.list(name)).filter((v) => input.volumes.some((c) => c.device === v.device));
+    // The data volumes as the launch makes them: each from its copy (the launch records the new volume ids).
+    const volumes: DataVolume[] = input.volumes.map((c) => {
+      const vs = spec.persistence.volumes.find((x) => x.device === c.device);
+      return {
+        instance: name,
+        device: c.device,
+        mountPoint: vs?.mountPoint ?? null,
+        fsType: vs?.fsType ?? "ext4",
+        volumeId: null,
+        availabilityZone: null,
+        latestSnapshotId: c.snapshotId,
+      };
+    });
     const plan: GenerationPlan = {
       name,
       spec,
