@@ -64,11 +64,6 @@ export class Regions {
     this.home = first;
   }
 
-  /** The worlds by region name. */
-  worlds(): Map<string, World> {
-    return new Map([...this.byName].map(([r, s]) => [r, s.world]));
-  }
-
   /** The region a request is for: its services, or `{ unserved }` naming a region this localcloud does not serve. */
   forRequest(req: IncomingMessage): RegionServices | { unserved: string } {
     const r = signedRegion(req);
@@ -79,13 +74,5 @@ export class Regions {
   /** Why a request for `region` is refused (appended to the service's own message). */
   unservedReason(region: string): string {
     return `localcloud does not serve the region ${JSON.stringify(region.slice(0, 64))} (it serves ${[...this.byName.keys()].join(", ")})`;
-  }
-
-  /** The world that has this instance, volume, snapshot, image or ENI, whichever region it is in. */
-  findWorld(id: string): World | undefined {
-    for (const { world } of this.byName.values())
-      if (world.instances.has(id) || world.volumes.has(id) || world.snapshots.has(id) || world.images.has(id) || world.enis.has(id))
-        return world;
-    return undefined;
   }
 }

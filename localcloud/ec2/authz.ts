@@ -200,6 +200,7 @@ export const AUTHORIZATION: Record<string, Row> = {
   DeleteTags: (w, i) => (i.Resources ?? []).flatMap((id: string) => byId(w, id, { requestTags: tagsOfRequest(i.Tags) })),
   DescribeTags: noResources,
   DescribeAvailabilityZones: noResources,
+  DescribeRegions: noResources,
   DescribeSubnets: noResources,
   DescribeSecurityGroups: noResources,
   DescribeInstanceTypes: noResources,

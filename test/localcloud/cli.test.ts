@@ -77,6 +77,26 @@ describe("spotkeep localcloud", () => {
     expect(p.output().err.trim()).toMatch(/^spotkeep localcloud: --profile must be one of instant, realistic, got "fast"/);
   });
 
+  it("serves every region --regions names, each answered for the region its client signs for", async () => {
+    const p = start(["--port", "0", "--profile", "instant", "--runtime", "none", "--regions", "us-east-1,us-west-2"]);
+    const endpoint = await p.endpoint;
+    const west = new EC2Client({ endpoint, region: "us-west-2", credentials: { accessKeyId: "x", secretAccessKey: "x" } });
+    const out = await west.send(new DescribeAvailabilityZonesCommand({}));
+    expect(out.AvailabilityZones!.map((z) => z.ZoneName)).toEqual(["us-west-2a", "us-west-2b", "us-west-2c"]);
+    // The ids of both regions are printed at start.
+    expect(p.output().out).toContain("(region us-east-1,");
+    expect(p.output().out).toContain("(region us-west-2,");
+    west.destroy();
+    p.child.kill("SIGTERM");
+    expect(await p.exited).toBe(0);
+  });
+
+  it("rejects a bad --regions with exit 2 naming the region", async () => {
+    const p = start(["--regions", "us-east-1,mars-1"]);
+    expect(await p.exited).toBe(2);
+    expect(p.output().err).toMatch(/--regions: "mars-1" is not a region name/);
+  });
+
   const isRoot = process.getuid?.() === 0;
   if (isRoot) console.log("skipping the linux-runtime-without-root check: this run is root");
   it.skipIf(isRoot)("refuses --runtime linux without root, with a clear error", async () => {

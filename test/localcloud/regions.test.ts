@@ -12,6 +12,7 @@ import {
   DescribeAvailabilityZonesCommand,
   DescribeImagesCommand,
   DescribeInstancesCommand,
+  DescribeRegionsCommand,
   DescribeSnapshotsCommand,
   DescribeSubnetsCommand,
   DescribeVolumesCommand,
@@ -19,7 +20,15 @@ import {
   RegisterImageCommand,
   RunInstancesCommand,
 } from "@aws-sdk/client-ec2";
+import {
+  CreateTargetGroupCommand,
+  DescribeTargetGroupsCommand,
+  ElasticLoadBalancingV2Client,
+} from "@aws-sdk/client-elastic-load-balancing-v2";
 import { KMSClient, ListKeysCommand } from "@aws-sdk/client-kms";
+import { CreateQueueCommand, GetQueueAttributesCommand, ListQueuesCommand, SQSClient } from "@aws-sdk/client-sqs";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startLocalCloud } from "../../localcloud/index.js";
 import { PROFILES } from "../../localcloud/profiles.js";
@@ -80,6 +89,12 @@ describe("localcloud with two regions", () => {
     expect(westWorld.baseImageId).not.toBe(eastWorld.baseImageId);
     expect(() => env.cloud.worldFor("eu-west-1")).toThrow(/eu-west-1/);
 
+    const regions = (await west.send(new DescribeRegionsCommand({}))).Regions!;
+    expect(regions.map((r) => [r.RegionName, r.Endpoint, r.OptInStatus])).toEqual([
+      ["us-east-1", "ec2.us-east-1.amazonaws.com", "opt-in-not-required"],
+      ["us-west-2", "ec2.us-west-2.amazonaws.com", "opt-in-not-required"],
+    ]);
+    await expectEc2Error(east.send(new DescribeRegionsCommand({ RegionNames: ["eu-west-1"] })), "InvalidParameterValue", 400);
     const zones = (await west.send(new DescribeAvailabilityZonesCommand({}))).AvailabilityZones!;
     expect(zones.map((z) => [z.ZoneName, z.ZoneId, z.RegionName])).toEqual([
       ["us-west-2a", "usw2-az1", "us-west-2"],
@@ -125,6 +140,29 @@ describe("localcloud with two regions", () => {
     } finally {
       westKms.destroy();
       eastKms.destroy();
+    }
+  });
+
+  it("keeps target groups and SQS queues to their region, their ARNs naming it", async () => {
+    const elb = (region: string) => new ElasticLoadBalancingV2Client({ endpoint: env.cloud.endpoint, region, credentials, maxAttempts: 1 });
+    const sqs = (region: string) => new SQSClient({ endpoint: env.cloud.endpoint, region, credentials, maxAttempts: 1 });
+    const [elbWest, elbEast, sqsWest, sqsEast] = [elb("us-west-2"), elb("us-east-1"), sqs("us-west-2"), sqs("us-east-1")];
+    try {
+      const vpcId = env.cloud.worldFor("us-west-2").defaultVpc().id;
+      const tg = (await elbWest.send(new CreateTargetGroupCommand({ Name: "west-tg", Protocol: "HTTP", Port: 80, VpcId: vpcId })))
+        .TargetGroups![0]!;
+      expect(tg.TargetGroupArn).toMatch(/^arn:aws:elasticloadbalancing:us-west-2:123456789012:targetgroup\/west-tg\//);
+      expect((await elbEast.send(new DescribeTargetGroupsCommand({}))).TargetGroups ?? []).toEqual([]);
+      // us-west-2's VPC is not in us-east-1.
+      await expect(
+        elbEast.send(new CreateTargetGroupCommand({ Name: "east-tg", Protocol: "HTTP", Port: 80, VpcId: vpcId })),
+      ).rejects.toThrow(/not found/);
+      const url = (await sqsWest.send(new CreateQueueCommand({ QueueName: "west-queue" }))).QueueUrl!;
+      const attrs = await sqsWest.send(new GetQueueAttributesCommand({ QueueUrl: url, AttributeNames: ["QueueArn"] }));
+      expect(attrs.Attributes!.QueueArn).toBe("arn:aws:sqs:us-west-2:123456789012:west-queue");
+      expect((await sqsEast.send(new ListQueuesCommand({}))).QueueUrls ?? []).not.toContain(url);
+    } finally {
+      for (const c of [elbWest, elbEast, sqsWest, sqsEast]) c.destroy();
     }
   });
 
@@ -416,6 +454,36 @@ describe("cross-region copy timing", () => {
     } finally {
       w.destroy();
       await timed.stop();
+    }
+  });
+});
+
+describe("cross-region copies on the process runtime", () => {
+  it("a snapshot copied into another region holds the source's data, and so does a volume made there from it", async () => {
+    const penv = await startEnv({ runtime: "process", regions: ["us-east-1", "us-west-2"] });
+    const w = new EC2Client({ endpoint: penv.cloud.endpoint, region: "us-west-2", credentials, maxAttempts: 1 });
+    try {
+      const v = await penv.ec2.send(new CreateVolumeCommand({ AvailabilityZone: "us-east-1a", Size: 1 }));
+      await until(
+        async () => (await penv.ec2.send(new DescribeVolumesCommand({ VolumeIds: [v.VolumeId!] }))).Volumes![0]!.State === "available",
+        "volume",
+      );
+      const dir = join(penv.cloud.stateDir, "volumes", v.VolumeId!);
+      await mkdir(dir, { recursive: true });
+      await writeFile(join(dir, "record"), "acknowledged\n");
+      const snap = await penv.ec2.send(new CreateSnapshotCommand({ VolumeId: v.VolumeId }));
+      await until(async () => (await snapshot(penv.ec2, snap.SnapshotId!)).State === "completed", "snapshot completed");
+      const copy = await w.send(new CopySnapshotCommand({ SourceRegion: "us-east-1", SourceSnapshotId: snap.SnapshotId }));
+      await until(async () => (await snapshot(w, copy.SnapshotId!)).State === "completed", "copy completed");
+      const restored = await w.send(new CreateVolumeCommand({ AvailabilityZone: "us-west-2c", SnapshotId: copy.SnapshotId }));
+      await until(
+        async () => (await w.send(new DescribeVolumesCommand({ VolumeIds: [restored.VolumeId!] }))).Volumes![0]!.State === "available",
+        "restored",
+      );
+      expect(await readFile(join(penv.cloud.stateDir, "volumes", restored.VolumeId!, "record"), "utf8")).toBe("acknowledged\n");
+    } finally {
+      w.destroy();
+      await penv.stop();
     }
   });
 });

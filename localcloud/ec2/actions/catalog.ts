@@ -2,6 +2,7 @@
 import type {
   CancelSpotInstanceRequestsRequest,
   DescribeAvailabilityZonesRequest,
+  DescribeRegionsRequest,
   DescribeInstanceTypesRequest,
   DescribeKeyPairsRequest,
   DescribeSecurityGroupsRequest,
@@ -57,6 +58,25 @@ export function describeAvailabilityZones(ctx: Ctx, input: DescribeAvailabilityZ
       Messages: [],
     })),
   };
+}
+
+/**
+ * The account's enabled regions: the regions this localcloud serves (with AllRegions too: localcloud
+ * knows no other region), each with its regional EC2 endpoint name.
+ */
+export function describeRegions(ctx: Ctx, input: DescribeRegionsRequest) {
+  const served = [...ctx.world.regions.keys()];
+  for (const n of input.RegionNames ?? [])
+    if (!served.includes(n))
+      throw new Ec2Error("InvalidParameterValue", `Invalid region: ${n.slice(0, 64)} (this localcloud serves ${served.join(", ")})`);
+  let out = served.filter((r) => !input.RegionNames?.length || input.RegionNames.includes(r));
+  out = applyFilters(out, input.Filters, {
+    "region-name": (r) => r,
+    endpoint: (r) => `ec2.${r}.amazonaws.com`,
+    "opt-in-status": () => "opt-in-not-required",
+  });
+  dryRun(ctx, input);
+  return { Regions: out.map((r) => ({ RegionName: r, Endpoint: `ec2.${r}.amazonaws.com`, OptInStatus: "opt-in-not-required" })) };
 }
 
 export function describeSubnets(ctx: Ctx, input: DescribeSubnetsRequest) {

@@ -61,7 +61,7 @@ export function copyImage(ctx: Ctx, input: CopyImageRequest) {
   const sourceId = required(input.SourceImageId, "SourceImageId");
   const nameGiven = required(input.Name, "Name");
   const from = sourceWorld(w, region);
-  const src = sourceImage(from, sourceId);
+  // A retry with the token answers the first call's image, even once its source is gone.
   if (input.ClientToken !== undefined) {
     if (input.ClientToken.length > 64 || !/^[\x20-\x7e]*$/.test(input.ClientToken))
       throw invalidValue("ClientToken", input.ClientToken, "A client token is at most 64 ASCII characters");
@@ -73,6 +73,7 @@ export function copyImage(ctx: Ctx, input: CopyImageRequest) {
       return { ImageId: prior.ids[0] };
     }
   }
+  const src = sourceImage(from, sourceId);
   const name = checkName(w, nameGiven);
   for (const p of ["DestinationOutpostArn", "DestinationAvailabilityZone", "DestinationAvailabilityZoneId"] as const)
     if (input[p] !== undefined) throw new Ec2Error("InvalidParameterValue", `${p}: localcloud copies images to a region only`);
