@@ -241,5 +241,45 @@ describe("restore --region (relocate)", () => {
     expect(west().instances.get(after.instanceId!)?.state).toBe("running");
     expect(after.generations.filter((g) => g.endedAt === null).map((g) => g.generation)).toEqual([after.generation]);
     expect(after.privateIp).not.toBe(before.privateIp);
+    for (const t of ["m5.large", "m6i.large"])
+      for (const s of h.env.subnets)
+        for (const market of ["spot", "on-demand"] as const)
+          await h.env.control("PUT", "capacity", { instanceType: t, availabilityZone: s.az, market, available: true });
+  });
+
+  it("a restore that fails in us-west-2 (no capacity there) leaves the instance failed there; resume brings it up from the copies", async () => {
+    const name = "dr-retry";
+    const spec = { ...h.spec(name), snapshots: { copyToRegions: [WEST] } };
+    const created = await h.coord.views.createInstance(parseSpec(spec));
+    expect((await h.coord.engine.wait(created.workflowId)).error).toBeNull();
+    expect((await h.cli("snapshot", name, "--wait")).code).toBe(0);
+    const before = (await h.coord.views.getInstance(name))!;
+    expect((await h.cli("pause", name, "--wait")).code).toBe(0);
+    await until("copies of the snapshot and the root image in us-west-2", () => copiesDone(name), 60_000, 100);
+    const westCapacity = async (available: boolean) => {
+      for (const t of ["m5.large", "m6i.large"])
+        for (const az of new Set([...west().subnets.values()].map((s) => s.az)))
+          for (const market of ["spot", "on-demand"] as const)
+            await h.env.control("PUT", "capacity", { instanceType: t, availabilityZone: az, market, available });
+    };
+    await westCapacity(false);
+    const overrides = { launch: { subnetIds: westSubnets(before.resources.network.eniId!) } };
+    const r = await h.api("POST", `instances/${name}/restore`, { region: WEST, overrides });
+    expect(r.status, JSON.stringify(r.body)).toBe(202);
+    expect((await h.coord.engine.wait(r.body.workflowId)).status).toBe("failed");
+    const failed = (await h.coord.views.getInstance(name))!;
+    expect(failed.state).toBe("failed");
+    expect((failed.spec as { region: string }).region).toBe(WEST);
+    // It is in us-west-2 now: another restore there is refused; resume makes the volumes from the copies.
+    const again = await h.api("POST", `instances/${name}/restore`, { region: WEST, overrides });
+    expect(again.status).toBe(400);
+    await westCapacity(true);
+    expect((await h.cli("resume", name, "--wait")).code).toBe(0);
+    const after = (await h.coord.views.getInstance(name))!;
+    expect(after.state).toBe("running");
+    expect(west().instances.get(after.instanceId!)?.state).toBe("running");
+    const vol = west().volumes.get(after.resources.volumes[0]!.volumeId!)!;
+    expect((await h.coord.store.artifacts.list(name, "data-snapshot")).map((a) => a.id)).toContain(vol.snapshotId);
+    expect(after.resources.network.eniId).not.toBe(before.resources.network.eniId);
   });
 });

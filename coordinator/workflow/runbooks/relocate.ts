@@ -19,7 +19,6 @@
  */
 import type { StatefulInstanceSpec } from "../../../shared/spec.js";
 import { STEP } from "../../../shared/steps.js";
-import type { BlockDeviceRequest } from "../../cloud/gateway.js";
 import type { Artifact, DataVolume, KeptKind, StoreTx } from "../../db/store.js";
 import { moveState } from "../../lifecycle.js";
 import type { Runbook, WorkflowContext } from "../engine.js";
@@ -27,7 +26,7 @@ import { Failure } from "../failure.js";
 import { createStableEni } from "./create.js";
 import type { RunbookDeps } from "./deps.js";
 import { completeBringUp, type GenerationPlan, launchStep, retire } from "./generation.js";
-import { candidates, describeLaunchSubnets, MUTATE_POLICY } from "./launch.js";
+import { candidates, describeLaunchSubnets, MUTATE_POLICY, volumesFromSnapshots } from "./launch.js";
 
 export interface RelocateInput {
   name: string;
@@ -73,18 +72,7 @@ export function relocateRunbook(deps: RunbookDeps): Runbook<RelocateInput> {
         : null;
 
     // 3. Launch with each data volume made from its copy (in the launch's AZ), then the bring-up.
-    const blockDevices: BlockDeviceRequest[] = input.volumes.map((c) => {
-      const vs = spec.persistence.volumes.find((x) => x.device === c.device);
-      return {
-        deviceName: c.device,
-        snapshotId: c.snapshotId,
-        volumeType: vs?.type,
-        iops: vs?.iops,
-        throughput: vs?.throughput,
-        ...(vs ? { sizeGiB: vs.sizeGiB } : {}),
-        deleteOnTermination: false,
-      };
-    });
+    const blockDevices = volumesFromSnapshots(spec, input.volumes);
     // The data volumes as the launch makes them: each from its copy (the launch records the new volume ids).
     const volumes: DataVolume[] = input.volumes.map((c) => {
       const vs = spec.persistence.volumes.find((x) => x.device === c.device);
