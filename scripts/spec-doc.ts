@@ -281,6 +281,8 @@ export function renderSpecReference(): string {
       "`snapshots.copyToRegions` out, R is dropped from it.",
     "- The instance gets a new ENI (`privateIp: same-eni`) and so a new private IP. What it had in its old region is kept, untouched, " +
       "without expiry (`describe` lists it), for you to delete there.",
+    "- A restore that fails once it has begun leaves the instance failed in R, its spec there; `spotkeep resume` then makes " +
+      "the data volumes from the same copies.",
     "",
   ].join("\n");
 }

@@ -31,6 +31,9 @@ volumes are matched by device. It must give what is regional:
     loadBalancers: {targetGroupArns: [...]}   # when the spec has target groups
 When the overrides leave snapshots.copyToRegions out, REGION is dropped from it.
 
+A restore that fails once it has begun leaves the instance failed in REGION (its spec there); resume
+then makes the data volumes from the same copies.
+
 REGION must be one the coordinator manages (config regions). --wait follows the restore until the
 instance serves in REGION (exit 0) or the restore fails (exit 1).`,
   async run(argv) {
