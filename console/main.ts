@@ -370,6 +370,8 @@ function Instance({ name, summary }: { name: string; summary: InstanceSummary | 
   if (error && !detail) return html`<p class="error" role="alert">${error}</p>`;
   if (!detail || !events) return html`<p>Loading…</p>`;
   const spec = (detail.spec ?? {}) as {
+    region?: string;
+    snapshots?: { copyToRegions?: Array<{ region: string }> };
     launch?: { instanceTypes?: string[]; market?: { type?: string; fallbackToOnDemand?: boolean }; subnetIds?: string[]; imageId?: string };
     persistence?: { root?: boolean; dataMethod?: string; network?: { privateIp?: string } };
   };
@@ -407,6 +409,7 @@ function Instance({ name, summary }: { name: string; summary: InstanceSummary | 
       <div>
         <h3>Spec</h3>
         ${kv([
+          ["region", spec.region],
           ["market", `${spec.launch?.market?.type ?? "—"}${spec.launch?.market?.fallbackToOnDemand ? " (on-demand fallback)" : ""}`],
           ["instance types", spec.launch?.instanceTypes?.join(", ")],
           ["subnets", spec.launch?.subnetIds?.join(", ")],
@@ -414,6 +417,7 @@ function Instance({ name, summary }: { name: string; summary: InstanceSummary | 
           ["root disk kept", spec.persistence?.root ? "yes" : "no"],
           ["data method", spec.persistence?.dataMethod],
           ["private IP", spec.persistence?.network?.privateIp],
+          ["copies to", (spec.snapshots?.copyToRegions ?? []).map((c) => c.region).join(", ") || "—"],
         ])}
       </div>
       <div>
@@ -439,9 +443,10 @@ function Instance({ name, summary }: { name: string; summary: InstanceSummary | 
       (detail.resources.artifacts ?? []).length === 0
         ? html`<p class="empty">None held.</p>`
         : html`<table class="small" data-testid="artifacts">
-          <thead><tr><th>Id</th><th>Kind</th><th>Device</th><th>Generation</th><th>Age</th></tr></thead>
+          <thead><tr><th>Id</th><th>Kind</th><th>Region</th><th>Copy of</th><th>Device</th><th>Generation</th><th>Age</th></tr></thead>
           <tbody>${(detail.resources.artifacts ?? []).map(
-            (a) => html`<tr><td class="mono">${a.id}</td><td>${a.kind}</td><td>${a.device ?? "—"}</td><td>${a.generation ?? "—"}</td>
+            (a) => html`<tr><td class="mono">${a.id}</td><td>${a.kind}</td><td>${a.region ?? spec.region ?? "—"}</td>
+              <td class="mono">${a.region ? (a.sourceId ?? "—") : "—"}</td><td>${a.device ?? "—"}</td><td>${a.generation ?? "—"}</td>
               <td title=${a.createdAt}>${age(a.createdAt, now)}</td></tr>`,
           )}</tbody>
         </table>`

@@ -13,7 +13,7 @@ import type { Duplex } from "node:stream";
 import type { Clock } from "../shared/clock.js";
 import { BootReport } from "../shared/protocol.js";
 import { AgentHub, BootReportRefused, type CommandBody, type WelcomeConfig } from "./agents/hub.js";
-import type { loadCertificate } from "./agents/identity.js";
+import type { IdentityKeys } from "./agents/identity.js";
 import { ReportSignal } from "./agents/report-signal.js";
 import type { DataVolume, StatefulInstance, Store, WorkflowRecord } from "./db/store.js";
 import { AGENT_HEARTBEAT_MS, AGENT_POLL_MS, type HealthMonitor } from "./health.js";
@@ -30,7 +30,7 @@ const REFUSAL_LOG_MS = 60_000;
 
 export interface AgentLinkDeps {
   clock: Clock;
-  publicKey: ReturnType<typeof loadCertificate>;
+  publicKey: IdentityKeys;
   store: Store;
   metrics: Metrics;
   /** Require a session's source address to be one of its instance's private addresses. */

@@ -12,7 +12,7 @@ import { isAwsEc2, shippedCertificatePath, shippedRegions } from "./agents/aws-c
 import { modelClock, type ScaledClock, scaledClock } from "../shared/clock.js";
 import type { StatefulInstanceSpec } from "../shared/spec.js";
 import type { AgentHub } from "./agents/hub.js";
-import { loadCertificate } from "./agents/identity.js";
+import { type IdentityKeys, loadCertificate } from "./agents/identity.js";
 import { createApiServer } from "./api/server.js";
 import { SavingsReport } from "./savings.js";
 import { loadOrCreateAdminToken } from "./api/token.js";
@@ -150,8 +150,9 @@ export async function startCoordinator(opts: StartOptions, hooks: CoordinatorHoo
   const config = parseConfig(opts.config);
   const log = opts.log ?? (() => undefined);
   const dataDir = resolve(opts.dataDir ?? config.dataDir);
-  // On AWS the certificate AWS publishes for the region ships with spotkeep.
-  const shipped = !config.identityCertificate && isAwsEc2(config.ec2Endpoint) ? shippedCertificatePath(config.region) : null;
+  // On AWS the certificate AWS publishes for each region ships with spotkeep; a configured one serves every region.
+  const awsShipped = !config.identityCertificate && isAwsEc2(config.ec2Endpoint);
+  const shipped = awsShipped ? shippedCertificatePath(config.region) : null;
   const identityCertificate = config.identityCertificate ?? shipped;
   if (!identityCertificate)
     throw new Refusal(
@@ -163,7 +164,24 @@ export async function startCoordinator(opts: StartOptions, hooks: CoordinatorHoo
             "set it to AWS's RSA certificate for the region (PEM text or a file path)",
     );
   if (shipped) log(`identity certificate: AWS's for ${config.region} (${shipped})`);
-  const publicKey = loadCertificate(identityCertificate);
+  const homeKey = loadCertificate(identityCertificate);
+  let publicKey: IdentityKeys = homeKey;
+  if (awsShipped && config.regions.some((r) => r !== config.region)) {
+    const keys = new Map([[config.region, homeKey]]);
+    for (const r of config.regions) {
+      if (keys.has(r)) continue;
+      const path = shippedCertificatePath(r);
+      if (!path)
+        throw new Refusal(
+          "invalid",
+          `regions: no identity certificate ships for ${r} (shipped: ${shippedRegions().join(", ")}); ` +
+            "set identityCertificate, or manage that region from a coordinator configured with its certificate",
+        );
+      keys.set(r, loadCertificate(path));
+      log(`identity certificate: AWS's for ${r} (${path})`);
+    }
+    publicKey = (region) => keys.get(region) ?? null;
+  }
   const clock = scaledClock(config.timeScale);
   // One coordinator per data directory (0700, its files 0600); the store is checked at open.
   const dir = openDataDir(dataDir, { now: clock.now });
@@ -221,7 +239,7 @@ function leaseLostExit(log: (line: string) => void): (reason: string) => void {
 interface Opened {
   dataDir: string;
   store: Store;
-  publicKey: ReturnType<typeof loadCertificate>;
+  publicKey: IdentityKeys;
   clock: ScaledClock;
   config: CoordinatorConfig;
   opts: StartOptions;

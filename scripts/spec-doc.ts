@@ -10,9 +10,9 @@ import { StatefulInstanceSpec } from "../shared/spec.js";
 export const DESCRIPTIONS: Record<string, string> = {
   name: "The stateful instance's name: unique per coordinator, used in tags and the CLI.",
   region:
-    "AWS region the instance lives in. One coordinator manages one region (its config `region`): create, update, import and " +
-    "group create/update refuse a spec whose `region` is another. A spec without `region` means us-east-1: name the region " +
-    "when the coordinator runs elsewhere.",
+    "AWS region the instance lives in: every EC2, ELBv2 and KMS call about it goes to that region. It must be one the coordinator " +
+    "manages (its config `region`, or one of its `regions`): create, update, import and group create/update refuse any other. " +
+    "A spec sent without `region` is in the coordinator's own `region`. It cannot change by `update`.",
   launch: "How each generation is launched.",
   "launch.imageId":
     "AMI of the first generation. With `persistence.root`, later generations boot from spotkeep's own image of the root volume.",
@@ -90,14 +90,16 @@ export const DESCRIPTIONS: Record<string, string> = {
     "Also capture the root volume as an image at every snapshot (needs `persistence.root`); images are kept by `keep` too, " +
     "never the one the next generation boots from.",
   "snapshots.copyToRegions":
-    "Disaster recovery: other regions (at most 5, not the instance's own, each one the coordinator manages) that get a copy of every " +
-    "data snapshot and root image spotkeep keeps, made once the original is complete and deleted with it (retention, delete) or " +
-    "when its region leaves the list. `spotkeep restore NAME --region R` brings the instance back in R from the latest copies there.",
-  "snapshots.copyToRegions[]": "A region name, or a mapping with `region` and `kmsKeyId`.",
+    "Disaster recovery: regions (each one the coordinator manages, not the instance's own) that get a copy of every data snapshot " +
+    "and root image spotkeep keeps for the instance. The coordinator's periodic pass copies each once it is complete " +
+    "(CopySnapshot/CopyImage, tagged `spotkeep:copy-of`), and deletes a copy when its original goes (retention, delete) or its " +
+    "region leaves the list. `describe --json` lists the copies (`snapshot-copy`, `image-copy`, with their region). " +
+    "`spotkeep restore NAME --region R` brings the instance back in R from the latest copies there.",
+  "snapshots.copyToRegions[]": "A region as a string (`us-west-2`), or `{region, kmsKeyId}`.",
   "snapshots.copyToRegions[].region": "The region the copies go to.",
   "snapshots.copyToRegions[].kmsKeyId":
-    "The key (of that region) the copies are encrypted with; absent: the region's default EBS key when the copy is encrypted " +
-    "(a copy of an encrypted snapshot or image always is).",
+    "The key of that region the copies are encrypted with; absent: that region's default EBS key when the copy is encrypted " +
+    "(a copy of an encrypted snapshot always is).",
   hooks: "Commands the agent runs on the instance.",
   "hooks.preStop":
     "Runs at quiesce, before sync and freeze (e.g. a fast database shutdown): at a spot notice, a recycle, a pause, and the " +
@@ -245,9 +247,9 @@ export function renderSpecReference(): string {
       "`alias/aws/ebs`.",
     "- A volume adopted by `volumeId` must already be encrypted as `persistence.encryption` asks (EC2 keeps a volume's encryption for its life).",
     "- `launch.rootVolume`: size within the type's range, `iops` only with type gp3/io1/io2, `throughput` only with type gp3.",
-    "- `region` is one the coordinator manages, its config `region` or `regions` (checked by the coordinator at create, update, " +
-      "import and group create/update; `spotkeep create --dry-run` shows the refusal without creating anything).",
-    "- `snapshots.copyToRegions` lists each region once and never the spec's own `region`; a key ARN there lies in its region.",
+    "- `region`, and each `snapshots.copyToRegions[].region`, is a region the coordinator manages (checked by the coordinator at " +
+      "create, update, import and group create/update; `spotkeep create --dry-run` shows the refusal without creating anything).",
+    "- `snapshots.copyToRegions` lists each region once and never the instance's own; a key ARN lies in its region.",
     "",
     "Changing data volumes with `spotkeep update` (volumes are matched by `device`):",
     "- Accepted on a running instance, made live without a restart: a larger `sizeGiB`, and a new `type`, `iops` or `throughput` " +

@@ -75,7 +75,7 @@ describe("spec parsing", () => {
       encryption: { encrypted: false },
     });
     expect(spec.launch.rootVolume).toBeUndefined();
-    expect(spec.snapshots).toEqual({ intervalMinutes: 0, keep: 3, consistency: "freeze", root: false });
+    expect(spec.snapshots).toEqual({ intervalMinutes: 0, keep: 3, consistency: "freeze", root: false, copyToRegions: [] });
     expect(spec.onRebalance).toBe("snapshot");
   });
 
@@ -286,6 +286,28 @@ describe("adopted volumes", () => {
       },
     });
     expect(spec.persistence.volumes.map((v) => v.mountPoint)).toEqual([undefined, undefined]);
+  });
+});
+
+describe("disaster-recovery copies", () => {
+  const withCopies = (copyToRegions: unknown) => ({ ...minimal, snapshots: { copyToRegions } });
+  it("takes regions as names or {region, kmsKeyId}", () => {
+    const key = "arn:aws:kms:eu-west-1:123456789012:alias/dr";
+    expect(parseSpec(withCopies(["us-west-2", { region: "eu-west-1", kmsKeyId: key }])).snapshots.copyToRegions).toEqual([
+      { region: "us-west-2" },
+      { region: "eu-west-1", kmsKeyId: key },
+    ]);
+  });
+  it("refuses the instance's own region, a region twice, a key of another region and a malformed region, naming the item", () => {
+    expect(errorOf(withCopies(["us-east-1"]))).toBe("snapshots.copyToRegions[0].region: is the instance's own region (us-east-1)");
+    expect(errorOf(withCopies(["us-west-2", { region: "us-west-2" }]))).toBe(
+      "snapshots.copyToRegions[1].region: repeats snapshots.copyToRegions[0]",
+    );
+    expect(errorOf(withCopies([{ region: "us-west-2", kmsKeyId: "arn:aws:kms:eu-west-1:123456789012:alias/dr" }]))).toBe(
+      "snapshots.copyToRegions[0].kmsKeyId: is in eu-west-1, not in us-west-2 (a copy is encrypted with a key of its own region)",
+    );
+    expect(errorOf(withCopies(["mars-1"]))).toMatch(/^snapshots\.copyToRegions\[0\]\.region: is not an AWS region/);
+    expect(errorOf(withCopies([{ region: "us-west-2", key: "x" }]))).toMatch(/^snapshots\.copyToRegions\[0\]: .*key/);
   });
 });
 

@@ -6,6 +6,16 @@ import { renderTable } from "../table.js";
 import { healthText } from "../health-text.js";
 
 /** The EBS encryption the spec asks of every volume spotkeep creates (a spec stored before the field asks for none). */
+/** The spec's region and the regions its copies go to (the API sends the spec as stored, untyped). */
+function regionsOf(spec: unknown): { region: string; copyTo: string[] } {
+  const sp = spec as { region?: unknown; snapshots?: { copyToRegions?: Array<{ region?: unknown }> } } | null;
+  const copyTo = Array.isArray(sp?.snapshots?.copyToRegions) ? sp.snapshots.copyToRegions : [];
+  return {
+    region: typeof sp?.region === "string" ? sp.region : "",
+    copyTo: copyTo.flatMap((c) => (typeof c?.region === "string" ? [c.region] : [])),
+  };
+}
+
 export function encryptionText(spec: unknown): string {
   const e = (spec as { persistence?: { encryption?: { encrypted?: unknown; kmsKeyId?: unknown } } } | null)?.persistence?.encryption;
   if (e?.encrypted !== true) return "not asked (the account's default encryption applies)";
@@ -115,6 +125,7 @@ of the instance, not EC2's view). --json has all of it under the same names as t
         ["FIELD", "VALUE"],
         [
           ["name", d.name],
+          ["region", regionsOf(d.spec).region],
           ["state", d.state + (d.stateReason ? ` (${d.stateReason})` : "")],
           ["generation", d.generation],
           ["instance", d.instanceId],
@@ -141,6 +152,27 @@ of the instance, not EC2's view). --json has all of it under the same names as t
           )
         : "none\n",
     );
+    const copies = (d.resources.artifacts ?? []).filter((a) => a.region);
+    const copyTo = regionsOf(d.spec).copyTo;
+    if (copies.length || copyTo.length) {
+      out.push("\nCOPIES IN OTHER REGIONS\n");
+      out.push(
+        copies.length
+          ? renderTable(
+              ["REGION", "COPY", "OF", "KIND", "DEVICE", "GEN", "CREATED"],
+              copies.map((c) => [
+                c.region,
+                c.id,
+                c.sourceId,
+                c.kind === "image-copy" ? "root image" : "snapshot",
+                c.device,
+                c.generation,
+                c.createdAt,
+              ]),
+            )
+          : `none yet (snapshots.copyToRegions: ${copyTo.join(", ")})\n`,
+      );
+    }
     if (d.maintenance?.length) {
       out.push("\nSCHEDULED MAINTENANCE\n");
       out.push(

@@ -288,7 +288,7 @@ async function checkEbsEncryption(config: CoordinatorConfig): Promise<CheckResul
   }
 }
 
-/** The certificate that verifies identity documents, for the coordinator's region and every region a stored spec names. */
+/** The certificates that verify identity documents: of every region the coordinator manages, and every region a stored spec names. */
 async function checkIdentityCertificates(
   config: CoordinatorConfig,
   localcloud: string | undefined,
@@ -313,7 +313,8 @@ async function checkIdentityCertificates(
       return [fail(name(config.region), message(err), `start localcloud at ${from}, or set identityCertificate`)];
     }
   }
-  const regions = [...new Set([config.region, ...specRegions])].sort();
+  const managed = new Set([config.region, ...config.regions]);
+  const regions = [...new Set([...managed, ...specRegions])].sort();
   return regions.map((region) => {
     const file = shippedCertificatePath(region);
     if (!file)
@@ -327,11 +328,11 @@ async function checkIdentityCertificates(
     } catch (err) {
       return fail(name(region), `${file}: ${message(err)}`, "reinstall spotkeep (the shipped certificate is damaged)");
     }
-    if (region !== config.region)
+    if (!managed.has(region))
       return warn(
         name(region),
-        `a stored spec names ${region}; the coordinator runs in ${config.region}`,
-        `run a coordinator in ${region} for it`,
+        `a stored spec names ${region}, which is not one of this coordinator's regions (${[...managed].join(", ")})`,
+        `add ${region} to the config's regions, or run a coordinator for it`,
       );
     return ok(name(region), `shipped ${file}`);
   });

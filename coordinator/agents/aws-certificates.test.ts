@@ -34,6 +34,25 @@ describe("shipped AWS identity certificates", () => {
     expect(() => verifyIdentity(doc, readFileSync(join(FIXTURES, "iid0.sig"), "utf8"), other)).toThrow(/does not verify/);
   });
 
+  it("with one key per managed region, a document is checked with the key of the region it names", () => {
+    const doc = readFileSync(join(FIXTURES, "iid0.document"), "utf8");
+    const sig = readFileSync(join(FIXTURES, "iid0.sig"), "utf8");
+    const east = loadCertificate(shippedCertificatePath("us-east-1")!);
+    const west = loadCertificate(shippedCertificatePath("us-west-2")!);
+    const keys = new Map([
+      ["us-east-1", east],
+      ["us-west-2", west],
+    ]);
+    expect(verifyIdentity(doc, sig, (r) => keys.get(r) ?? null).region).toBe("us-east-1");
+    // Naming another managed region picks that region's key, which did not sign it.
+    expect(() => verifyIdentity(doc.replace('"us-east-1"', '"us-west-2"'), sig, (r) => keys.get(r) ?? null)).toThrow(/does not verify/);
+    // A region the coordinator does not manage has no key at all.
+    expect(() => verifyIdentity(doc, sig, (r) => (r === "us-west-2" ? west : null))).toThrow(
+      /names region "us-east-1", which this coordinator does not manage/,
+    );
+    expect(() => verifyIdentity("not json", sig, () => east)).toThrow(/not JSON/);
+  });
+
   it("has nothing for a region that does not ship or a name that is not a region", () => {
     expect(shippedCertificatePath("xx-east-9")).toBeNull();
     expect(shippedCertificatePath("../../package")).toBeNull();

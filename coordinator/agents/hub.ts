@@ -20,7 +20,6 @@
  */
 import type { IncomingMessage } from "node:http";
 import type { Duplex } from "node:stream";
-import type { KeyObject } from "node:crypto";
 import type { BlockList } from "node:net";
 import { WebSocketServer, type WebSocket, type RawData } from "ws";
 import {
@@ -33,7 +32,7 @@ import {
   type MessageOf,
 } from "../../shared/protocol.js";
 import { safeTimeout, type Clock } from "../../shared/clock.js";
-import { IdentityError, verifyIdentity, type IdentityDocument } from "./identity.js";
+import { IdentityError, verifyIdentity, type IdentityDocument, type IdentityKeys } from "./identity.js";
 import { hashSessionSecret, sessionSecretMatches } from "./session-secret.js";
 import { clientAddress, isLoopback, parseTrustedProxies } from "./source-address.js";
 import { DEFAULT_REPORT_LIMITS, PreHelloGate, ReportWindow, type PreHelloSlot, type ReportLimits } from "./limits.js";
@@ -104,7 +103,8 @@ export type WelcomeConfig = Extract<CoordinatorMessage, { type: "welcome" }>["co
 
 export interface HubOptions {
   clock: Clock;
-  publicKey: KeyObject;
+  /** The identity certificate's key, or each managed region's. */
+  publicKey: IdentityKeys;
   /** The managed, not-ended generation for an EC2 instance id, or null (refused). */
   lookup(instanceId: string): Promise<ManagedInstance | null>;
   /**

@@ -32,8 +32,29 @@ export function loadCertificate(pemOrPath: string): KeyObject {
   }
 }
 
+/** The certificate's key, or the key of the region a document names (AWS signs each region's documents with its own). */
+export type IdentityKeys = KeyObject | ((region: string) => KeyObject | null);
+
 /** Verify and parse; throws IdentityError saying why the identity is refused. */
-export function verifyIdentity(document: string, signatureB64: string, publicKey: KeyObject): IdentityDocument {
+export function verifyIdentity(document: string, signatureB64: string, keys: IdentityKeys): IdentityDocument {
+  let publicKey: KeyObject;
+  if (typeof keys === "function") {
+    // The region is read before the signature is checked only to pick the key: a document that names
+    // another region than the one that signed it fails the check like any forgery.
+    let claimed: unknown;
+    try {
+      claimed = (JSON.parse(document) as Record<string, unknown>).region;
+    } catch {
+      throw new IdentityError("identity document is not JSON");
+    }
+    const region = typeof claimed === "string" ? claimed : "";
+    const key = keys(region);
+    if (!key)
+      throw new IdentityError(
+        `identity document names region ${JSON.stringify(region.slice(0, 32))}, which this coordinator does not manage`,
+      );
+    publicKey = key;
+  } else publicKey = keys;
   let sig: Buffer;
   try {
     sig = Buffer.from(signatureB64.replace(/\s+/g, ""), "base64");

@@ -1129,6 +1129,17 @@ function permissionDryRuns(region: string): Record<string, () => object> {
     CreateNetworkInterface: () =>
       new CreateNetworkInterfaceCommand({ DryRun, SubnetId: id.subnet, TagSpecifications: tagged("network-interface") }),
     CreateSnapshot: () => new CreateSnapshotCommand({ DryRun, VolumeId: id.vol, TagSpecifications: tagged("snapshot") }),
+    CopySnapshot: () =>
+      new CopySnapshotCommand({ DryRun, SourceRegion: region, SourceSnapshotId: id.snap, TagSpecifications: tagged("snapshot") }),
+    CopyImage: () =>
+      new CopyImageCommand({
+        DryRun,
+        SourceRegion: region,
+        SourceImageId: id.ami,
+        Name: "spotkeep-permission-check",
+        ClientToken: "spotkeep-permission-check",
+        TagSpecifications: tagged("image", "snapshot"),
+      }),
     CreateTags: () => new CreateTagsCommand({ DryRun, Resources: [id.vol], Tags }),
     CreateVolume: () =>
       new CreateVolumeCommand({ DryRun, AvailabilityZone: `${region}a`, Size: 1, VolumeType: "gp3", TagSpecifications: tagged("volume") }),

@@ -154,7 +154,7 @@ export async function startEnv(
     iamPolicy?: string | null;
     /** An SQS queue and a rule that sends EC2's instance events to it (localcloud's eventsQueue). */
     eventsQueue?: string;
-    /** The regions localcloud serves (default us-east-1 alone); env.ec2 and env.subnets are the first one's. */
+    /** The regions localcloud serves (default us-east-1 alone); `subnets` and `spec` are the first's. */
     regions?: string[];
   } = {},
 ): Promise<Env> {

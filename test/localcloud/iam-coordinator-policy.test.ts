@@ -274,6 +274,25 @@ async function probe(f: Fixture): Promise<Record<string, string>> {
         iamInstanceProfile: "spotkeep-workload-db",
       }),
     createSnapshot: () => gw.createSnapshot(f.freeVolume, "p", tags("p")),
+    // Disaster-recovery copies (here within the region: the same authorisation as across regions).
+    copySnapshot: () =>
+      gw.copySnapshot!({
+        sourceRegion: "us-east-1",
+        sourceSnapshotId: f.rootSnapshot,
+        description: "p",
+        encrypted: false,
+        tags: { ...tags("p"), "spotkeep:copy-of": `${f.rootSnapshot}-${++n}` },
+      }),
+    copyImage: () =>
+      gw.copyImage!({
+        sourceRegion: "us-east-1",
+        sourceImageId: f.imageToDeregister,
+        name: `p-copy-${++n}`,
+        description: "p",
+        encrypted: false,
+        clientToken: `p-copy-${n}`,
+        tags: { ...tags("p"), "spotkeep:copy-of": f.imageToDeregister },
+      }),
     registerImage: () =>
       gw.registerImage({
         name: `p-${++n}`,
@@ -365,6 +384,8 @@ const failing = (r: Record<string, string>) =>
 /** Which probes need each statement (and fail with UnauthorizedOperation without it). */
 const NEEDS: Record<string, string[]> = {
   ReadInventory: [
+    "copyImage",
+    "copySnapshot",
     "createEncryptedVolume",
     "createNetworkInterface",
     "createSnapshot",
@@ -384,6 +405,8 @@ const NEEDS: Record<string, string[]> = {
   ],
   LaunchWithExistingInputs: ["createNetworkInterface", "launchInSubnet", "launchWithEni", "launchWithProfile"],
   LaunchOnlyTaggedNewResources: [
+    "copyImage",
+    "copySnapshot",
     "createEncryptedVolume",
     "createNetworkInterface",
     "createSnapshot",
@@ -394,7 +417,10 @@ const NEEDS: Record<string, string[]> = {
     "registerImage",
   ],
   UseManagedResourcesAtLaunchAndSnapshot: ["createSnapshot", "launchWithEni", "registerImage"],
+  CopyManagedSnapshotsAndImages: ["copyImage", "copySnapshot"],
   TagOnlyWhileCreating: [
+    "copyImage",
+    "copySnapshot",
     "createEncryptedVolume",
     "createNetworkInterface",
     "createSnapshot",

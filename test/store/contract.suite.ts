@@ -367,8 +367,21 @@ export function storeContract(backend: StoreBackend): void {
       expect((await store.artifacts.list("db", "data-snapshot")).map((x) => x.id)).toEqual(["snap-3", "snap-2", "snap-1"]);
       expect((await store.artifacts.list("db", "data-snapshot", "/dev/sdf")).map((x) => x.id)).toEqual(["snap-3", "snap-1"]);
       expect(await store.artifacts.list("db", "image")).toEqual([
-        { id: "ami-1", instance: "db", kind: "image", device: null, sourceId: "vol-1", generation: 1, createdAt: 2_000, deletedAt: null },
+        {
+          id: "ami-1",
+          instance: "db",
+          kind: "image",
+          device: null,
+          sourceId: "vol-1",
+          generation: 1,
+          region: null,
+          createdAt: 2_000,
+          deletedAt: null,
+        },
       ]);
+      // A disaster-recovery copy carries the region it is in.
+      await store.artifacts.record({ ...a("snap-9", "/dev/sdf"), kind: "snapshot-copy", sourceId: "snap-3", region: "us-west-2" });
+      expect(await store.artifacts.list("db", "snapshot-copy")).toMatchObject([{ id: "snap-9", sourceId: "snap-3", region: "us-west-2" }]);
       t = 3_000;
       await store.artifacts.markDeleted("snap-1");
       t = 4_000;
