@@ -145,6 +145,11 @@ describe("restore --region (relocate)", () => {
     expect(resumed.state).toBe("running");
     expect(west().instances.get(resumed.instanceId!)?.state).toBe("running");
     expect(resumed.privateIp).toBe(after.privateIp);
+    // And deleted there: its us-west-2 volume goes; what it kept in us-east-1 stays.
+    const westVolume = resumed.resources.volumes[0]!.volumeId!;
+    expect((await h.cli("delete", name, "--wait")).code).toBe(0);
+    expect(["deleted", undefined]).toContain(west().volumes.get(westVolume)?.state);
+    expect(h.env.lc.world.volumes.get(before.resources.volumes[0]!.volumeId!)?.state).toBe("available");
   });
 
   it("refuses what is regional and missing from the overrides, and a region without copies, naming each; changes nothing", async () => {
