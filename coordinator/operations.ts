@@ -347,7 +347,9 @@ export class Operations {
         "relocate-started",
         `restore in ${region} requested: generation ${a.inst.generation + 1} from the copies there, a new ENI and private IP; ` +
           `what ${name} has in ${fromRegion} is kept, untouched` +
-          (leftover ? `; ${leftover} in ${fromRegion}, if it still runs, is not terminated (terminate it there once the region answers)` : ""),
+          (leftover
+            ? `; ${leftover} in ${fromRegion}, if it still runs, is not terminated (terminate it there once the region answers)`
+            : ""),
         wf,
       );
       return wf;
