@@ -4,7 +4,9 @@
  * what it refuses (state, region, missing regional overrides, missing copies) without changing
  * anything, and a paused instance with copyToRegions brought back in us-west-2 from its copies
  * there: data volume and root from the copies, a new ENI and private IP (the timeline says so),
- * the old region's resources kept and untouched, then managed in us-west-2 (pause and resume).
+ * the old region's resources kept and untouched, then managed in us-west-2 (pause, resume, delete);
+ * a failed instance brought back; a restore that fails there continued by resume; an instance
+ * encrypted with a customer key back with every volume under the us-west-2 key its overrides name.
  * What only a real workload shows (the records and the root marker on the restored generation) is
  * test/coordinator/relocate-e2e.test.ts.
  */
@@ -286,5 +288,39 @@ describe("restore --region (relocate)", () => {
     const vol = west().volumes.get(after.resources.volumes[0]!.volumeId!)!;
     expect((await h.coord.store.artifacts.list(name, "data-snapshot")).map((a) => a.id)).toContain(vol.snapshotId);
     expect(after.resources.network.eniId).not.toBe(before.resources.network.eniId);
+  });
+
+  it("an instance encrypted with a customer key comes back with its volumes encrypted under the key of us-west-2 the overrides name", async () => {
+    const name = "dr-kms";
+    const eastKey = (await h.env.control("POST", "kms/keys", { region: "us-east-1", description: "east data" })).arn as string;
+    const westKey = (await h.env.control("POST", "kms/keys", { region: WEST, description: "west data" })).arn as string;
+    const base = h.spec(name);
+    const spec = {
+      ...base,
+      persistence: { ...base.persistence, encryption: { encrypted: true, kmsKeyId: eastKey } },
+      snapshots: { copyToRegions: [{ region: WEST, kmsKeyId: westKey }] },
+    };
+    const created = await h.coord.views.createInstance(parseSpec(spec));
+    expect((await h.coord.engine.wait(created.workflowId)).error).toBeNull();
+    expect((await h.cli("snapshot", name, "--wait")).code).toBe(0);
+    const before = (await h.coord.views.getInstance(name))!;
+    expect((await h.cli("pause", name, "--wait")).code).toBe(0);
+    await until("copies of the snapshot and the root image in us-west-2", () => copiesDone(name), 60_000, 100);
+    const overrides = {
+      launch: { subnetIds: westSubnets(before.resources.network.eniId!) },
+      persistence: { encryption: { kmsKeyId: westKey } },
+    };
+    const r = await h.api("POST", `instances/${name}/restore`, { region: WEST, overrides });
+    expect(r.status, JSON.stringify(r.body)).toBe(202);
+    expect((await h.coord.engine.wait(r.body.workflowId)).error).toBeNull();
+    const after = (await h.coord.views.getInstance(name))!;
+    const inst = west().instances.get(after.instanceId!)!;
+    expect(inst.state).toBe("running");
+    const volumes = [...west().volumes.values()].filter((v) => v.attachment?.instanceId === inst.id);
+    expect(volumes.length).toBe(2);
+    expect(volumes.map((v) => [v.encrypted, v.kmsKeyId])).toEqual([
+      [true, westKey],
+      [true, westKey],
+    ]);
   });
 });
