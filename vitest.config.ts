@@ -59,6 +59,7 @@ export const FAST = [
   "test/coordinator/lifecycle.test.ts",
   "test/coordinator/refusal-flood.test.ts",
   "test/coordinator/region.test.ts",
+  "test/coordinator/relocate.test.ts",
   "test/coordinator/tasks-targets.test.ts",
   "test/coordinator/untrusted-agent.test.ts",
 ];

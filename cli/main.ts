@@ -72,6 +72,11 @@ export const COMMANDS: Entry[] = [
     load: async () => (await import("./commands/snapshot.js")).command,
   },
   {
+    name: "restore",
+    summary: "bring a paused or failed instance back in another region from its copies there (NAME --region R -f OVERRIDES [--wait])",
+    load: async () => (await import("./commands/restore.js")).command,
+  },
+  {
     name: "update",
     summary: "replace a stateful instance's spec (NAME -f SPEC [--recycle] [--wait])",
     load: async () => (await import("./commands/update.js")).command,

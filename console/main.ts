@@ -80,14 +80,15 @@ const STATE_RANK: Record<InstanceState, number> = {
   failed: 0,
   replacing: 1,
   recycling: 2,
-  creating: 3,
-  importing: 4,
-  resuming: 5,
-  pausing: 6,
-  deleting: 7,
-  paused: 8,
-  running: 9,
-  deleted: 10,
+  relocating: 3,
+  creating: 4,
+  importing: 5,
+  resuming: 6,
+  pausing: 7,
+  deleting: 8,
+  paused: 9,
+  running: 10,
+  deleted: 11,
 };
 type SortKey = "name" | "state" | "generation" | "type" | "downtime";
 

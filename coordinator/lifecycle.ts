@@ -12,6 +12,7 @@
  *   running ──recycle──▶ recycling ──▶ running
  *   running, paused, failed ──delete──▶ deleting ──▶ deleted
  *   running ──grow──▶ running (volumes grow or join live; the instance serves throughout)
+ *   paused, failed ──relocate──▶ relocating ──▶ running (in another region, from its copies there)
  *   a workflow that fails before its new generation serves leaves `failed`; resume, recycle and
  *   delete start from it. A failure after that (retention, an old root's deletion) is an event.
  */
@@ -20,7 +21,17 @@ import { STEP } from "../shared/steps.js";
 import type { Generation, StatefulInstance, Store, StoreTx, WorkflowRecord } from "./db/store.js";
 
 /** The workflow kinds that move one stateful instance (group workflows move a group). */
-export type InstanceWorkflowKind = "create" | "import" | "replace" | "recycle" | "pause" | "resume" | "delete" | "snapshot" | "grow";
+export type InstanceWorkflowKind =
+  | "create"
+  | "import"
+  | "replace"
+  | "recycle"
+  | "pause"
+  | "resume"
+  | "delete"
+  | "snapshot"
+  | "grow"
+  | "relocate";
 
 /** Who asks for a start: an operator (API, CLI, console), a spec's scheduled task, or the coordinator itself. */
 export type Starter = "operator" | "schedule" | "system";
@@ -59,6 +70,16 @@ export const STARTS = {
     runs: "delete",
     from: ["running", "paused", "failed"],
     notForGroupMembers: "scale the group down (spotkeep group scale) or delete the group",
+  },
+  /**
+   * Back in another region from its disaster-recovery copies there (spotkeep restore --region): the
+   * usual case is a regional outage, where the generation is lost and the instance failed, or paused.
+   */
+  relocate: {
+    by: "operator",
+    runs: "relocate",
+    from: ["paused", "failed"],
+    notForGroupMembers: "a group's members stay in the group's region",
   },
   /** A new spec is stored whatever moves the instance (it applies at the next generation). */
   update: {
@@ -212,6 +233,8 @@ export const WORKFLOW_STATES: Readonly<Record<InstanceWorkflowKind, WorkflowStat
    * still the one before the update, and the volumes are as large as EC2 made them.
    */
   grow: { during: null, succeeded: null, failed: null },
+  /** The new spec (the other region) is stored as it starts: a failure leaves the instance failed there. */
+  relocate: { during: "relocating", succeeded: "running", failed: "failed" },
 };
 
 export function isInstanceWorkflowKind(kind: string): kind is InstanceWorkflowKind {

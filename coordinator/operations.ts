@@ -12,13 +12,16 @@ import type { KmsGateway } from "./kms/kms.js";
 import { describeBootImage, storageProblems } from "./storage-checks.js";
 import { type ArchitectureGateway, type BootImage, architectureRefusal, specImage } from "./architecture.js";
 import type { Ec2Gateway } from "./cloud/gateway.js";
+import { isNotFound } from "./cloud/errors.js";
 import type { Store, StoreTx } from "./db/store.js";
 import { admission, insertedAs, moveState, refusalOf, type StartName, scheduledStart } from "./lifecycle.js";
 import type { Engine } from "./workflow/kinds.js";
 import type { DeleteInput } from "./workflow/runbooks/delete.js";
 import type { PauseInput } from "./workflow/runbooks/pause.js";
 import type { ReplaceInput } from "./workflow/runbooks/replace.js";
+import type { RelocateInput } from "./workflow/runbooks/relocate.js";
 import type { ResumeInput } from "./workflow/runbooks/resume.js";
+import { latestCopies, relocatedSpec, relocateImage } from "./relocate.js";
 import type { SnapshotInput } from "./workflow/runbooks/snapshot.js";
 import type { Regions } from "./cloud/regions.js";
 import { unsupportedFeatures } from "./workflow/runbooks/support.js";
@@ -275,6 +278,84 @@ export class Operations {
       return wf;
     });
     return { workflowId, spec, steps: plan.steps };
+  }
+
+  /**
+   * Bring a paused or failed instance back in `region` from its disaster-recovery copies there (a
+   * relocate; spotkeep restore --region): 404 for an unknown name, 409 when its state or a running
+   * workflow does not allow it, 400 naming the field when the region is not managed here or is its
+   * own, when the overrides lack what is regional (subnets, security groups, a KMS key, an address
+   * pool) or make a spec that does not parse, when the region has no completed copy of a data
+   * volume (the device named) or, with persistence.root, no available root image copy and no
+   * launch.imageId in the overrides. Changes nothing when refused.
+   */
+  async relocate(name: string, req: { region: string; overrides?: unknown }): Promise<{ workflowId: string }> {
+    const regions = this.d.regions;
+    if (!regions) throw new Refusal("unavailable", "restore needs the coordinator's regions");
+    const region = req.region;
+    if (!regions.allows(region))
+      throw new Refusal("invalid", `region: ${region} is not a region this coordinator manages (${regions.allowed.join(", ")})`);
+    const inst = await this.d.store.instances.get(name);
+    if (!inst) throw new Refusal("not-found", `no stateful instance named ${name}`);
+    await this.d.store.tx(async (t) => this.admit(t, name, "relocate"));
+    const fromRegion = regions.of(inst.spec);
+    if (region === fromRegion)
+      throw new Refusal(
+        "invalid",
+        `region: ${name} is in ${region} already (restore brings it back in another region; resume brings it back here)`,
+      );
+    const spec = relocatedSpec(inst.spec, req.overrides, region);
+    this.checkSpec(spec);
+    const ec2 = regions.ec2(region);
+    // EC2 refuses a DescribeSubnets naming a missing subnet as a whole: each is asked on its own.
+    const absent: string[] = [];
+    for (const id of spec.launch.subnetIds)
+      try {
+        if ((await ec2.describeSubnets([id])).length === 0) absent.push(id);
+      } catch (err) {
+        if (!isNotFound(err)) throw err;
+        absent.push(id);
+      }
+    if (absent.length)
+      throw new Refusal("invalid", `launch.subnetIds: ${absent.join(", ")} ${absent.length > 1 ? "do" : "does"} not exist in ${region}`);
+    const snapshotState = async (id: string) => (await ec2.describeSnapshot(id))?.state ?? null;
+    const imageState = async (id: string) => (await ec2.describeImage(id))?.state ?? null;
+    const volumes = await latestCopies(spec, await this.d.store.artifacts.list(name, "snapshot-copy"), region, snapshotState);
+    const image = await relocateImage(spec, req.overrides, await this.d.store.artifacts.list(name, "image-copy"), region, imageState);
+    await this.refuseStorage(spec, image.fromCopy ? null : image.imageId);
+    await this.refuseArchitectureMismatch(spec, () => this.nextBootImage(name, spec));
+    const net = await this.d.store.network.get(name);
+    const workflowId = await this.d.store.tx(async (t) => {
+      const a = await this.admit(t, name, "relocate");
+      if (a.inst.updatedAt !== inst.updatedAt) throw new Refusal("conflict", `${name} changed while the restore was checked; ask again`);
+      const input: RelocateInput = {
+        name,
+        region,
+        fromRegion,
+        fromGeneration: a.inst.generation,
+        from: a.inst.state === "paused" ? "paused" : "failed",
+        spec,
+        volumes,
+        imageId: image.imageId,
+        previousIp: net?.privateIp ?? null,
+      };
+      const wf = await this.d.engine.start("relocate", name, input, "restore", t);
+      // A failed generation may have left its EC2 instance in the old region: nothing is done there (it may be down).
+      const leftover = a.g && a.g.status !== "ended" ? a.g.ec2InstanceId : null;
+      await t.events.add(
+        name,
+        "relocate-started",
+        `restore in ${region} requested: generation ${a.inst.generation + 1} from the copies there, a new ENI and private IP; ` +
+          `what ${name} has in ${fromRegion} is kept, untouched` +
+          (leftover
+            ? `; ${leftover} in ${fromRegion}, if it still runs, is not terminated (terminate it there once the region answers)`
+            : ""),
+        wf,
+      );
+      return wf;
+    });
+    this.d.log(`${name}: restoring in ${region} (workflow ${workflowId})`);
+    return { workflowId };
   }
 
   /**

@@ -15,7 +15,6 @@ import { TAG, type Tags } from "./cloud/gateway.js";
 import type { Regions } from "./cloud/regions.js";
 import type { Artifact, Store } from "./db/store.js";
 import { encryptionOf } from "../shared/spec.js";
-import type { StatefulInstanceSpec } from "../shared/spec.js";
 
 export interface RegionCopyDeps {
   store: Store;
@@ -37,7 +36,7 @@ export async function syncRegionCopies(d: RegionCopyDeps): Promise<RegionCopyPas
   const pass: RegionCopyPass = { copied: [], deleted: [] };
   for (const inst of await d.store.instances.list()) {
     try {
-      await syncInstance(d, inst.name, inst.spec, pass);
+      await syncInstance(d, inst.name, pass);
     } catch (err) {
       d.log(`${inst.name}: region copies: ${(err as Error).message}`);
     }
@@ -45,10 +44,18 @@ export async function syncRegionCopies(d: RegionCopyDeps): Promise<RegionCopyPas
   return pass;
 }
 
-async function syncInstance(d: RegionCopyDeps, name: string, spec: StatefulInstanceSpec, pass: RegionCopyPass): Promise<void> {
+async function syncInstance(d: RegionCopyDeps, name: string, pass: RegionCopyPass): Promise<void> {
+  // The spec, the copies and their sources read in one transaction: a restore in another region
+  // (runbooks/relocate.ts) moves the spec and turns the copies there into the instance's own
+  // artifacts in one transaction, and a view from before it must not see those copies' sources gone.
+  const read = await d.store.tx(async (t) => ({
+    spec: (await t.instances.get(name))?.spec ?? null,
+    copies: [...(await t.artifacts.list(name, "snapshot-copy")), ...(await t.artifacts.list(name, "image-copy"))],
+    sources: [...(await t.artifacts.list(name, "data-snapshot")), ...(await t.artifacts.list(name, "image"))],
+  }));
+  const { spec, copies, sources } = read;
+  if (!spec) return;
   const targets = (spec.snapshots.copyToRegions ?? []).filter((t) => d.regions.allows(t.region));
-  const copies = [...(await d.store.artifacts.list(name, "snapshot-copy")), ...(await d.store.artifacts.list(name, "image-copy"))];
-  const sources = [...(await d.store.artifacts.list(name, "data-snapshot")), ...(await d.store.artifacts.list(name, "image"))];
   if (targets.length === 0 && copies.length === 0) return;
   const home = d.regions.of(spec);
   const live = new Set(sources.map((s) => s.id));

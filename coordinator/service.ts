@@ -43,6 +43,7 @@ import { HealthMonitor } from "./health.js";
 import { ScheduledTasks } from "./tasks.js";
 import { type Runbook, WorkflowEngine, type WorkflowOutcome } from "./workflow/engine.js";
 import { regionalRunbook } from "./workflow/runbooks/regional.js";
+import { type RelocateInput, relocateRunbook } from "./workflow/runbooks/relocate.js";
 import { Regions } from "./cloud/regions.js";
 import { syncRegionCopies } from "./region-copies.js";
 import { memberSpec } from "../shared/group-spec.js";
@@ -395,6 +396,8 @@ async function startOn(o: Opened): Promise<Coordinator> {
       snapshot: inRegion(snapshotRunbook),
       grow: inRegion(growRunbook),
       delete: inRegion(deleteRunbook),
+      // A relocate runs in the region it moves the instance to, before and after its first step stores that region.
+      relocate: regionalRunbook(async (_ctx, input: RelocateInput) => input.region, depsIn, relocateRunbook),
       "group-scale": regionalRunbook(groupRegion, (r) => ({ ...groupDeps, run: depsIn(r) }), groupScaleRunbook),
       "group-update": regionalRunbook(groupRegion, (r) => ({ ...groupDeps, run: depsIn(r) }), groupUpdateRunbook),
     },
@@ -477,6 +480,7 @@ async function startOn(o: Opened): Promise<Coordinator> {
     checkCreate: (spec) => operations.checkCreate(spec),
     deleteInstance: (name, o) => operations.deleteInstance(name, o),
     importInstance: (req) => operations.importInstance(req),
+    relocateInstance: (name, req) => operations.relocate(name, req),
     savings: () => savings.report(),
   };
   const api = createApiServer({

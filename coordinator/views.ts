@@ -42,17 +42,15 @@ export class Views {
       liveSince: g && g.endedAt == null ? iso(g.launchedAt) : null,
       lastInterruptionAt: last?.startedAt ?? null,
       allowedActions: allowedActions(facts),
-      ...(inst.state === "deleted"
-        ? {
-            kept: (await this.store.deletions.kept(inst.name)).map((k) => ({
-              resourceId: k.resourceId,
-              kind: k.kind,
-              expiresAt: iso(k.expiresAt),
-              gone: k.deletedAt !== null,
-            })),
-          }
-        : {}),
+      // A deleted instance's kept resources, and what a relocate left in the old region (kept until deleted by hand).
+      ...(await this.keptOf(inst)),
     };
+  }
+
+  private async keptOf(inst: StatefulInstance): Promise<Pick<InstanceSummary, "kept">> {
+    const kept = await this.store.deletions.kept(inst.name);
+    if (inst.state !== "deleted" && kept.length === 0) return {};
+    return { kept: kept.map((k) => ({ resourceId: k.resourceId, kind: k.kind, expiresAt: iso(k.expiresAt), gone: k.deletedAt !== null })) };
   }
 
   async summary(name: string): Promise<InstanceSummary | null> {

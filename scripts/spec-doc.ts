@@ -93,7 +93,8 @@ export const DESCRIPTIONS: Record<string, string> = {
     "Disaster recovery: regions (each one the coordinator manages, not the instance's own) that get a copy of every data snapshot " +
     "and root image spotkeep keeps for the instance. The coordinator's periodic pass copies each once it is complete " +
     "(CopySnapshot/CopyImage, tagged `spotkeep:copy-of`), and deletes a copy when its original goes (retention, delete) or its " +
-    "region leaves the list. `describe --json` lists the copies (`snapshot-copy`, `image-copy`, with their region).",
+    "region leaves the list. `describe --json` lists the copies (`snapshot-copy`, `image-copy`, with their region). " +
+    "`spotkeep restore NAME --region R` brings the instance back in R from the latest copies there.",
   "snapshots.copyToRegions[]": "A region as a string (`us-west-2`), or `{region, kmsKeyId}`.",
   "snapshots.copyToRegions[].region": "The region the copies go to.",
   "snapshots.copyToRegions[].kmsKeyId":
@@ -269,6 +270,21 @@ export function renderSpecReference(): string {
       "(a new volume is attached and mounted there) and ends with every volume of the stored spec attached and mounted.",
     "- A change that fails (EC2 refuses the modification, the agent cannot grow the filesystem) leaves the stored spec as it " +
       "was; an event on the timeline says why, and a volume already created for it stays (tagged with the workflow).",
+    "",
+    "Restoring in another region (`spotkeep restore NAME --region R -f OVERRIDES`, POST /api/v1/instances/NAME/restore):",
+    "- Allowed when the instance is paused or failed. The overrides are a partial spec laid over the stored one (mappings merge, " +
+      "lists and values replace, data volumes matched by `device`, of which `mountPoint`, `sizeGiB`, `type`, `iops` and `throughput` " +
+      "may be set); the result must be a valid spec in `region: R`. Required in the overrides: `launch.subnetIds` (subnets of R); " +
+      "`launch.securityGroupIds` when the spec has security groups; `launch.keyName` and `loadBalancers.targetGroupArns` when it " +
+      "has them; `persistence.encryption.kmsKeyId` (a key of R) when the spec " +
+      "names a key; `persistence.network.ipPool` with `privateIp: pool`; `launch.imageId` (an image of R) without " +
+      "`persistence.root` or when R has no available copy of the root image. Each data volume needs a completed copy in R.",
+    "- Volumes adopted by `volumeId` lose it (new volumes are made from the copies); when the overrides leave " +
+      "`snapshots.copyToRegions` out, R is dropped from it.",
+    "- The instance gets a new ENI (`privateIp: same-eni`) and so a new private IP. What it had in its old region is kept, untouched, " +
+      "without expiry (`describe` lists it), for you to delete there.",
+    "- A restore that fails once it has begun leaves the instance failed in R, its spec there; `spotkeep resume` then makes " +
+      "the data volumes from the same copies.",
     "",
   ].join("\n");
 }

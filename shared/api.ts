@@ -41,7 +41,10 @@ export const InstanceSummary = z.object({
    * planned work to wait while other members are down. Absent from an older coordinator: none.
    */
   allowedActions: z.array(z.enum(INSTANCE_ACTIONS)).default([]),
-  /** A deleted instance's kept resources (absent for others): id, kind, expiry (null: until deleted by hand), and whether EC2 still has it. */
+  /**
+   * A deleted instance's kept resources, or what a restore in another region left in the old one
+   * (absent when none): id, kind, expiry (null: until deleted by hand), and whether EC2 still has it.
+   */
   kept: z
     .array(
       z.object({

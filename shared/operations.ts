@@ -15,6 +15,7 @@ export const INSTANCE_STATES = [
   "paused",
   "resuming",
   "recycling",
+  "relocating",
   "deleting",
   "deleted",
   "failed",

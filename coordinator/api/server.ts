@@ -274,6 +274,18 @@ async function handle(deps: ApiServerDeps, web: Console, req: IncomingMessage, r
       if (!events) throw notFoundInstance(name);
       return sendJson(res, 200, events);
     }
+    if (parts.length === 3 && parts[2] === "restore") {
+      only(method, ["POST"]);
+      const body = relocateRequest(await readBody(req, MAX_BODY_BYTES));
+      if (!(await views.getInstance(name))) throw notFoundInstance(name);
+      try {
+        const { workflowId } = await views.relocateInstance(name, body);
+        return sendJson(res, 202, { name, workflowId });
+      } catch (err) {
+        if (err instanceof ValidationError) throw new HttpError(400, "invalid-spec", err.message);
+        throw err;
+      }
+    }
     if (parts.length === 3 && (OPERATIONS as readonly string[]).includes(parts[2]!)) {
       only(method, ["POST"]);
       if (!(await views.getInstance(name))) throw notFoundInstance(name);
@@ -378,6 +390,29 @@ function importRequest(body: string): {
     dryRun: o.dryRun === true,
     adoptKept: o.adoptKept === true,
   };
+}
+
+/** POST /api/v1/instances/NAME/restore: `{"region": "us-west-2", "overrides": {partial spec}}`, every field checked. */
+function relocateRequest(body: string): { region: string; overrides?: unknown } {
+  const data = parseBody(body, "json", "body");
+  if (typeof data !== "object" || data === null || Array.isArray(data))
+    throw new HttpError(
+      400,
+      "invalid",
+      'body: must be an object such as {"region": "us-west-2", "overrides": {"launch": {"subnetIds": ["subnet-…"]}}}',
+    );
+  const o = data as Record<string, unknown>;
+  const extra = Object.keys(o).find((k) => !["region", "overrides"].includes(k));
+  if (extra) throw new HttpError(400, "invalid", `body.${extra.slice(0, 40)}: unknown field (allowed: region, overrides)`);
+  if (typeof o.region !== "string" || !/^[a-z]{2}(-gov)?-[a-z]+-\d$/.test(o.region))
+    throw new HttpError(
+      400,
+      "invalid",
+      `body.region: must be an AWS region (such as us-west-2), got ${JSON.stringify(o.region ?? null).slice(0, 40)}`,
+    );
+  if (o.overrides !== undefined && o.overrides !== null && (typeof o.overrides !== "object" || Array.isArray(o.overrides)))
+    throw new HttpError(400, "invalid", "body.overrides: must be an object (a partial spec)");
+  return { region: o.region, ...(o.overrides ? { overrides: o.overrides } : {}) };
 }
 
 /** A create's query: `?dryRun=true` checks the spec and records nothing; any other parameter is refused by name. */

@@ -35,6 +35,12 @@ export interface CoordinatorViews {
   checkCreate(spec: StatefulInstanceSpec): Promise<void>;
   /** pause | resume | recycle | snapshot; Refusal for unknown names or conflicting operations. */
   runOperation(name: string, op: Operation): Promise<{ workflowId: string }>;
+  /**
+   * Bring a paused or failed instance back in another region from its copies there (a relocate).
+   * Refusal: not-found, conflict (state, running workflow), invalid naming the field; a
+   * ValidationError names a bad override. Changes nothing on error.
+   */
+  relocateInstance(name: string, req: { region: string; overrides?: unknown }): Promise<{ workflowId: string }>;
   /** Store a new spec (applied at the next generation; `recycle` applies it now). Refusal("invalid") names an immutable field. */
   updateInstance(name: string, spec: StatefulInstanceSpec, o: { recycle: boolean }): Promise<{ workflowId: string | null }>;
   /**

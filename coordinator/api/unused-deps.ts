@@ -23,6 +23,7 @@ export function unusedViews(given: Partial<CoordinatorViews> = {}): CoordinatorV
     runOperation: unused("views.runOperation"),
     updateInstance: unused("views.updateInstance"),
     importInstance: unused("views.importInstance"),
+    relocateInstance: unused("views.relocateInstance"),
     deleteInstance: unused("views.deleteInstance"),
     savings: unused("views.savings"),
     ...given,

@@ -265,6 +265,12 @@ export interface ArtifactQueries {
   /** Not-deleted artifacts of a kind, newest first. */
   list(instance: string, kind: ArtifactKind, device?: string | null): Artifact[];
   markDeleted(id: string): void;
+  /**
+   * A disaster-recovery copy becomes the instance's own artifact (`kind`, in the instance's region:
+   * its region cleared) once the instance runs in the copy's region. Only a copy changes; false
+   * when `id` is not a copy (already taken, or unknown).
+   */
+  takeCopy(id: string, kind: "data-snapshot" | "image" | "root-snapshot", sourceId: string | null): boolean;
 }
 
 export interface WorkflowQueries {

@@ -11,6 +11,7 @@ import type { DeleteInput } from "./runbooks/delete.js";
 import type { GrowInput } from "./runbooks/grow.js";
 import type { ImportInput } from "./runbooks/import.js";
 import type { PauseInput } from "./runbooks/pause.js";
+import type { RelocateInput } from "./runbooks/relocate.js";
 import type { ReplaceInput } from "./runbooks/replace.js";
 import type { ResumeInput } from "./runbooks/resume.js";
 import type { SnapshotInput } from "./runbooks/snapshot.js";
@@ -27,6 +28,8 @@ export type WorkflowInputs = {
   delete: DeleteInput;
   /** Data volumes that grow or join the running instance (an update of its volumes). */
   grow: GrowInput;
+  /** Back in another region from its disaster-recovery copies (spotkeep restore --region). */
+  relocate: RelocateInput;
   "group-scale": GroupScaleInput;
   "group-update": GroupUpdateInput;
 };

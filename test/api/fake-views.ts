@@ -109,6 +109,9 @@ export class FakeViews implements CoordinatorViews {
   async importInstance(_req: Parameters<CoordinatorViews["importInstance"]>[0]): ReturnType<CoordinatorViews["importInstance"]> {
     throw new Error("views.importInstance: not used by this test");
   }
+  async relocateInstance(_name: string, _req: { region: string; overrides?: unknown }): Promise<{ workflowId: string }> {
+    throw new Error("views.relocateInstance: not used by this test");
+  }
   async deleteInstance(_name: string, _o: { keep: KeepSet; ttlHours: number | null }): Promise<{ workflowId: string; archivedAs: string }> {
     throw new Error("views.deleteInstance: not used by this test");
   }

@@ -133,7 +133,14 @@ export interface Slot {
 export const SLOT_CHECK_INTERVAL_MS = 3000;
 
 /** A coordinator config of its own (free port, data dir under `dir`), so crash cases can run side by side. */
-export async function coordinatorSlot(env: Env, dir: string, id: string, timeScale: number): Promise<Slot> {
+export async function coordinatorSlot(
+  env: Env,
+  dir: string,
+  id: string,
+  timeScale: number,
+  /** Further coordinator config (the regions it manages). */
+  extra: Record<string, unknown> = {},
+): Promise<Slot> {
   const port = await freePort();
   const cfgFile = join(dir, `coordinator-${id}.json`);
   writeFileSync(
@@ -142,6 +149,7 @@ export async function coordinatorSlot(env: Env, dir: string, id: string, timeSca
       coordinatorConfig(env, join(dir, `coord-${id}`), timeScale, {
         listen: `127.0.0.1:${port}`,
         lostCheckIntervalMs: SLOT_CHECK_INTERVAL_MS,
+        ...extra,
       }),
     ),
   );

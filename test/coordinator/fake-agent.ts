@@ -228,7 +228,7 @@ export function watchAgents(
   let watching = true;
   const loop = (async () => {
     while (watching) {
-      for (const inst of env.lc.world.instances.values()) {
+      for (const inst of [...env.lc.worlds.values()].flatMap((w) => [...w.instances.values()])) {
         if (inst.state !== "running" || !inst.tags.get("spotkeep:instance")) continue;
         const coord = current();
         if (coord.hub.isConnected(inst.id)) continue;

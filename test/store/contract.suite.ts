@@ -388,6 +388,30 @@ export function storeContract(backend: StoreBackend): void {
       await store.artifacts.markDeleted("snap-1");
       expect((await store.artifacts.list("db", "data-snapshot")).map((x) => x.id)).toEqual(["snap-3", "snap-2"]);
     });
+
+    it("takes a disaster-recovery copy as the instance's own artifact once, and only a copy", async () => {
+      await fresh();
+      const copy = { instance: "db", device: "/dev/sdf", generation: 2 };
+      await store.artifacts.record({ ...copy, id: "snap-w", kind: "snapshot-copy", sourceId: "snap-e", region: "us-west-2" });
+      await store.artifacts.record({ ...copy, id: "ami-w", kind: "image-copy", device: null, sourceId: "ami-e", region: "us-west-2" });
+      await store.artifacts.record({ ...copy, id: "snap-own", kind: "data-snapshot", sourceId: "vol-1" });
+      expect(await store.artifacts.takeCopy("snap-w", "data-snapshot", null)).toBe(true);
+      expect(await store.artifacts.takeCopy("snap-w", "data-snapshot", null)).toBe(false);
+      expect(await store.artifacts.takeCopy("ami-w", "image", "snap-root-w")).toBe(true);
+      expect(await store.artifacts.takeCopy("snap-own", "image", null)).toBe(false);
+      expect(await store.artifacts.takeCopy("snap-unknown", "data-snapshot", null)).toBe(false);
+      const own = await store.artifacts.list("db", "data-snapshot");
+      expect(own.map((x) => [x.id, x.sourceId, x.region ?? null])).toEqual(
+        expect.arrayContaining([
+          ["snap-w", null, null],
+          ["snap-own", "vol-1", null],
+        ]),
+      );
+      expect((await store.artifacts.list("db", "image")).map((x) => [x.id, x.sourceId, x.region ?? null])).toEqual([
+        ["ami-w", "snap-root-w", null],
+      ]);
+      expect(await store.artifacts.list("db", "snapshot-copy")).toEqual([]);
+    });
   });
 
   describe("workflows and steps", () => {

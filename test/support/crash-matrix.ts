@@ -120,6 +120,11 @@ export const CRASH_MATRIX = {
     STEP_OF.mount("/dev/sdg"),
     STEP.record,
   ],
+  /**
+   * relocate (restore --region) of a paused instance with root persistence, one data volume and
+   * same-eni: the data volume comes with the launch (from its copy), so nothing is attached.
+   */
+  relocate: [STEP.begin, STEP.subnets, STEP.createEni, STEP.launch, STEP.waitRunning, STEP.restore, STEP.finish, ...RETIRE],
 } as const satisfies Record<string, readonly string[]>;
 
 export type MatrixKind = keyof typeof CRASH_MATRIX;

@@ -67,11 +67,13 @@ export async function startInProcess(
     eventsQueue?: string;
     /** Instances whose bootstrap cannot start the agent: their boot report is sent instead (LiveAgent.bootFailure). */
     bootFailure?: LiveAgent["bootFailure"];
+    /** The regions localcloud serves (default us-east-1 alone); give the coordinator the others in `config.regions`. */
+    regions?: string[];
   } = { prefix: "spotkeep-inproc-" },
 ): Promise<InProcess> {
   const timeScale = o.timeScale ?? 0.01;
   const dir = mkdtempSync(join(tmpdir(), o.prefix));
-  const env = await startEnv(dir, timeScale, { runtime: "none", eventsQueue: o.eventsQueue });
+  const env = await startEnv(dir, timeScale, { runtime: "none", eventsQueue: o.eventsQueue, regions: o.regions });
   const extra = { agentBundlePath: agentStandIn(dir), ...(typeof o.config === "function" ? o.config(env) : (o.config ?? {})) };
   const start = () =>
     startCoordinator({

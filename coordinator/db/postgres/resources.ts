@@ -104,5 +104,12 @@ export function artifactQueries(sql: Sql, now: () => number): Async<ArtifactQuer
     async markDeleted(id) {
       await sql.run("UPDATE artifacts SET deleted_at = COALESCE(deleted_at, $1) WHERE id = $2", [now(), id]);
     },
+    async takeCopy(id, kind, sourceId) {
+      const changed = await sql.run(
+        "UPDATE artifacts SET kind = $1, source_id = $2, region = NULL WHERE id = $3 AND kind IN ('snapshot-copy', 'image-copy')",
+        [kind, sourceId, id],
+      );
+      return changed > 0;
+    },
   };
 }

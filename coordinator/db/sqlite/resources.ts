@@ -98,5 +98,14 @@ export function artifactQueries(sql: Sql, now: () => number): ArtifactQueries {
     markDeleted(id) {
       sql("UPDATE artifacts SET deleted_at = COALESCE(deleted_at, ?) WHERE id = ?").run(now(), id);
     },
+    takeCopy(id, kind, sourceId) {
+      return (
+        sql("UPDATE artifacts SET kind = ?, source_id = ?, region = NULL WHERE id = ? AND kind IN ('snapshot-copy', 'image-copy')").run(
+          kind,
+          sourceId,
+          id,
+        ).changes > 0
+      );
+    },
   };
 }

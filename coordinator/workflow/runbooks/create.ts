@@ -190,7 +190,7 @@ export async function createDataVolume(
 const VANISHED_AFTER_MS = 30_000;
 
 /** The stable ENI that carries the private IP across generations (DeleteOnTermination false when attached at launch). */
-async function createStableEni(
+export async function createStableEni(
   deps: RunbookDeps,
   ctx: WorkflowContext,
   spec: StatefulInstanceSpec,

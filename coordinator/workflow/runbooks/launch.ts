@@ -509,6 +509,28 @@ export async function describeLaunchSubnets(
   return out;
 }
 
+/**
+ * Block device mappings that make each data volume from a snapshot at launch, with the spec's type,
+ * IOPS, throughput and size (the launch adds the spec's encryption), kept after the instance ends.
+ */
+export function volumesFromSnapshots(
+  spec: StatefulInstanceSpec,
+  taken: ReadonlyArray<{ device: string; snapshotId: string }>,
+): BlockDeviceRequest[] {
+  return taken.map((c) => {
+    const vs = spec.persistence.volumes.find((x) => x.device === c.device);
+    return {
+      deviceName: c.device,
+      snapshotId: c.snapshotId,
+      volumeType: vs?.type,
+      iops: vs?.iops,
+      throughput: vs?.throughput,
+      ...(vs ? { sizeGiB: vs.sizeGiB } : {}),
+      deleteOnTermination: false,
+    };
+  });
+}
+
 export function requireVolumeId(v: DataVolume): string {
   if (!v.volumeId) throw new Failure("resource-lost", `${v.instance} ${v.device} has no EBS volume`);
   return v.volumeId;

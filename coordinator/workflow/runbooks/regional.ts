@@ -1,8 +1,9 @@
 /**
  * Runbooks that run against the AWS clients of their instance's (or group's) region. A runbook is
  * made once per region from deps whose `ec2`/`elb` are that region's, and each workflow runs the
- * one of the region its instance is in; the region of a stored spec never changes, so a workflow
- * resumed after a restart finds the same region.
+ * one of the region its instance is in; the region of a stored spec changes only by a relocate,
+ * which runs in the region it moves to (its input names it), so a workflow resumed after a restart
+ * finds the same region.
  */
 import type { Runbook, WorkflowContext } from "../engine.js";
 

@@ -10,13 +10,16 @@
  * (runbooks/generation.ts: bring-up = launch → wait-running → attach each → restore → finish →
  * [register-targets → wait-targets-healthy]; retire = delete-old-root → retention). With `attach:
  * secondary` the launch gets its own primary ENI and the bring-up's `attach-eni` moves the stable one.
+ * When no data volume has an EBS volume but each has a snapshot (a restore in another region that
+ * failed after it began), the launch makes them from those snapshots and attaches none.
  */
 import { STEP } from "../../../shared/steps.js";
 import { moveState } from "../../lifecycle.js";
 import type { Runbook } from "../engine.js";
 import { Failure } from "../failure.js";
 import type { RunbookDeps } from "./deps.js";
-import { bringUpIn, retire, terminateOld, waitOldTerminated } from "./generation.js";
+import { bringUpIn, completeBringUp, type GenerationPlan, launchStep, retire, terminateOld, waitOldTerminated } from "./generation.js";
+import { candidates, describeLaunchSubnets, type LaunchResult, MUTATE_POLICY, volumesFromSnapshots } from "./launch.js";
 
 export interface ResumeInput {
   name: string;
@@ -84,22 +87,30 @@ export function resumeRunbook(deps: RunbookDeps): Runbook<ResumeInput> {
     // 3. Launch where the kept resources are (the ENI's AZ, else the volumes' AZ), reattach and
     //    restore (the filesystems are checked: the pause may have been crash-consistent); serving again.
     const pinnedAz = begin.eniId ? begin.eniAz : (begin.volumes[0]?.availabilityZone ?? null);
-    const launched = await bringUpIn(
-      deps,
-      ctx,
-      {
-        name,
-        spec,
-        generation,
-        imageId: begin.imageId,
-        eni: begin.eniId ? { eniId: begin.eniId, privateIp: begin.privateIp } : null,
-        volumes: begin.volumes,
-        previousClean: false,
-        previous: { generation: input.fromGeneration, endReason: input.from },
-        how: `resumed from ${input.from}`,
-      },
-      { pinnedAz, privateIp: begin.privateIp },
-    );
+    const plan: GenerationPlan = {
+      name,
+      spec,
+      generation,
+      imageId: begin.imageId,
+      eni: begin.eniId ? { eniId: begin.eniId, privateIp: begin.privateIp } : null,
+      volumes: begin.volumes,
+      previousClean: false,
+      previous: { generation: input.fromGeneration, endReason: input.from },
+      how: `resumed from ${input.from}`,
+    };
+    // Data volumes with no EBS volume but a snapshot (a restore in another region that failed after it
+    // began: the old region's volumes are no longer the instance's) are made from it at launch.
+    const fromSnapshots = begin.volumes.length > 0 && begin.volumes.every((v) => !v.volumeId && v.latestSnapshotId);
+    let launched: LaunchResult;
+    if (fromSnapshots) {
+      const subnets = await ctx.step(STEP.subnets, () => describeLaunchSubnets(deps, spec), MUTATE_POLICY);
+      const taken = begin.volumes.map((v) => ({ device: v.device, snapshotId: v.latestSnapshotId! }));
+      launched = await launchStep(deps, ctx, plan, {
+        cands: candidates(spec, subnets, pinnedAz, begin.privateIp),
+        blockDevices: volumesFromSnapshots(spec, taken),
+      });
+      await completeBringUp(deps, ctx, plan, launched, { volumesFromSnapshots: taken.map((t) => t.device) });
+    } else launched = await bringUpIn(deps, ctx, plan, { pinnedAz, privateIp: begin.privateIp });
 
     // 4. Roots a failed run left behind (its old instance terminated) go; the image carries the root.
     await retire(deps, ctx, { name, serving: generation, keep: spec.snapshots.keep });
