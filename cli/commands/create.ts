@@ -1,12 +1,12 @@
-import { readFileSync } from "node:fs";
 import YAML from "yaml";
 import { z } from "zod";
 import { CreateResponse } from "../../shared/api.js";
 import { parseSpec, specData } from "../../shared/spec.js";
 import type { Command } from "../command.js";
 import { numberFlag, parseFlags, UsageError } from "../args.js";
-import { ApiClient, CLIENT_FLAGS, CliError, printJson } from "../client.js";
+import { ApiClient, CLIENT_FLAGS, printJson } from "../client.js";
 import { followWorkflow } from "../follow.js";
+import { readSpecText } from "../spec-file.js";
 
 const DryRunResponse = z.object({ name: z.string(), dryRun: z.literal(true), spec: z.record(z.string(), z.unknown()) });
 
@@ -30,12 +30,7 @@ creates nothing; a refusal is printed as a create's would be (exit 1).`,
     if (!values.file) throw new UsageError("missing -f SPEC");
     if (values["dry-run"] && values.wait) throw new UsageError("--dry-run creates nothing, so there is nothing to --wait for");
     const timeoutS = numberFlag("timeout", values.timeout, { min: 1 }) ?? 1800;
-    let text: string;
-    try {
-      text = values.file === "-" ? readFileSync(0, "utf8") : readFileSync(values.file, "utf8");
-    } catch (err) {
-      throw new CliError(`cannot read ${values.file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-    }
+    const text = readSpecText(values.file);
     parseSpec(text, values.file); // local check: names the bad path before anything is sent
     // Sent as written, defaults unfilled: the coordinator fills them (a spec without a region is in its region).
     const spec = specData(text, values.file);

@@ -1,10 +1,10 @@
-import { readFileSync } from "node:fs";
 import YAML from "yaml";
 import { ImportResponse } from "../../shared/api.js";
 import type { Command } from "../command.js";
 import { numberFlag, parseFlags, UsageError } from "../args.js";
 import { ApiClient, CLIENT_FLAGS, CliError, printJson } from "../client.js";
 import { followWorkflow } from "../follow.js";
+import { readOverrides } from "../spec-file.js";
 
 export const command: Command = {
   usage: `usage: spotkeep import INSTANCE_ID --name NAME [-f OVERRIDES] [--region REGION] [--adopt-kept] [--dry-run] [--wait]
@@ -64,24 +64,7 @@ until generation 1 is ready (exit 0) or the import fails (exit 1).`,
     if (!values.name) throw new UsageError("missing --name NAME (the stateful instance's name)");
     if (values["dry-run"] && values.wait) throw new UsageError("--dry-run changes nothing, so there is nothing to --wait for");
     const timeoutS = numberFlag("timeout", values.timeout, { min: 1 }) ?? 1800;
-    let overrides: unknown;
-    if (values.file) {
-      let text: string;
-      try {
-        text = values.file === "-" ? readFileSync(0, "utf8") : readFileSync(values.file, "utf8");
-      } catch (err) {
-        throw new CliError(`cannot read ${values.file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-      }
-      try {
-        const doc = YAML.parseDocument(text, { prettyErrors: true, uniqueKeys: true });
-        if (doc.errors.length > 0) throw doc.errors[0];
-        overrides = doc.toJS();
-      } catch (err) {
-        throw new CliError(`${values.file}: is not valid YAML or JSON: ${(err as Error).message.split("\n")[0]}`);
-      }
-      if (overrides !== null && overrides !== undefined && (typeof overrides !== "object" || Array.isArray(overrides)))
-        throw new CliError(`${values.file}: must be a mapping (a partial spec)`);
-    }
+    const overrides = values.file ? readOverrides(values.file, { optional: true }) : undefined;
     const client = ApiClient.fromFlags(values);
     const body = JSON.stringify({
       instanceId,

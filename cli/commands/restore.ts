@@ -1,10 +1,9 @@
-import { readFileSync } from "node:fs";
-import YAML from "yaml";
 import { OperationResponse } from "../../shared/api.js";
 import type { Command } from "../command.js";
 import { numberFlag, parseFlags, UsageError } from "../args.js";
-import { ApiClient, CLIENT_FLAGS, CliError, printJson } from "../client.js";
+import { ApiClient, CLIENT_FLAGS, printJson } from "../client.js";
 import { followWorkflow } from "../follow.js";
+import { readOverrides } from "../spec-file.js";
 
 export const command: Command = {
   usage: `usage: spotkeep restore NAME --region REGION -f OVERRIDES [--wait] [--timeout SECONDS] [--json]
@@ -55,22 +54,7 @@ instance serves in REGION (exit 0) or the restore fails (exit 1).`,
       throw new UsageError(`--region must be an AWS region (such as us-west-2), got ${JSON.stringify(values.region)}`);
     if (!values.file) throw new UsageError("missing -f OVERRIDES (at least launch.subnetIds: subnets of the new region)");
     const timeoutS = numberFlag("timeout", values.timeout, { min: 1 }) ?? 1800;
-    let text: string;
-    try {
-      text = values.file === "-" ? readFileSync(0, "utf8") : readFileSync(values.file, "utf8");
-    } catch (err) {
-      throw new CliError(`cannot read ${values.file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-    }
-    let overrides: unknown;
-    try {
-      const doc = YAML.parseDocument(text, { prettyErrors: true, uniqueKeys: true });
-      if (doc.errors.length > 0) throw doc.errors[0];
-      overrides = doc.toJS();
-    } catch (err) {
-      throw new CliError(`${values.file}: is not valid YAML or JSON: ${(err as Error).message.split("\n")[0]}`);
-    }
-    if (overrides === null || typeof overrides !== "object" || Array.isArray(overrides))
-      throw new CliError(`${values.file}: must be a mapping (a partial spec)`);
+    const overrides = readOverrides(values.file);
     const client = ApiClient.fromFlags(values);
     const started = await client.post(
       `/api/v1/instances/${encodeURIComponent(name)}/restore`,

@@ -1,10 +1,10 @@
-import { readFileSync } from "node:fs";
 import { UpdateResponse } from "../../shared/api.js";
 import { parseSpec, specData } from "../../shared/spec.js";
 import { numberFlag, parseFlags, UsageError } from "../args.js";
-import { ApiClient, CLIENT_FLAGS, CliError, printJson } from "../client.js";
+import { ApiClient, CLIENT_FLAGS, printJson } from "../client.js";
 import type { Command } from "../command.js";
 import { followWorkflow } from "../follow.js";
+import { readSpecText } from "../spec-file.js";
 
 export const command: Command = {
   usage: `usage: spotkeep update NAME -f SPEC [--recycle] [--wait] [--timeout SECONDS] [--json] [--url URL] [--token T | --data-dir DIR]
@@ -32,12 +32,7 @@ follows the recycle or the volume change to its end.`,
     if (!name) throw new UsageError("missing NAME");
     if (!values.file) throw new UsageError("missing -f SPEC");
     const timeoutS = numberFlag("timeout", values.timeout, { min: 1 }) ?? 1800;
-    let text: string;
-    try {
-      text = values.file === "-" ? readFileSync(0, "utf8") : readFileSync(values.file, "utf8");
-    } catch (err) {
-      throw new CliError(`cannot read ${values.file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-    }
+    const text = readSpecText(values.file);
     const spec = parseSpec(text, values.file);
     if (spec.name !== name) throw new UsageError(`the spec names ${spec.name}, not ${name} (a name cannot change)`);
     const client = ApiClient.fromFlags(values);

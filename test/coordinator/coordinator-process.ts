@@ -83,7 +83,6 @@ export function adminApi(baseUrl: string, token = TEST_TOKEN) {
       if ((err as { cause?: { code?: string } }).cause?.code !== "ECONNRESET") throw err;
       res = await fetch(`${baseUrl}/api/v1/${path}`, init);
     }
-    // biome-ignore lint/suspicious/noExplicitAny: test code reads whatever the API answered
     return { status: res.status, body: (await res.json()) as any };
   };
   return {
