@@ -511,7 +511,9 @@ export async function describeLaunchSubnets(
 
 /**
  * Block device mappings that make each data volume from a snapshot at launch, with the spec's type,
- * IOPS, throughput and size (the launch adds the spec's encryption), kept after the instance ends.
+ * IOPS and throughput (the launch adds the spec's encryption), kept after the instance ends. The
+ * size is the snapshot's: it is that of the volume it was taken of, which may be larger than the
+ * spec says when the volume was grown outside spotkeep, and EC2 refuses a smaller one.
  */
 export function volumesFromSnapshots(
   spec: StatefulInstanceSpec,
@@ -525,7 +527,6 @@ export function volumesFromSnapshots(
       volumeType: vs?.type,
       iops: vs?.iops,
       throughput: vs?.throughput,
-      ...(vs ? { sizeGiB: vs.sizeGiB } : {}),
       deleteOnTermination: false,
     };
   });

@@ -27,14 +27,22 @@ import { STEP_OF } from "../../../shared/steps.js";
 import { moveState } from "../../lifecycle.js";
 import type { StatefulInstanceSpec } from "../../../shared/spec.js";
 import { classify, errorCode } from "../../cloud/errors.js";
-import { type BlockDeviceRequest, TAG } from "../../cloud/gateway.js";
+import { TAG } from "../../cloud/gateway.js";
 import type { DataVolume } from "../../db/store.js";
 import { ONCE, type Runbook, step, type StepDef, type WorkflowContext } from "../engine.js";
 import { Failure, failureKind } from "../failure.js";
 import type { RunbookDeps } from "./deps.js";
 import { makeBeforeBreak } from "./cutover.js";
 import { completeBringUp, type GenerationPlan, launchStep, retire, STEP, terminateOld, waitOldTerminated } from "./generation.js";
-import { candidates, clientToken, describeLaunchSubnets, type LaunchResult, MUTATE_POLICY, requireVolumeId } from "./launch.js";
+import {
+  candidates,
+  clientToken,
+  describeLaunchSubnets,
+  type LaunchResult,
+  MUTATE_POLICY,
+  requireVolumeId,
+  volumesFromSnapshots,
+} from "./launch.js";
 import { isSecondary } from "./secondary.js";
 import {
   quiesceInstance,
@@ -240,18 +248,6 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
     const imageId = spec.persistence.root ? (newImage ?? begin.previousImage) : spec.launch.imageId;
     const pinnedAz = begin.eniId ? begin.eniAz : !snapshotMode && begin.volumes.length > 0 ? begin.volumes[0]?.availabilityZone : null;
     const subnets = await ctx.step(STEP.subnets, () => describeLaunchSubnets(deps, spec), MUTATE_POLICY);
-    const fromSnapshotsAt = (taken: TakenSnapshot[]): BlockDeviceRequest[] =>
-      taken.map((s) => {
-        const vs = spec.persistence.volumes.find((x) => x.device === s.device);
-        return {
-          deviceName: s.device,
-          snapshotId: s.snapshotId,
-          volumeType: vs?.type,
-          iops: vs?.iops,
-          throughput: vs?.throughput,
-          deleteOnTermination: false,
-        };
-      });
     const plan: GenerationPlan = {
       name,
       spec,
@@ -269,7 +265,7 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
     try {
       launched = await launchStep(deps, ctx, plan, {
         cands: candidates(spec, subnets, pinnedAz ?? null, begin.privateIp),
-        blockDevices: snapshotMode ? fromSnapshotsAt(snapshots) : [],
+        blockDevices: snapshotMode ? volumesFromSnapshots(spec, snapshots) : [],
       });
     } catch (err) {
       // Reattach pins the volumes' AZ. When that AZ has no capacity (and no ENI pins it too), move
@@ -284,7 +280,7 @@ export function replaceRunbook(deps: RunbookDeps): Runbook<ReplaceInput> {
       await ctx.step(waitSnapshots(snapshots, "cross-az ").name, waitSnapshots(snapshots, "cross-az ").run, MUTATE_POLICY);
       launched = await launchStep(deps, ctx, plan, {
         cands: candidates(spec, otherAzs, null, begin.privateIp),
-        blockDevices: fromSnapshotsAt(snapshots),
+        blockDevices: volumesFromSnapshots(spec, snapshots),
       });
     }
     const fromSnapshots = snapshotMode || crossAz;
