@@ -286,7 +286,24 @@ export function renderSpecReference(): string {
     "- A restore that fails once it has begun leaves the instance failed in R, its spec there; `spotkeep resume` then makes " +
       "the data volumes from the same copies.",
     "",
-  ].join("\n");
+  ]
+    .map(wrapBullet)
+    .join("\n");
+}
+
+/** A list item longer than 100 characters, broken between words onto indented continuation lines. */
+function wrapBullet(line: string): string {
+  if (!line.startsWith("- ") || line.length <= 100) return line;
+  const out: string[] = [];
+  let cur = "";
+  for (const word of line.split(" ")) {
+    if (cur && cur.length + 1 + word.length > 100) {
+      out.push(cur);
+      cur = `  ${word}`;
+    } else cur = cur ? `${cur} ${word}` : word;
+  }
+  out.push(cur);
+  return out.join("\n");
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) process.stdout.write(renderSpecReference());
