@@ -89,7 +89,9 @@ export async function perRegion<T, R, G>(
   const by = new Map<string, T[]>();
   for (const item of items) {
     const r = regions.of({ region: regionOf(item) });
-    by.set(r, [...(by.get(r) ?? []), item]);
+    const list = by.get(r);
+    if (list) list.push(item);
+    else by.set(r, [item]);
   }
   const out: R[] = [];
   for (const [r, xs] of by) out.push(...(await call(regions.ec2(r) as G, xs)));
